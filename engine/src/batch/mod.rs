@@ -1,0 +1,691 @@
+//! Kafka RecordBatch v2: header parsing, validation, in-place patching and
+//! record-level timestamp lookup, plus a builder for tests and benchmarks.
+//!
+//! The engine stores batches exactly as producers sent them, except for two
+//! header fields the leader assigns: baseOffset and partitionLeaderEpoch.
+//! Both lie before the CRC-covered region, so patching them (see
+//! [`patch_base_offset`], [`patch_leader_epoch`]) keeps the stored CRC
+//! valid; the [`layout`] constants assert it at compile time.
+//!
+//! Layout (big-endian; positions in bytes from the batch start):
+//!
+//! ```text
+//!  0 baseOffset i64           21 attributes i16          43 producerId i64
+//!  8 batchLength i32          23 lastOffsetDelta i32     51 producerEpoch i16
+//! 12 partitionLeaderEpoch i32 27 baseTimestamp i64       53 baseSequence i32
+//! 16 magic i8 (= 2)           35 maxTimestamp i64        57 recordsCount i32
+//! 17 crc u32 (CRC-32C of bytes 21..end)                  61 records
+//! ```
+//!
+//! batchLength counts the bytes after itself, so a batch occupies
+//! `12 + batchLength` bytes. The records format is described in
+//! [`records`](mod@records).
+//!
+//! Trust: nothing here trusts its input. [`validate`] is the gate for bytes
+//! from the network (produce) and from disk (recovery); every function that
+//! takes bytes returns an error or `None` on bad input rather than panicking,
+//! except where a precondition is documented and asserted (a caller bug).
+//!
+//! Pure functions over byte slices: no I/O, no shared state, callable from
+//! any thread.
+
+pub mod build;
+pub mod records;
+mod varint;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::ops::Range;
+
+use thiserror::Error;
+
+pub use build::{BatchBuilder, simple_batch};
+pub use records::{Record, RecordHeaders, Records, records};
+
+use crate::constants::{BATCH_HEADER_SIZE, BATCH_SIZE_MAX};
+use crate::types::{LeaderEpoch, Offset, TimestampMs};
+
+/// Positions of the header fields, in bytes from the start of the batch.
+pub mod layout {
+    use crate::constants::BATCH_HEADER_SIZE;
+
+    pub const BASE_OFFSET_AT: usize = 0;
+    pub const BATCH_LENGTH_AT: usize = 8;
+    /// Bytes before and including batchLength, which batchLength does not
+    /// count (Kafka's LOG_OVERHEAD).
+    pub const LOG_OVERHEAD: usize = 12;
+    pub const PARTITION_LEADER_EPOCH_AT: usize = 12;
+    pub const MAGIC_AT: usize = 16;
+    pub const CRC_AT: usize = 17;
+    pub const ATTRIBUTES_AT: usize = 21;
+    pub const LAST_OFFSET_DELTA_AT: usize = 23;
+    pub const BASE_TIMESTAMP_AT: usize = 27;
+    pub const MAX_TIMESTAMP_AT: usize = 35;
+    pub const PRODUCER_ID_AT: usize = 43;
+    pub const PRODUCER_EPOCH_AT: usize = 51;
+    pub const BASE_SEQUENCE_AT: usize = 53;
+    pub const RECORDS_COUNT_AT: usize = 57;
+    pub const RECORDS_AT: usize = 61;
+    /// The CRC covers the bytes from here to the end of the batch.
+    pub const CRC_COVERED_FROM: usize = ATTRIBUTES_AT;
+
+    /// The only magic value this module understands.
+    pub const MAGIC_V2: i8 = 2;
+
+    // The patched fields must stay outside the CRC-covered region, or
+    // patching would invalidate stored CRCs.
+    const _: () = assert!(BASE_OFFSET_AT + 8 <= CRC_AT);
+    const _: () = assert!(PARTITION_LEADER_EPOCH_AT + 4 <= CRC_AT);
+    const _: () = assert!(CRC_AT + 4 == CRC_COVERED_FROM);
+    const _: () = assert!(BATCH_LENGTH_AT + 4 == LOG_OVERHEAD);
+    const _: () = assert!(RECORDS_COUNT_AT + 4 == RECORDS_AT);
+    const _: () = assert!(RECORDS_AT == BATCH_HEADER_SIZE);
+}
+
+/// Attribute bits (of the i16 at [`layout::ATTRIBUTES_AT`]).
+mod attribute {
+    pub const COMPRESSION_MASK: i16 = 0x07;
+    pub const LOG_APPEND_TIME: i16 = 0x08;
+    pub const TRANSACTIONAL: i16 = 0x10;
+    pub const CONTROL: i16 = 0x20;
+    pub const DELETE_HORIZON: i16 = 0x40;
+}
+
+/// Compression codec of a batch's records section (attributes bits 0-2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    /// The codec for an attributes code, or `None` for codes 5-7, which Kafka
+    /// does not define.
+    pub fn from_code(code: u8) -> Option<Compression> {
+        match code {
+            0 => Some(Compression::None),
+            1 => Some(Compression::Gzip),
+            2 => Some(Compression::Snappy),
+            3 => Some(Compression::Lz4),
+            4 => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+
+    pub fn code(self) -> u8 {
+        match self {
+            Compression::None => 0,
+            Compression::Gzip => 1,
+            Compression::Snappy => 2,
+            Compression::Lz4 => 3,
+            Compression::Zstd => 4,
+        }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        };
+        f.write_str(name)
+    }
+}
+
+/// Meaning of the batch and record timestamps (attributes bit 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TimestampType {
+    /// Each record carries the producer's timestamp
+    /// (baseTimestamp + timestampDelta).
+    CreateTime,
+    /// The broker's append time, stored once as the batch maxTimestamp and
+    /// shared by every record; record deltas are ignored.
+    LogAppendTime,
+}
+
+/// A parsed view of the 61-byte header of a record batch v2.
+///
+/// `Ok` from [`BatchHeader::parse`] promises only that the header decodes:
+/// the magic is 2, the compression code is known and batchLength is large
+/// enough for a header. It does not promise that the slice holds the whole
+/// batch, that the CRC matches or that the records decode; [`validate`]
+/// checks those.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchHeader {
+    base_offset: Offset,
+    batch_length: i32,
+    partition_leader_epoch: LeaderEpoch,
+    magic: i8,
+    crc: u32,
+    attributes: i16,
+    last_offset_delta: i32,
+    base_timestamp: TimestampMs,
+    max_timestamp: TimestampMs,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    records_count: i32,
+}
+
+/// `N` bytes of the header at `at`. Only called with the constant field
+/// positions, all of which lie inside the header.
+fn field<const N: usize>(header: &[u8; BATCH_HEADER_SIZE], at: usize) -> [u8; N] {
+    let mut bytes = [0; N];
+    bytes.copy_from_slice(&header[at..at + N]);
+    bytes
+}
+
+impl BatchHeader {
+    /// Parse the header at the start of `batch` (which may be longer than the
+    /// header, or than the batch). See the type docs for what `Ok` promises.
+    pub fn parse(batch: &[u8]) -> Result<BatchHeader, BatchError> {
+        use layout::*;
+
+        let header: &[u8; BATCH_HEADER_SIZE] = batch
+            .first_chunk()
+            .ok_or(BatchError::TooShort { size: batch.len() })?;
+        let magic = i8::from_be_bytes(field(header, MAGIC_AT));
+        if magic != MAGIC_V2 {
+            return Err(BatchError::UnsupportedMagic { magic });
+        }
+        let batch_length = i32::from_be_bytes(field(header, BATCH_LENGTH_AT));
+        if !usize::try_from(batch_length).is_ok_and(|length| length >= RECORDS_AT - LOG_OVERHEAD) {
+            return Err(BatchError::InvalidBatchLength { batch_length });
+        }
+        let attributes = i16::from_be_bytes(field(header, ATTRIBUTES_AT));
+        let compression_code = (attributes & attribute::COMPRESSION_MASK) as u8;
+        if Compression::from_code(compression_code).is_none() {
+            return Err(BatchError::UnknownCompression {
+                code: compression_code,
+            });
+        }
+        Ok(BatchHeader {
+            base_offset: Offset(i64::from_be_bytes(field(header, BASE_OFFSET_AT))),
+            batch_length,
+            partition_leader_epoch: LeaderEpoch(i32::from_be_bytes(field(
+                header,
+                PARTITION_LEADER_EPOCH_AT,
+            ))),
+            magic,
+            crc: u32::from_be_bytes(field(header, CRC_AT)),
+            attributes,
+            last_offset_delta: i32::from_be_bytes(field(header, LAST_OFFSET_DELTA_AT)),
+            base_timestamp: TimestampMs(i64::from_be_bytes(field(header, BASE_TIMESTAMP_AT))),
+            max_timestamp: TimestampMs(i64::from_be_bytes(field(header, MAX_TIMESTAMP_AT))),
+            producer_id: i64::from_be_bytes(field(header, PRODUCER_ID_AT)),
+            producer_epoch: i16::from_be_bytes(field(header, PRODUCER_EPOCH_AT)),
+            base_sequence: i32::from_be_bytes(field(header, BASE_SEQUENCE_AT)),
+            records_count: i32::from_be_bytes(field(header, RECORDS_COUNT_AT)),
+        })
+    }
+
+    pub fn base_offset(&self) -> Offset {
+        self.base_offset
+    }
+
+    /// The raw batchLength field: bytes after it (at least 49).
+    pub fn batch_length(&self) -> i32 {
+        self.batch_length
+    }
+
+    pub fn partition_leader_epoch(&self) -> LeaderEpoch {
+        self.partition_leader_epoch
+    }
+
+    /// Always 2 for a parsed header.
+    pub fn magic(&self) -> i8 {
+        self.magic
+    }
+
+    /// The stored CRC (not checked by `parse`).
+    pub fn crc(&self) -> u32 {
+        self.crc
+    }
+
+    /// The raw attributes field; prefer the typed accessors.
+    pub fn attributes(&self) -> i16 {
+        self.attributes
+    }
+
+    pub fn last_offset_delta(&self) -> i32 {
+        self.last_offset_delta
+    }
+
+    pub fn base_timestamp(&self) -> TimestampMs {
+        self.base_timestamp
+    }
+
+    /// The largest record timestamp for CreateTime batches (as the producer
+    /// computed it; not checked against the records), the append time for
+    /// LogAppendTime batches.
+    pub fn max_timestamp(&self) -> TimestampMs {
+        self.max_timestamp
+    }
+
+    /// -1 when the producer is neither idempotent nor transactional.
+    pub fn producer_id(&self) -> i64 {
+        self.producer_id
+    }
+
+    pub fn producer_epoch(&self) -> i16 {
+        self.producer_epoch
+    }
+
+    pub fn base_sequence(&self) -> i32 {
+        self.base_sequence
+    }
+
+    pub fn records_count(&self) -> i32 {
+        self.records_count
+    }
+
+    /// Bytes the whole batch occupies: 12 + batchLength (at least 61).
+    pub fn total_size(&self) -> usize {
+        // parse() checked batch_length >= 49, so the conversion is lossless.
+        layout::LOG_OVERHEAD + usize::try_from(self.batch_length).unwrap_or(0)
+    }
+
+    /// Offset of the last record: baseOffset + lastOffsetDelta. Saturates
+    /// instead of overflowing on garbage headers; [`validate`] rejects batches
+    /// where it would overflow.
+    pub fn last_offset(&self) -> Offset {
+        Offset(
+            self.base_offset
+                .0
+                .saturating_add(i64::from(self.last_offset_delta)),
+        )
+    }
+
+    /// The offset after the batch's last record (the log end offset after
+    /// appending it). Saturates like [`BatchHeader::last_offset`].
+    pub fn next_offset(&self) -> Offset {
+        Offset(self.last_offset().0.saturating_add(1))
+    }
+
+    pub fn compression(&self) -> Compression {
+        // parse() rejected unknown codes.
+        Compression::from_code((self.attributes & attribute::COMPRESSION_MASK) as u8)
+            .unwrap_or(Compression::None)
+    }
+
+    pub fn timestamp_type(&self) -> TimestampType {
+        if self.attributes & attribute::LOG_APPEND_TIME != 0 {
+            TimestampType::LogAppendTime
+        } else {
+            TimestampType::CreateTime
+        }
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & attribute::TRANSACTIONAL != 0
+    }
+
+    /// Control batches carry transaction markers, not user records.
+    pub fn is_control(&self) -> bool {
+        self.attributes & attribute::CONTROL != 0
+    }
+
+    /// Set by log compaction (KIP-534): baseTimestamp is then the delete
+    /// horizon for tombstones and transaction markers.
+    pub fn has_delete_horizon(&self) -> bool {
+        self.attributes & attribute::DELETE_HORIZON != 0
+    }
+
+    /// True when the batch comes from an idempotent or transactional
+    /// producer.
+    pub fn has_producer_id(&self) -> bool {
+        self.producer_id >= 0
+    }
+}
+
+/// One field of a record, named in [`RecordProblem`]s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordField {
+    Length,
+    Body,
+    Attributes,
+    TimestampDelta,
+    OffsetDelta,
+    KeyLength,
+    Key,
+    ValueLength,
+    Value,
+    HeadersCount,
+    HeaderKeyLength,
+    HeaderKey,
+    HeaderValueLength,
+    HeaderValue,
+}
+
+impl fmt::Display for RecordField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            RecordField::Length => "length",
+            RecordField::Body => "body",
+            RecordField::Attributes => "attributes",
+            RecordField::TimestampDelta => "timestampDelta",
+            RecordField::OffsetDelta => "offsetDelta",
+            RecordField::KeyLength => "keyLength",
+            RecordField::Key => "key",
+            RecordField::ValueLength => "valueLength",
+            RecordField::Value => "value",
+            RecordField::HeadersCount => "headersCount",
+            RecordField::HeaderKeyLength => "header keyLength",
+            RecordField::HeaderKey => "header key",
+            RecordField::HeaderValueLength => "header valueLength",
+            RecordField::HeaderValue => "header value",
+        };
+        f.write_str(name)
+    }
+}
+
+/// Why one record of a batch does not decode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
+pub enum RecordProblem {
+    #[error("{field} needs {needed} bytes but only {available} remain")]
+    Truncated {
+        field: RecordField,
+        needed: usize,
+        available: usize,
+    },
+    #[error("{field} varint is cut off by the end of the record")]
+    VarintTruncated { field: RecordField },
+    #[error("{field} varint is longer than its maximum encoded size or overflows")]
+    VarintOverlong { field: RecordField },
+    #[error("{field} is negative ({length})")]
+    NegativeLength { field: RecordField, length: i32 },
+    #[error("length says {declared} bytes but the fields occupy {consumed}")]
+    SizeMismatch { declared: usize, consumed: usize },
+}
+
+/// Why a byte slice is not an acceptable record batch v2.
+///
+/// Map to Kafka error codes with [`BatchError::kafka_error_name`] at the
+/// protocol edge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
+pub enum BatchError {
+    #[error("record batch too short: {size} bytes, a header alone is 61")]
+    TooShort { size: usize },
+    #[error("record batch batchLength {batch_length} is smaller than a header")]
+    InvalidBatchLength { batch_length: i32 },
+    #[error("record batch declares {declared_size} bytes but {actual_size} were given")]
+    LengthMismatch {
+        declared_size: usize,
+        actual_size: usize,
+    },
+    #[error(
+        "record batch truncated: batch at byte {position} declares {declared_size} bytes, \
+         only {available} remain"
+    )]
+    Truncated {
+        position: usize,
+        declared_size: usize,
+        available: usize,
+    },
+    #[error("record batch of {size} bytes exceeds the limit of {max} bytes")]
+    TooLarge { size: usize, max: usize },
+    #[error("record batch magic {magic} is not supported (only magic 2)")]
+    UnsupportedMagic { magic: i8 },
+    #[error("record batch compression code {code} is not defined")]
+    UnknownCompression { code: u8 },
+    #[error("record batch CRC mismatch: stored {expected:#010x}, computed {actual:#010x}")]
+    CorruptCrc { expected: u32, actual: u32 },
+    #[error("record batch recordsCount {records_count} is not positive")]
+    InvalidRecordsCount { records_count: i32 },
+    #[error(
+        "record batch lastOffsetDelta {last_offset_delta} does not match recordsCount \
+         {records_count}"
+    )]
+    OffsetDeltaMismatch {
+        last_offset_delta: i32,
+        records_count: i32,
+    },
+    #[error(
+        "record batch baseOffset {base_offset} + lastOffsetDelta {last_offset_delta} overflows"
+    )]
+    OffsetOverflow {
+        base_offset: i64,
+        last_offset_delta: i32,
+    },
+    #[error("record {index} of the batch has offsetDelta {offset_delta}, expected {index}")]
+    RecordOffsetDeltaMismatch { index: u32, offset_delta: i32 },
+    #[error("record {index} (at byte {position} of the batch) is malformed: {problem}")]
+    MalformedRecord {
+        index: u32,
+        position: usize,
+        problem: RecordProblem,
+    },
+    #[error("record batch declares {records_count} records but its bytes end after {found}")]
+    RecordsMissing { records_count: i32, found: u32 },
+    #[error("record batch has {trailing_bytes} bytes after its {records_count} records")]
+    TrailingBytes {
+        records_count: i32,
+        trailing_bytes: usize,
+    },
+}
+
+impl BatchError {
+    /// The Kafka error this maps to in a produce response: CORRUPT_MESSAGE
+    /// for CRC and framing (sizes, lengths, varints), MESSAGE_TOO_LARGE for
+    /// the size limit, UNSUPPORTED_FOR_MESSAGE_FORMAT for magic != 2 and
+    /// INVALID_RECORD for a well-framed batch whose counts and offsets
+    /// disagree.
+    pub fn kafka_error_name(&self) -> &'static str {
+        match self {
+            BatchError::TooShort { .. }
+            | BatchError::InvalidBatchLength { .. }
+            | BatchError::LengthMismatch { .. }
+            | BatchError::Truncated { .. }
+            | BatchError::UnknownCompression { .. }
+            | BatchError::CorruptCrc { .. }
+            | BatchError::MalformedRecord { .. } => "CORRUPT_MESSAGE",
+            BatchError::TooLarge { .. } => "MESSAGE_TOO_LARGE",
+            BatchError::UnsupportedMagic { .. } => "UNSUPPORTED_FOR_MESSAGE_FORMAT",
+            BatchError::InvalidRecordsCount { .. }
+            | BatchError::OffsetDeltaMismatch { .. }
+            | BatchError::OffsetOverflow { .. }
+            | BatchError::RecordOffsetDeltaMismatch { .. }
+            | BatchError::RecordsMissing { .. }
+            | BatchError::TrailingBytes { .. } => "INVALID_RECORD",
+        }
+    }
+}
+
+/// CRC-32C of the CRC-covered part of a batch (attributes to the end).
+/// `batch` must be exactly one batch, at least a header long.
+fn computed_crc(batch: &[u8]) -> u32 {
+    crc32c::crc32c(batch.get(layout::CRC_COVERED_FROM..).unwrap_or(&[]))
+}
+
+/// Validate that `batch` is exactly one well-formed record batch v2 of at
+/// most `max_batch_bytes` (and never more than [`BATCH_SIZE_MAX`]).
+///
+/// Checks, in order: the header parses (length, magic, batchLength,
+/// compression code); batchLength matches the slice length exactly; the
+/// size limit; the CRC; recordsCount >= 1; lastOffsetDelta ==
+/// recordsCount - 1; baseOffset + lastOffsetDelta does not overflow. For
+/// uncompressed batches it also walks the records: exactly recordsCount
+/// records fill the records section exactly, every record decodes within its
+/// declared length, and record `i` has offsetDelta `i`.
+///
+/// `Ok` promises the batch can be stored, indexed and served: offsets and
+/// sizes in the header are consistent. It does not look inside compressed
+/// records, does not check that maxTimestamp is the records' maximum, and
+/// does not apply produce policy (control batches from clients, producer id
+/// and sequence rules, timestamp limits); those belong to the produce path.
+/// Never panics, whatever the input.
+pub fn validate(batch: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, BatchError> {
+    let header = BatchHeader::parse(batch)?;
+    if header.total_size() != batch.len() {
+        return Err(BatchError::LengthMismatch {
+            declared_size: header.total_size(),
+            actual_size: batch.len(),
+        });
+    }
+    let max = max_batch_bytes.min(BATCH_SIZE_MAX);
+    if batch.len() > max {
+        return Err(BatchError::TooLarge {
+            size: batch.len(),
+            max,
+        });
+    }
+    let actual = computed_crc(batch);
+    if actual != header.crc() {
+        return Err(BatchError::CorruptCrc {
+            expected: header.crc(),
+            actual,
+        });
+    }
+    let records_count = header.records_count();
+    if records_count < 1 {
+        return Err(BatchError::InvalidRecordsCount { records_count });
+    }
+    let last_offset_delta = header.last_offset_delta();
+    if i64::from(last_offset_delta) != i64::from(records_count) - 1 {
+        return Err(BatchError::OffsetDeltaMismatch {
+            last_offset_delta,
+            records_count,
+        });
+    }
+    let base_offset = header.base_offset().value();
+    if base_offset
+        .checked_add(i64::from(last_offset_delta))
+        .is_none()
+    {
+        return Err(BatchError::OffsetOverflow {
+            base_offset,
+            last_offset_delta,
+        });
+    }
+    if header.compression() == Compression::None {
+        for (index, record) in (0_u32..).zip(records(batch, &header)) {
+            let offset_delta = record?.offset_delta;
+            if i64::from(offset_delta) != i64::from(index) {
+                return Err(BatchError::RecordOffsetDeltaMismatch {
+                    index,
+                    offset_delta,
+                });
+            }
+        }
+    }
+    Ok(header)
+}
+
+/// Split a buffer of concatenated batches into the byte range of each, using
+/// only the batchLength fields. An empty buffer gives an empty list.
+///
+/// Checks framing only: every batch must have a header and fit in the
+/// buffer, or the call fails with [`BatchError::Truncated`] (for a short
+/// tail) or the header error. It does not validate the batches; run
+/// [`validate`] on each range. Never panics.
+pub fn split_batches(buffer: &[u8]) -> Result<Vec<Range<usize>>, BatchError> {
+    let mut ranges = Vec::new();
+    let mut position = 0;
+    while position < buffer.len() {
+        let rest = &buffer[position..];
+        let available = rest.len();
+        if available < BATCH_HEADER_SIZE {
+            return Err(BatchError::Truncated {
+                position,
+                declared_size: BATCH_HEADER_SIZE,
+                available,
+            });
+        }
+        let header = BatchHeader::parse(rest)?;
+        let declared_size = header.total_size();
+        if declared_size > available {
+            return Err(BatchError::Truncated {
+                position,
+                declared_size,
+                available,
+            });
+        }
+        ranges.push(position..position + declared_size);
+        position += declared_size;
+    }
+    Ok(ranges)
+}
+
+/// Overwrite the baseOffset of the batch at the start of `batch`. The field
+/// lies outside the CRC-covered region, so a valid batch stays valid.
+///
+/// Panics if `batch` is shorter than a header: callers patch batches they
+/// have validated.
+pub fn patch_base_offset(batch: &mut [u8], base_offset: Offset) {
+    assert!(
+        batch.len() >= BATCH_HEADER_SIZE,
+        "patching a {}-byte batch",
+        batch.len()
+    );
+    let at = layout::BASE_OFFSET_AT;
+    batch[at..at + 8].copy_from_slice(&base_offset.value().to_be_bytes());
+}
+
+/// Overwrite the partitionLeaderEpoch of the batch at the start of `batch`.
+/// The field lies outside the CRC-covered region, so a valid batch stays
+/// valid.
+///
+/// Panics if `batch` is shorter than a header: callers patch batches they
+/// have validated.
+pub fn patch_leader_epoch(batch: &mut [u8], leader_epoch: LeaderEpoch) {
+    assert!(
+        batch.len() >= BATCH_HEADER_SIZE,
+        "patching a {}-byte batch",
+        batch.len()
+    );
+    let at = layout::PARTITION_LEADER_EPOCH_AT;
+    batch[at..at + 4].copy_from_slice(&leader_epoch.0.to_be_bytes());
+}
+
+/// The first record (in offset order) of the batch whose timestamp is at
+/// least `target`, as (offset, timestamp): offset = baseOffset + offsetDelta,
+/// timestamp = baseTimestamp + timestampDelta for CreateTime batches and the
+/// batch maxTimestamp for every record of a LogAppendTime batch. This is the
+/// per-batch step of ListOffsets by timestamp.
+///
+/// `None` when no record qualifies, and also when the batch is compressed:
+/// reading its records would mean decompressing, so callers check
+/// [`BatchHeader::compression`] and fall back to the batch level (if
+/// maxTimestamp >= target, answer with baseOffset and maxTimestamp). `batch`
+/// should have passed [`validate`]; on bytes that do not decode the result is
+/// `None` (never a panic).
+pub fn first_offset_with_timestamp_at_least(
+    batch: &[u8],
+    target: TimestampMs,
+) -> Option<(Offset, TimestampMs)> {
+    let header = BatchHeader::parse(batch).ok()?;
+    if header.compression() != Compression::None || batch.len() < header.total_size() {
+        return None;
+    }
+    let base_offset = header.base_offset().value();
+    if header.timestamp_type() == TimestampType::LogAppendTime {
+        // Every record shares the append time; the first record has
+        // offsetDelta 0 in a validated batch.
+        return (header.max_timestamp() >= target)
+            .then_some((header.base_offset(), header.max_timestamp()));
+    }
+    for record in records(batch, &header) {
+        let record = record.ok()?;
+        // Wrapping like Kafka's Java arithmetic; only garbage overflows.
+        let timestamp = TimestampMs(
+            header
+                .base_timestamp()
+                .0
+                .wrapping_add(record.timestamp_delta),
+        );
+        if timestamp >= target {
+            let offset = base_offset.checked_add(i64::from(record.offset_delta))?;
+            return Some((Offset(offset), timestamp));
+        }
+    }
+    None
+}

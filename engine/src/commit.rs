@@ -1,0 +1,196 @@
+//! Group commit: one committer per shard makes the shard's logs durable.
+//!
+//! Appends only buffer and enqueue their log. A flush round takes every
+//! queued log and flushes them concurrently: each log issues one write per
+//! dirty segment and one fdatasync per file, then completes all the appends
+//! its flush covered. Appends arriving during a round wait for the next one,
+//! which starts as soon as the current round ends: under load a round covers
+//! everything that arrived during the previous fdatasync, so the fsync rate
+//! stays bounded while the batch per fsync grows with the load.
+//!
+//! Logs with `FlushPolicy::Interval` stay queued until they are due.
+//! Single-threaded (`Rc`): a committer and its logs live on one shard.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use futures_util::future::{Either, join_all, select};
+
+use crate::io::Io;
+use crate::log::LogRef;
+
+/// Counters of the committer's work (for benchmarks and metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Flush rounds that flushed at least one log.
+    pub rounds: u64,
+    /// Log flushes (a log flushed in a round counts once).
+    pub log_flushes: u64,
+    /// fdatasync calls issued by log flushes.
+    pub fsyncs: u64,
+    /// Bytes written to segment files (whole pages, tail pages rewritten).
+    pub bytes_written: u64,
+}
+
+pub struct Committer<I: Io> {
+    shared: Rc<Shared<I>>,
+}
+
+impl<I: Io> Clone for Committer<I> {
+    fn clone(&self) -> Self {
+        Committer { shared: Rc::clone(&self.shared) }
+    }
+}
+
+struct Shared<I: Io> {
+    io: I,
+    queue: RefCell<Vec<LogRef<I>>>,
+    waker: RefCell<Option<Waker>>,
+    stats: Cell<CommitStats>,
+}
+
+impl<I: Io> Committer<I> {
+    pub fn new(io: I) -> Committer<I> {
+        Committer {
+            shared: Rc::new(Shared {
+                io,
+                queue: RefCell::new(Vec::new()),
+                waker: RefCell::new(None),
+                stats: Cell::new(CommitStats::default()),
+            }),
+        }
+    }
+
+    pub fn stats(&self) -> CommitStats {
+        self.shared.stats.get()
+    }
+
+    /// Logs waiting for a flush.
+    pub fn queued(&self) -> usize {
+        self.shared.queue.borrow().len()
+    }
+
+    pub(crate) fn enqueue(&self, log: LogRef<I>) {
+        self.shared.queue.borrow_mut().push(log);
+        if let Some(waker) = self.shared.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    pub(crate) fn note_flush(&self, fsyncs: u64, bytes_written: u64) {
+        let mut stats = self.shared.stats.get();
+        stats.log_flushes += 1;
+        stats.fsyncs += fsyncs;
+        stats.bytes_written += bytes_written;
+        self.shared.stats.set(stats);
+    }
+
+    /// One group-commit round over every queued log that is due. Returns the
+    /// number of logs flushed and, if some queued logs are not due yet, the
+    /// earliest time one will be.
+    pub async fn flush_round(&self) -> (usize, Option<i64>) {
+        let queued = std::mem::take(&mut *self.shared.queue.borrow_mut());
+        let now = self.shared.io.now_ms();
+        let mut due = Vec::new();
+        let mut not_due = Vec::new();
+        let mut next_due: Option<i64> = None;
+        for weak in queued {
+            let Some(log) = weak.upgrade() else { continue };
+            match log.flush_due(now) {
+                Ok(()) => due.push(log),
+                Err(at) => {
+                    next_due = Some(next_due.map_or(at, |earliest| earliest.min(at)));
+                    not_due.push(weak);
+                }
+            }
+        }
+        self.shared.queue.borrow_mut().extend(not_due);
+        if due.is_empty() {
+            return (0, next_due);
+        }
+        let results = join_all(due.iter().map(|log| log.flush())).await;
+        for (log, result) in due.iter().zip(results) {
+            if let Err(error) = result {
+                tracing::debug!(dir = %log.dir().display(), %error, "flush failed");
+            }
+            if log.take_requeue() {
+                self.shared.queue.borrow_mut().push(Rc::downgrade(log));
+            } else {
+                log.mark_unqueued();
+            }
+        }
+        let mut stats = self.shared.stats.get();
+        stats.rounds += 1;
+        self.shared.stats.set(stats);
+        (due.len(), next_due)
+    }
+
+    /// Flush rounds until nothing is queued (tests, shutdown).
+    pub async fn flush_all(&self) {
+        loop {
+            let (flushed, _) = self.flush_round().await;
+            if flushed == 0 && self.queued() == 0 {
+                return;
+            }
+            if flushed == 0 {
+                // Only interval logs remain, not due: flush them anyway.
+                let queued = std::mem::take(&mut *self.shared.queue.borrow_mut());
+                for weak in queued {
+                    if let Some(log) = weak.upgrade() {
+                        let _ = log.flush().await;
+                        log.mark_unqueued();
+                    }
+                }
+                return;
+            }
+        }
+    }
+
+    /// Run rounds forever: wait for a queued log, flush, repeat. Spawn this
+    /// once per shard on the shard's runtime.
+    pub async fn run(&self) {
+        loop {
+            let (flushed, next_due) = self.flush_round().await;
+            if flushed > 0 {
+                continue;
+            }
+            let baseline = self.queued();
+            let woken = Woken { shared: &self.shared, baseline };
+            match next_due {
+                Some(at) => {
+                    let wait = (at - self.shared.io.now_ms()).max(1) as u64;
+                    let sleep = std::pin::pin!(self.shared.io.sleep(Duration::from_millis(wait)));
+                    match select(woken, sleep).await {
+                        Either::Left(_) | Either::Right(_) => {}
+                    }
+                }
+                None => woken.await,
+            }
+        }
+    }
+}
+
+/// Resolves once the queue holds more logs than `baseline` (something was
+/// enqueued since the round ended).
+struct Woken<'a, I: Io> {
+    shared: &'a Shared<I>,
+    baseline: usize,
+}
+
+impl<I: Io> Future for Woken<'_, I> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<()> {
+        if self.shared.queue.borrow().len() > self.baseline {
+            return Poll::Ready(());
+        }
+        *self.shared.waker.borrow_mut() = Some(context.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl<I: Io> Unpin for Woken<'_, I> {}

@@ -1,0 +1,43 @@
+//! Every limit and default of the engine, with the reason for its value.
+
+/// O_DIRECT requires buffer address, file offset and length aligned to the
+/// logical block size. 4 KiB covers every disk we target (512e and 4Kn) and is
+/// the page size, so it is also the unit of the rewritten tail page.
+pub const PAGE_SIZE: usize = 4096;
+
+/// Unit of atomicity we assume of the disk: a sector write either lands whole
+/// or not at all (see docs/internals/storage-format.md). The simulated disk
+/// tears writes at this granularity.
+pub const SECTOR_SIZE: usize = 512;
+
+/// Kafka's default segment.bytes (1 GiB).
+pub const SEGMENT_BYTES_DEFAULT: u64 = 1 << 30;
+
+/// Kafka's default segment.ms (7 days).
+pub const SEGMENT_MS_DEFAULT: i64 = 7 * 24 * 60 * 60 * 1000;
+
+/// Kafka's default index.interval.bytes: one sparse index entry per 4 KiB.
+pub const INDEX_INTERVAL_BYTES_DEFAULT: u32 = 4096;
+
+/// Kafka's default max.message.bytes (1 MiB + record batch overhead).
+pub const MAX_MESSAGE_BYTES_DEFAULT: u32 = 1_048_588;
+
+/// Preallocation step: segments grow by fallocate in steps this large, so the
+/// filesystem allocates extents rarely and fdatasync rarely has metadata to
+/// write. Capped by the segment size.
+pub const PREALLOCATE_STEP_BYTES: u64 = 64 << 20;
+
+/// Size of one in-memory write chunk. Appends are copied into aligned chunks;
+/// a chunk is both the O_DIRECT write source and the read cache of the tail.
+/// Memory is touched lazily, so an idle partition costs only its tail pages.
+pub const CHUNK_SIZE_BYTES: usize = 1 << 20;
+
+/// Flushed chunks kept per log to serve reads of recent data from memory.
+pub const TAIL_CHUNKS_RETAINED: usize = 2;
+
+/// Size of a record batch v2 header, up to and including the record count.
+pub const BATCH_HEADER_SIZE: usize = 61;
+
+/// Largest batch the engine accepts whatever the config says: a batch length
+/// is an i32 on the wire, and index positions are u32.
+pub const BATCH_SIZE_MAX: usize = 256 << 20;

@@ -1,0 +1,66 @@
+//! Errors at the engine's boundary.
+//!
+//! `AppendError` is what a producer's append can fail with; `LogError` is
+//! everything else (open, read, admin operations). Both carry structured
+//! fields; mapping to Kafka error codes happens in the server.
+
+use std::io;
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use crate::batch::BatchError;
+use crate::types::Offset;
+
+/// Why an append was refused or failed. Only `Ok` of the append's completion
+/// means "durable"; every error here means "not acknowledged".
+#[derive(Debug, Error, Clone)]
+pub enum AppendError {
+    /// The batch failed validation; nothing was written.
+    #[error("invalid record batch: {0}")]
+    InvalidBatch(#[from] BatchError),
+
+    /// The device is full. The unflushed tail was rolled back, nothing was
+    /// written; appends succeed again once space is freed.
+    #[error("no space left on device while appending to {dir}")]
+    StorageFull { dir: PathBuf },
+
+    /// A write or fsync failed earlier. The log accepts no more appends and
+    /// acknowledges nothing until it is reopened (which runs recovery).
+    #[error("log {dir} is stopped after an I/O error: {reason}")]
+    Poisoned { dir: PathBuf, reason: String },
+
+    /// The log was closed while the append was pending.
+    #[error("log {dir} was closed before the append became durable")]
+    Closed { dir: PathBuf },
+}
+
+/// Errors of opening, reading and administering a log.
+#[derive(Debug, Error)]
+pub enum LogError {
+    #[error("I/O error on {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+
+    /// A fetch outside `[log_start_offset, log_end_offset]`.
+    #[error("offset {offset} is out of range [{start}, {end}]")]
+    OffsetOutOfRange { offset: Offset, start: Offset, end: Offset },
+
+    /// The log is poisoned by an earlier I/O error (see `AppendError::Poisoned`).
+    #[error("log {dir} is stopped after an I/O error: {reason}")]
+    Poisoned { dir: PathBuf, reason: String },
+
+    /// The on-disk state cannot be understood (not a torn tail, which
+    /// recovery repairs, but e.g. a checkpoint naming a missing segment).
+    #[error("log {dir} is corrupt: {reason}")]
+    Corrupt { dir: PathBuf, reason: String },
+
+    /// A caller asked for something the log cannot do (bad argument).
+    #[error("invalid request: {0}")]
+    InvalidArgument(String),
+}
+
+impl LogError {
+    pub fn io(path: impl Into<PathBuf>, source: io::Error) -> LogError {
+        LogError::Io { path: path.into(), source }
+    }
+}

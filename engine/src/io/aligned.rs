@@ -1,0 +1,279 @@
+//! Page-aligned owned buffers: the only memory handed to O_DIRECT I/O.
+//!
+//! O_DIRECT needs the buffer address, the file position and the length aligned
+//! to the device's logical block size (see [`PAGE_SIZE`]). An [`AlignedBuf`]
+//! owns a heap allocation that starts on a page boundary and whose capacity is
+//! a whole number of pages. All of the capacity is zero-initialized when
+//! allocated, so any prefix of it may be declared initialized at any time:
+//! that is what lets it be the target of a completion-based read (compio's
+//! [`IoBufMut`]) without any uninitialized memory reaching safe code.
+//!
+//! Invariants: `ptr` is aligned to [`PAGE_SIZE`], `capacity` is a nonzero
+//! multiple of [`PAGE_SIZE`], `len <= capacity`, and all `capacity` bytes are
+//! initialized.
+//!
+//! A buffer is used by one shard thread; once frozen with
+//! [`AlignedBuf::into_bytes`] the bytes may cross threads.
+
+use std::alloc::{self, Layout};
+use std::fmt;
+use std::mem::MaybeUninit;
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+
+use bytes::Bytes;
+use compio::buf::{IoBuf, IoBufMut, SetLen};
+
+use crate::constants::PAGE_SIZE;
+
+/// An owned, page-aligned, fixed-capacity byte buffer.
+///
+/// `len` bytes are the initialized content (what [`Deref`] and
+/// [`IoBuf::as_init`] expose); the capacity never changes.
+pub struct AlignedBuf {
+    ptr: NonNull<u8>,
+    capacity: usize,
+    len: usize,
+}
+
+// SAFETY: an `AlignedBuf` uniquely owns its allocation (no aliasing pointers
+// exist outside it), like a `Vec<u8>`, so moving it to another thread is sound.
+unsafe impl Send for AlignedBuf {}
+
+// SAFETY: through `&AlignedBuf` the bytes can only be read; every mutation
+// needs `&mut AlignedBuf`. Shared reads from several threads are sound.
+unsafe impl Sync for AlignedBuf {}
+
+impl AlignedBuf {
+    /// A zero-filled buffer of at least `bytes` capacity (rounded up to whole
+    /// pages, at least one page) and length 0.
+    ///
+    /// Panics when the allocation fails or the size overflows (both mean the
+    /// process cannot continue).
+    pub fn with_capacity(bytes: usize) -> Self {
+        let capacity = bytes
+            .max(1)
+            .checked_next_multiple_of(PAGE_SIZE)
+            .expect("AlignedBuf capacity overflows usize");
+        let layout = Self::layout(capacity);
+        // SAFETY: `layout` has a nonzero size (capacity >= PAGE_SIZE).
+        let raw = unsafe { alloc::alloc_zeroed(layout) };
+        let Some(ptr) = NonNull::new(raw) else {
+            alloc::handle_alloc_error(layout)
+        };
+        assert!((ptr.as_ptr() as usize).is_multiple_of(PAGE_SIZE));
+        Self {
+            ptr,
+            capacity,
+            len: 0,
+        }
+    }
+
+    fn layout(capacity: usize) -> Layout {
+        Layout::from_size_align(capacity, PAGE_SIZE).expect("AlignedBuf layout is valid")
+    }
+
+    /// Number of initialized (content) bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the buffer holds no content.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Allocated size in bytes: a multiple of [`PAGE_SIZE`].
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Append `data` after the content. Panics when it does not fit: the
+    /// capacity is fixed, and overflowing it is a caller bug.
+    pub fn extend_from_slice(&mut self, data: &[u8]) {
+        assert!(
+            data.len() <= self.capacity - self.len,
+            "AlignedBuf overflow: len {} + {} > capacity {}",
+            self.len,
+            data.len(),
+            self.capacity
+        );
+        let start = self.len;
+        let end = start + data.len();
+        self.full_mut()[start..end].copy_from_slice(data);
+        self.len = end;
+    }
+
+    /// Shorten the content to `len` bytes (no effect when already shorter).
+    /// The bytes past it keep their values and stay initialized.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// The whole capacity, content and spare bytes alike.
+    fn full(&self) -> &[u8] {
+        // SAFETY: `ptr` points to an allocation of `capacity` bytes owned by
+        // `self`, all initialized (alloc_zeroed), and the borrow of `self`
+        // prevents mutation for the slice's lifetime.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.capacity) }
+    }
+
+    /// The whole capacity, mutable.
+    fn full_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `full`, and `&mut self` makes this the only reference
+        // to the allocation for the slice's lifetime.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.capacity) }
+    }
+
+    /// Freeze the buffer into [`Bytes`] without copying. The allocation is
+    /// freed when the last clone of the `Bytes` is dropped; the `Bytes` start
+    /// on a page boundary.
+    pub fn into_bytes(self) -> Bytes {
+        Bytes::from_owner(self)
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` was returned by `alloc_zeroed` with exactly this
+        // layout (capacity never changes) and is freed only here, once.
+        unsafe { alloc::dealloc(self.ptr.as_ptr(), Self::layout(self.capacity)) }
+    }
+}
+
+impl Deref for AlignedBuf {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.full()[..self.len]
+    }
+}
+
+impl DerefMut for AlignedBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        let len = self.len;
+        &mut self.full_mut()[..len]
+    }
+}
+
+impl AsRef<[u8]> for AlignedBuf {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl AsMut<[u8]> for AlignedBuf {
+    fn as_mut(&mut self) -> &mut [u8] {
+        self
+    }
+}
+
+impl fmt::Debug for AlignedBuf {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("AlignedBuf")
+            .field("len", &self.len)
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl IoBuf for AlignedBuf {
+    fn as_init(&self) -> &[u8] {
+        self
+    }
+}
+
+impl SetLen for AlignedBuf {
+    /// Declare the first `len` bytes content. Every byte of the capacity is
+    /// initialized, so the only requirement left is `len <= capacity`, which
+    /// is asserted.
+    unsafe fn set_len(&mut self, len: usize) {
+        assert!(len <= self.capacity, "AlignedBuf::set_len past capacity");
+        self.len = len;
+    }
+}
+
+impl IoBufMut for AlignedBuf {
+    fn as_uninit(&mut self) -> &mut [MaybeUninit<u8>] {
+        let full = self.full_mut();
+        // SAFETY: `MaybeUninit<u8>` has the same layout as `u8`, and the
+        // slice covers the same owned, exclusively borrowed memory.
+        // Callers can only de-initialize bytes through it by writing
+        // `MaybeUninit::uninit()`, and `SetLen` forbids declaring such bytes
+        // content.
+        unsafe { std::slice::from_raw_parts_mut(full.as_mut_ptr().cast(), full.len()) }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_are_page_aligned_and_rounded_up() {
+        for requested in [0, 1, 100, PAGE_SIZE, PAGE_SIZE + 1, 3 * PAGE_SIZE] {
+            let buf = AlignedBuf::with_capacity(requested);
+            assert!((buf.as_ptr() as usize).is_multiple_of(PAGE_SIZE));
+            assert!(buf.capacity().is_multiple_of(PAGE_SIZE));
+            assert!(buf.capacity() >= requested.max(1));
+            assert!(buf.capacity() < requested.max(1) + PAGE_SIZE);
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn spare_capacity_is_zeroed() {
+        let mut buf = AlignedBuf::with_capacity(2 * PAGE_SIZE);
+        assert!(buf.as_uninit().len() == 2 * PAGE_SIZE);
+        assert!(buf.ensure_init().iter().all(|&byte| byte == 0));
+    }
+
+    #[test]
+    fn extend_truncate_and_set_len() {
+        let mut buf = AlignedBuf::with_capacity(PAGE_SIZE);
+        buf.extend_from_slice(b"hello");
+        buf.extend_from_slice(b" world");
+        assert_eq!(&buf[..], b"hello world");
+        buf.truncate(5);
+        assert_eq!(&buf[..], b"hello");
+        // SAFETY: within capacity; all bytes are initialized.
+        unsafe { SetLen::set_len(&mut buf, PAGE_SIZE) };
+        assert_eq!(buf.len(), PAGE_SIZE);
+        assert_eq!(&buf[..11], b"hello world");
+        assert!(buf[11..].iter().all(|&byte| byte == 0));
+    }
+
+    #[test]
+    #[should_panic(expected = "AlignedBuf overflow")]
+    fn extend_past_capacity_panics() {
+        let mut buf = AlignedBuf::with_capacity(PAGE_SIZE);
+        buf.extend_from_slice(&[1; PAGE_SIZE + 1]);
+    }
+
+    #[test]
+    fn into_bytes_keeps_content_and_address() {
+        let mut buf = AlignedBuf::with_capacity(PAGE_SIZE);
+        buf.extend_from_slice(b"record batch bytes");
+        let address = buf.as_ptr();
+        let bytes = buf.into_bytes();
+        assert_eq!(&bytes[..], b"record batch bytes");
+        assert_eq!(bytes.as_ptr(), address, "into_bytes must not copy");
+        // `Bytes::slice` spelled out: with `IoBuf` in scope, `bytes.slice(..)`
+        // resolves to `IoBuf::slice`, which consumes the `Bytes`.
+        let tail = Bytes::slice(&bytes, 7..);
+        drop(bytes);
+        assert_eq!(&tail[..], b"batch bytes");
+    }
+
+    #[test]
+    fn into_bytes_crosses_threads() {
+        let mut buf = AlignedBuf::with_capacity(PAGE_SIZE);
+        buf.extend_from_slice(&[7; 100]);
+        let bytes = buf.into_bytes();
+        let handle =
+            std::thread::spawn(move || bytes.iter().map(|&byte| u32::from(byte)).sum::<u32>());
+        assert_eq!(handle.join().unwrap(), 700_u32);
+    }
+}

@@ -1,0 +1,116 @@
+//! The engine's only I/O seam.
+//!
+//! Everything the storage logic does to a disk, a directory or a clock goes
+//! through [`Io`]. Two implementations exist:
+//! - [`uring::UringIo`]: the real one. Segment files are opened with O_DIRECT
+//!   and written, synced and read through io_uring (compio's driver).
+//! - [`sim::SimIo`]: a deterministic simulated disk that keeps a live and a
+//!   durable image of every file and can crash (dropping or tearing unsynced
+//!   writes), fail fsyncs and writes, and run out of space. Tests drive the
+//!   same engine code over it from a printed seed.
+//!
+//! All methods are called from one shard thread; futures need not be `Send`.
+//! Errors are plain `std::io::Error`; a full disk is reported with
+//! `raw_os_error() == Some(libc::ENOSPC)` (see [`is_storage_full`]).
+
+pub mod aligned;
+pub mod sim;
+pub mod uring;
+
+use std::future::Future;
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use aligned::AlignedBuf;
+
+/// The I/O operations the engine needs. See the module docs.
+///
+/// Alignment contract for the O_DIRECT operations (`write_at`, `read_at`):
+/// positions and lengths are multiples of [`crate::constants::PAGE_SIZE`] and
+/// buffers start on a page boundary. Implementations assert it.
+pub trait Io: Clone + 'static {
+    /// An open segment file. Cloning shares the same open file.
+    type File: Clone + 'static;
+
+    /// Wall-clock milliseconds since the Unix epoch (record timestamps,
+    /// segment.ms, retention.ms).
+    fn now_ms(&self) -> i64;
+
+    /// Resolve after `duration` (interval flush policy, background tasks).
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()>;
+
+    /// Create a directory and its parents. Not durable until `sync_dir` of
+    /// the parent.
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+
+    /// Names (not paths) of the entries of a directory, in no order.
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
+
+    /// Remove a file. Durable after `sync_dir` of its directory.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+
+    /// fsync a directory: entries created, renamed or removed in it before
+    /// the call are durable when it returns Ok.
+    fn sync_dir(&self, path: &Path) -> impl Future<Output = io::Result<()>>;
+
+    /// Open a segment file for O_DIRECT reads and writes, creating it (empty)
+    /// when `create` is true and it does not exist. A created file's entry is
+    /// durable only after `sync_dir` of its directory.
+    fn open(&self, path: &Path, create: bool) -> impl Future<Output = io::Result<Self::File>>;
+
+    /// Current length of the file (including preallocated space).
+    fn file_len(&self, file: &Self::File) -> io::Result<u64>;
+
+    /// Make sure the byte range `[0, len)` is allocated on the device; the
+    /// file length becomes at least `len`, new bytes read as zeros. Fails
+    /// with ENOSPC (and changes nothing) when the device is full. Durable
+    /// after the next `sync_data`.
+    fn allocate(&self, file: &Self::File, len: u64) -> impl Future<Output = io::Result<()>>;
+
+    /// Set the file length, truncating or extending with zeros. Durable after
+    /// the next `sync_data`.
+    fn set_len(&self, file: &Self::File, len: u64) -> impl Future<Output = io::Result<()>>;
+
+    /// Write all of `data` at `pos` (O_DIRECT; aligned, see the trait docs).
+    /// Ok means the bytes are in the file's live image, not that they are
+    /// durable.
+    fn write_at(
+        &self,
+        file: &Self::File,
+        pos: u64,
+        data: Bytes,
+    ) -> impl Future<Output = io::Result<()>>;
+
+    /// fdatasync: when Ok, every write and length change of this file that
+    /// completed before the call is durable. After an error nothing about
+    /// the unsynced state is known; the caller must never retry.
+    fn sync_data(&self, file: &Self::File) -> impl Future<Output = io::Result<()>>;
+
+    /// Read up to `len` bytes at `pos` into a fresh aligned buffer (O_DIRECT;
+    /// aligned). The result is shorter than `len` only at end of file.
+    fn read_at(
+        &self,
+        file: &Self::File,
+        pos: u64,
+        len: usize,
+    ) -> impl Future<Output = io::Result<Bytes>>;
+
+    /// Read a whole small file (index, checkpoint) through the page cache.
+    /// `ErrorKind::NotFound` when it does not exist.
+    fn read_file(&self, path: &Path) -> io::Result<Vec<u8>>;
+
+    /// Replace a small file atomically and durably: write a temporary file,
+    /// fsync it, rename it over `path`, fsync the directory. After a crash the
+    /// file holds either the old or the new content, never a mix; when Ok it
+    /// holds the new content durably.
+    fn write_file_atomic(&self, path: &Path, data: Vec<u8>)
+    -> impl Future<Output = io::Result<()>>;
+}
+
+/// True when the error means the device has no space left.
+pub fn is_storage_full(error: &io::Error) -> bool {
+    error.raw_os_error() == Some(libc::ENOSPC)
+}

@@ -1,0 +1,1145 @@
+//! A partition log: the ordered, durable sequence of record batches of one
+//! partition replica, stored as segments in `<data>/<topic>-<partition>/`.
+//!
+//! Runs on the shard that owns the partition (`Rc`/`RefCell`, not `Send`).
+//!
+//! Offsets: `log_start <= durable_end <= log_end`. `log_end` is the offset the
+//! next append gets; `durable_end` is the end of what the last fdatasync
+//! covered; everything in `[log_start, durable_end)` survives a crash.
+//!
+//! Appends are synchronous: validate, assign offsets, copy into the active
+//! segment's aligned write buffer. Durability is asynchronous: the shard's
+//! [`Committer`] flushes dirty logs (one write per dirty segment, one
+//! fdatasync per file) and completes every append the flush covered.
+//!
+//! Failure policy (docs/internals/storage-format.md):
+//! - ENOSPC while creating or growing a file: roll back the unflushed tail
+//!   (nothing of it reached the file), fail its appends with `StorageFull`;
+//!   later appends try again.
+//! - any other write or fsync error: poison. Every pending and later append
+//!   fails; the log must be reopened (recovery) to accept writes again.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+use futures_util::future::join_all;
+use futures_util::lock::Mutex;
+
+use crate::batch::{self, BatchHeader};
+use crate::commit::Committer;
+use crate::config::{FlushPolicy, LogConfig};
+use crate::constants::{BATCH_HEADER_SIZE, PAGE_SIZE, TAIL_CHUNKS_RETAINED};
+use crate::error::{AppendError, LogError};
+use crate::io::{Io, is_storage_full};
+use crate::recovery::{self, Checkpoint};
+use crate::segment::buffer::{page_ceil, page_floor};
+use crate::segment::{self, Segment, SegmentMark};
+use crate::types::{LeaderEpoch, Offset, TimestampMs};
+
+/// A partition log. Cheap to clone (a handle).
+pub struct Log<I: Io> {
+    inner: Rc<LogInner<I>>,
+}
+
+impl<I: Io> Clone for Log<I> {
+    fn clone(&self) -> Self {
+        Log { inner: Rc::clone(&self.inner) }
+    }
+}
+
+pub(crate) struct LogInner<I: Io> {
+    io: I,
+    dir: PathBuf,
+    state: RefCell<LogState<I::File>>,
+    /// Serializes flushes and the operations that rewrite files behind the
+    /// flusher's back (truncation, checkpoints, close).
+    flush_lock: Mutex<()>,
+    committer: Committer<I>,
+}
+
+pub(crate) struct LogState<F> {
+    pub config: LogConfig,
+    /// Ordered by base offset; the last one is active. Never empty.
+    pub segments: VecDeque<Segment<F>>,
+    pub log_start: Offset,
+    pub log_end: Offset,
+    pub durable_end: Offset,
+    /// Pending `BeforeAck` appends: (end offset exclusive, completion).
+    pub waiters: VecDeque<(Offset, oneshot::Sender<Result<(), AppendError>>)>,
+    pub poisoned: Option<String>,
+    pub closed: bool,
+    /// In the committer's queue.
+    pub queued: bool,
+    pub unflushed_bytes: u64,
+    pub last_flush_ms: i64,
+    /// What the checkpoint file says (segments below `recovery_point.0` are
+    /// trusted by recovery).
+    pub checkpoint: Checkpoint,
+}
+
+/// What an accepted append was given. `completion` resolves `Ok` once the
+/// batch is durable (or at once under `FlushPolicy::Interval`).
+#[must_use = "an append is not durable until its completion resolves"]
+pub struct Appended {
+    pub base_offset: Offset,
+    pub last_offset: Offset,
+    /// The broker time used for the append (LogAppendTime topics).
+    pub append_time: TimestampMs,
+    pub completion: AppendCompletion,
+}
+
+/// Resolves when the append is durable, or with the reason it never will be.
+pub struct AppendCompletion {
+    receiver: Option<oneshot::Receiver<Result<(), AppendError>>>,
+    dir: PathBuf,
+}
+
+impl Future for AppendCompletion {
+    type Output = Result<(), AppendError>;
+
+    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(receiver) = self.receiver.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        match Pin::new(receiver).poll(context) {
+            Poll::Ready(Ok(result)) => Poll::Ready(result),
+            Poll::Ready(Err(_)) => Poll::Ready(Err(AppendError::Closed { dir: self.dir.clone() })),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Bounds of a read.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadLimits {
+    /// Stop before a batch that would take the result above this size...
+    pub max_bytes: usize,
+    /// ...unless it is the first batch and this is true (Kafka returns the
+    /// first batch of a fetch whole so consumers always progress).
+    pub min_one_batch: bool,
+    /// Exclusive: only batches wholly below this offset (e.g. the durable
+    /// end or the high watermark).
+    pub max_offset: Offset,
+}
+
+/// Stored batches, as the bytes on disk or in the write buffer. Each `Bytes`
+/// holds one or more whole batches; none was copied.
+#[derive(Debug, Default)]
+pub struct ReadResult {
+    pub records: Vec<Bytes>,
+    pub size: usize,
+    /// Offset after the last returned batch (the requested offset if none).
+    pub next_offset: Offset,
+}
+
+impl<I: Io> Log<I> {
+    /// Open (or create) the log in `dir`, recovering from any crash: scan
+    /// what the checkpoint does not cover, check every batch, truncate at the
+    /// first invalid byte, rebuild missing or damaged indexes.
+    pub async fn open(
+        io: I,
+        dir: impl Into<PathBuf>,
+        config: LogConfig,
+        committer: &Committer<I>,
+    ) -> Result<Log<I>, LogError> {
+        let dir = dir.into();
+        let state = recovery::recover(&io, &dir, config).await?;
+        Ok(Log {
+            inner: Rc::new(LogInner {
+                io,
+                dir,
+                state: RefCell::new(state),
+                flush_lock: Mutex::new(()),
+                committer: committer.clone(),
+            }),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub fn log_start_offset(&self) -> Offset {
+        self.inner.state.borrow().log_start
+    }
+
+    pub fn log_end_offset(&self) -> Offset {
+        self.inner.state.borrow().log_end
+    }
+
+    pub fn durable_end_offset(&self) -> Offset {
+        self.inner.state.borrow().durable_end
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.inner.state.borrow().config.clone()
+    }
+
+    /// Replace the configuration (topic config change). Takes effect for the
+    /// next append, roll and retention pass.
+    pub fn set_config(&self, config: LogConfig) {
+        self.inner.state.borrow_mut().config = config;
+    }
+
+    /// Number of segments (for tests, metrics and admin).
+    pub fn segment_count(&self) -> usize {
+        self.inner.state.borrow().segments.len()
+    }
+
+    /// Total bytes of all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.inner.state.borrow().segments.iter().map(|segment| segment.size).sum()
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.inner.state.borrow().poisoned.is_some()
+    }
+
+    /// Validate `records` (one or more record batches v2), assign their
+    /// offsets and buffer them. `Ok` means accepted and ordered, not durable:
+    /// await `completion` for that. On `Err` nothing was appended.
+    pub fn append(&self, records: &Bytes, epoch: LeaderEpoch) -> Result<Appended, AppendError> {
+        let inner = &self.inner;
+        let mut state = inner.state.borrow_mut();
+        if let Some(reason) = &state.poisoned {
+            return Err(AppendError::Poisoned { dir: inner.dir.clone(), reason: reason.clone() });
+        }
+        if state.closed {
+            return Err(AppendError::Closed { dir: inner.dir.clone() });
+        }
+        // Validate everything before changing anything: all or nothing.
+        let max_bytes = state.config.max_message_bytes as usize;
+        let mut batches = Vec::new();
+        for range in batch::split_batches(records)? {
+            let header = batch::validate(&records[range.clone()], max_bytes)?;
+            batches.push((range, header));
+        }
+        let now = inner.io.now_ms();
+        let base_offset = state.log_end;
+        let interval = u64::from(state.config.index_interval_bytes);
+        let mut appended_bytes = 0u64;
+        for (range, header) in &batches {
+            let size = range.len() as u64;
+            let count = record_count(header);
+            maybe_roll(&mut state, size, count, now);
+            let offset = state.log_end;
+            let mut patched = [0u8; BATCH_HEADER_SIZE];
+            patched.copy_from_slice(&records[range.start..range.start + BATCH_HEADER_SIZE]);
+            batch::patch_base_offset(&mut patched, offset);
+            batch::patch_leader_epoch(&mut patched, epoch);
+            let body = &records[range.start + BATCH_HEADER_SIZE..range.end];
+            let Some(active) = state.segments.back_mut() else {
+                unreachable!("a log always has an active segment");
+            };
+            let position = active.buffer.append(&[&patched, body]);
+            active.note_batch(position, size, offset, offset.plus(count), max_timestamp(header), interval);
+            active.first_append_ms.get_or_insert(now);
+            state.log_end = offset.plus(count);
+            appended_bytes += size;
+        }
+        state.unflushed_bytes += appended_bytes;
+        let last_offset = Offset(state.log_end.value() - 1);
+        let completion = match state.config.flush {
+            FlushPolicy::BeforeAck => {
+                let (sender, receiver) = oneshot::channel();
+                let end = state.log_end;
+                state.waiters.push_back((end, sender));
+                AppendCompletion { receiver: Some(receiver), dir: inner.dir.clone() }
+            }
+            FlushPolicy::Interval { .. } => {
+                AppendCompletion { receiver: None, dir: inner.dir.clone() }
+            }
+        };
+        let enqueue = !state.queued;
+        state.queued = true;
+        drop(state);
+        if enqueue {
+            inner.committer.enqueue(Rc::downgrade(inner));
+        }
+        Ok(Appended { base_offset, last_offset, append_time: TimestampMs(now), completion })
+    }
+
+    /// Make everything appended so far durable (waits for a running flush).
+    pub async fn flush(&self) -> Result<(), AppendError> {
+        self.inner.flush().await
+    }
+
+    /// Read stored batches starting with the one holding `offset`.
+    ///
+    /// `Err(OffsetOutOfRange)` below the log start or beyond the log end; an
+    /// empty result at the end (or at `limits.max_offset`). Returns batches
+    /// of one segment at most; callers read again from `next_offset`.
+    pub async fn read(&self, offset: Offset, limits: ReadLimits) -> Result<ReadResult, LogError> {
+        let inner = &self.inner;
+        let (segment_base, start_position, limit) = {
+            let state = inner.state.borrow();
+            if offset < state.log_start || offset > state.log_end {
+                return Err(LogError::OffsetOutOfRange {
+                    offset,
+                    start: state.log_start,
+                    end: state.log_end,
+                });
+            }
+            let limit = limits.max_offset.min(state.log_end);
+            if offset >= limit {
+                return Ok(ReadResult { next_offset: offset, ..ReadResult::default() });
+            }
+            let Some(segment) = segment_for(&state.segments, offset) else {
+                return Ok(ReadResult { next_offset: offset, ..ReadResult::default() });
+            };
+            (segment.base, segment.index.lookup(segment.base, offset).value(), limit)
+        };
+        let mut cursor = Cursor::new(inner, segment_base, limits.max_bytes);
+        let mut result = ReadResult { next_offset: offset, ..ReadResult::default() };
+        let mut pending: Option<(Bytes, usize, usize)> = None;
+        let mut position = start_position;
+        while let Some((run, at)) = cursor.batch_at(position).await? {
+            let Some(span) = span_of(&run[at..]) else { break };
+            if span.last < offset {
+                position += span.size as u64;
+                continue;
+            }
+            if span.last >= limit {
+                break;
+            }
+            let first = result.records.is_empty() && pending.is_none();
+            if result.size + span.size > limits.max_bytes && !(first && limits.min_one_batch) {
+                break;
+            }
+            // Coalesce consecutive batches of one run into one slice.
+            pending = match pending.take() {
+                Some((pending_run, start, end)) if pending_run.as_ptr() == run.as_ptr() && end == at => {
+                    Some((pending_run, start, at + span.size))
+                }
+                Some((pending_run, start, end)) => {
+                    result.records.push(pending_run.slice(start..end));
+                    Some((run.clone(), at, at + span.size))
+                }
+                None => Some((run.clone(), at, at + span.size)),
+            };
+            result.size += span.size;
+            result.next_offset = span.last.plus(1);
+            position += span.size as u64;
+        }
+        if let Some((run, start, end)) = pending {
+            result.records.push(run.slice(start..end));
+        }
+        Ok(result)
+    }
+
+    /// The first record whose timestamp is >= `target`, as Kafka's
+    /// ListOffsets by timestamp: its offset and timestamp; `None` when no
+    /// record below `max_offset` is that recent. Compressed batches are
+    /// resolved to the batch's base offset (records inside are not decoded).
+    pub async fn offset_for_timestamp(
+        &self,
+        target: TimestampMs,
+        max_offset: Offset,
+    ) -> Result<Option<(Offset, TimestampMs)>, LogError> {
+        let start = {
+            let state = self.inner.state.borrow();
+            let found = state.segments.iter().find(|segment| segment.max_timestamp >= target);
+            let Some(segment) = found else { return Ok(None) };
+            let relative = segment.time_index.lookup(target);
+            Offset::from_relative(segment.base, relative).max(state.log_start)
+        };
+        self.scan_batches(start, max_offset, |batch_bytes, header| {
+            if max_timestamp(header) < target {
+                return None;
+            }
+            let found = batch::first_offset_with_timestamp_at_least(batch_bytes, target);
+            Some(match found {
+                Some(found) => found,
+                None => (header_base(header), max_timestamp(header)),
+            })
+        })
+        .await
+    }
+
+    /// The record with the largest timestamp (ListOffsets MAX_TIMESTAMP):
+    /// its offset and timestamp, `None` for an empty log.
+    pub async fn max_timestamp(
+        &self,
+        max_offset: Offset,
+    ) -> Result<Option<(Offset, TimestampMs)>, LogError> {
+        let (batch_offset, timestamp) = {
+            let state = self.inner.state.borrow();
+            let best = state
+                .segments
+                .iter()
+                .filter(|segment| !segment.is_empty())
+                .max_by_key(|segment| segment.max_timestamp);
+            let Some(segment) = best else { return Ok(None) };
+            (segment.max_timestamp_batch.max(state.log_start), segment.max_timestamp)
+        };
+        if timestamp.0 < 0 {
+            return Ok(None);
+        }
+        self.offset_for_timestamp(timestamp, max_offset).await.map(|found| {
+            found.or(Some((batch_offset, timestamp)))
+        })
+    }
+
+    async fn scan_batches<T>(
+        &self,
+        mut offset: Offset,
+        max_offset: Offset,
+        mut visit: impl FnMut(&[u8], &BatchHeader) -> Option<T>,
+    ) -> Result<Option<T>, LogError> {
+        let limits = ReadLimits { max_bytes: 1 << 20, min_one_batch: true, max_offset };
+        loop {
+            let result = match self.read(offset, limits).await {
+                Ok(result) => result,
+                Err(LogError::OffsetOutOfRange { .. }) => return Ok(None),
+                Err(error) => return Err(error),
+            };
+            if result.records.is_empty() {
+                return Ok(None);
+            }
+            for run in &result.records {
+                for range in batch::split_batches(run).map_err(|error| LogError::Corrupt {
+                    dir: self.inner.dir.clone(),
+                    reason: error.to_string(),
+                })? {
+                    let bytes = &run[range];
+                    let Ok(header) = BatchHeader::parse(bytes) else { continue };
+                    if let Some(found) = visit(bytes, &header) {
+                        return Ok(Some(found));
+                    }
+                }
+            }
+            offset = result.next_offset;
+        }
+    }
+
+    /// Remove every batch at or after the batch holding `offset`; the log end
+    /// becomes that batch's base offset. Used by replication to drop a
+    /// divergent tail. Durable when it returns Ok.
+    pub async fn truncate_to(&self, offset: Offset) -> Result<Offset, LogError> {
+        let inner = &self.inner;
+        inner.flush().await.map_err(|error| inner.append_error_to_log_error(error))?;
+        let _guard = inner.flush_lock.lock().await;
+        let (base, file) = {
+            let state = inner.state.borrow();
+            if offset >= state.log_end {
+                return Ok(state.log_end);
+            }
+            if offset < state.log_start {
+                return Err(LogError::InvalidArgument(format!(
+                    "cannot truncate to {offset}, below the log start {}",
+                    state.log_start
+                )));
+            }
+            let Some(segment) = segment_for(&state.segments, offset) else {
+                return Err(inner.corrupt(format!("no segment holds offset {offset}")));
+            };
+            (segment.base, segment.file.clone())
+        };
+        // Find the batch holding `offset`: its position is the new end.
+        let start = {
+            let state = inner.state.borrow();
+            segment_for(&state.segments, offset)
+                .map(|segment| segment.index.lookup(segment.base, offset).value())
+                .unwrap_or(0)
+        };
+        let mut cursor = Cursor::new(inner, base, PAGE_SIZE);
+        let mut position = start;
+        let mut cut = None;
+        while let Some((run, at)) = cursor.batch_at(position).await? {
+            let Some(span) = span_of(&run[at..]) else { break };
+            if span.last >= offset {
+                cut = Some((position, span.base));
+                break;
+            }
+            position += span.size as u64;
+        }
+        let Some((cut_position, new_end)) = cut else {
+            return Err(inner.corrupt(format!("offset {offset} not found while truncating")));
+        };
+        let Some(file) = file else {
+            return Err(inner.corrupt(format!("segment {base} has data but no file")));
+        };
+        let io = &inner.io;
+        let removed: Vec<Offset> = {
+            let state = inner.state.borrow();
+            state.segments.iter().filter(|segment| segment.base > base).map(|segment| segment.base).collect()
+        };
+        let tail_start = page_floor(cut_position);
+        let tail_page = if cut_position > tail_start {
+            let page = io.read_at(&file, tail_start, PAGE_SIZE).await.map_err(|error| inner.io_error(base, error))?;
+            page.slice(..(cut_position - tail_start) as usize)
+        } else {
+            Bytes::new()
+        };
+        io.set_len(&file, cut_position).await.map_err(|error| inner.io_error(base, error))?;
+        if let Err(error) = io.sync_data(&file).await {
+            inner.poison(&format!("fdatasync failed while truncating: {error}"));
+            return Err(inner.io_error(base, error));
+        }
+        for removed_base in &removed {
+            remove_segment_files(io, &inner.dir, *removed_base);
+        }
+        for path in [segment::index_path(&inner.dir, base), segment::time_index_path(&inner.dir, base)] {
+            if let Err(error) = io.remove_file(&path)
+                && error.kind() != io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), %error, "could not remove a stale index");
+            }
+        }
+        io.sync_dir(&inner.dir).await.map_err(|error| LogError::io(&inner.dir, error))?;
+        let checkpoint = {
+            let mut state = inner.state.borrow_mut();
+            state.segments.retain(|segment| segment.base <= base);
+            let Some(segment) = state.segments.back_mut() else {
+                unreachable!("the truncated segment remains");
+            };
+            segment.truncate_to(cut_position, new_end);
+            segment.allocated = cut_position;
+            segment.buffer.reset(cut_position, &tail_page);
+            state.log_end = new_end;
+            state.durable_end = new_end;
+            state.checkpoint = Checkpoint {
+                log_start: state.log_start,
+                recovery_base: base,
+                recovery_position: 0,
+            };
+            state.checkpoint
+        };
+        inner.write_checkpoint(checkpoint).await;
+        Ok(new_end)
+    }
+
+    /// Advance the log start offset to `offset` (Kafka DeleteRecords):
+    /// earlier records become unreadable at once; whole segments below it
+    /// are deleted. Durable when it returns Ok. Returns the new log start.
+    pub async fn delete_records_before(&self, offset: Offset) -> Result<Offset, LogError> {
+        let inner = &self.inner;
+        let checkpoint = {
+            let mut state = inner.state.borrow_mut();
+            if offset > state.durable_end {
+                return Err(LogError::OffsetOutOfRange {
+                    offset,
+                    start: state.log_start,
+                    end: state.durable_end,
+                });
+            }
+            if offset <= state.log_start {
+                return Ok(state.log_start);
+            }
+            state.log_start = offset;
+            state.checkpoint.log_start = offset;
+            state.checkpoint
+        };
+        {
+            let _guard = inner.flush_lock.lock().await;
+            inner.write_checkpoint_strict(checkpoint).await?;
+        }
+        self.delete_segments(|state, segment| segment.next_offset <= state.log_start).await?;
+        Ok(self.log_start_offset())
+    }
+
+    /// Apply retention.ms and retention.bytes: delete the oldest whole
+    /// segments that are past them (never the active one; an expired active
+    /// segment is rolled so a later pass can delete it). Returns how many
+    /// segments were deleted.
+    pub async fn apply_retention(&self) -> Result<usize, LogError> {
+        let now = self.inner.io.now_ms();
+        {
+            let mut state = self.inner.state.borrow_mut();
+            let retention_ms = state.config.retention_ms;
+            if let (Some(retention_ms), Some(active)) = (retention_ms, state.segments.back_mut())
+                && !active.is_empty()
+                && active.max_timestamp.0 < now - retention_ms
+            {
+                active.sealed = true;
+            }
+        }
+        let mut total: u64 = self.size_bytes();
+        self.delete_segments(move |state, segment| {
+            let expired_by_time = state
+                .config
+                .retention_ms
+                .is_some_and(|retention_ms| segment.max_timestamp.0 < now - retention_ms);
+            let expired_by_size = state
+                .config
+                .retention_bytes
+                .is_some_and(|retention_bytes| total.saturating_sub(segment.size) >= retention_bytes);
+            let below_start = segment.next_offset <= state.log_start;
+            let delete = expired_by_time || expired_by_size || below_start;
+            if delete {
+                total -= segment.size;
+            }
+            delete
+        })
+        .await
+    }
+
+    /// Delete oldest finalized segments while `predicate` holds, in order.
+    async fn delete_segments(
+        &self,
+        mut predicate: impl FnMut(&LogState<I::File>, &Segment<I::File>) -> bool,
+    ) -> Result<usize, LogError> {
+        let inner = &self.inner;
+        let _guard = inner.flush_lock.lock().await;
+        let removed = {
+            let mut state = inner.state.borrow_mut();
+            let mut removed = Vec::new();
+            while state.segments.len() > 1 {
+                let Some(oldest) = state.segments.front() else { break };
+                if !oldest.finalized || !predicate(&state, oldest) {
+                    break;
+                }
+                removed.push(oldest.base);
+                state.segments.pop_front();
+            }
+            if let Some(first) = state.segments.front() {
+                state.log_start = state.log_start.max(first.base);
+            }
+            removed
+        };
+        if removed.is_empty() {
+            return Ok(0);
+        }
+        for base in &removed {
+            remove_segment_files(&inner.io, &inner.dir, *base);
+        }
+        inner.io.sync_dir(&inner.dir).await.map_err(|error| LogError::io(&inner.dir, error))?;
+        tracing::debug!(dir = %inner.dir.display(), count = removed.len(), "deleted segments");
+        Ok(removed.len())
+    }
+
+    /// Flush, write the active segment's indexes and a checkpoint covering
+    /// everything (so the next open scans nothing), and refuse later appends.
+    pub async fn close(&self) -> Result<(), LogError> {
+        let inner = &self.inner;
+        inner.flush().await.map_err(|error| inner.append_error_to_log_error(error))?;
+        let _guard = inner.flush_lock.lock().await;
+        let (checkpoint, writes) = {
+            let mut state = inner.state.borrow_mut();
+            state.closed = true;
+            let Some(active) = state.segments.back() else {
+                unreachable!("a log always has an active segment");
+            };
+            let writes = [
+                (segment::index_path(&inner.dir, active.base), active.index.encode()),
+                (segment::time_index_path(&inner.dir, active.base), active.time_index.encode()),
+            ];
+            let checkpoint = Checkpoint {
+                log_start: state.log_start,
+                recovery_base: active.base,
+                recovery_position: active.durable_size,
+            };
+            (checkpoint, writes)
+        };
+        for (path, data) in writes {
+            inner.io.write_file_atomic(&path, data).await.map_err(|error| LogError::io(&path, error))?;
+        }
+        inner.write_checkpoint_strict(checkpoint).await?;
+        inner.fail_waiters(|dir| AppendError::Closed { dir });
+        Ok(())
+    }
+}
+
+impl<I: Io> LogInner<I> {
+    /// Whether the committer should flush this log now, and if not, the
+    /// wall-clock time at which it becomes due.
+    pub(crate) fn flush_due(&self, now: i64) -> Result<(), i64> {
+        let state = self.state.borrow();
+        match state.config.flush {
+            FlushPolicy::BeforeAck => Ok(()),
+            FlushPolicy::Interval { interval_ms, interval_bytes } => {
+                let due_at = state.last_flush_ms.saturating_add(interval_ms);
+                if state.unflushed_bytes >= interval_bytes || now >= due_at || state.closed {
+                    Ok(())
+                } else {
+                    Err(due_at)
+                }
+            }
+        }
+    }
+
+    /// Called by the committer after a flush: still dirty means queue again.
+    pub(crate) fn take_requeue(&self) -> bool {
+        let mut state = self.state.borrow_mut();
+        let dirty = state.poisoned.is_none()
+            && (state.durable_end < state.log_end
+                || state.segments.iter().any(|segment| segment.sealed && !segment.finalized));
+        state.queued = dirty;
+        dirty
+    }
+
+    pub(crate) fn mark_unqueued(&self) {
+        self.state.borrow_mut().queued = false;
+    }
+
+    /// One group-commit flush of this log: create and grow files as needed,
+    /// write every dirty segment's new pages, fdatasync each written file,
+    /// then complete the appends covered. See the module docs for failures.
+    pub(crate) async fn flush(self: &Rc<Self>) -> Result<(), AppendError> {
+        let _guard = self.flush_lock.lock().await;
+        let plan = {
+            let mut state = self.state.borrow_mut();
+            if let Some(reason) = &state.poisoned {
+                return Err(AppendError::Poisoned { dir: self.dir.clone(), reason: reason.clone() });
+            }
+            FlushPlan::take(&mut state)
+        };
+        let Some(plan) = plan else {
+            return self.finalize_sealed().await;
+        };
+        let io = &self.io;
+        // 1. Create and grow files. ENOSPC here means nothing was written.
+        let mut created = false;
+        let mut files = Vec::with_capacity(plan.segments.len());
+        for planned in &plan.segments {
+            let file = match &planned.file {
+                Some(file) => file.clone(),
+                None => {
+                    let path = segment::log_path(&self.dir, planned.base);
+                    match io.open(&path, true).await {
+                        Ok(file) => {
+                            created = true;
+                            self.with_segment(planned.base, |segment| segment.file = Some(file.clone()));
+                            file
+                        }
+                        Err(error) => return Err(self.fail_flush(error, "creating a segment")),
+                    }
+                }
+            };
+            if planned.allocate_to > planned.allocated {
+                if let Err(error) = io.allocate(&file, planned.allocate_to).await {
+                    return Err(self.fail_flush(error, "preallocating a segment"));
+                }
+                self.with_segment(planned.base, |segment| segment.allocated = planned.allocate_to);
+            }
+            files.push(file);
+        }
+        if created && let Err(error) = io.sync_dir(&self.dir).await {
+            return Err(self.fail_flush(error, "syncing the log directory"));
+        }
+        // 2. Write every dirty page range, all in flight at once.
+        let writes = plan.segments.iter().zip(&files).flat_map(|(planned, file)| {
+            planned.writes.iter().map(move |(position, bytes)| io.write_at(file, *position, bytes.clone()))
+        });
+        let bytes_written: u64 =
+            plan.segments.iter().flat_map(|planned| &planned.writes).map(|(_, bytes)| bytes.len() as u64).sum();
+        for result in join_all(writes).await {
+            if let Err(error) = result {
+                return Err(self.fail_flush(error, "writing a segment"));
+            }
+        }
+        // 3. One fdatasync per written file. Never retried: an error poisons.
+        for result in join_all(files.iter().map(|file| io.sync_data(file))).await {
+            if let Err(error) = result {
+                self.poison(&format!("fdatasync failed: {error}"));
+                return Err(self.poisoned_error());
+            }
+        }
+        self.committer.note_flush(files.len() as u64, bytes_written);
+        // 4. Publish durability and complete the covered appends.
+        {
+            let mut state = self.state.borrow_mut();
+            for planned in &plan.segments {
+                if let Some(segment) = state.segments.iter_mut().find(|segment| segment.base == planned.base) {
+                    assert!(planned.mark.size >= segment.durable_size, "durability only grows");
+                    segment.durable_mark = planned.mark.clone();
+                    segment.durable_size = planned.mark.size;
+                    segment.buffer.release_durable(segment.durable_size, TAIL_CHUNKS_RETAINED);
+                }
+            }
+            assert!(plan.end >= state.durable_end, "durable end only grows");
+            state.durable_end = plan.end;
+            state.unflushed_bytes = state.unflushed_bytes.saturating_sub(plan.bytes);
+            state.last_flush_ms = io.now_ms();
+            while let Some((end, _)) = state.waiters.front() {
+                if *end > plan.end {
+                    break;
+                }
+                if let Some((_, sender)) = state.waiters.pop_front() {
+                    // The appender may have stopped waiting; that is fine.
+                    let _ = sender.send(Ok(()));
+                }
+            }
+        }
+        self.finalize_sealed().await
+    }
+
+    /// For every sealed segment that is fully durable: trim the file to its
+    /// size, write its index files, advance the checkpoint past it.
+    async fn finalize_sealed(self: &Rc<Self>) -> Result<(), AppendError> {
+        loop {
+            let next = {
+                let state = self.state.borrow();
+                let count = state.segments.len();
+                state.segments.iter().enumerate().find_map(|(position, segment)| {
+                    let ready = segment.sealed
+                        && !segment.finalized
+                        && segment.durable_size == segment.size
+                        && position + 1 < count;
+                    let next_base = state.segments.get(position + 1).map(|next| next.base);
+                    ready.then(|| {
+                        (
+                            segment.base,
+                            segment.file.clone(),
+                            segment.size,
+                            segment.index.encode(),
+                            segment.time_index.encode(),
+                            next_base,
+                        )
+                    })
+                })
+            };
+            let Some((base, file, size, index, time_index, next_base)) = next else {
+                return Ok(());
+            };
+            if let Some(file) = &file {
+                if let Err(error) = self.io.set_len(file, size).await {
+                    self.poison(&format!("trimming segment {base} failed: {error}"));
+                    return Err(self.poisoned_error());
+                }
+                if let Err(error) = self.io.sync_data(file).await {
+                    self.poison(&format!("fdatasync failed while sealing segment {base}: {error}"));
+                    return Err(self.poisoned_error());
+                }
+            }
+            // Index files are an optimisation: recovery rebuilds them when
+            // missing, so failing to write them is logged, not fatal.
+            for (path, data) in [
+                (segment::index_path(&self.dir, base), index),
+                (segment::time_index_path(&self.dir, base), time_index),
+            ] {
+                if let Err(error) = self.io.write_file_atomic(&path, data).await {
+                    tracing::warn!(path = %path.display(), %error, "could not write a segment index");
+                }
+            }
+            let checkpoint = {
+                let mut state = self.state.borrow_mut();
+                if let Some(segment) = state.segments.iter_mut().find(|segment| segment.base == base) {
+                    segment.finalized = true;
+                    segment.allocated = size;
+                    segment.buffer.clear();
+                }
+                if let Some(next_base) = next_base
+                    && next_base > state.checkpoint.recovery_base
+                {
+                    state.checkpoint.recovery_base = next_base;
+                    state.checkpoint.recovery_position = 0;
+                }
+                state.checkpoint
+            };
+            self.write_checkpoint(checkpoint).await;
+        }
+    }
+
+    /// Write the checkpoint; a failure only means recovery will scan more.
+    async fn write_checkpoint(&self, checkpoint: Checkpoint) {
+        let path = recovery::checkpoint_path(&self.dir);
+        if let Err(error) = self.io.write_file_atomic(&path, checkpoint.encode()).await {
+            tracing::warn!(path = %path.display(), %error, "could not write the log checkpoint");
+        }
+    }
+
+    /// Write the checkpoint when it carries a promise (a new log start).
+    async fn write_checkpoint_strict(&self, checkpoint: Checkpoint) -> Result<(), LogError> {
+        let path = recovery::checkpoint_path(&self.dir);
+        self.io.write_file_atomic(&path, checkpoint.encode()).await.map_err(|error| LogError::io(path, error))
+    }
+
+    fn with_segment(&self, base: Offset, update: impl FnOnce(&mut Segment<I::File>)) {
+        let mut state = self.state.borrow_mut();
+        if let Some(segment) = state.segments.iter_mut().find(|segment| segment.base == base) {
+            update(segment);
+        }
+    }
+
+    /// Handle an error of a flush before any data write was issued for it
+    /// (`ENOSPC`: roll back) or during writes (anything else: poison).
+    fn fail_flush(&self, error: io::Error, doing: &str) -> AppendError {
+        if is_storage_full(&error) {
+            tracing::warn!(dir = %self.dir.display(), "no space left while {doing}; rolling back the unflushed tail");
+            self.roll_back_unflushed(|dir| AppendError::StorageFull { dir });
+            AppendError::StorageFull { dir: self.dir.clone() }
+        } else {
+            self.poison(&format!("{doing} failed: {error}"));
+            self.poisoned_error()
+        }
+    }
+
+    /// Forget everything not yet durable and fail its appends. Only valid
+    /// when none of it was written to a file (or only beyond the durable
+    /// size, where the next flush overwrites it from the durable size on).
+    fn roll_back_unflushed(&self, error: impl Fn(PathBuf) -> AppendError) {
+        let mut state = self.state.borrow_mut();
+        let durable_end = state.durable_end;
+        let mut removed = Vec::new();
+        while state.segments.len() > 1 {
+            let Some(last) = state.segments.back() else { break };
+            if last.base <= durable_end {
+                break;
+            }
+            removed.push(last.file.is_some().then_some(last.base));
+            state.segments.pop_back();
+        }
+        let Some(last) = state.segments.back_mut() else {
+            unreachable!("a log always has an active segment");
+        };
+        let mark = last.durable_mark.clone();
+        last.restore(&mark);
+        last.buffer.truncate(mark.size);
+        if !last.finalized {
+            last.sealed = false;
+        }
+        state.log_end = durable_end;
+        state.unflushed_bytes = 0;
+        drop(state);
+        for base in removed.into_iter().flatten() {
+            remove_segment_files(&self.io, &self.dir, base);
+        }
+        self.fail_waiters(error);
+    }
+
+    fn poison(&self, reason: &str) {
+        tracing::error!(dir = %self.dir.display(), reason, "log stopped after an I/O error");
+        {
+            let mut state = self.state.borrow_mut();
+            if state.poisoned.is_none() {
+                state.poisoned = Some(reason.to_string());
+            }
+        }
+        let reason = reason.to_string();
+        self.fail_waiters(|dir| AppendError::Poisoned { dir, reason: reason.clone() });
+    }
+
+    fn poisoned_error(&self) -> AppendError {
+        let reason = self.state.borrow().poisoned.clone().unwrap_or_default();
+        AppendError::Poisoned { dir: self.dir.clone(), reason }
+    }
+
+    fn fail_waiters(&self, error: impl Fn(PathBuf) -> AppendError) {
+        let waiters = std::mem::take(&mut self.state.borrow_mut().waiters);
+        for (_, sender) in waiters {
+            let _ = sender.send(Err(error(self.dir.clone())));
+        }
+    }
+
+    fn corrupt(&self, reason: String) -> LogError {
+        LogError::Corrupt { dir: self.dir.clone(), reason }
+    }
+
+    fn io_error(&self, base: Offset, error: io::Error) -> LogError {
+        LogError::io(segment::log_path(&self.dir, base), error)
+    }
+
+    fn append_error_to_log_error(&self, error: AppendError) -> LogError {
+        match error {
+            AppendError::Poisoned { dir, reason } => LogError::Poisoned { dir, reason },
+            other => LogError::Io { path: self.dir.clone(), source: io::Error::other(other.to_string()) },
+        }
+    }
+}
+
+/// What one flush of one log will do, captured under the borrow.
+struct FlushPlan<F> {
+    segments: Vec<PlannedSegment<F>>,
+    /// `log_end` at the snapshot: the durable end once the flush succeeds.
+    end: Offset,
+    bytes: u64,
+}
+
+struct PlannedSegment<F> {
+    base: Offset,
+    file: Option<F>,
+    allocated: u64,
+    allocate_to: u64,
+    writes: Vec<(u64, Bytes)>,
+    mark: SegmentMark,
+}
+
+impl<F: Clone> FlushPlan<F> {
+    fn take(state: &mut LogState<F>) -> Option<FlushPlan<F>> {
+        if state.durable_end == state.log_end {
+            return None;
+        }
+        let step = state.config.preallocate_step_bytes.max(PAGE_SIZE as u64);
+        let segment_bytes = state.config.segment_bytes;
+        let mut segments = Vec::new();
+        for segment in state.segments.iter_mut() {
+            if segment.durable_size == segment.size {
+                continue;
+            }
+            let needed = page_ceil(segment.size);
+            let allocate_to = if needed > segment.allocated {
+                page_ceil(needed.max(segment.allocated.saturating_add(step).min(segment_bytes)))
+            } else {
+                segment.allocated
+            };
+            segments.push(PlannedSegment {
+                base: segment.base,
+                file: segment.file.clone(),
+                allocated: segment.allocated,
+                allocate_to,
+                writes: segment.buffer.flush_writes(segment.durable_size),
+                mark: segment.mark(),
+            });
+        }
+        Some(FlushPlan { segments, end: state.log_end, bytes: state.unflushed_bytes })
+    }
+}
+
+/// Reads batches of one segment from memory or disk, one run at a time.
+struct Cursor<'a, I: Io> {
+    inner: &'a Rc<LogInner<I>>,
+    base: Offset,
+    run: Option<(u64, Bytes)>,
+    read_ahead: usize,
+}
+
+impl<'a, I: Io> Cursor<'a, I> {
+    fn new(inner: &'a Rc<LogInner<I>>, base: Offset, read_ahead: usize) -> Self {
+        Cursor { inner, base, run: None, read_ahead: read_ahead.max(64 << 10) }
+    }
+
+    /// The run holding the whole batch at `position` and the batch's index
+    /// in it; `None` at the end of the segment.
+    async fn batch_at(&mut self, position: u64) -> Result<Option<(Bytes, usize)>, LogError> {
+        let mut need = BATCH_HEADER_SIZE;
+        for _ in 0..3 {
+            if let Some((run_start, run)) = &self.run
+                && position >= *run_start
+                && position - run_start + need as u64 <= run.len() as u64
+            {
+                let at = (position - run_start) as usize;
+                match span_of(&run[at..]) {
+                    Some(span) if at + span.size <= run.len() => return Ok(Some((run.clone(), at))),
+                    Some(span) => need = span.size,
+                    None => return Ok(None),
+                }
+            }
+            match self.fetch(position, need).await? {
+                Some(run) => self.run = Some((position, run)),
+                None => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Bytes from `position` on: from the write buffer when it holds them,
+    /// else one O_DIRECT read of at least `need` bytes.
+    async fn fetch(&self, position: u64, need: usize) -> Result<Option<Bytes>, LogError> {
+        let (file, disk_end) = {
+            let state = self.inner.state.borrow();
+            let Some(segment) = state.segments.iter().find(|segment| segment.base == self.base) else {
+                return Ok(None);
+            };
+            if position >= segment.size {
+                return Ok(None);
+            }
+            if segment.buffer.start().is_some_and(|start| position >= start) {
+                return Ok(segment.buffer.read_run(position));
+            }
+            (segment.file.clone(), segment.durable_size)
+        };
+        let Some(file) = file else { return Ok(None) };
+        if position >= disk_end {
+            return Ok(None);
+        }
+        let read_start = page_floor(position);
+        let wanted_end = disk_end.min(position + need.max(self.read_ahead) as u64);
+        let length = (page_ceil(wanted_end) - read_start) as usize;
+        let bytes = self
+            .inner
+            .io
+            .read_at(&file, read_start, length)
+            .await
+            .map_err(|error| self.inner.io_error(self.base, error))?;
+        let skip = (position - read_start) as usize;
+        let available = ((disk_end - read_start) as usize).min(bytes.len());
+        if skip >= available {
+            return Ok(None);
+        }
+        Ok(Some(bytes.slice(skip..available)))
+    }
+}
+
+/// Offsets and size of a stored batch, from its header.
+struct Span {
+    base: Offset,
+    last: Offset,
+    size: usize,
+}
+
+fn span_of(bytes: &[u8]) -> Option<Span> {
+    let header = BatchHeader::parse(bytes).ok()?;
+    Some(Span {
+        base: header_base(&header),
+        last: header_base(&header).plus(record_count(&header) - 1),
+        size: header.total_size(),
+    })
+}
+
+fn header_base(header: &BatchHeader) -> Offset {
+    header.base_offset()
+}
+
+fn record_count(header: &BatchHeader) -> i64 {
+    i64::from(header.last_offset_delta()) + 1
+}
+
+fn max_timestamp(header: &BatchHeader) -> TimestampMs {
+    header.max_timestamp()
+}
+
+/// The segment holding `offset`: the last one whose base is <= it.
+fn segment_for<F>(segments: &VecDeque<Segment<F>>, offset: Offset) -> Option<&Segment<F>> {
+    let count = segments.partition_point(|segment| segment.base <= offset);
+    segments.get(count.checked_sub(1)?)
+}
+
+/// Roll to a new segment when the batch would overflow the active one, the
+/// active one is too old, or relative offsets would overflow.
+fn maybe_roll<F>(state: &mut LogState<F>, size: u64, count: i64, now: i64) {
+    let config = &state.config;
+    let log_end = state.log_end;
+    let Some(active) = state.segments.back_mut() else {
+        unreachable!("a log always has an active segment");
+    };
+    if active.is_empty() && !active.sealed {
+        return;
+    }
+    let too_big = active.size + size > config.segment_bytes || active.size + size > u64::from(u32::MAX);
+    let too_old = active.first_append_ms.is_some_and(|first| now - first >= config.segment_ms);
+    let offsets_overflow = log_end.value() + count - active.base.value() > i64::from(u32::MAX);
+    if active.sealed || too_big || too_old || offsets_overflow {
+        active.sealed = true;
+        let mut segment = Segment::new(log_end, config.chunk_size_bytes);
+        segment.buffer.reset(0, &[]);
+        state.segments.push_back(segment);
+    }
+}
+
+fn remove_segment_files<I: Io>(io: &I, dir: &Path, base: Offset) {
+    for path in [segment::log_path(dir, base), segment::index_path(dir, base), segment::time_index_path(dir, base)] {
+        if let Err(error) = io.remove_file(&path)
+            && error.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %path.display(), %error, "could not remove a segment file");
+        }
+    }
+}
+
+impl<I: Io> LogInner<I> {
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Keep `Weak` in scope for the committer's queue type.
+pub(crate) type LogRef<I> = Weak<LogInner<I>>;

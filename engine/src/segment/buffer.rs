@@ -1,0 +1,389 @@
+//! The in-memory tail of a segment: page-aligned chunks that are at once the
+//! O_DIRECT write source and the read cache of recent data.
+//!
+//! A chunk covers a contiguous range of the segment file starting on a page
+//! boundary. Appends copy batch bytes into the last chunk. When a batch does
+//! not fit, a new chunk starts at the page holding the current end, and the
+//! partial page is copied into it, so that:
+//! - every batch lies entirely inside one chunk (reads return one `Bytes`
+//!   slice per run of batches, never a copy);
+//! - each file page is written from exactly one chunk in a flush: a chunk
+//!   owns `[start, next chunk's start)`, the last chunk owns up to the page
+//!   holding the end, which is rewritten on every flush with zero padding.
+//!
+//! Sharing: bytes below a chunk's `filled` mark are immutable once published
+//! (the log publishes by advancing its end); `Bytes` handed to readers and to
+//! the kernel point at them. The shard writes only bytes at or beyond
+//! `filled`, through the raw pointer, never through a reference to the whole
+//! chunk.
+
+use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::collections::VecDeque;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::constants::PAGE_SIZE;
+
+/// One page-aligned allocation. Memory is zeroed lazily by the OS.
+struct Chunk {
+    pointer: NonNull<u8>,
+    capacity: usize,
+}
+
+// SAFETY: the chunk is a plain heap allocation. Readers on other threads only
+// ever access bytes that the owning shard will not write again (see the module
+// docs), so sharing the pointer across threads cannot race.
+unsafe impl Send for Chunk {}
+// SAFETY: as above: concurrent access is to disjoint or immutable bytes.
+unsafe impl Sync for Chunk {}
+
+impl Chunk {
+    fn new(capacity: usize) -> Chunk {
+        assert!(capacity > 0 && capacity % PAGE_SIZE == 0);
+        let layout = Self::layout(capacity);
+        // SAFETY: the layout has a non-zero size.
+        let pointer = unsafe { alloc_zeroed(layout) };
+        let Some(pointer) = NonNull::new(pointer) else {
+            std::alloc::handle_alloc_error(layout);
+        };
+        Chunk { pointer, capacity }
+    }
+
+    fn layout(capacity: usize) -> Layout {
+        match Layout::from_size_align(capacity, PAGE_SIZE) {
+            Ok(layout) => layout,
+            Err(_) => panic!("chunk capacity {capacity} is not a valid layout"),
+        }
+    }
+
+    /// Copy `data` to `at`. The caller guarantees the range is unpublished.
+    fn write(&self, at: usize, data: &[u8]) {
+        assert!(at + data.len() <= self.capacity);
+        // SAFETY: in bounds (asserted); the destination bytes are not
+        // published, so no reader holds a reference to them; `data` cannot
+        // overlap them because it is not derived from this chunk's unpublished
+        // range.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.pointer.as_ptr().add(at), data.len()) }
+    }
+
+    fn zero(&self, at: usize, count: usize) {
+        assert!(at + count <= self.capacity);
+        // SAFETY: in bounds (asserted) and unpublished, as for `write`.
+        unsafe { std::ptr::write_bytes(self.pointer.as_ptr().add(at), 0, count) }
+    }
+
+    fn slice(&self, start: usize, end: usize) -> &[u8] {
+        assert!(start <= end && end <= self.capacity);
+        // SAFETY: in bounds (asserted). Callers only slice published bytes
+        // (or, for the flush, bytes this thread just zeroed or filled and will
+        // not touch until the write completes).
+        unsafe { std::slice::from_raw_parts(self.pointer.as_ptr().add(start), end - start) }
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with exactly this layout.
+        unsafe { dealloc(self.pointer.as_ptr(), Self::layout(self.capacity)) }
+    }
+}
+
+/// A view of a chunk range; the owner behind a `Bytes` handed out.
+struct ChunkView {
+    chunk: Arc<Chunk>,
+    start: usize,
+    end: usize,
+}
+
+impl AsRef<[u8]> for ChunkView {
+    fn as_ref(&self) -> &[u8] {
+        self.chunk.slice(self.start, self.end)
+    }
+}
+
+struct ChunkSlot {
+    chunk: Arc<Chunk>,
+    /// File position of the chunk's first byte (page aligned).
+    file_start: u64,
+    /// Bytes filled from the chunk start.
+    filled: usize,
+}
+
+impl ChunkSlot {
+    fn file_end(&self) -> u64 {
+        self.file_start + self.filled as u64
+    }
+
+    fn bytes(&self, start: usize, end: usize) -> Bytes {
+        Bytes::from_owner(ChunkView { chunk: Arc::clone(&self.chunk), start, end })
+    }
+}
+
+/// The tail of one segment held in memory. See the module docs.
+pub struct WriteBuffer {
+    chunks: VecDeque<ChunkSlot>,
+    chunk_size: usize,
+}
+
+impl WriteBuffer {
+    pub fn new(chunk_size: usize) -> WriteBuffer {
+        assert!(chunk_size >= PAGE_SIZE && chunk_size % PAGE_SIZE == 0);
+        WriteBuffer { chunks: VecDeque::new(), chunk_size }
+    }
+
+    /// Start the buffer at `file_end` (the segment's current size), seeding
+    /// the partial page before it with `tail_page` (the file's bytes from the
+    /// page boundary to `file_end`), so the next flush rewrites that page
+    /// whole.
+    pub fn reset(&mut self, file_end: u64, tail_page: &[u8]) {
+        let page_start = page_floor(file_end);
+        assert_eq!(tail_page.len() as u64, file_end - page_start);
+        self.chunks.clear();
+        let chunk = Chunk::new(self.chunk_size);
+        chunk.write(0, tail_page);
+        self.chunks.push_back(ChunkSlot {
+            chunk: Arc::new(chunk),
+            file_start: page_start,
+            filled: tail_page.len(),
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// File position where the buffered bytes end.
+    pub fn end(&self) -> Option<u64> {
+        self.chunks.back().map(ChunkSlot::file_end)
+    }
+
+    /// First file position still held in memory.
+    pub fn start(&self) -> Option<u64> {
+        self.chunks.front().map(|slot| slot.file_start)
+    }
+
+    /// Append `parts` (one batch, possibly split as header + body) at the
+    /// end; returns the file position of its first byte. The buffer must have
+    /// been `reset` to the segment's end first.
+    pub fn append(&mut self, parts: &[&[u8]]) -> u64 {
+        let size: usize = parts.iter().map(|part| part.len()).sum();
+        let Some(last) = self.chunks.back() else {
+            panic!("append to a write buffer that was never reset");
+        };
+        let end = last.file_end();
+        if last.filled + size > last.chunk.capacity {
+            let page_start = page_floor(end);
+            let carried = (end - page_start) as usize;
+            let capacity = self.chunk_size.max(page_ceil_usize(carried + size));
+            let chunk = Chunk::new(capacity);
+            let carry_from = (page_start - last.file_start) as usize;
+            chunk.write(0, last.chunk.slice(carry_from, last.filled));
+            self.chunks.push_back(ChunkSlot {
+                chunk: Arc::new(chunk),
+                file_start: page_start,
+                filled: carried,
+            });
+        }
+        let Some(last) = self.chunks.back_mut() else {
+            unreachable!("a chunk was just ensured");
+        };
+        for part in parts {
+            last.chunk.write(last.filled, part);
+            last.filled += part.len();
+        }
+        end
+    }
+
+    /// The page-aligned writes that make `[from, end)` durable, where `from`
+    /// is the durable size: each covers whole pages, the last ends on the
+    /// page holding the end and is zero padded. One write per chunk touched.
+    pub fn flush_writes(&mut self, from: u64) -> Vec<(u64, Bytes)> {
+        let Some(end) = self.end() else {
+            return Vec::new();
+        };
+        if from >= end {
+            return Vec::new();
+        }
+        let write_start = page_floor(from);
+        let count = self.chunks.len();
+        let mut writes = Vec::new();
+        for index in 0..count {
+            let slot = &self.chunks[index];
+            let own_end = match self.chunks.get(index + 1) {
+                Some(next) => next.file_start,
+                None => page_ceil(slot.file_end()),
+            };
+            if own_end <= write_start {
+                continue;
+            }
+            let start = write_start.max(slot.file_start);
+            if index + 1 == count {
+                // Zero the padding of the tail page: it may hold stale bytes
+                // of an earlier append that was rolled back.
+                let padding = (own_end - slot.file_end()) as usize;
+                slot.chunk.zero(slot.filled, padding);
+            }
+            let start_in_chunk = (start - slot.file_start) as usize;
+            let end_in_chunk = (own_end - slot.file_start) as usize;
+            if start_in_chunk < end_in_chunk {
+                writes.push((start, slot.bytes(start_in_chunk, end_in_chunk)));
+            }
+        }
+        writes
+    }
+
+    /// Bytes `[start, end)` if held in memory: the range must lie inside one
+    /// chunk, which holds for any run of batches appended to one chunk.
+    pub fn read(&self, start: u64, end: u64) -> Option<Bytes> {
+        let index = self.chunks.partition_point(|slot| slot.file_start <= start);
+        let slot = self.chunks.get(index.checked_sub(1)?)?;
+        if end > slot.file_end() {
+            return None;
+        }
+        Some(slot.bytes((start - slot.file_start) as usize, (end - slot.file_start) as usize))
+    }
+
+    /// The whole run of contiguous bytes starting at `start` that one chunk
+    /// holds (for scanning batch headers in memory).
+    pub fn read_run(&self, start: u64) -> Option<Bytes> {
+        let index = self.chunks.partition_point(|slot| slot.file_start <= start);
+        let slot = self.chunks.get(index.checked_sub(1)?)?;
+        if start > slot.file_end() {
+            return None;
+        }
+        Some(slot.bytes((start - slot.file_start) as usize, slot.filled))
+    }
+
+    /// Forget bytes beyond `end` (rollback after a failed flush).
+    pub fn truncate(&mut self, end: u64) {
+        while let Some(last) = self.chunks.back() {
+            if last.file_start < end || self.chunks.len() == 1 {
+                break;
+            }
+            self.chunks.pop_back();
+        }
+        if let Some(last) = self.chunks.back_mut() {
+            assert!(end >= last.file_start, "rollback below the buffered tail");
+            last.filled = last.filled.min((end - last.file_start) as usize);
+        }
+    }
+
+    /// Drop chunks that are durable (wholly below `durable`), keeping the
+    /// `keep` most recent ones for reads.
+    pub fn release_durable(&mut self, durable: u64, keep: usize) {
+        while self.chunks.len() > keep.max(1) {
+            let Some(front) = self.chunks.front() else { break };
+            let Some(next) = self.chunks.get(1) else { break };
+            if next.file_start > page_floor(durable) || front.file_end() > durable {
+                break;
+            }
+            self.chunks.pop_front();
+        }
+    }
+
+    /// Drop everything (sealed segment whose data is durable).
+    pub fn clear(&mut self) {
+        self.chunks.clear();
+    }
+}
+
+pub fn page_floor(position: u64) -> u64 {
+    position - position % PAGE_SIZE as u64
+}
+
+pub fn page_ceil(position: u64) -> u64 {
+    page_floor(position + PAGE_SIZE as u64 - 1)
+}
+
+fn page_ceil_usize(size: usize) -> usize {
+    size.div_ceil(PAGE_SIZE) * PAGE_SIZE
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn pattern(seed: u8, size: usize) -> Vec<u8> {
+        (0..size).map(|index| seed.wrapping_add(index as u8)).collect()
+    }
+
+    #[test]
+    fn batches_never_straddle_chunks_and_writes_cover_each_page_once() {
+        let mut buffer = WriteBuffer::new(2 * PAGE_SIZE);
+        buffer.reset(0, &[]);
+        let mut expected = Vec::new();
+        let mut positions = Vec::new();
+        for seed in 0..20u8 {
+            let data = pattern(seed, 700 + usize::from(seed) * 37);
+            positions.push((buffer.append(&[&data]), data.len()));
+            expected.extend_from_slice(&data);
+        }
+        for (index, &(position, size)) in positions.iter().enumerate() {
+            let bytes = buffer.read(position, position + size as u64).unwrap();
+            assert_eq!(&bytes[..], &expected[position as usize..][..size], "batch {index}");
+        }
+        // Rebuild the file image from the flush writes.
+        let writes = buffer.flush_writes(0);
+        let mut image = vec![0xAAu8; page_ceil(expected.len() as u64) as usize];
+        let mut covered = vec![0u8; image.len() / PAGE_SIZE];
+        for (position, bytes) in &writes {
+            assert_eq!(position % PAGE_SIZE as u64, 0);
+            assert_eq!(bytes.len() % PAGE_SIZE, 0);
+            assert_eq!(bytes.as_ptr() as usize % PAGE_SIZE, 0);
+            image[*position as usize..][..bytes.len()].copy_from_slice(bytes);
+            for page in 0..bytes.len() / PAGE_SIZE {
+                covered[*position as usize / PAGE_SIZE + page] += 1;
+            }
+        }
+        assert!(covered.iter().all(|&count| count == 1));
+        assert_eq!(&image[..expected.len()], &expected[..]);
+        assert!(image[expected.len()..].iter().all(|&byte| byte == 0));
+    }
+
+    #[test]
+    fn flush_from_the_durable_size_rewrites_only_the_tail_page() {
+        let mut buffer = WriteBuffer::new(16 * PAGE_SIZE);
+        buffer.reset(0, &[]);
+        buffer.append(&[&pattern(1, 5000)]);
+        let durable = 5000;
+        buffer.append(&[&pattern(2, 100)]);
+        let writes = buffer.flush_writes(durable);
+        assert_eq!(writes.len(), 1);
+        assert_eq!(writes[0].0, 4096);
+        assert_eq!(writes[0].1.len(), 4096);
+    }
+
+    #[test]
+    fn reset_seeds_the_partial_tail_page() {
+        let mut buffer = WriteBuffer::new(PAGE_SIZE * 4);
+        let tail = pattern(9, 100);
+        buffer.reset(8192 + 100, &tail);
+        let position = buffer.append(&[b"abc"]);
+        assert_eq!(position, 8292);
+        let writes = buffer.flush_writes(8292);
+        assert_eq!(writes[0].0, 8192);
+        assert_eq!(&writes[0].1[..100], &tail[..]);
+        assert_eq!(&writes[0].1[100..103], b"abc");
+    }
+
+    #[test]
+    fn rollback_and_release_keep_the_buffer_consistent() {
+        let mut buffer = WriteBuffer::new(PAGE_SIZE);
+        buffer.reset(0, &[]);
+        for seed in 0..10u8 {
+            buffer.append(&[&pattern(seed, 3000)]);
+        }
+        buffer.truncate(9000);
+        assert_eq!(buffer.end(), Some(9000));
+        buffer.release_durable(9000, 1);
+        assert!(buffer.start().unwrap() <= 8192);
+        let position = buffer.append(&[&pattern(7, 10)]);
+        assert_eq!(position, 9000);
+        let oversized = pattern(3, 3 * PAGE_SIZE);
+        let position = buffer.append(&[&oversized]);
+        assert_eq!(&buffer.read(position, position + oversized.len() as u64).unwrap()[..], &oversized[..]);
+    }
+}
