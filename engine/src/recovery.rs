@@ -94,8 +94,10 @@ pub(crate) async fn recover<I: Io>(
         Ok(names) => names,
         Err(error) if error.kind() == io::ErrorKind::NotFound => {
             io.create_dir_all(dir).map_err(|error| LogError::io(dir, error))?;
-            if let Some(parent) = dir.parent() {
-                io.sync_dir(parent).await.map_err(|error| LogError::io(parent, error))?;
+            // Make the new directory (and any new parents) durable: sync
+            // every ancestor, since we do not know which ones were created.
+            for ancestor in dir.ancestors().skip(1).filter(|path| !path.as_os_str().is_empty()) {
+                io.sync_dir(ancestor).await.map_err(|error| LogError::io(ancestor, error))?;
             }
             Vec::new()
         }

@@ -13,7 +13,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::layout;
-use super::varint::{put_varint, put_varlong};
+use super::varint::{put_varint, put_varlong, varint_size, varlong_size};
 use crate::constants::BATCH_HEADER_SIZE;
 use crate::types::{LeaderEpoch, Offset, TimestampMs};
 
@@ -188,12 +188,8 @@ impl BatchBuilder {
         batch.put_i32(records_count);
         assert_eq!(batch.len(), BATCH_HEADER_SIZE);
 
-        let mut body = Vec::new();
         for (offset_delta, record) in (0_i32..).zip(&self.records) {
-            body.clear();
-            encode_record_body(&mut body, record, offset_delta, base_timestamp);
-            put_varint(&mut batch, length_i32(body.len()));
-            batch.put_slice(&body);
+            encode_record(&mut batch, record, offset_delta, base_timestamp);
         }
 
         let batch_length = length_i32(batch.len() - layout::LOG_OVERHEAD);
@@ -209,7 +205,14 @@ fn length_i32(length: usize) -> i32 {
     i32::try_from(length).unwrap_or_else(|_| panic!("length {length} does not fit an i32"))
 }
 
-fn put_nullable(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+fn nullable_size(bytes: Option<&[u8]>) -> usize {
+    match bytes {
+        None => varint_size(-1),
+        Some(bytes) => varint_size(length_i32(bytes.len())) + bytes.len(),
+    }
+}
+
+fn put_nullable(out: &mut BytesMut, bytes: Option<&[u8]>) {
     match bytes {
         None => put_varint(out, -1),
         Some(bytes) => {
@@ -219,23 +222,45 @@ fn put_nullable(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
     }
 }
 
-fn encode_record_body(
-    out: &mut Vec<u8>,
+/// Append one record: its length varint, then the body. The length is
+/// computed first and checked against what was written.
+fn encode_record(
+    out: &mut BytesMut,
     record: &PendingRecord,
     offset_delta: i32,
     base_timestamp: TimestampMs,
 ) {
+    let timestamp_delta = record.timestamp.0.wrapping_sub(base_timestamp.0);
+    let headers_count = length_i32(record.headers.len());
+    let headers_size: usize = record
+        .headers
+        .iter()
+        .map(|(key, value)| nullable_size(Some(key.as_bytes())) + nullable_size(value.as_deref()))
+        .sum();
+    let body_size = 1
+        + varlong_size(timestamp_delta)
+        + varint_size(offset_delta)
+        + nullable_size(record.key.as_deref())
+        + nullable_size(record.value.as_deref())
+        + varint_size(headers_count)
+        + headers_size;
+    put_varint(out, length_i32(body_size));
+    let body_start = out.len();
     out.put_u8(0); // attributes
-    put_varlong(out, record.timestamp.0.wrapping_sub(base_timestamp.0));
+    put_varlong(out, timestamp_delta);
     put_varint(out, offset_delta);
     put_nullable(out, record.key.as_deref());
     put_nullable(out, record.value.as_deref());
-    put_varint(out, length_i32(record.headers.len()));
+    put_varint(out, headers_count);
     for (key, value) in &record.headers {
-        put_varint(out, length_i32(key.len()));
-        out.put_slice(key.as_bytes());
+        put_nullable(out, Some(key.as_bytes()));
         put_nullable(out, value.as_deref());
     }
+    assert_eq!(
+        out.len() - body_start,
+        body_size,
+        "record size computed wrong"
+    );
 }
 
 /// A batch of `records_count` records without key or headers, each with a

@@ -647,17 +647,17 @@ pub fn patch_leader_epoch(batch: &mut [u8], leader_epoch: LeaderEpoch) {
 }
 
 /// The first record (in offset order) of the batch whose timestamp is at
-/// least `target`, as (offset, timestamp): offset = baseOffset + offsetDelta,
-/// timestamp = baseTimestamp + timestampDelta for CreateTime batches and the
-/// batch maxTimestamp for every record of a LogAppendTime batch. This is the
-/// per-batch step of ListOffsets by timestamp.
+/// least `target`, as (offset, timestamp): offset = baseOffset +
+/// offsetDelta, timestamp = baseTimestamp + timestampDelta for CreateTime
+/// batches and the batch maxTimestamp for every record of a LogAppendTime
+/// batch. This is the per-batch step of ListOffsets by timestamp.
 ///
 /// `None` when no record qualifies, and also when the batch is compressed:
-/// reading its records would mean decompressing, so callers check
-/// [`BatchHeader::compression`] and fall back to the batch level (if
-/// maxTimestamp >= target, answer with baseOffset and maxTimestamp). `batch`
-/// should have passed [`validate`]; on bytes that do not decode the result is
-/// `None` (never a panic).
+/// reading its records would mean decompressing, so callers fall back to the
+/// batch level (if maxTimestamp >= target, answer with baseOffset and
+/// maxTimestamp; [`BatchHeader::compression`] tells the two cases apart).
+/// `batch` should have passed [`validate`]; on bytes that do not decode the
+/// result is `None` (never a panic).
 pub fn first_offset_with_timestamp_at_least(
     batch: &[u8],
     target: TimestampMs,
@@ -670,18 +670,14 @@ pub fn first_offset_with_timestamp_at_least(
     if header.timestamp_type() == TimestampType::LogAppendTime {
         // Every record shares the append time; the first record has
         // offsetDelta 0 in a validated batch.
-        return (header.max_timestamp() >= target)
-            .then_some((header.base_offset(), header.max_timestamp()));
+        let append_time = header.max_timestamp();
+        return (append_time >= target).then_some((header.base_offset(), append_time));
     }
+    let base_timestamp = header.base_timestamp().0;
     for record in records(batch, &header) {
         let record = record.ok()?;
         // Wrapping like Kafka's Java arithmetic; only garbage overflows.
-        let timestamp = TimestampMs(
-            header
-                .base_timestamp()
-                .0
-                .wrapping_add(record.timestamp_delta),
-        );
+        let timestamp = TimestampMs(base_timestamp.wrapping_add(record.timestamp_delta));
         if timestamp >= target {
             let offset = base_offset.checked_add(i64::from(record.offset_delta))?;
             return Some((Offset(offset), timestamp));

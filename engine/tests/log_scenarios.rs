@@ -1,0 +1,456 @@
+//! Behaviour of one partition log on the simulated disk, scenario by scenario.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sluice_engine::batch::BatchError;
+use sluice_engine::io::sim::{CrashMode, SimIo};
+use sluice_engine::{
+    AppendError, Committer, FlushPolicy, LeaderEpoch, Log, LogConfig, LogError, Offset, ReadLimits,
+    TimestampMs,
+};
+use support::{all, as_stored, batches_of, block_on, poll_once, tagged_batch};
+
+const NOW: i64 = SimIo::NOW_MS_START_DEFAULT;
+
+fn dir() -> PathBuf {
+    PathBuf::from("/data/topic-0")
+}
+
+fn small_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 64 << 10,
+        index_interval_bytes: 1024,
+        preallocate_step_bytes: 16 << 10,
+        chunk_size_bytes: 16 << 10,
+        retention_ms: None,
+        ..LogConfig::default()
+    }
+}
+
+fn open(io: &SimIo, config: LogConfig) -> (Log<SimIo>, Committer<SimIo>) {
+    let committer = Committer::new(io.clone());
+    let log = block_on(Log::open(io.clone(), dir(), config, &committer)).unwrap();
+    (log, committer)
+}
+
+/// Append and make durable; returns the base offset.
+fn append_durable(log: &Log<SimIo>, committer: &Committer<SimIo>, batch: &bytes::Bytes) -> Offset {
+    let mut appended = log.append(batch, LeaderEpoch(0)).unwrap();
+    assert!(poll_once(&mut appended.completion).is_none(), "not durable before a flush");
+    block_on(committer.flush_round());
+    poll_once(&mut appended.completion).expect("durable after a flush round").unwrap();
+    appended.base_offset
+}
+
+#[test]
+fn appended_batches_get_consecutive_offsets_and_read_back_identical() {
+    let io = SimIo::new(1);
+    let (log, committer) = open(&io, small_config());
+    let mut expected = Vec::new();
+    for tag in 0..20u64 {
+        let batch = tagged_batch(tag, 1 + tag as usize % 5, 100, NOW);
+        let base = append_durable(&log, &committer, &batch);
+        expected.push(as_stored(&batch, base, 0));
+    }
+    assert_eq!(log.log_start_offset(), Offset(0));
+    assert_eq!(log.log_end_offset(), log.durable_end_offset());
+    let result = block_on(log.read(Offset(0), all(log.durable_end_offset()))).unwrap();
+    assert_eq!(batches_of(&result.records), expected);
+    assert_eq!(result.next_offset, log.log_end_offset());
+}
+
+#[test]
+fn group_commit_makes_many_appends_durable_with_one_fsync() {
+    let io = SimIo::new(2);
+    let (log, committer) = open(&io, small_config());
+    let mut completions = Vec::new();
+    for tag in 0..50u64 {
+        completions.push(log.append(&tagged_batch(tag, 2, 50, NOW), LeaderEpoch(0)).unwrap().completion);
+    }
+    let syncs_before = io.stats().sync_data_count;
+    block_on(committer.flush_round());
+    // One data fsync (one dirty file), plus possibly none for finalization.
+    assert_eq!(io.stats().sync_data_count - syncs_before, 1);
+    for completion in &mut completions {
+        poll_once(completion).unwrap().unwrap();
+    }
+    assert_eq!(committer.stats().fsyncs, 1);
+}
+
+#[test]
+fn a_read_from_the_middle_of_a_batch_returns_the_whole_batch() {
+    let io = SimIo::new(3);
+    let (log, committer) = open(&io, small_config());
+    let first = tagged_batch(1, 10, 10, NOW);
+    let second = tagged_batch(2, 10, 10, NOW);
+    append_durable(&log, &committer, &first);
+    append_durable(&log, &committer, &second);
+    let result = block_on(log.read(Offset(15), all(Offset(20)))).unwrap();
+    assert_eq!(batches_of(&result.records), vec![as_stored(&second, Offset(10), 0)]);
+    assert_eq!(result.next_offset, Offset(20));
+}
+
+#[test]
+fn reads_honour_max_bytes_but_always_return_a_first_batch() {
+    let io = SimIo::new(4);
+    let (log, committer) = open(&io, small_config());
+    for tag in 0..5u64 {
+        append_durable(&log, &committer, &tagged_batch(tag, 1, 1000, NOW));
+    }
+    let end = log.durable_end_offset();
+    let one = block_on(log.read(Offset(0), ReadLimits { max_bytes: 10, min_one_batch: true, max_offset: end }));
+    assert_eq!(batches_of(&one.unwrap().records).len(), 1);
+    let none = block_on(log.read(Offset(0), ReadLimits { max_bytes: 10, min_one_batch: false, max_offset: end }));
+    assert!(none.unwrap().records.is_empty());
+    let batch_size = tagged_batch(0, 1, 1000, NOW).len();
+    let two = block_on(log.read(
+        Offset(0),
+        ReadLimits { max_bytes: batch_size * 2 + 1, min_one_batch: false, max_offset: end },
+    ));
+    assert_eq!(batches_of(&two.unwrap().records).len(), 2);
+    // Only batches below max_offset (e.g. the durable end) are visible.
+    let bounded = block_on(log.read(Offset(0), all(Offset(3)))).unwrap();
+    assert_eq!(bounded.next_offset, Offset(3));
+}
+
+#[test]
+fn reads_outside_the_log_are_out_of_range_and_the_end_is_empty() {
+    let io = SimIo::new(5);
+    let (log, committer) = open(&io, small_config());
+    append_durable(&log, &committer, &tagged_batch(1, 3, 10, NOW));
+    let beyond = block_on(log.read(Offset(4), all(Offset(3))));
+    assert!(matches!(beyond, Err(LogError::OffsetOutOfRange { .. })));
+    let negative = block_on(log.read(Offset(-1), all(Offset(3))));
+    assert!(matches!(negative, Err(LogError::OffsetOutOfRange { .. })));
+    let at_end = block_on(log.read(Offset(3), all(Offset(3)))).unwrap();
+    assert!(at_end.records.is_empty());
+    assert_eq!(at_end.next_offset, Offset(3));
+}
+
+#[test]
+fn undurable_appends_are_not_readable_below_the_durable_end() {
+    let io = SimIo::new(6);
+    let (log, _committer) = open(&io, small_config());
+    let _pending = log.append(&tagged_batch(1, 3, 10, NOW), LeaderEpoch(0)).unwrap();
+    assert_eq!(log.log_end_offset(), Offset(3));
+    assert_eq!(log.durable_end_offset(), Offset(0));
+    let durable_view = block_on(log.read(Offset(0), all(log.durable_end_offset()))).unwrap();
+    assert!(durable_view.records.is_empty());
+    let buffered_view = block_on(log.read(Offset(0), all(log.log_end_offset()))).unwrap();
+    assert_eq!(batches_of(&buffered_view.records).len(), 1);
+}
+
+#[test]
+fn invalid_batches_are_rejected_and_nothing_is_written() {
+    let io = SimIo::new(7);
+    let (log, _committer) = open(&io, small_config());
+    let good = tagged_batch(1, 2, 10, NOW);
+    let mut corrupt = good.to_vec();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xFF;
+    let error = log.append(&bytes::Bytes::from(corrupt), LeaderEpoch(0)).err().unwrap();
+    assert!(matches!(error, AppendError::InvalidBatch(_)), "{error}");
+    let truncated = good.slice(..good.len() - 5);
+    assert!(log.append(&truncated, LeaderEpoch(0)).is_err());
+    // A good batch followed by garbage: all or nothing.
+    let mut mixed = good.to_vec();
+    mixed.extend_from_slice(&[1, 2, 3]);
+    assert!(log.append(&bytes::Bytes::from(mixed), LeaderEpoch(0)).is_err());
+    let mut config = small_config();
+    config.max_message_bytes = 100;
+    log.set_config(config);
+    let large = tagged_batch(2, 1, 500, NOW);
+    let error = log.append(&large, LeaderEpoch(0)).err().unwrap();
+    assert!(
+        matches!(error, AppendError::InvalidBatch(BatchError::TooLarge { max: 100, .. })),
+        "{error}"
+    );
+    assert_eq!(log.log_end_offset(), Offset(0));
+}
+
+#[test]
+fn segments_roll_by_size_and_the_log_reopens_with_everything() {
+    let io = SimIo::new(8);
+    let (log, committer) = open(&io, small_config());
+    let mut expected = Vec::new();
+    for tag in 0..100u64 {
+        let batch = tagged_batch(tag, 4, 500, NOW + tag as i64);
+        let base = append_durable(&log, &committer, &batch);
+        expected.push(as_stored(&batch, base, 0));
+    }
+    assert!(log.segment_count() >= 3, "{} segments", log.segment_count());
+    let names = io.file_names(&dir());
+    assert!(names.iter().any(|name| name.ends_with(".index")));
+    assert!(names.iter().any(|name| name.ends_with(".timeindex")));
+    let end = log.log_end_offset();
+    drop(log);
+    // Reopen without a clean close, as after a crash where nothing was lost.
+    let io = io.crash();
+    let (log, _committer) = open(&io, small_config());
+    assert_eq!(log.log_end_offset(), end);
+    let mut read = Vec::new();
+    let mut offset = Offset(0);
+    while offset < end {
+        let result = block_on(log.read(offset, all(end))).unwrap();
+        read.extend(batches_of(&result.records));
+        offset = result.next_offset;
+    }
+    assert_eq!(read, expected);
+}
+
+#[test]
+fn segments_roll_by_age() {
+    let io = SimIo::new(9);
+    let mut config = small_config();
+    config.segment_ms = 1000;
+    let (log, committer) = open(&io, config);
+    append_durable(&log, &committer, &tagged_batch(1, 1, 10, NOW));
+    append_durable(&log, &committer, &tagged_batch(2, 1, 10, NOW));
+    assert_eq!(log.segment_count(), 1);
+    io.advance_clock(Duration::from_millis(1500));
+    append_durable(&log, &committer, &tagged_batch(3, 1, 10, NOW));
+    assert_eq!(log.segment_count(), 2);
+}
+
+#[test]
+fn retention_by_size_deletes_the_oldest_segments_and_advances_the_start() {
+    let io = SimIo::new(10);
+    let mut config = small_config();
+    config.retention_bytes = Some(100 << 10);
+    let (log, committer) = open(&io, config);
+    for tag in 0..200u64 {
+        append_durable(&log, &committer, &tagged_batch(tag, 4, 500, NOW));
+    }
+    let size_before = log.size_bytes();
+    let deleted = block_on(log.apply_retention()).unwrap();
+    assert!(deleted > 0);
+    assert!(log.size_bytes() < size_before);
+    assert!(log.size_bytes() >= 100 << 10, "keeps at least retention.bytes");
+    assert!(log.log_start_offset() > Offset(0));
+    let start = log.log_start_offset();
+    assert!(matches!(
+        block_on(log.read(Offset(0), all(log.log_end_offset()))),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    let first = block_on(log.read(start, all(log.log_end_offset()))).unwrap();
+    assert!(!first.records.is_empty());
+    // The start survives a restart.
+    drop(log);
+    let io = io.crash();
+    let (log, _committer) = open(&io, small_config());
+    assert_eq!(log.log_start_offset(), start);
+}
+
+#[test]
+fn retention_by_time_deletes_expired_segments_including_a_rolled_active_one() {
+    let io = SimIo::new(11);
+    let mut config = small_config();
+    config.retention_ms = Some(60_000);
+    let (log, committer) = open(&io, config);
+    for tag in 0..40u64 {
+        append_durable(&log, &committer, &tagged_batch(tag, 4, 500, NOW));
+    }
+    assert_eq!(block_on(log.apply_retention()).unwrap(), 0, "nothing expired yet");
+    io.advance_clock(Duration::from_secs(120));
+    let deleted = block_on(log.apply_retention()).unwrap();
+    assert!(deleted > 0);
+    // The expired active segment was rolled: the next flush seals it, and
+    // the next pass deletes it.
+    append_durable(&log, &committer, &tagged_batch(99, 1, 10, NOW + 120_000));
+    block_on(log.apply_retention()).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(log.log_start_offset(), Offset(160));
+}
+
+#[test]
+fn delete_records_moves_the_start_durably() {
+    let io = SimIo::new(12);
+    let (log, committer) = open(&io, small_config());
+    for tag in 0..10u64 {
+        append_durable(&log, &committer, &tagged_batch(tag, 10, 10, NOW));
+    }
+    assert_eq!(block_on(log.delete_records_before(Offset(35))).unwrap(), Offset(35));
+    assert!(matches!(
+        block_on(log.read(Offset(34), all(Offset(100)))),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    let result = block_on(log.read(Offset(35), all(Offset(100)))).unwrap();
+    assert!(!result.records.is_empty());
+    assert!(block_on(log.delete_records_before(Offset(1000))).is_err());
+    drop(log);
+    let io = io.crash();
+    let (log, _committer) = open(&io, small_config());
+    assert_eq!(log.log_start_offset(), Offset(35));
+}
+
+#[test]
+fn truncation_removes_the_batch_holding_the_offset_and_everything_after() {
+    let io = SimIo::new(13);
+    let (log, committer) = open(&io, small_config());
+    let mut expected = Vec::new();
+    for tag in 0..60u64 {
+        let batch = tagged_batch(tag, 5, 400, NOW);
+        let base = append_durable(&log, &committer, &batch);
+        expected.push(as_stored(&batch, base, 0));
+    }
+    let segments_before = log.segment_count();
+    assert!(segments_before > 1);
+    assert_eq!(block_on(log.truncate_to(Offset(42))).unwrap(), Offset(40));
+    assert_eq!(log.log_end_offset(), Offset(40));
+    assert!(log.segment_count() <= segments_before);
+    expected.truncate(8);
+    // Appends continue from the cut, and everything survives a crash.
+    let batch = tagged_batch(1000, 2, 10, NOW);
+    let base = append_durable(&log, &committer, &batch);
+    assert_eq!(base, Offset(40));
+    expected.push(as_stored(&batch, base, 0));
+    drop(log);
+    let io = io.crash();
+    let (log, _committer) = open(&io, small_config());
+    let mut read = Vec::new();
+    let mut offset = Offset(0);
+    while offset < log.log_end_offset() {
+        let result = block_on(log.read(offset, all(log.log_end_offset()))).unwrap();
+        read.extend(batches_of(&result.records));
+        offset = result.next_offset;
+    }
+    assert_eq!(read, expected);
+}
+
+#[test]
+fn timestamp_lookup_finds_the_first_record_at_or_after_the_target() {
+    let io = SimIo::new(14);
+    let (log, committer) = open(&io, small_config());
+    // Batch n holds 5 records with timestamps NOW + 100n .. NOW + 100n + 4.
+    for tag in 0..50u64 {
+        append_durable(&log, &committer, &tagged_batch(tag, 5, 300, NOW + 100 * tag as i64));
+    }
+    let end = log.log_end_offset();
+    let found = block_on(log.offset_for_timestamp(TimestampMs(NOW + 1203), end)).unwrap();
+    assert_eq!(found, Some((Offset(63), TimestampMs(NOW + 1203))));
+    let found = block_on(log.offset_for_timestamp(TimestampMs(NOW + 1250), end)).unwrap();
+    assert_eq!(found, Some((Offset(65), TimestampMs(NOW + 1300))));
+    let found = block_on(log.offset_for_timestamp(TimestampMs(0), end)).unwrap();
+    assert_eq!(found, Some((Offset(0), TimestampMs(NOW))));
+    assert_eq!(block_on(log.offset_for_timestamp(TimestampMs(NOW + 10_000), end)).unwrap(), None);
+    let latest = block_on(log.max_timestamp(end)).unwrap();
+    assert_eq!(latest, Some((Offset(249), TimestampMs(NOW + 4904))));
+}
+
+#[test]
+fn an_fsync_failure_poisons_the_log_and_nothing_is_acknowledged_after_it() {
+    let io = SimIo::new(15);
+    let (log, committer) = open(&io, small_config());
+    let acknowledged = tagged_batch(1, 2, 10, NOW);
+    append_durable(&log, &committer, &acknowledged);
+    io.fail_sync_after(Some(0));
+    let mut pending = log.append(&tagged_batch(2, 2, 10, NOW), LeaderEpoch(0)).unwrap();
+    block_on(committer.flush_round());
+    let error = poll_once(&mut pending.completion).unwrap().err().unwrap();
+    assert!(matches!(error, AppendError::Poisoned { .. }), "{error}");
+    assert!(log.is_poisoned());
+    assert!(matches!(log.append(&tagged_batch(3, 1, 1, NOW), LeaderEpoch(0)), Err(AppendError::Poisoned { .. })));
+    // After a restart the acknowledged batch is there; appends work again.
+    drop(log);
+    let io = io.crash();
+    let (log, committer) = open(&io, small_config());
+    let result = block_on(log.read(Offset(0), all(log.log_end_offset()))).unwrap();
+    assert_eq!(batches_of(&result.records)[0], as_stored(&acknowledged, Offset(0), 0));
+    append_durable(&log, &committer, &tagged_batch(4, 1, 1, NOW));
+}
+
+#[test]
+fn a_write_failure_poisons_the_log() {
+    let io = SimIo::new(16);
+    let (log, committer) = open(&io, small_config());
+    io.fail_write_after(Some(0));
+    let mut pending = log.append(&tagged_batch(1, 2, 10, NOW), LeaderEpoch(0)).unwrap();
+    block_on(committer.flush_round());
+    assert!(matches!(poll_once(&mut pending.completion).unwrap(), Err(AppendError::Poisoned { .. })));
+}
+
+#[test]
+fn a_full_disk_fails_the_append_cleanly_and_appends_resume_when_space_returns() {
+    let io = SimIo::new(17);
+    let mut config = small_config();
+    config.preallocate_step_bytes = 4096;
+    let (log, committer) = open(&io, config.clone());
+    let first = tagged_batch(1, 2, 100, NOW);
+    append_durable(&log, &committer, &first);
+    io.set_space_limit(Some(io.space_used_bytes()));
+    let mut refused = log.append(&tagged_batch(2, 20, 400, NOW), LeaderEpoch(0)).unwrap();
+    block_on(committer.flush_round());
+    let error = poll_once(&mut refused.completion).unwrap().err().unwrap();
+    assert!(matches!(error, AppendError::StorageFull { .. }), "{error}");
+    assert!(!log.is_poisoned());
+    assert_eq!(log.log_end_offset(), Offset(2), "the unflushed tail was rolled back");
+    io.set_space_limit(None);
+    let second = tagged_batch(3, 2, 100, NOW);
+    let base = append_durable(&log, &committer, &second);
+    assert_eq!(base, Offset(2));
+    drop(log);
+    let io = io.crash();
+    let (log, _committer) = open(&io, config);
+    let result = block_on(log.read(Offset(0), all(log.log_end_offset()))).unwrap();
+    assert_eq!(batches_of(&result.records), vec![as_stored(&first, Offset(0), 0), as_stored(&second, Offset(2), 0)]);
+}
+
+#[test]
+fn a_corrupted_tail_is_truncated_at_the_first_invalid_byte() {
+    let io = SimIo::new(18);
+    let (log, committer) = open(&io, small_config());
+    for tag in 0..5u64 {
+        append_durable(&log, &committer, &tagged_batch(tag, 2, 100, NOW));
+    }
+    drop(log);
+    let path = dir().join("00000000000000000000.log");
+    let batch_size = tagged_batch(0, 2, 100, NOW).len() as u64;
+    // Damage the fourth batch: the first three survive, nothing after.
+    io.corrupt_byte(&path, 3 * batch_size + 70);
+    let io = io.crash();
+    let (log, _committer) = open(&io, small_config());
+    assert_eq!(log.log_end_offset(), Offset(6));
+    let result = block_on(log.read(Offset(0), all(Offset(6)))).unwrap();
+    assert_eq!(batches_of(&result.records).len(), 3);
+}
+
+#[test]
+fn a_clean_close_lets_the_next_open_skip_the_scan() {
+    let io = SimIo::new(19);
+    let (log, committer) = open(&io, small_config());
+    for tag in 0..30u64 {
+        append_durable(&log, &committer, &tagged_batch(tag, 3, 200, NOW));
+    }
+    block_on(log.close()).unwrap();
+    assert!(matches!(log.append(&tagged_batch(1, 1, 1, NOW), LeaderEpoch(0)), Err(AppendError::Closed { .. })));
+    let end = log.log_end_offset();
+    drop(log);
+    io.set_crash_mode(CrashMode::LoseUnsynced);
+    let io = io.crash();
+    let (log, committer) = open(&io, small_config());
+    assert_eq!(log.log_end_offset(), end);
+    append_durable(&log, &committer, &tagged_batch(100, 1, 1, NOW));
+}
+
+#[test]
+fn interval_flush_acknowledges_at_once_and_flushes_when_due() {
+    let io = SimIo::new(20);
+    let mut config = small_config();
+    config.flush = FlushPolicy::Interval { interval_ms: 1000, interval_bytes: u64::MAX };
+    let (log, committer) = open(&io, config);
+    let mut appended = log.append(&tagged_batch(1, 1, 10, NOW), LeaderEpoch(0)).unwrap();
+    poll_once(&mut appended.completion).unwrap().unwrap();
+    let (flushed, next_due) = block_on(committer.flush_round());
+    assert_eq!(flushed, 0);
+    assert!(next_due.is_some());
+    assert_eq!(log.durable_end_offset(), Offset(0));
+    io.advance_clock(Duration::from_millis(1001));
+    let (flushed, _) = block_on(committer.flush_round());
+    assert_eq!(flushed, 1);
+    assert_eq!(log.durable_end_offset(), Offset(1));
+}
+
