@@ -42,7 +42,9 @@ pub struct Committer<I: Io> {
 
 impl<I: Io> Clone for Committer<I> {
     fn clone(&self) -> Self {
-        Committer { shared: Rc::clone(&self.shared) }
+        Committer {
+            shared: Rc::clone(&self.shared),
+        }
     }
 }
 
@@ -159,7 +161,10 @@ impl<I: Io> Committer<I> {
                 continue;
             }
             let baseline = self.queued();
-            let woken = Woken { shared: &self.shared, baseline };
+            let woken = Woken {
+                shared: &self.shared,
+                baseline,
+            };
             match next_due {
                 Some(at) => {
                     let wait = (at - self.shared.io.now_ms()).max(1) as u64;

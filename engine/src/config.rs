@@ -14,7 +14,10 @@ pub enum FlushPolicy {
     /// is buffered; the committer flushes when `interval_ms` has passed since
     /// the last flush or `interval_bytes` are pending. A crash may lose the
     /// unflushed tail (never corrupt it).
-    Interval { interval_ms: i64, interval_bytes: u64 },
+    Interval {
+        interval_ms: i64,
+        interval_bytes: u64,
+    },
 }
 
 #[derive(Clone, Debug)]

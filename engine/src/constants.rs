@@ -27,9 +27,10 @@ pub const MAX_MESSAGE_BYTES_DEFAULT: u32 = 1_048_588;
 /// write. Capped by the segment size.
 pub const PREALLOCATE_STEP_BYTES: u64 = 64 << 20;
 
-/// Size of one in-memory write chunk. Appends are copied into aligned chunks;
-/// a chunk is both the O_DIRECT write source and the read cache of the tail.
-/// Memory is touched lazily, so an idle partition costs only its tail pages.
+/// Largest in-memory write chunk. Appends are copied into aligned chunks; a
+/// chunk is both the O_DIRECT write source and the read cache of the tail.
+/// A segment's chunks start at 64 KiB and double up to this size, so an idle
+/// partition holds 64 KiB while a busy one flushes in 1 MiB pieces.
 pub const CHUNK_SIZE_BYTES: usize = 1 << 20;
 
 /// Flushed chunks kept per log to serve reads of recent data from memory.

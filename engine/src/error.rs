@@ -43,7 +43,11 @@ pub enum LogError {
 
     /// A fetch outside `[log_start_offset, log_end_offset]`.
     #[error("offset {offset} is out of range [{start}, {end}]")]
-    OffsetOutOfRange { offset: Offset, start: Offset, end: Offset },
+    OffsetOutOfRange {
+        offset: Offset,
+        start: Offset,
+        end: Offset,
+    },
 
     /// The log is poisoned by an earlier I/O error (see `AppendError::Poisoned`).
     #[error("log {dir} is stopped after an I/O error: {reason}")]
@@ -61,6 +65,9 @@ pub enum LogError {
 
 impl LogError {
     pub fn io(path: impl Into<PathBuf>, source: io::Error) -> LogError {
-        LogError::Io { path: path.into(), source }
+        LogError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

@@ -51,7 +51,9 @@ pub struct Log<I: Io> {
 
 impl<I: Io> Clone for Log<I> {
     fn clone(&self) -> Self {
-        Log { inner: Rc::clone(&self.inner) }
+        Log {
+            inner: Rc::clone(&self.inner),
+        }
     }
 }
 
@@ -111,7 +113,9 @@ impl Future for AppendCompletion {
         };
         match Pin::new(receiver).poll(context) {
             Poll::Ready(Ok(result)) => Poll::Ready(result),
-            Poll::Ready(Err(_)) => Poll::Ready(Err(AppendError::Closed { dir: self.dir.clone() })),
+            Poll::Ready(Err(_)) => Poll::Ready(Err(AppendError::Closed {
+                dir: self.dir.clone(),
+            })),
             Poll::Pending => Poll::Pending,
         }
     }
@@ -196,7 +200,13 @@ impl<I: Io> Log<I> {
 
     /// Total bytes of all segments.
     pub fn size_bytes(&self) -> u64 {
-        self.inner.state.borrow().segments.iter().map(|segment| segment.size).sum()
+        self.inner
+            .state
+            .borrow()
+            .segments
+            .iter()
+            .map(|segment| segment.size)
+            .sum()
     }
 
     pub fn is_poisoned(&self) -> bool {
@@ -210,10 +220,15 @@ impl<I: Io> Log<I> {
         let inner = &self.inner;
         let mut state = inner.state.borrow_mut();
         if let Some(reason) = &state.poisoned {
-            return Err(AppendError::Poisoned { dir: inner.dir.clone(), reason: reason.clone() });
+            return Err(AppendError::Poisoned {
+                dir: inner.dir.clone(),
+                reason: reason.clone(),
+            });
         }
         if state.closed {
-            return Err(AppendError::Closed { dir: inner.dir.clone() });
+            return Err(AppendError::Closed {
+                dir: inner.dir.clone(),
+            });
         }
         // Validate everything before changing anything: all or nothing.
         let max_bytes = state.config.max_message_bytes as usize;
@@ -240,7 +255,14 @@ impl<I: Io> Log<I> {
                 unreachable!("a log always has an active segment");
             };
             let position = active.buffer.append(&[&patched, body]);
-            active.note_batch(position, size, offset, offset.plus(count), max_timestamp(header), interval);
+            active.note_batch(
+                position,
+                size,
+                offset,
+                offset.plus(count),
+                max_timestamp(header),
+                interval,
+            );
             active.first_append_ms.get_or_insert(now);
             state.log_end = offset.plus(count);
             appended_bytes += size;
@@ -252,11 +274,15 @@ impl<I: Io> Log<I> {
                 let (sender, receiver) = oneshot::channel();
                 let end = state.log_end;
                 state.waiters.push_back((end, sender));
-                AppendCompletion { receiver: Some(receiver), dir: inner.dir.clone() }
+                AppendCompletion {
+                    receiver: Some(receiver),
+                    dir: inner.dir.clone(),
+                }
             }
-            FlushPolicy::Interval { .. } => {
-                AppendCompletion { receiver: None, dir: inner.dir.clone() }
-            }
+            FlushPolicy::Interval { .. } => AppendCompletion {
+                receiver: None,
+                dir: inner.dir.clone(),
+            },
         };
         let enqueue = !state.queued;
         state.queued = true;
@@ -264,7 +290,12 @@ impl<I: Io> Log<I> {
         if enqueue {
             inner.committer.enqueue(Rc::downgrade(inner));
         }
-        Ok(Appended { base_offset, last_offset, append_time: TimestampMs(now), completion })
+        Ok(Appended {
+            base_offset,
+            last_offset,
+            append_time: TimestampMs(now),
+            completion,
+        })
     }
 
     /// Make everything appended so far durable (waits for a running flush).
@@ -290,19 +321,34 @@ impl<I: Io> Log<I> {
             }
             let limit = limits.max_offset.min(state.log_end);
             if offset >= limit {
-                return Ok(ReadResult { next_offset: offset, ..ReadResult::default() });
+                return Ok(ReadResult {
+                    next_offset: offset,
+                    ..ReadResult::default()
+                });
             }
             let Some(segment) = segment_for(&state.segments, offset) else {
-                return Ok(ReadResult { next_offset: offset, ..ReadResult::default() });
+                return Ok(ReadResult {
+                    next_offset: offset,
+                    ..ReadResult::default()
+                });
             };
-            (segment.base, segment.index.lookup(segment.base, offset).value(), limit)
+            (
+                segment.base,
+                segment.index.lookup(segment.base, offset).value(),
+                limit,
+            )
         };
         let mut cursor = Cursor::new(inner, segment_base, limits.max_bytes);
-        let mut result = ReadResult { next_offset: offset, ..ReadResult::default() };
+        let mut result = ReadResult {
+            next_offset: offset,
+            ..ReadResult::default()
+        };
         let mut pending: Option<(Bytes, usize, usize)> = None;
         let mut position = start_position;
         while let Some((run, at)) = cursor.batch_at(position).await? {
-            let Some(span) = span_of(&run[at..]) else { break };
+            let Some(span) = span_of(&run[at..]) else {
+                break;
+            };
             if span.last < offset {
                 position += span.size as u64;
                 continue;
@@ -316,7 +362,9 @@ impl<I: Io> Log<I> {
             }
             // Coalesce consecutive batches of one run into one slice.
             pending = match pending.take() {
-                Some((pending_run, start, end)) if pending_run.as_ptr() == run.as_ptr() && end == at => {
+                Some((pending_run, start, end))
+                    if pending_run.as_ptr() == run.as_ptr() && end == at =>
+                {
                     Some((pending_run, start, at + span.size))
                 }
                 Some((pending_run, start, end)) => {
@@ -346,8 +394,13 @@ impl<I: Io> Log<I> {
     ) -> Result<Option<(Offset, TimestampMs)>, LogError> {
         let start = {
             let state = self.inner.state.borrow();
-            let found = state.segments.iter().find(|segment| segment.max_timestamp >= target);
-            let Some(segment) = found else { return Ok(None) };
+            let found = state
+                .segments
+                .iter()
+                .find(|segment| segment.max_timestamp >= target);
+            let Some(segment) = found else {
+                return Ok(None);
+            };
             let relative = segment.time_index.lookup(target);
             Offset::from_relative(segment.base, relative).max(state.log_start)
         };
@@ -378,14 +431,17 @@ impl<I: Io> Log<I> {
                 .filter(|segment| !segment.is_empty())
                 .max_by_key(|segment| segment.max_timestamp);
             let Some(segment) = best else { return Ok(None) };
-            (segment.max_timestamp_batch.max(state.log_start), segment.max_timestamp)
+            (
+                segment.max_timestamp_batch.max(state.log_start),
+                segment.max_timestamp,
+            )
         };
         if timestamp.0 < 0 {
             return Ok(None);
         }
-        self.offset_for_timestamp(timestamp, max_offset).await.map(|found| {
-            found.or(Some((batch_offset, timestamp)))
-        })
+        self.offset_for_timestamp(timestamp, max_offset)
+            .await
+            .map(|found| found.or(Some((batch_offset, timestamp))))
     }
 
     async fn scan_batches<T>(
@@ -394,7 +450,11 @@ impl<I: Io> Log<I> {
         max_offset: Offset,
         mut visit: impl FnMut(&[u8], &BatchHeader) -> Option<T>,
     ) -> Result<Option<T>, LogError> {
-        let limits = ReadLimits { max_bytes: 1 << 20, min_one_batch: true, max_offset };
+        let limits = ReadLimits {
+            max_bytes: 1 << 20,
+            min_one_batch: true,
+            max_offset,
+        };
         loop {
             let result = match self.read(offset, limits).await {
                 Ok(result) => result,
@@ -410,7 +470,9 @@ impl<I: Io> Log<I> {
                     reason: error.to_string(),
                 })? {
                     let bytes = &run[range];
-                    let Ok(header) = BatchHeader::parse(bytes) else { continue };
+                    let Ok(header) = BatchHeader::parse(bytes) else {
+                        continue;
+                    };
                     if let Some(found) = visit(bytes, &header) {
                         return Ok(Some(found));
                     }
@@ -425,7 +487,10 @@ impl<I: Io> Log<I> {
     /// divergent tail. Durable when it returns Ok.
     pub async fn truncate_to(&self, offset: Offset) -> Result<Offset, LogError> {
         let inner = &self.inner;
-        inner.flush().await.map_err(|error| inner.append_error_to_log_error(error))?;
+        inner
+            .flush()
+            .await
+            .map_err(|error| inner.append_error_to_log_error(error))?;
         let _guard = inner.flush_lock.lock().await;
         let (base, file) = {
             let state = inner.state.borrow();
@@ -454,7 +519,9 @@ impl<I: Io> Log<I> {
         let mut position = start;
         let mut cut = None;
         while let Some((run, at)) = cursor.batch_at(position).await? {
-            let Some(span) = span_of(&run[at..]) else { break };
+            let Some(span) = span_of(&run[at..]) else {
+                break;
+            };
             if span.last >= offset {
                 cut = Some((position, span.base));
                 break;
@@ -470,16 +537,26 @@ impl<I: Io> Log<I> {
         let io = &inner.io;
         let removed: Vec<Offset> = {
             let state = inner.state.borrow();
-            state.segments.iter().filter(|segment| segment.base > base).map(|segment| segment.base).collect()
+            state
+                .segments
+                .iter()
+                .filter(|segment| segment.base > base)
+                .map(|segment| segment.base)
+                .collect()
         };
         let tail_start = page_floor(cut_position);
         let tail_page = if cut_position > tail_start {
-            let page = io.read_at(&file, tail_start, PAGE_SIZE).await.map_err(|error| inner.io_error(base, error))?;
+            let page = io
+                .read_at(&file, tail_start, PAGE_SIZE)
+                .await
+                .map_err(|error| inner.io_error(base, error))?;
             page.slice(..(cut_position - tail_start) as usize)
         } else {
             Bytes::new()
         };
-        io.set_len(&file, cut_position).await.map_err(|error| inner.io_error(base, error))?;
+        io.set_len(&file, cut_position)
+            .await
+            .map_err(|error| inner.io_error(base, error))?;
         if let Err(error) = io.sync_data(&file).await {
             inner.poison(&format!("fdatasync failed while truncating: {error}"));
             return Err(inner.io_error(base, error));
@@ -487,14 +564,19 @@ impl<I: Io> Log<I> {
         for removed_base in &removed {
             remove_segment_files(io, &inner.dir, *removed_base);
         }
-        for path in [segment::index_path(&inner.dir, base), segment::time_index_path(&inner.dir, base)] {
+        for path in [
+            segment::index_path(&inner.dir, base),
+            segment::time_index_path(&inner.dir, base),
+        ] {
             if let Err(error) = io.remove_file(&path)
                 && error.kind() != io::ErrorKind::NotFound
             {
                 tracing::warn!(path = %path.display(), %error, "could not remove a stale index");
             }
         }
-        io.sync_dir(&inner.dir).await.map_err(|error| LogError::io(&inner.dir, error))?;
+        io.sync_dir(&inner.dir)
+            .await
+            .map_err(|error| LogError::io(&inner.dir, error))?;
         let checkpoint = {
             let mut state = inner.state.borrow_mut();
             state.segments.retain(|segment| segment.base <= base);
@@ -506,6 +588,8 @@ impl<I: Io> Log<I> {
             segment.buffer.reset(cut_position, &tail_page);
             state.log_end = new_end;
             state.durable_end = new_end;
+            // Cutting the batch that straddles the log start empties the log.
+            state.log_start = state.log_start.min(new_end);
             state.checkpoint = Checkpoint {
                 log_start: state.log_start,
                 recovery_base: base,
@@ -522,27 +606,34 @@ impl<I: Io> Log<I> {
     /// are deleted. Durable when it returns Ok. Returns the new log start.
     pub async fn delete_records_before(&self, offset: Offset) -> Result<Offset, LogError> {
         let inner = &self.inner;
-        let checkpoint = {
-            let mut state = inner.state.borrow_mut();
-            if offset > state.durable_end {
-                return Err(LogError::OffsetOutOfRange {
-                    offset,
-                    start: state.log_start,
-                    end: state.durable_end,
-                });
-            }
-            if offset <= state.log_start {
-                return Ok(state.log_start);
-            }
-            state.log_start = offset;
-            state.checkpoint.log_start = offset;
-            state.checkpoint
-        };
+        inner.check_not_poisoned()?;
         {
             let _guard = inner.flush_lock.lock().await;
+            let checkpoint = {
+                let state = inner.state.borrow();
+                if offset > state.durable_end {
+                    return Err(LogError::OffsetOutOfRange {
+                        offset,
+                        start: state.log_start,
+                        end: state.durable_end,
+                    });
+                }
+                if offset <= state.log_start {
+                    return Ok(state.log_start);
+                }
+                Checkpoint {
+                    log_start: offset,
+                    ..state.checkpoint
+                }
+            };
+            // Durable first, visible second: a failed write changes nothing.
             inner.write_checkpoint_strict(checkpoint).await?;
+            let mut state = inner.state.borrow_mut();
+            state.log_start = state.log_start.max(offset);
+            state.checkpoint.log_start = state.log_start;
         }
-        self.delete_segments(|state, segment| segment.next_offset <= state.log_start).await?;
+        self.delete_segments(|state, segment| segment.next_offset <= state.log_start)
+            .await?;
         Ok(self.log_start_offset())
     }
 
@@ -551,6 +642,7 @@ impl<I: Io> Log<I> {
     /// segment is rolled so a later pass can delete it). Returns how many
     /// segments were deleted.
     pub async fn apply_retention(&self) -> Result<usize, LogError> {
+        self.inner.check_not_poisoned()?;
         let now = self.inner.io.now_ms();
         {
             let mut state = self.inner.state.borrow_mut();
@@ -568,10 +660,9 @@ impl<I: Io> Log<I> {
                 .config
                 .retention_ms
                 .is_some_and(|retention_ms| segment.max_timestamp.0 < now - retention_ms);
-            let expired_by_size = state
-                .config
-                .retention_bytes
-                .is_some_and(|retention_bytes| total.saturating_sub(segment.size) >= retention_bytes);
+            let expired_by_size = state.config.retention_bytes.is_some_and(|retention_bytes| {
+                total.saturating_sub(segment.size) >= retention_bytes
+            });
             let below_start = segment.next_offset <= state.log_start;
             let delete = expired_by_time || expired_by_size || below_start;
             if delete {
@@ -593,7 +684,9 @@ impl<I: Io> Log<I> {
             let mut state = inner.state.borrow_mut();
             let mut removed = Vec::new();
             while state.segments.len() > 1 {
-                let Some(oldest) = state.segments.front() else { break };
+                let Some(oldest) = state.segments.front() else {
+                    break;
+                };
                 if !oldest.finalized || !predicate(&state, oldest) {
                     break;
                 }
@@ -611,7 +704,11 @@ impl<I: Io> Log<I> {
         for base in &removed {
             remove_segment_files(&inner.io, &inner.dir, *base);
         }
-        inner.io.sync_dir(&inner.dir).await.map_err(|error| LogError::io(&inner.dir, error))?;
+        inner
+            .io
+            .sync_dir(&inner.dir)
+            .await
+            .map_err(|error| LogError::io(&inner.dir, error))?;
         tracing::debug!(dir = %inner.dir.display(), count = removed.len(), "deleted segments");
         Ok(removed.len())
     }
@@ -620,7 +717,10 @@ impl<I: Io> Log<I> {
     /// everything (so the next open scans nothing), and refuse later appends.
     pub async fn close(&self) -> Result<(), LogError> {
         let inner = &self.inner;
-        inner.flush().await.map_err(|error| inner.append_error_to_log_error(error))?;
+        inner
+            .flush()
+            .await
+            .map_err(|error| inner.append_error_to_log_error(error))?;
         let _guard = inner.flush_lock.lock().await;
         let (checkpoint, writes) = {
             let mut state = inner.state.borrow_mut();
@@ -629,8 +729,14 @@ impl<I: Io> Log<I> {
                 unreachable!("a log always has an active segment");
             };
             let writes = [
-                (segment::index_path(&inner.dir, active.base), active.index.encode()),
-                (segment::time_index_path(&inner.dir, active.base), active.time_index.encode()),
+                (
+                    segment::index_path(&inner.dir, active.base),
+                    active.index.encode(),
+                ),
+                (
+                    segment::time_index_path(&inner.dir, active.base),
+                    active.time_index.encode(),
+                ),
             ];
             let checkpoint = Checkpoint {
                 log_start: state.log_start,
@@ -640,7 +746,11 @@ impl<I: Io> Log<I> {
             (checkpoint, writes)
         };
         for (path, data) in writes {
-            inner.io.write_file_atomic(&path, data).await.map_err(|error| LogError::io(&path, error))?;
+            inner
+                .io
+                .write_file_atomic(&path, data)
+                .await
+                .map_err(|error| LogError::io(&path, error))?;
         }
         inner.write_checkpoint_strict(checkpoint).await?;
         inner.fail_waiters(|dir| AppendError::Closed { dir });
@@ -655,7 +765,10 @@ impl<I: Io> LogInner<I> {
         let state = self.state.borrow();
         match state.config.flush {
             FlushPolicy::BeforeAck => Ok(()),
-            FlushPolicy::Interval { interval_ms, interval_bytes } => {
+            FlushPolicy::Interval {
+                interval_ms,
+                interval_bytes,
+            } => {
                 let due_at = state.last_flush_ms.saturating_add(interval_ms);
                 if state.unflushed_bytes >= interval_bytes || now >= due_at || state.closed {
                     Ok(())
@@ -671,7 +784,10 @@ impl<I: Io> LogInner<I> {
         let mut state = self.state.borrow_mut();
         let dirty = state.poisoned.is_none()
             && (state.durable_end < state.log_end
-                || state.segments.iter().any(|segment| segment.sealed && !segment.finalized));
+                || state
+                    .segments
+                    .iter()
+                    .any(|segment| segment.sealed && !segment.finalized));
         state.queued = dirty;
         dirty
     }
@@ -688,7 +804,10 @@ impl<I: Io> LogInner<I> {
         let plan = {
             let mut state = self.state.borrow_mut();
             if let Some(reason) = &state.poisoned {
-                return Err(AppendError::Poisoned { dir: self.dir.clone(), reason: reason.clone() });
+                return Err(AppendError::Poisoned {
+                    dir: self.dir.clone(),
+                    reason: reason.clone(),
+                });
             }
             FlushPlan::take(&mut state)
         };
@@ -697,7 +816,7 @@ impl<I: Io> LogInner<I> {
         };
         let io = &self.io;
         // 1. Create and grow files. ENOSPC here means nothing was written.
-        let mut created = false;
+        let mut unsynced_entries = false;
         let mut files = Vec::with_capacity(plan.segments.len());
         for planned in &plan.segments {
             let file = match &planned.file {
@@ -706,31 +825,51 @@ impl<I: Io> LogInner<I> {
                     let path = segment::log_path(&self.dir, planned.base);
                     match io.open(&path, true).await {
                         Ok(file) => {
-                            created = true;
-                            self.with_segment(planned.base, |segment| segment.file = Some(file.clone()));
+                            self.with_segment(planned.base, |segment| {
+                                segment.file = Some(file.clone())
+                            });
                             file
                         }
                         Err(error) => return Err(self.fail_flush(error, "creating a segment")),
                     }
                 }
             };
+            unsynced_entries |= !planned.entry_durable;
             if planned.allocate_to > planned.allocated {
                 if let Err(error) = io.allocate(&file, planned.allocate_to).await {
                     return Err(self.fail_flush(error, "preallocating a segment"));
                 }
-                self.with_segment(planned.base, |segment| segment.allocated = planned.allocate_to);
+                self.with_segment(planned.base, |segment| {
+                    segment.allocated = planned.allocate_to
+                });
             }
             files.push(file);
         }
-        if created && let Err(error) = io.sync_dir(&self.dir).await {
-            return Err(self.fail_flush(error, "syncing the log directory"));
+        if unsynced_entries {
+            if let Err(error) = io.sync_dir(&self.dir).await {
+                return Err(self.fail_flush(error, "syncing the log directory"));
+            }
+            for planned in &plan.segments {
+                self.with_segment(planned.base, |segment| segment.entry_durable = true);
+            }
         }
         // 2. Write every dirty page range, all in flight at once.
-        let writes = plan.segments.iter().zip(&files).flat_map(|(planned, file)| {
-            planned.writes.iter().map(move |(position, bytes)| io.write_at(file, *position, bytes.clone()))
-        });
-        let bytes_written: u64 =
-            plan.segments.iter().flat_map(|planned| &planned.writes).map(|(_, bytes)| bytes.len() as u64).sum();
+        let writes = plan
+            .segments
+            .iter()
+            .zip(&files)
+            .flat_map(|(planned, file)| {
+                planned
+                    .writes
+                    .iter()
+                    .map(move |(position, bytes)| io.write_at(file, *position, bytes.clone()))
+            });
+        let bytes_written: u64 = plan
+            .segments
+            .iter()
+            .flat_map(|planned| &planned.writes)
+            .map(|(_, bytes)| bytes.len() as u64)
+            .sum();
         for result in join_all(writes).await {
             if let Err(error) = result {
                 return Err(self.fail_flush(error, "writing a segment"));
@@ -748,11 +887,20 @@ impl<I: Io> LogInner<I> {
         {
             let mut state = self.state.borrow_mut();
             for planned in &plan.segments {
-                if let Some(segment) = state.segments.iter_mut().find(|segment| segment.base == planned.base) {
-                    assert!(planned.mark.size >= segment.durable_size, "durability only grows");
+                if let Some(segment) = state
+                    .segments
+                    .iter_mut()
+                    .find(|segment| segment.base == planned.base)
+                {
+                    assert!(
+                        planned.mark.size >= segment.durable_size,
+                        "durability only grows"
+                    );
                     segment.durable_mark = planned.mark.clone();
                     segment.durable_size = planned.mark.size;
-                    segment.buffer.release_durable(segment.durable_size, TAIL_CHUNKS_RETAINED);
+                    segment
+                        .buffer
+                        .release_durable(segment.durable_size, TAIL_CHUNKS_RETAINED);
                 }
             }
             assert!(plan.end >= state.durable_end, "durable end only grows");
@@ -779,23 +927,27 @@ impl<I: Io> LogInner<I> {
             let next = {
                 let state = self.state.borrow();
                 let count = state.segments.len();
-                state.segments.iter().enumerate().find_map(|(position, segment)| {
-                    let ready = segment.sealed
-                        && !segment.finalized
-                        && segment.durable_size == segment.size
-                        && position + 1 < count;
-                    let next_base = state.segments.get(position + 1).map(|next| next.base);
-                    ready.then(|| {
-                        (
-                            segment.base,
-                            segment.file.clone(),
-                            segment.size,
-                            segment.index.encode(),
-                            segment.time_index.encode(),
-                            next_base,
-                        )
+                state
+                    .segments
+                    .iter()
+                    .enumerate()
+                    .find_map(|(position, segment)| {
+                        let ready = segment.sealed
+                            && !segment.finalized
+                            && segment.durable_size == segment.size
+                            && position + 1 < count;
+                        let next_base = state.segments.get(position + 1).map(|next| next.base);
+                        ready.then(|| {
+                            (
+                                segment.base,
+                                segment.file.clone(),
+                                segment.size,
+                                segment.index.encode(),
+                                segment.time_index.encode(),
+                                next_base,
+                            )
+                        })
                     })
-                })
             };
             let Some((base, file, size, index, time_index, next_base)) = next else {
                 return Ok(());
@@ -806,7 +958,9 @@ impl<I: Io> LogInner<I> {
                     return Err(self.poisoned_error());
                 }
                 if let Err(error) = self.io.sync_data(file).await {
-                    self.poison(&format!("fdatasync failed while sealing segment {base}: {error}"));
+                    self.poison(&format!(
+                        "fdatasync failed while sealing segment {base}: {error}"
+                    ));
                     return Err(self.poisoned_error());
                 }
             }
@@ -822,7 +976,11 @@ impl<I: Io> LogInner<I> {
             }
             let checkpoint = {
                 let mut state = self.state.borrow_mut();
-                if let Some(segment) = state.segments.iter_mut().find(|segment| segment.base == base) {
+                if let Some(segment) = state
+                    .segments
+                    .iter_mut()
+                    .find(|segment| segment.base == base)
+                {
                     segment.finalized = true;
                     segment.allocated = size;
                     segment.buffer.clear();
@@ -850,12 +1008,19 @@ impl<I: Io> LogInner<I> {
     /// Write the checkpoint when it carries a promise (a new log start).
     async fn write_checkpoint_strict(&self, checkpoint: Checkpoint) -> Result<(), LogError> {
         let path = recovery::checkpoint_path(&self.dir);
-        self.io.write_file_atomic(&path, checkpoint.encode()).await.map_err(|error| LogError::io(path, error))
+        self.io
+            .write_file_atomic(&path, checkpoint.encode())
+            .await
+            .map_err(|error| LogError::io(path, error))
     }
 
     fn with_segment(&self, base: Offset, update: impl FnOnce(&mut Segment<I::File>)) {
         let mut state = self.state.borrow_mut();
-        if let Some(segment) = state.segments.iter_mut().find(|segment| segment.base == base) {
+        if let Some(segment) = state
+            .segments
+            .iter_mut()
+            .find(|segment| segment.base == base)
+        {
             update(segment);
         }
     }
@@ -866,7 +1031,9 @@ impl<I: Io> LogInner<I> {
         if is_storage_full(&error) {
             tracing::warn!(dir = %self.dir.display(), "no space left while {doing}; rolling back the unflushed tail");
             self.roll_back_unflushed(|dir| AppendError::StorageFull { dir });
-            AppendError::StorageFull { dir: self.dir.clone() }
+            AppendError::StorageFull {
+                dir: self.dir.clone(),
+            }
         } else {
             self.poison(&format!("{doing} failed: {error}"));
             self.poisoned_error()
@@ -881,7 +1048,9 @@ impl<I: Io> LogInner<I> {
         let durable_end = state.durable_end;
         let mut removed = Vec::new();
         while state.segments.len() > 1 {
-            let Some(last) = state.segments.back() else { break };
+            let Some(last) = state.segments.back() else {
+                break;
+            };
             if last.base <= durable_end {
                 break;
             }
@@ -915,12 +1084,30 @@ impl<I: Io> LogInner<I> {
             }
         }
         let reason = reason.to_string();
-        self.fail_waiters(|dir| AppendError::Poisoned { dir, reason: reason.clone() });
+        self.fail_waiters(|dir| AppendError::Poisoned {
+            dir,
+            reason: reason.clone(),
+        });
+    }
+
+    /// Operations that change files refuse to run on a poisoned log: what
+    /// is on disk is unknown until recovery has looked.
+    fn check_not_poisoned(&self) -> Result<(), LogError> {
+        match &self.state.borrow().poisoned {
+            Some(reason) => Err(LogError::Poisoned {
+                dir: self.dir.clone(),
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     fn poisoned_error(&self) -> AppendError {
         let reason = self.state.borrow().poisoned.clone().unwrap_or_default();
-        AppendError::Poisoned { dir: self.dir.clone(), reason }
+        AppendError::Poisoned {
+            dir: self.dir.clone(),
+            reason,
+        }
     }
 
     fn fail_waiters(&self, error: impl Fn(PathBuf) -> AppendError) {
@@ -931,7 +1118,10 @@ impl<I: Io> LogInner<I> {
     }
 
     fn corrupt(&self, reason: String) -> LogError {
-        LogError::Corrupt { dir: self.dir.clone(), reason }
+        LogError::Corrupt {
+            dir: self.dir.clone(),
+            reason,
+        }
     }
 
     fn io_error(&self, base: Offset, error: io::Error) -> LogError {
@@ -941,7 +1131,10 @@ impl<I: Io> LogInner<I> {
     fn append_error_to_log_error(&self, error: AppendError) -> LogError {
         match error {
             AppendError::Poisoned { dir, reason } => LogError::Poisoned { dir, reason },
-            other => LogError::Io { path: self.dir.clone(), source: io::Error::other(other.to_string()) },
+            other => LogError::Io {
+                path: self.dir.clone(),
+                source: io::Error::other(other.to_string()),
+            },
         }
     }
 }
@@ -957,6 +1150,7 @@ struct FlushPlan<F> {
 struct PlannedSegment<F> {
     base: Offset,
     file: Option<F>,
+    entry_durable: bool,
     allocated: u64,
     allocate_to: u64,
     writes: Vec<(u64, Bytes)>,
@@ -984,13 +1178,18 @@ impl<F: Clone> FlushPlan<F> {
             segments.push(PlannedSegment {
                 base: segment.base,
                 file: segment.file.clone(),
+                entry_durable: segment.entry_durable,
                 allocated: segment.allocated,
                 allocate_to,
                 writes: segment.buffer.flush_writes(segment.durable_size),
                 mark: segment.mark(),
             });
         }
-        Some(FlushPlan { segments, end: state.log_end, bytes: state.unflushed_bytes })
+        Some(FlushPlan {
+            segments,
+            end: state.log_end,
+            bytes: state.unflushed_bytes,
+        })
     }
 }
 
@@ -1004,7 +1203,12 @@ struct Cursor<'a, I: Io> {
 
 impl<'a, I: Io> Cursor<'a, I> {
     fn new(inner: &'a Rc<LogInner<I>>, base: Offset, read_ahead: usize) -> Self {
-        Cursor { inner, base, run: None, read_ahead: read_ahead.max(64 << 10) }
+        Cursor {
+            inner,
+            base,
+            run: None,
+            read_ahead: read_ahead.clamp(64 << 10, 8 << 20),
+        }
     }
 
     /// The run holding the whole batch at `position` and the batch's index
@@ -1018,7 +1222,9 @@ impl<'a, I: Io> Cursor<'a, I> {
             {
                 let at = (position - run_start) as usize;
                 match span_of(&run[at..]) {
-                    Some(span) if at + span.size <= run.len() => return Ok(Some((run.clone(), at))),
+                    Some(span) if at + span.size <= run.len() => {
+                        return Ok(Some((run.clone(), at)));
+                    }
                     Some(span) => need = span.size,
                     None => return Ok(None),
                 }
@@ -1036,13 +1242,21 @@ impl<'a, I: Io> Cursor<'a, I> {
     async fn fetch(&self, position: u64, need: usize) -> Result<Option<Bytes>, LogError> {
         let (file, disk_end) = {
             let state = self.inner.state.borrow();
-            let Some(segment) = state.segments.iter().find(|segment| segment.base == self.base) else {
+            let Some(segment) = state
+                .segments
+                .iter()
+                .find(|segment| segment.base == self.base)
+            else {
                 return Ok(None);
             };
             if position >= segment.size {
                 return Ok(None);
             }
-            if segment.buffer.start().is_some_and(|start| position >= start) {
+            if segment
+                .buffer
+                .start()
+                .is_some_and(|start| position >= start)
+            {
                 return Ok(segment.buffer.read_run(position));
             }
             (segment.file.clone(), segment.durable_size)
@@ -1114,8 +1328,11 @@ fn maybe_roll<F>(state: &mut LogState<F>, size: u64, count: i64, now: i64) {
     if active.is_empty() && !active.sealed {
         return;
     }
-    let too_big = active.size + size > config.segment_bytes || active.size + size > u64::from(u32::MAX);
-    let too_old = active.first_append_ms.is_some_and(|first| now - first >= config.segment_ms);
+    let too_big =
+        active.size + size > config.segment_bytes || active.size + size > u64::from(u32::MAX);
+    let too_old = active
+        .first_append_ms
+        .is_some_and(|first| now - first >= config.segment_ms);
     let offsets_overflow = log_end.value() + count - active.base.value() > i64::from(u32::MAX);
     if active.sealed || too_big || too_old || offsets_overflow {
         active.sealed = true;
@@ -1126,7 +1343,11 @@ fn maybe_roll<F>(state: &mut LogState<F>, size: u64, count: i64, now: i64) {
 }
 
 fn remove_segment_files<I: Io>(io: &I, dir: &Path, base: Offset) {
-    for path in [segment::log_path(dir, base), segment::index_path(dir, base), segment::time_index_path(dir, base)] {
+    for path in [
+        segment::log_path(dir, base),
+        segment::index_path(dir, base),
+        segment::time_index_path(dir, base),
+    ] {
         if let Err(error) = io.remove_file(&path)
             && error.kind() != io::ErrorKind::NotFound
         {

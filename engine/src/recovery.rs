@@ -62,13 +62,18 @@ impl Checkpoint {
         if bytes.len() != CHECKPOINT_SIZE {
             return None;
         }
-        let word = |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        let word = |at: usize| {
+            u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
         let long = |at: usize| {
             let mut value = [0u8; 8];
             value.copy_from_slice(&bytes[at..at + 8]);
             u64::from_be_bytes(value)
         };
-        if word(0) != CHECKPOINT_MAGIC || word(4) != CHECKPOINT_VERSION || word(32) != crc32c::crc32c(&bytes[..32]) {
+        if word(0) != CHECKPOINT_MAGIC
+            || word(4) != CHECKPOINT_VERSION
+            || word(32) != crc32c::crc32c(&bytes[..32])
+        {
             return None;
         }
         Some(Checkpoint {
@@ -93,17 +98,27 @@ pub(crate) async fn recover<I: Io>(
     let names = match io.list_dir(dir) {
         Ok(names) => names,
         Err(error) if error.kind() == io::ErrorKind::NotFound => {
-            io.create_dir_all(dir).map_err(|error| LogError::io(dir, error))?;
+            io.create_dir_all(dir)
+                .map_err(|error| LogError::io(dir, error))?;
             // Make the new directory (and any new parents) durable: sync
             // every ancestor, since we do not know which ones were created.
-            for ancestor in dir.ancestors().skip(1).filter(|path| !path.as_os_str().is_empty()) {
-                io.sync_dir(ancestor).await.map_err(|error| LogError::io(ancestor, error))?;
+            for ancestor in dir
+                .ancestors()
+                .skip(1)
+                .filter(|path| !path.as_os_str().is_empty())
+            {
+                io.sync_dir(ancestor)
+                    .await
+                    .map_err(|error| LogError::io(ancestor, error))?;
             }
             Vec::new()
         }
         Err(error) => return Err(LogError::io(dir, error)),
     };
-    let mut bases: Vec<Offset> = names.iter().filter_map(|name| segment::parse_log_file_name(name)).collect();
+    let mut bases: Vec<Offset> = names
+        .iter()
+        .filter_map(|name| segment::parse_log_file_name(name))
+        .collect();
     bases.sort();
     for name in names.iter().filter(|name| name.ends_with(".tmp")) {
         remove_quietly(io, &dir.join(name));
@@ -146,8 +161,13 @@ pub(crate) async fn recover<I: Io>(
             continue;
         }
         let path = segment::log_path(dir, base);
-        let file = io.open(&path, false).await.map_err(|error| LogError::io(&path, error))?;
-        let file_len = io.file_len(&file).map_err(|error| LogError::io(&path, error))?;
+        let file = io
+            .open(&path, false)
+            .await
+            .map_err(|error| LogError::io(&path, error))?;
+        let file_len = io
+            .file_len(&file)
+            .map_err(|error| LogError::io(&path, error))?;
         let mut segment = Segment::new(base, config.chunk_size_bytes);
         let trusted = base < checkpoint.recovery_base;
         let trusted_size = if trusted {
@@ -166,7 +186,6 @@ pub(crate) async fn recover<I: Io>(
         let valid_end = scan(io, &file, file_len, &mut segment, scan_start, interval)
             .await
             .map_err(|error| LogError::io(&path, error))?;
-        let is_last = position_in_list + 1 == bases.len();
         if valid_end < file_len {
             if valid_end < trusted_size {
                 tracing::error!(dir = %dir.display(), %base, valid_end, trusted_size,
@@ -174,15 +193,20 @@ pub(crate) async fn recover<I: Io>(
             }
             // A torn or unacknowledged tail, or preallocated zeros: cut the
             // file at the first invalid byte so no stale bytes remain past it.
-            io.set_len(&file, valid_end).await.map_err(|error| LogError::io(&path, error))?;
-            io.sync_data(&file).await.map_err(|error| LogError::io(&path, error))?;
-            if !is_last {
-                cut = true;
-            }
+            io.set_len(&file, valid_end)
+                .await
+                .map_err(|error| LogError::io(&path, error))?;
+            io.sync_data(&file)
+                .await
+                .map_err(|error| LogError::io(&path, error))?;
+            // A sealed segment may legitimately end in preallocated zeros
+            // (crash before it was trimmed); whether later segments still
+            // follow on is decided by the continuity check of the next one.
         }
         segment.durable_size = segment.size;
         segment.allocated = segment.size;
         segment.file = Some(file);
+        segment.entry_durable = true;
         segment.durable_mark = segment.mark();
         if segment.is_empty() && !segments.is_empty() {
             // An empty segment after others holds nothing: drop it.
@@ -245,12 +269,17 @@ pub(crate) async fn recover<I: Io>(
     }
     let active_base = active.base;
     if removed_any {
-        io.sync_dir(dir).await.map_err(|error| LogError::io(dir, error))?;
+        io.sync_dir(dir)
+            .await
+            .map_err(|error| LogError::io(dir, error))?;
     }
     if let Some(first) = segments.front() {
         log_start = log_start.max(first.base);
     }
-    let log_end = segments.back().map(|segment| segment.next_offset).unwrap_or(log_start);
+    let log_end = segments
+        .back()
+        .map(|segment| segment.next_offset)
+        .unwrap_or(log_start);
     log_start = log_start.min(log_end);
     let checkpoint = Checkpoint {
         log_start,
@@ -294,7 +323,9 @@ fn load_indexes<I: Io, F>(io: &I, dir: &Path, segment: &mut Segment<F>, trusted_
         tracing::info!(dir = %dir.display(), base = %segment.base, "rebuilding segment indexes");
         return 0;
     };
-    let Some((relative, position)) = offsets.last() else { return 0 };
+    let Some((relative, position)) = offsets.last() else {
+        return 0;
+    };
     offsets.truncate_count(offsets.len() - 1);
     times.truncate_to_offset(relative);
     segment.index = offsets;
@@ -326,25 +357,40 @@ async fn scan<I: Io, F>(
         if position + BATCH_HEADER_SIZE as u64 > file_len {
             return Ok(position);
         }
-        let Some(header_bytes) = window_slice(io, file, file_len, &mut window, position, BATCH_HEADER_SIZE).await?
+        let Some(header_bytes) =
+            window_slice(io, file, file_len, &mut window, position, BATCH_HEADER_SIZE).await?
         else {
             return Ok(position);
         };
-        let Ok(header) = BatchHeader::parse(&header_bytes) else { return Ok(position) };
-        let size = header.total_size();
-        if size < BATCH_HEADER_SIZE || size > BATCH_SIZE_MAX || position + size as u64 > file_len {
-            return Ok(position);
-        }
-        let Some(bytes) = window_slice(io, file, file_len, &mut window, position, size).await? else {
+        let Ok(header) = BatchHeader::parse(&header_bytes) else {
             return Ok(position);
         };
-        let Ok(header) = batch::validate(&bytes, BATCH_SIZE_MAX) else { return Ok(position) };
+        let size = header.total_size();
+        if !(BATCH_HEADER_SIZE..=BATCH_SIZE_MAX).contains(&size)
+            || position + size as u64 > file_len
+        {
+            return Ok(position);
+        }
+        let Some(bytes) = window_slice(io, file, file_len, &mut window, position, size).await?
+        else {
+            return Ok(position);
+        };
+        let Ok(header) = batch::validate(&bytes, BATCH_SIZE_MAX) else {
+            return Ok(position);
+        };
         if header.base_offset() != segment.next_offset {
             return Ok(position);
         }
         let count = i64::from(header.last_offset_delta()) + 1;
         let next = header.base_offset().plus(count);
-        segment.note_batch(position, size as u64, header.base_offset(), next, header.max_timestamp(), interval);
+        segment.note_batch(
+            position,
+            size as u64,
+            header.base_offset(),
+            next,
+            header.max_timestamp(),
+            interval,
+        );
         position += size as u64;
     }
 }
@@ -365,11 +411,16 @@ async fn window_slice<I: Io>(
         .is_some_and(|(start, bytes)| position >= *start && end <= *start + bytes.len() as u64);
     if !covered {
         let read_start = page_floor(position);
-        let read_end = page_ceil(end.max(position + SCAN_WINDOW_BYTES as u64)).min(page_ceil(file_len));
-        let bytes = io.read_at(file, read_start, (read_end - read_start) as usize).await?;
+        let read_end =
+            page_ceil(end.max(position + SCAN_WINDOW_BYTES as u64)).min(page_ceil(file_len));
+        let bytes = io
+            .read_at(file, read_start, (read_end - read_start) as usize)
+            .await?;
         *window = Some((read_start, bytes));
     }
-    let Some((start, bytes)) = window.as_ref() else { return Ok(None) };
+    let Some((start, bytes)) = window.as_ref() else {
+        return Ok(None);
+    };
     let from = (position - start) as usize;
     let to = (end - start) as usize;
     if to > bytes.len() {
@@ -379,17 +430,27 @@ async fn window_slice<I: Io>(
 }
 
 /// Seal a non-active segment: trim it to its size, write its indexes.
-async fn finalize<I: Io>(io: &I, dir: &Path, segment: &mut Segment<I::File>) -> Result<(), LogError> {
+async fn finalize<I: Io>(
+    io: &I,
+    dir: &Path,
+    segment: &mut Segment<I::File>,
+) -> Result<(), LogError> {
     segment.sealed = true;
     if segment.finalized {
         return Ok(());
     }
     let path = segment::log_path(dir, segment.base);
     if let Some(file) = &segment.file {
-        let file_len = io.file_len(file).map_err(|error| LogError::io(&path, error))?;
+        let file_len = io
+            .file_len(file)
+            .map_err(|error| LogError::io(&path, error))?;
         if file_len != segment.size {
-            io.set_len(file, segment.size).await.map_err(|error| LogError::io(&path, error))?;
-            io.sync_data(file).await.map_err(|error| LogError::io(&path, error))?;
+            io.set_len(file, segment.size)
+                .await
+                .map_err(|error| LogError::io(&path, error))?;
+            io.sync_data(file)
+                .await
+                .map_err(|error| LogError::io(&path, error))?;
         }
     }
     let index_path = segment::index_path(dir, segment.base);
@@ -407,7 +468,11 @@ async fn finalize<I: Io>(io: &I, dir: &Path, segment: &mut Segment<I::File>) -> 
 }
 
 fn remove_segment<I: Io>(io: &I, dir: &Path, base: Offset) {
-    for path in [segment::log_path(dir, base), segment::index_path(dir, base), segment::time_index_path(dir, base)] {
+    for path in [
+        segment::log_path(dir, base),
+        segment::index_path(dir, base),
+        segment::time_index_path(dir, base),
+    ] {
         remove_quietly(io, &path);
     }
 }
@@ -426,8 +491,11 @@ mod tests {
 
     #[test]
     fn checkpoint_round_trips_and_rejects_damage() {
-        let checkpoint =
-            Checkpoint { log_start: Offset(17), recovery_base: Offset(4000), recovery_position: 123_456 };
+        let checkpoint = Checkpoint {
+            log_start: Offset(17),
+            recovery_base: Offset(4000),
+            recovery_position: 123_456,
+        };
         let bytes = checkpoint.encode();
         assert_eq!(Checkpoint::decode(&bytes), Some(checkpoint));
         for position in 0..bytes.len() {

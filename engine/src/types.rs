@@ -26,7 +26,10 @@ impl Offset {
     /// Distance from `base` to `self`, for segment-relative index entries.
     pub fn relative_to(self, base: Offset) -> u32 {
         let delta = self.0 - base.0;
-        assert!((0..=i64::from(u32::MAX)).contains(&delta), "offset {self} not in segment {base}");
+        assert!(
+            (0..=i64::from(u32::MAX)).contains(&delta),
+            "offset {self} not in segment {base}"
+        );
         delta as u32
     }
 

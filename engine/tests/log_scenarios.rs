@@ -40,9 +40,14 @@ fn open(io: &SimIo, config: LogConfig) -> (Log<SimIo>, Committer<SimIo>) {
 /// Append and make durable; returns the base offset.
 fn append_durable(log: &Log<SimIo>, committer: &Committer<SimIo>, batch: &bytes::Bytes) -> Offset {
     let mut appended = log.append(batch, LeaderEpoch(0)).unwrap();
-    assert!(poll_once(&mut appended.completion).is_none(), "not durable before a flush");
+    assert!(
+        poll_once(&mut appended.completion).is_none(),
+        "not durable before a flush"
+    );
     block_on(committer.flush_round());
-    poll_once(&mut appended.completion).expect("durable after a flush round").unwrap();
+    poll_once(&mut appended.completion)
+        .expect("durable after a flush round")
+        .unwrap();
     appended.base_offset
 }
 
@@ -69,7 +74,11 @@ fn group_commit_makes_many_appends_durable_with_one_fsync() {
     let (log, committer) = open(&io, small_config());
     let mut completions = Vec::new();
     for tag in 0..50u64 {
-        completions.push(log.append(&tagged_batch(tag, 2, 50, NOW), LeaderEpoch(0)).unwrap().completion);
+        completions.push(
+            log.append(&tagged_batch(tag, 2, 50, NOW), LeaderEpoch(0))
+                .unwrap()
+                .completion,
+        );
     }
     let syncs_before = io.stats().sync_data_count;
     block_on(committer.flush_round());
@@ -90,7 +99,10 @@ fn a_read_from_the_middle_of_a_batch_returns_the_whole_batch() {
     append_durable(&log, &committer, &first);
     append_durable(&log, &committer, &second);
     let result = block_on(log.read(Offset(15), all(Offset(20)))).unwrap();
-    assert_eq!(batches_of(&result.records), vec![as_stored(&second, Offset(10), 0)]);
+    assert_eq!(
+        batches_of(&result.records),
+        vec![as_stored(&second, Offset(10), 0)]
+    );
     assert_eq!(result.next_offset, Offset(20));
 }
 
@@ -102,14 +114,32 @@ fn reads_honour_max_bytes_but_always_return_a_first_batch() {
         append_durable(&log, &committer, &tagged_batch(tag, 1, 1000, NOW));
     }
     let end = log.durable_end_offset();
-    let one = block_on(log.read(Offset(0), ReadLimits { max_bytes: 10, min_one_batch: true, max_offset: end }));
+    let one = block_on(log.read(
+        Offset(0),
+        ReadLimits {
+            max_bytes: 10,
+            min_one_batch: true,
+            max_offset: end,
+        },
+    ));
     assert_eq!(batches_of(&one.unwrap().records).len(), 1);
-    let none = block_on(log.read(Offset(0), ReadLimits { max_bytes: 10, min_one_batch: false, max_offset: end }));
+    let none = block_on(log.read(
+        Offset(0),
+        ReadLimits {
+            max_bytes: 10,
+            min_one_batch: false,
+            max_offset: end,
+        },
+    ));
     assert!(none.unwrap().records.is_empty());
     let batch_size = tagged_batch(0, 1, 1000, NOW).len();
     let two = block_on(log.read(
         Offset(0),
-        ReadLimits { max_bytes: batch_size * 2 + 1, min_one_batch: false, max_offset: end },
+        ReadLimits {
+            max_bytes: batch_size * 2 + 1,
+            min_one_batch: false,
+            max_offset: end,
+        },
     ));
     assert_eq!(batches_of(&two.unwrap().records).len(), 2);
     // Only batches below max_offset (e.g. the durable end) are visible.
@@ -135,7 +165,9 @@ fn reads_outside_the_log_are_out_of_range_and_the_end_is_empty() {
 fn undurable_appends_are_not_readable_below_the_durable_end() {
     let io = SimIo::new(6);
     let (log, _committer) = open(&io, small_config());
-    let _pending = log.append(&tagged_batch(1, 3, 10, NOW), LeaderEpoch(0)).unwrap();
+    let _pending = log
+        .append(&tagged_batch(1, 3, 10, NOW), LeaderEpoch(0))
+        .unwrap();
     assert_eq!(log.log_end_offset(), Offset(3));
     assert_eq!(log.durable_end_offset(), Offset(0));
     let durable_view = block_on(log.read(Offset(0), all(log.durable_end_offset()))).unwrap();
@@ -152,21 +184,30 @@ fn invalid_batches_are_rejected_and_nothing_is_written() {
     let mut corrupt = good.to_vec();
     let last = corrupt.len() - 1;
     corrupt[last] ^= 0xFF;
-    let error = log.append(&bytes::Bytes::from(corrupt), LeaderEpoch(0)).err().unwrap();
+    let error = log
+        .append(&bytes::Bytes::from(corrupt), LeaderEpoch(0))
+        .err()
+        .unwrap();
     assert!(matches!(error, AppendError::InvalidBatch(_)), "{error}");
     let truncated = good.slice(..good.len() - 5);
     assert!(log.append(&truncated, LeaderEpoch(0)).is_err());
     // A good batch followed by garbage: all or nothing.
     let mut mixed = good.to_vec();
     mixed.extend_from_slice(&[1, 2, 3]);
-    assert!(log.append(&bytes::Bytes::from(mixed), LeaderEpoch(0)).is_err());
+    assert!(
+        log.append(&bytes::Bytes::from(mixed), LeaderEpoch(0))
+            .is_err()
+    );
     let mut config = small_config();
     config.max_message_bytes = 100;
     log.set_config(config);
     let large = tagged_batch(2, 1, 500, NOW);
     let error = log.append(&large, LeaderEpoch(0)).err().unwrap();
     assert!(
-        matches!(error, AppendError::InvalidBatch(BatchError::TooLarge { max: 100, .. })),
+        matches!(
+            error,
+            AppendError::InvalidBatch(BatchError::TooLarge { max: 100, .. })
+        ),
         "{error}"
     );
     assert_eq!(log.log_end_offset(), Offset(0));
@@ -229,7 +270,10 @@ fn retention_by_size_deletes_the_oldest_segments_and_advances_the_start() {
     let deleted = block_on(log.apply_retention()).unwrap();
     assert!(deleted > 0);
     assert!(log.size_bytes() < size_before);
-    assert!(log.size_bytes() >= 100 << 10, "keeps at least retention.bytes");
+    assert!(
+        log.size_bytes() >= 100 << 10,
+        "keeps at least retention.bytes"
+    );
     assert!(log.log_start_offset() > Offset(0));
     let start = log.log_start_offset();
     assert!(matches!(
@@ -254,7 +298,11 @@ fn retention_by_time_deletes_expired_segments_including_a_rolled_active_one() {
     for tag in 0..40u64 {
         append_durable(&log, &committer, &tagged_batch(tag, 4, 500, NOW));
     }
-    assert_eq!(block_on(log.apply_retention()).unwrap(), 0, "nothing expired yet");
+    assert_eq!(
+        block_on(log.apply_retention()).unwrap(),
+        0,
+        "nothing expired yet"
+    );
     io.advance_clock(Duration::from_secs(120));
     let deleted = block_on(log.apply_retention()).unwrap();
     assert!(deleted > 0);
@@ -273,7 +321,10 @@ fn delete_records_moves_the_start_durably() {
     for tag in 0..10u64 {
         append_durable(&log, &committer, &tagged_batch(tag, 10, 10, NOW));
     }
-    assert_eq!(block_on(log.delete_records_before(Offset(35))).unwrap(), Offset(35));
+    assert_eq!(
+        block_on(log.delete_records_before(Offset(35))).unwrap(),
+        Offset(35)
+    );
     assert!(matches!(
         block_on(log.read(Offset(34), all(Offset(100)))),
         Err(LogError::OffsetOutOfRange { .. })
@@ -327,7 +378,11 @@ fn timestamp_lookup_finds_the_first_record_at_or_after_the_target() {
     let (log, committer) = open(&io, small_config());
     // Batch n holds 5 records with timestamps NOW + 100n .. NOW + 100n + 4.
     for tag in 0..50u64 {
-        append_durable(&log, &committer, &tagged_batch(tag, 5, 300, NOW + 100 * tag as i64));
+        append_durable(
+            &log,
+            &committer,
+            &tagged_batch(tag, 5, 300, NOW + 100 * tag as i64),
+        );
     }
     let end = log.log_end_offset();
     let found = block_on(log.offset_for_timestamp(TimestampMs(NOW + 1203), end)).unwrap();
@@ -336,7 +391,10 @@ fn timestamp_lookup_finds_the_first_record_at_or_after_the_target() {
     assert_eq!(found, Some((Offset(65), TimestampMs(NOW + 1300))));
     let found = block_on(log.offset_for_timestamp(TimestampMs(0), end)).unwrap();
     assert_eq!(found, Some((Offset(0), TimestampMs(NOW))));
-    assert_eq!(block_on(log.offset_for_timestamp(TimestampMs(NOW + 10_000), end)).unwrap(), None);
+    assert_eq!(
+        block_on(log.offset_for_timestamp(TimestampMs(NOW + 10_000), end)).unwrap(),
+        None
+    );
     let latest = block_on(log.max_timestamp(end)).unwrap();
     assert_eq!(latest, Some((Offset(249), TimestampMs(NOW + 4904))));
 }
@@ -348,18 +406,26 @@ fn an_fsync_failure_poisons_the_log_and_nothing_is_acknowledged_after_it() {
     let acknowledged = tagged_batch(1, 2, 10, NOW);
     append_durable(&log, &committer, &acknowledged);
     io.fail_sync_after(Some(0));
-    let mut pending = log.append(&tagged_batch(2, 2, 10, NOW), LeaderEpoch(0)).unwrap();
+    let mut pending = log
+        .append(&tagged_batch(2, 2, 10, NOW), LeaderEpoch(0))
+        .unwrap();
     block_on(committer.flush_round());
     let error = poll_once(&mut pending.completion).unwrap().err().unwrap();
     assert!(matches!(error, AppendError::Poisoned { .. }), "{error}");
     assert!(log.is_poisoned());
-    assert!(matches!(log.append(&tagged_batch(3, 1, 1, NOW), LeaderEpoch(0)), Err(AppendError::Poisoned { .. })));
+    assert!(matches!(
+        log.append(&tagged_batch(3, 1, 1, NOW), LeaderEpoch(0)),
+        Err(AppendError::Poisoned { .. })
+    ));
     // After a restart the acknowledged batch is there; appends work again.
     drop(log);
     let io = io.crash();
     let (log, committer) = open(&io, small_config());
     let result = block_on(log.read(Offset(0), all(log.log_end_offset()))).unwrap();
-    assert_eq!(batches_of(&result.records)[0], as_stored(&acknowledged, Offset(0), 0));
+    assert_eq!(
+        batches_of(&result.records)[0],
+        as_stored(&acknowledged, Offset(0), 0)
+    );
     append_durable(&log, &committer, &tagged_batch(4, 1, 1, NOW));
 }
 
@@ -368,9 +434,14 @@ fn a_write_failure_poisons_the_log() {
     let io = SimIo::new(16);
     let (log, committer) = open(&io, small_config());
     io.fail_write_after(Some(0));
-    let mut pending = log.append(&tagged_batch(1, 2, 10, NOW), LeaderEpoch(0)).unwrap();
+    let mut pending = log
+        .append(&tagged_batch(1, 2, 10, NOW), LeaderEpoch(0))
+        .unwrap();
     block_on(committer.flush_round());
-    assert!(matches!(poll_once(&mut pending.completion).unwrap(), Err(AppendError::Poisoned { .. })));
+    assert!(matches!(
+        poll_once(&mut pending.completion).unwrap(),
+        Err(AppendError::Poisoned { .. })
+    ));
 }
 
 #[test]
@@ -382,12 +453,18 @@ fn a_full_disk_fails_the_append_cleanly_and_appends_resume_when_space_returns() 
     let first = tagged_batch(1, 2, 100, NOW);
     append_durable(&log, &committer, &first);
     io.set_space_limit(Some(io.space_used_bytes()));
-    let mut refused = log.append(&tagged_batch(2, 20, 400, NOW), LeaderEpoch(0)).unwrap();
+    let mut refused = log
+        .append(&tagged_batch(2, 20, 400, NOW), LeaderEpoch(0))
+        .unwrap();
     block_on(committer.flush_round());
     let error = poll_once(&mut refused.completion).unwrap().err().unwrap();
     assert!(matches!(error, AppendError::StorageFull { .. }), "{error}");
     assert!(!log.is_poisoned());
-    assert_eq!(log.log_end_offset(), Offset(2), "the unflushed tail was rolled back");
+    assert_eq!(
+        log.log_end_offset(),
+        Offset(2),
+        "the unflushed tail was rolled back"
+    );
     io.set_space_limit(None);
     let second = tagged_batch(3, 2, 100, NOW);
     let base = append_durable(&log, &committer, &second);
@@ -396,7 +473,13 @@ fn a_full_disk_fails_the_append_cleanly_and_appends_resume_when_space_returns() 
     let io = io.crash();
     let (log, _committer) = open(&io, config);
     let result = block_on(log.read(Offset(0), all(log.log_end_offset()))).unwrap();
-    assert_eq!(batches_of(&result.records), vec![as_stored(&first, Offset(0), 0), as_stored(&second, Offset(2), 0)]);
+    assert_eq!(
+        batches_of(&result.records),
+        vec![
+            as_stored(&first, Offset(0), 0),
+            as_stored(&second, Offset(2), 0)
+        ]
+    );
 }
 
 #[test]
@@ -426,7 +509,10 @@ fn a_clean_close_lets_the_next_open_skip_the_scan() {
         append_durable(&log, &committer, &tagged_batch(tag, 3, 200, NOW));
     }
     block_on(log.close()).unwrap();
-    assert!(matches!(log.append(&tagged_batch(1, 1, 1, NOW), LeaderEpoch(0)), Err(AppendError::Closed { .. })));
+    assert!(matches!(
+        log.append(&tagged_batch(1, 1, 1, NOW), LeaderEpoch(0)),
+        Err(AppendError::Closed { .. })
+    ));
     let end = log.log_end_offset();
     drop(log);
     io.set_crash_mode(CrashMode::LoseUnsynced);
@@ -440,9 +526,14 @@ fn a_clean_close_lets_the_next_open_skip_the_scan() {
 fn interval_flush_acknowledges_at_once_and_flushes_when_due() {
     let io = SimIo::new(20);
     let mut config = small_config();
-    config.flush = FlushPolicy::Interval { interval_ms: 1000, interval_bytes: u64::MAX };
+    config.flush = FlushPolicy::Interval {
+        interval_ms: 1000,
+        interval_bytes: u64::MAX,
+    };
     let (log, committer) = open(&io, config);
-    let mut appended = log.append(&tagged_batch(1, 1, 10, NOW), LeaderEpoch(0)).unwrap();
+    let mut appended = log
+        .append(&tagged_batch(1, 1, 10, NOW), LeaderEpoch(0))
+        .unwrap();
     poll_once(&mut appended.completion).unwrap().unwrap();
     let (flushed, next_due) = block_on(committer.flush_round());
     assert_eq!(flushed, 0);
@@ -453,4 +544,3 @@ fn interval_flush_acknowledges_at_once_and_flushes_when_due() {
     assert_eq!(flushed, 1);
     assert_eq!(log.durable_end_offset(), Offset(1));
 }
-

@@ -34,7 +34,9 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(end, bytes.len(), "ranges cover the buffer");
     }
 
-    let Ok(header) = batch::validate(bytes, BATCH_SIZE_MAX) else { return };
+    let Ok(header) = batch::validate(bytes, BATCH_SIZE_MAX) else {
+        return;
+    };
     assert_eq!(header.total_size(), bytes.len());
     assert_eq!(header.crc(), crc32c_of(&bytes[layout::CRC_COVERED_FROM..]));
     assert_eq!(
@@ -63,7 +65,11 @@ fn crc32c_of(data: &[u8]) -> u32 {
     for &byte in data {
         crc ^= u32::from(byte);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc

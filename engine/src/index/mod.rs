@@ -31,7 +31,10 @@ impl OffsetIndex {
     pub fn push(&mut self, relative_offset: u32, position: u32) {
         if let Some(&(last_offset, last_position)) = self.entries.last() {
             assert!(relative_offset > last_offset, "offset index must increase");
-            assert!(position > last_position, "offset index positions must increase");
+            assert!(
+                position > last_position,
+                "offset index positions must increase"
+            );
         }
         self.entries.push((relative_offset, position));
     }
@@ -53,7 +56,9 @@ impl OffsetIndex {
         }
         let relative = target.value() - base.value();
         let relative = u32::try_from(relative).unwrap_or(u32::MAX);
-        let count = self.entries.partition_point(|&(offset, _)| offset <= relative);
+        let count = self
+            .entries
+            .partition_point(|&(offset, _)| offset <= relative);
         match count {
             0 => Position(0),
             n => Position(u64::from(self.entries[n - 1].1)),
@@ -72,7 +77,8 @@ impl OffsetIndex {
 
     /// Drop every entry at or beyond `position` (truncation).
     pub fn truncate_to_position(&mut self, position: Position) {
-        self.entries.retain(|&(_, entry_position)| u64::from(entry_position) < position.value());
+        self.entries
+            .retain(|&(_, entry_position)| u64::from(entry_position) < position.value());
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -119,7 +125,10 @@ impl TimeIndex {
     pub fn push(&mut self, timestamp: TimestampMs, relative_offset: u32) {
         if let Some(&(last_timestamp, last_offset)) = self.entries.last() {
             assert!(timestamp.0 > last_timestamp, "time index must increase");
-            assert!(relative_offset > last_offset, "time index offsets must increase");
+            assert!(
+                relative_offset > last_offset,
+                "time index offsets must increase"
+            );
         }
         self.entries.push((timestamp.0, relative_offset));
     }
@@ -140,7 +149,9 @@ impl TimeIndex {
     /// timestamp >= `target`: the last entry whose timestamp is < `target`
     /// (every batch before it has a smaller max timestamp), or 0.
     pub fn lookup(&self, target: TimestampMs) -> u32 {
-        let count = self.entries.partition_point(|&(timestamp, _)| timestamp < target.0);
+        let count = self
+            .entries
+            .partition_point(|&(timestamp, _)| timestamp < target.0);
         match count {
             0 => 0,
             n => self.entries[n - 1].1,
@@ -199,7 +210,7 @@ fn with_header(magic: u32, body: Vec<u8>) -> Vec<u8> {
 }
 
 fn check_header(magic: u32, bytes: &[u8], entry_size: usize) -> Option<&[u8]> {
-    if bytes.len() < HEADER_SIZE || (bytes.len() - HEADER_SIZE) % entry_size != 0 {
+    if bytes.len() < HEADER_SIZE || !(bytes.len() - HEADER_SIZE).is_multiple_of(entry_size) {
         return None;
     }
     let stored_magic = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
@@ -250,9 +261,15 @@ mod tests {
             times.push(TimestampMs(i64::from(step) * 7), step * 3);
         }
         let encoded = offsets.encode();
-        assert_eq!(OffsetIndex::decode(&encoded, Position(u64::MAX)), Some(offsets.clone()));
+        assert_eq!(
+            OffsetIndex::decode(&encoded, Position(u64::MAX)),
+            Some(offsets.clone())
+        );
         let encoded_times = times.encode();
-        assert_eq!(TimeIndex::decode(&encoded_times, u32::MAX), Some(times.clone()));
+        assert_eq!(
+            TimeIndex::decode(&encoded_times, u32::MAX),
+            Some(times.clone())
+        );
 
         // Entries beyond the trusted limit are dropped, not rejected.
         let partial = OffsetIndex::decode(&encoded, Position(10_000)).map(|index| index.len());
@@ -261,9 +278,16 @@ mod tests {
         for position in 0..encoded.len() {
             let mut damaged = encoded.clone();
             damaged[position] ^= 0x40;
-            assert_eq!(OffsetIndex::decode(&damaged, Position(u64::MAX)), None, "byte {position}");
+            assert_eq!(
+                OffsetIndex::decode(&damaged, Position(u64::MAX)),
+                None,
+                "byte {position}"
+            );
         }
-        assert_eq!(OffsetIndex::decode(&encoded[..encoded.len() - 3], Position(u64::MAX)), None);
+        assert_eq!(
+            OffsetIndex::decode(&encoded[..encoded.len() - 3], Position(u64::MAX)),
+            None
+        );
         assert_eq!(TimeIndex::decode(&[], u32::MAX), None);
     }
 

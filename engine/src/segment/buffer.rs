@@ -17,7 +17,7 @@
 //! `filled`, through the raw pointer, never through a reference to the whole
 //! chunk.
 
-use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::alloc::{Layout, alloc, dealloc};
 use std::collections::VecDeque;
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -26,7 +26,12 @@ use bytes::Bytes;
 
 use crate::constants::PAGE_SIZE;
 
-/// One page-aligned allocation. Memory is zeroed lazily by the OS.
+/// Capacity of a segment's first chunk (see `WriteBuffer::reset`).
+const FIRST_CHUNK_SIZE_BYTES: usize = 16 * PAGE_SIZE;
+
+/// One page-aligned allocation, left uninitialized: only bytes that were
+/// written (or explicitly zeroed, the flush padding) are ever read, so no
+/// time is spent zeroing and untouched pages cost no memory.
 struct Chunk {
     pointer: NonNull<u8>,
     capacity: usize,
@@ -41,10 +46,10 @@ unsafe impl Sync for Chunk {}
 
 impl Chunk {
     fn new(capacity: usize) -> Chunk {
-        assert!(capacity > 0 && capacity % PAGE_SIZE == 0);
+        assert!(capacity > 0 && capacity.is_multiple_of(PAGE_SIZE));
         let layout = Self::layout(capacity);
         // SAFETY: the layout has a non-zero size.
-        let pointer = unsafe { alloc_zeroed(layout) };
+        let pointer = unsafe { alloc(layout) };
         let Some(pointer) = NonNull::new(pointer) else {
             std::alloc::handle_alloc_error(layout);
         };
@@ -65,7 +70,9 @@ impl Chunk {
         // published, so no reader holds a reference to them; `data` cannot
         // overlap them because it is not derived from this chunk's unpublished
         // range.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.pointer.as_ptr().add(at), data.len()) }
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.pointer.as_ptr().add(at), data.len())
+        }
     }
 
     fn zero(&self, at: usize, count: usize) {
@@ -117,7 +124,11 @@ impl ChunkSlot {
     }
 
     fn bytes(&self, start: usize, end: usize) -> Bytes {
-        Bytes::from_owner(ChunkView { chunk: Arc::clone(&self.chunk), start, end })
+        Bytes::from_owner(ChunkView {
+            chunk: Arc::clone(&self.chunk),
+            start,
+            end,
+        })
     }
 }
 
@@ -129,8 +140,11 @@ pub struct WriteBuffer {
 
 impl WriteBuffer {
     pub fn new(chunk_size: usize) -> WriteBuffer {
-        assert!(chunk_size >= PAGE_SIZE && chunk_size % PAGE_SIZE == 0);
-        WriteBuffer { chunks: VecDeque::new(), chunk_size }
+        assert!(chunk_size >= PAGE_SIZE && chunk_size.is_multiple_of(PAGE_SIZE));
+        WriteBuffer {
+            chunks: VecDeque::new(),
+            chunk_size,
+        }
     }
 
     /// Start the buffer at `file_end` (the segment's current size), seeding
@@ -141,7 +155,9 @@ impl WriteBuffer {
         let page_start = page_floor(file_end);
         assert_eq!(tail_page.len() as u64, file_end - page_start);
         self.chunks.clear();
-        let chunk = Chunk::new(self.chunk_size);
+        // Start small so that idle logs cost little; chunks double up to
+        // `chunk_size` as data arrives.
+        let chunk = Chunk::new(self.chunk_size.min(FIRST_CHUNK_SIZE_BYTES));
         chunk.write(0, tail_page);
         self.chunks.push_back(ChunkSlot {
             chunk: Arc::new(chunk),
@@ -176,7 +192,8 @@ impl WriteBuffer {
         if last.filled + size > last.chunk.capacity {
             let page_start = page_floor(end);
             let carried = (end - page_start) as usize;
-            let capacity = self.chunk_size.max(page_ceil_usize(carried + size));
+            let grown = (last.chunk.capacity * 2).min(self.chunk_size);
+            let capacity = grown.max(page_ceil_usize(carried + size));
             let chunk = Chunk::new(capacity);
             let carry_from = (page_start - last.file_start) as usize;
             chunk.write(0, last.chunk.slice(carry_from, last.filled));
@@ -242,7 +259,10 @@ impl WriteBuffer {
         if end > slot.file_end() {
             return None;
         }
-        Some(slot.bytes((start - slot.file_start) as usize, (end - slot.file_start) as usize))
+        Some(slot.bytes(
+            (start - slot.file_start) as usize,
+            (end - slot.file_start) as usize,
+        ))
     }
 
     /// The whole run of contiguous bytes starting at `start` that one chunk
@@ -274,8 +294,12 @@ impl WriteBuffer {
     /// `keep` most recent ones for reads.
     pub fn release_durable(&mut self, durable: u64, keep: usize) {
         while self.chunks.len() > keep.max(1) {
-            let Some(front) = self.chunks.front() else { break };
-            let Some(next) = self.chunks.get(1) else { break };
+            let Some(front) = self.chunks.front() else {
+                break;
+            };
+            let Some(next) = self.chunks.get(1) else {
+                break;
+            };
             if next.file_start > page_floor(durable) || front.file_end() > durable {
                 break;
             }
@@ -307,7 +331,9 @@ mod tests {
     use super::*;
 
     fn pattern(seed: u8, size: usize) -> Vec<u8> {
-        (0..size).map(|index| seed.wrapping_add(index as u8)).collect()
+        (0..size)
+            .map(|index| seed.wrapping_add(index as u8))
+            .collect()
     }
 
     #[test]
@@ -323,7 +349,11 @@ mod tests {
         }
         for (index, &(position, size)) in positions.iter().enumerate() {
             let bytes = buffer.read(position, position + size as u64).unwrap();
-            assert_eq!(&bytes[..], &expected[position as usize..][..size], "batch {index}");
+            assert_eq!(
+                &bytes[..],
+                &expected[position as usize..][..size],
+                "batch {index}"
+            );
         }
         // Rebuild the file image from the flush writes.
         let writes = buffer.flush_writes(0);
@@ -384,6 +414,11 @@ mod tests {
         assert_eq!(position, 9000);
         let oversized = pattern(3, 3 * PAGE_SIZE);
         let position = buffer.append(&[&oversized]);
-        assert_eq!(&buffer.read(position, position + oversized.len() as u64).unwrap()[..], &oversized[..]);
+        assert_eq!(
+            &buffer
+                .read(position, position + oversized.len() as u64)
+                .unwrap()[..],
+            &oversized[..]
+        );
     }
 }

@@ -53,6 +53,9 @@ pub struct Segment<F> {
     pub allocated: u64,
     /// `None` until the flusher has created the file.
     pub file: Option<F>,
+    /// The file's directory entry is durable (its directory was synced after
+    /// it was created). Until then no flush of it may complete.
+    pub entry_durable: bool,
     pub index: OffsetIndex,
     pub time_index: TimeIndex,
     /// Largest batch max-timestamp in the segment and the base offset of the
@@ -94,6 +97,7 @@ impl<F> Segment<F> {
             durable_size: 0,
             allocated: 0,
             file: None,
+            entry_durable: false,
             index: OffsetIndex::default(),
             time_index: TimeIndex::default(),
             max_timestamp: TimestampMs(-1),
@@ -152,8 +156,10 @@ impl<F> Segment<F> {
         self.size = position;
         self.durable_size = position;
         self.next_offset = next_offset;
-        self.index.truncate_to_position(crate::types::Position(position));
-        self.time_index.truncate_to_offset(next_offset.relative_to(self.base));
+        self.index
+            .truncate_to_position(crate::types::Position(position));
+        self.time_index
+            .truncate_to_offset(next_offset.relative_to(self.base));
         if self.max_timestamp_batch >= next_offset {
             match self.time_index.last() {
                 Some((timestamp, relative)) => {
@@ -202,8 +208,10 @@ impl<F> Segment<F> {
         if self.index.is_empty() || self.bytes_since_index_entry >= interval_bytes {
             self.index.push(relative, position_u32);
             self.bytes_since_index_entry = 0;
-            let time_entry_due =
-                self.time_index.last().is_none_or(|(timestamp, _)| self.max_timestamp.0 > timestamp);
+            let time_entry_due = self
+                .time_index
+                .last()
+                .is_none_or(|(timestamp, _)| self.max_timestamp.0 > timestamp);
             if time_entry_due {
                 self.time_index.push(self.max_timestamp, relative);
             }

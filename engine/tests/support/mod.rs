@@ -38,10 +38,18 @@ pub fn tagged_batch(tag: u64, count: usize, value_size: usize, timestamp: i64) -
     let mut builder = BatchBuilder::new();
     for index in 0..count {
         let value: Vec<u8> = (0..value_size)
-            .map(|position| (tag as usize).wrapping_mul(31).wrapping_add(index * 7 + position) as u8)
+            .map(|position| {
+                (tag as usize)
+                    .wrapping_mul(31)
+                    .wrapping_add(index * 7 + position) as u8
+            })
             .collect();
         let key = format!("key-{tag}-{index}");
-        builder.record(Some(key.as_bytes()), Some(&value), TimestampMs(timestamp + index as i64));
+        builder.record(
+            Some(key.as_bytes()),
+            Some(&value),
+            TimestampMs(timestamp + index as i64),
+        );
     }
     builder.build()
 }
@@ -55,7 +63,11 @@ pub fn as_stored(batch_bytes: &Bytes, base: Offset, epoch: i32) -> Vec<u8> {
 }
 
 pub fn all(max_offset: Offset) -> ReadLimits {
-    ReadLimits { max_bytes: usize::MAX, min_one_batch: true, max_offset }
+    ReadLimits {
+        max_bytes: usize::MAX,
+        min_one_batch: true,
+        max_offset,
+    }
 }
 
 /// Split read results into individual batches (copies: tests only).

@@ -1,0 +1,372 @@
+//! Seeded crash tests on the simulated disk.
+//!
+//! Each seed drives one log through a random sequence of appends, group
+//! commits, fsync and write failures, full disks, deletions, truncations and
+//! crashes (torn, lost or kept unsynced writes). After every crash the log is
+//! reopened and checked against a model of what was appended:
+//!
+//! - every batch read back passes validation (length, magic, CRC, records);
+//! - offsets are contiguous from the log start;
+//! - every batch in the log is exactly a batch that was appended at that
+//!   offset (the log is a prefix of the appends);
+//! - every acknowledged batch at or above the log start is present.
+//!
+//! `SLUICE_SIM_SEEDS=N` sets the number of seeds (default 2000);
+//! `SLUICE_SIM_SEED=S` reruns one seed. A failure prints its seed.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+
+use sluice_engine::batch;
+use sluice_engine::io::sim::{CrashMode, SimIo};
+use sluice_engine::{
+    AppendCompletion, AppendError, Committer, LeaderEpoch, Log, LogConfig, Offset,
+};
+use support::{all, as_stored, batches_of, block_on, poll_once, tagged_batch};
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut value = self.0;
+        value = (value ^ (value >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        value = (value ^ (value >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        value ^ (value >> 31)
+    }
+
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// What the test knows about each appended batch, by base offset.
+struct Appended {
+    stored: Vec<u8>,
+    end: Offset,
+    acknowledged: bool,
+}
+
+struct Model {
+    batches: BTreeMap<Offset, Appended>,
+    log_start: Offset,
+}
+
+impl Model {
+    /// Forget appends at or beyond `end` (rolled back or truncated: their
+    /// offsets will be reused).
+    fn forget_from(&mut self, end: Offset) {
+        self.batches.retain(|base, _| *base < end);
+    }
+}
+
+fn dir() -> PathBuf {
+    PathBuf::from("/data/orders-3")
+}
+
+fn random_config(rng: &mut Rng) -> LogConfig {
+    LogConfig {
+        segment_bytes: rng.pick(&[8 << 10, 20 << 10, 64 << 10, 1 << 20]),
+        index_interval_bytes: rng.pick(&[128, 1024, 4096]),
+        preallocate_step_bytes: rng.pick(&[4 << 10, 16 << 10, 64 << 10]),
+        chunk_size_bytes: rng.pick(&[4 << 10, 8 << 10, 32 << 10]),
+        retention_ms: None,
+        retention_bytes: if rng.chance(20) {
+            Some(rng.pick(&[16 << 10, 64 << 10]))
+        } else {
+            None
+        },
+        ..LogConfig::default()
+    }
+}
+
+fn reopen(io: &SimIo, config: &LogConfig) -> (Log<SimIo>, Committer<SimIo>) {
+    let committer = Committer::new(io.clone());
+    let log = block_on(Log::open(io.clone(), dir(), config.clone(), &committer))
+        .unwrap_or_else(|error| panic!("reopen failed: {error}"));
+    (log, committer)
+}
+
+/// Check the reopened log against the model; then the model becomes what
+/// the log holds (all of it durable now).
+fn check_and_adopt(log: &Log<SimIo>, model: &mut Model) {
+    let start = log.log_start_offset();
+    let end = log.log_end_offset();
+    assert_eq!(
+        log.durable_end_offset(),
+        end,
+        "everything recovered is durable"
+    );
+    assert!(
+        start >= model.log_start,
+        "log start went back: {start} < {}",
+        model.log_start
+    );
+    let mut offset = start;
+    let mut found = BTreeMap::new();
+    while offset < end {
+        let result = block_on(log.read(offset, all(end))).unwrap();
+        assert!(
+            !result.records.is_empty(),
+            "no progress reading at {offset} (end {end})"
+        );
+        for stored in batches_of(&result.records) {
+            let header = batch::validate(&stored, usize::MAX)
+                .unwrap_or_else(|error| panic!("a batch read back is invalid: {error}"));
+            let base = header.base_offset();
+            if found.is_empty() {
+                assert!(
+                    base <= start,
+                    "first batch {base} starts after the log start {start}"
+                );
+            } else {
+                assert_eq!(base, offset, "offsets are not contiguous");
+            }
+            let appended = model
+                .batches
+                .get(&base)
+                .unwrap_or_else(|| panic!("batch at {base} was never appended"));
+            assert_eq!(
+                stored, appended.stored,
+                "batch at {base} differs from what was appended"
+            );
+            offset = header.next_offset();
+            found.insert(base, ());
+        }
+    }
+    assert_eq!(offset, end);
+    for (base, appended) in &model.batches {
+        if appended.acknowledged && appended.end > start {
+            assert!(
+                found.contains_key(base),
+                "acknowledged batch at {base} is lost (log {start}..{end})"
+            );
+        }
+    }
+    model.batches.retain(|base, _| found.contains_key(base));
+    for appended in model.batches.values_mut() {
+        appended.acknowledged = true;
+    }
+    model.log_start = start;
+}
+
+fn trace_enabled() -> bool {
+    std::env::var("SLUICE_SIM_TRACE").is_ok()
+}
+
+macro_rules! trace {
+    ($($argument:tt)*) => {
+        if trace_enabled() {
+            eprintln!($($argument)*);
+        }
+    };
+}
+
+fn run_seed(seed: u64) {
+    let mut rng = Rng(seed);
+    let mut io = SimIo::new(seed);
+    let config = random_config(&mut rng);
+    let (mut log, mut committer) = reopen(&io, &config);
+    let mut model = Model {
+        batches: BTreeMap::new(),
+        log_start: Offset::ZERO,
+    };
+    let mut pending: Vec<(Offset, AppendCompletion)> = Vec::new();
+    let mut tag = 0u64;
+    let steps = 150 + rng.below(150);
+    for _ in 0..steps {
+        let roll = rng.below(100);
+        if roll < 55 {
+            tag += 1;
+            let count = 1 + rng.below(8) as usize;
+            let value_size = rng.pick(&[0, 10, 100, 700, 2000]);
+            let batch = tagged_batch(tag, count, value_size, 1_700_000_000_000 + tag as i64);
+            match log.append(&batch, LeaderEpoch(7)) {
+                Ok(appended) => {
+                    let stored = as_stored(&batch, appended.base_offset, 7);
+                    let end = appended.last_offset.plus(1);
+                    model.batches.insert(
+                        appended.base_offset,
+                        Appended {
+                            stored,
+                            end,
+                            acknowledged: false,
+                        },
+                    );
+                    trace!(
+                        "append {}..{} size {}",
+                        appended.base_offset,
+                        end,
+                        batch.len()
+                    );
+                    pending.push((appended.base_offset, appended.completion));
+                }
+                Err(AppendError::Poisoned { .. }) => {}
+                Err(error) => panic!("unexpected append error: {error}"),
+            }
+        } else if roll < 80 {
+            block_on(committer.flush_round());
+            trace!(
+                "flush: durable {} end {} segments {}",
+                log.durable_end_offset(),
+                log.log_end_offset(),
+                log.segment_count()
+            );
+        } else if roll < 84 {
+            trace!("fault");
+            match rng.below(4) {
+                0 => io.fail_sync_after(Some(rng.below(4))),
+                1 => io.fail_write_after(Some(rng.below(6))),
+                2 => io.set_space_limit(Some(io.space_used_bytes() + rng.below(64 << 10))),
+                _ => io.set_space_limit(None),
+            }
+        } else if roll < 86 {
+            let durable = log.durable_end_offset();
+            let start = log.log_start_offset();
+            if durable > start {
+                let target = Offset(
+                    start.value() + rng.below((durable.value() - start.value()) as u64 + 1) as i64,
+                );
+                trace!("delete records before {target}");
+                if block_on(log.delete_records_before(target)).is_ok() {
+                    model.log_start = model.log_start.max(target);
+                }
+            }
+            let deleted = block_on(log.apply_retention());
+            trace!("retention {deleted:?} start {}", log.log_start_offset());
+            if deleted.is_ok() {
+                model.log_start = model.log_start.max(log.log_start_offset());
+            }
+        } else if roll < 87 && !log.is_poisoned() {
+            let durable = log.durable_end_offset();
+            let start = log.log_start_offset();
+            if durable > start {
+                let target = Offset(
+                    start.value() + rng.below((durable.value() - start.value()) as u64) as i64,
+                );
+                let result = block_on(log.truncate_to(target));
+                trace!("truncate to {target}: {result:?}");
+                match result {
+                    Ok(new_end) => {
+                        assert!(new_end <= target);
+                        model.forget_from(new_end);
+                        model.log_start = model.log_start.min(new_end);
+                        pending.retain(|(base, _)| *base < new_end);
+                    }
+                    Err(_) => {
+                        // A failed truncation may or may not have cut the
+                        // file: batches past the target are no longer owed.
+                        for appended in model
+                            .batches
+                            .values_mut()
+                            .filter(|appended| appended.end > target)
+                        {
+                            appended.acknowledged = false;
+                        }
+                        pending.retain(|(base, _)| {
+                            model
+                                .batches
+                                .get(base)
+                                .is_some_and(|appended| appended.end <= target)
+                        });
+                        // If it did cut, the log start may have followed the cut.
+                        if let Some((&cut, _)) = model.batches.range(..=target).next_back() {
+                            model.log_start = model.log_start.min(cut);
+                        }
+                    }
+                }
+            }
+        } else if roll < 91 || log.is_poisoned() {
+            // Crash: drop the log, pick how the unsynced state survives.
+            drop(pending.drain(..));
+            drop(log);
+            io.set_crash_mode(rng.pick(&[
+                CrashMode::Torn,
+                CrashMode::Torn,
+                CrashMode::LoseUnsynced,
+                CrashMode::KeepUnsynced,
+            ]));
+            io = io.crash();
+            trace!("crash");
+            io.set_space_limit(None);
+            (log, committer) = reopen(&io, &config);
+            check_and_adopt(&log, &mut model);
+            continue;
+        }
+        // Collect completions.
+        let mut rolled_back = false;
+        pending.retain_mut(|(base, completion)| match poll_once(completion) {
+            None => true,
+            Some(Ok(())) => {
+                let appended = model.batches.get_mut(base).unwrap();
+                appended.acknowledged = true;
+                trace!("ack {base}");
+                assert!(
+                    appended.end <= log.durable_end_offset(),
+                    "acknowledged beyond the durable end"
+                );
+                false
+            }
+            Some(Err(AppendError::StorageFull { .. })) => {
+                trace!("storage full for {base}");
+                rolled_back = true;
+                false
+            }
+            Some(Err(error)) => {
+                trace!("append {base} failed: {error}");
+                false
+            }
+        });
+        if rolled_back {
+            model.forget_from(log.log_end_offset());
+        }
+    }
+    drop(pending);
+    drop(log);
+    io.set_crash_mode(CrashMode::Torn);
+    let io = io.crash();
+    let (log, _committer) = reopen(&io, &config);
+    check_and_adopt(&log, &mut model);
+}
+
+#[test]
+fn after_any_crash_the_log_is_a_valid_prefix_holding_every_acknowledged_batch() {
+    let seeds: Vec<u64> = match std::env::var("SLUICE_SIM_SEED") {
+        Ok(seed) => vec![seed.parse().unwrap()],
+        Err(_) => {
+            let count = std::env::var("SLUICE_SIM_SEEDS")
+                .ok()
+                .and_then(|count| count.parse().ok())
+                .unwrap_or(2000);
+            let first = std::env::var("SLUICE_SIM_FIRST_SEED")
+                .ok()
+                .and_then(|first| first.parse().ok())
+                .unwrap_or(0);
+            (first..first + count).collect()
+        }
+    };
+    let total = seeds.len();
+    for seed in seeds {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| run_seed(seed))) {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
+                .unwrap_or_default();
+            panic!("seed {seed} failed: {message}\nrerun with SLUICE_SIM_SEED={seed}");
+        }
+    }
+    eprintln!("{total} seeds passed");
+}
