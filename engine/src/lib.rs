@@ -21,6 +21,8 @@ pub mod io;
 pub mod log;
 pub mod recovery;
 pub mod segment;
+#[doc(hidden)]
+pub mod testing;
 pub mod types;
 
 pub use commit::{CommitStats, Committer};

@@ -3,25 +3,13 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::future::Future;
-use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use sluice_engine::batch::{self, BatchBuilder};
 use sluice_engine::{Offset, ReadLimits, TimestampMs};
 
-/// Poll `future` to completion. Every simulated operation completes when
-/// polled, so a future that stays pending for long is a deadlock: fail.
-pub fn block_on<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    let mut context = Context::from_waker(Waker::noop());
-    for _ in 0..1_000_000 {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
-            return output;
-        }
-    }
-    panic!("future never completed on the simulated disk: deadlock");
-}
+pub use sluice_engine::testing::block_on;
 
 /// Poll once: `Some` if ready.
 pub fn poll_once<F: Future + Unpin>(future: &mut F) -> Option<F::Output> {
