@@ -782,12 +782,16 @@ impl<I: Io> LogInner<I> {
     /// Called by the committer after a flush: still dirty means queue again.
     pub(crate) fn take_requeue(&self) -> bool {
         let mut state = self.state.borrow_mut();
-        let dirty = state.poisoned.is_none()
-            && (state.durable_end < state.log_end
-                || state
-                    .segments
-                    .iter()
-                    .any(|segment| segment.sealed && !segment.finalized));
+        // A sealed segment waits for finalization only once a successor
+        // exists (retention may seal the active segment before the next
+        // append rolls); counting it earlier would requeue the log forever.
+        let count = state.segments.len();
+        let finalizable = state
+            .segments
+            .iter()
+            .take(count.saturating_sub(1))
+            .any(|segment| segment.sealed && !segment.finalized);
+        let dirty = state.poisoned.is_none() && (state.durable_end < state.log_end || finalizable);
         state.queued = dirty;
         dirty
     }

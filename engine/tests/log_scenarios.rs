@@ -544,3 +544,26 @@ fn interval_flush_acknowledges_at_once_and_flushes_when_due() {
     assert_eq!(flushed, 1);
     assert_eq!(log.durable_end_offset(), Offset(1));
 }
+
+#[test]
+fn a_segment_sealed_by_retention_does_not_keep_the_committer_busy() {
+    let io = SimIo::new(21);
+    let mut config = small_config();
+    config.retention_ms = Some(1000);
+    let (log, committer) = open(&io, config);
+    // Queued, not yet flushed, and already expired.
+    let mut appended = log
+        .append(&tagged_batch(1, 1, 10, NOW), LeaderEpoch(0))
+        .unwrap();
+    io.advance_clock(Duration::from_secs(10));
+    assert_eq!(block_on(log.apply_retention()).unwrap(), 0);
+    // Retention sealed the active segment; once its data is durable there is
+    // nothing left to do until an append rolls it, so the log leaves the queue.
+    block_on(committer.flush_round());
+    poll_once(&mut appended.completion).unwrap().unwrap();
+    assert_eq!(committer.queued(), 0);
+    // The next append rolls, the old segment is finalized and can go.
+    append_durable(&log, &committer, &tagged_batch(2, 1, 10, NOW + 10_000));
+    assert_eq!(block_on(log.apply_retention()).unwrap(), 1);
+    assert_eq!(log.log_start_offset(), Offset(1));
+}
