@@ -179,7 +179,7 @@ pub(crate) async fn recover<I: Io>(
         };
         // Indexes from disk, limited to the trusted part; then scan from the
         // last indexed batch on (re-indexing it).
-        let scan_start = load_indexes(io, dir, &mut segment, trusted_size);
+        let (scan_start, indexes_loaded) = load_indexes(io, dir, &mut segment, trusted_size);
         if position_in_list + 1 == bases.len() {
             active_scan_start = scan_start;
         }
@@ -202,6 +202,12 @@ pub(crate) async fn recover<I: Io>(
             // A sealed segment may legitimately end in preallocated zeros
             // (crash before it was trimmed); whether later segments still
             // follow on is decided by the continuity check of the next one.
+        }
+        // A trusted segment whose index files were valid and whose file is
+        // exactly its batches is already finalized: do not rewrite anything.
+        if trusted && indexes_loaded && valid_end == file_len {
+            segment.sealed = true;
+            segment.finalized = true;
         }
         segment.durable_size = segment.size;
         segment.allocated = segment.size;
@@ -306,10 +312,16 @@ pub(crate) async fn recover<I: Io>(
 }
 
 /// Load the segment's index files keeping entries below `trusted_size`, drop
-/// the last offset entry (the scan re-adds it) and return where to scan from.
-fn load_indexes<I: Io, F>(io: &I, dir: &Path, segment: &mut Segment<F>, trusted_size: u64) -> u64 {
+/// the last offset entry (the scan re-adds it) and return where to scan from,
+/// and whether valid index files were found.
+fn load_indexes<I: Io, F>(
+    io: &I,
+    dir: &Path,
+    segment: &mut Segment<F>,
+    trusted_size: u64,
+) -> (u64, bool) {
     if trusted_size == 0 {
-        return 0;
+        return (0, false);
     }
     let offsets = io
         .read_file(&segment::index_path(dir, segment.base))
@@ -321,10 +333,10 @@ fn load_indexes<I: Io, F>(io: &I, dir: &Path, segment: &mut Segment<F>, trusted_
         .and_then(|bytes| TimeIndex::decode(&bytes, u32::MAX));
     let (Some(mut offsets), Some(mut times)) = (offsets, times) else {
         tracing::info!(dir = %dir.display(), base = %segment.base, "rebuilding segment indexes");
-        return 0;
+        return (0, false);
     };
     let Some((relative, position)) = offsets.last() else {
-        return 0;
+        return (0, false);
     };
     offsets.truncate_count(offsets.len() - 1);
     times.truncate_to_offset(relative);
@@ -337,7 +349,7 @@ fn load_indexes<I: Io, F>(io: &I, dir: &Path, segment: &mut Segment<F>, trusted_
     segment.next_offset = Offset::from_relative(segment.base, relative);
     // Make the scan's first batch get its index entry back.
     segment.bytes_since_index_entry = u64::MAX / 2;
-    u64::from(position)
+    (u64::from(position), true)
 }
 
 /// Scan batches from `start` until the first invalid one; returns the end of
