@@ -18,15 +18,18 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use futures_util::future::{Either, join_all, select};
+use futures_util::StreamExt;
+use futures_util::future::{Either, LocalBoxFuture, join_all, select};
+use futures_util::stream::FuturesUnordered;
 
 use crate::io::Io;
-use crate::log::LogRef;
+use crate::log::{LogInner, LogRef};
 
 /// Counters of the committer's work (for benchmarks and metrics).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CommitStats {
-    /// Flush rounds that flushed at least one log.
+    /// Flush rounds that flushed at least one log (`flush_round`), or log
+    /// flushes completed by `run`.
     pub rounds: u64,
     /// Log flushes (a log flushed in a round counts once).
     pub log_flushes: u64,
@@ -152,31 +155,70 @@ impl<I: Io> Committer<I> {
         }
     }
 
-    /// Run rounds forever: wait for a queued log, flush, repeat. Spawn this
-    /// once per shard on the shard's runtime.
+    /// Flush queued logs forever: spawn this once per shard on the shard's
+    /// runtime. Unlike `flush_round`, logs are not held to a common barrier:
+    /// each queued log gets a flush as soon as it is due and not already
+    /// flushing, and a log still dirty when its flush ends starts the next
+    /// one at once. An append thus waits for at most the flush in progress
+    /// on its own log plus one more, whatever the other logs do.
     pub async fn run(&self) {
+        let mut in_flight = FuturesUnordered::new();
         loop {
-            let (flushed, next_due) = self.flush_round().await;
-            if flushed > 0 {
-                continue;
+            let now = self.shared.io.now_ms();
+            let queued = std::mem::take(&mut *self.shared.queue.borrow_mut());
+            let mut next_due: Option<i64> = None;
+            for weak in queued {
+                let Some(log) = weak.upgrade() else { continue };
+                match log.flush_due(now) {
+                    Ok(()) => in_flight.push(flush_owned(log)),
+                    Err(at) => {
+                        next_due = Some(next_due.map_or(at, |earliest| earliest.min(at)));
+                        self.shared.queue.borrow_mut().push(weak);
+                    }
+                }
             }
             let baseline = self.queued();
             let woken = Woken {
                 shared: &self.shared,
                 baseline,
             };
-            match next_due {
-                Some(at) => {
-                    let wait = (at - self.shared.io.now_ms()).max(1) as u64;
-                    let sleep = std::pin::pin!(self.shared.io.sleep(Duration::from_millis(wait)));
-                    match select(woken, sleep).await {
-                        Either::Left(_) | Either::Right(_) => {}
+            let wait_ms = next_due.map(|at| (at - now).max(1) as u64);
+            let finished = if in_flight.is_empty() {
+                match wait_ms {
+                    Some(wait_ms) => {
+                        let sleep =
+                            std::pin::pin!(self.shared.io.sleep(Duration::from_millis(wait_ms)));
+                        let _ = select(woken, sleep).await;
                     }
+                    None => woken.await,
                 }
-                None => woken.await,
+                None
+            } else {
+                match select(in_flight.next(), woken).await {
+                    Either::Left((finished, _)) => finished,
+                    Either::Right(_) => None,
+                }
+            };
+            if let Some(log) = finished {
+                let mut stats = self.shared.stats.get();
+                stats.rounds += 1;
+                self.shared.stats.set(stats);
+                if log.take_requeue() {
+                    self.shared.queue.borrow_mut().push(Rc::downgrade(&log));
+                }
             }
         }
     }
+}
+
+/// One log flush as an owned future yielding the log back.
+fn flush_owned<I: Io>(log: Rc<LogInner<I>>) -> LocalBoxFuture<'static, Rc<LogInner<I>>> {
+    Box::pin(async move {
+        if let Err(error) = log.flush().await {
+            tracing::debug!(dir = %log.dir().display(), %error, "flush failed");
+        }
+        log
+    })
 }
 
 /// Resolves once the queue holds more logs than `baseline` (something was

@@ -33,6 +33,10 @@ pub const PREALLOCATE_STEP_BYTES: u64 = 64 << 20;
 /// partition holds 64 KiB while a busy one flushes in 1 MiB pieces.
 pub const CHUNK_SIZE_BYTES: usize = 1 << 20;
 
+/// Freed write chunks kept for reuse (process wide), so steady appends do not
+/// map and unmap memory: enough for 64 busy partitions' 1 MiB chunks.
+pub const CHUNK_POOL_BYTES_MAX: usize = 64 << 20;
+
 /// Flushed chunks kept per log to serve reads of recent data from memory.
 pub const TAIL_CHUNKS_RETAINED: usize = 2;
 
