@@ -53,7 +53,7 @@ use sluice_engine::batch;
 use sluice_engine::io::Io;
 use sluice_engine::io::uring::UringIo;
 use sluice_engine::{Committer, LeaderEpoch, Log, LogConfig, Offset, ReadLimits};
-use support::{RealDir, batches_of, run_on_uring, spawn_committer, tagged_batch};
+use support::{RealDir, Rng, batches_of, run_on_uring, spawn_committer, tagged_batch};
 
 const CHILD_TEST_NAME: &str = "child_appends_until_killed";
 const CHILD_DIR_ENV: &str = "SLUICE_CRASH_CHILD_DIR";
@@ -76,31 +76,6 @@ const RETENTION_EVERY_ACKS: u64 = 25;
 /// A child that was not killed by then gives up (its parent is gone or
 /// stuck); the parent kills after at most `KILL_DELAY_MS_MAX`.
 const CHILD_LIFETIME_MAX: Duration = Duration::from_secs(60);
-
-/// splitmix64, as in crash_sim.rs: small, seedable, good enough.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut value = self.0;
-        value = (value ^ (value >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        value = (value ^ (value >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        value ^ (value >> 31)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
-
-    fn between(&mut self, low: u64, high_inclusive: u64) -> u64 {
-        low + self.below(high_inclusive - low + 1)
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len() as u64) as usize]
-    }
-}
 
 /// Small segments so that rolls, finalization and preallocation steps
 /// happen many times per child; tiny chunks so flushed chunks are released.

@@ -26,31 +26,7 @@ use sluice_engine::io::sim::{CrashMode, SimIo};
 use sluice_engine::{
     AppendCompletion, AppendError, Committer, LeaderEpoch, Log, LogConfig, Offset,
 };
-use support::{all, as_stored, batches_of, block_on, poll_once, tagged_batch};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut value = self.0;
-        value = (value ^ (value >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        value = (value ^ (value >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        value ^ (value >> 31)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len() as u64) as usize]
-    }
-}
+use support::{Rng, all, as_stored, batches_of, block_on, poll_once, tagged_batch};
 
 /// What the test knows about each appended batch, by base offset.
 struct Appended {

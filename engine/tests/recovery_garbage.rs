@@ -11,7 +11,17 @@ use sluice_engine::io::sim::SimIo;
 use sluice_engine::recovery::Checkpoint;
 use sluice_engine::testing::check_recovery_of;
 use sluice_engine::{Committer, LeaderEpoch, Log, LogConfig, Offset};
-use support::{block_on, tagged_batch};
+use support::{Rng, block_on, tagged_batch};
+
+trait BelowUsize {
+    fn below_usize(&mut self, bound: usize) -> usize;
+}
+
+impl BelowUsize for Rng {
+    fn below_usize(&mut self, bound: usize) -> usize {
+        self.below(bound as u64) as usize
+    }
+}
 
 /// The bytes of a segment holding `count` batches of assorted sizes.
 fn real_segment(count: u64) -> Vec<u8> {
@@ -37,54 +47,38 @@ fn real_segment(count: u64) -> Vec<u8> {
     bytes
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut value = self.0;
-        value = (value ^ (value >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        value = (value ^ (value >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        value ^ (value >> 31)
-    }
-
-    fn below(&mut self, bound: usize) -> usize {
-        (self.next() % bound.max(1) as u64) as usize
-    }
-}
-
 fn mutate(rng: &mut Rng, original: &[u8]) -> Vec<u8> {
     let mut bytes = original.to_vec();
-    for _ in 0..1 + rng.below(4) {
+    for _ in 0..1 + rng.below_usize(4) {
         let length = bytes.len();
-        match rng.below(6) {
+        match rng.below_usize(6) {
             0 => {
-                let at = rng.below(length);
-                bytes[at] ^= 1 << rng.below(8);
+                let at = rng.below_usize(length);
+                bytes[at] ^= 1 << rng.below_usize(8);
             }
-            1 => bytes.truncate(rng.below(length)),
+            1 => bytes.truncate(rng.below_usize(length)),
             2 => {
-                let at = rng.below(length);
-                let end = (at + rng.below(600)).min(length);
+                let at = rng.below_usize(length);
+                let end = (at + rng.below_usize(600)).min(length);
                 bytes[at..end].fill(0);
             }
             3 => {
                 // A length field: the 4 bytes after a batch's base offset.
-                let at = rng.below(length.saturating_sub(12));
+                let at = rng.below_usize(length.saturating_sub(12));
                 let value = (rng.next() as u32).to_be_bytes();
                 bytes[at + 8..at + 12].copy_from_slice(&value);
             }
             4 => {
-                let at = rng.below(length);
-                let end = (at + rng.below(300)).min(length);
+                let at = rng.below_usize(length);
+                let end = (at + rng.below_usize(300)).min(length);
                 let copy = bytes[at..end].to_vec();
-                let to = rng.below(length);
+                let to = rng.below_usize(length);
                 let end = (to + copy.len()).min(length);
                 bytes[to..end].copy_from_slice(&copy[..end - to]);
             }
             _ => {
-                let at = rng.below(length);
-                let end = (at + rng.below(64)).min(length);
+                let at = rng.below_usize(length);
+                let end = (at + rng.below_usize(64)).min(length);
                 for byte in &mut bytes[at..end] {
                     *byte = rng.next() as u8;
                 }
@@ -113,12 +107,12 @@ fn damaged_segments_recover_to_a_valid_prefix_without_panicking() {
     let mut rng = Rng(42);
     for iteration in 0..iterations {
         let damaged = mutate(&mut rng, &original);
-        let checkpoint = match rng.below(4) {
+        let checkpoint = match rng.below_usize(4) {
             0 => Some(
                 Checkpoint {
-                    log_start: Offset(rng.below(200) as i64),
-                    recovery_base: Offset(rng.below(3) as i64 * 100),
-                    recovery_position: rng.below(original.len() * 2) as u64,
+                    log_start: Offset(rng.below_usize(200) as i64),
+                    recovery_base: Offset(rng.below_usize(3) as i64 * 100),
+                    recovery_position: rng.below_usize(original.len() * 2) as u64,
                 }
                 .encode(),
             ),
@@ -147,7 +141,7 @@ fn damaged_segments_recover_to_a_valid_prefix_without_panicking() {
 fn pure_noise_never_panics_recovery() {
     let mut rng = Rng(7);
     for _ in 0..300 {
-        let length = rng.below(20_000);
+        let length = rng.below_usize(20_000);
         let noise: Vec<u8> = (0..length).map(|_| rng.next() as u8).collect();
         assert_eq!(
             check_recovery_of(&noise, None),
