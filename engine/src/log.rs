@@ -680,27 +680,44 @@ impl<I: Io> Log<I> {
     ) -> Result<usize, LogError> {
         let inner = &self.inner;
         let _guard = inner.flush_lock.lock().await;
-        let removed = {
-            let mut state = inner.state.borrow_mut();
-            let mut removed = Vec::new();
-            while state.segments.len() > 1 {
-                let Some(oldest) = state.segments.front() else {
-                    break;
-                };
+        // Decide first, without changing anything.
+        let (count, new_start, checkpoint) = {
+            let state = inner.state.borrow();
+            let mut count = 0;
+            while count + 1 < state.segments.len() {
+                let oldest = &state.segments[count];
                 if !oldest.finalized || !predicate(&state, oldest) {
                     break;
                 }
-                removed.push(oldest.base);
-                state.segments.pop_front();
+                count += 1;
             }
-            if let Some(first) = state.segments.front() {
-                state.log_start = state.log_start.max(first.base);
-            }
-            removed
+            let new_start = state.log_start.max(state.segments[count].base);
+            (
+                count,
+                new_start,
+                Checkpoint {
+                    log_start: new_start,
+                    ..state.checkpoint
+                },
+            )
         };
-        if removed.is_empty() {
+        if count == 0 {
             return Ok(0);
         }
+        // The new log start is durable before any file goes: otherwise a
+        // crash after deleting every segment would reopen the log at the old
+        // start and reuse offsets.
+        inner.write_checkpoint_strict(checkpoint).await?;
+        let removed: Vec<Offset> = {
+            let mut state = inner.state.borrow_mut();
+            state.log_start = state.log_start.max(new_start);
+            state.checkpoint.log_start = state.log_start;
+            state
+                .segments
+                .drain(..count)
+                .map(|segment| segment.base)
+                .collect()
+        };
         for base in &removed {
             remove_segment_files(&inner.io, &inner.dir, *base);
         }
