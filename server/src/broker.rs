@@ -1,0 +1,128 @@
+//! Broker lifecycle: load metadata, start one pinned shard thread per core,
+//! wait for SIGINT/SIGTERM, shut down cleanly (every log flushed and closed,
+//! so the next start scans nothing).
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::Context;
+use futures_channel::oneshot;
+use sluice_engine::Committer;
+use sluice_engine::io::uring::UringIo;
+
+use crate::cli::BrokerConfig;
+use crate::metadata::{FileMetadataStore, MetadataStore};
+use crate::net;
+use crate::shard::{Shard, ShardId, Shards};
+
+/// A running broker: its shard threads and how to stop them.
+pub struct Broker {
+    threads: Vec<JoinHandle<()>>,
+    stops: Vec<oneshot::Sender<()>>,
+}
+
+impl Broker {
+    /// Start every shard; returns once all listen and have opened their
+    /// partitions, or with the first shard's startup error.
+    pub fn start(config: BrokerConfig) -> anyhow::Result<Broker> {
+        let config = Arc::new(config);
+        let metadata: Arc<dyn MetadataStore> = Arc::new(
+            FileMetadataStore::open(&config.data_dir, config.cores)
+                .with_context(|| format!("opening metadata in {}", config.data_dir.display()))?,
+        );
+        let (shards, inboxes) = Shards::new(config.cores);
+        let core_ids = core_affinity::get_core_ids().unwrap_or_default();
+        let (ready_sender, ready_receiver) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+        let mut threads = Vec::new();
+        let mut stops = Vec::new();
+        for (index, inbox) in inboxes.into_iter().enumerate() {
+            let listener = net::bind(config.listen)
+                .with_context(|| format!("listening on {}", config.listen))?;
+            let (stop_sender, stop_receiver) = oneshot::channel();
+            stops.push(stop_sender);
+            let config = Arc::clone(&config);
+            let shards = Arc::clone(&shards);
+            let metadata = Arc::clone(&metadata);
+            let ready = ready_sender.clone();
+            let core = core_ids.get(index % core_ids.len().max(1)).copied();
+            let thread = std::thread::Builder::new()
+                .name(format!("shard-{index}"))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        core_affinity::set_for_current(core);
+                    }
+                    let runtime = match compio::runtime::Runtime::new() {
+                        Ok(runtime) => runtime,
+                        Err(error) => {
+                            let _ = ready.send(Err(anyhow::anyhow!(
+                                "shard {index}: io_uring runtime: {error}"
+                            )));
+                            return;
+                        }
+                    };
+                    runtime.block_on(async move {
+                        let io = UringIo::new();
+                        let shard = Rc::new(Shard {
+                            id: ShardId(index),
+                            io,
+                            committer: Committer::new(io),
+                            config,
+                            shards,
+                            metadata,
+                            partitions: Default::default(),
+                        });
+                        let committer = shard.committer.clone();
+                        compio::runtime::spawn(async move { committer.run().await }).detach();
+                        let inbox_shard = Rc::clone(&shard);
+                        compio::runtime::spawn(async move {
+                            while let Ok(job) = inbox.recv_async().await {
+                                compio::runtime::spawn(job(Rc::clone(&inbox_shard))).detach();
+                            }
+                        })
+                        .detach();
+                        if let Err(error) = shard.open_assigned_partitions().await {
+                            let _ = ready.send(Err(
+                                error.context(format!("shard {index}: opening partitions"))
+                            ));
+                            return;
+                        }
+                        let listener = match compio::net::TcpListener::from_std(listener) {
+                            Ok(listener) => listener,
+                            Err(error) => {
+                                let _ = ready
+                                    .send(Err(anyhow::anyhow!("shard {index}: listener: {error}")));
+                                return;
+                            }
+                        };
+                        compio::runtime::spawn(net::accept_loop(Rc::clone(&shard), listener))
+                            .detach();
+                        let _ = ready.send(Ok(()));
+                        let _ = stop_receiver.await;
+                        shard.close_all().await;
+                        tracing::debug!(shard = index, "shard stopped");
+                    });
+                })?;
+            threads.push(thread);
+        }
+        drop(ready_sender);
+        for _ in 0..threads.len() {
+            match ready_receiver.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => return Err(error),
+                Err(_) => anyhow::bail!("a shard thread died during startup"),
+            }
+        }
+        Ok(Broker { threads, stops })
+    }
+
+    /// Stop every shard (closing its logs) and wait for the threads.
+    pub fn stop(self) {
+        for stop in self.stops {
+            let _ = stop.send(());
+        }
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}

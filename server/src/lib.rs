@@ -1,0 +1,19 @@
+//! sluice-server: the Sluice broker. See docs/ARCHITECTURE.md.
+//!
+//! | module | owns |
+//! |---|---|
+//! | `cli` | flags, environment, TOML config -> `BrokerConfig` |
+//! | `broker` | startup of the shard threads, shutdown |
+//! | `shard` | thread-per-core shards, cross-shard calls, partition replicas, topic lifecycle |
+//! | `net` | listeners, connections, framing |
+//! | `protocol` | request decoding, response encoding, served API versions |
+//! | `handlers` | one file per Kafka API |
+//! | `metadata` | topics, placement, topic configs, persistence |
+
+pub mod broker;
+pub mod cli;
+pub mod handlers;
+pub mod metadata;
+pub mod net;
+pub mod protocol;
+pub mod shard;

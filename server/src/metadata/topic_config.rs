@@ -1,0 +1,172 @@
+//! Topic configs: the Kafka names Sluice understands, their defaults, their
+//! validation, and how they map onto the engine's `LogConfig`.
+//!
+//! Unknown names and invalid values are errors (INVALID_CONFIG at the edge):
+//! nothing is created or changed with a config the broker would ignore.
+
+use std::collections::BTreeMap;
+
+use sluice_engine::{FlushPolicy, LogConfig};
+
+/// Every supported topic config: (name, default value as Kafka prints it).
+pub const TOPIC_CONFIG_DEFAULTS: &[(&str, &str)] = &[
+    ("cleanup.policy", "delete"),
+    ("flush.ms", "9223372036854775807"),
+    ("index.interval.bytes", "4096"),
+    ("max.message.bytes", "1048588"),
+    ("message.timestamp.type", "CreateTime"),
+    ("retention.bytes", "-1"),
+    ("retention.ms", "604800000"),
+    ("segment.bytes", "1073741824"),
+    ("segment.ms", "604800000"),
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CleanupPolicy {
+    Delete,
+    /// Records must have keys. Compaction itself is not implemented yet.
+    Compact,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimestampType {
+    CreateTime,
+    LogAppendTime,
+}
+
+/// A topic's effective configuration (explicit values over defaults).
+#[derive(Clone, Debug)]
+pub struct TopicConfig {
+    pub cleanup_policy: CleanupPolicy,
+    pub timestamp_type: TimestampType,
+    pub log: LogConfig,
+}
+
+impl TopicConfig {
+    /// Parse explicit configs; an unknown name or a bad value is an error
+    /// naming it.
+    pub fn from_map(configs: &BTreeMap<String, String>) -> Result<TopicConfig, String> {
+        let value = |name: &str| -> &str {
+            configs
+                .get(name)
+                .map(String::as_str)
+                .unwrap_or_else(|| default_of(name).unwrap_or(""))
+        };
+        for name in configs.keys() {
+            if default_of(name).is_none() {
+                return Err(format!("unknown or unsupported topic config {name:?}"));
+            }
+        }
+        let integer = |name: &str, minimum: i64| -> Result<i64, String> {
+            let text = value(name);
+            let parsed: i64 = text
+                .parse()
+                .map_err(|_| format!("{name} must be an integer, got {text:?}"))?;
+            if parsed < minimum {
+                return Err(format!("{name} must be at least {minimum}, got {parsed}"));
+            }
+            Ok(parsed)
+        };
+        let cleanup_policy = match value("cleanup.policy") {
+            "delete" => CleanupPolicy::Delete,
+            "compact" => CleanupPolicy::Compact,
+            other => {
+                return Err(format!(
+                    "cleanup.policy must be delete or compact, got {other:?}"
+                ));
+            }
+        };
+        let timestamp_type = match value("message.timestamp.type") {
+            "CreateTime" => TimestampType::CreateTime,
+            "LogAppendTime" => TimestampType::LogAppendTime,
+            other => {
+                return Err(format!(
+                    "message.timestamp.type must be CreateTime or LogAppendTime, got {other:?}"
+                ));
+            }
+        };
+        let retention_ms = integer("retention.ms", -1)?;
+        let retention_bytes = integer("retention.bytes", -1)?;
+        let segment_bytes = integer("segment.bytes", 14)?;
+        let segment_ms = integer("segment.ms", 1)?;
+        let max_message_bytes = integer("max.message.bytes", 0)?;
+        let index_interval_bytes = integer("index.interval.bytes", 0)?;
+        let flush_ms = integer("flush.ms", 0)?;
+        let max_message_bytes = u32::try_from(max_message_bytes)
+            .map_err(|_| "max.message.bytes is too large".to_string())?;
+        let index_interval_bytes = u32::try_from(index_interval_bytes)
+            .map_err(|_| "index.interval.bytes is too large".to_string())?;
+        let flush = if flush_ms == i64::MAX {
+            FlushPolicy::BeforeAck
+        } else {
+            FlushPolicy::Interval {
+                interval_ms: flush_ms,
+                interval_bytes: u64::MAX,
+            }
+        };
+        let log = LogConfig {
+            segment_bytes: segment_bytes as u64,
+            segment_ms,
+            retention_bytes: (retention_bytes >= 0).then_some(retention_bytes as u64),
+            retention_ms: (retention_ms >= 0).then_some(retention_ms),
+            index_interval_bytes,
+            max_message_bytes,
+            flush,
+            ..LogConfig::default()
+        };
+        Ok(TopicConfig {
+            cleanup_policy,
+            timestamp_type,
+            log,
+        })
+    }
+}
+
+pub fn default_of(name: &str) -> Option<&'static str> {
+    TOPIC_CONFIG_DEFAULTS
+        .iter()
+        .find(|(known, _)| *known == name)
+        .map(|(_, default)| *default)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_kafka() {
+        let config = TopicConfig::from_map(&BTreeMap::new()).unwrap();
+        assert_eq!(config.cleanup_policy, CleanupPolicy::Delete);
+        assert_eq!(config.log.max_message_bytes, 1_048_588);
+        assert_eq!(config.log.retention_ms, Some(604_800_000));
+        assert_eq!(config.log.retention_bytes, None);
+        assert_eq!(config.log.flush, FlushPolicy::BeforeAck);
+    }
+
+    #[test]
+    fn bad_names_and_values_are_refused() {
+        assert!(TopicConfig::from_map(&map(&[("retention.mss", "1")])).is_err());
+        assert!(TopicConfig::from_map(&map(&[("retention.ms", "soon")])).is_err());
+        assert!(TopicConfig::from_map(&map(&[("retention.ms", "-2")])).is_err());
+        assert!(TopicConfig::from_map(&map(&[("cleanup.policy", "shred")])).is_err());
+        let config =
+            TopicConfig::from_map(&map(&[("retention.bytes", "1000"), ("flush.ms", "50")]))
+                .unwrap();
+        assert_eq!(config.log.retention_bytes, Some(1000));
+        assert_eq!(
+            config.log.flush,
+            FlushPolicy::Interval {
+                interval_ms: 50,
+                interval_bytes: u64::MAX
+            }
+        );
+    }
+}
