@@ -9,7 +9,12 @@
 //! | `protocol` | request decoding, response encoding, served API versions |
 //! | `handlers` | one file per Kafka API |
 //! | `metadata` | topics, placement, topic configs, persistence |
+//! | `alloc` | the process allocator (huge reservations lazily mapped) |
 
+#[global_allocator]
+static ALLOCATOR: alloc::Allocator = alloc::Allocator;
+
+pub mod alloc;
 pub mod broker;
 pub mod cli;
 pub mod handlers;

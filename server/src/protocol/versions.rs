@@ -13,6 +13,18 @@ const fn range(min: i16, max: i16) -> VersionRange {
 pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
     (ApiKey::ApiVersions, range(0, 4)),
     (ApiKey::Metadata, range(0, 12)),
+    (ApiKey::Produce, range(3, 11)),
+    (ApiKey::InitProducerId, range(0, 5)),
+    (ApiKey::Fetch, range(4, 17)),
+    (ApiKey::ListOffsets, range(1, 10)),
+    (ApiKey::CreateTopics, range(2, 7)),
+    (ApiKey::DeleteTopics, range(1, 6)),
+    (ApiKey::CreatePartitions, range(0, 3)),
+    (ApiKey::DescribeConfigs, range(1, 4)),
+    (ApiKey::AlterConfigs, range(0, 2)),
+    (ApiKey::IncrementalAlterConfigs, range(0, 1)),
+    (ApiKey::DeleteRecords, range(0, 2)),
+    (ApiKey::DescribeCluster, range(0, 2)),
 ];
 
 pub fn supported(api_key: ApiKey) -> Option<VersionRange> {

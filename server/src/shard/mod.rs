@@ -11,7 +11,9 @@
 //! and the answer comes back on a oneshot. Record data crosses as `Bytes`
 //! (reference counted, never copied).
 
+pub mod notify;
 pub mod partition;
+pub mod producer_state;
 pub mod topics;
 
 use std::cell::RefCell;

@@ -1,0 +1,148 @@
+//! AlterConfigs (the legacy, non-incremental API): replace every explicit
+//! config of a topic with the given set; configs left out return to their
+//! defaults.
+//!
+//! The new set is validated as a whole (unknown name or bad value ->
+//! INVALID_CONFIG, nothing changed), persisted in the metadata, and applied
+//! to the open logs on their shards (shard::topics::set_configs).
+//! Broker configs are static in Sluice: altering them is INVALID_REQUEST.
+
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::handlers::Reply;
+use crate::handlers::create_topics::{AdminError, topic_error};
+use crate::handlers::describe_configs::resource_type;
+use crate::shard::Shard;
+use crate::shard::topics::set_configs;
+
+/// Why a resource that is not a topic cannot be altered.
+pub fn not_alterable(resource_type: i8, name: &str) -> AdminError {
+    let message = match resource_type {
+        resource_type::BROKER | resource_type::BROKER_LOGGER => format!(
+            "Broker {name:?}: Sluice broker configs are static (flags, environment, config \
+             file) and cannot be altered at runtime."
+        ),
+        other => format!("Resource type {other} is not supported; only topics (2) can be altered."),
+    };
+    (ResponseError::InvalidRequest, message)
+}
+
+/// Count each (resource type, name): Kafka refuses a resource listed twice.
+pub fn duplicates<'a>(
+    resources: impl Iterator<Item = (i8, &'a StrBytes)>,
+) -> HashMap<(i8, String), usize> {
+    let mut counts = HashMap::new();
+    for (kind, name) in resources {
+        *counts.entry((kind, name.as_str().to_string())).or_default() += 1;
+    }
+    counts
+}
+
+/// UNKNOWN_TOPIC_OR_PARTITION unless the topic exists (checked before the
+/// configs, as Kafka does).
+pub fn require_topic(shard: &Shard, name: &str) -> Result<(), AdminError> {
+    if shard.metadata.snapshot().topics.contains_key(name) {
+        Ok(())
+    } else {
+        Err((
+            ResponseError::UnknownTopicOrPartition,
+            format!("Topic '{name}' does not exist."),
+        ))
+    }
+}
+
+pub fn duplicate_error(name: &str) -> AdminError {
+    (
+        ResponseError::InvalidRequest,
+        format!("Resource {name} is listed more than once in the request."),
+    )
+}
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    _version: i16,
+    request: AlterConfigsRequest,
+) -> anyhow::Result<Reply> {
+    let counts = duplicates(
+        request
+            .resources
+            .iter()
+            .map(|resource| (resource.resource_type, &resource.resource_name)),
+    );
+    let mut responses = Vec::with_capacity(request.resources.len());
+    for resource in request.resources {
+        let name = resource.resource_name.as_str().to_string();
+        let outcome = if counts
+            .get(&(resource.resource_type, name.clone()))
+            .copied()
+            .unwrap_or(0)
+            > 1
+        {
+            Err(duplicate_error(&name))
+        } else if resource.resource_type != resource_type::TOPIC {
+            Err(not_alterable(resource.resource_type, &name))
+        } else {
+            replace_topic_configs(
+                shard,
+                &name,
+                resource
+                    .configs
+                    .iter()
+                    .map(|config| (&config.name, config.value.as_ref())),
+                request.validate_only,
+            )
+            .await
+        };
+        let response = AlterConfigsResourceResponse::default()
+            .with_resource_type(resource.resource_type)
+            .with_resource_name(resource.resource_name);
+        responses.push(match outcome {
+            Ok(()) => response.with_error_message(None),
+            Err((error, message)) => response
+                .with_error_code(error.code())
+                .with_error_message(Some(StrBytes::from_string(message))),
+        });
+    }
+    let response = AlterConfigsResponse::default().with_responses(responses);
+    Ok(Reply::Body(Box::new(ResponseKind::AlterConfigs(response))))
+}
+
+async fn replace_topic_configs<'a>(
+    shard: &Rc<Shard>,
+    name: &str,
+    configs: impl Iterator<Item = (&'a StrBytes, Option<&'a StrBytes>)>,
+    validate_only: bool,
+) -> Result<(), AdminError> {
+    require_topic(shard, name)?;
+    let mut map = BTreeMap::new();
+    for (config, value) in configs {
+        let Some(value) = value else {
+            return Err((
+                ResponseError::InvalidRequest,
+                format!(
+                    "Null value not supported for topic config {}",
+                    config.as_str()
+                ),
+            ));
+        };
+        if map
+            .insert(config.as_str().to_string(), value.as_str().to_string())
+            .is_some()
+        {
+            return Err((
+                ResponseError::InvalidRequest,
+                format!("Config {} is given more than once", config.as_str()),
+            ));
+        }
+    }
+    set_configs(shard, name, map, validate_only)
+        .await
+        .map_err(|error| topic_error(&error))?;
+    Ok(())
+}

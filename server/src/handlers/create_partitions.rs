@@ -1,0 +1,113 @@
+//! CreatePartitions: grow topics to a new partition count.
+//!
+//! The new partitions are placed on the least loaded shards and opened
+//! there (shard::topics::add_partitions). Explicit assignments must give one
+//! entry per new partition, each naming exactly this broker. `validate_only`
+//! checks everything and changes nothing.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::handlers::Reply;
+use crate::handlers::create_topics::{AdminError, check_assignment, topic_error};
+use crate::shard::Shard;
+use crate::shard::topics::add_partitions;
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    _version: i16,
+    request: CreatePartitionsRequest,
+) -> anyhow::Result<Reply> {
+    let mut occurrences: HashMap<String, usize> = HashMap::new();
+    for topic in &request.topics {
+        *occurrences
+            .entry(topic.name.0.as_str().to_string())
+            .or_default() += 1;
+    }
+    let mut results = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let name = topic.name.0.as_str().to_string();
+        let outcome = if occurrences.get(&name).copied().unwrap_or(0) > 1 {
+            Err((
+                ResponseError::InvalidRequest,
+                format!("Create partitions request contains multiple entries for topic {name}"),
+            ))
+        } else {
+            grow(shard, &topic, request.validate_only).await
+        };
+        let result = CreatePartitionsTopicResult::default().with_name(topic.name);
+        results.push(match outcome {
+            Ok(()) => result,
+            Err((error, message)) => result
+                .with_error_code(error.code())
+                .with_error_message(Some(StrBytes::from_string(message))),
+        });
+    }
+    let response = CreatePartitionsResponse::default().with_results(results);
+    Ok(Reply::Body(Box::new(ResponseKind::CreatePartitions(
+        response,
+    ))))
+}
+
+async fn grow(
+    shard: &Rc<Shard>,
+    topic: &CreatePartitionsTopic,
+    validate_only: bool,
+) -> Result<(), AdminError> {
+    let name = topic.name.0.as_str();
+    let current = match shard.metadata.snapshot().topics.get(name) {
+        Some(found) => found.partitions.len() as i32,
+        None => {
+            return Err((
+                ResponseError::UnknownTopicOrPartition,
+                format!("The topic '{name}' does not exist."),
+            ));
+        }
+    };
+    if topic.count == current {
+        return Err((
+            ResponseError::InvalidPartitions,
+            format!("Topic already has {current} partitions."),
+        ));
+    }
+    if topic.count < current {
+        return Err((
+            ResponseError::InvalidPartitions,
+            format!(
+                "Topic currently has {current} partitions, which is higher than the requested \
+                 {}.",
+                topic.count
+            ),
+        ));
+    }
+    if let Some(assignments) = &topic.assignments {
+        let added = i64::from(topic.count) - i64::from(current);
+        if assignments.len() as i64 != added {
+            return Err((
+                ResponseError::InvalidReplicaAssignment,
+                format!(
+                    "Attempted to add {added} additional partition(s), but only {} assignment(s) \
+                     were specified.",
+                    assignments.len()
+                ),
+            ));
+        }
+        for (offset, assignment) in assignments.iter().enumerate() {
+            check_assignment(
+                shard.config.node_id,
+                current + offset as i32,
+                &assignment.broker_ids,
+            )?;
+        }
+    }
+    add_partitions(shard, name, topic.count, validate_only)
+        .await
+        .map_err(|error| topic_error(&error))?;
+    Ok(())
+}

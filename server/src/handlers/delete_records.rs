@@ -1,0 +1,113 @@
+//! DeleteRecords: advance partitions' log start offsets.
+//!
+//! Each partition is handled on its owning shard (`Log::delete_records_before`,
+//! durable when it returns Ok); partitions on different shards proceed
+//! concurrently. Offset -1 means the high watermark (the durable end);
+//! an offset beyond it, or negative otherwise, is OFFSET_OUT_OF_RANGE. An
+//! offset at or below the current log start changes nothing. The answer's
+//! low watermark is the log start after the call.
+
+use std::rc::Rc;
+
+use futures_util::future::join_all;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse, ResponseKind};
+use sluice_engine::{LogError, Offset};
+
+use crate::handlers::Reply;
+use crate::shard::{Shard, ShardId, TopicPartition};
+
+/// Kafka's "delete up to the high watermark" offset.
+const HIGH_WATERMARK: i64 = -1;
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    _version: i16,
+    request: DeleteRecordsRequest,
+) -> anyhow::Result<Reply> {
+    let snapshot = shard.metadata.snapshot();
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let name = topic.name.0.as_str();
+        let placement = snapshot.topics.get(name);
+        let partitions = join_all(topic.partitions.iter().map(|partition| {
+            let index = partition.partition_index;
+            let offset = partition.offset;
+            let owner = placement
+                .and_then(|found| {
+                    usize::try_from(index)
+                        .ok()
+                        .and_then(|i| found.partitions.get(i))
+                })
+                .map(|assignment| ShardId(assignment.shard));
+            let topic_partition = TopicPartition::new(name, index);
+            async move {
+                let outcome = match owner {
+                    Some(owner) => delete_on_owner(shard, owner, topic_partition, offset).await,
+                    None => Err(ResponseError::UnknownTopicOrPartition),
+                };
+                let result = DeleteRecordsPartitionResult::default().with_partition_index(index);
+                match outcome {
+                    Ok(low_watermark) => result.with_low_watermark(low_watermark),
+                    Err(error) => result.with_low_watermark(-1).with_error_code(error.code()),
+                }
+            }
+        }))
+        .await;
+        topics.push(
+            DeleteRecordsTopicResult::default()
+                .with_name(topic.name)
+                .with_partitions(partitions),
+        );
+    }
+    let response = DeleteRecordsResponse::default().with_topics(topics);
+    Ok(Reply::Body(Box::new(ResponseKind::DeleteRecords(response))))
+}
+
+/// Delete the records of one partition before `offset` on its shard;
+/// returns the new log start.
+async fn delete_on_owner(
+    shard: &Rc<Shard>,
+    owner: ShardId,
+    topic_partition: TopicPartition,
+    offset: i64,
+) -> Result<i64, ResponseError> {
+    let outcome = shard
+        .shards
+        .call(owner, move |owner| async move {
+            let Some(replica) = owner.partition(&topic_partition) else {
+                return Err(ResponseError::UnknownTopicOrPartition);
+            };
+            let high_watermark = replica.log.durable_end_offset();
+            let target = match offset {
+                HIGH_WATERMARK => high_watermark,
+                offset if offset < 0 || offset > high_watermark.value() => {
+                    return Err(ResponseError::OffsetOutOfRange);
+                }
+                offset => Offset(offset),
+            };
+            match replica.log.delete_records_before(target).await {
+                Ok(log_start) => Ok(log_start.value()),
+                Err(LogError::OffsetOutOfRange { .. }) => Err(ResponseError::OffsetOutOfRange),
+                Err(LogError::InvalidArgument(reason)) => {
+                    tracing::warn!(partition = %topic_partition, %reason, "delete records refused");
+                    Err(ResponseError::InvalidRequest)
+                }
+                Err(error) => {
+                    tracing::error!(partition = %topic_partition, %error, "delete records failed");
+                    Err(ResponseError::KafkaStorageError)
+                }
+            }
+        })
+        .await;
+    match outcome {
+        Ok(result) => result,
+        Err(gone) => {
+            tracing::error!(%gone, "delete records: owning shard unavailable");
+            Err(ResponseError::UnknownServerError)
+        }
+    }
+}

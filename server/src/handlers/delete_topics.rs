@@ -1,0 +1,129 @@
+//! DeleteTopics: by name (v1..5) or by name or topic id (v6).
+//!
+//! shard::topics::delete_topic removes the topic from the metadata first
+//! (so no new request finds it), then each owning shard closes the logs and
+//! removes their directories. Ok means both happened.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{
+    DeleteTopicsRequest, DeleteTopicsResponse, ResponseKind, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::handlers::Reply;
+use crate::handlers::create_topics::{AdminError, topic_error};
+use crate::shard::Shard;
+use crate::shard::topics::delete_topic;
+
+/// What the client named: a topic name or a topic id.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Target {
+    Name(String),
+    Id(uuid::Uuid),
+}
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    version: i16,
+    request: DeleteTopicsRequest,
+) -> anyhow::Result<Reply> {
+    // Each entry: what the client sent (echoed back) and what it names.
+    let requested: Vec<(Option<String>, uuid::Uuid, Result<Target, AdminError>)> = if version >= 6 {
+        request
+            .topics
+            .into_iter()
+            .map(|topic| {
+                let name = topic.name.map(|name| name.0.as_str().to_string());
+                let target = match (&name, topic.topic_id.is_nil()) {
+                    (Some(name), true) => Ok(Target::Name(name.clone())),
+                    (None, false) => Ok(Target::Id(topic.topic_id)),
+                    (Some(_), false) => Err((
+                        ResponseError::InvalidRequest,
+                        "Give either a topic name or a topic id, not both.".to_string(),
+                    )),
+                    (None, true) => Err((
+                        ResponseError::InvalidRequest,
+                        "Neither a topic name nor a topic id was given.".to_string(),
+                    )),
+                };
+                (name, topic.topic_id, target)
+            })
+            .collect()
+    } else {
+        request
+            .topic_names
+            .into_iter()
+            .map(|name| {
+                let name = name.0.as_str().to_string();
+                (
+                    Some(name.clone()),
+                    uuid::Uuid::nil(),
+                    Ok(Target::Name(name)),
+                )
+            })
+            .collect()
+    };
+    let mut occurrences: HashMap<Target, usize> = HashMap::new();
+    for (_, _, target) in &requested {
+        if let Ok(target) = target {
+            *occurrences.entry(target.clone()).or_default() += 1;
+        }
+    }
+    let mut responses = Vec::with_capacity(requested.len());
+    for (name, id, target) in requested {
+        let outcome = match target {
+            Ok(target) if occurrences.get(&target).copied().unwrap_or(0) > 1 => Err((
+                ResponseError::InvalidRequest,
+                match target {
+                    Target::Name(name) => format!("The topic {name} is listed more than once."),
+                    Target::Id(id) => format!("The topic id {id} is listed more than once."),
+                },
+            )),
+            Ok(target) => delete_one(shard, &target).await,
+            Err(error) => Err(error),
+        };
+        let result = DeletableTopicResult::default().with_topic_id(id);
+        let result = match outcome {
+            Ok((deleted_name, deleted_id)) => result
+                .with_name(Some(TopicName(StrBytes::from_string(deleted_name))))
+                .with_topic_id(deleted_id),
+            Err((error, message)) => result
+                .with_name(name.map(|name| TopicName(StrBytes::from_string(name))))
+                .with_error_code(error.code())
+                .with_error_message((version >= 5).then(|| StrBytes::from_string(message))),
+        };
+        responses.push(result);
+    }
+    let response = DeleteTopicsResponse::default().with_responses(responses);
+    Ok(Reply::Body(Box::new(ResponseKind::DeleteTopics(response))))
+}
+
+/// Delete one topic; returns its name and id.
+async fn delete_one(
+    shard: &Rc<Shard>,
+    target: &Target,
+) -> Result<(String, uuid::Uuid), AdminError> {
+    let name = match target {
+        Target::Name(name) => name.clone(),
+        Target::Id(id) => {
+            let snapshot = shard.metadata.snapshot();
+            match snapshot.topics.values().find(|topic| topic.id == *id) {
+                Some(topic) => topic.name.clone(),
+                None => {
+                    return Err((
+                        ResponseError::UnknownTopicId,
+                        format!("No topic has the id {id}."),
+                    ));
+                }
+            }
+        }
+    };
+    let deleted = delete_topic(shard, &name)
+        .await
+        .map_err(|error| topic_error(&error))?;
+    Ok((deleted.name, deleted.id))
+}

@@ -1,0 +1,828 @@
+//! Fetch (API 1), v4..=17: consumers read stored record batches, zero-copy.
+//!
+//! Runs on the connection's shard. Reads go to the shards that own the
+//! partitions (one call per owning shard, concurrently); each owner returns
+//! the stored batches as the `Bytes` its log handed out, and the response is
+//! framed by hand ([`encode_fetch_response`]) so those buffers become their
+//! own iovecs: record bytes are never copied in user space
+//! (`net::FETCH_RECORD_BYTES_COPIED` stays 0).
+//!
+//! Visibility: consumers read below the high watermark, which on this single
+//! node is the log's durable end (acknowledged = durable). No transactions
+//! yet, so the last stable offset equals the high watermark.
+//!
+//! Kafka's rules (docs: KAFKA-BEHAVIOUR.md "Offsets and fetch"):
+//! - an offset below the log start or beyond the log end answers
+//!   OFFSET_OUT_OF_RANGE; an offset at the end (or between the high
+//!   watermark and the end) answers empty, after the long poll;
+//! - `max_bytes` bounds the whole response and `partition_max_bytes` each
+//!   partition, except that the first batch of the first partition with
+//!   data is returned whole, so a consumer always progresses;
+//! - batches are returned whole: a fetch from the middle of a batch returns
+//!   that batch, and the client skips the records before its offset;
+//! - long poll: while the response holds fewer than `min_bytes`, wait up to
+//!   `max_wait_ms` for new durable data on any fetched partition
+//!   (shard/notify.rs), then read again. Errors answer at once.
+//!
+//! KIP-227 sessions (v7+) are kept per shard, see fetch_session.rs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_channel::oneshot;
+use futures_util::future::{Either, LocalBoxFuture, join_all, select, select_all};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{ApiKey, FetchRequest};
+use sluice_engine::{LogError, Offset, ReadLimits};
+
+use crate::handlers::Reply;
+use crate::handlers::fetch_session::{
+    INVALID_SESSION_ID, PartitionFetch, PartitionKey, PartitionOutcome, SessionPlan, TopicKey,
+    with_shard_sessions,
+};
+use crate::metadata::TopicMetadata;
+use crate::protocol::ResponseFrame;
+use crate::shard::notify::DurableWatch;
+use crate::shard::{Shard, ShardGone, ShardId, TopicPartition};
+
+/// The leader epoch of every partition: a single node never changes leader.
+/// Metadata reports it; Fetch and ListOffsets check clients' epochs against it.
+pub const LEADER_EPOCH: i32 = 0;
+
+/// Upper bound of a response's record bytes whatever the client asks
+/// (Kafka's fetch.max.bytes default, 55 MiB).
+pub const FETCH_RESPONSE_BYTES_MAX: usize = 57_671_680;
+
+/// Buffers in one response frame at most. The frame goes to the socket in
+/// one vectored write, and the kernel refuses more than IOV_MAX (1024)
+/// iovecs; partitions whose records would not fit are answered without
+/// records this time (the client fetches them again).
+pub const RESPONSE_PARTS_MAX: usize = 1000;
+
+/// Versions from which Fetch is flexible (compact types, tagged fields).
+const FLEXIBLE_VERSION_MIN: i16 = 12;
+/// Versions from which topics are named by id.
+const TOPIC_ID_VERSION_MIN: i16 = 13;
+/// isolation_level of read_committed consumers.
+const READ_COMMITTED: i8 = 1;
+
+/// The answer for one partition.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct PartitionAnswer {
+    pub error_code: i16,
+    pub high_watermark: i64,
+    pub last_stable_offset: i64,
+    pub log_start_offset: i64,
+    /// Whole stored batches, as the log returned them (never copied).
+    pub records: Vec<Bytes>,
+    /// Sum of `records` lengths.
+    pub records_size: usize,
+}
+
+impl PartitionAnswer {
+    /// An error answer for a partition we cannot describe (Kafka reports -1
+    /// offsets then).
+    pub fn error(error: ResponseError) -> PartitionAnswer {
+        PartitionAnswer {
+            error_code: error.code(),
+            high_watermark: -1,
+            last_stable_offset: -1,
+            log_start_offset: -1,
+            records: Vec::new(),
+            records_size: 0,
+        }
+    }
+}
+
+/// One topic of a response: its name (written before v13) or its id
+/// (written from v13), and its partitions (index, answer).
+#[derive(Debug, Clone)]
+pub struct TopicAnswer {
+    pub name: Arc<str>,
+    pub topic_id: uuid::Uuid,
+    pub partitions: Vec<(i32, PartitionAnswer)>,
+}
+
+/// A whole Fetch response, before framing.
+#[derive(Debug, Clone)]
+pub struct FetchAnswer {
+    pub throttle_time_ms: i32,
+    pub error_code: i16,
+    pub session_id: i32,
+    pub topics: Vec<TopicAnswer>,
+    /// Aborted transactions: an empty list for read_committed consumers,
+    /// null for read_uncommitted ones (as Kafka answers).
+    pub read_committed: bool,
+}
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    version: i16,
+    correlation_id: i32,
+    request: FetchRequest,
+) -> anyhow::Result<Reply> {
+    let read_committed = request.isolation_level == READ_COMMITTED;
+    let (fetches, forgotten) = request_partitions(version, &request);
+    let begun = with_shard_sessions(|cache| {
+        cache.begin(
+            version,
+            request.session_id,
+            request.session_epoch,
+            fetches,
+            forgotten,
+        )
+    });
+    let begun = match begun {
+        Ok(begun) => begun,
+        Err(error) => {
+            let answer = FetchAnswer {
+                throttle_time_ms: 0,
+                error_code: error.code(),
+                session_id: INVALID_SESSION_ID,
+                topics: Vec::new(),
+                read_committed,
+            };
+            return Ok(Reply::Frame(encode_fetch_response(
+                version,
+                correlation_id,
+                answer,
+            )?));
+        }
+    };
+    let partitions = begun.partitions;
+    let resolved = resolve(shard, version, &partitions);
+    let max_bytes = usize::try_from(request.max_bytes)
+        .unwrap_or(0)
+        .min(FETCH_RESPONSE_BYTES_MAX);
+    let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
+    let max_wait = Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0));
+    let deadline = Instant::now() + max_wait;
+    let answers = loop {
+        let mut answers = read_all(shard, &partitions, &resolved, max_bytes).await;
+        let total = apply_response_limits(&mut answers, &partitions, max_bytes);
+        let failed = answers.iter().any(|answer| answer.error_code != 0);
+        if total >= min_bytes || failed || partitions.is_empty() || Instant::now() >= deadline {
+            break answers;
+        }
+        let observed = observed(&resolved, &answers);
+        if observed.is_empty() {
+            break answers;
+        }
+        wait_for_change(shard, observed, deadline).await;
+    };
+    let outcomes: Vec<PartitionOutcome> = answers
+        .iter()
+        .map(|answer| PartitionOutcome {
+            error_code: answer.error_code,
+            high_watermark: answer.high_watermark,
+            log_start_offset: answer.log_start_offset,
+            records_size: answer.records_size,
+        })
+        .collect();
+    let (session_id, include) = match begun.plan {
+        SessionPlan::Sessionless => (INVALID_SESSION_ID, vec![true; answers.len()]),
+        SessionPlan::Full => (
+            with_shard_sessions(|cache| cache.finish_full(version, &partitions, &outcomes)),
+            vec![true; answers.len()],
+        ),
+        SessionPlan::Incremental { session_id } => (
+            session_id,
+            with_shard_sessions(|cache| {
+                cache.finish_incremental(session_id, &partitions, &outcomes)
+            }),
+        ),
+    };
+    let mut topics: Vec<(TopicKey, TopicAnswer)> = Vec::new();
+    for (((fetch, resolved), answer), include) in
+        partitions.iter().zip(&resolved).zip(answers).zip(include)
+    {
+        if !include {
+            continue;
+        }
+        let entry = (fetch.key.partition, answer);
+        match topics.last_mut() {
+            Some((key, topic)) if *key == fetch.key.topic => topic.partitions.push(entry),
+            _ => topics.push((
+                fetch.key.topic.clone(),
+                TopicAnswer {
+                    name: Arc::clone(&resolved.name),
+                    topic_id: resolved.topic_id,
+                    partitions: vec![entry],
+                },
+            )),
+        }
+    }
+    let answer = FetchAnswer {
+        throttle_time_ms: 0,
+        error_code: 0,
+        session_id,
+        topics: topics.into_iter().map(|(_, topic)| topic).collect(),
+        read_committed,
+    };
+    Ok(Reply::Frame(encode_fetch_response(
+        version,
+        correlation_id,
+        answer,
+    )?))
+}
+
+/// The request's partitions, in order, and the forgotten ones (sessions).
+fn request_partitions(
+    version: i16,
+    request: &FetchRequest,
+) -> (Vec<PartitionFetch>, Vec<PartitionKey>) {
+    let topic_key = |name: &str, id: uuid::Uuid| {
+        if version >= TOPIC_ID_VERSION_MIN {
+            TopicKey::Id(id)
+        } else {
+            TopicKey::Name(Arc::from(name))
+        }
+    };
+    let mut fetches = Vec::new();
+    for topic in &request.topics {
+        let key = topic_key(topic.topic.0.as_str(), topic.topic_id);
+        for partition in &topic.partitions {
+            fetches.push(PartitionFetch {
+                key: PartitionKey {
+                    topic: key.clone(),
+                    partition: partition.partition,
+                },
+                fetch_offset: partition.fetch_offset,
+                partition_max_bytes: partition.partition_max_bytes,
+                current_leader_epoch: partition.current_leader_epoch,
+            });
+        }
+    }
+    let mut forgotten = Vec::new();
+    for topic in &request.forgotten_topics_data {
+        let key = topic_key(topic.topic.0.as_str(), topic.topic_id);
+        for partition in &topic.partitions {
+            forgotten.push(PartitionKey {
+                topic: key.clone(),
+                partition: *partition,
+            });
+        }
+    }
+    (fetches, forgotten)
+}
+
+/// Where a requested partition lives, or why it cannot be fetched.
+struct Resolved {
+    /// The topic's name and id, for the response.
+    name: Arc<str>,
+    topic_id: uuid::Uuid,
+    location: Result<(TopicPartition, ShardId), ResponseError>,
+}
+
+fn resolve(shard: &Shard, version: i16, partitions: &[PartitionFetch]) -> Vec<Resolved> {
+    let snapshot = shard.metadata.snapshot();
+    let by_id: HashMap<uuid::Uuid, &TopicMetadata> = if version >= TOPIC_ID_VERSION_MIN {
+        snapshot
+            .topics
+            .values()
+            .map(|topic| (topic.id, topic))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    let mut names: HashMap<&str, Arc<str>> = HashMap::new();
+    partitions
+        .iter()
+        .map(|fetch| {
+            let (topic, unknown) = match &fetch.key.topic {
+                TopicKey::Name(name) => (
+                    snapshot.topics.get(name.as_ref()),
+                    ResponseError::UnknownTopicOrPartition,
+                ),
+                TopicKey::Id(id) => (by_id.get(id).copied(), ResponseError::UnknownTopicId),
+            };
+            let Some(topic) = topic else {
+                let (name, topic_id) = match &fetch.key.topic {
+                    TopicKey::Name(name) => (Arc::clone(name), uuid::Uuid::nil()),
+                    TopicKey::Id(id) => (Arc::from(""), *id),
+                };
+                return Resolved {
+                    name,
+                    topic_id,
+                    location: Err(unknown),
+                };
+            };
+            let name = Arc::clone(
+                names
+                    .entry(topic.name.as_str())
+                    .or_insert_with(|| Arc::from(topic.name.as_str())),
+            );
+            let location = usize::try_from(fetch.key.partition)
+                .ok()
+                .and_then(|index| topic.partitions.get(index))
+                .map(|assignment| {
+                    let topic_partition = TopicPartition {
+                        topic: Arc::clone(&name),
+                        partition: fetch.key.partition,
+                    };
+                    (topic_partition, ShardId(assignment.shard))
+                })
+                .ok_or(ResponseError::UnknownTopicOrPartition);
+            Resolved {
+                name,
+                topic_id: topic.id,
+                location,
+            }
+        })
+        .collect()
+}
+
+/// One partition read, sent to its owning shard.
+struct ReadSpec {
+    /// Position in the request (and response).
+    slot: usize,
+    topic_partition: TopicPartition,
+    fetch_offset: i64,
+    partition_max_bytes: usize,
+    current_leader_epoch: i32,
+}
+
+/// Run `work` on shard `target`: directly when it is this shard, else
+/// through its inbox.
+pub(crate) async fn on_shard<R, F, W>(
+    shard: &Rc<Shard>,
+    target: ShardId,
+    work: W,
+) -> Result<R, ShardGone>
+where
+    R: Send + 'static,
+    F: Future<Output = R> + 'static,
+    W: FnOnce(Rc<Shard>) -> F + Send + 'static,
+{
+    if target == shard.id {
+        Ok(work(Rc::clone(shard)).await)
+    } else {
+        shard.shards.call(target, work).await
+    }
+}
+
+/// Read every partition (concurrently per owning shard). One answer per
+/// partition, in request order, each within `max_bytes` and its partition
+/// limit as seen from its own shard; [`apply_response_limits`] then applies
+/// the limits across shards.
+async fn read_all(
+    shard: &Rc<Shard>,
+    partitions: &[PartitionFetch],
+    resolved: &[Resolved],
+    max_bytes: usize,
+) -> Vec<PartitionAnswer> {
+    let mut answers: Vec<Option<PartitionAnswer>> = vec![None; partitions.len()];
+    let mut groups: BTreeMap<ShardId, Vec<ReadSpec>> = BTreeMap::new();
+    for (slot, (fetch, resolved)) in partitions.iter().zip(resolved).enumerate() {
+        match &resolved.location {
+            Err(error) => answers[slot] = Some(PartitionAnswer::error(*error)),
+            Ok((topic_partition, owner)) => groups.entry(*owner).or_default().push(ReadSpec {
+                slot,
+                topic_partition: topic_partition.clone(),
+                fetch_offset: fetch.fetch_offset,
+                partition_max_bytes: usize::try_from(fetch.partition_max_bytes).unwrap_or(0),
+                current_leader_epoch: fetch.current_leader_epoch,
+            }),
+        }
+    }
+    let reads = groups.into_iter().map(|(owner, specs)| {
+        let slots: Vec<usize> = specs.iter().map(|spec| spec.slot).collect();
+        async move {
+            let result = on_shard(shard, owner, move |owner_shard| {
+                read_on_owner(owner_shard, specs, max_bytes)
+            })
+            .await;
+            (slots, result)
+        }
+    });
+    for (slots, result) in join_all(reads).await {
+        match result {
+            Ok(read) => {
+                for (slot, answer) in read {
+                    answers[slot] = Some(answer);
+                }
+            }
+            Err(gone) => {
+                tracing::debug!(%gone, "fetch from a stopping shard");
+                for slot in slots {
+                    answers[slot] =
+                        Some(PartitionAnswer::error(ResponseError::NotLeaderOrFollower));
+                }
+            }
+        }
+    }
+    answers
+        .into_iter()
+        .map(|answer| {
+            answer.unwrap_or_else(|| PartitionAnswer::error(ResponseError::UnknownServerError))
+        })
+        .collect()
+}
+
+/// On the owning shard: read `specs` in order, sharing `max_bytes`; the
+/// first partition that returns data gets its first batch whole.
+async fn read_on_owner(
+    owner: Rc<Shard>,
+    specs: Vec<ReadSpec>,
+    max_bytes: usize,
+) -> Vec<(usize, PartitionAnswer)> {
+    let mut remaining = max_bytes;
+    let mut have_data = false;
+    let mut answers = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let limit = remaining.min(spec.partition_max_bytes);
+        let answer = read_partition(&owner, &spec, limit, !have_data).await;
+        remaining = remaining.saturating_sub(answer.records_size);
+        have_data |= answer.records_size > 0;
+        answers.push((spec.slot, answer));
+    }
+    answers
+}
+
+/// Kafka's leader epoch check: -1 skips it.
+pub(crate) fn leader_epoch_error(requested: i32) -> Option<ResponseError> {
+    if requested < 0 || requested == LEADER_EPOCH {
+        None
+    } else if requested > LEADER_EPOCH {
+        Some(ResponseError::UnknownLeaderEpoch)
+    } else {
+        Some(ResponseError::FencedLeaderEpoch)
+    }
+}
+
+async fn read_partition(
+    owner: &Shard,
+    spec: &ReadSpec,
+    limit: usize,
+    min_one_batch: bool,
+) -> PartitionAnswer {
+    let Some(replica) = owner.partition(&spec.topic_partition) else {
+        return PartitionAnswer::error(ResponseError::UnknownTopicOrPartition);
+    };
+    let log = &replica.log;
+    let high_watermark = log.durable_end_offset();
+    let log_start = log.log_start_offset();
+    let mut answer = PartitionAnswer {
+        error_code: 0,
+        high_watermark: high_watermark.value(),
+        last_stable_offset: high_watermark.value(),
+        log_start_offset: log_start.value(),
+        records: Vec::new(),
+        records_size: 0,
+    };
+    if let Some(error) = leader_epoch_error(spec.current_leader_epoch) {
+        answer.error_code = error.code();
+        return answer;
+    }
+    if spec.fetch_offset < log_start.value() || spec.fetch_offset > log.log_end_offset().value() {
+        answer.error_code = ResponseError::OffsetOutOfRange.code();
+        return answer;
+    }
+    // A log read stops at a segment's end: read on from where it stopped.
+    let mut offset = Offset(spec.fetch_offset);
+    while offset < high_watermark {
+        let first = min_one_batch && answer.records.is_empty();
+        if answer.records_size >= limit && !first {
+            break;
+        }
+        let limits = ReadLimits {
+            max_bytes: limit.saturating_sub(answer.records_size),
+            min_one_batch: first,
+            max_offset: high_watermark,
+        };
+        match log.read(offset, limits).await {
+            Ok(result) => {
+                if result.records.is_empty() || result.next_offset <= offset {
+                    break;
+                }
+                answer.records_size += result.records.iter().map(Bytes::len).sum::<usize>();
+                answer.records.extend(result.records);
+                offset = result.next_offset;
+            }
+            Err(error) => {
+                if answer.records.is_empty() {
+                    answer.error_code = match error {
+                        // Retention moved the log start meanwhile.
+                        LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+                        _ => ResponseError::KafkaStorageError,
+                    }
+                    .code();
+                }
+                tracing::warn!(partition = %spec.topic_partition, %error, "fetch read failed");
+                break;
+            }
+        }
+    }
+    answer
+}
+
+/// Apply `max_bytes` and the partition limits across the whole response, in
+/// request order, and the iovec budget. Only the first partition with
+/// records may exceed them, by its first batch. Returns the bytes kept.
+fn apply_response_limits(
+    answers: &mut [PartitionAnswer],
+    partitions: &[PartitionFetch],
+    max_bytes: usize,
+) -> usize {
+    let mut total = 0usize;
+    // The size prefix, and the piece before the first records.
+    let mut parts = 2usize;
+    for (answer, fetch) in answers.iter_mut().zip(partitions) {
+        if answer.records_size == 0 {
+            continue;
+        }
+        let first = total == 0;
+        let partition_max = usize::try_from(fetch.partition_max_bytes).unwrap_or(0);
+        let limit = partition_max.min(max_bytes.saturating_sub(total));
+        if answer.records_size > limit {
+            let records = std::mem::take(&mut answer.records);
+            let (kept, size) = take_batches(records, limit, first);
+            answer.records = kept;
+            answer.records_size = size;
+        }
+        // Each buffer of records, plus the piece that follows them.
+        if parts + answer.records.len() + 1 > RESPONSE_PARTS_MAX {
+            answer.records.clear();
+            answer.records_size = 0;
+        }
+        if answer.records_size > 0 {
+            parts += answer.records.len() + 1;
+        }
+        total += answer.records_size;
+    }
+    total
+}
+
+/// The whole batches of `records` that fit in `limit` bytes (the first one
+/// whatever its size when `first_whole`), slicing buffers, never copying.
+fn take_batches(records: Vec<Bytes>, limit: usize, first_whole: bool) -> (Vec<Bytes>, usize) {
+    let mut kept = Vec::new();
+    let mut size = 0usize;
+    for buffer in records {
+        if size + buffer.len() <= limit {
+            size += buffer.len();
+            kept.push(buffer);
+            continue;
+        }
+        let mut cut = 0usize;
+        while let Some(batch_size) = batch_size_at(&buffer, cut) {
+            let whole_first = first_whole && size == 0;
+            if size + batch_size > limit && !whole_first {
+                break;
+            }
+            size += batch_size;
+            cut += batch_size;
+        }
+        if cut > 0 {
+            kept.push(buffer.slice(..cut));
+        }
+        break;
+    }
+    (kept, size)
+}
+
+/// The size of the batch at `position` of `buffer` (stored batches: the
+/// engine validated them), `None` at the end.
+fn batch_size_at(buffer: &[u8], position: usize) -> Option<usize> {
+    let length_field = buffer.get(position + 8..position + 12)?;
+    let length = i32::from_be_bytes([
+        length_field[0],
+        length_field[1],
+        length_field[2],
+        length_field[3],
+    ]);
+    let size = 12 + usize::try_from(length).ok()?;
+    (position + size <= buffer.len()).then_some(size)
+}
+
+/// What a waiting fetch saw of a partition: it wakes when this changes.
+struct Observed {
+    topic_partition: TopicPartition,
+    high_watermark: i64,
+    log_start_offset: i64,
+}
+
+fn observed(
+    resolved: &[Resolved],
+    answers: &[PartitionAnswer],
+) -> BTreeMap<ShardId, Vec<Observed>> {
+    let mut groups: BTreeMap<ShardId, Vec<Observed>> = BTreeMap::new();
+    for (resolved, answer) in resolved.iter().zip(answers) {
+        if let Ok((topic_partition, owner)) = &resolved.location
+            && answer.error_code == 0
+        {
+            groups.entry(*owner).or_default().push(Observed {
+                topic_partition: topic_partition.clone(),
+                high_watermark: answer.high_watermark,
+                log_start_offset: answer.log_start_offset,
+            });
+        }
+    }
+    groups
+}
+
+/// Wait until a partition of `observed` changes on its owning shard, or
+/// `deadline`. Waits on other shards are cancelled when this returns.
+async fn wait_for_change(
+    shard: &Rc<Shard>,
+    observed: BTreeMap<ShardId, Vec<Observed>>,
+    deadline: Instant,
+) {
+    let mut cancels = Vec::new();
+    let mut waits: Vec<LocalBoxFuture<'_, ()>> = Vec::new();
+    for (owner, partitions) in observed {
+        if owner == shard.id {
+            waits.push(Box::pin(wait_on_owner(
+                Rc::clone(shard),
+                partitions,
+                deadline,
+                None,
+            )));
+        } else {
+            let (cancel, cancelled) = oneshot::channel::<()>();
+            cancels.push(cancel);
+            let shards = Arc::clone(&shard.shards);
+            waits.push(Box::pin(async move {
+                let _ = shards
+                    .call(owner, move |owner_shard| {
+                        wait_on_owner(owner_shard, partitions, deadline, Some(cancelled))
+                    })
+                    .await;
+            }));
+        }
+    }
+    if waits.is_empty() {
+        return;
+    }
+    let _ = select_all(waits).await;
+    drop(cancels);
+}
+
+/// On the owning shard: return when a partition's high watermark or log
+/// start moves (or it disappears), at `deadline`, or when `cancelled`.
+async fn wait_on_owner(
+    owner: Rc<Shard>,
+    observed: Vec<Observed>,
+    deadline: Instant,
+    mut cancelled: Option<oneshot::Receiver<()>>,
+) {
+    loop {
+        let mut replicas = Vec::with_capacity(observed.len());
+        for seen in &observed {
+            let Some(replica) = owner.partition(&seen.topic_partition) else {
+                return;
+            };
+            let log = &replica.log;
+            if log.durable_end_offset().value() != seen.high_watermark
+                || log.log_start_offset().value() != seen.log_start_offset
+            {
+                return;
+            }
+            replicas.push(replica);
+        }
+        let now = Instant::now();
+        if now >= deadline || replicas.is_empty() {
+            return;
+        }
+        let pause = (deadline - now).min(DurableWatch::fallback_poll_interval());
+        let changed = select_all(replicas.iter().map(|replica| replica.durable.changed()));
+        let sleep = pin!(compio::time::sleep(pause));
+        let woken = select(changed, sleep);
+        match cancelled.as_mut() {
+            Some(cancelled) => {
+                if let Either::Right(_) = select(woken, cancelled).await {
+                    return;
+                }
+            }
+            None => {
+                let _ = woken.await;
+            }
+        }
+    }
+}
+
+/// Append an unsigned varint.
+fn put_unsigned_varint(buffer: &mut BytesMut, mut value: u32) {
+    while value >= 0x80 {
+        buffer.put_u8((value as u8 & 0x7f) | 0x80);
+        value >>= 7;
+    }
+    buffer.put_u8(value as u8);
+}
+
+fn put_array_length(buffer: &mut BytesMut, flexible: bool, length: usize) -> anyhow::Result<()> {
+    if flexible {
+        put_unsigned_varint(buffer, u32::try_from(length + 1)?);
+    } else {
+        buffer.put_i32(i32::try_from(length)?);
+    }
+    Ok(())
+}
+
+fn put_string(buffer: &mut BytesMut, flexible: bool, value: &str) -> anyhow::Result<()> {
+    if flexible {
+        put_unsigned_varint(buffer, u32::try_from(value.len() + 1)?);
+    } else {
+        buffer.put_i16(i16::try_from(value.len())?);
+    }
+    buffer.put_slice(value.as_bytes());
+    Ok(())
+}
+
+/// Frame a Fetch response: the size, the response header and the body,
+/// with every partition's record buffers as parts of their own (moved, not
+/// copied). Everything else is encoded into pieces of one buffer.
+pub fn encode_fetch_response(
+    version: i16,
+    correlation_id: i32,
+    answer: FetchAnswer,
+) -> anyhow::Result<ResponseFrame> {
+    anyhow::ensure!(
+        (4..=17).contains(&version),
+        "Fetch v{version} is not framed here"
+    );
+    let flexible = version >= FLEXIBLE_VERSION_MIN;
+    // parts[0] is the size prefix, set at the end.
+    let mut parts: Vec<Bytes> = vec![Bytes::new()];
+    let mut buffer = BytesMut::with_capacity(256);
+    buffer.put_i32(correlation_id);
+    if ApiKey::Fetch.response_header_version(version) >= 1 {
+        put_unsigned_varint(&mut buffer, 0); // header tagged fields
+    }
+    buffer.put_i32(answer.throttle_time_ms);
+    if version >= 7 {
+        buffer.put_i16(answer.error_code);
+        buffer.put_i32(answer.session_id);
+    } else {
+        anyhow::ensure!(answer.error_code == 0 && answer.session_id == INVALID_SESSION_ID);
+    }
+    put_array_length(&mut buffer, flexible, answer.topics.len())?;
+    for topic in answer.topics {
+        if version >= TOPIC_ID_VERSION_MIN {
+            buffer.put_slice(topic.topic_id.as_bytes());
+        } else {
+            put_string(&mut buffer, flexible, &topic.name)?;
+        }
+        put_array_length(&mut buffer, flexible, topic.partitions.len())?;
+        for (partition_index, partition) in topic.partitions {
+            buffer.put_i32(partition_index);
+            buffer.put_i16(partition.error_code);
+            buffer.put_i64(partition.high_watermark);
+            buffer.put_i64(partition.last_stable_offset);
+            if version >= 5 {
+                buffer.put_i64(partition.log_start_offset);
+            }
+            if answer.read_committed {
+                put_array_length(&mut buffer, flexible, 0)?;
+            } else if flexible {
+                put_unsigned_varint(&mut buffer, 0); // null compact array
+            } else {
+                buffer.put_i32(-1); // null array
+            }
+            if version >= 11 {
+                buffer.put_i32(-1); // preferred_read_replica: none
+            }
+            let records_size: usize = partition.records.iter().map(Bytes::len).sum();
+            assert_eq!(records_size, partition.records_size);
+            if flexible {
+                put_unsigned_varint(&mut buffer, u32::try_from(records_size + 1)?);
+            } else {
+                buffer.put_i32(i32::try_from(records_size)?);
+            }
+            if records_size > 0 {
+                parts.push(buffer.split().freeze());
+                parts.extend(
+                    partition
+                        .records
+                        .into_iter()
+                        .filter(|records| !records.is_empty()),
+                );
+            }
+            if flexible {
+                put_unsigned_varint(&mut buffer, 0); // partition tagged fields
+            }
+        }
+        if flexible {
+            put_unsigned_varint(&mut buffer, 0); // topic tagged fields
+        }
+    }
+    if flexible {
+        // Top-level tagged fields: node_endpoints (v16+) only accompany
+        // NOT_LEADER errors, which a single node never answers.
+        put_unsigned_varint(&mut buffer, 0);
+    }
+    if !buffer.is_empty() {
+        parts.push(buffer.freeze());
+    }
+    let size: usize = parts.iter().map(Bytes::len).sum();
+    parts[0] = Bytes::copy_from_slice(&i32::try_from(size)?.to_be_bytes());
+    Ok(ResponseFrame { parts })
+}
+
+#[cfg(test)]
+mod tests;

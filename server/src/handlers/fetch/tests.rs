@@ -1,0 +1,1190 @@
+//! Fetch and ListOffsets on real shards (io_uring runtimes, temporary data
+//! directories), and the hand-framed response against kafka-protocol's.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+use bytes::Buf;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::{
+    FetchResponse, ListOffsetsRequest, ListOffsetsResponse, ResponseHeader, ResponseKind, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+use sluice_engine::batch::build::{BatchBuilder, simple_batch};
+use sluice_engine::io::uring::UringIo;
+use sluice_engine::{Committer, LeaderEpoch, TimestampMs};
+
+use super::*;
+use crate::cli::BrokerConfig;
+use crate::handlers::list_offsets;
+use crate::metadata::{FileMetadataStore, MetadataStore};
+use crate::net::FETCH_RECORD_BYTES_COPIED;
+use crate::protocol::encode_response;
+use crate::shard::Shards;
+use crate::shard::topics::create_topic;
+
+// ---------------------------------------------------------------------------
+// Harness: `count` shards, the first on the test thread.
+
+fn new_shard(
+    index: usize,
+    config: Arc<BrokerConfig>,
+    shards: Arc<Shards>,
+    metadata: Arc<dyn MetadataStore>,
+) -> Rc<Shard> {
+    let io = UringIo::new();
+    Rc::new(Shard {
+        id: ShardId(index),
+        io,
+        committer: Committer::new(io),
+        config,
+        shards,
+        metadata,
+        partitions: Default::default(),
+    })
+}
+
+fn serve<J>(shard: &Rc<Shard>, inbox: flume::Receiver<J>)
+where
+    J: FnOnce(Rc<Shard>) -> LocalBoxFuture<'static, ()> + Send + 'static,
+{
+    let committer = shard.committer.clone();
+    compio::runtime::spawn(async move { committer.run().await }).detach();
+    let inbox_shard = Rc::clone(shard);
+    compio::runtime::spawn(async move {
+        while let Ok(job) = inbox.recv_async().await {
+            compio::runtime::spawn(job(Rc::clone(&inbox_shard))).detach();
+        }
+    })
+    .detach();
+}
+
+fn with_shards<F, Fut>(name: &str, count: usize, test: F)
+where
+    F: FnOnce(Rc<Shard>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("sluice-fetch-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = Arc::new(BrokerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        advertised_host: "127.0.0.1".to_string(),
+        advertised_port: 9092,
+        data_dir: dir.clone(),
+        cores: count,
+        node_id: 0,
+        log_level: "warn".to_string(),
+        auto_create_topics: true,
+        default_partitions: 1,
+        request_bytes_max: 100 << 20,
+    });
+    let metadata: Arc<dyn MetadataStore> = Arc::new(FileMetadataStore::open(&dir, count).unwrap());
+    let (shards, mut inboxes) = Shards::new(count);
+    let first_inbox = inboxes.remove(0);
+    let mut stops = Vec::new();
+    let mut threads = Vec::new();
+    for (offset, inbox) in inboxes.into_iter().enumerate() {
+        let (stop, stopped) = oneshot::channel::<()>();
+        stops.push(stop);
+        let (config, shards, metadata) = (
+            Arc::clone(&config),
+            Arc::clone(&shards),
+            Arc::clone(&metadata),
+        );
+        threads.push(std::thread::spawn(move || {
+            let runtime = compio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async move {
+                let shard = new_shard(offset + 1, config, shards, metadata);
+                serve(&shard, inbox);
+                let _ = stopped.await;
+                shard.close_all().await;
+            });
+        }));
+    }
+    let runtime = compio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let shard = new_shard(0, config, shards, metadata);
+        serve(&shard, first_inbox);
+        test(Rc::clone(&shard)).await;
+        shard.close_all().await;
+    });
+    for stop in stops {
+        let _ = stop.send(());
+    }
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Create `topic` and return its partitions' shards.
+async fn topic(shard: &Rc<Shard>, name: &str, partitions: i32) -> Vec<ShardId> {
+    let topic = create_topic(shard, name, partitions, BTreeMap::new(), false)
+        .await
+        .unwrap();
+    topic
+        .partitions
+        .iter()
+        .map(|assignment| ShardId(assignment.shard))
+        .collect()
+}
+
+/// Append `batch` to `topic`-`partition` wherever it lives, wait until it is
+/// durable, return its base offset. `notify`: through the notifying wrapper.
+async fn append(shard: &Rc<Shard>, name: &str, partition: i32, batch: Bytes, notify: bool) -> i64 {
+    let owner = {
+        let snapshot = shard.metadata.snapshot();
+        ShardId(snapshot.topics[name].partitions[partition as usize].shard)
+    };
+    let topic_partition = TopicPartition::new(name, partition);
+    on_shard(shard, owner, move |owner| async move {
+        let replica = owner.partition(&topic_partition).unwrap();
+        if notify {
+            let appended = replica.append(&batch, LeaderEpoch(0)).unwrap();
+            appended.completion.await.unwrap();
+            appended.base_offset.value()
+        } else {
+            let appended = replica.log.append(&batch, LeaderEpoch(0)).unwrap();
+            appended.completion.await.unwrap();
+            appended.base_offset.value()
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// A topic to fetch: name, id, (partition, offset) pairs.
+type TopicFetch<'a> = (&'a str, uuid::Uuid, Vec<(i32, i64)>);
+
+fn fetch_request(version: i16, topics: Vec<TopicFetch<'_>>) -> FetchRequest {
+    let topics = topics
+        .into_iter()
+        .map(|(name, id, partitions)| {
+            FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(name.to_string())))
+                .with_topic_id(id)
+                .with_partitions(
+                    partitions
+                        .into_iter()
+                        .map(|(partition, offset)| {
+                            FetchPartition::default()
+                                .with_partition(partition)
+                                .with_fetch_offset(offset)
+                                .with_partition_max_bytes(1 << 20)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(50 << 20)
+        .with_session_epoch(if version >= 7 { -1 } else { 0 })
+        .with_topics(topics)
+}
+
+async fn fetch_frame(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> ResponseFrame {
+    match handle(shard, version, 7, request).await.unwrap() {
+        Reply::Frame(frame) => frame,
+        _ => panic!("fetch answers with a frame"),
+    }
+}
+
+fn decode(version: i16, frame: &ResponseFrame) -> FetchResponse {
+    let mut bytes: Vec<u8> = Vec::new();
+    for part in &frame.parts {
+        bytes.extend_from_slice(part);
+    }
+    let mut bytes = Bytes::from(bytes);
+    let size = bytes.get_i32();
+    assert_eq!(size as usize, bytes.len(), "size prefix");
+    let header =
+        ResponseHeader::decode(&mut bytes, ApiKey::Fetch.response_header_version(version)).unwrap();
+    assert_eq!(header.correlation_id, 7);
+    let response = FetchResponse::decode(&mut bytes, version).unwrap();
+    assert!(bytes.is_empty(), "trailing bytes after the response");
+    response
+}
+
+async fn fetch(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> FetchResponse {
+    let frame = fetch_frame(shard, version, request).await;
+    decode(version, &frame)
+}
+
+fn only_partition(response: &FetchResponse) -> &PartitionData {
+    assert_eq!(response.responses.len(), 1);
+    assert_eq!(response.responses[0].partitions.len(), 1);
+    &response.responses[0].partitions[0]
+}
+
+/// Base offsets of the batches in `records`.
+fn batch_offsets(records: &Option<Bytes>) -> Vec<i64> {
+    let records = records.as_ref().expect("records are never null");
+    let mut offsets = Vec::new();
+    let mut position = 0;
+    while let Some(size) = batch_size_at(records, position) {
+        let base = &records[position..position + 8];
+        offsets.push(i64::from_be_bytes(base.try_into().unwrap()));
+        position += size;
+    }
+    assert_eq!(position, records.len(), "whole batches only");
+    offsets
+}
+
+// ---------------------------------------------------------------------------
+// Framing against kafka-protocol.
+
+fn sample_answer(read_committed: bool, session_id: i32, error_code: i16) -> FetchAnswer {
+    let batch_a = simple_batch(3, 10, TimestampMs(1_000));
+    let batch_b = simple_batch(1, 300, TimestampMs(2_000));
+    let batch_c = simple_batch(2, 20, TimestampMs(3_000));
+    let with_records = PartitionAnswer {
+        error_code: 0,
+        high_watermark: 42,
+        last_stable_offset: 42,
+        log_start_offset: 3,
+        records_size: batch_a.len() + batch_b.len(),
+        records: vec![batch_a, batch_b],
+    };
+    let empty = PartitionAnswer {
+        error_code: 0,
+        high_watermark: 7,
+        last_stable_offset: 7,
+        log_start_offset: 0,
+        records: Vec::new(),
+        records_size: 0,
+    };
+    let one_batch = PartitionAnswer {
+        records_size: batch_c.len(),
+        records: vec![batch_c],
+        ..empty.clone()
+    };
+    FetchAnswer {
+        throttle_time_ms: 0,
+        error_code,
+        session_id,
+        read_committed,
+        topics: vec![
+            TopicAnswer {
+                name: Arc::from("orders"),
+                topic_id: uuid::Uuid::from_u128(0x1234_5678_9abc_def0_1122_3344_5566_7788),
+                partitions: vec![
+                    (0, with_records),
+                    (1, PartitionAnswer::error(ResponseError::OffsetOutOfRange)),
+                    (2, empty),
+                ],
+            },
+            TopicAnswer {
+                name: Arc::from("a-topic-with-a-much-longer-name-than-the-first-one"),
+                topic_id: uuid::Uuid::from_u128(7),
+                partitions: vec![(5, one_batch)],
+            },
+            TopicAnswer {
+                name: Arc::from("empty"),
+                topic_id: uuid::Uuid::nil(),
+                partitions: Vec::new(),
+            },
+        ],
+    }
+}
+
+/// The same answer as kafka-protocol's types (records concatenated).
+fn as_kafka_protocol(version: i16, answer: &FetchAnswer) -> FetchResponse {
+    let responses = answer
+        .topics
+        .iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|(index, partition)| {
+                    let mut records = Vec::new();
+                    for buffer in &partition.records {
+                        records.extend_from_slice(buffer);
+                    }
+                    PartitionData::default()
+                        .with_partition_index(*index)
+                        .with_error_code(partition.error_code)
+                        .with_high_watermark(partition.high_watermark)
+                        .with_last_stable_offset(partition.last_stable_offset)
+                        .with_log_start_offset(partition.log_start_offset)
+                        .with_aborted_transactions(answer.read_committed.then(Vec::new))
+                        .with_preferred_read_replica((-1).into())
+                        .with_records(Some(Bytes::from(records)))
+                })
+                .collect();
+            let mut response = FetchableTopicResponse::default().with_partitions(partitions);
+            if version >= TOPIC_ID_VERSION_MIN {
+                response = response.with_topic_id(topic.topic_id);
+            } else {
+                response =
+                    response.with_topic(TopicName(StrBytes::from_string(topic.name.to_string())));
+            }
+            response
+        })
+        .collect();
+    FetchResponse::default()
+        .with_throttle_time_ms(answer.throttle_time_ms)
+        .with_error_code(answer.error_code)
+        .with_session_id(answer.session_id)
+        .with_responses(responses)
+}
+
+fn concatenated(frame: &ResponseFrame) -> Vec<u8> {
+    frame
+        .parts
+        .iter()
+        .flat_map(|part| part.iter().copied())
+        .collect()
+}
+
+#[test]
+fn the_hand_framed_response_matches_kafka_protocol_byte_for_byte_in_every_version() {
+    for version in 4..=17 {
+        for read_committed in [false, true] {
+            let (session_id, error_code) = if version >= 7 { (99, 0) } else { (0, 0) };
+            let answer = sample_answer(read_committed, session_id, error_code);
+            let expected = encode_response(
+                ApiKey::Fetch,
+                version,
+                7,
+                &ResponseKind::Fetch(as_kafka_protocol(version, &answer)),
+            )
+            .unwrap();
+            let framed = encode_fetch_response(version, 7, answer).unwrap();
+            assert_eq!(
+                concatenated(&framed),
+                concatenated(&expected),
+                "Fetch v{version}, read_committed {read_committed}"
+            );
+        }
+        if version >= 7 {
+            // A top-level session error with no topics.
+            let answer = FetchAnswer {
+                throttle_time_ms: 0,
+                error_code: ResponseError::FetchSessionIdNotFound.code(),
+                session_id: 0,
+                topics: Vec::new(),
+                read_committed: false,
+            };
+            let expected = encode_response(
+                ApiKey::Fetch,
+                version,
+                7,
+                &ResponseKind::Fetch(as_kafka_protocol(version, &answer)),
+            )
+            .unwrap();
+            let framed = encode_fetch_response(version, 7, answer).unwrap();
+            assert_eq!(
+                concatenated(&framed),
+                concatenated(&expected),
+                "v{version} error"
+            );
+        }
+    }
+}
+
+#[test]
+fn record_buffers_are_frame_parts_of_their_own() {
+    let answer = sample_answer(false, 0, 0);
+    let records: Vec<Bytes> = answer
+        .topics
+        .iter()
+        .flat_map(|topic| topic.partitions.iter())
+        .flat_map(|(_, partition)| partition.records.iter().cloned())
+        .collect();
+    let frame = encode_fetch_response(12, 7, answer).unwrap();
+    for buffer in &records {
+        assert!(
+            frame
+                .parts
+                .iter()
+                .any(|part| part.as_ptr() == buffer.as_ptr() && part.len() == buffer.len()),
+            "a record buffer was copied"
+        );
+    }
+    // size, pieces around 3 record buffers (two partitions with records).
+    assert_eq!(frame.parts.len(), 1 + 3 + 3);
+}
+
+#[test]
+fn varints_are_kafkas() {
+    for (value, expected) in [
+        (0u32, vec![0u8]),
+        (1, vec![1]),
+        (127, vec![0x7f]),
+        (128, vec![0x80, 0x01]),
+        (300, vec![0xac, 0x02]),
+        (u32::MAX, vec![0xff, 0xff, 0xff, 0xff, 0x0f]),
+    ] {
+        let mut buffer = BytesMut::new();
+        put_unsigned_varint(&mut buffer, value);
+        assert_eq!(&buffer[..], &expected[..], "{value}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Response limits.
+
+fn batches(sizes: &[usize]) -> (Vec<Bytes>, Vec<usize>) {
+    // One buffer holding batches of roughly the given value sizes.
+    let mut buffer = Vec::new();
+    let mut actual = Vec::new();
+    for (index, size) in sizes.iter().enumerate() {
+        let batch = simple_batch(1, *size, TimestampMs(index as i64));
+        actual.push(batch.len());
+        buffer.extend_from_slice(&batch);
+    }
+    (vec![Bytes::from(buffer)], actual)
+}
+
+#[test]
+fn take_batches_cuts_at_batch_boundaries_and_keeps_a_large_first_batch_whole() {
+    let (records, sizes) = batches(&[100, 200, 300]);
+    let all: usize = sizes.iter().sum();
+    let (kept, size) = take_batches(records.clone(), all, false);
+    assert_eq!((kept.len(), size), (1, all));
+    assert_eq!(
+        kept[0].as_ptr(),
+        records[0].as_ptr(),
+        "kept without copying"
+    );
+    let (kept, size) = take_batches(records.clone(), sizes[0] + sizes[1] + 10, false);
+    assert_eq!(size, sizes[0] + sizes[1]);
+    assert_eq!(
+        kept[0].as_ptr(),
+        records[0].as_ptr(),
+        "a slice of the same buffer"
+    );
+    let (kept, size) = take_batches(records.clone(), 10, false);
+    assert_eq!((kept.len(), size), (0, 0));
+    let (_, size) = take_batches(records.clone(), 10, true);
+    assert_eq!(size, sizes[0], "the first batch whole, nothing more");
+    let (_, size) = take_batches(records, 0, true);
+    assert_eq!(size, sizes[0]);
+}
+
+fn partition_fetch(partition_max_bytes: i32) -> PartitionFetch {
+    PartitionFetch {
+        key: PartitionKey {
+            topic: TopicKey::Name(Arc::from("t")),
+            partition: 0,
+        },
+        fetch_offset: 0,
+        partition_max_bytes,
+        current_leader_epoch: -1,
+    }
+}
+
+fn answer_of(records: Vec<Bytes>) -> PartitionAnswer {
+    PartitionAnswer {
+        records_size: records.iter().map(Bytes::len).sum(),
+        records,
+        ..PartitionAnswer::default()
+    }
+}
+
+#[test]
+fn response_limits_apply_across_partitions_with_one_oversized_first_batch() {
+    let (first, first_sizes) = batches(&[1000, 10]);
+    let (second, second_sizes) = batches(&[10, 10]);
+    let (third, _) = batches(&[10]);
+    let mut answers = vec![
+        PartitionAnswer::default(),
+        answer_of(first),
+        answer_of(second),
+        answer_of(third),
+    ];
+    let fetches = vec![partition_fetch(1 << 20); 4];
+    // max_bytes smaller than the first batch: it comes whole, alone.
+    let total = apply_response_limits(&mut answers, &fetches, 100);
+    assert_eq!(total, first_sizes[0]);
+    assert_eq!(answers[1].records_size, first_sizes[0]);
+    assert_eq!(answers[2].records_size, 0);
+    assert_eq!(answers[3].records_size, 0);
+
+    // Partition limits apply to every partition but the first with data.
+    let (first, _) = batches(&[1000]);
+    let (second, _) = batches(&[10, 10]);
+    let mut answers = vec![answer_of(first), answer_of(second)];
+    let fetches = vec![partition_fetch(10), partition_fetch(second_sizes[0] as i32)];
+    let total = apply_response_limits(&mut answers, &fetches, 1 << 20);
+    assert_eq!(answers[1].records_size, second_sizes[0]);
+    assert_eq!(total, answers[0].records_size + second_sizes[0]);
+}
+
+#[test]
+fn a_response_never_needs_more_iovecs_than_the_kernel_takes() {
+    let mut answers: Vec<PartitionAnswer> = (0..2000)
+        .map(|index| answer_of(vec![simple_batch(1, 1, TimestampMs(index))]))
+        .collect();
+    let fetches = vec![partition_fetch(1 << 20); answers.len()];
+    apply_response_limits(&mut answers, &fetches, usize::MAX);
+    let topics = vec![TopicAnswer {
+        name: Arc::from("t"),
+        topic_id: uuid::Uuid::nil(),
+        partitions: answers
+            .into_iter()
+            .enumerate()
+            .map(|(index, answer)| (index as i32, answer))
+            .collect(),
+    }];
+    let answer = FetchAnswer {
+        throttle_time_ms: 0,
+        error_code: 0,
+        session_id: 0,
+        topics,
+        read_committed: false,
+    };
+    let frame = encode_fetch_response(12, 1, answer).unwrap();
+    assert!(
+        frame.parts.len() <= RESPONSE_PARTS_MAX,
+        "{}",
+        frame.parts.len()
+    );
+    assert!(frame.parts.len() > RESPONSE_PARTS_MAX - 10);
+}
+
+// ---------------------------------------------------------------------------
+// Fetch on shards.
+
+#[test]
+fn fetched_records_are_the_logs_own_buffers_never_copies() {
+    with_shards("zero_copy", 1, |shard| async move {
+        topic(&shard, "t", 1).await;
+        for index in 0..5 {
+            append(
+                &shard,
+                "t",
+                0,
+                simple_batch(10, 100, TimestampMs(index)),
+                true,
+            )
+            .await;
+        }
+        let replica = shard.partition(&TopicPartition::new("t", 0)).unwrap();
+        let direct = replica
+            .log
+            .read(
+                Offset(0),
+                ReadLimits {
+                    max_bytes: 1 << 20,
+                    min_one_batch: true,
+                    max_offset: replica.log.durable_end_offset(),
+                },
+            )
+            .await
+            .unwrap();
+        assert!(!direct.records.is_empty());
+        let copied_before = FETCH_RECORD_BYTES_COPIED.load(Ordering::Relaxed);
+        let frame = fetch_frame(
+            &shard,
+            12,
+            fetch_request(12, vec![("t", uuid::Uuid::nil(), vec![(0, 0)])]),
+        )
+        .await;
+        for buffer in &direct.records {
+            assert!(
+                frame
+                    .parts
+                    .iter()
+                    .any(|part| part.as_ptr() == buffer.as_ptr() && part.len() == buffer.len()),
+                "the frame holds the log's buffer itself"
+            );
+        }
+        assert_eq!(FETCH_RECORD_BYTES_COPIED.load(Ordering::Relaxed), 0);
+        assert_eq!(copied_before, 0);
+        let response = decode(12, &frame);
+        let partition = only_partition(&response);
+        assert_eq!(batch_offsets(&partition.records), vec![0, 10, 20, 30, 40]);
+        assert_eq!(partition.high_watermark, 50);
+        assert_eq!(partition.last_stable_offset, 50);
+        assert_eq!(partition.log_start_offset, 0);
+    });
+}
+
+#[test]
+fn the_read_path_hands_the_frame_the_buffers_it_read() {
+    with_shards("read_path", 1, |shard| async move {
+        topic(&shard, "t", 1).await;
+        for index in 0..3 {
+            append(
+                &shard,
+                "t",
+                0,
+                simple_batch(5, 50, TimestampMs(index)),
+                true,
+            )
+            .await;
+        }
+        let partitions = vec![partition_fetch(1 << 20)];
+        let resolved = resolve(&shard, 12, &partitions);
+        let mut answers = read_all(&shard, &partitions, &resolved, 1 << 20).await;
+        apply_response_limits(&mut answers, &partitions, 1 << 20);
+        let read: Vec<(usize, usize)> = answers[0]
+            .records
+            .iter()
+            .map(|buffer| (buffer.as_ptr() as usize, buffer.len()))
+            .collect();
+        assert!(!read.is_empty());
+        let frame = encode_fetch_response(
+            12,
+            1,
+            FetchAnswer {
+                throttle_time_ms: 0,
+                error_code: 0,
+                session_id: 0,
+                topics: vec![TopicAnswer {
+                    name: Arc::from("t"),
+                    topic_id: uuid::Uuid::nil(),
+                    partitions: vec![(0, answers.remove(0))],
+                }],
+                read_committed: false,
+            },
+        )
+        .unwrap();
+        let parts: Vec<(usize, usize)> = frame
+            .parts
+            .iter()
+            .map(|part| (part.as_ptr() as usize, part.len()))
+            .collect();
+        for buffer in read {
+            assert!(parts.contains(&buffer));
+        }
+        assert_eq!(FETCH_RECORD_BYTES_COPIED.load(Ordering::Relaxed), 0);
+    });
+}
+
+#[test]
+fn a_fetch_outside_the_log_is_offset_out_of_range_and_reports_the_offsets() {
+    with_shards("out_of_range", 1, |shard| async move {
+        topic(&shard, "t", 1).await;
+        append(&shard, "t", 0, simple_batch(4, 10, TimestampMs(1)), true).await;
+        for version in [4, 11, 12, 16, 17] {
+            let id = shard.metadata.snapshot().topics["t"].id;
+            for offset in [5, 1000, -1] {
+                let request = fetch_request(version, vec![("t", id, vec![(0, offset)])]);
+                let response = fetch(&shard, version, request).await;
+                let partition = only_partition(&response);
+                assert_eq!(
+                    partition.error_code,
+                    ResponseError::OffsetOutOfRange.code(),
+                    "v{version} offset {offset}"
+                );
+                assert_eq!(partition.high_watermark, 4);
+                assert_eq!(
+                    partition.log_start_offset,
+                    if version >= 5 { 0 } else { -1 }
+                );
+                assert_eq!(partition.records.as_ref().map(Bytes::len), Some(0));
+            }
+        }
+    });
+}
+
+#[test]
+fn a_fetch_at_the_log_end_waits_for_max_wait_and_answers_empty() {
+    with_shards("at_end", 1, |shard| async move {
+        topic(&shard, "t", 1).await;
+        append(&shard, "t", 0, simple_batch(4, 10, TimestampMs(1)), true).await;
+        let request =
+            fetch_request(12, vec![("t", uuid::Uuid::nil(), vec![(0, 4)])]).with_max_wait_ms(300);
+        let started = Instant::now();
+        let response = fetch(&shard, 12, request).await;
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(290),
+            "waited only {waited:?}"
+        );
+        assert!(waited < Duration::from_secs(3), "waited {waited:?}");
+        let partition = only_partition(&response);
+        assert_eq!(partition.error_code, 0);
+        assert_eq!(partition.high_watermark, 4);
+        assert_eq!(batch_offsets(&partition.records), Vec::<i64>::new());
+    });
+}
+
+/// A fetch waiting at the end of `t`-`partition` answers soon after another
+/// task appends (through the notifying wrapper or straight to the log).
+async fn long_poll_wakes_on_append(shard: Rc<Shard>, partition: i32, notify: bool) {
+    let request = fetch_request(12, vec![("t", uuid::Uuid::nil(), vec![(partition, 0)])])
+        .with_max_wait_ms(10_000);
+    let appender = Rc::clone(&shard);
+    compio::runtime::spawn(async move {
+        compio::time::sleep(Duration::from_millis(100)).await;
+        append(
+            &appender,
+            "t",
+            partition,
+            simple_batch(3, 10, TimestampMs(1)),
+            notify,
+        )
+        .await;
+    })
+    .detach();
+    let started = Instant::now();
+    let response = fetch(&shard, 12, request).await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(90),
+        "answered before the append: {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(2), "not woken: {waited:?}");
+    let partition = only_partition(&response);
+    assert_eq!(batch_offsets(&partition.records), vec![0]);
+    assert_eq!(partition.high_watermark, 3);
+}
+
+#[test]
+fn a_long_poll_wakes_when_an_append_becomes_durable() {
+    with_shards("wake_notify", 1, |shard| async move {
+        topic(&shard, "t", 1).await;
+        long_poll_wakes_on_append(shard, 0, true).await;
+    });
+}
+
+#[test]
+fn a_long_poll_wakes_even_when_the_append_does_not_notify() {
+    with_shards("wake_poll", 1, |shard| async move {
+        topic(&shard, "t", 1).await;
+        long_poll_wakes_on_append(shard, 0, false).await;
+    });
+}
+
+#[test]
+fn a_long_poll_on_an_interval_flushed_topic_answers_after_the_flush() {
+    with_shards("wake_interval", 1, |shard| async move {
+        let mut configs = BTreeMap::new();
+        configs.insert("flush.ms".to_string(), "300".to_string());
+        create_topic(&shard, "t", 1, configs, false).await.unwrap();
+        let request = fetch_request(12, vec![("t", uuid::Uuid::nil(), vec![(0, 0)])])
+            .with_max_wait_ms(10_000);
+        let appender = Rc::clone(&shard);
+        compio::runtime::spawn(async move {
+            compio::time::sleep(Duration::from_millis(50)).await;
+            // Acknowledged at once, visible (durable) only after the flush.
+            append(&appender, "t", 0, simple_batch(2, 10, TimestampMs(1)), true).await;
+        })
+        .detach();
+        let started = Instant::now();
+        let response = fetch(&shard, 12, request).await;
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(200),
+            "answered before the flush: {waited:?}"
+        );
+        assert!(waited < Duration::from_secs(3), "not woken: {waited:?}");
+        assert_eq!(batch_offsets(&only_partition(&response).records), vec![0]);
+    });
+}
+
+#[test]
+fn a_long_poll_wakes_for_a_partition_on_another_shard() {
+    with_shards("wake_remote", 2, |shard| async move {
+        let shards = topic(&shard, "t", 2).await;
+        let remote = shards
+            .iter()
+            .position(|owner| *owner != shard.id)
+            .expect("a partition on the other shard") as i32;
+        long_poll_wakes_on_append(Rc::clone(&shard), remote, true).await;
+    });
+}
+
+#[test]
+fn min_bytes_keeps_waiting_until_enough_data_arrived() {
+    with_shards("min_bytes", 1, |shard| async move {
+        topic(&shard, "t", 1).await;
+        let small = simple_batch(1, 10, TimestampMs(1));
+        let request = fetch_request(12, vec![("t", uuid::Uuid::nil(), vec![(0, 0)])])
+            .with_max_wait_ms(10_000)
+            .with_min_bytes((small.len() * 3) as i32);
+        let appender = Rc::clone(&shard);
+        compio::runtime::spawn(async move {
+            for _ in 0..3 {
+                compio::time::sleep(Duration::from_millis(50)).await;
+                append(&appender, "t", 0, simple_batch(1, 10, TimestampMs(1)), true).await;
+            }
+        })
+        .detach();
+        let started = Instant::now();
+        let response = fetch(&shard, 12, request).await;
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(
+            batch_offsets(&only_partition(&response).records),
+            vec![0, 1, 2]
+        );
+    });
+}
+
+#[test]
+fn a_fetch_from_the_middle_of_a_batch_returns_the_whole_batch() {
+    with_shards("middle", 1, |shard| async move {
+        topic(&shard, "t", 1).await;
+        append(&shard, "t", 0, simple_batch(10, 10, TimestampMs(1)), true).await;
+        append(&shard, "t", 0, simple_batch(10, 10, TimestampMs(2)), true).await;
+        let request = fetch_request(12, vec![("t", uuid::Uuid::nil(), vec![(0, 15)])]);
+        let response = fetch(&shard, 12, request).await;
+        assert_eq!(batch_offsets(&only_partition(&response).records), vec![10]);
+    });
+}
+
+#[test]
+fn max_bytes_bounds_the_response_but_the_first_batch_comes_whole() {
+    with_shards("max_bytes", 2, |shard| async move {
+        topic(&shard, "t", 2).await;
+        let large = simple_batch(1, 5000, TimestampMs(1));
+        let small = simple_batch(1, 10, TimestampMs(2));
+        append(&shard, "t", 0, large.clone(), true).await;
+        append(&shard, "t", 0, small.clone(), true).await;
+        append(&shard, "t", 1, small.clone(), true).await;
+        // max_bytes below the first batch: that batch, nothing else.
+        let request = fetch_request(12, vec![("t", uuid::Uuid::nil(), vec![(0, 0), (1, 0)])])
+            .with_max_bytes(100);
+        let response = fetch(&shard, 12, request).await;
+        let partitions = &response.responses[0].partitions;
+        assert_eq!(batch_offsets(&partitions[0].records), vec![0]);
+        assert_eq!(batch_offsets(&partitions[1].records), Vec::<i64>::new());
+        // Room for everything.
+        let request = fetch_request(12, vec![("t", uuid::Uuid::nil(), vec![(0, 0), (1, 0)])]);
+        let response = fetch(&shard, 12, request).await;
+        let partitions = &response.responses[0].partitions;
+        assert_eq!(batch_offsets(&partitions[0].records), vec![0, 1]);
+        assert_eq!(batch_offsets(&partitions[1].records), vec![0]);
+        // partition_max_bytes below the first batch of the second partition.
+        let mut request = fetch_request(12, vec![("t", uuid::Uuid::nil(), vec![(1, 0), (0, 0)])]);
+        request.topics[0].partitions[1].partition_max_bytes = 100;
+        let response = fetch(&shard, 12, request).await;
+        let partitions = &response.responses[0].partitions;
+        assert_eq!(partitions[0].partition_index, 1);
+        assert_eq!(batch_offsets(&partitions[0].records), vec![0]);
+        assert_eq!(batch_offsets(&partitions[1].records), Vec::<i64>::new());
+    });
+}
+
+#[test]
+fn unknown_topics_and_partitions_are_reported_per_partition() {
+    with_shards("unknown", 1, |shard| async move {
+        topic(&shard, "t", 1).await;
+        let request = fetch_request(
+            12,
+            vec![
+                ("t", uuid::Uuid::nil(), vec![(0, 0), (3, 0)]),
+                ("missing", uuid::Uuid::nil(), vec![(0, 0)]),
+            ],
+        );
+        let response = fetch(&shard, 12, request).await;
+        let unknown = ResponseError::UnknownTopicOrPartition.code();
+        assert_eq!(response.responses[0].partitions[0].error_code, 0);
+        assert_eq!(response.responses[0].partitions[1].error_code, unknown);
+        assert_eq!(response.responses[0].partitions[1].high_watermark, -1);
+        assert_eq!(response.responses[1].topic.0.as_str(), "missing");
+        assert_eq!(response.responses[1].partitions[0].error_code, unknown);
+        // v13+: topics by id.
+        let id = shard.metadata.snapshot().topics["t"].id;
+        let stranger = uuid::Uuid::from_u128(42);
+        let request = fetch_request(
+            13,
+            vec![("", id, vec![(0, 0)]), ("", stranger, vec![(0, 0)])],
+        );
+        let response = fetch(&shard, 13, request).await;
+        assert_eq!(response.responses[0].topic_id, id);
+        assert_eq!(response.responses[0].partitions[0].error_code, 0);
+        assert_eq!(response.responses[1].topic_id, stranger);
+        assert_eq!(
+            response.responses[1].partitions[0].error_code,
+            ResponseError::UnknownTopicId.code()
+        );
+    });
+}
+
+#[test]
+fn topics_are_fetched_by_id_from_v13() {
+    with_shards("by_id", 1, |shard| async move {
+        topic(&shard, "t", 1).await;
+        append(&shard, "t", 0, simple_batch(2, 10, TimestampMs(1)), true).await;
+        let id = shard.metadata.snapshot().topics["t"].id;
+        for version in 13..=17 {
+            let request = fetch_request(version, vec![("", id, vec![(0, 0)])]);
+            let response = fetch(&shard, version, request).await;
+            assert_eq!(response.responses[0].topic_id, id);
+            assert_eq!(batch_offsets(&only_partition(&response).records), vec![0]);
+        }
+    });
+}
+
+#[test]
+fn a_newer_leader_epoch_is_refused() {
+    with_shards("epoch", 1, |shard| async move {
+        topic(&shard, "t", 1).await;
+        let mut request = fetch_request(12, vec![("t", uuid::Uuid::nil(), vec![(0, 0)])]);
+        request.topics[0].partitions[0].current_leader_epoch = 5;
+        let response = fetch(&shard, 12, request).await;
+        assert_eq!(
+            only_partition(&response).error_code,
+            ResponseError::UnknownLeaderEpoch.code()
+        );
+    });
+}
+
+#[test]
+fn reads_continue_across_segments() {
+    with_shards("segments", 1, |shard| async move {
+        let mut configs = BTreeMap::new();
+        configs.insert("segment.bytes".to_string(), "16384".to_string());
+        create_topic(&shard, "t", 1, configs, false).await.unwrap();
+        for index in 0..20 {
+            append(
+                &shard,
+                "t",
+                0,
+                simple_batch(1, 3000, TimestampMs(index)),
+                true,
+            )
+            .await;
+        }
+        let segments = shard
+            .partition(&TopicPartition::new("t", 0))
+            .unwrap()
+            .log
+            .segment_count();
+        assert!(segments > 2, "{segments} segments");
+        let request = fetch_request(12, vec![("t", uuid::Uuid::nil(), vec![(0, 0)])]);
+        let response = fetch(&shard, 12, request).await;
+        assert_eq!(
+            batch_offsets(&only_partition(&response).records),
+            (0..20).collect::<Vec<_>>()
+        );
+    });
+}
+
+#[test]
+fn a_session_answers_only_partitions_with_news() {
+    with_shards("sessions", 1, |shard| async move {
+        topic(&shard, "t", 2).await;
+        append(&shard, "t", 0, simple_batch(2, 10, TimestampMs(1)), true).await;
+        // Full fetch opening a session.
+        let request = fetch_request(12, vec![("t", uuid::Uuid::nil(), vec![(0, 0), (1, 0)])])
+            .with_session_id(0)
+            .with_session_epoch(0);
+        let response = fetch(&shard, 12, request).await;
+        assert_eq!(response.error_code, 0);
+        let session_id = response.session_id;
+        assert!(session_id > 0);
+        assert_eq!(response.responses[0].partitions.len(), 2);
+        // Incremental: t-0 moved to offset 2; nothing new anywhere.
+        let request = fetch_request(12, vec![("t", uuid::Uuid::nil(), vec![(0, 2)])])
+            .with_session_id(session_id)
+            .with_session_epoch(1)
+            .with_max_wait_ms(50);
+        let response = fetch(&shard, 12, request).await;
+        assert_eq!(response.session_id, session_id);
+        assert!(response.responses.is_empty(), "{response:?}");
+        // New data on t-1: only t-1 is answered.
+        append(&shard, "t", 1, simple_batch(1, 10, TimestampMs(1)), true).await;
+        let request = fetch_request(12, vec![])
+            .with_session_id(session_id)
+            .with_session_epoch(2);
+        let response = fetch(&shard, 12, request).await;
+        let partition = only_partition(&response);
+        assert_eq!(partition.partition_index, 1);
+        assert_eq!(batch_offsets(&partition.records), vec![0]);
+        // Forget t-1; a stale epoch and an unknown session are refused.
+        let request = fetch_request(12, vec![])
+            .with_session_id(session_id)
+            .with_session_epoch(3)
+            .with_forgotten_topics_data(vec![
+                ForgottenTopic::default()
+                    .with_topic(TopicName(StrBytes::from_static_str("t")))
+                    .with_partitions(vec![1]),
+            ]);
+        let response = fetch(&shard, 12, request).await;
+        assert_eq!(response.error_code, 0);
+        let request = fetch_request(12, vec![])
+            .with_session_id(session_id)
+            .with_session_epoch(3);
+        let response = fetch(&shard, 12, request).await;
+        assert_eq!(
+            response.error_code,
+            ResponseError::InvalidFetchSessionEpoch.code()
+        );
+        assert_eq!(response.session_id, 0);
+        assert!(response.responses.is_empty());
+        let request = fetch_request(12, vec![])
+            .with_session_id(session_id.wrapping_add(1))
+            .with_session_epoch(1);
+        let response = fetch(&shard, 12, request).await;
+        assert_eq!(
+            response.error_code,
+            ResponseError::FetchSessionIdNotFound.code()
+        );
+        with_shard_sessions(|cache| {
+            assert_eq!(cache.expected_epoch(session_id), Some(4));
+        });
+    });
+}
+
+#[test]
+fn sessions_work_with_topic_ids_from_v13() {
+    with_shards("sessions_by_id", 1, |shard| async move {
+        topic(&shard, "t", 2).await;
+        let id = shard.metadata.snapshot().topics["t"].id;
+        append(&shard, "t", 1, simple_batch(2, 10, TimestampMs(1)), true).await;
+        let request = fetch_request(16, vec![("", id, vec![(0, 0), (1, 0)])])
+            .with_session_id(0)
+            .with_session_epoch(0);
+        let response = fetch(&shard, 16, request).await;
+        let session_id = response.session_id;
+        assert!(session_id > 0);
+        assert_eq!(response.responses[0].topic_id, id);
+        // t-1 consumed up to 2: nothing new, nothing answered.
+        let request = fetch_request(16, vec![("", id, vec![(1, 2)])])
+            .with_session_id(session_id)
+            .with_session_epoch(1);
+        let response = fetch(&shard, 16, request).await;
+        assert!(response.responses.is_empty(), "{response:?}");
+        // A v12 request (names) on a session of ids is refused.
+        let request = fetch_request(12, vec![])
+            .with_session_id(session_id)
+            .with_session_epoch(2);
+        let response = fetch(&shard, 12, request).await;
+        assert_eq!(
+            response.error_code,
+            ResponseError::FetchSessionTopicIdError.code()
+        );
+        // Forget both partitions by id: the session closes.
+        let request = fetch_request(16, vec![])
+            .with_session_id(session_id)
+            .with_session_epoch(2)
+            .with_forgotten_topics_data(vec![
+                ForgottenTopic::default()
+                    .with_topic_id(id)
+                    .with_partitions(vec![0, 1]),
+            ]);
+        let response = fetch(&shard, 16, request).await;
+        assert_eq!(response.error_code, 0);
+        assert_eq!(response.session_id, 0);
+        with_shard_sessions(|cache| assert!(!cache.contains(session_id)));
+    });
+}
+
+// ---------------------------------------------------------------------------
+// ListOffsets.
+
+async fn list_offsets(
+    shard: &Rc<Shard>,
+    version: i16,
+    name: &str,
+    queries: &[(i32, i64)],
+) -> Vec<(i16, i64, i64, i32)> {
+    let request = ListOffsetsRequest::default()
+        .with_replica_id((-1).into())
+        .with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(name.to_string())))
+                .with_partitions(
+                    queries
+                        .iter()
+                        .map(|(partition, timestamp)| {
+                            ListOffsetsPartition::default()
+                                .with_partition_index(*partition)
+                                .with_timestamp(*timestamp)
+                        })
+                        .collect(),
+                ),
+        ]);
+    let Reply::Body(body) = list_offsets::handle(shard, version, request).await.unwrap() else {
+        panic!("list offsets answers with a body");
+    };
+    // Every version must encode (fields outside a version stay at defaults).
+    encode_response(ApiKey::ListOffsets, version, 1, &body).unwrap();
+    let ResponseKind::ListOffsets(ListOffsetsResponse { topics, .. }) = *body else {
+        panic!("not a ListOffsets response");
+    };
+    topics[0]
+        .partitions
+        .iter()
+        .map(|partition| {
+            (
+                partition.error_code,
+                partition.timestamp,
+                partition.offset,
+                partition.leader_epoch,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn list_offsets_finds_earliest_latest_max_timestamp_and_by_time() {
+    with_shards("list_offsets", 2, |shard| async move {
+        topic(&shard, "t", 2).await;
+        // Offsets 0..3 at 1000, 1001, 1002; 3..5 at 5000 and 900 (max 5000
+        // at offset 3); 5 at 3000.
+        let first = BatchBuilder::new()
+            .record(None, Some(&b"a"[..]), TimestampMs(1000))
+            .record(None, Some(&b"b"[..]), TimestampMs(1001))
+            .record(None, Some(&b"c"[..]), TimestampMs(1002))
+            .build();
+        let second = BatchBuilder::new()
+            .record(None, Some(&b"d"[..]), TimestampMs(5000))
+            .record(None, Some(&b"e"[..]), TimestampMs(900))
+            .build();
+        let third = BatchBuilder::new()
+            .record(None, Some(&b"f"[..]), TimestampMs(3000))
+            .build();
+        for batch in [first, second, third] {
+            append(&shard, "t", 1, batch, true).await;
+        }
+        let answers = list_offsets(
+            &shard,
+            7,
+            "t",
+            &[
+                (1, -2),
+                (1, -1),
+                (1, -3),
+                (1, 1001),
+                (1, 1003),
+                (1, 4000),
+                (1, 6000),
+                (0, -1),
+                (0, -3),
+                (9, -1),
+            ],
+        )
+        .await;
+        let unknown = ResponseError::UnknownTopicOrPartition.code();
+        assert_eq!(
+            answers,
+            vec![
+                (0, -1, 0, 0),
+                (0, -1, 6, 0),
+                (0, 5000, 3, 0),
+                (0, 1001, 1, 0),
+                (0, 5000, 3, 0),
+                (0, 5000, 3, 0),
+                (0, -1, -1, -1),
+                (0, -1, 0, 0),
+                (0, -1, -1, -1),
+                (unknown, -1, -1, -1),
+            ]
+        );
+        let answers = list_offsets(&shard, 1, "missing", &[(0, -1)]).await;
+        assert_eq!(answers, vec![(unknown, -1, -1, -1)]);
+        for version in 1..=10 {
+            let answers = list_offsets(&shard, version, "t", &[(1, -1), (1, 1001)]).await;
+            let epoch = if version >= 4 { 0 } else { -1 };
+            assert_eq!(
+                answers,
+                vec![(0, -1, 6, epoch), (0, 1001, 1, epoch)],
+                "v{version}"
+            );
+        }
+    });
+}

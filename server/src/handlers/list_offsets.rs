@@ -1,0 +1,235 @@
+//! ListOffsets (API 2), v1..=10: offsets by time, for consumers' offset
+//! resets, `offsetsForTimes` and watermarks.
+//!
+//! Runs on the connection's shard; each owning shard answers for its
+//! partitions (one call per shard, concurrently). Special timestamps:
+//! - -2 EARLIEST, -4 EARLIEST_LOCAL (no tiered storage: the same): the log
+//!   start offset;
+//! - -1 LATEST: the high watermark (the durable end; with no transactions
+//!   the last stable offset is the same, so read_committed gets it too);
+//! - -3 MAX_TIMESTAMP: the record with the largest timestamp;
+//! - -5 LATEST_TIERED: nothing is tiered, so offset -1.
+//!
+//! Any other timestamp finds the first record whose timestamp is >= it;
+//! offset and timestamp -1 when no record below the high watermark is that
+//! recent (Kafka hides records consumers could not read yet).
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use futures_util::future::join_all;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, ResponseKind};
+use sluice_engine::{LogError, Offset, TimestampMs};
+
+use crate::handlers::Reply;
+use crate::handlers::fetch::{LEADER_EPOCH, leader_epoch_error, on_shard};
+use crate::shard::{Shard, ShardId, TopicPartition};
+
+pub const LATEST_TIMESTAMP: i64 = -1;
+pub const EARLIEST_TIMESTAMP: i64 = -2;
+pub const MAX_TIMESTAMP: i64 = -3;
+pub const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
+pub const LATEST_TIERED_TIMESTAMP: i64 = -5;
+
+/// Versions whose partitions carry a leader epoch.
+const LEADER_EPOCH_VERSION_MIN: i16 = 4;
+
+/// One partition's answer: error, timestamp, offset, leader epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OffsetAnswer {
+    pub error_code: i16,
+    pub timestamp: i64,
+    pub offset: i64,
+    pub leader_epoch: i32,
+}
+
+impl OffsetAnswer {
+    fn error(error: ResponseError) -> OffsetAnswer {
+        OffsetAnswer {
+            error_code: error.code(),
+            ..OffsetAnswer::NOT_FOUND
+        }
+    }
+
+    /// No record matches (Kafka's UNKNOWN offset, no error).
+    const NOT_FOUND: OffsetAnswer = OffsetAnswer {
+        error_code: 0,
+        timestamp: -1,
+        offset: -1,
+        leader_epoch: -1,
+    };
+
+    fn found(offset: Offset, timestamp: i64) -> OffsetAnswer {
+        OffsetAnswer {
+            error_code: 0,
+            timestamp,
+            offset: offset.value(),
+            leader_epoch: LEADER_EPOCH,
+        }
+    }
+}
+
+struct Query {
+    slot: usize,
+    topic_partition: TopicPartition,
+    timestamp: i64,
+    current_leader_epoch: i32,
+}
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    version: i16,
+    request: ListOffsetsRequest,
+) -> anyhow::Result<Reply> {
+    let snapshot = shard.metadata.snapshot();
+    let mut answers: Vec<Option<OffsetAnswer>> = Vec::new();
+    let mut groups: BTreeMap<ShardId, Vec<Query>> = BTreeMap::new();
+    for topic in &request.topics {
+        let found = snapshot.topics.get(topic.name.0.as_str());
+        for partition in &topic.partitions {
+            let slot = answers.len();
+            let assignment = found.and_then(|metadata| {
+                usize::try_from(partition.partition_index)
+                    .ok()
+                    .and_then(|index| metadata.partitions.get(index))
+            });
+            match assignment {
+                None => answers.push(Some(OffsetAnswer::error(
+                    ResponseError::UnknownTopicOrPartition,
+                ))),
+                Some(assignment) => {
+                    answers.push(None);
+                    groups
+                        .entry(ShardId(assignment.shard))
+                        .or_default()
+                        .push(Query {
+                            slot,
+                            topic_partition: TopicPartition::new(
+                                topic.name.0.as_str(),
+                                partition.partition_index,
+                            ),
+                            timestamp: partition.timestamp,
+                            current_leader_epoch: partition.current_leader_epoch,
+                        });
+                }
+            }
+        }
+    }
+    let calls = groups.into_iter().map(|(owner, queries)| {
+        let slots: Vec<usize> = queries.iter().map(|query| query.slot).collect();
+        async move {
+            let result = on_shard(shard, owner, move |owner_shard| async move {
+                let mut answers = Vec::with_capacity(queries.len());
+                for query in queries {
+                    answers.push((query.slot, answer_on_owner(&owner_shard, &query).await));
+                }
+                answers
+            })
+            .await;
+            (slots, result)
+        }
+    });
+    for (slots, result) in join_all(calls).await {
+        match result {
+            Ok(found) => {
+                for (slot, answer) in found {
+                    answers[slot] = Some(answer);
+                }
+            }
+            Err(gone) => {
+                tracing::debug!(%gone, "list offsets on a stopping shard");
+                for slot in slots {
+                    answers[slot] = Some(OffsetAnswer::error(ResponseError::NotLeaderOrFollower));
+                }
+            }
+        }
+    }
+    let mut answers = answers.into_iter();
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|partition| {
+                    let answer = answers
+                        .next()
+                        .flatten()
+                        .unwrap_or(OffsetAnswer::error(ResponseError::UnknownServerError));
+                    ListOffsetsPartitionResponse::default()
+                        .with_partition_index(partition.partition_index)
+                        .with_error_code(answer.error_code)
+                        .with_timestamp(answer.timestamp)
+                        .with_offset(answer.offset)
+                        // Not in the schema before v4: must stay at its default.
+                        .with_leader_epoch(if version >= LEADER_EPOCH_VERSION_MIN {
+                            answer.leader_epoch
+                        } else {
+                            -1
+                        })
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(topic.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    let response = ListOffsetsResponse::default().with_topics(topics);
+    Ok(Reply::Body(Box::new(ResponseKind::ListOffsets(response))))
+}
+
+async fn answer_on_owner(owner: &Shard, query: &Query) -> OffsetAnswer {
+    let Some(replica) = owner.partition(&query.topic_partition) else {
+        return OffsetAnswer::error(ResponseError::UnknownTopicOrPartition);
+    };
+    if let Some(error) = leader_epoch_error(query.current_leader_epoch) {
+        return OffsetAnswer::error(error);
+    }
+    let log = &replica.log;
+    let high_watermark = log.durable_end_offset();
+    let found = match query.timestamp {
+        EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => {
+            return OffsetAnswer::found(log.log_start_offset(), -1);
+        }
+        LATEST_TIMESTAMP => return OffsetAnswer::found(high_watermark, -1),
+        LATEST_TIERED_TIMESTAMP => return OffsetAnswer::NOT_FOUND,
+        MAX_TIMESTAMP => log.max_timestamp(high_watermark).await,
+        target => {
+            log.offset_for_timestamp(TimestampMs(target), high_watermark)
+                .await
+        }
+    };
+    match found {
+        // Only what consumers can read (Kafka filters on the high watermark).
+        Ok(Some((offset, timestamp))) if offset < high_watermark => {
+            OffsetAnswer::found(offset, timestamp.0)
+        }
+        Ok(_) => OffsetAnswer::NOT_FOUND,
+        Err(error) => {
+            tracing::warn!(partition = %query.topic_partition, %error, "list offsets failed");
+            OffsetAnswer::error(match error {
+                LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+                _ => ResponseError::KafkaStorageError,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn special_timestamps_are_kafkas() {
+        assert_eq!(LATEST_TIMESTAMP, -1);
+        assert_eq!(EARLIEST_TIMESTAMP, -2);
+        assert_eq!(MAX_TIMESTAMP, -3);
+        assert_eq!(EARLIEST_LOCAL_TIMESTAMP, -4);
+        assert_eq!(LATEST_TIERED_TIMESTAMP, -5);
+    }
+}

@@ -1,0 +1,701 @@
+//! Produce (v3..=11): append each partition's record batch on the shard that
+//! owns the partition; for acks=1 and acks=-1 answer once it is durable
+//! (there are no followers, so both mean "in this broker's fsynced log").
+//!
+//! Runs on the connection's shard: resolve topics (auto-creating them when
+//! the broker allows it, as Metadata does), then send every partition's
+//! work to its owning shard and wait for all of them concurrently.
+//!
+//! On the owning shard, in one synchronous step (no await, so batches are
+//! checked and appended in arrival order): exactly one record batch (magic
+//! 2; more is INVALID_RECORD, as Kafka requires for v3+), validated by the
+//! engine against the topic's max.message.bytes (MESSAGE_TOO_LARGE, nothing
+//! written); no control batches from clients; on compacted topics every
+//! record has a key (KIP-467 per-record errors); the idempotent producer
+//! rules (shard/producer_state.rs: duplicates answered with their original
+//! offsets, not appended); on LogAppendTime topics the batch's maxTimestamp
+//! set to the broker's time, on a copy. Then the durability wait.
+//!
+//! acks=0 gets no response. If any partition failed, the connection is
+//! closed instead, as Kafka does, so the client notices and refreshes its
+//! metadata.
+//!
+//! Not implemented: `timeout_ms` (no replication to wait for; the wait is
+//! one group-commit fsync); transactions (requests with a transactional id
+//! are refused with TRANSACTIONAL_ID_AUTHORIZATION_FAILED, see
+//! init_producer_id.rs; transactional batches with INVALID_TXN_STATE); the
+//! null-key check inside compressed batches on compacted topics (the broker
+//! has no decompressors; such batches are accepted unchecked).
+
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
+use futures_util::future::{LocalBoxFuture, join_all};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
+use sluice_engine::batch::{self, BatchError, BatchHeader, Compression, layout};
+use sluice_engine::io::Io;
+use sluice_engine::io::uring::UringIo;
+use sluice_engine::{AppendError, FlushPolicy, LeaderEpoch, Log};
+
+use crate::handlers::Reply;
+use crate::metadata::topic_config::{CleanupPolicy, TimestampType};
+use crate::metadata::{ClusterMetadata, MetadataError, validate_topic_name};
+use crate::shard::producer_state::{ProducerBatch, ProducerStateError, SequenceCheck};
+use crate::shard::topics::{TopicError, create_topic};
+use crate::shard::{PartitionReplica, Shard, ShardId, TopicPartition};
+
+/// The leader epoch appended batches are stamped with (Metadata reports 0:
+/// a single broker never changes leaders).
+const LEADER_EPOCH: LeaderEpoch = LeaderEpoch(0);
+
+/// Attributes bit 3: the batch's timestamps are the broker's append time.
+const LOG_APPEND_TIME_ATTRIBUTE: i16 = 0x08;
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    version: i16,
+    request: ProduceRequest,
+) -> anyhow::Result<Reply> {
+    let acks = request.acks;
+    // Errors that apply to the whole request, answered per partition.
+    let refusal: Option<(ResponseError, String)> = if request.transactional_id.is_some() {
+        Some((
+            crate::handlers::init_producer_id::TRANSACTIONS_UNSUPPORTED,
+            "transactions are not supported by this broker".to_string(),
+        ))
+    } else if !matches!(acks, -1..=1) {
+        Some((
+            ResponseError::InvalidRequiredAcks,
+            format!("acks must be -1, 0 or 1, got {acks}"),
+        ))
+    } else {
+        None
+    };
+
+    let mut resolved: HashMap<String, Result<Arc<ClusterMetadata>, (ResponseError, String)>> =
+        HashMap::new();
+    let mut work: Vec<LocalBoxFuture<'_, PartitionOutcome>> = Vec::new();
+    let mut layout: Vec<(kafka_protocol::messages::TopicName, Vec<i32>)> = Vec::new();
+    for topic in request.topic_data {
+        let name = topic.name.0.to_string();
+        let metadata = match &refusal {
+            Some(refusal) => Err(refusal.clone()),
+            None => match resolved.get(&name) {
+                Some(found) => found.clone(),
+                None => {
+                    let found = resolve_topic(shard, &name).await;
+                    resolved.insert(name.clone(), found.clone());
+                    found
+                }
+            },
+        };
+        let mut indexes = Vec::with_capacity(topic.partition_data.len());
+        for partition in topic.partition_data {
+            let index = partition.index;
+            indexes.push(index);
+            let owner = match &metadata {
+                Err((error, message)) => Err(PartitionOutcome::failed(*error, message.clone())),
+                Ok(metadata) => metadata
+                    .topics
+                    .get(&name)
+                    .and_then(|topic| topic.partitions.get(usize::try_from(index).ok()?))
+                    .map(|assignment| ShardId(assignment.shard))
+                    .ok_or_else(|| {
+                        PartitionOutcome::failed(
+                            ResponseError::UnknownTopicOrPartition,
+                            format!("topic {name} has no partition {index}"),
+                        )
+                    }),
+            };
+            work.push(match owner {
+                Err(outcome) => futures_util::future::ready(outcome).boxed_local(),
+                Ok(owner) => route(
+                    shard,
+                    owner,
+                    TopicPartition::new(&name, index),
+                    partition.records,
+                    acks,
+                )
+                .boxed_local(),
+            });
+        }
+        layout.push((topic.name, indexes));
+    }
+    let mut outcomes = join_all(work).await.into_iter();
+
+    if acks == 0 {
+        let mut failures = Vec::new();
+        for (name, indexes) in &layout {
+            for (index, outcome) in indexes.iter().zip(outcomes.by_ref()) {
+                if let Some(error) = outcome.error {
+                    failures.push(format!("{}-{index}: {error:?}", name.0));
+                }
+            }
+        }
+        if failures.is_empty() {
+            return Ok(Reply::Nothing);
+        }
+        // Kafka closes the connection of a failed acks=0 produce: the only
+        // way to tell the client, which then refreshes its metadata.
+        anyhow::bail!(
+            "acks=0 produce failed ({}); closing the connection as Kafka does",
+            failures.join(", ")
+        );
+    }
+
+    let topics = layout
+        .into_iter()
+        .map(|(name, indexes)| {
+            let partitions = indexes
+                .into_iter()
+                .zip(outcomes.by_ref())
+                .map(|(index, outcome)| outcome.into_response(index, version))
+                .collect();
+            TopicProduceResponse::default()
+                .with_name(name)
+                .with_partition_responses(partitions)
+        })
+        .collect();
+    let response = ProduceResponse::default().with_responses(topics);
+    Ok(Reply::Body(Box::new(ResponseKind::Produce(response))))
+}
+
+/// The metadata snapshot holding topic `name`, creating the topic when the
+/// broker auto-creates topics.
+async fn resolve_topic(
+    shard: &Rc<Shard>,
+    name: &str,
+) -> Result<Arc<ClusterMetadata>, (ResponseError, String)> {
+    let snapshot = shard.metadata.snapshot();
+    if snapshot.topics.contains_key(name) {
+        return Ok(snapshot);
+    }
+    if let Err(error) = validate_topic_name(name) {
+        return Err((ResponseError::InvalidTopicException, error.to_string()));
+    }
+    let unknown = || {
+        (
+            ResponseError::UnknownTopicOrPartition,
+            format!("topic {name} does not exist"),
+        )
+    };
+    if !shard.config.auto_create_topics {
+        return Err(unknown());
+    }
+    let partitions = shard.config.default_partitions;
+    match create_topic(shard, name, partitions, BTreeMap::new(), false).await {
+        Ok(_) => {}
+        // Created meanwhile by another connection.
+        Err(TopicError::Metadata(MetadataError::TopicExists(_))) => {}
+        Err(error) => {
+            tracing::warn!(topic = %name, %error, "auto topic creation failed");
+            return Err(unknown());
+        }
+    }
+    let snapshot = shard.metadata.snapshot();
+    if snapshot.topics.contains_key(name) {
+        Ok(snapshot)
+    } else {
+        Err(unknown())
+    }
+}
+
+/// Produce to `topic_partition` on its owning shard.
+async fn route(
+    shard: &Rc<Shard>,
+    owner: ShardId,
+    topic_partition: TopicPartition,
+    records: Option<Bytes>,
+    acks: i16,
+) -> PartitionOutcome {
+    if owner == shard.id {
+        return produce_on_owner(Rc::clone(shard), topic_partition, records, acks).await;
+    }
+    let outcome = shard
+        .shards
+        .call(owner, move |owner| {
+            produce_on_owner(owner, topic_partition, records, acks)
+        })
+        .await;
+    outcome.unwrap_or_else(|gone| {
+        PartitionOutcome::failed(ResponseError::NotLeaderOrFollower, gone.to_string())
+    })
+}
+
+/// Runs on the owning shard. Everything up to the append happens at the
+/// first poll (see [`accept`]); then the durability wait.
+async fn produce_on_owner(
+    owner: Rc<Shard>,
+    topic_partition: TopicPartition,
+    records: Option<Bytes>,
+    acks: i16,
+) -> PartitionOutcome {
+    let Some(replica) = owner.partition(&topic_partition) else {
+        return PartitionOutcome::failed(
+            ResponseError::UnknownTopicOrPartition,
+            format!(
+                "partition {topic_partition} is not open on shard {}",
+                owner.id.0
+            ),
+        );
+    };
+    let now_ms = owner.io.now_ms();
+    let accepted = match accept(&replica, records, now_ms) {
+        Ok(accepted) => accepted,
+        Err(outcome) => {
+            tracing::debug!(partition = %topic_partition, error = ?outcome.error, message = ?outcome.error_message, "produce refused");
+            return outcome;
+        }
+    };
+    match accepted {
+        Accepted::Appended {
+            completion,
+            outcome,
+        } => {
+            if acks == 0 {
+                // Still wake waiting fetches once durable.
+                compio::runtime::spawn(completion).detach();
+                return outcome;
+            }
+            match completion.await {
+                Ok(()) => outcome,
+                Err(error) => append_failed(&error),
+            }
+        }
+        Accepted::Duplicate { outcome, flush } => {
+            // The original may not be durable yet (it is in flight in an
+            // earlier request): acknowledge no sooner than it would be.
+            if acks != 0
+                && let Some(log) = flush
+                && let Err(error) = log.flush().await
+            {
+                return append_failed(&error);
+            }
+            outcome
+        }
+    }
+}
+
+/// What [`accept`] did with a batch.
+enum Accepted {
+    /// Appended; `outcome` is the answer once `completion` resolves `Ok`.
+    Appended {
+        completion: LocalBoxFuture<'static, Result<(), AppendError>>,
+        outcome: PartitionOutcome,
+    },
+    /// A duplicate of a retained batch: not appended. `flush` is the log to
+    /// flush first when the original is not durable yet.
+    Duplicate {
+        outcome: PartitionOutcome,
+        flush: Option<Log<UringIo>>,
+    },
+}
+
+/// Validate, apply the topic's policies and the idempotence rules, and
+/// append. Synchronous, so batches are checked and appended in order and
+/// the producer state advances only with appends that happened.
+fn accept(
+    replica: &PartitionReplica,
+    records: Option<Bytes>,
+    now_ms: i64,
+) -> Result<Accepted, PartitionOutcome> {
+    let Some(records) = records else {
+        return Err(PartitionOutcome::failed(
+            ResponseError::InvalidRecord,
+            "the partition has no records".to_string(),
+        ));
+    };
+    let batch_count = batch::split_batches(&records)
+        .map_err(|error| batch_failed(&error))?
+        .len();
+    if batch_count != 1 {
+        return Err(PartitionOutcome::failed(
+            ResponseError::InvalidRecord,
+            format!(
+                "a produce request (v3+) must carry exactly one record batch per partition, \
+                 got {batch_count}"
+            ),
+        ));
+    }
+    let (cleanup_policy, timestamp_type, max_message_bytes, flush_policy) = {
+        let config = replica.config.borrow();
+        (
+            config.cleanup_policy,
+            config.timestamp_type,
+            config.log.max_message_bytes,
+            config.log.flush,
+        )
+    };
+    // The engine validates again on append; validating here first keeps
+    // corrupt batches from reaching the producer state or the
+    // LogAppendTime rewrite (which recomputes the CRC).
+    let header = batch::validate(&records, max_message_bytes as usize)
+        .map_err(|error| batch_failed(&error))?;
+    if header.is_control() {
+        return Err(PartitionOutcome::failed(
+            ResponseError::InvalidRecord,
+            "clients may not write control batches".to_string(),
+        ));
+    }
+    if header.is_transactional() {
+        return Err(PartitionOutcome::failed(
+            ResponseError::InvalidTxnState,
+            "transactional batches are not supported by this broker".to_string(),
+        ));
+    }
+    let producer = ProducerBatch::of(&header).map_err(|error| producer_failed(&error))?;
+    if cleanup_policy == CleanupPolicy::Compact && header.compression() == Compression::None {
+        let missing = records_without_key(&records, &header);
+        if !missing.is_empty() {
+            return Err(PartitionOutcome::null_keys(
+                &replica.topic_partition,
+                &missing,
+            ));
+        }
+    }
+
+    let log = &replica.log;
+    let mut producers = replica.producers.borrow_mut();
+    // Forget batches the log lost (rolled back) before checking anything.
+    producers.reconcile(log.log_end_offset());
+    if let Some(producer) = &producer {
+        match producers.check(producer, log.log_end_offset()) {
+            Ok(SequenceCheck::Append) => {}
+            Ok(SequenceCheck::Duplicate(original)) => {
+                tracing::debug!(partition = %replica.topic_partition, producer = producer.producer_id.0, sequence = producer.first_sequence, offset = %original.base_offset, "duplicate batch acknowledged with its original offset");
+                let not_durable = original.last_offset >= log.durable_end_offset();
+                let flush =
+                    (not_durable && flush_policy == FlushPolicy::BeforeAck).then(|| log.clone());
+                return Ok(Accepted::Duplicate {
+                    outcome: PartitionOutcome::appended(
+                        original.base_offset.value(),
+                        original.log_append_time_ms,
+                        log.log_start_offset().value(),
+                    ),
+                    flush,
+                });
+            }
+            Err(error) => return Err(producer_failed(&error)),
+        }
+    }
+    let (records, log_append_time_ms) = match timestamp_type {
+        TimestampType::LogAppendTime => (with_log_append_time(&records, now_ms), now_ms),
+        TimestampType::CreateTime => (records, -1),
+    };
+    let appended = replica
+        .append(&records, LEADER_EPOCH)
+        .map_err(|error| append_failed(&error))?;
+    if let Some(producer) = &producer {
+        producers.record(
+            producer,
+            appended.base_offset,
+            appended.last_offset,
+            log_append_time_ms,
+            now_ms,
+        );
+    }
+    Ok(Accepted::Appended {
+        completion: appended.completion,
+        outcome: PartitionOutcome::appended(
+            appended.base_offset.value(),
+            log_append_time_ms,
+            log.log_start_offset().value(),
+        ),
+    })
+}
+
+/// Indexes (in the batch) of the records with a null key. `batch` is one
+/// validated, uncompressed batch, so every record decodes.
+fn records_without_key(batch: &[u8], header: &BatchHeader) -> Vec<i32> {
+    batch::records(batch, header)
+        .zip(0..)
+        .filter_map(|(record, index)| match record {
+            Ok(record) if record.key.is_none() => Some(index),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A copy of the validated batch `batch` marked LogAppendTime with
+/// `append_time_ms` as its maxTimestamp, CRC recomputed (Kafka's
+/// DefaultRecordBatch.setMaxTimestamp). Record timestamps are left alone:
+/// readers of a LogAppendTime batch use maxTimestamp for every record.
+fn with_log_append_time(batch: &[u8], append_time_ms: i64) -> Bytes {
+    use layout::{ATTRIBUTES_AT, CRC_AT, CRC_COVERED_FROM, MAX_TIMESTAMP_AT, RECORDS_AT};
+    assert!(
+        batch.len() >= RECORDS_AT,
+        "rewriting a {}-byte batch",
+        batch.len()
+    );
+    let mut copy = BytesMut::from(batch);
+    let attributes = i16::from_be_bytes([copy[ATTRIBUTES_AT], copy[ATTRIBUTES_AT + 1]])
+        | LOG_APPEND_TIME_ATTRIBUTE;
+    copy[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+    copy[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&append_time_ms.to_be_bytes());
+    let crc = crc32c(&copy[CRC_COVERED_FROM..]);
+    copy[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    copy.freeze()
+}
+
+/// CRC-32C (Castagnoli), as record batches use. A byte-at-a-time table
+/// version: the server does not depend on the crc32c crate, and this runs
+/// only for LogAppendTime topics (the engine re-checks the result with its
+/// hardware-accelerated CRC on append).
+fn crc32c(bytes: &[u8]) -> u32 {
+    const TABLE: [u32; 256] = {
+        let mut table = [0u32; 256];
+        let mut index = 0;
+        while index < 256 {
+            let mut crc = index as u32;
+            let mut bit = 0;
+            while bit < 8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0x82F6_3B78
+                } else {
+                    crc >> 1
+                };
+                bit += 1;
+            }
+            table[index] = crc;
+            index += 1;
+        }
+        table
+    };
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc = TABLE[((crc ^ u32::from(byte)) & 0xFF) as usize] ^ (crc >> 8);
+    }
+    !crc
+}
+
+/// One partition's answer, built on the owning shard (plain data: it
+/// crosses shards).
+#[derive(Debug)]
+struct PartitionOutcome {
+    error: Option<ResponseError>,
+    error_message: Option<String>,
+    base_offset: i64,
+    log_append_time_ms: i64,
+    log_start_offset: i64,
+    /// KIP-467: (index of the record in the batch, why it was rejected).
+    record_errors: Vec<(i32, String)>,
+}
+
+impl PartitionOutcome {
+    fn appended(base_offset: i64, log_append_time_ms: i64, log_start_offset: i64) -> Self {
+        PartitionOutcome {
+            error: None,
+            error_message: None,
+            base_offset,
+            log_append_time_ms,
+            log_start_offset,
+            record_errors: Vec::new(),
+        }
+    }
+
+    fn failed(error: ResponseError, message: String) -> Self {
+        PartitionOutcome {
+            error: Some(error),
+            error_message: Some(message),
+            base_offset: -1,
+            log_append_time_ms: -1,
+            log_start_offset: -1,
+            record_errors: Vec::new(),
+        }
+    }
+
+    /// Kafka's answer to null keys on a compacted topic, messages included.
+    fn null_keys(topic_partition: &TopicPartition, indexes: &[i32]) -> Self {
+        let reason = format!(
+            "Compacted topic cannot accept message without key in topic partition \
+             {topic_partition}."
+        );
+        let mut outcome = PartitionOutcome::failed(
+            ResponseError::InvalidRecord,
+            format!(
+                "One or more records have been rejected due to {} record errors in total, \
+                 and only showing the first error message: {reason}",
+                indexes.len()
+            ),
+        );
+        outcome.record_errors = indexes
+            .iter()
+            .map(|&index| (index, reason.clone()))
+            .collect();
+        outcome
+    }
+
+    fn into_response(self, index: i32, version: i16) -> PartitionProduceResponse {
+        let mut response = PartitionProduceResponse::default()
+            .with_index(index)
+            .with_error_code(self.error.map_or(0, |error| error.code()))
+            .with_base_offset(self.base_offset)
+            .with_log_append_time_ms(self.log_append_time_ms)
+            .with_log_start_offset(self.log_start_offset);
+        // error_message and record_errors exist from v8 on.
+        if version >= 8 {
+            response = response
+                .with_error_message(self.error_message.map(StrBytes::from_string))
+                .with_record_errors(
+                    self.record_errors
+                        .into_iter()
+                        .map(|(batch_index, message)| {
+                            BatchIndexAndErrorMessage::default()
+                                .with_batch_index(batch_index)
+                                .with_batch_index_error_message(Some(StrBytes::from_string(
+                                    message,
+                                )))
+                        })
+                        .collect(),
+                );
+        }
+        response
+    }
+}
+
+fn batch_failed(error: &BatchError) -> PartitionOutcome {
+    let code = match error.kafka_error_name() {
+        "MESSAGE_TOO_LARGE" => ResponseError::MessageTooLarge,
+        "UNSUPPORTED_FOR_MESSAGE_FORMAT" => ResponseError::UnsupportedForMessageFormat,
+        "INVALID_RECORD" => ResponseError::InvalidRecord,
+        // CORRUPT_MESSAGE, and anything the engine adds later.
+        _ => ResponseError::CorruptMessage,
+    };
+    PartitionOutcome::failed(code, error.to_string())
+}
+
+fn producer_failed(error: &ProducerStateError) -> PartitionOutcome {
+    let code = match error {
+        ProducerStateError::InvalidProducerFields { .. } => ResponseError::InvalidRecord,
+        ProducerStateError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        ProducerStateError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+    };
+    PartitionOutcome::failed(code, error.to_string())
+}
+
+fn append_failed(error: &AppendError) -> PartitionOutcome {
+    let code = match error {
+        AppendError::InvalidBatch(error) => return batch_failed(error),
+        AppendError::StorageFull { .. } | AppendError::Poisoned { .. } => {
+            ResponseError::KafkaStorageError
+        }
+        // Closed under us (shutdown, deletion): the client should look again.
+        AppendError::Closed { .. } => ResponseError::NotLeaderOrFollower,
+    };
+    PartitionOutcome::failed(code, error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use sluice_engine::TimestampMs;
+    use sluice_engine::batch::{BatchBuilder, TimestampType as BatchTimestampType};
+
+    use super::*;
+
+    const NOW: i64 = 1_700_000_000_000;
+
+    #[test]
+    fn crc32c_matches_the_standard_check_value() {
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+        assert_eq!(crc32c(b""), 0);
+    }
+
+    #[test]
+    fn log_append_time_rewrite_matches_a_batch_built_that_way() {
+        let mut builder = BatchBuilder::new();
+        builder
+            .producer(5, 1, 10)
+            .record(Some(&b"k"[..]), Some(&b"v1"[..]), TimestampMs(NOW))
+            .record(None, Some(&b"v2"[..]), TimestampMs(NOW + 7));
+        let original = builder.build();
+        let rewritten = with_log_append_time(&original, NOW + 1000);
+        let expected = builder.log_append_time(TimestampMs(NOW + 1000)).build();
+        assert_eq!(rewritten, expected);
+        let header = batch::validate(&rewritten, 1 << 20).unwrap();
+        assert_eq!(header.timestamp_type(), BatchTimestampType::LogAppendTime);
+        assert_eq!(header.max_timestamp(), TimestampMs(NOW + 1000));
+        assert_eq!(header.base_timestamp(), TimestampMs(NOW));
+        // The original is untouched.
+        let header = batch::validate(&original, 1 << 20).unwrap();
+        assert_eq!(header.timestamp_type(), BatchTimestampType::CreateTime);
+    }
+
+    #[test]
+    fn records_without_key_are_found_by_index() {
+        let batch = BatchBuilder::new()
+            .record(Some(&b"a"[..]), Some(&b"1"[..]), TimestampMs(NOW))
+            .record(None, Some(&b"2"[..]), TimestampMs(NOW))
+            .record(Some(&b""[..]), Some(&b"3"[..]), TimestampMs(NOW))
+            .record(None, None, TimestampMs(NOW))
+            .build();
+        let header = batch::validate(&batch, 1 << 20).unwrap();
+        assert_eq!(records_without_key(&batch, &header), vec![1, 3]);
+    }
+
+    #[test]
+    fn null_key_outcome_lists_every_record_from_v8() {
+        let topic_partition = TopicPartition::new("compacted", 2);
+        let outcome = PartitionOutcome::null_keys(&topic_partition, &[1, 3]);
+        let response = outcome.into_response(2, 8);
+        assert_eq!(response.error_code, ResponseError::InvalidRecord.code());
+        assert_eq!(response.base_offset, -1);
+        let indexes: Vec<i32> = response
+            .record_errors
+            .iter()
+            .map(|error| error.batch_index)
+            .collect();
+        assert_eq!(indexes, vec![1, 3]);
+        assert!(
+            response
+                .error_message
+                .unwrap()
+                .contains("due to 2 record errors")
+        );
+        let old = PartitionOutcome::null_keys(&topic_partition, &[1]).into_response(2, 7);
+        assert!(old.record_errors.is_empty() && old.error_message.is_none());
+    }
+
+    #[test]
+    fn engine_batch_errors_map_to_their_kafka_codes() {
+        let too_large = BatchError::TooLarge { size: 10, max: 5 };
+        assert_eq!(
+            batch_failed(&too_large).error,
+            Some(ResponseError::MessageTooLarge)
+        );
+        let crc = BatchError::CorruptCrc {
+            expected: 1,
+            actual: 2,
+        };
+        assert_eq!(
+            batch_failed(&crc).error,
+            Some(ResponseError::CorruptMessage)
+        );
+        let magic = BatchError::UnsupportedMagic { magic: 1 };
+        assert_eq!(
+            batch_failed(&magic).error,
+            Some(ResponseError::UnsupportedForMessageFormat)
+        );
+        let count = BatchError::InvalidRecordsCount { records_count: 0 };
+        assert_eq!(
+            batch_failed(&count).error,
+            Some(ResponseError::InvalidRecord)
+        );
+        let full = AppendError::StorageFull {
+            dir: "/data".into(),
+        };
+        assert_eq!(
+            append_failed(&full).error,
+            Some(ResponseError::KafkaStorageError)
+        );
+    }
+}

@@ -1,0 +1,938 @@
+//! Idempotent producer state of one partition: for each producer id, its
+//! current epoch and its last [`BATCHES_RETAINED`] appended batches, as
+//! Kafka's ProducerStateManager keeps them (without transactions).
+//!
+//! Lives in [`PartitionReplica::producers`](crate::shard::PartitionReplica)
+//! on the partition's owning shard: single-threaded, no locks.
+//!
+//! Protocol (handlers/produce.rs): for a batch with a producer id,
+//! [`ProducerStateTable::check`] it, append it to the log, then
+//! [`ProducerStateTable::record`] it, all in one synchronous step on the
+//! owning shard. The state therefore advances in append order even when
+//! several requests are in flight and their durability is awaited
+//! concurrently, and a batch whose append fails is never recorded. An append
+//! the engine accepted but later rolled back (on ENOSPC it drops the
+//! unflushed tail) is forgotten by [`ProducerStateTable::reconcile`], which
+//! the produce path runs with the log end before every append: it drops the
+//! recorded batches at or beyond the log end, so a retry of a rolled-back
+//! batch is appended again rather than acknowledged as a duplicate of
+//! records that no longer exist.
+//!
+//! Rules (Kafka's ProducerAppendInfo):
+//! - unknown producer id: any sequence is accepted (KIP-360; its state may
+//!   have expired, or lie before the recovery scan window);
+//! - epoch lower than the producer's current one: INVALID_PRODUCER_EPOCH;
+//! - higher epoch: the first sequence must be 0; the retained batches of the
+//!   old epoch are dropped;
+//! - same epoch: a batch whose sequence range equals one of the retained
+//!   batches is a duplicate, acknowledged with the original offsets and not
+//!   appended; otherwise its first sequence must follow the last one
+//!   (wrapping from `i32::MAX` to 0), or OUT_OF_ORDER_SEQUENCE_NUMBER.
+//!
+//! Invariants (asserted): every entry retains 1..=[`BATCHES_RETAINED`]
+//! batches in offset order; recorded batches arrive in offset order;
+//! `end_offset` is above every retained batch.
+//!
+//! Persistence: none of its own. [`ProducerStateTable::recover`] rebuilds the
+//! table when the partition opens by replaying the headers of the log's
+//! tail, about [`RECOVERY_SCAN_BYTES`] of it. Producers whose last batch lies
+//! before that window are unknown after a restart: their next batch is
+//! accepted whatever its sequence (as Kafka does for expired producers), so a
+//! retry of a batch older than the window could be appended twice. Kafka
+//! avoids the scan with producer snapshot files; that is future work.
+
+use std::collections::{HashMap, VecDeque};
+
+use bytes::Bytes;
+use sluice_engine::batch::{self, BatchHeader};
+use sluice_engine::io::Io;
+use sluice_engine::{Log, LogError, Offset, ReadLimits};
+
+/// Batches retained per producer for duplicate detection: Kafka's
+/// NUM_BATCHES_TO_RETAIN, matching the clients' max.in.flight limit of 5
+/// for idempotent producers.
+pub const BATCHES_RETAINED: usize = 5;
+
+/// A producer idle for this long is forgotten (Kafka's
+/// producer.id.expiration.ms default, one day). Bounds the memory that
+/// short-lived producers leave behind.
+pub const PRODUCER_ID_EXPIRATION_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Expired producers are looked for at most this often.
+const EXPIRATION_CHECK_INTERVAL_MS: i64 = 60 * 1000;
+
+/// How much of the log's tail recovery replays: enough for the last batches
+/// of every producer active shortly before a restart at high produce rates,
+/// small enough that opening many partitions stays fast.
+pub const RECOVERY_SCAN_BYTES: u64 = 16 << 20;
+
+/// Bytes per read during recovery.
+const RECOVERY_READ_BYTES: usize = 1 << 20;
+
+/// An idempotent producer's id (the batch header's producerId, >= 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProducerId(pub i64);
+
+/// The producer fields of one batch, checked to be usable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProducerBatch {
+    pub producer_id: ProducerId,
+    pub epoch: i16,
+    pub first_sequence: i32,
+    pub last_sequence: i32,
+}
+
+impl ProducerBatch {
+    /// The producer fields of `header`: `None` for a batch without a
+    /// producer id (not idempotent), an error for a producer id with a
+    /// negative epoch or base sequence (INVALID_RECORD, as Kafka's
+    /// LogValidator).
+    pub fn of(header: &BatchHeader) -> Result<Option<ProducerBatch>, ProducerStateError> {
+        if !header.has_producer_id() {
+            return Ok(None);
+        }
+        let producer_id = ProducerId(header.producer_id());
+        let epoch = header.producer_epoch();
+        let base_sequence = header.base_sequence();
+        if epoch < 0 || base_sequence < 0 {
+            return Err(ProducerStateError::InvalidProducerFields {
+                producer_id,
+                epoch,
+                base_sequence,
+            });
+        }
+        Ok(Some(ProducerBatch {
+            producer_id,
+            epoch,
+            first_sequence: base_sequence,
+            last_sequence: last_sequence(base_sequence, header.last_offset_delta()),
+        }))
+    }
+}
+
+/// The sequence of the last record of a batch whose first record has
+/// `base_sequence`: sequences wrap from `i32::MAX` to 0 (Kafka's
+/// DefaultRecordBatch.incrementSequence).
+pub fn last_sequence(base_sequence: i32, last_offset_delta: i32) -> i32 {
+    assert!(base_sequence >= 0 && last_offset_delta >= 0);
+    if base_sequence > i32::MAX - last_offset_delta {
+        last_offset_delta - (i32::MAX - base_sequence) - 1
+    } else {
+        base_sequence + last_offset_delta
+    }
+}
+
+/// Whether `next` is the sequence right after `last`.
+fn in_sequence(last: i32, next: i32) -> bool {
+    i64::from(next) == i64::from(last) + 1 || (next == 0 && last == i32::MAX)
+}
+
+fn sequence_after(last: i32) -> i32 {
+    if last == i32::MAX { 0 } else { last + 1 }
+}
+
+/// One retained batch: what a duplicate is answered with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchMetadata {
+    pub first_sequence: i32,
+    pub last_sequence: i32,
+    pub base_offset: Offset,
+    pub last_offset: Offset,
+    /// The broker time written into the batch on a LogAppendTime topic,
+    /// -1 otherwise (the produce response's log_append_time_ms).
+    pub log_append_time_ms: i64,
+}
+
+#[derive(Clone, Debug)]
+struct ProducerEntry {
+    epoch: i16,
+    /// Oldest first; 1..=BATCHES_RETAINED of them, all of `epoch`.
+    batches: VecDeque<BatchMetadata>,
+    last_append_ms: i64,
+}
+
+/// What to do with a batch that passed the checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SequenceCheck {
+    /// Append it, then [`ProducerStateTable::record`] it.
+    Append,
+    /// Already appended: acknowledge with these offsets, do not append.
+    Duplicate(BatchMetadata),
+}
+
+/// Why a batch is refused. Kafka error codes: see
+/// [`ProducerStateError::kafka_error_name`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProducerStateError {
+    #[error(
+        "batch of producer {} has epoch {epoch} and base sequence {base_sequence}; \
+         an idempotent batch needs both non-negative",
+        producer_id.0
+    )]
+    InvalidProducerFields {
+        producer_id: ProducerId,
+        epoch: i16,
+        base_sequence: i32,
+    },
+    #[error(
+        "producer {} epoch {epoch} is older than its current epoch {current_epoch}",
+        producer_id.0
+    )]
+    InvalidProducerEpoch {
+        producer_id: ProducerId,
+        epoch: i16,
+        current_epoch: i16,
+    },
+    #[error(
+        "out of order sequence number for producer {} epoch {epoch}: \
+         expected {expected}, got {first_sequence}",
+        producer_id.0
+    )]
+    OutOfOrderSequence {
+        producer_id: ProducerId,
+        epoch: i16,
+        first_sequence: i32,
+        expected: i32,
+    },
+}
+
+impl ProducerStateError {
+    pub fn kafka_error_name(&self) -> &'static str {
+        match self {
+            ProducerStateError::InvalidProducerFields { .. } => "INVALID_RECORD",
+            ProducerStateError::InvalidProducerEpoch { .. } => "INVALID_PRODUCER_EPOCH",
+            ProducerStateError::OutOfOrderSequence { .. } => "OUT_OF_ORDER_SEQUENCE_NUMBER",
+        }
+    }
+}
+
+/// The idempotent producer state of one partition. See the module docs.
+#[derive(Clone, Debug, Default)]
+pub struct ProducerStateTable {
+    producers: HashMap<ProducerId, ProducerEntry>,
+    /// One past the last offset of the last recorded batch (0 when none).
+    end_offset: Offset,
+    last_expiration_check_ms: i64,
+}
+
+impl ProducerStateTable {
+    pub fn new() -> ProducerStateTable {
+        ProducerStateTable::default()
+    }
+
+    /// Number of producers known.
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+
+    /// The current epoch of `producer_id`, if known.
+    pub fn epoch_of(&self, producer_id: ProducerId) -> Option<i16> {
+        self.producers.get(&producer_id).map(|entry| entry.epoch)
+    }
+
+    /// Forget recorded batches at or beyond `log_end`: the log lost them
+    /// (rolled back after ENOSPC, or truncated). A producer left without
+    /// batches is forgotten entirely, so its next batch is accepted as from
+    /// an unknown producer. Cheap when nothing was lost; the produce path
+    /// runs it before every append.
+    pub fn reconcile(&mut self, log_end: Offset) {
+        if log_end >= self.end_offset {
+            return;
+        }
+        self.producers.retain(|_, entry| {
+            while entry
+                .batches
+                .back()
+                .is_some_and(|batch| batch.base_offset >= log_end)
+            {
+                entry.batches.pop_back();
+            }
+            !entry.batches.is_empty()
+        });
+        self.end_offset = self
+            .producers
+            .values()
+            .filter_map(|entry| entry.batches.back())
+            .map(|batch| batch.last_offset.plus(1))
+            .max()
+            .unwrap_or(Offset::ZERO);
+        tracing::debug!(%log_end, producers = self.producers.len(), "producer state reconciled after the log end moved back");
+    }
+
+    /// Check `batch` against the state, after [`Self::reconcile`] with the
+    /// current `log_end`. Changes nothing else: an `Append` must be followed
+    /// by [`Self::record`] once the log accepted the batch.
+    pub fn check(
+        &mut self,
+        batch: &ProducerBatch,
+        log_end: Offset,
+    ) -> Result<SequenceCheck, ProducerStateError> {
+        self.reconcile(log_end);
+        let Some(entry) = self.producers.get(&batch.producer_id) else {
+            return Ok(SequenceCheck::Append);
+        };
+        assert!(!entry.batches.is_empty(), "a known producer has batches");
+        if batch.epoch < entry.epoch {
+            return Err(ProducerStateError::InvalidProducerEpoch {
+                producer_id: batch.producer_id,
+                epoch: batch.epoch,
+                current_epoch: entry.epoch,
+            });
+        }
+        if batch.epoch > entry.epoch {
+            if batch.first_sequence != 0 {
+                return Err(ProducerStateError::OutOfOrderSequence {
+                    producer_id: batch.producer_id,
+                    epoch: batch.epoch,
+                    first_sequence: batch.first_sequence,
+                    expected: 0,
+                });
+            }
+            return Ok(SequenceCheck::Append);
+        }
+        if let Some(original) = entry.batches.iter().find(|retained| {
+            retained.first_sequence == batch.first_sequence
+                && retained.last_sequence == batch.last_sequence
+        }) {
+            return Ok(SequenceCheck::Duplicate(*original));
+        }
+        let last = entry
+            .batches
+            .back()
+            .map_or(-1, |retained| retained.last_sequence);
+        if !in_sequence(last, batch.first_sequence) {
+            return Err(ProducerStateError::OutOfOrderSequence {
+                producer_id: batch.producer_id,
+                epoch: batch.epoch,
+                first_sequence: batch.first_sequence,
+                expected: sequence_after(last),
+            });
+        }
+        Ok(SequenceCheck::Append)
+    }
+
+    /// Record `batch`, appended at `base_offset..=last_offset`. Also used
+    /// by recovery, where the log is the truth: a different epoch (higher,
+    /// or lower in a log written by an older broker) replaces the old one.
+    pub fn record(
+        &mut self,
+        batch: &ProducerBatch,
+        base_offset: Offset,
+        last_offset: Offset,
+        log_append_time_ms: i64,
+        now_ms: i64,
+    ) {
+        assert!(
+            base_offset <= last_offset,
+            "batch offsets {base_offset}..={last_offset}"
+        );
+        assert!(
+            base_offset >= self.end_offset,
+            "producer batch at {base_offset} recorded below {} (reconcile first)",
+            self.end_offset
+        );
+        let entry = self
+            .producers
+            .entry(batch.producer_id)
+            .or_insert_with(|| ProducerEntry {
+                epoch: batch.epoch,
+                batches: VecDeque::with_capacity(BATCHES_RETAINED),
+                last_append_ms: now_ms,
+            });
+        if entry.epoch != batch.epoch {
+            entry.epoch = batch.epoch;
+            entry.batches.clear();
+        }
+        if entry.batches.len() == BATCHES_RETAINED {
+            entry.batches.pop_front();
+        }
+        entry.batches.push_back(BatchMetadata {
+            first_sequence: batch.first_sequence,
+            last_sequence: batch.last_sequence,
+            base_offset,
+            last_offset,
+            log_append_time_ms,
+        });
+        entry.last_append_ms = entry.last_append_ms.max(now_ms);
+        self.end_offset = last_offset.plus(1);
+        self.expire(now_ms);
+    }
+
+    /// Forget producers idle for [`PRODUCER_ID_EXPIRATION_MS`] (checked at
+    /// most every [`EXPIRATION_CHECK_INTERVAL_MS`]).
+    pub fn expire(&mut self, now_ms: i64) {
+        if now_ms - self.last_expiration_check_ms < EXPIRATION_CHECK_INTERVAL_MS {
+            return;
+        }
+        self.last_expiration_check_ms = now_ms;
+        let before = self.producers.len();
+        self.producers
+            .retain(|_, entry| now_ms - entry.last_append_ms < PRODUCER_ID_EXPIRATION_MS);
+        let expired = before - self.producers.len();
+        if expired > 0 {
+            tracing::debug!(expired, "expired idle producers");
+        }
+    }
+
+    /// [`Self::recover`] for a partition being opened, at the wall-clock
+    /// time. A read failure leaves the table empty (every producer unknown,
+    /// so none is refused; duplicates of batches from before the failure
+    /// are not detected) rather than keeping the partition offline: the
+    /// same error will surface on reads.
+    pub async fn recover_at_open<I: Io>(log: &Log<I>) -> ProducerStateTable {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| {
+                i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+            });
+        match Self::recover(log, now_ms).await {
+            Ok(table) => table,
+            Err(error) => {
+                tracing::error!(
+                    dir = %log.dir().display(),
+                    %error,
+                    "could not rebuild the idempotent producer state; starting empty"
+                );
+                ProducerStateTable {
+                    last_expiration_check_ms: now_ms,
+                    ..ProducerStateTable::default()
+                }
+            }
+        }
+    }
+
+    /// Rebuild the table from the tail of `log` (about
+    /// [`RECOVERY_SCAN_BYTES`]); `now_ms` becomes every found producer's
+    /// last activity. Reads only durable data when called right after
+    /// `Log::open`.
+    pub async fn recover<I: Io>(log: &Log<I>, now_ms: i64) -> Result<ProducerStateTable, LogError> {
+        Self::recover_tail(log, now_ms, RECOVERY_SCAN_BYTES).await
+    }
+
+    /// [`Self::recover`] with an explicit window. The start offset is
+    /// estimated from the log's average bytes per offset; the scan then reads
+    /// to the log end, so it reads more than `scan_bytes` when the tail's
+    /// batches are larger than average.
+    pub async fn recover_tail<I: Io>(
+        log: &Log<I>,
+        now_ms: i64,
+        scan_bytes: u64,
+    ) -> Result<ProducerStateTable, LogError> {
+        let mut table = ProducerStateTable {
+            last_expiration_check_ms: now_ms,
+            ..ProducerStateTable::default()
+        };
+        let start = log.log_start_offset();
+        let end = log.log_end_offset();
+        if end <= start {
+            return Ok(table);
+        }
+        let size = log.size_bytes().max(1);
+        let span = end.value() - start.value();
+        let from = if size <= scan_bytes {
+            start
+        } else {
+            // Offsets in the last `scan_bytes`, at the average density.
+            let tail_offsets = i128::from(span) * i128::from(scan_bytes) / i128::from(size);
+            let tail_offsets = i64::try_from(tail_offsets).unwrap_or(span).clamp(1, span);
+            Offset(end.value() - tail_offsets)
+        };
+        let limits = ReadLimits {
+            max_bytes: RECOVERY_READ_BYTES,
+            min_one_batch: true,
+            max_offset: end,
+        };
+        let mut offset = from;
+        let mut replayed = 0usize;
+        while offset < end {
+            let result = log.read(offset, limits).await?;
+            if result.records.is_empty() || result.next_offset <= offset {
+                break;
+            }
+            for run in &result.records {
+                replayed += table.replay_run(run, now_ms);
+            }
+            offset = result.next_offset;
+        }
+        tracing::debug!(
+            dir = %log.dir().display(),
+            %from,
+            %end,
+            replayed,
+            producers = table.len(),
+            "producer state recovered"
+        );
+        Ok(table)
+    }
+
+    /// Replay the batches of one read run; returns how many had producer
+    /// ids. Batches that do not parse are skipped (the engine validated
+    /// them at append and at recovery).
+    fn replay_run(&mut self, run: &Bytes, now_ms: i64) -> usize {
+        let Ok(ranges) = batch::split_batches(run) else {
+            return 0;
+        };
+        let mut replayed = 0;
+        for range in ranges {
+            let Ok(header) = BatchHeader::parse(&run[range]) else {
+                continue;
+            };
+            if header.is_control() || header.base_offset() < self.end_offset {
+                continue;
+            }
+            let Ok(Some(batch)) = ProducerBatch::of(&header) else {
+                continue;
+            };
+            let log_append_time_ms =
+                if header.timestamp_type() == batch::TimestampType::LogAppendTime {
+                    header.max_timestamp().0
+                } else {
+                    -1
+                };
+            self.record(
+                &batch,
+                header.base_offset(),
+                header.last_offset(),
+                log_append_time_ms,
+                now_ms,
+            );
+            replayed += 1;
+        }
+        replayed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::path::Path;
+
+    use sluice_engine::batch::BatchBuilder;
+    use sluice_engine::io::sim::SimIo;
+    use sluice_engine::testing::block_on;
+    use sluice_engine::{Committer, LeaderEpoch, LogConfig, TimestampMs};
+
+    use super::*;
+
+    const NOW: i64 = 1_700_000_000_000;
+    const PRODUCER: ProducerId = ProducerId(7);
+
+    fn batch(epoch: i16, first_sequence: i32, count: i32) -> ProducerBatch {
+        ProducerBatch {
+            producer_id: PRODUCER,
+            epoch,
+            first_sequence,
+            last_sequence: last_sequence(first_sequence, count - 1),
+        }
+    }
+
+    /// Check and record like the produce path; returns the check outcome.
+    fn produce(
+        table: &mut ProducerStateTable,
+        log_end: &mut Offset,
+        batch: ProducerBatch,
+    ) -> Result<SequenceCheck, ProducerStateError> {
+        let outcome = table.check(&batch, *log_end)?;
+        if outcome == SequenceCheck::Append {
+            // Sequences wrap modulo 2^31.
+            let span = i64::from(batch.last_sequence) - i64::from(batch.first_sequence);
+            let count = span.rem_euclid(1 << 31) + 1;
+            let base = *log_end;
+            let last = base.plus(count - 1);
+            table.record(&batch, base, last, -1, NOW);
+            *log_end = last.plus(1);
+        }
+        Ok(outcome)
+    }
+
+    fn duplicate_base(outcome: SequenceCheck) -> Offset {
+        match outcome {
+            SequenceCheck::Duplicate(original) => original.base_offset,
+            SequenceCheck::Append => panic!("expected a duplicate"),
+        }
+    }
+
+    #[test]
+    fn an_unknown_producer_starts_at_any_sequence() {
+        let mut table = ProducerStateTable::new();
+        let mut end = Offset(100);
+        assert_eq!(
+            produce(&mut table, &mut end, batch(3, 42, 2)),
+            Ok(SequenceCheck::Append)
+        );
+        assert_eq!(end, Offset(102));
+        assert_eq!(table.epoch_of(PRODUCER), Some(3));
+        assert_eq!(
+            produce(&mut table, &mut end, batch(3, 44, 1)),
+            Ok(SequenceCheck::Append)
+        );
+    }
+
+    #[test]
+    fn a_duplicate_of_any_of_the_last_five_batches_gets_its_original_offsets() {
+        let mut table = ProducerStateTable::new();
+        let mut end = Offset::ZERO;
+        let mut bases = Vec::new();
+        for index in 0..7 {
+            bases.push(end);
+            produce(&mut table, &mut end, batch(0, index * 3, 3)).unwrap();
+        }
+        let end_before = end;
+        // The last five (indexes 2..7) are retained.
+        for index in 2..7 {
+            let outcome = produce(&mut table, &mut end, batch(0, index * 3, 3)).unwrap();
+            assert_eq!(duplicate_base(outcome), bases[index as usize]);
+            if let SequenceCheck::Duplicate(original) = outcome {
+                assert_eq!(original.last_offset, bases[index as usize].plus(2));
+            }
+        }
+        assert_eq!(end, end_before, "duplicates are not appended");
+        // Older ones are out of order, not duplicates.
+        for index in 0..2 {
+            assert_eq!(
+                produce(&mut table, &mut end, batch(0, index * 3, 3)),
+                Err(ProducerStateError::OutOfOrderSequence {
+                    producer_id: PRODUCER,
+                    epoch: 0,
+                    first_sequence: index * 3,
+                    expected: 21,
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn a_partial_overlap_is_out_of_order_not_a_duplicate() {
+        let mut table = ProducerStateTable::new();
+        let mut end = Offset::ZERO;
+        produce(&mut table, &mut end, batch(0, 0, 5)).unwrap();
+        assert!(matches!(
+            produce(&mut table, &mut end, batch(0, 0, 3)),
+            Err(ProducerStateError::OutOfOrderSequence { expected: 5, .. })
+        ));
+        assert!(matches!(
+            produce(&mut table, &mut end, batch(0, 2, 5)),
+            Err(ProducerStateError::OutOfOrderSequence { expected: 5, .. })
+        ));
+    }
+
+    #[test]
+    fn a_gap_in_sequences_is_out_of_order() {
+        let mut table = ProducerStateTable::new();
+        let mut end = Offset::ZERO;
+        produce(&mut table, &mut end, batch(0, 0, 5)).unwrap();
+        assert_eq!(
+            produce(&mut table, &mut end, batch(0, 6, 1)),
+            Err(ProducerStateError::OutOfOrderSequence {
+                producer_id: PRODUCER,
+                epoch: 0,
+                first_sequence: 6,
+                expected: 5,
+            })
+        );
+        assert_eq!(end, Offset(5), "a refused batch changes nothing");
+        assert_eq!(
+            produce(&mut table, &mut end, batch(0, 5, 1)),
+            Ok(SequenceCheck::Append)
+        );
+    }
+
+    #[test]
+    fn an_older_epoch_is_fenced() {
+        let mut table = ProducerStateTable::new();
+        let mut end = Offset::ZERO;
+        produce(&mut table, &mut end, batch(2, 0, 1)).unwrap();
+        assert_eq!(
+            produce(&mut table, &mut end, batch(1, 1, 1)),
+            Err(ProducerStateError::InvalidProducerEpoch {
+                producer_id: PRODUCER,
+                epoch: 1,
+                current_epoch: 2,
+            })
+        );
+    }
+
+    #[test]
+    fn a_new_epoch_starts_at_sequence_zero_and_forgets_the_old_batches() {
+        let mut table = ProducerStateTable::new();
+        let mut end = Offset::ZERO;
+        produce(&mut table, &mut end, batch(0, 0, 4)).unwrap();
+        produce(&mut table, &mut end, batch(0, 4, 4)).unwrap();
+        assert!(matches!(
+            produce(&mut table, &mut end, batch(1, 8, 1)),
+            Err(ProducerStateError::OutOfOrderSequence { expected: 0, .. })
+        ));
+        assert_eq!(
+            produce(&mut table, &mut end, batch(1, 0, 4)),
+            Ok(SequenceCheck::Append),
+            "the same range in a new epoch is a new batch, not a duplicate"
+        );
+        assert_eq!(end, Offset(12));
+        assert_eq!(table.epoch_of(PRODUCER), Some(1));
+        // The old epoch's batches are gone and the old epoch is fenced.
+        assert!(matches!(
+            produce(&mut table, &mut end, batch(0, 4, 4)),
+            Err(ProducerStateError::InvalidProducerEpoch { .. })
+        ));
+        assert_eq!(
+            duplicate_base(produce(&mut table, &mut end, batch(1, 0, 4)).unwrap()),
+            Offset(8)
+        );
+    }
+
+    #[test]
+    fn sequences_wrap_at_i32_max() {
+        assert_eq!(last_sequence(0, 0), 0);
+        assert_eq!(last_sequence(10, 4), 14);
+        assert_eq!(last_sequence(i32::MAX, 0), i32::MAX);
+        assert_eq!(last_sequence(i32::MAX, 1), 0);
+        assert_eq!(last_sequence(i32::MAX - 2, 4), 1);
+        assert!(in_sequence(i32::MAX, 0));
+        assert!(!in_sequence(i32::MAX, 1));
+        assert!(in_sequence(-1, 0));
+
+        let mut table = ProducerStateTable::new();
+        let mut end = Offset::ZERO;
+        produce(&mut table, &mut end, batch(0, i32::MAX - 9, 5)).unwrap();
+        // Ends exactly at i32::MAX: the next starts at 0.
+        produce(&mut table, &mut end, batch(0, i32::MAX - 4, 5)).unwrap();
+        assert_eq!(
+            produce(&mut table, &mut end, batch(0, 0, 3)),
+            Ok(SequenceCheck::Append)
+        );
+        // A batch straddling the wrap.
+        let mut table = ProducerStateTable::new();
+        let mut end = Offset::ZERO;
+        let straddling = batch(0, i32::MAX - 1, 4);
+        assert_eq!(straddling.last_sequence, 1);
+        produce(&mut table, &mut end, straddling).unwrap();
+        assert_eq!(
+            duplicate_base(produce(&mut table, &mut end, straddling).unwrap()),
+            Offset(0)
+        );
+        assert!(matches!(
+            produce(&mut table, &mut end, batch(0, 3, 1)),
+            Err(ProducerStateError::OutOfOrderSequence { expected: 2, .. })
+        ));
+        assert_eq!(
+            produce(&mut table, &mut end, batch(0, 2, 1)),
+            Ok(SequenceCheck::Append)
+        );
+    }
+
+    #[test]
+    fn producers_are_independent() {
+        let mut table = ProducerStateTable::new();
+        let mut end = Offset::ZERO;
+        let other = |first_sequence| ProducerBatch {
+            producer_id: ProducerId(8),
+            ..batch(0, first_sequence, 1)
+        };
+        produce(&mut table, &mut end, batch(0, 0, 1)).unwrap();
+        produce(&mut table, &mut end, other(100)).unwrap();
+        produce(&mut table, &mut end, batch(0, 1, 1)).unwrap();
+        assert_eq!(
+            produce(&mut table, &mut end, other(101)),
+            Ok(SequenceCheck::Append)
+        );
+        assert_eq!(table.len(), 2);
+    }
+
+    #[test]
+    fn batches_lost_by_a_rollback_are_forgotten_and_their_retry_is_appended() {
+        let mut table = ProducerStateTable::new();
+        let mut end = Offset::ZERO;
+        produce(&mut table, &mut end, batch(0, 0, 10)).unwrap();
+        produce(&mut table, &mut end, batch(0, 10, 10)).unwrap();
+        produce(&mut table, &mut end, batch(0, 20, 10)).unwrap();
+        // The engine rolls back the unflushed tail: offsets 10.. are gone.
+        end = Offset(10);
+        assert_eq!(
+            produce(&mut table, &mut end, batch(0, 10, 10)),
+            Ok(SequenceCheck::Append),
+            "the retry is appended again, not acknowledged as a duplicate"
+        );
+        assert_eq!(end, Offset(20));
+        assert!(matches!(
+            produce(&mut table, &mut end, batch(0, 30, 1)),
+            Err(ProducerStateError::OutOfOrderSequence { expected: 20, .. })
+        ));
+        // Losing every batch of a producer forgets it.
+        let mut end = Offset::ZERO;
+        let mut table = ProducerStateTable::new();
+        produce(&mut table, &mut end, batch(0, 0, 10)).unwrap();
+        table.reconcile(Offset::ZERO);
+        assert!(table.is_empty());
+        let mut end = Offset::ZERO;
+        assert_eq!(
+            produce(&mut table, &mut end, batch(0, 5, 1)),
+            Ok(SequenceCheck::Append)
+        );
+    }
+
+    #[test]
+    fn idle_producers_expire() {
+        let mut table = ProducerStateTable::new();
+        let mut end = Offset::ZERO;
+        produce(&mut table, &mut end, batch(0, 0, 1)).unwrap();
+        table.expire(NOW + PRODUCER_ID_EXPIRATION_MS - 1);
+        assert_eq!(table.len(), 1);
+        table.expire(NOW + PRODUCER_ID_EXPIRATION_MS + EXPIRATION_CHECK_INTERVAL_MS);
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn producer_fields_come_from_the_batch_header() {
+        let plain = BatchBuilder::new()
+            .record(None, Some(&b"v"[..]), TimestampMs(NOW))
+            .build();
+        let header = BatchHeader::parse(&plain).unwrap();
+        assert_eq!(ProducerBatch::of(&header), Ok(None));
+
+        let idempotent = BatchBuilder::new()
+            .producer(9, 2, i32::MAX)
+            .record(None, Some(&b"a"[..]), TimestampMs(NOW))
+            .record(None, Some(&b"b"[..]), TimestampMs(NOW))
+            .build();
+        let header = BatchHeader::parse(&idempotent).unwrap();
+        assert_eq!(
+            ProducerBatch::of(&header),
+            Ok(Some(ProducerBatch {
+                producer_id: ProducerId(9),
+                epoch: 2,
+                first_sequence: i32::MAX,
+                last_sequence: 0,
+            }))
+        );
+
+        let no_sequence = BatchBuilder::new()
+            .producer(9, 2, -1)
+            .record(None, Some(&b"a"[..]), TimestampMs(NOW))
+            .build();
+        let header = BatchHeader::parse(&no_sequence).unwrap();
+        let error = ProducerBatch::of(&header).unwrap_err();
+        assert_eq!(error.kafka_error_name(), "INVALID_RECORD");
+    }
+
+    fn open_log(io: &SimIo) -> (Log<SimIo>, Committer<SimIo>) {
+        let committer = Committer::new(io.clone());
+        let config = LogConfig {
+            segment_bytes: 64 << 10,
+            preallocate_step_bytes: 16 << 10,
+            chunk_size_bytes: 16 << 10,
+            retention_ms: None,
+            ..LogConfig::default()
+        };
+        let log = block_on(Log::open(
+            io.clone(),
+            Path::new("/data/topic-0"),
+            config,
+            &committer,
+        ))
+        .unwrap();
+        (log, committer)
+    }
+
+    fn producer_batch(producer_id: i64, epoch: i16, sequence: i32, count: usize) -> Bytes {
+        let mut builder = BatchBuilder::new();
+        builder.producer(producer_id, epoch, sequence);
+        for index in 0..count {
+            builder.record(None, Some(&[index as u8; 100][..]), TimestampMs(NOW));
+        }
+        builder.build()
+    }
+
+    #[test]
+    fn recovery_replays_the_log_and_detects_duplicates_after_a_restart() {
+        let io = SimIo::new(11);
+        let (log, committer) = open_log(&io);
+        let mut live = ProducerStateTable::new();
+        let mut sequences = [0i32; 3];
+        for round in 0..30 {
+            let producer = round % 3;
+            let records = if round % 4 == 0 {
+                BatchBuilder::new()
+                    .record(None, Some(&b"plain"[..]), TimestampMs(NOW))
+                    .build()
+            } else {
+                let data = producer_batch(producer as i64, 0, sequences[producer], 3);
+                sequences[producer] += 3;
+                data
+            };
+            let header = BatchHeader::parse(&records).unwrap();
+            let fields = ProducerBatch::of(&header).unwrap();
+            if let Some(fields) = &fields {
+                assert_eq!(
+                    live.check(fields, log.log_end_offset()),
+                    Ok(SequenceCheck::Append)
+                );
+            }
+            let appended = log.append(&records, LeaderEpoch(0)).unwrap();
+            if let Some(fields) = &fields {
+                live.record(fields, appended.base_offset, appended.last_offset, -1, NOW);
+            }
+        }
+        block_on(committer.flush_round());
+        block_on(log.close()).unwrap();
+
+        let io = io.crash();
+        let (log, _committer) = open_log(&io);
+        let mut recovered = block_on(ProducerStateTable::recover(&log, NOW)).unwrap();
+        assert_eq!(recovered.len(), 3);
+        for producer in 0..3 {
+            let id = ProducerId(producer);
+            let live_entry = &live.producers[&id];
+            let recovered_entry = &recovered.producers[&id];
+            assert_eq!(recovered_entry.epoch, live_entry.epoch);
+            assert_eq!(recovered_entry.batches, live_entry.batches);
+            // The last batch, retried, is a duplicate with its offsets.
+            let last = *live_entry.batches.back().unwrap();
+            let retry = ProducerBatch {
+                producer_id: id,
+                epoch: 0,
+                first_sequence: last.first_sequence,
+                last_sequence: last.last_sequence,
+            };
+            assert_eq!(
+                recovered.check(&retry, log.log_end_offset()),
+                Ok(SequenceCheck::Duplicate(last))
+            );
+        }
+    }
+
+    #[test]
+    fn recovery_reads_only_the_tail_of_a_large_log() {
+        let io = SimIo::new(12);
+        let (log, committer) = open_log(&io);
+        // Producer 1 writes early, producer 2 at the end.
+        for sequence in 0..10 {
+            let records = producer_batch(1, 0, sequence * 3, 3);
+            let _appended = log.append(&records, LeaderEpoch(0)).unwrap();
+        }
+        for _ in 0..200 {
+            let records = BatchBuilder::new()
+                .record(None, Some(&[0u8; 1000][..]), TimestampMs(NOW))
+                .build();
+            let _appended = log.append(&records, LeaderEpoch(0)).unwrap();
+        }
+        for sequence in 0..3 {
+            let records = producer_batch(2, 0, sequence, 1);
+            let _appended = log.append(&records, LeaderEpoch(0)).unwrap();
+        }
+        block_on(committer.flush_round());
+        let tail = block_on(ProducerStateTable::recover_tail(&log, NOW, 16 << 10)).unwrap();
+        assert_eq!(tail.epoch_of(ProducerId(2)), Some(0));
+        assert_eq!(tail.epoch_of(ProducerId(1)), None, "outside the window");
+        let whole = block_on(ProducerStateTable::recover(&log, NOW)).unwrap();
+        assert_eq!(whole.len(), 2);
+        assert_eq!(
+            whole.producers[&ProducerId(1)].batches.len(),
+            BATCHES_RETAINED
+        );
+    }
+}
