@@ -72,7 +72,9 @@ unsafe impl GlobalAlloc for Allocator {
         if !new_pointer.is_null() {
             // SAFETY: both blocks are valid for the copied length and
             // distinct allocations, so they do not overlap.
-            unsafe { std::ptr::copy_nonoverlapping(pointer, new_pointer, layout.size().min(new_size)) };
+            unsafe {
+                std::ptr::copy_nonoverlapping(pointer, new_pointer, layout.size().min(new_size))
+            };
             // SAFETY: `pointer` was allocated by `self` with `layout`.
             unsafe { self.dealloc(pointer, layout) };
         }
@@ -93,7 +95,11 @@ fn map(size: usize) -> *mut u8 {
             0,
         )
     };
-    if pointer == libc::MAP_FAILED { std::ptr::null_mut() } else { pointer.cast() }
+    if pointer == libc::MAP_FAILED {
+        std::ptr::null_mut()
+    } else {
+        pointer.cast()
+    }
 }
 
 #[cfg(test)]
