@@ -94,12 +94,26 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, peer: SocketAddr) {
             Err(error) => break error.to_string(),
         };
         let Some(response) = response else { continue };
-        let BufResult(result, _) = stream.write_vectored_all(response.parts).await;
-        if let Err(error) = result {
+        if let Err(error) = write_frame(&mut stream, response.parts).await {
             break format!("write: {error}");
         }
     };
     tracing::debug!(%peer, reason, "connection closed");
+}
+
+/// The kernel takes at most IOV_MAX (1024) buffers per vectored write.
+const IOVECS_PER_WRITE_MAX: usize = 1024;
+
+/// Write a frame's buffers in order, at most `IOVECS_PER_WRITE_MAX` per
+/// system call, without copying them.
+async fn write_frame(stream: &mut TcpStream, mut parts: Vec<Bytes>) -> std::io::Result<()> {
+    while !parts.is_empty() {
+        let rest = parts.split_off(parts.len().min(IOVECS_PER_WRITE_MAX));
+        let BufResult(result, _) = stream.write_vectored_all(parts).await;
+        result?;
+        parts = rest;
+    }
+    Ok(())
 }
 
 /// Add to the copy counter (see [`FETCH_RECORD_BYTES_COPIED`]).
