@@ -313,6 +313,16 @@ fn run_seed(seed: u64) {
     drop(log);
     io.set_crash_mode(CrashMode::Torn);
     let io = io.crash();
+    // A full disk may refuse the reopen (recovery writes a checkpoint); it
+    // must fail cleanly and succeed once space is back.
+    let committer = Committer::new(io.clone());
+    if let Err(error) = block_on(Log::open(io.clone(), dir(), config.clone(), &committer)) {
+        assert!(
+            error.to_string().contains("No space left"),
+            "reopen failed: {error}"
+        );
+    }
+    io.set_space_limit(None);
     let (log, _committer) = reopen(&io, &config);
     check_and_adopt(&log, &mut model);
 }
