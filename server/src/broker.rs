@@ -36,11 +36,14 @@ impl Broker {
         let (ready_sender, ready_receiver) = std::sync::mpsc::channel::<anyhow::Result<()>>();
         let mut threads = Vec::new();
         let mut stops = Vec::new();
+        let mut gos = Vec::new();
         for (index, inbox) in inboxes.into_iter().enumerate() {
             let listener = net::bind(config.listen)
                 .with_context(|| format!("listening on {}", config.listen))?;
             let (stop_sender, stop_receiver) = oneshot::channel();
             stops.push(stop_sender);
+            let (go_sender, go_receiver) = oneshot::channel::<()>();
+            gos.push(go_sender);
             let config = Arc::clone(&config);
             let shards = Arc::clone(&shards);
             let metadata = Arc::clone(&metadata);
@@ -87,17 +90,25 @@ impl Broker {
                             ));
                             return;
                         }
+                        // Serve only once every shard has opened its
+                        // partitions: a request routed to a shard still
+                        // opening would find its partition missing (Kafka
+                        // also loads every log before serving).
+                        let _ = ready.send(Ok(()));
+                        if go_receiver.await.is_err() {
+                            shard.close_all().await;
+                            return;
+                        }
                         let listener = match compio::net::TcpListener::from_std(listener) {
                             Ok(listener) => listener,
                             Err(error) => {
-                                let _ = ready
-                                    .send(Err(anyhow::anyhow!("shard {index}: listener: {error}")));
+                                tracing::error!(shard = index, %error, "registering the listener failed");
+                                shard.close_all().await;
                                 return;
                             }
                         };
                         compio::runtime::spawn(net::accept_loop(Rc::clone(&shard), listener))
                             .detach();
-                        let _ = ready.send(Ok(()));
                         let _ = stop_receiver.await;
                         shard.close_all().await;
                         tracing::debug!(shard = index, "shard stopped");
@@ -107,11 +118,18 @@ impl Broker {
         }
         drop(ready_sender);
         for _ in 0..threads.len() {
-            match ready_receiver.recv() {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => return Err(error),
-                Err(_) => anyhow::bail!("a shard thread died during startup"),
-            }
+            let failure = match ready_receiver.recv() {
+                Ok(Ok(())) => continue,
+                Ok(Err(error)) => error,
+                Err(_) => anyhow::anyhow!("a shard thread died during startup"),
+            };
+            // Dropping the go signals stops the shards that did start.
+            drop(gos);
+            Broker { threads, stops }.stop();
+            return Err(failure);
+        }
+        for go in gos {
+            let _ = go.send(());
         }
         Ok(Broker { threads, stops })
     }

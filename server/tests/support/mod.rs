@@ -5,7 +5,8 @@
 //! Each test starts its own broker on a free loopback port with a fresh data
 //! directory under `CARGO_TARGET_TMPDIR` (the real disk: the broker writes
 //! with O_DIRECT, which tmpfs refuses). The broker's stderr goes to a file
-//! next to the data directory; a test that fails prints its tail.
+//! next to the data directory; a failing test prints its first and last
+//! lines and whether the process was still running.
 //!
 //! A missing external tool skips its test with a loud message, except when
 //! the environment variable `CI` is set: `.ci/test` installs every tool, so
