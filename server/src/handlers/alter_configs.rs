@@ -64,6 +64,27 @@ pub fn duplicate_error(name: &str) -> AdminError {
     )
 }
 
+/// The checks both AlterConfigs APIs make before touching a resource: listed
+/// once, and a topic (broker configs are static).
+pub fn check_resource(
+    counts: &HashMap<(i8, String), usize>,
+    resource_type: i8,
+    name: &str,
+) -> Result<(), AdminError> {
+    if counts
+        .get(&(resource_type, name.to_string()))
+        .copied()
+        .unwrap_or(0)
+        > 1
+    {
+        return Err(duplicate_error(name));
+    }
+    if resource_type != resource_type::TOPIC {
+        return Err(not_alterable(resource_type, name));
+    }
+    Ok(())
+}
+
 pub async fn handle(
     shard: &Rc<Shard>,
     _version: i16,
@@ -78,15 +99,8 @@ pub async fn handle(
     let mut responses = Vec::with_capacity(request.resources.len());
     for resource in request.resources {
         let name = resource.resource_name.as_str().to_string();
-        let outcome = if counts
-            .get(&(resource.resource_type, name.clone()))
-            .copied()
-            .unwrap_or(0)
-            > 1
-        {
-            Err(duplicate_error(&name))
-        } else if resource.resource_type != resource_type::TOPIC {
-            Err(not_alterable(resource.resource_type, &name))
+        let outcome = if let Err(error) = check_resource(&counts, resource.resource_type, &name) {
+            Err(error)
         } else {
             replace_topic_configs(
                 shard,

@@ -20,9 +20,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use crate::handlers::Reply;
-use crate::handlers::alter_configs::{duplicate_error, duplicates, not_alterable, require_topic};
+use crate::handlers::alter_configs::{check_resource, duplicates, require_topic};
 use crate::handlers::create_topics::{AdminError, topic_error};
-use crate::handlers::describe_configs::{config_type, resource_type, topic_config_type};
+use crate::handlers::describe_configs::{config_type, topic_config_type};
 use crate::metadata::topic_config::default_of;
 use crate::shard::Shard;
 use crate::shard::topics::set_configs;
@@ -155,15 +155,8 @@ pub async fn handle(
     let mut responses = Vec::with_capacity(request.resources.len());
     for resource in request.resources {
         let name = resource.resource_name.as_str().to_string();
-        let outcome = if counts
-            .get(&(resource.resource_type, name.clone()))
-            .copied()
-            .unwrap_or(0)
-            > 1
-        {
-            Err(duplicate_error(&name))
-        } else if resource.resource_type != resource_type::TOPIC {
-            Err(not_alterable(resource.resource_type, &name))
+        let outcome = if let Err(error) = check_resource(&counts, resource.resource_type, &name) {
+            Err(error)
         } else {
             let changes: Vec<Change<'_>> = resource.configs.iter().map(Change::from).collect();
             alter_topic(shard, &name, &changes, request.validate_only).await
