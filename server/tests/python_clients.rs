@@ -83,3 +83,8 @@ fn python_a_one_mebibyte_record_is_accepted_and_a_ten_mebibyte_one_refused() {
 fn python_kafka_python_producer_and_consumer_round_trip() {
     run_scenario("kafka_python_round_trip");
 }
+
+#[test]
+fn python_confluent_kafka_produces_five_thousand_lines_and_consumes_them_back_identical() {
+    run_scenario("confluent_lines");
+}
