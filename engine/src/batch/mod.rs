@@ -646,6 +646,30 @@ pub fn patch_leader_epoch(batch: &mut [u8], leader_epoch: LeaderEpoch) {
     batch[at..at + 4].copy_from_slice(&leader_epoch.0.to_be_bytes());
 }
 
+/// Mark the batch at the start of `batch` LogAppendTime with `append_time` as
+/// its maxTimestamp and recompute its CRC (Kafka's
+/// DefaultRecordBatch.setMaxTimestamp). Record timestamps are left alone:
+/// readers of a LogAppendTime batch use maxTimestamp for every record.
+///
+/// Panics if `batch` is shorter than a header: callers rewrite batches they
+/// have validated.
+pub fn set_log_append_time(batch: &mut [u8], append_time: TimestampMs) {
+    assert!(
+        batch.len() >= BATCH_HEADER_SIZE,
+        "rewriting a {}-byte batch",
+        batch.len()
+    );
+    let total = BatchHeader::parse(batch)
+        .map_or(batch.len(), |header| header.total_size().min(batch.len()));
+    let at = layout::ATTRIBUTES_AT;
+    let attributes = i16::from_be_bytes([batch[at], batch[at + 1]]) | attribute::LOG_APPEND_TIME;
+    batch[at..at + 2].copy_from_slice(&attributes.to_be_bytes());
+    let at = layout::MAX_TIMESTAMP_AT;
+    batch[at..at + 8].copy_from_slice(&append_time.0.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[layout::CRC_COVERED_FROM..total]);
+    batch[layout::CRC_AT..layout::CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// The first record (in offset order) of the batch whose timestamp is at
 /// least `target`, as (offset, timestamp): offset = baseOffset +
 /// offsetDelta, timestamp = baseTimestamp + timestampDelta for CreateTime

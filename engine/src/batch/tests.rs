@@ -1036,3 +1036,12 @@ fn mutated_batches_never_panic_and_accepted_ones_are_consistent() {
     assert!(accepted > ITERATIONS / 50, "only {accepted} accepted");
     assert!(malformed > ITERATIONS / 50, "only {malformed} malformed");
 }
+
+#[test]
+fn setting_log_append_time_keeps_the_batch_valid_and_marks_it() {
+    let mut bytes = simple_batch(3, 20, TimestampMs(1_000)).to_vec();
+    set_log_append_time(&mut bytes, TimestampMs(5_000));
+    let header = validate(&bytes, usize::MAX).unwrap();
+    assert_eq!(header.timestamp_type(), TimestampType::LogAppendTime);
+    assert_eq!(header.max_timestamp(), TimestampMs(5_000));
+}

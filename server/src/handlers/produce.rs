@@ -40,7 +40,7 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
-use sluice_engine::batch::{self, BatchError, BatchHeader, Compression, layout};
+use sluice_engine::batch::{self, BatchError, BatchHeader, Compression};
 use sluice_engine::io::Io;
 use sluice_engine::io::uring::UringIo;
 use sluice_engine::{AppendError, FlushPolicy, LeaderEpoch, Log};
@@ -55,9 +55,6 @@ use crate::shard::{PartitionReplica, Shard, ShardId, TopicPartition};
 /// The leader epoch appended batches are stamped with (Metadata reports 0:
 /// a single broker never changes leaders).
 const LEADER_EPOCH: LeaderEpoch = LeaderEpoch(0);
-
-/// Attributes bit 3: the batch's timestamps are the broker's append time.
-const LOG_APPEND_TIME_ATTRIBUTE: i16 = 0x08;
 
 pub async fn handle(
     shard: &Rc<Shard>,
@@ -425,55 +422,11 @@ fn records_without_key(batch: &[u8], header: &BatchHeader) -> Vec<i32> {
 }
 
 /// A copy of the validated batch `batch` marked LogAppendTime with
-/// `append_time_ms` as its maxTimestamp, CRC recomputed (Kafka's
-/// DefaultRecordBatch.setMaxTimestamp). Record timestamps are left alone:
-/// readers of a LogAppendTime batch use maxTimestamp for every record.
+/// `append_time_ms` as its maxTimestamp (see `batch::set_log_append_time`).
 fn with_log_append_time(batch: &[u8], append_time_ms: i64) -> Bytes {
-    use layout::{ATTRIBUTES_AT, CRC_AT, CRC_COVERED_FROM, MAX_TIMESTAMP_AT, RECORDS_AT};
-    assert!(
-        batch.len() >= RECORDS_AT,
-        "rewriting a {}-byte batch",
-        batch.len()
-    );
     let mut copy = BytesMut::from(batch);
-    let attributes = i16::from_be_bytes([copy[ATTRIBUTES_AT], copy[ATTRIBUTES_AT + 1]])
-        | LOG_APPEND_TIME_ATTRIBUTE;
-    copy[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
-    copy[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&append_time_ms.to_be_bytes());
-    let crc = crc32c(&copy[CRC_COVERED_FROM..]);
-    copy[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    batch::set_log_append_time(&mut copy, sluice_engine::TimestampMs(append_time_ms));
     copy.freeze()
-}
-
-/// CRC-32C (Castagnoli), as record batches use. A byte-at-a-time table
-/// version: the server does not depend on the crc32c crate, and this runs
-/// only for LogAppendTime topics (the engine re-checks the result with its
-/// hardware-accelerated CRC on append).
-fn crc32c(bytes: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut table = [0u32; 256];
-        let mut index = 0;
-        while index < 256 {
-            let mut crc = index as u32;
-            let mut bit = 0;
-            while bit < 8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ 0x82F6_3B78
-                } else {
-                    crc >> 1
-                };
-                bit += 1;
-            }
-            table[index] = crc;
-            index += 1;
-        }
-        table
-    };
-    let mut crc = !0u32;
-    for &byte in bytes {
-        crc = TABLE[((crc ^ u32::from(byte)) & 0xFF) as usize] ^ (crc >> 8);
-    }
-    !crc
 }
 
 /// One partition's answer, built on the owning shard (plain data: it
@@ -603,12 +556,6 @@ mod tests {
     use super::*;
 
     const NOW: i64 = 1_700_000_000_000;
-
-    #[test]
-    fn crc32c_matches_the_standard_check_value() {
-        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
-        assert_eq!(crc32c(b""), 0);
-    }
 
     #[test]
     fn log_append_time_rewrite_matches_a_batch_built_that_way() {
