@@ -5,7 +5,6 @@
 //! entry per new partition, each naming exactly this broker. `validate_only`
 //! checks everything and changes nothing.
 
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
@@ -15,7 +14,7 @@ use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse
 use kafka_protocol::protocol::StrBytes;
 
 use crate::handlers::Reply;
-use crate::handlers::create_topics::{AdminError, check_assignment, topic_error};
+use crate::handlers::create_topics::{AdminError, check_assignment, count_names, topic_error};
 use crate::shard::Shard;
 use crate::shard::topics::add_partitions;
 
@@ -24,12 +23,7 @@ pub async fn handle(
     _version: i16,
     request: CreatePartitionsRequest,
 ) -> anyhow::Result<Reply> {
-    let mut occurrences: HashMap<String, usize> = HashMap::new();
-    for topic in &request.topics {
-        *occurrences
-            .entry(topic.name.0.as_str().to_string())
-            .or_default() += 1;
-    }
+    let occurrences = count_names(request.topics.iter().map(|topic| topic.name.0.as_str()));
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.as_str().to_string();

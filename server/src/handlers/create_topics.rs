@@ -103,17 +103,22 @@ pub fn config_map<'a>(
     Ok(map)
 }
 
+/// How often each name occurs in a request: a name listed twice is
+/// INVALID_REQUEST for every entry (Kafka's rule for the topic admin APIs).
+pub fn count_names<'a>(names: impl Iterator<Item = &'a str>) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for name in names {
+        *counts.entry(name.to_string()).or_default() += 1;
+    }
+    counts
+}
+
 pub async fn handle(
     shard: &Rc<Shard>,
     version: i16,
     request: CreateTopicsRequest,
 ) -> anyhow::Result<Reply> {
-    let mut occurrences: HashMap<String, usize> = HashMap::new();
-    for topic in &request.topics {
-        *occurrences
-            .entry(topic.name.0.as_str().to_string())
-            .or_default() += 1;
-    }
+    let occurrences = count_names(request.topics.iter().map(|topic| topic.name.0.as_str()));
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.as_str().to_string();
