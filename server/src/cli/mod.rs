@@ -59,6 +59,23 @@ pub struct ServeArgs {
     /// Partitions of an auto-created topic [default: 1].
     #[arg(long, env = "SLUICE_DEFAULT_PARTITIONS")]
     pub default_partitions: Option<i32>,
+    /// Partitions of the internal `__consumer_offsets` topic, fixed when it
+    /// is first created [default: 50].
+    #[arg(long, env = "SLUICE_OFFSETS_TOPIC_PARTITIONS")]
+    pub offsets_topic_partitions: Option<i32>,
+    /// How long a new group's first join window stays open for more
+    /// members (Kafka's group.initial.rebalance.delay.ms) [default: 3000].
+    #[arg(long, env = "SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    pub group_initial_rebalance_delay_ms: Option<u64>,
+    /// Committed offsets of a group with no members expire this long after
+    /// it became empty (Kafka's offsets.retention.minutes, in ms)
+    /// [default: 604800000 = 7 days].
+    #[arg(long, env = "SLUICE_OFFSETS_RETENTION_MS")]
+    pub offsets_retention_ms: Option<u64>,
+    /// How often the log cleaner looks for compacted partitions to clean
+    /// (Kafka's log.cleaner.backoff.ms) [default: 15000].
+    #[arg(long, env = "SLUICE_LOG_CLEANER_INTERVAL_MS")]
+    pub log_cleaner_interval_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -72,6 +89,10 @@ struct FileConfig {
     log_level: Option<String>,
     auto_create_topics: Option<bool>,
     default_partitions: Option<i32>,
+    offsets_topic_partitions: Option<i32>,
+    group_initial_rebalance_delay_ms: Option<u64>,
+    offsets_retention_ms: Option<u64>,
+    log_cleaner_interval_ms: Option<u64>,
 }
 
 /// The broker's resolved configuration.
@@ -89,6 +110,11 @@ pub struct BrokerConfig {
     pub default_partitions: i32,
     /// Largest request frame accepted (Kafka's socket.request.max.bytes).
     pub request_bytes_max: usize,
+    /// Partitions of `__consumer_offsets` when the broker creates it.
+    pub offsets_topic_partitions: i32,
+    pub group_initial_rebalance_delay_ms: u64,
+    pub offsets_retention_ms: u64,
+    pub log_cleaner_interval_ms: u64,
 }
 
 impl BrokerConfig {
@@ -123,6 +149,14 @@ impl BrokerConfig {
             default_partitions >= 1,
             "--default-partitions must be at least 1"
         );
+        let offsets_topic_partitions = args
+            .offsets_topic_partitions
+            .or(file.offsets_topic_partitions)
+            .unwrap_or(50);
+        anyhow::ensure!(
+            (1..=1000).contains(&offsets_topic_partitions),
+            "--offsets-topic-partitions must be between 1 and 1000"
+        );
         Ok(BrokerConfig {
             listen,
             advertised_host,
@@ -143,6 +177,20 @@ impl BrokerConfig {
                 .unwrap_or(true),
             default_partitions,
             request_bytes_max: 100 << 20,
+            offsets_topic_partitions,
+            group_initial_rebalance_delay_ms: args
+                .group_initial_rebalance_delay_ms
+                .or(file.group_initial_rebalance_delay_ms)
+                .unwrap_or(3000),
+            offsets_retention_ms: args
+                .offsets_retention_ms
+                .or(file.offsets_retention_ms)
+                .unwrap_or(7 * 24 * 3600 * 1000),
+            log_cleaner_interval_ms: args
+                .log_cleaner_interval_ms
+                .or(file.log_cleaner_interval_ms)
+                .unwrap_or(15_000)
+                .max(1),
         })
     }
 }

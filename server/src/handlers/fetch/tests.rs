@@ -82,6 +82,10 @@ where
         auto_create_topics: true,
         default_partitions: 1,
         request_bytes_max: 100 << 20,
+        offsets_topic_partitions: 50,
+        group_initial_rebalance_delay_ms: 3000,
+        offsets_retention_ms: 7 * 24 * 3600 * 1000,
+        log_cleaner_interval_ms: 15_000,
     });
     let metadata: Arc<dyn MetadataStore> = Arc::new(FileMetadataStore::open(&dir, count).unwrap());
     let (shards, mut inboxes) = Shards::new(count);
