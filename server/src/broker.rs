@@ -74,6 +74,7 @@ impl Broker {
                             shards,
                             metadata,
                             partitions: Default::default(),
+                            groups: Default::default(),
                         });
                         let committer = shard.committer.clone();
                         compio::runtime::spawn(async move { committer.run().await }).detach();

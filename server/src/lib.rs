@@ -8,6 +8,7 @@
 //! | `net` | listeners, connections, framing |
 //! | `protocol` | request decoding, response encoding, served API versions |
 //! | `handlers` | one file per Kafka API |
+//! | `group` | the group coordinator: consumer groups, committed offsets |
 //! | `metadata` | topics, placement, topic configs, persistence |
 //! | `alloc` | the process allocator (huge reservations lazily mapped) |
 
@@ -17,6 +18,7 @@ static ALLOCATOR: alloc::Allocator = alloc::Allocator;
 pub mod alloc;
 pub mod broker;
 pub mod cli;
+pub mod group;
 pub mod handlers;
 pub mod metadata;
 pub mod net;

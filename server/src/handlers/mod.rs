@@ -5,18 +5,30 @@ pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod fetch;
 pub mod fetch_session;
+pub mod find_coordinator;
+pub mod heartbeat;
 pub mod incremental_alter_configs;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 
 use kafka_protocol::messages::{RequestKind, ResponseKind};
@@ -36,7 +48,11 @@ pub enum Reply {
 
 /// Handle one request. `Err` means the request cannot be answered (a bug or
 /// an internal failure): the connection is closed.
-pub async fn handle(shard: &Rc<Shard>, request: Request) -> anyhow::Result<Option<ResponseFrame>> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    request: Request,
+    peer: SocketAddr,
+) -> anyhow::Result<Option<ResponseFrame>> {
     let Request {
         api_key,
         version,
@@ -66,6 +82,21 @@ pub async fn handle(shard: &Rc<Shard>, request: Request) -> anyhow::Result<Optio
         }
         RequestKind::DeleteRecords(body) => delete_records::handle(shard, version, body).await?,
         RequestKind::DescribeCluster(body) => describe_cluster::handle(shard, version, &body),
+        RequestKind::FindCoordinator(body) => {
+            find_coordinator::handle(shard, version, body).await?
+        }
+        RequestKind::JoinGroup(body) => {
+            join_group::handle(shard, version, &header, peer, body).await?
+        }
+        RequestKind::SyncGroup(body) => sync_group::handle(shard, version, body).await?,
+        RequestKind::Heartbeat(body) => heartbeat::handle(shard, version, body).await?,
+        RequestKind::LeaveGroup(body) => leave_group::handle(shard, version, body).await?,
+        RequestKind::OffsetCommit(body) => offset_commit::handle(shard, version, body).await?,
+        RequestKind::OffsetFetch(body) => offset_fetch::handle(shard, version, body).await?,
+        RequestKind::OffsetDelete(body) => offset_delete::handle(shard, version, body).await?,
+        RequestKind::ListGroups(body) => list_groups::handle(shard, version, body).await?,
+        RequestKind::DescribeGroups(body) => describe_groups::handle(shard, version, body).await?,
+        RequestKind::DeleteGroups(body) => delete_groups::handle(shard, version, body).await?,
         other => anyhow::bail!("no handler for {:?}", other),
     };
     match reply {

@@ -79,7 +79,7 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, peer: SocketAddr) {
             break format!("read: {error}");
         }
         let response = match decode_request(Bytes::from(frame)) {
-            Ok(request) => match handlers::handle(&shard, request).await {
+            Ok(request) => match handlers::handle(&shard, request, peer).await {
                 Ok(response) => response,
                 Err(error) => break format!("handler failed: {error:#}"),
             },

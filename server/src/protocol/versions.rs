@@ -25,6 +25,17 @@ pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
     (ApiKey::IncrementalAlterConfigs, range(0, 1)),
     (ApiKey::DeleteRecords, range(0, 2)),
     (ApiKey::DescribeCluster, range(0, 2)),
+    (ApiKey::FindCoordinator, range(0, 6)),
+    (ApiKey::JoinGroup, range(0, 9)),
+    (ApiKey::SyncGroup, range(0, 5)),
+    (ApiKey::Heartbeat, range(0, 4)),
+    (ApiKey::LeaveGroup, range(0, 5)),
+    (ApiKey::OffsetCommit, range(2, 9)),
+    (ApiKey::OffsetFetch, range(1, 9)),
+    (ApiKey::OffsetDelete, range(0, 0)),
+    (ApiKey::ListGroups, range(0, 5)),
+    (ApiKey::DescribeGroups, range(0, 6)),
+    (ApiKey::DeleteGroups, range(0, 2)),
 ];
 
 pub fn supported(api_key: ApiKey) -> Option<VersionRange> {

@@ -90,6 +90,8 @@ pub struct Shard {
     pub metadata: Arc<dyn MetadataStore>,
     /// Partitions owned by this shard.
     pub partitions: RefCell<HashMap<TopicPartition, Rc<PartitionReplica>>>,
+    /// The consumer groups coordinated by this shard (group/mod.rs).
+    pub groups: crate::group::Coordinator,
 }
 
 impl Shard {
@@ -110,10 +112,14 @@ impl Shard {
                 if self.partitions.borrow().contains_key(&topic_partition) {
                     continue;
                 }
-                let replica = PartitionReplica::open(self, topic, topic_partition.clone()).await?;
+                let replica =
+                    Rc::new(PartitionReplica::open(self, topic, topic_partition.clone()).await?);
                 self.partitions
                     .borrow_mut()
-                    .insert(topic_partition, Rc::new(replica));
+                    .insert(topic_partition, Rc::clone(&replica));
+                if topic.name == crate::group::OFFSETS_TOPIC {
+                    crate::group::load_partition(self, &replica).await?;
+                }
             }
         }
         Ok(())

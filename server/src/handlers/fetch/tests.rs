@@ -45,6 +45,7 @@ fn new_shard(
         shards,
         metadata,
         partitions: Default::default(),
+        groups: Default::default(),
     })
 }
 

@@ -1,0 +1,531 @@
+//! The group coordinator (DESIGN.md "Coordinators"): consumer groups with
+//! Kafka's classic rebalance protocol, and committed offsets.
+//!
+//! Where a group lives: partition `abs(java_hash(group)) % N` of the
+//! internal compacted topic `__consumer_offsets` (N = 50 by default, fixed
+//! when the broker first creates the topic, as Kafka). The shard owning that
+//! partition owns the group: its state (group/state.rs) lives in that
+//! shard's [`Coordinator`], every request about the group is sent there
+//! ([`on_coordinator`]), and every change that must survive is a record
+//! appended to that partition (group/records.rs, Kafka's layouts) before it
+//! is acknowledged. Compaction keeps the latest record per key, so the
+//! topic stays the size of the state.
+//!
+//! On start, each shard replays its `__consumer_offsets` partitions
+//! ([`load_partition`]) before the broker serves. A per-shard ticker
+//! (every [`TICK`]) runs the timers: join windows, session expiry, offset
+//! expiry (offsets.retention: offsets of a group that has been empty that
+//! long, or of a standalone group's partition not committed that long).
+//!
+//! Ordering: a commit is applied to the in-memory table only after its
+//! record is durable, and only if no later record for the same key was
+//! applied first (`CommittedOffset::record_offset`).
+
+pub mod records;
+pub mod state;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::ConsumerProtocolSubscription;
+use kafka_protocol::protocol::Decodable;
+use sluice_engine::batch::{self, BatchBuilder, Compression};
+use sluice_engine::{LeaderEpoch, ReadLimits, TimestampMs};
+
+use crate::group::records::{GroupValue, Key, OffsetValue};
+use crate::group::state::{CommittedOffset, Group, GroupConfig, GroupState};
+use crate::metadata::TopicMetadata;
+use crate::shard::topics::{TopicError, create_topic};
+use crate::shard::{PartitionReplica, Shard, ShardId, TopicPartition};
+
+/// The internal topic holding groups and offsets.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// How often the timers run.
+pub const TICK: Duration = Duration::from_millis(100);
+/// Kafka's group.min.session.timeout.ms and group.max.session.timeout.ms.
+const SESSION_TIMEOUT_MIN_MS: i32 = 6_000;
+const SESSION_TIMEOUT_MAX_MS: i32 = 1_800_000;
+/// Kafka's offset.metadata.max.bytes.
+pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
+/// Segment size of `__consumer_offsets` (Kafka's offsets.topic.segment.bytes).
+const OFFSETS_SEGMENT_BYTES: &str = "104857600";
+
+/// Records to append to `__consumer_offsets`: key, value (None: tombstone).
+pub type GroupRecord = (Bytes, Option<Bytes>);
+
+/// One shard's groups (those of the offsets partitions it owns).
+#[derive(Default)]
+pub struct Coordinator {
+    pub groups: RefCell<HashMap<String, Group>>,
+    /// Offsets partitions replayed on this shard.
+    loaded: RefCell<BTreeSet<i32>>,
+    ticker_started: Cell<bool>,
+}
+
+/// Kafka's choice of partition for a group: Java's `String.hashCode` of
+/// the group id (UTF-16 units), sign bit masked, modulo the partition count.
+pub fn partition_for(group: &str, partitions: i32) -> i32 {
+    let hash = group.encode_utf16().fold(0i32, |hash, unit| {
+        hash.wrapping_mul(31).wrapping_add(i32::from(unit))
+    });
+    (hash & 0x7fff_ffff) % partitions.max(1)
+}
+
+/// Wall-clock milliseconds since the epoch.
+pub fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+pub fn group_config(shard: &Shard) -> GroupConfig {
+    GroupConfig {
+        initial_rebalance_delay: Duration::from_millis(
+            shard.config.group_initial_rebalance_delay_ms,
+        ),
+        session_timeout_min_ms: SESSION_TIMEOUT_MIN_MS,
+        session_timeout_max_ms: SESSION_TIMEOUT_MAX_MS,
+    }
+}
+
+/// The offsets topic, created on first use with the broker's partition
+/// count (Kafka creates it on the first FindCoordinator).
+pub async fn offsets_topic(shard: &Rc<Shard>) -> Result<TopicMetadata, ResponseError> {
+    if let Some(topic) = shard.metadata.snapshot().topics.get(OFFSETS_TOPIC) {
+        return Ok(topic.clone());
+    }
+    let configs = BTreeMap::from([
+        ("cleanup.policy".to_string(), "compact".to_string()),
+        (
+            "segment.bytes".to_string(),
+            OFFSETS_SEGMENT_BYTES.to_string(),
+        ),
+    ]);
+    let partitions = shard.config.offsets_topic_partitions;
+    match create_topic(shard, OFFSETS_TOPIC, partitions, configs, false).await {
+        Ok(topic) => Ok(topic),
+        // Created concurrently by another connection.
+        Err(TopicError::Metadata(crate::metadata::MetadataError::TopicExists(_))) => shard
+            .metadata
+            .snapshot()
+            .topics
+            .get(OFFSETS_TOPIC)
+            .cloned()
+            .ok_or(ResponseError::CoordinatorNotAvailable),
+        Err(error) => {
+            tracing::error!(%error, "creating {OFFSETS_TOPIC} failed");
+            Err(ResponseError::CoordinatorNotAvailable)
+        }
+    }
+}
+
+/// The shard and offsets partition coordinating `group`.
+pub async fn locate(shard: &Rc<Shard>, group: &str) -> Result<(ShardId, i32), ResponseError> {
+    let topic = offsets_topic(shard).await?;
+    let count = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
+    let partition = partition_for(group, count);
+    let owner = topic
+        .partitions
+        .get(partition as usize)
+        .map(|assignment| ShardId(assignment.shard))
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    Ok((owner, partition))
+}
+
+/// Run `work` on the shard coordinating `group`, once its partition is
+/// loaded; `work` gets that shard and the group's offsets partition.
+pub async fn on_coordinator<R, F, W>(
+    shard: &Rc<Shard>,
+    group: &str,
+    work: W,
+) -> Result<R, ResponseError>
+where
+    R: Send + 'static,
+    F: Future<Output = R> + 'static,
+    W: FnOnce(Rc<Shard>, i32) -> F + Send + 'static,
+{
+    let (owner, partition) = locate(shard, group).await?;
+    let outcome = shard
+        .shards
+        .call(owner, move |owner| async move {
+            if !owner.groups.loaded.borrow().contains(&partition) {
+                return Err(ResponseError::CoordinatorLoadInProgress);
+            }
+            owner.groups.start_ticker(&owner);
+            Ok(work(Rc::clone(&owner), partition).await)
+        })
+        .await;
+    match outcome {
+        Ok(result) => result,
+        Err(gone) => {
+            tracing::error!(%gone, "group coordinator shard unavailable");
+            Err(ResponseError::CoordinatorNotAvailable)
+        }
+    }
+}
+
+/// Append `records` (key, value-or-tombstone) to offsets partition
+/// `partition` on this shard and wait until they are durable. Returns the
+/// offset of the first record.
+pub async fn write(
+    shard: &Rc<Shard>,
+    partition: i32,
+    records: &[GroupRecord],
+) -> Result<i64, ResponseError> {
+    if records.is_empty() {
+        return Ok(-1);
+    }
+    let topic_partition = TopicPartition::new(OFFSETS_TOPIC, partition);
+    let Some(replica) = shard.partition(&topic_partition) else {
+        return Err(ResponseError::NotCoordinator);
+    };
+    let now = TimestampMs(wall_ms());
+    let mut builder = BatchBuilder::new();
+    for (key, value) in records {
+        builder.record(Some(key), value.as_deref(), now);
+    }
+    let append = replica.append(&builder.build(), LeaderEpoch(0)).map_err(|error| {
+        tracing::error!(partition = %topic_partition, %error, "group coordinator append refused");
+        ResponseError::CoordinatorNotAvailable
+    })?;
+    append.completion.await.map_err(|error| {
+        tracing::error!(partition = %topic_partition, %error, "group coordinator write failed");
+        ResponseError::CoordinatorNotAvailable
+    })?;
+    Ok(append.base_offset.value())
+}
+
+/// The group metadata record of `group` (or its tombstone).
+pub fn group_record(group: &Group) -> GroupRecord {
+    let key = Key::Group {
+        group: group.id.clone(),
+    }
+    .encode();
+    (key, Some(group.to_value().encode()))
+}
+
+pub fn group_tombstone(group: &str) -> GroupRecord {
+    let key = Key::Group {
+        group: group.to_string(),
+    }
+    .encode();
+    (key, None)
+}
+
+pub fn offset_key(group: &str, topic: &str, partition: i32) -> Bytes {
+    Key::Offset {
+        group: group.to_string(),
+        topic: topic.to_string(),
+        partition,
+    }
+    .encode()
+}
+
+/// Persist the group's metadata if it changed, in the background (the
+/// callers that must wait for it, SyncGroup, write it themselves).
+pub fn persist_if_dirty(shard: &Rc<Shard>, group: &mut Group) {
+    if !group.take_dirty() {
+        return;
+    }
+    let record = group_record(group);
+    let partition = group.partition;
+    let shard = Rc::clone(shard);
+    let id = group.id.clone();
+    compio::runtime::spawn(async move {
+        if let Err(error) = write(&shard, partition, &[record]).await {
+            tracing::warn!(group = %id, ?error, "writing group metadata failed");
+        }
+    })
+    .detach();
+}
+
+/// The topics in a consumer-protocol subscription (None if undecodable).
+pub fn consumer_subscription(metadata: &[u8]) -> Option<Vec<String>> {
+    if metadata.len() < 2 {
+        return None;
+    }
+    let version = i16::from_be_bytes([metadata[0], metadata[1]]);
+    let mut body = Bytes::copy_from_slice(&metadata[2..]);
+    // Newer versions only add fields at the end: read what we know.
+    let subscription = ConsumerProtocolSubscription::decode(&mut body, version.clamp(0, 3)).ok()?;
+    Some(
+        subscription
+            .topics
+            .iter()
+            .map(|topic| topic.to_string())
+            .collect(),
+    )
+}
+
+impl Coordinator {
+    /// Start this shard's timer task (once).
+    pub fn start_ticker(&self, shard: &Rc<Shard>) {
+        if self.ticker_started.replace(true) {
+            return;
+        }
+        let shard = Rc::clone(shard);
+        compio::runtime::spawn(async move {
+            loop {
+                compio::time::sleep(TICK).await;
+                tick(&shard).await;
+            }
+        })
+        .detach();
+    }
+}
+
+/// One round of timers on this shard's groups.
+async fn tick(shard: &Rc<Shard>) {
+    let config = group_config(shard);
+    let now = Instant::now();
+    let wall = wall_ms();
+    let retention_ms = i64::try_from(shard.config.offsets_retention_ms).unwrap_or(i64::MAX);
+    let mut writes: Vec<(i32, Vec<GroupRecord>)> = Vec::new();
+    {
+        let mut groups = shard.groups.groups.borrow_mut();
+        let mut forget = Vec::new();
+        for group in groups.values_mut() {
+            group.tick(&config, now, wall);
+            persist_if_dirty(shard, group);
+            let mut records = expire_offsets(group, wall, retention_ms);
+            if group.is_forgettable() {
+                records.push(group_tombstone(&group.id));
+                forget.push(group.id.clone());
+            }
+            if !records.is_empty() {
+                writes.push((group.partition, records));
+            }
+        }
+        for id in forget {
+            groups.remove(&id);
+        }
+    }
+    for (partition, records) in writes {
+        if let Err(error) = write(shard, partition, &records).await {
+            tracing::warn!(partition, ?error, "writing expired offsets failed");
+        }
+    }
+}
+
+/// Remove the offsets that expired (offsets.retention) and return their
+/// tombstones. A consumer group's offsets expire together once it has been
+/// empty for the retention time; a standalone group's (never had members)
+/// expire per partition, counted from the commit.
+fn expire_offsets(group: &mut Group, wall: i64, retention_ms: i64) -> Vec<GroupRecord> {
+    if group.state != GroupState::Empty || group.offsets.is_empty() {
+        return Vec::new();
+    }
+    let expired: Vec<(String, i32)> = if group.protocol_type.is_some() {
+        if wall.saturating_sub(group.state_timestamp) < retention_ms {
+            return Vec::new();
+        }
+        group.offsets.keys().cloned().collect()
+    } else {
+        group
+            .offsets
+            .iter()
+            .filter(|(_, committed)| {
+                wall.saturating_sub(committed.commit_timestamp) >= retention_ms
+            })
+            .map(|(key, _)| key.clone())
+            .collect()
+    };
+    expired
+        .into_iter()
+        .map(|(topic, partition)| {
+            group.offsets.remove(&(topic.clone(), partition));
+            tracing::info!(group = %group.id, %topic, partition, "committed offset expired");
+            (offset_key(&group.id, &topic, partition), None)
+        })
+        .collect()
+}
+
+/// Replay offsets partition `partition` (just opened on this shard) into
+/// the coordinator: the latest record per key wins, tombstones delete.
+pub async fn load_partition(shard: &Rc<Shard>, replica: &PartitionReplica) -> anyhow::Result<()> {
+    let partition = replica.topic_partition.partition;
+    let log = &replica.log;
+    let end = log.durable_end_offset();
+    let mut offset = log.log_start_offset();
+    let now = Instant::now();
+    let wall = wall_ms();
+    let mut groups: HashMap<String, Group> = HashMap::new();
+    let mut skipped = 0usize;
+    while offset < end {
+        let read = log
+            .read(
+                offset,
+                ReadLimits {
+                    max_bytes: 1 << 20,
+                    min_one_batch: true,
+                    max_offset: end,
+                },
+            )
+            .await?;
+        if read.next_offset <= offset {
+            break;
+        }
+        offset = read.next_offset;
+        for run in &read.records {
+            let mut rest: &[u8] = run;
+            while !rest.is_empty() {
+                let header = batch::BatchHeader::parse(rest)?;
+                let size = header.total_size();
+                let whole = &rest[..size.min(rest.len())];
+                rest = &rest[size.min(rest.len())..];
+                if header.is_control() || header.compression() != Compression::None {
+                    skipped += 1;
+                    continue;
+                }
+                let base = header.base_offset().value();
+                for record in batch::records(whole, &header) {
+                    let record = record?;
+                    let record_offset = base + i64::from(record.offset_delta);
+                    if let Err(error) = replay(
+                        &mut groups,
+                        partition,
+                        record.key,
+                        record.value,
+                        record_offset,
+                        now,
+                        wall,
+                    ) {
+                        skipped += 1;
+                        tracing::warn!(partition, record_offset, %error, "skipping an unreadable group record");
+                    }
+                }
+            }
+        }
+    }
+    let count = groups.len();
+    {
+        let mut table = shard.groups.groups.borrow_mut();
+        table.retain(|_, group| group.partition != partition);
+        table.extend(groups);
+    }
+    shard.groups.loaded.borrow_mut().insert(partition);
+    shard.groups.start_ticker(shard);
+    tracing::debug!(
+        partition,
+        groups = count,
+        skipped,
+        "loaded group coordinator partition"
+    );
+    Ok(())
+}
+
+fn replay(
+    groups: &mut HashMap<String, Group>,
+    partition: i32,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    record_offset: i64,
+    now: Instant,
+    wall: i64,
+) -> Result<(), records::RecordError> {
+    let Some(key) = key else {
+        return Ok(());
+    };
+    match Key::decode(key)? {
+        Key::Offset {
+            group,
+            topic,
+            partition: topic_partition,
+        } => match value {
+            Some(value) => {
+                let value = OffsetValue::decode(value)?;
+                let entry = groups
+                    .entry(group.clone())
+                    .or_insert_with(|| Group::new(&group, partition, wall));
+                entry.offsets.insert(
+                    (topic, topic_partition),
+                    CommittedOffset {
+                        offset: value.offset,
+                        leader_epoch: value.leader_epoch,
+                        metadata: value.metadata,
+                        commit_timestamp: value.commit_timestamp,
+                        record_offset,
+                    },
+                );
+            }
+            None => {
+                if let Some(entry) = groups.get_mut(&group) {
+                    entry.offsets.remove(&(topic, topic_partition));
+                }
+            }
+        },
+        Key::Group { group } => match value {
+            Some(value) => {
+                let value: GroupValue = GroupValue::decode(value)?;
+                let entry = groups
+                    .entry(group.clone())
+                    .or_insert_with(|| Group::new(&group, partition, wall));
+                entry.restore(value, now);
+            }
+            None => {
+                groups.remove(&group);
+            }
+        },
+    }
+    Ok(())
+}
+
+/// Apply a durable commit to the table (unless a later one already was).
+pub fn apply_commit(group: &mut Group, topic: &str, partition: i32, committed: CommittedOffset) {
+    let key = (topic.to_string(), partition);
+    match group.offsets.get(&key) {
+        Some(existing) if existing.record_offset > committed.record_offset => {}
+        _ => {
+            group.offsets.insert(key, committed);
+        }
+    }
+}
+
+/// Record offset of the `index`-th record of a write that started at `base`.
+pub fn record_offset(base: i64, index: usize) -> i64 {
+    base + i64::try_from(index).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_matches_kafka() {
+        // Values of Java's String.hashCode: "abc" = 96354, "test" =
+        // 3556498, "polygenelubricants" = Integer.MIN_VALUE (masked to 0).
+        assert_eq!(partition_for("abc", i32::MAX), 96354);
+        assert_eq!(partition_for("test", 50), 3556498 % 50);
+        assert_eq!(partition_for("polygenelubricants", 50), 0);
+        assert_eq!(partition_for("", 50), 0);
+        for partitions in [1, 7, 50] {
+            for name in ["a", "group-1", "ümlaut", "很长的组名"] {
+                let partition = partition_for(name, partitions);
+                assert!((0..partitions).contains(&partition));
+            }
+        }
+    }
+
+    #[test]
+    fn subscription_topics_are_decoded() {
+        use kafka_protocol::protocol::{Encodable, StrBytes};
+        let subscription = ConsumerProtocolSubscription::default().with_topics(vec![
+            StrBytes::from_static_str("a"),
+            StrBytes::from_static_str("b"),
+        ]);
+        let mut encoded = bytes::BytesMut::new();
+        encoded.extend_from_slice(&1i16.to_be_bytes());
+        subscription.encode(&mut encoded, 1).unwrap_or(());
+        assert_eq!(
+            consumer_subscription(&encoded),
+            Some(vec!["a".to_string(), "b".to_string()])
+        );
+        assert_eq!(consumer_subscription(&[0]), None);
+    }
+}

@@ -1,0 +1,1076 @@
+//! One consumer group's state machine: Kafka's classic rebalance protocol.
+//!
+//! ```text
+//!            join                     join window closes          leader's SyncGroup
+//!  Empty ------------> Preparing ----------------------> Completing ------------------> Stable
+//!    ^                 Rebalance   (all members rejoined   Rebalance                      |
+//!    |                   ^   ^      or the rebalance                                      |
+//!    |   window closes   |   |      timeout passed)                                       |
+//!    +--- with nobody ---+   +------ member joins / leaves / changes protocols / expires -+
+//! ```
+//!
+//! Invariants (asserted in [`Group::check`]):
+//! - `Empty` has no members; every other live state has at least one, and
+//!   the leader (when set) is a member.
+//! - Generations only grow; the first completed join is generation 1.
+//! - A member waits for at most one JoinGroup and one SyncGroup answer.
+//! - Static members: `static_members` maps each instance id to exactly the
+//!   member holding it.
+//!
+//! This module does no I/O: the coordinator (group/mod.rs) persists what
+//! [`Group::take_dirty`] reports and answers the waiters here through
+//! oneshot channels. Time is passed in, so the tests drive it directly.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+use kafka_protocol::error::ResponseError;
+
+use crate::group::records::{GroupValue, MemberValue};
+
+/// The protocol type of Kafka consumers (the only one whose member
+/// metadata the broker decodes, for OffsetDelete and describe).
+pub const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupState {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+    Dead,
+}
+
+impl GroupState {
+    /// The names DescribeGroups and ListGroups use.
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+            GroupState::Dead => "Dead",
+        }
+    }
+}
+
+/// Broker settings the state machine needs.
+#[derive(Clone, Copy, Debug)]
+pub struct GroupConfig {
+    pub initial_rebalance_delay: Duration,
+    pub session_timeout_min_ms: i32,
+    pub session_timeout_max_ms: i32,
+}
+
+/// A JoinGroup answer.
+#[derive(Clone, Debug)]
+pub struct JoinResult {
+    pub error: Option<ResponseError>,
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol: Option<String>,
+    pub leader: String,
+    pub member_id: String,
+    /// Only the leader gets the members (with their metadata for the
+    /// chosen protocol).
+    pub members: Vec<JoinedMember>,
+    /// KIP-814: a static leader rejoining a stable group must not compute
+    /// a new assignment.
+    pub skip_assignment: bool,
+}
+
+impl JoinResult {
+    pub fn error(error: ResponseError, member_id: &str) -> JoinResult {
+        JoinResult {
+            error: Some(error),
+            generation: -1,
+            protocol_type: None,
+            protocol: None,
+            leader: String::new(),
+            member_id: member_id.to_string(),
+            members: Vec::new(),
+            skip_assignment: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct JoinedMember {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub metadata: Bytes,
+}
+
+/// A SyncGroup answer.
+#[derive(Clone, Debug)]
+pub struct SyncResult {
+    pub error: Option<ResponseError>,
+    pub protocol_type: Option<String>,
+    pub protocol: Option<String>,
+    pub assignment: Bytes,
+}
+
+impl SyncResult {
+    pub fn error(error: ResponseError) -> SyncResult {
+        SyncResult {
+            error: Some(error),
+            protocol_type: None,
+            protocol: None,
+            assignment: Bytes::new(),
+        }
+    }
+}
+
+/// An answer now, or one to wait for.
+pub enum Reply<T> {
+    Now(T),
+    Wait(oneshot::Receiver<T>),
+}
+
+/// What a JoinGroup asks.
+#[derive(Clone, Debug)]
+pub struct JoinRequest {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub protocol_type: String,
+    pub protocols: Vec<(String, Bytes)>,
+    /// v4+: a new member is first given an id to rejoin with (KIP-394).
+    pub require_known_member_id: bool,
+}
+
+pub struct Member {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    /// Supported protocols in preference order, with their metadata.
+    pub protocols: Vec<(String, Bytes)>,
+    pub assignment: Bytes,
+    pub last_heard: Instant,
+    join_waiter: Option<oneshot::Sender<JoinResult>>,
+    sync_waiter: Option<oneshot::Sender<SyncResult>>,
+}
+
+impl Member {
+    fn metadata_for(&self, protocol: &str) -> Bytes {
+        self.protocols
+            .iter()
+            .find(|(name, _)| name == protocol)
+            .map(|(_, metadata)| metadata.clone())
+            .unwrap_or_default()
+    }
+
+    fn awaiting_join(&self) -> bool {
+        self.join_waiter.is_some()
+    }
+
+    fn session_expired(&self, now: Instant) -> bool {
+        // A member waiting for an answer is alive: its client is blocked on
+        // the request (Kafka completes the heartbeat for such members).
+        self.join_waiter.is_none()
+            && self.sync_waiter.is_none()
+            && now.duration_since(self.last_heard)
+                > Duration::from_millis(u64::try_from(self.session_timeout_ms).unwrap_or(0))
+    }
+}
+
+/// A committed offset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommittedOffset {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+    pub commit_timestamp: i64,
+    /// Offset of the record in `__consumer_offsets` (later commits win,
+    /// whatever order their appends complete in).
+    pub record_offset: i64,
+}
+
+pub struct Group {
+    pub id: String,
+    /// The `__consumer_offsets` partition holding this group.
+    pub partition: i32,
+    pub state: GroupState,
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol: Option<String>,
+    pub leader: Option<String>,
+    pub members: BTreeMap<String, Member>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED, not joined yet, with
+    /// the time after which they are forgotten.
+    pending_members: HashMap<String, Instant>,
+    static_members: HashMap<String, String>,
+    /// When the join window closes.
+    join_deadline: Option<Instant>,
+    /// Set while the first join window of an empty group is open (it is
+    /// extended as members arrive, up to this).
+    initial_join_limit: Option<Instant>,
+    /// Wall-clock ms of the last state change (offset expiry of empty groups).
+    pub state_timestamp: i64,
+    pub offsets: BTreeMap<(String, i32), CommittedOffset>,
+    /// The group metadata changed and must be written.
+    dirty: bool,
+}
+
+impl Group {
+    pub fn new(id: &str, partition: i32, wall_ms: i64) -> Group {
+        Group {
+            id: id.to_string(),
+            partition,
+            state: GroupState::Empty,
+            generation: 0,
+            protocol_type: None,
+            protocol: None,
+            leader: None,
+            members: BTreeMap::new(),
+            pending_members: HashMap::new(),
+            static_members: HashMap::new(),
+            join_deadline: None,
+            initial_join_limit: None,
+            state_timestamp: wall_ms,
+            offsets: BTreeMap::new(),
+            dirty: false,
+        }
+    }
+
+    /// Restore a group from its stored metadata (at partition load). Members
+    /// come back as they were, as in Kafka: they keep heartbeating or expire
+    /// after their session timeout.
+    pub fn restore(&mut self, value: GroupValue, now: Instant) {
+        self.generation = value.generation;
+        self.protocol_type = Some(value.protocol_type).filter(|kind| !kind.is_empty());
+        self.protocol = value.protocol;
+        self.leader = value.leader;
+        self.state_timestamp = value.state_timestamp;
+        self.members.clear();
+        self.static_members.clear();
+        for stored in value.members {
+            let protocol = self.protocol.clone().unwrap_or_default();
+            if let Some(instance) = &stored.instance_id {
+                self.static_members
+                    .insert(instance.clone(), stored.member_id.clone());
+            }
+            self.members.insert(
+                stored.member_id.clone(),
+                Member {
+                    id: stored.member_id,
+                    instance_id: stored.instance_id,
+                    client_id: stored.client_id,
+                    client_host: stored.client_host,
+                    session_timeout_ms: stored.session_timeout_ms,
+                    rebalance_timeout_ms: stored.rebalance_timeout_ms,
+                    protocols: vec![(protocol, stored.subscription)],
+                    assignment: stored.assignment,
+                    last_heard: now,
+                    join_waiter: None,
+                    sync_waiter: None,
+                },
+            );
+        }
+        self.state = if self.members.is_empty() {
+            GroupState::Empty
+        } else {
+            GroupState::Stable
+        };
+        if self
+            .leader
+            .as_ref()
+            .is_some_and(|leader| !self.members.contains_key(leader))
+        {
+            self.leader = self.members.keys().next().cloned();
+        }
+        self.check();
+    }
+
+    /// The stored form of the group metadata.
+    pub fn to_value(&self) -> GroupValue {
+        let protocol = self.protocol.clone().unwrap_or_default();
+        GroupValue {
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            generation: self.generation,
+            protocol: self.protocol.clone(),
+            leader: self.leader.clone(),
+            state_timestamp: self.state_timestamp,
+            members: self
+                .members
+                .values()
+                .map(|member| MemberValue {
+                    member_id: member.id.clone(),
+                    instance_id: member.instance_id.clone(),
+                    client_id: member.client_id.clone(),
+                    client_host: member.client_host.clone(),
+                    rebalance_timeout_ms: member.rebalance_timeout_ms,
+                    session_timeout_ms: member.session_timeout_ms,
+                    subscription: member.metadata_for(&protocol),
+                    assignment: member.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether the group metadata must be written; clears the flag.
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// A group with nothing left to keep: no members, no offsets.
+    pub fn is_forgettable(&self) -> bool {
+        self.state == GroupState::Empty
+            && self.offsets.is_empty()
+            && self.pending_members.is_empty()
+    }
+
+    // ---- JoinGroup ----
+
+    pub fn join(
+        &mut self,
+        request: JoinRequest,
+        config: &GroupConfig,
+        now: Instant,
+        wall_ms: i64,
+    ) -> Reply<JoinResult> {
+        let reply = self.join_inner(request, config, now, wall_ms);
+        self.check();
+        reply
+    }
+
+    fn join_inner(
+        &mut self,
+        request: JoinRequest,
+        config: &GroupConfig,
+        now: Instant,
+        wall_ms: i64,
+    ) -> Reply<JoinResult> {
+        let fail = |error| Reply::Now(JoinResult::error(error, &request.member_id));
+        if !(config.session_timeout_min_ms..=config.session_timeout_max_ms)
+            .contains(&request.session_timeout_ms)
+        {
+            return fail(ResponseError::InvalidSessionTimeout);
+        }
+        if request.protocol_type.is_empty() || request.protocols.is_empty() {
+            return fail(ResponseError::InconsistentGroupProtocol);
+        }
+        if self.state == GroupState::Dead {
+            return fail(ResponseError::CoordinatorNotAvailable);
+        }
+        if !self.members.is_empty() && !self.supports(&request) {
+            return fail(ResponseError::InconsistentGroupProtocol);
+        }
+        if request.member_id.is_empty() {
+            return self.join_new_member(request, config, now, wall_ms);
+        }
+        // A known member id.
+        if let Some(instance) = &request.instance_id {
+            match self.static_members.get(instance) {
+                Some(holder) if *holder != request.member_id => {
+                    return fail(ResponseError::FencedInstanceId);
+                }
+                None if !self.members.contains_key(&request.member_id)
+                    && !self.pending_members.contains_key(&request.member_id) =>
+                {
+                    return fail(ResponseError::UnknownMemberId);
+                }
+                _ => {}
+            }
+        }
+        if self.pending_members.remove(&request.member_id).is_some() {
+            let id = request.member_id.clone();
+            return self.add_member_and_rebalance(id, request, config, now, wall_ms);
+        }
+        let Some(member) = self.members.get_mut(&request.member_id) else {
+            return fail(ResponseError::UnknownMemberId);
+        };
+        member.last_heard = now;
+        let unchanged = member.protocols == request.protocols;
+        match self.state {
+            GroupState::PreparingRebalance => {
+                let (sender, receiver) = oneshot::channel();
+                member.protocols = request.protocols;
+                member.session_timeout_ms = request.session_timeout_ms;
+                member.rebalance_timeout_ms = request.rebalance_timeout_ms;
+                member.join_waiter = Some(sender);
+                self.maybe_complete_join(now, wall_ms);
+                Reply::Wait(receiver)
+            }
+            GroupState::CompletingRebalance | GroupState::Stable if unchanged => {
+                let is_leader = self.leader.as_deref() == Some(request.member_id.as_str());
+                if is_leader && self.state == GroupState::Stable {
+                    // The leader rejoining a stable group asks for a new
+                    // assignment (e.g. its subscription's metadata changed).
+                    let (sender, receiver) = oneshot::channel();
+                    if let Some(member) = self.members.get_mut(&request.member_id) {
+                        member.join_waiter = Some(sender);
+                    }
+                    self.prepare_rebalance(config, now, wall_ms);
+                    return Reply::Wait(receiver);
+                }
+                Reply::Now(self.join_result_for(&request.member_id, false))
+            }
+            GroupState::CompletingRebalance | GroupState::Stable => {
+                let (sender, receiver) = oneshot::channel();
+                member.protocols = request.protocols;
+                member.session_timeout_ms = request.session_timeout_ms;
+                member.rebalance_timeout_ms = request.rebalance_timeout_ms;
+                member.join_waiter = Some(sender);
+                self.prepare_rebalance(config, now, wall_ms);
+                Reply::Wait(receiver)
+            }
+            GroupState::Empty | GroupState::Dead => fail(ResponseError::UnknownMemberId),
+        }
+    }
+
+    fn join_new_member(
+        &mut self,
+        request: JoinRequest,
+        config: &GroupConfig,
+        now: Instant,
+        wall_ms: i64,
+    ) -> Reply<JoinResult> {
+        let new_id = format!(
+            "{}-{}",
+            if request.client_id.is_empty() {
+                "member"
+            } else {
+                request.client_id.as_str()
+            },
+            uuid::Uuid::new_v4()
+        );
+        if let Some(instance) = request.instance_id.clone() {
+            if let Some(old_id) = self.static_members.get(&instance).cloned() {
+                return self.replace_static_member(&old_id, new_id, request, config, now, wall_ms);
+            }
+            self.static_members.insert(instance, new_id.clone());
+            return self.add_member_and_rebalance(new_id, request, config, now, wall_ms);
+        }
+        if request.require_known_member_id {
+            let expiry =
+                now + Duration::from_millis(u64::try_from(request.session_timeout_ms).unwrap_or(0));
+            self.pending_members.insert(new_id.clone(), expiry);
+            return Reply::Now(JoinResult::error(ResponseError::MemberIdRequired, &new_id));
+        }
+        self.add_member_and_rebalance(new_id, request, config, now, wall_ms)
+    }
+
+    /// A static member rejoining with a new member id (KIP-345): it takes
+    /// over the old member's place. In a stable group with unchanged
+    /// protocols this causes no rebalance.
+    fn replace_static_member(
+        &mut self,
+        old_id: &str,
+        new_id: String,
+        request: JoinRequest,
+        config: &GroupConfig,
+        now: Instant,
+        wall_ms: i64,
+    ) -> Reply<JoinResult> {
+        let Some(mut member) = self.members.remove(old_id) else {
+            // The mapping points at a member that is gone: join afresh.
+            if let Some(instance) = &request.instance_id {
+                self.static_members.insert(instance.clone(), new_id.clone());
+            }
+            return self.add_member_and_rebalance(new_id, request, config, now, wall_ms);
+        };
+        // The old incarnation's pending answers: it has been fenced.
+        if let Some(waiter) = member.join_waiter.take() {
+            let _ = waiter.send(JoinResult::error(ResponseError::FencedInstanceId, old_id));
+        }
+        if let Some(waiter) = member.sync_waiter.take() {
+            let _ = waiter.send(SyncResult::error(ResponseError::FencedInstanceId));
+        }
+        let unchanged = member.protocols == request.protocols;
+        member.id = new_id.clone();
+        member.client_id = request.client_id.clone();
+        member.client_host = request.client_host.clone();
+        member.session_timeout_ms = request.session_timeout_ms;
+        member.rebalance_timeout_ms = request.rebalance_timeout_ms;
+        member.last_heard = now;
+        if let Some(instance) = &request.instance_id {
+            self.static_members.insert(instance.clone(), new_id.clone());
+        }
+        let was_leader = self.leader.as_deref() == Some(old_id);
+        if was_leader {
+            self.leader = Some(new_id.clone());
+        }
+        match self.state {
+            GroupState::Stable if unchanged => {
+                self.members.insert(new_id.clone(), member);
+                self.dirty = true;
+                // KIP-814: the leader gets the members but must keep the
+                // current assignment.
+                Reply::Now(self.join_result_for(&new_id, was_leader))
+            }
+            _ => {
+                let (sender, receiver) = oneshot::channel();
+                member.protocols = request.protocols;
+                member.join_waiter = Some(sender);
+                self.members.insert(new_id, member);
+                if self.state == GroupState::PreparingRebalance {
+                    self.maybe_complete_join(now, wall_ms);
+                } else {
+                    self.prepare_rebalance(config, now, wall_ms);
+                }
+                Reply::Wait(receiver)
+            }
+        }
+    }
+
+    fn add_member_and_rebalance(
+        &mut self,
+        id: String,
+        request: JoinRequest,
+        config: &GroupConfig,
+        now: Instant,
+        wall_ms: i64,
+    ) -> Reply<JoinResult> {
+        let (sender, receiver) = oneshot::channel();
+        if self.members.is_empty() {
+            self.protocol_type = Some(request.protocol_type.clone());
+        }
+        self.members.insert(
+            id.clone(),
+            Member {
+                id,
+                instance_id: request.instance_id,
+                client_id: request.client_id,
+                client_host: request.client_host,
+                session_timeout_ms: request.session_timeout_ms,
+                rebalance_timeout_ms: request.rebalance_timeout_ms,
+                protocols: request.protocols,
+                assignment: Bytes::new(),
+                last_heard: now,
+                join_waiter: Some(sender),
+                sync_waiter: None,
+            },
+        );
+        if self.state == GroupState::PreparingRebalance {
+            if let Some(limit) = self.initial_join_limit {
+                // Another member of a new group: keep the window open a
+                // little longer for the rest (Kafka's InitialDelayedJoin).
+                self.join_deadline = Some((now + config.initial_rebalance_delay).min(limit));
+            }
+            self.maybe_complete_join(now, wall_ms);
+        } else {
+            self.prepare_rebalance(config, now, wall_ms);
+        }
+        Reply::Wait(receiver)
+    }
+
+    /// Whether the request's protocol type and protocols fit the group.
+    fn supports(&self, request: &JoinRequest) -> bool {
+        if self.protocol_type.as_deref() != Some(request.protocol_type.as_str()) {
+            return false;
+        }
+        request.protocols.iter().any(|(name, _)| {
+            self.members.values().all(|member| {
+                member.id == request.member_id
+                    || member.protocols.iter().any(|(other, _)| other == name)
+            })
+        })
+    }
+
+    fn prepare_rebalance(&mut self, config: &GroupConfig, now: Instant, wall_ms: i64) {
+        if self.state == GroupState::CompletingRebalance {
+            for member in self.members.values_mut() {
+                if let Some(waiter) = member.sync_waiter.take() {
+                    let _ = waiter.send(SyncResult::error(ResponseError::RebalanceInProgress));
+                }
+            }
+        }
+        for member in self.members.values_mut() {
+            member.assignment = Bytes::new();
+        }
+        if self.state == GroupState::Empty {
+            let limit = now + self.rebalance_timeout();
+            self.initial_join_limit = Some(limit);
+            self.join_deadline = Some((now + config.initial_rebalance_delay).min(limit));
+        } else {
+            self.initial_join_limit = None;
+            self.join_deadline = Some(now + self.rebalance_timeout());
+        }
+        self.set_state(GroupState::PreparingRebalance, wall_ms);
+        self.maybe_complete_join(now, wall_ms);
+    }
+
+    fn rebalance_timeout(&self) -> Duration {
+        let longest = self
+            .members
+            .values()
+            .map(|member| member.rebalance_timeout_ms.max(member.session_timeout_ms))
+            .max()
+            .unwrap_or(0);
+        Duration::from_millis(u64::try_from(longest).unwrap_or(0))
+    }
+
+    /// Close the join window if it is time: every member rejoined (outside
+    /// the initial window) or the deadline passed.
+    fn maybe_complete_join(&mut self, now: Instant, wall_ms: i64) {
+        if self.state != GroupState::PreparingRebalance {
+            return;
+        }
+        let deadline_passed = self.join_deadline.is_none_or(|deadline| now >= deadline);
+        let all_joined = self.members.values().all(Member::awaiting_join);
+        let complete = if self.initial_join_limit.is_some() {
+            deadline_passed
+        } else {
+            deadline_passed || all_joined
+        };
+        if complete {
+            self.complete_join(wall_ms);
+        }
+    }
+
+    fn complete_join(&mut self, wall_ms: i64) {
+        // Members that did not rejoin in time are out.
+        let gone: Vec<String> = self
+            .members
+            .values()
+            .filter(|member| !member.awaiting_join())
+            .map(|member| member.id.clone())
+            .collect();
+        for id in gone {
+            self.remove_member(&id);
+        }
+        self.join_deadline = None;
+        self.initial_join_limit = None;
+        self.generation += 1;
+        if self.members.is_empty() {
+            self.protocol = None;
+            self.leader = None;
+            self.set_state(GroupState::Empty, wall_ms);
+            self.dirty = true;
+            return;
+        }
+        self.protocol = self.select_protocol();
+        if self
+            .leader
+            .as_ref()
+            .is_none_or(|leader| !self.members.contains_key(leader))
+        {
+            self.leader = self.members.keys().next().cloned();
+        }
+        self.set_state(GroupState::CompletingRebalance, wall_ms);
+        let ids: Vec<String> = self.members.keys().cloned().collect();
+        for id in ids {
+            let result = self.join_result_for(&id, false);
+            if let Some(member) = self.members.get_mut(&id)
+                && let Some(waiter) = member.join_waiter.take()
+            {
+                let _ = waiter.send(result);
+            }
+        }
+    }
+
+    /// Kafka's vote: among the protocols every member supports, each member
+    /// votes for its most preferred; the most votes wins (ties: the
+    /// candidate listed first by the most preferring member order).
+    fn select_protocol(&self) -> Option<String> {
+        let first = self.members.values().next()?;
+        let candidates: Vec<&str> = first
+            .protocols
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .filter(|name| {
+                self.members
+                    .values()
+                    .all(|member| member.protocols.iter().any(|(other, _)| other == name))
+            })
+            .collect();
+        let mut votes: Vec<(usize, &str)> = candidates.iter().map(|name| (0, *name)).collect();
+        for member in self.members.values() {
+            if let Some((name, _)) = member
+                .protocols
+                .iter()
+                .find(|(name, _)| candidates.contains(&name.as_str()))
+                && let Some(entry) = votes.iter_mut().find(|(_, candidate)| candidate == name)
+            {
+                entry.0 += 1;
+            }
+        }
+        let best = votes.iter().map(|(count, _)| *count).max()?;
+        votes
+            .iter()
+            .find(|(count, _)| *count == best)
+            .map(|(_, name)| (*name).to_string())
+    }
+
+    fn join_result_for(&self, member_id: &str, skip_assignment: bool) -> JoinResult {
+        let is_leader = self.leader.as_deref() == Some(member_id);
+        let protocol = self.protocol.clone().unwrap_or_default();
+        JoinResult {
+            error: None,
+            generation: self.generation,
+            protocol_type: self.protocol_type.clone(),
+            protocol: self.protocol.clone(),
+            leader: self.leader.clone().unwrap_or_default(),
+            member_id: member_id.to_string(),
+            members: if is_leader {
+                self.members
+                    .values()
+                    .map(|member| JoinedMember {
+                        member_id: member.id.clone(),
+                        instance_id: member.instance_id.clone(),
+                        metadata: member.metadata_for(&protocol),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            skip_assignment,
+        }
+    }
+
+    // ---- SyncGroup ----
+
+    /// Check a SyncGroup and register it. When the leader's assignment
+    /// arrives the group becomes Stable and `Ok(true)` is returned: the
+    /// caller persists the group, then calls [`Group::finish_sync`].
+    pub fn sync(
+        &mut self,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+        assignments: Vec<(String, Bytes)>,
+        now: Instant,
+        wall_ms: i64,
+    ) -> Result<(oneshot::Receiver<SyncResult>, bool), SyncResult> {
+        let outcome = self.sync_inner(
+            generation,
+            member_id,
+            instance_id,
+            assignments,
+            now,
+            wall_ms,
+        );
+        self.check();
+        outcome
+    }
+
+    fn sync_inner(
+        &mut self,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+        assignments: Vec<(String, Bytes)>,
+        now: Instant,
+        wall_ms: i64,
+    ) -> Result<(oneshot::Receiver<SyncResult>, bool), SyncResult> {
+        self.check_member(member_id, instance_id, generation)
+            .map_err(SyncResult::error)?;
+        let state = self.state;
+        let protocol_type = self.protocol_type.clone();
+        let protocol = self.protocol.clone();
+        let is_leader = self.leader.as_deref() == Some(member_id);
+        let Some(member) = self.members.get_mut(member_id) else {
+            return Err(SyncResult::error(ResponseError::UnknownMemberId));
+        };
+        member.last_heard = now;
+        match state {
+            GroupState::PreparingRebalance => {
+                Err(SyncResult::error(ResponseError::RebalanceInProgress))
+            }
+            GroupState::Stable => Err(SyncResult {
+                error: None,
+                protocol_type,
+                protocol,
+                assignment: member.assignment.clone(),
+            }),
+            GroupState::CompletingRebalance => {
+                let (sender, receiver) = oneshot::channel();
+                member.sync_waiter = Some(sender);
+                if !is_leader {
+                    return Ok((receiver, false));
+                }
+                let mut assignments: HashMap<String, Bytes> = assignments.into_iter().collect();
+                for member in self.members.values_mut() {
+                    member.assignment = assignments.remove(&member.id).unwrap_or_default();
+                }
+                self.set_state(GroupState::Stable, wall_ms);
+                self.dirty = true;
+                Ok((receiver, true))
+            }
+            GroupState::Empty | GroupState::Dead => {
+                Err(SyncResult::error(ResponseError::UnknownMemberId))
+            }
+        }
+    }
+
+    /// After the stable group was persisted (or failed to be): answer the
+    /// members waiting in SyncGroup of `generation`.
+    pub fn finish_sync(
+        &mut self,
+        generation: i32,
+        error: Option<ResponseError>,
+        config: &GroupConfig,
+        now: Instant,
+        wall_ms: i64,
+    ) {
+        if generation != self.generation {
+            return;
+        }
+        let protocol_type = self.protocol_type.clone();
+        let protocol = self.protocol.clone();
+        for member in self.members.values_mut() {
+            if let Some(waiter) = member.sync_waiter.take() {
+                let _ = waiter.send(match error {
+                    Some(error) => SyncResult::error(error),
+                    None => SyncResult {
+                        error: None,
+                        protocol_type: protocol_type.clone(),
+                        protocol: protocol.clone(),
+                        assignment: member.assignment.clone(),
+                    },
+                });
+            }
+        }
+        if error.is_some() && self.state == GroupState::Stable {
+            self.prepare_rebalance(config, now, wall_ms);
+        }
+        self.check();
+    }
+
+    // ---- Heartbeat, LeaveGroup ----
+
+    pub fn heartbeat(
+        &mut self,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+        now: Instant,
+    ) -> Option<ResponseError> {
+        if let Err(error) = self.check_member(member_id, instance_id, generation) {
+            return Some(error);
+        }
+        if let Some(member) = self.members.get_mut(member_id) {
+            member.last_heard = now;
+        }
+        match self.state {
+            GroupState::PreparingRebalance => Some(ResponseError::RebalanceInProgress),
+            GroupState::CompletingRebalance | GroupState::Stable => None,
+            GroupState::Empty | GroupState::Dead => Some(ResponseError::UnknownMemberId),
+        }
+    }
+
+    /// Remove a member that leaves on purpose. `member_id` may be empty for
+    /// a static member identified by its instance id.
+    pub fn leave(
+        &mut self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        config: &GroupConfig,
+        now: Instant,
+        wall_ms: i64,
+    ) -> Option<ResponseError> {
+        let id = match instance_id {
+            Some(instance) => match self.static_members.get(instance) {
+                Some(holder) if member_id.is_empty() || holder == member_id => holder.clone(),
+                Some(_) => return Some(ResponseError::FencedInstanceId),
+                None => return Some(ResponseError::UnknownMemberId),
+            },
+            None => member_id.to_string(),
+        };
+        if self.pending_members.remove(&id).is_some() {
+            return None;
+        }
+        if !self.members.contains_key(&id) {
+            return Some(ResponseError::UnknownMemberId);
+        }
+        self.remove_member(&id);
+        self.after_member_removed(config, now, wall_ms);
+        self.check();
+        None
+    }
+
+    fn remove_member(&mut self, id: &str) {
+        if let Some(member) = self.members.remove(id)
+            && let Some(instance) = &member.instance_id
+            && self.static_members.get(instance).map(String::as_str) == Some(id)
+        {
+            self.static_members.remove(instance);
+        }
+        if self.leader.as_deref() == Some(id) {
+            self.leader = self.members.keys().next().cloned();
+        }
+    }
+
+    fn after_member_removed(&mut self, config: &GroupConfig, now: Instant, wall_ms: i64) {
+        match self.state {
+            GroupState::Stable | GroupState::CompletingRebalance => {
+                self.prepare_rebalance(config, now, wall_ms);
+            }
+            GroupState::PreparingRebalance => self.maybe_complete_join(now, wall_ms),
+            GroupState::Empty | GroupState::Dead => {}
+        }
+    }
+
+    /// Timers: expired sessions, pending member ids, the join window.
+    pub fn tick(&mut self, config: &GroupConfig, now: Instant, wall_ms: i64) {
+        self.pending_members.retain(|_, expiry| *expiry > now);
+        let expired: Vec<String> = self
+            .members
+            .values()
+            .filter(|member| member.session_expired(now))
+            .map(|member| member.id.clone())
+            .collect();
+        if !expired.is_empty() {
+            for id in &expired {
+                tracing::info!(group = %self.id, member = %id, "member session expired");
+                self.remove_member(id);
+            }
+            self.after_member_removed(config, now, wall_ms);
+        }
+        self.maybe_complete_join(now, wall_ms);
+        self.check();
+    }
+
+    /// The checks shared by SyncGroup, Heartbeat and OffsetCommit.
+    fn check_member(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<(), ResponseError> {
+        if self.state == GroupState::Dead {
+            return Err(ResponseError::CoordinatorNotAvailable);
+        }
+        if let Some(instance) = instance_id
+            && let Some(holder) = self.static_members.get(instance)
+            && holder != member_id
+        {
+            return Err(ResponseError::FencedInstanceId);
+        }
+        if !self.members.contains_key(member_id) {
+            return Err(ResponseError::UnknownMemberId);
+        }
+        if generation != self.generation {
+            return Err(ResponseError::IllegalGeneration);
+        }
+        Ok(())
+    }
+
+    /// Whether an OffsetCommit from this member may write (Kafka's rules).
+    pub fn check_commit(
+        &mut self,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+        now: Instant,
+    ) -> Result<(), ResponseError> {
+        if self.state == GroupState::Dead {
+            return Err(ResponseError::CoordinatorNotAvailable);
+        }
+        if let Some(instance) = instance_id
+            && let Some(holder) = self.static_members.get(instance)
+            && holder != member_id
+        {
+            return Err(ResponseError::FencedInstanceId);
+        }
+        if generation < 0 && self.state == GroupState::Empty {
+            // A consumer managing its own partitions (assign()).
+            return Ok(());
+        }
+        if self.state == GroupState::CompletingRebalance {
+            return Err(ResponseError::RebalanceInProgress);
+        }
+        self.check_member(member_id, instance_id, generation)?;
+        if let Some(member) = self.members.get_mut(member_id) {
+            member.last_heard = now;
+        }
+        Ok(())
+    }
+
+    /// The topics the members subscribe to (consumer protocol only).
+    pub fn subscribed_topics(&self) -> Option<Vec<String>> {
+        if self.protocol_type.as_deref() != Some(CONSUMER_PROTOCOL_TYPE) {
+            return None;
+        }
+        let protocol = self.protocol.clone()?;
+        let mut topics = Vec::new();
+        for member in self.members.values() {
+            topics.extend(crate::group::consumer_subscription(
+                &member.metadata_for(&protocol),
+            )?);
+        }
+        topics.sort();
+        topics.dedup();
+        Some(topics)
+    }
+
+    /// The member's metadata for the group's protocol.
+    pub fn member_metadata(&self, member: &Member) -> Bytes {
+        member.metadata_for(self.protocol.as_deref().unwrap_or_default())
+    }
+
+    pub fn mark_dead(&mut self, wall_ms: i64) {
+        for member in self.members.values_mut() {
+            if let Some(waiter) = member.join_waiter.take() {
+                let _ = waiter.send(JoinResult::error(
+                    ResponseError::CoordinatorNotAvailable,
+                    "",
+                ));
+            }
+            if let Some(waiter) = member.sync_waiter.take() {
+                let _ = waiter.send(SyncResult::error(ResponseError::CoordinatorNotAvailable));
+            }
+        }
+        self.members.clear();
+        self.static_members.clear();
+        self.offsets.clear();
+        self.set_state(GroupState::Dead, wall_ms);
+    }
+
+    fn set_state(&mut self, state: GroupState, wall_ms: i64) {
+        if self.state != state {
+            self.state = state;
+            self.state_timestamp = wall_ms;
+        }
+    }
+
+    fn check(&self) {
+        match self.state {
+            GroupState::Empty => assert!(
+                self.members.is_empty(),
+                "group {}: Empty with members",
+                self.id
+            ),
+            GroupState::Dead => {}
+            GroupState::PreparingRebalance => {}
+            GroupState::CompletingRebalance | GroupState::Stable => {
+                assert!(
+                    !self.members.is_empty(),
+                    "group {}: {:?} without members",
+                    self.id,
+                    self.state
+                );
+                assert!(
+                    self.leader
+                        .as_ref()
+                        .is_some_and(|leader| self.members.contains_key(leader)),
+                    "group {}: leader is not a member",
+                    self.id
+                );
+            }
+        }
+        for (instance, holder) in &self.static_members {
+            let held = self
+                .members
+                .get(holder)
+                .is_some_and(|member| member.instance_id.as_deref() == Some(instance.as_str()));
+            assert!(
+                held,
+                "group {}: static instance {instance} maps to {holder}, not a member holding it",
+                self.id
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,2 @@
+//! Unit tests of the group state machine (time driven by hand).
+#![allow(clippy::unwrap_used)]

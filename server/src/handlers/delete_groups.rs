@@ -1,0 +1,69 @@
+//! DeleteGroups (v0..=2): delete empty groups with their committed offsets
+//! (tombstones in `__consumer_offsets`, so the deletion survives restarts
+//! and compaction removes the records). A group with members is refused
+//! with NON_EMPTY_GROUP; an unknown one with GROUP_ID_NOT_FOUND.
+
+use std::rc::Rc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse, ResponseKind};
+
+use crate::group::state::GroupState;
+use crate::group::{self, group_tombstone, offset_key, wall_ms};
+use crate::handlers::Reply;
+use crate::shard::Shard;
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    _version: i16,
+    request: DeleteGroupsRequest,
+) -> anyhow::Result<Reply> {
+    let mut response = DeleteGroupsResponse::default();
+    for group_id in request.groups_names {
+        let id = group_id.0.to_string();
+        let error = group::on_coordinator(shard, &id.clone(), move |owner, partition| async move {
+            delete_on_coordinator(&owner, partition, &id).await
+        })
+        .await
+        .unwrap_or_else(Some);
+        let mut result = DeletableGroupResult::default();
+        result.group_id = group_id;
+        result.error_code = error.map_or(0, |error| error.code());
+        response.results.push(result);
+    }
+    Ok(Reply::Body(Box::new(ResponseKind::DeleteGroups(response))))
+}
+
+async fn delete_on_coordinator(
+    owner: &Rc<Shard>,
+    partition: i32,
+    group_id: &str,
+) -> Option<ResponseError> {
+    let records = {
+        let groups = owner.groups.groups.borrow();
+        let Some(group) = groups.get(group_id) else {
+            return Some(ResponseError::GroupIdNotFound);
+        };
+        match group.state {
+            GroupState::Empty => {}
+            GroupState::Dead => return Some(ResponseError::GroupIdNotFound),
+            _ => return Some(ResponseError::NonEmptyGroup),
+        }
+        let mut records: Vec<_> = group
+            .offsets
+            .keys()
+            .map(|(topic, index)| (offset_key(group_id, topic, *index), None))
+            .collect();
+        records.push(group_tombstone(group_id));
+        records
+    };
+    if let Err(error) = group::write(owner, partition, &records).await {
+        return Some(error);
+    }
+    let mut groups = owner.groups.groups.borrow_mut();
+    if let Some(mut group) = groups.remove(group_id) {
+        group.mark_dead(wall_ms());
+    }
+    None
+}

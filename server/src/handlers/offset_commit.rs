@@ -1,0 +1,200 @@
+//! OffsetCommit (v2..=9): store committed offsets as records in the group's
+//! `__consumer_offsets` partition; answered once they are durable.
+//!
+//! Kafka's rules (group/state.rs `check_commit`): a consumer that manages
+//! its own partitions commits with generation -1 to an empty (or new)
+//! group; a group member commits with its current generation, also while
+//! the group prepares a rebalance (so it can commit before giving up its
+//! partitions), but not while the assignment is being handed out.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, ResponseKind};
+
+use crate::group::records::OffsetValue;
+use crate::group::state::{CommittedOffset, Group};
+use crate::group::{
+    self, OFFSET_METADATA_MAX_BYTES, apply_commit, offset_key, record_offset, wall_ms,
+};
+use crate::handlers::Reply;
+use crate::shard::Shard;
+
+/// One partition's commit as validated on the connection's shard.
+struct Commit {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    leader_epoch: i32,
+    metadata: String,
+}
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    _version: i16,
+    request: OffsetCommitRequest,
+) -> anyhow::Result<Reply> {
+    let group_id = request.group_id.0.to_string();
+    let snapshot = shard.metadata.snapshot();
+    // Per (topic index, partition index): an error found before writing.
+    let mut errors: Vec<Vec<Option<ResponseError>>> = Vec::new();
+    let mut commits = Vec::new();
+    for topic in &request.topics {
+        let name = topic.name.0.to_string();
+        let known = snapshot.topics.get(&name);
+        let mut topic_errors = Vec::new();
+        for partition in &topic.partitions {
+            let exists = known.is_some_and(|found| {
+                usize::try_from(partition.partition_index)
+                    .is_ok_and(|index| index < found.partitions.len())
+            });
+            let metadata = partition
+                .committed_metadata
+                .as_ref()
+                .map(|text| text.to_string())
+                .unwrap_or_default();
+            let error = if group_id.is_empty() {
+                Some(ResponseError::InvalidGroupId)
+            } else if !exists {
+                Some(ResponseError::UnknownTopicOrPartition)
+            } else if metadata.len() > OFFSET_METADATA_MAX_BYTES {
+                Some(ResponseError::OffsetMetadataTooLarge)
+            } else {
+                commits.push(Commit {
+                    topic: name.clone(),
+                    partition: partition.partition_index,
+                    offset: partition.committed_offset,
+                    leader_epoch: partition.committed_leader_epoch,
+                    metadata,
+                });
+                None
+            };
+            topic_errors.push(error);
+        }
+        errors.push(topic_errors);
+    }
+    let group_error = if commits.is_empty() {
+        None
+    } else {
+        let generation = request.generation_id_or_member_epoch;
+        let member_id = request.member_id.to_string();
+        let instance_id = request.group_instance_id.map(|id| id.to_string());
+        group::on_coordinator(
+            shard,
+            &group_id.clone(),
+            move |owner, partition| async move {
+                commit_on_coordinator(
+                    &owner,
+                    partition,
+                    group_id,
+                    generation,
+                    member_id,
+                    instance_id,
+                    commits,
+                )
+                .await
+            },
+        )
+        .await
+        .unwrap_or_else(Some)
+    };
+    let topics = request
+        .topics
+        .into_iter()
+        .zip(errors)
+        .map(|(topic, topic_errors)| {
+            let mut out = OffsetCommitResponseTopic::default();
+            out.partitions = topic
+                .partitions
+                .iter()
+                .zip(topic_errors)
+                .map(|(partition, error)| {
+                    let mut result = OffsetCommitResponsePartition::default();
+                    result.partition_index = partition.partition_index;
+                    result.error_code = error.or(group_error).map_or(0, |error| error.code());
+                    result
+                })
+                .collect();
+            out.name = topic.name;
+            out.topic_id = topic.topic_id;
+            out
+        })
+        .collect();
+    let mut response = OffsetCommitResponse::default();
+    response.topics = topics;
+    Ok(Reply::Body(Box::new(ResponseKind::OffsetCommit(response))))
+}
+
+async fn commit_on_coordinator(
+    owner: &Rc<Shard>,
+    partition: i32,
+    group_id: String,
+    generation: i32,
+    member_id: String,
+    instance_id: Option<String>,
+    commits: Vec<Commit>,
+) -> Option<ResponseError> {
+    let now_ms = wall_ms();
+    {
+        let mut groups = owner.groups.groups.borrow_mut();
+        let group = match groups.get_mut(&group_id) {
+            Some(group) => group,
+            // A consumer that manages its own partitions (assign()).
+            None if generation < 0 => groups
+                .entry(group_id.clone())
+                .or_insert_with(|| Group::new(&group_id, partition, now_ms)),
+            None => return Some(ResponseError::IllegalGeneration),
+        };
+        if let Err(error) = group.check_commit(
+            generation,
+            &member_id,
+            instance_id.as_deref(),
+            Instant::now(),
+        ) {
+            return Some(error);
+        }
+    }
+    let records: Vec<_> = commits
+        .iter()
+        .map(|commit| {
+            let value = OffsetValue {
+                offset: commit.offset,
+                leader_epoch: commit.leader_epoch,
+                metadata: commit.metadata.clone(),
+                commit_timestamp: now_ms,
+            };
+            (
+                offset_key(&group_id, &commit.topic, commit.partition),
+                Some(value.encode()),
+            )
+        })
+        .collect();
+    let base = match group::write(owner, partition, &records).await {
+        Ok(base) => base,
+        Err(error) => return Some(error),
+    };
+    let mut groups = owner.groups.groups.borrow_mut();
+    let Some(group) = groups.get_mut(&group_id) else {
+        // Deleted meanwhile (DeleteGroups wrote its tombstones after ours).
+        return None;
+    };
+    for (index, commit) in commits.into_iter().enumerate() {
+        apply_commit(
+            group,
+            &commit.topic,
+            commit.partition,
+            CommittedOffset {
+                offset: commit.offset,
+                leader_epoch: commit.leader_epoch,
+                metadata: commit.metadata,
+                commit_timestamp: now_ms,
+                record_offset: record_offset(base, index),
+            },
+        );
+    }
+    None
+}
