@@ -16,12 +16,20 @@ use crate::shard::Shard;
 
 /// Kafka's "operations not requested" marker.
 const OPERATIONS_OMITTED: i32 = i32::MIN;
+/// The ACL operations a group has (READ 3, DELETE 6, DESCRIBE 8), all
+/// allowed: this broker has no authorization.
+const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 
 pub async fn handle(
     shard: &Rc<Shard>,
     version: i16,
     request: DescribeGroupsRequest,
 ) -> anyhow::Result<Reply> {
+    let operations = if request.include_authorized_operations {
+        GROUP_OPERATIONS
+    } else {
+        OPERATIONS_OMITTED
+    };
     let mut response = DescribeGroupsResponse::default();
     for group_id in request.groups {
         let id = group_id.0.to_string();
@@ -72,7 +80,7 @@ pub async fn handle(
             }
         };
         described.group_id = group_id;
-        described.authorized_operations = OPERATIONS_OMITTED;
+        described.authorized_operations = operations;
         response.groups.push(described);
     }
     Ok(Reply::Body(Box::new(ResponseKind::DescribeGroups(

@@ -1,2 +1,429 @@
 //! Unit tests of the group state machine (time driven by hand).
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+
+const DELAY: Duration = Duration::from_millis(3000);
+const SESSION_MS: i32 = 10_000;
+
+fn config() -> GroupConfig {
+    GroupConfig {
+        initial_rebalance_delay: DELAY,
+        session_timeout_min_ms: 6000,
+        session_timeout_max_ms: 1_800_000,
+    }
+}
+
+fn request(member_id: &str, instance: Option<&str>, protocols: &[&str]) -> JoinRequest {
+    JoinRequest {
+        member_id: member_id.to_string(),
+        instance_id: instance.map(str::to_string),
+        client_id: "client".to_string(),
+        client_host: "/127.0.0.1".to_string(),
+        session_timeout_ms: SESSION_MS,
+        rebalance_timeout_ms: 30_000,
+        protocol_type: CONSUMER_PROTOCOL_TYPE.to_string(),
+        protocols: protocols
+            .iter()
+            .map(|name| (name.to_string(), Bytes::from(format!("meta-{name}"))))
+            .collect(),
+        require_known_member_id: true,
+    }
+}
+
+fn now_result<T>(reply: Reply<T>) -> T {
+    match reply {
+        Reply::Now(result) => result,
+        Reply::Wait(_) => panic!("expected an immediate answer"),
+    }
+}
+
+fn waiting<T>(reply: Reply<T>) -> oneshot::Receiver<T> {
+    match reply {
+        Reply::Wait(receiver) => receiver,
+        Reply::Now(_) => panic!("expected to wait"),
+    }
+}
+
+fn ready<T>(receiver: &mut oneshot::Receiver<T>) -> Option<T> {
+    receiver.try_recv().expect("sender dropped")
+}
+
+/// Join with an empty member id, get the id (MEMBER_ID_REQUIRED), rejoin.
+fn join_new(
+    group: &mut Group,
+    protocols: &[&str],
+    now: Instant,
+) -> (String, oneshot::Receiver<JoinResult>) {
+    let first = now_result(group.join(request("", None, protocols), &config(), now, 0));
+    assert_eq!(first.error, Some(ResponseError::MemberIdRequired));
+    let id = first.member_id.clone();
+    assert!(!id.is_empty());
+    let receiver = waiting(group.join(request(&id, None, protocols), &config(), now, 0));
+    (id, receiver)
+}
+
+/// A stable group of `count` members; returns their ids (leader first).
+fn stable_group(count: usize, start: Instant) -> (Group, Vec<String>) {
+    let mut group = Group::new("g", 0, 0);
+    let mut joins = Vec::new();
+    for _ in 0..count {
+        joins.push(join_new(&mut group, &["range"], start));
+    }
+    group.tick(&config(), start + DELAY, 1);
+    let mut ids = Vec::new();
+    for (id, mut receiver) in joins {
+        let result = ready(&mut receiver).expect("join answered");
+        assert_eq!(result.error, None);
+        assert_eq!(result.generation, 1);
+        ids.push(id);
+    }
+    let leader = group.leader.clone().unwrap();
+    ids.sort_by_key(|id| *id != leader);
+    let assignments = ids
+        .iter()
+        .map(|id| (id.clone(), Bytes::from(format!("assignment-{id}"))))
+        .collect();
+    let (mut receiver, completed) = group
+        .sync(1, &leader, None, assignments, start + DELAY, 1)
+        .unwrap();
+    assert!(completed);
+    assert_eq!(group.state, GroupState::Stable);
+    group.finish_sync(1, None, &config(), start + DELAY, 1);
+    let answer = ready(&mut receiver).unwrap();
+    assert_eq!(
+        answer.assignment,
+        Bytes::from(format!("assignment-{leader}"))
+    );
+    (group, ids)
+}
+
+#[test]
+fn first_join_waits_for_the_initial_delay_then_generation_1() {
+    let start = Instant::now();
+    let mut group = Group::new("g", 0, 0);
+    let (id, mut receiver) = join_new(&mut group, &["range", "roundrobin"], start);
+    assert_eq!(group.state, GroupState::PreparingRebalance);
+    group.tick(&config(), start + DELAY / 2, 1);
+    assert!(
+        ready(&mut receiver).is_none(),
+        "answered before the window closed"
+    );
+    group.tick(&config(), start + DELAY, 1);
+    let result = ready(&mut receiver).unwrap();
+    assert_eq!(result.error, None);
+    assert_eq!(result.generation, 1);
+    assert_eq!(result.leader, id);
+    assert_eq!(result.protocol.as_deref(), Some("range"));
+    assert_eq!(result.members.len(), 1, "the leader gets the members");
+    assert_eq!(result.members[0].metadata, Bytes::from("meta-range"));
+    assert_eq!(group.state, GroupState::CompletingRebalance);
+}
+
+#[test]
+fn followers_get_their_assignment_when_the_leader_syncs() {
+    let start = Instant::now();
+    let mut group = Group::new("g", 0, 0);
+    let (a, mut join_a) = join_new(&mut group, &["range"], start);
+    let (b, mut join_b) = join_new(&mut group, &["range"], start);
+    group.tick(&config(), start + DELAY, 1);
+    let result_a = ready(&mut join_a).unwrap();
+    let result_b = ready(&mut join_b).unwrap();
+    let (leader, follower) = if result_a.leader == a { (a, b) } else { (b, a) };
+    let leader_result = if result_a.member_id == leader {
+        &result_a
+    } else {
+        &result_b
+    };
+    let follower_result = if result_a.member_id == follower {
+        &result_a
+    } else {
+        &result_b
+    };
+    assert_eq!(leader_result.members.len(), 2);
+    assert!(follower_result.members.is_empty());
+
+    let (mut follower_sync, completed) = group
+        .sync(1, &follower, None, Vec::new(), start + DELAY, 1)
+        .unwrap();
+    assert!(!completed);
+    assert!(ready(&mut follower_sync).is_none());
+    let (mut leader_sync, completed) = group
+        .sync(
+            1,
+            &leader,
+            None,
+            vec![
+                (leader.clone(), Bytes::from_static(b"L")),
+                (follower.clone(), Bytes::from_static(b"F")),
+            ],
+            start + DELAY,
+            1,
+        )
+        .unwrap();
+    assert!(completed);
+    assert!(group.take_dirty(), "a stable group must be persisted");
+    group.finish_sync(1, None, &config(), start + DELAY, 1);
+    assert_eq!(
+        ready(&mut follower_sync).unwrap().assignment,
+        Bytes::from_static(b"F")
+    );
+    assert_eq!(
+        ready(&mut leader_sync).unwrap().assignment,
+        Bytes::from_static(b"L")
+    );
+    // A late SyncGroup in Stable gets the stored assignment at once.
+    let late = group
+        .sync(1, &follower, None, Vec::new(), start + DELAY, 1)
+        .err()
+        .unwrap();
+    assert_eq!(late.error, None);
+    assert_eq!(late.assignment, Bytes::from_static(b"F"));
+}
+
+#[test]
+fn a_new_member_triggers_a_rebalance_that_waits_for_everyone() {
+    let start = Instant::now();
+    let (mut group, ids) = stable_group(2, start);
+    let later = start + DELAY + Duration::from_secs(1);
+    assert_eq!(group.heartbeat(1, &ids[0], None, later), None);
+    let (newcomer, mut join_new_member) = join_new(&mut group, &["range"], later);
+    assert_eq!(group.state, GroupState::PreparingRebalance);
+    assert_eq!(
+        group.heartbeat(1, &ids[0], None, later),
+        Some(ResponseError::RebalanceInProgress)
+    );
+    // Not complete until the old members rejoin.
+    let mut first = waiting(group.join(request(&ids[0], None, &["range"]), &config(), later, 2));
+    assert!(ready(&mut join_new_member).is_none());
+    let mut second = waiting(group.join(request(&ids[1], None, &["range"]), &config(), later, 2));
+    for receiver in [&mut first, &mut second, &mut join_new_member] {
+        let result = ready(receiver).unwrap();
+        assert_eq!(result.error, None);
+        assert_eq!(result.generation, 2);
+    }
+    assert_eq!(group.members.len(), 3);
+    assert!(group.members.contains_key(&newcomer));
+    // The old generation is fenced.
+    assert_eq!(
+        group.heartbeat(1, &ids[0], None, later),
+        Some(ResponseError::IllegalGeneration)
+    );
+}
+
+#[test]
+fn members_that_do_not_rejoin_in_time_are_dropped() {
+    let start = Instant::now();
+    let (mut group, ids) = stable_group(2, start);
+    let later = start + DELAY;
+    // New protocol metadata (a changed subscription) forces a rebalance.
+    let mut rejoin = waiting(group.join(
+        request(&ids[0], None, &["range", "roundrobin"]),
+        &config(),
+        later,
+        2,
+    ));
+    assert_eq!(group.state, GroupState::PreparingRebalance);
+    // ids[1] keeps heartbeating but never rejoins: out at the rebalance timeout.
+    for second in [8, 16, 24, 29] {
+        let at = later + Duration::from_secs(second);
+        assert_eq!(
+            group.heartbeat(1, &ids[1], None, at),
+            Some(ResponseError::RebalanceInProgress)
+        );
+        group.tick(&config(), at, 3);
+        assert!(ready(&mut rejoin).is_none());
+    }
+    group.tick(&config(), later + Duration::from_secs(31), 3);
+    let result = ready(&mut rejoin).unwrap();
+    assert_eq!(result.generation, 2);
+    assert_eq!(result.protocol.as_deref(), Some("range"));
+    assert_eq!(group.members.len(), 1);
+    assert_eq!(
+        group.heartbeat(2, &ids[1], None, later),
+        Some(ResponseError::UnknownMemberId)
+    );
+}
+
+#[test]
+fn an_expired_session_evicts_the_member_and_rebalances() {
+    let start = Instant::now();
+    let (mut group, ids) = stable_group(2, start);
+    let stable_at = start + DELAY;
+    let session = Duration::from_millis(SESSION_MS as u64);
+    // ids[0] heartbeats, ids[1] is silent.
+    group.heartbeat(1, &ids[0], None, stable_at + session / 2);
+    group.tick(&config(), stable_at + session / 2, 2);
+    assert_eq!(group.state, GroupState::Stable);
+    group.heartbeat(1, &ids[0], None, stable_at + session);
+    group.tick(&config(), stable_at + session + Duration::from_millis(1), 2);
+    assert_eq!(group.state, GroupState::PreparingRebalance);
+    assert!(!group.members.contains_key(&ids[1]));
+    let mut rejoin = waiting(group.join(
+        request(&ids[0], None, &["range"]),
+        &config(),
+        stable_at + session,
+        3,
+    ));
+    let result = ready(&mut rejoin).unwrap();
+    assert_eq!(result.generation, 2);
+    assert_eq!(result.leader, ids[0]);
+}
+
+#[test]
+fn leaving_rebalances_and_the_last_one_out_empties_the_group() {
+    let start = Instant::now();
+    let (mut group, ids) = stable_group(2, start);
+    let now = start + DELAY;
+    assert_eq!(group.leave(&ids[1], None, &config(), now, 2), None);
+    assert_eq!(group.state, GroupState::PreparingRebalance);
+    assert_eq!(
+        group.leave("nobody", None, &config(), now, 2),
+        Some(ResponseError::UnknownMemberId)
+    );
+    assert_eq!(group.leave(&ids[0], None, &config(), now, 2), None);
+    assert_eq!(group.state, GroupState::Empty);
+    assert!(group.take_dirty());
+    assert_eq!(
+        group.generation, 2,
+        "the empty transition is a generation too"
+    );
+}
+
+#[test]
+fn a_static_member_rejoining_a_stable_group_causes_no_rebalance() {
+    let start = Instant::now();
+    let mut group = Group::new("g", 0, 0);
+    let mut first = waiting(group.join(
+        request("", Some("instance-a"), &["range"]),
+        &config(),
+        start,
+        0,
+    ));
+    let mut second = waiting(group.join(
+        request("", Some("instance-b"), &["range"]),
+        &config(),
+        start,
+        0,
+    ));
+    group.tick(&config(), start + DELAY, 1);
+    let a = ready(&mut first).unwrap();
+    let b = ready(&mut second).unwrap();
+    let leader = a.leader.clone();
+    let (follower_id, follower_instance) = if a.member_id == leader {
+        (b.member_id.clone(), "instance-b")
+    } else {
+        (a.member_id.clone(), "instance-a")
+    };
+    let assignments = vec![
+        (a.member_id.clone(), Bytes::from_static(b"A")),
+        (b.member_id.clone(), Bytes::from_static(b"B")),
+    ];
+    let _leader_sync = group
+        .sync(1, &leader, None, assignments, start + DELAY, 1)
+        .unwrap();
+    group.finish_sync(1, None, &config(), start + DELAY, 1);
+    assert_eq!(group.state, GroupState::Stable);
+
+    // The follower restarts: a new member id, same instance id.
+    let rejoin = now_result(group.join(
+        request("", Some(follower_instance), &["range"]),
+        &config(),
+        start + DELAY,
+        2,
+    ));
+    assert_eq!(rejoin.error, None);
+    assert_eq!(rejoin.generation, 1, "no new generation");
+    assert_ne!(rejoin.member_id, follower_id);
+    assert_eq!(group.state, GroupState::Stable);
+    // Its assignment is kept; the old member id is fenced.
+    let sync = group
+        .sync(
+            1,
+            &rejoin.member_id,
+            Some(follower_instance),
+            Vec::new(),
+            start + DELAY,
+            2,
+        )
+        .err()
+        .unwrap();
+    assert_eq!(sync.error, None);
+    assert!(!sync.assignment.is_empty());
+    assert_eq!(
+        group.heartbeat(1, &follower_id, Some(follower_instance), start + DELAY),
+        Some(ResponseError::FencedInstanceId)
+    );
+    assert_eq!(group.heartbeat(1, &leader, None, start + DELAY), None);
+}
+
+#[test]
+fn incompatible_protocols_and_bad_timeouts_are_refused() {
+    let start = Instant::now();
+    let (mut group, _) = stable_group(1, start);
+    let mut other = request("", None, &["sticky"]);
+    other.require_known_member_id = false;
+    let result = now_result(group.join(other, &config(), start, 0));
+    assert_eq!(result.error, Some(ResponseError::InconsistentGroupProtocol));
+    let mut short = request("", None, &["range"]);
+    short.session_timeout_ms = 100;
+    let result = now_result(group.join(short, &config(), start, 0));
+    assert_eq!(result.error, Some(ResponseError::InvalidSessionTimeout));
+    let mut unknown = request("who", None, &["range"]);
+    unknown.require_known_member_id = false;
+    let result = now_result(group.join(unknown, &config(), start, 0));
+    assert_eq!(result.error, Some(ResponseError::UnknownMemberId));
+}
+
+#[test]
+fn commits_follow_kafkas_rules() {
+    let start = Instant::now();
+    // A standalone consumer commits to an empty group with generation -1.
+    let mut solo = Group::new("solo", 0, 0);
+    assert_eq!(solo.check_commit(-1, "", None, start), Ok(()));
+
+    let (mut group, ids) = stable_group(2, start);
+    assert_eq!(group.check_commit(1, &ids[0], None, start), Ok(()));
+    assert_eq!(
+        group.check_commit(0, &ids[0], None, start),
+        Err(ResponseError::IllegalGeneration)
+    );
+    assert_eq!(
+        group.check_commit(1, "stranger", None, start),
+        Err(ResponseError::UnknownMemberId)
+    );
+    assert_eq!(
+        group.check_commit(-1, "", None, start),
+        Err(ResponseError::UnknownMemberId),
+        "generation -1 is only for groups without members"
+    );
+    // While preparing a rebalance members may still commit (before revoking).
+    let (_newcomer, _receiver) = join_new(&mut group, &["range"], start);
+    assert_eq!(group.state, GroupState::PreparingRebalance);
+    assert_eq!(group.check_commit(1, &ids[0], None, start), Ok(()));
+}
+
+#[test]
+fn restore_brings_back_members_and_generation() {
+    let start = Instant::now();
+    let (group, ids) = stable_group(2, start);
+    let value = group.to_value();
+    let mut restored = Group::new("g", 0, 0);
+    restored.restore(value, start);
+    assert_eq!(restored.state, GroupState::Stable);
+    assert_eq!(restored.generation, 1);
+    assert_eq!(restored.leader, group.leader);
+    for id in &ids {
+        assert_eq!(
+            restored.members[id].assignment,
+            group.members[id].assignment
+        );
+    }
+    // Restored members that never heartbeat expire after their session.
+    restored.tick(
+        &config(),
+        start + Duration::from_millis(SESSION_MS as u64 + 1),
+        9,
+    );
+    assert!(restored.members.is_empty());
+}
