@@ -66,6 +66,11 @@ pub async fn handle(
                     (None, Some(name)) if validate_topic_name(&name).is_err() => {
                         error_topic(Some(name), id, ResponseError::InvalidTopicException)
                     }
+                    // Internal topics are never auto-created as user topics
+                    // (Kafka creates __consumer_offsets on FindCoordinator).
+                    (None, Some(name)) if name == crate::group::OFFSETS_TOPIC => {
+                        error_topic(Some(name), id, ResponseError::UnknownTopicOrPartition)
+                    }
                     (None, Some(name)) if allow_auto_create => {
                         let partitions = config.default_partitions;
                         match create_topic(shard, &name, partitions, BTreeMap::new(), false).await {
@@ -121,6 +126,7 @@ fn describe(node_id: BrokerId, topic: &TopicMetadata) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
         .with_topic_id(topic.id)
+        .with_is_internal(topic.name == crate::group::OFFSETS_TOPIC)
         .with_partitions(partitions)
 }
 

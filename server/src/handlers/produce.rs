@@ -171,6 +171,14 @@ async fn resolve_topic(
     shard: &Rc<Shard>,
     name: &str,
 ) -> Result<Arc<ClusterMetadata>, (ResponseError, String)> {
+    if name == crate::group::OFFSETS_TOPIC {
+        // Only the group coordinator writes its internal topic (Kafka
+        // refuses client writes to internal topics the same way).
+        return Err((
+            ResponseError::InvalidTopicException,
+            format!("{name} is an internal topic"),
+        ));
+    }
     let snapshot = shard.metadata.snapshot();
     if snapshot.topics.contains_key(name) {
         return Ok(snapshot);
