@@ -52,6 +52,8 @@ const SESSION_TIMEOUT_MIN_MS: i32 = 6_000;
 const SESSION_TIMEOUT_MAX_MS: i32 = 1_800_000;
 /// Kafka's offset.metadata.max.bytes.
 pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
+/// Longest group id (it is stored in i16-length strings).
+const GROUP_ID_MAX_BYTES: usize = i16::MAX as usize;
 /// Segment size of `__consumer_offsets` (Kafka's offsets.topic.segment.bytes).
 const OFFSETS_SEGMENT_BYTES: &str = "104857600";
 
@@ -127,6 +129,10 @@ pub async fn offsets_topic(shard: &Rc<Shard>) -> Result<TopicMetadata, ResponseE
 
 /// The shard and offsets partition coordinating `group`.
 pub async fn locate(shard: &Rc<Shard>, group: &str) -> Result<(ShardId, i32), ResponseError> {
+    // Kafka's record layouts hold the group id in an i16-length string.
+    if group.len() > GROUP_ID_MAX_BYTES {
+        return Err(ResponseError::InvalidGroupId);
+    }
     let topic = offsets_topic(shard).await?;
     let count = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
     let partition = partition_for(group, count);
