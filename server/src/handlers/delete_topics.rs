@@ -122,6 +122,12 @@ async fn delete_one(
             }
         }
     };
+    if name == crate::group::OFFSETS_TOPIC {
+        return Err((
+            ResponseError::InvalidRequest,
+            format!("{name} is an internal topic and cannot be deleted."),
+        ));
+    }
     let deleted = delete_topic(shard, &name)
         .await
         .map_err(|error| topic_error(&error))?;
