@@ -2,7 +2,8 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | `cli` | flags, environment, TOML config -> `BrokerConfig` |
+//! | `cli` | flags, environment, TOML config -> `BrokerConfig`; subcommand arguments |
+//! | `admin` | admin subcommands: Kafka clients (`sluice groups`) |
 //! | `broker` | startup of the shard threads, shutdown |
 //! | `shard` | thread-per-core shards, cross-shard calls, partition replicas, topic lifecycle |
 //! | `net` | listeners, connections, framing |
@@ -15,6 +16,7 @@
 #[global_allocator]
 static ALLOCATOR: alloc::Allocator = alloc::Allocator;
 
+pub mod admin;
 pub mod alloc;
 pub mod broker;
 pub mod cli;

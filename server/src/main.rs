@@ -1,4 +1,5 @@
-//! `sluice`: run a broker (`sluice` or `sluice serve`). See `sluice --help`.
+//! `sluice`: run a broker (`sluice` or `sluice serve`), or an admin
+//! subcommand (`sluice groups`). See `sluice --help`.
 
 use std::process::ExitCode;
 
@@ -13,6 +14,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
+        Some(Command::Groups(args)) => return sluice_server::admin::groups::run(args),
         None => cli.serve,
     };
     let config = match BrokerConfig::resolve(args) {

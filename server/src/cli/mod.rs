@@ -28,6 +28,36 @@ pub struct Cli {
 pub enum Command {
     /// Run a broker (the default when no subcommand is given).
     Serve(ServeArgs),
+    /// Consumer groups of a running cluster (like kafka-consumer-groups.sh).
+    Groups(GroupsArgs),
+}
+
+/// `sluice groups ...`: a Kafka client, not a broker.
+#[derive(Args, Debug)]
+pub struct GroupsArgs {
+    #[command(subcommand)]
+    pub command: GroupsCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GroupsCommand {
+    /// List every consumer group with its state.
+    List(BootstrapArgs),
+    /// Show a group's state, members, committed offsets, log ends and lag.
+    Describe {
+        /// The group id.
+        group: String,
+        #[command(flatten)]
+        target: BootstrapArgs,
+    },
+}
+
+/// Which broker an admin subcommand asks first.
+#[derive(Args, Debug, Clone)]
+pub struct BootstrapArgs {
+    /// host:port of any broker of the cluster.
+    #[arg(long, env = "SLUICE_BOOTSTRAP", default_value = "127.0.0.1:9092")]
+    pub bootstrap: String,
 }
 
 #[derive(Args, Debug, Clone, Default)]
