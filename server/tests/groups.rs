@@ -180,7 +180,11 @@ fn admin_client_lists_describes_and_deletes_groups() {
 
 #[test]
 fn committed_offsets_of_an_empty_group_expire_after_the_retention() {
-    run_scenario("group_offsets_expiry", &["--offsets-retention-ms", "2000"], &[]);
+    run_scenario(
+        "group_offsets_expiry",
+        &["--offsets-retention-ms", "2000"],
+        &[],
+    );
 }
 
 fn kcat(kcat: &Path, broker: &Broker) -> Command {
@@ -211,9 +215,12 @@ fn kcat_produce(kcat_path: &Path, broker: &Broker, topic: &str, lines: &[String]
         input.extend_from_slice(format!("{line}:{line}\n").as_bytes());
     }
     let mut produce = kcat(kcat_path, broker);
-    produce
-        .args(["-P", "-t", topic, "-K:"])
-        .args(["-X", "acks=all", "-X", "message.timeout.ms=30000"]);
+    produce.args(["-P", "-t", topic, "-K:"]).args([
+        "-X",
+        "acks=all",
+        "-X",
+        "message.timeout.ms=30000",
+    ]);
     let output = run_with_input(produce, Some(input), KCAT_TIMEOUT, "kcat -P");
     assert_success(&output, "kcat -P", broker);
 }

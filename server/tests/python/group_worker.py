@@ -11,12 +11,14 @@ is killed with SIGKILL:
   {"event": "record", "partition": p, "offset": o, "key": k}
   {"event": "committed", "offsets": {p: next}}   after a commit succeeded
   {"event": "commit_failed", "error": ".."}
+  {"event": "paused"}                            after "pause"
   {"event": "closed"}                            after close()
 Commits are manual and synchronous: every COMMIT_EVERY records, in on_revoke
 (so that a rebalance never redelivers what was consumed), on the "commit"
 command and when closing. Commands on stdin, one per line: "commit",
-"close" (commit, close, exit 0), "exit" (close without committing: for
-static members, close() does not leave the group).
+"pause" (stop fetching, stay a member), "close" (commit, close, exit 0),
+"exit" (close without committing: for static members, close() does not
+leave the group).
 """
 
 import json
