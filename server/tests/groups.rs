@@ -3,7 +3,9 @@
 //! get killed and resume; kafka-python manual and auto commits; kcat's
 //! balanced consumer; committed offsets across broker restarts (clean and
 //! kill -9); static membership; the AdminClient's group calls; offsets
-//! expiry; and `sluice groups list|describe` against a live group.
+//! expiry; and `sluice groups list|describe` against a live group. The
+//! `wire_protocol` tests drive the rebalance protocol request by request
+//! with the admin wire client (`sluice_server::admin::client`).
 //!
 //! Each scenario is a script in `server/tests/python/group_*.py` run by the
 //! test venv's interpreter against its own broker. Brokers start with a
@@ -293,4 +295,341 @@ fn kcat_balanced_consumer_reads_a_topic_completely_then_resumes_after_its_commit
         consumed_sorted, second,
         "the second kcat -G run resumes at the committed offsets"
     );
+}
+
+/// The classic rebalance protocol on the wire, through the admin wire
+/// client (`sluice_server::admin::client`): JoinGroup v5 asks a new member
+/// to rejoin with its assigned id (MEMBER_ID_REQUIRED), answers once the
+/// join window closes with generation 1 and the member as leader; the
+/// leader's SyncGroup assignment comes back; commits carry the generation
+/// (a stale one is ILLEGAL_GENERATION); a second member's join makes the
+/// first one's heartbeat answer REBALANCE_IN_PROGRESS, and both rejoin into
+/// generation 2 with the leader seeing both subscriptions; LeaveGroup
+/// empties the group. Also: standalone commits (generation -1) to new
+/// groups are all fetched back.
+mod wire_protocol {
+    use bytes::{BufMut, Bytes, BytesMut};
+    use kafka_protocol::error::ResponseError;
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::leave_group_request::MemberIdentity;
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    use kafka_protocol::messages::{
+        ConsumerProtocolSubscription, DescribeGroupsRequest, GroupId, HeartbeatRequest,
+        JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, OffsetCommitRequest,
+        OffsetFetchRequest, SyncGroupRequest, TopicName,
+    };
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    use sluice_server::admin::client::Connection;
+    use std::time::{Duration, Instant};
+
+    use super::support::Broker;
+
+    const GROUP: &str = "wire-group";
+    const TOPIC: &str = "wire-topic";
+
+    fn text(value: &str) -> StrBytes {
+        StrBytes::from_string(value.to_string())
+    }
+
+    fn subscription() -> Bytes {
+        let mut bytes = BytesMut::new();
+        bytes.put_i16(0);
+        ConsumerProtocolSubscription::default()
+            .with_topics(vec![text(TOPIC)])
+            .encode(&mut bytes, 0)
+            .expect("encoding a subscription");
+        bytes.freeze()
+    }
+
+    fn join(connection: &mut Connection, member_id: &str) -> JoinGroupResponse {
+        let request = JoinGroupRequest::default()
+            .with_group_id(GroupId(text(GROUP)))
+            .with_session_timeout_ms(30_000)
+            .with_rebalance_timeout_ms(30_000)
+            .with_member_id(text(member_id))
+            .with_protocol_type(text("consumer"))
+            .with_protocols(vec![
+                JoinGroupRequestProtocol::default()
+                    .with_name(text("range"))
+                    .with_metadata(subscription()),
+            ]);
+        connection.send(&request, 5).expect("JoinGroup v5")
+    }
+
+    /// Join as a new member: MEMBER_ID_REQUIRED, then the real join.
+    fn join_new(connection: &mut Connection) -> JoinGroupResponse {
+        let first = join(connection, "");
+        assert_eq!(
+            first.error_code,
+            ResponseError::MemberIdRequired.code(),
+            "a v4+ join without a member id is asked to rejoin with one"
+        );
+        assert!(
+            !first.member_id.is_empty(),
+            "MEMBER_ID_REQUIRED carries the new id"
+        );
+        let joined = join(connection, &first.member_id);
+        assert_eq!(
+            joined.error_code, 0,
+            "JoinGroup with the assigned member id"
+        );
+        assert_eq!(joined.member_id, first.member_id);
+        joined
+    }
+
+    fn sync(
+        connection: &mut Connection,
+        generation: i32,
+        member_id: &str,
+        assignments: Vec<(String, Bytes)>,
+    ) -> Bytes {
+        let request = SyncGroupRequest::default()
+            .with_group_id(GroupId(text(GROUP)))
+            .with_generation_id(generation)
+            .with_member_id(text(member_id))
+            .with_assignments(
+                assignments
+                    .into_iter()
+                    .map(|(member, assignment)| {
+                        SyncGroupRequestAssignment::default()
+                            .with_member_id(text(&member))
+                            .with_assignment(assignment)
+                    })
+                    .collect(),
+            );
+        let response = connection.send(&request, 3).expect("SyncGroup v3");
+        assert_eq!(response.error_code, 0, "SyncGroup of {member_id}");
+        response.assignment
+    }
+
+    fn heartbeat(connection: &mut Connection, generation: i32, member_id: &str) -> i16 {
+        let request = HeartbeatRequest::default()
+            .with_group_id(GroupId(text(GROUP)))
+            .with_generation_id(generation)
+            .with_member_id(text(member_id));
+        connection
+            .send(&request, 3)
+            .expect("Heartbeat v3")
+            .error_code
+    }
+
+    fn commit(connection: &mut Connection, generation: i32, member_id: &str, offset: i64) -> i16 {
+        commit_as(connection, GROUP, generation, member_id, offset)
+    }
+
+    fn commit_as(
+        connection: &mut Connection,
+        group: &str,
+        generation: i32,
+        member_id: &str,
+        offset: i64,
+    ) -> i16 {
+        let request = OffsetCommitRequest::default()
+            .with_group_id(GroupId(text(group)))
+            .with_generation_id_or_member_epoch(generation)
+            .with_member_id(text(member_id))
+            .with_topics(vec![
+                OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(text(TOPIC)))
+                    .with_partitions(vec![
+                        OffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(offset),
+                    ]),
+            ]);
+        let response = connection.send(&request, 7).expect("OffsetCommit v7");
+        response.topics[0].partitions[0].error_code
+    }
+
+    fn state(connection: &mut Connection) -> String {
+        let request = DescribeGroupsRequest::default().with_groups(vec![GroupId(text(GROUP))]);
+        let response = connection.send(&request, 5).expect("DescribeGroups v5");
+        response.groups[0].group_state.to_string()
+    }
+
+    #[test]
+    fn join_sync_heartbeat_commit_and_a_second_member_rebalance_on_the_wire() {
+        let broker = Broker::start_with_args("group_wire", &super::broker_args(&[]));
+        super::support::kafka::create_topic(&broker.bootstrap(), TOPIC, 2, &[]);
+        let mut first = Connection::open(&broker.bootstrap()).expect("connecting");
+
+        let joined = join_new(&mut first);
+        let first_id = joined.member_id.to_string();
+        assert_eq!(joined.generation_id, 1, "generation ids start at 1");
+        assert_eq!(joined.leader, joined.member_id, "the only member leads");
+        assert_eq!(joined.protocol_name.as_deref(), Some("range"));
+        assert_eq!(joined.members.len(), 1, "the leader sees every member");
+        assert_eq!(joined.members[0].metadata, subscription());
+        let assignment = Bytes::from_static(b"\0\0opaque assignment for the first member");
+        let received = sync(
+            &mut first,
+            1,
+            &first_id,
+            vec![(first_id.clone(), assignment.clone())],
+        );
+        assert_eq!(
+            received, assignment,
+            "SyncGroup returns the leader's assignment"
+        );
+        assert_eq!(state(&mut first), "Stable");
+        assert_eq!(heartbeat(&mut first, 1, &first_id), 0);
+        assert_eq!(
+            heartbeat(&mut first, 1, "no-such-member"),
+            ResponseError::UnknownMemberId.code()
+        );
+        assert_eq!(
+            commit(&mut first, 1, &first_id, 7),
+            0,
+            "a commit of generation 1"
+        );
+        assert_eq!(
+            commit(&mut first, 0, &first_id, 8),
+            ResponseError::IllegalGeneration.code(),
+            "a commit of a stale generation"
+        );
+
+        // A second member joins (its JoinGroup waits for the rebalance).
+        let bootstrap = broker.bootstrap();
+        let second = std::thread::spawn(move || {
+            let mut connection = Connection::open(&bootstrap).expect("connecting");
+            let joined = join_new(&mut connection);
+            (connection, joined)
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let code = heartbeat(&mut first, 1, &first_id);
+            if code == ResponseError::RebalanceInProgress.code() {
+                break;
+            }
+            assert_eq!(code, 0, "heartbeat while the second member joins");
+            assert!(
+                Instant::now() < deadline,
+                "the first member's heartbeat never answered REBALANCE_IN_PROGRESS"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let rejoined = join(&mut first, &first_id);
+        assert_eq!(rejoined.error_code, 0, "the first member rejoins");
+        assert_eq!(
+            rejoined.generation_id, 2,
+            "the rebalance makes generation 2"
+        );
+        assert_eq!(
+            rejoined.leader, rejoined.member_id,
+            "the first member still leads"
+        );
+        assert_eq!(rejoined.members.len(), 2, "the leader sees both members");
+        let (mut second_connection, second_joined) = second.join().expect("second member thread");
+        assert_eq!(second_joined.generation_id, 2);
+        assert!(
+            second_joined.members.is_empty(),
+            "only the leader gets the members"
+        );
+        let second_id = second_joined.member_id.to_string();
+        let for_second = Bytes::from_static(b"\0\0for the second member");
+        let bootstrap = broker.bootstrap();
+        let first_sync = std::thread::spawn({
+            let first_id = first_id.clone();
+            let second_id = second_id.clone();
+            let for_second = for_second.clone();
+            move || {
+                let mut connection = Connection::open(&bootstrap).expect("connecting");
+                sync(
+                    &mut connection,
+                    2,
+                    &first_id,
+                    vec![
+                        (first_id.clone(), Bytes::from_static(b"\0\0first again")),
+                        (second_id, for_second),
+                    ],
+                )
+            }
+        });
+        let received = sync(&mut second_connection, 2, &second_id, Vec::new());
+        assert_eq!(
+            received, for_second,
+            "the follower gets what the leader assigned it"
+        );
+        assert_eq!(
+            first_sync.join().expect("leader sync thread"),
+            Bytes::from_static(b"\0\0first again")
+        );
+        assert_eq!(
+            commit(&mut first, 1, &first_id, 9),
+            ResponseError::IllegalGeneration.code(),
+            "generation 1 is stale after the rebalance"
+        );
+        assert_eq!(commit(&mut first, 2, &first_id, 9), 0);
+
+        for (connection, member) in [
+            (&mut first, &first_id),
+            (&mut second_connection, &second_id),
+        ] {
+            let request = LeaveGroupRequest::default()
+                .with_group_id(GroupId(text(GROUP)))
+                .with_members(vec![MemberIdentity::default().with_member_id(text(member))]);
+            let response = connection.send(&request, 3).expect("LeaveGroup v3");
+            assert_eq!(response.error_code, 0, "LeaveGroup of {member}");
+            assert_eq!(response.members[0].error_code, 0, "LeaveGroup of {member}");
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while state(&mut first) != "Empty" {
+            assert!(
+                Instant::now() < deadline,
+                "the group did not become Empty after both left"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The committed offset of partition 0 of the topic (-1: none).
+    fn fetch(connection: &mut Connection, group: &str) -> i64 {
+        let request = OffsetFetchRequest::default()
+            .with_group_id(GroupId(text(group)))
+            .with_topics(Some(vec![
+                OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(text(TOPIC)))
+                    .with_partition_indexes(vec![0]),
+            ]));
+        let response = connection.send(&request, 7).expect("OffsetFetch v7");
+        assert_eq!(response.error_code, 0, "OffsetFetch of {group}");
+        let partition = &response.topics[0].partitions[0];
+        assert_eq!(partition.error_code, 0, "OffsetFetch of {group}");
+        partition.committed_offset
+    }
+
+    /// A commit with generation -1 (a consumer that assigns its partitions
+    /// itself) creates its group; OffsetFetch right after returns it. Many
+    /// new groups, so that a race with the coordinator's timers (which
+    /// forget empty groups without offsets) shows.
+    #[test]
+    fn a_standalone_commit_to_a_new_group_is_fetched_back() {
+        const GROUP_COUNT: usize = 500;
+        let broker = Broker::start_with_args("group_standalone", &super::broker_args(&[]));
+        super::support::kafka::create_topic(&broker.bootstrap(), TOPIC, 1, &[]);
+        let mut connection = Connection::open(&broker.bootstrap()).expect("connecting");
+        let mut lost = Vec::new();
+        for index in 0..GROUP_COUNT {
+            let group = format!("standalone-{index}");
+            let offset = i64::try_from(index).expect("small") + 1;
+            assert_eq!(
+                commit_as(&mut connection, &group, -1, "", offset),
+                0,
+                "standalone commit of {group}"
+            );
+            let fetched = fetch(&mut connection, &group);
+            if fetched != offset {
+                lost.push(format!("{group}: committed {offset}, fetched {fetched}"));
+            }
+        }
+        assert!(
+            lost.is_empty(),
+            "{} of {GROUP_COUNT} acknowledged standalone commits were not fetched back: {lost:?}",
+            lost.len()
+        );
+    }
 }

@@ -3,13 +3,22 @@ describe_consumer_groups show a consuming group as Stable with its members
 and their assignments, and as Empty once every member closed;
 delete_consumer_groups refuses a group with members (NON_EMPTY_GROUP),
 deletes an empty one together with its committed offsets, and then answers
-GROUP_ID_NOT_FOUND. A group that only ever committed offsets (a consumer
+GROUP_ID_NOT_FOUND. list_consumer_group_offsets answers the committed
+offsets; alter_consumer_group_offsets is refused while the group has
+members and applied once it is empty. A group that only ever committed offsets (a consumer
 with assign(), no subscription) lists as a simple group in state Empty.
 """
 
 import time
 
-from confluent_kafka import Consumer, ConsumerGroupState, KafkaError, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupState,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 
 from group_support import Ledger, committed_offsets, produce_keyed
 from sluice_test import (
@@ -38,6 +47,26 @@ def listing(admin_client):
 
 def describe(admin_client, group):
     return admin_client.describe_consumer_groups([group], request_timeout=TIMEOUT_S)[group].result(TIMEOUT_S)
+
+
+def admin_offsets(admin_client):
+    """{partition: offset} per list_consumer_group_offsets (OffsetFetch)."""
+    request = [ConsumerGroupTopicPartitions(GROUP, [TopicPartition(TOPIC, p) for p in range(PARTITIONS)])]
+    result = admin_client.list_consumer_group_offsets(request, request_timeout=TIMEOUT_S)[GROUP].result(TIMEOUT_S)
+    for tp in result.topic_partitions:
+        check(tp.error is None, f"list_consumer_group_offsets {tp.topic}/{tp.partition}: {tp.error}")
+    return {tp.partition: tp.offset for tp in result.topic_partitions}
+
+
+def alter_offsets(admin_client, offsets):
+    """alter_consumer_group_offsets; None on success, else the error(s)."""
+    request = [ConsumerGroupTopicPartitions(GROUP, [TopicPartition(TOPIC, p, o) for p, o in offsets.items()])]
+    try:
+        result = admin_client.alter_consumer_group_offsets(request, request_timeout=TIMEOUT_S)[GROUP].result(TIMEOUT_S)
+    except KafkaException as error:
+        return [error.args[0]]
+    errors = [tp.error for tp in result.topic_partitions if tp.error is not None]
+    return errors or None
 
 
 def wait_listed_state(admin_client, state):
@@ -111,6 +140,16 @@ def scenario(address):
             mine = {tp.partition for tp in member.assignment.topic_partitions}
             check(mine == ledger.assignment[member.client_id], f"{member.client_id}: described {mine}, has {ledger.assignment[member.client_id]}")
 
+        step("list_consumer_group_offsets; alter_consumer_group_offsets refused while members are active")
+        committed = committed_offsets(address, GROUP, TOPIC, range(PARTITIONS))
+        listed_offsets = admin_offsets(admin_client)
+        check(listed_offsets == committed, f"list_consumer_group_offsets {listed_offsets}, committed() {committed}")
+        errors = alter_offsets(admin_client, {partition: 1 for partition in range(PARTITIONS)})
+        check(errors is not None, "alter_consumer_group_offsets succeeded on a group with active members")
+        step(f"refused with {errors}")
+        after = committed_offsets(address, GROUP, TOPIC, range(PARTITIONS))
+        check(after == committed, f"a refused alter changed the offsets: {committed} -> {after}")
+
         step("delete_consumer_groups on a group with members: NON_EMPTY_GROUP")
         expect_error(
             admin_client.delete_consumer_groups([GROUP], request_timeout=TIMEOUT_S)[GROUP],
@@ -128,6 +167,14 @@ def scenario(address):
         check(not described.members, f"members of an empty group: {described.members}")
         committed = committed_offsets(address, GROUP, TOPIC, range(PARTITIONS))
         check(all(offset is not None for offset in committed.values()), f"offsets before deleting: {committed}")
+
+        step("alter_consumer_group_offsets on the empty group")
+        altered = {partition: partition + 1 for partition in range(PARTITIONS)}
+        errors = alter_offsets(admin_client, altered)
+        check(errors is None, f"alter_consumer_group_offsets on an empty group: {errors}")
+        committed = committed_offsets(address, GROUP, TOPIC, range(PARTITIONS))
+        check(committed == altered, f"after alter_consumer_group_offsets: {committed}, expected {altered}")
+        check(admin_offsets(admin_client) == altered, "list_consumer_group_offsets after the alter")
 
         step("delete_consumer_groups on the empty group: deleted with its offsets")
         admin_client.delete_consumer_groups([GROUP], request_timeout=TIMEOUT_S)[GROUP].result(TIMEOUT_S)
