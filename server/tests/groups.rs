@@ -151,6 +151,11 @@ fn three_consumer_processes_split_six_partitions_survive_a_kill_9_and_resume_fro
 }
 
 #[test]
+fn a_member_that_closes_leaves_and_the_other_takes_over_at_once() {
+    run_scenario("group_leave", &[], &[]);
+}
+
+#[test]
 fn kafka_python_resumes_after_manual_and_auto_commits() {
     run_scenario("group_kafka_python_commits", &[], &[]);
 }
@@ -178,6 +183,11 @@ fn sluice_groups_list_and_describe_show_the_live_group_offsets_and_lag() {
 #[test]
 fn admin_client_lists_describes_and_deletes_groups() {
     run_scenario("group_admin", &[], &[]);
+}
+
+#[test]
+fn deleting_a_topic_deletes_the_groups_offsets_for_it() {
+    run_scenario("group_deleted_topic", &[], &[]);
 }
 
 #[test]
