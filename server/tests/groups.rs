@@ -34,8 +34,19 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(170);
 const JOIN_WINDOW_MS: &str = "500";
 const KCAT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Partitions of `__consumer_offsets` of every test broker. Each partition
+/// preallocates its first segment (64 MiB of real disk): Kafka's 50 would
+/// reserve 3.2 GB per broker, and a failing test keeps its data directory.
+/// Five still spread the groups over both shards.
+const OFFSETS_TOPIC_PARTITIONS: &str = "5";
+
 fn broker_args(extra: &[&'static str]) -> Vec<&'static str> {
-    let mut args = vec!["--group-initial-rebalance-delay-ms", JOIN_WINDOW_MS];
+    let mut args = vec![
+        "--group-initial-rebalance-delay-ms",
+        JOIN_WINDOW_MS,
+        "--offsets-topic-partitions",
+        OFFSETS_TOPIC_PARTITIONS,
+    ];
     args.extend_from_slice(extra);
     args
 }
