@@ -347,6 +347,22 @@ impl Io for SimIo {
         Ok(())
     }
 
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut disk = self.disk.borrow_mut();
+        let inode_id = disk.live_file(from)?;
+        if let Some(Entry::Dir) = disk.live.get(to) {
+            return Err(io::Error::from_raw_os_error(libc::EISDIR));
+        }
+        disk.check_live_parent(to)?;
+        // Both entries change in the live image; a crash before `sync_dir`
+        // picks each entry's old or new state independently (CrashMode::Torn),
+        // which covers every outcome a real rename can leave and more.
+        disk.live.remove(from);
+        disk.live.insert(to.to_path_buf(), Entry::File(inode_id));
+        disk.collect_garbage();
+        Ok(())
+    }
+
     async fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let mut disk = self.disk.borrow_mut();
         disk.stats.sync_dir_count += 1;
@@ -1158,6 +1174,34 @@ mod tests {
                 .unwrap(),
             vec![1, 2]
         );
+    }
+
+    #[test]
+    fn rename_moves_the_entry_and_is_durable_after_sync_dir() {
+        let io = SimIo::new(7);
+        io.create_dir_all(Path::new("/d")).unwrap();
+        ready(io.sync_dir(Path::new("/"))).unwrap();
+        let from = Path::new("/d/a.cleaned");
+        let to = Path::new("/d/a.log");
+        let old = ready(io.open(to, true)).unwrap();
+        ready(io.write_at(&old, 0, page(1))).unwrap();
+        ready(io.sync_data(&old)).unwrap();
+        let new = ready(io.open(from, true)).unwrap();
+        ready(io.write_at(&new, 0, page(2))).unwrap();
+        ready(io.sync_data(&new)).unwrap();
+        ready(io.sync_dir(Path::new("/d"))).unwrap();
+        ready(io.rename(from, to)).unwrap();
+        assert_eq!(io.read_file(to).unwrap()[0], 2);
+        assert!(io.read_file(from).is_err());
+        // The old handle still reads the replaced file.
+        assert_eq!(ready(io.read_at(&old, 0, PAGE_SIZE)).unwrap()[0], 1);
+        io.set_crash_mode(CrashMode::LoseUnsynced);
+        let lost = io.crash();
+        assert_eq!(lost.read_file(to).unwrap()[0], 1, "rename not yet durable");
+        ready(io.sync_dir(Path::new("/d"))).unwrap();
+        let kept = io.crash();
+        assert_eq!(kept.read_file(to).unwrap()[0], 2);
+        assert!(kept.read_file(from).is_err());
     }
 
     #[test]
