@@ -204,6 +204,18 @@ impl<I: Io> Log<I> {
         self.inner.state.borrow().segments.len()
     }
 
+    /// Base offsets of the segments, oldest first; the last is the active
+    /// one (for tests, metrics and admin).
+    pub fn segment_bases(&self) -> Vec<Offset> {
+        self.inner
+            .state
+            .borrow()
+            .segments
+            .iter()
+            .map(|segment| segment.base)
+            .collect()
+    }
+
     /// Total bytes of all segments.
     pub fn size_bytes(&self) -> u64 {
         self.inner
