@@ -732,14 +732,34 @@ impl<I: Io> Log<I> {
     pub async fn apply_retention(&self) -> Result<usize, LogError> {
         self.inner.check_not_poisoned()?;
         let now = self.inner.io.now_ms();
-        {
+        let rolled = {
             let mut state = self.inner.state.borrow_mut();
             let retention_ms = state.config.retention_ms;
-            if let (Some(retention_ms), Some(active)) = (retention_ms, state.segments.back_mut())
+            let expired = if let (Some(retention_ms), Some(active)) =
+                (retention_ms, state.segments.back_mut())
                 && !active.is_empty()
                 && active.max_timestamp.0 < now - retention_ms
             {
                 active.sealed = true;
+                true
+            } else {
+                false
+            };
+            // Roll now, as Kafka does, so that the expired segment can go
+            // without waiting for the next append; the new active segment
+            // is empty (its file is created by its first flush).
+            if expired {
+                maybe_roll(&mut state, 0, 0, now);
+            }
+            expired
+        };
+        if rolled {
+            // Finalize the sealed segment (the committer's flush does it).
+            if let Err(error) = self.flush().await {
+                return Err(match error {
+                    AppendError::Poisoned { dir, reason } => LogError::Poisoned { dir, reason },
+                    other => LogError::io(self.dir(), io::Error::other(other.to_string())),
+                });
             }
         }
         let mut total: u64 = self.size_bytes();

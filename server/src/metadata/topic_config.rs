@@ -39,6 +39,11 @@ impl CleanupPolicy {
     pub fn compacts(self) -> bool {
         matches!(self, CleanupPolicy::Compact | CleanupPolicy::CompactDelete)
     }
+
+    /// Whether retention (retention.ms, retention.bytes) deletes old segments.
+    pub fn deletes(self) -> bool {
+        matches!(self, CleanupPolicy::Delete | CleanupPolicy::CompactDelete)
+    }
 }
 
 /// The compaction configs of a topic (used when its policy compacts).

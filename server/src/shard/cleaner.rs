@@ -1,6 +1,7 @@
-//! The log cleaner of one shard: compacts the shard's partitions whose topic
-//! config says cleanup.policy=compact (or compact,delete), user topics and
-//! `__consumer_offsets` alike.
+//! The log cleaner of one shard: applies retention (retention.ms,
+//! retention.bytes) to the partitions whose cleanup.policy deletes (delete,
+//! compact,delete) and compacts those whose policy compacts (compact,
+//! compact,delete), user topics and `__consumer_offsets` alike.
 //!
 //! One task per shard (spawned next to the committer in broker.rs). Every
 //! `--log-cleaner-interval-ms` it visits the shard's partitions; a compacted
@@ -38,11 +39,32 @@ pub async fn clean_once(shard: &Shard) -> usize {
     let replicas: Vec<Rc<PartitionReplica>> = shard.partitions.borrow().values().cloned().collect();
     let mut cleaned = 0;
     for replica in replicas {
-        let (compacts, compaction) = {
+        let (compacts, deletes, compaction) = {
             let config = replica.config.borrow();
-            (config.cleanup_policy.compacts(), config.compaction)
+            (
+                config.cleanup_policy.compacts(),
+                config.cleanup_policy.deletes(),
+                config.compaction,
+            )
         };
-        if !compacts || replica.log.is_poisoned() {
+        if replica.log.is_poisoned() {
+            continue;
+        }
+        if deletes {
+            match replica.log.apply_retention().await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::debug!(
+                    partition = %replica.topic_partition,
+                    deleted,
+                    log_start = %replica.log.log_start_offset(),
+                    "retention deleted segments"
+                ),
+                Err(error) => {
+                    tracing::warn!(partition = %replica.topic_partition, %error, "retention failed; will retry");
+                }
+            }
+        }
+        if !compacts {
             continue;
         }
         let stats = replica
