@@ -330,6 +330,7 @@ impl Group {
         self.state == GroupState::Empty
             && self.offsets.is_empty()
             && self.pending_members.is_empty()
+            && self.commits_in_flight == 0
     }
 
     // ---- JoinGroup ----
