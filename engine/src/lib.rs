@@ -13,6 +13,7 @@
 
 pub mod batch;
 pub mod commit;
+pub mod compact;
 pub mod config;
 pub mod constants;
 pub mod error;
@@ -26,6 +27,7 @@ pub mod testing;
 pub mod types;
 
 pub use commit::{CommitStats, Committer};
+pub use compact::{CleanOptions, CleanSummary, DirtyStats};
 pub use config::{FlushPolicy, LogConfig};
 pub use error::{AppendError, LogError};
 pub use log::{AppendCompletion, Appended, Log, ReadLimits, ReadResult};

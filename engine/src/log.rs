@@ -46,7 +46,7 @@ use crate::types::{LeaderEpoch, Offset, TimestampMs};
 
 /// A partition log. Cheap to clone (a handle).
 pub struct Log<I: Io> {
-    inner: Rc<LogInner<I>>,
+    pub(crate) inner: Rc<LogInner<I>>,
 }
 
 impl<I: Io> Clone for Log<I> {
@@ -58,12 +58,17 @@ impl<I: Io> Clone for Log<I> {
 }
 
 pub(crate) struct LogInner<I: Io> {
-    io: I,
-    dir: PathBuf,
-    state: RefCell<LogState<I::File>>,
+    pub(crate) io: I,
+    pub(crate) dir: PathBuf,
+    pub(crate) state: RefCell<LogState<I::File>>,
     /// Serializes flushes and the operations that rewrite files behind the
-    /// flusher's back (truncation, checkpoints, close).
-    flush_lock: Mutex<()>,
+    /// flusher's back (truncation, checkpoints, close, the swap of a
+    /// compacted segment).
+    pub(crate) flush_lock: Mutex<()>,
+    /// One compaction pass at a time (compact.rs); held for the whole pass,
+    /// unlike `flush_lock`, so appends keep flowing while a pass reads and
+    /// writes.
+    pub(crate) clean_lock: Mutex<()>,
     committer: Committer<I>,
 }
 
@@ -162,6 +167,7 @@ impl<I: Io> Log<I> {
                 dir,
                 state: RefCell::new(state),
                 flush_lock: Mutex::new(()),
+                clean_lock: Mutex::new(()),
                 committer: committer.clone(),
             }),
         })
@@ -196,6 +202,18 @@ impl<I: Io> Log<I> {
     /// Number of segments (for tests, metrics and admin).
     pub fn segment_count(&self) -> usize {
         self.inner.state.borrow().segments.len()
+    }
+
+    /// Base offsets of the segments, oldest first; the last is the active
+    /// one (for tests, metrics and admin).
+    pub fn segment_bases(&self) -> Vec<Offset> {
+        self.inner
+            .state
+            .borrow()
+            .segments
+            .iter()
+            .map(|segment| segment.base)
+            .collect()
     }
 
     /// Total bytes of all segments.
@@ -246,6 +264,13 @@ impl<I: Io> Log<I> {
             let count = record_count(header);
             maybe_roll(&mut state, size, count, now);
             let offset = state.log_end;
+            assert!(
+                state
+                    .segments
+                    .back()
+                    .is_some_and(|active| active.next_offset == offset),
+                "appends continue the active segment's offsets"
+            );
             let mut patched = [0u8; BATCH_HEADER_SIZE];
             patched.copy_from_slice(&records[range.start..range.start + BATCH_HEADER_SIZE]);
             batch::patch_base_offset(&mut patched, offset);
@@ -310,39 +335,77 @@ impl<I: Io> Log<I> {
     /// of one segment at most; callers read again from `next_offset`.
     pub async fn read(&self, offset: Offset, limits: ReadLimits) -> Result<ReadResult, LogError> {
         let inner = &self.inner;
-        let (segment_base, start_position, limit) = {
-            let state = inner.state.borrow();
-            if offset < state.log_start || offset > state.log_end {
-                return Err(LogError::OffsetOutOfRange {
-                    offset,
-                    start: state.log_start,
-                    end: state.log_end,
-                });
-            }
-            let limit = limits.max_offset.min(state.log_end);
-            if offset >= limit {
-                return Ok(ReadResult {
-                    next_offset: offset,
-                    ..ReadResult::default()
-                });
-            }
-            let Some(segment) = segment_for(&state.segments, offset) else {
-                return Ok(ReadResult {
-                    next_offset: offset,
-                    ..ReadResult::default()
-                });
-            };
-            (
-                segment.base,
-                segment.index.lookup(segment.base, offset).value(),
-                limit,
-            )
-        };
-        let mut cursor = Cursor::new(inner, segment_base, limits.max_bytes);
         let mut result = ReadResult {
             next_offset: offset,
             ..ReadResult::default()
         };
+        // Compaction leaves offset gaps, also at the end of a segment: when
+        // nothing at or after `offset` is left in its segment, the answer is
+        // the next segment's first batch (Kafka returns the next batch after
+        // a compacted-away offset).
+        let mut from = offset;
+        loop {
+            let (segment_base, generation, start_position, limit, next_base) = {
+                let state = inner.state.borrow();
+                if from < state.log_start || from > state.log_end {
+                    return Err(LogError::OffsetOutOfRange {
+                        offset: from,
+                        start: state.log_start,
+                        end: state.log_end,
+                    });
+                }
+                let limit = limits.max_offset.min(state.log_end);
+                if from >= limit {
+                    return Ok(result);
+                }
+                let count = state
+                    .segments
+                    .partition_point(|segment| segment.base <= from);
+                let Some(segment) = count.checked_sub(1).and_then(|at| state.segments.get(at))
+                else {
+                    return Ok(result);
+                };
+                (
+                    segment.base,
+                    segment.generation,
+                    segment.index.lookup(segment.base, from).value(),
+                    limit,
+                    state.segments.get(count).map(|next| next.base),
+                )
+            };
+            self.read_segment(
+                segment_base,
+                generation,
+                start_position,
+                offset,
+                limit,
+                limits,
+                &mut result,
+            )
+            .await?;
+            match next_base {
+                Some(next_base) if result.records.is_empty() && next_base < limit => {
+                    from = next_base;
+                }
+                _ => return Ok(result),
+            }
+        }
+    }
+
+    /// The batches of one segment holding offsets from `offset` on, below
+    /// `limit`, from `start_position` (at or before the first of them).
+    #[allow(clippy::too_many_arguments)]
+    async fn read_segment(
+        &self,
+        segment_base: Offset,
+        generation: u64,
+        start_position: u64,
+        offset: Offset,
+        limit: Offset,
+        limits: ReadLimits,
+        result: &mut ReadResult,
+    ) -> Result<(), LogError> {
+        let mut cursor = Cursor::new(&self.inner, segment_base, generation, limits.max_bytes);
         let mut pending: Option<(Bytes, usize, usize)> = None;
         let mut position = start_position;
         while let Some((run, at)) = cursor.batch_at(position).await? {
@@ -380,7 +443,7 @@ impl<I: Io> Log<I> {
         if let Some((run, start, end)) = pending {
             result.records.push(run.slice(start..end));
         }
-        Ok(result)
+        Ok(())
     }
 
     /// The first record whose timestamp is >= `target`, as Kafka's
@@ -492,7 +555,7 @@ impl<I: Io> Log<I> {
             .await
             .map_err(|error| inner.append_error_to_log_error(error))?;
         let _guard = inner.flush_lock.lock().await;
-        let (base, file) = {
+        let (base, generation, file) = {
             let state = inner.state.borrow();
             if offset >= state.log_end {
                 return Ok(state.log_end);
@@ -506,7 +569,7 @@ impl<I: Io> Log<I> {
             let Some(segment) = segment_for(&state.segments, offset) else {
                 return Err(inner.corrupt(format!("no segment holds offset {offset}")));
             };
-            (segment.base, segment.file.clone())
+            (segment.base, segment.generation, segment.file.clone())
         };
         // Find the batch holding `offset`: its position is the new end.
         let start = {
@@ -515,7 +578,7 @@ impl<I: Io> Log<I> {
                 .map(|segment| segment.index.lookup(segment.base, offset).value())
                 .unwrap_or(0)
         };
-        let mut cursor = Cursor::new(inner, base, PAGE_SIZE);
+        let mut cursor = Cursor::new(inner, base, generation, PAGE_SIZE);
         let mut position = start;
         let mut cut = None;
         while let Some((run, at)) = cursor.batch_at(position).await? {
@@ -554,6 +617,28 @@ impl<I: Io> Log<I> {
         } else {
             Bytes::new()
         };
+        // Withdraw the checkpoint's trust in what is about to change before
+        // changing it: a checkpoint must never vouch for bytes or segments
+        // that are gone (recovery accepts offset gaps in trusted segments,
+        // which only compaction may create).
+        let lowered = {
+            let state = inner.state.borrow();
+            Checkpoint {
+                log_start: state.log_start,
+                recovery_base: base.min(state.checkpoint.recovery_base),
+                recovery_position: match base.cmp(&state.checkpoint.recovery_base) {
+                    std::cmp::Ordering::Less => cut_position,
+                    std::cmp::Ordering::Equal => {
+                        cut_position.min(state.checkpoint.recovery_position)
+                    }
+                    std::cmp::Ordering::Greater => state.checkpoint.recovery_position,
+                },
+            }
+        };
+        if lowered != inner.state.borrow().checkpoint {
+            inner.write_checkpoint_strict(lowered).await?;
+            inner.state.borrow_mut().checkpoint = lowered;
+        }
         io.set_len(&file, cut_position)
             .await
             .map_err(|error| inner.io_error(base, error))?;
@@ -590,10 +675,13 @@ impl<I: Io> Log<I> {
             state.durable_end = new_end;
             // Cutting the batch that straddles the log start empties the log.
             state.log_start = state.log_start.min(new_end);
+            // The kept prefix is durable (flushed above, file synced at its
+            // new length): trust it, which also keeps trusting the offset
+            // gaps a compacted segment may hold (recovery.rs).
             state.checkpoint = Checkpoint {
                 log_start: state.log_start,
                 recovery_base: base,
-                recovery_position: 0,
+                recovery_position: cut_position,
             };
             state.checkpoint
         };
@@ -644,14 +732,34 @@ impl<I: Io> Log<I> {
     pub async fn apply_retention(&self) -> Result<usize, LogError> {
         self.inner.check_not_poisoned()?;
         let now = self.inner.io.now_ms();
-        {
+        let rolled = {
             let mut state = self.inner.state.borrow_mut();
             let retention_ms = state.config.retention_ms;
-            if let (Some(retention_ms), Some(active)) = (retention_ms, state.segments.back_mut())
+            let expired = if let (Some(retention_ms), Some(active)) =
+                (retention_ms, state.segments.back_mut())
                 && !active.is_empty()
                 && active.max_timestamp.0 < now - retention_ms
             {
                 active.sealed = true;
+                true
+            } else {
+                false
+            };
+            // Roll now, as Kafka does, so that the expired segment can go
+            // without waiting for the next append; the new active segment
+            // is empty (its file is created by its first flush).
+            if expired {
+                maybe_roll(&mut state, 0, 0, now);
+            }
+            expired
+        };
+        if rolled {
+            // Finalize the sealed segment (the committer's flush does it).
+            if let Err(error) = self.flush().await {
+                return Err(match error {
+                    AppendError::Poisoned { dir, reason } => LogError::Poisoned { dir, reason },
+                    other => LogError::io(self.dir(), io::Error::other(other.to_string())),
+                });
             }
         }
         let mut total: u64 = self.size_bytes();
@@ -1027,7 +1135,10 @@ impl<I: Io> LogInner<I> {
     }
 
     /// Write the checkpoint when it carries a promise (a new log start).
-    async fn write_checkpoint_strict(&self, checkpoint: Checkpoint) -> Result<(), LogError> {
+    pub(crate) async fn write_checkpoint_strict(
+        &self,
+        checkpoint: Checkpoint,
+    ) -> Result<(), LogError> {
         let path = recovery::checkpoint_path(&self.dir);
         self.io
             .write_file_atomic(&path, checkpoint.encode())
@@ -1113,7 +1224,7 @@ impl<I: Io> LogInner<I> {
 
     /// Operations that change files refuse to run on a poisoned log: what
     /// is on disk is unknown until recovery has looked.
-    fn check_not_poisoned(&self) -> Result<(), LogError> {
+    pub(crate) fn check_not_poisoned(&self) -> Result<(), LogError> {
         match &self.state.borrow().poisoned {
             Some(reason) => Err(LogError::Poisoned {
                 dir: self.dir.clone(),
@@ -1215,18 +1326,30 @@ impl<F: Clone> FlushPlan<F> {
 }
 
 /// Reads batches of one segment from memory or disk, one run at a time.
+///
+/// A cursor reads one generation of its segment. If compaction replaces the
+/// segment (or retention deletes it) while the cursor is between reads, it
+/// keeps reading the file it saw first: the open handle still names the old
+/// file, whose bytes never change, so positions taken from the old index
+/// stay meaningful.
 struct Cursor<'a, I: Io> {
     inner: &'a Rc<LogInner<I>>,
     base: Offset,
+    generation: u64,
+    /// The segment's file and durable size as of the last fetch that found
+    /// the segment at `generation`.
+    seen: Option<(I::File, u64)>,
     run: Option<(u64, Bytes)>,
     read_ahead: usize,
 }
 
 impl<'a, I: Io> Cursor<'a, I> {
-    fn new(inner: &'a Rc<LogInner<I>>, base: Offset, read_ahead: usize) -> Self {
+    fn new(inner: &'a Rc<LogInner<I>>, base: Offset, generation: u64, read_ahead: usize) -> Self {
         Cursor {
             inner,
             base,
+            generation,
+            seen: None,
             run: None,
             read_ahead: read_ahead.clamp(64 << 10, 8 << 20),
         }
@@ -1260,27 +1383,38 @@ impl<'a, I: Io> Cursor<'a, I> {
 
     /// Bytes from `position` on: from the write buffer when it holds them,
     /// else one O_DIRECT read of at least `need` bytes.
-    async fn fetch(&self, position: u64, need: usize) -> Result<Option<Bytes>, LogError> {
+    async fn fetch(&mut self, position: u64, need: usize) -> Result<Option<Bytes>, LogError> {
         let (file, disk_end) = {
             let state = self.inner.state.borrow();
-            let Some(segment) = state
+            let current = state
                 .segments
                 .iter()
-                .find(|segment| segment.base == self.base)
-            else {
-                return Ok(None);
-            };
-            if position >= segment.size {
-                return Ok(None);
+                .find(|segment| segment.base == self.base && segment.generation == self.generation);
+            match current {
+                Some(segment) => {
+                    if position >= segment.size {
+                        return Ok(None);
+                    }
+                    if segment
+                        .buffer
+                        .start()
+                        .is_some_and(|start| position >= start)
+                    {
+                        return Ok(segment.buffer.read_run(position));
+                    }
+                    if let Some(file) = &segment.file {
+                        self.seen = Some((file.clone(), segment.durable_size));
+                    }
+                    (segment.file.clone(), segment.durable_size)
+                }
+                // Replaced or deleted since the read started: finish on the
+                // file it started with (only finalized segments are replaced
+                // or deleted, and they are read from their file).
+                None => match &self.seen {
+                    Some((file, durable_size)) => (Some(file.clone()), *durable_size),
+                    None => return Ok(None),
+                },
             }
-            if segment
-                .buffer
-                .start()
-                .is_some_and(|start| position >= start)
-            {
-                return Ok(segment.buffer.read_run(position));
-            }
-            (segment.file.clone(), segment.durable_size)
         };
         let Some(file) = file else { return Ok(None) };
         if position >= disk_end {

@@ -11,6 +11,13 @@
 //! segments are deleted. Only bytes that were never acknowledged can be lost
 //! this way, because an append is acknowledged only after the fdatasync that
 //! covers it, and a durable batch scans valid.
+//!
+//! Compaction (compact.rs) rewrites only trusted segments, so only trusted
+//! bytes may hold offset gaps and batches with missing records: there
+//! batches may skip offsets (`batch::validate_compacted`), and a
+//! wholly valid trusted segment may end before its successor's base (its
+//! last records were compacted away; its offsets reach up to that base).
+//! Everything after the trusted prefix must continue exactly, as before.
 
 use std::collections::VecDeque;
 use std::io;
@@ -144,11 +151,20 @@ pub(crate) async fn recover<I: Io>(
     let mut active_scan_start = 0u64;
     let mut cut = false;
     let mut removed_any = false;
+    // The previous kept segment is trusted and its file was wholly valid: if
+    // it ends before the next base, compaction removed its last records.
+    let mut previous_may_end_early = false;
     for (position_in_list, &base) in bases.iter().enumerate() {
         if cut {
             remove_segment(io, dir, base);
             removed_any = true;
             continue;
+        }
+        if previous_may_end_early
+            && let Some(previous) = segments.back_mut()
+            && previous.next_offset < base
+        {
+            previous.next_offset = base;
         }
         if let Some(previous) = segments.back()
             && previous.next_offset != base
@@ -183,9 +199,17 @@ pub(crate) async fn recover<I: Io>(
         if position_in_list + 1 == bases.len() {
             active_scan_start = scan_start;
         }
-        let valid_end = scan(io, &file, file_len, &mut segment, scan_start, interval)
-            .await
-            .map_err(|error| LogError::io(&path, error))?;
+        let valid_end = scan(
+            io,
+            &file,
+            file_len,
+            &mut segment,
+            scan_start,
+            interval,
+            trusted_size,
+        )
+        .await
+        .map_err(|error| LogError::io(&path, error))?;
         if valid_end < file_len {
             if valid_end < trusted_size {
                 tracing::error!(dir = %dir.display(), %base, valid_end, trusted_size,
@@ -215,11 +239,16 @@ pub(crate) async fn recover<I: Io>(
         segment.entry_durable = true;
         segment.durable_mark = segment.mark();
         if segment.is_empty() && !segments.is_empty() {
-            // An empty segment after others holds nothing: drop it.
+            // An empty segment after others holds nothing: drop it (a
+            // trusted one was emptied by compaction; its predecessor then
+            // reaches up to the next base). An untrusted one lost its
+            // content: whatever follows must continue exactly.
             remove_segment(io, dir, base);
             removed_any = true;
+            previous_may_end_early &= trusted && valid_end == file_len;
             continue;
         }
+        previous_may_end_early = trusted && valid_end == file_len;
         segments.push_back(segment);
     }
 
@@ -234,10 +263,19 @@ pub(crate) async fn recover<I: Io>(
 
     let mut log_start = checkpoint.log_start;
     // The last file is a finalized segment when its successor was rolled but
-    // never created: keep it sealed and start a fresh active segment.
+    // never created: keep it sealed and start a fresh active segment at the
+    // successor's base, which the checkpoint names (a compacted last segment
+    // may end before it, or be empty).
     let last_is_sealed = segments
         .back()
-        .is_some_and(|last| last.base < checkpoint.recovery_base && !last.is_empty());
+        .is_some_and(|last| last.base < checkpoint.recovery_base);
+    if last_is_sealed
+        && previous_may_end_early
+        && let Some(last) = segments.back_mut()
+        && last.next_offset < checkpoint.recovery_base
+    {
+        last.next_offset = checkpoint.recovery_base;
+    }
     if let Some(last) = segments.back_mut()
         && last_is_sealed
     {
@@ -362,6 +400,7 @@ async fn scan<I: Io, F>(
     segment: &mut Segment<F>,
     start: u64,
     interval: u64,
+    trusted_size: u64,
 ) -> io::Result<u64> {
     let mut position = start;
     let mut window: Option<(u64, Bytes)> = None;
@@ -387,10 +426,22 @@ async fn scan<I: Io, F>(
         else {
             return Ok(position);
         };
-        let Ok(header) = batch::validate(&bytes, BATCH_SIZE_MAX) else {
+        // Only trusted bytes can have been compacted (module docs).
+        let trusted = position < trusted_size;
+        let validated = if trusted {
+            batch::validate_compacted(&bytes, BATCH_SIZE_MAX)
+        } else {
+            batch::validate(&bytes, BATCH_SIZE_MAX)
+        };
+        let Ok(header) = validated else {
             return Ok(position);
         };
-        if header.base_offset() != segment.next_offset {
+        let continues = if trusted {
+            header.base_offset() >= segment.next_offset
+        } else {
+            header.base_offset() == segment.next_offset
+        };
+        if !continues {
             return Ok(position);
         }
         let count = i64::from(header.last_offset_delta()) + 1;
@@ -409,7 +460,7 @@ async fn scan<I: Io, F>(
 
 /// `length` bytes at `position`, reading a new window when the current one
 /// does not hold them. `None` if the file ends first.
-async fn window_slice<I: Io>(
+pub(crate) async fn window_slice<I: Io>(
     io: &I,
     file: &I::File,
     file_len: u64,

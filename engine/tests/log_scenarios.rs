@@ -546,7 +546,7 @@ fn interval_flush_acknowledges_at_once_and_flushes_when_due() {
 }
 
 #[test]
-fn a_segment_sealed_by_retention_does_not_keep_the_committer_busy() {
+fn an_expired_active_segment_is_rolled_and_deleted_without_waiting_for_an_append() {
     let io = SimIo::new(21);
     let mut config = small_config();
     config.retention_ms = Some(1000);
@@ -556,14 +556,21 @@ fn a_segment_sealed_by_retention_does_not_keep_the_committer_busy() {
         .append(&tagged_batch(1, 1, 10, NOW), LeaderEpoch(0))
         .unwrap();
     io.advance_clock(Duration::from_secs(10));
-    assert_eq!(block_on(log.apply_retention()).unwrap(), 0);
-    // Retention sealed the active segment; once its data is durable there is
-    // nothing left to do until an append rolls it, so the log leaves the queue.
-    block_on(committer.flush_round());
-    poll_once(&mut appended.completion).unwrap().unwrap();
-    assert_eq!(committer.queued(), 0);
-    // The next append rolls, the old segment is finalized and can go.
-    append_durable(&log, &committer, &tagged_batch(2, 1, 10, NOW + 10_000));
+    // Retention rolls the expired active segment (as Kafka does), flushes
+    // and finalizes it, and deletes it: the log is empty, offsets go on.
     assert_eq!(block_on(log.apply_retention()).unwrap(), 1);
+    poll_once(&mut appended.completion).unwrap().unwrap();
     assert_eq!(log.log_start_offset(), Offset(1));
+    assert_eq!(log.log_end_offset(), Offset(1));
+    // Nothing is left for the committer.
+    block_on(committer.flush_round());
+    assert_eq!(committer.queued(), 0);
+    append_durable(&log, &committer, &tagged_batch(2, 1, 10, NOW + 10_000));
+    assert_eq!(log.log_end_offset(), Offset(2));
+    // A crash now: the empty log restarts at its log start, never at 0.
+    drop(log);
+    let io = io.crash();
+    let (reopened, _) = open(&io, small_config());
+    assert_eq!(reopened.log_start_offset(), Offset(1));
+    assert_eq!(reopened.log_end_offset(), Offset(2));
 }

@@ -78,6 +78,7 @@ impl Broker {
                         });
                         let committer = shard.committer.clone();
                         compio::runtime::spawn(async move { committer.run().await }).detach();
+                        compio::runtime::spawn(crate::shard::cleaner::run(Rc::clone(&shard))).detach();
                         let inbox_shard = Rc::clone(&shard);
                         compio::runtime::spawn(async move {
                             while let Ok(job) = inbox.recv_async().await {

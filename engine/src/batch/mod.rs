@@ -524,6 +524,35 @@ fn computed_crc(batch: &[u8]) -> u32 {
 /// and sequence rules, timestamp limits); those belong to the produce path.
 /// Never panics, whatever the input.
 pub fn validate(batch: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, BatchError> {
+    validate_as(batch, max_batch_bytes, Form::Produced)
+}
+
+/// [`validate`] for a batch that log compaction may have rewritten (Kafka's
+/// cleaner output): its records keep their offsetDelta and the header keeps
+/// its lastOffsetDelta, but records may be missing. Accepts 1 <=
+/// recordsCount <= lastOffsetDelta + 1 and, for uncompressed batches,
+/// strictly increasing record offsetDeltas within `0..=lastOffsetDelta`.
+/// Every other check of [`validate`] applies. Recovery uses it for segments
+/// the checkpoint trusts (only those can have been cleaned); producers are
+/// always held to [`validate`].
+pub fn validate_compacted(batch: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, BatchError> {
+    validate_as(batch, max_batch_bytes, Form::Compacted)
+}
+
+/// Which offset layout a batch must have.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// As a producer sends it: record `i` has offsetDelta `i`.
+    Produced,
+    /// As compaction leaves it: offsetDeltas increase, gaps allowed.
+    Compacted,
+}
+
+fn validate_as(
+    batch: &[u8],
+    max_batch_bytes: usize,
+    form: Form,
+) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(batch)?;
     if header.total_size() != batch.len() {
         return Err(BatchError::LengthMismatch {
@@ -550,7 +579,11 @@ pub fn validate(batch: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, Bat
         return Err(BatchError::InvalidRecordsCount { records_count });
     }
     let last_offset_delta = header.last_offset_delta();
-    if i64::from(last_offset_delta) != i64::from(records_count) - 1 {
+    let counts_agree = match form {
+        Form::Produced => i64::from(last_offset_delta) == i64::from(records_count) - 1,
+        Form::Compacted => i64::from(last_offset_delta) >= i64::from(records_count) - 1,
+    };
+    if !counts_agree {
         return Err(BatchError::OffsetDeltaMismatch {
             last_offset_delta,
             records_count,
@@ -567,14 +600,22 @@ pub fn validate(batch: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, Bat
         });
     }
     if header.compression() == Compression::None {
+        let mut previous_delta: i64 = -1;
         for (index, record) in (0_u32..).zip(records(batch, &header)) {
             let offset_delta = record?.offset_delta;
-            if i64::from(offset_delta) != i64::from(index) {
+            let in_place = match form {
+                Form::Produced => i64::from(offset_delta) == i64::from(index),
+                Form::Compacted => {
+                    i64::from(offset_delta) > previous_delta && offset_delta <= last_offset_delta
+                }
+            };
+            if !in_place {
                 return Err(BatchError::RecordOffsetDeltaMismatch {
                     index,
                     offset_delta,
                 });
             }
+            previous_delta = i64::from(offset_delta);
         }
     }
     Ok(header)
@@ -644,6 +685,39 @@ pub fn patch_leader_epoch(batch: &mut [u8], leader_epoch: LeaderEpoch) {
     );
     let at = layout::PARTITION_LEADER_EPOCH_AT;
     batch[at..at + 4].copy_from_slice(&leader_epoch.0.to_be_bytes());
+}
+
+/// A copy of the uncompressed batch `batch` holding only the records whose
+/// encoded bytes are at `kept` (ranges in the batch, in order, as
+/// [`Records::position`] reports them): header fields unchanged (base
+/// offset, lastOffsetDelta, timestamps, producer fields, attributes), except
+/// batchLength, recordsCount and the CRC, which are recomputed. Kept records
+/// keep their offsetDelta, so their offsets do not change; the result passes
+/// [`validate_compacted`]. Log compaction uses it.
+///
+/// Panics if `kept` is empty, out of order or outside the records section:
+/// the caller computed the ranges from this batch.
+pub fn retain_records(batch: &[u8], kept: &[Range<usize>]) -> Vec<u8> {
+    assert!(!kept.is_empty(), "a batch keeps at least one record");
+    let records_size: usize = kept.iter().map(|range| range.len()).sum();
+    let mut out = Vec::with_capacity(BATCH_HEADER_SIZE + records_size);
+    out.extend_from_slice(&batch[..BATCH_HEADER_SIZE]);
+    let mut previous_end = BATCH_HEADER_SIZE;
+    for range in kept {
+        assert!(range.start >= previous_end && range.end <= batch.len());
+        out.extend_from_slice(&batch[range.clone()]);
+        previous_end = range.end;
+    }
+    // Smaller than the original batch, whose sizes fit these fields.
+    let batch_length = i32::try_from(out.len() - layout::LOG_OVERHEAD).unwrap_or(i32::MAX);
+    let records_count = i32::try_from(kept.len()).unwrap_or(i32::MAX);
+    let at = layout::BATCH_LENGTH_AT;
+    out[at..at + 4].copy_from_slice(&batch_length.to_be_bytes());
+    let at = layout::RECORDS_COUNT_AT;
+    out[at..at + 4].copy_from_slice(&records_count.to_be_bytes());
+    let crc = crc32c::crc32c(&out[layout::CRC_COVERED_FROM..]);
+    out[layout::CRC_AT..layout::CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    out
 }
 
 /// Mark the batch at the start of `batch` LogAppendTime with `append_time` as

@@ -241,6 +241,15 @@ pub struct Records<'a> {
     done: bool,
 }
 
+impl Records<'_> {
+    /// Byte position in the batch where the next record starts (after the
+    /// last one yielded). Lets a caller slice out the encoded bytes of each
+    /// record (log compaction copies kept records verbatim).
+    pub fn position(&self) -> usize {
+        self.cursor.position
+    }
+}
+
 impl<'a> Iterator for Records<'a> {
     type Item = Result<Record<'a>, BatchError>;
 

@@ -52,6 +52,12 @@ pub trait Io: Clone + 'static {
     /// Remove a file. Durable after `sync_dir` of its directory.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
 
+    /// Rename `from` to `to` in the same directory, atomically replacing
+    /// `to` if it exists (rename(2)). Open handles keep the file they
+    /// opened. Durable after `sync_dir` of the directory; until then a crash
+    /// may keep either name's old or new entry.
+    fn rename(&self, from: &Path, to: &Path) -> impl Future<Output = io::Result<()>>;
+
     /// fsync a directory: entries created, renamed or removed in it before
     /// the call are durable when it returns Ok.
     fn sync_dir(&self, path: &Path) -> impl Future<Output = io::Result<()>>;

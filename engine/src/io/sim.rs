@@ -205,6 +205,18 @@ impl SimIo {
         self.disk.borrow_mut().faults.write_all = fail;
     }
 
+    /// Stop the disk after `count` more changing operations: from the
+    /// `count`+1-th on, every operation that changes anything (`remove_file`,
+    /// `rename`, `sync_dir`, `open` with create, `allocate`, `set_len`,
+    /// `write_at`, `sync_data`, `write_file_atomic`) fails with EIO and
+    /// changes nothing, until `None` or a crash. A crash afterwards is a
+    /// power loss at exactly that point of the caller's protocol.
+    pub fn halt_after(&self, count: Option<u64>) {
+        let mut disk = self.disk.borrow_mut();
+        disk.faults.halt_countdown = count;
+        disk.faults.halted = false;
+    }
+
     /// Limit the sum of the live lengths of the files that have a live entry.
     /// `allocate`, `set_len`, `write_at` and `write_file_atomic` that would
     /// go beyond it fail with ENOSPC and change nothing. Lowering the limit
@@ -341,8 +353,26 @@ impl Io for SimIo {
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut disk = self.disk.borrow_mut();
+        disk.faults.check_halt()?;
         disk.live_file(path)?;
         disk.live.remove(path);
+        disk.collect_garbage();
+        Ok(())
+    }
+
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut disk = self.disk.borrow_mut();
+        disk.faults.check_halt()?;
+        let inode_id = disk.live_file(from)?;
+        if let Some(Entry::Dir) = disk.live.get(to) {
+            return Err(io::Error::from_raw_os_error(libc::EISDIR));
+        }
+        disk.check_live_parent(to)?;
+        // Both entries change in the live image; a crash before `sync_dir`
+        // picks each entry's old or new state independently (CrashMode::Torn),
+        // which covers every outcome a real rename can leave and more.
+        disk.live.remove(from);
+        disk.live.insert(to.to_path_buf(), Entry::File(inode_id));
         disk.collect_garbage();
         Ok(())
     }
@@ -350,6 +380,7 @@ impl Io for SimIo {
     async fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let mut disk = self.disk.borrow_mut();
         disk.stats.sync_dir_count += 1;
+        disk.faults.check_halt()?;
         disk.check_live_dir(path)?;
         let children: Vec<PathBuf> = disk
             .live
@@ -376,6 +407,7 @@ impl Io for SimIo {
             None if is_root(path) => return Err(io::Error::from_raw_os_error(libc::EISDIR)),
             None if !create => return Err(io::Error::from_raw_os_error(libc::ENOENT)),
             None => {
+                disk.faults.check_halt()?;
                 disk.check_live_parent(path)?;
                 let inode_id = disk.inode_create(Image::default());
                 disk.live.insert(path.to_path_buf(), Entry::File(inode_id));
@@ -407,6 +439,7 @@ impl Io for SimIo {
     async fn allocate(&self, file: &SimFile, len: u64) -> io::Result<()> {
         self.check_file(file);
         let mut disk = self.disk.borrow_mut();
+        disk.faults.check_halt()?;
         let len_now = disk.inode(file.inode).live.len;
         if len <= len_now {
             return Ok(());
@@ -419,6 +452,7 @@ impl Io for SimIo {
     async fn set_len(&self, file: &SimFile, len: u64) -> io::Result<()> {
         self.check_file(file);
         let mut disk = self.disk.borrow_mut();
+        disk.faults.check_halt()?;
         disk.check_space(file.inode, len)?;
         disk.inode_mut(file.inode).set_len(len);
         Ok(())
@@ -437,6 +471,7 @@ impl Io for SimIo {
         );
         let mut disk = self.disk.borrow_mut();
         disk.stats.write_at_count += 1;
+        disk.faults.check_halt()?;
         if disk.faults.write_fails() {
             return Err(io::Error::from_raw_os_error(libc::EIO));
         }
@@ -454,6 +489,7 @@ impl Io for SimIo {
         self.check_file(file);
         let mut disk = self.disk.borrow_mut();
         disk.stats.sync_data_count += 1;
+        disk.faults.check_halt()?;
         if disk.faults.sync_fails() {
             // Nothing about the unsynced state is known: it stays pending, so
             // a crash may keep any part of it.
@@ -494,6 +530,7 @@ impl Io for SimIo {
 
     async fn write_file_atomic(&self, path: &Path, data: Vec<u8>) -> io::Result<()> {
         let mut disk = self.disk.borrow_mut();
+        disk.faults.check_halt()?;
         match disk.live.get(path) {
             Some(Entry::Dir) => return Err(io::Error::from_raw_os_error(libc::EISDIR)),
             None if is_root(path) => return Err(io::Error::from_raw_os_error(libc::EISDIR)),
@@ -529,6 +566,8 @@ enum Entry {
 
 #[derive(Default)]
 struct Faults {
+    halt_countdown: Option<u64>,
+    halted: bool,
     sync_countdown: Option<u64>,
     sync_all: bool,
     write_countdown: Option<u64>,
@@ -536,6 +575,18 @@ struct Faults {
 }
 
 impl Faults {
+    /// EIO once the disk is halted (see `SimIo::halt_after`).
+    fn check_halt(&mut self) -> io::Result<()> {
+        if !self.halted && countdown_fires(&mut self.halt_countdown) {
+            self.halted = true;
+        }
+        if self.halted {
+            Err(io::Error::from_raw_os_error(libc::EIO))
+        } else {
+            Ok(())
+        }
+    }
+
     fn sync_fails(&mut self) -> bool {
         countdown_fires(&mut self.sync_countdown) || self.sync_all
     }
@@ -1158,6 +1209,34 @@ mod tests {
                 .unwrap(),
             vec![1, 2]
         );
+    }
+
+    #[test]
+    fn rename_moves_the_entry_and_is_durable_after_sync_dir() {
+        let io = SimIo::new(7);
+        io.create_dir_all(Path::new("/d")).unwrap();
+        ready(io.sync_dir(Path::new("/"))).unwrap();
+        let from = Path::new("/d/a.cleaned");
+        let to = Path::new("/d/a.log");
+        let old = ready(io.open(to, true)).unwrap();
+        ready(io.write_at(&old, 0, page(1))).unwrap();
+        ready(io.sync_data(&old)).unwrap();
+        let new = ready(io.open(from, true)).unwrap();
+        ready(io.write_at(&new, 0, page(2))).unwrap();
+        ready(io.sync_data(&new)).unwrap();
+        ready(io.sync_dir(Path::new("/d"))).unwrap();
+        ready(io.rename(from, to)).unwrap();
+        assert_eq!(io.read_file(to).unwrap()[0], 2);
+        assert!(io.read_file(from).is_err());
+        // The old handle still reads the replaced file.
+        assert_eq!(ready(io.read_at(&old, 0, PAGE_SIZE)).unwrap()[0], 1);
+        io.set_crash_mode(CrashMode::LoseUnsynced);
+        let lost = io.crash();
+        assert_eq!(lost.read_file(to).unwrap()[0], 1, "rename not yet durable");
+        ready(io.sync_dir(Path::new("/d"))).unwrap();
+        let kept = io.crash();
+        assert_eq!(kept.read_file(to).unwrap()[0], 2);
+        assert!(kept.read_file(from).is_err());
     }
 
     #[test]

@@ -185,6 +185,10 @@ impl Io for UringIo {
         std::fs::remove_file(path)
     }
 
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        compio::fs::rename(from, to).await
+    }
+
     async fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let directory = OpenOptions::new()
             .read(true)

@@ -72,6 +72,17 @@ pub struct Segment<F> {
     /// The segment as the last successful flush made durable; a rollback
     /// after ENOSPC restores it.
     pub durable_mark: SegmentMark,
+    /// Bumped each time compaction replaces the segment's file: a read that
+    /// started on an older generation keeps reading the file it started with
+    /// (its handle stays valid after the rename).
+    pub generation: u64,
+    /// Compaction has rewritten (or checked) this segment since the log was
+    /// opened: it no longer counts as dirty (`Log::dirty_ratio`).
+    pub cleaned: bool,
+    /// When the earliest tombstone compaction kept in this segment passes
+    /// delete.retention.ms: from then on the segment counts as dirty again,
+    /// so a later pass removes the tombstone even if nothing new arrives.
+    pub tombstone_expiry_ms: Option<i64>,
 }
 
 /// The append-derived state of a segment at one moment: enough to restore it
@@ -117,6 +128,9 @@ impl<F> Segment<F> {
                 bytes_since_index_entry: 0,
                 first_append_ms: None,
             },
+            generation: 0,
+            cleaned: false,
+            tombstone_expiry_ms: None,
         }
     }
 
@@ -182,9 +196,11 @@ impl<F> Segment<F> {
         self.next_offset == self.base
     }
 
-    /// Record a batch appended (or found by recovery) at `position`, updating
-    /// the sparse indexes. Index entries are added for the first batch and
-    /// then every `interval_bytes`.
+    /// Record a batch appended (or found by recovery, or kept by compaction)
+    /// at `position`, updating the sparse indexes. Index entries are added
+    /// for the first batch and then every `interval_bytes`. Offsets may jump
+    /// forward (a compacted segment has gaps; appends assert contiguity
+    /// themselves), never backward.
     pub fn note_batch(
         &mut self,
         position: u64,
@@ -195,7 +211,11 @@ impl<F> Segment<F> {
         interval_bytes: u64,
     ) {
         assert_eq!(position, self.size, "batches are contiguous");
-        assert_eq!(base_offset, self.next_offset, "offsets are contiguous");
+        assert!(base_offset >= self.next_offset, "offsets only grow");
+        assert!(
+            next_offset > base_offset,
+            "a batch holds at least one offset"
+        );
         let relative = base_offset.relative_to(self.base);
         let position_u32 = u32::try_from(position).unwrap_or(u32::MAX);
         if max_timestamp > self.max_timestamp {

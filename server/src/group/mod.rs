@@ -319,6 +319,47 @@ async fn tick(shard: &Rc<Shard>) {
     }
 }
 
+/// Forget every group's committed offsets for `topic` (deleted), on every
+/// shard, writing their tombstones (Kafka removes them with the topic).
+pub async fn forget_topic(shard: &Rc<Shard>, topic: &str) {
+    for index in 0..shard.shards.count() {
+        let topic = topic.to_string();
+        let outcome = shard
+            .shards
+            .call(ShardId(index), move |owner| async move {
+                let mut writes: BTreeMap<i32, Vec<GroupRecord>> = BTreeMap::new();
+                for group in owner.groups.groups.borrow_mut().values_mut() {
+                    let keys: Vec<(String, i32)> = group
+                        .offsets
+                        .keys()
+                        .filter(|(name, _)| *name == topic)
+                        .cloned()
+                        .collect();
+                    for key in keys {
+                        group.offsets.remove(&key);
+                        writes
+                            .entry(group.partition)
+                            .or_default()
+                            .push((offset_key(&group.id, &key.0, key.1), None));
+                    }
+                }
+                for (partition, records) in writes {
+                    if let Err(error) = write(&owner, partition, &records).await {
+                        tracing::warn!(
+                            partition,
+                            ?error,
+                            "writing offsets of a deleted topic failed"
+                        );
+                    }
+                }
+            })
+            .await;
+        if let Err(gone) = outcome {
+            tracing::warn!(%gone, "could not forget offsets of a deleted topic");
+        }
+    }
+}
+
 /// Remove the offsets that expired (offsets.retention) and return their
 /// tombstones. A consumer group's offsets expire together once it has been
 /// empty for the retention time; a standalone group's (never had members)

@@ -46,6 +46,10 @@ async fn delete_on_coordinator(
             return Some(ResponseError::GroupIdNotFound);
         };
         match group.state {
+            // A commit being written would outlive the deletion.
+            GroupState::Empty if group.commits_in_flight > 0 => {
+                return Some(ResponseError::NonEmptyGroup);
+            }
             GroupState::Empty => {}
             GroupState::Dead => return Some(ResponseError::GroupIdNotFound),
             _ => return Some(ResponseError::NonEmptyGroup),

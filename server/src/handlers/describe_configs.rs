@@ -47,6 +47,7 @@ pub mod config_type {
     pub const STRING: i8 = 2;
     pub const INT: i8 = 3;
     pub const LONG: i8 = 5;
+    pub const DOUBLE: i8 = 6;
     pub const LIST: i8 = 7;
 }
 
@@ -57,8 +58,15 @@ const TOPIC_CONFIG_DESCRIPTIONS: &[(&str, i8, &str, &str)] = &[
         "cleanup.policy",
         config_type::LIST,
         "log.cleanup.policy",
-        "What happens to old segments: delete (by retention) or compact (keys required; \
-         compaction itself is not implemented yet).",
+        "What happens to old segments: delete (by retention), compact (keep the latest record \
+         per key; keys required) or both (compact,delete).",
+    ),
+    (
+        "delete.retention.ms",
+        config_type::LONG,
+        "log.cleaner.delete.retention.ms",
+        "How long a tombstone (null value) of a compacted topic stays readable, from its \
+         batch's timestamp, before the cleaner removes it.",
     ),
     (
         "flush.ms",
@@ -84,6 +92,19 @@ const TOPIC_CONFIG_DESCRIPTIONS: &[(&str, i8, &str, &str)] = &[
         config_type::STRING,
         "log.message.timestamp.type",
         "CreateTime (the producer's timestamp) or LogAppendTime (the broker's clock).",
+    ),
+    (
+        "min.cleanable.dirty.ratio",
+        config_type::DOUBLE,
+        "log.cleaner.min.cleanable.ratio",
+        "Share of a compacted log's cleanable bytes that must be uncleaned before the cleaner \
+         compacts it.",
+    ),
+    (
+        "min.compaction.lag.ms",
+        config_type::LONG,
+        "log.cleaner.min.compaction.lag.ms",
+        "Segments holding records newer than this are not compacted yet.",
     ),
     (
         "retention.bytes",

@@ -157,6 +157,7 @@ async fn commit_on_coordinator(
         ) {
             return Some(error);
         }
+        group.commits_in_flight += 1;
     }
     let records: Vec<_> = commits
         .iter()
@@ -173,14 +174,16 @@ async fn commit_on_coordinator(
             )
         })
         .collect();
-    let base = match group::write(owner, partition, &records).await {
-        Ok(base) => base,
-        Err(error) => return Some(error),
-    };
+    let written = group::write(owner, partition, &records).await;
     let mut groups = owner.groups.groups.borrow_mut();
     let Some(group) = groups.get_mut(&group_id) else {
-        // Deleted meanwhile (DeleteGroups wrote its tombstones after ours).
-        return None;
+        // Deleted meanwhile by DeleteGroups, whose tombstones follow ours.
+        return written.err();
+    };
+    group.commits_in_flight -= 1;
+    let base = match written {
+        Ok(base) => base,
+        Err(error) => return Some(error),
     };
     for (index, commit) in commits.into_iter().enumerate() {
         apply_commit(

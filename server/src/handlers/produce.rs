@@ -46,7 +46,7 @@ use sluice_engine::io::uring::UringIo;
 use sluice_engine::{AppendError, FlushPolicy, LeaderEpoch, Log};
 
 use crate::handlers::Reply;
-use crate::metadata::topic_config::{CleanupPolicy, TimestampType};
+use crate::metadata::topic_config::TimestampType;
 use crate::metadata::{ClusterMetadata, MetadataError, validate_topic_name};
 use crate::shard::producer_state::{ProducerBatch, ProducerStateError, SequenceCheck};
 use crate::shard::topics::{TopicError, create_topic};
@@ -357,7 +357,7 @@ fn accept(
         ));
     }
     let producer = ProducerBatch::of(&header).map_err(|error| producer_failed(&error))?;
-    if cleanup_policy == CleanupPolicy::Compact && header.compression() == Compression::None {
+    if cleanup_policy.compacts() && header.compression() == Compression::None {
         let missing = records_without_key(&records, &header);
         if !missing.is_empty() {
             return Err(PartitionOutcome::null_keys(

@@ -6,15 +6,18 @@
 
 use std::collections::BTreeMap;
 
-use sluice_engine::{FlushPolicy, LogConfig};
+use sluice_engine::{CleanOptions, FlushPolicy, LogConfig};
 
 /// Every supported topic config: (name, default value as Kafka prints it).
 pub const TOPIC_CONFIG_DEFAULTS: &[(&str, &str)] = &[
     ("cleanup.policy", "delete"),
+    ("delete.retention.ms", "86400000"),
     ("flush.ms", "9223372036854775807"),
     ("index.interval.bytes", "4096"),
     ("max.message.bytes", "1048588"),
     ("message.timestamp.type", "CreateTime"),
+    ("min.cleanable.dirty.ratio", "0.5"),
+    ("min.compaction.lag.ms", "0"),
     ("retention.bytes", "-1"),
     ("retention.ms", "604800000"),
     ("segment.bytes", "1073741824"),
@@ -24,8 +27,33 @@ pub const TOPIC_CONFIG_DEFAULTS: &[(&str, &str)] = &[
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CleanupPolicy {
     Delete,
-    /// Records must have keys. Compaction itself is not implemented yet.
+    /// Records must have keys; the shard's cleaner (shard/cleaner.rs) keeps
+    /// the latest record per key.
     Compact,
+    /// "compact,delete": compaction and retention both apply.
+    CompactDelete,
+}
+
+impl CleanupPolicy {
+    /// Whether the log cleaner compacts the topic (and produce requires keys).
+    pub fn compacts(self) -> bool {
+        matches!(self, CleanupPolicy::Compact | CleanupPolicy::CompactDelete)
+    }
+
+    /// Whether retention (retention.ms, retention.bytes) deletes old segments.
+    pub fn deletes(self) -> bool {
+        matches!(self, CleanupPolicy::Delete | CleanupPolicy::CompactDelete)
+    }
+}
+
+/// The compaction configs of a topic (used when its policy compacts).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CompactionConfig {
+    /// delete.retention.ms and min.compaction.lag.ms, as the engine takes them.
+    pub clean: CleanOptions,
+    /// min.cleanable.dirty.ratio: clean once this share of the cleanable
+    /// bytes is dirty.
+    pub min_cleanable_dirty_ratio: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +66,7 @@ pub enum TimestampType {
 #[derive(Clone, Debug)]
 pub struct TopicConfig {
     pub cleanup_policy: CleanupPolicy,
+    pub compaction: CompactionConfig,
     pub timestamp_type: TimestampType,
     pub log: LogConfig,
 }
@@ -67,14 +96,36 @@ impl TopicConfig {
             }
             Ok(parsed)
         };
-        let cleanup_policy = match value("cleanup.policy") {
-            "delete" => CleanupPolicy::Delete,
-            "compact" => CleanupPolicy::Compact,
-            other => {
+        // A LIST config: "compact,delete" in any order, no duplicates.
+        let mut policies: Vec<&str> = value("cleanup.policy").split(',').map(str::trim).collect();
+        policies.sort_unstable();
+        let cleanup_policy = match policies.as_slice() {
+            ["delete"] => CleanupPolicy::Delete,
+            ["compact"] => CleanupPolicy::Compact,
+            ["compact", "delete"] => CleanupPolicy::CompactDelete,
+            _ => {
                 return Err(format!(
-                    "cleanup.policy must be delete or compact, got {other:?}"
+                    "cleanup.policy must be delete, compact or compact,delete, got {:?}",
+                    value("cleanup.policy")
                 ));
             }
+        };
+        let delete_retention_ms = integer("delete.retention.ms", 0)?;
+        let min_compaction_lag_ms = integer("min.compaction.lag.ms", 0)?;
+        let ratio_text = value("min.cleanable.dirty.ratio");
+        let min_cleanable_dirty_ratio: f64 = ratio_text
+            .parse()
+            .ok()
+            .filter(|ratio: &f64| (0.0..=1.0).contains(ratio))
+            .ok_or_else(|| {
+                format!("min.cleanable.dirty.ratio must be a number in [0, 1], got {ratio_text:?}")
+            })?;
+        let compaction = CompactionConfig {
+            clean: CleanOptions {
+                delete_retention_ms,
+                min_compaction_lag_ms,
+            },
+            min_cleanable_dirty_ratio,
         };
         let timestamp_type = match value("message.timestamp.type") {
             "CreateTime" => TimestampType::CreateTime,
@@ -116,6 +167,7 @@ impl TopicConfig {
         };
         Ok(TopicConfig {
             cleanup_policy,
+            compaction,
             timestamp_type,
             log,
         })
@@ -149,6 +201,26 @@ mod tests {
         assert_eq!(config.log.retention_ms, Some(604_800_000));
         assert_eq!(config.log.retention_bytes, None);
         assert_eq!(config.log.flush, FlushPolicy::BeforeAck);
+        assert_eq!(config.compaction.clean.delete_retention_ms, 86_400_000);
+        assert_eq!(config.compaction.clean.min_compaction_lag_ms, 0);
+        assert_eq!(config.compaction.min_cleanable_dirty_ratio, 0.5);
+    }
+
+    #[test]
+    fn compaction_configs_parse() {
+        let config = TopicConfig::from_map(&map(&[
+            ("cleanup.policy", "delete,compact"),
+            ("delete.retention.ms", "100"),
+            ("min.compaction.lag.ms", "5"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+        ]))
+        .unwrap();
+        assert_eq!(config.cleanup_policy, CleanupPolicy::CompactDelete);
+        assert!(config.cleanup_policy.compacts());
+        assert!(!CleanupPolicy::Delete.compacts());
+        assert_eq!(config.compaction.clean.delete_retention_ms, 100);
+        assert_eq!(config.compaction.clean.min_compaction_lag_ms, 5);
+        assert_eq!(config.compaction.min_cleanable_dirty_ratio, 0.01);
     }
 
     #[test]
@@ -157,6 +229,15 @@ mod tests {
         assert!(TopicConfig::from_map(&map(&[("retention.ms", "soon")])).is_err());
         assert!(TopicConfig::from_map(&map(&[("retention.ms", "-2")])).is_err());
         assert!(TopicConfig::from_map(&map(&[("cleanup.policy", "shred")])).is_err());
+        assert!(TopicConfig::from_map(&map(&[("cleanup.policy", "compact,compact")])).is_err());
+        assert!(TopicConfig::from_map(&map(&[("delete.retention.ms", "-1")])).is_err());
+        assert!(TopicConfig::from_map(&map(&[("min.compaction.lag.ms", "x")])).is_err());
+        for bad in ["1.5", "-0.1", "half", "NaN"] {
+            assert!(
+                TopicConfig::from_map(&map(&[("min.cleanable.dirty.ratio", bad)])).is_err(),
+                "{bad}"
+            );
+        }
         let config =
             TopicConfig::from_map(&map(&[("retention.bytes", "1000"), ("flush.ms", "50")]))
                 .unwrap();

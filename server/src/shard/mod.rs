@@ -11,6 +11,7 @@
 //! and the answer comes back on a oneshot. Record data crosses as `Bytes`
 //! (reference counted, never copied).
 
+pub mod cleaner;
 pub mod notify;
 pub mod partition;
 pub mod producer_state;

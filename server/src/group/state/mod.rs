@@ -218,6 +218,9 @@ pub struct Group {
     pub offsets: BTreeMap<(String, i32), CommittedOffset>,
     /// The group metadata changed and must be written.
     dirty: bool,
+    /// OffsetCommits written but not applied yet: the group must not be
+    /// forgotten under them.
+    pub commits_in_flight: usize,
 }
 
 impl Group {
@@ -238,6 +241,7 @@ impl Group {
             state_timestamp: wall_ms,
             offsets: BTreeMap::new(),
             dirty: false,
+            commits_in_flight: 0,
         }
     }
 
@@ -326,6 +330,7 @@ impl Group {
         self.state == GroupState::Empty
             && self.offsets.is_empty()
             && self.pending_members.is_empty()
+            && self.commits_in_flight == 0
     }
 
     // ---- JoinGroup ----

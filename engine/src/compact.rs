@@ -1,0 +1,792 @@
+//! Log compaction (Kafka's cleanup.policy=compact) of one partition log.
+//!
+//! [`Log::clean`] rewrites the log's *cleanable* segments so that, for every
+//! key, only the record with the highest offset remains. Runs on the log's
+//! shard (like every `Log` operation); one pass at a time per log.
+//!
+//! Cleanable range: the oldest finalized segments, never the active one,
+//! stopping at the first segment that is not finalized, not trusted by the
+//! durable checkpoint, or (min.compaction.lag.ms) holds a batch newer than
+//! the lag. The latest offset of each key is computed over that range only:
+//! a newer record in the active segment does not yet remove older ones
+//! (conservative; the next pass after the roll does).
+//!
+//! Per record of an uncompressed, non-control, non-transactional batch:
+//! - null key: kept (it cannot be compacted);
+//! - an older offset than the key's latest: removed;
+//! - the latest, with a value: kept;
+//! - the latest, a tombstone (null value): kept until delete.retention.ms
+//!   has passed since the batch's maxTimestamp, then removed (see
+//!   docs/decisions/0004-compaction.md for why this clock).
+//!
+//! Compressed, control and transactional batches are kept whole and their
+//! records do not supersede anything (the engine has no decompressors, and
+//! transaction markers would have to be interpreted first).
+//!
+//! A batch that loses records is rewritten with [`batch::retain_records`]
+//! (same base offset, lastOffsetDelta, timestamps, producer fields; kept
+//! records copied byte for byte; new count, length and CRC). A batch that
+//! loses all of them is dropped. Offsets never change: the log gets gaps,
+//! its start and end offsets stay where they were, and a segment keeps its
+//! name and offset range even when its last batches (or all of them) go.
+//!
+//! Crash safety (docs/internals/storage-format.md, "Compaction"): the
+//! cleaned segment is written to `<base>.cleaned.tmp` and fdatasynced; then,
+//! under the log's flush lock, the segment's index files are removed and the
+//! directory synced, the temporary file is renamed over `<base>.log` and the
+//! directory synced again, and new index files are written. A crash leaves
+//! either the old or the new file under the segment's name (rename is
+//! atomic); a leftover `*.tmp` is deleted at open; a segment without index
+//! files is rescanned. Only segments below the checkpoint's recovery base
+//! are cleaned (the checkpoint is made durable first), and recovery accepts
+//! offset gaps exactly there (recovery.rs).
+//!
+//! Reads in flight keep reading the file they started with: a replaced
+//! segment gets a new generation and cursors of the old one use their open
+//! handle (log.rs, `Cursor`).
+
+use std::collections::HashMap;
+use std::io;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use crate::batch::{self, BatchHeader, Compression};
+use crate::constants::{BATCH_HEADER_SIZE, BATCH_SIZE_MAX};
+use crate::error::LogError;
+use crate::io::{AlignedBuf, Io};
+use crate::log::{Log, LogInner, LogState};
+use crate::recovery::window_slice;
+use crate::segment::buffer::{page_ceil, page_floor};
+use crate::segment::{self, Segment};
+use crate::types::Offset;
+
+/// Kafka's delete.retention.ms default: one day.
+pub const DELETE_RETENTION_MS_DEFAULT: i64 = 24 * 60 * 60 * 1000;
+
+/// A cleaned segment goes to disk in writes of about this size, so a pass
+/// holds one run in memory, not a whole segment.
+const WRITE_RUN_BYTES: usize = 1 << 20;
+
+/// The topic configs that drive a compaction pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CleanOptions {
+    /// delete.retention.ms: how long a tombstone that is the latest record
+    /// of its key stays readable (measured from its batch's maxTimestamp).
+    pub delete_retention_ms: i64,
+    /// min.compaction.lag.ms: a segment holding a batch newer than this is
+    /// not cleaned yet (nor any segment after it).
+    pub min_compaction_lag_ms: i64,
+}
+
+impl Default for CleanOptions {
+    fn default() -> Self {
+        CleanOptions {
+            delete_retention_ms: DELETE_RETENTION_MS_DEFAULT,
+            min_compaction_lag_ms: 0,
+        }
+    }
+}
+
+/// Bytes of the cleanable range (see the module docs), and how many of them
+/// are dirty: in segments no pass has cleaned since the log was opened, or
+/// whose kept tombstones have since expired.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DirtyStats {
+    pub dirty_bytes: u64,
+    pub cleanable_bytes: u64,
+}
+
+impl DirtyStats {
+    /// dirty / cleanable (Kafka's cleanable ratio), 0 when nothing is
+    /// cleanable. Compare with min.cleanable.dirty.ratio.
+    pub fn ratio(&self) -> f64 {
+        if self.cleanable_bytes == 0 {
+            0.0
+        } else {
+            self.dirty_bytes as f64 / self.cleanable_bytes as f64
+        }
+    }
+}
+
+/// What one pass did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CleanSummary {
+    /// Segments in the cleanable range.
+    pub segments_examined: usize,
+    /// Segments whose file was replaced.
+    pub segments_rewritten: usize,
+    /// Segments left alone because they changed during the pass (deleted by
+    /// retention or DeleteRecords, truncated); the next pass looks again.
+    pub segments_skipped: usize,
+    /// Sizes of the rewritten segments before and after.
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub records_removed: u64,
+    pub tombstones_removed: u64,
+    pub batches_removed: u64,
+}
+
+/// Path of the temporary file a cleaned segment is written to. The `.tmp`
+/// suffix makes recovery delete it if a crash leaves it behind.
+pub fn cleaned_path(dir: &Path, base: Offset) -> PathBuf {
+    dir.join(format!("{}.cleaned.tmp", segment::file_stem(base)))
+}
+
+/// A segment of the cleanable range, as the pass saw it.
+struct Target<F> {
+    base: Offset,
+    generation: u64,
+    file: F,
+    size: u64,
+}
+
+/// How many segments from the front are cleanable (module docs).
+fn cleanable_count<F>(state: &LogState<F>, now_ms: i64, min_compaction_lag_ms: i64) -> usize {
+    let count = state.segments.len();
+    state
+        .segments
+        .iter()
+        .take(count.saturating_sub(1))
+        .take_while(|segment| {
+            segment.finalized
+                && segment.file.is_some()
+                && segment.base < state.checkpoint.recovery_base
+                && (min_compaction_lag_ms <= 0
+                    || segment.max_timestamp.0 <= now_ms.saturating_sub(min_compaction_lag_ms))
+        })
+        .count()
+}
+
+/// Whether compaction may look inside this batch (module docs).
+fn compactable(header: &BatchHeader) -> bool {
+    header.compression() == Compression::None && !header.is_control() && !header.is_transactional()
+}
+
+impl<I: Io> Log<I> {
+    /// The dirty and cleanable bytes of the log for a pass with
+    /// `min_compaction_lag_ms`: cheap (no I/O), for deciding whether a pass
+    /// is worth it (min.cleanable.dirty.ratio).
+    pub fn dirty_stats(&self, min_compaction_lag_ms: i64) -> DirtyStats {
+        let inner = &self.inner;
+        let now = inner.io.now_ms();
+        let state = inner.state.borrow();
+        let count = cleanable_count(&state, now, min_compaction_lag_ms);
+        let mut stats = DirtyStats::default();
+        for segment in state.segments.iter().take(count) {
+            stats.cleanable_bytes += segment.size;
+            let tombstones_due = segment
+                .tombstone_expiry_ms
+                .is_some_and(|expiry| expiry <= now);
+            if !segment.cleaned || tombstones_due {
+                stats.dirty_bytes += segment.size;
+            }
+        }
+        stats
+    }
+
+    /// One compaction pass over the cleanable range (module docs).
+    ///
+    /// `Ok` means every segment reported rewritten was replaced durably
+    /// (data, rename and directory entry synced; the index files may still
+    /// be missing, which recovery repairs). On `Err` the pass stopped; the
+    /// segments already replaced stay replaced, the one in progress is left
+    /// as it was (its temporary file removed), and the log keeps working.
+    /// Offsets, log start and log end never change.
+    pub async fn clean(&self, options: &CleanOptions) -> Result<CleanSummary, LogError> {
+        let inner = &self.inner;
+        let _pass = inner.clean_lock.lock().await;
+        inner.check_not_poisoned()?;
+        let now = inner.io.now_ms();
+        let mut summary = CleanSummary::default();
+        let has_cleanable = {
+            let state = inner.state.borrow();
+            cleanable_count(&state, now, options.min_compaction_lag_ms) > 0
+        };
+        if !has_cleanable {
+            return Ok(summary);
+        }
+        // Recovery tolerates gaps only below the checkpoint's recovery base,
+        // and the in-memory checkpoint may be ahead of the file (its write
+        // is best effort when segments are finalized): make it durable.
+        let targets: Vec<Target<I::File>> = {
+            let _guard = inner.flush_lock.lock().await;
+            let checkpoint = inner.state.borrow().checkpoint;
+            inner.write_checkpoint_strict(checkpoint).await?;
+            let state = inner.state.borrow();
+            let count = cleanable_count(&state, now, options.min_compaction_lag_ms);
+            state
+                .segments
+                .iter()
+                .take(count)
+                .filter(|segment| segment.base < checkpoint.recovery_base)
+                .filter_map(|segment| {
+                    Some(Target {
+                        base: segment.base,
+                        generation: segment.generation,
+                        file: segment.file.clone()?,
+                        size: segment.size,
+                    })
+                })
+                .collect()
+        };
+        summary.segments_examined = targets.len();
+
+        // 1. The latest offset of every key in the range.
+        let mut latest: HashMap<Vec<u8>, Offset> = HashMap::new();
+        for target in &targets {
+            let mut reader = BatchReader::new(inner, target);
+            while let Some((_, bytes)) = reader.next().await? {
+                let header = reader.header(&bytes)?;
+                if !compactable(&header) {
+                    continue;
+                }
+                for record in batch::records(&bytes, &header) {
+                    let Ok(record) = record else { break };
+                    if let Some(key) = record.key {
+                        let offset = record_offset(&header, record.offset_delta);
+                        latest.insert(key.to_vec(), offset);
+                    }
+                }
+            }
+        }
+
+        // 2. Rewrite each segment that loses something.
+        for target in &targets {
+            self.clean_segment(target, &latest, options, now, &mut summary)
+                .await?;
+        }
+        tracing::debug!(dir = %inner.dir.display(), ?summary, "compaction pass done");
+        Ok(summary)
+    }
+
+    async fn clean_segment(
+        &self,
+        target: &Target<I::File>,
+        latest: &HashMap<Vec<u8>, Offset>,
+        options: &CleanOptions,
+        now: i64,
+        summary: &mut CleanSummary,
+    ) -> Result<(), LogError> {
+        let inner = &self.inner;
+        let (interval, chunk_size) = {
+            let state = inner.state.borrow();
+            (
+                u64::from(state.config.index_interval_bytes),
+                state.config.chunk_size_bytes,
+            )
+        };
+        // The rewritten segment's bookkeeping, built as batches are kept.
+        let mut rebuilt: Segment<I::File> = Segment::new(target.base, chunk_size);
+        let mut tombstone_expiry_ms: Option<i64> = None;
+        let mut output: Option<CleanedFile<I>> = None;
+        let mut removed = Removed::default();
+        let mut reader = BatchReader::new(inner, target);
+        let result: Result<(), LogError> = async {
+            while let Some((position, bytes)) = reader.next().await? {
+                let header = reader.header(&bytes)?;
+                let decision = decide(&bytes, &header, latest, options, now);
+                if let Some(expiry) = decision.tombstone_expiry_ms {
+                    tombstone_expiry_ms =
+                        Some(tombstone_expiry_ms.map_or(expiry, |known| known.min(expiry)));
+                }
+                let kept: Option<Vec<u8>> = match decision.kept {
+                    Kept::All => None,
+                    Kept::Some(ranges) => {
+                        let retained = batch::retain_records(&bytes, &ranges);
+                        // Pair check: what goes to disk is what recovery and
+                        // readers accept.
+                        assert!(
+                            batch::validate_compacted(&retained, BATCH_SIZE_MAX).is_ok(),
+                            "compaction produced an invalid batch at offset {}",
+                            header.base_offset()
+                        );
+                        Some(retained)
+                    }
+                    Kept::None => {
+                        removed.batches += 1;
+                        Some(Vec::new())
+                    }
+                };
+                removed.records += decision.records_removed;
+                removed.tombstones += decision.tombstones_removed;
+                if kept.is_some() && output.is_none() {
+                    // First change: start the new file with the unchanged
+                    // prefix of the old one.
+                    let mut file = CleanedFile::create(inner, target.base).await?;
+                    file.copy_prefix(&target.file, position).await?;
+                    output = Some(file);
+                }
+                let data: &[u8] = match (&kept, &output) {
+                    (Some(retained), _) => retained,
+                    (None, Some(_)) => &bytes,
+                    (None, None) => {
+                        // Unchanged so far: the old file's bytes stand.
+                        rebuilt.note_batch(
+                            rebuilt.size,
+                            bytes.len() as u64,
+                            header.base_offset(),
+                            header.next_offset(),
+                            header.max_timestamp(),
+                            interval,
+                        );
+                        continue;
+                    }
+                };
+                if data.is_empty() {
+                    continue;
+                }
+                let at = rebuilt.size;
+                rebuilt.note_batch(
+                    at,
+                    data.len() as u64,
+                    header.base_offset(),
+                    header.next_offset(),
+                    header.max_timestamp(),
+                    interval,
+                );
+                if let Some(file) = output.as_mut() {
+                    file.push(data).await?;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(error) = result {
+            if let Some(file) = output {
+                file.discard();
+            }
+            return Err(error);
+        }
+        let Some(mut file) = output else {
+            // Nothing to remove: the segment is clean as it stands.
+            self.mark_clean(target, tombstone_expiry_ms);
+            return Ok(());
+        };
+        let written = match file.finish().await {
+            Ok(written) => written,
+            Err(error) => {
+                file.discard();
+                return Err(error);
+            }
+        };
+        assert_eq!(
+            written, rebuilt.size,
+            "the cleaned file holds what was noted"
+        );
+        assert!(written <= target.size, "compaction never grows a segment");
+        let replaced = self
+            .replace_segment(target, file, rebuilt, tombstone_expiry_ms)
+            .await?;
+        if replaced {
+            summary.segments_rewritten += 1;
+            summary.bytes_before += target.size;
+            summary.bytes_after += written;
+            summary.records_removed += removed.records;
+            summary.tombstones_removed += removed.tombstones;
+            summary.batches_removed += removed.batches;
+        } else {
+            summary.segments_skipped += 1;
+        }
+        Ok(())
+    }
+
+    fn mark_clean(&self, target: &Target<I::File>, tombstone_expiry_ms: Option<i64>) {
+        let mut state = self.inner.state.borrow_mut();
+        if let Some(segment) = state
+            .segments
+            .iter_mut()
+            .find(|segment| segment.base == target.base && segment.generation == target.generation)
+        {
+            segment.cleaned = true;
+            segment.tombstone_expiry_ms = tombstone_expiry_ms;
+        }
+    }
+
+    /// Swap the durable cleaned file in for the segment (module docs).
+    /// `Ok(false)`: the segment changed meanwhile; nothing was replaced.
+    async fn replace_segment(
+        &self,
+        target: &Target<I::File>,
+        file: CleanedFile<I>,
+        rebuilt: Segment<I::File>,
+        tombstone_expiry_ms: Option<i64>,
+    ) -> Result<bool, LogError> {
+        let inner = &self.inner;
+        let io = &inner.io;
+        let dir = &inner.dir;
+        let _guard = inner.flush_lock.lock().await;
+        let unchanged = {
+            let state = inner.state.borrow();
+            state.poisoned.is_none()
+                && state.segments.iter().any(|segment| {
+                    segment.base == target.base
+                        && segment.generation == target.generation
+                        && segment.finalized
+                        && segment.size == target.size
+                })
+        };
+        if !unchanged {
+            file.discard();
+            return Ok(false);
+        }
+        // Old index files describe the old file: they go first, so no crash
+        // can pair them with the new file.
+        for path in [
+            segment::index_path(dir, target.base),
+            segment::time_index_path(dir, target.base),
+        ] {
+            if let Err(error) = io.remove_file(&path)
+                && error.kind() != io::ErrorKind::NotFound
+            {
+                file.discard();
+                return Err(LogError::io(path, error));
+            }
+        }
+        if let Err(error) = io.sync_dir(dir).await {
+            file.discard();
+            return Err(LogError::io(dir, error));
+        }
+        let log_path = segment::log_path(dir, target.base);
+        if let Err(error) = io.rename(&file.path, &log_path).await {
+            file.discard();
+            return Err(LogError::io(log_path, error));
+        }
+        // From here the new file is the live one, and after a crash either
+        // file is a valid state of the segment: a failed directory sync
+        // does not undo the swap.
+        if let Err(error) = io.sync_dir(dir).await {
+            tracing::warn!(dir = %dir.display(), %error,
+                "directory sync after replacing a compacted segment failed; recovery will find the old or the new segment");
+        }
+        let (index, time_index) = {
+            let mut state = inner.state.borrow_mut();
+            let Some(segment) = state
+                .segments
+                .iter_mut()
+                .find(|segment| segment.base == target.base)
+            else {
+                unreachable!("checked under the flush lock, which is still held");
+            };
+            assert!(
+                rebuilt.next_offset <= segment.next_offset,
+                "compaction keeps the segment's offset range"
+            );
+            segment.file = Some(file.file.clone());
+            segment.size = rebuilt.size;
+            segment.durable_size = rebuilt.size;
+            segment.allocated = rebuilt.size;
+            segment.entry_durable = true;
+            segment.index = rebuilt.index;
+            segment.time_index = rebuilt.time_index;
+            segment.max_timestamp = rebuilt.max_timestamp;
+            segment.max_timestamp_batch = rebuilt.max_timestamp_batch;
+            segment.bytes_since_index_entry = rebuilt.bytes_since_index_entry;
+            segment.generation += 1;
+            segment.cleaned = true;
+            segment.tombstone_expiry_ms = tombstone_expiry_ms;
+            segment.durable_mark = segment.mark();
+            (segment.index.encode(), segment.time_index.encode())
+        };
+        // Index files are an optimisation: recovery rebuilds missing ones.
+        for (path, data) in [
+            (segment::index_path(dir, target.base), index),
+            (segment::time_index_path(dir, target.base), time_index),
+        ] {
+            if let Err(error) = io.write_file_atomic(&path, data).await {
+                tracing::warn!(path = %path.display(), %error, "could not write a segment index");
+            }
+        }
+        Ok(true)
+    }
+}
+
+#[derive(Default)]
+struct Removed {
+    records: u64,
+    tombstones: u64,
+    batches: u64,
+}
+
+enum Kept {
+    All,
+    /// Byte ranges of the kept records (not all, not none).
+    Some(Vec<Range<usize>>),
+    None,
+}
+
+struct Decision {
+    kept: Kept,
+    records_removed: u64,
+    tombstones_removed: u64,
+    /// When the earliest kept tombstone of the batch expires.
+    tombstone_expiry_ms: Option<i64>,
+}
+
+/// Which records of one batch survive (module docs).
+fn decide(
+    bytes: &[u8],
+    header: &BatchHeader,
+    latest: &HashMap<Vec<u8>, Offset>,
+    options: &CleanOptions,
+    now: i64,
+) -> Decision {
+    let keep_all = Decision {
+        kept: Kept::All,
+        records_removed: 0,
+        tombstones_removed: 0,
+        tombstone_expiry_ms: None,
+    };
+    if !compactable(header) {
+        return keep_all;
+    }
+    let expiry_ms = header
+        .max_timestamp()
+        .0
+        .saturating_add(options.delete_retention_ms);
+    let tombstones_expired = expiry_ms <= now;
+    let mut ranges = Vec::new();
+    let mut total = 0u64;
+    let mut records_removed = 0u64;
+    let mut tombstones_removed = 0u64;
+    let mut tombstone_expiry_ms = None;
+    let mut walk = batch::records(bytes, header);
+    loop {
+        let start = walk.position();
+        let Some(record) = walk.next() else { break };
+        // A batch whose records do not decode stays as it is.
+        let Ok(record) = record else { return keep_all };
+        let end = walk.position();
+        total += 1;
+        let keep = match record.key {
+            None => true,
+            Some(key) => {
+                let offset = record_offset(header, record.offset_delta);
+                let is_latest = latest.get(key).is_none_or(|&known| known == offset);
+                if !is_latest {
+                    false
+                } else if record.value.is_some() {
+                    true
+                } else if tombstones_expired {
+                    tombstones_removed += 1;
+                    false
+                } else {
+                    tombstone_expiry_ms = Some(expiry_ms);
+                    true
+                }
+            }
+        };
+        if keep {
+            ranges.push(start..end);
+        } else {
+            records_removed += 1;
+        }
+    }
+    let kept = if records_removed == 0 {
+        Kept::All
+    } else if ranges.is_empty() {
+        Kept::None
+    } else {
+        Kept::Some(ranges)
+    };
+    debug_assert!(total >= records_removed);
+    Decision {
+        kept,
+        records_removed,
+        tombstones_removed,
+        tombstone_expiry_ms,
+    }
+}
+
+fn record_offset(header: &BatchHeader, offset_delta: i32) -> Offset {
+    Offset(
+        header
+            .base_offset()
+            .value()
+            .saturating_add(i64::from(offset_delta)),
+    )
+}
+
+/// Walks the batches of a finalized segment file through read windows.
+struct BatchReader<'a, I: Io> {
+    inner: &'a LogInner<I>,
+    base: Offset,
+    file: &'a I::File,
+    size: u64,
+    position: u64,
+    window: Option<(u64, Bytes)>,
+}
+
+impl<'a, I: Io> BatchReader<'a, I> {
+    fn new(inner: &'a LogInner<I>, target: &'a Target<I::File>) -> Self {
+        BatchReader {
+            inner,
+            base: target.base,
+            file: &target.file,
+            size: target.size,
+            position: 0,
+            window: None,
+        }
+    }
+
+    /// The next batch and its position; `None` at the end of the segment.
+    async fn next(&mut self) -> Result<Option<(u64, Bytes)>, LogError> {
+        if self.position == self.size {
+            return Ok(None);
+        }
+        let position = self.position;
+        let header = self.slice(position, BATCH_HEADER_SIZE).await?;
+        let size = self.header(&header)?.total_size();
+        let bytes = self.slice(position, size).await?;
+        self.position += size as u64;
+        Ok(Some((position, bytes)))
+    }
+
+    async fn slice(&mut self, position: u64, length: usize) -> Result<Bytes, LogError> {
+        let path = segment::log_path(&self.inner.dir, self.base);
+        match window_slice(
+            &self.inner.io,
+            self.file,
+            self.size,
+            &mut self.window,
+            position,
+            length,
+        )
+        .await
+        {
+            Ok(Some(bytes)) => Ok(bytes),
+            Ok(None) => Err(self.corrupt(format!(
+                "segment {} ends inside the batch at byte {position}",
+                self.base
+            ))),
+            Err(error) => Err(LogError::io(path, error)),
+        }
+    }
+
+    fn header(&self, bytes: &[u8]) -> Result<BatchHeader, LogError> {
+        BatchHeader::parse(bytes).map_err(|error| {
+            self.corrupt(format!(
+                "segment {} holds an unreadable batch at byte {}: {error}",
+                self.base, self.position
+            ))
+        })
+    }
+
+    fn corrupt(&self, reason: String) -> LogError {
+        LogError::Corrupt {
+            dir: self.inner.dir.clone(),
+            reason,
+        }
+    }
+}
+
+/// The temporary file a cleaned segment is written to, in page-aligned runs.
+struct CleanedFile<I: Io> {
+    io: I,
+    path: PathBuf,
+    file: I::File,
+    /// Bytes not yet written, starting at file position `written`.
+    staged: Vec<u8>,
+    written: u64,
+}
+
+impl<I: Io> CleanedFile<I> {
+    async fn create(inner: &LogInner<I>, base: Offset) -> Result<CleanedFile<I>, LogError> {
+        let path = cleaned_path(&inner.dir, base);
+        // A leftover of a failed pass (not of a crash: recovery removes
+        // those) must not contribute stale bytes.
+        match inner.io.remove_file(&path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(LogError::io(path, error)),
+        }
+        let file = inner
+            .io
+            .open(&path, true)
+            .await
+            .map_err(|error| LogError::io(&path, error))?;
+        Ok(CleanedFile {
+            io: inner.io.clone(),
+            path,
+            file,
+            staged: Vec::new(),
+            written: 0,
+        })
+    }
+
+    /// Copy the first `length` bytes of `source` (the old segment file).
+    async fn copy_prefix(&mut self, source: &I::File, length: u64) -> Result<(), LogError> {
+        let mut position = 0u64;
+        while position < length {
+            let run = (length - position).min(WRITE_RUN_BYTES as u64);
+            let bytes = self
+                .io
+                .read_at(source, position, page_ceil(run) as usize)
+                .await
+                .map_err(|error| LogError::io(&self.path, error))?;
+            let available = (run as usize).min(bytes.len());
+            if available == 0 {
+                return Err(LogError::io(
+                    &self.path,
+                    io::Error::from(io::ErrorKind::UnexpectedEof),
+                ));
+            }
+            self.push(&bytes[..available]).await?;
+            position += available as u64;
+        }
+        Ok(())
+    }
+
+    async fn push(&mut self, data: &[u8]) -> Result<(), LogError> {
+        self.staged.extend_from_slice(data);
+        if self.staged.len() >= WRITE_RUN_BYTES {
+            let full = page_floor(self.staged.len() as u64) as usize;
+            self.write_run(full, full).await?;
+        }
+        Ok(())
+    }
+
+    /// Write `staged[..length]` padded with zeros to `padded` bytes.
+    async fn write_run(&mut self, length: usize, padded: usize) -> Result<(), LogError> {
+        let mut buffer = AlignedBuf::with_capacity(padded);
+        buffer.extend_from_slice(&self.staged[..length]);
+        buffer.extend_from_slice(&vec![0u8; padded - length]);
+        self.io
+            .write_at(&self.file, self.written, buffer.into_bytes())
+            .await
+            .map_err(|error| LogError::io(&self.path, error))?;
+        self.staged.drain(..length);
+        self.written += length as u64;
+        Ok(())
+    }
+
+    /// Write the rest, cut the file to its size and make it durable.
+    /// Returns its size.
+    async fn finish(&mut self) -> Result<u64, LogError> {
+        let length = self.staged.len();
+        if length > 0 {
+            let padded = page_ceil(length as u64) as usize;
+            self.write_run(length, padded).await?;
+        }
+        let size = self.written;
+        self.io
+            .set_len(&self.file, size)
+            .await
+            .map_err(|error| LogError::io(&self.path, error))?;
+        self.io
+            .sync_data(&self.file)
+            .await
+            .map_err(|error| LogError::io(&self.path, error))?;
+        Ok(size)
+    }
+
+    /// Forget the file (a failed or abandoned pass).
+    fn discard(self) {
+        if let Err(error) = self.io.remove_file(&self.path)
+            && error.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.path.display(), %error, "could not remove a compaction temporary file");
+        }
+    }
+}

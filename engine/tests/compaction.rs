@@ -1,0 +1,586 @@
+//! Log compaction (`Log::clean`): latest record per key, offsets preserved,
+//! tombstones, null keys, reads across gaps, reopen, crashes at every step of
+//! a pass (simulated disk), and the real io_uring path.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sluice_engine::batch::{self, BatchBuilder, BatchHeader, Compression};
+use sluice_engine::io::Io;
+use sluice_engine::io::sim::{CrashMode, SimIo};
+use sluice_engine::io::uring::UringIo;
+use sluice_engine::{CleanOptions, Committer, LeaderEpoch, Log, LogConfig, Offset, TimestampMs};
+use support::{RealDir, Rng, all, block_on, run_on_uring, spawn_committer};
+
+const NOW: i64 = SimIo::NOW_MS_START_DEFAULT;
+
+fn dir() -> PathBuf {
+    PathBuf::from("/data/compacted-0")
+}
+
+fn config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 2048,
+        index_interval_bytes: 256,
+        preallocate_step_bytes: 4096,
+        chunk_size_bytes: 4096,
+        retention_ms: None,
+        ..LogConfig::default()
+    }
+}
+
+/// One record as the test knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Record {
+    offset: Offset,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    timestamp: i64,
+}
+
+/// A record to append: (key, value); `None` is null.
+type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// A batch of `(key, value)` records, all with `timestamp`.
+fn keyed_batch(records: &[KeyValue], timestamp: i64) -> Bytes {
+    let mut builder = BatchBuilder::new();
+    for (key, value) in records {
+        builder.record(key.as_deref(), value.as_deref(), TimestampMs(timestamp));
+    }
+    builder.build()
+}
+
+/// A random workload: `batches` batches of 1 to 4 records over `keys` keys,
+/// with some null keys and some tombstones.
+fn workload(rng: &mut Rng, batches: usize, keys: u64) -> Vec<Vec<KeyValue>> {
+    let mut serial = 0u64;
+    (0..batches)
+        .map(|_| {
+            (0..rng.between(1, 4))
+                .map(|_| {
+                    serial += 1;
+                    let key = if rng.chance(8) {
+                        None
+                    } else {
+                        Some(format!("key-{}", rng.below(keys)).into_bytes())
+                    };
+                    let value = if key.is_some() && rng.chance(12) {
+                        None
+                    } else {
+                        Some(
+                            format!("value-{serial}-{}", "x".repeat(rng.below(40) as usize))
+                                .into_bytes(),
+                        )
+                    };
+                    (key, value)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn open_sim(io: &SimIo) -> (Log<SimIo>, Committer<SimIo>) {
+    let committer = Committer::new(io.clone());
+    let log = block_on(Log::open(io.clone(), dir(), config(), &committer))
+        .unwrap_or_else(|error| panic!("open failed: {error}"));
+    (log, committer)
+}
+
+/// Append every batch and make it durable; returns the records appended.
+fn append_all<I: Io>(
+    log: &Log<I>,
+    committer: &Committer<I>,
+    batches: &[Vec<KeyValue>],
+    timestamp: i64,
+) -> Vec<Record> {
+    let mut appended = Vec::new();
+    for records in batches {
+        let result = log
+            .append(&keyed_batch(records, timestamp), LeaderEpoch(3))
+            .unwrap();
+        for (index, (key, value)) in records.iter().enumerate() {
+            appended.push(Record {
+                offset: result.base_offset.plus(index as i64),
+                key: key.clone(),
+                value: value.clone(),
+                timestamp,
+            });
+        }
+        drop(result.completion);
+    }
+    block_on(committer.flush_round());
+    assert_eq!(log.durable_end_offset(), log.log_end_offset());
+    appended
+}
+
+/// Every record of the log, reading from the log start in pieces of at most
+/// `max_bytes`. Checks that every batch is valid (as compaction leaves them)
+/// and that offsets strictly increase.
+async fn read_records<I: Io>(log: &Log<I>, max_bytes: usize) -> Vec<Record> {
+    let end = log.log_end_offset();
+    let mut offset = log.log_start_offset();
+    let mut records: Vec<Record> = Vec::new();
+    while offset < end {
+        let limits = sluice_engine::ReadLimits {
+            max_bytes,
+            min_one_batch: true,
+            max_offset: end,
+        };
+        let result = log.read(offset, limits).await.unwrap();
+        if result.records.is_empty() {
+            break;
+        }
+        assert!(result.next_offset > offset, "no progress at {offset}");
+        for run in &result.records {
+            for range in batch::split_batches(run).unwrap() {
+                let bytes = &run[range];
+                let header = batch::validate_compacted(bytes, usize::MAX)
+                    .unwrap_or_else(|error| panic!("invalid batch read back: {error}"));
+                assert_eq!(header.compression(), Compression::None);
+                for record in batch::records(bytes, &header) {
+                    let record = record.unwrap();
+                    let record_offset = header.base_offset().plus(i64::from(record.offset_delta));
+                    if record_offset < offset {
+                        continue;
+                    }
+                    if let Some(last) = records.last() {
+                        assert!(record_offset > last.offset, "offsets must increase");
+                    }
+                    records.push(Record {
+                        offset: record_offset,
+                        key: record.key.map(<[u8]>::to_vec),
+                        value: record.value.map(<[u8]>::to_vec),
+                        timestamp: header.base_timestamp().0 + record.timestamp_delta,
+                    });
+                }
+            }
+        }
+        offset = result.next_offset;
+    }
+    records
+}
+
+/// What must remain after a complete pass whose cleanable range ends at
+/// `boundary`, at time `now`.
+fn expected_after_clean(
+    appended: &[Record],
+    boundary: Offset,
+    now: i64,
+    delete_retention_ms: i64,
+) -> Vec<Record> {
+    let mut latest: HashMap<&[u8], Offset> = HashMap::new();
+    for record in appended.iter().filter(|record| record.offset < boundary) {
+        if let Some(key) = &record.key {
+            latest.insert(key, record.offset);
+        }
+    }
+    appended
+        .iter()
+        .filter(|record| {
+            if record.offset >= boundary {
+                return true;
+            }
+            let Some(key) = &record.key else { return true };
+            latest[key.as_slice()] == record.offset
+                && (record.value.is_some() || record.timestamp + delete_retention_ms > now)
+        })
+        .cloned()
+        .collect()
+}
+
+fn options(delete_retention_ms: i64) -> CleanOptions {
+    CleanOptions {
+        delete_retention_ms,
+        min_compaction_lag_ms: 0,
+    }
+}
+
+fn active_base<I: Io>(log: &Log<I>) -> Offset {
+    *log.segment_bases().last().unwrap()
+}
+
+#[test]
+fn only_the_latest_record_per_key_survives_and_offsets_are_preserved() {
+    let io = SimIo::new(1);
+    let (log, committer) = open_sim(&io);
+    let mut rng = Rng(11);
+    let batches = workload(&mut rng, 300, 12);
+    let appended = append_all(&log, &committer, &batches, NOW);
+    assert!(log.segment_count() > 5, "the workload must roll segments");
+    let (start, end, boundary) = (
+        log.log_start_offset(),
+        log.log_end_offset(),
+        active_base(&log),
+    );
+    let size_before = log.size_bytes();
+    assert_eq!(log.dirty_stats(0).ratio(), 1.0, "nothing cleaned yet");
+
+    let summary = block_on(log.clean(&options(1 << 40))).unwrap();
+    assert!(summary.segments_rewritten > 0, "{summary:?}");
+    assert!(summary.records_removed > 0, "{summary:?}");
+
+    let expected = expected_after_clean(&appended, boundary, NOW, 1 << 40);
+    assert!(
+        expected.len() < appended.len() / 2,
+        "most records are superseded"
+    );
+    assert_eq!(block_on(read_records(&log, usize::MAX)), expected);
+    assert_eq!(block_on(read_records(&log, 1)), expected, "batch by batch");
+    assert_eq!(log.log_start_offset(), start);
+    assert_eq!(log.log_end_offset(), end);
+    assert!(log.size_bytes() < size_before);
+    assert_eq!(log.dirty_stats(0).ratio(), 0.0, "everything cleaned");
+
+    // A second pass finds nothing more to remove.
+    let again = block_on(log.clean(&options(1 << 40))).unwrap();
+    assert_eq!(again.segments_rewritten, 0, "{again:?}");
+    assert_eq!(block_on(read_records(&log, usize::MAX)), expected);
+}
+
+#[test]
+fn reading_at_a_compacted_offset_returns_the_next_surviving_record() {
+    let io = SimIo::new(2);
+    let (log, committer) = open_sim(&io);
+    let mut rng = Rng(22);
+    let batches = workload(&mut rng, 200, 5);
+    let appended = append_all(&log, &committer, &batches, NOW);
+    let boundary = active_base(&log);
+    block_on(log.clean(&options(1 << 40))).unwrap();
+    let expected = expected_after_clean(&appended, boundary, NOW, 1 << 40);
+    let end = log.log_end_offset();
+    for offset in log.log_start_offset().value()..end.value() {
+        let offset = Offset(offset);
+        let first_surviving = expected
+            .iter()
+            .find(|record| record.offset >= offset)
+            .map(|record| record.offset);
+        // A consumer reads from `offset` and skips records below it; a
+        // returned batch may hold only such records (its lastOffsetDelta
+        // reaches past `offset`), then it reads on from `next_offset`.
+        let mut from = offset;
+        let found = loop {
+            let result = block_on(log.read(
+                from,
+                sluice_engine::ReadLimits {
+                    max_bytes: 1,
+                    min_one_batch: true,
+                    max_offset: end,
+                },
+            ))
+            .unwrap();
+            if result.records.is_empty() {
+                break None;
+            }
+            assert!(result.next_offset > from, "progress reading at {from}");
+            let batch_bytes = &result.records[0];
+            let header = BatchHeader::parse(batch_bytes).unwrap();
+            let returned = batch::records(batch_bytes, &header)
+                .map(|record| {
+                    header
+                        .base_offset()
+                        .plus(i64::from(record.unwrap().offset_delta))
+                })
+                .find(|record_offset| *record_offset >= offset);
+            if returned.is_some() {
+                break returned;
+            }
+            from = result.next_offset;
+        };
+        assert_eq!(found, first_surviving, "reading at {offset}");
+    }
+}
+
+#[test]
+fn tombstones_stay_until_delete_retention_has_passed_and_then_go() {
+    let io = SimIo::new(3);
+    let (log, committer) = open_sim(&io);
+    let value = |text: &str| Some(text.as_bytes().to_vec());
+    let key = |text: &str| Some(text.as_bytes().to_vec());
+    let mut batches = Vec::new();
+    for round in 0..40 {
+        batches.push(vec![
+            (key("alive"), value(&format!("alive-{round}"))),
+            (key("doomed"), value(&format!("doomed-{round}"))),
+        ]);
+    }
+    batches.push(vec![(key("doomed"), None)]);
+    // Filler so that the tombstone's segment is sealed.
+    for round in 0..40 {
+        batches.push(vec![(key("filler"), value(&format!("filler-{round}")))]);
+    }
+    let appended = append_all(&log, &committer, &batches, NOW);
+    let tombstone = appended
+        .iter()
+        .find(|record| record.value.is_none())
+        .unwrap()
+        .offset;
+    assert!(
+        tombstone < active_base(&log),
+        "the tombstone must be cleanable"
+    );
+    let retention_ms = 60_000;
+
+    block_on(log.clean(&options(retention_ms))).unwrap();
+    let records = block_on(read_records(&log, usize::MAX));
+    let doomed: Vec<&Record> = records
+        .iter()
+        .filter(|record| record.key.as_deref() == Some(b"doomed".as_slice()))
+        .collect();
+    assert_eq!(doomed.len(), 1, "only the tombstone is left of the key");
+    assert_eq!(doomed[0].offset, tombstone);
+    assert_eq!(doomed[0].value, None);
+    assert_eq!(log.dirty_stats(0).ratio(), 0.0);
+
+    io.advance_clock(Duration::from_millis(retention_ms as u64 + 1));
+    assert!(
+        log.dirty_stats(0).dirty_bytes > 0,
+        "an expired tombstone makes its segment dirty again"
+    );
+    let summary = block_on(log.clean(&options(retention_ms))).unwrap();
+    assert_eq!(summary.tombstones_removed, 1, "{summary:?}");
+    let records = block_on(read_records(&log, usize::MAX));
+    assert!(
+        records
+            .iter()
+            .all(|record| record.key.as_deref() != Some(b"doomed".as_slice())),
+        "the tombstone is gone after delete.retention.ms"
+    );
+    let alive = records
+        .iter()
+        .filter(|record| record.key.as_deref() == Some(b"alive".as_slice()))
+        .count();
+    assert_eq!(alive, 1);
+}
+
+#[test]
+fn null_key_records_are_kept_and_a_min_compaction_lag_holds_back_recent_segments() {
+    let io = SimIo::new(4);
+    let (log, committer) = open_sim(&io);
+    let mut batches = Vec::new();
+    for round in 0..60 {
+        batches.push(vec![
+            (None, Some(format!("anonymous-{round}").into_bytes())),
+            (
+                Some(b"k".to_vec()),
+                Some(format!("keyed-{round}").into_bytes()),
+            ),
+        ]);
+    }
+    let appended = append_all(&log, &committer, &batches, NOW);
+
+    // Every segment is younger than the lag: nothing is cleanable.
+    let lagging = CleanOptions {
+        delete_retention_ms: 0,
+        min_compaction_lag_ms: 10_000,
+    };
+    assert_eq!(
+        log.dirty_stats(lagging.min_compaction_lag_ms)
+            .cleanable_bytes,
+        0
+    );
+    let summary = block_on(log.clean(&lagging)).unwrap();
+    assert_eq!(summary.segments_examined, 0);
+    assert_eq!(block_on(read_records(&log, usize::MAX)), appended);
+
+    io.advance_clock(Duration::from_secs(11));
+    let boundary = active_base(&log);
+    block_on(log.clean(&lagging)).unwrap();
+    let records = block_on(read_records(&log, usize::MAX));
+    assert_eq!(
+        records,
+        expected_after_clean(&appended, boundary, io.now_ms(), 0)
+    );
+    let anonymous = records.iter().filter(|record| record.key.is_none()).count();
+    assert_eq!(anonymous, 60, "null-key records cannot be compacted");
+}
+
+#[test]
+fn a_cleaned_log_reopens_with_the_same_records_after_a_close_and_after_a_crash() {
+    let io = SimIo::new(5);
+    let (log, committer) = open_sim(&io);
+    let mut rng = Rng(55);
+    let batches = workload(&mut rng, 250, 8);
+    let appended = append_all(&log, &committer, &batches, NOW);
+    let (start, end, boundary) = (
+        log.log_start_offset(),
+        log.log_end_offset(),
+        active_base(&log),
+    );
+    block_on(log.clean(&options(1 << 40))).unwrap();
+    let expected = expected_after_clean(&appended, boundary, NOW, 1 << 40);
+    block_on(log.close()).unwrap();
+    drop(log);
+
+    let (log, committer) = open_sim(&io);
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (start, end));
+    assert_eq!(block_on(read_records(&log, usize::MAX)), expected);
+    let names = io.file_names(&dir());
+    assert!(
+        names.iter().all(|name| !name.ends_with(".tmp")),
+        "no temporary file remains: {names:?}"
+    );
+    // Appends continue at the old end, and a crash loses nothing durable.
+    let more = append_all(&log, &committer, &workload(&mut rng, 30, 8), NOW);
+    assert_eq!(more[0].offset, end);
+    drop(log);
+    io.set_crash_mode(CrashMode::Torn);
+    let io = io.crash();
+    let (log, _committer) = open_sim(&io);
+    let mut all_expected = expected.clone();
+    all_expected.extend(more);
+    assert_eq!(block_on(read_records(&log, usize::MAX)), all_expected);
+}
+
+/// A power loss at every step of a pass: halt the disk after `steps`
+/// changing operations, crash, reopen. The log must hold only records that
+/// were appended, at their offsets, and every record a complete pass keeps;
+/// a pass after the reopen must then give exactly the complete result.
+#[test]
+fn a_crash_at_any_step_of_cleaning_never_loses_a_surviving_record() {
+    let seeds: u64 = std::env::var("SLUICE_SIM_SEEDS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .map_or(150, |seeds: u64| seeds.min(2000));
+    for seed in 0..seeds {
+        let outcome = std::panic::catch_unwind(|| crash_during_cleaning(seed));
+        if let Err(panic) = outcome {
+            eprintln!("seed {seed} failed");
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+fn crash_during_cleaning(seed: u64) {
+    let io = SimIo::new(seed);
+    let (log, committer) = open_sim(&io);
+    let mut rng = Rng(seed);
+    let (count, keys) = (120 + rng.below(120) as usize, 2 + rng.below(10));
+    let batches = workload(&mut rng, count, keys);
+    let appended = append_all(&log, &committer, &batches, NOW - 5_000);
+    let (start, end, boundary) = (
+        log.log_start_offset(),
+        log.log_end_offset(),
+        active_base(&log),
+    );
+    // Some tombstones expire (retention 1 s, records 5 s old) so that the
+    // pass removes them too.
+    let retention_ms = if rng.chance(50) { 1_000 } else { 1 << 40 };
+    let must_survive = expected_after_clean(&appended, boundary, NOW, retention_ms);
+    let by_offset: BTreeMap<Offset, &Record> = appended
+        .iter()
+        .map(|record| (record.offset, record))
+        .collect();
+
+    let steps = rng.below(80);
+    io.halt_after(Some(steps));
+    let _ = block_on(log.clean(&options(retention_ms)));
+    drop(log);
+    io.set_crash_mode(rng.pick(&[
+        CrashMode::Torn,
+        CrashMode::LoseUnsynced,
+        CrashMode::KeepUnsynced,
+    ]));
+    let io = io.crash();
+
+    let (log, _committer) = open_sim(&io);
+    assert_eq!(
+        (log.log_start_offset(), log.log_end_offset()),
+        (start, end),
+        "seed {seed}"
+    );
+    let records = block_on(read_records(&log, usize::MAX));
+    for record in &records {
+        assert_eq!(
+            by_offset.get(&record.offset).copied(),
+            Some(record),
+            "seed {seed}: a record that was never appended at {}",
+            record.offset
+        );
+    }
+    let present: BTreeMap<Offset, &Record> = records
+        .iter()
+        .map(|record| (record.offset, record))
+        .collect();
+    for record in &must_survive {
+        assert!(
+            present.contains_key(&record.offset),
+            "seed {seed} (halted after {steps} steps): surviving record {} is lost",
+            record.offset
+        );
+    }
+    block_on(log.clean(&options(retention_ms))).unwrap();
+    assert_eq!(
+        block_on(read_records(&log, usize::MAX)),
+        must_survive,
+        "seed {seed}"
+    );
+}
+
+#[test]
+fn cleaning_on_the_real_disk_keeps_the_latest_per_key_and_survives_a_reopen() {
+    let directory = RealDir::new("compaction");
+    let log_dir = directory.log_dir();
+    let mut rng = Rng(77);
+    let batches = workload(&mut rng, 400, 10);
+    let config = LogConfig {
+        segment_bytes: 8192,
+        ..config()
+    };
+    let (expected, start, end) = run_on_uring(async {
+        let io = UringIo::new();
+        let committer = Committer::new(io);
+        let log = Log::open(io, &log_dir, config.clone(), &committer)
+            .await
+            .unwrap();
+        let task = spawn_committer(&committer);
+        let now = io.now_ms();
+        let mut appended = Vec::new();
+        for records in &batches {
+            let result = log
+                .append(&keyed_batch(records, now), LeaderEpoch(1))
+                .unwrap();
+            for (index, (key, value)) in records.iter().enumerate() {
+                appended.push(Record {
+                    offset: result.base_offset.plus(index as i64),
+                    key: key.clone(),
+                    value: value.clone(),
+                    timestamp: now,
+                });
+            }
+            result.completion.await.unwrap();
+        }
+        let boundary = active_base(&log);
+        let summary = log.clean(&options(1 << 40)).await.unwrap();
+        assert!(summary.segments_rewritten > 0, "{summary:?}");
+        let expected = expected_after_clean(&appended, boundary, now, 1 << 40);
+        assert_eq!(read_records(&log, usize::MAX).await, expected);
+        assert_eq!(read_records(&log, 100).await, expected);
+        let (start, end) = (log.log_start_offset(), log.log_end_offset());
+        drop(task);
+        (expected, start, end)
+    });
+    // Dropped without close: the reopen recovers.
+    run_on_uring(async {
+        let io = UringIo::new();
+        let committer = Committer::new(io);
+        let log = Log::open(io, &log_dir, config.clone(), &committer)
+            .await
+            .unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (start, end));
+        assert_eq!(read_records(&log, usize::MAX).await, expected);
+        let names: Vec<String> = std::fs::read_dir(&log_dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().all(|name| !name.ends_with(".tmp")),
+            "{names:?}"
+        );
+        let _ = all(end);
+    });
+}

@@ -1,0 +1,112 @@
+//! The log cleaner of one shard: applies retention (retention.ms,
+//! retention.bytes) to the partitions whose cleanup.policy deletes (delete,
+//! compact,delete) and compacts those whose policy compacts (compact,
+//! compact,delete), user topics and `__consumer_offsets` alike.
+//!
+//! One task per shard (spawned next to the committer in broker.rs). Every
+//! `--log-cleaner-interval-ms` it visits the shard's partitions; a compacted
+//! one whose dirty ratio (engine `Log::dirty_stats`, no I/O) reaches its
+//! min.cleanable.dirty.ratio gets one `Log::clean` pass. The pass runs on the
+//! shard thread through the engine's `Io` (io_uring reads and writes, each an
+//! await point) and yields between partitions, so requests keep being served;
+//! the log's flush lock is taken only to swap a finished segment in.
+//!
+//! Errors are logged and never stop the task: a failed pass leaves the
+//! segment it was working on as it was (engine compact.rs), and the next
+//! interval tries again. Fetches need no wake-up: cleaning adds no data and
+//! moves no offsets; reads in flight finish on the file they started with.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use crate::shard::{PartitionReplica, Shard};
+
+/// Run the cleaner of `shard` forever (until the runtime stops).
+pub async fn run(shard: Rc<Shard>) {
+    let interval = Duration::from_millis(shard.config.log_cleaner_interval_ms.max(1));
+    loop {
+        compio::time::sleep(interval).await;
+        clean_once(&shard).await;
+    }
+}
+
+/// One visit of every compacted partition of the shard; returns how many
+/// partitions were cleaned successfully.
+pub async fn clean_once(shard: &Shard) -> usize {
+    let replicas: Vec<Rc<PartitionReplica>> = shard.partitions.borrow().values().cloned().collect();
+    let mut cleaned = 0;
+    for replica in replicas {
+        let (compacts, deletes, compaction) = {
+            let config = replica.config.borrow();
+            (
+                config.cleanup_policy.compacts(),
+                config.cleanup_policy.deletes(),
+                config.compaction,
+            )
+        };
+        if replica.log.is_poisoned() {
+            continue;
+        }
+        if deletes {
+            match replica.log.apply_retention().await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::debug!(
+                    partition = %replica.topic_partition,
+                    deleted,
+                    log_start = %replica.log.log_start_offset(),
+                    "retention deleted segments"
+                ),
+                Err(error) => {
+                    tracing::warn!(partition = %replica.topic_partition, %error, "retention failed; will retry");
+                }
+            }
+        }
+        if !compacts {
+            continue;
+        }
+        let stats = replica
+            .log
+            .dirty_stats(compaction.clean.min_compaction_lag_ms);
+        if stats.dirty_bytes == 0 || stats.ratio() < compaction.min_cleanable_dirty_ratio {
+            continue;
+        }
+        match replica.log.clean(&compaction.clean).await {
+            Ok(summary) => {
+                cleaned += 1;
+                tracing::debug!(
+                    partition = %replica.topic_partition,
+                    rewritten = summary.segments_rewritten,
+                    records_removed = summary.records_removed,
+                    tombstones_removed = summary.tombstones_removed,
+                    bytes_before = summary.bytes_before,
+                    bytes_after = summary.bytes_after,
+                    "compacted"
+                );
+            }
+            Err(error) => {
+                tracing::warn!(partition = %replica.topic_partition, %error, "compaction failed; will retry");
+            }
+        }
+        YieldNow(false).await;
+    }
+    cleaned
+}
+
+/// Let the shard's other tasks run once before continuing.
+struct YieldNow(bool);
+
+impl Future for YieldNow {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        context.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
