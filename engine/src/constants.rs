@@ -22,10 +22,15 @@ pub const INDEX_INTERVAL_BYTES_DEFAULT: u32 = 4096;
 /// Kafka's default max.message.bytes (1 MiB + record batch overhead).
 pub const MAX_MESSAGE_BYTES_DEFAULT: u32 = 1_048_588;
 
-/// Preallocation step: segments grow by fallocate in steps this large, so the
-/// filesystem allocates extents rarely and fdatasync rarely has metadata to
-/// write. Capped by the segment size.
+/// Largest preallocation step: segments grow by fallocate in steps that
+/// double from [`PREALLOCATE_FIRST_BYTES`] up to this, so the filesystem
+/// allocates extents rarely and fdatasync rarely has metadata to write,
+/// while a quiet partition (1000 partitions, `__consumer_offsets`) reserves
+/// only a little. Capped by the segment size.
 pub const PREALLOCATE_STEP_BYTES: u64 = 64 << 20;
+
+/// First preallocation of a segment file.
+pub const PREALLOCATE_FIRST_BYTES: u64 = 1 << 20;
 
 /// Largest in-memory write chunk. Appends are copied into aligned chunks; a
 /// chunk is both the O_DIRECT write source and the read cache of the tail.

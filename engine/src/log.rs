@@ -36,7 +36,9 @@ use futures_util::lock::Mutex;
 use crate::batch::{self, BatchHeader};
 use crate::commit::Committer;
 use crate::config::{FlushPolicy, LogConfig};
-use crate::constants::{BATCH_HEADER_SIZE, PAGE_SIZE, TAIL_CHUNKS_RETAINED};
+use crate::constants::{
+    BATCH_HEADER_SIZE, PAGE_SIZE, PREALLOCATE_FIRST_BYTES, TAIL_CHUNKS_RETAINED,
+};
 use crate::error::{AppendError, LogError};
 use crate::io::{Io, is_storage_full};
 use crate::recovery::{self, Checkpoint};
@@ -1302,8 +1304,12 @@ impl<F: Clone> FlushPlan<F> {
                 continue;
             }
             let needed = page_ceil(segment.size);
+            // Grow geometrically from PREALLOCATE_FIRST_BYTES up to `step`:
+            // a small partition reserves little disk, a busy one soon
+            // allocates in large extents.
+            let growth = segment.allocated.max(PREALLOCATE_FIRST_BYTES).min(step);
             let allocate_to = if needed > segment.allocated {
-                page_ceil(needed.max(segment.allocated.saturating_add(step).min(segment_bytes)))
+                page_ceil(needed.max(segment.allocated.saturating_add(growth).min(segment_bytes)))
             } else {
                 segment.allocated
             };

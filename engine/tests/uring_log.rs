@@ -612,3 +612,48 @@ fn reads_see_buffered_batches_only_below_the_bound_asked_for() {
     });
     check_files_after_close(&log_dir, &expected);
 }
+
+/// A quiet partition reserves little disk: the first preallocation of a
+/// segment is small and later ones double (up to the configured step), so
+/// 50 `__consumer_offsets` partitions do not reserve 50 x 64 MiB.
+#[test]
+fn preallocation_starts_small_and_grows_with_the_segment() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = RealDir::new("uring-preallocation");
+    let log_dir = dir.log_dir();
+    let config = LogConfig {
+        segment_bytes: 1 << 30,
+        preallocate_step_bytes: 64 << 20,
+        retention_ms: None,
+        ..LogConfig::default()
+    };
+    let allocated = |path: &Path| std::fs::metadata(path).unwrap().blocks() * 512;
+    run_on_uring(async {
+        let session = open(&log_dir, config).await;
+        let mut expected = Expected::new();
+        append_durably(&session.log, 0..1, &mut expected).await;
+        let file = log_dir.join("00000000000000000000.log");
+        let first = allocated(&file);
+        assert!(
+            first <= 2 << 20,
+            "one small batch reserved {first} bytes (first step is 1 MiB)"
+        );
+        // Enough data to need several steps: each step at most doubles.
+        let mut tag = 1;
+        while session.log.size_bytes() < 6 << 20 {
+            append_durably(&session.log, tag..tag + 50, &mut expected).await;
+            tag += 50;
+        }
+        let size = session.log.size_bytes();
+        let later = allocated(&file);
+        assert!(
+            later >= size,
+            "{later} bytes allocated for {size} bytes of data"
+        );
+        assert!(
+            later <= 2 * size + (2 << 20),
+            "{later} bytes allocated for {size} bytes of data: growth is not geometric"
+        );
+        check_reads(&session.log, &expected).await;
+    });
+}
