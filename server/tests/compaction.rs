@@ -35,20 +35,7 @@ fn key_name(key: usize) -> String {
 
 /// Produce to partition 0, one record per batch so that segments roll often.
 fn produce(bootstrap: &str, records: &[Record]) -> Vec<i64> {
-    kafka::produce_all(
-        bootstrap,
-        TOPIC,
-        Some(0),
-        records,
-        &[
-            ("acks", "all"),
-            ("batch.num.messages", "1"),
-            ("linger.ms", "0"),
-        ],
-    )
-    .into_iter()
-    .map(|(_, offset)| offset)
-    .collect()
+    kafka::produce_one_per_batch(bootstrap, TOPIC, records)
 }
 
 /// The records of each key, as consumed.

@@ -25,7 +25,9 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use support::{Broker, require_python, require_tool, run_with_input, run_with_timeout};
+use support::{
+    Broker, assert_success, kcat, require_python, require_tool, run_with_input, run_with_timeout,
+};
 
 /// Whole-script limit: generous, a script's own waits are much shorter and
 /// say what they waited for.
@@ -207,26 +209,6 @@ fn committed_offsets_of_an_empty_group_expire_after_the_retention() {
         "group_offsets_expiry",
         &["--offsets-retention-ms", "2000"],
         &[],
-    );
-}
-
-fn kcat(kcat: &Path, broker: &Broker) -> Command {
-    let mut command = Command::new(kcat);
-    command
-        .arg("-b")
-        .arg(broker.bootstrap())
-        .args(["-X", "broker.address.family=v4"]);
-    command
-}
-
-fn assert_success(output: &std::process::Output, what: &str, broker: &Broker) {
-    assert!(
-        output.status.success(),
-        "{what} failed with {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-        broker.stderr_tail()
     );
 }
 

@@ -5,34 +5,12 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use support::{Broker, require_tool, run_with_input, run_with_timeout};
+use support::{Broker, assert_success, kcat, require_tool, run_with_input, run_with_timeout};
 
 const KCAT_TIMEOUT: Duration = Duration::from_secs(120);
 const LINE_COUNT: usize = 5000;
-
-fn kcat(kcat: &Path, broker: &Broker) -> Command {
-    let mut command = Command::new(kcat);
-    command
-        .arg("-b")
-        .arg(broker.bootstrap())
-        .args(["-X", "broker.address.family=v4"]);
-    command
-}
-
-fn assert_success(output: &std::process::Output, what: &str, broker: &Broker) {
-    assert!(
-        output.status.success(),
-        "{what} failed with {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-        broker.stderr_tail()
-    );
-}
 
 #[test]
 fn kcat_lists_the_broker_and_its_topics() {

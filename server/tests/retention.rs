@@ -25,20 +25,7 @@ fn records(count: usize, size: usize) -> Vec<Record> {
 
 /// One record per batch, so segments of a few KiB roll often.
 fn produce(bootstrap: &str, topic: &str, records: &[Record]) -> Vec<i64> {
-    kafka::produce_all(
-        bootstrap,
-        topic,
-        Some(0),
-        records,
-        &[
-            ("acks", "all"),
-            ("batch.num.messages", "1"),
-            ("linger.ms", "0"),
-        ],
-    )
-    .into_iter()
-    .map(|(_, offset)| offset)
-    .collect()
+    kafka::produce_one_per_batch(bootstrap, topic, records)
 }
 
 /// Poll the watermarks until `done(low, high)`, or fail with what was seen.

@@ -382,3 +382,22 @@ pub fn produce_all(
     }
     placed
 }
+
+/// Produce `records` to partition 0 of `topic` with acks=all, one record per
+/// batch (so small segments roll often); returns their offsets in order.
+pub fn produce_one_per_batch(bootstrap: &str, topic: &str, records: &[Record]) -> Vec<i64> {
+    produce_all(
+        bootstrap,
+        topic,
+        Some(0),
+        records,
+        &[
+            ("acks", "all"),
+            ("batch.num.messages", "1"),
+            ("linger.ms", "0"),
+        ],
+    )
+    .into_iter()
+    .map(|(_, offset)| offset)
+    .collect()
+}

@@ -559,3 +559,25 @@ impl Rng {
         (0..count).map(|_| self.next_u64() as u8).collect()
     }
 }
+
+/// A kcat command aimed at `broker` (IPv4: the broker listens on 127.0.0.1).
+pub fn kcat(kcat: &Path, broker: &Broker) -> Command {
+    let mut command = Command::new(kcat);
+    command
+        .arg("-b")
+        .arg(broker.bootstrap())
+        .args(["-X", "broker.address.family=v4"]);
+    command
+}
+
+/// Fail with the command's output and the broker's log unless it succeeded.
+pub fn assert_success(output: &std::process::Output, what: &str, broker: &Broker) {
+    assert!(
+        output.status.success(),
+        "{what} failed with {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        broker.stderr_tail()
+    );
+}

@@ -935,12 +935,12 @@ impl Group {
         self.check();
     }
 
-    /// The checks shared by SyncGroup, Heartbeat and OffsetCommit.
-    fn check_member(
+    /// The group is not dead and `instance_id`, if given, is held by
+    /// `member_id` (else the caller is an old incarnation: fenced).
+    fn check_alive_and_not_fenced(
         &self,
         member_id: &str,
         instance_id: Option<&str>,
-        generation: i32,
     ) -> Result<(), ResponseError> {
         if self.state == GroupState::Dead {
             return Err(ResponseError::CoordinatorNotAvailable);
@@ -951,6 +951,17 @@ impl Group {
         {
             return Err(ResponseError::FencedInstanceId);
         }
+        Ok(())
+    }
+
+    /// The checks shared by SyncGroup, Heartbeat and OffsetCommit.
+    fn check_member(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<(), ResponseError> {
+        self.check_alive_and_not_fenced(member_id, instance_id)?;
         if !self.members.contains_key(member_id) {
             return Err(ResponseError::UnknownMemberId);
         }
@@ -968,15 +979,7 @@ impl Group {
         instance_id: Option<&str>,
         now: Instant,
     ) -> Result<(), ResponseError> {
-        if self.state == GroupState::Dead {
-            return Err(ResponseError::CoordinatorNotAvailable);
-        }
-        if let Some(instance) = instance_id
-            && let Some(holder) = self.static_members.get(instance)
-            && holder != member_id
-        {
-            return Err(ResponseError::FencedInstanceId);
-        }
+        self.check_alive_and_not_fenced(member_id, instance_id)?;
         if generation < 0 && self.state == GroupState::Empty {
             // A consumer managing its own partitions (assign()).
             return Ok(());
