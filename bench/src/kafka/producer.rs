@@ -162,6 +162,7 @@ pub async fn run(
         queued_bytes: 0,
         sticky: 0,
         built: 0,
+        next_slot: 0,
         start_ns: clock.now_ns(),
         random: crate::stats::SplitMix64::new(0),
     };
@@ -226,6 +227,8 @@ struct Producer {
     sticky: usize,
     /// Records built so far.
     built: u64,
+    /// The partition slot the next request starts from.
+    next_slot: usize,
     start_ns: u64,
     random: crate::stats::SplitMix64,
 }
@@ -302,7 +305,13 @@ impl Producer {
             while self.nodes[node_index].in_flight.len() < self.settings.in_flight_max {
                 let mut batches: Vec<(i32, ClosedBatch)> = Vec::new();
                 let mut request_bytes = 0_usize;
-                for slot in 0..self.queues.len() {
+                // Start each request where the previous one stopped, so that
+                // when requests cannot take every partition's batch, no
+                // partition waits behind the others every time.
+                let partition_count = self.queues.len();
+                let first = self.next_slot;
+                for step in 0..partition_count {
+                    let slot = (first + step) % partition_count;
                     let queue = &mut self.queues[slot];
                     if queue.node != node_index {
                         continue;
@@ -323,6 +332,7 @@ impl Producer {
                     if fits && let Some(batch) = queue.closed.pop_front() {
                         request_bytes += batch.size_bytes;
                         batches.push((queue.index, batch));
+                        self.next_slot = (slot + 1) % partition_count;
                     }
                 }
                 if batches.is_empty() {
