@@ -10,6 +10,9 @@
 //! - [`fdatasync_latency`]: one page written with O_DIRECT at increasing
 //!   offsets, then fdatasync, in a loop. This is what group-commit latency is
 //!   divided by.
+//! - [`direct_read_bandwidth`]: sequential O_DIRECT reads of a file written
+//!   for the purpose, a fixed number in flight. This is what catch-up reads
+//!   (consumers reading old data from disk) are divided by.
 //! - [`measure_raw_disk`]: both of the above, with /proc/diskstats counters,
 //!   as a benchmark runs them (before and after its own load).
 //! - [`prepare_data_dir`]: refuses tmpfs and ramfs (kernels since 6.6 accept
@@ -29,7 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use compio::BufResult;
 use compio::fs::{File, OpenOptions};
-use compio::io::AsyncWriteAt;
+use compio::io::{AsyncReadAt, AsyncWriteAt};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use hdrhistogram::Histogram;
@@ -395,6 +398,115 @@ pub async fn fdatasync_latency(path: &Path, duration: Duration) -> anyhow::Resul
         write_and_sync,
         elapsed: started.elapsed(),
     })
+}
+
+/// Result of [`direct_read_bandwidth`].
+#[derive(Clone, Copy, Debug)]
+pub struct ReadBandwidth {
+    pub read_size_bytes: usize,
+    pub reads_in_flight: usize,
+    pub file_bytes: u64,
+    pub bytes: u64,
+    pub elapsed: Duration,
+}
+
+impl ReadBandwidth {
+    pub fn mb_per_sec(self) -> f64 {
+        measure::mb_per_sec(self.bytes, self.elapsed)
+    }
+
+    pub fn to_json(self) -> Value {
+        json!({
+            "read_size_bytes": self.read_size_bytes,
+            "reads_in_flight": self.reads_in_flight,
+            "file_bytes": self.file_bytes,
+            "bytes": self.bytes,
+            "secs": measure::round(self.elapsed.as_secs_f64(), 3),
+            "mb_per_sec": measure::round(self.mb_per_sec(), 1),
+        })
+    }
+}
+
+/// Write a `file_bytes` file at `path` (O_DIRECT, then fdatasync), then
+/// read it sequentially with O_DIRECT, `reads_in_flight` reads of
+/// `read_size_bytes` at a time, from the start, wrapping around, for
+/// `duration`. The file is removed afterwards. O_DIRECT bypasses the page
+/// cache; a cache below the guest (a VM host's) may still serve reads.
+pub async fn direct_read_bandwidth(
+    path: &Path,
+    file_bytes: u64,
+    read_size_bytes: usize,
+    reads_in_flight: usize,
+    duration: Duration,
+) -> anyhow::Result<ReadBandwidth> {
+    assert!(read_size_bytes.is_multiple_of(PAGE_SIZE) && read_size_bytes > 0);
+    assert!(reads_in_flight > 0);
+    let file_bytes =
+        file_bytes.max(read_size_bytes as u64) / read_size_bytes as u64 * read_size_bytes as u64;
+    let file = open_direct(path).await?;
+    let mut allocation = Allocation::default();
+    let mut idle: Vec<AlignedBuf> = (0..reads_in_flight)
+        .map(|index| filled_buffer(read_size_bytes, index))
+        .collect();
+    let mut in_flight = FuturesUnordered::new();
+    let mut position = 0_u64;
+    while position < file_bytes || !in_flight.is_empty() {
+        while position < file_bytes {
+            let Some(buffer) = idle.pop() else { break };
+            let end = position + buffer.len() as u64;
+            allocation
+                .cover(&file, end)
+                .with_context(|| format!("fallocate {}", path.display()))?;
+            in_flight.push(write_all_at(&file, position, buffer));
+            position = end;
+        }
+        if let Some(written) = in_flight.next().await {
+            idle.push(written.with_context(|| format!("O_DIRECT write to {}", path.display()))?);
+        }
+    }
+    drop(in_flight);
+    file.sync_data()
+        .await
+        .with_context(|| format!("fdatasync {}", path.display()))?;
+
+    let mut reads = FuturesUnordered::new();
+    let mut position = 0_u64;
+    let mut bytes = 0_u64;
+    let started = Instant::now();
+    let deadline = started + duration;
+    loop {
+        while Instant::now() < deadline {
+            let Some(mut buffer) = idle.pop() else { break };
+            buffer.truncate(0);
+            reads.push(read_at(&file, position, buffer));
+            position = (position + read_size_bytes as u64) % file_bytes;
+        }
+        let Some(read) = reads.next().await else {
+            break;
+        };
+        let buffer = read.with_context(|| format!("O_DIRECT read from {}", path.display()))?;
+        bytes += buffer.len() as u64;
+        idle.push(buffer);
+    }
+    let elapsed = started.elapsed();
+    drop(reads);
+    file.close()
+        .await
+        .with_context(|| format!("close {}", path.display()))?;
+    fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))?;
+    Ok(ReadBandwidth {
+        read_size_bytes,
+        reads_in_flight,
+        file_bytes,
+        bytes,
+        elapsed,
+    })
+}
+
+async fn read_at(file: &File, position: u64, buffer: AlignedBuf) -> io::Result<AlignedBuf> {
+    let BufResult(result, buffer) = file.read_at(buffer, position).await;
+    result?;
+    Ok(buffer)
 }
 
 async fn open_direct(path: &Path) -> anyhow::Result<File> {

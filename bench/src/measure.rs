@@ -164,6 +164,16 @@ impl CpuUsage {
         )
     }
 
+    /// The process alone (for broker runs, where no shard thread exists).
+    pub fn describe_process(self) -> String {
+        format!(
+            "process {:.0}% of one core (user {:.0}%, system {:.0}%)",
+            self.process_percent(),
+            self.process_user_percent,
+            self.process_system_percent,
+        )
+    }
+
     pub fn to_json(self) -> Value {
         json!({
             "process_user_percent": round(self.process_user_percent, 1),

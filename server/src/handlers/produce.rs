@@ -16,6 +16,12 @@
 //! offsets, not appended); on LogAppendTime topics the batch's maxTimestamp
 //! set to the broker's time, on a copy. Then the durability wait.
 //!
+//! [`dispatch`] splits this in two so that a connection can pipeline: it
+//! returns once every partition's batch has been appended on its owner
+//! (so requests of one connection are appended in the order they arrived),
+//! with a future for the durability wait and the answer. [`handle`] is
+//! both steps back to back.
+//!
 //! acks=0 gets no response. If any partition failed, the connection is
 //! closed instead, as Kafka does, so the client notices and refreshes its
 //! metadata.
@@ -32,6 +38,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use futures_channel::oneshot;
 use futures_util::FutureExt;
 use futures_util::future::{LocalBoxFuture, join_all};
 use kafka_protocol::error::ResponseError;
@@ -61,6 +68,19 @@ pub async fn handle(
     version: i16,
     request: ProduceRequest,
 ) -> anyhow::Result<Reply> {
+    dispatch(shard, version, request).await.await
+}
+
+/// Resolve topics and append every partition's batch on its owner; returns
+/// when all of them are appended (not yet durable), with the future that
+/// waits for durability and builds the reply. Awaiting `dispatch` of one
+/// request before dispatching the next keeps a connection's appends in
+/// arrival order even when their durability waits overlap.
+pub async fn dispatch(
+    shard: &Rc<Shard>,
+    version: i16,
+    request: ProduceRequest,
+) -> LocalBoxFuture<'static, anyhow::Result<Reply>> {
     let acks = request.acks;
     // Errors that apply to the whole request, answered per partition.
     let refusal: Option<(ResponseError, String)> = if request.transactional_id.is_some() {
@@ -79,7 +99,10 @@ pub async fn handle(
 
     let mut resolved: HashMap<String, Result<Arc<ClusterMetadata>, (ResponseError, String)>> =
         HashMap::new();
-    let mut work: Vec<LocalBoxFuture<'_, PartitionOutcome>> = Vec::new();
+    // Each entry resolves once its partition's batch is appended (or
+    // refused), to the future of its outcome. They run concurrently: only
+    // the order between requests matters, not between partitions.
+    let mut work: Vec<LocalBoxFuture<'_, LocalBoxFuture<'static, PartitionOutcome>>> = Vec::new();
     let mut layout: Vec<(kafka_protocol::messages::TopicName, Vec<i32>)> = Vec::new();
     for topic in request.topic_data {
         let name = topic.name.0.to_string();
@@ -113,7 +136,10 @@ pub async fn handle(
                     }),
             };
             work.push(match owner {
-                Err(outcome) => futures_util::future::ready(outcome).boxed_local(),
+                Err(outcome) => {
+                    futures_util::future::ready(futures_util::future::ready(outcome).boxed_local())
+                        .boxed_local()
+                }
                 Ok(owner) => route(
                     shard,
                     owner,
@@ -126,7 +152,19 @@ pub async fn handle(
         }
         layout.push((topic.name, indexes));
     }
-    let mut outcomes = join_all(work).await.into_iter();
+    let appended = join_all(work).await;
+    async move { reply(version, acks, layout, join_all(appended).await) }.boxed_local()
+}
+
+/// The answer to a produce request once every partition has its outcome
+/// (`outcomes` in the order of `layout`).
+fn reply(
+    version: i16,
+    acks: i16,
+    layout: Vec<(kafka_protocol::messages::TopicName, Vec<i32>)>,
+    outcomes: Vec<PartitionOutcome>,
+) -> anyhow::Result<Reply> {
+    let mut outcomes = outcomes.into_iter();
 
     if acks == 0 {
         let mut failures = Vec::new();
@@ -213,26 +251,66 @@ async fn resolve_topic(
     }
 }
 
-/// Produce to `topic_partition` on its owning shard.
+/// Produce to `topic_partition` on its owning shard. Returns once the batch
+/// is appended there (or refused), with the future of its outcome (which
+/// waits for durability).
 async fn route(
     shard: &Rc<Shard>,
     owner: ShardId,
     topic_partition: TopicPartition,
     records: Option<Bytes>,
     acks: i16,
-) -> PartitionOutcome {
+) -> LocalBoxFuture<'static, PartitionOutcome> {
     if owner == shard.id {
-        return produce_on_owner(Rc::clone(shard), topic_partition, records, acks).await;
+        return started(produce_on_owner(
+            Rc::clone(shard),
+            topic_partition,
+            records,
+            acks,
+        ))
+        .await;
     }
-    let outcome = shard
+    // The call answers once the batch is appended on the owner; its answer
+    // is the receiver of the outcome, awaited by the caller later.
+    #[allow(clippy::async_yields_async)]
+    let answer = shard
         .shards
-        .call(owner, move |owner| {
-            produce_on_owner(owner, topic_partition, records, acks)
+        .call(owner, move |owner| async move {
+            let (sender, receiver) = oneshot::channel();
+            let outcome = started(produce_on_owner(owner, topic_partition, records, acks)).await;
+            compio::runtime::spawn(async move {
+                let _ = sender.send(outcome.await);
+            })
+            .detach();
+            receiver
         })
         .await;
-    outcome.unwrap_or_else(|gone| {
-        PartitionOutcome::failed(ResponseError::NotLeaderOrFollower, gone.to_string())
-    })
+    async move {
+        match answer {
+            Ok(receiver) => receiver.await.unwrap_or_else(|_| {
+                PartitionOutcome::failed(
+                    ResponseError::NotLeaderOrFollower,
+                    "the owning shard stopped before answering".to_string(),
+                )
+            }),
+            Err(gone) => {
+                PartitionOutcome::failed(ResponseError::NotLeaderOrFollower, gone.to_string())
+            }
+        }
+    }
+    .boxed_local()
+}
+
+/// Poll `future` once (which runs [`produce_on_owner`] up to and including
+/// the append) and hand back the rest of it.
+async fn started(
+    future: impl Future<Output = PartitionOutcome> + 'static,
+) -> LocalBoxFuture<'static, PartitionOutcome> {
+    let mut future = future.boxed_local();
+    match futures_util::poll!(&mut future) {
+        std::task::Poll::Ready(outcome) => futures_util::future::ready(outcome).boxed_local(),
+        std::task::Poll::Pending => future,
+    }
 }
 
 /// Runs on the owning shard. Everything up to the append happens at the

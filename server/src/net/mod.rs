@@ -1,12 +1,22 @@
 //! Network edge: one SO_REUSEPORT listener per shard, one task per
 //! connection, length-prefixed Kafka frames.
 //!
-//! A connection's requests are handled one at a time, in order (Kafka
-//! requires responses in request order). Limits against hostile input: a
-//! frame larger than `request_bytes_max` or with a negative size closes the
-//! connection before any allocation; a frame that does not decode closes it;
-//! a client that never reads only blocks its own task (responses are written
-//! one at a time, so at most one response is buffered per connection).
+//! A connection's requests are handled in order and answered in order
+//! (Kafka requires responses in request order), by two tasks: the reader
+//! decodes and handles each request, the writer writes the answers. Produce
+//! is pipelined: the reader waits only until the request's batches are
+//! appended ([`produce::dispatch`], so appends keep arrival order), then
+//! reads the next request while the writer waits for durability (the
+//! group-commit fsync) and writes the answer. That lets clients with several
+//! requests in flight share one fsync between them instead of paying one
+//! each. Every other API is handled completely before the next request is
+//! read, as before.
+//!
+//! Limits against hostile input: a frame larger than `request_bytes_max` or
+//! with a negative size closes the connection before any allocation; a
+//! frame that does not decode closes it; at most [`PIPELINE_DEPTH`] answers
+//! are owed at once, so a client that never reads only blocks its own
+//! connection.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -14,13 +24,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use compio::BufResult;
-use compio::io::{AsyncReadExt, AsyncWriteExt};
+use compio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use compio::net::{TcpListener, TcpStream};
+use futures_channel::mpsc;
+use futures_util::future::LocalBoxFuture;
+use futures_util::{FutureExt, StreamExt};
+use kafka_protocol::messages::RequestKind;
 
-use crate::handlers;
 use crate::handlers::api_versions::unsupported_version_response;
-use crate::protocol::{DecodeError, decode_request};
+use crate::handlers::{self, Reply, produce};
+use crate::protocol::{DecodeError, Request, ResponseFrame, decode_request, encode_response};
 use crate::shard::Shard;
+
+/// Answers a connection may owe at once (requests read ahead while earlier
+/// Produce requests wait for their fsync). Kafka clients send at most 5 by
+/// default (max.in.flight.requests.per.connection).
+const PIPELINE_DEPTH: usize = 16;
+
+/// An answer still to be written: resolves to the frame (`None`: nothing
+/// to send, acks=0) or to the error that closes the connection.
+type Answer = LocalBoxFuture<'static, anyhow::Result<Option<ResponseFrame>>>;
 
 /// Bytes of stored records copied in user space on the way to a socket.
 /// Fetch responses hand record buffers to the kernel as their own iovecs, so
@@ -56,9 +79,12 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     }
 }
 
-async fn serve(shard: Rc<Shard>, mut stream: TcpStream, peer: SocketAddr) {
+async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     tracing::debug!(%peer, shard = shard.id.0, "connection opened");
+    let (mut stream, writer) = stream.into_split();
+    let (mut answers, queued) = mpsc::channel::<Answer>(PIPELINE_DEPTH);
+    let writing = compio::runtime::spawn(write_answers(writer, queued));
     let reason = loop {
         let BufResult(result, size) = stream.read_exact(Vec::with_capacity(4)).await;
         if let Err(error) = result {
@@ -78,9 +104,28 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, peer: SocketAddr) {
         if let Err(error) = result {
             break format!("read: {error}");
         }
-        let response = match decode_request(Bytes::from(frame)) {
+        let answer: Answer = match decode_request(Bytes::from(frame)) {
+            Ok(Request {
+                api_key,
+                version,
+                header,
+                body: RequestKind::Produce(body),
+            }) => {
+                let completion = produce::dispatch(&shard, version, body).await;
+                let correlation_id = header.correlation_id;
+                async move {
+                    Ok(match completion.await? {
+                        Reply::Body(body) => {
+                            Some(encode_response(api_key, version, correlation_id, &body)?)
+                        }
+                        Reply::Frame(frame) => Some(frame),
+                        Reply::Nothing => None,
+                    })
+                }
+                .boxed_local()
+            }
             Ok(request) => match handlers::handle(&shard, request, peer).await {
-                Ok(response) => response,
+                Ok(response) => futures_util::future::ready(Ok(response)).boxed_local(),
                 Err(error) => break format!("handler failed: {error:#}"),
             },
             Err(DecodeError::Unsupported {
@@ -88,17 +133,42 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, peer: SocketAddr) {
                 correlation_id,
                 ..
             }) => match unsupported_version_response(correlation_id) {
-                Ok(frame) => Some(frame),
+                Ok(frame) => futures_util::future::ready(Ok(Some(frame))).boxed_local(),
                 Err(error) => break format!("encoding ApiVersions: {error}"),
             },
             Err(error) => break error.to_string(),
         };
-        let Some(response) = response else { continue };
-        if let Err(error) = write_frame(&mut stream, response.parts).await {
-            break format!("write: {error}");
+        let ready = futures_util::future::poll_fn(|context| answers.poll_ready(context)).await;
+        if ready.is_err() || answers.start_send(answer).is_err() {
+            break "the connection's writer stopped".to_string();
         }
     };
+    // Answers already owed are still written (the writer ends when the
+    // queue is empty and closed).
+    drop(answers);
+    let _ = writing.await;
     tracing::debug!(%peer, reason, "connection closed");
+}
+
+/// Write answers in the order they were queued; stop at the first error
+/// (a failed acks=0 produce, a handler failure or a write error), shutting
+/// the connection down so the client notices.
+async fn write_answers(mut stream: TcpStream, mut queued: mpsc::Receiver<Answer>) {
+    while let Some(answer) = queued.next().await {
+        let frame = match answer.await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => continue,
+            Err(error) => {
+                tracing::debug!(error = format!("{error:#}"), "closing the connection");
+                break;
+            }
+        };
+        if let Err(error) = write_frame(&mut stream, frame.parts).await {
+            tracing::debug!(%error, "write failed");
+            break;
+        }
+    }
+    let _ = stream.shutdown().await;
 }
 
 /// The kernel takes at most IOV_MAX (1024) buffers per vectored write.
