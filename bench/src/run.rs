@@ -377,8 +377,11 @@ impl Setup<'_> {
                                     .cloned()
                                     .collect(),
                                 max_wait: Duration::from_millis(100),
-                                fetch_bytes_max: 64 << 20,
-                                partition_fetch_bytes_max: 8 << 20,
+                                // The Java consumer's and librdkafka's
+                                // defaults (fetch.max.bytes,
+                                // max.partition.fetch.bytes).
+                                fetch_bytes_max: 50 << 20,
+                                partition_fetch_bytes_max: 1 << 20,
                                 request_timeout: self.options.request_timeout,
                             },
                             Arc::clone(positions),
