@@ -217,6 +217,7 @@ pub fn run(
     let runtime = admin_runtime()?;
     let timeout = options.connect_timeout;
     let mut admin = runtime.block_on(Client::connect(&options.bootstrap, timeout))?;
+    admin.set_timeout(options.request_timeout);
     let versions = admin.versions.clone();
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -233,7 +234,12 @@ pub fn run(
     let partitions = i32::try_from(workload.partitions).context("--partitions")?;
     for topic in &topics {
         runtime
-            .block_on(admin.create_topic(topic, partitions, workload.replication_factor))
+            .block_on(admin.create_topic(
+                topic,
+                partitions,
+                workload.replication_factor,
+                &workload.topic_configs,
+            ))
             .with_context(|| format!("setting up topic {topic} on {}", options.bootstrap))?;
     }
     let metadata = runtime.block_on(admin.metadata(Some(&topics)))?;
@@ -371,8 +377,11 @@ impl Setup<'_> {
                                     .cloned()
                                     .collect(),
                                 max_wait: Duration::from_millis(100),
-                                fetch_bytes_max: 64 << 20,
-                                partition_fetch_bytes_max: 8 << 20,
+                                // The Java consumer's and librdkafka's
+                                // defaults (fetch.max.bytes,
+                                // max.partition.fetch.bytes).
+                                fetch_bytes_max: 50 << 20,
+                                partition_fetch_bytes_max: 1 << 20,
                                 request_timeout: self.options.request_timeout,
                             },
                             Arc::clone(positions),

@@ -169,6 +169,19 @@ pub struct WorkloadArgs {
     /// Replication factor of the topics created [default: 1].
     #[arg(long)]
     pub replication_factor: Option<i16>,
+    /// Topic config for the topics created, KEY=VALUE (repeatable; added to
+    /// the preset's).
+    #[arg(long = "topic-config", value_parser = parse_topic_config)]
+    pub topic_configs: Vec<(String, String)>,
+}
+
+fn parse_topic_config(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err(format!("invalid topic config {text:?}: expected KEY=VALUE")),
+    }
 }
 
 /// A preset: a name, what it is for, and the flags it sets.
@@ -192,8 +205,14 @@ pub const PRESETS: &[Preset] = &[
     },
     Preset {
         name: "1000p-1k",
-        description: "1 topic x 1000 partitions x 1 KiB records, max rate",
-        set: |args| args.partitions = Some(1000),
+        description: "1 topic x 1000 partitions x 1 KiB records, max rate, segment.bytes=16 MiB",
+        set: |args| {
+            args.partitions = Some(1000);
+            // Sluice preallocates segment files in 64 MiB steps, capped at
+            // segment.bytes: 1000 partitions x 64 MiB would need 64 GB of
+            // disk before the first record; 16 MiB segments need 16 GB.
+            args.topic_configs = vec![("segment.bytes".into(), "16777216".into())];
+        },
     },
     Preset {
         name: "100b",
@@ -259,6 +278,7 @@ pub struct Workload {
     pub backlog_bytes: Option<u64>,
     pub client: ClientEngine,
     pub replication_factor: i16,
+    pub topic_configs: Vec<(String, String)>,
 }
 
 /// Largest record value accepted (the broker's default max.message.bytes
@@ -319,6 +339,15 @@ impl WorkloadArgs {
             backlog_bytes,
             client: pick!(client, ClientEngine::Native),
             replication_factor: pick!(replication_factor, 1),
+            topic_configs: {
+                // A flag replaces the preset's value for the same key.
+                let mut configs = args.topic_configs.clone();
+                for (key, value) in &self.topic_configs {
+                    configs.retain(|(known, _)| known != key);
+                    configs.push((key.clone(), value.clone()));
+                }
+                configs
+            },
         };
         workload.check()?;
         Ok(workload)
@@ -445,6 +474,7 @@ impl Workload {
             "backlog_bytes": self.backlog_bytes,
             "client": self.client.name(),
             "replication_factor": self.replication_factor,
+            "topic_configs": self.topic_configs.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
         })
     }
 }
@@ -678,6 +708,24 @@ mod tests {
                 .contains("positive")
         );
         assert!(Rate::parse("0").is_err());
+    }
+
+    #[test]
+    fn topic_configs_parse_and_add_to_the_preset() {
+        assert_eq!(
+            parse_topic_config("retention.ms = 1000"),
+            Ok(("retention.ms".into(), "1000".into()))
+        );
+        assert!(parse_topic_config("nokey").is_err());
+        assert!(parse_topic_config("=1").is_err());
+        let mut with_preset = args();
+        with_preset.preset = Some("1000p-1k".into());
+        with_preset.topic_configs = vec![("segment.bytes".into(), "33554432".into())];
+        let workload = with_preset.resolve().expect("valid");
+        assert_eq!(
+            workload.topic_configs,
+            vec![("segment.bytes".to_owned(), "33554432".to_owned())]
+        );
     }
 
     #[test]

@@ -23,8 +23,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, ListOffsetsRequest,
     MetadataRequest, RequestHeader, ResponseHeader, TopicName,
-    create_topics_request::CreatableTopic, list_offsets_request::ListOffsetsPartition,
-    list_offsets_request::ListOffsetsTopic, metadata_request::MetadataRequestTopic,
+    create_topics_request::CreatableTopic, create_topics_request::CreatableTopicConfig,
+    list_offsets_request::ListOffsetsPartition, list_offsets_request::ListOffsetsTopic,
+    metadata_request::MetadataRequestTopic,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -306,6 +307,12 @@ impl Client {
         Ok(client)
     }
 
+    /// How long later requests may take (creating 1000 partitions takes
+    /// longer than connecting should).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
     async fn call_version<R: Request>(
         &mut self,
         request: &R,
@@ -385,11 +392,22 @@ impl Client {
         name: &str,
         partitions: i32,
         replication_factor: i16,
+        configs: &[(String, String)],
     ) -> anyhow::Result<()> {
         let topic = CreatableTopic::default()
             .with_name(TopicName(StrBytes::from_string(name.to_owned())))
             .with_num_partitions(partitions)
-            .with_replication_factor(replication_factor);
+            .with_replication_factor(replication_factor)
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(key, value)| {
+                        CreatableTopicConfig::default()
+                            .with_name(StrBytes::from_string(key.clone()))
+                            .with_value(Some(StrBytes::from_string(value.clone())))
+                    })
+                    .collect(),
+            );
         let request = CreateTopicsRequest::default()
             .with_topics(vec![topic])
             .with_timeout_ms(i32::try_from(self.timeout.as_millis()).unwrap_or(i32::MAX));

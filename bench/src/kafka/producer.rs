@@ -281,10 +281,17 @@ impl Producer {
         }
         let queue = &mut self.queues[slot];
         let open = queue.open.get_or_insert_with(|| OpenBatch {
-            writer: BatchWriter::new(batch_size.min(record_size * 2 + 64).max(4096)),
+            writer: BatchWriter::new(batch_size.min(16 << 10)),
             sent_ns: Vec::new(),
             opened_ns: sent_ns,
         });
+        // A new batch counts its header too; the buffer holds exactly the
+        // bytes `send` subtracts when the batch leaves.
+        let size_before = if open.sent_ns.is_empty() {
+            0
+        } else {
+            open.writer.size_bytes()
+        };
         let timestamp_ms = i64::try_from(self.clock.wall_ns(sent_ns) / 1_000_000).unwrap_or(0);
         open.writer.push(
             key,
@@ -294,7 +301,7 @@ impl Producer {
             timestamp_ms,
         );
         open.sent_ns.push(sent_ns);
-        self.queued_bytes += record_size;
+        self.queued_bytes += open.writer.size_bytes() - size_before;
     }
 
     /// Send a Produce request to every node that has room in flight and

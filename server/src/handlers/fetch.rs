@@ -424,19 +424,59 @@ async fn read_all(
         .collect()
 }
 
-/// On the owning shard: read `specs` in order, sharing `max_bytes`; the
-/// first partition that returns data gets its first batch whole.
+/// On the owning shard: answer `specs` as if read in order, sharing
+/// `max_bytes`, with the first partition that returns data getting its
+/// first batch whole.
+///
+/// Reading them one after the other kept one disk read in flight per fetch
+/// (a catch-up consumer read at a quarter of the disk's bandwidth). While
+/// the partition limits added up stay within `max_bytes`, every partition's
+/// in-order limit is its own partition limit, whatever the earlier ones
+/// return; so that prefix of the partitions is read at once, and walking
+/// the answers in order keeps each one, except an empty answer where the
+/// in-order read would have returned the first batch whole (a batch larger
+/// than the partition limit) and an answer that no longer fits after such
+/// a batch, which are read again. The rest of the
+/// partitions are read in order as before. The answer is the in-order one.
 async fn read_on_owner(
     owner: Rc<Shard>,
     specs: Vec<ReadSpec>,
     max_bytes: usize,
 ) -> Vec<(usize, PartitionAnswer)> {
+    let mut budget = 0_usize;
+    let concurrent = specs
+        .iter()
+        .take_while(|spec| {
+            budget = budget.saturating_add(spec.partition_max_bytes);
+            budget <= max_bytes
+        })
+        .count();
+    let mut early = join_all(
+        specs[..concurrent]
+            .iter()
+            .map(|spec| read_partition(&owner, spec, spec.partition_max_bytes, false)),
+    )
+    .await
+    .into_iter();
     let mut remaining = max_bytes;
     let mut have_data = false;
     let mut answers = Vec::with_capacity(specs.len());
-    for spec in specs {
+    for spec in &specs {
         let limit = remaining.min(spec.partition_max_bytes);
-        let answer = read_partition(&owner, &spec, limit, !have_data).await;
+        let answer = match early.next() {
+            // An earlier oversized first batch can shrink `limit` below
+            // the partition limit: then the answer may not fit any more.
+            Some(answer)
+                if answer.records_size <= limit
+                    && (have_data
+                        || answer.error_code != 0
+                        || answer.records_size > 0
+                        || spec.fetch_offset >= answer.high_watermark) =>
+            {
+                answer
+            }
+            _ => read_partition(&owner, spec, limit, !have_data).await,
+        };
         remaining = remaining.saturating_sub(answer.records_size);
         have_data |= answer.records_size > 0;
         answers.push((spec.slot, answer));
