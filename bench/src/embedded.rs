@@ -7,6 +7,7 @@
 
 use std::fs::File;
 use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -127,7 +128,11 @@ impl EmbeddedBroker {
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::from(log));
+            .stderr(Stdio::from(log))
+            // Its own process group: Ctrl-C in the terminal reaches the
+            // bench (which stops, drains and reports) but not the broker,
+            // which the bench stops afterwards.
+            .process_group(0);
         if let Some(cores) = args.broker_cores {
             command.arg("--cores").arg(cores.to_string());
         }

@@ -209,21 +209,31 @@ impl CommonArgs {
     }
 }
 
-/// Figures of a run divided by the machine's limits.
+/// Figures of a run divided by the machine's limits: the read ratio only
+/// for catch-up reads (a tailing consumer reads what was just written, from
+/// memory), the latency ratio only at a fixed rate (at max rate latency is
+/// queueing in the producer's buffer by design).
 fn ratios(outcome: &RunOutcome, limits: &Limits) -> Value {
     let publish = stats::Percentiles::of(&outcome.publish);
     let fdatasync_p99_us = measure::LatencySummary::of(&limits.raw.sync_latency.sync).p99_us;
     let ratio = |numerator: f64, denominator: f64| {
         (denominator > 0.0).then(|| measure::round(numerator / denominator, 3))
     };
+    let workload = &outcome.workload;
+    let catch_up = workload.backlog_bytes.is_some();
+    let fixed_rate = workload.rate != workload::Rate::Max;
     json!({
         "produce_over_direct_write": ratio(outcome.produce_mb_per_sec(), limits.write_mb_per_sec()),
-        "consume_over_direct_read": ratio(outcome.consume_mb_per_sec(), limits.read.mb_per_sec()),
+        "consume_over_direct_read": catch_up
+            .then(|| ratio(outcome.consume_mb_per_sec(), limits.read.mb_per_sec()))
+            .flatten(),
         "produce_over_loopback_tcp": ratio(outcome.produce_mb_per_sec(), limits.loopback_mb_per_sec),
-        "publish_p99_over_fdatasync_p99": ratio(
-            publish.value_us("p99").unwrap_or(0) as f64,
-            fdatasync_p99_us as f64,
-        ),
+        "publish_p99_over_fdatasync_p99": fixed_rate
+            .then(|| ratio(
+                publish.value_us("p99").unwrap_or(0) as f64,
+                fdatasync_p99_us as f64,
+            ))
+            .flatten(),
     })
 }
 

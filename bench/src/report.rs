@@ -267,7 +267,6 @@ pub fn summary_json(outcome: &RunOutcome) -> Value {
 }
 
 const WIDTH: f64 = 1000.0;
-const HEIGHT: f64 = 420.0;
 const PANEL_WIDTH: f64 = 420.0;
 const PANEL_HEIGHT: f64 = 300.0;
 const TOP: f64 = 50.0;
@@ -326,10 +325,13 @@ pub fn svg(runs: &[(String, &RunOutcome)]) -> String {
             ));
         }
     }
+    // Room under the panels for one legend line per series.
+    let legend_lines = latency_series.len().max(throughput_series.len());
+    let height = TOP + PANEL_HEIGHT + 45.0 + 14.0 * legend_lines as f64;
     let mut out = String::new();
     let _ = writeln!(
         out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="11">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="11">"#
     );
     let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
     latency_panel(&mut out, 70.0, &latency_series);

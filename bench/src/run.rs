@@ -65,7 +65,7 @@ pub struct RunOutcome {
     /// Publish latency (send -> ack), measured window, microseconds.
     pub publish: Histogram<u64>,
     /// End-to-end latency (send -> consumer receive), microseconds; `None`
-    /// in catch-up runs, where records are old by design.
+    /// in catch-up runs (records are old by design) and without consumers.
     pub end_to_end: Option<Histogram<u64>>,
     /// Acknowledged in the measured window.
     pub produced: Counts,
@@ -583,7 +583,8 @@ impl Setup<'_> {
             topics: self.topics.clone(),
             samples: sampler.samples,
             publish: producers.recorder.total(),
-            end_to_end: catch_up.is_none().then(|| consumers.recorder.total()),
+            end_to_end: (catch_up.is_none() && workload.consumers_per_topic > 0)
+                .then(|| consumers.recorder.total()),
             produced: window_end.produced.since(window_start.produced),
             consumed,
             produced_total: producers.recorder.snapshot(),

@@ -207,3 +207,54 @@ fn a_missing_sluice_binary_says_how_to_build_it() {
         show(&output)
     );
 }
+
+#[test]
+fn ctrl_c_stops_the_run_and_reports_what_was_measured() {
+    let dir = scratch("interrupt");
+    let out = dir.join("out");
+    let child = bench()
+        .args([
+            "--embedded",
+            "--preset",
+            "smoke",
+            "--duration",
+            "60",
+            "--warmup",
+            "0.2",
+        ])
+        .args(["--broker-cores", "1", "--quiet"])
+        .arg("--sluice-bin")
+        .arg(sluice_binary())
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until records flow (the summary counts them), then interrupt.
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let started = Instant::now();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(output.status.code(), Some(130), "{}", show(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("INTERRUPTED (Ctrl-C)"), "{}", show(&output));
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("smoke-native.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["interrupted"], true);
+    let acknowledged = summary["produce"]["acknowledged_records_total"]
+        .as_u64()
+        .unwrap();
+    assert!(acknowledged > 0, "{summary}");
+    assert_eq!(summary["log_records_added"].as_u64().unwrap(), acknowledged);
+}
