@@ -1,7 +1,8 @@
 //! Produce requests pipelined on one connection (several sent before any
 //! answer is read) are appended in the order they were sent and answered
 //! in that order, each with its own offsets, and a request of another API
-//! queued behind them is answered after them.
+//! queued behind them is handled after them (ListOffsets sees every one of
+//! their records).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -9,10 +10,11 @@ mod support;
 use std::io::Write;
 
 use bytes::Bytes;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, MetadataRequest, ProduceRequest, ProduceResponse, RequestKind, ResponseHeader,
-    TopicName,
+    ApiKey, ListOffsetsRequest, ListOffsetsResponse, ProduceRequest, ProduceResponse, RequestKind,
+    ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use sluice_engine::batch::simple_batch;
@@ -22,6 +24,8 @@ use support::kafka::create_topic;
 use support::wire::{connect, read_frame, request_frame};
 
 const PRODUCE_VERSION: i16 = 9;
+/// Not flexible: response header v0.
+const LIST_OFFSETS_VERSION: i16 = 5;
 const REQUESTS: i32 = 12;
 const RECORDS_PER_BATCH: usize = 3;
 
@@ -61,8 +65,25 @@ fn pipelined_produce_requests_are_appended_and_answered_in_order() {
             &body,
         ));
     }
-    let metadata = RequestKind::Metadata(MetadataRequest::default().with_topics(None));
-    frames.extend(request_frame(ApiKey::Metadata, 9, REQUESTS, &metadata));
+    let list_offsets = RequestKind::ListOffsets(
+        ListOffsetsRequest::default()
+            .with_replica_id((-1).into())
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_timestamp(-1),
+                    ]),
+            ]),
+    );
+    frames.extend(request_frame(
+        ApiKey::ListOffsets,
+        LIST_OFFSETS_VERSION,
+        REQUESTS,
+        &list_offsets,
+    ));
     // Everything in one write: the broker reads ahead while earlier
     // requests wait for their fsync.
     stream.write_all(&frames).unwrap();
@@ -90,10 +111,13 @@ fn pipelined_produce_requests_are_appended_and_answered_in_order() {
     let header = ResponseHeader::decode(&mut frame, 0).unwrap();
     assert_eq!(
         header.correlation_id, REQUESTS,
-        "the Metadata answer comes last"
+        "the ListOffsets answer comes last"
     );
+    let response = ListOffsetsResponse::decode(&mut frame, LIST_OFFSETS_VERSION).unwrap();
+    let partition = &response.topics[0].partitions[0];
+    assert_eq!(partition.error_code, 0, "{partition:?}");
     assert_eq!(
-        support::kafka::watermarks(&broker.bootstrap(), topic, 0).1,
-        next_offset[0]
+        partition.offset, next_offset[0],
+        "ListOffsets, sent after the produce requests, sees all of their records"
     );
 }

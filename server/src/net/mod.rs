@@ -9,8 +9,9 @@
 //! reads the next request while the writer waits for durability (the
 //! group-commit fsync) and writes the answer. That lets clients with several
 //! requests in flight share one fsync between them instead of paying one
-//! each. Every other API is handled completely before the next request is
-//! read, as before.
+//! each. Every other API is handled only once every earlier answer has been
+//! written, and is itself written before the next request is handled, as
+//! before: at most one large answer (a Fetch) is buffered per connection.
 //!
 //! Limits against hostile input: a frame larger than `request_bytes_max` or
 //! with a negative size closes the connection before any allocation; a
@@ -26,7 +27,7 @@ use bytes::Bytes;
 use compio::BufResult;
 use compio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use compio::net::{TcpListener, TcpStream};
-use futures_channel::mpsc;
+use futures_channel::{mpsc, oneshot};
 use futures_util::future::LocalBoxFuture;
 use futures_util::{FutureExt, StreamExt};
 use kafka_protocol::messages::RequestKind;
@@ -44,6 +45,10 @@ const PIPELINE_DEPTH: usize = 16;
 /// An answer still to be written: resolves to the frame (`None`: nothing
 /// to send, acks=0) or to the error that closes the connection.
 type Answer = LocalBoxFuture<'static, anyhow::Result<Option<ResponseFrame>>>;
+
+/// An answer and the signal the writer gives once it is written (or
+/// skipped).
+type Queued = (Answer, oneshot::Sender<()>);
 
 /// Bytes of stored records copied in user space on the way to a socket.
 /// Fetch responses hand record buffers to the kernel as their own iovecs, so
@@ -83,8 +88,10 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     tracing::debug!(%peer, shard = shard.id.0, "connection opened");
     let (mut stream, writer) = stream.into_split();
-    let (mut answers, queued) = mpsc::channel::<Answer>(PIPELINE_DEPTH);
+    let (mut answers, queued) = mpsc::channel::<Queued>(PIPELINE_DEPTH);
     let writing = compio::runtime::spawn(write_answers(writer, queued));
+    // Resolves once the last queued answer is written.
+    let mut last_written: Option<oneshot::Receiver<()>> = None;
     let reason = loop {
         let BufResult(result, size) = stream.read_exact(Vec::with_capacity(4)).await;
         if let Err(error) = result {
@@ -124,10 +131,16 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
                 }
                 .boxed_local()
             }
-            Ok(request) => match handlers::handle(&shard, request, peer).await {
-                Ok(response) => futures_util::future::ready(Ok(response)).boxed_local(),
-                Err(error) => break format!("handler failed: {error:#}"),
-            },
+            Ok(request) => {
+                if let Some(written) = last_written.take() {
+                    // Err: the writer stopped; the send below notices.
+                    let _ = written.await;
+                }
+                match handlers::handle(&shard, request, peer).await {
+                    Ok(response) => futures_util::future::ready(Ok(response)).boxed_local(),
+                    Err(error) => break format!("handler failed: {error:#}"),
+                }
+            }
             Err(DecodeError::Unsupported {
                 api_key: 18,
                 correlation_id,
@@ -138,10 +151,12 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
             },
             Err(error) => break error.to_string(),
         };
+        let (done, written) = oneshot::channel();
         let ready = futures_util::future::poll_fn(|context| answers.poll_ready(context)).await;
-        if ready.is_err() || answers.start_send(answer).is_err() {
+        if ready.is_err() || answers.start_send((answer, done)).is_err() {
             break "the connection's writer stopped".to_string();
         }
+        last_written = Some(written);
     };
     // Answers already owed are still written (the writer ends when the
     // queue is empty and closed).
@@ -153,20 +168,22 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
 /// Write answers in the order they were queued; stop at the first error
 /// (a failed acks=0 produce, a handler failure or a write error), shutting
 /// the connection down so the client notices.
-async fn write_answers(mut stream: TcpStream, mut queued: mpsc::Receiver<Answer>) {
-    while let Some(answer) = queued.next().await {
-        let frame = match answer.await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => continue,
+async fn write_answers(mut stream: TcpStream, mut queued: mpsc::Receiver<Queued>) {
+    while let Some((answer, done)) = queued.next().await {
+        match answer.await {
+            Ok(Some(frame)) => {
+                if let Err(error) = write_frame(&mut stream, frame.parts).await {
+                    tracing::debug!(%error, "write failed");
+                    break;
+                }
+            }
+            Ok(None) => {}
             Err(error) => {
                 tracing::debug!(error = format!("{error:#}"), "closing the connection");
                 break;
             }
-        };
-        if let Err(error) = write_frame(&mut stream, frame.parts).await {
-            tracing::debug!(%error, "write failed");
-            break;
         }
+        let _ = done.send(());
     }
     let _ = stream.shutdown().await;
 }
