@@ -88,3 +88,8 @@ fn python_kafka_python_producer_and_consumer_round_trip() {
 fn python_confluent_kafka_produces_five_thousand_lines_and_consumes_them_back_identical() {
     run_scenario("confluent_lines");
 }
+
+#[test]
+fn python_transactional_producers_and_kip848_consumers_fail_at_once_with_a_reason() {
+    run_scenario("unsupported_features_fail_fast");
+}

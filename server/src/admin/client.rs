@@ -67,6 +67,10 @@ pub enum ClientError {
     },
     #[error("broker {address} does not serve {api:?}")]
     UnsupportedApi { address: String, api: ApiKey },
+    #[error(
+        "{address} does not speak the Kafka protocol (is it a Kafka broker's listener?): {detail}"
+    )]
+    NotKafka { address: String, detail: String },
     #[error("{what}: {}", describe_code(*code))]
     Kafka { what: String, code: i16 },
 }
@@ -257,12 +261,23 @@ impl Connection {
         };
         self.stream.write_all(&frame).map_err(io)?;
         let mut size = [0_u8; 4];
-        self.stream.read_exact(&mut size).map_err(io)?;
-        let size = i32::from_be_bytes(size);
-        let size = usize::try_from(size)
+        self.stream.read_exact(&mut size).map_err(|error| {
+            if error.kind() == std::io::ErrorKind::UnexpectedEof {
+                ClientError::NotKafka {
+                    address: self.address.clone(),
+                    detail: format!("it closed the connection without answering {api:?}"),
+                }
+            } else {
+                io(error)
+            }
+        })?;
+        let size = usize::try_from(i32::from_be_bytes(size))
             .ok()
-            .filter(|size| *size <= RESPONSE_BYTES_MAX)
-            .ok_or_else(|| protocol(format!("response size {size}")))?;
+            .filter(|length| *length <= RESPONSE_BYTES_MAX)
+            .ok_or_else(|| ClientError::NotKafka {
+                address: self.address.clone(),
+                detail: not_kafka_detail(size),
+            })?;
         let mut body = vec![0_u8; size];
         self.stream.read_exact(&mut body).map_err(io)?;
         let mut body = Bytes::from(body);
@@ -283,9 +298,34 @@ impl Connection {
     }
 }
 
+/// Describe a response that cannot be a Kafka frame from its first four
+/// bytes (a length prefix there): an HTTP server's "HTTP" reads as a length
+/// of 1213486160, which means nothing to a user.
+fn not_kafka_detail(prefix: [u8; 4]) -> String {
+    let length = i32::from_be_bytes(prefix);
+    if prefix
+        .iter()
+        .all(|byte| byte.is_ascii_graphic() || *byte == b' ')
+    {
+        let text = String::from_utf8_lossy(&prefix);
+        format!("it answered with text starting {text:?}, not a Kafka response")
+    } else {
+        format!("it answered with a response length of {length} bytes, not a Kafka response")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_answering_http_is_named_as_not_kafka() {
+        assert_eq!(
+            not_kafka_detail(*b"HTTP"),
+            "it answered with text starting \"HTTP\", not a Kafka response"
+        );
+        assert!(not_kafka_detail((-5_i32).to_be_bytes()).contains("length of -5 bytes"));
+    }
 
     #[test]
     fn error_codes_are_described_by_their_kafka_names() {

@@ -3,6 +3,7 @@
 
 pub mod alter_configs;
 pub mod api_versions;
+pub mod consumer_group_heartbeat;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
@@ -97,6 +98,7 @@ pub async fn handle(
         RequestKind::ListGroups(body) => list_groups::handle(shard, version, body).await?,
         RequestKind::DescribeGroups(body) => describe_groups::handle(shard, version, body).await?,
         RequestKind::DeleteGroups(body) => delete_groups::handle(shard, version, body).await?,
+        RequestKind::ConsumerGroupHeartbeat(_) => consumer_group_heartbeat::handle(),
         other => anyhow::bail!("no handler for {:?}", other),
     };
     match reply {

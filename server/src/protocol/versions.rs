@@ -36,6 +36,8 @@ pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
     (ApiKey::ListGroups, range(0, 5)),
     (ApiKey::DescribeGroups, range(0, 6)),
     (ApiKey::DeleteGroups, range(0, 2)),
+    // Advertised only to refuse it clearly; see handlers/consumer_group_heartbeat.rs.
+    (ApiKey::ConsumerGroupHeartbeat, range(0, 1)),
 ];
 
 pub fn supported(api_key: ApiKey) -> Option<VersionRange> {
