@@ -1,13 +1,20 @@
 //! `sluice`: run a broker (`sluice` or `sluice serve`), or an admin
 //! subcommand (`sluice groups`). See `sluice --help`.
+//!
+//! Exit codes of `sluice serve`: 0 after a clean stop (SIGINT/SIGTERM), 1
+//! when the broker cannot start (data directory, listen address, opening
+//! partitions), 2 for a configuration error. A panic anywhere is a broken
+//! invariant: [`fatal_panic`] logs it and aborts the process (SIGABRT),
+//! in every build, so a supervisor restarts the broker and recovery runs.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use sluice_server::broker::Broker;
-use sluice_server::cli::{BrokerConfig, Cli, Command};
+use sluice_server::cli::{Cli, Command, LogFormat, LogSettings, ServeConfig};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -17,18 +24,18 @@ fn main() -> ExitCode {
         Some(Command::Groups(args)) => return sluice_server::admin::groups::run(args),
         None => cli.serve,
     };
-    let config = match BrokerConfig::resolve(args) {
+    let ServeConfig {
+        broker: config,
+        logging,
+    } = match ServeConfig::resolve(args) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("sluice: {error:#}");
             return ExitCode::from(2);
         }
     };
-    let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(&logging);
+    std::panic::set_hook(Box::new(fatal_panic));
     // Block the signals before any thread starts, so that only the signal
     // iterator receives them.
     let mut signals = match Signals::new([SIGINT, SIGTERM]) {
@@ -41,6 +48,14 @@ fn main() -> ExitCode {
     let listen = config.listen;
     let cores = config.cores;
     let data_dir = config.data_dir.clone();
+    let advertised = format!("{}:{}", config.advertised_host, config.advertised_port);
+    if listen.ip().is_unspecified() && config.advertised_host == listen.ip().to_string() {
+        tracing::warn!(
+            %advertised,
+            "clients are told to connect to a wildcard address, which only works from this \
+             machine; set --advertised to a host name or address that clients can reach"
+        );
+    }
     let broker = match Broker::start(config) {
         Ok(broker) => broker,
         Err(error) => {
@@ -48,11 +63,64 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(%listen, cores, data_dir = %data_dir.display(), "sluice is serving");
+    tracing::info!(%listen, %advertised, cores, data_dir = %data_dir.display(), "sluice is serving");
     if let Some(signal) = signals.forever().next() {
         tracing::info!(signal, "shutting down");
     }
     broker.stop();
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// Log to stderr: `format` lines filtered by `filter` (checked by
+/// `ServeConfig::resolve`); ANSI colours only on a terminal, and not when
+/// NO_COLOR is set.
+fn init_logging(logging: &LogSettings) {
+    let filter = EnvFilter::try_new(&logging.filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    match logging.format {
+        LogFormat::Text => {
+            let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal() && !no_color)
+                .init();
+        }
+        LogFormat::Json => {
+            tracing_subscriber::fmt()
+                .json()
+                .flatten_event(true)
+                .with_thread_names(true)
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .init();
+        }
+    }
+}
+
+/// The panic hook, the one fatal path: a panic means an invariant broke,
+/// and the process must not serve on with a shard task dead (compio would
+/// otherwise catch a task's panic and keep the other tasks running). Log
+/// what panicked where, write the backtrace, abort.
+fn fatal_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let thread = std::thread::current();
+    let thread = thread.name().unwrap_or("unnamed");
+    let location = info
+        .location()
+        .map(|location| location.to_string())
+        .unwrap_or_else(|| "an unknown location".to_string());
+    let message = info
+        .payload_as_str()
+        .unwrap_or("(a non-text panic payload)");
+    const STOPPING: &str =
+        "a panic stops the process; restart it (recovery checks the data directory)";
+    if tracing::enabled!(tracing::Level::ERROR) {
+        tracing::error!(target: "sluice::fatal", thread, %location, panic = message, "{STOPPING}");
+    } else {
+        // Logging is off: the reason must still reach stderr.
+        eprintln!("sluice: {STOPPING}: panic in thread {thread} at {location}: {message}");
+    }
+    eprintln!("backtrace:\n{}", std::backtrace::Backtrace::force_capture());
+    std::process::abort();
 }

@@ -2,14 +2,16 @@
 //!
 //! Precedence: CLI flag > environment variable (`SLUICE_*`) > TOML file
 //! (`--config`) > default. clap handles flag and environment; the file fills
-//! whatever neither gave.
+//! whatever neither gave. Every value is checked here, before the broker
+//! touches anything: a bad one is a configuration error (exit code 2).
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
+use tracing_subscriber::filter::LevelFilter;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -65,13 +67,17 @@ pub struct ServeArgs {
     /// TOML configuration file (keys as the long flags, with underscores).
     #[arg(long, env = "SLUICE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Address to listen on for Kafka clients [default: 127.0.0.1:9092].
+    /// host:port to listen on for Kafka clients; a host name is resolved
+    /// at start (its first IPv4 address, else its first address); only
+    /// one process may listen on an address [default: 127.0.0.1:9092].
     #[arg(long, env = "SLUICE_LISTEN")]
-    pub listen: Option<SocketAddr>,
-    /// host:port advertised to clients in metadata [default: the listen address].
+    pub listen: Option<String>,
+    /// host:port advertised to clients in metadata [default: --listen as
+    /// written, e.g. localhost:9092].
     #[arg(long, env = "SLUICE_ADVERTISED")]
     pub advertised: Option<String>,
-    /// Data directory [default: ./data].
+    /// Data directory, created if missing; locked for this process only
+    /// (file sluice.lock) [default: ./data].
     #[arg(long, env = "SLUICE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Number of shards (one pinned thread each) [default: all cores].
@@ -80,9 +86,13 @@ pub struct ServeArgs {
     /// Broker node id [default: 0].
     #[arg(long, env = "SLUICE_NODE_ID")]
     pub node_id: Option<i32>,
-    /// Log filter, e.g. info, debug, sluice_server=trace [default: info].
+    /// Log level (error, warn, info, debug, trace, off) or RUST_LOG-style
+    /// filter, e.g. sluice=debug,info [default: info].
     #[arg(long, env = "SLUICE_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Log line format on stderr [default: text].
+    #[arg(long, env = "SLUICE_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
     /// Create topics on first use by Metadata or Produce [default: true].
     #[arg(long, env = "SLUICE_AUTO_CREATE_TOPICS")]
     pub auto_create_topics: Option<bool>,
@@ -111,18 +121,66 @@ pub struct ServeArgs {
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
-    listen: Option<SocketAddr>,
+    listen: Option<String>,
     advertised: Option<String>,
     data_dir: Option<PathBuf>,
     cores: Option<usize>,
     node_id: Option<i32>,
     log_level: Option<String>,
+    log_format: Option<LogFormat>,
     auto_create_topics: Option<bool>,
     default_partitions: Option<i32>,
     offsets_topic_partitions: Option<i32>,
     group_initial_rebalance_delay_ms: Option<u64>,
     offsets_retention_ms: Option<u64>,
     log_cleaner_interval_ms: Option<u64>,
+}
+
+/// How the broker's log lines are written to stderr.
+#[derive(ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (ANSI colours only when stderr is a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging settings of `sluice serve`.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// A checked `tracing_subscriber::EnvFilter` directive list.
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+/// Everything `sluice serve` resolves from flags, environment and file.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub broker: BrokerConfig,
+    pub logging: LogSettings,
+}
+
+impl ServeConfig {
+    /// Resolve and check every setting; `Err` is a configuration error
+    /// (unknown log level, unresolvable listen address, bad values).
+    pub fn resolve(args: ServeArgs) -> anyhow::Result<ServeConfig> {
+        let file = match &args.config {
+            Some(path) => read_file_config(path)?,
+            None => FileConfig::default(),
+        };
+        let format = args.log_format.or(file.log_format).unwrap_or_default();
+        let broker = BrokerConfig::resolve_with(args, file)?;
+        check_log_filter(&broker.log_level)?;
+        Ok(ServeConfig {
+            logging: LogSettings {
+                filter: broker.log_level.clone(),
+                format,
+            },
+            broker,
+        })
+    }
 }
 
 /// The broker's resolved configuration.
@@ -148,19 +206,20 @@ pub struct BrokerConfig {
 }
 
 impl BrokerConfig {
+    /// [`ServeConfig::resolve`] without the logging settings.
     pub fn resolve(args: ServeArgs) -> anyhow::Result<BrokerConfig> {
-        let file = match &args.config {
-            Some(path) => read_file_config(path)?,
-            None => FileConfig::default(),
-        };
-        let listen = args
+        Ok(ServeConfig::resolve(args)?.broker)
+    }
+
+    fn resolve_with(args: ServeArgs, file: FileConfig) -> anyhow::Result<BrokerConfig> {
+        let listen_text = args
             .listen
             .or(file.listen)
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092)));
-        let advertised = args
-            .advertised
-            .or(file.advertised)
-            .unwrap_or_else(|| listen.to_string());
+            .unwrap_or_else(|| "127.0.0.1:9092".to_string());
+        let listen = resolve_listen(&listen_text)?;
+        // Clients get the address as the operator wrote it: a host name
+        // stays a name (clients resolve it themselves), an IP stays an IP.
+        let advertised = args.advertised.or(file.advertised).unwrap_or(listen_text);
         let (advertised_host, advertised_port) = split_host_port(&advertised)?;
         let cores = args.cores.or(file.cores).unwrap_or_else(|| {
             std::thread::available_parallelism()
@@ -231,6 +290,65 @@ fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
     toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
 }
 
+/// `--listen`: an IP socket address, or host:port with a host name
+/// resolved now (the first IPv4 address, else the first one, as Kafka binds
+/// a listener's host name).
+fn resolve_listen(text: &str) -> anyhow::Result<SocketAddr> {
+    if let Ok(address) = text.parse::<SocketAddr>() {
+        return Ok(address);
+    }
+    let (host, port) = text
+        .rsplit_once(':')
+        .with_context(|| format!("--listen {text:?} must be host:port"))?;
+    let port: u16 = port
+        .parse()
+        .with_context(|| format!("--listen {text:?}: bad port {port:?}"))?;
+    let host = host.trim_matches(['[', ']']);
+    anyhow::ensure!(!host.is_empty(), "--listen {text:?} must be host:port");
+    let addresses: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .with_context(|| format!("--listen {text:?}: cannot resolve host name {host:?}"))?
+        .collect();
+    addresses
+        .iter()
+        .find(|address| address.is_ipv4())
+        .or(addresses.first())
+        .copied()
+        .with_context(|| format!("--listen {text:?}: host name {host:?} has no address"))
+}
+
+/// Refuse a log filter that would silently log nothing useful: every
+/// comma-separated directive must be a level (`info`) or `target=level`
+/// (`sluice=debug`); a bare word that is not a level (`verbose`) would
+/// otherwise be read as a target name and enable nothing.
+fn check_log_filter(filter: &str) -> anyhow::Result<()> {
+    const LEVELS: &str = "error, warn, info, debug, trace or off";
+    let directives: Vec<&str> = filter
+        .split(',')
+        .map(str::trim)
+        .filter(|directive| !directive.is_empty())
+        .collect();
+    anyhow::ensure!(
+        !directives.is_empty(),
+        "--log-level is empty: use {LEVELS}, or a filter such as sluice=debug,info"
+    );
+    for directive in directives {
+        let level = match directive.rsplit_once('=') {
+            Some((_, level)) => level,
+            None => directive,
+        };
+        anyhow::ensure!(
+            level.parse::<LevelFilter>().is_ok(),
+            "unknown log level {level:?} in --log-level {filter:?}: use {LEVELS}, \
+             or a filter such as sluice=debug,info"
+        );
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(filter)
+        .with_context(|| format!("bad --log-level filter {filter:?}"))?;
+    Ok(())
+}
+
 fn split_host_port(address: &str) -> anyhow::Result<(String, i32)> {
     let (host, port) = address
         .rsplit_once(':')
@@ -239,4 +357,93 @@ fn split_host_port(address: &str) -> anyhow::Result<(String, i32)> {
         .parse()
         .with_context(|| format!("bad port in advertised address {address:?}"))?;
     Ok((host.trim_matches(['[', ']']).to_string(), i32::from(port)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn resolve(args: ServeArgs) -> anyhow::Result<ServeConfig> {
+        ServeConfig::resolve(args)
+    }
+
+    #[test]
+    fn log_levels_and_filters_are_accepted() {
+        for filter in [
+            "info",
+            "DEBUG",
+            "off",
+            "sluice=debug,info",
+            "sluice_server::net=trace",
+        ] {
+            check_log_filter(filter).unwrap_or_else(|error| panic!("{filter}: {error:#}"));
+        }
+    }
+
+    #[test]
+    fn a_word_that_is_not_a_level_is_refused() {
+        for (filter, level) in [
+            ("verbose", "verbose"),
+            ("sluice=loud,info", "loud"),
+            (",", ""),
+        ] {
+            let error = format!("{:#}", check_log_filter(filter).unwrap_err());
+            assert!(
+                error.contains(&format!("{level:?}")) || error.contains("empty"),
+                "{filter}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_log_format_comes_from_the_flag_before_the_file() {
+        let dir = std::env::temp_dir().join(format!("sluice-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("sluice.toml");
+        std::fs::write(
+            &file,
+            "log_format = \"json\"\nlisten = \"localhost:9093\"\n",
+        )
+        .unwrap();
+        let from_file = resolve(ServeArgs {
+            config: Some(file.clone()),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(from_file.logging.format, LogFormat::Json);
+        assert_eq!(from_file.broker.listen.port(), 9093);
+        assert_eq!(from_file.broker.advertised_host, "localhost");
+        let from_flag = resolve(ServeArgs {
+            config: Some(file),
+            log_format: Some(LogFormat::Text),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(from_flag.logging.format, LogFormat::Text);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_ip_listen_address_is_advertised_as_is() {
+        let config = resolve(ServeArgs {
+            listen: Some("[::1]:9094".to_string()),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(
+            config.broker.listen,
+            "[::1]:9094".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(config.broker.advertised_host, "::1");
+        assert_eq!(config.broker.advertised_port, 9094);
+        assert!(
+            resolve(ServeArgs {
+                listen: Some("localhost".to_string()),
+                ..ServeArgs::default()
+            })
+            .is_err()
+        );
+    }
 }

@@ -1,4 +1,5 @@
-//! Network edge: one SO_REUSEPORT listener per shard, one task per
+//! Network edge: one SO_REUSEPORT listener per shard (the port shared by
+//! this process's shards only, see [`bind_shards`]), one task per
 //! connection, length-prefixed Kafka frames.
 //!
 //! A connection's requests are handled in order and answered in order
@@ -25,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use compio::BufResult;
-use compio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use compio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use compio::net::{TcpListener, TcpStream};
 use futures_channel::{mpsc, oneshot};
 use futures_util::future::LocalBoxFuture;
@@ -55,17 +56,139 @@ type Queued = (Answer, oneshot::Sender<()>);
 /// this stays 0; anything that coalesces buffers must add what it copies.
 pub static FETCH_RECORD_BYTES_COPIED: AtomicU64 = AtomicU64::new(0);
 
-/// Bind a listener socket on the shared address (SO_REUSEPORT), one per
-/// shard. Returned as a std socket; the shard registers it with its runtime.
-pub fn bind(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// Why the broker cannot listen on its address.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error(
+        "cannot listen on {address}: address in use (another process listens on it; \
+         is another broker running?)"
+    )]
+    InUse { address: SocketAddr },
+    #[error("cannot listen on {address}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Bind `count` listeners on `address`, one per shard, shared among
+/// themselves with SO_REUSEPORT (the kernel spreads connections over the
+/// shards) but not with any other process. Returned as std sockets; each
+/// shard registers its own with its runtime. Port 0 picks one free port for
+/// every shard.
+///
+/// SO_REUSEPORT would let another process join the port and take part of
+/// its connections, so two checks keep the port to this process: a probe
+/// bind without SO_REUSEPORT first, which fails with EADDRINUSE while any
+/// socket listens on the address; and, once the shards' sockets are bound,
+/// a look at the kernel's table of listening sockets for any that are not
+/// ours (two processes starting at the same moment both pass the probe;
+/// the later one, at least, finds the other's sockets).
+pub fn bind_shards(
+    address: SocketAddr,
+    count: usize,
+) -> Result<Vec<std::net::TcpListener>, ListenError> {
+    let address = probe(address)?;
+    let mut listeners = Vec::with_capacity(count);
+    for _ in 0..count {
+        let listener = bind_shared(address).map_err(|source| bind_error(address, source))?;
+        listeners.push(listener);
+    }
+    let own: Vec<u64> = listeners.iter().filter_map(socket_inode).collect();
+    if own.len() == listeners.len() && foreign_listeners(address, &own) > 0 {
+        return Err(ListenError::InUse { address });
+    }
+    Ok(listeners)
+}
+
+/// Bind `address` without SO_REUSEPORT and release it; returns the address
+/// with the port the kernel chose when `address` asked for port 0.
+fn probe(address: SocketAddr) -> Result<SocketAddr, ListenError> {
+    let socket = new_socket(address).map_err(|source| bind_error(address, source))?;
+    // SO_REUSEADDR ignores the TIME_WAIT connections of a previous broker
+    // on this port, never a listening socket.
+    socket
+        .set_reuse_address(true)
+        .and_then(|()| socket.bind(&address.into()))
+        .map_err(|source| bind_error(address, source))?;
+    let bound = socket
+        .local_addr()
+        .ok()
+        .and_then(|local| local.as_socket())
+        .unwrap_or(address);
+    Ok(bound)
+}
+
+fn new_socket(address: SocketAddr) -> std::io::Result<socket2::Socket> {
     let domain = socket2::Domain::for_address(address);
-    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))
+}
+
+fn bind_shared(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = new_socket(address)?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&address.into())?;
     socket.listen(1024)?;
     Ok(socket.into())
+}
+
+fn bind_error(address: SocketAddr, source: std::io::Error) -> ListenError {
+    if source.kind() == std::io::ErrorKind::AddrInUse {
+        ListenError::InUse { address }
+    } else {
+        ListenError::Bind { address, source }
+    }
+}
+
+/// The inode number of a socket, as /proc/net/tcp lists it.
+fn socket_inode(listener: &std::net::TcpListener) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: stat is plain old data; all zeroes is a valid value.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat on a descriptor owned by `listener`, into a stat we own.
+    let result = unsafe { libc::fstat(listener.as_raw_fd(), &mut stat) };
+    (result == 0).then_some(stat.st_ino)
+}
+
+/// Listening sockets on exactly `address` whose inode is not in `own`,
+/// from /proc/net/tcp or tcp6 (0 when the table cannot be read).
+fn foreign_listeners(address: SocketAddr, own: &[u64]) -> usize {
+    const LISTEN: &str = "0A";
+    let (table, local) = match address {
+        SocketAddr::V4(v4) => (
+            "/proc/net/tcp",
+            format!("{:08X}", u32::from_ne_bytes(v4.ip().octets())),
+        ),
+        SocketAddr::V6(v6) => (
+            "/proc/net/tcp6",
+            v6.ip()
+                .octets()
+                .chunks_exact(4)
+                .map(|word| {
+                    format!(
+                        "{:08X}",
+                        u32::from_ne_bytes([word[0], word[1], word[2], word[3]])
+                    )
+                })
+                .collect(),
+        ),
+    };
+    let local = format!("{local}:{:04X}", address.port());
+    let Ok(text) = std::fs::read_to_string(table) else {
+        return 0;
+    };
+    text.lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let inode = fields.get(9).and_then(|inode| inode.parse::<u64>().ok());
+            fields.get(1) == Some(&local.as_str())
+                && fields.get(3) == Some(&LISTEN)
+                && inode.is_some_and(|inode| !own.contains(&inode))
+        })
+        .count()
 }
 
 /// Accept connections forever, one task each.
@@ -93,11 +216,11 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     // Resolves once the last queued answer is written.
     let mut last_written: Option<oneshot::Receiver<()>> = None;
     let reason = loop {
-        let BufResult(result, size) = stream.read_exact(Vec::with_capacity(4)).await;
-        if let Err(error) = result {
-            break format!("read: {error}");
-        }
-        let size = i32::from_be_bytes([size[0], size[1], size[2], size[3]]);
+        let size = match read_frame_size(&mut stream).await {
+            Ok(Some(size)) => size,
+            Ok(None) => break "the client closed the connection".to_string(),
+            Err(error) => break error,
+        };
         let Ok(size) = usize::try_from(size) else {
             break format!("negative frame size {size}");
         };
@@ -109,7 +232,11 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         }
         let BufResult(result, frame) = stream.read_exact(Vec::with_capacity(size)).await;
         if let Err(error) = result {
-            break format!("read: {error}");
+            break if error.kind() == std::io::ErrorKind::UnexpectedEof {
+                format!("the client closed the connection in the middle of a {size}-byte request")
+            } else {
+                format!("reading a request: {error}")
+            };
         }
         let answer: Answer = match decode_request(Bytes::from(frame)) {
             Ok(Request {
@@ -165,6 +292,37 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     tracing::debug!(%peer, reason, "connection closed");
 }
 
+/// Read a frame's 4-byte size prefix. `Ok(None)`: the client closed the
+/// connection between requests, which is how clients normally leave. `Err`
+/// says why the connection ends otherwise (closed within the prefix, or a
+/// read error).
+async fn read_frame_size(stream: &mut TcpStream) -> Result<Option<i32>, String> {
+    let BufResult(result, mut prefix) = stream.read(Vec::with_capacity(4)).await;
+    match result {
+        Ok(0) => return Ok(None),
+        Ok(_) => {}
+        Err(error) => return Err(format!("reading a request: {error}")),
+    }
+    if prefix.len() < 4 {
+        let BufResult(result, rest) = stream
+            .read_exact(Vec::with_capacity(4 - prefix.len()))
+            .await;
+        match result {
+            Ok(()) => prefix.extend_from_slice(&rest),
+            Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(
+                    "the client closed the connection in the middle of a request's size"
+                        .to_string(),
+                );
+            }
+            Err(error) => return Err(format!("reading a request: {error}")),
+        }
+    }
+    Ok(Some(i32::from_be_bytes([
+        prefix[0], prefix[1], prefix[2], prefix[3],
+    ])))
+}
+
 /// Write answers in the order they were queued; stop at the first error
 /// (a failed acks=0 produce, a handler failure or a write error), shutting
 /// the connection down so the client notices.
@@ -206,4 +364,41 @@ async fn write_frame(stream: &mut TcpStream, mut parts: Vec<Bytes>) -> std::io::
 /// Add to the copy counter (see [`FETCH_RECORD_BYTES_COPIED`]).
 pub fn count_copied(bytes: u64) {
     FETCH_RECORD_BYTES_COPIED.fetch_add(bytes, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_shards_share_one_port_and_a_second_set_is_refused() {
+        let listeners = bind_shards("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        let address = listeners[0].local_addr().unwrap();
+        assert_ne!(address.port(), 0);
+        for listener in &listeners {
+            assert_eq!(listener.local_addr().unwrap(), address);
+        }
+        let error = bind_shards(address, 3).unwrap_err();
+        assert!(matches!(error, ListenError::InUse { .. }), "{error:?}");
+        assert!(error.to_string().contains("address in use"), "{error}");
+    }
+
+    /// The check that catches a process that passed its probe at the same
+    /// moment as this one: SO_REUSEPORT sockets that are not ours.
+    #[test]
+    fn listeners_that_are_not_ours_are_found() {
+        for unspecified in ["127.0.0.1:0", "[::1]:0"] {
+            let Ok(first) = bind_shared(unspecified.parse().unwrap()) else {
+                continue; // No IPv6 on this machine.
+            };
+            let address = first.local_addr().unwrap();
+            let second = bind_shared(address).unwrap();
+            let ours = [socket_inode(&first).unwrap()];
+            assert_eq!(foreign_listeners(address, &ours), 1, "{address}");
+            let both = [ours[0], socket_inode(&second).unwrap()];
+            assert_eq!(foreign_listeners(address, &both), 0, "{address}");
+        }
+    }
 }

@@ -35,10 +35,11 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Lines of the broker's stderr shown when a test fails (first and last).
 const STDERR_LINES_SHOWN: usize = 80;
 
-/// Ports handed to brokers by this test binary. The broker binds with
-/// SO_REUSEPORT, so two brokers given the same port would both start and
-/// share its connections; this set keeps concurrent tests apart (and keeps a
-/// stopped broker's port for its restart).
+/// Ports handed to brokers by this test binary. A broker refuses to start
+/// on an address another process listens on ("address in use"), so two
+/// tests given the same port would see one of their brokers fail; this set
+/// keeps concurrent tests apart (and keeps a stopped broker's port for its
+/// restart).
 static PORTS_TAKEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 static BROKER_COUNT: AtomicU64 = AtomicU64::new(0);
 
@@ -287,9 +288,9 @@ impl Broker {
 }
 
 impl Broker {
-    /// The broker binds one SO_REUSEPORT listener per shard; a second
-    /// process doing the same on this port (another test run on the same
-    /// machine) would silently take half the connections.
+    /// The broker binds one SO_REUSEPORT listener per shard and refuses a
+    /// port another process listens on; this checks that it did (no other
+    /// process, e.g. another test run on this machine, shares the port).
     fn assert_alone_on_port(&self) {
         let listening = listeners_on_port(self.port);
         assert!(
@@ -358,6 +359,19 @@ fn free_port() -> u16 {
         }
     }
     panic!("no free port found");
+}
+
+/// A free loopback port, reserved as a [`Broker`]'s is (never handed to
+/// another broker of this test binary), for a `sluice` process a test
+/// starts itself.
+pub fn reserve_port() -> u16 {
+    free_port()
+}
+
+/// Whether a process answers ApiVersions on `address` (one round trip on
+/// a new connection).
+pub fn answers_api_versions(address: SocketAddr) -> bool {
+    api_versions_round_trip(address).is_ok()
 }
 
 /// One ApiVersions v0 request and its response on a new connection.

@@ -1,0 +1,255 @@
+//! The data directory: checked and locked before anything reads or writes
+//! it.
+//!
+//! Invariant: at most one broker process uses a data directory. Two would
+//! assign the same offsets to different records and overwrite each other's
+//! files, losing acknowledged data without an error. [`DataDirLock::acquire`]
+//! takes an exclusive `flock(2)` on `<data_dir>/sluice.lock` and holds it
+//! for as long as the returned value lives (the broker keeps it until it
+//! has stopped). The kernel releases the lock when the process dies, even by
+//! SIGKILL, so no stale lock is left behind; the holder's pid is written
+//! into the file only so that a refused process can name it.
+//!
+//! Runs once, on the main thread, before the shards start.
+
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// Name of the lock file inside the data directory.
+pub const LOCK_FILE_NAME: &str = "sluice.lock";
+
+/// `f_type` of a tmpfs file system (linux/magic.h).
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+
+/// Why the data directory cannot be used. The messages name the directory
+/// and say what is wrong; the underlying I/O error, if any, is the
+/// `source` (shown after a colon by `{:#}`), never repeated in the message.
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    #[error("cannot create data directory {path}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("data directory {path} is not a directory")]
+    NotADirectory { path: PathBuf },
+    #[error("data directory {path} is not writable (creating a file in it failed)")]
+    NotWritable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "data directory {path} is in use by another sluice process ({holder}); \
+         two brokers on one data directory would lose acknowledged data"
+    )]
+    InUse { path: PathBuf, holder: Holder },
+    #[error("cannot lock data directory {path} ({lock_file})")]
+    Lock {
+        path: PathBuf,
+        lock_file: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The process holding a data directory's lock, as far as its lock file
+/// says.
+#[derive(Debug)]
+pub struct Holder(Option<u32>);
+
+impl Holder {
+    pub fn pid(&self) -> Option<u32> {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(pid) => write!(formatter, "pid {pid}"),
+            // It has locked the file but not yet written its pid.
+            None => write!(formatter, "pid not yet recorded"),
+        }
+    }
+}
+
+/// The exclusive lock on a data directory; released when dropped (or when
+/// the process dies).
+#[derive(Debug)]
+pub struct DataDirLock {
+    /// Holds the `flock`; closing it releases the lock.
+    _file: File,
+}
+
+impl DataDirLock {
+    /// Create the data directory if needed, check that it is a writable
+    /// directory, and lock it for this process. Warns when it is on tmpfs.
+    ///
+    /// `Ok` promises that no other process holds the directory's lock
+    /// until the returned value is dropped. It does not promise anything
+    /// about the directory's contents.
+    pub fn acquire(path: &Path) -> Result<DataDirLock, DataDirError> {
+        match std::fs::metadata(path) {
+            Ok(metadata) if !metadata.is_dir() => {
+                return Err(DataDirError::NotADirectory {
+                    path: path.to_path_buf(),
+                });
+            }
+            Ok(_) => {}
+            Err(_) => {
+                std::fs::create_dir_all(path).map_err(|source| DataDirError::Create {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            }
+        }
+        let lock_path = path.join(LOCK_FILE_NAME);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|source| classify_write_error(path, &lock_path, source))?;
+        // SAFETY: flock(2) on a file descriptor this function owns.
+        let result = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if result != 0 {
+            let source = std::io::Error::last_os_error();
+            if source.kind() == ErrorKind::WouldBlock {
+                return Err(DataDirError::InUse {
+                    path: path.to_path_buf(),
+                    holder: Holder(read_pid(&mut file)),
+                });
+            }
+            return Err(DataDirError::Lock {
+                path: path.to_path_buf(),
+                lock_file: lock_path,
+                source,
+            });
+        }
+        // An existing lock file proves nothing about creating files (the
+        // directory may have become read-only since): create one.
+        check_writable(path)?;
+        write_pid(&mut file).map_err(|source| classify_write_error(path, &lock_path, source))?;
+        if on_tmpfs(path) {
+            tracing::warn!(
+                data_dir = %path.display(),
+                "the data directory is on tmpfs (memory): acknowledged data will not survive \
+                 a reboot; use a directory on a disk"
+            );
+        }
+        Ok(DataDirLock { _file: file })
+    }
+}
+
+/// "not writable" for the errors that mean so, else a locking failure.
+fn classify_write_error(path: &Path, lock_path: &Path, source: std::io::Error) -> DataDirError {
+    let read_only = source.kind() == ErrorKind::PermissionDenied
+        || source.kind() == ErrorKind::ReadOnlyFilesystem
+        || source.raw_os_error() == Some(libc::EPERM);
+    if read_only {
+        DataDirError::NotWritable {
+            path: path.to_path_buf(),
+            source,
+        }
+    } else {
+        DataDirError::Lock {
+            path: path.to_path_buf(),
+            lock_file: lock_path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Create, write and remove a file in `path`: mode bits alone do not say
+/// whether this process can write (root ignores them; a read-only mount
+/// or an immutable directory refuses root too).
+fn check_writable(path: &Path) -> Result<(), DataDirError> {
+    let probe = path.join(format!(".sluice-write-check-{}", std::process::id()));
+    let outcome = File::create(&probe)
+        .and_then(|mut file| file.write_all(b"sluice"))
+        .and_then(|()| std::fs::remove_file(&probe));
+    outcome.map_err(|source| {
+        let _ = std::fs::remove_file(&probe);
+        DataDirError::NotWritable {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
+fn write_pid(file: &mut File) -> std::io::Result<()> {
+    file.set_len(0)?;
+    file.seek(SeekFrom::Start(0))?;
+    file.write_all(format!("{}\n", std::process::id()).as_bytes())
+}
+
+fn read_pid(file: &mut File) -> Option<u32> {
+    let mut text = String::new();
+    file.seek(SeekFrom::Start(0)).ok()?;
+    file.read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
+}
+
+fn on_tmpfs(path: &Path) -> bool {
+    let Ok(path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs is plain old data; all zeroes is a valid value.
+    let mut stats: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a pointer to a statfs we own.
+    let result = unsafe { libc::statfs(path.as_ptr(), &mut stats) };
+    #[allow(clippy::unnecessary_cast)] // f_type's type differs between libcs.
+    let kind = stats.f_type as i64;
+    result == 0 && kind == TMPFS_MAGIC
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("sluice-datadir-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn a_second_lock_on_one_directory_is_refused_and_names_the_holder() {
+        let dir = scratch("second");
+        let first = DataDirLock::acquire(&dir).unwrap();
+        // flock locks belong to open file descriptions: a second open in
+        // the same process conflicts just as another process would.
+        let error = DataDirLock::acquire(&dir).unwrap_err();
+        match &error {
+            DataDirError::InUse { holder, .. } => {
+                assert_eq!(holder.pid(), Some(std::process::id()))
+            }
+            other => panic!("expected InUse, got {other:?}"),
+        }
+        assert!(error.to_string().contains(&dir.display().to_string()));
+        drop(first);
+        let again = DataDirLock::acquire(&dir).unwrap();
+        drop(again);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_is_not_a_data_directory() {
+        let dir = scratch("file");
+        std::fs::write(&dir, b"").unwrap();
+        let error = DataDirLock::acquire(&dir).unwrap_err();
+        assert!(
+            matches!(error, DataDirError::NotADirectory { .. }),
+            "{error:?}"
+        );
+        // A file on the way: the kernel's reason (ENOTDIR) says which.
+        let below = DataDirLock::acquire(&dir.join("below")).unwrap_err();
+        assert!(matches!(below, DataDirError::Create { .. }), "{below:?}");
+        std::fs::remove_file(&dir).unwrap();
+    }
+}
