@@ -20,6 +20,7 @@ pub mod admin;
 pub mod alloc;
 pub mod broker;
 pub mod cli;
+pub mod controller;
 pub mod datadir;
 pub mod group;
 pub mod handlers;
