@@ -24,13 +24,18 @@
 //! | `logger` | raft-rs's slog output forwarded to `tracing` |
 
 pub mod codec;
+pub mod heartbeats;
 pub mod image;
 pub mod logger;
+pub mod node;
 pub mod placement;
+pub mod quorum_controller;
 pub mod records;
 pub mod storage;
 pub mod types;
 
 pub use image::{ApplyError, MetadataImage};
+pub use node::RaftNode;
+pub use quorum_controller::QuorumController;
 pub use records::MetadataRecord;
 pub use types::{BrokerEpoch, BrokerId, MetadataOffset, PartitionEpoch, PartitionIndex, TopicId};

@@ -1,0 +1,496 @@
+//! `RaftNode`: one controller voter's Raft state machine (raft-rs `RawNode`)
+//! plus the metadata image its committed log builds. Sans-I/O apart from
+//! the store it is given: inputs are ticks, peer messages and proposals;
+//! outputs are messages to send and committed record batches.
+//!
+//! Driving it (one thread; the production driver and the simulation alike):
+//! 1. feed inputs: [`RaftNode::tick`] every tick interval, [`RaftNode::step`]
+//!    for each message received, [`RaftNode::propose`] on the leader;
+//! 2. [`RaftNode::handle_ready`]: writes new entries and hard state to the
+//!    store (not yet durable), applies committed batches to the image, and
+//!    returns messages that may leave now (a leader's appends go out before
+//!    its own write is durable, Raft thesis 10.2.1);
+//! 3. [`RaftNode::persist`]: syncs the store, then releases the messages
+//!    that must wait for durability (votes, a follower's acknowledgements).
+//!
+//! Until `persist` returns, nothing the node said depends on unsynced state,
+//! so a crash in between loses only what nobody was told.
+//!
+//! Election timing: raft-rs draws each election timeout from `thread_rng`;
+//! `max_election_tick = min_election_tick + 1` leaves it one possible value,
+//! so the node is deterministic and the jitter comes from whoever delivers
+//! ticks (the simulation's seed, or the driver's own timer jitter).
+//!
+//! Invariants asserted: the image's offset is the last applied Raft index;
+//! a proposal lands at the index `next_offset` predicted.
+
+// raft-rs's protobuf structs are built by assigning fields to a default.
+#![allow(clippy::field_reassign_with_default)]
+
+use protobuf::Message as _;
+use raft::eraftpb::{EntryType, Message, Snapshot};
+use raft::{RawNode, SnapshotStatus, StateRole};
+use thiserror::Error;
+
+use super::codec::DecodeError;
+use super::image::{ApplyError, MetadataImage, SnapshotError};
+use super::records::{MetadataRecord, RecordBatch};
+use super::storage::{RaftLogStore, StoreError};
+use super::types::{BrokerId, MetadataOffset};
+
+/// Static settings of one voter.
+#[derive(Clone, Debug)]
+pub struct RaftNodeConfig {
+    pub node_id: BrokerId,
+    pub voters: Vec<BrokerId>,
+    /// Ticks without a leader before a follower campaigns (exactly; jitter
+    /// comes from tick delivery).
+    pub election_tick: usize,
+    pub heartbeat_tick: usize,
+    /// Applied entries kept in the log before it is compacted into a
+    /// snapshot of the image.
+    pub snapshot_interval_entries: u64,
+}
+
+impl RaftNodeConfig {
+    pub fn new(node_id: BrokerId, voters: Vec<BrokerId>) -> RaftNodeConfig {
+        RaftNodeConfig {
+            node_id,
+            voters,
+            election_tick: 10,
+            heartbeat_tick: 2,
+            snapshot_interval_entries: 1000,
+        }
+    }
+
+    fn raft_config(&self, applied: u64) -> raft::Config {
+        raft::Config {
+            id: self.node_id.raft_id(),
+            election_tick: self.election_tick,
+            heartbeat_tick: self.heartbeat_tick,
+            min_election_tick: self.election_tick,
+            max_election_tick: self.election_tick + 1,
+            applied,
+            pre_vote: true,
+            check_quorum: true,
+            max_size_per_msg: 1024 * 1024,
+            max_inflight_msgs: 256,
+            ..raft::Config::default()
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum NodeError {
+    #[error("raft storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("committed entry {offset} does not decode: {error}")]
+    Undecodable {
+        offset: MetadataOffset,
+        error: DecodeError,
+    },
+    #[error("snapshot: {0}")]
+    Snapshot(#[from] SnapshotError),
+    #[error("membership changes are not supported (entry {offset})")]
+    ConfChange { offset: MetadataOffset },
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ProposeError {
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader { leader: Option<BrokerId> },
+    #[error("proposal dropped (leadership transfer or too much uncommitted)")]
+    Dropped,
+}
+
+/// Where a proposal went. It is committed exactly when a committed batch
+/// at `offset` has this `term`; a committed batch at `offset` of another
+/// term means it was lost (a new leader overwrote it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Proposal {
+    pub offset: MetadataOffset,
+    pub term: u64,
+}
+
+/// One committed entry as applied to the image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommittedBatch {
+    pub offset: MetadataOffset,
+    pub term: u64,
+    pub records: Vec<MetadataRecord>,
+    /// Err when the image refused the batch (every node refuses it alike).
+    pub result: Result<(), ApplyError>,
+}
+
+/// What a call produced for the driver to carry out.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Messages to send, to `message.to` (a raft id: [`BrokerId::from_raft_id`]).
+    pub messages: Vec<Message>,
+    /// Batches applied to the image, in log order.
+    pub committed: Vec<CommittedBatch>,
+    /// The image was replaced by a leader's snapshot at this offset.
+    pub snapshot_loaded: Option<MetadataOffset>,
+}
+
+impl Output {
+    pub fn extend(&mut self, other: Output) {
+        self.messages.extend(other.messages);
+        self.committed.extend(other.committed);
+        if other.snapshot_loaded.is_some() {
+            self.snapshot_loaded = other.snapshot_loaded;
+        }
+    }
+}
+
+pub struct RaftNode<S: RaftLogStore> {
+    raw: RawNode<S>,
+    image: MetadataImage,
+    config: RaftNodeConfig,
+    /// The last Ready written to the store but not yet synced.
+    unsynced_ready: Option<u64>,
+    /// Messages that may leave only after the store is synced.
+    held_messages: Vec<Message>,
+}
+
+impl<S: RaftLogStore> RaftNode<S> {
+    /// Starts (or restarts) a voter on `store`: the image is loaded from the
+    /// store's snapshot; committed entries after it are applied again as
+    /// raft-rs hands them back.
+    pub fn new(
+        config: RaftNodeConfig,
+        store: S,
+        logger: &slog::Logger,
+    ) -> Result<RaftNode<S>, NodeError> {
+        let snapshot = store.core().snapshot.clone();
+        let applied = snapshot.get_metadata().index;
+        let image = if applied == 0 {
+            MetadataImage::new()
+        } else {
+            let image = MetadataImage::decode_snapshot(&snapshot.data)?;
+            assert_eq!(
+                image.offset().raft_index(),
+                applied,
+                "snapshot image offset"
+            );
+            image
+        };
+        let raw = RawNode::new(&config.raft_config(applied), store, logger)?;
+        Ok(RaftNode {
+            raw,
+            image,
+            config,
+            unsynced_ready: None,
+            held_messages: Vec::new(),
+        })
+    }
+
+    pub fn node_id(&self) -> BrokerId {
+        self.config.node_id
+    }
+
+    pub fn image(&self) -> &MetadataImage {
+        &self.image
+    }
+
+    pub fn store(&self) -> &S {
+        self.raw.store()
+    }
+
+    /// The store, for a restart (the simulation crashes it first).
+    pub fn into_store(self) -> S {
+        self.raw.raft.r.raft_log.store
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
+    pub fn leader(&self) -> Option<BrokerId> {
+        match self.raw.raft.leader_id {
+            0 => None,
+            id => Some(BrokerId::from_raft_id(id)),
+        }
+    }
+
+    pub fn commit_index(&self) -> u64 {
+        self.raw.raft.raft_log.committed
+    }
+
+    /// The offset the next proposal will take, on the leader. Records that
+    /// name their own offset (a broker epoch) are built with it.
+    pub fn next_offset(&self) -> Option<MetadataOffset> {
+        self.is_leader()
+            .then(|| MetadataOffset::from_raft_index(self.raw.raft.raft_log.last_index() + 1))
+    }
+
+    pub fn tick(&mut self) {
+        self.raw.tick();
+    }
+
+    /// Feeds a message from a peer. Errors are the peer's problem (unknown
+    /// sender, a local message type) and leave the node unchanged.
+    pub fn step(&mut self, message: Message) -> Result<(), raft::Error> {
+        self.raw.step(message)
+    }
+
+    /// Proposes one batch of records (an entry). Only the leader proposes.
+    pub fn propose(&mut self, batch: &RecordBatch) -> Result<Proposal, ProposeError> {
+        let Some(offset) = self.next_offset() else {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader(),
+            });
+        };
+        let term = self.term();
+        match self.raw.propose(Vec::new(), batch.encode()) {
+            Ok(()) => {}
+            Err(raft::Error::ProposalDropped) => return Err(ProposeError::Dropped),
+            Err(error) => panic!("raft-rs propose failed unexpectedly: {error}"),
+        }
+        assert_eq!(
+            self.raw.raft.raft_log.last_index(),
+            offset.raft_index(),
+            "a proposal lands where next_offset said"
+        );
+        Ok(Proposal { offset, term })
+    }
+
+    /// Tells the leader whether a snapshot message reached `to`.
+    pub fn report_snapshot(&mut self, to: BrokerId, delivered: bool) {
+        let status = if delivered {
+            SnapshotStatus::Finish
+        } else {
+            SnapshotStatus::Failure
+        };
+        self.raw.report_snapshot(to.raft_id(), status);
+    }
+
+    pub fn report_unreachable(&mut self, to: BrokerId) {
+        self.raw.report_unreachable(to.raft_id());
+    }
+
+    /// Whether any Ready or unsynced state waits.
+    pub fn has_work(&self) -> bool {
+        self.raw.has_ready() || self.unsynced_ready.is_some()
+    }
+
+    /// Takes the pending Ready: writes it to the store (not durable yet),
+    /// applies committed batches, and returns messages that may leave now.
+    pub fn handle_ready(&mut self) -> Result<Output, NodeError> {
+        let mut output = Output::default();
+        if !self.raw.has_ready() {
+            return Ok(output);
+        }
+        let mut ready = self.raw.ready();
+        output.messages.extend(ready.take_messages());
+        if !ready.snapshot().is_empty() {
+            let snapshot = ready.snapshot().clone();
+            self.load_snapshot(&snapshot)?;
+            self.raw.mut_store().apply_snapshot(&snapshot)?;
+            output.snapshot_loaded = Some(self.image.offset());
+        }
+        let committed = ready.take_committed_entries();
+        self.apply_committed(committed, &mut output)?;
+        if !ready.entries().is_empty() {
+            self.raw.mut_store().append(ready.entries())?;
+        }
+        if let Some(hard_state) = ready.hs() {
+            self.raw.mut_store().set_hard_state(hard_state)?;
+        }
+        self.held_messages.extend(ready.take_persisted_messages());
+        self.unsynced_ready = Some(ready.number());
+        self.raw.advance_append_async(ready);
+        Ok(output)
+    }
+
+    /// Syncs the store, then releases the messages that waited for it.
+    /// Compacts the log into a snapshot when it has grown long enough.
+    pub fn persist(&mut self) -> Result<Output, NodeError> {
+        let mut output = Output::default();
+        let Some(number) = self.unsynced_ready.take() else {
+            return Ok(output);
+        };
+        self.raw.mut_store().sync()?;
+        self.raw.on_persist_ready(number);
+        output.messages.append(&mut self.held_messages);
+        self.maybe_compact()?;
+        Ok(output)
+    }
+
+    /// `handle_ready` and `persist` until nothing is left: the production
+    /// driver's loop body (one sync per round).
+    pub fn drive(&mut self) -> Result<Output, NodeError> {
+        let mut output = Output::default();
+        while self.raw.has_ready() || self.unsynced_ready.is_some() {
+            output.extend(self.handle_ready()?);
+            output.extend(self.persist()?);
+        }
+        Ok(output)
+    }
+
+    fn load_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), NodeError> {
+        let image = MetadataImage::decode_snapshot(&snapshot.data)?;
+        assert_eq!(
+            image.offset().raft_index(),
+            snapshot.get_metadata().index,
+            "a snapshot's image reflects its index"
+        );
+        assert!(
+            image.offset() > self.image.offset(),
+            "snapshots move forward"
+        );
+        self.image = image;
+        Ok(())
+    }
+
+    fn apply_committed(
+        &mut self,
+        entries: Vec<raft::eraftpb::Entry>,
+        output: &mut Output,
+    ) -> Result<(), NodeError> {
+        let Some(last) = entries.last().map(|entry| entry.index) else {
+            return Ok(());
+        };
+        for entry in entries {
+            let offset = MetadataOffset::from_raft_index(entry.index);
+            if entry.get_entry_type() != EntryType::EntryNormal {
+                return Err(NodeError::ConfChange { offset });
+            }
+            // A new leader's first entry is empty; it still moves the image.
+            let records = if entry.data.is_empty() {
+                Vec::new()
+            } else {
+                RecordBatch::decode(&entry.data)
+                    .map_err(|error| NodeError::Undecodable { offset, error })?
+                    .records
+            };
+            let result = self.image.apply_batch(offset, &records);
+            output.committed.push(CommittedBatch {
+                offset,
+                term: entry.term,
+                records,
+                result,
+            });
+        }
+        assert_eq!(
+            self.image.offset().raft_index(),
+            last,
+            "image offset = applied index"
+        );
+        self.raw.advance_apply_to(last);
+        Ok(())
+    }
+
+    fn maybe_compact(&mut self) -> Result<(), NodeError> {
+        let applied = self.image.offset().raft_index();
+        let store = self.raw.store();
+        let snapshot_index = store.core().snapshot_index();
+        if applied < snapshot_index + self.config.snapshot_interval_entries {
+            return Ok(());
+        }
+        let mut snapshot = Snapshot::default();
+        snapshot.data = self.image.encode_snapshot().into();
+        let metadata = snapshot.mut_metadata();
+        metadata.index = applied;
+        metadata.term = store.core().term(applied)?;
+        metadata.set_conf_state(store.core().conf_state.clone());
+        self.raw.mut_store().compact(snapshot)?;
+        Ok(())
+    }
+}
+
+/// A Raft message as bytes for the wire (protobuf, raft-rs's own format).
+pub fn encode_message(message: &Message) -> Vec<u8> {
+    message
+        .write_to_bytes()
+        .expect("encoding an in-memory protobuf message cannot fail")
+}
+
+pub fn decode_message(bytes: &[u8]) -> Result<Message, raft::Error> {
+    Ok(Message::parse_from_bytes(bytes)?)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::controller::logger;
+    use crate::controller::storage::MemRaftStore;
+
+    fn voters() -> Vec<BrokerId> {
+        vec![BrokerId(0)]
+    }
+
+    fn single_node() -> RaftNode<MemRaftStore> {
+        let store = MemRaftStore::bootstrap(&[BrokerId(0).raft_id()]);
+        let mut config = RaftNodeConfig::new(BrokerId(0), voters());
+        config.snapshot_interval_entries = 5;
+        RaftNode::new(config, store, &logger::discard()).unwrap()
+    }
+
+    fn elect(node: &mut RaftNode<MemRaftStore>) {
+        for _ in 0..30 {
+            node.tick();
+            node.drive().unwrap();
+            if node.is_leader() {
+                return;
+            }
+        }
+        panic!("a single voter elects itself");
+    }
+
+    #[test]
+    fn a_single_voter_commits_and_restarts_from_snapshot_and_tail() {
+        let mut node = single_node();
+        elect(&mut node);
+        let mut committed = Vec::new();
+        for _ in 0..12 {
+            let proposal = node
+                .propose(&RecordBatch::new(vec![MetadataRecord::NoOp]))
+                .unwrap();
+            let output = node.drive().unwrap();
+            assert!(
+                output
+                    .committed
+                    .iter()
+                    .any(|batch| batch.offset == proposal.offset)
+            );
+            committed.extend(output.committed);
+        }
+        let image = node.image().clone();
+        assert!(
+            node.store().core().snapshot_index() > 0,
+            "the log was compacted"
+        );
+        let store = node.into_store().crash();
+        let mut config = RaftNodeConfig::new(BrokerId(0), voters());
+        config.snapshot_interval_entries = 5;
+        let mut node = RaftNode::new(config, store, &logger::discard()).unwrap();
+        node.drive().unwrap();
+        assert_eq!(node.image(), &image);
+    }
+
+    #[test]
+    fn only_the_leader_proposes() {
+        let mut node = single_node();
+        assert!(matches!(
+            node.propose(&RecordBatch::default()),
+            Err(ProposeError::NotLeader { leader: None })
+        ));
+    }
+
+    #[test]
+    fn messages_round_trip_through_protobuf() {
+        let mut message = Message::default();
+        message.to = 2;
+        message.from = 1;
+        message.term = 7;
+        assert_eq!(decode_message(&encode_message(&message)).unwrap(), message);
+    }
+}
