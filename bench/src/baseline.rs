@@ -54,14 +54,17 @@ pub struct DataDir {
 /// Create `dir` if needed and make sure it can hold O_DIRECT files on a real
 /// disk: refuse tmpfs and ramfs (memory, not a disk; O_DIRECT is either
 /// refused or meaningless there) and any filesystem that rejects O_DIRECT.
-pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<DataDir> {
+/// `flag` is the option that named `dir` (`--dir` for `engine` and
+/// `baseline`, `--data-dir` for `--embedded`, `--baseline-dir`), so that
+/// every refusal tells the user which flag to change.
+pub fn prepare_data_dir(dir: &Path, flag: &str) -> anyhow::Result<DataDir> {
     if dir.exists() && !dir.is_dir() {
-        bail!("--dir {} exists and is not a directory", dir.display());
+        bail!("{flag} {} exists and is not a directory", dir.display());
     }
     let created = !dir.exists();
     fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-    let checked = check_direct_io(dir);
+        .with_context(|| format!("cannot create the data directory {flag} {}", dir.display()))?;
+    let checked = check_direct_io(dir, flag);
     if let Err(error) = checked {
         if created {
             let _ = fs::remove_dir(dir);
@@ -74,19 +77,24 @@ pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<DataDir> {
     })
 }
 
-fn check_direct_io(dir: &Path) -> anyhow::Result<()> {
+/// The refusal of a data directory on a memory filesystem.
+fn memory_filesystem_refusal(flag: &str, dir: &Path, mount: &measure::Mount) -> String {
+    format!(
+        "{flag} {} is on {} (mounted at {}): the storage engine writes its segments with \
+         O_DIRECT, which memory filesystems reject or ignore, and a benchmark there would not \
+         measure a disk. Pass a directory on a real disk, e.g. {flag} ./target/bench-data",
+        dir.display(),
+        mount.filesystem_type,
+        mount.mount_point
+    )
+}
+
+fn check_direct_io(dir: &Path, flag: &str) -> anyhow::Result<()> {
     let mount = measure::mount_of(dir);
     if let Some(mount) = &mount
         && matches!(mount.filesystem_type.as_str(), "tmpfs" | "ramfs")
     {
-        bail!(
-            "--dir {} is on {} (mounted at {}): the storage engine writes its segments with \
-             O_DIRECT, which memory filesystems reject or ignore, and a benchmark there would \
-             not measure a disk. Pass a directory on a real disk, e.g. --dir ./target/bench-data",
-            dir.display(),
-            mount.filesystem_type,
-            mount.mount_point
-        );
+        bail!(memory_filesystem_refusal(flag, dir, mount));
     }
     let probe = dir.join(format!(
         ".sluice-bench-direct-io-probe-{}",
@@ -103,13 +111,13 @@ fn check_direct_io(dir: &Path) -> anyhow::Result<()> {
     match opened {
         Ok(_) => Ok(()),
         Err(error) if error.raw_os_error() == Some(libc::EINVAL) => bail!(
-            "--dir {} is on a filesystem ({}) that does not support O_DIRECT, which the storage \
+            "{flag} {} is on a filesystem ({}) that does not support O_DIRECT, which the storage \
              engine needs. Pass a directory on a real disk (ext4, xfs).",
             dir.display(),
             mount.map_or("unknown type".to_owned(), |mount| mount.filesystem_type)
         ),
         Err(error) => Err(error)
-            .with_context(|| format!("cannot create an O_DIRECT file in --dir {}", dir.display())),
+            .with_context(|| format!("cannot create an O_DIRECT file in {flag} {}", dir.display())),
     }
 }
 
@@ -585,5 +593,52 @@ fn fallocate(file: &File, length: u64) -> io::Result<()> {
         if error.kind() != io::ErrorKind::Interrupted {
             return Err(error);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each mode names its own flag: `--dir` (engine, baseline),
+    /// `--data-dir` (the embedded broker), `--baseline-dir`.
+    #[test]
+    fn the_tmpfs_refusal_names_the_flag_of_the_mode() {
+        let mount = measure::Mount {
+            mount_point: "/dev/shm".into(),
+            filesystem_type: "tmpfs".into(),
+            source: "tmpfs".into(),
+        };
+        for flag in ["--dir", "--data-dir", "--baseline-dir"] {
+            let message = memory_filesystem_refusal(flag, Path::new("/dev/shm/x"), &mount);
+            assert!(
+                message.starts_with(&format!("{flag} /dev/shm/x is on tmpfs")),
+                "{message}"
+            );
+            assert!(
+                message.ends_with(&format!("e.g. {flag} ./target/bench-data")),
+                "{message}"
+            );
+        }
+    }
+
+    /// The real check on a real tmpfs, where the machine has one.
+    #[test]
+    fn a_data_dir_on_tmpfs_is_refused_with_its_flag() {
+        let shm = Path::new("/dev/shm");
+        let on_tmpfs = measure::mount_of(shm).is_some_and(|mount| mount.filesystem_type == "tmpfs");
+        if !on_tmpfs {
+            eprintln!("skipped: /dev/shm is not a tmpfs here");
+            return;
+        }
+        let dir = shm.join(format!("sluice-bench-tmpfs-test-{}", std::process::id()));
+        let error = prepare_data_dir(&dir, "--data-dir").expect_err("tmpfs is refused");
+        let message = format!("{error:#}");
+        assert!(
+            message.starts_with(&format!("--data-dir {} is on tmpfs", dir.display())),
+            "{message}"
+        );
+        assert!(!message.contains("--dir "), "{message}");
+        assert!(!dir.exists(), "the refused directory it created is removed");
     }
 }

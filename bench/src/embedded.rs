@@ -111,7 +111,7 @@ impl EmbeddedBroker {
                 data_dir.display()
             );
         }
-        let prepared = baseline::prepare_data_dir(&data_dir)?;
+        let prepared = baseline::prepare_data_dir(&data_dir, "--data-dir")?;
         std::fs::create_dir_all(log_dir)
             .with_context(|| format!("cannot create {}", log_dir.display()))?;
         let log_path = log_dir.join("sluice-embedded.log");

@@ -149,7 +149,7 @@ pub fn run(args: &EngineArgs) -> anyhow::Result<()> {
     }
     let runtime = compio::runtime::Runtime::new()
         .context("cannot start the compio runtime (io_uring unavailable?)")?;
-    let data_dir = baseline::prepare_data_dir(&args.dir)?;
+    let data_dir = baseline::prepare_data_dir(&args.dir, "--dir")?;
     let data_dir_shown = std::fs::canonicalize(&data_dir.path).unwrap_or_else(|_| args.dir.clone());
     let machine = Machine::describe(&data_dir.path);
     let run_dir = data_dir

@@ -88,9 +88,10 @@ impl Limits {
     }
 }
 
-/// Measure every limit in `dir` for `seconds` each.
-pub fn measure_limits(dir: &Path, seconds: u64) -> anyhow::Result<Limits> {
-    let data_dir = baseline::prepare_data_dir(dir)?;
+/// Measure every limit in `dir` for `seconds` each; `flag` is the option
+/// that named `dir`, quoted if the directory is refused.
+pub fn measure_limits(dir: &Path, flag: &str, seconds: u64) -> anyhow::Result<Limits> {
+    let data_dir = baseline::prepare_data_dir(dir, flag)?;
     let machine = Machine::describe(&data_dir.path);
     let device = machine.filesystem.as_ref().and_then(measure::device_name);
     let duration = Duration::from_secs(seconds.max(1));
@@ -173,7 +174,7 @@ pub fn loopback_bandwidth(duration: Duration) -> anyhow::Result<f64> {
 
 /// `sluice-bench baseline`.
 pub fn run(args: &BaselineArgs) -> anyhow::Result<()> {
-    let limits = measure_limits(&args.dir, args.seconds)?;
+    let limits = measure_limits(&args.dir, "--dir", args.seconds)?;
     print!("{}", limits.render());
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&limits.to_json())?;

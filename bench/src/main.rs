@@ -22,6 +22,7 @@ mod engine;
 mod kafka;
 mod limits;
 mod measure;
+mod provenance;
 mod rdkafka_engine;
 mod report;
 mod run;
@@ -195,15 +196,15 @@ impl CommonArgs {
         if !self.baseline {
             return Ok(None);
         }
-        let dir = match (&self.baseline_dir, embedded_dir) {
-            (Some(dir), _) => dir.clone(),
-            (None, Some(dir)) => dir.join("baseline"),
+        let (dir, flag) = match (&self.baseline_dir, embedded_dir) {
+            (Some(dir), _) => (dir.clone(), "--baseline-dir"),
+            (None, Some(dir)) => (dir.join("baseline"), "--data-dir"),
             (None, None) => bail!(
                 "--baseline needs --baseline-dir (a directory on the broker's data disk) when \
                  the broker is not --embedded"
             ),
         };
-        let limits = limits::measure_limits(&dir, self.baseline_secs)?;
+        let limits = limits::measure_limits(&dir, flag, self.baseline_secs)?;
         let _ = std::fs::remove_dir(&dir);
         Ok(Some(limits))
     }
@@ -372,12 +373,38 @@ fn compare_command(args: &CompareArgs) -> anyhow::Result<ExitCode> {
     let comparison = compare::compare(&outcomes);
     print!("{}", compare::render(&comparison, &args.a, &args.b));
     let stem = format!("compare-{}", file_stem(&workload));
-    let runs: Vec<(String, &RunOutcome)> = outcomes
+    // Outcomes alternate A, B, A, B, ...
+    let runs: Vec<report::PlotRun> = outcomes
         .iter()
-        .map(|(label, outcome)| (label.clone(), outcome))
+        .enumerate()
+        .map(|(index, (_, outcome))| report::PlotRun {
+            label: format!(
+                "{} round {}",
+                if index % 2 == 0 { "A" } else { "B" },
+                index / 2 + 1
+            ),
+            broker: index % 2,
+            round: index / 2,
+            outcome,
+        })
         .collect();
-    report::write(&common.out.join(format!("{stem}.svg")), &report::svg(&runs))?;
-    let summary = json!({
+    let started_at = outcomes
+        .first()
+        .map_or_else(std::time::SystemTime::now, |(_, outcome)| {
+            outcome.started_at
+        });
+    let title = format!(
+        "sluice-bench compare {}: A = {}, B = {}, {}",
+        workload.preset.as_deref().unwrap_or("custom workload"),
+        args.a,
+        args.b,
+        provenance::minute_utc(started_at)
+    );
+    report::write(
+        &common.out.join(format!("{stem}.svg")),
+        &report::svg(&title, &runs),
+    )?;
+    let mut summary = json!({
         "a": args.a,
         "b": args.b,
         "workload": workload.to_json(),
@@ -390,6 +417,11 @@ fn compare_command(args: &CompareArgs) -> anyhow::Result<ExitCode> {
             run
         }).collect::<Vec<_>>(),
     });
+    if let (Value::Object(summary), Value::Object(provenance)) =
+        (&mut summary, provenance::to_json(started_at))
+    {
+        summary.extend(provenance);
+    }
     let path = common.out.join(format!("{stem}.json"));
     report::write(&path, &serde_json::to_string_pretty(&summary)?)?;
     println!(

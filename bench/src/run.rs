@@ -17,7 +17,7 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, anyhow};
 use hdrhistogram::Histogram;
@@ -60,6 +60,10 @@ pub struct RunOptions {
 pub struct RunOutcome {
     pub workload: Workload,
     pub bootstrap: String,
+    /// The bench started the broker (`--embedded`).
+    pub embedded: bool,
+    /// When the run started (wall clock), for the summary and plot title.
+    pub started_at: SystemTime,
     pub topics: Vec<String>,
     pub samples: Vec<Sample>,
     /// Publish latency (send -> ack), measured window, microseconds.
@@ -457,6 +461,7 @@ impl Setup<'_> {
         } else {
             workload.warmup
         };
+        let started_at = SystemTime::now();
         let clock = Clock::start(warmup);
         let positions: Vec<Arc<Positions>> = self
             .start_offsets
@@ -580,6 +585,8 @@ impl Setup<'_> {
         Ok(RunOutcome {
             workload: workload.clone(),
             bootstrap: self.options.bootstrap.clone(),
+            embedded: self.options.broker_pid.is_some(),
+            started_at,
             topics: self.topics.clone(),
             samples: sampler.samples,
             publish: producers.recorder.total(),

@@ -42,6 +42,17 @@ pub enum KeyDistribution {
     Skewed,
 }
 
+impl KeyDistribution {
+    /// The flag's spelling (`--keys none|random|skewed`).
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyDistribution::None => "none",
+            KeyDistribution::Random => "random",
+            KeyDistribution::Skewed => "skewed",
+        }
+    }
+}
+
 /// A target rate: records per second, bytes per second, or as fast as the
 /// broker acknowledges.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -430,7 +441,7 @@ impl Workload {
     pub fn describe(&self) -> String {
         format!(
             "{} topic(s) x {} partitions x {} B records, {} producer(s) and {} consumer(s) per \
-             topic, rate {}, acks {}, keys {:?}, batch {} B, linger {} ms, {} in flight, \
+             topic, rate {}, acks {}, keys {}, batch {} B, linger {} ms, {} in flight, \
              client {}{}, warm-up {} s, duration {} s",
             self.topics,
             self.partitions,
@@ -439,7 +450,7 @@ impl Workload {
             self.consumers_per_topic,
             self.rate.describe(),
             acks_name(self.acks),
-            self.keys,
+            self.keys.name(),
             self.batch_size_bytes,
             self.linger.as_secs_f64() * 1000.0,
             self.in_flight_max,
@@ -465,7 +476,7 @@ impl Workload {
             "duration_secs": self.duration.as_secs_f64(),
             "warmup_secs": self.warmup.as_secs_f64(),
             "acks": acks_name(self.acks),
-            "keys": format!("{:?}", self.keys).to_lowercase(),
+            "keys": self.keys.name(),
             "key_count": self.key_count,
             "batch_size_bytes": self.batch_size_bytes,
             "linger_ms": self.linger.as_secs_f64() * 1000.0,
@@ -554,6 +565,26 @@ mod tests {
         assert_eq!(workload.rate, Rate::Max);
         assert_eq!(workload.acks, -1);
         assert_eq!(workload.client, ClientEngine::Native);
+    }
+
+    /// The report quotes key distributions as the flag spells them, so that
+    /// a line of it can be pasted back as `--keys VALUE`.
+    #[test]
+    fn key_distributions_are_named_as_the_flag_spells_them() {
+        for keys in KeyDistribution::value_variants() {
+            let spelling = keys.to_possible_value().expect("a flag value");
+            assert_eq!(keys.name(), spelling.get_name());
+        }
+        let workload = args().resolve().expect("defaults are valid");
+        let described = workload.describe();
+        assert!(described.contains("keys none,"), "{described}");
+        assert_eq!(workload.to_json()["keys"], "none");
+        let skewed = WorkloadArgs {
+            keys: Some(KeyDistribution::Skewed),
+            ..args()
+        };
+        let described = skewed.resolve().expect("valid").describe();
+        assert!(described.contains("keys skewed,"), "{described}");
     }
 
     #[test]

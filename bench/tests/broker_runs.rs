@@ -118,8 +118,19 @@ fn run_embedded(name: &str, client: &str) {
         assert!(text.trim_start().starts_with("Value"), "{text}");
         assert!(text.contains("#[Buckets = "), "{text}");
     }
+    // Where and when it was measured.
+    for key in ["git_commit", "time", "host"] {
+        assert!(summary[key].is_string(), "{key}: {summary}");
+    }
+    assert!(summary["time"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(summary["workload"]["keys"], "none");
     let plot = std::fs::read_to_string(out.join(format!("{stem}.svg"))).unwrap();
     assert!(plot.starts_with("<svg"));
+    assert!(
+        plot.contains("<title>sluice-bench smoke against 127.0.0.1:"),
+        "{plot}"
+    );
+    assert!(plot.contains(r#"class="warm-up""#), "{plot}");
     // The embedded broker's data directory is removed at the end.
     assert!(!data.exists(), "{} was left behind", data.display());
 }
