@@ -31,4 +31,5 @@ pub use compact::{CleanOptions, CleanSummary, DirtyStats};
 pub use config::{FlushPolicy, LogConfig};
 pub use error::{AppendError, LogError};
 pub use log::{AppendCompletion, Appended, Log, ReadLimits, ReadResult};
+pub use recovery::RecoveryReport;
 pub use types::{LeaderEpoch, Offset, Position, TimestampMs};

@@ -41,7 +41,7 @@ use crate::constants::{
 };
 use crate::error::{AppendError, LogError};
 use crate::io::{Io, is_storage_full};
-use crate::recovery::{self, Checkpoint};
+use crate::recovery::{self, Checkpoint, RecoveryReport};
 use crate::segment::buffer::{page_ceil, page_floor};
 use crate::segment::{self, Segment, SegmentMark};
 use crate::types::{LeaderEpoch, Offset, TimestampMs};
@@ -62,6 +62,8 @@ impl<I: Io> Clone for Log<I> {
 pub(crate) struct LogInner<I: Io> {
     pub(crate) io: I,
     pub(crate) dir: PathBuf,
+    /// What `open` found and repaired.
+    recovery: RecoveryReport,
     pub(crate) state: RefCell<LogState<I::File>>,
     /// Serializes flushes and the operations that rewrite files behind the
     /// flusher's back (truncation, checkpoints, close, the swap of a
@@ -162,11 +164,12 @@ impl<I: Io> Log<I> {
         committer: &Committer<I>,
     ) -> Result<Log<I>, LogError> {
         let dir = dir.into();
-        let state = recovery::recover(&io, &dir, config).await?;
+        let (state, recovery) = recovery::recover(&io, &dir, config).await?;
         Ok(Log {
             inner: Rc::new(LogInner {
                 io,
                 dir,
+                recovery,
                 state: RefCell::new(state),
                 flush_lock: Mutex::new(()),
                 clean_lock: Mutex::new(()),
@@ -177,6 +180,12 @@ impl<I: Io> Log<I> {
 
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// What opening this log found and repaired (nothing much after a clean
+    /// close; see [`RecoveryReport::was_needed`]).
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.inner.recovery
     }
 
     pub fn log_start_offset(&self) -> Offset {

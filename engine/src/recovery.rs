@@ -20,8 +20,10 @@
 //! Everything after the trusted prefix must continue exactly, as before.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -95,13 +97,90 @@ pub fn checkpoint_path(dir: &Path) -> PathBuf {
     dir.join("checkpoint")
 }
 
+/// What opening a log found and repaired (`Log::recovery`). After a clean
+/// close everything is covered by the checkpoint and only the last indexed
+/// batch of the active segment is re-read; anything more means the previous
+/// process stopped without closing the log (a crash, kill -9, power loss)
+/// or the files were damaged.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segment files found.
+    pub segments: usize,
+    /// Segments existed but no valid checkpoint: every one was scanned.
+    pub checkpoint_missing: bool,
+    /// Bytes validated batch by batch (CRC, framing, offsets).
+    pub bytes_scanned: u64,
+    /// Of those, valid bytes the checkpoint did not cover: data written
+    /// after the last checkpoint, kept.
+    pub bytes_past_checkpoint: u64,
+    /// Segments cut at an invalid or torn batch (preallocated zeros after
+    /// the last valid batch are not counted: they are no data).
+    pub segments_truncated: usize,
+    /// Bytes cut from those segments, from their first invalid byte to the
+    /// end of the file.
+    pub bytes_truncated: u64,
+    /// Segments deleted: empty after a cut, or after a gap in the offsets.
+    pub segments_removed: usize,
+    /// Segments whose missing or damaged index files were rebuilt.
+    pub indexes_rebuilt: usize,
+    /// Wall time of the whole open.
+    pub duration: Duration,
+}
+
+impl RecoveryReport {
+    /// True when the open had to do more than after a clean close.
+    pub fn was_needed(&self) -> bool {
+        (self.checkpoint_missing && self.segments > 0)
+            || self.bytes_past_checkpoint > 0
+            || self.segments_truncated > 0
+            || self.segments_removed > 0
+            || self.indexes_rebuilt > 0
+    }
+}
+
+impl fmt::Display for RecoveryReport {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            formatter,
+            "{} segments, {} bytes scanned ({} past the checkpoint{}), {} bytes truncated \
+             in {} segments, {} segments removed, {} indexes rebuilt, in {} ms",
+            self.segments,
+            self.bytes_scanned,
+            self.bytes_past_checkpoint,
+            if self.checkpoint_missing {
+                "; no valid checkpoint"
+            } else {
+                ""
+            },
+            self.bytes_truncated,
+            self.segments_truncated,
+            self.segments_removed,
+            self.indexes_rebuilt,
+            self.duration.as_millis()
+        )
+    }
+}
+
+/// Where a segment scan stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ScanStop {
+    /// At the end of the file.
+    EndOfFile,
+    /// At zeros: preallocated space never written.
+    Zeros,
+    /// At a batch that is torn, damaged, or does not continue the offsets.
+    Invalid,
+}
+
 /// Open the log directory (creating it if needed) and rebuild the log's
 /// in-memory state. See the module docs.
 pub(crate) async fn recover<I: Io>(
     io: &I,
     dir: &Path,
     config: LogConfig,
-) -> Result<LogState<I::File>, LogError> {
+) -> Result<(LogState<I::File>, RecoveryReport), LogError> {
+    let started = Instant::now();
+    let mut report = RecoveryReport::default();
     let names = match io.list_dir(dir) {
         Ok(names) => names,
         Err(error) if error.kind() == io::ErrorKind::NotFound => {
@@ -127,6 +206,7 @@ pub(crate) async fn recover<I: Io>(
         .filter_map(|name| segment::parse_log_file_name(name))
         .collect();
     bases.sort();
+    report.segments = bases.len();
     for name in names.iter().filter(|name| name.ends_with(".tmp")) {
         remove_quietly(io, &dir.join(name));
     }
@@ -138,6 +218,7 @@ pub(crate) async fn recover<I: Io>(
     let checkpoint = checkpoint.unwrap_or_else(|| {
         if !bases.is_empty() {
             tracing::warn!(dir = %dir.display(), "no valid checkpoint: scanning every segment");
+            report.checkpoint_missing = true;
         }
         Checkpoint {
             log_start: bases.first().copied().unwrap_or(Offset::ZERO),
@@ -158,6 +239,7 @@ pub(crate) async fn recover<I: Io>(
         if cut {
             remove_segment(io, dir, base);
             removed_any = true;
+            report.segments_removed += 1;
             continue;
         }
         if previous_may_end_early
@@ -174,6 +256,7 @@ pub(crate) async fn recover<I: Io>(
             cut = true;
             remove_segment(io, dir, base);
             removed_any = true;
+            report.segments_removed += 1;
             continue;
         }
         let path = segment::log_path(dir, base);
@@ -195,11 +278,12 @@ pub(crate) async fn recover<I: Io>(
         };
         // Indexes from disk, limited to the trusted part; then scan from the
         // last indexed batch on (re-indexing it).
-        let (scan_start, indexes_loaded) = load_indexes(io, dir, &mut segment, trusted_size);
+        let (scan_start, indexes_loaded) =
+            load_indexes(io, dir, &mut segment, trusted_size, &mut report);
         if position_in_list + 1 == bases.len() {
             active_scan_start = scan_start;
         }
-        let valid_end = scan(
+        let (valid_end, stop) = scan(
             io,
             &file,
             file_len,
@@ -210,6 +294,12 @@ pub(crate) async fn recover<I: Io>(
         )
         .await
         .map_err(|error| LogError::io(&path, error))?;
+        report.bytes_scanned += valid_end.saturating_sub(scan_start);
+        report.bytes_past_checkpoint += valid_end.saturating_sub(scan_start.max(trusted_size));
+        if stop == ScanStop::Invalid {
+            report.segments_truncated += 1;
+            report.bytes_truncated += file_len - valid_end;
+        }
         if valid_end < file_len {
             if valid_end < trusted_size {
                 tracing::error!(dir = %dir.display(), %base, valid_end, trusted_size,
@@ -245,6 +335,7 @@ pub(crate) async fn recover<I: Io>(
             // content: whatever follows must continue exactly.
             remove_segment(io, dir, base);
             removed_any = true;
+            report.segments_removed += 1;
             previous_may_end_early &= trusted && valid_end == file_len;
             continue;
         }
@@ -333,7 +424,11 @@ pub(crate) async fn recover<I: Io>(
     io.write_file_atomic(&checkpoint_path(dir), checkpoint.encode())
         .await
         .map_err(|error| LogError::io(checkpoint_path(dir), error))?;
-    Ok(LogState {
+    report.duration = started.elapsed();
+    if report.was_needed() {
+        tracing::info!(dir = %dir.display(), %log_start, %log_end, "recovered log: {report}");
+    }
+    let state = LogState {
         last_flush_ms: io.now_ms(),
         config,
         segments,
@@ -346,7 +441,8 @@ pub(crate) async fn recover<I: Io>(
         queued: false,
         unflushed_bytes: 0,
         checkpoint,
-    })
+    };
+    Ok((state, report))
 }
 
 /// Load the segment's index files keeping entries below `trusted_size`, drop
@@ -357,6 +453,7 @@ fn load_indexes<I: Io, F>(
     dir: &Path,
     segment: &mut Segment<F>,
     trusted_size: u64,
+    report: &mut RecoveryReport,
 ) -> (u64, bool) {
     if trusted_size == 0 {
         return (0, false);
@@ -371,6 +468,7 @@ fn load_indexes<I: Io, F>(
         .and_then(|bytes| TimeIndex::decode(&bytes, u32::MAX));
     let (Some(mut offsets), Some(mut times)) = (offsets, times) else {
         tracing::info!(dir = %dir.display(), base = %segment.base, "rebuilding segment indexes");
+        report.indexes_rebuilt += 1;
         return (0, false);
     };
     let Some((relative, position)) = offsets.last() else {
@@ -391,8 +489,9 @@ fn load_indexes<I: Io, F>(
 }
 
 /// Scan batches from `start` until the first invalid one; returns the end of
-/// the valid prefix. Every batch is validated in full (length, magic, CRC,
-/// records) and must continue the offsets.
+/// the valid prefix and why the scan stopped there. Every batch is
+/// validated in full (length, magic, CRC, records) and must continue the
+/// offsets.
 async fn scan<I: Io, F>(
     io: &I,
     file: &I::File,
@@ -401,30 +500,33 @@ async fn scan<I: Io, F>(
     start: u64,
     interval: u64,
     trusted_size: u64,
-) -> io::Result<u64> {
+) -> io::Result<(u64, ScanStop)> {
     let mut position = start;
     let mut window: Option<(u64, Bytes)> = None;
     loop {
+        if position >= file_len {
+            return Ok((position, ScanStop::EndOfFile));
+        }
         if position + BATCH_HEADER_SIZE as u64 > file_len {
-            return Ok(position);
+            return stopped_at(io, file, file_len, &mut window, position).await;
         }
         let Some(header_bytes) =
             window_slice(io, file, file_len, &mut window, position, BATCH_HEADER_SIZE).await?
         else {
-            return Ok(position);
+            return stopped_at(io, file, file_len, &mut window, position).await;
         };
         let Ok(header) = BatchHeader::parse(&header_bytes) else {
-            return Ok(position);
+            return stopped_at(io, file, file_len, &mut window, position).await;
         };
         let size = header.total_size();
         if !(BATCH_HEADER_SIZE..=BATCH_SIZE_MAX).contains(&size)
             || position + size as u64 > file_len
         {
-            return Ok(position);
+            return stopped_at(io, file, file_len, &mut window, position).await;
         }
         let Some(bytes) = window_slice(io, file, file_len, &mut window, position, size).await?
         else {
-            return Ok(position);
+            return stopped_at(io, file, file_len, &mut window, position).await;
         };
         // Only trusted bytes can have been compacted (module docs).
         let trusted = position < trusted_size;
@@ -434,7 +536,7 @@ async fn scan<I: Io, F>(
             batch::validate(&bytes, BATCH_SIZE_MAX)
         };
         let Ok(header) = validated else {
-            return Ok(position);
+            return stopped_at(io, file, file_len, &mut window, position).await;
         };
         let continues = if trusted {
             header.base_offset() >= segment.next_offset
@@ -442,7 +544,7 @@ async fn scan<I: Io, F>(
             header.base_offset() == segment.next_offset
         };
         if !continues {
-            return Ok(position);
+            return stopped_at(io, file, file_len, &mut window, position).await;
         }
         let count = i64::from(header.last_offset_delta()) + 1;
         let next = header.base_offset().plus(count);
@@ -456,6 +558,28 @@ async fn scan<I: Io, F>(
         );
         position += size as u64;
     }
+}
+
+/// The scan stopped at `position` (before the end of the file): zeros there
+/// are preallocated space never written, anything else a torn or damaged
+/// batch.
+async fn stopped_at<I: Io>(
+    io: &I,
+    file: &I::File,
+    file_len: u64,
+    window: &mut Option<(u64, Bytes)>,
+    position: u64,
+) -> io::Result<(u64, ScanStop)> {
+    let length = (file_len - position).min(BATCH_HEADER_SIZE as u64) as usize;
+    let zeros = window_slice(io, file, file_len, window, position, length)
+        .await?
+        .is_some_and(|bytes| bytes.iter().all(|&byte| byte == 0));
+    let stop = if zeros {
+        ScanStop::Zeros
+    } else {
+        ScanStop::Invalid
+    };
+    Ok((position, stop))
 }
 
 /// `length` bytes at `position`, reading a new window when the current one

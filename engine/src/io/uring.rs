@@ -26,6 +26,7 @@ use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -103,10 +104,17 @@ fn assert_aligned(pos: u64, len: usize) {
     );
 }
 
-/// `<path>.tmp`, next to `path`.
+/// Temporary files written so far by this process; numbers their names.
+static TEMPORARY_FILE_COUNT: AtomicU64 = AtomicU64::new(0);
+
+/// `<path>.<pid>-<n>.tmp`, next to `path`, unique per call: two writers
+/// replacing the same file at once (e.g. two tasks writing one checkpoint)
+/// each write and rename their own file, so neither renames or truncates
+/// the other's. Recovery removes every `*.tmp` a crash left behind.
 fn temporary_path(path: &Path) -> PathBuf {
+    let number = TEMPORARY_FILE_COUNT.fetch_add(1, Ordering::Relaxed);
     let mut name = OsString::from(path.as_os_str());
-    name.push(".tmp");
+    name.push(format!(".{}-{number}.tmp", std::process::id()));
     PathBuf::from(name)
 }
 
@@ -310,11 +318,24 @@ impl Io for UringIo {
 
     async fn write_file_atomic(&self, path: &Path, data: Vec<u8>) -> io::Result<()> {
         let temporary = temporary_path(path);
+        let result = write_and_rename(&temporary, path, data).await;
+        if result.is_err() {
+            // Best effort: a name of our own, nobody else writes it; recovery
+            // removes it anyway if this fails too.
+            let _ = std::fs::remove_file(&temporary);
+        }
+        result?;
+        self.sync_dir(parent_dir(path)).await
+    }
+}
+
+/// Write `data` to the new file `temporary`, fsync it, rename it to `path`.
+async fn write_and_rename(temporary: &Path, path: &Path, data: Vec<u8>) -> io::Result<()> {
+    {
         let file = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temporary)
+            .create_new(true)
+            .open(temporary)
             .await?;
         let mut handle = &file;
         let mut written = 0;
@@ -329,10 +350,8 @@ impl Io for UringIo {
             }
         }
         file.sync_all().await?;
-        drop(file);
-        compio::fs::rename(&temporary, path).await?;
-        self.sync_dir(parent_dir(path)).await
     }
+    compio::fs::rename(temporary, path).await
 }
 
 #[cfg(test)]
@@ -519,6 +538,38 @@ mod tests {
             let names = io.list_dir(&dir.0).unwrap();
             assert_eq!(
                 names,
+                vec!["checkpoint".to_owned()],
+                "temporary file left behind"
+            );
+        });
+    }
+
+    /// Writers replacing one file at once (two tasks writing a partition's
+    /// checkpoint) each use their own temporary file: every call succeeds
+    /// and the file ends whole, holding one of the versions. With one shared
+    /// `<path>.tmp`, the first rename moved the other writer's file away and
+    /// its rename failed with ENOENT (issue 14).
+    #[test]
+    fn concurrent_write_file_atomic_to_one_path_all_succeed() {
+        let dir = TestDir::new("atomic-concurrent");
+        run(async {
+            let io = UringIo::new();
+            let path = dir.0.join("checkpoint");
+            let versions: Vec<Vec<u8>> = (0..8u8).map(|writer| vec![writer; 100]).collect();
+            let writes = versions
+                .iter()
+                .map(|version| io.write_file_atomic(&path, version.clone()));
+            let results = futures_util::future::join_all(writes).await;
+            for (writer, result) in results.iter().enumerate() {
+                assert!(result.is_ok(), "writer {writer} failed: {result:?}");
+            }
+            let content = io.read_file(&path).unwrap();
+            assert!(
+                versions.contains(&content),
+                "the file holds a mix of versions: {content:?}"
+            );
+            assert_eq!(
+                io.list_dir(&dir.0).unwrap(),
                 vec!["checkpoint".to_owned()],
                 "temporary file left behind"
             );
