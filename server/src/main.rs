@@ -1,5 +1,6 @@
 //! `sluice`: run a broker (`sluice` or `sluice serve`), or an admin
-//! subcommand (`sluice groups`). See `sluice --help`.
+//! subcommand (`sluice topic|group|cluster|produce|consume`, see
+//! `admin/mod.rs`). See `sluice --help`.
 //!
 //! Exit codes of `sluice serve`: 0 after a clean stop (SIGINT/SIGTERM), 1
 //! when the broker cannot start (data directory, listen address, opening
@@ -13,6 +14,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use sluice_server::admin;
 use sluice_server::broker::Broker;
 use sluice_server::cli::{Cli, Command, LogFormat, LogSettings, ServeConfig};
 use tracing_subscriber::EnvFilter;
@@ -21,7 +23,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
-        Some(Command::Groups(args)) => return sluice_server::admin::groups::run(args),
+        Some(Command::Topic(args)) => return admin::topic::run(args),
+        Some(Command::Group(args)) => return admin::group::run(args),
+        Some(Command::Cluster(args)) => return admin::cluster::run(args),
+        Some(Command::Produce(args)) => return admin::produce::run(args),
+        Some(Command::Consume(args)) => return admin::consume::run(args),
         None => cli.serve,
     };
     let ServeConfig {

@@ -115,6 +115,20 @@ pub fn check_code(code: i16, what: impl FnOnce() -> String) -> Result<(), Client
     }
 }
 
+/// Like [`check_code`], with the broker's error message (when it sent one)
+/// after `what`: Kafka puts the useful detail there ("Invalid value abc for
+/// configuration retention.ms").
+pub fn check_code_message(
+    code: i16,
+    message: Option<&StrBytes>,
+    what: impl FnOnce() -> String,
+) -> Result<(), ClientError> {
+    check_code(code, || match message {
+        Some(message) if !message.is_empty() => format!("{} ({message})", what()),
+        _ => what(),
+    })
+}
+
 /// One connection to one broker.
 pub struct Connection {
     stream: TcpStream,
@@ -217,6 +231,18 @@ impl Connection {
         Ok(version)
     }
 
+    /// Negotiate the version of `R` within `ours`, send `request` as that
+    /// version and wait for its response: the response and the version.
+    pub fn call<R: Request>(
+        &mut self,
+        request: &R,
+        ours: RangeInclusive<i16>,
+    ) -> Result<(R::Response, i16), ClientError> {
+        let api = api_of::<R>(&self.address)?;
+        let version = self.negotiate(api, ours)?;
+        Ok((self.send(request, version)?, version))
+    }
+
     /// Send `request` as `version` and wait for its response. Kafka error
     /// codes inside the response are the caller's to check.
     pub fn send<R: Request>(
@@ -224,12 +250,23 @@ impl Connection {
         request: &R,
         version: i16,
     ) -> Result<R::Response, ClientError> {
-        let api = ApiKey::try_from(R::KEY).map_err(|()| ClientError::Protocol {
-            address: self.address.clone(),
-            api: ApiKey::ApiVersions,
-            version,
-            reason: format!("unknown api key {}", R::KEY),
-        })?;
+        self.write_request(request, version)?;
+        self.read_response::<R>(version)
+    }
+
+    /// Send `request` as `version` and do not wait: for requests the broker
+    /// never answers (Produce with acks=0). `Ok` promises only that the
+    /// bytes were written to the socket.
+    pub fn send_without_response<R: Request>(
+        &mut self,
+        request: &R,
+        version: i16,
+    ) -> Result<(), ClientError> {
+        self.write_request(request, version)
+    }
+
+    fn write_request<R: Request>(&mut self, request: &R, version: i16) -> Result<(), ClientError> {
+        let api = api_of::<R>(&self.address)?;
         let protocol = |reason: String| ClientError::Protocol {
             address: self.address.clone(),
             api,
@@ -260,6 +297,23 @@ impl Connection {
             source,
         };
         self.stream.write_all(&frame).map_err(io)?;
+        Ok(())
+    }
+
+    fn read_response<R: Request>(&mut self, version: i16) -> Result<R::Response, ClientError> {
+        let api = api_of::<R>(&self.address)?;
+        let correlation_id = self.correlation_id;
+        let protocol = |reason: String| ClientError::Protocol {
+            address: self.address.clone(),
+            api,
+            version,
+            reason,
+        };
+        let io = |source: std::io::Error| ClientError::Io {
+            address: self.address.clone(),
+            api,
+            source,
+        };
         let mut size = [0_u8; 4];
         self.stream.read_exact(&mut size).map_err(|error| {
             if error.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -296,6 +350,16 @@ impl Connection {
             .map_err(|error| protocol(format!("decoding the response: {error}")))?;
         Ok(response)
     }
+}
+
+/// The [`ApiKey`] of request type `R`.
+fn api_of<R: Request>(address: &str) -> Result<ApiKey, ClientError> {
+    ApiKey::try_from(R::KEY).map_err(|()| ClientError::Protocol {
+        address: address.to_string(),
+        api: ApiKey::ApiVersions,
+        version: 0,
+        reason: format!("unknown api key {}", R::KEY),
+    })
 }
 
 /// Describe a response that cannot be a Kafka frame from its first four

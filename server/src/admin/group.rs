@@ -1,6 +1,6 @@
-//! `sluice groups list` and `sluice groups describe GROUP`: what
-//! kafka-consumer-groups.sh `--list` and `--describe` show, fetched over the
-//! Kafka protocol from any broker.
+//! `sluice group list|describe|delete|seek` (alias `sluice groups`): what
+//! kafka-consumer-groups.sh `--list`, `--describe`, `--delete` and
+//! `--reset-offsets` do, over the Kafka protocol against any broker.
 //!
 //! Describe: FindCoordinator(group) -> DescribeGroups (state, members and
 //! their assignments) + OffsetFetch (committed offsets) on the coordinator;
@@ -8,46 +8,53 @@
 //! a consumer can reach, the high watermark) on each leader. Lag is
 //! log end - committed, as Kafka's tool computes it (not clamped).
 //!
-//! The gathering ([`describe_group`], [`list_groups`]) returns plain data;
-//! the rendering ([`render_description`], [`render_listing`]) is pure, so
-//! both are testable apart.
+//! Seek: refused unless the group has no members (Empty or Dead), as
+//! kafka-consumer-groups.sh refuses: a live member's next commit would
+//! overwrite the new offsets. The new offsets come from ListOffsets on each
+//! partition's leader and are committed with OffsetCommit generation -1
+//! (an admin commit) on the coordinator.
+//!
+//! The gathering returns plain data; the rendering ([`render_description`],
+//! [`render_listing`], [`render_seek`]) is pure, so both are testable apart.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use kafka_protocol::error::{ParseResponseErrorCode, ResponseError};
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, ConsumerProtocolAssignment, DescribeGroupsRequest, FindCoordinatorRequest,
-    GroupId, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetFetchRequest, TopicName,
+    ConsumerProtocolAssignment, DeleteGroupsRequest, DescribeGroupsRequest, GroupId,
+    ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
+use serde::Serialize;
+use serde_json::json;
 
-use super::client::{ClientError, Connection, check_code};
-use crate::cli::{GroupsArgs, GroupsCommand};
+use super::AdminError;
+use super::args::{GroupArgs, GroupCommand, GroupSeekArgs, SeekTo};
+use super::client::{ClientError, Connection, check_code, describe_code};
+use super::output::{Format, NONE, Progress, emit, emit_json, non_empty, optional, render_table};
+use super::pool::{BrokerPool, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
+use super::profile;
 
 /// Versions this client speaks, per API (the broker's ranges narrow them).
-const FIND_COORDINATOR_VERSIONS: std::ops::RangeInclusive<i16> = 0..=4;
-const LIST_GROUPS_VERSIONS: std::ops::RangeInclusive<i16> = 0..=4;
-const DESCRIBE_GROUPS_VERSIONS: std::ops::RangeInclusive<i16> = 0..=5;
+const LIST_GROUPS_VERSIONS: RangeInclusive<i16> = 0..=4;
+const DESCRIBE_GROUPS_VERSIONS: RangeInclusive<i16> = 0..=5;
 /// From v2, topics = null fetches every partition the group committed.
-const OFFSET_FETCH_VERSIONS: std::ops::RangeInclusive<i16> = 2..=7;
-const LIST_OFFSETS_VERSIONS: std::ops::RangeInclusive<i16> = 1..=7;
-const METADATA_VERSIONS: std::ops::RangeInclusive<i16> = 1..=9;
-/// ListOffsets timestamp meaning "the latest offset" (the high watermark).
-const LATEST_TIMESTAMP: i64 = -1;
-/// How long FindCoordinator is retried while the coordinator is loading
-/// (a new `__consumer_offsets` partition, a broker just started).
-const COORDINATOR_WAIT: Duration = Duration::from_secs(10);
-const COORDINATOR_RETRY_INTERVAL: Duration = Duration::from_millis(200);
-/// Shown for a value that does not exist (no commit, no member).
-const NONE: &str = "-";
+const OFFSET_FETCH_VERSIONS: RangeInclusive<i16> = 2..=7;
+/// v9+ names topics by id only from v10; 8 is the last by name with
+/// generation-less (admin) commits unchanged.
+const OFFSET_COMMIT_VERSIONS: RangeInclusive<i16> = 2..=8;
+const DELETE_GROUPS_VERSIONS: RangeInclusive<i16> = 0..=2;
+/// Partitions per OffsetCommit of `group seek` (the progress unit).
+const SEEK_COMMIT_CHUNK: usize = 500;
 
 /// One group as ListGroups reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GroupListing {
     pub group_id: String,
     pub protocol_type: String,
@@ -56,7 +63,7 @@ pub struct GroupListing {
 }
 
 /// One member of a described group.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct MemberDescription {
     pub member_id: String,
     pub group_instance_id: Option<String>,
@@ -102,66 +109,37 @@ pub struct GroupDescription {
     pub partitions: Vec<PartitionRow>,
 }
 
-/// Errors of the groups subcommand that are not the wire client's.
-#[derive(Debug, thiserror::Error)]
-pub enum GroupsError {
-    #[error(transparent)]
-    Client(#[from] ClientError),
-    #[error("consumer group {0:?} does not exist")]
-    GroupNotFound(String),
-    #[error("no coordinator for group {group:?} within {COORDINATOR_WAIT:?}: {last}")]
-    CoordinatorUnavailable { group: String, last: ClientError },
-    #[error("broker {node_id} (leader of {topic}-{partition}) is not in the cluster metadata")]
-    UnknownLeader {
-        node_id: i32,
-        topic: String,
-        partition: i32,
-    },
-    #[error("cannot decode the assignment of member {member}: {reason}")]
-    Assignment { member: String, reason: String },
-}
-
-/// Run `sluice groups ...`: print to stdout, errors to stderr; exit code 1
-/// on any error.
-pub fn run(args: GroupsArgs) -> ExitCode {
-    let outcome = match args.command {
-        GroupsCommand::List(target) => {
-            list_groups(&target.bootstrap).map(|groups| render_listing(&groups))
+/// Run `sluice group ...`.
+pub fn run(args: GroupArgs) -> ExitCode {
+    let format = args.common.format;
+    let result = profile::bootstrap(&args.common).and_then(|bootstrap| match args.command {
+        GroupCommand::List => list_groups(&bootstrap).and_then(|groups| match format {
+            Format::Table => emit(&render_listing(&groups)),
+            Format::Json => emit_json(&groups),
+        }),
+        GroupCommand::Describe { group } => {
+            describe_group(&bootstrap, &group).and_then(|group| match format {
+                Format::Table => emit(&render_description(&group)),
+                Format::Json => emit_json(&description_json(&group)),
+            })
         }
-        GroupsCommand::Describe { group, target } => {
-            describe_group(&target.bootstrap, &group).map(|group| render_description(&group))
-        }
-    };
-    match outcome {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("sluice groups: {error}");
-            ExitCode::FAILURE
-        }
-    }
+        GroupCommand::Delete { groups } => delete_groups(&bootstrap, &groups, format),
+        GroupCommand::Seek(seek) => seek_group(&bootstrap, &seek, format),
+    });
+    super::exit("group", result)
 }
 
 /// Every group of every broker in the cluster, sorted by id.
-pub fn list_groups(bootstrap: &str) -> Result<Vec<GroupListing>, GroupsError> {
-    let mut connection = Connection::open(bootstrap)?;
-    let brokers = cluster_brokers(&mut connection, &[])?.0;
+pub fn list_groups(bootstrap: &str) -> Result<Vec<GroupListing>, AdminError> {
+    let mut pool = BrokerPool::connect(bootstrap)?;
+    let layout = pool.metadata(Some(&[]), false)?;
     let mut groups = BTreeMap::new();
-    for address in brokers.values() {
-        let mut broker = if brokers.len() == 1 {
-            // A single broker: the connection we have (whatever address it
-            // advertises).
-            None
-        } else {
-            Some(Connection::open(address)?)
-        };
-        let broker = broker.as_mut().unwrap_or(&mut connection);
-        let version = broker.negotiate(ApiKey::ListGroups, LIST_GROUPS_VERSIONS)?;
-        let response = broker.send(&ListGroupsRequest::default(), version)?;
+    for broker in &layout.brokers {
+        let connection = pool.broker(broker.node_id)?;
+        let (response, version) =
+            connection.call(&ListGroupsRequest::default(), LIST_GROUPS_VERSIONS)?;
         check_code(response.error_code, || {
-            format!("ListGroups from broker {}", broker.address())
+            format!("ListGroups from broker {}", connection.address())
         })?;
         for listed in response.groups {
             let group_id = listed.group_id.0.to_string();
@@ -178,16 +156,21 @@ pub fn list_groups(bootstrap: &str) -> Result<Vec<GroupListing>, GroupsError> {
     Ok(groups.into_values().collect())
 }
 
-/// Describe `group`: members, committed offsets, log ends.
-pub fn describe_group(bootstrap: &str, group: &str) -> Result<GroupDescription, GroupsError> {
-    let mut connection = Connection::open(bootstrap)?;
-    let (coordinator_id, coordinator_address) = find_coordinator(&mut connection, group)?;
-    let mut coordinator = Connection::open(&coordinator_address)?;
+/// State and members of a group as DescribeGroups answers.
+struct DescribedGroup {
+    state: String,
+    protocol_type: String,
+    protocol: String,
+    members: Vec<MemberDescription>,
+}
 
-    let version = coordinator.negotiate(ApiKey::DescribeGroups, DESCRIBE_GROUPS_VERSIONS)?;
+fn describe_members(
+    coordinator: &mut Connection,
+    group: &str,
+) -> Result<DescribedGroup, AdminError> {
     let request = DescribeGroupsRequest::default()
         .with_groups(vec![GroupId(StrBytes::from_string(group.to_string()))]);
-    let response = coordinator.send(&request, version)?;
+    let (response, _) = coordinator.call(&request, DESCRIBE_GROUPS_VERSIONS)?;
     let described = response
         .groups
         .into_iter()
@@ -197,14 +180,14 @@ pub fn describe_group(bootstrap: &str, group: &str) -> Result<GroupDescription, 
             code: ResponseError::UnknownServerError.code(),
         })?;
     if described.error_code == ResponseError::GroupIdNotFound.code() {
-        return Err(GroupsError::GroupNotFound(group.to_string()));
+        return Err(AdminError::GroupNotFound(group.to_string()));
     }
     check_code(described.error_code, || format!("DescribeGroups {group:?}"))?;
     let mut members = Vec::with_capacity(described.members.len());
     for member in described.members {
         let member_id = member.member_id.to_string();
         let assignment = decode_assignment(member.member_assignment).map_err(|reason| {
-            GroupsError::Assignment {
+            AdminError::Assignment {
                 member: member_id.clone(),
                 reason,
             }
@@ -217,12 +200,25 @@ pub fn describe_group(bootstrap: &str, group: &str) -> Result<GroupDescription, 
             assignment,
         });
     }
+    Ok(DescribedGroup {
+        state: described.group_state.to_string(),
+        protocol_type: described.protocol_type.to_string(),
+        protocol: described.protocol_data.to_string(),
+        members,
+    })
+}
 
-    let committed = fetch_committed(&mut coordinator, group)?;
-    let state = described.group_state.to_string();
-    if state == "Dead" && committed.is_empty() {
-        return Err(GroupsError::GroupNotFound(group.to_string()));
+/// Describe `group`: members, committed offsets, log ends.
+pub fn describe_group(bootstrap: &str, group: &str) -> Result<GroupDescription, AdminError> {
+    let mut pool = BrokerPool::connect(bootstrap)?;
+    let (coordinator_id, coordinator_address) = pool.find_coordinator(group)?;
+    let (_, coordinator) = pool.coordinator(group)?;
+    let described = describe_members(coordinator, group)?;
+    let committed = fetch_committed(coordinator, group)?;
+    if described.state == "Dead" && committed.is_empty() {
+        return Err(AdminError::GroupNotFound(group.to_string()));
     }
+    let members = described.members;
 
     let mut partitions: BTreeMap<(String, i32), PartitionRow> = BTreeMap::new();
     for ((topic, partition), offset) in &committed {
@@ -251,94 +247,32 @@ pub fn describe_group(bootstrap: &str, group: &str) -> Result<GroupDescription, 
                 .member = Some(index);
         }
     }
-    let ends = log_ends(&mut connection, partitions.keys())?;
+    let ends = log_ends(&mut pool, partitions.keys())?;
     for (key, row) in &mut partitions {
         row.log_end = ends.get(key).copied();
     }
 
     Ok(GroupDescription {
         group_id: group.to_string(),
-        state,
-        protocol_type: described.protocol_type.to_string(),
-        protocol: described.protocol_data.to_string(),
+        state: described.state,
+        protocol_type: described.protocol_type,
+        protocol: described.protocol,
         coordinator: (coordinator_id, coordinator_address),
         members,
         partitions: partitions.into_values().collect(),
     })
 }
 
-/// The coordinator of `group`: node id and `host:port`. Retries while the
-/// coordinator is loading or not yet available.
-fn find_coordinator(
-    connection: &mut Connection,
-    group: &str,
-) -> Result<(i32, String), GroupsError> {
-    let version = connection.negotiate(ApiKey::FindCoordinator, FIND_COORDINATOR_VERSIONS)?;
-    let key = StrBytes::from_string(group.to_string());
-    let mut request = FindCoordinatorRequest::default();
-    if version >= 4 {
-        request.coordinator_keys = vec![key];
-    } else {
-        request.key = key;
-    }
-    let deadline = Instant::now() + COORDINATOR_WAIT;
-    loop {
-        let response = connection.send(&request, version)?;
-        let (code, node_id, host, port) = if version >= 4 {
-            let coordinator =
-                response
-                    .coordinators
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| ClientError::Kafka {
-                        what: format!("FindCoordinator {group:?} answered no coordinator"),
-                        code: ResponseError::UnknownServerError.code(),
-                    })?;
-            (
-                coordinator.error_code,
-                coordinator.node_id,
-                coordinator.host,
-                coordinator.port,
-            )
-        } else {
-            (
-                response.error_code,
-                response.node_id,
-                response.host,
-                response.port,
-            )
-        };
-        match check_code(code, || format!("FindCoordinator {group:?}")) {
-            Ok(()) => return Ok((node_id.0, format!("{host}:{port}"))),
-            Err(error)
-                if code.err().is_some_and(|kafka| kafka.is_retriable())
-                    && Instant::now() < deadline =>
-            {
-                drop(error);
-                std::thread::sleep(COORDINATOR_RETRY_INTERVAL);
-            }
-            Err(error) if code.err().is_some_and(|kafka| kafka.is_retriable()) => {
-                return Err(GroupsError::CoordinatorUnavailable {
-                    group: group.to_string(),
-                    last: error,
-                });
-            }
-            Err(error) => return Err(error.into()),
-        }
-    }
-}
-
 /// The group's committed offsets (OffsetFetch of every partition), without
 /// the partitions that have none (offset -1).
-fn fetch_committed(
+pub fn fetch_committed(
     coordinator: &mut Connection,
     group: &str,
-) -> Result<BTreeMap<(String, i32), i64>, GroupsError> {
-    let version = coordinator.negotiate(ApiKey::OffsetFetch, OFFSET_FETCH_VERSIONS)?;
+) -> Result<BTreeMap<(String, i32), i64>, AdminError> {
     let request = OffsetFetchRequest::default()
         .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
         .with_topics(None);
-    let response = coordinator.send(&request, version)?;
+    let (response, _) = coordinator.call(&request, OFFSET_FETCH_VERSIONS)?;
     check_code(response.error_code, || format!("OffsetFetch {group:?}"))?;
     let mut committed = BTreeMap::new();
     for topic in response.topics {
@@ -358,132 +292,355 @@ fn fetch_committed(
     Ok(committed)
 }
 
-/// Brokers (node id -> `host:port`) and, for `topics`, each partition's
-/// leader node id.
-#[allow(clippy::type_complexity)]
-fn cluster_brokers(
-    connection: &mut Connection,
-    topics: &[String],
-) -> Result<(BTreeMap<i32, String>, BTreeMap<(String, i32), i32>), GroupsError> {
-    let version = connection.negotiate(ApiKey::Metadata, METADATA_VERSIONS)?;
-    // An empty list asks for no topics (null would mean all of them).
-    let request = MetadataRequest::default()
-        .with_topics(Some(
+/// Commit `offsets` (topic, partition, offset) for `group` as an admin
+/// (generation -1, no member id): the coordinator accepts it only while
+/// the group has no members. `Ok` means every partition was committed.
+pub fn commit_offsets(
+    coordinator: &mut Connection,
+    group: &str,
+    offsets: &[(String, i32, i64)],
+) -> Result<(), AdminError> {
+    let mut topics: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
+    for (topic, partition, offset) in offsets {
+        topics.entry(topic).or_default().push(
+            OffsetCommitRequestPartition::default()
+                .with_partition_index(*partition)
+                .with_committed_offset(*offset),
+        );
+    }
+    let request = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_generation_id_or_member_epoch(-1)
+        .with_member_id(StrBytes::from_static_str(""))
+        .with_retention_time_ms(-1)
+        .with_topics(
             topics
-                .iter()
-                .map(|topic| {
-                    MetadataRequestTopic::default()
-                        .with_name(Some(TopicName(StrBytes::from_string(topic.clone()))))
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    OffsetCommitRequestTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                        .with_partitions(partitions)
                 })
                 .collect(),
-        ))
-        .with_allow_auto_topic_creation(false);
-    let response = connection.send(&request, version)?;
-    let brokers = response
-        .brokers
-        .iter()
-        .map(|broker| (broker.node_id.0, format!("{}:{}", broker.host, broker.port)))
-        .collect();
-    let mut leaders = BTreeMap::new();
+        );
+    let (response, _) = coordinator.call(&request, OFFSET_COMMIT_VERSIONS)?;
     for topic in response.topics {
-        let Some(name) = topic.name else { continue };
-        // A topic that no longer exists keeps its committed offsets; its
-        // log end is simply unknown.
-        if topic.error_code.is_err() {
-            continue;
-        }
         for partition in topic.partitions {
-            if partition.error_code.is_ok() && partition.leader_id != BrokerId(-1) {
-                leaders.insert(
-                    (name.0.to_string(), partition.partition_index),
-                    partition.leader_id.0,
-                );
+            let code = partition.error_code;
+            if code == ResponseError::UnknownMemberId.code()
+                || code == ResponseError::IllegalGeneration.code()
+                || code == ResponseError::RebalanceInProgress.code()
+            {
+                return Err(AdminError::Failed(format!(
+                    "OffsetCommit {group:?} {}-{}: {}: the group has active members",
+                    topic.name.0,
+                    partition.partition_index,
+                    describe_code(code)
+                )));
             }
+            check_code(code, || {
+                format!(
+                    "OffsetCommit {group:?} {}-{}",
+                    topic.name.0, partition.partition_index
+                )
+            })?;
         }
     }
-    Ok((brokers, leaders))
+    Ok(())
 }
 
 /// The log end (ListOffsets latest) of each partition, asked of its leader.
-/// Partitions without a leader or with an error are left out.
+/// Partitions of topics that no longer exist, or without a leader, are
+/// left out (their log end is unknown).
 fn log_ends<'a>(
-    connection: &mut Connection,
+    pool: &mut BrokerPool,
     partitions: impl Iterator<Item = &'a (String, i32)>,
-) -> Result<BTreeMap<(String, i32), i64>, GroupsError> {
+) -> Result<BTreeMap<(String, i32), i64>, AdminError> {
     let partitions: Vec<&(String, i32)> = partitions.collect();
     if partitions.is_empty() {
         return Ok(BTreeMap::new());
     }
-    let topics: Vec<String> = partitions
-        .iter()
-        .map(|(topic, _)| topic.clone())
-        .collect::<BTreeSet<_>>()
+    let mut topics: Vec<String> = partitions.iter().map(|(topic, _)| topic.clone()).collect();
+    topics.dedup();
+    let layout = pool.metadata(Some(&topics), false)?;
+    let queries: Vec<(String, i32, i64)> = partitions
         .into_iter()
-        .collect();
-    let (brokers, leaders) = cluster_brokers(connection, &topics)?;
-    let mut by_leader: BTreeMap<i32, BTreeMap<String, Vec<i32>>> = BTreeMap::new();
-    for key in partitions {
-        if let Some(leader) = leaders.get(key) {
-            by_leader
-                .entry(*leader)
-                .or_default()
-                .entry(key.0.clone())
-                .or_default()
-                .push(key.1);
-        }
-    }
-    let mut ends = BTreeMap::new();
-    for (leader, topics) in by_leader {
-        let Some(address) = brokers.get(&leader) else {
-            let (topic, partitions) = topics.into_iter().next().unwrap_or_default();
-            return Err(GroupsError::UnknownLeader {
-                node_id: leader,
-                topic,
-                partition: partitions.first().copied().unwrap_or(-1),
-            });
-        };
-        let mut other;
-        let broker = if brokers.len() == 1 {
-            &mut *connection
-        } else {
-            other = Connection::open(address)?;
-            &mut other
-        };
-        let version = broker.negotiate(ApiKey::ListOffsets, LIST_OFFSETS_VERSIONS)?;
-        let request = ListOffsetsRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_topics(
-                topics
-                    .into_iter()
-                    .map(|(topic, partitions)| {
-                        ListOffsetsTopic::default()
-                            .with_name(TopicName(StrBytes::from_string(topic)))
-                            .with_partitions(
-                                partitions
-                                    .into_iter()
-                                    .map(|partition| {
-                                        ListOffsetsPartition::default()
-                                            .with_partition_index(partition)
-                                            .with_timestamp(LATEST_TIMESTAMP)
-                                    })
-                                    .collect(),
-                            )
+        .filter(|(topic, partition)| {
+            layout.topic(topic).is_some_and(|layout| {
+                layout.error_code.is_ok()
+                    && layout.partitions.iter().any(|candidate| {
+                        candidate.partition == *partition && candidate.leader.is_some()
                     })
-                    .collect(),
-            );
-        let response = broker.send(&request, version)?;
-        for topic in response.topics {
-            for partition in topic.partitions {
-                if partition.error_code.is_ok() && partition.offset >= 0 {
-                    ends.insert(
-                        (topic.name.0.to_string(), partition.partition_index),
-                        partition.offset,
-                    );
+            })
+        })
+        .map(|(topic, partition)| (topic.clone(), *partition, LATEST_TIMESTAMP))
+        .collect();
+    pool.list_offsets(&queries)
+}
+
+/// Delete `groups` (each must have no members).
+fn delete_groups(bootstrap: &str, groups: &[String], format: Format) -> Result<(), AdminError> {
+    let mut pool = BrokerPool::connect(bootstrap)?;
+    let mut results: Vec<(String, Option<String>)> = Vec::new();
+    for group in groups {
+        let (_, coordinator) = pool.coordinator(group)?;
+        let request = DeleteGroupsRequest::default()
+            .with_groups_names(vec![GroupId(StrBytes::from_string(group.clone()))]);
+        let (response, _) = coordinator.call(&request, DELETE_GROUPS_VERSIONS)?;
+        let code = response
+            .results
+            .iter()
+            .find(|result| result.group_id.0.as_str() == group)
+            .map_or(ResponseError::UnknownServerError.code(), |result| {
+                result.error_code
+            });
+        let error = match code.err() {
+            None => None,
+            Some(ResponseError::GroupIdNotFound) => {
+                Some(format!("does not exist ({})", describe_code(code)))
+            }
+            Some(ResponseError::NonEmptyGroup) => {
+                Some(format!("has active members ({})", describe_code(code)))
+            }
+            Some(_) => Some(describe_code(code)),
+        };
+        results.push((group.clone(), error));
+    }
+    match format {
+        Format::Table => {
+            let rows: Vec<Vec<String>> = results
+                .iter()
+                .map(|(group, error)| {
+                    vec![group.clone(), error.clone().unwrap_or_else(|| "deleted".into())]
+                })
+                .collect();
+            emit(&render_table(&["GROUP", "STATUS"], &rows))?;
+        }
+        Format::Json => emit_json(
+            &results
+                .iter()
+                .map(|(group, error)| json!({"group": group, "deleted": error.is_none(), "error": error}))
+                .collect::<Vec<_>>(),
+        )?,
+    }
+    failures(
+        results.iter().filter(|(_, error)| error.is_some()).count(),
+        results.len(),
+        "groups were not deleted",
+    )
+}
+
+/// `Err(Failed)` naming how many of `total` items failed, if any did.
+pub fn failures(failed: usize, total: usize, what: &str) -> Result<(), AdminError> {
+    if failed == 0 {
+        Ok(())
+    } else {
+        Err(AdminError::Failed(format!("{failed} of {total} {what}")))
+    }
+}
+
+/// One partition of a `group seek` plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SeekRow {
+    pub topic: String,
+    pub partition: i32,
+    /// The committed offset before the seek.
+    pub current: Option<i64>,
+    /// The offset to commit; `None` when there is none to compute (a shift
+    /// of a partition that has no committed offset): left as it is.
+    pub new: Option<i64>,
+}
+
+/// The new offset of one partition: `to` applied to its committed offset
+/// and its log start and end (and the timestamp lookup's answer), clamped
+/// to [log start, log end] as Kafka's tool clamps.
+pub fn seek_target(
+    to: &SeekTo,
+    current: Option<i64>,
+    log_start: i64,
+    log_end: i64,
+    at_timestamp: Option<i64>,
+) -> Option<i64> {
+    let clamp = |offset: i64| offset.clamp(log_start, log_end.max(log_start));
+    if to.to_earliest {
+        Some(log_start)
+    } else if to.to_latest {
+        Some(log_end)
+    } else if let Some(offset) = to.to_offset {
+        Some(clamp(offset))
+    } else if let Some(shift) = to.shift_by {
+        current.map(|current| clamp(current.saturating_add(shift)))
+    } else {
+        // A timestamp after the last record: no offset, the log end.
+        Some(match at_timestamp {
+            Some(offset) if offset >= 0 => clamp(offset),
+            _ => log_end,
+        })
+    }
+}
+
+/// `sluice group seek`: plan the new offsets, commit them unless
+/// `--dry-run`.
+fn seek_group(bootstrap: &str, args: &GroupSeekArgs, format: Format) -> Result<(), AdminError> {
+    let group = args.group.as_str();
+    let mut pool = BrokerPool::connect(bootstrap)?;
+    let (coordinator_id, coordinator) = pool.coordinator(group)?;
+    let described = match describe_members(coordinator, group) {
+        Ok(described) => Some(described),
+        Err(AdminError::GroupNotFound(_)) => None,
+        Err(error) => return Err(error),
+    };
+    if let Some(described) = &described
+        && !described.members.is_empty()
+    {
+        return Err(AdminError::GroupActive {
+            group: group.to_string(),
+            members: described.members.len(),
+            state: described.state.clone(),
+        });
+    }
+    let committed = fetch_committed(coordinator, group)?;
+    // The partitions to move: every partition of the named topics, else
+    // every partition the group committed whose topic still exists.
+    let partitions: Vec<(String, i32)> = if args.topics.is_empty() {
+        if committed.is_empty() {
+            return Err(AdminError::Invalid(format!(
+                "consumer group {group:?} has no committed offsets: name the topics to seek with --topic"
+            )));
+        }
+        let mut topics: Vec<String> = committed.keys().map(|(topic, _)| topic.clone()).collect();
+        topics.dedup();
+        let layout = pool.metadata(Some(&topics), false)?;
+        committed
+            .keys()
+            .filter(|(topic, _)| {
+                layout
+                    .topic(topic)
+                    .is_some_and(|topic| topic.error_code.is_ok())
+            })
+            .cloned()
+            .collect()
+    } else {
+        let layout = pool.existing_topics(&args.topics, false)?;
+        let mut partitions = Vec::new();
+        for topic in &args.topics {
+            if let Some(layout_topic) = layout.topic(topic) {
+                for partition in &layout_topic.partitions {
+                    partitions.push((topic.clone(), partition.partition));
                 }
             }
         }
+        partitions.sort();
+        partitions.dedup();
+        partitions
+    };
+    let query = |timestamp: i64| -> Vec<(String, i32, i64)> {
+        partitions
+            .iter()
+            .map(|(topic, partition)| (topic.clone(), *partition, timestamp))
+            .collect()
+    };
+    let starts = pool.list_offsets(&query(EARLIEST_TIMESTAMP))?;
+    let ends = pool.list_offsets(&query(LATEST_TIMESTAMP))?;
+    let at_timestamp = match args.to.to_timestamp {
+        Some(timestamp) => Some(pool.list_offsets(&query(timestamp))?),
+        None => None,
+    };
+    let rows: Vec<SeekRow> = partitions
+        .iter()
+        .map(|key| {
+            let current = committed.get(key).copied();
+            let log_start = starts.get(key).copied().unwrap_or(0);
+            let log_end = ends.get(key).copied().unwrap_or(log_start);
+            let found = at_timestamp
+                .as_ref()
+                .and_then(|found| found.get(key).copied());
+            SeekRow {
+                topic: key.0.clone(),
+                partition: key.1,
+                current,
+                new: seek_target(&args.to, current, log_start, log_end, found),
+            }
+        })
+        .collect();
+
+    if !args.dry_run {
+        let offsets: Vec<(String, i32, i64)> = rows
+            .iter()
+            .filter_map(|row| Some((row.topic.clone(), row.partition, row.new?)))
+            .collect();
+        let mut progress = Progress::new(
+            format!("committing offsets of group {group}"),
+            Some(offsets.len() as u64),
+        );
+        let coordinator = pool.broker(coordinator_id)?;
+        for chunk in offsets.chunks(SEEK_COMMIT_CHUNK) {
+            commit_offsets(coordinator, group, chunk)?;
+            progress.advance(chunk.len() as u64);
+        }
+        progress.finish();
     }
-    Ok(ends)
+    match format {
+        Format::Table => emit(&render_seek(group, &rows, args.dry_run)),
+        Format::Json => emit_json(&json!({
+            "group": group,
+            "dry_run": args.dry_run,
+            "partitions": rows,
+        })),
+    }
+}
+
+/// The `seek` output: a summary line, then one row per partition.
+pub fn render_seek(group: &str, rows: &[SeekRow], dry_run: bool) -> String {
+    let moved = rows.iter().filter(|row| row.new.is_some()).count();
+    let mut text = if dry_run {
+        format!("Group {group}: new offsets of {moved} partitions (dry run, nothing committed)\n\n")
+    } else {
+        format!("Group {group}: committed new offsets of {moved} partitions\n\n")
+    };
+    let table_rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            vec![
+                group.to_string(),
+                row.topic.clone(),
+                row.partition.to_string(),
+                optional(row.current),
+                optional(row.new),
+            ]
+        })
+        .collect();
+    text.push_str(&render_table(
+        &[
+            "GROUP",
+            "TOPIC",
+            "PARTITION",
+            "CURRENT-OFFSET",
+            "NEW-OFFSET",
+        ],
+        &table_rows,
+    ));
+    text
+}
+
+/// `describe` as JSON: the description with each partition's lag.
+fn description_json(group: &GroupDescription) -> serde_json::Value {
+    json!({
+        "group": group.group_id,
+        "state": group.state,
+        "protocol_type": group.protocol_type,
+        "protocol": group.protocol,
+        "coordinator": {"node_id": group.coordinator.0, "address": group.coordinator.1},
+        "members": group.members,
+        "partitions": group.partitions.iter().map(|row| json!({
+            "topic": row.topic,
+            "partition": row.partition,
+            "committed": row.committed,
+            "log_end": row.log_end,
+            "lag": row.lag(),
+            "member_id": row.member.and_then(|index| group.members.get(index)).map(|member| &member.member_id),
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// The (topic, partition) pairs of a consumer-protocol assignment: an i16
@@ -518,49 +675,6 @@ pub fn decode_assignment(bytes: Bytes) -> Result<Vec<(String, i32)>, String> {
         .collect();
     pairs.sort();
     Ok(pairs)
-}
-
-/// `headers` and `rows` as columns padded to their widest cell, separated by
-/// two spaces, trailing spaces trimmed.
-pub fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers
-        .iter()
-        .map(|header| header.chars().count())
-        .collect();
-    for row in rows {
-        for (index, cell) in row.iter().enumerate() {
-            if let Some(width) = widths.get_mut(index) {
-                *width = (*width).max(cell.chars().count());
-            }
-        }
-    }
-    let mut text = String::new();
-    let header_cells: Vec<String> = headers.iter().map(|header| header.to_string()).collect();
-    for row in std::iter::once(&header_cells).chain(rows) {
-        let mut line = String::new();
-        for (index, cell) in row.iter().enumerate() {
-            if index > 0 {
-                line.push_str("  ");
-            }
-            let width = widths.get(index).copied().unwrap_or(0);
-            line.push_str(&format!("{cell:<width$}"));
-        }
-        text.push_str(line.trim_end());
-        text.push('\n');
-    }
-    text
-}
-
-fn optional(value: Option<impl ToString>) -> String {
-    value.map_or_else(|| NONE.to_string(), |value| value.to_string())
-}
-
-fn non_empty(value: &str) -> String {
-    if value.is_empty() {
-        NONE.to_string()
-    } else {
-        value.to_string()
-    }
 }
 
 /// The `describe` output: a summary line, the partition table (as
@@ -700,23 +814,6 @@ mod tests {
         assert_eq!(row("t", 0, Some(30), Some(25)).lag(), Some(-5));
         assert_eq!(row("t", 0, None, Some(25)).lag(), None);
         assert_eq!(row("t", 0, Some(3), None).lag(), None);
-    }
-
-    #[test]
-    fn table_columns_are_padded_to_the_widest_cell() {
-        let table = render_table(
-            &["A", "LONG-HEADER", "C"],
-            &[
-                vec!["wide-cell".into(), "1".into(), "x".into()],
-                vec!["b".into(), "22".into(), "".into()],
-            ],
-        );
-        assert_eq!(
-            table,
-            "A          LONG-HEADER  C\n\
-             wide-cell  1            x\n\
-             b          22\n"
-        );
     }
 
     fn description() -> GroupDescription {

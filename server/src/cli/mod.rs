@@ -30,36 +30,18 @@ pub struct Cli {
 pub enum Command {
     /// Run a broker (the default when no subcommand is given).
     Serve(ServeArgs),
-    /// Consumer groups of a running cluster (like kafka-consumer-groups.sh).
-    Groups(GroupsArgs),
-}
-
-/// `sluice groups ...`: a Kafka client, not a broker.
-#[derive(Args, Debug)]
-pub struct GroupsArgs {
-    #[command(subcommand)]
-    pub command: GroupsCommand,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum GroupsCommand {
-    /// List every consumer group with its state.
-    List(BootstrapArgs),
-    /// Show a group's state, members, committed offsets, log ends and lag.
-    Describe {
-        /// The group id.
-        group: String,
-        #[command(flatten)]
-        target: BootstrapArgs,
-    },
-}
-
-/// Which broker an admin subcommand asks first.
-#[derive(Args, Debug, Clone)]
-pub struct BootstrapArgs {
-    /// host:port of any broker of the cluster.
-    #[arg(long, env = "SLUICE_BOOTSTRAP", default_value = "127.0.0.1:9092")]
-    pub bootstrap: String,
+    /// Topics: create, list, describe, alter-config, add-partitions, delete.
+    Topic(crate::admin::args::TopicArgs),
+    /// Consumer groups: list, describe, delete, seek (like
+    /// kafka-consumer-groups.sh).
+    #[command(alias = "groups")]
+    Group(crate::admin::args::GroupArgs),
+    /// The cluster: brokers, controller, health.
+    Cluster(crate::admin::args::ClusterArgs),
+    /// Write stdin lines to a topic, one record per line.
+    Produce(crate::admin::args::ProduceArgs),
+    /// Print a topic's records to stdout, one per line.
+    Consume(crate::admin::args::ConsumeArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]

@@ -1,0 +1,139 @@
+//! Which broker the admin subcommands ask first: `--bootstrap`, else
+//! `SLUICE_BOOTSTRAP` (both through clap), else the profile file's
+//! `bootstrap`, else 127.0.0.1:9092.
+//!
+//! The profile file is TOML:
+//!
+//! ```toml
+//! bootstrap = "broker1:9092,broker2:9092"
+//! ```
+//!
+//! It is `--profile PATH` (or `SLUICE_PROFILE`), which must exist, else
+//! `$XDG_CONFIG_HOME/sluice/profile.toml`, else
+//! `~/.config/sluice/profile.toml`; a default location that does not exist
+//! is simply not used.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::AdminError;
+use super::args::CommonArgs;
+
+/// The bootstrap when neither flag, environment nor profile gives one.
+pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct Profile {
+    bootstrap: Option<String>,
+}
+
+/// The bootstrap address list of `common`.
+pub fn bootstrap(common: &CommonArgs) -> Result<String, AdminError> {
+    if let Some(bootstrap) = &common.bootstrap {
+        return checked(bootstrap, "--bootstrap (or SLUICE_BOOTSTRAP)");
+    }
+    let (path, required) = match &common.profile {
+        Some(path) => (Some(path.clone()), true),
+        None => (default_profile_path(), false),
+    };
+    let Some(path) = path else {
+        return Ok(DEFAULT_BOOTSTRAP.to_string());
+    };
+    if !required && !path.exists() {
+        return Ok(DEFAULT_BOOTSTRAP.to_string());
+    }
+    match read_profile(&path)?.bootstrap {
+        Some(bootstrap) => checked(&bootstrap, &format!("bootstrap in {}", path.display())),
+        None => Ok(DEFAULT_BOOTSTRAP.to_string()),
+    }
+}
+
+/// `$XDG_CONFIG_HOME/sluice/profile.toml`, else
+/// `$HOME/.config/sluice/profile.toml`.
+fn default_profile_path() -> Option<PathBuf> {
+    let non_empty = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+    if let Some(config_home) = non_empty("XDG_CONFIG_HOME") {
+        return Some(PathBuf::from(config_home).join("sluice/profile.toml"));
+    }
+    non_empty("HOME").map(|home| PathBuf::from(home).join(".config/sluice/profile.toml"))
+}
+
+fn read_profile(path: &Path) -> Result<Profile, AdminError> {
+    let text = std::fs::read_to_string(path).map_err(|error| AdminError::Io {
+        what: format!("reading profile file {}", path.display()),
+        source: error,
+    })?;
+    toml::from_str(&text).map_err(|error| {
+        AdminError::Invalid(format!(
+            "profile file {}: {}",
+            path.display(),
+            error.message()
+        ))
+    })
+}
+
+/// Refuse a bootstrap list with an entry that is not host:port, naming
+/// where it came from.
+fn checked(bootstrap: &str, source: &str) -> Result<String, AdminError> {
+    let entries: Vec<&str> = bootstrap
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .collect();
+    if entries.is_empty() {
+        return Err(AdminError::Invalid(format!("{source} is empty")));
+    }
+    for entry in &entries {
+        let port_ok = entry
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !port_ok {
+            return Err(AdminError::Invalid(format!(
+                "{source}: {entry:?} is not host:port"
+            )));
+        }
+    }
+    Ok(entries.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_entries_must_be_host_and_port() {
+        assert_eq!(checked("a:1, b:2", "x").ok(), Some("a:1,b:2".to_string()));
+        assert_eq!(checked("[::1]:9092", "x").ok(), Some("[::1]:9092".into()));
+        for bad in ["", "localhost", "host:port", ":9092", "a:1,b", "h:70000"] {
+            assert!(checked(bad, "x").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_flag_wins_over_the_profile() {
+        let directory = std::env::temp_dir().join(format!("sluice-profile-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).expect("creating a temporary directory");
+        let path = directory.join("profile.toml");
+        std::fs::write(&path, "bootstrap = \"profile-host:9999\"\n").expect("writing a profile");
+        let from_profile = bootstrap(&CommonArgs {
+            profile: Some(path.clone()),
+            ..CommonArgs::default()
+        });
+        assert_eq!(from_profile.ok(), Some("profile-host:9999".to_string()));
+        let from_flag = bootstrap(&CommonArgs {
+            bootstrap: Some("flag-host:1".into()),
+            profile: Some(path.clone()),
+            ..CommonArgs::default()
+        });
+        assert_eq!(from_flag.ok(), Some("flag-host:1".to_string()));
+        std::fs::write(&path, "bootstrap_servers = \"x:1\"\n").expect("writing a profile");
+        let typo = bootstrap(&CommonArgs {
+            profile: Some(path),
+            ..CommonArgs::default()
+        });
+        assert!(matches!(typo, Err(AdminError::Invalid(_))), "{typo:?}");
+        let _ = std::fs::remove_dir_all(&directory);
+    }
+}
