@@ -149,8 +149,13 @@ pub struct RaftNode<S: RaftLogStore> {
     raw: RawNode<S>,
     image: MetadataImage,
     config: RaftNodeConfig,
+    /// The term of the last applied entry (0: none since start).
+    applied_term: u64,
     /// The last Ready written to the store but not yet synced.
     unsynced_ready: Option<u64>,
+    /// A leader's snapshot loaded into the image, to report applied once
+    /// it is persisted.
+    snapshot_to_mark_applied: Option<u64>,
     /// Messages that may leave only after the store is synced.
     held_messages: Vec<Message>,
 }
@@ -182,7 +187,9 @@ impl<S: RaftLogStore> RaftNode<S> {
             raw,
             image,
             config,
+            applied_term: snapshot.get_metadata().term,
             unsynced_ready: None,
+            snapshot_to_mark_applied: None,
             held_messages: Vec::new(),
         })
     }
@@ -221,6 +228,13 @@ impl<S: RaftLogStore> RaftNode<S> {
 
     pub fn commit_index(&self) -> u64 {
         self.raw.raft.raft_log.committed
+    }
+
+    /// The leader has applied its own term's first entry, so its image holds
+    /// everything committed before it took over: only now may its
+    /// controller decide from the image (KRaft waits the same way).
+    pub fn can_decide(&self) -> bool {
+        self.is_leader() && self.applied_term == self.term()
     }
 
     /// The offset the next proposal will take, on the leader. Records that
@@ -275,6 +289,11 @@ impl<S: RaftLogStore> RaftNode<S> {
         self.raw.report_unreachable(to.raft_id());
     }
 
+    /// Whether raft-rs has a Ready for `handle_ready`.
+    pub fn has_ready(&self) -> bool {
+        self.raw.has_ready()
+    }
+
     /// Whether any Ready or unsynced state waits.
     pub fn has_work(&self) -> bool {
         self.raw.has_ready() || self.unsynced_ready.is_some()
@@ -295,8 +314,18 @@ impl<S: RaftLogStore> RaftNode<S> {
             self.raw.mut_store().apply_snapshot(&snapshot)?;
             output.snapshot_loaded = Some(self.image.offset());
         }
+        // raft-rs leaves `applied` to the application, snapshots included:
+        // if it stayed behind a loaded snapshot, raft-rs would later ask the
+        // store for entries the snapshot replaced. It may only move once
+        // the snapshot is persisted (`persist`).
+        if let Some(offset) = output.snapshot_loaded {
+            self.snapshot_to_mark_applied = Some(offset.raft_index());
+        }
+        let mut applied = None;
         let committed = ready.take_committed_entries();
-        self.apply_committed(committed, &mut output)?;
+        if let Some(last) = self.apply_committed(committed, &mut output)? {
+            applied = Some(last);
+        }
         if !ready.entries().is_empty() {
             self.raw.mut_store().append(ready.entries())?;
         }
@@ -306,6 +335,9 @@ impl<S: RaftLogStore> RaftNode<S> {
         self.held_messages.extend(ready.take_persisted_messages());
         self.unsynced_ready = Some(ready.number());
         self.raw.advance_append_async(ready);
+        if let Some(index) = applied {
+            self.raw.advance_apply_to(index);
+        }
         Ok(output)
     }
 
@@ -318,6 +350,9 @@ impl<S: RaftLogStore> RaftNode<S> {
         };
         self.raw.mut_store().sync()?;
         self.raw.on_persist_ready(number);
+        if let Some(index) = self.snapshot_to_mark_applied.take() {
+            self.raw.advance_apply_to(index);
+        }
         output.messages.append(&mut self.held_messages);
         self.maybe_compact()?;
         Ok(output)
@@ -346,16 +381,18 @@ impl<S: RaftLogStore> RaftNode<S> {
             "snapshots move forward"
         );
         self.image = image;
+        self.applied_term = snapshot.get_metadata().term;
         Ok(())
     }
 
+    /// Applies committed entries to the image; returns the last index.
     fn apply_committed(
         &mut self,
         entries: Vec<raft::eraftpb::Entry>,
         output: &mut Output,
-    ) -> Result<(), NodeError> {
+    ) -> Result<Option<u64>, NodeError> {
         let Some(last) = entries.last().map(|entry| entry.index) else {
-            return Ok(());
+            return Ok(None);
         };
         for entry in entries {
             let offset = MetadataOffset::from_raft_index(entry.index);
@@ -371,6 +408,7 @@ impl<S: RaftLogStore> RaftNode<S> {
                     .records
             };
             let result = self.image.apply_batch(offset, &records);
+            self.applied_term = entry.term;
             output.committed.push(CommittedBatch {
                 offset,
                 term: entry.term,
@@ -383,8 +421,7 @@ impl<S: RaftLogStore> RaftNode<S> {
             last,
             "image offset = applied index"
         );
-        self.raw.advance_apply_to(last);
-        Ok(())
+        Ok(Some(last))
     }
 
     fn maybe_compact(&mut self) -> Result<(), NodeError> {

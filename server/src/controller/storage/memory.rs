@@ -29,7 +29,11 @@ pub struct MemRaftStore {
 
 impl MemRaftStore {
     pub fn bootstrap(voters: &[u64]) -> MemRaftStore {
-        let core = LogCore::bootstrap(voters);
+        MemRaftStore::bootstrap_with_learners(voters, &[])
+    }
+
+    pub fn bootstrap_with_learners(voters: &[u64], learners: &[u64]) -> MemRaftStore {
+        let core = LogCore::bootstrap_with_learners(voters, learners);
         MemRaftStore {
             live: core.clone(),
             durable: core,

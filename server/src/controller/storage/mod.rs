@@ -80,8 +80,15 @@ pub struct LogCore {
 impl LogCore {
     /// A fresh log for a cluster of `voters` (raft ids).
     pub fn bootstrap(voters: &[u64]) -> LogCore {
+        LogCore::bootstrap_with_learners(voters, &[])
+    }
+
+    /// A fresh log for `voters` and `learners` (brokers that follow the
+    /// log without voting).
+    pub fn bootstrap_with_learners(voters: &[u64], learners: &[u64]) -> LogCore {
         let mut core = LogCore::default();
         core.conf_state.voters = voters.to_vec();
+        core.conf_state.learners = learners.to_vec();
         core.snapshot
             .mut_metadata()
             .set_conf_state(core.conf_state.clone());
