@@ -514,6 +514,46 @@ mod tests {
     }
 
     #[test]
+    fn a_voter_on_files_restarts_with_the_same_image() {
+        use crate::controller::records::TopicRecord;
+        use crate::controller::storage::FileRaftStore;
+        use crate::controller::types::TopicId;
+
+        let dir = std::env::temp_dir().join(format!("sluice-raft-node-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let voters = [BrokerId(0).raft_id()];
+        let mut config = RaftNodeConfig::new(BrokerId(0), vec![BrokerId(0)]);
+        config.snapshot_interval_entries = 4;
+        let store = FileRaftStore::open(&dir, &voters).unwrap();
+        let mut node = RaftNode::new(config.clone(), store, &logger::discard()).unwrap();
+        for _ in 0..30 {
+            node.tick();
+            node.drive().unwrap();
+        }
+        assert!(node.is_leader());
+        for index in 0..10u8 {
+            let topic = MetadataRecord::Topic(TopicRecord {
+                name: format!("topic-{index}"),
+                topic_id: TopicId(uuid::Uuid::from_bytes([index; 16])),
+            });
+            node.propose(&RecordBatch::new(vec![topic])).unwrap();
+            node.drive().unwrap();
+        }
+        let image = node.image().clone();
+        assert_eq!(image.topics().len(), 10);
+        drop(node);
+        let store = FileRaftStore::open(&dir, &voters).unwrap();
+        assert!(
+            store.core().snapshot_index() > 0,
+            "the log was compacted on disk"
+        );
+        let mut node = RaftNode::new(config, store, &logger::discard()).unwrap();
+        node.drive().unwrap();
+        assert_eq!(node.image(), &image);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn only_the_leader_proposes() {
         let mut node = single_node();
         assert!(matches!(
