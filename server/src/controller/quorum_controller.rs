@@ -31,6 +31,7 @@ use super::placement::{ClusterLoad, PlacementError, PlannedPartition, plan_expli
 use super::records::{
     BrokerRegistrationChange, ConfigRecord, ConfigResource, LeaderChange, Listener, MetadataRecord,
     PartitionChange, PartitionRecord, ProducerIds, RegisterBroker, RemoveTopic, TopicRecord,
+    UnregisterBroker,
 };
 use super::types::{
     BrokerEpoch, BrokerId, IncarnationId, LeaderEpoch, MetadataOffset, PRODUCER_ID_BLOCK_SIZE,
@@ -49,6 +50,8 @@ pub enum ControllerError {
         broker_id: BrokerId,
         given: BrokerEpoch,
     },
+    #[error("broker {broker_id} is still unfenced")]
+    BrokerNotFenced { broker_id: BrokerId },
     #[error("invalid topic name {name:?}")]
     InvalidTopicName { name: String },
     #[error("topic {name:?} already exists")]
@@ -253,6 +256,25 @@ impl QuorumController {
                 Some(fence_batch(image, broker_id, broker.broker_epoch))
             })
             .collect()
+    }
+
+    /// UnregisterBroker (an operator removes a broker for good): only a
+    /// fenced broker, which already leads nothing.
+    pub fn unregister_broker(
+        &self,
+        image: &MetadataImage,
+        broker_id: BrokerId,
+    ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        let broker = image
+            .broker(broker_id)
+            .ok_or(ControllerError::UnknownBroker { broker_id })?;
+        if !broker.fenced {
+            return Err(ControllerError::BrokerNotFenced { broker_id });
+        }
+        Ok(vec![MetadataRecord::UnregisterBroker(UnregisterBroker {
+            broker_id,
+            broker_epoch: broker.broker_epoch,
+        })])
     }
 
     /// CreateTopics, one topic: a Topic record, its Partition records and
@@ -805,6 +827,17 @@ mod tests {
         let records = controller.delete_topic(&image, "orders").unwrap();
         commit(&mut image, &records);
         assert!(image.topic_by_name("orders").is_none());
+        assert!(matches!(
+            controller.unregister_broker(&image, BrokerId(3)),
+            Err(ControllerError::BrokerNotFenced { .. })
+        ));
+        let mut request = heartbeat(3, epochs[&3], image.offset());
+        request.want_fence = true;
+        let decision = controller.heartbeat(&image, &request, 0).unwrap();
+        commit(&mut image, &decision.records);
+        let records = controller.unregister_broker(&image, BrokerId(3)).unwrap();
+        commit(&mut image, &records);
+        assert!(image.broker(BrokerId(3)).is_none());
     }
 
     #[test]

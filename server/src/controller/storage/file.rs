@@ -85,6 +85,15 @@ impl FileRaftStore {
             core.hard_state = hard_state;
             core.conf_state = conf_state;
         }
+        // A crash after an installed snapshot was written but before the
+        // state file: the snapshot is committed, and its term was reached
+        // (with no vote recorded in it).
+        let snapshot_metadata = core.snapshot.get_metadata().clone();
+        core.hard_state.commit = core.hard_state.commit.max(snapshot_metadata.index);
+        if core.hard_state.term < snapshot_metadata.term {
+            core.hard_state.term = snapshot_metadata.term;
+            core.hard_state.vote = 0;
+        }
         if core.conf_state.voters != voters {
             return Err(StoreError::Corrupt(format!(
                 "stored voters {:?} differ from the configured {:?} (membership changes are \
@@ -689,6 +698,12 @@ mod tests {
             1,
             "entry 2 predates the snapshot"
         );
+        assert_eq!(
+            store.core().hard_state.commit,
+            1,
+            "the snapshot is committed"
+        );
+        assert_eq!(store.core().hard_state.term, 2);
         fs::remove_dir_all(&dir).unwrap();
     }
 

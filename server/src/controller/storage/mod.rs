@@ -141,7 +141,11 @@ impl LogCore {
         self.snapshot = snapshot.clone();
         self.entries.clear();
         self.hard_state.commit = self.hard_state.commit.max(index);
-        self.hard_state.term = self.hard_state.term.max(snapshot.get_metadata().term);
+        if self.hard_state.term < snapshot.get_metadata().term {
+            // A new term: no vote cast in it yet.
+            self.hard_state.term = snapshot.get_metadata().term;
+            self.hard_state.vote = 0;
+        }
         self.conf_state = snapshot.get_metadata().get_conf_state().clone();
         Ok(())
     }
