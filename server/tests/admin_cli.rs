@@ -537,6 +537,39 @@ fn produce_then_consume_gives_the_lines_back_and_kcat_reads_the_same_records() {
         );
         let tail: Vec<&str> = tail.lines().collect();
         assert_eq!(tail[tail.len() - 2..], ["from-kcat-1", "from-kcat-2"]);
+
+        // Keyed records land where the Java client puts them: librdkafka's
+        // murmur2_random partitioner is the Java one, and kcat with it
+        // puts every key in the partition sluice chose.
+        run_ok(&broker, &["topic", "create", "java-keys", "-p", "3"]);
+        let mut command = kcat(&kcat_path, &broker);
+        command.args([
+            "-P",
+            "-t",
+            "java-keys",
+            "-K:",
+            "-X",
+            "topic.partitioner=murmur2_random",
+        ]);
+        let output = run_with_input(
+            command,
+            Some(input.clone().into_bytes()),
+            KCAT_TIMEOUT,
+            "kcat -P",
+        );
+        support::assert_success(&output, "kcat -P murmur2_random", &broker);
+        let java: Vec<Value> = run_ok(&broker, &["consume", "java-keys", "-e", "--format", "json"])
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(java.len(), 300);
+        for record in &java {
+            let ours = records
+                .iter()
+                .find(|candidate| candidate["key"] == record["key"])
+                .map(|candidate| &candidate["partition"]);
+            assert_eq!(ours, Some(&record["partition"]), "key {}", record["key"]);
+        }
     }
 
     // Start offsets: an offset, latest (nothing new: -e ends at once), a

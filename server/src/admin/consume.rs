@@ -142,7 +142,7 @@ fn consume(bootstrap: &str, args: &ConsumeArgs) -> Result<(), AdminError> {
     }
 
     let mut printed: u64 = 0;
-    let mut progress = Progress::new(format!("consumed from {topic}"), args.count);
+    let mut progress = Progress::beside_stdout(format!("consumed from {topic}"), args.count);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut result = Ok(());

@@ -138,6 +138,15 @@ impl Progress {
         }
     }
 
+    /// Like [`Progress::new`], but drawn only when stdout is not the same
+    /// terminal: a command that streams its results to stdout (`consume`)
+    /// must not interleave a progress line with them.
+    pub fn beside_stdout(label: impl Into<String>, total: Option<u64>) -> Progress {
+        let mut progress = Progress::new(label, total);
+        progress.terminal &= !std::io::stdout().is_terminal();
+        progress
+    }
+
     /// Count `count` more units done.
     pub fn advance(&mut self, count: u64) {
         self.done += count;
