@@ -12,6 +12,7 @@ use super::output::Format;
 /// Where the admin subcommands connect and how they print; accepted
 /// anywhere after the subcommand.
 #[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Connection and output")]
 pub struct CommonArgs {
     /// host:port of any broker of the cluster (a comma-separated list: the
     /// first that answers) [default: the profile's `bootstrap`, else

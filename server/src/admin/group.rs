@@ -816,6 +816,70 @@ mod tests {
         assert_eq!(row("t", 0, Some(3), None).lag(), None);
     }
 
+    fn to(
+        earliest: bool,
+        latest: bool,
+        timestamp: Option<i64>,
+        offset: Option<i64>,
+        shift: Option<i64>,
+    ) -> SeekTo {
+        SeekTo {
+            to_earliest: earliest,
+            to_latest: latest,
+            to_timestamp: timestamp,
+            to_offset: offset,
+            shift_by: shift,
+        }
+    }
+
+    #[test]
+    fn seek_targets_are_clamped_to_the_log() {
+        // Log [5, 20), committed 12.
+        let target = |to: SeekTo, current, found| seek_target(&to, current, 5, 20, found);
+        assert_eq!(
+            target(to(true, false, None, None, None), Some(12), None),
+            Some(5)
+        );
+        assert_eq!(
+            target(to(false, true, None, None, None), Some(12), None),
+            Some(20)
+        );
+        assert_eq!(
+            target(to(false, false, None, Some(3), None), Some(12), None),
+            Some(5)
+        );
+        assert_eq!(
+            target(to(false, false, None, Some(99), None), None, None),
+            Some(20)
+        );
+        assert_eq!(
+            target(to(false, false, None, None, Some(-4)), Some(12), None),
+            Some(8)
+        );
+        assert_eq!(
+            target(to(false, false, None, None, Some(-40)), Some(12), None),
+            Some(5)
+        );
+        assert_eq!(
+            target(to(false, false, None, None, Some(40)), Some(12), None),
+            Some(20)
+        );
+        // A shift needs a committed offset.
+        assert_eq!(
+            target(to(false, false, None, None, Some(1)), None, None),
+            None
+        );
+        // A timestamp: the found offset, or the log end when none.
+        assert_eq!(
+            target(to(false, false, Some(1), None, None), None, Some(9)),
+            Some(9)
+        );
+        assert_eq!(
+            target(to(false, false, Some(1), None, None), None, Some(-1)),
+            Some(20)
+        );
+    }
+
     fn description() -> GroupDescription {
         GroupDescription {
             group_id: "orders".into(),

@@ -105,6 +105,9 @@ pub struct BrokerPool {
     /// node id -> host:port, from the latest Metadata.
     brokers: BTreeMap<i32, String>,
     connections: BTreeMap<i32, Connection>,
+    /// group -> coordinator (node id, `host:port`), as FindCoordinator
+    /// answered.
+    coordinators: BTreeMap<String, (i32, String)>,
 }
 
 impl BrokerPool {
@@ -119,6 +122,7 @@ impl BrokerPool {
                         bootstrap: connection,
                         brokers: BTreeMap::new(),
                         connections: BTreeMap::new(),
+                        coordinators: BTreeMap::new(),
                     };
                     pool.metadata(Some(&[]), false)?;
                     return Ok(pool);
@@ -290,8 +294,18 @@ impl BrokerPool {
         Ok((node_id, self.broker(node_id)?))
     }
 
-    /// The coordinator's node id and `host:port`.
+    /// The coordinator's node id and `host:port` (asked once per group).
     pub fn find_coordinator(&mut self, group: &str) -> Result<(i32, String), AdminError> {
+        if let Some(coordinator) = self.coordinators.get(group) {
+            return Ok(coordinator.clone());
+        }
+        let coordinator = self.ask_coordinator(group)?;
+        self.coordinators
+            .insert(group.to_string(), coordinator.clone());
+        Ok(coordinator)
+    }
+
+    fn ask_coordinator(&mut self, group: &str) -> Result<(i32, String), AdminError> {
         let connection = &mut self.bootstrap;
         let version = connection.negotiate(
             kafka_protocol::messages::ApiKey::FindCoordinator,
