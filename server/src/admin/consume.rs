@@ -107,8 +107,7 @@ fn consume(bootstrap: &str, args: &ConsumeArgs) -> Result<(), AdminError> {
 
     let committed = match &args.group {
         Some(group) => {
-            let (_, coordinator) = pool.coordinator(group)?;
-            fetch_committed(coordinator, group)?
+            pool.with_coordinator(group, |coordinator| fetch_committed(coordinator, group))?
         }
         None => BTreeMap::new(),
     };
@@ -281,8 +280,9 @@ fn commit(
     if moved.is_empty() {
         return Ok(());
     }
-    let (_, coordinator) = pool.coordinator(group)?;
-    commit_offsets(coordinator, group, &moved)?;
+    pool.with_coordinator(group, |coordinator| {
+        commit_offsets(coordinator, group, &moved)
+    })?;
     for (_, partition, offset) in moved {
         if let Some(position) = positions.get_mut(&partition) {
             position.committed = Some(offset);

@@ -211,10 +211,11 @@ fn describe_members(
 /// Describe `group`: members, committed offsets, log ends.
 pub fn describe_group(bootstrap: &str, group: &str) -> Result<GroupDescription, AdminError> {
     let mut pool = BrokerPool::connect(bootstrap)?;
+    let described =
+        pool.with_coordinator(group, |coordinator| describe_members(coordinator, group))?;
+    let committed =
+        pool.with_coordinator(group, |coordinator| fetch_committed(coordinator, group))?;
     let (coordinator_id, coordinator_address) = pool.find_coordinator(group)?;
-    let (_, coordinator) = pool.coordinator(group)?;
-    let described = describe_members(coordinator, group)?;
-    let committed = fetch_committed(coordinator, group)?;
     if described.state == "Dead" && committed.is_empty() {
         return Err(AdminError::GroupNotFound(group.to_string()));
     }
@@ -383,10 +384,11 @@ fn delete_groups(bootstrap: &str, groups: &[String], format: Format) -> Result<(
     let mut pool = BrokerPool::connect(bootstrap)?;
     let mut results: Vec<(String, Option<String>)> = Vec::new();
     for group in groups {
-        let (_, coordinator) = pool.coordinator(group)?;
         let request = DeleteGroupsRequest::default()
             .with_groups_names(vec![GroupId(StrBytes::from_string(group.clone()))]);
-        let (response, _) = coordinator.call(&request, DELETE_GROUPS_VERSIONS)?;
+        let (response, _) = pool.with_coordinator(group, |coordinator| {
+            Ok(coordinator.call(&request, DELETE_GROUPS_VERSIONS)?)
+        })?;
         let code = response
             .results
             .iter()
@@ -484,12 +486,12 @@ pub fn seek_target(
 fn seek_group(bootstrap: &str, args: &GroupSeekArgs, format: Format) -> Result<(), AdminError> {
     let group = args.group.as_str();
     let mut pool = BrokerPool::connect(bootstrap)?;
-    let (coordinator_id, coordinator) = pool.coordinator(group)?;
-    let described = match describe_members(coordinator, group) {
-        Ok(described) => Some(described),
-        Err(AdminError::GroupNotFound(_)) => None,
-        Err(error) => return Err(error),
-    };
+    let described =
+        match pool.with_coordinator(group, |coordinator| describe_members(coordinator, group)) {
+            Ok(described) => Some(described),
+            Err(AdminError::GroupNotFound(_)) => None,
+            Err(error) => return Err(error),
+        };
     if let Some(described) = &described
         && !described.members.is_empty()
     {
@@ -499,7 +501,8 @@ fn seek_group(bootstrap: &str, args: &GroupSeekArgs, format: Format) -> Result<(
             state: described.state.clone(),
         });
     }
-    let committed = fetch_committed(coordinator, group)?;
+    let committed =
+        pool.with_coordinator(group, |coordinator| fetch_committed(coordinator, group))?;
     // The partitions to move: every partition of the named topics, else
     // every partition the group committed whose topic still exists.
     let partitions: Vec<(String, i32)> = if args.topics.is_empty() {
@@ -573,9 +576,10 @@ fn seek_group(bootstrap: &str, args: &GroupSeekArgs, format: Format) -> Result<(
             format!("committing offsets of group {group}"),
             Some(offsets.len() as u64),
         );
-        let coordinator = pool.broker(coordinator_id)?;
         for chunk in offsets.chunks(SEEK_COMMIT_CHUNK) {
-            commit_offsets(coordinator, group, chunk)?;
+            pool.with_coordinator(group, |coordinator| {
+                commit_offsets(coordinator, group, chunk)
+            })?;
             progress.advance(chunk.len() as u64);
         }
         progress.finish();

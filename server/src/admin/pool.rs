@@ -294,6 +294,36 @@ impl BrokerPool {
         Ok((node_id, self.broker(node_id)?))
     }
 
+    /// Run `request` on the coordinator of `group`; when it answers that
+    /// it is not (or not yet) the coordinator, look the coordinator up
+    /// again and retry, up to [`SETTLE_WAIT`].
+    pub fn with_coordinator<T>(
+        &mut self,
+        group: &str,
+        mut request: impl FnMut(&mut Connection) -> Result<T, AdminError>,
+    ) -> Result<T, AdminError> {
+        let deadline = Instant::now() + SETTLE_WAIT;
+        loop {
+            let (_, connection) = self.coordinator(group)?;
+            match request(connection) {
+                Err(AdminError::Client(error))
+                    if matches!(
+                        error.kafka_error(),
+                        Some(
+                            ResponseError::NotCoordinator
+                                | ResponseError::CoordinatorNotAvailable
+                                | ResponseError::CoordinatorLoadInProgress
+                        )
+                    ) && Instant::now() < deadline =>
+                {
+                    self.coordinators.remove(group);
+                    std::thread::sleep(SETTLE_RETRY_INTERVAL);
+                }
+                result => return result,
+            }
+        }
+    }
+
     /// The coordinator's node id and `host:port` (asked once per group).
     pub fn find_coordinator(&mut self, group: &str) -> Result<(i32, String), AdminError> {
         if let Some(coordinator) = self.coordinators.get(group) {
