@@ -3,7 +3,7 @@
 //! | module | owns |
 //! |---|---|
 //! | `cli` | flags, environment, TOML config -> `BrokerConfig`; subcommand arguments |
-//! | `admin` | admin subcommands: Kafka clients (`sluice groups`) |
+//! | `admin` | admin subcommands, Kafka clients over the wire (`sluice topic|group|cluster|produce|consume`) |
 //! | `broker` | startup of the shard threads, shutdown |
 //! | `shard` | thread-per-core shards, cross-shard calls, partition replicas, topic lifecycle |
 //! | `net` | listeners, connections, framing |
@@ -26,5 +26,6 @@ pub mod group;
 pub mod handlers;
 pub mod metadata;
 pub mod net;
+pub mod peer;
 pub mod protocol;
 pub mod shard;
