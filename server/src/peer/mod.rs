@@ -1,0 +1,39 @@
+//! The peer protocol: compact framed messages over long-lived TCP
+//! connections between brokers. The controller's Raft messages and its
+//! broker RPCs use it today (`controller::service`); replication (issue 10)
+//! will share the framing with its own frame kinds.
+//!
+//! | module | owns |
+//! |---|---|
+//! | `frame` | the frame header layout and a sans-I/O encoder/decoder (unit and garbage tested) |
+//! | `io` | blocking `std::io` reads and writes of whole frames |
+//!
+//! A frame is a fixed 20-byte little-endian header (magic, version, kind,
+//! flags, payload size, CRC-32C of the payload), then the payload. A reader
+//! checks the magic, the version, the size bound and the CRC before it hands
+//! out a payload; any failure is a [`frame::FrameError`], and the connection
+//! it came from is closed (a peer that sends one bad frame cannot be
+//! resynchronised: the next header's position is unknown).
+//!
+//! Threads: the codec has none; the blocking helpers in `io` run on whatever
+//! thread owns the socket (the controller's connection threads, never a data
+//! shard).
+
+pub mod frame;
+pub mod io;
+
+pub use frame::{Frame, FrameDecoder, FrameError, FrameHeader, HEADER_SIZE};
+pub use io::{PeerError, read_frame, write_frame};
+
+/// Frame kinds, one registry for every user of the protocol so that two
+/// users never reuse a number. Unknown kinds are the receiver's error.
+pub mod kind {
+    /// A raft-rs message between controller voters (protobuf payload);
+    /// one-way, never answered.
+    pub const RAFT_MESSAGE: u16 = 1;
+    /// A broker's request to a controller (`controller::rpc::Request`).
+    pub const CONTROLLER_REQUEST: u16 = 2;
+    /// The answer to the request before it on the same connection.
+    pub const CONTROLLER_RESPONSE: u16 = 3;
+    // 16..=63: reserved for replication (issue 10).
+}
