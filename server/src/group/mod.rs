@@ -16,6 +16,9 @@
 //! (every [`TICK`]) runs the timers: join windows, session expiry, offset
 //! expiry (offsets.retention: offsets of a group that has been empty that
 //! long, or of a standalone group's partition not committed that long).
+//! Timer rounds and background writes are the shard's background work
+//! (`Shard::background_work`): on a clean stop none starts any more, and
+//! the logs close only after those running have finished.
 //!
 //! Ordering: a commit is applied to the in-memory table only after its
 //! record is durable, and only if no later record for the same key was
@@ -40,7 +43,7 @@ use sluice_engine::{LeaderEpoch, ReadLimits, TimestampMs};
 use crate::group::records::{GroupValue, Key, OffsetValue};
 use crate::group::state::{CommittedOffset, Group, GroupConfig, GroupState};
 use crate::metadata::TopicMetadata;
-use crate::shard::topics::{TopicError, create_topic};
+use crate::shard::topics::{TopicError, create_topic, settled_snapshot};
 use crate::shard::{PartitionReplica, Shard, ShardId, TopicPartition};
 
 /// The internal topic holding groups and offsets.
@@ -99,7 +102,11 @@ pub fn group_config(shard: &Shard) -> GroupConfig {
 /// The offsets topic, created on first use with the broker's partition
 /// count (Kafka creates it on the first FindCoordinator).
 pub async fn offsets_topic(shard: &Rc<Shard>) -> Result<TopicMetadata, ResponseError> {
-    if let Some(topic) = shard.metadata.snapshot().topics.get(OFFSETS_TOPIC) {
+    if let Some(topic) = settled_snapshot(shard, OFFSETS_TOPIC)
+        .await
+        .topics
+        .get(OFFSETS_TOPIC)
+    {
         return Ok(topic.clone());
     }
     let configs = BTreeMap::from([
@@ -111,15 +118,23 @@ pub async fn offsets_topic(shard: &Rc<Shard>) -> Result<TopicMetadata, ResponseE
     ]);
     let partitions = shard.config.offsets_topic_partitions;
     match create_topic(shard, OFFSETS_TOPIC, partitions, configs, false).await {
-        Ok(topic) => Ok(topic),
+        Ok(topic) => {
+            tracing::info!(
+                topic = OFFSETS_TOPIC,
+                partitions,
+                "created the group coordinator's internal topic on first use"
+            );
+            Ok(topic)
+        }
         // Created concurrently by another connection.
-        Err(TopicError::Metadata(crate::metadata::MetadataError::TopicExists(_))) => shard
-            .metadata
-            .snapshot()
-            .topics
-            .get(OFFSETS_TOPIC)
-            .cloned()
-            .ok_or(ResponseError::CoordinatorNotAvailable),
+        Err(TopicError::Metadata(crate::metadata::MetadataError::TopicExists(_))) => {
+            settled_snapshot(shard, OFFSETS_TOPIC)
+                .await
+                .topics
+                .get(OFFSETS_TOPIC)
+                .cloned()
+                .ok_or(ResponseError::CoordinatorNotAvailable)
+        }
         Err(error) => {
             tracing::error!(%error, "creating {OFFSETS_TOPIC} failed");
             Err(ResponseError::CoordinatorNotAvailable)
@@ -187,6 +202,12 @@ pub async fn write(
     if records.is_empty() {
         return Ok(-1);
     }
+    // The shard closes its logs only after this write is durable; once
+    // they are closing, no write starts (the client retries after the
+    // restart, or on the coordinator it finds then).
+    let Some(_write) = shard.log_write() else {
+        return Err(ResponseError::NotCoordinator);
+    };
     let topic_partition = TopicPartition::new(OFFSETS_TOPIC, partition);
     let Some(replica) = shard.partition(&topic_partition) else {
         return Err(ResponseError::NotCoordinator);
@@ -236,6 +257,11 @@ pub fn offset_key(group: &str, topic: &str, partition: i32) -> Bytes {
 /// Persist the group's metadata if it changed, in the background (the
 /// callers that must wait for it, SyncGroup, write it themselves).
 pub fn persist_if_dirty(shard: &Rc<Shard>, group: &mut Group) {
+    // A closing shard writes nothing more (the state stays dirty, and is
+    // rebuilt by the members' next rebalance after the restart).
+    let Some(work) = shard.background_work() else {
+        return;
+    };
     if !group.take_dirty() {
         return;
     }
@@ -244,6 +270,7 @@ pub fn persist_if_dirty(shard: &Rc<Shard>, group: &mut Group) {
     let shard = Rc::clone(shard);
     let id = group.id.clone();
     compio::runtime::spawn(async move {
+        let _work = work;
         if let Err(error) = write(&shard, partition, &[record]).await {
             tracing::warn!(group = %id, ?error, "writing group metadata failed");
         }
@@ -279,6 +306,11 @@ impl Coordinator {
         compio::runtime::spawn(async move {
             loop {
                 compio::time::sleep(TICK).await;
+                // Stops for good once the shard is closing: the logs are
+                // about to close, and a timer write would fail.
+                let Some(_work) = shard.background_work() else {
+                    return;
+                };
                 tick(&shard).await;
             }
         })
@@ -391,6 +423,17 @@ fn expire_offsets(group: &mut Group, wall: i64, retention_ms: i64) -> Vec<GroupR
             (offset_key(&group.id, &topic, partition), None)
         })
         .collect()
+}
+
+/// Forget the groups of offsets partition `partition` (its log is being
+/// removed: the undo of a failed creation of the topic).
+pub fn unload_partition(shard: &Shard, partition: i32) {
+    shard.groups.loaded.borrow_mut().remove(&partition);
+    shard
+        .groups
+        .groups
+        .borrow_mut()
+        .retain(|_, group| group.partition != partition);
 }
 
 /// Replay offsets partition `partition` (just opened on this shard) into

@@ -16,7 +16,7 @@ use kafka_protocol::protocol::StrBytes;
 use crate::handlers::Reply;
 use crate::handlers::create_topics::{AdminError, check_assignment, count_names, topic_error};
 use crate::shard::Shard;
-use crate::shard::topics::add_partitions;
+use crate::shard::topics::{add_partitions, settled_snapshot};
 
 pub async fn handle(
     shard: &Rc<Shard>,
@@ -55,7 +55,8 @@ async fn grow(
     validate_only: bool,
 ) -> Result<(), AdminError> {
     let name = topic.name.0.as_str();
-    let current = match shard.metadata.snapshot().topics.get(name) {
+    // A creation of this topic in flight decides whether it exists.
+    let current = match settled_snapshot(shard, name).await.topics.get(name) {
         Some(found) => found.partitions.len() as i32,
         None => {
             return Err((

@@ -26,7 +26,7 @@ use crate::handlers::Reply;
 use crate::handlers::describe_configs::topic_config_entries;
 use crate::metadata::{MetadataError, TopicMetadata, validate_topic_name};
 use crate::shard::Shard;
-use crate::shard::topics::{TopicError, create_topic};
+use crate::shard::topics::{TopicError, create_topic, settled_snapshot};
 
 /// An error for one topic or resource: the Kafka code and a message for
 /// the client.
@@ -37,13 +37,14 @@ pub fn topic_error(error: &TopicError) -> AdminError {
     let code = match error {
         TopicError::Metadata(metadata) => match metadata {
             MetadataError::TopicExists(_) => ResponseError::TopicAlreadyExists,
+            MetadataError::TopicCollision { .. } => ResponseError::InvalidTopicException,
             MetadataError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
             MetadataError::InvalidTopicName { .. } => ResponseError::InvalidTopicException,
             MetadataError::InvalidPartitions { .. } => ResponseError::InvalidPartitions,
             MetadataError::InvalidConfig(_) => ResponseError::InvalidConfig,
             MetadataError::Persist { .. } => ResponseError::KafkaStorageError,
         },
-        TopicError::Shard { .. } => ResponseError::UnknownServerError,
+        TopicError::Shard { .. } | TopicError::Open { .. } => ResponseError::UnknownServerError,
     };
     if matches!(
         code,
@@ -172,26 +173,17 @@ async fn create_one(
     let node_id = shard.config.node_id;
     validate_topic_name(name)
         .map_err(|error| (ResponseError::InvalidTopicException, error.to_string()))?;
+    // A creation of this name in flight (another client's, or an automatic
+    // one) decides whether the topic exists.
+    if settled_snapshot(shard, name)
+        .await
+        .topics
+        .contains_key(name)
     {
-        let snapshot = shard.metadata.snapshot();
-        if snapshot.topics.contains_key(name) {
-            return Err((
-                ResponseError::TopicAlreadyExists,
-                format!("Topic '{name}' already exists."),
-            ));
-        }
-        // Kafka's metric names replace '.' by '_': such topics would collide.
-        let collision_key = name.replace('.', "_");
-        if let Some(existing) = snapshot
-            .topics
-            .keys()
-            .find(|existing| existing.replace('.', "_") == collision_key)
-        {
-            return Err((
-                ResponseError::InvalidTopicException,
-                format!("Topic '{name}' collides with existing topic: {existing}"),
-            ));
-        }
+        return Err((
+            ResponseError::TopicAlreadyExists,
+            format!("Topic '{name}' already exists."),
+        ));
     }
     let partitions = if topic.assignments.is_empty() {
         let partitions = match topic.num_partitions {

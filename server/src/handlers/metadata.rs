@@ -1,5 +1,10 @@
 //! Metadata: brokers (just this one), topics and partitions, with auto topic
 //! creation when the broker and the request allow it.
+//!
+//! A topic is described only once its change in flight (creation, added
+//! partitions) has finished on every shard (`settled_snapshot` in
+//! shard/topics.rs), so a client never learns of a partition that is not
+//! open yet.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -16,7 +21,7 @@ use kafka_protocol::protocol::StrBytes;
 use crate::handlers::Reply;
 use crate::metadata::{MetadataError, TopicMetadata, validate_topic_name};
 use crate::shard::Shard;
-use crate::shard::topics::{TopicError, create_topic};
+use crate::shard::topics::{TopicError, create_topic, settled_snapshot, settled_snapshot_all};
 
 pub async fn handle(
     shard: &Rc<Shard>,
@@ -40,7 +45,7 @@ pub async fn handle(
     let mut topics = Vec::new();
     match requested {
         None => {
-            let snapshot = shard.metadata.snapshot();
+            let snapshot = settled_snapshot_all(shard).await;
             topics.extend(
                 snapshot
                     .topics
@@ -51,7 +56,10 @@ pub async fn handle(
         Some(requested) => {
             for (name, id) in requested {
                 let found = {
-                    let snapshot = shard.metadata.snapshot();
+                    let snapshot = match &name {
+                        Some(name) => settled_snapshot(shard, name).await,
+                        None => settled_snapshot_all(shard).await,
+                    };
                     match &name {
                         Some(name) => snapshot.topics.get(name).cloned(),
                         None => snapshot
@@ -74,10 +82,13 @@ pub async fn handle(
                     (None, Some(name)) if allow_auto_create => {
                         let partitions = config.default_partitions;
                         match create_topic(shard, &name, partitions, BTreeMap::new(), false).await {
-                            Ok(topic) => describe(node_id, &topic),
+                            Ok(topic) => {
+                                tracing::info!(topic = %name, partitions, api = "Metadata", "auto-created topic");
+                                describe(node_id, &topic)
+                            }
                             // Created meanwhile by another connection.
                             Err(TopicError::Metadata(MetadataError::TopicExists(_))) => {
-                                match shard.metadata.snapshot().topics.get(&name) {
+                                match settled_snapshot(shard, &name).await.topics.get(&name) {
                                     Some(topic) => describe(node_id, topic),
                                     None => error_topic(
                                         Some(name),

@@ -56,7 +56,7 @@ use crate::handlers::Reply;
 use crate::metadata::topic_config::TimestampType;
 use crate::metadata::{ClusterMetadata, MetadataError, validate_topic_name};
 use crate::shard::producer_state::{ProducerBatch, ProducerStateError, SequenceCheck};
-use crate::shard::topics::{TopicError, create_topic};
+use crate::shard::topics::{TopicError, create_topic, settled_snapshot};
 use crate::shard::{PartitionReplica, Shard, ShardId, TopicPartition};
 
 /// The leader epoch appended batches are stamped with (Metadata reports 0:
@@ -217,7 +217,8 @@ async fn resolve_topic(
             format!("{name} is an internal topic"),
         ));
     }
-    let snapshot = shard.metadata.snapshot();
+    // A topic still being created (or growing) has partitions not open yet.
+    let snapshot = settled_snapshot(shard, name).await;
     if snapshot.topics.contains_key(name) {
         return Ok(snapshot);
     }
@@ -235,7 +236,9 @@ async fn resolve_topic(
     }
     let partitions = shard.config.default_partitions;
     match create_topic(shard, name, partitions, BTreeMap::new(), false).await {
-        Ok(_) => {}
+        Ok(_) => {
+            tracing::info!(topic = %name, partitions, api = "Produce", "auto-created topic");
+        }
         // Created meanwhile by another connection.
         Err(TopicError::Metadata(MetadataError::TopicExists(_))) => {}
         Err(error) => {
@@ -243,7 +246,7 @@ async fn resolve_topic(
             return Err(unknown());
         }
     }
-    let snapshot = shard.metadata.snapshot();
+    let snapshot = settled_snapshot(shard, name).await;
     if snapshot.topics.contains_key(name) {
         Ok(snapshot)
     } else {

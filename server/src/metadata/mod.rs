@@ -79,6 +79,9 @@ impl ClusterMetadata {
 pub enum MetadataError {
     #[error("topic {0} already exists")]
     TopicExists(String),
+    /// Kafka's metric names replace '.' by '_': such names would collide.
+    #[error("Topic '{name}' collides with existing topic: {existing}")]
+    TopicCollision { name: String, existing: String },
     #[error("unknown topic {0}")]
     UnknownTopic(String),
     #[error("invalid topic name {name:?}: {reason}")]
@@ -113,6 +116,14 @@ pub trait MetadataStore: Send + Sync {
         name: &str,
         total: i32,
         validate_only: bool,
+    ) -> Result<TopicMetadata, MetadataError>;
+    /// Shrink a topic back to `count` partitions: only to undo an
+    /// `add_partitions` whose partitions did not open (shard/topics.rs),
+    /// never as a Kafka operation (Kafka topics never shrink).
+    fn remove_added_partitions(
+        &self,
+        name: &str,
+        count: usize,
     ) -> Result<TopicMetadata, MetadataError>;
     /// Replace the topic's explicit configs.
     fn set_configs(
@@ -215,6 +226,9 @@ fn persist(path: &Path, metadata: &ClusterMetadata) -> Result<(), MetadataError>
         source,
     };
     let bytes = serde_json::to_vec_pretty(metadata).map_err(|source| error(source.into()))?;
+    // One writer at a time: every change persists under the store's mutex
+    // (and `open` runs before the store is shared), and the data directory
+    // is locked to one process; so one temporary name is enough.
     let temporary = path.with_extension("json.tmp");
     let mut file = std::fs::File::create(&temporary).map_err(error)?;
     file.write_all(&bytes).map_err(error)?;
@@ -257,6 +271,19 @@ impl MetadataStore for FileMetadataStore {
         self.update(|metadata| {
             if metadata.topics.contains_key(name) {
                 return Err(MetadataError::TopicExists(name.to_string()));
+            }
+            // Checked here, under the lock, so that two topics created at
+            // once cannot both pass.
+            let collision_key = name.replace('.', "_");
+            if let Some(existing) = metadata
+                .topics
+                .keys()
+                .find(|existing| existing.replace('.', "_") == collision_key)
+            {
+                return Err(MetadataError::TopicCollision {
+                    name: name.to_string(),
+                    existing: existing.clone(),
+                });
             }
             let topic = TopicMetadata {
                 name: name.to_string(),
@@ -309,6 +336,21 @@ impl MetadataStore for FileMetadataStore {
         })
     }
 
+    fn remove_added_partitions(
+        &self,
+        name: &str,
+        count: usize,
+    ) -> Result<TopicMetadata, MetadataError> {
+        self.update(|metadata| {
+            let Some(topic) = metadata.topics.get_mut(name) else {
+                return Err(MetadataError::UnknownTopic(name.to_string()));
+            };
+            assert!(count >= 1, "a topic keeps at least one partition");
+            topic.partitions.truncate(count);
+            Ok((topic.clone(), true))
+        })
+    }
+
     fn set_configs(
         &self,
         name: &str,
@@ -323,5 +365,51 @@ impl MetadataStore for FileMetadataStore {
             topic.configs = configs;
             Ok((topic.clone(), !validate_only))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn store(name: &str) -> (FileMetadataStore, PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("sluice-metadata-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        (FileMetadataStore::open(&dir, 2).unwrap(), dir)
+    }
+
+    #[test]
+    fn names_that_collide_once_dots_become_underscores_are_refused() {
+        let (store, dir) = store("collide");
+        store
+            .create_topic("a.b", 1, BTreeMap::new(), false)
+            .unwrap();
+        let error = store
+            .create_topic("a_b", 1, BTreeMap::new(), false)
+            .unwrap_err();
+        assert!(
+            matches!(&error, MetadataError::TopicCollision { existing, .. } if existing == "a.b"),
+            "{error}"
+        );
+        assert!(matches!(
+            store.create_topic("a.b", 1, BTreeMap::new(), false),
+            Err(MetadataError::TopicExists(_))
+        ));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn added_partitions_are_removed_durably_when_undone() {
+        let (store, dir) = store("undo-add");
+        store.create_topic("t", 2, BTreeMap::new(), false).unwrap();
+        store.add_partitions("t", 5, false).unwrap();
+        store.remove_added_partitions("t", 2).unwrap();
+        assert_eq!(store.snapshot().topics["t"].partitions.len(), 2);
+        let reopened = FileMetadataStore::open(&dir, 2).unwrap();
+        assert_eq!(reopened.snapshot().topics["t"].partitions.len(), 2);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -24,11 +24,15 @@ use std::time::Duration;
 
 use crate::shard::{PartitionReplica, Shard};
 
-/// Run the cleaner of `shard` forever (until the runtime stops).
+/// Run the cleaner of `shard` until the shard closes (`Shard::close_all`
+/// waits for a pass in progress, which stops at the next partition).
 pub async fn run(shard: Rc<Shard>) {
     let interval = Duration::from_millis(shard.config.log_cleaner_interval_ms.max(1));
     loop {
         compio::time::sleep(interval).await;
+        let Some(_work) = shard.background_work() else {
+            return;
+        };
         clean_once(&shard).await;
     }
 }
@@ -36,9 +40,12 @@ pub async fn run(shard: Rc<Shard>) {
 /// One visit of every compacted partition of the shard; returns how many
 /// partitions were cleaned successfully.
 pub async fn clean_once(shard: &Shard) -> usize {
-    let replicas: Vec<Rc<PartitionReplica>> = shard.partitions.borrow().values().cloned().collect();
+    let replicas: Vec<Rc<PartitionReplica>> = shard.partitions.values();
     let mut cleaned = 0;
     for replica in replicas {
+        if shard.partitions.is_closing() {
+            break;
+        }
         let (compacts, deletes, compaction) = {
             let config = replica.config.borrow();
             (

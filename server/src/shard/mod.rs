@@ -10,6 +10,12 @@
 //! owning shard with [`Shards::call`] (a closure through a bounded MPSC inbox)
 //! and the answer comes back on a oneshot. Record data crosses as `Bytes`
 //! (reference counted, never copied).
+//!
+//! A shard's [`PartitionTable`] holds its open partitions and the opens in
+//! flight: a partition is opened once, however many callers want it at the
+//! same time (they await the same open). On a clean stop
+//! ([`Shard::close_all`]) the shard first stops its background work (group
+//! timers, the log cleaner) and waits for what runs, then closes its logs.
 
 pub mod cleaner;
 pub mod notify;
@@ -17,19 +23,21 @@ pub mod partition;
 pub mod producer_state;
 pub mod topics;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_channel::oneshot;
-use futures_util::future::LocalBoxFuture;
+use futures_util::FutureExt;
+use futures_util::future::{LocalBoxFuture, Shared, join_all};
 use sluice_engine::Committer;
 use sluice_engine::io::uring::UringIo;
 
 use crate::cli::BrokerConfig;
-use crate::metadata::MetadataStore;
+use crate::metadata::{MetadataStore, TopicMetadata};
 pub use partition::{PartitionReplica, TopicPartition};
 
 /// Index of a shard (and of its thread and core).
@@ -45,6 +53,8 @@ const INBOX_CAPACITY: usize = 4096;
 /// The handles every shard holds to reach every other shard.
 pub struct Shards {
     inboxes: Vec<flume::Sender<Job>>,
+    /// Topic changes in flight, one per topic at a time (topics.rs).
+    pub topic_changes: topics::TopicChanges,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +65,11 @@ impl Shards {
     /// Create the inboxes; returns the router and each shard's receiver.
     pub fn new(count: usize) -> (Arc<Shards>, Vec<flume::Receiver<Job>>) {
         let (senders, receivers) = (0..count).map(|_| flume::bounded(INBOX_CAPACITY)).unzip();
-        (Arc::new(Shards { inboxes: senders }), receivers)
+        let shards = Shards {
+            inboxes: senders,
+            topic_changes: Default::default(),
+        };
+        (Arc::new(shards), receivers)
     }
 
     pub fn count(&self) -> usize {
@@ -89,76 +103,222 @@ pub struct Shard {
     pub config: Arc<BrokerConfig>,
     pub shards: Arc<Shards>,
     pub metadata: Arc<dyn MetadataStore>,
-    /// Partitions owned by this shard.
-    pub partitions: RefCell<HashMap<TopicPartition, Rc<PartitionReplica>>>,
+    /// Partitions owned by this shard, their opens in flight, and whether
+    /// the shard is closing ([`PartitionTable`]).
+    pub partitions: PartitionTable,
     /// The consumer groups coordinated by this shard (group/mod.rs).
     pub groups: crate::group::Coordinator,
 }
 
+/// Opens of one shard in flight at once, per topic: bounds the open files
+/// and io_uring submissions a 10,000-partition topic starts together.
+const OPENS_IN_FLIGHT_MAX: usize = 64;
+
+/// How long a clean stop waits for background work (group timers, a log
+/// cleaner pass, opens in flight) before it closes the logs anyway.
+const CLOSE_WAIT_MAX: Duration = Duration::from_secs(30);
+
 impl Shard {
     pub fn partition(&self, topic_partition: &TopicPartition) -> Option<Rc<PartitionReplica>> {
-        self.partitions.borrow().get(topic_partition).cloned()
+        self.partitions.get(topic_partition)
     }
 
     /// Open the partitions that the metadata places on this shard and are
-    /// not open yet (startup, topic creation, added partitions).
+    /// not open yet (startup).
     pub async fn open_assigned_partitions(self: &Rc<Self>) -> anyhow::Result<()> {
         let metadata = self.metadata.snapshot();
         for topic in metadata.topics.values() {
-            for (index, assignment) in topic.partitions.iter().enumerate() {
-                if assignment.shard != self.id.0 {
-                    continue;
-                }
-                let topic_partition = TopicPartition::new(&topic.name, index as i32);
-                if self.partitions.borrow().contains_key(&topic_partition) {
-                    continue;
-                }
-                let replica =
-                    Rc::new(PartitionReplica::open(self, topic, topic_partition.clone()).await?);
-                self.partitions
-                    .borrow_mut()
-                    .insert(topic_partition, Rc::clone(&replica));
-                if topic.name == crate::group::OFFSETS_TOPIC {
-                    crate::group::load_partition(self, &replica).await?;
-                }
+            self.open_topic_partitions(topic, 0)
+                .await
+                .map_err(anyhow::Error::msg)?;
+        }
+        Ok(())
+    }
+
+    /// Open the partitions of `topic` from index `first` on that the
+    /// metadata places on this shard (topic creation, added partitions).
+    /// Opening an open partition does nothing; one already opening is
+    /// awaited ([`Shard::open_partition`]). On error some partitions may be
+    /// open: the caller undoes the change ([`Shard::remove_partitions`]).
+    pub async fn open_topic_partitions(
+        self: &Rc<Self>,
+        topic: &TopicMetadata,
+        first: usize,
+    ) -> Result<(), OpenError> {
+        let indexes: Vec<usize> = topic
+            .partitions
+            .iter()
+            .enumerate()
+            .skip(first)
+            .filter(|(_, assignment)| assignment.shard == self.id.0)
+            .map(|(index, _)| index)
+            .collect();
+        let topic = Rc::new(topic.clone());
+        for chunk in indexes.chunks(OPENS_IN_FLIGHT_MAX) {
+            let opens = chunk
+                .iter()
+                .map(|&index| self.open_partition(&topic, index as i32));
+            for result in join_all(opens).await {
+                result?;
             }
         }
         Ok(())
     }
 
-    /// Close and forget the partitions of `topic` on this shard, removing
-    /// their directories (DeleteTopics).
-    pub async fn remove_topic(self: &Rc<Self>, topic: &str) -> anyhow::Result<()> {
-        let removed: Vec<Rc<PartitionReplica>> = {
-            let mut partitions = self.partitions.borrow_mut();
-            let keys: Vec<TopicPartition> = partitions
-                .keys()
-                .filter(|key| key.topic.as_ref() == topic)
-                .cloned()
-                .collect();
-            keys.iter()
-                .filter_map(|key| partitions.remove(key))
-                .collect()
-        };
-        for replica in removed {
-            replica.delete().await?;
+    /// Open partition `index` of `topic` on this shard, once: while it is
+    /// opening, every caller awaits the same open (a spawned task, so the
+    /// open completes even if its callers go away), which records the
+    /// partition before any of them resumes. An open that failed leaves
+    /// nothing recorded; the next call tries again.
+    pub async fn open_partition(
+        self: &Rc<Self>,
+        topic: &Rc<TopicMetadata>,
+        index: i32,
+    ) -> Result<Rc<PartitionReplica>, OpenError> {
+        let topic_partition = TopicPartition::new(&topic.name, index);
+        if let Some(replica) = self.partition(&topic_partition) {
+            return Ok(replica);
         }
-        Ok(())
+        let in_flight = self
+            .partitions
+            .opening
+            .borrow()
+            .get(&topic_partition)
+            .cloned();
+        let open = match in_flight {
+            Some(open) => open,
+            None => {
+                if self.partitions.is_closing() {
+                    return Err(OpenError {
+                        partition: topic_partition,
+                        reason: format!("shard {} is shutting down", self.id.0),
+                    });
+                }
+                let (sender, receiver) = oneshot::channel();
+                let open = receiver.shared();
+                self.partitions
+                    .opening
+                    .borrow_mut()
+                    .insert(topic_partition.clone(), open.clone());
+                let shard = Rc::clone(self);
+                let topic = Rc::clone(topic);
+                compio::runtime::spawn(async move {
+                    let result = open_and_load(&shard, &topic, topic_partition.clone()).await;
+                    // Record and leave the in-flight table in one step (no
+                    // await between): a caller sees the partition either
+                    // opening or open, never neither.
+                    shard
+                        .partitions
+                        .opening
+                        .borrow_mut()
+                        .remove(&topic_partition);
+                    if let Ok(replica) = &result {
+                        shard
+                            .partitions
+                            .open
+                            .borrow_mut()
+                            .insert(topic_partition, Rc::clone(replica));
+                    }
+                    let _ = sender.send(result);
+                })
+                .detach();
+                open
+            }
+        };
+        match open.await {
+            Ok(result) => result,
+            Err(oneshot::Canceled) => Err(OpenError {
+                partition: TopicPartition::new(&topic.name, index),
+                reason: "the open was abandoned (the shard is stopping)".to_string(),
+            }),
+        }
+    }
+
+    /// Close the partitions `indexes` of `topic` that live on this shard and
+    /// remove their directories, open or not (DeleteTopics, and the undo of
+    /// a creation that failed part way). Opens in flight are awaited first.
+    pub async fn remove_partitions(
+        self: &Rc<Self>,
+        topic: &str,
+        indexes: impl IntoIterator<Item = i32>,
+    ) -> anyhow::Result<()> {
+        let mut first_error = None;
+        for index in indexes {
+            let topic_partition = TopicPartition::new(topic, index);
+            let in_flight = self
+                .partitions
+                .opening
+                .borrow()
+                .get(&topic_partition)
+                .cloned();
+            if let Some(open) = in_flight {
+                let _ = open.await;
+            }
+            let removed = self.partitions.open.borrow_mut().remove(&topic_partition);
+            if topic == crate::group::OFFSETS_TOPIC {
+                crate::group::unload_partition(self, index);
+            }
+            let outcome = match removed {
+                Some(replica) => replica.delete().await,
+                None => remove_dir_if_present(&topic_partition.dir(&self.config.data_dir)),
+            };
+            if let Err(error) = outcome {
+                tracing::error!(partition = %topic_partition, %error, "removing a partition failed");
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Re-apply topic configs to open logs (AlterConfigs).
     pub fn apply_topic_config(&self, topic: &str, config: &crate::metadata::TopicConfig) {
-        for (key, replica) in self.partitions.borrow().iter() {
+        for (key, replica) in self.partitions.open.borrow().iter() {
             if key.topic.as_ref() == topic {
                 replica.set_config(config.clone());
             }
         }
     }
 
-    /// Close every log: flush, write indexes and checkpoints.
+    /// Start background work that writes to this shard's logs (a group
+    /// timer round, a log cleaner pass, a group metadata write in the
+    /// background); `None` once the shard is closing: then the work must not
+    /// start. [`Shard::close_all`] waits for every guard to drop.
+    pub fn background_work(self: &Rc<Self>) -> Option<BackgroundWork> {
+        if self.partitions.stage.get() != Stage::Serving {
+            return None;
+        }
+        Some(self.partitions.start_work(self))
+    }
+
+    /// Start one write to this shard's logs (a group coordinator append and
+    /// its wait for durability): allowed while the shard closes, so that
+    /// the work it waits for can finish, and refused (`None`) once its logs
+    /// are being closed. [`Shard::close_all`] waits for the guard too.
+    pub fn log_write(self: &Rc<Self>) -> Option<BackgroundWork> {
+        if self.partitions.stage.get() == Stage::LogsClosing {
+            return None;
+        }
+        Some(self.partitions.start_work(self))
+    }
+
+    /// Close every log: flush, write indexes and checkpoints. First stops
+    /// new background work and opens, and waits (up to [`CLOSE_WAIT_MAX`])
+    /// for those running: a group timer appending to a log being closed
+    /// would fail ("closed before the append became durable").
     pub async fn close_all(&self) {
-        let partitions: Vec<Rc<PartitionReplica>> =
-            self.partitions.borrow().values().cloned().collect();
+        self.partitions.stage.set(Stage::Closing);
+        let settled = compio::time::timeout(CLOSE_WAIT_MAX, self.partitions.settled()).await;
+        if settled.is_err() {
+            tracing::warn!(
+                shard = self.id.0,
+                background = self.partitions.background.get(),
+                opening = self.partitions.opening.borrow().len(),
+                "background work still running after {CLOSE_WAIT_MAX:?}; closing the logs anyway"
+            );
+        }
+        // No await since `settled` returned: nothing started in between.
+        self.partitions.stage.set(Stage::LogsClosing);
+        let partitions = self.partitions.values();
         for replica in partitions {
             if let Err(error) = replica.log.close().await {
                 tracing::error!(partition = %replica.topic_partition, %error, "closing a log failed");
@@ -166,3 +326,136 @@ impl Shard {
         }
     }
 }
+
+/// Open one partition's log and, for `__consumer_offsets`, replay it into
+/// the group coordinator before anyone can use it.
+async fn open_and_load(
+    shard: &Rc<Shard>,
+    topic: &TopicMetadata,
+    topic_partition: TopicPartition,
+) -> Result<Rc<PartitionReplica>, OpenError> {
+    let failed = |error: anyhow::Error| OpenError {
+        partition: topic_partition.clone(),
+        reason: format!("{error:#}"),
+    };
+    let replica = Rc::new(
+        PartitionReplica::open(shard, topic, topic_partition.clone())
+            .await
+            .map_err(failed)?,
+    );
+    if topic.name == crate::group::OFFSETS_TOPIC
+        && let Err(error) = crate::group::load_partition(shard, &replica).await
+    {
+        let _ = replica.log.close().await;
+        return Err(failed(error));
+    }
+    Ok(replica)
+}
+
+fn remove_dir_if_present(dir: &std::path::Path) -> anyhow::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Opening a partition failed.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("opening partition {partition} failed: {reason}")]
+pub struct OpenError {
+    pub partition: TopicPartition,
+    pub reason: String,
+}
+
+/// An open in flight, awaited by every caller that wants the partition.
+type SharedOpen = Shared<oneshot::Receiver<Result<Rc<PartitionReplica>, OpenError>>>;
+
+/// The partitions of one shard: those open, the opens in flight
+/// (single-flight, see [`Shard::open_partition`]), and the closing state:
+/// once closing, no open or background work starts.
+#[derive(Default)]
+pub struct PartitionTable {
+    open: RefCell<HashMap<TopicPartition, Rc<PartitionReplica>>>,
+    opening: RefCell<HashMap<TopicPartition, SharedOpen>>,
+    stage: Cell<Stage>,
+    /// Live [`BackgroundWork`] guards.
+    background: Cell<usize>,
+    /// Woken when the last guard drops.
+    idle: RefCell<Vec<oneshot::Sender<()>>>,
+}
+
+impl PartitionTable {
+    pub fn get(&self, topic_partition: &TopicPartition) -> Option<Rc<PartitionReplica>> {
+        self.open.borrow().get(topic_partition).cloned()
+    }
+
+    /// Every open partition (a copy: callers await while they use it).
+    pub fn values(&self) -> Vec<Rc<PartitionReplica>> {
+        self.open.borrow().values().cloned().collect()
+    }
+
+    /// True once [`Shard::close_all`] has started.
+    pub fn is_closing(&self) -> bool {
+        self.stage.get() != Stage::Serving
+    }
+
+    fn start_work(&self, shard: &Rc<Shard>) -> BackgroundWork {
+        self.background.set(self.background.get() + 1);
+        BackgroundWork {
+            shard: Rc::clone(shard),
+        }
+    }
+
+    /// Wait until no background work runs and no open is in flight.
+    async fn settled(&self) {
+        loop {
+            if self.background.get() > 0 {
+                let (sender, receiver) = oneshot::channel();
+                self.idle.borrow_mut().push(sender);
+                let _ = receiver.await;
+                continue;
+            }
+            let in_flight = self.opening.borrow().values().next().cloned();
+            match in_flight {
+                Some(open) => {
+                    let _ = open.await;
+                }
+                None => return,
+            }
+        }
+    }
+}
+
+/// Where a shard is in its life (see [`Shard::close_all`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Stage {
+    #[default]
+    Serving,
+    /// No open, timer round or cleaner pass starts; writes still may.
+    Closing,
+    /// The logs are closing: no write starts.
+    LogsClosing,
+}
+
+/// A running piece of background work, or a log write (see
+/// [`Shard::background_work`], [`Shard::log_write`]).
+pub struct BackgroundWork {
+    shard: Rc<Shard>,
+}
+
+impl Drop for BackgroundWork {
+    fn drop(&mut self) {
+        let table = &self.shard.partitions;
+        let count = table.background.get();
+        assert!(count > 0, "background work count underflow");
+        table.background.set(count - 1);
+        if count == 1 {
+            for waiter in table.idle.borrow_mut().drain(..) {
+                let _ = waiter.send(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

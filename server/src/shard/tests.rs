@@ -1,0 +1,279 @@
+//! Partition opens, topic changes and the closing of one shard, on a real
+//! io_uring runtime with a temporary data directory. The concurrent cases
+//! are deterministic: the callers are joined on the one shard thread, so
+//! they interleave at every await as overlapping requests do.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use futures_util::future::join_all;
+use sluice_engine::io::uring::UringIo;
+
+use super::*;
+use crate::cli::ServeArgs;
+use crate::metadata::FileMetadataStore;
+use crate::shard::topics::{TopicError, add_partitions, create_topic, delete_topic};
+
+/// Run `test` on a one-shard broker (no listener) whose data directory is
+/// removed afterwards.
+fn with_shard<F, Fut>(name: &str, test: F)
+where
+    F: FnOnce(Rc<Shard>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("sluice-shard-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let args = ServeArgs {
+        listen: Some("127.0.0.1:0".to_string()),
+        data_dir: Some(dir.clone()),
+        cores: Some(1),
+        ..ServeArgs::default()
+    };
+    let config = Arc::new(BrokerConfig::resolve(args).unwrap());
+    let metadata: Arc<dyn MetadataStore> = Arc::new(FileMetadataStore::open(&dir, 1).unwrap());
+    let (shards, mut inboxes) = Shards::new(1);
+    let inbox = inboxes.remove(0);
+    let runtime = compio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let io = UringIo::new();
+        let shard = Rc::new(Shard {
+            id: ShardId(0),
+            io,
+            committer: Committer::new(io),
+            config,
+            shards,
+            metadata,
+            partitions: Default::default(),
+            groups: Default::default(),
+        });
+        let committer = shard.committer.clone();
+        compio::runtime::spawn(async move { committer.run().await }).detach();
+        let inbox_shard = Rc::clone(&shard);
+        compio::runtime::spawn(async move {
+            while let Ok(job) = inbox.recv_async().await {
+                compio::runtime::spawn(job(Rc::clone(&inbox_shard))).detach();
+            }
+        })
+        .detach();
+        test(Rc::clone(&shard)).await;
+        shard.close_all().await;
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Names in `dir` ending in `.tmp` (temporary files left behind).
+fn temporary_files(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in walk(dir) {
+        if entry.ends_with(".tmp") {
+            found.push(entry);
+        }
+    }
+    found
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            names.extend(walk(&path));
+        } else {
+            names.push(path.display().to_string());
+        }
+    }
+    names
+}
+
+#[test]
+fn concurrent_opens_of_one_partition_share_a_single_open() {
+    with_shard("single-open", |shard| async move {
+        let topic = shard
+            .metadata
+            .create_topic("t", 1, BTreeMap::new(), false)
+            .unwrap();
+        let topic = Rc::new(topic);
+        let opens = (0..4).map(|_| shard.open_partition(&topic, 0));
+        let replicas: Vec<Rc<PartitionReplica>> = join_all(opens)
+            .await
+            .into_iter()
+            .map(|result| result.unwrap())
+            .collect();
+        for replica in &replicas[1..] {
+            assert!(
+                Rc::ptr_eq(replica, &replicas[0]),
+                "the partition was opened more than once"
+            );
+        }
+        assert!(Rc::ptr_eq(
+            &shard.partition(&TopicPartition::new("t", 0)).unwrap(),
+            &replicas[0]
+        ));
+        assert!(shard.partitions.opening.borrow().is_empty());
+    });
+}
+
+/// Issue 14: six topics created at once on one shard. Each creation used
+/// to reopen every unopened partition of the shard, so overlapping ones
+/// opened the same partitions twice and raced on `checkpoint.tmp`.
+#[test]
+fn topics_created_at_once_all_open_every_partition_once() {
+    with_shard("create-at-once", |shard| async move {
+        let names: Vec<String> = (0..6).map(|index| format!("topic-{index}")).collect();
+        let creates = names
+            .iter()
+            .map(|name| create_topic(&shard, name, 3, BTreeMap::new(), false));
+        for (name, result) in names.iter().zip(join_all(creates).await) {
+            assert!(result.is_ok(), "creating {name} failed: {result:?}");
+        }
+        for name in &names {
+            for index in 0..3 {
+                let replica = shard.partition(&TopicPartition::new(name, index));
+                assert!(replica.is_some(), "{name}-{index} is not open");
+            }
+        }
+        assert_eq!(shard.partitions.values().len(), 18);
+        assert_eq!(
+            temporary_files(&shard.config.data_dir),
+            Vec::<String>::new()
+        );
+    });
+}
+
+#[test]
+fn the_same_topic_created_at_once_succeeds_once_and_exists_for_the_others() {
+    with_shard("create-same", |shard| async move {
+        let creates = (0..4).map(|_| create_topic(&shard, "same", 2, BTreeMap::new(), false));
+        let results = join_all(creates).await;
+        let created = results.iter().filter(|result| result.is_ok()).count();
+        assert_eq!(created, 1, "{results:?}");
+        for result in &results {
+            match result {
+                Ok(_)
+                | Err(TopicError::Metadata(crate::metadata::MetadataError::TopicExists(_))) => {}
+                Err(error) => panic!("unexpected error: {error}"),
+            }
+        }
+        assert_eq!(shard.partitions.values().len(), 2);
+    });
+}
+
+/// Partitions added to one topic by overlapping requests, while another
+/// topic is created: the changes of one topic run one after the other, and
+/// every partition in the metadata ends open.
+#[test]
+fn partitions_added_at_once_all_open() {
+    with_shard("add-at-once", |shard| async move {
+        create_topic(&shard, "grows", 1, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        let (to_three, to_five, other) = futures_util::join!(
+            add_partitions(&shard, "grows", 3, false),
+            add_partitions(&shard, "grows", 5, false),
+            create_topic(&shard, "other", 2, BTreeMap::new(), false),
+        );
+        to_three.unwrap();
+        to_five.unwrap();
+        other.unwrap();
+        let snapshot = shard.metadata.snapshot();
+        assert_eq!(snapshot.topics["grows"].partitions.len(), 5);
+        for index in 0..5 {
+            assert!(
+                shard
+                    .partition(&TopicPartition::new("grows", index))
+                    .is_some(),
+                "grows-{index} is not open"
+            );
+        }
+        assert_eq!(shard.partitions.values().len(), 7);
+    });
+}
+
+/// A partition that cannot open (its directory holds a directory named
+/// `checkpoint`) fails the creation with the cause, and the creation is
+/// undone: no topic, no partition, no directory; the name can be created
+/// again.
+#[test]
+fn a_creation_whose_partition_fails_to_open_is_undone() {
+    with_shard("create-undo", |shard| async move {
+        let obstacle = shard.config.data_dir.join("broken-1").join("checkpoint");
+        std::fs::create_dir_all(&obstacle).unwrap();
+        let error = create_topic(&shard, "broken", 2, BTreeMap::new(), false)
+            .await
+            .unwrap_err();
+        match &error {
+            TopicError::Open { undone, reason, .. } => {
+                assert!(*undone, "{error}");
+                assert!(reason.contains("broken-1"), "{error}");
+            }
+            other => panic!("unexpected error: {other}"),
+        }
+        assert!(!shard.metadata.snapshot().topics.contains_key("broken"));
+        assert!(shard.partitions.values().is_empty());
+        assert!(!shard.config.data_dir.join("broken-0").exists());
+        assert!(!shard.config.data_dir.join("broken-1").exists());
+
+        create_topic(&shard, "broken", 2, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        assert_eq!(shard.partitions.values().len(), 2);
+        delete_topic(&shard, "broken").await.unwrap();
+        assert!(shard.partitions.values().is_empty());
+        assert!(!shard.config.data_dir.join("broken-0").exists());
+    });
+}
+
+/// A clean stop first waits for background work (a group timer round, a
+/// cleaner pass) and the writes it makes to finish, and starts no new
+/// background work, before closing logs; then no write starts.
+#[test]
+fn closing_waits_for_background_work_and_refuses_new_work() {
+    with_shard("close-waits", |shard| async move {
+        create_topic(&shard, "t", 1, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        let work = shard.background_work().unwrap();
+        let closing = Rc::clone(&shard);
+        let (closed_sender, mut closed) = oneshot::channel();
+        compio::runtime::spawn(async move {
+            closing.close_all().await;
+            let _ = closed_sender.send(());
+        })
+        .detach();
+        compio::time::sleep(Duration::from_millis(50)).await;
+        assert!(shard.partitions.is_closing());
+        assert!(shard.background_work().is_none());
+        // The running work's writes still start (and are waited for).
+        let write = shard.log_write();
+        assert!(write.is_some());
+        drop(write);
+        assert_eq!(closed.try_recv(), Ok(None), "closed before the work ended");
+        let replica = shard.partition(&TopicPartition::new("t", 0)).unwrap();
+        // The work can still write: the log is open until it ends.
+        let append = replica
+            .append(
+                &sluice_engine::batch::build::simple_batch(1, 10, sluice_engine::TimestampMs(0)),
+                sluice_engine::LeaderEpoch(0),
+            )
+            .unwrap();
+        append.completion.await.unwrap();
+        drop(work);
+        closed.await.unwrap();
+        assert!(shard.log_write().is_none());
+        assert!(
+            replica
+                .log
+                .append(
+                    &sluice_engine::batch::build::simple_batch(
+                        1,
+                        10,
+                        sluice_engine::TimestampMs(0)
+                    ),
+                    sluice_engine::LeaderEpoch(0),
+                )
+                .is_err()
+        );
+    });
+}
