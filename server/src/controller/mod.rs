@@ -5,7 +5,7 @@
 //! Everything here is sans-I/O except `storage::file`: time arrives as a
 //! `now_ms` argument, messages and ticks are inputs, and the outputs are
 //! values (messages to send, entries to persist, records to apply). The
-//! production driver (a thread per process, not written yet) and the seeded
+//! production driver (`service`: a thread per process) and the seeded
 //! simulation (`server/tests/controller_sim.rs`) drive the same code.
 //! Details: docs/internals/controller.md; the Raft choice:
 //! docs/decisions/0006-controller-raft.md.
@@ -22,6 +22,8 @@
 //! | `node` | `RaftNode`: raft-rs `RawNode` driven by inputs, producing outputs |
 //! | `storage` | the durable Raft log seam: in-memory (simulation) and file-backed |
 //! | `logger` | raft-rs's slog output forwarded to `tracing` |
+//! | `rpc` | the controller's RPCs (broker requests, metadata fetch) and their encodings |
+//! | `service` | the production driver: the control-plane thread, peer connections, `ControllerHandle` |
 
 pub mod codec;
 pub mod heartbeats;
@@ -31,6 +33,8 @@ pub mod node;
 pub mod placement;
 pub mod quorum_controller;
 pub mod records;
+pub mod rpc;
+pub mod service;
 pub mod storage;
 pub mod types;
 

@@ -248,6 +248,12 @@ impl<S: RaftLogStore> RaftNode<S> {
         self.raw.tick();
     }
 
+    /// Starts an election now instead of after the election timeout: a
+    /// single voter uses it at start so that it leads at once.
+    pub fn campaign(&mut self) -> Result<(), raft::Error> {
+        self.raw.campaign()
+    }
+
     /// Feeds a message from a peer. Errors are the peer's problem (unknown
     /// sender, a local message type) and leave the node unchanged.
     pub fn step(&mut self, message: Message) -> Result<(), raft::Error> {

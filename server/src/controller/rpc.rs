@@ -1,0 +1,757 @@
+//! The controller's RPCs over the peer protocol (`crate::peer`): what a
+//! broker asks a controller and what it answers, with their stable
+//! little-endian encodings (`controller::codec`, the same conventions as
+//! the metadata records).
+//!
+//! A `CONTROLLER_REQUEST` frame carries `version u16 = 0, tag u8`, then the
+//! request's fields; the `CONTROLLER_RESPONSE` frame after it on the same
+//! connection carries `version u16 = 0, ok u8`, then a reply or an error.
+//! Record batches inside a MetadataFetch reply use `RecordBatch`'s encoding
+//! and snapshots `MetadataImage::encode_snapshot`'s, so they are read with
+//! the same decoders as the log.
+//!
+//! Sans-I/O; decoding garbage returns `DecodeError`, never panics.
+
+use thiserror::Error;
+
+use super::codec::{DecodeError, Reader, Writer};
+use super::image::ApplyError;
+use super::placement::PlacementError;
+use super::quorum_controller::{
+    ControllerError, CreateTopicRequest, HeartbeatRequest, RegistrationRequest,
+};
+use super::records::{ConfigResource, Listener, MetadataRecord, RecordBatch};
+use super::types::{BrokerEpoch, BrokerId, IncarnationId, MetadataOffset, TopicId};
+
+const VERSION: u16 = 0;
+
+/// A broker's request to the controller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    RegisterBroker(RegistrationRequest),
+    Heartbeat(HeartbeatRequest),
+    CreateTopic(CreateTopicRequest),
+    DeleteTopic {
+        name: String,
+    },
+    CreatePartitions {
+        name: String,
+        total_count: i32,
+        assignment: Option<Vec<Vec<BrokerId>>>,
+    },
+    AlterConfigs {
+        resource: ConfigResource,
+        changes: Vec<(String, Option<String>)>,
+    },
+    AllocateProducerIds {
+        broker_id: BrokerId,
+        broker_epoch: BrokerEpoch,
+    },
+    /// Committed batches after `after` (any voter answers, from its own
+    /// committed log), waiting up to `max_wait_ms` when there are none.
+    MetadataFetch {
+        after: MetadataOffset,
+        max_wait_ms: u32,
+    },
+}
+
+impl Request {
+    /// Whether only the active controller may answer (everything but a
+    /// metadata fetch).
+    pub fn needs_active_controller(&self) -> bool {
+        !matches!(self, Request::MetadataFetch { .. })
+    }
+}
+
+/// One committed batch as a follower applies it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchedBatch {
+    pub offset: MetadataOffset,
+    pub records: Vec<MetadataRecord>,
+}
+
+/// What a request committed or found. `offset` fields are the metadata
+/// offset of the committed batch: once a node's image reaches it
+/// (`ControllerHandle::wait_applied`), the change is visible there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    Registered {
+        broker_epoch: BrokerEpoch,
+    },
+    Heartbeat {
+        is_fenced: bool,
+        is_caught_up: bool,
+        should_shut_down: bool,
+    },
+    Committed {
+        offset: MetadataOffset,
+    },
+    TopicCreated {
+        topic_id: TopicId,
+        offset: MetadataOffset,
+    },
+    /// The block `[first, first + count)` belongs to the broker.
+    ProducerIds {
+        first: i64,
+        count: i64,
+        offset: MetadataOffset,
+    },
+    /// Batches in order, contiguous from `after + 1` (empty: nothing new).
+    Batches {
+        batches: Vec<FetchedBatch>,
+        leader: Option<BrokerId>,
+    },
+    /// The caller is behind the log start: the whole image.
+    Snapshot {
+        image: Vec<u8>,
+        leader: Option<BrokerId>,
+    },
+}
+
+/// What kind of refusal, for mapping to a Kafka error code at the edge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    TopicAlreadyExists = 1,
+    UnknownTopic = 2,
+    InvalidTopicName = 3,
+    InvalidPartitions = 4,
+    InvalidReplicationFactor = 5,
+    InvalidReplicaAssignment = 6,
+    UnknownBroker = 7,
+    StaleBrokerEpoch = 8,
+    BrokerNotFenced = 9,
+    InvalidRequest = 10,
+    /// The proposal was overwritten by a new leader (not committed); safe
+    /// to retry.
+    ProposalLost = 11,
+    Internal = 12,
+}
+
+impl ErrorKind {
+    fn from_code(code: u16) -> Result<ErrorKind, DecodeError> {
+        use ErrorKind::*;
+        Ok(match code {
+            1 => TopicAlreadyExists,
+            2 => UnknownTopic,
+            3 => InvalidTopicName,
+            4 => InvalidPartitions,
+            5 => InvalidReplicationFactor,
+            6 => InvalidReplicaAssignment,
+            7 => UnknownBroker,
+            8 => StaleBrokerEpoch,
+            9 => BrokerNotFenced,
+            10 => InvalidRequest,
+            11 => ProposalLost,
+            12 => Internal,
+            other => {
+                return Err(DecodeError::Invalid {
+                    what: "error kind",
+                    value: i64::from(other),
+                });
+            }
+        })
+    }
+}
+
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum RequestError {
+    /// Ask `leader` instead (None: no leader known yet; retry later).
+    #[error("not the active controller (leader: {leader:?})")]
+    NotController { leader: Option<BrokerId> },
+    #[error("{kind:?}: {message}")]
+    Rejected { kind: ErrorKind, message: String },
+    /// No answer within the caller's deadline (the change may still commit).
+    #[error("controller request timed out")]
+    Timeout,
+    /// The local controller service has stopped.
+    #[error("controller service stopped")]
+    Stopped,
+}
+
+impl RequestError {
+    pub fn rejected(kind: ErrorKind, message: impl Into<String>) -> RequestError {
+        RequestError::Rejected {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// Worth retrying at another (or the same, later) controller.
+    pub fn is_retriable(&self) -> bool {
+        matches!(
+            self,
+            RequestError::NotController { .. }
+                | RequestError::Rejected {
+                    kind: ErrorKind::ProposalLost,
+                    ..
+                }
+        )
+    }
+}
+
+impl From<ControllerError> for RequestError {
+    fn from(error: ControllerError) -> RequestError {
+        use ControllerError as E;
+        let kind = match &error {
+            E::NotController => return RequestError::NotController { leader: None },
+            E::UnknownBroker { .. } => ErrorKind::UnknownBroker,
+            E::StaleBrokerEpoch { .. } => ErrorKind::StaleBrokerEpoch,
+            E::BrokerNotFenced { .. } => ErrorKind::BrokerNotFenced,
+            E::InvalidTopicName { .. } => ErrorKind::InvalidTopicName,
+            E::TopicAlreadyExists { .. } => ErrorKind::TopicAlreadyExists,
+            E::UnknownTopic { .. } => ErrorKind::UnknownTopic,
+            E::InvalidPartitionCount { .. } => ErrorKind::InvalidPartitions,
+            E::Placement(PlacementError::InvalidReplicationFactor { .. }) => {
+                ErrorKind::InvalidReplicationFactor
+            }
+            E::Placement(PlacementError::InvalidPartitionCount { .. }) => {
+                ErrorKind::InvalidPartitions
+            }
+            E::Placement(PlacementError::InvalidReplicaAssignment { .. }) => {
+                ErrorKind::InvalidReplicaAssignment
+            }
+        };
+        RequestError::rejected(kind, error.to_string())
+    }
+}
+
+impl From<ApplyError> for RequestError {
+    /// A committed batch the image refused (a conflicting concurrent
+    /// proposal won).
+    fn from(error: ApplyError) -> RequestError {
+        use ApplyError as E;
+        let kind = match &error {
+            E::TopicNameExists { .. } | E::TopicIdExists { .. } => ErrorKind::TopicAlreadyExists,
+            E::UnknownTopic { .. } | E::UnknownTopicName { .. } => ErrorKind::UnknownTopic,
+            E::InvalidTopicName { .. } => ErrorKind::InvalidTopicName,
+            E::PartitionOutOfOrder { .. } | E::UnknownPartition { .. } => {
+                ErrorKind::InvalidPartitions
+            }
+            E::UnknownBroker { .. } => ErrorKind::UnknownBroker,
+            E::StaleBrokerEpoch { .. } => ErrorKind::StaleBrokerEpoch,
+            // Two concurrent proposals raced; the caller may simply retry.
+            E::ProducerIdsOutOfOrder { .. } | E::BrokerEpochNotOffset { .. } => {
+                ErrorKind::ProposalLost
+            }
+            E::OffsetNotIncreasing { .. } | E::InvalidPartition { .. } => ErrorKind::Internal,
+        };
+        RequestError::rejected(kind, error.to_string())
+    }
+}
+
+pub type Response = Result<Reply, RequestError>;
+
+fn invalid(what: &'static str, value: impl Into<i64>) -> DecodeError {
+    DecodeError::Invalid {
+        what,
+        value: value.into(),
+    }
+}
+
+fn write_broker_ids(writer: &mut Writer, ids: &[BrokerId]) {
+    let raw: Vec<i32> = ids.iter().map(|id| id.0).collect();
+    writer.i32_list(&raw);
+}
+
+fn read_broker_ids(reader: &mut Reader<'_>) -> Result<Vec<BrokerId>, DecodeError> {
+    Ok(reader.i32_list()?.into_iter().map(BrokerId).collect())
+}
+
+fn write_leader(writer: &mut Writer, leader: Option<BrokerId>) {
+    writer.i32(leader.map_or(-1, |id| id.0));
+}
+
+fn read_leader(reader: &mut Reader<'_>) -> Result<Option<BrokerId>, DecodeError> {
+    match reader.i32()? {
+        -1 => Ok(None),
+        id if id >= 0 => Ok(Some(BrokerId(id))),
+        other => Err(invalid("leader id", other)),
+    }
+}
+
+fn write_resource(writer: &mut Writer, resource: &ConfigResource) {
+    match resource {
+        ConfigResource::Topic(name) => {
+            writer.u8(0);
+            writer.string(name);
+        }
+        ConfigResource::Broker(broker) => {
+            writer.u8(1);
+            writer.option(broker.as_ref(), |writer, id| writer.i32(id.0));
+        }
+    }
+}
+
+fn read_resource(reader: &mut Reader<'_>) -> Result<ConfigResource, DecodeError> {
+    match reader.u8()? {
+        0 => Ok(ConfigResource::Topic(reader.string()?)),
+        1 => Ok(ConfigResource::Broker(
+            reader.option(|reader| reader.i32().map(BrokerId))?,
+        )),
+        other => Err(invalid("config resource", other)),
+    }
+}
+
+impl Request {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut writer = Writer::new();
+        writer.u16(VERSION);
+        match self {
+            Request::RegisterBroker(request) => {
+                writer.u8(0);
+                writer.i32(request.broker_id.0);
+                writer.uuid(request.incarnation_id.0);
+                writer.count(request.listeners.len());
+                for listener in &request.listeners {
+                    writer.string(&listener.name);
+                    writer.string(&listener.host);
+                    writer.u16(listener.port);
+                }
+                writer.u32(request.shard_count);
+                writer.option(request.rack.as_ref(), |writer, rack| writer.string(rack));
+            }
+            Request::Heartbeat(request) => {
+                writer.u8(1);
+                writer.i32(request.broker_id.0);
+                writer.i64(request.broker_epoch.0);
+                writer.i64(request.current_metadata_offset.0);
+                writer.bool(request.want_fence);
+                writer.bool(request.want_shut_down);
+            }
+            Request::CreateTopic(request) => {
+                writer.u8(2);
+                writer.string(&request.name);
+                writer.i32(request.partition_count);
+                writer.i32(request.replication_factor);
+                writer.option(request.assignment.as_ref(), |writer, lists| {
+                    writer.count(lists.len());
+                    for list in lists {
+                        write_broker_ids(writer, list);
+                    }
+                });
+                writer.count(request.configs.len());
+                for (key, value) in &request.configs {
+                    writer.string(key);
+                    writer.string(value);
+                }
+            }
+            Request::DeleteTopic { name } => {
+                writer.u8(3);
+                writer.string(name);
+            }
+            Request::CreatePartitions {
+                name,
+                total_count,
+                assignment,
+            } => {
+                writer.u8(4);
+                writer.string(name);
+                writer.i32(*total_count);
+                writer.option(assignment.as_ref(), |writer, lists| {
+                    writer.count(lists.len());
+                    for list in lists {
+                        write_broker_ids(writer, list);
+                    }
+                });
+            }
+            Request::AlterConfigs { resource, changes } => {
+                writer.u8(5);
+                write_resource(&mut writer, resource);
+                writer.count(changes.len());
+                for (key, value) in changes {
+                    writer.string(key);
+                    writer.option(value.as_ref(), |writer, value| writer.string(value));
+                }
+            }
+            Request::AllocateProducerIds {
+                broker_id,
+                broker_epoch,
+            } => {
+                writer.u8(6);
+                writer.i32(broker_id.0);
+                writer.i64(broker_epoch.0);
+            }
+            Request::MetadataFetch { after, max_wait_ms } => {
+                writer.u8(7);
+                writer.i64(after.0);
+                writer.u32(*max_wait_ms);
+            }
+        }
+        writer.into_bytes()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Request, DecodeError> {
+        let mut reader = Reader::new(bytes);
+        let version = reader.u16()?;
+        if version != VERSION {
+            return Err(invalid("request version", version));
+        }
+        let assignment = |reader: &mut Reader<'_>| {
+            reader.option(|reader| {
+                let count = reader.count(4)?;
+                (0..count).map(|_| read_broker_ids(reader)).collect()
+            })
+        };
+        let request = match reader.u8()? {
+            0 => {
+                let broker_id = BrokerId(reader.i32()?);
+                let incarnation_id = IncarnationId(reader.uuid()?);
+                let count = reader.count(10)?;
+                let listeners = (0..count)
+                    .map(|_| {
+                        Ok(Listener {
+                            name: reader.string()?,
+                            host: reader.string()?,
+                            port: reader.u16()?,
+                        })
+                    })
+                    .collect::<Result<_, DecodeError>>()?;
+                Request::RegisterBroker(RegistrationRequest {
+                    broker_id,
+                    incarnation_id,
+                    listeners,
+                    shard_count: reader.u32()?,
+                    rack: reader.option(Reader::string)?,
+                })
+            }
+            1 => Request::Heartbeat(HeartbeatRequest {
+                broker_id: BrokerId(reader.i32()?),
+                broker_epoch: BrokerEpoch(reader.i64()?),
+                current_metadata_offset: MetadataOffset(reader.i64()?),
+                want_fence: reader.bool()?,
+                want_shut_down: reader.bool()?,
+            }),
+            2 => {
+                let name = reader.string()?;
+                let partition_count = reader.i32()?;
+                let replication_factor = reader.i32()?;
+                let assignment = assignment(&mut reader)?;
+                let count = reader.count(8)?;
+                let configs = (0..count)
+                    .map(|_| Ok((reader.string()?, reader.string()?)))
+                    .collect::<Result<_, DecodeError>>()?;
+                Request::CreateTopic(CreateTopicRequest {
+                    name,
+                    partition_count,
+                    replication_factor,
+                    assignment,
+                    configs,
+                })
+            }
+            3 => Request::DeleteTopic {
+                name: reader.string()?,
+            },
+            4 => Request::CreatePartitions {
+                name: reader.string()?,
+                total_count: reader.i32()?,
+                assignment: assignment(&mut reader)?,
+            },
+            5 => {
+                let resource = read_resource(&mut reader)?;
+                let count = reader.count(5)?;
+                let changes = (0..count)
+                    .map(|_| Ok((reader.string()?, reader.option(Reader::string)?)))
+                    .collect::<Result<_, DecodeError>>()?;
+                Request::AlterConfigs { resource, changes }
+            }
+            6 => Request::AllocateProducerIds {
+                broker_id: BrokerId(reader.i32()?),
+                broker_epoch: BrokerEpoch(reader.i64()?),
+            },
+            7 => Request::MetadataFetch {
+                after: MetadataOffset(reader.i64()?),
+                max_wait_ms: reader.u32()?,
+            },
+            other => return Err(invalid("request tag", other)),
+        };
+        reader.finish()?;
+        Ok(request)
+    }
+}
+
+pub fn encode_response(response: &Response) -> Vec<u8> {
+    let mut writer = Writer::new();
+    writer.u16(VERSION);
+    match response {
+        Ok(reply) => {
+            writer.u8(1);
+            match reply {
+                Reply::Registered { broker_epoch } => {
+                    writer.u8(0);
+                    writer.i64(broker_epoch.0);
+                }
+                Reply::Heartbeat {
+                    is_fenced,
+                    is_caught_up,
+                    should_shut_down,
+                } => {
+                    writer.u8(1);
+                    writer.bool(*is_fenced);
+                    writer.bool(*is_caught_up);
+                    writer.bool(*should_shut_down);
+                }
+                Reply::Committed { offset } => {
+                    writer.u8(2);
+                    writer.i64(offset.0);
+                }
+                Reply::TopicCreated { topic_id, offset } => {
+                    writer.u8(3);
+                    writer.uuid(topic_id.0);
+                    writer.i64(offset.0);
+                }
+                Reply::ProducerIds {
+                    first,
+                    count,
+                    offset,
+                } => {
+                    writer.u8(4);
+                    writer.i64(*first);
+                    writer.i64(*count);
+                    writer.i64(offset.0);
+                }
+                Reply::Batches { batches, leader } => {
+                    writer.u8(5);
+                    write_leader(&mut writer, *leader);
+                    writer.count(batches.len());
+                    for batch in batches {
+                        writer.i64(batch.offset.0);
+                        writer.bytes(&RecordBatch::new(batch.records.clone()).encode());
+                    }
+                }
+                Reply::Snapshot { image, leader } => {
+                    writer.u8(6);
+                    write_leader(&mut writer, *leader);
+                    writer.bytes(image);
+                }
+            }
+        }
+        Err(error) => {
+            writer.u8(0);
+            match error {
+                RequestError::NotController { leader } => {
+                    writer.u8(0);
+                    write_leader(&mut writer, *leader);
+                }
+                RequestError::Rejected { kind, message } => {
+                    writer.u8(1);
+                    writer.u16(*kind as u16);
+                    writer.string(message);
+                }
+                RequestError::Timeout => writer.u8(2),
+                RequestError::Stopped => writer.u8(3),
+            }
+        }
+    }
+    writer.into_bytes()
+}
+
+pub fn decode_response(bytes: &[u8]) -> Result<Response, DecodeError> {
+    let mut reader = Reader::new(bytes);
+    let version = reader.u16()?;
+    if version != VERSION {
+        return Err(invalid("response version", version));
+    }
+    let response = if reader.bool()? {
+        Ok(match reader.u8()? {
+            0 => Reply::Registered {
+                broker_epoch: BrokerEpoch(reader.i64()?),
+            },
+            1 => Reply::Heartbeat {
+                is_fenced: reader.bool()?,
+                is_caught_up: reader.bool()?,
+                should_shut_down: reader.bool()?,
+            },
+            2 => Reply::Committed {
+                offset: MetadataOffset(reader.i64()?),
+            },
+            3 => Reply::TopicCreated {
+                topic_id: TopicId(reader.uuid()?),
+                offset: MetadataOffset(reader.i64()?),
+            },
+            4 => Reply::ProducerIds {
+                first: reader.i64()?,
+                count: reader.i64()?,
+                offset: MetadataOffset(reader.i64()?),
+            },
+            5 => {
+                let leader = read_leader(&mut reader)?;
+                let count = reader.count(12)?;
+                let batches = (0..count)
+                    .map(|_| {
+                        let offset = MetadataOffset(reader.i64()?);
+                        let records = RecordBatch::decode(reader.bytes()?)?.records;
+                        Ok(FetchedBatch { offset, records })
+                    })
+                    .collect::<Result<_, DecodeError>>()?;
+                Reply::Batches { batches, leader }
+            }
+            6 => Reply::Snapshot {
+                leader: read_leader(&mut reader)?,
+                image: reader.bytes()?.to_vec(),
+            },
+            other => return Err(invalid("reply tag", other)),
+        })
+    } else {
+        Err(match reader.u8()? {
+            0 => RequestError::NotController {
+                leader: read_leader(&mut reader)?,
+            },
+            1 => RequestError::Rejected {
+                kind: ErrorKind::from_code(reader.u16()?)?,
+                message: reader.string()?,
+            },
+            2 => RequestError::Timeout,
+            3 => RequestError::Stopped,
+            other => return Err(invalid("error tag", other)),
+        })
+    };
+    reader.finish()?;
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::controller::records::TopicRecord;
+
+    fn requests() -> Vec<Request> {
+        vec![
+            Request::RegisterBroker(RegistrationRequest {
+                broker_id: BrokerId(2),
+                incarnation_id: IncarnationId(uuid::Uuid::from_bytes([7; 16])),
+                listeners: vec![Listener {
+                    name: "PLAINTEXT".into(),
+                    host: "127.0.0.1".into(),
+                    port: 9092,
+                }],
+                shard_count: 4,
+                rack: Some("a".into()),
+            }),
+            Request::Heartbeat(HeartbeatRequest {
+                broker_id: BrokerId(1),
+                broker_epoch: BrokerEpoch(5),
+                current_metadata_offset: MetadataOffset(9),
+                want_fence: false,
+                want_shut_down: true,
+            }),
+            Request::CreateTopic(CreateTopicRequest {
+                name: "orders".into(),
+                partition_count: 3,
+                replication_factor: 1,
+                assignment: Some(vec![vec![BrokerId(0)], vec![BrokerId(1), BrokerId(2)]]),
+                configs: vec![("retention.ms".into(), "1000".into())],
+            }),
+            Request::DeleteTopic {
+                name: "orders".into(),
+            },
+            Request::CreatePartitions {
+                name: "orders".into(),
+                total_count: 6,
+                assignment: None,
+            },
+            Request::AlterConfigs {
+                resource: ConfigResource::Broker(None),
+                changes: vec![("a".into(), None), ("b".into(), Some("c".into()))],
+            },
+            Request::AllocateProducerIds {
+                broker_id: BrokerId(0),
+                broker_epoch: BrokerEpoch(3),
+            },
+            Request::MetadataFetch {
+                after: MetadataOffset(10),
+                max_wait_ms: 500,
+            },
+        ]
+    }
+
+    fn responses() -> Vec<Response> {
+        vec![
+            Ok(Reply::Registered {
+                broker_epoch: BrokerEpoch(4),
+            }),
+            Ok(Reply::Heartbeat {
+                is_fenced: true,
+                is_caught_up: false,
+                should_shut_down: true,
+            }),
+            Ok(Reply::Committed {
+                offset: MetadataOffset(8),
+            }),
+            Ok(Reply::TopicCreated {
+                topic_id: TopicId(uuid::Uuid::from_bytes([1; 16])),
+                offset: MetadataOffset(8),
+            }),
+            Ok(Reply::ProducerIds {
+                first: 1000,
+                count: 1000,
+                offset: MetadataOffset(3),
+            }),
+            Ok(Reply::Batches {
+                batches: vec![
+                    FetchedBatch {
+                        offset: MetadataOffset(4),
+                        records: vec![],
+                    },
+                    FetchedBatch {
+                        offset: MetadataOffset(5),
+                        records: vec![MetadataRecord::Topic(TopicRecord {
+                            name: "t".into(),
+                            topic_id: TopicId(uuid::Uuid::from_bytes([2; 16])),
+                        })],
+                    },
+                ],
+                leader: Some(BrokerId(1)),
+            }),
+            Ok(Reply::Snapshot {
+                image: vec![1, 2, 3],
+                leader: None,
+            }),
+            Err(RequestError::NotController {
+                leader: Some(BrokerId(2)),
+            }),
+            Err(RequestError::rejected(ErrorKind::TopicAlreadyExists, "x")),
+            Err(RequestError::Timeout),
+            Err(RequestError::Stopped),
+        ]
+    }
+
+    #[test]
+    fn requests_and_responses_round_trip() {
+        for request in requests() {
+            assert_eq!(Request::decode(&request.encode()).unwrap(), request);
+        }
+        for response in responses() {
+            assert_eq!(
+                decode_response(&encode_response(&response)).unwrap(),
+                response
+            );
+        }
+    }
+
+    #[test]
+    fn truncations_and_corruptions_are_errors_not_panics() {
+        for request in requests() {
+            let bytes = request.encode();
+            for end in 0..bytes.len() {
+                assert!(Request::decode(&bytes[..end]).is_err());
+            }
+            for at in 0..bytes.len() {
+                let mut bytes = bytes.clone();
+                bytes[at] ^= 0xff;
+                let _ = Request::decode(&bytes);
+            }
+        }
+        for response in responses() {
+            let bytes = encode_response(&response);
+            for end in 0..bytes.len() {
+                assert!(decode_response(&bytes[..end]).is_err());
+            }
+            for at in 0..bytes.len() {
+                let mut bytes = bytes.clone();
+                bytes[at] ^= 0xff;
+                let _ = decode_response(&bytes);
+            }
+        }
+    }
+}
