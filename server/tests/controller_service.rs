@@ -79,9 +79,14 @@ fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
 /// Every node shows the same image (same offset), and it holds every
 /// acknowledged topic exactly once with the id it was acknowledged with.
 fn converge(nodes: &[&ControllerHandle], acknowledged: &BTreeMap<String, TopicId>) {
+    // An acknowledgement can come from a leader that stopped right after:
+    // the others learn that commit from the next leader, so wait for it.
     wait_until("images to converge", Duration::from_secs(20), || {
         let first = nodes[0].image();
         nodes.iter().all(|node| *node.image() == *first)
+            && acknowledged
+                .keys()
+                .all(|name| first.topic_by_name(name).is_some())
     });
     let image = nodes[0].image();
     for (name, topic_id) in acknowledged {
@@ -406,4 +411,88 @@ fn a_silent_observer_is_fenced_after_its_session() {
         "its RF 1 partitions are offline"
     );
     voter.stop();
+}
+
+#[test]
+fn stopping_the_leader_during_a_burst_of_creates_loses_no_acknowledged_topic() {
+    let dir = temp_dir("burst");
+    let addresses: Vec<SocketAddr> = (0..3).map(|_| free_address()).collect();
+    let voters: Vec<(BrokerId, String)> = addresses
+        .iter()
+        .enumerate()
+        .map(|(index, address)| (BrokerId(index as i32), address.to_string()))
+        .collect();
+    let nodes: Vec<ControllerHandle> = (0..3)
+        .map(|index| {
+            start(config(
+                index,
+                &voters,
+                Some(addresses[index as usize]),
+                &dir,
+            ))
+            .unwrap()
+        })
+        .collect();
+    let observer = start(config(3, &voters, None, &dir)).unwrap();
+    for node in nodes.iter().chain([&observer]) {
+        assert!(node.wait_ready(Duration::from_secs(10)));
+    }
+    let leader = nodes[0].active_controller().unwrap();
+    let callers: Vec<ControllerHandle> = nodes
+        .iter()
+        .filter(|node| node.node_id() != leader)
+        .chain([&observer])
+        .cloned()
+        .collect();
+    let workers: Vec<_> = callers
+        .into_iter()
+        .enumerate()
+        .map(|(worker, handle)| {
+            std::thread::spawn(move || {
+                let mut acknowledged = Vec::new();
+                let mut already = Vec::new();
+                for round in 0..40 {
+                    let name = format!("burst-{worker}-{round}");
+                    match block_on(handle.create_topic(topic(&name))) {
+                        Ok(created) => acknowledged.push((name, created.topic_id)),
+                        // A retry after the first attempt committed.
+                        Err(RequestError::Rejected {
+                            kind: ErrorKind::TopicAlreadyExists,
+                            ..
+                        }) => already.push(name),
+                        Err(error) => panic!("create {name}: {error}"),
+                    }
+                }
+                (acknowledged, already)
+            })
+        })
+        .collect();
+    // Stop the leader in the middle of the burst.
+    wait_until("the burst to be under way", Duration::from_secs(10), || {
+        observer.image().topics().len() >= 15
+    });
+    nodes[leader.0 as usize].stop();
+    let stopped_with = observer.image().topics().len();
+    let mut acknowledged = BTreeMap::new();
+    let mut already = Vec::new();
+    for worker in workers {
+        let (acked, existing) = worker.join().unwrap();
+        acknowledged.extend(acked);
+        already.extend(existing);
+    }
+    let survivors: Vec<&ControllerHandle> = nodes
+        .iter()
+        .filter(|node| node.node_id() != leader)
+        .chain([&observer])
+        .collect();
+    converge(&survivors, &acknowledged);
+    let image = survivors[0].image();
+    for name in &already {
+        assert!(image.topic_by_name(name).is_some(), "{name} exists");
+    }
+    assert_eq!(acknowledged.len() + already.len(), 120);
+    assert!(stopped_with < 120, "the leader stopped during the burst");
+    for node in survivors {
+        node.stop();
+    }
 }

@@ -1029,6 +1029,11 @@ fn serve_connection(shared: &Shared, mut stream: TcpStream, peer_address: Socket
                     }
                 };
                 let response = answer_locally(shared, request);
+                if response == Err(RequestError::Stopped) {
+                    // This node is going away: the caller retries elsewhere.
+                    let _ = stream.shutdown(Shutdown::Both);
+                    return;
+                }
                 let payload = super::rpc::encode_response(&response);
                 if let Err(error) =
                     write_frame(&mut stream, peer::kind::CONTROLLER_RESPONSE, 0, &payload)
@@ -1141,7 +1146,11 @@ fn route_request(shared: &Shared, request: &Request, deadline: Instant) -> Respo
         let result = if target == config.node_id && shared.events.is_some() {
             Ok(answer_locally(shared, request.clone()))
         } else {
-            call_remote(shared, target, request, remaining)
+            // A peer that is stopping is as good as unreachable.
+            call_remote(shared, target, request, remaining).and_then(|response| match response {
+                Err(RequestError::Stopped) => Err(io::Error::other("controller stopping")),
+                response => Ok(response),
+            })
         };
         match result {
             Ok(Err(RequestError::NotController { leader })) => {
