@@ -217,3 +217,23 @@ fn a_panic_in_a_detached_shard_task_stops_the_whole_process() {
         std::fs::remove_dir_all(&data_dir).expect("removing the scratch directory");
     }
 }
+
+/// A broker killed with SIGKILL leaves its listening sockets alive for a
+/// moment after it is reaped (io_uring tears the dead process's rings down
+/// asynchronously; a pending accept holds its listener). A restart on the
+/// same port must wait for them rather than fail with "address in use":
+/// a supervisor restarting a crashed broker at once depends on it.
+#[test]
+fn a_broker_restarted_at_once_after_kill_9_takes_its_port_back() {
+    let mut broker = Broker::start("exclusion_restart");
+    for round in 0..10 {
+        // A client connection open at the kill: its accepted socket and
+        // the shards' pending accepts are what linger.
+        let client = std::net::TcpStream::connect(broker.address()).expect("connecting");
+        broker.kill9();
+        drop(client);
+        broker.start_again();
+        assert_serves_metadata(&mut broker);
+        println!("round {round}: restarted on {}", broker.address());
+    }
+}

@@ -60,8 +60,13 @@ pub static FETCH_RECORD_BYTES_COPIED: AtomicU64 = AtomicU64::new(0);
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
     #[error(
-        "cannot listen on {address}: address in use (another process listens on it; \
-         is another broker running?)"
+        "cannot listen on {address}: address in use by process {pid} (is another broker \
+         running?)"
+    )]
+    InUseBy { address: SocketAddr, pid: u32 },
+    #[error(
+        "cannot listen on {address}: address in use (another process listens on it, or its \
+         sockets did not close within {LINGER_WAIT:?}; is another broker running?)"
     )]
     InUse { address: SocketAddr },
     #[error("cannot listen on {address}")]
@@ -70,6 +75,13 @@ pub enum ListenError {
         source: std::io::Error,
     },
 }
+
+/// How long startup waits for listening sockets that no running process
+/// holds. A broker killed with SIGKILL leaves its listeners alive for a
+/// moment after it is reaped: io_uring tears a dead process's rings down
+/// asynchronously, and a pending accept keeps its listener open until then.
+const LINGER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+const LINGER_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Bind `count` listeners on `address`, one per shard, shared among
 /// themselves with SO_REUSEPORT (the kernel spreads connections over the
@@ -84,7 +96,41 @@ pub enum ListenError {
 /// a look at the kernel's table of listening sockets for any that are not
 /// ours (two processes starting at the same moment both pass the probe;
 /// the later one, at least, finds the other's sockets).
+///
+/// A listener held by a running process fails at once, naming it. One that
+/// no process holds (a killed broker's, still closing) is waited for, up to
+/// [`LINGER_WAIT`].
 pub fn bind_shards(
+    address: SocketAddr,
+    count: usize,
+) -> Result<Vec<std::net::TcpListener>, ListenError> {
+    let deadline = std::time::Instant::now() + LINGER_WAIT;
+    let mut waiting = false;
+    loop {
+        match try_bind_shards(address, count) {
+            Err(ListenError::InUse { .. }) => {}
+            other => return other,
+        }
+        let holders = listeners_on(address, &[], Match::Overlapping);
+        if let Some(pid) = holders.iter().find_map(|inode| socket_owner(*inode)) {
+            return Err(ListenError::InUseBy { address, pid });
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(ListenError::InUse { address });
+        }
+        if !waiting {
+            waiting = true;
+            tracing::warn!(
+                %address,
+                "address in use by sockets no running process holds (a stopped broker's, \
+                 still closing): waiting up to {LINGER_WAIT:?}"
+            );
+        }
+        std::thread::sleep(LINGER_POLL);
+    }
+}
+
+fn try_bind_shards(
     address: SocketAddr,
     count: usize,
 ) -> Result<Vec<std::net::TcpListener>, ListenError> {
@@ -95,10 +141,28 @@ pub fn bind_shards(
         listeners.push(listener);
     }
     let own: Vec<u64> = listeners.iter().filter_map(socket_inode).collect();
-    if own.len() == listeners.len() && foreign_listeners(address, &own) > 0 {
+    if own.len() == listeners.len() && !listeners_on(address, &own, Match::Exact).is_empty() {
         return Err(ListenError::InUse { address });
     }
     Ok(listeners)
+}
+
+/// The process holding the socket with this inode open, if any can be seen
+/// (scans /proc/<pid>/fd; processes we may not inspect are not seen).
+fn socket_owner(inode: u64) -> Option<u32> {
+    let target = format!("socket:[{inode}]");
+    let processes = std::fs::read_dir("/proc").ok()?;
+    processes.flatten().find_map(|process| {
+        let pid: u32 = process.file_name().to_str()?.parse().ok()?;
+        let descriptors = std::fs::read_dir(process.path().join("fd")).ok()?;
+        descriptors
+            .flatten()
+            .any(|descriptor| {
+                std::fs::read_link(descriptor.path())
+                    .is_ok_and(|link| link.as_os_str() == target.as_str())
+            })
+            .then_some(pid)
+    })
 }
 
 /// Bind `address` without SO_REUSEPORT and release it; returns the address
@@ -152,9 +216,19 @@ fn socket_inode(listener: &std::net::TcpListener) -> Option<u64> {
     (result == 0).then_some(stat.st_ino)
 }
 
-/// Listening sockets on exactly `address` whose inode is not in `own`,
-/// from /proc/net/tcp or tcp6 (0 when the table cannot be read).
-fn foreign_listeners(address: SocketAddr, own: &[u64]) -> usize {
+/// Which listening sockets [`listeners_on`] reports.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Match {
+    /// Bound to exactly this address.
+    Exact,
+    /// Bound to this port on this address or a wildcard one (either side),
+    /// that is, in the way of a bind.
+    Overlapping,
+}
+
+/// The inodes of the listening sockets on `address` that are not in `own`,
+/// from /proc/net/tcp or tcp6 (none when the table cannot be read).
+fn listeners_on(address: SocketAddr, own: &[u64], matching: Match) -> Vec<u64> {
     const LISTEN: &str = "0A";
     let (table, local) = match address {
         SocketAddr::V4(v4) => (
@@ -175,20 +249,27 @@ fn foreign_listeners(address: SocketAddr, own: &[u64]) -> usize {
                 .collect(),
         ),
     };
-    let local = format!("{local}:{:04X}", address.port());
+    let port = format!("{:04X}", address.port());
+    let wildcard_wanted = matching == Match::Overlapping && address.ip().is_unspecified();
     let Ok(text) = std::fs::read_to_string(table) else {
-        return 0;
+        return Vec::new();
     };
     text.lines()
         .skip(1)
-        .filter(|line| {
+        .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let inode = fields.get(9).and_then(|inode| inode.parse::<u64>().ok());
-            fields.get(1) == Some(&local.as_str())
+            let inode = fields.get(9).and_then(|inode| inode.parse::<u64>().ok())?;
+            let (ip, bound_port) = fields.get(1)?.split_once(':')?;
+            let wildcard_bound = ip.bytes().all(|digit| digit == b'0');
+            let address_matches = ip == local
+                || (matching == Match::Overlapping && (wildcard_bound || wildcard_wanted));
+            (bound_port == port
+                && address_matches
                 && fields.get(3) == Some(&LISTEN)
-                && inode.is_some_and(|inode| !own.contains(&inode))
+                && !own.contains(&inode))
+            .then_some(inode)
         })
-        .count()
+        .collect()
 }
 
 /// Accept connections forever, one task each.
@@ -380,9 +461,22 @@ mod tests {
         for listener in &listeners {
             assert_eq!(listener.local_addr().unwrap(), address);
         }
+        // Held by a running process (this one): refused at once, naming it.
         let error = bind_shards(address, 3).unwrap_err();
-        assert!(matches!(error, ListenError::InUse { .. }), "{error:?}");
+        assert!(
+            matches!(error, ListenError::InUseBy { pid, .. } if pid == std::process::id()),
+            "{error:?}"
+        );
         assert!(error.to_string().contains("address in use"), "{error}");
+    }
+
+    #[test]
+    fn the_owner_of_a_socket_is_found_by_its_inode() {
+        let listener = bind_shared("127.0.0.1:0".parse().unwrap()).unwrap();
+        let inode = socket_inode(&listener).unwrap();
+        assert_eq!(socket_owner(inode), Some(std::process::id()));
+        drop(listener);
+        assert_eq!(socket_owner(inode), None);
     }
 
     /// The check that catches a process that passed its probe at the same
@@ -396,9 +490,24 @@ mod tests {
             let address = first.local_addr().unwrap();
             let second = bind_shared(address).unwrap();
             let ours = [socket_inode(&first).unwrap()];
-            assert_eq!(foreign_listeners(address, &ours), 1, "{address}");
+            assert_eq!(
+                listeners_on(address, &ours, Match::Exact),
+                [socket_inode(&second).unwrap()],
+                "{address}"
+            );
             let both = [ours[0], socket_inode(&second).unwrap()];
-            assert_eq!(foreign_listeners(address, &both), 0, "{address}");
+            assert!(
+                listeners_on(address, &both, Match::Exact).is_empty(),
+                "{address}"
+            );
+            let wildcard = SocketAddr::new(
+                if address.is_ipv4() { "0.0.0.0" } else { "::" }
+                    .parse()
+                    .unwrap(),
+                address.port(),
+            );
+            assert_eq!(listeners_on(wildcard, &[], Match::Overlapping).len(), 2);
+            assert!(listeners_on(wildcard, &[], Match::Exact).is_empty());
         }
     }
 }
