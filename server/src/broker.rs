@@ -38,6 +38,7 @@ impl Broker {
     pub fn start(config: BrokerConfig) -> anyhow::Result<Broker> {
         let config = Arc::new(config);
         let data_dir_lock = DataDirLock::acquire(&config.data_dir)?;
+        let lock_fd = data_dir_lock.raw_fd();
         let metadata: Arc<dyn MetadataStore> = Arc::new(
             FileMetadataStore::open(&config.data_dir, config.cores)
                 .with_context(|| format!("loading metadata from {}", config.data_dir.display()))?,
@@ -77,6 +78,16 @@ impl Broker {
                             return;
                         }
                     };
+                    // The ring keeps the data directory's lock until its
+                    // last request has completed, even after a kill -9
+                    // (see crate::datadir).
+                    if let Err(error) = runtime.register_files(&[lock_fd]) {
+                        let _ = ready.send(Err(anyhow::anyhow!(
+                            "shard {index}: registering the data directory lock in io_uring: \
+                             {error}"
+                        )));
+                        return;
+                    }
                     runtime.block_on(async move {
                         let io = UringIo::new();
                         let shard = Rc::new(Shard {

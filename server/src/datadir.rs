@@ -10,6 +10,17 @@
 //! SIGKILL, so no stale lock is left behind; the holder's pid is written
 //! into the file only so that a refused process can name it.
 //!
+//! The lock also outlives the dead process's I/O. When a broker is killed,
+//! writes it had submitted through io_uring may still be in flight after
+//! the process is reaped (the kernel tears rings down asynchronously); a
+//! successor that recovered the log in the meantime could see such a stale
+//! write land on top of its own. So every shard registers the lock file in
+//! its ring as a fixed file ([`DataDirLock::raw_fd`]): the kernel drops
+//! that reference, and with the last one the lock, only when the ring is
+//! freed, after all of its requests have completed. A successor that finds
+//! the lock held by a process that no longer exists waits for it (up to
+//! [`DEAD_HOLDER_WAIT`]) instead of failing.
+//!
 //! Runs once, on the main thread, before the shards start.
 
 use std::fs::{File, OpenOptions};
@@ -19,6 +30,11 @@ use std::path::{Path, PathBuf};
 
 /// Name of the lock file inside the data directory.
 pub const LOCK_FILE_NAME: &str = "sluice.lock";
+
+/// How long [`DataDirLock::acquire`] waits for the lock of a holder that
+/// no longer exists (its rings still finishing their I/O, see the module
+/// docs) before giving up.
+pub const DEAD_HOLDER_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `f_type` of a tmpfs file system (linux/magic.h).
 const TMPFS_MAGIC: i64 = 0x0102_1994;
@@ -78,8 +94,9 @@ impl std::fmt::Display for Holder {
 /// the process dies).
 #[derive(Debug)]
 pub struct DataDirLock {
-    /// Holds the `flock`; closing it releases the lock.
-    _file: File,
+    /// Holds the `flock`; closing it (and every ring it is registered in)
+    /// releases the lock.
+    file: File,
 }
 
 impl DataDirLock {
@@ -112,21 +129,40 @@ impl DataDirLock {
             .truncate(false)
             .open(&lock_path)
             .map_err(|source| classify_write_error(path, &lock_path, source))?;
-        // SAFETY: flock(2) on a file descriptor this function owns.
-        let result = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if result != 0 {
+        let deadline = std::time::Instant::now() + DEAD_HOLDER_WAIT;
+        let mut waiting = false;
+        loop {
+            // SAFETY: flock(2) on a file descriptor this function owns.
+            let result = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if result == 0 {
+                break;
+            }
             let source = std::io::Error::last_os_error();
-            if source.kind() == ErrorKind::WouldBlock {
-                return Err(DataDirError::InUse {
+            if source.kind() != ErrorKind::WouldBlock {
+                return Err(DataDirError::Lock {
                     path: path.to_path_buf(),
-                    holder: Holder(read_pid(&mut file)),
+                    lock_file: lock_path,
+                    source,
                 });
             }
-            return Err(DataDirError::Lock {
-                path: path.to_path_buf(),
-                lock_file: lock_path,
-                source,
-            });
+            let holder = Holder(read_pid(&mut file));
+            let dead = holder.pid().is_some_and(|pid| !process_exists(pid));
+            if !dead || std::time::Instant::now() >= deadline {
+                return Err(DataDirError::InUse {
+                    path: path.to_path_buf(),
+                    holder,
+                });
+            }
+            if !waiting {
+                waiting = true;
+                tracing::warn!(
+                    data_dir = %path.display(),
+                    %holder,
+                    "the data directory's previous broker has exited but its I/O is still \
+                     finishing: waiting up to {DEAD_HOLDER_WAIT:?} for its lock"
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
         // An existing lock file proves nothing about creating files (the
         // directory may have become read-only since): create one.
@@ -139,8 +175,25 @@ impl DataDirLock {
                  a reboot; use a directory on a disk"
             );
         }
-        Ok(DataDirLock { _file: file })
+        Ok(DataDirLock { file })
     }
+
+    /// The lock file's descriptor, for registering it in each shard's
+    /// io_uring as a fixed file (see the module docs). Valid while `self`
+    /// lives.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
+/// Whether a process with this pid exists (it may be a zombie).
+fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill(2) with signal 0 only checks that the process exists.
+    let result = unsafe { libc::kill(pid, 0) };
+    result == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// "not writable" for the errors that mean so, else a locking failure.
