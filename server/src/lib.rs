@@ -22,6 +22,7 @@ pub mod broker;
 pub mod cli;
 pub mod controller;
 pub mod datadir;
+pub mod devcluster;
 pub mod group;
 pub mod handlers;
 pub mod metadata;

@@ -42,6 +42,9 @@ pub enum Command {
     Produce(crate::admin::args::ProduceArgs),
     /// Print a topic's records to stdout, one per line.
     Consume(crate::admin::args::ConsumeArgs),
+    /// Start a local cluster: one broker process per node on 127.0.0.1,
+    /// stopped together by Ctrl-C.
+    DevCluster(crate::devcluster::DevClusterArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
