@@ -13,6 +13,7 @@
 //! under CI a missing tool is a failure, never a silent pass.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cluster;
 pub mod kafka;
 pub mod wire;
 
@@ -89,6 +90,43 @@ impl Broker {
         broker
     }
 
+    /// Spawn a broker whose directory is `root` (data in `root/data`,
+    /// stderr files in `root/logs`) on `port`, without waiting for it to
+    /// serve: brokers of a cluster cannot serve before a controller quorum
+    /// exists, so a [`cluster::Cluster`] spawns all of them, then calls
+    /// [`Broker::wait_until_serving`] on each. `port` should come from
+    /// [`reserve_port`].
+    pub fn spawn_in(name: &str, root: &Path, port: u16, extra_args: &[String]) -> Broker {
+        if root.exists() {
+            std::fs::remove_dir_all(root).expect("removing an old test directory");
+        }
+        let data_dir = root.join("data");
+        let log_dir = root.join("logs");
+        std::fs::create_dir_all(&data_dir).expect("creating the data directory");
+        std::fs::create_dir_all(&log_dir).expect("creating the log directory");
+        let mut broker = Broker {
+            name: name.to_string(),
+            port,
+            data_dir,
+            log_dir,
+            extra_args: extra_args.to_vec(),
+            child: None,
+            starts: 0,
+        };
+        broker.spawn();
+        broker
+    }
+
+    /// The Kafka listener's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Whether the process is running (spawned and not exited).
+    pub fn is_running(&mut self) -> bool {
+        self.child.is_some() && self.exited().is_none()
+    }
+
     /// `127.0.0.1:port`, for clients' bootstrap.servers.
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
@@ -126,6 +164,13 @@ impl Broker {
     /// Start the process (again) on the same port and data directory, and
     /// wait until it answers ApiVersions.
     pub fn start_again(&mut self) {
+        self.spawn();
+        self.wait_until_serving();
+    }
+
+    /// Start the process (again) on the same port and data directory,
+    /// without waiting for it to serve.
+    pub fn spawn(&mut self) {
         assert!(
             self.child.is_none(),
             "broker {} is already running",
@@ -150,7 +195,6 @@ impl Broker {
             .expect("spawning the sluice binary");
         self.child = Some(child);
         self.starts += 1;
-        self.wait_until_serving();
     }
 
     /// SIGTERM, wait for a clean exit (status 0), start again.
@@ -255,7 +299,7 @@ impl Broker {
 
     /// Wait until the broker answers an ApiVersions request, or fail with
     /// its stderr (early exit, or no answer in time).
-    fn wait_until_serving(&mut self) {
+    pub fn wait_until_serving(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
         let mut last_error;
         loop {
@@ -366,6 +410,21 @@ fn free_port() -> u16 {
 /// starts itself.
 pub fn reserve_port() -> u16 {
     free_port()
+}
+
+/// Reserve exactly these loopback ports (for a process that derives its
+/// ports from a base, like `sluice dev-cluster`): `true` when none was
+/// handed out before in this test binary and each can be bound now.
+pub fn reserve_ports(ports: &[u16]) -> bool {
+    let mut taken = PORTS_TAKEN.lock().expect("port set");
+    let taken = taken.get_or_insert_with(HashSet::new);
+    let free = ports.iter().all(|port| {
+        !taken.contains(port) && TcpListener::bind((Ipv4Addr::LOCALHOST, *port)).is_ok()
+    });
+    if free {
+        taken.extend(ports.iter().copied());
+    }
+    free
 }
 
 /// Whether a process answers ApiVersions on `address` (one round trip on
