@@ -1,6 +1,12 @@
-//! Broker lifecycle: lock the data directory, load metadata, bind the
-//! listeners, start one pinned shard thread per core, shut down cleanly
-//! (every log flushed and closed, so the next start scans nothing).
+//! Broker lifecycle: lock the data directory, start the controller service
+//! (controller/: the Raft voter or observer, registration, heartbeats) and
+//! wait until this broker is registered and caught up, migrate a data
+//! directory of the single-node version (metadata/migrate.rs), bind the
+//! listeners, start one pinned shard thread per core, start the metadata
+//! follower (shard/follower.rs), which opens every local replica before the
+//! first view is published, then serve. Shut down cleanly: controlled
+//! shutdown at the controller, shards stopped (every log flushed and
+//! closed, so the next start scans nothing), the controller stopped.
 //!
 //! The data directory's lock is taken before anything reads or writes the
 //! directory and released only after every shard has stopped.
@@ -15,15 +21,26 @@ use sluice_engine::Committer;
 use sluice_engine::io::uring::UringIo;
 
 use crate::cli::BrokerConfig;
+use crate::controller::records::Listener;
+use crate::controller::service::{self, ControllerHandle, ServiceConfig};
+use crate::controller::types::BrokerId;
 use crate::datadir::DataDirLock;
-use crate::metadata::{FileMetadataStore, MetadataStore};
+use crate::metadata::{Metadata, migrate};
 use crate::net;
+use crate::shard::follower::Follower;
 use crate::shard::{Shard, ShardId, Shards};
+
+/// How long startup waits for this broker to be registered with the
+/// controller and caught up (a cluster's first start waits for a quorum of
+/// voters to come up).
+const CONTROLLER_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// A running broker: its shard threads and how to stop them.
 pub struct Broker {
     threads: Vec<JoinHandle<()>>,
     stops: Vec<oneshot::Sender<()>>,
+    controller: ControllerHandle,
+    follower: Option<Follower>,
     /// Held until the shards have stopped (see [`crate::datadir`]).
     data_dir_lock: DataDirLock,
 }
@@ -39,10 +56,17 @@ impl Broker {
         let config = Arc::new(config);
         let data_dir_lock = DataDirLock::acquire(&config.data_dir)?;
         let lock_fd = data_dir_lock.raw_fd();
-        let metadata: Arc<dyn MetadataStore> = Arc::new(
-            FileMetadataStore::open(&config.data_dir, config.cores)
-                .with_context(|| format!("loading metadata from {}", config.data_dir.display()))?,
-        );
+        let controller = start_controller(&config)?;
+        let cluster_id = migrate::cluster_id(&config.data_dir, &config.controller_voters)
+            .with_context(|| format!("reading the cluster id in {}", config.data_dir.display()))?;
+        migrate::from_single_node_json(&config.data_dir, &controller)
+            .context("migrating the single-node metadata (cluster-metadata.json)")?;
+        let metadata = Arc::new(Metadata::new(
+            controller.clone(),
+            config.node_id,
+            cluster_id,
+            config.cores,
+        ));
         let mut listeners = net::bind_shards(config.listen, config.cores)?.into_iter();
         let (shards, inboxes) = Shards::new(config.cores);
         let core_ids = core_affinity::get_core_ids().unwrap_or_default();
@@ -115,16 +139,9 @@ impl Broker {
                             }
                         })
                         .detach();
-                        if let Err(error) = shard.open_assigned_partitions().await {
-                            let _ = ready.send(Err(
-                                error.context(format!("shard {index}: opening partitions"))
-                            ));
-                            return;
-                        }
-                        // Serve only once every shard has opened its
-                        // partitions: a request routed to a shard still
-                        // opening would find its partition missing (Kafka
-                        // also loads every log before serving).
+                        // The follower opens the partitions once every
+                        // shard runs; serving waits for that (Kafka also
+                        // loads every log before serving).
                         let _ = ready.send(Ok(()));
                         if go_receiver.await.is_err() {
                             shard.close_all().await;
@@ -159,31 +176,102 @@ impl Broker {
             Broker {
                 threads,
                 stops,
+                controller,
+                follower: None,
                 data_dir_lock,
             }
             .stop();
             return Err(failure);
         }
+        // Every local replica of the current image opens before the first
+        // view is published, and before any client is served.
+        let follower = match Follower::start(Arc::clone(&metadata), Arc::clone(&shards)) {
+            Ok(follower) => follower,
+            Err(error) => {
+                drop(gos);
+                Broker {
+                    threads,
+                    stops,
+                    controller,
+                    follower: None,
+                    data_dir_lock,
+                }
+                .stop();
+                return Err(error.context("starting the metadata follower"));
+            }
+        };
         for go in gos {
             let _ = go.send(());
         }
         Ok(Broker {
             threads,
             stops,
+            controller,
+            follower: Some(follower),
             data_dir_lock,
         })
     }
 
-    /// Stop every shard (closing its logs) and wait for the threads.
-    pub fn stop(self) {
+    /// Stop cleanly: controlled shutdown at the controller (leaderships
+    /// move away first), every shard stopped (closing its logs), the
+    /// follower and the controller service stopped.
+    pub fn stop(mut self) {
+        self.controller.shutdown();
+        if let Some(follower) = self.follower.take() {
+            follower.stop();
+        }
         for stop in self.stops {
             let _ = stop.send(());
         }
         for thread in self.threads {
             let _ = thread.join();
         }
+        self.controller.stop();
         // Only now may another process use the directory.
         drop(self.data_dir_lock);
+    }
+}
+
+/// Start the controller service for this broker and wait until it is
+/// registered and caught up with the metadata log.
+fn start_controller(config: &BrokerConfig) -> anyhow::Result<ControllerHandle> {
+    let listener = Listener {
+        name: "PLAINTEXT".to_string(),
+        host: config.advertised_host.clone(),
+        port: u16::try_from(config.advertised_port)
+            .context("the advertised port does not fit a port number")?,
+    };
+    let mut service_config = ServiceConfig::single_node(
+        BrokerId(config.node_id),
+        config.data_dir.clone(),
+        vec![listener],
+        u32::try_from(config.cores).unwrap_or(u32::MAX),
+    );
+    service_config.voters = config
+        .controller_voters
+        .iter()
+        .map(|(id, endpoint)| (BrokerId(*id), endpoint.clone()))
+        .collect();
+    service_config.listen = config.controller_listen;
+    service_config.session_timeout_ms = config.broker_session_timeout_ms;
+    service_config.heartbeat_interval_ms = config.broker_heartbeat_interval_ms;
+    let controller = service::start(service_config).context("starting the controller")?;
+    let started = std::time::Instant::now();
+    loop {
+        if controller.wait_ready(std::time::Duration::from_secs(5)) {
+            return Ok(controller);
+        }
+        if started.elapsed() > CONTROLLER_READY_WAIT {
+            controller.stop();
+            anyhow::bail!(
+                "not registered with the controller after {CONTROLLER_READY_WAIT:?}: are a \
+                 majority of the --controller-voters running and reachable?"
+            );
+        }
+        tracing::info!(
+            voters = ?config.controller_voters,
+            "waiting for the controller quorum to register this broker"
+        );
     }
 }
 

@@ -101,6 +101,24 @@ pub struct ServeArgs {
     /// (Kafka's log.cleaner.backoff.ms) [default: 15000].
     #[arg(long, env = "SLUICE_LOG_CLEANER_INTERVAL_MS")]
     pub log_cleaner_interval_ms: Option<u64>,
+    /// The controller's Raft voters, ID@HOST:PORT,... (each voter's node id
+    /// and controller endpoint; every broker of a cluster gets the same
+    /// list) [default: this node alone, no controller port].
+    #[arg(long, env = "SLUICE_CONTROLLER_VOTERS")]
+    pub controller_voters: Option<String>,
+    /// host:port this node's controller endpoint listens on [default: its
+    /// own entry in --controller-voters; brokers that are not voters need
+    /// none].
+    #[arg(long, env = "SLUICE_CONTROLLER_LISTEN")]
+    pub controller_listen: Option<String>,
+    /// A broker that has not heartbeated the controller for this long is
+    /// fenced (Kafka's broker.session.timeout.ms) [default: 9000].
+    #[arg(long, env = "SLUICE_BROKER_SESSION_TIMEOUT_MS")]
+    pub broker_session_timeout_ms: Option<u64>,
+    /// How often a broker heartbeats the controller (Kafka's
+    /// broker.heartbeat.interval.ms) [default: 2000].
+    #[arg(long, env = "SLUICE_BROKER_HEARTBEAT_INTERVAL_MS")]
+    pub broker_heartbeat_interval_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -119,6 +137,10 @@ struct FileConfig {
     group_initial_rebalance_delay_ms: Option<u64>,
     offsets_retention_ms: Option<u64>,
     log_cleaner_interval_ms: Option<u64>,
+    controller_voters: Option<String>,
+    controller_listen: Option<String>,
+    broker_session_timeout_ms: Option<u64>,
+    broker_heartbeat_interval_ms: Option<u64>,
 }
 
 /// How the broker's log lines are written to stderr.
@@ -188,6 +210,73 @@ pub struct BrokerConfig {
     pub group_initial_rebalance_delay_ms: u64,
     pub offsets_retention_ms: u64,
     pub log_cleaner_interval_ms: u64,
+    /// The controller's voters: node id and controller endpoint (empty
+    /// endpoint for a lone voter that needs no port).
+    pub controller_voters: Vec<(i32, String)>,
+    /// This node's controller endpoint, when it is a voter of several.
+    pub controller_listen: Option<SocketAddr>,
+    pub broker_session_timeout_ms: u64,
+    pub broker_heartbeat_interval_ms: u64,
+}
+
+impl BrokerConfig {
+    /// A single node's settings with defaults (tests build brokers in
+    /// process from this).
+    pub fn single_node(data_dir: PathBuf, cores: usize) -> BrokerConfig {
+        BrokerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            advertised_host: "127.0.0.1".to_string(),
+            advertised_port: 9092,
+            data_dir,
+            cores,
+            node_id: 0,
+            log_level: "info".to_string(),
+            auto_create_topics: true,
+            default_partitions: 1,
+            request_bytes_max: 100 << 20,
+            offsets_topic_partitions: 50,
+            group_initial_rebalance_delay_ms: 3000,
+            offsets_retention_ms: 7 * 24 * 3600 * 1000,
+            log_cleaner_interval_ms: 15_000,
+            controller_voters: vec![(0, String::new())],
+            controller_listen: None,
+            broker_session_timeout_ms: 9000,
+            broker_heartbeat_interval_ms: 2000,
+        }
+    }
+}
+
+/// `--controller-voters ID@HOST:PORT,...`
+fn parse_voters(text: &str) -> anyhow::Result<Vec<(i32, String)>> {
+    let mut voters = Vec::new();
+    for entry in text
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+    {
+        let (id, endpoint) = entry
+            .split_once('@')
+            .with_context(|| format!("--controller-voters entry {entry:?} must be ID@HOST:PORT"))?;
+        let id: i32 = id
+            .parse()
+            .with_context(|| format!("--controller-voters entry {entry:?}: bad node id {id:?}"))?;
+        anyhow::ensure!(
+            id >= 0,
+            "--controller-voters entry {entry:?}: node ids are >= 0"
+        );
+        let (_, port) = endpoint
+            .rsplit_once(':')
+            .with_context(|| format!("--controller-voters entry {entry:?} must be ID@HOST:PORT"))?;
+        port.parse::<u16>()
+            .with_context(|| format!("--controller-voters entry {entry:?}: bad port {port:?}"))?;
+        anyhow::ensure!(
+            voters.iter().all(|(other, _)| *other != id),
+            "--controller-voters names node {id} twice"
+        );
+        voters.push((id, endpoint.to_string()));
+    }
+    anyhow::ensure!(!voters.is_empty(), "--controller-voters is empty");
+    Ok(voters)
 }
 
 impl BrokerConfig {
@@ -231,7 +320,38 @@ impl BrokerConfig {
             (1..=1000).contains(&offsets_topic_partitions),
             "--offsets-topic-partitions must be between 1 and 1000"
         );
+        let node_id = args.node_id.or(file.node_id).unwrap_or(0);
+        anyhow::ensure!(node_id >= 0, "--node-id must be >= 0, got {node_id}");
+        let controller_voters = match args.controller_voters.or(file.controller_voters) {
+            Some(text) => parse_voters(&text)?,
+            None => vec![(node_id, String::new())],
+        };
+        let own_endpoint = controller_voters
+            .iter()
+            .find(|(id, _)| *id == node_id)
+            .map(|(_, endpoint)| endpoint.clone())
+            .filter(|endpoint| !endpoint.is_empty());
+        let controller_listen = match args.controller_listen.or(file.controller_listen) {
+            Some(text) => Some(resolve_listen(&text).context("--controller-listen")?),
+            None if controller_voters.len() > 1 => match own_endpoint {
+                Some(endpoint) => Some(resolve_listen(&endpoint).context("--controller-voters")?),
+                None => None,
+            },
+            None => None,
+        };
         Ok(BrokerConfig {
+            controller_voters,
+            controller_listen,
+            broker_session_timeout_ms: args
+                .broker_session_timeout_ms
+                .or(file.broker_session_timeout_ms)
+                .unwrap_or(9000)
+                .max(100),
+            broker_heartbeat_interval_ms: args
+                .broker_heartbeat_interval_ms
+                .or(file.broker_heartbeat_interval_ms)
+                .unwrap_or(2000)
+                .max(10),
             listen,
             advertised_host,
             advertised_port,
@@ -240,7 +360,7 @@ impl BrokerConfig {
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from("./data")),
             cores,
-            node_id: args.node_id.or(file.node_id).unwrap_or(0),
+            node_id,
             log_level: args
                 .log_level
                 .or(file.log_level)

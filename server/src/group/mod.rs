@@ -151,11 +151,14 @@ pub async fn locate(shard: &Rc<Shard>, group: &str) -> Result<(ShardId, i32), Re
     let topic = offsets_topic(shard).await?;
     let count = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
     let partition = partition_for(group, count);
+    let view = shard.metadata.snapshot();
     let owner = topic
         .partitions
         .get(partition as usize)
-        .map(|assignment| ShardId(assignment.shard))
-        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        .ok_or(ResponseError::CoordinatorNotAvailable)
+        .and_then(|state| {
+            crate::handlers::serving_shard(&view, state).map_err(|_| ResponseError::NotCoordinator)
+        })?;
     Ok((owner, partition))
 }
 

@@ -101,7 +101,7 @@ async fn grow(
             )?;
         }
     }
-    add_partitions(shard, name, topic.count, validate_only)
+    add_partitions(shard, name, topic.count, None, validate_only)
         .await
         .map_err(|error| topic_error(&error))?;
     Ok(())

@@ -42,9 +42,11 @@ pub fn topic_error(error: &TopicError) -> AdminError {
             MetadataError::InvalidTopicName { .. } => ResponseError::InvalidTopicException,
             MetadataError::InvalidPartitions { .. } => ResponseError::InvalidPartitions,
             MetadataError::InvalidConfig(_) => ResponseError::InvalidConfig,
-            MetadataError::Persist { .. } => ResponseError::KafkaStorageError,
+            MetadataError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+            MetadataError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+            MetadataError::ControllerUnavailable(_) => ResponseError::RequestTimedOut,
+            MetadataError::Controller(_) => ResponseError::UnknownServerError,
         },
-        TopicError::Shard { .. } | TopicError::Open { .. } => ResponseError::UnknownServerError,
     };
     if matches!(
         code,

@@ -42,12 +42,13 @@ pub async fn handle(
                         .ok()
                         .and_then(|i| found.partitions.get(i))
                 })
-                .map(|assignment| ShardId(assignment.shard));
+                .ok_or(ResponseError::UnknownTopicOrPartition)
+                .and_then(|state| crate::handlers::serving_shard(&snapshot, state));
             let topic_partition = TopicPartition::new(name, index);
             async move {
                 let outcome = match owner {
-                    Some(owner) => delete_on_owner(shard, owner, topic_partition, offset).await,
-                    None => Err(ResponseError::UnknownTopicOrPartition),
+                    Ok(owner) => delete_on_owner(shard, owner, topic_partition, offset).await,
+                    Err(error) => Err(error),
                 };
                 let result = DeleteRecordsPartitionResult::default().with_partition_index(index);
                 match outcome {

@@ -320,14 +320,15 @@ fn resolve(shard: &Shard, version: i16, partitions: &[PartitionFetch]) -> Vec<Re
             let location = usize::try_from(fetch.key.partition)
                 .ok()
                 .and_then(|index| topic.partitions.get(index))
-                .map(|assignment| {
+                .ok_or(ResponseError::UnknownTopicOrPartition)
+                .and_then(|state| crate::handlers::serving_shard(&snapshot, state))
+                .map(|owner| {
                     let topic_partition = TopicPartition {
                         topic: Arc::clone(&name),
                         partition: fetch.key.partition,
                     };
-                    (topic_partition, ShardId(assignment.shard))
-                })
-                .ok_or(ResponseError::UnknownTopicOrPartition);
+                    (topic_partition, owner)
+                });
             Resolved {
                 name,
                 topic_id: topic.id,

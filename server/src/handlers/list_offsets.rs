@@ -97,24 +97,22 @@ pub async fn handle(
                     .ok()
                     .and_then(|index| metadata.partitions.get(index))
             });
-            match assignment {
-                None => answers.push(Some(OffsetAnswer::error(
-                    ResponseError::UnknownTopicOrPartition,
-                ))),
-                Some(assignment) => {
+            let owner = assignment
+                .ok_or(ResponseError::UnknownTopicOrPartition)
+                .and_then(|state| crate::handlers::serving_shard(&snapshot, state));
+            match owner {
+                Err(error) => answers.push(Some(OffsetAnswer::error(error))),
+                Ok(owner) => {
                     answers.push(None);
-                    groups
-                        .entry(ShardId(assignment.shard))
-                        .or_default()
-                        .push(Query {
-                            slot,
-                            topic_partition: TopicPartition::new(
-                                topic.name.0.as_str(),
-                                partition.partition_index,
-                            ),
-                            timestamp: partition.timestamp,
-                            current_leader_epoch: partition.current_leader_epoch,
-                        });
+                    groups.entry(owner).or_default().push(Query {
+                        slot,
+                        topic_partition: TopicPartition::new(
+                            topic.name.0.as_str(),
+                            partition.partition_index,
+                        ),
+                        timestamp: partition.timestamp,
+                        current_leader_epoch: partition.current_leader_epoch,
+                    });
                 }
             }
         }

@@ -37,6 +37,20 @@ use kafka_protocol::messages::{RequestKind, ResponseKind};
 use crate::protocol::{Request, ResponseFrame, encode_response};
 use crate::shard::Shard;
 
+/// The shard serving requests for `partition` here: this broker must lead
+/// it and hold its replica. Otherwise NOT_LEADER_OR_FOLLOWER, so the client
+/// refreshes its metadata and goes to the leader (also when the partition
+/// has no leader: it retries until one is elected).
+pub fn serving_shard(
+    view: &crate::metadata::ClusterMetadata,
+    partition: &crate::metadata::PartitionMetadata,
+) -> Result<crate::shard::ShardId, kafka_protocol::error::ResponseError> {
+    match (partition.leader, partition.local_shard) {
+        (Some(leader), Some(shard)) if leader == view.node_id => Ok(crate::shard::ShardId(shard)),
+        _ => Err(kafka_protocol::error::ResponseError::NotLeaderOrFollower),
+    }
+}
+
 /// What a handler answers.
 pub enum Reply {
     /// A response body, encoded by the caller.

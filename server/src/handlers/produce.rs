@@ -127,12 +127,19 @@ pub async fn dispatch(
                     .topics
                     .get(&name)
                     .and_then(|topic| topic.partitions.get(usize::try_from(index).ok()?))
-                    .map(|assignment| ShardId(assignment.shard))
                     .ok_or_else(|| {
                         PartitionOutcome::failed(
                             ResponseError::UnknownTopicOrPartition,
                             format!("topic {name} has no partition {index}"),
                         )
+                    })
+                    .and_then(|state| {
+                        crate::handlers::serving_shard(metadata, state).map_err(|error| {
+                            PartitionOutcome::failed(
+                                error,
+                                format!("this broker does not lead {name}-{index}"),
+                            )
+                        })
                     }),
             };
             work.push(match owner {

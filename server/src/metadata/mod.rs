@@ -1,77 +1,148 @@
-//! Cluster metadata: topics, partitions, their shard placement and configs.
+//! Cluster metadata as this broker serves it: a view of the controller's
+//! committed [`MetadataImage`] (controller/) plus where this broker keeps
+//! its own replicas (which shard).
 //!
-//! Held behind [`MetadataStore`], the interface the Raft controller will
-//! implement later (DESIGN.md "Replication and controller"). Today's
-//! implementation, [`FileMetadataStore`], keeps the metadata in memory and
-//! persists every change to `<data>/cluster-metadata.json` (atomic replace)
-//! before returning, so a change that returned Ok survives a restart.
+//! [`Metadata`] is shared by every shard. Readers take the published view
+//! ([`Metadata::snapshot`], an `Arc` swap): every request answers from one
+//! view. Only the follower (shard/follower.rs) publishes, and only after
+//! this broker's shards have opened every local replica the view lists, so
+//! a request never finds a local partition that is not open yet.
 //!
-//! Readers take an immutable snapshot (`Arc<ClusterMetadata>`); writers are
-//! serialized by a mutex. Changes are rare (admin requests), reads are on
-//! every request.
+//! Changes (create/delete topics, add partitions, configs) go to the active
+//! controller through the [`ControllerHandle`]; each returns once the change
+//! is committed and this broker has published a view that includes it.
+//!
+//! Shard placement is local and not replicated: a replica of this broker
+//! goes to the least loaded shard when it first appears in a view, and
+//! stays there while the process lives (any shard can open any directory,
+//! so a restart with another --cores just places again).
 
+pub mod migrate;
 pub mod topic_config;
 
-use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde::{Deserialize, Serialize};
+use futures_channel::oneshot;
 use thiserror::Error;
 
 pub use topic_config::TopicConfig;
 
-/// Where one partition lives on this broker.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct PartitionAssignment {
-    /// The shard (thread) that owns the partition's log.
-    pub shard: usize,
+use crate::controller::MetadataImage;
+use crate::controller::quorum_controller::CreateTopicRequest;
+use crate::controller::records::ConfigResource;
+use crate::controller::rpc::{ErrorKind, RequestError};
+use crate::controller::service::ControllerHandle;
+use crate::controller::types::BrokerId;
+
+/// A broker of the cluster as the view knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerInfo {
+    pub id: i32,
+    /// Where Kafka clients reach it (its first listener).
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+    /// Fenced (missed its session, or not yet caught up) or shutting down:
+    /// not listed to clients, leads nothing.
+    pub fenced: bool,
+    pub in_controlled_shutdown: bool,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+impl BrokerInfo {
+    /// Listed to clients in Metadata and DescribeCluster.
+    pub fn is_live(&self) -> bool {
+        !self.fenced
+    }
+}
+
+/// One partition as the view knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionMetadata {
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    /// None: offline (no live replica can lead).
+    pub leader: Option<i32>,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    /// The shard holding this broker's replica, if this broker has one.
+    pub local_shard: Option<usize>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicMetadata {
     pub name: String,
     /// Kafka topic id (a UUID), stable for the topic's lifetime.
     pub id: uuid::Uuid,
-    pub partitions: Vec<PartitionAssignment>,
+    pub partitions: Vec<PartitionMetadata>,
     /// Topic configs set explicitly (Kafka names, e.g. "retention.ms").
     pub configs: BTreeMap<String, String>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClusterMetadata {
-    /// Chosen at the first start, reported in Metadata and DescribeCluster.
-    #[serde(default)]
+    /// Reported in Metadata and DescribeCluster.
     pub cluster_id: String,
+    /// The metadata log offset this view reflects.
+    pub offset: i64,
+    /// This broker.
+    pub node_id: i32,
+    /// The active controller, when known.
+    pub controller_id: Option<i32>,
+    /// Every registered broker, live or not.
+    pub brokers: BTreeMap<i32, BrokerInfo>,
     pub topics: BTreeMap<String, TopicMetadata>,
 }
 
+/// Where a request for one partition goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// This broker leads it; its replica is on this shard.
+    Local {
+        shard: usize,
+        partition: &'a PartitionMetadata,
+    },
+    /// Another broker leads it (or nobody: `leader` None); the client must
+    /// refresh its metadata (NOT_LEADER_OR_FOLLOWER, or
+    /// LEADER_NOT_AVAILABLE when offline).
+    Elsewhere {
+        leader: Option<&'a BrokerInfo>,
+        partition: &'a PartitionMetadata,
+    },
+    /// No such topic or partition.
+    Unknown,
+}
+
 impl ClusterMetadata {
-    /// Partitions per shard, for balanced placement.
-    fn shard_loads(&self, shard_count: usize) -> Vec<usize> {
-        let mut loads = vec![0usize; shard_count];
-        for topic in self.topics.values() {
-            for partition in &topic.partitions {
-                if let Some(load) = loads.get_mut(partition.shard) {
-                    *load += 1;
-                }
-            }
+    /// Route a request for `topic`-`partition` (see [`Route`]).
+    pub fn route(&self, topic: &str, partition: i32) -> Route<'_> {
+        let Some(state) = self.topics.get(topic).and_then(|topic| {
+            usize::try_from(partition)
+                .ok()
+                .and_then(|index| topic.partitions.get(index))
+        }) else {
+            return Route::Unknown;
+        };
+        match (state.leader, state.local_shard) {
+            (Some(leader), Some(shard)) if leader == self.node_id => Route::Local {
+                shard,
+                partition: state,
+            },
+            (leader, _) => Route::Elsewhere {
+                leader: leader.and_then(|id| self.brokers.get(&id)),
+                partition: state,
+            },
         }
-        loads
     }
 
-    fn place(&self, count: usize, shard_count: usize) -> Vec<PartitionAssignment> {
-        let mut loads = self.shard_loads(shard_count);
-        (0..count)
-            .map(|_| {
-                let shard = (0..shard_count)
-                    .min_by_key(|&shard| (loads[shard], shard))
-                    .unwrap_or(0);
-                loads[shard] += 1;
-                PartitionAssignment { shard }
-            })
-            .collect()
+    /// The brokers listed to clients, by id.
+    pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerInfo> {
+        self.brokers.values().filter(|broker| broker.is_live())
+    }
+
+    /// This broker's own entry (host and port as registered).
+    pub fn this_broker(&self) -> Option<&BrokerInfo> {
+        self.brokers.get(&self.node_id)
     }
 }
 
@@ -90,48 +161,43 @@ pub enum MetadataError {
     InvalidPartitions { count: i32, reason: &'static str },
     #[error("invalid config: {0}")]
     InvalidConfig(String),
-    #[error("could not persist cluster metadata to {path}: {source}")]
-    Persist {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("invalid replication factor: {0}")]
+    InvalidReplicationFactor(String),
+    #[error("invalid replica assignment: {0}")]
+    InvalidReplicaAssignment(String),
+    /// The controller could not be reached or did not answer in time (the
+    /// change may still commit).
+    #[error("the controller is not available: {0}")]
+    ControllerUnavailable(String),
+    #[error("the controller refused the change: {0}")]
+    Controller(String),
 }
 
-/// The metadata interface shared by all shards. See the module docs.
-pub trait MetadataStore: Send + Sync {
-    fn snapshot(&self) -> Arc<ClusterMetadata>;
-    /// Create a topic, placing its partitions on the least loaded shards.
-    /// `validate_only` checks everything and changes nothing.
-    fn create_topic(
-        &self,
-        name: &str,
-        partitions: i32,
-        configs: BTreeMap<String, String>,
-        validate_only: bool,
-    ) -> Result<TopicMetadata, MetadataError>;
-    fn delete_topic(&self, name: &str) -> Result<TopicMetadata, MetadataError>;
-    /// Grow a topic to `total` partitions.
-    fn add_partitions(
-        &self,
-        name: &str,
-        total: i32,
-        validate_only: bool,
-    ) -> Result<TopicMetadata, MetadataError>;
-    /// Shrink a topic back to `count` partitions: only to undo an
-    /// `add_partitions` whose partitions did not open (shard/topics.rs),
-    /// never as a Kafka operation (Kafka topics never shrink).
-    fn remove_added_partitions(
-        &self,
-        name: &str,
-        count: usize,
-    ) -> Result<TopicMetadata, MetadataError>;
-    /// Replace the topic's explicit configs.
-    fn set_configs(
-        &self,
-        name: &str,
-        configs: BTreeMap<String, String>,
-        validate_only: bool,
-    ) -> Result<TopicMetadata, MetadataError>;
+impl From<RequestError> for MetadataError {
+    fn from(error: RequestError) -> MetadataError {
+        match error {
+            RequestError::Rejected { kind, message } => match kind {
+                ErrorKind::TopicAlreadyExists => MetadataError::TopicExists(message),
+                ErrorKind::UnknownTopic => MetadataError::UnknownTopic(message),
+                ErrorKind::InvalidTopicName => MetadataError::InvalidTopicName {
+                    name: message,
+                    reason: "refused by the controller",
+                },
+                ErrorKind::InvalidPartitions => MetadataError::InvalidPartitions {
+                    count: -1,
+                    reason: "refused by the controller",
+                },
+                ErrorKind::InvalidReplicationFactor => {
+                    MetadataError::InvalidReplicationFactor(message)
+                }
+                ErrorKind::InvalidReplicaAssignment => {
+                    MetadataError::InvalidReplicaAssignment(message)
+                }
+                _ => MetadataError::Controller(format!("{kind:?}: {message}")),
+            },
+            other => MetadataError::ControllerUnavailable(other.to_string()),
+        }
+    }
 }
 
 /// Topic names as Kafka allows them.
@@ -164,101 +230,204 @@ pub fn validate_topic_name(name: &str) -> Result<(), MetadataError> {
 /// would create millions of files).
 pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
 
-pub struct FileMetadataStore {
-    path: PathBuf,
+/// Replication factor when a request asks for the broker default (-1).
+pub const DEFAULT_REPLICATION_FACTOR: i32 = 1;
+
+/// The metadata shared by all shards. See the module docs.
+pub struct Metadata {
+    controller: ControllerHandle,
+    node_id: i32,
+    cluster_id: String,
     shard_count: usize,
-    current: Mutex<Arc<ClusterMetadata>>,
+    published: Mutex<Arc<ClusterMetadata>>,
+    placement: Mutex<Placement>,
+    /// Woken when a view at or past their offset is published.
+    waiters: Mutex<Vec<(i64, oneshot::Sender<()>)>>,
 }
 
-impl FileMetadataStore {
-    /// Load `<data_dir>/cluster-metadata.json` (empty metadata if missing).
-    /// Partitions placed on shards that no longer exist (fewer cores than
-    /// before) are moved to `shard % shard_count`.
-    pub fn open(data_dir: &Path, shard_count: usize) -> anyhow::Result<FileMetadataStore> {
-        std::fs::create_dir_all(data_dir)?;
-        let path = data_dir.join("cluster-metadata.json");
-        let mut metadata: ClusterMetadata = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| {
-                anyhow::anyhow!("{} is not valid metadata: {error}", path.display())
-            })?,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                ClusterMetadata::default()
+/// Local replicas' shards, and each shard's load.
+#[derive(Default)]
+struct Placement {
+    shards: HashMap<(uuid::Uuid, i32), usize>,
+}
+
+impl Placement {
+    fn shard_of(&mut self, key: (uuid::Uuid, i32), shard_count: usize) -> usize {
+        if let Some(shard) = self.shards.get(&key) {
+            return *shard;
+        }
+        let mut loads = vec![0usize; shard_count];
+        for shard in self.shards.values() {
+            if let Some(load) = loads.get_mut(*shard) {
+                *load += 1;
             }
-            Err(error) => return Err(error.into()),
+        }
+        let shard = (0..shard_count)
+            .min_by_key(|&shard| (loads[shard], shard))
+            .unwrap_or(0);
+        self.shards.insert(key, shard);
+        shard
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Metadata {
+    pub fn new(
+        controller: ControllerHandle,
+        node_id: i32,
+        cluster_id: String,
+        shard_count: usize,
+    ) -> Metadata {
+        let empty = ClusterMetadata {
+            cluster_id: cluster_id.clone(),
+            node_id,
+            ..ClusterMetadata::default()
         };
-        for topic in metadata.topics.values_mut() {
-            for partition in &mut topic.partitions {
-                partition.shard %= shard_count;
+        Metadata {
+            controller,
+            node_id,
+            cluster_id,
+            shard_count: shard_count.max(1),
+            published: Mutex::new(Arc::new(empty)),
+            placement: Mutex::new(Placement::default()),
+            waiters: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn controller(&self) -> &ControllerHandle {
+        &self.controller
+    }
+
+    /// The published view (see the module docs).
+    pub fn snapshot(&self) -> Arc<ClusterMetadata> {
+        Arc::clone(&lock(&self.published))
+    }
+
+    /// Build the view of `image` (placing new local replicas on shards).
+    /// The follower publishes it once the shards have opened them.
+    pub fn build_view(&self, image: &MetadataImage) -> ClusterMetadata {
+        let mut placement = lock(&self.placement);
+        let brokers = image
+            .brokers()
+            .values()
+            .map(|broker| {
+                let listener = broker.listeners.first();
+                (
+                    broker.broker_id.0,
+                    BrokerInfo {
+                        id: broker.broker_id.0,
+                        host: listener
+                            .map(|listener| listener.host.clone())
+                            .unwrap_or_default(),
+                        port: listener.map_or(-1, |listener| i32::from(listener.port)),
+                        rack: broker.rack.clone(),
+                        fenced: broker.fenced,
+                        in_controlled_shutdown: broker.in_controlled_shutdown,
+                    },
+                )
+            })
+            .collect();
+        let topics = image
+            .topics()
+            .values()
+            .map(|topic| {
+                let partitions = topic
+                    .partitions
+                    .iter()
+                    .enumerate()
+                    .map(|(index, state)| {
+                        let local = state.replicas.contains(&BrokerId(self.node_id));
+                        PartitionMetadata {
+                            replicas: state.replicas.iter().map(|id| id.0).collect(),
+                            isr: state.isr.iter().map(|id| id.0).collect(),
+                            leader: state.leader.map(|id| id.0),
+                            leader_epoch: state.leader_epoch.0,
+                            partition_epoch: state.partition_epoch.0,
+                            local_shard: local.then(|| {
+                                placement
+                                    .shard_of((topic.topic_id.0, index as i32), self.shard_count)
+                            }),
+                        }
+                    })
+                    .collect();
+                let configs = image
+                    .configs(&ConfigResource::Topic(topic.name.clone()))
+                    .cloned()
+                    .unwrap_or_default();
+                (
+                    topic.name.clone(),
+                    TopicMetadata {
+                        name: topic.name.clone(),
+                        id: topic.topic_id.0,
+                        partitions,
+                        configs,
+                    },
+                )
+            })
+            .collect::<BTreeMap<_, _>>();
+        // Forget the shards of replicas that left the view.
+        let present: std::collections::HashSet<(uuid::Uuid, i32)> = topics
+            .values()
+            .flat_map(|topic: &TopicMetadata| {
+                (0..topic.partitions.len()).map(move |index| (topic.id, index as i32))
+            })
+            .collect();
+        placement.shards.retain(|key, _| present.contains(key));
+        ClusterMetadata {
+            cluster_id: self.cluster_id.clone(),
+            offset: image.offset().0,
+            node_id: self.node_id,
+            controller_id: self.controller.active_controller().map(|id| id.0),
+            brokers,
+            topics,
+        }
+    }
+
+    /// Publish `view` (the follower, once its local replicas are open) and
+    /// wake those waiting for its offset.
+    pub fn publish(&self, view: ClusterMetadata) {
+        let offset = view.offset;
+        *lock(&self.published) = Arc::new(view);
+        let mut waiters = lock(&self.waiters);
+        let (ready, waiting): (Vec<_>, Vec<_>) =
+            waiters.drain(..).partition(|(wanted, _)| *wanted <= offset);
+        *waiters = waiting;
+        drop(waiters);
+        for (_, waiter) in ready {
+            let _ = waiter.send(());
+        }
+    }
+
+    /// Wait until a view at or past `offset` is published.
+    pub async fn wait_published(&self, offset: i64) -> Result<(), MetadataError> {
+        let receiver = {
+            let mut waiters = lock(&self.waiters);
+            if self.snapshot().offset >= offset {
+                return Ok(());
             }
-        }
-        if metadata.cluster_id.is_empty() {
-            metadata.cluster_id = uuid::Uuid::new_v4().simple().to_string();
-            persist(&path, &metadata)?;
-        }
-        Ok(FileMetadataStore {
-            path,
-            shard_count,
-            current: Mutex::new(Arc::new(metadata)),
+            let (sender, receiver) = oneshot::channel();
+            waiters.push((offset, sender));
+            receiver
+        };
+        receiver.await.map_err(|_| {
+            MetadataError::ControllerUnavailable("the broker is shutting down".to_string())
         })
     }
 
-    fn update<T>(
-        &self,
-        change: impl FnOnce(&mut ClusterMetadata) -> Result<(T, bool), MetadataError>,
-    ) -> Result<T, MetadataError> {
-        let mut current = self
-            .current
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut next = ClusterMetadata::clone(&current);
-        let (result, commit) = change(&mut next)?;
-        if commit {
-            persist(&self.path, &next)?;
-            *current = Arc::new(next);
-        }
-        Ok(result)
-    }
-}
-
-fn persist(path: &Path, metadata: &ClusterMetadata) -> Result<(), MetadataError> {
-    let error = |source| MetadataError::Persist {
-        path: path.to_path_buf(),
-        source,
-    };
-    let bytes = serde_json::to_vec_pretty(metadata).map_err(|source| error(source.into()))?;
-    // One writer at a time: every change persists under the store's mutex
-    // (and `open` runs before the store is shared), and the data directory
-    // is locked to one process; so one temporary name is enough.
-    let temporary = path.with_extension("json.tmp");
-    let mut file = std::fs::File::create(&temporary).map_err(error)?;
-    file.write_all(&bytes).map_err(error)?;
-    file.sync_all().map_err(error)?;
-    std::fs::rename(&temporary, path).map_err(error)?;
-    if let Some(parent) = path.parent() {
-        std::fs::File::open(parent)
-            .and_then(|dir| dir.sync_all())
-            .map_err(error)?;
-    }
-    Ok(())
-}
-
-impl MetadataStore for FileMetadataStore {
-    fn snapshot(&self) -> Arc<ClusterMetadata> {
-        Arc::clone(
-            &self
-                .current
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        )
-    }
-
-    fn create_topic(
+    /// Validate a new topic against the published view, as far as this
+    /// broker can (the controller checks again when it commits).
+    fn check_new_topic(
         &self,
         name: &str,
         partitions: i32,
-        configs: BTreeMap<String, String>,
-        validate_only: bool,
-    ) -> Result<TopicMetadata, MetadataError> {
+        replication_factor: i32,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<(), MetadataError> {
         validate_topic_name(name)?;
         if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
             return Err(MetadataError::InvalidPartitions {
@@ -266,150 +435,186 @@ impl MetadataStore for FileMetadataStore {
                 reason: "must be 1 to 10000",
             });
         }
-        TopicConfig::from_map(&configs).map_err(MetadataError::InvalidConfig)?;
-        let shard_count = self.shard_count;
-        self.update(|metadata| {
-            if metadata.topics.contains_key(name) {
-                return Err(MetadataError::TopicExists(name.to_string()));
-            }
-            // Checked here, under the lock, so that two topics created at
-            // once cannot both pass.
-            let collision_key = name.replace('.', "_");
-            if let Some(existing) = metadata
-                .topics
-                .keys()
-                .find(|existing| existing.replace('.', "_") == collision_key)
-            {
-                return Err(MetadataError::TopicCollision {
-                    name: name.to_string(),
-                    existing: existing.clone(),
-                });
-            }
-            let topic = TopicMetadata {
+        TopicConfig::from_map(configs).map_err(MetadataError::InvalidConfig)?;
+        let view = self.snapshot();
+        if view.topics.contains_key(name) {
+            return Err(MetadataError::TopicExists(name.to_string()));
+        }
+        let collision_key = name.replace('.', "_");
+        if let Some(existing) = view
+            .topics
+            .keys()
+            .find(|existing| existing.replace('.', "_") == collision_key)
+        {
+            return Err(MetadataError::TopicCollision {
                 name: name.to_string(),
-                id: uuid::Uuid::new_v4(),
-                partitions: metadata.place(partitions as usize, shard_count),
+                existing: existing.clone(),
+            });
+        }
+        let live = view
+            .brokers
+            .values()
+            .filter(|broker| broker.is_live() && !broker.in_controlled_shutdown)
+            .count();
+        if replication_factor < 1 || replication_factor as usize > live.max(1) {
+            return Err(MetadataError::InvalidReplicationFactor(format!(
+                "replication factor {replication_factor} with {live} live broker(s)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Create a topic; returns it once committed and published here.
+    /// `replication_factor` -1 means the default; `assignment` lists each
+    /// partition's replicas explicitly.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i32,
+        assignment: Option<Vec<Vec<i32>>>,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<TopicMetadata, MetadataError> {
+        let replication_factor = if replication_factor == -1 {
+            DEFAULT_REPLICATION_FACTOR
+        } else {
+            replication_factor
+        };
+        let (partitions, replication_factor) = match &assignment {
+            Some(assignment) => (
+                i32::try_from(assignment.len()).unwrap_or(i32::MAX),
+                assignment
+                    .first()
+                    .map_or(0, |replicas| replicas.len() as i32),
+            ),
+            None => (partitions, replication_factor),
+        };
+        self.check_new_topic(name, partitions, replication_factor, &configs)?;
+        if validate_only {
+            return Ok(TopicMetadata {
+                name: name.to_string(),
+                id: uuid::Uuid::nil(),
+                partitions: Vec::new(),
                 configs,
-            };
-            metadata.topics.insert(name.to_string(), topic.clone());
-            Ok((topic, !validate_only))
-        })
+            });
+        }
+        let created = self
+            .controller
+            .create_topic(CreateTopicRequest {
+                name: name.to_string(),
+                partition_count: partitions,
+                replication_factor,
+                assignment: assignment.map(|assignment| {
+                    assignment
+                        .into_iter()
+                        .map(|replicas| replicas.into_iter().map(BrokerId).collect())
+                        .collect()
+                }),
+                configs: configs.into_iter().collect(),
+            })
+            .await?;
+        self.wait_published(created.offset.0).await?;
+        self.topic_by_id(name, created.topic_id.0)
     }
 
-    fn delete_topic(&self, name: &str) -> Result<TopicMetadata, MetadataError> {
-        self.update(|metadata| match metadata.topics.remove(name) {
-            Some(topic) => Ok((topic, true)),
-            None => Err(MetadataError::UnknownTopic(name.to_string())),
-        })
+    fn topic_by_id(&self, name: &str, id: uuid::Uuid) -> Result<TopicMetadata, MetadataError> {
+        self.snapshot()
+            .topics
+            .get(name)
+            .filter(|topic| topic.id == id)
+            .cloned()
+            // Deleted again between commit and publication.
+            .ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))
     }
 
-    fn add_partitions(
+    pub async fn delete_topic(&self, name: &str) -> Result<TopicMetadata, MetadataError> {
+        let Some(topic) = self.snapshot().topics.get(name).cloned() else {
+            return Err(MetadataError::UnknownTopic(name.to_string()));
+        };
+        let offset = self.controller.delete_topic(name).await?;
+        self.wait_published(offset.0).await?;
+        Ok(topic)
+    }
+
+    /// Grow a topic to `total` partitions.
+    pub async fn add_partitions(
         &self,
         name: &str,
         total: i32,
+        assignment: Option<Vec<Vec<i32>>>,
         validate_only: bool,
     ) -> Result<TopicMetadata, MetadataError> {
-        let shard_count = self.shard_count;
-        self.update(|metadata| {
-            let current = match metadata.topics.get(name) {
-                Some(topic) => topic.partitions.len() as i32,
-                None => return Err(MetadataError::UnknownTopic(name.to_string())),
-            };
-            if total <= current {
-                return Err(MetadataError::InvalidPartitions {
-                    count: total,
-                    reason: "must be more than the current partition count",
-                });
-            }
-            if total > PARTITIONS_PER_TOPIC_MAX {
-                return Err(MetadataError::InvalidPartitions {
-                    count: total,
-                    reason: "must be at most 10000",
-                });
-            }
-            let added = metadata.place((total - current) as usize, shard_count);
-            let Some(topic) = metadata.topics.get_mut(name) else {
-                return Err(MetadataError::UnknownTopic(name.to_string()));
-            };
-            topic.partitions.extend(added);
-            Ok((topic.clone(), !validate_only))
-        })
+        let Some(topic) = self.snapshot().topics.get(name).cloned() else {
+            return Err(MetadataError::UnknownTopic(name.to_string()));
+        };
+        let current = topic.partitions.len() as i32;
+        if total <= current {
+            return Err(MetadataError::InvalidPartitions {
+                count: total,
+                reason: "a topic can only grow",
+            });
+        }
+        if total > PARTITIONS_PER_TOPIC_MAX {
+            return Err(MetadataError::InvalidPartitions {
+                count: total,
+                reason: "must be 1 to 10000",
+            });
+        }
+        if validate_only {
+            return Ok(topic);
+        }
+        let offset = self
+            .controller
+            .create_partitions(
+                name,
+                total,
+                assignment.map(|assignment| {
+                    assignment
+                        .into_iter()
+                        .map(|replicas| replicas.into_iter().map(BrokerId).collect())
+                        .collect()
+                }),
+            )
+            .await?;
+        self.wait_published(offset.0).await?;
+        self.topic_by_id(name, topic.id)
     }
 
-    fn remove_added_partitions(
-        &self,
-        name: &str,
-        count: usize,
-    ) -> Result<TopicMetadata, MetadataError> {
-        self.update(|metadata| {
-            let Some(topic) = metadata.topics.get_mut(name) else {
-                return Err(MetadataError::UnknownTopic(name.to_string()));
-            };
-            assert!(count >= 1, "a topic keeps at least one partition");
-            topic.partitions.truncate(count);
-            Ok((topic.clone(), true))
-        })
-    }
-
-    fn set_configs(
+    /// Replace the topic's explicit configs with `configs`.
+    pub async fn set_configs(
         &self,
         name: &str,
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<TopicMetadata, MetadataError> {
+        let Some(topic) = self.snapshot().topics.get(name).cloned() else {
+            return Err(MetadataError::UnknownTopic(name.to_string()));
+        };
         TopicConfig::from_map(&configs).map_err(MetadataError::InvalidConfig)?;
-        self.update(|metadata| {
-            let Some(topic) = metadata.topics.get_mut(name) else {
-                return Err(MetadataError::UnknownTopic(name.to_string()));
-            };
-            topic.configs = configs;
-            Ok((topic.clone(), !validate_only))
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-
-    fn store(name: &str) -> (FileMetadataStore, PathBuf) {
-        let dir =
-            std::env::temp_dir().join(format!("sluice-metadata-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        (FileMetadataStore::open(&dir, 2).unwrap(), dir)
-    }
-
-    #[test]
-    fn names_that_collide_once_dots_become_underscores_are_refused() {
-        let (store, dir) = store("collide");
-        store
-            .create_topic("a.b", 1, BTreeMap::new(), false)
-            .unwrap();
-        let error = store
-            .create_topic("a_b", 1, BTreeMap::new(), false)
-            .unwrap_err();
-        assert!(
-            matches!(&error, MetadataError::TopicCollision { existing, .. } if existing == "a.b"),
-            "{error}"
+        if validate_only {
+            return Ok(TopicMetadata { configs, ..topic });
+        }
+        let mut changes: Vec<(String, Option<String>)> = topic
+            .configs
+            .keys()
+            .filter(|key| !configs.contains_key(*key))
+            .map(|key| (key.clone(), None))
+            .collect();
+        changes.extend(
+            configs
+                .iter()
+                .filter(|(key, value)| topic.configs.get(*key) != Some(value))
+                .map(|(key, value)| (key.clone(), Some(value.clone()))),
         );
-        assert!(matches!(
-            store.create_topic("a.b", 1, BTreeMap::new(), false),
-            Err(MetadataError::TopicExists(_))
-        ));
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[test]
-    fn added_partitions_are_removed_durably_when_undone() {
-        let (store, dir) = store("undo-add");
-        store.create_topic("t", 2, BTreeMap::new(), false).unwrap();
-        store.add_partitions("t", 5, false).unwrap();
-        store.remove_added_partitions("t", 2).unwrap();
-        assert_eq!(store.snapshot().topics["t"].partitions.len(), 2);
-        let reopened = FileMetadataStore::open(&dir, 2).unwrap();
-        assert_eq!(reopened.snapshot().topics["t"].partitions.len(), 2);
-        let _ = std::fs::remove_dir_all(dir);
+        if changes.is_empty() {
+            return Ok(topic);
+        }
+        let offset = self
+            .controller
+            .alter_configs(ConfigResource::Topic(name.to_string()), changes)
+            .await?;
+        self.wait_published(offset.0).await?;
+        self.topic_by_id(name, topic.id)
     }
 }

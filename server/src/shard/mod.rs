@@ -18,7 +18,9 @@
 //! timers, the log cleaner) and waits for what runs, then closes its logs.
 
 pub mod cleaner;
+pub mod follower;
 pub mod notify;
+pub mod orphans;
 pub mod partition;
 pub mod producer_state;
 pub mod topics;
@@ -37,7 +39,7 @@ use sluice_engine::Committer;
 use sluice_engine::io::uring::UringIo;
 
 use crate::cli::BrokerConfig;
-use crate::metadata::{MetadataStore, TopicMetadata};
+use crate::metadata::{Metadata, TopicMetadata};
 pub use partition::{PartitionReplica, TopicPartition};
 
 /// Index of a shard (and of its thread and core).
@@ -53,8 +55,6 @@ const INBOX_CAPACITY: usize = 4096;
 /// The handles every shard holds to reach every other shard.
 pub struct Shards {
     inboxes: Vec<flume::Sender<Job>>,
-    /// Topic changes in flight, one per topic at a time (topics.rs).
-    pub topic_changes: topics::TopicChanges,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,10 +65,7 @@ impl Shards {
     /// Create the inboxes; returns the router and each shard's receiver.
     pub fn new(count: usize) -> (Arc<Shards>, Vec<flume::Receiver<Job>>) {
         let (senders, receivers) = (0..count).map(|_| flume::bounded(INBOX_CAPACITY)).unzip();
-        let shards = Shards {
-            inboxes: senders,
-            topic_changes: Default::default(),
-        };
+        let shards = Shards { inboxes: senders };
         (Arc::new(shards), receivers)
     }
 
@@ -102,7 +99,7 @@ pub struct Shard {
     pub committer: Committer<UringIo>,
     pub config: Arc<BrokerConfig>,
     pub shards: Arc<Shards>,
-    pub metadata: Arc<dyn MetadataStore>,
+    pub metadata: Arc<Metadata>,
     /// Partitions owned by this shard, their opens in flight, and whether
     /// the shard is closing ([`PartitionTable`]).
     pub partitions: PartitionTable,
@@ -123,18 +120,6 @@ impl Shard {
         self.partitions.get(topic_partition)
     }
 
-    /// Open the partitions that the metadata places on this shard and are
-    /// not open yet (startup).
-    pub async fn open_assigned_partitions(self: &Rc<Self>) -> anyhow::Result<()> {
-        let metadata = self.metadata.snapshot();
-        for topic in metadata.topics.values() {
-            self.open_topic_partitions(topic, 0)
-                .await
-                .map_err(anyhow::Error::msg)?;
-        }
-        Ok(())
-    }
-
     /// Open the partitions of `topic` from index `first` on that the
     /// metadata places on this shard (topic creation, added partitions).
     /// Opening an open partition does nothing; one already opening is
@@ -150,7 +135,7 @@ impl Shard {
             .iter()
             .enumerate()
             .skip(first)
-            .filter(|(_, assignment)| assignment.shard == self.id.0)
+            .filter(|(_, partition)| partition.local_shard == Some(self.id.0))
             .map(|(index, _)| index)
             .collect();
         let topic = Rc::new(topic.clone());
@@ -260,7 +245,12 @@ impl Shard {
             }
             let outcome = match removed {
                 Some(replica) => replica.delete().await,
-                None => remove_dir_if_present(&topic_partition.dir(&self.config.data_dir)),
+                None => partition::remove_partition_dir(
+                    &self.io,
+                    &topic_partition.dir(&self.config.data_dir),
+                )
+                .await
+                .map_err(anyhow::Error::from),
             };
             if let Err(error) = outcome {
                 tracing::error!(partition = %topic_partition, %error, "removing a partition failed");
@@ -350,13 +340,6 @@ async fn open_and_load(
         return Err(failed(error));
     }
     Ok(replica)
-}
-
-fn remove_dir_if_present(dir: &std::path::Path) -> anyhow::Result<()> {
-    match std::fs::remove_dir_all(dir) {
-        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error.into()),
-        _ => Ok(()),
-    }
 }
 
 /// Opening a partition failed.

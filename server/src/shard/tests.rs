@@ -12,7 +12,6 @@ use sluice_engine::io::uring::UringIo;
 
 use super::*;
 use crate::cli::ServeArgs;
-use crate::metadata::FileMetadataStore;
 use crate::shard::topics::{TopicError, add_partitions, create_topic, delete_topic};
 
 /// Run `test` on a one-shard broker (no listener) whose data directory is
@@ -32,8 +31,10 @@ where
         ..ServeArgs::default()
     };
     let config = Arc::new(BrokerConfig::resolve(args).unwrap());
-    let metadata: Arc<dyn MetadataStore> = Arc::new(FileMetadataStore::open(&dir, 1).unwrap());
     let (shards, mut inboxes) = Shards::new(1);
+    let (metadata, follower) =
+        crate::shard::follower::in_memory_single_node(&dir, &shards).unwrap();
+    let controller = metadata.controller().clone();
     let inbox = inboxes.remove(0);
     let runtime = compio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
@@ -60,6 +61,8 @@ where
         test(Rc::clone(&shard)).await;
         shard.close_all().await;
     });
+    follower.stop();
+    controller.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -92,7 +95,8 @@ fn concurrent_opens_of_one_partition_share_a_single_open() {
     with_shard("single-open", |shard| async move {
         let topic = shard
             .metadata
-            .create_topic("t", 1, BTreeMap::new(), false)
+            .create_topic("t", 1, -1, None, BTreeMap::new(), false)
+            .await
             .unwrap();
         let topic = Rc::new(topic);
         let opens = (0..4).map(|_| shard.open_partition(&topic, 0));
@@ -170,8 +174,8 @@ fn partitions_added_at_once_all_open() {
             .await
             .unwrap();
         let (to_three, to_five, other) = futures_util::join!(
-            add_partitions(&shard, "grows", 3, false),
-            add_partitions(&shard, "grows", 5, false),
+            add_partitions(&shard, "grows", 3, None, false),
+            add_partitions(&shard, "grows", 5, None, false),
             create_topic(&shard, "other", 2, BTreeMap::new(), false),
         );
         to_three.unwrap();
@@ -192,33 +196,28 @@ fn partitions_added_at_once_all_open() {
 }
 
 /// A partition that cannot open (its directory holds a directory named
-/// `checkpoint`) fails the creation with the cause, and the creation is
-/// undone: no topic, no partition, no directory; the name can be created
-/// again.
+/// `checkpoint`) does not stop the change: the topic is committed, the
+/// follower logs the failure and retries, and the partition opens once the
+/// obstacle is gone.
 #[test]
-fn a_creation_whose_partition_fails_to_open_is_undone() {
-    with_shard("create-undo", |shard| async move {
+fn a_partition_that_fails_to_open_is_retried_until_it_opens() {
+    with_shard("open-retry", |shard| async move {
         let obstacle = shard.config.data_dir.join("broken-1").join("checkpoint");
         std::fs::create_dir_all(&obstacle).unwrap();
-        let error = create_topic(&shard, "broken", 2, BTreeMap::new(), false)
-            .await
-            .unwrap_err();
-        match &error {
-            TopicError::Open { undone, reason, .. } => {
-                assert!(*undone, "{error}");
-                assert!(reason.contains("broken-1"), "{error}");
-            }
-            other => panic!("unexpected error: {other}"),
-        }
-        assert!(!shard.metadata.snapshot().topics.contains_key("broken"));
-        assert!(shard.partitions.values().is_empty());
-        assert!(!shard.config.data_dir.join("broken-0").exists());
-        assert!(!shard.config.data_dir.join("broken-1").exists());
-
         create_topic(&shard, "broken", 2, BTreeMap::new(), false)
             .await
             .unwrap();
-        assert_eq!(shard.partitions.values().len(), 2);
+        assert!(shard.partition(&TopicPartition::new("broken", 0)).is_some());
+        assert!(shard.partition(&TopicPartition::new("broken", 1)).is_none());
+        std::fs::remove_dir_all(&obstacle).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while shard.partition(&TopicPartition::new("broken", 1)).is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "broken-1 never opened"
+            );
+            compio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         delete_topic(&shard, "broken").await.unwrap();
         assert!(shard.partitions.values().is_empty());
         assert!(!shard.config.data_dir.join("broken-0").exists());

@@ -21,7 +21,7 @@ use sluice_engine::{Committer, LeaderEpoch, TimestampMs};
 use super::*;
 use crate::cli::BrokerConfig;
 use crate::handlers::list_offsets;
-use crate::metadata::{FileMetadataStore, MetadataStore};
+use crate::metadata::Metadata;
 use crate::net::FETCH_RECORD_BYTES_COPIED;
 use crate::protocol::encode_response;
 use crate::shard::Shards;
@@ -34,7 +34,7 @@ fn new_shard(
     index: usize,
     config: Arc<BrokerConfig>,
     shards: Arc<Shards>,
-    metadata: Arc<dyn MetadataStore>,
+    metadata: Arc<Metadata>,
 ) -> Rc<Shard> {
     let io = UringIo::new();
     Rc::new(Shard {
@@ -72,24 +72,11 @@ where
     let dir: PathBuf =
         std::env::temp_dir().join(format!("sluice-fetch-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let config = Arc::new(BrokerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        advertised_host: "127.0.0.1".to_string(),
-        advertised_port: 9092,
-        data_dir: dir.clone(),
-        cores: count,
-        node_id: 0,
-        log_level: "warn".to_string(),
-        auto_create_topics: true,
-        default_partitions: 1,
-        request_bytes_max: 100 << 20,
-        offsets_topic_partitions: 50,
-        group_initial_rebalance_delay_ms: 3000,
-        offsets_retention_ms: 7 * 24 * 3600 * 1000,
-        log_cleaner_interval_ms: 15_000,
-    });
-    let metadata: Arc<dyn MetadataStore> = Arc::new(FileMetadataStore::open(&dir, count).unwrap());
+    let config = Arc::new(BrokerConfig::single_node(dir.clone(), count));
     let (shards, mut inboxes) = Shards::new(count);
+    let (metadata, follower) =
+        crate::shard::follower::in_memory_single_node(&dir, &shards).unwrap();
+    let controller = metadata.controller().clone();
     let first_inbox = inboxes.remove(0);
     let mut stops = Vec::new();
     let mut threads = Vec::new();
@@ -118,6 +105,8 @@ where
         test(Rc::clone(&shard)).await;
         shard.close_all().await;
     });
+    follower.stop();
+    controller.stop();
     for stop in stops {
         let _ = stop.send(());
     }
@@ -135,7 +124,7 @@ async fn topic(shard: &Rc<Shard>, name: &str, partitions: i32) -> Vec<ShardId> {
     topic
         .partitions
         .iter()
-        .map(|assignment| ShardId(assignment.shard))
+        .map(|assignment| ShardId(assignment.local_shard.unwrap()))
         .collect()
 }
 
@@ -144,7 +133,11 @@ async fn topic(shard: &Rc<Shard>, name: &str, partitions: i32) -> Vec<ShardId> {
 async fn append(shard: &Rc<Shard>, name: &str, partition: i32, batch: Bytes, notify: bool) -> i64 {
     let owner = {
         let snapshot = shard.metadata.snapshot();
-        ShardId(snapshot.topics[name].partitions[partition as usize].shard)
+        ShardId(
+            snapshot.topics[name].partitions[partition as usize]
+                .local_shard
+                .unwrap(),
+        )
     };
     let topic_partition = TopicPartition::new(name, partition);
     on_shard(shard, owner, move |owner| async move {

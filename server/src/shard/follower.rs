@@ -1,0 +1,283 @@
+//! The metadata follower: one thread per broker that turns each newly
+//! applied controller image into a view (metadata/), makes this broker's
+//! shards match it, then publishes it.
+//!
+//! Order per round, and why:
+//! 1. removals first (topics deleted, replicas moved away): a topic deleted
+//!    and created again under its name must not have the new partitions
+//!    removed by the old one's cleanup;
+//! 2. opens of the local replicas that are new in the view, on their shards;
+//! 3. configs changed since the last round, applied to the open logs;
+//! 4. publish: only now do requests see the view, so a request never finds
+//!    a local replica that is not open yet.
+//!
+//! A replica that fails to open is logged and tried again every round (the
+//! view is published anyway; requests for it find no open partition).
+//!
+//! Runs on its own thread (never a shard's): it blocks on the controller's
+//! image and on the shards' answers.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+
+use crate::controller::service::block_on;
+use crate::controller::types::MetadataOffset;
+use crate::metadata::{ClusterMetadata, Metadata, TopicConfig, TopicMetadata};
+use crate::shard::{ShardId, Shards};
+
+/// How long one wait for a new image lasts before the loop looks at its
+/// stop flag and retries failed opens.
+const POLL: Duration = Duration::from_millis(200);
+
+/// The running follower; [`Follower::stop`] ends it.
+pub struct Follower {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Local replicas, by topic id and partition index, with the name they had.
+type Replicas = BTreeMap<(uuid::Uuid, i32), (String, usize)>;
+
+impl Follower {
+    /// Run the first round now (every local replica of the current image
+    /// opened, the view published), then follow on a thread.
+    pub fn start(metadata: Arc<Metadata>, shards: Arc<Shards>) -> anyhow::Result<Follower> {
+        let mut state = State {
+            metadata,
+            shards,
+            opened: Replicas::new(),
+            failed: false,
+            configs: BTreeMap::new(),
+        };
+        state.round();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("sluice-metadata".into())
+            .spawn(move || {
+                while !stopping.load(Ordering::SeqCst) {
+                    let next = MetadataOffset(state.metadata.snapshot().offset + 1);
+                    let controller = state.metadata.controller().clone();
+                    if controller.wait_applied_timeout(next, POLL) || state.failed {
+                        state.round();
+                    }
+                }
+            })?;
+        Ok(Follower {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+struct State {
+    metadata: Arc<Metadata>,
+    shards: Arc<Shards>,
+    /// The local replicas open (or being kept) as of the last round.
+    opened: Replicas,
+    /// Some replica failed to open last round: try again.
+    failed: bool,
+    /// Each topic's configs as last applied.
+    configs: BTreeMap<uuid::Uuid, BTreeMap<String, String>>,
+}
+
+impl State {
+    fn round(&mut self) {
+        let image = self.metadata.controller().image();
+        let view = self.metadata.build_view(&image);
+        let wanted = local_replicas(&view);
+        self.remove(&wanted);
+        self.open(&view, &wanted);
+        self.apply_configs(&view);
+        self.metadata.publish(view);
+    }
+
+    fn remove(&mut self, wanted: &Replicas) {
+        let gone: Vec<((uuid::Uuid, i32), (String, usize))> = self
+            .opened
+            .iter()
+            .filter(|(key, _)| !wanted.contains_key(*key))
+            .map(|(key, value)| (*key, value.clone()))
+            .collect();
+        for ((id, index), (name, shard)) in gone {
+            let topic = name.clone();
+            let outcome = block_on(self.shards.call(ShardId(shard), move |owner| async move {
+                owner
+                    .remove_partitions(&topic, [index])
+                    .await
+                    .map_err(|error| format!("{error:#}"))
+            }));
+            match outcome {
+                Ok(Ok(())) => {
+                    tracing::info!(topic = %name, partition = index, "removed a partition this broker no longer holds");
+                }
+                Ok(Err(error)) => {
+                    tracing::error!(topic = %name, partition = index, %error, "removing a partition failed");
+                }
+                Err(gone) => tracing::debug!(%gone, "shard gone while removing a partition"),
+            }
+            self.opened.remove(&(id, index));
+            self.configs.remove(&id);
+        }
+    }
+
+    fn open(&mut self, view: &ClusterMetadata, wanted: &Replicas) {
+        self.failed = false;
+        // Per topic and shard, the partitions new in this round.
+        let mut batches: BTreeMap<(String, usize), Vec<i32>> = BTreeMap::new();
+        for ((id, index), (name, shard)) in wanted {
+            if !self.opened.contains_key(&(*id, *index)) {
+                batches
+                    .entry((name.clone(), *shard))
+                    .or_default()
+                    .push(*index);
+            }
+        }
+        let opens = batches.iter().filter_map(|((name, shard), _)| {
+            let topic = view.topics.get(name)?.clone();
+            let shards = Arc::clone(&self.shards);
+            let shard = *shard;
+            Some(async move {
+                let outcome = shards
+                    .call(ShardId(shard), move |owner| async move {
+                        owner
+                            .open_topic_partitions(&topic, 0)
+                            .await
+                            .map_err(|error| error.to_string())
+                    })
+                    .await;
+                (name.clone(), shard, outcome)
+            })
+        });
+        let results = block_on(join_all(opens));
+        let mut failed_topics = HashSet::new();
+        for (name, shard, outcome) in results {
+            match outcome {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::error!(topic = %name, shard, %error, "opening a partition failed; will retry");
+                    failed_topics.insert((name, shard));
+                }
+                Err(gone) => {
+                    tracing::debug!(%gone, "shard gone while opening");
+                    failed_topics.insert((name, shard));
+                }
+            }
+        }
+        for (key, (name, shard)) in wanted {
+            if failed_topics.contains(&(name.clone(), *shard)) {
+                self.failed = true;
+            } else {
+                self.opened.insert(*key, (name.clone(), *shard));
+            }
+        }
+    }
+
+    fn apply_configs(&mut self, view: &ClusterMetadata) {
+        for topic in view.topics.values() {
+            if topic
+                .partitions
+                .iter()
+                .all(|partition| partition.local_shard.is_none())
+            {
+                continue;
+            }
+            let previous = self.configs.get(&topic.id);
+            if previous == Some(&topic.configs) {
+                continue;
+            }
+            let first_seen = previous.is_none();
+            self.configs.insert(topic.id, topic.configs.clone());
+            if first_seen {
+                // Opened with these configs this round.
+                continue;
+            }
+            let config = match TopicConfig::from_map(&topic.configs) {
+                Ok(config) => config,
+                Err(error) => {
+                    tracing::error!(topic = %topic.name, %error, "committed topic configs do not parse");
+                    continue;
+                }
+            };
+            for shard in shards_of(topic) {
+                let name = topic.name.clone();
+                let config = config.clone();
+                let _ = block_on(self.shards.call(ShardId(shard), move |owner| async move {
+                    owner.apply_topic_config(&name, &config);
+                }));
+            }
+        }
+    }
+}
+
+/// This broker's replicas in `view`.
+fn local_replicas(view: &ClusterMetadata) -> Replicas {
+    let mut replicas = Replicas::new();
+    for topic in view.topics.values() {
+        for (index, partition) in topic.partitions.iter().enumerate() {
+            if let Some(shard) = partition.local_shard {
+                replicas.insert((topic.id, index as i32), (topic.name.clone(), shard));
+            }
+        }
+    }
+    replicas
+}
+
+fn shards_of(topic: &TopicMetadata) -> Vec<usize> {
+    let mut shards: Vec<usize> = topic
+        .partitions
+        .iter()
+        .filter_map(|partition| partition.local_shard)
+        .collect();
+    shards.sort_unstable();
+    shards.dedup();
+    shards
+}
+
+/// A single-node controller kept in memory, its [`Metadata`] and a running
+/// follower over `shards`: the metadata of in-process tests (no Raft log
+/// on disk, no network). Stop the follower, then the controller, at the end.
+pub fn in_memory_single_node(
+    data_dir: &std::path::Path,
+    shards: &Arc<Shards>,
+) -> anyhow::Result<(Arc<Metadata>, Follower)> {
+    use crate::controller::records::Listener;
+    use crate::controller::service::{self, ServiceConfig, StoreKind};
+    use crate::controller::types::BrokerId;
+    let mut config = ServiceConfig::single_node(
+        BrokerId(0),
+        data_dir.to_path_buf(),
+        vec![Listener {
+            name: "PLAINTEXT".to_string(),
+            host: "127.0.0.1".to_string(),
+            port: 9092,
+        }],
+        u32::try_from(shards.count()).unwrap_or(u32::MAX),
+    );
+    config.store = StoreKind::Memory;
+    let controller = service::start(config)?;
+    anyhow::ensure!(
+        controller.wait_ready(Duration::from_secs(30)),
+        "the in-memory controller did not become ready"
+    );
+    let metadata = Arc::new(Metadata::new(
+        controller,
+        0,
+        "sluice-test".to_string(),
+        shards.count(),
+    ));
+    let follower = Follower::start(Arc::clone(&metadata), Arc::clone(shards))?;
+    Ok((metadata, follower))
+}
