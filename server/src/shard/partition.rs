@@ -1,14 +1,31 @@
 //! A partition replica on its owning shard: the log plus the state the
 //! broker keeps next to it (topic config, idempotent producer state).
+//!
+//! A partition directory carries the id of the topic it belongs to, in a
+//! `partition.metadata` file (Kafka's name and format, see
+//! [`encode_partition_metadata`]). Invariant: a directory is served only for
+//! the topic whose id it records. A topic deleted and created again under
+//! the same name has a new id, so a directory of the old topic that a crash
+//! left behind is never served as the new topic's data: the open moves it
+//! away ([`remove_partition_dir`]) and starts a fresh one. The startup sweep
+//! (shard/orphans.rs) removes such directories before any open, and adopts
+//! the directories of the previous Sluice version, which carry no file.
+//!
+//! Removal is durable before the data goes: the directory is renamed to
+//! `<topic>-<partition>.<topic id>-delete` and the data directory fsynced,
+//! then the renamed directory is removed. A crash during the removal leaves
+//! a `-delete` directory, which is never served and which the startup sweep
+//! removes. Runs on the partition's shard (the sweep on the main thread).
 
 use std::cell::RefCell;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
+use sluice_engine::io::Io;
 use sluice_engine::io::uring::UringIo;
 use sluice_engine::{AppendError, LeaderEpoch, Log, Offset, TimestampMs};
 
@@ -73,6 +90,7 @@ impl PartitionReplica {
     ) -> anyhow::Result<PartitionReplica> {
         let config = TopicConfig::from_map(&topic.configs).map_err(anyhow::Error::msg)?;
         let dir = topic_partition.dir(&shard.config.data_dir);
+        claim_partition_dir(&shard.io, &dir, topic.id).await?;
         let log = Log::open(shard.io, dir, config.log.clone(), &shard.committer).await?;
         tracing::debug!(partition = %topic_partition, shard = shard.id.0, end = %log.log_end_offset(), "opened partition");
         let producers =
@@ -130,11 +148,13 @@ impl PartitionReplica {
         *self.config.borrow_mut() = config;
     }
 
-    /// Close the log and remove its directory.
+    /// Close the log and remove its directory ([`remove_partition_dir`]):
+    /// when Ok, the directory will never be served again, even after a
+    /// crash.
     pub async fn delete(&self) -> anyhow::Result<()> {
         let _ = self.log.close().await;
         let dir = self.log.dir().to_path_buf();
-        std::fs::remove_dir_all(&dir)?;
+        remove_partition_dir(&UringIo::new(), &dir).await?;
         Ok(())
     }
 }
@@ -169,3 +189,265 @@ fn notify_when_durable(log: Log<UringIo>, watch: Rc<DurableWatch>, end: Offset) 
 
 /// How often [`notify_when_durable`] looks at the durable end.
 const INTERVAL_FLUSH_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// The file in a partition directory that records its topic id.
+pub const PARTITION_METADATA_FILE_NAME: &str = "partition.metadata";
+
+/// The suffix of a partition directory being removed (Kafka's).
+pub const DELETE_DIR_SUFFIX: &str = "-delete";
+
+/// The only `partition.metadata` version (Kafka's `version: 0`).
+const PARTITION_METADATA_VERSION: u32 = 0;
+
+/// A partition directory that cannot be served for the topic asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionDirError {
+    #[error("{path}: reading or writing the partition's directory failed")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid partition.metadata file: {reason}")]
+    Malformed { path: PathBuf, reason: String },
+    /// Data without a `partition.metadata`: a previous Sluice version's
+    /// directory that the startup sweep (shard/orphans.rs) did not adopt.
+    /// Whose data it holds is unknown, so it is not served.
+    #[error(
+        "{path} holds data but no partition.metadata (a directory of a previous Sluice \
+         version that the startup sweep did not adopt): refusing to serve it"
+    )]
+    Unclaimed { path: PathBuf },
+}
+
+impl PartitionDirError {
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PartitionDirError + '_ {
+        move |source| PartitionDirError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// A topic id as Kafka prints it (`Uuid.toString()`): its 16 bytes, most
+/// significant first, in URL-safe base64 without padding (22 characters).
+pub fn kafka_topic_id_string(id: uuid::Uuid) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut text = String::with_capacity(22);
+    for chunk in id.as_bytes().chunks(3) {
+        let mut group = [0u8; 3];
+        group[..chunk.len()].copy_from_slice(chunk);
+        let bits = u32::from_be_bytes([0, group[0], group[1], group[2]]);
+        // Three bytes make four characters; a partial group of n bytes
+        // makes n + 1 (no padding).
+        for position in 0..=chunk.len() {
+            let index = (bits >> (18 - 6 * position)) & 0x3f;
+            text.push(char::from(ALPHABET[index as usize]));
+        }
+    }
+    text
+}
+
+/// The inverse of [`kafka_topic_id_string`]; `None` unless `text` is 22
+/// URL-safe base64 characters whose 4 unused low bits are zero.
+pub fn parse_kafka_topic_id(text: &str) -> Option<uuid::Uuid> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 22 {
+        return None;
+    }
+    let value_of = |byte: u8| -> Option<u128> {
+        let value = match byte {
+            b'A'..=b'Z' => byte - b'A',
+            b'a'..=b'z' => byte - b'a' + 26,
+            b'0'..=b'9' => byte - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        };
+        Some(u128::from(value))
+    };
+    // 21 characters carry the top 126 bits; the last one the 2 lowest bits
+    // and 4 bits of padding.
+    let mut bits: u128 = 0;
+    for &byte in &bytes[..21] {
+        bits = (bits << 6) | value_of(byte)?;
+    }
+    let last = value_of(bytes[21])?;
+    if last & 0x0f != 0 {
+        return None;
+    }
+    Some(uuid::Uuid::from_u128((bits << 2) | (last >> 4)))
+}
+
+/// The content of `partition.metadata` (Kafka's
+/// `PartitionMetadataFileFormatter`): `version: 0`, a newline, and
+/// `topic_id: <id>` with the id as [`kafka_topic_id_string`] prints it.
+pub fn encode_partition_metadata(topic_id: uuid::Uuid) -> Vec<u8> {
+    format!(
+        "version: {PARTITION_METADATA_VERSION}\ntopic_id: {}",
+        kafka_topic_id_string(topic_id)
+    )
+    .into_bytes()
+}
+
+/// The topic id in a `partition.metadata` file's content. Accepts what
+/// Kafka's reader accepts: the two lines in order, `:` followed by
+/// whitespace, an optional trailing newline.
+pub fn decode_partition_metadata(content: &[u8]) -> Result<uuid::Uuid, String> {
+    let text = std::str::from_utf8(content).map_err(|_| "not UTF-8".to_string())?;
+    let mut lines = text.lines();
+    let mut field = |key: &str| -> Result<&str, String> {
+        let line = lines.next().ok_or_else(|| format!("no {key} line"))?;
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| format!("line {line:?} is not <key>: <value>"))?;
+        if name != key || !value.starts_with(char::is_whitespace) {
+            return Err(format!("expected {key:?}, found {line:?}"));
+        }
+        Ok(value.trim())
+    };
+    let version = field("version")?;
+    if version != PARTITION_METADATA_VERSION.to_string() {
+        return Err(format!("unknown version {version:?}"));
+    }
+    let topic_id = field("topic_id")?;
+    let topic_id = parse_kafka_topic_id(topic_id)
+        .ok_or_else(|| format!("topic id {topic_id:?} is not a Kafka topic id"))?;
+    if lines.any(|line| !line.trim().is_empty()) {
+        return Err("text after the topic_id line".to_string());
+    }
+    Ok(topic_id)
+}
+
+/// The topic id recorded in `dir`: `None` when the directory or its
+/// `partition.metadata` does not exist.
+pub fn recorded_topic_id(dir: &Path) -> Result<Option<uuid::Uuid>, PartitionDirError> {
+    let path = dir.join(PARTITION_METADATA_FILE_NAME);
+    let content = match std::fs::read(&path) {
+        Ok(content) => content,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(PartitionDirError::io(&path)(error)),
+    };
+    decode_partition_metadata(&content)
+        .map(Some)
+        .map_err(|reason| PartitionDirError::Malformed { path, reason })
+}
+
+/// True when `dir` holds nothing but temporary files (or does not exist):
+/// a directory whose creation a crash interrupted before its
+/// `partition.metadata` was in place.
+pub fn holds_no_data(dir: &Path) -> Result<bool, PartitionDirError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+        Err(error) => return Err(PartitionDirError::io(dir)(error)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(PartitionDirError::io(dir))?;
+        if !entry.file_name().to_string_lossy().ends_with(".tmp") {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Make `dir` the directory of the topic `topic_id` before its log opens
+/// (see the module docs): keep it if it records that id; move it away if
+/// it records another; refuse it if it holds data and records nothing;
+/// otherwise (new or empty) create it and write its `partition.metadata`
+/// durably. When Ok, the directory and its file are durable.
+async fn claim_partition_dir(
+    io: &UringIo,
+    dir: &Path,
+    topic_id: uuid::Uuid,
+) -> Result<(), PartitionDirError> {
+    match recorded_topic_id(dir)? {
+        Some(recorded) if recorded == topic_id => return Ok(()),
+        Some(recorded) => {
+            tracing::warn!(
+                dir = %dir.display(),
+                recorded = %kafka_topic_id_string(recorded),
+                topic_id = %kafka_topic_id_string(topic_id),
+                "the partition directory belongs to a deleted topic of the same name; \
+                 removing it and starting an empty one"
+            );
+            remove_partition_dir(io, dir).await?;
+        }
+        None => {
+            if !holds_no_data(dir)? {
+                return Err(PartitionDirError::Unclaimed {
+                    path: dir.to_path_buf(),
+                });
+            }
+        }
+    }
+    io.create_dir_all(dir).map_err(PartitionDirError::io(dir))?;
+    let parent = parent_dir(dir);
+    io.sync_dir(parent)
+        .await
+        .map_err(PartitionDirError::io(parent))?;
+    let path = dir.join(PARTITION_METADATA_FILE_NAME);
+    io.write_file_atomic(&path, encode_partition_metadata(topic_id))
+        .await
+        .map_err(PartitionDirError::io(&path))
+}
+
+/// `<dir>.<topic id>-delete`: where [`remove_partition_dir`] moves `dir`.
+pub fn delete_dir_path(dir: &Path, topic_id: uuid::Uuid) -> PathBuf {
+    let mut name = dir.as_os_str().to_os_string();
+    name.push(format!(
+        ".{}{DELETE_DIR_SUFFIX}",
+        kafka_topic_id_string(topic_id)
+    ));
+    PathBuf::from(name)
+}
+
+/// Remove a partition directory so that a crash cannot bring it back:
+/// rename it to [`delete_dir_path`] (the id it records, or a random one),
+/// fsync the data directory, then remove the renamed directory. When Ok the
+/// directory is gone under its name durably; if only the last step failed,
+/// the `-delete` directory is left for the startup sweep (a warning). A
+/// directory that does not exist is Ok.
+pub async fn remove_partition_dir(io: &UringIo, dir: &Path) -> Result<(), PartitionDirError> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(PartitionDirError::io(dir)(error)),
+    }
+    let topic_id = recorded_topic_id(dir)
+        .ok()
+        .flatten()
+        .unwrap_or_else(uuid::Uuid::new_v4);
+    let doomed = delete_dir_path(dir, topic_id);
+    // A leftover of an earlier removal of the same directory: rename(2)
+    // cannot replace a non-empty directory.
+    remove_dir_if_present(&doomed)?;
+    io.rename(dir, &doomed)
+        .await
+        .map_err(PartitionDirError::io(dir))?;
+    let parent = parent_dir(dir);
+    io.sync_dir(parent)
+        .await
+        .map_err(PartitionDirError::io(parent))?;
+    if let Err(error) = remove_dir_if_present(&doomed) {
+        tracing::warn!(%error, "the startup sweep will remove the rest");
+    }
+    Ok(())
+}
+
+/// `std::fs::remove_dir_all`, Ok if `dir` does not exist.
+pub fn remove_dir_if_present(dir: &Path) -> Result<(), PartitionDirError> {
+    match std::fs::remove_dir_all(dir) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            Err(PartitionDirError::io(dir)(error))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The directory holding `dir` ("." for a bare name).
+fn parent_dir(dir: &Path) -> &Path {
+    match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
