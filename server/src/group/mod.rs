@@ -142,8 +142,12 @@ pub async fn offsets_topic(shard: &Rc<Shard>) -> Result<TopicMetadata, ResponseE
     }
 }
 
-/// The shard and offsets partition coordinating `group`.
-pub async fn locate(shard: &Rc<Shard>, group: &str) -> Result<(ShardId, i32), ResponseError> {
+/// The offsets partition of `group` and its state in the published view
+/// (the coordinator is that partition's leader, on any broker).
+pub async fn coordinator_partition(
+    shard: &Rc<Shard>,
+    group: &str,
+) -> Result<(i32, crate::metadata::PartitionMetadata), ResponseError> {
     // Kafka's record layouts hold the group id in an i16-length string.
     if group.len() > GROUP_ID_MAX_BYTES {
         return Err(ResponseError::InvalidGroupId);
@@ -151,15 +155,39 @@ pub async fn locate(shard: &Rc<Shard>, group: &str) -> Result<(ShardId, i32), Re
     let topic = offsets_topic(shard).await?;
     let count = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
     let partition = partition_for(group, count);
-    let view = shard.metadata.snapshot();
-    let owner = topic
+    let state = topic
         .partitions
         .get(partition as usize)
-        .ok_or(ResponseError::CoordinatorNotAvailable)
-        .and_then(|state| {
-            crate::handlers::serving_shard(&view, state).map_err(|_| ResponseError::NotCoordinator)
-        })?;
+        .cloned()
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    Ok((partition, state))
+}
+
+/// The shard and offsets partition coordinating `group` on this broker:
+/// NOT_COORDINATOR when another broker leads its offsets partition (or
+/// none does yet), as Kafka answers group requests sent elsewhere.
+pub async fn locate(shard: &Rc<Shard>, group: &str) -> Result<(ShardId, i32), ResponseError> {
+    let (partition, state) = coordinator_partition(shard, group).await?;
+    let view = shard.metadata.snapshot();
+    let owner =
+        crate::handlers::serving_shard(&view, &state).map_err(|_| ResponseError::NotCoordinator)?;
     Ok((owner, partition))
+}
+
+/// The offsets partitions this broker leads (whose groups it coordinates).
+pub fn coordinated_partitions(view: &crate::metadata::ClusterMetadata) -> BTreeSet<i32> {
+    view.topics
+        .get(OFFSETS_TOPIC)
+        .map(|topic| {
+            topic
+                .partitions
+                .iter()
+                .zip(0..)
+                .filter(|(state, _)| crate::handlers::serving_shard(view, state).is_ok())
+                .map(|(_, index)| index)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Run `work` on the shard coordinating `group`, once its partition is
@@ -215,12 +243,22 @@ pub async fn write(
     let Some(replica) = shard.partition(&topic_partition) else {
         return Err(ResponseError::NotCoordinator);
     };
+    // Stamped with the partition's leader epoch; a broker that no longer
+    // leads it is no longer the coordinator.
+    let view = shard.metadata.snapshot();
+    let leader_epoch = view
+        .topics
+        .get(OFFSETS_TOPIC)
+        .and_then(|topic| topic.partitions.get(usize::try_from(partition).ok()?))
+        .filter(|state| crate::handlers::serving_shard(&view, state).is_ok())
+        .map(|state| LeaderEpoch(state.leader_epoch))
+        .ok_or(ResponseError::NotCoordinator)?;
     let now = TimestampMs(wall_ms());
     let mut builder = BatchBuilder::new();
     for (key, value) in records {
         builder.record(Some(key), value.as_deref(), now);
     }
-    let append = replica.append(&builder.build(), LeaderEpoch(0)).map_err(|error| {
+    let append = replica.append(&builder.build(), leader_epoch).map_err(|error| {
         tracing::error!(partition = %topic_partition, %error, "group coordinator append refused");
         ResponseError::CoordinatorNotAvailable
     })?;

@@ -1,5 +1,6 @@
-//! DescribeCluster: the cluster id, this broker (the only one, and so the
-//! controller too) and, when asked, the cluster operations a client may
+//! DescribeCluster: the cluster id, the live brokers and the active
+//! controller of the published view (fenced brokers are not listed, as
+//! Kafka) and, when asked, the cluster operations a client may
 //! perform (all of them: Sluice has no authorizer).
 
 use kafka_protocol::error::ResponseError;
@@ -30,13 +31,10 @@ const CLUSTER_OPERATIONS: &[i32] = &[
 const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
 
 pub fn handle(shard: &Shard, version: i16, request: &DescribeClusterRequest) -> Reply {
-    let config = &shard.config;
-    let node_id = BrokerId(config.node_id);
+    let view = shard.metadata.snapshot();
     let mut response = DescribeClusterResponse::default()
-        .with_cluster_id(StrBytes::from_string(
-            shard.metadata.snapshot().cluster_id.clone(),
-        ))
-        .with_controller_id(node_id);
+        .with_cluster_id(StrBytes::from_string(view.cluster_id.clone()))
+        .with_controller_id(BrokerId(view.controller_id.unwrap_or(-1)));
     if version >= 1 {
         response = response.with_endpoint_type(request.endpoint_type);
     }
@@ -50,11 +48,21 @@ pub fn handle(shard: &Shard, version: i16, request: &DescribeClusterRequest) -> 
             ))));
         return Reply::Body(Box::new(ResponseKind::DescribeCluster(response)));
     }
-    let broker = DescribeClusterBroker::default()
-        .with_broker_id(node_id)
-        .with_host(StrBytes::from_string(config.advertised_host.clone()))
-        .with_port(config.advertised_port)
-        .with_rack(None);
+    // v2 may ask for fenced brokers too, flagged (KIP-1073).
+    let include_fenced = version >= 2 && request.include_fenced_brokers;
+    let brokers = view
+        .brokers
+        .values()
+        .filter(|broker| include_fenced || broker.is_live())
+        .map(|broker| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(broker.id))
+                .with_host(StrBytes::from_string(broker.host.clone()))
+                .with_port(broker.port)
+                .with_rack(broker.rack.clone().map(StrBytes::from_string))
+                .with_is_fenced(version >= 2 && !broker.is_live())
+        })
+        .collect();
     let operations = if request.include_cluster_authorized_operations {
         CLUSTER_OPERATIONS
             .iter()
@@ -63,7 +71,7 @@ pub fn handle(shard: &Shard, version: i16, request: &DescribeClusterRequest) -> 
         OPERATIONS_NOT_REQUESTED
     };
     let response = response
-        .with_brokers(vec![broker])
+        .with_brokers(brokers)
         .with_cluster_authorized_operations(operations);
     Reply::Body(Box::new(ResponseKind::DescribeCluster(response)))
 }

@@ -1,6 +1,8 @@
-//! FindCoordinator (v0..=6): every group is coordinated by this broker (one
-//! node); finding it creates `__consumer_offsets` on first use, as Kafka
-//! does. Transaction coordinators (key type 1) are refused with the code
+//! FindCoordinator (v0..=6): a group's coordinator is the broker leading
+//! its `__consumer_offsets` partition (group/mod.rs), named with its host
+//! and port from the published view; COORDINATOR_NOT_AVAILABLE (retriable)
+//! while that partition has no leader. Finding it creates
+//! `__consumer_offsets` on first use, as Kafka does. Transaction coordinators (key type 1) are refused with the code
 //! InitProducerId gives a transactional id
 //! ([`init_producer_id::TRANSACTIONS_UNSUPPORTED`]): librdkafka
 //! (`rd_kafka_txn_handle_FindCoordinator`) and the Java client
@@ -22,6 +24,7 @@ use kafka_protocol::protocol::StrBytes;
 use crate::group;
 use crate::handlers::Reply;
 use crate::handlers::init_producer_id::TRANSACTIONS_UNSUPPORTED;
+use crate::metadata::{BrokerInfo, ClusterMetadata};
 use crate::shard::Shard;
 
 /// FindCoordinator key types.
@@ -45,9 +48,14 @@ pub async fn handle(
     let mut coordinators = Vec::with_capacity(keys.len());
     for key in keys {
         let outcome = match request.key_type {
-            KEY_TYPE_GROUP => group::locate(shard, &key)
-                .await
-                .map_err(|error| (error, "the group coordinator is not available yet")),
+            KEY_TYPE_GROUP => match group::coordinator_partition(shard, &key).await {
+                Ok((_, state)) => coordinator_broker(&shard.metadata.snapshot(), state.leader)
+                    .ok_or((
+                        ResponseError::CoordinatorNotAvailable,
+                        "the group coordinator is not available yet",
+                    )),
+                Err(error) => Err((error, "the group coordinator is not available yet")),
+            },
             KEY_TYPE_TRANSACTION => Err((TRANSACTIONS_UNSUPPORTED, TRANSACTIONS_REFUSAL)),
             _ => Err((
                 ResponseError::InvalidRequest,
@@ -57,10 +65,10 @@ pub async fn handle(
         let mut coordinator = Coordinator::default();
         coordinator.key = key;
         match outcome {
-            Ok(_) => {
-                coordinator.node_id = BrokerId(shard.config.node_id);
-                coordinator.host = StrBytes::from_string(shard.config.advertised_host.clone());
-                coordinator.port = shard.config.advertised_port;
+            Ok(broker) => {
+                coordinator.node_id = BrokerId(broker.id);
+                coordinator.host = StrBytes::from_string(broker.host);
+                coordinator.port = broker.port;
             }
             Err((error, message)) => {
                 coordinator.node_id = BrokerId(-1);
@@ -87,4 +95,40 @@ pub async fn handle(
     Ok(Reply::Body(Box::new(ResponseKind::FindCoordinator(
         response,
     ))))
+}
+
+/// The broker leading the coordinating partition, when it is live.
+fn coordinator_broker(view: &ClusterMetadata, leader: Option<i32>) -> Option<BrokerInfo> {
+    leader
+        .and_then(|leader| view.brokers.get(&leader))
+        .filter(|broker| broker.is_live())
+        .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broker(id: i32, fenced: bool) -> BrokerInfo {
+        BrokerInfo {
+            id,
+            host: format!("host{id}"),
+            port: 9000 + id,
+            rack: None,
+            fenced,
+            in_controlled_shutdown: false,
+        }
+    }
+
+    #[test]
+    fn the_coordinator_is_the_live_leader_of_the_groups_partition() {
+        let view = ClusterMetadata {
+            brokers: [(1, broker(1, false)), (2, broker(2, true))].into(),
+            ..ClusterMetadata::default()
+        };
+        assert_eq!(coordinator_broker(&view, Some(1)), Some(broker(1, false)));
+        assert_eq!(coordinator_broker(&view, Some(2)), None, "fenced");
+        assert_eq!(coordinator_broker(&view, Some(3)), None, "unknown");
+        assert_eq!(coordinator_broker(&view, None), None, "no leader");
+    }
 }

@@ -1,13 +1,17 @@
-//! ListGroups (v0..=5): the groups of every shard's coordinator, filtered
-//! by state (v4+) and type (v5+, all groups here are "classic").
+//! ListGroups (v0..=5): the groups this broker coordinates (those of the
+//! `__consumer_offsets` partitions it leads, as Kafka: a client asks every
+//! broker and merges), from every shard, filtered by state (v4+) and type
+//! (v5+, all groups here are "classic").
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use futures_util::future::join_all;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 
+use crate::group;
 use crate::handlers::Reply;
 use crate::shard::{Shard, ShardId};
 
@@ -29,13 +33,16 @@ pub async fn handle(
         .iter()
         .map(|kind| kind.to_lowercase())
         .collect();
+    let coordinated = Arc::new(group::coordinated_partitions(&shard.metadata.snapshot()));
     let per_shard = join_all((0..shard.shards.count()).map(|index| {
-        shard.shards.call(ShardId(index), |owner| async move {
+        let coordinated = Arc::clone(&coordinated);
+        shard.shards.call(ShardId(index), move |owner| async move {
             owner
                 .groups
                 .groups
                 .borrow()
                 .values()
+                .filter(|group| coordinated.contains(&group.partition))
                 .map(|group| {
                     (
                         group.id.clone(),

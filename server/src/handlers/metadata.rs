@@ -1,10 +1,15 @@
-//! Metadata: brokers (just this one), topics and partitions, with auto topic
-//! creation when the broker and the request allow it.
+//! Metadata: the live brokers, the active controller, topics and their
+//! partitions (leader and leader epoch, replicas, ISR, offline replicas)
+//! as the published view (metadata/) knows them, with auto topic creation
+//! when the broker and the request allow it.
 //!
-//! A topic is described only once its change in flight (creation, added
-//! partitions) has finished on every shard (`settled_snapshot` in
-//! shard/topics.rs), so a client never learns of a partition that is not
-//! open yet.
+//! Fenced brokers are not listed (clients would connect to them); their
+//! replicas are listed as offline. A partition without a leader answers
+//! LEADER_NOT_AVAILABLE with leader -1, as Kafka.
+//!
+//! A topic is described from one published view, which the follower
+//! publishes only once this broker's local replicas are open, so a client
+//! never learns of a local partition that is not open yet.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -19,7 +24,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use crate::handlers::Reply;
-use crate::metadata::{MetadataError, TopicMetadata, validate_topic_name};
+use crate::handlers::offline_replicas;
+use crate::metadata::{ClusterMetadata, MetadataError, TopicMetadata, validate_topic_name};
 use crate::shard::Shard;
 use crate::shard::topics::{TopicError, create_topic, settled_snapshot, settled_snapshot_all};
 
@@ -29,7 +35,6 @@ pub async fn handle(
     request: MetadataRequest,
 ) -> anyhow::Result<Reply> {
     let config = &shard.config;
-    let node_id = BrokerId(config.node_id);
     let requested: Option<Vec<(Option<String>, uuid::Uuid)>> = match request.topics {
         // v0: an empty list means every topic; v1+: null means every topic.
         Some(topics) if !(version == 0 && topics.is_empty()) => Some(
@@ -50,27 +55,21 @@ pub async fn handle(
                 snapshot
                     .topics
                     .values()
-                    .map(|topic| describe(node_id, topic)),
+                    .map(|topic| describe(&snapshot, topic)),
             );
         }
         Some(requested) => {
             for (name, id) in requested {
-                let found = {
-                    let snapshot = match &name {
-                        Some(name) => settled_snapshot(shard, name).await,
-                        None => settled_snapshot_all(shard).await,
-                    };
-                    match &name {
-                        Some(name) => snapshot.topics.get(name).cloned(),
-                        None => snapshot
-                            .topics
-                            .values()
-                            .find(|topic| topic.id == id)
-                            .cloned(),
-                    }
+                let snapshot = match &name {
+                    Some(name) => settled_snapshot(shard, name).await,
+                    None => settled_snapshot_all(shard).await,
+                };
+                let found = match &name {
+                    Some(name) => snapshot.topics.get(name),
+                    None => snapshot.topics.values().find(|topic| topic.id == id),
                 };
                 let entry = match (found, name) {
-                    (Some(topic), _) => describe(node_id, &topic),
+                    (Some(topic), _) => describe(&snapshot, topic),
                     (None, Some(name)) if validate_topic_name(&name).is_err() => {
                         error_topic(Some(name), id, ResponseError::InvalidTopicException)
                     }
@@ -84,12 +83,13 @@ pub async fn handle(
                         match create_topic(shard, &name, partitions, BTreeMap::new(), false).await {
                             Ok(topic) => {
                                 tracing::info!(topic = %name, partitions, api = "Metadata", "auto-created topic");
-                                describe(node_id, &topic)
+                                describe(&shard.metadata.snapshot(), &topic)
                             }
                             // Created meanwhile by another connection.
                             Err(TopicError::Metadata(MetadataError::TopicExists(_))) => {
-                                match settled_snapshot(shard, &name).await.topics.get(&name) {
-                                    Some(topic) => describe(node_id, topic),
+                                let snapshot = settled_snapshot(shard, &name).await;
+                                match snapshot.topics.get(&name) {
+                                    Some(topic) => describe(&snapshot, topic),
                                     None => error_topic(
                                         Some(name),
                                         id,
@@ -109,29 +109,49 @@ pub async fn handle(
             }
         }
     }
-    let broker = MetadataResponseBroker::default()
-        .with_node_id(node_id)
-        .with_host(StrBytes::from_string(config.advertised_host.clone()))
-        .with_port(config.advertised_port);
+    // The brokers and controller of the latest view (auto-creation above
+    // may have published a newer one).
+    let view = shard.metadata.snapshot();
     let response = MetadataResponse::default()
-        .with_brokers(vec![broker])
-        .with_cluster_id(Some(StrBytes::from_string(
-            shard.metadata.snapshot().cluster_id.clone(),
-        )))
-        .with_controller_id(node_id)
+        .with_brokers(brokers(&view))
+        .with_cluster_id(Some(StrBytes::from_string(view.cluster_id.clone())))
+        .with_controller_id(BrokerId(view.controller_id.unwrap_or(-1)))
         .with_topics(topics);
     Ok(Reply::Body(Box::new(ResponseKind::Metadata(response))))
 }
 
-fn describe(node_id: BrokerId, topic: &TopicMetadata) -> MetadataResponseTopic {
-    let partitions = (0..topic.partitions.len() as i32)
-        .map(|index| {
+/// The live brokers of `view`, by id.
+fn brokers(view: &ClusterMetadata) -> Vec<MetadataResponseBroker> {
+    view.live_brokers()
+        .map(|broker| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(broker.id))
+                .with_host(StrBytes::from_string(broker.host.clone()))
+                .with_port(broker.port)
+                .with_rack(broker.rack.clone().map(StrBytes::from_string))
+        })
+        .collect()
+}
+
+fn describe(view: &ClusterMetadata, topic: &TopicMetadata) -> MetadataResponseTopic {
+    let ids = |ids: &[i32]| ids.iter().copied().map(BrokerId).collect::<Vec<_>>();
+    let partitions = topic
+        .partitions
+        .iter()
+        .zip(0..)
+        .map(|(state, index)| {
+            let error = match state.leader {
+                Some(_) => 0,
+                None => ResponseError::LeaderNotAvailable.code(),
+            };
             MetadataResponsePartition::default()
+                .with_error_code(error)
                 .with_partition_index(index)
-                .with_leader_id(node_id)
-                .with_leader_epoch(0)
-                .with_replica_nodes(vec![node_id])
-                .with_isr_nodes(vec![node_id])
+                .with_leader_id(BrokerId(state.leader.unwrap_or(-1)))
+                .with_leader_epoch(state.leader_epoch)
+                .with_replica_nodes(ids(&state.replicas))
+                .with_isr_nodes(ids(&state.isr))
+                .with_offline_replicas(ids(&offline_replicas(view, state)))
         })
         .collect();
     MetadataResponseTopic::default()

@@ -51,6 +51,69 @@ pub fn serving_shard(
     }
 }
 
+/// Kafka's check of a client's `current_leader_epoch` against the
+/// partition's `leader_epoch` (Fetch, ListOffsets): a negative epoch skips
+/// it; an older one is FENCED_LEADER_EPOCH (the client's leader was
+/// replaced), a newer one UNKNOWN_LEADER_EPOCH (this broker has not seen
+/// that election yet).
+pub fn leader_epoch_error(
+    partition_epoch: i32,
+    requested: i32,
+) -> Option<kafka_protocol::error::ResponseError> {
+    use kafka_protocol::error::ResponseError;
+    if requested < 0 || requested == partition_epoch {
+        None
+    } else if requested > partition_epoch {
+        Some(ResponseError::UnknownLeaderEpoch)
+    } else {
+        Some(ResponseError::FencedLeaderEpoch)
+    }
+}
+
+/// The replicas of `partition` whose broker is fenced or not registered
+/// (Metadata's `offline_replicas`).
+pub fn offline_replicas(
+    view: &crate::metadata::ClusterMetadata,
+    partition: &crate::metadata::PartitionMetadata,
+) -> Vec<i32> {
+    partition
+        .replicas
+        .iter()
+        .copied()
+        .filter(|id| view.brokers.get(id).is_none_or(|broker| !broker.is_live()))
+        .collect()
+}
+
+/// Where a client should go for a partition this broker does not serve
+/// (KIP-951): the leader's id and epoch (-1, -1 when there is none) and
+/// the leader's endpoint when the view knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderHint {
+    pub leader_id: i32,
+    pub leader_epoch: i32,
+    pub endpoint: Option<crate::metadata::BrokerInfo>,
+}
+
+impl LeaderHint {
+    pub fn of(
+        view: &crate::metadata::ClusterMetadata,
+        partition: &crate::metadata::PartitionMetadata,
+    ) -> LeaderHint {
+        match partition.leader {
+            Some(leader) => LeaderHint {
+                leader_id: leader,
+                leader_epoch: partition.leader_epoch,
+                endpoint: view.brokers.get(&leader).cloned(),
+            },
+            None => LeaderHint {
+                leader_id: -1,
+                leader_epoch: -1,
+                endpoint: None,
+            },
+        }
+    }
+}
+
 /// What a handler answers.
 pub enum Reply {
     /// A response body, encoded by the caller.
