@@ -4,7 +4,11 @@
 //!
 //! Runs on the connection's shard: resolve topics (auto-creating them when
 //! the broker allows it, as Metadata does), then send every partition's
-//! work to its owning shard and wait for all of them concurrently.
+//! work to its owning shard and wait for all of them concurrently. A
+//! partition this broker does not lead answers NOT_LEADER_OR_FOLLOWER, from
+//! v10 with the leader's id, epoch and endpoint (KIP-951), so the client
+//! goes there without a metadata round trip. Batches are stamped with the
+//! partition's leader epoch from the view the request was routed with.
 //!
 //! On the owning shard, in one synchronous step (no await, so batches are
 //! checked and appended in arrival order): exactly one record batch (magic
@@ -43,25 +47,26 @@ use futures_util::FutureExt;
 use futures_util::future::{LocalBoxFuture, join_all};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
+    TopicProduceResponse,
 };
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 use sluice_engine::batch::{self, BatchError, BatchHeader, Compression};
 use sluice_engine::io::Io;
 use sluice_engine::io::uring::UringIo;
 use sluice_engine::{AppendError, FlushPolicy, LeaderEpoch, Log};
 
-use crate::handlers::Reply;
+use crate::handlers::{LeaderHint, Reply};
 use crate::metadata::topic_config::TimestampType;
 use crate::metadata::{ClusterMetadata, MetadataError, validate_topic_name};
 use crate::shard::producer_state::{ProducerBatch, ProducerStateError, SequenceCheck};
 use crate::shard::topics::{TopicError, create_topic, settled_snapshot};
 use crate::shard::{PartitionReplica, Shard, ShardId, TopicPartition};
 
-/// The leader epoch appended batches are stamped with (Metadata reports 0:
-/// a single broker never changes leaders).
-const LEADER_EPOCH: LeaderEpoch = LeaderEpoch(0);
+/// Versions from which a NOT_LEADER_OR_FOLLOWER answer names the current
+/// leader and its endpoint (KIP-951).
+const LEADER_HINT_VERSION_MIN: i16 = 10;
 
 pub async fn handle(
     shard: &Rc<Shard>,
@@ -134,12 +139,16 @@ pub async fn dispatch(
                         )
                     })
                     .and_then(|state| {
-                        crate::handlers::serving_shard(metadata, state).map_err(|error| {
-                            PartitionOutcome::failed(
-                                error,
-                                format!("this broker does not lead {name}-{index}"),
-                            )
-                        })
+                        crate::handlers::serving_shard(metadata, state)
+                            .map(|owner| (owner, LeaderEpoch(state.leader_epoch)))
+                            .map_err(|error| {
+                                let mut outcome = PartitionOutcome::failed(
+                                    error,
+                                    format!("this broker does not lead {name}-{index}"),
+                                );
+                                outcome.leader = Some(LeaderHint::of(metadata, state));
+                                outcome
+                            })
                     }),
             };
             work.push(match owner {
@@ -147,12 +156,13 @@ pub async fn dispatch(
                     futures_util::future::ready(futures_util::future::ready(outcome).boxed_local())
                         .boxed_local()
                 }
-                Ok(owner) => route(
+                Ok((owner, leader_epoch)) => route(
                     shard,
                     owner,
                     TopicPartition::new(&name, index),
                     partition.records,
                     acks,
+                    leader_epoch,
                 )
                 .boxed_local(),
             });
@@ -193,20 +203,40 @@ fn reply(
         );
     }
 
+    // The endpoints of the leaders named in NOT_LEADER_OR_FOLLOWER answers.
+    let mut endpoints: BTreeMap<i32, NodeEndpoint> = BTreeMap::new();
     let topics = layout
         .into_iter()
         .map(|(name, indexes)| {
             let partitions = indexes
                 .into_iter()
                 .zip(outcomes.by_ref())
-                .map(|(index, outcome)| outcome.into_response(index, version))
+                .map(|(index, outcome)| {
+                    if version >= LEADER_HINT_VERSION_MIN
+                        && let Some(endpoint) = outcome
+                            .leader
+                            .as_ref()
+                            .and_then(|hint| hint.endpoint.as_ref())
+                    {
+                        endpoints.entry(endpoint.id).or_insert_with(|| {
+                            NodeEndpoint::default()
+                                .with_node_id(BrokerId(endpoint.id))
+                                .with_host(StrBytes::from_string(endpoint.host.clone()))
+                                .with_port(endpoint.port)
+                                .with_rack(endpoint.rack.clone().map(StrBytes::from_string))
+                        });
+                    }
+                    outcome.into_response(index, version)
+                })
                 .collect();
             TopicProduceResponse::default()
                 .with_name(name)
                 .with_partition_responses(partitions)
         })
         .collect();
-    let response = ProduceResponse::default().with_responses(topics);
+    let response = ProduceResponse::default()
+        .with_responses(topics)
+        .with_node_endpoints(endpoints.into_values().collect());
     Ok(Reply::Body(Box::new(ResponseKind::Produce(response))))
 }
 
@@ -270,6 +300,7 @@ async fn route(
     topic_partition: TopicPartition,
     records: Option<Bytes>,
     acks: i16,
+    leader_epoch: LeaderEpoch,
 ) -> LocalBoxFuture<'static, PartitionOutcome> {
     if owner == shard.id {
         return started(produce_on_owner(
@@ -277,6 +308,7 @@ async fn route(
             topic_partition,
             records,
             acks,
+            leader_epoch,
         ))
         .await;
     }
@@ -287,7 +319,14 @@ async fn route(
         .shards
         .call(owner, move |owner| async move {
             let (sender, receiver) = oneshot::channel();
-            let outcome = started(produce_on_owner(owner, topic_partition, records, acks)).await;
+            let outcome = started(produce_on_owner(
+                owner,
+                topic_partition,
+                records,
+                acks,
+                leader_epoch,
+            ))
+            .await;
             compio::runtime::spawn(async move {
                 let _ = sender.send(outcome.await);
             })
@@ -330,6 +369,7 @@ async fn produce_on_owner(
     topic_partition: TopicPartition,
     records: Option<Bytes>,
     acks: i16,
+    leader_epoch: LeaderEpoch,
 ) -> PartitionOutcome {
     let Some(replica) = owner.partition(&topic_partition) else {
         return PartitionOutcome::failed(
@@ -341,7 +381,7 @@ async fn produce_on_owner(
         );
     };
     let now_ms = owner.io.now_ms();
-    let accepted = match accept(&replica, records, now_ms) {
+    let accepted = match accept(&replica, records, now_ms, leader_epoch) {
         Ok(accepted) => accepted,
         Err(outcome) => {
             tracing::debug!(partition = %topic_partition, error = ?outcome.error, message = ?outcome.error_message, "produce refused");
@@ -393,12 +433,15 @@ enum Accepted {
 }
 
 /// Validate, apply the topic's policies and the idempotence rules, and
-/// append. Synchronous, so batches are checked and appended in order and
-/// the producer state advances only with appends that happened.
+/// append, stamped with `leader_epoch` (the partition's, from the view the
+/// request was routed with). Synchronous, so batches are checked and
+/// appended in order and the producer state advances only with appends
+/// that happened.
 fn accept(
     replica: &PartitionReplica,
     records: Option<Bytes>,
     now_ms: i64,
+    leader_epoch: LeaderEpoch,
 ) -> Result<Accepted, PartitionOutcome> {
     let Some(records) = records else {
         return Err(PartitionOutcome::failed(
@@ -484,7 +527,7 @@ fn accept(
         TimestampType::CreateTime => (records, -1),
     };
     let appended = replica
-        .append(&records, LEADER_EPOCH)
+        .append(&records, leader_epoch)
         .map_err(|error| append_failed(&error))?;
     if let Some(producer) = &producer {
         producers.record(
@@ -536,6 +579,8 @@ struct PartitionOutcome {
     log_start_offset: i64,
     /// KIP-467: (index of the record in the batch, why it was rejected).
     record_errors: Vec<(i32, String)>,
+    /// KIP-951: where the client should go instead (NOT_LEADER_OR_FOLLOWER).
+    leader: Option<LeaderHint>,
 }
 
 impl PartitionOutcome {
@@ -547,6 +592,7 @@ impl PartitionOutcome {
             log_append_time_ms,
             log_start_offset,
             record_errors: Vec::new(),
+            leader: None,
         }
     }
 
@@ -558,6 +604,7 @@ impl PartitionOutcome {
             log_append_time_ms: -1,
             log_start_offset: -1,
             record_errors: Vec::new(),
+            leader: None,
         }
     }
 
@@ -589,6 +636,15 @@ impl PartitionOutcome {
             .with_base_offset(self.base_offset)
             .with_log_append_time_ms(self.log_append_time_ms)
             .with_log_start_offset(self.log_start_offset);
+        if version >= LEADER_HINT_VERSION_MIN
+            && let Some(hint) = &self.leader
+        {
+            response = response.with_current_leader(
+                LeaderIdAndEpoch::default()
+                    .with_leader_id(BrokerId(hint.leader_id))
+                    .with_leader_epoch(hint.leader_epoch),
+            );
+        }
         // error_message and record_errors exist from v8 on.
         if version >= 8 {
             response = response
@@ -706,6 +762,29 @@ mod tests {
         );
         let old = PartitionOutcome::null_keys(&topic_partition, &[1]).into_response(2, 7);
         assert!(old.record_errors.is_empty() && old.error_message.is_none());
+    }
+
+    #[test]
+    fn not_leader_names_the_leader_from_v10() {
+        let mut outcome =
+            PartitionOutcome::failed(ResponseError::NotLeaderOrFollower, "elsewhere".to_string());
+        outcome.leader = Some(LeaderHint {
+            leader_id: 2,
+            leader_epoch: 7,
+            endpoint: None,
+        });
+        let response = outcome.into_response(0, 10);
+        assert_eq!(response.current_leader.leader_id, BrokerId(2));
+        assert_eq!(response.current_leader.leader_epoch, 7);
+        let mut outcome =
+            PartitionOutcome::failed(ResponseError::NotLeaderOrFollower, "elsewhere".to_string());
+        outcome.leader = Some(LeaderHint {
+            leader_id: 2,
+            leader_epoch: 7,
+            endpoint: None,
+        });
+        let old = outcome.into_response(0, 9);
+        assert_eq!(old.current_leader, LeaderIdAndEpoch::default());
     }
 
     #[test]
