@@ -25,6 +25,12 @@
 //!   (shard/notify.rs), then read again. Errors answer at once.
 //!
 //! KIP-227 sessions (v7+) are kept per shard, see fetch_session.rs.
+//!
+//! Leadership (from the published view): a partition this broker does not
+//! lead answers NOT_LEADER_OR_FOLLOWER; a `current_leader_epoch` older than
+//! the partition's FENCED_LEADER_EPOCH, newer UNKNOWN_LEADER_EPOCH (-1 skips
+//! the check). From v16 those answers name the current leader and epoch,
+//! and the response lists the leaders' endpoints (KIP-951).
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -40,19 +46,19 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, FetchRequest};
 use sluice_engine::{LogError, Offset, ReadLimits};
 
-use crate::handlers::Reply;
 use crate::handlers::fetch_session::{
     INVALID_SESSION_ID, PartitionFetch, PartitionKey, PartitionOutcome, SessionPlan, TopicKey,
     with_shard_sessions,
 };
-use crate::metadata::TopicMetadata;
+use crate::handlers::{LeaderHint, Reply, leader_epoch_error};
+use crate::metadata::{BrokerInfo, ClusterMetadata, PartitionMetadata, TopicMetadata};
 use crate::protocol::ResponseFrame;
 use crate::shard::notify::DurableWatch;
 use crate::shard::{Shard, ShardGone, ShardId, TopicPartition};
 
-/// The leader epoch of every partition: a single node never changes leader.
-/// Metadata reports it; Fetch and ListOffsets check clients' epochs against it.
-pub const LEADER_EPOCH: i32 = 0;
+/// Versions from which NOT_LEADER_OR_FOLLOWER and FENCED_LEADER_EPOCH
+/// answers name the current leader and its endpoint (KIP-951).
+const LEADER_HINT_VERSION_MIN: i16 = 16;
 
 /// Upper bound of a response's record bytes whatever the client asks
 /// (Kafka's fetch.max.bytes default, 55 MiB).
@@ -82,6 +88,9 @@ pub struct PartitionAnswer {
     pub records: Vec<Bytes>,
     /// Sum of `records` lengths.
     pub records_size: usize,
+    /// KIP-951 (v16+): the current leader's id and epoch, with
+    /// NOT_LEADER_OR_FOLLOWER and FENCED_LEADER_EPOCH.
+    pub current_leader: Option<(i32, i32)>,
 }
 
 impl PartitionAnswer {
@@ -95,6 +104,7 @@ impl PartitionAnswer {
             log_start_offset: -1,
             records: Vec::new(),
             records_size: 0,
+            current_leader: None,
         }
     }
 }
@@ -118,6 +128,9 @@ pub struct FetchAnswer {
     /// Aborted transactions: an empty list for read_committed consumers,
     /// null for read_uncommitted ones (as Kafka answers).
     pub read_committed: bool,
+    /// KIP-951 (v16+): the endpoints of the leaders named in partitions'
+    /// `current_leader`.
+    pub node_endpoints: Vec<BrokerInfo>,
 }
 
 pub async fn handle(
@@ -146,6 +159,7 @@ pub async fn handle(
                 session_id: INVALID_SESSION_ID,
                 topics: Vec::new(),
                 read_committed,
+                node_endpoints: Vec::new(),
             };
             return Ok(Reply::Frame(encode_fetch_response(
                 version,
@@ -198,11 +212,22 @@ pub async fn handle(
         ),
     };
     let mut topics: Vec<(TopicKey, TopicAnswer)> = Vec::new();
-    for (((fetch, resolved), answer), include) in
+    let mut node_endpoints: BTreeMap<i32, BrokerInfo> = BTreeMap::new();
+    for (((fetch, resolved), mut answer), include) in
         partitions.iter().zip(&resolved).zip(answers).zip(include)
     {
         if !include {
             continue;
+        }
+        if version >= LEADER_HINT_VERSION_MIN
+            && let Some(hint) = &resolved.leader
+        {
+            answer.current_leader = Some((hint.leader_id, hint.leader_epoch));
+            if let Some(endpoint) = &hint.endpoint {
+                node_endpoints
+                    .entry(endpoint.id)
+                    .or_insert_with(|| endpoint.clone());
+            }
         }
         let entry = (fetch.key.partition, answer);
         match topics.last_mut() {
@@ -223,6 +248,7 @@ pub async fn handle(
         session_id,
         topics: topics.into_iter().map(|(_, topic)| topic).collect(),
         read_committed,
+        node_endpoints: node_endpoints.into_values().collect(),
     };
     Ok(Reply::Frame(encode_fetch_response(
         version,
@@ -277,6 +303,9 @@ struct Resolved {
     name: Arc<str>,
     topic_id: uuid::Uuid,
     location: Result<(TopicPartition, ShardId), ResponseError>,
+    /// Where the client should go instead (NOT_LEADER_OR_FOLLOWER and
+    /// FENCED_LEADER_EPOCH).
+    leader: Option<LeaderHint>,
 }
 
 fn resolve(shard: &Shard, version: i16, partitions: &[PartitionFetch]) -> Vec<Resolved> {
@@ -310,6 +339,7 @@ fn resolve(shard: &Shard, version: i16, partitions: &[PartitionFetch]) -> Vec<Re
                     name,
                     topic_id,
                     location: Err(unknown),
+                    leader: None,
                 };
             };
             let name = Arc::clone(
@@ -317,11 +347,12 @@ fn resolve(shard: &Shard, version: i16, partitions: &[PartitionFetch]) -> Vec<Re
                     .entry(topic.name.as_str())
                     .or_insert_with(|| Arc::from(topic.name.as_str())),
             );
-            let location = usize::try_from(fetch.key.partition)
+            let state = usize::try_from(fetch.key.partition)
                 .ok()
-                .and_then(|index| topic.partitions.get(index))
+                .and_then(|index| topic.partitions.get(index));
+            let location = state
                 .ok_or(ResponseError::UnknownTopicOrPartition)
-                .and_then(|state| crate::handlers::serving_shard(&snapshot, state))
+                .and_then(|state| serving(&snapshot, state, fetch.current_leader_epoch))
                 .map(|owner| {
                     let topic_partition = TopicPartition {
                         topic: Arc::clone(&name),
@@ -329,13 +360,38 @@ fn resolve(shard: &Shard, version: i16, partitions: &[PartitionFetch]) -> Vec<Re
                     };
                     (topic_partition, owner)
                 });
+            let leader = match (&location, state) {
+                (
+                    Err(ResponseError::NotLeaderOrFollower | ResponseError::FencedLeaderEpoch),
+                    Some(state),
+                ) => Some(LeaderHint::of(&snapshot, state)),
+                _ => None,
+            };
             Resolved {
                 name,
                 topic_id: topic.id,
                 location,
+                leader,
             }
         })
         .collect()
+}
+
+/// The shard serving `partition` for a client that knows leader epoch
+/// `requested` (-1: unknown). A replica held here checks the epoch first,
+/// as Kafka: a client behind on elections is told so (FENCED_LEADER_EPOCH)
+/// rather than only that this broker does not lead.
+pub(crate) fn serving(
+    view: &ClusterMetadata,
+    partition: &PartitionMetadata,
+    requested: i32,
+) -> Result<ShardId, ResponseError> {
+    if partition.local_shard.is_some()
+        && let Some(error) = leader_epoch_error(partition.leader_epoch, requested)
+    {
+        return Err(error);
+    }
+    crate::handlers::serving_shard(view, partition)
 }
 
 /// One partition read, sent to its owning shard.
@@ -345,7 +401,6 @@ struct ReadSpec {
     topic_partition: TopicPartition,
     fetch_offset: i64,
     partition_max_bytes: usize,
-    current_leader_epoch: i32,
 }
 
 /// Run `work` on shard `target`: directly when it is this shard, else
@@ -387,7 +442,6 @@ async fn read_all(
                 topic_partition: topic_partition.clone(),
                 fetch_offset: fetch.fetch_offset,
                 partition_max_bytes: usize::try_from(fetch.partition_max_bytes).unwrap_or(0),
-                current_leader_epoch: fetch.current_leader_epoch,
             }),
         }
     }
@@ -485,17 +539,6 @@ async fn read_on_owner(
     answers
 }
 
-/// Kafka's leader epoch check: -1 skips it.
-pub(crate) fn leader_epoch_error(requested: i32) -> Option<ResponseError> {
-    if requested < 0 || requested == LEADER_EPOCH {
-        None
-    } else if requested > LEADER_EPOCH {
-        Some(ResponseError::UnknownLeaderEpoch)
-    } else {
-        Some(ResponseError::FencedLeaderEpoch)
-    }
-}
-
 async fn read_partition(
     owner: &Shard,
     spec: &ReadSpec,
@@ -515,11 +558,8 @@ async fn read_partition(
         log_start_offset: log_start.value(),
         records: Vec::new(),
         records_size: 0,
+        current_leader: None,
     };
-    if let Some(error) = leader_epoch_error(spec.current_leader_epoch) {
-        answer.error_code = error.code();
-        return answer;
-    }
     if spec.fetch_offset < log_start.value() || spec.fetch_offset > log.log_end_offset().value() {
         answer.error_code = ResponseError::OffsetOutOfRange.code();
         return answer;
@@ -845,7 +885,18 @@ pub fn encode_fetch_response(
                 );
             }
             if flexible {
-                put_unsigned_varint(&mut buffer, 0); // partition tagged fields
+                // Partition tagged fields: current_leader (tag 1) when set.
+                match partition.current_leader {
+                    Some((leader_id, leader_epoch)) => {
+                        put_unsigned_varint(&mut buffer, 1);
+                        put_unsigned_varint(&mut buffer, 1); // tag
+                        put_unsigned_varint(&mut buffer, 9); // size
+                        buffer.put_i32(leader_id);
+                        buffer.put_i32(leader_epoch);
+                        put_unsigned_varint(&mut buffer, 0); // its tagged fields
+                    }
+                    None => put_unsigned_varint(&mut buffer, 0),
+                }
             }
         }
         if flexible {
@@ -853,9 +904,27 @@ pub fn encode_fetch_response(
         }
     }
     if flexible {
-        // Top-level tagged fields: node_endpoints (v16+) only accompany
-        // NOT_LEADER errors, which a single node never answers.
-        put_unsigned_varint(&mut buffer, 0);
+        // Top-level tagged fields: node_endpoints (tag 0, v16+) when any.
+        if answer.node_endpoints.is_empty() || version < LEADER_HINT_VERSION_MIN {
+            put_unsigned_varint(&mut buffer, 0);
+        } else {
+            let mut endpoints = BytesMut::new();
+            put_array_length(&mut endpoints, true, answer.node_endpoints.len())?;
+            for endpoint in &answer.node_endpoints {
+                endpoints.put_i32(endpoint.id);
+                put_string(&mut endpoints, true, &endpoint.host)?;
+                endpoints.put_i32(endpoint.port);
+                match &endpoint.rack {
+                    Some(rack) => put_string(&mut endpoints, true, rack)?,
+                    None => put_unsigned_varint(&mut endpoints, 0), // null
+                }
+                put_unsigned_varint(&mut endpoints, 0); // its tagged fields
+            }
+            put_unsigned_varint(&mut buffer, 1);
+            put_unsigned_varint(&mut buffer, 0); // tag
+            put_unsigned_varint(&mut buffer, u32::try_from(endpoints.len())?);
+            buffer.put_slice(&endpoints);
+        }
     }
     if !buffer.is_empty() {
         parts.push(buffer.freeze());

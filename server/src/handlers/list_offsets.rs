@@ -13,6 +13,10 @@
 //! Any other timestamp finds the first record whose timestamp is >= it;
 //! offset and timestamp -1 when no record below the high watermark is that
 //! recent (Kafka hides records consumers could not read yet).
+//!
+//! Only the partition's leader answers (NOT_LEADER_OR_FOLLOWER elsewhere);
+//! a `current_leader_epoch` is checked as Fetch does (fetch::serving), and
+//! answers carry the partition's leader epoch from the view.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -26,7 +30,7 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, Response
 use sluice_engine::{LogError, Offset, TimestampMs};
 
 use crate::handlers::Reply;
-use crate::handlers::fetch::{LEADER_EPOCH, leader_epoch_error, on_shard};
+use crate::handlers::fetch::{on_shard, serving};
 use crate::shard::{Shard, ShardId, TopicPartition};
 
 pub const LATEST_TIMESTAMP: i64 = -1;
@@ -63,12 +67,12 @@ impl OffsetAnswer {
         leader_epoch: -1,
     };
 
-    fn found(offset: Offset, timestamp: i64) -> OffsetAnswer {
+    fn found(offset: Offset, timestamp: i64, leader_epoch: i32) -> OffsetAnswer {
         OffsetAnswer {
             error_code: 0,
             timestamp,
             offset: offset.value(),
-            leader_epoch: LEADER_EPOCH,
+            leader_epoch,
         }
     }
 }
@@ -77,7 +81,8 @@ struct Query {
     slot: usize,
     topic_partition: TopicPartition,
     timestamp: i64,
-    current_leader_epoch: i32,
+    /// The partition's leader epoch in the view the query was routed with.
+    leader_epoch: i32,
 }
 
 pub async fn handle(
@@ -99,10 +104,13 @@ pub async fn handle(
             });
             let owner = assignment
                 .ok_or(ResponseError::UnknownTopicOrPartition)
-                .and_then(|state| crate::handlers::serving_shard(&snapshot, state));
+                .and_then(|state| {
+                    serving(&snapshot, state, partition.current_leader_epoch)
+                        .map(|owner| (owner, state.leader_epoch))
+                });
             match owner {
                 Err(error) => answers.push(Some(OffsetAnswer::error(error))),
-                Ok(owner) => {
+                Ok((owner, leader_epoch)) => {
                     answers.push(None);
                     groups.entry(owner).or_default().push(Query {
                         slot,
@@ -111,7 +119,7 @@ pub async fn handle(
                             partition.partition_index,
                         ),
                         timestamp: partition.timestamp,
-                        current_leader_epoch: partition.current_leader_epoch,
+                        leader_epoch,
                     });
                 }
             }
@@ -185,16 +193,15 @@ async fn answer_on_owner(owner: &Shard, query: &Query) -> OffsetAnswer {
     let Some(replica) = owner.partition(&query.topic_partition) else {
         return OffsetAnswer::error(ResponseError::UnknownTopicOrPartition);
     };
-    if let Some(error) = leader_epoch_error(query.current_leader_epoch) {
-        return OffsetAnswer::error(error);
-    }
     let log = &replica.log;
     let high_watermark = log.durable_end_offset();
     let found = match query.timestamp {
         EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => {
-            return OffsetAnswer::found(log.log_start_offset(), -1);
+            return OffsetAnswer::found(log.log_start_offset(), -1, query.leader_epoch);
         }
-        LATEST_TIMESTAMP => return OffsetAnswer::found(high_watermark, -1),
+        LATEST_TIMESTAMP => {
+            return OffsetAnswer::found(high_watermark, -1, query.leader_epoch);
+        }
         LATEST_TIERED_TIMESTAMP => return OffsetAnswer::NOT_FOUND,
         MAX_TIMESTAMP => log.max_timestamp(high_watermark).await,
         target => {
@@ -205,7 +212,7 @@ async fn answer_on_owner(owner: &Shard, query: &Query) -> OffsetAnswer {
     match found {
         // Only what consumers can read (Kafka filters on the high watermark).
         Ok(Some((offset, timestamp))) if offset < high_watermark => {
-            OffsetAnswer::found(offset, timestamp.0)
+            OffsetAnswer::found(offset, timestamp.0, query.leader_epoch)
         }
         Ok(_) => OffsetAnswer::NOT_FOUND,
         Err(error) => {

@@ -189,3 +189,109 @@ pub async fn handle(
         Reply::Nothing => Ok(None),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::error::ResponseError;
+
+    use super::*;
+    use crate::metadata::{BrokerInfo, ClusterMetadata, PartitionMetadata};
+
+    fn broker(id: i32, fenced: bool) -> BrokerInfo {
+        BrokerInfo {
+            id,
+            host: format!("broker{id}"),
+            port: 9090 + id,
+            rack: None,
+            fenced,
+            in_controlled_shutdown: false,
+        }
+    }
+
+    /// Brokers 1 (this one) and 2 live, 3 fenced.
+    fn view() -> ClusterMetadata {
+        ClusterMetadata {
+            node_id: 1,
+            brokers: [
+                (1, broker(1, false)),
+                (2, broker(2, false)),
+                (3, broker(3, true)),
+            ]
+            .into(),
+            ..ClusterMetadata::default()
+        }
+    }
+
+    fn partition(leader: Option<i32>, local_shard: Option<usize>) -> PartitionMetadata {
+        PartitionMetadata {
+            replicas: vec![1, 2, 3, 4],
+            isr: vec![1, 2],
+            leader,
+            leader_epoch: 5,
+            partition_epoch: 9,
+            local_shard,
+        }
+    }
+
+    #[test]
+    fn leader_epochs_older_are_fenced_newer_unknown_and_negative_unchecked() {
+        assert_eq!(leader_epoch_error(5, -1), None);
+        assert_eq!(leader_epoch_error(5, 5), None);
+        assert_eq!(
+            leader_epoch_error(5, 4),
+            Some(ResponseError::FencedLeaderEpoch)
+        );
+        assert_eq!(
+            leader_epoch_error(5, 6),
+            Some(ResponseError::UnknownLeaderEpoch)
+        );
+        assert_eq!(
+            leader_epoch_error(0, 5),
+            Some(ResponseError::UnknownLeaderEpoch)
+        );
+    }
+
+    #[test]
+    fn replicas_on_fenced_or_unknown_brokers_are_offline() {
+        assert_eq!(
+            offline_replicas(&view(), &partition(Some(1), Some(0))),
+            vec![3, 4]
+        );
+    }
+
+    #[test]
+    fn only_the_leader_holding_the_replica_serves() {
+        let view = view();
+        assert_eq!(
+            serving_shard(&view, &partition(Some(1), Some(2))),
+            Ok(crate::shard::ShardId(2))
+        );
+        assert_eq!(
+            serving_shard(&view, &partition(Some(2), Some(2))),
+            Err(ResponseError::NotLeaderOrFollower)
+        );
+        assert_eq!(
+            serving_shard(&view, &partition(None, Some(2))),
+            Err(ResponseError::NotLeaderOrFollower)
+        );
+    }
+
+    #[test]
+    fn the_leader_hint_names_the_leader_epoch_and_endpoint() {
+        let view = view();
+        let hint = LeaderHint::of(&view, &partition(Some(2), None));
+        assert_eq!(
+            hint,
+            LeaderHint {
+                leader_id: 2,
+                leader_epoch: 5,
+                endpoint: Some(broker(2, false)),
+            }
+        );
+        let none = LeaderHint::of(&view, &partition(None, None));
+        assert_eq!(
+            (none.leader_id, none.leader_epoch, none.endpoint),
+            (-1, -1, None)
+        );
+    }
+}

@@ -8,7 +8,9 @@ use std::sync::atomic::Ordering;
 
 use bytes::Buf;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{
     FetchResponse, ListOffsetsRequest, ListOffsetsResponse, ResponseHeader, ResponseKind, TopicName,
@@ -243,6 +245,7 @@ fn sample_answer(read_committed: bool, session_id: i32, error_code: i16) -> Fetc
     let batch_b = simple_batch(1, 300, TimestampMs(2_000));
     let batch_c = simple_batch(2, 20, TimestampMs(3_000));
     let with_records = PartitionAnswer {
+        current_leader: None,
         error_code: 0,
         high_watermark: 42,
         last_stable_offset: 42,
@@ -251,6 +254,7 @@ fn sample_answer(read_committed: bool, session_id: i32, error_code: i16) -> Fetc
         records: vec![batch_a, batch_b],
     };
     let empty = PartitionAnswer {
+        current_leader: None,
         error_code: 0,
         high_watermark: 7,
         last_stable_offset: 7,
@@ -259,6 +263,7 @@ fn sample_answer(read_committed: bool, session_id: i32, error_code: i16) -> Fetc
         records_size: 0,
     };
     let one_batch = PartitionAnswer {
+        current_leader: None,
         records_size: batch_c.len(),
         records: vec![batch_c],
         ..empty.clone()
@@ -268,6 +273,7 @@ fn sample_answer(read_committed: bool, session_id: i32, error_code: i16) -> Fetc
         error_code,
         session_id,
         read_committed,
+        node_endpoints: Vec::new(),
         topics: vec![
             TopicAnswer {
                 name: Arc::from("orders"),
@@ -306,7 +312,16 @@ fn as_kafka_protocol(version: i16, answer: &FetchAnswer) -> FetchResponse {
                     for buffer in &partition.records {
                         records.extend_from_slice(buffer);
                     }
+                    let current_leader = partition.current_leader.map_or_else(
+                        LeaderIdAndEpoch::default,
+                        |(leader_id, leader_epoch)| {
+                            LeaderIdAndEpoch::default()
+                                .with_leader_id(leader_id.into())
+                                .with_leader_epoch(leader_epoch)
+                        },
+                    );
                     PartitionData::default()
+                        .with_current_leader(current_leader)
                         .with_partition_index(*index)
                         .with_error_code(partition.error_code)
                         .with_high_watermark(partition.high_watermark)
@@ -327,7 +342,19 @@ fn as_kafka_protocol(version: i16, answer: &FetchAnswer) -> FetchResponse {
             response
         })
         .collect();
+    let node_endpoints = answer
+        .node_endpoints
+        .iter()
+        .map(|endpoint| {
+            NodeEndpoint::default()
+                .with_node_id(endpoint.id.into())
+                .with_host(StrBytes::from_string(endpoint.host.clone()))
+                .with_port(endpoint.port)
+                .with_rack(endpoint.rack.clone().map(StrBytes::from_string))
+        })
+        .collect();
     FetchResponse::default()
+        .with_node_endpoints(node_endpoints)
         .with_throttle_time_ms(answer.throttle_time_ms)
         .with_error_code(answer.error_code)
         .with_session_id(answer.session_id)
@@ -370,6 +397,7 @@ fn the_hand_framed_response_matches_kafka_protocol_byte_for_byte_in_every_versio
                 session_id: 0,
                 topics: Vec::new(),
                 read_committed: false,
+                node_endpoints: Vec::new(),
             };
             let expected = encode_response(
                 ApiKey::Fetch,
@@ -385,6 +413,50 @@ fn the_hand_framed_response_matches_kafka_protocol_byte_for_byte_in_every_versio
                 "v{version} error"
             );
         }
+    }
+}
+
+#[test]
+fn leader_hints_are_framed_as_kafka_protocol_does_from_v16() {
+    for version in 16..=17 {
+        let mut answer = sample_answer(false, 99, 0);
+        let mut not_leader = PartitionAnswer::error(ResponseError::NotLeaderOrFollower);
+        not_leader.current_leader = Some((2, 7));
+        answer.topics[0].partitions.push((3, not_leader));
+        let mut fenced = PartitionAnswer::error(ResponseError::FencedLeaderEpoch);
+        fenced.current_leader = Some((3, 1));
+        answer.topics[1].partitions.push((6, fenced));
+        answer.node_endpoints = vec![
+            crate::metadata::BrokerInfo {
+                id: 2,
+                host: "broker-two".to_string(),
+                port: 9093,
+                rack: Some("rack-b".to_string()),
+                fenced: false,
+                in_controlled_shutdown: false,
+            },
+            crate::metadata::BrokerInfo {
+                id: 3,
+                host: "127.0.0.1".to_string(),
+                port: 19094,
+                rack: None,
+                fenced: false,
+                in_controlled_shutdown: false,
+            },
+        ];
+        let expected = encode_response(
+            ApiKey::Fetch,
+            version,
+            7,
+            &ResponseKind::Fetch(as_kafka_protocol(version, &answer)),
+        )
+        .unwrap();
+        let framed = encode_fetch_response(version, 7, answer).unwrap();
+        assert_eq!(
+            concatenated(&framed),
+            concatenated(&expected),
+            "Fetch v{version}"
+        );
     }
 }
 
@@ -482,6 +554,7 @@ fn partition_fetch(partition_max_bytes: i32) -> PartitionFetch {
 
 fn answer_of(records: Vec<Bytes>) -> PartitionAnswer {
     PartitionAnswer {
+        current_leader: None,
         records_size: records.iter().map(Bytes::len).sum(),
         records,
         ..PartitionAnswer::default()
@@ -539,6 +612,7 @@ fn a_response_never_needs_more_iovecs_than_the_kernel_takes() {
         session_id: 0,
         topics,
         read_committed: false,
+        node_endpoints: Vec::new(),
     };
     let frame = encode_fetch_response(12, 1, answer).unwrap();
     assert!(
@@ -644,6 +718,7 @@ fn the_read_path_hands_the_frame_the_buffers_it_read() {
                     partitions: vec![(0, answers.remove(0))],
                 }],
                 read_committed: false,
+                node_endpoints: Vec::new(),
             },
         )
         .unwrap();
@@ -928,6 +1003,47 @@ fn a_newer_leader_epoch_is_refused() {
             ResponseError::UnknownLeaderEpoch.code()
         );
     });
+}
+
+#[test]
+fn a_replica_held_here_checks_the_epoch_before_leadership() {
+    let view = ClusterMetadata {
+        node_id: 1,
+        ..ClusterMetadata::default()
+    };
+    let follower = PartitionMetadata {
+        replicas: vec![1, 2],
+        isr: vec![1, 2],
+        leader: Some(2),
+        leader_epoch: 4,
+        partition_epoch: 4,
+        local_shard: Some(0),
+    };
+    assert_eq!(
+        serving(&view, &follower, 3),
+        Err(ResponseError::FencedLeaderEpoch)
+    );
+    assert_eq!(
+        serving(&view, &follower, 4),
+        Err(ResponseError::NotLeaderOrFollower)
+    );
+    let not_held = PartitionMetadata {
+        local_shard: None,
+        ..follower.clone()
+    };
+    assert_eq!(
+        serving(&view, &not_held, 3),
+        Err(ResponseError::NotLeaderOrFollower)
+    );
+    let leader = PartitionMetadata {
+        leader: Some(1),
+        ..follower
+    };
+    assert_eq!(serving(&view, &leader, -1), Ok(ShardId(0)));
+    assert_eq!(
+        serving(&view, &leader, 5),
+        Err(ResponseError::UnknownLeaderEpoch)
+    );
 }
 
 #[test]
