@@ -67,6 +67,12 @@ impl Broker {
             cluster_id,
             config.cores,
         ));
+        // Partition directories of topics the metadata no longer has (a
+        // deletion cut short by a crash) are removed, those of the previous
+        // version adopted, before any partition opens.
+        let initial_view = metadata.build_view(&controller.image());
+        crate::shard::orphans::remove_orphan_partition_dirs(&config.data_dir, &initial_view)
+            .context("sweeping the data directory's partition directories")?;
         let mut listeners = net::bind_shards(config.listen, config.cores)?.into_iter();
         let (shards, inboxes) = Shards::new(config.cores);
         let core_ids = core_affinity::get_core_ids().unwrap_or_default();
@@ -232,8 +238,33 @@ impl Broker {
     }
 }
 
+/// Wait until the committed image shows this broker unfenced (the
+/// controller unfences a registered broker once its heartbeat says it has
+/// caught up): before that its partitions have no leader, and serving
+/// would only answer NOT_LEADER_OR_FOLLOWER.
+fn wait_unfenced(
+    controller: &ControllerHandle,
+    node_id: i32,
+    timeout: std::time::Duration,
+) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let unfenced = controller
+            .image()
+            .broker(BrokerId(node_id))
+            .is_some_and(|broker| !broker.fenced);
+        if unfenced {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// Start the controller service for this broker and wait until it is
-/// registered and caught up with the metadata log.
+/// registered, caught up with the metadata log and unfenced.
 fn start_controller(config: &BrokerConfig) -> anyhow::Result<ControllerHandle> {
     let listener = Listener {
         name: "PLAINTEXT".to_string(),
@@ -258,7 +289,13 @@ fn start_controller(config: &BrokerConfig) -> anyhow::Result<ControllerHandle> {
     let controller = service::start(service_config).context("starting the controller")?;
     let started = std::time::Instant::now();
     loop {
-        if controller.wait_ready(std::time::Duration::from_secs(5)) {
+        if controller.wait_ready(std::time::Duration::from_secs(5))
+            && wait_unfenced(
+                &controller,
+                config.node_id,
+                std::time::Duration::from_secs(5),
+            )
+        {
             return Ok(controller);
         }
         if started.elapsed() > CONTROLLER_READY_WAIT {
