@@ -1,9 +1,10 @@
 //! CreatePartitions: grow topics to a new partition count.
 //!
-//! The new partitions are placed on the least loaded shards and opened
-//! there (shard::topics::add_partitions). Explicit assignments must give one
-//! entry per new partition, each naming exactly this broker. `validate_only`
-//! checks everything and changes nothing.
+//! The controller places the new partitions' replicas (with the topic's
+//! replication factor) unless the request assigns them: one entry per new
+//! partition, each naming registered brokers, none twice, as many as the
+//! topic's existing partitions have (Kafka's rules and messages).
+//! `validate_only` checks everything and changes nothing.
 
 use std::rc::Rc;
 
@@ -56,8 +57,15 @@ async fn grow(
 ) -> Result<(), AdminError> {
     let name = topic.name.0.as_str();
     // A creation of this topic in flight decides whether it exists.
-    let current = match settled_snapshot(shard, name).await.topics.get(name) {
-        Some(found) => found.partitions.len() as i32,
+    let view = settled_snapshot(shard, name).await;
+    let (current, replica_count) = match view.topics.get(name) {
+        Some(found) => (
+            found.partitions.len() as i32,
+            found
+                .partitions
+                .first()
+                .map(|partition| partition.replicas.len()),
+        ),
         None => {
             return Err((
                 ResponseError::UnknownTopicOrPartition,
@@ -81,7 +89,7 @@ async fn grow(
             ),
         ));
     }
-    if let Some(assignments) = &topic.assignments {
+    let assignment = if let Some(assignments) = &topic.assignments {
         let added = i64::from(topic.count) - i64::from(current);
         if assignments.len() as i64 != added {
             return Err((
@@ -93,15 +101,25 @@ async fn grow(
                 ),
             ));
         }
-        for (offset, assignment) in assignments.iter().enumerate() {
-            check_assignment(
-                shard.config.node_id,
-                current + offset as i32,
-                &assignment.broker_ids,
-            )?;
+        for assignment in assignments {
+            check_assignment(&view, replica_count, &assignment.broker_ids)?;
         }
-    }
-    add_partitions(shard, name, topic.count, None, validate_only)
+        Some(
+            assignments
+                .iter()
+                .map(|assignment| {
+                    assignment
+                        .broker_ids
+                        .iter()
+                        .map(|broker| broker.0)
+                        .collect()
+                })
+                .collect(),
+        )
+    } else {
+        None
+    };
+    add_partitions(shard, name, topic.count, assignment, validate_only)
         .await
         .map_err(|error| topic_error(&error))?;
     Ok(())

@@ -4,9 +4,11 @@
 //!
 //! Topics are independent: one failing does not stop the others. A topic
 //! with any invalid setting is not created at all. `validate_only` runs
-//! every check and creates nothing. Sluice is a single node, so the only
-//! valid replication factor is 1 and an explicit assignment must name this
-//! broker, exactly once, for every partition.
+//! every check and creates nothing. The replication factor may be up to
+//! the number of live brokers (-1: the default); an explicit assignment
+//! names registered brokers, each at most once per partition, the same
+//! number for every partition (Kafka's rules and messages). The controller
+//! places replicas and checks again when it commits.
 //!
 //! Also home of the error mapping shared by the admin handlers
 //! ([`topic_error`]).
@@ -24,9 +26,11 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::handlers::Reply;
 use crate::handlers::describe_configs::topic_config_entries;
-use crate::metadata::{MetadataError, TopicMetadata, validate_topic_name};
+use crate::metadata::{
+    ClusterMetadata, DEFAULT_REPLICATION_FACTOR, MetadataError, TopicMetadata, validate_topic_name,
+};
 use crate::shard::Shard;
-use crate::shard::topics::{TopicError, create_topic, settled_snapshot};
+use crate::shard::topics::{TopicError, create_topic_with, settled_snapshot};
 
 /// An error for one topic or resource: the Kafka code and a message for
 /// the client.
@@ -57,24 +61,80 @@ pub fn topic_error(error: &TopicError) -> AdminError {
     (code, error.to_string())
 }
 
-/// Check that an explicit assignment of one partition names exactly this
-/// broker (Sluice is a single node).
+/// Check an explicit assignment of one partition against the view, as
+/// Kafka's controller does: not empty, every broker registered, none twice,
+/// and `replica_count` replicas when the other partitions fix it.
 pub fn check_assignment(
-    node_id: i32,
-    partition: i32,
+    view: &ClusterMetadata,
+    replica_count: Option<usize>,
     broker_ids: &[BrokerId],
 ) -> Result<(), AdminError> {
-    if broker_ids.len() == 1 && broker_ids[0].0 == node_id {
-        return Ok(());
+    let invalid = |message: String| Err((ResponseError::InvalidReplicaAssignment, message));
+    if broker_ids.is_empty() {
+        return invalid(
+            "The manual partition assignment includes an empty replica list.".to_string(),
+        );
     }
-    let listed: Vec<i32> = broker_ids.iter().map(|broker| broker.0).collect();
-    Err((
-        ResponseError::InvalidReplicaAssignment,
-        format!(
-            "Partition {partition} is assigned to brokers {listed:?}; this single-node cluster \
-             has only broker {node_id}, so every partition must be assigned to [{node_id}]."
-        ),
-    ))
+    let mut seen = std::collections::BTreeSet::new();
+    for broker in broker_ids {
+        if !view.brokers.contains_key(&broker.0) {
+            return invalid(format!(
+                "The manual partition assignment includes broker {}, but no such broker is \
+                 registered.",
+                broker.0
+            ));
+        }
+        if !seen.insert(broker.0) {
+            return invalid(format!(
+                "The manual partition assignment includes the broker {} more than once.",
+                broker.0
+            ));
+        }
+    }
+    if let Some(count) = replica_count
+        && count != broker_ids.len()
+    {
+        return invalid(format!(
+            "The manual partition assignment includes a partition with {} replica(s), but this \
+             is not consistent with previous partitions, which have {count} replica(s).",
+            broker_ids.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Brokers that can take new replicas: live and not shutting down.
+pub fn usable_brokers(view: &ClusterMetadata) -> usize {
+    view.live_brokers()
+        .filter(|broker| !broker.in_controlled_shutdown)
+        .count()
+}
+
+/// The replication factor a creation asks for (-1: the default), checked
+/// against the usable brokers as Kafka does.
+pub fn check_replication_factor(requested: i16, usable_brokers: usize) -> Result<i32, AdminError> {
+    let factor = match requested {
+        -1 => DEFAULT_REPLICATION_FACTOR,
+        factor if factor > 0 => i32::from(factor),
+        _ => {
+            return Err((
+                ResponseError::InvalidReplicationFactor,
+                "Replication factor must be larger than 0, or -1 to use the default value."
+                    .to_string(),
+            ));
+        }
+    };
+    if factor as usize > usable_brokers {
+        return Err((
+            ResponseError::InvalidReplicationFactor,
+            format!(
+                "Unable to replicate the partition {factor} time(s): The target replication \
+                 factor of {factor} cannot be reached because only {usable_brokers} broker(s) \
+                 are registered."
+            ),
+        ));
+    }
+    Ok(factor)
 }
 
 /// Turn request configs into a map; a null value or a name given twice is
@@ -135,7 +195,7 @@ pub async fn handle(
         };
         let result = CreatableTopicResult::default().with_name(topic.name);
         let result = match outcome {
-            Ok(created) => {
+            Ok((created, replication_factor)) => {
                 let mut result = result.with_error_message(None).with_topic_id(created.id);
                 if version >= 5 {
                     let configs = topic_config_entries(&created.configs)
@@ -151,7 +211,7 @@ pub async fn handle(
                         .collect();
                     result = result
                         .with_num_partitions(created.partitions.len() as i32)
-                        .with_replication_factor(1)
+                        .with_replication_factor(replication_factor)
                         .with_configs(Some(configs));
                 }
                 result
@@ -170,24 +230,20 @@ async fn create_one(
     shard: &Rc<Shard>,
     topic: &CreatableTopic,
     validate_only: bool,
-) -> Result<TopicMetadata, AdminError> {
+) -> Result<(TopicMetadata, i16), AdminError> {
     let name = topic.name.0.as_str();
-    let node_id = shard.config.node_id;
     validate_topic_name(name)
         .map_err(|error| (ResponseError::InvalidTopicException, error.to_string()))?;
     // A creation of this name in flight (another client's, or an automatic
     // one) decides whether the topic exists.
-    if settled_snapshot(shard, name)
-        .await
-        .topics
-        .contains_key(name)
-    {
+    let view = settled_snapshot(shard, name).await;
+    if view.topics.contains_key(name) {
         return Err((
             ResponseError::TopicAlreadyExists,
             format!("Topic '{name}' already exists."),
         ));
     }
-    let partitions = if topic.assignments.is_empty() {
+    let (partitions, replication_factor, assignment) = if topic.assignments.is_empty() {
         let partitions = match topic.num_partitions {
             -1 => shard.config.default_partitions,
             count if count > 0 => count,
@@ -198,26 +254,8 @@ async fn create_one(
                 ));
             }
         };
-        match topic.replication_factor {
-            -1 | 1 => {}
-            factor if factor > 1 => {
-                return Err((
-                    ResponseError::InvalidReplicationFactor,
-                    format!(
-                        "Unable to replicate the partition {factor} time(s): this is a \
-                         single-node cluster (1 broker)."
-                    ),
-                ));
-            }
-            _ => {
-                return Err((
-                    ResponseError::InvalidReplicationFactor,
-                    "Replication factor must be larger than 0, or -1 to use the default value."
-                        .to_string(),
-                ));
-            }
-        }
-        partitions
+        let factor = check_replication_factor(topic.replication_factor, usable_brokers(&view))?;
+        (partitions, factor, None)
     } else {
         if topic.num_partitions != -1 || topic.replication_factor != -1 {
             return Err((
@@ -245,15 +283,29 @@ async fn create_one(
                 ),
             ));
         }
-        for assignment in &topic.assignments {
-            check_assignment(node_id, assignment.partition_index, &assignment.broker_ids)?;
+        let mut ordered: Vec<_> = topic.assignments.iter().collect();
+        ordered.sort_by_key(|assignment| assignment.partition_index);
+        let replica_count = ordered[0].broker_ids.len();
+        for assignment in &ordered {
+            check_assignment(&view, Some(replica_count), &assignment.broker_ids)?;
         }
-        i32::try_from(topic.assignments.len()).map_err(|_| {
+        let partitions = i32::try_from(ordered.len()).map_err(|_| {
             (
                 ResponseError::InvalidReplicaAssignment,
                 "Too many partitions in the assignment".to_string(),
             )
-        })?
+        })?;
+        let assignment: Vec<Vec<i32>> = ordered
+            .iter()
+            .map(|assignment| {
+                assignment
+                    .broker_ids
+                    .iter()
+                    .map(|broker| broker.0)
+                    .collect()
+            })
+            .collect();
+        (partitions, replica_count as i32, Some(assignment))
     };
     let configs = config_map(
         topic
@@ -261,7 +313,105 @@ async fn create_one(
             .iter()
             .map(|config| (&config.name, config.value.as_ref())),
     )?;
-    create_topic(shard, name, partitions, configs, validate_only)
-        .await
-        .map_err(|error| topic_error(&error))
+    let created = create_topic_with(
+        shard,
+        name,
+        partitions,
+        replication_factor,
+        assignment,
+        configs,
+        validate_only,
+    )
+    .await
+    .map_err(|error| topic_error(&error))?;
+    // The factor as committed (the requested one when only validating).
+    let committed = created
+        .partitions
+        .first()
+        .map_or(replication_factor, |partition| {
+            partition.replicas.len() as i32
+        });
+    Ok((created, i16::try_from(committed).unwrap_or(i16::MAX)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used)]
+
+    use super::*;
+    use crate::metadata::BrokerInfo;
+
+    /// Brokers 1 and 2 live, 3 fenced.
+    fn view() -> ClusterMetadata {
+        let broker = |id, fenced| BrokerInfo {
+            id,
+            host: "localhost".to_string(),
+            port: 9092,
+            rack: None,
+            fenced,
+            in_controlled_shutdown: false,
+        };
+        ClusterMetadata {
+            node_id: 1,
+            brokers: [
+                (1, broker(1, false)),
+                (2, broker(2, false)),
+                (3, broker(3, true)),
+            ]
+            .into(),
+            ..ClusterMetadata::default()
+        }
+    }
+
+    fn ids(ids: &[i32]) -> Vec<BrokerId> {
+        ids.iter().copied().map(BrokerId).collect()
+    }
+
+    fn refusal(result: Result<(), AdminError>) -> String {
+        let (code, message) = result.expect_err("refused");
+        assert_eq!(code, ResponseError::InvalidReplicaAssignment);
+        message
+    }
+
+    #[test]
+    fn assignments_name_registered_brokers_once_and_agree_on_the_count() {
+        let view = view();
+        assert!(check_assignment(&view, None, &ids(&[1, 2, 3])).is_ok());
+        assert!(check_assignment(&view, Some(2), &ids(&[2, 1])).is_ok());
+        assert!(refusal(check_assignment(&view, None, &ids(&[]))).contains("empty replica list"));
+        assert!(
+            refusal(check_assignment(&view, None, &ids(&[1, 4])))
+                .contains("includes broker 4, but no such broker is registered")
+        );
+        assert!(
+            refusal(check_assignment(&view, None, &ids(&[2, 2])))
+                .contains("the broker 2 more than once")
+        );
+        assert!(
+            refusal(check_assignment(&view, Some(1), &ids(&[1, 2])))
+                .contains("a partition with 2 replica(s)")
+        );
+    }
+
+    #[test]
+    fn the_replication_factor_is_at_most_the_usable_brokers() {
+        let usable = usable_brokers(&view());
+        assert_eq!(usable, 2);
+        assert_eq!(
+            check_replication_factor(-1, usable),
+            Ok(DEFAULT_REPLICATION_FACTOR)
+        );
+        assert_eq!(check_replication_factor(2, usable), Ok(2));
+        let (code, message) = check_replication_factor(3, usable).expect_err("too many");
+        assert_eq!(code, ResponseError::InvalidReplicationFactor);
+        assert_eq!(
+            message,
+            "Unable to replicate the partition 3 time(s): The target replication factor of 3 \
+             cannot be reached because only 2 broker(s) are registered."
+        );
+        assert_eq!(
+            check_replication_factor(0, usable).map_err(|error| error.0),
+            Err(ResponseError::InvalidReplicationFactor)
+        );
+    }
 }
