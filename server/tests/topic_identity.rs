@@ -123,7 +123,11 @@ fn a_topic_created_again_after_a_lost_removal_starts_empty() {
         assert!(served(&bootstrap, "t", partition).is_empty());
     }
     let placed = kafka::produce_all(&bootstrap, "t", Some(0), &records(1, "new"), &[]);
-    assert_eq!(placed, [(0, 0)], "the new topic's first record is at offset 0");
+    assert_eq!(
+        placed,
+        [(0, 0)],
+        "the new topic's first record is at offset 0"
+    );
     assert_eq!(served(&bootstrap, "t", 0), [b"new 0".to_vec()]);
 
     // Only the new topic's directories are on disk, recording its id.
@@ -182,10 +186,16 @@ fn directories_of_unknown_topics_and_delete_leftovers_are_removed_at_start() {
             broker.stderr_tail()
         );
     }
-    for kept in ["kept-0", "notes", "notes-1", "cluster-metadata.json"] {
-        assert!(after.contains(&kept.to_string()), "{kept} was removed: {after:?}");
+    for kept in ["kept-0", "notes", "notes-1", "sluice.lock", "controller"] {
+        assert!(
+            after.contains(&kept.to_string()),
+            "{kept} was removed: {after:?}"
+        );
     }
-    assert!(!after.iter().any(|name| name.ends_with("-delete")), "{after:?}");
+    assert!(
+        !after.iter().any(|name| name.ends_with("-delete")),
+        "{after:?}"
+    );
     assert_eq!(
         served(&bootstrap, "kept", 0),
         [b"kept 0".to_vec(), b"kept 1".to_vec(), b"kept 2".to_vec()]
@@ -211,7 +221,10 @@ fn previous_version_directories_of_existing_topics_are_adopted_with_their_data()
         .iter()
         .map(|name| data_dir.join(name).join("partition.metadata"))
         .collect();
-    let written: Vec<Vec<u8>> = files.iter().map(|file| std::fs::read(file).unwrap()).collect();
+    let written: Vec<Vec<u8>> = files
+        .iter()
+        .map(|file| std::fs::read(file).unwrap())
+        .collect();
     assert!(
         String::from_utf8_lossy(&written[0]).starts_with("version: 0\ntopic_id: "),
         "{:?}",
@@ -223,7 +236,10 @@ fn previous_version_directories_of_existing_topics_are_adopted_with_their_data()
     }
 
     broker.start_again();
-    let expected: Vec<Vec<u8>> = sent.iter().map(|record| record.value.clone().unwrap()).collect();
+    let expected: Vec<Vec<u8>> = sent
+        .iter()
+        .map(|record| record.value.clone().unwrap())
+        .collect();
     assert_eq!(served(&bootstrap, "legacy-topic", 1), expected);
     for (file, before) in files.iter().zip(&written) {
         assert_eq!(
@@ -235,6 +251,12 @@ fn previous_version_directories_of_existing_topics_are_adopted_with_their_data()
     }
     broker.restart();
     assert_eq!(served(&bootstrap, "legacy-topic", 1), expected);
-    let placed = kafka::produce_all(&bootstrap, "legacy-topic", Some(1), &records(1, "more"), &[]);
+    let placed = kafka::produce_all(
+        &bootstrap,
+        "legacy-topic",
+        Some(1),
+        &records(1, "more"),
+        &[],
+    );
     assert_eq!(placed, [(1, 20)]);
 }

@@ -1,17 +1,20 @@
 //! The startup sweep of the data directory's partition directories: runs
-//! once, on the main thread, after the metadata is loaded and before any
-//! partition opens ([`remove_orphan_partition_dirs`]).
+//! once, on the main thread, after the broker has caught up with the
+//! metadata log and before any partition opens
+//! ([`remove_orphan_partition_dirs`]). It must be given the caught-up
+//! image's view, never the (empty) published one: a topic missing from
+//! the view it is given loses its data.
 //!
 //! Invariant it establishes: every directory named `<topic>-<partition>`
 //! that remains records (in its `partition.metadata`, shard/partition.rs)
-//! the id that the metadata gives that topic, and the partition index is
-//! one the topic has. So a partition directory that a crash kept after its
+//! the id that the metadata gives that topic, and this broker holds a
+//! replica of that partition. So a partition directory that a crash kept after its
 //! topic was deleted is never served, not even when a topic of the same
 //! name is created again (it has a new id). The sweep:
 //! - removes `*-delete` directories (removals a crash interrupted);
 //! - removes, durably ([`remove_dir_durably`]), directories of topics the
-//!   metadata does not hold, of another topic id, or of a partition index
-//!   the topic does not have;
+//!   metadata does not hold, of another topic id, or of a partition the
+//!   topic does not have or of which this broker holds no replica;
 //! - adopts directories without `partition.metadata` (made by the previous
 //!   Sluice version) whose topic and partition exist: it writes the topic's
 //!   id into them (the upgrade path); without such a topic they are orphans.
@@ -46,7 +49,8 @@ pub struct SweepReport {
     pub removed: Vec<String>,
 }
 
-/// Sweep `data_dir` against `metadata` (see the module docs). When Ok,
+/// Sweep `data_dir` against `metadata`, the view of the caught-up image
+/// (see the module docs). When Ok,
 /// every removal and adoption is durable. Fails on the first I/O error, or
 /// on a `partition.metadata` that cannot be read for a topic the metadata
 /// holds (whose data it is cannot be told; nothing is removed).
@@ -60,7 +64,11 @@ pub fn remove_orphan_partition_dirs(
         .map(|topic| {
             let identity = TopicIdentity {
                 id: topic.id,
-                partition_count: topic.partitions.len(),
+                held: topic
+                    .partitions
+                    .iter()
+                    .map(|partition| partition.local_shard.is_some())
+                    .collect(),
             };
             (topic.name.as_str(), identity)
         })
@@ -69,10 +77,11 @@ pub fn remove_orphan_partition_dirs(
 }
 
 /// What the sweep needs to know of a topic.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct TopicIdentity {
     id: uuid::Uuid,
-    partition_count: usize,
+    /// By partition index: whether this broker holds a replica of it.
+    held: Vec<bool>,
 }
 
 /// [`remove_orphan_partition_dirs`] against a topic name -> identity map.
@@ -113,7 +122,10 @@ fn sweep(
         };
         let expected = topics
             .get(topic_partition.topic.as_ref())
-            .filter(|topic| (topic_partition.partition as usize) < topic.partition_count)
+            .filter(|topic| {
+                let index = topic_partition.partition as usize;
+                topic.held.get(index).copied().unwrap_or(false)
+            })
             .map(|topic| topic.id);
         let recorded = match recorded_topic_id(&dir) {
             Ok(recorded) => recorded,
@@ -356,10 +368,10 @@ mod tests {
         }
     }
 
-    fn topic(partition_count: usize) -> TopicIdentity {
+    fn topic(held: &[bool]) -> TopicIdentity {
         TopicIdentity {
             id: uuid::Uuid::new_v4(),
-            partition_count,
+            held: held.to_vec(),
         }
     }
 
@@ -398,18 +410,23 @@ mod tests {
         std::fs::write(data_dir.join("sluice.lock"), b"1").unwrap();
         std::fs::write(data_dir.join("producer-id-block"), b"1").unwrap();
         std::fs::write(data_dir.join("orders-0.tmp"), b"1").unwrap();
-        let live = topic(2);
-        let legacy = topic(1);
+        let live = topic(&[true, true]);
+        let legacy = topic(&[true]);
+        let elsewhere = topic(&[true, false]);
         let metadata: HashMap<&str, TopicIdentity> = [
-            ("live-topic.v1", live),
-            ("again", topic(1)),
-            ("legacy", legacy),
+            ("live-topic.v1", live.clone()),
+            ("again", topic(&[true])),
+            ("legacy", legacy.clone()),
+            ("elsewhere", elsewhere.clone()),
         ]
         .into();
         make_dir(&data_dir, "live-topic.v1-0", Some(live.id));
         make_dir(&data_dir, "live-topic.v1-1", Some(live.id));
         make_dir(&data_dir, "live-topic.v1-2", Some(live.id));
         make_dir(&data_dir, "again-0", Some(uuid::Uuid::new_v4()));
+        // Partition 1 of "elsewhere" has no replica on this broker.
+        make_dir(&data_dir, "elsewhere-0", Some(elsewhere.id));
+        make_dir(&data_dir, "elsewhere-1", Some(elsewhere.id));
         make_dir(&data_dir, "legacy-0", None);
         make_dir(&data_dir, "legacy-1", None);
         make_dir(&data_dir, "deleted-0", Some(uuid::Uuid::new_v4()));
@@ -419,7 +436,10 @@ mod tests {
         std::fs::write(data_dir.join("node-1").join("sluice.lock"), b"").unwrap();
 
         let report = sweep(&data_dir, &metadata).unwrap();
-        assert_eq!(report.kept, ["live-topic.v1-0", "live-topic.v1-1"]);
+        assert_eq!(
+            report.kept,
+            ["elsewhere-0", "live-topic.v1-0", "live-topic.v1-1"]
+        );
         assert_eq!(report.adopted, ["legacy-0"]);
         assert_eq!(
             report.removed,
@@ -427,6 +447,7 @@ mod tests {
                 "again-0",
                 "deleted-0",
                 "deleted-legacy-0",
+                "elsewhere-1",
                 "gone-0.AAAAAAAAAAAAAAAAAAAAAA-delete",
                 "legacy-1",
                 "live-topic.v1-2",
@@ -437,6 +458,7 @@ mod tests {
             [
                 "cluster-metadata.json",
                 "controller",
+                "elsewhere-0",
                 "legacy-0",
                 "live-topic.v1-0",
                 "live-topic.v1-1",
@@ -459,7 +481,12 @@ mod tests {
         let again = sweep(&data_dir, &metadata).unwrap();
         assert_eq!(
             again.kept,
-            ["legacy-0", "live-topic.v1-0", "live-topic.v1-1"]
+            [
+                "elsewhere-0",
+                "legacy-0",
+                "live-topic.v1-0",
+                "live-topic.v1-1"
+            ]
         );
         assert!(again.adopted.is_empty() && again.removed.is_empty());
 
