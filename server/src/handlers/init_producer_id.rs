@@ -8,14 +8,15 @@
 //! their epoch locally instead (librdkafka, Java), which the partitions
 //! accept (shard/producer_state.rs).
 //!
-//! Ids are unique across restarts: they come from blocks of
-//! [`PRODUCER_ID_BLOCK_SIZE`] whose end is written to
-//! `<data_dir>/producer-id-block` (atomically, fsynced) before any id of the
-//! block is handed out, so a crash skips at most the rest of a block. The
-//! allocator is process-wide behind a mutex (keyed by data directory, so
-//! brokers started in one process for tests stay apart); InitProducerId is
-//! rare, and the file write, once per block, blocks the calling shard for
-//! one fsync.
+//! Ids are unique across the cluster and across restarts: they come from
+//! blocks the controller hands out (KIP-730's AllocateProducerIds; each
+//! block is a committed metadata record, so no two brokers, and no restart,
+//! get the same ids). The current block is process-wide behind a mutex
+//! (keyed by node id, so brokers started in one process for tests stay
+//! apart); when it runs out, the next request fetches a new one from the
+//! controller. While the controller cannot be reached the answer is
+//! COORDINATOR_LOAD_IN_PROGRESS, as Kafka's broker answers then: both
+//! librdkafka and the Java client retry it.
 //!
 //! Transactions are not supported. A transactional id is refused with
 //! TRANSACTIONAL_ID_AUTHORIZATION_FAILED: of the codes a Kafka broker can
@@ -27,10 +28,7 @@
 //! "this broker authorizes no transactional ids". Produce requests carrying
 //! a transactional id get the same code.
 
-use std::collections::HashMap;
-use std::fs::{self, File};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
@@ -45,13 +43,10 @@ use crate::shard::Shard;
 pub const TRANSACTIONS_UNSUPPORTED: ResponseError =
     ResponseError::TransactionalIdAuthorizationFailed;
 
-/// Producer ids reserved per write of the block file.
-pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+/// Blocks fetched from the controller before giving up on this request.
+const BLOCK_FETCHES_MAX: usize = 3;
 
-/// The file holding the start of the next unreserved block, in decimal.
-const BLOCK_FILE: &str = "producer-id-block";
-
-pub fn handle(shard: &Rc<Shard>, _version: i16, request: &InitProducerIdRequest) -> Reply {
+pub async fn handle(shard: &Rc<Shard>, _version: i16, request: &InitProducerIdRequest) -> Reply {
     let refused = |error: ResponseError| {
         InitProducerIdResponse::default()
             .with_error_code(error.code())
@@ -65,154 +60,91 @@ pub fn handle(shard: &Rc<Shard>, _version: i16, request: &InitProducerIdRequest)
         );
         refused(TRANSACTIONS_UNSUPPORTED)
     } else {
-        match allocate_producer_id(&shard.config.data_dir) {
-            Ok(producer_id) => InitProducerIdResponse::default()
+        match allocate_producer_id(shard).await {
+            Some(producer_id) => InitProducerIdResponse::default()
                 .with_producer_id(producer_id.into())
                 .with_producer_epoch(0),
-            Err(error) => {
-                tracing::error!(%error, "could not allocate a producer id");
-                // Retriable for both librdkafka and the Java client.
-                refused(ResponseError::KafkaStorageError)
-            }
+            // Retriable for both librdkafka and the Java client.
+            None => refused(ResponseError::CoordinatorLoadInProgress),
         }
     };
     Reply::Body(Box::new(ResponseKind::InitProducerId(response)))
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ProducerIdError {
-    #[error("reading {path}: {source}")]
-    Read { path: PathBuf, source: io::Error },
-    #[error("{path} holds {content:?}, not a producer id")]
-    Corrupt { path: PathBuf, content: String },
-    #[error("writing {path}: {source}")]
-    Write { path: PathBuf, source: io::Error },
-    #[error("producer ids are exhausted")]
-    Exhausted,
+/// The ids not handed out yet of the blocks this broker holds, in order:
+/// each range is `next..end`.
+#[derive(Debug, Default)]
+struct ProducerIds {
+    ranges: VecDeque<(i64, i64)>,
 }
 
-/// The reserved, not yet handed out ids of one data directory:
-/// `next..end`.
-struct ProducerIdBlock {
-    next: i64,
-    end: i64,
+impl ProducerIds {
+    /// The next unused id, if any is left.
+    fn take(&mut self) -> Option<i64> {
+        while let Some((next, end)) = self.ranges.front_mut() {
+            if *next < *end {
+                let id = *next;
+                *next += 1;
+                return Some(id);
+            }
+            self.ranges.pop_front();
+        }
+        None
+    }
+
+    /// Add a block the controller handed out (`count` ids from `first`).
+    fn add(&mut self, first: i64, count: i64) {
+        assert!(
+            first >= 0 && count > 0,
+            "bad producer id block {first}+{count}"
+        );
+        self.ranges.push_back((first, first.saturating_add(count)));
+    }
 }
 
-static BLOCKS: OnceLock<Mutex<HashMap<PathBuf, ProducerIdBlock>>> = OnceLock::new();
+static BLOCKS: OnceLock<Mutex<HashMap<i32, ProducerIds>>> = OnceLock::new();
 
-/// A producer id never handed out before by a broker on `data_dir`.
-pub fn allocate_producer_id(data_dir: &Path) -> Result<i64, ProducerIdError> {
+fn with_ids<R>(node_id: i32, work: impl FnOnce(&mut ProducerIds) -> R) -> R {
     let blocks = BLOCKS.get_or_init(Mutex::default);
-    // A panic while holding the lock leaves the map consistent: a block is
-    // replaced only after its file write succeeded.
+    // A panic while holding the lock leaves the ranges consistent.
     let mut blocks = blocks.lock().unwrap_or_else(PoisonError::into_inner);
-    let block = blocks
-        .entry(data_dir.to_path_buf())
-        .or_insert(ProducerIdBlock { next: 0, end: 0 });
-    if block.next >= block.end {
-        let start = read_block_start(data_dir)?;
-        let end = start
-            .checked_add(PRODUCER_ID_BLOCK_SIZE)
-            .ok_or(ProducerIdError::Exhausted)?;
-        write_block_start(data_dir, end)?;
-        *block = ProducerIdBlock { next: start, end };
-    }
-    let producer_id = block.next;
-    block.next += 1;
-    Ok(producer_id)
+    work(blocks.entry(node_id).or_default())
 }
 
-fn read_block_start(data_dir: &Path) -> Result<i64, ProducerIdError> {
-    let path = data_dir.join(BLOCK_FILE);
-    let content = match fs::read_to_string(&path) {
-        Ok(content) => content,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(0),
-        Err(source) => return Err(ProducerIdError::Read { path, source }),
-    };
-    match content.trim().parse::<i64>() {
-        Ok(start) if start >= 0 => Ok(start),
-        _ => Err(ProducerIdError::Corrupt { path, content }),
+/// A producer id never handed out before in the cluster; None when the
+/// controller hands out no block.
+async fn allocate_producer_id(shard: &Shard) -> Option<i64> {
+    let node_id = shard.config.node_id;
+    for _ in 0..BLOCK_FETCHES_MAX {
+        if let Some(id) = with_ids(node_id, ProducerIds::take) {
+            return Some(id);
+        }
+        // Not holding the lock: shards needing ids at once may each fetch a
+        // block; the extra ones are used later.
+        match shard.metadata.controller().allocate_producer_ids().await {
+            Ok(block) => with_ids(node_id, |ids| ids.add(block.first, block.count)),
+            Err(error) => {
+                tracing::warn!(%error, "the controller handed out no producer id block");
+                return None;
+            }
+        }
     }
-}
-
-/// Replace the block file with `start`, durably: temporary file, fsync,
-/// rename, fsync of the directory.
-fn write_block_start(data_dir: &Path, start: i64) -> Result<(), ProducerIdError> {
-    let path = data_dir.join(BLOCK_FILE);
-    let temporary = data_dir.join(format!("{BLOCK_FILE}.tmp"));
-    let write = || -> io::Result<()> {
-        let mut file = File::create(&temporary)?;
-        file.write_all(format!("{start}\n").as_bytes())?;
-        file.sync_all()?;
-        fs::rename(&temporary, &path)?;
-        File::open(data_dir)?.sync_all()
-    };
-    write().map_err(|source| ProducerIdError::Write { path, source })
+    with_ids(node_id, ProducerIds::take)
 }
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
-
     use super::*;
 
-    fn temporary_dir(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("sluice-producer-id-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
-    fn forget(data_dir: &Path) {
-        // Simulate a restart: drop the in-memory block.
-        BLOCKS
-            .get_or_init(Mutex::default)
-            .lock()
-            .unwrap()
-            .remove(data_dir);
-    }
-
     #[test]
-    fn ids_are_consecutive_within_a_block_and_unique_across_restarts() {
-        let dir = temporary_dir("restart");
-        let first: Vec<i64> = (0..3)
-            .map(|_| allocate_producer_id(&dir).unwrap())
-            .collect();
-        assert_eq!(first, vec![0, 1, 2]);
-        assert_eq!(
-            fs::read_to_string(dir.join(BLOCK_FILE)).unwrap().trim(),
-            PRODUCER_ID_BLOCK_SIZE.to_string()
-        );
-        forget(&dir);
-        let after_restart = allocate_producer_id(&dir).unwrap();
-        assert_eq!(after_restart, PRODUCER_ID_BLOCK_SIZE);
-        fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn a_new_block_is_reserved_when_one_runs_out() {
-        let dir = temporary_dir("blocks");
-        let ids: Vec<i64> = (0..PRODUCER_ID_BLOCK_SIZE + 2)
-            .map(|_| allocate_producer_id(&dir).unwrap())
-            .collect();
-        let expected: Vec<i64> = (0..PRODUCER_ID_BLOCK_SIZE + 2).collect();
-        assert_eq!(ids, expected);
-        assert_eq!(
-            fs::read_to_string(dir.join(BLOCK_FILE)).unwrap().trim(),
-            (2 * PRODUCER_ID_BLOCK_SIZE).to_string()
-        );
-        fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn a_corrupt_block_file_is_an_error_not_a_reuse() {
-        let dir = temporary_dir("corrupt");
-        fs::write(dir.join(BLOCK_FILE), "garbage").unwrap();
-        assert!(matches!(
-            allocate_producer_id(&dir),
-            Err(ProducerIdError::Corrupt { .. })
-        ));
-        fs::remove_dir_all(&dir).unwrap();
+    fn ids_come_from_the_blocks_in_order_and_run_out() {
+        let mut ids = ProducerIds::default();
+        assert_eq!(ids.take(), None);
+        ids.add(1000, 2);
+        ids.add(5000, 1);
+        let taken: Vec<Option<i64>> = (0..4).map(|_| ids.take()).collect();
+        assert_eq!(taken, vec![Some(1000), Some(1001), Some(5000), None]);
+        ids.add(6000, 1000);
+        assert_eq!(ids.take(), Some(6000));
     }
 }

@@ -141,7 +141,7 @@ pub async fn handle(
         RequestKind::ApiVersions(body) => api_versions::handle(version, &body),
         RequestKind::Metadata(body) => metadata::handle(shard, version, body).await?,
         RequestKind::Produce(body) => produce::handle(shard, version, body).await?,
-        RequestKind::InitProducerId(body) => init_producer_id::handle(shard, version, &body),
+        RequestKind::InitProducerId(body) => init_producer_id::handle(shard, version, &body).await,
         RequestKind::Fetch(body) => {
             fetch::handle(shard, version, header.correlation_id, body).await?
         }

@@ -146,7 +146,7 @@ pub async fn dispatch(
                                     error,
                                     format!("this broker does not lead {name}-{index}"),
                                 );
-                                outcome.leader = Some(LeaderHint::of(metadata, state));
+                                outcome.leader = Some(Box::new(LeaderHint::of(metadata, state)));
                                 outcome
                             })
                     }),
@@ -580,7 +580,7 @@ struct PartitionOutcome {
     /// KIP-467: (index of the record in the batch, why it was rejected).
     record_errors: Vec<(i32, String)>,
     /// KIP-951: where the client should go instead (NOT_LEADER_OR_FOLLOWER).
-    leader: Option<LeaderHint>,
+    leader: Option<Box<LeaderHint>>,
 }
 
 impl PartitionOutcome {
@@ -768,21 +768,21 @@ mod tests {
     fn not_leader_names_the_leader_from_v10() {
         let mut outcome =
             PartitionOutcome::failed(ResponseError::NotLeaderOrFollower, "elsewhere".to_string());
-        outcome.leader = Some(LeaderHint {
+        outcome.leader = Some(Box::new(LeaderHint {
             leader_id: 2,
             leader_epoch: 7,
             endpoint: None,
-        });
+        }));
         let response = outcome.into_response(0, 10);
         assert_eq!(response.current_leader.leader_id, BrokerId(2));
         assert_eq!(response.current_leader.leader_epoch, 7);
         let mut outcome =
             PartitionOutcome::failed(ResponseError::NotLeaderOrFollower, "elsewhere".to_string());
-        outcome.leader = Some(LeaderHint {
+        outcome.leader = Some(Box::new(LeaderHint {
             leader_id: 2,
             leader_epoch: 7,
             endpoint: None,
-        });
+        }));
         let old = outcome.into_response(0, 9);
         assert_eq!(old.current_leader, LeaderIdAndEpoch::default());
     }
