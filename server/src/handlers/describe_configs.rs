@@ -245,9 +245,9 @@ fn broker_config_entries(config: &BrokerConfig) -> Vec<ConfigEntry> {
         ),
         static_entry(
             "default.replication.factor",
-            "1".to_string(),
+            crate::metadata::DEFAULT_REPLICATION_FACTOR.to_string(),
             config_type::INT,
-            "Sluice runs as a single node: every partition has one replica.",
+            "Replicas of a topic created without a replication factor (-1).",
         ),
         static_entry(
             "listeners",
