@@ -218,14 +218,17 @@ impl Broker {
         })
     }
 
-    /// Stop cleanly: controlled shutdown at the controller (leaderships
-    /// move away first), every shard stopped (closing its logs), the
-    /// follower and the controller service stopped.
+    /// Stop cleanly: the follower stopped (the published view stays), a
+    /// controlled shutdown at the controller (leaderships move away, the
+    /// broker is fenced), every shard stopped (closing its logs), the
+    /// controller service stopped.
     pub fn stop(mut self) {
-        self.controller.shutdown();
+        // The follower first: the shards keep the view they serve while
+        // they close (the group coordinator's timers write until then).
         if let Some(follower) = self.follower.take() {
             follower.stop();
         }
+        self.controller.shutdown();
         for stop in self.stops {
             let _ = stop.send(());
         }

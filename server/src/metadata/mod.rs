@@ -513,7 +513,21 @@ impl Metadata {
                 }),
                 configs: configs.into_iter().collect(),
             })
-            .await?;
+            .await;
+        let created = match created {
+            Ok(created) => created,
+            Err(error) => {
+                // Someone else's creation of this name committed: make it
+                // visible here before answering, so that the caller (e.g.
+                // the group coordinator racing a CreateTopics) finds it.
+                let error = MetadataError::from(error);
+                if matches!(error, MetadataError::TopicExists(_)) {
+                    self.wait_published(self.controller.applied_offset().0)
+                        .await?;
+                }
+                return Err(error);
+            }
+        };
         self.wait_published(created.offset.0).await?;
         self.topic_by_id(name, created.topic_id.0)
     }
@@ -564,19 +578,44 @@ impl Metadata {
         if validate_only {
             return Ok(topic);
         }
-        let offset = self
-            .controller
-            .create_partitions(
-                name,
-                total,
-                assignment.map(|assignment| {
-                    assignment
-                        .into_iter()
-                        .map(|replicas| replicas.into_iter().map(BrokerId).collect())
-                        .collect()
-                }),
-            )
-            .await?;
+        let assignment: Option<Vec<Vec<BrokerId>>> = assignment.map(|assignment| {
+            assignment
+                .into_iter()
+                .map(|replicas| replicas.into_iter().map(BrokerId).collect())
+                .collect()
+        });
+        // The controller checks a request against its committed image: of
+        // two growths of one topic in flight, the second to commit is
+        // refused. Look again and retry while the topic is still smaller
+        // than asked (Kafka's controller applies them one after the other).
+        let mut attempts = 0;
+        let offset = loop {
+            attempts += 1;
+            match self
+                .controller
+                .create_partitions(name, total, assignment.clone())
+                .await
+                .map_err(MetadataError::from)
+            {
+                Ok(offset) => break offset,
+                Err(MetadataError::InvalidPartitions { .. }) if attempts < 5 => {
+                    self.wait_published(self.controller.applied_offset().0)
+                        .await?;
+                    let current = self
+                        .snapshot()
+                        .topics
+                        .get(name)
+                        .map_or(0, |topic| topic.partitions.len() as i32);
+                    if total <= current {
+                        return Err(MetadataError::InvalidPartitions {
+                            count: total,
+                            reason: "a topic can only grow",
+                        });
+                    }
+                }
+                Err(error) => return Err(error),
+            }
+        };
         self.wait_published(offset.0).await?;
         self.topic_by_id(name, topic.id)
     }
