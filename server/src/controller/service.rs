@@ -1130,6 +1130,9 @@ fn route_request(shared: &Shared, request: &Request, deadline: Instant) -> Respo
         .position(|(id, _)| *id == config.node_id)
         .unwrap_or(0);
     let mut backoff = BACKOFF_MIN;
+    // An earlier attempt may have reached the controller and committed
+    // without an answer reaching us (the leader died, a timeout).
+    let mut uncertain = false;
     loop {
         if shared.stopping() {
             return Err(RequestError::Stopped);
@@ -1171,16 +1174,23 @@ fn route_request(shared: &Shared, request: &Request, deadline: Instant) -> Respo
                 thread::sleep(backoff);
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
-            Ok(Err(RequestError::Timeout)) => hint = None,
+            Ok(Err(RequestError::Timeout)) => {
+                hint = None;
+                uncertain = true;
+            }
             Ok(response) => {
                 if !config.is_voter() {
                     shared.set_leader(Some(target));
+                }
+                if uncertain {
+                    return created_by_an_earlier_attempt(shared, request, response, deadline);
                 }
                 return response;
             }
             Err(error) => {
                 debug!(%target, %error, "controller unreachable");
                 hint = None;
+                uncertain = true;
                 if shared.leader() == Some(target) && !config.is_voter() {
                     shared.set_leader(None);
                 }
@@ -1196,6 +1206,51 @@ fn route_request(shared: &Shared, request: &Request, deadline: Instant) -> Respo
             }
         }
     }
+}
+
+/// A creation retried after an attempt whose outcome is unknown, answered
+/// TOPIC_ALREADY_EXISTS: the earlier attempt most likely committed it. When
+/// the committed topic has the partition count asked for, answer as the
+/// creation (Kafka's client would otherwise report its own successful
+/// creation as a failure). Another client's creation of the same name and
+/// shape at the same moment is indistinguishable, and both are told
+/// "created".
+fn created_by_an_earlier_attempt(
+    shared: &Shared,
+    request: &Request,
+    response: Response,
+    deadline: Instant,
+) -> Response {
+    let Request::CreateTopic(create) = request else {
+        return response;
+    };
+    let Err(RequestError::Rejected {
+        kind: ErrorKind::TopicAlreadyExists,
+        ..
+    }) = &response
+    else {
+        return response;
+    };
+    let wanted = create
+        .assignment
+        .as_ref()
+        .map_or(create.partition_count, |assignment| assignment.len() as i32);
+    // The leader has it committed; this node's image may lag a moment.
+    while Instant::now() < deadline && !shared.stopping() {
+        let image = shared.image();
+        if let Some(topic) = image.topic_by_name(&create.name) {
+            if topic.partitions.len() as i32 == wanted {
+                info!(topic = %create.name, "a retried creation had committed: answered as created");
+                return Ok(Reply::TopicCreated {
+                    topic_id: topic.topic_id,
+                    offset: image.offset(),
+                });
+            }
+            return response;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    response
 }
 
 /// Observers: follow the committed log by MetadataFetch from the voters.
