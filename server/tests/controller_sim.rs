@@ -6,7 +6,7 @@
 //! Invariants are checked after every 10 ms step (`controller_sim/checker.rs`).
 //!
 //! `SLUICE_CONTROLLER_SIM_SEED=n` runs one seed; `SLUICE_CONTROLLER_SIM_SEEDS=n`
-//! sets how many (default 1000). A failing seed is printed.
+//! sets how many (default 2000). A failing seed is printed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "controller_sim/checker.rs"]
@@ -24,7 +24,7 @@ use std::time::Instant;
 use cluster::{Options, Simulation, Summary};
 use sluice_server::controller::storage::memory::SyncPolicy;
 
-const SEEDS_DEFAULT: u64 = 1000;
+const SEEDS_DEFAULT: u64 = 2000;
 
 fn run_seed(seed: u64, options: Options) -> Result<Summary, String> {
     match catch_unwind(AssertUnwindSafe(|| Simulation::new(seed, options)?.run())) {
