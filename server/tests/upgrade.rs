@@ -68,7 +68,10 @@ fn check_everything_is_there(kcat_path: &std::path::Path, broker: &Broker) {
 
     let described = sluice_json(broker, &["topic", "describe", "legacy"]);
     let text = described.to_string();
-    assert!(text.contains("retention.ms") && text.contains("86400000"), "configs: {text}");
+    assert!(
+        text.contains("retention.ms") && text.contains("86400000"),
+        "configs: {text}"
+    );
     let partitions = text.matches("\"partition\"").count();
     assert!(partitions >= 3, "3 partitions expected: {text}");
 
@@ -112,12 +115,14 @@ fn a_single_node_data_dir_opens_with_topics_configs_records_and_offsets_migrated
     let mut produce = kcat(&kcat_path, &broker);
     produce.args(["-P", "-t", "legacy", "-p", "0", "-K", ":"]);
     produce.stdin(std::process::Stdio::piped());
-    let mut child = produce
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = produce.stdout(std::process::Stdio::null()).spawn().unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"key31:value31\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"key31:value31\n")
+        .unwrap();
     assert!(child.wait().unwrap().success());
     let offsets = sluice_json(&broker, &["topic", "describe", "legacy"]).to_string();
     assert!(offsets.contains("12"), "partition 0 ends at 12: {offsets}");
@@ -128,8 +133,14 @@ fn a_single_node_data_dir_opens_with_topics_configs_records_and_offsets_migrated
     expected.sort();
     assert_eq!(consume_all(&kcat_path, &broker), expected);
     assert!(
-        !broker.stderr_tail().contains("migrating the single-node metadata")
-            || broker.stderr_tail().matches("migrating the single-node metadata").count() == 1,
+        !broker
+            .stderr_tail()
+            .contains("migrating the single-node metadata")
+            || broker
+                .stderr_tail()
+                .matches("migrating the single-node metadata")
+                .count()
+                == 1,
         "migrated more than once:\n{}",
         broker.stderr_tail()
     );
