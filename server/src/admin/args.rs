@@ -204,6 +204,10 @@ pub enum ClusterCommand {
     Info,
     /// Whether every partition has a leader (exit code 1 otherwise).
     Health,
+    /// Every broker (address, rack, active controller, fenced), the
+    /// partitions each leads and the replicas it holds, partitions without
+    /// a leader (exit code 1 when there is any).
+    Status,
 }
 
 /// `acks` of `sluice produce`.
