@@ -12,11 +12,11 @@
 //! | `output` | tables, JSON, progress on a terminal |
 //! | `topic` | `sluice topic create/list/describe/alter-config/add-partitions/delete` |
 //! | `group` | `sluice group list/describe/delete/seek` (alias `groups`) |
-//! | `cluster` | `sluice cluster info/health` |
+//! | `cluster` | `sluice cluster info/health/status` |
 //! | `produce` | `sluice produce TOPIC`: stdin lines -> records |
 //! | `consume` | `sluice consume TOPIC`: records -> stdout lines |
 //!
-//! Exit codes: 0 success; 1 an operation failed (or `cluster health` found
+//! Exit codes: 0 success; 1 an operation failed (or `cluster health` or `cluster status` found
 //! the cluster unhealthy); 2 invalid arguments.
 
 pub mod args;
