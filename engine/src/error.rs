@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 use crate::batch::BatchError;
-use crate::types::Offset;
+use crate::types::{LeaderEpoch, Offset};
 
 /// Why an append was refused or failed. Only `Ok` of the append's completion
 /// means "durable"; every error here means "not acknowledged".
@@ -33,6 +33,39 @@ pub enum AppendError {
     /// The log was closed while the append was pending.
     #[error("log {dir} was closed before the append became durable")]
     Closed { dir: PathBuf },
+}
+
+/// Why a follower's append (`Log::append_replicated`) was refused or
+/// failed: everything an append can fail with, plus the two ways a leader's
+/// batches can fail to continue the follower's log. A separate type so that
+/// code matching on `AppendError` (the produce path) is not affected.
+#[derive(Debug, Error, Clone)]
+pub enum ReplicatedAppendError {
+    #[error(transparent)]
+    Append(#[from] AppendError),
+
+    /// The batch at `got` came where `expected` was due (a gap, an overlap
+    /// or a reordering). Nothing was written.
+    #[error("replicated batch at offset {got} does not continue the log at {expected}")]
+    NonContiguous { expected: Offset, got: Offset },
+
+    /// A batch whose leader epoch is below that of the batch before it (in
+    /// the log or in the same append). Nothing was written.
+    #[error(
+        "replicated batch has leader epoch {}, below the previous {}",
+        .got.0,
+        .previous.0
+    )]
+    EpochRegression {
+        previous: LeaderEpoch,
+        got: LeaderEpoch,
+    },
+}
+
+impl From<BatchError> for ReplicatedAppendError {
+    fn from(error: BatchError) -> Self {
+        ReplicatedAppendError::Append(AppendError::InvalidBatch(error))
+    }
 }
 
 /// Errors of opening, reading and administering a log.

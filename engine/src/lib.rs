@@ -29,7 +29,7 @@ pub mod types;
 pub use commit::{CommitStats, Committer};
 pub use compact::{CleanOptions, CleanSummary, DirtyStats};
 pub use config::{FlushPolicy, LogConfig};
-pub use error::{AppendError, LogError};
+pub use error::{AppendError, LogError, ReplicatedAppendError};
 pub use log::{AppendCompletion, Appended, Log, ReadLimits, ReadResult};
 pub use recovery::RecoveryReport;
 pub use types::{LeaderEpoch, Offset, Position, TimestampMs};

@@ -39,7 +39,7 @@ use crate::config::{FlushPolicy, LogConfig};
 use crate::constants::{
     BATCH_HEADER_SIZE, PAGE_SIZE, PREALLOCATE_FIRST_BYTES, TAIL_CHUNKS_RETAINED,
 };
-use crate::error::{AppendError, LogError};
+use crate::error::{AppendError, LogError, ReplicatedAppendError};
 use crate::io::{Io, is_storage_full};
 use crate::recovery::{self, Checkpoint, RecoveryReport};
 use crate::segment::buffer::{page_ceil, page_floor};
@@ -94,6 +94,25 @@ pub(crate) struct LogState<F> {
     /// What the checkpoint file says (segments below `recovery_point.0` are
     /// trusted by recovery).
     pub checkpoint: Checkpoint,
+    /// partitionLeaderEpoch of the last batch appended (`None`: the log holds
+    /// no batch, or its last batch was removed by retention or compaction
+    /// and the log was reopened since). Read from disk at open and after a
+    /// truncation; kept by appends.
+    pub last_epoch: Option<LeaderEpoch>,
+    /// `last_epoch` as of `durable_end`: what a rollback of the unflushed
+    /// tail restores.
+    pub durable_last_epoch: Option<LeaderEpoch>,
+}
+
+/// How an append stamps the two header fields outside the CRC.
+#[derive(Clone, Copy, Debug)]
+enum Stamp {
+    /// A leader's append: baseOffset from the log end, partitionLeaderEpoch
+    /// from the caller.
+    Assign(LeaderEpoch),
+    /// A follower's append: both fields are kept as the leader wrote them and
+    /// must continue the log (see [`check_replicated`]).
+    Keep,
 }
 
 /// What an accepted append was given. `completion` resolves `Ok` once the
@@ -165,7 +184,7 @@ impl<I: Io> Log<I> {
     ) -> Result<Log<I>, LogError> {
         let dir = dir.into();
         let (state, recovery) = recovery::recover(&io, &dir, config).await?;
-        Ok(Log {
+        let log = Log {
             inner: Rc::new(LogInner {
                 io,
                 dir,
@@ -175,7 +194,14 @@ impl<I: Io> Log<I> {
                 clean_lock: Mutex::new(()),
                 committer: committer.clone(),
             }),
-        })
+        };
+        let last_epoch = log.inner.read_last_epoch().await?;
+        {
+            let mut state = log.inner.state.borrow_mut();
+            state.last_epoch = last_epoch;
+            state.durable_last_epoch = last_epoch;
+        }
+        Ok(log)
     }
 
     pub fn dir(&self) -> &Path {
@@ -242,35 +268,79 @@ impl<I: Io> Log<I> {
         self.inner.state.borrow().poisoned.is_some()
     }
 
+    /// The partitionLeaderEpoch of the last batch in the log (appended, not
+    /// necessarily durable), or `None` when the log holds no batch. Followers
+    /// compare it with the leader's epochs (KIP-101 truncation).
+    pub fn last_leader_epoch(&self) -> Option<LeaderEpoch> {
+        self.inner.state.borrow().last_epoch
+    }
+
     /// Validate `records` (one or more record batches v2), assign their
     /// offsets and buffer them. `Ok` means accepted and ordered, not durable:
     /// await `completion` for that. On `Err` nothing was appended.
     pub fn append(&self, records: &Bytes, epoch: LeaderEpoch) -> Result<Appended, AppendError> {
+        self.append_batches(records, Stamp::Assign(epoch), |_, _, _| Ok(()))
+    }
+
+    /// A follower's append: store the leader's batches byte-identical, with
+    /// the baseOffset and partitionLeaderEpoch the leader gave them.
+    ///
+    /// Validation is `append`'s (framing, magic, CRC-32C, records, size).
+    /// In addition the first batch must start at the log end and each next
+    /// one where the previous ended (`NonContiguous` otherwise), and epochs
+    /// must not decrease, across the batches nor relative to
+    /// [`Log::last_leader_epoch`] (`EpochRegression`). A follower whose log
+    /// diverges truncates first (`truncate_to`). Durability and completion
+    /// as `append`: `Ok` means accepted and ordered; `completion` resolves
+    /// after the fdatasync covering the batches. On `Err` nothing was
+    /// appended.
+    pub fn append_replicated(&self, records: &Bytes) -> Result<Appended, ReplicatedAppendError> {
+        self.append_batches(records, Stamp::Keep, |headers, log_end, last_epoch| {
+            check_replicated(headers, log_end, last_epoch)
+        })
+    }
+
+    /// The shared body of both appends: refuse on a stopped log, validate
+    /// every batch, run `check` on the headers (before anything changes),
+    /// then buffer the batches stamped as `stamp` says and register the
+    /// completion with the group commit.
+    fn append_batches<E: From<AppendError>>(
+        &self,
+        records: &Bytes,
+        stamp: Stamp,
+        check: impl FnOnce(&[BatchHeader], Offset, Option<LeaderEpoch>) -> Result<(), E>,
+    ) -> Result<Appended, E> {
         let inner = &self.inner;
         let mut state = inner.state.borrow_mut();
         if let Some(reason) = &state.poisoned {
             return Err(AppendError::Poisoned {
                 dir: inner.dir.clone(),
                 reason: reason.clone(),
-            });
+            }
+            .into());
         }
         if state.closed {
             return Err(AppendError::Closed {
                 dir: inner.dir.clone(),
-            });
+            }
+            .into());
         }
         // Validate everything before changing anything: all or nothing.
         let max_bytes = state.config.max_message_bytes as usize;
-        let mut batches = Vec::new();
-        for range in batch::split_batches(records)? {
-            let header = batch::validate(&records[range.clone()], max_bytes)?;
-            batches.push((range, header));
+        let mut ranges = Vec::new();
+        let mut headers = Vec::new();
+        for range in batch::split_batches(records).map_err(AppendError::from)? {
+            let header =
+                batch::validate(&records[range.clone()], max_bytes).map_err(AppendError::from)?;
+            ranges.push(range);
+            headers.push(header);
         }
+        check(&headers, state.log_end, state.last_epoch)?;
         let now = inner.io.now_ms();
         let base_offset = state.log_end;
         let interval = u64::from(state.config.index_interval_bytes);
         let mut appended_bytes = 0u64;
-        for (range, header) in &batches {
+        for (range, header) in ranges.iter().zip(&headers) {
             let size = range.len() as u64;
             let count = record_count(header);
             maybe_roll(&mut state, size, count, now);
@@ -284,8 +354,17 @@ impl<I: Io> Log<I> {
             );
             let mut patched = [0u8; BATCH_HEADER_SIZE];
             patched.copy_from_slice(&records[range.start..range.start + BATCH_HEADER_SIZE]);
-            batch::patch_base_offset(&mut patched, offset);
-            batch::patch_leader_epoch(&mut patched, epoch);
+            match stamp {
+                Stamp::Assign(epoch) => {
+                    batch::patch_base_offset(&mut patched, offset);
+                    batch::patch_leader_epoch(&mut patched, epoch);
+                }
+                Stamp::Keep => assert_eq!(
+                    header.base_offset(),
+                    offset,
+                    "check_replicated keeps replicated batches contiguous"
+                ),
+            }
             let body = &records[range.start + BATCH_HEADER_SIZE..range.end];
             let Some(active) = state.segments.back_mut() else {
                 unreachable!("a log always has an active segment");
@@ -301,6 +380,10 @@ impl<I: Io> Log<I> {
             );
             active.first_append_ms.get_or_insert(now);
             state.log_end = offset.plus(count);
+            state.last_epoch = Some(match stamp {
+                Stamp::Assign(epoch) => epoch,
+                Stamp::Keep => header.partition_leader_epoch(),
+            });
             appended_bytes += size;
         }
         state.unflushed_bytes += appended_bytes;
@@ -697,6 +780,12 @@ impl<I: Io> Log<I> {
             state.checkpoint
         };
         inner.write_checkpoint(checkpoint).await;
+        let last_epoch = inner.read_last_epoch().await?;
+        {
+            let mut state = inner.state.borrow_mut();
+            state.last_epoch = last_epoch;
+            state.durable_last_epoch = last_epoch;
+        }
         Ok(new_end)
     }
 
@@ -1045,6 +1134,7 @@ impl<I: Io> LogInner<I> {
             }
             assert!(plan.end >= state.durable_end, "durable end only grows");
             state.durable_end = plan.end;
+            state.durable_last_epoch = plan.last_epoch;
             state.unflushed_bytes = state.unflushed_bytes.saturating_sub(plan.bytes);
             state.last_flush_ms = io.now_ms();
             while let Some((end, _)) = state.waiters.front() {
@@ -1210,6 +1300,7 @@ impl<I: Io> LogInner<I> {
             last.sealed = false;
         }
         state.log_end = durable_end;
+        state.last_epoch = state.durable_last_epoch;
         state.unflushed_bytes = 0;
         drop(state);
         for base in removed.into_iter().flatten() {
@@ -1287,6 +1378,9 @@ struct FlushPlan<F> {
     segments: Vec<PlannedSegment<F>>,
     /// `log_end` at the snapshot: the durable end once the flush succeeds.
     end: Offset,
+    /// `last_epoch` at the snapshot: the epoch of the last durable batch
+    /// once the flush succeeds.
+    last_epoch: Option<LeaderEpoch>,
     bytes: u64,
 }
 
@@ -1335,6 +1429,7 @@ impl<F: Clone> FlushPlan<F> {
         Some(FlushPlan {
             segments,
             end: state.log_end,
+            last_epoch: state.last_epoch,
             bytes: state.unflushed_bytes,
         })
     }
@@ -1530,7 +1625,129 @@ impl<I: Io> LogInner<I> {
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// The partitionLeaderEpoch of the last batch of the last non-empty
+    /// segment, read from the write buffer or the file.
+    async fn read_last_epoch(self: &Rc<Self>) -> Result<Option<LeaderEpoch>, LogError> {
+        let (base, generation, start, last) = {
+            let state = self.state.borrow();
+            let Some(segment) = state
+                .segments
+                .iter()
+                .rev()
+                .find(|segment| !segment.is_empty())
+            else {
+                return Ok(None);
+            };
+            let last = Offset(segment.next_offset.value() - 1);
+            (
+                segment.base,
+                segment.generation,
+                segment.index.lookup(segment.base, last).value(),
+                last,
+            )
+        };
+        let mut cursor = Cursor::new(self, base, generation, PAGE_SIZE);
+        let mut position = start;
+        let mut epoch = None;
+        while let Some((run, at)) = cursor.batch_at(position).await? {
+            let Ok(header) = BatchHeader::parse(&run[at..]) else {
+                break;
+            };
+            epoch = Some(header.partition_leader_epoch());
+            if header.last_offset() >= last {
+                break;
+            }
+            position += header.total_size() as u64;
+        }
+        Ok(epoch)
+    }
+}
+
+/// The follower's contiguity and epoch rules for `batches` (already
+/// validated) about to be appended at `log_end` to a log whose last batch
+/// has `last_epoch`.
+fn check_replicated(
+    batches: &[BatchHeader],
+    log_end: Offset,
+    last_epoch: Option<LeaderEpoch>,
+) -> Result<(), ReplicatedAppendError> {
+    let mut expected = log_end;
+    let mut previous = last_epoch;
+    for header in batches {
+        if header.base_offset() != expected {
+            return Err(ReplicatedAppendError::NonContiguous {
+                expected,
+                got: header.base_offset(),
+            });
+        }
+        let epoch = header.partition_leader_epoch();
+        if let Some(previous) = previous
+            && epoch < previous
+        {
+            return Err(ReplicatedAppendError::EpochRegression {
+                previous,
+                got: epoch,
+            });
+        }
+        expected = header_base(header).plus(record_count(header));
+        previous = Some(epoch);
+    }
+    Ok(())
 }
 
 /// Keep `Weak` in scope for the committer's queue type.
 pub(crate) type LogRef<I> = Weak<LogInner<I>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::simple_batch;
+
+    /// The header of a one-batch buffer with `count` records at `base`,
+    /// stamped with `epoch`.
+    fn header(base: i64, count: usize, epoch: i32) -> BatchHeader {
+        let mut bytes = simple_batch(count, 4, TimestampMs(0)).to_vec();
+        batch::patch_base_offset(&mut bytes, Offset(base));
+        batch::patch_leader_epoch(&mut bytes, LeaderEpoch(epoch));
+        BatchHeader::parse(&bytes).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    #[test]
+    fn replicated_batches_must_continue_the_log_end_without_gaps() {
+        let batches = [header(10, 2, 1), header(12, 3, 1), header(15, 1, 2)];
+        assert!(check_replicated(&batches, Offset(10), Some(LeaderEpoch(1))).is_ok());
+        assert!(check_replicated(&[], Offset(10), None).is_ok());
+        match check_replicated(&batches, Offset(9), None) {
+            Err(ReplicatedAppendError::NonContiguous { expected, got }) => {
+                assert_eq!((expected, got), (Offset(9), Offset(10)));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let gap = [header(10, 2, 1), header(13, 1, 1)];
+        match check_replicated(&gap, Offset(10), None) {
+            Err(ReplicatedAppendError::NonContiguous { expected, got }) => {
+                assert_eq!((expected, got), (Offset(12), Offset(13)));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn replicated_epochs_must_not_decrease() {
+        let batches = [header(0, 1, 3), header(1, 1, 2)];
+        match check_replicated(&batches, Offset(0), None) {
+            Err(ReplicatedAppendError::EpochRegression { previous, got }) => {
+                assert_eq!((previous, got), (LeaderEpoch(3), LeaderEpoch(2)));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match check_replicated(&[header(5, 1, 4)], Offset(5), Some(LeaderEpoch(6))) {
+            Err(ReplicatedAppendError::EpochRegression { previous, got }) => {
+                assert_eq!((previous, got), (LeaderEpoch(6), LeaderEpoch(4)));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(check_replicated(&[header(5, 1, 6)], Offset(5), Some(LeaderEpoch(6))).is_ok());
+    }
+}

@@ -441,6 +441,9 @@ pub(crate) async fn recover<I: Io>(
         queued: false,
         unflushed_bytes: 0,
         checkpoint,
+        // Log::open reads it from the last batch.
+        last_epoch: None,
+        durable_last_epoch: None,
     };
     Ok((state, report))
 }

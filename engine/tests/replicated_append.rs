@@ -1,0 +1,560 @@
+//! A follower's append (`Log::append_replicated`) on the simulated disk: the
+//! follower stores the leader's batches byte-identical (same offsets, same
+//! leader epochs), refuses batches that do not continue its log, and keeps
+//! every acknowledged batch across crashes.
+//!
+//! `SLUICE_SIM_SEEDS=N` sets the number of crash seeds (default 300);
+//! `SLUICE_SIM_SEED=S` reruns one seed. A failure prints its seed.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+
+use bytes::{Bytes, BytesMut};
+use sluice_engine::batch::{self, BatchError};
+use sluice_engine::io::sim::{CrashMode, SimIo};
+use sluice_engine::{
+    AppendCompletion, AppendError, Committer, LeaderEpoch, Log, LogConfig, Offset,
+    ReplicatedAppendError, segment,
+};
+use support::{Rng, all, as_stored, batches_of, block_on, poll_once, tagged_batch};
+
+const NOW: i64 = SimIo::NOW_MS_START_DEFAULT;
+
+fn dir() -> PathBuf {
+    PathBuf::from("/data/orders-1")
+}
+
+/// Small segments, so that a few dozen batches span several of them.
+fn small_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 8 << 10,
+        index_interval_bytes: 1024,
+        preallocate_step_bytes: 4 << 10,
+        chunk_size_bytes: 4 << 10,
+        retention_ms: None,
+        ..LogConfig::default()
+    }
+}
+
+fn open(io: &SimIo, config: &LogConfig) -> (Log<SimIo>, Committer<SimIo>) {
+    let committer = Committer::new(io.clone());
+    let log = block_on(Log::open(io.clone(), dir(), config.clone(), &committer)).unwrap();
+    (log, committer)
+}
+
+/// A leader log holding `epochs.len()` batches, the i-th appended under
+/// `epochs[i]`, all durable.
+fn leader_with(epochs: &[i32]) -> (Log<SimIo>, Committer<SimIo>) {
+    let io = SimIo::new(1);
+    let (log, committer) = open(&io, &small_config());
+    for (tag, epoch) in epochs.iter().enumerate() {
+        let batch = tagged_batch(tag as u64, 1 + tag % 4, 300, NOW);
+        drop(log.append(&batch, LeaderEpoch(*epoch)).unwrap().completion);
+    }
+    block_on(committer.flush_round());
+    assert_eq!(log.durable_end_offset(), log.log_end_offset());
+    (log, committer)
+}
+
+/// Every stored batch of `log` from `from` on, one `Bytes` per batch, as
+/// `read` returns them.
+fn stored_batches(log: &Log<SimIo>, from: Offset) -> Vec<Bytes> {
+    let end = log.log_end_offset();
+    let mut offset = from;
+    let mut out = Vec::new();
+    while offset < end {
+        let result = block_on(log.read(offset, all(end))).unwrap();
+        assert!(!result.records.is_empty(), "no progress at {offset}");
+        out.extend(batches_of(&result.records).into_iter().map(Bytes::from));
+        offset = result.next_offset;
+    }
+    out
+}
+
+fn concat(batches: &[Bytes]) -> Bytes {
+    let mut out = BytesMut::new();
+    for batch_bytes in batches {
+        out.extend_from_slice(batch_bytes);
+    }
+    out.freeze()
+}
+
+fn base_of(batch_bytes: &[u8]) -> Offset {
+    batch::BatchHeader::parse(batch_bytes)
+        .unwrap()
+        .base_offset()
+}
+
+/// The bytes of each segment as `read` returns them, by segment base.
+fn segment_contents(log: &Log<SimIo>) -> Vec<(Offset, Vec<u8>)> {
+    let bases = log.segment_bases();
+    let end = log.log_end_offset();
+    let mut out = Vec::new();
+    for (index, base) in bases.iter().enumerate() {
+        let limit = bases.get(index + 1).copied().unwrap_or(end);
+        let mut content = Vec::new();
+        let mut offset = *base;
+        while offset < limit {
+            let result = block_on(log.read(offset, all(limit))).unwrap();
+            if result.records.is_empty() {
+                break;
+            }
+            for run in &result.records {
+                content.extend_from_slice(run);
+            }
+            offset = result.next_offset;
+        }
+        out.push((*base, content));
+    }
+    out
+}
+
+/// Replicate all of `leader` into a fresh follower, `per_append` batches per
+/// call; returns the follower (durable).
+fn replicate_all(
+    leader: &Log<SimIo>,
+    io: &SimIo,
+    per_append: usize,
+) -> (Log<SimIo>, Committer<SimIo>) {
+    let (follower, committer) = open(io, &small_config());
+    let batches = stored_batches(leader, Offset::ZERO);
+    let mut completions: Vec<AppendCompletion> = Vec::new();
+    for chunk in batches.chunks(per_append) {
+        let appended = follower.append_replicated(&concat(chunk)).unwrap();
+        assert_eq!(appended.base_offset, base_of(&chunk[0]));
+        completions.push(appended.completion);
+    }
+    for completion in &mut completions {
+        assert!(
+            poll_once(completion).is_none(),
+            "not durable before a flush"
+        );
+    }
+    block_on(committer.flush_round());
+    for completion in &mut completions {
+        poll_once(completion)
+            .expect("durable after a flush round")
+            .unwrap();
+    }
+    (follower, committer)
+}
+
+#[test]
+fn a_follower_stores_the_leaders_batches_byte_identical_across_segment_rolls() {
+    let epochs: Vec<i32> = (0..60).map(|index| index / 15).collect();
+    let (leader, _leader_committer) = leader_with(&epochs);
+    assert!(leader.segment_count() > 2, "the test needs segment rolls");
+    for per_append in [1, 3, 60] {
+        let io = SimIo::new(2);
+        let (follower, _committer) = replicate_all(&leader, &io, per_append);
+        assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+        assert_eq!(follower.durable_end_offset(), leader.log_end_offset());
+        assert_eq!(follower.last_leader_epoch(), Some(LeaderEpoch(3)));
+        assert_eq!(leader.last_leader_epoch(), Some(LeaderEpoch(3)));
+        assert_eq!(
+            stored_batches(&follower, Offset::ZERO),
+            stored_batches(&leader, Offset::ZERO)
+        );
+        // Same sizes, same config: the same segments with the same bytes,
+        // in memory and in the files.
+        assert_eq!(follower.segment_bases(), leader.segment_bases());
+        let contents = segment_contents(&follower);
+        assert_eq!(contents, segment_contents(&leader));
+        for (base, content) in &contents {
+            let file = io
+                .durable_content(&segment::log_path(&dir(), *base))
+                .unwrap();
+            assert_eq!(&file[..content.len()], &content[..], "segment {base}");
+        }
+    }
+}
+
+#[test]
+fn offsets_and_epochs_are_kept_not_assigned() {
+    let (leader, _committer) = leader_with(&[4, 4, 9]);
+    let batches = stored_batches(&leader, Offset::ZERO);
+    let io = SimIo::new(3);
+    let (follower, _follower_committer) = open(&io, &small_config());
+    // A follower that starts at the leader's log start (here 0) keeps the
+    // leader's offsets, not offsets of its own.
+    for stored in &batches {
+        let header = batch::BatchHeader::parse(stored).unwrap();
+        let appended = follower.append_replicated(stored).unwrap();
+        assert_eq!(appended.base_offset, header.base_offset());
+        assert_eq!(appended.last_offset, header.last_offset());
+        assert_eq!(
+            follower.last_leader_epoch(),
+            Some(header.partition_leader_epoch())
+        );
+        drop(appended.completion);
+    }
+    assert_eq!(follower.last_leader_epoch(), Some(LeaderEpoch(9)));
+}
+
+#[test]
+fn non_contiguous_or_overlapping_batches_are_refused_and_nothing_is_written() {
+    let (leader, _committer) = leader_with(&[0; 8]);
+    let batches = stored_batches(&leader, Offset::ZERO);
+    let io = SimIo::new(4);
+    let (follower, committer) = open(&io, &small_config());
+    drop(
+        follower
+            .append_replicated(&concat(&batches[..3]))
+            .unwrap()
+            .completion,
+    );
+    block_on(committer.flush_round());
+    let end = follower.log_end_offset();
+    assert_eq!(end, base_of(&batches[3]));
+    let size = follower.size_bytes();
+    let cases: Vec<(&str, Bytes, Offset, Offset)> = vec![
+        ("a gap", batches[4].clone(), end, base_of(&batches[4])),
+        ("an overlap", batches[2].clone(), end, base_of(&batches[2])),
+        (
+            "a resent prefix",
+            concat(&batches[..5]),
+            end,
+            base_of(&batches[0]),
+        ),
+        (
+            "a gap inside the append",
+            concat(&[batches[3].clone(), batches[5].clone()]),
+            base_of(&batches[4]),
+            base_of(&batches[5]),
+        ),
+        (
+            "a reordering",
+            concat(&[batches[4].clone(), batches[3].clone()]),
+            end,
+            base_of(&batches[4]),
+        ),
+    ];
+    for (name, records, expected, got) in cases {
+        match follower.append_replicated(&records) {
+            Err(ReplicatedAppendError::NonContiguous {
+                expected: expected_found,
+                got: got_found,
+            }) => {
+                assert_eq!((expected_found, got_found), (expected, got), "{name}");
+            }
+            Err(error) => panic!("{name}: unexpected error {error}"),
+            Ok(appended) => panic!("{name}: accepted at {}", appended.base_offset),
+        }
+        assert_eq!(follower.log_end_offset(), end, "{name}");
+        assert_eq!(follower.size_bytes(), size, "{name}");
+    }
+    // A damaged batch fails validation as it would in `append`.
+    let mut damaged = batches[3].to_vec();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0x40;
+    match follower.append_replicated(&Bytes::from(damaged)) {
+        Err(ReplicatedAppendError::Append(AppendError::InvalidBatch(BatchError::CorruptCrc {
+            ..
+        }))) => {}
+        Err(error) => panic!("unexpected error {error}"),
+        Ok(_) => panic!("a damaged batch was accepted"),
+    }
+    assert_eq!(follower.size_bytes(), size);
+    // Nothing was written: no flush is due and the files did not change.
+    let syncs = io.stats().sync_data_count;
+    block_on(committer.flush_round());
+    assert_eq!(io.stats().sync_data_count, syncs);
+    // The right continuation is still accepted.
+    let appended = follower.append_replicated(&concat(&batches[3..])).unwrap();
+    assert_eq!(appended.base_offset, end);
+    block_on(committer.flush_round());
+    assert_eq!(
+        stored_batches(&follower, Offset::ZERO),
+        stored_batches(&leader, Offset::ZERO)
+    );
+}
+
+#[test]
+fn leader_epochs_going_backwards_are_refused() {
+    // `append` does not police epochs; a leader log built with a decrease
+    // gives the follower batches it must refuse.
+    let (leader, _committer) = leader_with(&[2, 5, 5, 3]);
+    let batches = stored_batches(&leader, Offset::ZERO);
+    let io = SimIo::new(5);
+    let (follower, committer) = open(&io, &small_config());
+    // Within one append: refused as a whole.
+    match follower.append_replicated(&concat(&batches)) {
+        Err(ReplicatedAppendError::EpochRegression { previous, got }) => {
+            assert_eq!((previous, got), (LeaderEpoch(5), LeaderEpoch(3)));
+        }
+        other => panic!(
+            "unexpected {:?}",
+            other.map(|appended| appended.base_offset)
+        ),
+    }
+    assert_eq!(follower.log_end_offset(), Offset::ZERO);
+    assert_eq!(follower.size_bytes(), 0);
+    assert_eq!(follower.last_leader_epoch(), None);
+    // Equal epochs are fine; a decrease relative to the log's last batch
+    // is refused.
+    drop(
+        follower
+            .append_replicated(&concat(&batches[..3]))
+            .unwrap()
+            .completion,
+    );
+    block_on(committer.flush_round());
+    let end = follower.log_end_offset();
+    match follower.append_replicated(&batches[3]) {
+        Err(ReplicatedAppendError::EpochRegression { previous, got }) => {
+            assert_eq!((previous, got), (LeaderEpoch(5), LeaderEpoch(3)));
+        }
+        other => panic!(
+            "unexpected {:?}",
+            other.map(|appended| appended.base_offset)
+        ),
+    }
+    assert_eq!(follower.log_end_offset(), end);
+    assert_eq!(follower.last_leader_epoch(), Some(LeaderEpoch(5)));
+}
+
+#[test]
+fn after_reopen_the_follower_ends_where_the_leader_did_and_keeps_its_last_epoch() {
+    let epochs: Vec<i32> = (0..40).map(|index| 1 + index / 7).collect();
+    let (leader, _committer) = leader_with(&epochs);
+    let batches = stored_batches(&leader, Offset::ZERO);
+    let half = batches.len() / 2;
+    for mode in [CrashMode::LoseUnsynced, CrashMode::Torn] {
+        let io = SimIo::new(6);
+        let (follower, committer) = open(&io, &small_config());
+        drop(
+            follower
+                .append_replicated(&concat(&batches[..half]))
+                .unwrap()
+                .completion,
+        );
+        block_on(committer.flush_round());
+        block_on(follower.close()).unwrap();
+        drop(follower);
+        io.set_crash_mode(mode);
+        let io = io.crash();
+        let (follower, committer) = open(&io, &small_config());
+        assert_eq!(follower.log_end_offset(), base_of(&batches[half]));
+        let expected_epoch = batch::BatchHeader::parse(&batches[half - 1])
+            .unwrap()
+            .partition_leader_epoch();
+        assert_eq!(follower.last_leader_epoch(), Some(expected_epoch));
+        // It continues from there.
+        drop(
+            follower
+                .append_replicated(&concat(&batches[half..]))
+                .unwrap()
+                .completion,
+        );
+        block_on(committer.flush_round());
+        assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+        assert_eq!(
+            stored_batches(&follower, Offset::ZERO),
+            stored_batches(&leader, Offset::ZERO)
+        );
+        // An unclean stop (no close): recovery scans and finds the same.
+        let io = io.crash();
+        let (follower, _committer) = open(&io, &small_config());
+        assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+        assert_eq!(follower.last_leader_epoch(), leader.last_leader_epoch());
+    }
+}
+
+#[test]
+fn truncation_restores_the_last_epoch_of_the_kept_prefix() {
+    let (leader, _committer) = leader_with(&[1, 1, 2, 2, 3, 3]);
+    let batches = stored_batches(&leader, Offset::ZERO);
+    let io = SimIo::new(7);
+    let (follower, committer) = open(&io, &small_config());
+    drop(
+        follower
+            .append_replicated(&concat(&batches))
+            .unwrap()
+            .completion,
+    );
+    block_on(committer.flush_round());
+    let cut = base_of(&batches[4]);
+    assert_eq!(block_on(follower.truncate_to(cut)).unwrap(), cut);
+    assert_eq!(follower.last_leader_epoch(), Some(LeaderEpoch(2)));
+    // A new leader's batches at epoch 2 or above continue the kept prefix.
+    drop(follower.append_replicated(&batches[4]).unwrap().completion);
+    assert_eq!(follower.last_leader_epoch(), Some(LeaderEpoch(3)));
+}
+
+// ---------------------------------------------------------------------------
+// Crash simulation.
+
+/// One batch as a leader would send it.
+struct Sent {
+    stored: Bytes,
+    base: Offset,
+    end: Offset,
+    epoch: i32,
+}
+
+/// The leader's batches: contiguous offsets, non-decreasing epochs.
+fn leader_batches(rng: &mut Rng, count: usize) -> Vec<Sent> {
+    let mut out = Vec::new();
+    let mut base = Offset::ZERO;
+    let mut epoch = 0;
+    for tag in 0..count {
+        if rng.chance(10) {
+            epoch += 1 + rng.below(3) as i32;
+        }
+        let records = 1 + rng.below(8) as usize;
+        let value_size = rng.pick(&[0, 10, 100, 700, 2000]);
+        let batch = tagged_batch(tag as u64, records, value_size, NOW + tag as i64);
+        let stored = Bytes::from(as_stored(&batch, base, epoch));
+        let end = base.plus(records as i64);
+        out.push(Sent {
+            stored,
+            base,
+            end,
+            epoch,
+        });
+        base = end;
+    }
+    out
+}
+
+fn check_follower(log: &Log<SimIo>, sent: &[Sent], acknowledged_end: Offset) {
+    let end = log.log_end_offset();
+    assert_eq!(
+        log.durable_end_offset(),
+        end,
+        "everything recovered is durable"
+    );
+    assert!(
+        end >= acknowledged_end,
+        "lost acknowledged batches: end {end} < {acknowledged_end}"
+    );
+    let held = stored_batches(log, Offset::ZERO);
+    assert!(held.len() <= sent.len());
+    for (index, stored) in held.iter().enumerate() {
+        assert_eq!(
+            stored, &sent[index].stored,
+            "batch {index} differs from the leader's"
+        );
+    }
+    let count = held.len();
+    let expected_end = count
+        .checked_sub(1)
+        .map_or(Offset::ZERO, |last| sent[last].end);
+    assert_eq!(end, expected_end);
+    let expected_epoch = count
+        .checked_sub(1)
+        .map(|last| LeaderEpoch(sent[last].epoch));
+    assert_eq!(log.last_leader_epoch(), expected_epoch);
+}
+
+fn run_seed(seed: u64) {
+    let mut rng = Rng(seed);
+    let sent = leader_batches(&mut rng, 400);
+    let mut io = SimIo::new(seed);
+    let config = LogConfig {
+        segment_bytes: rng.pick(&[8 << 10, 20 << 10, 64 << 10]),
+        index_interval_bytes: rng.pick(&[128, 1024, 4096]),
+        preallocate_step_bytes: rng.pick(&[4 << 10, 16 << 10]),
+        chunk_size_bytes: rng.pick(&[4 << 10, 8 << 10, 32 << 10]),
+        retention_ms: None,
+        ..LogConfig::default()
+    };
+    let (mut log, mut committer) = open(&io, &config);
+    let mut acknowledged_end = Offset::ZERO;
+    let mut pending: Vec<(Offset, AppendCompletion)> = Vec::new();
+    let steps = 100 + rng.below(100);
+    for _ in 0..steps {
+        let roll = rng.below(100);
+        // A leader resends from the follower's log end (after a rollback
+        // of the unflushed tail on a full disk, that is below `next`).
+        let end = log.log_end_offset();
+        let mut next = sent.partition_point(|one| one.base < end);
+        if roll < 55 && next < sent.len() {
+            let count = (1 + rng.below(4) as usize).min(sent.len() - next);
+            let records: Vec<Bytes> = sent[next..next + count]
+                .iter()
+                .map(|one| one.stored.clone())
+                .collect();
+            match log.append_replicated(&concat(&records)) {
+                Ok(appended) => {
+                    assert_eq!(appended.base_offset, sent[next].base);
+                    next += count;
+                    pending.push((sent[next - 1].end, appended.completion));
+                }
+                Err(ReplicatedAppendError::Append(AppendError::Poisoned { .. })) => {}
+                Err(error) => panic!("unexpected append error: {error}"),
+            }
+        } else if roll < 80 {
+            block_on(committer.flush_round());
+        } else if roll < 85 {
+            match rng.below(3) {
+                0 => io.fail_sync_after(Some(rng.below(4))),
+                1 => io.fail_write_after(Some(rng.below(6))),
+                _ => io.set_space_limit(Some(io.space_used_bytes() + rng.below(64 << 10))),
+            }
+        } else {
+            // Collect what was acknowledged, then crash.
+            for (end, completion) in &mut pending {
+                if let Some(Ok(())) = poll_once(completion) {
+                    acknowledged_end = acknowledged_end.max(*end);
+                }
+            }
+            pending.clear();
+            drop(log);
+            drop(committer);
+            io.set_crash_mode(rng.pick(&[
+                CrashMode::Torn,
+                CrashMode::Torn,
+                CrashMode::LoseUnsynced,
+                CrashMode::KeepUnsynced,
+            ]));
+            io = io.crash();
+            io.fail_sync_after(None);
+            io.fail_write_after(None);
+            io.set_space_limit(None);
+            (log, committer) = open(&io, &config);
+            check_follower(&log, &sent, acknowledged_end);
+            // The follower's log is the truth now: what it lost was never
+            // acknowledged, and the leader resends from its log end.
+            acknowledged_end = log.log_end_offset();
+        }
+    }
+    for (end, completion) in &mut pending {
+        if let Some(Ok(())) = poll_once(completion) {
+            acknowledged_end = acknowledged_end.max(*end);
+        }
+    }
+    drop(log);
+    drop(committer);
+    io.set_crash_mode(CrashMode::Torn);
+    let io = io.crash();
+    let (log, _committer) = open(&io, &config);
+    check_follower(&log, &sent, acknowledged_end);
+}
+
+#[test]
+fn acknowledged_replicated_appends_survive_any_crash() {
+    let seeds: Vec<u64> = match std::env::var("SLUICE_SIM_SEED") {
+        Ok(seed) => vec![seed.parse().unwrap()],
+        Err(_) => {
+            let count = std::env::var("SLUICE_SIM_SEEDS")
+                .ok()
+                .and_then(|count| count.parse().ok())
+                .unwrap_or(300);
+            (1..=count).collect()
+        }
+    };
+    for seed in seeds {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| run_seed(seed))) {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
+                .unwrap_or_default();
+            panic!("seed {seed} failed: {message}\nrerun with SLUICE_SIM_SEED={seed}");
+        }
+    }
+}
