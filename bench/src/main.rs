@@ -10,12 +10,15 @@
 //! - `baseline`: the machine's limits ([`limits`], [`baseline`]).
 //! - `presets`: the named workloads.
 //! - `engine`: the storage engine alone on one shard ([`engine`]).
+//! - `cluster-metadata`: a local 3-broker cluster's control plane: topic
+//!   creation, metadata propagation, controller failover ([`cluster`]).
 //!
 //! A benchmark exits non-zero only when it could not run or a client
 //! failed; missed targets are reported, not enforced. Ctrl-C stops a run
 //! and prints what was measured so far (exit status 130).
 
 mod baseline;
+mod cluster;
 mod compare;
 mod embedded;
 mod engine;
@@ -73,6 +76,9 @@ enum Command {
     /// Storage-engine throughput and group-commit latency against the raw
     /// disk (O_DIRECT bandwidth, fdatasync latency) in the same directory.
     Engine(engine::EngineArgs),
+    /// Start a local cluster and time topic creation, metadata propagation
+    /// to every broker and controller failover (kill -9).
+    ClusterMetadata(cluster::ClusterArgs),
 }
 
 /// Flags every broker run shares.
@@ -153,6 +159,9 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Engine(args)) => engine::run(args).map(|()| ExitCode::SUCCESS),
+        Some(Command::ClusterMetadata(args)) => {
+            interrupt_flag().and_then(|interrupted| cluster::run(args, &interrupted))
+        }
     };
     match result {
         Ok(code) => code,
