@@ -79,6 +79,10 @@ const BACKOFF_MAX: Duration = Duration::from_millis(1000);
 /// How long a follower's MetadataFetch waits at the voter for new batches.
 const FETCH_WAIT_MS: u32 = 500;
 
+/// How long a clean stop waits for the controller to acknowledge the
+/// controlled shutdown before it stops anyway.
+const CONTROLLED_SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
 /// Where the voter keeps its Raft log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreKind {
@@ -651,7 +655,14 @@ impl<S: RaftLogStore> ControllerLoop<S> {
                     ErrorKind::ProposalLost,
                     "a new leader replaced the proposal",
                 )),
-                (Err(error), true) => Err(RequestError::from(error.clone())),
+                // Decided against an older image, refused by the current
+                // one (e.g. a replica placed on a broker fenced in between):
+                // nothing was applied, so deciding again is safe; the
+                // caller's retry sees the current image.
+                (Err(error), true) => Err(RequestError::rejected(
+                    ErrorKind::ProposalLost,
+                    format!("refused when committed, to be decided again: {error}"),
+                )),
                 (Ok(()), true) => Ok(match proposal.kind {
                     PendingKind::Registered(broker_epoch) => Reply::Registered { broker_epoch },
                     PendingKind::TopicCreated(topic_id) => Reply::TopicCreated { topic_id, offset },
@@ -1560,7 +1571,10 @@ impl ControllerHandle {
     /// leaderships away and waits (up to the request timeout) until it
     /// says the broker may stop, then stops the service. Blocking.
     pub fn shutdown(&self) {
-        let timeout = Duration::from_millis(self.shared.config.request_timeout_ms);
+        // Bounded: with the quorum gone (a whole cluster stopping at once)
+        // nobody can acknowledge, and the broker must still stop.
+        let timeout = Duration::from_millis(self.shared.config.request_timeout_ms)
+            .min(CONTROLLED_SHUTDOWN_WAIT);
         let deadline = Instant::now() + timeout;
         let mut broker = lock(&self.shared.broker);
         broker.want_shut_down = true;
