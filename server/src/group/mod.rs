@@ -38,13 +38,13 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::ConsumerProtocolSubscription;
 use kafka_protocol::protocol::Decodable;
 use sluice_engine::batch::{self, BatchBuilder, Compression};
-use sluice_engine::{LeaderEpoch, ReadLimits, TimestampMs};
+use sluice_engine::{ReadLimits, TimestampMs};
 
 use crate::group::records::{GroupValue, Key, OffsetValue};
 use crate::group::state::{CommittedOffset, Group, GroupConfig, GroupState};
 use crate::metadata::TopicMetadata;
 use crate::shard::topics::{TopicError, create_topic, settled_snapshot};
-use crate::shard::{PartitionReplica, Shard, ShardId, TopicPartition};
+use crate::shard::{PartitionReplica, ReplicaAppendError, Shard, ShardId, TopicPartition};
 
 /// The internal topic holding groups and offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -243,24 +243,20 @@ pub async fn write(
     let Some(replica) = shard.partition(&topic_partition) else {
         return Err(ResponseError::NotCoordinator);
     };
-    // Stamped with the partition's leader epoch; a broker that no longer
-    // leads it is no longer the coordinator.
-    let view = shard.metadata.snapshot();
-    let leader_epoch = view
-        .topics
-        .get(OFFSETS_TOPIC)
-        .and_then(|topic| topic.partitions.get(usize::try_from(partition).ok()?))
-        .filter(|state| crate::handlers::serving_shard(&view, state).is_ok())
-        .map(|state| LeaderEpoch(state.leader_epoch))
-        .ok_or(ResponseError::NotCoordinator)?;
     let now = TimestampMs(wall_ms());
     let mut builder = BatchBuilder::new();
     for (key, value) in records {
         builder.record(Some(key), value.as_deref(), now);
     }
-    let append = replica.append(&builder.build(), leader_epoch).map_err(|error| {
-        tracing::error!(partition = %topic_partition, %error, "group coordinator append refused");
-        ResponseError::CoordinatorNotAvailable
+    // The replica stamps the batch with its leader epoch, and refuses it
+    // unless it leads: a broker that no longer leads the partition is no
+    // longer the coordinator.
+    let append = replica.append(&builder.build()).map_err(|error| match error {
+        ReplicaAppendError::NotLeader { .. } => ResponseError::NotCoordinator,
+        ReplicaAppendError::Append(error) => {
+            tracing::error!(partition = %topic_partition, %error, "group coordinator append refused");
+            ResponseError::CoordinatorNotAvailable
+        }
     })?;
     append.completion.await.map_err(|error| {
         tracing::error!(partition = %topic_partition, %error, "group coordinator write failed");
@@ -482,7 +478,8 @@ pub fn unload_partition(shard: &Shard, partition: i32) {
 pub async fn load_partition(shard: &Rc<Shard>, replica: &PartitionReplica) -> anyhow::Result<()> {
     let partition = replica.topic_partition.partition;
     let log = &replica.log;
-    let end = log.durable_end_offset();
+    // Only committed records (below the high watermark) are replayed.
+    let end = replica.high_watermark();
     let mut offset = log.log_start_offset();
     let now = Instant::now();
     let wall = wall_ms();

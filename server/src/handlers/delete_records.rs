@@ -2,7 +2,8 @@
 //!
 //! Each partition is handled on its owning shard (`Log::delete_records_before`,
 //! durable when it returns Ok); partitions on different shards proceed
-//! concurrently. Offset -1 means the high watermark (the durable end);
+//! concurrently. Offset -1 means the high watermark
+//! (`PartitionReplica::high_watermark`);
 //! an offset beyond it, or negative otherwise, is OFFSET_OUT_OF_RANGE. An
 //! offset at or below the current log start changes nothing. The answer's
 //! low watermark is the log start after the call.
@@ -82,7 +83,7 @@ async fn delete_on_owner(
             let Some(replica) = owner.partition(&topic_partition) else {
                 return Err(ResponseError::UnknownTopicOrPartition);
             };
-            let high_watermark = replica.log.durable_end_offset();
+            let high_watermark = replica.high_watermark();
             let target = match offset {
                 HIGH_WATERMARK => high_watermark,
                 offset if offset < 0 || offset > high_watermark.value() => {

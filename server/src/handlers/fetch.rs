@@ -7,9 +7,10 @@
 //! own iovecs: record bytes are never copied in user space
 //! (`net::FETCH_RECORD_BYTES_COPIED` stays 0).
 //!
-//! Visibility: consumers read below the high watermark, which on this single
-//! node is the log's durable end (acknowledged = durable). No transactions
-//! yet, so the last stable offset equals the high watermark.
+//! Visibility: consumers read below the high watermark
+//! (`PartitionReplica::high_watermark`: with replication factor 1 the log's
+//! durable end, acknowledged = durable). No transactions yet, so the last
+//! stable offset equals the high watermark.
 //!
 //! Kafka's rules (docs: KAFKA-BEHAVIOUR.md "Offsets and fetch"):
 //! - an offset below the log start or beyond the log end answers
@@ -21,7 +22,7 @@
 //! - batches are returned whole: a fetch from the middle of a batch returns
 //!   that batch, and the client skips the records before its offset;
 //! - long poll: while the response holds fewer than `min_bytes`, wait up to
-//!   `max_wait_ms` for new durable data on any fetched partition
+//!   `max_wait_ms` for the high watermark of any fetched partition to move
 //!   (shard/notify.rs), then read again. Errors answer at once.
 //!
 //! KIP-227 sessions (v7+) are kept per shard, see fetch_session.rs.
@@ -53,7 +54,7 @@ use crate::handlers::fetch_session::{
 use crate::handlers::{LeaderHint, Reply, leader_epoch_error};
 use crate::metadata::{BrokerInfo, ClusterMetadata, PartitionMetadata, TopicMetadata};
 use crate::protocol::ResponseFrame;
-use crate::shard::notify::DurableWatch;
+use crate::shard::notify::HighWatermarkWatch;
 use crate::shard::{Shard, ShardGone, ShardId, TopicPartition};
 
 /// Versions from which NOT_LEADER_OR_FOLLOWER and FENCED_LEADER_EPOCH
@@ -549,7 +550,7 @@ async fn read_partition(
         return PartitionAnswer::error(ResponseError::UnknownTopicOrPartition);
     };
     let log = &replica.log;
-    let high_watermark = log.durable_end_offset();
+    let high_watermark = replica.high_watermark();
     let log_start = log.log_start_offset();
     let mut answer = PartitionAnswer {
         error_code: 0,
@@ -758,9 +759,8 @@ async fn wait_on_owner(
             let Some(replica) = owner.partition(&seen.topic_partition) else {
                 return;
             };
-            let log = &replica.log;
-            if log.durable_end_offset().value() != seen.high_watermark
-                || log.log_start_offset().value() != seen.log_start_offset
+            if replica.high_watermark().value() != seen.high_watermark
+                || replica.log.log_start_offset().value() != seen.log_start_offset
             {
                 return;
             }
@@ -770,8 +770,12 @@ async fn wait_on_owner(
         if now >= deadline || replicas.is_empty() {
             return;
         }
-        let pause = (deadline - now).min(DurableWatch::fallback_poll_interval());
-        let changed = select_all(replicas.iter().map(|replica| replica.durable.changed()));
+        let pause = (deadline - now).min(HighWatermarkWatch::fallback_poll_interval());
+        let changed = select_all(
+            replicas
+                .iter()
+                .map(|replica| replica.high_watermark_watch.changed()),
+        );
         let sleep = pin!(compio::time::sleep(pause));
         let woken = select(changed, sleep);
         match cancelled.as_mut() {

@@ -5,8 +5,9 @@
 //! partitions (one call per shard, concurrently). Special timestamps:
 //! - -2 EARLIEST, -4 EARLIEST_LOCAL (no tiered storage: the same): the log
 //!   start offset;
-//! - -1 LATEST: the high watermark (the durable end; with no transactions
-//!   the last stable offset is the same, so read_committed gets it too);
+//! - -1 LATEST: the high watermark (`PartitionReplica::high_watermark`;
+//!   with no transactions the last stable offset is the same, so
+//!   read_committed gets it too);
 //! - -3 MAX_TIMESTAMP: the record with the largest timestamp;
 //! - -5 LATEST_TIERED: nothing is tiered, so offset -1.
 //!
@@ -194,7 +195,7 @@ async fn answer_on_owner(owner: &Shard, query: &Query) -> OffsetAnswer {
         return OffsetAnswer::error(ResponseError::UnknownTopicOrPartition);
     };
     let log = &replica.log;
-    let high_watermark = log.durable_end_offset();
+    let high_watermark = replica.high_watermark();
     let found = match query.timestamp {
         EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => {
             return OffsetAnswer::found(log.log_start_offset(), -1, query.leader_epoch);

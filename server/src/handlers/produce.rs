@@ -7,8 +7,10 @@
 //! work to its owning shard and wait for all of them concurrently. A
 //! partition this broker does not lead answers NOT_LEADER_OR_FOLLOWER, from
 //! v10 with the leader's id, epoch and endpoint (KIP-951), so the client
-//! goes there without a metadata round trip. Batches are stamped with the
-//! partition's leader epoch from the view the request was routed with.
+//! goes there without a metadata round trip. The replica itself refuses
+//! the append when it no longer leads (NOT_LEADER_OR_FOLLOWER: the view
+//! the request was routed with is behind) and stamps batches with its own
+//! leader epoch (shard/partition.rs).
 //!
 //! On the owning shard, in one synchronous step (no await, so batches are
 //! checked and appended in arrival order): exactly one record batch (magic
@@ -55,14 +57,14 @@ use kafka_protocol::protocol::StrBytes;
 use sluice_engine::batch::{self, BatchError, BatchHeader, Compression};
 use sluice_engine::io::Io;
 use sluice_engine::io::uring::UringIo;
-use sluice_engine::{AppendError, FlushPolicy, LeaderEpoch, Log};
+use sluice_engine::{AppendError, FlushPolicy, Log};
 
 use crate::handlers::{LeaderHint, Reply};
 use crate::metadata::topic_config::TimestampType;
 use crate::metadata::{ClusterMetadata, MetadataError, validate_topic_name};
 use crate::shard::producer_state::{ProducerBatch, ProducerStateError, SequenceCheck};
 use crate::shard::topics::{TopicError, create_topic, settled_snapshot};
-use crate::shard::{PartitionReplica, Shard, ShardId, TopicPartition};
+use crate::shard::{PartitionReplica, ReplicaAppendError, Shard, ShardId, TopicPartition};
 
 /// Versions from which a NOT_LEADER_OR_FOLLOWER answer names the current
 /// leader and its endpoint (KIP-951).
@@ -139,16 +141,14 @@ pub async fn dispatch(
                         )
                     })
                     .and_then(|state| {
-                        crate::handlers::serving_shard(metadata, state)
-                            .map(|owner| (owner, LeaderEpoch(state.leader_epoch)))
-                            .map_err(|error| {
-                                let mut outcome = PartitionOutcome::failed(
-                                    error,
-                                    format!("this broker does not lead {name}-{index}"),
-                                );
-                                outcome.leader = Some(Box::new(LeaderHint::of(metadata, state)));
-                                outcome
-                            })
+                        crate::handlers::serving_shard(metadata, state).map_err(|error| {
+                            let mut outcome = PartitionOutcome::failed(
+                                error,
+                                format!("this broker does not lead {name}-{index}"),
+                            );
+                            outcome.leader = Some(Box::new(LeaderHint::of(metadata, state)));
+                            outcome
+                        })
                     }),
             };
             work.push(match owner {
@@ -156,13 +156,12 @@ pub async fn dispatch(
                     futures_util::future::ready(futures_util::future::ready(outcome).boxed_local())
                         .boxed_local()
                 }
-                Ok((owner, leader_epoch)) => route(
+                Ok(owner) => route(
                     shard,
                     owner,
                     TopicPartition::new(&name, index),
                     partition.records,
                     acks,
-                    leader_epoch,
                 )
                 .boxed_local(),
             });
@@ -300,7 +299,6 @@ async fn route(
     topic_partition: TopicPartition,
     records: Option<Bytes>,
     acks: i16,
-    leader_epoch: LeaderEpoch,
 ) -> LocalBoxFuture<'static, PartitionOutcome> {
     if owner == shard.id {
         return started(produce_on_owner(
@@ -308,7 +306,6 @@ async fn route(
             topic_partition,
             records,
             acks,
-            leader_epoch,
         ))
         .await;
     }
@@ -319,14 +316,7 @@ async fn route(
         .shards
         .call(owner, move |owner| async move {
             let (sender, receiver) = oneshot::channel();
-            let outcome = started(produce_on_owner(
-                owner,
-                topic_partition,
-                records,
-                acks,
-                leader_epoch,
-            ))
-            .await;
+            let outcome = started(produce_on_owner(owner, topic_partition, records, acks)).await;
             compio::runtime::spawn(async move {
                 let _ = sender.send(outcome.await);
             })
@@ -369,7 +359,6 @@ async fn produce_on_owner(
     topic_partition: TopicPartition,
     records: Option<Bytes>,
     acks: i16,
-    leader_epoch: LeaderEpoch,
 ) -> PartitionOutcome {
     let Some(replica) = owner.partition(&topic_partition) else {
         return PartitionOutcome::failed(
@@ -381,7 +370,7 @@ async fn produce_on_owner(
         );
     };
     let now_ms = owner.io.now_ms();
-    let accepted = match accept(&replica, records, now_ms, leader_epoch) {
+    let accepted = match accept(&replica, records, now_ms) {
         Ok(accepted) => accepted,
         Err(outcome) => {
             tracing::debug!(partition = %topic_partition, error = ?outcome.error, message = ?outcome.error_message, "produce refused");
@@ -433,15 +422,14 @@ enum Accepted {
 }
 
 /// Validate, apply the topic's policies and the idempotence rules, and
-/// append, stamped with `leader_epoch` (the partition's, from the view the
-/// request was routed with). Synchronous, so batches are checked and
+/// append through the replica, which refuses unless it leads and stamps
+/// the batch with its leader epoch (shard/partition.rs). Synchronous, so batches are checked and
 /// appended in order and the producer state advances only with appends
 /// that happened.
 fn accept(
     replica: &PartitionReplica,
     records: Option<Bytes>,
     now_ms: i64,
-    leader_epoch: LeaderEpoch,
 ) -> Result<Accepted, PartitionOutcome> {
     let Some(records) = records else {
         return Err(PartitionOutcome::failed(
@@ -526,9 +514,12 @@ fn accept(
         TimestampType::LogAppendTime => (with_log_append_time(&records, now_ms), now_ms),
         TimestampType::CreateTime => (records, -1),
     };
-    let appended = replica
-        .append(&records, leader_epoch)
-        .map_err(|error| append_failed(&error))?;
+    let appended = replica.append(&records).map_err(|error| match error {
+        ReplicaAppendError::NotLeader { .. } => {
+            PartitionOutcome::failed(ResponseError::NotLeaderOrFollower, error.to_string())
+        }
+        ReplicaAppendError::Append(error) => append_failed(&error),
+    })?;
     if let Some(producer) = &producer {
         producers.record(
             producer,

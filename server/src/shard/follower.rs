@@ -7,9 +7,14 @@
 //!    and created again under its name must not have the new partitions
 //!    removed by the old one's cleanup;
 //! 2. opens of the local replicas that are new in the view, on their shards;
-//! 3. configs changed since the last round, applied to the open logs;
-//! 4. publish: only now do requests see the view, so a request never finds
-//!    a local replica that is not open yet.
+//! 3. replica states (role, leader epoch: shard/partition.rs) changed since
+//!    the last round, applied to the open replicas: a replica that stops
+//!    leading refuses appends before any request sees the view that says
+//!    so, and one that starts leading accepts them when requests are
+//!    routed to it;
+//! 4. configs changed since the last round, applied to the open logs;
+//! 5. publish: only now do requests see the view, so a request never finds
+//!    a local replica that is not open yet, or not in the view's state.
 //!
 //! A replica that fails to open is logged and tried again every round (the
 //! view is published anyway; requests for it find no open partition).
@@ -28,7 +33,7 @@ use futures_util::future::join_all;
 use crate::controller::service::block_on;
 use crate::controller::types::MetadataOffset;
 use crate::metadata::{ClusterMetadata, Metadata, TopicConfig, TopicMetadata};
-use crate::shard::{ShardId, Shards};
+use crate::shard::{ReplicaState, ShardId, Shards, TopicPartition};
 
 /// How long one wait for a new image lasts before the loop looks at its
 /// stop flag and retries failed opens.
@@ -53,6 +58,7 @@ impl Follower {
             opened: Replicas::new(),
             failed: false,
             configs: BTreeMap::new(),
+            states: BTreeMap::new(),
         };
         state.round();
         let stop = Arc::new(AtomicBool::new(false));
@@ -91,6 +97,8 @@ struct State {
     failed: bool,
     /// Each topic's configs as last applied.
     configs: BTreeMap<uuid::Uuid, BTreeMap<String, String>>,
+    /// Each open local replica's state as last applied.
+    states: BTreeMap<(uuid::Uuid, i32), ReplicaState>,
 }
 
 impl State {
@@ -100,6 +108,7 @@ impl State {
         let wanted = local_replicas(&view);
         self.remove(&wanted);
         self.open(&view, &wanted);
+        self.apply_replica_states(&view);
         self.apply_configs(&view);
         self.metadata.publish(view);
     }
@@ -129,6 +138,7 @@ impl State {
                 Err(gone) => tracing::debug!(%gone, "shard gone while removing a partition"),
             }
             self.opened.remove(&(id, index));
+            self.states.remove(&(id, index));
             self.configs.remove(&id);
         }
     }
@@ -183,6 +193,46 @@ impl State {
                 self.opened.insert(*key, (name.clone(), *shard));
             }
         }
+    }
+
+    /// Give each open local replica its role and leader epoch in `view`
+    /// when they differ from those last applied (one call per shard). A
+    /// replica opened this round already has them (it opened from `view`);
+    /// applying them again does nothing.
+    fn apply_replica_states(&mut self, view: &ClusterMetadata) {
+        let mut changes: BTreeMap<usize, Vec<(TopicPartition, ReplicaState)>> = BTreeMap::new();
+        let mut applied = Vec::new();
+        for ((id, index), (name, shard)) in &self.opened {
+            let Some(partition) = view
+                .topics
+                .get(name)
+                .and_then(|topic| topic.partitions.get(usize::try_from(*index).ok()?))
+            else {
+                continue;
+            };
+            let state = ReplicaState::from_view(partition, view.node_id);
+            if self.states.get(&(*id, *index)) == Some(&state) {
+                continue;
+            }
+            changes
+                .entry(*shard)
+                .or_default()
+                .push((TopicPartition::new(name, *index), state));
+            applied.push(((*id, *index), state));
+        }
+        for (shard, replicas) in changes {
+            let outcome = block_on(self.shards.call(ShardId(shard), move |owner| async move {
+                for (topic_partition, state) in replicas {
+                    if !owner.set_replica_state(&topic_partition, state) {
+                        tracing::warn!(partition = %topic_partition, "no open replica to apply the view's state to");
+                    }
+                }
+            }));
+            if let Err(gone) = outcome {
+                tracing::debug!(%gone, "shard gone while applying replica states");
+            }
+        }
+        self.states.extend(applied);
     }
 
     fn apply_configs(&mut self, view: &ClusterMetadata) {

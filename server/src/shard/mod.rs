@@ -40,7 +40,9 @@ use sluice_engine::io::uring::UringIo;
 
 use crate::cli::BrokerConfig;
 use crate::metadata::{Metadata, TopicMetadata};
-pub use partition::{PartitionReplica, TopicPartition};
+pub use partition::{
+    PartitionReplica, ReplicaAppendError, ReplicaRole, ReplicaState, TopicPartition,
+};
 
 /// Index of a shard (and of its thread and core).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -258,6 +260,19 @@ impl Shard {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Apply a newer view's role and leader epoch to the open replica of
+    /// `topic_partition` (shard/follower.rs, before it publishes the view).
+    /// False when the replica is not open on this shard.
+    pub fn set_replica_state(&self, topic_partition: &TopicPartition, state: ReplicaState) -> bool {
+        match self.partition(topic_partition) {
+            Some(replica) => {
+                replica.set_state(state);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Re-apply topic configs to open logs (AlterConfigs).

@@ -1,14 +1,20 @@
-//! Wake-ups for fetches waiting on new durable data (long poll).
+//! Wake-ups for fetches waiting for a partition's high watermark to move
+//! (long poll).
 //!
-//! Each [`PartitionReplica`](super::PartitionReplica) owns a [`DurableWatch`].
-//! [`DurableWatch::notify`] wakes every fetch waiting on the partition; the
-//! produce path triggers it through `PartitionReplica::append`'s completion
-//! (or `PartitionReplica::notify_durable`) once an append is durable.
+//! Each [`PartitionReplica`](super::PartitionReplica) owns a
+//! [`HighWatermarkWatch`]. [`HighWatermarkWatch::notify`] wakes every fetch
+//! waiting on the partition; the produce path triggers it through
+//! `PartitionReplica::append`'s completion (or
+//! `PartitionReplica::notify_high_watermark`) once the high watermark
+//! covers an append. With replication factor 1 the high watermark is the
+//! log's durable end (`PartitionReplica::high_watermark`), so that is when
+//! the append is durable; part 2 notifies when the ISR's acknowledgements
+//! move it.
 //!
-//! Waiters never rely on the notification alone: they re-check the log every
-//! [`DurableWatch::fallback_poll_interval`] too, because the engine has no
-//! hook for "durable end advanced" (FlushPolicy::Interval flushes, appends
-//! that bypass the wrapper). The interval is short until some append on this
+//! Waiters never rely on the notification alone: they re-check the high
+//! watermark every [`HighWatermarkWatch::fallback_poll_interval`] too,
+//! because the engine has no hook for "durable end advanced"
+//! (FlushPolicy::Interval flushes, appends that bypass the wrapper). The interval is short until some append on this
 //! process went through the notifying wrapper, then long (a safety net).
 //!
 //! Shard-local (`Cell`/`RefCell`): a watch and its waiters live on the shard
@@ -35,7 +41,7 @@ const POLL_INTERVAL_NOTIFIED: Duration = Duration::from_millis(100);
 /// move. Registrations are removed when their future is dropped, so an idle
 /// partition polled by many consumers keeps no garbage.
 #[derive(Default)]
-pub struct DurableWatch {
+pub struct HighWatermarkWatch {
     generation: Cell<u64>,
     next_key: Cell<u64>,
     wakers: RefCell<HashMap<u64, Waker>>,
@@ -44,13 +50,13 @@ pub struct DurableWatch {
     poll_target: Cell<Option<i64>>,
 }
 
-impl DurableWatch {
-    pub fn new() -> DurableWatch {
-        DurableWatch::default()
+impl HighWatermarkWatch {
+    pub fn new() -> HighWatermarkWatch {
+        HighWatermarkWatch::default()
     }
 
-    /// Wake every waiter (new durable data, or anything else a waiting fetch
-    /// must re-read for: truncation, deletion).
+    /// Wake every waiter (the high watermark moved, or anything else a
+    /// waiting fetch must re-read for: truncation, deletion).
     pub fn notify(&self) {
         self.generation.set(self.generation.get().wrapping_add(1));
         let wakers = std::mem::take(&mut *self.wakers.borrow_mut());
@@ -84,7 +90,7 @@ impl DurableWatch {
         }
     }
 
-    /// Ask for a notification once the durable end reaches `end`. Returns
+    /// Ask for a notification once the high watermark reaches `end`. Returns
     /// true when no poller runs yet and the caller must start one.
     pub fn raise_poll_target(&self, end: i64) -> bool {
         match self.poll_target.get() {
@@ -115,9 +121,9 @@ impl DurableWatch {
     }
 }
 
-/// See [`DurableWatch::changed`].
+/// See [`HighWatermarkWatch::changed`].
 pub struct Changed<'a> {
-    watch: &'a DurableWatch,
+    watch: &'a HighWatermarkWatch,
     generation: u64,
     key: Option<u64>,
 }
@@ -169,7 +175,7 @@ mod tests {
 
     #[test]
     fn a_waiter_resolves_after_notify_and_leaves_no_registration() {
-        let watch = DurableWatch::new();
+        let watch = HighWatermarkWatch::new();
         let mut context = Context::from_waker(Waker::noop());
         let mut changed = pin!(watch.changed());
         assert_eq!(changed.as_mut().poll(&mut context), Poll::Pending);
@@ -186,7 +192,7 @@ mod tests {
 
     #[test]
     fn a_dropped_waiter_unregisters() {
-        let watch = DurableWatch::new();
+        let watch = HighWatermarkWatch::new();
         let mut context = Context::from_waker(Waker::noop());
         {
             let mut changed = pin!(watch.changed());
@@ -198,7 +204,7 @@ mod tests {
 
     #[test]
     fn a_notify_before_the_first_poll_counts() {
-        let watch = DurableWatch::new();
+        let watch = HighWatermarkWatch::new();
         let mut context = Context::from_waker(Waker::noop());
         let mut changed = pin!(watch.changed());
         watch.notify();

@@ -1,5 +1,23 @@
 //! A partition replica on its owning shard: the log plus the state the
-//! broker keeps next to it (topic config, idempotent producer state).
+//! broker keeps next to it (topic config, idempotent producer state, and
+//! its replica state: role and leader epoch).
+//!
+//! Replica state ([`ReplicaState`]): whether this broker leads the
+//! partition, and under which leader epoch, as of the last metadata view
+//! the follower (shard/follower.rs) applied. It is set when the replica
+//! opens and updated before a view that changes it is published, so a
+//! request routed by a view never finds the replica behind it. Only a
+//! leader accepts appends ([`PartitionReplica::append`] refuses others with
+//! [`ReplicaAppendError::NotLeader`]), and every appended batch is stamped
+//! with the replica's leader epoch: the replica is the one source of the
+//! epoch written to the log.
+//!
+//! The high watermark ([`PartitionReplica::high_watermark`]) is what
+//! consumers may read and what ListOffsets, DeleteRecords and the group
+//! coordinator treat as committed. With replication factor 1 it is the
+//! log's durable (fsynced) end: acknowledged = durable = committed. Part 2
+//! (replication) makes it the minimum over the ISR of each member's
+//! acknowledged fsynced end; handlers read it only through this method.
 //!
 //! A partition directory carries the id of the topic it belongs to, in a
 //! `partition.metadata` file (Kafka's name and format, see
@@ -17,7 +35,7 @@
 //! a `-delete` directory, which is never served and which the startup sweep
 //! removes. Runs on the partition's shard (the sweep on the main thread).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -29,9 +47,9 @@ use sluice_engine::io::Io;
 use sluice_engine::io::uring::UringIo;
 use sluice_engine::{AppendError, LeaderEpoch, Log, Offset, TimestampMs};
 
-use crate::metadata::{TopicConfig, TopicMetadata};
+use crate::metadata::{PartitionMetadata, TopicConfig, TopicMetadata};
 use crate::shard::Shard;
-use crate::shard::notify::DurableWatch;
+use crate::shard::notify::HighWatermarkWatch;
 
 /// A topic name and partition index. The name is shared (`Arc<str>`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -60,14 +78,70 @@ impl fmt::Display for TopicPartition {
     }
 }
 
+/// Whether this broker's replica leads its partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplicaRole {
+    /// Accepts appends and serves reads up to the high watermark.
+    Leader,
+    /// Another broker leads (or nobody does: the partition is offline).
+    /// Refuses appends; part 2 makes it copy the leader's log.
+    Follower,
+}
+
+/// A replica's role and the leader epoch it knows, from the metadata view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplicaState {
+    pub role: ReplicaRole,
+    /// The partition's leader epoch; stamped into the batches a leader
+    /// appends.
+    pub leader_epoch: LeaderEpoch,
+}
+
+impl ReplicaState {
+    /// The state of broker `node_id`'s replica of `partition` in a view.
+    pub fn from_view(partition: &PartitionMetadata, node_id: i32) -> ReplicaState {
+        let role = if partition.leader == Some(node_id) {
+            ReplicaRole::Leader
+        } else {
+            ReplicaRole::Follower
+        };
+        ReplicaState {
+            role,
+            leader_epoch: LeaderEpoch(partition.leader_epoch),
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.role == ReplicaRole::Leader
+    }
+}
+
 pub struct PartitionReplica {
     pub topic_partition: TopicPartition,
     pub log: Log<UringIo>,
     pub config: RefCell<TopicConfig>,
-    /// Wakes fetches waiting for new durable data (shard/notify.rs).
-    pub durable: Rc<DurableWatch>,
+    /// Role and leader epoch (see the module docs); changed only through
+    /// [`PartitionReplica::set_state`].
+    state: Cell<ReplicaState>,
+    /// Wakes fetches waiting for the high watermark to move
+    /// (shard/notify.rs).
+    pub high_watermark_watch: Rc<HighWatermarkWatch>,
     /// Idempotent producers' sequences (shard/producer_state.rs).
     pub producers: RefCell<crate::shard::producer_state::ProducerStateTable>,
+}
+
+/// An append [`PartitionReplica::append`] refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaAppendError {
+    /// This replica does not lead its partition (as of the last view the
+    /// follower applied): the client must look for the leader.
+    #[error("{partition}: this replica is not the leader (leader epoch {leader_epoch})")]
+    NotLeader {
+        partition: TopicPartition,
+        leader_epoch: i32,
+    },
+    #[error(transparent)]
+    Append(#[from] AppendError),
 }
 
 /// An accepted append made through [`PartitionReplica::append`]: like the
@@ -88,44 +162,88 @@ impl PartitionReplica {
         topic: &TopicMetadata,
         topic_partition: TopicPartition,
     ) -> anyhow::Result<PartitionReplica> {
+        let partition = usize::try_from(topic_partition.partition)
+            .ok()
+            .and_then(|index| topic.partitions.get(index))
+            .ok_or_else(|| {
+                anyhow::anyhow!("topic {} has no partition {topic_partition}", topic.name)
+            })?;
+        let state = ReplicaState::from_view(partition, shard.metadata.snapshot().node_id);
         let config = TopicConfig::from_map(&topic.configs).map_err(anyhow::Error::msg)?;
         let dir = topic_partition.dir(&shard.config.data_dir);
         claim_partition_dir(&shard.io, &dir, topic.id).await?;
         let log = Log::open(shard.io, dir, config.log.clone(), &shard.committer).await?;
-        tracing::debug!(partition = %topic_partition, shard = shard.id.0, end = %log.log_end_offset(), "opened partition");
+        tracing::debug!(partition = %topic_partition, shard = shard.id.0, end = %log.log_end_offset(), ?state, "opened partition");
         let producers =
             crate::shard::producer_state::ProducerStateTable::recover_at_open(&log).await;
         Ok(PartitionReplica {
             topic_partition,
             log,
             config: RefCell::new(config),
-            durable: Rc::new(DurableWatch::new()),
+            state: Cell::new(state),
+            high_watermark_watch: Rc::new(HighWatermarkWatch::new()),
             producers: RefCell::new(producers),
         })
     }
 
-    /// Append to the log (see `Log::append`) and wake the fetches waiting on
-    /// this partition once the append is durable. The produce path should
-    /// append through this rather than `self.log.append`, so that long-poll
+    /// The replica's role and leader epoch.
+    pub fn state(&self) -> ReplicaState {
+        self.state.get()
+    }
+
+    /// Apply the role and leader epoch of a newer view (shard/follower.rs).
+    /// Leader epochs only grow in the committed metadata log, so a lower
+    /// one is a bug.
+    pub fn set_state(&self, state: ReplicaState) {
+        let previous = self.state.get();
+        assert!(
+            state.leader_epoch >= previous.leader_epoch,
+            "{}: leader epoch went back from {:?} to {:?}",
+            self.topic_partition,
+            previous.leader_epoch,
+            state.leader_epoch
+        );
+        if state != previous {
+            tracing::info!(partition = %self.topic_partition, ?previous, ?state, "replica state changed");
+            self.state.set(state);
+        }
+    }
+
+    /// The offset below which records are committed: what consumers may
+    /// read, what ListOffsets LATEST answers, the bound of DeleteRecords.
+    /// Replication factor 1: the log's durable (fsynced) end, see the
+    /// module docs.
+    pub fn high_watermark(&self) -> Offset {
+        high_watermark_of(&self.log)
+    }
+
+    /// Append to the log (see `Log::append`), stamped with the replica's
+    /// leader epoch, and wake the fetches waiting on this partition once
+    /// the high watermark covers the append. Refused unless this replica
+    /// leads ([`ReplicaAppendError::NotLeader`]). The produce path appends
+    /// through this rather than `self.log.append`, so that long-poll
     /// fetches answer as soon as the data is visible.
-    pub fn append(
-        &self,
-        records: &Bytes,
-        epoch: LeaderEpoch,
-    ) -> Result<ReplicaAppend, AppendError> {
-        let appended = self.log.append(records, epoch)?;
+    pub fn append(&self, records: &Bytes) -> Result<ReplicaAppend, ReplicaAppendError> {
+        let state = self.state.get();
+        if !state.is_leader() {
+            return Err(ReplicaAppendError::NotLeader {
+                partition: self.topic_partition.clone(),
+                leader_epoch: state.leader_epoch.0,
+            });
+        }
+        let appended = self.log.append(records, state.leader_epoch)?;
         let end = appended.last_offset.plus(1);
         let engine_completion = appended.completion;
         let log = self.log.clone();
-        let watch = Rc::clone(&self.durable);
+        let watch = Rc::clone(&self.high_watermark_watch);
         let completion = Box::pin(async move {
             let result = engine_completion.await;
-            if log.durable_end_offset() >= end {
+            if high_watermark_of(&log) >= end {
                 watch.notify_from_append();
             } else if result.is_ok() {
                 // FlushPolicy::Interval acknowledges before the flush: wake
                 // the waiters when the committer gets there.
-                notify_when_durable(log, watch, end);
+                notify_when_high_watermark_reaches(log, watch, end);
             }
             result
         });
@@ -137,10 +255,10 @@ impl PartitionReplica {
         })
     }
 
-    /// Wake the fetches waiting on this partition (new durable data, or a
-    /// change such as truncation that they must re-read for).
-    pub fn notify_durable(&self) {
-        self.durable.notify_from_append();
+    /// Wake the fetches waiting on this partition (the high watermark
+    /// moved, or a change such as truncation that they must re-read for).
+    pub fn notify_high_watermark(&self) {
+        self.high_watermark_watch.notify_from_append();
     }
 
     pub fn set_config(&self, config: TopicConfig) {
@@ -159,10 +277,20 @@ impl PartitionReplica {
     }
 }
 
-/// Poll the log's durable end until it reaches `end`, then notify. One poller
+/// The high watermark of a replica's log: with replication factor 1, its
+/// durable end (see the module docs). The one place that rule lives.
+fn high_watermark_of(log: &Log<UringIo>) -> Offset {
+    log.durable_end_offset()
+}
+
+/// Poll the high watermark until it reaches `end`, then notify. One poller
 /// per partition at a time (the watch remembers the furthest target); it
 /// stops when the partition is dropped, its log poisoned or truncated.
-fn notify_when_durable(log: Log<UringIo>, watch: Rc<DurableWatch>, end: Offset) {
+fn notify_when_high_watermark_reaches(
+    log: Log<UringIo>,
+    watch: Rc<HighWatermarkWatch>,
+    end: Offset,
+) {
     if !watch.raise_poll_target(end.value()) {
         return;
     }
@@ -173,7 +301,7 @@ fn notify_when_durable(log: Log<UringIo>, watch: Rc<DurableWatch>, end: Offset) 
             // replica is gone (only the poller holds the watch), the log is
             // poisoned or was truncated below it. Waiters re-read either way.
             let target = watch.poll_target();
-            if log.durable_end_offset().value() >= target
+            if high_watermark_of(&log).value() >= target
                 || Rc::strong_count(&watch) == 1
                 || log.is_poisoned()
                 || log.log_end_offset().value() < target
@@ -187,7 +315,8 @@ fn notify_when_durable(log: Log<UringIo>, watch: Rc<DurableWatch>, end: Offset) 
     .detach();
 }
 
-/// How often [`notify_when_durable`] looks at the durable end.
+/// How often [`notify_when_high_watermark_reaches`] looks at the high
+/// watermark.
 const INTERVAL_FLUSH_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// The file in a partition directory that records its topic id.

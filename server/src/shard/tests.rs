@@ -260,10 +260,11 @@ fn closing_waits_for_background_work_and_refuses_new_work() {
         let replica = shard.partition(&TopicPartition::new("t", 0)).unwrap();
         // The work can still write: the log is open until it ends.
         let append = replica
-            .append(
-                &sluice_engine::batch::build::simple_batch(1, 10, sluice_engine::TimestampMs(0)),
-                sluice_engine::LeaderEpoch(0),
-            )
+            .append(&sluice_engine::batch::build::simple_batch(
+                1,
+                10,
+                sluice_engine::TimestampMs(0),
+            ))
             .unwrap();
         append.completion.await.unwrap();
         drop(work);
@@ -282,5 +283,113 @@ fn closing_waits_for_background_work_and_refuses_new_work() {
                 )
                 .is_err()
         );
+    });
+}
+
+/// The partition leader epoch stamped into each batch of `records` (bytes
+/// 12..16 of a v2 batch header, big-endian).
+fn stamped_epochs(records: &[bytes::Bytes]) -> Vec<i32> {
+    let mut epochs = Vec::new();
+    for buffer in records {
+        for range in sluice_engine::batch::split_batches(buffer).unwrap() {
+            let batch = &buffer[range];
+            epochs.push(i32::from_be_bytes(batch[12..16].try_into().unwrap()));
+        }
+    }
+    epochs
+}
+
+fn partition_state(leader: Option<i32>, leader_epoch: i32) -> crate::metadata::PartitionMetadata {
+    crate::metadata::PartitionMetadata {
+        replicas: vec![1, 2],
+        isr: vec![1, 2],
+        leader,
+        leader_epoch,
+        partition_epoch: 0,
+        local_shard: Some(0),
+    }
+}
+
+#[test]
+fn a_replica_leads_only_when_the_view_names_this_broker_leader() {
+    let leading = ReplicaState::from_view(&partition_state(Some(1), 4), 1);
+    assert_eq!(leading.role, ReplicaRole::Leader);
+    assert_eq!(leading.leader_epoch, sluice_engine::LeaderEpoch(4));
+    let following = ReplicaState::from_view(&partition_state(Some(2), 5), 1);
+    assert_eq!(following.role, ReplicaRole::Follower);
+    assert_eq!(following.leader_epoch, sluice_engine::LeaderEpoch(5));
+    let offline = ReplicaState::from_view(&partition_state(None, 6), 1);
+    assert_eq!(offline.role, ReplicaRole::Follower);
+}
+
+#[test]
+fn a_replica_that_stops_leading_refuses_appends_and_stamps_the_epoch_it_leads_under() {
+    with_shard("replica-state", |shard| async move {
+        create_topic(&shard, "t", 1, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        let topic_partition = TopicPartition::new("t", 0);
+        let replica = shard.partition(&topic_partition).unwrap();
+        let batch =
+            || sluice_engine::batch::build::simple_batch(1, 10, sluice_engine::TimestampMs(0));
+        // Replication factor 1: opened as the leader, at the view's epoch.
+        let opened = replica.state();
+        assert_eq!(opened.role, ReplicaRole::Leader);
+        let first = replica.append(&batch()).unwrap();
+        first.completion.await.unwrap();
+
+        // Leader -> follower: appends are refused, nothing is written.
+        let end = replica.log.log_end_offset();
+        let follower = ReplicaState {
+            role: ReplicaRole::Follower,
+            leader_epoch: sluice_engine::LeaderEpoch(opened.leader_epoch.0 + 1),
+        };
+        assert!(shard.set_replica_state(&topic_partition, follower));
+        assert_eq!(replica.state(), follower);
+        match replica.append(&batch()) {
+            Err(ReplicaAppendError::NotLeader { leader_epoch, .. }) => {
+                assert_eq!(leader_epoch, opened.leader_epoch.0 + 1)
+            }
+            Err(error) => panic!("refused for another reason: {error}"),
+            Ok(_) => panic!("a follower accepted an append"),
+        }
+        assert_eq!(replica.log.log_end_offset(), end);
+
+        // Follower -> leader under a later epoch: appends carry it.
+        let leader = ReplicaState {
+            role: ReplicaRole::Leader,
+            leader_epoch: sluice_engine::LeaderEpoch(opened.leader_epoch.0 + 2),
+        };
+        assert!(shard.set_replica_state(&topic_partition, leader));
+        let second = replica.append(&batch()).unwrap();
+        second.completion.await.unwrap();
+        assert_eq!(replica.high_watermark(), second.last_offset.plus(1));
+        // A read stops at a segment's end: read on from where it stopped.
+        let mut records = Vec::new();
+        let mut offset = replica.log.log_start_offset();
+        while offset < replica.high_watermark() {
+            let read = replica
+                .log
+                .read(
+                    offset,
+                    sluice_engine::ReadLimits {
+                        max_bytes: 1 << 20,
+                        min_one_batch: true,
+                        max_offset: replica.high_watermark(),
+                    },
+                )
+                .await
+                .unwrap();
+            assert!(read.next_offset > offset);
+            offset = read.next_offset;
+            records.extend(read.records);
+        }
+        assert_eq!(
+            stamped_epochs(&records),
+            vec![opened.leader_epoch.0, opened.leader_epoch.0 + 2]
+        );
+
+        // A replica not open here is reported, not invented.
+        assert!(!shard.set_replica_state(&TopicPartition::new("t", 7), leader));
     });
 }

@@ -145,7 +145,7 @@ async fn append(shard: &Rc<Shard>, name: &str, partition: i32, batch: Bytes, not
     on_shard(shard, owner, move |owner| async move {
         let replica = owner.partition(&topic_partition).unwrap();
         if notify {
-            let appended = replica.append(&batch, LeaderEpoch(0)).unwrap();
+            let appended = replica.append(&batch).unwrap();
             appended.completion.await.unwrap();
             appended.base_offset.value()
         } else {
