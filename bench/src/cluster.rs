@@ -49,6 +49,7 @@ use kafka_protocol::protocol::{Request, StrBytes};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use crate::embedded::{log_tail, terminate, wait_or_kill};
 use crate::kafka::{self, Connection, Incoming};
 use crate::{baseline, embedded, measure, provenance, report, stats};
 
@@ -506,33 +507,14 @@ impl Cluster {
 
     fn stop(&mut self) -> anyhow::Result<()> {
         for broker in &self.brokers {
-            if let Some(child) = &broker.child
-                && let Ok(pid) = libc::pid_t::try_from(child.id())
-            {
-                // SAFETY: kill(2) on the pid of a child this process spawned
-                // and has not reaped yet (so the pid cannot be reused).
-                unsafe { libc::kill(pid, libc::SIGTERM) };
+            if let Some(child) = &broker.child {
+                terminate(child);
             }
         }
         let deadline = Instant::now() + STOP_TIMEOUT;
         for broker in &mut self.brokers {
-            let Some(mut child) = broker.child.take() else {
-                continue;
-            };
-            loop {
-                if child.try_wait()?.is_some() {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    eprintln!(
-                        "sluice-bench: broker {} did not stop within {STOP_TIMEOUT:?}; killing it",
-                        broker.node_id
-                    );
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            if let Some(mut child) = broker.child.take() {
+                wait_or_kill(&mut child, deadline, &format!("broker {}", broker.node_id))?;
             }
         }
         if self.remove_data && self.root.exists() {
@@ -550,12 +532,6 @@ impl Drop for Cluster {
             eprintln!("sluice-bench: stopping the cluster: {error:#}");
         }
     }
-}
-
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 /// One failover round's figures.

@@ -185,26 +185,12 @@ impl EmbeddedBroker {
     /// SIGTERM, wait, SIGKILL if needed; remove the data directory.
     pub fn stop(&mut self) -> anyhow::Result<()> {
         if let Some(mut child) = self.child.take() {
-            if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-                // SAFETY: kill(2) on the pid of a child this process spawned
-                // and has not reaped yet (so the pid cannot be reused).
-                unsafe { libc::kill(pid, libc::SIGTERM) };
-            }
-            let deadline = Instant::now() + STOP_TIMEOUT;
-            loop {
-                if child.try_wait()?.is_some() {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    eprintln!(
-                        "sluice-bench: the embedded sluice did not stop within {STOP_TIMEOUT:?}; killing it"
-                    );
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            terminate(&child);
+            wait_or_kill(
+                &mut child,
+                Instant::now() + STOP_TIMEOUT,
+                "the embedded sluice",
+            )?;
         }
         if self.remove_data && self.data_dir.exists() {
             std::fs::remove_dir_all(&self.data_dir)
@@ -223,7 +209,38 @@ impl Drop for EmbeddedBroker {
     }
 }
 
-fn log_tail(path: &Path) -> String {
+/// SIGTERM a child this process spawned.
+pub(crate) fn terminate(child: &std::process::Child) {
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: kill(2) on the pid of a child this process spawned and
+        // has not reaped yet (so the pid cannot be reused).
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+}
+
+/// Wait for `child` to exit until `deadline`, then SIGKILL and reap it
+/// (`what` names it in the message).
+pub(crate) fn wait_or_kill(
+    child: &mut std::process::Child,
+    deadline: Instant,
+    what: &str,
+) -> std::io::Result<()> {
+    loop {
+        if child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            eprintln!("sluice-bench: {what} did not stop in time; killing it");
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The last lines of a log file, for error messages.
+pub(crate) fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")

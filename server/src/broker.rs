@@ -179,15 +179,13 @@ impl Broker {
             };
             // Dropping the go signals stops the shards that did start.
             drop(gos);
-            Broker {
+            return Err(Broker::abandon(
                 threads,
                 stops,
                 controller,
-                follower: None,
                 data_dir_lock,
-            }
-            .stop();
-            return Err(failure);
+                failure,
+            ));
         }
         // Every local replica of the current image opens before the first
         // view is published, and before any client is served.
@@ -195,15 +193,14 @@ impl Broker {
             Ok(follower) => follower,
             Err(error) => {
                 drop(gos);
-                Broker {
+                let error = error.context("starting the metadata follower");
+                return Err(Broker::abandon(
                     threads,
                     stops,
                     controller,
-                    follower: None,
                     data_dir_lock,
-                }
-                .stop();
-                return Err(error.context("starting the metadata follower"));
+                    error,
+                ));
             }
         };
         for go in gos {
@@ -216,6 +213,25 @@ impl Broker {
             follower: Some(follower),
             data_dir_lock,
         })
+    }
+
+    /// Stop what a failed start had started; returns `error` to pass on.
+    fn abandon(
+        threads: Vec<JoinHandle<()>>,
+        stops: Vec<oneshot::Sender<()>>,
+        controller: ControllerHandle,
+        data_dir_lock: DataDirLock,
+        error: anyhow::Error,
+    ) -> anyhow::Error {
+        Broker {
+            threads,
+            stops,
+            controller,
+            follower: None,
+            data_dir_lock,
+        }
+        .stop();
+        error
     }
 
     /// Stop cleanly: the follower stopped (the published view stays), a
