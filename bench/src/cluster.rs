@@ -1,5 +1,5 @@
 //! `sluice-bench cluster-metadata`: the control plane of a local cluster
-//! (issue 9's benchmark, docs/benchmarks.md "Cluster metadata").
+//! (docs/benchmarks.md "Cluster metadata").
 //!
 //! Starts `--brokers` `sluice` processes on free loopback ports (each in its
 //! own process group, so Ctrl-C reaches only the bench, which then stops

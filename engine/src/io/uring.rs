@@ -548,7 +548,7 @@ mod tests {
     /// checkpoint) each use their own temporary file: every call succeeds
     /// and the file ends whole, holding one of the versions. With one shared
     /// `<path>.tmp`, the first rename moved the other writer's file away and
-    /// its rename failed with ENOENT (issue 14).
+    /// its rename failed with ENOENT.
     #[test]
     fn concurrent_write_file_atomic_to_one_path_all_succeed() {
         let dir = TestDir::new("atomic-concurrent");

@@ -1,4 +1,4 @@
-//! The metadata controller (issue 9): a Raft-replicated log of typed metadata
+//! The metadata controller: a Raft-replicated log of typed metadata
 //! records, the in-memory image they build, and the logic that turns broker
 //! and admin requests into records.
 //!

@@ -2,7 +2,7 @@
 //! input is the image (who is active, how many replicas and leaderships each
 //! already holds), the output is a plan of replica lists.
 //!
-//! Rules (issue 9): only active brokers (registered, unfenced, not in
+//! Rules: only active brokers (registered, unfenced, not in
 //! controlled shutdown) receive new replicas; each partition's leader (its
 //! first replica, the preferred leader) is the active broker with the fewest
 //! leaderships, then the fewest replicas, then the lowest id; its followers

@@ -1,6 +1,6 @@
 //! The peer protocol: compact framed messages over long-lived TCP
 //! connections between brokers. The controller's Raft messages and its
-//! broker RPCs use it today (`controller::service`); replication (issue 10)
+//! broker RPCs use it today (`controller::service`); data replication
 //! will share the framing with its own frame kinds.
 //!
 //! | module | owns |
@@ -35,5 +35,5 @@ pub mod kind {
     pub const CONTROLLER_REQUEST: u16 = 2;
     /// The answer to the request before it on the same connection.
     pub const CONTROLLER_RESPONSE: u16 = 3;
-    // 16..=63: reserved for replication (issue 10).
+    // 16..=63: reserved for data replication.
 }
