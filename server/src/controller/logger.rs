@@ -1,6 +1,9 @@
 //! raft-rs logs through `slog`; this forwards its records to `tracing`
 //! (target `raft`), formatting only when the level is enabled, and offers
-//! a discarding logger for the simulation.
+//! a discarding logger for the simulation. raft-rs's info lines (every
+//! state change of the Raft node, several per start) go to debug: the
+//! service logs what an operator needs (active controller, registration)
+//! at info itself; `--log-level raft=debug,info` shows them.
 
 use std::fmt::Write as _;
 
@@ -31,7 +34,7 @@ fn enabled(level: Level) -> bool {
     match level {
         Level::Critical | Level::Error => tracing::enabled!(target: "raft", tracing::Level::ERROR),
         Level::Warning => tracing::enabled!(target: "raft", tracing::Level::WARN),
-        Level::Info => tracing::enabled!(target: "raft", tracing::Level::INFO),
+        Level::Info => tracing::enabled!(target: "raft", tracing::Level::DEBUG),
         Level::Debug => tracing::enabled!(target: "raft", tracing::Level::DEBUG),
         Level::Trace => tracing::enabled!(target: "raft", tracing::Level::TRACE),
     }
@@ -51,7 +54,7 @@ impl Drain for TracingDrain {
         match record.level() {
             Level::Critical | Level::Error => tracing::error!(target: "raft", "{line}"),
             Level::Warning => tracing::warn!(target: "raft", "{line}"),
-            Level::Info => tracing::info!(target: "raft", "{line}"),
+            Level::Info => tracing::debug!(target: "raft", "{line}"),
             Level::Debug => tracing::debug!(target: "raft", "{line}"),
             Level::Trace => tracing::trace!(target: "raft", "{line}"),
         }
