@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -383,20 +383,8 @@ fn free_ports(count: usize) -> anyhow::Result<Vec<u16>> {
 impl Cluster {
     fn start(args: &ClusterArgs) -> anyhow::Result<Cluster> {
         let binary = embedded::find_sluice(args.sluice_bin.as_deref())?;
-        let root = match &args.data_dir {
-            Some(dir) => dir.clone(),
-            None => binary
-                .parent()
-                .unwrap_or(Path::new("."))
-                .join("bench-data")
-                .join(format!("cluster-{}", std::process::id())),
-        };
-        if root.exists() && std::fs::read_dir(&root)?.next().is_some() {
-            bail!(
-                "the cluster's data directory {} is not empty; remove it or pass another --data-dir",
-                root.display()
-            );
-        }
+        let root =
+            embedded::empty_data_dir(args.data_dir.as_deref(), &binary, "cluster", "the cluster")?;
         let prepared = baseline::prepare_data_dir(&root, "--data-dir")?;
         std::fs::create_dir_all(&args.out)
             .with_context(|| format!("cannot create {}", args.out.display()))?;

@@ -97,20 +97,12 @@ impl EmbeddedBroker {
     /// goes to `log_dir/sluice-embedded.log`.
     pub fn start(args: &EmbeddedArgs, log_dir: &Path) -> anyhow::Result<EmbeddedBroker> {
         let binary = find_sluice(args.sluice_bin.as_deref())?;
-        let data_dir = match &args.data_dir {
-            Some(dir) => dir.clone(),
-            None => binary
-                .parent()
-                .unwrap_or(Path::new("."))
-                .join("bench-data")
-                .join(format!("embedded-{}", std::process::id())),
-        };
-        if data_dir.exists() && std::fs::read_dir(&data_dir)?.next().is_some() {
-            bail!(
-                "the embedded broker's data directory {} is not empty; remove it or pass another --data-dir",
-                data_dir.display()
-            );
-        }
+        let data_dir = empty_data_dir(
+            args.data_dir.as_deref(),
+            &binary,
+            "embedded",
+            "the embedded broker",
+        )?;
         let prepared = baseline::prepare_data_dir(&data_dir, "--data-dir")?;
         std::fs::create_dir_all(log_dir)
             .with_context(|| format!("cannot create {}", log_dir.display()))?;
@@ -207,6 +199,32 @@ impl Drop for EmbeddedBroker {
             eprintln!("sluice-bench: stopping the embedded broker: {error:#}");
         }
     }
+}
+
+/// The data directory of a broker run: `given`, or a fresh one under
+/// `bench-data/` beside the `sluice` binary (on the build's disk, not in
+/// /tmp); refused when it is not empty (`owner` names whose it is).
+pub(crate) fn empty_data_dir(
+    given: Option<&Path>,
+    binary: &Path,
+    prefix: &str,
+    owner: &str,
+) -> anyhow::Result<std::path::PathBuf> {
+    let dir = match given {
+        Some(dir) => dir.to_path_buf(),
+        None => binary
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("bench-data")
+            .join(format!("{prefix}-{}", std::process::id())),
+    };
+    if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
+        bail!(
+            "{owner}'s data directory {} is not empty; remove it or pass another --data-dir",
+            dir.display()
+        );
+    }
+    Ok(dir)
 }
 
 /// SIGTERM a child this process spawned.
