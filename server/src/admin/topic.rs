@@ -92,6 +92,15 @@ fn outcome_error(code: i16, message: Option<&StrBytes>) -> Option<String> {
     })
 }
 
+/// The error of one topic's answer (`found`: its error code and message),
+/// or that the broker did not answer for the topic at all.
+fn answer_error(found: Option<(i16, Option<&StrBytes>)>) -> Option<String> {
+    match found {
+        Some((code, message)) => outcome_error(code, message),
+        None => Some("the broker did not answer for this topic".to_string()),
+    }
+}
+
 /// Print the outcomes (`done` names success) and fail if any failed.
 fn report(
     outcomes: &[TopicOutcome],
@@ -179,10 +188,9 @@ fn create_topics(
                 .find(|result| result.name.0.as_str() == name);
             outcomes.push(TopicOutcome {
                 topic: name.clone(),
-                error: match result {
-                    Some(result) => outcome_error(result.error_code, result.error_message.as_ref()),
-                    None => Some("the broker did not answer for this topic".to_string()),
-                },
+                error: answer_error(
+                    result.map(|result| (result.error_code, result.error_message.as_ref())),
+                ),
             });
         }
         progress.advance(chunk.len() as u64);
@@ -603,10 +611,9 @@ fn add_partitions(
                 .find(|result| result.name.0.as_str() == name);
             TopicOutcome {
                 topic: name.clone(),
-                error: match result {
-                    Some(result) => outcome_error(result.error_code, result.error_message.as_ref()),
-                    None => Some("the broker did not answer for this topic".to_string()),
-                }
+                error: answer_error(
+                    result.map(|result| (result.error_code, result.error_message.as_ref())),
+                )
                 .map(|error| format!("{error} (asked for {count} partitions)")),
             }
         })
@@ -650,10 +657,9 @@ fn delete_topics(
             });
             outcomes.push(TopicOutcome {
                 topic: name.clone(),
-                error: match result {
-                    Some(result) => outcome_error(result.error_code, result.error_message.as_ref()),
-                    None => Some("the broker did not answer for this topic".to_string()),
-                },
+                error: answer_error(
+                    result.map(|result| (result.error_code, result.error_message.as_ref())),
+                ),
             });
         }
         progress.advance(chunk.len() as u64);
