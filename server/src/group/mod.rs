@@ -43,7 +43,7 @@ use sluice_engine::{ReadLimits, TimestampMs};
 use crate::group::records::{GroupValue, Key, OffsetValue};
 use crate::group::state::{CommittedOffset, Group, GroupConfig, GroupState};
 use crate::metadata::TopicMetadata;
-use crate::shard::topics::{TopicError, create_topic, settled_snapshot};
+use crate::shard::topics::{TopicError, create_topic};
 use crate::shard::{PartitionReplica, ReplicaAppendError, Shard, ShardId, TopicPartition};
 
 /// The internal topic holding groups and offsets.
@@ -102,11 +102,7 @@ pub fn group_config(shard: &Shard) -> GroupConfig {
 /// The offsets topic, created on first use with the broker's partition
 /// count (Kafka creates it on the first FindCoordinator).
 pub async fn offsets_topic(shard: &Rc<Shard>) -> Result<TopicMetadata, ResponseError> {
-    if let Some(topic) = settled_snapshot(shard, OFFSETS_TOPIC)
-        .await
-        .topics
-        .get(OFFSETS_TOPIC)
-    {
+    if let Some(topic) = shard.metadata.snapshot().topics.get(OFFSETS_TOPIC) {
         return Ok(topic.clone());
     }
     let configs = BTreeMap::from([
@@ -127,14 +123,13 @@ pub async fn offsets_topic(shard: &Rc<Shard>) -> Result<TopicMetadata, ResponseE
             Ok(topic)
         }
         // Created concurrently by another connection.
-        Err(TopicError::Metadata(crate::metadata::MetadataError::TopicExists(_))) => {
-            settled_snapshot(shard, OFFSETS_TOPIC)
-                .await
-                .topics
-                .get(OFFSETS_TOPIC)
-                .cloned()
-                .ok_or(ResponseError::CoordinatorNotAvailable)
-        }
+        Err(TopicError::Metadata(crate::metadata::MetadataError::TopicExists(_))) => shard
+            .metadata
+            .snapshot()
+            .topics
+            .get(OFFSETS_TOPIC)
+            .cloned()
+            .ok_or(ResponseError::CoordinatorNotAvailable),
         Err(error) => {
             tracing::error!(%error, "creating {OFFSETS_TOPIC} failed");
             Err(ResponseError::CoordinatorNotAvailable)

@@ -17,7 +17,7 @@ use kafka_protocol::protocol::StrBytes;
 use crate::handlers::Reply;
 use crate::handlers::create_topics::{AdminError, check_assignment, count_names, topic_error};
 use crate::shard::Shard;
-use crate::shard::topics::{add_partitions, settled_snapshot};
+use crate::shard::topics::add_partitions;
 
 pub async fn handle(
     shard: &Rc<Shard>,
@@ -57,7 +57,7 @@ async fn grow(
 ) -> Result<(), AdminError> {
     let name = topic.name.0.as_str();
     // A creation of this topic in flight decides whether it exists.
-    let view = settled_snapshot(shard, name).await;
+    let view = shard.metadata.snapshot();
     let (current, replica_count) = match view.topics.get(name) {
         Some(found) => (
             found.partitions.len() as i32,

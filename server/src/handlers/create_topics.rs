@@ -30,7 +30,7 @@ use crate::metadata::{
     ClusterMetadata, DEFAULT_REPLICATION_FACTOR, MetadataError, TopicMetadata, validate_topic_name,
 };
 use crate::shard::Shard;
-use crate::shard::topics::{TopicError, create_topic_with, settled_snapshot};
+use crate::shard::topics::{TopicError, create_topic_with};
 
 /// An error for one topic or resource: the Kafka code and a message for
 /// the client.
@@ -236,7 +236,7 @@ async fn create_one(
         .map_err(|error| (ResponseError::InvalidTopicException, error.to_string()))?;
     // A creation of this name in flight (another client's, or an automatic
     // one) decides whether the topic exists.
-    let view = settled_snapshot(shard, name).await;
+    let view = shard.metadata.snapshot();
     if view.topics.contains_key(name) {
         return Err((
             ResponseError::TopicAlreadyExists,

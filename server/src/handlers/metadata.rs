@@ -27,7 +27,7 @@ use crate::handlers::Reply;
 use crate::handlers::offline_replicas;
 use crate::metadata::{ClusterMetadata, MetadataError, TopicMetadata, validate_topic_name};
 use crate::shard::Shard;
-use crate::shard::topics::{TopicError, create_topic, settled_snapshot, settled_snapshot_all};
+use crate::shard::topics::{TopicError, create_topic};
 
 pub async fn handle(
     shard: &Rc<Shard>,
@@ -50,7 +50,7 @@ pub async fn handle(
     let mut topics = Vec::new();
     match requested {
         None => {
-            let snapshot = settled_snapshot_all(shard).await;
+            let snapshot = shard.metadata.snapshot();
             topics.extend(
                 snapshot
                     .topics
@@ -60,10 +60,7 @@ pub async fn handle(
         }
         Some(requested) => {
             for (name, id) in requested {
-                let snapshot = match &name {
-                    Some(name) => settled_snapshot(shard, name).await,
-                    None => settled_snapshot_all(shard).await,
-                };
+                let snapshot = shard.metadata.snapshot();
                 let found = match &name {
                     Some(name) => snapshot.topics.get(name),
                     None => snapshot.topics.values().find(|topic| topic.id == id),
@@ -87,7 +84,7 @@ pub async fn handle(
                             }
                             // Created meanwhile by another connection.
                             Err(TopicError::Metadata(MetadataError::TopicExists(_))) => {
-                                let snapshot = settled_snapshot(shard, &name).await;
+                                let snapshot = shard.metadata.snapshot();
                                 match snapshot.topics.get(&name) {
                                     Some(topic) => describe(&snapshot, topic),
                                     None => error_topic(

@@ -63,7 +63,7 @@ use crate::handlers::{LeaderHint, Reply};
 use crate::metadata::topic_config::TimestampType;
 use crate::metadata::{ClusterMetadata, MetadataError, validate_topic_name};
 use crate::shard::producer_state::{ProducerBatch, ProducerStateError, SequenceCheck};
-use crate::shard::topics::{TopicError, create_topic, settled_snapshot};
+use crate::shard::topics::{TopicError, create_topic};
 use crate::shard::{PartitionReplica, ReplicaAppendError, Shard, ShardId, TopicPartition};
 
 /// Versions from which a NOT_LEADER_OR_FOLLOWER answer names the current
@@ -254,7 +254,7 @@ async fn resolve_topic(
         ));
     }
     // A topic still being created (or growing) has partitions not open yet.
-    let snapshot = settled_snapshot(shard, name).await;
+    let snapshot = shard.metadata.snapshot();
     if snapshot.topics.contains_key(name) {
         return Ok(snapshot);
     }
@@ -282,7 +282,7 @@ async fn resolve_topic(
             return Err(unknown());
         }
     }
-    let snapshot = settled_snapshot(shard, name).await;
+    let snapshot = shard.metadata.snapshot();
     if snapshot.topics.contains_key(name) {
         Ok(snapshot)
     } else {

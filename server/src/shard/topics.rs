@@ -12,27 +12,14 @@
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::sync::Arc;
 
-use crate::metadata::{ClusterMetadata, MetadataError, TopicMetadata};
+use crate::metadata::{MetadataError, TopicMetadata};
 use crate::shard::Shard;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TopicError {
     #[error(transparent)]
     Metadata(#[from] MetadataError),
-}
-
-/// The published view. A topic in it has its local partitions open (the
-/// follower publishes only then); kept as a function so that handlers say
-/// which topic they are about to use.
-pub async fn settled_snapshot(shard: &Shard, _name: &str) -> Arc<ClusterMetadata> {
-    shard.metadata.snapshot()
-}
-
-/// [`settled_snapshot`] for every topic.
-pub async fn settled_snapshot_all(shard: &Shard) -> Arc<ClusterMetadata> {
-    shard.metadata.snapshot()
 }
 
 /// Create a topic with the default replication factor.
