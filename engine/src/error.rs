@@ -33,6 +33,19 @@ pub enum AppendError {
     /// The log was closed while the append was pending.
     #[error("log {dir} was closed before the append became durable")]
     Closed { dir: PathBuf },
+
+    /// A leader's append (`Log::append`) under an epoch below the latest
+    /// epoch of the log: the caller is a stale leader. Nothing was written.
+    #[error(
+        "log {dir}: append under leader epoch {}, below the log's latest epoch {}",
+        .got.0,
+        .latest.0
+    )]
+    EpochRegression {
+        dir: PathBuf,
+        latest: LeaderEpoch,
+        got: LeaderEpoch,
+    },
 }
 
 /// Why a follower's append (`Log::append_replicated`) was refused or

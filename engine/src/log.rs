@@ -39,6 +39,7 @@ use crate::config::{FlushPolicy, LogConfig};
 use crate::constants::{
     BATCH_HEADER_SIZE, PAGE_SIZE, PREALLOCATE_FIRST_BYTES, TAIL_CHUNKS_RETAINED,
 };
+use crate::epochs::{self, LeaderEpochCache, SegmentSource};
 use crate::error::{AppendError, LogError, ReplicatedAppendError};
 use crate::io::{Io, is_storage_full};
 use crate::recovery::{self, Checkpoint, RecoveryReport};
@@ -102,6 +103,12 @@ pub(crate) struct LogState<F> {
     /// `last_epoch` as of `durable_end`: what a rollback of the unflushed
     /// tail restores.
     pub durable_last_epoch: Option<LeaderEpoch>,
+    /// Leader epoch -> start offset (epochs.rs), covering `[log_start,
+    /// log_end)`.
+    pub epochs: LeaderEpochCache,
+    /// The `epochs` generation the checkpoint file holds (`None`: unknown).
+    /// The flush rewrites the file when it differs.
+    pub epochs_persisted: Option<u64>,
 }
 
 /// How an append stamps the two header fields outside the CRC.
@@ -201,6 +208,7 @@ impl<I: Io> Log<I> {
             state.last_epoch = last_epoch;
             state.durable_last_epoch = last_epoch;
         }
+        log.inner.load_epochs(last_epoch).await?;
         Ok(log)
     }
 
@@ -275,11 +283,65 @@ impl<I: Io> Log<I> {
         self.inner.state.borrow().last_epoch
     }
 
+    /// The leader-epoch cache: for each epoch that appended to the log, the
+    /// offset of its first batch (raised to the log start for the oldest),
+    /// oldest first. Covers the appended log, not only its durable part.
+    pub fn leader_epoch_entries(&self) -> Vec<(LeaderEpoch, Offset)> {
+        self.inner
+            .state
+            .borrow()
+            .epochs
+            .entries()
+            .iter()
+            .map(|entry| (entry.epoch, entry.start_offset))
+            .collect()
+    }
+
+    /// OffsetForLeaderEpoch (KIP-279): for `requested` at or above the
+    /// latest epoch, (latest epoch, log end offset); otherwise the largest
+    /// epoch at or below `requested` and the offset where it ended (the
+    /// start of the next epoch). `None` when no epoch is cached or
+    /// `requested` is below all of them (Kafka's UNDEFINED_EPOCH_OFFSET).
+    pub fn end_offset_for_epoch(&self, requested: LeaderEpoch) -> Option<(LeaderEpoch, Offset)> {
+        let state = self.inner.state.borrow();
+        state.epochs.end_offset_for(requested, state.log_end)
+    }
+
+    /// The first offset appended under exactly `epoch`, if it is cached.
+    pub fn epoch_start_offset(&self, epoch: LeaderEpoch) -> Option<Offset> {
+        self.inner.state.borrow().epochs.start_offset_of(epoch)
+    }
+
+    /// The leader-epoch entries a scan of the durable batch headers gives
+    /// (what `open` rebuilds from when the checkpoint file is unusable), for
+    /// tests that compare it with [`Log::leader_epoch_entries`].
+    #[doc(hidden)]
+    pub async fn leader_epoch_entries_by_scan(
+        &self,
+    ) -> Result<Vec<(LeaderEpoch, Offset)>, LogError> {
+        let cache = self.inner.scan_epochs().await?;
+        Ok(cache
+            .entries()
+            .iter()
+            .map(|entry| (entry.epoch, entry.start_offset))
+            .collect())
+    }
+
     /// Validate `records` (one or more record batches v2), assign their
     /// offsets and buffer them. `Ok` means accepted and ordered, not durable:
     /// await `completion` for that. On `Err` nothing was appended.
+    ///
+    /// An `epoch` below the log's latest leader epoch is refused with
+    /// `EpochRegression` (a stale leader).
     pub fn append(&self, records: &Bytes, epoch: LeaderEpoch) -> Result<Appended, AppendError> {
-        self.append_batches(records, Stamp::Assign(epoch), |_, _, _| Ok(()))
+        self.append_batches(records, Stamp::Assign(epoch), |_, _, latest| match latest {
+            Some(latest) if epoch < latest => Err(AppendError::EpochRegression {
+                dir: self.inner.dir.clone(),
+                latest,
+                got: epoch,
+            }),
+            _ => Ok(()),
+        })
     }
 
     /// A follower's append: store the leader's batches byte-identical, with
@@ -335,7 +397,10 @@ impl<I: Io> Log<I> {
             ranges.push(range);
             headers.push(header);
         }
-        check(&headers, state.log_end, state.last_epoch)?;
+        // The cache's latest epoch can be above the last batch's (the
+        // batches of the latest epoch were compacted away).
+        let latest_epoch = state.last_epoch.max(state.epochs.latest_epoch());
+        check(&headers, state.log_end, latest_epoch)?;
         let now = inner.io.now_ms();
         let base_offset = state.log_end;
         let interval = u64::from(state.config.index_interval_bytes);
@@ -380,10 +445,19 @@ impl<I: Io> Log<I> {
             );
             active.first_append_ms.get_or_insert(now);
             state.log_end = offset.plus(count);
-            state.last_epoch = Some(match stamp {
+            let epoch = match stamp {
                 Stamp::Assign(epoch) => epoch,
                 Stamp::Keep => header.partition_leader_epoch(),
-            });
+            };
+            state.last_epoch = Some(epoch);
+            // The only cost on the hot path: one comparison per batch.
+            if state
+                .epochs
+                .latest_epoch()
+                .is_none_or(|latest| epoch > latest)
+            {
+                state.epochs.assign(epoch, offset);
+            }
             appended_bytes += size;
         }
         state.unflushed_bytes += appended_bytes;
@@ -781,11 +855,20 @@ impl<I: Io> Log<I> {
         };
         inner.write_checkpoint(checkpoint).await;
         let last_epoch = inner.read_last_epoch().await?;
-        {
+        let epochs = {
             let mut state = inner.state.borrow_mut();
             state.last_epoch = last_epoch;
             state.durable_last_epoch = last_epoch;
-        }
+            state.epochs.truncate_to_end(new_end);
+            (state.epochs.generation(), state.epochs.encode())
+        };
+        // Durable on return, like the truncation itself. Had this failed,
+        // the file would hold entries past the end, which open drops, and
+        // the next flush rewrites it before any data it covers.
+        inner
+            .persist_epochs(epochs)
+            .await
+            .map_err(|error| LogError::io(epochs::checkpoint_path(&inner.dir), error))?;
         Ok(new_end)
     }
 
@@ -819,6 +902,10 @@ impl<I: Io> Log<I> {
             let mut state = inner.state.borrow_mut();
             state.log_start = state.log_start.max(offset);
             state.checkpoint.log_start = state.log_start;
+            // Not persisted here: open raises the loaded entries to the
+            // checkpoint's log start the same way.
+            let log_start = state.log_start;
+            state.epochs.truncate_to_start(log_start);
         }
         self.delete_segments(|state, segment| segment.next_offset <= state.log_start)
             .await?;
@@ -920,6 +1007,8 @@ impl<I: Io> Log<I> {
             let mut state = inner.state.borrow_mut();
             state.log_start = state.log_start.max(new_start);
             state.checkpoint.log_start = state.log_start;
+            let log_start = state.log_start;
+            state.epochs.truncate_to_start(log_start);
             state
                 .segments
                 .drain(..count)
@@ -978,6 +1067,12 @@ impl<I: Io> Log<I> {
                 .map_err(|error| LogError::io(&path, error))?;
         }
         inner.write_checkpoint_strict(checkpoint).await?;
+        if let Some(epochs) = inner.stale_epochs() {
+            inner
+                .persist_epochs(epochs)
+                .await
+                .map_err(|error| LogError::io(epochs::checkpoint_path(&inner.dir), error))?;
+        }
         inner.fail_waiters(|dir| AppendError::Closed { dir });
         Ok(())
     }
@@ -1044,6 +1139,14 @@ impl<I: Io> LogInner<I> {
             return self.finalize_sealed().await;
         };
         let io = &self.io;
+        // 0. The leader-epoch checkpoint first, whenever it changed: a batch
+        // must never be durable while the file lacks its epoch (epochs.rs).
+        // Nothing of this flush is written yet, so ENOSPC rolls back.
+        if let Some(epochs) = plan.epochs.clone()
+            && let Err(error) = self.persist_epochs(epochs).await
+        {
+            return Err(self.fail_flush(error, "writing the leader-epoch checkpoint"));
+        }
         // 1. Create and grow files. ENOSPC here means nothing was written.
         let mut unsynced_entries = false;
         let mut files = Vec::with_capacity(plan.segments.len());
@@ -1301,6 +1404,7 @@ impl<I: Io> LogInner<I> {
         }
         state.log_end = durable_end;
         state.last_epoch = state.durable_last_epoch;
+        state.epochs.truncate_to_end(durable_end);
         state.unflushed_bytes = 0;
         drop(state);
         for base in removed.into_iter().flatten() {
@@ -1381,6 +1485,9 @@ struct FlushPlan<F> {
     /// `last_epoch` at the snapshot: the epoch of the last durable batch
     /// once the flush succeeds.
     last_epoch: Option<LeaderEpoch>,
+    /// The leader-epoch checkpoint to write first (generation, file bytes),
+    /// when the cache changed since the file was last written.
+    epochs: Option<(u64, Vec<u8>)>,
     bytes: u64,
 }
 
@@ -1426,10 +1533,13 @@ impl<F: Clone> FlushPlan<F> {
                 mark: segment.mark(),
             });
         }
+        let epochs = (state.epochs_persisted != Some(state.epochs.generation()))
+            .then(|| (state.epochs.generation(), state.epochs.encode()));
         Some(FlushPlan {
             segments,
             end: state.log_end,
             last_epoch: state.last_epoch,
+            epochs,
             bytes: state.unflushed_bytes,
         })
     }
@@ -1624,6 +1734,121 @@ fn remove_segment_files<I: Io>(io: &I, dir: &Path, base: Offset) {
 impl<I: Io> LogInner<I> {
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Write the leader-epoch checkpoint `(generation, bytes)` and remember
+    /// that the file holds that generation. Callers hold `flush_lock`, so
+    /// writes of the file never overlap.
+    async fn persist_epochs(&self, (generation, bytes): (u64, Vec<u8>)) -> io::Result<()> {
+        self.io
+            .write_file_atomic(&epochs::checkpoint_path(&self.dir), bytes)
+            .await?;
+        self.state.borrow_mut().epochs_persisted = Some(generation);
+        Ok(())
+    }
+
+    /// The leader-epoch checkpoint to write when the file is behind the
+    /// cache.
+    fn stale_epochs(&self) -> Option<(u64, Vec<u8>)> {
+        let state = self.state.borrow();
+        (state.epochs_persisted != Some(state.epochs.generation()))
+            .then(|| (state.epochs.generation(), state.epochs.encode()))
+    }
+
+    /// Rebuild the leader-epoch cache from the batch headers of the durable
+    /// part of every segment (epochs.rs), limited to the log's range.
+    async fn scan_epochs(&self) -> Result<LeaderEpochCache, LogError> {
+        let (sources, log_start, log_end) = {
+            let state = self.state.borrow();
+            let sources: Vec<SegmentSource<I::File>> = state
+                .segments
+                .iter()
+                .map(|segment| SegmentSource {
+                    file: segment.file.clone(),
+                    size: segment.durable_size,
+                    batch_positions: segment
+                        .index
+                        .entries()
+                        .iter()
+                        .map(|&(_, position)| u64::from(position))
+                        .collect(),
+                })
+                .collect();
+            (sources, state.log_start, state.durable_end)
+        };
+        let mut cache = epochs::rebuild(&self.io, &sources)
+            .await
+            .map_err(|error| LogError::io(&self.dir, error))?;
+        cache.truncate_to_end(log_end);
+        cache.truncate_to_start(log_start);
+        Ok(cache)
+    }
+
+    /// At open: load the leader-epoch checkpoint, keep what lies inside the
+    /// recovered log, and rebuild it from the batch headers when it is
+    /// missing, damaged or older than the last batch (`last_epoch`). A bad
+    /// file is logged, never fatal; only reading the segments can fail.
+    async fn load_epochs(&self, last_epoch: Option<LeaderEpoch>) -> Result<(), LogError> {
+        let path = epochs::checkpoint_path(&self.dir);
+        let (log_start, log_end) = {
+            let state = self.state.borrow();
+            (state.log_start, state.log_end)
+        };
+        let loaded = match self.io.read_file(&path) {
+            Ok(bytes) => match epochs::decode(&bytes) {
+                Ok(cache) => Some((cache, bytes)),
+                Err(reason) => {
+                    tracing::warn!(path = %path.display(), reason,
+                        "damaged leader-epoch checkpoint; rebuilding it from the log");
+                    None
+                }
+            },
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                if log_end > log_start {
+                    tracing::info!(path = %path.display(),
+                        "no leader-epoch checkpoint; building it from the log");
+                }
+                None
+            }
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error,
+                    "unreadable leader-epoch checkpoint; rebuilding it from the log");
+                None
+            }
+        };
+        let (cache, on_disk) = match loaded {
+            Some((mut cache, bytes)) => {
+                // Entries past the recovered end were written ahead of data
+                // that did not survive; entries before the start describe
+                // deleted records.
+                cache.truncate_to_end(log_end);
+                cache.truncate_to_start(log_start);
+                if last_epoch > cache.latest_epoch() {
+                    // Only a broken durability rule (a bug) gets here.
+                    tracing::error!(path = %path.display(),
+                        last_batch_epoch = ?last_epoch, latest_entry = ?cache.latest(),
+                        "leader-epoch checkpoint lacks the last batch's epoch; rebuilding it");
+                    (self.scan_epochs().await?, None)
+                } else {
+                    (cache, Some(bytes))
+                }
+            }
+            None => (self.scan_epochs().await?, None),
+        };
+        let encoded = cache.encode();
+        let generation = cache.generation();
+        let current = on_disk.as_deref() == Some(&encoded[..]);
+        {
+            let mut state = self.state.borrow_mut();
+            state.epochs = cache;
+            state.epochs_persisted = current.then_some(generation);
+        }
+        if !current && let Err(error) = self.persist_epochs((generation, encoded)).await {
+            // The next flush writes it before any data it covers.
+            tracing::warn!(path = %path.display(), %error,
+                "could not write the leader-epoch checkpoint");
+        }
+        Ok(())
     }
 
     /// The partitionLeaderEpoch of the last batch of the last non-empty

@@ -30,6 +30,7 @@ use bytes::Bytes;
 use crate::batch::{self, BatchHeader};
 use crate::config::LogConfig;
 use crate::constants::{BATCH_HEADER_SIZE, BATCH_SIZE_MAX, PAGE_SIZE};
+use crate::epochs::LeaderEpochCache;
 use crate::error::LogError;
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::io::Io;
@@ -444,6 +445,9 @@ pub(crate) async fn recover<I: Io>(
         // Log::open reads it from the last batch.
         last_epoch: None,
         durable_last_epoch: None,
+        // Log::open loads or rebuilds it.
+        epochs: LeaderEpochCache::default(),
+        epochs_persisted: None,
     };
     Ok((state, report))
 }

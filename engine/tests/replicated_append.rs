@@ -274,10 +274,12 @@ fn non_contiguous_or_overlapping_batches_are_refused_and_nothing_is_written() {
 
 #[test]
 fn leader_epochs_going_backwards_are_refused() {
-    // `append` does not police epochs; a leader log built with a decrease
-    // gives the follower batches it must refuse.
-    let (leader, _committer) = leader_with(&[2, 5, 5, 3]);
-    let batches = stored_batches(&leader, Offset::ZERO);
+    // A leader's `append` refuses a lower epoch, so the regressed batch is
+    // stamped by hand after the leader's three.
+    let (leader, _committer) = leader_with(&[2, 5, 5]);
+    let mut batches = stored_batches(&leader, Offset::ZERO);
+    let regressed = as_stored(&tagged_batch(3, 1, 300, NOW), leader.log_end_offset(), 3);
+    batches.push(Bytes::from(regressed));
     let io = SimIo::new(5);
     let (follower, committer) = open(&io, &small_config());
     // Within one append: refused as a whole.

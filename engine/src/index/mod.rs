@@ -65,6 +65,11 @@ impl OffsetIndex {
         }
     }
 
+    /// Every entry, as (relative offset, position), in order.
+    pub fn entries(&self) -> &[(u32, u32)] {
+        &self.entries
+    }
+
     /// The last entry, as (relative offset, position).
     pub fn last(&self) -> Option<(u32, u32)> {
         self.entries.last().copied()
