@@ -85,6 +85,33 @@ pub fn create_topic(bootstrap: &str, name: &str, partitions: i32, configs: &[(&s
     }
 }
 
+/// CreateTopics with `replication_factor` replicas per partition (-1: the
+/// broker's default); panics unless the topic was created.
+pub fn create_topic_replicated(
+    bootstrap: &str,
+    name: &str,
+    partitions: i32,
+    replication_factor: i32,
+    configs: &[(&str, &str)],
+) {
+    let admin = admin(bootstrap);
+    let mut topic = NewTopic::new(
+        name,
+        partitions,
+        TopicReplication::Fixed(replication_factor),
+    );
+    for (key, value) in configs {
+        topic = topic.set(key, value);
+    }
+    let results = block_on(admin.create_topics([&topic], &admin_options()))
+        .unwrap_or_else(|error| panic!("CreateTopics {name}: {error}"));
+    for result in results {
+        if let Err((topic, code)) = result {
+            panic!("CreateTopics {topic}: {code:?}");
+        }
+    }
+}
+
 /// DescribeConfigs of a topic: name -> value.
 pub fn describe_topic_configs(bootstrap: &str, topic: &str) -> BTreeMap<String, Option<String>> {
     let admin = admin(bootstrap);

@@ -14,6 +14,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod cluster;
+pub mod fault_proxy;
 pub mod kafka;
 pub mod wire;
 
