@@ -26,6 +26,7 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
 
@@ -52,10 +53,10 @@ pub fn serving_shard(
 }
 
 /// Kafka's check of a client's `current_leader_epoch` against the
-/// partition's `leader_epoch` (Fetch, ListOffsets): a negative epoch skips
-/// it; an older one is FENCED_LEADER_EPOCH (the client's leader was
-/// replaced), a newer one UNKNOWN_LEADER_EPOCH (this broker has not seen
-/// that election yet).
+/// partition's `leader_epoch` (Fetch, ListOffsets, OffsetForLeaderEpoch): a
+/// negative epoch skips it; an older one is FENCED_LEADER_EPOCH (the
+/// client's leader was replaced), a newer one UNKNOWN_LEADER_EPOCH (this
+/// broker has not seen that election yet).
 pub fn leader_epoch_error(
     partition_epoch: i32,
     requested: i32,
@@ -146,6 +147,9 @@ pub async fn handle(
             fetch::handle(shard, version, header.correlation_id, body).await?
         }
         RequestKind::ListOffsets(body) => list_offsets::handle(shard, version, body).await?,
+        RequestKind::OffsetForLeaderEpoch(body) => {
+            offset_for_leader_epoch::handle(shard, version, body).await?
+        }
         RequestKind::CreateTopics(body) => create_topics::handle(shard, version, body).await?,
         RequestKind::DeleteTopics(body) => delete_topics::handle(shard, version, body).await?,
         RequestKind::CreatePartitions(body) => {

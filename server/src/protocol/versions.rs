@@ -17,6 +17,8 @@ pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
     (ApiKey::InitProducerId, range(0, 5)),
     (ApiKey::Fetch, range(4, 17)),
     (ApiKey::ListOffsets, range(1, 10)),
+    // v0 and v1 left Kafka in 4.0 (KIP-896) and kafka-protocol cannot decode them.
+    (ApiKey::OffsetForLeaderEpoch, range(2, 4)),
     (ApiKey::CreateTopics, range(2, 7)),
     (ApiKey::DeleteTopics, range(1, 6)),
     (ApiKey::CreatePartitions, range(0, 3)),
