@@ -15,6 +15,16 @@
 //! offset and timestamp -1 when no record below the high watermark is that
 //! recent (Kafka hides records consumers could not read yet).
 //!
+//! A new leader's high watermark may lag the previous leader's until its
+//! followers catch up: it starts at what the new leader knows, which can be
+//! below offsets consumers were already given. While the high watermark is
+//! below the leader epoch start offset (the log end when this replica took
+//! leadership, `PartitionReplica::leader_epoch_start`), LATEST answers
+//! OFFSET_NOT_AVAILABLE, and so do MAX_TIMESTAMP and by-timestamp lookups
+//! that find no record below the high watermark, as Kafka's
+//! `Partition.fetchOffsetForTimestamp` does: the client retries rather than
+//! see "latest" go backwards. EARLIEST is answered regardless.
+//!
 //! Only the partition's leader answers (NOT_LEADER_OR_FOLLOWER elsewhere);
 //! a `current_leader_epoch` is checked as Fetch does (fetch::serving), and
 //! answers carry the partition's leader epoch from the view.
@@ -196,9 +206,13 @@ async fn answer_on_owner(owner: &Shard, query: &Query) -> OffsetAnswer {
     };
     let log = &replica.log;
     let high_watermark = replica.high_watermark();
+    let lagging = high_watermark_lags(replica.leader_epoch_start(), high_watermark);
     let found = match query.timestamp {
         EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => {
             return OffsetAnswer::found(log.log_start_offset(), -1, query.leader_epoch);
+        }
+        LATEST_TIMESTAMP if lagging => {
+            return OffsetAnswer::error(ResponseError::OffsetNotAvailable);
         }
         LATEST_TIMESTAMP => {
             return OffsetAnswer::found(high_watermark, -1, query.leader_epoch);
@@ -215,6 +229,8 @@ async fn answer_on_owner(owner: &Shard, query: &Query) -> OffsetAnswer {
         Ok(Some((offset, timestamp))) if offset < high_watermark => {
             OffsetAnswer::found(offset, timestamp.0, query.leader_epoch)
         }
+        // Nothing readable yet, but a caught-up high watermark might show it.
+        Ok(_) if lagging => OffsetAnswer::error(ResponseError::OffsetNotAvailable),
         Ok(_) => OffsetAnswer::NOT_FOUND,
         Err(error) => {
             tracing::warn!(partition = %query.topic_partition, %error, "list offsets failed");
@@ -226,9 +242,30 @@ async fn answer_on_owner(owner: &Shard, query: &Query) -> OffsetAnswer {
     }
 }
 
+/// Whether a leader's high watermark is still below the offset where its
+/// leader epoch started (`epoch_start`; `None` on a follower), so that
+/// offsets derived from it could go backwards (Kafka's OFFSET_NOT_AVAILABLE
+/// window after an election).
+fn high_watermark_lags(epoch_start: Option<Offset>, high_watermark: Offset) -> bool {
+    epoch_start.is_some_and(|start| high_watermark < start)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_leader_lags_until_its_high_watermark_reaches_its_epoch_start() {
+        assert!(high_watermark_lags(Some(Offset(10)), Offset(9)));
+        assert!(!high_watermark_lags(Some(Offset(10)), Offset(10)));
+        assert!(!high_watermark_lags(Some(Offset(10)), Offset(11)));
+        assert!(!high_watermark_lags(None, Offset(0)));
+    }
+
+    #[test]
+    fn offset_not_available_is_kafkas_code_78() {
+        assert_eq!(ResponseError::OffsetNotAvailable.code(), 78);
+    }
 
     #[test]
     fn special_timestamps_are_kafkas() {
