@@ -209,8 +209,8 @@ struct Outcome {
 struct Progress {
     acknowledged: AtomicU64,
     failed: AtomicU64,
-    /// The latest send time among acknowledged records.
-    latest_acknowledged_send: Mutex<Option<Instant>>,
+    /// Per partition: the latest send time among acknowledged records.
+    latest_acknowledged_send: Mutex<BTreeMap<i32, Instant>>,
 }
 
 #[derive(Clone)]
@@ -228,10 +228,9 @@ impl ProducerContext for Recorder {
         let result = match result {
             Ok(message) => {
                 self.progress.acknowledged.fetch_add(1, Ordering::SeqCst);
-                if let Ok(mut latest) = self.progress.latest_acknowledged_send.lock()
-                    && latest.is_none_or(|latest| latest < sent.sent_at)
-                {
-                    *latest = Some(sent.sent_at);
+                if let Ok(mut latest) = self.progress.latest_acknowledged_send.lock() {
+                    let latest = latest.entry(sent.partition).or_insert(sent.sent_at);
+                    *latest = (*latest).max(sent.sent_at);
                 }
                 Ok((message.partition(), message.offset()))
             }
@@ -354,6 +353,7 @@ impl LoadOutcome {
 /// steady rate until finished.
 struct Load {
     prefix: String,
+    partitions: i32,
     stop: Arc<AtomicBool>,
     progress: Arc<Progress>,
     /// Every report so far (the thread's recorder appends to it).
@@ -398,6 +398,7 @@ impl Load {
         };
         Load {
             prefix: prefix.to_string(),
+            partitions,
             stop,
             progress,
             outcomes,
@@ -429,8 +430,12 @@ impl Load {
         self.progress.acknowledged.load(Ordering::SeqCst)
     }
 
-    fn latest_acknowledged_send(&self) -> Option<Instant> {
-        *self.progress.latest_acknowledged_send.lock().unwrap()
+    fn latest_acknowledged_send(&self) -> BTreeMap<i32, Instant> {
+        self.progress
+            .latest_acknowledged_send
+            .lock()
+            .unwrap()
+            .clone()
     }
 
     /// Wait until `count` records in all were acknowledged.
@@ -449,15 +454,24 @@ impl Load {
     }
 
     /// Wait until a record sent after `instant` was acknowledged.
+    /// Wait until, on every partition the load writes to, a record sent
+    /// after `instant` was acknowledged.
     fn wait_for_ack_sent_after(&self, instant: Instant, what: &str, timeout: Duration) {
-        wait_until(what, timeout, || match self.latest_acknowledged_send() {
-            Some(latest) if latest > instant => Ok(()),
-            latest => Err(format!(
-                "latest acknowledged record sent {:?} before; {} acknowledged, {} failed",
-                latest.map(|latest| instant.saturating_duration_since(latest)),
-                self.acknowledged(),
-                self.progress.failed.load(Ordering::SeqCst)
-            )),
+        wait_until(what, timeout, || {
+            let latest = self.latest_acknowledged_send();
+            let waiting: Vec<i32> = (0..self.partitions)
+                .filter(|partition| latest.get(partition).is_none_or(|sent| *sent <= instant))
+                .collect();
+            if waiting.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "no record sent since acknowledged on partitions {waiting:?}; {} \
+                     acknowledged, {} failed",
+                    self.acknowledged(),
+                    self.progress.failed.load(Ordering::SeqCst)
+                ))
+            }
         });
     }
 
@@ -588,16 +602,84 @@ fn try_watermarks(bootstrap: &str, topic: &str, partition: i32) -> Result<(i64, 
         .map_err(|error| error.to_string())
 }
 
+/// Read `topic`/`partition` by manual assignment from `from` up to
+/// `until` (exclusive). Client errors (a broker that went away, a leader
+/// that moved) are retried, not fatal: only a lack of progress for
+/// [`CONVERGE_TIMEOUT`] fails. Offsets must increase.
+fn read_partition(
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    until: i64,
+) -> Vec<(i64, String)> {
+    let consumer: BaseConsumer = kafka::config(bootstrap)
+        .set("group.id", "sluice-replication-reader-unused")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("auto.offset.reset", "earliest")
+        .set_log_level(rdkafka::config::RDKafkaLogLevel::Error)
+        .create()
+        .expect("creating a reader");
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, partition, Offset::Offset(from))
+        .unwrap();
+    consumer.assign(&assignment).expect("assign");
+    let mut records: Vec<(i64, String)> = Vec::new();
+    let mut last_progress = Instant::now();
+    let mut errors: Vec<String> = Vec::new();
+    while records.last().map_or(from, |(offset, _)| offset + 1) < until {
+        assert!(
+            last_progress.elapsed() < CONVERGE_TIMEOUT,
+            "reading {topic}/{partition} from {from} to {until}: no progress for \
+             {CONVERGE_TIMEOUT:?} after {} records (last offset {:?}); errors: {:?}",
+            records.len(),
+            records.last().map(|(offset, _)| offset),
+            &errors[errors.len().saturating_sub(5)..]
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                if let Some((last, _)) = records.last() {
+                    assert!(
+                        message.offset() > *last,
+                        "{topic}/{partition}: offset {} after {last} (offsets go backwards)",
+                        message.offset()
+                    );
+                }
+                last_progress = Instant::now();
+                let value =
+                    String::from_utf8_lossy(message.payload().unwrap_or_default()).to_string();
+                records.push((message.offset(), value));
+            }
+            Some(Err(error)) => errors.push(error.to_string()),
+            None => {}
+        }
+    }
+    records
+}
+
+/// The bootstrap list of the brokers that are running.
+fn running_bootstrap(cluster: &mut Cluster) -> String {
+    cluster
+        .running()
+        .into_iter()
+        .map(|node| cluster.broker(node).bootstrap())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Read every partition of `topic` from its leader up to the high
 /// watermark and check `acked`: each value at its acknowledged offset, no
 /// value twice anywhere in the topic. The high watermarks read.
 fn verify_records(
-    cluster: &Cluster,
+    cluster: &mut Cluster,
     topic: &str,
     partitions: i32,
     acked: &[Acked],
 ) -> BTreeMap<i32, i64> {
-    let bootstrap = cluster.bootstrap();
+    let bootstrap = running_bootstrap(cluster);
     let mut high_watermarks = BTreeMap::new();
     let mut places: HashMap<String, Vec<(i32, i64)>> = HashMap::new();
     let mut values: HashMap<(i32, i64), String> = HashMap::new();
@@ -607,14 +689,12 @@ fn verify_records(
             CONVERGE_TIMEOUT,
             || try_watermarks(&bootstrap, topic, partition),
         );
-        for consumed in kafka::consume_partition(&bootstrap, topic, partition, low, high) {
-            let value =
-                String::from_utf8_lossy(&consumed.record.value.unwrap_or_default()).to_string();
+        for (offset, value) in read_partition(&bootstrap, topic, partition, low, high) {
             places
                 .entry(value.clone())
                 .or_default()
-                .push((partition, consumed.offset));
-            values.insert((partition, consumed.offset), value);
+                .push((partition, offset));
+            values.insert((partition, offset), value);
         }
         high_watermarks.insert(partition, high);
     }
@@ -1004,7 +1084,7 @@ fn three_replicas_of_four_partitions_are_byte_identical_after_5000_acks_all_reco
             "{TOPIC}/{partition}: three in-sync replicas: {state:?}"
         );
     }
-    let high_watermarks = verify_records(&cluster, TOPIC, PARTITIONS, &acked);
+    let high_watermarks = verify_records(&mut cluster, TOPIC, PARTITIONS, &acked);
     assert_eq!(
         high_watermarks.values().sum::<i64>(),
         RECORDS as i64,
@@ -1060,7 +1140,7 @@ fn kill_9_of_partition_0_leader_again_and_again_under_load_loses_no_acknowledged
     }
 
     let outcome = load.finish();
-    let high_watermarks = verify_records(&cluster, TOPIC, PARTITIONS, &outcome.acknowledged());
+    let high_watermarks = verify_records(&mut cluster, TOPIC, PARTITIONS, &outcome.acknowledged());
     stop_and_compare_replicas(&mut cluster, TOPIC, &high_watermarks);
     println!("{kills} kills scenario took {:?}", started.elapsed());
 }
@@ -1144,7 +1224,7 @@ fn a_follower_cut_off_leaves_the_isr_while_writes_go_on_and_rejoins_once_healed(
     );
 
     let outcome = load.finish();
-    let high_watermarks = verify_records(&cluster, TOPIC, PARTITIONS, &outcome.acknowledged());
+    let high_watermarks = verify_records(&mut cluster, TOPIC, PARTITIONS, &outcome.acknowledged());
     stop_and_compare_replicas(&mut cluster, TOPIC, &high_watermarks);
     println!("cut scenario took {:?}", started.elapsed());
 }
@@ -1211,7 +1291,7 @@ fn with_two_of_three_brokers_killed_acks_all_is_refused_and_resumes_after_their_
     cluster.start_all_again();
     // Everything acknowledged before is there, as soon as there is a
     // leader to read from.
-    verify_records(&cluster, TOPIC, PARTITIONS, &acknowledged_before);
+    verify_records(&mut cluster, TOPIC, PARTITIONS, &acknowledged_before);
     cluster.wait_for_full_isr(TOPIC, PARTITIONS as usize, CONVERGE_TIMEOUT);
     load.wait_for_ack_sent_after(
         restarted_at,
@@ -1219,7 +1299,7 @@ fn with_two_of_three_brokers_killed_acks_all_is_refused_and_resumes_after_their_
         CONVERGE_TIMEOUT,
     );
     let outcome = load.finish();
-    let high_watermarks = verify_records(&cluster, TOPIC, PARTITIONS, &outcome.acknowledged());
+    let high_watermarks = verify_records(&mut cluster, TOPIC, PARTITIONS, &outcome.acknowledged());
     stop_and_compare_replicas(&mut cluster, TOPIC, &high_watermarks);
     println!("minority scenario took {:?}", started.elapsed());
 }
@@ -1265,7 +1345,7 @@ fn a_rolling_restart_of_every_broker_under_load_loses_no_acknowledged_record() {
          acknowledgement {gap:?}, ending {:?} after the load started",
         gap_end.map(|end| end - outcome.started)
     );
-    let high_watermarks = verify_records(&cluster, TOPIC, PARTITIONS, &outcome.acknowledged());
+    let high_watermarks = verify_records(&mut cluster, TOPIC, PARTITIONS, &outcome.acknowledged());
     stop_and_compare_replicas(&mut cluster, TOPIC, &high_watermarks);
     println!("rolling restart scenario took {:?}", started.elapsed());
 }
@@ -1325,6 +1405,9 @@ fn group_consumer(bootstrap: &str, group: &str) -> BaseConsumer {
         .set("enable.partition.eof", "false")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
+        // Small fetches, so that the partitions are read side by side and
+        // every one has commits before the coordinator dies.
+        .set("max.partition.fetch.bytes", "4096")
         .set("topic.metadata.refresh.interval.ms", "1000")
         .set_log_level(rdkafka::config::RDKafkaLogLevel::Error)
         .create()
@@ -1459,7 +1542,13 @@ fn a_consumer_group_keeps_its_committed_offsets_when_its_coordinator_is_killed()
         .collect();
     let (producer, reports) = kafka::producer(
         &cluster.bootstrap(),
-        &[("enable.idempotence", "true"), ("acks", "all")],
+        &[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            // Small batches: a fetch holds a few of them, not a partition.
+            ("linger.ms", "0"),
+            ("batch.num.messages", "20"),
+        ],
     );
     for (index, record) in records.iter().enumerate() {
         let partition = i32::try_from(index).unwrap() % PARTITIONS;
@@ -1509,11 +1598,22 @@ fn a_consumer_group_keeps_its_committed_offsets_when_its_coordinator_is_killed()
         TOPIC,
         COMMIT_EVERY,
         "reading a third before the kill",
-        &|progress| progress.seen.len() >= RECORDS / 3 && progress.commits_succeeded > 0,
+        &|progress| {
+            progress.seen.len() >= RECORDS / 3
+                && progress.positions.len() == PARTITIONS as usize
+                && progress.commits_succeeded > 0
+        },
     );
-    assert!(
-        progress.commit(&consumer, TOPIC),
-        "a commit before the kill"
+    wait_until(
+        "a commit of every position before the kill",
+        CONVERGE_TIMEOUT,
+        || {
+            if progress.commit(&consumer, TOPIC) {
+                Ok(())
+            } else {
+                Err(format!("{:?}", progress.commits_failed.last()))
+            }
+        },
     );
     let committed_before_kill = progress.committed.clone();
 
@@ -1592,7 +1692,7 @@ fn a_consumer_group_keeps_its_committed_offsets_when_its_coordinator_is_killed()
              kill, {end} records"
         );
     }
-    verify_records(&cluster, TOPIC, PARTITIONS, &acked);
+    verify_records(&mut cluster, TOPIC, PARTITIONS, &acked);
     println!("group scenario took {:?}", started.elapsed());
 }
 
@@ -1613,7 +1713,7 @@ fn a_power_loss_of_all_three_brokers_loses_no_acks_all_record() {
     let restarted_at = Instant::now();
     cluster.start_all_again();
     // Checked as soon as there are leaders to read from.
-    verify_records(&cluster, TOPIC, PARTITIONS, &acknowledged_at_loss);
+    verify_records(&mut cluster, TOPIC, PARTITIONS, &acknowledged_at_loss);
     cluster.wait_for_full_isr(TOPIC, PARTITIONS as usize, CONVERGE_TIMEOUT);
     println!(
         "power loss after {} acks; every ISR full {:?} after the restart",
@@ -1626,7 +1726,7 @@ fn a_power_loss_of_all_three_brokers_loses_no_acks_all_record() {
         CONVERGE_TIMEOUT,
     );
     let outcome = load.finish();
-    let high_watermarks = verify_records(&cluster, TOPIC, PARTITIONS, &outcome.acknowledged());
+    let high_watermarks = verify_records(&mut cluster, TOPIC, PARTITIONS, &outcome.acknowledged());
     stop_and_compare_replicas(&mut cluster, TOPIC, &high_watermarks);
     println!("power loss scenario took {:?}", started.elapsed());
 }
