@@ -56,7 +56,21 @@ impl Broker {
         let config = Arc::new(config);
         let data_dir_lock = DataDirLock::acquire(&config.data_dir)?;
         let lock_fd = data_dir_lock.raw_fd();
-        let controller = start_controller(&config)?;
+        // Bound before registering, so the registration carries its port.
+        let replication_listener = std::net::TcpListener::bind(config.replication_listen)
+            .with_context(|| {
+                format!(
+                    "binding the replication listener {}",
+                    config.replication_listen
+                )
+            })?;
+        replication_listener.set_nonblocking(true)?;
+        let replication_address = match &config.replication_advertised {
+            Some(address) => address.clone(),
+            None => replication_listener.local_addr()?.to_string(),
+        };
+        let mut replication_listener = Some(replication_listener);
+        let controller = start_controller(&config, &replication_address)?;
         let cluster_id = migrate::cluster_id(&config.data_dir, &config.controller_voters)
             .with_context(|| format!("reading the cluster id in {}", config.data_dir.display()))?;
         migrate::from_single_node_json(&config.data_dir, &controller)
@@ -89,6 +103,8 @@ impl Broker {
             let (go_sender, go_receiver) = oneshot::channel::<()>();
             gos.push(go_sender);
             let config = Arc::clone(&config);
+            // Shard 0 accepts the leaders' replication connections.
+            let replication_listener = replication_listener.take();
             let shards = Arc::clone(&shards);
             let metadata = Arc::clone(&metadata);
             let ready = ready_sender.clone();
@@ -129,6 +145,7 @@ impl Broker {
                             metadata,
                             partitions: Default::default(),
                             groups: Default::default(),
+                            replication_links: Default::default(),
                         });
                         let committer = shard.committer.clone();
                         compio::runtime::spawn(async move {
@@ -163,6 +180,20 @@ impl Broker {
                         };
                         compio::runtime::spawn(net::accept_loop(Rc::clone(&shard), listener))
                             .detach();
+                        if let Some(replication_listener) = replication_listener {
+                            match compio::net::TcpListener::from_std(replication_listener) {
+                                Ok(listener) => compio::runtime::spawn(
+                                    crate::replication::follower::accept_loop(
+                                        Rc::clone(&shard),
+                                        listener,
+                                    ),
+                                )
+                                .detach(),
+                                Err(error) => {
+                                    tracing::error!(%error, "registering the replication listener failed");
+                                }
+                            }
+                        }
                         let _ = stop_receiver.await;
                         shard.close_all().await;
                         tracing::debug!(shard = index, "shard stopped");
@@ -284,17 +315,29 @@ fn wait_unfenced(
 
 /// Start the controller service for this broker and wait until it is
 /// registered, caught up with the metadata log and unfenced.
-fn start_controller(config: &BrokerConfig) -> anyhow::Result<ControllerHandle> {
+fn start_controller(
+    config: &BrokerConfig,
+    replication_address: &str,
+) -> anyhow::Result<ControllerHandle> {
     let listener = Listener {
         name: "PLAINTEXT".to_string(),
         host: config.advertised_host.clone(),
         port: u16::try_from(config.advertised_port)
             .context("the advertised port does not fit a port number")?,
     };
+    let (replication_host, replication_port) = replication_address
+        .rsplit_once(':')
+        .and_then(|(host, port)| Some((host.to_string(), port.parse::<u16>().ok()?)))
+        .with_context(|| format!("replication address {replication_address} is not host:port"))?;
+    let replication = Listener {
+        name: crate::metadata::REPLICATION_LISTENER.to_string(),
+        host: replication_host,
+        port: replication_port,
+    };
     let mut service_config = ServiceConfig::single_node(
         BrokerId(config.node_id),
         config.data_dir.clone(),
-        vec![listener],
+        vec![listener, replication],
         u32::try_from(config.cores).unwrap_or(u32::MAX),
     );
     service_config.voters = config
@@ -305,6 +348,7 @@ fn start_controller(config: &BrokerConfig) -> anyhow::Result<ControllerHandle> {
     service_config.listen = config.controller_listen;
     service_config.session_timeout_ms = config.broker_session_timeout_ms;
     service_config.heartbeat_interval_ms = config.broker_heartbeat_interval_ms;
+    service_config.leader_imbalance_check_interval_ms = config.leader_imbalance_check_interval_ms;
     let controller = service::start(service_config).context("starting the controller")?;
     let started = std::time::Instant::now();
     loop {

@@ -29,4 +29,5 @@ pub mod metadata;
 pub mod net;
 pub mod peer;
 pub mod protocol;
+pub mod replication;
 pub mod shard;

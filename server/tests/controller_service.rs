@@ -16,7 +16,7 @@ use sluice_server::controller::quorum_controller::CreateTopicRequest;
 use sluice_server::controller::records::Listener;
 use sluice_server::controller::rpc::{ErrorKind, RequestError};
 use sluice_server::controller::service::{ControllerHandle, ServiceConfig, block_on, start};
-use sluice_server::controller::types::TopicId;
+use sluice_server::controller::types::{LeaderEpoch, PartitionEpoch, PartitionIndex, TopicId};
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
@@ -493,6 +493,130 @@ fn stopping_the_leader_during_a_burst_of_creates_loses_no_acknowledged_topic() {
     assert_eq!(acknowledged.len() + already.len(), 120);
     assert!(stopped_with < 120, "the leader stopped during the burst");
     for node in survivors {
+        node.stop();
+    }
+}
+
+#[test]
+fn alter_partition_is_forwarded_checked_and_the_preferred_leader_returns() {
+    let dir = temp_dir("alter");
+    let address = free_address();
+    let voters = vec![(BrokerId(0), address.to_string())];
+    let mut voter_config = config(0, &voters, Some(address), &dir);
+    voter_config.leader_imbalance_check_interval_ms = 300;
+    let voter = start(voter_config).unwrap();
+    let one = start(config(1, &voters, None, &dir)).unwrap();
+    let mut two = start(config(2, &voters, None, &dir)).unwrap();
+    for node in [&voter, &one, &two] {
+        assert!(node.wait_ready(Duration::from_secs(10)));
+    }
+    wait_until("every broker unfenced", Duration::from_secs(10), || {
+        voter.image().active_brokers().count() == 3
+    });
+    // Broker 2 (an observer: its requests go over the peer protocol) is
+    // the preferred leader.
+    let created = block_on(voter.create_topic(CreateTopicRequest {
+        partition_count: 1,
+        replication_factor: 3,
+        assignment: Some(vec![vec![BrokerId(2), BrokerId(1), BrokerId(0)]]),
+        ..topic("altered")
+    }))
+    .unwrap();
+    let topic_id = created.topic_id;
+    block_on(two.wait_applied(created.offset)).unwrap();
+    let partition = PartitionIndex(0);
+    let shrink = || {
+        two.alter_partition(
+            topic_id,
+            partition,
+            LeaderEpoch(0),
+            PartitionEpoch(0),
+            vec![BrokerId(2), BrokerId(1)],
+        )
+    };
+    let reply = block_on(shrink()).unwrap();
+    assert_eq!(reply.isr, vec![BrokerId(2), BrokerId(1)]);
+    assert_eq!(
+        (reply.leader_epoch, reply.partition_epoch),
+        (LeaderEpoch(0), PartitionEpoch(1))
+    );
+    block_on(two.wait_applied(reply.offset)).unwrap();
+    let state = two.image().partition(topic_id, partition).unwrap().clone();
+    assert_eq!(state.isr, reply.isr);
+    assert_eq!(state.partition_epoch, PartitionEpoch(1));
+    // The same request again (a retry after a lost answer): the same state.
+    let again = block_on(shrink()).unwrap();
+    assert_eq!(
+        (again.isr, again.partition_epoch),
+        (reply.isr.clone(), PartitionEpoch(1))
+    );
+    // A stale partition epoch, and a broker that does not lead.
+    let stale = block_on(two.alter_partition(
+        topic_id,
+        partition,
+        LeaderEpoch(0),
+        PartitionEpoch(0),
+        vec![BrokerId(2)],
+    ));
+    assert_eq!(
+        stale.unwrap_err().kind(),
+        Some(ErrorKind::InvalidUpdateVersion)
+    );
+    let not_leader = block_on(one.alter_partition(
+        topic_id,
+        partition,
+        LeaderEpoch(0),
+        PartitionEpoch(1),
+        vec![BrokerId(1), BrokerId(2)],
+    ));
+    assert_eq!(
+        not_leader.unwrap_err().kind(),
+        Some(ErrorKind::NotLeaderOrFollower)
+    );
+
+    // Broker 2 goes silent: fenced, broker 1 leads with ISR [1].
+    two.stop();
+    wait_until("broker 2 fenced", Duration::from_secs(10), || {
+        voter
+            .image()
+            .partition(topic_id, partition)
+            .is_some_and(|state| state.leader == Some(BrokerId(1)))
+    });
+    // It comes back, and the new leader adds it to the ISR again.
+    two = start(config(2, &voters, None, &dir)).unwrap();
+    assert!(two.wait_ready(Duration::from_secs(10)));
+    wait_until("broker 2 unfenced", Duration::from_secs(10), || {
+        voter.image().active_brokers().count() == 3
+    });
+    let state = voter
+        .image()
+        .partition(topic_id, partition)
+        .unwrap()
+        .clone();
+    assert_eq!(state.isr, vec![BrokerId(1)]);
+    let reply = block_on(one.alter_partition(
+        topic_id,
+        partition,
+        state.leader_epoch,
+        state.partition_epoch,
+        vec![BrokerId(1), BrokerId(2)],
+    ))
+    .unwrap();
+    assert_eq!(reply.leader_epoch, state.leader_epoch);
+    // The periodic rebalance gives the partition back to broker 2.
+    wait_until("the preferred leader back", Duration::from_secs(10), || {
+        voter
+            .image()
+            .partition(topic_id, partition)
+            .is_some_and(|state| state.leader == Some(BrokerId(2)))
+    });
+    let state = voter
+        .image()
+        .partition(topic_id, partition)
+        .unwrap()
+        .clone();
+    assert_eq!(state.leader_epoch.0, reply.leader_epoch.0 + 1);
+    for node in [&voter, &one, &two] {
         node.stop();
     }
 }

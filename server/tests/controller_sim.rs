@@ -94,13 +94,15 @@ fn the_controller_keeps_its_invariants_under_faults() {
                 totals.messages_sent += summary.messages_sent;
                 totals.messages_dropped += summary.messages_dropped;
                 totals.topics += summary.topics;
+                totals.partitions_altered += summary.partitions_altered;
             }
             Err(error) => failures.push((seed, error)),
         }
     }
     eprintln!(
         "controller sim: {} seeds in {:.1?}: {} committed entries, {} acknowledged, {} crashes, \
-         {} snapshots loaded, {} messages ({} lost), {} topics at the ends",
+         {} snapshots loaded, {} messages ({} lost), {} topics at the ends, {} partitions \
+         altered",
         seeds.len(),
         started.elapsed(),
         totals.committed,
@@ -109,7 +111,8 @@ fn the_controller_keeps_its_invariants_under_faults() {
         totals.snapshots_loaded,
         totals.messages_sent,
         totals.messages_dropped,
-        totals.topics
+        totals.topics,
+        totals.partitions_altered
     );
     for (seed, error) in &failures {
         eprintln!("FAILED seed {seed} (SLUICE_CONTROLLER_SIM_SEED={seed}): {error}");

@@ -119,6 +119,37 @@ pub struct ServeArgs {
     /// broker.heartbeat.interval.ms) [default: 2000].
     #[arg(long, env = "SLUICE_BROKER_HEARTBEAT_INTERVAL_MS")]
     pub broker_heartbeat_interval_ms: Option<u64>,
+    /// How often the active controller moves leaderships back to preferred
+    /// replicas (Kafka's leader.imbalance.check.interval.seconds, in ms; 0
+    /// disables) [default: 300000].
+    #[arg(long, env = "SLUICE_LEADER_IMBALANCE_CHECK_INTERVAL_MS")]
+    pub leader_imbalance_check_interval_ms: Option<u64>,
+    /// host:port the broker accepts replication connections on (leaders
+    /// push to followers there) [default: --listen's host, a free port].
+    #[arg(long, env = "SLUICE_REPLICATION_LISTEN")]
+    pub replication_listen: Option<String>,
+    /// host:port other brokers connect to for replication [default: the
+    /// bound replication address].
+    #[arg(long, env = "SLUICE_REPLICATION_ADVERTISED")]
+    pub replication_advertised: Option<String>,
+    /// A follower that has not caught up with its leader's log end for this
+    /// long leaves the in-sync replica set (Kafka's
+    /// replica.lag.time.max.ms) [default: 30000].
+    #[arg(long, env = "SLUICE_REPLICA_LAG_TIME_MAX_MS")]
+    pub replica_lag_time_max_ms: Option<u64>,
+    /// The broker default of min.insync.replicas (a topic's config wins):
+    /// acks=all writes need this many in-sync replicas [default: 1].
+    #[arg(long, env = "SLUICE_MIN_INSYNC_REPLICAS")]
+    pub min_insync_replicas: Option<i32>,
+    /// Replication factor of auto-created topics and of CreateTopics
+    /// without one (Kafka's default.replication.factor) [default: 1].
+    #[arg(long, env = "SLUICE_DEFAULT_REPLICATION_FACTOR")]
+    pub default_replication_factor: Option<i16>,
+    /// Replication factor of `__consumer_offsets`, capped at the brokers
+    /// alive when it is created (Kafka's
+    /// offsets.topic.replication.factor) [default: 3].
+    #[arg(long, env = "SLUICE_OFFSETS_TOPIC_REPLICATION_FACTOR")]
+    pub offsets_topic_replication_factor: Option<i16>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -141,6 +172,13 @@ struct FileConfig {
     controller_listen: Option<String>,
     broker_session_timeout_ms: Option<u64>,
     broker_heartbeat_interval_ms: Option<u64>,
+    leader_imbalance_check_interval_ms: Option<u64>,
+    replication_listen: Option<String>,
+    replication_advertised: Option<String>,
+    replica_lag_time_max_ms: Option<u64>,
+    min_insync_replicas: Option<i32>,
+    default_replication_factor: Option<i16>,
+    offsets_topic_replication_factor: Option<i16>,
 }
 
 /// How the broker's log lines are written to stderr.
@@ -217,6 +255,17 @@ pub struct BrokerConfig {
     pub controller_listen: Option<SocketAddr>,
     pub broker_session_timeout_ms: u64,
     pub broker_heartbeat_interval_ms: u64,
+    /// 0: no preferred-leader rebalance.
+    pub leader_imbalance_check_interval_ms: u64,
+    /// Where replication connections are accepted.
+    pub replication_listen: SocketAddr,
+    /// What other brokers are told to connect to (`None`: the bound
+    /// address).
+    pub replication_advertised: Option<String>,
+    pub replica_lag_time_max_ms: u64,
+    pub min_insync_replicas: i32,
+    pub default_replication_factor: i16,
+    pub offsets_topic_replication_factor: i16,
 }
 
 impl BrokerConfig {
@@ -242,6 +291,13 @@ impl BrokerConfig {
             controller_listen: None,
             broker_session_timeout_ms: 9000,
             broker_heartbeat_interval_ms: 2000,
+            leader_imbalance_check_interval_ms: 300_000,
+            replication_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            replication_advertised: None,
+            replica_lag_time_max_ms: 30_000,
+            min_insync_replicas: 1,
+            default_replication_factor: 1,
+            offsets_topic_replication_factor: 3,
         }
     }
 }
@@ -339,7 +395,50 @@ impl BrokerConfig {
             },
             None => None,
         };
+        let replication_listen = match args.replication_listen.or(file.replication_listen) {
+            Some(text) => resolve_listen(&text).context("--replication-listen")?,
+            None => SocketAddr::new(listen.ip(), 0),
+        };
+        let replication_advertised = args.replication_advertised.or(file.replication_advertised);
+        if let Some(text) = &replication_advertised {
+            split_host_port(text).context("--replication-advertised")?;
+        }
+        let min_insync_replicas = args
+            .min_insync_replicas
+            .or(file.min_insync_replicas)
+            .unwrap_or(1);
+        anyhow::ensure!(
+            min_insync_replicas >= 1,
+            "--min-insync-replicas must be at least 1, got {min_insync_replicas}"
+        );
+        let default_replication_factor = args
+            .default_replication_factor
+            .or(file.default_replication_factor)
+            .unwrap_or(1);
+        anyhow::ensure!(
+            default_replication_factor >= 1,
+            "--default-replication-factor must be at least 1, got {default_replication_factor}"
+        );
+        let offsets_topic_replication_factor = args
+            .offsets_topic_replication_factor
+            .or(file.offsets_topic_replication_factor)
+            .unwrap_or(3);
+        anyhow::ensure!(
+            offsets_topic_replication_factor >= 1,
+            "--offsets-topic-replication-factor must be at least 1, got \
+             {offsets_topic_replication_factor}"
+        );
         Ok(BrokerConfig {
+            replication_listen,
+            replication_advertised,
+            replica_lag_time_max_ms: args
+                .replica_lag_time_max_ms
+                .or(file.replica_lag_time_max_ms)
+                .unwrap_or(30_000)
+                .max(10),
+            min_insync_replicas,
+            default_replication_factor,
+            offsets_topic_replication_factor,
             controller_voters,
             controller_listen,
             broker_session_timeout_ms: args
@@ -352,6 +451,10 @@ impl BrokerConfig {
                 .or(file.broker_heartbeat_interval_ms)
                 .unwrap_or(2000)
                 .max(10),
+            leader_imbalance_check_interval_ms: args
+                .leader_imbalance_check_interval_ms
+                .or(file.leader_imbalance_check_interval_ms)
+                .unwrap_or(300_000),
             listen,
             advertised_host,
             advertised_port,

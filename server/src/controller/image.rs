@@ -84,6 +84,15 @@ pub enum ApplyError {
         partition: PartitionIndex,
         reason: &'static str,
     },
+    #[error(
+        "topic {topic_id} partition {partition:?}: partition epoch {current:?}, change expected {expected:?}"
+    )]
+    PartitionEpochMismatch {
+        topic_id: TopicId,
+        partition: PartitionIndex,
+        expected: PartitionEpoch,
+        current: PartitionEpoch,
+    },
     #[error("producer id block starting {given} does not follow {current}")]
     ProducerIdsOutOfOrder { given: i64, current: i64 },
 }
@@ -277,7 +286,34 @@ impl MetadataImage {
             MetadataRecord::Topic(record) => self.add_topic(record)?,
             MetadataRecord::Partition(record) => self.add_partition(record)?,
             MetadataRecord::PartitionChange(change) => {
+                // Fenced or shutting-down brokers never join an ISR (they
+                // may stay in it as its last member).
+                if let Some(isr) = &change.isr
+                    && let Some(current) = self.partition(change.topic_id, change.partition)
+                {
+                    let ineligible_joiner = isr.iter().any(|member| {
+                        !current.isr.contains(member)
+                            && !self.brokers.get(member).is_some_and(|b| b.is_active())
+                    });
+                    if ineligible_joiner {
+                        return Err(ApplyError::InvalidPartition {
+                            topic_id: change.topic_id,
+                            partition: change.partition,
+                            reason: "an inactive broker cannot join the ISR",
+                        });
+                    }
+                }
                 let partition = self.partition_mut(change.topic_id, change.partition)?;
+                if let Some(expected) = change.expected_partition_epoch
+                    && expected != partition.partition_epoch
+                {
+                    return Err(ApplyError::PartitionEpochMismatch {
+                        topic_id: change.topic_id,
+                        partition: change.partition,
+                        expected,
+                        current: partition.partition_epoch,
+                    });
+                }
                 let mut next = partition.clone();
                 if let Some(isr) = &change.isr {
                     next.isr = isr.clone();
@@ -859,6 +895,7 @@ mod tests {
             isr: Some(vec![BrokerId(1)]),
             leader: LeaderChange::Unchanged,
             replicas: None,
+            expected_partition_epoch: None,
         });
         image.apply_batch(MetadataOffset(7), &[shrink]).unwrap();
         let state = image.partition(topic, PartitionIndex(0)).unwrap();
@@ -874,6 +911,7 @@ mod tests {
             isr: None,
             leader: LeaderChange::NoLeader,
             replicas: None,
+            expected_partition_epoch: None,
         });
         image.apply_batch(MetadataOffset(8), &[no_leader]).unwrap();
         let state = image.partition(topic, PartitionIndex(0)).unwrap();
@@ -902,6 +940,7 @@ mod tests {
             isr: Some(vec![BrokerId(2)]),
             leader: LeaderChange::To(BrokerId(2)),
             replicas: None,
+            expected_partition_epoch: None,
         });
         image
             .apply_batch(MetadataOffset(8), &[fence, move_leader])

@@ -20,13 +20,23 @@
 //! other active ISR member have no leader until it returns (replication
 //! factor 1) and it leads them again when unfenced; controlled shutdown
 //! moves leaderships away first, then fences the broker.
+//!
+//! Elections: a lost leadership goes to the first active ISR member in
+//! replica order. With the topic's `unclean.leader.election.enable` and no
+//! active ISR member, the first active replica leads with ISR = [it]
+//! (unclean: it may lack acknowledged records). AlterPartition lets a
+//! leader change its ISR, guarded by its leader and partition epochs; the
+//! periodic preferred-leader rebalance moves leaderships back to
+//! `replicas[0]`. Invariants (checked by the image): the leader is an
+//! active ISR member, the ISR never empties, and only active brokers join
+//! an ISR.
 
 use std::collections::BTreeMap;
 
 use thiserror::Error;
 
 use super::heartbeats::{BrokerSessions, SESSION_TIMEOUT_MS_DEFAULT};
-use super::image::{MetadataImage, valid_topic_name};
+use super::image::{MetadataImage, PartitionState, valid_topic_name};
 use super::placement::{ClusterLoad, PlacementError, PlannedPartition, plan_explicit};
 use super::records::{
     BrokerRegistrationChange, ConfigRecord, ConfigResource, LeaderChange, Listener, MetadataRecord,
@@ -62,6 +72,41 @@ pub enum ControllerError {
     InvalidPartitionCount { requested: i32, current: usize },
     #[error(transparent)]
     Placement(#[from] PlacementError),
+    #[error("topic id {topic_id} does not exist")]
+    UnknownTopicId { topic_id: TopicId },
+    #[error("topic {topic_id} has no partition {partition:?}")]
+    UnknownPartition {
+        topic_id: TopicId,
+        partition: PartitionIndex,
+    },
+    /// AlterPartition from a broker that does not lead the partition
+    /// (Kafka's NOT_LEADER_OR_FOLLOWER).
+    #[error("broker {broker_id} does not lead the partition (leader: {leader:?})")]
+    NotLeaderOrFollower {
+        broker_id: BrokerId,
+        leader: Option<BrokerId>,
+    },
+    /// The request's leader epoch is not the partition's (Kafka's
+    /// FENCED_LEADER_EPOCH).
+    #[error("leader epoch {given:?} is not the current {current:?}")]
+    FencedLeaderEpoch {
+        given: LeaderEpoch,
+        current: LeaderEpoch,
+    },
+    /// The request's partition epoch is not the partition's (Kafka's
+    /// INVALID_UPDATE_VERSION): the leader has not seen the last change.
+    #[error("partition epoch {given:?} is not the current {current:?}")]
+    InvalidUpdateVersion {
+        given: PartitionEpoch,
+        current: PartitionEpoch,
+    },
+    /// A malformed ISR (Kafka's INVALID_REQUEST).
+    #[error("invalid ISR: {reason}")]
+    InvalidIsr { reason: &'static str },
+    /// The new ISR adds a broker that is not registered, fenced or in
+    /// controlled shutdown (Kafka's INELIGIBLE_REPLICA).
+    #[error("broker {broker_id} may not join the ISR (not an active broker)")]
+    IneligibleReplica { broker_id: BrokerId },
 }
 
 /// A broker's registration request.
@@ -122,9 +167,59 @@ pub struct CreateTopicRequest {
     pub configs: Vec<(String, String)>,
 }
 
+/// AlterPartition (KIP-497 / KIP-841): the leader of a partition asks to
+/// set its ISR. `leader_epoch` and `partition_epoch` are the state the
+/// leader last saw; the change applies only to exactly that state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlterPartitionRequest {
+    pub broker_id: BrokerId,
+    pub broker_epoch: BrokerEpoch,
+    pub topic_id: TopicId,
+    pub partition: PartitionIndex,
+    pub leader_epoch: LeaderEpoch,
+    pub partition_epoch: PartitionEpoch,
+    /// The whole new ISR; it must hold the leader.
+    pub new_isr: Vec<BrokerId>,
+}
+
+/// The partition's state once an AlterPartition is committed (or found
+/// already in place, for a retry). `Ok` promises the state is in the
+/// committed log at or before `offset`; it is visible on a node once that
+/// node's image reaches `offset` (`ControllerHandle::wait_applied`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlterPartitionReply {
+    pub isr: Vec<BrokerId>,
+    pub leader_epoch: LeaderEpoch,
+    pub partition_epoch: PartitionEpoch,
+    pub offset: MetadataOffset,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AlterPartitionDecision {
+    /// The ISR is already the requested one (a retry): nothing to propose.
+    Current(AlterPartitionReply),
+    /// Propose `records`; once committed the state is `reply` (the caller
+    /// fills in `reply.offset` with the committed offset). The change is
+    /// guarded by the partition epoch, so a concurrent change that commits
+    /// first makes the image refuse this one.
+    Propose {
+        records: Vec<MetadataRecord>,
+        reply: AlterPartitionReply,
+    },
+}
+
+/// Kafka's leader.imbalance.check.interval.seconds (300 s), in ms.
+pub const LEADER_IMBALANCE_CHECK_INTERVAL_MS_DEFAULT: u64 = 300_000;
+
+/// The topic config that allows unclean leader election.
+pub const UNCLEAN_LEADER_ELECTION_ENABLE: &str = "unclean.leader.election.enable";
+
 pub struct QuorumController {
     sessions: BrokerSessions,
     session_timeout_ms: u64,
+    /// 0: no preferred-leader rebalance.
+    leader_imbalance_check_interval_ms: u64,
+    next_leader_imbalance_check_ms: u64,
 }
 
 impl Default for QuorumController {
@@ -138,12 +233,25 @@ impl QuorumController {
         QuorumController {
             sessions: BrokerSessions::new(),
             session_timeout_ms,
+            leader_imbalance_check_interval_ms: LEADER_IMBALANCE_CHECK_INTERVAL_MS_DEFAULT,
+            next_leader_imbalance_check_ms: LEADER_IMBALANCE_CHECK_INTERVAL_MS_DEFAULT,
         }
+    }
+
+    /// How often `tick` moves leaderships back to preferred replicas
+    /// (Kafka's auto.leader.rebalance.enable with
+    /// leader.imbalance.check.interval.seconds); 0 disables it.
+    pub fn with_leader_imbalance_check_interval_ms(mut self, interval_ms: u64) -> QuorumController {
+        self.leader_imbalance_check_interval_ms = interval_ms;
+        self.next_leader_imbalance_check_ms = interval_ms;
+        self
     }
 
     /// This node just became the active controller.
     pub fn become_active(&mut self, image: &MetadataImage, now_ms: u64) {
         self.sessions.reset(image, now_ms);
+        self.next_leader_imbalance_check_ms =
+            now_ms.saturating_add(self.leader_imbalance_check_interval_ms);
     }
 
     /// A broker registers. `next_offset` is where the proposal will land
@@ -246,16 +354,149 @@ impl QuorumController {
     }
 
     /// Periodic work on the active controller: fence the brokers whose
-    /// session ran out, one batch per broker.
+    /// session ran out, one batch per broker; then, when the leader
+    /// imbalance check is due, one batch of preferred-leader elections.
     pub fn tick(&mut self, image: &MetadataImage, now_ms: u64) -> Vec<Vec<MetadataRecord>> {
-        self.sessions
+        let mut batches: Vec<Vec<MetadataRecord>> = self
+            .sessions
             .expired(image, now_ms, self.session_timeout_ms)
             .into_iter()
             .filter_map(|broker_id| {
                 let broker = image.broker(broker_id)?;
                 Some(fence_batch(image, broker_id, broker.broker_epoch))
             })
-            .collect()
+            .collect();
+        // Not in the same round as a fencing: both decided on the same
+        // image could conflict, and the image would refuse the later one.
+        if batches.is_empty()
+            && self.leader_imbalance_check_interval_ms > 0
+            && now_ms >= self.next_leader_imbalance_check_ms
+        {
+            self.next_leader_imbalance_check_ms =
+                now_ms.saturating_add(self.leader_imbalance_check_interval_ms);
+            let elections = preferred_leader_elections(image);
+            if !elections.is_empty() {
+                batches.push(elections);
+            }
+        }
+        batches
+    }
+
+    /// AlterPartition: the partition's leader sets its ISR (KIP-497,
+    /// KIP-841). Refusals, in the order checked: unknown or stale broker,
+    /// unknown partition, not the leader, another leader epoch, another
+    /// partition epoch (an ISR already in place is answered as success),
+    /// a malformed ISR, an ISR adding an inactive broker.
+    pub fn alter_partition(
+        &self,
+        image: &MetadataImage,
+        request: &AlterPartitionRequest,
+    ) -> Result<AlterPartitionDecision, ControllerError> {
+        let broker = image
+            .broker(request.broker_id)
+            .ok_or(ControllerError::UnknownBroker {
+                broker_id: request.broker_id,
+            })?;
+        if broker.broker_epoch != request.broker_epoch {
+            return Err(ControllerError::StaleBrokerEpoch {
+                broker_id: request.broker_id,
+                given: request.broker_epoch,
+            });
+        }
+        image
+            .topic(request.topic_id)
+            .ok_or(ControllerError::UnknownTopicId {
+                topic_id: request.topic_id,
+            })?;
+        let partition = image.partition(request.topic_id, request.partition).ok_or(
+            ControllerError::UnknownPartition {
+                topic_id: request.topic_id,
+                partition: request.partition,
+            },
+        )?;
+        if partition.leader != Some(request.broker_id) {
+            return Err(ControllerError::NotLeaderOrFollower {
+                broker_id: request.broker_id,
+                leader: partition.leader,
+            });
+        }
+        if partition.leader_epoch != request.leader_epoch {
+            return Err(ControllerError::FencedLeaderEpoch {
+                given: request.leader_epoch,
+                current: partition.leader_epoch,
+            });
+        }
+        let same_members = |left: &[BrokerId], right: &[BrokerId]| {
+            let mut left = left.to_vec();
+            let mut right = right.to_vec();
+            left.sort();
+            right.sort();
+            left == right
+        };
+        // A retry whose first attempt committed (its answer lost), or a
+        // request for the ISR already in place: the current state.
+        if request.partition_epoch <= partition.partition_epoch
+            && same_members(&request.new_isr, &partition.isr)
+        {
+            return Ok(AlterPartitionDecision::Current(AlterPartitionReply {
+                isr: partition.isr.clone(),
+                leader_epoch: partition.leader_epoch,
+                partition_epoch: partition.partition_epoch,
+                offset: image.offset(),
+            }));
+        }
+        if partition.partition_epoch != request.partition_epoch {
+            return Err(ControllerError::InvalidUpdateVersion {
+                given: request.partition_epoch,
+                current: partition.partition_epoch,
+            });
+        }
+        let mut distinct = request.new_isr.clone();
+        distinct.sort();
+        distinct.dedup();
+        if distinct.len() != request.new_isr.len() {
+            return Err(ControllerError::InvalidIsr {
+                reason: "duplicate ISR member",
+            });
+        }
+        if !request.new_isr.contains(&request.broker_id) {
+            return Err(ControllerError::InvalidIsr {
+                reason: "the ISR must hold the leader",
+            });
+        }
+        if !request
+            .new_isr
+            .iter()
+            .all(|member| partition.replicas.contains(member))
+        {
+            return Err(ControllerError::InvalidIsr {
+                reason: "an ISR member is not a replica",
+            });
+        }
+        if let Some(ineligible) = request.new_isr.iter().find(|member| {
+            !partition.isr.contains(member)
+                && !image.broker(**member).is_some_and(|b| b.is_active())
+        }) {
+            return Err(ControllerError::IneligibleReplica {
+                broker_id: *ineligible,
+            });
+        }
+        Ok(AlterPartitionDecision::Propose {
+            records: vec![MetadataRecord::PartitionChange(PartitionChange {
+                topic_id: request.topic_id,
+                partition: request.partition,
+                isr: Some(request.new_isr.clone()),
+                leader: LeaderChange::Unchanged,
+                replicas: None,
+                expected_partition_epoch: Some(partition.partition_epoch),
+            })],
+            reply: AlterPartitionReply {
+                isr: request.new_isr.clone(),
+                leader_epoch: partition.leader_epoch,
+                partition_epoch: partition.partition_epoch.next(),
+                offset: MetadataOffset(0),
+            },
+        })
     }
 
     /// UnregisterBroker (an operator removes a broker for good): only a
@@ -390,7 +631,7 @@ impl QuorumController {
             }
             _ => {}
         }
-        Ok(changes
+        let mut records: Vec<MetadataRecord> = changes
             .iter()
             .map(|(key, value)| {
                 MetadataRecord::Config(ConfigRecord {
@@ -399,7 +640,36 @@ impl QuorumController {
                     value: value.clone(),
                 })
             })
-            .collect())
+            .collect();
+        // Turning unclean election on elects leaders for the topic's
+        // leaderless partitions at once, in the same batch.
+        if let ConfigResource::Topic(name) = resource
+            && let Some(topic) = image.topic_by_name(name)
+        {
+            let enabled = changes
+                .iter()
+                .rev()
+                .find(|(key, _)| key == UNCLEAN_LEADER_ELECTION_ENABLE)
+                .is_some_and(|(_, value)| value.as_deref().is_some_and(is_true));
+            if enabled && !unclean_election_enabled(image, name) {
+                for (index, partition) in topic.partitions.iter().enumerate() {
+                    if partition.leader.is_some() {
+                        continue;
+                    }
+                    let active = |id: BrokerId| image.broker(id).is_some_and(|b| b.is_active());
+                    if let Some((leader, isr)) = elect(partition, active, true) {
+                        records.push(guarded_change(
+                            topic.topic_id,
+                            index,
+                            partition,
+                            isr,
+                            LeaderChange::To(leader),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(records)
     }
 
     /// AllocateProducerIds: the next block for `broker_id`. Once committed
@@ -477,10 +747,15 @@ fn fence_batch(
 
 /// Takes `broker_id` out of every ISR (except as the last member, as Kafka
 /// keeps it) and out of every leadership: the next active ISR member in
-/// replica order leads, or nobody.
+/// replica order leads, else (unclean election on) the first active
+/// replica, else nobody.
 fn partition_changes_without(image: &MetadataImage, broker_id: BrokerId) -> Vec<MetadataRecord> {
     let mut records = Vec::new();
+    let active = |member: BrokerId| {
+        member != broker_id && image.broker(member).is_some_and(|b| b.is_active())
+    };
     for topic in image.topics().values() {
+        let unclean = unclean_election_enabled(image, &topic.name);
         for (index, partition) in topic.partitions.iter().enumerate() {
             let in_isr = partition.isr.contains(&broker_id);
             if !in_isr && partition.leader != Some(broker_id) {
@@ -492,22 +767,27 @@ fn partition_changes_without(image: &MetadataImage, broker_id: BrokerId) -> Vec<
                 .copied()
                 .filter(|member| *member != broker_id)
                 .collect();
-            let isr = if remaining.is_empty() {
+            let mut isr = if remaining.is_empty() {
                 partition.isr.clone()
             } else {
                 remaining
             };
-            let is_candidate = |member: &BrokerId| {
-                *member != broker_id && image.broker(*member).is_some_and(|b| b.is_active())
-            };
             let leader = if partition.leader.is_some_and(|leader| leader != broker_id) {
                 LeaderChange::Unchanged
             } else {
-                partition
-                    .replicas
-                    .iter()
-                    .find(|replica| isr.contains(replica) && is_candidate(replica))
-                    .map_or(LeaderChange::NoLeader, |leader| LeaderChange::To(*leader))
+                let reduced = PartitionState {
+                    isr: isr.clone(),
+                    ..partition.clone()
+                };
+                match elect(&reduced, active, unclean) {
+                    Some((leader, unclean_isr)) => {
+                        if let Some(unclean_isr) = unclean_isr {
+                            isr = unclean_isr;
+                        }
+                        LeaderChange::To(leader)
+                    }
+                    None => LeaderChange::NoLeader,
+                }
             };
             let isr_change = (isr != partition.isr).then_some(isr);
             let leader_unchanged = leader == LeaderChange::Unchanged
@@ -515,42 +795,138 @@ fn partition_changes_without(image: &MetadataImage, broker_id: BrokerId) -> Vec<
             if isr_change.is_none() && leader_unchanged {
                 continue;
             }
-            records.push(MetadataRecord::PartitionChange(PartitionChange {
-                topic_id: topic.topic_id,
-                partition: PartitionIndex(i32::try_from(index).expect("partition count fits i32")),
-                isr: isr_change,
-                leader: if leader_unchanged {
+            records.push(guarded_change(
+                topic.topic_id,
+                index,
+                partition,
+                isr_change,
+                if leader_unchanged {
                     LeaderChange::Unchanged
                 } else {
                     leader
                 },
-                replicas: None,
-            }));
+            ));
         }
     }
     records
 }
 
-/// Partitions without a leader whose ISR holds `broker_id` (now being
-/// unfenced): it leads them again.
+/// Leaderless partitions once `broker_id` is unfenced: elected as after a
+/// lost leadership, now that `broker_id` is active (it leads again the
+/// partitions whose ISR holds it, the replication factor 1 case).
 fn leaderships_regained(image: &MetadataImage, broker_id: BrokerId) -> Vec<MetadataRecord> {
     let mut records = Vec::new();
+    let active = |member: BrokerId| {
+        member == broker_id || image.broker(member).is_some_and(|b| b.is_active())
+    };
     for topic in image.topics().values() {
+        let unclean = unclean_election_enabled(image, &topic.name);
         for (index, partition) in topic.partitions.iter().enumerate() {
-            if partition.leader.is_none() && partition.isr.contains(&broker_id) {
-                records.push(MetadataRecord::PartitionChange(PartitionChange {
-                    topic_id: topic.topic_id,
-                    partition: PartitionIndex(
-                        i32::try_from(index).expect("partition count fits i32"),
-                    ),
-                    isr: None,
-                    leader: LeaderChange::To(broker_id),
-                    replicas: None,
-                }));
+            if partition.leader.is_some() {
+                continue;
+            }
+            if let Some((leader, isr)) = elect(partition, active, unclean) {
+                records.push(guarded_change(
+                    topic.topic_id,
+                    index,
+                    partition,
+                    isr,
+                    LeaderChange::To(leader),
+                ));
             }
         }
     }
     records
+}
+
+/// A partition's next leader: the first active ISR member in replica
+/// order; else, with `unclean`, the first active replica, which becomes
+/// the whole ISR (`Some` new ISR); else none.
+fn elect(
+    partition: &PartitionState,
+    active: impl Fn(BrokerId) -> bool,
+    unclean: bool,
+) -> Option<(BrokerId, Option<Vec<BrokerId>>)> {
+    if let Some(leader) = partition
+        .replicas
+        .iter()
+        .find(|replica| partition.isr.contains(replica) && active(**replica))
+    {
+        return Some((*leader, None));
+    }
+    if !unclean {
+        return None;
+    }
+    partition
+        .replicas
+        .iter()
+        .find(|replica| active(**replica))
+        .map(|leader| (*leader, Some(vec![*leader])))
+}
+
+/// Preferred-leader election (Kafka's auto leader rebalance): every
+/// partition whose first replica is active, in the ISR and not the leader
+/// is led by it again.
+fn preferred_leader_elections(image: &MetadataImage) -> Vec<MetadataRecord> {
+    let mut records = Vec::new();
+    for topic in image.topics().values() {
+        for (index, partition) in topic.partitions.iter().enumerate() {
+            let Some(preferred) = partition.replicas.first().copied() else {
+                continue;
+            };
+            if partition.leader != Some(preferred)
+                && partition.isr.contains(&preferred)
+                && image.broker(preferred).is_some_and(|b| b.is_active())
+            {
+                records.push(guarded_change(
+                    topic.topic_id,
+                    index,
+                    partition,
+                    None,
+                    LeaderChange::To(preferred),
+                ));
+            }
+        }
+    }
+    records
+}
+
+/// A PartitionChange decided on `partition` as the committed image holds
+/// it: guarded by its partition epoch, so that if another change to the
+/// partition commits first the image refuses this one (and a stale
+/// decision can never, say, put back an ISR member that was just removed).
+fn guarded_change(
+    topic_id: TopicId,
+    index: usize,
+    partition: &PartitionState,
+    isr: Option<Vec<BrokerId>>,
+    leader: LeaderChange,
+) -> MetadataRecord {
+    MetadataRecord::PartitionChange(PartitionChange {
+        topic_id,
+        partition: partition_index(index),
+        isr,
+        leader,
+        replicas: None,
+        expected_partition_epoch: Some(partition.partition_epoch),
+    })
+}
+
+fn partition_index(index: usize) -> PartitionIndex {
+    PartitionIndex(i32::try_from(index).expect("partition count fits i32"))
+}
+
+/// Kafka's boolean configs accept any case.
+fn is_true(value: &str) -> bool {
+    value.eq_ignore_ascii_case("true")
+}
+
+/// The topic's `unclean.leader.election.enable` (default false).
+pub fn unclean_election_enabled(image: &MetadataImage, topic_name: &str) -> bool {
+    image
+        .configs(&ConfigResource::Topic(topic_name.into()))
+        .and_then(|configs| configs.get(UNCLEAN_LEADER_ELECTION_ENABLE))
+        .is_some_and(|value| is_true(value))
 }
 
 /// Configs of a topic as a map (for callers answering DescribeConfigs).
@@ -565,6 +941,7 @@ pub fn topic_configs(image: &MetadataImage, name: &str) -> BTreeMap<String, Stri
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::controller::image::ApplyError;
     use uuid::Uuid;
 
     /// Applies `records` as the next entry (the test's own Raft log).
@@ -857,5 +1234,480 @@ mod tests {
             assert_eq!(partition.leader, Some(BrokerId(2)));
             assert_eq!(partition.isr, vec![BrokerId(2)]);
         }
+    }
+
+    /// Three brokers, one RF 3 partition led by broker 1 with ISR [1, 2, 3]
+    /// (explicit assignment [1, 2, 3]).
+    fn replicated() -> (
+        QuorumController,
+        MetadataImage,
+        BTreeMap<i32, BrokerEpoch>,
+        TopicId,
+    ) {
+        let mut controller = QuorumController::default();
+        let mut image = MetadataImage::new();
+        let epochs = cluster(&mut controller, &mut image, &[1, 2, 3]);
+        let topic_id = TopicId(Uuid::from_bytes([42; 16]));
+        let request = CreateTopicRequest {
+            name: "r".into(),
+            partition_count: 1,
+            replication_factor: 3,
+            assignment: Some(vec![vec![BrokerId(1), BrokerId(2), BrokerId(3)]]),
+            configs: vec![],
+        };
+        let records = controller.create_topic(&image, &request, topic_id).unwrap();
+        commit(&mut image, &records);
+        (controller, image, epochs, topic_id)
+    }
+
+    fn state(image: &MetadataImage, topic_id: TopicId) -> PartitionState {
+        image
+            .partition(topic_id, PartitionIndex(0))
+            .unwrap()
+            .clone()
+    }
+
+    fn alter(
+        image: &MetadataImage,
+        epochs: &BTreeMap<i32, BrokerEpoch>,
+        topic_id: TopicId,
+        broker: i32,
+        isr: &[i32],
+    ) -> AlterPartitionRequest {
+        let current = state(image, topic_id);
+        AlterPartitionRequest {
+            broker_id: BrokerId(broker),
+            broker_epoch: epochs[&broker],
+            topic_id,
+            partition: PartitionIndex(0),
+            leader_epoch: current.leader_epoch,
+            partition_epoch: current.partition_epoch,
+            new_isr: isr.iter().copied().map(BrokerId).collect(),
+        }
+    }
+
+    fn ids(list: &[i32]) -> Vec<BrokerId> {
+        list.iter().copied().map(BrokerId).collect()
+    }
+
+    #[test]
+    fn alter_partition_shrinks_and_expands_the_isr_without_a_leader_epoch_bump() {
+        let (controller, mut image, epochs, topic) = replicated();
+        assert_eq!(state(&image, topic).leader, Some(BrokerId(1)));
+        let request = alter(&image, &epochs, topic, 1, &[1, 3]);
+        let AlterPartitionDecision::Propose { records, reply } =
+            controller.alter_partition(&image, &request).unwrap()
+        else {
+            panic!("a change is proposed")
+        };
+        let offset = commit(&mut image, &records);
+        let after = state(&image, topic);
+        assert_eq!(after.isr, ids(&[1, 3]));
+        assert_eq!(after.leader_epoch, LeaderEpoch(0), "no leader epoch bump");
+        assert_eq!(after.partition_epoch, PartitionEpoch(1));
+        assert_eq!(
+            (reply.isr, reply.leader_epoch, reply.partition_epoch),
+            (after.isr.clone(), after.leader_epoch, after.partition_epoch)
+        );
+        // The same request again (its answer was lost): the current state.
+        let Ok(AlterPartitionDecision::Current(current)) =
+            controller.alter_partition(&image, &request)
+        else {
+            panic!("a retry is answered with the current state")
+        };
+        assert_eq!(current.partition_epoch, PartitionEpoch(1));
+        assert_eq!(current.offset, offset);
+        // Expand back.
+        let expand = alter(&image, &epochs, topic, 1, &[1, 3, 2]);
+        let Ok(AlterPartitionDecision::Propose { records, .. }) =
+            controller.alter_partition(&image, &expand)
+        else {
+            panic!()
+        };
+        commit(&mut image, &records);
+        assert_eq!(state(&image, topic).isr, ids(&[1, 3, 2]));
+        assert_eq!(state(&image, topic).partition_epoch, PartitionEpoch(2));
+    }
+
+    #[test]
+    fn alter_partition_refusals() {
+        let (mut controller, mut image, epochs, topic) = replicated();
+        let good = alter(&image, &epochs, topic, 1, &[1, 2]);
+        let refused = |request: &AlterPartitionRequest, image: &MetadataImage| {
+            controller.alter_partition(image, request).unwrap_err()
+        };
+        let stale = AlterPartitionRequest {
+            broker_epoch: BrokerEpoch(999),
+            ..good.clone()
+        };
+        assert!(matches!(
+            refused(&stale, &image),
+            ControllerError::StaleBrokerEpoch { .. }
+        ));
+        let unknown_topic = AlterPartitionRequest {
+            topic_id: TopicId(Uuid::from_bytes([9; 16])),
+            ..good.clone()
+        };
+        assert!(matches!(
+            refused(&unknown_topic, &image),
+            ControllerError::UnknownTopicId { .. }
+        ));
+        let unknown_partition = AlterPartitionRequest {
+            partition: PartitionIndex(5),
+            ..good.clone()
+        };
+        assert!(matches!(
+            refused(&unknown_partition, &image),
+            ControllerError::UnknownPartition { .. }
+        ));
+        let follower = alter(&image, &epochs, topic, 2, &[1, 2]);
+        assert_eq!(
+            refused(&follower, &image),
+            ControllerError::NotLeaderOrFollower {
+                broker_id: BrokerId(2),
+                leader: Some(BrokerId(1))
+            }
+        );
+        let old_leader_epoch = AlterPartitionRequest {
+            leader_epoch: LeaderEpoch(7),
+            ..good.clone()
+        };
+        assert!(matches!(
+            refused(&old_leader_epoch, &image),
+            ControllerError::FencedLeaderEpoch { .. }
+        ));
+        let future_partition_epoch = AlterPartitionRequest {
+            partition_epoch: PartitionEpoch(3),
+            ..good.clone()
+        };
+        assert!(matches!(
+            refused(&future_partition_epoch, &image),
+            ControllerError::InvalidUpdateVersion { .. }
+        ));
+        for (isr, reason) in [
+            (vec![1, 1, 2], "duplicate ISR member"),
+            (vec![2, 3], "the ISR must hold the leader"),
+            (vec![1, 4], "an ISR member is not a replica"),
+            (vec![], "the ISR must hold the leader"),
+        ] {
+            let request = AlterPartitionRequest {
+                new_isr: ids(&isr),
+                ..good.clone()
+            };
+            assert_eq!(
+                refused(&request, &image),
+                ControllerError::InvalidIsr { reason },
+                "{isr:?}"
+            );
+        }
+        // Shrink to [1, 2]; then broker 3 is fenced: it may not come back.
+        let Ok(AlterPartitionDecision::Propose { records, .. }) =
+            controller.alter_partition(&image, &good)
+        else {
+            panic!()
+        };
+        commit(&mut image, &records);
+        // The first request's epochs are now stale (another ISR).
+        let stale_epoch = AlterPartitionRequest {
+            new_isr: ids(&[1]),
+            ..good.clone()
+        };
+        assert!(matches!(
+            refused(&stale_epoch, &image),
+            ControllerError::InvalidUpdateVersion { .. }
+        ));
+        let mut fence = heartbeat(3, epochs[&3], image.offset());
+        fence.want_fence = true;
+        let decision = controller.heartbeat(&image, &fence, 0).unwrap();
+        commit(&mut image, &decision.records);
+        let rejoin = alter(&image, &epochs, topic, 1, &[1, 2, 3]);
+        assert_eq!(
+            controller.alter_partition(&image, &rejoin).unwrap_err(),
+            ControllerError::IneligibleReplica {
+                broker_id: BrokerId(3)
+            }
+        );
+        // Controlled shutdown makes a broker ineligible too.
+        let shrink = alter(&image, &epochs, topic, 1, &[1]);
+        let Ok(AlterPartitionDecision::Propose { records, .. }) =
+            controller.alter_partition(&image, &shrink)
+        else {
+            panic!()
+        };
+        commit(&mut image, &records);
+        let mut leave = heartbeat(2, epochs[&2], image.offset());
+        leave.want_shut_down = true;
+        let decision = controller.heartbeat(&image, &leave, 0).unwrap();
+        commit(&mut image, &decision.records);
+        let rejoin = alter(&image, &epochs, topic, 1, &[1, 2]);
+        assert_eq!(
+            controller.alter_partition(&image, &rejoin).unwrap_err(),
+            ControllerError::IneligibleReplica {
+                broker_id: BrokerId(2)
+            }
+        );
+    }
+
+    #[test]
+    fn a_stale_alter_partition_is_refused_when_it_commits_after_another_change() {
+        let (controller, mut image, epochs, topic) = replicated();
+        let first = alter(&image, &epochs, topic, 1, &[1, 2]);
+        let second = alter(&image, &epochs, topic, 1, &[1, 3]);
+        let Ok(AlterPartitionDecision::Propose { records: a, .. }) =
+            controller.alter_partition(&image, &first)
+        else {
+            panic!()
+        };
+        let Ok(AlterPartitionDecision::Propose { records: b, .. }) =
+            controller.alter_partition(&image, &second)
+        else {
+            panic!()
+        };
+        commit(&mut image, &a);
+        let offset = MetadataOffset(image.offset().0 + 1);
+        assert!(matches!(
+            image.apply_batch(offset, &b),
+            Err(ApplyError::PartitionEpochMismatch { .. })
+        ));
+        assert_eq!(state(&image, topic).isr, ids(&[1, 2]));
+    }
+
+    fn set_unclean(controller: &QuorumController, image: &mut MetadataImage, value: &str) {
+        let records = controller
+            .alter_configs(
+                image,
+                &ConfigResource::Topic("r".into()),
+                &[(UNCLEAN_LEADER_ELECTION_ENABLE.into(), Some(value.into()))],
+            )
+            .unwrap();
+        commit(image, &records);
+    }
+
+    fn fence(controller: &mut QuorumController, image: &mut MetadataImage, broker: i32) {
+        let epoch = image.broker(BrokerId(broker)).unwrap().broker_epoch;
+        let mut request = heartbeat(broker, epoch, image.offset());
+        request.want_fence = true;
+        let decision = controller.heartbeat(image, &request, 0).unwrap();
+        commit(image, &decision.records);
+    }
+
+    fn unfence(controller: &mut QuorumController, image: &mut MetadataImage, broker: i32) {
+        let epoch = image.broker(BrokerId(broker)).unwrap().broker_epoch;
+        let decision = controller
+            .heartbeat(image, &heartbeat(broker, epoch, image.offset()), 0)
+            .unwrap();
+        commit(image, &decision.records);
+    }
+
+    /// The ISR shrinks to the leader alone, then the leader is fenced.
+    fn leader_alone_then_fenced(
+        controller: &mut QuorumController,
+        image: &mut MetadataImage,
+        epochs: &BTreeMap<i32, BrokerEpoch>,
+        topic: TopicId,
+    ) {
+        let request = alter(image, epochs, topic, 1, &[1]);
+        let Ok(AlterPartitionDecision::Propose { records, .. }) =
+            controller.alter_partition(image, &request)
+        else {
+            panic!()
+        };
+        commit(image, &records);
+        fence(controller, image, 1);
+    }
+
+    #[test]
+    fn without_unclean_election_a_partition_waits_for_its_isr() {
+        let (mut controller, mut image, epochs, topic) = replicated();
+        leader_alone_then_fenced(&mut controller, &mut image, &epochs, topic);
+        let after = state(&image, topic);
+        assert_eq!((after.leader, after.isr.clone()), (None, ids(&[1])));
+        // Broker 2 is active but out of sync: not elected. Broker 1 returns.
+        unfence(&mut controller, &mut image, 1);
+        let after = state(&image, topic);
+        assert_eq!((after.leader, after.isr), (Some(BrokerId(1)), ids(&[1])));
+        assert_eq!(after.leader_epoch, LeaderEpoch(2));
+    }
+
+    #[test]
+    fn unclean_election_elects_the_first_active_replica_on_leader_loss() {
+        let (mut controller, mut image, epochs, topic) = replicated();
+        set_unclean(&controller, &mut image, "true");
+        leader_alone_then_fenced(&mut controller, &mut image, &epochs, topic);
+        let after = state(&image, topic);
+        assert_eq!((after.leader, after.isr), (Some(BrokerId(2)), ids(&[2])));
+        assert_eq!(after.leader_epoch, LeaderEpoch(1));
+    }
+
+    #[test]
+    fn turning_unclean_election_on_elects_a_leaderless_partition() {
+        let (mut controller, mut image, epochs, topic) = replicated();
+        leader_alone_then_fenced(&mut controller, &mut image, &epochs, topic);
+        assert_eq!(state(&image, topic).leader, None);
+        set_unclean(&controller, &mut image, "true");
+        let after = state(&image, topic);
+        assert_eq!((after.leader, after.isr), (Some(BrokerId(2)), ids(&[2])));
+    }
+
+    #[test]
+    fn unclean_election_on_unfence_of_an_out_of_sync_replica() {
+        let (mut controller, mut image, epochs, topic) = replicated();
+        // ISR [1]; brokers 2 and 3 fenced; then 1 fenced: leaderless.
+        let request = alter(&image, &epochs, topic, 1, &[1]);
+        let Ok(AlterPartitionDecision::Propose { records, .. }) =
+            controller.alter_partition(&image, &request)
+        else {
+            panic!()
+        };
+        commit(&mut image, &records);
+        fence(&mut controller, &mut image, 2);
+        fence(&mut controller, &mut image, 3);
+        fence(&mut controller, &mut image, 1);
+        assert_eq!(state(&image, topic).leader, None);
+        set_unclean(&controller, &mut image, "true");
+        assert_eq!(state(&image, topic).leader, None, "nobody is active");
+        unfence(&mut controller, &mut image, 3);
+        let after = state(&image, topic);
+        assert_eq!((after.leader, after.isr), (Some(BrokerId(3)), ids(&[3])));
+    }
+
+    #[test]
+    fn the_preferred_leader_is_restored_by_the_periodic_rebalance() {
+        let mut controller =
+            QuorumController::default().with_leader_imbalance_check_interval_ms(1000);
+        let mut image = MetadataImage::new();
+        let epochs = cluster(&mut controller, &mut image, &[1, 2, 3]);
+        controller.become_active(&image, 0);
+        let topic = create(&controller, &mut image, "balanced", 3, 2);
+        let preferred: Vec<Option<BrokerId>> = image
+            .topic(topic)
+            .unwrap()
+            .partitions
+            .iter()
+            .map(|p| p.leader)
+            .collect();
+        assert!(
+            image
+                .topic(topic)
+                .unwrap()
+                .partitions
+                .iter()
+                .all(|p| p.leader == p.replicas.first().copied())
+        );
+        // Broker 1 restarts (fence, unfence): its leaderships moved away.
+        fence(&mut controller, &mut image, 1);
+        unfence(&mut controller, &mut image, 1);
+        let moved = image
+            .topic(topic)
+            .unwrap()
+            .partitions
+            .iter()
+            .filter(|p| p.leader != p.replicas.first().copied())
+            .count();
+        assert!(moved > 0, "broker 1 led a partition");
+        // Its ISR places come back through AlterPartition by each leader.
+        for index in 0..3 {
+            let partition = image
+                .partition(topic, PartitionIndex(index))
+                .unwrap()
+                .clone();
+            if partition.isr.len() == partition.replicas.len() {
+                continue;
+            }
+            let leader = partition.leader.unwrap().0;
+            let request = AlterPartitionRequest {
+                broker_id: BrokerId(leader),
+                broker_epoch: epochs[&leader],
+                topic_id: topic,
+                partition: PartitionIndex(index),
+                leader_epoch: partition.leader_epoch,
+                partition_epoch: partition.partition_epoch,
+                new_isr: partition.replicas.clone(),
+            };
+            let Ok(AlterPartitionDecision::Propose { records, .. }) =
+                controller.alter_partition(&image, &request)
+            else {
+                panic!()
+            };
+            commit(&mut image, &records);
+        }
+        // Keep every session alive; the rebalance is not due before 1000.
+        for broker in [1, 2, 3] {
+            controller
+                .heartbeat(
+                    &image,
+                    &heartbeat(broker, epochs[&broker], image.offset()),
+                    900,
+                )
+                .unwrap();
+        }
+        assert!(controller.tick(&image, 999).is_empty());
+        let batches = controller.tick(&image, 1000);
+        assert_eq!(batches.len(), 1);
+        let before = image.clone();
+        commit(&mut image, &batches[0]);
+        let leaders: Vec<Option<BrokerId>> = image
+            .topic(topic)
+            .unwrap()
+            .partitions
+            .iter()
+            .map(|p| p.leader)
+            .collect();
+        assert_eq!(leaders, preferred);
+        for (old, new) in before
+            .topic(topic)
+            .unwrap()
+            .partitions
+            .iter()
+            .zip(&image.topic(topic).unwrap().partitions)
+        {
+            if old.leader != new.leader {
+                assert_eq!(new.leader_epoch, LeaderEpoch(old.leader_epoch.0 + 1));
+            }
+        }
+        // Balanced now: nothing more to do at the next check.
+        for broker in [1, 2, 3] {
+            controller
+                .heartbeat(
+                    &image,
+                    &heartbeat(broker, epochs[&broker], image.offset()),
+                    1900,
+                )
+                .unwrap();
+        }
+        assert!(controller.tick(&image, 2000).is_empty());
+    }
+
+    #[test]
+    fn the_rebalance_is_off_with_a_zero_interval() {
+        let mut controller = QuorumController::default().with_leader_imbalance_check_interval_ms(0);
+        let mut image = MetadataImage::new();
+        let epochs = cluster(&mut controller, &mut image, &[1, 2]);
+        controller.become_active(&image, 0);
+        let topic = create(&controller, &mut image, "t", 2, 2);
+        fence(&mut controller, &mut image, 1);
+        unfence(&mut controller, &mut image, 1);
+        assert!(
+            image
+                .topic(topic)
+                .unwrap()
+                .partitions
+                .iter()
+                .all(|p| p.leader == Some(BrokerId(2)))
+        );
+        for broker in [1, 2] {
+            controller
+                .heartbeat(
+                    &image,
+                    &heartbeat(broker, epochs[&broker], image.offset()),
+                    999_999,
+                )
+                .unwrap();
+        }
+        assert!(controller.tick(&image, 1_000_000).iter().all(|batch| {
+            batch
+                .iter()
+                .all(|r| !matches!(r, MetadataRecord::PartitionChange(_)))
+        }));
     }
 }

@@ -93,6 +93,10 @@ pub struct PartitionChange {
     pub isr: Option<Vec<BrokerId>>,
     pub leader: LeaderChange,
     pub replicas: Option<Vec<BrokerId>>,
+    /// Version 1: apply only if the partition epoch is still this one
+    /// (AlterPartition's compare-and-set), else the batch is refused.
+    /// `None` is written as version 0.
+    pub expected_partition_epoch: Option<PartitionEpoch>,
 }
 
 /// What a config applies to.
@@ -158,8 +162,11 @@ pub mod record_type {
     pub const NO_OP: u16 = 20;
 }
 
-/// The version every record is written at today.
+/// The version every record is written at today, except a guarded
+/// PartitionChange.
 const VERSION_0: u16 = 0;
+/// PartitionChange with `expected_partition_epoch`.
+const VERSION_1: u16 = 1;
 
 impl MetadataRecord {
     pub fn record_type(&self) -> u16 {
@@ -180,7 +187,14 @@ impl MetadataRecord {
 
     pub fn encode(&self, writer: &mut Writer) {
         writer.u16(self.record_type());
-        writer.u16(VERSION_0);
+        let version = match self {
+            MetadataRecord::PartitionChange(PartitionChange {
+                expected_partition_epoch: Some(_),
+                ..
+            }) => VERSION_1,
+            _ => VERSION_0,
+        };
+        writer.u16(version);
         match self {
             MetadataRecord::RegisterBroker(record) => {
                 writer.i32(record.broker_id.0);
@@ -241,6 +255,9 @@ impl MetadataRecord {
                 writer.option(record.replicas.as_ref(), |w, replicas| {
                     write_brokers(w, replicas)
                 });
+                if let Some(expected) = record.expected_partition_epoch {
+                    writer.i32(expected.0);
+                }
             }
             MetadataRecord::RemoveTopic(record) => writer.uuid(record.topic_id.0),
             MetadataRecord::ProducerIds(record) => {
@@ -281,7 +298,7 @@ impl MetadataRecord {
         if !known {
             return Err(DecodeError::UnknownRecordType { record_type });
         }
-        if version != VERSION_0 {
+        if version != VERSION_0 && !(record_type == PARTITION_CHANGE && version == VERSION_1) {
             return Err(DecodeError::UnknownVersion {
                 record_type,
                 version,
@@ -359,12 +376,19 @@ impl MetadataRecord {
                         });
                     }
                 };
+                let replicas = reader.option(read_brokers)?;
+                let expected_partition_epoch = if version == VERSION_1 {
+                    Some(PartitionEpoch(reader.i32()?))
+                } else {
+                    None
+                };
                 MetadataRecord::PartitionChange(PartitionChange {
                     topic_id,
                     partition,
                     isr,
                     leader,
-                    replicas: reader.option(read_brokers)?,
+                    replicas,
+                    expected_partition_epoch,
                 })
             }
             REMOVE_TOPIC => MetadataRecord::RemoveTopic(RemoveTopic {
@@ -571,6 +595,7 @@ pub(crate) mod tests {
                 isr: Some(vec![BrokerId(1)]),
                 leader: LeaderChange::To(BrokerId(1)),
                 replicas: None,
+                expected_partition_epoch: None,
             }),
             MetadataRecord::PartitionChange(PartitionChange {
                 topic_id: TopicId(uuid(3)),
@@ -578,6 +603,7 @@ pub(crate) mod tests {
                 isr: None,
                 leader: LeaderChange::NoLeader,
                 replicas: Some(vec![BrokerId(3)]),
+                expected_partition_epoch: None,
             }),
             MetadataRecord::PartitionChange(PartitionChange {
                 topic_id: TopicId(uuid(3)),
@@ -585,6 +611,7 @@ pub(crate) mod tests {
                 isr: None,
                 leader: LeaderChange::Unchanged,
                 replicas: None,
+                expected_partition_epoch: None,
             }),
             MetadataRecord::RemoveTopic(RemoveTopic {
                 topic_id: TopicId(uuid(3)),
@@ -639,6 +666,36 @@ pub(crate) mod tests {
         let mut expected = vec![2, 0, 0, 0, 1, 0, 0, 0, b'a'];
         expected.extend_from_slice(&[0xab; 16]);
         assert_eq!(topic.to_bytes(), expected);
+    }
+
+    /// Version 1 of PartitionChange is version 0 plus the expected
+    /// partition epoch; version 0 stays what a change without it writes.
+    #[test]
+    fn a_guarded_partition_change_is_version_1() {
+        let unguarded = PartitionChange {
+            topic_id: TopicId(uuid(3)),
+            partition: PartitionIndex(1),
+            isr: Some(vec![BrokerId(1), BrokerId(2)]),
+            leader: LeaderChange::Unchanged,
+            replicas: None,
+            expected_partition_epoch: None,
+        };
+        let guarded = MetadataRecord::PartitionChange(PartitionChange {
+            expected_partition_epoch: Some(PartitionEpoch(7)),
+            ..unguarded.clone()
+        });
+        let bytes = guarded.to_bytes();
+        assert_eq!(MetadataRecord::from_bytes(&bytes), Ok(guarded));
+        let v0 = MetadataRecord::PartitionChange(unguarded).to_bytes();
+        assert_eq!(&v0[..4], &[5, 0, 0, 0]);
+        assert_eq!(&bytes[..4], &[5, 0, 1, 0]);
+        assert_eq!(&bytes[4..bytes.len() - 4], &v0[4..]);
+        assert_eq!(&bytes[bytes.len() - 4..], &7i32.to_le_bytes());
+        // Other records have no version 1.
+        assert!(matches!(
+            MetadataRecord::from_bytes(&[2, 0, 1, 0]),
+            Err(DecodeError::UnknownVersion { .. })
+        ));
     }
 
     const GOLDEN_LENGTH: usize = 540;

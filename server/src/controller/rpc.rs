@@ -18,10 +18,14 @@ use super::codec::{DecodeError, Reader, Writer};
 use super::image::ApplyError;
 use super::placement::PlacementError;
 use super::quorum_controller::{
-    ControllerError, CreateTopicRequest, HeartbeatRequest, RegistrationRequest,
+    AlterPartitionReply, AlterPartitionRequest, ControllerError, CreateTopicRequest,
+    HeartbeatRequest, RegistrationRequest,
 };
 use super::records::{ConfigResource, Listener, MetadataRecord, RecordBatch};
-use super::types::{BrokerEpoch, BrokerId, IncarnationId, MetadataOffset, TopicId};
+use super::types::{
+    BrokerEpoch, BrokerId, IncarnationId, LeaderEpoch, MetadataOffset, PartitionEpoch,
+    PartitionIndex, TopicId,
+};
 
 const VERSION: u16 = 0;
 
@@ -53,6 +57,8 @@ pub enum Request {
         after: MetadataOffset,
         max_wait_ms: u32,
     },
+    /// A partition leader sets its ISR (answered `PartitionAltered`).
+    AlterPartition(AlterPartitionRequest),
 }
 
 impl Request {
@@ -106,6 +112,8 @@ pub enum Reply {
         image: Vec<u8>,
         leader: Option<BrokerId>,
     },
+    /// AlterPartition: the partition's committed state.
+    PartitionAltered(AlterPartitionReply),
 }
 
 /// What kind of refusal, for mapping to a Kafka error code at the edge.
@@ -125,6 +133,17 @@ pub enum ErrorKind {
     /// to retry.
     ProposalLost = 11,
     Internal = 12,
+    /// AlterPartition for a partition the topic does not have.
+    UnknownTopicOrPartition = 13,
+    /// AlterPartition from a broker that does not lead the partition.
+    NotLeaderOrFollower = 14,
+    /// AlterPartition with another leader epoch than the partition's.
+    FencedLeaderEpoch = 15,
+    /// AlterPartition with another partition epoch than the partition's:
+    /// the leader has not applied the last change yet.
+    InvalidUpdateVersion = 16,
+    /// AlterPartition adding a broker that is not active to the ISR.
+    IneligibleReplica = 17,
 }
 
 impl ErrorKind {
@@ -143,6 +162,11 @@ impl ErrorKind {
             10 => InvalidRequest,
             11 => ProposalLost,
             12 => Internal,
+            13 => UnknownTopicOrPartition,
+            14 => NotLeaderOrFollower,
+            15 => FencedLeaderEpoch,
+            16 => InvalidUpdateVersion,
+            17 => IneligibleReplica,
             other => {
                 return Err(DecodeError::Invalid {
                     what: "error kind",
@@ -173,6 +197,14 @@ impl RequestError {
         RequestError::Rejected {
             kind,
             message: message.into(),
+        }
+    }
+
+    /// The kind of a refusal (`None` for the other errors).
+    pub fn kind(&self) -> Option<ErrorKind> {
+        match self {
+            RequestError::Rejected { kind, .. } => Some(*kind),
+            _ => None,
         }
     }
 
@@ -210,6 +242,13 @@ impl From<ControllerError> for RequestError {
             E::Placement(PlacementError::InvalidReplicaAssignment { .. }) => {
                 ErrorKind::InvalidReplicaAssignment
             }
+            E::UnknownTopicId { .. } => ErrorKind::UnknownTopic,
+            E::UnknownPartition { .. } => ErrorKind::UnknownTopicOrPartition,
+            E::NotLeaderOrFollower { .. } => ErrorKind::NotLeaderOrFollower,
+            E::FencedLeaderEpoch { .. } => ErrorKind::FencedLeaderEpoch,
+            E::InvalidUpdateVersion { .. } => ErrorKind::InvalidUpdateVersion,
+            E::InvalidIsr { .. } => ErrorKind::InvalidRequest,
+            E::IneligibleReplica { .. } => ErrorKind::IneligibleReplica,
         };
         RequestError::rejected(kind, error.to_string())
     }
@@ -230,9 +269,9 @@ impl From<ApplyError> for RequestError {
             E::UnknownBroker { .. } => ErrorKind::UnknownBroker,
             E::StaleBrokerEpoch { .. } => ErrorKind::StaleBrokerEpoch,
             // Two concurrent proposals raced; the caller may simply retry.
-            E::ProducerIdsOutOfOrder { .. } | E::BrokerEpochNotOffset { .. } => {
-                ErrorKind::ProposalLost
-            }
+            E::ProducerIdsOutOfOrder { .. }
+            | E::BrokerEpochNotOffset { .. }
+            | E::PartitionEpochMismatch { .. } => ErrorKind::ProposalLost,
             E::OffsetNotIncreasing { .. } | E::InvalidPartition { .. } => ErrorKind::Internal,
         };
         RequestError::rejected(kind, error.to_string())
@@ -376,6 +415,16 @@ impl Request {
                 writer.i64(after.0);
                 writer.u32(*max_wait_ms);
             }
+            Request::AlterPartition(request) => {
+                writer.u8(8);
+                writer.i32(request.broker_id.0);
+                writer.i64(request.broker_epoch.0);
+                writer.uuid(request.topic_id.0);
+                writer.i32(request.partition.0);
+                writer.i32(request.leader_epoch.0);
+                writer.i32(request.partition_epoch.0);
+                write_broker_ids(&mut writer, &request.new_isr);
+            }
         }
         writer.into_bytes()
     }
@@ -462,6 +511,15 @@ impl Request {
                 after: MetadataOffset(reader.i64()?),
                 max_wait_ms: reader.u32()?,
             },
+            8 => Request::AlterPartition(AlterPartitionRequest {
+                broker_id: BrokerId(reader.i32()?),
+                broker_epoch: BrokerEpoch(reader.i64()?),
+                topic_id: TopicId(reader.uuid()?),
+                partition: PartitionIndex(reader.i32()?),
+                leader_epoch: LeaderEpoch(reader.i32()?),
+                partition_epoch: PartitionEpoch(reader.i32()?),
+                new_isr: read_broker_ids(&mut reader)?,
+            }),
             other => return Err(invalid("request tag", other)),
         };
         reader.finish()?;
@@ -522,6 +580,13 @@ pub fn encode_response(response: &Response) -> Vec<u8> {
                     writer.u8(6);
                     write_leader(&mut writer, *leader);
                     writer.bytes(image);
+                }
+                Reply::PartitionAltered(reply) => {
+                    writer.u8(7);
+                    write_broker_ids(&mut writer, &reply.isr);
+                    writer.i32(reply.leader_epoch.0);
+                    writer.i32(reply.partition_epoch.0);
+                    writer.i64(reply.offset.0);
                 }
             }
         }
@@ -589,6 +654,12 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response, DecodeError> {
                 leader: read_leader(&mut reader)?,
                 image: reader.bytes()?.to_vec(),
             },
+            7 => Reply::PartitionAltered(AlterPartitionReply {
+                isr: read_broker_ids(&mut reader)?,
+                leader_epoch: LeaderEpoch(reader.i32()?),
+                partition_epoch: PartitionEpoch(reader.i32()?),
+                offset: MetadataOffset(reader.i64()?),
+            }),
             other => return Err(invalid("reply tag", other)),
         })
     } else {
@@ -662,6 +733,15 @@ mod tests {
                 after: MetadataOffset(10),
                 max_wait_ms: 500,
             },
+            Request::AlterPartition(AlterPartitionRequest {
+                broker_id: BrokerId(1),
+                broker_epoch: BrokerEpoch(12),
+                topic_id: TopicId(uuid::Uuid::from_bytes([3; 16])),
+                partition: PartitionIndex(2),
+                leader_epoch: LeaderEpoch(4),
+                partition_epoch: PartitionEpoch(9),
+                new_isr: vec![BrokerId(1), BrokerId(0)],
+            }),
         ]
     }
 
@@ -707,10 +787,17 @@ mod tests {
                 image: vec![1, 2, 3],
                 leader: None,
             }),
+            Ok(Reply::PartitionAltered(AlterPartitionReply {
+                isr: vec![BrokerId(1), BrokerId(2)],
+                leader_epoch: LeaderEpoch(4),
+                partition_epoch: PartitionEpoch(10),
+                offset: MetadataOffset(77),
+            })),
             Err(RequestError::NotController {
                 leader: Some(BrokerId(2)),
             }),
             Err(RequestError::rejected(ErrorKind::TopicAlreadyExists, "x")),
+            Err(RequestError::rejected(ErrorKind::IneligibleReplica, "y")),
             Err(RequestError::Timeout),
             Err(RequestError::Stopped),
         ]

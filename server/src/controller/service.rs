@@ -52,14 +52,16 @@ use super::image::MetadataImage;
 use super::logger;
 use super::node::{CommittedBatch, NodeError, Output, Proposal, ProposeError, RaftNodeConfig};
 use super::quorum_controller::{
-    CreateTopicRequest, HeartbeatRequest, QuorumController, RegistrationDecision,
-    RegistrationRequest,
+    AlterPartitionDecision, AlterPartitionReply, AlterPartitionRequest, CreateTopicRequest,
+    HeartbeatRequest, LEADER_IMBALANCE_CHECK_INTERVAL_MS_DEFAULT, QuorumController,
+    RegistrationDecision, RegistrationRequest,
 };
 use super::records::{ConfigResource, Listener, MetadataRecord, RecordBatch};
 use super::rpc::{ErrorKind, FetchedBatch, Reply, Request, RequestError, Response};
 use super::storage::{FileRaftStore, MemRaftStore, RaftLogStore, StoreError};
 use super::types::{
-    BrokerEpoch, BrokerId, IncarnationId, MetadataOffset, PRODUCER_ID_BLOCK_SIZE, TopicId,
+    BrokerEpoch, BrokerId, IncarnationId, LeaderEpoch, MetadataOffset, PRODUCER_ID_BLOCK_SIZE,
+    PartitionEpoch, PartitionIndex, TopicId,
 };
 use crate::peer::{self, PeerError, read_frame, write_frame};
 
@@ -115,6 +117,10 @@ pub struct ServiceConfig {
     /// How long a handle call keeps retrying (leader changes included).
     pub request_timeout_ms: u64,
     pub snapshot_interval_entries: u64,
+    /// How often the active controller moves leaderships back to preferred
+    /// replicas (Kafka's leader.imbalance.check.interval.seconds, in ms);
+    /// 0 disables the rebalance.
+    pub leader_imbalance_check_interval_ms: u64,
 }
 
 impl ServiceConfig {
@@ -139,6 +145,7 @@ impl ServiceConfig {
             session_timeout_ms: 9000,
             request_timeout_ms: 30_000,
             snapshot_interval_entries: 1000,
+            leader_imbalance_check_interval_ms: LEADER_IMBALANCE_CHECK_INTERVAL_MS_DEFAULT,
         }
     }
 
@@ -414,7 +421,8 @@ fn start_controller<S: RaftLogStore + Send + 'static>(
     let mut controller_loop = ControllerLoop {
         shared: Arc::clone(shared),
         node,
-        controller: QuorumController::new(config.session_timeout_ms),
+        controller: QuorumController::new(config.session_timeout_ms)
+            .with_leader_imbalance_check_interval_ms(config.leader_imbalance_check_interval_ms),
         active: false,
         pending: Vec::new(),
         fetches: Vec::new(),
@@ -442,6 +450,8 @@ enum PendingKind {
     ProducerIds {
         first: i64,
     },
+    /// The partition's state once committed (the offset is filled in then).
+    PartitionAltered(AlterPartitionReply),
     /// Nobody waits (heartbeat state changes, fencing).
     Silent,
 }
@@ -672,6 +682,9 @@ impl<S: RaftLogStore> ControllerLoop<S> {
                         count: PRODUCER_ID_BLOCK_SIZE,
                         offset,
                     },
+                    PendingKind::PartitionAltered(reply) => {
+                        Reply::PartitionAltered(AlterPartitionReply { offset, ..reply })
+                    }
                 }),
             };
             let _ = proposal.reply.send(response);
@@ -688,7 +701,7 @@ impl<S: RaftLogStore> ControllerLoop<S> {
         }
         self.next_session_check_ms = now_ms + SESSION_CHECK_INTERVAL_MS;
         for records in self.controller.tick(self.node.image(), now_ms) {
-            info!(?records, "fencing a broker whose session expired");
+            info!(?records, "fencing a broker or electing preferred leaders");
             let (reply, _) = flume::bounded(1);
             self.propose(records, PendingKind::Silent, reply);
         }
@@ -825,6 +838,17 @@ impl<S: RaftLogStore> ControllerLoop<S> {
                     (records, PendingKind::ProducerIds { first })
                 })
                 .map_err(|error| Err(error.into())),
+            Request::AlterPartition(request) => {
+                match self.controller.alter_partition(image, &request) {
+                    Ok(AlterPartitionDecision::Current(reply)) => {
+                        Err(Ok(Reply::PartitionAltered(reply)))
+                    }
+                    Ok(AlterPartitionDecision::Propose { records, reply }) => {
+                        Ok((records, PendingKind::PartitionAltered(reply)))
+                    }
+                    Err(error) => Err(Err(error.into())),
+                }
+            }
             Request::MetadataFetch { .. } => unreachable!("answered above"),
         };
         match decided {
@@ -1539,6 +1563,49 @@ impl ControllerHandle {
         changes: Vec<(String, Option<String>)>,
     ) -> Result<MetadataOffset, RequestError> {
         committed(self.call(Request::AlterConfigs { resource, changes }).await)
+    }
+
+    /// AlterPartition (KIP-497 / KIP-841): this broker, the leader of
+    /// `topic_id`/`partition` at `leader_epoch` and `partition_epoch` (the
+    /// state it last applied), sets the ISR to `new_isr` (which holds this
+    /// broker). Routed to the active controller.
+    ///
+    /// `Ok` is the committed state (`isr`, the unchanged `leader_epoch`,
+    /// `partition_epoch` + 1, and the offset that holds it); an ISR already
+    /// in place (a retry) answers the current state. Refusals are
+    /// `RequestError::Rejected` with kind `StaleBrokerEpoch`,
+    /// `UnknownBroker`, `UnknownTopic`, `UnknownTopicOrPartition`,
+    /// `NotLeaderOrFollower`, `FencedLeaderEpoch`, `InvalidUpdateVersion`
+    /// (the leader must apply the newer metadata first), `InvalidRequest`
+    /// (malformed ISR) or `IneligibleReplica` (a fenced, shutting-down or
+    /// unregistered broker cannot join).
+    pub async fn alter_partition(
+        &self,
+        topic_id: TopicId,
+        partition: PartitionIndex,
+        leader_epoch: LeaderEpoch,
+        partition_epoch: PartitionEpoch,
+        new_isr: Vec<BrokerId>,
+    ) -> Result<AlterPartitionReply, RequestError> {
+        let broker_epoch = self.broker_epoch().ok_or_else(|| {
+            RequestError::rejected(
+                ErrorKind::UnknownBroker,
+                "this broker is not registered yet",
+            )
+        })?;
+        let request = Request::AlterPartition(AlterPartitionRequest {
+            broker_id: self.node_id(),
+            broker_epoch,
+            topic_id,
+            partition,
+            leader_epoch,
+            partition_epoch,
+            new_isr,
+        });
+        match self.call(request).await? {
+            Reply::PartitionAltered(reply) => Ok(reply),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// A new block of producer ids for this broker (it must be registered).

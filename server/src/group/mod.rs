@@ -43,7 +43,7 @@ use sluice_engine::{ReadLimits, TimestampMs};
 use crate::group::records::{GroupValue, Key, OffsetValue};
 use crate::group::state::{CommittedOffset, Group, GroupConfig, GroupState};
 use crate::metadata::TopicMetadata;
-use crate::shard::topics::{TopicError, create_topic};
+use crate::shard::topics::TopicError;
 use crate::shard::{PartitionReplica, ReplicaAppendError, Shard, ShardId, TopicPartition};
 
 /// The internal topic holding groups and offsets.
@@ -113,7 +113,29 @@ pub async fn offsets_topic(shard: &Rc<Shard>) -> Result<TopicMetadata, ResponseE
         ),
     ]);
     let partitions = shard.config.offsets_topic_partitions;
-    match create_topic(shard, OFFSETS_TOPIC, partitions, configs, false).await {
+    // offsets.topic.replication.factor, capped at the brokers alive now (a
+    // cluster's first group may come before every broker is up).
+    let live = shard
+        .metadata
+        .snapshot()
+        .brokers
+        .values()
+        .filter(|broker| broker.is_live() && !broker.in_controlled_shutdown)
+        .count();
+    let replication_factor = i32::from(shard.config.offsets_topic_replication_factor)
+        .min(i32::try_from(live).unwrap_or(i32::MAX))
+        .max(1);
+    let created = crate::shard::topics::create_topic_with(
+        shard,
+        OFFSETS_TOPIC,
+        partitions,
+        replication_factor,
+        None,
+        configs,
+        false,
+    )
+    .await;
+    match created {
         Ok(topic) => {
             tracing::info!(
                 topic = OFFSETS_TOPIC,
@@ -253,12 +275,31 @@ pub async fn write(
             ResponseError::CoordinatorNotAvailable
         }
     })?;
+    let epoch = replica.state().leader_epoch;
+    let end = append.last_offset.plus(1);
     append.completion.await.map_err(|error| {
         tracing::error!(partition = %topic_partition, %error, "group coordinator write failed");
         ResponseError::CoordinatorNotAvailable
     })?;
+    // As Kafka writes them: acks=all, so a commit that was answered
+    // survives the coordinator's broker (min.insync.replicas: 1 here; the
+    // ISR holds every live replica that keeps up).
+    replica
+        .wait_committed(end, epoch, 1, GROUP_WRITE_TIMEOUT)
+        .await
+        .map_err(|error| {
+            tracing::info!(partition = %topic_partition, %error, "group coordinator write not committed");
+            match error {
+                crate::shard::partition::CommitWaitError::NotLeader => ResponseError::NotCoordinator,
+                _ => ResponseError::CoordinatorNotAvailable,
+            }
+        })?;
     Ok(append.base_offset.value())
 }
+
+/// How long a group write waits for the ISR (Kafka's
+/// offsets.commit.timeout.ms).
+const GROUP_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The group metadata record of `group` (or its tombstone).
 pub fn group_record(group: &Group) -> GroupRecord {
@@ -473,8 +514,11 @@ pub fn unload_partition(shard: &Shard, partition: i32) {
 pub async fn load_partition(shard: &Rc<Shard>, replica: &PartitionReplica) -> anyhow::Result<()> {
     let partition = replica.topic_partition.partition;
     let log = &replica.log;
-    // Only committed records (below the high watermark) are replayed.
-    let end = replica.high_watermark();
+    // The whole log, as Kafka loads it: a new leader's high watermark can
+    // lag its log, whose records all become committed once its followers
+    // have them (a leader never truncates its own log). At open after a
+    // restart the log is its recovered, durable part.
+    let end = log.log_end_offset();
     let mut offset = log.log_start_offset();
     let now = Instant::now();
     let wall = wall_ms();

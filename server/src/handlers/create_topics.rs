@@ -26,9 +26,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::handlers::Reply;
 use crate::handlers::describe_configs::topic_config_entries;
-use crate::metadata::{
-    ClusterMetadata, DEFAULT_REPLICATION_FACTOR, MetadataError, TopicMetadata, validate_topic_name,
-};
+use crate::metadata::{ClusterMetadata, MetadataError, TopicMetadata, validate_topic_name};
 use crate::shard::Shard;
 use crate::shard::topics::{TopicError, create_topic_with};
 
@@ -112,9 +110,13 @@ pub fn usable_brokers(view: &ClusterMetadata) -> usize {
 
 /// The replication factor a creation asks for (-1: the default), checked
 /// against the usable brokers as Kafka does.
-pub fn check_replication_factor(requested: i16, usable_brokers: usize) -> Result<i32, AdminError> {
+pub fn check_replication_factor(
+    requested: i16,
+    usable_brokers: usize,
+    default: i32,
+) -> Result<i32, AdminError> {
     let factor = match requested {
-        -1 => DEFAULT_REPLICATION_FACTOR,
+        -1 => default,
         factor if factor > 0 => i32::from(factor),
         _ => {
             return Err((
@@ -254,7 +256,11 @@ async fn create_one(
                 ));
             }
         };
-        let factor = check_replication_factor(topic.replication_factor, usable_brokers(&view))?;
+        let factor = check_replication_factor(
+            topic.replication_factor,
+            usable_brokers(&view),
+            i32::from(shard.config.default_replication_factor),
+        )?;
         (partitions, factor, None)
     } else {
         if topic.num_partitions != -1 || topic.replication_factor != -1 {
@@ -339,7 +345,7 @@ mod tests {
     #![allow(clippy::expect_used)]
 
     use super::*;
-    use crate::metadata::BrokerInfo;
+    use crate::metadata::{BrokerInfo, DEFAULT_REPLICATION_FACTOR};
 
     /// Brokers 1 and 2 live, 3 fenced.
     fn view() -> ClusterMetadata {
@@ -350,6 +356,7 @@ mod tests {
             rack: None,
             fenced,
             in_controlled_shutdown: false,
+            replication_address: None,
         };
         ClusterMetadata {
             node_id: 1,
@@ -398,11 +405,15 @@ mod tests {
         let usable = usable_brokers(&view());
         assert_eq!(usable, 2);
         assert_eq!(
-            check_replication_factor(-1, usable),
+            check_replication_factor(-1, usable, DEFAULT_REPLICATION_FACTOR),
             Ok(DEFAULT_REPLICATION_FACTOR)
         );
-        assert_eq!(check_replication_factor(2, usable), Ok(2));
-        let (code, message) = check_replication_factor(3, usable).expect_err("too many");
+        assert_eq!(
+            check_replication_factor(2, usable, DEFAULT_REPLICATION_FACTOR),
+            Ok(2)
+        );
+        let (code, message) =
+            check_replication_factor(3, usable, DEFAULT_REPLICATION_FACTOR).expect_err("too many");
         assert_eq!(code, ResponseError::InvalidReplicationFactor);
         assert_eq!(
             message,
@@ -410,7 +421,8 @@ mod tests {
              cannot be reached because only 2 broker(s) are registered."
         );
         assert_eq!(
-            check_replication_factor(0, usable).map_err(|error| error.0),
+            check_replication_factor(0, usable, DEFAULT_REPLICATION_FACTOR)
+                .map_err(|error| error.0),
             Err(ResponseError::InvalidReplicationFactor)
         );
     }

@@ -107,6 +107,12 @@ const TOPIC_CONFIG_DESCRIPTIONS: &[(&str, i8, &str, &str)] = &[
         "Segments holding records newer than this are not compacted yet.",
     ),
     (
+        "min.insync.replicas",
+        config_type::INT,
+        "min.insync.replicas",
+        "Fewest ISR members with which an acks=all produce is accepted.",
+    ),
+    (
         "retention.bytes",
         config_type::LONG,
         "log.retention.bytes",
@@ -130,6 +136,12 @@ const TOPIC_CONFIG_DESCRIPTIONS: &[(&str, i8, &str, &str)] = &[
         config_type::LONG,
         "log.roll.ms",
         "Age at which a segment is closed and a new one started, even if not full.",
+    ),
+    (
+        "unclean.leader.election.enable",
+        config_type::BOOLEAN,
+        "unclean.leader.election.enable",
+        "With no live in-sync replica, elect an out-of-sync one (which may lose records).",
     ),
 ];
 

@@ -117,6 +117,7 @@ mod tests {
             rack: None,
             fenced,
             in_controlled_shutdown: false,
+            replication_address: None,
         }
     }
 

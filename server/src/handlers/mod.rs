@@ -209,6 +209,7 @@ mod tests {
             rack: None,
             fenced,
             in_controlled_shutdown: false,
+            replication_address: None,
         }
     }
 

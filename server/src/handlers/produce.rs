@@ -32,8 +32,15 @@
 //! closed instead, as Kafka does, so the client notices and refreshes its
 //! metadata.
 //!
-//! Not implemented: `timeout_ms` (no replication to wait for; the wait is
-//! one group-commit fsync); transactions (requests with a transactional id
+//! acks=all (-1) needs the committed ISR to hold min.insync.replicas
+//! members before the append (else NOT_ENOUGH_REPLICAS, nothing appended)
+//! and is answered once the high watermark covers the batch
+//! (`PartitionReplica::wait_committed`: NOT_ENOUGH_REPLICAS_AFTER_APPEND if
+//! the ISR shrank below it meanwhile, REQUEST_TIMED_OUT after the request's
+//! `timeout_ms`, NOT_LEADER_OR_FOLLOWER if leadership moved). acks=1 is
+//! answered after the leader's own fsync.
+//!
+//! Not implemented: transactions (requests with a transactional id
 //! are refused with TRANSACTIONAL_ID_AUTHORIZATION_FAILED, see
 //! init_producer_id.rs; transactional batches with INVALID_TXN_STATE); the
 //! null-key check inside compressed batches on compacted topics (the broker
@@ -62,6 +69,7 @@ use sluice_engine::{AppendError, FlushPolicy, Log};
 use crate::handlers::{LeaderHint, Reply};
 use crate::metadata::topic_config::TimestampType;
 use crate::metadata::{ClusterMetadata, MetadataError, validate_topic_name};
+use crate::shard::partition::CommitWaitError;
 use crate::shard::producer_state::{ProducerBatch, ProducerStateError, SequenceCheck};
 use crate::shard::topics::{TopicError, create_topic};
 use crate::shard::{PartitionReplica, ReplicaAppendError, Shard, ShardId, TopicPartition};
@@ -89,6 +97,7 @@ pub async fn dispatch(
     request: ProduceRequest,
 ) -> LocalBoxFuture<'static, anyhow::Result<Reply>> {
     let acks = request.acks;
+    let timeout = std::time::Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
     // Errors that apply to the whole request, answered per partition.
     let refusal: Option<(ResponseError, String)> = if request.transactional_id.is_some() {
         Some((
@@ -161,7 +170,15 @@ pub async fn dispatch(
                     owner,
                     TopicPartition::new(&name, index),
                     partition.records,
-                    acks,
+                    Durability {
+                        acks,
+                        timeout,
+                        min_insync: metadata
+                            .as_ref()
+                            .ok()
+                            .and_then(|metadata| metadata.topics.get(&name))
+                            .map_or(1, |topic| min_insync_replicas(shard, &topic.configs)),
+                    },
                 )
                 .boxed_local(),
             });
@@ -290,6 +307,28 @@ async fn resolve_topic(
     }
 }
 
+/// What a produce waits for before it is answered.
+#[derive(Clone, Copy, Debug)]
+struct Durability {
+    acks: i16,
+    /// The request's timeout_ms: how long acks=all waits for the ISR.
+    timeout: std::time::Duration,
+    /// min.insync.replicas of the topic (or the broker default).
+    min_insync: usize,
+}
+
+/// A topic's min.insync.replicas: its config, else the broker's default.
+fn min_insync_replicas(
+    shard: &Shard,
+    configs: &std::collections::BTreeMap<String, String>,
+) -> usize {
+    configs
+        .get("min.insync.replicas")
+        .and_then(|value| value.parse::<usize>().ok())
+        .unwrap_or_else(|| usize::try_from(shard.config.min_insync_replicas).unwrap_or(1))
+        .max(1)
+}
+
 /// Produce to `topic_partition` on its owning shard. Returns once the batch
 /// is appended there (or refused), with the future of its outcome (which
 /// waits for durability).
@@ -298,14 +337,14 @@ async fn route(
     owner: ShardId,
     topic_partition: TopicPartition,
     records: Option<Bytes>,
-    acks: i16,
+    durability: Durability,
 ) -> LocalBoxFuture<'static, PartitionOutcome> {
     if owner == shard.id {
         return started(produce_on_owner(
             Rc::clone(shard),
             topic_partition,
             records,
-            acks,
+            durability,
         ))
         .await;
     }
@@ -316,7 +355,13 @@ async fn route(
         .shards
         .call(owner, move |owner| async move {
             let (sender, receiver) = oneshot::channel();
-            let outcome = started(produce_on_owner(owner, topic_partition, records, acks)).await;
+            let outcome = started(produce_on_owner(
+                owner,
+                topic_partition,
+                records,
+                durability,
+            ))
+            .await;
             compio::runtime::spawn(async move {
                 let _ = sender.send(outcome.await);
             })
@@ -358,8 +403,9 @@ async fn produce_on_owner(
     owner: Rc<Shard>,
     topic_partition: TopicPartition,
     records: Option<Bytes>,
-    acks: i16,
+    durability: Durability,
 ) -> PartitionOutcome {
+    let acks = durability.acks;
     let Some(replica) = owner.partition(&topic_partition) else {
         return PartitionOutcome::failed(
             ResponseError::UnknownTopicOrPartition,
@@ -370,6 +416,19 @@ async fn produce_on_owner(
         );
     };
     let now_ms = owner.io.now_ms();
+    if acks == -1
+        && let Some(isr) = replica.isr_size()
+        && isr < durability.min_insync
+    {
+        return PartitionOutcome::failed(
+            ResponseError::NotEnoughReplicas,
+            format!(
+                "{topic_partition}: {isr} in-sync replicas, min.insync.replicas is {}",
+                durability.min_insync
+            ),
+        );
+    }
+    let epoch = replica.state().leader_epoch;
     let accepted = match accept(&replica, records, now_ms) {
         Ok(accepted) => accepted,
         Err(outcome) => {
@@ -381,18 +440,23 @@ async fn produce_on_owner(
         Accepted::Appended {
             completion,
             outcome,
+            end,
         } => {
             if acks == 0 {
                 // Still wake waiting fetches once durable.
                 compio::runtime::spawn(completion).detach();
                 return outcome;
             }
-            match completion.await {
-                Ok(()) => outcome,
-                Err(error) => append_failed(&error),
+            if let Err(error) = completion.await {
+                return append_failed(&error);
             }
+            committed_or_failed(&replica, outcome, end, epoch, durability).await
         }
-        Accepted::Duplicate { outcome, flush } => {
+        Accepted::Duplicate {
+            outcome,
+            flush,
+            end,
+        } => {
             // The original may not be durable yet (it is in flight in an
             // earlier request): acknowledge no sooner than it would be.
             if acks != 0
@@ -401,7 +465,37 @@ async fn produce_on_owner(
             {
                 return append_failed(&error);
             }
-            outcome
+            committed_or_failed(&replica, outcome, end, epoch, durability).await
+        }
+    }
+}
+
+/// acks=all: `outcome` once the high watermark covers `end`, else the
+/// error Kafka answers (see the module docs). Other acks: `outcome`.
+async fn committed_or_failed(
+    replica: &PartitionReplica,
+    outcome: PartitionOutcome,
+    end: sluice_engine::Offset,
+    epoch: sluice_engine::LeaderEpoch,
+    durability: Durability,
+) -> PartitionOutcome {
+    if durability.acks != -1 {
+        return outcome;
+    }
+    let waited = replica
+        .wait_committed(end, epoch, durability.min_insync, durability.timeout)
+        .await;
+    match waited {
+        Ok(()) => outcome,
+        Err(error) => {
+            let code = match error {
+                CommitWaitError::NotLeader => ResponseError::NotLeaderOrFollower,
+                CommitWaitError::NotEnoughReplicasAfterAppend => {
+                    ResponseError::NotEnoughReplicasAfterAppend
+                }
+                CommitWaitError::TimedOut => ResponseError::RequestTimedOut,
+            };
+            PartitionOutcome::failed(code, format!("{}: {error}", replica.topic_partition))
         }
     }
 }
@@ -412,12 +506,16 @@ enum Accepted {
     Appended {
         completion: LocalBoxFuture<'static, Result<(), AppendError>>,
         outcome: PartitionOutcome,
+        /// The offset after the batch.
+        end: sluice_engine::Offset,
     },
     /// A duplicate of a retained batch: not appended. `flush` is the log to
     /// flush first when the original is not durable yet.
     Duplicate {
         outcome: PartitionOutcome,
         flush: Option<Log<UringIo>>,
+        /// The offset after the original batch.
+        end: sluice_engine::Offset,
     },
 }
 
@@ -499,6 +597,7 @@ fn accept(
                 let flush =
                     (not_durable && flush_policy == FlushPolicy::BeforeAck).then(|| log.clone());
                 return Ok(Accepted::Duplicate {
+                    end: original.last_offset.plus(1),
                     outcome: PartitionOutcome::appended(
                         original.base_offset.value(),
                         original.log_append_time_ms,
@@ -530,6 +629,7 @@ fn accept(
         );
     }
     Ok(Accepted::Appended {
+        end: appended.last_offset.plus(1),
         completion: appended.completion,
         outcome: PartitionOutcome::appended(
             appended.base_offset.value(),
@@ -685,6 +785,8 @@ fn append_failed(error: &AppendError) -> PartitionOutcome {
         }
         // Closed under us (shutdown, deletion): the client should look again.
         AppendError::Closed { .. } => ResponseError::NotLeaderOrFollower,
+        // A leader epoch older than the log's: this replica was deposed.
+        AppendError::EpochRegression { .. } => ResponseError::NotLeaderOrFollower,
     };
     PartitionOutcome::failed(code, error.to_string())
 }

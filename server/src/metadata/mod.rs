@@ -35,6 +35,9 @@ use crate::controller::rpc::{ErrorKind, RequestError};
 use crate::controller::service::ControllerHandle;
 use crate::controller::types::BrokerId;
 
+/// The name of the listener a broker registers for replication.
+pub const REPLICATION_LISTENER: &str = "REPLICATION";
+
 /// A broker of the cluster as the view knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BrokerInfo {
@@ -47,6 +50,8 @@ pub struct BrokerInfo {
     /// not listed to clients, leads nothing.
     pub fenced: bool,
     pub in_controlled_shutdown: bool,
+    /// Where leaders push to it (its `REPLICATION` listener, host:port).
+    pub replication_address: Option<String>,
 }
 
 impl BrokerInfo {
@@ -328,6 +333,11 @@ impl Metadata {
                         rack: broker.rack.clone(),
                         fenced: broker.fenced,
                         in_controlled_shutdown: broker.in_controlled_shutdown,
+                        replication_address: broker
+                            .listeners
+                            .iter()
+                            .find(|listener| listener.name == REPLICATION_LISTENER)
+                            .map(|listener| format!("{}:{}", listener.host, listener.port)),
                     },
                 )
             })

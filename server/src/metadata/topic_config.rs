@@ -18,10 +18,12 @@ pub const TOPIC_CONFIG_DEFAULTS: &[(&str, &str)] = &[
     ("message.timestamp.type", "CreateTime"),
     ("min.cleanable.dirty.ratio", "0.5"),
     ("min.compaction.lag.ms", "0"),
+    ("min.insync.replicas", "1"),
     ("retention.bytes", "-1"),
     ("retention.ms", "604800000"),
     ("segment.bytes", "1073741824"),
     ("segment.ms", "604800000"),
+    ("unclean.leader.election.enable", "false"),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +71,11 @@ pub struct TopicConfig {
     pub compaction: CompactionConfig,
     pub timestamp_type: TimestampType,
     pub log: LogConfig,
+    /// unclean.leader.election.enable: with no active ISR member, the
+    /// controller may elect an out-of-sync replica (losing data).
+    pub unclean_leader_election: bool,
+    /// min.insync.replicas: acks=all needs at least this many ISR members.
+    pub min_insync_replicas: i32,
 }
 
 impl TopicConfig {
@@ -147,6 +154,17 @@ impl TopicConfig {
             .map_err(|_| "max.message.bytes is too large".to_string())?;
         let index_interval_bytes = u32::try_from(index_interval_bytes)
             .map_err(|_| "index.interval.bytes is too large".to_string())?;
+        let unclean_leader_election = match value("unclean.leader.election.enable") {
+            "true" => true,
+            "false" => false,
+            other => {
+                return Err(format!(
+                    "unclean.leader.election.enable must be true or false, got {other:?}"
+                ));
+            }
+        };
+        let min_insync_replicas = i32::try_from(integer("min.insync.replicas", 1)?)
+            .map_err(|_| "min.insync.replicas is too large".to_string())?;
         let flush = if flush_ms == i64::MAX {
             FlushPolicy::BeforeAck
         } else {
@@ -170,6 +188,8 @@ impl TopicConfig {
             compaction,
             timestamp_type,
             log,
+            unclean_leader_election,
+            min_insync_replicas,
         })
     }
 }
@@ -204,6 +224,29 @@ mod tests {
         assert_eq!(config.compaction.clean.delete_retention_ms, 86_400_000);
         assert_eq!(config.compaction.clean.min_compaction_lag_ms, 0);
         assert_eq!(config.compaction.min_cleanable_dirty_ratio, 0.5);
+        assert!(!config.unclean_leader_election);
+        assert_eq!(config.min_insync_replicas, 1);
+    }
+
+    #[test]
+    fn replication_configs_parse_and_validate() {
+        let config = TopicConfig::from_map(&map(&[
+            ("unclean.leader.election.enable", "true"),
+            ("min.insync.replicas", "2"),
+        ]))
+        .unwrap();
+        assert!(config.unclean_leader_election);
+        assert_eq!(config.min_insync_replicas, 2);
+        for (name, bad) in [
+            ("unclean.leader.election.enable", "yes"),
+            ("min.insync.replicas", "0"),
+            ("min.insync.replicas", "x"),
+        ] {
+            assert!(
+                TopicConfig::from_map(&map(&[(name, bad)])).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -35,5 +35,15 @@ pub mod kind {
     pub const CONTROLLER_REQUEST: u16 = 2;
     /// The answer to the request before it on the same connection.
     pub const CONTROLLER_RESPONSE: u16 = 3;
-    // 16..=63: reserved for data replication.
+    // 16..=63: data replication (`replication::messages`).
+    /// Leader to follower: batches to append at an offset (none: a
+    /// heartbeat carrying the high watermark).
+    pub const REPLICA_PUSH: u16 = 16;
+    /// Leader to follower: report your log's state (start of a session).
+    pub const REPLICA_PROBE: u16 = 17;
+    /// Leader to follower: cut your divergent tail (KIP-279 step).
+    pub const REPLICA_TRUNCATE: u16 = 18;
+    /// Follower to leader: the answer to any of the three, tagged with the
+    /// request's id.
+    pub const REPLICA_STATE: u16 = 19;
 }

@@ -33,6 +33,7 @@ use futures_util::future::join_all;
 use crate::controller::service::block_on;
 use crate::controller::types::MetadataOffset;
 use crate::metadata::{ClusterMetadata, Metadata, TopicConfig, TopicMetadata};
+use crate::shard::partition::Assignment;
 use crate::shard::{ReplicaState, ShardId, Shards, TopicPartition};
 
 /// How long one wait for a new image lasts before the loop looks at its
@@ -97,8 +98,8 @@ struct State {
     failed: bool,
     /// Each topic's configs as last applied.
     configs: BTreeMap<uuid::Uuid, BTreeMap<String, String>>,
-    /// Each open local replica's state as last applied.
-    states: BTreeMap<(uuid::Uuid, i32), ReplicaState>,
+    /// Each open local replica's state and assignment as last applied.
+    states: BTreeMap<(uuid::Uuid, i32), (ReplicaState, Assignment)>,
 }
 
 impl State {
@@ -200,7 +201,8 @@ impl State {
     /// replica opened this round already has them (it opened from `view`);
     /// applying them again does nothing.
     fn apply_replica_states(&mut self, view: &ClusterMetadata) {
-        let mut changes: BTreeMap<usize, Vec<(TopicPartition, ReplicaState)>> = BTreeMap::new();
+        type Change = (TopicPartition, ReplicaState, Assignment);
+        let mut changes: BTreeMap<usize, Vec<Change>> = BTreeMap::new();
         let mut applied = Vec::new();
         for ((id, index), (name, shard)) in &self.opened {
             let Some(partition) = view
@@ -211,19 +213,22 @@ impl State {
                 continue;
             };
             let state = ReplicaState::from_view(partition, view.node_id);
-            if self.states.get(&(*id, *index)) == Some(&state) {
+            let assignment = Assignment::from_view(partition);
+            let applied_now = (state, assignment);
+            if self.states.get(&(*id, *index)) == Some(&applied_now) {
                 continue;
             }
-            changes
-                .entry(*shard)
-                .or_default()
-                .push((TopicPartition::new(name, *index), state));
-            applied.push(((*id, *index), state));
+            changes.entry(*shard).or_default().push((
+                TopicPartition::new(name, *index),
+                applied_now.0,
+                applied_now.1.clone(),
+            ));
+            applied.push(((*id, *index), applied_now));
         }
         for (shard, replicas) in changes {
             let outcome = block_on(self.shards.call(ShardId(shard), move |owner| async move {
-                for (topic_partition, state) in replicas {
-                    if !owner.set_replica_state(&topic_partition, state) {
+                for (topic_partition, state, assignment) in replicas {
+                    if !owner.apply_replica_view(&topic_partition, state, assignment).await {
                         tracing::warn!(partition = %topic_partition, "no open replica to apply the view's state to");
                     }
                 }

@@ -35,6 +35,7 @@ use std::time::Duration;
 use futures_channel::oneshot;
 use futures_util::FutureExt;
 use futures_util::future::{LocalBoxFuture, Shared, join_all};
+use sluice_engine::io::Io;
 use sluice_engine::Committer;
 use sluice_engine::io::uring::UringIo;
 
@@ -94,6 +95,34 @@ impl Shards {
     }
 }
 
+impl Shards {
+    /// Queue `work` on `shard` and return, once queued, the receiver of its
+    /// result. Jobs posted one after another by one task start on the
+    /// target in that order (the inbox is FIFO and each job is spawned as
+    /// it is taken), which `Shards::call` from concurrent tasks does not
+    /// promise.
+    pub async fn post<R, F, W>(
+        &self,
+        shard: ShardId,
+        work: W,
+    ) -> Result<oneshot::Receiver<R>, ShardGone>
+    where
+        R: Send + 'static,
+        F: Future<Output = R> + 'static,
+        W: FnOnce(Rc<Shard>) -> F + Send + 'static,
+    {
+        let (sender, receiver) = oneshot::channel();
+        let job: Job = Box::new(move |target| {
+            Box::pin(async move {
+                let _ = sender.send(work(target).await);
+            })
+        });
+        let inbox = self.inboxes.get(shard.0).ok_or(ShardGone(shard))?;
+        inbox.send_async(job).await.map_err(|_| ShardGone(shard))?;
+        Ok(receiver)
+    }
+}
+
 /// One shard's state. Lives on its thread only (`Rc`).
 pub struct Shard {
     pub id: ShardId,
@@ -107,6 +136,8 @@ pub struct Shard {
     pub partitions: PartitionTable,
     /// The consumer groups coordinated by this shard (group/mod.rs).
     pub groups: crate::group::Coordinator,
+    /// This shard's replication connections to follower brokers.
+    pub replication_links: crate::replication::link::Links,
 }
 
 /// Opens of one shard in flight at once, per topic: bounds the open files
@@ -265,14 +296,61 @@ impl Shard {
     /// Apply a newer view's role and leader epoch to the open replica of
     /// `topic_partition` (shard/follower.rs, before it publishes the view).
     /// False when the replica is not open on this shard.
-    pub fn set_replica_state(&self, topic_partition: &TopicPartition, state: ReplicaState) -> bool {
+    pub fn set_replica_state(
+        self: &Rc<Self>,
+        topic_partition: &TopicPartition,
+        state: ReplicaState,
+    ) -> bool {
         match self.partition(topic_partition) {
             Some(replica) => {
-                replica.set_state(state);
+                let node_id = self.metadata.snapshot().node_id;
+                if replica.set_state(node_id, state, self.io.now_ms()) {
+                    crate::replication::leader::start(self, &replica);
+                }
                 true
             }
             None => false,
         }
+    }
+
+    /// Apply a view's state and assignment to an open replica. A replica
+    /// that starts leading rebuilds its idempotent producer state from
+    /// the log (the previous leader's batches are in it) before it is
+    /// served, starts pushing to its followers, and, for
+    /// `__consumer_offsets`, loads its groups; one that stops leading
+    /// drops them. False when the replica is not open here.
+    pub async fn apply_replica_view(
+        self: &Rc<Self>,
+        topic_partition: &TopicPartition,
+        state: ReplicaState,
+        assignment: partition::Assignment,
+    ) -> bool {
+        let Some(replica) = self.partition(topic_partition) else {
+            return false;
+        };
+        let node_id = self.metadata.snapshot().node_id;
+        let was_leader = replica.state().is_leader();
+        let started_leading = replica.apply_view(node_id, state, assignment, self.io.now_ms());
+        let offsets = topic_partition.topic.as_ref() == crate::group::OFFSETS_TOPIC;
+        if started_leading {
+            let producers = producer_state::ProducerStateTable::recover_at_open(&replica.log).await;
+            *replica.producers.borrow_mut() = producers;
+            crate::replication::leader::start(self, &replica);
+            if offsets {
+                crate::group::unload_partition(self, topic_partition.partition);
+                let shard = Rc::clone(self);
+                let replica = Rc::clone(&replica);
+                compio::runtime::spawn(async move {
+                    if let Err(error) = crate::group::load_partition(&shard, &replica).await {
+                        tracing::error!(partition = %replica.topic_partition, error = format!("{error:#}"), "loading the groups failed");
+                    }
+                })
+                .detach();
+            }
+        } else if was_leader && !state.is_leader() && offsets {
+            crate::group::unload_partition(self, topic_partition.partition);
+        }
+        true
     }
 
     /// Re-apply topic configs to open logs (AlterConfigs).
@@ -348,12 +426,16 @@ async fn open_and_load(
             .await
             .map_err(failed)?,
     );
+    // Only a leader coordinates its groups (a follower's copy is loaded
+    // when it starts leading: `Shard::apply_replica_view`).
     if topic.name == crate::group::OFFSETS_TOPIC
+        && replica.state().is_leader()
         && let Err(error) = crate::group::load_partition(shard, &replica).await
     {
         let _ = replica.log.close().await;
         return Err(failed(error));
     }
+    crate::replication::leader::start(shard, &replica);
     Ok(replica)
 }
 

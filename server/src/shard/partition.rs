@@ -14,10 +14,15 @@
 //!
 //! The high watermark ([`PartitionReplica::high_watermark`]) is what
 //! consumers may read and what ListOffsets, DeleteRecords and the group
-//! coordinator treat as committed. With replication factor 1 it is the
-//! log's durable (fsynced) end: acknowledged = durable = committed. Part 2
-//! (replication) makes it the minimum over the ISR of each member's
-//! acknowledged fsynced end; handlers read it only through this method.
+//! coordinator treat as committed. On a leader it is the smallest fsynced
+//! end over the (maximal) ISR, the leader's own included
+//! (`replication::progress::LeaderState`): with replication factor 1, the
+//! log's durable end. On a follower it is what the leader last told it,
+//! bounded by its own log. Handlers read it only through this method.
+//!
+//! Replication ([`Replication`]): a leader keeps its followers' progress,
+//! the committed ISR and the high watermark; `replication::leader` drives
+//! the pushes. A follower keeps the high watermark the leader sent.
 //!
 //! A partition directory carries the id of the topic it belongs to, in a
 //! `partition.metadata` file (Kafka's name and format, see
@@ -48,6 +53,7 @@ use sluice_engine::io::uring::UringIo;
 use sluice_engine::{AppendError, LeaderEpoch, Log, Offset, TimestampMs};
 
 use crate::metadata::{PartitionMetadata, TopicConfig, TopicMetadata};
+use crate::replication::progress::LeaderState;
 use crate::shard::Shard;
 use crate::shard::notify::HighWatermarkWatch;
 
@@ -116,8 +122,36 @@ impl ReplicaState {
     }
 }
 
+/// A partition's committed assignment as a view gives it: what a leader
+/// replicates to and counts for its high watermark.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assignment {
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub partition_epoch: i32,
+}
+
+impl Assignment {
+    pub fn from_view(partition: &PartitionMetadata) -> Assignment {
+        Assignment {
+            replicas: partition.replicas.clone(),
+            isr: partition.isr.clone(),
+            partition_epoch: partition.partition_epoch,
+        }
+    }
+}
+
+/// The replication side of a replica's role.
+pub enum Replication {
+    /// Leading: followers' progress, ISR, high watermark.
+    Leader(LeaderState),
+    /// Following (or offline): the high watermark the leader last sent.
+    Follower { high_watermark: Offset },
+}
+
 pub struct PartitionReplica {
     pub topic_partition: TopicPartition,
+    pub topic_id: uuid::Uuid,
     pub log: Log<UringIo>,
     pub config: RefCell<TopicConfig>,
     /// Role and leader epoch (see the module docs); changed only through
@@ -128,6 +162,12 @@ pub struct PartitionReplica {
     pub high_watermark_watch: Rc<HighWatermarkWatch>,
     /// Idempotent producers' sequences (shard/producer_state.rs).
     pub producers: RefCell<crate::shard::producer_state::ProducerStateTable>,
+    /// Leader or follower bookkeeping (see the module docs).
+    pub replication: RefCell<Replication>,
+    /// The committed assignment as last applied.
+    assignment: RefCell<Assignment>,
+    /// Wakes the leader's pushers when an append arrives.
+    pub append_watch: Rc<HighWatermarkWatch>,
 }
 
 /// An append [`PartitionReplica::append`] refused.
@@ -142,6 +182,17 @@ pub enum ReplicaAppendError {
     },
     #[error(transparent)]
     Append(#[from] AppendError),
+}
+
+/// Why [`PartitionReplica::wait_committed`] gave up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommitWaitError {
+    #[error("this replica stopped leading the partition before the append was committed")]
+    NotLeader,
+    #[error("the in-sync replica set shrank below min.insync.replicas while waiting")]
+    NotEnoughReplicasAfterAppend,
+    #[error("the in-sync replicas did not acknowledge the append within the request timeout")]
+    TimedOut,
 }
 
 /// An accepted append made through [`PartitionReplica::append`]: like the
@@ -168,7 +219,9 @@ impl PartitionReplica {
             .ok_or_else(|| {
                 anyhow::anyhow!("topic {} has no partition {topic_partition}", topic.name)
             })?;
-        let state = ReplicaState::from_view(partition, shard.metadata.snapshot().node_id);
+        let node_id = shard.metadata.snapshot().node_id;
+        let state = ReplicaState::from_view(partition, node_id);
+        let assignment = Assignment::from_view(partition);
         let config = TopicConfig::from_map(&topic.configs).map_err(anyhow::Error::msg)?;
         let dir = topic_partition.dir(&shard.config.data_dir);
         claim_partition_dir(&shard.io, &dir, topic.id).await?;
@@ -176,13 +229,35 @@ impl PartitionReplica {
         tracing::debug!(partition = %topic_partition, shard = shard.id.0, end = %log.log_end_offset(), ?state, "opened partition");
         let producers =
             crate::shard::producer_state::ProducerStateTable::recover_at_open(&log).await;
+        let replication = if state.is_leader() {
+            // Nothing is known of the followers yet: the high watermark
+            // starts at 0 and rises as they answer (at once with none).
+            Replication::Leader(LeaderState::new(
+                node_id,
+                state.leader_epoch,
+                log.log_end_offset(),
+                assignment.partition_epoch,
+                assignment.replicas.clone(),
+                assignment.isr.clone(),
+                Offset::ZERO,
+                shard.io.now_ms(),
+            ))
+        } else {
+            Replication::Follower {
+                high_watermark: Offset::ZERO,
+            }
+        };
         Ok(PartitionReplica {
             topic_partition,
+            topic_id: topic.id,
             log,
             config: RefCell::new(config),
             state: Cell::new(state),
             high_watermark_watch: Rc::new(HighWatermarkWatch::new()),
             producers: RefCell::new(producers),
+            replication: RefCell::new(replication),
+            assignment: RefCell::new(assignment),
+            append_watch: Rc::new(HighWatermarkWatch::new()),
         })
     }
 
@@ -191,10 +266,25 @@ impl PartitionReplica {
         self.state.get()
     }
 
-    /// Apply the role and leader epoch of a newer view (shard/follower.rs).
+    /// Apply the role and leader epoch of a newer view, with the current
+    /// assignment (see [`PartitionReplica::apply_view`]).
+    pub fn set_state(&self, node_id: i32, state: ReplicaState, now_ms: i64) -> bool {
+        let assignment = self.assignment.borrow().clone();
+        self.apply_view(node_id, state, assignment, now_ms)
+    }
+
+    /// Apply a newer view's state and assignment (shard/follower.rs).
     /// Leader epochs only grow in the committed metadata log, so a lower
-    /// one is a bug.
-    pub fn set_state(&self, state: ReplicaState) {
+    /// one is a bug. Returns true when this replica just started leading
+    /// (a new leader epoch): the caller rebuilds the producer state and
+    /// starts the pushers (`replication::leader::start`).
+    pub fn apply_view(
+        &self,
+        node_id: i32,
+        state: ReplicaState,
+        assignment: Assignment,
+        now_ms: i64,
+    ) -> bool {
         let previous = self.state.get();
         assert!(
             state.leader_epoch >= previous.leader_epoch,
@@ -204,17 +294,99 @@ impl PartitionReplica {
             state.leader_epoch
         );
         if state != previous {
-            tracing::info!(partition = %self.topic_partition, ?previous, ?state, "replica state changed");
+            tracing::info!(partition = %self.topic_partition, ?previous, ?state, isr = ?assignment.isr, "replica state changed");
             self.state.set(state);
         }
+        let mut replication = self.replication.borrow_mut();
+        let known_high_watermark = match &*replication {
+            Replication::Leader(leader) => leader.high_watermark(),
+            Replication::Follower { high_watermark } => *high_watermark,
+        };
+        let started_leading = match (&mut *replication, state.is_leader()) {
+            (Replication::Leader(leader), true) if leader.epoch == state.leader_epoch => {
+                leader.apply_committed(
+                    assignment.partition_epoch,
+                    &assignment.replicas,
+                    &assignment.isr,
+                );
+                false
+            }
+            (_, true) => {
+                *replication = Replication::Leader(LeaderState::new(
+                    node_id,
+                    state.leader_epoch,
+                    self.log.log_end_offset(),
+                    assignment.partition_epoch,
+                    assignment.replicas.clone(),
+                    assignment.isr.clone(),
+                    known_high_watermark,
+                    now_ms,
+                ));
+                true
+            }
+            (Replication::Leader(_), false) => {
+                *replication = Replication::Follower {
+                    high_watermark: known_high_watermark,
+                };
+                false
+            }
+            (Replication::Follower { .. }, false) => false,
+        };
+        drop(replication);
+        *self.assignment.borrow_mut() = assignment;
+        // Waiters (acks=all, long polls) re-check: role, ISR or high
+        // watermark may have changed.
+        self.notify_high_watermark();
+        started_leading
+    }
+
+    /// The committed assignment as last applied.
+    pub fn assignment(&self) -> Assignment {
+        self.assignment.borrow().clone()
     }
 
     /// The offset below which records are committed: what consumers may
     /// read, what ListOffsets LATEST answers, the bound of DeleteRecords.
-    /// Replication factor 1: the log's durable (fsynced) end, see the
-    /// module docs.
+    /// See the module docs.
     pub fn high_watermark(&self) -> Offset {
-        high_watermark_of(&self.log)
+        let durable_end = self.log.durable_end_offset();
+        match &mut *self.replication.borrow_mut() {
+            Replication::Leader(leader) => {
+                leader.update_high_watermark(durable_end);
+                leader.high_watermark()
+            }
+            Replication::Follower { high_watermark } => (*high_watermark).min(durable_end),
+        }
+    }
+
+    /// A follower's record of the leader's high watermark (bounded by its
+    /// own log end); ignored on a leader.
+    pub fn set_follower_high_watermark(&self, leader_high_watermark: Offset) {
+        if let Replication::Follower { high_watermark } = &mut *self.replication.borrow_mut() {
+            let bounded = leader_high_watermark.min(self.log.log_end_offset());
+            if bounded > *high_watermark {
+                *high_watermark = bounded;
+            }
+        }
+    }
+
+    /// On a leader, the log end when it took leadership (Kafka's leader
+    /// epoch start offset): until the high watermark reaches it, the high
+    /// watermark may still be behind the previous leader's, and "latest"
+    /// lookups answer OFFSET_NOT_AVAILABLE as Kafka does.
+    pub fn leader_epoch_start(&self) -> Option<Offset> {
+        match &*self.replication.borrow() {
+            Replication::Leader(leader) => Some(leader.epoch_start),
+            Replication::Follower { .. } => None,
+        }
+    }
+
+    /// The committed ISR's size, on a leader (`None` otherwise).
+    pub fn isr_size(&self) -> Option<usize> {
+        match &*self.replication.borrow() {
+            Replication::Leader(leader) => Some(leader.isr.len()),
+            Replication::Follower { .. } => None,
+        }
     }
 
     /// Append to the log (see `Log::append`), stamped with the replica's
@@ -232,6 +404,7 @@ impl PartitionReplica {
             });
         }
         let appended = self.log.append(records, state.leader_epoch)?;
+        self.append_watch.notify();
         let end = appended.last_offset.plus(1);
         let engine_completion = appended.completion;
         let log = self.log.clone();
@@ -253,6 +426,40 @@ impl PartitionReplica {
             append_time: appended.append_time,
             completion,
         })
+    }
+
+    /// Wait until the high watermark covers `end` (acks=all), under the
+    /// leader epoch the append was made in. Kafka's rule: once covered,
+    /// the append is acknowledged only if the committed ISR still has
+    /// `min_insync` members (else NOT_ENOUGH_REPLICAS_AFTER_APPEND); a
+    /// lost leadership or the deadline ends the wait first.
+    pub async fn wait_committed(
+        &self,
+        end: Offset,
+        epoch: LeaderEpoch,
+        min_insync: usize,
+        timeout: std::time::Duration,
+    ) -> Result<(), CommitWaitError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let changed = self.high_watermark_watch.changed();
+            let state = self.state.get();
+            if !state.is_leader() || state.leader_epoch != epoch {
+                return Err(CommitWaitError::NotLeader);
+            }
+            if self.high_watermark() >= end {
+                return match self.isr_size() {
+                    Some(size) if size >= min_insync => Ok(()),
+                    _ => Err(CommitWaitError::NotEnoughReplicasAfterAppend),
+                };
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Err(CommitWaitError::TimedOut);
+            }
+            let pause = (deadline - now).min(HighWatermarkWatch::fallback_poll_interval());
+            futures_util::future::select(changed, Box::pin(compio::time::sleep(pause))).await;
+        }
     }
 
     /// Wake the fetches waiting on this partition (the high watermark
@@ -277,8 +484,9 @@ impl PartitionReplica {
     }
 }
 
-/// The high watermark of a replica's log: with replication factor 1, its
-/// durable end (see the module docs). The one place that rule lives.
+/// The log's durable end: the leader's own part of the high watermark
+/// (all of it with replication factor 1). Local appends wake waiters
+/// when it covers them; they re-read the real high watermark.
 fn high_watermark_of(log: &Log<UringIo>) -> Offset {
     log.durable_end_offset()
 }

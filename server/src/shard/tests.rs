@@ -48,6 +48,7 @@ where
             metadata,
             partitions: Default::default(),
             groups: Default::default(),
+            replication_links: Default::default(),
         });
         let committer = shard.committer.clone();
         compio::runtime::spawn(async move { committer.run().await }).detach();

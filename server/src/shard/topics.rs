@@ -44,6 +44,12 @@ pub async fn create_topic_with(
     configs: BTreeMap<String, String>,
     validate_only: bool,
 ) -> Result<TopicMetadata, TopicError> {
+    // -1: the broker's default.replication.factor.
+    let replication_factor = if replication_factor == -1 {
+        i32::from(shard.config.default_replication_factor)
+    } else {
+        replication_factor
+    };
     Ok(shard
         .metadata
         .create_topic(

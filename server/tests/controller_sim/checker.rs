@@ -17,7 +17,9 @@ use sluice_server::controller::image::{ApplyError, MetadataImage};
 use sluice_server::controller::node::CommittedBatch;
 use sluice_server::controller::records::{MetadataRecord, RecordBatch};
 use sluice_server::controller::storage::RaftLogStore;
-use sluice_server::controller::types::{BrokerId, MetadataOffset};
+use sluice_server::controller::types::{
+    BrokerId, LeaderEpoch, MetadataOffset, PartitionIndex, TopicId,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Reference {
@@ -25,6 +27,8 @@ struct Reference {
     records: Vec<MetadataRecord>,
     result: Result<(), ApplyError>,
 }
+
+type PartitionLeaders = BTreeMap<(TopicId, PartitionIndex, LeaderEpoch), Option<BrokerId>>;
 
 /// How many recent reference images are kept for comparing lagging nodes.
 const IMAGES_KEPT: usize = 512;
@@ -36,6 +40,8 @@ pub struct Checker {
     image: MetadataImage,
     images: VecDeque<MetadataImage>,
     leaders: BTreeMap<u64, BrokerId>,
+    /// The leader of each (topic, partition, leader epoch) ever committed.
+    partition_leaders: PartitionLeaders,
     acknowledged: Vec<(MetadataOffset, u64, Vec<MetadataRecord>)>,
 }
 
@@ -72,6 +78,14 @@ impl Checker {
             return Ok(());
         }
         let result = self.image.apply_batch(batch.offset, &batch.records);
+        let empty = MetadataImage::new();
+        let before = self.images.back().unwrap_or(&empty);
+        check_partitions(
+            before,
+            &self.image,
+            batch.offset,
+            &mut self.partition_leaders,
+        )?;
         if result != batch.result {
             return Err(format!(
                 "node {node} applied {index} with {:?}, the reference image says {result:?}",
@@ -87,7 +101,7 @@ impl Checker {
     }
 
     /// The reference image at `offset` (None when too old to be kept).
-    fn image_at(&self, offset: MetadataOffset) -> Option<MetadataImage> {
+    pub fn image_at(&self, offset: MetadataOffset) -> Option<MetadataImage> {
         let index = usize::try_from(offset.0).ok()?;
         if index == 0 {
             return Some(MetadataImage::new());
@@ -203,4 +217,74 @@ impl Checker {
         }
         Ok(())
     }
+}
+
+/// Replication invariants of the reference image after a batch, against
+/// the image before it:
+/// - every ISR is non-empty and holds the leader, an active broker;
+/// - brokers that join an ISR are active (never fenced or shutting
+///   down);
+/// - the leader epoch changes exactly when the leader does (no
+///   replicas are removed here), and never goes back;
+/// - a changed partition has the next partition epoch;
+/// - at most one leader per leader epoch, over the whole run.
+fn check_partitions(
+    before: &MetadataImage,
+    image: &MetadataImage,
+    offset: MetadataOffset,
+    partition_leaders: &mut PartitionLeaders,
+) -> Result<(), String> {
+    let active = |id: BrokerId| image.broker(id).is_some_and(|b| b.is_active());
+    for topic in image.topics().values() {
+        for (index, state) in topic.partitions.iter().enumerate() {
+            let partition = PartitionIndex(index as i32);
+            let at = format!("at {offset}: {} partition {index}", topic.name);
+            if state.isr.is_empty() {
+                return Err(format!("{at}: empty ISR"));
+            }
+            if let Some(leader) = state.leader
+                && (!state.isr.contains(&leader) || !active(leader))
+            {
+                return Err(format!("{at}: leader {leader} not an active ISR member"));
+            }
+            if let Some(old) = before.partition(topic.topic_id, partition) {
+                if let Some(joiner) = state
+                    .isr
+                    .iter()
+                    .find(|member| !old.isr.contains(member) && !active(**member))
+                {
+                    return Err(format!("{at}: inactive broker {joiner} joined the ISR"));
+                }
+                if (old.leader != state.leader) != (old.leader_epoch != state.leader_epoch) {
+                    return Err(format!(
+                        "{at}: leader {:?} -> {:?} with epoch {:?} -> {:?}",
+                        old.leader, state.leader, old.leader_epoch, state.leader_epoch
+                    ));
+                }
+                if state.leader_epoch < old.leader_epoch {
+                    return Err(format!("{at}: leader epoch went back"));
+                }
+                if old != state && state.partition_epoch.0 != old.partition_epoch.0 + 1 {
+                    return Err(format!(
+                        "{at}: partition epoch {:?} -> {:?}",
+                        old.partition_epoch, state.partition_epoch
+                    ));
+                }
+            }
+            let key = (topic.topic_id, partition, state.leader_epoch);
+            match partition_leaders.get(&key) {
+                Some(leader) if *leader != state.leader => {
+                    return Err(format!(
+                        "{at}: two leaders in leader epoch {:?}: {leader:?} and {:?}",
+                        state.leader_epoch, state.leader
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    partition_leaders.insert(key, state.leader);
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -8,19 +8,27 @@
 //! nodes up, network whole, the workload still running), then a quiet
 //! phase without workload, at the end of which every node must hold the
 //! same image as the committed log.
+//!
+//! The workload includes AlterPartition requests from partition leaders
+//! and from other brokers, with current and stale epochs and with valid
+//! and malformed ISRs; topics turn unclean leader election on and off; the
+//! preferred-leader rebalance runs every few seconds. A committed
+//! AlterPartition must leave exactly the state its reply promised.
 
 use sluice_server::controller::image::MetadataImage;
 use sluice_server::controller::logger;
 use sluice_server::controller::node::{Output, Proposal, RaftNode, RaftNodeConfig};
 use sluice_server::controller::quorum_controller::{
-    CreateTopicRequest, HeartbeatRequest, QuorumController, RegistrationDecision,
-    RegistrationRequest,
+    AlterPartitionDecision, AlterPartitionReply, AlterPartitionRequest, CreateTopicRequest,
+    HeartbeatRequest, QuorumController, RegistrationDecision, RegistrationRequest,
+    UNCLEAN_LEADER_ELECTION_ENABLE,
 };
-use sluice_server::controller::records::{Listener, MetadataRecord, RecordBatch};
+use sluice_server::controller::records::{ConfigResource, Listener, MetadataRecord, RecordBatch};
 use sluice_server::controller::storage::MemRaftStore;
 use sluice_server::controller::storage::memory::SyncPolicy;
 use sluice_server::controller::types::{
-    BrokerEpoch, BrokerId, IncarnationId, MetadataOffset, TopicId,
+    BrokerEpoch, BrokerId, IncarnationId, LeaderEpoch, MetadataOffset, PartitionEpoch,
+    PartitionIndex, TopicId,
 };
 
 use super::checker::Checker;
@@ -35,6 +43,8 @@ const TICK_MS: u64 = 100;
 const HEARTBEAT_INTERVAL_MS: u64 = 2000;
 const SESSION_TIMEOUT_MS: u64 = 9000;
 const CONTROLLER_TICK_MS: u64 = 500;
+/// Preferred-leader rebalance interval (Kafka's is 300 s; the run is 46 s).
+const LEADER_IMBALANCE_CHECK_MS: u64 = 5000;
 const TOPIC_NAMES: [&str; 10] = [
     "orders", "payments", "users", "clicks", "audit", "logs", "events", "metrics", "alerts", "jobs",
 ];
@@ -70,10 +80,19 @@ pub struct Summary {
     pub messages_sent: u64,
     pub messages_dropped: u64,
     pub topics: usize,
+    /// AlterPartition requests committed as proposed.
+    pub partitions_altered: usize,
 }
 
 enum Operation {
-    Register { incarnation: IncarnationId },
+    Register {
+        incarnation: IncarnationId,
+    },
+    AlterPartition {
+        topic_id: TopicId,
+        partition: PartitionIndex,
+        reply: AlterPartitionReply,
+    },
     Heartbeat,
     Other,
 }
@@ -123,6 +142,12 @@ pub struct Simulation {
     crashes: u64,
     snapshots_loaded: u64,
     next_controller_tick_ms: u64,
+    partitions_altered: usize,
+}
+
+fn new_controller() -> QuorumController {
+    QuorumController::new(SESSION_TIMEOUT_MS)
+        .with_leader_imbalance_check_interval_ms(LEADER_IMBALANCE_CHECK_MS)
 }
 
 fn node_config(index: usize, options: &Options) -> RaftNodeConfig {
@@ -168,7 +193,7 @@ impl Simulation {
                 restart_at_ms: 0,
                 next_tick_ms: timing.range(1, TICK_MS),
                 persist_at_ms: None,
-                controller: QuorumController::new(SESSION_TIMEOUT_MS),
+                controller: new_controller(),
                 active: false,
                 pending: Vec::new(),
                 last_checked_offset: MetadataOffset::NONE,
@@ -195,6 +220,7 @@ impl Simulation {
             crashes: 0,
             snapshots_loaded: 0,
             next_controller_tick_ms: CONTROLLER_TICK_MS,
+            partitions_altered: 0,
         })
     }
 
@@ -232,6 +258,7 @@ impl Simulation {
             messages_sent: self.network.sent,
             messages_dropped: self.network.dropped,
             topics: self.checker.image().topics().len(),
+            partitions_altered: self.partitions_altered,
         })
     }
 
@@ -371,6 +398,21 @@ impl Simulation {
                             batch.term,
                             proposal.records.clone(),
                         );
+                        if let Operation::AlterPartition {
+                            topic_id,
+                            partition,
+                            reply,
+                        } = &proposal.operation
+                        {
+                            self.partitions_altered += 1;
+                            check_altered(
+                                &self.checker,
+                                batch.offset,
+                                *topic_id,
+                                *partition,
+                                reply,
+                            )?;
+                        }
                     }
                     self.answer(proposal, batch.result.is_ok());
                 } else {
@@ -439,7 +481,7 @@ impl Simulation {
         slot.persist_at_ms = None;
         slot.active = false;
         slot.pending.clear();
-        slot.controller = QuorumController::new(SESSION_TIMEOUT_MS);
+        slot.controller = new_controller();
         slot.broker_epoch = None;
         slot.registering = false;
         slot.want_shut_down = false;
@@ -550,7 +592,13 @@ impl Simulation {
                     partition_count: self.workload.range(1, 4) as i32,
                     replication_factor: self.workload.range(1, 3) as i32,
                     assignment: None,
-                    configs: vec![("retention.ms".into(), self.workload.range(1, 9).to_string())],
+                    configs: vec![
+                        ("retention.ms".into(), self.workload.range(1, 9).to_string()),
+                        (
+                            UNCLEAN_LEADER_ELECTION_ENABLE.into(),
+                            self.workload.chance(0.3).to_string(),
+                        ),
+                    ],
                 };
                 let topic_id = TopicId(self.workload.uuid());
                 slot.controller.create_topic(image, &request, topic_id).ok()
@@ -576,12 +624,111 @@ impl Simulation {
                     None => None,
                 }
             }
+            90..=94 => {
+                let name = *self.workload.pick(&TOPIC_NAMES);
+                let value = self.workload.chance(0.5).to_string();
+                slot.controller
+                    .alter_configs(
+                        image,
+                        &ConfigResource::Topic(name.into()),
+                        &[(UNCLEAN_LEADER_ELECTION_ENABLE.into(), Some(value))],
+                    )
+                    .ok()
+            }
+            95..=124 => return self.alter_partition(controller),
             _ => None,
         };
         if let Some(records) = records {
             self.propose(controller, controller, Operation::Other, records)?;
         }
         Ok(())
+    }
+
+    /// A random AlterPartition: mostly from the leader with its current
+    /// epochs and an ISR of replicas that holds it; sometimes from another
+    /// broker, with stale or future epochs, or a malformed ISR. Whatever
+    /// the controller decides, the image's checks must hold.
+    fn alter_partition(&mut self, controller: usize) -> Result<(), String> {
+        let image = self.slots[controller]
+            .node
+            .as_ref()
+            .expect("active means alive")
+            .image();
+        let partitions: Vec<(TopicId, usize)> = image
+            .topics()
+            .values()
+            .flat_map(|topic| (0..topic.partitions.len()).map(|index| (topic.topic_id, index)))
+            .collect();
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let (topic_id, index) = *self.workload.pick(&partitions);
+        let partition = PartitionIndex(index as i32);
+        let state = image
+            .partition(topic_id, partition)
+            .expect("listed")
+            .clone();
+        let requester = match state.leader {
+            Some(leader) if self.workload.chance(0.85) => leader,
+            _ => BrokerId(self.workload.index(NODES) as i32),
+        };
+        let Some(broker_epoch) = image.broker(requester).map(|b| b.broker_epoch) else {
+            return Ok(());
+        };
+        let mut new_isr: Vec<BrokerId> = state
+            .replicas
+            .iter()
+            .copied()
+            .filter(|replica| *replica == requester || self.workload.chance(0.6))
+            .collect();
+        if self.workload.chance(0.05) {
+            new_isr.push(BrokerId(self.workload.index(NODES + 1) as i32));
+        }
+        let skew = |prng: &mut Prng| match prng.below(20) {
+            0 => -1,
+            1 => 1,
+            _ => 0,
+        };
+        let request = AlterPartitionRequest {
+            broker_id: requester,
+            broker_epoch: if self.workload.chance(0.03) {
+                BrokerEpoch(broker_epoch.0 - 1)
+            } else {
+                broker_epoch
+            },
+            topic_id,
+            partition,
+            leader_epoch: LeaderEpoch(state.leader_epoch.0 + skew(&mut self.workload)),
+            partition_epoch: PartitionEpoch(state.partition_epoch.0 + skew(&mut self.workload)),
+            new_isr,
+        };
+        let slot = &self.slots[controller];
+        match slot.controller.alter_partition(image, &request) {
+            Ok(AlterPartitionDecision::Propose { records, reply }) => {
+                // Accepted means valid against the committed image.
+                let accepted = Some(request.broker_id) == state.leader
+                    && request.leader_epoch == state.leader_epoch
+                    && request.partition_epoch == state.partition_epoch;
+                if !accepted {
+                    return Err(format!("accepted an invalid AlterPartition {request:?}"));
+                }
+                let operation = Operation::AlterPartition {
+                    topic_id,
+                    partition,
+                    reply,
+                };
+                self.propose(controller, controller, operation, records)
+            }
+            Ok(AlterPartitionDecision::Current(reply)) => {
+                if reply.isr != state.isr || reply.partition_epoch != state.partition_epoch {
+                    return Err(format!(
+                        "a retry answered {reply:?}, the image holds {state:?}"
+                    ));
+                }
+                Ok(())
+            }
+            Err(_) => Ok(()),
+        }
     }
 
     /// Broker registrations and heartbeats, to the deciding controller,
@@ -725,6 +872,31 @@ impl Simulation {
         check_image_equals_replay(&reference, &self.checker)?;
         Ok(())
     }
+}
+
+/// A committed AlterPartition left the partition as its reply promised.
+fn check_altered(
+    checker: &Checker,
+    offset: MetadataOffset,
+    topic_id: TopicId,
+    partition: PartitionIndex,
+    reply: &AlterPartitionReply,
+) -> Result<(), String> {
+    let Some(image) = checker.image_at(offset) else {
+        return Ok(());
+    };
+    let state = image
+        .partition(topic_id, partition)
+        .ok_or("an altered partition vanished in the batch that altered it")?;
+    if state.isr != reply.isr
+        || state.leader_epoch != reply.leader_epoch
+        || state.partition_epoch != reply.partition_epoch
+    {
+        return Err(format!(
+            "AlterPartition at {offset} promised {reply:?}, committed {state:?}"
+        ));
+    }
+    Ok(())
 }
 
 /// The reference image against a replay of the records of a snapshot of

@@ -48,6 +48,7 @@ fn new_shard(
         metadata,
         partitions: Default::default(),
         groups: Default::default(),
+        replication_links: Default::default(),
     })
 }
 
@@ -434,6 +435,7 @@ fn leader_hints_are_framed_as_kafka_protocol_does_from_v16() {
                 rack: Some("rack-b".to_string()),
                 fenced: false,
                 in_controlled_shutdown: false,
+                replication_address: None,
             },
             crate::metadata::BrokerInfo {
                 id: 3,
@@ -442,6 +444,7 @@ fn leader_hints_are_framed_as_kafka_protocol_does_from_v16() {
                 rack: None,
                 fenced: false,
                 in_controlled_shutdown: false,
+                replication_address: None,
             },
         ];
         let expected = encode_response(

@@ -1,0 +1,285 @@
+//! The follower's side: the replication listener (on shard 0) reads the
+//! leaders' messages, hands each to the shard that owns the replica (in
+//! arrival order, so a partition's pushes append in order), and writes the
+//! answers back on the same connection.
+//!
+//! On the owning shard ([`apply`]) a message is checked against the
+//! replica's leader epoch, then: a probe reports the log; a truncation
+//! cuts the divergent tail (never below the high watermark); a push is
+//! appended byte-identical (`Log::append_replicated`) and answered once
+//! fsynced, with the durable end the leader may count.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use compio::BufResult;
+use compio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use compio::net::{TcpListener, TcpStream};
+use sluice_engine::{LogError, Offset, ReplicatedAppendError};
+use zerocopy::IntoBytes;
+
+use super::messages::{FollowerLog, ReplyStatus, StateReply, ToFollower};
+use super::progress::truncation_target;
+use crate::peer::frame::{FrameHeader, HEADER_SIZE};
+use crate::peer::kind;
+use crate::shard::{PartitionReplica, Shard, ShardId, TopicPartition};
+
+/// Answers queued to one connection's writer.
+const ANSWER_QUEUE: usize = 1024;
+
+/// Accept leaders' connections until the shard stops.
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                compio::runtime::spawn(serve(Rc::clone(&shard), stream, peer)).detach();
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accepting a replication connection failed");
+                compio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    tracing::info!(%peer, "replication connection accepted");
+    let (mut reader, writer) = stream.into_split();
+    let (answers, queued) = flume::bounded::<Vec<u8>>(ANSWER_QUEUE);
+    let writing = compio::runtime::spawn(write_answers(writer, queued));
+    let reason = loop {
+        let BufResult(result, header_bytes) =
+            reader.read_exact(Vec::with_capacity(HEADER_SIZE)).await;
+        if let Err(error) = result {
+            break format!("reading: {error}");
+        }
+        let Some(header_bytes) = header_bytes.first_chunk::<HEADER_SIZE>() else {
+            break "short header".to_string();
+        };
+        let header = match FrameHeader::decode(header_bytes) {
+            Ok(header) => header,
+            Err(error) => break error.to_string(),
+        };
+        let BufResult(result, payload) = reader
+            .read_exact(Vec::with_capacity(header.payload_size()))
+            .await;
+        if let Err(error) = result {
+            break format!("reading: {error}");
+        }
+        if let Err(error) = header.check_payload(&payload) {
+            break error.to_string();
+        }
+        let message = match ToFollower::decode(header.kind.get(), Bytes::from(payload)) {
+            Ok(message) => message,
+            Err(error) => break format!("bad replication message: {error}"),
+        };
+        let leader_header = *message.header();
+        let view = shard.metadata.snapshot();
+        let target = view
+            .topics
+            .values()
+            .find(|topic| topic.id == leader_header.topic_id)
+            .and_then(|topic| {
+                let index = usize::try_from(leader_header.partition).ok()?;
+                let shard = topic.partitions.get(index)?.local_shard?;
+                Some((
+                    TopicPartition::new(&topic.name, leader_header.partition),
+                    shard,
+                ))
+            });
+        let Some((topic_partition, owner)) = target else {
+            let reply = not_replica(&leader_header);
+            if send_answer(&answers, &reply).await.is_err() {
+                break "the writer stopped".to_string();
+            }
+            continue;
+        };
+        // Enqueued in arrival order; the owner runs each job's append at
+        // its first poll, in order.
+        let answer = shard.shards.post(ShardId(owner), move |owner| async move {
+            match owner.partition(&topic_partition) {
+                Some(replica) => apply(&owner, &replica, message).await,
+                None => not_replica(message.header()),
+            }
+        });
+        let receiver = match answer.await {
+            Ok(receiver) => receiver,
+            Err(gone) => break gone.to_string(),
+        };
+        let answers = answers.clone();
+        compio::runtime::spawn(async move {
+            if let Ok(reply) = receiver.await {
+                let _ = send_answer(&answers, &reply).await;
+            }
+        })
+        .detach();
+    };
+    tracing::info!(%peer, reason, "replication connection closed");
+    drop(answers);
+    let _ = writing.await;
+}
+
+async fn send_answer(
+    answers: &flume::Sender<Vec<u8>>,
+    reply: &StateReply,
+) -> Result<(), flume::SendError<Vec<u8>>> {
+    let payload = reply.encode();
+    let header = FrameHeader::new(kind::REPLICA_STATE, 0, &payload).expect("answers are small");
+    let mut frame = Vec::with_capacity(HEADER_SIZE + payload.len());
+    frame.extend_from_slice(header.as_bytes());
+    frame.extend_from_slice(&payload);
+    answers.send_async(frame).await
+}
+
+async fn write_answers<W: AsyncWrite>(mut writer: W, queued: flume::Receiver<Vec<u8>>) {
+    while let Ok(frame) = queued.recv_async().await {
+        let BufResult(result, _) = writer.write_all(frame).await;
+        if result.is_err() {
+            break;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+fn not_replica(header: &super::messages::LeaderHeader) -> StateReply {
+    StateReply {
+        request_id: header.request_id,
+        topic_id: header.topic_id,
+        partition: header.partition,
+        status: ReplyStatus::NotReplica,
+        follower_epoch: sluice_engine::LeaderEpoch(-1).max(sluice_engine::LeaderEpoch(0)),
+        log: FollowerLog {
+            log_start: Offset::ZERO,
+            log_end: Offset::ZERO,
+            durable_end: Offset::ZERO,
+            last_epoch: None,
+        },
+    }
+}
+
+fn log_state(replica: &PartitionReplica) -> FollowerLog {
+    let log = &replica.log;
+    FollowerLog {
+        log_start: log.log_start_offset(),
+        log_end: log.log_end_offset(),
+        durable_end: log.durable_end_offset(),
+        last_epoch: log.last_leader_epoch(),
+    }
+}
+
+/// Take one leader message on the replica's shard. Everything up to the
+/// append happens at the first poll (see the module docs).
+pub async fn apply(
+    shard: &Rc<Shard>,
+    replica: &Rc<PartitionReplica>,
+    message: ToFollower,
+) -> StateReply {
+    let header = *message.header();
+    let state = replica.state();
+    let reply = |status: ReplyStatus| StateReply {
+        request_id: header.request_id,
+        topic_id: header.topic_id,
+        partition: header.partition,
+        status,
+        follower_epoch: state.leader_epoch,
+        log: log_state(replica),
+    };
+    if header.leader_epoch < state.leader_epoch {
+        return reply(ReplyStatus::FencedLeaderEpoch);
+    }
+    if header.leader_epoch > state.leader_epoch {
+        return reply(ReplyStatus::UnknownLeaderEpoch);
+    }
+    if state.is_leader() {
+        return reply(ReplyStatus::NotFollower);
+    }
+    let log = &replica.log;
+    match message {
+        ToFollower::Probe { .. } => reply(ReplyStatus::Ok),
+        ToFollower::Truncate {
+            epoch, end_offset, ..
+        } => {
+            let high_watermark = replica.high_watermark();
+            let target = truncation_target(
+                epoch,
+                end_offset,
+                log.log_start_offset(),
+                log.log_end_offset(),
+                high_watermark,
+                |requested| log.end_offset_for_epoch(requested),
+            );
+            let target = match target {
+                Ok(target) => target,
+                Err(below) => {
+                    tracing::error!(
+                        partition = %replica.topic_partition,
+                        ?epoch,
+                        %end_offset,
+                        %below,
+                        %high_watermark,
+                        "refusing a truncation below the high watermark"
+                    );
+                    return reply(ReplyStatus::TruncationRefused);
+                }
+            };
+            if target < log.log_end_offset() {
+                tracing::info!(
+                    partition = %replica.topic_partition,
+                    from = %log.log_end_offset(),
+                    to = %target,
+                    leader = header.leader_id,
+                    "truncating a divergent tail"
+                );
+                if let Err(error) = log.truncate_to(target).await {
+                    tracing::error!(partition = %replica.topic_partition, %error, "truncation failed");
+                    return reply(ReplyStatus::StorageError);
+                }
+                replica
+                    .producers
+                    .borrow_mut()
+                    .reconcile(log.log_end_offset());
+                replica.notify_high_watermark();
+            }
+            reply(ReplyStatus::Ok)
+        }
+        ToFollower::Push {
+            start_offset,
+            records,
+            ..
+        } => {
+            if start_offset != log.log_end_offset() {
+                return reply(ReplyStatus::OutOfOrder);
+            }
+            let Some(records) = records.into_iter().next() else {
+                // A heartbeat.
+                replica.set_follower_high_watermark(header.high_watermark);
+                return reply(ReplyStatus::Ok);
+            };
+            let appended = match log.append_replicated(&records) {
+                Ok(appended) => appended,
+                Err(ReplicatedAppendError::Append(error)) => {
+                    tracing::warn!(partition = %replica.topic_partition, %error, "replicated append failed");
+                    return reply(ReplyStatus::StorageError);
+                }
+                Err(error) => {
+                    tracing::warn!(partition = %replica.topic_partition, %error, "replicated append refused");
+                    return reply(ReplyStatus::OutOfOrder);
+                }
+            };
+            replica.set_follower_high_watermark(header.high_watermark);
+            if let Err(error) = appended.completion.await {
+                tracing::warn!(partition = %replica.topic_partition, %error, "replicated append not durable");
+                return reply(ReplyStatus::StorageError);
+            }
+            let _ = shard;
+            reply(ReplyStatus::Ok)
+        }
+    }
+}
+
+/// Why a follower could not continue (kept for callers that log it).
+pub fn describe(error: &LogError) -> String {
+    error.to_string()
+}

@@ -1,0 +1,253 @@
+//! The leader's side of the data connections: one TCP connection per
+//! (leader shard, follower broker), opened on first use and again after a
+//! failure, carrying every push of the partitions this shard leads to that
+//! broker. Requests are pipelined; answers come back on the same
+//! connection, matched by request id. A broken connection cancels every
+//! answer still owed (their receivers see `Canceled`): the pushers then
+//! sync again over a new one.
+//!
+//! Why per (shard, broker) and not per broker pair: a shard owns its
+//! partitions' logs, so its pushes read and send without crossing cores;
+//! one connection per broker pair would hop every push through one shard.
+//! On the follower the listener's shard hands each message to the owning
+//! shard (one hop), see `replication::follower`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use compio::BufResult;
+use compio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use compio::net::TcpStream;
+use futures_channel::oneshot;
+use zerocopy::IntoBytes;
+
+use super::messages::{StateReply, ToFollower};
+use crate::peer::frame::{FrameHeader, HEADER_SIZE};
+use crate::peer::kind;
+
+/// Frames queued to one connection's writer before senders wait.
+const OUTGOING_QUEUE: usize = 256;
+/// A connection attempt gives up after this long.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// After a failed attempt, the next waits this long.
+const RECONNECT_DELAY: Duration = Duration::from_millis(200);
+
+/// Why a message could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("broker {broker} has no replication address in the metadata")]
+    NoAddress { broker: i32 },
+    #[error("connecting to broker {broker} at {address}: {reason}")]
+    Connect {
+        broker: i32,
+        address: SocketAddr,
+        reason: String,
+    },
+    #[error("waiting before reconnecting to broker {broker}")]
+    Backoff { broker: i32 },
+    #[error("the connection to broker {broker} broke")]
+    Broken { broker: i32 },
+}
+
+/// One shard's connections, by follower broker id.
+#[derive(Default)]
+pub struct Links {
+    links: RefCell<HashMap<i32, Rc<Link>>>,
+}
+
+impl Links {
+    /// Send `message` to `broker` at `address` (from the current view);
+    /// the receiver resolves with the answer, or is canceled when the
+    /// connection breaks first.
+    pub async fn send(
+        &self,
+        broker: i32,
+        address: Option<SocketAddr>,
+        message: impl FnOnce(u64) -> ToFollower,
+    ) -> Result<oneshot::Receiver<StateReply>, LinkError> {
+        let link = Rc::clone(
+            self.links
+                .borrow_mut()
+                .entry(broker)
+                .or_insert_with(|| Rc::new(Link::new(broker))),
+        );
+        let address = address.ok_or(LinkError::NoAddress { broker })?;
+        let connection = link.connection(address).await?;
+        let request_id = link.next_request_id.get();
+        link.next_request_id.set(request_id + 1);
+        let message = message(request_id);
+        let (frame_kind, parts) = message.encode();
+        let slices: Vec<&[u8]> = parts.iter().map(|part| part.as_ref()).collect();
+        let header = FrameHeader::for_parts(frame_kind, 0, &slices)
+            .map_err(|_| LinkError::Broken { broker })?;
+        let mut frame = Vec::with_capacity(parts.len() + 1);
+        frame.push(Bytes::copy_from_slice(header.as_bytes()));
+        frame.extend(parts);
+        let (answer, receiver) = oneshot::channel();
+        connection.pending.borrow_mut().insert(request_id, answer);
+        if connection.outgoing.send_async(frame).await.is_err() {
+            connection.pending.borrow_mut().remove(&request_id);
+            return Err(LinkError::Broken { broker });
+        }
+        Ok(receiver)
+    }
+}
+
+struct Link {
+    broker: i32,
+    next_request_id: Cell<u64>,
+    connection: RefCell<Option<Rc<Connection>>>,
+    /// Held while one sender connects; others wait on it.
+    connecting: futures_util::lock::Mutex<()>,
+    retry_at: Cell<Option<Instant>>,
+}
+
+struct Connection {
+    address: SocketAddr,
+    outgoing: flume::Sender<Vec<Bytes>>,
+    pending: RefCell<HashMap<u64, oneshot::Sender<StateReply>>>,
+    broken: Cell<bool>,
+}
+
+impl Link {
+    fn new(broker: i32) -> Link {
+        Link {
+            broker,
+            next_request_id: Cell::new(1),
+            connection: RefCell::new(None),
+            connecting: futures_util::lock::Mutex::new(()),
+            retry_at: Cell::new(None),
+        }
+    }
+
+    fn live_connection(&self, address: SocketAddr) -> Option<Rc<Connection>> {
+        let connection = self.connection.borrow().clone()?;
+        (!connection.broken.get() && connection.address == address).then_some(connection)
+    }
+
+    async fn connection(self: &Rc<Self>, address: SocketAddr) -> Result<Rc<Connection>, LinkError> {
+        if let Some(connection) = self.live_connection(address) {
+            return Ok(connection);
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(connection) = self.live_connection(address) {
+            return Ok(connection);
+        }
+        if let Some(old) = self.connection.borrow_mut().take() {
+            old.break_off();
+        }
+        if self.retry_at.get().is_some_and(|at| Instant::now() < at) {
+            return Err(LinkError::Backoff {
+                broker: self.broker,
+            });
+        }
+        let failed = |reason: String| LinkError::Connect {
+            broker: self.broker,
+            address,
+            reason,
+        };
+        let stream = match compio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await
+        {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                self.retry_at.set(Some(Instant::now() + RECONNECT_DELAY));
+                return Err(failed(error.to_string()));
+            }
+            Err(_) => {
+                self.retry_at.set(Some(Instant::now() + RECONNECT_DELAY));
+                return Err(failed("timed out".to_string()));
+            }
+        };
+        self.retry_at.set(None);
+        let _ = stream.set_nodelay(true);
+        let (reader, writer) = stream.into_split();
+        let (outgoing, queued) = flume::bounded(OUTGOING_QUEUE);
+        let connection = Rc::new(Connection {
+            address,
+            outgoing,
+            pending: RefCell::new(HashMap::new()),
+            broken: Cell::new(false),
+        });
+        tracing::info!(broker = self.broker, %address, "replication connection opened");
+        compio::runtime::spawn(write_frames(Rc::clone(&connection), writer, queued)).detach();
+        compio::runtime::spawn(read_answers(Rc::clone(&connection), reader, self.broker)).detach();
+        *self.connection.borrow_mut() = Some(Rc::clone(&connection));
+        Ok(connection)
+    }
+}
+
+impl Connection {
+    /// Mark broken and cancel every answer owed.
+    fn break_off(&self) {
+        self.broken.set(true);
+        self.pending.borrow_mut().clear();
+    }
+}
+
+async fn write_frames<W: AsyncWrite>(
+    connection: Rc<Connection>,
+    mut writer: W,
+    queued: flume::Receiver<Vec<Bytes>>,
+) {
+    while let Ok(frame) = queued.recv_async().await {
+        if connection.broken.get() {
+            break;
+        }
+        let BufResult(result, _) = writer.write_vectored_all(frame).await;
+        if let Err(error) = result {
+            tracing::debug!(%error, address = %connection.address, "replication write failed");
+            break;
+        }
+    }
+    connection.break_off();
+    let _ = writer.shutdown().await;
+}
+
+async fn read_answers<R: compio::io::AsyncRead>(
+    connection: Rc<Connection>,
+    mut reader: R,
+    broker: i32,
+) {
+    let reason = loop {
+        let BufResult(result, header_bytes) =
+            reader.read_exact(Vec::with_capacity(HEADER_SIZE)).await;
+        if let Err(error) = result {
+            break format!("reading: {error}");
+        }
+        let Some(header_bytes) = header_bytes.first_chunk::<HEADER_SIZE>() else {
+            break "short header".to_string();
+        };
+        let header = match FrameHeader::decode(header_bytes) {
+            Ok(header) => header,
+            Err(error) => break error.to_string(),
+        };
+        let BufResult(result, payload) = reader
+            .read_exact(Vec::with_capacity(header.payload_size()))
+            .await;
+        if let Err(error) = result {
+            break format!("reading: {error}");
+        }
+        if let Err(error) = header.check_payload(&payload) {
+            break error.to_string();
+        }
+        if header.kind.get() != kind::REPLICA_STATE {
+            break format!("unexpected frame kind {}", header.kind.get());
+        }
+        let reply = match StateReply::decode(&payload) {
+            Ok(reply) => reply,
+            Err(error) => break error.to_string(),
+        };
+        if let Some(answer) = connection.pending.borrow_mut().remove(&reply.request_id) {
+            let _ = answer.send(reply);
+        }
+        if connection.broken.get() {
+            break "closed".to_string();
+        }
+    };
+    tracing::info!(broker, address = %connection.address, reason, "replication connection closed");
+    connection.break_off();
+}

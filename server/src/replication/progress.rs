@@ -1,0 +1,818 @@
+//! The replication decisions, free of I/O so that they can be unit tested
+//! and simulated: where a follower's log agrees with the leader's
+//! ([`sync_step`], [`truncation_target`]), each follower's progress as the
+//! leader sees it ([`FollowerProgress`]), and the leader's high watermark
+//! and ISR wishes ([`LeaderState`]). Time arrives as `now_ms`; logs are
+//! described by offsets and an epoch lookup.
+//!
+//! Invariants (asserted or checked by the tests and the simulation):
+//! - a follower's acknowledged end counts only once its log is known to be
+//!   a prefix of the leader's (after a successful sync in this epoch);
+//! - the high watermark never moves backwards while one leader leads, and
+//!   never passes the durable end of any member of the (maximal) ISR;
+//! - nothing at or below a follower's high watermark is truncated.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use sluice_engine::{LeaderEpoch, Offset};
+
+use super::messages::{FollowerLog, ReplyStatus, StateReply};
+
+/// Bytes of batches in one push.
+pub const PUSH_BYTES_MAX: usize = 1 << 20;
+/// Pushes in flight to one follower for one partition: pipelining, and the
+/// bound that keeps a catching-up follower from taking the leader's
+/// memory and disk bandwidth from live appends.
+pub const PUSHES_IN_FLIGHT_MAX: usize = 4;
+
+/// What a leader does with a follower whose log state it just learned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncStep {
+    /// The follower's log is a prefix of the leader's: push from `from`.
+    Stream { from: Offset },
+    /// The follower must cut its tail (then report again).
+    Truncate {
+        epoch: Option<LeaderEpoch>,
+        end_offset: Offset,
+    },
+    /// The follower's log ends before the leader's log start (retention
+    /// removed what it needs): it cannot continue from its log.
+    Gap,
+}
+
+/// KIP-101/KIP-279 on the leader's side: compare the follower's last
+/// epoch with the leader's epochs. `end_offset_for_epoch` is the leader
+/// log's lookup (the largest epoch at or below the one asked, and where it
+/// ends on the leader).
+pub fn sync_step(
+    follower: &FollowerLog,
+    leader_log_start: Offset,
+    leader_log_end: Offset,
+    end_offset_for_epoch: impl Fn(LeaderEpoch) -> Option<(LeaderEpoch, Offset)>,
+) -> SyncStep {
+    let stream_or_gap = |from: Offset| {
+        if from < leader_log_start {
+            SyncStep::Gap
+        } else {
+            SyncStep::Stream { from }
+        }
+    };
+    match follower.last_epoch {
+        // No batch: nothing can disagree.
+        None if follower.log_end <= leader_log_end => stream_or_gap(follower.log_end),
+        None => SyncStep::Gap,
+        Some(epoch) => match end_offset_for_epoch(epoch) {
+            Some((leader_epoch, end)) if leader_epoch == epoch && follower.log_end <= end => {
+                stream_or_gap(follower.log_end)
+            }
+            Some((leader_epoch, end)) => SyncStep::Truncate {
+                epoch: Some(leader_epoch),
+                end_offset: end,
+            },
+            None => SyncStep::Truncate {
+                epoch: None,
+                end_offset: leader_log_start,
+            },
+        },
+    }
+}
+
+/// KIP-279 on the follower's side: where to cut when the leader says its
+/// `epoch` ends at `leader_end`. `own_end_offset_for_epoch` is the
+/// follower log's lookup. The result is never below `high_watermark`
+/// (`Err` with the offset that would have been: a bug, refused).
+pub fn truncation_target(
+    epoch: Option<LeaderEpoch>,
+    leader_end: Offset,
+    log_start: Offset,
+    log_end: Offset,
+    high_watermark: Offset,
+    own_end_offset_for_epoch: impl Fn(LeaderEpoch) -> Option<(LeaderEpoch, Offset)>,
+) -> Result<Offset, Offset> {
+    let target = match epoch {
+        // The end of the largest epoch both hold, on both logs.
+        Some(epoch) => match own_end_offset_for_epoch(epoch) {
+            Some((_, own_end)) => leader_end.min(own_end),
+            // Every batch of ours is of an epoch the leader does not know.
+            None => log_start,
+        },
+        // The leader holds none of our epochs: keep only what is committed.
+        None => high_watermark,
+    };
+    let target = target.min(log_end).max(log_start);
+    if target < high_watermark.min(log_end) {
+        return Err(target);
+    }
+    Ok(target)
+}
+
+/// A push or probe awaiting its answer.
+#[derive(Clone, Copy, Debug)]
+struct InFlight {
+    request_id: u64,
+    /// The follower's log end once this is appended (probes: none).
+    end: Option<Offset>,
+    /// The leader's log end when it left: a follower that acknowledges it
+    /// was caught up then.
+    leader_end_at_send: Offset,
+    sent_ms: i64,
+}
+
+/// Where the leader is with one follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Its log's state is unknown: send a probe.
+    Unsynced,
+    /// A probe or truncation is out; wait for its answer.
+    Syncing,
+    /// Its log is a prefix of ours: push from `next_offset`.
+    Streaming,
+    /// Cannot continue (log start gap, or the follower refused): wait and
+    /// probe again later.
+    Stalled { until_ms: i64 },
+}
+
+/// What the driver should do after an answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Nothing more (the answer was stale, or only acknowledged).
+    None,
+    /// The follower's acknowledged end moved: recompute the high
+    /// watermark.
+    Acknowledged,
+    /// Send a truncation.
+    Truncate {
+        epoch: Option<LeaderEpoch>,
+        end_offset: Offset,
+    },
+    /// The follower knows a newer leader epoch: this leader is deposed.
+    Deposed,
+}
+
+/// One follower as the leader sees it, for one partition and one leader
+/// epoch.
+#[derive(Clone, Debug)]
+pub struct FollowerProgress {
+    pub broker: i32,
+    pub phase: Phase,
+    /// The next offset to push (Streaming).
+    pub next_offset: Offset,
+    /// Its durable end, as acknowledged since it synced in this epoch.
+    pub acked_end: Option<Offset>,
+    /// The last time it was caught up with the leader's log end (Kafka's
+    /// lastCaughtUpTimeMs): what replica.lag.time.max.ms measures.
+    pub last_caught_up_ms: i64,
+    /// The last answer of any kind.
+    pub last_heard_ms: i64,
+    in_flight: VecDeque<InFlight>,
+}
+
+/// How long a stalled follower waits before the leader probes it again.
+pub const STALL_RETRY_MS: i64 = 1000;
+/// How long before a follower that does not know the epoch yet is asked
+/// again.
+pub const UNKNOWN_EPOCH_RETRY_MS: i64 = 50;
+
+impl FollowerProgress {
+    /// A follower at the start of a leader epoch: unknown log, considered
+    /// caught up now (Kafka's initialisation, so a new leader does not
+    /// shrink the ISR at once).
+    pub fn new(broker: i32, now_ms: i64) -> FollowerProgress {
+        FollowerProgress {
+            broker,
+            phase: Phase::Unsynced,
+            next_offset: Offset::ZERO,
+            acked_end: None,
+            last_caught_up_ms: now_ms,
+            last_heard_ms: now_ms,
+            in_flight: VecDeque::new(),
+        }
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Forget what is in flight (the connection broke): sync again.
+    pub fn reset(&mut self) {
+        self.in_flight.clear();
+        if !matches!(self.phase, Phase::Stalled { .. }) {
+            self.phase = Phase::Unsynced;
+        }
+    }
+
+    /// Whether a probe should go now.
+    pub fn wants_probe(&mut self, now_ms: i64) -> bool {
+        match self.phase {
+            Phase::Unsynced => true,
+            Phase::Stalled { until_ms } if now_ms >= until_ms => {
+                self.phase = Phase::Unsynced;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The offset to push from, if a push may go now.
+    pub fn push_from(&self, leader_log_end: Offset) -> Option<Offset> {
+        (self.phase == Phase::Streaming
+            && self.in_flight.len() < PUSHES_IN_FLIGHT_MAX
+            && self.next_offset < leader_log_end)
+            .then_some(self.next_offset)
+    }
+
+    pub fn sent_probe(&mut self, request_id: u64, leader_log_end: Offset, now_ms: i64) {
+        self.phase = Phase::Syncing;
+        self.in_flight.push_back(InFlight {
+            request_id,
+            end: None,
+            leader_end_at_send: leader_log_end,
+            sent_ms: now_ms,
+        });
+    }
+
+    /// A push of `[start, end)` left (a heartbeat: `start == end`).
+    pub fn sent_push(
+        &mut self,
+        request_id: u64,
+        start: Offset,
+        end: Offset,
+        leader_log_end: Offset,
+        now_ms: i64,
+    ) {
+        assert_eq!(self.phase, Phase::Streaming, "pushes only while streaming");
+        assert!(start == self.next_offset && end >= start);
+        self.next_offset = end;
+        self.in_flight.push_back(InFlight {
+            request_id,
+            end: Some(end),
+            leader_end_at_send: leader_log_end,
+            sent_ms: now_ms,
+        });
+    }
+
+    /// Take a follower's answer. `sync` runs [`sync_step`] against the
+    /// leader's log for the follower state given.
+    pub fn on_reply(
+        &mut self,
+        reply: &StateReply,
+        now_ms: i64,
+        leader_epoch: LeaderEpoch,
+        sync: impl Fn(&FollowerLog) -> SyncStep,
+    ) -> Effect {
+        let Some(position) = self
+            .in_flight
+            .iter()
+            .position(|sent| sent.request_id == reply.request_id)
+        else {
+            return Effect::None; // from before a reset
+        };
+        let sent = self.in_flight[position];
+        self.last_heard_ms = now_ms;
+        match reply.status {
+            ReplyStatus::Ok => {}
+            ReplyStatus::FencedLeaderEpoch if reply.follower_epoch > leader_epoch => {
+                self.in_flight.clear();
+                return Effect::Deposed;
+            }
+            ReplyStatus::OutOfOrder => {
+                // It lost its tail (a restart) or an earlier push failed:
+                // sync again from what it has.
+                self.in_flight.clear();
+                return self.resync(&reply.log, now_ms, sync);
+            }
+            ReplyStatus::UnknownLeaderEpoch | ReplyStatus::NotReplica => {
+                self.in_flight.clear();
+                self.phase = Phase::Stalled {
+                    until_ms: now_ms + UNKNOWN_EPOCH_RETRY_MS,
+                };
+                return Effect::None;
+            }
+            ReplyStatus::FencedLeaderEpoch
+            | ReplyStatus::NotFollower
+            | ReplyStatus::StorageError
+            | ReplyStatus::TruncationRefused
+            | ReplyStatus::LogStartGap => {
+                self.in_flight.clear();
+                self.phase = Phase::Stalled {
+                    until_ms: now_ms + STALL_RETRY_MS,
+                };
+                return Effect::None;
+            }
+        }
+        // Answers come in order per connection; anything older than this
+        // one was answered already or lost with it.
+        self.in_flight.drain(..=position);
+        match (self.phase, sent.end) {
+            (Phase::Streaming, Some(end)) => {
+                let durable = reply.log.durable_end.min(end);
+                if self.acked_end.is_none_or(|acked| durable > acked) {
+                    self.acked_end = Some(durable);
+                }
+                if reply.log.durable_end >= sent.leader_end_at_send {
+                    self.last_caught_up_ms = self.last_caught_up_ms.max(sent.sent_ms);
+                }
+                Effect::Acknowledged
+            }
+            (Phase::Syncing, None) => self.resync(&reply.log, now_ms, sync),
+            _ => Effect::None,
+        }
+    }
+
+    fn resync(
+        &mut self,
+        log: &FollowerLog,
+        now_ms: i64,
+        sync: impl Fn(&FollowerLog) -> SyncStep,
+    ) -> Effect {
+        match sync(log) {
+            SyncStep::Stream { from } => {
+                self.phase = Phase::Streaming;
+                self.next_offset = from;
+                // Its whole log is ours: its durable part counts.
+                let durable = log.durable_end.min(from);
+                if self.acked_end.is_none_or(|acked| durable > acked) {
+                    self.acked_end = Some(durable);
+                }
+                Effect::Acknowledged
+            }
+            SyncStep::Truncate { epoch, end_offset } => {
+                self.phase = Phase::Syncing;
+                Effect::Truncate { epoch, end_offset }
+            }
+            SyncStep::Gap => {
+                self.phase = Phase::Stalled {
+                    until_ms: now_ms + STALL_RETRY_MS,
+                };
+                Effect::None
+            }
+        }
+    }
+
+    /// A truncation left; its answer is taken like a probe's.
+    pub fn sent_truncate(&mut self, request_id: u64, leader_log_end: Offset, now_ms: i64) {
+        self.sent_probe(request_id, leader_log_end, now_ms);
+    }
+
+    /// Whether it was caught up within `lag_max_ms` (Kafka's ISR rule).
+    pub fn is_caught_up(&self, now_ms: i64, lag_max_ms: i64) -> bool {
+        now_ms - self.last_caught_up_ms <= lag_max_ms
+    }
+}
+
+/// A leader's replication state for one partition and one leader epoch.
+#[derive(Clone, Debug)]
+pub struct LeaderState {
+    pub node_id: i32,
+    pub epoch: LeaderEpoch,
+    /// The leader's log end when it took leadership (Kafka's leader epoch
+    /// start offset): a follower joins the ISR only past it.
+    pub epoch_start: Offset,
+    pub partition_epoch: i32,
+    pub replicas: Vec<i32>,
+    /// The committed ISR (as the controller last said).
+    pub isr: Vec<i32>,
+    /// An ISR change sent to the controller and not yet seen committed.
+    pub pending_isr: Option<Vec<i32>>,
+    pub followers: BTreeMap<i32, FollowerProgress>,
+    /// Never moves backwards while this leader leads.
+    high_watermark: Offset,
+}
+
+impl LeaderState {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        node_id: i32,
+        epoch: LeaderEpoch,
+        epoch_start: Offset,
+        partition_epoch: i32,
+        replicas: Vec<i32>,
+        isr: Vec<i32>,
+        high_watermark: Offset,
+        now_ms: i64,
+    ) -> LeaderState {
+        let followers = replicas
+            .iter()
+            .filter(|&&broker| broker != node_id)
+            .map(|&broker| (broker, FollowerProgress::new(broker, now_ms)))
+            .collect();
+        LeaderState {
+            node_id,
+            epoch,
+            epoch_start,
+            partition_epoch,
+            replicas,
+            isr,
+            pending_isr: None,
+            followers,
+            high_watermark: high_watermark.min(epoch_start),
+        }
+    }
+
+    pub fn high_watermark(&self) -> Offset {
+        self.high_watermark
+    }
+
+    /// The committed ISR plus members being added: the set the high
+    /// watermark waits for (Kafka's maximal ISR). A member being removed
+    /// still counts until the removal is committed.
+    pub fn maximal_isr(&self) -> impl Iterator<Item = i32> + '_ {
+        let added = self
+            .pending_isr
+            .iter()
+            .flatten()
+            .filter(|member| !self.isr.contains(member));
+        self.isr.iter().chain(added).copied()
+    }
+
+    /// Recompute the high watermark: the smallest durable end over the
+    /// maximal ISR (ours included). Returns whether it moved.
+    pub fn update_high_watermark(&mut self, leader_durable_end: Offset) -> bool {
+        let mut candidate = leader_durable_end;
+        for member in self.maximal_isr() {
+            if member == self.node_id {
+                continue;
+            }
+            match self
+                .followers
+                .get(&member)
+                .and_then(|follower| follower.acked_end)
+            {
+                Some(end) => candidate = candidate.min(end),
+                // Not heard from in this epoch: no advance.
+                None => return false,
+            }
+        }
+        if candidate > self.high_watermark {
+            self.high_watermark = candidate;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The ISR this leader wants, if it differs from the committed one and
+    /// no change is pending: lagging members out, caught-up replicas in.
+    pub fn wanted_isr(&self, now_ms: i64, lag_max_ms: i64) -> Option<Vec<i32>> {
+        if self.pending_isr.is_some() {
+            return None;
+        }
+        let mut wanted: Vec<i32> = self
+            .isr
+            .iter()
+            .copied()
+            .filter(|&member| {
+                member == self.node_id
+                    || self
+                        .followers
+                        .get(&member)
+                        .is_some_and(|follower| follower.is_caught_up(now_ms, lag_max_ms))
+            })
+            .collect();
+        if !wanted.contains(&self.node_id) {
+            wanted.insert(0, self.node_id);
+        }
+        for &replica in &self.replicas {
+            if wanted.contains(&replica) {
+                continue;
+            }
+            let Some(follower) = self.followers.get(&replica) else {
+                continue;
+            };
+            let joins = follower.phase == Phase::Streaming
+                && follower.is_caught_up(now_ms, lag_max_ms)
+                && follower
+                    .acked_end
+                    .is_some_and(|end| end >= self.high_watermark && end >= self.epoch_start);
+            if joins {
+                wanted.push(replica);
+            }
+        }
+        let mut sorted_wanted = wanted.clone();
+        sorted_wanted.sort_unstable();
+        let mut sorted_isr = self.isr.clone();
+        sorted_isr.sort_unstable();
+        (sorted_wanted != sorted_isr).then_some(wanted)
+    }
+
+    /// A newer committed assignment arrived (from the metadata view).
+    pub fn apply_committed(&mut self, partition_epoch: i32, replicas: &[i32], isr: &[i32]) {
+        if partition_epoch == self.partition_epoch {
+            return;
+        }
+        self.partition_epoch = partition_epoch;
+        self.isr = isr.to_vec();
+        self.pending_isr = None;
+        if self.replicas != replicas {
+            self.replicas = replicas.to_vec();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use uuid::Uuid;
+
+    use super::*;
+
+    /// A leader log's epochs: (epoch, start); end of log `end`.
+    fn lookup(
+        entries: &'static [(i32, i64)],
+        end: i64,
+    ) -> impl Fn(LeaderEpoch) -> Option<(LeaderEpoch, Offset)> {
+        move |requested| {
+            let position = entries
+                .iter()
+                .rposition(|&(epoch, _)| epoch <= requested.0)?;
+            let (epoch, _) = entries[position];
+            let epoch_end = entries.get(position + 1).map_or(end, |&(_, start)| start);
+            Some((LeaderEpoch(epoch), Offset(epoch_end)))
+        }
+    }
+
+    fn follower_log(end: i64, durable: i64, last_epoch: Option<i32>) -> FollowerLog {
+        FollowerLog {
+            log_start: Offset(0),
+            log_end: Offset(end),
+            durable_end: Offset(durable),
+            last_epoch: last_epoch.map(LeaderEpoch),
+        }
+    }
+
+    #[test]
+    fn a_follower_on_the_same_epoch_streams_from_its_end() {
+        let leader = lookup(&[(0, 0), (2, 50)], 100);
+        let step = sync_step(
+            &follower_log(70, 70, Some(2)),
+            Offset(0),
+            Offset(100),
+            &leader,
+        );
+        assert_eq!(step, SyncStep::Stream { from: Offset(70) });
+        let step = sync_step(&follower_log(0, 0, None), Offset(0), Offset(100), &leader);
+        assert_eq!(step, SyncStep::Stream { from: Offset(0) });
+    }
+
+    #[test]
+    fn a_divergent_follower_truncates_to_the_end_of_the_common_epoch() {
+        // Leader: epoch 0 [0,50), epoch 2 [50,100). Follower wrote epoch 1
+        // at 40..60 as a deposed leader.
+        let leader = lookup(&[(0, 0), (2, 50)], 100);
+        let follower = lookup(&[(0, 0), (1, 40)], 60);
+        let step = sync_step(
+            &follower_log(60, 60, Some(1)),
+            Offset(0),
+            Offset(100),
+            &leader,
+        );
+        assert_eq!(
+            step,
+            SyncStep::Truncate {
+                epoch: Some(LeaderEpoch(0)),
+                end_offset: Offset(50)
+            }
+        );
+        // The follower's epoch 0 ends at 40: it keeps [0, 40).
+        let target = truncation_target(
+            Some(LeaderEpoch(0)),
+            Offset(50),
+            Offset(0),
+            Offset(60),
+            Offset(30),
+            &follower,
+        );
+        assert_eq!(target, Ok(Offset(40)));
+        // Then it agrees.
+        let step = sync_step(
+            &follower_log(40, 40, Some(0)),
+            Offset(0),
+            Offset(100),
+            &leader,
+        );
+        assert_eq!(step, SyncStep::Stream { from: Offset(40) });
+    }
+
+    #[test]
+    fn a_follower_ahead_on_the_same_epoch_is_cut_to_the_leaders_end() {
+        // Both epoch 3; the follower holds more of it (the leader lost an
+        // unsynced tail and was re-elected? no: a new leader never had it).
+        let leader = lookup(&[(3, 0)], 10);
+        let step = sync_step(
+            &follower_log(15, 15, Some(3)),
+            Offset(0),
+            Offset(10),
+            &leader,
+        );
+        assert_eq!(
+            step,
+            SyncStep::Truncate {
+                epoch: Some(LeaderEpoch(3)),
+                end_offset: Offset(10)
+            }
+        );
+        let follower = lookup(&[(3, 0)], 15);
+        let target = truncation_target(
+            Some(LeaderEpoch(3)),
+            Offset(10),
+            Offset(0),
+            Offset(15),
+            Offset(8),
+            &follower,
+        );
+        assert_eq!(target, Ok(Offset(10)));
+    }
+
+    #[test]
+    fn nothing_at_or_below_the_high_watermark_is_truncated() {
+        let follower = lookup(&[(0, 0), (1, 40)], 60);
+        let refused = truncation_target(
+            Some(LeaderEpoch(0)),
+            Offset(20),
+            Offset(0),
+            Offset(60),
+            Offset(45),
+            &follower,
+        );
+        assert_eq!(refused, Err(Offset(20)));
+        // No common epoch: back to the high watermark, not further.
+        let target = truncation_target(
+            None,
+            Offset(0),
+            Offset(0),
+            Offset(60),
+            Offset(45),
+            &follower,
+        );
+        assert_eq!(target, Ok(Offset(45)));
+    }
+
+    #[test]
+    fn a_follower_behind_the_leaders_log_start_is_a_gap() {
+        let leader = lookup(&[(0, 0)], 100);
+        let step = sync_step(
+            &follower_log(10, 10, Some(0)),
+            Offset(20),
+            Offset(100),
+            &leader,
+        );
+        assert_eq!(step, SyncStep::Gap);
+    }
+
+    fn reply(request_id: u64, status: ReplyStatus, log: FollowerLog) -> StateReply {
+        StateReply {
+            request_id,
+            topic_id: Uuid::from_u128(1),
+            partition: 0,
+            status,
+            follower_epoch: LeaderEpoch(1),
+            log,
+        }
+    }
+
+    #[test]
+    fn progress_syncs_streams_and_tracks_caught_up_time() {
+        let leader = lookup(&[(1, 0)], 100);
+        let sync = |log: &FollowerLog| sync_step(log, Offset(0), Offset(100), &leader);
+        let mut progress = FollowerProgress::new(2, 0);
+        assert!(progress.wants_probe(0));
+        progress.sent_probe(1, Offset(100), 0);
+        let effect = progress.on_reply(
+            &reply(1, ReplyStatus::Ok, follower_log(60, 60, Some(1))),
+            5,
+            LeaderEpoch(1),
+            sync,
+        );
+        assert_eq!(effect, Effect::Acknowledged);
+        assert_eq!(progress.acked_end, Some(Offset(60)));
+        assert_eq!(progress.push_from(Offset(100)), Some(Offset(60)));
+        progress.sent_push(2, Offset(60), Offset(100), Offset(100), 10);
+        assert_eq!(progress.push_from(Offset(100)), None);
+        let effect = progress.on_reply(
+            &reply(2, ReplyStatus::Ok, follower_log(100, 100, Some(1))),
+            20,
+            LeaderEpoch(1),
+            sync,
+        );
+        assert_eq!(effect, Effect::Acknowledged);
+        assert_eq!(progress.acked_end, Some(Offset(100)));
+        assert_eq!(progress.last_caught_up_ms, 10);
+        // An answer from before a reset is ignored.
+        progress.reset();
+        let effect = progress.on_reply(
+            &reply(2, ReplyStatus::Ok, follower_log(100, 100, Some(1))),
+            30,
+            LeaderEpoch(1),
+            sync,
+        );
+        assert_eq!(effect, Effect::None);
+        assert_eq!(progress.phase, Phase::Unsynced);
+    }
+
+    #[test]
+    fn an_out_of_order_answer_resyncs_and_a_newer_epoch_deposes() {
+        let leader = lookup(&[(1, 0)], 100);
+        let sync = |log: &FollowerLog| sync_step(log, Offset(0), Offset(100), &leader);
+        let mut progress = FollowerProgress::new(2, 0);
+        progress.sent_probe(1, Offset(100), 0);
+        progress.on_reply(
+            &reply(1, ReplyStatus::Ok, follower_log(50, 50, Some(1))),
+            1,
+            LeaderEpoch(1),
+            sync,
+        );
+        progress.sent_push(2, Offset(50), Offset(80), Offset(100), 2);
+        progress.sent_push(3, Offset(80), Offset(100), Offset(100), 2);
+        // It restarted and lost everything past 40.
+        let effect = progress.on_reply(
+            &reply(2, ReplyStatus::OutOfOrder, follower_log(40, 40, Some(1))),
+            3,
+            LeaderEpoch(1),
+            sync,
+        );
+        assert_eq!(effect, Effect::Acknowledged);
+        assert_eq!(progress.next_offset, Offset(40));
+        assert_eq!(progress.in_flight(), 0);
+        assert_eq!(
+            progress.acked_end,
+            Some(Offset(50)),
+            "acknowledged durable data stays counted"
+        );
+        progress.sent_push(4, Offset(40), Offset(100), Offset(100), 4);
+        let mut newer = reply(
+            4,
+            ReplyStatus::FencedLeaderEpoch,
+            follower_log(40, 40, Some(1)),
+        );
+        newer.follower_epoch = LeaderEpoch(2);
+        assert_eq!(
+            progress.on_reply(&newer, 5, LeaderEpoch(1), sync),
+            Effect::Deposed
+        );
+    }
+
+    fn leader_state() -> LeaderState {
+        LeaderState::new(
+            1,
+            LeaderEpoch(1),
+            Offset(10),
+            0,
+            vec![1, 2, 3],
+            vec![1, 2, 3],
+            Offset(5),
+            0,
+        )
+    }
+
+    #[test]
+    fn the_high_watermark_is_the_isr_minimum_and_never_goes_back() {
+        let mut state = leader_state();
+        assert_eq!(state.high_watermark(), Offset(5));
+        assert!(
+            !state.update_high_watermark(Offset(20)),
+            "followers unheard"
+        );
+        state.followers.get_mut(&2).unwrap().acked_end = Some(Offset(15));
+        assert!(!state.update_high_watermark(Offset(20)));
+        state.followers.get_mut(&3).unwrap().acked_end = Some(Offset(12));
+        assert!(state.update_high_watermark(Offset(20)));
+        assert_eq!(state.high_watermark(), Offset(12));
+        // The leader's own durable end bounds it.
+        state.followers.get_mut(&3).unwrap().acked_end = Some(Offset(30));
+        state.followers.get_mut(&2).unwrap().acked_end = Some(Offset(30));
+        state.update_high_watermark(Offset(18));
+        assert_eq!(state.high_watermark(), Offset(18));
+        // Never back.
+        state.update_high_watermark(Offset(3));
+        assert_eq!(state.high_watermark(), Offset(18));
+    }
+
+    #[test]
+    fn a_lagging_member_leaves_the_isr_and_a_caught_up_replica_joins() {
+        let mut state = leader_state();
+        for follower in state.followers.values_mut() {
+            follower.phase = Phase::Streaming;
+            follower.acked_end = Some(Offset(20));
+        }
+        state.followers.get_mut(&3).unwrap().last_caught_up_ms = 0;
+        state.followers.get_mut(&2).unwrap().last_caught_up_ms = 9_000;
+        assert_eq!(state.wanted_isr(5_000, 10_000), None);
+        assert_eq!(state.wanted_isr(10_500, 10_000), Some(vec![1, 2]));
+        // Pending: no second proposal; the removed member still counts
+        // for the high watermark until committed.
+        state.pending_isr = Some(vec![1, 2]);
+        assert_eq!(state.wanted_isr(10_500, 10_000), None);
+        assert_eq!(state.maximal_isr().collect::<Vec<_>>(), vec![1, 2, 3]);
+        state.apply_committed(1, &[1, 2, 3], &[1, 2]);
+        assert_eq!(state.pending_isr, None);
+        assert_eq!(state.maximal_isr().collect::<Vec<_>>(), vec![1, 2]);
+        // 3 catches up again.
+        state.followers.get_mut(&3).unwrap().last_caught_up_ms = 11_000;
+        state.update_high_watermark(Offset(20));
+        assert_eq!(state.wanted_isr(11_000, 10_000), Some(vec![1, 2, 3]));
+        // Not past the epoch start: not yet.
+        state.followers.get_mut(&3).unwrap().acked_end = Some(Offset(8));
+        assert_eq!(state.wanted_isr(11_000, 10_000), None);
+    }
+}
