@@ -184,7 +184,7 @@ fn batches(count: u32, batch: u32) -> Vec<Vec<String>> {
 }
 
 /// The median of `values` (the lower middle one for an even count).
-fn median(values: &[f64]) -> Option<f64> {
+pub(crate) fn median(values: &[f64]) -> Option<f64> {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     sorted.get(sorted.len().saturating_sub(1) / 2).copied()
@@ -214,19 +214,20 @@ impl TopicView {
 }
 
 /// One connection used one request at a time, with fixed API versions.
-struct Link {
-    connection: Connection,
+pub(crate) struct Link {
+    pub(crate) connection: Connection,
     responses: mpsc::UnboundedReceiver<Incoming>,
 }
 
 #[derive(Clone, Copy, Debug)]
-struct Versions {
-    metadata: i16,
-    create_topics: i16,
+pub(crate) struct Versions {
+    pub(crate) metadata: i16,
+    pub(crate) create_topics: i16,
+    pub(crate) produce: i16,
 }
 
 impl Link {
-    async fn connect(address: &str, timeout: Duration) -> anyhow::Result<Link> {
+    pub(crate) async fn connect(address: &str, timeout: Duration) -> anyhow::Result<Link> {
         let (sink, responses) = mpsc::unbounded_channel();
         let connection = Connection::connect(address, timeout, 0, sink).await?;
         Ok(Link {
@@ -235,7 +236,7 @@ impl Link {
         })
     }
 
-    async fn call<R: Request>(
+    pub(crate) async fn call<R: Request>(
         &mut self,
         request: &R,
         version: i16,
@@ -349,9 +350,9 @@ impl Link {
 }
 
 /// One broker process of the cluster.
-struct Broker {
-    node_id: u32,
-    kafka: String,
+pub(crate) struct Broker {
+    pub(crate) node_id: u32,
+    pub(crate) kafka: String,
     controller_port: u16,
     data_dir: PathBuf,
     log_path: PathBuf,
@@ -359,13 +360,30 @@ struct Broker {
 }
 
 /// The running local cluster; stopped and cleaned up on drop.
-struct Cluster {
+pub(crate) struct Cluster {
     binary: PathBuf,
     voters: String,
     cores: usize,
-    brokers: Vec<Broker>,
+    /// Flags every broker gets after the ones the cluster sets.
+    extra_flags: Vec<String>,
+    pub(crate) brokers: Vec<Broker>,
     root: PathBuf,
     remove_data: bool,
+}
+
+/// What [`Cluster::launch`] starts.
+pub(crate) struct ClusterSpec<'a> {
+    pub(crate) brokers: u32,
+    pub(crate) voters: u32,
+    pub(crate) cores: usize,
+    pub(crate) sluice_bin: Option<&'a std::path::Path>,
+    pub(crate) data_dir: Option<&'a std::path::Path>,
+    pub(crate) keep_data: bool,
+    /// Where the broker logs go (`<name>-node-<id>.log`).
+    pub(crate) out: &'a std::path::Path,
+    /// The subcommand: names the logs and the default data directory.
+    pub(crate) name: &'a str,
+    pub(crate) extra_flags: Vec<String>,
 }
 
 /// `count` distinct free loopback ports (all bound at once, then released).
@@ -382,28 +400,46 @@ fn free_ports(count: usize) -> anyhow::Result<Vec<u16>> {
 
 impl Cluster {
     fn start(args: &ClusterArgs) -> anyhow::Result<Cluster> {
-        let binary = embedded::find_sluice(args.sluice_bin.as_deref())?;
-        let root =
-            embedded::empty_data_dir(args.data_dir.as_deref(), &binary, "cluster", "the cluster")?;
+        Cluster::launch(&ClusterSpec {
+            brokers: args.brokers,
+            voters: args.voters(),
+            cores: args.broker_cores,
+            sluice_bin: args.sluice_bin.as_deref(),
+            data_dir: args.data_dir.as_deref(),
+            keep_data: args.keep_data,
+            out: &args.out,
+            name: "cluster-metadata",
+            extra_flags: Vec::new(),
+        })
+    }
+
+    /// Start every broker of `spec` (without waiting for them to serve).
+    pub(crate) fn launch(spec: &ClusterSpec) -> anyhow::Result<Cluster> {
+        let binary = embedded::find_sluice(spec.sluice_bin)?;
+        let prefix = if spec.name == "cluster-metadata" {
+            "cluster"
+        } else {
+            spec.name
+        };
+        let root = embedded::empty_data_dir(spec.data_dir, &binary, prefix, "the cluster")?;
         let prepared = baseline::prepare_data_dir(&root, "--data-dir")?;
-        std::fs::create_dir_all(&args.out)
-            .with_context(|| format!("cannot create {}", args.out.display()))?;
-        let count = args.brokers as usize;
+        std::fs::create_dir_all(spec.out)
+            .with_context(|| format!("cannot create {}", spec.out.display()))?;
+        let count = spec.brokers as usize;
         let ports = free_ports(2 * count)?;
         let (kafka_ports, controller_ports) = ports.split_at(count);
         let mut cluster = Cluster {
             binary,
-            voters: voters_flag(controller_ports, args.voters()),
-            cores: args.broker_cores,
+            voters: voters_flag(controller_ports, spec.voters),
+            cores: spec.cores,
+            extra_flags: spec.extra_flags.clone(),
             brokers: Vec::new(),
             root: prepared.path.clone(),
-            remove_data: !args.keep_data,
+            remove_data: !spec.keep_data,
         };
         for index in 0..count {
             let node_id = u32::try_from(index + 1)?;
-            let log_path = args
-                .out
-                .join(format!("cluster-metadata-node-{node_id}.log"));
+            let log_path = spec.out.join(format!("{}-node-{node_id}.log", spec.name));
             File::create(&log_path)
                 .with_context(|| format!("cannot create {}", log_path.display()))?;
             cluster.brokers.push(Broker {
@@ -422,7 +458,7 @@ impl Cluster {
         Ok(cluster)
     }
 
-    fn spawn(&mut self, index: usize) -> anyhow::Result<()> {
+    pub(crate) fn spawn(&mut self, index: usize) -> anyhow::Result<()> {
         let voter = index < self.voters.split(',').count();
         let broker = &mut self.brokers[index];
         std::fs::create_dir_all(&broker.data_dir)
@@ -444,6 +480,7 @@ impl Cluster {
             .arg(self.cores.to_string())
             .arg("--controller-voters")
             .arg(&self.voters)
+            .args(&self.extra_flags)
             .env("SLUICE_LOG_LEVEL", "warn")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -465,8 +502,13 @@ impl Cluster {
         Ok(())
     }
 
+    /// The process id of broker `index`, while it runs.
+    pub(crate) fn pid(&self, index: usize) -> Option<u32> {
+        self.brokers[index].child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL broker `index` and reap it.
-    fn kill(&mut self, index: usize) -> anyhow::Result<()> {
+    pub(crate) fn kill(&mut self, index: usize) -> anyhow::Result<()> {
         let Some(mut child) = self.brokers[index].child.take() else {
             bail!("broker {} is not running", index + 1);
         };
@@ -476,7 +518,7 @@ impl Cluster {
     }
 
     /// An error if a broker that should run has exited.
-    fn check_alive(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn check_alive(&mut self) -> anyhow::Result<()> {
         for broker in &mut self.brokers {
             if let Some(child) = &mut broker.child
                 && let Some(status) = child.try_wait()?
@@ -493,7 +535,7 @@ impl Cluster {
         Ok(())
     }
 
-    fn stop(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn stop(&mut self) -> anyhow::Result<()> {
         for broker in &self.brokers {
             if let Some(child) = &broker.child {
                 terminate(child);
@@ -589,7 +631,7 @@ pub fn run(args: &ClusterArgs, interrupted: &AtomicBool) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-fn stop_if_interrupted(interrupted: &AtomicBool) -> anyhow::Result<()> {
+pub(crate) fn stop_if_interrupted(interrupted: &AtomicBool) -> anyhow::Result<()> {
     if interrupted.load(Ordering::Relaxed) {
         bail!("interrupted");
     }
@@ -746,7 +788,7 @@ async fn measure_cluster(
 
 /// The API versions of `address` once it answers ApiVersions (it does not
 /// before the controller quorum has formed).
-async fn negotiate(
+pub(crate) async fn negotiate(
     cluster: &mut Cluster,
     address: &str,
     interrupted: &AtomicBool,
@@ -760,6 +802,7 @@ async fn negotiate(
                 return Ok(Versions {
                     metadata: client.versions.pick(ApiKey::Metadata)?,
                     create_topics: client.versions.pick(ApiKey::CreateTopics)?,
+                    produce: client.versions.pick(ApiKey::Produce)?,
                 });
             }
             Err(error) if Instant::now() > deadline => {
@@ -774,7 +817,7 @@ async fn negotiate(
 
 /// Wait until every running broker answers Metadata listing every broker
 /// and a controller (and `topic` with leaders, when given).
-async fn wait_until_serving(
+pub(crate) async fn wait_until_serving(
     cluster: &mut Cluster,
     addresses: &[String],
     versions: Versions,

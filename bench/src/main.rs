@@ -12,6 +12,9 @@
 //! - `engine`: the storage engine alone on one shard ([`engine`]).
 //! - `cluster-metadata`: a local 3-broker cluster's control plane: topic
 //!   creation, metadata propagation, controller failover ([`cluster`]).
+//! - `replication`: the same cluster's data plane: RF 3 against RF 1
+//!   ingest, publish latency at a fixed rate, partition leader failover
+//!   ([`replication`]).
 //!
 //! A benchmark exits non-zero only when it could not run or a client
 //! failed; missed targets are reported, not enforced. Ctrl-C stops a run
@@ -27,6 +30,7 @@ mod limits;
 mod measure;
 mod provenance;
 mod rdkafka_engine;
+mod replication;
 mod report;
 mod run;
 mod stats;
@@ -79,6 +83,10 @@ enum Command {
     /// Start a local cluster and time topic creation, metadata propagation
     /// to every broker and controller failover (kill -9).
     ClusterMetadata(cluster::ClusterArgs),
+    /// Start a local 3-broker cluster and measure replication: RF 3 vs RF 1
+    /// ingest, publish latency at a fixed rate, partition leader failover
+    /// (kill -9).
+    Replication(replication::ReplicationArgs),
 }
 
 /// Flags every broker run shares.
@@ -161,6 +169,9 @@ fn main() -> ExitCode {
         Some(Command::Engine(args)) => engine::run(args).map(|()| ExitCode::SUCCESS),
         Some(Command::ClusterMetadata(args)) => {
             interrupt_flag().and_then(|interrupted| cluster::run(args, &interrupted))
+        }
+        Some(Command::Replication(args)) => {
+            interrupt_flag().and_then(|interrupted| replication::run(args, &interrupted))
         }
     };
     match result {

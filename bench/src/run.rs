@@ -249,7 +249,12 @@ pub fn run(
     let metadata = runtime.block_on(admin.metadata(Some(&topics)))?;
     let mut start_offsets = Vec::new();
     for topic in &topics {
-        start_offsets.push(runtime.block_on(topic_offsets(&metadata, topic, -1, timeout))?);
+        start_offsets.push(runtime.block_on(start_offsets_of(
+            &metadata,
+            topic,
+            timeout,
+            options.request_timeout,
+        ))?);
     }
     let setup = Setup {
         workload,
@@ -266,6 +271,36 @@ pub fn run(
         eprintln!("sluice-bench: warning: could not delete the bench topics: {error:#}");
     }
     result
+}
+
+/// The offsets of `topic` before the run. In a cluster a partition's
+/// leader may learn of a new topic after the broker that answered Metadata
+/// (UNKNOWN_TOPIC_OR_PARTITION for a moment), and a new leader answers
+/// OFFSET_NOT_AVAILABLE until its high watermark reaches its epoch start:
+/// ask again until `patience` has passed.
+async fn start_offsets_of(
+    metadata: &Metadata,
+    topic: &str,
+    timeout: Duration,
+    patience: Duration,
+) -> anyhow::Result<HashMap<i32, i64>> {
+    let deadline = Instant::now() + patience;
+    loop {
+        match topic_offsets(metadata, topic, -1, timeout).await {
+            Ok(offsets) => return Ok(offsets),
+            Err(error) if Instant::now() < deadline => {
+                let text = format!("{error:#}");
+                if !(text.contains("UNKNOWN_TOPIC_OR_PARTITION")
+                    || text.contains("OFFSET_NOT_AVAILABLE")
+                    || text.contains("NOT_LEADER"))
+                {
+                    return Err(error);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 struct Setup<'a> {
