@@ -1,0 +1,621 @@
+//! The simulation loop: three brokers, the controller model, the fake
+//! network and clock, a producer, faults (crashes that lose unsynced
+//! writes, restarts, network partitions, message loss), then healing.
+//! One 10 ms step at a time; the checker runs after every step.
+
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+use sluice_engine::batch::BatchBuilder;
+use sluice_engine::io::sim::SimIo;
+use sluice_engine::{LeaderEpoch, Offset, TimestampMs};
+
+use super::broker::{Broker, Bug, Context, MIN_INSYNC, Role, Timing};
+use super::checker::{Acked, Checker};
+use super::controller::Controller;
+use super::network::{CONTROLLER, Network, Node, Payload};
+use super::prng::Prng;
+use sluice_server::replication::messages::ToFollower;
+
+const STEP_MS: i64 = 10;
+const REPLICAS: [i32; 3] = [1, 2, 3];
+
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    pub bug: Bug,
+    /// See `broker::Context::guard_stale_answers`.
+    pub guard_stale_answers: bool,
+    /// How long faults are injected before healing.
+    pub faults_ms: i64,
+    /// How long healing may take before it counts as stuck.
+    pub heal_ms_max: i64,
+    pub crash_per_million: u64,
+    pub partition_per_million: u64,
+    pub loss_per_million: u64,
+    pub produce_per_million: u64,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            bug: Bug::None,
+            guard_stale_answers: true,
+            faults_ms: 15_000,
+            heal_ms_max: 30_000,
+            crash_per_million: 1_500,
+            partition_per_million: 3_000,
+            loss_per_million: 5_000,
+            produce_per_million: 300_000,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Summary {
+    pub acknowledged: u64,
+    pub produced: u64,
+    pub crashes: u64,
+    pub partitions: u64,
+    pub leader_epochs: u64,
+    pub isr_changes: u64,
+    pub isr_refusals: u64,
+    pub messages: u64,
+    pub lost: u64,
+}
+
+/// A produce request awaiting acks=all.
+struct Pending {
+    broker: i32,
+    incarnation: u64,
+    epoch: LeaderEpoch,
+    base: Offset,
+    end: Offset,
+    write_id: u64,
+    sent_ms: i64,
+}
+
+pub struct Simulation {
+    seed: u64,
+    options: Options,
+    random: Prng,
+    now_ms: i64,
+    network: Network,
+    controller: Controller,
+    brokers: Vec<Broker>,
+    checker: Checker,
+    trace: Vec<String>,
+    timing: Timing,
+    /// When each down broker comes back.
+    restart_at_ms: [Option<i64>; 3],
+    heal_partition_at_ms: Option<i64>,
+    believed_leader: Option<i32>,
+    pending: Vec<Pending>,
+    write_next: u64,
+    summary: Summary,
+    /// Every message in the trace (`SLUICE_SIM_TRACE=messages`).
+    verbose: bool,
+}
+
+fn describe(payload: &Payload) -> String {
+    match payload {
+        Payload::ToFollower(ToFollower::Push {
+            header,
+            start_offset,
+            records,
+        }) => format!(
+            "push #{} epoch {} hw {} at {start_offset} ({} bytes)",
+            header.request_id,
+            header.leader_epoch.0,
+            header.high_watermark,
+            records.iter().map(|part| part.len()).sum::<usize>()
+        ),
+        Payload::ToFollower(ToFollower::Probe { header }) => {
+            format!(
+                "probe #{} epoch {}",
+                header.request_id, header.leader_epoch.0
+            )
+        }
+        Payload::ToFollower(ToFollower::Truncate {
+            header,
+            epoch,
+            end_offset,
+        }) => format!(
+            "truncate #{} epoch {} to epoch {epoch:?} end {end_offset}",
+            header.request_id, header.leader_epoch.0
+        ),
+        Payload::Reply(reply) => format!(
+            "reply #{} {:?} epoch {} log {:?}",
+            reply.request_id, reply.status, reply.follower_epoch.0, reply.log
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
+fn index(broker: i32) -> usize {
+    usize::try_from(broker - 1).expect("brokers are 1..=3")
+}
+
+impl Simulation {
+    pub fn new(seed: u64, options: Options) -> Simulation {
+        let mut random = Prng::new(seed);
+        let now_ms = SimIo::NOW_MS_START_DEFAULT;
+        let controller = Controller::new(&REPLICAS, 600, now_ms);
+        let brokers = REPLICAS
+            .iter()
+            .map(|&id| Broker::new(id, random.next_u64(), &controller.image, now_ms))
+            .collect();
+        let delay_ms_max = random.pick(&[5, 20, 60]);
+        Simulation {
+            seed,
+            options,
+            network: Network::new(options.loss_per_million, delay_ms_max),
+            random,
+            now_ms,
+            controller,
+            brokers,
+            checker: Checker::default(),
+            trace: Vec::new(),
+            timing: Timing {
+                lag_max_ms: 1_000,
+                heartbeat_ms: 100,
+                isr_interval_ms: 250,
+                isr_answer_timeout_ms: 1_000,
+            },
+            restart_at_ms: [None; 3],
+            heal_partition_at_ms: None,
+            believed_leader: Some(1),
+            pending: Vec::new(),
+            write_next: 1,
+            summary: Summary::default(),
+            verbose: std::env::var("SLUICE_SIM_TRACE").is_ok_and(|value| value == "messages"),
+        }
+    }
+
+    fn note(&mut self, line: String) {
+        self.trace.push(format!("{}: {line}", self.now_ms));
+    }
+
+    /// Run to the end; `Err` with the violation and a trace.
+    pub fn run(mut self) -> Result<Summary, String> {
+        match self.run_inner() {
+            Ok(()) => {
+                self.summary.leader_epochs = self.controller.image.leader_epoch as u64;
+                self.summary.isr_changes = self.controller.accepted;
+                self.summary.isr_refusals = self.controller.refused;
+                self.summary.messages = self.network.sent;
+                self.summary.lost = self.network.lost;
+                self.summary.acknowledged = self.checker.acked.len() as u64;
+                Ok(self.summary)
+            }
+            Err(violation) => Err(self.report(&violation)),
+        }
+    }
+
+    fn report(&self, violation: &str) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "seed {}: {violation}", self.seed);
+        let _ = writeln!(
+            out,
+            "at {} ms; controller image {:?}, fenced {:?}",
+            self.now_ms, self.controller.image, self.controller.fenced
+        );
+        for broker in &self.brokers {
+            let state = match (&broker.log, &broker.role) {
+                (None, _) => "down".to_string(),
+                (Some(log), role) => {
+                    let role = match role {
+                        Role::Leader(leader) => format!(
+                            "leader epoch {} hw {} isr {:?} pending {:?} followers {:?}",
+                            leader.epoch.0,
+                            leader.high_watermark(),
+                            leader.isr,
+                            leader.pending_isr,
+                            leader
+                                .followers
+                                .values()
+                                .map(|progress| (
+                                    progress.broker,
+                                    progress.phase,
+                                    progress.acked_end
+                                ))
+                                .collect::<Vec<_>>()
+                        ),
+                        Role::Follower { high_watermark } => {
+                            format!(
+                                "follower epoch {} hw {high_watermark}",
+                                broker.leader_epoch.0
+                            )
+                        }
+                    };
+                    format!(
+                        "log end {} durable {} epochs {:?}; {role}",
+                        log.log_end_offset(),
+                        log.durable_end_offset(),
+                        log.leader_epoch_entries()
+                    )
+                }
+            };
+            let _ = writeln!(out, "broker {}: {state}", broker.id);
+        }
+        let _ = writeln!(out, "last events:");
+        let full = std::env::var_os("SLUICE_SIM_TRACE").is_some();
+        let skip = if full {
+            0
+        } else {
+            self.trace.len().saturating_sub(80)
+        };
+        for line in &self.trace[skip..] {
+            let _ = writeln!(out, "  {line}");
+        }
+        out
+    }
+
+    fn run_inner(&mut self) -> Result<(), String> {
+        let faults_end_ms = self.now_ms + self.options.faults_ms;
+        while self.now_ms < faults_end_ms {
+            self.inject_faults();
+            self.step(true)?;
+        }
+        // Heal: network whole, everyone back, no more faults.
+        self.note("healing".to_string());
+        self.network.heal();
+        self.heal_partition_at_ms = None;
+        for broker in REPLICAS {
+            if !self.brokers[index(broker)].is_up() {
+                self.restart(broker);
+            }
+        }
+        self.network.loss_per_million = 0;
+        let produce_until_ms = self.now_ms + 3_000;
+        let heal_end_ms = self.now_ms + self.options.heal_ms_max;
+        while self.now_ms < heal_end_ms {
+            self.step(self.now_ms < produce_until_ms)?;
+            if self.now_ms >= produce_until_ms && self.pending.is_empty() && self.settled() {
+                let (brokers, controller) = (&mut self.brokers, &self.controller);
+                return self.checker.check_healed(brokers, controller);
+            }
+        }
+        Err("not settled after healing (liveness)".to_string())
+    }
+
+    /// Everyone registered and current, the ISR all replicas, the leader's
+    /// high watermark at its log end and every log that long.
+    fn settled(&mut self) -> bool {
+        let image = &self.controller.image;
+        if image.isr.len() != REPLICAS.len() || !self.controller.fenced.is_empty() {
+            return false;
+        }
+        let Some(leader_id) = image.leader else {
+            return false;
+        };
+        if self.brokers.iter().any(|broker| {
+            !broker.is_up() || !broker.registered || broker.view_version != image.version
+        }) {
+            return false;
+        }
+        let leader = &mut self.brokers[index(leader_id)];
+        let log_end = leader.log().log_end_offset();
+        if leader.high_watermark() != log_end {
+            return false;
+        }
+        self.brokers
+            .iter()
+            .all(|broker| broker.log().log_end_offset() == log_end)
+    }
+
+    fn restart(&mut self, broker: i32) {
+        self.note(format!("broker {broker} restarts"));
+        self.brokers[index(broker)].restart(self.now_ms);
+        self.network.node_up(broker);
+        self.restart_at_ms[index(broker)] = None;
+    }
+
+    fn inject_faults(&mut self) {
+        let now_ms = self.now_ms;
+        for broker in REPLICAS {
+            let at = index(broker);
+            if self.brokers[at].is_up() {
+                if self.random.chance(self.options.crash_per_million) {
+                    let mode = Broker::crash_mode(&mut self.random);
+                    let end = self.brokers[at].log().log_end_offset();
+                    let durable = self.brokers[at].log().durable_end_offset();
+                    self.note(format!(
+                        "broker {broker} crashes ({mode:?}; log end {end}, durable {durable})"
+                    ));
+                    self.brokers[at].crash(mode);
+                    self.network.node_down(&mut self.random, now_ms, broker);
+                    self.summary.crashes += 1;
+                    let down_ms = self.random.between(50, 3_000);
+                    self.restart_at_ms[at] = Some(now_ms + down_ms);
+                }
+            } else if self.restart_at_ms[at].is_some_and(|at_ms| now_ms >= at_ms) {
+                self.restart(broker);
+            }
+        }
+        if let Some(at_ms) = self.heal_partition_at_ms {
+            if now_ms >= at_ms {
+                self.note("network heals".to_string());
+                self.network.heal();
+                self.heal_partition_at_ms = None;
+            }
+        } else if self.random.chance(self.options.partition_per_million) {
+            let broker = self.random.pick(&REPLICAS);
+            let cuts: Vec<(Node, Node)> = match self.random.below(4) {
+                // Isolated from everyone.
+                0 | 1 => [CONTROLLER, 1, 2, 3]
+                    .into_iter()
+                    .filter(|&other| other != broker)
+                    .map(|other| (broker, other))
+                    .collect(),
+                // From the controller only.
+                2 => vec![(broker, CONTROLLER)],
+                // From one other broker.
+                _ => {
+                    let other = self.random.pick(&REPLICAS);
+                    if other == broker {
+                        vec![(broker, CONTROLLER)]
+                    } else {
+                        vec![(broker, other)]
+                    }
+                }
+            };
+            self.note(format!("network partition: cut {cuts:?}"));
+            for (a, b) in cuts {
+                self.network.cut(&mut self.random, now_ms, a, b);
+            }
+            self.summary.partitions += 1;
+            self.heal_partition_at_ms = Some(now_ms + self.random.between(100, 4_000));
+        }
+    }
+
+    fn step(&mut self, produce: bool) -> Result<(), String> {
+        self.now_ms += STEP_MS;
+        let now_ms = self.now_ms;
+        for broker in &self.brokers {
+            broker.io.set_now_ms(now_ms);
+        }
+        self.controller_step();
+        self.deliver();
+        for broker in &mut self.brokers {
+            let mut context = Context {
+                network: &mut self.network,
+                random: &mut self.random,
+                now_ms,
+                trace: &mut self.trace,
+                timing: self.timing,
+                bug: self.options.bug,
+                guard_stale_answers: self.options.guard_stale_answers,
+            };
+            broker.drive(&mut context);
+        }
+        if produce {
+            self.produce();
+        }
+        self.resolve_pending()?;
+        let (brokers, controller) = (&mut self.brokers, &self.controller);
+        self.checker.check(brokers, controller)
+    }
+
+    /// Liveness, registration, and brokers following the metadata.
+    fn controller_step(&mut self) {
+        let now_ms = self.now_ms;
+        let decisions_before = self.controller.decisions.len();
+        self.controller.tick(now_ms);
+        for broker in REPLICAS {
+            let at = index(broker);
+            if !self.brokers[at].is_up() || !self.network.reachable(broker, CONTROLLER) {
+                continue;
+            }
+            if !self.brokers[at].registered {
+                self.controller.register(now_ms, broker);
+                self.brokers[at].registered = true;
+                self.brokers[at].apply_image(&self.controller.image, now_ms, &mut self.trace);
+            } else {
+                self.controller.heartbeat(now_ms, broker);
+            }
+        }
+        for broker in REPLICAS {
+            let at = index(broker);
+            let current = self.brokers[at].view_version == self.controller.image.version;
+            if self.brokers[at].is_up()
+                && !current
+                && self.network.reachable(broker, CONTROLLER)
+                && self.random.chance(300_000)
+            {
+                self.brokers[at].apply_image(&self.controller.image, now_ms, &mut self.trace);
+            }
+        }
+        let decisions: Vec<String> = self.controller.decisions[decisions_before..].to_vec();
+        self.trace.extend(decisions);
+    }
+
+    fn deliver(&mut self) {
+        let now_ms = self.now_ms;
+        for broken in self.network.due_breaks(now_ms) {
+            if broken.node != CONTROLLER && self.brokers[index(broken.node)].is_up() {
+                self.brokers[index(broken.node)].on_broken(broken.connection);
+            }
+        }
+        for envelope in self.network.due(now_ms) {
+            if envelope
+                .connection
+                .is_some_and(|connection| !self.network.is_open(connection))
+            {
+                continue;
+            }
+            if envelope.to != CONTROLLER && !self.brokers[index(envelope.to)].is_up() {
+                continue;
+            }
+            if self.verbose {
+                self.trace.push(format!(
+                    "{now_ms}: {} -> {} on {:?}: {}",
+                    envelope.from,
+                    envelope.to,
+                    envelope.connection,
+                    describe(&envelope.payload)
+                ));
+            }
+            match envelope.payload {
+                Payload::AlterPartition {
+                    request_id,
+                    leader,
+                    leader_epoch,
+                    partition_epoch,
+                    isr,
+                } => {
+                    let before = self.controller.decisions.len();
+                    let outcome = self.controller.alter_partition(
+                        now_ms,
+                        leader,
+                        leader_epoch,
+                        partition_epoch,
+                        &isr,
+                    );
+                    let decisions: Vec<String> = self.controller.decisions[before..].to_vec();
+                    self.trace.extend(decisions);
+                    self.network.send(
+                        &mut self.random,
+                        now_ms,
+                        CONTROLLER,
+                        envelope.from,
+                        None,
+                        Payload::AlterPartitionAnswer {
+                            request_id,
+                            outcome,
+                        },
+                    );
+                }
+                payload => {
+                    let broker = &mut self.brokers[index(envelope.to)];
+                    let mut context = Context {
+                        network: &mut self.network,
+                        random: &mut self.random,
+                        now_ms,
+                        trace: &mut self.trace,
+                        timing: self.timing,
+                        bug: self.options.bug,
+                        guard_stale_answers: self.options.guard_stale_answers,
+                    };
+                    match payload {
+                        Payload::ToFollower(message) => {
+                            let reply = broker.follower_apply(&mut context, message);
+                            context.network.send(
+                                context.random,
+                                now_ms,
+                                envelope.to,
+                                envelope.from,
+                                envelope.connection,
+                                Payload::Reply(reply),
+                            );
+                        }
+                        Payload::Reply(reply) => {
+                            broker.on_reply(&mut context, envelope.from, reply)
+                        }
+                        Payload::AlterPartitionAnswer {
+                            request_id,
+                            outcome,
+                        } => {
+                            broker.on_alter_answer(&mut context, request_id, outcome);
+                        }
+                        Payload::AlterPartition { .. } => unreachable!("handled above"),
+                    }
+                }
+            }
+        }
+    }
+
+    fn batch(&mut self, write_id: u64) -> Bytes {
+        let mut builder = BatchBuilder::new();
+        let count = self.random.between(1, 4) as usize;
+        for index in 0..count {
+            let size = self.random.between(1, 200) as usize;
+            let value: Vec<u8> = (0..size)
+                .map(|position| (write_id as usize * 31 + index * 7 + position) as u8)
+                .collect();
+            let key = format!("write-{write_id}-{index}");
+            builder.record(Some(key.as_bytes()), Some(&value), TimestampMs(self.now_ms));
+        }
+        builder.build()
+    }
+
+    fn refresh_leader(&mut self) {
+        // Metadata from a random live broker's view (possibly stale).
+        let broker = self.random.pick(&REPLICAS);
+        let broker = &self.brokers[index(broker)];
+        if broker.is_up() && broker.registered {
+            self.believed_leader = broker.view_leader;
+        }
+    }
+
+    fn produce(&mut self) {
+        if !self.random.chance(self.options.produce_per_million) {
+            return;
+        }
+        let Some(target) = self.believed_leader else {
+            self.refresh_leader();
+            return;
+        };
+        let write_id = self.write_next;
+        self.write_next += 1;
+        let batch = self.batch(write_id);
+        let broker = &mut self.brokers[index(target)];
+        match broker.produce(&batch) {
+            Ok((epoch, base, end)) => {
+                self.summary.produced += 1;
+                let incarnation = broker.incarnation;
+                self.pending.push(Pending {
+                    broker: target,
+                    incarnation,
+                    epoch,
+                    base,
+                    end,
+                    write_id,
+                    sent_ms: self.now_ms,
+                });
+            }
+            Err(_) => self.refresh_leader(),
+        }
+    }
+
+    fn resolve_pending(&mut self) -> Result<(), String> {
+        let now_ms = self.now_ms;
+        let mut index_pending = 0;
+        while index_pending < self.pending.len() {
+            let pending = &self.pending[index_pending];
+            let broker = &mut self.brokers[index(pending.broker)];
+            let alive = broker.is_up()
+                && broker.incarnation == pending.incarnation
+                && broker
+                    .leader_state()
+                    .is_some_and(|leader| leader.epoch == pending.epoch);
+            if !alive || now_ms - pending.sent_ms > 5_000 {
+                self.pending.swap_remove(index_pending);
+                self.refresh_leader();
+                continue;
+            }
+            let high_watermark = broker.high_watermark();
+            let isr_size = broker.leader_state().map_or(0, |leader| leader.isr.len());
+            if high_watermark >= pending.end && isr_size >= MIN_INSYNC {
+                let stored = broker.batches(pending.base, pending.end);
+                assert_eq!(stored.len(), 1, "one produced batch");
+                let (base, bytes) = stored.into_iter().next().expect("one batch");
+                assert_eq!(base, pending.base);
+                let line = format!(
+                    "write {} acknowledged at {base}..{} by leader {} (epoch {}, hw {high_watermark})",
+                    pending.write_id, pending.end, pending.broker, pending.epoch.0
+                );
+                let acked = Acked {
+                    write_id: pending.write_id,
+                    end: pending.end,
+                    bytes,
+                };
+                self.trace.push(format!("{now_ms}: {line}"));
+                self.checker.acknowledge(base, acked)?;
+                self.pending.swap_remove(index_pending);
+                continue;
+            }
+            index_pending += 1;
+        }
+        Ok(())
+    }
+}
