@@ -21,8 +21,9 @@
 //! - a healthy cluster: 5,000 records, full ISRs, identical replicas;
 //! - kill -9 of partition 0's leader, `SLUICE_REPLICATION_KILLS` times
 //!   (default 20), under load;
-//! - a follower cut off by a network blackhole leaves the ISR, writes go
-//!   on, and it rejoins once healed;
+//! - a follower cut off by a network blackhole (or whose replication
+//!   connections are reset and refused) leaves the ISR, writes go on, and
+//!   it rejoins once healed;
 //! - two of three brokers killed: acks=all is refused, then resumes;
 //! - a rolling restart under load;
 //! - a consumer group whose coordinator is killed keeps its commits;
@@ -1147,17 +1148,33 @@ fn kill_9_of_partition_0_leader_again_and_again_under_load_loses_no_acknowledged
 
 #[test]
 fn a_follower_cut_off_leaves_the_isr_while_writes_go_on_and_rejoins_once_healed() {
-    const TOPIC: &str = "replicated-cut";
-    const PARTITIONS: i32 = 1;
     let _serial = serial();
+    cut_off_a_follower("cut", FaultProxy::blackhole);
+}
+
+#[test]
+fn a_follower_whose_replication_connections_are_reset_and_refused_leaves_the_isr_and_rejoins() {
+    let _serial = serial();
+    cut_off_a_follower("reset", FaultProxy::reset);
+}
+
+/// Cut a follower of a one-partition topic off from its leader with `cut`
+/// on the proxy in front of its replication listener: it leaves the ISR
+/// within the lag time (and some), acks=all writes go on with two, and
+/// once the proxy passes again it catches up and rejoins; nothing
+/// acknowledged is lost and the replicas end identical.
+fn cut_off_a_follower(name: &str, cut: fn(&FaultProxy)) {
+    const PARTITIONS: i32 = 1;
+    let topic = format!("replicated-{name}");
+    let topic = topic.as_str();
     let started = Instant::now();
-    let mut rng = seeded_rng("cut follower");
-    let mut cluster = ReplicatedCluster::start("replication-cut");
-    let states = cluster.create_topic(TOPIC, PARTITIONS);
+    let mut rng = seeded_rng(&format!("{name} follower"));
+    let mut cluster = ReplicatedCluster::start(&format!("replication-{name}"));
+    let states = cluster.create_topic(topic, PARTITIONS);
     let leader = states[&0].leader;
     let followers: Vec<i32> = cluster.nodes().filter(|node| *node != leader).collect();
     let follower = followers[rng.below(followers.len() as u64) as usize];
-    let load = Load::start(&cluster.bootstrap(), TOPIC, PARTITIONS, "cut", 300);
+    let load = Load::start(&cluster.bootstrap(), topic, PARTITIONS, name, 300);
     load.wait_for_acks(300, "acks before the cut", CONVERGE_TIMEOUT);
     assert!(
         cluster.proxy(follower).forwarded_bytes() > 0,
@@ -1166,7 +1183,7 @@ fn a_follower_cut_off_leaves_the_isr_while_writes_go_on_and_rejoins_once_healed(
         cluster.proxy(follower).addr()
     );
 
-    cluster.proxy(follower).blackhole();
+    cut(cluster.proxy(follower));
     let cut_at = Instant::now();
     let expected_isr: Vec<i32> = {
         let mut isr = followers
@@ -1181,10 +1198,10 @@ fn a_follower_cut_off_leaves_the_isr_while_writes_go_on_and_rejoins_once_healed(
     let shrink_timeout = Duration::from_millis(REPLICA_LAG_TIME_MAX_MS) + Duration::from_secs(10);
     wait_until(
         &format!(
-            "the ISR of {TOPIC}/0 shrinks to {expected_isr:?} once follower {follower} is cut off"
+            "the ISR of {topic}/0 shrinks to {expected_isr:?} once follower {follower} is cut off"
         ),
         shrink_timeout,
-        || match cluster.isr(leader, TOPIC, 0) {
+        || match cluster.isr(leader, topic, 0) {
             Some(isr) if isr == expected_isr => Ok(()),
             other => Err(format!("ISR {other:?}")),
         },
@@ -1203,14 +1220,14 @@ fn a_follower_cut_off_leaves_the_isr_while_writes_go_on_and_rejoins_once_healed(
     let acknowledged_during_cut = load.acknowledged();
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
-        cluster.isr(leader, TOPIC, 0),
+        cluster.isr(leader, topic, 0),
         Some(expected_isr.clone()),
         "the cut-off follower stays out of the ISR"
     );
 
     cluster.proxy(follower).pass();
     let healed_at = Instant::now();
-    cluster.wait_for_full_isr(TOPIC, PARTITIONS as usize, CONVERGE_TIMEOUT);
+    cluster.wait_for_full_isr(topic, PARTITIONS as usize, CONVERGE_TIMEOUT);
     println!(
         "follower {follower} caught up and rejoined the ISR {:?} after the cut healed \
          ({} records acknowledged during the cut)",
@@ -1224,9 +1241,9 @@ fn a_follower_cut_off_leaves_the_isr_while_writes_go_on_and_rejoins_once_healed(
     );
 
     let outcome = load.finish();
-    let high_watermarks = verify_records(&mut cluster, TOPIC, PARTITIONS, &outcome.acknowledged());
-    stop_and_compare_replicas(&mut cluster, TOPIC, &high_watermarks);
-    println!("cut scenario took {:?}", started.elapsed());
+    let high_watermarks = verify_records(&mut cluster, topic, PARTITIONS, &outcome.acknowledged());
+    stop_and_compare_replicas(&mut cluster, topic, &high_watermarks);
+    println!("{name} scenario took {:?}", started.elapsed());
 }
 
 #[test]
