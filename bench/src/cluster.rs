@@ -502,6 +502,11 @@ impl Cluster {
         Ok(())
     }
 
+    /// The directory holding every broker's data directory.
+    pub(crate) fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+
     /// The process id of broker `index`, while it runs.
     pub(crate) fn pid(&self, index: usize) -> Option<u32> {
         self.brokers[index].child.as_ref().map(Child::id)

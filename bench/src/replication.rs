@@ -68,6 +68,9 @@ const WRITE_TIMEOUT_MAX: Duration = Duration::from_secs(5);
 const RATIO_TARGET_MIN: f64 = 0.3;
 const LATENCY_P99_TARGET_US: u64 = 2000;
 const FAILOVER_TARGET_BEYOND_SESSION_MS: u64 = 1000;
+/// Free disk kept beyond a load run's estimated need (others build on
+/// the same disk).
+const DISK_MARGIN_BYTES: u64 = 2 << 30;
 const FILLER: &[u8] = b"sluice-bench failover write: 0123456789abcdefghijklmnopqrstuvwxyz";
 
 /// Flags of `sluice-bench replication`.
@@ -117,6 +120,18 @@ pub struct ReplicationArgs {
     /// The brokers' --replica-lag-time-max-ms.
     #[arg(long, default_value_t = 10_000)]
     pub replica_lag_time_max_ms: u64,
+    /// segment.bytes of the load topics: small, so that retention can
+    /// delete segments during a run.
+    #[arg(long, default_value_t = 8 << 20)]
+    pub segment_bytes: u64,
+    /// retention.bytes of the load topics: a run writes GBs (three times
+    /// over at RF 3); retention bounds what each replica keeps, so runs fit
+    /// a small disk.
+    #[arg(long, default_value_t = 16 << 20)]
+    pub retention_bytes: u64,
+    /// The brokers' --log-cleaner-interval-ms (how often retention runs).
+    #[arg(long, default_value_t = 500)]
+    pub log_cleaner_interval_ms: u64,
     /// Shards (`--cores`) of each broker.
     #[arg(long, default_value_t = 1)]
     pub broker_cores: usize,
@@ -167,6 +182,12 @@ impl ReplicationArgs {
                 self.broker_session_timeout_ms
             );
         }
+        if self.segment_bytes < 1 << 20 || self.retention_bytes < self.segment_bytes {
+            bail!("--segment-bytes must be at least 1 MiB and --retention-bytes at least that");
+        }
+        if self.log_cleaner_interval_ms == 0 {
+            bail!("--log-cleaner-interval-ms must be positive");
+        }
         if self.replica_lag_time_max_ms == 0 {
             bail!("--replica-lag-time-max-ms must be positive");
         }
@@ -194,6 +215,8 @@ impl ReplicationArgs {
             self.broker_heartbeat_interval_ms.to_string(),
             "--replica-lag-time-max-ms".into(),
             self.replica_lag_time_max_ms.to_string(),
+            "--log-cleaner-interval-ms".into(),
+            self.log_cleaner_interval_ms.to_string(),
         ]
     }
 
@@ -218,13 +241,26 @@ impl ReplicationArgs {
             warmup: Some(self.warmup),
             acks: Some(-1),
             replication_factor: Some(replication_factor),
-            topic_configs: vec![(
-                "min.insync.replicas".into(),
-                self.min_insync(replication_factor).to_string(),
-            )],
+            topic_configs: vec![
+                (
+                    "min.insync.replicas".into(),
+                    self.min_insync(replication_factor).to_string(),
+                ),
+                ("segment.bytes".into(), self.segment_bytes.to_string()),
+                ("retention.bytes".into(), self.retention_bytes.to_string()),
+            ],
             ..WorkloadArgs::default()
         }
         .resolve()
+    }
+
+    /// Disk a load run may need: every replica of every partition holds
+    /// up to retention.bytes plus the active segment plus what arrives
+    /// between two retention passes (a segment, generously).
+    fn disk_bytes_needed(&self) -> u64 {
+        u64::from(self.partitions)
+            * REPLICATION_FACTOR as u64
+            * (self.retention_bytes + 2 * self.segment_bytes)
     }
 
     /// The failover target: the session timeout plus one second.
@@ -573,6 +609,19 @@ fn measure_loads(
             };
             let workload = args.workload(replication_factor, rate)?;
             let label = format!("{} RF{replication_factor} r{round}", load.name());
+            // Others share the disk: refuse to fill it.
+            let needed = args.disk_bytes_needed() + DISK_MARGIN_BYTES;
+            if let Some(available) = available_bytes(cluster.root())
+                && available < needed
+            {
+                bail!(
+                    "{label}: {} has {:.2} GB free, a run may need {:.2} GB (lower \
+                     --retention-bytes or --segment-bytes)",
+                    cluster.root().display(),
+                    available as f64 / 1e9,
+                    needed as f64 / 1e9
+                );
+            }
             let options = RunOptions {
                 bootstrap: addresses[0].clone(),
                 connect_timeout: Duration::from_secs(5),
@@ -622,6 +671,22 @@ fn measure_loads(
         }
     }
     Ok(())
+}
+
+/// Bytes an unprivileged process may still write on `path`'s file system.
+fn available_bytes(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string and `stats` points to
+    // writable memory of the right type; statvfs only writes to it.
+    let result = unsafe { libc::statvfs(path.as_ptr(), stats.as_mut_ptr()) };
+    if result != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled `stats`.
+    let stats = unsafe { stats.assume_init() };
+    Some(stats.f_bavail.saturating_mul(stats.f_frsize))
 }
 
 /// User + system CPU seconds of every running broker.
@@ -1152,6 +1217,9 @@ fn summary_json(args: &ReplicationArgs, outcome: &Outcome, started_at: SystemTim
         "broker_session_timeout_ms": args.broker_session_timeout_ms,
         "broker_heartbeat_interval_ms": args.broker_heartbeat_interval_ms,
         "replica_lag_time_max_ms": args.replica_lag_time_max_ms,
+        "segment_bytes": args.segment_bytes,
+        "retention_bytes": args.retention_bytes,
+        "log_cleaner_interval_ms": args.log_cleaner_interval_ms,
         "ingest": {
             "median_mb_per_sec": {
                 "rf3": round2(outcome.median_mb_per_sec(Load::Ingest, REPLICATION_FACTOR)),
@@ -1230,13 +1298,19 @@ mod tests {
         let replicated = args.workload(3, Rate::Max).expect("valid");
         assert_eq!((replicated.acks, replicated.consumers_per_topic), (-1, 0));
         assert_eq!(
-            replicated.topic_configs,
-            vec![("min.insync.replicas".to_owned(), "2".to_owned())]
+            replicated.topic_configs[0],
+            ("min.insync.replicas".to_owned(), "2".to_owned())
         );
+        assert!(
+            replicated
+                .topic_configs
+                .contains(&("retention.bytes".to_owned(), (16 << 20).to_string()))
+        );
+        assert!(args.disk_bytes_needed() < 2 << 30, "fits a small disk");
         let single = args.workload(1, Rate::Max).expect("valid");
         assert_eq!(
-            single.topic_configs,
-            vec![("min.insync.replicas".to_owned(), "1".to_owned())]
+            single.topic_configs[0],
+            ("min.insync.replicas".to_owned(), "1".to_owned())
         );
     }
 
@@ -1255,6 +1329,9 @@ mod tests {
                 "1500",
             ],
             &["--replica-lag-time-max-ms", "0"],
+            &["--segment-bytes", "1000"],
+            &["--retention-bytes", "1048576", "--segment-bytes", "2097152"],
+            &["--log-cleaner-interval-ms", "0"],
             &["--broker-cores", "0"],
             &["--request-timeout-ms", "0"],
             &["--partitions", "0"],
