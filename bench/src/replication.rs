@@ -70,7 +70,9 @@ const LATENCY_P99_TARGET_US: u64 = 2000;
 const FAILOVER_TARGET_BEYOND_SESSION_MS: u64 = 1000;
 /// Free disk kept beyond a load run's estimated need (others build on
 /// the same disk).
-const DISK_MARGIN_BYTES: u64 = 2 << 30;
+const DISK_MARGIN_BYTES: u64 = 1 << 30;
+/// How long a load run waits for that much free disk.
+const DISK_WAIT: Duration = Duration::from_secs(120);
 const FILLER: &[u8] = b"sluice-bench failover write: 0123456789abcdefghijklmnopqrstuvwxyz";
 
 /// Flags of `sluice-bench replication`.
@@ -609,19 +611,9 @@ fn measure_loads(
             };
             let workload = args.workload(replication_factor, rate)?;
             let label = format!("{} RF{replication_factor} r{round}", load.name());
-            // Others share the disk: refuse to fill it.
-            let needed = args.disk_bytes_needed() + DISK_MARGIN_BYTES;
-            if let Some(available) = available_bytes(cluster.root())
-                && available < needed
-            {
-                bail!(
-                    "{label}: {} has {:.2} GB free, a run may need {:.2} GB (lower \
-                     --retention-bytes or --segment-bytes)",
-                    cluster.root().display(),
-                    available as f64 / 1e9,
-                    needed as f64 / 1e9
-                );
-            }
+            // Others share the disk: wait for room (their builds come and
+            // go), never fill it.
+            wait_for_disk(args, cluster, &label, interrupted)?;
             let options = RunOptions {
                 bootstrap: addresses[0].clone(),
                 connect_timeout: Duration::from_secs(5),
@@ -671,6 +663,45 @@ fn measure_loads(
         }
     }
     Ok(())
+}
+
+/// Wait up to [`DISK_WAIT`] until the data disk has room for a load run.
+fn wait_for_disk(
+    args: &ReplicationArgs,
+    cluster: &Cluster,
+    label: &str,
+    interrupted: &AtomicBool,
+) -> anyhow::Result<()> {
+    let needed = args.disk_bytes_needed() + DISK_MARGIN_BYTES;
+    let deadline = Instant::now() + DISK_WAIT;
+    let mut said = false;
+    loop {
+        stop_if_interrupted(interrupted)?;
+        let Some(available) = available_bytes(cluster.root()) else {
+            return Ok(());
+        };
+        if available >= needed {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{label}: {} has {:.2} GB free, a run may need {:.2} GB (lower --retention-bytes \
+                 or --segment-bytes)",
+                cluster.root().display(),
+                available as f64 / 1e9,
+                needed as f64 / 1e9
+            );
+        }
+        if !said {
+            eprintln!(
+                "{label}: waiting for {:.2} GB of free disk ({:.2} GB now)",
+                needed as f64 / 1e9,
+                available as f64 / 1e9
+            );
+            said = true;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 /// Bytes an unprivileged process may still write on `path`'s file system.
