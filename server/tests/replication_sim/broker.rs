@@ -70,6 +70,7 @@ struct Pusher {
 struct IsrRequest {
     request_id: u64,
     epoch: LeaderEpoch,
+    partition_epoch: i32,
     sent_ms: i64,
 }
 
@@ -84,6 +85,11 @@ pub struct Context<'a> {
     /// Ignore AlterPartition answers older than the applied metadata (the
     /// fix for the partition-epoch rollback; off: production's isr_loop).
     pub guard_stale_answers: bool,
+    /// An unanswered AlterPartition counts as refused (production's
+    /// isr_loop: any `Err` of `propose_isr` clears the pending change);
+    /// off: it is sent again and the change stays pending until an answer
+    /// or newer metadata says how it ended (Kafka's behaviour).
+    pub timeout_clears_pending: bool,
 }
 
 impl Context<'_> {
@@ -636,11 +642,19 @@ impl Broker {
         if let Some(request) = self.isr_request
             && now_ms - request.sent_ms >= context.timing.isr_answer_timeout_ms
         {
-            // propose_isr's Err: the isr_loop clears the pending change.
             context.note(format!("leader {} AlterPartition timed out", self.id));
             self.isr_request = None;
+            let timeout_clears_pending = context.timeout_clears_pending;
             if let Some(leader) = self.leader_mut() {
-                leader.pending_isr = None;
+                if timeout_clears_pending {
+                    // propose_isr's Err: the isr_loop clears the pending change.
+                    leader.pending_isr = None;
+                } else if let Some(wanted) = leader.pending_isr.clone()
+                    && leader.partition_epoch == request.partition_epoch
+                {
+                    self.send_alter_partition(context, epoch, request.partition_epoch, wanted);
+                    return;
+                }
             }
         }
         if self.isr_request.is_some() || now_ms < self.isr_next_ms {
@@ -656,6 +670,17 @@ impl Broker {
         };
         leader.pending_isr = Some(wanted.clone());
         let partition_epoch = leader.partition_epoch;
+        self.send_alter_partition(context, epoch, partition_epoch, wanted);
+    }
+
+    fn send_alter_partition(
+        &mut self,
+        context: &mut Context<'_>,
+        epoch: LeaderEpoch,
+        partition_epoch: i32,
+        wanted: Vec<i32>,
+    ) {
+        let now_ms = context.now_ms;
         let request_id = self.request_next;
         self.request_next += 1;
         context.note(format!(
@@ -665,6 +690,7 @@ impl Broker {
         self.isr_request = Some(IsrRequest {
             request_id,
             epoch,
+            partition_epoch,
             sent_ms: now_ms,
         });
         context.network.send(
@@ -710,7 +736,8 @@ impl Broker {
             {
                 // Newer metadata arrived first: this answer is history.
                 // (LeaderState::apply_committed would take it and move
-                // the partition epoch back; see the module docs.)
+                // the partition epoch back: see the ignored test
+                // a_stale_alter_partition_answer_does_not_roll_back_the_partition_epoch.)
                 context.note(format!(
                     "leader {id} ignores a stale AlterPartition answer at partition epoch {partition_epoch} (has {})",
                     leader.partition_epoch
@@ -723,6 +750,17 @@ impl Broker {
                 ));
                 let replicas = leader.replicas.clone();
                 leader.apply_committed(partition_epoch, &replicas, &isr);
+            }
+            Err(error)
+                if !context.timeout_clears_pending
+                    && error.starts_with("stale partition epoch") =>
+            {
+                // Perhaps our own earlier attempt was committed: newer
+                // metadata will say (apply_committed clears the pending
+                // change).
+                context.note(format!(
+                    "leader {id} AlterPartition refused: {error}; waiting for metadata"
+                ));
             }
             Err(error) => {
                 context.note(format!("leader {id} AlterPartition refused: {error}"));

@@ -25,6 +25,14 @@ pub struct Options {
     pub bug: Bug,
     /// See `broker::Context::guard_stale_answers`.
     pub guard_stale_answers: bool,
+    /// See `broker::Context::timeout_clears_pending`.
+    pub timeout_clears_pending: bool,
+    /// Extra loss of AlterPartition answers (the request may have been
+    /// committed; the leader does not know).
+    pub answer_loss_per_million: u64,
+    /// A broker's metadata stops following the controller for a while (a
+    /// slow metadata fetch), per broker and step.
+    pub metadata_stall_per_million: u64,
     /// How long faults are injected before healing.
     pub faults_ms: i64,
     /// How long healing may take before it counts as stuck.
@@ -40,6 +48,9 @@ impl Default for Options {
         Options {
             bug: Bug::None,
             guard_stale_answers: true,
+            timeout_clears_pending: false,
+            answer_loss_per_million: 50_000,
+            metadata_stall_per_million: 2_000,
             faults_ms: 15_000,
             heal_ms_max: 30_000,
             crash_per_million: 1_500,
@@ -87,6 +98,8 @@ pub struct Simulation {
     timing: Timing,
     /// When each down broker comes back.
     restart_at_ms: [Option<i64>; 3],
+    /// Until when each broker's metadata is stalled.
+    metadata_stalled_until_ms: [i64; 3],
     heal_partition_at_ms: Option<i64>,
     believed_leader: Option<i32>,
     pending: Vec<Pending>,
@@ -162,6 +175,7 @@ impl Simulation {
                 isr_answer_timeout_ms: 1_000,
             },
             restart_at_ms: [None; 3],
+            metadata_stalled_until_ms: [0; 3],
             heal_partition_at_ms: None,
             believed_leader: Some(1),
             pending: Vec::new(),
@@ -266,6 +280,8 @@ impl Simulation {
             }
         }
         self.network.loss_per_million = 0;
+        self.options.answer_loss_per_million = 0;
+        self.options.metadata_stall_per_million = 0;
         let produce_until_ms = self.now_ms + 3_000;
         let heal_end_ms = self.now_ms + self.options.heal_ms_max;
         while self.now_ms < heal_end_ms {
@@ -385,6 +401,7 @@ impl Simulation {
                 timing: self.timing,
                 bug: self.options.bug,
                 guard_stale_answers: self.options.guard_stale_answers,
+                timeout_clears_pending: self.options.timeout_clears_pending,
             };
             broker.drive(&mut context);
         }
@@ -417,8 +434,13 @@ impl Simulation {
         for broker in REPLICAS {
             let at = index(broker);
             let current = self.brokers[at].view_version == self.controller.image.version;
+            if self.random.chance(self.options.metadata_stall_per_million) {
+                let stall_ms = self.random.between(100, 2_000);
+                self.metadata_stalled_until_ms[at] = now_ms + stall_ms;
+            }
             if self.brokers[at].is_up()
                 && !current
+                && now_ms >= self.metadata_stalled_until_ms[at]
                 && self.network.reachable(broker, CONTROLLER)
                 && self.random.chance(300_000)
             {
@@ -473,6 +495,12 @@ impl Simulation {
                     );
                     let decisions: Vec<String> = self.controller.decisions[before..].to_vec();
                     self.trace.extend(decisions);
+                    if self.random.chance(self.options.answer_loss_per_million) {
+                        self.note(format!(
+                            "the answer to AlterPartition #{request_id} is lost"
+                        ));
+                        continue;
+                    }
                     self.network.send(
                         &mut self.random,
                         now_ms,
@@ -495,6 +523,7 @@ impl Simulation {
                         timing: self.timing,
                         bug: self.options.bug,
                         guard_stale_answers: self.options.guard_stale_answers,
+                        timeout_clears_pending: self.options.timeout_clears_pending,
                     };
                     match payload {
                         Payload::ToFollower(message) => {
