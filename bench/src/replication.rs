@@ -357,6 +357,9 @@ impl LoadRun {
 #[derive(Clone, Debug, PartialEq)]
 struct Failover {
     killed_node: i32,
+    /// The killed broker was the active controller too: a controller
+    /// election precedes the partition's.
+    killed_controller: bool,
     new_leader: i32,
     kill_to_ack: Duration,
     /// Writes acknowledged in the steady phase before the kill.
@@ -735,6 +738,7 @@ struct PartitionView {
     error_code: i16,
     leader: i32,
     isr: Vec<i32>,
+    controller_id: i32,
 }
 
 impl PartitionView {
@@ -796,6 +800,7 @@ async fn partition_view(
         error_code: partition.error_code,
         leader: partition.leader_id.0,
         isr: partition.isr_nodes.iter().map(|node| node.0).collect(),
+        controller_id: response.controller_id.0,
     })
 }
 
@@ -880,9 +885,14 @@ async fn measure_failovers(
         outcome.acknowledged_writes += u64::from(failover.steady_acknowledged) + 1;
         if !args.quiet {
             eprintln!(
-                "failover {round}: killed leader {}, next acknowledged write (by {}) after \
+                "failover {round}: killed leader {}{}, next acknowledged write (by {}) after \
                  {:.3} ms ({} attempts); full ISR again {:.3} s after the restart",
                 failover.killed_node,
+                if failover.killed_controller {
+                    " (the active controller)"
+                } else {
+                    ""
+                },
                 failover.new_leader,
                 failover.kill_to_ack.as_secs_f64() * 1000.0,
                 failover.attempts,
@@ -1060,6 +1070,7 @@ async fn failover_round(
     wait_for_full_isr(cluster, addresses, topic, versions, interrupted).await?;
     Ok(Failover {
         killed_node: leader,
+        killed_controller: view.controller_id == leader,
         new_leader,
         kill_to_ack,
         steady_acknowledged,
@@ -1181,10 +1192,15 @@ fn render(args: &ReplicationArgs, outcome: &Outcome) -> String {
         ));
         for (round, failover) in outcome.failover.rounds.iter().enumerate() {
             out.push_str(&format!(
-                "  round {}: killed {}, new leader {}, {:.3} ms ({} attempts{}), full ISR {:.3} \
+                "  round {}: killed {}{}, new leader {}, {:.3} ms ({} attempts{}), full ISR {:.3} \
                  s after the restart\n",
                 round + 1,
                 failover.killed_node,
+                if failover.killed_controller {
+                    " (the active controller)"
+                } else {
+                    ""
+                },
                 failover.new_leader,
                 failover.kill_to_ack.as_secs_f64() * 1000.0,
                 failover.attempts,
@@ -1273,6 +1289,7 @@ fn summary_json(args: &ReplicationArgs, outcome: &Outcome, started_at: SystemTim
             "write_interval_ms": args.failover_write_interval_ms,
             "rounds": failover.rounds.iter().map(|round| json!({
                 "killed_node": round.killed_node,
+                "killed_controller": round.killed_controller,
                 "new_leader": round.new_leader,
                 "kill_to_ack_ms": measure::round(round.kill_to_ack.as_secs_f64() * 1000.0, 3),
                 "steady_acknowledged": round.steady_acknowledged,
@@ -1398,6 +1415,7 @@ mod tests {
             error_code: 0,
             leader: 2,
             isr: vec![1, 2],
+            controller_id: 1,
         };
         assert_eq!(view.live_leader(None).map(String::as_str), Some("b"));
         assert_eq!(view.live_leader(Some(2)), None, "the killed leader");
@@ -1425,6 +1443,7 @@ mod tests {
     fn failover_figures_and_lost_writes() {
         let round = |ms: u64| Failover {
             killed_node: 1,
+            killed_controller: false,
             new_leader: 2,
             kill_to_ack: Duration::from_millis(ms),
             steady_acknowledged: 10,
