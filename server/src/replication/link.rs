@@ -139,6 +139,12 @@ impl Link {
         }
         if let Some(old) = self.connection.borrow_mut().take() {
             old.break_off();
+            // A broken connection is replaced only after a pause: a peer
+            // (or a proxy in front of a dead one) that accepts and closes
+            // at once must not turn into a reconnect loop.
+            if self.retry_at.get().is_none() {
+                self.retry_at.set(Some(Instant::now() + RECONNECT_DELAY));
+            }
         }
         if self.retry_at.get().is_some_and(|at| Instant::now() < at) {
             return Err(LinkError::Backoff {
