@@ -14,6 +14,7 @@ use futures_util::stream::FuturesUnordered;
 use sluice_engine::io::Io;
 use sluice_engine::{LeaderEpoch, Offset, ReadLimits};
 
+use super::IsrChangeError;
 use super::messages::{FollowerLog, LeaderHeader, StateReply, ToFollower};
 use super::progress::{Effect, FollowerProgress, LeaderState, PUSH_BYTES_MAX, sync_step};
 use crate::shard::partition::Replication;
@@ -383,6 +384,12 @@ async fn isr_loop(shard: Rc<Shard>, replica: Weak<PartitionReplica>, epoch: Lead
         };
         let now_ms = shard.io.now_ms();
         let Some(wanted) = with_leader(&replica, epoch, |leader| {
+            // A change whose answer was lost is sent again as it was (the
+            // controller answers a repeat of the committed state with
+            // it); a new view clears it (`apply_committed`).
+            if let Some(pending) = &leader.pending_isr {
+                return Some((pending.clone(), leader.partition_epoch));
+            }
             let wanted = leader.wanted_isr(now_ms, lag_max_ms)?;
             leader.pending_isr = Some(wanted.clone());
             Some((wanted, leader.partition_epoch))
@@ -403,8 +410,14 @@ async fn isr_loop(shard: Rc<Shard>, replica: Weak<PartitionReplica>, epoch: Lead
                 );
                 true
             }
-            Err(_) => {
-                leader.pending_isr = None;
+            // Refused: nothing changed. Anything else (no answer in time,
+            // no controller) may have committed: the change stays pending,
+            // counted by the high watermark (an added member must be, once
+            // the controller may elect it), until an answer or a view says.
+            Err(error) => {
+                if matches!(error, IsrChangeError::Refused(_)) {
+                    leader.pending_isr = None;
+                }
                 false
             }
         });
@@ -414,7 +427,7 @@ async fn isr_loop(shard: Rc<Shard>, replica: Weak<PartitionReplica>, epoch: Lead
                 replica.notify_high_watermark();
             }
             (Err(error), _) => {
-                tracing::info!(partition = %replica.topic_partition, %error, "ISR change refused");
+                tracing::info!(partition = %replica.topic_partition, %error, "ISR change not made");
             }
             _ => return,
         }

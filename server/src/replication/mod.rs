@@ -33,6 +33,18 @@ pub struct CommittedIsr {
     pub partition_epoch: i32,
 }
 
+/// Why an ISR change was not made.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum IsrChangeError {
+    /// The controller refused it: nothing changed.
+    #[error("refused by the controller: {0}")]
+    Refused(String),
+    /// No answer (timeout, no active controller, stopping): it may or may
+    /// not have committed.
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+}
+
 /// Ask the controller to make `wanted` the ISR (Kafka's AlterPartition),
 /// as leader under `epoch` of the partition at `partition_epoch`.
 pub async fn propose_isr(
@@ -41,7 +53,7 @@ pub async fn propose_isr(
     epoch: LeaderEpoch,
     partition_epoch: i32,
     wanted: Vec<i32>,
-) -> Result<CommittedIsr, String> {
+) -> Result<CommittedIsr, IsrChangeError> {
     use crate::controller::types::{BrokerId, PartitionEpoch, PartitionIndex, TopicId};
     let reply = shard
         .metadata
@@ -54,7 +66,12 @@ pub async fn propose_isr(
             wanted.into_iter().map(BrokerId).collect(),
         )
         .await
-        .map_err(|error| error.to_string())?;
+        .map_err(|error| match error {
+            crate::controller::rpc::RequestError::Rejected { .. } => {
+                IsrChangeError::Refused(error.to_string())
+            }
+            other => IsrChangeError::Unknown(other.to_string()),
+        })?;
     Ok(CommittedIsr {
         isr: reply.isr.into_iter().map(|broker| broker.0).collect(),
         partition_epoch: reply.partition_epoch.0,
