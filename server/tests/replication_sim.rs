@@ -135,7 +135,7 @@ fn lost_alter_partition_answers_and_slow_metadata_lose_nothing() {
         metadata_stall_per_million: 10_000,
         ..Options::default()
     };
-    let seeds: Vec<u64> = seeds().into_iter().take(100).collect();
+    let seeds: Vec<u64> = seeds().into_iter().take(50).collect();
     let failures: Vec<(u64, String)> = run_all(&seeds, options)
         .into_iter()
         .filter_map(|(seed, result)| result.err().map(|error| (seed, error)))
@@ -184,13 +184,15 @@ fn the_checker_catches_truncation_to_the_high_watermark() {
 /// differs, so the leader's partition epoch goes back; every later
 /// AlterPartition is refused as stale and the ISR can never change again
 /// (here: a caught-up replica never rejoins after healing). Run with
-/// `cargo test -p sluice-server --test replication_sim -- --ignored`.
+/// `cargo test -p sluice-server --test replication_sim -- --ignored`
+/// (`SLUICE_SIM_SEED=95` fails alone).
 #[test]
 #[ignore = "reproduces the partition-epoch rollback in LeaderState::apply_committed"]
 fn a_stale_alter_partition_answer_does_not_roll_back_the_partition_epoch() {
     let options = Options {
         guard_stale_answers: false,
         timeout_clears_pending: true,
+        answer_delay_ms_max: 600,
         ..Options::default()
     };
     let seeds = seeds();

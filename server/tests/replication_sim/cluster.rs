@@ -30,6 +30,9 @@ pub struct Options {
     /// Extra loss of AlterPartition answers (the request may have been
     /// committed; the leader does not know).
     pub answer_loss_per_million: u64,
+    /// AlterPartition answers take up to this much longer than other
+    /// messages (the commit, then the RPC answer).
+    pub answer_delay_ms_max: i64,
     /// A broker's metadata stops following the controller for a while (a
     /// slow metadata fetch), per broker and step.
     pub metadata_stall_per_million: u64,
@@ -51,6 +54,7 @@ impl Default for Options {
             timeout_clears_pending: false,
             answer_loss_per_million: 50_000,
             metadata_stall_per_million: 2_000,
+            answer_delay_ms_max: 100,
             faults_ms: 15_000,
             heal_ms_max: 30_000,
             crash_per_million: 1_500,
@@ -501,9 +505,11 @@ impl Simulation {
                         ));
                         continue;
                     }
-                    self.network.send(
+                    let extra_ms = self.random.between(0, self.options.answer_delay_ms_max);
+                    self.network.send_later(
                         &mut self.random,
                         now_ms,
+                        extra_ms,
                         CONTROLLER,
                         envelope.from,
                         None,

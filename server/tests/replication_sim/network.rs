@@ -131,8 +131,23 @@ impl Network {
         connection: Option<u64>,
         payload: Payload,
     ) {
+        self.send_later(random, now_ms, 0, from, to, connection, payload);
+    }
+
+    /// As `send`, `extra_ms` later (a slow RPC).
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_later(
+        &mut self,
+        random: &mut Prng,
+        now_ms: i64,
+        extra_ms: i64,
+        from: Node,
+        to: Node,
+        connection: Option<u64>,
+        payload: Payload,
+    ) {
         self.sent += 1;
-        let delay = random.between(1, self.delay_ms_max);
+        let delay = random.between(1, self.delay_ms_max) + extra_ms;
         let deliver_at_ms = match connection {
             Some(id) => {
                 let Some(open) = self.open.get_mut(&id) else {
