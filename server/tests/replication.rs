@@ -1149,13 +1149,13 @@ fn kill_9_of_partition_0_leader_again_and_again_under_load_loses_no_acknowledged
 #[test]
 fn a_follower_cut_off_leaves_the_isr_while_writes_go_on_and_rejoins_once_healed() {
     let _serial = serial();
-    cut_off_a_follower("cut", FaultProxy::blackhole);
+    cut_off_a_follower("cut", FaultProxy::blackhole, 0);
 }
 
 #[test]
 fn a_follower_whose_replication_connections_are_reset_and_refused_leaves_the_isr_and_rejoins() {
     let _serial = serial();
-    cut_off_a_follower("reset", FaultProxy::reset);
+    cut_off_a_follower("reset", FaultProxy::reset, 0);
 }
 
 /// Cut a follower of a one-partition topic off from its leader with `cut`
@@ -1163,7 +1163,52 @@ fn a_follower_whose_replication_connections_are_reset_and_refused_leaves_the_isr
 /// within the lag time (and some), acks=all writes go on with two, and
 /// once the proxy passes again it catches up and rejoins; nothing
 /// acknowledged is lost and the replicas end identical.
-fn cut_off_a_follower(name: &str, cut: fn(&FaultProxy)) {
+/// A follower cut off while 24 MiB go to another topic falls far behind:
+/// more than the leader keeps in memory (two 1 MiB write chunks per log),
+/// so it catches up from the leader's disk once healed.
+#[test]
+fn a_follower_far_behind_catches_up_from_the_leaders_disk() {
+    cut_off_a_follower("far-behind", FaultProxy::blackhole, 24 << 20);
+}
+
+/// Write `bytes` to `topic` (one partition) in 16 KiB acks=all records;
+/// returns how many were acknowledged.
+fn bulk_write(bootstrap: &str, topic: &str, bytes: usize) -> usize {
+    use rdkafka::producer::{BaseRecord, Producer};
+    let (producer, reports) = kafka::producer(
+        bootstrap,
+        &[
+            ("acks", "all"),
+            ("linger.ms", "5"),
+            ("message.timeout.ms", "60000"),
+        ],
+    );
+    let value = vec![b'x'; 16 << 10];
+    for index in 0..bytes / value.len() {
+        let key = index.to_string();
+        loop {
+            let record = BaseRecord::with_opaque_to(topic, Box::new(index))
+                .partition(0)
+                .key(&key)
+                .payload(&value);
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, _)) => {
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    let _ = producer.flush(Duration::from_secs(60));
+    let reports = reports.0.lock().unwrap();
+    reports
+        .iter()
+        .filter(|(_, outcome)| outcome.is_ok())
+        .count()
+}
+
+fn cut_off_a_follower(name: &str, cut: fn(&FaultProxy), bulk_bytes: usize) {
     const PARTITIONS: i32 = 1;
     let topic = format!("replicated-{name}");
     let topic = topic.as_str();
@@ -1183,6 +1228,10 @@ fn cut_off_a_follower(name: &str, cut: fn(&FaultProxy)) {
         cluster.proxy(follower).addr()
     );
 
+    let bulk_topic = format!("{topic}-bulk");
+    if bulk_bytes > 0 {
+        cluster.create_topic(&bulk_topic, 1);
+    }
     cut(cluster.proxy(follower));
     let cut_at = Instant::now();
     let expected_isr: Vec<i32> = {
@@ -1218,6 +1267,13 @@ fn cut_off_a_follower(name: &str, cut: fn(&FaultProxy)) {
         RESUME_TIMEOUT,
     );
     let acknowledged_during_cut = load.acknowledged();
+    if bulk_bytes > 0 {
+        let acknowledged = bulk_write(&cluster.bootstrap(), &bulk_topic, bulk_bytes);
+        println!(
+            "{acknowledged} bulk records of 16 KiB acknowledged while follower {follower} is cut off"
+        );
+        assert!(acknowledged > 0, "bulk writes go on with the ISR of two");
+    }
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
         cluster.isr(leader, topic, 0),
@@ -1242,7 +1298,36 @@ fn cut_off_a_follower(name: &str, cut: fn(&FaultProxy)) {
 
     let outcome = load.finish();
     let high_watermarks = verify_records(&mut cluster, topic, PARTITIONS, &outcome.acknowledged());
-    stop_and_compare_replicas(&mut cluster, topic, &high_watermarks);
+    if bulk_bytes > 0 {
+        let bootstrap = running_bootstrap(&mut cluster);
+        let (_, bulk_high_watermark) = wait_until(
+            &format!("ListOffsets of {bulk_topic}/0"),
+            CONVERGE_TIMEOUT,
+            || try_watermarks(&bootstrap, &bulk_topic, 0),
+        );
+        let states = cluster.wait_for_full_isr(&bulk_topic, 1, CONVERGE_TIMEOUT);
+        let replicas = states[&0].replicas.clone();
+        let isr_states = cluster.wait_for_full_isr(topic, PARTITIONS as usize, CONVERGE_TIMEOUT);
+        cluster.stop_all();
+        for (partition, high_watermark) in &high_watermarks {
+            compare_replicas(
+                &cluster,
+                topic,
+                *partition,
+                &isr_states[partition].replicas,
+                *high_watermark,
+            )
+            .unwrap_or_else(|difference| panic!("replicas differ: {difference}"));
+        }
+        let batches = compare_replicas(&cluster, &bulk_topic, 0, &replicas, bulk_high_watermark)
+            .unwrap_or_else(|difference| panic!("bulk replicas differ: {difference}"));
+        println!(
+            "{bulk_topic}/0: replicas {replicas:?} byte-identical below {bulk_high_watermark} \
+             ({batches} batches), the cut-off follower included"
+        );
+    } else {
+        stop_and_compare_replicas(&mut cluster, topic, &high_watermarks);
+    }
     println!("{name} scenario took {:?}", started.elapsed());
 }
 

@@ -496,8 +496,11 @@ impl LeaderState {
     }
 
     /// A newer committed assignment arrived (from the metadata view).
+    /// An older partition epoch (a late AlterPartition answer, after a
+    /// newer view) is ignored, as Kafka ignores stale AlterPartition
+    /// responses.
     pub fn apply_committed(&mut self, partition_epoch: i32, replicas: &[i32], isr: &[i32]) {
-        if partition_epoch == self.partition_epoch {
+        if partition_epoch <= self.partition_epoch {
             return;
         }
         self.partition_epoch = partition_epoch;
@@ -807,6 +810,9 @@ mod tests {
         state.apply_committed(1, &[1, 2, 3], &[1, 2]);
         assert_eq!(state.pending_isr, None);
         assert_eq!(state.maximal_isr().collect::<Vec<_>>(), vec![1, 2]);
+        // A late answer of an older partition epoch changes nothing.
+        state.apply_committed(0, &[1, 2, 3], &[1, 2, 3]);
+        assert_eq!(state.isr, vec![1, 2]);
         // 3 catches up again.
         state.followers.get_mut(&3).unwrap().last_caught_up_ms = 11_000;
         state.update_high_watermark(Offset(20));
