@@ -121,6 +121,10 @@ async fn push_loop(
     epoch: LeaderEpoch,
 ) {
     let heartbeat = heartbeat_interval(&shard);
+    // Longer than a follower's fsync under load; about the lag limit, so
+    // a dead connection is replaced by the time the ISR drops it.
+    let answer_timeout_ms =
+        i64::try_from(shard.config.replica_lag_time_max_ms.max(1000)).unwrap_or(i64::MAX);
     let mut answers = FuturesUnordered::new();
     let mut last_sent = std::time::Instant::now()
         .checked_sub(heartbeat)
@@ -133,6 +137,18 @@ async fn push_loop(
         let now_ms = shard.io.now_ms();
         let log_end = replica.log.log_end_offset();
         let heartbeat_due = last_sent.elapsed() >= heartbeat;
+        // Answers stopped although the connection looks open (a cut TCP
+        // has not noticed): drop it and sync again over a new one.
+        let stuck = with_progress(&replica, epoch, follower, |progress| {
+            progress
+                .oldest_in_flight_ms()
+                .is_some_and(|sent| now_ms - sent > answer_timeout_ms)
+        });
+        if stuck == Some(true) {
+            shard.replication_links.break_connection(follower);
+            with_progress(&replica, epoch, follower, FollowerProgress::reset);
+            answers.clear();
+        }
         let Some(next) = with_progress(&replica, epoch, follower, |progress| {
             if progress.wants_probe(now_ms) {
                 Send::Probe
@@ -236,9 +252,14 @@ async fn push_loop(
         }
         // Wait for an answer, an append, or the next heartbeat.
         let appended = replica.append_watch.changed();
-        let pause = heartbeat
-            .saturating_sub(last_sent.elapsed())
-            .max(Duration::from_millis(1));
+        // The next heartbeat; when one is overdue but cannot go (answers
+        // owed, a stall), look again soon without spinning.
+        let remaining = heartbeat.saturating_sub(last_sent.elapsed());
+        let pause = if remaining.is_zero() {
+            heartbeat.min(Duration::from_millis(50))
+        } else {
+            remaining
+        };
         let timer = Box::pin(compio::time::sleep(pause));
         let answer = if answers.is_empty() {
             let _ = select(appended, timer).await;

@@ -97,6 +97,22 @@ impl Links {
     }
 }
 
+impl Links {
+    /// Drop the connection to `broker` (answers stopped coming: a cut that
+    /// TCP has not noticed): every answer owed is canceled, the next send
+    /// connects again after the usual pause.
+    pub fn break_connection(&self, broker: i32) {
+        let link = self.links.borrow().get(&broker).cloned();
+        if let Some(link) = link
+            && let Some(connection) = link.connection.borrow_mut().take()
+        {
+            tracing::info!(broker, address = %connection.address, "replication connection dropped: no answers");
+            connection.break_off();
+            link.retry_at.set(Some(Instant::now() + RECONNECT_DELAY));
+        }
+    }
+}
+
 struct Link {
     broker: i32,
     next_request_id: Cell<u64>,

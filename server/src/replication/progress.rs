@@ -193,6 +193,11 @@ impl FollowerProgress {
         self.in_flight.len()
     }
 
+    /// When the oldest message still unanswered left.
+    pub fn oldest_in_flight_ms(&self) -> Option<i64> {
+        self.in_flight.front().map(|sent| sent.sent_ms)
+    }
+
     /// Forget what is in flight (the connection broke): sync again.
     pub fn reset(&mut self) {
         self.in_flight.clear();
