@@ -31,3 +31,4 @@ pub mod peer;
 pub mod protocol;
 pub mod replication;
 pub mod shard;
+pub mod txn;

@@ -350,6 +350,11 @@ impl Shard {
         } else if was_leader && !state.is_leader() && offsets {
             crate::group::unload_partition(self, topic_partition.partition);
         }
+        if topic_partition.topic.as_ref() == crate::txn::TRANSACTION_STATE_TOPIC
+            && (started_leading || (was_leader && !state.is_leader()))
+        {
+            crate::txn::hooks::on_leadership_change(self, &replica, started_leading);
+        }
         true
     }
 
@@ -436,6 +441,9 @@ async fn open_and_load(
         return Err(failed(error));
     }
     crate::replication::leader::start(shard, &replica);
+    if topic.name == crate::txn::TRANSACTION_STATE_TOPIC && replica.state().is_leader() {
+        crate::txn::hooks::on_leadership_change(shard, &replica, true);
+    }
     Ok(replica)
 }
 
