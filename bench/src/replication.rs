@@ -48,7 +48,7 @@ use kafka_protocol::messages::{MetadataRequest, ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use serde_json::{Value, json};
 
-use crate::cluster::{self, Cluster, ClusterSpec, Link, Versions, median, stop_if_interrupted};
+use crate::cluster::{self, Cluster, ClusterSpec, Link, Versions, stop_if_interrupted};
 use crate::kafka::records::BatchWriter;
 use crate::kafka::{self, Client};
 use crate::run::{self, RunOptions, RunOutcome};
@@ -704,6 +704,19 @@ fn wait_for_disk(
             said = true;
         }
         std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// The median of `values`: the middle one, or the mean of the two middle
+/// ones (with two rounds, the median is their mean, not the smaller).
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let middle = sorted.len() / 2;
+    match sorted.len() {
+        0 => None,
+        count if count % 2 == 1 => Some(sorted[middle]),
+        _ => Some((sorted[middle - 1] + sorted[middle]) / 2.0),
     }
 }
 
@@ -1458,6 +1471,8 @@ mod tests {
         };
         assert_eq!(median(&outcome.kill_to_ack_ms()), Some(1800.0));
         assert_eq!(outcome.max_ms(), Some(2100.0));
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[175.5, 184.3]), Some(179.9));
         assert_eq!(
             outcome.lost_writes(),
             None,
