@@ -7,10 +7,14 @@
 //! own iovecs: record bytes are never copied in user space
 //! (`net::FETCH_RECORD_BYTES_COPIED` stays 0).
 //!
-//! Visibility: consumers read below the high watermark
-//! (`PartitionReplica::high_watermark`: with replication factor 1 the log's
-//! durable end, acknowledged = durable). No transactions yet, so the last
-//! stable offset equals the high watermark.
+//! Visibility: read_uncommitted consumers read below the high watermark
+//! (`PartitionReplica::high_watermark`: what the in-sync replicas hold
+//! durably); read_committed ones (isolation_level 1) below the last stable
+//! offset (`PartitionReplica::last_stable_offset`, shard/txn_state.rs: no
+//! further than the first offset of an open transaction), and they get the
+//! aborted transactions overlapping the returned range (producer id, first
+//! offset) so that they skip those records. read_uncommitted consumers get
+//! a null list, as Kafka answers. Every answer reports the LSO.
 //!
 //! Kafka's rules (docs: KAFKA-BEHAVIOUR.md "Offsets and fetch"):
 //! - an offset below the log start or beyond the log end answers
@@ -89,6 +93,9 @@ pub struct PartitionAnswer {
     pub records: Vec<Bytes>,
     /// Sum of `records` lengths.
     pub records_size: usize,
+    /// read_committed only: the aborted transactions overlapping the
+    /// returned range, as (producer id, first offset).
+    pub aborted_transactions: Vec<(i64, i64)>,
     /// KIP-951 (v16+): the current leader's id and epoch, with
     /// NOT_LEADER_OR_FOLLOWER and FENCED_LEADER_EPOCH.
     pub current_leader: Option<(i32, i32)>,
@@ -105,6 +112,7 @@ impl PartitionAnswer {
             log_start_offset: -1,
             records: Vec::new(),
             records_size: 0,
+            aborted_transactions: Vec::new(),
             current_leader: None,
         }
     }
@@ -178,7 +186,8 @@ pub async fn handle(
     let max_wait = Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0));
     let deadline = Instant::now() + max_wait;
     let answers = loop {
-        let mut answers = read_all(shard, &partitions, &resolved, max_bytes).await;
+        let mut answers =
+            read_all(shard, &partitions, &resolved, max_bytes, read_committed).await;
         let total = apply_response_limits(&mut answers, &partitions, max_bytes);
         let failed = answers.iter().any(|answer| answer.error_code != 0);
         if total >= min_bytes || failed || partitions.is_empty() || Instant::now() >= deadline {
@@ -402,6 +411,8 @@ struct ReadSpec {
     topic_partition: TopicPartition,
     fetch_offset: i64,
     partition_max_bytes: usize,
+    /// isolation_level 1: read below the last stable offset.
+    read_committed: bool,
 }
 
 /// Run `work` on shard `target`: directly when it is this shard, else
@@ -432,6 +443,7 @@ async fn read_all(
     partitions: &[PartitionFetch],
     resolved: &[Resolved],
     max_bytes: usize,
+    read_committed: bool,
 ) -> Vec<PartitionAnswer> {
     let mut answers: Vec<Option<PartitionAnswer>> = vec![None; partitions.len()];
     let mut groups: BTreeMap<ShardId, Vec<ReadSpec>> = BTreeMap::new();
@@ -443,6 +455,7 @@ async fn read_all(
                 topic_partition: topic_partition.clone(),
                 fetch_offset: fetch.fetch_offset,
                 partition_max_bytes: usize::try_from(fetch.partition_max_bytes).unwrap_or(0),
+                read_committed,
             }),
         }
     }
@@ -519,6 +532,13 @@ async fn read_on_owner(
     let mut answers = Vec::with_capacity(specs.len());
     for spec in &specs {
         let limit = remaining.min(spec.partition_max_bytes);
+        let visible_end = |answer: &PartitionAnswer| {
+            if spec.read_committed {
+                answer.last_stable_offset
+            } else {
+                answer.high_watermark
+            }
+        };
         let answer = match early.next() {
             // An earlier oversized first batch can shrink `limit` below
             // the partition limit: then the answer may not fit any more.
@@ -527,7 +547,7 @@ async fn read_on_owner(
                     && (have_data
                         || answer.error_code != 0
                         || answer.records_size > 0
-                        || spec.fetch_offset >= answer.high_watermark) =>
+                        || spec.fetch_offset >= visible_end(&answer)) =>
             {
                 answer
             }
@@ -551,14 +571,22 @@ async fn read_partition(
     };
     let log = &replica.log;
     let high_watermark = replica.high_watermark();
+    let last_stable_offset = replica.last_stable_offset();
+    // What this consumer may read.
+    let visible_end = if spec.read_committed {
+        last_stable_offset
+    } else {
+        high_watermark
+    };
     let log_start = log.log_start_offset();
     let mut answer = PartitionAnswer {
         error_code: 0,
         high_watermark: high_watermark.value(),
-        last_stable_offset: high_watermark.value(),
+        last_stable_offset: last_stable_offset.value(),
         log_start_offset: log_start.value(),
         records: Vec::new(),
         records_size: 0,
+        aborted_transactions: Vec::new(),
         current_leader: None,
     };
     if spec.fetch_offset < log_start.value() || spec.fetch_offset > log.log_end_offset().value() {
@@ -567,7 +595,7 @@ async fn read_partition(
     }
     // A log read stops at a segment's end: read on from where it stopped.
     let mut offset = Offset(spec.fetch_offset);
-    while offset < high_watermark {
+    while offset < visible_end {
         let first = min_one_batch && answer.records.is_empty();
         if answer.records_size >= limit && !first {
             break;
@@ -575,7 +603,7 @@ async fn read_partition(
         let limits = ReadLimits {
             max_bytes: limit.saturating_sub(answer.records_size),
             min_one_batch: first,
-            max_offset: high_watermark,
+            max_offset: visible_end,
         };
         match log.read(offset, limits).await {
             Ok(result) => {
@@ -599,6 +627,13 @@ async fn read_partition(
                 break;
             }
         }
+    }
+    if spec.read_committed && answer.records_size > 0 {
+        answer.aborted_transactions = replica
+            .aborted_transactions(Offset(spec.fetch_offset), offset)
+            .into_iter()
+            .map(|aborted| (aborted.producer_id.0, aborted.first_offset.value()))
+            .collect();
     }
     answer
 }
@@ -863,7 +898,14 @@ pub fn encode_fetch_response(
                 buffer.put_i64(partition.log_start_offset);
             }
             if answer.read_committed {
-                put_array_length(&mut buffer, flexible, 0)?;
+                put_array_length(&mut buffer, flexible, partition.aborted_transactions.len())?;
+                for (producer_id, first_offset) in &partition.aborted_transactions {
+                    buffer.put_i64(*producer_id);
+                    buffer.put_i64(*first_offset);
+                    if flexible {
+                        put_unsigned_varint(&mut buffer, 0); // its tagged fields
+                    }
+                }
             } else if flexible {
                 put_unsigned_varint(&mut buffer, 0); // null compact array
             } else {

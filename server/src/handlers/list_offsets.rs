@@ -5,9 +5,10 @@
 //! partitions (one call per shard, concurrently). Special timestamps:
 //! - -2 EARLIEST, -4 EARLIEST_LOCAL (no tiered storage: the same): the log
 //!   start offset;
-//! - -1 LATEST: the high watermark (`PartitionReplica::high_watermark`;
-//!   with no transactions the last stable offset is the same, so
-//!   read_committed gets it too);
+//! - -1 LATEST: the high watermark (`PartitionReplica::high_watermark`)
+//!   for isolation_level 0; for read_committed (1) the last stable offset
+//!   (`PartitionReplica::last_stable_offset`), which also bounds its
+//!   timestamp lookups, as Kafka;
 //! - -3 MAX_TIMESTAMP: the record with the largest timestamp;
 //! - -5 LATEST_TIERED: nothing is tiered, so offset -1.
 //!
@@ -94,6 +95,8 @@ struct Query {
     timestamp: i64,
     /// The partition's leader epoch in the view the query was routed with.
     leader_epoch: i32,
+    /// isolation_level 1: answer within the last stable offset.
+    read_committed: bool,
 }
 
 pub async fn handle(
@@ -131,6 +134,7 @@ pub async fn handle(
                         ),
                         timestamp: partition.timestamp,
                         leader_epoch,
+                        read_committed: request.isolation_level == 1,
                     });
                 }
             }
@@ -207,6 +211,12 @@ async fn answer_on_owner(owner: &Shard, query: &Query) -> OffsetAnswer {
     let log = &replica.log;
     let high_watermark = replica.high_watermark();
     let lagging = high_watermark_lags(replica.leader_epoch_start(), high_watermark);
+    // What the asking consumer can read (Kafka's maxOffset by isolation).
+    let high_watermark = if query.read_committed {
+        replica.last_stable_offset()
+    } else {
+        high_watermark
+    };
     let found = match query.timestamp {
         EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => {
             return OffsetAnswer::found(log.log_start_offset(), -1, query.leader_epoch);

@@ -29,6 +29,7 @@ pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
+pub mod write_txn_markers;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -180,6 +181,9 @@ pub async fn handle(
         RequestKind::DescribeGroups(body) => describe_groups::handle(shard, version, body).await?,
         RequestKind::DeleteGroups(body) => delete_groups::handle(shard, version, body).await?,
         RequestKind::ConsumerGroupHeartbeat(_) => consumer_group_heartbeat::handle(),
+        RequestKind::WriteTxnMarkers(body) => {
+            write_txn_markers::handle(shard, version, body).await?
+        }
         other => anyhow::bail!("no handler for {:?}", other),
     };
     match reply {

@@ -40,9 +40,15 @@
 //! `timeout_ms`, NOT_LEADER_OR_FOLLOWER if leadership moved). acks=1 is
 //! answered after the leader's own fsync.
 //!
-//! Not implemented: transactions (requests with a transactional id
-//! are refused with TRANSACTIONAL_ID_AUTHORIZATION_FAILED, see
-//! init_producer_id.rs; transactional batches with INVALID_TXN_STATE); the
+//! Transactions (shard/txn_state.rs): a transactional batch is an
+//! idempotent batch that also opens its producer's transaction on the
+//! partition (its first offset holds the last stable offset back until the
+//! coordinator's marker ends it); while one is open, that producer's
+//! non-transactional batches are refused (INVALID_TXN_STATE, as Kafka).
+//! Not verified: that the coordinator added the partition to the
+//! transaction (KIP-890).
+//!
+//! Not implemented: the
 //! null-key check inside compressed batches on compacted topics (the broker
 //! has no decompressors; such batches are accepted unchecked).
 
@@ -99,12 +105,7 @@ pub async fn dispatch(
     let acks = request.acks;
     let timeout = std::time::Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
     // Errors that apply to the whole request, answered per partition.
-    let refusal: Option<(ResponseError, String)> = if request.transactional_id.is_some() {
-        Some((
-            crate::handlers::init_producer_id::TRANSACTIONS_UNSUPPORTED,
-            "transactions are not supported by this broker".to_string(),
-        ))
-    } else if !matches!(acks, -1..=1) {
+    let refusal: Option<(ResponseError, String)> = if !matches!(acks, -1..=1) {
         Some((
             ResponseError::InvalidRequiredAcks,
             format!("acks must be -1, 0 or 1, got {acks}"),
@@ -318,7 +319,7 @@ struct Durability {
 }
 
 /// A topic's min.insync.replicas: its config, else the broker's default.
-fn min_insync_replicas(
+pub(crate) fn min_insync_replicas(
     shard: &Shard,
     configs: &std::collections::BTreeMap<String, String>,
 ) -> usize {
@@ -567,13 +568,13 @@ fn accept(
             "clients may not write control batches".to_string(),
         ));
     }
-    if header.is_transactional() {
+    let producer = ProducerBatch::of(&header).map_err(|error| producer_failed(&error))?;
+    if header.is_transactional() && producer.is_none() {
         return Err(PartitionOutcome::failed(
-            ResponseError::InvalidTxnState,
-            "transactional batches are not supported by this broker".to_string(),
+            ResponseError::InvalidRecord,
+            "a transactional batch needs a producer id".to_string(),
         ));
     }
-    let producer = ProducerBatch::of(&header).map_err(|error| producer_failed(&error))?;
     if cleanup_policy.compacts() && header.compression() == Compression::None {
         let missing = records_without_key(&records, &header);
         if !missing.is_empty() {
@@ -586,8 +587,10 @@ fn accept(
 
     let log = &replica.log;
     let mut producers = replica.producers.borrow_mut();
+    let mut txns = replica.txns.borrow_mut();
     // Forget batches the log lost (rolled back) before checking anything.
     producers.reconcile(log.log_end_offset());
+    txns.reconcile(log.log_end_offset());
     if let Some(producer) = &producer {
         match producers.check(producer, log.log_end_offset()) {
             Ok(SequenceCheck::Append) => {}
@@ -608,6 +611,20 @@ fn accept(
             }
             Err(error) => return Err(producer_failed(&error)),
         }
+        // Kafka: a producer with a transaction open here writes only
+        // transactional batches until the transaction ends.
+        if !header.is_transactional()
+            && let Some(first_offset) = txns.open_transaction(producer.producer_id)
+        {
+            return Err(PartitionOutcome::failed(
+                ResponseError::InvalidTxnState,
+                format!(
+                    "producer {} has a transaction open since offset {first_offset}; \
+                     a non-transactional batch is not allowed",
+                    producer.producer_id.0
+                ),
+            ));
+        }
     }
     let (records, log_append_time_ms) = match timestamp_type {
         TimestampType::LogAppendTime => (with_log_append_time(&records, now_ms), now_ms),
@@ -627,6 +644,13 @@ fn accept(
             log_append_time_ms,
             now_ms,
         );
+        if header.is_transactional() {
+            txns.record_data(
+                producer.producer_id,
+                appended.base_offset,
+                appended.last_offset,
+            );
+        }
     }
     Ok(Accepted::Appended {
         end: appended.last_offset.plus(1),

@@ -40,6 +40,8 @@ pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
     (ApiKey::DeleteGroups, range(0, 2)),
     // Advertised only to refuse it clearly; see handlers/consumer_group_heartbeat.rs.
     (ApiKey::ConsumerGroupHeartbeat, range(0, 1)),
+    // Sent by transaction coordinators to partition leaders (v0 is not decodable).
+    (ApiKey::WriteTxnMarkers, range(1, 1)),
 ];
 
 pub fn supported(api_key: ApiKey) -> Option<VersionRange> {

@@ -268,6 +268,7 @@ pub async fn apply(
                     return reply(ReplyStatus::OutOfOrder);
                 }
             };
+            crate::shard::txn_state::observe_replicated(replica, &records);
             replica.set_follower_high_watermark(header.high_watermark);
             if let Err(error) = appended.completion.await {
                 tracing::warn!(partition = %replica.topic_partition, %error, "replicated append not durable");

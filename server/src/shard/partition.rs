@@ -162,6 +162,9 @@ pub struct PartitionReplica {
     pub high_watermark_watch: Rc<HighWatermarkWatch>,
     /// Idempotent producers' sequences (shard/producer_state.rs).
     pub producers: RefCell<crate::shard::producer_state::ProducerStateTable>,
+    /// Open and aborted transactions, the last stable offset
+    /// (shard/txn_state.rs).
+    pub txns: RefCell<crate::shard::txn_state::TxnState>,
     /// Leader or follower bookkeeping (see the module docs).
     pub replication: RefCell<Replication>,
     /// The committed assignment as last applied.
@@ -229,6 +232,7 @@ impl PartitionReplica {
         tracing::debug!(partition = %topic_partition, shard = shard.id.0, end = %log.log_end_offset(), ?state, "opened partition");
         let producers =
             crate::shard::producer_state::ProducerStateTable::recover_at_open(&log).await;
+        let txns = crate::shard::txn_state::TxnState::rebuild_at_open(&log).await;
         let replication = if state.is_leader() {
             // Nothing is known of the followers yet: the high watermark
             // starts at 0 and rises as they answer (at once with none).
@@ -255,6 +259,7 @@ impl PartitionReplica {
             state: Cell::new(state),
             high_watermark_watch: Rc::new(HighWatermarkWatch::new()),
             producers: RefCell::new(producers),
+            txns: RefCell::new(txns),
             replication: RefCell::new(replication),
             assignment: RefCell::new(assignment),
             append_watch: Rc::new(HighWatermarkWatch::new()),

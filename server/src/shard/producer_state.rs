@@ -29,8 +29,13 @@
 //!   appended; otherwise its first sequence must follow the last one
 //!   (wrapping from `i32::MAX` to 0), or OUT_OF_ORDER_SEQUENCE_NUMBER.
 //!
-//! Invariants (asserted): every entry retains 1..=[`BATCHES_RETAINED`]
-//! batches in offset order; recorded batches arrive in offset order;
+//! Transaction markers (shard/txn_state.rs) carry the producer's epoch too:
+//! [`ProducerStateTable::record_marker`] moves a producer to a newer epoch
+//! with no batches (Kafka's appendEndTxnMarker), so a zombie of the fenced
+//! epoch is refused here even if it never wrote to this partition since.
+//!
+//! Invariants (asserted): every entry retains 0..=[`BATCHES_RETAINED`]
+//! batches in offset order (none only after a marker); recorded batches arrive in offset order;
 //! `end_offset` is above every retained batch.
 //!
 //! Persistence: none of its own. [`ProducerStateTable::recover`] rebuilds the
@@ -244,6 +249,8 @@ impl ProducerStateTable {
             return;
         }
         self.producers.retain(|_, entry| {
+            // An entry a marker left without batches keeps its epoch.
+            let had_batches = !entry.batches.is_empty();
             while entry
                 .batches
                 .back()
@@ -251,7 +258,7 @@ impl ProducerStateTable {
             {
                 entry.batches.pop_back();
             }
-            !entry.batches.is_empty()
+            !had_batches || !entry.batches.is_empty()
         });
         self.end_offset = self
             .producers
@@ -275,7 +282,6 @@ impl ProducerStateTable {
         let Some(entry) = self.producers.get(&batch.producer_id) else {
             return Ok(SequenceCheck::Append);
         };
-        assert!(!entry.batches.is_empty(), "a known producer has batches");
         if batch.epoch < entry.epoch {
             return Err(ProducerStateError::InvalidProducerEpoch {
                 producer_id: batch.producer_id,
@@ -360,6 +366,26 @@ impl ProducerStateTable {
         entry.last_append_ms = entry.last_append_ms.max(now_ms);
         self.end_offset = last_offset.plus(1);
         self.expire(now_ms);
+    }
+
+    /// A transaction marker of `producer_id` with `epoch` was appended: a
+    /// newer epoch replaces the producer's (its batches are dropped; its
+    /// next batch must start at sequence 0), as Kafka's appendEndTxnMarker.
+    /// The caller refused markers older than the current epoch.
+    pub fn record_marker(&mut self, producer_id: ProducerId, epoch: i16, now_ms: i64) {
+        let entry = self
+            .producers
+            .entry(producer_id)
+            .or_insert_with(|| ProducerEntry {
+                epoch,
+                batches: VecDeque::with_capacity(BATCHES_RETAINED),
+                last_append_ms: now_ms,
+            });
+        if epoch > entry.epoch {
+            entry.epoch = epoch;
+            entry.batches.clear();
+        }
+        entry.last_append_ms = entry.last_append_ms.max(now_ms);
     }
 
     /// Forget producers idle for [`PRODUCER_ID_EXPIRATION_MS`] (checked at
@@ -481,7 +507,17 @@ impl ProducerStateTable {
             let Ok(header) = BatchHeader::parse(&run[range]) else {
                 continue;
             };
-            if header.is_control() || header.base_offset() < self.end_offset {
+            if header.base_offset() < self.end_offset {
+                continue;
+            }
+            if header.is_control() {
+                if header.has_producer_id() {
+                    self.record_marker(
+                        ProducerId(header.producer_id()),
+                        header.producer_epoch(),
+                        now_ms,
+                    );
+                }
                 continue;
             }
             let Ok(Some(batch)) = ProducerBatch::of(&header) else {

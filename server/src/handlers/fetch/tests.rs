@@ -253,6 +253,7 @@ fn sample_answer(read_committed: bool, session_id: i32, error_code: i16) -> Fetc
         log_start_offset: 3,
         records_size: batch_a.len() + batch_b.len(),
         records: vec![batch_a, batch_b],
+        aborted_transactions: Vec::new(),
     };
     let empty = PartitionAnswer {
         current_leader: None,
@@ -262,6 +263,7 @@ fn sample_answer(read_committed: bool, session_id: i32, error_code: i16) -> Fetc
         log_start_offset: 0,
         records: Vec::new(),
         records_size: 0,
+        aborted_transactions: Vec::new(),
     };
     let one_batch = PartitionAnswer {
         current_leader: None,
@@ -700,7 +702,7 @@ fn the_read_path_hands_the_frame_the_buffers_it_read() {
         }
         let partitions = vec![partition_fetch(1 << 20)];
         let resolved = resolve(&shard, 12, &partitions);
-        let mut answers = read_all(&shard, &partitions, &resolved, 1 << 20).await;
+        let mut answers = read_all(&shard, &partitions, &resolved, 1 << 20, false).await;
         apply_response_limits(&mut answers, &partitions, 1 << 20);
         let read: Vec<(usize, usize)> = answers[0]
             .records

@@ -1,0 +1,722 @@
+//! Transaction state of one partition (the data path of issue 12): which
+//! producers have a transaction open here and from which offset, which
+//! transactions were aborted (for read_committed fetches), and the last
+//! stable offset (LSO) that bounds read_committed reads.
+//!
+//! Lives in [`PartitionReplica::txns`] on the partition's owning shard:
+//! single-threaded, no locks. It is fed in append order by every path that
+//! appends to the log:
+//! - the leader's produce path ([`TxnState::record_data`] for a
+//!   transactional data batch, right after the append, in the same
+//!   synchronous step as the producer state);
+//! - [`write_txn_marker`] for a control batch (the coordinator's commit or
+//!   abort marker, WriteTxnMarkers);
+//! - a follower's replicated appends ([`observe_replicated`]), so a
+//!   follower that becomes leader already holds the same state;
+//! - at open, a scan of the whole log's batch headers ([`TxnState::rebuild`]).
+//!
+//! Rules (Kafka's ProducerStateManager):
+//! - a transactional data batch opens a transaction for its producer unless
+//!   one is open; the transaction's first offset is that batch's base
+//!   offset;
+//! - a control batch ends the producer's open transaction (a marker for a
+//!   producer without one is written and changes nothing here). An abort
+//!   records (producer, first offset, marker offset) in the aborted list;
+//! - the LSO is the smallest of the high watermark, the first offset of
+//!   every open transaction, and the first offset of every ended
+//!   transaction whose marker the high watermark does not cover yet (Kafka's
+//!   "unreplicated" transactions: until the marker is committed, a new
+//!   leader might not have it, so the transaction is not stable).
+//!
+//! Truncation (a follower cutting a divergent tail, or the engine rolling
+//! back an unflushed tail): [`TxnState::reconcile`] with the new log end
+//! forgets what lies at or beyond it and reopens a transaction whose
+//! marker was cut but whose first batch was not. Truncation never goes
+//! below the high watermark, so the ended transactions kept for this are
+//! those not yet stable.
+//!
+//! Retention: aborted entries whose marker lies below the log start are
+//! dropped ([`TxnState::drop_aborted_below`]).
+//!
+//! Persistence: none of its own; rebuilt at open by reading the log from its
+//! start (every batch's bytes are read, only headers and control records
+//! are decoded). The cost is one sequential read of the partition at open;
+//! Kafka avoids it with `.txnindex` files and producer snapshots (future
+//! work, see docs/internals/transactions.md).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
+use sluice_engine::batch::{self, BatchBuilder, BatchHeader, Compression};
+use sluice_engine::io::Io;
+use sluice_engine::{Log, LogError, Offset, ReadLimits, TimestampMs};
+
+use crate::shard::partition::CommitWaitError;
+use crate::shard::producer_state::ProducerId;
+use crate::shard::{PartitionReplica, ReplicaAppendError, Shard, TopicPartition};
+
+/// Bytes per read while rebuilding at open.
+const REBUILD_READ_BYTES: usize = 1 << 20;
+
+/// How long a marker waits for the in-sync replicas (Kafka's coordinator
+/// uses request.timeout.ms, 30 s by default).
+pub const MARKER_COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The control record type of an abort marker (Kafka's ControlRecordType).
+pub const CONTROL_TYPE_ABORT: i16 = 0;
+/// The control record type of a commit marker.
+pub const CONTROL_TYPE_COMMIT: i16 = 1;
+
+/// The attribute bit of a control batch.
+const CONTROL_ATTRIBUTE: i16 = 0x20;
+
+/// An aborted transaction: read_committed consumers skip this producer's
+/// transactional records from `first_offset` up to its abort marker at
+/// `last_offset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AbortedTxn {
+    pub producer_id: ProducerId,
+    pub first_offset: Offset,
+    pub last_offset: Offset,
+}
+
+/// A transaction whose marker is in the log but not yet known committed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct EndedTxn {
+    producer_id: ProducerId,
+    first_offset: Offset,
+    marker_offset: Offset,
+}
+
+/// The transaction state of one partition. See the module docs.
+#[derive(Clone, Debug, Default)]
+pub struct TxnState {
+    /// Open transactions: producer id -> the offset of its first batch.
+    open: BTreeMap<ProducerId, Offset>,
+    /// Ended transactions whose marker may not be committed yet, in marker
+    /// order (dropped once the high watermark passes their marker).
+    unstable: VecDeque<EndedTxn>,
+    /// Aborted transactions in marker order.
+    aborted: VecDeque<AbortedTxn>,
+    /// One past the last offset fed (0 when nothing was).
+    end_offset: Offset,
+}
+
+impl TxnState {
+    pub fn new() -> TxnState {
+        TxnState::default()
+    }
+
+    /// The first offset of `producer_id`'s open transaction, if any.
+    pub fn open_transaction(&self, producer_id: ProducerId) -> Option<Offset> {
+        self.open.get(&producer_id).copied()
+    }
+
+    /// Number of open transactions.
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
+    /// The aborted transactions known, oldest marker first.
+    pub fn aborted(&self) -> impl Iterator<Item = &AbortedTxn> {
+        self.aborted.iter()
+    }
+
+    /// Forget everything at or beyond `log_end` (the log lost it: a
+    /// truncation or a rolled-back append). A transaction whose marker is
+    /// lost but whose first batch is not is open again. Cheap when nothing
+    /// was lost.
+    pub fn reconcile(&mut self, log_end: Offset) {
+        if log_end >= self.end_offset {
+            return;
+        }
+        self.open.retain(|_, first| *first < log_end);
+        while let Some(ended) = self.unstable.back().copied() {
+            if ended.marker_offset < log_end {
+                break;
+            }
+            self.unstable.pop_back();
+            if ended.first_offset < log_end {
+                self.open.insert(ended.producer_id, ended.first_offset);
+            }
+        }
+        while self
+            .aborted
+            .back()
+            .is_some_and(|aborted| aborted.last_offset >= log_end)
+        {
+            self.aborted.pop_back();
+        }
+        self.end_offset = log_end;
+        tracing::debug!(%log_end, open = self.open.len(), "transaction state reconciled after the log end moved back");
+    }
+
+    /// A transactional data batch of `producer_id` at
+    /// `base_offset..=last_offset`: opens its transaction unless one is open.
+    pub fn record_data(
+        &mut self,
+        producer_id: ProducerId,
+        base_offset: Offset,
+        last_offset: Offset,
+    ) {
+        assert!(base_offset <= last_offset);
+        assert!(
+            base_offset >= self.end_offset,
+            "transactional batch at {base_offset} fed below {} (reconcile first)",
+            self.end_offset
+        );
+        self.open.entry(producer_id).or_insert(base_offset);
+        self.end_offset = last_offset.plus(1);
+    }
+
+    /// A marker of `producer_id` at `marker_offset`: ends its open
+    /// transaction. Returns the ended transaction's first offset (`None`
+    /// when it had none open: nothing changes then).
+    pub fn record_marker(
+        &mut self,
+        producer_id: ProducerId,
+        marker_offset: Offset,
+        commit: bool,
+    ) -> Option<Offset> {
+        assert!(
+            marker_offset >= self.end_offset,
+            "marker at {marker_offset} fed below {} (reconcile first)",
+            self.end_offset
+        );
+        self.end_offset = marker_offset.plus(1);
+        let first_offset = self.open.remove(&producer_id)?;
+        self.unstable.push_back(EndedTxn {
+            producer_id,
+            first_offset,
+            marker_offset,
+        });
+        if !commit {
+            self.aborted.push_back(AbortedTxn {
+                producer_id,
+                first_offset,
+                last_offset: marker_offset,
+            });
+        }
+        Some(first_offset)
+    }
+
+    /// The last stable offset under `high_watermark` (see the module docs).
+    /// Forgets the ended transactions the high watermark covers.
+    pub fn last_stable_offset(&mut self, high_watermark: Offset) -> Offset {
+        while self
+            .unstable
+            .front()
+            .is_some_and(|ended| ended.marker_offset < high_watermark)
+        {
+            self.unstable.pop_front();
+        }
+        let open = self.open.values().copied();
+        let unstable = self.unstable.iter().map(|ended| ended.first_offset);
+        open.chain(unstable)
+            .fold(high_watermark, |lowest, first| lowest.min(first))
+    }
+
+    /// The aborted transactions overlapping `from..upper` (their marker at
+    /// or after `from`, their first offset before `upper`), as Kafka's
+    /// collectAbortedTxns: what a read_committed fetch of that range needs.
+    pub fn aborted_between(&self, from: Offset, upper: Offset) -> Vec<AbortedTxn> {
+        let start = self
+            .aborted
+            .partition_point(|aborted| aborted.last_offset < from);
+        self.aborted
+            .range(start..)
+            .filter(|aborted| aborted.first_offset < upper)
+            .copied()
+            .collect()
+    }
+
+    /// Retention: forget aborted transactions whose marker lies below
+    /// `log_start` (no fetch can overlap them).
+    pub fn drop_aborted_below(&mut self, log_start: Offset) {
+        while self
+            .aborted
+            .front()
+            .is_some_and(|aborted| aborted.last_offset < log_start)
+        {
+            self.aborted.pop_front();
+        }
+    }
+
+    /// Feed one stored batch (its offsets are the log's): a transactional
+    /// data batch opens, a control batch ends. Other batches only move the
+    /// end. Used by the rebuild at open and by followers.
+    pub fn observe_batch(&mut self, stored: &[u8], header: &BatchHeader) {
+        let base_offset = header.base_offset();
+        if base_offset < self.end_offset {
+            return;
+        }
+        if !header.is_transactional() || !header.has_producer_id() {
+            self.end_offset = header.last_offset().plus(1);
+            return;
+        }
+        let producer_id = ProducerId(header.producer_id());
+        if header.is_control() {
+            match marker_of(stored, header) {
+                Some(commit) => {
+                    let _ = self.record_marker(producer_id, base_offset, commit);
+                }
+                None => {
+                    tracing::warn!(offset = %base_offset, "a control batch without a readable marker record; ignored");
+                    self.end_offset = header.last_offset().plus(1);
+                }
+            }
+        } else {
+            self.record_data(producer_id, base_offset, header.last_offset());
+        }
+    }
+
+    /// Feed every batch of a run of stored batches.
+    pub fn observe_run(&mut self, run: &[u8]) {
+        let Ok(ranges) = batch::split_batches(run) else {
+            return;
+        };
+        for range in ranges {
+            let stored = &run[range];
+            if let Ok(header) = BatchHeader::parse(stored) {
+                self.observe_batch(stored, &header);
+            }
+        }
+    }
+
+    /// Rebuild the state from the whole log (see the module docs).
+    pub async fn rebuild<I: Io>(log: &Log<I>) -> Result<TxnState, LogError> {
+        let mut state = TxnState::new();
+        let start = log.log_start_offset();
+        let end = log.log_end_offset();
+        let limits = ReadLimits {
+            max_bytes: REBUILD_READ_BYTES,
+            min_one_batch: true,
+            max_offset: end,
+        };
+        let mut offset = start;
+        while offset < end {
+            let result = log.read(offset, limits).await?;
+            if result.records.is_empty() || result.next_offset <= offset {
+                break;
+            }
+            for run in &result.records {
+                state.observe_run(run);
+            }
+            offset = result.next_offset;
+        }
+        state.end_offset = state.end_offset.max(end);
+        Ok(state)
+    }
+
+    /// [`Self::rebuild`] for a partition being opened. A read failure
+    /// leaves the state empty (logged) rather than the partition offline:
+    /// the same error surfaces on reads.
+    pub async fn rebuild_at_open<I: Io>(log: &Log<I>) -> TxnState {
+        match Self::rebuild(log).await {
+            Ok(state) => {
+                if state.open_count() > 0 || !state.aborted.is_empty() {
+                    tracing::debug!(dir = %log.dir().display(), open = state.open_count(), aborted = state.aborted.len(), "transaction state rebuilt");
+                }
+                state
+            }
+            Err(error) => {
+                tracing::error!(dir = %log.dir().display(), %error, "could not rebuild the transaction state; starting empty");
+                TxnState::new()
+            }
+        }
+    }
+}
+
+/// Whether the control batch `stored` is a commit (`Some(true)`) or an
+/// abort marker; `None` when its first record is not a marker.
+pub fn marker_of(stored: &[u8], header: &BatchHeader) -> Option<bool> {
+    if header.compression() != Compression::None || stored.len() < header.total_size() {
+        return None;
+    }
+    let record = batch::records(stored, header).next()?.ok()?;
+    let key = record.key?;
+    if key.len() < 4 {
+        return None;
+    }
+    match i16::from_be_bytes([key[2], key[3]]) {
+        CONTROL_TYPE_ABORT => Some(false),
+        CONTROL_TYPE_COMMIT => Some(true),
+        _ => None,
+    }
+}
+
+/// A transaction marker as Kafka writes it: a control batch (transactional
+/// and control attributes, the producer's id and epoch, base sequence -1)
+/// of one record, key `version 0, type` (0 abort, 1 commit), value
+/// `version 0, coordinator_epoch`.
+pub fn control_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    coordinator_epoch: i32,
+    commit: bool,
+    timestamp_ms: i64,
+) -> Bytes {
+    let kind = if commit {
+        CONTROL_TYPE_COMMIT
+    } else {
+        CONTROL_TYPE_ABORT
+    };
+    let mut key = [0u8; 4];
+    key[2..].copy_from_slice(&kind.to_be_bytes());
+    let mut value = [0u8; 6];
+    value[2..].copy_from_slice(&coordinator_epoch.to_be_bytes());
+    let built = BatchBuilder::new()
+        .producer(producer_id, producer_epoch, -1)
+        .transactional(true)
+        .record(Some(&key[..]), Some(&value[..]), TimestampMs(timestamp_ms))
+        .build();
+    let mut batch = BytesMut::from(&built[..]);
+    let at = batch::layout::ATTRIBUTES_AT;
+    let attributes = i16::from_be_bytes([batch[at], batch[at + 1]]) | CONTROL_ATTRIBUTE;
+    batch[at..at + 2].copy_from_slice(&attributes.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[batch::layout::CRC_COVERED_FROM..]);
+    batch[batch::layout::CRC_AT..batch::layout::CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    batch.freeze()
+}
+
+impl PartitionReplica {
+    /// The last stable offset: what read_committed consumers may read
+    /// (see the module docs). At most the high watermark.
+    pub fn last_stable_offset(&self) -> Offset {
+        let high_watermark = self.high_watermark();
+        let mut txns = self.txns.borrow_mut();
+        txns.reconcile(self.log.log_end_offset());
+        txns.last_stable_offset(high_watermark)
+    }
+
+    /// The aborted transactions a read_committed fetch of `from..upper`
+    /// needs (dropping those retention made unreachable first).
+    pub fn aborted_transactions(&self, from: Offset, upper: Offset) -> Vec<AbortedTxn> {
+        let mut txns = self.txns.borrow_mut();
+        txns.reconcile(self.log.log_end_offset());
+        txns.drop_aborted_below(self.log.log_start_offset());
+        txns.aborted_between(from, upper)
+    }
+}
+
+/// A follower appended `records` (stored bytes, the leader's offsets):
+/// feed their batches to the replica's transaction state.
+pub fn observe_replicated(replica: &PartitionReplica, records: &Bytes) {
+    let mut txns = replica.txns.borrow_mut();
+    if let Ok(ranges) = batch::split_batches(records)
+        && let Some(first) = ranges.first()
+        && let Ok(header) = BatchHeader::parse(&records[first.clone()])
+    {
+        // Whatever the state knew from this offset on was truncated away.
+        txns.reconcile(header.base_offset());
+    }
+    txns.observe_run(records);
+    drop(txns);
+    // Markers also carry the producer's epoch (fencing after a failover).
+    let Ok(ranges) = batch::split_batches(records) else {
+        return;
+    };
+    let mut producers = replica.producers.borrow_mut();
+    for range in ranges {
+        if let Ok(header) = BatchHeader::parse(&records[range])
+            && header.is_control()
+            && header.has_producer_id()
+        {
+            producers.record_marker(
+                ProducerId(header.producer_id()),
+                header.producer_epoch(),
+                now_ms(),
+            );
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
+/// Write a transaction marker (commit when `commit`) for `producer_id` to
+/// `topic_partition`, on its owning shard (this one), as its leader.
+///
+/// `Ok(offset)`: the marker is at `offset`, committed (the high watermark
+/// covers it, with min.insync.replicas in sync: acks=all), and the
+/// producer's transaction on this partition has ended (on abort, it is in
+/// the aborted list read_committed fetches get). A marker for a producer
+/// without an open transaction is written too (Kafka does).
+///
+/// Errors (Kafka codes, per partition of WriteTxnMarkers):
+/// UNKNOWN_TOPIC_OR_PARTITION (not open here), NOT_LEADER_OR_FOLLOWER,
+/// INVALID_PRODUCER_EPOCH (older than the producer's current epoch; nothing
+/// written), NOT_ENOUGH_REPLICAS(_AFTER_APPEND), REQUEST_TIMED_OUT,
+/// KAFKA_STORAGE_ERROR.
+pub async fn write_txn_marker(
+    shard: &Rc<Shard>,
+    topic_partition: &TopicPartition,
+    producer_id: i64,
+    producer_epoch: i16,
+    coordinator_epoch: i32,
+    commit: bool,
+) -> Result<Offset, ResponseError> {
+    let Some(replica) = shard.partition(topic_partition) else {
+        return Err(ResponseError::UnknownTopicOrPartition);
+    };
+    let state = replica.state();
+    if !state.is_leader() {
+        return Err(ResponseError::NotLeaderOrFollower);
+    }
+    let min_insync = {
+        let snapshot = shard.metadata.snapshot();
+        let configs = snapshot
+            .topics
+            .get(topic_partition.topic.as_ref())
+            .map(|topic| topic.configs.clone())
+            .unwrap_or_default();
+        crate::handlers::produce::min_insync_replicas(shard, &configs)
+    };
+    if let Some(isr) = replica.isr_size()
+        && isr < min_insync
+    {
+        return Err(ResponseError::NotEnoughReplicas);
+    }
+    let now = shard.io.now_ms();
+    let id = ProducerId(producer_id);
+    // One synchronous step: check, append, record (as produce.rs).
+    let appended = {
+        let log_end = replica.log.log_end_offset();
+        let mut producers = replica.producers.borrow_mut();
+        producers.reconcile(log_end);
+        if let Some(current) = producers.epoch_of(id)
+            && producer_epoch < current
+        {
+            tracing::debug!(partition = %topic_partition, producer_id, producer_epoch, current, "marker with an old producer epoch refused");
+            return Err(ResponseError::InvalidProducerEpoch);
+        }
+        let batch = control_batch(producer_id, producer_epoch, coordinator_epoch, commit, now);
+        let appended = replica.append(&batch).map_err(|error| match error {
+            ReplicaAppendError::NotLeader { .. } => ResponseError::NotLeaderOrFollower,
+            ReplicaAppendError::Append(error) => {
+                tracing::warn!(partition = %topic_partition, %error, "appending a transaction marker failed");
+                ResponseError::KafkaStorageError
+            }
+        })?;
+        producers.record_marker(id, producer_epoch, now);
+        let mut txns = replica.txns.borrow_mut();
+        txns.reconcile(appended.base_offset);
+        let first = txns.record_marker(id, appended.base_offset, commit);
+        tracing::debug!(partition = %topic_partition, producer_id, commit, offset = %appended.base_offset, first = ?first, "transaction marker appended");
+        appended
+    };
+    let offset = appended.base_offset;
+    if let Err(error) = appended.completion.await {
+        tracing::warn!(partition = %topic_partition, %error, "a transaction marker was not made durable");
+        return Err(ResponseError::KafkaStorageError);
+    }
+    replica
+        .wait_committed(
+            offset.plus(1),
+            state.leader_epoch,
+            min_insync,
+            MARKER_COMMIT_TIMEOUT,
+        )
+        .await
+        .map_err(|error| match error {
+            CommitWaitError::NotLeader => ResponseError::NotLeaderOrFollower,
+            CommitWaitError::NotEnoughReplicasAfterAppend => {
+                ResponseError::NotEnoughReplicasAfterAppend
+            }
+            CommitWaitError::TimedOut => ResponseError::RequestTimedOut,
+        })?;
+    if topic_partition.topic.as_ref() == crate::group::OFFSETS_TOPIC {
+        crate::txn::hooks::after_offsets_marker(
+            shard,
+            topic_partition.partition,
+            producer_id,
+            commit,
+        );
+    }
+    Ok(offset)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::path::Path;
+
+    use sluice_engine::io::sim::SimIo;
+    use sluice_engine::testing::block_on;
+    use sluice_engine::{Committer, LeaderEpoch, LogConfig};
+
+    use super::*;
+
+    const NOW: i64 = 1_700_000_000_000;
+    const A: ProducerId = ProducerId(7);
+    const B: ProducerId = ProducerId(8);
+
+    #[test]
+    fn an_open_transaction_holds_the_lso_at_its_first_offset() {
+        let mut state = TxnState::new();
+        state.record_data(A, Offset(10), Offset(12));
+        state.record_data(A, Offset(13), Offset(13));
+        assert_eq!(state.open_transaction(A), Some(Offset(10)));
+        assert_eq!(state.last_stable_offset(Offset(14)), Offset(10));
+        assert_eq!(
+            state.last_stable_offset(Offset(5)),
+            Offset(5),
+            "never above the high watermark"
+        );
+        state.record_data(B, Offset(14), Offset(14));
+        assert_eq!(state.last_stable_offset(Offset(15)), Offset(10));
+    }
+
+    #[test]
+    fn a_commit_frees_the_lso_once_its_marker_is_committed() {
+        let mut state = TxnState::new();
+        state.record_data(A, Offset(0), Offset(4));
+        assert_eq!(state.record_marker(A, Offset(5), true), Some(Offset(0)));
+        assert_eq!(state.open_transaction(A), None);
+        // The marker at 5 is not committed yet: still unstable.
+        assert_eq!(state.last_stable_offset(Offset(5)), Offset(0));
+        assert_eq!(state.last_stable_offset(Offset(6)), Offset(6));
+        assert_eq!(state.aborted().count(), 0);
+    }
+
+    #[test]
+    fn an_abort_is_listed_for_read_committed_fetches() {
+        let mut state = TxnState::new();
+        state.record_data(A, Offset(3), Offset(4));
+        state.record_data(B, Offset(5), Offset(5));
+        state.record_marker(A, Offset(6), false);
+        assert_eq!(
+            state.last_stable_offset(Offset(7)),
+            Offset(5),
+            "B is still open"
+        );
+        let aborted = AbortedTxn {
+            producer_id: A,
+            first_offset: Offset(3),
+            last_offset: Offset(6),
+        };
+        assert_eq!(state.aborted_between(Offset(0), Offset(7)), vec![aborted]);
+        assert_eq!(state.aborted_between(Offset(6), Offset(7)), vec![aborted]);
+        assert!(state.aborted_between(Offset(7), Offset(9)).is_empty());
+        assert!(state.aborted_between(Offset(0), Offset(3)).is_empty());
+        state.drop_aborted_below(Offset(6));
+        assert_eq!(state.aborted().count(), 1);
+        state.drop_aborted_below(Offset(7));
+        assert_eq!(state.aborted().count(), 0);
+    }
+
+    #[test]
+    fn a_marker_without_an_open_transaction_changes_nothing() {
+        let mut state = TxnState::new();
+        assert_eq!(state.record_marker(A, Offset(0), false), None);
+        assert_eq!(state.aborted().count(), 0);
+        assert_eq!(state.last_stable_offset(Offset(1)), Offset(1));
+    }
+
+    #[test]
+    fn truncation_forgets_the_lost_tail_and_reopens_a_cut_transaction() {
+        let mut state = TxnState::new();
+        state.record_data(A, Offset(0), Offset(1));
+        state.record_marker(A, Offset(2), false);
+        state.record_data(B, Offset(3), Offset(3));
+        // Cut at 3: B's batch is gone, A's marker stays.
+        state.reconcile(Offset(3));
+        assert_eq!(state.open_transaction(B), None);
+        assert_eq!(state.aborted().count(), 1);
+        // Cut at 2: A's marker is gone, its transaction is open again.
+        state.reconcile(Offset(2));
+        assert_eq!(state.open_transaction(A), Some(Offset(0)));
+        assert_eq!(state.aborted().count(), 0);
+        assert_eq!(state.last_stable_offset(Offset(2)), Offset(0));
+        // The state accepts the batches written after the cut.
+        state.record_marker(A, Offset(2), true);
+        assert_eq!(state.last_stable_offset(Offset(3)), Offset(3));
+    }
+
+    #[test]
+    fn control_batches_parse_back_as_markers() {
+        for commit in [false, true] {
+            let built = control_batch(9, 3, 17, commit, NOW);
+            let header = batch::validate(&built, 1 << 20).unwrap();
+            assert!(header.is_control() && header.is_transactional());
+            assert_eq!(
+                (
+                    header.producer_id(),
+                    header.producer_epoch(),
+                    header.base_sequence()
+                ),
+                (9, 3, -1)
+            );
+            assert_eq!(marker_of(&built, &header), Some(commit));
+            let record = batch::records(&built, &header).next().unwrap().unwrap();
+            assert_eq!(record.value, Some(&[0, 0, 0, 0, 0, 17][..]));
+        }
+    }
+
+    fn data_batch(producer_id: i64, sequence: i32, transactional: bool) -> Bytes {
+        BatchBuilder::new()
+            .producer(producer_id, 0, sequence)
+            .transactional(transactional)
+            .record(None, Some(&b"v"[..]), TimestampMs(NOW))
+            .record(None, Some(&b"w"[..]), TimestampMs(NOW))
+            .build()
+    }
+
+    #[test]
+    fn the_state_is_rebuilt_from_the_log() {
+        let io = SimIo::new(21);
+        let committer = Committer::new(io.clone());
+        let config = LogConfig {
+            segment_bytes: 64 << 10,
+            preallocate_step_bytes: 16 << 10,
+            chunk_size_bytes: 16 << 10,
+            retention_ms: None,
+            ..LogConfig::default()
+        };
+        let dir = Path::new("/data/topic-0");
+        let log = block_on(Log::open(io.clone(), dir, config.clone(), &committer)).unwrap();
+        let mut live = TxnState::new();
+        let mut append = |records: Bytes| {
+            let appended = log.append(&records, LeaderEpoch(0)).unwrap();
+            let mut stored = BytesMut::from(&records[..]);
+            batch::patch_base_offset(&mut stored, appended.base_offset);
+            let header = BatchHeader::parse(&stored).unwrap();
+            live.observe_batch(&stored, &header);
+            appended.base_offset
+        };
+        append(data_batch(1, 0, true)); // 0..=1, A opens
+        append(data_batch(-1, -1, false)); // 2..=3 plain
+        append(data_batch(2, 0, true)); // 4..=5, B opens
+        append(control_batch(1, 0, 0, false, NOW)); // 6: A aborts
+        append(data_batch(1, 2, true)); // 7..=8: A opens again
+        append(control_batch(1, 0, 0, true, NOW)); // 9: A commits
+        block_on(committer.flush_round());
+        assert_eq!(live.open_transaction(ProducerId(2)), Some(Offset(4)));
+        assert_eq!(live.open_transaction(ProducerId(1)), None);
+        block_on(log.close()).unwrap();
+
+        let io = io.crash();
+        let committer = Committer::new(io.clone());
+        let log = block_on(Log::open(io.clone(), dir, config, &committer)).unwrap();
+        let mut rebuilt = block_on(TxnState::rebuild(&log)).unwrap();
+        assert_eq!(rebuilt.open, live.open);
+        assert_eq!(rebuilt.aborted, live.aborted);
+        assert_eq!(
+            rebuilt.aborted().copied().collect::<Vec<_>>(),
+            vec![AbortedTxn {
+                producer_id: ProducerId(1),
+                first_offset: Offset(0),
+                last_offset: Offset(6),
+            }]
+        );
+        assert_eq!(rebuilt.last_stable_offset(Offset(10)), Offset(4));
+    }
+}
