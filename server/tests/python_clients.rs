@@ -90,6 +90,11 @@ fn python_confluent_kafka_produces_five_thousand_lines_and_consumes_them_back_id
 }
 
 #[test]
-fn python_transactional_producers_and_kip848_consumers_fail_at_once_with_a_reason() {
+fn python_kip848_consumers_fail_at_once_with_a_reason() {
     run_scenario("unsupported_features_fail_fast");
+}
+
+#[test]
+fn python_transactions_commit_input_offsets_with_the_output_abort_and_fence_zombies() {
+    run_scenario("transactional_producer");
 }

@@ -102,17 +102,32 @@ pub fn group_config(shard: &Shard) -> GroupConfig {
 /// The offsets topic, created on first use with the broker's partition
 /// count (Kafka creates it on the first FindCoordinator).
 pub async fn offsets_topic(shard: &Rc<Shard>) -> Result<TopicMetadata, ResponseError> {
-    if let Some(topic) = shard.metadata.snapshot().topics.get(OFFSETS_TOPIC) {
+    internal_topic(
+        shard,
+        OFFSETS_TOPIC,
+        shard.config.offsets_topic_partitions,
+        OFFSETS_SEGMENT_BYTES,
+    )
+    .await
+}
+
+/// A coordinator's internal compacted topic (`__consumer_offsets`,
+/// `__transaction_state`), created on first use with `partitions`
+/// partitions and offsets.topic.replication.factor replicas, capped at the
+/// brokers alive now.
+pub async fn internal_topic(
+    shard: &Rc<Shard>,
+    name: &str,
+    partitions: i32,
+    segment_bytes: &str,
+) -> Result<TopicMetadata, ResponseError> {
+    if let Some(topic) = shard.metadata.snapshot().topics.get(name) {
         return Ok(topic.clone());
     }
     let configs = BTreeMap::from([
         ("cleanup.policy".to_string(), "compact".to_string()),
-        (
-            "segment.bytes".to_string(),
-            OFFSETS_SEGMENT_BYTES.to_string(),
-        ),
+        ("segment.bytes".to_string(), segment_bytes.to_string()),
     ]);
-    let partitions = shard.config.offsets_topic_partitions;
     // offsets.topic.replication.factor, capped at the brokers alive now (a
     // cluster's first group may come before every broker is up).
     let live = shard
@@ -127,7 +142,7 @@ pub async fn offsets_topic(shard: &Rc<Shard>) -> Result<TopicMetadata, ResponseE
         .max(1);
     let created = crate::shard::topics::create_topic_with(
         shard,
-        OFFSETS_TOPIC,
+        name,
         partitions,
         replication_factor,
         None,
@@ -138,9 +153,9 @@ pub async fn offsets_topic(shard: &Rc<Shard>) -> Result<TopicMetadata, ResponseE
     match created {
         Ok(topic) => {
             tracing::info!(
-                topic = OFFSETS_TOPIC,
+                topic = name,
                 partitions,
-                "created the group coordinator's internal topic on first use"
+                "created a coordinator's internal topic on first use"
             );
             Ok(topic)
         }
@@ -149,11 +164,11 @@ pub async fn offsets_topic(shard: &Rc<Shard>) -> Result<TopicMetadata, ResponseE
             .metadata
             .snapshot()
             .topics
-            .get(OFFSETS_TOPIC)
+            .get(name)
             .cloned()
             .ok_or(ResponseError::CoordinatorNotAvailable),
         Err(error) => {
-            tracing::error!(%error, "creating {OFFSETS_TOPIC} failed");
+            tracing::error!(%error, "creating {name} failed");
             Err(ResponseError::CoordinatorNotAvailable)
         }
     }
@@ -247,38 +262,69 @@ pub async fn write(
     partition: i32,
     records: &[GroupRecord],
 ) -> Result<i64, ResponseError> {
+    write_as(shard, partition, records, None).await
+}
+
+/// [`write`], as a transactional batch of `(producer id, epoch)` when
+/// given (TxnOffsetCommit: the transaction's marker decides whether the
+/// offsets count, as in Kafka).
+pub async fn write_as(
+    shard: &Rc<Shard>,
+    partition: i32,
+    records: &[GroupRecord],
+    producer: Option<(i64, i16)>,
+) -> Result<i64, ResponseError> {
     if records.is_empty() {
         return Ok(-1);
     }
-    // The shard closes its logs only after this write is durable; once
-    // they are closing, no write starts (the client retries after the
-    // restart, or on the coordinator it finds then).
-    let Some(_write) = shard.log_write() else {
-        return Err(ResponseError::NotCoordinator);
-    };
     let topic_partition = TopicPartition::new(OFFSETS_TOPIC, partition);
     let Some(replica) = shard.partition(&topic_partition) else {
         return Err(ResponseError::NotCoordinator);
     };
     let now = TimestampMs(wall_ms());
     let mut builder = BatchBuilder::new();
+    if let Some((producer_id, producer_epoch)) = producer {
+        // Kafka's coordinator writes sequence 0; the partition does not
+        // check a coordinator's sequences.
+        builder
+            .producer(producer_id, producer_epoch, 0)
+            .transactional(true);
+    }
     for (key, value) in records {
         builder.record(Some(key), value.as_deref(), now);
     }
+    append_committed(shard, &replica, &builder.build()).await
+}
+
+/// Append `batch` to a coordinator's partition `replica` (this shard's,
+/// leading) and wait until it is durable and committed (acks=all). Returns
+/// the base offset. NOT_COORDINATOR when the replica no longer leads.
+pub async fn append_committed(
+    shard: &Rc<Shard>,
+    replica: &PartitionReplica,
+    batch: &Bytes,
+) -> Result<i64, ResponseError> {
+    // The shard closes its logs only after this write is durable; once
+    // they are closing, no write starts (the client retries after the
+    // restart, or on the coordinator it finds then).
+    let Some(_write) = shard.log_write() else {
+        return Err(ResponseError::NotCoordinator);
+    };
+    let topic_partition = &replica.topic_partition;
     // The replica stamps the batch with its leader epoch, and refuses it
     // unless it leads: a broker that no longer leads the partition is no
     // longer the coordinator.
-    let append = replica.append(&builder.build()).map_err(|error| match error {
+    let append = replica.append(batch).map_err(|error| match error {
         ReplicaAppendError::NotLeader { .. } => ResponseError::NotCoordinator,
         ReplicaAppendError::Append(error) => {
-            tracing::error!(partition = %topic_partition, %error, "group coordinator append refused");
+            tracing::error!(partition = %topic_partition, %error, "coordinator append refused");
             ResponseError::CoordinatorNotAvailable
         }
     })?;
     let epoch = replica.state().leader_epoch;
     let end = append.last_offset.plus(1);
     append.completion.await.map_err(|error| {
-        tracing::error!(partition = %topic_partition, %error, "group coordinator write failed");
+        tracing::error!(partition = %topic_partition, %error, "coordinator write failed");
         ResponseError::CoordinatorNotAvailable
     })?;
     // As Kafka writes them: acks=all, so a commit that was answered
@@ -288,9 +334,11 @@ pub async fn write(
         .wait_committed(end, epoch, 1, GROUP_WRITE_TIMEOUT)
         .await
         .map_err(|error| {
-            tracing::info!(partition = %topic_partition, %error, "group coordinator write not committed");
+            tracing::info!(partition = %topic_partition, %error, "coordinator write not committed");
             match error {
-                crate::shard::partition::CommitWaitError::NotLeader => ResponseError::NotCoordinator,
+                crate::shard::partition::CommitWaitError::NotLeader => {
+                    ResponseError::NotCoordinator
+                }
                 _ => ResponseError::CoordinatorNotAvailable,
             }
         })?;
@@ -524,6 +572,8 @@ pub async fn load_partition(shard: &Rc<Shard>, replica: &PartitionReplica) -> an
     let wall = wall_ms();
     let mut groups: HashMap<String, Group> = HashMap::new();
     let mut skipped = 0usize;
+    // Transactional offset commits whose marker has not been read yet.
+    let mut pending_txn: HashMap<i64, Vec<PendingTxnOffset>> = HashMap::new();
     while offset < end {
         let read = log
             .read(
@@ -546,14 +596,46 @@ pub async fn load_partition(shard: &Rc<Shard>, replica: &PartitionReplica) -> an
                 let size = header.total_size();
                 let whole = &rest[..size.min(rest.len())];
                 rest = &rest[size.min(rest.len())..];
-                if header.is_control() || header.compression() != Compression::None {
+                if header.compression() != Compression::None {
                     skipped += 1;
+                    continue;
+                }
+                if header.is_control() {
+                    // A transaction marker: the producer's transactional
+                    // offset commits count (commit) or are dropped.
+                    let commit = batch::records(whole, &header)
+                        .next()
+                        .and_then(Result::ok)
+                        .and_then(|record| control_commit(record.key));
+                    let pending = pending_txn.remove(&header.producer_id());
+                    if let (Some(true), Some(pending)) = (commit, pending) {
+                        for (group, topic, topic_partition, committed) in pending {
+                            let entry = groups
+                                .entry(group.clone())
+                                .or_insert_with(|| Group::new(&group, partition, wall));
+                            apply_commit(entry, &topic, topic_partition, committed);
+                        }
+                    }
                     continue;
                 }
                 let base = header.base_offset().value();
                 for record in batch::records(whole, &header) {
                     let record = record?;
                     let record_offset = base + i64::from(record.offset_delta);
+                    if header.is_transactional() {
+                        match replay_txn_offset(record.key, record.value, record_offset) {
+                            Ok(Some(pending)) => pending_txn
+                                .entry(header.producer_id())
+                                .or_default()
+                                .push(pending),
+                            Ok(None) => {}
+                            Err(error) => {
+                                skipped += 1;
+                                tracing::warn!(partition, record_offset, %error, "skipping an unreadable transactional offset");
+                            }
+                        }
+                        continue;
+                    }
                     if let Err(error) = replay(
                         &mut groups,
                         partition,
@@ -568,6 +650,18 @@ pub async fn load_partition(shard: &Rc<Shard>, replica: &PartitionReplica) -> an
                     }
                 }
             }
+        }
+    }
+    // Transactions still open: their offsets wait for the marker.
+    for (producer_id, pending) in pending_txn {
+        for (group, topic, topic_partition, committed) in pending {
+            groups
+                .entry(group.clone())
+                .or_insert_with(|| Group::new(&group, partition, wall))
+                .pending_txn_offsets
+                .entry(producer_id)
+                .or_default()
+                .insert((topic, topic_partition), committed);
         }
     }
     let count = groups.len();
@@ -585,6 +679,76 @@ pub async fn load_partition(shard: &Rc<Shard>, replica: &PartitionReplica) -> an
         "loaded group coordinator partition"
     );
     Ok(())
+}
+
+/// A transactional offset commit read at load: group, topic, partition,
+/// the offset.
+type PendingTxnOffset = (String, String, i32, CommittedOffset);
+
+/// Whether a control record's key is a commit marker (`Some(false)`: an
+/// abort; `None`: not a marker key). Kafka's layout: i16 version, i16 type
+/// (0 abort, 1 commit).
+pub fn control_commit(key: Option<&[u8]>) -> Option<bool> {
+    let key = key?;
+    if key.len() < 4 {
+        return None;
+    }
+    match i16::from_be_bytes([key[2], key[3]]) {
+        0 => Some(false),
+        1 => Some(true),
+        _ => None,
+    }
+}
+
+fn replay_txn_offset(
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    record_offset: i64,
+) -> Result<Option<PendingTxnOffset>, records::RecordError> {
+    let (Some(key), Some(value)) = (key, value) else {
+        return Ok(None);
+    };
+    let Key::Offset {
+        group,
+        topic,
+        partition,
+    } = Key::decode(key)?
+    else {
+        return Ok(None);
+    };
+    let value = OffsetValue::decode(value)?;
+    Ok(Some((
+        group,
+        topic,
+        partition,
+        CommittedOffset {
+            offset: value.offset,
+            leader_epoch: value.leader_epoch,
+            metadata: value.metadata,
+            commit_timestamp: value.commit_timestamp,
+            record_offset,
+        },
+    )))
+}
+
+/// A transaction marker of `producer_id` was written to offsets partition
+/// `partition` on this shard: its pending transactional offset commits
+/// become the groups' committed offsets (commit) or are dropped.
+pub fn apply_txn_marker(shard: &Shard, partition: i32, producer_id: i64, commit: bool) {
+    let mut groups = shard.groups.groups.borrow_mut();
+    for group in groups.values_mut() {
+        if group.partition != partition {
+            continue;
+        }
+        let Some(pending) = group.pending_txn_offsets.remove(&producer_id) else {
+            continue;
+        };
+        if commit {
+            for ((topic, topic_partition), committed) in pending {
+                apply_commit(group, &topic, topic_partition, committed);
+            }
+        }
+    }
 }
 
 fn replay(

@@ -2,15 +2,10 @@
 //! its `__consumer_offsets` partition (group/mod.rs), named with its host
 //! and port from the published view; COORDINATOR_NOT_AVAILABLE (retriable)
 //! while that partition has no leader. Finding it creates
-//! `__consumer_offsets` on first use, as Kafka does. Transaction coordinators (key type 1) are refused with the code
-//! InitProducerId gives a transactional id
-//! ([`init_producer_id::TRANSACTIONS_UNSUPPORTED`]): librdkafka
-//! (`rd_kafka_txn_handle_FindCoordinator`) and the Java client
-//! (`TransactionManager.FindCoordinatorHandler`) treat it as fatal, so
-//! `init_transactions()` fails at once. COORDINATOR_NOT_AVAILABLE, which this
-//! handler used to answer, is retriable: clients looked for a coordinator
-//! until their timeout (60 s for Java's max.block.ms). Any other key type is
-//! INVALID_REQUEST.
+//! `__consumer_offsets` on first use, as Kafka does. A transactional id's
+//! coordinator (key type 1) is the broker leading its `__transaction_state`
+//! partition (txn/coordinator.rs), found the same way; that topic too is
+//! created on first use. Any other key type is INVALID_REQUEST.
 
 use std::rc::Rc;
 
@@ -23,17 +18,12 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::group;
 use crate::handlers::Reply;
-use crate::handlers::init_producer_id::TRANSACTIONS_UNSUPPORTED;
 use crate::metadata::{BrokerInfo, ClusterMetadata};
 use crate::shard::Shard;
 
 /// FindCoordinator key types.
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
-
-/// What a refused transaction coordinator lookup says; clients show it.
-const TRANSACTIONS_REFUSAL: &str =
-    "transactions are not supported by this broker yet: unset transactional.id";
 
 pub async fn handle(
     shard: &Rc<Shard>,
@@ -56,7 +46,16 @@ pub async fn handle(
                     )),
                 Err(error) => Err((error, "the group coordinator is not available yet")),
             },
-            KEY_TYPE_TRANSACTION => Err((TRANSACTIONS_UNSUPPORTED, TRANSACTIONS_REFUSAL)),
+            KEY_TYPE_TRANSACTION => {
+                match crate::txn::coordinator::coordinator_partition(shard, &key).await {
+                    Ok((_, state)) => coordinator_broker(&shard.metadata.snapshot(), state.leader)
+                        .ok_or((
+                            ResponseError::CoordinatorNotAvailable,
+                            "the transaction coordinator is not available yet",
+                        )),
+                    Err(error) => Err((error, "the transaction coordinator is not available yet")),
+                }
+            }
             _ => Err((
                 ResponseError::InvalidRequest,
                 "unknown coordinator key type",

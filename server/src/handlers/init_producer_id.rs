@@ -18,15 +18,13 @@
 //! COORDINATOR_LOAD_IN_PROGRESS, as Kafka's broker answers then: both
 //! librdkafka and the Java client retry it.
 //!
-//! Transactions are not supported. A transactional id is refused with
-//! TRANSACTIONAL_ID_AUTHORIZATION_FAILED: of the codes a Kafka broker can
-//! answer here, it is the one both librdkafka (rd_kafka_idemp_check_error)
-//! and the Java client treat as fatal at once, so init_transactions() fails
-//! immediately instead of retrying until its timeout (COORDINATOR_NOT_AVAILABLE
-//! and NOT_COORDINATOR send them looking for another coordinator;
-//! UNSUPPORTED_VERSION makes librdkafka retry until the timeout). Read it as
-//! "this broker authorizes no transactional ids". Produce requests carrying
-//! a transactional id get the same code.
+//! With a transactional id the request goes to the id's transaction
+//! coordinator (txn/coordinator.rs): a new id gets a producer id from the
+//! same blocks and epoch 0; a known one gets its epoch bumped (fencing the
+//! producer that had it), after its ongoing transaction, if any, is aborted
+//! (CONCURRENT_TRANSACTIONS meanwhile: the client retries). A
+//! transaction timeout above transaction.max.timeout.ms is
+//! INVALID_TRANSACTION_TIMEOUT.
 
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
@@ -38,15 +36,10 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Re
 use crate::handlers::Reply;
 use crate::shard::Shard;
 
-/// The answer to anything transactional (InitProducerId and Produce with a
-/// transactional id); see the module docs for why this code.
-pub const TRANSACTIONS_UNSUPPORTED: ResponseError =
-    ResponseError::TransactionalIdAuthorizationFailed;
-
 /// Blocks fetched from the controller before giving up on this request.
 const BLOCK_FETCHES_MAX: usize = 3;
 
-pub async fn handle(shard: &Rc<Shard>, _version: i16, request: &InitProducerIdRequest) -> Reply {
+pub async fn handle(shard: &Rc<Shard>, version: i16, request: &InitProducerIdRequest) -> Reply {
     let refused = |error: ResponseError| {
         InitProducerIdResponse::default()
             .with_error_code(error.code())
@@ -54,11 +47,30 @@ pub async fn handle(shard: &Rc<Shard>, _version: i16, request: &InitProducerIdRe
             .with_producer_epoch(-1)
     };
     let response = if let Some(transactional_id) = &request.transactional_id {
-        tracing::info!(
-            transactional_id = %transactional_id.0.as_str(),
-            "refusing InitProducerId: transactions are not supported"
-        );
-        refused(TRANSACTIONS_UNSUPPORTED)
+        let transactional_id = transactional_id.0.to_string();
+        let timeout_ms = request.transaction_timeout_ms;
+        let answer = crate::txn::coordinator::on_coordinator(
+            shard,
+            &transactional_id.clone(),
+            move |owner, partition| async move {
+                crate::txn::coordinator::init_producer_id(
+                    &owner,
+                    partition,
+                    transactional_id,
+                    timeout_ms,
+                )
+                .await
+                .map_err(|error| error.code(version, 4))
+            },
+        )
+        .await
+        .and_then(|answer| answer);
+        match answer {
+            Ok((producer_id, producer_epoch)) => InitProducerIdResponse::default()
+                .with_producer_id(producer_id.into())
+                .with_producer_epoch(producer_epoch),
+            Err(error) => refused(error),
+        }
     } else {
         match allocate_producer_id(shard).await {
             Some(producer_id) => InitProducerIdResponse::default()
@@ -113,7 +125,7 @@ fn with_ids<R>(node_id: i32, work: impl FnOnce(&mut ProducerIds) -> R) -> R {
 
 /// A producer id never handed out before in the cluster; None when the
 /// controller hands out no block.
-async fn allocate_producer_id(shard: &Shard) -> Option<i64> {
+pub async fn allocate_producer_id(shard: &Shard) -> Option<i64> {
     let node_id = shard.config.node_id;
     for _ in 0..BLOCK_FETCHES_MAX {
         if let Some(id) = with_ids(node_id, ProducerIds::take) {

@@ -1,6 +1,8 @@
 //! Request handlers: one file per Kafka API. `handle` dispatches a decoded
 //! request on the connection's shard and returns what to send back.
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod api_versions;
 pub mod consumer_group_heartbeat;
@@ -12,6 +14,8 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_transactions;
+pub mod end_txn;
 pub mod fetch;
 pub mod fetch_session;
 pub mod find_coordinator;
@@ -22,6 +26,7 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
@@ -29,6 +34,7 @@ pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
+pub mod txn_offset_commit;
 pub mod write_txn_markers;
 
 use std::net::SocketAddr;
@@ -181,6 +187,22 @@ pub async fn handle(
         RequestKind::DescribeGroups(body) => describe_groups::handle(shard, version, body).await?,
         RequestKind::DeleteGroups(body) => delete_groups::handle(shard, version, body).await?,
         RequestKind::ConsumerGroupHeartbeat(_) => consumer_group_heartbeat::handle(),
+        RequestKind::AddPartitionsToTxn(body) => {
+            add_partitions_to_txn::handle(shard, version, body).await?
+        }
+        RequestKind::AddOffsetsToTxn(body) => {
+            add_offsets_to_txn::handle(shard, version, body).await?
+        }
+        RequestKind::EndTxn(body) => end_txn::handle(shard, version, body).await?,
+        RequestKind::TxnOffsetCommit(body) => {
+            txn_offset_commit::handle(shard, version, body).await?
+        }
+        RequestKind::DescribeTransactions(body) => {
+            describe_transactions::handle(shard, version, body).await?
+        }
+        RequestKind::ListTransactions(body) => {
+            list_transactions::handle(shard, version, body).await?
+        }
         RequestKind::WriteTxnMarkers(body) => {
             write_txn_markers::handle(shard, version, body).await?
         }

@@ -38,6 +38,14 @@ pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
     (ApiKey::ListGroups, range(0, 5)),
     (ApiKey::DescribeGroups, range(0, 6)),
     (ApiKey::DeleteGroups, range(0, 2)),
+    // The transaction coordinator (txn/): the versions before KIP-890's
+    // part 2 (AddPartitionsToTxn v4+ is broker-to-broker).
+    (ApiKey::AddPartitionsToTxn, range(0, 3)),
+    (ApiKey::AddOffsetsToTxn, range(0, 3)),
+    (ApiKey::EndTxn, range(0, 4)),
+    (ApiKey::TxnOffsetCommit, range(0, 4)),
+    (ApiKey::DescribeTransactions, range(0, 0)),
+    (ApiKey::ListTransactions, range(0, 1)),
     // Advertised only to refuse it clearly; see handlers/consumer_group_heartbeat.rs.
     (ApiKey::ConsumerGroupHeartbeat, range(0, 1)),
     // Sent by transaction coordinators to partition leaders (v0 is not decodable).

@@ -10,12 +10,16 @@ use crate::shard::{PartitionReplica, Shard};
 /// once at open for a replica that opens as leader): load or unload the
 /// transactional ids of that partition.
 pub fn on_leadership_change(shard: &Rc<Shard>, replica: &Rc<PartitionReplica>, leading: bool) {
-    let _ = (shard, replica, leading);
+    if leading {
+        crate::txn::coordinator::load(shard, replica);
+    } else {
+        crate::txn::coordinator::unload(replica.topic_partition.partition);
+    }
 }
 
 /// A transaction marker (commit when `commit`) was written to a partition
 /// of `__consumer_offsets` at `offset`: the group coordinator makes the
 /// producer's pending transactional offset commits visible, or drops them.
 pub fn after_offsets_marker(shard: &Rc<Shard>, partition: i32, producer_id: i64, commit: bool) {
-    let _ = (shard, partition, producer_id, commit);
+    crate::group::apply_txn_marker(shard, partition, producer_id, commit);
 }

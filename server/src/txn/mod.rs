@@ -1,9 +1,24 @@
 //! Transactions (issue 12): the transaction coordinator on the leaders of
 //! `__transaction_state`, and the hooks the data path calls into.
 //! docs/internals/transactions.md describes the design.
+//!
+//! - `state.rs`: one transactional id's state machine and its records (pure).
+//! - `coordinator.rs`: the per-shard table, persistence, loading, the
+//!   requests' logic, completion and the timeout check.
+//! - `markers.rs`: writing a transaction's markers to its partitions'
+//!   leaders (this broker's shards directly, others by WriteTxnMarkers).
+//! - `hooks.rs`: the data path's calls into the coordinators.
 
+pub mod coordinator;
 pub mod hooks;
+pub mod markers;
+pub mod state;
 
 /// The internal topic holding the transaction coordinators' state (Kafka's
 /// name).
 pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
+
+/// Partitions of `__transaction_state` (Kafka's
+/// transaction.state.log.num.partitions default), fixed when the topic is
+/// created.
+pub const TRANSACTION_STATE_PARTITIONS: i32 = 50;

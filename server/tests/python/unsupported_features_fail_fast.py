@@ -1,44 +1,24 @@
 """Features Sluice does not serve yet fail at once with an error the client
 reports, instead of a client retrying until its timeout:
 
-- a transactional producer: init_transactions() raises a fatal error naming
-  the reason (FindCoordinator for a transactional id is refused with a code
-  librdkafka treats as fatal);
 - a consumer with group.protocol=consumer (KIP-848): poll() reports a fatal
   error naming ConsumerGroupHeartbeat, which the broker refuses with
   UNSUPPORTED_VERSION.
 
+(Transactional producers used to be refused here too; the broker serves
+transactions now: transactional_producer.py.)
+
 "At once" is checked against a bound far below the clients' own timeouts
-(init_transactions waits 30 s; a KIP-848 consumer would poll forever).
+(a KIP-848 consumer would poll forever).
 """
 
 import time
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException
 
 from sluice_test import check, run, step
 
 FAIL_FAST_S = 10
-
-
-def transactional_producer_fails_fast(address):
-    step("init_transactions() on a transactional producer")
-    producer = Producer({"bootstrap.servers": address, "transactional.id": "txn-1"})
-    started = time.monotonic()
-    try:
-        producer.init_transactions(30)
-    except KafkaException as error:
-        elapsed = time.monotonic() - started
-        kafka_error = error.args[0]
-        print(f"   failed after {elapsed:.2f}s: {kafka_error}")
-        check(kafka_error.fatal(), f"the error is not fatal: {kafka_error}")
-        check(
-            "transactions are not supported" in kafka_error.str(),
-            f"the error does not say why: {kafka_error}",
-        )
-        check(elapsed < FAIL_FAST_S, f"took {elapsed:.1f}s to fail")
-        return
-    raise AssertionError("init_transactions() succeeded on a broker without transactions")
 
 
 def kip848_consumer_fails_fast(address):
@@ -81,7 +61,6 @@ def kip848_consumer_fails_fast(address):
 
 
 def scenario(address):
-    transactional_producer_fails_fast(address)
     kip848_consumer_fails_fast(address)
 
 

@@ -221,6 +221,10 @@ pub struct Group {
     /// OffsetCommits written but not applied yet: the group must not be
     /// forgotten under them.
     pub commits_in_flight: usize,
+    /// TxnOffsetCommits written per producer id, waiting for their
+    /// transaction's marker: a commit marker applies them, an abort drops
+    /// them (`txn::hooks::after_offsets_marker`). OffsetFetch shows none.
+    pub pending_txn_offsets: BTreeMap<i64, BTreeMap<(String, i32), CommittedOffset>>,
 }
 
 impl Group {
@@ -242,6 +246,7 @@ impl Group {
             offsets: BTreeMap::new(),
             dirty: false,
             commits_in_flight: 0,
+            pending_txn_offsets: BTreeMap::new(),
         }
     }
 
@@ -331,6 +336,7 @@ impl Group {
             && self.offsets.is_empty()
             && self.pending_members.is_empty()
             && self.commits_in_flight == 0
+            && self.pending_txn_offsets.is_empty()
     }
 
     // ---- JoinGroup ----

@@ -1,0 +1,212 @@
+//! TxnOffsetCommit (v0..=4): offsets a transactional producer commits for
+//! a group (send_offsets_to_transaction), sent to the group coordinator
+//! after AddOffsetsToTxn. They are written to the group's
+//! `__consumer_offsets` partition as a transactional batch of the
+//! producer's id and epoch (as Kafka writes them) and kept pending
+//! (`Group::pending_txn_offsets`): OffsetFetch does not show them until the
+//! transaction's commit marker reaches that partition
+//! (`txn::hooks::after_offsets_marker`); an abort marker drops them.
+//!
+//! A member (generation >= 0, v3+) is checked as for OffsetCommit; a
+//! producer outside the group (generation -1) commits to an empty or new
+//! group.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{ResponseKind, TxnOffsetCommitRequest, TxnOffsetCommitResponse};
+
+use crate::group::records::OffsetValue;
+use crate::group::state::{CommittedOffset, Group};
+use crate::group::{self, OFFSET_METADATA_MAX_BYTES, offset_key, record_offset, wall_ms};
+use crate::handlers::Reply;
+use crate::shard::Shard;
+
+/// One partition's offset as validated on the connection's shard.
+struct Commit {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    leader_epoch: i32,
+    metadata: String,
+}
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    version: i16,
+    request: TxnOffsetCommitRequest,
+) -> anyhow::Result<Reply> {
+    let group_id = request.group_id.0.to_string();
+    let snapshot = shard.metadata.snapshot();
+    let mut errors: Vec<Vec<Option<ResponseError>>> = Vec::new();
+    let mut commits = Vec::new();
+    for topic in &request.topics {
+        let name = topic.name.0.to_string();
+        let known = snapshot.topics.get(&name);
+        let mut topic_errors = Vec::new();
+        for partition in &topic.partitions {
+            let exists = known.is_some_and(|found| {
+                usize::try_from(partition.partition_index)
+                    .is_ok_and(|index| index < found.partitions.len())
+            });
+            let metadata = partition
+                .committed_metadata
+                .as_ref()
+                .map(|text| text.to_string())
+                .unwrap_or_default();
+            let error = if group_id.is_empty() {
+                Some(ResponseError::InvalidGroupId)
+            } else if !exists {
+                Some(ResponseError::UnknownTopicOrPartition)
+            } else if metadata.len() > OFFSET_METADATA_MAX_BYTES {
+                Some(ResponseError::OffsetMetadataTooLarge)
+            } else {
+                commits.push(Commit {
+                    topic: name.clone(),
+                    partition: partition.partition_index,
+                    offset: partition.committed_offset,
+                    leader_epoch: partition.committed_leader_epoch,
+                    metadata,
+                });
+                None
+            };
+            topic_errors.push(error);
+        }
+        errors.push(topic_errors);
+    }
+    let group_error = if commits.is_empty() {
+        None
+    } else {
+        let producer = (request.producer_id.0, request.producer_epoch);
+        let generation = if version >= 3 {
+            request.generation_id
+        } else {
+            -1
+        };
+        let member_id = request.member_id.to_string();
+        let instance_id = request.group_instance_id.map(|id| id.to_string());
+        group::on_coordinator(
+            shard,
+            &group_id.clone(),
+            move |owner, partition| async move {
+                commit_on_coordinator(
+                    &owner,
+                    partition,
+                    group_id,
+                    producer,
+                    generation,
+                    member_id,
+                    instance_id,
+                    commits,
+                )
+                .await
+            },
+        )
+        .await
+        .unwrap_or_else(Some)
+    };
+    let topics = request
+        .topics
+        .into_iter()
+        .zip(errors)
+        .map(|(topic, topic_errors)| {
+            let mut out = TxnOffsetCommitResponseTopic::default();
+            out.partitions = topic
+                .partitions
+                .iter()
+                .zip(topic_errors)
+                .map(|(partition, error)| {
+                    let mut result = TxnOffsetCommitResponsePartition::default();
+                    result.partition_index = partition.partition_index;
+                    result.error_code = error.or(group_error).map_or(0, |error| error.code());
+                    result
+                })
+                .collect();
+            out.name = topic.name;
+            out
+        })
+        .collect();
+    let mut response = TxnOffsetCommitResponse::default();
+    response.topics = topics;
+    Ok(Reply::Body(Box::new(ResponseKind::TxnOffsetCommit(
+        response,
+    ))))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn commit_on_coordinator(
+    owner: &Rc<Shard>,
+    partition: i32,
+    group_id: String,
+    producer: (i64, i16),
+    generation: i32,
+    member_id: String,
+    instance_id: Option<String>,
+    commits: Vec<Commit>,
+) -> Option<ResponseError> {
+    let now_ms = wall_ms();
+    {
+        let mut groups = owner.groups.groups.borrow_mut();
+        let group = match groups.get_mut(&group_id) {
+            Some(group) => group,
+            None if generation < 0 => groups
+                .entry(group_id.clone())
+                .or_insert_with(|| Group::new(&group_id, partition, now_ms)),
+            None => return Some(ResponseError::IllegalGeneration),
+        };
+        if generation >= 0
+            && let Err(error) = group.check_commit(
+                generation,
+                &member_id,
+                instance_id.as_deref(),
+                Instant::now(),
+            )
+        {
+            return Some(error);
+        }
+        group.commits_in_flight += 1;
+    }
+    let records: Vec<_> = commits
+        .iter()
+        .map(|commit| {
+            let value = OffsetValue {
+                offset: commit.offset,
+                leader_epoch: commit.leader_epoch,
+                metadata: commit.metadata.clone(),
+                commit_timestamp: now_ms,
+            };
+            (
+                offset_key(&group_id, &commit.topic, commit.partition),
+                Some(value.encode()),
+            )
+        })
+        .collect();
+    let written = group::write_as(owner, partition, &records, Some(producer)).await;
+    let mut groups = owner.groups.groups.borrow_mut();
+    let Some(group) = groups.get_mut(&group_id) else {
+        return written.err();
+    };
+    group.commits_in_flight -= 1;
+    let base = match written {
+        Ok(base) => base,
+        Err(error) => return Some(error),
+    };
+    let pending = group.pending_txn_offsets.entry(producer.0).or_default();
+    for (index, commit) in commits.into_iter().enumerate() {
+        pending.insert(
+            (commit.topic, commit.partition),
+            CommittedOffset {
+                offset: commit.offset,
+                leader_epoch: commit.leader_epoch,
+                metadata: commit.metadata,
+                commit_timestamp: now_ms,
+                record_offset: record_offset(base, index),
+            },
+        );
+    }
+    None
+}

@@ -1,0 +1,295 @@
+//! Writing a transaction's markers (commit or abort control batches) to
+//! every partition of the transaction, from its coordinator.
+//!
+//! A partition this broker leads gets its marker through
+//! `shard::txn_state::write_txn_marker` on the owning shard; the partitions
+//! of another leader get one WriteTxnMarkers request (API 27, v1) on a
+//! connection to that broker's client listener, as Kafka's coordinator
+//! sends them. A partition whose marker fails is retried (with the view
+//! then current: its leader may have moved) until it is written, its topic
+//! or partition is gone (Kafka drops those too), or this broker stops
+//! coordinating the transaction.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use compio::BufResult;
+use compio::io::{AsyncReadExt, AsyncWriteExt};
+use compio::net::TcpStream;
+use futures_util::future::join_all;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::write_txn_markers_request::{
+    WritableTxnMarker, WritableTxnMarkerTopic,
+};
+use kafka_protocol::messages::{
+    ApiKey, RequestHeader, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+
+use crate::shard::{Shard, ShardId, TopicPartition};
+
+/// The WriteTxnMarkers version sent (the only one kafka-protocol decodes).
+const WRITE_TXN_MARKERS_VERSION: i16 = 1;
+/// First pause between rounds; doubles up to [`RETRY_PAUSE_MAX`].
+const RETRY_PAUSE_MIN: Duration = Duration::from_millis(50);
+const RETRY_PAUSE_MAX: Duration = Duration::from_secs(1);
+/// A request to another broker gives up after this long.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest WriteTxnMarkers response accepted.
+const RESPONSE_BYTES_MAX: usize = 16 << 20;
+
+/// Write the markers of `(producer_id, producer_epoch)` (commit when
+/// `commit`) to `partitions`. True once every partition has its marker
+/// (or is gone); false as soon as `still_coordinating` says no.
+pub async fn write_markers(
+    shard: &Rc<Shard>,
+    producer_id: i64,
+    producer_epoch: i16,
+    coordinator_epoch: i32,
+    commit: bool,
+    partitions: Vec<(String, i32)>,
+    still_coordinating: &dyn Fn() -> bool,
+) -> bool {
+    let mut remaining: BTreeSet<(String, i32)> = partitions.into_iter().collect();
+    let mut pause = RETRY_PAUSE_MIN;
+    loop {
+        if remaining.is_empty() {
+            return true;
+        }
+        if !still_coordinating() || shard.partitions.is_closing() {
+            return false;
+        }
+        let view = shard.metadata.snapshot();
+        // Per leader: the partitions it should write, with the local shard.
+        let mut by_leader: BTreeMap<i32, Vec<(String, i32, Option<usize>)>> = BTreeMap::new();
+        remaining.retain(|(topic, partition)| {
+            let Some(state) = view
+                .topics
+                .get(topic)
+                .and_then(|found| found.partitions.get(usize::try_from(*partition).ok()?))
+            else {
+                tracing::info!(%topic, partition, "no marker for a partition that no longer exists");
+                return false;
+            };
+            if let Some(leader) = state.leader {
+                by_leader.entry(leader).or_default().push((
+                    topic.clone(),
+                    *partition,
+                    state.local_shard,
+                ));
+            }
+            true
+        });
+        let mut written = Vec::new();
+        for (leader, targets) in by_leader {
+            let outcomes = if leader == view.node_id {
+                write_local(
+                    shard,
+                    producer_id,
+                    producer_epoch,
+                    coordinator_epoch,
+                    commit,
+                    &targets,
+                )
+                .await
+            } else {
+                let Some(broker) = view.brokers.get(&leader).filter(|broker| broker.is_live())
+                else {
+                    continue;
+                };
+                let address = (broker.host.clone(), u16::try_from(broker.port).unwrap_or(0));
+                let names: Vec<(String, i32)> = targets
+                    .iter()
+                    .map(|(topic, partition, _)| (topic.clone(), *partition))
+                    .collect();
+                write_remote(
+                    address,
+                    producer_id,
+                    producer_epoch,
+                    coordinator_epoch,
+                    commit,
+                    &names,
+                )
+                .await
+            };
+            for ((topic, partition), outcome) in outcomes {
+                match outcome {
+                    Ok(()) => written.push((topic, partition)),
+                    // The partition has seen a newer epoch of the producer:
+                    // this marker is stale (Kafka gives up on it too).
+                    Err(ResponseError::InvalidProducerEpoch) => {
+                        tracing::warn!(%topic, partition, producer_id, producer_epoch, "a transaction marker was refused as stale");
+                        written.push((topic, partition));
+                    }
+                    Err(error) => {
+                        tracing::debug!(%topic, partition, ?error, "transaction marker not written yet; retrying");
+                    }
+                }
+            }
+        }
+        for done in written {
+            remaining.remove(&done);
+        }
+        if remaining.is_empty() {
+            return true;
+        }
+        compio::time::sleep(pause).await;
+        pause = (pause * 2).min(RETRY_PAUSE_MAX);
+    }
+}
+
+type Outcome = ((String, i32), Result<(), ResponseError>);
+
+/// Markers for partitions this broker leads, on their owning shards.
+async fn write_local(
+    shard: &Rc<Shard>,
+    producer_id: i64,
+    producer_epoch: i16,
+    coordinator_epoch: i32,
+    commit: bool,
+    targets: &[(String, i32, Option<usize>)],
+) -> Vec<Outcome> {
+    let writes = targets.iter().map(|(topic, partition, local_shard)| {
+        let topic_partition = TopicPartition::new(topic, *partition);
+        async move {
+            let Some(owner) = local_shard else {
+                return (
+                    (topic.clone(), *partition),
+                    Err(ResponseError::NotLeaderOrFollower),
+                );
+            };
+            let outcome = shard
+                .shards
+                .call(ShardId(*owner), move |owner| async move {
+                    crate::shard::txn_state::write_txn_marker(
+                        &owner,
+                        &topic_partition,
+                        producer_id,
+                        producer_epoch,
+                        coordinator_epoch,
+                        commit,
+                    )
+                    .await
+                    .map(|_| ())
+                })
+                .await
+                .unwrap_or(Err(ResponseError::NotLeaderOrFollower));
+            ((topic.clone(), *partition), outcome)
+        }
+    });
+    join_all(writes).await
+}
+
+/// Markers for the partitions another broker leads: one WriteTxnMarkers.
+async fn write_remote(
+    address: (String, u16),
+    producer_id: i64,
+    producer_epoch: i16,
+    coordinator_epoch: i32,
+    commit: bool,
+    targets: &[(String, i32)],
+) -> Vec<Outcome> {
+    let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (topic, partition) in targets {
+        topics.entry(topic).or_default().push(*partition);
+    }
+    let mut marker = WritableTxnMarker::default();
+    marker.producer_id = producer_id.into();
+    marker.producer_epoch = producer_epoch;
+    marker.transaction_result = commit;
+    marker.coordinator_epoch = coordinator_epoch;
+    marker.topics = topics
+        .into_iter()
+        .map(|(topic, partitions)| {
+            let mut out = WritableTxnMarkerTopic::default();
+            out.name = StrBytes::from_string(topic.to_string()).into();
+            out.partition_indexes = partitions;
+            out
+        })
+        .collect();
+    let mut request = WriteTxnMarkersRequest::default();
+    request.markers = vec![marker];
+    let answered =
+        compio::time::timeout(REQUEST_TIMEOUT, send_write_txn_markers(&address, &request)).await;
+    let response = match answered {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => {
+            tracing::debug!(host = %address.0, port = address.1, error = format!("{error:#}"), "WriteTxnMarkers failed");
+            return failed_all(targets, ResponseError::NetworkException);
+        }
+        Err(_) => return failed_all(targets, ResponseError::RequestTimedOut),
+    };
+    let mut answered: BTreeMap<(String, i32), i16> = BTreeMap::new();
+    for marker in response.markers {
+        for topic in marker.topics {
+            for partition in topic.partitions {
+                answered.insert(
+                    (topic.name.0.to_string(), partition.partition_index),
+                    partition.error_code,
+                );
+            }
+        }
+    }
+    targets
+        .iter()
+        .map(|key| {
+            let outcome = match answered.get(key) {
+                Some(0) => Ok(()),
+                Some(code) => Err(ResponseError::try_from_code(*code)
+                    .unwrap_or(ResponseError::UnknownServerError)),
+                None => Err(ResponseError::UnknownServerError),
+            };
+            (key.clone(), outcome)
+        })
+        .collect()
+}
+
+fn failed_all(targets: &[(String, i32)], error: ResponseError) -> Vec<Outcome> {
+    targets
+        .iter()
+        .map(|key| (key.clone(), Err(error)))
+        .collect()
+}
+
+/// One request and its response on a fresh connection (markers are rare:
+/// one per transaction and leader).
+async fn send_write_txn_markers(
+    address: &(String, u16),
+    request: &WriteTxnMarkersRequest,
+) -> anyhow::Result<WriteTxnMarkersResponse> {
+    let mut stream = TcpStream::connect((address.0.as_str(), address.1)).await?;
+    let _ = stream.set_nodelay(true);
+    let version = WRITE_TXN_MARKERS_VERSION;
+    let mut header = RequestHeader::default();
+    header.request_api_key = ApiKey::WriteTxnMarkers as i16;
+    header.request_api_version = version;
+    header.correlation_id = 1;
+    header.client_id = Some(StrBytes::from_static_str("sluice-transaction-coordinator"));
+    let mut body = BytesMut::new();
+    header.encode(&mut body, WriteTxnMarkersRequest::header_version(version))?;
+    request.encode(&mut body, version)?;
+    let mut frame = BytesMut::with_capacity(4 + body.len());
+    frame.put_i32(i32::try_from(body.len())?);
+    frame.extend_from_slice(&body);
+    let BufResult(written, _) = stream.write_all(frame.to_vec()).await;
+    written?;
+    let BufResult(read, size) = stream.read_exact(vec![0u8; 4]).await;
+    read?;
+    let size = usize::try_from(i32::from_be_bytes([size[0], size[1], size[2], size[3]]))?;
+    anyhow::ensure!(size <= RESPONSE_BYTES_MAX, "response of {size} bytes");
+    let BufResult(read, payload) = stream.read_exact(vec![0u8; size]).await;
+    read?;
+    let mut payload = Bytes::from(payload);
+    let header_version = WriteTxnMarkersResponse::header_version(version);
+    let response_header =
+        kafka_protocol::messages::ResponseHeader::decode(&mut payload, header_version)?;
+    anyhow::ensure!(
+        response_header.correlation_id == 1,
+        "response to another request"
+    );
+    let response = WriteTxnMarkersResponse::decode(&mut payload, version)?;
+    let _ = payload.remaining();
+    Ok(response)
+}

@@ -1,0 +1,675 @@
+//! The state of one transactional id (Kafka's `TransactionMetadata`), sans
+//! I/O: the checks and transitions of the coordinator's requests, and the
+//! record layout of `__transaction_state`.
+//!
+//! A transition never changes the state in place: it returns the state to
+//! write ([`TxnMetadata::prepare_*`]); the coordinator (txn/coordinator.rs)
+//! marks the id as having a transition in flight, writes the new state to
+//! `__transaction_state`, waits until it is committed, and only then
+//! installs it ([`TxnMetadata::complete_transition`]). While a transition
+//! is in flight every other request about the id gets
+//! CONCURRENT_TRANSACTIONS (retriable for every client), as in Kafka.
+//!
+//! Records (Kafka's own layouts, so Kafka tooling that reads the topic
+//! agrees): big-endian, strings with an i16 length.
+//!
+//! | part | layout |
+//! |---|---|
+//! | key v0 | i16 version 0, string transactional id |
+//! | value v0 | i16 version 0, i64 producer id, i16 producer epoch, i32 timeout ms, i8 state (Kafka's codes: Empty 0, Ongoing 1, PrepareCommit 2, PrepareAbort 3, CompleteCommit 4, CompleteAbort 5, Dead 6, PrepareEpochFence 7), i32 count of topics then per topic a string name and an i32 count of i32 partitions, i64 last update ms, i64 start ms |
+//!
+//! A null value is a tombstone (the id expired: not written yet).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
+
+/// Kafka's transaction.max.timeout.ms (default 15 minutes).
+pub const TRANSACTION_TIMEOUT_MAX_MS: i32 = 900_000;
+/// No producer epoch yet (a new id before its first InitProducerId write).
+pub const NO_EPOCH: i16 = -1;
+
+const KEY_VERSION: i16 = 0;
+const VALUE_VERSION: i16 = 0;
+
+/// Kafka's TransactionState, with its codes in the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TxnState {
+    Empty,
+    Ongoing,
+    PrepareCommit,
+    PrepareAbort,
+    CompleteCommit,
+    CompleteAbort,
+    Dead,
+    PrepareEpochFence,
+}
+
+impl TxnState {
+    pub fn code(self) -> i8 {
+        match self {
+            TxnState::Empty => 0,
+            TxnState::Ongoing => 1,
+            TxnState::PrepareCommit => 2,
+            TxnState::PrepareAbort => 3,
+            TxnState::CompleteCommit => 4,
+            TxnState::CompleteAbort => 5,
+            TxnState::Dead => 6,
+            TxnState::PrepareEpochFence => 7,
+        }
+    }
+
+    pub fn from_code(code: i8) -> Option<TxnState> {
+        Some(match code {
+            0 => TxnState::Empty,
+            1 => TxnState::Ongoing,
+            2 => TxnState::PrepareCommit,
+            3 => TxnState::PrepareAbort,
+            4 => TxnState::CompleteCommit,
+            5 => TxnState::CompleteAbort,
+            6 => TxnState::Dead,
+            7 => TxnState::PrepareEpochFence,
+            _ => return None,
+        })
+    }
+
+    /// The name DescribeTransactions and ListTransactions use (Kafka's).
+    pub fn name(self) -> &'static str {
+        match self {
+            TxnState::Empty => "Empty",
+            TxnState::Ongoing => "Ongoing",
+            TxnState::PrepareCommit => "PrepareCommit",
+            TxnState::PrepareAbort => "PrepareAbort",
+            TxnState::CompleteCommit => "CompleteCommit",
+            TxnState::CompleteAbort => "CompleteAbort",
+            TxnState::Dead => "Dead",
+            TxnState::PrepareEpochFence => "PrepareEpochFence",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<TxnState> {
+        (0..=7)
+            .filter_map(TxnState::from_code)
+            .find(|state| state.name() == name)
+    }
+
+    /// Markers are being written (or must be, after a load).
+    pub fn is_prepare(self) -> bool {
+        matches!(self, TxnState::PrepareCommit | TxnState::PrepareAbort)
+    }
+}
+
+/// The partitions of a transaction, by topic.
+pub type TxnPartitions = BTreeMap<String, BTreeSet<i32>>;
+
+/// One transactional id's state (what is written to the log).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxnMetadata {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub timeout_ms: i32,
+    pub state: TxnState,
+    pub partitions: TxnPartitions,
+    /// Wall-clock ms of the last transition.
+    pub last_update_ms: i64,
+    /// Wall-clock ms the ongoing transaction started (-1 when none).
+    pub start_ms: i64,
+}
+
+/// Why a request about a transactional id is refused (Kafka's codes at the
+/// protocol edge, see [`TxnError::code`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TxnError {
+    #[error("the producer id does not match the transactional id's")]
+    InvalidProducerIdMapping,
+    #[error("the producer epoch is older than the transactional id's: fenced")]
+    ProducerFenced,
+    #[error("another transition of the transaction is in progress")]
+    ConcurrentTransactions,
+    #[error("the request does not fit the transaction's state")]
+    InvalidTxnState,
+    #[error("the transaction timeout is out of range")]
+    InvalidTransactionTimeout,
+}
+
+impl TxnError {
+    /// The Kafka error for this refusal. PRODUCER_FENCED is newer than the
+    /// request versions before `fenced_since`; those get
+    /// INVALID_PRODUCER_EPOCH, as Kafka answers them.
+    pub fn code(self, version: i16, fenced_since: i16) -> ResponseError {
+        match self {
+            TxnError::InvalidProducerIdMapping => ResponseError::InvalidProducerIdMapping,
+            TxnError::ProducerFenced if version < fenced_since => {
+                ResponseError::InvalidProducerEpoch
+            }
+            TxnError::ProducerFenced => ResponseError::ProducerFenced,
+            TxnError::ConcurrentTransactions => ResponseError::ConcurrentTransactions,
+            TxnError::InvalidTxnState => ResponseError::InvalidTxnState,
+            TxnError::InvalidTransactionTimeout => ResponseError::InvalidTransactionTimeout,
+        }
+    }
+}
+
+/// What InitProducerId does with an existing id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InitOutcome {
+    /// Write this (Empty, epoch bumped) and answer with its producer id and
+    /// epoch.
+    Ready(TxnMetadata),
+    /// An ongoing transaction must be aborted first (fencing its producer):
+    /// write this PrepareAbort (epoch bumped), write the markers, and answer
+    /// CONCURRENT_TRANSACTIONS so the client retries.
+    AbortFirst(TxnMetadata),
+}
+
+impl TxnMetadata {
+    /// A new id, before its first write (epoch [`NO_EPOCH`]).
+    pub fn new(transactional_id: &str, producer_id: i64, timeout_ms: i32, now_ms: i64) -> Self {
+        TxnMetadata {
+            transactional_id: transactional_id.to_string(),
+            producer_id,
+            producer_epoch: NO_EPOCH,
+            timeout_ms,
+            state: TxnState::Empty,
+            partitions: TxnPartitions::new(),
+            last_update_ms: now_ms,
+            start_ms: -1,
+        }
+    }
+
+    /// Check a timeout asked by InitProducerId.
+    pub fn check_timeout(timeout_ms: i32, max_ms: i32) -> Result<(), TxnError> {
+        if timeout_ms <= 0 || timeout_ms > max_ms {
+            return Err(TxnError::InvalidTransactionTimeout);
+        }
+        Ok(())
+    }
+
+    /// InitProducerId on an existing id (or a new one: epoch NO_EPOCH).
+    /// `fresh_producer_id` is used when the epoch would overflow.
+    pub fn prepare_init(
+        &self,
+        timeout_ms: i32,
+        now_ms: i64,
+        fresh_producer_id: impl FnOnce() -> Option<i64>,
+    ) -> Result<InitOutcome, TxnError> {
+        match self.state {
+            TxnState::PrepareCommit
+            | TxnState::PrepareAbort
+            | TxnState::PrepareEpochFence
+            | TxnState::Dead => Err(TxnError::ConcurrentTransactions),
+            TxnState::Ongoing => {
+                let mut next = self.bumped_epoch();
+                next.state = TxnState::PrepareAbort;
+                next.last_update_ms = now_ms;
+                Ok(InitOutcome::AbortFirst(next))
+            }
+            TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
+                let mut next = if self.producer_epoch >= i16::MAX - 1 {
+                    // The epoch is exhausted: a new producer id, epoch 0.
+                    let producer_id =
+                        fresh_producer_id().ok_or(TxnError::ConcurrentTransactions)?;
+                    TxnMetadata {
+                        producer_id,
+                        producer_epoch: 0,
+                        ..self.clone()
+                    }
+                } else {
+                    self.bumped_epoch()
+                };
+                next.state = TxnState::Empty;
+                next.timeout_ms = timeout_ms;
+                next.partitions.clear();
+                next.start_ms = -1;
+                next.last_update_ms = now_ms;
+                Ok(InitOutcome::Ready(next))
+            }
+        }
+    }
+
+    /// The same id with the epoch one higher (kept at the maximum).
+    fn bumped_epoch(&self) -> TxnMetadata {
+        let mut next = self.clone();
+        if next.producer_epoch < i16::MAX - 1 {
+            next.producer_epoch += 1;
+        }
+        next
+    }
+
+    /// Check the producer id and epoch a client sends.
+    pub fn check_producer(&self, producer_id: i64, producer_epoch: i16) -> Result<(), TxnError> {
+        if producer_id != self.producer_id {
+            return Err(TxnError::InvalidProducerIdMapping);
+        }
+        if producer_epoch != self.producer_epoch {
+            return Err(TxnError::ProducerFenced);
+        }
+        Ok(())
+    }
+
+    /// AddPartitionsToTxn / AddOffsetsToTxn: `None` when every partition is
+    /// already in the ongoing transaction (nothing to write).
+    pub fn prepare_add_partitions(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        added: &TxnPartitions,
+        now_ms: i64,
+    ) -> Result<Option<TxnMetadata>, TxnError> {
+        self.check_producer(producer_id, producer_epoch)?;
+        match self.state {
+            TxnState::PrepareCommit | TxnState::PrepareAbort | TxnState::PrepareEpochFence => {
+                return Err(TxnError::ConcurrentTransactions);
+            }
+            TxnState::Dead => return Err(TxnError::InvalidTxnState),
+            TxnState::Empty
+            | TxnState::Ongoing
+            | TxnState::CompleteCommit
+            | TxnState::CompleteAbort => {}
+        }
+        let ongoing = self.state == TxnState::Ongoing;
+        let mut next = self.clone();
+        if !ongoing {
+            next.partitions.clear();
+            next.start_ms = now_ms;
+        }
+        let mut changed = !ongoing;
+        for (topic, partitions) in added {
+            let entry = next.partitions.entry(topic.clone()).or_default();
+            for partition in partitions {
+                changed |= entry.insert(*partition);
+            }
+        }
+        if !changed {
+            return Ok(None);
+        }
+        next.state = TxnState::Ongoing;
+        next.last_update_ms = now_ms;
+        Ok(Some(next))
+    }
+
+    /// EndTxn: `Ok(None)` answers at once without a write (a retried EndTxn
+    /// whose transaction already completed the same way).
+    pub fn prepare_end(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        now_ms: i64,
+    ) -> Result<Option<TxnMetadata>, TxnError> {
+        self.check_producer(producer_id, producer_epoch)?;
+        match (self.state, commit) {
+            (TxnState::Ongoing, _) => {
+                let mut next = self.clone();
+                next.state = if commit {
+                    TxnState::PrepareCommit
+                } else {
+                    TxnState::PrepareAbort
+                };
+                next.last_update_ms = now_ms;
+                Ok(Some(next))
+            }
+            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => Ok(None),
+            (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
+                Err(TxnError::ConcurrentTransactions)
+            }
+            (TxnState::PrepareEpochFence, _) => Err(TxnError::ConcurrentTransactions),
+            _ => Err(TxnError::InvalidTxnState),
+        }
+    }
+
+    /// The coordinator aborts a transaction past its timeout: the epoch is
+    /// bumped (the producer is fenced, as Kafka does). `None` unless the id
+    /// has an ongoing transaction that timed out.
+    pub fn prepare_timeout_abort(&self, now_ms: i64) -> Option<TxnMetadata> {
+        if self.state != TxnState::Ongoing
+            || now_ms.saturating_sub(self.start_ms) <= i64::from(self.timeout_ms)
+        {
+            return None;
+        }
+        let mut next = self.bumped_epoch();
+        next.state = TxnState::PrepareAbort;
+        next.last_update_ms = now_ms;
+        Some(next)
+    }
+
+    /// After the markers of a PrepareX are written: the CompleteX to write.
+    pub fn prepare_complete(&self, now_ms: i64) -> TxnMetadata {
+        assert!(
+            self.state.is_prepare(),
+            "completing a transaction in state {:?}",
+            self.state
+        );
+        let mut next = self.clone();
+        next.state = if self.state == TxnState::PrepareCommit {
+            TxnState::CompleteCommit
+        } else {
+            TxnState::CompleteAbort
+        };
+        next.partitions.clear();
+        next.start_ms = -1;
+        next.last_update_ms = now_ms;
+        next
+    }
+
+    /// Partitions whose markers are still owed (a topic or partition that
+    /// no longer exists is dropped by the caller).
+    pub fn partition_list(&self) -> Vec<(String, i32)> {
+        self.partitions
+            .iter()
+            .flat_map(|(topic, partitions)| {
+                partitions
+                    .iter()
+                    .map(move |partition| (topic.clone(), *partition))
+            })
+            .collect()
+    }
+
+    // ---- records ----
+
+    pub fn encode_key(transactional_id: &str) -> Bytes {
+        let mut out = BytesMut::new();
+        out.put_i16(KEY_VERSION);
+        put_string(&mut out, transactional_id);
+        out.freeze()
+    }
+
+    pub fn decode_key(mut bytes: &[u8]) -> Result<String, RecordError> {
+        let version = get_i16(&mut bytes)?;
+        if version != KEY_VERSION {
+            return Err(RecordError::UnknownVersion(version));
+        }
+        get_string(&mut bytes)
+    }
+
+    pub fn encode_value(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        out.put_i16(VALUE_VERSION);
+        out.put_i64(self.producer_id);
+        out.put_i16(self.producer_epoch);
+        out.put_i32(self.timeout_ms);
+        out.put_i8(self.state.code());
+        out.put_i32(i32::try_from(self.partitions.len()).unwrap_or(i32::MAX));
+        for (topic, partitions) in &self.partitions {
+            put_string(&mut out, topic);
+            out.put_i32(i32::try_from(partitions.len()).unwrap_or(i32::MAX));
+            for partition in partitions {
+                out.put_i32(*partition);
+            }
+        }
+        out.put_i64(self.last_update_ms);
+        out.put_i64(self.start_ms);
+        out.freeze()
+    }
+
+    pub fn decode_value(transactional_id: &str, mut bytes: &[u8]) -> Result<Self, RecordError> {
+        let version = get_i16(&mut bytes)?;
+        if version != VALUE_VERSION {
+            return Err(RecordError::UnknownVersion(version));
+        }
+        let producer_id = get_i64(&mut bytes)?;
+        let producer_epoch = get_i16(&mut bytes)?;
+        let timeout_ms = get_i32(&mut bytes)?;
+        need(bytes, 1)?;
+        let code = bytes.get_i8();
+        let state = TxnState::from_code(code).ok_or(RecordError::UnknownState(code))?;
+        let topics = get_i32(&mut bytes)?;
+        let mut partitions = TxnPartitions::new();
+        for _ in 0..topics.max(0) {
+            let topic = get_string(&mut bytes)?;
+            let count = get_i32(&mut bytes)?;
+            let entry = partitions.entry(topic).or_default();
+            for _ in 0..count.max(0) {
+                entry.insert(get_i32(&mut bytes)?);
+            }
+        }
+        let last_update_ms = get_i64(&mut bytes)?;
+        let start_ms = get_i64(&mut bytes)?;
+        Ok(TxnMetadata {
+            transactional_id: transactional_id.to_string(),
+            producer_id,
+            producer_epoch,
+            timeout_ms,
+            state,
+            partitions,
+            last_update_ms,
+            start_ms,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("record truncated")]
+    Truncated,
+    #[error("unknown record version {0}")]
+    UnknownVersion(i16),
+    #[error("unknown transaction state {0}")]
+    UnknownState(i8),
+    #[error("invalid UTF-8 in a string")]
+    Utf8,
+}
+
+fn put_string(out: &mut BytesMut, text: &str) {
+    let length = i16::try_from(text.len()).unwrap_or(i16::MAX);
+    out.put_i16(length);
+    out.put_slice(&text.as_bytes()[..length as usize]);
+}
+
+fn need(bytes: &[u8], count: usize) -> Result<(), RecordError> {
+    if bytes.len() < count {
+        return Err(RecordError::Truncated);
+    }
+    Ok(())
+}
+
+fn get_i16(bytes: &mut &[u8]) -> Result<i16, RecordError> {
+    need(bytes, 2)?;
+    Ok(bytes.get_i16())
+}
+
+fn get_i32(bytes: &mut &[u8]) -> Result<i32, RecordError> {
+    need(bytes, 4)?;
+    Ok(bytes.get_i32())
+}
+
+fn get_i64(bytes: &mut &[u8]) -> Result<i64, RecordError> {
+    need(bytes, 8)?;
+    Ok(bytes.get_i64())
+}
+
+fn get_string(bytes: &mut &[u8]) -> Result<String, RecordError> {
+    let length = usize::try_from(get_i16(bytes)?.max(0)).unwrap_or(0);
+    need(bytes, length)?;
+    let text = std::str::from_utf8(&bytes[..length])
+        .map_err(|_| RecordError::Utf8)?
+        .to_string();
+    bytes.advance(length);
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partitions(list: &[(&str, i32)]) -> TxnPartitions {
+        let mut out = TxnPartitions::new();
+        for (topic, partition) in list {
+            out.entry(topic.to_string()).or_default().insert(*partition);
+        }
+        out
+    }
+
+    fn ready(outcome: Result<InitOutcome, TxnError>) -> TxnMetadata {
+        match outcome {
+            Ok(InitOutcome::Ready(next)) => next,
+            other => panic!("expected Ready, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_transaction_goes_empty_ongoing_prepare_complete() {
+        let new = TxnMetadata::new("t", 7, 60_000, 1);
+        let empty = ready(new.prepare_init(60_000, 2, || None));
+        assert_eq!((empty.producer_id, empty.producer_epoch), (7, 0));
+        assert_eq!(empty.state, TxnState::Empty);
+        let added = partitions(&[("a", 0), ("b", 1)]);
+        let ongoing = empty
+            .prepare_add_partitions(7, 0, &added, 3)
+            .expect("add")
+            .expect("changed");
+        assert_eq!(ongoing.state, TxnState::Ongoing);
+        assert_eq!(ongoing.start_ms, 3);
+        // The same partitions again: nothing to write.
+        assert_eq!(ongoing.prepare_add_partitions(7, 0, &added, 4), Ok(None));
+        let more = ongoing
+            .prepare_add_partitions(7, 0, &partitions(&[("a", 2)]), 5)
+            .expect("add")
+            .expect("changed");
+        assert_eq!(more.partition_list().len(), 3);
+        assert_eq!(more.start_ms, 3, "the start stays");
+        let prepare = more
+            .prepare_end(7, 0, true, 6)
+            .expect("end")
+            .expect("write");
+        assert_eq!(prepare.state, TxnState::PrepareCommit);
+        assert_eq!(
+            prepare.prepare_end(7, 0, true, 7),
+            Err(TxnError::ConcurrentTransactions),
+            "a second EndTxn while the markers are written"
+        );
+        assert_eq!(
+            prepare.prepare_add_partitions(7, 0, &added, 7),
+            Err(TxnError::ConcurrentTransactions)
+        );
+        let complete = prepare.prepare_complete(8);
+        assert_eq!(complete.state, TxnState::CompleteCommit);
+        assert!(complete.partitions.is_empty());
+        assert_eq!(complete.prepare_end(7, 0, true, 9), Ok(None), "a retry");
+        assert_eq!(
+            complete.prepare_end(7, 0, false, 9),
+            Err(TxnError::InvalidTxnState)
+        );
+        // The next transaction starts from a completed one.
+        let next = complete
+            .prepare_add_partitions(7, 0, &partitions(&[("c", 0)]), 10)
+            .expect("add")
+            .expect("changed");
+        assert_eq!(next.partition_list(), vec![("c".to_string(), 0)]);
+        assert_eq!(next.start_ms, 10);
+    }
+
+    #[test]
+    fn end_without_a_transaction_is_an_invalid_state() {
+        let empty = ready(TxnMetadata::new("t", 7, 1000, 0).prepare_init(1000, 0, || None));
+        assert_eq!(
+            empty.prepare_end(7, 0, true, 1),
+            Err(TxnError::InvalidTxnState)
+        );
+        assert_eq!(
+            empty.prepare_end(7, 0, false, 1),
+            Err(TxnError::InvalidTxnState)
+        );
+    }
+
+    #[test]
+    fn an_older_epoch_is_fenced_and_another_producer_id_is_unmapped() {
+        let empty = ready(TxnMetadata::new("t", 7, 1000, 0).prepare_init(1000, 0, || None));
+        let again = ready(empty.prepare_init(1000, 1, || None));
+        assert_eq!(again.producer_epoch, 1);
+        let added = partitions(&[("a", 0)]);
+        assert_eq!(
+            again.prepare_add_partitions(7, 0, &added, 2),
+            Err(TxnError::ProducerFenced)
+        );
+        assert_eq!(
+            again.prepare_add_partitions(8, 1, &added, 2),
+            Err(TxnError::InvalidProducerIdMapping)
+        );
+        assert_eq!(
+            TxnError::ProducerFenced.code(1, 2),
+            ResponseError::InvalidProducerEpoch
+        );
+        assert_eq!(
+            TxnError::ProducerFenced.code(2, 2),
+            ResponseError::ProducerFenced
+        );
+    }
+
+    #[test]
+    fn init_during_a_transaction_aborts_it_with_a_bumped_epoch() {
+        let empty = ready(TxnMetadata::new("t", 7, 1000, 0).prepare_init(1000, 0, || None));
+        let ongoing = empty
+            .prepare_add_partitions(7, 0, &partitions(&[("a", 0)]), 1)
+            .expect("add")
+            .expect("changed");
+        let Ok(InitOutcome::AbortFirst(abort)) = ongoing.prepare_init(1000, 2, || None) else {
+            panic!("expected AbortFirst");
+        };
+        assert_eq!(abort.state, TxnState::PrepareAbort);
+        assert_eq!(abort.producer_epoch, 1);
+        assert_eq!(abort.partition_list(), vec![("a".to_string(), 0)]);
+        assert_eq!(
+            abort.prepare_init(1000, 3, || None),
+            Err(TxnError::ConcurrentTransactions)
+        );
+        let complete = abort.prepare_complete(4);
+        let fresh = ready(complete.prepare_init(1000, 5, || None));
+        assert_eq!((fresh.producer_epoch, fresh.state), (2, TxnState::Empty));
+    }
+
+    #[test]
+    fn an_exhausted_epoch_gets_a_new_producer_id() {
+        let mut empty = ready(TxnMetadata::new("t", 7, 1000, 0).prepare_init(1000, 0, || None));
+        empty.producer_epoch = i16::MAX - 1;
+        let next = ready(empty.prepare_init(1000, 1, || Some(99)));
+        assert_eq!((next.producer_id, next.producer_epoch), (99, 0));
+    }
+
+    #[test]
+    fn timeouts_are_checked_and_enforced() {
+        assert_eq!(TxnMetadata::check_timeout(60_000, 900_000), Ok(()));
+        assert_eq!(
+            TxnMetadata::check_timeout(900_001, 900_000),
+            Err(TxnError::InvalidTransactionTimeout)
+        );
+        assert_eq!(
+            TxnMetadata::check_timeout(0, 900_000),
+            Err(TxnError::InvalidTransactionTimeout)
+        );
+        let empty = ready(TxnMetadata::new("t", 7, 1000, 0).prepare_init(1000, 0, || None));
+        assert_eq!(empty.prepare_timeout_abort(1_000_000), None, "nothing open");
+        let ongoing = empty
+            .prepare_add_partitions(7, 0, &partitions(&[("a", 0)]), 100)
+            .expect("add")
+            .expect("changed");
+        assert_eq!(ongoing.prepare_timeout_abort(1100), None, "not yet");
+        let abort = ongoing.prepare_timeout_abort(1101).expect("timed out");
+        assert_eq!(abort.state, TxnState::PrepareAbort);
+        assert_eq!(abort.producer_epoch, 1, "the producer is fenced");
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let empty = ready(TxnMetadata::new("txn-ü", 7, 1000, 0).prepare_init(1000, 0, || None));
+        let ongoing = empty
+            .prepare_add_partitions(7, 0, &partitions(&[("a", 0), ("a", 3), ("b", 1)]), 5)
+            .expect("add")
+            .expect("changed");
+        let key = TxnMetadata::encode_key(&ongoing.transactional_id);
+        assert_eq!(TxnMetadata::decode_key(&key), Ok("txn-ü".to_string()));
+        let value = ongoing.encode_value();
+        assert_eq!(TxnMetadata::decode_value("txn-ü", &value), Ok(ongoing));
+        assert_eq!(
+            TxnMetadata::decode_value("x", &value[..value.len() - 1]),
+            Err(RecordError::Truncated)
+        );
+        for code in 0..=7 {
+            let state = TxnState::from_code(code).expect("known");
+            assert_eq!(state.code(), code);
+            assert_eq!(TxnState::from_name(state.name()), Some(state));
+        }
+    }
+}
