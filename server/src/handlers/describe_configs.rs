@@ -46,6 +46,7 @@ pub mod config_type {
     pub const BOOLEAN: i8 = 1;
     pub const STRING: i8 = 2;
     pub const INT: i8 = 3;
+    pub const SHORT: i8 = 4;
     pub const LONG: i8 = 5;
     pub const DOUBLE: i8 = 6;
     pub const LIST: i8 = 7;
@@ -257,9 +258,27 @@ fn broker_config_entries(config: &BrokerConfig) -> Vec<ConfigEntry> {
         ),
         static_entry(
             "default.replication.factor",
-            crate::metadata::DEFAULT_REPLICATION_FACTOR.to_string(),
+            config.default_replication_factor.to_string(),
             config_type::INT,
-            "Replicas of a topic created without a replication factor (-1).",
+            "Replicas of a topic created without a replication factor (--default-replication-factor).",
+        ),
+        static_entry(
+            "min.insync.replicas",
+            config.min_insync_replicas.to_string(),
+            config_type::INT,
+            "In-sync replicas an acks=all write needs, unless the topic sets it (--min-insync-replicas).",
+        ),
+        static_entry(
+            "offsets.topic.replication.factor",
+            config.offsets_topic_replication_factor.to_string(),
+            config_type::SHORT,
+            "Replicas of __consumer_offsets, capped at the live brokers (--offsets-topic-replication-factor).",
+        ),
+        static_entry(
+            "replica.lag.time.max.ms",
+            config.replica_lag_time_max_ms.to_string(),
+            config_type::LONG,
+            "A follower not caught up for this long leaves the ISR (--replica-lag-time-max-ms).",
         ),
         static_entry(
             "listeners",
