@@ -5,13 +5,15 @@
 //! ListOffsets stop there; a WriteTxnMarkers abort lists the transaction in
 //! read_committed fetches' AbortedTransactions; a commit makes it visible;
 //! an older producer epoch is fenced after a marker bumped it; and all of it
-//! is rebuilt from the log after a restart.
+//! is rebuilt from the log after a restart. With three replicas, a follower
+//! that becomes leader answers the same (its state was fed by replication).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
 use std::io::Write;
 use std::net::TcpStream;
+use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -31,7 +33,8 @@ use kafka_protocol::protocol::{Decodable, StrBytes};
 use sluice_engine::TimestampMs;
 use sluice_engine::batch::{self, BatchBuilder, BatchHeader};
 use support::Broker;
-use support::kafka::create_topic;
+use support::cluster::{Cluster, wait_until};
+use support::kafka::{create_topic, create_topic_replicated};
 use support::wire;
 
 const TOPIC: &str = "txn-data-path";
@@ -133,6 +136,12 @@ fn write_marker(stream: &mut TcpStream, epoch: i16, commit: bool) -> i16 {
 }
 
 fn fetch(stream: &mut TcpStream, offset: i64, isolation_level: i8) -> PartitionData {
+    let partition = try_fetch(stream, offset, isolation_level);
+    assert_eq!(partition.error_code, NONE, "fetch error");
+    partition
+}
+
+fn try_fetch(stream: &mut TcpStream, offset: i64, isolation_level: i8) -> PartitionData {
     let request = FetchRequest::default()
         .with_replica_id((-1).into())
         .with_max_wait_ms(0)
@@ -151,9 +160,7 @@ fn fetch(stream: &mut TcpStream, offset: i64, isolation_level: i8) -> PartitionD
         ]);
     let mut body = call(stream, ApiKey::Fetch, 11, RequestKind::Fetch(request));
     let response = FetchResponse::decode(&mut body, 11).expect("a Fetch response");
-    let partition = response.responses[0].partitions[0].clone();
-    assert_eq!(partition.error_code, NONE, "fetch error");
-    partition
+    response.responses[0].partitions[0].clone()
 }
 
 /// (base offset, is control) of every batch a fetch returned.
@@ -328,4 +335,98 @@ fn read_committed_consumers_see_only_committed_transactions_across_a_restart() {
         fetch(&mut stream, 10, READ_COMMITTED).last_stable_offset,
         10
     );
+}
+
+/// The leader of partition 0 as the running brokers other than `except`
+/// report it.
+fn leader_of(cluster: &mut Cluster, except: i32) -> Option<i32> {
+    for node in cluster.running() {
+        if node == except {
+            continue;
+        }
+        if let Some(state) = cluster.partition_state(node, TOPIC, 0)
+            && state.error_code == 0
+            && state.leader >= 0
+            && state.leader != except
+        {
+            return Some(state.leader);
+        }
+    }
+    None
+}
+
+#[test]
+fn a_follower_elected_leader_keeps_the_open_and_aborted_transactions() {
+    let mut cluster = Cluster::start(
+        "transactions_failover",
+        3,
+        &[
+            "--broker-heartbeat-interval-ms",
+            "500",
+            "--broker-session-timeout-ms",
+            "3000",
+            "--replica-lag-time-max-ms",
+            "2000",
+            "--leader-imbalance-check-interval-ms",
+            "300000",
+        ],
+    );
+    create_topic_replicated(
+        &cluster.bootstrap(),
+        TOPIC,
+        1,
+        3,
+        &[("min.insync.replicas", "2")],
+    );
+    let states = cluster.wait_for_full_isr(TOPIC, 1, Duration::from_secs(60));
+    let leader = states[&0].leader;
+    let mut stream = wire::connect(cluster.broker(leader).address());
+    // [txn A 0..=1, plain 2, abort marker 3, txn B 4..=5 (open)], all
+    // acknowledged by acks=all, so every ISR member holds them.
+    assert_eq!(
+        produce(&mut stream, transactional_batch(0, 0, 2), true),
+        (NONE, 0)
+    );
+    assert_eq!(produce(&mut stream, plain_batch(), false), (NONE, 2));
+    assert_eq!(write_marker(&mut stream, 0, false), NONE);
+    assert_eq!(
+        produce(&mut stream, transactional_batch(0, 2, 2), true),
+        (NONE, 4)
+    );
+    drop(stream);
+
+    cluster.kill9(leader);
+    let new_leader = wait_until("a new leader", Duration::from_secs(60), || {
+        leader_of(&mut cluster, leader).ok_or("no leader yet".to_string())
+    });
+    let address = cluster.broker(new_leader).address();
+    let answer = wait_until(
+        "the new leader serves up to the log end",
+        Duration::from_secs(60),
+        || {
+            let mut stream = wire::connect(address);
+            let answer = try_fetch(&mut stream, 0, READ_COMMITTED);
+            if answer.error_code == NONE && answer.high_watermark == 6 {
+                Ok(answer)
+            } else {
+                Err(format!(
+                    "error {}, high watermark {}",
+                    answer.error_code, answer.high_watermark
+                ))
+            }
+        },
+    );
+    assert_eq!(
+        answer.last_stable_offset, 4,
+        "B is still open on the new leader"
+    );
+    assert_eq!(batches(&answer), vec![(0, false), (2, false), (3, true)]);
+    assert_eq!(aborted(&answer), Some(vec![(PRODUCER, 0)]));
+
+    // The new leader ends B.
+    let mut stream = wire::connect(address);
+    assert_eq!(write_marker(&mut stream, 0, false), NONE);
+    let after = fetch(&mut stream, 0, READ_COMMITTED);
+    assert_eq!(after.last_stable_offset, 7);
+    assert_eq!(aborted(&after), Some(vec![(PRODUCER, 0), (PRODUCER, 4)]));
 }
