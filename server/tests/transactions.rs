@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -17,6 +17,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use support::Broker;
+use support::cluster::{Cluster, wait_until};
 use support::kafka;
 
 /// Time limit of a transactional call (init, commit, abort).
@@ -332,4 +333,216 @@ fn the_coordinator_resumes_after_a_restart() {
         sorted(read(&bootstrap, "txn-kept", 1, true)),
         pairs(&[(0, "after-restart"), (0, "before-restart")])
     );
+}
+
+/// Flags of the cluster tests' brokers (fast heartbeats so a killed broker
+/// is noticed quickly).
+const CLUSTER_ARGS: [&str; 2] = ["--broker-heartbeat-interval-ms", "500"];
+
+/// Every broker agrees on a leader for each of `topic`'s `partitions`.
+fn agreed_leaders(cluster: &Cluster, topic: &str, partitions: usize) -> BTreeMap<i32, i32> {
+    wait_until(
+        &format!("every broker lists {topic} with a leader for each partition"),
+        Duration::from_secs(60),
+        || {
+            let mut views = Vec::new();
+            for node in cluster.nodes() {
+                let leaders = cluster
+                    .leaders(node, topic)
+                    .ok_or(format!("node {node} does not list {topic}"))?;
+                if leaders.len() != partitions || leaders.values().any(|leader| *leader < 0) {
+                    return Err(format!("node {node}: {leaders:?}"));
+                }
+                views.push(leaders);
+            }
+            if views.windows(2).any(|pair| pair[0] != pair[1]) {
+                return Err(format!("brokers disagree: {views:?}"));
+            }
+            Ok(views.swap_remove(0))
+        },
+    )
+}
+
+#[test]
+fn the_coordinator_writes_markers_to_partitions_led_by_other_brokers() {
+    const PARTITIONS: usize = 6;
+    let cluster = Cluster::start("txn-markers", 3, &CLUSTER_ARGS);
+    let bootstrap = cluster.bootstrap();
+    kafka::create_topic(&bootstrap, "txn-spread", PARTITIONS as i32, &[]);
+    let leaders = agreed_leaders(&cluster, "txn-spread", PARTITIONS);
+    assert_eq!(
+        leaders.values().copied().collect::<BTreeSet<i32>>().len(),
+        3,
+        "the partitions are led by every broker: {leaders:?}"
+    );
+    let producer = transactional_producer(&bootstrap, "txn-spread", &[]);
+    producer.begin_transaction().expect("begin");
+    for partition in 0..PARTITIONS as i32 {
+        send(
+            &producer,
+            "txn-spread",
+            partition,
+            &format!("committed-{partition}"),
+        );
+    }
+    producer.commit_transaction(TXN_TIMEOUT).expect("commit");
+    producer.begin_transaction().expect("begin");
+    for partition in 0..PARTITIONS as i32 {
+        send(
+            &producer,
+            "txn-spread",
+            partition,
+            &format!("aborted-{partition}"),
+        );
+    }
+    producer.flush(TXN_TIMEOUT).expect("flush");
+    producer.abort_transaction(TXN_TIMEOUT).expect("abort");
+    let committed: Vec<(i32, String)> = (0..PARTITIONS as i32)
+        .map(|partition| (partition, format!("committed-{partition}")))
+        .collect();
+    assert_eq!(
+        sorted(read(&bootstrap, "txn-spread", PARTITIONS as i32, true)),
+        sorted(committed)
+    );
+    assert_eq!(
+        read(&bootstrap, "txn-spread", PARTITIONS as i32, false).len(),
+        2 * PARTITIONS,
+        "read_uncommitted sees both transactions"
+    );
+}
+
+#[test]
+fn a_new_coordinator_aborts_the_transaction_of_a_killed_ones_producer() {
+    const PARTITIONS: usize = 3;
+    let mut cluster = Cluster::start("txn-failover", 3, &CLUSTER_ARGS);
+    let bootstrap = cluster.bootstrap();
+    kafka::create_topic_replicated(&bootstrap, "txn-replicated", PARTITIONS as i32, 3, &[]);
+    agreed_leaders(&cluster, "txn-replicated", PARTITIONS);
+    let zombie = transactional_producer(&bootstrap, "txn-failover", &[]);
+    zombie.begin_transaction().expect("begin");
+    for partition in 0..PARTITIONS as i32 {
+        send(&zombie, "txn-replicated", partition, "from-the-zombie");
+    }
+    zombie.flush(TXN_TIMEOUT).expect("flush");
+
+    let state_partition = sluice_server::group::partition_for(
+        "txn-failover",
+        sluice_server::txn::TRANSACTION_STATE_PARTITIONS,
+    );
+    let coordinator =
+        wait_until(
+            "the coordinator is known",
+            Duration::from_secs(30),
+            || match cluster.partition_leader(
+                1,
+                sluice_server::txn::TRANSACTION_STATE_TOPIC,
+                state_partition,
+            ) {
+                Some(Ok(leader)) => Ok(leader),
+                other => Err(format!("{other:?}")),
+            },
+        );
+    cluster.kill9(coordinator);
+    drop(zombie);
+
+    let survivors: Vec<String> = cluster
+        .nodes()
+        .filter(|node| *node != coordinator)
+        .map(|node| cluster.broker(node).bootstrap())
+        .collect();
+    let bootstrap = survivors.join(",");
+    // The next coordinator loads the id with its transaction Ongoing: the
+    // successor's InitProducerId aborts it first.
+    let successor = transactional_producer(&bootstrap, "txn-failover", &[]);
+    successor.begin_transaction().expect("begin");
+    for partition in 0..PARTITIONS as i32 {
+        send(
+            &successor,
+            "txn-replicated",
+            partition,
+            "from-the-successor",
+        );
+    }
+    successor.commit_transaction(TXN_TIMEOUT).expect("commit");
+    let expected: Vec<(i32, String)> = (0..PARTITIONS as i32)
+        .map(|partition| (partition, "from-the-successor".to_string()))
+        .collect();
+    assert_eq!(
+        sorted(read(&bootstrap, "txn-replicated", PARTITIONS as i32, true)),
+        expected
+    );
+}
+
+#[test]
+fn describe_and_list_transactions_show_the_coordinators_state() {
+    use kafka_protocol::messages::{DescribeTransactionsRequest, ListTransactionsRequest};
+    use kafka_protocol::protocol::StrBytes;
+    use sluice_server::admin::client::Connection;
+
+    let broker = Broker::start("txn-describe");
+    let bootstrap = broker.bootstrap();
+    kafka::create_topic(&bootstrap, "txn-described", 2, &[]);
+    let producer = transactional_producer(&bootstrap, "txn-describe", &[]);
+    producer.begin_transaction().expect("begin");
+    send(&producer, "txn-described", 1, "open");
+    producer.flush(TXN_TIMEOUT).expect("flush");
+
+    let mut connection = Connection::open(&bootstrap).expect("connecting");
+    let describe = |connection: &mut Connection| {
+        let request = DescribeTransactionsRequest::default().with_transactional_ids(vec![
+            StrBytes::from_static_str("txn-describe").into(),
+            StrBytes::from_static_str("txn-unknown").into(),
+        ]);
+        connection
+            .call(&request, 0..=0)
+            .expect("DescribeTransactions")
+            .0
+    };
+    let described = describe(&mut connection);
+    let open = &described.transaction_states[0];
+    assert_eq!(open.error_code, 0);
+    assert_eq!(open.transaction_state.as_str(), "Ongoing");
+    assert_eq!(open.producer_epoch, 0);
+    assert_eq!(open.topics.len(), 1);
+    assert_eq!(open.topics[0].topic.0.as_str(), "txn-described");
+    assert_eq!(open.topics[0].partitions, vec![1]);
+    assert_eq!(
+        described.transaction_states[1].error_code,
+        kafka_protocol::error::ResponseError::TransactionalIdNotFound.code()
+    );
+
+    let request = ListTransactionsRequest::default()
+        .with_state_filters(vec![
+            StrBytes::from_static_str("Ongoing"),
+            StrBytes::from_static_str("Bogus"),
+        ])
+        .with_duration_filter(-1);
+    let listed = connection
+        .call(&request, 0..=1)
+        .expect("ListTransactions")
+        .0;
+    assert_eq!(
+        listed.unknown_state_filters,
+        vec![StrBytes::from_static_str("Bogus")]
+    );
+    let ids: Vec<&str> = listed
+        .transaction_states
+        .iter()
+        .map(|state| state.transactional_id.0.as_str())
+        .collect();
+    assert_eq!(ids, vec!["txn-describe"]);
+
+    producer.commit_transaction(TXN_TIMEOUT).expect("commit");
+    let finished = wait_until("the commit completes", Duration::from_secs(30), || {
+        let described = describe(&mut connection);
+        let state = described.transaction_states[0]
+            .transaction_state
+            .to_string();
+        if state == "CompleteCommit" {
+            Ok(described)
+        } else {
+            Err(state)
+        }
+    });
+    assert!(finished.transaction_states[0].topics.is_empty());
 }

@@ -49,6 +49,10 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: &InitProducerIdReq
     let response = if let Some(transactional_id) = &request.transactional_id {
         let transactional_id = transactional_id.0.to_string();
         let timeout_ms = request.transaction_timeout_ms;
+        // KIP-360 (v3+): the producer id and epoch the client holds, when
+        // it re-initializes to bump its epoch.
+        let expected = (version >= 3 && request.producer_id.0 >= 0)
+            .then_some((request.producer_id.0, request.producer_epoch));
         let answer = crate::txn::coordinator::on_coordinator(
             shard,
             &transactional_id.clone(),
@@ -58,6 +62,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: &InitProducerIdReq
                     partition,
                     transactional_id,
                     timeout_ms,
+                    expected,
                 )
                 .await
                 .map_err(|error| error.code(version, 4))

@@ -30,7 +30,8 @@ use crate::group::{self, wall_ms};
 use crate::metadata::{PartitionMetadata, TopicMetadata};
 use crate::shard::{PartitionReplica, Shard, ShardId};
 use crate::txn::state::{
-    InitOutcome, TRANSACTION_TIMEOUT_MAX_MS, TxnError, TxnMetadata, TxnPartitions, TxnState,
+    InitOutcome, NO_EPOCH, TRANSACTION_TIMEOUT_MAX_MS, TxnError, TxnMetadata, TxnPartitions,
+    TxnState,
 };
 use crate::txn::{TRANSACTION_STATE_PARTITIONS, TRANSACTION_STATE_TOPIC, markers};
 
@@ -158,8 +159,18 @@ pub fn entries() -> Vec<Entry> {
     with(|coordinator| coordinator.ids.borrow().values().cloned().collect())
 }
 
-/// Claim the id for a transition: `Err` when one is in flight.
+/// Claim the id for a transition: `Err` when one is in flight. An id not
+/// in the table is claimed with `new` (partition and state) as a
+/// placeholder, so that two InitProducerIds of a new id do not both write;
+/// releasing a placeholder removes it.
 fn claim(transactional_id: &str) -> Result<(), TxnError> {
+    claim_or_insert(transactional_id, None)
+}
+
+fn claim_or_insert(
+    transactional_id: &str,
+    new: Option<(i32, &TxnMetadata)>,
+) -> Result<(), TxnError> {
     with(|coordinator| {
         let mut ids = coordinator.ids.borrow_mut();
         match ids.get_mut(transactional_id) {
@@ -168,15 +179,35 @@ fn claim(transactional_id: &str) -> Result<(), TxnError> {
                 entry.pending = true;
                 Ok(())
             }
-            None => Ok(()),
+            None => {
+                if let Some((partition, metadata)) = new {
+                    ids.insert(
+                        transactional_id.to_string(),
+                        Entry {
+                            partition,
+                            metadata: metadata.clone(),
+                            pending: true,
+                        },
+                    );
+                }
+                Ok(())
+            }
         }
     })
 }
 
 fn release(transactional_id: &str) {
     with(|coordinator| {
-        if let Some(entry) = coordinator.ids.borrow_mut().get_mut(transactional_id) {
-            entry.pending = false;
+        let mut ids = coordinator.ids.borrow_mut();
+        let placeholder = match ids.get_mut(transactional_id) {
+            Some(entry) => {
+                entry.pending = false;
+                entry.metadata.producer_epoch == NO_EPOCH
+            }
+            None => false,
+        };
+        if placeholder {
+            ids.remove(transactional_id);
         }
     });
 }
@@ -221,13 +252,12 @@ async fn transition(
                     },
                 );
             }
-            _ => {
-                if let Some(entry) = ids.get_mut(&next.transactional_id) {
-                    entry.pending = false;
-                }
-            }
+            _ => {}
         }
     });
+    if written.is_err() {
+        release(&next.transactional_id);
+    }
     written.map(|_| ())
 }
 
@@ -266,6 +296,7 @@ pub async fn init_producer_id(
     partition: i32,
     transactional_id: String,
     timeout_ms: i32,
+    expected: Option<(i64, i16)>,
 ) -> Result<(i64, i16), CoordinatorError> {
     TxnMetadata::check_timeout(timeout_ms, TRANSACTION_TIMEOUT_MAX_MS)?;
     let current = match entry(&transactional_id) {
@@ -287,11 +318,11 @@ pub async fn init_producer_id(
     } else {
         None
     };
-    claim(&transactional_id)?;
+    claim_or_insert(&transactional_id, Some((partition, &current)))?;
     // The state may have changed while the id was fetched: decide on the
     // latest one.
     let current = entry(&transactional_id).map_or(current, |entry| entry.metadata);
-    let outcome = match current.prepare_init(timeout_ms, wall_ms(), || fresh) {
+    let outcome = match current.prepare_init(timeout_ms, wall_ms(), expected, || fresh) {
         Ok(outcome) => outcome,
         Err(error) => {
             release(&transactional_id);

@@ -189,12 +189,26 @@ impl TxnMetadata {
 
     /// InitProducerId on an existing id (or a new one: epoch NO_EPOCH).
     /// `fresh_producer_id` is used when the epoch would overflow.
+    /// `expected`: the producer id and epoch the client holds (KIP-360,
+    /// v3+, when it re-initializes to bump its epoch): another producer
+    /// id, or an epoch other than the current one or the one before (a
+    /// retry whose answer was lost, or the epoch the coordinator bumped when
+    /// it aborted a timed-out transaction) is fenced, as in Kafka.
     pub fn prepare_init(
         &self,
         timeout_ms: i32,
         now_ms: i64,
+        expected: Option<(i64, i16)>,
         fresh_producer_id: impl FnOnce() -> Option<i64>,
     ) -> Result<InitOutcome, TxnError> {
+        if let Some((producer_id, producer_epoch)) = expected
+            && self.producer_epoch != NO_EPOCH
+            && (producer_id != self.producer_id
+                || !(producer_epoch == self.producer_epoch
+                    || producer_epoch == self.producer_epoch - 1))
+        {
+            return Err(TxnError::ProducerFenced);
+        }
         match self.state {
             TxnState::PrepareCommit
             | TxnState::PrepareAbort
@@ -512,7 +526,7 @@ mod tests {
     #[test]
     fn a_transaction_goes_empty_ongoing_prepare_complete() {
         let new = TxnMetadata::new("t", 7, 60_000, 1);
-        let empty = ready(new.prepare_init(60_000, 2, || None));
+        let empty = ready(new.prepare_init(60_000, 2, None, || None));
         assert_eq!((empty.producer_id, empty.producer_epoch), (7, 0));
         assert_eq!(empty.state, TxnState::Empty);
         let added = partitions(&[("a", 0), ("b", 1)]);
@@ -563,7 +577,7 @@ mod tests {
 
     #[test]
     fn end_without_a_transaction_is_an_invalid_state() {
-        let empty = ready(TxnMetadata::new("t", 7, 1000, 0).prepare_init(1000, 0, || None));
+        let empty = ready(TxnMetadata::new("t", 7, 1000, 0).prepare_init(1000, 0, None, || None));
         assert_eq!(
             empty.prepare_end(7, 0, true, 1),
             Err(TxnError::InvalidTxnState)
@@ -576,8 +590,8 @@ mod tests {
 
     #[test]
     fn an_older_epoch_is_fenced_and_another_producer_id_is_unmapped() {
-        let empty = ready(TxnMetadata::new("t", 7, 1000, 0).prepare_init(1000, 0, || None));
-        let again = ready(empty.prepare_init(1000, 1, || None));
+        let empty = ready(TxnMetadata::new("t", 7, 1000, 0).prepare_init(1000, 0, None, || None));
+        let again = ready(empty.prepare_init(1000, 1, None, || None));
         assert_eq!(again.producer_epoch, 1);
         let added = partitions(&[("a", 0)]);
         assert_eq!(
@@ -600,31 +614,54 @@ mod tests {
 
     #[test]
     fn init_during_a_transaction_aborts_it_with_a_bumped_epoch() {
-        let empty = ready(TxnMetadata::new("t", 7, 1000, 0).prepare_init(1000, 0, || None));
+        let empty = ready(TxnMetadata::new("t", 7, 1000, 0).prepare_init(1000, 0, None, || None));
         let ongoing = empty
             .prepare_add_partitions(7, 0, &partitions(&[("a", 0)]), 1)
             .expect("add")
             .expect("changed");
-        let Ok(InitOutcome::AbortFirst(abort)) = ongoing.prepare_init(1000, 2, || None) else {
+        let Ok(InitOutcome::AbortFirst(abort)) = ongoing.prepare_init(1000, 2, None, || None)
+        else {
             panic!("expected AbortFirst");
         };
         assert_eq!(abort.state, TxnState::PrepareAbort);
         assert_eq!(abort.producer_epoch, 1);
         assert_eq!(abort.partition_list(), vec![("a".to_string(), 0)]);
         assert_eq!(
-            abort.prepare_init(1000, 3, || None),
+            abort.prepare_init(1000, 3, None, || None),
             Err(TxnError::ConcurrentTransactions)
         );
         let complete = abort.prepare_complete(4);
-        let fresh = ready(complete.prepare_init(1000, 5, || None));
+        let fresh = ready(complete.prepare_init(1000, 5, None, || None));
         assert_eq!((fresh.producer_epoch, fresh.state), (2, TxnState::Empty));
     }
 
     #[test]
+    fn a_reinit_with_an_older_epoch_or_another_producer_id_is_fenced() {
+        let mut current =
+            ready(TxnMetadata::new("t", 7, 1000, 0).prepare_init(1000, 0, None, || None));
+        current = ready(current.prepare_init(1000, 1, None, || None));
+        current = ready(current.prepare_init(1000, 2, None, || None));
+        assert_eq!(current.producer_epoch, 2);
+        assert_eq!(
+            current.prepare_init(1000, 3, Some((7, 0)), || None),
+            Err(TxnError::ProducerFenced)
+        );
+        assert_eq!(
+            current.prepare_init(1000, 3, Some((8, 2)), || None),
+            Err(TxnError::ProducerFenced)
+        );
+        for held in [2, 1] {
+            let next = ready(current.prepare_init(1000, 3, Some((7, held)), || None));
+            assert_eq!(next.producer_epoch, 3);
+        }
+    }
+
+    #[test]
     fn an_exhausted_epoch_gets_a_new_producer_id() {
-        let mut empty = ready(TxnMetadata::new("t", 7, 1000, 0).prepare_init(1000, 0, || None));
+        let mut empty =
+            ready(TxnMetadata::new("t", 7, 1000, 0).prepare_init(1000, 0, None, || None));
         empty.producer_epoch = i16::MAX - 1;
-        let next = ready(empty.prepare_init(1000, 1, || Some(99)));
+        let next = ready(empty.prepare_init(1000, 1, None, || Some(99)));
         assert_eq!((next.producer_id, next.producer_epoch), (99, 0));
     }
 
@@ -639,7 +676,7 @@ mod tests {
             TxnMetadata::check_timeout(0, 900_000),
             Err(TxnError::InvalidTransactionTimeout)
         );
-        let empty = ready(TxnMetadata::new("t", 7, 1000, 0).prepare_init(1000, 0, || None));
+        let empty = ready(TxnMetadata::new("t", 7, 1000, 0).prepare_init(1000, 0, None, || None));
         assert_eq!(empty.prepare_timeout_abort(1_000_000), None, "nothing open");
         let ongoing = empty
             .prepare_add_partitions(7, 0, &partitions(&[("a", 0)]), 100)
@@ -653,7 +690,8 @@ mod tests {
 
     #[test]
     fn records_round_trip() {
-        let empty = ready(TxnMetadata::new("txn-ü", 7, 1000, 0).prepare_init(1000, 0, || None));
+        let empty =
+            ready(TxnMetadata::new("txn-ü", 7, 1000, 0).prepare_init(1000, 0, None, || None));
         let ongoing = empty
             .prepare_add_partitions(7, 0, &partitions(&[("a", 0), ("a", 3), ("b", 1)]), 5)
             .expect("add")
