@@ -186,8 +186,7 @@ pub async fn handle(
     let max_wait = Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0));
     let deadline = Instant::now() + max_wait;
     let answers = loop {
-        let mut answers =
-            read_all(shard, &partitions, &resolved, max_bytes, read_committed).await;
+        let mut answers = read_all(shard, &partitions, &resolved, max_bytes, read_committed).await;
         let total = apply_response_limits(&mut answers, &partitions, max_bytes);
         let failed = answers.iter().any(|answer| answer.error_code != 0);
         if total >= min_bytes || failed || partitions.is_empty() || Instant::now() >= deadline {

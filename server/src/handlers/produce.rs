@@ -42,7 +42,7 @@
 //!
 //! Transactions (shard/txn_state.rs): a transactional batch is an
 //! idempotent batch that also opens its producer's transaction on the
-//! partition (its first offset holds the last stable offset back until the
+//! partition (`PartitionReplica::append` tells the transaction state) (its first offset holds the last stable offset back until the
 //! coordinator's marker ends it); while one is open, that producer's
 //! non-transactional batches are refused (INVALID_TXN_STATE, as Kafka).
 //! Not verified: that the coordinator added the partition to the
@@ -587,10 +587,8 @@ fn accept(
 
     let log = &replica.log;
     let mut producers = replica.producers.borrow_mut();
-    let mut txns = replica.txns.borrow_mut();
     // Forget batches the log lost (rolled back) before checking anything.
     producers.reconcile(log.log_end_offset());
-    txns.reconcile(log.log_end_offset());
     if let Some(producer) = &producer {
         match producers.check(producer, log.log_end_offset()) {
             Ok(SequenceCheck::Append) => {}
@@ -613,8 +611,13 @@ fn accept(
         }
         // Kafka: a producer with a transaction open here writes only
         // transactional batches until the transaction ends.
+        let open = {
+            let mut txns = replica.txns.borrow_mut();
+            txns.reconcile(log.log_end_offset());
+            txns.open_transaction(producer.producer_id)
+        };
         if !header.is_transactional()
-            && let Some(first_offset) = txns.open_transaction(producer.producer_id)
+            && let Some(first_offset) = open
         {
             return Err(PartitionOutcome::failed(
                 ResponseError::InvalidTxnState,
@@ -644,13 +647,6 @@ fn accept(
             log_append_time_ms,
             now_ms,
         );
-        if header.is_transactional() {
-            txns.record_data(
-                producer.producer_id,
-                appended.base_offset,
-                appended.last_offset,
-            );
-        }
     }
     Ok(Accepted::Appended {
         end: appended.last_offset.plus(1),

@@ -409,6 +409,7 @@ impl PartitionReplica {
             });
         }
         let appended = self.log.append(records, state.leader_epoch)?;
+        crate::shard::txn_state::observe_leader_append(self, records, appended.base_offset);
         self.append_watch.notify();
         let end = appended.last_offset.plus(1);
         let engine_completion = appended.completion;

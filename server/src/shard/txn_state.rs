@@ -6,11 +6,10 @@
 //! Lives in [`PartitionReplica::txns`] on the partition's owning shard:
 //! single-threaded, no locks. It is fed in append order by every path that
 //! appends to the log:
-//! - the leader's produce path ([`TxnState::record_data`] for a
-//!   transactional data batch, right after the append, in the same
-//!   synchronous step as the producer state);
-//! - [`write_txn_marker`] for a control batch (the coordinator's commit or
-//!   abort marker, WriteTxnMarkers);
+//! - a leader's appends, all made through `PartitionReplica::append`
+//!   ([`observe_leader_append`], synchronously with the append): the
+//!   produce path's transactional batches, [`write_txn_marker`]'s control
+//!   batches, the group coordinator's transactional offset commits;
 //! - a follower's replicated appends ([`observe_replicated`]), so a
 //!   follower that becomes leader already holds the same state;
 //! - at open, a scan of the whole log's batch headers ([`TxnState::rebuild`]).
@@ -401,6 +400,44 @@ impl PartitionReplica {
     }
 }
 
+/// The leader appended `records` (the caller's bytes: their base offsets
+/// are not the log's) at `base_offset` (`PartitionReplica::append`, for
+/// every writer: produce, markers, the group coordinator's transactional
+/// offset commits): feed their batches to the transaction state, at the
+/// offsets the log assigned them.
+pub fn observe_leader_append(replica: &PartitionReplica, records: &Bytes, base_offset: Offset) {
+    let Ok(ranges) = batch::split_batches(records) else {
+        return;
+    };
+    let mut txns = replica.txns.borrow_mut();
+    // Whatever the state knew from this offset on was lost (rolled back).
+    txns.reconcile(base_offset);
+    let mut next = base_offset;
+    for range in ranges {
+        let Ok(header) = BatchHeader::parse(&records[range.clone()]) else {
+            return;
+        };
+        let first = next;
+        let last = first.plus(i64::from(header.last_offset_delta()));
+        next = last.plus(1);
+        if !header.is_transactional() || !header.has_producer_id() {
+            txns.end_offset = next;
+            continue;
+        }
+        let producer_id = ProducerId(header.producer_id());
+        if header.is_control() {
+            match marker_of(&records[range], &header) {
+                Some(commit) => {
+                    let _ = txns.record_marker(producer_id, first, commit);
+                }
+                None => txns.end_offset = next,
+            }
+        } else {
+            txns.record_data(producer_id, first, last);
+        }
+    }
+}
+
 /// A follower appended `records` (stored bytes, the leader's offsets):
 /// feed their batches to the replica's transaction state.
 pub fn observe_replicated(replica: &PartitionReplica, records: &Bytes) {
@@ -505,11 +542,9 @@ pub async fn write_txn_marker(
                 ResponseError::KafkaStorageError
             }
         })?;
+        // The replica's append ended the transaction (observe_leader_append).
         producers.record_marker(id, producer_epoch, now);
-        let mut txns = replica.txns.borrow_mut();
-        txns.reconcile(appended.base_offset);
-        let first = txns.record_marker(id, appended.base_offset, commit);
-        tracing::debug!(partition = %topic_partition, producer_id, commit, offset = %appended.base_offset, first = ?first, "transaction marker appended");
+        tracing::debug!(partition = %topic_partition, producer_id, commit, offset = %appended.base_offset, "transaction marker appended");
         appended
     };
     let offset = appended.base_offset;
