@@ -4,7 +4,8 @@
 //! their transaction's first offset, so read_committed Fetch and
 //! ListOffsets stop there; a WriteTxnMarkers abort lists the transaction in
 //! read_committed fetches' AbortedTransactions; a commit makes it visible;
-//! an older producer epoch is fenced after a marker bumped it; and all of it
+//! an older producer epoch is fenced after a marker bumped it, and a marker
+//! of an older coordinator epoch is refused; and all of it
 //! is rebuilt from the log after a restart. With three replicas, a follower
 //! that becomes leader answers the same (its state was fed by replication).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -41,6 +42,7 @@ const TOPIC: &str = "txn-data-path";
 const PRODUCER: i64 = 4242;
 const NONE: i16 = 0;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
+const TRANSACTION_COORDINATOR_FENCED: i16 = 52;
 const READ_UNCOMMITTED: i8 = 0;
 const READ_COMMITTED: i8 = 1;
 
@@ -112,12 +114,22 @@ fn plain_batch() -> Bytes {
 }
 
 fn write_marker(stream: &mut TcpStream, epoch: i16, commit: bool) -> i16 {
+    write_marker_from(stream, epoch, 0, commit)
+}
+
+/// A marker written by the coordinator of `coordinator_epoch`.
+fn write_marker_from(
+    stream: &mut TcpStream,
+    epoch: i16,
+    coordinator_epoch: i32,
+    commit: bool,
+) -> i16 {
     let request = WriteTxnMarkersRequest::default().with_markers(vec![
         WritableTxnMarker::default()
             .with_producer_id(ProducerId(PRODUCER))
             .with_producer_epoch(epoch)
             .with_transaction_result(commit)
-            .with_coordinator_epoch(0)
+            .with_coordinator_epoch(coordinator_epoch)
             .with_topics(vec![
                 WritableTxnMarkerTopic::default()
                     .with_name(topic_name())
@@ -318,7 +330,7 @@ fn read_committed_consumers_see_only_committed_transactions_across_a_restart() {
 
     // A marker of a newer epoch (the coordinator fenced the producer)
     // ends C and fences epoch 0 on this partition.
-    assert_eq!(write_marker(&mut stream, 1, false), NONE);
+    assert_eq!(write_marker_from(&mut stream, 1, 3, false), NONE);
     let fenced = fetch(&mut stream, 7, READ_COMMITTED);
     assert_eq!(fenced.last_stable_offset, 10);
     assert_eq!(aborted(&fenced), Some(vec![(PRODUCER, 7)]));
@@ -327,6 +339,11 @@ fn read_committed_consumers_see_only_committed_transactions_across_a_restart() {
         INVALID_PRODUCER_EPOCH
     );
     assert_eq!(write_marker(&mut stream, 0, true), INVALID_PRODUCER_EPOCH);
+    assert_eq!(
+        write_marker_from(&mut stream, 1, 2, true),
+        TRANSACTION_COORDINATOR_FENCED,
+        "a marker of an older coordinator"
+    );
     assert_eq!(
         produce(&mut stream, transactional_batch(1, 0, 1), true),
         (NONE, 10)

@@ -7,8 +7,8 @@
 //! as leader and answers once it is committed), all of them concurrently.
 //! Errors are per partition: UNKNOWN_TOPIC_OR_PARTITION,
 //! NOT_LEADER_OR_FOLLOWER (the coordinator looks for the new leader and
-//! retries), INVALID_PRODUCER_EPOCH, NOT_ENOUGH_REPLICAS, REQUEST_TIMED_OUT,
-//! KAFKA_STORAGE_ERROR.
+//! retries), INVALID_PRODUCER_EPOCH, TRANSACTION_COORDINATOR_FENCED,
+//! NOT_ENOUGH_REPLICAS, REQUEST_TIMED_OUT, KAFKA_STORAGE_ERROR.
 //!
 //! Kafka accepts this API only from brokers (CLUSTER_ACTION); without
 //! authorization here, any client may send it.

@@ -151,9 +151,12 @@ pub struct BatchMetadata {
 #[derive(Clone, Debug)]
 struct ProducerEntry {
     epoch: i16,
-    /// Oldest first; 1..=BATCHES_RETAINED of them, all of `epoch`.
+    /// Oldest first; 0..=BATCHES_RETAINED of them, all of `epoch`.
     batches: VecDeque<BatchMetadata>,
     last_append_ms: i64,
+    /// The coordinator epoch of the producer's last transaction marker
+    /// (-1 before any): an older coordinator's marker is fenced.
+    coordinator_epoch: i32,
 }
 
 /// What to do with a batch that passed the checks.
@@ -348,6 +351,7 @@ impl ProducerStateTable {
                 epoch: batch.epoch,
                 batches: VecDeque::with_capacity(BATCHES_RETAINED),
                 last_append_ms: now_ms,
+                coordinator_epoch: -1,
             });
         if entry.epoch != batch.epoch {
             entry.epoch = batch.epoch;
@@ -368,11 +372,18 @@ impl ProducerStateTable {
         self.expire(now_ms);
     }
 
-    /// A transaction marker of `producer_id` with `epoch` was appended: a
-    /// newer epoch replaces the producer's (its batches are dropped; its
-    /// next batch must start at sequence 0), as Kafka's appendEndTxnMarker.
-    /// The caller refused markers older than the current epoch.
-    pub fn record_marker(&mut self, producer_id: ProducerId, epoch: i16, now_ms: i64) {
+    /// A transaction marker of `producer_id` with `epoch`, written by the
+    /// coordinator of `coordinator_epoch`, was appended: a newer epoch
+    /// replaces the producer's (its batches are dropped; its next batch
+    /// must start at sequence 0), as Kafka's appendEndTxnMarker. The caller
+    /// refused markers older than the current epoch or coordinator epoch.
+    pub fn record_marker(
+        &mut self,
+        producer_id: ProducerId,
+        epoch: i16,
+        coordinator_epoch: i32,
+        now_ms: i64,
+    ) {
         let entry = self
             .producers
             .entry(producer_id)
@@ -380,12 +391,22 @@ impl ProducerStateTable {
                 epoch,
                 batches: VecDeque::with_capacity(BATCHES_RETAINED),
                 last_append_ms: now_ms,
+                coordinator_epoch,
             });
         if epoch > entry.epoch {
             entry.epoch = epoch;
             entry.batches.clear();
         }
+        entry.coordinator_epoch = coordinator_epoch;
         entry.last_append_ms = entry.last_append_ms.max(now_ms);
+    }
+
+    /// The coordinator epoch of `producer_id`'s last marker, if any.
+    pub fn coordinator_epoch_of(&self, producer_id: ProducerId) -> Option<i32> {
+        self.producers
+            .get(&producer_id)
+            .map(|entry| entry.coordinator_epoch)
+            .filter(|epoch| *epoch >= 0)
     }
 
     /// Forget producers idle for [`PRODUCER_ID_EXPIRATION_MS`] (checked at
@@ -504,7 +525,8 @@ impl ProducerStateTable {
         };
         let mut replayed = 0;
         for range in ranges {
-            let Ok(header) = BatchHeader::parse(&run[range]) else {
+            let stored = &run[range];
+            let Ok(header) = BatchHeader::parse(stored) else {
                 continue;
             };
             if header.base_offset() < self.end_offset {
@@ -515,6 +537,8 @@ impl ProducerStateTable {
                     self.record_marker(
                         ProducerId(header.producer_id()),
                         header.producer_epoch(),
+                        crate::shard::txn_state::read_marker(stored, &header)
+                            .map_or(-1, |marker| marker.coordinator_epoch),
                         now_ms,
                     );
                 }
@@ -808,6 +832,34 @@ mod tests {
         assert_eq!(
             produce(&mut table, &mut end, batch(0, 5, 1)),
             Ok(SequenceCheck::Append)
+        );
+    }
+
+    #[test]
+    fn a_marker_of_a_newer_epoch_fences_the_old_one_and_restarts_sequences() {
+        let mut table = ProducerStateTable::new();
+        let mut end = Offset::ZERO;
+        produce(&mut table, &mut end, batch(0, 0, 3)).unwrap();
+        table.record_marker(PRODUCER, 1, 4, NOW);
+        assert_eq!(table.epoch_of(PRODUCER), Some(1));
+        assert_eq!(table.coordinator_epoch_of(PRODUCER), Some(4));
+        assert!(matches!(
+            produce(&mut table, &mut end, batch(0, 3, 1)),
+            Err(ProducerStateError::InvalidProducerEpoch { .. })
+        ));
+        assert!(matches!(
+            produce(&mut table, &mut end, batch(1, 5, 1)),
+            Err(ProducerStateError::OutOfOrderSequence { expected: 0, .. })
+        ));
+        assert_eq!(
+            produce(&mut table, &mut end, batch(1, 0, 1)),
+            Ok(SequenceCheck::Append)
+        );
+        // A marker of the same epoch keeps the retained batches.
+        table.record_marker(PRODUCER, 1, 4, NOW);
+        assert_eq!(
+            duplicate_base(produce(&mut table, &mut end, batch(1, 0, 1)).unwrap()),
+            Offset(3)
         );
     }
 

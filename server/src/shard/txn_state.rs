@@ -331,6 +331,20 @@ impl TxnState {
 /// Whether the control batch `stored` is a commit (`Some(true)`) or an
 /// abort marker; `None` when its first record is not a marker.
 pub fn marker_of(stored: &[u8], header: &BatchHeader) -> Option<bool> {
+    read_marker(stored, header).map(|marker| marker.commit)
+}
+
+/// The content of a transaction marker record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Marker {
+    pub commit: bool,
+    /// -1 when the value does not carry one.
+    pub coordinator_epoch: i32,
+}
+
+/// The marker in the control batch `stored`; `None` when its first record
+/// is not a transaction marker.
+pub fn read_marker(stored: &[u8], header: &BatchHeader) -> Option<Marker> {
     if header.compression() != Compression::None || stored.len() < header.total_size() {
         return None;
     }
@@ -339,11 +353,21 @@ pub fn marker_of(stored: &[u8], header: &BatchHeader) -> Option<bool> {
     if key.len() < 4 {
         return None;
     }
-    match i16::from_be_bytes([key[2], key[3]]) {
-        CONTROL_TYPE_ABORT => Some(false),
-        CONTROL_TYPE_COMMIT => Some(true),
-        _ => None,
-    }
+    let commit = match i16::from_be_bytes([key[2], key[3]]) {
+        CONTROL_TYPE_ABORT => false,
+        CONTROL_TYPE_COMMIT => true,
+        _ => return None,
+    };
+    let coordinator_epoch = match record.value {
+        Some(value) if value.len() >= 6 => {
+            i32::from_be_bytes([value[2], value[3], value[4], value[5]])
+        }
+        _ => -1,
+    };
+    Some(Marker {
+        commit,
+        coordinator_epoch,
+    })
 }
 
 /// A transaction marker as Kafka writes it: a control batch (transactional
@@ -457,13 +481,15 @@ pub fn observe_replicated(replica: &PartitionReplica, records: &Bytes) {
     };
     let mut producers = replica.producers.borrow_mut();
     for range in ranges {
-        if let Ok(header) = BatchHeader::parse(&records[range])
+        let stored = &records[range];
+        if let Ok(header) = BatchHeader::parse(stored)
             && header.is_control()
             && header.has_producer_id()
         {
             producers.record_marker(
                 ProducerId(header.producer_id()),
                 header.producer_epoch(),
+                read_marker(stored, &header).map_or(-1, |marker| marker.coordinator_epoch),
                 now_ms(),
             );
         }
@@ -490,7 +516,8 @@ fn now_ms() -> i64 {
 /// Errors (Kafka codes, per partition of WriteTxnMarkers):
 /// UNKNOWN_TOPIC_OR_PARTITION (not open here), NOT_LEADER_OR_FOLLOWER,
 /// INVALID_PRODUCER_EPOCH (older than the producer's current epoch; nothing
-/// written), NOT_ENOUGH_REPLICAS(_AFTER_APPEND), REQUEST_TIMED_OUT,
+/// written), TRANSACTION_COORDINATOR_FENCED (a coordinator epoch older than
+/// the producer's last marker's; nothing written), NOT_ENOUGH_REPLICAS(_AFTER_APPEND), REQUEST_TIMED_OUT,
 /// KAFKA_STORAGE_ERROR.
 pub async fn write_txn_marker(
     shard: &Rc<Shard>,
@@ -534,6 +561,12 @@ pub async fn write_txn_marker(
             tracing::debug!(partition = %topic_partition, producer_id, producer_epoch, current, "marker with an old producer epoch refused");
             return Err(ResponseError::InvalidProducerEpoch);
         }
+        if let Some(known) = producers.coordinator_epoch_of(id)
+            && coordinator_epoch < known
+        {
+            tracing::debug!(partition = %topic_partition, producer_id, coordinator_epoch, known, "marker of an older coordinator refused");
+            return Err(ResponseError::TransactionCoordinatorFenced);
+        }
         let batch = control_batch(producer_id, producer_epoch, coordinator_epoch, commit, now);
         let appended = replica.append(&batch).map_err(|error| match error {
             ReplicaAppendError::NotLeader { .. } => ResponseError::NotLeaderOrFollower,
@@ -543,7 +576,7 @@ pub async fn write_txn_marker(
             }
         })?;
         // The replica's append ended the transaction (observe_leader_append).
-        producers.record_marker(id, producer_epoch, now);
+        producers.record_marker(id, producer_epoch, coordinator_epoch, now);
         tracing::debug!(partition = %topic_partition, producer_id, commit, offset = %appended.base_offset, "transaction marker appended");
         appended
     };
@@ -691,6 +724,13 @@ mod tests {
                 (9, 3, -1)
             );
             assert_eq!(marker_of(&built, &header), Some(commit));
+            assert_eq!(
+                read_marker(&built, &header),
+                Some(Marker {
+                    commit,
+                    coordinator_epoch: 17,
+                })
+            );
             let record = batch::records(&built, &header).next().unwrap().unwrap();
             assert_eq!(record.value, Some(&[0, 0, 0, 0, 0, 17][..]));
         }
