@@ -409,6 +409,15 @@ impl Shard {
         self.partitions.stage.set(Stage::LogsClosing);
         let partitions = self.partitions.values();
         for replica in partitions {
+            // Flushed first, so the snapshot covers exactly the log.
+            if replica.log.flush().await.is_ok() {
+                let state = replica.txns.borrow().clone();
+                if state.end_offset() == replica.log.log_end_offset()
+                    && let Err(error) = txn_state::save_snapshot(replica.log.dir(), &state)
+                {
+                    tracing::warn!(partition = %replica.topic_partition, %error, "saving the transaction state failed; the next open reads the log");
+                }
+            }
             if let Err(error) = replica.log.close().await {
                 tracing::error!(partition = %replica.topic_partition, %error, "closing a log failed");
             }

@@ -113,6 +113,11 @@ impl TxnState {
         self.open.get(&producer_id).copied()
     }
 
+    /// One past the last offset fed.
+    pub fn end_offset(&self) -> Offset {
+        self.end_offset
+    }
+
     /// Number of open transactions.
     pub fn open_count(&self) -> usize {
         self.open.len()
@@ -286,8 +291,16 @@ impl TxnState {
 
     /// Rebuild the state from the whole log (see the module docs).
     pub async fn rebuild<I: Io>(log: &Log<I>) -> Result<TxnState, LogError> {
-        let mut state = TxnState::new();
-        let start = log.log_start_offset();
+        Self::rebuild_from(log, TxnState::new(), log.log_start_offset()).await
+    }
+
+    /// Continue `state`, which covers the log below `from`, to the log end.
+    async fn rebuild_from<I: Io>(
+        log: &Log<I>,
+        mut state: TxnState,
+        from: Offset,
+    ) -> Result<TxnState, LogError> {
+        let start = from.max(log.log_start_offset());
         let end = log.log_end_offset();
         let limits = ReadLimits {
             max_bytes: REBUILD_READ_BYTES,
@@ -313,7 +326,17 @@ impl TxnState {
     /// leaves the state empty (logged) rather than the partition offline:
     /// the same error surfaces on reads.
     pub async fn rebuild_at_open<I: Io>(log: &Log<I>) -> TxnState {
-        match Self::rebuild(log).await {
+        // A clean stop left the state as of its log end: read only what
+        // came after (nothing, usually) instead of the whole log.
+        let rebuilt = match take_snapshot(log.dir()) {
+            Some(mut state) if state.end_offset <= log.log_end_offset() => {
+                state.drop_aborted_below(log.log_start_offset());
+                let from = state.end_offset;
+                Self::rebuild_from(log, state, from).await
+            }
+            _ => Self::rebuild(log).await,
+        };
+        match rebuilt {
             Ok(state) => {
                 if state.open_count() > 0 || !state.aborted.is_empty() {
                     tracing::debug!(dir = %log.dir().display(), open = state.open_count(), aborted = state.aborted.len(), "transaction state rebuilt");
@@ -326,6 +349,109 @@ impl TxnState {
             }
         }
     }
+}
+
+/// The file a clean stop leaves the transaction state in (one per
+/// partition directory), so that the next open need not read the whole
+/// log. Consumed (removed, durably) by the open that reads it: after a
+/// crash the state is rebuilt from the log, since a follower may have
+/// truncated below the snapshot's end since it was written.
+pub const SNAPSHOT_FILE_NAME: &str = "transactions.snapshot";
+const SNAPSHOT_MAGIC: &[u8; 4] = b"SLTX";
+const SNAPSHOT_VERSION: u16 = 0;
+
+/// Write `state` to `dir`'s snapshot (temp file, fsync, rename, directory
+/// fsync). Called on a clean stop, after the log is flushed; a failure only
+/// costs the next open a full scan.
+pub fn save_snapshot(dir: &std::path::Path, state: &TxnState) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut writer = crate::controller::codec::Writer::new();
+    writer.u16(SNAPSHOT_VERSION);
+    writer.i64(state.end_offset.value());
+    writer.count(state.open.len());
+    for (producer, first) in &state.open {
+        writer.i64(producer.0);
+        writer.i64(first.value());
+    }
+    writer.count(state.unstable.len());
+    for ended in &state.unstable {
+        writer.i64(ended.producer_id.0);
+        writer.i64(ended.first_offset.value());
+        writer.i64(ended.marker_offset.value());
+    }
+    writer.count(state.aborted.len());
+    for aborted in &state.aborted {
+        writer.i64(aborted.producer_id.0);
+        writer.i64(aborted.first_offset.value());
+        writer.i64(aborted.last_offset.value());
+    }
+    let payload = writer.into_bytes();
+    let mut bytes = Vec::with_capacity(payload.len() + 8);
+    bytes.extend_from_slice(SNAPSHOT_MAGIC);
+    bytes.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+    bytes.extend_from_slice(&payload);
+    let temp = dir.join(format!("{SNAPSHOT_FILE_NAME}.tmp"));
+    let mut file = std::fs::File::create(&temp)?;
+    file.write_all(&bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temp, dir.join(SNAPSHOT_FILE_NAME))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Read and remove `dir`'s snapshot; `None` when there is none, or it is
+/// damaged (logged), or it cannot be removed durably (then it must not be
+/// trusted by a later open either).
+pub fn take_snapshot(dir: &std::path::Path) -> Option<TxnState> {
+    let path = dir.join(SNAPSHOT_FILE_NAME);
+    let bytes = std::fs::read(&path).ok()?;
+    let removed = std::fs::remove_file(&path)
+        .and_then(|()| std::fs::File::open(dir)?.sync_all())
+        .is_ok();
+    let state = decode_snapshot(&bytes);
+    if state.is_none() {
+        tracing::warn!(path = %path.display(), "damaged transaction state snapshot; reading the log instead");
+    }
+    if !removed {
+        tracing::warn!(path = %path.display(), "could not remove the transaction state snapshot; reading the log instead");
+        return None;
+    }
+    state
+}
+
+fn decode_snapshot(bytes: &[u8]) -> Option<TxnState> {
+    let (magic, rest) = bytes.split_first_chunk::<4>()?;
+    let (crc, payload) = rest.split_first_chunk::<4>()?;
+    if magic != SNAPSHOT_MAGIC || u32::from_le_bytes(*crc) != crc32c::crc32c(payload) {
+        return None;
+    }
+    let mut reader = crate::controller::codec::Reader::new(payload);
+    if reader.u16().ok()? != SNAPSHOT_VERSION {
+        return None;
+    }
+    let mut state = TxnState {
+        end_offset: Offset(reader.i64().ok()?),
+        ..TxnState::default()
+    };
+    for _ in 0..reader.count(16).ok()? {
+        let producer = ProducerId(reader.i64().ok()?);
+        state.open.insert(producer, Offset(reader.i64().ok()?));
+    }
+    for _ in 0..reader.count(24).ok()? {
+        state.unstable.push_back(EndedTxn {
+            producer_id: ProducerId(reader.i64().ok()?),
+            first_offset: Offset(reader.i64().ok()?),
+            marker_offset: Offset(reader.i64().ok()?),
+        });
+    }
+    for _ in 0..reader.count(24).ok()? {
+        state.aborted.push_back(AbortedTxn {
+            producer_id: ProducerId(reader.i64().ok()?),
+            first_offset: Offset(reader.i64().ok()?),
+            last_offset: Offset(reader.i64().ok()?),
+        });
+    }
+    reader.finish().ok()?;
+    Some(state)
 }
 
 /// Whether the control batch `stored` is a commit (`Some(true)`) or an
@@ -624,6 +750,36 @@ mod tests {
     use super::*;
 
     const NOW: i64 = 1_700_000_000_000;
+
+    #[test]
+    fn a_snapshot_round_trips_once_and_a_damaged_one_is_refused() {
+        let dir = std::env::temp_dir().join(format!("txn-snapshot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut state = TxnState::new();
+        state.record_data(ProducerId(7), Offset(10), Offset(12));
+        state.record_data(ProducerId(8), Offset(13), Offset(13));
+        let _ = state.record_marker(ProducerId(8), Offset(14), false);
+        state.end_offset = Offset(15);
+        save_snapshot(&dir, &state).unwrap();
+        let loaded = take_snapshot(&dir).unwrap();
+        assert_eq!(loaded.open, state.open);
+        assert_eq!(loaded.aborted, state.aborted);
+        assert_eq!(loaded.unstable, state.unstable);
+        assert_eq!(loaded.end_offset, Offset(15));
+        assert!(
+            take_snapshot(&dir).is_none(),
+            "consumed by the open that read it"
+        );
+        save_snapshot(&dir, &state).unwrap();
+        let path = dir.join(SNAPSHOT_FILE_NAME);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(take_snapshot(&dir).is_none());
+        assert!(!path.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
     const A: ProducerId = ProducerId(7);
     const B: ProducerId = ProducerId(8);
 
