@@ -155,20 +155,28 @@ fn lost_alter_partition_answers_and_slow_metadata_lose_nothing() {
 /// The negative controls: with a deliberately broken follower, the
 /// checker must find a violation within the CI seed count.
 fn assert_caught(bug: Bug) {
-    let options = Options {
-        bug,
-        ..Options::default()
-    };
+    assert_options_caught(
+        &format!("{bug:?}"),
+        Options {
+            bug,
+            ..Options::default()
+        },
+    );
+}
+
+/// The checker must find a violation with `options` within the CI seed
+/// count.
+fn assert_options_caught(what: &str, options: Options) {
     for seed in 0..SEEDS_DEFAULT {
         if let Err(error) = run_seed(seed, options) {
             eprintln!(
-                "{bug:?} caught at seed {seed}: {}",
+                "{what} caught at seed {seed}: {}",
                 error.lines().next().unwrap_or_default()
             );
             return;
         }
     }
-    panic!("the checker missed {bug:?} in {SEEDS_DEFAULT} seeds");
+    panic!("the checker missed {what} in {SEEDS_DEFAULT} seeds");
 }
 
 #[test]
@@ -216,20 +224,13 @@ const REGRESSION_SEEDS: u64 = 120;
 /// controller counts in the ISR. The checker must catch it.
 #[test]
 fn the_checker_catches_dropping_an_unanswered_isr_change() {
-    let options = Options {
-        timeout_clears_pending: true,
-        answer_loss_per_million: 300_000,
-        metadata_stall_per_million: 10_000,
-        ..Options::default()
-    };
-    for seed in 0..SEEDS_DEFAULT {
-        if let Err(error) = run_seed(seed, options) {
-            eprintln!(
-                "dropping an unanswered ISR change caught at seed {seed}: {}",
-                error.lines().next().unwrap_or_default()
-            );
-            return;
-        }
-    }
-    panic!("the checker missed a dropped unanswered ISR change in {SEEDS_DEFAULT} seeds");
+    assert_options_caught(
+        "dropping an unanswered ISR change",
+        Options {
+            timeout_clears_pending: true,
+            answer_loss_per_million: 300_000,
+            metadata_stall_per_million: 10_000,
+            ..Options::default()
+        },
+    );
 }

@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `frame` | the frame header layout and a sans-I/O encoder/decoder (unit and garbage tested) |
 //! | `io` | blocking `std::io` reads and writes of whole frames |
+//! | `aio` | async (compio) reads of whole frames, for the data shards |
 //!
 //! A frame is a fixed 20-byte little-endian header (magic, version, kind,
 //! flags, payload size, CRC-32C of the payload), then the payload. A reader
@@ -19,6 +20,7 @@
 //! thread owns the socket (the controller's connection threads, never a data
 //! shard).
 
+pub mod aio;
 pub mod frame;
 pub mod io;
 

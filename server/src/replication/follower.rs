@@ -14,7 +14,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use compio::BufResult;
-use compio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use compio::io::{AsyncWrite, AsyncWriteExt};
 use compio::net::{TcpListener, TcpStream};
 use sluice_engine::{LogError, Offset, ReplicatedAppendError};
 use zerocopy::IntoBytes;
@@ -50,28 +50,11 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let (answers, queued) = flume::bounded::<Vec<u8>>(ANSWER_QUEUE);
     let writing = compio::runtime::spawn(write_answers(writer, queued));
     let reason = loop {
-        let BufResult(result, header_bytes) =
-            reader.read_exact(Vec::with_capacity(HEADER_SIZE)).await;
-        if let Err(error) = result {
-            break format!("reading: {error}");
-        }
-        let Some(header_bytes) = header_bytes.first_chunk::<HEADER_SIZE>() else {
-            break "short header".to_string();
+        let frame = match crate::peer::aio::read_frame(&mut reader).await {
+            Ok(frame) => frame,
+            Err(reason) => break reason,
         };
-        let header = match FrameHeader::decode(header_bytes) {
-            Ok(header) => header,
-            Err(error) => break error.to_string(),
-        };
-        let BufResult(result, payload) = reader
-            .read_exact(Vec::with_capacity(header.payload_size()))
-            .await;
-        if let Err(error) = result {
-            break format!("reading: {error}");
-        }
-        if let Err(error) = header.check_payload(&payload) {
-            break error.to_string();
-        }
-        let message = match ToFollower::decode(header.kind.get(), Bytes::from(payload)) {
+        let message = match ToFollower::decode(frame.kind, Bytes::from(frame.payload)) {
             Ok(message) => message,
             Err(error) => break format!("bad replication message: {error}"),
         };

@@ -20,13 +20,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use compio::BufResult;
-use compio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use compio::io::{AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
 use futures_channel::oneshot;
 use zerocopy::IntoBytes;
 
 use super::messages::{StateReply, ToFollower};
-use crate::peer::frame::{FrameHeader, HEADER_SIZE};
+use crate::peer::frame::FrameHeader;
 use crate::peer::kind;
 
 /// Frames queued to one connection's writer before senders wait.
@@ -235,31 +235,14 @@ async fn read_answers<R: compio::io::AsyncRead>(
     broker: i32,
 ) {
     let reason = loop {
-        let BufResult(result, header_bytes) =
-            reader.read_exact(Vec::with_capacity(HEADER_SIZE)).await;
-        if let Err(error) = result {
-            break format!("reading: {error}");
-        }
-        let Some(header_bytes) = header_bytes.first_chunk::<HEADER_SIZE>() else {
-            break "short header".to_string();
+        let frame = match crate::peer::aio::read_frame(&mut reader).await {
+            Ok(frame) => frame,
+            Err(reason) => break reason,
         };
-        let header = match FrameHeader::decode(header_bytes) {
-            Ok(header) => header,
-            Err(error) => break error.to_string(),
-        };
-        let BufResult(result, payload) = reader
-            .read_exact(Vec::with_capacity(header.payload_size()))
-            .await;
-        if let Err(error) = result {
-            break format!("reading: {error}");
+        if frame.kind != kind::REPLICA_STATE {
+            break format!("unexpected frame kind {}", frame.kind);
         }
-        if let Err(error) = header.check_payload(&payload) {
-            break error.to_string();
-        }
-        if header.kind.get() != kind::REPLICA_STATE {
-            break format!("unexpected frame kind {}", header.kind.get());
-        }
-        let reply = match StateReply::decode(&payload) {
+        let reply = match StateReply::decode(&frame.payload) {
             Ok(reply) => reply,
             Err(error) => break error.to_string(),
         };

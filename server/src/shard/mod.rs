@@ -84,14 +84,7 @@ impl Shards {
         F: Future<Output = R> + 'static,
         W: FnOnce(Rc<Shard>) -> F + Send + 'static,
     {
-        let (sender, receiver) = oneshot::channel();
-        let job: Job = Box::new(move |target| {
-            Box::pin(async move {
-                let _ = sender.send(work(target).await);
-            })
-        });
-        let inbox = self.inboxes.get(shard.0).ok_or(ShardGone(shard))?;
-        inbox.send_async(job).await.map_err(|_| ShardGone(shard))?;
+        let receiver = self.post(shard, work).await?;
         receiver.await.map_err(|_| ShardGone(shard))
     }
 }
