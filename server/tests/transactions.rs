@@ -240,22 +240,44 @@ fn a_transaction_timeout_above_the_maximum_is_refused() {
 }
 
 /// The offsets group `group` has committed for `topic` partition 0 (None:
-/// none).
+/// none), asked by a read_uncommitted consumer (OffsetFetch without
+/// require_stable: pending transactional offsets are simply not shown).
 fn committed_offset(bootstrap: &str, group: &str, topic: &str) -> Option<i64> {
+    let committed =
+        fetch_committed(bootstrap, group, topic, false, kafka::CALL_TIMEOUT).expect("OffsetFetch");
+    match committed {
+        Offset::Offset(offset) => Some(offset),
+        _ => None,
+    }
+}
+
+/// OffsetFetch of `topic` partition 0 for `group`; `stable`: as a
+/// read_committed consumer asks (require_stable: librdkafka retries
+/// UNSTABLE_OFFSET_COMMIT until `timeout`).
+fn fetch_committed(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    stable: bool,
+    timeout: Duration,
+) -> Result<Offset, KafkaError> {
     let consumer: BaseConsumer = kafka::config(bootstrap)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
+        .set(
+            "isolation.level",
+            if stable {
+                "read_committed"
+            } else {
+                "read_uncommitted"
+            },
+        )
         .create()
         .expect("creating a consumer");
     let mut partitions = TopicPartitionList::new();
     partitions.add_partition(topic, 0);
-    let committed = consumer
-        .committed_offsets(partitions, kafka::CALL_TIMEOUT)
-        .expect("OffsetFetch");
-    match committed.find_partition(topic, 0).expect("asked").offset() {
-        Offset::Offset(offset) => Some(offset),
-        _ => None,
-    }
+    let committed = consumer.committed_offsets(partitions, timeout)?;
+    Ok(committed.find_partition(topic, 0).expect("asked").offset())
 }
 
 #[test]
@@ -288,7 +310,24 @@ fn offsets_sent_to_a_transaction_are_visible_only_once_it_commits() {
         None,
         "pending until the commit"
     );
+    assert!(
+        fetch_committed(
+            &bootstrap,
+            "txn-group",
+            "txn-in",
+            true,
+            Duration::from_secs(2)
+        )
+        .is_err(),
+        "a read_committed consumer waits for the pending offsets (UNSTABLE_OFFSET_COMMIT)"
+    );
     producer.commit_transaction(TXN_TIMEOUT).expect("commit");
+    // A read_committed consumer's OffsetFetch waits out the markers.
+    assert_eq!(
+        fetch_committed(&bootstrap, "txn-group", "txn-in", true, kafka::CALL_TIMEOUT)
+            .expect("OffsetFetch"),
+        Offset::Offset(5)
+    );
     let deadline = Instant::now() + kafka::CALL_TIMEOUT;
     while committed_offset(&bootstrap, "txn-group", "txn-in") != Some(5) {
         assert!(

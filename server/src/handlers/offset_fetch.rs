@@ -1,6 +1,12 @@
 //! OffsetFetch (v1..=9): committed offsets of a group (v8+: of several
 //! groups), for the partitions asked or all of them (null topics). A
 //! partition without a committed offset answers -1.
+//!
+//! Offsets a transaction committed (TxnOffsetCommit) are not shown until
+//! its commit marker is written. With require_stable (v7+, sent by
+//! read_committed consumers), a partition with such pending offsets
+//! answers UNSTABLE_OFFSET_COMMIT instead (retriable: the client asks
+//! again), as Kafka does.
 
 use std::rc::Rc;
 
@@ -16,8 +22,9 @@ use crate::group;
 use crate::handlers::Reply;
 use crate::shard::Shard;
 
-/// One partition's answer: (partition, offset, leader epoch, metadata).
-type Fetched = (i32, i64, i32, String);
+/// One partition's answer: (partition, offset, leader epoch, metadata,
+/// error code).
+type Fetched = (i32, i64, i32, String, i16);
 
 pub async fn handle(
     shard: &Rc<Shard>,
@@ -34,7 +41,8 @@ pub async fn handle(
                     .collect()
             });
             let mut out = OffsetFetchResponseGroup::default();
-            match fetch(shard, asked.group_id.0.to_string(), topics).await {
+            let require_stable = request.require_stable;
+            match fetch(shard, asked.group_id.0.to_string(), topics, require_stable).await {
                 Ok(found) => {
                     out.topics = found
                         .into_iter()
@@ -43,8 +51,9 @@ pub async fn handle(
                             topic.name = TopicName(StrBytes::from_string(name));
                             topic.partitions = partitions
                                 .into_iter()
-                                .map(|(index, offset, epoch, metadata)| {
+                                .map(|(index, offset, epoch, metadata, code)| {
                                     let mut partition = OffsetFetchResponsePartitions::default();
+                                    partition.error_code = code;
                                     partition.partition_index = index;
                                     partition.committed_offset = offset;
                                     partition.committed_leader_epoch = epoch;
@@ -68,7 +77,14 @@ pub async fn handle(
                 .map(|topic| (topic.name.0.to_string(), topic.partition_indexes))
                 .collect()
         });
-        let outcome = fetch(shard, request.group_id.0.to_string(), topics.clone()).await;
+        let require_stable = version >= 7 && request.require_stable;
+        let outcome = fetch(
+            shard,
+            request.group_id.0.to_string(),
+            topics.clone(),
+            require_stable,
+        )
+        .await;
         let (found, error) = match outcome {
             Ok(found) => (found, None),
             // Per partition below v2, which has no top-level error.
@@ -79,7 +95,7 @@ pub async fn handle(
                     .map(|(name, partitions)| {
                         let unknown = partitions
                             .into_iter()
-                            .map(|index| (index, -1, -1, String::new()))
+                            .map(|index| (index, -1, -1, String::new(), 0))
                             .collect();
                         (name, unknown)
                     })
@@ -95,12 +111,13 @@ pub async fn handle(
                 topic.name = TopicName(StrBytes::from_string(name));
                 topic.partitions = partitions
                     .into_iter()
-                    .map(|(index, offset, epoch, metadata)| {
+                    .map(|(index, offset, epoch, metadata, code)| {
                         let mut partition = OffsetFetchResponsePartition::default();
                         partition.partition_index = index;
                         partition.committed_offset = offset;
                         partition.committed_leader_epoch = epoch;
                         partition.metadata = Some(StrBytes::from_string(metadata));
+                        partition.error_code = code;
                         if version < 2 {
                             partition.error_code = error.map_or(0, |error| error.code());
                         }
@@ -119,6 +136,7 @@ async fn fetch(
     shard: &Rc<Shard>,
     group_id: String,
     topics: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
 ) -> Result<Vec<(String, Vec<Fetched>)>, ResponseError> {
     if group_id.is_empty() {
         return Err(ResponseError::InvalidGroupId);
@@ -127,16 +145,35 @@ async fn fetch(
         let groups = owner.groups.groups.borrow();
         let group = groups.get(&group_id);
         let lookup = |topic: &str, partition: i32| -> Fetched {
-            group
-                .and_then(|group| group.offsets.get(&(topic.to_string(), partition)))
-                .map_or((partition, -1, -1, String::new()), |committed| {
+            let key = (topic.to_string(), partition);
+            let unstable = require_stable
+                && group.is_some_and(|group| {
+                    group
+                        .pending_txn_offsets
+                        .values()
+                        .any(|pending| pending.contains_key(&key))
+                });
+            if unstable {
+                return (
+                    partition,
+                    -1,
+                    -1,
+                    String::new(),
+                    ResponseError::UnstableOffsetCommit.code(),
+                );
+            }
+            group.and_then(|group| group.offsets.get(&key)).map_or(
+                (partition, -1, -1, String::new(), 0),
+                |committed| {
                     (
                         partition,
                         committed.offset,
                         committed.leader_epoch,
                         committed.metadata.clone(),
+                        0,
                     )
-                })
+                },
+            )
         };
         match topics {
             Some(topics) => topics

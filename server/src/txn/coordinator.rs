@@ -17,7 +17,7 @@
 //! A per-shard ticker aborts transactions past their timeout.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
@@ -67,8 +67,10 @@ struct Loaded {
 struct Coordinator {
     ids: RefCell<HashMap<String, Entry>>,
     loaded: RefCell<HashMap<i32, Loaded>>,
-    /// Partitions being replayed.
-    loading: RefCell<BTreeSet<i32>>,
+    /// Partitions being replayed, each with the number of its load (a
+    /// later load of the same partition supersedes an earlier one).
+    loading: RefCell<HashMap<i32, u64>>,
+    loads_started: Cell<u64>,
     ticker_started: Cell<bool>,
 }
 
@@ -547,7 +549,24 @@ async fn abort_timed_out(shard: &Rc<Shard>) {
 pub fn load(shard: &Rc<Shard>, replica: &Rc<PartitionReplica>) {
     let partition = replica.topic_partition.partition;
     unload(partition);
-    with(|coordinator| coordinator.loading.borrow_mut().insert(partition));
+    let load_number = with(|coordinator| {
+        let number = coordinator.loads_started.get() + 1;
+        coordinator.loads_started.set(number);
+        coordinator.loading.borrow_mut().insert(partition, number);
+        number
+    });
+    // This load is still wanted (not unloaded or superseded meanwhile);
+    // ends it either way.
+    let finish = move || {
+        with(|coordinator| {
+            let mut loading = coordinator.loading.borrow_mut();
+            let current = loading.get(&partition) == Some(&load_number);
+            if current {
+                loading.remove(&partition);
+            }
+            current
+        })
+    };
     let Some(work) = shard.background_work() else {
         return;
     };
@@ -564,13 +583,13 @@ pub fn load(shard: &Rc<Shard>, replica: &Rc<PartitionReplica>) {
                     error = format!("{error:#}"),
                     "loading the transactions failed"
                 );
-                with(|coordinator| coordinator.loading.borrow_mut().remove(&partition));
+                finish();
                 return;
             }
         };
         // Still leading in the same epoch, and not unloaded meanwhile.
         let current = replica.state();
-        let wanted = with(|coordinator| coordinator.loading.borrow_mut().remove(&partition));
+        let wanted = finish();
         if !wanted || !current.is_leader() || current.leader_epoch.0 != coordinator_epoch {
             return;
         }
