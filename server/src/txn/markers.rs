@@ -8,7 +8,8 @@
 //! sends them. A partition whose marker fails is retried (with the view
 //! then current: its leader may have moved) until it is written, its topic
 //! or partition is gone (Kafka drops those too), or this broker stops
-//! coordinating the transaction.
+//! coordinating the transaction (or is told it was fenced by a newer
+//! coordinator).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
@@ -42,7 +43,8 @@ const RESPONSE_BYTES_MAX: usize = 16 << 20;
 
 /// Write the markers of `(producer_id, producer_epoch)` (commit when
 /// `commit`) to `partitions`. True once every partition has its marker
-/// (or is gone); false as soon as `still_coordinating` says no.
+/// (or is gone); false as soon as `still_coordinating` says no or a
+/// partition answers TRANSACTION_COORDINATOR_FENCED.
 pub async fn write_markers(
     shard: &Rc<Shard>,
     producer_id: i64,
@@ -83,6 +85,7 @@ pub async fn write_markers(
             true
         });
         let mut written = Vec::new();
+        let mut fenced = false;
         for (leader, targets) in by_leader {
             let outcomes = if leader == view.node_id {
                 write_local(
@@ -123,11 +126,20 @@ pub async fn write_markers(
                         tracing::warn!(%topic, partition, producer_id, producer_epoch, "a transaction marker was refused as stale");
                         written.push((topic, partition));
                     }
+                    // A newer coordinator has written a marker there:
+                    // this one is deposed (Kafka abandons the completion).
+                    Err(ResponseError::TransactionCoordinatorFenced) => {
+                        tracing::warn!(%topic, partition, producer_id, coordinator_epoch, "a newer transaction coordinator fenced this one's marker");
+                        fenced = true;
+                    }
                     Err(error) => {
                         tracing::debug!(%topic, partition, ?error, "transaction marker not written yet; retrying");
                     }
                 }
             }
+        }
+        if fenced {
+            return false;
         }
         for done in written {
             remaining.remove(&done);
