@@ -585,3 +585,123 @@ fn describe_and_list_transactions_show_the_coordinators_state() {
     });
     assert!(finished.transaction_states[0].topics.is_empty());
 }
+
+#[test]
+fn end_txn_while_markers_wait_for_an_offline_partition_is_concurrent_transactions() {
+    use kafka_protocol::error::ResponseError;
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use kafka_protocol::messages::{
+        AddPartitionsToTxnRequest, EndTxnRequest, FindCoordinatorRequest, InitProducerIdRequest,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    use sluice_server::admin::client::Connection;
+
+    const ID: &str = "txn-stuck";
+    // __transaction_state with one replica, so that killing another broker
+    // leaves the coordinator's own writes alone.
+    let mut cluster = Cluster::start(
+        "txn-stuck",
+        3,
+        &[
+            "--broker-heartbeat-interval-ms",
+            "500",
+            "--offsets-topic-replication-factor",
+            "1",
+        ],
+    );
+    let bootstrap = cluster.bootstrap();
+    kafka::create_topic(&bootstrap, "txn-stuck", 3, &[]);
+    let leaders = agreed_leaders(&cluster, "txn-stuck", 3);
+
+    let coordinator = wait_until("FindCoordinator", Duration::from_secs(30), || {
+        let mut connection =
+            Connection::open(&cluster.broker(1).bootstrap()).map_err(|error| error.to_string())?;
+        let request = FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_static_str(ID))
+            .with_key_type(1);
+        let (response, _) = connection
+            .call(&request, 1..=3)
+            .map_err(|error| error.to_string())?;
+        if response.error_code != 0 {
+            return Err(format!("error {}", response.error_code));
+        }
+        Ok(response.node_id.0)
+    });
+    let (&stuck_partition, &stuck_leader) = leaders
+        .iter()
+        .find(|(_, leader)| **leader != coordinator)
+        .expect("a partition led by another broker");
+    let mut connection =
+        Connection::open(&cluster.broker(coordinator).bootstrap()).expect("connecting");
+    let init = |connection: &mut Connection| {
+        let request = InitProducerIdRequest::default()
+            .with_transactional_id(Some(StrBytes::from_static_str(ID).into()))
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id((-1).into())
+            .with_producer_epoch(-1);
+        connection.call(&request, 0..=4).expect("InitProducerId").0
+    };
+    let initialized = wait_until("InitProducerId", Duration::from_secs(30), || {
+        let response = init(&mut connection);
+        if response.error_code == 0 {
+            Ok(response)
+        } else {
+            Err(format!("error {}", response.error_code))
+        }
+    });
+    let producer_id = initialized.producer_id;
+    let producer_epoch = initialized.producer_epoch;
+
+    let mut topic = AddPartitionsToTxnTopic::default();
+    topic.name = StrBytes::from_static_str("txn-stuck").into();
+    topic.partitions = vec![stuck_partition];
+    let mut add = AddPartitionsToTxnRequest::default();
+    add.v3_and_below_transactional_id = StrBytes::from_static_str(ID).into();
+    add.v3_and_below_producer_id = producer_id;
+    add.v3_and_below_producer_epoch = producer_epoch;
+    add.v3_and_below_topics = vec![topic];
+    let (added, _) = connection.call(&add, 3..=3).expect("AddPartitionsToTxn");
+    assert_eq!(
+        added.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
+        0
+    );
+
+    // The partition's only replica goes away: its marker cannot be written.
+    cluster.kill9(stuck_leader);
+    let end = EndTxnRequest::default()
+        .with_transactional_id(StrBytes::from_static_str(ID).into())
+        .with_producer_id(producer_id)
+        .with_producer_epoch(producer_epoch)
+        .with_committed(true);
+    let (ended, _) = connection.call(&end, 0..=3).expect("EndTxn");
+    assert_eq!(
+        ended.error_code, 0,
+        "answered once PrepareCommit is written"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let (again, _) = connection.call(&end, 0..=3).expect("EndTxn");
+    assert_eq!(
+        again.error_code,
+        ResponseError::ConcurrentTransactions.code(),
+        "a second EndTxn while the markers are still being written"
+    );
+    assert_eq!(
+        init(&mut connection).error_code,
+        ResponseError::ConcurrentTransactions.code(),
+        "InitProducerId waits for the completion too"
+    );
+
+    // The partition comes back: the marker is written and the transaction
+    // completes; the client's retry of EndTxn then succeeds.
+    cluster.start_again(stuck_leader);
+    wait_until("the transaction completes", Duration::from_secs(60), || {
+        let (response, _) = connection
+            .call(&end, 0..=3)
+            .map_err(|error| error.to_string())?;
+        if response.error_code == 0 {
+            Ok(())
+        } else {
+            Err(format!("error {}", response.error_code))
+        }
+    });
+}
