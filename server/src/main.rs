@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         Some(Command::Topic(args)) => return admin::topic::run(args),
         Some(Command::Group(args)) => return admin::group::run(args),
         Some(Command::Cluster(args)) => return admin::cluster::run(args),
+        Some(Command::Transactions(args)) => return admin::transactions::run(args),
         Some(Command::Produce(args)) => return admin::produce::run(args),
         Some(Command::Consume(args)) => return admin::consume::run(args),
         Some(Command::DevCluster(args)) => return sluice_server::devcluster::run(args),

@@ -917,6 +917,129 @@ fn group_seek_moves_a_kcat_group_and_kcat_resumes_at_the_new_offsets() {
 }
 
 #[test]
+fn transactions_list_and_describe_show_an_open_transaction_then_its_commit() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    let broker = start_broker("admin_transactions");
+    run_ok(&broker, &["topic", "create", "txn-admin", "-p", "3"]);
+    let producer: BaseProducer = support::kafka::config(&broker.bootstrap())
+        .set("transactional.id", "admin-txn")
+        .create()
+        .expect("creating a transactional producer");
+    let limit = Duration::from_secs(60);
+    producer
+        .init_transactions(limit)
+        .expect("init_transactions");
+    producer.begin_transaction().expect("begin_transaction");
+    for partition in [0, 2] {
+        producer
+            .send(
+                BaseRecord::<(), str>::to("txn-admin")
+                    .partition(partition)
+                    .payload("open"),
+            )
+            .map_err(|(error, _)| error)
+            .expect("send");
+    }
+    producer.flush(limit).expect("flush");
+
+    // list: the id, Ongoing, in both formats.
+    let listed = run_ok(&broker, &["transactions", "list"]);
+    let rows = table(&listed, "TRANSACTIONAL-ID");
+    assert_eq!(
+        rows[0],
+        ["TRANSACTIONAL-ID", "COORDINATOR", "PRODUCER-ID", "STATE"],
+        "{listed}"
+    );
+    let row = rows
+        .iter()
+        .find(|row| row[0] == "admin-txn")
+        .unwrap_or_else(|| panic!("admin-txn is not listed:\n{listed}"));
+    assert_eq!(row[3], "Ongoing", "{listed}");
+    let json = run_json(&broker, &["transactions", "list"]);
+    let entry = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["transactional_id"] == "admin-txn")
+        .unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(entry["state"], "Ongoing");
+    let producer_id = entry["producer_id"].as_i64().unwrap();
+    assert!(producer_id >= 0, "{json}");
+
+    // describe: producer id and epoch, the two partitions.
+    let described = run_ok(&broker, &["transactions", "describe", "admin-txn"]);
+    let rows = table(&described, "TRANSACTIONAL-ID");
+    assert_eq!(rows.len(), 2, "{described}");
+    assert_eq!(rows[1][0], "admin-txn");
+    assert_eq!(rows[1][2], producer_id.to_string(), "{described}");
+    assert_eq!(rows[1][3], "0", "epoch: {described}");
+    assert_eq!(rows[1][4], "Ongoing", "{described}");
+    assert_eq!(rows[1][8], "txn-admin-0,txn-admin-2", "{described}");
+    let json = run_json(&broker, &["txn", "describe", "admin-txn"]);
+    assert_eq!(json[0]["producer_id"], producer_id);
+    assert_eq!(json[0]["producer_epoch"], 0);
+    assert_eq!(json[0]["state"], "Ongoing");
+    assert_eq!(
+        json[0]["partitions"],
+        serde_json::json!([
+            {"topic": "txn-admin", "partition": 0},
+            {"topic": "txn-admin", "partition": 2}
+        ])
+    );
+
+    // After the commit: CompleteCommit (once the markers are written), no
+    // partitions.
+    producer
+        .commit_transaction(limit)
+        .expect("commit_transaction");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let json = run_json(&broker, &["transactions", "describe", "admin-txn"]);
+        if json[0]["state"] == "CompleteCommit" {
+            assert_eq!(json[0]["partitions"], serde_json::json!([]), "{json}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never CompleteCommit: {json}");
+        thread::sleep(Duration::from_millis(100));
+    }
+    let listed = run_ok(&broker, &["transactions", "list"]);
+    assert!(
+        table(&listed, "TRANSACTIONAL-ID")
+            .iter()
+            .any(|row| row[0] == "admin-txn" && row[3] == "CompleteCommit"),
+        "{listed}"
+    );
+
+    // An unknown id: a clear error, exit code 1; the known one still
+    // printed beside it.
+    let output = sluice(&broker, &["transactions", "describe", "no-such-txn"]);
+    assert_fails(
+        &output,
+        1,
+        &[
+            "\"no-such-txn\" does not exist",
+            "TRANSACTIONAL_ID_NOT_FOUND",
+        ],
+        "an unknown transactional id",
+    );
+    let output = sluice(
+        &broker,
+        &["transactions", "describe", "admin-txn", "no-such-txn"],
+    );
+    assert_fails(
+        &output,
+        1,
+        &["\"no-such-txn\" does not exist"],
+        "one unknown id of two",
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("admin-txn"));
+    // No id at all: invalid arguments.
+    let output = sluice(&broker, &["transactions", "describe"]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+}
+
+#[test]
 fn the_bootstrap_comes_from_flag_environment_or_profile_and_bad_ones_are_named() {
     let broker = start_broker("admin_bootstrap");
     let directory = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))

@@ -189,6 +189,29 @@ pub struct SeekTo {
     pub shift_by: Option<i64>,
 }
 
+/// `sluice transactions ...` (also `sluice txn ...`)
+#[derive(Args, Debug)]
+pub struct TransactionsArgs {
+    #[command(subcommand)]
+    pub command: TransactionsCommand,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TransactionsCommand {
+    /// List every transactional id the cluster's coordinators know, with
+    /// its producer id and state.
+    List,
+    /// Show transactional ids' producer id and epoch, state, timeout, and
+    /// the partitions of the open transaction.
+    Describe {
+        /// Transactional ids.
+        #[arg(required = true)]
+        transactional_ids: Vec<String>,
+    },
+}
+
 /// `sluice cluster ...`
 #[derive(Args, Debug)]
 pub struct ClusterArgs {

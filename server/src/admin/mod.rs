@@ -13,6 +13,7 @@
 //! | `topic` | `sluice topic create/list/describe/alter-config/add-partitions/delete` |
 //! | `group` | `sluice group list/describe/delete/seek` (alias `groups`) |
 //! | `cluster` | `sluice cluster info/health/status` |
+//! | `transactions` | `sluice transactions list/describe` (alias `txn`) |
 //! | `produce` | `sluice produce TOPIC`: stdin lines -> records |
 //! | `consume` | `sluice consume TOPIC`: records -> stdout lines |
 //!
@@ -29,6 +30,7 @@ pub mod pool;
 pub mod produce;
 pub mod profile;
 pub mod topic;
+pub mod transactions;
 
 use std::process::ExitCode;
 
@@ -62,6 +64,8 @@ pub enum AdminError {
         members: usize,
         state: String,
     },
+    #[error("transactional id {0:?} does not exist (TRANSACTIONAL_ID_NOT_FOUND)")]
+    TransactionalIdNotFound(String),
     #[error(
         "no coordinator for group {group:?} within {:?}: {last}",
         pool::SETTLE_WAIT

@@ -38,6 +38,9 @@ pub enum Command {
     Group(crate::admin::args::GroupArgs),
     /// The cluster: brokers, controller, health.
     Cluster(crate::admin::args::ClusterArgs),
+    /// Transactions: list, describe (like kafka-transactions.sh).
+    #[command(alias = "txn")]
+    Transactions(crate::admin::args::TransactionsArgs),
     /// Write stdin lines to a topic, one record per line.
     Produce(crate::admin::args::ProduceArgs),
     /// Print a topic's records to stdout, one per line.
