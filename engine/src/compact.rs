@@ -19,9 +19,27 @@
 //!   has passed since the batch's maxTimestamp, then removed (see
 //!   docs/decisions/0004-compaction.md for why this clock).
 //!
-//! Compressed, control and transactional batches are kept whole and their
-//! records do not supersede anything (the engine has no decompressors, and
-//! transaction markers would have to be interpreted first).
+//! Compressed and control batches are kept whole and their records do not
+//! supersede anything (the engine has no decompressors; transaction markers
+//! are kept until a delete horizon that is not implemented yet, so always).
+//!
+//! Transactions (KIP-98): the engine does not interpret markers; the caller
+//! (the server's cleaner, which owns the partition's transaction state)
+//! describes them in a [`TxnCleanInput`] given to [`Log::clean_transactions`]:
+//! - `stable_bound` (the last stable offset): only segments whose offsets
+//!   all lie below it are cleanable, so an open transaction's batches and
+//!   everything after its first offset are never touched. Below the bound
+//!   every transaction has its marker in the log (it is not open), so a
+//!   transactional batch there is either aborted or committed;
+//! - `aborted`: a transactional data batch of an aborted transaction
+//!   (producer id matches, base offset within first..=marker offset) is
+//!   removed whole, whatever its keys or compression, and supersedes
+//!   nothing;
+//! - any other transactional data batch there is committed and compacted by
+//!   key like a plain batch.
+//!
+//! Without that input ([`Log::clean`]) transactional batches are kept whole
+//! and supersede nothing, as before transactions existed.
 //!
 //! A batch that loses records is rewritten with [`batch::retain_records`]
 //! (same base offset, lastOffsetDelta, timestamps, producer fields; kept
@@ -89,6 +107,75 @@ impl Default for CleanOptions {
     }
 }
 
+/// One aborted transaction, as the cleaner is told of it: the transactional
+/// data batches of `producer_id` whose base offset lies in
+/// `first_offset..=last_offset` (`last_offset` is the abort marker's) are
+/// removed whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AbortedRange {
+    pub producer_id: i64,
+    pub first_offset: Offset,
+    pub last_offset: Offset,
+}
+
+/// What the partition's transaction state says, for one pass (module docs).
+///
+/// The caller promises: every transaction with a data batch below
+/// `stable_bound` has its marker in the log, and `aborted` lists every
+/// aborted one among them that still has data in the log. A transactional
+/// batch below the bound that no entry covers is treated as committed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxnCleanInput {
+    /// The first offset that may not be cleaned (the last stable offset):
+    /// a segment is cleanable only if all its offsets lie below it.
+    pub stable_bound: Offset,
+    pub aborted: Vec<AbortedRange>,
+}
+
+/// [`TxnCleanInput::aborted`] by producer, for lookups per batch.
+struct AbortedIndex {
+    by_producer: HashMap<i64, Vec<(Offset, Offset)>>,
+}
+
+impl AbortedIndex {
+    fn new(aborted: &[AbortedRange]) -> AbortedIndex {
+        let mut by_producer: HashMap<i64, Vec<(Offset, Offset)>> = HashMap::new();
+        for range in aborted {
+            assert!(
+                range.first_offset <= range.last_offset,
+                "an aborted transaction starts before its marker"
+            );
+            by_producer
+                .entry(range.producer_id)
+                .or_default()
+                .push((range.first_offset, range.last_offset));
+        }
+        AbortedIndex { by_producer }
+    }
+
+    fn covers(&self, header: &BatchHeader) -> bool {
+        let base = header.base_offset();
+        self.by_producer
+            .get(&header.producer_id())
+            .is_some_and(|ranges| {
+                ranges
+                    .iter()
+                    .any(|&(first, last)| first <= base && base <= last)
+            })
+    }
+}
+
+/// How a pass treats one batch (module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BatchKind {
+    /// Compacted by key; its records supersede older ones.
+    Compactable,
+    /// Kept whole; supersedes nothing.
+    Whole,
+    /// A batch of an aborted transaction: removed whole; supersedes nothing.
+    Aborted,
+}
+
 /// Bytes of the cleanable range (see the module docs), and how many of them
 /// are dirty: in segments no pass has cleaned since the log was opened, or
 /// whose kept tombstones have since expired.
@@ -126,6 +213,9 @@ pub struct CleanSummary {
     pub records_removed: u64,
     pub tombstones_removed: u64,
     pub batches_removed: u64,
+    /// Batches of aborted transactions removed (also in `batches_removed`,
+    /// their records in `records_removed`).
+    pub aborted_batches_removed: u64,
 }
 
 /// Path of the temporary file a cleaned segment is written to. The `.tmp`
@@ -143,7 +233,12 @@ struct Target<F> {
 }
 
 /// How many segments from the front are cleanable (module docs).
-fn cleanable_count<F>(state: &LogState<F>, now_ms: i64, min_compaction_lag_ms: i64) -> usize {
+fn cleanable_count<F>(
+    state: &LogState<F>,
+    now_ms: i64,
+    min_compaction_lag_ms: i64,
+    stable_bound: Option<Offset>,
+) -> usize {
     let count = state.segments.len();
     state
         .segments
@@ -153,15 +248,31 @@ fn cleanable_count<F>(state: &LogState<F>, now_ms: i64, min_compaction_lag_ms: i
             segment.finalized
                 && segment.file.is_some()
                 && segment.base < state.checkpoint.recovery_base
+                && stable_bound.is_none_or(|bound| segment.next_offset <= bound)
                 && (min_compaction_lag_ms <= 0
                     || segment.max_timestamp.0 <= now_ms.saturating_sub(min_compaction_lag_ms))
         })
         .count()
 }
 
-/// Whether compaction may look inside this batch (module docs).
-fn compactable(header: &BatchHeader) -> bool {
-    header.compression() == Compression::None && !header.is_control() && !header.is_transactional()
+/// How a pass treats this batch (module docs). `aborted` is `None` for a
+/// pass without transaction input.
+fn classify(header: &BatchHeader, aborted: Option<&AbortedIndex>) -> BatchKind {
+    if header.is_control() {
+        return BatchKind::Whole;
+    }
+    if header.is_transactional() {
+        match aborted {
+            None => return BatchKind::Whole,
+            Some(index) if index.covers(header) => return BatchKind::Aborted,
+            Some(_) => {}
+        }
+    }
+    if header.compression() == Compression::None {
+        BatchKind::Compactable
+    } else {
+        BatchKind::Whole
+    }
 }
 
 impl<I: Io> Log<I> {
@@ -169,10 +280,28 @@ impl<I: Io> Log<I> {
     /// `min_compaction_lag_ms`: cheap (no I/O), for deciding whether a pass
     /// is worth it (min.cleanable.dirty.ratio).
     pub fn dirty_stats(&self, min_compaction_lag_ms: i64) -> DirtyStats {
+        self.dirty_stats_within(min_compaction_lag_ms, None)
+    }
+
+    /// [`Log::dirty_stats`] for a pass of [`Log::clean_transactions`] bounded
+    /// by `stable_bound`.
+    pub fn dirty_stats_below(
+        &self,
+        min_compaction_lag_ms: i64,
+        stable_bound: Offset,
+    ) -> DirtyStats {
+        self.dirty_stats_within(min_compaction_lag_ms, Some(stable_bound))
+    }
+
+    fn dirty_stats_within(
+        &self,
+        min_compaction_lag_ms: i64,
+        stable_bound: Option<Offset>,
+    ) -> DirtyStats {
         let inner = &self.inner;
         let now = inner.io.now_ms();
         let state = inner.state.borrow();
-        let count = cleanable_count(&state, now, min_compaction_lag_ms);
+        let count = cleanable_count(&state, now, min_compaction_lag_ms, stable_bound);
         let mut stats = DirtyStats::default();
         for segment in state.segments.iter().take(count) {
             stats.cleanable_bytes += segment.size;
@@ -194,7 +323,33 @@ impl<I: Io> Log<I> {
     /// segments already replaced stay replaced, the one in progress is left
     /// as it was (its temporary file removed), and the log keeps working.
     /// Offsets, log start and log end never change.
+    ///
+    /// Transactional batches are kept whole (no transaction input); see
+    /// [`Log::clean_transactions`].
     pub async fn clean(&self, options: &CleanOptions) -> Result<CleanSummary, LogError> {
+        self.clean_pass(options, None).await
+    }
+
+    /// [`Log::clean`] with the partition's transaction state (module docs):
+    /// nothing at or beyond `txns.stable_bound` is cleaned, aborted
+    /// transactions' batches are removed, committed ones are compacted by
+    /// key, control batches are kept. Same promises as [`Log::clean`].
+    pub async fn clean_transactions(
+        &self,
+        options: &CleanOptions,
+        txns: &TxnCleanInput,
+    ) -> Result<CleanSummary, LogError> {
+        self.clean_pass(options, Some(txns)).await
+    }
+
+    async fn clean_pass(
+        &self,
+        options: &CleanOptions,
+        txns: Option<&TxnCleanInput>,
+    ) -> Result<CleanSummary, LogError> {
+        let stable_bound = txns.map(|txns| txns.stable_bound);
+        let aborted = txns.map(|txns| AbortedIndex::new(&txns.aborted));
+        let aborted = aborted.as_ref();
         let inner = &self.inner;
         let _pass = inner.clean_lock.lock().await;
         inner.check_not_poisoned()?;
@@ -202,7 +357,7 @@ impl<I: Io> Log<I> {
         let mut summary = CleanSummary::default();
         let has_cleanable = {
             let state = inner.state.borrow();
-            cleanable_count(&state, now, options.min_compaction_lag_ms) > 0
+            cleanable_count(&state, now, options.min_compaction_lag_ms, stable_bound) > 0
         };
         if !has_cleanable {
             return Ok(summary);
@@ -215,7 +370,7 @@ impl<I: Io> Log<I> {
             let checkpoint = inner.state.borrow().checkpoint;
             inner.write_checkpoint_strict(checkpoint).await?;
             let state = inner.state.borrow();
-            let count = cleanable_count(&state, now, options.min_compaction_lag_ms);
+            let count = cleanable_count(&state, now, options.min_compaction_lag_ms, stable_bound);
             state
                 .segments
                 .iter()
@@ -239,7 +394,7 @@ impl<I: Io> Log<I> {
             let mut reader = BatchReader::new(inner, target);
             while let Some((_, bytes)) = reader.next().await? {
                 let header = reader.header(&bytes)?;
-                if !compactable(&header) {
+                if classify(&header, aborted) != BatchKind::Compactable {
                     continue;
                 }
                 for record in batch::records(&bytes, &header) {
@@ -254,7 +409,7 @@ impl<I: Io> Log<I> {
 
         // 2. Rewrite each segment that loses something.
         for target in &targets {
-            self.clean_segment(target, &latest, options, now, &mut summary)
+            self.clean_segment(target, &latest, aborted, options, now, &mut summary)
                 .await?;
         }
         tracing::debug!(dir = %inner.dir.display(), ?summary, "compaction pass done");
@@ -265,6 +420,7 @@ impl<I: Io> Log<I> {
         &self,
         target: &Target<I::File>,
         latest: &HashMap<Vec<u8>, Offset>,
+        aborted: Option<&AbortedIndex>,
         options: &CleanOptions,
         now: i64,
         summary: &mut CleanSummary,
@@ -286,7 +442,11 @@ impl<I: Io> Log<I> {
         let result: Result<(), LogError> = async {
             while let Some((position, bytes)) = reader.next().await? {
                 let header = reader.header(&bytes)?;
-                let decision = decide(&bytes, &header, latest, options, now);
+                let kind = classify(&header, aborted);
+                let decision = decide(&bytes, &header, kind, latest, options, now);
+                if decision.aborted {
+                    removed.aborted_batches += 1;
+                }
                 if let Some(expiry) = decision.tombstone_expiry_ms {
                     tombstone_expiry_ms =
                         Some(tombstone_expiry_ms.map_or(expiry, |known| known.min(expiry)));
@@ -386,6 +546,7 @@ impl<I: Io> Log<I> {
             summary.records_removed += removed.records;
             summary.tombstones_removed += removed.tombstones;
             summary.batches_removed += removed.batches;
+            summary.aborted_batches_removed += removed.aborted_batches;
         } else {
             summary.segments_skipped += 1;
         }
@@ -507,6 +668,7 @@ struct Removed {
     records: u64,
     tombstones: u64,
     batches: u64,
+    aborted_batches: u64,
 }
 
 enum Kept {
@@ -522,12 +684,15 @@ struct Decision {
     tombstones_removed: u64,
     /// When the earliest kept tombstone of the batch expires.
     tombstone_expiry_ms: Option<i64>,
+    /// The batch belongs to an aborted transaction.
+    aborted: bool,
 }
 
 /// Which records of one batch survive (module docs).
 fn decide(
     bytes: &[u8],
     header: &BatchHeader,
+    kind: BatchKind,
     latest: &HashMap<Vec<u8>, Offset>,
     options: &CleanOptions,
     now: i64,
@@ -537,9 +702,20 @@ fn decide(
         records_removed: 0,
         tombstones_removed: 0,
         tombstone_expiry_ms: None,
+        aborted: false,
     };
-    if !compactable(header) {
-        return keep_all;
+    match kind {
+        BatchKind::Whole => return keep_all,
+        BatchKind::Aborted => {
+            return Decision {
+                kept: Kept::None,
+                records_removed: u64::try_from(header.records_count()).unwrap_or(0),
+                tombstones_removed: 0,
+                tombstone_expiry_ms: None,
+                aborted: true,
+            };
+        }
+        BatchKind::Compactable => {}
     }
     let expiry_ms = header
         .max_timestamp()
@@ -596,6 +772,7 @@ fn decide(
         records_removed,
         tombstones_removed,
         tombstone_expiry_ms,
+        aborted: false,
     }
 }
 

@@ -14,7 +14,10 @@ use sluice_engine::batch::{self, BatchBuilder, BatchHeader, Compression};
 use sluice_engine::io::Io;
 use sluice_engine::io::sim::{CrashMode, SimIo};
 use sluice_engine::io::uring::UringIo;
-use sluice_engine::{CleanOptions, Committer, LeaderEpoch, Log, LogConfig, Offset, TimestampMs};
+use sluice_engine::{
+    AbortedRange, CleanOptions, Committer, LeaderEpoch, Log, LogConfig, Offset, TimestampMs,
+    TxnCleanInput,
+};
 use support::{RealDir, Rng, all, block_on, run_on_uring, spawn_committer};
 
 const NOW: i64 = SimIo::NOW_MS_START_DEFAULT;
@@ -583,4 +586,247 @@ fn cleaning_on_the_real_disk_keeps_the_latest_per_key_and_survives_a_reopen() {
         );
         let _ = all(end);
     });
+}
+
+/// A transactional data batch of `producer_id` (epoch 5, sequence
+/// `sequence`) with `(key, value)` records.
+fn transactional_batch(producer_id: i64, sequence: i32, records: &[(&str, &str)]) -> Bytes {
+    let mut builder = BatchBuilder::new();
+    builder
+        .producer(producer_id, 5, sequence)
+        .transactional(true);
+    for (key, value) in records {
+        builder.record(
+            Some(key.as_bytes()),
+            Some(value.as_bytes()),
+            TimestampMs(NOW),
+        );
+    }
+    builder.build()
+}
+
+/// A transaction marker (control batch) of `producer_id`: `commit` or abort.
+fn marker_batch(producer_id: i64, commit: bool) -> Bytes {
+    let control_type: u8 = if commit { 1 } else { 0 };
+    let built = BatchBuilder::new()
+        .producer(producer_id, 5, -1)
+        .transactional(true)
+        .record(
+            Some(&[0, 0, 0, control_type][..]),
+            Some(&[0, 0, 0, 0, 0, 0][..]),
+            TimestampMs(NOW),
+        )
+        .build();
+    let mut bytes = built.to_vec();
+    let at = batch::layout::ATTRIBUTES_AT;
+    let attributes = i16::from_be_bytes([bytes[at], bytes[at + 1]]) | 0x20;
+    bytes[at..at + 2].copy_from_slice(&attributes.to_be_bytes());
+    let crc = crc32c::crc32c(&bytes[batch::layout::CRC_COVERED_FROM..]);
+    bytes[batch::layout::CRC_AT..batch::layout::CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(bytes)
+}
+
+/// The header fields of a batch that producer state is rebuilt from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ProducerFields {
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    transactional: bool,
+    control: bool,
+    last_offset: Offset,
+}
+
+/// Every batch of the log: its base offset, producer fields and records
+/// (key, value) by offset.
+async fn read_batches<I: Io>(
+    log: &Log<I>,
+) -> BTreeMap<Offset, (ProducerFields, Vec<(Offset, Vec<u8>, Vec<u8>)>)> {
+    let end = log.log_end_offset();
+    let mut offset = log.log_start_offset();
+    let mut batches = BTreeMap::new();
+    while offset < end {
+        let limits = sluice_engine::ReadLimits {
+            max_bytes: usize::MAX,
+            min_one_batch: true,
+            max_offset: end,
+        };
+        let result = log.read(offset, limits).await.unwrap();
+        if result.records.is_empty() {
+            break;
+        }
+        for run in &result.records {
+            for range in batch::split_batches(run).unwrap() {
+                let bytes = &run[range];
+                let header: BatchHeader = batch::validate_compacted(bytes, usize::MAX).unwrap();
+                let records = batch::records(bytes, &header)
+                    .map(|record| {
+                        let record = record.unwrap();
+                        (
+                            header.base_offset().plus(i64::from(record.offset_delta)),
+                            record.key.unwrap_or_default().to_vec(),
+                            record.value.unwrap_or_default().to_vec(),
+                        )
+                    })
+                    .collect();
+                let fields = ProducerFields {
+                    producer_id: header.producer_id(),
+                    producer_epoch: header.producer_epoch(),
+                    base_sequence: header.base_sequence(),
+                    transactional: header.is_transactional(),
+                    control: header.is_control(),
+                    last_offset: header.last_offset(),
+                };
+                batches.insert(header.base_offset(), (fields, records));
+            }
+        }
+        offset = result.next_offset;
+    }
+    batches
+}
+
+#[test]
+fn aborted_transactions_go_committed_ones_compact_by_key_and_markers_and_open_transactions_stay() {
+    let io = SimIo::new(7);
+    let (log, committer) = open_sim(&io);
+    let append = |bytes: Bytes| -> Offset {
+        let result = log.append(&bytes, LeaderEpoch(3)).unwrap();
+        drop(result.completion);
+        result.base_offset
+    };
+    let plain = |key: &str, value: &str| {
+        keyed_batch(
+            &[(
+                Some(key.as_bytes().to_vec()),
+                Some(value.as_bytes().to_vec()),
+            )],
+            NOW,
+        )
+    };
+    // Committed producer 1 and aborted producer 2 interleave, with plain
+    // records around them.
+    let aborted_first = append(transactional_batch(
+        2,
+        0,
+        &[("k1", "aborted-1"), ("k9", "aborted-9")],
+    ));
+    append(transactional_batch(
+        1,
+        0,
+        &[("k1", "committed-1"), ("k2", "committed-2")],
+    ));
+    append(plain("k3", "plain-3-old"));
+    append(transactional_batch(2, 2, &[("k3", "aborted-3")]));
+    append(transactional_batch(
+        1,
+        2,
+        &[("k3", "committed-3"), ("k4", "committed-4")],
+    ));
+    let aborted_marker = append(marker_batch(2, false));
+    append(marker_batch(1, true));
+    // A plain record supersedes committed k1.
+    append(plain("k1", "plain-1-new"));
+    for round in 0..60 {
+        append(plain(
+            "filler",
+            &format!("filler-{round}-{}", "x".repeat(40)),
+        ));
+    }
+    // Producer 3 opens a transaction: the last stable offset stops here.
+    let open_first = append(transactional_batch(
+        3,
+        0,
+        &[("k2", "open-2"), ("k4", "open-4")],
+    ));
+    for round in 0..60 {
+        append(plain("k2", &format!("late-{round}-{}", "x".repeat(40))));
+    }
+    append(transactional_batch(3, 2, &[("k5", "open-5")]));
+    block_on(committer.flush_round());
+    assert_eq!(log.durable_end_offset(), log.log_end_offset());
+    assert!(log.segment_count() > 4, "the workload must roll segments");
+    let before = block_on(read_batches(&log));
+
+    // Without transaction input nothing transactional is touched.
+    let summary = block_on(log.clean(&options(1 << 40))).unwrap();
+    assert_eq!(summary.aborted_batches_removed, 0);
+    let conservative = block_on(read_batches(&log));
+    for (base, (fields, _)) in &before {
+        if fields.transactional {
+            assert_eq!(conservative.get(base), before.get(base), "batch {base}");
+        }
+    }
+    // Plain records did compact; compare with what that pass left.
+    let before = conservative;
+
+    let input = TxnCleanInput {
+        stable_bound: open_first,
+        aborted: vec![AbortedRange {
+            producer_id: 2,
+            first_offset: aborted_first,
+            last_offset: aborted_marker,
+        }],
+    };
+    let bound_segment = *log
+        .segment_bases()
+        .iter()
+        .rev()
+        .find(|&&base| base <= open_first)
+        .unwrap();
+    assert!(
+        log.dirty_stats_below(0, open_first).cleanable_bytes < log.dirty_stats(0).cleanable_bytes,
+        "the bound shortens the cleanable range"
+    );
+    let summary = block_on(log.clean_transactions(&options(1 << 40), &input)).unwrap();
+    assert_eq!(summary.aborted_batches_removed, 2, "{summary:?}");
+    let after = block_on(read_batches(&log));
+
+    let values: Vec<(Offset, String)> = after
+        .values()
+        .filter(|(fields, _)| !fields.control)
+        .flat_map(|(_, records)| records.iter())
+        .map(|(offset, _, value)| (*offset, String::from_utf8_lossy(value).into_owned()))
+        .collect();
+    let has = |text: &str| values.iter().any(|(_, value)| value == text);
+    // Aborted records are gone, whatever their keys (k9 has no newer record).
+    assert!(!has("aborted-1") && !has("aborted-3") && !has("aborted-9"));
+    // Committed records are compacted by key like plain ones: k1 and k3
+    // have newer records, k2 and k4 do not in the cleanable range.
+    assert!(!has("committed-1") && has("plain-1-new"));
+    assert!(has("committed-2") && has("committed-4"));
+    assert!(has("committed-3") && !has("plain-3-old"));
+    // Markers stay.
+    let markers_before: Vec<&Offset> = before
+        .iter()
+        .filter(|(_, (fields, _))| fields.control)
+        .map(|(base, _)| base)
+        .collect();
+    let markers_after: Vec<&Offset> = after
+        .iter()
+        .filter(|(_, (fields, _))| fields.control)
+        .map(|(base, _)| base)
+        .collect();
+    assert_eq!(markers_before, markers_after);
+    assert_eq!(markers_after.len(), 2);
+    // Kept batches keep their producer fields (rewritten ones too).
+    for (base, (fields, _)) in &after {
+        assert_eq!(&before[base].0, fields, "batch {base}");
+    }
+    // Nothing in the segment holding the bound, nor after it, changed: the
+    // open transaction, and the newer k2 records that would otherwise
+    // supersede committed-2.
+    for (base, batch) in before.range(bound_segment..) {
+        assert_eq!(after.get(base), Some(batch), "batch {base} past the bound");
+    }
+    assert!(has("open-2") && has("open-4") && has("open-5"));
+    assert_eq!(
+        log.log_end_offset(),
+        before.values().last().unwrap().0.last_offset.plus(1)
+    );
+
+    // The result survives a reopen.
+    drop(log);
+    block_on(committer.flush_round());
+    let (reopened, _committer) = open_sim(&io);
+    assert_eq!(block_on(read_batches(&reopened)), after);
 }

@@ -11,6 +11,14 @@
 //! await point) and yields between partitions, so requests keep being served;
 //! the log's flush lock is taken only to swap a finished segment in.
 //!
+//! Transactions (KIP-98, as Kafka's LogCleaner): the pass is given the
+//! partition's last stable offset and aborted transactions (txn_state.rs)
+//! as an engine `TxnCleanInput`. Nothing at or above the last stable offset
+//! is cleaned (an open transaction, and all after its first offset, stays
+//! as written); batches of aborted transactions below it are removed;
+//! committed transactional records are compacted by key; transaction
+//! markers are kept (their delete horizon is not implemented).
+//!
 //! Errors are logged and never stop the task: a failed pass leaves the
 //! segment it was working on as it was (engine compact.rs), and the next
 //! interval tries again. Fetches need no wake-up: cleaning adds no data and
@@ -21,6 +29,8 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+
+use sluice_engine::{AbortedRange, Offset, TxnCleanInput};
 
 use crate::shard::{PartitionReplica, Shard};
 
@@ -74,13 +84,19 @@ pub async fn clean_once(shard: &Shard) -> usize {
         if !compacts {
             continue;
         }
+        let stable_bound = replica.last_stable_offset();
         let stats = replica
             .log
-            .dirty_stats(compaction.clean.min_compaction_lag_ms);
+            .dirty_stats_below(compaction.clean.min_compaction_lag_ms, stable_bound);
         if stats.dirty_bytes == 0 || stats.ratio() < compaction.min_cleanable_dirty_ratio {
             continue;
         }
-        match replica.log.clean(&compaction.clean).await {
+        let txns = txn_clean_input(&replica, stable_bound);
+        match replica
+            .log
+            .clean_transactions(&compaction.clean, &txns)
+            .await
+        {
             Ok(summary) => {
                 cleaned += 1;
                 tracing::debug!(
@@ -88,6 +104,7 @@ pub async fn clean_once(shard: &Shard) -> usize {
                     rewritten = summary.segments_rewritten,
                     records_removed = summary.records_removed,
                     tombstones_removed = summary.tombstones_removed,
+                    aborted_batches_removed = summary.aborted_batches_removed,
                     bytes_before = summary.bytes_before,
                     bytes_after = summary.bytes_after,
                     "compacted"
@@ -100,6 +117,29 @@ pub async fn clean_once(shard: &Shard) -> usize {
         YieldNow(false).await;
     }
     cleaned
+}
+
+/// What the engine needs to know of the partition's transactions for a
+/// pass bounded by `stable_bound` (its last stable offset): every aborted
+/// transaction that may still have data below the bound. Below the last
+/// stable offset no transaction is open, and the aborted list holds every
+/// aborted transaction whose marker is at or above the log start (the
+/// list is rebuilt from the whole log at open), so a transactional batch
+/// there that no entry covers belongs to a committed transaction.
+fn txn_clean_input(replica: &PartitionReplica, stable_bound: Offset) -> TxnCleanInput {
+    let aborted = replica
+        .aborted_transactions(Offset(0), stable_bound)
+        .into_iter()
+        .map(|aborted| AbortedRange {
+            producer_id: aborted.producer_id.0,
+            first_offset: aborted.first_offset,
+            last_offset: aborted.last_offset,
+        })
+        .collect();
+    TxnCleanInput {
+        stable_bound,
+        aborted,
+    }
 }
 
 /// Let the shard's other tasks run once before continuing.
