@@ -15,6 +15,9 @@
 //! - `replication`: the same cluster's data plane: RF 3 against RF 1
 //!   ingest, publish latency at a fixed rate, partition leader failover
 //!   ([`replication`]).
+//! - `transactions`: a transactional producer committing every 100 ms
+//!   against an idempotent one, same settings: throughput ratio, commit
+//!   latency ([`transactions`]).
 //!
 //! A benchmark exits non-zero only when it could not run or a client
 //! failed; missed targets are reported, not enforced. Ctrl-C stops a run
@@ -34,6 +37,7 @@ mod replication;
 mod report;
 mod run;
 mod stats;
+mod transactions;
 mod workload;
 
 use std::path::PathBuf;
@@ -87,6 +91,10 @@ enum Command {
     /// ingest, publish latency at a fixed rate, partition leader failover
     /// (kill -9).
     Replication(replication::ReplicationArgs),
+    /// A transactional producer (commit every --commit-interval-ms)
+    /// against an idempotent one with the same settings, A B A B: the
+    /// throughput ratio and commit_transaction latency.
+    Transactions(transactions::TransactionsArgs),
 }
 
 /// Flags every broker run shares.
@@ -172,6 +180,9 @@ fn main() -> ExitCode {
         }
         Some(Command::Replication(args)) => {
             interrupt_flag().and_then(|interrupted| replication::run(args, &interrupted))
+        }
+        Some(Command::Transactions(args)) => {
+            interrupt_flag().and_then(|interrupted| transactions::run(args, &interrupted))
         }
     };
     match result {
