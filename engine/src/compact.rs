@@ -38,6 +38,12 @@
 //! - any other transactional data batch there is committed and compacted by
 //!   key like a plain batch.
 //!
+//! The pass checks the caller's list against the markers it reads in the
+//! range (`classify`): a batch is removed only if no commit marker of its
+//! producer follows it in the range, and compacted only if a commit marker
+//! does; otherwise it is kept whole. A wrong or incomplete list therefore
+//! keeps data rather than letting aborted records supersede committed ones.
+//!
 //! Without that input ([`Log::clean`]) transactional batches are kept whole
 //! and supersede nothing, as before transactions existed.
 //!
@@ -79,6 +85,12 @@ use crate::recovery::window_slice;
 use crate::segment::buffer::{page_ceil, page_floor};
 use crate::segment::{self, Segment};
 use crate::types::Offset;
+
+/// Kafka's ControlRecordType of an abort marker (the control record's key
+/// is version i16, type i16).
+const CONTROL_TYPE_ABORT: i16 = 0;
+/// The ControlRecordType of a commit marker.
+const CONTROL_TYPE_COMMIT: i16 = 1;
 
 /// Kafka's delete.retention.ms default: one day.
 pub const DELETE_RETENTION_MS_DEFAULT: i64 = 24 * 60 * 60 * 1000;
@@ -132,13 +144,17 @@ pub struct TxnCleanInput {
     pub aborted: Vec<AbortedRange>,
 }
 
-/// [`TxnCleanInput::aborted`] by producer, for lookups per batch.
-struct AbortedIndex {
+/// [`TxnCleanInput::aborted`] by producer, and the markers of the
+/// cleanable range by producer, for lookups per batch.
+struct TxnIndex {
     by_producer: HashMap<i64, Vec<(Offset, Offset)>>,
+    /// Control batches of the cleanable range in offset order: (base
+    /// offset, Some(commit) or None when the marker does not decode).
+    markers: HashMap<i64, Vec<(Offset, Option<bool>)>>,
 }
 
-impl AbortedIndex {
-    fn new(aborted: &[AbortedRange]) -> AbortedIndex {
+impl TxnIndex {
+    fn new(aborted: &[AbortedRange]) -> TxnIndex {
         let mut by_producer: HashMap<i64, Vec<(Offset, Offset)>> = HashMap::new();
         for range in aborted {
             assert!(
@@ -150,7 +166,37 @@ impl AbortedIndex {
                 .or_default()
                 .push((range.first_offset, range.last_offset));
         }
-        AbortedIndex { by_producer }
+        TxnIndex {
+            by_producer,
+            markers: HashMap::new(),
+        }
+    }
+
+    /// Note a control batch of the range (fed in offset order).
+    fn note_marker(&mut self, bytes: &[u8], header: &BatchHeader) {
+        let commit = batch::records(bytes, header)
+            .next()
+            .and_then(Result::ok)
+            .and_then(|record| record.key)
+            .filter(|key| key.len() >= 4)
+            .and_then(|key| match i16::from_be_bytes([key[2], key[3]]) {
+                CONTROL_TYPE_ABORT => Some(false),
+                CONTROL_TYPE_COMMIT => Some(true),
+                _ => None,
+            });
+        self.markers
+            .entry(header.producer_id())
+            .or_default()
+            .push((header.base_offset(), commit));
+    }
+
+    /// The first marker of the batch's producer after it within the range:
+    /// `None` if there is none, `Some(None)` if it does not decode.
+    fn marker_after(&self, header: &BatchHeader) -> Option<Option<bool>> {
+        let markers = self.markers.get(&header.producer_id())?;
+        let base = header.base_offset();
+        let index = markers.partition_point(|&(offset, _)| offset <= base);
+        markers.get(index).map(|&(_, commit)| commit)
     }
 
     fn covers(&self, header: &BatchHeader) -> bool {
@@ -164,6 +210,9 @@ impl AbortedIndex {
             })
     }
 }
+
+/// A record's key and offset.
+type KeyOffset = (Vec<u8>, Offset);
 
 /// How a pass treats one batch (module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -255,17 +304,30 @@ fn cleanable_count<F>(
         .count()
 }
 
-/// How a pass treats this batch (module docs). `aborted` is `None` for a
+/// How a pass treats this batch (module docs). `txns` is `None` for a
 /// pass without transaction input.
-fn classify(header: &BatchHeader, aborted: Option<&AbortedIndex>) -> BatchKind {
+///
+/// Defence in depth for transactional batches: the caller's list decides,
+/// and the range's own markers must not contradict it. A batch is removed
+/// as aborted only if the list covers it and its producer's next marker in
+/// the range (if any) is not a commit; it is compacted as committed only if
+/// the list does not cover it and that next marker is a commit. Anything
+/// else (marker beyond the range, contradiction) is kept whole, so an
+/// incomplete aborted list cannot make aborted records supersede committed
+/// ones.
+fn classify(header: &BatchHeader, txns: Option<&TxnIndex>) -> BatchKind {
     if header.is_control() {
         return BatchKind::Whole;
     }
     if header.is_transactional() {
-        match aborted {
-            None => return BatchKind::Whole,
-            Some(index) if index.covers(header) => return BatchKind::Aborted,
-            Some(_) => {}
+        let Some(index) = txns else {
+            return BatchKind::Whole;
+        };
+        match (index.covers(header), index.marker_after(header)) {
+            (true, Some(Some(true))) => return BatchKind::Whole,
+            (true, _) => return BatchKind::Aborted,
+            (false, Some(Some(true))) => {}
+            (false, _) => return BatchKind::Whole,
         }
     }
     if header.compression() == Compression::None {
@@ -348,8 +410,7 @@ impl<I: Io> Log<I> {
         txns: Option<&TxnCleanInput>,
     ) -> Result<CleanSummary, LogError> {
         let stable_bound = txns.map(|txns| txns.stable_bound);
-        let aborted = txns.map(|txns| AbortedIndex::new(&txns.aborted));
-        let aborted = aborted.as_ref();
+        let mut index = txns.map(|txns| TxnIndex::new(&txns.aborted));
         let inner = &self.inner;
         let _pass = inner.clean_lock.lock().await;
         inner.check_not_poisoned()?;
@@ -388,28 +449,56 @@ impl<I: Io> Log<I> {
         };
         summary.segments_examined = targets.len();
 
-        // 1. The latest offset of every key in the range.
+        // 1. The latest offset of every key in the range, and its markers.
+        // Transactional records wait until every marker is known.
         let mut latest: HashMap<Vec<u8>, Offset> = HashMap::new();
+        let mut transactional: Vec<(BatchHeader, Vec<KeyOffset>)> = Vec::new();
         for target in &targets {
             let mut reader = BatchReader::new(inner, target);
             while let Some((_, bytes)) = reader.next().await? {
                 let header = reader.header(&bytes)?;
-                if classify(&header, aborted) != BatchKind::Compactable {
+                let pending = match index.as_mut() {
+                    Some(index) if header.is_control() => {
+                        index.note_marker(&bytes, &header);
+                        continue;
+                    }
+                    Some(_) => header.is_transactional(),
+                    None => false,
+                };
+                if !pending && classify(&header, index.as_ref()) != BatchKind::Compactable {
                     continue;
                 }
+                if pending && header.compression() != Compression::None {
+                    continue;
+                }
+                let mut keys = Vec::new();
                 for record in batch::records(&bytes, &header) {
                     let Ok(record) = record else { break };
                     if let Some(key) = record.key {
-                        let offset = record_offset(&header, record.offset_delta);
-                        latest.insert(key.to_vec(), offset);
+                        keys.push((key.to_vec(), record_offset(&header, record.offset_delta)));
                     }
                 }
+                if pending {
+                    transactional.push((header, keys));
+                } else {
+                    latest.extend(keys);
+                }
+            }
+        }
+        let index = index.as_ref();
+        for (header, keys) in transactional {
+            if classify(&header, index) != BatchKind::Compactable {
+                continue;
+            }
+            for (key, offset) in keys {
+                let known = latest.entry(key).or_insert(offset);
+                *known = (*known).max(offset);
             }
         }
 
         // 2. Rewrite each segment that loses something.
         for target in &targets {
-            self.clean_segment(target, &latest, aborted, options, now, &mut summary)
+            self.clean_segment(target, &latest, index, options, now, &mut summary)
                 .await?;
         }
         tracing::debug!(dir = %inner.dir.display(), ?summary, "compaction pass done");
@@ -420,7 +509,7 @@ impl<I: Io> Log<I> {
         &self,
         target: &Target<I::File>,
         latest: &HashMap<Vec<u8>, Offset>,
-        aborted: Option<&AbortedIndex>,
+        txns: Option<&TxnIndex>,
         options: &CleanOptions,
         now: i64,
         summary: &mut CleanSummary,
@@ -442,7 +531,7 @@ impl<I: Io> Log<I> {
         let result: Result<(), LogError> = async {
             while let Some((position, bytes)) = reader.next().await? {
                 let header = reader.header(&bytes)?;
-                let kind = classify(&header, aborted);
+                let kind = classify(&header, txns);
                 let decision = decide(&bytes, &header, kind, latest, options, now);
                 if decision.aborted {
                     removed.aborted_batches += 1;

@@ -705,10 +705,15 @@ fn aborted_transactions_go_committed_ones_compact_by_key_and_markers_and_open_tr
     };
     // Committed producer 1 and aborted producer 2 interleave, with plain
     // records around them.
+    append(plain("k7", "plain-7"));
     let aborted_first = append(transactional_batch(
         2,
         0,
-        &[("k1", "aborted-1"), ("k9", "aborted-9")],
+        &[
+            ("k1", "aborted-1"),
+            ("k9", "aborted-9"),
+            ("k7", "aborted-7"),
+        ],
     ));
     append(transactional_batch(
         1,
@@ -759,6 +764,22 @@ fn aborted_transactions_go_committed_ones_compact_by_key_and_markers_and_open_tr
     // Plain records did compact; compare with what that pass left.
     let before = conservative;
 
+    // An aborted list that misses the transaction: the abort marker in the
+    // range keeps its batches whole, and they supersede nothing.
+    let incomplete = TxnCleanInput {
+        stable_bound: open_first,
+        aborted: Vec::new(),
+    };
+    let summary = block_on(log.clean_transactions(&options(1 << 40), &incomplete)).unwrap();
+    assert_eq!(summary.aborted_batches_removed, 0);
+    let kept = block_on(read_batches(&log));
+    for (base, (fields, _)) in &before {
+        if fields.producer_id == 2 {
+            assert_eq!(kept.get(base), before.get(base), "batch {base}");
+        }
+    }
+    let before = kept;
+
     let input = TxnCleanInput {
         stable_bound: open_first,
         aborted: vec![AbortedRange {
@@ -789,7 +810,9 @@ fn aborted_transactions_go_committed_ones_compact_by_key_and_markers_and_open_tr
         .collect();
     let has = |text: &str| values.iter().any(|(_, value)| value == text);
     // Aborted records are gone, whatever their keys (k9 has no newer record).
-    assert!(!has("aborted-1") && !has("aborted-3") && !has("aborted-9"));
+    assert!(!has("aborted-1") && !has("aborted-3") && !has("aborted-9") && !has("aborted-7"));
+    // ... and supersede nothing.
+    assert!(has("plain-7"));
     // Committed records are compacted by key like plain ones: k1 and k3
     // have newer records, k2 and k4 do not in the cleanable range.
     assert!(!has("committed-1") && has("plain-1-new"));
