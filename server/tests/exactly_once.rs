@@ -17,7 +17,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -132,6 +132,11 @@ fn read_all(bootstrap: &str, topic: &str, partitions: i32, committed: bool) -> V
             Some(Err(KafkaError::PartitionEOF(partition))) => {
                 at_end.insert(partition);
             }
+            // librdkafka reports a lost connection (to a killed broker it
+            // still knows of) as an informational error and reconnects.
+            Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::BrokerTransportFailure))) => {
+                println!("reading {topic}: a broker connection failed");
+            }
             Some(Err(error)) => panic!("reading {topic}: {error}"),
         }
     }
@@ -230,6 +235,7 @@ fn a_transform_killed_at_random_points_outputs_every_input_record_exactly_once_i
         let kill_delay = (kills < KILLS).then(|| Duration::from_millis(rng.below(400)));
         let mut kill_at = None;
         let mut done = false;
+        let mut life_commits = 0;
         loop {
             if let Some(at) = kill_at
                 && Instant::now() >= at
@@ -240,6 +246,9 @@ fn a_transform_killed_at_random_points_outputs_every_input_record_exactly_once_i
                 Ok(line) => {
                     if line.starts_with("done") {
                         done = true;
+                    }
+                    if line.starts_with("committed") {
+                        life_commits += 1;
                     }
                     if line.starts_with("committed")
                         && kill_at.is_none()
@@ -261,7 +270,7 @@ fn a_transform_killed_at_random_points_outputs_every_input_record_exactly_once_i
             let _ = child.kill();
             let status = child.wait().expect("waiting for the transform");
             kills += 1;
-            println!("life {lives}: killed ({status})");
+            println!("life {lives}: killed ({status}) after {life_commits} commits");
             continue;
         }
         let status = child.wait().expect("waiting for the transform");
@@ -525,6 +534,69 @@ fn finish_live_reader(consumer: BaseConsumer, mut records: Vec<Read>) -> Vec<Rea
     records
 }
 
+/// Commit `transactions` transactions of `id`, each one record "txn-<n>"
+/// to each of eos-pairs' two partitions, counting the commits in `commits`;
+/// a producer that fails fatally is replaced. Returns the values of the
+/// transactions whose commit succeeded.
+fn commit_pairs(
+    bootstrap: &str,
+    id: &str,
+    transactions: usize,
+    commits: &AtomicUsize,
+) -> BTreeSet<String> {
+    let mut producer = Some(transactional_producer(bootstrap, id));
+    let mut committed = BTreeSet::new();
+    let mut recreated = 0;
+    let deadline = Instant::now() + Duration::from_secs(150);
+    for transaction in 0..transactions {
+        assert!(Instant::now() < deadline, "the transactions took too long");
+        let current = producer.get_or_insert_with(|| {
+            recreated += 1;
+            transactional_producer(bootstrap, id)
+        });
+        let value = format!("txn-{transaction}");
+        let attempt = (|| -> Result<(), KafkaError> {
+            current.begin_transaction()?;
+            send(current, "eos-pairs", 0, &value, &value)?;
+            send(current, "eos-pairs", 1, &value, &value)?;
+            let mut result = current.commit_transaction(TXN_TIMEOUT);
+            // A retriable failure (a timeout, the coordinator moving) is
+            // retried: the commit's outcome is not known yet.
+            for _ in 0..3 {
+                match &result {
+                    Err(KafkaError::Transaction(error)) if error.is_retriable() => {
+                        println!("transaction {transaction}: retrying the commit: {error}");
+                        result = current.commit_transaction(TXN_TIMEOUT);
+                    }
+                    _ => break,
+                }
+            }
+            result
+        })();
+        match attempt {
+            Ok(()) => {
+                committed.insert(value);
+                commits.fetch_add(1, Ordering::SeqCst);
+            }
+            Err(error) => {
+                println!("transaction {transaction}: {error}");
+                let abortable =
+                    matches!(&error, KafkaError::Transaction(rd) if rd.txn_requires_abort());
+                if abortable && current.abort_transaction(TXN_TIMEOUT).is_ok() {
+                    continue;
+                }
+                println!("transaction {transaction}: a new producer");
+                producer = None;
+            }
+        }
+    }
+    println!(
+        "{} of {transactions} transactions committed, producer re-created {recreated} times",
+        committed.len()
+    );
+    committed
+}
+
 /// Flags of the cluster test's brokers (fast heartbeats so a killed broker
 /// is noticed quickly).
 const CLUSTER_ARGS: [&str; 2] = ["--broker-heartbeat-interval-ms", "500"];
@@ -563,63 +635,31 @@ fn killing_the_transaction_coordinator_mid_commits_never_leaves_a_transaction_ha
     });
     println!("the coordinator of {ID} is node {coordinator}");
     let kill_after = 20 + rng.below(40) as usize;
+    let kill_delay = Duration::from_millis(rng.below(30));
 
-    let mut producer = Some(transactional_producer(&bootstrap, ID));
-    let mut committed = BTreeSet::new();
-    let mut recreated = 0;
-    let deadline = Instant::now() + Duration::from_secs(150);
-    for transaction in 0..TRANSACTIONS {
-        assert!(Instant::now() < deadline, "the transactions took too long");
-        if transaction == kill_after {
-            println!("killing node {coordinator} after {transaction} transactions");
-            cluster.kill9(coordinator);
+    // The producer runs in its own thread, so that the kill lands at a
+    // random point of a commit, not between two.
+    let commits = Arc::new(AtomicUsize::new(0));
+    let producing = {
+        let bootstrap = bootstrap.clone();
+        let commits = commits.clone();
+        std::thread::spawn(move || commit_pairs(&bootstrap, ID, TRANSACTIONS, &commits))
+    };
+    wait_until("commits before the kill", Duration::from_secs(60), || {
+        let count = commits.load(Ordering::SeqCst);
+        if count >= kill_after {
+            Ok(())
+        } else {
+            Err(format!("{count} commits"))
         }
-        let current = producer.get_or_insert_with(|| {
-            recreated += 1;
-            transactional_producer(&bootstrap, ID)
-        });
-        let value = format!("txn-{transaction}");
-        let attempt = (|| -> Result<(), KafkaError> {
-            current.begin_transaction()?;
-            send(current, "eos-pairs", 0, &value, &value)?;
-            send(current, "eos-pairs", 1, &value, &value)?;
-            let mut result = current.commit_transaction(TXN_TIMEOUT);
-            // A retriable failure (a timeout, the coordinator moving) is
-            // retried: the commit's outcome is not known yet.
-            for _ in 0..3 {
-                match &result {
-                    Err(KafkaError::Transaction(error)) if error.is_retriable() => {
-                        result = current.commit_transaction(TXN_TIMEOUT);
-                    }
-                    _ => break,
-                }
-            }
-            result
-        })();
-        match attempt {
-            Ok(()) => {
-                committed.insert(value);
-            }
-            Err(error) => {
-                println!("transaction {transaction}: {error}");
-                let abortable =
-                    matches!(&error, KafkaError::Transaction(rd) if rd.txn_requires_abort());
-                let fatal = matches!(&error, KafkaError::Transaction(rd) if rd.is_fatal());
-                if abortable && current.abort_transaction(TXN_TIMEOUT).is_ok() {
-                    continue;
-                }
-                if !fatal {
-                    println!("transaction {transaction}: not fatal either; a new producer");
-                }
-                producer = None;
-            }
-        }
-    }
-    drop(producer);
+    });
+    std::thread::sleep(kill_delay);
     println!(
-        "{} of {TRANSACTIONS} transactions committed, producer re-created {recreated} times",
-        committed.len()
+        "killing node {coordinator} {kill_delay:?} after commit {kill_after} ({} commits now)",
+        commits.load(Ordering::SeqCst)
     );
+    cluster.kill9(coordinator);
+    let committed = producing.join().expect("the producer thread panicked");
     let after = wait_until("a new coordinator", Duration::from_secs(60), || {
         let node = cluster
             .nodes()
@@ -629,7 +669,13 @@ fn killing_the_transaction_coordinator_mid_commits_never_leaves_a_transaction_ha
     });
     println!("the coordinator of {ID} is now node {after}");
 
-    let records = read_all(&bootstrap, "eos-pairs", 2, true);
+    let survivors = cluster
+        .nodes()
+        .filter(|node| *node != coordinator)
+        .map(|node| cluster.broker(node).bootstrap())
+        .collect::<Vec<_>>()
+        .join(",");
+    let records = read_all(&survivors, "eos-pairs", 2, true);
     let mut per_transaction: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
     for record in &records {
         per_transaction
