@@ -178,7 +178,7 @@ fn a_transform_killed_at_random_points_outputs_every_input_record_exactly_once_i
     const RECORDS: usize = 2000;
     const KEYS: usize = 50;
     const PARTITIONS: i32 = 3;
-    const KILLS: usize = 9;
+    const KILLS: usize = 10;
     let Some(python) = require_python() else {
         return;
     };
@@ -232,7 +232,7 @@ fn a_transform_killed_at_random_points_outputs_every_input_record_exactly_once_i
         lives += 1;
         // Kill at a random point after this life's first commit, so that
         // every life makes progress; the last life runs to the end.
-        let kill_delay = (kills < KILLS).then(|| Duration::from_millis(rng.below(400)));
+        let kill_delay = (kills < KILLS).then(|| Duration::from_millis(rng.below(900)));
         let mut kill_at = None;
         let mut done = false;
         let mut life_commits = 0;
@@ -284,6 +284,10 @@ fn a_transform_killed_at_random_points_outputs_every_input_record_exactly_once_i
         }
     }
     broker.assert_running();
+    assert!(
+        kills >= KILLS / 2,
+        "only {kills} kills before the input was transformed: the test exercised too little"
+    );
 
     let output = read_all(&bootstrap, "eos-out", PARTITIONS, true);
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();

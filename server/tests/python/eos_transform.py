@@ -21,7 +21,7 @@ import time
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 TIMEOUT_S = 30
-BATCH_RECORDS_MAX = 10
+BATCH_RECORDS_MAX = 50
 
 
 def main():
