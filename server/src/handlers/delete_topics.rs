@@ -122,7 +122,7 @@ async fn delete_one(
             }
         }
     };
-    if name == crate::group::OFFSETS_TOPIC {
+    if crate::txn::is_internal_topic(&name) {
         return Err((
             ResponseError::InvalidRequest,
             format!("{name} is an internal topic and cannot be deleted."),

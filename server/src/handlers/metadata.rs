@@ -72,7 +72,7 @@ pub async fn handle(
                     }
                     // Internal topics are never auto-created as user topics
                     // (Kafka creates __consumer_offsets on FindCoordinator).
-                    (None, Some(name)) if name == crate::group::OFFSETS_TOPIC => {
+                    (None, Some(name)) if crate::txn::is_internal_topic(&name) => {
                         error_topic(Some(name), id, ResponseError::UnknownTopicOrPartition)
                     }
                     (None, Some(name)) if allow_auto_create => {
@@ -154,7 +154,7 @@ fn describe(view: &ClusterMetadata, topic: &TopicMetadata) -> MetadataResponseTo
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
         .with_topic_id(topic.id)
-        .with_is_internal(topic.name == crate::group::OFFSETS_TOPIC)
+        .with_is_internal(crate::txn::is_internal_topic(&topic.name))
         .with_partitions(partitions)
 }
 

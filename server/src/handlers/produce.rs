@@ -263,8 +263,8 @@ async fn resolve_topic(
     shard: &Rc<Shard>,
     name: &str,
 ) -> Result<Arc<ClusterMetadata>, (ResponseError, String)> {
-    if name == crate::group::OFFSETS_TOPIC {
-        // Only the group coordinator writes its internal topic (Kafka
+    if crate::txn::is_internal_topic(name) {
+        // Only the coordinators write their internal topics (Kafka
         // refuses client writes to internal topics the same way).
         return Err((
             ResponseError::InvalidTopicException,

@@ -22,3 +22,9 @@ pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
 /// transaction.state.log.num.partitions default), fixed when the topic is
 /// created.
 pub const TRANSACTION_STATE_PARTITIONS: i32 = 50;
+
+/// Kafka's internal topics: written only by their coordinators, never
+/// created as user topics, never deleted, listed as internal.
+pub fn is_internal_topic(name: &str) -> bool {
+    name == crate::group::OFFSETS_TOPIC || name == TRANSACTION_STATE_TOPIC
+}
