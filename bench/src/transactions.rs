@@ -401,6 +401,31 @@ fn send<C: ProducerContext<DeliveryOpaque = ()>>(
     }
 }
 
+/// Wait until every queued record is acknowledged (its delivery report
+/// served), polling every millisecond. Not `Producer::flush`: the rdkafka
+/// crate's `BaseProducer::poll` always waits out its timeout, so its
+/// flush finishes only at a multiple of 100 ms, which would be timed as
+/// commit latency and idle the producer.
+fn flush<C: ProducerContext<DeliveryOpaque = ()>>(
+    producer: &BaseProducer<C>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while producer.in_flight_count() > 0 {
+        if Instant::now() >= deadline {
+            bail!(
+                "{} records still unacknowledged after {timeout:?}",
+                producer.in_flight_count()
+            );
+        }
+        producer.poll(FLUSH_POLL);
+    }
+    Ok(())
+}
+
+/// Poll step of [`flush`].
+const FLUSH_POLL: Duration = Duration::from_millis(1);
+
 /// Sends between two polls of the delivery queue.
 const SENDS_PER_POLL: u64 = 256;
 
@@ -436,9 +461,7 @@ fn produce_idempotent(
             producer.poll(Duration::ZERO);
         }
     }
-    producer
-        .flush(args.request_timeout())
-        .context("flushing the idempotent producer")?;
+    flush(&producer, args.request_timeout()).context("flushing the idempotent producer")?;
     let context = producer.context();
     if context.failed.load(Ordering::Relaxed) > 0 {
         bail!(
@@ -520,9 +543,7 @@ fn produce_transactional(
         // two parts are timed apart; together they are what one
         // commit_transaction call does.
         let committing = Instant::now();
-        producer
-            .flush(args.request_timeout())
-            .context("flushing the transaction")?;
+        flush(&producer, args.request_timeout()).context("flushing the transaction")?;
         let flushed = Instant::now();
         producer
             .commit_transaction(args.request_timeout())
