@@ -584,8 +584,7 @@ fn commit_pairs(
             }
             Err(error) => {
                 println!("transaction {transaction}: {error}");
-                let abortable =
-                    matches!(&error, KafkaError::Transaction(rd) if rd.txn_requires_abort());
+                let abortable = matches!(&error, KafkaError::Transaction(failure) if failure.txn_requires_abort());
                 if abortable && current.abort_transaction(TXN_TIMEOUT).is_ok() {
                     continue;
                 }
