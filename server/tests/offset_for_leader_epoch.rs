@@ -8,10 +8,9 @@
 
 mod support;
 
-use std::io::Write;
 use std::net::TcpStream;
 
-use bytes::{Buf, Bytes};
+use bytes::Buf;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
@@ -19,8 +18,7 @@ use kafka_protocol::messages::offset_for_leader_epoch_request::{
 use kafka_protocol::messages::offset_for_leader_epoch_response::EpochEndOffset;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
-    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, RequestKind, ResponseHeader,
-    TopicName,
+    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, RequestKind, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use support::Broker;
@@ -32,25 +30,7 @@ const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const FENCED_LEADER_EPOCH: i16 = 74;
 const UNKNOWN_LEADER_EPOCH: i16 = 75;
 
-/// Send `body` as `api_key` v`version` and return the response body (after
-/// the response header).
-fn call(stream: &mut TcpStream, api_key: ApiKey, version: i16, body: RequestKind) -> Bytes {
-    let correlation_id = 7;
-    stream
-        .write_all(&wire::request_frame(
-            api_key,
-            version,
-            correlation_id,
-            &body,
-        ))
-        .expect("sending a request");
-    let mut frame = wire::read_frame(stream)
-        .unwrap_or_else(|error| panic!("no answer to {api_key:?} v{version}: {error}"));
-    let header = ResponseHeader::decode(&mut frame, api_key.response_header_version(version))
-        .expect("a response header");
-    assert_eq!(header.correlation_id, correlation_id, "correlation id");
-    frame
-}
+use wire::call;
 
 /// The leader epoch of `topic`'s partition 0, from Metadata.
 fn leader_epoch(stream: &mut TcpStream, topic: &str) -> i32 {

@@ -14,6 +14,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_producers;
 pub mod describe_transactions;
 pub mod end_txn;
 pub mod fetch;
@@ -196,6 +197,9 @@ pub async fn handle(
         RequestKind::EndTxn(body) => end_txn::handle(shard, version, body).await?,
         RequestKind::TxnOffsetCommit(body) => {
             txn_offset_commit::handle(shard, version, body).await?
+        }
+        RequestKind::DescribeProducers(body) => {
+            describe_producers::handle(shard, version, body).await?
         }
         RequestKind::DescribeTransactions(body) => {
             describe_transactions::handle(shard, version, body).await?

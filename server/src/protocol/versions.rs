@@ -44,6 +44,7 @@ pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
     (ApiKey::AddOffsetsToTxn, range(0, 3)),
     (ApiKey::EndTxn, range(0, 4)),
     (ApiKey::TxnOffsetCommit, range(0, 4)),
+    (ApiKey::DescribeProducers, range(0, 0)),
     (ApiKey::DescribeTransactions, range(0, 0)),
     (ApiKey::ListTransactions, range(0, 1)),
     // Advertised only to refuse it clearly; see handlers/consumer_group_heartbeat.rs.

@@ -214,6 +214,18 @@ impl ProducerStateError {
     }
 }
 
+/// One producer as DescribeProducers shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProducerSummary {
+    pub producer_id: ProducerId,
+    pub epoch: i16,
+    /// The last sequence of its last retained batch (-1: none retained).
+    pub last_sequence: i32,
+    pub last_append_ms: i64,
+    /// Of its last transaction marker (-1 before any).
+    pub coordinator_epoch: i32,
+}
+
 /// The idempotent producer state of one partition. See the module docs.
 #[derive(Clone, Debug, Default)]
 pub struct ProducerStateTable {
@@ -235,6 +247,23 @@ impl ProducerStateTable {
 
     pub fn is_empty(&self) -> bool {
         self.producers.is_empty()
+    }
+
+    /// Every known producer, by id (DescribeProducers).
+    pub fn describe(&self) -> Vec<ProducerSummary> {
+        let mut summaries: Vec<ProducerSummary> = self
+            .producers
+            .iter()
+            .map(|(producer_id, entry)| ProducerSummary {
+                producer_id: *producer_id,
+                epoch: entry.epoch,
+                last_sequence: entry.batches.back().map_or(-1, |batch| batch.last_sequence),
+                last_append_ms: entry.last_append_ms,
+                coordinator_epoch: entry.coordinator_epoch,
+            })
+            .collect();
+        summaries.sort_by_key(|summary| summary.producer_id.0);
+        summaries
     }
 
     /// The current epoch of `producer_id`, if known.

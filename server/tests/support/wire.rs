@@ -7,8 +7,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
-use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 /// A request frame without its size prefix: header (the version the API
 /// key and version call for) then body.
@@ -144,4 +144,19 @@ pub fn write_ignoring_reset(stream: &mut TcpStream, bytes: &[u8]) {
             ) => {}
         Err(error) => panic!("writing to the broker: {error}"),
     }
+}
+
+/// Send `body` as `api_key` v`version` and return the response body (after
+/// the response header, whose correlation id is checked).
+pub fn call(stream: &mut TcpStream, api_key: ApiKey, version: i16, body: RequestKind) -> Bytes {
+    let correlation_id = 7;
+    stream
+        .write_all(&request_frame(api_key, version, correlation_id, &body))
+        .expect("sending a request");
+    let mut frame = read_frame(stream)
+        .unwrap_or_else(|error| panic!("no answer to {api_key:?} v{version}: {error}"));
+    let header = ResponseHeader::decode(&mut frame, api_key.response_header_version(version))
+        .expect("a response header");
+    assert_eq!(header.correlation_id, correlation_id, "correlation id");
+    frame
 }
