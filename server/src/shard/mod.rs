@@ -36,8 +36,8 @@ use std::time::Duration;
 use futures_channel::oneshot;
 use futures_util::FutureExt;
 use futures_util::future::{LocalBoxFuture, Shared, join_all};
-use sluice_engine::io::Io;
 use sluice_engine::Committer;
+use sluice_engine::io::Io;
 use sluice_engine::io::uring::UringIo;
 
 use crate::cli::BrokerConfig;
