@@ -25,38 +25,43 @@ use crate::handlers::Reply;
 use crate::shard::Shard;
 
 /// One partition's commit as validated on the connection's shard.
-struct Commit {
-    topic: String,
-    partition: i32,
-    offset: i64,
-    leader_epoch: i32,
-    metadata: String,
+pub(crate) struct Commit {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
 }
 
-pub async fn handle(
-    shard: &Rc<Shard>,
-    _version: i16,
-    request: OffsetCommitRequest,
-) -> anyhow::Result<Reply> {
-    let group_id = request.group_id.0.to_string();
-    let snapshot = shard.metadata.snapshot();
-    // Per (topic index, partition index): an error found before writing.
-    let mut errors: Vec<Vec<Option<ResponseError>>> = Vec::new();
+/// A partition's commit as a request carries it (OffsetCommit and
+/// TxnOffsetCommit name the fields alike).
+pub(crate) struct Proposed<'a> {
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<&'a str>,
+}
+
+/// Per (topic index, partition index): an error found before writing,
+/// and the commits that passed (Kafka's checks, shared by OffsetCommit and
+/// TxnOffsetCommit): a group id, a known partition, metadata within
+/// `OFFSET_METADATA_MAX_BYTES`.
+pub(crate) fn validate<'a>(
+    view: &crate::metadata::ClusterMetadata,
+    group_id: &str,
+    topics: impl Iterator<Item = (String, Vec<Proposed<'a>>)>,
+) -> (Vec<Vec<Option<ResponseError>>>, Vec<Commit>) {
+    let mut errors = Vec::new();
     let mut commits = Vec::new();
-    for topic in &request.topics {
-        let name = topic.name.0.to_string();
-        let known = snapshot.topics.get(&name);
+    for (name, partitions) in topics {
+        let known = view.topics.get(&name);
         let mut topic_errors = Vec::new();
-        for partition in &topic.partitions {
+        for partition in partitions {
             let exists = known.is_some_and(|found| {
-                usize::try_from(partition.partition_index)
+                usize::try_from(partition.partition)
                     .is_ok_and(|index| index < found.partitions.len())
             });
-            let metadata = partition
-                .committed_metadata
-                .as_ref()
-                .map(|text| text.to_string())
-                .unwrap_or_default();
+            let metadata = partition.metadata.unwrap_or_default().to_string();
             let error = if group_id.is_empty() {
                 Some(ResponseError::InvalidGroupId)
             } else if !exists {
@@ -66,9 +71,9 @@ pub async fn handle(
             } else {
                 commits.push(Commit {
                     topic: name.clone(),
-                    partition: partition.partition_index,
-                    offset: partition.committed_offset,
-                    leader_epoch: partition.committed_leader_epoch,
+                    partition: partition.partition,
+                    offset: partition.offset,
+                    leader_epoch: partition.leader_epoch,
                     metadata,
                 });
                 None
@@ -77,6 +82,33 @@ pub async fn handle(
         }
         errors.push(topic_errors);
     }
+    (errors, commits)
+}
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    _version: i16,
+    request: OffsetCommitRequest,
+) -> anyhow::Result<Reply> {
+    let group_id = request.group_id.0.to_string();
+    let snapshot = shard.metadata.snapshot();
+    let (errors, commits) = validate(
+        &snapshot,
+        &group_id,
+        request.topics.iter().map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|partition| Proposed {
+                    partition: partition.partition_index,
+                    offset: partition.committed_offset,
+                    leader_epoch: partition.committed_leader_epoch,
+                    metadata: partition.committed_metadata.as_deref(),
+                })
+                .collect();
+            (topic.name.0.to_string(), partitions)
+        }),
+    );
     let group_error = if commits.is_empty() {
         None
     } else {

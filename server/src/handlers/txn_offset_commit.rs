@@ -22,18 +22,10 @@ use kafka_protocol::messages::{ResponseKind, TxnOffsetCommitRequest, TxnOffsetCo
 
 use crate::group::records::OffsetValue;
 use crate::group::state::{CommittedOffset, Group};
-use crate::group::{self, OFFSET_METADATA_MAX_BYTES, offset_key, record_offset, wall_ms};
+use crate::group::{self, offset_key, record_offset, wall_ms};
 use crate::handlers::Reply;
+use crate::handlers::offset_commit::{Commit, Proposed, validate};
 use crate::shard::Shard;
-
-/// One partition's offset as validated on the connection's shard.
-struct Commit {
-    topic: String,
-    partition: i32,
-    offset: i64,
-    leader_epoch: i32,
-    metadata: String,
-}
 
 pub async fn handle(
     shard: &Rc<Shard>,
@@ -42,42 +34,23 @@ pub async fn handle(
 ) -> anyhow::Result<Reply> {
     let group_id = request.group_id.0.to_string();
     let snapshot = shard.metadata.snapshot();
-    let mut errors: Vec<Vec<Option<ResponseError>>> = Vec::new();
-    let mut commits = Vec::new();
-    for topic in &request.topics {
-        let name = topic.name.0.to_string();
-        let known = snapshot.topics.get(&name);
-        let mut topic_errors = Vec::new();
-        for partition in &topic.partitions {
-            let exists = known.is_some_and(|found| {
-                usize::try_from(partition.partition_index)
-                    .is_ok_and(|index| index < found.partitions.len())
-            });
-            let metadata = partition
-                .committed_metadata
-                .as_ref()
-                .map(|text| text.to_string())
-                .unwrap_or_default();
-            let error = if group_id.is_empty() {
-                Some(ResponseError::InvalidGroupId)
-            } else if !exists {
-                Some(ResponseError::UnknownTopicOrPartition)
-            } else if metadata.len() > OFFSET_METADATA_MAX_BYTES {
-                Some(ResponseError::OffsetMetadataTooLarge)
-            } else {
-                commits.push(Commit {
-                    topic: name.clone(),
+    let (errors, commits) = validate(
+        &snapshot,
+        &group_id,
+        request.topics.iter().map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|partition| Proposed {
                     partition: partition.partition_index,
                     offset: partition.committed_offset,
                     leader_epoch: partition.committed_leader_epoch,
-                    metadata,
-                });
-                None
-            };
-            topic_errors.push(error);
-        }
-        errors.push(topic_errors);
-    }
+                    metadata: partition.committed_metadata.as_deref(),
+                })
+                .collect();
+            (topic.name.0.to_string(), partitions)
+        }),
+    );
     let group_error = if commits.is_empty() {
         None
     } else {
