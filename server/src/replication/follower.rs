@@ -16,7 +16,7 @@ use bytes::Bytes;
 use compio::BufResult;
 use compio::io::{AsyncWrite, AsyncWriteExt};
 use compio::net::{TcpListener, TcpStream};
-use sluice_engine::{LogError, Offset, ReplicatedAppendError};
+use sluice_engine::{LeaderEpoch, Offset, ReplicatedAppendError};
 use zerocopy::IntoBytes;
 
 use super::messages::{FollowerLog, ReplyStatus, StateReply, ToFollower};
@@ -83,7 +83,7 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         // its first poll, in order.
         let answer = shard.shards.post(ShardId(owner), move |owner| async move {
             match owner.partition(&topic_partition) {
-                Some(replica) => apply(&owner, &replica, message).await,
+                Some(replica) => apply(&replica, message).await,
                 None => not_replica(message.header()),
             }
         });
@@ -132,7 +132,8 @@ fn not_replica(header: &super::messages::LeaderHeader) -> StateReply {
         topic_id: header.topic_id,
         partition: header.partition,
         status: ReplyStatus::NotReplica,
-        follower_epoch: sluice_engine::LeaderEpoch(-1).max(sluice_engine::LeaderEpoch(0)),
+        // Without a replica there is no epoch to report.
+        follower_epoch: LeaderEpoch(0),
         log: FollowerLog {
             log_start: Offset::ZERO,
             log_end: Offset::ZERO,
@@ -154,11 +155,7 @@ fn log_state(replica: &PartitionReplica) -> FollowerLog {
 
 /// Take one leader message on the replica's shard. Everything up to the
 /// append happens at the first poll (see the module docs).
-pub async fn apply(
-    shard: &Rc<Shard>,
-    replica: &Rc<PartitionReplica>,
-    message: ToFollower,
-) -> StateReply {
+pub async fn apply(replica: &Rc<PartitionReplica>, message: ToFollower) -> StateReply {
     let header = *message.header();
     let state = replica.state();
     let reply = |status: ReplyStatus| StateReply {
@@ -257,13 +254,7 @@ pub async fn apply(
                 tracing::warn!(partition = %replica.topic_partition, %error, "replicated append not durable");
                 return reply(ReplyStatus::StorageError);
             }
-            let _ = shard;
             reply(ReplyStatus::Ok)
         }
     }
-}
-
-/// Why a follower could not continue (kept for callers that log it).
-pub fn describe(error: &LogError) -> String {
-    error.to_string()
 }
