@@ -45,6 +45,9 @@ const INVALID_PRODUCER_EPOCH: i16 = 47;
 const TRANSACTION_COORDINATOR_FENCED: i16 = 52;
 const READ_UNCOMMITTED: i8 = 0;
 const READ_COMMITTED: i8 = 1;
+/// These batches have no coordinator behind them: the brokers must not ask
+/// one (KIP-890 verification, tested in transactions_v2.rs).
+const NO_VERIFICATION: [&str; 2] = ["--transaction-partition-verification", "false"];
 
 fn call(stream: &mut TcpStream, api_key: ApiKey, version: i16, body: RequestKind) -> Bytes {
     let correlation_id = 11;
@@ -254,7 +257,7 @@ fn assert_final_answers(stream: &mut TcpStream) {
 
 #[test]
 fn read_committed_consumers_see_only_committed_transactions_across_a_restart() {
-    let mut broker = Broker::start("transactions_data_path");
+    let mut broker = Broker::start_with_args("transactions_data_path", &NO_VERIFICATION);
     create_topic(&broker.bootstrap(), TOPIC, 1, &[]);
     let mut stream = wire::connect(broker.address());
 
@@ -386,6 +389,8 @@ fn a_follower_elected_leader_keeps_the_open_and_aborted_transactions() {
             "2000",
             "--leader-imbalance-check-interval-ms",
             "300000",
+            NO_VERIFICATION[0],
+            NO_VERIFICATION[1],
         ],
     );
     create_topic_replicated(

@@ -153,6 +153,23 @@ pub struct ServeArgs {
     /// offsets.topic.replication.factor) [default: 3].
     #[arg(long, env = "SLUICE_OFFSETS_TOPIC_REPLICATION_FACTOR")]
     pub offsets_topic_replication_factor: Option<i16>,
+    /// A transactional id with no transaction in progress and no activity
+    /// for this long is forgotten by its coordinator (Kafka's
+    /// transactional.id.expiration.ms) [default: 604800000 = 7 days].
+    #[arg(long, env = "SLUICE_TRANSACTIONAL_ID_EXPIRATION_MS")]
+    pub transactional_id_expiration_ms: Option<u64>,
+    /// The transaction protocol offered to clients: the transaction.version
+    /// feature level in ApiVersions (Kafka's feature; 2 = KIP-890's
+    /// protocol, which Kafka 4.x Java clients then use; 1 = the classic
+    /// one). Set the same on every broker of a cluster [default: 2].
+    #[arg(long, env = "SLUICE_TRANSACTION_VERSION", value_parser = clap::value_parser!(i16).range(1..=2))]
+    pub transaction_version: Option<i16>,
+    /// Partition leaders check with the transaction coordinator that a
+    /// transactional batch's partition was added to its transaction before
+    /// appending it (KIP-890 part 1; Kafka's
+    /// transaction.partition.verification.enable) [default: true].
+    #[arg(long, env = "SLUICE_TRANSACTION_PARTITION_VERIFICATION")]
+    pub transaction_partition_verification: Option<bool>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -182,6 +199,9 @@ struct FileConfig {
     min_insync_replicas: Option<i32>,
     default_replication_factor: Option<i16>,
     offsets_topic_replication_factor: Option<i16>,
+    transactional_id_expiration_ms: Option<u64>,
+    transaction_version: Option<i16>,
+    transaction_partition_verification: Option<bool>,
 }
 
 /// How the broker's log lines are written to stderr.
@@ -269,6 +289,10 @@ pub struct BrokerConfig {
     pub min_insync_replicas: i32,
     pub default_replication_factor: i16,
     pub offsets_topic_replication_factor: i16,
+    pub transactional_id_expiration_ms: u64,
+    /// The transaction.version feature level advertised (1 or 2).
+    pub transaction_version: i16,
+    pub transaction_partition_verification: bool,
 }
 
 impl BrokerConfig {
@@ -301,6 +325,9 @@ impl BrokerConfig {
             min_insync_replicas: 1,
             default_replication_factor: 1,
             offsets_topic_replication_factor: 3,
+            transactional_id_expiration_ms: 7 * 24 * 3600 * 1000,
+            transaction_version: 2,
+            transaction_partition_verification: true,
         }
     }
 }
@@ -431,7 +458,25 @@ impl BrokerConfig {
             "--offsets-topic-replication-factor must be at least 1, got \
              {offsets_topic_replication_factor}"
         );
+        let transaction_version = args
+            .transaction_version
+            .or(file.transaction_version)
+            .unwrap_or(2);
+        anyhow::ensure!(
+            (1..=2).contains(&transaction_version),
+            "--transaction-version must be 1 or 2, got {transaction_version}"
+        );
         Ok(BrokerConfig {
+            transactional_id_expiration_ms: args
+                .transactional_id_expiration_ms
+                .or(file.transactional_id_expiration_ms)
+                .unwrap_or(7 * 24 * 3600 * 1000)
+                .max(1),
+            transaction_version,
+            transaction_partition_verification: args
+                .transaction_partition_verification
+                .or(file.transaction_partition_verification)
+                .unwrap_or(true),
             replication_listen,
             replication_advertised,
             replica_lag_time_max_ms: args

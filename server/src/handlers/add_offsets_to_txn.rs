@@ -1,4 +1,5 @@
-//! AddOffsetsToTxn (v0..=3): a transactional producer will commit a
+//! AddOffsetsToTxn (v0..=4; v4 only adds TRANSACTION_ABORTABLE, which is
+//! never answered here): a transactional producer will commit a
 //! group's offsets in its transaction (send_offsets_to_transaction); the
 //! transaction coordinator adds the group's `__consumer_offsets` partition
 //! to the transaction, so the markers reach it and the offsets become
@@ -12,7 +13,7 @@ use crate::group;
 use crate::handlers::Reply;
 use crate::shard::Shard;
 use crate::txn::coordinator;
-use crate::txn::state::TxnPartitions;
+use crate::txn::state::{TxnPartitions, TxnVersion};
 
 /// First version answering PRODUCER_FENCED (older get INVALID_PRODUCER_EPOCH).
 const FENCED_SINCE: i16 = 2;
@@ -42,6 +43,7 @@ pub async fn handle(
                     producer_id,
                     producer_epoch,
                     added,
+                    TxnVersion::V1,
                 )
                 .await
                 .map_err(|error| error.code(version, FENCED_SINCE))

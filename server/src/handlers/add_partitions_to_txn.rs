@@ -4,14 +4,21 @@
 //! `__transaction_state`) before answering, so it knows where to write the
 //! markers. One error for every partition, as Kafka: an unknown partition
 //! fails the request (UNKNOWN_TOPIC_OR_PARTITION for it,
-//! OPERATION_NOT_ATTEMPTED for the others). v4+ is the broker-to-broker
-//! form (KIP-890), not served.
+//! OPERATION_NOT_ATTEMPTED for the others).
+//!
+//! v4+ is the broker-to-broker form (KIP-890, sent by txn/membership.rs):
+//! several transactions per request, each either verified (VerifyOnly:
+//! are these partitions in the producer's ongoing transaction?) or added on
+//! the client's behalf (transaction protocol v2), answered per transaction
+//! and partition. It may name `__consumer_offsets` (a group coordinator
+//! adding a transactional offset commit's partition).
 
 use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::add_partitions_to_txn_response::{
-    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
 };
 use kafka_protocol::messages::{
     AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ResponseKind,
@@ -20,36 +27,93 @@ use kafka_protocol::messages::{
 use crate::handlers::Reply;
 use crate::shard::Shard;
 use crate::txn::coordinator;
-use crate::txn::state::TxnPartitions;
+use crate::txn::state::{TxnPartitions, TxnVersion};
 
 /// First version answering PRODUCER_FENCED (older get INVALID_PRODUCER_EPOCH).
 const FENCED_SINCE: i16 = 2;
-
-/// Producers do not write the coordinators' topics.
-fn is_internal(topic: &str) -> bool {
-    topic == crate::group::OFFSETS_TOPIC || topic == crate::txn::TRANSACTION_STATE_TOPIC
-}
 
 pub async fn handle(
     shard: &Rc<Shard>,
     version: i16,
     request: AddPartitionsToTxnRequest,
 ) -> anyhow::Result<Reply> {
-    let transactional_id = request.v3_and_below_transactional_id.0.to_string();
-    let producer_id = request.v3_and_below_producer_id.0;
-    let producer_epoch = request.v3_and_below_producer_epoch;
+    let mut response = AddPartitionsToTxnResponse::default();
+    if version >= 4 {
+        let mut results = Vec::with_capacity(request.transactions.len());
+        for transaction in request.transactions {
+            let how = if transaction.verify_only {
+                How::Verify
+            } else {
+                How::Add(TxnVersion::V2)
+            };
+            let topic_results = one_transaction(
+                shard,
+                version,
+                transaction.transactional_id.0.to_string(),
+                (transaction.producer_id.0, transaction.producer_epoch),
+                &transaction.topics,
+                how,
+            )
+            .await;
+            let mut result = AddPartitionsToTxnResult::default();
+            result.transactional_id = transaction.transactional_id;
+            result.topic_results = topic_results;
+            results.push(result);
+        }
+        response.results_by_transaction = results;
+    } else {
+        response.results_by_topic_v3_and_below = one_transaction(
+            shard,
+            version,
+            request.v3_and_below_transactional_id.0.to_string(),
+            (
+                request.v3_and_below_producer_id.0,
+                request.v3_and_below_producer_epoch,
+            ),
+            &request.v3_and_below_topics,
+            How::Add(TxnVersion::V1),
+        )
+        .await;
+    }
+    Ok(Reply::Body(Box::new(ResponseKind::AddPartitionsToTxn(
+        response,
+    ))))
+}
+
+/// What is asked of the coordinator for one transaction.
+#[derive(Clone, Copy)]
+enum How {
+    Add(TxnVersion),
+    Verify,
+}
+
+/// Add or verify `topics` for one transaction; its per-partition results.
+async fn one_transaction(
+    shard: &Rc<Shard>,
+    version: i16,
+    transactional_id: String,
+    (producer_id, producer_epoch): (i64, i16),
+    topics: &[AddPartitionsToTxnTopic],
+    how: How,
+) -> Vec<AddPartitionsToTxnTopicResult> {
+    // Clients may not name the internal topics; brokers (v4+) may name
+    // `__consumer_offsets` for a transactional offset commit.
+    let allowed = |topic: &str| {
+        topic != crate::txn::TRANSACTION_STATE_TOPIC
+            && (version >= 4 || topic != crate::group::OFFSETS_TOPIC)
+    };
     let view = shard.metadata.snapshot();
-    let mut added = TxnPartitions::new();
+    let mut wanted = TxnPartitions::new();
     let mut unknown = Vec::new();
-    for topic in &request.v3_and_below_topics {
+    for topic in topics {
         let name = topic.name.0.to_string();
         let known = view.topics.get(&name);
         for partition in &topic.partitions {
             let exists = known.is_some_and(|found| {
                 usize::try_from(*partition).is_ok_and(|index| index < found.partitions.len())
             });
-            if exists && !is_internal(&name) {
-                added.entry(name.clone()).or_default().insert(*partition);
+            if exists && allowed(&name) {
+                wanted.entry(name.clone()).or_default().insert(*partition);
             } else {
                 unknown.push((name.clone(), *partition));
             }
@@ -60,23 +124,33 @@ pub async fn handle(
     } else {
         let id = transactional_id.clone();
         coordinator::on_coordinator(shard, &id, move |owner, partition| async move {
-            coordinator::add_partitions(
-                &owner,
-                partition,
-                transactional_id,
-                producer_id,
-                producer_epoch,
-                added,
-            )
-            .await
-            .map_err(|error| error.code(version, FENCED_SINCE))
+            let outcome = match how {
+                How::Verify => coordinator::verify_partitions(
+                    &transactional_id,
+                    producer_id,
+                    producer_epoch,
+                    &wanted,
+                ),
+                How::Add(client_version) => {
+                    coordinator::add_partitions(
+                        &owner,
+                        partition,
+                        transactional_id,
+                        producer_id,
+                        producer_epoch,
+                        wanted,
+                        client_version,
+                    )
+                    .await
+                }
+            };
+            outcome.map_err(|error| error.code(version, FENCED_SINCE))
         })
         .await
         .and_then(|answer| answer)
         .err()
     };
-    let results = request
-        .v3_and_below_topics
+    topics
         .iter()
         .map(|topic| {
             let name = topic.name.0.to_string();
@@ -101,10 +175,5 @@ pub async fn handle(
                 .collect();
             out
         })
-        .collect();
-    let mut response = AddPartitionsToTxnResponse::default();
-    response.results_by_topic_v3_and_below = results;
-    Ok(Reply::Body(Box::new(ResponseKind::AddPartitionsToTxn(
-        response,
-    ))))
+        .collect()
 }

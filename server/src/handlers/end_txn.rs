@@ -1,10 +1,13 @@
-//! EndTxn (v0..=4): commit or abort the producer's transaction. Answered
+//! EndTxn (v0..=5): commit or abort the producer's transaction. Answered
 //! once PrepareCommit / PrepareAbort is committed to `__transaction_state`
 //! (the outcome is decided then, as in Kafka); the coordinator writes the
 //! markers and the completion afterwards (txn/coordinator.rs). An EndTxn
 //! while the markers of the previous one are still being written is
-//! CONCURRENT_TRANSACTIONS (clients retry it). v5 (KIP-890's epoch bump
-//! per transaction) is not served.
+//! CONCURRENT_TRANSACTIONS (clients retry it).
+//!
+//! v5 is transaction protocol v2 (KIP-890): the coordinator bumps the
+//! producer epoch with every EndTxn and the answer carries the producer id
+//! and epoch the client continues with (txn/state.rs `prepare_end_v2`).
 
 use std::rc::Rc;
 
@@ -27,6 +30,32 @@ pub async fn handle(
     let producer_epoch = request.producer_epoch;
     let commit = request.committed;
     let id = transactional_id.clone();
+    if version >= 5 {
+        let outcome = coordinator::on_coordinator(shard, &id, move |owner, partition| async move {
+            coordinator::end_txn_v2(
+                &owner,
+                partition,
+                transactional_id,
+                producer_id,
+                producer_epoch,
+                commit,
+            )
+            .await
+            .map_err(|error| error.code(version, FENCED_SINCE))
+        })
+        .await
+        .and_then(|answer| answer);
+        let response = match outcome {
+            Ok((producer_id, producer_epoch)) => EndTxnResponse::default()
+                .with_producer_id(producer_id.into())
+                .with_producer_epoch(producer_epoch),
+            Err(error) => EndTxnResponse::default()
+                .with_error_code(error.code())
+                .with_producer_id((-1).into())
+                .with_producer_epoch(-1),
+        };
+        return Ok(Reply::Body(Box::new(ResponseKind::EndTxn(response))));
+    }
     let outcome = coordinator::on_coordinator(shard, &id, move |owner, partition| async move {
         coordinator::end_txn(
             &owner,

@@ -147,7 +147,7 @@ pub async fn handle(
         body,
     } = request;
     let reply = match body {
-        RequestKind::ApiVersions(body) => api_versions::handle(version, &body),
+        RequestKind::ApiVersions(body) => api_versions::handle(shard, version, &body),
         RequestKind::Metadata(body) => metadata::handle(shard, version, body).await?,
         RequestKind::Produce(body) => produce::handle(shard, version, body).await?,
         RequestKind::InitProducerId(body) => init_producer_id::handle(shard, version, &body).await,

@@ -1,4 +1,4 @@
-//! Produce (v3..=11): append each partition's record batch on the shard that
+//! Produce (v3..=12): append each partition's record batch on the shard that
 //! owns the partition; for acks=1 and acks=-1 answer once it is durable
 //! (there are no followers, so both mean "in this broker's fsynced log").
 //!
@@ -45,8 +45,10 @@
 //! partition (`PartitionReplica::append` tells the transaction state) (its first offset holds the last stable offset back until the
 //! coordinator's marker ends it); while one is open, that producer's
 //! non-transactional batches are refused (INVALID_TXN_STATE, as Kafka).
-//! Not verified: that the coordinator added the partition to the
-//! transaction (KIP-890).
+//! Before the first transactional batch of a transaction reaches a
+//! partition, the coordinator verifies that the client added the
+//! partition (v3..=11, KIP-890 part 1) or adds it on the client's behalf
+//! (v12, transaction protocol v2): txn/membership.rs.
 //!
 //! Not implemented: the
 //! null-key check inside compressed batches on compacted topics (the broker
@@ -103,6 +105,7 @@ pub async fn dispatch(
     request: ProduceRequest,
 ) -> LocalBoxFuture<'static, anyhow::Result<Reply>> {
     let acks = request.acks;
+    let transactional_id = request.transactional_id.as_ref().map(|id| id.0.to_string());
     let timeout = std::time::Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
     // Errors that apply to the whole request, answered per partition.
     let refusal: Option<(ResponseError, String)> = if !matches!(acks, -1..=1) {
@@ -160,6 +163,27 @@ pub async fn dispatch(
                             outcome
                         })
                     }),
+            };
+            // KIP-890: the coordinator verifies or adds the partition first.
+            let owner = match owner {
+                Ok(owner) => crate::txn::membership::before_produce(
+                    shard,
+                    version,
+                    owner,
+                    &name,
+                    index,
+                    transactional_id.as_deref(),
+                    partition.records.as_ref(),
+                )
+                .await
+                .map(|()| owner)
+                .map_err(|error| {
+                    PartitionOutcome::failed(
+                        error,
+                        format!("{name}-{index}: the transaction coordinator refused the batch"),
+                    )
+                }),
+                Err(outcome) => Err(outcome),
             };
             work.push(match owner {
                 Err(outcome) => {

@@ -1,4 +1,4 @@
-//! TxnOffsetCommit (v0..=4): offsets a transactional producer commits for
+//! TxnOffsetCommit (v0..=5): offsets a transactional producer commits for
 //! a group (send_offsets_to_transaction), sent to the group coordinator
 //! after AddOffsetsToTxn. They are written to the group's
 //! `__consumer_offsets` partition as a transactional batch of the
@@ -6,6 +6,11 @@
 //! (`Group::pending_txn_offsets`): OffsetFetch does not show them until the
 //! transaction's commit marker reaches that partition
 //! (`txn::hooks::after_offsets_marker`); an abort marker drops them.
+//!
+//! KIP-890: before writing, the transaction coordinator verifies that the
+//! group's partition was added (AddOffsetsToTxn, v0..=4) or adds it on the
+//! client's behalf (v5, transaction protocol v2, which sends no
+//! AddOffsetsToTxn): txn/membership.rs.
 //!
 //! A member (generation >= 0, v3+) is checked as for OffsetCommit; a
 //! producer outside the group (generation -1) commits to an empty or new
@@ -26,6 +31,7 @@ use crate::group::{self, offset_key, record_offset, wall_ms};
 use crate::handlers::Reply;
 use crate::handlers::offset_commit::{Commit, Proposed, validate};
 use crate::shard::Shard;
+use crate::txn::membership::{self, Membership};
 
 pub async fn handle(
     shard: &Rc<Shard>,
@@ -53,6 +59,8 @@ pub async fn handle(
     );
     let group_error = if commits.is_empty() {
         None
+    } else if let Err(error) = membership(shard, version, &request, &group_id).await {
+        Some(error)
     } else {
         let producer = (request.producer_id.0, request.producer_epoch);
         let generation = if version >= 3 {
@@ -108,6 +116,44 @@ pub async fn handle(
     Ok(Reply::Body(Box::new(ResponseKind::TxnOffsetCommit(
         response,
     ))))
+}
+
+/// First TxnOffsetCommit version of transaction protocol v2.
+const V2_SINCE: i16 = 5;
+
+/// Verify or add the group's `__consumer_offsets` partition with the
+/// transaction coordinator (module docs); `Err` is this API's error.
+async fn membership(
+    shard: &Rc<Shard>,
+    version: i16,
+    request: &TxnOffsetCommitRequest,
+    group_id: &str,
+) -> Result<(), ResponseError> {
+    let how = if version >= V2_SINCE {
+        Membership::Add
+    } else if shard.config.transaction_partition_verification {
+        Membership::Verify
+    } else {
+        return Ok(());
+    };
+    let (offsets_partition, _) = group::coordinator_partition(shard, group_id).await?;
+    membership::ensure(
+        shard,
+        &request.transactional_id.0,
+        request.producer_id.0,
+        request.producer_epoch,
+        group::OFFSETS_TOPIC,
+        offsets_partition,
+        how,
+    )
+    .await
+    .map_err(|error| {
+        membership::refusal(
+            error,
+            version >= V2_SINCE,
+            ResponseError::CoordinatorLoadInProgress,
+        )
+    })
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -13,7 +13,8 @@ const fn range(min: i16, max: i16) -> VersionRange {
 pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
     (ApiKey::ApiVersions, range(0, 4)),
     (ApiKey::Metadata, range(0, 12)),
-    (ApiKey::Produce, range(3, 11)),
+    // v12: transaction protocol v2 (KIP-890: partitions added by the leader).
+    (ApiKey::Produce, range(3, 12)),
     (ApiKey::InitProducerId, range(0, 5)),
     (ApiKey::Fetch, range(4, 17)),
     (ApiKey::ListOffsets, range(1, 10)),
@@ -38,12 +39,13 @@ pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
     (ApiKey::ListGroups, range(0, 5)),
     (ApiKey::DescribeGroups, range(0, 6)),
     (ApiKey::DeleteGroups, range(0, 2)),
-    // The transaction coordinator (txn/): the versions before KIP-890's
-    // part 2 (AddPartitionsToTxn v4+ is broker-to-broker).
-    (ApiKey::AddPartitionsToTxn, range(0, 3)),
-    (ApiKey::AddOffsetsToTxn, range(0, 3)),
-    (ApiKey::EndTxn, range(0, 4)),
-    (ApiKey::TxnOffsetCommit, range(0, 4)),
+    // The transaction coordinator (txn/). AddPartitionsToTxn v4+ is the
+    // broker-to-broker form (KIP-890 verification and implicit adds);
+    // EndTxn v5 and TxnOffsetCommit v5 are transaction protocol v2.
+    (ApiKey::AddPartitionsToTxn, range(0, 5)),
+    (ApiKey::AddOffsetsToTxn, range(0, 4)),
+    (ApiKey::EndTxn, range(0, 5)),
+    (ApiKey::TxnOffsetCommit, range(0, 5)),
     (ApiKey::DescribeProducers, range(0, 0)),
     (ApiKey::DescribeTransactions, range(0, 0)),
     (ApiKey::ListTransactions, range(0, 1)),

@@ -30,8 +30,8 @@ use crate::group::{self, wall_ms};
 use crate::metadata::{PartitionMetadata, TopicMetadata};
 use crate::shard::{PartitionReplica, Shard, ShardId};
 use crate::txn::state::{
-    InitOutcome, NO_EPOCH, TRANSACTION_TIMEOUT_MAX_MS, TxnError, TxnMetadata, TxnPartitions,
-    TxnState,
+    EndV2, InitOutcome, NO_EPOCH, TRANSACTION_TIMEOUT_MAX_MS, TxnError, TxnMetadata, TxnPartitions,
+    TxnState, TxnVersion,
 };
 use crate::txn::{TRANSACTION_STATE_PARTITIONS, TRANSACTION_STATE_TOPIC, markers};
 
@@ -352,7 +352,9 @@ pub async fn init_producer_id(
     }
 }
 
-/// AddPartitionsToTxn / AddOffsetsToTxn: add `added` to the transaction.
+/// AddPartitionsToTxn / AddOffsetsToTxn: add `added` to the transaction
+/// (by the client, or for protocol v2 by a partition leader or the group
+/// coordinator on its behalf).
 pub async fn add_partitions(
     shard: &Rc<Shard>,
     partition: i32,
@@ -360,6 +362,7 @@ pub async fn add_partitions(
     producer_id: i64,
     producer_epoch: i16,
     added: TxnPartitions,
+    version: TxnVersion,
 ) -> Result<(), CoordinatorError> {
     let Some(current) = entry(&transactional_id) else {
         return Err(TxnError::InvalidProducerIdMapping.into());
@@ -370,13 +373,75 @@ pub async fn add_partitions(
     let next =
         current
             .metadata
-            .prepare_add_partitions(producer_id, producer_epoch, &added, wall_ms())?;
+            .prepare_add(producer_id, producer_epoch, &added, wall_ms(), version)?;
     let Some(next) = next else {
         return Ok(());
     };
     claim(&transactional_id)?;
     transition(shard, partition, next).await?;
     Ok(())
+}
+
+/// KIP-890 verification (AddPartitionsToTxn v4+ with VerifyOnly): `Ok` when
+/// the producer's ongoing transaction holds every partition of `wanted`.
+pub fn verify_partitions(
+    transactional_id: &str,
+    producer_id: i64,
+    producer_epoch: i16,
+    wanted: &TxnPartitions,
+) -> Result<(), CoordinatorError> {
+    let Some(current) = entry(transactional_id) else {
+        return Err(TxnError::InvalidProducerIdMapping.into());
+    };
+    if current.pending {
+        return Err(TxnError::ConcurrentTransactions.into());
+    }
+    current
+        .metadata
+        .check_partitions_added(producer_id, producer_epoch, wanted)
+        .map_err(CoordinatorError::from)
+}
+
+/// EndTxn v5+ (transaction protocol v2): like [`end_txn`], with the epoch
+/// bumped; the producer id and epoch the client continues with.
+pub async fn end_txn_v2(
+    shard: &Rc<Shard>,
+    partition: i32,
+    transactional_id: String,
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+) -> Result<(i64, i16), CoordinatorError> {
+    let Some(current) = entry(&transactional_id) else {
+        return Err(TxnError::InvalidProducerIdMapping.into());
+    };
+    if current.pending {
+        return Err(TxnError::ConcurrentTransactions.into());
+    }
+    // A fresh id for an exhausted epoch is fetched before deciding (rare).
+    let fresh = if producer_epoch >= i16::MAX - 1 {
+        crate::handlers::init_producer_id::allocate_producer_id(shard).await
+    } else {
+        None
+    };
+    claim(&transactional_id)?;
+    let latest = entry(&transactional_id).map_or(current.metadata, |entry| entry.metadata);
+    let decided = latest.prepare_end_v2(producer_id, producer_epoch, commit, wall_ms(), || fresh);
+    let next = match decided {
+        Ok(EndV2::Write(next)) => next,
+        Ok(EndV2::Done(id, epoch)) => {
+            release(&transactional_id);
+            return Ok((id, epoch));
+        }
+        Err(error) => {
+            release(&transactional_id);
+            return Err(error.into());
+        }
+    };
+    let answer = next.client_identity();
+    transition(shard, partition, next).await?;
+    complete_in_background(shard, partition, &transactional_id);
+    Ok(answer)
 }
 
 /// EndTxn: answered once PrepareX is committed; the markers and CompleteX
@@ -500,6 +565,7 @@ fn start_ticker(shard: &Rc<Shard>) {
                 return;
             };
             abort_timed_out(&shard).await;
+            expire_idle(&shard).await;
         }
     })
     .detach();
@@ -539,6 +605,64 @@ async fn abort_timed_out(shard: &Rc<Shard>) {
             Ok(()) => complete_in_background(shard, partition, &transactional_id),
             Err(error) => {
                 tracing::warn!(%transactional_id, ?error, "aborting a timed-out transaction failed")
+            }
+        }
+    }
+}
+
+/// transactional.id.expiration.ms: forget the ids idle that long (a
+/// tombstone in `__transaction_state`, committed before the id leaves the
+/// table). A later InitProducerId for one starts afresh with a new producer
+/// id, as in Kafka.
+async fn expire_idle(shard: &Rc<Shard>) {
+    let now = wall_ms();
+    let expiration_ms =
+        i64::try_from(shard.config.transactional_id_expiration_ms).unwrap_or(i64::MAX);
+    let expired: Vec<(i32, TxnMetadata)> = with(|coordinator| {
+        coordinator
+            .ids
+            .borrow()
+            .values()
+            .filter(|entry| !entry.pending && entry.metadata.is_expired(now, expiration_ms))
+            .map(|entry| (entry.partition, entry.metadata.clone()))
+            .collect()
+    });
+    for (partition, metadata) in expired {
+        let transactional_id = metadata.transactional_id.clone();
+        if claim(&transactional_id).is_err() {
+            continue;
+        }
+        if entry(&transactional_id).is_none_or(|entry| entry.metadata != metadata) {
+            release(&transactional_id);
+            continue;
+        }
+        let replica = with(|coordinator| {
+            coordinator
+                .loaded
+                .borrow()
+                .get(&partition)
+                .map(|loaded| Rc::clone(&loaded.replica))
+        });
+        let Some(replica) = replica else {
+            release(&transactional_id);
+            continue;
+        };
+        let mut builder = BatchBuilder::new();
+        builder.record(
+            Some(&TxnMetadata::encode_key(&transactional_id)),
+            None,
+            TimestampMs(wall_ms()),
+        );
+        match group::append_committed(shard, &replica, &builder.build()).await {
+            Ok(_) => {
+                with(|coordinator| {
+                    coordinator.ids.borrow_mut().remove(&transactional_id);
+                });
+                tracing::info!(%transactional_id, "transactional id expired");
+            }
+            Err(error) => {
+                release(&transactional_id);
+                tracing::warn!(%transactional_id, ?error, "writing the expiry of a transactional id failed");
             }
         }
     }

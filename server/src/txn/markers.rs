@@ -15,31 +15,22 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use compio::BufResult;
-use compio::io::{AsyncReadExt, AsyncWriteExt};
-use compio::net::TcpStream;
 use futures_util::future::join_all;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::write_txn_markers_request::{
     WritableTxnMarker, WritableTxnMarkerTopic,
 };
-use kafka_protocol::messages::{
-    ApiKey, RequestHeader, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
-};
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use kafka_protocol::messages::{ApiKey, WriteTxnMarkersRequest, WriteTxnMarkersResponse};
+use kafka_protocol::protocol::StrBytes;
 
 use crate::shard::{Shard, ShardId, TopicPartition};
+use crate::txn::rpc;
 
 /// The WriteTxnMarkers version sent (the only one kafka-protocol decodes).
 const WRITE_TXN_MARKERS_VERSION: i16 = 1;
 /// First pause between rounds; doubles up to [`RETRY_PAUSE_MAX`].
 const RETRY_PAUSE_MIN: Duration = Duration::from_millis(50);
 const RETRY_PAUSE_MAX: Duration = Duration::from_secs(1);
-/// A request to another broker gives up after this long.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Largest WriteTxnMarkers response accepted.
-const RESPONSE_BYTES_MAX: usize = 16 << 20;
 
 /// Write the markers of `(producer_id, producer_epoch)` (commit when
 /// `commit`) to `partitions`. True once every partition has its marker
@@ -223,15 +214,20 @@ async fn write_remote(
         .collect();
     let mut request = WriteTxnMarkersRequest::default();
     request.markers = vec![marker];
-    let answered =
-        compio::time::timeout(REQUEST_TIMEOUT, send_write_txn_markers(&address, &request)).await;
+    let answered: anyhow::Result<WriteTxnMarkersResponse> = rpc::call(
+        &address,
+        ApiKey::WriteTxnMarkers,
+        WRITE_TXN_MARKERS_VERSION,
+        "sluice-transaction-coordinator",
+        &request,
+    )
+    .await;
     let response = match answered {
-        Ok(Ok(response)) => response,
-        Ok(Err(error)) => {
+        Ok(response) => response,
+        Err(error) => {
             tracing::debug!(host = %address.0, port = address.1, error = format!("{error:#}"), "WriteTxnMarkers failed");
             return failed_all(targets, ResponseError::NetworkException);
         }
-        Err(_) => return failed_all(targets, ResponseError::RequestTimedOut),
     };
     let mut answered: BTreeMap<(String, i32), i16> = BTreeMap::new();
     for marker in response.markers {
@@ -263,45 +259,4 @@ fn failed_all(targets: &[(String, i32)], error: ResponseError) -> Vec<Outcome> {
         .iter()
         .map(|key| (key.clone(), Err(error)))
         .collect()
-}
-
-/// One request and its response on a fresh connection (markers are rare:
-/// one per transaction and leader).
-async fn send_write_txn_markers(
-    address: &(String, u16),
-    request: &WriteTxnMarkersRequest,
-) -> anyhow::Result<WriteTxnMarkersResponse> {
-    let mut stream = TcpStream::connect((address.0.as_str(), address.1)).await?;
-    let _ = stream.set_nodelay(true);
-    let version = WRITE_TXN_MARKERS_VERSION;
-    let mut header = RequestHeader::default();
-    header.request_api_key = ApiKey::WriteTxnMarkers as i16;
-    header.request_api_version = version;
-    header.correlation_id = 1;
-    header.client_id = Some(StrBytes::from_static_str("sluice-transaction-coordinator"));
-    let mut body = BytesMut::new();
-    header.encode(&mut body, WriteTxnMarkersRequest::header_version(version))?;
-    request.encode(&mut body, version)?;
-    let mut frame = BytesMut::with_capacity(4 + body.len());
-    frame.put_i32(i32::try_from(body.len())?);
-    frame.extend_from_slice(&body);
-    let BufResult(written, _) = stream.write_all(frame.to_vec()).await;
-    written?;
-    let BufResult(read, size) = stream.read_exact(vec![0u8; 4]).await;
-    read?;
-    let size = usize::try_from(i32::from_be_bytes([size[0], size[1], size[2], size[3]]))?;
-    anyhow::ensure!(size <= RESPONSE_BYTES_MAX, "response of {size} bytes");
-    let BufResult(read, payload) = stream.read_exact(vec![0u8; size]).await;
-    read?;
-    let mut payload = Bytes::from(payload);
-    let header_version = WriteTxnMarkersResponse::header_version(version);
-    let response_header =
-        kafka_protocol::messages::ResponseHeader::decode(&mut payload, header_version)?;
-    anyhow::ensure!(
-        response_header.correlation_id == 1,
-        "response to another request"
-    );
-    let response = WriteTxnMarkersResponse::decode(&mut payload, version)?;
-    let _ = payload.remaining();
-    Ok(response)
 }

@@ -7,11 +7,17 @@
 //!   requests' logic, completion and the timeout check.
 //! - `markers.rs`: writing a transaction's markers to its partitions'
 //!   leaders (this broker's shards directly, others by WriteTxnMarkers).
+//! - `membership.rs`: KIP-890 on the data path: partition leaders and group
+//!   coordinators verify (protocol v1) or add (protocol v2) a partition
+//!   with the transaction coordinator before a transactional write.
+//! - `rpc.rs`: one Kafka request to another broker (markers, adds).
 //! - `hooks.rs`: the data path's calls into the coordinators.
 
 pub mod coordinator;
 pub mod hooks;
 pub mod markers;
+pub mod membership;
+pub mod rpc;
 pub mod state;
 
 /// The internal topic holding the transaction coordinators' state (Kafka's

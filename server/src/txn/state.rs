@@ -18,7 +18,26 @@
 //! | key v0 | i16 version 0, string transactional id |
 //! | value v0 | i16 version 0, i64 producer id, i16 producer epoch, i32 timeout ms, i8 state (Kafka's codes: Empty 0, Ongoing 1, PrepareCommit 2, PrepareAbort 3, CompleteCommit 4, CompleteAbort 5, Dead 6, PrepareEpochFence 7), i32 count of topics then per topic a string name and an i32 count of i32 partitions, i64 last update ms, i64 start ms |
 //!
-//! A null value is a tombstone (the id expired: not written yet).
+//! | value v1 (Sluice's, not Kafka's: written only for a transaction of protocol v2) | the v0 fields, then i16 client transaction version, i64 previous producer id, i64 next producer id, i16 last producer epoch |
+//!
+//! A null value is a tombstone: the id expired
+//! (transactional.id.expiration.ms, [`TxnMetadata::is_expired`]).
+//!
+//! ## Transaction protocol v2 (KIP-890 part 2)
+//! A client that negotiated transaction.version 2 (EndTxn v5, Produce v12,
+//! TxnOffsetCommit v5) never sends AddPartitionsToTxn or AddOffsetsToTxn:
+//! partition leaders and the group coordinator add partitions on its behalf
+//! ([`TxnMetadata::prepare_add`] with [`TxnVersion::V2`]). Every EndTxn bumps
+//! the producer epoch when it writes PrepareCommit / PrepareAbort: the
+//! markers carry the new epoch, so a late write of the ended transaction
+//! (old epoch) is fenced on every partition, and the EndTxn answer gives
+//! the client its new epoch (or, once the epoch is exhausted, a new
+//! producer id with epoch 0: `next_producer_id` while the markers are
+//! written, `previous_producer_id` afterwards). A retried EndTxn (the
+//! answer was lost) is recognised by the pre-bump identity
+//! (`last_producer_epoch`) and answered with the current one. An abort
+//! with no transaction open is allowed and bumps the epoch (it fences
+//! writes still in flight).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -32,6 +51,39 @@ pub const NO_EPOCH: i16 = -1;
 
 const KEY_VERSION: i16 = 0;
 const VALUE_VERSION: i16 = 0;
+/// Sluice's value layout for transactions of protocol v2 (module docs).
+const VALUE_VERSION_V2: i16 = 1;
+/// No producer id (previous / next).
+pub const NO_PRODUCER_ID: i64 = -1;
+
+/// The transaction protocol a client speaks (Kafka's transaction.version
+/// feature, as the request versions show it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TxnVersion {
+    /// AddPartitionsToTxn / AddOffsetsToTxn by the client, one epoch per
+    /// producer session.
+    V1,
+    /// KIP-890 part 2: partitions added by the brokers, an epoch per
+    /// transaction.
+    V2,
+}
+
+impl TxnVersion {
+    fn code(self) -> i16 {
+        match self {
+            TxnVersion::V1 => 1,
+            TxnVersion::V2 => 2,
+        }
+    }
+
+    fn from_code(code: i16) -> TxnVersion {
+        if code >= 2 {
+            TxnVersion::V2
+        } else {
+            TxnVersion::V1
+        }
+    }
+}
 
 /// Kafka's TransactionState, with its codes in the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -116,6 +168,28 @@ pub struct TxnMetadata {
     pub last_update_ms: i64,
     /// Wall-clock ms the ongoing transaction started (-1 when none).
     pub start_ms: i64,
+    /// The protocol of the ongoing (or last) transaction.
+    pub client_version: TxnVersion,
+    /// v2: the producer id before the last rotation (an exhausted epoch),
+    /// so a retried EndTxn of the old id is recognised.
+    pub previous_producer_id: i64,
+    /// v2: the producer id the client gets once the markers of an
+    /// exhausted epoch are written.
+    pub next_producer_id: i64,
+    /// v2: the epoch the client ended its last transaction with (before
+    /// the bump); -1 when none.
+    pub last_producer_epoch: i16,
+}
+
+/// What an EndTxn of protocol v2 does ([`TxnMetadata::prepare_end_v2`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndV2 {
+    /// Write this PrepareX; answer with [`TxnMetadata::client_identity`]
+    /// once it is committed.
+    Write(TxnMetadata),
+    /// A retry of an EndTxn that completed: answer with this producer id
+    /// and epoch at once.
+    Done(i64, i16),
 }
 
 /// Why a request about a transactional id is refused (Kafka's codes at the
@@ -176,7 +250,31 @@ impl TxnMetadata {
             partitions: TxnPartitions::new(),
             last_update_ms: now_ms,
             start_ms: -1,
+            client_version: TxnVersion::V1,
+            previous_producer_id: NO_PRODUCER_ID,
+            next_producer_id: NO_PRODUCER_ID,
+            last_producer_epoch: NO_EPOCH,
         }
+    }
+
+    /// The producer id and epoch the client is to use next (v2: after its
+    /// EndTxn; the next id once an exhausted epoch rotates it).
+    pub fn client_identity(&self) -> (i64, i16) {
+        if self.next_producer_id != NO_PRODUCER_ID {
+            (self.next_producer_id, 0)
+        } else {
+            (self.producer_id, self.producer_epoch)
+        }
+    }
+
+    /// transactional.id.expiration.ms: an id with no transaction in
+    /// progress and no transition for `expiration_ms` is forgotten (a
+    /// tombstone is written), as Kafka's coordinator does.
+    pub fn is_expired(&self, now_ms: i64, expiration_ms: i64) -> bool {
+        matches!(
+            self.state,
+            TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+        ) && now_ms.saturating_sub(self.last_update_ms) > expiration_ms
     }
 
     /// Check a timeout asked by InitProducerId.
@@ -238,6 +336,9 @@ impl TxnMetadata {
                 next.partitions.clear();
                 next.start_ms = -1;
                 next.last_update_ms = now_ms;
+                next.previous_producer_id = NO_PRODUCER_ID;
+                next.next_producer_id = NO_PRODUCER_ID;
+                next.last_producer_epoch = NO_EPOCH;
                 Ok(InitOutcome::Ready(next))
             }
         }
@@ -272,6 +373,50 @@ impl TxnMetadata {
         added: &TxnPartitions,
         now_ms: i64,
     ) -> Result<Option<TxnMetadata>, TxnError> {
+        self.prepare_add(producer_id, producer_epoch, added, now_ms, TxnVersion::V1)
+    }
+
+    /// KIP-890's verification (AddPartitionsToTxn v4+ with VerifyOnly):
+    /// `Ok` when the producer's ongoing transaction already holds every
+    /// partition of `partitions`.
+    pub fn check_partitions_added(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: &TxnPartitions,
+    ) -> Result<(), TxnError> {
+        self.check_producer(producer_id, producer_epoch)?;
+        match self.state {
+            TxnState::Ongoing => {}
+            TxnState::PrepareCommit | TxnState::PrepareAbort | TxnState::PrepareEpochFence => {
+                return Err(TxnError::ConcurrentTransactions);
+            }
+            _ => return Err(TxnError::InvalidTxnState),
+        }
+        let all_added = partitions.iter().all(|(topic, wanted)| {
+            self.partitions
+                .get(topic)
+                .is_some_and(|held| wanted.is_subset(held))
+        });
+        if all_added {
+            Ok(())
+        } else {
+            Err(TxnError::InvalidTxnState)
+        }
+    }
+
+    /// [`Self::prepare_add_partitions`] by a client of protocol `version`
+    /// (v2: a partition leader or the group coordinator adding on the
+    /// client's behalf). A transaction starts with the version of its first
+    /// add.
+    pub fn prepare_add(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        added: &TxnPartitions,
+        now_ms: i64,
+        version: TxnVersion,
+    ) -> Result<Option<TxnMetadata>, TxnError> {
         self.check_producer(producer_id, producer_epoch)?;
         match self.state {
             TxnState::PrepareCommit | TxnState::PrepareAbort | TxnState::PrepareEpochFence => {
@@ -288,6 +433,7 @@ impl TxnMetadata {
         if !ongoing {
             next.partitions.clear();
             next.start_ms = now_ms;
+            next.client_version = version;
         }
         let mut changed = !ongoing;
         for (topic, partitions) in added {
@@ -334,6 +480,74 @@ impl TxnMetadata {
         }
     }
 
+    /// EndTxn of protocol v2 (v5+): see the module docs. `fresh_producer_id`
+    /// is used when the epoch is exhausted.
+    pub fn prepare_end_v2(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        now_ms: i64,
+        fresh_producer_id: impl FnOnce() -> Option<i64>,
+    ) -> Result<EndV2, TxnError> {
+        // A retry of the EndTxn that ended the last transaction: the client
+        // still holds the identity from before the bump.
+        let ended_as_asked = match self.state {
+            TxnState::PrepareCommit | TxnState::CompleteCommit => commit,
+            TxnState::PrepareAbort | TxnState::CompleteAbort => !commit,
+            _ => false,
+        };
+        let ended_by = if self.state.is_prepare() || self.previous_producer_id == NO_PRODUCER_ID {
+            self.producer_id
+        } else {
+            self.previous_producer_id
+        };
+        if ended_as_asked
+            && self.client_version == TxnVersion::V2
+            && self.last_producer_epoch != NO_EPOCH
+            && producer_id == ended_by
+            && producer_epoch == self.last_producer_epoch
+        {
+            if self.state.is_prepare() {
+                return Err(TxnError::ConcurrentTransactions);
+            }
+            return Ok(EndV2::Done(self.producer_id, self.producer_epoch));
+        }
+        self.check_producer(producer_id, producer_epoch)?;
+        match (self.state, commit) {
+            (TxnState::Ongoing, _)
+            | (TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort, false) => {}
+            (TxnState::PrepareCommit | TxnState::PrepareAbort | TxnState::PrepareEpochFence, _) => {
+                return Err(TxnError::ConcurrentTransactions);
+            }
+            _ => return Err(TxnError::InvalidTxnState),
+        }
+        let mut next = self.clone();
+        if self.state != TxnState::Ongoing {
+            // An abort with nothing open: no partitions, only the bump.
+            next.partitions.clear();
+            next.start_ms = now_ms;
+        }
+        next.state = if commit {
+            TxnState::PrepareCommit
+        } else {
+            TxnState::PrepareAbort
+        };
+        next.client_version = TxnVersion::V2;
+        next.last_producer_epoch = producer_epoch;
+        next.previous_producer_id = NO_PRODUCER_ID;
+        if producer_epoch >= i16::MAX - 1 {
+            // Exhausted: the markers fence with the largest epoch and the
+            // client moves to a new producer id.
+            next.next_producer_id = fresh_producer_id().ok_or(TxnError::ConcurrentTransactions)?;
+            next.producer_epoch = i16::MAX;
+        } else {
+            next.producer_epoch = producer_epoch + 1;
+        }
+        next.last_update_ms = now_ms;
+        Ok(EndV2::Write(next))
+    }
+
     /// The coordinator aborts a transaction past its timeout: the epoch is
     /// bumped (the producer is fenced, as Kafka does). `None` unless the id
     /// has an ongoing transaction that timed out.
@@ -365,6 +579,12 @@ impl TxnMetadata {
         next.partitions.clear();
         next.start_ms = -1;
         next.last_update_ms = now_ms;
+        if self.next_producer_id != NO_PRODUCER_ID {
+            next.previous_producer_id = self.producer_id;
+            next.producer_id = self.next_producer_id;
+            next.producer_epoch = 0;
+            next.next_producer_id = NO_PRODUCER_ID;
+        }
         next
     }
 
@@ -399,8 +619,11 @@ impl TxnMetadata {
     }
 
     pub fn encode_value(&self) -> Bytes {
+        let v2 = self.client_version == TxnVersion::V2
+            || self.previous_producer_id != NO_PRODUCER_ID
+            || self.next_producer_id != NO_PRODUCER_ID;
         let mut out = BytesMut::new();
-        out.put_i16(VALUE_VERSION);
+        out.put_i16(if v2 { VALUE_VERSION_V2 } else { VALUE_VERSION });
         out.put_i64(self.producer_id);
         out.put_i16(self.producer_epoch);
         out.put_i32(self.timeout_ms);
@@ -415,12 +638,18 @@ impl TxnMetadata {
         }
         out.put_i64(self.last_update_ms);
         out.put_i64(self.start_ms);
+        if v2 {
+            out.put_i16(self.client_version.code());
+            out.put_i64(self.previous_producer_id);
+            out.put_i64(self.next_producer_id);
+            out.put_i16(self.last_producer_epoch);
+        }
         out.freeze()
     }
 
     pub fn decode_value(transactional_id: &str, mut bytes: &[u8]) -> Result<Self, RecordError> {
         let version = get_i16(&mut bytes)?;
-        if version != VALUE_VERSION {
+        if version != VALUE_VERSION && version != VALUE_VERSION_V2 {
             return Err(RecordError::UnknownVersion(version));
         }
         let producer_id = get_i64(&mut bytes)?;
@@ -441,16 +670,19 @@ impl TxnMetadata {
         }
         let last_update_ms = get_i64(&mut bytes)?;
         let start_ms = get_i64(&mut bytes)?;
-        Ok(TxnMetadata {
-            transactional_id: transactional_id.to_string(),
-            producer_id,
-            producer_epoch,
-            timeout_ms,
-            state,
-            partitions,
-            last_update_ms,
-            start_ms,
-        })
+        let mut metadata = TxnMetadata::new(transactional_id, producer_id, timeout_ms, 0);
+        metadata.producer_epoch = producer_epoch;
+        metadata.state = state;
+        metadata.partitions = partitions;
+        metadata.last_update_ms = last_update_ms;
+        metadata.start_ms = start_ms;
+        if version == VALUE_VERSION_V2 {
+            metadata.client_version = TxnVersion::from_code(get_i16(&mut bytes)?);
+            metadata.previous_producer_id = get_i64(&mut bytes)?;
+            metadata.next_producer_id = get_i64(&mut bytes)?;
+            metadata.last_producer_epoch = get_i16(&mut bytes)?;
+        }
+        Ok(metadata)
     }
 }
 
@@ -709,5 +941,128 @@ mod tests {
             assert_eq!(state.code(), code);
             assert_eq!(TxnState::from_name(state.name()), Some(state));
         }
+    }
+    fn end_v2(
+        metadata: &TxnMetadata,
+        identity: (i64, i16),
+        commit: bool,
+        fresh: Option<i64>,
+    ) -> Result<EndV2, TxnError> {
+        metadata.prepare_end_v2(identity.0, identity.1, commit, 50, || fresh)
+    }
+
+    fn written(outcome: Result<EndV2, TxnError>) -> TxnMetadata {
+        match outcome {
+            Ok(EndV2::Write(next)) => next,
+            other => panic!("expected a write, got {other:?}"),
+        }
+    }
+
+    fn ongoing_v2(epoch: i16) -> TxnMetadata {
+        let mut empty = TxnMetadata::new("v2", 7, 1000, 0);
+        empty.producer_epoch = epoch;
+        empty
+            .prepare_add(7, epoch, &partitions(&[("a", 0)]), 1, TxnVersion::V2)
+            .expect("add")
+            .expect("changed")
+    }
+
+    #[test]
+    fn a_v2_end_bumps_the_epoch_and_a_retry_gets_the_new_one() {
+        let ongoing = ongoing_v2(3);
+        assert_eq!(ongoing.client_version, TxnVersion::V2);
+        let prepare = written(end_v2(&ongoing, (7, 3), true, None));
+        assert_eq!(prepare.state, TxnState::PrepareCommit);
+        assert_eq!(
+            prepare.producer_epoch, 4,
+            "the markers carry the bumped epoch"
+        );
+        assert_eq!(prepare.client_identity(), (7, 4));
+        assert_eq!(
+            end_v2(&prepare, (7, 3), true, None),
+            Err(TxnError::ConcurrentTransactions),
+            "a retry while the markers are written"
+        );
+        let complete = prepare.prepare_complete(60);
+        assert_eq!(
+            end_v2(&complete, (7, 3), true, None),
+            Ok(EndV2::Done(7, 4)),
+            "a retry after completion gets the new identity"
+        );
+        assert_eq!(
+            end_v2(&complete, (7, 3), false, None),
+            Err(TxnError::ProducerFenced),
+            "the other outcome with the old epoch is fenced"
+        );
+        assert_eq!(
+            complete.prepare_add(7, 3, &partitions(&[("a", 0)]), 70, TxnVersion::V2),
+            Err(TxnError::ProducerFenced),
+            "a late write of the ended transaction is fenced"
+        );
+        assert_eq!(
+            end_v2(&complete, (7, 4), true, None),
+            Err(TxnError::InvalidTxnState),
+            "a commit with nothing open"
+        );
+        let empty_abort = written(end_v2(&complete, (7, 4), false, None));
+        assert_eq!(empty_abort.state, TxnState::PrepareAbort);
+        assert!(empty_abort.partitions.is_empty());
+        assert_eq!(empty_abort.producer_epoch, 5, "an empty abort bumps too");
+    }
+
+    #[test]
+    fn an_exhausted_v2_epoch_moves_the_client_to_a_new_producer_id() {
+        let ongoing = ongoing_v2(i16::MAX - 1);
+        assert_eq!(
+            end_v2(&ongoing, (7, i16::MAX - 1), true, None),
+            Err(TxnError::ConcurrentTransactions),
+            "no fresh id yet: retriable"
+        );
+        let prepare = written(end_v2(&ongoing, (7, i16::MAX - 1), true, Some(99)));
+        assert_eq!(
+            (prepare.producer_id, prepare.producer_epoch),
+            (7, i16::MAX),
+            "markers of the old id with the largest epoch"
+        );
+        assert_eq!(prepare.client_identity(), (99, 0));
+        let complete = prepare.prepare_complete(60);
+        assert_eq!((complete.producer_id, complete.producer_epoch), (99, 0));
+        assert_eq!(
+            end_v2(&complete, (7, i16::MAX - 1), true, None),
+            Ok(EndV2::Done(99, 0))
+        );
+        let value = complete.encode_value();
+        assert_eq!(TxnMetadata::decode_value("v2", &value), Ok(complete));
+    }
+
+    #[test]
+    fn verification_needs_the_partition_in_the_ongoing_transaction() {
+        let ongoing = ongoing_v2(0);
+        assert_eq!(
+            ongoing.check_partitions_added(7, 0, &partitions(&[("a", 0)])),
+            Ok(())
+        );
+        assert_eq!(
+            ongoing.check_partitions_added(7, 0, &partitions(&[("a", 1)])),
+            Err(TxnError::InvalidTxnState)
+        );
+        assert_eq!(
+            ongoing.check_partitions_added(7, 1, &partitions(&[("a", 0)])),
+            Err(TxnError::ProducerFenced)
+        );
+        let complete = written(end_v2(&ongoing, (7, 0), false, None)).prepare_complete(9);
+        assert_eq!(
+            complete.check_partitions_added(7, 1, &partitions(&[("a", 0)])),
+            Err(TxnError::InvalidTxnState)
+        );
+    }
+
+    #[test]
+    fn only_idle_ids_expire() {
+        let ongoing = ongoing_v2(0);
+        assert!(!ongoing.is_expired(1_000_000, 10), "a transaction is open");
+        let complete = written(end_v2(&ongoing, (7, 0), true, None)).prepare_complete(100);
+        assert!(!complete.is_expired(105, 10));
+        assert!(complete.is_expired(111, 10));
     }
 }
