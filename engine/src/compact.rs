@@ -20,8 +20,8 @@
 //!   docs/decisions/0004-compaction.md for why this clock).
 //!
 //! Compressed and control batches are kept whole and their records do not
-//! supersede anything (the engine has no decompressors; transaction markers
-//! are kept until a delete horizon that is not implemented yet, so always).
+//! supersede anything (the engine has no decompressors). Transaction
+//! markers are kept until their delete horizon (below).
 //!
 //! Transactions (KIP-98): the engine does not interpret markers; the caller
 //! (the server's cleaner, which owns the partition's transaction state)
@@ -47,6 +47,26 @@
 //! Without that input ([`Log::clean`]) transactional batches are kept whole
 //! and supersede nothing, as before transactions existed.
 //!
+//! Markers (Kafka's rule, KIP-98): a control batch may go once no data of
+//! its transaction remains below it and its delete horizon has passed. The
+//! engine keeps no clock for that; the caller does
+//! ([`Log::clean_transactions_with_markers`]):
+//! - every pass reports in [`CleanSummary::empty_markers`] the markers of
+//!   the range whose transaction has no data left once the pass is done
+//!   (every transactional data batch of the marker's producer since its
+//!   previous marker in the range is removed as aborted, or has every record
+//!   superseded by a later one of its key). The caller starts the marker's
+//!   horizon (delete.retention.ms) then;
+//! - a pass given a marker as removable removes it only if the range holds
+//!   no data batch of its transaction at all when the pass starts (what is
+//!   on disk, not a prediction), and reports it in
+//!   [`CleanSummary::markers_removed`] once the rewrite is durable.
+//!
+//! The range starts at the log's first segment, so a transaction's data
+//! cannot lie before it; a producer's data between two of its markers is
+//! the later marker's transaction (a marker is only removed when that is
+//! empty, so removals never merge two transactions' data).
+//!
 //! A batch that loses records is rewritten with [`batch::retain_records`]
 //! (same base offset, lastOffsetDelta, timestamps, producer fields; kept
 //! records copied byte for byte; new count, length and CRC). A batch that
@@ -69,7 +89,7 @@
 //! segment gets a new generation and cursors of the old one use their open
 //! handle (log.rs, `Cursor`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -144,6 +164,15 @@ pub struct TxnCleanInput {
     pub aborted: Vec<AbortedRange>,
 }
 
+/// A marker a pass removed (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RemovedMarker {
+    pub producer_id: i64,
+    pub offset: Offset,
+    /// `Some(true)` commit, `Some(false)` abort, `None` unreadable.
+    pub commit: Option<bool>,
+}
+
 /// [`TxnCleanInput::aborted`] by producer, and the markers of the
 /// cleanable range by producer, for lookups per batch.
 struct TxnIndex {
@@ -174,16 +203,7 @@ impl TxnIndex {
 
     /// Note a control batch of the range (fed in offset order).
     fn note_marker(&mut self, bytes: &[u8], header: &BatchHeader) {
-        let commit = batch::records(bytes, header)
-            .next()
-            .and_then(Result::ok)
-            .and_then(|record| record.key)
-            .filter(|key| key.len() >= 4)
-            .and_then(|key| match i16::from_be_bytes([key[2], key[3]]) {
-                CONTROL_TYPE_ABORT => Some(false),
-                CONTROL_TYPE_COMMIT => Some(true),
-                _ => None,
-            });
+        let commit = marker_kind(bytes, header);
         self.markers
             .entry(header.producer_id())
             .or_default()
@@ -211,8 +231,39 @@ impl TxnIndex {
     }
 }
 
+/// Whether the control batch is a commit (`Some(true)`) or an abort
+/// marker; `None` when its first record is not a marker.
+fn marker_kind(bytes: &[u8], header: &BatchHeader) -> Option<bool> {
+    batch::records(bytes, header)
+        .next()
+        .and_then(Result::ok)
+        .and_then(|record| record.key)
+        .filter(|key| key.len() >= 4)
+        .and_then(|key| match i16::from_be_bytes([key[2], key[3]]) {
+            CONTROL_TYPE_ABORT => Some(false),
+            CONTROL_TYPE_COMMIT => Some(true),
+            _ => None,
+        })
+}
+
 /// A record's key and offset.
 type KeyOffset = (Vec<u8>, Offset);
+
+/// A transactional data batch of the range, kept aside until every marker
+/// is known: its header, its keyed records, and whether every record of
+/// it has a key (and decoded).
+struct TxnBatch {
+    header: BatchHeader,
+    keys: Vec<KeyOffset>,
+    all_keyed: bool,
+}
+
+/// A marker of the range and the data batches of its transaction there
+/// (indexes into the pass's [`TxnBatch`] list).
+struct MarkerTxn {
+    offset: Offset,
+    data: Vec<usize>,
+}
 
 /// How a pass treats one batch (module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -265,6 +316,12 @@ pub struct CleanSummary {
     /// Batches of aborted transactions removed (also in `batches_removed`,
     /// their records in `records_removed`).
     pub aborted_batches_removed: u64,
+    /// Markers whose transaction has no data in the log once this pass is
+    /// done (module docs), in offset order; only from a pass with
+    /// transaction input.
+    pub empty_markers: Vec<Offset>,
+    /// Markers removed (also in `batches_removed`), durably.
+    pub markers_removed: Vec<RemovedMarker>,
 }
 
 /// Path of the temporary file a cleaned segment is written to. The `.tmp`
@@ -389,7 +446,7 @@ impl<I: Io> Log<I> {
     /// Transactional batches are kept whole (no transaction input); see
     /// [`Log::clean_transactions`].
     pub async fn clean(&self, options: &CleanOptions) -> Result<CleanSummary, LogError> {
-        self.clean_pass(options, None).await
+        self.clean_pass(options, None, &HashSet::new()).await
     }
 
     /// [`Log::clean`] with the partition's transaction state (module docs):
@@ -401,13 +458,27 @@ impl<I: Io> Log<I> {
         options: &CleanOptions,
         txns: &TxnCleanInput,
     ) -> Result<CleanSummary, LogError> {
-        self.clean_pass(options, Some(txns)).await
+        self.clean_pass(options, Some(txns), &HashSet::new()).await
+    }
+
+    /// [`Log::clean_transactions`] that also removes the markers in
+    /// `removable` (their delete horizon passed, by the caller's clock)
+    /// whose transaction has no data left in the range (module docs). Same
+    /// promises as [`Log::clean`].
+    pub async fn clean_transactions_with_markers(
+        &self,
+        options: &CleanOptions,
+        txns: &TxnCleanInput,
+        removable: &HashSet<Offset>,
+    ) -> Result<CleanSummary, LogError> {
+        self.clean_pass(options, Some(txns), removable).await
     }
 
     async fn clean_pass(
         &self,
         options: &CleanOptions,
         txns: Option<&TxnCleanInput>,
+        removable: &HashSet<Offset>,
     ) -> Result<CleanSummary, LogError> {
         let stable_bound = txns.map(|txns| txns.stable_bound);
         let mut index = txns.map(|txns| TxnIndex::new(&txns.aborted));
@@ -452,7 +523,10 @@ impl<I: Io> Log<I> {
         // 1. The latest offset of every key in the range, and its markers.
         // Transactional records wait until every marker is known.
         let mut latest: HashMap<Vec<u8>, Offset> = HashMap::new();
-        let mut transactional: Vec<(BatchHeader, Vec<KeyOffset>)> = Vec::new();
+        let mut transactional: Vec<TxnBatch> = Vec::new();
+        // Per producer, its data batches since its last marker in the range.
+        let mut since_marker: HashMap<i64, Vec<usize>> = HashMap::new();
+        let mut markers: Vec<MarkerTxn> = Vec::new();
         for target in &targets {
             let mut reader = BatchReader::new(inner, target);
             while let Some((_, bytes)) = reader.next().await? {
@@ -460,6 +534,12 @@ impl<I: Io> Log<I> {
                 let pending = match index.as_mut() {
                     Some(index) if header.is_control() => {
                         index.note_marker(&bytes, &header);
+                        markers.push(MarkerTxn {
+                            offset: header.base_offset(),
+                            data: since_marker
+                                .remove(&header.producer_id())
+                                .unwrap_or_default(),
+                        });
                         continue;
                     }
                     Some(_) => header.is_transactional(),
@@ -468,48 +548,95 @@ impl<I: Io> Log<I> {
                 if !pending && classify(&header, index.as_ref()) != BatchKind::Compactable {
                     continue;
                 }
-                if pending && header.compression() != Compression::None {
-                    continue;
-                }
                 let mut keys = Vec::new();
-                for record in batch::records(&bytes, &header) {
-                    let Ok(record) = record else { break };
-                    if let Some(key) = record.key {
-                        keys.push((key.to_vec(), record_offset(&header, record.offset_delta)));
+                let mut all_keyed = header.compression() == Compression::None;
+                if all_keyed {
+                    for record in batch::records(&bytes, &header) {
+                        let Ok(record) = record else {
+                            all_keyed = false;
+                            break;
+                        };
+                        match record.key {
+                            Some(key) => keys
+                                .push((key.to_vec(), record_offset(&header, record.offset_delta))),
+                            None => all_keyed = false,
+                        }
                     }
                 }
                 if pending {
-                    transactional.push((header, keys));
+                    since_marker
+                        .entry(header.producer_id())
+                        .or_default()
+                        .push(transactional.len());
+                    transactional.push(TxnBatch {
+                        header,
+                        keys,
+                        all_keyed,
+                    });
                 } else {
                     latest.extend(keys);
                 }
             }
         }
         let index = index.as_ref();
-        for (header, keys) in transactional {
-            if classify(&header, index) != BatchKind::Compactable {
+        for batch in &transactional {
+            if classify(&batch.header, index) != BatchKind::Compactable {
                 continue;
             }
-            for (key, offset) in keys {
-                let known = latest.entry(key).or_insert(offset);
-                *known = (*known).max(offset);
+            for (key, offset) in &batch.keys {
+                let known = latest.entry(key.clone()).or_insert(*offset);
+                *known = (*known).max(*offset);
+            }
+        }
+        // Markers: which transactions are empty after this pass, and which
+        // removable markers have no data on disk at all.
+        let mut removable_now: HashSet<Offset> = HashSet::new();
+        for marker in &markers {
+            if marker.data.is_empty() && removable.contains(&marker.offset) {
+                removable_now.insert(marker.offset);
+            }
+            let emptied = marker.data.iter().all(|&position| {
+                let batch = &transactional[position];
+                match classify(&batch.header, index) {
+                    BatchKind::Aborted => true,
+                    BatchKind::Compactable => {
+                        batch.all_keyed
+                            && batch.keys.iter().all(|(key, offset)| {
+                                latest.get(key).is_some_and(|known| known > offset)
+                            })
+                    }
+                    BatchKind::Whole => false,
+                }
+            });
+            if emptied {
+                summary.empty_markers.push(marker.offset);
             }
         }
 
         // 2. Rewrite each segment that loses something.
         for target in &targets {
-            self.clean_segment(target, &latest, index, options, now, &mut summary)
-                .await?;
+            self.clean_segment(
+                target,
+                &latest,
+                index,
+                &removable_now,
+                options,
+                now,
+                &mut summary,
+            )
+            .await?;
         }
         tracing::debug!(dir = %inner.dir.display(), ?summary, "compaction pass done");
         Ok(summary)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn clean_segment(
         &self,
         target: &Target<I::File>,
         latest: &HashMap<Vec<u8>, Offset>,
         txns: Option<&TxnIndex>,
+        removable: &HashSet<Offset>,
         options: &CleanOptions,
         now: i64,
         summary: &mut CleanSummary,
@@ -531,8 +658,23 @@ impl<I: Io> Log<I> {
         let result: Result<(), LogError> = async {
             while let Some((position, bytes)) = reader.next().await? {
                 let header = reader.header(&bytes)?;
-                let kind = classify(&header, txns);
-                let decision = decide(&bytes, &header, kind, latest, options, now);
+                let decision = if header.is_control() && removable.contains(&header.base_offset()) {
+                    removed.markers.push(RemovedMarker {
+                        producer_id: header.producer_id(),
+                        offset: header.base_offset(),
+                        commit: marker_kind(&bytes, &header),
+                    });
+                    Decision {
+                        kept: Kept::None,
+                        records_removed: 0,
+                        tombstones_removed: 0,
+                        tombstone_expiry_ms: None,
+                        aborted: false,
+                    }
+                } else {
+                    let kind = classify(&header, txns);
+                    decide(&bytes, &header, kind, latest, options, now)
+                };
                 if decision.aborted {
                     removed.aborted_batches += 1;
                 }
@@ -636,6 +778,7 @@ impl<I: Io> Log<I> {
             summary.tombstones_removed += removed.tombstones;
             summary.batches_removed += removed.batches;
             summary.aborted_batches_removed += removed.aborted_batches;
+            summary.markers_removed.extend(removed.markers);
         } else {
             summary.segments_skipped += 1;
         }
@@ -758,6 +901,7 @@ struct Removed {
     tombstones: u64,
     batches: u64,
     aborted_batches: u64,
+    markers: Vec<RemovedMarker>,
 }
 
 enum Kept {

@@ -216,6 +216,13 @@ impl<I: Io> Log<I> {
         &self.inner.dir
     }
 
+    /// The I/O the log uses, for the files its owner keeps next to the
+    /// segments (the server's transaction index and snapshots), so that
+    /// they go through the same seam (and the simulated disk in tests).
+    pub fn io(&self) -> &I {
+        &self.inner.io
+    }
+
     /// What opening this log found and repaired (nothing much after a clean
     /// close; see [`RecoveryReport::was_needed`]).
     pub fn recovery(&self) -> &RecoveryReport {
@@ -1722,6 +1729,7 @@ fn remove_segment_files<I: Io>(io: &I, dir: &Path, base: Offset) {
         segment::log_path(dir, base),
         segment::index_path(dir, base),
         segment::time_index_path(dir, base),
+        segment::txn_index_path(dir, base),
     ] {
         if let Err(error) = io.remove_file(&path)
             && error.kind() != io::ErrorKind::NotFound

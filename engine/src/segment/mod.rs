@@ -35,6 +35,13 @@ pub fn time_index_path(dir: &Path, base: Offset) -> PathBuf {
     dir.join(format!("{}.timeindex", file_stem(base)))
 }
 
+/// The segment's aborted-transaction index. The engine never reads or
+/// writes it (the server's transaction state owns its content,
+/// server/src/shard/txn_index.rs); it only removes it with the segment.
+pub fn txn_index_path(dir: &Path, base: Offset) -> PathBuf {
+    dir.join(format!("{}.txnindex", file_stem(base)))
+}
+
 /// Parse `00000000000000000042.log` into offset 42.
 pub fn parse_log_file_name(name: &str) -> Option<Offset> {
     let stem = name.strip_suffix(".log")?;

@@ -16,8 +16,19 @@
 //! as an engine `TxnCleanInput`. Nothing at or above the last stable offset
 //! is cleaned (an open transaction, and all after its first offset, stays
 //! as written); batches of aborted transactions below it are removed;
-//! committed transactional records are compacted by key; transaction
-//! markers are kept (their delete horizon is not implemented).
+//! committed transactional records are compacted by key. Transaction
+//! markers go once their transaction has no data left and their delete
+//! horizon passed: a pass reports the markers it left without data
+//! (`CleanSummary::empty_markers`), the partition's state remembers when
+//! it first saw each, and once delete.retention.ms has passed since, the
+//! next pass (run for them even when the dirty ratio is low) is given them
+//! as removable. A due marker a pass did not remove is forgotten until a
+//! later pass sees it empty again, so they cost at most one pass per
+//! delete.retention.ms.
+//!
+//! Every visit also runs the transaction state's persistence step for
+//! every partition (`txn_state::persist`: index files and snapshots, so
+//! that an open after a crash reads only the log's tail).
 //!
 //! Errors are logged and never stop the task: a failed pass leaves the
 //! segment it was working on as it was (engine compact.rs), and the next
@@ -30,6 +41,9 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::collections::HashSet;
+
+use sluice_engine::io::Io;
 use sluice_engine::{AbortedRange, Offset, TxnCleanInput};
 
 use crate::shard::{PartitionReplica, Shard};
@@ -67,6 +81,7 @@ pub async fn clean_once(shard: &Shard) -> usize {
         if replica.log.is_poisoned() {
             continue;
         }
+        crate::shard::txn_state::persist(&replica.log, &replica.txns).await;
         if deletes {
             match replica.log.apply_retention().await {
                 Ok(0) => {}
@@ -88,23 +103,33 @@ pub async fn clean_once(shard: &Shard) -> usize {
         let stats = replica
             .log
             .dirty_stats_below(compaction.clean.min_compaction_lag_ms, stable_bound);
-        if stats.dirty_bytes == 0 || stats.ratio() < compaction.min_cleanable_dirty_ratio {
+        let now_ms = shard.io.now_ms();
+        let markers_due = replica
+            .txns
+            .borrow()
+            .markers_due(now_ms, compaction.clean.delete_retention_ms);
+        if (stats.dirty_bytes == 0 || stats.ratio() < compaction.min_cleanable_dirty_ratio)
+            && markers_due.is_empty()
+        {
             continue;
         }
         let txns = txn_clean_input(&replica, stable_bound);
+        let removable: HashSet<Offset> = markers_due.iter().copied().collect();
         match replica
             .log
-            .clean_transactions(&compaction.clean, &txns)
+            .clean_transactions_with_markers(&compaction.clean, &txns, &removable)
             .await
         {
             Ok(summary) => {
                 cleaned += 1;
+                note_markers(&replica, &summary, &markers_due, now_ms);
                 tracing::debug!(
                     partition = %replica.topic_partition,
                     rewritten = summary.segments_rewritten,
                     records_removed = summary.records_removed,
                     tombstones_removed = summary.tombstones_removed,
                     aborted_batches_removed = summary.aborted_batches_removed,
+                    markers_removed = summary.markers_removed.len(),
                     bytes_before = summary.bytes_before,
                     bytes_after = summary.bytes_after,
                     "compacted"
@@ -139,6 +164,30 @@ fn txn_clean_input(replica: &PartitionReplica, stable_bound: Offset) -> TxnClean
     TxnCleanInput {
         stable_bound,
         aborted,
+    }
+}
+
+/// Record what a pass did to markers in the partition's transaction state
+/// (module docs). Markers seen empty by a pass that skipped a segment are
+/// not noted: that segment's data may still be there.
+fn note_markers(
+    replica: &PartitionReplica,
+    summary: &sluice_engine::CleanSummary,
+    markers_due: &[Offset],
+    now_ms: i64,
+) {
+    let mut txns = replica.txns.borrow_mut();
+    for removed in &summary.markers_removed {
+        txns.marker_removed(removed.offset);
+    }
+    for marker in markers_due {
+        txns.forget_empty_marker(*marker);
+    }
+    if summary.segments_skipped == 0 {
+        txns.note_empty_markers(&summary.empty_markers, now_ms);
+    }
+    if !summary.markers_removed.is_empty() {
+        tracing::debug!(partition = %replica.topic_partition, markers = ?summary.markers_removed, "transaction markers removed");
     }
 }
 

@@ -24,6 +24,7 @@ pub mod orphans;
 pub mod partition;
 pub mod producer_state;
 pub mod topics;
+pub mod txn_index;
 pub mod txn_state;
 
 use std::cell::{Cell, RefCell};

@@ -12,7 +12,10 @@
 //!   batches, the group coordinator's transactional offset commits;
 //! - a follower's replicated appends ([`observe_replicated`]), so a
 //!   follower that becomes leader already holds the same state;
-//! - at open, a scan of the whole log's batch headers ([`TxnState::rebuild`]).
+//! - at open, the newest trustworthy snapshot, the segments' aborted-
+//!   transaction indexes and a scan of the log after the snapshot
+//!   ([`TxnState::rebuild_at_open`]; a scan of the whole log when there is
+//!   no usable snapshot, [`TxnState::rebuild`]).
 //!
 //! Rules (Kafka's ProducerStateManager):
 //! - a transactional data batch opens a transaction for its producer unless
@@ -35,25 +38,44 @@
 //! those not yet stable.
 //!
 //! Retention: aborted entries whose marker lies below the log start are
-//! dropped ([`TxnState::drop_aborted_below`]).
+//! dropped ([`TxnState::drop_aborted_below`]); the engine deletes a
+//! segment's index file with the segment.
 //!
-//! Persistence: none of its own; rebuilt at open by reading the log from its
-//! start (every batch's bytes are read, only headers and control records
-//! are decoded). The cost is one sequential read of the partition at open;
-//! Kafka avoids it with `.txnindex` files and producer snapshots (future
-//! work, see docs/internals/transactions.md).
+//! Compaction (cleaner.rs): markers whose transaction has no data left are
+//! remembered with the time the cleaner first saw that
+//! ([`TxnState::note_empty_markers`]); once delete.retention.ms has passed
+//! they are given to the next pass as removable ([`TxnState::markers_due`]),
+//! and a removed abort marker's entry leaves the aborted list
+//! ([`TxnState::marker_removed`]). The clock is in memory: a restart starts
+//! it again, which only keeps markers longer.
+//!
+//! Persistence (txn_index.rs for the files and their invariants): the
+//! aborted list stays whole in memory (24 bytes per aborted transaction
+//! still in the log; fetches read it as before) and is also kept in one
+//! `.txnindex` file per segment. Every shard cleaner interval,
+//! [`persist`] captures the state (without the aborted list) at the log
+//! end, and on a later interval, once the log is durable up to there,
+//! rewrites the index files whose entries changed and then writes the
+//! capture as `<offset>.txnsnapshot`. A clean stop does the same at the
+//! flushed log end ([`save_snapshot`]). An open reads the newest snapshot
+//! it can trust and the index files it vouches for, then scans only the
+//! log after it. A truncation deletes the snapshots at or above the cut
+//! ([`prune_truncated`], run by the append paths right after the state is
+//! reconciled, before the regrown tail can be flushed).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
 use sluice_engine::batch::{self, BatchBuilder, BatchHeader, Compression};
 use sluice_engine::io::Io;
-use sluice_engine::{Log, LogError, Offset, ReadLimits, TimestampMs};
+use sluice_engine::{LeaderEpoch, Log, LogError, Offset, ReadLimits, TimestampMs, segment};
 
 use crate::shard::partition::CommitWaitError;
 use crate::shard::producer_state::ProducerId;
+use crate::shard::txn_index::{self, TxnSnapshot};
 use crate::shard::{PartitionReplica, ReplicaAppendError, Shard, TopicPartition};
 
 /// Bytes per read while rebuilding at open.
@@ -83,10 +105,33 @@ pub struct AbortedTxn {
 
 /// A transaction whose marker is in the log but not yet known committed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct EndedTxn {
-    producer_id: ProducerId,
-    first_offset: Offset,
-    marker_offset: Offset,
+pub struct EndedTxn {
+    pub producer_id: ProducerId,
+    pub first_offset: Offset,
+    pub marker_offset: Offset,
+}
+
+/// Bookkeeping of the state's files (txn_index.rs); no meaning for reads.
+#[derive(Clone, Debug, Default)]
+struct Storage {
+    /// partitionLeaderEpoch of the last batch fed (`None`: unknown, after
+    /// a truncation until the next batch).
+    last_epoch: Option<LeaderEpoch>,
+    /// Offsets (abort markers added or removed, truncation cuts) whose
+    /// segment's index file is stale.
+    dirty: BTreeSet<Offset>,
+    /// The lowest log end a truncation left since the snapshot files were
+    /// last pruned for it.
+    truncated_to: Option<Offset>,
+    /// Bumped by every truncation: a capture older than one is dropped.
+    truncations: u64,
+    /// Snapshot files on disk, by offset.
+    snapshots: BTreeSet<Offset>,
+    /// The state captured for the next snapshot (and the truncation count
+    /// then), waiting for the log to be durable up to its end.
+    pending: Option<(TxnSnapshot, u64)>,
+    /// Markers the cleaner found without data, and when it first did.
+    empty_markers: BTreeMap<Offset, i64>,
 }
 
 /// The transaction state of one partition. See the module docs.
@@ -101,6 +146,7 @@ pub struct TxnState {
     aborted: VecDeque<AbortedTxn>,
     /// One past the last offset fed (0 when nothing was).
     end_offset: Offset,
+    storage: Storage,
 }
 
 impl TxnState {
@@ -154,6 +200,13 @@ impl TxnState {
             self.aborted.pop_back();
         }
         self.end_offset = log_end;
+        let storage = &mut self.storage;
+        storage.last_epoch = None;
+        storage.dirty.insert(log_end);
+        storage.truncated_to = Some(storage.truncated_to.map_or(log_end, |cut| cut.min(log_end)));
+        storage.truncations += 1;
+        storage.pending = None;
+        storage.empty_markers.split_off(&log_end);
         tracing::debug!(%log_end, open = self.open.len(), "transaction state reconciled after the log end moved back");
     }
 
@@ -202,6 +255,7 @@ impl TxnState {
                 first_offset,
                 last_offset: marker_offset,
             });
+            self.storage.dirty.insert(marker_offset);
         }
         Some(first_offset)
     }
@@ -256,6 +310,7 @@ impl TxnState {
         if base_offset < self.end_offset {
             return;
         }
+        self.storage.last_epoch = Some(header.partition_leader_epoch());
         if !header.is_transactional() || !header.has_producer_id() {
             self.end_offset = header.last_offset().plus(1);
             return;
@@ -291,15 +346,17 @@ impl TxnState {
 
     /// Rebuild the state from the whole log (see the module docs).
     pub async fn rebuild<I: Io>(log: &Log<I>) -> Result<TxnState, LogError> {
-        Self::rebuild_from(log, TxnState::new(), log.log_start_offset()).await
+        let (state, _) = Self::rebuild_from(log, TxnState::new(), log.log_start_offset()).await?;
+        Ok(state)
     }
 
     /// Continue `state`, which covers the log below `from`, to the log end.
+    /// Returns it and the bytes read.
     async fn rebuild_from<I: Io>(
         log: &Log<I>,
         mut state: TxnState,
         from: Offset,
-    ) -> Result<TxnState, LogError> {
+    ) -> Result<(TxnState, u64), LogError> {
         let start = from.max(log.log_start_offset());
         let end = log.log_end_offset();
         let limits = ReadLimits {
@@ -308,106 +365,553 @@ impl TxnState {
             max_offset: end,
         };
         let mut offset = start;
+        let mut scanned_bytes = 0u64;
         while offset < end {
             let result = log.read(offset, limits).await?;
             if result.records.is_empty() || result.next_offset <= offset {
                 break;
             }
             for run in &result.records {
+                scanned_bytes += run.len() as u64;
                 state.observe_run(run);
             }
             offset = result.next_offset;
         }
         state.end_offset = state.end_offset.max(end);
-        Ok(state)
+        Ok((state, scanned_bytes))
     }
 
-    /// [`Self::rebuild`] for a partition being opened. A read failure
-    /// leaves the state empty (logged) rather than the partition offline:
-    /// the same error surfaces on reads.
+    /// The state of a partition being opened (module docs): from the
+    /// legacy clean-stop file if there is one, else from the newest
+    /// snapshot that passes its checks and the index files it vouches for,
+    /// else from nothing; then the log after that is scanned. A read
+    /// failure leaves the state empty (logged) rather than the partition
+    /// offline: the same error surfaces on reads.
     pub async fn rebuild_at_open<I: Io>(log: &Log<I>) -> TxnState {
-        // A clean stop left the state as of its log end: read only what
-        // came after (nothing, usually) instead of the whole log.
-        let rebuilt = match take_snapshot(log.dir()) {
-            Some(mut state) if state.end_offset <= log.log_end_offset() => {
+        Self::recover(log).await.0
+    }
+
+    /// [`Self::rebuild_at_open`], also saying where the scan started and
+    /// how many bytes it read.
+    async fn recover<I: Io>(log: &Log<I>) -> (TxnState, Recovered) {
+        let log_end = log.log_end_offset();
+        let (state, source) = match take_snapshot(log.dir()) {
+            // A clean stop of an older version: the whole aborted list.
+            Some(mut state) if state.end_offset <= log_end => {
                 state.drop_aborted_below(log.log_start_offset());
-                let from = state.end_offset;
-                Self::rebuild_from(log, state, from).await
+                let offsets: Vec<Offset> = state
+                    .aborted
+                    .iter()
+                    .map(|entry| entry.last_offset)
+                    .collect();
+                state.storage.dirty.extend(offsets);
+                let known = list_state_files(log).snapshots;
+                remove_snapshots(log, &known).await;
+                (state, "legacy snapshot")
             }
-            _ => Self::rebuild(log).await,
+            _ => match load_snapshot(log).await {
+                Some(state) => (state, "snapshot"),
+                None => (TxnState::new(), "none"),
+            },
         };
-        match rebuilt {
-            Ok(state) => {
-                if state.open_count() > 0 || !state.aborted.is_empty() {
-                    tracing::debug!(dir = %log.dir().display(), open = state.open_count(), aborted = state.aborted.len(), "transaction state rebuilt");
+        let from = if source == "none" {
+            log.log_start_offset()
+        } else {
+            state.end_offset
+        };
+        let snapshots = state.storage.snapshots.clone();
+        match Self::rebuild_from(log, state, from).await {
+            Ok((mut state, scanned_bytes)) => {
+                state.storage.snapshots = snapshots;
+                let end = state.end_offset;
+                if end > Offset::ZERO {
+                    let entries = log.leader_epoch_entries();
+                    state.storage.last_epoch =
+                        txn_index::epoch_at(&entries, Offset(end.value() - 1));
                 }
-                state
+                let recovered = Recovered {
+                    source,
+                    from,
+                    scanned_bytes,
+                };
+                if scanned_bytes > 0 {
+                    tracing::info!(
+                        dir = %log.dir().display(),
+                        source,
+                        %from,
+                        end = %log_end,
+                        scanned_bytes,
+                        log_bytes = log.size_bytes(),
+                        open = state.open_count(),
+                        aborted = state.aborted.len(),
+                        "transaction state recovered"
+                    );
+                }
+                (state, recovered)
             }
             Err(error) => {
                 tracing::error!(dir = %log.dir().display(), %error, "could not rebuild the transaction state; starting empty");
-                TxnState::new()
+                let recovered = Recovered {
+                    source: "failed",
+                    from,
+                    scanned_bytes: 0,
+                };
+                (TxnState::new(), recovered)
             }
+        }
+    }
+
+    /// Markers the cleaner found without data, first seen at `now_ms`
+    /// (earlier sightings keep their time).
+    pub fn note_empty_markers(&mut self, markers: &[Offset], now_ms: i64) {
+        for marker in markers {
+            self.storage.empty_markers.entry(*marker).or_insert(now_ms);
+        }
+    }
+
+    /// The markers whose delete horizon (first seen empty +
+    /// `delete_retention_ms`) has passed at `now_ms`.
+    pub fn markers_due(&self, now_ms: i64, delete_retention_ms: i64) -> Vec<Offset> {
+        self.storage
+            .empty_markers
+            .iter()
+            .filter(|(_, seen)| seen.saturating_add(delete_retention_ms) <= now_ms)
+            .map(|(marker, _)| *marker)
+            .collect()
+    }
+
+    /// Forget a due marker that a pass did not remove: the cleaner's next
+    /// sighting starts its horizon again.
+    pub fn forget_empty_marker(&mut self, marker: Offset) {
+        self.storage.empty_markers.remove(&marker);
+    }
+
+    /// The cleaner removed the marker at `offset` (its transaction had no
+    /// data left): an abort's entry leaves the aborted list.
+    pub fn marker_removed(&mut self, offset: Offset) {
+        self.storage.empty_markers.remove(&offset);
+        let index = self
+            .aborted
+            .partition_point(|aborted| aborted.last_offset < offset);
+        if self
+            .aborted
+            .get(index)
+            .is_some_and(|aborted| aborted.last_offset == offset)
+        {
+            self.aborted.remove(index);
+            self.storage.dirty.insert(offset);
+        }
+    }
+
+    /// The state as of its end, for a snapshot (`None` when the epoch of
+    /// the last batch is unknown, after a truncation).
+    fn capture(&self) -> Option<TxnSnapshot> {
+        if self.end_offset > Offset::ZERO && self.storage.last_epoch.is_none() {
+            return None;
+        }
+        Some(TxnSnapshot {
+            end_offset: self.end_offset,
+            last_epoch: self.storage.last_epoch,
+            open: self.open.clone(),
+            unstable: self.unstable.iter().copied().collect(),
+            covered: Vec::new(),
+        })
+    }
+
+    /// The index files to rewrite (path, content; `None`: remove it, no
+    /// entries) for the dirty points, and the snapshot's `covered` list for
+    /// an end at `end`, given the log's segment `bases`. Takes the dirty
+    /// points: the caller puts them back if the writes fail.
+    fn plan_index_writes(
+        &mut self,
+        dir: &std::path::Path,
+        bases: &[Offset],
+        end: Offset,
+    ) -> IndexPlan {
+        let dirty = std::mem::take(&mut self.storage.dirty);
+        let aborted = self.aborted.make_contiguous();
+        let dirty_bases: BTreeSet<Offset> = dirty
+            .iter()
+            .filter_map(|point| txn_index::segment_of(bases, *point))
+            .collect();
+        let mut writes = Vec::new();
+        let mut covered = Vec::new();
+        for (index, base) in bases.iter().enumerate() {
+            let entries = txn_index::entries_of_segment(aborted, bases, index);
+            if dirty_bases.contains(base) {
+                let path = segment::txn_index_path(dir, *base);
+                let content =
+                    (!entries.is_empty()).then(|| txn_index::encode_index(*base, entries));
+                writes.push((path, content));
+            }
+            if *base < end {
+                let below = entries
+                    .iter()
+                    .filter(|entry| entry.last_offset < end)
+                    .count();
+                covered.push((*base, u32::try_from(below).unwrap_or(u32::MAX)));
+            }
+        }
+        IndexPlan {
+            writes,
+            covered,
+            dirty,
         }
     }
 }
 
-/// The file a clean stop leaves the transaction state in (one per
-/// partition directory), so that the next open need not read the whole
-/// log. Consumed (removed, durably) by the open that reads it: after a
-/// crash the state is rebuilt from the log, since a follower may have
-/// truncated below the snapshot's end since it was written.
+/// What [`TxnState::plan_index_writes`] decided: the index files to
+/// rewrite (path and content; `None`: remove it, no entries left), the
+/// snapshot's `covered` list, and the dirty points taken (put back if a
+/// write fails).
+struct IndexPlan {
+    writes: Vec<(std::path::PathBuf, Option<Vec<u8>>)>,
+    covered: Vec<(Offset, u32)>,
+    dirty: BTreeSet<Offset>,
+}
+
+/// How an open rebuilt the state: from what (`"snapshot"`, `"legacy
+/// snapshot"`, `"none"`), and the scan of the log after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Recovered {
+    source: &'static str,
+    from: Offset,
+    scanned_bytes: u64,
+}
+
+/// The snapshot and index files in a partition directory.
+struct StateFiles {
+    snapshots: Vec<Offset>,
+    indexes: Vec<Offset>,
+}
+
+fn list_state_files<I: Io>(log: &Log<I>) -> StateFiles {
+    let names = match log.io().list_dir(log.dir()) {
+        Ok(names) => names,
+        Err(error) => {
+            tracing::warn!(dir = %log.dir().display(), %error, "could not list the transaction state files");
+            Vec::new()
+        }
+    };
+    StateFiles {
+        snapshots: names
+            .iter()
+            .filter_map(|name| txn_index::parse_snapshot_name(name))
+            .collect(),
+        indexes: names
+            .iter()
+            .filter_map(|name| txn_index::parse_index_name(name))
+            .collect(),
+    }
+}
+
+fn remove_quietly<I: Io>(io: &I, path: &std::path::Path) {
+    if let Err(error) = io.remove_file(path)
+        && error.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), %error, "could not remove a transaction state file");
+    }
+}
+
+async fn remove_snapshots<I: Io>(log: &Log<I>, offsets: &[Offset]) {
+    if offsets.is_empty() {
+        return;
+    }
+    for offset in offsets {
+        remove_quietly(log.io(), &txn_index::snapshot_path(log.dir(), *offset));
+    }
+    if let Err(error) = log.io().sync_dir(log.dir()).await {
+        tracing::warn!(dir = %log.dir().display(), %error, "directory sync after removing transaction snapshots failed");
+    }
+}
+
+/// The state of the newest snapshot that passes its checks, with the
+/// aborted entries below it from the index files (txn_index.rs module
+/// docs). Removes snapshots beyond the log end and index files without a
+/// segment. `None`: no usable snapshot (the log is scanned from its start).
+async fn load_snapshot<I: Io>(log: &Log<I>) -> Option<TxnState> {
+    let files = list_state_files(log);
+    let (log_start, log_end) = (log.log_start_offset(), log.log_end_offset());
+    let bases = log.segment_bases();
+    let (stale, kept): (Vec<Offset>, Vec<Offset>) = files
+        .snapshots
+        .iter()
+        .partition(|offset| **offset > log_end);
+    remove_snapshots(log, &stale).await;
+    for base in files.indexes.iter().filter(|base| !bases.contains(base)) {
+        remove_quietly(log.io(), &segment::txn_index_path(log.dir(), *base));
+    }
+    let entries = log.leader_epoch_entries();
+    for candidate in txn_index::snapshot_candidates(&kept, log_start, log_end) {
+        match load_one_snapshot(log, candidate, &bases, &entries) {
+            Ok(mut state) => {
+                state.drop_aborted_below(log_start);
+                state.storage.snapshots = kept.iter().copied().collect();
+                return Some(state);
+            }
+            Err(reason) => {
+                tracing::warn!(dir = %log.dir().display(), snapshot = %candidate, reason, "transaction snapshot not used");
+            }
+        }
+    }
+    None
+}
+
+fn load_one_snapshot<I: Io>(
+    log: &Log<I>,
+    offset: Offset,
+    bases: &[Offset],
+    epochs: &[(LeaderEpoch, Offset)],
+) -> Result<TxnState, String> {
+    let io = log.io();
+    let bytes = io
+        .read_file(&txn_index::snapshot_path(log.dir(), offset))
+        .map_err(|error| error.to_string())?;
+    let snapshot = txn_index::decode_snapshot(offset, &bytes).map_err(|error| error.to_string())?;
+    if !txn_index::epoch_matches(&snapshot, epochs) {
+        return Err(format!(
+            "its leader epoch {:?} is not the log's at {offset} (truncated and regrown since)",
+            snapshot.last_epoch
+        ));
+    }
+    let oldest = bases.first().copied().unwrap_or(Offset::ZERO);
+    for base in bases.iter().filter(|base| **base < offset) {
+        if !snapshot.covered.iter().any(|(covered, _)| covered == base) {
+            return Err(format!("segment {base} is not covered by it"));
+        }
+    }
+    let mut aborted: VecDeque<AbortedTxn> = VecDeque::new();
+    for (base, count) in &snapshot.covered {
+        if !bases.contains(base) {
+            if *base < oldest {
+                continue; // deleted by retention since
+            }
+            return Err(format!(
+                "it covers segment {base}, which the log does not hold"
+            ));
+        }
+        if *count == 0 {
+            continue;
+        }
+        let path = segment::txn_index_path(log.dir(), *base);
+        let bytes = io
+            .read_file(&path)
+            .map_err(|error| format!("index {}: {error}", path.display()))?;
+        let entries = txn_index::decode_index(*base, &bytes)
+            .map_err(|error| format!("index {}: {error}", path.display()))?;
+        let below: Vec<AbortedTxn> = entries
+            .into_iter()
+            .filter(|entry| entry.last_offset < offset)
+            .collect();
+        if below.len() > *count as usize {
+            return Err(format!(
+                "index {} holds more entries than it vouched for",
+                path.display()
+            ));
+        }
+        if let (Some(last), Some(first)) = (aborted.back(), below.first())
+            && last.last_offset >= first.last_offset
+        {
+            return Err(format!(
+                "index {} overlaps the previous one",
+                path.display()
+            ));
+        }
+        aborted.extend(below);
+    }
+    Ok(TxnState {
+        open: snapshot.open,
+        unstable: snapshot.unstable.into_iter().collect(),
+        aborted,
+        end_offset: offset,
+        storage: Storage {
+            last_epoch: snapshot.last_epoch,
+            ..Storage::default()
+        },
+    })
+}
+
+/// Delete the snapshot files at or above the lowest truncation point
+/// since the last call (no directory sync: the caller syncs, or a crash
+/// leaves a snapshot that the epoch check refuses). Returns whether any
+/// went. Run right after a reconcile that cut the state.
+pub fn prune_truncated<I: Io>(log: &Log<I>, state: &mut TxnState) -> bool {
+    let Some(cut) = state.storage.truncated_to.take() else {
+        return false;
+    };
+    let stale: Vec<Offset> = state.storage.snapshots.range(cut..).copied().collect();
+    for offset in &stale {
+        remove_quietly(log.io(), &txn_index::snapshot_path(log.dir(), *offset));
+        state.storage.snapshots.remove(offset);
+    }
+    if !stale.is_empty() {
+        tracing::debug!(dir = %log.dir().display(), %cut, removed = stale.len(), "transaction snapshots above a truncation removed");
+    }
+    !stale.is_empty()
+}
+
+/// The periodic step of the state's persistence (module docs), run by the
+/// shard's cleaner for every partition: prune snapshots after a
+/// truncation; write the pending capture once the log is durable up to its
+/// end (index files first, then the snapshot, then the oldest snapshots
+/// beyond [`txn_index::SNAPSHOTS_RETAINED`] go); else capture the state if
+/// the log grew since the newest snapshot.
+///
+/// Failures are logged: they only make a later open scan more of the log.
+pub async fn persist<I: Io>(log: &Log<I>, txns: &RefCell<TxnState>) {
+    let io = log.io();
+    let dir = log.dir();
+    let pruned = {
+        let mut state = txns.borrow_mut();
+        state.reconcile(log.log_end_offset());
+        prune_truncated(log, &mut state)
+    };
+    if pruned && let Err(error) = io.sync_dir(dir).await {
+        tracing::warn!(dir = %dir.display(), %error, "directory sync after removing transaction snapshots failed");
+    }
+    let ready = {
+        let state = txns.borrow();
+        state
+            .storage
+            .pending
+            .as_ref()
+            .and_then(|(snapshot, truncations)| {
+                (*truncations == state.storage.truncations
+                    && snapshot.end_offset <= log.durable_end_offset())
+                .then(|| (snapshot.clone(), *truncations))
+            })
+    };
+    let Some((mut snapshot, truncations)) = ready else {
+        let mut state = txns.borrow_mut();
+        let newest = state.storage.snapshots.last().copied();
+        if state.storage.pending.is_none()
+            && newest.is_none_or(|newest| state.end_offset > newest)
+            && let Some(capture) = state.capture()
+        {
+            let truncations = state.storage.truncations;
+            state.storage.pending = Some((capture, truncations));
+        }
+        return;
+    };
+    let bases = log.segment_bases();
+    let IndexPlan {
+        writes,
+        covered,
+        dirty,
+    } = txns
+        .borrow_mut()
+        .plan_index_writes(dir, &bases, snapshot.end_offset);
+    snapshot.covered = covered;
+    for (path, content) in writes {
+        let result = match content {
+            Some(bytes) => io.write_file_atomic(&path, bytes).await,
+            None => match io.remove_file(&path) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+                _ => Ok(()),
+            },
+        };
+        if let Err(error) = result {
+            tracing::warn!(path = %path.display(), %error, "could not write a transaction index; no snapshot this time");
+            txns.borrow_mut().storage.dirty.extend(dirty);
+            return;
+        }
+    }
+    let offset = snapshot.end_offset;
+    let path = txn_index::snapshot_path(dir, offset);
+    if let Err(error) = io
+        .write_file_atomic(&path, txn_index::encode_snapshot(&snapshot))
+        .await
+    {
+        tracing::warn!(path = %path.display(), %error, "could not write a transaction snapshot");
+        return;
+    }
+    let retired: Vec<Offset> = {
+        let mut state = txns.borrow_mut();
+        if state.storage.truncations != truncations {
+            // Cut while it was written: it may describe a lost tail.
+            remove_quietly(io, &path);
+            return;
+        }
+        state.storage.pending = None;
+        state.storage.snapshots.insert(offset);
+        let mut retired = Vec::new();
+        while state.storage.snapshots.len() > txn_index::SNAPSHOTS_RETAINED {
+            retired.extend(state.storage.snapshots.pop_first());
+        }
+        retired
+    };
+    tracing::debug!(dir = %dir.display(), %offset, "transaction snapshot written");
+    remove_snapshots(log, &retired).await;
+}
+
+/// The legacy clean-stop file of earlier versions (the whole state at the
+/// log end, consumed by the open that reads it). Read, never written.
 pub const SNAPSHOT_FILE_NAME: &str = "transactions.snapshot";
 const SNAPSHOT_MAGIC: &[u8; 4] = b"SLTX";
 const SNAPSHOT_VERSION: u16 = 0;
 
-/// Write `state` to `dir`'s snapshot (temp file, fsync, rename, directory
-/// fsync). Called on a clean stop, after the log is flushed; a failure only
-/// costs the next open a full scan.
+/// Clean stop (after the log is flushed): write the stale index files and a
+/// snapshot at `state`'s end, so that the next open scans nothing, with the
+/// standard library (the shard's I/O is done with the log). A failure only
+/// costs the next open a longer scan.
 pub fn save_snapshot(dir: &std::path::Path, state: &TxnState) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut writer = crate::controller::codec::Writer::new();
-    writer.u16(SNAPSHOT_VERSION);
-    writer.i64(state.end_offset.value());
-    writer.count(state.open.len());
-    for (producer, first) in &state.open {
-        writer.i64(producer.0);
-        writer.i64(first.value());
+    let mut state = state.clone();
+    let mut bases: Vec<Offset> = std::fs::read_dir(dir)?
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name();
+            segment::parse_log_file_name(name.to_str()?)
+        })
+        .collect();
+    bases.sort_unstable();
+    if let Some(cut) = state.storage.truncated_to.take() {
+        for offset in state.storage.snapshots.split_off(&cut) {
+            remove_std(&txn_index::snapshot_path(dir, offset))?;
+        }
     }
-    writer.count(state.unstable.len());
-    for ended in &state.unstable {
-        writer.i64(ended.producer_id.0);
-        writer.i64(ended.first_offset.value());
-        writer.i64(ended.marker_offset.value());
+    let Some(mut snapshot) = state.capture() else {
+        return Ok(());
+    };
+    let IndexPlan {
+        writes, covered, ..
+    } = state.plan_index_writes(dir, &bases, snapshot.end_offset);
+    snapshot.covered = covered;
+    for (path, content) in writes {
+        match content {
+            Some(bytes) => txn_index::write_durably(&path, &bytes)?,
+            None => remove_std(&path)?,
+        }
     }
-    writer.count(state.aborted.len());
-    for aborted in &state.aborted {
-        writer.i64(aborted.producer_id.0);
-        writer.i64(aborted.first_offset.value());
-        writer.i64(aborted.last_offset.value());
+    let offset = snapshot.end_offset;
+    txn_index::write_durably(
+        &txn_index::snapshot_path(dir, offset),
+        &txn_index::encode_snapshot(&snapshot),
+    )?;
+    state.storage.snapshots.insert(offset);
+    while state.storage.snapshots.len() > txn_index::SNAPSHOTS_RETAINED {
+        if let Some(oldest) = state.storage.snapshots.pop_first() {
+            remove_std(&txn_index::snapshot_path(dir, oldest))?;
+        }
     }
-    let payload = writer.into_bytes();
-    let mut bytes = Vec::with_capacity(payload.len() + 8);
-    bytes.extend_from_slice(SNAPSHOT_MAGIC);
-    bytes.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
-    bytes.extend_from_slice(&payload);
-    let temp = dir.join(format!("{SNAPSHOT_FILE_NAME}.tmp"));
-    let mut file = std::fs::File::create(&temp)?;
-    file.write_all(&bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temp, dir.join(SNAPSHOT_FILE_NAME))?;
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// Read and remove `dir`'s snapshot; `None` when there is none, or it is
-/// damaged (logged), or it cannot be removed durably (then it must not be
-/// trusted by a later open either).
+fn remove_std(path: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    }
+}
+
+/// Read and remove `dir`'s legacy snapshot; `None` when there is none, or
+/// it is damaged (logged), or it cannot be removed durably (then it must
+/// not be trusted by a later open either).
 pub fn take_snapshot(dir: &std::path::Path) -> Option<TxnState> {
     let path = dir.join(SNAPSHOT_FILE_NAME);
     let bytes = std::fs::read(&path).ok()?;
     let removed = std::fs::remove_file(&path)
         .and_then(|()| std::fs::File::open(dir)?.sync_all())
         .is_ok();
-    let state = decode_snapshot(&bytes);
+    let state = decode_legacy_snapshot(&bytes);
     if state.is_none() {
         tracing::warn!(path = %path.display(), "damaged transaction state snapshot; reading the log instead");
     }
@@ -418,7 +922,7 @@ pub fn take_snapshot(dir: &std::path::Path) -> Option<TxnState> {
     state
 }
 
-fn decode_snapshot(bytes: &[u8]) -> Option<TxnState> {
+fn decode_legacy_snapshot(bytes: &[u8]) -> Option<TxnState> {
     let (magic, rest) = bytes.split_first_chunk::<4>()?;
     let (crc, payload) = rest.split_first_chunk::<4>()?;
     if magic != SNAPSHOT_MAGIC || u32::from_le_bytes(*crc) != crc32c::crc32c(payload) {
@@ -560,13 +1064,17 @@ pub fn observe_leader_append(replica: &PartitionReplica, records: &Bytes, base_o
         return;
     };
     let mut txns = replica.txns.borrow_mut();
-    // Whatever the state knew from this offset on was lost (rolled back).
+    // Whatever the state knew from this offset on was lost (rolled back);
+    // its snapshots go before the new tail can be flushed.
     txns.reconcile(base_offset);
+    prune_truncated(&replica.log, &mut txns);
     let mut next = base_offset;
     for range in ranges {
         let Ok(header) = BatchHeader::parse(&records[range.clone()]) else {
             return;
         };
+        // The epoch the log stamped on it (PartitionReplica::append).
+        txns.storage.last_epoch = Some(replica.state().leader_epoch);
         let first = next;
         let last = first.plus(i64::from(header.last_offset_delta()));
         next = last.plus(1);
@@ -596,8 +1104,10 @@ pub fn observe_replicated(replica: &PartitionReplica, records: &Bytes) {
         && let Some(first) = ranges.first()
         && let Ok(header) = BatchHeader::parse(&records[first.clone()])
     {
-        // Whatever the state knew from this offset on was truncated away.
+        // Whatever the state knew from this offset on was truncated away;
+        // its snapshots go before the new tail can be flushed.
         txns.reconcile(header.base_offset());
+        prune_truncated(&replica.log, &mut txns);
     }
     txns.observe_run(records);
     drop(txns);
@@ -751,8 +1261,37 @@ mod tests {
 
     const NOW: i64 = 1_700_000_000_000;
 
+    /// The file earlier versions wrote at a clean stop.
+    fn legacy_snapshot_bytes(state: &TxnState) -> Vec<u8> {
+        let mut writer = crate::controller::codec::Writer::new();
+        writer.u16(SNAPSHOT_VERSION);
+        writer.i64(state.end_offset.value());
+        writer.count(state.open.len());
+        for (producer, first) in &state.open {
+            writer.i64(producer.0);
+            writer.i64(first.value());
+        }
+        writer.count(state.unstable.len());
+        for ended in &state.unstable {
+            writer.i64(ended.producer_id.0);
+            writer.i64(ended.first_offset.value());
+            writer.i64(ended.marker_offset.value());
+        }
+        writer.count(state.aborted.len());
+        for aborted in &state.aborted {
+            writer.i64(aborted.producer_id.0);
+            writer.i64(aborted.first_offset.value());
+            writer.i64(aborted.last_offset.value());
+        }
+        let payload = writer.into_bytes();
+        let mut bytes = SNAPSHOT_MAGIC.to_vec();
+        bytes.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        bytes
+    }
+
     #[test]
-    fn a_snapshot_round_trips_once_and_a_damaged_one_is_refused() {
+    fn a_legacy_snapshot_is_read_once_and_a_damaged_one_is_refused() {
         let dir = std::env::temp_dir().join(format!("txn-snapshot-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut state = TxnState::new();
@@ -760,7 +1299,8 @@ mod tests {
         state.record_data(ProducerId(8), Offset(13), Offset(13));
         let _ = state.record_marker(ProducerId(8), Offset(14), false);
         state.end_offset = Offset(15);
-        save_snapshot(&dir, &state).unwrap();
+        let path = dir.join(SNAPSHOT_FILE_NAME);
+        std::fs::write(&path, legacy_snapshot_bytes(&state)).unwrap();
         let loaded = take_snapshot(&dir).unwrap();
         assert_eq!(loaded.open, state.open);
         assert_eq!(loaded.aborted, state.aborted);
@@ -770,9 +1310,7 @@ mod tests {
             take_snapshot(&dir).is_none(),
             "consumed by the open that read it"
         );
-        save_snapshot(&dir, &state).unwrap();
-        let path = dir.join(SNAPSHOT_FILE_NAME);
-        let mut bytes = std::fs::read(&path).unwrap();
+        let mut bytes = legacy_snapshot_bytes(&state);
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
@@ -780,6 +1318,233 @@ mod tests {
         assert!(!path.exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    fn small_segments() -> LogConfig {
+        LogConfig {
+            segment_bytes: 2048,
+            preallocate_step_bytes: 16 << 10,
+            chunk_size_bytes: 16 << 10,
+            retention_ms: None,
+            ..LogConfig::default()
+        }
+    }
+
+    /// Append `records` as the leader at `epoch` and feed the stored batch
+    /// to `txns`, as `PartitionReplica::append` does.
+    fn append_fed(
+        log: &Log<SimIo>,
+        txns: &RefCell<TxnState>,
+        records: &Bytes,
+        epoch: LeaderEpoch,
+    ) -> Offset {
+        let appended = log.append(records, epoch).unwrap();
+        let mut stored = BytesMut::from(&records[..]);
+        batch::patch_base_offset(&mut stored, appended.base_offset);
+        batch::patch_leader_epoch(&mut stored, epoch);
+        let header = BatchHeader::parse(&stored).unwrap();
+        let mut state = txns.borrow_mut();
+        state.reconcile(appended.base_offset);
+        state.observe_batch(&stored, &header);
+        appended.base_offset
+    }
+
+    /// Transactions of three producers, every third one aborted.
+    fn transactions(log: &Log<SimIo>, txns: &RefCell<TxnState>, rounds: std::ops::Range<i32>) {
+        for round in rounds {
+            let producer = i64::from(round % 3) + 1;
+            append_fed(
+                log,
+                txns,
+                &data_batch(producer, round * 2, true),
+                LeaderEpoch(0),
+            );
+            append_fed(log, txns, &data_batch(-1, -1, false), LeaderEpoch(0));
+            let commit = round % 3 != 0;
+            append_fed(
+                log,
+                txns,
+                &control_batch(producer, 0, 0, commit, NOW),
+                LeaderEpoch(0),
+            );
+        }
+    }
+
+    fn files(io: &SimIo, dir: &Path, suffix: &str) -> Vec<String> {
+        let mut names: Vec<String> = io
+            .list_dir(dir)
+            .unwrap()
+            .into_iter()
+            .filter(|name| name.ends_with(suffix))
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn assert_same_state(left: &TxnState, right: &TxnState) {
+        assert_eq!(left.open, right.open);
+        assert_eq!(left.aborted, right.aborted);
+        assert_eq!(left.end_offset, right.end_offset);
+    }
+
+    #[test]
+    fn a_crash_reopens_from_the_newest_snapshot_and_scans_only_the_tail() {
+        let io = SimIo::new(31);
+        let committer = Committer::new(io.clone());
+        let dir = Path::new("/data/topic-0");
+        let log = block_on(Log::open(io.clone(), dir, small_segments(), &committer)).unwrap();
+        let txns = RefCell::new(TxnState::new());
+        transactions(&log, &txns, 0..30);
+        block_on(committer.flush_round());
+        // The first step captures, the next writes once durable.
+        block_on(persist(&log, &txns));
+        assert!(files(&io, dir, ".txnsnapshot").is_empty());
+        block_on(persist(&log, &txns));
+        let snapshot_end = txns.borrow().end_offset;
+        assert_eq!(
+            files(&io, dir, ".txnsnapshot"),
+            vec![format!("{:020}.txnsnapshot", snapshot_end.value())]
+        );
+        let indexes = files(&io, dir, ".txnindex");
+        assert!(
+            indexes.len() > 1,
+            "one index per segment with aborts: {indexes:?}"
+        );
+        assert!(log.segment_count() >= indexes.len());
+        // An open transaction spanning the snapshot, then a tail.
+        append_fed(&log, &txns, &data_batch(9, 0, true), LeaderEpoch(0));
+        transactions(&log, &txns, 30..36);
+        block_on(committer.flush_round());
+        let live = txns.borrow().clone();
+        assert!(live.open_transaction(ProducerId(9)).is_some());
+        drop(log);
+
+        let io = io.crash();
+        let committer = Committer::new(io.clone());
+        let log = block_on(Log::open(io.clone(), dir, small_segments(), &committer)).unwrap();
+        let (state, recovered) = block_on(TxnState::recover(&log));
+        assert_same_state(&state, &live);
+        assert_eq!(recovered.source, "snapshot");
+        assert_eq!(recovered.from, snapshot_end);
+        assert!(
+            recovered.scanned_bytes > 0 && recovered.scanned_bytes < log.size_bytes() / 3,
+            "only the tail is read: {recovered:?} of {} bytes",
+            log.size_bytes()
+        );
+        let full = block_on(TxnState::rebuild(&log)).unwrap();
+        assert_same_state(&state, &full);
+    }
+
+    #[test]
+    fn a_damaged_index_falls_back_to_reading_the_whole_log() {
+        let io = SimIo::new(32);
+        let committer = Committer::new(io.clone());
+        let dir = Path::new("/data/topic-0");
+        let log = block_on(Log::open(io.clone(), dir, small_segments(), &committer)).unwrap();
+        let txns = RefCell::new(TxnState::new());
+        transactions(&log, &txns, 0..20);
+        block_on(committer.flush_round());
+        block_on(persist(&log, &txns));
+        block_on(persist(&log, &txns));
+        let live = txns.borrow().clone();
+        let index = files(&io, dir, ".txnindex").remove(0);
+        let path = dir.join(&index);
+        let mut bytes = io.read_file(&path).unwrap();
+        bytes[20] ^= 0x40;
+        block_on(io.write_file_atomic(&path, bytes)).unwrap();
+        let (state, recovered) = block_on(TxnState::recover(&log));
+        assert_eq!(recovered.source, "none");
+        assert_eq!(recovered.from, log.log_start_offset());
+        assert_same_state(&state, &live);
+    }
+
+    #[test]
+    fn a_truncation_removes_the_snapshots_at_or_above_the_cut() {
+        let io = SimIo::new(33);
+        let committer = Committer::new(io.clone());
+        let dir = Path::new("/data/topic-0");
+        let log = block_on(Log::open(io.clone(), dir, small_segments(), &committer)).unwrap();
+        let txns = RefCell::new(TxnState::new());
+        transactions(&log, &txns, 0..10);
+        block_on(committer.flush_round());
+        block_on(persist(&log, &txns));
+        block_on(persist(&log, &txns));
+        let first = txns.borrow().end_offset;
+        transactions(&log, &txns, 10..20);
+        block_on(committer.flush_round());
+        block_on(persist(&log, &txns));
+        block_on(persist(&log, &txns));
+        let second = txns.borrow().end_offset;
+        assert_eq!(files(&io, dir, ".txnsnapshot").len(), 2);
+        // A follower cuts its log between the two snapshots.
+        let cut = block_on(log.truncate_to(Offset(first.value() + 4))).unwrap();
+        assert!(cut > first && cut < second);
+        {
+            let mut state = txns.borrow_mut();
+            state.reconcile(cut);
+            assert!(prune_truncated(&log, &mut state));
+        }
+        assert_eq!(
+            files(&io, dir, ".txnsnapshot"),
+            vec![format!("{:020}.txnsnapshot", first.value())]
+        );
+        // The regrown tail comes from a new leader epoch.
+        for round in 20..26 {
+            let producer = i64::from(round % 3) + 1;
+            append_fed(&log, &txns, &data_batch(producer, 0, true), LeaderEpoch(1));
+            append_fed(
+                &log,
+                &txns,
+                &control_batch(producer, 0, 0, round % 2 == 0, NOW),
+                LeaderEpoch(1),
+            );
+        }
+        block_on(committer.flush_round());
+        let live = txns.borrow().clone();
+        let (state, recovered) = block_on(TxnState::recover(&log));
+        assert_eq!((recovered.source, recovered.from), ("snapshot", first));
+        assert_same_state(&state, &live);
+    }
+
+    #[test]
+    fn a_clean_stop_leaves_a_snapshot_at_the_log_end() {
+        let dir = std::env::temp_dir().join(format!("txn-clean-stop-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{:020}.log", 0)), b"").unwrap();
+        std::fs::write(dir.join(format!("{:020}.log", 10)), b"").unwrap();
+        let mut state = TxnState::new();
+        state.record_data(ProducerId(7), Offset(2), Offset(3));
+        state.record_marker(ProducerId(7), Offset(12), false);
+        state.record_data(ProducerId(8), Offset(13), Offset(13));
+        state.storage.last_epoch = Some(LeaderEpoch(2));
+        save_snapshot(&dir, &state).unwrap();
+        let bytes = std::fs::read(txn_index::snapshot_path(&dir, Offset(14))).unwrap();
+        let snapshot = txn_index::decode_snapshot(Offset(14), &bytes).unwrap();
+        assert_eq!(snapshot.open, BTreeMap::from([(ProducerId(8), Offset(13))]));
+        assert_eq!(snapshot.covered, vec![(Offset(0), 0), (Offset(10), 1)]);
+        assert_eq!(snapshot.last_epoch, Some(LeaderEpoch(2)));
+        let index = std::fs::read(segment::txn_index_path(&dir, Offset(10))).unwrap();
+        assert_eq!(
+            txn_index::decode_index(Offset(10), &index).unwrap(),
+            state.aborted.iter().copied().collect::<Vec<_>>()
+        );
+        assert!(!segment::txn_index_path(&dir, Offset(0)).exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_removed_abort_marker_leaves_the_aborted_list_after_its_horizon() {
+        let mut state = TxnState::new();
+        state.record_data(A, Offset(0), Offset(1));
+        state.record_marker(A, Offset(2), false);
+        state.note_empty_markers(&[Offset(2)], 1_000);
+        state.note_empty_markers(&[Offset(2)], 5_000);
+        assert!(state.markers_due(1_999, 1_000).is_empty());
+        assert_eq!(state.markers_due(2_000, 1_000), vec![Offset(2)]);
+        state.marker_removed(Offset(2));
+        assert_eq!(state.aborted().count(), 0);
+        assert!(state.markers_due(i64::MAX, 0).is_empty());
+    }
+
     const A: ProducerId = ProducerId(7);
     const B: ProducerId = ProducerId(8);
 
