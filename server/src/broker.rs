@@ -108,7 +108,13 @@ impl Broker {
             let shards = Arc::clone(&shards);
             let metadata = Arc::clone(&metadata);
             let ready = ready_sender.clone();
-            let core = core_ids.get(index % core_ids.len().max(1)).copied();
+            // Pinned one shard per core, unless the host's cores are shared
+            // (--overprovisioned): then the kernel places the threads.
+            let core = if config.overprovisioned {
+                None
+            } else {
+                core_ids.get(index % core_ids.len().max(1)).copied()
+            };
             let thread = std::thread::Builder::new()
                 .name(format!("shard-{index}"))
                 .spawn(move || {

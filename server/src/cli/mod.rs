@@ -64,6 +64,40 @@ pub struct ServeArgs {
     /// written, e.g. localhost:9092].
     #[arg(long, env = "SLUICE_ADVERTISED")]
     pub advertised: Option<String>,
+    /// Named listeners, Kafka's `listeners`: NAME://HOST:PORT,... (e.g.
+    /// PLAINTEXT://127.0.0.1:9092,SASL_SSL://0.0.0.0:9094). A name's
+    /// security protocol comes from --listener-security-protocol-map, else
+    /// the name itself (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL). The
+    /// first listener is the one other brokers' clients are sent to when a
+    /// client's own listener is unknown. Instead of --listen.
+    #[arg(long, env = "SLUICE_LISTENERS")]
+    pub listeners: Option<String>,
+    /// Kafka's `advertised.listeners`: NAME://HOST:PORT,... for the
+    /// listeners whose advertised address is not the bound one. Metadata
+    /// answers a client with every broker's endpoint of the listener the
+    /// client connected on.
+    #[arg(long, env = "SLUICE_ADVERTISED_LISTENERS")]
+    pub advertised_listeners: Option<String>,
+    /// Kafka's `listener.security.protocol.map`: NAME:PROTOCOL,...
+    #[arg(long, env = "SLUICE_LISTENER_SECURITY_PROTOCOL_MAP")]
+    pub listener_security_protocol_map: Option<String>,
+    /// PEM certificate chain of the SSL and SASL_SSL listeners.
+    #[arg(long, env = "SLUICE_SSL_CERTIFICATE")]
+    pub ssl_certificate: Option<PathBuf>,
+    /// PEM private key of --ssl-certificate.
+    #[arg(long, env = "SLUICE_SSL_KEY")]
+    pub ssl_key: Option<PathBuf>,
+    /// PEM CA certificates that client certificates must chain to.
+    #[arg(long, env = "SLUICE_SSL_CLIENT_CA")]
+    pub ssl_client_ca: Option<PathBuf>,
+    /// Kafka's ssl.client.auth: none, requested or required [default:
+    /// required when --ssl-client-ca is given, else none].
+    #[arg(long, env = "SLUICE_SSL_CLIENT_AUTH")]
+    pub ssl_client_auth: Option<crate::auth::tls::ClientAuth>,
+    /// SASL mechanisms of the SASL listeners, comma-separated [default:
+    /// PLAIN,SCRAM-SHA-256,SCRAM-SHA-512].
+    #[arg(long, env = "SLUICE_SASL_ENABLED_MECHANISMS")]
+    pub sasl_enabled_mechanisms: Option<String>,
     /// Data directory, created if missing; locked for this process only
     /// (file sluice.lock) [default: ./data].
     #[arg(long, env = "SLUICE_DATA_DIR")]
@@ -170,12 +204,27 @@ pub struct ServeArgs {
     /// transaction.partition.verification.enable) [default: true].
     #[arg(long, env = "SLUICE_TRANSACTION_PARTITION_VERIFICATION")]
     pub transaction_partition_verification: Option<bool>,
+    /// For hosts whose cores other processes also use (containers, shared
+    /// VMs, a laptop): shard threads are not pinned to cores, so the kernel
+    /// can move a shard off a core that another process keeps busy
+    /// (Redpanda's --overprovisioned). Leave it off on a dedicated host,
+    /// where pinning keeps each shard's caches warm [default: false].
+    #[arg(long, env = "SLUICE_OVERPROVISIONED", num_args = 0..=1, default_missing_value = "true")]
+    pub overprovisioned: Option<bool>,
 }
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
+    listeners: Option<String>,
+    advertised_listeners: Option<String>,
+    listener_security_protocol_map: Option<String>,
+    ssl_certificate: Option<PathBuf>,
+    ssl_key: Option<PathBuf>,
+    ssl_client_ca: Option<PathBuf>,
+    ssl_client_auth: Option<crate::auth::tls::ClientAuth>,
+    sasl_enabled_mechanisms: Option<String>,
     advertised: Option<String>,
     data_dir: Option<PathBuf>,
     cores: Option<usize>,
@@ -202,6 +251,7 @@ struct FileConfig {
     transactional_id_expiration_ms: Option<u64>,
     transaction_version: Option<i16>,
     transaction_partition_verification: Option<bool>,
+    overprovisioned: Option<bool>,
 }
 
 /// How the broker's log lines are written to stderr.
@@ -251,10 +301,28 @@ impl ServeConfig {
     }
 }
 
+/// One client listener (Kafka's `listeners` entry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub address: SocketAddr,
+    pub protocol: crate::auth::SecurityProtocol,
+    /// (host, port) given to clients for this listener.
+    pub advertised_host: String,
+    pub advertised_port: i32,
+}
+
 /// The broker's resolved configuration.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
+    /// The first listener's address (`listeners[0]`).
     pub listen: SocketAddr,
+    /// Every client listener; the first is `listen` / `advertised_*`.
+    pub listeners: Vec<ListenerConfig>,
+    /// TLS material of the SSL and SASL_SSL listeners.
+    pub tls: Option<crate::auth::tls::TlsSettings>,
+    /// SASL mechanisms of the SASL listeners.
+    pub sasl_mechanisms: Vec<crate::auth::sasl::Mechanism>,
     /// (host, port) given to clients.
     pub advertised_host: String,
     pub advertised_port: i32,
@@ -293,6 +361,8 @@ pub struct BrokerConfig {
     /// The transaction.version feature level advertised (1 or 2).
     pub transaction_version: i16,
     pub transaction_partition_verification: bool,
+    /// Shard threads are not pinned to cores.
+    pub overprovisioned: bool,
 }
 
 impl BrokerConfig {
@@ -301,6 +371,15 @@ impl BrokerConfig {
     pub fn single_node(data_dir: PathBuf, cores: usize) -> BrokerConfig {
         BrokerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            listeners: vec![ListenerConfig {
+                name: "PLAINTEXT".to_string(),
+                address: SocketAddr::from(([127, 0, 0, 1], 9092)),
+                protocol: crate::auth::SecurityProtocol::Plaintext,
+                advertised_host: "127.0.0.1".to_string(),
+                advertised_port: 9092,
+            }],
+            tls: None,
+            sasl_mechanisms: crate::auth::sasl::Mechanism::ALL.to_vec(),
             advertised_host: "127.0.0.1".to_string(),
             advertised_port: 9092,
             data_dir,
@@ -328,6 +407,7 @@ impl BrokerConfig {
             transactional_id_expiration_ms: 7 * 24 * 3600 * 1000,
             transaction_version: 2,
             transaction_partition_verification: true,
+            overprovisioned: false,
         }
     }
 }
@@ -372,15 +452,98 @@ impl BrokerConfig {
     }
 
     fn resolve_with(args: ServeArgs, file: FileConfig) -> anyhow::Result<BrokerConfig> {
-        let listen_text = args
-            .listen
-            .or(file.listen)
-            .unwrap_or_else(|| "127.0.0.1:9092".to_string());
-        let listen = resolve_listen(&listen_text)?;
-        // Clients get the address as the operator wrote it: a host name
-        // stays a name (clients resolve it themselves), an IP stays an IP.
-        let advertised = args.advertised.or(file.advertised).unwrap_or(listen_text);
-        let (advertised_host, advertised_port) = split_host_port(&advertised)?;
+        let listen_given = args.listen.or(file.listen);
+        let listeners_given = args.listeners.or(file.listeners);
+        let advertised_given = args.advertised.or(file.advertised);
+        let listeners = match listeners_given {
+            Some(text) => {
+                anyhow::ensure!(
+                    listen_given.is_none() && advertised_given.is_none(),
+                    "--listeners replaces --listen and --advertised: give one or the other"
+                );
+                parse_listeners(
+                    &text,
+                    args.advertised_listeners
+                        .or(file.advertised_listeners)
+                        .as_deref(),
+                    args.listener_security_protocol_map
+                        .or(file.listener_security_protocol_map)
+                        .as_deref(),
+                )?
+            }
+            None => {
+                let listen_text = listen_given.unwrap_or_else(|| "127.0.0.1:9092".to_string());
+                let listen = resolve_listen(&listen_text)?;
+                // Clients get the address as the operator wrote it: a host
+                // name stays a name (clients resolve it themselves), an IP
+                // stays an IP.
+                let advertised = advertised_given.unwrap_or(listen_text);
+                let (advertised_host, advertised_port) = split_host_port(&advertised)?;
+                vec![ListenerConfig {
+                    name: "PLAINTEXT".to_string(),
+                    address: listen,
+                    protocol: crate::auth::SecurityProtocol::Plaintext,
+                    advertised_host,
+                    advertised_port,
+                }]
+            }
+        };
+        let listen = listeners[0].address;
+        let advertised_host = listeners[0].advertised_host.clone();
+        let advertised_port = listeners[0].advertised_port;
+        let tls = match (
+            args.ssl_certificate.or(file.ssl_certificate),
+            args.ssl_key.or(file.ssl_key),
+        ) {
+            (Some(certificate), Some(key)) => {
+                let client_ca = args.ssl_client_ca.or(file.ssl_client_ca);
+                let client_auth = args.ssl_client_auth.or(file.ssl_client_auth).unwrap_or(
+                    if client_ca.is_some() {
+                        crate::auth::tls::ClientAuth::Required
+                    } else {
+                        crate::auth::tls::ClientAuth::None
+                    },
+                );
+                Some(crate::auth::tls::TlsSettings {
+                    certificate,
+                    key,
+                    client_ca,
+                    client_auth,
+                })
+            }
+            (None, None) => None,
+            _ => anyhow::bail!("--ssl-certificate and --ssl-key go together"),
+        };
+        anyhow::ensure!(
+            tls.is_some()
+                || !listeners
+                    .iter()
+                    .any(|listener| listener.protocol.uses_tls()),
+            "an SSL or SASL_SSL listener needs --ssl-certificate and --ssl-key"
+        );
+        let sasl_mechanisms = match args
+            .sasl_enabled_mechanisms
+            .or(file.sasl_enabled_mechanisms)
+        {
+            Some(text) => text
+                .split(',')
+                .map(str::trim)
+                .filter(|name| !name.is_empty())
+                .map(|name| {
+                    crate::auth::sasl::Mechanism::from_name(name).with_context(|| {
+                        format!(
+                            "--sasl-enabled-mechanisms: unknown mechanism {name:?} (PLAIN, \
+                             SCRAM-SHA-256, SCRAM-SHA-512)"
+                        )
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?,
+            None => crate::auth::sasl::Mechanism::ALL.to_vec(),
+        };
+        anyhow::ensure!(
+            !sasl_mechanisms.is_empty(),
+            "--sasl-enabled-mechanisms is empty"
+        );
         let cores = args.cores.or(file.cores).unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|count| count.get())
@@ -477,6 +640,10 @@ impl BrokerConfig {
                 .transaction_partition_verification
                 .or(file.transaction_partition_verification)
                 .unwrap_or(true),
+            overprovisioned: args
+                .overprovisioned
+                .or(file.overprovisioned)
+                .unwrap_or(false),
             replication_listen,
             replication_advertised,
             replica_lag_time_max_ms: args
@@ -504,6 +671,9 @@ impl BrokerConfig {
                 .or(file.leader_imbalance_check_interval_ms)
                 .unwrap_or(300_000),
             listen,
+            listeners,
+            tls,
+            sasl_mechanisms,
             advertised_host,
             advertised_port,
             data_dir: args
@@ -538,6 +708,104 @@ impl BrokerConfig {
                 .max(1),
         })
     }
+}
+
+/// `--listeners NAME://HOST:PORT,...` with the advertised addresses and
+/// the protocol map.
+fn parse_listeners(
+    text: &str,
+    advertised: Option<&str>,
+    protocol_map: Option<&str>,
+) -> anyhow::Result<Vec<ListenerConfig>> {
+    fn entries(flag: &str, text: &str) -> anyhow::Result<Vec<(String, String)>> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| {
+                let (name, address) = entry
+                    .split_once("://")
+                    .with_context(|| format!("{flag} entry {entry:?} must be NAME://HOST:PORT"))?;
+                anyhow::ensure!(
+                    !name.is_empty()
+                        && name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+                    "{flag} entry {entry:?}: bad listener name {name:?}"
+                );
+                Ok((name.to_ascii_uppercase(), address.to_string()))
+            })
+            .collect()
+    }
+    let mut protocols = std::collections::HashMap::new();
+    for entry in protocol_map
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+    {
+        let (name, protocol) = entry.split_once(':').with_context(|| {
+            format!("--listener-security-protocol-map entry {entry:?} must be NAME:PROTOCOL")
+        })?;
+        let protocol = crate::auth::SecurityProtocol::parse(protocol).with_context(|| {
+            format!(
+                "--listener-security-protocol-map entry {entry:?}: unknown protocol \
+                 (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL)"
+            )
+        })?;
+        protocols.insert(name.to_ascii_uppercase(), protocol);
+    }
+    let advertised: std::collections::HashMap<String, String> = match advertised {
+        Some(text) => entries("--advertised-listeners", text)?
+            .into_iter()
+            .collect(),
+        None => Default::default(),
+    };
+    let mut listeners: Vec<ListenerConfig> = Vec::new();
+    for (name, address_text) in entries("--listeners", text)? {
+        anyhow::ensure!(
+            listeners.iter().all(|listener| listener.name != name),
+            "--listeners names {name} twice"
+        );
+        anyhow::ensure!(
+            name != crate::metadata::REPLICATION_LISTENER,
+            "--listeners: the name {name} is reserved for replication"
+        );
+        let protocol = match protocols.get(&name) {
+            Some(protocol) => *protocol,
+            None => crate::auth::SecurityProtocol::parse(&name).with_context(|| {
+                format!(
+                    "--listeners: no security protocol for listener {name}: name it PLAINTEXT, \
+                     SSL, SASL_PLAINTEXT or SASL_SSL, or map it with \
+                     --listener-security-protocol-map"
+                )
+            })?,
+        };
+        let address = resolve_listen(&address_text).with_context(|| format!("listener {name}"))?;
+        let advertised_text = advertised.get(&name).unwrap_or(&address_text);
+        let (advertised_host, advertised_port) = split_host_port(advertised_text)?;
+        anyhow::ensure!(
+            listeners
+                .iter()
+                .all(|listener| listener.address.port() != address.port() || address.port() == 0),
+            "--listeners: listeners {name} and another share port {}",
+            address.port()
+        );
+        listeners.push(ListenerConfig {
+            name,
+            address,
+            protocol,
+            advertised_host,
+            advertised_port,
+        });
+    }
+    anyhow::ensure!(!listeners.is_empty(), "--listeners is empty");
+    for name in advertised.keys() {
+        anyhow::ensure!(
+            listeners.iter().any(|listener| &listener.name == name),
+            "--advertised-listeners names {name}, which --listeners does not"
+        );
+    }
+    Ok(listeners)
 }
 
 fn read_file_config(path: &Path) -> anyhow::Result<FileConfig> {
@@ -679,6 +947,69 @@ mod tests {
         .unwrap();
         assert_eq!(from_flag.logging.format, LogFormat::Text);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn named_listeners_get_their_protocols_and_advertised_addresses() {
+        let listeners = parse_listeners(
+            "PLAINTEXT://127.0.0.1:9092, sasl_ssl://127.0.0.1:9094,INTERNAL://127.0.0.1:9095",
+            Some("SASL_SSL://broker.example:19094"),
+            Some("INTERNAL:SSL"),
+        )
+        .unwrap();
+        let summary: Vec<(&str, crate::auth::SecurityProtocol, &str, i32)> = listeners
+            .iter()
+            .map(|listener| {
+                (
+                    listener.name.as_str(),
+                    listener.protocol,
+                    listener.advertised_host.as_str(),
+                    listener.advertised_port,
+                )
+            })
+            .collect();
+        use crate::auth::SecurityProtocol::*;
+        assert_eq!(
+            summary,
+            [
+                ("PLAINTEXT", Plaintext, "127.0.0.1", 9092),
+                ("SASL_SSL", SaslSsl, "broker.example", 19094),
+                ("INTERNAL", Ssl, "127.0.0.1", 9095),
+            ]
+        );
+        for (listeners, advertised, map) in [
+            ("CLIENT://127.0.0.1:1", None, None),
+            (
+                "PLAINTEXT://127.0.0.1:1,PLAINTEXT://127.0.0.1:2",
+                None,
+                None,
+            ),
+            ("PLAINTEXT://127.0.0.1:1", Some("SSL://x:1"), None),
+            ("PLAINTEXT://127.0.0.1:1", None, Some("PLAINTEXT:TLS")),
+            ("127.0.0.1:1", None, None),
+        ] {
+            assert!(
+                parse_listeners(listeners, advertised, map).is_err(),
+                "{listeners}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_ssl_listener_needs_a_certificate_and_listen_keeps_one_plaintext_listener() {
+        let error = resolve(ServeArgs {
+            listeners: Some("SSL://127.0.0.1:9093".to_string()),
+            ..ServeArgs::default()
+        })
+        .unwrap_err();
+        assert!(
+            format!("{error:#}").contains("--ssl-certificate"),
+            "{error:#}"
+        );
+        let config = resolve(ServeArgs::default()).unwrap();
+        assert_eq!(config.broker.listeners.len(), 1);
+        assert_eq!(config.broker.listeners[0].name, "PLAINTEXT");
+        assert_eq!(config.broker.listeners[0].address, config.broker.listen);
     }
 
     #[test]
