@@ -6,7 +6,8 @@
 //! | `admin` | admin subcommands, Kafka clients over the wire (`sluice topic|group|cluster|produce|consume`) |
 //! | `broker` | startup of the shard threads, shutdown |
 //! | `shard` | thread-per-core shards, cross-shard calls, partition replicas, topic lifecycle |
-//! | `net` | listeners, connections, framing |
+//! | `net` | listeners, connections, framing, TLS streams (`net/tls.rs`) |
+//! | `auth` | SASL (PLAIN, SCRAM), salted credentials, TLS settings, principals |
 //! | `protocol` | request decoding, response encoding, served API versions |
 //! | `handlers` | one file per Kafka API |
 //! | `group` | the group coordinator: consumer groups, committed offsets |
@@ -18,6 +19,7 @@ static ALLOCATOR: alloc::Allocator = alloc::Allocator;
 
 pub mod admin;
 pub mod alloc;
+pub mod auth;
 pub mod broker;
 pub mod cli;
 pub mod controller;

@@ -28,7 +28,7 @@ use thiserror::Error;
 use super::codec::{DecodeError, Reader, Writer};
 use super::records::{
     ConfigRecord, ConfigResource, LeaderChange, Listener, MetadataRecord, PartitionRecord,
-    RecordBatch, RegisterBroker, TopicRecord,
+    RecordBatch, RegisterBroker, TopicRecord, UserScramCredential,
 };
 use super::types::{
     BrokerEpoch, BrokerId, IncarnationId, LeaderEpoch, MetadataOffset, PRODUCER_ID_BLOCK_SIZE,
@@ -152,6 +152,8 @@ pub struct MetadataImage {
     topic_ids_by_name: BTreeMap<String, TopicId>,
     configs: BTreeMap<ConfigResource, BTreeMap<String, String>>,
     producer_ids: ProducerIdsImage,
+    /// Salted SCRAM credentials by (user, Kafka mechanism code).
+    scram_credentials: BTreeMap<(String, u8), UserScramCredential>,
 }
 
 impl MetadataImage {
@@ -206,6 +208,16 @@ impl MetadataImage {
 
     pub fn producer_ids(&self) -> &ProducerIdsImage {
         &self.producer_ids
+    }
+
+    /// A user's SCRAM credential for a mechanism (Kafka's code).
+    pub fn scram_credential(&self, name: &str, mechanism: u8) -> Option<&UserScramCredential> {
+        self.scram_credentials.get(&(name.to_string(), mechanism))
+    }
+
+    /// Every SCRAM credential, ordered by user then mechanism.
+    pub fn scram_credentials(&self) -> impl Iterator<Item = &UserScramCredential> {
+        self.scram_credentials.values()
     }
 
     /// Applies the records of one committed entry, atomically: either every
@@ -338,6 +350,16 @@ impl MetadataImage {
                 *partition = next;
             }
             MetadataRecord::Config(record) => self.set_config(record)?,
+            MetadataRecord::UserScramCredential(record) => {
+                self.scram_credentials
+                    .insert((record.name.clone(), record.mechanism), record.clone());
+            }
+            MetadataRecord::RemoveUserScramCredential(record) => {
+                // Removing what is not there changes nothing (a retried
+                // deletion).
+                self.scram_credentials
+                    .remove(&(record.name.clone(), record.mechanism));
+            }
             MetadataRecord::RemoveTopic(record) => {
                 let topic =
                     self.topics
@@ -595,6 +617,18 @@ impl MetadataImage {
             w.i32(id.0);
             w.i64(epoch.0);
         });
+        // Added after format 0 was first written: an optional trailing
+        // section, absent when there are no credentials (so snapshots
+        // without any read and encode as before).
+        if !self.scram_credentials.is_empty() {
+            let records = self
+                .scram_credentials
+                .values()
+                .cloned()
+                .map(MetadataRecord::UserScramCredential)
+                .collect();
+            writer.bytes(&RecordBatch::new(records).encode());
+        }
         writer.into_bytes()
     }
 
@@ -649,6 +683,14 @@ impl MetadataImage {
             let id = BrokerId(r.i32()?);
             Ok((id, BrokerEpoch(r.i64()?)))
         })?;
+        if reader.remaining() > 0 {
+            for record in RecordBatch::decode(reader.bytes()?)?.records {
+                match record {
+                    MetadataRecord::UserScramCredential(_) => image.apply(offset, &record)?,
+                    _ => return Err(SnapshotError::Unexpected("SCRAM credential")),
+                }
+            }
+        }
         reader.finish()?;
         image.check_invariants()?;
         Ok(image)

@@ -21,7 +21,7 @@ use super::quorum_controller::{
     AlterPartitionReply, AlterPartitionRequest, ControllerError, CreateTopicRequest,
     HeartbeatRequest, RegistrationRequest,
 };
-use super::records::{ConfigResource, Listener, MetadataRecord, RecordBatch};
+use super::records::{ConfigResource, Listener, MetadataRecord, RecordBatch, UserScramCredential};
 use super::types::{
     BrokerEpoch, BrokerId, IncarnationId, LeaderEpoch, MetadataOffset, PartitionEpoch,
     PartitionIndex, TopicId,
@@ -59,6 +59,12 @@ pub enum Request {
     },
     /// A partition leader sets its ISR (answered `PartitionAltered`).
     AlterPartition(AlterPartitionRequest),
+    /// AlterUserScramCredentials: salted credentials to create or replace,
+    /// and (user, mechanism code) pairs to delete (answered `Committed`).
+    AlterScramCredentials {
+        upsertions: Vec<UserScramCredential>,
+        deletions: Vec<(String, u8)>,
+    },
 }
 
 impl Request {
@@ -425,6 +431,26 @@ impl Request {
                 writer.i32(request.partition_epoch.0);
                 write_broker_ids(&mut writer, &request.new_isr);
             }
+            Request::AlterScramCredentials {
+                upsertions,
+                deletions,
+            } => {
+                writer.u8(9);
+                writer.count(upsertions.len());
+                for credential in upsertions {
+                    writer.string(&credential.name);
+                    writer.u8(credential.mechanism);
+                    writer.bytes(&credential.salt);
+                    writer.bytes(&credential.stored_key);
+                    writer.bytes(&credential.server_key);
+                    writer.i32(credential.iterations);
+                }
+                writer.count(deletions.len());
+                for (name, mechanism) in deletions {
+                    writer.string(name);
+                    writer.u8(*mechanism);
+                }
+            }
         }
         writer.into_bytes()
     }
@@ -520,6 +546,29 @@ impl Request {
                 partition_epoch: PartitionEpoch(reader.i32()?),
                 new_isr: read_broker_ids(&mut reader)?,
             }),
+            9 => {
+                let count = reader.count(21)?;
+                let upsertions = (0..count)
+                    .map(|_| {
+                        Ok(UserScramCredential {
+                            name: reader.string()?,
+                            mechanism: reader.u8()?,
+                            salt: reader.bytes()?.to_vec(),
+                            stored_key: reader.bytes()?.to_vec(),
+                            server_key: reader.bytes()?.to_vec(),
+                            iterations: reader.i32()?,
+                        })
+                    })
+                    .collect::<Result<_, DecodeError>>()?;
+                let count = reader.count(5)?;
+                let deletions = (0..count)
+                    .map(|_| Ok((reader.string()?, reader.u8()?)))
+                    .collect::<Result<_, DecodeError>>()?;
+                Request::AlterScramCredentials {
+                    upsertions,
+                    deletions,
+                }
+            }
             other => return Err(invalid("request tag", other)),
         };
         reader.finish()?;

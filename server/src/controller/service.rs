@@ -56,7 +56,9 @@ use super::quorum_controller::{
     HeartbeatRequest, LEADER_IMBALANCE_CHECK_INTERVAL_MS_DEFAULT, QuorumController,
     RegistrationDecision, RegistrationRequest,
 };
-use super::records::{ConfigResource, Listener, MetadataRecord, RecordBatch};
+use super::records::{
+    ConfigResource, Listener, MetadataRecord, RecordBatch, RemoveUserScramCredential,
+};
 use super::rpc::{ErrorKind, FetchedBatch, Reply, Request, RequestError, Response};
 use super::storage::{FileRaftStore, MemRaftStore, RaftLogStore, StoreError};
 use super::types::{
@@ -849,6 +851,33 @@ impl<S: RaftLogStore> ControllerLoop<S> {
                     Err(error) => Err(Err(error.into())),
                 }
             }
+            Request::AlterScramCredentials {
+                upsertions,
+                deletions,
+            } => {
+                let records: Vec<MetadataRecord> = deletions
+                    .into_iter()
+                    .map(|(name, mechanism)| {
+                        MetadataRecord::RemoveUserScramCredential(RemoveUserScramCredential {
+                            name,
+                            mechanism,
+                        })
+                    })
+                    .chain(
+                        upsertions
+                            .into_iter()
+                            .map(MetadataRecord::UserScramCredential),
+                    )
+                    .collect();
+                if records.is_empty() {
+                    Err(Err(RequestError::rejected(
+                        ErrorKind::InvalidRequest,
+                        "no credential to alter",
+                    )))
+                } else {
+                    Ok((records, PendingKind::Committed))
+                }
+            }
             Request::MetadataFetch { .. } => unreachable!("answered above"),
         };
         match decided {
@@ -1555,6 +1584,21 @@ impl ControllerHandle {
             assignment,
         };
         committed(self.call(request).await)
+    }
+
+    /// Create, replace or delete SCRAM credentials, in one batch.
+    pub async fn alter_scram_credentials(
+        &self,
+        upsertions: Vec<crate::controller::records::UserScramCredential>,
+        deletions: Vec<(String, u8)>,
+    ) -> Result<MetadataOffset, RequestError> {
+        committed(
+            self.call(Request::AlterScramCredentials {
+                upsertions,
+                deletions,
+            })
+            .await,
+        )
     }
 
     pub async fn alter_configs(

@@ -20,6 +20,8 @@
 //! are owed at once, so a client that never reads only blocks its own
 //! connection.
 
+pub mod tls;
+
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};

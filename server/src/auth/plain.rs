@@ -1,0 +1,91 @@
+//! SASL PLAIN (RFC 4616): `[authzid] NUL authcid NUL password`, checked
+//! against the user's salted SCRAM credentials (Kafka's PLAIN reads
+//! passwords from a JAAS file; Sluice keeps no passwords, so a user
+//! created for SCRAM logs in with PLAIN too). PLAIN sends the password
+//! itself: use it over TLS (SASL_SSL) only. Pure.
+
+use super::scram::{ScramCredential, ScramMechanism};
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlainError {
+    #[error("malformed PLAIN token")]
+    Malformed,
+    #[error("the authorization id differs from the user name")]
+    AuthorizationId,
+    /// Wrong password or unknown user (not told apart).
+    #[error("invalid credentials")]
+    InvalidCredentials,
+}
+
+/// Check a PLAIN token; `Ok` is the user name. `lookup` finds a user's
+/// credential for a mechanism (SHA-512 is tried first).
+pub fn authenticate(
+    token: &[u8],
+    lookup: impl Fn(&str, ScramMechanism) -> Option<ScramCredential>,
+) -> Result<String, PlainError> {
+    let text = std::str::from_utf8(token).map_err(|_| PlainError::Malformed)?;
+    let mut parts = text.split('\0');
+    let (Some(authzid), Some(username), Some(password), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(PlainError::Malformed);
+    };
+    if username.is_empty() || password.is_empty() {
+        return Err(PlainError::Malformed);
+    }
+    if !authzid.is_empty() && authzid != username {
+        return Err(PlainError::AuthorizationId);
+    }
+    let matched = [ScramMechanism::Sha512, ScramMechanism::Sha256]
+        .into_iter()
+        .find_map(|mechanism| Some((mechanism, lookup(username, mechanism)?)))
+        .is_some_and(|(mechanism, credential)| credential.matches_password(mechanism, password));
+    if matched {
+        Ok(username.to_string())
+    } else {
+        Err(PlainError::InvalidCredentials)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn lookup(user: &str, mechanism: ScramMechanism) -> Option<ScramCredential> {
+        (user == "alice" && mechanism == ScramMechanism::Sha256)
+            .then(|| ScramCredential::new(mechanism, "wonderland", 4096).unwrap())
+    }
+
+    #[test]
+    fn the_right_password_authenticates() {
+        assert_eq!(
+            authenticate(b"\0alice\0wonderland", lookup),
+            Ok("alice".to_string())
+        );
+        assert_eq!(
+            authenticate(b"alice\0alice\0wonderland", lookup),
+            Ok("alice".to_string())
+        );
+    }
+
+    #[test]
+    fn wrong_passwords_unknown_users_and_garbage_are_refused() {
+        assert_eq!(
+            authenticate(b"\0alice\0looking-glass", lookup),
+            Err(PlainError::InvalidCredentials)
+        );
+        assert_eq!(
+            authenticate(b"\0bob\0wonderland", lookup),
+            Err(PlainError::InvalidCredentials)
+        );
+        assert_eq!(
+            authenticate(b"bob\0alice\0wonderland", lookup),
+            Err(PlainError::AuthorizationId)
+        );
+        for token in [&b""[..], b"alice", b"\0alice", b"\0\0pw", b"a\0b\0c\0d"] {
+            assert_eq!(authenticate(token, lookup), Err(PlainError::Malformed));
+        }
+    }
+}
