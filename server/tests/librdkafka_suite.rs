@@ -1,8 +1,8 @@
 //! librdkafka's own tests against a real sluice: `librdkafka/run.sh` builds
 //! the librdkafka that the rdkafka crate vendors with its test runner (under
 //! `target/librdkafka-suite`, reused by later runs) and runs the selection
-//! of its README (the transactional, idempotent and consumer group tests,
-//! 0090-0129) against a single broker and a three-broker dev-cluster.
+//! of its README (the transactional, idempotent and consumer group tests
+//! 0061-0137) against a single broker and a three-broker dev-cluster.
 //!
 //! About a minute to build the C code the first time, then about three
 //! minutes of tests. Skips loudly without a C/C++ compiler and make, fails
@@ -23,7 +23,7 @@ const SUITE_TIMEOUT: Duration = Duration::from_secs(25 * 60);
 
 #[test]
 fn librdkafka_transaction_and_group_tests_pass_against_sluice() {
-    for tool in ["bash", "cc", "c++", "make", "flock", "timeout"] {
+    for tool in ["bash", "cc", "c++", "make", "flock", "timeout", "stdbuf"] {
         if require_tool(tool).is_none() {
             return;
         }

@@ -4,7 +4,8 @@
 # three-broker `sluice dev-cluster` for the tests that create topics with
 # three replicas. See README.md beside this file for the selection and why.
 #
-# Usage: server/tests/librdkafka/run.sh [TEST...]
+# Usage: server/tests/librdkafka/run.sh [--extended] [TEST...]
+#   --extended  the selection below and the extended one
 #   TEST      test numbers (0103, 0129, ...); default: the selection below.
 #             A test not in it runs against the single broker, or against
 #             the cluster with LIBRDKAFKA_SUITE_BROKER=cluster.
@@ -35,14 +36,22 @@ kafka_version=3.9.0
 # Which broker each test runs against. `cluster`: the test creates topics
 # with replication factor 3 (test_create_topic_wait_exists(..., 3, ...)).
 declare -A test_broker=(
-    [0090]=single # idempotent producer: implicit acks
+    [0061]=single  # consumer lag with aborted transactions (LSO)
+    [0076]=single  # produce retries over a faulty socket (sockem), idempotent
+    [0086]=single  # purging queued and in-flight produce requests
+    [0090]=single  # idempotent producer: implicit acks
+    [0094]=single  # idempotent producer, message timeouts (sockem)
     [0098]=cluster # read_committed consumer over transactional scenarios
-    [0099]=single # committed offsets with metadata
-    [0102]=single # static group membership (classic protocol)
+    [0099]=single  # committed offsets with metadata
+    [0102]=single  # static group membership (classic protocol)
     [0103]=cluster # transactional producer
-    [0129]=single # fetching a partition whose records were all aborted
+    [0129]=single  # fetching a partition whose records were all aborted
+    [0137]=single  # batch consume: seek, pause/resume, control records
 )
-default_selection=(0090 0098 0099 0102 0103 0129)
+# What `cargo test` runs: the two runners take about as long (~3 min).
+default_selection=(0061 0090 0098 0099 0102 0103 0129 0137)
+# Idempotent producer tests that pass too and add about 3 minutes.
+extended_selection=(0076 0086 0094)
 
 log() { echo "== librdkafka suite: $*"; }
 die() {
@@ -57,13 +66,14 @@ esac
 selection=()
 for argument in "$@"; do
     case $argument in
+    --extended) selection+=("${default_selection[@]}" "${extended_selection[@]}") ;;
     [0-9][0-9][0-9][0-9])
         if [[ -z ${test_broker[$argument]:-} ]]; then
             test_broker[$argument]=${LIBRDKAFKA_SUITE_BROKER:-single}
         fi
         selection+=("$argument")
         ;;
-    *) die "unknown argument $argument (usage: run.sh [TEST...])" ;;
+    *) die "unknown argument $argument (usage: run.sh [--extended] [TEST...])" ;;
     esac
 done
 if ((${#selection[@]} == 0)); then
@@ -311,8 +321,10 @@ for kind in "${kinds[@]}"; do
         export RDKAFKA_TEST_CONF=$run_dir/$kind/test.conf
         export TESTS=${test_list[$kind]} TEST_KAFKA_VERSION=$kafka_version
         export TEST_MODE=bare RDKAFKA_GITVER=$rdkafka_sys_version
+        # Line-buffered: the runner aborts (assert) when a test failed, which
+        # would lose a block-buffered stdout and with it the summary table.
         exec timeout --signal=TERM --kill-after=10 "$runner_timeout_s" \
-            ./test-runner -p1
+            stdbuf -oL -eL ./test-runner -p1
     ) >"$run_dir/$kind/test-runner.log" 2>&1 &
     runner_pid[$kind]=$!
 done
