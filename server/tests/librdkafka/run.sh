@@ -16,6 +16,8 @@
 #                              <target>/librdkafka-suite)
 #   LIBRDKAFKA_TEST_TIMEOUT_S  wall-clock limit of one test-runner run (900)
 #   TEST_LEVEL, TEST_DEBUG, SUBTESTS  passed to librdkafka's test runner
+#   LIBRDKAFKA_RUNNER_ARGS     more test-runner flags, e.g. "-Q" (quick mode)
+#                              or "-E -K" (no sockem, no known issues)
 # Exit status: 0 when every selected test passed, 1 when one failed, 2 for a
 # build or broker start failure.
 set -euo pipefail
@@ -324,7 +326,7 @@ for kind in "${kinds[@]}"; do
         # Line-buffered: the runner aborts (assert) when a test failed, which
         # would lose a block-buffered stdout and with it the summary table.
         exec timeout --signal=TERM --kill-after=10 "$runner_timeout_s" \
-            stdbuf -oL -eL ./test-runner -p1
+            stdbuf -oL -eL ./test-runner -p1 ${LIBRDKAFKA_RUNNER_ARGS:-}
     ) >"$run_dir/$kind/test-runner.log" 2>&1 &
     runner_pid[$kind]=$!
 done
