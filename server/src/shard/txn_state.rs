@@ -410,8 +410,12 @@ impl TxnState {
                 (state, "legacy snapshot")
             }
             _ => match load_snapshot(log).await {
-                Some(state) => (state, "snapshot"),
-                None => (TxnState::new(), "none"),
+                (Some(state), _) => (state, "snapshot"),
+                (None, known) => {
+                    let mut state = TxnState::new();
+                    state.storage.snapshots = known;
+                    (state, "none")
+                }
             },
         };
         let from = if source == "none" {
@@ -627,9 +631,11 @@ async fn remove_snapshots<I: Io>(log: &Log<I>, offsets: &[Offset]) {
 
 /// The state of the newest snapshot that passes its checks, with the
 /// aborted entries below it from the index files (txn_index.rs module
-/// docs). Removes snapshots beyond the log end and index files without a
-/// segment. `None`: no usable snapshot (the log is scanned from its start).
-async fn load_snapshot<I: Io>(log: &Log<I>) -> Option<TxnState> {
+/// docs). Removes snapshots beyond the log end or failing their checks
+/// (never trusted later either) and index files without a segment. `None`:
+/// no usable snapshot (the log is scanned from its start); with it, the
+/// snapshots left on disk.
+async fn load_snapshot<I: Io>(log: &Log<I>) -> (Option<TxnState>, BTreeSet<Offset>) {
     let files = list_state_files(log);
     let (log_start, log_end) = (log.log_start_offset(), log.log_end_offset());
     let bases = log.segment_bases();
@@ -642,19 +648,22 @@ async fn load_snapshot<I: Io>(log: &Log<I>) -> Option<TxnState> {
         remove_quietly(log.io(), &segment::txn_index_path(log.dir(), *base));
     }
     let entries = log.leader_epoch_entries();
+    let mut known: BTreeSet<Offset> = kept.iter().copied().collect();
     for candidate in txn_index::snapshot_candidates(&kept, log_start, log_end) {
         match load_one_snapshot(log, candidate, &bases, &entries) {
             Ok(mut state) => {
                 state.drop_aborted_below(log_start);
-                state.storage.snapshots = kept.iter().copied().collect();
-                return Some(state);
+                state.storage.snapshots = known.clone();
+                return (Some(state), known);
             }
             Err(reason) => {
-                tracing::warn!(dir = %log.dir().display(), snapshot = %candidate, reason, "transaction snapshot not used");
+                tracing::warn!(dir = %log.dir().display(), snapshot = %candidate, reason, "transaction snapshot not used; removing it");
+                remove_snapshots(log, &[candidate]).await;
+                known.remove(&candidate);
             }
         }
     }
-    None
+    (None, known)
 }
 
 fn load_one_snapshot<I: Io>(
@@ -785,6 +794,7 @@ pub async fn persist<I: Io>(log: &Log<I>, txns: &RefCell<TxnState>) {
         let mut state = txns.borrow_mut();
         let newest = state.storage.snapshots.last().copied();
         if state.storage.pending.is_none()
+            && state.end_offset > Offset::ZERO
             && newest.is_none_or(|newest| state.end_offset > newest)
             && let Some(capture) = state.capture()
         {
@@ -1455,6 +1465,10 @@ mod tests {
         assert_eq!(recovered.source, "none");
         assert_eq!(recovered.from, log.log_start_offset());
         assert_same_state(&state, &live);
+        assert!(
+            files(&io, dir, ".txnsnapshot").is_empty(),
+            "a snapshot that failed its checks is removed"
+        );
     }
 
     #[test]
