@@ -1200,3 +1200,151 @@ impl<I: Io> CleanedFile<I> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::path::Path;
+
+    use super::*;
+    use crate::batch::BatchBuilder;
+    use crate::commit::Committer;
+    use crate::config::LogConfig;
+    use crate::io::sim::SimIo;
+    use crate::log::ReadLimits;
+    use crate::testing::block_on;
+    use crate::types::{LeaderEpoch, TimestampMs};
+
+    fn data(producer_id: i64, key: &str) -> Bytes {
+        BatchBuilder::new()
+            .producer(producer_id, 0, 0)
+            .transactional(true)
+            .record(Some(key.as_bytes()), Some(&b"value"[..]), TimestampMs(0))
+            .build()
+    }
+
+    fn plain(key: &str) -> Bytes {
+        BatchBuilder::new()
+            .record(Some(key.as_bytes()), Some(&[b'f'; 200][..]), TimestampMs(0))
+            .build()
+    }
+
+    /// A transaction marker as the server writes it.
+    fn marker(producer_id: i64, commit: bool) -> Bytes {
+        let kind = if commit {
+            CONTROL_TYPE_COMMIT
+        } else {
+            CONTROL_TYPE_ABORT
+        };
+        let mut key = [0u8; 4];
+        key[2..].copy_from_slice(&kind.to_be_bytes());
+        let built = BatchBuilder::new()
+            .producer(producer_id, 0, -1)
+            .transactional(true)
+            .record(Some(&key[..]), Some(&[0u8; 6][..]), TimestampMs(0))
+            .build();
+        let mut bytes = built.to_vec();
+        let at = batch::layout::ATTRIBUTES_AT;
+        let attributes = i16::from_be_bytes([bytes[at], bytes[at + 1]]) | 0x20;
+        bytes[at..at + 2].copy_from_slice(&attributes.to_be_bytes());
+        let crc = crc32c::crc32c(&bytes[batch::layout::CRC_COVERED_FROM..]);
+        bytes[batch::layout::CRC_AT..batch::layout::CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        Bytes::from(bytes)
+    }
+
+    fn control_offsets(log: &Log<SimIo>) -> Vec<Offset> {
+        let limits = ReadLimits {
+            max_bytes: 1 << 20,
+            min_one_batch: true,
+            max_offset: log.log_end_offset(),
+        };
+        let mut found = Vec::new();
+        let mut offset = log.log_start_offset();
+        while offset < log.log_end_offset() {
+            let result = block_on(log.read(offset, limits)).unwrap();
+            if result.records.is_empty() {
+                break;
+            }
+            for run in &result.records {
+                for range in batch::split_batches(run).unwrap() {
+                    let header = BatchHeader::parse(&run[range]).unwrap();
+                    if header.is_control() {
+                        found.push(header.base_offset());
+                    }
+                }
+            }
+            offset = result.next_offset;
+        }
+        found
+    }
+
+    #[test]
+    fn markers_go_once_their_transaction_is_empty_and_they_are_removable() {
+        let io = SimIo::new(41);
+        let committer = Committer::new(io.clone());
+        let config = LogConfig {
+            segment_bytes: 1024,
+            preallocate_step_bytes: 16 << 10,
+            chunk_size_bytes: 16 << 10,
+            retention_ms: None,
+            ..LogConfig::default()
+        };
+        let log = block_on(Log::open(io, Path::new("/data/t-0"), config, &committer)).unwrap();
+        let append = |records: Bytes| log.append(&records, LeaderEpoch(0)).unwrap().base_offset;
+        // Producer 1 aborts, 2 commits, 3 commits a key written again later.
+        let aborted_first = append(data(1, "a"));
+        append(data(2, "b"));
+        append(data(3, "c"));
+        let abort = append(marker(1, false));
+        let kept = append(marker(2, true));
+        let superseded = append(marker(3, true));
+        append(plain("c"));
+        for index in 0..12 {
+            append(plain(&format!("filler-{}", index % 3)));
+        }
+        block_on(committer.flush_round());
+        assert!(log.segment_count() > 2);
+        let input = TxnCleanInput {
+            stable_bound: log.log_end_offset(),
+            aborted: vec![AbortedRange {
+                producer_id: 1,
+                first_offset: aborted_first,
+                last_offset: abort,
+            }],
+        };
+        let options = CleanOptions {
+            delete_retention_ms: 0,
+            min_compaction_lag_ms: 0,
+        };
+        // Nothing removable yet: the pass reports which transactions it
+        // leaves without data.
+        let removable = HashSet::from([abort, kept, superseded]);
+        let summary =
+            block_on(log.clean_transactions_with_markers(&options, &input, &HashSet::new()))
+                .unwrap();
+        assert_eq!(summary.empty_markers, vec![abort, superseded]);
+        assert!(summary.markers_removed.is_empty());
+        assert_eq!(control_offsets(&log), vec![abort, kept, superseded]);
+        // A marker whose data is still on disk stays even if given.
+        let summary =
+            block_on(log.clean_transactions_with_markers(&options, &input, &removable)).unwrap();
+        assert_eq!(
+            summary.markers_removed,
+            vec![
+                RemovedMarker {
+                    producer_id: 1,
+                    offset: abort,
+                    commit: Some(false),
+                },
+                RemovedMarker {
+                    producer_id: 3,
+                    offset: superseded,
+                    commit: Some(true),
+                },
+            ]
+        );
+        assert_eq!(control_offsets(&log), vec![kept]);
+        assert_eq!(log.log_end_offset(), Offset(superseded.value() + 14));
+    }
+}
