@@ -87,7 +87,20 @@ impl Broker {
         let initial_view = metadata.build_view(&controller.image());
         crate::shard::orphans::remove_orphan_partition_dirs(&config.data_dir, &initial_view)
             .context("sweeping the data directory's partition directories")?;
-        let mut listeners = net::bind_shards(config.listen, config.cores)?.into_iter();
+        // Users of `sluice user bootstrap`, once: into the metadata.
+        bootstrap_credentials(&config, &controller)?;
+        let tls_config = match &config.tls {
+            Some(settings) => Some(
+                crate::auth::tls::server_config(settings)
+                    .context("loading the TLS certificate and key")?,
+            ),
+            None => None,
+        };
+        // Every client listener: one SO_REUSEPORT socket per shard each.
+        let mut listener_sets = Vec::new();
+        for spec in &config.listeners {
+            listener_sets.push(net::bind_shards(spec.address, config.cores)?.into_iter());
+        }
         let (shards, inboxes) = Shards::new(config.cores);
         let core_ids = core_affinity::get_core_ids().unwrap_or_default();
         let (ready_sender, ready_receiver) = std::sync::mpsc::channel::<anyhow::Result<()>>();
@@ -95,9 +108,14 @@ impl Broker {
         let mut stops = Vec::new();
         let mut gos = Vec::new();
         for (index, inbox) in inboxes.into_iter().enumerate() {
-            let listener = listeners
-                .next()
-                .context("bind_shards returned fewer listeners than shards")?;
+            let mut listeners = Vec::new();
+            for (set, spec) in listener_sets.iter_mut().zip(&config.listeners) {
+                let socket = set
+                    .next()
+                    .context("bind_shards returned fewer listeners than shards")?;
+                listeners.push((socket, spec.clone()));
+            }
+            let tls_config = tls_config.clone();
             let (stop_sender, stop_receiver) = oneshot::channel();
             stops.push(stop_sender);
             let (go_sender, go_receiver) = oneshot::channel::<()>();
@@ -176,16 +194,32 @@ impl Broker {
                             shard.close_all().await;
                             return;
                         }
-                        let listener = match compio::net::TcpListener::from_std(listener) {
-                            Ok(listener) => listener,
-                            Err(error) => {
-                                tracing::error!(shard = index, %error, "registering the listener failed");
-                                shard.close_all().await;
-                                return;
-                            }
-                        };
-                        compio::runtime::spawn(net::accept_loop(Rc::clone(&shard), listener))
+                        for (socket, spec) in listeners {
+                            let listener = match compio::net::TcpListener::from_std(socket) {
+                                Ok(listener) => listener,
+                                Err(error) => {
+                                    tracing::error!(shard = index, %error, "registering the listener failed");
+                                    shard.close_all().await;
+                                    return;
+                                }
+                            };
+                            let spec = Rc::new(net::ListenerSpec {
+                                name: Arc::from(spec.name.as_str()),
+                                protocol: spec.protocol,
+                                tls: if spec.protocol.uses_tls() {
+                                    tls_config.clone()
+                                } else {
+                                    None
+                                },
+                                sasl_mechanisms: shard.config.sasl_mechanisms.clone(),
+                            });
+                            compio::runtime::spawn(net::accept_loop(
+                                Rc::clone(&shard),
+                                listener,
+                                spec,
+                            ))
                             .detach();
+                        }
                         if let Some(replication_listener) = replication_listener {
                             match compio::net::TcpListener::from_std(replication_listener) {
                                 Ok(listener) => compio::runtime::spawn(
@@ -325,12 +359,17 @@ fn start_controller(
     config: &BrokerConfig,
     replication_address: &str,
 ) -> anyhow::Result<ControllerHandle> {
-    let listener = Listener {
-        name: "PLAINTEXT".to_string(),
-        host: config.advertised_host.clone(),
-        port: u16::try_from(config.advertised_port)
-            .context("the advertised port does not fit a port number")?,
-    };
+    // Every client listener with its advertised address; the first is
+    // where clients of an unknown listener are sent.
+    let mut listeners = Vec::new();
+    for spec in &config.listeners {
+        listeners.push(Listener {
+            name: spec.name.clone(),
+            host: spec.advertised_host.clone(),
+            port: u16::try_from(spec.advertised_port)
+                .context("the advertised port does not fit a port number")?,
+        });
+    }
     let (replication_host, replication_port) = replication_address
         .rsplit_once(':')
         .and_then(|(host, port)| Some((host.to_string(), port.parse::<u16>().ok()?)))
@@ -343,7 +382,7 @@ fn start_controller(
     let mut service_config = ServiceConfig::single_node(
         BrokerId(config.node_id),
         config.data_dir.clone(),
-        vec![listener, replication],
+        listeners.into_iter().chain([replication]).collect(),
         u32::try_from(config.cores).unwrap_or(u32::MAX),
     );
     service_config.voters = config
@@ -379,6 +418,47 @@ fn start_controller(
             "waiting for the controller quorum to register this broker"
         );
     }
+}
+
+/// Propose the credentials of the data directory's bootstrap file that
+/// the metadata does not hold yet, wait until they are applied, then
+/// remove the file (see `auth::credentials`).
+fn bootstrap_credentials(
+    config: &BrokerConfig,
+    controller: &ControllerHandle,
+) -> anyhow::Result<()> {
+    let pending = crate::auth::credentials::read_bootstrap(&config.data_dir)?;
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let image = controller.image();
+    let missing: Vec<_> = pending
+        .into_iter()
+        .filter(|credential| {
+            image
+                .scram_credential(&credential.name, credential.mechanism)
+                .is_none()
+        })
+        .collect();
+    if !missing.is_empty() {
+        let names: Vec<String> = missing
+            .iter()
+            .map(|credential| credential.name.clone())
+            .collect();
+        let handle = controller.clone();
+        let runtime = compio::runtime::Runtime::new()
+            .context("a runtime for creating the bootstrap users")?;
+        let offset = runtime
+            .block_on(async move { handle.alter_scram_credentials(missing, Vec::new()).await })
+            .context("creating the bootstrap users")?;
+        anyhow::ensure!(
+            controller.wait_applied_timeout(offset, std::time::Duration::from_secs(30)),
+            "the bootstrap users were not applied within 30 s"
+        );
+        tracing::info!(users = ?names, "bootstrap SCRAM users created");
+    }
+    crate::auth::credentials::remove_bootstrap(&config.data_dir)?;
+    Ok(())
 }
 
 /// A fault hook for the test that shows a panic in a detached shard task

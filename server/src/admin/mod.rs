@@ -16,6 +16,7 @@
 //! | `transactions` | `sluice transactions list/describe` (alias `txn`) |
 //! | `produce` | `sluice produce TOPIC`: stdin lines -> records |
 //! | `consume` | `sluice consume TOPIC`: records -> stdout lines |
+//! | `user` | `sluice user create/list/delete/bootstrap`: SCRAM users |
 //!
 //! Exit codes: 0 success; 1 an operation failed (or `cluster health` or `cluster status` found
 //! the cluster unhealthy); 2 invalid arguments.
@@ -31,6 +32,7 @@ pub mod produce;
 pub mod profile;
 pub mod topic;
 pub mod transactions;
+pub mod user;
 
 use std::process::ExitCode;
 

@@ -41,6 +41,9 @@ pub enum Command {
     /// Transactions: list, describe (like kafka-transactions.sh).
     #[command(alias = "txn")]
     Transactions(crate::admin::args::TransactionsArgs),
+    /// SCRAM users: create, list, delete; bootstrap (offline, into a
+    /// stopped node's data directory).
+    User(crate::admin::user::UserArgs),
     /// Write stdin lines to a topic, one record per line.
     Produce(crate::admin::args::ProduceArgs),
     /// Print a topic's records to stdout, one per line.
@@ -457,15 +460,26 @@ impl BrokerConfig {
         let advertised_given = args.advertised.or(file.advertised);
         let listeners = match listeners_given {
             Some(text) => {
-                anyhow::ensure!(
-                    listen_given.is_none() && advertised_given.is_none(),
-                    "--listeners replaces --listen and --advertised: give one or the other"
-                );
+                // --listen (with --advertised) given too: a PLAINTEXT
+                // listener first, then the named ones.
+                let text = match &listen_given {
+                    Some(listen) => format!("PLAINTEXT://{listen},{text}"),
+                    None => text,
+                };
+                let advertised_listeners = args.advertised_listeners.or(file.advertised_listeners);
+                let advertised_listeners = match (&listen_given, advertised_given) {
+                    (Some(_), Some(advertised)) => Some(match advertised_listeners {
+                        Some(more) => format!("PLAINTEXT://{advertised},{more}"),
+                        None => format!("PLAINTEXT://{advertised}"),
+                    }),
+                    (None, Some(_)) => {
+                        anyhow::bail!("--advertised goes with --listen; use --advertised-listeners")
+                    }
+                    (_, None) => advertised_listeners,
+                };
                 parse_listeners(
                     &text,
-                    args.advertised_listeners
-                        .or(file.advertised_listeners)
-                        .as_deref(),
+                    advertised_listeners.as_deref(),
                     args.listener_security_protocol_map
                         .or(file.listener_security_protocol_map)
                         .as_deref(),

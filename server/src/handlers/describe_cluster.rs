@@ -30,7 +30,14 @@ const CLUSTER_OPERATIONS: &[i32] = &[
 /// "Authorized operations not requested" in Kafka's responses.
 const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
 
-pub fn handle(shard: &Shard, version: i16, request: &DescribeClusterRequest) -> Reply {
+/// `listener`: the client's listener; brokers are listed with their
+/// endpoints on it.
+pub fn handle(
+    shard: &Shard,
+    version: i16,
+    request: &DescribeClusterRequest,
+    listener: &str,
+) -> Reply {
     let view = shard.metadata.snapshot();
     let mut response = DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_string(view.cluster_id.clone()))
@@ -55,10 +62,11 @@ pub fn handle(shard: &Shard, version: i16, request: &DescribeClusterRequest) -> 
         .values()
         .filter(|broker| include_fenced || broker.is_live())
         .map(|broker| {
+            let (host, port) = view.endpoint(broker, listener);
             DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(broker.id))
-                .with_host(StrBytes::from_string(broker.host.clone()))
-                .with_port(broker.port)
+                .with_host(StrBytes::from_string(host))
+                .with_port(port)
                 .with_rack(broker.rack.clone().map(StrBytes::from_string))
                 .with_is_fenced(version >= 2 && !broker.is_live())
         })

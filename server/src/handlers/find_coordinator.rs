@@ -25,10 +25,12 @@ use crate::shard::Shard;
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
+/// `listener`: the client's listener; the coordinator's endpoint on it.
 pub async fn handle(
     shard: &Rc<Shard>,
     version: i16,
     request: FindCoordinatorRequest,
+    listener: &str,
 ) -> anyhow::Result<Reply> {
     let keys = if version >= 4 {
         request.coordinator_keys
@@ -65,9 +67,10 @@ pub async fn handle(
         coordinator.key = key;
         match outcome {
             Ok(broker) => {
+                let (host, port) = shard.metadata.snapshot().endpoint(&broker, listener);
                 coordinator.node_id = BrokerId(broker.id);
-                coordinator.host = StrBytes::from_string(broker.host);
-                coordinator.port = broker.port;
+                coordinator.host = StrBytes::from_string(host);
+                coordinator.port = port;
             }
             Err((error, message)) => {
                 coordinator.node_id = BrokerId(-1);

@@ -29,10 +29,13 @@ use crate::metadata::{ClusterMetadata, MetadataError, TopicMetadata, validate_to
 use crate::shard::Shard;
 use crate::shard::topics::{TopicError, create_topic};
 
+/// `listener`: the name of the listener the client connected on; brokers
+/// are listed with their endpoints on it.
 pub async fn handle(
     shard: &Rc<Shard>,
     version: i16,
     request: MetadataRequest,
+    listener: &str,
 ) -> anyhow::Result<Reply> {
     let config = &shard.config;
     let requested: Option<Vec<(Option<String>, uuid::Uuid)>> = match request.topics {
@@ -110,7 +113,7 @@ pub async fn handle(
     // may have published a newer one).
     let view = shard.metadata.snapshot();
     let response = MetadataResponse::default()
-        .with_brokers(brokers(&view))
+        .with_brokers(brokers(&view, listener))
         .with_cluster_id(Some(StrBytes::from_string(view.cluster_id.clone())))
         .with_controller_id(BrokerId(view.controller_id.unwrap_or(-1)))
         .with_topics(topics);
@@ -118,13 +121,15 @@ pub async fn handle(
 }
 
 /// The live brokers of `view`, by id.
-fn brokers(view: &ClusterMetadata) -> Vec<MetadataResponseBroker> {
+/// Each broker's endpoint on the client's `listener`.
+fn brokers(view: &ClusterMetadata, listener: &str) -> Vec<MetadataResponseBroker> {
     view.live_brokers()
         .map(|broker| {
+            let (host, port) = view.endpoint(broker, listener);
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(broker.id))
-                .with_host(StrBytes::from_string(broker.host.clone()))
-                .with_port(broker.port)
+                .with_host(StrBytes::from_string(host))
+                .with_port(port)
                 .with_rack(broker.rack.clone().map(StrBytes::from_string))
         })
         .collect()

@@ -4,6 +4,7 @@
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod alter_configs;
+pub mod alter_user_scram_credentials;
 pub mod api_versions;
 pub mod consumer_group_heartbeat;
 pub mod create_partitions;
@@ -16,6 +17,7 @@ pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_producers;
 pub mod describe_transactions;
+pub mod describe_user_scram_credentials;
 pub mod end_txn;
 pub mod fetch;
 pub mod fetch_session;
@@ -38,11 +40,11 @@ pub mod sync_group;
 pub mod txn_offset_commit;
 pub mod write_txn_markers;
 
-use std::net::SocketAddr;
 use std::rc::Rc;
 
 use kafka_protocol::messages::{RequestKind, ResponseKind};
 
+use crate::net::Connection;
 use crate::protocol::{Request, ResponseFrame, encode_response};
 use crate::shard::Shard;
 
@@ -133,13 +135,16 @@ pub enum Reply {
     Nothing,
 }
 
-/// Handle one request. `Err` means the request cannot be answered (a bug or
-/// an internal failure): the connection is closed.
+/// Handle one request on `connection` (its peer, listener and
+/// authenticated principal). `Err` means the request cannot be answered
+/// (a bug or an internal failure): the connection is closed.
 pub async fn handle(
     shard: &Rc<Shard>,
     request: Request,
-    peer: SocketAddr,
+    connection: &Connection,
 ) -> anyhow::Result<Option<ResponseFrame>> {
+    let peer = connection.peer;
+    let listener = connection.listener.as_ref();
     let Request {
         api_key,
         version,
@@ -148,7 +153,7 @@ pub async fn handle(
     } = request;
     let reply = match body {
         RequestKind::ApiVersions(body) => api_versions::handle(shard, version, &body),
-        RequestKind::Metadata(body) => metadata::handle(shard, version, body).await?,
+        RequestKind::Metadata(body) => metadata::handle(shard, version, body, listener).await?,
         RequestKind::Produce(body) => produce::handle(shard, version, body).await?,
         RequestKind::InitProducerId(body) => init_producer_id::handle(shard, version, &body).await,
         RequestKind::Fetch(body) => {
@@ -171,9 +176,17 @@ pub async fn handle(
             incremental_alter_configs::handle(shard, version, body).await?
         }
         RequestKind::DeleteRecords(body) => delete_records::handle(shard, version, body).await?,
-        RequestKind::DescribeCluster(body) => describe_cluster::handle(shard, version, &body),
+        RequestKind::DescribeCluster(body) => {
+            describe_cluster::handle(shard, version, &body, listener)
+        }
         RequestKind::FindCoordinator(body) => {
-            find_coordinator::handle(shard, version, body).await?
+            find_coordinator::handle(shard, version, body, listener).await?
+        }
+        RequestKind::DescribeUserScramCredentials(body) => {
+            describe_user_scram_credentials::handle(shard, body)
+        }
+        RequestKind::AlterUserScramCredentials(body) => {
+            alter_user_scram_credentials::handle(shard, body).await
         }
         RequestKind::JoinGroup(body) => {
             join_group::handle(shard, version, &header, peer, body).await?

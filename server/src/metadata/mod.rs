@@ -97,6 +97,10 @@ pub struct ClusterMetadata {
     /// Every registered broker, live or not.
     pub brokers: BTreeMap<i32, BrokerInfo>,
     pub topics: BTreeMap<String, TopicMetadata>,
+    /// Every broker's client listeners (name, host, port) as registered,
+    /// so that a client is answered with the endpoints of the listener it
+    /// connected on ([`ClusterMetadata::endpoint`]).
+    pub listener_endpoints: BTreeMap<i32, Vec<(String, String, i32)>>,
 }
 
 /// Where a request for one partition goes.
@@ -119,6 +123,19 @@ pub enum Route<'a> {
 }
 
 impl ClusterMetadata {
+    /// Where clients of `listener` reach `broker`: its endpoint on the
+    /// listener of that name, else its first listener (a broker that does
+    /// not have the listener).
+    pub fn endpoint(&self, broker: &BrokerInfo, listener: &str) -> (String, i32) {
+        self.listener_endpoints
+            .get(&broker.id)
+            .and_then(|endpoints| endpoints.iter().find(|(name, _, _)| name == listener))
+            .map_or_else(
+                || (broker.host.clone(), broker.port),
+                |(_, host, port)| (host.clone(), *port),
+            )
+    }
+
     /// Route a request for `topic`-`partition` (see [`Route`]).
     pub fn route(&self, topic: &str, partition: i32) -> Route<'_> {
         let Some(state) = self.topics.get(topic).and_then(|topic| {
@@ -395,6 +412,25 @@ impl Metadata {
             controller_id: self.controller.active_controller().map(|id| id.0),
             brokers,
             topics,
+            listener_endpoints: image
+                .brokers()
+                .values()
+                .map(|broker| {
+                    let endpoints = broker
+                        .listeners
+                        .iter()
+                        .filter(|listener| listener.name != REPLICATION_LISTENER)
+                        .map(|listener| {
+                            (
+                                listener.name.clone(),
+                                listener.host.clone(),
+                                i32::from(listener.port),
+                            )
+                        })
+                        .collect();
+                    (broker.broker_id.0, endpoints)
+                })
+                .collect(),
         }
     }
 

@@ -20,10 +20,12 @@
 //! are owed at once, so a client that never reads only blocks its own
 //! connection.
 
+pub mod sasl;
 pub mod tls;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
@@ -35,6 +37,8 @@ use futures_util::future::LocalBoxFuture;
 use futures_util::{FutureExt, StreamExt};
 use kafka_protocol::messages::RequestKind;
 
+use crate::auth::sasl::{Mechanism, SaslSession};
+use crate::auth::{Principal, SecurityProtocol};
 use crate::handlers::api_versions::unsupported_version_response;
 use crate::handlers::{self, Reply, produce};
 use crate::protocol::{DecodeError, Request, ResponseFrame, decode_request, encode_response};
@@ -274,13 +278,96 @@ fn listeners_on(address: SocketAddr, own: &[u64], matching: Match) -> Vec<u64> {
         .collect()
 }
 
+/// A client listener as its connections need it.
+pub struct ListenerSpec {
+    /// The listener's name (Metadata answers with endpoints of this name).
+    pub name: Arc<str>,
+    pub protocol: SecurityProtocol,
+    /// The TLS configuration of an SSL or SASL_SSL listener.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The SASL mechanisms of a SASL listener.
+    pub sasl_mechanisms: Vec<Mechanism>,
+}
+
+/// A client connection as handlers see it: where it comes from, on which
+/// listener, and who it authenticated as (the authorizer's input).
+#[derive(Clone, Debug)]
+pub struct Connection {
+    pub peer: SocketAddr,
+    pub listener: Arc<str>,
+    pub principal: Principal,
+}
+
+/// The reading side of a connection.
+enum Reader {
+    Plain(TcpStream),
+    Tls(tls::TlsReader),
+}
+
+impl Reader {
+    async fn read_frame_size(&mut self) -> Result<Option<i32>, String> {
+        match self {
+            Reader::Plain(stream) => read_frame_size(stream).await,
+            Reader::Tls(reader) => match reader.read_exact(4).await {
+                Ok(Some(prefix)) => Ok(Some(i32::from_be_bytes([
+                    prefix[0], prefix[1], prefix[2], prefix[3],
+                ]))),
+                Ok(None) => Ok(None),
+                Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => Err(
+                    "the client closed the connection in the middle of a request's size"
+                        .to_string(),
+                ),
+                Err(error) => Err(format!("reading a request: {error}")),
+            },
+        }
+    }
+
+    async fn read_frame(&mut self, size: usize) -> std::io::Result<Vec<u8>> {
+        match self {
+            Reader::Plain(stream) => {
+                let BufResult(result, frame) = stream.read_exact(Vec::with_capacity(size)).await;
+                result.map(|()| frame)
+            }
+            Reader::Tls(reader) => match reader.read_exact(size).await? {
+                Some(frame) => Ok(frame),
+                None if size == 0 => Ok(Vec::new()),
+                None => Err(std::io::ErrorKind::UnexpectedEof.into()),
+            },
+        }
+    }
+}
+
+/// The writing side of a connection.
+enum Writer {
+    Plain(TcpStream),
+    Tls(tls::TlsWriter),
+}
+
+impl Writer {
+    async fn write_frame(&mut self, parts: Vec<Bytes>) -> std::io::Result<()> {
+        match self {
+            Writer::Plain(stream) => write_frame(stream, parts).await,
+            Writer::Tls(writer) => writer.write_all(parts).await,
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        let _ = match self {
+            Writer::Plain(stream) => stream.shutdown().await,
+            Writer::Tls(writer) => writer.shutdown().await,
+        };
+    }
+}
+
 /// Accept connections forever, one task each.
-pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, spec: Rc<ListenerSpec>) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let shard = Rc::clone(&shard);
-                compio::runtime::spawn(async move { serve(shard, stream, peer).await }).detach();
+                let spec = Rc::clone(&spec);
+                compio::runtime::spawn(async move { serve(shard, stream, peer, spec).await })
+                    .detach();
             }
             Err(error) => {
                 tracing::warn!(%error, "accept failed");
@@ -290,16 +377,39 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     }
 }
 
-async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
+async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, spec: Rc<ListenerSpec>) {
     let _ = stream.set_nodelay(true);
-    tracing::debug!(%peer, shard = shard.id.0, "connection opened");
-    let (mut stream, writer) = stream.into_split();
+    tracing::debug!(%peer, shard = shard.id.0, listener = %spec.name, "connection opened");
+    let (mut stream, writer, certificate_principal) = match &spec.tls {
+        Some(config) => match tls::accept(stream, Arc::clone(config)).await {
+            Ok((reader, writer, principal)) => {
+                (Reader::Tls(reader), Writer::Tls(writer), principal)
+            }
+            Err(error) => {
+                tracing::debug!(%peer, %error, "TLS handshake failed: connection closed");
+                return;
+            }
+        },
+        None => {
+            let (reader, writer) = stream.into_split();
+            (Reader::Plain(reader), Writer::Plain(writer), None)
+        }
+    };
+    let mut connection = Connection {
+        peer,
+        listener: Arc::clone(&spec.name),
+        principal: certificate_principal.unwrap_or_else(Principal::anonymous),
+    };
+    let mut sasl = spec
+        .protocol
+        .uses_sasl()
+        .then(|| SaslSession::new(spec.sasl_mechanisms.clone()));
     let (mut answers, queued) = mpsc::channel::<Queued>(PIPELINE_DEPTH);
     let writing = compio::runtime::spawn(write_answers(writer, queued));
     // Resolves once the last queued answer is written.
     let mut last_written: Option<oneshot::Receiver<()>> = None;
     let reason = loop {
-        let size = match read_frame_size(&mut stream).await {
+        let size = match stream.read_frame_size().await {
             Ok(Some(size)) => size,
             Ok(None) => break "the client closed the connection".to_string(),
             Err(error) => break error,
@@ -307,21 +417,93 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         let Ok(size) = usize::try_from(size) else {
             break format!("negative frame size {size}");
         };
-        if size > shard.config.request_bytes_max {
+        let unauthenticated = sasl
+            .as_ref()
+            .is_some_and(|session| session.principal().is_none());
+        let limit = if unauthenticated {
+            sasl::UNAUTHENTICATED_FRAME_BYTES_MAX
+        } else {
+            shard.config.request_bytes_max
+        };
+        if size > limit {
             break format!(
-                "frame of {size} bytes exceeds the {} byte limit",
-                shard.config.request_bytes_max
+                "frame of {size} bytes exceeds the {limit} byte limit{}",
+                if unauthenticated {
+                    " before authentication"
+                } else {
+                    ""
+                }
             );
         }
-        let BufResult(result, frame) = stream.read_exact(Vec::with_capacity(size)).await;
-        if let Err(error) = result {
-            break if error.kind() == std::io::ErrorKind::UnexpectedEof {
-                format!("the client closed the connection in the middle of a {size}-byte request")
-            } else {
-                format!("reading a request: {error}")
-            };
+        let frame = match stream.read_frame(size).await {
+            Ok(frame) => frame,
+            Err(error) => {
+                break if error.kind() == std::io::ErrorKind::UnexpectedEof {
+                    format!(
+                        "the client closed the connection in the middle of a {size}-byte request"
+                    )
+                } else {
+                    format!("reading a request: {error}")
+                };
+            }
+        };
+        // After a SaslHandshake v0 the tokens come raw.
+        if let Some(session) = sasl.as_mut().filter(|session| session.expects_raw_token()) {
+            if let Some(written) = last_written.take() {
+                let _ = written.await;
+            }
+            let image = shard.metadata.controller().image();
+            let outcome = sasl::raw_token(session, &frame, &image);
+            if let Some(reason) = outcome.close {
+                break format!("SASL authentication failed: {reason}");
+            }
+            if let Some(principal) = session.principal() {
+                connection.principal = principal.clone();
+            }
+            let answer: Answer =
+                futures_util::future::ready(Ok(Some(outcome.answer))).boxed_local();
+            let (done, written) = oneshot::channel();
+            let ready = futures_util::future::poll_fn(|context| answers.poll_ready(context)).await;
+            if ready.is_err() || answers.start_send((answer, done)).is_err() {
+                break "the connection's writer stopped".to_string();
+            }
+            last_written = Some(written);
+            continue;
         }
-        let answer: Answer = match decode_request(Bytes::from(frame)) {
+        let decoded = decode_request(Bytes::from(frame));
+        if unauthenticated
+            && let Ok(request) = &decoded
+            && !sasl::allowed_before_authentication(request.api_key)
+        {
+            // As Kafka: a request before authentication ends the connection.
+            break format!("{:?} before SASL authentication completed", request.api_key);
+        }
+        let mut close_after = None;
+        let answer: Answer = match decoded {
+            Ok(
+                request @ Request {
+                    api_key:
+                        kafka_protocol::messages::ApiKey::SaslHandshake
+                        | kafka_protocol::messages::ApiKey::SaslAuthenticate,
+                    ..
+                },
+            ) => {
+                if let Some(written) = last_written.take() {
+                    let _ = written.await;
+                }
+                let image = shard.metadata.controller().image();
+                match sasl::answer(sasl.as_mut(), request, &image) {
+                    Ok(outcome) => {
+                        if let Some(principal) = sasl.as_ref().and_then(SaslSession::principal) {
+                            connection.principal = principal.clone();
+                            tracing::debug!(%peer, principal = %connection.principal, "authenticated");
+                        }
+                        close_after = outcome.close;
+                        futures_util::future::ready(Ok(Some(outcome.answer))).boxed_local()
+                    }
+                    Err(error) => break format!("SASL: {error:#}"),
+                }
+            }
             Ok(Request {
                 api_key,
                 version,
@@ -346,7 +528,7 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
                     // Err: the writer stopped; the send below notices.
                     let _ = written.await;
                 }
-                match handlers::handle(&shard, request, peer).await {
+                match handlers::handle(&shard, request, &connection).await {
                     Ok(response) => futures_util::future::ready(Ok(response)).boxed_local(),
                     Err(error) => break format!("handler failed: {error:#}"),
                 }
@@ -367,6 +549,9 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
             break "the connection's writer stopped".to_string();
         }
         last_written = Some(written);
+        if let Some(reason) = close_after {
+            break format!("SASL authentication failed: {reason}");
+        }
     };
     // Answers already owed are still written (the writer ends when the
     // queue is empty and closed).
@@ -409,11 +594,11 @@ async fn read_frame_size(stream: &mut TcpStream) -> Result<Option<i32>, String> 
 /// Write answers in the order they were queued; stop at the first error
 /// (a failed acks=0 produce, a handler failure or a write error), shutting
 /// the connection down so the client notices.
-async fn write_answers(mut stream: TcpStream, mut queued: mpsc::Receiver<Queued>) {
+async fn write_answers(mut stream: Writer, mut queued: mpsc::Receiver<Queued>) {
     while let Some((answer, done)) = queued.next().await {
         match answer.await {
             Ok(Some(frame)) => {
-                if let Err(error) = write_frame(&mut stream, frame.parts).await {
+                if let Err(error) = stream.write_frame(frame.parts).await {
                     tracing::debug!(%error, "write failed");
                     break;
                 }
@@ -426,7 +611,7 @@ async fn write_answers(mut stream: TcpStream, mut queued: mpsc::Receiver<Queued>
         }
         let _ = done.send(());
     }
-    let _ = stream.shutdown().await;
+    stream.shutdown().await;
 }
 
 /// The kernel takes at most IOV_MAX (1024) buffers per vectored write.

@@ -53,6 +53,12 @@ pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
     (ApiKey::ConsumerGroupHeartbeat, range(0, 1)),
     // Sent by transaction coordinators to partition leaders (v0 is not decodable).
     (ApiKey::WriteTxnMarkers, range(1, 1)),
+    // Authentication (auth/, net/sasl.rs): answered by the connection
+    // loop, which holds the SASL state.
+    (ApiKey::SaslHandshake, range(0, 1)),
+    (ApiKey::SaslAuthenticate, range(0, 2)),
+    (ApiKey::DescribeUserScramCredentials, range(0, 0)),
+    (ApiKey::AlterUserScramCredentials, range(0, 0)),
 ];
 
 pub fn supported(api_key: ApiKey) -> Option<VersionRange> {
