@@ -1445,6 +1445,49 @@ mod tests {
     }
 
     #[test]
+    fn index_entries_beyond_the_recovered_log_end_are_dropped_and_the_tail_rescanned() {
+        let io = SimIo::new(34);
+        let committer = Committer::new(io.clone());
+        let dir = Path::new("/data/topic-0");
+        let log = block_on(Log::open(io.clone(), dir, small_segments(), &committer)).unwrap();
+        let txns = RefCell::new(TxnState::new());
+        transactions(&log, &txns, 0..12);
+        block_on(committer.flush_round());
+        block_on(persist(&log, &txns));
+        let captured = txns.borrow().end_offset;
+        // Durable aborts after the capture, then aborts never flushed: the
+        // index files written next hold both.
+        transactions(&log, &txns, 12..18);
+        block_on(committer.flush_round());
+        let durable = txns.borrow().clone();
+        transactions(&log, &txns, 18..24);
+        block_on(persist(&log, &txns));
+        assert_eq!(files(&io, dir, ".txnsnapshot").len(), 1);
+        let written: Vec<AbortedTxn> = files(&io, dir, ".txnindex")
+            .iter()
+            .flat_map(|name| {
+                let base = txn_index::parse_index_name(name).unwrap();
+                txn_index::decode_index(base, &io.read_file(&dir.join(name)).unwrap()).unwrap()
+            })
+            .collect();
+        assert!(
+            written
+                .iter()
+                .any(|entry| entry.last_offset >= durable.end_offset),
+            "the index files hold entries the crash loses"
+        );
+        drop(log);
+
+        let io = io.crash();
+        let committer = Committer::new(io.clone());
+        let log = block_on(Log::open(io.clone(), dir, small_segments(), &committer)).unwrap();
+        assert_eq!(log.log_end_offset(), durable.end_offset);
+        let (state, recovered) = block_on(TxnState::recover(&log));
+        assert_eq!((recovered.source, recovered.from), ("snapshot", captured));
+        assert_same_state(&state, &durable);
+    }
+
+    #[test]
     fn a_damaged_index_falls_back_to_reading_the_whole_log() {
         let io = SimIo::new(32);
         let committer = Committer::new(io.clone());
