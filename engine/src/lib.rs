@@ -21,6 +21,7 @@ pub mod error;
 pub mod index;
 pub mod io;
 pub mod log;
+mod readahead;
 pub mod recovery;
 pub mod segment;
 #[doc(hidden)]

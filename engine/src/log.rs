@@ -42,6 +42,7 @@ use crate::constants::{
 use crate::epochs::{self, LeaderEpochCache, SegmentSource};
 use crate::error::{AppendError, LogError, ReplicatedAppendError};
 use crate::io::{Io, is_storage_full};
+use crate::readahead::ReadAhead;
 use crate::recovery::{self, Checkpoint, RecoveryReport};
 use crate::segment::buffer::{page_ceil, page_floor};
 use crate::segment::{self, Segment, SegmentMark};
@@ -75,6 +76,8 @@ pub(crate) struct LogInner<I: Io> {
     /// writes.
     pub(crate) clean_lock: Mutex<()>,
     committer: Committer<I>,
+    /// The read issued ahead of a sequential reader (readahead.rs).
+    read_ahead: ReadAhead,
 }
 
 pub(crate) struct LogState<F> {
@@ -200,6 +203,7 @@ impl<I: Io> Log<I> {
                 flush_lock: Mutex::new(()),
                 clean_lock: Mutex::new(()),
                 committer: committer.clone(),
+                read_ahead: ReadAhead::default(),
             }),
         };
         let last_epoch = log.inner.read_last_epoch().await?;
@@ -498,6 +502,11 @@ impl<I: Io> Log<I> {
         })
     }
 
+    /// Reads served from a read issued ahead (readahead.rs) so far.
+    pub fn read_ahead_hits(&self) -> u64 {
+        self.inner.read_ahead.taken()
+    }
+
     /// Make everything appended so far durable (waits for a running flush).
     pub async fn flush(&self) -> Result<(), AppendError> {
         self.inner.flush().await
@@ -617,6 +626,33 @@ impl<I: Io> Log<I> {
         }
         if let Some((run, start, end)) = pending {
             result.records.push(run.slice(start..end));
+        }
+        // A reader that came from disk is likely to come back for what
+        // follows: read it now (readahead.rs).
+        // The segment's state now, not as the cursor last saw it: a
+        // truncation during this read must not leave a slot vouching for
+        // bytes past the new end (no await between this and the slot).
+        let current = cursor.from_disk.then(|| {
+            let state = self.inner.state.borrow();
+            state
+                .segments
+                .iter()
+                .find(|segment| segment.base == segment_base && segment.generation == generation)
+                .and_then(|segment| Some((segment.file.clone()?, segment.durable_size)))
+        });
+        if let Some(Some((file, durable_size))) = current {
+            self.inner
+                .read_ahead
+                .issue(
+                    &self.inner.io,
+                    &file,
+                    segment_base,
+                    generation,
+                    position,
+                    cursor.read_ahead,
+                    durable_size,
+                )
+                .await;
         }
         Ok(())
     }
@@ -845,6 +881,7 @@ impl<I: Io> Log<I> {
             };
             segment.truncate_to(cut_position, new_end);
             segment.allocated = cut_position;
+            inner.read_ahead.clear();
             segment.buffer.reset(cut_position, &tail_page);
             state.log_end = new_end;
             state.durable_end = new_end;
@@ -1568,6 +1605,9 @@ struct Cursor<'a, I: Io> {
     seen: Option<(I::File, u64)>,
     run: Option<(u64, Bytes)>,
     read_ahead: usize,
+    /// The last bytes fetched came from the segment file (not the write
+    /// buffer).
+    from_disk: bool,
 }
 
 impl<'a, I: Io> Cursor<'a, I> {
@@ -1579,6 +1619,7 @@ impl<'a, I: Io> Cursor<'a, I> {
             seen: None,
             run: None,
             read_ahead: read_ahead.clamp(64 << 10, 8 << 20),
+            from_disk: false,
         }
     }
 
@@ -1627,6 +1668,7 @@ impl<'a, I: Io> Cursor<'a, I> {
                         .start()
                         .is_some_and(|start| position >= start)
                     {
+                        self.from_disk = false;
                         return Ok(segment.buffer.read_run(position));
                     }
                     if let Some(file) = &segment.file {
@@ -1647,15 +1689,30 @@ impl<'a, I: Io> Cursor<'a, I> {
         if position >= disk_end {
             return Ok(None);
         }
-        let read_start = page_floor(position);
-        let wanted_end = disk_end.min(position + need.max(self.read_ahead) as u64);
-        let length = (page_ceil(wanted_end) - read_start) as usize;
-        let bytes = self
+        self.from_disk = true;
+        let prefetched = self
             .inner
-            .io
-            .read_at(&file, read_start, length)
-            .await
-            .map_err(|error| self.inner.io_error(self.base, error))?;
+            .read_ahead
+            .take(self.base, self.generation, position, need)
+            .filter(|_| self.seen.is_some());
+        let (read_start, disk_end, bytes) = match prefetched {
+            Some(prefetched) => match prefetched.read.await {
+                Ok(bytes) => (prefetched.start, disk_end.min(prefetched.valid_end), bytes),
+                Err(error) => return Err(self.inner.io_error(self.base, error)),
+            },
+            None => {
+                let read_start = page_floor(position);
+                let wanted_end = disk_end.min(position + need.max(self.read_ahead) as u64);
+                let length = (page_ceil(wanted_end) - read_start) as usize;
+                let bytes = self
+                    .inner
+                    .io
+                    .read_at(&file, read_start, length)
+                    .await
+                    .map_err(|error| self.inner.io_error(self.base, error))?;
+                (read_start, disk_end, bytes)
+            }
+        };
         let skip = (position - read_start) as usize;
         let available = ((disk_end - read_start) as usize).min(bytes.len());
         if skip >= available {
