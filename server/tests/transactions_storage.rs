@@ -341,7 +341,7 @@ fn compaction_removes_the_markers_of_transactions_left_without_data_after_the_ho
             ("cleanup.policy", "compact"),
             ("segment.bytes", "4096"),
             ("min.cleanable.dirty.ratio", "0.01"),
-            ("delete.retention.ms", "1000"),
+            ("delete.retention.ms", "3000"),
         ],
     );
     let dir = broker.data_dir().join(format!("{TOPIC}-0"));
@@ -349,6 +349,9 @@ fn compaction_removes_the_markers_of_transactions_left_without_data_after_the_ho
     // Twelve transactions, every third aborted: keys are unique, so only
     // the aborted transactions lose their data.
     let committed = transactions(&producer, TOPIC, 0..12);
+    // Measured before any marker can have passed its horizon.
+    let markers_before = stored_markers(&dir);
+    assert_eq!(markers_before, 12, "one marker per transaction");
     // Plain filler seals the segments holding the transactions.
     let filler: Vec<kafka::Record> = (0..80)
         .map(|index| kafka::Record {
@@ -358,14 +361,12 @@ fn compaction_removes_the_markers_of_transactions_left_without_data_after_the_ho
         })
         .collect();
     kafka::produce_one_per_batch(&bootstrap, TOPIC, &filler);
-    let markers_before = stored_markers(&dir);
-    assert_eq!(markers_before, 12, "one marker per transaction");
     let aborted = 4;
     wait_for("the aborted transactions' markers removed", || {
         stored_markers(&dir) == markers_before - aborted
     });
     // Committed transactions keep theirs (their data is still there).
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(3500));
     assert_eq!(stored_markers(&dir), markers_before - aborted);
 
     let read_committed = read(&bootstrap, TOPIC, true);
