@@ -13,8 +13,20 @@
 //! Assumes the kernel's default overcommit policy (vm.overcommit_memory 0 or
 //! 1); under strict accounting (2) the mapping fails and the allocation
 //! error aborts as before.
+//!
+//! Returning memory ([`release_free_memory_soon`]): glibc's malloc keeps
+//! what is freed for reuse. Its arenas give memory back to the kernel only
+//! from the top of a heap, and past the first frees it serves even
+//! megabyte blocks (write chunks) from the heaps instead of mappings (its
+//! dynamic mmap threshold). Deleting a topic of 10,000 written partitions
+//! freed ~3 GB that way and the resident set did not move: 2.5-3.0 GB
+//! after each create / produce / delete cycle, 78 MB of it in use. So
+//! after a large removal the chunk pool is emptied and `malloc_trim(0)`
+//! hands every free page of every arena back (`MADV_DONTNEED`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 /// Allocations at least this large are mapped lazily.
 const LAZY_BYTES_MIN: usize = 1 << 30;
@@ -79,6 +91,77 @@ unsafe impl GlobalAlloc for Allocator {
             unsafe { self.dealloc(pointer, layout) };
         }
         new_pointer
+    }
+}
+
+/// How long [`release_free_memory_soon`] waits before releasing: what a
+/// removal frees is freed when the last holder of a replica or of its
+/// buffers lets go (a fetch being answered, a long poll re-checking), a
+/// little after the removal itself.
+const RELEASE_DELAY: Duration = Duration::from_secs(1);
+
+/// A release is scheduled and has not started yet.
+static RELEASE_PENDING: AtomicBool = AtomicBool::new(false);
+
+/// What [`release_free_memory`] gave back.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Released {
+    /// Bytes of pooled write chunks returned to the allocator.
+    pub pooled_chunk_bytes: usize,
+    /// Whether the allocator returned memory to the kernel.
+    pub trimmed: bool,
+}
+
+/// Return free memory to the kernel now: the write-chunk pool, then every
+/// free page malloc holds. Blocks while malloc walks its arenas (each
+/// arena is locked in turn, so threads allocating from it wait): call it
+/// after large removals, not on a hot path, and preferably off the shards
+/// ([`release_free_memory_soon`]).
+pub fn release_free_memory() -> Released {
+    let pooled_chunk_bytes = sluice_engine::segment::buffer::release_pooled_chunks();
+    Released {
+        pooled_chunk_bytes,
+        trimmed: trim(),
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim() -> bool {
+    // SAFETY: malloc_trim only inspects and madvises malloc's own free
+    // memory, under its arena locks; any thread may call it.
+    unsafe { libc::malloc_trim(0) == 1 }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim() -> bool {
+    false
+}
+
+/// Schedule [`release_free_memory`] on a thread of its own after
+/// [`RELEASE_DELAY`] (a removal of many partitions). Calls made while one
+/// is pending join it; a call made once it started schedules another, so
+/// memory freed after a release began is released too.
+pub fn release_free_memory_soon() {
+    if RELEASE_PENDING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("sluice-release".to_string())
+        .spawn(|| {
+            std::thread::sleep(RELEASE_DELAY);
+            RELEASE_PENDING.store(false, Ordering::Release);
+            let started = std::time::Instant::now();
+            let released = release_free_memory();
+            tracing::info!(
+                pooled_chunk_bytes = released.pooled_chunk_bytes,
+                trimmed = released.trimmed,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "returned free memory to the kernel after a removal"
+            );
+        });
+    if let Err(error) = spawned {
+        RELEASE_PENDING.store(false, Ordering::Release);
+        tracing::warn!(%error, "could not start the thread that returns free memory");
     }
 }
 

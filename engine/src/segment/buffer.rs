@@ -66,6 +66,40 @@ static CHUNK_POOL: Mutex<ChunkPool> = Mutex::new(ChunkPool {
     bytes: 0,
 });
 
+/// Give every pooled chunk allocation back to the allocator; returns the
+/// bytes released. The pool is sized for steady appends; after a large
+/// removal (a topic of many partitions deleted) the working set shrank and
+/// the pool would otherwise hold up to [`CHUNK_POOL_BYTES_MAX`] for good.
+/// Any thread may call it; the next appends refill the pool as they free
+/// chunks.
+pub fn release_pooled_chunks() -> usize {
+    let free = match CHUNK_POOL.lock() {
+        Ok(mut pool) => {
+            pool.bytes = 0;
+            std::mem::take(&mut pool.free)
+        }
+        Err(_) => return 0,
+    };
+    let mut released = 0;
+    for allocation in free {
+        released += allocation.capacity;
+        // SAFETY: pooled allocations were made by `Chunk::new` with this
+        // layout, and the pool was their only owner.
+        unsafe {
+            dealloc(
+                allocation.pointer.as_ptr(),
+                Chunk::layout(allocation.capacity),
+            )
+        }
+    }
+    released
+}
+
+/// Bytes held by the chunk pool (for tests and metrics).
+pub fn pooled_chunk_bytes() -> usize {
+    CHUNK_POOL.lock().map_or(0, |pool| pool.bytes)
+}
+
 impl Chunk {
     fn new(capacity: usize) -> Chunk {
         assert!(capacity > 0 && capacity.is_multiple_of(PAGE_SIZE));

@@ -329,17 +329,36 @@ fn resolve(shard: &Shard, version: i16, partitions: &[PartitionFetch]) -> Vec<Re
         HashMap::new()
     };
     let mut names: HashMap<&str, Arc<str>> = HashMap::new();
+    // The previous partition's topic: a request lists a topic's partitions
+    // together, so its name or id is hashed once, not once per partition.
+    // A topic of the view, with the name its partitions share.
+    type Found<'view> = Option<(&'view TopicMetadata, Arc<str>)>;
+    let mut last: Option<(&TopicKey, Found<'_>)> = None;
     partitions
         .iter()
         .map(|fetch| {
-            let (topic, unknown) = match &fetch.key.topic {
-                TopicKey::Name(name) => (
-                    snapshot.topics.get(name.as_ref()),
-                    ResponseError::UnknownTopicOrPartition,
-                ),
-                TopicKey::Id(id) => (by_id.get(id).copied(), ResponseError::UnknownTopicId),
+            let unknown = match &fetch.key.topic {
+                TopicKey::Name(_) => ResponseError::UnknownTopicOrPartition,
+                TopicKey::Id(_) => ResponseError::UnknownTopicId,
             };
-            let Some(topic) = topic else {
+            let found = match &last {
+                Some((key, found)) if **key == fetch.key.topic => found.clone(),
+                _ => {
+                    let topic = match &fetch.key.topic {
+                        TopicKey::Name(name) => snapshot.topics.get(name.as_ref()),
+                        TopicKey::Id(id) => by_id.get(id).copied(),
+                    };
+                    let found = topic.map(|topic| {
+                        let name = names
+                            .entry(topic.name.as_str())
+                            .or_insert_with(|| Arc::from(topic.name.as_str()));
+                        (topic, Arc::clone(name))
+                    });
+                    last = Some((&fetch.key.topic, found.clone()));
+                    found
+                }
+            };
+            let Some((topic, name)) = found else {
                 let (name, topic_id) = match &fetch.key.topic {
                     TopicKey::Name(name) => (Arc::clone(name), uuid::Uuid::nil()),
                     TopicKey::Id(id) => (Arc::from(""), *id),
@@ -351,11 +370,6 @@ fn resolve(shard: &Shard, version: i16, partitions: &[PartitionFetch]) -> Vec<Re
                     leader: None,
                 };
             };
-            let name = Arc::clone(
-                names
-                    .entry(topic.name.as_str())
-                    .or_insert_with(|| Arc::from(topic.name.as_str())),
-            );
             let state = usize::try_from(fetch.key.partition)
                 .ok()
                 .and_then(|index| topic.partitions.get(index));

@@ -138,6 +138,9 @@ pub async fn dispatch(
             },
         };
         let mut indexes = Vec::with_capacity(topic.partition_data.len());
+        // One shared name for the topic's partitions: the owning shard's
+        // lookup then hashes it once, not once per partition (shard/mod.rs).
+        let topic_name: Arc<str> = Arc::from(name.as_str());
         for partition in topic.partition_data {
             let index = partition.index;
             indexes.push(index);
@@ -193,7 +196,10 @@ pub async fn dispatch(
                 Ok(owner) => route(
                     shard,
                     owner,
-                    TopicPartition::new(&name, index),
+                    TopicPartition {
+                        topic: Arc::clone(&topic_name),
+                        partition: index,
+                    },
                     partition.records,
                     Durability {
                         acks,

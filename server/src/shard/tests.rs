@@ -394,3 +394,90 @@ fn a_replica_that_stops_leading_refuses_appends_and_stamps_the_epoch_it_leads_un
         assert!(!shard.set_replica_state(&TopicPartition::new("t", 7), leader));
     });
 }
+
+/// Issue 11: deleting a topic must free its replicas, their logs and
+/// write buffers. Nothing may keep a removed replica alive (an `Rc`
+/// cycle, a task that never ends, a cache): once the deletion returns,
+/// the replicas and their high watermark watches (which a flush poller
+/// holds with a handle on the log) are dropped within a moment.
+#[test]
+fn a_deleted_topic_leaves_no_replica_alive() {
+    with_shard("delete-drops", |shard| async move {
+        create_topic(&shard, "gone", 3, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        let mut replicas = Vec::new();
+        let mut watches = Vec::new();
+        for index in 0..3 {
+            let replica = shard
+                .partition(&TopicPartition::new("gone", index))
+                .unwrap();
+            let append = replica
+                .append(&sluice_engine::batch::build::simple_batch(
+                    5,
+                    100,
+                    sluice_engine::TimestampMs(0),
+                ))
+                .unwrap();
+            append.completion.await.unwrap();
+            replicas.push(Rc::downgrade(&replica));
+            watches.push(Rc::downgrade(&replica.high_watermark_watch));
+        }
+        delete_topic(&shard, "gone").await.unwrap();
+        assert!(shard.topic("gone").is_none());
+        assert!(shard.partitions.is_empty());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let alive = replicas
+                .iter()
+                .filter(|weak| weak.upgrade().is_some())
+                .count()
+                + watches
+                    .iter()
+                    .filter(|weak| weak.upgrade().is_some())
+                    .count();
+            if alive == 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{alive} replicas or watches of the deleted topic are still alive"
+            );
+            compio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+}
+
+/// Lookups remember the last topic by the address of its name: a topic
+/// deleted and created again under the same name, looked up with the same
+/// `Arc<str>`, must give the new topic's replicas, never the old ones;
+/// indexes beyond the topic or negative find nothing.
+#[test]
+fn a_lookup_with_a_remembered_name_finds_the_topic_created_again() {
+    with_shard("lookup-recreated", |shard| async move {
+        create_topic(&shard, "t", 2, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        let name: Arc<str> = Arc::from("t");
+        let key = |partition| TopicPartition {
+            topic: Arc::clone(&name),
+            partition,
+        };
+        let old = shard.partition(&key(1)).unwrap();
+        assert!(Rc::ptr_eq(&old, &shard.partition(&key(1)).unwrap()));
+        assert!(shard.partition(&key(0)).is_some());
+        assert!(shard.partition(&key(2)).is_none());
+        assert!(shard.partition(&key(-1)).is_none());
+        assert!(shard.topic("t").unwrap().partition(1).is_some());
+        delete_topic(&shard, "t").await.unwrap();
+        assert!(shard.partition(&key(1)).is_none());
+        create_topic(&shard, "t", 3, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        let new = shard.partition(&key(1)).unwrap();
+        assert!(!Rc::ptr_eq(&old, &new), "the deleted topic's replica");
+        assert_eq!(new.topic_id, shard.metadata.snapshot().topics["t"].id);
+        assert!(shard.partition(&key(2)).is_some());
+        assert_eq!(shard.partitions.len(), 3);
+    });
+}
