@@ -143,6 +143,27 @@ fn read(bootstrap: &str, topic: &str, committed: bool) -> Vec<(i64, String)> {
     }
 }
 
+/// read_committed until it returns `expected`: EndTxn answers once the
+/// outcome is decided and the coordinator writes the markers after (and
+/// after a restart resumes them), so the last transaction may become
+/// readable a little later.
+fn wait_read_committed(bootstrap: &str, topic: &str, expected: &[String]) {
+    let started = Instant::now();
+    loop {
+        let read = values(&read(bootstrap, topic, true));
+        if read == expected {
+            return;
+        }
+        assert!(
+            started.elapsed() < DEADLINE && read.len() <= expected.len(),
+            "read_committed of {topic}: {} records, expected {}",
+            read.len(),
+            expected.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn values(records: &[(i64, String)]) -> Vec<String> {
     records.iter().map(|(_, value)| value.clone()).collect()
 }
@@ -216,6 +237,7 @@ fn a_broker_killed_after_many_transactions_reopens_from_a_snapshot_and_reads_onl
     let dir = broker.data_dir().join(format!("{TOPIC}-0"));
     let producer = transactional_producer(&bootstrap, "storage-crash");
     let mut committed = transactions(&producer, TOPIC, 0..60);
+    wait_read_committed(&bootstrap, TOPIC, &committed);
     let segments = offsets_of(&dir, ".log");
     assert!(segments.len() > 5, "many small segments: {segments:?}");
     // The shard's cleaner captures the state, then writes it once durable.
@@ -252,8 +274,7 @@ fn a_broker_killed_after_many_transactions_reopens_from_a_snapshot_and_reads_onl
     );
 
     // read_committed sees exactly the committed records, in order.
-    let read_committed = read(&bootstrap, TOPIC, true);
-    assert_eq!(values(&read_committed), committed);
+    wait_read_committed(&bootstrap, TOPIC, &committed);
     let uncommitted = read(&bootstrap, TOPIC, false);
     assert_eq!(uncommitted.len(), 66 * 4, "every record is in the log");
 
@@ -279,7 +300,8 @@ fn delete_records_removes_the_transaction_indexes_with_their_segments() {
     kafka::create_topic(&bootstrap, TOPIC, 1, &[("segment.bytes", "4096")]);
     let dir = broker.data_dir().join(format!("{TOPIC}-0"));
     let producer = transactional_producer(&bootstrap, "storage-delete");
-    transactions(&producer, TOPIC, 0..45);
+    let committed = transactions(&producer, TOPIC, 0..45);
+    wait_read_committed(&bootstrap, TOPIC, &committed);
     let (_, high) = kafka::watermarks(&bootstrap, TOPIC, 0);
     wait_for("a snapshot at the log end", || {
         offsets_of(&dir, ".txnsnapshot").last() == Some(&high)
@@ -349,9 +371,12 @@ fn compaction_removes_the_markers_of_transactions_left_without_data_after_the_ho
     // Twelve transactions, every third aborted: keys are unique, so only
     // the aborted transactions lose their data.
     let committed = transactions(&producer, TOPIC, 0..12);
-    // Measured before any marker can have passed its horizon.
-    let markers_before = stored_markers(&dir);
-    assert_eq!(markers_before, 12, "one marker per transaction");
+    // Counted before any marker can have passed its horizon (the last
+    // marker is written just after commit_transaction returns).
+    let markers_before = 12;
+    wait_for("one marker per transaction", || {
+        stored_markers(&dir) == markers_before
+    });
     // Plain filler seals the segments holding the transactions.
     let filler: Vec<kafka::Record> = (0..80)
         .map(|index| kafka::Record {
