@@ -89,11 +89,21 @@ impl Broker {
             .context("sweeping the data directory's partition directories")?;
         // Users of `sluice user bootstrap`, once: into the metadata.
         bootstrap_credentials(&config, &controller)?;
-        let tls_config = match &config.tls {
-            Some(settings) => Some(
-                crate::auth::tls::server_config(settings)
-                    .context("loading the TLS certificate and key")?,
-            ),
+        // SSL listeners ask for client certificates as --ssl-client-auth
+        // says; SASL_SSL listeners authenticate with SASL and ask for none
+        // (Kafka's rule since KIP-684: the broker-wide ssl.client.auth does
+        // not apply to SASL_SSL listeners).
+        let tls_configs = match &config.tls {
+            Some(settings) => {
+                let ssl = crate::auth::tls::server_config(settings)
+                    .context("loading the TLS certificate and key")?;
+                let sasl_ssl = crate::auth::tls::server_config(&crate::auth::tls::TlsSettings {
+                    client_auth: crate::auth::tls::ClientAuth::None,
+                    ..settings.clone()
+                })
+                .context("loading the TLS certificate and key")?;
+                Some((ssl, sasl_ssl))
+            }
             None => None,
         };
         // Every client listener: one SO_REUSEPORT socket per shard each.
@@ -102,6 +112,7 @@ impl Broker {
             listener_sets.push(net::bind_shards(spec.address, config.cores)?.into_iter());
         }
         let (shards, inboxes) = Shards::new(config.cores);
+        sluice_engine::readahead::set_enabled(config.read_ahead);
         let core_ids = core_affinity::get_core_ids().unwrap_or_default();
         let (ready_sender, ready_receiver) = std::sync::mpsc::channel::<anyhow::Result<()>>();
         let mut threads = Vec::new();
@@ -115,7 +126,7 @@ impl Broker {
                     .context("bind_shards returned fewer listeners than shards")?;
                 listeners.push((socket, spec.clone()));
             }
-            let tls_config = tls_config.clone();
+            let tls_configs = tls_configs.clone();
             let (stop_sender, stop_receiver) = oneshot::channel();
             stops.push(stop_sender);
             let (go_sender, go_receiver) = oneshot::channel::<()>();
@@ -206,10 +217,15 @@ impl Broker {
                             let spec = Rc::new(net::ListenerSpec {
                                 name: Arc::from(spec.name.as_str()),
                                 protocol: spec.protocol,
-                                tls: if spec.protocol.uses_tls() {
-                                    tls_config.clone()
-                                } else {
-                                    None
+                                tls: match (spec.protocol, &tls_configs) {
+                                    (crate::auth::SecurityProtocol::Ssl, Some((ssl, _))) => {
+                                        Some(Arc::clone(ssl))
+                                    }
+                                    (
+                                        crate::auth::SecurityProtocol::SaslSsl,
+                                        Some((_, sasl_ssl)),
+                                    ) => Some(Arc::clone(sasl_ssl)),
+                                    _ => None,
                                 },
                                 sasl_mechanisms: shard.config.sasl_mechanisms.clone(),
                             });

@@ -322,7 +322,11 @@ pub fn server_final(state: &ScramServerFirst, client_final: &[u8]) -> Result<Vec
         .next()
         .and_then(|field| field.strip_prefix("r="))
         .ok_or(ScramError::Malformed("no nonce"))?;
-    if nonce != state.nonce {
+    // Kafka checks that the nonce *ends with* the server's (its
+    // ScramSaslServer.verifyClientProof): librdkafka before 2.1 sends the
+    // client nonce once more in front of it. The proof covers the message
+    // as sent, so this accepts nothing the proof would not.
+    if !nonce.ends_with(&state.nonce) {
         return Err(ScramError::NonceMismatch);
     }
     if attributes.next().is_some() {
@@ -555,6 +559,13 @@ mod tests {
         assert_eq!(
             server_final(&state, b"c=biws,r=other,p=AAAA"),
             Err(ScramError::NonceMismatch)
+        );
+        // librdkafka before 2.1 repeats its own nonce in front; Kafka
+        // accepts that (the nonce ends with the server's).
+        let repeated = format!("c=biws,r=xyz{},p=AAAA", state.nonce);
+        assert_eq!(
+            server_final(&state, repeated.as_bytes()),
+            Err(ScramError::InvalidCredentials)
         );
     }
 

@@ -93,8 +93,9 @@ pub struct ServeArgs {
     /// PEM CA certificates that client certificates must chain to.
     #[arg(long, env = "SLUICE_SSL_CLIENT_CA")]
     pub ssl_client_ca: Option<PathBuf>,
-    /// Kafka's ssl.client.auth: none, requested or required [default:
-    /// required when --ssl-client-ca is given, else none].
+    /// Kafka's ssl.client.auth for the SSL listeners: none, requested or
+    /// required [default: required when --ssl-client-ca is given, else
+    /// none]. SASL_SSL listeners never ask for client certificates.
     #[arg(long, env = "SLUICE_SSL_CLIENT_AUTH")]
     pub ssl_client_auth: Option<crate::auth::tls::ClientAuth>,
     /// SASL mechanisms of the SASL listeners, comma-separated [default:
@@ -214,6 +215,11 @@ pub struct ServeArgs {
     /// where pinning keeps each shard's caches warm [default: false].
     #[arg(long, env = "SLUICE_OVERPROVISIONED", num_args = 0..=1, default_missing_value = "true")]
     pub overprovisioned: Option<bool>,
+    /// After a read from disk, read the chunk that follows at once, for the
+    /// reader's next fetch (catching-up consumers and followers)
+    /// [default: true].
+    #[arg(long, env = "SLUICE_READ_AHEAD")]
+    pub read_ahead: Option<bool>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -255,6 +261,7 @@ struct FileConfig {
     transaction_version: Option<i16>,
     transaction_partition_verification: Option<bool>,
     overprovisioned: Option<bool>,
+    read_ahead: Option<bool>,
 }
 
 /// How the broker's log lines are written to stderr.
@@ -366,6 +373,8 @@ pub struct BrokerConfig {
     pub transaction_partition_verification: bool,
     /// Shard threads are not pinned to cores.
     pub overprovisioned: bool,
+    /// Engine read-ahead for sequential readers.
+    pub read_ahead: bool,
 }
 
 impl BrokerConfig {
@@ -411,6 +420,7 @@ impl BrokerConfig {
             transaction_version: 2,
             transaction_partition_verification: true,
             overprovisioned: false,
+            read_ahead: true,
         }
     }
 }
@@ -658,6 +668,7 @@ impl BrokerConfig {
                 .overprovisioned
                 .or(file.overprovisioned)
                 .unwrap_or(false),
+            read_ahead: args.read_ahead.or(file.read_ahead).unwrap_or(true),
             replication_listen,
             replication_advertised,
             replica_lag_time_max_ms: args
