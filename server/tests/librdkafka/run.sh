@@ -246,15 +246,20 @@ start_broker() {
     base=$(free_base_port 3)
     used_bases+="$base "
     mkdir -p "$run_dir/$kind"
+    # librdkafka's "default" test scenario (tests/scenarios/default.json):
+    # auto-created topics have 4 partitions (and 3 replicas on the cluster).
+    # The tests produce to partitions 1-3 of auto-created topics.
     if [[ $kind == single ]]; then
         broker_count[$kind]=1
         bootstrap[$kind]=127.0.0.1:$base
         "$sluice" serve --listen "127.0.0.1:$base" --data-dir "$run_dir/$kind/data" \
-            --cores 2 >"$run_dir/$kind/sluice.log" 2>&1 &
+            --cores 2 --default-partitions 4 >"$run_dir/$kind/sluice.log" 2>&1 &
     else
         broker_count[$kind]=3
         bootstrap[$kind]=127.0.0.1:$base,127.0.0.1:$((base + 10)),127.0.0.1:$((base + 20))
-        "$sluice" dev-cluster --nodes 3 --data-dir "$run_dir/$kind/data" \
+        # dev-cluster passes its environment on to the brokers it starts.
+        SLUICE_DEFAULT_PARTITIONS=4 SLUICE_DEFAULT_REPLICATION_FACTOR=3 \
+            "$sluice" dev-cluster --nodes 3 --data-dir "$run_dir/$kind/data" \
             --base-port "$base" >"$run_dir/$kind/sluice.log" 2>&1 &
     fi
     broker_pid[$kind]=$!
