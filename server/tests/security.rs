@@ -192,7 +192,7 @@ impl SecureBroker {
     }
 
     fn kcat_sasl_ssl(&self, kcat: &Path, password: &str) -> Command {
-        let mut command = Command::new(kcat);
+        let mut command = kcat_command(kcat);
         command.args([
             "-b",
             &format!("127.0.0.1:{}", self.sasl_ssl_port),
@@ -211,7 +211,7 @@ impl SecureBroker {
     }
 
     fn kcat_ssl(&self, kcat: &Path, key: &str) -> Command {
-        let mut command = Command::new(kcat);
+        let mut command = kcat_command(kcat);
         command.args([
             "-b",
             &format!("127.0.0.1:{}", self.ssl_port),
@@ -229,6 +229,15 @@ impl SecureBroker {
         ]);
         command
     }
+}
+
+/// kcat, with the system's librdkafka: `cargo test` puts the build
+/// directories of rdkafka-sys on LD_LIBRARY_PATH, and the librdkafka built
+/// there has no TLS and no SCRAM.
+fn kcat_command(kcat: &Path) -> Command {
+    let mut command = Command::new(kcat);
+    command.env_remove("LD_LIBRARY_PATH");
+    command
 }
 
 fn round_trip(mut produce: Command, mut consume: Command, topic: &str, what: &str) {
@@ -296,7 +305,7 @@ fn kcat_over_sasl_ssl_with_scram_sha_512_round_trips_and_a_wrong_password_is_ref
     );
     // PLAIN over SASL_PLAINTEXT checks the same salted credential.
     let plain = |password: &str| {
-        let mut command = Command::new(&kcat);
+        let mut command = kcat_command(&kcat);
         command.args([
             "-b",
             &format!("127.0.0.1:{}", secure.sasl_plaintext_port),
@@ -530,7 +539,7 @@ fn a_user_bootstrapped_into_a_stopped_nodes_data_directory_can_authenticate() {
     let listing = String::from_utf8_lossy(&listing.stdout);
     assert!(listing.contains("bob\tSCRAM-SHA-256\t4096"), "{listing}");
     assert!(listing.contains("alice\tSCRAM-SHA-512\t4096"), "{listing}");
-    let mut command = Command::new(&kcat);
+    let mut command = kcat_command(&kcat);
     command.args([
         "-b",
         &format!("127.0.0.1:{}", secure.sasl_plaintext_port),
@@ -557,7 +566,7 @@ fn a_user_bootstrapped_into_a_stopped_nodes_data_directory_can_authenticate() {
         "{}",
         String::from_utf8_lossy(&deleted.stderr)
     );
-    let mut command = Command::new(&kcat);
+    let mut command = kcat_command(&kcat);
     command.args([
         "-b",
         &format!("127.0.0.1:{}", secure.sasl_plaintext_port),

@@ -135,7 +135,7 @@ fn bootstrap(args: &CredentialArgs, data_dir: &std::path::Path) -> Result<(), Ad
     .map_err(|error| AdminError::Failed(error.to_string()))?;
     drop(lock);
     emit(&format!(
-        "user {} ({}) will be created when the node starts",
+        "user {} ({}) will be created when the node starts\n",
         args.name,
         mechanism.name()
     ))
@@ -174,7 +174,7 @@ fn create(pool: &mut BrokerPool, args: &CredentialArgs) -> Result<(), AdminError
         )
     }))?;
     emit(&format!(
-        "user {} ({}) created",
+        "user {} ({}) created\n",
         args.name,
         mechanism.name()
     ))
@@ -194,7 +194,7 @@ fn delete(pool: &mut BrokerPool, name: &str, mechanism: ScramMechanism) -> Resul
             result.error_message.map(|message| message.to_string()),
         )
     }))?;
-    emit(&format!("user {name} ({}) deleted", mechanism.name()))
+    emit(&format!("user {name} ({}) deleted\n", mechanism.name()))
 }
 
 fn list(pool: &mut BrokerPool, format: Format) -> Result<(), AdminError> {
@@ -247,7 +247,7 @@ fn list(pool: &mut BrokerPool, format: Format) -> Result<(), AdminError> {
                     text.push_str(&format!("{user}\t{name}\t{iterations}\n"));
                 }
             }
-            emit(text.trim_end())
+            emit(&text)
         }
     }
 }

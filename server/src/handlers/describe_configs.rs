@@ -282,18 +282,41 @@ fn broker_config_entries(config: &BrokerConfig) -> Vec<ConfigEntry> {
         ),
         static_entry(
             "listeners",
-            format!("PLAINTEXT://{}", config.listen),
+            config
+                .listeners
+                .iter()
+                .map(|listener| format!("{}://{}", listener.name, listener.address))
+                .collect::<Vec<_>>()
+                .join(","),
             config_type::LIST,
-            "Address clients connect to (--listen).",
+            "Addresses clients connect to (--listen, --listeners).",
         ),
         static_entry(
             "advertised.listeners",
-            format!(
-                "PLAINTEXT://{}:{}",
-                config.advertised_host, config.advertised_port
-            ),
+            config
+                .listeners
+                .iter()
+                .map(|listener| {
+                    format!(
+                        "{}://{}:{}",
+                        listener.name, listener.advertised_host, listener.advertised_port
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(","),
             config_type::LIST,
-            "Address given to clients in metadata (--advertised).",
+            "Addresses given to clients in metadata (--advertised, --advertised-listeners).",
+        ),
+        static_entry(
+            "listener.security.protocol.map",
+            config
+                .listeners
+                .iter()
+                .map(|listener| format!("{}:{}", listener.name, listener.protocol.name()))
+                .collect::<Vec<_>>()
+                .join(","),
+            config_type::LIST,
+            "Each listener's security protocol (--listener-security-protocol-map).",
         ),
         static_entry(
             "socket.request.max.bytes",

@@ -395,6 +395,9 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, spec: Rc<L
             (Reader::Plain(reader), Writer::Plain(writer), None)
         }
     };
+    if let Some(principal) = &certificate_principal {
+        tracing::debug!(%peer, %principal, "authenticated by its TLS client certificate");
+    }
     let mut connection = Connection {
         peer,
         listener: Arc::clone(&spec.name),
