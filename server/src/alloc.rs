@@ -110,6 +110,33 @@ pub struct Released {
     pub pooled_chunk_bytes: usize,
     /// Whether the allocator returned memory to the kernel.
     pub trimmed: bool,
+    /// malloc's figures before the trim (glibc only).
+    pub usage: Option<MallocUsage>,
+}
+
+/// What glibc's malloc holds, over all its arenas (`mallinfo2`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MallocUsage {
+    /// Allocated and not freed (heap blocks and mapped ones).
+    pub in_use_bytes: usize,
+    /// Freed and kept by malloc for reuse.
+    pub free_bytes: usize,
+}
+
+/// malloc's in-use and free figures, where glibc provides them.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn malloc_usage() -> Option<MallocUsage> {
+    // SAFETY: mallinfo2 only reads malloc's own statistics.
+    let info = unsafe { libc::mallinfo2() };
+    Some(MallocUsage {
+        in_use_bytes: info.uordblks + info.hblkhd,
+        free_bytes: info.fordblks,
+    })
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn malloc_usage() -> Option<MallocUsage> {
+    None
 }
 
 /// Return free memory to the kernel now: the write-chunk pool, then every
@@ -119,9 +146,11 @@ pub struct Released {
 /// ([`release_free_memory_soon`]).
 pub fn release_free_memory() -> Released {
     let pooled_chunk_bytes = sluice_engine::segment::buffer::release_pooled_chunks();
+    let usage = malloc_usage();
     Released {
         pooled_chunk_bytes,
         trimmed: trim(),
+        usage,
     }
 }
 
@@ -152,8 +181,11 @@ pub fn release_free_memory_soon() {
             RELEASE_PENDING.store(false, Ordering::Release);
             let started = std::time::Instant::now();
             let released = release_free_memory();
+            let usage = released.usage.unwrap_or_default();
             tracing::info!(
                 pooled_chunk_bytes = released.pooled_chunk_bytes,
+                malloc_in_use_bytes = usage.in_use_bytes,
+                malloc_free_bytes = usage.free_bytes,
                 trimmed = released.trimmed,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "returned free memory to the kernel after a removal"

@@ -179,8 +179,10 @@ const RETAINED_BYTES_MAX: u64 = 40 << 20;
 /// How much the resident set after a deletion may grow from the first
 /// cycle to the last (memory kept per cycle adds up over the cycles).
 const GROWTH_BYTES_MAX: u64 = 12 << 20;
-/// How long the broker may take to give the memory back after the
-/// deletion returned (it releases one second after a removal).
+/// How long after the deletion the resident set is first read: the broker
+/// releases memory one second after a removal.
+const RELEASE_SETTLE_MIN: Duration = Duration::from_secs(2);
+/// How long the resident set may keep moving after that.
 const RELEASE_WAIT_MAX: Duration = Duration::from_secs(20);
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -267,16 +269,21 @@ fn delete_and_wait(broker: &Broker, topic: &str) {
     }
 }
 
-/// The resident set once it is within `bound`, or after
-/// [`RELEASE_WAIT_MAX`] whatever it is.
-fn settled_rss(broker: &Broker, bound: u64) -> u64 {
+/// The resident set once it stopped moving: the broker releases memory a
+/// second after a removal, so first [`RELEASE_SETTLE_MIN`], then until two
+/// readings half a second apart differ by less than 1 MiB (at most
+/// [`RELEASE_WAIT_MAX`]).
+fn settled_rss(broker: &Broker) -> u64 {
+    std::thread::sleep(RELEASE_SETTLE_MIN);
     let deadline = Instant::now() + RELEASE_WAIT_MAX;
+    let mut previous = broker.rss_bytes();
     loop {
+        std::thread::sleep(Duration::from_millis(500));
         let rss = broker.rss_bytes();
-        if rss <= bound || Instant::now() >= deadline {
+        if rss.abs_diff(previous) < 1 << 20 || Instant::now() >= deadline {
             return rss;
         }
-        std::thread::sleep(Duration::from_millis(250));
+        previous = rss;
     }
 }
 
@@ -318,7 +325,7 @@ fn deleted_topics_give_their_memory_back() {
         let peak = broker.rss_bytes();
         delete_and_wait(&broker, &topic);
         let deleted = started.elapsed();
-        let rss = settled_rss(&broker, baseline + RETAINED_BYTES_MAX);
+        let rss = settled_rss(&broker);
         println!(
             "cycle {cycle}: written RSS {:.1} MiB, after the deletion {:.1} MiB \
              (created {created:.1?}, written {written:.1?}, deleted {deleted:.1?}, \
