@@ -21,7 +21,7 @@ pub mod error;
 pub mod index;
 pub mod io;
 pub mod log;
-mod readahead;
+pub mod readahead;
 pub mod recovery;
 pub mod segment;
 #[doc(hidden)]

@@ -592,8 +592,13 @@ impl<I: Io> Log<I> {
         let mut cursor = Cursor::new(&self.inner, segment_base, generation, limits.max_bytes);
         let mut pending: Option<(Bytes, usize, usize)> = None;
         let mut position = start_position;
-        while let Some((run, at)) = cursor.batch_at(position).await? {
-            let Some(span) = span_of(&run[at..]) else {
+        loop {
+            // Decide on a batch from its header, so that the batch that
+            // ends the read (past the limits) is never read whole, and no
+            // read goes further than the bytes this one may still return.
+            let remaining = limits.max_bytes.saturating_sub(result.size);
+            cursor.want(remaining.saturating_add(BATCH_HEADER_SIZE));
+            let Some(span) = cursor.span_at(position).await? else {
                 break;
             };
             if span.last < offset {
@@ -607,6 +612,9 @@ impl<I: Io> Log<I> {
             if result.size + span.size > limits.max_bytes && !(first && limits.min_one_batch) {
                 break;
             }
+            let Some((run, at)) = cursor.batch_at(position).await? else {
+                break;
+            };
             // Coalesce consecutive batches of one run into one slice.
             pending = match pending.take() {
                 Some((pending_run, start, end))
@@ -632,6 +640,22 @@ impl<I: Io> Log<I> {
         // The segment's state now, not as the cursor last saw it: a
         // truncation during this read must not leave a slot vouching for
         // bytes past the new end (no await between this and the slot).
+        let returned = result.next_offset > offset;
+        if returned {
+            self.inner.read_ahead.note_reader_bytes(cursor.read_ahead);
+        } else if let Some((clears, start, valid_end, bytes)) = cursor.took.take() {
+            // This read took the chunk read ahead and returned nothing (its
+            // budget ended at the first batch): the next read starts there.
+            self.inner.read_ahead.put_back(
+                clears,
+                segment_base,
+                generation,
+                start,
+                valid_end,
+                bytes,
+            );
+            return Ok(());
+        }
         let current = cursor.from_disk.then(|| {
             let state = self.inner.state.borrow();
             state
@@ -649,7 +673,9 @@ impl<I: Io> Log<I> {
                     segment_base,
                     generation,
                     position,
-                    cursor.read_ahead,
+                    // The next read returns up to as many bytes from the
+                    // page holding `position`, and peeks at one more header.
+                    self.inner.read_ahead.length_for(cursor.read_ahead) + 2 * PAGE_SIZE,
                     durable_size,
                 )
                 .await;
@@ -1605,9 +1631,14 @@ struct Cursor<'a, I: Io> {
     seen: Option<(I::File, u64)>,
     run: Option<(u64, Bytes)>,
     read_ahead: usize,
+    /// How many bytes a fetch reads at least (at most `read_ahead`).
+    wanted: usize,
     /// The last bytes fetched came from the segment file (not the write
     /// buffer).
     from_disk: bool,
+    /// The chunk this cursor took from the read-ahead slot: the slot's
+    /// truncation count, file position, valid end and bytes.
+    took: Option<(u64, u64, u64, Bytes)>,
 }
 
 impl<'a, I: Io> Cursor<'a, I> {
@@ -1619,8 +1650,34 @@ impl<'a, I: Io> Cursor<'a, I> {
             seen: None,
             run: None,
             read_ahead: read_ahead.clamp(64 << 10, 8 << 20),
+            wanted: read_ahead.clamp(64 << 10, 8 << 20),
             from_disk: false,
+            took: None,
         }
+    }
+
+    /// Read no more than `bytes` (page rounded, at most the read-ahead
+    /// size) on the next fetches, beyond what a batch needs.
+    fn want(&mut self, bytes: usize) {
+        self.wanted = bytes.clamp(PAGE_SIZE, self.read_ahead);
+    }
+
+    /// The span of the batch at `position` from its header alone; `None`
+    /// at the end of the segment.
+    async fn span_at(&mut self, position: u64) -> Result<Option<Span>, LogError> {
+        for _ in 0..2 {
+            if let Some((run_start, run)) = &self.run
+                && position >= *run_start
+                && position - run_start + BATCH_HEADER_SIZE as u64 <= run.len() as u64
+            {
+                return Ok(span_of(&run[(position - run_start) as usize..]));
+            }
+            match self.fetch(position, BATCH_HEADER_SIZE).await? {
+                Some(run) => self.run = Some((position, run)),
+                None => return Ok(None),
+            }
+        }
+        Ok(None)
     }
 
     /// The run holding the whole batch at `position` and the batch's index
@@ -1697,12 +1754,20 @@ impl<'a, I: Io> Cursor<'a, I> {
             .filter(|_| self.seen.is_some());
         let (read_start, disk_end, bytes) = match prefetched {
             Some(prefetched) => match prefetched.read.await {
-                Ok(bytes) => (prefetched.start, disk_end.min(prefetched.valid_end), bytes),
+                Ok(bytes) => {
+                    self.took = Some((
+                        prefetched.clears,
+                        prefetched.start,
+                        prefetched.valid_end,
+                        bytes.clone(),
+                    ));
+                    (prefetched.start, disk_end.min(prefetched.valid_end), bytes)
+                }
                 Err(error) => return Err(self.inner.io_error(self.base, error)),
             },
             None => {
                 let read_start = page_floor(position);
-                let wanted_end = disk_end.min(position + need.max(self.read_ahead) as u64);
+                let wanted_end = disk_end.min(position + need.max(self.wanted) as u64);
                 let length = (page_ceil(wanted_end) - read_start) as usize;
                 let bytes = self
                     .inner

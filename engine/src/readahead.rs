@@ -24,6 +24,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -36,6 +37,15 @@ use crate::types::Offset;
 
 /// Read-ahead bytes one shard thread may hold in slots.
 pub const SHARD_BUDGET_BYTES: usize = 64 << 20;
+
+/// Process-wide switch (on by default; `sluice serve --read-ahead false`
+/// turns it off, to measure what it brings).
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Turn read-ahead on or off for every log of the process.
+pub fn set_enabled(enabled: bool) {
+    ENABLED.store(enabled, Ordering::Relaxed);
+}
 
 thread_local! {
     /// Bytes in this thread's slots (a log lives on one shard thread).
@@ -76,7 +86,9 @@ struct Slot {
 }
 
 /// A read issued ahead, taken by [`ReadAhead::take`].
-pub(crate) struct Prefetched {
+pub struct Prefetched {
+    /// [`ReadAhead::clears`] when it was taken (for [`ReadAhead::put_back`]).
+    pub clears: u64,
     /// File position of `read`'s first byte.
     pub start: u64,
     /// Bytes at or past this file position are not to be used.
@@ -86,10 +98,17 @@ pub(crate) struct Prefetched {
 
 /// The read-ahead slot of one log. See the module docs.
 #[derive(Default)]
-pub(crate) struct ReadAhead {
+pub struct ReadAhead {
     slot: RefCell<Option<Slot>>,
     /// Reads served from a slot (tests and metrics).
     taken: Cell<u64>,
+    /// The byte budget of the last read that returned data: the size of
+    /// the reader's reads, which a short read at the end of a fetch (the
+    /// rest of its budget) must not shrink.
+    reader_bytes: Cell<usize>,
+    /// Truncations seen ([`ReadAhead::clear`]): bytes taken before one are
+    /// never put back after it.
+    clears: Cell<u64>,
 }
 
 impl ReadAhead {
@@ -115,6 +134,7 @@ impl ReadAhead {
         let slot = slot.take()?;
         self.taken.set(self.taken.get() + 1);
         Some(Prefetched {
+            clears: self.clears.get(),
             start: slot.start,
             valid_end: slot.valid_end,
             read: slot.read,
@@ -138,7 +158,7 @@ impl ReadAhead {
     ) {
         // The old slot's budget is given back before claiming anew.
         self.slot.borrow_mut().take();
-        if position >= durable_size || length == 0 {
+        if position >= durable_size || length == 0 || !ENABLED.load(Ordering::Relaxed) {
             return;
         }
         let start = page_floor(position);
@@ -165,9 +185,51 @@ impl ReadAhead {
         });
     }
 
+    /// A read of `bytes` budget returned data: later read-ahead reads at
+    /// least that much.
+    pub fn note_reader_bytes(&self, bytes: usize) {
+        self.reader_bytes.set(bytes);
+    }
+
+    /// How much to read ahead for a reader whose current read had a
+    /// budget of `bytes`.
+    pub fn length_for(&self, bytes: usize) -> usize {
+        bytes.max(self.reader_bytes.get())
+    }
+
+    /// Put back bytes taken from a slot by a read that returned nothing
+    /// (it stopped at the first batch, past its budget): the next read
+    /// starts there. `valid_end` and `start` as they were taken.
+    #[allow(clippy::too_many_arguments)]
+    pub fn put_back(
+        &self,
+        clears: u64,
+        base: Offset,
+        generation: u64,
+        start: u64,
+        valid_end: u64,
+        bytes: Bytes,
+    ) {
+        if clears != self.clears.get() {
+            return;
+        }
+        let Some(budget) = Budget::claim(bytes.len()) else {
+            return;
+        };
+        *self.slot.borrow_mut() = Some(Slot {
+            base,
+            generation,
+            start,
+            valid_end,
+            read: futures_util::future::ready(Ok(bytes)).boxed_local(),
+            _budget: budget,
+        });
+    }
+
     /// Forget the slot (the log's bytes below the durable size changed).
     pub fn clear(&self) {
         self.slot.borrow_mut().take();
+        self.clears.set(self.clears.get() + 1);
     }
 
     /// Reads served from a slot so far.
