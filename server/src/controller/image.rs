@@ -1061,6 +1061,54 @@ mod tests {
         );
     }
 
+    /// SCRAM credentials are applied, replaced, removed, and carried by
+    /// snapshots (in the optional trailing section); a snapshot without any
+    /// encodes as before they existed.
+    #[test]
+    fn scram_credentials_apply_and_survive_a_snapshot() {
+        use crate::controller::records::RemoveUserScramCredential;
+        let mut image = populated();
+        let without = image.encode_snapshot();
+        let credential = |name: &str, mechanism: u8, key: u8| UserScramCredential {
+            name: name.into(),
+            mechanism,
+            salt: vec![key; 16],
+            stored_key: vec![key; 64],
+            server_key: vec![key; 64],
+            iterations: 4096,
+        };
+        image
+            .apply_batch(
+                MetadataOffset(7),
+                &[
+                    MetadataRecord::UserScramCredential(credential("alice", 2, 1)),
+                    MetadataRecord::UserScramCredential(credential("alice", 2, 2)),
+                    MetadataRecord::UserScramCredential(credential("bob", 1, 3)),
+                    MetadataRecord::UserScramCredential(credential("carol", 1, 4)),
+                    MetadataRecord::RemoveUserScramCredential(RemoveUserScramCredential {
+                        name: "carol".into(),
+                        mechanism: 1,
+                    }),
+                ],
+            )
+            .unwrap();
+        assert_eq!(
+            image.scram_credential("alice", 2),
+            Some(&credential("alice", 2, 2))
+        );
+        assert_eq!(image.scram_credential("alice", 1), None);
+        assert_eq!(image.scram_credential("carol", 1), None);
+        assert_eq!(image.scram_credentials().count(), 2);
+        let bytes = image.encode_snapshot();
+        assert!(bytes.len() > without.len());
+        let loaded = MetadataImage::decode_snapshot(&bytes).unwrap();
+        assert_eq!(loaded, image);
+        assert_eq!(
+            MetadataImage::decode_snapshot(&without).unwrap(),
+            populated()
+        );
+    }
+
     #[test]
     fn decoding_a_damaged_snapshot_never_panics() {
         let bytes = populated().encode_snapshot();

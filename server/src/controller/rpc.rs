@@ -791,6 +791,17 @@ mod tests {
                 partition_epoch: PartitionEpoch(9),
                 new_isr: vec![BrokerId(1), BrokerId(0)],
             }),
+            Request::AlterScramCredentials {
+                upsertions: vec![UserScramCredential {
+                    name: "alice".into(),
+                    mechanism: 2,
+                    salt: vec![1; 32],
+                    stored_key: vec![2; 64],
+                    server_key: vec![3; 64],
+                    iterations: 8192,
+                }],
+                deletions: vec![("bob".into(), 1)],
+            },
         ]
     }
 
