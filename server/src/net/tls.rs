@@ -177,10 +177,12 @@ impl TlsReader {
     /// (close_notify or the socket closed) before the first byte; an end
     /// in the middle is `UnexpectedEof`.
     pub async fn read_exact(&mut self, size: usize) -> std::io::Result<Option<Vec<u8>>> {
-        let mut out = Vec::with_capacity(size);
+        // The buffer grows with the bytes that arrive, so a size prefix
+        // alone does not make the broker touch that much memory.
+        let mut out = Vec::with_capacity(size.min(READ_CHUNK_BYTES));
         while out.len() < size {
             let start = out.len();
-            out.resize(size, 0);
+            out.resize(size.min(start + READ_CHUNK_BYTES), 0);
             let read = self
                 .shared
                 .session
