@@ -41,10 +41,18 @@ async fn delete_on_coordinator(
     group_id: &str,
 ) -> Option<ResponseError> {
     let records = {
-        let groups = owner.groups.groups.borrow();
-        let Some(group) = groups.get(group_id) else {
+        let mut groups = owner.groups.groups.borrow_mut();
+        let Some(group) = groups.get_mut(group_id) else {
             return Some(ResponseError::GroupIdNotFound);
         };
+        // Sessions that ended by now count as ended, as in Kafka, whose
+        // timers fire at the deadline (ours run every tick).
+        group.tick(
+            &group::group_config(owner),
+            std::time::Instant::now(),
+            wall_ms(),
+        );
+        group::persist_if_dirty(owner, group);
         match group.state {
             // A commit being written would outlive the deletion.
             GroupState::Empty if group.commits_in_flight > 0 => {

@@ -17,7 +17,7 @@ use crate::shard::Shard;
 const ENDPOINT_TYPE_BROKER: i8 = 1;
 
 /// Kafka's `AclOperation` codes that apply to the CLUSTER resource.
-const CLUSTER_OPERATIONS: &[i32] = &[
+pub const CLUSTER_OPERATIONS: &[i32] = &[
     5,  // CREATE
     7,  // ALTER
     8,  // DESCRIBE
@@ -72,9 +72,7 @@ pub fn handle(
         })
         .collect();
     let operations = if request.include_cluster_authorized_operations {
-        CLUSTER_OPERATIONS
-            .iter()
-            .fold(0, |bits, operation| bits | (1 << operation))
+        crate::handlers::metadata::operation_bits(CLUSTER_OPERATIONS)
     } else {
         OPERATIONS_NOT_REQUESTED
     };

@@ -63,6 +63,13 @@ const TOPIC_CONFIG_DESCRIPTIONS: &[(&str, i8, &str, &str)] = &[
          per key; keys required) or both (compact,delete).",
     ),
     (
+        "compression.type",
+        config_type::STRING,
+        "compression.type",
+        "The codec of stored batches. Only producer is accepted: batches are stored as the \
+         producer compressed them (Kafka would recompress to another codec).",
+    ),
+    (
         "delete.retention.ms",
         config_type::LONG,
         "log.cleaner.delete.retention.ms",

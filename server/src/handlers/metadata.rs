@@ -38,6 +38,8 @@ pub async fn handle(
     listener: &str,
 ) -> anyhow::Result<Reply> {
     let config = &shard.config;
+    let include_topic_operations = request.include_topic_authorized_operations;
+    let include_cluster_operations = request.include_cluster_authorized_operations;
     let requested: Option<Vec<(Option<String>, uuid::Uuid)>> = match request.topics {
         // v0: an empty list means every topic; v1+: null means every topic.
         Some(topics) if !(version == 0 && topics.is_empty()) => Some(
@@ -109,15 +111,38 @@ pub async fn handle(
             }
         }
     }
+    // No authorizer: every operation on every resource (Kafka's answer
+    // without one), when the client asks (v8+).
+    if include_topic_operations {
+        for topic in topics.iter_mut().filter(|topic| topic.error_code == 0) {
+            topic.topic_authorized_operations = operation_bits(TOPIC_OPERATIONS);
+        }
+    }
     // The brokers and controller of the latest view (auto-creation above
     // may have published a newer one).
     let view = shard.metadata.snapshot();
-    let response = MetadataResponse::default()
+    let mut response = MetadataResponse::default();
+    if include_cluster_operations && (8..=10).contains(&version) {
+        response.cluster_authorized_operations =
+            operation_bits(crate::handlers::describe_cluster::CLUSTER_OPERATIONS);
+    }
+    let response = response
         .with_brokers(brokers(&view, listener))
         .with_cluster_id(Some(StrBytes::from_string(view.cluster_id.clone())))
         .with_controller_id(BrokerId(view.controller_id.unwrap_or(-1)))
         .with_topics(topics);
     Ok(Reply::Body(Box::new(ResponseKind::Metadata(response))))
+}
+
+/// Kafka's `AclOperation` codes that apply to the TOPIC resource: READ,
+/// WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS.
+const TOPIC_OPERATIONS: &[i32] = &[3, 4, 5, 6, 7, 8, 10, 11];
+
+/// The bit field of `operations` in Kafka's authorized-operations fields.
+pub fn operation_bits(operations: &[i32]) -> i32 {
+    operations
+        .iter()
+        .fold(0, |bits, operation| bits | (1 << operation))
 }
 
 /// The live brokers of `view`, by id.

@@ -11,6 +11,7 @@ use sluice_engine::{CleanOptions, FlushPolicy, LogConfig};
 /// Every supported topic config: (name, default value as Kafka prints it).
 pub const TOPIC_CONFIG_DEFAULTS: &[(&str, &str)] = &[
     ("cleanup.policy", "delete"),
+    ("compression.type", "producer"),
     ("delete.retention.ms", "86400000"),
     ("flush.ms", "9223372036854775807"),
     ("index.interval.bytes", "4096"),
@@ -143,6 +144,24 @@ impl TopicConfig {
                 ));
             }
         };
+        // Kafka recompresses batches whose codec differs from the topic's;
+        // Sluice stores batches as the producer compressed them.
+        match value("compression.type") {
+            "producer" => {}
+            codec @ ("uncompressed" | "gzip" | "snappy" | "lz4" | "zstd") => {
+                return Err(format!(
+                    "compression.type {codec} is not supported: batches are stored as the \
+                     producer compressed them (compression.type producer); set the codec on \
+                     the producer instead"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "compression.type must be producer, uncompressed, gzip, snappy, lz4 or zstd, \
+                     got {other:?}"
+                ));
+            }
+        }
         let retention_ms = integer("retention.ms", -1)?;
         let retention_bytes = integer("retention.bytes", -1)?;
         let segment_bytes = integer("segment.bytes", 14)?;

@@ -7,7 +7,9 @@
 //! connection to that broker's client listener, as Kafka's coordinator
 //! sends them. A partition whose marker fails is retried (with the view
 //! then current: its leader may have moved) until it is written, its topic
-//! or partition is gone (Kafka drops those too), or this broker stops
+//! or partition is gone (Kafka drops those too; gone means missing from
+//! this broker's view for 30 s, since a view still catching up after a
+//! restart does not list it yet), or this broker stops
 //! coordinating the transaction (or is told it was fenced by a newer
 //! coordinator).
 
@@ -31,6 +33,10 @@ const WRITE_TXN_MARKERS_VERSION: i16 = 1;
 /// First pause between rounds; doubles up to [`RETRY_PAUSE_MAX`].
 const RETRY_PAUSE_MIN: Duration = Duration::from_millis(50);
 const RETRY_PAUSE_MAX: Duration = Duration::from_secs(1);
+/// How long a partition of the transaction may be missing from the view
+/// before its marker is given up (the topic was deleted) rather than waited
+/// for (the view is behind).
+const MISSING_PARTITION_GRACE: Duration = Duration::from_secs(30);
 
 /// Write the markers of `(producer_id, producer_epoch)` (commit when
 /// `commit`) to `partitions`. True once every partition has its marker
@@ -46,6 +52,7 @@ pub async fn write_markers(
     still_coordinating: &dyn Fn() -> bool,
 ) -> bool {
     let mut remaining: BTreeSet<(String, i32)> = partitions.into_iter().collect();
+    let mut missing_since: BTreeMap<(String, i32), std::time::Instant> = BTreeMap::new();
     let mut pause = RETRY_PAUSE_MIN;
     loop {
         if remaining.is_empty() {
@@ -57,15 +64,26 @@ pub async fn write_markers(
         let view = shard.metadata.snapshot();
         // Per leader: the partitions it should write, with the local shard.
         let mut by_leader: BTreeMap<i32, Vec<(String, i32, Option<usize>)>> = BTreeMap::new();
+        let now = std::time::Instant::now();
         remaining.retain(|(topic, partition)| {
             let Some(state) = view
                 .topics
                 .get(topic)
                 .and_then(|found| found.partitions.get(usize::try_from(*partition).ok()?))
             else {
+                // Not in this broker's view: deleted, or not known yet (a
+                // coordinator resuming after a restart may load before its
+                // view has caught up). Dropped only once it stays missing.
+                let since = *missing_since
+                    .entry((topic.clone(), *partition))
+                    .or_insert(now);
+                if now.duration_since(since) < MISSING_PARTITION_GRACE {
+                    return true;
+                }
                 tracing::info!(%topic, partition, "no marker for a partition that no longer exists");
                 return false;
             };
+            missing_since.remove(&(topic.clone(), *partition));
             if let Some(leader) = state.leader {
                 by_leader.entry(leader).or_default().push((
                     topic.clone(),
