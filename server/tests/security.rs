@@ -491,6 +491,39 @@ fn hostile_clients_on_secured_listeners_lose_only_their_own_connection() {
         closed_within(&mut stream, Duration::from_secs(5));
     }
     println!("20 failed authentications took {:?}", started.elapsed());
+    // SaslHandshake v0 (raw tokens, as old clients do), then a request.
+    let mut stream = TcpStream::connect(("127.0.0.1", secure.sasl_plaintext_port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let read_frame = |stream: &mut TcpStream| {
+        let mut prefix = [0u8; 4];
+        stream.read_exact(&mut prefix).unwrap();
+        let mut body = vec![0u8; i32::from_be_bytes(prefix) as usize];
+        stream.read_exact(&mut body).unwrap();
+        body
+    };
+    stream.write_all(&request(17, 0, &handshake)).unwrap();
+    let answer = read_frame(&mut stream);
+    assert_eq!(
+        i16::from_be_bytes([answer[4], answer[5]]),
+        0,
+        "handshake v0"
+    );
+    let token = format!("\0{USER}\0{PASSWORD}");
+    let mut raw = (token.len() as i32).to_be_bytes().to_vec();
+    raw.extend_from_slice(token.as_bytes());
+    stream.write_all(&raw).unwrap();
+    assert!(
+        read_frame(&mut stream).is_empty(),
+        "PLAIN's empty raw answer"
+    );
+    stream.write_all(&request(3, 1, &[0, 0, 0, 0])).unwrap();
+    let metadata = read_frame(&mut stream);
+    assert_eq!(
+        i32::from_be_bytes([metadata[0], metadata[1], metadata[2], metadata[3]]),
+        7
+    );
     round_trip(
         secure.kcat_sasl_ssl(&kcat, PASSWORD),
         secure.kcat_sasl_ssl(&kcat, PASSWORD),
