@@ -300,6 +300,32 @@ mod tests {
     }
 
     #[test]
+    fn clients_get_the_endpoint_of_the_listener_they_came_in_on() {
+        let mut view = view();
+        view.listener_endpoints.insert(
+            2,
+            vec![
+                ("PLAINTEXT".into(), "broker2".into(), 9092),
+                ("SASL_SSL".into(), "public2".into(), 19094),
+            ],
+        );
+        let broker = view.brokers[&2].clone();
+        assert_eq!(
+            view.endpoint(&broker, "SASL_SSL"),
+            ("public2".to_string(), 19094)
+        );
+        assert_eq!(
+            view.endpoint(&broker, "PLAINTEXT"),
+            ("broker2".to_string(), 9092)
+        );
+        // A listener the broker does not have: its first endpoint.
+        assert_eq!(
+            view.endpoint(&broker, "SSL"),
+            (broker.host.clone(), broker.port)
+        );
+    }
+
+    #[test]
     fn replicas_on_fenced_or_unknown_brokers_are_offline() {
         assert_eq!(
             offline_replicas(&view(), &partition(Some(1), Some(0))),
