@@ -30,8 +30,9 @@ pub async fn handle(
     let producer_epoch = request.producer_epoch;
     let commit = request.committed;
     let id = transactional_id.clone();
-    if version >= 5 {
-        let outcome = coordinator::on_coordinator(shard, &id, move |owner, partition| async move {
+    // v5: the producer id and epoch to continue with.
+    let outcome = coordinator::on_coordinator(shard, &id, move |owner, partition| async move {
+        let ended = if version >= 5 {
             coordinator::end_txn_v2(
                 &owner,
                 partition,
@@ -41,36 +42,32 @@ pub async fn handle(
                 commit,
             )
             .await
-            .map_err(|error| error.code(version, FENCED_SINCE))
-        })
-        .await
-        .and_then(|answer| answer);
-        let response = match outcome {
-            Ok((producer_id, producer_epoch)) => EndTxnResponse::default()
-                .with_producer_id(producer_id.into())
-                .with_producer_epoch(producer_epoch),
-            Err(error) => EndTxnResponse::default()
-                .with_error_code(error.code())
-                .with_producer_id((-1).into())
-                .with_producer_epoch(-1),
+            .map(Some)
+        } else {
+            coordinator::end_txn(
+                &owner,
+                partition,
+                transactional_id,
+                producer_id,
+                producer_epoch,
+                commit,
+            )
+            .await
+            .map(|()| None)
         };
-        return Ok(Reply::Body(Box::new(ResponseKind::EndTxn(response))));
-    }
-    let outcome = coordinator::on_coordinator(shard, &id, move |owner, partition| async move {
-        coordinator::end_txn(
-            &owner,
-            partition,
-            transactional_id,
-            producer_id,
-            producer_epoch,
-            commit,
-        )
-        .await
-        .map_err(|error| error.code(version, FENCED_SINCE))
+        ended.map_err(|error| error.code(version, FENCED_SINCE))
     })
     .await
     .and_then(|answer| answer);
-    let response =
-        EndTxnResponse::default().with_error_code(outcome.err().map_or(0, |error| error.code()));
+    let response = match outcome {
+        Ok(Some((producer_id, producer_epoch))) => EndTxnResponse::default()
+            .with_producer_id(producer_id.into())
+            .with_producer_epoch(producer_epoch),
+        Ok(None) => EndTxnResponse::default(),
+        Err(error) => EndTxnResponse::default()
+            .with_error_code(error.code())
+            .with_producer_id((-1).into())
+            .with_producer_epoch(-1),
+    };
     Ok(Reply::Body(Box::new(ResponseKind::EndTxn(response))))
 }

@@ -214,6 +214,18 @@ fn release(transactional_id: &str) {
     });
 }
 
+/// The replica of `partition` of `__transaction_state`, when this shard
+/// coordinates it.
+fn loaded_replica(partition: i32) -> Option<Rc<PartitionReplica>> {
+    with(|coordinator| {
+        coordinator
+            .loaded
+            .borrow()
+            .get(&partition)
+            .map(|loaded| Rc::clone(&loaded.replica))
+    })
+}
+
 /// Write `next` to the id's partition; once committed, install it. The
 /// caller holds the claim ([`claim`]); it is released either way.
 async fn transition(
@@ -221,13 +233,7 @@ async fn transition(
     partition: i32,
     next: TxnMetadata,
 ) -> Result<(), ResponseError> {
-    let replica = with(|coordinator| {
-        coordinator
-            .loaded
-            .borrow()
-            .get(&partition)
-            .map(|loaded| Rc::clone(&loaded.replica))
-    });
+    let replica = loaded_replica(partition);
     let Some(replica) = replica else {
         release(&next.transactional_id);
         return Err(ResponseError::NotCoordinator);
@@ -636,13 +642,7 @@ async fn expire_idle(shard: &Rc<Shard>) {
             release(&transactional_id);
             continue;
         }
-        let replica = with(|coordinator| {
-            coordinator
-                .loaded
-                .borrow()
-                .get(&partition)
-                .map(|loaded| Rc::clone(&loaded.replica))
-        });
+        let replica = loaded_replica(partition);
         let Some(replica) = replica else {
             release(&transactional_id);
             continue;
