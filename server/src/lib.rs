@@ -12,7 +12,7 @@
 //! | `handlers` | one file per Kafka API |
 //! | `group` | the group coordinator: consumer groups, committed offsets |
 //! | `metadata` | topics, placement, topic configs, persistence |
-//! | `alloc` | the process allocator (huge reservations lazily mapped) |
+//! | `alloc` | the process allocator (huge reservations lazily mapped; memory handed back after large removals) |
 
 #[global_allocator]
 static ALLOCATOR: alloc::Allocator = alloc::Allocator;
