@@ -767,6 +767,12 @@ pub fn prune_truncated<I: Io>(log: &Log<I>, state: &mut TxnState) -> bool {
 /// the log grew since the newest snapshot.
 ///
 /// Failures are logged: they only make a later open scan more of the log.
+/// The partition's directory was removed meanwhile (its topic deleted):
+/// nothing to persist, nothing to warn about.
+fn gone(dir: &std::path::Path, error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::NotFound && !dir.exists()
+}
+
 pub async fn persist<I: Io>(log: &Log<I>, txns: &RefCell<TxnState>) {
     let io = log.io();
     let dir = log.dir();
@@ -821,6 +827,9 @@ pub async fn persist<I: Io>(log: &Log<I>, txns: &RefCell<TxnState>) {
             },
         };
         if let Err(error) = result {
+            if gone(dir, &error) {
+                return;
+            }
             tracing::warn!(path = %path.display(), %error, "could not write a transaction index; no snapshot this time");
             txns.borrow_mut().storage.dirty.extend(dirty);
             return;
@@ -832,6 +841,9 @@ pub async fn persist<I: Io>(log: &Log<I>, txns: &RefCell<TxnState>) {
         .write_file_atomic(&path, txn_index::encode_snapshot(&snapshot))
         .await
     {
+        if gone(dir, &error) {
+            return;
+        }
         tracing::warn!(path = %path.display(), %error, "could not write a transaction snapshot");
         return;
     }
