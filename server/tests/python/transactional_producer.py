@@ -1,12 +1,98 @@
 """Transactions with confluent-kafka (the current librdkafka): a
-consume-transform-produce loop whose output and input offsets commit
-together, an aborted transaction nobody reading committed sees, and a
-second producer with the same transactional.id fencing the first.
+transaction over three partitions of two topics committed and another
+aborted, read back read_committed and read_uncommitted, with an open
+transaction holding read_committed readers back at its first offset (the
+last stable offset); a consume-transform-produce loop whose output and
+input offsets commit together, an aborted transaction nobody reading
+committed sees, and a second producer with the same transactional.id
+fencing the first.
 """
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from sluice_test import TIMEOUT_S, admin, check, create_topic, run, step
+
+
+def read_all(address, partitions, committed):
+    """(topic, partition, value) of every record of `partitions` (a list of
+    (topic, partition)), up to the end the isolation level allows."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": address,
+            "group.id": "txn-reader",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "isolation.level": "read_committed" if committed else "read_uncommitted",
+        }
+    )
+    consumer.assign([TopicPartition(topic, partition, 0) for topic, partition in partitions])
+    records = []
+    ended = set()
+    try:
+        while len(ended) < len(partitions):
+            message = consumer.poll(TIMEOUT_S)
+            check(message is not None, f"reading {partitions} timed out")
+            if message.error():
+                if message.error().code() == KafkaError._PARTITION_EOF:
+                    ended.add((message.topic(), message.partition()))
+                    continue
+                raise KafkaException(message.error())
+            records.append((message.topic(), message.partition(), message.value().decode()))
+    finally:
+        consumer.close()
+    return sorted(records)
+
+
+def two_topics(address):
+    admin_client = admin(address)
+    create_topic(admin_client, "py-txn-a", 2)
+    create_topic(admin_client, "py-txn-b", 1)
+    partitions = [("py-txn-a", 0), ("py-txn-a", 1), ("py-txn-b", 0)]
+    producer = Producer({"bootstrap.servers": address, "transactional.id": "py-txn-two-topics"})
+    producer.init_transactions(TIMEOUT_S)
+
+    step("a transaction over three partitions of two topics, committed")
+    producer.begin_transaction()
+    for topic, partition in partitions:
+        producer.produce(topic, value=f"committed-{topic}-{partition}", partition=partition)
+    producer.commit_transaction(TIMEOUT_S)
+    committed = sorted(
+        (topic, partition, f"committed-{topic}-{partition}") for topic, partition in partitions
+    )
+
+    step("another over the same partitions, aborted")
+    producer.begin_transaction()
+    for topic, partition in partitions:
+        producer.produce(topic, value=f"aborted-{topic}-{partition}", partition=partition)
+    producer.flush(TIMEOUT_S)
+    producer.abort_transaction(TIMEOUT_S)
+    aborted = sorted(
+        (topic, partition, f"aborted-{topic}-{partition}") for topic, partition in partitions
+    )
+    check(read_all(address, partitions, True) == committed, "read_committed: the commit only")
+    check(
+        read_all(address, partitions, False) == sorted(committed + aborted),
+        "read_uncommitted: both transactions",
+    )
+
+    step("an open transaction holds read_committed readers at its first offset")
+    producer.begin_transaction()
+    producer.produce("py-txn-a", value="open-then-committed", partition=0)
+    producer.flush(TIMEOUT_S)
+    check(
+        read_all(address, partitions, True) == committed,
+        "read_committed stops before the open transaction",
+    )
+    check(
+        ("py-txn-a", 0, "open-then-committed") in read_all(address, partitions, False),
+        "read_uncommitted reads into the open transaction",
+    )
+    producer.commit_transaction(TIMEOUT_S)
+    check(
+        read_all(address, partitions, True)
+        == sorted(committed + [("py-txn-a", 0, "open-then-committed")]),
+        "read_committed reads it once committed",
+    )
 
 
 def read(address, topic, committed):
@@ -35,6 +121,7 @@ def read(address, topic, committed):
 
 
 def scenario(address):
+    two_topics(address)
     admin_client = admin(address)
     create_topic(admin_client, "py-txn-in", 1)
     create_topic(admin_client, "py-txn-out", 1)
