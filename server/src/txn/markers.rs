@@ -111,7 +111,7 @@ pub async fn write_markers(
                 else {
                     continue;
                 };
-                let address = (broker.host.clone(), u16::try_from(broker.port).unwrap_or(0));
+                let address = rpc::broker_address(shard, &view, broker);
                 let names: Vec<(String, i32)> = targets
                     .iter()
                     .map(|(topic, partition, _)| (topic.clone(), *partition))

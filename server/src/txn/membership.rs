@@ -88,7 +88,7 @@ pub async fn ensure(
     let Some(broker) = view.brokers.get(&leader).filter(|broker| broker.is_live()) else {
         return Err(ResponseError::CoordinatorNotAvailable);
     };
-    let address = (broker.host.clone(), u16::try_from(broker.port).unwrap_or(0));
+    let address = rpc::broker_address(shard, &view, broker);
     remote(
         &address,
         transactional_id,

@@ -14,12 +14,34 @@ use compio::net::TcpStream;
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 
+use crate::auth::SecurityProtocol;
+use crate::metadata::{BrokerInfo, ClusterMetadata};
+use crate::shard::Shard;
+
 /// A call gives up after this long.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest response accepted.
 const RESPONSE_BYTES_MAX: usize = 16 << 20;
 /// The correlation id of the single request on a connection.
 const CORRELATION_ID: i32 = 1;
+
+/// Where this broker sends these requests to `broker`: its endpoint on the
+/// first PLAINTEXT listener of this broker's configuration (brokers of a
+/// cluster share their listener names), else its first listener. The
+/// calls speak plaintext Kafka protocol: a cluster whose listeners are all
+/// TLS or SASL has no way to send them yet (issue 13).
+pub fn broker_address(shard: &Shard, view: &ClusterMetadata, broker: &BrokerInfo) -> (String, u16) {
+    let (host, port) = match shard
+        .config
+        .listeners
+        .iter()
+        .find(|listener| listener.protocol == SecurityProtocol::Plaintext)
+    {
+        Some(listener) => view.endpoint(broker, &listener.name),
+        None => (broker.host.clone(), broker.port),
+    };
+    (host, u16::try_from(port).unwrap_or(0))
+}
 
 /// Send `request` (API `api_key`, `version`) to `address` and decode its
 /// response, within [`REQUEST_TIMEOUT`].
