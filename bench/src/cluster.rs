@@ -386,6 +386,11 @@ pub(crate) struct ClusterSpec<'a> {
     pub(crate) extra_flags: Vec<String>,
 }
 
+/// How long after starting a broker a lost port race shows (it binds its
+/// listeners first thing), and how many times a cluster start is tried.
+const PORT_RACE_WINDOW: Duration = Duration::from_millis(1500);
+const PORT_ATTEMPTS: u32 = 3;
+
 /// `count` distinct free loopback ports (all bound at once, then released).
 fn free_ports(count: usize) -> anyhow::Result<Vec<u16>> {
     let listeners = (0..count)
@@ -414,7 +419,52 @@ impl Cluster {
     }
 
     /// Start every broker of `spec` (without waiting for them to serve).
+    /// The ports are picked free, then released for the brokers to bind:
+    /// another process may take one in between (an outgoing connection's
+    /// ephemeral port). A broker that exits at once because its address is
+    /// in use is started again, with every broker on new ports.
     pub(crate) fn launch(spec: &ClusterSpec) -> anyhow::Result<Cluster> {
+        let mut attempt = 1;
+        loop {
+            let mut cluster = Cluster::launch_once(spec)?;
+            match cluster.lost_a_port(PORT_RACE_WINDOW) {
+                Some(node) if attempt < PORT_ATTEMPTS => {
+                    eprintln!(
+                        "broker {node} found its port taken (attempt {attempt}); starting the \
+                         cluster again on other ports"
+                    );
+                    cluster.stop()?;
+                    attempt += 1;
+                }
+                _ => return Ok(cluster),
+            }
+        }
+    }
+
+    /// Whether a broker exited within `window` because an address it was
+    /// given was in use: its node id.
+    fn lost_a_port(&mut self, window: Duration) -> Option<u32> {
+        let deadline = Instant::now() + window;
+        while Instant::now() < deadline {
+            for broker in &mut self.brokers {
+                let exited = broker
+                    .child
+                    .as_mut()
+                    .is_some_and(|child| matches!(child.try_wait(), Ok(Some(_))));
+                if exited
+                    && std::fs::read_to_string(&broker.log_path)
+                        .is_ok_and(|log| log.contains("Address already in use"))
+                {
+                    broker.child = None;
+                    return Some(broker.node_id);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    fn launch_once(spec: &ClusterSpec) -> anyhow::Result<Cluster> {
         let binary = embedded::find_sluice(spec.sluice_bin)?;
         let prefix = if spec.name == "cluster-metadata" {
             "cluster"
