@@ -5,9 +5,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -27,9 +29,10 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A free loopback address, picked as the broker tests pick theirs
+/// (outside the kernel's ephemeral range; see `support::reserve_port`).
 fn free_address() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
+    SocketAddr::from(([127, 0, 0, 1], support::reserve_port()))
 }
 
 fn config(

@@ -393,17 +393,56 @@ impl Drop for Broker {
 
 /// A loopback port nothing listens on, not handed to another broker of
 /// this test binary.
+///
+/// Picked below the kernel's ephemeral range (`ip_local_port_range`): a
+/// port the kernel handed out for `bind(0)` is one it may hand out again to
+/// any outgoing connection (a client, a broker's peer link) in the moment
+/// between our check and the broker's own bind, which failed a CI run with
+/// "Address already in use". Ports below the range are only ever taken by
+/// an explicit bind. The start point depends on the process id, so test
+/// binaries run side by side rarely try the same ports.
 fn free_port() -> u16 {
-    for _ in 0..100 {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding port 0");
-        let port = listener.local_addr().expect("local address").port();
-        drop(listener);
-        let mut ports = PORTS_TAKEN.lock().expect("port set");
-        if ports.get_or_insert_with(HashSet::new).insert(port) {
+    let (low, high) = pickable_port_range();
+    let span = u32::from(high - low);
+    let mut next = std::process::id().wrapping_mul(2_654_435_761) % span;
+    let mut ports = PORTS_TAKEN.lock().expect("port set");
+    let ports = ports.get_or_insert_with(HashSet::new);
+    for _ in 0..span {
+        next = (next + 1) % span;
+        let port = low + next as u16;
+        if ports.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            ports.insert(port);
             return port;
         }
     }
-    panic!("no free port found");
+    panic!("no free port found in {low}..{high}");
+}
+
+/// Ports tests may pick: from 20000 up to the start of the kernel's
+/// ephemeral range, or above its end when the range starts low (never
+/// inside it; see [`free_port`]).
+fn pickable_port_range() -> (u16, u16) {
+    let range: Vec<u16> = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .map(|text| {
+            text.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let (first, last) = match range[..] {
+        [first, last] => (first, last),
+        _ => (32768, 60999),
+    };
+    if first >= 21_000 {
+        (20_000, first)
+    } else if last <= 64_000 {
+        (last + 1, 65_535)
+    } else {
+        panic!("the ephemeral port range {first}-{last} leaves no ports for tests");
+    }
 }
 
 /// A free loopback port, reserved as a [`Broker`]'s is (never handed to
