@@ -35,7 +35,8 @@ use sluice_engine::batch::simple_batch;
 use sluice_engine::constants::MAX_MESSAGE_BYTES_DEFAULT;
 use sluice_engine::io::uring::UringIo;
 use sluice_engine::{
-    AppendCompletion, AppendError, CommitStats, Committer, LeaderEpoch, Log, LogConfig, TimestampMs,
+    AppendCompletion, AppendError, CommitStats, Committer, LeaderEpoch, Log, LogConfig, SyncMode,
+    TimestampMs,
 };
 
 use crate::baseline::{self, BandwidthConfig, DataDir, RawDisk};
@@ -97,6 +98,27 @@ pub struct EngineArgs {
     /// Keep the benchmark's files instead of removing them at the end.
     #[arg(long)]
     pub keep: bool,
+
+    /// How flushes make writes durable: `file` (an fdatasync per written
+    /// file) or `filesystem` (one syncfs per round for all partitions).
+    #[arg(long, value_enum, default_value_t = SyncArg::File)]
+    pub sync: SyncArg,
+}
+
+/// `--sync` of the engine benchmark and the broker.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncArg {
+    File,
+    Filesystem,
+}
+
+impl From<SyncArg> for SyncMode {
+    fn from(arg: SyncArg) -> SyncMode {
+        match arg {
+            SyncArg::File => SyncMode::PerFile,
+            SyncArg::Filesystem => SyncMode::Filesystem,
+        }
+    }
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -258,6 +280,7 @@ async fn run_on_shard(
         in_flight_per_partition,
         warmup: Duration::from_secs(args.warmup_secs),
         duration: Duration::from_secs(args.duration_secs),
+        sync_mode: args.sync.into(),
     };
     let mut runs = Vec::new();
     let first_load = match args.rate_mb_per_sec {
@@ -362,6 +385,7 @@ struct RunSettings<'a> {
     in_flight_per_partition: usize,
     warmup: Duration,
     duration: Duration,
+    sync_mode: SyncMode,
 }
 
 #[derive(Clone, Debug)]
@@ -444,12 +468,17 @@ impl EngineRun {
         measure::mb_per_sec(self.acknowledged_bytes, self.elapsed)
     }
 
+    /// Syncs of either kind (fdatasync per file, syncfs per round).
+    fn syncs(&self) -> u64 {
+        self.commit.fsyncs + self.commit.filesystem_syncs
+    }
+
     fn per_second(&self, count: u64) -> f64 {
         count as f64 / self.elapsed.as_secs_f64().max(f64::MIN_POSITIVE)
     }
 
     fn batches_per_fsync(&self) -> f64 {
-        self.acknowledged_batches as f64 / self.commit.fsyncs.max(1) as f64
+        self.acknowledged_batches as f64 / self.syncs().max(1) as f64
     }
 
     fn batches_per_round(&self) -> f64 {
@@ -481,6 +510,7 @@ impl EngineRun {
                 "rounds": self.commit.rounds,
                 "log_flushes": self.commit.log_flushes,
                 "fsyncs": self.commit.fsyncs,
+                "filesystem_syncs": self.commit.filesystem_syncs,
                 "bytes_written": self.commit.bytes_written,
                 "rounds_per_sec": round(self.per_second(self.commit.rounds), 1),
                 "fsyncs_per_sec": round(self.per_second(self.commit.fsyncs), 1),
@@ -502,6 +532,7 @@ fn delta(after: CommitStats, before: CommitStats) -> CommitStats {
         log_flushes: after.log_flushes - before.log_flushes,
         fsyncs: after.fsyncs - before.fsyncs,
         bytes_written: after.bytes_written - before.bytes_written,
+        filesystem_syncs: after.filesystem_syncs - before.filesystem_syncs,
     }
 }
 
@@ -521,7 +552,7 @@ async fn run_engine(
         settings.duration.as_secs()
     );
     let io = UringIo::new();
-    let committer = Committer::new(io);
+    let committer = Committer::with_sync_mode(io, settings.sync_mode);
     let mut logs = Vec::with_capacity(settings.partitions);
     for partition in 0..settings.partitions {
         let log_dir = dir.join(format!("bench-{partition}"));
@@ -903,9 +934,9 @@ impl Report {
             "target",
             "MB/s",
             "batches/s",
-            "fsyncs/s",
+            "syncs/s",
             "rounds/s",
-            "b/fsync",
+            "b/sync",
             "b/round",
             "p50 ms",
             "p99 ms",
@@ -922,7 +953,7 @@ impl Report {
                     .map_or("-".to_owned(), |rate| format!("{:.1}", rate / 1e6)),
                 run.mb_per_sec(),
                 run.per_second(run.acknowledged_batches),
-                run.per_second(run.commit.fsyncs),
+                run.per_second(run.syncs()),
                 run.per_second(run.commit.rounds),
                 run.batches_per_fsync(),
                 run.batches_per_round(),

@@ -10,6 +10,15 @@
 //!
 //! Logs with `FlushPolicy::Interval` stay queued until they are due.
 //! Single-threaded (`Rc`): a committer and its logs live on one shard.
+//!
+//! How a flush makes its writes durable is the committer's [`SyncMode`]:
+//! an fdatasync per written file, or one syncfs per round for the whole
+//! shard (docs/decisions/0010-one-sync-per-shard.md). With `Filesystem`,
+//! a log whose writes completed joins the next filesystem sync not yet
+//! started; at most one runs at a time and one waits behind it, so the
+//! shard issues one device flush per round however many partitions it
+//! writes, and a round gathers everything that completed during the
+//! previous one (adaptive batching, no fixed linger).
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -18,9 +27,9 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use futures_util::future::{Either, LocalBoxFuture, join_all, select};
+use futures_util::future::{Either, LocalBoxFuture, Shared as SharedFuture, join_all, select};
 use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 
 use crate::io::Io;
 use crate::log::{LogInner, LogRef};
@@ -37,6 +46,36 @@ pub struct CommitStats {
     pub fsyncs: u64,
     /// Bytes written to segment files (whole pages, tail pages rewritten).
     pub bytes_written: u64,
+    /// syncfs calls issued for flushes (`SyncMode::Filesystem`).
+    pub filesystem_syncs: u64,
+}
+
+/// How a log flush makes its completed writes durable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SyncMode {
+    /// One fdatasync per written file: a device cache flush per partition
+    /// per flush, whatever else shares the filesystem.
+    #[default]
+    PerFile,
+    /// One syncfs per round for every log of the shard that wrote: one
+    /// device cache flush per round. It also writes back whatever other
+    /// programs left dirty on the same filesystem, so it suits a data
+    /// directory on its own filesystem.
+    Filesystem,
+}
+
+/// A filesystem sync shared by every log that joined it before it started.
+/// The error is a string: every joined flush poisons its log with it.
+type SharedSync = SharedFuture<LocalBoxFuture<'static, Result<(), Rc<str>>>>;
+
+#[derive(Default)]
+struct SyncRounds {
+    /// The sync whose syscall has started (its joiners' writes are covered).
+    running: Option<(u64, SharedSync)>,
+    /// The sync that starts when `running` ends; flushes whose writes
+    /// completed join it.
+    next: Option<SharedSync>,
+    started: u64,
 }
 
 pub struct Committer<I: Io> {
@@ -53,25 +92,98 @@ impl<I: Io> Clone for Committer<I> {
 
 struct Shared<I: Io> {
     io: I,
+    sync_mode: SyncMode,
     queue: RefCell<Vec<LogRef<I>>>,
     waker: RefCell<Option<Waker>>,
     stats: Cell<CommitStats>,
+    syncs: Rc<RefCell<SyncRounds>>,
 }
 
 impl<I: Io> Committer<I> {
     pub fn new(io: I) -> Committer<I> {
+        Committer::with_sync_mode(io, SyncMode::PerFile)
+    }
+
+    pub fn with_sync_mode(io: I, sync_mode: SyncMode) -> Committer<I> {
         Committer {
             shared: Rc::new(Shared {
                 io,
+                sync_mode,
                 queue: RefCell::new(Vec::new()),
                 waker: RefCell::new(None),
                 stats: Cell::new(CommitStats::default()),
+                syncs: Rc::new(RefCell::new(SyncRounds::default())),
             }),
         }
     }
 
     pub fn stats(&self) -> CommitStats {
         self.shared.stats.get()
+    }
+
+    pub fn sync_mode(&self) -> SyncMode {
+        self.shared.sync_mode
+    }
+
+    /// Make durable every write of the caller that completed before this
+    /// call, for `SyncMode::Filesystem`: joins the next filesystem sync
+    /// that has not started (starting one when none is pending). `file` is
+    /// any file on the filesystem. Ok means durable; an error must poison.
+    pub(crate) async fn sync_filesystem(&self, file: &I::File) -> Result<(), Rc<str>> {
+        let round = {
+            let mut rounds = self.shared.syncs.borrow_mut();
+            match &rounds.next {
+                Some(next) => next.clone(),
+                None => {
+                    let previous = rounds.running.as_ref().map(|(_, sync)| sync.clone());
+                    let round = self.new_sync_round(previous, file.clone());
+                    rounds.next = Some(round.clone());
+                    round
+                }
+            }
+        };
+        round.await
+    }
+
+    /// A sync that first waits for `previous` (its writes may have
+    /// completed after `previous` started), then moves itself from `next`
+    /// to `running` and calls syncfs once.
+    fn new_sync_round(&self, previous: Option<SharedSync>, file: I::File) -> SharedSync {
+        let io = self.shared.io.clone();
+        let syncs = Rc::clone(&self.shared.syncs);
+        // Weak: a round waiting in `next` must not keep the committer alive.
+        let shared = Rc::downgrade(&self.shared);
+        let round = async move {
+            if let Some(previous) = previous {
+                // Its outcome belongs to its own joiners.
+                let _ = previous.await;
+            }
+            let number = {
+                let mut rounds = syncs.borrow_mut();
+                let Some(this) = rounds.next.take() else {
+                    unreachable!("a sync round starts from `next`");
+                };
+                rounds.started += 1;
+                let number = rounds.started;
+                rounds.running = Some((number, this));
+                number
+            };
+            let result = io.sync_filesystem(&file).await;
+            {
+                let mut rounds = syncs.borrow_mut();
+                if rounds.running.as_ref().map(|(running, _)| *running) == Some(number) {
+                    rounds.running = None;
+                }
+            }
+            if let Some(shared) = shared.upgrade() {
+                let mut stats = shared.stats.get();
+                stats.filesystem_syncs += 1;
+                shared.stats.set(stats);
+            }
+            result.map_err(|error| Rc::from(error.to_string()))
+        };
+        let round: LocalBoxFuture<'static, Result<(), Rc<str>>> = Box::pin(round);
+        round.shared()
     }
 
     /// Logs waiting for a flush.

@@ -28,7 +28,7 @@ pub mod segment;
 pub mod testing;
 pub mod types;
 
-pub use commit::{CommitStats, Committer};
+pub use commit::{CommitStats, Committer, SyncMode};
 pub use compact::{AbortedRange, CleanOptions, CleanSummary, DirtyStats, TxnCleanInput};
 pub use config::{FlushPolicy, LogConfig};
 pub use epochs::{EpochEntry, LeaderEpochCache};

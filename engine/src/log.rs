@@ -34,7 +34,7 @@ use futures_util::future::join_all;
 use futures_util::lock::Mutex;
 
 use crate::batch::{self, BatchHeader};
-use crate::commit::Committer;
+use crate::commit::{Committer, SyncMode};
 use crate::config::{FlushPolicy, LogConfig};
 use crate::constants::{
     BATCH_HEADER_SIZE, PAGE_SIZE, PREALLOCATE_FIRST_BYTES, TAIL_CHUNKS_RETAINED,
@@ -1277,14 +1277,30 @@ impl<I: Io> LogInner<I> {
                 return Err(self.fail_flush(error, "writing a segment"));
             }
         }
-        // 3. One fdatasync per written file. Never retried: an error poisons.
-        for result in join_all(files.iter().map(|file| io.sync_data(file))).await {
-            if let Err(error) = result {
-                self.poison(&format!("fdatasync failed: {error}"));
-                return Err(self.poisoned_error());
+        // 3. Durability: one fdatasync per written file, or this log joins
+        // the shard's next filesystem sync (commit.rs, SyncMode). Never
+        // retried: an error poisons.
+        let fsyncs = match self.committer.sync_mode() {
+            SyncMode::PerFile => {
+                for result in join_all(files.iter().map(|file| io.sync_data(file))).await {
+                    if let Err(error) = result {
+                        self.poison(&format!("fdatasync failed: {error}"));
+                        return Err(self.poisoned_error());
+                    }
+                }
+                files.len() as u64
             }
-        }
-        self.committer.note_flush(files.len() as u64, bytes_written);
+            SyncMode::Filesystem => {
+                if let Some(file) = files.first()
+                    && let Err(error) = self.committer.sync_filesystem(file).await
+                {
+                    self.poison(&format!("syncfs failed: {error}"));
+                    return Err(self.poisoned_error());
+                }
+                0
+            }
+        };
+        self.committer.note_flush(fsyncs, bytes_written);
         // 4. Publish durability and complete the covered appends.
         {
             let mut state = self.state.borrow_mut();

@@ -174,7 +174,7 @@ impl Broker {
                         let shard = Rc::new(Shard {
                             id: ShardId(index),
                             io,
-                            committer: Committer::new(io),
+                            committer: Committer::with_sync_mode(io, config.sync_mode),
                             config,
                             shards,
                             metadata,

@@ -95,6 +95,12 @@ pub trait Io: Clone + 'static {
     /// the unsynced state is known; the caller must never retry.
     fn sync_data(&self, file: &Self::File) -> impl Future<Output = io::Result<()>>;
 
+    /// syncfs: when Ok, every write, length change and directory entry of
+    /// the whole filesystem holding `file` that completed before the call
+    /// is durable (one device cache flush for any number of files). Errors
+    /// as for [`Io::sync_data`]: never retried.
+    fn sync_filesystem(&self, file: &Self::File) -> impl Future<Output = io::Result<()>>;
+
     /// Read up to `len` bytes at `pos` into a fresh aligned buffer (O_DIRECT;
     /// aligned). The result is shorter than `len` only at end of file.
     fn read_at(

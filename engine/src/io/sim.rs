@@ -73,6 +73,8 @@ pub struct SimStats {
     pub sync_data_count: u64,
     /// `sync_dir` calls, failed ones included.
     pub sync_dir_count: u64,
+    /// `sync_filesystem` calls, failed ones included.
+    pub sync_filesystem_count: u64,
     /// `write_at` calls, failed ones included.
     pub write_at_count: u64,
     /// Bytes written by successful `write_at` calls.
@@ -503,6 +505,30 @@ impl Io for SimIo {
             inode.durable.len, inode.live.len,
             "sync_data: durable image diverged"
         );
+        Ok(())
+    }
+
+    async fn sync_filesystem(&self, file: &SimFile) -> io::Result<()> {
+        self.check_file(file);
+        let mut disk = self.disk.borrow_mut();
+        disk.stats.sync_filesystem_count += 1;
+        disk.faults.check_halt()?;
+        if disk.faults.sync_fails() {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        // Every file's completed writes and length changes, and every
+        // directory entry, as syncfs commits the whole filesystem.
+        for inode in disk.inodes.values_mut() {
+            for operation in std::mem::take(&mut inode.pending) {
+                operation.apply(&mut inode.durable);
+            }
+            assert_eq!(
+                inode.durable.len, inode.live.len,
+                "sync_filesystem: durable image diverged"
+            );
+        }
+        disk.durable = disk.live.clone();
+        disk.collect_garbage();
         Ok(())
     }
 

@@ -24,7 +24,7 @@
 use std::ffi::OsString;
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -285,6 +285,27 @@ impl Io for UringIo {
 
     async fn sync_data(&self, file: &UringFile) -> io::Result<()> {
         file.file.sync_data().await
+    }
+
+    async fn sync_filesystem(&self, file: &UringFile) -> io::Result<()> {
+        // io_uring has no syncfs: it runs on compio's blocking pool, on a
+        // duplicate of the descriptor so that closing the file meanwhile
+        // cannot redirect the call. Since Linux 5.8 syncfs reports the
+        // device flush's and the journal commit's errors (and writeback
+        // errors of the filesystem); our writes' own errors came with
+        // their completions.
+        let duplicate = file.file.as_fd().try_clone_to_owned()?;
+        compio::runtime::spawn_blocking(move || {
+            // SAFETY: `duplicate` is an open descriptor owned by this closure.
+            let result = unsafe { libc::syncfs(duplicate.as_raw_fd()) };
+            if result == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        })
+        .await
+        .unwrap_or_else(|_| Err(io::Error::other("the syncfs thread panicked")))
     }
 
     async fn read_at(&self, file: &UringFile, pos: u64, len: usize) -> io::Result<Bytes> {

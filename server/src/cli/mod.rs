@@ -223,6 +223,32 @@ pub struct ServeArgs {
     /// [default: true].
     #[arg(long, env = "SLUICE_READ_AHEAD")]
     pub read_ahead: Option<bool>,
+    /// How a shard makes appended batches durable before acknowledging
+    /// them: `file` (an fdatasync per written partition file) or
+    /// `filesystem` (one syncfs per flush round for all the shard's
+    /// partitions: one device flush instead of one per partition; it also
+    /// writes back other programs' dirty files on the same filesystem, so
+    /// give the data directory its own filesystem)
+    /// (docs/decisions/0010-one-sync-per-shard.md) [default: file].
+    #[arg(long, env = "SLUICE_SYNC_MODE", value_enum)]
+    pub sync_mode: Option<SyncModeArg>,
+}
+
+/// `--sync-mode`.
+#[derive(clap::ValueEnum, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncModeArg {
+    File,
+    Filesystem,
+}
+
+impl From<SyncModeArg> for sluice_engine::SyncMode {
+    fn from(arg: SyncModeArg) -> sluice_engine::SyncMode {
+        match arg {
+            SyncModeArg::File => sluice_engine::SyncMode::PerFile,
+            SyncModeArg::Filesystem => sluice_engine::SyncMode::Filesystem,
+        }
+    }
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -265,6 +291,7 @@ struct FileConfig {
     transaction_partition_verification: Option<bool>,
     overprovisioned: Option<bool>,
     read_ahead: Option<bool>,
+    sync_mode: Option<SyncModeArg>,
 }
 
 /// How the broker's log lines are written to stderr.
@@ -378,6 +405,8 @@ pub struct BrokerConfig {
     pub overprovisioned: bool,
     /// Engine read-ahead for sequential readers.
     pub read_ahead: bool,
+    /// fdatasync per partition file, or one syncfs per shard round.
+    pub sync_mode: sluice_engine::SyncMode,
 }
 
 impl BrokerConfig {
@@ -424,6 +453,7 @@ impl BrokerConfig {
             transaction_partition_verification: true,
             overprovisioned: false,
             read_ahead: true,
+            sync_mode: sluice_engine::SyncMode::PerFile,
         }
     }
 }
@@ -672,6 +702,10 @@ impl BrokerConfig {
                 .or(file.overprovisioned)
                 .unwrap_or(false),
             read_ahead: args.read_ahead.or(file.read_ahead).unwrap_or(true),
+            sync_mode: args
+                .sync_mode
+                .or(file.sync_mode)
+                .map_or(sluice_engine::SyncMode::PerFile, Into::into),
             replication_listen,
             replication_advertised,
             replica_lag_time_max_ms: args
