@@ -18,6 +18,7 @@
 //! nothing blocks except PBKDF2 in [`scram::ScramCredential::new`], which
 //! runs in admin commands and tests, never per connection.
 
+pub mod acl;
 pub mod credentials;
 pub mod plain;
 pub mod sasl;

@@ -22,10 +22,14 @@
 //! snapshot of it (an `Arc` swapped per applied batch), not this value.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use thiserror::Error;
 
+use crate::auth::acl::AclTable;
+
 use super::codec::{DecodeError, Reader, Writer};
+use super::records::AccessControlEntry;
 use super::records::{
     ConfigRecord, ConfigResource, LeaderChange, Listener, MetadataRecord, PartitionRecord,
     RecordBatch, RegisterBroker, TopicRecord, UserScramCredential,
@@ -154,6 +158,10 @@ pub struct MetadataImage {
     producer_ids: ProducerIdsImage,
     /// Salted SCRAM credentials by (user, Kafka mechanism code).
     scram_credentials: BTreeMap<(String, u8), UserScramCredential>,
+    /// ACL bindings by id, indexed for the authorizer. Behind an `Arc`:
+    /// the image is copied per applied batch and per published view, the
+    /// bindings only when they change.
+    acls: Arc<AclTable>,
 }
 
 impl MetadataImage {
@@ -218,6 +226,11 @@ impl MetadataImage {
     /// Every SCRAM credential, ordered by user then mechanism.
     pub fn scram_credentials(&self) -> impl Iterator<Item = &UserScramCredential> {
         self.scram_credentials.values()
+    }
+
+    /// The ACL bindings (shared: cheap to keep past this image).
+    pub fn acls(&self) -> &Arc<AclTable> {
+        &self.acls
     }
 
     /// Applies the records of one committed entry, atomically: either every
@@ -359,6 +372,16 @@ impl MetadataImage {
                 // deletion).
                 self.scram_credentials
                     .remove(&(record.name.clone(), record.mechanism));
+            }
+            MetadataRecord::AccessControlEntry(record) => {
+                Arc::make_mut(&mut self.acls).insert(record.id, record.binding.clone());
+            }
+            MetadataRecord::RemoveAccessControlEntry(record) => {
+                // Removing what is not there changes nothing (a retried
+                // deletion).
+                if self.acls.get(&record.id).is_some() {
+                    Arc::make_mut(&mut self.acls).remove(&record.id);
+                }
             }
             MetadataRecord::RemoveTopic(record) => {
                 let topic =
@@ -620,12 +643,27 @@ impl MetadataImage {
         // Added after format 0 was first written: an optional trailing
         // section, absent when there are no credentials (so snapshots
         // without any read and encode as before).
-        if !self.scram_credentials.is_empty() {
+        if !self.scram_credentials.is_empty() || !self.acls.is_empty() {
             let records = self
                 .scram_credentials
                 .values()
                 .cloned()
                 .map(MetadataRecord::UserScramCredential)
+                .collect();
+            writer.bytes(&RecordBatch::new(records).encode());
+        }
+        // A second optional section after it (the SCRAM section is then
+        // written, maybe empty): the ACL bindings.
+        if !self.acls.is_empty() {
+            let records = self
+                .acls
+                .iter()
+                .map(|(id, binding)| {
+                    MetadataRecord::AccessControlEntry(AccessControlEntry {
+                        id: *id,
+                        binding: binding.clone(),
+                    })
+                })
                 .collect();
             writer.bytes(&RecordBatch::new(records).encode());
         }
@@ -688,6 +726,14 @@ impl MetadataImage {
                 match record {
                     MetadataRecord::UserScramCredential(_) => image.apply(offset, &record)?,
                     _ => return Err(SnapshotError::Unexpected("SCRAM credential")),
+                }
+            }
+        }
+        if reader.remaining() > 0 {
+            for record in RecordBatch::decode(reader.bytes()?)?.records {
+                match record {
+                    MetadataRecord::AccessControlEntry(_) => image.apply(offset, &record)?,
+                    _ => return Err(SnapshotError::Unexpected("ACL")),
                 }
             }
         }
@@ -1107,6 +1153,69 @@ mod tests {
             MetadataImage::decode_snapshot(&without).unwrap(),
             populated()
         );
+    }
+
+    /// ACL bindings are applied, removed (twice: the second changes
+    /// nothing) and carried by snapshots, with or without SCRAM
+    /// credentials before them.
+    #[test]
+    fn acl_bindings_apply_and_survive_a_snapshot() {
+        use crate::auth::acl::{
+            AclBinding, AclOperation, AclPermission, PatternType, ResourceType,
+        };
+        use crate::controller::records::RemoveAccessControlEntry;
+        let mut image = populated();
+        let binding = |name: &str| AclBinding {
+            resource_type: ResourceType::Topic,
+            resource_name: name.into(),
+            pattern_type: PatternType::Literal,
+            principal: "User:alice".into(),
+            host: "*".into(),
+            operation: AclOperation::Read,
+            permission: AclPermission::Allow,
+        };
+        let id = |n: u8| uuid::Uuid::from_bytes([n; 16]);
+        image
+            .apply_batch(
+                MetadataOffset(7),
+                &[
+                    MetadataRecord::AccessControlEntry(AccessControlEntry {
+                        id: id(1),
+                        binding: binding("a"),
+                    }),
+                    MetadataRecord::AccessControlEntry(AccessControlEntry {
+                        id: id(2),
+                        binding: binding("b"),
+                    }),
+                    MetadataRecord::RemoveAccessControlEntry(RemoveAccessControlEntry {
+                        id: id(1),
+                    }),
+                    MetadataRecord::RemoveAccessControlEntry(RemoveAccessControlEntry {
+                        id: id(1),
+                    }),
+                ],
+            )
+            .unwrap();
+        assert_eq!(image.acls().len(), 1);
+        assert_eq!(image.acls().get(&id(2)), Some(&binding("b")));
+        let loaded = MetadataImage::decode_snapshot(&image.encode_snapshot()).unwrap();
+        assert_eq!(loaded, image);
+        image
+            .apply_batch(
+                MetadataOffset(8),
+                &[MetadataRecord::UserScramCredential(UserScramCredential {
+                    name: "alice".into(),
+                    mechanism: 1,
+                    salt: vec![1; 16],
+                    stored_key: vec![2; 32],
+                    server_key: vec![3; 32],
+                    iterations: 4096,
+                })],
+            )
+            .unwrap();
+        let loaded = MetadataImage::decode_snapshot(&image.encode_snapshot()).unwrap();
+        assert_eq!(loaded, image);
+        assert_eq!(loaded.acls().len(), 1);
     }
 
     #[test]

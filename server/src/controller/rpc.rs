@@ -21,11 +21,15 @@ use super::quorum_controller::{
     AlterPartitionReply, AlterPartitionRequest, ControllerError, CreateTopicRequest,
     HeartbeatRequest, RegistrationRequest,
 };
-use super::records::{ConfigResource, Listener, MetadataRecord, RecordBatch, UserScramCredential};
+use super::records::{
+    ConfigResource, Listener, MetadataRecord, RecordBatch, UserScramCredential, read_acl_binding,
+    write_acl_binding,
+};
 use super::types::{
     BrokerEpoch, BrokerId, IncarnationId, LeaderEpoch, MetadataOffset, PartitionEpoch,
     PartitionIndex, TopicId,
 };
+use crate::auth::acl::AclBinding;
 
 const VERSION: u16 = 0;
 
@@ -64,6 +68,14 @@ pub enum Request {
     AlterScramCredentials {
         upsertions: Vec<UserScramCredential>,
         deletions: Vec<(String, u8)>,
+    },
+    /// CreateAcls / DeleteAcls: bindings to create (those already stored
+    /// are left as they are) and binding ids to delete (those gone already
+    /// are skipped). Answered `Committed` (at the image's offset when
+    /// nothing changed).
+    AlterAcls {
+        creations: Vec<AclBinding>,
+        deletions: Vec<uuid::Uuid>,
     },
 }
 
@@ -451,6 +463,20 @@ impl Request {
                     writer.u8(*mechanism);
                 }
             }
+            Request::AlterAcls {
+                creations,
+                deletions,
+            } => {
+                writer.u8(10);
+                writer.count(creations.len());
+                for binding in creations {
+                    write_acl_binding(&mut writer, binding);
+                }
+                writer.count(deletions.len());
+                for id in deletions {
+                    writer.uuid(*id);
+                }
+            }
         }
         writer.into_bytes()
     }
@@ -566,6 +592,20 @@ impl Request {
                     .collect::<Result<_, DecodeError>>()?;
                 Request::AlterScramCredentials {
                     upsertions,
+                    deletions,
+                }
+            }
+            10 => {
+                let count = reader.count(19)?;
+                let creations = (0..count)
+                    .map(|_| read_acl_binding(&mut reader))
+                    .collect::<Result<_, DecodeError>>()?;
+                let count = reader.count(16)?;
+                let deletions = (0..count)
+                    .map(|_| reader.uuid())
+                    .collect::<Result<_, DecodeError>>()?;
+                Request::AlterAcls {
+                    creations,
                     deletions,
                 }
             }
@@ -801,6 +841,18 @@ mod tests {
                     iterations: 8192,
                 }],
                 deletions: vec![("bob".into(), 1)],
+            },
+            Request::AlterAcls {
+                creations: vec![crate::auth::acl::AclBinding {
+                    resource_type: crate::auth::acl::ResourceType::Group,
+                    resource_name: "g".into(),
+                    pattern_type: crate::auth::acl::PatternType::Literal,
+                    principal: "User:bob".into(),
+                    host: "10.0.0.1".into(),
+                    operation: crate::auth::acl::AclOperation::Read,
+                    permission: crate::auth::acl::AclPermission::Allow,
+                }],
+                deletions: vec![uuid::Uuid::from_bytes([9; 16])],
             },
         ]
     }

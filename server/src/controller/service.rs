@@ -57,7 +57,8 @@ use super::quorum_controller::{
     RegistrationDecision, RegistrationRequest,
 };
 use super::records::{
-    ConfigResource, Listener, MetadataRecord, RecordBatch, RemoveUserScramCredential,
+    AccessControlEntry, ConfigResource, Listener, MetadataRecord, RecordBatch,
+    RemoveAccessControlEntry, RemoveUserScramCredential,
 };
 use super::rpc::{ErrorKind, FetchedBatch, Reply, Request, RequestError, Response};
 use super::storage::{FileRaftStore, MemRaftStore, RaftLogStore, StoreError};
@@ -878,6 +879,40 @@ impl<S: RaftLogStore> ControllerLoop<S> {
                     Ok((records, PendingKind::Committed))
                 }
             }
+            Request::AlterAcls {
+                creations,
+                deletions,
+            } => {
+                let acls = image.acls();
+                let mut records: Vec<MetadataRecord> = deletions
+                    .into_iter()
+                    .filter(|id| acls.get(id).is_some())
+                    .map(|id| {
+                        MetadataRecord::RemoveAccessControlEntry(RemoveAccessControlEntry { id })
+                    })
+                    .collect();
+                let mut created: Vec<&crate::auth::acl::AclBinding> = Vec::new();
+                for binding in &creations {
+                    if binding.validate().is_err()
+                        || acls.find(binding).is_some()
+                        || created.contains(&binding)
+                    {
+                        continue;
+                    }
+                    created.push(binding);
+                    records.push(MetadataRecord::AccessControlEntry(AccessControlEntry {
+                        id: uuid::Uuid::new_v4(),
+                        binding: binding.clone(),
+                    }));
+                }
+                if records.is_empty() {
+                    Err(Ok(Reply::Committed {
+                        offset: image.offset(),
+                    }))
+                } else {
+                    Ok((records, PendingKind::Committed))
+                }
+            }
             Request::MetadataFetch { .. } => unreachable!("answered above"),
         };
         match decided {
@@ -1595,6 +1630,22 @@ impl ControllerHandle {
         committed(
             self.call(Request::AlterScramCredentials {
                 upsertions,
+                deletions,
+            })
+            .await,
+        )
+    }
+
+    /// Create ACL bindings (those already stored are kept as they are)
+    /// and delete bindings by id, in one batch.
+    pub async fn alter_acls(
+        &self,
+        creations: Vec<crate::auth::acl::AclBinding>,
+        deletions: Vec<uuid::Uuid>,
+    ) -> Result<MetadataOffset, RequestError> {
+        committed(
+            self.call(Request::AlterAcls {
+                creations,
                 deletions,
             })
             .await,
