@@ -19,6 +19,7 @@
 //! runs in admin commands and tests, never per connection.
 
 pub mod acl;
+pub mod authorizer;
 pub mod credentials;
 pub mod plain;
 pub mod sasl;

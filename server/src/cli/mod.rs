@@ -232,6 +232,27 @@ pub struct ServeArgs {
     /// (docs/decisions/0010-one-sync-per-shard.md) [default: file].
     #[arg(long, env = "SLUICE_SYNC_MODE", value_enum)]
     pub sync_mode: Option<SyncModeArg>,
+    /// Kafka's authorizer.class.name: `standard` checks every request
+    /// against the ACLs (StandardAuthorizer rules), `none` allows
+    /// everything (docs/decisions/0011-acls.md) [default: none].
+    #[arg(long, env = "SLUICE_AUTHORIZER", value_enum)]
+    pub authorizer: Option<AuthorizerArg>,
+    /// Kafka's super.users: principals allowed everything with
+    /// `--authorizer standard`, e.g. `User:admin;User:ops`.
+    #[arg(long, env = "SLUICE_SUPER_USERS")]
+    pub super_users: Option<String>,
+    /// Kafka's allow.everyone.if.no.acl.found: a resource no ACL applies
+    /// to is open to everyone [default: false].
+    #[arg(long, env = "SLUICE_ALLOW_EVERYONE_IF_NO_ACL_FOUND")]
+    pub allow_everyone_if_no_acl_found: Option<bool>,
+}
+
+/// `--authorizer`.
+#[derive(clap::ValueEnum, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthorizerArg {
+    None,
+    Standard,
 }
 
 /// `--sync-mode`.
@@ -292,6 +313,9 @@ struct FileConfig {
     overprovisioned: Option<bool>,
     read_ahead: Option<bool>,
     sync_mode: Option<SyncModeArg>,
+    authorizer: Option<AuthorizerArg>,
+    super_users: Option<String>,
+    allow_everyone_if_no_acl_found: Option<bool>,
 }
 
 /// How the broker's log lines are written to stderr.
@@ -407,6 +431,9 @@ pub struct BrokerConfig {
     pub read_ahead: bool,
     /// fdatasync per partition file, or one syncfs per shard round.
     pub sync_mode: sluice_engine::SyncMode,
+    /// `Some` with `--authorizer standard`: requests are checked against
+    /// the ACLs. `None`: everything is allowed.
+    pub authorizer: Option<crate::auth::authorizer::AuthorizerConfig>,
 }
 
 impl BrokerConfig {
@@ -454,6 +481,7 @@ impl BrokerConfig {
             overprovisioned: false,
             read_ahead: true,
             sync_mode: sluice_engine::SyncMode::PerFile,
+            authorizer: None,
         }
     }
 }
@@ -601,6 +629,22 @@ impl BrokerConfig {
             !sasl_mechanisms.is_empty(),
             "--sasl-enabled-mechanisms is empty"
         );
+        let super_users = match args.super_users.or(file.super_users) {
+            Some(text) => crate::auth::authorizer::AuthorizerConfig::parse_super_users(&text)
+                .map_err(|error| anyhow::anyhow!("--super-users: {error}"))?,
+            None => Vec::new(),
+        };
+        let allow_everyone_if_no_acl_found = args
+            .allow_everyone_if_no_acl_found
+            .or(file.allow_everyone_if_no_acl_found)
+            .unwrap_or(false);
+        let authorizer = match args.authorizer.or(file.authorizer) {
+            Some(AuthorizerArg::Standard) => Some(crate::auth::authorizer::AuthorizerConfig {
+                super_users,
+                allow_everyone_if_no_acl_found,
+            }),
+            Some(AuthorizerArg::None) | None => None,
+        };
         let cores = args.cores.or(file.cores).unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|count| count.get())
@@ -706,6 +750,7 @@ impl BrokerConfig {
                 .sync_mode
                 .or(file.sync_mode)
                 .map_or(sluice_engine::SyncMode::PerFile, Into::into),
+            authorizer,
             replication_listen,
             replication_advertised,
             replica_lag_time_max_ms: args
