@@ -243,7 +243,11 @@ pub(crate) async fn recover<I: Io>(
             report.segments_removed += 1;
             continue;
         }
+        // Only up to the checkpoint's recovery base: a successor beyond it
+        // means the segment at the recovery base is missing, and its
+        // offsets with it (a gap no compaction made).
         if previous_may_end_early
+            && base <= checkpoint.recovery_base
             && let Some(previous) = segments.back_mut()
             && previous.next_offset < base
         {

@@ -24,6 +24,7 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
     let mut future = pin!(future);
     let mut context = Context::from_waker(Waker::noop());
     for _ in 0..1_000_000 {
+        crate::io::sim::next_poll_pass();
         if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
             return output;
         }

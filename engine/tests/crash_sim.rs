@@ -3,8 +3,10 @@
 //! Each seed drives one log through a random sequence of appends, group
 //! commits, fsync and write failures, full disks, deletions, truncations,
 //! compaction passes (which must change nothing: every key is unique) and
-//! crashes (torn, lost or kept unsynced writes). After every crash the log is
-//! reopened and checked against a model of what was appended:
+//! crashes (torn, lost or kept unsynced writes), with an fdatasync per file
+//! (even seeds) or the shard-wide filesystem sync (odd seeds). After every
+//! crash the log is reopened and checked against a model of what was
+//! appended (`support::crash_model`):
 //!
 //! - every batch read back passes validation (length, magic, CRC, records);
 //! - offsets are contiguous from the log start;
@@ -18,36 +20,16 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 
-use sluice_engine::batch;
 use sluice_engine::io::sim::{CrashMode, SimIo};
 use sluice_engine::{
     AppendCompletion, AppendError, CleanOptions, Committer, LeaderEpoch, Log, LogConfig, Offset,
+    SyncMode,
 };
-use support::{Rng, all, as_stored, batches_of, block_on, poll_once, tagged_batch};
-
-/// What the test knows about each appended batch, by base offset.
-struct Appended {
-    stored: Vec<u8>,
-    end: Offset,
-    acknowledged: bool,
-}
-
-struct Model {
-    batches: BTreeMap<Offset, Appended>,
-    log_start: Offset,
-}
-
-impl Model {
-    /// Forget appends at or beyond `end` (rolled back or truncated: their
-    /// offsets will be reused).
-    fn forget_from(&mut self, end: Offset) {
-        self.batches.retain(|base, _| *base < end);
-    }
-}
+use support::crash_model::{Appended, Model, check_and_adopt};
+use support::{Rng, as_stored, block_on, poll_once, tagged_batch};
 
 fn dir() -> PathBuf {
     PathBuf::from("/data/orders-3")
@@ -69,74 +51,11 @@ fn random_config(rng: &mut Rng) -> LogConfig {
     }
 }
 
-fn reopen(io: &SimIo, config: &LogConfig) -> (Log<SimIo>, Committer<SimIo>) {
-    let committer = Committer::new(io.clone());
+fn reopen(io: &SimIo, config: &LogConfig, sync: SyncMode) -> (Log<SimIo>, Committer<SimIo>) {
+    let committer = Committer::with_sync_mode(io.clone(), sync);
     let log = block_on(Log::open(io.clone(), dir(), config.clone(), &committer))
         .unwrap_or_else(|error| panic!("reopen failed: {error}"));
     (log, committer)
-}
-
-/// Check the reopened log against the model; then the model becomes what
-/// the log holds (all of it durable now).
-fn check_and_adopt(log: &Log<SimIo>, model: &mut Model) {
-    let start = log.log_start_offset();
-    let end = log.log_end_offset();
-    assert_eq!(
-        log.durable_end_offset(),
-        end,
-        "everything recovered is durable"
-    );
-    assert!(
-        start >= model.log_start,
-        "log start went back: {start} < {}",
-        model.log_start
-    );
-    let mut offset = start;
-    let mut found = BTreeMap::new();
-    while offset < end {
-        let result = block_on(log.read(offset, all(end))).unwrap();
-        assert!(
-            !result.records.is_empty(),
-            "no progress reading at {offset} (end {end})"
-        );
-        for stored in batches_of(&result.records) {
-            let header = batch::validate(&stored, usize::MAX)
-                .unwrap_or_else(|error| panic!("a batch read back is invalid: {error}"));
-            let base = header.base_offset();
-            if found.is_empty() {
-                assert!(
-                    base <= start,
-                    "first batch {base} starts after the log start {start}"
-                );
-            } else {
-                assert_eq!(base, offset, "offsets are not contiguous");
-            }
-            let appended = model
-                .batches
-                .get(&base)
-                .unwrap_or_else(|| panic!("batch at {base} was never appended"));
-            assert_eq!(
-                stored, appended.stored,
-                "batch at {base} differs from what was appended"
-            );
-            offset = header.next_offset();
-            found.insert(base, ());
-        }
-    }
-    assert_eq!(offset, end);
-    for (base, appended) in &model.batches {
-        if appended.acknowledged && appended.end > start {
-            assert!(
-                found.contains_key(base),
-                "acknowledged batch at {base} is lost (log {start}..{end})"
-            );
-        }
-    }
-    model.batches.retain(|base, _| found.contains_key(base));
-    for appended in model.batches.values_mut() {
-        appended.acknowledged = true;
-    }
-    model.log_start = start;
 }
 
 fn trace_enabled() -> bool {
@@ -155,11 +74,14 @@ fn run_seed(seed: u64) {
     let mut rng = Rng(seed);
     let mut io = SimIo::new(seed);
     let config = random_config(&mut rng);
-    let (mut log, mut committer) = reopen(&io, &config);
-    let mut model = Model {
-        batches: BTreeMap::new(),
-        log_start: Offset::ZERO,
+    // Odd seeds make logs durable with the shard-wide filesystem sync.
+    let sync = if seed % 2 == 1 {
+        SyncMode::Filesystem
+    } else {
+        SyncMode::PerFile
     };
+    let (mut log, mut committer) = reopen(&io, &config, sync);
+    let mut model = Model::new();
     let mut pending: Vec<(Offset, AppendCompletion)> = Vec::new();
     let mut tag = 0u64;
     let steps = 150 + rng.below(150);
@@ -287,7 +209,7 @@ fn run_seed(seed: u64) {
             io = io.crash();
             trace!("crash");
             io.set_space_limit(None);
-            (log, committer) = reopen(&io, &config);
+            (log, committer) = reopen(&io, &config, sync);
             check_and_adopt(&log, &mut model);
             continue;
         }
@@ -325,7 +247,7 @@ fn run_seed(seed: u64) {
     let io = io.crash();
     // A full disk may refuse the reopen (recovery writes a checkpoint); it
     // must fail cleanly and succeed once space is back.
-    let committer = Committer::new(io.clone());
+    let committer = Committer::with_sync_mode(io.clone(), sync);
     if let Err(error) = block_on(Log::open(io.clone(), dir(), config.clone(), &committer)) {
         assert!(
             error.to_string().contains("No space left"),
@@ -333,7 +255,7 @@ fn run_seed(seed: u64) {
         );
     }
     io.set_space_limit(None);
-    let (log, _committer) = reopen(&io, &config);
+    let (log, _committer) = reopen(&io, &config, sync);
     check_and_adopt(&log, &mut model);
 }
 

@@ -150,3 +150,52 @@ fn pure_noise_never_panics_recovery() {
         );
     }
 }
+
+/// A trusted segment may end before its successor's base only within the
+/// checkpointed prefix (compaction removed its last records). When the
+/// segment at the checkpoint's recovery base is missing and a later one
+/// exists, the offsets between are gone: recovery ends the log there
+/// instead of jumping over the gap (a reader at the gap would find nothing
+/// forever).
+#[test]
+fn a_missing_segment_at_the_recovery_base_ends_the_log_there() {
+    use sluice_engine::io::Io;
+    let io = SimIo::new(3);
+    let dir = Path::new("/data/t-1");
+    let config = LogConfig {
+        segment_bytes: 4096,
+        ..LogConfig::default()
+    };
+    let committer = Committer::new(io.clone());
+    let log = block_on(Log::open(io.clone(), dir, config.clone(), &committer)).unwrap();
+    let mut checkpoints = Vec::new();
+    for tag in 0..6 {
+        // Each batch fills most of a segment: one segment per batch.
+        let _ = log
+            .append(&tagged_batch(tag, 1, 3000, 1_000), LeaderEpoch(0))
+            .unwrap();
+        block_on(committer.flush_all());
+        checkpoints.push(io.read_file(&dir.join("checkpoint")).unwrap());
+    }
+    block_on(log.close()).unwrap();
+    drop(log);
+    // The state of a crash in which segment 3 and the checkpoint naming a
+    // later base were lost, while segments 4 and 5 survived.
+    let old = Checkpoint::decode(&checkpoints[3]).unwrap();
+    assert_eq!(old.recovery_base, Offset(3));
+    block_on(io.write_file_atomic(&dir.join("checkpoint"), checkpoints[3].clone())).unwrap();
+    io.remove_file(&dir.join("00000000000000000003.log"))
+        .unwrap();
+    let log = block_on(Log::open(io.clone(), dir, config, &committer)).unwrap();
+    assert_eq!(log.log_end_offset(), Offset(3), "the log ends at the gap");
+    assert!(
+        !io.file_names(dir)
+            .contains(&"00000000000000000004.log".to_owned()),
+        "segments past the gap are removed"
+    );
+    // Appends continue from the gap.
+    let appended = log
+        .append(&tagged_batch(9, 1, 10, 1_000), LeaderEpoch(0))
+        .unwrap();
+    assert_eq!(appended.base_offset, Offset(3));
+}

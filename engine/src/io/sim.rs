@@ -40,6 +40,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
@@ -483,6 +484,10 @@ impl Io for SimIo {
         disk.stats.bytes_written += data.len() as u64;
         let inode = disk.inode_mut(file.inode);
         inode.live.write(pos, &data);
+        // The device reads the buffer during the write, not at a later
+        // sync: the writer may reuse the memory once the write completed
+        // (the log appends into the tail page it just wrote).
+        let data = Bytes::copy_from_slice(&data);
         inode.pending.push(PendingOperation::Write { pos, data });
         Ok(())
     }
@@ -498,9 +503,7 @@ impl Io for SimIo {
             return Err(io::Error::from_raw_os_error(libc::EIO));
         }
         let inode = disk.inode_mut(file.inode);
-        for operation in std::mem::take(&mut inode.pending) {
-            operation.apply(&mut inode.durable);
-        }
+        inode.make_durable_up_to(inode.operations_pushed());
         assert_eq!(
             inode.durable.len, inode.live.len,
             "sync_data: durable image diverged"
@@ -510,24 +513,53 @@ impl Io for SimIo {
 
     async fn sync_filesystem(&self, file: &SimFile) -> io::Result<()> {
         self.check_file(file);
+        // What the call covers is fixed when it starts: every completed
+        // write, length change and directory entry of the whole disk, as
+        // syncfs commits the whole filesystem. It then takes time (until
+        // the next poll pass), during which other logs write and join a
+        // later sync; what happens meanwhile is not made durable by this
+        // one, and what another sync made durable meanwhile stays so.
+        let (operations, live_at_start, durable_at_start) = {
+            let mut disk = self.disk.borrow_mut();
+            disk.stats.sync_filesystem_count += 1;
+            disk.faults.check_halt()?;
+            let operations: Vec<(InodeId, u64)> = disk
+                .inodes
+                .iter()
+                .map(|(inode_id, inode)| (*inode_id, inode.operations_pushed()))
+                .collect();
+            (operations, disk.live.clone(), disk.durable.clone())
+        };
+        LaterPass(poll_pass()).await;
         let mut disk = self.disk.borrow_mut();
-        disk.stats.sync_filesystem_count += 1;
         disk.faults.check_halt()?;
         if disk.faults.sync_fails() {
             return Err(io::Error::from_raw_os_error(libc::EIO));
         }
-        // Every file's completed writes and length changes, and every
-        // directory entry, as syncfs commits the whole filesystem.
-        for inode in disk.inodes.values_mut() {
-            for operation in std::mem::take(&mut inode.pending) {
-                operation.apply(&mut inode.durable);
+        for (inode_id, covered) in operations {
+            if let Some(inode) = disk.inodes.get_mut(&inode_id) {
+                inode.make_durable_up_to(covered);
             }
-            assert_eq!(
-                inode.durable.len, inode.live.len,
-                "sync_filesystem: durable image diverged"
-            );
         }
-        disk.durable = disk.live.clone();
+        let paths: BTreeSet<PathBuf> = live_at_start
+            .keys()
+            .chain(durable_at_start.keys())
+            .cloned()
+            .collect();
+        for path in paths {
+            if disk.durable.get(&path) != durable_at_start.get(&path) {
+                continue; // made durable meanwhile by a later call
+            }
+            match live_at_start.get(&path) {
+                // A file removed and forgotten meanwhile has no inode left:
+                // its entry is gone for good, as after a later unlink.
+                Some(Entry::File(inode_id)) if !disk.inodes.contains_key(inode_id) => {
+                    disk.durable.remove(&path)
+                }
+                Some(entry) => disk.durable.insert(path, *entry),
+                None => disk.durable.remove(&path),
+            };
+        }
         disk.collect_garbage();
         Ok(())
     }
@@ -583,6 +615,41 @@ struct OpenMarker;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct InodeId(u64);
+
+thread_local! {
+    /// Poll passes of the test executor (`testing::block_on`, a test's
+    /// `poll_once`): calls that take time complete in a later pass than
+    /// the one they started in, whoever polls them.
+    static POLL_PASS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Start a new poll pass (called by the test executors once per pass).
+pub fn next_poll_pass() {
+    POLL_PASS.with(|pass| pass.set(pass.get() + 1));
+}
+
+fn poll_pass() -> u64 {
+    POLL_PASS.with(std::cell::Cell::get)
+}
+
+/// Ready in a later poll pass than the one it was created in: a call that
+/// takes time, during which the executor runs other tasks.
+struct LaterPass(u64);
+
+impl Future for LaterPass {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if poll_pass() > self.0 {
+            return std::task::Poll::Ready(());
+        }
+        context.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Entry {
@@ -736,10 +803,28 @@ struct Inode {
     /// Writes and length changes since the last successful `sync_data`, in
     /// order. Replaying them all onto `durable` gives `live`.
     pending: Vec<PendingOperation>,
+    /// Operations applied to `durable` so far (by syncs).
+    synced_operations: u64,
     open: Weak<OpenMarker>,
 }
 
 impl Inode {
+    /// Operations ever recorded: applied ones plus pending ones.
+    fn operations_pushed(&self) -> u64 {
+        self.synced_operations + self.pending.len() as u64
+    }
+
+    /// Apply pending operations to the durable image, in order, until
+    /// `covered` operations in all have been applied.
+    fn make_durable_up_to(&mut self, covered: u64) {
+        let count = covered.saturating_sub(self.synced_operations) as usize;
+        let count = count.min(self.pending.len());
+        for operation in self.pending.drain(..count) {
+            operation.apply(&mut self.durable);
+        }
+        self.synced_operations += count as u64;
+    }
+
     fn set_len(&mut self, len: u64) {
         self.live.set_len(len);
         self.pending.push(PendingOperation::SetLen { len });
@@ -796,6 +881,7 @@ impl Disk {
             live: image.clone(),
             durable: image,
             pending: Vec::new(),
+            synced_operations: 0,
             open: Weak::new(),
         };
         self.inodes.insert(inode_id, inode);
@@ -961,6 +1047,7 @@ impl Disk {
                     live: image.clone(),
                     durable: image,
                     pending: Vec::new(),
+                    synced_operations: 0,
                     open: Weak::new(),
                 },
             );

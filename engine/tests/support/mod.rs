@@ -2,6 +2,8 @@
 //! simulated disk (whose futures complete when polled) and batch helpers.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod crash_model;
+
 use std::future::Future;
 use std::task::{Context, Poll, Waker};
 
@@ -14,6 +16,7 @@ pub use sluice_engine::testing::block_on;
 /// Poll once: `Some` if ready.
 pub fn poll_once<F: Future + Unpin>(future: &mut F) -> Option<F::Output> {
     let mut context = Context::from_waker(Waker::noop());
+    sluice_engine::io::sim::next_poll_pass();
     match std::pin::Pin::new(future).poll(&mut context) {
         Poll::Ready(output) => Some(output),
         Poll::Pending => None,
