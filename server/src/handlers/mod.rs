@@ -7,11 +7,14 @@ pub mod alter_configs;
 pub mod alter_user_scram_credentials;
 pub mod api_versions;
 pub mod consumer_group_heartbeat;
+pub mod create_acls;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_acls;
 pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_acls;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
@@ -44,6 +47,7 @@ use std::rc::Rc;
 
 use kafka_protocol::messages::{RequestKind, ResponseKind};
 
+use crate::auth::authorizer::Access;
 use crate::net::Connection;
 use crate::protocol::{Request, ResponseFrame, encode_response};
 use crate::shard::Shard;
@@ -145,6 +149,18 @@ pub async fn handle(
 ) -> anyhow::Result<Option<ResponseFrame>> {
     let peer = connection.peer;
     let listener = connection.listener.as_ref();
+    // One request's authorization: with the authorizer off, one branch
+    // per check; on, the image's ACLs taken once for the whole request.
+    let access = match &shard.config.authorizer {
+        None => Access::unrestricted(),
+        Some(config) => Access::new(
+            config,
+            std::sync::Arc::clone(shard.metadata.controller().image().acls()),
+            &connection.principal,
+            peer.ip(),
+        ),
+    };
+    let access = &access;
     let Request {
         api_key,
         version,
@@ -188,6 +204,9 @@ pub async fn handle(
         RequestKind::AlterUserScramCredentials(body) => {
             alter_user_scram_credentials::handle(shard, body).await
         }
+        RequestKind::CreateAcls(body) => create_acls::handle(shard, access, body).await,
+        RequestKind::DescribeAcls(body) => describe_acls::handle(shard, access, body),
+        RequestKind::DeleteAcls(body) => delete_acls::handle(shard, access, body).await,
         RequestKind::JoinGroup(body) => {
             join_group::handle(shard, version, &header, peer, body).await?
         }

@@ -59,6 +59,12 @@ pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
     (ApiKey::SaslAuthenticate, range(0, 2)),
     (ApiKey::DescribeUserScramCredentials, range(0, 0)),
     (ApiKey::AlterUserScramCredentials, range(0, 0)),
+    // ACLs (auth/acl.rs, handlers/*_acls.rs). Version 0 (Kafka < 2.0,
+    // no pattern types) is not decodable by kafka-protocol; librdkafka
+    // and kafka-python negotiate 1.
+    (ApiKey::DescribeAcls, range(1, 3)),
+    (ApiKey::CreateAcls, range(1, 3)),
+    (ApiKey::DeleteAcls, range(1, 3)),
 ];
 
 pub fn supported(api_key: ApiKey) -> Option<VersionRange> {
