@@ -12,7 +12,7 @@ rm -rf "$DATA"
 mkdir -p "$DATA/a" "$DATA/b"
 "$BIN/sluice" --listen 127.0.0.1:19301 --data-dir "$DATA/a" --cores 2 >"$DATA/a.log" 2>&1 &
 A=$!
-"$BIN/sluice" --listen 127.0.0.1:19302 --data-dir "$DATA/b" --cores 2 --overprovisioned >"$DATA/b.log" 2>&1 &
+"$BIN/sluice" --listen 127.0.0.1:19302 --admin-listen none --data-dir "$DATA/b" --cores 2 --overprovisioned >"$DATA/b.log" 2>&1 &
 B=$!
 sleep 3
 taskset -c 0 sh -c 'while :; do :; done' &

@@ -16,7 +16,7 @@ rm -rf "$DATA"
 mkdir -p "$DATA/a" "$DATA/b" "$DATA/raw"
 "$BIN/sluice" --listen 127.0.0.1:19311 --data-dir "$DATA/a" --read-ahead false >"$DATA/a.log" 2>&1 &
 A=$!
-"$BIN/sluice" --listen 127.0.0.1:19312 --data-dir "$DATA/b" >"$DATA/b.log" 2>&1 &
+"$BIN/sluice" --listen 127.0.0.1:19312 --admin-listen none --data-dir "$DATA/b" >"$DATA/b.log" 2>&1 &
 B=$!
 trap 'kill $A $B 2>/dev/null; wait; rm -rf "$DATA"' EXIT
 sleep 3

@@ -354,6 +354,8 @@ pub(crate) struct Broker {
     pub(crate) node_id: u32,
     pub(crate) kafka: String,
     controller_port: u16,
+    /// `--admin-listen` (each broker its own: the default port is one).
+    admin_port: u16,
     data_dir: PathBuf,
     log_path: PathBuf,
     child: Option<Child>,
@@ -476,8 +478,9 @@ impl Cluster {
         std::fs::create_dir_all(spec.out)
             .with_context(|| format!("cannot create {}", spec.out.display()))?;
         let count = spec.brokers as usize;
-        let ports = free_ports(2 * count)?;
-        let (kafka_ports, controller_ports) = ports.split_at(count);
+        let ports = free_ports(3 * count)?;
+        let (kafka_ports, rest) = ports.split_at(count);
+        let (controller_ports, admin_ports) = rest.split_at(count);
         let mut cluster = Cluster {
             binary,
             voters: voters_flag(controller_ports, spec.voters),
@@ -496,6 +499,7 @@ impl Cluster {
                 node_id,
                 kafka: format!("127.0.0.1:{}", kafka_ports[index]),
                 controller_port: controller_ports[index],
+                admin_port: admin_ports[index],
                 data_dir: prepared.path.join(format!("node-{node_id}")),
                 log_path,
                 child: None,
@@ -530,6 +534,8 @@ impl Cluster {
             .arg(self.cores.to_string())
             .arg("--controller-voters")
             .arg(&self.voters)
+            .arg("--admin-listen")
+            .arg(format!("127.0.0.1:{}", broker.admin_port))
             .args(&self.extra_flags)
             .env("SLUICE_LOG_LEVEL", "warn")
             .env("NO_COLOR", "1")

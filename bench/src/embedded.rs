@@ -47,6 +47,8 @@ pub struct EmbeddedArgs {
 pub struct EmbeddedBroker {
     child: Option<Child>,
     pub bootstrap: String,
+    /// The broker's admin HTTP API (`/metrics`), host:port.
+    pub admin_address: String,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     remove_data: bool,
@@ -110,12 +112,16 @@ impl EmbeddedBroker {
         let log = File::create(&log_path)
             .with_context(|| format!("cannot create {}", log_path.display()))?;
         let bootstrap = format!("127.0.0.1:{}", free_port()?);
+        // Its own admin port: the default one may be another broker's.
+        let admin_address = format!("127.0.0.1:{}", free_port()?);
         let mut command = Command::new(&binary);
         command
             .arg("--data-dir")
             .arg(&prepared.path)
             .arg("--listen")
             .arg(&bootstrap)
+            .arg("--admin-listen")
+            .arg(&admin_address)
             .env("SLUICE_LOG_LEVEL", "warn")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -134,6 +140,7 @@ impl EmbeddedBroker {
         let mut broker = EmbeddedBroker {
             child: Some(child),
             bootstrap,
+            admin_address,
             data_dir: prepared.path,
             log_path,
             remove_data: !args.keep_data,

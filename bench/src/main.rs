@@ -298,9 +298,10 @@ fn run_command(args: &RunArgs) -> anyhow::Result<ExitCode> {
         eprintln!("starting an embedded sluice...");
         let started = EmbeddedBroker::start(&args.embedded, &common.out)?;
         eprintln!(
-            "embedded sluice on {} (data {})",
+            "embedded sluice on {} (data {}, metrics http://{}/metrics)",
             started.bootstrap,
-            started.data_dir.display()
+            started.data_dir.display(),
+            started.admin_address
         );
         let bootstrap = started.bootstrap.clone();
         broker = Some(started);

@@ -26,6 +26,7 @@ use crate::controller::service::{self, ControllerHandle, ServiceConfig};
 use crate::controller::types::BrokerId;
 use crate::datadir::DataDirLock;
 use crate::metadata::{Metadata, migrate};
+use crate::metrics::server::AdminServer;
 use crate::net;
 use crate::shard::follower::Follower;
 use crate::shard::{Shard, ShardId, Shards};
@@ -43,6 +44,8 @@ pub struct Broker {
     follower: Option<Follower>,
     /// Held until the shards have stopped (see [`crate::datadir`]).
     data_dir_lock: DataDirLock,
+    /// The admin HTTP API (metrics, health), unless `--admin-listen none`.
+    admin: Option<AdminServer>,
 }
 
 impl Broker {
@@ -70,7 +73,22 @@ impl Broker {
             None => replication_listener.local_addr()?.to_string(),
         };
         let mut replication_listener = Some(replication_listener);
+        // The admin API answers from here on: live at once, ready once the
+        // shards serve (it says why not until then).
+        let admin = match config.admin_listen {
+            Some(address) => {
+                let listener = crate::metrics::server::bind(address)?;
+                Some(
+                    AdminServer::start(listener, config.node_id)
+                        .context("starting the admin HTTP thread")?,
+                )
+            }
+            None => None,
+        };
         let controller = start_controller(&config, &replication_address)?;
+        if let Some(admin) = &admin {
+            admin.set_controller(controller.clone());
+        }
         let cluster_id = migrate::cluster_id(&config.data_dir, &config.controller_voters)
             .with_context(|| format!("reading the cluster id in {}", config.data_dir.display()))?;
         migrate::from_single_node_json(&config.data_dir, &controller)
@@ -271,6 +289,7 @@ impl Broker {
                 stops,
                 controller,
                 data_dir_lock,
+                admin,
                 failure,
             ));
         }
@@ -286,6 +305,7 @@ impl Broker {
                     stops,
                     controller,
                     data_dir_lock,
+                    admin,
                     error,
                 ));
             }
@@ -293,12 +313,16 @@ impl Broker {
         for go in gos {
             let _ = go.send(());
         }
+        if let Some(admin) = &admin {
+            admin.set_serving(Arc::clone(&shards), Arc::clone(&metadata));
+        }
         Ok(Broker {
             threads,
             stops,
             controller,
             follower: Some(follower),
             data_dir_lock,
+            admin,
         })
     }
 
@@ -308,6 +332,7 @@ impl Broker {
         stops: Vec<oneshot::Sender<()>>,
         controller: ControllerHandle,
         data_dir_lock: DataDirLock,
+        admin: Option<AdminServer>,
         error: anyhow::Error,
     ) -> anyhow::Error {
         Broker {
@@ -316,6 +341,7 @@ impl Broker {
             controller,
             follower: None,
             data_dir_lock,
+            admin,
         }
         .stop();
         error
@@ -326,6 +352,10 @@ impl Broker {
     /// broker is fenced), every shard stopped (closing its logs), the
     /// controller service stopped.
     pub fn stop(mut self) {
+        // Not ready from now on: load balancers stop sending clients.
+        if let Some(admin) = &self.admin {
+            admin.set_stopping();
+        }
         // The follower first: the shards keep the view they serve while
         // they close (the group coordinator's timers write until then).
         if let Some(follower) = self.follower.take() {
@@ -339,6 +369,9 @@ impl Broker {
             let _ = thread.join();
         }
         self.controller.stop();
+        if let Some(admin) = self.admin.take() {
+            admin.stop();
+        }
         // Only now may another process use the directory.
         drop(self.data_dir_lock);
     }

@@ -3,8 +3,9 @@
 //! this process.
 //!
 //! Broker `i` (node ids `1..=nodes`) listens for Kafka clients on
-//! `base_port + 10*(i-1)` and for the controller on the port after it, and
-//! keeps its data in `DATA_DIR/node-i`. The first `--voters` brokers (default
+//! `base_port + 10*(i-1)`, for the controller on the port after it, serves
+//! its admin HTTP API (metrics, health) on the port after that, and keeps
+//! its data in `DATA_DIR/node-i`. The first `--voters` brokers (default
 //! `min(nodes, 3)`) are the controller's Raft voters; every broker is started
 //! with the same `--controller-voters`.
 //!
@@ -52,7 +53,8 @@ pub struct DevClusterArgs {
     #[arg(long, default_value = "./dev-cluster")]
     pub data_dir: PathBuf,
     /// Kafka port of broker 1; broker i listens on base-port + 10*(i-1),
-    /// its controller endpoint on the port after it.
+    /// its controller endpoint on the port after it, its admin HTTP API on
+    /// the port after that.
     #[arg(long, default_value_t = 19092)]
     pub base_port: u16,
     /// Number of controller voters: brokers 1..=V [default: min(nodes, 3)].
@@ -72,6 +74,8 @@ pub struct NodePlan {
     pub node_id: u32,
     pub kafka: SocketAddr,
     pub controller: SocketAddr,
+    /// `--admin-listen`.
+    pub admin: SocketAddr,
     pub data_dir: PathBuf,
     pub voter: bool,
 }
@@ -96,7 +100,7 @@ impl DevClusterArgs {
             self.cores
         );
         anyhow::ensure!(self.base_port > 0, "--base-port must not be 0");
-        let last_port = u32::from(self.base_port) + PORT_STRIDE * (self.nodes - 1) + 1;
+        let last_port = u32::from(self.base_port) + PORT_STRIDE * (self.nodes - 1) + 2;
         anyhow::ensure!(
             last_port <= u32::from(u16::MAX),
             "--base-port {} with {} nodes needs ports up to {last_port}, above 65535",
@@ -115,6 +119,7 @@ impl DevClusterArgs {
                     node_id,
                     kafka: port(0),
                     controller: port(1),
+                    admin: port(2),
                     data_dir: self.data_dir.join(format!("node-{node_id}")),
                     voter: node_id <= voters,
                 }
@@ -290,7 +295,9 @@ fn spawn(
         .arg("--log-level")
         .arg(&args.log_level)
         .arg("--controller-voters")
-        .arg(voters);
+        .arg(voters)
+        .arg("--admin-listen")
+        .arg(plan.admin.to_string());
     if plan.voter {
         command
             .arg("--controller-listen")
@@ -484,6 +491,7 @@ mod tests {
         assert_eq!(plan.len(), 3);
         assert_eq!(plan[2].kafka.to_string(), "127.0.0.1:19112");
         assert_eq!(plan[2].controller.to_string(), "127.0.0.1:19113");
+        assert_eq!(plan[2].admin.to_string(), "127.0.0.1:19114");
         assert_eq!(plan[1].data_dir, PathBuf::from("/tmp/dev/node-2"));
         assert!(plan.iter().all(|node| node.voter));
         assert_eq!(

@@ -12,6 +12,7 @@
 //! | `handlers` | one file per Kafka API |
 //! | `group` | the group coordinator: consumer groups, committed offsets |
 //! | `metadata` | topics, placement, topic configs, persistence |
+//! | `metrics` | per-shard counters, the Prometheus text format, the admin HTTP port (`/metrics`, `/v1/status/live`, `/v1/status/ready`) |
 //! | `alloc` | the process allocator (huge reservations lazily mapped; memory handed back after large removals) |
 
 #[global_allocator]
@@ -28,6 +29,7 @@ pub mod devcluster;
 pub mod group;
 pub mod handlers;
 pub mod metadata;
+pub mod metrics;
 pub mod net;
 pub mod peer;
 pub mod protocol;

@@ -38,6 +38,10 @@ fn sluice(args: &[&str]) -> Command {
     if !args.contains(&"--listen") {
         command.args(["--listen", &format!("127.0.0.1:{}", reserve_port())]);
     }
+    // Tests run side by side: none may hold the default admin port.
+    if !args.contains(&"--admin-listen") {
+        command.args(["--admin-listen", &format!("127.0.0.1:{}", reserve_port())]);
+    }
     command
         .args(args)
         .env_remove("SLUICE_LOG_LEVEL")

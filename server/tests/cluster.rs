@@ -719,7 +719,7 @@ fn dev_cluster_base_port() -> u16 {
             continue;
         }
         let derived: Vec<u16> = (0..3)
-            .flat_map(|node| [base + 10 * node, base + 10 * node + 1])
+            .flat_map(|node| [base + 10 * node, base + 10 * node + 1, base + 10 * node + 2])
             .filter(|port| *port != base)
             .collect();
         if support::reserve_ports(&derived) {

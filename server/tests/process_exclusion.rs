@@ -53,6 +53,8 @@ fn sluice(data_dir: &std::path::Path, listen: &str) -> Command {
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--listen", listen, "--cores", "2"])
+        .arg("--admin-listen")
+        .arg(format!("127.0.0.1:{}", reserve_port()))
         .env("NO_COLOR", "1");
     command
 }

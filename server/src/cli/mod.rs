@@ -232,6 +232,11 @@ pub struct ServeArgs {
     /// (docs/decisions/0010-one-sync-per-shard.md) [default: file].
     #[arg(long, env = "SLUICE_SYNC_MODE", value_enum)]
     pub sync_mode: Option<SyncModeArg>,
+    /// host:port of the admin HTTP API: Prometheus metrics at /metrics,
+    /// health at /v1/status/live and /v1/status/ready; `none` turns it off.
+    /// Give every broker on a host its own [default: 127.0.0.1:9644].
+    #[arg(long, env = "SLUICE_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
     /// Kafka's authorizer.class.name: `standard` checks every request
     /// against the ACLs (StandardAuthorizer rules), `none` allows
     /// everything (docs/decisions/0011-acls.md) [default: none].
@@ -313,6 +318,7 @@ struct FileConfig {
     overprovisioned: Option<bool>,
     read_ahead: Option<bool>,
     sync_mode: Option<SyncModeArg>,
+    admin_listen: Option<String>,
     authorizer: Option<AuthorizerArg>,
     super_users: Option<String>,
     allow_everyone_if_no_acl_found: Option<bool>,
@@ -431,6 +437,8 @@ pub struct BrokerConfig {
     pub read_ahead: bool,
     /// fdatasync per partition file, or one syncfs per shard round.
     pub sync_mode: sluice_engine::SyncMode,
+    /// The admin HTTP API's address (metrics, health); `None`: off.
+    pub admin_listen: Option<SocketAddr>,
     /// `Some` with `--authorizer standard`: requests are checked against
     /// the ACLs. `None`: everything is allowed.
     pub authorizer: Option<crate::auth::authorizer::AuthorizerConfig>,
@@ -481,9 +489,29 @@ impl BrokerConfig {
             overprovisioned: false,
             read_ahead: true,
             sync_mode: sluice_engine::SyncMode::PerFile,
+            // In-process brokers share a host with others: no fixed port.
+            admin_listen: None,
             authorizer: None,
         }
     }
+}
+
+/// The admin API's default address (Redpanda's admin port).
+pub const ADMIN_LISTEN_DEFAULT: &str = "127.0.0.1:9644";
+
+/// `--admin-listen HOST:PORT`, or `none` (also `off`, empty) for no admin
+/// API.
+fn parse_admin_listen(text: &str) -> anyhow::Result<Option<SocketAddr>> {
+    let trimmed = text.trim();
+    if trimmed.is_empty()
+        || trimmed.eq_ignore_ascii_case("none")
+        || trimmed.eq_ignore_ascii_case("off")
+    {
+        return Ok(None);
+    }
+    Ok(Some(resolve_listen(trimmed).with_context(|| {
+        format!("--admin-listen {text:?} must be HOST:PORT or none")
+    })?))
 }
 
 /// `--controller-voters ID@HOST:PORT,...`
@@ -750,6 +778,12 @@ impl BrokerConfig {
                 .sync_mode
                 .or(file.sync_mode)
                 .map_or(sluice_engine::SyncMode::PerFile, Into::into),
+            admin_listen: parse_admin_listen(
+                &args
+                    .admin_listen
+                    .or(file.admin_listen)
+                    .unwrap_or_else(|| ADMIN_LISTEN_DEFAULT.to_string()),
+            )?,
             authorizer,
             replication_listen,
             replication_advertised,

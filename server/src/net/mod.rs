@@ -27,6 +27,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use bytes::Bytes;
 use compio::BufResult;
@@ -41,6 +42,7 @@ use crate::auth::sasl::{Mechanism, SaslSession};
 use crate::auth::{Principal, SecurityProtocol};
 use crate::handlers::api_versions::unsupported_version_response;
 use crate::handlers::{self, Reply, produce};
+use crate::metrics::{self, RecordCounts, ShardCounters};
 use crate::protocol::{DecodeError, Request, ResponseFrame, decode_request, encode_response};
 use crate::shard::Shard;
 
@@ -53,9 +55,17 @@ const PIPELINE_DEPTH: usize = 16;
 /// to send, acks=0) or to the error that closes the connection.
 type Answer = LocalBoxFuture<'static, anyhow::Result<Option<ResponseFrame>>>;
 
-/// An answer and the signal the writer gives once it is written (or
-/// skipped).
-type Queued = (Answer, oneshot::Sender<()>);
+/// An answer, the signal the writer gives once it is written (or
+/// skipped), and what the metrics need to know of its request (`None`:
+/// not a Kafka request, a raw SASL token).
+type Queued = (Answer, oneshot::Sender<()>, Option<Timed>);
+
+/// A request's counter slot ([`metrics::api_slot`]) and when it was read.
+#[derive(Clone, Copy)]
+struct Timed {
+    slot: usize,
+    read_at: Instant,
+}
 
 /// Bytes of stored records copied in user space on the way to a socket.
 /// Fetch responses hand record buffers to the kernel as their own iovecs, so
@@ -361,13 +371,18 @@ impl Writer {
 
 /// Accept connections forever, one task each.
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, spec: Rc<ListenerSpec>) {
+    let connections = metrics::registry().listener(&spec.name);
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let shard = Rc::clone(&shard);
                 let spec = Rc::clone(&spec);
-                compio::runtime::spawn(async move { serve(shard, stream, peer, spec).await })
-                    .detach();
+                let open = connections.opened();
+                compio::runtime::spawn(async move {
+                    serve(shard, stream, peer, spec).await;
+                    drop(open);
+                })
+                .detach();
             }
             Err(error) => {
                 tracing::warn!(%error, "accept failed");
@@ -407,8 +422,9 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, spec: Rc<L
         .protocol
         .uses_sasl()
         .then(|| SaslSession::new(spec.sasl_mechanisms.clone()));
+    let counters = metrics::registry().shard(shard.id);
     let (mut answers, queued) = mpsc::channel::<Queued>(PIPELINE_DEPTH);
-    let writing = compio::runtime::spawn(write_answers(writer, queued));
+    let writing = compio::runtime::spawn(write_answers(writer, queued, counters));
     // Resolves once the last queued answer is written.
     let mut last_written: Option<oneshot::Receiver<()>> = None;
     let reason = loop {
@@ -467,12 +483,23 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, spec: Rc<L
                 futures_util::future::ready(Ok(Some(outcome.answer))).boxed_local();
             let (done, written) = oneshot::channel();
             let ready = futures_util::future::poll_fn(|context| answers.poll_ready(context)).await;
-            if ready.is_err() || answers.start_send((answer, done)).is_err() {
+            if ready.is_err() || answers.start_send((answer, done, None)).is_err() {
                 break "the connection's writer stopped".to_string();
             }
             last_written = Some(written);
             continue;
         }
+        // Counted by the API key in the frame's first two bytes, whether
+        // or not the request decodes.
+        let timed = Timed {
+            slot: metrics::api_slot(
+                frame
+                    .get(..2)
+                    .map_or(-1, |key| i16::from_be_bytes([key[0], key[1]])),
+            ),
+            read_at: Instant::now(),
+        };
+        counters.request_read(timed.slot, size + 4);
         let decoded = decode_request(Bytes::from(frame));
         if unauthenticated
             && let Ok(request) = &decoded
@@ -513,10 +540,13 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, spec: Rc<L
                 header,
                 body: RequestKind::Produce(body),
             }) => {
+                let sent = produce_counts(&body);
                 let completion = produce::dispatch(&shard, version, body).await;
                 let correlation_id = header.correlation_id;
                 async move {
-                    Ok(match completion.await? {
+                    let reply = completion.await?;
+                    counters.produced(appended_counts(&sent, &reply));
+                    Ok(match reply {
                         Reply::Body(body) => {
                             Some(encode_response(api_key, version, correlation_id, &body)?)
                         }
@@ -533,7 +563,10 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, spec: Rc<L
                 }
                 match handlers::handle(&shard, request, &connection).await {
                     Ok(response) => futures_util::future::ready(Ok(response)).boxed_local(),
-                    Err(error) => break format!("handler failed: {error:#}"),
+                    Err(error) => {
+                        counters.request_done(timed.slot, timed.read_at.elapsed(), 0, true);
+                        break format!("handler failed: {error:#}");
+                    }
                 }
             }
             Err(DecodeError::Unsupported {
@@ -544,11 +577,14 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, spec: Rc<L
                 Ok(frame) => futures_util::future::ready(Ok(Some(frame))).boxed_local(),
                 Err(error) => break format!("encoding ApiVersions: {error}"),
             },
-            Err(error) => break error.to_string(),
+            Err(error) => {
+                counters.request_done(timed.slot, timed.read_at.elapsed(), 0, true);
+                break error.to_string();
+            }
         };
         let (done, written) = oneshot::channel();
         let ready = futures_util::future::poll_fn(|context| answers.poll_ready(context)).await;
-        if ready.is_err() || answers.start_send((answer, done)).is_err() {
+        if ready.is_err() || answers.start_send((answer, done, Some(timed))).is_err() {
             break "the connection's writer stopped".to_string();
         }
         last_written = Some(written);
@@ -597,9 +633,26 @@ async fn read_frame_size(stream: &mut TcpStream) -> Result<Option<i32>, String> 
 /// Write answers in the order they were queued; stop at the first error
 /// (a failed acks=0 produce, a handler failure or a write error), shutting
 /// the connection down so the client notices.
-async fn write_answers(mut stream: Writer, mut queued: mpsc::Receiver<Queued>) {
-    while let Some((answer, done)) = queued.next().await {
-        match answer.await {
+async fn write_answers(
+    mut stream: Writer,
+    mut queued: mpsc::Receiver<Queued>,
+    counters: &'static ShardCounters,
+) {
+    while let Some((answer, done, timed)) = queued.next().await {
+        let answer = answer.await;
+        if let Some(timed) = timed {
+            let response_bytes = match &answer {
+                Ok(Some(frame)) => frame.parts.iter().map(|part| part.len() as u64).sum(),
+                _ => 0,
+            };
+            counters.request_done(
+                timed.slot,
+                timed.read_at.elapsed(),
+                response_bytes,
+                answer.is_err(),
+            );
+        }
+        match answer {
             Ok(Some(frame)) => {
                 if let Err(error) = stream.write_frame(frame.parts).await {
                     tracing::debug!(%error, "write failed");
@@ -615,6 +668,53 @@ async fn write_answers(mut stream: Writer, mut queued: mpsc::Receiver<Queued>) {
         let _ = done.send(());
     }
     stream.shutdown().await;
+}
+
+/// Records and bytes of each partition of a produce request, in request
+/// order (the order of the answer's partitions).
+fn produce_counts(request: &kafka_protocol::messages::ProduceRequest) -> Vec<(i32, RecordCounts)> {
+    request
+        .topic_data
+        .iter()
+        .flat_map(|topic| &topic.partition_data)
+        .map(|partition| {
+            let counts = partition
+                .records
+                .as_ref()
+                .map(RecordCounts::of_batches)
+                .unwrap_or_default();
+            (partition.index, counts)
+        })
+        .collect()
+}
+
+/// What a produce request appended: every partition of an acks=0 request
+/// that was not refused (a refusal closes the connection), else the
+/// partitions answered without an error.
+fn appended_counts(sent: &[(i32, RecordCounts)], reply: &Reply) -> RecordCounts {
+    let mut total = RecordCounts::default();
+    match reply {
+        Reply::Nothing => {
+            for (_, counts) in sent {
+                total.add(*counts);
+            }
+        }
+        Reply::Body(body) => {
+            if let kafka_protocol::messages::ResponseKind::Produce(response) = body.as_ref() {
+                let answered = response
+                    .responses
+                    .iter()
+                    .flat_map(|topic| &topic.partition_responses);
+                for ((index, counts), answer) in sent.iter().zip(answered) {
+                    if answer.index == *index && answer.error_code == 0 {
+                        total.add(*counts);
+                    }
+                }
+            }
+        }
+        Reply::Frame(_) => {}
+    }
+    total
 }
 
 /// The kernel takes at most IOV_MAX (1024) buffers per vectored write.

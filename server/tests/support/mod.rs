@@ -49,6 +49,9 @@ static BROKER_COUNT: AtomicU64 = AtomicU64::new(0);
 pub struct Broker {
     name: String,
     port: u16,
+    /// The admin HTTP port (`--admin-listen`), unless the test's own
+    /// flags give one.
+    admin_port: Option<u16>,
     data_dir: PathBuf,
     log_dir: PathBuf,
     extra_args: Vec<String>,
@@ -81,6 +84,7 @@ impl Broker {
         let mut broker = Broker {
             name: name.to_string(),
             port: free_port(),
+            admin_port: admin_port_unless_given(extra_args.iter().copied()),
             data_dir,
             log_dir,
             extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
@@ -108,6 +112,7 @@ impl Broker {
         let mut broker = Broker {
             name: name.to_string(),
             port,
+            admin_port: admin_port_unless_given(extra_args.iter().map(String::as_str)),
             data_dir,
             log_dir,
             extra_args: extra_args.to_vec(),
@@ -121,6 +126,14 @@ impl Broker {
     /// The Kafka listener's port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The admin HTTP API's address (`/metrics`, `/v1/status/*`).
+    pub fn admin_address(&self) -> SocketAddr {
+        let port = self
+            .admin_port
+            .expect("the test gave the broker its own --admin-listen");
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port))
     }
 
     /// Whether the process is running (spawned and not exited).
@@ -186,6 +199,12 @@ impl Broker {
             .arg(self.address().to_string())
             .arg("--cores")
             .arg(SHARD_COUNT.to_string())
+            .args(
+                self.admin_port
+                    .map(|port| ["--admin-listen".to_string(), format!("127.0.0.1:{port}")])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(&self.extra_args)
             .env("SLUICE_LOG_LEVEL", "info")
             .env("NO_COLOR", "1")
@@ -386,9 +405,21 @@ impl Drop for Broker {
             let _ = std::fs::remove_dir_all(root);
         }
         if let Ok(mut ports) = PORTS_TAKEN.lock() {
-            ports.get_or_insert_with(HashSet::new).remove(&self.port);
+            let ports = ports.get_or_insert_with(HashSet::new);
+            ports.remove(&self.port);
+            if let Some(port) = self.admin_port {
+                ports.remove(&port);
+            }
         }
     }
+}
+
+/// A free port for a broker's admin HTTP API, unless `args` give
+/// `--admin-listen` (every broker of a test machine needs its own: the
+/// default, 127.0.0.1:9644, can be held by one process only).
+fn admin_port_unless_given<'a>(mut args: impl Iterator<Item = &'a str>) -> Option<u16> {
+    let given = args.any(|arg| arg == "--admin-listen" || arg.starts_with("--admin-listen="));
+    (!given).then(free_port)
 }
 
 /// A loopback port nothing listens on, not handed to another broker of
