@@ -129,13 +129,25 @@ fn check(broker: &Broker, acknowledged: &BTreeMap<(u32, usize), (i32, i64)>, aft
 
 #[test]
 fn every_acknowledged_record_survives_kill_9_during_acks_all_produce() {
+    kill_9_cycles("durability_kill9", &[]);
+}
+
+/// The same with one syncfs per shard round instead of an fdatasync per
+/// partition file (`--sync-mode filesystem`): acknowledgements come only
+/// after a sync that started once their writes completed.
+#[test]
+fn every_acknowledged_record_survives_kill_9_with_one_sync_per_shard() {
+    kill_9_cycles("durability_kill9_syncfs", &["--sync-mode", "filesystem"]);
+}
+
+fn kill_9_cycles(name: &str, extra_args: &[&str]) {
     let seed = Rng::seed_from_env("SLUICE_DURABILITY_SEED");
     println!("seed {seed} (SLUICE_DURABILITY_SEED={seed} replays it)");
     let mut rng = Rng::new(seed);
-    let mut broker = Broker::start_with_args(
-        "durability_kill9",
-        &["--default-partitions", &PARTITION_COUNT.to_string()],
-    );
+    let partitions = PARTITION_COUNT.to_string();
+    let mut args = vec!["--default-partitions", &partitions];
+    args.extend_from_slice(extra_args);
+    let mut broker = Broker::start_with_args(name, &args);
     let mut acknowledged: BTreeMap<(u32, usize), (i32, i64)> = BTreeMap::new();
     for cycle in 0..KILL_CYCLES {
         let stop = Arc::new(AtomicBool::new(false));
