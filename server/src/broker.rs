@@ -1,6 +1,8 @@
-//! Broker lifecycle: lock the data directory, start the controller service
-//! (controller/: the Raft voter or observer, registration, heartbeats) and
-//! wait until this broker is registered and caught up, migrate a data
+//! Broker lifecycle: lock the data directory, open the admin HTTP port
+//! (metrics/server.rs: live at once, ready once the shards serve), start
+//! the controller service (controller/: the Raft voter or observer,
+//! registration, heartbeats) and wait until this broker is registered and
+//! caught up, migrate a data
 //! directory of the single-node version (metadata/migrate.rs), bind the
 //! listeners, start one pinned shard thread per core, start the metadata
 //! follower (shard/follower.rs), which opens every local replica before the

@@ -1035,6 +1035,19 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_port_is_on_by_default_and_none_turns_it_off() {
+        assert_eq!(
+            parse_admin_listen(ADMIN_LISTEN_DEFAULT).unwrap(),
+            Some(SocketAddr::from(([127, 0, 0, 1], 9644)))
+        );
+        for off in ["none", "NONE", "off", ""] {
+            assert_eq!(parse_admin_listen(off).unwrap(), None, "{off:?}");
+        }
+        let error = format!("{:#}", parse_admin_listen("9644").unwrap_err());
+        assert!(error.contains("--admin-listen"), "{error}");
+    }
+
+    #[test]
     fn log_levels_and_filters_are_accepted() {
         for filter in [
             "info",

@@ -545,6 +545,16 @@ fn encode_shards(out: &mut TextEncoder, view: &BrokerView) {
         }
     }
     out.family(
+        "sluice_shard_cpu_seconds_total",
+        "CPU time of a shard's thread (user and system), from /proc: its busy time, since a \
+         shard thread sleeps in io_uring when idle.",
+        Kind::Counter,
+    );
+    for (shard, seconds) in shard_cpu_seconds() {
+        let label = shard.to_string();
+        out.sample(&[("shard", &label)], seconds);
+    }
+    out.family(
         "sluice_shard_partitions",
         "Partition replicas open on a shard.",
         Kind::Gauge,
@@ -592,6 +602,45 @@ fn encode_shards(out: &mut TextEncoder, view: &BrokerView) {
             }
         }
     }
+}
+
+/// CPU seconds (user + system) of each `shard-N` thread of this process,
+/// from `/proc/self/task/*/stat`; empty where /proc cannot be read.
+fn shard_cpu_seconds() -> Vec<(usize, f64)> {
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks_per_second <= 0 {
+        return Vec::new();
+    }
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    let mut shards: Vec<(usize, f64)> = tasks
+        .flatten()
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            let (name, ticks) = thread_cpu_ticks(&stat)?;
+            let shard = name.strip_prefix("shard-")?.parse().ok()?;
+            Some((shard, ticks as f64 / ticks_per_second as f64))
+        })
+        .collect();
+    shards.sort_by_key(|(shard, _)| *shard);
+    shards
+}
+
+/// The thread name and utime + stime (clock ticks) of a
+/// `/proc/<pid>/task/<tid>/stat` line: `tid (name) state ...`, utime and
+/// stime the 14th and 15th fields; the name may hold spaces and
+/// parentheses, so fields are counted from the last `)`.
+fn thread_cpu_ticks(stat: &str) -> Option<(&str, u64)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let name = stat.get(open + 1..close)?;
+    let mut fields = stat.get(close + 1..)?.split_whitespace();
+    // After the name: state is field 3, so utime (14) is the 12th here.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((name, utime + stime))
 }
 
 /// Cluster state as this broker sees it.
@@ -717,6 +766,15 @@ mod tests {
         assert_eq!(api_slot(500), API_UNKNOWN);
         assert_eq!(api_name(0), "Produce");
         assert_eq!(api_name(API_UNKNOWN), "unknown");
+    }
+
+    #[test]
+    fn thread_cpu_time_is_read_from_the_stat_line() {
+        let stat = "4242 (shard-1) S 1 2 3 4 5 6 7 8 9 10 120 35 0 0 20 0 1 0 100 0 0";
+        assert_eq!(thread_cpu_ticks(stat), Some(("shard-1", 155)));
+        let odd = "7 (a) b) R 1 2 3 4 5 6 7 8 9 10 1 2 0";
+        assert_eq!(thread_cpu_ticks(odd), Some(("a) b", 3)));
+        assert_eq!(thread_cpu_ticks("garbage"), None);
     }
 
     #[test]
