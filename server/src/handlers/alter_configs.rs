@@ -7,6 +7,8 @@
 //! to the open logs on their shards (shard::topics::set_configs).
 //! Broker configs are static in Sluice: altering them is INVALID_REQUEST.
 
+use crate::auth::acl::AclOperation;
+use crate::auth::authorizer::Access;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
@@ -64,6 +66,33 @@ pub fn duplicate_error(name: &str) -> AdminError {
     )
 }
 
+/// The authorizer's check of a config resource (Kafka's): `operation`
+/// (DESCRIBE_CONFIGS or ALTER_CONFIGS) on the topic, or on the cluster
+/// for broker resources.
+pub fn config_access_error(
+    access: &Access<'_>,
+    operation: AclOperation,
+    resource_type: i8,
+    name: &str,
+) -> Option<AdminError> {
+    use crate::auth::acl::ResourceType;
+    if resource_type == resource_type::TOPIC {
+        (!access.allows(operation, ResourceType::Topic, name)).then(|| {
+            (
+                ResponseError::TopicAuthorizationFailed,
+                "Authorization failed.".to_string(),
+            )
+        })
+    } else {
+        (!access.allows_cluster(operation)).then(|| {
+            (
+                ResponseError::ClusterAuthorizationFailed,
+                "Cluster authorization failed.".to_string(),
+            )
+        })
+    }
+}
+
 /// The checks both AlterConfigs APIs make before touching a resource: listed
 /// once, and a topic (broker configs are static).
 pub fn check_resource(
@@ -89,6 +118,7 @@ pub async fn handle(
     shard: &Rc<Shard>,
     _version: i16,
     request: AlterConfigsRequest,
+    access: &Access<'_>,
 ) -> anyhow::Result<Reply> {
     let counts = duplicates(
         request
@@ -99,7 +129,14 @@ pub async fn handle(
     let mut responses = Vec::with_capacity(request.resources.len());
     for resource in request.resources {
         let name = resource.resource_name.as_str().to_string();
-        let outcome = if let Err(error) = check_resource(&counts, resource.resource_type, &name) {
+        let outcome = if let Some(error) = config_access_error(
+            access,
+            AclOperation::AlterConfigs,
+            resource.resource_type,
+            &name,
+        ) {
+            Err(error)
+        } else if let Err(error) = check_resource(&counts, resource.resource_type, &name) {
             Err(error)
         } else {
             replace_topic_configs(

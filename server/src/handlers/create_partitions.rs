@@ -6,6 +6,8 @@
 //! topic's existing partitions have (Kafka's rules and messages).
 //! `validate_only` checks everything and changes nothing.
 
+use crate::auth::acl::{AclOperation, ResourceType};
+use crate::auth::authorizer::Access;
 use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
@@ -23,6 +25,7 @@ pub async fn handle(
     shard: &Rc<Shard>,
     _version: i16,
     request: CreatePartitionsRequest,
+    access: &Access<'_>,
 ) -> anyhow::Result<Reply> {
     let occurrences = count_names(request.topics.iter().map(|topic| topic.name.0.as_str()));
     let mut results = Vec::with_capacity(request.topics.len());
@@ -32,6 +35,11 @@ pub async fn handle(
             Err((
                 ResponseError::InvalidRequest,
                 format!("Create partitions request contains multiple entries for topic {name}"),
+            ))
+        } else if !access.allows(AclOperation::Alter, ResourceType::Topic, &name) {
+            Err((
+                ResponseError::TopicAuthorizationFailed,
+                "Authorization failed.".to_string(),
             ))
         } else {
             grow(shard, &topic, request.validate_only).await

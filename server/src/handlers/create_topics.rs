@@ -13,6 +13,8 @@
 //! Also home of the error mapping shared by the admin handlers
 //! ([`topic_error`]).
 
+use crate::auth::acl::{AclOperation, ResourceType};
+use crate::auth::authorizer::Access;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
@@ -182,7 +184,10 @@ pub async fn handle(
     shard: &Rc<Shard>,
     version: i16,
     request: CreateTopicsRequest,
+    access: &Access<'_>,
 ) -> anyhow::Result<Reply> {
+    // CREATE on the cluster covers every topic; else per topic (Kafka).
+    let cluster_create = access.allows_cluster(AclOperation::Create);
     let occurrences = count_names(request.topics.iter().map(|topic| topic.name.0.as_str()));
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
@@ -191,6 +196,13 @@ pub async fn handle(
             Err((
                 ResponseError::InvalidRequest,
                 format!("Create topics request contains multiple entries for topic {name}"),
+            ))
+        } else if !cluster_create
+            && !access.allows(AclOperation::Create, ResourceType::Topic, &name)
+        {
+            Err((
+                ResponseError::TopicAuthorizationFailed,
+                "Authorization failed.".to_string(),
             ))
         } else {
             create_one(shard, &topic, request.validate_only).await

@@ -8,6 +8,8 @@
 //! offset at or below the current log start changes nothing. The answer's
 //! low watermark is the log start after the call.
 
+use crate::auth::acl::{AclOperation, ResourceType};
+use crate::auth::authorizer::Access;
 use std::rc::Rc;
 
 use futures_util::future::join_all;
@@ -28,22 +30,29 @@ pub async fn handle(
     shard: &Rc<Shard>,
     _version: i16,
     request: DeleteRecordsRequest,
+    access: &Access<'_>,
 ) -> anyhow::Result<Reply> {
     let snapshot = shard.metadata.snapshot();
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.as_str();
         let placement = snapshot.topics.get(name);
+        let deletable = access.allows(AclOperation::Delete, ResourceType::Topic, name);
         let partitions = join_all(topic.partitions.iter().map(|partition| {
             let index = partition.partition_index;
             let offset = partition.offset;
             let owner = placement
+                .filter(|_| deletable)
                 .and_then(|found| {
                     usize::try_from(index)
                         .ok()
                         .and_then(|i| found.partitions.get(i))
                 })
-                .ok_or(ResponseError::UnknownTopicOrPartition)
+                .ok_or(if deletable {
+                    ResponseError::UnknownTopicOrPartition
+                } else {
+                    ResponseError::TopicAuthorizationFailed
+                })
                 .and_then(|state| crate::handlers::serving_shard(&snapshot, state));
             let topic_partition = TopicPartition::new(name, index);
             async move {

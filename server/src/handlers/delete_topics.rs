@@ -4,6 +4,8 @@
 //! (so no new request finds it), then each owning shard closes the logs and
 //! removes their directories. Ok means both happened.
 
+use crate::auth::acl::{AclOperation, ResourceType};
+use crate::auth::authorizer::Access;
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -30,6 +32,7 @@ pub async fn handle(
     shard: &Rc<Shard>,
     version: i16,
     request: DeleteTopicsRequest,
+    access: &Access<'_>,
 ) -> anyhow::Result<Reply> {
     // Each entry: what the client sent (echoed back) and what it names.
     let requested: Vec<(Option<String>, uuid::Uuid, Result<Target, AdminError>)> = if version >= 6 {
@@ -83,7 +86,7 @@ pub async fn handle(
                     Target::Id(id) => format!("The topic id {id} is listed more than once."),
                 },
             )),
-            Ok(target) => delete_one(shard, &target).await,
+            Ok(target) => delete_one(shard, &target, access).await,
             Err(error) => Err(error),
         };
         let result = DeletableTopicResult::default().with_topic_id(id);
@@ -106,6 +109,7 @@ pub async fn handle(
 async fn delete_one(
     shard: &Rc<Shard>,
     target: &Target,
+    access: &Access<'_>,
 ) -> Result<(String, uuid::Uuid), AdminError> {
     let name = match target {
         Target::Name(name) => name.clone(),
@@ -122,6 +126,12 @@ async fn delete_one(
             }
         }
     };
+    if !access.allows(AclOperation::Delete, ResourceType::Topic, &name) {
+        return Err((
+            ResponseError::TopicAuthorizationFailed,
+            "Authorization failed.".to_string(),
+        ));
+    }
     if crate::txn::is_internal_topic(&name) {
         return Err((
             ResponseError::InvalidRequest,

@@ -1,7 +1,8 @@
 //! DescribeCluster: the cluster id, the live brokers and the active
 //! controller of the published view (fenced brokers are not listed, as
 //! Kafka) and, when asked, the cluster operations a client may
-//! perform (all of them: Sluice has no authorizer).
+//! perform: from the authorizer, shown only to a principal that may
+//! DESCRIBE the cluster, as Kafka (every operation when it is off).
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
@@ -10,22 +11,13 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use crate::auth::acl::{AclOperation, CLUSTER_NAME, ResourceType};
+use crate::auth::authorizer::Access;
 use crate::handlers::Reply;
 use crate::shard::Shard;
 
 /// Kafka's `EndpointType` codes (DescribeCluster v1+).
 const ENDPOINT_TYPE_BROKER: i8 = 1;
-
-/// Kafka's `AclOperation` codes that apply to the CLUSTER resource.
-pub const CLUSTER_OPERATIONS: &[i32] = &[
-    5,  // CREATE
-    7,  // ALTER
-    8,  // DESCRIBE
-    9,  // CLUSTER_ACTION
-    10, // DESCRIBE_CONFIGS
-    11, // ALTER_CONFIGS
-    12, // IDEMPOTENT_WRITE
-];
 
 /// "Authorized operations not requested" in Kafka's responses.
 const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
@@ -37,6 +29,7 @@ pub fn handle(
     version: i16,
     request: &DescribeClusterRequest,
     listener: &str,
+    access: &Access<'_>,
 ) -> Reply {
     let view = shard.metadata.snapshot();
     let mut response = DescribeClusterResponse::default()
@@ -72,7 +65,11 @@ pub fn handle(
         })
         .collect();
     let operations = if request.include_cluster_authorized_operations {
-        crate::handlers::metadata::operation_bits(CLUSTER_OPERATIONS)
+        if access.allows_cluster(AclOperation::Describe) {
+            access.authorized_operations(ResourceType::Cluster, CLUSTER_NAME)
+        } else {
+            0
+        }
     } else {
         OPERATIONS_NOT_REQUESTED
     };

@@ -10,6 +10,8 @@
 //! answers with the effective configs) and IncrementalAlterConfigs (which
 //! configs are lists).
 
+use crate::auth::acl::AclOperation;
+use crate::auth::authorizer::Access;
 use std::collections::{BTreeMap, HashSet};
 use std::rc::Rc;
 
@@ -356,6 +358,7 @@ pub async fn handle(
     shard: &Rc<Shard>,
     version: i16,
     request: DescribeConfigsRequest,
+    access: &Access<'_>,
 ) -> anyhow::Result<Reply> {
     let snapshot = shard.metadata.snapshot();
     let include_synonyms = version >= 1 && request.include_synonyms;
@@ -363,8 +366,15 @@ pub async fn handle(
     let mut results = Vec::with_capacity(request.resources.len());
     for resource in request.resources {
         let name = resource.resource_name.as_str().to_string();
+        let denied = crate::handlers::alter_configs::config_access_error(
+            access,
+            AclOperation::DescribeConfigs,
+            resource.resource_type,
+            &name,
+        );
         let found: Result<Vec<ConfigEntry>, (ResponseError, String)> = match resource.resource_type
         {
+            _ if let Some(denied) = denied => Err(denied),
             resource_type::TOPIC => match snapshot.topics.get(&name) {
                 Some(topic) => Ok(topic_config_entries(&topic.configs)),
                 None => match validate_topic_name(&name) {

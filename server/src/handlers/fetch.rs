@@ -37,6 +37,8 @@
 //! the check). From v16 those answers name the current leader and epoch,
 //! and the response lists the leaders' endpoints (KIP-951).
 
+use crate::auth::acl::{AclOperation, ResourceType};
+use crate::auth::authorizer::Access;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::pin;
@@ -147,6 +149,7 @@ pub async fn handle(
     version: i16,
     correlation_id: i32,
     request: FetchRequest,
+    access: &Access<'_>,
 ) -> anyhow::Result<Reply> {
     let read_committed = request.isolation_level == READ_COMMITTED;
     let (fetches, forgotten) = request_partitions(version, &request);
@@ -178,7 +181,7 @@ pub async fn handle(
         }
     };
     let partitions = begun.partitions;
-    let resolved = resolve(shard, version, &partitions);
+    let resolved = resolve(shard, version, &partitions, access);
     let max_bytes = usize::try_from(request.max_bytes)
         .unwrap_or(0)
         .min(FETCH_RESPONSE_BYTES_MAX);
@@ -317,7 +320,14 @@ struct Resolved {
     leader: Option<LeaderHint>,
 }
 
-fn resolve(shard: &Shard, version: i16, partitions: &[PartitionFetch]) -> Vec<Resolved> {
+/// `access`: a topic the principal may not READ answers
+/// TOPIC_AUTHORIZATION_FAILED (decided once per topic of the request).
+fn resolve(
+    shard: &Shard,
+    version: i16,
+    partitions: &[PartitionFetch],
+    access: &Access<'_>,
+) -> Vec<Resolved> {
     let snapshot = shard.metadata.snapshot();
     let by_id: HashMap<uuid::Uuid, &TopicMetadata> = if version >= TOPIC_ID_VERSION_MIN {
         snapshot
@@ -333,7 +343,7 @@ fn resolve(shard: &Shard, version: i16, partitions: &[PartitionFetch]) -> Vec<Re
     // together, so its name or id is hashed once, not once per partition.
     // A topic of the view, with the name its partitions share.
     type Found<'view> = Option<(&'view TopicMetadata, Arc<str>)>;
-    let mut last: Option<(&TopicKey, Found<'_>)> = None;
+    let mut last: Option<(&TopicKey, Found<'_>, bool)> = None;
     partitions
         .iter()
         .map(|fetch| {
@@ -341,8 +351,10 @@ fn resolve(shard: &Shard, version: i16, partitions: &[PartitionFetch]) -> Vec<Re
                 TopicKey::Name(_) => ResponseError::UnknownTopicOrPartition,
                 TopicKey::Id(_) => ResponseError::UnknownTopicId,
             };
-            let found = match &last {
-                Some((key, found)) if **key == fetch.key.topic => found.clone(),
+            let (found, readable) = match &last {
+                Some((key, found, readable)) if **key == fetch.key.topic => {
+                    (found.clone(), *readable)
+                }
                 _ => {
                     let topic = match &fetch.key.topic {
                         TopicKey::Name(name) => snapshot.topics.get(name.as_ref()),
@@ -354,10 +366,33 @@ fn resolve(shard: &Shard, version: i16, partitions: &[PartitionFetch]) -> Vec<Re
                             .or_insert_with(|| Arc::from(topic.name.as_str()));
                         (topic, Arc::clone(name))
                     });
-                    last = Some((&fetch.key.topic, found.clone()));
-                    found
+                    let readable = !access.is_enabled() || {
+                        let name = match (&found, &fetch.key.topic) {
+                            (Some((_, name)), _) => Some(name.as_ref()),
+                            (None, TopicKey::Name(name)) => Some(name.as_ref()),
+                            (None, TopicKey::Id(_)) => None,
+                        };
+                        name.is_none_or(|name| {
+                            access.allows(AclOperation::Read, ResourceType::Topic, name)
+                        })
+                    };
+                    last = Some((&fetch.key.topic, found.clone(), readable));
+                    (found, readable)
                 }
             };
+            if !readable {
+                let (name, topic_id) = match (&found, &fetch.key.topic) {
+                    (Some((topic, name)), _) => (Arc::clone(name), topic.id),
+                    (None, TopicKey::Name(name)) => (Arc::clone(name), uuid::Uuid::nil()),
+                    (None, TopicKey::Id(id)) => (Arc::from(""), *id),
+                };
+                return Resolved {
+                    name,
+                    topic_id,
+                    location: Err(ResponseError::TopicAuthorizationFailed),
+                    leader: None,
+                };
+            }
             let Some((topic, name)) = found else {
                 let (name, topic_id) = match &fetch.key.topic {
                     TopicKey::Name(name) => (Arc::clone(name), uuid::Uuid::nil()),

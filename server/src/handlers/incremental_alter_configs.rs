@@ -8,6 +8,8 @@
 //! The read-merge-write is not atomic against a concurrent change of the
 //! same topic's configs from another connection: the later write wins.
 
+use crate::auth::acl::AclOperation;
+use crate::auth::authorizer::Access;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -145,6 +147,7 @@ pub async fn handle(
     shard: &Rc<Shard>,
     _version: i16,
     request: IncrementalAlterConfigsRequest,
+    access: &Access<'_>,
 ) -> anyhow::Result<Reply> {
     let counts = duplicates(
         request
@@ -155,7 +158,14 @@ pub async fn handle(
     let mut responses = Vec::with_capacity(request.resources.len());
     for resource in request.resources {
         let name = resource.resource_name.as_str().to_string();
-        let outcome = if let Err(error) = check_resource(&counts, resource.resource_type, &name) {
+        let outcome = if let Some(error) = crate::handlers::alter_configs::config_access_error(
+            access,
+            AclOperation::AlterConfigs,
+            resource.resource_type,
+            &name,
+        ) {
+            Err(error)
+        } else if let Err(error) = check_resource(&counts, resource.resource_type, &name) {
             Err(error)
         } else {
             let changes: Vec<Change<'_>> = resource.configs.iter().map(Change::from).collect();

@@ -30,6 +30,8 @@
 //! a `current_leader_epoch` is checked as Fetch does (fetch::serving), and
 //! answers carry the partition's leader epoch from the view.
 
+use crate::auth::acl::{AclOperation, ResourceType};
+use crate::auth::authorizer::Access;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -103,14 +105,26 @@ pub async fn handle(
     shard: &Rc<Shard>,
     version: i16,
     request: ListOffsetsRequest,
+    access: &Access<'_>,
 ) -> anyhow::Result<Reply> {
     let snapshot = shard.metadata.snapshot();
     let mut answers: Vec<Option<OffsetAnswer>> = Vec::new();
     let mut groups: BTreeMap<ShardId, Vec<Query>> = BTreeMap::new();
     for topic in &request.topics {
         let found = snapshot.topics.get(topic.name.0.as_str());
+        let described = access.allows(
+            AclOperation::Describe,
+            ResourceType::Topic,
+            topic.name.0.as_str(),
+        );
         for partition in &topic.partitions {
             let slot = answers.len();
+            if !described {
+                answers.push(Some(OffsetAnswer::error(
+                    ResponseError::TopicAuthorizationFailed,
+                )));
+                continue;
+            }
             let assignment = found.and_then(|metadata| {
                 usize::try_from(partition.partition_index)
                     .ok()

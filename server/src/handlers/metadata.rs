@@ -7,6 +7,13 @@
 //! replicas are listed as offline. A partition without a leader answers
 //! LEADER_NOT_AVAILABLE with leader -1, as Kafka.
 //!
+//! With the authorizer on (auth/authorizer.rs), as Kafka: listing every
+//! topic lists those the principal may DESCRIBE; a named topic it may not
+//! DESCRIBE answers TOPIC_AUTHORIZATION_FAILED (exists or not); auto
+//! creation also needs CREATE on the cluster or the topic (else
+//! TOPIC_AUTHORIZATION_FAILED); authorized-operations fields come from
+//! the authorizer.
+//!
 //! A topic is described from one published view, which the follower
 //! publishes only once this broker's local replicas are open, so a client
 //! never learns of a local partition that is not open yet.
@@ -23,6 +30,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use crate::auth::acl::{AclOperation, CLUSTER_NAME, ResourceType};
+use crate::auth::authorizer::Access;
 use crate::handlers::Reply;
 use crate::handlers::offline_replicas;
 use crate::metadata::{ClusterMetadata, MetadataError, TopicMetadata, validate_topic_name};
@@ -36,6 +45,7 @@ pub async fn handle(
     version: i16,
     request: MetadataRequest,
     listener: &str,
+    access: &Access<'_>,
 ) -> anyhow::Result<Reply> {
     let config = &shard.config;
     let include_topic_operations = request.include_topic_authorized_operations;
@@ -60,6 +70,9 @@ pub async fn handle(
                 snapshot
                     .topics
                     .values()
+                    .filter(|topic| {
+                        access.allows(AclOperation::Describe, ResourceType::Topic, &topic.name)
+                    })
                     .map(|topic| describe(&snapshot, topic)),
             );
         }
@@ -70,7 +83,22 @@ pub async fn handle(
                     Some(name) => snapshot.topics.get(name),
                     None => snapshot.topics.values().find(|topic| topic.id == id),
                 };
+                let described = found.map(|topic| topic.name.as_str()).or(name.as_deref());
+                let may_describe = described.is_some_and(|topic| {
+                    access.allows(AclOperation::Describe, ResourceType::Topic, topic)
+                });
+                let may_create = |topic: &str| {
+                    access.allows_cluster(AclOperation::Create)
+                        || access.allows(AclOperation::Create, ResourceType::Topic, topic)
+                };
                 let entry = match (found, name) {
+                    // Named by id and not described: the name stays hidden.
+                    (Some(_), None) if !may_describe => {
+                        error_topic(None, id, ResponseError::TopicAuthorizationFailed)
+                    }
+                    (_, Some(name)) if !may_describe => {
+                        error_topic(Some(name), id, ResponseError::TopicAuthorizationFailed)
+                    }
                     (Some(topic), _) => describe(&snapshot, topic),
                     (None, Some(name)) if validate_topic_name(&name).is_err() => {
                         error_topic(Some(name), id, ResponseError::InvalidTopicException)
@@ -79,6 +107,9 @@ pub async fn handle(
                     // (Kafka creates __consumer_offsets on FindCoordinator).
                     (None, Some(name)) if crate::txn::is_internal_topic(&name) => {
                         error_topic(Some(name), id, ResponseError::UnknownTopicOrPartition)
+                    }
+                    (None, Some(name)) if allow_auto_create && !may_create(&name) => {
+                        error_topic(Some(name), id, ResponseError::TopicAuthorizationFailed)
                     }
                     (None, Some(name)) if allow_auto_create => {
                         let partitions = config.default_partitions;
@@ -111,11 +142,13 @@ pub async fn handle(
             }
         }
     }
-    // No authorizer: every operation on every resource (Kafka's answer
-    // without one), when the client asks (v8+).
+    // From the authorizer; without one every operation on every resource
+    // (Kafka's answer without one), when the client asks (v8+).
     if include_topic_operations {
         for topic in topics.iter_mut().filter(|topic| topic.error_code == 0) {
-            topic.topic_authorized_operations = operation_bits(TOPIC_OPERATIONS);
+            let name = topic.name.as_ref().map_or("", |name| name.0.as_str());
+            topic.topic_authorized_operations =
+                access.authorized_operations(ResourceType::Topic, name);
         }
     }
     // The brokers and controller of the latest view (auto-creation above
@@ -124,7 +157,7 @@ pub async fn handle(
     let mut response = MetadataResponse::default();
     if include_cluster_operations && (8..=10).contains(&version) {
         response.cluster_authorized_operations =
-            operation_bits(crate::handlers::describe_cluster::CLUSTER_OPERATIONS);
+            access.authorized_operations(ResourceType::Cluster, CLUSTER_NAME);
     }
     let response = response
         .with_brokers(brokers(&view, listener))
@@ -132,17 +165,6 @@ pub async fn handle(
         .with_controller_id(BrokerId(view.controller_id.unwrap_or(-1)))
         .with_topics(topics);
     Ok(Reply::Body(Box::new(ResponseKind::Metadata(response))))
-}
-
-/// Kafka's `AclOperation` codes that apply to the TOPIC resource: READ,
-/// WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS.
-const TOPIC_OPERATIONS: &[i32] = &[3, 4, 5, 6, 7, 8, 10, 11];
-
-/// The bit field of `operations` in Kafka's authorized-operations fields.
-pub fn operation_bits(operations: &[i32]) -> i32 {
-    operations
-        .iter()
-        .fold(0, |bits, operation| bits | (1 << operation))
 }
 
 /// The live brokers of `view`, by id.

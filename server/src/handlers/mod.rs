@@ -6,6 +6,7 @@ pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod alter_user_scram_credentials;
 pub mod api_versions;
+pub mod authorize;
 pub mod consumer_group_heartbeat;
 pub mod create_acls;
 pub mod create_partitions;
@@ -139,6 +140,21 @@ pub enum Reply {
     Nothing,
 }
 
+/// One request's authorization on `connection`: with the authorizer off,
+/// one branch per check; on, the image's ACLs taken once for the whole
+/// request (no lock per topic or record).
+pub fn access<'a>(shard: &'a Shard, connection: &'a Connection) -> Access<'a> {
+    match &shard.config.authorizer {
+        None => Access::unrestricted(),
+        Some(config) => Access::new(
+            config,
+            std::sync::Arc::clone(shard.metadata.controller().image().acls()),
+            &connection.principal,
+            connection.peer.ip(),
+        ),
+    }
+}
+
 /// Handle one request on `connection` (its peer, listener and
 /// authenticated principal). `Err` means the request cannot be answered
 /// (a bug or an internal failure): the connection is closed.
@@ -149,51 +165,65 @@ pub async fn handle(
 ) -> anyhow::Result<Option<ResponseFrame>> {
     let peer = connection.peer;
     let listener = connection.listener.as_ref();
-    // One request's authorization: with the authorizer off, one branch
-    // per check; on, the image's ACLs taken once for the whole request.
-    let access = match &shard.config.authorizer {
-        None => Access::unrestricted(),
-        Some(config) => Access::new(
-            config,
-            std::sync::Arc::clone(shard.metadata.controller().image().acls()),
-            &connection.principal,
-            peer.ip(),
-        ),
-    };
-    let access = &access;
+    let access = &access(shard, connection);
     let Request {
         api_key,
         version,
         header,
         body,
     } = request;
-    let reply = match body {
+    let (body, removed) = match authorize::before(access, version, body, peer.ip(), || {
+        shard.metadata.snapshot()
+    }) {
+        Ok(allowed) => allowed,
+        Err(refusal) => {
+            return Ok(Some(encode_response(
+                api_key,
+                version,
+                header.correlation_id,
+                &refusal,
+            )?));
+        }
+    };
+    let mut reply = match body {
         RequestKind::ApiVersions(body) => api_versions::handle(shard, version, &body),
-        RequestKind::Metadata(body) => metadata::handle(shard, version, body, listener).await?,
-        RequestKind::Produce(body) => produce::handle(shard, version, body).await?,
+        RequestKind::Metadata(body) => {
+            metadata::handle(shard, version, body, listener, access).await?
+        }
+        RequestKind::Produce(body) => produce::handle(shard, version, body, access).await?,
         RequestKind::InitProducerId(body) => init_producer_id::handle(shard, version, &body).await,
         RequestKind::Fetch(body) => {
-            fetch::handle(shard, version, header.correlation_id, body).await?
+            fetch::handle(shard, version, header.correlation_id, body, access).await?
         }
-        RequestKind::ListOffsets(body) => list_offsets::handle(shard, version, body).await?,
+        RequestKind::ListOffsets(body) => {
+            list_offsets::handle(shard, version, body, access).await?
+        }
         RequestKind::OffsetForLeaderEpoch(body) => {
-            offset_for_leader_epoch::handle(shard, version, body).await?
+            offset_for_leader_epoch::handle(shard, version, body, access).await?
         }
-        RequestKind::CreateTopics(body) => create_topics::handle(shard, version, body).await?,
-        RequestKind::DeleteTopics(body) => delete_topics::handle(shard, version, body).await?,
+        RequestKind::CreateTopics(body) => {
+            create_topics::handle(shard, version, body, access).await?
+        }
+        RequestKind::DeleteTopics(body) => {
+            delete_topics::handle(shard, version, body, access).await?
+        }
         RequestKind::CreatePartitions(body) => {
-            create_partitions::handle(shard, version, body).await?
+            create_partitions::handle(shard, version, body, access).await?
         }
         RequestKind::DescribeConfigs(body) => {
-            describe_configs::handle(shard, version, body).await?
+            describe_configs::handle(shard, version, body, access).await?
         }
-        RequestKind::AlterConfigs(body) => alter_configs::handle(shard, version, body).await?,
+        RequestKind::AlterConfigs(body) => {
+            alter_configs::handle(shard, version, body, access).await?
+        }
         RequestKind::IncrementalAlterConfigs(body) => {
-            incremental_alter_configs::handle(shard, version, body).await?
+            incremental_alter_configs::handle(shard, version, body, access).await?
         }
-        RequestKind::DeleteRecords(body) => delete_records::handle(shard, version, body).await?,
+        RequestKind::DeleteRecords(body) => {
+            delete_records::handle(shard, version, body, access).await?
+        }
         RequestKind::DescribeCluster(body) => {
-            describe_cluster::handle(shard, version, &body, listener)
+            describe_cluster::handle(shard, version, &body, listener, access)
         }
         RequestKind::FindCoordinator(body) => {
             find_coordinator::handle(shard, version, body, listener).await?
@@ -244,6 +274,9 @@ pub async fn handle(
         }
         other => anyhow::bail!("no handler for {:?}", other),
     };
+    if let Reply::Body(body) = &mut reply {
+        authorize::after(access, removed, body.as_mut());
+    }
     match reply {
         Reply::Body(body) => Ok(Some(encode_response(
             api_key,

@@ -24,6 +24,8 @@
 //!   epoch, the log end offset, as Kafka answers); leader epoch and end
 //!   offset -1 when the log knows no such epoch (UNDEFINED_EPOCH_OFFSET).
 
+use crate::auth::acl::{AclOperation, ResourceType};
+use crate::auth::authorizer::Access;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -92,14 +94,26 @@ pub async fn handle(
     shard: &Rc<Shard>,
     _version: i16,
     request: OffsetForLeaderEpochRequest,
+    access: &Access<'_>,
 ) -> anyhow::Result<Reply> {
     let snapshot = shard.metadata.snapshot();
     let mut answers: Vec<Option<EpochAnswer>> = Vec::new();
     let mut groups: BTreeMap<ShardId, Vec<Query>> = BTreeMap::new();
     for topic in &request.topics {
         let found = snapshot.topics.get(topic.topic.0.as_str());
+        let described = access.allows(
+            AclOperation::Describe,
+            ResourceType::Topic,
+            topic.topic.0.as_str(),
+        );
         for partition in &topic.partitions {
             let slot = answers.len();
+            if !described {
+                answers.push(Some(EpochAnswer::error(
+                    ResponseError::TopicAuthorizationFailed,
+                )));
+                continue;
+            }
             let assignment = found.and_then(|metadata| {
                 usize::try_from(partition.partition)
                     .ok()

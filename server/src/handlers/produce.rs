@@ -74,6 +74,8 @@ use sluice_engine::io::Io;
 use sluice_engine::io::uring::UringIo;
 use sluice_engine::{AppendError, FlushPolicy, Log};
 
+use crate::auth::acl::{AclOperation, ResourceType};
+use crate::auth::authorizer::Access;
 use crate::handlers::{LeaderHint, Reply};
 use crate::metadata::topic_config::TimestampType;
 use crate::metadata::{ClusterMetadata, MetadataError, validate_topic_name};
@@ -90,8 +92,9 @@ pub async fn handle(
     shard: &Rc<Shard>,
     version: i16,
     request: ProduceRequest,
+    access: &Access<'_>,
 ) -> anyhow::Result<Reply> {
-    dispatch(shard, version, request).await.await
+    dispatch(shard, version, request, access).await.await
 }
 
 /// Resolve topics and append every partition's batch on its owner; returns
@@ -99,10 +102,18 @@ pub async fn handle(
 /// waits for durability and builds the reply. Awaiting `dispatch` of one
 /// request before dispatching the next keeps a connection's appends in
 /// arrival order even when their durability waits overlap.
+///
+/// `access`: with the authorizer on, a transactional request needs WRITE
+/// on its transactional id (else every partition answers
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED), each topic WRITE (else
+/// TOPIC_AUTHORIZATION_FAILED), and a topic that does not exist CREATE on
+/// the cluster or the topic to be auto-created. Decided once per topic,
+/// never per partition or record.
 pub async fn dispatch(
     shard: &Rc<Shard>,
     version: i16,
     request: ProduceRequest,
+    access: &Access<'_>,
 ) -> LocalBoxFuture<'static, anyhow::Result<Reply>> {
     let acks = request.acks;
     let transactional_id = request.transactional_id.as_ref().map(|id| id.0.to_string());
@@ -112,6 +123,14 @@ pub async fn dispatch(
         Some((
             ResponseError::InvalidRequiredAcks,
             format!("acks must be -1, 0 or 1, got {acks}"),
+        ))
+    } else if let Some(id) = transactional_id
+        .as_deref()
+        .filter(|id| !access.allows(AclOperation::Write, ResourceType::TransactionalId, id))
+    {
+        Some((
+            ResponseError::TransactionalIdAuthorizationFailed,
+            format!("Transactional Id authorization failed for {id}"),
         ))
     } else {
         None
@@ -130,8 +149,16 @@ pub async fn dispatch(
             Some(refusal) => Err(refusal.clone()),
             None => match resolved.get(&name) {
                 Some(found) => found.clone(),
+                None if !access.allows(AclOperation::Write, ResourceType::Topic, &name) => {
+                    let refused = Err((
+                        ResponseError::TopicAuthorizationFailed,
+                        format!("Not authorized to write to topic {name}"),
+                    ));
+                    resolved.insert(name.clone(), refused.clone());
+                    refused
+                }
                 None => {
-                    let found = resolve_topic(shard, &name).await;
+                    let found = resolve_topic(shard, &name, access).await;
                     resolved.insert(name.clone(), found.clone());
                     found
                 }
@@ -292,6 +319,7 @@ fn reply(
 async fn resolve_topic(
     shard: &Rc<Shard>,
     name: &str,
+    access: &Access<'_>,
 ) -> Result<Arc<ClusterMetadata>, (ResponseError, String)> {
     if crate::txn::is_internal_topic(name) {
         // Only the coordinators write their internal topics (Kafka
@@ -317,6 +345,14 @@ async fn resolve_topic(
     };
     if !shard.config.auto_create_topics {
         return Err(unknown());
+    }
+    if !access.allows_cluster(AclOperation::Create)
+        && !access.allows(AclOperation::Create, ResourceType::Topic, name)
+    {
+        return Err((
+            ResponseError::TopicAuthorizationFailed,
+            format!("Not authorized to create topic {name}"),
+        ));
     }
     let partitions = shard.config.default_partitions;
     match create_topic(shard, name, partitions, BTreeMap::new(), false).await {

@@ -541,7 +541,9 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, spec: Rc<L
                 body: RequestKind::Produce(body),
             }) => {
                 let sent = produce_counts(&body);
-                let completion = produce::dispatch(&shard, version, body).await;
+                let access = handlers::access(&shard, &connection);
+                let completion = produce::dispatch(&shard, version, body, &access).await;
+                drop(access);
                 let correlation_id = header.correlation_id;
                 async move {
                     let reply = completion.await?;

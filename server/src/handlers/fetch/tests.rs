@@ -2,6 +2,7 @@
 //! directories), and the hand-framed response against kafka-protocol's.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use crate::auth::authorizer::Access;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -191,7 +192,10 @@ fn fetch_request(version: i16, topics: Vec<TopicFetch<'_>>) -> FetchRequest {
 }
 
 async fn fetch_frame(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> ResponseFrame {
-    match handle(shard, version, 7, request).await.unwrap() {
+    match handle(shard, version, 7, request, &Access::unrestricted())
+        .await
+        .unwrap()
+    {
         Reply::Frame(frame) => frame,
         _ => panic!("fetch answers with a frame"),
     }
@@ -701,7 +705,7 @@ fn the_read_path_hands_the_frame_the_buffers_it_read() {
             .await;
         }
         let partitions = vec![partition_fetch(1 << 20)];
-        let resolved = resolve(&shard, 12, &partitions);
+        let resolved = resolve(&shard, 12, &partitions, &Access::unrestricted());
         let mut answers = read_all(&shard, &partitions, &resolved, 1 << 20, false).await;
         apply_response_limits(&mut answers, &partitions, 1 << 20);
         let read: Vec<(usize, usize)> = answers[0]
@@ -1217,7 +1221,10 @@ async fn list_offsets(
                         .collect(),
                 ),
         ]);
-    let Reply::Body(body) = list_offsets::handle(shard, version, request).await.unwrap() else {
+    let Reply::Body(body) = list_offsets::handle(shard, version, request, &Access::unrestricted())
+        .await
+        .unwrap()
+    else {
         panic!("list offsets answers with a body");
     };
     // Every version must encode (fields outside a version stay at defaults).

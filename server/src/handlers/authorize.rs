@@ -1,0 +1,612 @@
+//! The authorizer applied to the group, transaction and cluster APIs, in
+//! front of their handlers (docs/decisions/0011-acls.md). [`before`]
+//! either refuses a whole request (answering with Kafka's error for it),
+//! or removes the entries the principal may not touch from the request
+//! and remembers them; [`after`] puts those entries, with their error,
+//! back into the handler's response. The handlers themselves stay as
+//! they were. With the authorizer off neither does anything.
+//!
+//! The data and topic APIs (Produce, Fetch, Metadata, ListOffsets,
+//! OffsetForLeaderEpoch, topic administration, configs, DeleteRecords,
+//! ACLs) check inside their handlers, per topic.
+//!
+//! Broker-to-broker calls (WriteTxnMarkers, AddPartitionsToTxn v4+) need
+//! CLUSTER_ACTION on the cluster. Brokers call each other over a
+//! PLAINTEXT listener, unauthenticated, so a connection from the address
+//! of a registered broker is granted CLUSTER_ACTION (and only that); see
+//! the decision record for why and what it leaves open.
+
+use std::net::IpAddr;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+};
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::DescribedGroup;
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::OffsetFetchResponseGroup;
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::write_txn_markers_response::{
+    WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
+};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+use crate::auth::acl::{AclOperation, ResourceType};
+use crate::auth::authorizer::Access;
+use crate::metadata::ClusterMetadata;
+
+/// FindCoordinator's key types.
+const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
+
+/// What was taken out of a request, to answer in [`after`].
+#[derive(Default)]
+pub enum Removed {
+    #[default]
+    Nothing,
+    /// FindCoordinator v4+ keys.
+    CoordinatorKeys(Vec<StrBytes>),
+    /// DescribeGroups.
+    DescribedGroups(Vec<GroupId>),
+    /// DeleteGroups.
+    DeletedGroups(Vec<GroupId>),
+    /// ListGroups: keep only the groups the principal may DESCRIBE.
+    ListedGroups,
+    /// ListTransactions: keep only the ids the principal may DESCRIBE.
+    ListedTransactions,
+    /// OffsetFetch v8+ groups.
+    FetchedGroups(Vec<GroupId>),
+    /// OffsetCommit topics (TOPIC_AUTHORIZATION_FAILED).
+    CommitTopics(Vec<offset_commit_request::OffsetCommitRequestTopic>),
+    /// TxnOffsetCommit topics (TOPIC_AUTHORIZATION_FAILED).
+    TxnCommitTopics(Vec<txn_offset_commit_request::TxnOffsetCommitRequestTopic>),
+}
+
+fn group(access: &Access<'_>, operation: AclOperation, group_id: &GroupId) -> bool {
+    access.allows(operation, ResourceType::Group, group_id.0.as_str())
+}
+
+fn transactional_id(access: &Access<'_>, operation: AclOperation, id: &TransactionalId) -> bool {
+    access.allows(operation, ResourceType::TransactionalId, id.0.as_str())
+}
+
+fn topic(access: &Access<'_>, operation: AclOperation, name: &TopicName) -> bool {
+    access.allows(operation, ResourceType::Topic, name.0.as_str())
+}
+
+/// Whether `peer` is the address of a registered broker (its brokers'
+/// calls: WriteTxnMarkers, AddPartitionsToTxn v4+).
+fn is_broker(view: &ClusterMetadata, peer: IpAddr) -> bool {
+    let matches = |host: &str| host.parse::<IpAddr>().is_ok_and(|ip| ip == peer);
+    view.brokers.values().any(|broker| matches(&broker.host))
+        || view
+            .listener_endpoints
+            .values()
+            .flatten()
+            .any(|(_, host, _)| matches(host))
+}
+
+fn cluster_action(access: &Access<'_>, view: impl FnOnce() -> bool) -> bool {
+    access.allows_cluster(AclOperation::ClusterAction) || view()
+}
+
+/// The checks made before a group, transaction or cluster API's handler:
+/// `Err` is the whole answer (nothing was done), `Ok` the request to
+/// handle (maybe with entries removed) and what was removed.
+pub fn before(
+    access: &Access<'_>,
+    version: i16,
+    request: RequestKind,
+    peer: IpAddr,
+    view: impl Fn() -> std::sync::Arc<ClusterMetadata>,
+) -> Result<(RequestKind, Removed), ResponseKind> {
+    use AclOperation::*;
+    if !access.is_enabled() {
+        return Ok((request, Removed::Nothing));
+    }
+    let group_failed = ResponseError::GroupAuthorizationFailed.code();
+    let transactional_id_failed = ResponseError::TransactionalIdAuthorizationFailed.code();
+    let cluster_failed = ResponseError::ClusterAuthorizationFailed.code();
+    let topic_failed = ResponseError::TopicAuthorizationFailed.code();
+    let removed = match request {
+        RequestKind::JoinGroup(ref body) if !group(access, Read, &body.group_id) => {
+            return Err(ResponseKind::JoinGroup(
+                JoinGroupResponse::default()
+                    .with_error_code(group_failed)
+                    .with_generation_id(-1),
+            ));
+        }
+        RequestKind::SyncGroup(ref body) if !group(access, Read, &body.group_id) => {
+            return Err(ResponseKind::SyncGroup(
+                SyncGroupResponse::default().with_error_code(group_failed),
+            ));
+        }
+        RequestKind::Heartbeat(ref body) if !group(access, Read, &body.group_id) => {
+            return Err(ResponseKind::Heartbeat(
+                HeartbeatResponse::default().with_error_code(group_failed),
+            ));
+        }
+        RequestKind::LeaveGroup(ref body) if !group(access, Read, &body.group_id) => {
+            return Err(ResponseKind::LeaveGroup(
+                LeaveGroupResponse::default().with_error_code(group_failed),
+            ));
+        }
+        RequestKind::OffsetDelete(ref body) if !group(access, Delete, &body.group_id) => {
+            return Err(ResponseKind::OffsetDelete(
+                OffsetDeleteResponse::default().with_error_code(group_failed),
+            ));
+        }
+        RequestKind::OffsetCommit(ref body) if !group(access, Read, &body.group_id) => {
+            let topics = body
+                .topics
+                .iter()
+                .map(|topic| commit_topic(topic, group_failed))
+                .collect();
+            return Err(ResponseKind::OffsetCommit(
+                OffsetCommitResponse::default().with_topics(topics),
+            ));
+        }
+        RequestKind::OffsetCommit(mut body) => {
+            let (kept, denied) = body
+                .topics
+                .into_iter()
+                .partition(|entry| topic(access, Read, &entry.name));
+            body.topics = kept;
+            return Ok((
+                RequestKind::OffsetCommit(body),
+                Removed::CommitTopics(denied),
+            ));
+        }
+        RequestKind::OffsetFetch(ref body)
+            if version < 8 && !group(access, Describe, &body.group_id) =>
+        {
+            return Err(ResponseKind::OffsetFetch(
+                OffsetFetchResponse::default().with_error_code(group_failed),
+            ));
+        }
+        RequestKind::OffsetFetch(mut body) if version >= 8 => {
+            let (kept, denied): (Vec<_>, Vec<_>) = body
+                .groups
+                .into_iter()
+                .partition(|entry| group(access, Describe, &entry.group_id));
+            body.groups = kept;
+            return Ok((
+                RequestKind::OffsetFetch(body),
+                Removed::FetchedGroups(denied.into_iter().map(|entry| entry.group_id).collect()),
+            ));
+        }
+        RequestKind::FindCoordinator(ref body) if version < 4 => {
+            let allowed = match body.key_type {
+                KEY_TYPE_TRANSACTION => {
+                    access.allows(Describe, ResourceType::TransactionalId, body.key.as_str())
+                }
+                _ => access.allows(Describe, ResourceType::Group, body.key.as_str()),
+            };
+            if !allowed {
+                let error = match body.key_type {
+                    KEY_TYPE_TRANSACTION => transactional_id_failed,
+                    _ => group_failed,
+                };
+                return Err(ResponseKind::FindCoordinator(
+                    FindCoordinatorResponse::default()
+                        .with_error_code(error)
+                        .with_node_id(BrokerId(-1))
+                        .with_port(-1),
+                ));
+            }
+            Removed::Nothing
+        }
+        RequestKind::FindCoordinator(mut body) => {
+            let resource = match body.key_type {
+                KEY_TYPE_TRANSACTION => ResourceType::TransactionalId,
+                KEY_TYPE_GROUP => ResourceType::Group,
+                _ => return Ok((RequestKind::FindCoordinator(body), Removed::Nothing)),
+            };
+            let (kept, denied) = body
+                .coordinator_keys
+                .into_iter()
+                .partition(|key| access.allows(Describe, resource, key.as_str()));
+            body.coordinator_keys = kept;
+            let removed = Removed::CoordinatorKeys(denied);
+            return Ok((RequestKind::FindCoordinator(body), removed));
+        }
+        RequestKind::DescribeGroups(mut body) => {
+            let (kept, denied) = body
+                .groups
+                .into_iter()
+                .partition(|id| group(access, Describe, id));
+            body.groups = kept;
+            return Ok((
+                RequestKind::DescribeGroups(body),
+                Removed::DescribedGroups(denied),
+            ));
+        }
+        RequestKind::DeleteGroups(mut body) => {
+            let (kept, denied) = body
+                .groups_names
+                .into_iter()
+                .partition(|id| group(access, Delete, id));
+            body.groups_names = kept;
+            return Ok((
+                RequestKind::DeleteGroups(body),
+                Removed::DeletedGroups(denied),
+            ));
+        }
+        RequestKind::ListGroups(_) if !access.allows_cluster(Describe) => Removed::ListedGroups,
+        RequestKind::ListTransactions(_) => Removed::ListedTransactions,
+        RequestKind::InitProducerId(ref body) => {
+            let allowed = match &body.transactional_id {
+                Some(id) => transactional_id(access, Write, id),
+                // An idempotent producer (Kafka 3.x): IDEMPOTENT_WRITE on
+                // the cluster, or WRITE on some topic.
+                None => {
+                    access.allows_cluster(IdempotentWrite)
+                        || access.allows_any(Write, ResourceType::Topic)
+                }
+            };
+            if !allowed {
+                let error = match body.transactional_id {
+                    Some(_) => transactional_id_failed,
+                    None => cluster_failed,
+                };
+                return Err(ResponseKind::InitProducerId(
+                    InitProducerIdResponse::default()
+                        .with_error_code(error)
+                        .with_producer_id(ProducerId(-1))
+                        .with_producer_epoch(-1),
+                ));
+            }
+            Removed::Nothing
+        }
+        RequestKind::AddOffsetsToTxn(ref body) => {
+            let error = if !transactional_id(access, Write, &body.transactional_id) {
+                Some(transactional_id_failed)
+            } else if !group(access, Read, &body.group_id) {
+                Some(group_failed)
+            } else {
+                None
+            };
+            if let Some(error) = error {
+                return Err(ResponseKind::AddOffsetsToTxn(
+                    AddOffsetsToTxnResponse::default().with_error_code(error),
+                ));
+            }
+            Removed::Nothing
+        }
+        RequestKind::EndTxn(ref body)
+            if !transactional_id(access, Write, &body.transactional_id) =>
+        {
+            return Err(ResponseKind::EndTxn(
+                EndTxnResponse::default()
+                    .with_error_code(transactional_id_failed)
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1),
+            ));
+        }
+        RequestKind::TxnOffsetCommit(mut body) => {
+            let error = if !transactional_id(access, Write, &body.transactional_id) {
+                Some(transactional_id_failed)
+            } else if !group(access, Read, &body.group_id) {
+                Some(group_failed)
+            } else {
+                None
+            };
+            if let Some(error) = error {
+                let topics = body
+                    .topics
+                    .iter()
+                    .map(|topic| txn_commit_topic(topic, error))
+                    .collect();
+                return Err(ResponseKind::TxnOffsetCommit(
+                    TxnOffsetCommitResponse::default().with_topics(topics),
+                ));
+            }
+            let (kept, denied) = body
+                .topics
+                .into_iter()
+                .partition(|entry| topic(access, Read, &entry.name));
+            body.topics = kept;
+            return Ok((
+                RequestKind::TxnOffsetCommit(body),
+                Removed::TxnCommitTopics(denied),
+            ));
+        }
+        RequestKind::AddPartitionsToTxn(ref body) if version < 4 => {
+            let id_allowed = transactional_id(access, Write, &body.v3_and_below_transactional_id);
+            let denied_topic = body
+                .v3_and_below_topics
+                .iter()
+                .any(|entry| !topic(access, Write, &entry.name));
+            if !id_allowed || denied_topic {
+                let not_attempted = ResponseError::OperationNotAttempted.code();
+                let results = body
+                    .v3_and_below_topics
+                    .iter()
+                    .map(|entry| {
+                        let error = if !id_allowed {
+                            transactional_id_failed
+                        } else if !topic(access, Write, &entry.name) {
+                            topic_failed
+                        } else {
+                            not_attempted
+                        };
+                        AddPartitionsToTxnTopicResult::default()
+                            .with_name(entry.name.clone())
+                            .with_results_by_partition(
+                                entry
+                                    .partitions
+                                    .iter()
+                                    .map(|index| {
+                                        AddPartitionsToTxnPartitionResult::default()
+                                            .with_partition_index(*index)
+                                            .with_partition_error_code(error)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect();
+                return Err(ResponseKind::AddPartitionsToTxn(
+                    AddPartitionsToTxnResponse::default()
+                        .with_results_by_topic_v3_and_below(results),
+                ));
+            }
+            Removed::Nothing
+        }
+        RequestKind::AddPartitionsToTxn(_)
+            if !cluster_action(access, || is_broker(&view(), peer)) =>
+        {
+            return Err(ResponseKind::AddPartitionsToTxn(
+                AddPartitionsToTxnResponse::default().with_error_code(cluster_failed),
+            ));
+        }
+        RequestKind::WriteTxnMarkers(ref body)
+            if !cluster_action(access, || is_broker(&view(), peer)) =>
+        {
+            let markers = body
+                .markers
+                .iter()
+                .map(|marker| {
+                    WritableTxnMarkerResult::default()
+                        .with_producer_id(marker.producer_id)
+                        .with_topics(
+                            marker
+                                .topics
+                                .iter()
+                                .map(|entry| {
+                                    WritableTxnMarkerTopicResult::default()
+                                        .with_name(entry.name.clone())
+                                        .with_partitions(
+                                            entry
+                                                .partition_indexes
+                                                .iter()
+                                                .map(|index| {
+                                                    WritableTxnMarkerPartitionResult::default()
+                                                        .with_partition_index(*index)
+                                                        .with_error_code(cluster_failed)
+                                                })
+                                                .collect(),
+                                        )
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            return Err(ResponseKind::WriteTxnMarkers(
+                WriteTxnMarkersResponse::default().with_markers(markers),
+            ));
+        }
+        RequestKind::DescribeTransactions(ref body)
+            if body
+                .transactional_ids
+                .iter()
+                .any(|id| !transactional_id(access, Describe, id)) =>
+        {
+            // Kafka answers each id; Sluice refuses the request whole when
+            // any id may not be described (no partial answer to merge).
+            let states = body
+                .transactional_ids
+                .iter()
+                .map(|id| {
+                    describe_transactions_response::TransactionState::default()
+                        .with_transactional_id(id.clone())
+                        .with_error_code(transactional_id_failed)
+                        .with_producer_id(ProducerId(-1))
+                        .with_producer_epoch(-1)
+                })
+                .collect();
+            return Err(ResponseKind::DescribeTransactions(
+                DescribeTransactionsResponse::default().with_transaction_states(states),
+            ));
+        }
+        RequestKind::DescribeProducers(ref body)
+            if body
+                .topics
+                .iter()
+                .any(|entry| !topic(access, Read, &entry.name)) =>
+        {
+            let topics = body
+                .topics
+                .iter()
+                .map(|entry| {
+                    let error = if topic(access, Read, &entry.name) {
+                        ResponseError::OperationNotAttempted.code()
+                    } else {
+                        topic_failed
+                    };
+                    describe_producers_response::TopicResponse::default()
+                        .with_name(entry.name.clone())
+                        .with_partitions(
+                            entry
+                                .partition_indexes
+                                .iter()
+                                .map(|index| {
+                                    describe_producers_response::PartitionResponse::default()
+                                        .with_partition_index(*index)
+                                        .with_error_code(error)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            return Err(ResponseKind::DescribeProducers(
+                DescribeProducersResponse::default().with_topics(topics),
+            ));
+        }
+        RequestKind::DescribeUserScramCredentials(_) if !access.allows_cluster(Describe) => {
+            return Err(ResponseKind::DescribeUserScramCredentials(
+                DescribeUserScramCredentialsResponse::default()
+                    .with_error_code(cluster_failed)
+                    .with_error_message(Some(StrBytes::from_static_str(
+                        "Cluster authorization failed.",
+                    ))),
+            ));
+        }
+        RequestKind::AlterUserScramCredentials(ref body) if !access.allows_cluster(Alter) => {
+            let results = body
+                .deletions
+                .iter()
+                .map(|deletion| &deletion.name)
+                .chain(body.upsertions.iter().map(|upsertion| &upsertion.name))
+                .map(|user| {
+                    alter_user_scram_credentials_response::AlterUserScramCredentialsResult::default(
+                    )
+                    .with_user(user.clone())
+                    .with_error_code(cluster_failed)
+                })
+                .collect();
+            return Err(ResponseKind::AlterUserScramCredentials(
+                AlterUserScramCredentialsResponse::default().with_results(results),
+            ));
+        }
+        _ => Removed::Nothing,
+    };
+    Ok((request, removed))
+}
+
+fn commit_topic(
+    topic: &offset_commit_request::OffsetCommitRequestTopic,
+    error: i16,
+) -> OffsetCommitResponseTopic {
+    OffsetCommitResponseTopic::default()
+        .with_name(topic.name.clone())
+        .with_topic_id(topic.topic_id)
+        .with_partitions(
+            topic
+                .partitions
+                .iter()
+                .map(|partition| {
+                    OffsetCommitResponsePartition::default()
+                        .with_partition_index(partition.partition_index)
+                        .with_error_code(error)
+                })
+                .collect(),
+        )
+}
+
+fn txn_commit_topic(
+    topic: &txn_offset_commit_request::TxnOffsetCommitRequestTopic,
+    error: i16,
+) -> TxnOffsetCommitResponseTopic {
+    TxnOffsetCommitResponseTopic::default()
+        .with_name(topic.name.clone())
+        .with_partitions(
+            topic
+                .partitions
+                .iter()
+                .map(|partition| {
+                    TxnOffsetCommitResponsePartition::default()
+                        .with_partition_index(partition.partition_index)
+                        .with_error_code(error)
+                })
+                .collect(),
+        )
+}
+
+/// Puts what [`before`] removed back into the handler's response, with
+/// its error; filters listings.
+pub fn after(access: &Access<'_>, removed: Removed, response: &mut ResponseKind) {
+    let group_failed = ResponseError::GroupAuthorizationFailed.code();
+    let topic_failed = ResponseError::TopicAuthorizationFailed.code();
+    match (removed, response) {
+        (Removed::Nothing, _) => {}
+        (Removed::CoordinatorKeys(keys), ResponseKind::FindCoordinator(response)) => {
+            // The key type is lost by now; both errors read alike to
+            // clients, and the group's is the common case.
+            for key in keys {
+                response.coordinators.push(
+                    Coordinator::default()
+                        .with_key(key)
+                        .with_node_id(BrokerId(-1))
+                        .with_port(-1)
+                        .with_error_code(group_failed),
+                );
+            }
+        }
+        (Removed::DescribedGroups(groups), ResponseKind::DescribeGroups(response)) => {
+            for described in &mut response.groups {
+                if described.authorized_operations != i32::MIN {
+                    described.authorized_operations = access
+                        .authorized_operations(ResourceType::Group, described.group_id.0.as_str());
+                }
+            }
+            for group_id in groups {
+                response.groups.push(
+                    DescribedGroup::default()
+                        .with_group_id(group_id)
+                        .with_error_code(group_failed),
+                );
+            }
+        }
+        (Removed::DeletedGroups(groups), ResponseKind::DeleteGroups(response)) => {
+            for group_id in groups {
+                response.results.push(
+                    DeletableGroupResult::default()
+                        .with_group_id(group_id)
+                        .with_error_code(group_failed),
+                );
+            }
+        }
+        (Removed::ListedGroups, ResponseKind::ListGroups(response)) => {
+            response
+                .groups
+                .retain(|listed| group(access, AclOperation::Describe, &listed.group_id));
+        }
+        (Removed::ListedTransactions, ResponseKind::ListTransactions(response)) => {
+            response.transaction_states.retain(|state| {
+                transactional_id(access, AclOperation::Describe, &state.transactional_id)
+            });
+        }
+        (Removed::FetchedGroups(groups), ResponseKind::OffsetFetch(response)) => {
+            for group_id in groups {
+                response.groups.push(
+                    OffsetFetchResponseGroup::default()
+                        .with_group_id(group_id)
+                        .with_error_code(group_failed),
+                );
+            }
+        }
+        (Removed::CommitTopics(topics), ResponseKind::OffsetCommit(response)) => {
+            response
+                .topics
+                .extend(topics.iter().map(|topic| commit_topic(topic, topic_failed)));
+        }
+        (Removed::TxnCommitTopics(topics), ResponseKind::TxnOffsetCommit(response)) => {
+            response.topics.extend(
+                topics
+                    .iter()
+                    .map(|topic| txn_commit_topic(topic, topic_failed)),
+            );
+        }
+        (removed, response) => {
+            let _ = (removed, response);
+            debug_assert!(false, "a removal does not match its response");
+        }
+    }
+}
