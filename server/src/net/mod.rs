@@ -506,6 +506,7 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, spec: Rc<L
             && !sasl::allowed_before_authentication(request.api_key)
         {
             // As Kafka: a request before authentication ends the connection.
+            counters.request_done(timed.slot, timed.read_at.elapsed(), 0, true);
             break format!("{:?} before SASL authentication completed", request.api_key);
         }
         let mut close_after = None;

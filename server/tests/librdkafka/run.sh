@@ -219,8 +219,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-# A base port P with P + 10 i and P + 10 i + 1 unused for i < count, and
-# not handed out before by this run (a broker may not listen yet).
+# A base port P with P + 10 i, P + 10 i + 1 and P + 10 i + 2 (Kafka,
+# controller, admin HTTP) unused for i < count, and not handed out before
+# by this run (a broker may not listen yet).
 used_bases=" "
 free_base_port() {
     local count=$1 base index
@@ -228,7 +229,8 @@ free_base_port() {
         base=$((20000 + RANDOM % 400 * 100))
         [[ $used_bases == *" $base "* ]] && continue
         for ((index = 0; index < count; index++)); do
-            if port_in_use $((base + 10 * index)) || port_in_use $((base + 10 * index + 1)); then
+            if port_in_use $((base + 10 * index)) || port_in_use $((base + 10 * index + 1)) \
+                || port_in_use $((base + 10 * index + 2)); then
                 continue 2
             fi
         done
@@ -253,7 +255,7 @@ start_broker() {
         broker_count[$kind]=1
         bootstrap[$kind]=127.0.0.1:$base
         "$sluice" serve --listen "127.0.0.1:$base" --data-dir "$run_dir/$kind/data" \
-            --cores 2 --default-partitions 4 >"$run_dir/$kind/sluice.log" 2>&1 &
+            --admin-listen "127.0.0.1:$((base + 2))" --cores 2 --default-partitions 4 >"$run_dir/$kind/sluice.log" 2>&1 &
     else
         broker_count[$kind]=3
         bootstrap[$kind]=127.0.0.1:$base,127.0.0.1:$((base + 10)),127.0.0.1:$((base + 20))
