@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         Some(Command::Transactions(args)) => return admin::transactions::run(args),
         Some(Command::Produce(args)) => return admin::produce::run(args),
         Some(Command::User(args)) => return admin::user::run(args),
+        Some(Command::Acl(args)) => return admin::acl::run(args),
         Some(Command::Consume(args)) => return admin::consume::run(args),
         Some(Command::DevCluster(args)) => return sluice_server::devcluster::run(args),
         None => cli.serve,

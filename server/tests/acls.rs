@@ -15,7 +15,9 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{Broker, require_python, reserve_port, run_with_timeout};
+use support::{
+    Broker, require_python, require_tool, reserve_port, run_with_input, run_with_timeout,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 const PASSWORD: &str = "acl-test-password";
@@ -92,4 +94,258 @@ fn confluent_kafka_sees_topic_and_group_authorization_prefixed_grants_deny_wins_
         acl_broker.broker.stderr_tail()
     );
     acl_broker.broker.assert_running();
+}
+
+/// kcat with the system librdkafka (see security.rs: the one cargo test
+/// puts on LD_LIBRARY_PATH has no SCRAM).
+fn kcat_as(kcat: &std::path::Path, acl_broker: &AclBroker, user: &str) -> Command {
+    let mut command = Command::new(kcat);
+    command.env_remove("LD_LIBRARY_PATH");
+    command.args([
+        "-b",
+        &acl_broker.sasl_address(),
+        "-X",
+        "security.protocol=SASL_PLAINTEXT",
+        "-X",
+        "sasl.mechanisms=SCRAM-SHA-512",
+        "-X",
+        &format!("sasl.username={user}"),
+        "-X",
+        &format!("sasl.password={PASSWORD}"),
+    ]);
+    command
+}
+
+#[test]
+fn kcat_is_refused_a_topic_it_may_only_read_and_an_allow_created_with_sluice_acl_lets_it_write() {
+    let Some(kcat) = require_tool("kcat") else {
+        return;
+    };
+    let acl_broker = AclBroker::start("acls_kcat");
+    let output = acl_broker.sluice(&["topic", "create", "orders", "--partitions", "1"]);
+    assert!(
+        output.status.success(),
+        "topic create: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = acl_broker.sluice(&[
+        "acl",
+        "create",
+        "--allow-principal",
+        "User:alice",
+        "--operation",
+        "Read",
+        "--topic",
+        "orders",
+    ]);
+    assert!(
+        output.status.success(),
+        "acl create: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let produce = |what: &str| {
+        let mut command = kcat_as(&kcat, &acl_broker, "alice");
+        command.args(["-P", "-t", "orders", "-p", "0"]);
+        run_with_input(command, Some(b"one\ntwo\n".to_vec()), TIMEOUT, what)
+    };
+    let output = produce("kcat produce with READ only");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("Topic authorization failed"),
+        "kcat produce with READ only: {}\n{stderr}",
+        output.status
+    );
+    let output = acl_broker.sluice(&[
+        "acl",
+        "create",
+        "--allow-principal",
+        "User:alice",
+        "--operation",
+        "Write",
+        "--topic",
+        "orders",
+    ]);
+    assert!(output.status.success());
+    let output = produce("kcat produce with WRITE");
+    assert!(
+        output.status.success(),
+        "kcat produce with WRITE: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn sluice_acl_creates_lists_and_deletes_bindings() {
+    let acl_broker = AclBroker::start("acls_cli");
+    let run = |args: &[&str]| {
+        let output = acl_broker.sluice(args);
+        assert!(
+            output.status.success(),
+            "sluice {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
+    run(&[
+        "acl",
+        "create",
+        "--allow-principal",
+        "User:alice",
+        "--allow-principal",
+        "User:bob",
+        "--operation",
+        "Read",
+        "--operation",
+        "Describe",
+        "--topic",
+        "orders",
+        "--group",
+        "billing",
+    ]);
+    run(&[
+        "acl",
+        "create",
+        "--deny-principal",
+        "User:mallory",
+        "--host",
+        "10.0.0.9",
+        "--operation",
+        "All",
+        "--topic",
+        "pay.",
+        "--resource-pattern-type",
+        "prefixed",
+    ]);
+    run(&[
+        "acl",
+        "create",
+        "--allow-principal",
+        "User:ops",
+        "--operation",
+        "Alter",
+        "--cluster",
+    ]);
+    run(&[
+        "acl",
+        "create",
+        "--allow-principal",
+        "User:alice",
+        "--operation",
+        "Write",
+        "--transactional-id",
+        "tx-1",
+    ]);
+    let table = run(&["acl", "list"]);
+    println!("{table}");
+    // 2 principals x 2 operations x 2 resources, 1 deny, 1 cluster, 1 txn.
+    let lines: Vec<&str> = table.lines().skip(1).collect();
+    assert_eq!(lines.len(), 11, "{table}");
+    assert!(table.contains("PREFIXED") && table.contains("mallory") && table.contains("DENY"));
+    assert!(table.contains("kafka-cluster") && table.contains("TRANSACTIONAL_ID"));
+    let json = run(&["acl", "list", "--topic", "orders", "--format", "json"]);
+    let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let bindings = parsed.as_array().unwrap();
+    assert_eq!(bindings.len(), 4, "{json}");
+    assert!(
+        bindings
+            .iter()
+            .all(|binding| binding["resource_name"] == "orders")
+    );
+    let deleted = run(&[
+        "acl",
+        "delete",
+        "--allow-principal",
+        "User:bob",
+        "--topic",
+        "orders",
+        "--group",
+        "billing",
+    ]);
+    println!("{deleted}");
+    assert!(deleted.contains("4"), "{deleted}");
+    let table = run(&["acl", "list"]);
+    assert!(!table.contains("User:bob"), "{table}");
+    assert_eq!(table.lines().skip(1).count(), 7, "{table}");
+    run(&["acl", "delete", "--all"]);
+    assert_eq!(run(&["acl", "list"]).lines().skip(1).count(), 0);
+}
+
+#[test]
+fn sluice_acl_refuses_bad_flags_with_a_clear_error() {
+    let acl_broker = AclBroker::start("acls_cli_errors");
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "acl",
+                "create",
+                "--allow-principal",
+                "User:alice",
+                "--operation",
+                "Fly",
+                "--topic",
+                "t",
+            ],
+            "unknown operation",
+        ),
+        (
+            &[
+                "acl",
+                "create",
+                "--allow-principal",
+                "User:alice",
+                "--topic",
+                "t",
+            ],
+            "--operation",
+        ),
+        (
+            &[
+                "acl",
+                "create",
+                "--allow-principal",
+                "alice",
+                "--operation",
+                "Read",
+                "--topic",
+                "t",
+            ],
+            "User:name",
+        ),
+        (
+            &[
+                "acl",
+                "create",
+                "--allow-principal",
+                "User:alice",
+                "--operation",
+                "Read",
+            ],
+            "--topic",
+        ),
+        (
+            &[
+                "acl",
+                "create",
+                "--allow-principal",
+                "User:alice",
+                "--operation",
+                "Read",
+                "--topic",
+                "t",
+                "--resource-pattern-type",
+                "fuzzy",
+            ],
+            "pattern type",
+        ),
+        (&["acl", "delete"], "--all"),
+    ];
+    for (args, expected) in cases {
+        let output = acl_broker.sluice(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "sluice {args:?} succeeded");
+        assert!(
+            stderr.contains(expected),
+            "sluice {args:?}: expected {expected:?} in:\n{stderr}"
+        );
+    }
 }

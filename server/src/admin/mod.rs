@@ -17,10 +17,12 @@
 //! | `produce` | `sluice produce TOPIC`: stdin lines -> records |
 //! | `consume` | `sluice consume TOPIC`: records -> stdout lines |
 //! | `user` | `sluice user create/list/delete/bootstrap`: SCRAM users |
+//! | `acl` | `sluice acl create/list/delete`: ACL bindings (like kafka-acls.sh) |
 //!
 //! Exit codes: 0 success; 1 an operation failed (or `cluster health` or `cluster status` found
 //! the cluster unhealthy); 2 invalid arguments.
 
+pub mod acl;
 pub mod args;
 pub mod client;
 pub mod cluster;

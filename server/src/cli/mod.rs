@@ -47,6 +47,8 @@ pub enum Command {
     /// SCRAM users: create, list, delete; bootstrap (offline, into a
     /// stopped node's data directory).
     User(crate::admin::user::UserArgs),
+    /// ACL bindings: create, list, delete (like kafka-acls.sh).
+    Acl(crate::admin::acl::AclArgs),
     /// Write stdin lines to a topic, one record per line.
     Produce(crate::admin::args::ProduceArgs),
     /// Print a topic's records to stdout, one per line.
