@@ -13,8 +13,11 @@
 //!   certificate verification and the principal taken from its subject.
 //!
 //! The outcome of authentication is a [`Principal`] stored on the
-//! connection (`net::Connection`); the authorizer (ACLs, not built yet)
-//! will read it there. Everything here runs on the connection's shard;
+//! connection (`net::Connection`); the authorizer reads it there:
+//! - [`acl`]: ACL bindings, filters and the table the metadata image
+//!   holds (records `AccessControlEntry`). Pure.
+//! - [`authorizer`]: Kafka's StandardAuthorizer rules over that table,
+//!   and one request's [`authorizer::Access`]. Pure. Everything here runs on the connection's shard;
 //! nothing blocks except PBKDF2 in [`scram::ScramCredential::new`], which
 //! runs in admin commands and tests, never per connection.
 
