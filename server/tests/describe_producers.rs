@@ -1,7 +1,8 @@
 //! DescribeProducers (API 61) against a real `sluice` process: an
 //! idempotent producer's id, epoch and last sequence on the partition it
 //! wrote, no open transaction; an unknown partition is
-//! UNKNOWN_TOPIC_OR_PARTITION; ApiVersions advertises the API.
+//! UNKNOWN_TOPIC_OR_PARTITION; ApiVersions advertises the API; after a
+//! clean restart the producer comes back from the stop's snapshot.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -43,7 +44,13 @@ fn describe(
 
 #[test]
 fn an_idempotent_producer_is_described_with_its_last_sequence() {
-    let broker = Broker::start("describe-producers");
+    let mut broker = Broker::start_with_args(
+        "describe-producers",
+        &[
+            "--log-level",
+            "info,sluice_server::shard::producer_state=debug",
+        ],
+    );
     let bootstrap = broker.bootstrap();
     create_topic(&bootstrap, "described", 2, &[]);
     let (producer, reports) = producer(&bootstrap, &[("enable.idempotence", "true")]);
@@ -95,4 +102,25 @@ fn an_idempotent_producer_is_described_with_its_last_sequence() {
     assert_eq!(partitions[1].error_code, 0);
     assert!(partitions[1].active_producers.is_empty());
     assert_eq!(partitions[2].error_code, UNKNOWN_TOPIC_OR_PARTITION);
+
+    // A clean restart loads the producer from the stop's snapshot, without
+    // reading the log, and describes it the same.
+    drop(stream);
+    broker.restart();
+    assert!(
+        broker
+            .stderr_tail()
+            .contains("producer state loaded from the clean-stop snapshot"),
+        "the restart did not use the snapshot\n{}",
+        broker.stderr_tail()
+    );
+    let mut stream = TcpStream::connect(broker.address()).unwrap();
+    let response = describe(&mut stream, "described", vec![0]);
+    let written = &response.topics[0].partitions[0];
+    assert_eq!(written.active_producers.len(), 1, "{written:?}");
+    assert_eq!(
+        written.active_producers[0].producer_id,
+        described.producer_id
+    );
+    assert_eq!(written.active_producers[0].last_sequence, 4);
 }

@@ -363,7 +363,8 @@ impl Shard {
         let started_leading = replica.apply_view(node_id, state, assignment, self.io.now_ms());
         let offsets = topic_partition.topic.as_ref() == crate::group::OFFSETS_TOPIC;
         if started_leading {
-            let producers = producer_state::ProducerStateTable::recover_at_open(&replica.log).await;
+            let producers =
+                producer_state::ProducerStateTable::recover_at_open(&self.io, &replica.log).await;
             *replica.producers.borrow_mut() = producers;
             crate::replication::leader::start(self, &replica);
             if offsets {
@@ -439,13 +440,22 @@ impl Shard {
         self.partitions.stage.set(Stage::LogsClosing);
         let partitions = self.partitions.values();
         for replica in partitions {
-            // Flushed first, so the snapshot covers exactly the log.
+            // Flushed first, so the snapshots cover exactly the log.
             if replica.log.flush().await.is_ok() {
                 let state = replica.txns.borrow().clone();
                 if state.end_offset() == replica.log.log_end_offset()
                     && let Err(error) = txn_state::save_snapshot(replica.log.dir(), &state)
                 {
                     tracing::warn!(partition = %replica.topic_partition, %error, "saving the transaction state failed; the next open reads the log");
+                }
+                // Only a leader keeps its producer table current (followers
+                // rebuild it when they start leading).
+                let producers = replica.producers.borrow().clone();
+                if replica.state().is_leader()
+                    && let Err(error) =
+                        producer_state::save_snapshot(&self.io, &replica.log, &producers).await
+                {
+                    tracing::warn!(partition = %replica.topic_partition, %error, "saving the producer state failed; the next open reads the log's tail");
                 }
             }
             if let Err(error) = replica.log.close().await {

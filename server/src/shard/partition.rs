@@ -231,7 +231,8 @@ impl PartitionReplica {
         let log = Log::open(shard.io, dir, config.log.clone(), &shard.committer).await?;
         tracing::debug!(partition = %topic_partition, shard = shard.id.0, end = %log.log_end_offset(), ?state, "opened partition");
         let producers =
-            crate::shard::producer_state::ProducerStateTable::recover_at_open(&log).await;
+            crate::shard::producer_state::ProducerStateTable::recover_at_open(&shard.io, &log)
+                .await;
         let txns = crate::shard::txn_state::TxnState::rebuild_at_open(&log).await;
         let replication = if state.is_leader() {
             // Nothing is known of the followers yet: the high watermark

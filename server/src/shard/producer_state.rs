@@ -38,13 +38,19 @@
 //! batches in offset order (none only after a marker); recorded batches arrive in offset order;
 //! `end_offset` is above every retained batch.
 //!
-//! Persistence: none of its own. [`ProducerStateTable::recover`] rebuilds the
-//! table when the partition opens by replaying the headers of the log's
-//! tail, about [`RECOVERY_SCAN_BYTES`] of it. Producers whose last batch lies
-//! before that window are unknown after a restart: their next batch is
-//! accepted whatever its sequence (as Kafka does for expired producers), so a
-//! retry of a batch older than the window could be appended twice. Kafka
-//! avoids the scan with producer snapshot files; that is future work.
+//! Persistence: a clean stop writes the table to `producer-state.snapshot`
+//! in the partition directory ([`save_snapshot`]), stamped with the log end
+//! it describes and the CRC of the log's last batch. An open whose log
+//! still ends there, with that last batch, loads it and reads nothing of
+//! the log ([`ProducerStateTable::recover_at_open`]); otherwise (a crash,
+//! appends or a truncation since) the file is ignored and
+//! [`ProducerStateTable::recover`] rebuilds the table by replaying the
+//! headers of the log's tail, about [`RECOVERY_SCAN_BYTES`] of it.
+//! Producers whose last batch lies before that window are unknown after a
+//! restart: their next batch is accepted whatever its sequence (as Kafka
+//! does for expired producers), so a retry of a batch older than the window
+//! could be appended twice. Kafka also snapshots at segment rolls, which
+//! would bound the scan after a crash; that is future work.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -73,6 +79,130 @@ pub const RECOVERY_SCAN_BYTES: u64 = 16 << 20;
 
 /// Bytes per read during recovery.
 const RECOVERY_READ_BYTES: usize = 1 << 20;
+
+/// The clean-stop snapshot's file name in the partition directory.
+pub const SNAPSHOT_FILE: &str = "producer-state.snapshot";
+const SNAPSHOT_MAGIC: u32 = u32::from_be_bytes(*b"SLPS");
+const SNAPSHOT_VERSION: u32 = 1;
+
+/// Decode a snapshot: `(log end, last batch CRC, table)`, `None` when the
+/// bytes are not a whole, intact snapshot. Layout, big-endian: magic u32,
+/// version u32, log end i64, last batch CRC u32, table end offset i64,
+/// producer count u32, then per producer: id i64, epoch i16, coordinator
+/// epoch i32, batch count u8, per batch first and last sequence i32, base
+/// and last offset i64, log-append time i64; then CRC-32C u32 of all
+/// before it. Every producer's last activity becomes `now_ms`.
+pub fn decode_snapshot(bytes: &[u8], now_ms: i64) -> Option<(Offset, u32, ProducerStateTable)> {
+    let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
+    if crc32c::crc32c(body).to_be_bytes() != crc {
+        return None;
+    }
+    let mut reader = Reader(body);
+    if reader.u32()? != SNAPSHOT_MAGIC || reader.u32()? != SNAPSHOT_VERSION {
+        return None;
+    }
+    let end = Offset(reader.i64()?);
+    let last_crc = reader.u32()?;
+    let mut table = ProducerStateTable {
+        end_offset: Offset(reader.i64()?),
+        last_expiration_check_ms: now_ms,
+        ..ProducerStateTable::default()
+    };
+    for _ in 0..reader.u32()? {
+        let producer_id = ProducerId(reader.i64()?);
+        let epoch = i16::from_be_bytes(reader.take()?);
+        let coordinator_epoch = reader.u32()? as i32;
+        let count = usize::from(reader.take::<1>()?[0]);
+        if count > BATCHES_RETAINED {
+            return None;
+        }
+        let mut batches = VecDeque::with_capacity(count);
+        for _ in 0..count {
+            batches.push_back(BatchMetadata {
+                first_sequence: reader.u32()? as i32,
+                last_sequence: reader.u32()? as i32,
+                base_offset: Offset(reader.i64()?),
+                last_offset: Offset(reader.i64()?),
+                log_append_time_ms: reader.i64()?,
+            });
+        }
+        let entry = ProducerEntry {
+            epoch,
+            batches,
+            last_append_ms: now_ms,
+            coordinator_epoch,
+        };
+        table.producers.insert(producer_id, entry);
+    }
+    reader.0.is_empty().then_some((end, last_crc, table))
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.0.split_first_chunk::<N>()?;
+        self.0 = rest;
+        Some(*head)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        self.take().map(u32::from_be_bytes)
+    }
+
+    fn i64(&mut self) -> Option<i64> {
+        self.take().map(i64::from_be_bytes)
+    }
+}
+
+/// The CRC of the batch that ends `log` (`None` for an empty log or when
+/// it cannot be read).
+async fn last_batch_crc<I: Io>(log: &Log<I>) -> Option<u32> {
+    let end = log.log_end_offset();
+    if end <= log.log_start_offset() {
+        return None;
+    }
+    let limits = ReadLimits {
+        max_bytes: 1,
+        min_one_batch: true,
+        max_offset: end,
+    };
+    let result = log.read(Offset(end.value() - 1), limits).await.ok()?;
+    let run = result.records.first()?;
+    let last = batch::split_batches(run).ok()?.pop()?;
+    let header = BatchHeader::parse(&run[last]).ok()?;
+    (header.next_offset() == end).then(|| header.crc())
+}
+
+/// Write the clean-stop snapshot of `table` for `log` (flushed: its end is
+/// durable). Nothing is written for an empty log.
+pub async fn save_snapshot<I: Io>(
+    io: &I,
+    log: &Log<I>,
+    table: &ProducerStateTable,
+) -> std::io::Result<()> {
+    let path = log.dir().join(SNAPSHOT_FILE);
+    let Some(last_crc) = last_batch_crc(log).await else {
+        return match io.remove_file(&path) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+            _ => Ok(()),
+        };
+    };
+    let bytes = table.encode_snapshot(log.log_end_offset(), last_crc);
+    io.write_file_atomic(&path, bytes).await
+}
+
+/// The snapshot's table if it describes `log` as it is: the same end and
+/// the same last batch. A crash after the stop, appends or a truncation
+/// since, or a damaged file: `None` (the caller scans the log).
+async fn load_snapshot<I: Io>(io: &I, log: &Log<I>, now_ms: i64) -> Option<ProducerStateTable> {
+    let bytes = io.read_file(&log.dir().join(SNAPSHOT_FILE)).ok()?;
+    let (end, last_crc, table) = decode_snapshot(&bytes, now_ms)?;
+    if end != log.log_end_offset() || table.end_offset > end {
+        return None;
+    }
+    (last_batch_crc(log).await? == last_crc).then_some(table)
+}
 
 /// An idempotent producer's id (the batch header's producerId, >= 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -459,12 +589,16 @@ impl ProducerStateTable {
     /// so none is refused; duplicates of batches from before the failure
     /// are not detected) rather than keeping the partition offline: the
     /// same error will surface on reads.
-    pub async fn recover_at_open<I: Io>(log: &Log<I>) -> ProducerStateTable {
+    pub async fn recover_at_open<I: Io>(io: &I, log: &Log<I>) -> ProducerStateTable {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |elapsed| {
                 i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
             });
+        if let Some(table) = load_snapshot(io, log, now_ms).await {
+            tracing::debug!(dir = %log.dir().display(), producers = table.len(), "producer state loaded from the clean-stop snapshot");
+            return table;
+        }
         match Self::recover(log, now_ms).await {
             Ok(table) => table,
             Err(error) => {
@@ -479,6 +613,36 @@ impl ProducerStateTable {
                 }
             }
         }
+    }
+
+    /// The table as a snapshot file valid for a log ending at `end` whose
+    /// last batch has CRC `last_crc` (layout: [`decode_snapshot`]).
+    pub fn encode_snapshot(&self, end: Offset, last_crc: u32) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(32 + self.producers.len() * 48);
+        bytes.extend_from_slice(&SNAPSHOT_MAGIC.to_be_bytes());
+        bytes.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
+        bytes.extend_from_slice(&end.value().to_be_bytes());
+        bytes.extend_from_slice(&last_crc.to_be_bytes());
+        bytes.extend_from_slice(&self.end_offset.value().to_be_bytes());
+        let mut producers: Vec<_> = self.producers.iter().collect();
+        producers.sort_by_key(|(producer_id, _)| **producer_id);
+        bytes.extend_from_slice(&(producers.len() as u32).to_be_bytes());
+        for (producer_id, entry) in producers {
+            bytes.extend_from_slice(&producer_id.0.to_be_bytes());
+            bytes.extend_from_slice(&entry.epoch.to_be_bytes());
+            bytes.extend_from_slice(&entry.coordinator_epoch.to_be_bytes());
+            bytes.push(entry.batches.len() as u8);
+            for batch in &entry.batches {
+                bytes.extend_from_slice(&batch.first_sequence.to_be_bytes());
+                bytes.extend_from_slice(&batch.last_sequence.to_be_bytes());
+                bytes.extend_from_slice(&batch.base_offset.value().to_be_bytes());
+                bytes.extend_from_slice(&batch.last_offset.value().to_be_bytes());
+                bytes.extend_from_slice(&batch.log_append_time_ms.to_be_bytes());
+            }
+        }
+        let crc = crc32c::crc32c(&bytes);
+        bytes.extend_from_slice(&crc.to_be_bytes());
+        bytes
     }
 
     /// Rebuild the table from the tail of `log` (about
@@ -1020,6 +1184,69 @@ mod tests {
                 Ok(SequenceCheck::Duplicate(last))
             );
         }
+    }
+
+    /// A clean stop's snapshot is loaded without reading the log when the
+    /// log still ends where it did with the same last batch; after another
+    /// append (or with a damaged file) it is ignored and the tail scan
+    /// rebuilds the table.
+    #[test]
+    fn the_clean_stop_snapshot_is_used_only_for_the_log_it_describes() {
+        let io = SimIo::new(13);
+        let (log, committer) = open_log(&io);
+        let mut live = ProducerStateTable::new();
+        for round in 0..12_i32 {
+            let producer = i64::from(round % 2);
+            let records = producer_batch(producer, 1, (round / 2) * 4, 4);
+            let header = BatchHeader::parse(&records).unwrap();
+            let fields = ProducerBatch::of(&header).unwrap().unwrap();
+            let appended = log.append(&records, LeaderEpoch(0)).unwrap();
+            live.record(&fields, appended.base_offset, appended.last_offset, -1, NOW);
+        }
+        live.record_marker(ProducerId(1), 2, 5, NOW);
+        block_on(committer.flush_round());
+        block_on(save_snapshot(&io, &log, &live)).unwrap();
+        let bytes = io.read_file(&log.dir().join(SNAPSHOT_FILE)).unwrap();
+
+        let loaded = block_on(load_snapshot(&io, &log, NOW + 5)).expect("a valid snapshot");
+        assert_eq!(loaded.describe().len(), 2);
+        for (id, entry) in &live.producers {
+            let restored = &loaded.producers[id];
+            assert_eq!(restored.epoch, entry.epoch);
+            assert_eq!(restored.batches, entry.batches);
+            assert_eq!(restored.coordinator_epoch, entry.coordinator_epoch);
+            assert_eq!(restored.last_append_ms, NOW + 5);
+        }
+        assert_eq!(loaded.end_offset, live.end_offset);
+        // recover_at_open takes the same table.
+        let opened = block_on(ProducerStateTable::recover_at_open(&io, &log));
+        assert_eq!(
+            opened.producers[&ProducerId(0)].batches,
+            live.producers[&ProducerId(0)].batches
+        );
+
+        // Every single damaged byte is refused.
+        for at in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 0x10;
+            assert!(decode_snapshot(&damaged, NOW).is_none(), "byte {at}");
+        }
+        assert!(decode_snapshot(&bytes[..bytes.len() - 1], NOW).is_none());
+
+        // One more append: the snapshot no longer describes the log.
+        let records = producer_batch(0, 1, 24, 4);
+        let _appended = log.append(&records, LeaderEpoch(0)).unwrap();
+        block_on(committer.flush_round());
+        assert!(block_on(load_snapshot(&io, &log, NOW)).is_none());
+        let rebuilt = block_on(ProducerStateTable::recover_at_open(&io, &log));
+        assert_eq!(
+            rebuilt.producers[&ProducerId(0)]
+                .batches
+                .back()
+                .unwrap()
+                .last_sequence,
+            27
+        );
     }
 
     #[test]
