@@ -14,7 +14,9 @@ how this test grants itself the first ACLs).
 - alice consumes acl-read in a group she may READ, and not in another
   (GROUP_AUTHORIZATION_FAILED);
 - the super user admin does everything alice may not;
-- CreateAcls from alice is CLUSTER_AUTHORIZATION_FAILED.
+- CreateAcls from alice is CLUSTER_AUTHORIZATION_FAILED;
+- alice's idempotent producer works with WRITE on a topic; a transactional
+  id needs WRITE on it (TRANSACTIONAL_ID_AUTHORIZATION_FAILED before).
 """
 
 import sys
@@ -163,6 +165,33 @@ def scenario(sasl_address, plaintext_address, password):
             code = error.args[0].code()
             check(code == KafkaError.CLUSTER_AUTHORIZATION_FAILED,
                   f"alice's CreateAcls: expected CLUSTER_AUTHORIZATION_FAILED, got {error}")
+
+    step("alice's idempotent producer may write (WRITE on some topic is enough)")
+    errors = produce({**alice, "enable.idempotence": True}, family[0])
+    check(errors == [], f"alice's idempotent producer on {family[0]}: {errors}")
+
+    step("alice may not use a transactional id she was not granted")
+    transactional_id = f"tx-alice-{suffix}"
+    producer = Producer({**alice, "transactional.id": transactional_id})
+    try:
+        producer.init_transactions(TIMEOUT_S)
+        raise ScenarioFailed(f"alice initialised transactions with {transactional_id}")
+    except KafkaException as error:
+        code = error.args[0].code()
+        check(code == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+              f"alice's init_transactions: expected TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "
+              f"got {error}")
+
+    step("granted WRITE on it, she commits a transaction to the family")
+    for created, future in admin_plain.create_acls([binding(
+            ResourceType.TRANSACTIONAL_ID, transactional_id, literal, "User:alice",
+            AclOperation.WRITE, allow)]).items():
+        future.result(TIMEOUT_S)
+    producer = Producer({**alice, "transactional.id": transactional_id})
+    producer.init_transactions(TIMEOUT_S)
+    producer.begin_transaction()
+    producer.produce(family[1], value=b"in a transaction")
+    producer.commit_transaction(TIMEOUT_S)
 
     step("the super user admin writes every topic")
     for name in [other, denied] + family:
