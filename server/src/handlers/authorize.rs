@@ -51,8 +51,8 @@ const KEY_TYPE_TRANSACTION: i8 = 1;
 pub enum Removed {
     #[default]
     Nothing,
-    /// FindCoordinator v4+ keys.
-    CoordinatorKeys(Vec<StrBytes>),
+    /// FindCoordinator v4+ keys, and their key type.
+    CoordinatorKeys(Vec<StrBytes>, i8),
     /// DescribeGroups.
     DescribedGroups(Vec<GroupId>),
     /// DeleteGroups.
@@ -61,8 +61,16 @@ pub enum Removed {
     ListedGroups,
     /// ListTransactions: keep only the ids the principal may DESCRIBE.
     ListedTransactions,
-    /// OffsetFetch v8+ groups.
-    FetchedGroups(Vec<GroupId>),
+    /// OffsetFetch before v8 (one group, authorized): topics the
+    /// principal may not DESCRIBE are left out when every topic was asked
+    /// for (`all`), else answered TOPIC_AUTHORIZATION_FAILED.
+    FetchedTopics { all: bool },
+    /// OffsetFetch v8+: the groups refused, and the groups that asked for
+    /// every topic (topics as above).
+    FetchedGroups {
+        denied: Vec<GroupId>,
+        all: Vec<GroupId>,
+    },
     /// OffsetCommit topics (TOPIC_AUTHORIZATION_FAILED).
     CommitTopics(Vec<offset_commit_request::OffsetCommitRequestTopic>),
     /// TxnOffsetCommit topics (TOPIC_AUTHORIZATION_FAILED).
@@ -177,11 +185,21 @@ pub fn before(
                 .into_iter()
                 .partition(|entry| group(access, Describe, &entry.group_id));
             body.groups = kept;
+            let all = body
+                .groups
+                .iter()
+                .filter(|entry| entry.topics.is_none())
+                .map(|entry| entry.group_id.clone())
+                .collect();
+            let denied = denied.into_iter().map(|entry| entry.group_id).collect();
             return Ok((
                 RequestKind::OffsetFetch(body),
-                Removed::FetchedGroups(denied.into_iter().map(|entry| entry.group_id).collect()),
+                Removed::FetchedGroups { denied, all },
             ));
         }
+        RequestKind::OffsetFetch(ref body) => Removed::FetchedTopics {
+            all: body.topics.is_none(),
+        },
         RequestKind::FindCoordinator(ref body) if version < 4 => {
             let allowed = match body.key_type {
                 KEY_TYPE_TRANSACTION => {
@@ -214,7 +232,7 @@ pub fn before(
                 .into_iter()
                 .partition(|key| access.allows(Describe, resource, key.as_str()));
             body.coordinator_keys = kept;
-            let removed = Removed::CoordinatorKeys(denied);
+            let removed = Removed::CoordinatorKeys(denied, body.key_type);
             return Ok((RequestKind::FindCoordinator(body), removed));
         }
         RequestKind::DescribeGroups(mut body) => {
@@ -536,16 +554,18 @@ pub fn after(access: &Access<'_>, removed: Removed, response: &mut ResponseKind)
     let topic_failed = ResponseError::TopicAuthorizationFailed.code();
     match (removed, response) {
         (Removed::Nothing, _) => {}
-        (Removed::CoordinatorKeys(keys), ResponseKind::FindCoordinator(response)) => {
-            // The key type is lost by now; both errors read alike to
-            // clients, and the group's is the common case.
+        (Removed::CoordinatorKeys(keys, key_type), ResponseKind::FindCoordinator(response)) => {
+            let error = match key_type {
+                KEY_TYPE_TRANSACTION => ResponseError::TransactionalIdAuthorizationFailed.code(),
+                _ => group_failed,
+            };
             for key in keys {
                 response.coordinators.push(
                     Coordinator::default()
                         .with_key(key)
                         .with_node_id(BrokerId(-1))
                         .with_port(-1)
-                        .with_error_code(group_failed),
+                        .with_error_code(error),
                 );
             }
         }
@@ -583,8 +603,42 @@ pub fn after(access: &Access<'_>, removed: Removed, response: &mut ResponseKind)
                 transactional_id(access, AclOperation::Describe, &state.transactional_id)
             });
         }
-        (Removed::FetchedGroups(groups), ResponseKind::OffsetFetch(response)) => {
-            for group_id in groups {
+        (Removed::FetchedTopics { all }, ResponseKind::OffsetFetch(response)) => {
+            if all {
+                response
+                    .topics
+                    .retain(|entry| topic(access, AclOperation::Describe, &entry.name));
+            }
+            for entry in &mut response.topics {
+                if !topic(access, AclOperation::Describe, &entry.name) {
+                    for partition in &mut entry.partitions {
+                        partition.committed_offset = -1;
+                        partition.committed_leader_epoch = -1;
+                        partition.metadata = None;
+                        partition.error_code = topic_failed;
+                    }
+                }
+            }
+        }
+        (Removed::FetchedGroups { denied, all }, ResponseKind::OffsetFetch(response)) => {
+            for fetched in &mut response.groups {
+                if all.contains(&fetched.group_id) {
+                    fetched
+                        .topics
+                        .retain(|entry| topic(access, AclOperation::Describe, &entry.name));
+                }
+                for entry in &mut fetched.topics {
+                    if !topic(access, AclOperation::Describe, &entry.name) {
+                        for partition in &mut entry.partitions {
+                            partition.committed_offset = -1;
+                            partition.committed_leader_epoch = -1;
+                            partition.metadata = None;
+                            partition.error_code = topic_failed;
+                        }
+                    }
+                }
+            }
+            for group_id in denied {
                 response.groups.push(
                     OffsetFetchResponseGroup::default()
                         .with_group_id(group_id)
@@ -608,5 +662,176 @@ pub fn after(access: &Access<'_>, removed: Removed, response: &mut ResponseKind)
             let _ = (removed, response);
             debug_assert!(false, "a removal does not match its response");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use kafka_protocol::messages::list_groups_response::ListedGroup;
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::auth::Principal;
+    use crate::auth::acl::{AclBinding, AclPermission, AclTable, PatternType};
+    use crate::auth::authorizer::AuthorizerConfig;
+
+    fn allow(resource_type: ResourceType, name: &str, operation: AclOperation) -> AclBinding {
+        AclBinding {
+            resource_type,
+            resource_name: name.into(),
+            pattern_type: PatternType::Literal,
+            principal: "User:alice".into(),
+            host: "*".into(),
+            operation,
+            permission: AclPermission::Allow,
+        }
+    }
+
+    fn table(bindings: &[AclBinding]) -> Arc<AclTable> {
+        let mut table = AclTable::default();
+        for (index, binding) in bindings.iter().enumerate() {
+            table.insert(Uuid::from_u128(index as u128 + 1), binding.clone());
+        }
+        Arc::new(table)
+    }
+
+    fn peer() -> IpAddr {
+        "10.0.0.1".parse().unwrap()
+    }
+
+    fn view() -> Arc<ClusterMetadata> {
+        Arc::new(ClusterMetadata::default())
+    }
+
+    fn name(text: &str) -> StrBytes {
+        StrBytes::from_string(text.to_string())
+    }
+
+    #[test]
+    fn with_the_authorizer_off_nothing_is_refused_or_removed() {
+        let request = RequestKind::JoinGroup(JoinGroupRequest::default());
+        let (_, removed) = before(&Access::unrestricted(), 5, request, peer(), view)
+            .ok()
+            .unwrap();
+        assert!(matches!(removed, Removed::Nothing));
+    }
+
+    #[test]
+    fn a_group_the_principal_may_not_read_refuses_its_membership_calls() {
+        let config = AuthorizerConfig::default();
+        let principal = Principal::user("alice");
+        let acls = table(&[allow(ResourceType::Group, "mine", AclOperation::Read)]);
+        let access = Access::new(&config, acls, &principal, peer());
+        let join = |group: &str| {
+            RequestKind::JoinGroup(JoinGroupRequest::default().with_group_id(GroupId(name(group))))
+        };
+        assert!(before(&access, 5, join("mine"), peer(), view).is_ok());
+        match before(&access, 5, join("theirs"), peer(), view) {
+            Err(ResponseKind::JoinGroup(response)) => {
+                assert_eq!(
+                    response.error_code,
+                    ResponseError::GroupAuthorizationFailed.code()
+                );
+                assert_eq!(response.generation_id, -1);
+            }
+            _ => panic!("JoinGroup to a group alice may not read was not refused"),
+        }
+    }
+
+    #[test]
+    fn offset_commit_topics_without_read_are_removed_and_answered_with_their_error() {
+        let config = AuthorizerConfig::default();
+        let principal = Principal::user("alice");
+        let acls = table(&[
+            allow(ResourceType::Group, "g", AclOperation::Read),
+            allow(ResourceType::Topic, "mine", AclOperation::Read),
+        ]);
+        let access = Access::new(&config, acls, &principal, peer());
+        let topic = |topic: &str| {
+            OffsetCommitRequestTopic::default()
+                .with_name(TopicName(name(topic)))
+                .with_partitions(vec![
+                    OffsetCommitRequestPartition::default().with_partition_index(0),
+                ])
+        };
+        let request = RequestKind::OffsetCommit(
+            OffsetCommitRequest::default()
+                .with_group_id(GroupId(name("g")))
+                .with_topics(vec![topic("mine"), topic("theirs")]),
+        );
+        let (request, removed) = before(&access, 8, request, peer(), view).ok().unwrap();
+        let RequestKind::OffsetCommit(request) = request else {
+            panic!("not an OffsetCommit");
+        };
+        assert_eq!(request.topics.len(), 1);
+        assert_eq!(request.topics[0].name.0.as_str(), "mine");
+        let mut response = ResponseKind::OffsetCommit(OffsetCommitResponse::default());
+        after(&access, removed, &mut response);
+        let ResponseKind::OffsetCommit(response) = response else {
+            panic!("not an OffsetCommit");
+        };
+        assert_eq!(response.topics.len(), 1);
+        assert_eq!(response.topics[0].name.0.as_str(), "theirs");
+        assert_eq!(
+            response.topics[0].partitions[0].error_code,
+            ResponseError::TopicAuthorizationFailed.code()
+        );
+    }
+
+    #[test]
+    fn list_groups_without_cluster_describe_lists_only_describable_groups() {
+        let config = AuthorizerConfig::default();
+        let principal = Principal::user("alice");
+        let acls = table(&[allow(ResourceType::Group, "mine", AclOperation::Describe)]);
+        let access = Access::new(&config, acls, &principal, peer());
+        let request = RequestKind::ListGroups(ListGroupsRequest::default());
+        let (_, removed) = before(&access, 4, request, peer(), view).ok().unwrap();
+        let mut response = ResponseKind::ListGroups(
+            ListGroupsResponse::default().with_groups(
+                ["mine", "theirs"]
+                    .into_iter()
+                    .map(|group| ListedGroup::default().with_group_id(GroupId(name(group))))
+                    .collect(),
+            ),
+        );
+        after(&access, removed, &mut response);
+        let ResponseKind::ListGroups(response) = response else {
+            panic!("not a ListGroups");
+        };
+        let listed: Vec<&str> = response
+            .groups
+            .iter()
+            .map(|group| group.group_id.0.as_str())
+            .collect();
+        assert_eq!(listed, vec!["mine"]);
+    }
+
+    #[test]
+    fn broker_calls_need_cluster_action_which_a_registered_brokers_address_has() {
+        let config = AuthorizerConfig::default();
+        let principal = Principal::anonymous();
+        let access = Access::new(&config, table(&[]), &principal, peer());
+        let markers = || RequestKind::WriteTxnMarkers(WriteTxnMarkersRequest::default());
+        assert!(matches!(
+            before(&access, 1, markers(), peer(), view),
+            Err(ResponseKind::WriteTxnMarkers(_))
+        ));
+        let with_broker = || {
+            let mut view = ClusterMetadata::default();
+            view.listener_endpoints
+                .insert(1, vec![("PLAINTEXT".into(), "10.0.0.1".into(), 9092)]);
+            Arc::new(view)
+        };
+        assert!(before(&access, 1, markers(), peer(), with_broker).is_ok());
+        // CLUSTER_ACTION only: the same address is not allowed the rest.
+        let join = RequestKind::JoinGroup(JoinGroupRequest::default());
+        assert!(before(&access, 5, join, peer(), with_broker).is_err());
     }
 }
