@@ -4,6 +4,7 @@
 //! endpoints say live and ready, malformed or slow HTTP clients are refused
 //! without disturbing anyone, and a taken admin port stops the broker at
 //! startup with a clear message.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
