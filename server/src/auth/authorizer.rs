@@ -283,6 +283,7 @@ impl<'a> Access<'a> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use uuid::Uuid;
 
     use super::*;
@@ -462,7 +463,7 @@ mod tests {
             host: "10.0.0.2".into(),
             ..allow("User:alice", AclOperation::Read, "orders")
         };
-        let acls = table(&[elsewhere.clone()]);
+        let acls = table(std::slice::from_ref(&elsewhere));
         assert!(!check(
             &config,
             &acls,

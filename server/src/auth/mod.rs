@@ -17,8 +17,9 @@
 //! - [`acl`]: ACL bindings, filters and the table the metadata image
 //!   holds (records `AccessControlEntry`). Pure.
 //! - [`authorizer`]: Kafka's StandardAuthorizer rules over that table,
-//!   and one request's [`authorizer::Access`]. Pure. Everything here runs on the connection's shard;
-//! nothing blocks except PBKDF2 in [`scram::ScramCredential::new`], which
+//!   and one request's [`authorizer::Access`]. Pure.
+//!
+//! Everything here runs on the connection's shard; nothing blocks except PBKDF2 in [`scram::ScramCredential::new`], which
 //! runs in admin commands and tests, never per connection.
 
 pub mod acl;

@@ -124,16 +124,16 @@ pub async fn dispatch(
             ResponseError::InvalidRequiredAcks,
             format!("acks must be -1, 0 or 1, got {acks}"),
         ))
-    } else if let Some(id) = transactional_id
-        .as_deref()
-        .filter(|id| !access.allows(AclOperation::Write, ResourceType::TransactionalId, id))
-    {
-        Some((
-            ResponseError::TransactionalIdAuthorizationFailed,
-            format!("Transactional Id authorization failed for {id}"),
-        ))
     } else {
-        None
+        transactional_id
+            .as_deref()
+            .filter(|id| !access.allows(AclOperation::Write, ResourceType::TransactionalId, id))
+            .map(|id| {
+                (
+                    ResponseError::TransactionalIdAuthorizationFailed,
+                    format!("Transactional Id authorization failed for {id}"),
+                )
+            })
     };
 
     let mut resolved: HashMap<String, Result<Arc<ClusterMetadata>, (ResponseError, String)>> =
