@@ -7,8 +7,9 @@
 //!
 //! A small HTTP/1.1 server on std threads, never on a shard: one thread
 //! accepts, one short-lived thread serves each connection, at most
-//! [`CONNECTIONS_MAX`] at once (more are answered 503 without a thread).
-//! One request per connection (`Connection: close`). A client has
+//! [`CONNECTIONS_MAX`] at once; connections over the limit are answered 503
+//! by a single thread, within 300 ms each. One request per connection
+//! (`Connection: close`). A client has
 //! [`REQUEST_READ_TIMEOUT`] to send a request head of at most
 //! [`REQUEST_HEAD_BYTES_MAX`] bytes, and each write of the answer times out
 //! after [`RESPONSE_WRITE_TIMEOUT`]: a slow or hostile client holds one
@@ -34,6 +35,9 @@ pub const CONNECTIONS_MAX: usize = 16;
 pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request head read (request line and headers).
 pub const REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
+/// Connections over [`CONNECTIONS_MAX`] waiting for their 503; more are
+/// closed unanswered.
+pub const REFUSALS_QUEUED_MAX: usize = 64;
 /// Time limit of each write of an answer.
 pub const RESPONSE_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a scrape waits for each shard's partitions and commit
@@ -222,11 +226,24 @@ impl Drop for AdminServer {
 
 fn accept_loop(listener: TcpListener, state: Arc<AdminState>, stop: Arc<AtomicBool>) {
     let active = Arc::new(AtomicUsize::new(0));
+    // Connections over the limit are answered 503 by one thread, in turn;
+    // beyond what it has queued they are closed unanswered.
+    let (refusals, refused) = std::sync::mpsc::sync_channel::<TcpStream>(REFUSALS_QUEUED_MAX);
+    let refuser = std::thread::Builder::new()
+        .name("admin-http-refuse".to_string())
+        .spawn(move || {
+            for stream in refused {
+                refuse(stream);
+            }
+        });
+    if let Err(error) = &refuser {
+        tracing::warn!(%error, "admin HTTP: no thread to refuse connections over the limit");
+    }
     for stream in listener.incoming() {
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        let mut stream = match stream {
+        let stream = match stream {
             Ok(stream) => stream,
             Err(error) => {
                 tracing::debug!(%error, "admin HTTP accept failed");
@@ -236,14 +253,7 @@ fn accept_loop(listener: TcpListener, state: Arc<AdminState>, stop: Arc<AtomicBo
         };
         if active.fetch_add(1, Ordering::AcqRel) >= CONNECTIONS_MAX {
             active.fetch_sub(1, Ordering::AcqRel);
-            // Best effort, without blocking the accept thread.
-            let _ = stream.set_nonblocking(true);
-            let _ = stream.write_all(&response(
-                503,
-                "text/plain; charset=utf-8",
-                b"too many admin connections\n",
-                false,
-            ));
+            let _ = refusals.try_send(stream);
             continue;
         }
         let state = Arc::clone(&state);
@@ -256,6 +266,33 @@ fn accept_loop(listener: TcpListener, state: Arc<AdminState>, stop: Arc<AtomicBo
             });
         if let Err(error) = spawned {
             tracing::warn!(%error, "admin HTTP: no thread for a connection");
+        }
+    }
+}
+
+/// Answer a connection over the limit 503 within a short time: read what
+/// its request sent so far (closing with unread bytes would reset the
+/// connection and lose the answer), answer, close.
+fn refuse(mut stream: TcpStream) {
+    const REFUSAL_WAIT: Duration = Duration::from_millis(100);
+    let _ = stream.set_read_timeout(Some(REFUSAL_WAIT));
+    let _ = stream.set_write_timeout(Some(REFUSAL_WAIT));
+    let mut head = [0_u8; 4096];
+    let _ = stream.read(&mut head);
+    let answer = response(
+        503,
+        "text/plain; charset=utf-8",
+        b"too many admin connections\n",
+        false,
+    );
+    if stream.write_all(&answer).is_ok() {
+        let _ = stream.shutdown(Shutdown::Write);
+        let deadline = Instant::now() + 2 * REFUSAL_WAIT;
+        while Instant::now() < deadline {
+            match stream.read(&mut head) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
         }
     }
 }
@@ -545,6 +582,33 @@ mod tests {
         assert!(head.ends_with("\r\n\r\n"), "{head}");
         server.stop();
         assert!(TcpStream::connect(address).is_err(), "the port is closed");
+    }
+
+    #[test]
+    fn connections_beyond_the_limit_are_answered_503_at_once() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let server = AdminServer::start(listener, 1).unwrap();
+        let address = server.address();
+        let silent: Vec<TcpStream> = (0..CONNECTIONS_MAX)
+            .map(|_| TcpStream::connect(address).unwrap())
+            .collect();
+        let started = Instant::now();
+        // The accept thread counts the silent ones first (it accepts in
+        // order), so this one is over the limit.
+        let refused = exchange(address, b"GET /v1/status/live HTTP/1.1\r\n\r\n");
+        assert!(refused.starts_with("HTTP/1.1 503 "), "{refused}");
+        assert!(started.elapsed() < REQUEST_READ_TIMEOUT);
+        drop(silent);
+        // Once they are gone (closed: their threads end), it serves again.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let answer = exchange(address, b"GET /v1/status/live HTTP/1.1\r\n\r\n");
+            if answer.starts_with("HTTP/1.1 200 ") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{answer}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     #[test]
