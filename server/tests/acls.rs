@@ -12,6 +12,8 @@
 
 mod support;
 
+use support::cluster::{Cluster, wait_until};
+
 use std::process::Command;
 use std::time::Duration;
 
@@ -348,4 +350,139 @@ fn sluice_acl_refuses_bad_flags_with_a_clear_error() {
             "sluice {args:?}: expected {expected:?} in:\n{stderr}"
         );
     }
+}
+
+/// Brokers call each other's PLAINTEXT listener as User:ANONYMOUS; with the
+/// cluster resource closed by an ACL, their WriteTxnMarkers and
+/// AddPartitionsToTxn verification pass as broker-to-broker calls
+/// (CLUSTER_ACTION for a registered broker's address), so alice's
+/// transaction over partitions led by three brokers commits and aborts.
+#[test]
+fn a_transaction_over_three_brokers_commits_with_the_authorizer_on() {
+    const PARTITIONS: i32 = 6;
+    let Some(python) = require_python() else {
+        return;
+    };
+    let sasl_ports: Vec<u16> = (0..3).map(|_| reserve_port()).collect();
+    let node_args = |node: i32| {
+        let port = sasl_ports[usize::try_from(node - 1).unwrap()];
+        vec![
+            "--listeners".to_string(),
+            format!("SASL_PLAINTEXT://127.0.0.1:{port}"),
+        ]
+    };
+    // Open while nothing names the cluster: the test creates the user and
+    // the ACLs as User:ANONYMOUS, then closes the cluster to it.
+    let cluster = Cluster::start_with_node_args(
+        "acls-txn",
+        3,
+        &[
+            "--broker-heartbeat-interval-ms",
+            "500",
+            "--group-initial-rebalance-delay-ms",
+            "0",
+            "--authorizer",
+            "standard",
+            "--allow-everyone-if-no-acl-found",
+            "true",
+        ],
+        &node_args,
+    );
+    let sluice = |args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command
+            .args(args)
+            .arg("--bootstrap")
+            .arg(cluster.bootstrap());
+        let output = run_with_timeout(command, TIMEOUT, "sluice");
+        assert!(
+            output.status.success(),
+            "sluice {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    sluice(&["user", "create", "alice", "--password", PASSWORD]);
+    sluice(&[
+        "topic",
+        "create",
+        "acl-txn",
+        "--partitions",
+        &PARTITIONS.to_string(),
+    ]);
+    for (operation, resource, name) in [
+        ("Write", "--topic", "acl-txn"),
+        ("Read", "--topic", "acl-txn"),
+        ("Write", "--transactional-id", "alice-txn"),
+        ("Read", "--group", "alice-group"),
+    ] {
+        sluice(&[
+            "acl",
+            "create",
+            "--allow-principal",
+            "User:alice",
+            "--operation",
+            operation,
+            resource,
+            name,
+        ]);
+    }
+    // The test's own Metadata calls (below) are User:ANONYMOUS's.
+    sluice(&[
+        "acl",
+        "create",
+        "--allow-principal",
+        "User:ANONYMOUS",
+        "--operation",
+        "Describe",
+        "--topic",
+        "acl-txn",
+    ]);
+    sluice(&[
+        "acl",
+        "create",
+        "--allow-principal",
+        "User:ANONYMOUS",
+        "--operation",
+        "Describe",
+        "--cluster",
+    ]);
+    // Every broker has applied the last ACL and leads some partition.
+    wait_until(
+        "every broker sees the cluster ACL and the topic's leaders",
+        Duration::from_secs(60),
+        || {
+            let leaders = cluster
+                .leaders(1, "acl-txn")
+                .ok_or_else(|| "no leaders yet".to_string())?;
+            if leaders.len() == PARTITIONS as usize {
+                Ok(())
+            } else {
+                Err(format!("leaders {leaders:?}"))
+            }
+        },
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let script = support::repo_root().join("server/tests/python/acl_cluster_transaction.py");
+    let bootstrap: Vec<String> = sasl_ports
+        .iter()
+        .map(|port| format!("127.0.0.1:{port}"))
+        .collect();
+    let mut command = Command::new(python);
+    command
+        .arg(&script)
+        .arg(bootstrap.join(","))
+        .arg(PASSWORD)
+        .arg("acl-txn")
+        .arg(PARTITIONS.to_string())
+        .arg("alice-txn")
+        .arg("alice-group")
+        .current_dir(script.parent().unwrap());
+    let output = run_with_timeout(command, TIMEOUT, "acl_cluster_transaction.py");
+    assert!(
+        output.status.success(),
+        "acl_cluster_transaction.py failed:\n{}\n{}\nbrokers:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        cluster.stderr_tails()
+    );
 }
