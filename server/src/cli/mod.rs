@@ -1047,6 +1047,28 @@ mod tests {
         }
         let error = format!("{:#}", parse_admin_listen("9644").unwrap_err());
         assert!(error.contains("--admin-listen"), "{error}");
+        // From the TOML file, unless the flag says otherwise.
+        let dir = std::env::temp_dir().join(format!("sluice-cli-admin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("sluice.toml");
+        std::fs::write(&file, "admin_listen = \"127.0.0.1:19644\"\n").unwrap();
+        let from_file = resolve(ServeArgs {
+            config: Some(file.clone()),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(
+            from_file.broker.admin_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 19644)))
+        );
+        let from_flag = resolve(ServeArgs {
+            config: Some(file),
+            admin_listen: Some("none".to_string()),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(from_flag.broker.admin_listen, None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
