@@ -1106,6 +1106,40 @@ impl<I: Io> Log<I> {
             .await
             .map_err(|error| inner.append_error_to_log_error(error))?;
         let _guard = inner.flush_lock.lock().await;
+        // Trim the active segment's preallocation (fallocated zeros past its
+        // end), so that the next open finds the file exactly its batches
+        // and has nothing to cut and sync.
+        let trim = {
+            let state = inner.state.borrow();
+            state.segments.back().and_then(|active| {
+                let file = active.file.clone()?;
+                (active.allocated > active.size).then_some((file, active.size))
+            })
+        };
+        if let Some((file, size)) = trim {
+            let path = segment::log_path(
+                &inner.dir,
+                inner
+                    .state
+                    .borrow()
+                    .segments
+                    .back()
+                    .map_or(Offset::ZERO, |active| active.base),
+            );
+            inner
+                .io
+                .set_len(&file, size)
+                .await
+                .map_err(|error| LogError::io(&path, error))?;
+            inner
+                .io
+                .sync_data(&file)
+                .await
+                .map_err(|error| LogError::io(&path, error))?;
+            if let Some(active) = inner.state.borrow_mut().segments.back_mut() {
+                active.allocated = size;
+            }
+        }
         let (checkpoint, writes) = {
             let mut state = inner.state.borrow_mut();
             state.closed = true;

@@ -211,12 +211,12 @@ pub(crate) async fn recover<I: Io>(
     for name in names.iter().filter(|name| name.ends_with(".tmp")) {
         remove_quietly(io, &dir.join(name));
     }
-    let checkpoint = match io.read_file(&checkpoint_path(dir)) {
+    let on_disk = match io.read_file(&checkpoint_path(dir)) {
         Ok(bytes) => Checkpoint::decode(&bytes),
         Err(error) if error.kind() == io::ErrorKind::NotFound => None,
         Err(error) => return Err(LogError::io(checkpoint_path(dir), error)),
     };
-    let checkpoint = checkpoint.unwrap_or_else(|| {
+    let checkpoint = on_disk.unwrap_or_else(|| {
         if !bases.is_empty() {
             tracing::warn!(dir = %dir.display(), "no valid checkpoint: scanning every segment");
             report.checkpoint_missing = true;
@@ -426,9 +426,13 @@ pub(crate) async fn recover<I: Io>(
         recovery_base: active_base,
         recovery_position: active_scan_start,
     };
-    io.write_file_atomic(&checkpoint_path(dir), checkpoint.encode())
-        .await
-        .map_err(|error| LogError::io(checkpoint_path(dir), error))?;
+    // After a clean close the file already says exactly this: rewriting it
+    // would cost two fsyncs per partition at every start.
+    if on_disk != Some(checkpoint) {
+        io.write_file_atomic(&checkpoint_path(dir), checkpoint.encode())
+            .await
+            .map_err(|error| LogError::io(checkpoint_path(dir), error))?;
+    }
     report.duration = started.elapsed();
     if report.was_needed() {
         tracing::info!(dir = %dir.display(), %log_start, %log_end, "recovered log: {report}");

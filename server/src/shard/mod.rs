@@ -438,29 +438,45 @@ impl Shard {
         }
         // No await since `settled` returned: nothing started in between.
         self.partitions.stage.set(Stage::LogsClosing);
+        // Many at once: each close waits on its own small-file fsyncs
+        // (indexes, checkpoint, snapshots), which the kernel batches when
+        // they are in flight together; one after the other, 10,000
+        // partitions took minutes to stop.
+        const CLOSE_CONCURRENCY: usize = 64;
         let partitions = self.partitions.values();
-        for replica in partitions {
-            // Flushed first, so the snapshots cover exactly the log.
-            if replica.log.flush().await.is_ok() {
-                let state = replica.txns.borrow().clone();
-                if state.end_offset() == replica.log.log_end_offset()
-                    && let Err(error) = txn_state::save_snapshot(replica.log.dir(), &state)
-                {
-                    tracing::warn!(partition = %replica.topic_partition, %error, "saving the transaction state failed; the next open reads the log");
-                }
-                // Only a leader keeps its producer table current (followers
-                // rebuild it when they start leading).
-                let producers = replica.producers.borrow().clone();
-                if replica.state().is_leader()
-                    && let Err(error) =
-                        producer_state::save_snapshot(&self.io, &replica.log, &producers).await
-                {
-                    tracing::warn!(partition = %replica.topic_partition, %error, "saving the producer state failed; the next open reads the log's tail");
-                }
+        futures_util::StreamExt::for_each_concurrent(
+            futures_util::stream::iter(partitions),
+            CLOSE_CONCURRENCY,
+            |replica| async move {
+                self.close_replica(&replica).await;
+            },
+        )
+        .await;
+    }
+
+    /// Flush one partition, save its transaction and producer snapshots,
+    /// close its log.
+    async fn close_replica(&self, replica: &PartitionReplica) {
+        // Flushed first, so the snapshots cover exactly the log.
+        if replica.log.flush().await.is_ok() {
+            let state = replica.txns.borrow().clone();
+            if state.end_offset() == replica.log.log_end_offset()
+                && let Err(error) = txn_state::save_snapshot(replica.log.dir(), &state)
+            {
+                tracing::warn!(partition = %replica.topic_partition, %error, "saving the transaction state failed; the next open reads the log");
             }
-            if let Err(error) = replica.log.close().await {
-                tracing::error!(partition = %replica.topic_partition, %error, "closing a log failed");
+            // Only a leader keeps its producer table current (followers
+            // rebuild it when they start leading).
+            let producers = replica.producers.borrow().clone();
+            if replica.state().is_leader()
+                && let Err(error) =
+                    producer_state::save_snapshot(&self.io, &replica.log, &producers).await
+            {
+                tracing::warn!(partition = %replica.topic_partition, %error, "saving the producer state failed; the next open reads the log's tail");
             }
+        }
+        if let Err(error) = replica.log.close().await {
+            tracing::error!(partition = %replica.topic_partition, %error, "closing a log failed");
         }
     }
 }
