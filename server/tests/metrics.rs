@@ -181,6 +181,10 @@ fn metrics_count_the_records_a_client_produced_and_consumed() {
         value(&samples, "sluice_produce_records_total", &[]),
         count as f64
     );
+    assert_eq!(
+        value(&samples, "sluice_produce_partition_errors_total", &[]),
+        0.0
+    );
     let partition = [("topic", topic), ("partition", "0")];
     let size_bytes = value(&samples, "sluice_partition_log_size_bytes", &partition);
     assert_eq!(

@@ -80,6 +80,7 @@ pub struct ShardCounters {
     apis: [ApiCounters; API_KEYS + 1],
     produce_records: AtomicU64,
     produce_bytes: AtomicU64,
+    produce_partition_errors: AtomicU64,
 }
 
 /// Add without a read-modify-write bus lock: every counter has one
@@ -106,6 +107,7 @@ impl ShardCounters {
             apis: std::array::from_fn(|_| ApiCounters::default()),
             produce_records: AtomicU64::new(0),
             produce_bytes: AtomicU64::new(0),
+            produce_partition_errors: AtomicU64::new(0),
         }
     }
 
@@ -134,10 +136,12 @@ impl ShardCounters {
         bump(&api.latency_nanos_sum, nanos);
     }
 
-    /// Records (and their batches' bytes) a produce request appended.
-    pub fn produced(&self, counts: RecordCounts) {
+    /// Records (and their batches' bytes) a produce request appended, and
+    /// how many of its partitions were answered with an error code.
+    pub fn produced(&self, counts: RecordCounts, partition_errors: u64) {
         bump(&self.produce_records, counts.records);
         bump(&self.produce_bytes, counts.bytes);
+        bump(&self.produce_partition_errors, partition_errors);
     }
 }
 
@@ -465,6 +469,19 @@ pub fn encode(registry: &Registry, view: &BrokerView) -> String {
         shards
             .iter()
             .map(|shard| shard.produce_bytes.load(Ordering::Relaxed))
+            .sum::<u64>() as f64,
+    );
+    out.family(
+        "sluice_produce_partition_errors_total",
+        "Partitions of Produce requests answered with an error code (NOT_LEADER_OR_FOLLOWER, \
+         NOT_ENOUGH_REPLICAS, a refused batch, ...): their records were not appended.",
+        Kind::Counter,
+    );
+    out.sample(
+        &[],
+        shards
+            .iter()
+            .map(|shard| shard.produce_partition_errors.load(Ordering::Relaxed))
             .sum::<u64>() as f64,
     );
     out.family(

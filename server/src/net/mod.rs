@@ -548,7 +548,8 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, spec: Rc<L
                 let correlation_id = header.correlation_id;
                 async move {
                     let reply = completion.await?;
-                    counters.produced(appended_counts(&sent, &reply));
+                    let (appended, partition_errors) = appended_counts(&sent, &reply);
+                    counters.produced(appended, partition_errors);
                     Ok(match reply {
                         Reply::Body(body) => {
                             Some(encode_response(api_key, version, correlation_id, &body)?)
@@ -693,9 +694,11 @@ fn produce_counts(request: &kafka_protocol::messages::ProduceRequest) -> Vec<(i3
 
 /// What a produce request appended: every partition of an acks=0 request
 /// that was not refused (a refusal closes the connection), else the
-/// partitions answered without an error.
-fn appended_counts(sent: &[(i32, RecordCounts)], reply: &Reply) -> RecordCounts {
+/// partitions answered without an error; and how many partitions were
+/// answered with one.
+fn appended_counts(sent: &[(i32, RecordCounts)], reply: &Reply) -> (RecordCounts, u64) {
     let mut total = RecordCounts::default();
+    let mut partition_errors = 0;
     match reply {
         Reply::Nothing => {
             for (_, counts) in sent {
@@ -709,7 +712,9 @@ fn appended_counts(sent: &[(i32, RecordCounts)], reply: &Reply) -> RecordCounts 
                     .iter()
                     .flat_map(|topic| &topic.partition_responses);
                 for ((index, counts), answer) in sent.iter().zip(answered) {
-                    if answer.index == *index && answer.error_code == 0 {
+                    if answer.error_code != 0 {
+                        partition_errors += 1;
+                    } else if answer.index == *index {
                         total.add(*counts);
                     }
                 }
@@ -717,7 +722,7 @@ fn appended_counts(sent: &[(i32, RecordCounts)], reply: &Reply) -> RecordCounts 
         }
         Reply::Frame(_) => {}
     }
-    total
+    (total, partition_errors)
 }
 
 /// The kernel takes at most IOV_MAX (1024) buffers per vectored write.
