@@ -486,3 +486,31 @@ fn a_transaction_over_three_brokers_commits_with_the_authorizer_on() {
         cluster.stderr_tails()
     );
 }
+
+#[test]
+fn the_broker_refuses_bad_authorizer_flags_at_start() {
+    let data_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("acls-bad-flags-{}", std::process::id()));
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--authorizer", "standard", "--super-users", "admin"],
+            "--super-users",
+        ),
+        (&["--authorizer", "acl-please"], "--authorizer"),
+    ];
+    for (args, expected) in cases {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command
+            .args(*args)
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "none"])
+            .arg("--data-dir")
+            .arg(&data_dir);
+        let output = run_with_timeout(command, TIMEOUT, "sluice with bad flags");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "sluice {args:?}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "sluice {args:?}: expected {expected:?} in:\n{stderr}"
+        );
+    }
+}
