@@ -75,6 +75,10 @@ pub enum Removed {
     CommitTopics(Vec<offset_commit_request::OffsetCommitRequestTopic>),
     /// TxnOffsetCommit topics (TOPIC_AUTHORIZATION_FAILED).
     TxnCommitTopics(Vec<txn_offset_commit_request::TxnOffsetCommitRequestTopic>),
+    /// DescribeTransactions ids (TRANSACTIONAL_ID_AUTHORIZATION_FAILED).
+    DescribedTransactions(Vec<TransactionalId>),
+    /// DescribeProducers topics (TOPIC_AUTHORIZATION_FAILED).
+    DescribedProducers(Vec<describe_producers_request::TopicRequest>),
 }
 
 fn group(access: &Access<'_>, operation: AclOperation, group_id: &GroupId) -> bool {
@@ -423,61 +427,26 @@ pub fn before(
                 WriteTxnMarkersResponse::default().with_markers(markers),
             ));
         }
-        RequestKind::DescribeTransactions(ref body)
-            if body
+        RequestKind::DescribeTransactions(mut body) => {
+            let (kept, denied) = body
                 .transactional_ids
-                .iter()
-                .any(|id| !transactional_id(access, Describe, id)) =>
-        {
-            // Kafka answers each id; Sluice refuses the request whole when
-            // any id may not be described (no partial answer to merge).
-            let states = body
-                .transactional_ids
-                .iter()
-                .map(|id| {
-                    describe_transactions_response::TransactionState::default()
-                        .with_transactional_id(id.clone())
-                        .with_error_code(transactional_id_failed)
-                        .with_producer_id(ProducerId(-1))
-                        .with_producer_epoch(-1)
-                })
-                .collect();
-            return Err(ResponseKind::DescribeTransactions(
-                DescribeTransactionsResponse::default().with_transaction_states(states),
+                .into_iter()
+                .partition(|id| transactional_id(access, Describe, id));
+            body.transactional_ids = kept;
+            return Ok((
+                RequestKind::DescribeTransactions(body),
+                Removed::DescribedTransactions(denied),
             ));
         }
-        RequestKind::DescribeProducers(ref body)
-            if body
+        RequestKind::DescribeProducers(mut body) => {
+            let (kept, denied) = body
                 .topics
-                .iter()
-                .any(|entry| !topic(access, Read, &entry.name)) =>
-        {
-            let topics = body
-                .topics
-                .iter()
-                .map(|entry| {
-                    let error = if topic(access, Read, &entry.name) {
-                        ResponseError::OperationNotAttempted.code()
-                    } else {
-                        topic_failed
-                    };
-                    describe_producers_response::TopicResponse::default()
-                        .with_name(entry.name.clone())
-                        .with_partitions(
-                            entry
-                                .partition_indexes
-                                .iter()
-                                .map(|index| {
-                                    describe_producers_response::PartitionResponse::default()
-                                        .with_partition_index(*index)
-                                        .with_error_code(error)
-                                })
-                                .collect(),
-                        )
-                })
-                .collect();
-            return Err(ResponseKind::DescribeProducers(
-                DescribeProducersResponse::default().with_topics(topics),
+                .into_iter()
+                .partition(|entry| topic(access, Read, &entry.name));
+            body.topics = kept;
+            return Ok((
+                RequestKind::DescribeProducers(body),
+                Removed::DescribedProducers(denied),
             ));
         }
         RequestKind::DescribeUserScramCredentials(_) if !access.allows_cluster(Describe) => {
@@ -661,6 +630,35 @@ pub fn after(access: &Access<'_>, removed: Removed, response: &mut ResponseKind)
                     .map(|topic| txn_commit_topic(topic, topic_failed)),
             );
         }
+        (Removed::DescribedTransactions(ids), ResponseKind::DescribeTransactions(response)) => {
+            let error = ResponseError::TransactionalIdAuthorizationFailed.code();
+            response
+                .transaction_states
+                .extend(ids.into_iter().map(|id| {
+                    describe_transactions_response::TransactionState::default()
+                        .with_transactional_id(id)
+                        .with_error_code(error)
+                        .with_producer_id(ProducerId(-1))
+                        .with_producer_epoch(-1)
+                }));
+        }
+        (Removed::DescribedProducers(topics), ResponseKind::DescribeProducers(response)) => {
+            response.topics.extend(topics.into_iter().map(|entry| {
+                describe_producers_response::TopicResponse::default()
+                    .with_name(entry.name)
+                    .with_partitions(
+                        entry
+                            .partition_indexes
+                            .iter()
+                            .map(|index| {
+                                describe_producers_response::PartitionResponse::default()
+                                    .with_partition_index(*index)
+                                    .with_error_code(topic_failed)
+                            })
+                            .collect(),
+                    )
+            }));
+        }
         (removed, response) => {
             let _ = (removed, response);
             debug_assert!(false, "a removal does not match its response");
@@ -814,6 +812,39 @@ mod tests {
             .map(|group| group.group_id.0.as_str())
             .collect();
         assert_eq!(listed, vec!["mine"]);
+    }
+
+    #[test]
+    fn describe_transactions_answers_the_ids_it_may_not_describe_with_their_error() {
+        let config = AuthorizerConfig::default();
+        let principal = Principal::user("alice");
+        let acls = table(&[allow(
+            ResourceType::TransactionalId,
+            "mine",
+            AclOperation::Describe,
+        )]);
+        let access = Access::new(&config, acls, &principal, peer());
+        let ids = ["mine", "theirs"].map(|id| TransactionalId(name(id)));
+        let request = RequestKind::DescribeTransactions(
+            DescribeTransactionsRequest::default().with_transactional_ids(ids.to_vec()),
+        );
+        let (request, removed) = before(&access, 0, request, peer(), view).ok().unwrap();
+        let RequestKind::DescribeTransactions(request) = request else {
+            panic!("not a DescribeTransactions");
+        };
+        assert_eq!(request.transactional_ids, vec![ids[0].clone()]);
+        let mut response =
+            ResponseKind::DescribeTransactions(DescribeTransactionsResponse::default());
+        after(&access, removed, &mut response);
+        let ResponseKind::DescribeTransactions(response) = response else {
+            panic!("not a DescribeTransactions");
+        };
+        assert_eq!(response.transaction_states.len(), 1);
+        assert_eq!(response.transaction_states[0].transactional_id, ids[1]);
+        assert_eq!(
+            response.transaction_states[0].error_code,
+            ResponseError::TransactionalIdAuthorizationFailed.code()
+        );
     }
 
     #[test]
