@@ -20,7 +20,6 @@
 
 mod support;
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 
 use sluice_engine::io::sim::{CrashMode, SimIo};
@@ -261,30 +260,5 @@ fn run_seed(seed: u64) {
 
 #[test]
 fn after_any_crash_the_log_is_a_valid_prefix_holding_every_acknowledged_batch() {
-    let seeds: Vec<u64> = match std::env::var("SLUICE_SIM_SEED") {
-        Ok(seed) => vec![seed.parse().unwrap()],
-        Err(_) => {
-            let count = std::env::var("SLUICE_SIM_SEEDS")
-                .ok()
-                .and_then(|count| count.parse().ok())
-                .unwrap_or(2000);
-            let first = std::env::var("SLUICE_SIM_FIRST_SEED")
-                .ok()
-                .and_then(|first| first.parse().ok())
-                .unwrap_or(0);
-            (first..first + count).collect()
-        }
-    };
-    let total = seeds.len();
-    for seed in seeds {
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| run_seed(seed))) {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
-                .unwrap_or_default();
-            panic!("seed {seed} failed: {message}\nrerun with SLUICE_SIM_SEED={seed}");
-        }
-    }
-    eprintln!("{total} seeds passed");
+    support::run_seeds(2000, 0, run_seed);
 }

@@ -23,7 +23,6 @@
 
 mod support;
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::pin::pin;
 
@@ -293,30 +292,5 @@ fn four_logs_flushed_in_one_round_share_two_filesystem_syncs() {
 
 #[test]
 fn after_any_crash_every_log_of_the_shard_holds_its_acknowledged_batches() {
-    let seeds: Vec<u64> = match std::env::var("SLUICE_SIM_SEED") {
-        Ok(seed) => vec![seed.parse().unwrap()],
-        Err(_) => {
-            let count = std::env::var("SLUICE_SIM_SEEDS")
-                .ok()
-                .and_then(|count| count.parse().ok())
-                .unwrap_or(400);
-            let first = std::env::var("SLUICE_SIM_FIRST_SEED")
-                .ok()
-                .and_then(|first| first.parse().ok())
-                .unwrap_or(0);
-            (first..first + count).collect()
-        }
-    };
-    let total = seeds.len();
-    for seed in seeds {
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| run_seed(seed))) {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
-                .unwrap_or_default();
-            panic!("seed {seed} failed: {message}\nrerun with SLUICE_SIM_SEED={seed}");
-        }
-    }
-    eprintln!("{total} seeds passed");
+    support::run_seeds(400, 0, run_seed);
 }

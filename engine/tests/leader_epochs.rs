@@ -10,7 +10,6 @@
 
 mod support;
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 
 use sluice_engine::epochs::{self, CHECKPOINT_FILE_NAME};
@@ -429,24 +428,5 @@ fn check_after_crash(log: &Log<SimIo>, acknowledged: &[(i64, i32)]) {
 
 #[test]
 fn after_any_crash_the_entries_cover_every_batch_and_match_a_scan() {
-    let seeds: Vec<u64> = match std::env::var("SLUICE_SIM_SEED") {
-        Ok(seed) => vec![seed.parse().unwrap()],
-        Err(_) => {
-            let count = std::env::var("SLUICE_SIM_SEEDS")
-                .ok()
-                .and_then(|count| count.parse().ok())
-                .unwrap_or(200);
-            (1..=count).collect()
-        }
-    };
-    for seed in seeds {
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| run_seed(seed))) {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
-                .unwrap_or_default();
-            panic!("seed {seed} failed: {message}\nrerun with SLUICE_SIM_SEED={seed}");
-        }
-    }
+    support::run_seeds(200, 1, run_seed);
 }

@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 
 use bytes::{Bytes, BytesMut};
@@ -539,24 +538,5 @@ fn run_seed(seed: u64) {
 
 #[test]
 fn acknowledged_replicated_appends_survive_any_crash() {
-    let seeds: Vec<u64> = match std::env::var("SLUICE_SIM_SEED") {
-        Ok(seed) => vec![seed.parse().unwrap()],
-        Err(_) => {
-            let count = std::env::var("SLUICE_SIM_SEEDS")
-                .ok()
-                .and_then(|count| count.parse().ok())
-                .unwrap_or(300);
-            (1..=count).collect()
-        }
-    };
-    for seed in seeds {
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| run_seed(seed))) {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
-                .unwrap_or_default();
-            panic!("seed {seed} failed: {message}\nrerun with SLUICE_SIM_SEED={seed}");
-        }
-    }
+    support::run_seeds(300, 1, run_seed);
 }

@@ -13,6 +13,39 @@ use sluice_engine::{Offset, ReadLimits, TimestampMs};
 
 pub use sluice_engine::testing::block_on;
 
+/// Run a seeded simulation over seeds: `SLUICE_SIM_SEED=S` runs only
+/// seed S; else `SLUICE_SIM_SEEDS` seeds (default `default_count`) from
+/// `SLUICE_SIM_FIRST_SEED` (default `default_first`). A failing seed panics
+/// with its number and how to rerun it.
+pub fn run_seeds(default_count: u64, default_first: u64, run_seed: impl Fn(u64)) {
+    let variable = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|value| value.parse().ok())
+    };
+    let seeds: Vec<u64> = match variable("SLUICE_SIM_SEED") {
+        Some(seed) => vec![seed],
+        None => {
+            let count = variable("SLUICE_SIM_SEEDS").unwrap_or(default_count);
+            let first = variable("SLUICE_SIM_FIRST_SEED").unwrap_or(default_first);
+            (first..first + count).collect()
+        }
+    };
+    let total = seeds.len();
+    for seed in seeds {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_seed(seed)));
+        if let Err(panic) = outcome {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
+                .unwrap_or_default();
+            panic!("seed {seed} failed: {message}\nrerun with SLUICE_SIM_SEED={seed}");
+        }
+    }
+    eprintln!("{total} seeds passed");
+}
+
 /// Poll once: `Some` if ready.
 pub fn poll_once<F: Future + Unpin>(future: &mut F) -> Option<F::Output> {
     let mut context = Context::from_waker(Waker::noop());
