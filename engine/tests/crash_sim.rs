@@ -124,12 +124,7 @@ fn run_seed(seed: u64) {
             );
         } else if roll < 84 {
             trace!("fault");
-            match rng.below(4) {
-                0 => io.fail_sync_after(Some(rng.below(4))),
-                1 => io.fail_write_after(Some(rng.below(6))),
-                2 => io.set_space_limit(Some(io.space_used_bytes() + rng.below(64 << 10))),
-                _ => io.set_space_limit(None),
-            }
+            support::random_fault(&mut rng, &io, 4);
         } else if roll < 86 {
             let durable = log.durable_end_offset();
             let start = log.log_start_offset();
@@ -199,12 +194,7 @@ fn run_seed(seed: u64) {
             // Crash: drop the log, pick how the unsynced state survives.
             drop(pending.drain(..));
             drop(log);
-            io.set_crash_mode(rng.pick(&[
-                CrashMode::Torn,
-                CrashMode::Torn,
-                CrashMode::LoseUnsynced,
-                CrashMode::KeepUnsynced,
-            ]));
+            io.set_crash_mode(support::random_crash_mode(&mut rng));
             io = io.crash();
             trace!("crash");
             io.set_space_limit(None);

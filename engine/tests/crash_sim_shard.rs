@@ -193,12 +193,7 @@ fn run_seed(seed: u64) {
             }
         } else if roll < 88 {
             trace!("fault");
-            match rng.below(4) {
-                0 => io.fail_sync_after(Some(rng.below(3))),
-                1 => io.fail_write_after(Some(rng.below(6))),
-                2 => io.set_space_limit(Some(io.space_used_bytes() + rng.below(64 << 10))),
-                _ => io.set_space_limit(None),
-            }
+            support::random_fault(&mut rng, &io, 3);
         } else if roll < 92 {
             crash = true;
         }
@@ -210,12 +205,7 @@ fn run_seed(seed: u64) {
             assert!(syncs >= syncs_before, "sync counter went back");
             drop(logs);
             drop(committer);
-            io.set_crash_mode(rng.pick(&[
-                CrashMode::Torn,
-                CrashMode::Torn,
-                CrashMode::LoseUnsynced,
-                CrashMode::KeepUnsynced,
-            ]));
+            io.set_crash_mode(support::random_crash_mode(&mut rng));
             io = io.crash();
             syncs_before = io.stats().sync_filesystem_count;
             io.set_space_limit(None);

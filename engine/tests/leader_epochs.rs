@@ -354,12 +354,7 @@ fn run_seed(seed: u64) {
             check_durable_file(&io, &acknowledged);
             drop(log);
             drop(committer);
-            io.set_crash_mode(rng.pick(&[
-                CrashMode::Torn,
-                CrashMode::Torn,
-                CrashMode::LoseUnsynced,
-                CrashMode::KeepUnsynced,
-            ]));
+            io.set_crash_mode(support::random_crash_mode(&mut rng));
             io = io.crash();
             io.fail_sync_after(None);
             io.fail_write_after(None);

@@ -46,6 +46,29 @@ pub fn run_seeds(default_count: u64, default_first: u64, run_seed: impl Fn(u64))
     eprintln!("{total} seeds passed");
 }
 
+/// How a simulated crash treats unsynced state: torn half the time, else
+/// all lost or all kept.
+pub fn random_crash_mode(rng: &mut Rng) -> sluice_engine::io::sim::CrashMode {
+    use sluice_engine::io::sim::CrashMode;
+    rng.pick(&[
+        CrashMode::Torn,
+        CrashMode::Torn,
+        CrashMode::LoseUnsynced,
+        CrashMode::KeepUnsynced,
+    ])
+}
+
+/// One random disk fault: a sync failing within `sync_after_max` calls, a
+/// write failing within 6, a disk filling up within 64 KiB, or space back.
+pub fn random_fault(rng: &mut Rng, io: &sluice_engine::io::sim::SimIo, sync_after_max: u64) {
+    match rng.below(4) {
+        0 => io.fail_sync_after(Some(rng.below(sync_after_max))),
+        1 => io.fail_write_after(Some(rng.below(6))),
+        2 => io.set_space_limit(Some(io.space_used_bytes() + rng.below(64 << 10))),
+        _ => io.set_space_limit(None),
+    }
+}
+
 /// Poll once: `Some` if ready.
 pub fn poll_once<F: Future + Unpin>(future: &mut F) -> Option<F::Output> {
     let mut context = Context::from_waker(Waker::noop());
