@@ -20,6 +20,7 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_producers;
+pub mod describe_topic_partitions;
 pub mod describe_transactions;
 pub mod describe_user_scram_credentials;
 pub mod end_txn;
@@ -259,6 +260,9 @@ pub async fn handle(
         RequestKind::EndTxn(body) => end_txn::handle(shard, version, body).await?,
         RequestKind::TxnOffsetCommit(body) => {
             txn_offset_commit::handle(shard, version, body).await?
+        }
+        RequestKind::DescribeTopicPartitions(body) => {
+            describe_topic_partitions::handle(shard, version, body, access)
         }
         RequestKind::DescribeProducers(body) => {
             describe_producers::handle(shard, version, body).await?

@@ -1,0 +1,163 @@
+//! The admin APIs tools expect (issue 15) against a real `sluice`
+//! process, asked over the wire (librdkafka's describe_topics uses
+//! Metadata, and no Python client has DescribeLogDirs):
+//! DescribeTopicPartitions (API 75) as Kafka 3.8+ kafka-topics.sh asks
+//! it, paged with a cursor; DescribeLogDirs (API 35) as
+//! kafka-log-dirs.sh asks it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::net::TcpStream;
+
+use kafka_protocol::messages::describe_topic_partitions_request::{Cursor, TopicRequest};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, DescribeTopicPartitionsRequest,
+    DescribeTopicPartitionsResponse, RequestKind, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+use support::Broker;
+use support::kafka::create_topic;
+use support::wire::call;
+
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+
+fn name(topic: &str) -> TopicName {
+    TopicName(StrBytes::from_string(topic.to_string()))
+}
+
+fn advertised(stream: &mut TcpStream, api_key: ApiKey) -> Option<(i16, i16)> {
+    let mut body = call(
+        stream,
+        ApiKey::ApiVersions,
+        3,
+        RequestKind::ApiVersions(ApiVersionsRequest::default()),
+    );
+    let response = ApiVersionsResponse::decode(&mut body, 3).expect("an ApiVersions response");
+    response
+        .api_keys
+        .iter()
+        .find(|entry| entry.api_key == api_key as i16)
+        .map(|entry| (entry.min_version, entry.max_version))
+}
+
+fn describe_topic_partitions(
+    stream: &mut TcpStream,
+    topics: &[&str],
+    limit: i32,
+    cursor: Option<(&str, i32)>,
+) -> DescribeTopicPartitionsResponse {
+    let request = DescribeTopicPartitionsRequest::default()
+        .with_topics(
+            topics
+                .iter()
+                .map(|topic| TopicRequest::default().with_name(name(topic)))
+                .collect(),
+        )
+        .with_response_partition_limit(limit)
+        .with_cursor(cursor.map(|(topic, index)| {
+            Cursor::default()
+                .with_topic_name(name(topic))
+                .with_partition_index(index)
+        }));
+    let mut body = call(
+        stream,
+        ApiKey::DescribeTopicPartitions,
+        0,
+        RequestKind::DescribeTopicPartitions(request),
+    );
+    DescribeTopicPartitionsResponse::decode(&mut body, 0)
+        .expect("a DescribeTopicPartitions response")
+}
+
+#[test]
+fn describe_topic_partitions_names_leaders_and_pages_with_a_cursor() {
+    let broker = Broker::start("describe-topic-partitions");
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, "dtp-a", 3, &[]);
+    create_topic(&bootstrap, "dtp-b", 2, &[]);
+    let mut stream = support::wire::connect(broker.address());
+    assert_eq!(
+        advertised(&mut stream, ApiKey::DescribeTopicPartitions),
+        Some((0, 0))
+    );
+
+    let named = describe_topic_partitions(&mut stream, &["dtp-b", "missing", "dtp-a"], 2000, None);
+    let summary: Vec<(String, i16, usize)> = named
+        .topics
+        .iter()
+        .map(|topic| {
+            (
+                topic.name.as_ref().unwrap().0.to_string(),
+                topic.error_code,
+                topic.partitions.len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("dtp-a".to_string(), 0, 3),
+            ("dtp-b".to_string(), 0, 2),
+            ("missing".to_string(), UNKNOWN_TOPIC_OR_PARTITION, 0),
+        ]
+    );
+    assert!(named.next_cursor.is_none());
+    let topic = &named.topics[0];
+    assert!(!topic.topic_id.is_nil());
+    assert!(!topic.is_internal);
+    for (index, partition) in topic.partitions.iter().enumerate() {
+        assert_eq!(partition.error_code, 0);
+        assert_eq!(partition.partition_index, index as i32);
+        assert_eq!(partition.leader_id, BrokerId(0));
+        assert!(partition.leader_epoch >= 0);
+        assert_eq!(partition.replica_nodes, vec![BrokerId(0)]);
+        assert_eq!(partition.isr_nodes, vec![BrokerId(0)]);
+        assert_eq!(partition.eligible_leader_replicas, Some(vec![]));
+        assert_eq!(partition.last_known_elr, Some(vec![]));
+        assert!(partition.offline_replicas.is_empty());
+    }
+
+    // Every topic, two partitions at a time.
+    let mut seen = Vec::new();
+    let mut cursor: Option<(String, i32)> = None;
+    for _ in 0..10 {
+        let page = describe_topic_partitions(
+            &mut stream,
+            &[],
+            2,
+            cursor
+                .as_ref()
+                .map(|(topic, index)| (topic.as_str(), *index)),
+        );
+        for topic in &page.topics {
+            for partition in &topic.partitions {
+                seen.push((
+                    topic.name.as_ref().unwrap().0.to_string(),
+                    partition.partition_index,
+                ));
+            }
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some((next.topic_name.0.to_string(), next.partition_index)),
+            None => break,
+        }
+    }
+    let expected: Vec<(String, i32)> = [
+        ("dtp-a", 0),
+        ("dtp-a", 1),
+        ("dtp-a", 2),
+        ("dtp-b", 0),
+        ("dtp-b", 1),
+    ]
+    .iter()
+    .map(|(topic, index)| (topic.to_string(), *index))
+    .collect();
+    assert_eq!(
+        seen.iter()
+            .filter(|(topic, _)| topic.starts_with("dtp-"))
+            .cloned()
+            .collect::<Vec<_>>(),
+        expected
+    );
+}
