@@ -537,6 +537,9 @@ mod tests {
             let error = format!("{:#}", arguments.plan().unwrap_err());
             assert!(error.contains(expected), "{arguments:?}: {error}");
         }
-        assert!(args(1, 65534).plan().is_ok());
+        // One node uses its base port and the two after it.
+        assert!(args(1, 65533).plan().is_ok());
+        let error = format!("{:#}", args(1, 65534).plan().unwrap_err());
+        assert!(error.contains("above 65535"), "{error}");
     }
 }
