@@ -10,17 +10,21 @@ mod support;
 
 use std::net::TcpStream;
 
+use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
 use kafka_protocol::messages::describe_topic_partitions_request::{Cursor, TopicRequest};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, DescribeTopicPartitionsRequest,
-    DescribeTopicPartitionsResponse, RequestKind, TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, DescribeLogDirsRequest,
+    DescribeLogDirsResponse, DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse,
+    RequestKind, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use support::Broker;
-use support::kafka::create_topic;
+use support::kafka::{Record, create_topic, produce_all};
 use support::wire::call;
 
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
 
 fn name(topic: &str) -> TopicName {
     TopicName(StrBytes::from_string(topic.to_string()))
@@ -160,4 +164,120 @@ fn describe_topic_partitions_names_leaders_and_pages_with_a_cursor() {
             .collect::<Vec<_>>(),
         expected
     );
+}
+
+fn describe_log_dirs(
+    stream: &mut TcpStream,
+    version: i16,
+    topics: Option<Vec<(&str, Vec<i32>)>>,
+) -> DescribeLogDirsResponse {
+    let request = DescribeLogDirsRequest::default().with_topics(topics.map(|topics| {
+        topics
+            .into_iter()
+            .map(|(topic, partitions)| {
+                DescribableLogDirTopic::default()
+                    .with_topic(name(topic))
+                    .with_partitions(partitions)
+            })
+            .collect()
+    }));
+    let mut body = call(
+        stream,
+        ApiKey::DescribeLogDirs,
+        version,
+        RequestKind::DescribeLogDirs(request),
+    );
+    DescribeLogDirsResponse::decode(&mut body, version).expect("a DescribeLogDirs response")
+}
+
+/// (topic, partition, size) of every partition in the only log dir.
+fn sizes(response: &DescribeLogDirsResponse) -> Vec<(String, i32, i64)> {
+    assert_eq!(response.error_code, 0);
+    assert_eq!(response.results.len(), 1, "one log dir");
+    let result = &response.results[0];
+    assert_eq!(result.error_code, 0);
+    let mut sizes = Vec::new();
+    for topic in &result.topics {
+        for partition in &topic.partitions {
+            assert_eq!(partition.offset_lag, 0);
+            assert!(!partition.is_future_key);
+            sizes.push((
+                topic.name.0.to_string(),
+                partition.partition_index,
+                partition.partition_size,
+            ));
+        }
+    }
+    sizes
+}
+
+#[test]
+fn describe_log_dirs_gives_partition_sizes_and_filesystem_bytes() {
+    let broker = Broker::start("describe-log-dirs");
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, "dld-a", 2, &[]);
+    create_topic(&bootstrap, "dld-b", 1, &[]);
+    let records: Vec<Record> = (0..20)
+        .map(|index| Record {
+            key: None,
+            value: Some(vec![b'x'; 100 + index]),
+            headers: Vec::new(),
+        })
+        .collect();
+    produce_all(&bootstrap, "dld-a", Some(1), &records, &[]);
+    let mut stream = support::wire::connect(broker.address());
+    assert_eq!(
+        advertised(&mut stream, ApiKey::DescribeLogDirs),
+        Some((1, 4))
+    );
+
+    let all = describe_log_dirs(&mut stream, 4, None);
+    let result = &all.results[0];
+    let data_dir = std::path::absolute(broker.data_dir()).unwrap();
+    assert_eq!(result.log_dir.as_str(), data_dir.display().to_string());
+    assert!(result.total_bytes > 0, "total bytes {}", result.total_bytes);
+    assert!(result.usable_bytes > 0 && result.usable_bytes <= result.total_bytes);
+    let described = sizes(&all);
+    let of = |topic: &str, partition: i32| {
+        described
+            .iter()
+            .find(|(t, p, _)| t == topic && *p == partition)
+            .map(|(_, _, size)| *size)
+    };
+    assert!(of("dld-a", 1).unwrap() > 20 * 100, "{described:?}");
+    assert!(of("dld-a", 0).is_some());
+    assert!(of("dld-b", 0).is_some());
+
+    // A topic filter: only the named partitions (and not an unknown one).
+    let filtered = describe_log_dirs(
+        &mut stream,
+        1,
+        Some(vec![("dld-a", vec![1, 7]), ("missing", vec![0])]),
+    );
+    assert_eq!(
+        sizes(&filtered)
+            .into_iter()
+            .map(|(topic, partition, _)| (topic, partition))
+            .collect::<Vec<_>>(),
+        vec![("dld-a".to_string(), 1)]
+    );
+}
+
+#[test]
+fn without_acls_the_admin_apis_are_refused_as_kafka_refuses_them() {
+    let broker = Broker::start_with_args(
+        "admin-apis-acls",
+        &["--authorizer", "standard", "--super-users", "User:admin"],
+    );
+    // PLAINTEXT: the principal is User:ANONYMOUS, with no ACLs.
+    let mut stream = support::wire::connect(broker.address());
+    let log_dirs = describe_log_dirs(&mut stream, 4, None);
+    assert_eq!(log_dirs.error_code, CLUSTER_AUTHORIZATION_FAILED);
+    assert!(log_dirs.results.is_empty());
+
+    let named = describe_topic_partitions(&mut stream, &["secret"], 2000, None);
+    assert_eq!(named.topics.len(), 1);
+    assert_eq!(named.topics[0].error_code, TOPIC_AUTHORIZATION_FAILED);
+    let all = describe_topic_partitions(&mut stream, &[], 2000, None);
+    assert!(all.topics.is_empty());
 }

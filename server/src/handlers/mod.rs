@@ -19,6 +19,7 @@ pub mod describe_acls;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_log_dirs;
 pub mod describe_producers;
 pub mod describe_topic_partitions;
 pub mod describe_transactions;
@@ -260,6 +261,9 @@ pub async fn handle(
         RequestKind::EndTxn(body) => end_txn::handle(shard, version, body).await?,
         RequestKind::TxnOffsetCommit(body) => {
             txn_offset_commit::handle(shard, version, body).await?
+        }
+        RequestKind::DescribeLogDirs(body) => {
+            describe_log_dirs::handle(shard, version, body, access).await?
         }
         RequestKind::DescribeTopicPartitions(body) => {
             describe_topic_partitions::handle(shard, version, body, access)
