@@ -280,7 +280,7 @@ impl BindingArgs {
 
 pub fn run(args: AclArgs) -> ExitCode {
     let format = args.common.format;
-    let result = profile::bootstrap(&args.common).and_then(|bootstrap| match args.command {
+    let result = profile::target(&args.common).and_then(|bootstrap| match args.command {
         AclCommand::Create(selection) => {
             let bindings = selection.bindings()?;
             let mut pool = BrokerPool::connect(&bootstrap)?;

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::output::Format;
+use super::security::{SaslMechanism, SecurityProtocol};
 
 /// Where the admin subcommands connect and how they print; accepted
 /// anywhere after the subcommand.
@@ -27,6 +28,39 @@ pub struct CommonArgs {
     /// Output format on stdout.
     #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
     pub format: Format,
+    /// Kafka's security.protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or
+    /// SASL_SSL [default: the profile's `security_protocol`, else
+    /// PLAINTEXT].
+    #[arg(long, env = "SLUICE_SECURITY_PROTOCOL", value_enum, global = true)]
+    pub security_protocol: Option<SecurityProtocol>,
+    /// Kafka's sasl.mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+    /// [default: the profile's `sasl_mechanism`, else SCRAM-SHA-512].
+    #[arg(long, env = "SLUICE_SASL_MECHANISM", value_enum, global = true)]
+    pub sasl_mechanism: Option<SaslMechanism>,
+    /// The SASL user [default: the profile's `sasl_username`].
+    #[arg(long, env = "SLUICE_SASL_USERNAME", global = true)]
+    pub sasl_username: Option<String>,
+    /// The SASL password; prefer SLUICE_SASL_PASSWORD or the profile's
+    /// `sasl_password` to keep it off the command line.
+    #[arg(
+        long,
+        env = "SLUICE_SASL_PASSWORD",
+        hide_env_values = true,
+        global = true
+    )]
+    pub sasl_password: Option<String>,
+    /// PEM CA certificates the broker's certificate must chain to (SSL,
+    /// SASL_SSL) [default: the profile's `ssl_ca_location`].
+    #[arg(long, env = "SLUICE_SSL_CA_LOCATION", global = true)]
+    pub ssl_ca_location: Option<PathBuf>,
+    /// PEM client certificate, for listeners that ask for one [default:
+    /// the profile's `ssl_certificate_location`].
+    #[arg(long, env = "SLUICE_SSL_CERTIFICATE_LOCATION", global = true)]
+    pub ssl_certificate_location: Option<PathBuf>,
+    /// PEM private key of --ssl-certificate-location [default: the
+    /// profile's `ssl_key_location`].
+    #[arg(long, env = "SLUICE_SSL_KEY_LOCATION", global = true)]
+    pub ssl_key_location: Option<PathBuf>,
 }
 
 /// `sluice topic ...`

@@ -7,6 +7,11 @@
 //! version table, so that callers can pick a version both sides support
 //! with [`Connection::negotiate`]. Every socket operation has a time limit:
 //! a broker that does not answer is an error, never a hang.
+//!
+//! [`Connection::open_with`] secures the connection as
+//! [`ClientSecurity`] says: TLS (rustls over the same `TcpStream`, the
+//! handshake under the same time limits) and a SASL login right after
+//! ApiVersions. [`Connection::open`] is PLAINTEXT.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -20,6 +25,8 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+
+use super::security::{self, ClientSecurity};
 
 /// Time limit of the TCP connect.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -73,6 +80,15 @@ pub enum ClientError {
     NotKafka { address: String, detail: String },
     #[error("{what}: {}", describe_code(*code))]
     Kafka { what: String, code: i16 },
+    #[error("TLS with broker {address}: {reason}")]
+    Tls { address: String, reason: String },
+    #[error("authentication failed for User:{user}: {reason} (SASL {mechanism}, broker {address})")]
+    Authentication {
+        address: String,
+        user: String,
+        mechanism: &'static str,
+        reason: String,
+    },
 }
 
 impl ClientError {
@@ -129,9 +145,51 @@ pub fn check_code_message(
     })
 }
 
+/// The byte stream under a [`Connection`]: the socket, or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(stream) => stream.read(buffer),
+            Stream::Tls(stream) => stream.read(buffer),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buffer: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(stream) => stream.write(buffer),
+            Stream::Tls(stream) => stream.write(buffer),
+        }
+    }
+
+    fn write_all(&mut self, buffer: &[u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(stream) => stream.write_all(buffer),
+            // rustls buffers what is written: flush sends it.
+            Stream::Tls(stream) => {
+                stream.write_all(buffer)?;
+                stream.flush()
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(stream) => stream.flush(),
+            Stream::Tls(stream) => stream.flush(),
+        }
+    }
+}
+
 /// One connection to one broker.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     address: String,
     correlation_id: i32,
     /// api key -> (min, max) version the broker serves.
@@ -140,8 +198,14 @@ pub struct Connection {
 
 impl Connection {
     /// Connect to `address` (`host:port`) within [`CONNECT_TIMEOUT`] and
-    /// learn the broker's API versions.
+    /// learn the broker's API versions, over PLAINTEXT.
     pub fn open(address: &str) -> Result<Connection, ClientError> {
+        Connection::open_with(address, &ClientSecurity::default())
+    }
+
+    /// Like [`Connection::open`], secured as `security` says: the TLS
+    /// handshake after the TCP connect, the SASL login after ApiVersions.
+    pub fn open_with(address: &str, security: &ClientSecurity) -> Result<Connection, ClientError> {
         let socket_addresses: Vec<SocketAddr> = address
             .to_socket_addrs()
             .map_err(|error| ClientError::Resolve {
@@ -184,6 +248,10 @@ impl Connection {
         configure(stream.set_read_timeout(Some(IO_TIMEOUT)))?;
         configure(stream.set_write_timeout(Some(IO_TIMEOUT)))?;
         configure(stream.set_nodelay(true))?;
+        let stream = match &security.tls {
+            None => Stream::Plain(stream),
+            Some(config) => Stream::Tls(Box::new(tls_handshake(address, config, stream)?)),
+        };
         let mut connection = Connection {
             stream,
             address: address.to_string(),
@@ -200,6 +268,9 @@ impl Connection {
             .iter()
             .map(|api| (api.api_key, (api.min_version, api.max_version)))
             .collect();
+        if let Some(login) = &security.sasl {
+            security::authenticate(&mut connection, login)?;
+        }
         Ok(connection)
     }
 
@@ -291,11 +362,7 @@ impl Connection {
             .map_err(|_| protocol(format!("request of {} bytes", frame.len())))?;
         frame[..4].copy_from_slice(&size.to_be_bytes());
 
-        let io = |source: std::io::Error| ClientError::Io {
-            address: self.address.clone(),
-            api,
-            source,
-        };
+        let io = |source: std::io::Error| io_error(&self.address, api, source);
         self.stream.write_all(&frame).map_err(io)?;
         Ok(())
     }
@@ -309,11 +376,7 @@ impl Connection {
             version,
             reason,
         };
-        let io = |source: std::io::Error| ClientError::Io {
-            address: self.address.clone(),
-            api,
-            source,
-        };
+        let io = |source: std::io::Error| io_error(&self.address, api, source);
         let mut size = [0_u8; 4];
         self.stream.read_exact(&mut size).map_err(|error| {
             if error.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -350,6 +413,49 @@ impl Connection {
             .map_err(|error| protocol(format!("decoding the response: {error}")))?;
         Ok(response)
     }
+}
+
+/// An I/O error on the connection to `address`; one that TLS raised (an
+/// alert from the broker after the handshake: a refused client
+/// certificate under TLS 1.3) is a [`ClientError::Tls`].
+fn io_error(address: &str, api: ApiKey, source: std::io::Error) -> ClientError {
+    let from_tls = source
+        .get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
+    if from_tls {
+        ClientError::Tls {
+            address: address.to_string(),
+            reason: format!("{api:?}: {}", security::describe_tls_error(&source)),
+        }
+    } else {
+        ClientError::Io {
+            address: address.to_string(),
+            api,
+            source,
+        }
+    }
+}
+
+/// The TLS handshake with the broker at `address` over `stream` (whose
+/// read and write time limits bound it).
+fn tls_handshake(
+    address: &str,
+    config: &std::sync::Arc<rustls::ClientConfig>,
+    mut stream: TcpStream,
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, ClientError> {
+    let tls = |reason: String| ClientError::Tls {
+        address: address.to_string(),
+        reason,
+    };
+    let name = security::server_name(address).map_err(tls)?;
+    let mut session = rustls::ClientConnection::new(std::sync::Arc::clone(config), name)
+        .map_err(|error| tls(error.to_string()))?;
+    while session.is_handshaking() {
+        session
+            .complete_io(&mut stream)
+            .map_err(|error| tls(security::describe_tls_error(&error)))?;
+    }
+    Ok(rustls::StreamOwned::new(session, stream))
 }
 
 /// The [`ApiKey`] of request type `R`.

@@ -40,7 +40,7 @@ const DESCRIBE_CLUSTER_FENCED_VERSION: i16 = 2;
 /// Run `sluice cluster ...`.
 pub fn run(args: ClusterArgs) -> ExitCode {
     let format = args.common.format;
-    let result = profile::bootstrap(&args.common).and_then(|bootstrap| {
+    let result = profile::target(&args.common).and_then(|bootstrap| {
         let mut pool = BrokerPool::connect(&bootstrap)?;
         match args.command {
             ClusterCommand::Info => {

@@ -36,7 +36,7 @@ use super::client::check_code;
 use super::group::{commit_offsets, fetch_committed};
 use super::output::{Format, Progress, stdout_error};
 use super::pool::{BrokerPool, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, by_leader};
-use super::profile;
+use super::profile::{self, Target};
 
 /// Fetch v4 is the first that returns record batches v2 with log start
 /// offsets; v13 names topics by id.
@@ -57,7 +57,7 @@ const BATCH_HEADER_BYTES: usize = 27;
 
 /// Run `sluice consume TOPIC`.
 pub fn run(args: ConsumeArgs) -> ExitCode {
-    let result = profile::bootstrap(&args.common).and_then(|bootstrap| consume(&bootstrap, &args));
+    let result = profile::target(&args.common).and_then(|bootstrap| consume(&bootstrap, &args));
     super::exit("consume", result)
 }
 
@@ -72,7 +72,7 @@ struct Position {
     committed: Option<i64>,
 }
 
-fn consume(bootstrap: &str, args: &ConsumeArgs) -> Result<(), AdminError> {
+fn consume(bootstrap: &Target, args: &ConsumeArgs) -> Result<(), AdminError> {
     let template = parse_template(&args.record_format)?;
     let mut pool = BrokerPool::connect(bootstrap)?;
     let topic = args.topic.clone();

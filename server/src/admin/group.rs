@@ -39,7 +39,7 @@ use super::args::{GroupArgs, GroupCommand, GroupSeekArgs, SeekTo};
 use super::client::{ClientError, Connection, check_code, describe_code};
 use super::output::{Format, NONE, Progress, emit, emit_json, non_empty, optional, render_table};
 use super::pool::{BrokerPool, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
-use super::profile;
+use super::profile::{self, Target};
 
 /// Versions this client speaks, per API (the broker's ranges narrow them).
 const LIST_GROUPS_VERSIONS: RangeInclusive<i16> = 0..=4;
@@ -112,7 +112,7 @@ pub struct GroupDescription {
 /// Run `sluice group ...`.
 pub fn run(args: GroupArgs) -> ExitCode {
     let format = args.common.format;
-    let result = profile::bootstrap(&args.common).and_then(|bootstrap| match args.command {
+    let result = profile::target(&args.common).and_then(|bootstrap| match args.command {
         GroupCommand::List => list_groups(&bootstrap).and_then(|groups| match format {
             Format::Table => emit(&render_listing(&groups)),
             Format::Json => emit_json(&groups),
@@ -130,7 +130,7 @@ pub fn run(args: GroupArgs) -> ExitCode {
 }
 
 /// Every group of every broker in the cluster, sorted by id.
-pub fn list_groups(bootstrap: &str) -> Result<Vec<GroupListing>, AdminError> {
+pub fn list_groups(bootstrap: &Target) -> Result<Vec<GroupListing>, AdminError> {
     let mut pool = BrokerPool::connect(bootstrap)?;
     let layout = pool.metadata(Some(&[]), false)?;
     let mut groups = BTreeMap::new();
@@ -209,7 +209,7 @@ fn describe_members(
 }
 
 /// Describe `group`: members, committed offsets, log ends.
-pub fn describe_group(bootstrap: &str, group: &str) -> Result<GroupDescription, AdminError> {
+pub fn describe_group(bootstrap: &Target, group: &str) -> Result<GroupDescription, AdminError> {
     let mut pool = BrokerPool::connect(bootstrap)?;
     let described =
         pool.with_coordinator(group, |coordinator| describe_members(coordinator, group))?;
@@ -380,7 +380,7 @@ fn log_ends<'a>(
 }
 
 /// Delete `groups` (each must have no members).
-fn delete_groups(bootstrap: &str, groups: &[String], format: Format) -> Result<(), AdminError> {
+fn delete_groups(bootstrap: &Target, groups: &[String], format: Format) -> Result<(), AdminError> {
     let mut pool = BrokerPool::connect(bootstrap)?;
     let mut results: Vec<(String, Option<String>)> = Vec::new();
     for group in groups {
@@ -483,7 +483,7 @@ pub fn seek_target(
 
 /// `sluice group seek`: plan the new offsets, commit them unless
 /// `--dry-run`.
-fn seek_group(bootstrap: &str, args: &GroupSeekArgs, format: Format) -> Result<(), AdminError> {
+fn seek_group(bootstrap: &Target, args: &GroupSeekArgs, format: Format) -> Result<(), AdminError> {
     let group = args.group.as_str();
     let mut pool = BrokerPool::connect(bootstrap)?;
     let described =

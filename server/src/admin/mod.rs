@@ -6,8 +6,9 @@
 //! | module | owns |
 //! |---|---|
 //! | `args` | the subcommands' command line arguments |
-//! | `profile` | the bootstrap: flag, `SLUICE_BOOTSTRAP`, profile file, default |
+//! | `profile` | the bootstrap and security settings: flag, environment, profile file, default |
 //! | `client` | a blocking one-connection Kafka client (ApiVersions negotiation, framing, time limits) |
+//! | `security` | TLS (rustls) and SASL (PLAIN, SCRAM) of the client's connections |
 //! | `pool` | connections by broker id; leader, coordinator and any-broker routing |
 //! | `output` | tables, JSON, progress on a terminal |
 //! | `topic` | `sluice topic create/list/describe/alter-config/add-partitions/delete` |
@@ -32,6 +33,7 @@ pub mod output;
 pub mod pool;
 pub mod produce;
 pub mod profile;
+pub mod security;
 pub mod topic;
 pub mod transactions;
 pub mod user;

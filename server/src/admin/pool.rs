@@ -26,6 +26,8 @@ use serde::Serialize;
 
 use super::AdminError;
 use super::client::{ClientError, Connection, check_code, describe_code};
+use super::profile::Target;
+use super::security::ClientSecurity;
 
 /// Versions this client speaks, per API (the broker's ranges narrow them).
 const METADATA_VERSIONS: RangeInclusive<i16> = 1..=12;
@@ -102,6 +104,8 @@ impl ClusterLayout {
 /// Connections to a cluster's brokers, opened as requests need them.
 pub struct BrokerPool {
     bootstrap: Connection,
+    /// How every connection is secured (the bootstrap's way).
+    security: ClientSecurity,
     /// node id -> host:port, from the latest Metadata.
     brokers: BTreeMap<i32, String>,
     connections: BTreeMap<i32, Connection>,
@@ -111,21 +115,27 @@ pub struct BrokerPool {
 }
 
 impl BrokerPool {
-    /// Connect to the first broker of the comma-separated `bootstrap` list
-    /// that answers, and learn the cluster's brokers.
-    pub fn connect(bootstrap: &str) -> Result<BrokerPool, AdminError> {
+    /// Connect to the first broker of the comma-separated bootstrap list
+    /// that answers, and learn the cluster's brokers. A failed TLS
+    /// handshake or SASL login is final: the next broker would refuse the
+    /// same settings.
+    pub fn connect(target: &Target) -> Result<BrokerPool, AdminError> {
         let mut last_error = None;
-        for address in bootstrap.split(',').map(str::trim) {
-            match Connection::open(address) {
+        for address in target.bootstrap.split(',').map(str::trim) {
+            match Connection::open_with(address, &target.security) {
                 Ok(connection) => {
                     let mut pool = BrokerPool {
                         bootstrap: connection,
+                        security: target.security.clone(),
                         brokers: BTreeMap::new(),
                         connections: BTreeMap::new(),
                         coordinators: BTreeMap::new(),
                     };
                     pool.metadata(Some(&[]), false)?;
                     return Ok(pool);
+                }
+                Err(error @ (ClientError::Tls { .. } | ClientError::Authentication { .. })) => {
+                    return Err(error.into());
                 }
                 Err(error) => last_error = Some(error),
             }
@@ -273,7 +283,7 @@ impl BrokerPool {
             .clone();
         Ok(match self.connections.entry(node_id) {
             Entry::Occupied(entry) => entry.into_mut(),
-            Entry::Vacant(entry) => entry.insert(Connection::open(&address)?),
+            Entry::Vacant(entry) => entry.insert(Connection::open_with(&address, &self.security)?),
         })
     }
 

@@ -38,7 +38,7 @@ use super::args::{Acks, ProduceArgs};
 use super::client::{ClientError, check_code_message};
 use super::output::{Format, emit, emit_json, optional, render_table};
 use super::pool::{BrokerPool, SETTLE_RETRY_INTERVAL, by_leader};
-use super::profile;
+use super::profile::{self, Target};
 
 /// Produce v3 is the first with record batches v2; v10+ adds nothing the
 /// CLI uses, v13 names topics by id.
@@ -55,7 +55,7 @@ const SEND_ATTEMPTS_MAX: usize = 5;
 
 /// Run `sluice produce TOPIC`.
 pub fn run(args: ProduceArgs) -> ExitCode {
-    let result = profile::bootstrap(&args.common).and_then(|bootstrap| produce(&bootstrap, &args));
+    let result = profile::target(&args.common).and_then(|bootstrap| produce(&bootstrap, &args));
     super::exit("produce", result)
 }
 
@@ -75,7 +75,7 @@ struct Line {
     value: Bytes,
 }
 
-fn produce(bootstrap: &str, args: &ProduceArgs) -> Result<(), AdminError> {
+fn produce(bootstrap: &Target, args: &ProduceArgs) -> Result<(), AdminError> {
     let mut pool = BrokerPool::connect(bootstrap)?;
     let topic = args.topic.clone();
     let topics = [topic.clone()];

@@ -8,6 +8,21 @@
 //! bootstrap = "broker1:9092,broker2:9092"
 //! ```
 //!
+//! How to connect comes the same way, each setting on its own: the flag
+//! (or its environment variable) wins over the profile file, which wins
+//! over the default (PLAINTEXT). The profile's names are Kafka's client
+//! settings with underscores:
+//!
+//! ```toml
+//! security_protocol = "SASL_SSL"        # PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL
+//! sasl_mechanism = "SCRAM-SHA-512"      # PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
+//! sasl_username = "admin"
+//! sasl_password = "..."                 # or SLUICE_SASL_PASSWORD
+//! ssl_ca_location = "/etc/sluice/ca.pem"
+//! ssl_certificate_location = "/etc/sluice/admin.pem"   # client certificate, optional
+//! ssl_key_location = "/etc/sluice/admin.key"
+//! ```
+//!
 //! It is `--profile PATH` (or `SLUICE_PROFILE`), which must exist, else
 //! `$XDG_CONFIG_HOME/sluice/profile.toml`, else
 //! `~/.config/sluice/profile.toml`; a default location that does not exist
@@ -19,6 +34,7 @@ use serde::Deserialize;
 
 use super::AdminError;
 use super::args::CommonArgs;
+use super::security::{ClientSecurity, SaslMechanism, SecurityProtocol, TlsFiles};
 
 /// The bootstrap when neither flag, environment nor profile gives one.
 pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
@@ -27,27 +43,81 @@ pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
 #[serde(deny_unknown_fields)]
 struct Profile {
     bootstrap: Option<String>,
+    security_protocol: Option<SecurityProtocol>,
+    sasl_mechanism: Option<SaslMechanism>,
+    sasl_username: Option<String>,
+    sasl_password: Option<String>,
+    ssl_ca_location: Option<PathBuf>,
+    ssl_certificate_location: Option<PathBuf>,
+    ssl_key_location: Option<PathBuf>,
+}
+
+/// Where and how the admin subcommands connect.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// Comma-separated `host:port` list.
+    pub bootstrap: String,
+    pub security: ClientSecurity,
+}
+
+/// The bootstrap and security settings of `common`: each from its flag
+/// (or environment variable), else the profile file, else the default.
+pub fn target(common: &CommonArgs) -> Result<Target, AdminError> {
+    let (profile, path) = load(common)?;
+    let bootstrap = match (&common.bootstrap, &profile.bootstrap, &path) {
+        (Some(bootstrap), _, _) => checked(bootstrap, "--bootstrap (or SLUICE_BOOTSTRAP)")?,
+        (None, Some(bootstrap), Some(path)) => {
+            checked(bootstrap, &format!("bootstrap in {}", path.display()))?
+        }
+        _ => DEFAULT_BOOTSTRAP.to_string(),
+    };
+    let protocol = common
+        .security_protocol
+        .or(profile.security_protocol)
+        .unwrap_or_default();
+    let mechanism = common
+        .sasl_mechanism
+        .or(profile.sasl_mechanism)
+        .unwrap_or_default();
+    let files = TlsFiles {
+        ca: common.ssl_ca_location.clone().or(profile.ssl_ca_location),
+        certificate: common
+            .ssl_certificate_location
+            .clone()
+            .or(profile.ssl_certificate_location),
+        key: common.ssl_key_location.clone().or(profile.ssl_key_location),
+    };
+    let security = ClientSecurity::new(
+        protocol,
+        mechanism,
+        common.sasl_username.clone().or(profile.sasl_username),
+        common.sasl_password.clone().or(profile.sasl_password),
+        &files,
+    )?;
+    Ok(Target {
+        bootstrap,
+        security,
+    })
 }
 
 /// The bootstrap address list of `common`.
 pub fn bootstrap(common: &CommonArgs) -> Result<String, AdminError> {
-    if let Some(bootstrap) = &common.bootstrap {
-        return checked(bootstrap, "--bootstrap (or SLUICE_BOOTSTRAP)");
-    }
+    target(common).map(|target| target.bootstrap)
+}
+
+/// The profile file of `common` (empty when there is none) and its path.
+fn load(common: &CommonArgs) -> Result<(Profile, Option<PathBuf>), AdminError> {
     let (path, required) = match &common.profile {
         Some(path) => (Some(path.clone()), true),
         None => (default_profile_path(), false),
     };
     let Some(path) = path else {
-        return Ok(DEFAULT_BOOTSTRAP.to_string());
+        return Ok((Profile::default(), None));
     };
     if !required && !path.exists() {
-        return Ok(DEFAULT_BOOTSTRAP.to_string());
+        return Ok((Profile::default(), None));
     }
-    match read_profile(&path)?.bootstrap {
-        Some(bootstrap) => checked(&bootstrap, &format!("bootstrap in {}", path.display())),
-        None => Ok(DEFAULT_BOOTSTRAP.to_string()),
-    }
+    Ok((read_profile(&path)?, Some(path)))
 }
 
 /// `$XDG_CONFIG_HOME/sluice/profile.toml`, else

@@ -59,7 +59,7 @@ const TOPICS_PER_REQUEST: usize = 16;
 /// Run `sluice topic ...`.
 pub fn run(args: TopicArgs) -> ExitCode {
     let format = args.common.format;
-    let result = profile::bootstrap(&args.common).and_then(|bootstrap| {
+    let result = profile::target(&args.common).and_then(|bootstrap| {
         let mut pool = BrokerPool::connect(&bootstrap)?;
         match args.command {
             TopicCommand::Create(create) => create_topics(&mut pool, &create, format),

@@ -30,7 +30,7 @@ use super::args::{TransactionsArgs, TransactionsCommand};
 use super::client::{ClientError, check_code};
 use super::output::{Format, NONE, emit, emit_json, render_table};
 use super::pool::{BrokerPool, SETTLE_RETRY_INTERVAL, SETTLE_WAIT};
-use super::profile;
+use super::profile::{self, Target};
 
 /// Versions this client speaks, per API (the broker's ranges narrow them).
 /// ListTransactions v1 adds the duration filter, which we leave at -1.
@@ -78,7 +78,7 @@ pub struct TransactionDescription {
 /// Run `sluice transactions ...`.
 pub fn run(args: TransactionsArgs) -> ExitCode {
     let format = args.common.format;
-    let result = profile::bootstrap(&args.common).and_then(|bootstrap| match args.command {
+    let result = profile::target(&args.common).and_then(|bootstrap| match args.command {
         TransactionsCommand::List => {
             list_transactions(&bootstrap).and_then(|transactions| match format {
                 Format::Table => emit(&render_listing(&transactions)),
@@ -93,7 +93,7 @@ pub fn run(args: TransactionsArgs) -> ExitCode {
 }
 
 /// Every transaction of every broker in the cluster, sorted by id.
-pub fn list_transactions(bootstrap: &str) -> Result<Vec<TransactionListing>, AdminError> {
+pub fn list_transactions(bootstrap: &Target) -> Result<Vec<TransactionListing>, AdminError> {
     let mut pool = BrokerPool::connect(bootstrap)?;
     let layout = pool.metadata(Some(&[]), false)?;
     let mut transactions = BTreeMap::new();
@@ -236,7 +236,7 @@ pub fn describe_transaction(
 /// `sluice transactions describe ID...`: the ids found are printed; each
 /// unknown one is an error (exit code 1), named on stderr.
 fn describe_command(
-    bootstrap: &str,
+    bootstrap: &Target,
     transactional_ids: &[String],
     format: Format,
 ) -> Result<(), AdminError> {

@@ -4,8 +4,8 @@
 //! and DescribeUserScramCredentials, KIP-554), like
 //! `kafka-configs.sh --alter --add-config 'SCRAM-SHA-512=[password=...]'`:
 //! the password is salted here (PBKDF2) and only the salted password
-//! travels. They connect over a PLAINTEXT listener (the admin client does
-//! not speak TLS or SASL yet). `bootstrap` works offline on a stopped
+//! travels. They connect like every admin subcommand (PLAINTEXT, SSL,
+//! SASL_PLAINTEXT or SASL_SSL: `admin::security`). `bootstrap` works offline on a stopped
 //! node's data directory, for the first user of a cluster whose listeners
 //! all need authentication (see `auth::credentials`).
 
@@ -105,7 +105,7 @@ pub fn run(args: UserArgs) -> ExitCode {
             credential,
             data_dir,
         } => bootstrap(&credential, &data_dir),
-        command => profile::bootstrap(&args.common).and_then(|bootstrap| {
+        command => profile::target(&args.common).and_then(|bootstrap| {
             let mut pool = BrokerPool::connect(&bootstrap)?;
             match command {
                 UserCommand::Create(credential) => create(&mut pool, &credential),
