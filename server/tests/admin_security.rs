@@ -3,7 +3,9 @@
 //! `User:admin` (SCRAM-SHA-512, bootstrapped offline) and `User:CN=admin`
 //! (a client certificate) may administer it, so a command that succeeds
 //! has really authenticated. Over SASL_SSL and over SSL with a client
-//! certificate: `topic create/list`, `user create/list`, `acl create/list`;
+//! certificate: `topic create/list`, `user create/list`, `acl create/list`
+//! (over SASL_SSL also `produce`, `consume -g`, `group list`, and `user
+//! list` with PLAIN over SASL_PLAINTEXT; over SSL also from a profile);
 //! a wrong password, an untrusted CA and a missing client certificate fail
 //! fast, with a clear message and exit code 1; over PLAINTEXT (ANONYMOUS)
 //! the same commands are refused by the authorizer.
@@ -111,6 +113,7 @@ struct SecureBroker {
     certificates: PathBuf,
     ssl_port: u16,
     sasl_ssl_port: u16,
+    sasl_plaintext_port: u16,
 }
 
 impl SecureBroker {
@@ -121,11 +124,15 @@ impl SecureBroker {
             .join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&certificates);
         make_certificates(&openssl, &certificates);
-        let (ssl_port, sasl_ssl_port) = (reserve_port(), reserve_port());
+        let (ssl_port, sasl_ssl_port, sasl_plaintext_port) =
+            (reserve_port(), reserve_port(), reserve_port());
         let file = |name: &str| certificates.join(name).display().to_string();
         let args = [
             "--listeners".to_string(),
-            format!("SSL://127.0.0.1:{ssl_port},SASL_SSL://127.0.0.1:{sasl_ssl_port}"),
+            format!(
+                "SSL://127.0.0.1:{ssl_port},SASL_SSL://127.0.0.1:{sasl_ssl_port},\
+                 SASL_PLAINTEXT://127.0.0.1:{sasl_plaintext_port}"
+            ),
             "--ssl-certificate".to_string(),
             file("server.pem"),
             "--ssl-key".to_string(),
@@ -160,6 +167,7 @@ impl SecureBroker {
             certificates,
             ssl_port,
             sasl_ssl_port,
+            sasl_plaintext_port,
         })
     }
 
@@ -220,6 +228,23 @@ impl SecureBroker {
             ]);
         }
         flags
+    }
+
+    fn sasl_plaintext_plain(&self) -> Vec<String> {
+        [
+            "--bootstrap",
+            &format!("127.0.0.1:{}", self.sasl_plaintext_port),
+            "--security-protocol",
+            "SASL_PLAINTEXT",
+            "--sasl-mechanism",
+            "PLAIN",
+            "--sasl-username",
+            ADMIN,
+            "--sasl-password",
+            PASSWORD,
+        ]
+        .map(str::to_string)
+        .to_vec()
     }
 
     fn plaintext(&self) -> Vec<String> {
@@ -311,6 +336,41 @@ fn admin_commands_work_over_sasl_ssl_with_scram_sha_512_and_refuse_bad_credentia
         .env("XDG_CONFIG_HOME", &secure.certificates);
     let output = run_with_timeout(command, TIMEOUT, "cluster info");
     succeeded(&output, "cluster info with SLUICE_SASL_PASSWORD");
+
+    // produce and consume (leaders, Fetch) and groups over SASL_SSL.
+    let connection = secure.sasl_ssl(PASSWORD, "ca.pem");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    command
+        .args(["produce", "secured-sasl", "-p", "1"])
+        .args(&connection)
+        .env("XDG_CONFIG_HOME", &secure.certificates);
+    let output = support::run_with_input(
+        command,
+        Some(b"one\ntwo\nthree\n".to_vec()),
+        TIMEOUT,
+        "produce",
+    );
+    succeeded(&output, "produce");
+    let (output, _) = secure.sluice(
+        &[
+            "consume",
+            "secured-sasl",
+            "-p",
+            "1",
+            "-e",
+            "-g",
+            "secured-readers",
+        ],
+        &connection,
+    );
+    assert_eq!(succeeded(&output, "consume"), "one\ntwo\nthree\n");
+    let (output, _) = secure.sluice(&["group", "list"], &connection);
+    let listing = succeeded(&output, "group list");
+    assert!(listing.contains("secured-readers"), "{listing}");
+    // PLAIN over SASL_PLAINTEXT.
+    let (output, _) = secure.sluice(&["user", "list"], &secure.sasl_plaintext_plain());
+    let listing = succeeded(&output, "user list over SASL_PLAINTEXT with PLAIN");
+    assert!(listing.contains("bob-sasl"), "{listing}");
 
     refused(
         secure.sluice(

@@ -206,4 +206,61 @@ mod tests {
         assert!(matches!(typo, Err(AdminError::Invalid(_))), "{typo:?}");
         let _ = std::fs::remove_dir_all(&directory);
     }
+
+    #[test]
+    fn security_settings_come_from_the_flag_else_the_profile_else_plaintext() {
+        use crate::admin::security::{SaslMechanism, SecurityProtocol};
+        let directory =
+            std::env::temp_dir().join(format!("sluice-profile-security-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).expect("creating a temporary directory");
+        let path = directory.join("profile.toml");
+        std::fs::write(
+            &path,
+            "security_protocol = \"SASL_PLAINTEXT\"\nsasl_mechanism = \"PLAIN\"\n\
+             sasl_username = \"alice\"\nsasl_password = \"from-profile\"\n",
+        )
+        .expect("writing a profile");
+        let from_profile = target(&CommonArgs {
+            profile: Some(path.clone()),
+            ..CommonArgs::default()
+        })
+        .expect("profile settings");
+        assert_eq!(from_profile.bootstrap, DEFAULT_BOOTSTRAP);
+        assert_eq!(
+            from_profile.security.protocol,
+            SecurityProtocol::SaslPlaintext
+        );
+        let login = from_profile.security.sasl.expect("a SASL login");
+        assert_eq!(login.mechanism, SaslMechanism::Plain);
+        assert_eq!(
+            (login.username.as_str(), login.password.as_str()),
+            ("alice", "from-profile")
+        );
+        assert!(from_profile.security.tls.is_none());
+        // Each flag wins over its profile setting alone.
+        let flags = target(&CommonArgs {
+            profile: Some(path.clone()),
+            sasl_mechanism: Some(SaslMechanism::ScramSha256),
+            sasl_password: Some("from-flag".into()),
+            ..CommonArgs::default()
+        })
+        .expect("flag settings");
+        let login = flags.security.sasl.expect("a SASL login");
+        assert_eq!(login.mechanism, SaslMechanism::ScramSha256);
+        assert_eq!(
+            (login.username.as_str(), login.password.as_str()),
+            ("alice", "from-flag")
+        );
+        // TLS without a CA is the user's mistake, named.
+        let no_ca = target(&CommonArgs {
+            profile: Some(path),
+            security_protocol: Some(SecurityProtocol::SaslSsl),
+            ..CommonArgs::default()
+        });
+        assert!(
+            matches!(&no_ca, Err(AdminError::Invalid(text)) if text.contains("--ssl-ca-location")),
+            "{no_ca:?}"
+        );
+        let _ = std::fs::remove_dir_all(&directory);
+    }
 }
