@@ -3,12 +3,16 @@
 //! Metadata, and no Python client has DescribeLogDirs):
 //! DescribeTopicPartitions (API 75) as Kafka 3.8+ kafka-topics.sh asks
 //! it, paged with a cursor; DescribeLogDirs (API 35) as
-//! kafka-log-dirs.sh asks it.
+//! kafka-log-dirs.sh asks it; ElectLeaders (API 43) from confluent-kafka's
+//! AdminClient.elect_leaders against a three-broker cluster
+//! (server/tests/python/elect_leaders.py).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
 use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
 
 use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
 use kafka_protocol::messages::describe_topic_partitions_request::{Cursor, TopicRequest};
@@ -18,9 +22,10 @@ use kafka_protocol::messages::{
     RequestKind, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
-use support::Broker;
-use support::kafka::{Record, create_topic, produce_all};
+use support::cluster::{Cluster, wait_until};
+use support::kafka::{Record, create_topic, create_topic_replicated, produce_all};
 use support::wire::call;
+use support::{Broker, require_python, run_with_timeout};
 
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
@@ -280,4 +285,68 @@ fn without_acls_the_admin_apis_are_refused_as_kafka_refuses_them() {
     assert_eq!(named.topics[0].error_code, TOPIC_AUTHORIZATION_FAILED);
     let all = describe_topic_partitions(&mut stream, &[], 2000, None);
     assert!(all.topics.is_empty());
+}
+
+#[test]
+fn elect_leaders_moves_leadership_back_to_the_preferred_replica() {
+    const TOPIC: &str = "elect";
+    let Some(python) = require_python() else {
+        return;
+    };
+    // No periodic rebalance: only ElectLeaders moves the leadership back.
+    let mut cluster = Cluster::start(
+        "elect-leaders",
+        3,
+        &[
+            "--broker-heartbeat-interval-ms",
+            "500",
+            "--leader-imbalance-check-interval-ms",
+            "0",
+        ],
+    );
+    create_topic_replicated(&cluster.bootstrap(), TOPIC, 1, 3, &[]);
+    let states = cluster.wait_for_full_isr(TOPIC, 1, Duration::from_secs(60));
+    let preferred = states[&0].replicas[0];
+    assert_eq!(states[&0].leader, preferred);
+    let other = cluster.nodes().find(|node| *node != preferred).unwrap();
+
+    // Stop the preferred replica: another takes over and keeps leading
+    // once it is back in the ISR.
+    cluster.stop(preferred);
+    wait_until("another leader", Duration::from_secs(60), || match cluster
+        .partition_leader(other, TOPIC, 0)
+    {
+        Some(Ok(leader)) if leader != preferred => Ok(()),
+        state => Err(format!("{state:?}")),
+    });
+    cluster.start_again(preferred);
+    let states = cluster.wait_for_full_isr(TOPIC, 1, Duration::from_secs(60));
+    assert_ne!(states[&0].leader, preferred, "{states:?}");
+
+    let script = support::repo_root().join("server/tests/python/elect_leaders.py");
+    let mut command = Command::new(&python);
+    command
+        .arg(&script)
+        .arg(cluster.broker(other).bootstrap())
+        .arg(TOPIC)
+        .env("PYTHONUNBUFFERED", "1")
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    let output = run_with_timeout(command, Duration::from_secs(120), "elect_leaders.py");
+    assert!(
+        output.status.success(),
+        "elect_leaders.py failed:\n{}\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        cluster.stderr_tails()
+    );
+    for node in cluster.nodes() {
+        wait_until(
+            "the preferred leader everywhere",
+            Duration::from_secs(30),
+            || match cluster.partition_leader(node, TOPIC, 0) {
+                Some(Ok(leader)) if leader == preferred => Ok(()),
+                state => Err(format!("node {node}: {state:?}")),
+            },
+        );
+    }
 }

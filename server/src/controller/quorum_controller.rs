@@ -871,22 +871,68 @@ fn preferred_leader_elections(image: &MetadataImage) -> Vec<MetadataRecord> {
     let mut records = Vec::new();
     for topic in image.topics().values() {
         for (index, partition) in topic.partitions.iter().enumerate() {
-            let Some(preferred) = partition.replicas.first().copied() else {
-                continue;
-            };
-            if partition.leader != Some(preferred)
-                && partition.isr.contains(&preferred)
-                && image.broker(preferred).is_some_and(|b| b.is_active())
-            {
-                records.push(guarded_change(
-                    topic.topic_id,
-                    index,
-                    partition,
-                    None,
-                    LeaderChange::To(preferred),
-                ));
-            }
+            records.extend(preferred_leader_election(
+                image,
+                topic.topic_id,
+                index,
+                partition,
+            ));
         }
+    }
+    records
+}
+
+/// The preferred-leader election of one partition, if its first replica
+/// is active, in the ISR and not the leader.
+fn preferred_leader_election(
+    image: &MetadataImage,
+    topic_id: TopicId,
+    index: usize,
+    partition: &PartitionState,
+) -> Option<MetadataRecord> {
+    let preferred = partition.replicas.first().copied()?;
+    (partition.leader != Some(preferred)
+        && partition.isr.contains(&preferred)
+        && image.broker(preferred).is_some_and(|b| b.is_active()))
+    .then(|| {
+        guarded_change(
+            topic_id,
+            index,
+            partition,
+            None,
+            LeaderChange::To(preferred),
+        )
+    })
+}
+
+/// ElectLeaders (PREFERRED): the preferred-leader elections of the named
+/// partitions that need one and can have it; unknown partitions and the
+/// others are skipped (the broker answers their errors from its view).
+pub fn elect_preferred_leaders(
+    image: &MetadataImage,
+    partitions: &[(String, i32)],
+) -> Vec<MetadataRecord> {
+    let mut records = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, index) in partitions {
+        if !seen.insert((name, *index)) {
+            continue;
+        }
+        let Some(topic) = image.topic_by_name(name) else {
+            continue;
+        };
+        let Some((index, partition)) = usize::try_from(*index)
+            .ok()
+            .and_then(|index| Some((index, topic.partitions.get(index)?)))
+        else {
+            continue;
+        };
+        records.extend(preferred_leader_election(
+            image,
+            topic.topic_id,
+            index,
+            partition,
+        ));
     }
     records
 }

@@ -77,6 +77,13 @@ pub enum Request {
         creations: Vec<AclBinding>,
         deletions: Vec<uuid::Uuid>,
     },
+    /// ElectLeaders (PREFERRED): lead each (topic, partition) by its
+    /// preferred replica where it is active, in the ISR and not the leader
+    /// already (the others are left as they are). Answered `Committed`
+    /// (at the image's offset when nothing changed).
+    ElectPreferredLeaders {
+        partitions: Vec<(String, i32)>,
+    },
 }
 
 impl Request {
@@ -477,6 +484,14 @@ impl Request {
                     writer.uuid(*id);
                 }
             }
+            Request::ElectPreferredLeaders { partitions } => {
+                writer.u8(11);
+                writer.count(partitions.len());
+                for (topic, partition) in partitions {
+                    writer.string(topic);
+                    writer.i32(*partition);
+                }
+            }
         }
         writer.into_bytes()
     }
@@ -608,6 +623,13 @@ impl Request {
                     creations,
                     deletions,
                 }
+            }
+            11 => {
+                let count = reader.count(8)?;
+                let partitions = (0..count)
+                    .map(|_| Ok((reader.string()?, reader.i32()?)))
+                    .collect::<Result<_, DecodeError>>()?;
+                Request::ElectPreferredLeaders { partitions }
             }
             other => return Err(invalid("request tag", other)),
         };
@@ -853,6 +875,9 @@ mod tests {
                     permission: crate::auth::acl::AclPermission::Allow,
                 }],
                 deletions: vec![uuid::Uuid::from_bytes([9; 16])],
+            },
+            Request::ElectPreferredLeaders {
+                partitions: vec![("t".into(), 0), ("u".into(), 7)],
             },
         ]
     }

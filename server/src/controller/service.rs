@@ -913,6 +913,16 @@ impl<S: RaftLogStore> ControllerLoop<S> {
                     Ok((records, PendingKind::Committed))
                 }
             }
+            Request::ElectPreferredLeaders { partitions } => {
+                let records = super::quorum_controller::elect_preferred_leaders(image, &partitions);
+                if records.is_empty() {
+                    Err(Ok(Reply::Committed {
+                        offset: image.offset(),
+                    }))
+                } else {
+                    Ok((records, PendingKind::Committed))
+                }
+            }
             Request::MetadataFetch { .. } => unreachable!("answered above"),
         };
         match decided {
@@ -1649,6 +1659,19 @@ impl ControllerHandle {
                 deletions,
             })
             .await,
+        )
+    }
+
+    /// ElectLeaders (PREFERRED): move the leadership of each partition to
+    /// its preferred replica where that is possible (see
+    /// `Request::ElectPreferredLeaders`).
+    pub async fn elect_preferred_leaders(
+        &self,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<MetadataOffset, RequestError> {
+        committed(
+            self.call(Request::ElectPreferredLeaders { partitions })
+                .await,
         )
     }
 

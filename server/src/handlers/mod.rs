@@ -24,6 +24,7 @@ pub mod describe_producers;
 pub mod describe_topic_partitions;
 pub mod describe_transactions;
 pub mod describe_user_scram_credentials;
+pub mod elect_leaders;
 pub mod end_txn;
 pub mod fetch;
 pub mod fetch_session;
@@ -261,6 +262,9 @@ pub async fn handle(
         RequestKind::EndTxn(body) => end_txn::handle(shard, version, body).await?,
         RequestKind::TxnOffsetCommit(body) => {
             txn_offset_commit::handle(shard, version, body).await?
+        }
+        RequestKind::ElectLeaders(body) => {
+            elect_leaders::handle(shard, version, body, access).await?
         }
         RequestKind::DescribeLogDirs(body) => {
             describe_log_dirs::handle(shard, version, body, access).await?

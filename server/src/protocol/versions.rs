@@ -28,6 +28,8 @@ pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
     (ApiKey::IncrementalAlterConfigs, range(0, 1)),
     (ApiKey::DeleteRecords, range(0, 2)),
     (ApiKey::DescribeCluster, range(0, 2)),
+    // kafka-leader-election.sh (PREFERRED; UNCLEAN is not done).
+    (ApiKey::ElectLeaders, range(0, 2)),
     // kafka-log-dirs.sh, rpk cluster logdirs (v0 is not decodable).
     (ApiKey::DescribeLogDirs, range(1, 4)),
     // KIP-966: kafka-topics.sh --describe from Kafka 3.8.
