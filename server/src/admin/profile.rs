@@ -23,6 +23,9 @@
 //! ssl_key_location = "/etc/sluice/admin.key"
 //! ```
 //!
+//! Profile settings the chosen protocol does not use are ignored (the SASL
+//! user under `--security-protocol PLAINTEXT`); as flags they are refused.
+//!
 //! It is `--profile PATH` (or `SLUICE_PROFILE`), which must exist, else
 //! `$XDG_CONFIG_HOME/sluice/profile.toml`, else
 //! `~/.config/sluice/profile.toml`; a default location that does not exist
@@ -63,7 +66,7 @@ pub struct Target {
 /// The bootstrap and security settings of `common`: each from its flag
 /// (or environment variable), else the profile file, else the default.
 pub fn target(common: &CommonArgs) -> Result<Target, AdminError> {
-    let (profile, path) = load(common)?;
+    let (mut profile, path) = load(common)?;
     let bootstrap = match (&common.bootstrap, &profile.bootstrap, &path) {
         (Some(bootstrap), _, _) => checked(bootstrap, "--bootstrap (or SLUICE_BOOTSTRAP)")?,
         (None, Some(bootstrap), Some(path)) => {
@@ -75,6 +78,17 @@ pub fn target(common: &CommonArgs) -> Result<Target, AdminError> {
         .security_protocol
         .or(profile.security_protocol)
         .unwrap_or_default();
+    // The profile's settings the protocol does not use are ignored (a
+    // profile for SASL_SSL, --security-protocol PLAINTEXT for a loopback
+    // listener); the same settings as flags are refused as a mistake.
+    if !protocol.sasl() {
+        profile.sasl_username = None;
+    }
+    if !protocol.tls() {
+        profile.ssl_ca_location = None;
+        profile.ssl_certificate_location = None;
+        profile.ssl_key_location = None;
+    }
     let mechanism = common
         .sasl_mechanism
         .or(profile.sasl_mechanism)
@@ -251,6 +265,14 @@ mod tests {
             (login.username.as_str(), login.password.as_str()),
             ("alice", "from-flag")
         );
+        // The profile's SASL settings do not apply to PLAINTEXT.
+        let plaintext = target(&CommonArgs {
+            profile: Some(path.clone()),
+            security_protocol: Some(SecurityProtocol::Plaintext),
+            ..CommonArgs::default()
+        })
+        .expect("PLAINTEXT over a SASL profile");
+        assert!(plaintext.security.sasl.is_none());
         // TLS without a CA is the user's mistake, named.
         let no_ca = target(&CommonArgs {
             profile: Some(path),
