@@ -16,10 +16,11 @@ use std::time::Duration;
 
 use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
 use kafka_protocol::messages::describe_topic_partitions_request::{Cursor, TopicRequest};
+use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, DescribeLogDirsRequest,
     DescribeLogDirsResponse, DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse,
-    RequestKind, TopicName,
+    ElectLeadersRequest, ElectLeadersResponse, RequestKind, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use support::cluster::{Cluster, wait_until};
@@ -285,6 +286,33 @@ fn without_acls_the_admin_apis_are_refused_as_kafka_refuses_them() {
     assert_eq!(named.topics[0].error_code, TOPIC_AUTHORIZATION_FAILED);
     let all = describe_topic_partitions(&mut stream, &[], 2000, None);
     assert!(all.topics.is_empty());
+
+    let request = ElectLeadersRequest::default()
+        .with_election_type(0)
+        .with_topic_partitions(Some(vec![
+            TopicPartitions::default()
+                .with_topic(name("secret"))
+                .with_partitions(vec![0, 1]),
+        ]));
+    let mut body = call(
+        &mut stream,
+        ApiKey::ElectLeaders,
+        2,
+        RequestKind::ElectLeaders(request),
+    );
+    let elect = ElectLeadersResponse::decode(&mut body, 2).expect("an ElectLeaders response");
+    assert_eq!(elect.error_code, CLUSTER_AUTHORIZATION_FAILED);
+    let partitions = &elect.replica_election_results[0].partition_result;
+    assert_eq!(
+        partitions
+            .iter()
+            .map(|partition| (partition.partition_id, partition.error_code))
+            .collect::<Vec<_>>(),
+        vec![
+            (0, CLUSTER_AUTHORIZATION_FAILED),
+            (1, CLUSTER_AUTHORIZATION_FAILED)
+        ]
+    );
 }
 
 #[test]

@@ -168,6 +168,7 @@ pub fn filesystem_bytes(path: &Path) -> Option<(i64, i64)> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -178,7 +179,8 @@ mod tests {
             ("a".into(), 0, 5, 0),
             ("b".into(), 0, 7, 2),
         ]);
-        let summary: Vec<(String, Vec<(i32, i64, i64)>)> = topics
+        type Summary = Vec<(String, Vec<(i32, i64, i64)>)>;
+        let summary: Summary = topics
             .iter()
             .map(|topic| {
                 (

@@ -89,8 +89,7 @@ pub fn describe(
         .clamp(1, MAX_PARTITIONS_PER_RESPONSE);
     let mut topics = Vec::new();
     let mut next_cursor = None;
-    let mut names = names.peekable();
-    while let Some((name, listed)) = names.next() {
+    for (name, listed) in names {
         if remaining == 0 {
             next_cursor = Some(cursor_at(&name, 0));
             break;
@@ -167,6 +166,7 @@ fn error_topic(name: &str, error: ResponseError) -> DescribeTopicPartitionsRespo
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use kafka_protocol::messages::describe_topic_partitions_request::{
         Cursor as RequestCursor, TopicRequest,

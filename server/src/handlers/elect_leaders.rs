@@ -214,6 +214,7 @@ fn respond(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::metadata::{BrokerInfo, PartitionMetadata, TopicMetadata};
