@@ -89,17 +89,36 @@ pub async fn ensure(
         return Err(ResponseError::CoordinatorNotAvailable);
     };
     let address = rpc::broker_address(shard, &view, broker);
-    remote(
-        &address,
-        transactional_id,
-        producer_id,
-        producer_epoch,
-        topic,
-        partition,
-        how,
-    )
-    .await
+    // The caller leads `topic`/`partition` (or coordinates its group), so
+    // the partition exists; a coordinator that answers UNKNOWN_TOPIC_OR_PARTITION
+    // has not applied the metadata that created it yet (a topic made a
+    // moment ago, like `__consumer_offsets` at a group's first commit).
+    // Ask again while it catches up rather than failing the transaction.
+    let started = std::time::Instant::now();
+    loop {
+        let answer = remote(
+            &address,
+            transactional_id,
+            producer_id,
+            producer_epoch,
+            topic,
+            partition,
+            how,
+        )
+        .await;
+        if answer != Err(ResponseError::UnknownTopicOrPartition)
+            || started.elapsed() >= METADATA_LAG_PATIENCE
+        {
+            return answer;
+        }
+        compio::time::sleep(METADATA_LAG_RETRY).await;
+    }
 }
+
+/// How long a coordinator's view may lag the asking broker's about a
+/// partition before the ask fails (with a code the client retries).
+const METADATA_LAG_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+const METADATA_LAG_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// On the coordinator's shard.
 async fn local(
@@ -193,7 +212,8 @@ fn code(error: i16) -> ResponseError {
 /// The error a refused membership becomes in a data API's answer.
 /// `abortable`: the request version knows TRANSACTION_ABORTABLE (the
 /// client aborts and goes on) rather than INVALID_TXN_STATE. A failure to
-/// reach the coordinator, or a transition in flight, becomes `transient`,
+/// reach the coordinator, a transition in flight, or a coordinator whose
+/// metadata does not know the partition yet, becomes `transient`,
 /// a code every client retries (Kafka answers NOT_ENOUGH_REPLICAS to
 /// Produce for these, so older clients retry too).
 pub fn refusal(error: ResponseError, abortable: bool, transient: ResponseError) -> ResponseError {
@@ -203,8 +223,7 @@ pub fn refusal(error: ResponseError, abortable: bool, transient: ResponseError) 
         }
         ResponseError::InvalidProducerIdMapping
         | ResponseError::InvalidTxnState
-        | ResponseError::TransactionAbortable
-        | ResponseError::UnknownTopicOrPartition => {
+        | ResponseError::TransactionAbortable => {
             if abortable {
                 ResponseError::TransactionAbortable
             } else {
@@ -289,4 +308,34 @@ pub async fn before_produce(
             ResponseError::NotEnoughReplicas,
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_the_coordinator_does_not_know_yet_is_retried_not_aborted() {
+        let transient = ResponseError::NotEnoughReplicas;
+        assert_eq!(
+            refusal(ResponseError::UnknownTopicOrPartition, true, transient),
+            transient
+        );
+        assert_eq!(
+            refusal(ResponseError::InvalidTxnState, true, transient),
+            ResponseError::TransactionAbortable
+        );
+        assert_eq!(
+            refusal(ResponseError::InvalidTxnState, false, transient),
+            ResponseError::InvalidTxnState
+        );
+        assert_eq!(
+            refusal(ResponseError::ProducerFenced, true, transient),
+            ResponseError::InvalidProducerEpoch
+        );
+        assert_eq!(
+            refusal(ResponseError::CoordinatorNotAvailable, true, transient),
+            transient
+        );
+    }
 }
