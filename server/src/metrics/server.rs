@@ -677,6 +677,43 @@ mod tests {
     }
 
     #[test]
+    fn the_console_is_served_and_its_data_waits_for_the_shards() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let server = AdminServer::start(listener, 3).unwrap();
+        let address = server.address();
+        let page = exchange(address, b"GET / HTTP/1.1\r\n\r\n");
+        assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+        assert!(page.contains("Content-Type: text/html"), "{page}");
+        assert!(page.contains("Content-Security-Policy: "), "{page}");
+        assert!(
+            page.contains("<script src=\"/console/console.js\""),
+            "{page}"
+        );
+        let script = exchange(address, b"HEAD /console/console.js HTTP/1.1\r\n\r\n");
+        assert!(script.starts_with("HTTP/1.1 200 OK\r\n"), "{script}");
+        assert!(script.ends_with("\r\n\r\n"), "HEAD has no body: {script}");
+        // Before the shards serve: the cluster says why, the rest 503.
+        let cluster = exchange(address, b"GET /v1/cluster HTTP/1.1\r\n\r\n");
+        assert!(cluster.starts_with("HTTP/1.1 200 OK\r\n"), "{cluster}");
+        let body = cluster.split_once("\r\n\r\n").unwrap().1;
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["node_id"], 3);
+        assert_eq!(json["ready"], false);
+        for path in ["/v1/topics", "/v1/groups"] {
+            let answer = exchange(address, format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes());
+            assert!(answer.starts_with("HTTP/1.1 503 "), "{path}: {answer}");
+            assert!(answer.contains("application/json"), "{path}: {answer}");
+        }
+        let counters = exchange(address, b"GET /v1/counters HTTP/1.1\r\n\r\n");
+        assert!(counters.starts_with("HTTP/1.1 200 OK\r\n"), "{counters}");
+        assert!(
+            counters.contains("\"latency_bounds_seconds\""),
+            "{counters}"
+        );
+        server.stop();
+    }
+
+    #[test]
     fn connections_beyond_the_limit_are_answered_503_at_once() {
         let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let server = AdminServer::start(listener, 1).unwrap();
