@@ -77,7 +77,7 @@ use sluice_engine::{AppendError, FlushPolicy, Log};
 use crate::auth::acl::{AclOperation, ResourceType};
 use crate::auth::authorizer::Access;
 use crate::handlers::{LeaderHint, Reply};
-use crate::metadata::topic_config::TimestampType;
+use crate::metadata::topic_config::{TimestampBounds, TimestampType};
 use crate::metadata::{ClusterMetadata, MetadataError, validate_topic_name};
 use crate::shard::partition::CommitWaitError;
 use crate::shard::producer_state::{ProducerBatch, ProducerStateError, SequenceCheck};
@@ -614,11 +614,12 @@ fn accept(
             ),
         ));
     }
-    let (cleanup_policy, timestamp_type, max_message_bytes, flush_policy) = {
+    let (cleanup_policy, timestamp_type, timestamp_bounds, max_message_bytes, flush_policy) = {
         let config = replica.config.borrow();
         (
             config.cleanup_policy,
             config.timestamp_type,
+            config.timestamp_bounds,
             config.log.max_message_bytes,
             config.log.flush,
         )
@@ -648,6 +649,12 @@ fn accept(
                 &replica.topic_partition,
                 &missing,
             ));
+        }
+    }
+    if timestamp_type == TimestampType::CreateTime && timestamp_bounds.limits() {
+        let refused = records_out_of_bounds(&records, &header, timestamp_bounds, now_ms);
+        if !refused.is_empty() {
+            return Err(PartitionOutcome::invalid_timestamps(refused));
         }
     }
 
@@ -737,6 +744,46 @@ fn records_without_key(batch: &[u8], header: &BatchHeader) -> Vec<i32> {
         .collect()
 }
 
+/// The records of the validated batch `batch` whose CreateTime is outside
+/// `bounds` at broker time `now_ms` (message.timestamp.before.max.ms and
+/// after.max.ms): (index in the batch, Kafka's message). A compressed
+/// batch is judged by its header's first and max timestamps, reported as
+/// its first record.
+fn records_out_of_bounds(
+    batch: &[u8],
+    header: &BatchHeader,
+    bounds: TimestampBounds,
+    now_ms: i64,
+) -> Vec<(i32, String)> {
+    let base_timestamp = header.base_timestamp().0;
+    let message = |timestamp: i64, offset_delta: i64| {
+        format!(
+            "Timestamp {timestamp} of message with offset {} is out of range. The timestamp \
+             should be within [{}, {}]",
+            header.base_offset().value().saturating_add(offset_delta),
+            now_ms.saturating_sub(bounds.before_max_ms),
+            now_ms.saturating_add(bounds.after_max_ms)
+        )
+    };
+    if header.compression() != Compression::None {
+        return [base_timestamp, header.max_timestamp().0]
+            .into_iter()
+            .find(|&timestamp| !bounds.allows(timestamp, now_ms))
+            .map(|timestamp| (0, message(timestamp, 0)))
+            .into_iter()
+            .collect();
+    }
+    batch::records(batch, header)
+        .zip(0..)
+        .filter_map(|(record, index)| {
+            let record = record.ok()?;
+            let timestamp = base_timestamp.saturating_add(record.timestamp_delta);
+            (!bounds.allows(timestamp, now_ms))
+                .then(|| (index, message(timestamp, i64::from(record.offset_delta))))
+        })
+        .collect()
+}
+
 /// A copy of the validated batch `batch` marked LogAppendTime with
 /// `append_time_ms` as its maxTimestamp (see `batch::set_log_append_time`).
 fn with_log_append_time(batch: &[u8], append_time_ms: i64) -> Bytes {
@@ -803,6 +850,17 @@ impl PartitionOutcome {
             .iter()
             .map(|&index| (index, reason.clone()))
             .collect();
+        outcome
+    }
+
+    /// Kafka's answer to records outside the timestamp bounds (KIP-467
+    /// record errors, the whole batch refused).
+    fn invalid_timestamps(record_errors: Vec<(i32, String)>) -> Self {
+        let mut outcome = PartitionOutcome::failed(
+            ResponseError::InvalidTimestamp,
+            "One or more records have been rejected due to invalid timestamp".to_string(),
+        );
+        outcome.record_errors = record_errors;
         outcome
     }
 
@@ -906,6 +964,39 @@ mod tests {
         // The original is untouched.
         let header = batch::validate(&original, 1 << 20).unwrap();
         assert_eq!(header.timestamp_type(), BatchTimestampType::CreateTime);
+    }
+
+    #[test]
+    fn records_outside_the_timestamp_bounds_are_found_by_index() {
+        let batch = BatchBuilder::new()
+            .record(None, Some(&b"1"[..]), TimestampMs(NOW - 100))
+            .record(None, Some(&b"2"[..]), TimestampMs(NOW - 101))
+            .record(None, Some(&b"3"[..]), TimestampMs(NOW + 11))
+            .record(None, Some(&b"4"[..]), TimestampMs(NOW + 10))
+            .build();
+        let header = batch::validate(&batch, 1 << 20).unwrap();
+        let bounds = TimestampBounds {
+            before_max_ms: 100,
+            after_max_ms: 10,
+        };
+        let refused = records_out_of_bounds(&batch, &header, bounds, NOW);
+        let indexes: Vec<i32> = refused.iter().map(|(index, _)| *index).collect();
+        assert_eq!(indexes, vec![1, 2]);
+        assert_eq!(
+            refused[0].1,
+            format!(
+                "Timestamp {} of message with offset 1 is out of range. The timestamp should \
+                 be within [{}, {}]",
+                NOW - 101,
+                NOW - 100,
+                NOW + 10
+            )
+        );
+        let wide = TimestampBounds {
+            before_max_ms: 101,
+            after_max_ms: 11,
+        };
+        assert!(records_out_of_bounds(&batch, &header, wide, NOW).is_empty());
     }
 
     #[test]
