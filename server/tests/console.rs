@@ -110,6 +110,7 @@ fn the_console_shows_topics_groups_with_their_lag_and_charts_in_a_headless_brows
 
     // The readers: one member, subscribed (so the group is Stable with an
     // assignment), committing explicitly (no auto commit, so the lag stays).
+    // It also reads the traffic topic, for the fetch chart.
     let readers: BaseConsumer = config(&bootstrap)
         .set("group.id", READERS)
         .set("client.id", "console-reader")
@@ -117,9 +118,9 @@ fn the_console_shows_topics_groups_with_their_lag_and_charts_in_a_headless_brows
         .set("auto.offset.reset", "earliest")
         .create()
         .expect("creating the readers' consumer");
-    readers.subscribe(&[TOPIC]).unwrap();
+    readers.subscribe(&[TOPIC, TRAFFIC_TOPIC]).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while readers.assignment().unwrap().count() < RECORDS_PER_PARTITION.len() {
+    while readers.assignment().unwrap().count() < RECORDS_PER_PARTITION.len() + 1 {
         assert!(Instant::now() < deadline, "the readers got no assignment");
         readers.poll(Duration::from_millis(100));
     }

@@ -11,7 +11,7 @@ expected numbers. It speaks WebDriver over plain HTTP to chromedriver
 - groups: each group with its state, members and per-partition lag; a group
   id holding HTML is shown as text, not markup;
 - charts: both canvases are drawn from several samples, and the produce
-  throughput of the traffic running meanwhile shows;
+  and fetch throughput and latency of the traffic running meanwhile show;
 - the browser's log holds no error (SEVERE) at the end.
 
 Screenshots of each page and the browser's log are written to the artifacts
@@ -260,10 +260,14 @@ def check_charts(driver, admin, artifacts):
         driver,
         """
         const samples = window.sluiceConsole.state.samples;
-        return samples.length >= 6 && samples.some((sample) => sample.produceBytes > 0)
+        // The traffic: 1000-byte records, about 20 a second, read back.
+        return samples.length >= 6
+          && samples.some((sample) => sample.produceBytes > 5000)
+          && samples.some((sample) => sample.fetchBytes > 5000)
+          && samples.some((sample) => sample.produceP99 > 0 && sample.fetchP99 > 0)
           && Number(document.querySelector('#chart-throughput').dataset.samples) >= 6;
         """,
-        "six samples with produce traffic",
+        "six samples with produce and fetch traffic",
     )
     for chart in ("chart-throughput", "chart-latency"):
         drawn = driver.script(

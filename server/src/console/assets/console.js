@@ -324,10 +324,16 @@
     }
   }
 
-  // A rounded-up axis maximum: 1, 2 or 5 times a power of ten.
-  function niceMax(value) {
+  // A rounded-up axis maximum: 1, 2 or 5 times a power of ten, in units of
+  // the largest power of `base` (1024 for bytes, so that the ticks read as
+  // round KiB or MiB) not above the value.
+  function niceMax(value, base) {
     if (!(value > 0)) {
       return 1;
+    }
+    if (base > 1 && value >= base) {
+      const unit = Math.pow(base, Math.floor(Math.log(value) / Math.log(base)));
+      return niceMax(value / unit, 0) * unit;
     }
     const power = Math.pow(10, Math.floor(Math.log10(value)));
     for (const step of [1, 2, 5, 10]) {
@@ -339,8 +345,9 @@
   }
 
   // Draw `series` ({label, color, values}) over the samples on `canvas`,
-  // with a labelled y axis (`format`) and a legend.
-  function drawChart(canvas, series, format) {
+  // with a labelled y axis (`format`, round in units of `base`) and a
+  // legend.
+  function drawChart(canvas, series, format, base) {
     const context = canvas.getContext("2d");
     const width = canvas.width;
     const height = canvas.height;
@@ -361,7 +368,7 @@
         }
       }
     }
-    maximum = niceMax(maximum);
+    maximum = niceMax(maximum, base);
     context.font = "12px system-ui, sans-serif";
     context.textBaseline = "middle";
     const ticks = 4;
@@ -423,11 +430,11 @@
     drawChart(document.getElementById("chart-throughput"), [
       { label: "produce", color: "#1f6feb", values: samples.map((sample) => sample.produceBytes) },
       { label: "fetch", color: "#1a7f37", values: samples.map((sample) => sample.fetchBytes) },
-    ], (value) => formatBytes(Math.round(value)) + "/s");
+    ], (value) => formatBytes(Math.round(value)) + "/s", 1024);
     drawChart(document.getElementById("chart-latency"), [
       { label: "Produce p99", color: "#8250df", values: samples.map((sample) => sample.produceP99) },
       { label: "Fetch p99", color: "#bc4c00", values: samples.map((sample) => sample.fetchP99) },
-    ], formatSeconds);
+    ], formatSeconds, 0);
   }
 
   function start() {
