@@ -1,9 +1,10 @@
 //! Topic configs that change behaviour, through a real broker and a real
 //! client (rdkafka): message.timestamp.* bounds refuse produced batches
 //! with INVALID_TIMESTAMP, max.compaction.lag.ms makes the cleaner compact
-//! a log under its min.cleanable.dirty.ratio, and every config of Kafka's
-//! documentation that librdkafka's admin test uses is accepted and
-//! described.
+//! a log under its min.cleanable.dirty.ratio, compression.type recompresses
+//! batches of another codec (read back by rdkafka, the stored codec checked
+//! with a raw Fetch), and every config of Kafka's documentation that
+//! librdkafka's admin test uses is accepted and described.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -11,11 +12,17 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, RequestKind, TopicName};
+use kafka_protocol::protocol::{Decodable, StrBytes};
 use rdkafka::admin::{AlterConfig, ResourceSpecifier};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, Producer};
+use sluice_engine::batch::codec::{self, Target};
+use sluice_engine::batch::{self, BatchHeader, Compression};
 use support::Broker;
 use support::kafka::{self, Record};
+use support::wire;
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -265,4 +272,113 @@ fn max_compaction_lag_makes_the_cleaner_compact_a_log_under_its_dirty_ratio() {
         !compacted(&bootstrap, "unlagged"),
         "without max.compaction.lag.ms the log stays under its dirty ratio and uncompacted"
     );
+}
+
+/// Every stored batch of `topic`/0 from offset 0, by a raw Fetch (v11):
+/// each batch's header and its records decompressed with Sluice's codec
+/// (so zstd, which the test's librdkafka is built without, is read too).
+fn stored_batches(broker: &Broker, topic: &str) -> Vec<(BatchHeader, Vec<Vec<u8>>)> {
+    let mut stream = wire::connect(broker.address());
+    let request = FetchRequest::default()
+        .with_replica_id((-1).into())
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_max_bytes(1 << 24)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(0)
+                        .with_partition_max_bytes(1 << 24),
+                ]),
+        ]);
+    let mut body = wire::call(&mut stream, ApiKey::Fetch, 11, RequestKind::Fetch(request));
+    let response = FetchResponse::decode(&mut body, 11).expect("a Fetch response");
+    let partition = &response.responses[0].partitions[0];
+    assert_eq!(partition.error_code, 0, "fetch {topic}");
+    let records = partition.records.clone().unwrap_or_default();
+    batch::split_batches(&records)
+        .unwrap()
+        .into_iter()
+        .map(|range| {
+            let stored = &records[range];
+            let header = batch::validate(stored, stored.len()).unwrap();
+            let plain = codec::recompress(stored, &header, Target::None).unwrap();
+            let plain_header = batch::validate(&plain, plain.len()).unwrap();
+            let values = batch::records(&plain, &plain_header)
+                .map(|record| record.unwrap().value.unwrap_or_default().to_vec())
+                .collect();
+            (header, values)
+        })
+        .collect()
+}
+
+fn numbered(count: usize) -> Vec<Record> {
+    (0..count)
+        .map(|index| Record {
+            key: Some(format!("key-{index}").into_bytes()),
+            value: Some(format!("value-{index}-{}", "x".repeat(100)).into_bytes()),
+            headers: vec![("h".to_string(), Some(b"header".to_vec()))],
+        })
+        .collect()
+}
+
+#[test]
+fn compression_type_recompresses_batches_of_another_codec_keeping_producer_fields() {
+    let broker = Broker::start("compression-type");
+    let bootstrap = broker.bootstrap();
+    let records = numbered(50);
+    let cases = [
+        ("to-gzip", "gzip", "none", Compression::Gzip),
+        ("to-snappy", "snappy", "lz4", Compression::Snappy),
+        ("to-lz4", "lz4", "gzip", Compression::Lz4),
+        ("to-zstd", "zstd", "none", Compression::Zstd),
+        ("to-uncompressed", "uncompressed", "lz4", Compression::None),
+        ("as-produced", "producer", "snappy", Compression::Snappy),
+    ];
+    for (topic, topic_codec, producer_codec, stored) in cases {
+        kafka::create_topic(&bootstrap, topic, 1, &[("compression.type", topic_codec)]);
+        // An idempotent producer: its id, epoch and sequences must survive
+        // the rebuild (the broker checks sequences of the next batch).
+        kafka::produce_all(
+            &bootstrap,
+            topic,
+            Some(0),
+            &records,
+            &[
+                ("compression.codec", producer_codec),
+                ("enable.idempotence", "true"),
+                ("batch.num.messages", "10"),
+                ("linger.ms", "5"),
+            ],
+        );
+        let batches = stored_batches(&broker, topic);
+        assert!(!batches.is_empty(), "{topic}: nothing stored");
+        let mut values = Vec::new();
+        let mut next_sequence = 0;
+        for (header, batch_values) in batches {
+            assert_eq!(header.compression(), stored, "{topic}: stored codec");
+            assert!(header.producer_id() >= 0, "{topic}: producer id kept");
+            assert_eq!(
+                header.base_sequence(),
+                next_sequence,
+                "{topic}: sequences kept"
+            );
+            next_sequence += header.records_count();
+            values.extend(batch_values);
+        }
+        let expected: Vec<Vec<u8>> = records
+            .iter()
+            .map(|record| record.value.clone().unwrap())
+            .collect();
+        assert_eq!(values, expected, "{topic}: stored records");
+        if stored != Compression::Zstd {
+            // A real client decodes what the broker wrote.
+            let consumed = kafka::consume_all(&bootstrap, topic, 0);
+            let read: Vec<Record> = consumed.into_iter().map(|record| record.record).collect();
+            assert_eq!(read, records, "{topic}: records read back by rdkafka");
+        }
+    }
 }

@@ -16,8 +16,12 @@
 //! checked and appended in arrival order): exactly one record batch (magic
 //! 2; more is INVALID_RECORD, as Kafka requires for v3+), validated by the
 //! engine against the topic's max.message.bytes (MESSAGE_TOO_LARGE, nothing
-//! written); no control batches from clients; on compacted topics every
-//! record has a key (KIP-467 per-record errors); the idempotent producer
+//! written); no control batches from clients; a batch whose codec differs
+//! from the topic's compression.type rebuilt under it (engine
+//! batch/codec.rs, producer fields and timestamps kept); on compacted
+//! topics every record has a key, compressed batches decompressed to check
+//! (KIP-467 per-record errors); with CreateTime, record timestamps within
+//! message.timestamp.before/after.max.ms (INVALID_TIMESTAMP); the idempotent producer
 //! rules (shard/producer_state.rs: duplicates answered with their original
 //! offsets, not appended); on LogAppendTime topics the batch's maxTimestamp
 //! set to the broker's time, on a copy. Then the durability wait.
@@ -69,6 +73,7 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
+use sluice_engine::batch::codec::{self, CodecError, Target};
 use sluice_engine::batch::{self, BatchError, BatchHeader, Compression};
 use sluice_engine::io::Io;
 use sluice_engine::io::uring::UringIo;
@@ -77,7 +82,7 @@ use sluice_engine::{AppendError, FlushPolicy, Log};
 use crate::auth::acl::{AclOperation, ResourceType};
 use crate::auth::authorizer::Access;
 use crate::handlers::{LeaderHint, Reply};
-use crate::metadata::topic_config::{TimestampBounds, TimestampType};
+use crate::metadata::topic_config::{TimestampBounds, TimestampType, TopicCompression};
 use crate::metadata::{ClusterMetadata, MetadataError, validate_topic_name};
 use crate::shard::partition::CommitWaitError;
 use crate::shard::producer_state::{ProducerBatch, ProducerStateError, SequenceCheck};
@@ -614,12 +619,20 @@ fn accept(
             ),
         ));
     }
-    let (cleanup_policy, timestamp_type, timestamp_bounds, max_message_bytes, flush_policy) = {
+    let (
+        cleanup_policy,
+        timestamp_type,
+        timestamp_bounds,
+        compression,
+        max_message_bytes,
+        flush_policy,
+    ) = {
         let config = replica.config.borrow();
         (
             config.cleanup_policy,
             config.timestamp_type,
             config.timestamp_bounds,
+            config.compression,
             config.log.max_message_bytes,
             config.log.flush,
         )
@@ -642,8 +655,30 @@ fn accept(
             "a transactional batch needs a producer id".to_string(),
         ));
     }
-    if cleanup_policy.compacts() && header.compression() == Compression::None {
-        let missing = records_without_key(&records, &header);
+    // compression.type: a batch whose codec differs from the topic's is
+    // rebuilt under the topic's (Kafka's LogValidator), producer fields
+    // and timestamps kept; the rebuilt batch must fit max.message.bytes.
+    let (records, header) = match codec_target(compression) {
+        Some(target) if target.compression() != header.compression() => {
+            let rebuilt = codec::recompress(&records, &header, target)
+                .map_err(|error| codec_failed(&error))?;
+            let header = batch::validate(&rebuilt, max_message_bytes as usize)
+                .map_err(|error| batch_failed(&error))?;
+            (Bytes::from(rebuilt), header)
+        }
+        _ => (records, header),
+    };
+    if cleanup_policy.compacts() {
+        // Kafka decompresses to check the keys of a compressed batch too.
+        let missing = if header.compression() == Compression::None {
+            records_without_key(&records, &header)
+        } else {
+            let plain = codec::recompress(&records, &header, Target::None)
+                .map_err(|error| codec_failed(&error))?;
+            let plain_header =
+                batch::validate(&plain, plain.len()).map_err(|error| batch_failed(&error))?;
+            records_without_key(&plain, &plain_header)
+        };
         if !missing.is_empty() {
             return Err(PartitionOutcome::null_keys(
                 &replica.topic_partition,
@@ -910,6 +945,34 @@ fn batch_failed(error: &BatchError) -> PartitionOutcome {
         _ => ResponseError::CorruptMessage,
     };
     PartitionOutcome::failed(code, error.to_string())
+}
+
+/// The codec a topic's batches must have, `None` for compression.type
+/// producer (stored as sent).
+fn codec_target(compression: TopicCompression) -> Option<Target> {
+    match compression {
+        TopicCompression::Producer => None,
+        TopicCompression::Uncompressed => Some(Target::None),
+        TopicCompression::Gzip { level } => Some(Target::Gzip { level }),
+        TopicCompression::Snappy => Some(Target::Snappy),
+        TopicCompression::Lz4 { .. } => Some(Target::Lz4),
+        TopicCompression::Zstd { level } => Some(Target::Zstd { level }),
+    }
+}
+
+/// A compressed batch that does not decompress, or whose records do not
+/// match its header: CORRUPT_MESSAGE (INVALID_RECORD for bad records, as
+/// the uncompressed path answers them).
+fn codec_failed(error: &CodecError) -> PartitionOutcome {
+    match error {
+        CodecError::Batch(error) => batch_failed(error),
+        CodecError::Compress { .. } => {
+            PartitionOutcome::failed(ResponseError::UnknownServerError, error.to_string())
+        }
+        CodecError::Corrupt { .. } | CodecError::TooLarge { .. } => {
+            PartitionOutcome::failed(ResponseError::CorruptMessage, error.to_string())
+        }
+    }
 }
 
 fn producer_failed(error: &ProducerStateError) -> PartitionOutcome {
