@@ -28,7 +28,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 use support::kafka::{Record, config, create_topic, produce_all, producer, send};
-use support::{Broker, require_python, require_tool, reserve_port, run_with_timeout};
+use support::{Broker, missing_tool, require_python, reserve_port, run_with_timeout};
 
 const TOPIC: &str = "console-orders";
 /// Records produced to each partition of [`TOPIC`].
@@ -70,6 +70,24 @@ fn commit(consumer: &BaseConsumer, offsets: &[(i32, i64)]) {
         .unwrap_or_else(|error| panic!("committing {offsets:?}: {error}"));
 }
 
+/// The executable `name` (from the Debian package `package`) on PATH, or
+/// `None` (skip) / panic (CI).
+fn browser_tool(name: &str, package: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|directory| directory.join(name))
+        .find(|candidate| candidate.is_file())
+        .or_else(|| {
+            missing_tool(
+                name,
+                &format!(
+                    "not on PATH; the console test drives headless Chromium: apt-get install \
+                     chromium chromium-driver (Debian package {package})"
+                ),
+            )
+        })
+}
+
 fn artifacts_dir() -> PathBuf {
     // CARGO_TARGET_TMPDIR is <target>/tmp.
     let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -84,10 +102,10 @@ fn the_console_shows_topics_groups_with_their_lag_and_charts_in_a_headless_brows
     let Some(python) = require_python() else {
         return;
     };
-    let Some(chromium) = require_tool("chromium") else {
+    let Some(chromium) = browser_tool("chromium", "chromium") else {
         return;
     };
-    let Some(chromedriver) = require_tool("chromedriver") else {
+    let Some(chromedriver) = browser_tool("chromedriver", "chromium-driver") else {
         return;
     };
     let started = Instant::now();
