@@ -382,3 +382,35 @@ fn compression_type_recompresses_batches_of_another_codec_keeping_producer_field
         }
     }
 }
+
+#[test]
+fn a_group_resource_is_described_with_kafkas_group_config_defaults() {
+    let broker = Broker::start("group-configs");
+    let bootstrap = broker.bootstrap();
+    let admin = kafka::admin(&bootstrap);
+    let results = kafka::block_on(admin.describe_configs(
+        [&ResourceSpecifier::Group("my-group")],
+        &kafka::admin_options(),
+    ))
+    .expect("DescribeConfigs of a group");
+    let resource = results
+        .into_iter()
+        .next()
+        .expect("one result")
+        .unwrap_or_else(|code| panic!("DescribeConfigs GROUP: {code:?}"));
+    let value = |name: &str| {
+        resource
+            .entries
+            .iter()
+            .find(|entry| entry.name == name)
+            .and_then(|entry| entry.value.clone())
+    };
+    assert_eq!(
+        value("consumer.session.timeout.ms").as_deref(),
+        Some("45000")
+    );
+    assert_eq!(
+        value("consumer.heartbeat.interval.ms").as_deref(),
+        Some("5000")
+    );
+}

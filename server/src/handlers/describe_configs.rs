@@ -3,7 +3,9 @@
 //! Topic resources list every topic config (metadata/topic_config.rs) with
 //! its value and source: DYNAMIC_TOPIC_CONFIG when set on the topic,
 //! STATIC_BROKER_CONFIG when a broker flag sets its default
-//! (--min-insync-replicas), DEFAULT_CONFIG otherwise. Broker resources list a few static broker
+//! (--min-insync-replicas), DEFAULT_CONFIG otherwise. Group resources (type
+//! 32, Kafka 4.0) list Kafka's group configs with their defaults: they tune
+//! KIP-848 and share groups, which Sluice does not serve. Broker resources list a few static broker
 //! settings, all read-only (Sluice has no dynamic broker configs). Runs on
 //! the connection's shard and reads only the metadata snapshot.
 //!
@@ -34,6 +36,8 @@ pub mod resource_type {
     pub const TOPIC: i8 = 2;
     pub const BROKER: i8 = 4;
     pub const BROKER_LOGGER: i8 = 8;
+    /// KIP-848 group configs (Kafka 4.0).
+    pub const GROUP: i8 = 32;
 }
 
 /// Kafka's `DescribeConfigsResponse.ConfigSource` codes.
@@ -97,6 +101,67 @@ pub struct ConfigEntry {
     pub documentation: Option<&'static str>,
     /// Most specific first, as Kafka orders them: (name, value, source).
     pub synonyms: Vec<(String, Option<String>, i8)>,
+}
+
+/// Kafka 4.0's group configs (GroupConfig, resource type 32): name, type,
+/// default, broker synonym. They tune KIP-848 consumer groups and KIP-932
+/// share groups, neither of which Sluice serves (classic groups only), so
+/// every group reports the defaults.
+const GROUP_CONFIGS: &[(&str, i8, &str, &str)] = &[
+    (
+        "consumer.heartbeat.interval.ms",
+        config_type::INT,
+        "5000",
+        "group.consumer.heartbeat.interval.ms",
+    ),
+    (
+        "consumer.session.timeout.ms",
+        config_type::INT,
+        "45000",
+        "group.consumer.session.timeout.ms",
+    ),
+    (
+        "share.heartbeat.interval.ms",
+        config_type::INT,
+        "5000",
+        "group.share.heartbeat.interval.ms",
+    ),
+    (
+        "share.record.lock.duration.ms",
+        config_type::INT,
+        "30000",
+        "group.share.record.lock.duration.ms",
+    ),
+    (
+        "share.session.timeout.ms",
+        config_type::INT,
+        "45000",
+        "group.share.session.timeout.ms",
+    ),
+];
+
+/// The configs of any group (Kafka answers for any group id, existing or
+/// not): Kafka's defaults, from the broker's group.* settings.
+pub fn group_config_entries() -> Vec<ConfigEntry> {
+    GROUP_CONFIGS
+        .iter()
+        .map(|&(name, kind, default, broker_name)| ConfigEntry {
+            name: name.to_string(),
+            value: Some(default.to_string()),
+            source: config_source::DEFAULT_CONFIG,
+            read_only: false,
+            config_type: kind,
+            documentation: Some(
+                "A setting of KIP-848 consumer and KIP-932 share groups; Sluice serves \
+                 classic groups only, so it is the default and has no effect.",
+            ),
+            synonyms: vec![(
+                broker_name.to_string(),
+                Some(default.to_string()),
+                config_source::DEFAULT_CONFIG,
+            )],
+        })
+        .collect()
 }
 
 /// Every topic config of a topic whose explicit configs are `explicit`, in
@@ -349,6 +414,16 @@ pub async fn handle(
                     ))
                 }
             }
+            resource_type::GROUP => {
+                if name.is_empty() {
+                    Err((
+                        ResponseError::InvalidRequest,
+                        "Group name must not be empty".to_string(),
+                    ))
+                } else {
+                    Ok(group_config_entries())
+                }
+            }
             other => Err((
                 ResponseError::InvalidRequest,
                 format!("Resource type {other} is not supported by DescribeConfigs"),
@@ -461,6 +536,22 @@ mod tests {
         assert_eq!(segment.value.as_deref(), Some("1073741824"));
         assert_eq!(segment.source, config_source::DEFAULT_CONFIG);
         assert_eq!(segment.synonyms.len(), 1);
+    }
+
+    #[test]
+    fn group_configs_are_kafkas_defaults() {
+        let entries = group_config_entries();
+        let session = entries
+            .iter()
+            .find(|entry| entry.name == "consumer.session.timeout.ms")
+            .unwrap();
+        assert_eq!(session.value.as_deref(), Some("45000"));
+        assert_eq!(session.source, config_source::DEFAULT_CONFIG);
+        assert_eq!(
+            session.synonyms[0].0,
+            "group.consumer.session.timeout.ms".to_string()
+        );
+        assert_eq!(entries.len(), GROUP_CONFIGS.len());
     }
 
     #[test]
