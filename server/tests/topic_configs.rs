@@ -36,9 +36,24 @@ fn now_ms() -> i64 {
 /// Produce one record with CreateTime `timestamp_ms` to partition 0 of
 /// `topic`; the delivery outcome (offset or error).
 fn produce_at(bootstrap: &str, topic: &str, timestamp_ms: i64) -> Result<i64, KafkaError> {
+    produce_compressed_at(bootstrap, topic, timestamp_ms, "none")
+}
+
+/// [`produce_at`] with the producer's compression codec `codec`.
+fn produce_compressed_at(
+    bootstrap: &str,
+    topic: &str,
+    timestamp_ms: i64,
+    codec: &str,
+) -> Result<i64, KafkaError> {
     let (producer, reports) = kafka::producer(
         bootstrap,
-        &[("acks", "all"), ("retries", "0"), ("linger.ms", "0")],
+        &[
+            ("acks", "all"),
+            ("retries", "0"),
+            ("linger.ms", "0"),
+            ("compression.codec", codec),
+        ],
     );
     let record: BaseRecord<'_, [u8], [u8], Box<usize>> =
         BaseRecord::with_opaque_to(topic, Box::new(0))
@@ -108,6 +123,10 @@ fn create_time_records_outside_the_timestamp_bounds_are_refused_with_invalid_tim
         assert_invalid_timestamp(
             produce_at(&bootstrap, topic, now_ms() + 2 * HOUR_MS),
             &format!("{topic}: two hours ahead"),
+        );
+        assert_invalid_timestamp(
+            produce_compressed_at(&bootstrap, topic, now_ms() - 2 * HOUR_MS, "lz4"),
+            &format!("{topic}: two hours old, lz4"),
         );
         assert_eq!(
             produce_at(&bootstrap, topic, now_ms() - HOUR_MS / 2).unwrap(),

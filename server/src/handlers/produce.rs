@@ -782,8 +782,9 @@ fn records_without_key(batch: &[u8], header: &BatchHeader) -> Vec<i32> {
 /// The records of the validated batch `batch` whose CreateTime is outside
 /// `bounds` at broker time `now_ms` (message.timestamp.before.max.ms and
 /// after.max.ms): (index in the batch, Kafka's message). A compressed
-/// batch is judged by its header's first and max timestamps, reported as
-/// its first record.
+/// batch is decompressed to judge each record, as Kafka does; one that does
+/// not decompress is judged by its header's first and max timestamps
+/// (reported as its first record).
 fn records_out_of_bounds(
     batch: &[u8],
     header: &BatchHeader,
@@ -801,6 +802,11 @@ fn records_out_of_bounds(
         )
     };
     if header.compression() != Compression::None {
+        if let Ok(plain) = codec::recompress(batch, header, Target::None)
+            && let Ok(plain_header) = batch::validate(&plain, plain.len())
+        {
+            return records_out_of_bounds(&plain, &plain_header, bounds, now_ms);
+        }
         return [base_timestamp, header.max_timestamp().0]
             .into_iter()
             .find(|&timestamp| !bounds.allows(timestamp, now_ms))
@@ -1060,6 +1066,13 @@ mod tests {
             after_max_ms: 11,
         };
         assert!(records_out_of_bounds(&batch, &header, wide, NOW).is_empty());
+        // A compressed batch is judged record by record too.
+        let compressed = codec::recompress(&batch, &header, Target::Lz4).unwrap();
+        let compressed_header = batch::validate(&compressed, 1 << 20).unwrap();
+        assert_eq!(
+            records_out_of_bounds(&compressed, &compressed_header, bounds, NOW),
+            refused
+        );
     }
 
     #[test]
