@@ -433,3 +433,49 @@ fn a_group_resource_is_described_with_kafkas_group_config_defaults() {
         Some("5000")
     );
 }
+
+#[test]
+fn a_broker_resource_lists_its_settings_under_kafkas_names() {
+    let broker = Broker::start_with_args(
+        "broker-configs",
+        &[
+            "--min-insync-replicas",
+            "1",
+            "--log-cleaner-interval-ms",
+            "500",
+        ],
+    );
+    let bootstrap = broker.bootstrap();
+    let admin = kafka::admin(&bootstrap);
+    let results = kafka::block_on(
+        admin.describe_configs([&ResourceSpecifier::Broker(0)], &kafka::admin_options()),
+    )
+    .expect("DescribeConfigs of the broker");
+    let resource = results
+        .into_iter()
+        .next()
+        .expect("one result")
+        .unwrap_or_else(|code| panic!("DescribeConfigs BROKER: {code:?}"));
+    let entry = |name: &str| {
+        resource
+            .entries
+            .iter()
+            .find(|entry| entry.name == name)
+            .unwrap_or_else(|| panic!("{name} is not described"))
+    };
+    assert_eq!(
+        entry("log.cleaner.backoff.ms").value.as_deref(),
+        Some("500")
+    );
+    assert!(entry("log.cleaner.backoff.ms").is_read_only);
+    assert_eq!(entry("node.id").value.as_deref(), Some("0"));
+    assert_eq!(
+        entry("log.retention.ms").value.as_deref(),
+        Some("604800000")
+    );
+    assert_eq!(entry("compression.type").value.as_deref(), Some("producer"));
+    assert_eq!(
+        entry("log.cleaner.max.compaction.lag.ms").value.as_deref(),
+        Some("9223372036854775807")
+    );
+}

@@ -330,6 +330,173 @@ fn broker_config_entries(config: &BrokerConfig) -> Vec<ConfigEntry> {
             "Largest request frame accepted.",
         ),
     ];
+    // Settings whose Kafka default is known: DEFAULT_CONFIG while the
+    // broker runs with that value, STATIC_BROKER_CONFIG once a flag, the
+    // environment or the file changed it (a flag set to the default value
+    // reads as the default, which Kafka would call STATIC_BROKER_CONFIG).
+    let defaulted =
+        |name: &str, value: String, kafka_default: &str, kind: i8, documentation: &'static str| {
+            let source = if value == kafka_default {
+                config_source::DEFAULT_CONFIG
+            } else {
+                config_source::STATIC_BROKER_CONFIG
+            };
+            ConfigEntry {
+                name: name.to_string(),
+                value: Some(value.clone()),
+                source,
+                read_only: true,
+                config_type: kind,
+                documentation: Some(documentation),
+                synonyms: vec![(name.to_string(), Some(value), source)],
+            }
+        };
+    let voters = config
+        .controller_voters
+        .iter()
+        .map(|(id, endpoint)| format!("{id}@{endpoint}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let is_voter = config
+        .controller_voters
+        .iter()
+        .any(|(id, _)| *id == config.node_id);
+    entries.extend([
+        defaulted(
+            "offsets.topic.num.partitions",
+            config.offsets_topic_partitions.to_string(),
+            "50",
+            config_type::INT,
+            "Partitions of __consumer_offsets when it is created (--offsets-topic-partitions).",
+        ),
+        defaulted(
+            "offsets.retention.minutes",
+            (config.offsets_retention_ms / 60_000).to_string(),
+            "10080",
+            config_type::INT,
+            "How long the committed offsets of an empty group are kept (--offsets-retention-ms).",
+        ),
+        defaulted(
+            "group.initial.rebalance.delay.ms",
+            config.group_initial_rebalance_delay_ms.to_string(),
+            "3000",
+            config_type::INT,
+            "How long a new classic group waits for more members before its first rebalance.",
+        ),
+        defaulted(
+            "group.min.session.timeout.ms",
+            "6000".to_string(),
+            "6000",
+            config_type::INT,
+            "Smallest session timeout a classic group member may ask for.",
+        ),
+        defaulted(
+            "group.max.session.timeout.ms",
+            "1800000".to_string(),
+            "1800000",
+            config_type::INT,
+            "Largest session timeout a classic group member may ask for.",
+        ),
+        defaulted(
+            "log.cleaner.backoff.ms",
+            config.log_cleaner_interval_ms.to_string(),
+            "15000",
+            config_type::LONG,
+            "Pause between two visits of the log cleaner (--log-cleaner-interval-ms).",
+        ),
+        defaulted(
+            "log.retention.check.interval.ms",
+            config.log_cleaner_interval_ms.to_string(),
+            "300000",
+            config_type::LONG,
+            "How often retention is applied: at every visit of the log cleaner \
+             (--log-cleaner-interval-ms).",
+        ),
+        defaulted(
+            "broker.session.timeout.ms",
+            config.broker_session_timeout_ms.to_string(),
+            "9000",
+            config_type::INT,
+            "A broker whose heartbeats stop for this long is fenced by the controller.",
+        ),
+        defaulted(
+            "broker.heartbeat.interval.ms",
+            config.broker_heartbeat_interval_ms.to_string(),
+            "2000",
+            config_type::INT,
+            "Time between a broker's heartbeats to the controller.",
+        ),
+        defaulted(
+            "auto.leader.rebalance.enable",
+            (config.leader_imbalance_check_interval_ms > 0).to_string(),
+            "true",
+            config_type::BOOLEAN,
+            "Whether leadership moves back to preferred replicas periodically.",
+        ),
+        defaulted(
+            "leader.imbalance.check.interval.seconds",
+            (config.leader_imbalance_check_interval_ms / 1000).to_string(),
+            "300",
+            config_type::LONG,
+            "Time between two preferred-leader checks (--leader-imbalance-check-interval-ms).",
+        ),
+        defaulted(
+            "transactional.id.expiration.ms",
+            config.transactional_id_expiration_ms.to_string(),
+            "604800000",
+            config_type::INT,
+            "How long an idle transactional id is kept.",
+        ),
+        defaulted(
+            "transaction.partition.verification.enable",
+            config.transaction_partition_verification.to_string(),
+            "true",
+            config_type::BOOLEAN,
+            "Whether leaders verify a partition is in the transaction before a transactional \
+             write (KIP-890).",
+        ),
+        defaulted(
+            "authorizer.class.name",
+            if config.authorizer.is_some() {
+                "org.apache.kafka.metadata.authorizer.StandardAuthorizer".to_string()
+            } else {
+                String::new()
+            },
+            "",
+            config_type::STRING,
+            "The authorizer: Kafka's StandardAuthorizer rules with --authorizer standard, \
+             none by default.",
+        ),
+        defaulted(
+            "sasl.enabled.mechanisms",
+            config
+                .sasl_mechanisms
+                .iter()
+                .map(|mechanism| mechanism.name())
+                .collect::<Vec<_>>()
+                .join(","),
+            "GSSAPI",
+            config_type::LIST,
+            "SASL mechanisms the SASL listeners offer (GSSAPI is not supported).",
+        ),
+        static_entry(
+            "controller.quorum.voters",
+            voters,
+            config_type::LIST,
+            "The controller's voters, id@host:port (--controller-voters).",
+        ),
+        static_entry(
+            "process.roles",
+            if is_voter {
+                "broker,controller"
+            } else {
+                "broker"
+            }
+            .to_string(),
+            config_type::LIST,
+            "Whether this node is a controller voter as well as a broker.",
+        ),
+    ]);
     // The broker-level defaults of the topic configs (those with a broker
     // synonym; min.insync.replicas is listed above).
     let static_defaults = static_topic_defaults(config);
@@ -536,6 +703,41 @@ mod tests {
         assert_eq!(segment.value.as_deref(), Some("1073741824"));
         assert_eq!(segment.source, config_source::DEFAULT_CONFIG);
         assert_eq!(segment.synonyms.len(), 1);
+    }
+
+    #[test]
+    fn broker_entries_are_unique_read_only_and_sourced_by_their_kafka_default() {
+        let mut config = BrokerConfig::single_node(std::path::PathBuf::from("/data"), 1);
+        config.group_initial_rebalance_delay_ms = 0;
+        let entries = broker_config_entries(&config);
+        for pair in entries.windows(2) {
+            assert!(
+                pair[0].name < pair[1].name,
+                "{} twice or unsorted",
+                pair[1].name
+            );
+        }
+        assert!(entries.iter().all(|entry| entry.read_only));
+        let source = |name: &str| {
+            entries
+                .iter()
+                .find(|entry| entry.name == name)
+                .map(|entry| (entry.value.clone().unwrap(), entry.source))
+                .unwrap()
+        };
+        assert_eq!(
+            source("log.cleaner.backoff.ms"),
+            ("15000".to_string(), config_source::DEFAULT_CONFIG)
+        );
+        assert_eq!(
+            source("group.initial.rebalance.delay.ms"),
+            ("0".to_string(), config_source::STATIC_BROKER_CONFIG)
+        );
+        assert_eq!(
+            source("log.retention.ms"),
+            ("604800000".to_string(), config_source::DEFAULT_CONFIG)
+        );
+        assert_eq!(source("process.roles").0, "broker,controller");
     }
 
     #[test]
