@@ -53,9 +53,10 @@ pub const TAIL_CHUNKS_RETAINED: usize = 2;
 /// theirs back (tail_cache.rs) and their recent data is read from disk.
 /// Without this bound the cache grew with the partition count, hot or not:
 /// at 10,000 partitions on 2 shards it held the broker above the 1 GiB of
-/// issue 11. 64 MiB keeps a flushed 1 MiB chunk for 64 busy partitions per
-/// shard (the 16-partition benchmark never reaches it) and adds at most
-/// 128 MiB on the 2-core target. `sluice serve --tail-cache-bytes` sets it.
+/// issue 11. A log's last chunk counts too once wholly durable, so 64 MiB
+/// keeps both 1 MiB chunks of 32 busy partitions per shard (the 16-partition
+/// benchmark never reaches it) and adds at most 128 MiB on the 2-core
+/// target. `sluice serve --tail-cache-bytes` sets it.
 pub const TAIL_CACHE_SHARD_BYTES_DEFAULT: usize = 64 << 20;
 
 /// Size of a record batch v2 header, up to and including the record count.

@@ -1,0 +1,63 @@
+#!/bin/bash
+# Throughput and memory by partition count (issue 11: "10,000 partitions on
+# 2 cores >= 0.6 of the 16-partition throughput, with broker RSS <= 1 GiB").
+# ROUNDS rounds of sluice-bench --embedded (2 shards, max rate, acks=all,
+# 1 KiB records, 256 KiB segments so 10,000 partitions fit a small disk,
+# 256 MiB retention per partition) at
+# each of COUNTS partitions, in that order within a round; the embedded
+# broker's resident set is sampled every second while the bench runs. Prints
+# per run: produce MB/s, its ratio to the round's first count, peak and
+# last RSS, and the load average. Run from the repository root after
+# `cargo build --release -p sluice-server -p sluice-bench`:
+#   DATA=/mnt/sluice-rss bench/scripts/partitions_rss.sh
+#   COUNTS="16 10000" ROUNDS=1 SMAPS=1 bench/scripts/partitions_rss.sh
+# The embedded broker inherits the environment (SLUICE_* settings).
+# Results: docs/benchmarks.md, "Restart time and 10,000 partitions".
+set -u
+BIN=${BIN:-target/release}
+DATA=${DATA:-target/bench-partitions-rss}
+COUNTS=${COUNTS:-16 1000 10000}
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-15}
+SEGMENT_BYTES=${SEGMENT_BYTES:-262144}
+# Retention keeps the 16-partition runs within a small disk (the cleaner
+# applies it every 2 s).
+RETENTION_BYTES=${RETENTION_BYTES:-268435456}
+export SLUICE_LOG_CLEANER_INTERVAL_MS=${SLUICE_LOG_CLEANER_INTERVAL_MS:-2000}
+OUT=${OUT:-$DATA/out}
+mkdir -p "$DATA" "$OUT"
+trap 'rm -rf "$DATA/run"' EXIT
+for round in $(seq 1 "$ROUNDS"); do
+    first=""
+    for count in $COUNTS; do
+        rm -rf "$DATA/run"
+        "$BIN/sluice-bench" run --embedded --data-dir "$DATA/run" --broker-cores 2 \
+            --partitions "$count" --topic-config segment.bytes="$SEGMENT_BYTES" \
+            --topic-config retention.bytes="$RETENTION_BYTES" \
+            --duration "$DURATION" --warmup 3 --quiet --out "$OUT/r$round-p$count" \
+            >"$OUT/r$round-p$count.txt" 2>&1 &
+        bench=$!
+        peak=0
+        last=0
+        broker=""
+        while kill -0 $bench 2>/dev/null; do
+            [ -z "$broker" ] && broker=$(pgrep -P $bench -x sluice | head -1)
+            if [ -n "$broker" ] && [ -r "/proc/$broker/status" ]; then
+                kib=$(awk '/VmRSS/ { print $2 }' "/proc/$broker/status" 2>/dev/null)
+                if [ -n "$kib" ]; then
+                    last=$kib
+                    [ "$kib" -gt "$peak" ] && peak=$kib
+                    [ -n "${SMAPS:-}" ] && cp "/proc/$broker/smaps_rollup" "$OUT/r$round-p$count.smaps" 2>/dev/null
+                fi
+            fi
+            sleep 1
+        done
+        wait $bench
+        mbps=$(awk '/^produce / { print $4; exit }' "$OUT/r$round-p$count.txt")
+        [ -z "$first" ] && first=$mbps
+        ratio=$(awk -v a="${mbps:-0}" -v b="${first:-1}" 'BEGIN { printf "%.3f", a / b }')
+        printf "round %d partitions %5d: produce %7s MB/s  ratio %s  RSS peak %4d MiB last %4d MiB  load %s\n" \
+            "$round" "$count" "${mbps:-?}" "$ratio" $((peak / 1024)) $((last / 1024)) \
+            "$(cut -d' ' -f1-3 /proc/loadavg)"
+    done
+done
