@@ -191,6 +191,8 @@ impl Broker {
                     }
                     runtime.block_on(async move {
                         let io = UringIo::new();
+                        let replication_links =
+                            crate::replication::link::Links::new(config.peer_secret.clone());
                         let shard = Rc::new(Shard {
                             id: ShardId(index),
                             io,
@@ -200,7 +202,7 @@ impl Broker {
                             metadata,
                             partitions: Default::default(),
                             groups: Default::default(),
-                            replication_links: Default::default(),
+                            replication_links,
                         });
                         let committer = shard.committer.clone();
                         compio::runtime::spawn(async move {
@@ -445,6 +447,7 @@ fn start_controller(
     service_config.session_timeout_ms = config.broker_session_timeout_ms;
     service_config.heartbeat_interval_ms = config.broker_heartbeat_interval_ms;
     service_config.leader_imbalance_check_interval_ms = config.leader_imbalance_check_interval_ms;
+    service_config.peer_secret = config.peer_secret.clone();
     let controller = service::start(service_config).context("starting the controller")?;
     let started = std::time::Instant::now();
     loop {
