@@ -1049,6 +1049,9 @@ fn sender_loop(
     }
 }
 
+/// How often a failing outbound authentication is logged as a warning.
+const AUTH_FAILURE_WARN_INTERVAL: Duration = Duration::from_secs(5);
+
 /// A new peer connection to `address`, authenticated when the cluster has
 /// a secret (a refusal is an error of kind `PermissionDenied`, logged here).
 fn connect(address: &str, secret: Option<&PeerSecret>) -> io::Result<TcpStream> {
@@ -1064,7 +1067,15 @@ fn connect(address: &str, secret: Option<&PeerSecret>) -> io::Result<TcpStream> 
             Ok(()) => {}
             Err(PeerError::Io(error)) => return Err(error),
             Err(error) => {
-                warn!(%address, %error, "controller peer authentication failed");
+                // Retried every heartbeat: say it once per interval.
+                static LAST_WARNED: Mutex<Option<Instant>> = Mutex::new(None);
+                let mut last = lock(&LAST_WARNED);
+                if last.is_none_or(|at| at.elapsed() >= AUTH_FAILURE_WARN_INTERVAL) {
+                    *last = Some(Instant::now());
+                    warn!(%address, %error, "controller peer authentication failed");
+                } else {
+                    debug!(%address, %error, "controller peer authentication failed");
+                }
                 return Err(io::Error::new(
                     io::ErrorKind::PermissionDenied,
                     error.to_string(),
