@@ -258,6 +258,12 @@ pub struct ServeArgs {
     /// ends before any traffic (docs/decisions/0013-inter-broker-auth.md).
     #[arg(long, env = "SLUICE_INTER_BROKER_SECRET_FILE")]
     pub inter_broker_secret_file: Option<PathBuf>,
+    /// Kafka's ssl.principal.mapping.rules: how a client certificate's
+    /// subject becomes a principal, e.g.
+    /// `RULE:^CN=(.*?),OU=apps,.*$/$1/L,DEFAULT` [default: DEFAULT, the
+    /// whole subject].
+    #[arg(long, env = "SLUICE_SSL_PRINCIPAL_MAPPING_RULES")]
+    pub ssl_principal_mapping_rules: Option<String>,
     /// Kafka's inter.broker.listener.name: the listener (one of
     /// `--listeners`, the same name on every broker) this broker sends its
     /// Kafka requests to other brokers on (transaction markers, KIP-890
@@ -354,6 +360,7 @@ struct FileConfig {
     super_users: Option<String>,
     allow_everyone_if_no_acl_found: Option<bool>,
     inter_broker_secret_file: Option<PathBuf>,
+    ssl_principal_mapping_rules: Option<String>,
     inter_broker_listener_name: Option<String>,
     inter_broker_sasl_mechanism: Option<crate::admin::security::SaslMechanism>,
     inter_broker_sasl_username: Option<String>,
@@ -481,6 +488,8 @@ pub struct BrokerConfig {
     pub authorizer: Option<crate::auth::authorizer::AuthorizerConfig>,
     /// `--inter-broker-secret-file`: peer connections authenticate.
     pub peer_secret: Option<crate::peer::auth::PeerSecret>,
+    /// `--ssl-principal-mapping-rules`.
+    pub ssl_principal_mapping: crate::auth::principal_mapping::PrincipalMapping,
     /// How this broker's Kafka requests reach other brokers.
     pub inter_broker: InterBrokerClient,
 }
@@ -558,6 +567,7 @@ impl BrokerConfig {
             admin_listen: None,
             authorizer: None,
             peer_secret: None,
+            ssl_principal_mapping: Default::default(),
             inter_broker: InterBrokerClient::default(),
         }
     }
@@ -973,6 +983,13 @@ impl BrokerConfig {
                 },
             )?,
             authorizer,
+            ssl_principal_mapping: match args
+                .ssl_principal_mapping_rules
+                .or(file.ssl_principal_mapping_rules)
+            {
+                Some(text) => crate::auth::principal_mapping::PrincipalMapping::parse(&text)?,
+                None => Default::default(),
+            },
             peer_secret: match args
                 .inter_broker_secret_file
                 .or(file.inter_broker_secret_file)

@@ -250,6 +250,7 @@ async fn write_remote(
     for marker in response.markers {
         for topic in marker.topics {
             for partition in topic.partitions {
+                rpc::warn_if_refused(&address, "WriteTxnMarkers", partition.error_code);
                 answered.insert(
                     (topic.name.0.to_string(), partition.partition_index),
                     partition.error_code,

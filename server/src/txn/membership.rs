@@ -185,6 +185,7 @@ async fn remote(
         tracing::debug!(broker = %address, error = format!("{error:#}"), "AddPartitionsToTxn to the transaction coordinator failed");
         ResponseError::CoordinatorNotAvailable
     })?;
+    rpc::warn_if_refused(address, "AddPartitionsToTxn", response.error_code);
     if response.error_code != 0 {
         return Err(code(response.error_code));
     }
@@ -197,6 +198,9 @@ async fn remote(
         .flat_map(|result| &result.results_by_partition)
         .find(|result| result.partition_index == partition)
         .map(|result| result.partition_error_code);
+    if let Some(error) = answer {
+        rpc::warn_if_refused(address, "AddPartitionsToTxn", error);
+    }
     match answer {
         Some(0) => Ok(()),
         Some(error) => Err(code(error)),

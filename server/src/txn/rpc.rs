@@ -108,6 +108,19 @@ where
     .map_err(|_| anyhow::anyhow!("no answer within {REQUEST_TIMEOUT:?}"))?
 }
 
+/// Warn about an answer only the operator can fix: the other broker
+/// refused this broker's principal (CLUSTER_AUTHORIZATION_FAILED).
+pub fn warn_if_refused(target: &Target, api: &str, code: i16) {
+    if code == kafka_protocol::error::ResponseError::ClusterAuthorizationFailed.code() {
+        tracing::warn!(
+            broker = %target,
+            api,
+            "another broker refused this broker's call (CLUSTER_AUTHORIZATION_FAILED): the \
+             inter-broker principal needs CLUSTER_ACTION (list it in --super-users)"
+        );
+    }
+}
+
 /// A call over TLS and/or SASL: the admin client's blocking connection
 /// (TLS handshake, ApiVersions, SASL login, each with its time limit) on
 /// the runtime's blocking pool. These calls are rare (module docs), so a
@@ -131,7 +144,12 @@ where
     match compio::time::timeout(REQUEST_TIMEOUT, call).await {
         Err(_) => anyhow::bail!("no answer within {REQUEST_TIMEOUT:?}"),
         Ok(Err(_)) => anyhow::bail!("the call's thread panicked"),
-        Ok(Ok(answer)) => answer.map_err(|error| anyhow::anyhow!("{error}")),
+        Ok(Ok(answer)) => answer.map_err(|error| {
+            if matches!(error, crate::admin::client::ClientError::Authentication { .. }) {
+                tracing::warn!(broker = %target, %error, "this broker's inter-broker login was refused (--inter-broker-sasl-*)");
+            }
+            anyhow::anyhow!("{error}")
+        }),
     }
 }
 
