@@ -1,5 +1,5 @@
 //! A 3-broker cluster whose inter-broker traffic is authenticated
-//! (docs/decisions/0013-inter-broker-auth.md): controller and replication
+//! (docs/decisions/0014-inter-broker-auth.md): controller and replication
 //! connections prove the cluster's secret (`--inter-broker-secret-file`),
 //! and the brokers' Kafka requests to each other (transaction markers,
 //! KIP-890 verification) go over a SASL_SSL listener

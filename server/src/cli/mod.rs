@@ -255,7 +255,7 @@ pub struct ServeArgs {
     /// A file holding the cluster's inter-broker secret (at least 32
     /// bytes, e.g. `openssl rand -hex 32`; the same file on every broker):
     /// controller and replication connections then authenticate both
-    /// ends before any traffic (docs/decisions/0013-inter-broker-auth.md).
+    /// ends before any traffic (docs/decisions/0014-inter-broker-auth.md).
     #[arg(long, env = "SLUICE_INTER_BROKER_SECRET_FILE")]
     pub inter_broker_secret_file: Option<PathBuf>,
     /// Kafka's ssl.principal.mapping.rules: how a client certificate's

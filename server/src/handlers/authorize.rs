@@ -17,7 +17,7 @@
 //! any other (a super user, or an ACL), as in Kafka. Without one they call
 //! each other unauthenticated over PLAINTEXT, so a connection from the
 //! address of a registered broker is granted CLUSTER_ACTION (and only
-//! that); see docs/decisions/0011-acls.md and 0013 for what that leaves
+//! that); see docs/decisions/0011-acls.md and 0014 for what that leaves
 //! open.
 
 use std::net::IpAddr;

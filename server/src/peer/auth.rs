@@ -1,6 +1,6 @@
 //! Mutual authentication of peer connections (controller and replication
 //! traffic) with a secret every broker of the cluster holds
-//! (`--inter-broker-secret-file`; docs/decisions/0013-inter-broker-auth.md).
+//! (`--inter-broker-secret-file`; docs/decisions/0014-inter-broker-auth.md).
 //!
 //! Before any other frame, the connecting side proves it knows the secret
 //! and so does the accepting side, without either sending it:
