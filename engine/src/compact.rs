@@ -283,6 +283,12 @@ enum BatchKind {
 pub struct DirtyStats {
     pub dirty_bytes: u64,
     pub cleanable_bytes: u64,
+    /// The smallest max-timestamp (ms) of the dirty cleanable segments, if
+    /// any has a timestamp: a bound on how long their records have waited
+    /// (max.compaction.lag.ms; Kafka uses each segment's first batch
+    /// timestamp, which segments do not keep here, so this is later by at
+    /// most the segment's time span).
+    pub oldest_dirty_timestamp_ms: Option<i64>,
 }
 
 impl DirtyStats {
@@ -429,6 +435,14 @@ impl<I: Io> Log<I> {
                 .is_some_and(|expiry| expiry <= now);
             if !segment.cleaned || tombstones_due {
                 stats.dirty_bytes += segment.size;
+                let timestamp = segment.max_timestamp.0;
+                if timestamp >= 0 {
+                    stats.oldest_dirty_timestamp_ms = Some(
+                        stats
+                            .oldest_dirty_timestamp_ms
+                            .map_or(timestamp, |oldest| oldest.min(timestamp)),
+                    );
+                }
             }
         }
         stats

@@ -42,8 +42,21 @@ pub const CHUNK_SIZE_BYTES: usize = 1 << 20;
 /// map and unmap memory: enough for 64 busy partitions' 1 MiB chunks.
 pub const CHUNK_POOL_BYTES_MAX: usize = 64 << 20;
 
-/// Flushed chunks kept per log to serve reads of recent data from memory.
+/// Chunks a segment's write buffer keeps after a flush at most: the one it
+/// writes into and one flushed chunk, so that a consumer just behind the
+/// producer reads from memory across a chunk boundary. The flushed ones are
+/// further bounded per shard by [`TAIL_CACHE_SHARD_BYTES_DEFAULT`].
 pub const TAIL_CHUNKS_RETAINED: usize = 2;
+
+/// Bytes of flushed chunks (the tail read cache) one shard may retain over
+/// all its logs; past it the least recently appended-to or read logs give
+/// theirs back (tail_cache.rs) and their recent data is read from disk.
+/// Without this bound the cache grew with the partition count, hot or not:
+/// at 10,000 partitions on 2 shards it held the broker above the 1 GiB of
+/// issue 11. 64 MiB keeps a flushed 1 MiB chunk for 64 busy partitions per
+/// shard (the 16-partition benchmark never reaches it) and adds at most
+/// 128 MiB on the 2-core target. `sluice serve --tail-cache-bytes` sets it.
+pub const TAIL_CACHE_SHARD_BYTES_DEFAULT: usize = 64 << 20;
 
 /// Size of a record batch v2 header, up to and including the record count.
 pub const BATCH_HEADER_SIZE: usize = 61;

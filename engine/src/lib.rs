@@ -24,6 +24,7 @@ pub mod log;
 pub mod readahead;
 pub mod recovery;
 pub mod segment;
+pub mod tail_cache;
 #[doc(hidden)]
 pub mod testing;
 pub mod types;

@@ -46,6 +46,7 @@ use crate::readahead::ReadAhead;
 use crate::recovery::{self, Checkpoint, RecoveryReport};
 use crate::segment::buffer::{page_ceil, page_floor};
 use crate::segment::{self, Segment, SegmentMark};
+use crate::tail_cache::{self, TailEntry, TailHolder};
 use crate::types::{LeaderEpoch, Offset, TimestampMs};
 
 /// A partition log. Cheap to clone (a handle).
@@ -78,6 +79,21 @@ pub(crate) struct LogInner<I: Io> {
     committer: Committer<I>,
     /// The read issued ahead of a sequential reader (readahead.rs).
     read_ahead: ReadAhead,
+    /// This log's place in the shard's tail-cache order (tail_cache.rs).
+    tail: TailEntry,
+}
+
+impl<I: Io> TailHolder for LogInner<I> {
+    fn release_retained(&self) -> Option<usize> {
+        let mut state = self.state.try_borrow_mut().ok()?;
+        let released = state
+            .segments
+            .iter_mut()
+            .map(|segment| segment.buffer.release_retained(segment.durable_size))
+            .sum();
+        self.tail.unlist();
+        Some(released)
+    }
 }
 
 pub(crate) struct LogState<F> {
@@ -204,6 +220,7 @@ impl<I: Io> Log<I> {
                 clean_lock: Mutex::new(()),
                 committer: committer.clone(),
                 read_ahead: ReadAhead::default(),
+                tail: TailEntry::default(),
             }),
         };
         let last_epoch = log.inner.read_last_epoch().await?;
@@ -491,6 +508,7 @@ impl<I: Io> Log<I> {
         let enqueue = !state.queued;
         state.queued = true;
         drop(state);
+        inner.tail.touch();
         if enqueue {
             inner.committer.enqueue(Rc::downgrade(inner));
         }
@@ -500,6 +518,17 @@ impl<I: Io> Log<I> {
             append_time: TimestampMs(now),
             completion,
         })
+    }
+
+    /// Bytes of this log's retained tail chunks: flushed data kept in memory
+    /// for reads until the shard's budget wants it back (tail_cache.rs).
+    pub fn retained_tail_bytes(&self) -> usize {
+        let state = self.inner.state.borrow();
+        state
+            .segments
+            .iter()
+            .map(|segment| segment.buffer.retained_bytes())
+            .sum()
     }
 
     /// Reads served from a read issued ahead (readahead.rs) so far.
@@ -557,6 +586,7 @@ impl<I: Io> Log<I> {
                     state.segments.get(count).map(|next| next.base),
                 )
             };
+            inner.tail.touch();
             self.read_segment(
                 segment_base,
                 generation,
@@ -1336,6 +1366,7 @@ impl<I: Io> LogInner<I> {
         };
         self.committer.note_flush(fsyncs, bytes_written);
         // 4. Publish durability and complete the covered appends.
+        let mut retained = 0;
         {
             let mut state = self.state.borrow_mut();
             for planned in &plan.segments {
@@ -1353,6 +1384,7 @@ impl<I: Io> LogInner<I> {
                     segment
                         .buffer
                         .release_durable(segment.durable_size, TAIL_CHUNKS_RETAINED);
+                    retained += segment.buffer.retain_durable(segment.durable_size);
                 }
             }
             assert!(plan.end >= state.durable_end, "durable end only grows");
@@ -1369,6 +1401,12 @@ impl<I: Io> LogInner<I> {
                     let _ = sender.send(Ok(()));
                 }
             }
+        }
+        // 5. The retained chunks count against the shard's budget.
+        if retained > 0 {
+            let holder: Rc<dyn TailHolder> = self.clone();
+            self.tail.list(Rc::downgrade(&holder));
+            tail_cache::enforce();
         }
         self.finalize_sealed().await
     }

@@ -71,6 +71,7 @@ macro_rules! trace {
 
 fn run_seed(seed: u64) {
     let mut rng = Rng(seed);
+    support::set_tail_cache_budget(seed);
     let mut io = SimIo::new(seed);
     let config = random_config(&mut rng);
     // Odd seeds make logs durable with the shard-wide filesystem sync.

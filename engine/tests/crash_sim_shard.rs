@@ -153,6 +153,7 @@ fn collect(logs: &[Log<SimIo>], models: &mut [Model], pending: &mut Vec<Pending>
 
 fn run_seed(seed: u64) {
     let mut rng = Rng(seed);
+    support::set_tail_cache_budget(seed);
     let mut io = SimIo::new(seed);
     let config = random_config(&mut rng);
     let count = 2 + rng.below(4) as usize;

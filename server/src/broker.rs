@@ -149,6 +149,7 @@ impl Broker {
         }
         let (shards, inboxes) = Shards::new(config.cores);
         sluice_engine::readahead::set_enabled(config.read_ahead);
+        sluice_engine::tail_cache::set_shard_budget_bytes(config.tail_cache_bytes);
         let core_ids = core_affinity::get_core_ids().unwrap_or_default();
         let (ready_sender, ready_receiver) = std::sync::mpsc::channel::<anyhow::Result<()>>();
         let mut threads = Vec::new();

@@ -13,6 +13,7 @@
 //! | `group` | the group coordinator: consumer groups, committed offsets |
 //! | `metadata` | topics, placement, topic configs, persistence |
 //! | `metrics` | per-shard counters, the Prometheus text format, the admin HTTP port (`/metrics`, `/v1/status/live`, `/v1/status/ready`) |
+//! | `console` | the read-only web console on the admin HTTP port: embedded page and assets, the JSON it polls (`/v1/cluster`, `/v1/topics`, `/v1/groups`, `/v1/counters`) |
 //! | `alloc` | the process allocator (huge reservations lazily mapped; memory handed back after large removals) |
 
 #[global_allocator]
@@ -23,6 +24,7 @@ pub mod alloc;
 pub mod auth;
 pub mod broker;
 pub mod cli;
+pub mod console;
 pub mod controller;
 pub mod datadir;
 pub mod devcluster;

@@ -30,6 +30,7 @@
 //! any thread.
 
 pub mod build;
+pub mod codec;
 pub mod records;
 mod varint;
 

@@ -80,6 +80,8 @@ pub struct SimStats {
     pub write_at_count: u64,
     /// Bytes written by successful `write_at` calls.
     pub bytes_written: u64,
+    /// `read_at` calls (segment reads from disk).
+    pub read_at_count: u64,
 }
 
 /// The simulated disk. Cloning shares the same disk; [`SimIo::crash`] makes
@@ -574,7 +576,8 @@ impl Io for SimIo {
             len.is_multiple_of(PAGE_SIZE),
             "read_at: unaligned length {len}"
         );
-        let disk = self.disk.borrow();
+        let mut disk = self.disk.borrow_mut();
+        disk.stats.read_at_count += 1;
         Ok(Bytes::from(
             disk.inode(file.inode).live.read(pos, len as u64),
         ))

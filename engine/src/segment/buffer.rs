@@ -20,14 +20,31 @@
 use std::alloc::{Layout, alloc, dealloc};
 use std::collections::VecDeque;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
 use crate::constants::{CHUNK_POOL_BYTES_MAX, CHUNK_SIZE_BYTES, PAGE_SIZE};
+use crate::tail_cache::Claim;
 
 /// Capacity of a segment's first chunk (see `WriteBuffer::reset`).
 const FIRST_CHUNK_SIZE_BYTES: usize = 16 * PAGE_SIZE;
+
+/// Smallest capacity a slow partition's chunks shrink to.
+const CHUNK_SIZE_MIN_BYTES: usize = 8 * PAGE_SIZE;
+
+/// Chunk sizing by how fast the last one filled (issue 11). A chunk filled
+/// in at most this many flushes belongs to a busy partition: the next one
+/// doubles (up to the configured chunk size), so a busy partition flushes
+/// in large pieces. One that took more than [`FLUSHES_TO_SHRINK_MIN`]
+/// belongs to a slow one: the next one halves (down to
+/// [`CHUNK_SIZE_MIN_BYTES`]). Chunk memory is resident once touched (the
+/// allocator hands back pages other chunks used), so sizing by count alone
+/// gave each of 10,000 slow partitions a 128 KiB chunk holding a few pages:
+/// 1.2 GB of the broker's 1.4 GB.
+const FLUSHES_TO_GROW_MAX: u32 = 4;
+const FLUSHES_TO_SHRINK_MIN: u32 = 16;
 
 /// One page-aligned allocation, left uninitialized: only bytes that were
 /// written (or explicitly zeroed, the flush padding) are ever read, so no
@@ -100,9 +117,21 @@ pub fn pooled_chunk_bytes() -> usize {
     CHUNK_POOL.lock().map_or(0, |pool| pool.bytes)
 }
 
+/// Capacity of every chunk alive (in write buffers, or kept alive by
+/// `Bytes` handed to readers and writes), process wide; pooled ones are
+/// not counted.
+static LIVE_CHUNK_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Capacity of every live chunk, process wide (tests, metrics, memory
+/// measurements).
+pub fn live_chunk_bytes() -> usize {
+    LIVE_CHUNK_BYTES.load(Ordering::Relaxed)
+}
+
 impl Chunk {
     fn new(capacity: usize) -> Chunk {
         assert!(capacity > 0 && capacity.is_multiple_of(PAGE_SIZE));
+        LIVE_CHUNK_BYTES.fetch_add(capacity, Ordering::Relaxed);
         if let Ok(mut pool) = CHUNK_POOL.lock()
             && let Some(index) = pool.free.iter().position(|free| free.capacity == capacity)
         {
@@ -158,6 +187,7 @@ impl Chunk {
 
 impl Drop for Chunk {
     fn drop(&mut self) {
+        LIVE_CHUNK_BYTES.fetch_sub(self.capacity, Ordering::Relaxed);
         // Keep standard-size allocations for reuse, up to a bound.
         if self.capacity.is_power_of_two()
             && self.capacity <= CHUNK_SIZE_BYTES
@@ -195,6 +225,9 @@ struct ChunkSlot {
     file_start: u64,
     /// Bytes filled from the chunk start.
     filled: usize,
+    /// Set while the chunk is retained: wholly durable, not the last one,
+    /// kept only as a read cache (tail_cache.rs).
+    claim: Option<Claim>,
 }
 
 impl ChunkSlot {
@@ -215,6 +248,11 @@ impl ChunkSlot {
 pub struct WriteBuffer {
     chunks: VecDeque<ChunkSlot>,
     chunk_size: usize,
+    /// Flushes that wrote into the last chunk (sizes the next one).
+    flushes_into_last: u32,
+    /// Capacity the last chunk was given by the sizing rule (a one-page
+    /// chunk that replaced it in `release_retained` does not reset it).
+    sized_capacity: usize,
 }
 
 impl WriteBuffer {
@@ -223,6 +261,8 @@ impl WriteBuffer {
         WriteBuffer {
             chunks: VecDeque::new(),
             chunk_size,
+            flushes_into_last: 0,
+            sized_capacity: 0,
         }
     }
 
@@ -234,14 +274,17 @@ impl WriteBuffer {
         let page_start = page_floor(file_end);
         assert_eq!(tail_page.len() as u64, file_end - page_start);
         self.chunks.clear();
+        self.flushes_into_last = 0;
         // Start small so that idle logs cost little; chunks double up to
-        // `chunk_size` as data arrives.
+        // `chunk_size` as data arrives fast enough (FLUSHES_TO_GROW_MAX).
         let chunk = Chunk::new(self.chunk_size.min(FIRST_CHUNK_SIZE_BYTES));
+        self.sized_capacity = chunk.capacity;
         chunk.write(0, tail_page);
         self.chunks.push_back(ChunkSlot {
             chunk: Arc::new(chunk),
             file_start: page_start,
             filled: tail_page.len(),
+            claim: None,
         });
     }
 
@@ -271,8 +314,18 @@ impl WriteBuffer {
         if last.filled + size > last.chunk.capacity {
             let page_start = page_floor(end);
             let carried = (end - page_start) as usize;
-            let grown = (last.chunk.capacity * 2).min(self.chunk_size);
-            let capacity = grown.max(page_ceil_usize(carried + size));
+            let previous = self.sized_capacity.next_power_of_two();
+            let sized = if self.flushes_into_last <= FLUSHES_TO_GROW_MAX {
+                previous * 2
+            } else if self.flushes_into_last > FLUSHES_TO_SHRINK_MIN {
+                previous / 2
+            } else {
+                previous
+            };
+            let sized = sized.clamp(CHUNK_SIZE_MIN_BYTES.min(self.chunk_size), self.chunk_size);
+            let capacity = sized.max(page_ceil_usize(carried + size));
+            self.flushes_into_last = 0;
+            self.sized_capacity = capacity;
             let chunk = Chunk::new(capacity);
             let carry_from = (page_start - last.file_start) as usize;
             chunk.write(0, last.chunk.slice(carry_from, last.filled));
@@ -280,11 +333,14 @@ impl WriteBuffer {
                 chunk: Arc::new(chunk),
                 file_start: page_start,
                 filled: carried,
+                claim: None,
             });
         }
         let Some(last) = self.chunks.back_mut() else {
             unreachable!("a chunk was just ensured");
         };
+        // Written into again: no longer wholly durable, so not retained.
+        last.claim = None;
         for part in parts {
             last.chunk.write(last.filled, part);
             last.filled += part.len();
@@ -303,6 +359,7 @@ impl WriteBuffer {
             return Vec::new();
         }
         let write_start = page_floor(from);
+        self.flushes_into_last = self.flushes_into_last.saturating_add(1);
         let count = self.chunks.len();
         let mut writes = Vec::new();
         for index in 0..count {
@@ -366,6 +423,8 @@ impl WriteBuffer {
         if let Some(last) = self.chunks.back_mut() {
             assert!(end >= last.file_start, "rollback below the buffered tail");
             last.filled = last.filled.min((end - last.file_start) as usize);
+            // Appends go into the last chunk again: it is no longer retained.
+            last.claim = None;
         }
     }
 
@@ -384,6 +443,92 @@ impl WriteBuffer {
             }
             self.chunks.pop_front();
         }
+    }
+
+    /// Claim a share of the shard's tail-cache budget for every chunk that
+    /// is now retained: wholly below `durable` (the segment's durable size),
+    /// so no write in flight reads from it. The last chunk counts too when
+    /// it is wholly durable and larger than a page: what it holds below its
+    /// partial tail page is then only a read cache. Returns the bytes
+    /// retained, old and new.
+    pub fn retain_durable(&mut self, durable: u64) -> usize {
+        let count = self.chunks.len();
+        let mut retained = 0;
+        for (index, slot) in self.chunks.iter_mut().enumerate() {
+            if slot.file_end() > durable || (index + 1 == count && slot.chunk.capacity <= PAGE_SIZE)
+            {
+                break;
+            }
+            let capacity = slot.chunk.capacity;
+            slot.claim.get_or_insert_with(|| Claim::new(capacity));
+            retained += capacity;
+        }
+        retained
+    }
+
+    /// Bytes of the retained chunks (see [`WriteBuffer::retain_durable`]).
+    pub fn retained_bytes(&self) -> usize {
+        self.chunks
+            .iter()
+            .filter(|slot| slot.claim.is_some())
+            .map(|slot| slot.chunk.capacity)
+            .sum()
+    }
+
+    /// Drop every retained chunk (the shard's budget wants its bytes back);
+    /// returns the bytes released. A retained last chunk, the one appends
+    /// go into, is replaced by a one-page chunk holding its partial tail
+    /// page, which the next flush rewrites. Reads of the range they held
+    /// then go to the file. `durable` is the segment's durable size: a
+    /// retained chunk lies wholly below it, so no write in flight still
+    /// needs it.
+    pub fn release_retained(&mut self, durable: u64) -> usize {
+        let mut released = 0;
+        while self.chunks.len() > 1
+            && let Some(front) = self.chunks.front()
+            && front.claim.is_some()
+        {
+            assert!(
+                front.file_end() <= durable,
+                "a retained chunk lies wholly below the durable size"
+            );
+            released += front.chunk.capacity;
+            self.chunks.pop_front();
+        }
+        if let Some(last) = self.chunks.back()
+            && last.claim.is_some()
+        {
+            let end = last.file_end();
+            assert!(
+                end <= durable,
+                "a retained chunk lies wholly below the durable size"
+            );
+            assert!(
+                last.chunk.capacity > PAGE_SIZE,
+                "a one-page chunk is never retained"
+            );
+            let page_start = page_floor(end);
+            let carried = (end - page_start) as usize;
+            let chunk = Chunk::new(PAGE_SIZE);
+            chunk.write(
+                0,
+                last.chunk
+                    .slice((page_start - last.file_start) as usize, last.filled),
+            );
+            released += last.chunk.capacity - PAGE_SIZE;
+            self.chunks.pop_back();
+            self.chunks.push_back(ChunkSlot {
+                chunk: Arc::new(chunk),
+                file_start: page_start,
+                filled: carried,
+                claim: None,
+            });
+        }
+        assert!(
+            self.chunks.iter().all(|slot| slot.claim.is_none()),
+            "retained chunks form a prefix of the buffer"
+        );
+        released
     }
 
     /// Drop everything (sealed segment whose data is durable).
@@ -476,6 +621,104 @@ mod tests {
         assert_eq!(writes[0].0, 8192);
         assert_eq!(&writes[0].1[..100], &tail[..]);
         assert_eq!(&writes[0].1[100..103], b"abc");
+    }
+
+    #[test]
+    fn only_wholly_durable_chunks_other_than_the_last_are_retained_and_released() {
+        let mut buffer = WriteBuffer::new(2 * PAGE_SIZE);
+        buffer.reset(0, &[]);
+        let mut expected = Vec::new();
+        for seed in 0..6u8 {
+            let data = pattern(seed, 3000);
+            buffer.append(&[&data]);
+            expected.extend_from_slice(&data);
+        }
+        let end = buffer.end().unwrap();
+        // The flush of everything is in flight: its writes hold the chunks.
+        let in_flight = buffer.flush_writes(0);
+        // Durable up to the middle: only chunks wholly below it are claimed.
+        let durable = 7000;
+        let retained = buffer.retain_durable(durable);
+        assert!(retained > 0);
+        assert_eq!(retained, buffer.retained_bytes());
+        let released = buffer.release_retained(durable);
+        assert_eq!(released, retained);
+        assert_eq!(buffer.retained_bytes(), 0);
+        let start = buffer.start().unwrap();
+        assert!(start <= durable, "what is not in memory is durable");
+        // What the buffer still holds reads back; the writes in flight still
+        // carry the bytes appended.
+        let bytes = buffer.read_run(start).unwrap();
+        assert_eq!(&bytes[..], &expected[start as usize..][..bytes.len()]);
+        for (position, bytes) in &in_flight {
+            let at = *position as usize;
+            let valid = bytes.len().min(expected.len().saturating_sub(at));
+            assert_eq!(&bytes[..valid], &expected[at..at + valid]);
+        }
+        // Everything durable: every chunk is retained.
+        buffer.retain_durable(end);
+        buffer.release_retained(end);
+        // The last chunk was replaced by one page holding the partial tail.
+        assert_eq!(buffer.chunks.len(), 1);
+        assert_eq!(buffer.start(), Some(page_floor(end)));
+        let tail = buffer.read_run(page_floor(end)).unwrap();
+        assert_eq!(&tail[..], &expected[page_floor(end) as usize..]);
+        assert_eq!(buffer.retain_durable(end), 0);
+        assert_eq!(buffer.release_retained(end), 0);
+        assert_eq!(buffer.append(&[b"more"]), end);
+    }
+
+    #[test]
+    fn a_chunk_written_into_again_after_a_rollback_is_no_longer_retained() {
+        let mut buffer = WriteBuffer::new(PAGE_SIZE);
+        buffer.reset(0, &[]);
+        // Exactly one page: the next batch starts a chunk at the boundary.
+        buffer.append(&[&pattern(1, PAGE_SIZE)]);
+        buffer.append(&[&pattern(2, 100)]);
+        assert_eq!(buffer.chunks.len(), 2);
+        assert_eq!(buffer.retain_durable(PAGE_SIZE as u64), PAGE_SIZE);
+        // The unflushed batch is rolled back: the retained chunk is last
+        // again and takes the next appends.
+        buffer.truncate(PAGE_SIZE as u64);
+        assert_eq!(buffer.chunks.len(), 1);
+        assert_eq!(buffer.retained_bytes(), 0);
+        assert_eq!(buffer.release_retained(PAGE_SIZE as u64), 0);
+        assert_eq!(buffer.append(&[b"next"]), PAGE_SIZE as u64);
+    }
+
+    #[test]
+    fn chunks_grow_for_busy_partitions_and_shrink_for_slow_ones() {
+        let mut buffer = WriteBuffer::new(CHUNK_SIZE_BYTES);
+        buffer.reset(0, &[]);
+        let capacity = |buffer: &WriteBuffer| buffer.chunks.back().unwrap().chunk.capacity;
+        assert_eq!(capacity(&buffer), FIRST_CHUNK_SIZE_BYTES);
+        // Busy: each chunk filled by one flush; sizes double to the maximum.
+        let mut durable = 0;
+        let mut sizes = Vec::new();
+        while sizes.last() != Some(&CHUNK_SIZE_BYTES) {
+            let start = capacity(&buffer);
+            while capacity(&buffer) == start && buffer.chunks.len() < 64 {
+                buffer.append(&[&pattern(1, 8000)]);
+            }
+            sizes.push(capacity(&buffer));
+            buffer.flush_writes(durable);
+            durable = buffer.end().unwrap();
+            buffer.release_durable(durable, 1);
+        }
+        assert_eq!(sizes, [128 << 10, 256 << 10, 512 << 10, 1 << 20]);
+        // Slow: a flush after every small append; sizes halve to the least.
+        let mut sizes = Vec::new();
+        while sizes.last() != Some(&CHUNK_SIZE_MIN_BYTES) {
+            let start = buffer.chunks.len();
+            while buffer.chunks.len() == start {
+                buffer.append(&[&pattern(2, 3000)]);
+                buffer.flush_writes(durable);
+                durable = buffer.end().unwrap();
+            }
+            buffer.release_durable(durable, 1);
+            sizes.push(capacity(&buffer));
+        }
+        assert_eq!(sizes, [512 << 10, 256 << 10, 128 << 10, 64 << 10, 32 << 10]);
     }
 
     #[test]

@@ -46,6 +46,18 @@ pub fn run_seeds(default_count: u64, default_first: u64, run_seed: impl Fn(u64))
     eprintln!("{total} seeds passed");
 }
 
+/// The tail-cache budget of a seed's thread (tail_cache.rs):
+/// `SLUICE_SIM_TAIL_CACHE_BYTES` if set, else none at all, 16 KiB or the
+/// default in turn, so that retained chunks are given back at every flush,
+/// now and then, or never.
+pub fn set_tail_cache_budget(seed: u64) {
+    let budget = std::env::var("SLUICE_SIM_TAIL_CACHE_BYTES")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .or([Some(0), Some(16 << 10), None][(seed / 2 % 3) as usize]);
+    sluice_engine::tail_cache::set_thread_budget_bytes(budget);
+}
+
 /// How a simulated crash treats unsynced state: torn half the time, else
 /// all lost or all kept.
 pub fn random_crash_mode(rng: &mut Rng) -> sluice_engine::io::sim::CrashMode {

@@ -225,6 +225,12 @@ pub struct ServeArgs {
     /// [default: true].
     #[arg(long, env = "SLUICE_READ_AHEAD")]
     pub read_ahead: Option<bool>,
+    /// Bytes of flushed write chunks each shard keeps as the read cache of
+    /// its partitions' recent data; past it the partitions least recently
+    /// written or read give theirs back and are read from disk
+    /// [default: 67108864].
+    #[arg(long, env = "SLUICE_TAIL_CACHE_BYTES")]
+    pub tail_cache_bytes: Option<usize>,
     /// How a shard makes appended batches durable before acknowledging
     /// them: `file` (an fdatasync per written partition file) or
     /// `filesystem` (one syncfs per flush round for all the shard's
@@ -354,6 +360,7 @@ struct FileConfig {
     transaction_partition_verification: Option<bool>,
     overprovisioned: Option<bool>,
     read_ahead: Option<bool>,
+    tail_cache_bytes: Option<usize>,
     sync_mode: Option<SyncModeArg>,
     admin_listen: Option<String>,
     authorizer: Option<AuthorizerArg>,
@@ -479,6 +486,8 @@ pub struct BrokerConfig {
     pub overprovisioned: bool,
     /// Engine read-ahead for sequential readers.
     pub read_ahead: bool,
+    /// Per-shard budget of the engine's tail read cache (tail_cache.rs).
+    pub tail_cache_bytes: usize,
     /// fdatasync per partition file, or one syncfs per shard round.
     pub sync_mode: sluice_engine::SyncMode,
     /// The admin HTTP API's address (metrics, health); `None`: off.
@@ -562,6 +571,7 @@ impl BrokerConfig {
             transaction_partition_verification: true,
             overprovisioned: false,
             read_ahead: true,
+            tail_cache_bytes: sluice_engine::constants::TAIL_CACHE_SHARD_BYTES_DEFAULT,
             sync_mode: sluice_engine::SyncMode::PerFile,
             // In-process brokers share a host with others: no fixed port.
             admin_listen: None,
@@ -948,6 +958,10 @@ impl BrokerConfig {
                 .or(file.overprovisioned)
                 .unwrap_or(false),
             read_ahead: args.read_ahead.or(file.read_ahead).unwrap_or(true),
+            tail_cache_bytes: args
+                .tail_cache_bytes
+                .or(file.tail_cache_bytes)
+                .unwrap_or(sluice_engine::constants::TAIL_CACHE_SHARD_BYTES_DEFAULT),
             sync_mode: args
                 .sync_mode
                 .or(file.sync_mode)

@@ -30,6 +30,10 @@ pub fn not_alterable(resource_type: i8, name: &str) -> AdminError {
             "Broker {name:?}: Sluice broker configs are static (flags, environment, config \
              file) and cannot be altered at runtime."
         ),
+        resource_type::GROUP => format!(
+            "Group {name:?}: group configs tune KIP-848 consumer and share groups, which \
+             Sluice does not serve; they keep their defaults."
+        ),
         other => format!("Resource type {other} is not supported; only topics (2) can be altered."),
     };
     (ResponseError::InvalidRequest, message)
@@ -67,8 +71,8 @@ pub fn duplicate_error(name: &str) -> AdminError {
 }
 
 /// The authorizer's check of a config resource (Kafka's): `operation`
-/// (DESCRIBE_CONFIGS or ALTER_CONFIGS) on the topic, or on the cluster
-/// for broker resources.
+/// (DESCRIBE_CONFIGS or ALTER_CONFIGS) on the topic, on the group for
+/// group resources, or on the cluster for broker resources.
 pub fn config_access_error(
     access: &Access<'_>,
     operation: AclOperation,
@@ -80,6 +84,13 @@ pub fn config_access_error(
         (!access.allows(operation, ResourceType::Topic, name)).then(|| {
             (
                 ResponseError::TopicAuthorizationFailed,
+                "Authorization failed.".to_string(),
+            )
+        })
+    } else if resource_type == resource_type::GROUP {
+        (!access.allows(operation, ResourceType::Group, name)).then(|| {
+            (
+                ResponseError::GroupAuthorizationFailed,
                 "Authorization failed.".to_string(),
             )
         })

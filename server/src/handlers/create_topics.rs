@@ -27,7 +27,7 @@ use kafka_protocol::messages::{BrokerId, CreateTopicsRequest, CreateTopicsRespon
 use kafka_protocol::protocol::StrBytes;
 
 use crate::handlers::Reply;
-use crate::handlers::describe_configs::topic_config_entries;
+use crate::handlers::describe_configs::{static_topic_defaults, topic_config_entries};
 use crate::metadata::{ClusterMetadata, MetadataError, TopicMetadata, validate_topic_name};
 use crate::shard::Shard;
 use crate::shard::topics::{TopicError, create_topic_with};
@@ -212,17 +212,20 @@ pub async fn handle(
             Ok((created, replication_factor)) => {
                 let mut result = result.with_error_message(None).with_topic_id(created.id);
                 if version >= 5 {
-                    let configs = topic_config_entries(&created.configs)
-                        .into_iter()
-                        .map(|entry| {
-                            CreatableTopicConfigs::default()
-                                .with_name(StrBytes::from_string(entry.name))
-                                .with_value(entry.value.map(StrBytes::from_string))
-                                .with_read_only(entry.read_only)
-                                .with_config_source(entry.source)
-                                .with_is_sensitive(false)
-                        })
-                        .collect();
+                    let configs = topic_config_entries(
+                        &created.configs,
+                        &static_topic_defaults(&shard.config),
+                    )
+                    .into_iter()
+                    .map(|entry| {
+                        CreatableTopicConfigs::default()
+                            .with_name(StrBytes::from_string(entry.name))
+                            .with_value(entry.value.map(StrBytes::from_string))
+                            .with_read_only(entry.read_only)
+                            .with_config_source(entry.source)
+                            .with_is_sensitive(false)
+                    })
+                    .collect();
                     result = result
                         .with_num_partitions(created.partitions.len() as i32)
                         .with_replication_factor(replication_factor)

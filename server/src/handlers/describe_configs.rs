@@ -1,14 +1,17 @@
 //! DescribeConfigs: the effective configs of topics and of this broker.
 //!
-//! Topic resources list every supported topic config (metadata/topic_config.rs)
-//! with its value and source: DYNAMIC_TOPIC_CONFIG when set on the topic,
-//! DEFAULT_CONFIG otherwise. Broker resources list a few static broker
+//! Topic resources list every topic config (metadata/topic_config.rs) with
+//! its value and source: DYNAMIC_TOPIC_CONFIG when set on the topic,
+//! STATIC_BROKER_CONFIG when a broker flag sets its default
+//! (--min-insync-replicas), DEFAULT_CONFIG otherwise. Group resources (type
+//! 32, Kafka 4.0) list Kafka's group configs with their defaults: they tune
+//! KIP-848 and share groups, which Sluice does not serve. Broker resources list a few static broker
 //! settings, all read-only (Sluice has no dynamic broker configs). Runs on
 //! the connection's shard and reads only the metadata snapshot.
 //!
-//! Also home of the config description tables shared by CreateTopics (v5+
-//! answers with the effective configs) and IncrementalAlterConfigs (which
-//! configs are lists).
+//! Also home of the config entries shared by CreateTopics (v5+ answers with
+//! the effective configs) and IncrementalAlterConfigs (which configs are
+//! lists).
 
 use crate::auth::acl::AclOperation;
 use crate::auth::authorizer::Access;
@@ -24,7 +27,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::cli::BrokerConfig;
 use crate::handlers::Reply;
-use crate::metadata::topic_config::TOPIC_CONFIG_DEFAULTS;
+use crate::metadata::topic_config::{ConfigKind, TOPIC_CONFIGS, spec_of};
 use crate::metadata::validate_topic_name;
 use crate::shard::Shard;
 
@@ -33,6 +36,8 @@ pub mod resource_type {
     pub const TOPIC: i8 = 2;
     pub const BROKER: i8 = 4;
     pub const BROKER_LOGGER: i8 = 8;
+    /// KIP-848 group configs (Kafka 4.0).
+    pub const GROUP: i8 = 32;
 }
 
 /// Kafka's `DescribeConfigsResponse.ConfigSource` codes.
@@ -54,117 +59,35 @@ pub mod config_type {
     pub const LIST: i8 = 7;
 }
 
-/// How a topic config is described: (name, type, the broker config that
-/// supplies its default in Kafka, documentation).
-const TOPIC_CONFIG_DESCRIPTIONS: &[(&str, i8, &str, &str)] = &[
-    (
-        "cleanup.policy",
-        config_type::LIST,
-        "log.cleanup.policy",
-        "What happens to old segments: delete (by retention), compact (keep the latest record \
-         per key; keys required) or both (compact,delete).",
-    ),
-    (
-        "compression.type",
-        config_type::STRING,
-        "compression.type",
-        "The codec of stored batches. Only producer is accepted: batches are stored as the \
-         producer compressed them (Kafka would recompress to another codec).",
-    ),
-    (
-        "delete.retention.ms",
-        config_type::LONG,
-        "log.cleaner.delete.retention.ms",
-        "How long a tombstone (null value) of a compacted topic stays readable, from its \
-         batch's timestamp, before the cleaner removes it.",
-    ),
-    (
-        "flush.ms",
-        config_type::LONG,
-        "log.flush.interval.ms",
-        "Longest time written records may wait before they are forced to disk. The default \
-         (Long.MAX_VALUE) makes Sluice fsync before acknowledging a produce.",
-    ),
-    (
-        "index.interval.bytes",
-        config_type::INT,
-        "log.index.interval.bytes",
-        "Bytes of records between two entries of the offset index.",
-    ),
-    (
-        "max.message.bytes",
-        config_type::INT,
-        "message.max.bytes",
-        "Largest record batch the topic accepts.",
-    ),
-    (
-        "message.timestamp.type",
-        config_type::STRING,
-        "log.message.timestamp.type",
-        "CreateTime (the producer's timestamp) or LogAppendTime (the broker's clock).",
-    ),
-    (
-        "min.cleanable.dirty.ratio",
-        config_type::DOUBLE,
-        "log.cleaner.min.cleanable.ratio",
-        "Share of a compacted log's cleanable bytes that must be uncleaned before the cleaner \
-         compacts it.",
-    ),
-    (
-        "min.compaction.lag.ms",
-        config_type::LONG,
-        "log.cleaner.min.compaction.lag.ms",
-        "Segments holding records newer than this are not compacted yet.",
-    ),
-    (
-        "min.insync.replicas",
-        config_type::INT,
-        "min.insync.replicas",
-        "Fewest ISR members with which an acks=all produce is accepted.",
-    ),
-    (
-        "retention.bytes",
-        config_type::LONG,
-        "log.retention.bytes",
-        "Size a partition's log may reach before its oldest segments are deleted; -1 for no \
-         limit.",
-    ),
-    (
-        "retention.ms",
-        config_type::LONG,
-        "log.retention.ms",
-        "How long a segment is kept after its newest record; -1 for no limit.",
-    ),
-    (
-        "segment.bytes",
-        config_type::INT,
-        "log.segment.bytes",
-        "Size at which a segment is closed and a new one started.",
-    ),
-    (
-        "segment.ms",
-        config_type::LONG,
-        "log.roll.ms",
-        "Age at which a segment is closed and a new one started, even if not full.",
-    ),
-    (
-        "unclean.leader.election.enable",
-        config_type::BOOLEAN,
-        "unclean.leader.election.enable",
-        "With no live in-sync replica, elect an out-of-sync one (which may lose records).",
-    ),
-];
-
-/// A topic config's Kafka type (LIST configs accept APPEND and SUBTRACT).
+/// A topic config's Kafka type code (LIST configs accept APPEND and
+/// SUBTRACT).
 pub fn topic_config_type(name: &str) -> i8 {
-    describe_topic_config(name).map_or(config_type::UNKNOWN, |(_, kind, _, _)| kind)
+    spec_of(name).map_or(config_type::UNKNOWN, |spec| kind_code(spec.kind))
 }
 
-fn describe_topic_config(name: &str) -> Option<(&'static str, i8, &'static str, &'static str)> {
-    TOPIC_CONFIG_DESCRIPTIONS
-        .iter()
-        .find(|(known, ..)| *known == name)
-        .copied()
+fn kind_code(kind: ConfigKind) -> i8 {
+    match kind {
+        ConfigKind::Boolean => config_type::BOOLEAN,
+        ConfigKind::String => config_type::STRING,
+        ConfigKind::Int => config_type::INT,
+        ConfigKind::Long => config_type::LONG,
+        ConfigKind::Double => config_type::DOUBLE,
+        ConfigKind::List => config_type::LIST,
+    }
+}
+
+/// The topic config defaults this broker's settings change (Kafka's
+/// STATIC_BROKER_CONFIG): by topic config name, the broker config's value.
+/// Only --min-insync-replicas sets a topic default in Sluice.
+pub fn static_topic_defaults(config: &BrokerConfig) -> BTreeMap<&'static str, String> {
+    let mut defaults = BTreeMap::new();
+    if config.min_insync_replicas != 1 {
+        defaults.insert(
+            "min.insync.replicas",
+            config.min_insync_replicas.to_string(),
+        );
+    }
+    defaults
 }
 
 /// One config as DescribeConfigs and CreateTopics report it.
@@ -180,38 +103,111 @@ pub struct ConfigEntry {
     pub synonyms: Vec<(String, Option<String>, i8)>,
 }
 
-/// Every supported topic config of a topic whose explicit configs are
-/// `explicit`, in name order.
-pub fn topic_config_entries(explicit: &BTreeMap<String, String>) -> Vec<ConfigEntry> {
-    TOPIC_CONFIG_DEFAULTS
+/// Kafka 4.0's group configs (GroupConfig, resource type 32): name, type,
+/// default, broker synonym. They tune KIP-848 consumer groups and KIP-932
+/// share groups, neither of which Sluice serves (classic groups only), so
+/// every group reports the defaults.
+const GROUP_CONFIGS: &[(&str, i8, &str, &str)] = &[
+    (
+        "consumer.heartbeat.interval.ms",
+        config_type::INT,
+        "5000",
+        "group.consumer.heartbeat.interval.ms",
+    ),
+    (
+        "consumer.session.timeout.ms",
+        config_type::INT,
+        "45000",
+        "group.consumer.session.timeout.ms",
+    ),
+    (
+        "share.heartbeat.interval.ms",
+        config_type::INT,
+        "5000",
+        "group.share.heartbeat.interval.ms",
+    ),
+    (
+        "share.record.lock.duration.ms",
+        config_type::INT,
+        "30000",
+        "group.share.record.lock.duration.ms",
+    ),
+    (
+        "share.session.timeout.ms",
+        config_type::INT,
+        "45000",
+        "group.share.session.timeout.ms",
+    ),
+];
+
+/// The configs of any group (Kafka answers for any group id, existing or
+/// not): Kafka's defaults, from the broker's group.* settings.
+pub fn group_config_entries() -> Vec<ConfigEntry> {
+    GROUP_CONFIGS
         .iter()
-        .map(|&(name, default)| {
-            let description = describe_topic_config(name);
-            let broker_name = description.map_or(name, |(_, _, broker, _)| broker);
+        .map(|&(name, kind, default, broker_name)| ConfigEntry {
+            name: name.to_string(),
+            value: Some(default.to_string()),
+            source: config_source::DEFAULT_CONFIG,
+            read_only: false,
+            config_type: kind,
+            documentation: Some(
+                "A setting of KIP-848 consumer and KIP-932 share groups; Sluice serves \
+                 classic groups only, so it is the default and has no effect.",
+            ),
+            synonyms: vec![(
+                broker_name.to_string(),
+                Some(default.to_string()),
+                config_source::DEFAULT_CONFIG,
+            )],
+        })
+        .collect()
+}
+
+/// Every topic config of a topic whose explicit configs are `explicit`, in
+/// name order: its value and source (the topic's, the broker's static
+/// setting, or Kafka's default), with synonyms most specific first.
+pub fn topic_config_entries(
+    explicit: &BTreeMap<String, String>,
+    static_defaults: &BTreeMap<&'static str, String>,
+) -> Vec<ConfigEntry> {
+    TOPIC_CONFIGS
+        .iter()
+        .map(|spec| {
+            let broker_name = spec.broker_name.unwrap_or(spec.name);
             let mut synonyms = Vec::new();
-            if let Some(value) = explicit.get(name) {
+            if let Some(value) = explicit.get(spec.name) {
                 synonyms.push((
-                    name.to_string(),
+                    spec.name.to_string(),
                     Some(value.clone()),
                     config_source::DYNAMIC_TOPIC_CONFIG,
                 ));
             }
+            let static_value = static_defaults.get(spec.name);
+            if let Some(value) = static_value {
+                synonyms.push((
+                    broker_name.to_string(),
+                    Some(value.clone()),
+                    config_source::STATIC_BROKER_CONFIG,
+                ));
+            }
             synonyms.push((
                 broker_name.to_string(),
-                Some(default.to_string()),
+                Some(spec.default.to_string()),
                 config_source::DEFAULT_CONFIG,
             ));
-            let (value, source) = match explicit.get(name) {
-                Some(value) => (value.clone(), config_source::DYNAMIC_TOPIC_CONFIG),
-                None => (default.to_string(), config_source::DEFAULT_CONFIG),
+            let (value, source) = match (explicit.get(spec.name), static_value) {
+                (Some(value), _) => (value.clone(), config_source::DYNAMIC_TOPIC_CONFIG),
+                (None, Some(value)) => (value.clone(), config_source::STATIC_BROKER_CONFIG),
+                (None, None) => (spec.default.to_string(), config_source::DEFAULT_CONFIG),
             };
             ConfigEntry {
-                name: name.to_string(),
+                name: spec.name.to_string(),
                 value: Some(value),
                 source,
                 read_only: false,
-                config_type: description.map_or(config_type::UNKNOWN, |(_, kind, _, _)| kind),
-                documentation: description.map(|(_, _, _, documentation)| documentation),
+                config_type: kind_code(spec.kind),
+                documentation: Some(spec.documentation),
                 synonyms,
             }
         })
@@ -334,20 +330,28 @@ fn broker_config_entries(config: &BrokerConfig) -> Vec<ConfigEntry> {
             "Largest request frame accepted.",
         ),
     ];
-    // The broker-level defaults of the topic configs.
-    for entry in topic_config_entries(&BTreeMap::new()) {
-        let Some((_, value, _)) = entry.synonyms.last().cloned() else {
+    // The broker-level defaults of the topic configs (those with a broker
+    // synonym; min.insync.replicas is listed above).
+    let static_defaults = static_topic_defaults(config);
+    for spec in TOPIC_CONFIGS {
+        let Some(name) = spec.broker_name else {
             continue;
         };
-        let name = describe_topic_config(&entry.name)
-            .map_or(entry.name.clone(), |found| found.2.to_string());
+        if entries.iter().any(|entry| entry.name == name) {
+            continue;
+        }
+        let (value, source) = match static_defaults.get(spec.name) {
+            Some(value) => (value.clone(), config_source::STATIC_BROKER_CONFIG),
+            None => (spec.default.to_string(), config_source::DEFAULT_CONFIG),
+        };
         entries.push(ConfigEntry {
-            synonyms: vec![(name.clone(), value.clone(), config_source::DEFAULT_CONFIG)],
-            name,
-            value,
-            source: config_source::DEFAULT_CONFIG,
+            name: name.to_string(),
+            value: Some(value.clone()),
+            source,
             read_only: true,
-            ..entry
+            config_type: kind_code(spec.kind),
+            documentation: Some(spec.documentation),
+            synonyms: vec![(name.to_string(), Some(value), source)],
         });
     }
     entries.sort_by(|left, right| left.name.cmp(&right.name));
@@ -376,7 +380,10 @@ pub async fn handle(
         {
             _ if let Some(denied) = denied => Err(denied),
             resource_type::TOPIC => match snapshot.topics.get(&name) {
-                Some(topic) => Ok(topic_config_entries(&topic.configs)),
+                Some(topic) => Ok(topic_config_entries(
+                    &topic.configs,
+                    &static_topic_defaults(&shard.config),
+                )),
                 None => match validate_topic_name(&name) {
                     Err(error) => Err((ResponseError::InvalidTopicException, error.to_string())),
                     Ok(()) => Err((
@@ -405,6 +412,16 @@ pub async fn handle(
                             shard.config.node_id
                         ),
                     ))
+                }
+            }
+            resource_type::GROUP => {
+                if name.is_empty() {
+                    Err((
+                        ResponseError::InvalidRequest,
+                        "Group name must not be empty".to_string(),
+                    ))
+                } else {
+                    Ok(group_config_entries())
                 }
             }
             other => Err((
@@ -487,20 +504,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_supported_topic_config_is_described() {
-        for (name, _) in TOPIC_CONFIG_DEFAULTS {
-            assert!(
-                describe_topic_config(name).is_some(),
-                "{name} has no entry in TOPIC_CONFIG_DESCRIPTIONS"
-            );
-        }
-    }
-
-    #[test]
     fn explicit_values_are_dynamic_topic_configs_and_others_defaults() {
         let explicit = BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]);
-        let entries = topic_config_entries(&explicit);
-        assert_eq!(entries.len(), TOPIC_CONFIG_DEFAULTS.len());
+        let entries = topic_config_entries(&explicit, &BTreeMap::new());
+        assert_eq!(entries.len(), TOPIC_CONFIGS.len());
         let retention = entries
             .iter()
             .find(|entry| entry.name == "retention.ms")
@@ -529,5 +536,48 @@ mod tests {
         assert_eq!(segment.value.as_deref(), Some("1073741824"));
         assert_eq!(segment.source, config_source::DEFAULT_CONFIG);
         assert_eq!(segment.synonyms.len(), 1);
+    }
+
+    #[test]
+    fn group_configs_are_kafkas_defaults() {
+        let entries = group_config_entries();
+        let session = entries
+            .iter()
+            .find(|entry| entry.name == "consumer.session.timeout.ms")
+            .unwrap();
+        assert_eq!(session.value.as_deref(), Some("45000"));
+        assert_eq!(session.source, config_source::DEFAULT_CONFIG);
+        assert_eq!(
+            session.synonyms[0].0,
+            "group.consumer.session.timeout.ms".to_string()
+        );
+        assert_eq!(entries.len(), GROUP_CONFIGS.len());
+    }
+
+    #[test]
+    fn a_broker_flag_default_is_a_static_broker_config() {
+        let statics = BTreeMap::from([("min.insync.replicas", "2".to_string())]);
+        let entries = topic_config_entries(&BTreeMap::new(), &statics);
+        let min_insync = entries
+            .iter()
+            .find(|entry| entry.name == "min.insync.replicas")
+            .unwrap();
+        assert_eq!(min_insync.value.as_deref(), Some("2"));
+        assert_eq!(min_insync.source, config_source::STATIC_BROKER_CONFIG);
+        assert_eq!(min_insync.synonyms.len(), 2);
+        let throttled = entries
+            .iter()
+            .find(|entry| entry.name == "leader.replication.throttled.replicas")
+            .unwrap();
+        assert_eq!(throttled.value.as_deref(), Some(""));
+        assert_eq!(throttled.config_type, config_type::LIST);
+        assert_eq!(
+            throttled.synonyms,
+            vec![(
+                "leader.replication.throttled.replicas".to_string(),
+                Some(String::new()),
+                config_source::DEFAULT_CONFIG
+            )]
+        );
     }
 }

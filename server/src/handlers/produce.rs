@@ -16,8 +16,12 @@
 //! checked and appended in arrival order): exactly one record batch (magic
 //! 2; more is INVALID_RECORD, as Kafka requires for v3+), validated by the
 //! engine against the topic's max.message.bytes (MESSAGE_TOO_LARGE, nothing
-//! written); no control batches from clients; on compacted topics every
-//! record has a key (KIP-467 per-record errors); the idempotent producer
+//! written); no control batches from clients; a batch whose codec differs
+//! from the topic's compression.type rebuilt under it (engine
+//! batch/codec.rs, producer fields and timestamps kept); on compacted
+//! topics every record has a key, compressed batches decompressed to check
+//! (KIP-467 per-record errors); with CreateTime, record timestamps within
+//! message.timestamp.before/after.max.ms (INVALID_TIMESTAMP); the idempotent producer
 //! rules (shard/producer_state.rs: duplicates answered with their original
 //! offsets, not appended); on LogAppendTime topics the batch's maxTimestamp
 //! set to the broker's time, on a copy. Then the durability wait.
@@ -69,6 +73,7 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
+use sluice_engine::batch::codec::{self, CodecError, Target};
 use sluice_engine::batch::{self, BatchError, BatchHeader, Compression};
 use sluice_engine::io::Io;
 use sluice_engine::io::uring::UringIo;
@@ -77,7 +82,7 @@ use sluice_engine::{AppendError, FlushPolicy, Log};
 use crate::auth::acl::{AclOperation, ResourceType};
 use crate::auth::authorizer::Access;
 use crate::handlers::{LeaderHint, Reply};
-use crate::metadata::topic_config::TimestampType;
+use crate::metadata::topic_config::{TimestampBounds, TimestampType, TopicCompression};
 use crate::metadata::{ClusterMetadata, MetadataError, validate_topic_name};
 use crate::shard::partition::CommitWaitError;
 use crate::shard::producer_state::{ProducerBatch, ProducerStateError, SequenceCheck};
@@ -614,11 +619,20 @@ fn accept(
             ),
         ));
     }
-    let (cleanup_policy, timestamp_type, max_message_bytes, flush_policy) = {
+    let (
+        cleanup_policy,
+        timestamp_type,
+        timestamp_bounds,
+        compression,
+        max_message_bytes,
+        flush_policy,
+    ) = {
         let config = replica.config.borrow();
         (
             config.cleanup_policy,
             config.timestamp_type,
+            config.timestamp_bounds,
+            config.compression,
             config.log.max_message_bytes,
             config.log.flush,
         )
@@ -641,13 +655,41 @@ fn accept(
             "a transactional batch needs a producer id".to_string(),
         ));
     }
-    if cleanup_policy.compacts() && header.compression() == Compression::None {
-        let missing = records_without_key(&records, &header);
+    // compression.type: a batch whose codec differs from the topic's is
+    // rebuilt under the topic's (Kafka's LogValidator), producer fields
+    // and timestamps kept; the rebuilt batch must fit max.message.bytes.
+    let (records, header) = match codec_target(compression) {
+        Some(target) if target.compression() != header.compression() => {
+            let rebuilt = codec::recompress(&records, &header, target)
+                .map_err(|error| codec_failed(&error))?;
+            let header = batch::validate(&rebuilt, max_message_bytes as usize)
+                .map_err(|error| batch_failed(&error))?;
+            (Bytes::from(rebuilt), header)
+        }
+        _ => (records, header),
+    };
+    if cleanup_policy.compacts() {
+        // Kafka decompresses to check the keys of a compressed batch too.
+        let missing = if header.compression() == Compression::None {
+            records_without_key(&records, &header)
+        } else {
+            let plain = codec::recompress(&records, &header, Target::None)
+                .map_err(|error| codec_failed(&error))?;
+            let plain_header =
+                batch::validate(&plain, plain.len()).map_err(|error| batch_failed(&error))?;
+            records_without_key(&plain, &plain_header)
+        };
         if !missing.is_empty() {
             return Err(PartitionOutcome::null_keys(
                 &replica.topic_partition,
                 &missing,
             ));
+        }
+    }
+    if timestamp_type == TimestampType::CreateTime && timestamp_bounds.limits() {
+        let refused = records_out_of_bounds(&records, &header, timestamp_bounds, now_ms);
+        if !refused.is_empty() {
+            return Err(PartitionOutcome::invalid_timestamps(refused));
         }
     }
 
@@ -737,6 +779,52 @@ fn records_without_key(batch: &[u8], header: &BatchHeader) -> Vec<i32> {
         .collect()
 }
 
+/// The records of the validated batch `batch` whose CreateTime is outside
+/// `bounds` at broker time `now_ms` (message.timestamp.before.max.ms and
+/// after.max.ms): (index in the batch, Kafka's message). A compressed
+/// batch is decompressed to judge each record, as Kafka does; one that does
+/// not decompress is judged by its header's first and max timestamps
+/// (reported as its first record).
+fn records_out_of_bounds(
+    batch: &[u8],
+    header: &BatchHeader,
+    bounds: TimestampBounds,
+    now_ms: i64,
+) -> Vec<(i32, String)> {
+    let base_timestamp = header.base_timestamp().0;
+    let message = |timestamp: i64, offset_delta: i64| {
+        format!(
+            "Timestamp {timestamp} of message with offset {} is out of range. The timestamp \
+             should be within [{}, {}]",
+            header.base_offset().value().saturating_add(offset_delta),
+            now_ms.saturating_sub(bounds.before_max_ms),
+            now_ms.saturating_add(bounds.after_max_ms)
+        )
+    };
+    if header.compression() != Compression::None {
+        if let Ok(plain) = codec::recompress(batch, header, Target::None)
+            && let Ok(plain_header) = batch::validate(&plain, plain.len())
+        {
+            return records_out_of_bounds(&plain, &plain_header, bounds, now_ms);
+        }
+        return [base_timestamp, header.max_timestamp().0]
+            .into_iter()
+            .find(|&timestamp| !bounds.allows(timestamp, now_ms))
+            .map(|timestamp| (0, message(timestamp, 0)))
+            .into_iter()
+            .collect();
+    }
+    batch::records(batch, header)
+        .zip(0..)
+        .filter_map(|(record, index)| {
+            let record = record.ok()?;
+            let timestamp = base_timestamp.saturating_add(record.timestamp_delta);
+            (!bounds.allows(timestamp, now_ms))
+                .then(|| (index, message(timestamp, i64::from(record.offset_delta))))
+        })
+        .collect()
+}
+
 /// A copy of the validated batch `batch` marked LogAppendTime with
 /// `append_time_ms` as its maxTimestamp (see `batch::set_log_append_time`).
 fn with_log_append_time(batch: &[u8], append_time_ms: i64) -> Bytes {
@@ -806,6 +894,17 @@ impl PartitionOutcome {
         outcome
     }
 
+    /// Kafka's answer to records outside the timestamp bounds (KIP-467
+    /// record errors, the whole batch refused).
+    fn invalid_timestamps(record_errors: Vec<(i32, String)>) -> Self {
+        let mut outcome = PartitionOutcome::failed(
+            ResponseError::InvalidTimestamp,
+            "One or more records have been rejected due to invalid timestamp".to_string(),
+        );
+        outcome.record_errors = record_errors;
+        outcome
+    }
+
     fn into_response(self, index: i32, version: i16) -> PartitionProduceResponse {
         let mut response = PartitionProduceResponse::default()
             .with_index(index)
@@ -852,6 +951,34 @@ fn batch_failed(error: &BatchError) -> PartitionOutcome {
         _ => ResponseError::CorruptMessage,
     };
     PartitionOutcome::failed(code, error.to_string())
+}
+
+/// The codec a topic's batches must have, `None` for compression.type
+/// producer (stored as sent).
+fn codec_target(compression: TopicCompression) -> Option<Target> {
+    match compression {
+        TopicCompression::Producer => None,
+        TopicCompression::Uncompressed => Some(Target::None),
+        TopicCompression::Gzip { level } => Some(Target::Gzip { level }),
+        TopicCompression::Snappy => Some(Target::Snappy),
+        TopicCompression::Lz4 { .. } => Some(Target::Lz4),
+        TopicCompression::Zstd { level } => Some(Target::Zstd { level }),
+    }
+}
+
+/// A compressed batch that does not decompress, or whose records do not
+/// match its header: CORRUPT_MESSAGE (INVALID_RECORD for bad records, as
+/// the uncompressed path answers them).
+fn codec_failed(error: &CodecError) -> PartitionOutcome {
+    match error {
+        CodecError::Batch(error) => batch_failed(error),
+        CodecError::Compress { .. } => {
+            PartitionOutcome::failed(ResponseError::UnknownServerError, error.to_string())
+        }
+        CodecError::Corrupt { .. } | CodecError::TooLarge { .. } => {
+            PartitionOutcome::failed(ResponseError::CorruptMessage, error.to_string())
+        }
+    }
 }
 
 fn producer_failed(error: &ProducerStateError) -> PartitionOutcome {
@@ -906,6 +1033,46 @@ mod tests {
         // The original is untouched.
         let header = batch::validate(&original, 1 << 20).unwrap();
         assert_eq!(header.timestamp_type(), BatchTimestampType::CreateTime);
+    }
+
+    #[test]
+    fn records_outside_the_timestamp_bounds_are_found_by_index() {
+        let batch = BatchBuilder::new()
+            .record(None, Some(&b"1"[..]), TimestampMs(NOW - 100))
+            .record(None, Some(&b"2"[..]), TimestampMs(NOW - 101))
+            .record(None, Some(&b"3"[..]), TimestampMs(NOW + 11))
+            .record(None, Some(&b"4"[..]), TimestampMs(NOW + 10))
+            .build();
+        let header = batch::validate(&batch, 1 << 20).unwrap();
+        let bounds = TimestampBounds {
+            before_max_ms: 100,
+            after_max_ms: 10,
+        };
+        let refused = records_out_of_bounds(&batch, &header, bounds, NOW);
+        let indexes: Vec<i32> = refused.iter().map(|(index, _)| *index).collect();
+        assert_eq!(indexes, vec![1, 2]);
+        assert_eq!(
+            refused[0].1,
+            format!(
+                "Timestamp {} of message with offset 1 is out of range. The timestamp should \
+                 be within [{}, {}]",
+                NOW - 101,
+                NOW - 100,
+                NOW + 10
+            )
+        );
+        let wide = TimestampBounds {
+            before_max_ms: 101,
+            after_max_ms: 11,
+        };
+        assert!(records_out_of_bounds(&batch, &header, wide, NOW).is_empty());
+        // A compressed batch is judged record by record too.
+        let compressed = codec::recompress(&batch, &header, Target::Lz4).unwrap();
+        let compressed_header = batch::validate(&compressed, 1 << 20).unwrap();
+        assert_eq!(
+            records_out_of_bounds(&compressed, &compressed_header, bounds, NOW),
+            refused
+        );
     }
 
     #[test]

@@ -323,7 +323,10 @@ pub fn gather_shards(shards: &Shards, deadline: Duration) -> (Vec<ShardSnapshot>
 
 /// Run `future` on this thread (outside any runtime) until it completes
 /// or `timeout` passes (`None`).
-fn block_on_timeout<F: std::future::Future>(future: F, timeout: Duration) -> Option<F::Output> {
+pub(crate) fn block_on_timeout<F: std::future::Future>(
+    future: F,
+    timeout: Duration,
+) -> Option<F::Output> {
     use std::task::{Context, Poll, Wake, Waker};
     struct ThreadWaker(std::thread::Thread);
     impl Wake for ThreadWaker {
@@ -344,6 +347,57 @@ fn block_on_timeout<F: std::future::Future>(future: F, timeout: Duration) -> Opt
             return None;
         }
         std::thread::park_timeout(deadline - now);
+    }
+}
+
+/// Totals of the data path's counters (every shard's), read without
+/// asking any shard: what the console's charts poll every second.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CounterTotals {
+    pub produce_records: u64,
+    pub produce_bytes: u64,
+    /// Bytes of Fetch response frames written (records and framing).
+    pub fetch_bytes: u64,
+    /// Kafka requests read, every API.
+    pub requests: u64,
+    /// Latency histograms of Produce and Fetch: counts per bucket of
+    /// [`LATENCY_BOUNDS_SECONDS`] (not cumulative; the last one above every
+    /// bound).
+    pub produce_latency_buckets: Vec<u64>,
+    pub fetch_latency_buckets: Vec<u64>,
+}
+
+/// Sum the counters of every shard in `registry`.
+pub fn counter_totals(registry: &Registry) -> CounterTotals {
+    let shards: Vec<&ShardCounters> = lock(&registry.shards).clone();
+    let buckets = |slot: usize| -> Vec<u64> {
+        (0..=LATENCY_BOUNDS_NANOS.len())
+            .map(|bucket| {
+                api_sum(&shards, slot, |api| {
+                    api.latency_buckets[bucket].load(Ordering::Relaxed)
+                })
+            })
+            .collect()
+    };
+    let produce = api_slot(ApiKey::Produce as i16);
+    let fetch = api_slot(ApiKey::Fetch as i16);
+    CounterTotals {
+        produce_records: shards
+            .iter()
+            .map(|shard| shard.produce_records.load(Ordering::Relaxed))
+            .sum(),
+        produce_bytes: shards
+            .iter()
+            .map(|shard| shard.produce_bytes.load(Ordering::Relaxed))
+            .sum(),
+        fetch_bytes: api_sum(&shards, fetch, |api| {
+            api.response_bytes.load(Ordering::Relaxed)
+        }),
+        requests: (0..=API_KEYS)
+            .map(|slot| api_sum(&shards, slot, |api| api.requests.load(Ordering::Relaxed)))
+            .sum(),
+        produce_latency_buckets: buckets(produce),
+        fetch_latency_buckets: buckets(fetch),
     }
 }
 

@@ -3,7 +3,9 @@
 //! `GET /v1/status/live` (200 while the process serves HTTP) and
 //! `GET /v1/status/ready` (200 once this broker is registered and unfenced
 //! and its shards serve; 503 with the reason before, while fenced, and
-//! while stopping).
+//! while stopping), and the read-only web console (`GET /`, its assets and
+//! the JSON it polls: `/v1/cluster`, `/v1/topics`, `/v1/groups`,
+//! `/v1/counters`; crate::console).
 //!
 //! A small HTTP/1.1 server on std threads, never on a shard: one thread
 //! accepts, one short-lived thread serves each connection, at most
@@ -14,8 +16,9 @@
 //! [`REQUEST_HEAD_BYTES_MAX`] bytes, and each write of the answer times out
 //! after [`RESPONSE_WRITE_TIMEOUT`]: a slow or hostile client holds one
 //! thread for a bounded time and never delays the others. A malformed
-//! request line is answered 400 as soon as it is complete. Scrapes are
-//! serialized: at most one gathers from the shards at a time.
+//! request line is answered 400 as soon as it is complete. Scrapes and the
+//! console's topic and group reads are serialized: at most one gathers from
+//! the shards at a time.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -24,6 +27,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::console;
 use crate::controller::service::ControllerHandle;
 use crate::controller::types::BrokerId;
 use crate::metadata::Metadata;
@@ -86,6 +90,7 @@ pub struct AdminState {
     serving: OnceLock<Serving>,
     stopping: AtomicBool,
     scrape: Mutex<()>,
+    started: Instant,
 }
 
 struct Serving {
@@ -141,6 +146,64 @@ impl AdminState {
         };
         super::encode(super::registry(), &view)
     }
+
+    fn broker_status(&self) -> console::BrokerStatus {
+        let controller = self.controller.get();
+        console::BrokerStatus {
+            node_id: self.node_id,
+            readiness: self.readiness(),
+            active_controller: controller
+                .and_then(ControllerHandle::active_controller)
+                .map(|id| id.0),
+            metadata_offset: controller.map_or(0, |handle| handle.applied_offset().0),
+        }
+    }
+
+    /// A console JSON document for `path` (one of
+    /// [`console::JSON_PATHS`]): 200, or 503 before the shards serve.
+    fn console_json(&self, path: &str) -> (u16, serde_json::Value) {
+        if path == "/v1/counters" {
+            let totals = super::counter_totals(super::registry());
+            return (
+                200,
+                console::counters_json(&totals, self.started.elapsed().as_millis()),
+            );
+        }
+        let serving = self.serving.get();
+        let view = serving.map(|serving| serving.metadata.snapshot());
+        if path == "/v1/cluster" {
+            return (
+                200,
+                console::cluster_json(&self.broker_status(), view.as_deref()),
+            );
+        }
+        let (Some(serving), Some(view)) = (serving, view) else {
+            return (
+                503,
+                serde_json::json!({"error": "the broker's shards are starting"}),
+            );
+        };
+        let _serialized = self
+            .scrape
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (shards, shards_missing) = super::gather_shards(&serving.shards, SCRAPE_SHARD_WAIT);
+        if path == "/v1/topics" {
+            return (200, console::topics_json(&view, &shards, shards_missing));
+        }
+        let coordinated = crate::group::coordinated_partitions(&view);
+        let (groups, groups_missing) =
+            console::gather_groups(&serving.shards, coordinated, SCRAPE_SHARD_WAIT);
+        (
+            200,
+            console::groups_json(
+                self.node_id,
+                &groups,
+                &shards,
+                shards_missing.max(groups_missing),
+            ),
+        )
+    }
 }
 
 /// The running admin HTTP server.
@@ -161,6 +224,7 @@ impl AdminServer {
             serving: OnceLock::new(),
             stopping: AtomicBool::new(false),
             scrape: Mutex::new(()),
+            started: Instant::now(),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -467,6 +531,16 @@ fn route(request: &RequestLine, state: &AdminState) -> Vec<u8> {
             response(200, super::encode::CONTENT_TYPE, text.as_bytes(), head_only)
         }
         "/v1/status/live" => response(200, TEXT, b"live\n", head_only),
+        path if console::JSON_PATHS.contains(&path) => {
+            let (status, body) = state.console_json(path);
+            response_with(
+                status,
+                "application/json",
+                body.to_string().as_bytes(),
+                head_only,
+                &console::HEADERS,
+            )
+        }
         "/v1/status/ready" => match state.readiness() {
             Ok(()) => response(200, TEXT, b"ready\n", head_only),
             Err(reason) => response(
@@ -476,11 +550,26 @@ fn route(request: &RequestLine, state: &AdminState) -> Vec<u8> {
                 head_only,
             ),
         },
-        _ => response(404, TEXT, b"not found\n", head_only),
+        path => match console::asset(path) {
+            Some((content_type, body)) => {
+                response_with(200, content_type, body, head_only, &console::HEADERS)
+            }
+            None => response(404, TEXT, b"not found\n", head_only),
+        },
     }
 }
 
 fn response(status: u16, content_type: &str, body: &[u8], head_only: bool) -> Vec<u8> {
+    response_with(status, content_type, body, head_only, &[])
+}
+
+fn response_with(
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+    head_only: bool,
+    headers: &[(&str, &str)],
+) -> Vec<u8> {
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
@@ -498,6 +587,9 @@ fn response(status: u16, content_type: &str, body: &[u8], head_only: bool) -> Ve
     );
     if status == 405 {
         answer.push_str("Allow: GET, HEAD\r\n");
+    }
+    for (name, value) in headers {
+        answer.push_str(&format!("{name}: {value}\r\n"));
     }
     answer.push_str("\r\n");
     let mut bytes = answer.into_bytes();
@@ -582,6 +674,43 @@ mod tests {
         assert!(head.ends_with("\r\n\r\n"), "{head}");
         server.stop();
         assert!(TcpStream::connect(address).is_err(), "the port is closed");
+    }
+
+    #[test]
+    fn the_console_is_served_and_its_data_waits_for_the_shards() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let server = AdminServer::start(listener, 3).unwrap();
+        let address = server.address();
+        let page = exchange(address, b"GET / HTTP/1.1\r\n\r\n");
+        assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+        assert!(page.contains("Content-Type: text/html"), "{page}");
+        assert!(page.contains("Content-Security-Policy: "), "{page}");
+        assert!(
+            page.contains("<script src=\"/console/console.js\""),
+            "{page}"
+        );
+        let script = exchange(address, b"HEAD /console/console.js HTTP/1.1\r\n\r\n");
+        assert!(script.starts_with("HTTP/1.1 200 OK\r\n"), "{script}");
+        assert!(script.ends_with("\r\n\r\n"), "HEAD has no body: {script}");
+        // Before the shards serve: the cluster says why, the rest 503.
+        let cluster = exchange(address, b"GET /v1/cluster HTTP/1.1\r\n\r\n");
+        assert!(cluster.starts_with("HTTP/1.1 200 OK\r\n"), "{cluster}");
+        let body = cluster.split_once("\r\n\r\n").unwrap().1;
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["node_id"], 3);
+        assert_eq!(json["ready"], false);
+        for path in ["/v1/topics", "/v1/groups"] {
+            let answer = exchange(address, format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes());
+            assert!(answer.starts_with("HTTP/1.1 503 "), "{path}: {answer}");
+            assert!(answer.contains("application/json"), "{path}: {answer}");
+        }
+        let counters = exchange(address, b"GET /v1/counters HTTP/1.1\r\n\r\n");
+        assert!(counters.starts_with("HTTP/1.1 200 OK\r\n"), "{counters}");
+        assert!(
+            counters.contains("\"latency_bounds_seconds\""),
+            "{counters}"
+        );
+        server.stop();
     }
 
     #[test]

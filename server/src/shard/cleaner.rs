@@ -6,7 +6,8 @@
 //! One task per shard (spawned next to the committer in broker.rs). Every
 //! `--log-cleaner-interval-ms` it visits the shard's partitions; a compacted
 //! one whose dirty ratio (engine `Log::dirty_stats`, no I/O) reaches its
-//! min.cleanable.dirty.ratio gets one `Log::clean` pass. The pass runs on the
+//! min.cleanable.dirty.ratio, or whose oldest dirty segment is older than
+//! max.compaction.lag.ms, gets one `Log::clean` pass. The pass runs on the
 //! shard thread through the engine's `Io` (io_uring reads and writes, each an
 //! await point) and yields between partitions, so requests keep being served;
 //! the log's flush lock is taken only to swap a finished segment in.
@@ -44,9 +45,20 @@ use std::time::Duration;
 use std::collections::HashSet;
 
 use sluice_engine::io::Io;
-use sluice_engine::{AbortedRange, Offset, TxnCleanInput};
+use sluice_engine::{AbortedRange, DirtyStats, Offset, TxnCleanInput};
 
 use crate::shard::{PartitionReplica, Shard};
+
+/// max.compaction.lag.ms: whether dirty records have waited longer than
+/// `max_compaction_lag_ms`, so that the log is cleaned whatever its dirty
+/// ratio (Kafka's LogCleanerManager "must clean" logs).
+fn compaction_overdue(stats: &DirtyStats, max_compaction_lag_ms: i64, now_ms: i64) -> bool {
+    max_compaction_lag_ms != i64::MAX
+        && stats.dirty_bytes > 0
+        && stats
+            .oldest_dirty_timestamp_ms
+            .is_some_and(|oldest| oldest <= now_ms.saturating_sub(max_compaction_lag_ms))
+}
 
 /// Run the cleaner of `shard` until the shard closes (`Shard::close_all`
 /// waits for a pass in progress, which stops at the next partition).
@@ -110,6 +122,7 @@ pub async fn clean_once(shard: &Shard) -> usize {
             .markers_due(now_ms, compaction.clean.delete_retention_ms);
         if (stats.dirty_bytes == 0 || stats.ratio() < compaction.min_cleanable_dirty_ratio)
             && markers_due.is_empty()
+            && !compaction_overdue(&stats, compaction.max_compaction_lag_ms, now_ms)
         {
             continue;
         }
@@ -204,5 +217,32 @@ impl Future for YieldNow {
         self.0 = true;
         context.waker().wake_by_ref();
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_is_overdue_once_its_oldest_dirty_segment_passes_the_max_lag() {
+        let stats = DirtyStats {
+            dirty_bytes: 10,
+            cleanable_bytes: 1000,
+            oldest_dirty_timestamp_ms: Some(1_000),
+        };
+        assert!(!compaction_overdue(&stats, i64::MAX, i64::MAX));
+        assert!(!compaction_overdue(&stats, 500, 1_499));
+        assert!(compaction_overdue(&stats, 500, 1_500));
+        let clean = DirtyStats {
+            dirty_bytes: 0,
+            ..stats
+        };
+        assert!(!compaction_overdue(&clean, 500, 10_000));
+        let untimed = DirtyStats {
+            oldest_dirty_timestamp_ms: None,
+            ..stats
+        };
+        assert!(!compaction_overdue(&untimed, 500, 10_000));
     }
 }
