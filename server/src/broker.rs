@@ -38,6 +38,22 @@ use crate::shard::{Shard, ShardId, Shards};
 /// voters to come up).
 const CONTROLLER_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
+/// Set (by the binary's signal thread) when SIGINT/SIGTERM arrives while
+/// [`Broker::start`] waits for the controller: the wait ends, the start
+/// fails with [`StartupAborted`], and nothing was served.
+static STARTUP_ABORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Ask a [`Broker::start`] in progress to give up waiting for the
+/// controller quorum (a stop signal during startup).
+pub fn abort_startup() {
+    STARTUP_ABORTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// [`Broker::start`] gave up because of [`abort_startup`].
+#[derive(Debug, thiserror::Error)]
+#[error("stopped before this broker was registered with the controller")]
+pub struct StartupAborted;
+
 /// A running broker: its shard threads and how to stop them.
 pub struct Broker {
     threads: Vec<JoinHandle<()>>,
@@ -192,6 +208,8 @@ impl Broker {
                     }
                     runtime.block_on(async move {
                         let io = UringIo::new();
+                        let replication_links =
+                            crate::replication::link::Links::new(config.peer_secret.clone());
                         let shard = Rc::new(Shard {
                             id: ShardId(index),
                             io,
@@ -201,7 +219,7 @@ impl Broker {
                             metadata,
                             partitions: Default::default(),
                             groups: Default::default(),
-                            replication_links: Default::default(),
+                            replication_links,
                         });
                         let committer = shard.committer.clone();
                         compio::runtime::spawn(async move {
@@ -384,7 +402,7 @@ impl Broker {
 /// controller unfences a registered broker once its heartbeat says it has
 /// caught up): before that its partitions have no leader, and serving
 /// would only answer NOT_LEADER_OR_FOLLOWER.
-fn wait_unfenced(
+pub(crate) fn wait_unfenced(
     controller: &ControllerHandle,
     node_id: i32,
     timeout: std::time::Duration,
@@ -446,17 +464,23 @@ fn start_controller(
     service_config.session_timeout_ms = config.broker_session_timeout_ms;
     service_config.heartbeat_interval_ms = config.broker_heartbeat_interval_ms;
     service_config.leader_imbalance_check_interval_ms = config.leader_imbalance_check_interval_ms;
+    service_config.peer_secret = config.peer_secret.clone();
     let controller = service::start(service_config).context("starting the controller")?;
     let started = std::time::Instant::now();
+    let mut reported = started;
     loop {
-        if controller.wait_ready(std::time::Duration::from_secs(5))
+        if controller.wait_ready(std::time::Duration::from_secs(1))
             && wait_unfenced(
                 &controller,
                 config.node_id,
-                std::time::Duration::from_secs(5),
+                std::time::Duration::from_secs(1),
             )
         {
             return Ok(controller);
+        }
+        if STARTUP_ABORTED.load(std::sync::atomic::Ordering::SeqCst) {
+            controller.stop();
+            return Err(StartupAborted.into());
         }
         if started.elapsed() > CONTROLLER_READY_WAIT {
             controller.stop();
@@ -465,10 +489,13 @@ fn start_controller(
                  majority of the --controller-voters running and reachable?"
             );
         }
-        tracing::info!(
-            voters = ?config.controller_voters,
-            "waiting for the controller quorum to register this broker"
-        );
+        if reported.elapsed() >= std::time::Duration::from_secs(5) {
+            reported = std::time::Instant::now();
+            tracing::info!(
+                voters = ?config.controller_voters,
+                "waiting for the controller quorum to register this broker"
+            );
+        }
     }
 }
 

@@ -66,15 +66,36 @@ fn main() -> ExitCode {
              machine; set --advertised to a host name or address that clients can reach"
         );
     }
+    // The first signal ends a startup still waiting for the controller
+    // quorum, or the serving broker afterwards.
+    let (signalled, first_signal) = std::sync::mpsc::channel();
+    let watcher = std::thread::Builder::new()
+        .name("sluice-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                sluice_server::broker::abort_startup();
+                if signalled.send(signal).is_err() {
+                    return;
+                }
+            }
+        });
+    if let Err(error) = watcher {
+        eprintln!("sluice: cannot watch for signals: {error}");
+        return ExitCode::FAILURE;
+    }
     let broker = match Broker::start(config) {
         Ok(broker) => broker,
+        Err(error) if error.is::<sluice_server::broker::StartupAborted>() => {
+            tracing::info!("stopped by a signal before serving");
+            return ExitCode::SUCCESS;
+        }
         Err(error) => {
             eprintln!("sluice: {error:#}");
             return ExitCode::FAILURE;
         }
     };
     tracing::info!(%listen, %advertised, cores, data_dir = %data_dir.display(), "sluice is serving");
-    if let Some(signal) = signals.forever().next() {
+    if let Ok(signal) = first_signal.recv() {
         tracing::info!(signal, "shutting down");
     }
     broker.stop();

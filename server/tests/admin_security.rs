@@ -20,90 +20,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use support::{Broker, require_tool, reserve_port, run_with_timeout};
+use support::{Broker, certs, require_tool, reserve_port, run_with_timeout};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 /// A refused login or handshake must not take longer than this.
 const FAIL_FAST: Duration = Duration::from_secs(10);
 const ADMIN: &str = "admin";
 const PASSWORD: &str = "admin-test-password";
-
-/// A CA, a server certificate for 127.0.0.1, a client certificate
-/// CN=admin, and a self-signed "rogue" CA that vouches for nothing here.
-fn make_certificates(openssl: &Path, dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let run = |args: &[&str]| {
-        let output = Command::new(openssl)
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("running openssl");
-        assert!(
-            output.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    };
-    let self_signed = |name: &str, subject: &str| {
-        run(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-            "-subj",
-            subject,
-        ]);
-    };
-    self_signed("ca", "/CN=sluice-admin-test-ca");
-    self_signed("rogue", "/CN=rogue-ca");
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .unwrap();
-    // X.509 v3 (with extensions): webpki refuses v1 certificates.
-    std::fs::write(
-        dir.join("client.ext"),
-        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n\
-         extendedKeyUsage=clientAuth\n",
-    )
-    .unwrap();
-    for (name, subject) in [("server", "/CN=localhost"), ("client", "/CN=admin")] {
-        let (key, csr, pem, ext) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.pem"),
-            format!("{name}.ext"),
-        );
-        run(&[
-            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj", subject,
-        ]);
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-out",
-            &pem,
-            "-extfile",
-            &ext,
-        ]);
-    }
-}
 
 /// A broker with PLAINTEXT (the harness's), SSL (client certificates
 /// required) and SASL_SSL listeners, the standard authorizer, and the
@@ -118,12 +41,17 @@ struct SecureBroker {
 
 impl SecureBroker {
     fn start(name: &str) -> Option<SecureBroker> {
+        SecureBroker::start_with(name, &format!("User:{ADMIN};User:CN={ADMIN}"), &[])
+    }
+
+    /// [`SecureBroker::start`] with these super users and more flags.
+    fn start_with(name: &str, super_users: &str, extra: &[&str]) -> Option<SecureBroker> {
         let openssl = require_tool("openssl")?;
         let certificates = Path::new(env!("CARGO_TARGET_TMPDIR"))
             .join("admin-security-certificates")
             .join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&certificates);
-        make_certificates(&openssl, &certificates);
+        certs::make_certificates(&openssl, &certificates, ADMIN);
         let (ssl_port, sasl_ssl_port, sasl_plaintext_port) =
             (reserve_port(), reserve_port(), reserve_port());
         let file = |name: &str| certificates.join(name).display().to_string();
@@ -144,9 +72,13 @@ impl SecureBroker {
             "--authorizer".to_string(),
             "standard".to_string(),
             "--super-users".to_string(),
-            format!("User:{ADMIN};User:CN={ADMIN}"),
+            super_users.to_string(),
         ];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let args: Vec<&str> = args
+            .iter()
+            .map(String::as_str)
+            .chain(extra.iter().copied())
+            .collect();
         let mut broker = Broker::start_with_args(name, &args);
         // ANONYMOUS may not create users: the first one goes in offline.
         broker.stop();
@@ -442,5 +374,40 @@ fn admin_commands_work_over_ssl_with_a_client_certificate_and_from_a_profile() {
         ),
         &["not signed by the CA of --ssl-ca-location"],
         "a flag over the profile",
+    );
+}
+
+#[test]
+fn ssl_principal_mapping_rules_name_the_certificate_principal() {
+    // CN=admin becomes User:ADMIN@SSL, the only super user: what the
+    // command may do depends on the mapping having happened.
+    let Some(secure) = SecureBroker::start_with(
+        "admin_principal_mapping",
+        "User:ADMIN@SSL",
+        &[
+            "--ssl-principal-mapping-rules",
+            "RULE:^CN=([a-z]+),OU=none$/$1/,RULE:^CN=([a-z]+)$/$1@ssl/U,DEFAULT",
+        ],
+    ) else {
+        return;
+    };
+    let (output, _) = secure.sluice(
+        &["topic", "create", "mapped", "--partitions", "1"],
+        &secure.ssl(Some("client")),
+    );
+    succeeded(&output, "topic create as the mapped principal");
+    // SASL users are not mapped: admin is no super user here.
+    let (output, _) = secure.sluice(
+        &["topic", "create", "unmapped", "--partitions", "1"],
+        &secure.sasl_ssl(PASSWORD, "ca.pem"),
+    );
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        !output.status.success() && said.to_lowercase().contains("authoriz"),
+        "admin over SASL_SSL, no super user here, created a topic: {said}"
     );
 }

@@ -20,107 +20,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::{
-    Broker, require_python, require_tool, reserve_port, run_with_input, run_with_timeout,
+    Broker, certs, require_python, require_tool, reserve_port, run_with_input, run_with_timeout,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 const USER: &str = "alice";
 const PASSWORD: &str = "alice-test-password";
-
-/// Make the test CA and certificates in `dir`.
-fn make_certificates(openssl: &Path, dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let run = |args: &[&str]| {
-        let output = Command::new(openssl)
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("running openssl");
-        assert!(
-            output.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    };
-    let new_key = ["-newkey", "rsa:2048", "-nodes", "-days", "2"];
-    run(&[
-        &["req", "-x509"][..],
-        &new_key,
-        &[
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-subj",
-            "/CN=sluice-test-ca",
-        ],
-    ]
-    .concat());
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .unwrap();
-    // X.509 v3 (with extensions): webpki refuses v1 certificates.
-    std::fs::write(
-        dir.join("client.ext"),
-        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n\
-         extendedKeyUsage=clientAuth\n",
-    )
-    .unwrap();
-    for (name, subject, extensions) in [
-        ("server", "/CN=localhost", Some("server.ext")),
-        ("client", "/CN=alice", Some("client.ext")),
-    ] {
-        run(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            subject,
-        ]);
-        let mut args = vec![
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-out",
-            &format!("{name}.pem"),
-        ]
-        .into_iter()
-        .map(str::to_string)
-        .collect::<Vec<_>>();
-        if let Some(extensions) = extensions {
-            args.extend(["-extfile".to_string(), extensions.to_string()]);
-        }
-        run(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    }
-    run(&[
-        &["req", "-x509"][..],
-        &new_key,
-        &[
-            "-keyout",
-            "rogue.key",
-            "-out",
-            "rogue.pem",
-            "-subj",
-            "/CN=mallory",
-        ],
-    ]
-    .concat());
-}
 
 /// A broker with PLAINTEXT (the harness's --listen), SSL (client
 /// certificates required, verified against the test CA), SASL_SSL
@@ -140,7 +45,7 @@ impl SecureBroker {
             .join("security-certificates")
             .join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&certificates);
-        make_certificates(&openssl, &certificates);
+        certs::make_certificates(&openssl, &certificates, "alice");
         let (ssl_port, sasl_ssl_port, sasl_plaintext_port) =
             (reserve_port(), reserve_port(), reserve_port());
         let listeners = format!(

@@ -26,6 +26,7 @@ pub mod acl;
 pub mod authorizer;
 pub mod credentials;
 pub mod plain;
+pub mod principal_mapping;
 pub mod sasl;
 pub mod scram;
 pub mod tls;

@@ -8,7 +8,8 @@
 //! asked), `requested` (verified when given, else the connection is
 //! anonymous), `required` (a connection without a verified certificate
 //! fails its handshake). The principal is the subject's distinguished name
-//! in RFC 2253 form, Kafka's default `ssl.principal.mapping.rules`:
+//! in RFC 2253 form mapped by `--ssl-principal-mapping-rules`
+//! (`auth::principal_mapping`); Kafka's default keeps it whole:
 //! `User:CN=alice,O=example`. No I/O after startup (the files are read
 //! once, by [`server_config`]).
 
@@ -17,8 +18,6 @@ use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
-use super::Principal;
 
 /// Kafka's `ssl.client.auth`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
@@ -114,11 +113,12 @@ pub fn server_config(settings: &TlsSettings) -> Result<Arc<rustls::ServerConfig>
     Ok(Arc::new(builder.with_single_cert(chain, key)?))
 }
 
-/// The principal of a (verified) client certificate: its subject as an
-/// RFC 2253 string. `None` when the certificate does not parse.
-pub fn principal_of(certificate_der: &[u8]) -> Option<Principal> {
+/// The subject of a (verified) client certificate as an RFC 2253 string,
+/// which `ssl.principal.mapping.rules` turn into a principal name
+/// (`auth::principal_mapping`). `None` when the certificate does not parse.
+pub fn subject_of(certificate_der: &[u8]) -> Option<String> {
     let (_, certificate) = x509_parser::parse_x509_certificate(certificate_der).ok()?;
-    Some(Principal::user(rfc2253(certificate.subject())))
+    Some(rfc2253(certificate.subject()))
 }
 
 /// RFC 2253: the last RDN first, attributes as SHORT=value, commas between

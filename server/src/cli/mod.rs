@@ -258,6 +258,41 @@ pub struct ServeArgs {
     /// to is open to everyone [default: false].
     #[arg(long, env = "SLUICE_ALLOW_EVERYONE_IF_NO_ACL_FOUND")]
     pub allow_everyone_if_no_acl_found: Option<bool>,
+    /// A file holding the cluster's inter-broker secret (at least 32
+    /// bytes, e.g. `openssl rand -hex 32`; the same file on every broker):
+    /// controller and replication connections then authenticate both
+    /// ends before any traffic (docs/decisions/0014-inter-broker-auth.md).
+    #[arg(long, env = "SLUICE_INTER_BROKER_SECRET_FILE")]
+    pub inter_broker_secret_file: Option<PathBuf>,
+    /// Kafka's ssl.principal.mapping.rules: how a client certificate's
+    /// subject becomes a principal, e.g.
+    /// `RULE:^CN=(.*?),OU=apps,.*$/$1/L,DEFAULT` [default: DEFAULT, the
+    /// whole subject].
+    #[arg(long, env = "SLUICE_SSL_PRINCIPAL_MAPPING_RULES")]
+    pub ssl_principal_mapping_rules: Option<String>,
+    /// Kafka's inter.broker.listener.name: the listener (one of
+    /// `--listeners`, the same name on every broker) this broker sends its
+    /// Kafka requests to other brokers on (transaction markers, KIP-890
+    /// partition additions), secured as that listener's protocol says
+    /// [default: the first PLAINTEXT listener, else the first].
+    #[arg(long, env = "SLUICE_INTER_BROKER_LISTENER_NAME")]
+    pub inter_broker_listener_name: Option<String>,
+    /// Kafka's sasl.mechanism.inter.broker.protocol, for a SASL
+    /// inter-broker listener [default: SCRAM-SHA-512].
+    #[arg(long, env = "SLUICE_INTER_BROKER_SASL_MECHANISM", value_enum)]
+    pub inter_broker_sasl_mechanism: Option<crate::admin::security::SaslMechanism>,
+    /// The user this broker logs in as on a SASL inter-broker listener (a
+    /// SCRAM user; make it a super user with `--super-users`).
+    #[arg(long, env = "SLUICE_INTER_BROKER_SASL_USERNAME")]
+    pub inter_broker_sasl_username: Option<String>,
+    /// A file holding that user's password.
+    #[arg(long, env = "SLUICE_INTER_BROKER_SASL_PASSWORD_FILE")]
+    pub inter_broker_sasl_password_file: Option<PathBuf>,
+    /// PEM CA certificates other brokers' certificates must chain to, for
+    /// a TLS inter-broker listener [default: --ssl-client-ca]. On an SSL
+    /// listener this broker presents its own --ssl-certificate.
+    #[arg(long, env = "SLUICE_INTER_BROKER_SSL_CA")]
+    pub inter_broker_ssl_ca: Option<PathBuf>,
 }
 
 /// `--authorizer`.
@@ -331,6 +366,13 @@ struct FileConfig {
     authorizer: Option<AuthorizerArg>,
     super_users: Option<String>,
     allow_everyone_if_no_acl_found: Option<bool>,
+    inter_broker_secret_file: Option<PathBuf>,
+    ssl_principal_mapping_rules: Option<String>,
+    inter_broker_listener_name: Option<String>,
+    inter_broker_sasl_mechanism: Option<crate::admin::security::SaslMechanism>,
+    inter_broker_sasl_username: Option<String>,
+    inter_broker_sasl_password_file: Option<PathBuf>,
+    inter_broker_ssl_ca: Option<PathBuf>,
 }
 
 /// How the broker's log lines are written to stderr.
@@ -453,6 +495,36 @@ pub struct BrokerConfig {
     /// `Some` with `--authorizer standard`: requests are checked against
     /// the ACLs. `None`: everything is allowed.
     pub authorizer: Option<crate::auth::authorizer::AuthorizerConfig>,
+    /// `--inter-broker-secret-file`: peer connections authenticate.
+    pub peer_secret: Option<crate::peer::auth::PeerSecret>,
+    /// `--ssl-principal-mapping-rules`.
+    pub ssl_principal_mapping: crate::auth::principal_mapping::PrincipalMapping,
+    /// How this broker's Kafka requests reach other brokers.
+    pub inter_broker: InterBrokerClient,
+}
+
+/// Kafka's inter.broker.listener.name and the client settings for it.
+#[derive(Debug, Clone, Default)]
+pub struct InterBrokerClient {
+    /// The listener name asked of other brokers' endpoints; `None`: the
+    /// first PLAINTEXT listener of this broker's, else its first.
+    pub listener_name: Option<String>,
+    /// TLS and SASL settings of that listener's protocol (PLAINTEXT: the
+    /// default, nothing).
+    pub security: std::sync::Arc<crate::admin::security::ClientSecurity>,
+}
+
+impl InterBrokerClient {
+    /// Brokers' Kafka requests carry a principal of their own (SASL, or
+    /// the certificate on SSL): the registered-address grant is off.
+    pub fn authenticated(&self) -> bool {
+        use crate::admin::security::SecurityProtocol;
+        match self.security.protocol {
+            SecurityProtocol::Plaintext => false,
+            SecurityProtocol::Ssl => self.security.tls.is_some(),
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl => true,
+        }
+    }
 }
 
 impl BrokerConfig {
@@ -504,6 +576,9 @@ impl BrokerConfig {
             // In-process brokers share a host with others: no fixed port.
             admin_listen: None,
             authorizer: None,
+            peer_secret: None,
+            ssl_principal_mapping: Default::default(),
+            inter_broker: InterBrokerClient::default(),
         }
     }
 }
@@ -557,6 +632,103 @@ fn parse_voters(text: &str) -> anyhow::Result<Vec<(i32, String)>> {
     }
     anyhow::ensure!(!voters.is_empty(), "--controller-voters is empty");
     Ok(voters)
+}
+
+/// The settings [`inter_broker_client`] reads.
+struct InterBrokerArgs {
+    listener_name: Option<String>,
+    sasl_mechanism: crate::admin::security::SaslMechanism,
+    sasl_username: Option<String>,
+    sasl_password_file: Option<PathBuf>,
+    ssl_ca: Option<PathBuf>,
+    ssl_certificate: Option<PathBuf>,
+    ssl_key: Option<PathBuf>,
+}
+
+/// `--inter-broker-listener-name` and its client settings: the listener
+/// must be one of this broker's, and its protocol's settings present.
+fn inter_broker_client(
+    listeners: &[ListenerConfig],
+    args: InterBrokerArgs,
+) -> anyhow::Result<InterBrokerClient> {
+    use crate::admin::security::{ClientSecurity, SecurityProtocol as Client, TlsFiles};
+    use crate::auth::SecurityProtocol as Server;
+    let Some(name) = args.listener_name else {
+        anyhow::ensure!(
+            args.sasl_username.is_none() && args.sasl_password_file.is_none(),
+            "--inter-broker-sasl-username/--inter-broker-sasl-password-file need \
+             --inter-broker-listener-name"
+        );
+        return Ok(InterBrokerClient::default());
+    };
+    let listener = listeners
+        .iter()
+        .find(|listener| listener.name == name)
+        .with_context(|| {
+            format!(
+                "--inter-broker-listener-name {name} is not one of --listeners ({})",
+                listeners
+                    .iter()
+                    .map(|listener| listener.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+    let protocol = match listener.protocol {
+        Server::Plaintext => Client::Plaintext,
+        Server::Ssl => Client::Ssl,
+        Server::SaslPlaintext => Client::SaslPlaintext,
+        Server::SaslSsl => Client::SaslSsl,
+    };
+    let password = if protocol.sasl() {
+        anyhow::ensure!(
+            args.sasl_username.is_some(),
+            "--inter-broker-listener-name {name} is {}: give --inter-broker-sasl-username",
+            protocol.name()
+        );
+        let path = args.sasl_password_file.with_context(|| {
+            format!(
+                "--inter-broker-listener-name {name} is {}: give \
+                 --inter-broker-sasl-password-file",
+                protocol.name()
+            )
+        })?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("--inter-broker-sasl-password-file {}", path.display()))?;
+        Some(text.trim_end_matches(['\r', '\n']).to_string())
+    } else {
+        None
+    };
+    let files = if protocol.tls() {
+        let ca = args.ssl_ca.with_context(|| {
+            format!(
+                "--inter-broker-listener-name {name} uses TLS: give --inter-broker-ssl-ca (the CA \
+                 other brokers' certificates chain to) or --ssl-client-ca"
+            )
+        })?;
+        // On SSL the broker's own certificate is its identity; on
+        // SASL_SSL the SASL user is.
+        let client_certificate = protocol == Client::Ssl;
+        TlsFiles {
+            ca: Some(ca),
+            certificate: args.ssl_certificate.filter(|_| client_certificate),
+            key: args.ssl_key.filter(|_| client_certificate),
+        }
+    } else {
+        TlsFiles::default()
+    };
+    let security = ClientSecurity::new(
+        protocol,
+        args.sasl_mechanism,
+        args.sasl_username,
+        password,
+        &files,
+    )
+    .map_err(|error| anyhow::anyhow!("--inter-broker-listener-name {name}: {error}"))?;
+    Ok(InterBrokerClient {
+        listener_name: Some(name),
+        security: std::sync::Arc::new(security),
+    })
 }
 
 impl BrokerConfig {
@@ -800,7 +972,48 @@ impl BrokerConfig {
                     .or(file.admin_listen)
                     .unwrap_or_else(|| ADMIN_LISTEN_DEFAULT.to_string()),
             )?,
+            inter_broker: inter_broker_client(
+                &listeners,
+                InterBrokerArgs {
+                    listener_name: args
+                        .inter_broker_listener_name
+                        .or(file.inter_broker_listener_name),
+                    sasl_mechanism: args
+                        .inter_broker_sasl_mechanism
+                        .or(file.inter_broker_sasl_mechanism)
+                        .unwrap_or_default(),
+                    sasl_username: args
+                        .inter_broker_sasl_username
+                        .or(file.inter_broker_sasl_username),
+                    sasl_password_file: args
+                        .inter_broker_sasl_password_file
+                        .or(file.inter_broker_sasl_password_file),
+                    ssl_ca: args
+                        .inter_broker_ssl_ca
+                        .or(file.inter_broker_ssl_ca)
+                        .or_else(|| tls.as_ref().and_then(|tls| tls.client_ca.clone())),
+                    ssl_certificate: tls.as_ref().map(|tls| tls.certificate.clone()),
+                    ssl_key: tls.as_ref().map(|tls| tls.key.clone()),
+                },
+            )?,
             authorizer,
+            ssl_principal_mapping: match args
+                .ssl_principal_mapping_rules
+                .or(file.ssl_principal_mapping_rules)
+            {
+                Some(text) => crate::auth::principal_mapping::PrincipalMapping::parse(&text)?,
+                None => Default::default(),
+            },
+            peer_secret: match args
+                .inter_broker_secret_file
+                .or(file.inter_broker_secret_file)
+            {
+                Some(path) => Some(
+                    crate::peer::auth::PeerSecret::load(&path)
+                        .map_err(|error| anyhow::anyhow!("--inter-broker-secret-file: {error}"))?,
+                ),
+                None => None,
+            },
             replication_listen,
             replication_advertised,
             replica_lag_time_max_ms: args

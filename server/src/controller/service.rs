@@ -66,6 +66,7 @@ use super::types::{
     BrokerEpoch, BrokerId, IncarnationId, LeaderEpoch, MetadataOffset, PRODUCER_ID_BLOCK_SIZE,
     PartitionEpoch, PartitionIndex, TopicId,
 };
+use crate::peer::auth::PeerSecret;
 use crate::peer::{self, PeerError, read_frame, write_frame};
 
 /// Committed batches a voter keeps in memory to answer MetadataFetch; a
@@ -124,6 +125,10 @@ pub struct ServiceConfig {
     /// replicas (Kafka's leader.imbalance.check.interval.seconds, in ms);
     /// 0 disables the rebalance.
     pub leader_imbalance_check_interval_ms: u64,
+    /// The cluster's inter-broker secret: every peer connection, in and
+    /// out, starts with the mutual proof of `peer::auth`. `None`: peer
+    /// connections are not authenticated.
+    pub peer_secret: Option<PeerSecret>,
 }
 
 impl ServiceConfig {
@@ -149,6 +154,7 @@ impl ServiceConfig {
             request_timeout_ms: 30_000,
             snapshot_interval_entries: 1000,
             leader_imbalance_check_interval_ms: LEADER_IMBALANCE_CHECK_INTERVAL_MS_DEFAULT,
+            peer_secret: None,
         }
     }
 
@@ -1005,7 +1011,7 @@ fn sender_loop(
         }
         let snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
         if stream.is_none() && Instant::now() >= retry_at {
-            match connect(&address) {
+            match connect(&address, shared.config.peer_secret.as_ref()) {
                 Ok(connected) => {
                     backoff = BACKOFF_MIN;
                     stream = Some(connected);
@@ -1043,14 +1049,40 @@ fn sender_loop(
     }
 }
 
-fn connect(address: &str) -> io::Result<TcpStream> {
+/// How often a failing outbound authentication is logged as a warning.
+const AUTH_FAILURE_WARN_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A new peer connection to `address`, authenticated when the cluster has
+/// a secret (a refusal is an error of kind `PermissionDenied`, logged here).
+fn connect(address: &str, secret: Option<&PeerSecret>) -> io::Result<TcpStream> {
     let resolved = address
         .to_socket_addrs()?
         .next()
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "address resolves to nothing"))?;
-    let stream = TcpStream::connect_timeout(&resolved, CONNECT_TIMEOUT)?;
+    let mut stream = TcpStream::connect_timeout(&resolved, CONNECT_TIMEOUT)?;
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    if let Some(secret) = secret {
+        match peer::io::authenticate_client(&mut stream, secret) {
+            Ok(()) => {}
+            Err(PeerError::Io(error)) => return Err(error),
+            Err(error) => {
+                // Retried every heartbeat: say it once per interval.
+                static LAST_WARNED: Mutex<Option<Instant>> = Mutex::new(None);
+                let mut last = lock(&LAST_WARNED);
+                if last.is_none_or(|at| at.elapsed() >= AUTH_FAILURE_WARN_INTERVAL) {
+                    *last = Some(Instant::now());
+                    warn!(%address, %error, "controller peer authentication failed");
+                } else {
+                    debug!(%address, %error, "controller peer authentication failed");
+                }
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    error.to_string(),
+                ));
+            }
+        }
+    }
     Ok(stream)
 }
 
@@ -1103,6 +1135,15 @@ fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
 /// One inbound peer connection: Raft messages go to the controller thread;
 /// each request is answered on the same connection, in order.
 fn serve_connection(shared: &Shared, mut stream: TcpStream, peer_address: SocketAddr) {
+    if let Some(secret) = &shared.config.peer_secret
+        && let Err(error) = peer::io::authenticate_server(&mut stream, secret)
+    {
+        if !shared.stopping() {
+            warn!(peer = %peer_address, %error, "controller peer connection refused");
+        }
+        let _ = stream.shutdown(Shutdown::Both);
+        return;
+    }
     loop {
         let frame = match read_frame(&mut stream) {
             Ok(frame) => frame,
@@ -1151,6 +1192,15 @@ fn serve_connection(shared: &Shared, mut stream: TcpStream, peer_address: Socket
                     return;
                 }
             }
+            peer::kind::AUTH_HELLO => {
+                warn!(
+                    peer = %peer_address,
+                    reason = peer::auth::unexpected_hello_reason(),
+                    "controller peer connection refused"
+                );
+                let _ = stream.shutdown(Shutdown::Both);
+                return;
+            }
             other => {
                 warn!(peer = %peer_address, kind = other, "unexpected peer frame kind; closing");
                 let _ = stream.shutdown(Shutdown::Both);
@@ -1197,7 +1247,7 @@ fn call_remote(
             let address = shared.config.voter_address(to).ok_or_else(|| {
                 io::Error::new(io::ErrorKind::NotFound, format!("{to} is not a voter"))
             })?;
-            connect(address)?
+            connect(address, shared.config.peer_secret.as_ref())?
         }
     };
     stream.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;

@@ -11,10 +11,14 @@
 //! ACLs) check inside their handlers, per topic.
 //!
 //! Broker-to-broker calls (WriteTxnMarkers, AddPartitionsToTxn v4+) need
-//! CLUSTER_ACTION on the cluster. Brokers call each other over a
-//! PLAINTEXT listener, unauthenticated, so a connection from the address
-//! of a registered broker is granted CLUSTER_ACTION (and only that); see
-//! the decision record for why and what it leaves open.
+//! CLUSTER_ACTION on the cluster. With an authenticated inter-broker
+//! listener (`--inter-broker-listener-name` of a SASL or SSL listener)
+//! brokers log in as their own principal, which needs CLUSTER_ACTION like
+//! any other (a super user, or an ACL), as in Kafka. Without one they call
+//! each other unauthenticated over PLAINTEXT, so a connection from the
+//! address of a registered broker is granted CLUSTER_ACTION (and only
+//! that); see docs/decisions/0011-acls.md and 0014 for what that leaves
+//! open.
 
 use std::net::IpAddr;
 
@@ -105,8 +109,16 @@ fn is_broker(view: &ClusterMetadata, peer: IpAddr) -> bool {
             .any(|(_, host, _)| matches(host))
 }
 
-fn cluster_action(access: &Access<'_>, view: impl FnOnce() -> bool) -> bool {
-    access.allows_cluster(AclOperation::ClusterAction) || view()
+/// CLUSTER_ACTION for a broker's call: by ACL, or (`broker_peer`: the
+/// caller's address, when inter-broker calls are not authenticated) by
+/// coming from a registered broker's address.
+fn cluster_action(
+    access: &Access<'_>,
+    broker_peer: Option<IpAddr>,
+    view: impl FnOnce() -> std::sync::Arc<ClusterMetadata>,
+) -> bool {
+    access.allows_cluster(AclOperation::ClusterAction)
+        || broker_peer.is_some_and(|peer| is_broker(&view(), peer))
 }
 
 /// The checks made before a group, transaction or cluster API's handler:
@@ -119,7 +131,7 @@ pub fn before(
     access: &Access<'_>,
     version: i16,
     request: RequestKind,
-    peer: IpAddr,
+    broker_peer: Option<IpAddr>,
     view: impl Fn() -> std::sync::Arc<ClusterMetadata>,
 ) -> Result<(RequestKind, Removed), ResponseKind> {
     use AclOperation::*;
@@ -385,14 +397,14 @@ pub fn before(
             Removed::Nothing
         }
         RequestKind::AddPartitionsToTxn(_)
-            if !cluster_action(access, || is_broker(&view(), peer)) =>
+            if !cluster_action(access, broker_peer, &view) =>
         {
             return Err(ResponseKind::AddPartitionsToTxn(
                 AddPartitionsToTxnResponse::default().with_error_code(cluster_failed),
             ));
         }
         RequestKind::WriteTxnMarkers(ref body)
-            if !cluster_action(access, || is_broker(&view(), peer)) =>
+            if !cluster_action(access, broker_peer, &view) =>
         {
             let markers = body
                 .markers
@@ -718,7 +730,7 @@ mod tests {
     #[test]
     fn with_the_authorizer_off_nothing_is_refused_or_removed() {
         let request = RequestKind::JoinGroup(JoinGroupRequest::default());
-        let (_, removed) = before(&Access::unrestricted(), 5, request, peer(), view)
+        let (_, removed) = before(&Access::unrestricted(), 5, request, Some(peer()), view)
             .ok()
             .unwrap();
         assert!(matches!(removed, Removed::Nothing));
@@ -733,8 +745,8 @@ mod tests {
         let join = |group: &str| {
             RequestKind::JoinGroup(JoinGroupRequest::default().with_group_id(GroupId(name(group))))
         };
-        assert!(before(&access, 5, join("mine"), peer(), view).is_ok());
-        match before(&access, 5, join("theirs"), peer(), view) {
+        assert!(before(&access, 5, join("mine"), Some(peer()), view).is_ok());
+        match before(&access, 5, join("theirs"), Some(peer()), view) {
             Err(ResponseKind::JoinGroup(response)) => {
                 assert_eq!(
                     response.error_code,
@@ -767,7 +779,7 @@ mod tests {
                 .with_group_id(GroupId(name("g")))
                 .with_topics(vec![topic("mine"), topic("theirs")]),
         );
-        let (request, removed) = before(&access, 8, request, peer(), view).ok().unwrap();
+        let (request, removed) = before(&access, 8, request, Some(peer()), view).ok().unwrap();
         let RequestKind::OffsetCommit(request) = request else {
             panic!("not an OffsetCommit");
         };
@@ -793,7 +805,7 @@ mod tests {
         let acls = table(&[allow(ResourceType::Group, "mine", AclOperation::Describe)]);
         let access = Access::new(&config, acls, &principal, peer());
         let request = RequestKind::ListGroups(ListGroupsRequest::default());
-        let (_, removed) = before(&access, 4, request, peer(), view).ok().unwrap();
+        let (_, removed) = before(&access, 4, request, Some(peer()), view).ok().unwrap();
         let mut response = ResponseKind::ListGroups(
             ListGroupsResponse::default().with_groups(
                 ["mine", "theirs"]
@@ -828,7 +840,7 @@ mod tests {
         let request = RequestKind::DescribeTransactions(
             DescribeTransactionsRequest::default().with_transactional_ids(ids.to_vec()),
         );
-        let (request, removed) = before(&access, 0, request, peer(), view).ok().unwrap();
+        let (request, removed) = before(&access, 0, request, Some(peer()), view).ok().unwrap();
         let RequestKind::DescribeTransactions(request) = request else {
             panic!("not a DescribeTransactions");
         };
@@ -854,7 +866,7 @@ mod tests {
         let access = Access::new(&config, table(&[]), &principal, peer());
         let markers = || RequestKind::WriteTxnMarkers(WriteTxnMarkersRequest::default());
         assert!(matches!(
-            before(&access, 1, markers(), peer(), view),
+            before(&access, 1, markers(), Some(peer()), view),
             Err(ResponseKind::WriteTxnMarkers(_))
         ));
         let with_broker = || {
@@ -863,9 +875,22 @@ mod tests {
                 .insert(1, vec![("PLAINTEXT".into(), "10.0.0.1".into(), 9092)]);
             Arc::new(view)
         };
-        assert!(before(&access, 1, markers(), peer(), with_broker).is_ok());
+        assert!(before(&access, 1, markers(), Some(peer()), with_broker).is_ok());
         // CLUSTER_ACTION only: the same address is not allowed the rest.
         let join = RequestKind::JoinGroup(JoinGroupRequest::default());
-        assert!(before(&access, 5, join, peer(), with_broker).is_err());
+        assert!(before(&access, 5, join, Some(peer()), with_broker).is_err());
+        // With authenticated inter-broker calls the address counts for
+        // nothing: the principal needs CLUSTER_ACTION itself.
+        assert!(matches!(
+            before(&access, 1, markers(), None, with_broker),
+            Err(ResponseKind::WriteTxnMarkers(_))
+        ));
+        let broker = Principal::user("broker");
+        let super_users = AuthorizerConfig {
+            super_users: vec!["User:broker".to_string()],
+            allow_everyone_if_no_acl_found: false,
+        };
+        let as_broker = Access::new(&super_users, table(&[]), &broker, peer());
+        assert!(before(&as_broker, 1, markers(), None, view).is_ok());
     }
 }

@@ -175,7 +175,8 @@ pub async fn handle(
         header,
         body,
     } = request;
-    let (body, removed) = match authorize::before(access, version, body, peer.ip(), || {
+    let broker_peer = (!shard.config.inter_broker.authenticated()).then(|| peer.ip());
+    let (body, removed) = match authorize::before(access, version, body, broker_peer, || {
         shard.metadata.snapshot()
     }) {
         Ok(allowed) => allowed,

@@ -410,9 +410,22 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, spec: Rc<L
             (Reader::Plain(reader), Writer::Plain(writer), None)
         }
     };
-    if let Some(principal) = &certificate_principal {
-        tracing::debug!(%peer, %principal, "authenticated by its TLS client certificate");
-    }
+    // The certificate's subject becomes a principal through
+    // --ssl-principal-mapping-rules; a subject no rule maps may not log in.
+    let certificate_principal = match certificate_principal {
+        None => None,
+        Some(subject) => match shard.config.ssl_principal_mapping.apply(&subject) {
+            Some(name) => {
+                let principal = Principal::user(name);
+                tracing::debug!(%peer, %subject, %principal, "authenticated by its TLS client certificate");
+                Some(principal)
+            }
+            None => {
+                tracing::info!(%peer, %subject, "no --ssl-principal-mapping-rules rule maps this client certificate's subject: connection closed");
+                return;
+            }
+        },
+    };
     let mut connection = Connection {
         peer,
         listener: Arc::clone(&spec.name),

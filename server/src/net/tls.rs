@@ -32,7 +32,6 @@ use compio::net::TcpStream;
 use futures_util::lock::Mutex;
 use rustls::ServerConnection;
 
-use crate::auth::Principal;
 
 /// How long a client may take to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -100,11 +99,12 @@ pub struct TlsWriter {
 
 /// Run the server side of the handshake on `stream`. `Ok` gives the two
 /// halves and, when the client presented a certificate (verified by the
-/// config's verifier), the principal taken from its subject.
+/// config's verifier), its subject (RFC 2253), which the caller maps to a
+/// principal (`--ssl-principal-mapping-rules`).
 pub async fn accept(
     stream: TcpStream,
     config: Arc<rustls::ServerConfig>,
-) -> Result<(TlsReader, TlsWriter, Option<Principal>), TlsError> {
+) -> Result<(TlsReader, TlsWriter, Option<String>), TlsError> {
     match compio::time::timeout(HANDSHAKE_TIMEOUT, handshake(stream, config)).await {
         Ok(result) => result,
         Err(_) => Err(TlsError::HandshakeTimeout),
@@ -114,7 +114,7 @@ pub async fn accept(
 async fn handshake(
     stream: TcpStream,
     config: Arc<rustls::ServerConfig>,
-) -> Result<(TlsReader, TlsWriter, Option<Principal>), TlsError> {
+) -> Result<(TlsReader, TlsWriter, Option<String>), TlsError> {
     let session = ServerConnection::new(config).map_err(TlsError::Handshake)?;
     let (socket, socket_writer) = stream.into_split();
     let shared = Rc::new(Shared {
@@ -146,7 +146,7 @@ async fn handshake(
         .borrow()
         .peer_certificates()
         .and_then(|chain| chain.first())
-        .and_then(|certificate| crate::auth::tls::principal_of(certificate.as_ref()));
+        .and_then(|certificate| crate::auth::tls::subject_of(certificate.as_ref()));
     Ok((reader, TlsWriter { shared }, principal))
 }
 

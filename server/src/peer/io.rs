@@ -3,10 +3,13 @@
 //! never call these.
 
 use std::io::{self, Read, Write};
+use std::net::TcpStream;
 
 use thiserror::Error;
 
+use super::auth::{self, ClientHandshake, HandshakeError, PeerSecret, ServerHandshake};
 use super::frame::{Frame, FrameError, FrameHeader, HEADER_SIZE, encode_frame};
+use super::kind;
 
 #[derive(Debug, Error)]
 pub enum PeerError {
@@ -18,6 +21,9 @@ pub enum PeerError {
     /// A bad frame: the connection must be closed.
     #[error("bad peer frame: {0}")]
     Frame(#[from] FrameError),
+    /// The peer authentication failed: the connection must be closed.
+    #[error("peer authentication: {0}")]
+    Handshake(#[from] HandshakeError),
 }
 
 /// Reads one frame. `Closed` when the stream ends before a header starts;
@@ -44,6 +50,76 @@ pub fn read_frame(reader: &mut impl Read) -> Result<Frame, PeerError> {
         flags: header.flags.get(),
         payload,
     })
+}
+
+/// Reads one frame of the authentication handshake: like [`read_frame`],
+/// but a header announcing more than [`auth::PAYLOAD_BYTES_MAX`] bytes is
+/// refused before anything is allocated (the peer is not trusted yet).
+fn read_handshake_frame(reader: &mut impl Read) -> Result<Frame, PeerError> {
+    let mut header_bytes = [0u8; HEADER_SIZE];
+    reader.read_exact(&mut header_bytes).map_err(|error| {
+        if error.kind() == io::ErrorKind::UnexpectedEof {
+            PeerError::Closed
+        } else {
+            PeerError::Io(error)
+        }
+    })?;
+    let header = FrameHeader::decode(&header_bytes)?;
+    if header.payload_size() > auth::PAYLOAD_BYTES_MAX {
+        return Err(PeerError::Handshake(HandshakeError::Malformed {
+            kind: header.kind.get(),
+            length: header.payload_size(),
+        }));
+    }
+    let mut payload = vec![0u8; header.payload_size()];
+    reader.read_exact(&mut payload)?;
+    header.check_payload(&payload)?;
+    Ok(Frame {
+        kind: header.kind.get(),
+        flags: header.flags.get(),
+        payload,
+    })
+}
+
+/// The connecting side of the peer authentication (`auth.rs`), within
+/// [`auth::HANDSHAKE_TIMEOUT`]; afterwards the stream has no read timeout
+/// set by this function (the caller sets its own).
+pub fn authenticate_client(stream: &mut TcpStream, secret: &PeerSecret) -> Result<(), PeerError> {
+    stream.set_read_timeout(Some(auth::HANDSHAKE_TIMEOUT))?;
+    let (handshake, hello) = ClientHandshake::start(secret)?;
+    write_frame(stream, kind::AUTH_HELLO, 0, &hello)?;
+    let challenge = read_handshake_frame(stream).map_err(refused_when_closed)?;
+    let proof = handshake.answer(challenge.kind, &challenge.payload)?;
+    write_frame(stream, kind::AUTH_PROOF, 0, &proof)?;
+    let done = read_handshake_frame(stream).map_err(refused_when_closed)?;
+    ClientHandshake::finish(done.kind)?;
+    stream.set_read_timeout(None)?;
+    Ok(())
+}
+
+/// The accepting side of the peer authentication, within
+/// [`auth::HANDSHAKE_TIMEOUT`]; the read timeout is cleared afterwards.
+pub fn authenticate_server(stream: &mut TcpStream, secret: &PeerSecret) -> Result<(), PeerError> {
+    stream.set_read_timeout(Some(auth::HANDSHAKE_TIMEOUT))?;
+    let hello = read_handshake_frame(stream)?;
+    let (handshake, challenge) = ServerHandshake::challenge(secret, hello.kind, &hello.payload)?;
+    write_frame(stream, kind::AUTH_CHALLENGE, 0, &challenge)?;
+    let proof = read_handshake_frame(stream)?;
+    handshake.verify(proof.kind, &proof.payload)?;
+    write_frame(stream, kind::AUTH_OK, 0, &[])?;
+    stream.set_read_timeout(None)?;
+    Ok(())
+}
+
+/// A server that closes the connection mid-handshake refused us.
+fn refused_when_closed(error: PeerError) -> PeerError {
+    match error {
+        PeerError::Closed => PeerError::Handshake(HandshakeError::Refused),
+        PeerError::Io(error) if error.kind() == io::ErrorKind::ConnectionReset => {
+            PeerError::Handshake(HandshakeError::Refused)
+        }
+        other => other,
+    }
 }
 
 /// Writes one frame (one `write_all`, so a frame is never interleaved with

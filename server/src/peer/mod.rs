@@ -8,6 +8,7 @@
 //! | `frame` | the frame header layout and a sans-I/O encoder/decoder (unit and garbage tested) |
 //! | `io` | blocking `std::io` reads and writes of whole frames |
 //! | `aio` | async (compio) reads of whole frames, for the data shards |
+//! | `auth` | mutual authentication of a connection with the cluster's inter-broker secret (sans-I/O; driven by `io` and `aio`) |
 //!
 //! A frame is a fixed 20-byte little-endian header (magic, version, kind,
 //! flags, payload size, CRC-32C of the payload), then the payload. A reader
@@ -21,6 +22,7 @@
 //! shard).
 
 pub mod aio;
+pub mod auth;
 pub mod frame;
 pub mod io;
 
@@ -37,6 +39,16 @@ pub mod kind {
     pub const CONTROLLER_REQUEST: u16 = 2;
     /// The answer to the request before it on the same connection.
     pub const CONTROLLER_RESPONSE: u16 = 3;
+    // 8..=11: peer authentication (`auth`), the first frames of a
+    // connection when the cluster has an inter-broker secret.
+    /// Client to server: version and client nonce.
+    pub const AUTH_HELLO: u16 = 8;
+    /// Server to client: server nonce and the server's proof.
+    pub const AUTH_CHALLENGE: u16 = 9;
+    /// Client to server: the client's proof.
+    pub const AUTH_PROOF: u16 = 10;
+    /// Server to client: authenticated; the connection's own traffic follows.
+    pub const AUTH_OK: u16 = 11;
     // 16..=63: data replication (`replication::messages`).
     /// Leader to follower: batches to append at an offset (none: a
     /// heartbeat carrying the high watermark).

@@ -43,8 +43,15 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     }
 }
 
-async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
+async fn serve(shard: Rc<Shard>, mut stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
+    if let Some(secret) = &shard.config.peer_secret
+        && let Err(error) = crate::peer::aio::authenticate_server(&mut stream, secret).await
+    {
+        tracing::warn!(%peer, %error, "replication connection refused");
+        let _ = stream.shutdown().await;
+        return;
+    }
     tracing::info!(%peer, "replication connection accepted");
     let (mut reader, writer) = stream.into_split();
     let (answers, queued) = flume::bounded::<Vec<u8>>(ANSWER_QUEUE);
@@ -54,6 +61,9 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
             Ok(frame) => frame,
             Err(reason) => break reason,
         };
+        if frame.kind == kind::AUTH_HELLO {
+            break crate::peer::auth::unexpected_hello_reason().to_string();
+        }
         let message = match ToFollower::decode(frame.kind, Bytes::from(frame.payload)) {
             Ok(message) => message,
             Err(error) => break format!("bad replication message: {error}"),

@@ -26,6 +26,7 @@ use futures_channel::oneshot;
 use zerocopy::IntoBytes;
 
 use super::messages::{StateReply, ToFollower};
+use crate::peer::auth::PeerSecret;
 use crate::peer::frame::FrameHeader;
 use crate::peer::kind;
 
@@ -57,9 +58,19 @@ pub enum LinkError {
 #[derive(Default)]
 pub struct Links {
     links: RefCell<HashMap<i32, Rc<Link>>>,
+    /// The cluster's inter-broker secret: each new connection proves it
+    /// and checks the follower's proof before any push (`peer::auth`).
+    secret: Option<PeerSecret>,
 }
 
 impl Links {
+    pub fn new(secret: Option<PeerSecret>) -> Links {
+        Links {
+            links: RefCell::default(),
+            secret,
+        }
+    }
+
     /// Send `message` to `broker` at `address` (from the current view);
     /// the receiver resolves with the answer, or is canceled when the
     /// connection breaks first.
@@ -76,7 +87,7 @@ impl Links {
                 .or_insert_with(|| Rc::new(Link::new(broker))),
         );
         let address = address.ok_or(LinkError::NoAddress { broker })?;
-        let connection = link.connection(address).await?;
+        let connection = link.connection(address, self.secret.as_ref()).await?;
         let request_id = link.next_request_id.get();
         link.next_request_id.set(request_id + 1);
         let message = message(request_id);
@@ -145,7 +156,11 @@ impl Link {
         (!connection.broken.get() && connection.address == address).then_some(connection)
     }
 
-    async fn connection(self: &Rc<Self>, address: SocketAddr) -> Result<Rc<Connection>, LinkError> {
+    async fn connection(
+        self: &Rc<Self>,
+        address: SocketAddr,
+        secret: Option<&PeerSecret>,
+    ) -> Result<Rc<Connection>, LinkError> {
         if let Some(connection) = self.live_connection(address) {
             return Ok(connection);
         }
@@ -172,7 +187,8 @@ impl Link {
             address,
             reason,
         };
-        let stream = match compio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await
+        let mut stream = match compio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
+            .await
         {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => {
@@ -184,6 +200,13 @@ impl Link {
                 return Err(failed("timed out".to_string()));
             }
         };
+        if let Some(secret) = secret
+            && let Err(error) = crate::peer::aio::authenticate_client(&mut stream, secret).await
+        {
+            tracing::warn!(broker = self.broker, %address, %error, "replication peer authentication failed");
+            self.retry_at.set(Some(Instant::now() + RECONNECT_DELAY));
+            return Err(failed(error.to_string()));
+        }
         self.retry_at.set(None);
         let _ = stream.set_nodelay(true);
         let (reader, writer) = stream.into_split();

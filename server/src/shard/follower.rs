@@ -340,8 +340,11 @@ pub fn in_memory_single_node(
     );
     config.store = StoreKind::Memory;
     let controller = service::start(config)?;
+    // Registered, then unfenced by its first heartbeat: before that the
+    // broker is not live and a topic would find no broker to place on.
     anyhow::ensure!(
-        controller.wait_ready(Duration::from_secs(30)),
+        controller.wait_ready(Duration::from_secs(30))
+            && crate::broker::wait_unfenced(&controller, 0, Duration::from_secs(30)),
         "the in-memory controller did not become ready"
     );
     let metadata = Arc::new(Metadata::new(

@@ -22,7 +22,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::write_txn_markers_request::{
     WritableTxnMarker, WritableTxnMarkerTopic,
 };
-use kafka_protocol::messages::{ApiKey, WriteTxnMarkersRequest, WriteTxnMarkersResponse};
+use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::shard::{Shard, ShardId, TopicPartition};
@@ -205,7 +205,7 @@ async fn write_local(
 
 /// Markers for the partitions another broker leads: one WriteTxnMarkers.
 async fn write_remote(
-    address: (String, u16),
+    address: rpc::Target,
     producer_id: i64,
     producer_epoch: i16,
     coordinator_epoch: i32,
@@ -234,7 +234,6 @@ async fn write_remote(
     request.markers = vec![marker];
     let answered: anyhow::Result<WriteTxnMarkersResponse> = rpc::call(
         &address,
-        ApiKey::WriteTxnMarkers,
         WRITE_TXN_MARKERS_VERSION,
         "sluice-transaction-coordinator",
         &request,
@@ -243,7 +242,7 @@ async fn write_remote(
     let response = match answered {
         Ok(response) => response,
         Err(error) => {
-            tracing::debug!(host = %address.0, port = address.1, error = format!("{error:#}"), "WriteTxnMarkers failed");
+            tracing::debug!(broker = %address, error = format!("{error:#}"), "WriteTxnMarkers failed");
             return failed_all(targets, ResponseError::NetworkException);
         }
     };
@@ -251,6 +250,7 @@ async fn write_remote(
     for marker in response.markers {
         for topic in marker.topics {
             for partition in topic.partitions {
+                rpc::warn_if_refused(&address, "WriteTxnMarkers", partition.error_code);
                 answered.insert(
                     (topic.name.0.to_string(), partition.partition_index),
                     partition.error_code,

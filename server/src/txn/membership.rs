@@ -23,7 +23,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::add_partitions_to_txn_request::{
     AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
 };
-use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey};
+use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::shard::Shard;
@@ -155,7 +155,7 @@ async fn local(
 
 /// AddPartitionsToTxn v5 to the coordinator's broker.
 async fn remote(
-    address: &(String, u16),
+    address: &rpc::Target,
     transactional_id: &str,
     producer_id: i64,
     producer_epoch: i16,
@@ -176,16 +176,16 @@ async fn remote(
     request.transactions = vec![transaction];
     let response: AddPartitionsToTxnResponse = rpc::call(
         address,
-        ApiKey::AddPartitionsToTxn,
         BROKER_ADD_VERSION,
         "sluice-partition-leader",
         &request,
     )
     .await
     .map_err(|error| {
-        tracing::debug!(host = %address.0, port = address.1, error = format!("{error:#}"), "AddPartitionsToTxn to the transaction coordinator failed");
+        tracing::debug!(broker = %address, error = format!("{error:#}"), "AddPartitionsToTxn to the transaction coordinator failed");
         ResponseError::CoordinatorNotAvailable
     })?;
+    rpc::warn_if_refused(address, "AddPartitionsToTxn", response.error_code);
     if response.error_code != 0 {
         return Err(code(response.error_code));
     }
@@ -198,6 +198,9 @@ async fn remote(
         .flat_map(|result| &result.results_by_partition)
         .find(|result| result.partition_index == partition)
         .map(|result| result.partition_error_code);
+    if let Some(error) = answer {
+        rpc::warn_if_refused(address, "AddPartitionsToTxn", error);
+    }
     match answer {
         Some(0) => Ok(()),
         Some(error) => Err(code(error)),

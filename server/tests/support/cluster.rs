@@ -104,6 +104,11 @@ impl Cluster {
         cluster
     }
 
+    /// The controller port of node `node` (a voter's peer listener).
+    pub fn controller_port(&self, node: i32) -> u16 {
+        self.controller_ports[usize::try_from(node - 1).expect("node ids start at 1")]
+    }
+
     /// Node ids, `1..=N`.
     pub fn nodes(&self) -> std::ops::RangeInclusive<i32> {
         1..=i32::try_from(self.brokers.len()).expect("node count fits i32")

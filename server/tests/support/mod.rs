@@ -13,6 +13,7 @@
 //! under CI a missing tool is a failure, never a silent pass.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod certs;
 pub mod cluster;
 pub mod fault_proxy;
 pub mod kafka;
@@ -260,6 +261,13 @@ impl Broker {
 
     /// The first and last lines of every stderr file of this broker, for
     /// failure messages.
+    /// Everything the broker wrote to stderr, every start.
+    pub fn stderr_all(&self) -> String {
+        (0..self.starts)
+            .map(|start| std::fs::read_to_string(self.stderr_path(start)).unwrap_or_default())
+            .collect()
+    }
+
     pub fn stderr_tail(&self) -> String {
         let mut text = String::new();
         for start in 0..self.starts {
