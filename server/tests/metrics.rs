@@ -145,6 +145,8 @@ fn metrics_count_the_records_a_client_produced_and_consumed() {
     );
     let consumed = consume_partition(&broker.bootstrap(), topic, 0, 0, count as i64);
     assert_eq!(consumed.len(), count);
+    // A group that committed offset 120 of the 500: lag 380.
+    commit_offset(&broker.bootstrap(), "metered-group", topic, 120);
 
     let (status, text) = get(broker.admin_address(), "/metrics");
     assert_eq!(status, 200, "{text}");
@@ -237,6 +239,38 @@ fn metrics_count_the_records_a_client_produced_and_consumed() {
         0.0
     );
     assert_eq!(value(&samples, "sluice_scrape_shards_missing", &[]), 0.0);
+    let group = [("group", "metered-group"), ("topic", topic), ("partition", "0")];
+    assert_eq!(
+        value(&samples, "sluice_consumer_group_committed_offset", &group),
+        120.0
+    );
+    assert_eq!(
+        value(&samples, "sluice_consumer_group_lag", &group),
+        (count - 120) as f64
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "sluice_consumer_group_members",
+            &[("group", "metered-group")]
+        ),
+        0.0
+    );
+}
+
+/// Commit `offset` for `group` on partition 0 of `topic` (no member).
+fn commit_offset(bootstrap: &str, group: &str, topic: &str, offset: i64) {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    let consumer: BaseConsumer = support::kafka::config(bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut offsets = rdkafka::TopicPartitionList::new();
+    offsets
+        .add_partition_offset(topic, 0, rdkafka::Offset::Offset(offset))
+        .unwrap();
+    consumer.commit(&offsets, CommitMode::Sync).unwrap();
 }
 
 #[test]

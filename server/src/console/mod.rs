@@ -467,6 +467,7 @@ mod tests {
                 high_watermark: 28,
                 size_bytes: 4096,
                 isr_size: Some(2),
+                followers: Vec::new(),
             }],
         }]
     }

@@ -286,6 +286,21 @@ pub struct PartitionSnapshot {
     pub size_bytes: u64,
     /// On a leader: the in-sync replicas (itself included).
     pub isr_size: Option<usize>,
+    /// On a leader: each follower's progress.
+    pub followers: Vec<FollowerSnapshot>,
+}
+
+/// A leader's view of one follower of a partition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FollowerSnapshot {
+    pub broker: i32,
+    /// Records between the leader's log end and the follower's
+    /// acknowledged durable end (`None`: nothing acknowledged in this
+    /// leadership yet).
+    pub lag_records: Option<i64>,
+    /// Milliseconds since the follower last caught up with the log end
+    /// (what replica.lag.time.max.ms measures).
+    pub caught_up_age_ms: i64,
 }
 
 /// Gather every shard's snapshot, each within `deadline`; a shard that
@@ -309,6 +324,7 @@ pub fn gather_shards(shards: &Shards, deadline: Duration) -> (Vec<ShardSnapshot>
                     high_watermark: replica.high_watermark().0,
                     size_bytes: log.size_bytes(),
                     isr_size: replica.isr_size(),
+                    followers: follower_snapshots(&replica, sluice_engine::io::Io::now_ms(&shard.io)),
                 });
             }
             snapshot
@@ -319,6 +335,29 @@ pub fn gather_shards(shards: &Shards, deadline: Duration) -> (Vec<ShardSnapshot>
     let snapshots: Vec<ShardSnapshot> = results.into_iter().filter_map(Result::ok).collect();
     let missing = count - snapshots.len();
     (snapshots, missing)
+}
+
+/// A leader's followers, for the replication lag gauges (empty on a
+/// follower).
+fn follower_snapshots(
+    replica: &crate::shard::PartitionReplica,
+    now_ms: i64,
+) -> Vec<FollowerSnapshot> {
+    let log_end = replica.log.log_end_offset().0;
+    match &*replica.replication.borrow() {
+        crate::shard::partition::Replication::Leader(leader) => leader
+            .followers
+            .values()
+            .map(|follower| FollowerSnapshot {
+                broker: follower.broker,
+                lag_records: follower
+                    .acked_end
+                    .map(|acked| (log_end - acked.0).max(0)),
+                caught_up_age_ms: (now_ms - follower.last_caught_up_ms).max(0),
+            })
+            .collect(),
+        crate::shard::partition::Replication::Follower { .. } => Vec::new(),
+    }
 }
 
 /// Run `future` on this thread (outside any runtime) until it completes
@@ -414,6 +453,8 @@ pub struct BrokerView {
     pub shards: Vec<ShardSnapshot>,
     /// Shards that did not answer the scrape in time.
     pub shards_missing: usize,
+    /// The consumer groups this broker coordinates.
+    pub groups: Vec<crate::console::GroupSnapshot>,
 }
 
 /// Sum of one API counter over every shard.
@@ -673,6 +714,99 @@ fn encode_shards(out: &mut TextEncoder, view: &BrokerView) {
             }
         }
     }
+    type FollowerRead = fn(&FollowerSnapshot) -> Option<f64>;
+    let followers: [(&str, &str, FollowerRead); 2] = [
+        (
+            "sluice_replica_lag_records",
+            "On a partition's leader: records between its log end and a follower's acknowledged \
+             durable end.",
+            |follower| follower.lag_records.map(|lag| lag as f64),
+        ),
+        (
+            "sluice_replica_caught_up_age_seconds",
+            "On a partition's leader: time since a follower was last caught up with the log end \
+             (it leaves the ISR past replica.lag.time.max.ms).",
+            |follower| Some(follower.caught_up_age_ms as f64 / 1000.0),
+        ),
+    ];
+    for (name, help, read) in followers {
+        out.family(name, help, Kind::Gauge);
+        for shard in &view.shards {
+            for partition in &shard.partitions {
+                let index = partition.partition.to_string();
+                for follower in &partition.followers {
+                    if let Some(value) = read(follower) {
+                        let broker = follower.broker.to_string();
+                        out.sample(
+                            &[
+                                ("topic", &partition.topic),
+                                ("partition", &index),
+                                ("follower", &broker),
+                            ],
+                            value,
+                        );
+                    }
+                }
+            }
+        }
+    }
+    encode_groups(out, view);
+}
+
+/// Consumer groups this broker coordinates: members, committed offsets,
+/// and the lag where this broker holds a replica of the partition (its
+/// high watermark minus the committed offset).
+fn encode_groups(out: &mut TextEncoder, view: &BrokerView) {
+    let high_watermarks: std::collections::BTreeMap<(&str, i32), i64> = view
+        .shards
+        .iter()
+        .flat_map(|shard| &shard.partitions)
+        .map(|partition| {
+            (
+                (&*partition.topic, partition.partition),
+                partition.high_watermark,
+            )
+        })
+        .collect();
+    out.family(
+        "sluice_consumer_group_members",
+        "Members of a consumer group this broker coordinates.",
+        Kind::Gauge,
+    );
+    for group in &view.groups {
+        out.sample(&[("group", &group.id)], group.members.len() as f64);
+    }
+    out.family(
+        "sluice_consumer_group_committed_offset",
+        "A group's committed offset for a partition (groups this broker coordinates).",
+        Kind::Gauge,
+    );
+    for group in &view.groups {
+        for ((topic, partition), committed) in &group.offsets {
+            let index = partition.to_string();
+            out.sample(
+                &[("group", &group.id), ("topic", topic), ("partition", &index)],
+                *committed as f64,
+            );
+        }
+    }
+    out.family(
+        "sluice_consumer_group_lag",
+        "Records a group has yet to consume in a partition: the high watermark minus its \
+         committed offset (groups this broker coordinates, partitions it holds a replica of).",
+        Kind::Gauge,
+    );
+    for group in &view.groups {
+        for ((topic, partition), committed) in &group.offsets {
+            if let Some(end) = high_watermarks.get(&(topic.as_str(), *partition)) {
+                let index = partition.to_string();
+                out.sample(
+                    &[("group", &group.id), ("topic", topic), ("partition", &index)],
+                    (end - committed).max(0) as f64,
+                );
+            }
+        }
+    }
 }
 
 /// CPU seconds (user + system) of each `shard-N` thread of this process,
@@ -879,10 +1013,28 @@ mod tests {
                     log_end_offset: 10,
                     high_watermark: 10,
                     size_bytes: 4096,
-                    isr_size: Some(1),
+                    isr_size: Some(2),
+                    followers: vec![FollowerSnapshot {
+                        broker: 3,
+                        lag_records: Some(4),
+                        caught_up_age_ms: 1500,
+                    }],
                 }],
             }],
             shards_missing: 0,
+            groups: vec![crate::console::GroupSnapshot {
+                id: "billing".to_string(),
+                state: "Stable",
+                protocol_type: Some("consumer".to_string()),
+                protocol: Some("range".to_string()),
+                generation: 1,
+                leader: None,
+                offsets_partition: 0,
+                members: Vec::new(),
+                offsets: [(("events".to_string(), 2), 7), (("elsewhere".to_string(), 0), 1)]
+                    .into_iter()
+                    .collect(),
+            }],
         };
         let text = encode(&registry, &view);
         assert!(text.contains("sluice_kafka_requests_total{api=\"Metadata\"} 1\n"));
@@ -891,6 +1043,22 @@ mod tests {
             text.contains("sluice_partition_log_end_offset{topic=\"events\",partition=\"2\"} 10\n")
         );
         assert!(text.contains("sluice_controller_active 1\n"));
+        assert!(text.contains(
+            "sluice_replica_lag_records{topic=\"events\",partition=\"2\",follower=\"3\"} 4\n"
+        ));
+        assert!(text.contains(
+            "sluice_replica_caught_up_age_seconds{topic=\"events\",partition=\"2\",follower=\"3\"} 1.5\n"
+        ));
+        // Lag where the partition is held here (high watermark 10 - 7);
+        // none for a partition held elsewhere.
+        assert!(text.contains(
+            "sluice_consumer_group_lag{group=\"billing\",topic=\"events\",partition=\"2\"} 3\n"
+        ));
+        assert!(!text.contains("sluice_consumer_group_lag{group=\"billing\",topic=\"elsewhere\""));
+        assert!(text.contains(
+            "sluice_consumer_group_committed_offset{group=\"billing\",topic=\"elsewhere\",partition=\"0\"} 1\n"
+        ));
+        assert!(text.contains("sluice_consumer_group_members{group=\"billing\"} 0\n"));
         let mut families: Vec<&str> = text
             .lines()
             .filter_map(|line| line.strip_prefix("# TYPE "))

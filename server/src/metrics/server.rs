@@ -129,6 +129,14 @@ impl AdminState {
             Some(serving) => super::gather_shards(&serving.shards, SCRAPE_SHARD_WAIT),
             None => (Vec::new(), 0),
         };
+        let groups = match self.serving.get() {
+            Some(serving) => {
+                let coordinated =
+                    crate::group::coordinated_partitions(&serving.metadata.snapshot());
+                console::gather_groups(&serving.shards, coordinated, SCRAPE_SHARD_WAIT).0
+            }
+            None => Vec::new(),
+        };
         let controller = self.controller.get();
         let view = super::BrokerView {
             node_id: self.node_id,
@@ -143,6 +151,7 @@ impl AdminState {
                 .map(|serving| serving.metadata.snapshot()),
             shards,
             shards_missing,
+            groups,
         };
         super::encode(super::registry(), &view)
     }
