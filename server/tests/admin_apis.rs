@@ -378,3 +378,114 @@ fn elect_leaders_moves_leadership_back_to_the_preferred_replica() {
         );
     }
 }
+
+/// ElectLeaders UNCLEAN on `node` for partition 0 of `topic`: the
+/// partition's error code.
+fn elect_unclean(cluster: &Cluster, node: i32, topic: &str) -> i16 {
+    let mut stream = support::wire::connect(cluster.broker(node).address());
+    let request = ElectLeadersRequest::default()
+        .with_election_type(1)
+        .with_timeout_ms(30_000)
+        .with_topic_partitions(Some(vec![
+            TopicPartitions::default()
+                .with_topic(name(topic))
+                .with_partitions(vec![0]),
+        ]));
+    let mut body = call(
+        &mut stream,
+        ApiKey::ElectLeaders,
+        2,
+        RequestKind::ElectLeaders(request),
+    );
+    let elect = ElectLeadersResponse::decode(&mut body, 2).expect("an ElectLeaders response");
+    assert_eq!(elect.error_code, 0);
+    elect.replica_election_results[0].partition_result[0].error_code
+}
+
+#[test]
+fn an_unclean_election_gives_a_leaderless_partition_its_out_of_sync_replica() {
+    const TOPIC: &str = "unclean";
+    const ELECTION_NOT_NEEDED: i16 = 84;
+    let mut cluster = Cluster::start(
+        "elect-unclean",
+        3,
+        &[
+            "--broker-heartbeat-interval-ms",
+            "500",
+            "--broker-session-timeout-ms",
+            "3000",
+            "--replica-lag-time-max-ms",
+            "1500",
+            "--leader-imbalance-check-interval-ms",
+            "0",
+        ],
+    );
+    create_topic_replicated(&cluster.bootstrap(), TOPIC, 1, 2, &[]);
+    let states = cluster.wait_for_full_isr(TOPIC, 1, Duration::from_secs(60));
+    let (leader, follower) = (states[&0].leader, states[&0].replicas[1]);
+    let follower = if follower == leader {
+        states[&0].replicas[0]
+    } else {
+        follower
+    };
+    let bystander = cluster
+        .nodes()
+        .find(|node| *node != leader && *node != follower)
+        .unwrap();
+    assert_eq!(
+        elect_unclean(&cluster, bystander, TOPIC),
+        ELECTION_NOT_NEEDED
+    );
+
+    // The follower dies; a write is acknowledged by the leader alone once
+    // the ISR shrank; then the leader dies too: no ISR member is left.
+    cluster.kill9(follower);
+    let record = Record {
+        key: None,
+        value: Some(b"only on the leader".to_vec()),
+        headers: Vec::new(),
+    };
+    produce_all(
+        &cluster.broker(bystander).bootstrap(),
+        TOPIC,
+        Some(0),
+        &[record],
+        &[("acks", "all")],
+    );
+    wait_until(
+        "the ISR is the leader alone",
+        Duration::from_secs(30),
+        || match cluster.isr(bystander, TOPIC, 0) {
+            Some(isr) if isr == vec![leader] => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    cluster.kill9(leader);
+    cluster.start_again(follower);
+    wait_until(
+        "the partition is leaderless",
+        Duration::from_secs(30),
+        || match cluster.partition_leader(bystander, TOPIC, 0) {
+            Some(Err(_)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    // unclean.leader.election.enable is false: the out-of-sync follower,
+    // back and live, is not elected by itself.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        matches!(cluster.partition_leader(bystander, TOPIC, 0), Some(Err(_))),
+        "elected without being asked"
+    );
+    // The operator asks for an unclean election: the follower leads.
+    assert_eq!(elect_unclean(&cluster, bystander, TOPIC), 0);
+    wait_until(
+        "the follower leads",
+        Duration::from_secs(30),
+        || match cluster.partition_leader(bystander, TOPIC, 0) {
+            Some(Ok(now)) if now == follower => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    assert_eq!(cluster.isr(bystander, TOPIC, 0), Some(vec![follower]));
+}

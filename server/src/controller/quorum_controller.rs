@@ -937,6 +937,47 @@ pub fn elect_preferred_leaders(
     records
 }
 
+/// ElectLeaders (UNCLEAN): each named partition without a leader gets
+/// one: an active ISR member if any, else the first active replica, which
+/// becomes the whole ISR, whatever the topic's unclean.leader.election.enable
+/// (the operator asked for it). Partitions with a leader, unknown ones and
+/// those with no active replica are skipped (the broker answers them).
+pub fn elect_unclean_leaders(
+    image: &MetadataImage,
+    partitions: &[(String, i32)],
+) -> Vec<MetadataRecord> {
+    let active = |member: BrokerId| image.broker(member).is_some_and(|b| b.is_active());
+    let mut records = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, index) in partitions {
+        if !seen.insert((name, *index)) {
+            continue;
+        }
+        let Some(topic) = image.topic_by_name(name) else {
+            continue;
+        };
+        let Some((index, partition)) = usize::try_from(*index)
+            .ok()
+            .and_then(|index| Some((index, topic.partitions.get(index)?)))
+        else {
+            continue;
+        };
+        if partition.leader.is_some() {
+            continue;
+        }
+        if let Some((leader, isr)) = elect(partition, active, true) {
+            records.push(guarded_change(
+                topic.topic_id,
+                index,
+                partition,
+                isr,
+                LeaderChange::To(leader),
+            ));
+        }
+    }
+    records
+}
+
 /// A PartitionChange decided on `partition` as the committed image holds
 /// it: guarded by its partition epoch, so that if another change to the
 /// partition commits first the image refuses this one (and a stale
@@ -1573,6 +1614,28 @@ mod tests {
         let after = state(&image, topic);
         assert_eq!((after.leader, after.isr), (Some(BrokerId(1)), ids(&[1])));
         assert_eq!(after.leader_epoch, LeaderEpoch(2));
+    }
+
+    #[test]
+    fn an_unclean_election_asked_for_elects_an_out_of_sync_replica_of_a_leaderless_partition() {
+        let (mut controller, mut image, epochs, topic) = replicated();
+        leader_alone_then_fenced(&mut controller, &mut image, &epochs, topic);
+        // The topic does not allow unclean election; the operator asks.
+        let asked = [
+            ("r".to_string(), 0),
+            ("r".to_string(), 0),
+            ("gone".to_string(), 0),
+        ];
+        let records = elect_unclean_leaders(&image, &asked);
+        assert_eq!(records.len(), 1, "{records:?}");
+        commit(&mut image, &records);
+        let after = state(&image, topic);
+        assert_eq!(
+            (after.leader, after.isr.clone()),
+            (Some(BrokerId(2)), ids(&[2]))
+        );
+        // Led now: nothing more to do.
+        assert!(elect_unclean_leaders(&image, &asked).is_empty());
     }
 
     #[test]

@@ -84,6 +84,14 @@ pub enum Request {
     ElectPreferredLeaders {
         partitions: Vec<(String, i32)>,
     },
+    /// ElectLeaders (UNCLEAN): give each leaderless (topic, partition) a
+    /// leader: an active ISR member if there is one, else the first active
+    /// replica, whatever the topic's unclean.leader.election.enable (the
+    /// operator asked; acknowledged records may be lost). Partitions with
+    /// a leader are left as they are. Answered `Committed`.
+    ElectUncleanLeaders {
+        partitions: Vec<(String, i32)>,
+    },
 }
 
 impl Request {
@@ -312,6 +320,21 @@ fn invalid(what: &'static str, value: impl Into<i64>) -> DecodeError {
     }
 }
 
+fn write_partitions(writer: &mut Writer, partitions: &[(String, i32)]) {
+    writer.count(partitions.len());
+    for (topic, partition) in partitions {
+        writer.string(topic);
+        writer.i32(*partition);
+    }
+}
+
+fn read_partitions(reader: &mut Reader<'_>) -> Result<Vec<(String, i32)>, DecodeError> {
+    let count = reader.count(8)?;
+    (0..count)
+        .map(|_| Ok((reader.string()?, reader.i32()?)))
+        .collect()
+}
+
 fn write_broker_ids(writer: &mut Writer, ids: &[BrokerId]) {
     let raw: Vec<i32> = ids.iter().map(|id| id.0).collect();
     writer.i32_list(&raw);
@@ -486,11 +509,11 @@ impl Request {
             }
             Request::ElectPreferredLeaders { partitions } => {
                 writer.u8(11);
-                writer.count(partitions.len());
-                for (topic, partition) in partitions {
-                    writer.string(topic);
-                    writer.i32(*partition);
-                }
+                write_partitions(&mut writer, partitions);
+            }
+            Request::ElectUncleanLeaders { partitions } => {
+                writer.u8(12);
+                write_partitions(&mut writer, partitions);
             }
         }
         writer.into_bytes()
@@ -624,13 +647,12 @@ impl Request {
                     deletions,
                 }
             }
-            11 => {
-                let count = reader.count(8)?;
-                let partitions = (0..count)
-                    .map(|_| Ok((reader.string()?, reader.i32()?)))
-                    .collect::<Result<_, DecodeError>>()?;
-                Request::ElectPreferredLeaders { partitions }
-            }
+            11 => Request::ElectPreferredLeaders {
+                partitions: read_partitions(&mut reader)?,
+            },
+            12 => Request::ElectUncleanLeaders {
+                partitions: read_partitions(&mut reader)?,
+            },
             other => return Err(invalid("request tag", other)),
         };
         reader.finish()?;
@@ -878,6 +900,9 @@ mod tests {
             },
             Request::ElectPreferredLeaders {
                 partitions: vec![("t".into(), 0), ("u".into(), 7)],
+            },
+            Request::ElectUncleanLeaders {
+                partitions: vec![("v".into(), 3)],
             },
         ]
     }

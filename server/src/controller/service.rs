@@ -929,6 +929,16 @@ impl<S: RaftLogStore> ControllerLoop<S> {
                     Ok((records, PendingKind::Committed))
                 }
             }
+            Request::ElectUncleanLeaders { partitions } => {
+                let records = super::quorum_controller::elect_unclean_leaders(image, &partitions);
+                if records.is_empty() {
+                    Err(Ok(Reply::Committed {
+                        offset: image.offset(),
+                    }))
+                } else {
+                    Ok((records, PendingKind::Committed))
+                }
+            }
             Request::MetadataFetch { .. } => unreachable!("answered above"),
         };
         match decided {
@@ -1723,6 +1733,15 @@ impl ControllerHandle {
             self.call(Request::ElectPreferredLeaders { partitions })
                 .await,
         )
+    }
+
+    /// ElectLeaders (UNCLEAN): give each leaderless partition a leader,
+    /// out of the ISR if need be (see `Request::ElectUncleanLeaders`).
+    pub async fn elect_unclean_leaders(
+        &self,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<MetadataOffset, RequestError> {
+        committed(self.call(Request::ElectUncleanLeaders { partitions }).await)
     }
 
     pub async fn alter_configs(

@@ -14,10 +14,13 @@
 //! preferred replica now leads. When every partition is asked for, those
 //! needing no election are left out of the response (as Kafka does).
 //!
-//! UNCLEAN (1): not done. A partition with a leader is ELECTION_NOT_NEEDED;
-//! one without is ELIGIBLE_LEADERS_NOT_AVAILABLE (Sluice's controller
-//! elects an out-of-ISR replica only by itself, when the topic allows
-//! unclean election).
+//! UNCLEAN (1): a partition with a leader is ELECTION_NOT_NEEDED; one
+//! without, with a live replica, is sent to the controller
+//! (`ElectUncleanLeaders`), which elects an active ISR member if any, else
+//! the first active replica (its log becomes the partition's: records it
+//! lacks are lost, which is what the operator asked for), whatever the
+//! topic's unclean.leader.election.enable, as Kafka does; no live replica:
+//! ELIGIBLE_LEADERS_NOT_AVAILABLE.
 //!
 //! Authorization (Kafka's rule): ALTER on the cluster; refused, every
 //! named partition is CLUSTER_AUTHORIZATION_FAILED, as is the response.
@@ -79,11 +82,12 @@ pub async fn handle(
             .collect();
         let mut failure = None;
         if !to_elect.is_empty() {
-            let elected = shard
-                .metadata
-                .controller()
-                .elect_preferred_leaders(to_elect)
-                .await;
+            let controller = shard.metadata.controller();
+            let elected = if election_type == UNCLEAN {
+                controller.elect_unclean_leaders(to_elect).await
+            } else {
+                controller.elect_preferred_leaders(to_elect).await
+            };
             match elected {
                 Ok(offset) => {
                     if let Err(error) = shard.metadata.wait_published(offset.0).await {
@@ -105,10 +109,13 @@ pub async fn handle(
         let answered = decided.into_iter().map(|(partition, outcome)| {
             let outcome = outcome.or(failure).or_else(|| {
                 // Decided by the controller: elected if the preferred
-                // replica leads now.
-                match decide(&view, &partition, PREFERRED) {
+                // replica (UNCLEAN: any replica) leads now.
+                match decide(&view, &partition, election_type) {
                     Some(ResponseError::ElectionNotNeeded) => None,
                     Some(other) => Some(other),
+                    None if election_type == UNCLEAN => {
+                        Some(ResponseError::EligibleLeadersNotAvailable)
+                    }
                     None => Some(ResponseError::PreferredLeaderNotAvailable),
                 }
             });
@@ -176,7 +183,18 @@ pub fn decide(view: &ClusterMetadata, partition: &(String, i32), election_type: 
             }
         }
         UNCLEAN if state.leader.is_some() => Some(ResponseError::ElectionNotNeeded),
-        UNCLEAN => Some(ResponseError::EligibleLeadersNotAvailable),
+        UNCLEAN => {
+            let live = |replica: &i32| {
+                view.brokers
+                    .get(replica)
+                    .is_some_and(|broker| broker.is_live())
+            };
+            if state.replicas.iter().any(live) {
+                None
+            } else {
+                Some(ResponseError::EligibleLeadersNotAvailable)
+            }
+        }
         _ => Some(ResponseError::InvalidRequest),
     }
 }
@@ -286,11 +304,21 @@ mod tests {
     }
 
     #[test]
-    fn unclean_elections_are_not_done() {
-        let view = view();
-        let decide = |partition: i32| decide(&view, &("t".to_string(), partition), UNCLEAN);
-        assert_eq!(decide(0), Some(ResponseError::ElectionNotNeeded));
-        assert_eq!(decide(4), Some(ResponseError::EligibleLeadersNotAvailable));
+    fn unclean_elections_go_to_the_controller_for_leaderless_partitions_with_a_live_replica() {
+        let mut view = view();
+        let decide = |view: &ClusterMetadata, partition: i32| {
+            decide(view, &("t".to_string(), partition), UNCLEAN)
+        };
+        assert_eq!(decide(&view, 0), Some(ResponseError::ElectionNotNeeded));
+        assert_eq!(decide(&view, 4), None);
+        // Every replica of the leaderless partition down: nobody to elect.
+        for id in [1, 2] {
+            view.brokers.get_mut(&id).unwrap().fenced = true;
+        }
+        assert_eq!(
+            decide(&view, 4),
+            Some(ResponseError::EligibleLeadersNotAvailable)
+        );
     }
 
     #[test]
