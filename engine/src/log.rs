@@ -1193,19 +1193,34 @@ impl<I: Io> Log<I> {
             };
             (checkpoint, writes)
         };
+        // The small files are replaced each with its own fsync and made
+        // durable together by one directory sync (it was one per file: a
+        // clean stop of 10,000 partitions spent most of its time in them).
+        // Any subset of them may be durable after a crash meanwhile, and
+        // every subset recovers: each is whole (old or new), an older index
+        // is a valid prefix of the newer one, recovery keeps only index
+        // entries below the checkpoint's trusted size, and the data and the
+        // trim they describe were made durable above.
+        let stale_epochs = inner.stale_epochs();
+        let mut writes = writes.to_vec();
+        writes.push((recovery::checkpoint_path(&inner.dir), checkpoint.encode()));
+        if let Some((_, bytes)) = &stale_epochs {
+            writes.push((epochs::checkpoint_path(&inner.dir), bytes.clone()));
+        }
         for (path, data) in writes {
             inner
                 .io
-                .write_file_atomic(&path, data)
+                .replace_file(&path, data)
                 .await
                 .map_err(|error| LogError::io(&path, error))?;
         }
-        inner.write_checkpoint_strict(checkpoint).await?;
-        if let Some(epochs) = inner.stale_epochs() {
-            inner
-                .persist_epochs(epochs)
-                .await
-                .map_err(|error| LogError::io(epochs::checkpoint_path(&inner.dir), error))?;
+        inner
+            .io
+            .sync_dir(&inner.dir)
+            .await
+            .map_err(|error| LogError::io(&inner.dir, error))?;
+        if let Some((generation, _)) = stale_epochs {
+            inner.state.borrow_mut().epochs_persisted = Some(generation);
         }
         inner.fail_waiters(|dir| AppendError::Closed { dir });
         Ok(())

@@ -120,6 +120,13 @@ pub trait Io: Clone + 'static {
     /// holds the new content durably.
     fn write_file_atomic(&self, path: &Path, data: Vec<u8>)
     -> impl Future<Output = io::Result<()>>;
+
+    /// [`Io::write_file_atomic`] without the directory fsync: after a crash
+    /// the file holds the old or the new content, never a mix; the new
+    /// content is durable once a later [`Io::sync_dir`] of its directory
+    /// returns Ok. For several files of one directory behind one sync (a
+    /// log's close).
+    fn replace_file(&self, path: &Path, data: Vec<u8>) -> impl Future<Output = io::Result<()>>;
 }
 
 /// True when the error means the device has no space left.

@@ -590,6 +590,19 @@ impl Io for SimIo {
     }
 
     async fn write_file_atomic(&self, path: &Path, data: Vec<u8>) -> io::Result<()> {
+        self.replace_file_entry(path, data, true)
+    }
+
+    async fn replace_file(&self, path: &Path, data: Vec<u8>) -> io::Result<()> {
+        self.replace_file_entry(path, data, false)
+    }
+}
+
+impl SimIo {
+    /// A new file's content (durable: the temporary was fsynced) renamed
+    /// over `path`; the directory entry is durable at once if `entry_synced`,
+    /// else at the directory's next `sync_dir`.
+    fn replace_file_entry(&self, path: &Path, data: Vec<u8>, entry_synced: bool) -> io::Result<()> {
         let mut disk = self.disk.borrow_mut();
         disk.faults.check_halt()?;
         match disk.live.get(path) {
@@ -606,8 +619,10 @@ impl Io for SimIo {
         }
         let inode_id = disk.inode_create(Image::from_vec(data));
         disk.live.insert(path.to_path_buf(), Entry::File(inode_id));
-        disk.durable
-            .insert(path.to_path_buf(), Entry::File(inode_id));
+        if entry_synced {
+            disk.durable
+                .insert(path.to_path_buf(), Entry::File(inode_id));
+        }
         disk.collect_garbage();
         Ok(())
     }

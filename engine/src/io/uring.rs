@@ -338,6 +338,11 @@ impl Io for UringIo {
     }
 
     async fn write_file_atomic(&self, path: &Path, data: Vec<u8>) -> io::Result<()> {
+        self.replace_file(path, data).await?;
+        self.sync_dir(parent_dir(path)).await
+    }
+
+    async fn replace_file(&self, path: &Path, data: Vec<u8>) -> io::Result<()> {
         let temporary = temporary_path(path);
         let result = write_and_rename(&temporary, path, data).await;
         if result.is_err() {
@@ -345,8 +350,7 @@ impl Io for UringIo {
             // removes it anyway if this fails too.
             let _ = std::fs::remove_file(&temporary);
         }
-        result?;
-        self.sync_dir(parent_dir(path)).await
+        result
     }
 }
 

@@ -175,7 +175,11 @@ async fn last_batch_crc<I: Io>(log: &Log<I>) -> Option<u32> {
 }
 
 /// Write the clean-stop snapshot of `table` for `log` (flushed: its end is
-/// durable). Nothing is written for an empty log.
+/// durable). Nothing is written for an empty log. The file is replaced
+/// whole but its directory is not synced here: the log's close, which
+/// follows, syncs the directory once for all its files. A crash before
+/// that leaves the old snapshot or none, which the open checks against the
+/// log (`load_snapshot`) like any other.
 pub async fn save_snapshot<I: Io>(
     io: &I,
     log: &Log<I>,
@@ -189,7 +193,7 @@ pub async fn save_snapshot<I: Io>(
         };
     };
     let bytes = table.encode_snapshot(log.log_end_offset(), last_crc);
-    io.write_file_atomic(&path, bytes).await
+    io.replace_file(&path, bytes).await
 }
 
 /// The snapshot's table if it describes `log` as it is: the same end and
