@@ -23,7 +23,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kafka_protocol::messages::write_txn_markers_request::{
     WritableTxnMarker, WritableTxnMarkerTopic,
@@ -32,11 +32,6 @@ use kafka_protocol::messages::{
     ApiKey, RequestKind, TopicName, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
-use rdkafka::Message;
-use rdkafka::Offset;
-use rdkafka::TopicPartitionList;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use sluice_server::peer::auth::PeerSecret;
 use sluice_server::peer::frame::encode_frame;
@@ -125,7 +120,13 @@ impl SecuredCluster {
         cluster.stop(1);
         let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
         command
-            .args(["user", "bootstrap", BROKER_USER, "--password", BROKER_PASSWORD])
+            .args([
+                "user",
+                "bootstrap",
+                BROKER_USER,
+                "--password",
+                BROKER_PASSWORD,
+            ])
             .args(["--mechanism", "SCRAM-SHA-512", "--data-dir"])
             .arg(cluster.data_dir(1));
         let output = run_with_timeout(command, TIMEOUT, "sluice user bootstrap");
@@ -245,47 +246,9 @@ fn send(producer: &BaseProducer, partition: i32, value: &str) {
 
 /// Every value of the topic, read to the end its isolation level allows.
 fn read_all(bootstrap: &str, committed: bool) -> BTreeSet<(i32, String)> {
-    let consumer: BaseConsumer = kafka::config(bootstrap)
-        .set("group.id", "ib-auth-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set(
-            "isolation.level",
-            if committed {
-                "read_committed"
-            } else {
-                "read_uncommitted"
-            },
-        )
-        .create()
-        .expect("creating a consumer");
-    let mut assignment = TopicPartitionList::new();
-    for partition in 0..PARTITIONS {
-        assignment
-            .add_partition_offset(TOPIC, partition, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&assignment).unwrap();
-    let mut at_end = BTreeSet::new();
-    let mut values = BTreeSet::new();
-    let deadline = Instant::now() + TIMEOUT;
-    while at_end.len() < PARTITIONS as usize {
-        assert!(Instant::now() < deadline, "reading {TOPIC} timed out");
-        match consumer.poll(Duration::from_millis(200)) {
-            None => {}
-            Some(Ok(message)) => {
-                values.insert((
-                    message.partition(),
-                    String::from_utf8_lossy(message.payload().unwrap_or_default()).to_string(),
-                ));
-            }
-            Some(Err(KafkaError::PartitionEOF(partition))) => {
-                at_end.insert(partition);
-            }
-            Some(Err(error)) => panic!("reading {TOPIC}: {error}"),
-        }
-    }
-    values
+    kafka::read_values(bootstrap, TOPIC, PARTITIONS, committed)
+        .into_iter()
+        .collect()
 }
 
 /// Whether the peer at `port` closes a connection that sent `bytes`
@@ -391,8 +354,12 @@ fn a_cluster_with_authenticated_inter_broker_traffic_replicates_and_commits_tran
     assert_eq!(closes_after(controller_port, &raft), Ok(Vec::new()));
     // A prober that says hello and makes up its proof gets the challenge
     // (nothing it can use) and then the door.
-    let mut hello = encode_frame(kind::AUTH_HELLO, 0, &[[1u8].as_slice(), &[7u8; 32]].concat())
-        .unwrap();
+    let mut hello = encode_frame(
+        kind::AUTH_HELLO,
+        0,
+        &[[1u8].as_slice(), &[7u8; 32]].concat(),
+    )
+    .unwrap();
     hello.extend(encode_frame(kind::AUTH_PROOF, 0, &[9u8; 32]).unwrap());
     for port in [replication_port, controller_port] {
         let answer = closes_after(port, &hello).unwrap();

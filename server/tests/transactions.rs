@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
@@ -51,49 +50,8 @@ fn send(producer: &BaseProducer, topic: &str, partition: i32, value: &str) {
     }
 }
 
-/// The values of `topic`'s partitions, in order, read from the start up
-/// to the end the isolation level allows (the last stable offset for
-/// read_committed, the high watermark otherwise).
 fn read(bootstrap: &str, topic: &str, partitions: i32, committed: bool) -> Vec<(i32, String)> {
-    let consumer: BaseConsumer = kafka::config(bootstrap)
-        .set("group.id", "transactions-test-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set(
-            "isolation.level",
-            if committed {
-                "read_committed"
-            } else {
-                "read_uncommitted"
-            },
-        )
-        .create()
-        .expect("creating a consumer");
-    let mut assignment = TopicPartitionList::new();
-    for partition in 0..partitions {
-        assignment
-            .add_partition_offset(topic, partition, Offset::Beginning)
-            .expect("assignment");
-    }
-    consumer.assign(&assignment).expect("assign");
-    let mut at_end = BTreeSet::new();
-    let mut values = Vec::new();
-    let deadline = Instant::now() + kafka::CALL_TIMEOUT;
-    while at_end.len() < partitions as usize {
-        assert!(Instant::now() < deadline, "reading {topic} timed out");
-        match consumer.poll(Duration::from_millis(200)) {
-            None => {}
-            Some(Ok(message)) => values.push((
-                message.partition(),
-                String::from_utf8_lossy(message.payload().unwrap_or_default()).to_string(),
-            )),
-            Some(Err(KafkaError::PartitionEOF(partition))) => {
-                at_end.insert(partition);
-            }
-            Some(Err(error)) => panic!("reading {topic}: {error}"),
-        }
-    }
-    values
+    kafka::read_values(bootstrap, topic, partitions, committed)
 }
 
 fn sorted(mut values: Vec<(i32, String)>) -> Vec<(i32, String)> {

@@ -912,29 +912,28 @@ pub fn elect_preferred_leaders(
     image: &MetadataImage,
     partitions: &[(String, i32)],
 ) -> Vec<MetadataRecord> {
-    let mut records = Vec::new();
+    named_partitions(image, partitions)
+        .filter_map(|(topic_id, index, partition)| {
+            preferred_leader_election(image, topic_id, index, partition)
+        })
+        .collect()
+}
+
+/// The known partitions among `partitions` (each once, in request order):
+/// topic id, index and state.
+fn named_partitions<'a>(
+    image: &'a MetadataImage,
+    partitions: &'a [(String, i32)],
+) -> impl Iterator<Item = (TopicId, usize, &'a PartitionState)> + 'a {
     let mut seen = std::collections::BTreeSet::new();
-    for (name, index) in partitions {
+    partitions.iter().filter_map(move |(name, index)| {
         if !seen.insert((name, *index)) {
-            continue;
+            return None;
         }
-        let Some(topic) = image.topic_by_name(name) else {
-            continue;
-        };
-        let Some((index, partition)) = usize::try_from(*index)
-            .ok()
-            .and_then(|index| Some((index, topic.partitions.get(index)?)))
-        else {
-            continue;
-        };
-        records.extend(preferred_leader_election(
-            image,
-            topic.topic_id,
-            index,
-            partition,
-        ));
-    }
-    records
+        let topic = image.topic_by_name(name)?;
+        let index = usize::try_from(*index).ok()?;
+        Some((topic.topic_id, index, topic.partitions.get(index)?))
+    })
 }
 
 /// ElectLeaders (UNCLEAN): each named partition without a leader gets
@@ -947,35 +946,19 @@ pub fn elect_unclean_leaders(
     partitions: &[(String, i32)],
 ) -> Vec<MetadataRecord> {
     let active = |member: BrokerId| image.broker(member).is_some_and(|b| b.is_active());
-    let mut records = Vec::new();
-    let mut seen = std::collections::BTreeSet::new();
-    for (name, index) in partitions {
-        if !seen.insert((name, *index)) {
-            continue;
-        }
-        let Some(topic) = image.topic_by_name(name) else {
-            continue;
-        };
-        let Some((index, partition)) = usize::try_from(*index)
-            .ok()
-            .and_then(|index| Some((index, topic.partitions.get(index)?)))
-        else {
-            continue;
-        };
-        if partition.leader.is_some() {
-            continue;
-        }
-        if let Some((leader, isr)) = elect(partition, active, true) {
-            records.push(guarded_change(
-                topic.topic_id,
+    named_partitions(image, partitions)
+        .filter(|(_, _, partition)| partition.leader.is_none())
+        .filter_map(|(topic_id, index, partition)| {
+            let (leader, isr) = elect(partition, active, true)?;
+            Some(guarded_change(
+                topic_id,
                 index,
                 partition,
                 isr,
                 LeaderChange::To(leader),
-            ));
-        }
-    }
-    records
+            ))
+        })
+        .collect()
 }
 
 /// A PartitionChange decided on `partition` as the committed image holds

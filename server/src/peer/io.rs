@@ -29,6 +29,12 @@ pub enum PeerError {
 /// Reads one frame. `Closed` when the stream ends before a header starts;
 /// an end inside a frame is an `Io(UnexpectedEof)`.
 pub fn read_frame(reader: &mut impl Read) -> Result<Frame, PeerError> {
+    read_frame_within(reader, usize::MAX)
+}
+
+/// [`read_frame`], refusing (before allocating) a payload larger than
+/// `payload_max`.
+fn read_frame_within(reader: &mut impl Read, payload_max: usize) -> Result<Frame, PeerError> {
     let mut header_bytes = [0u8; HEADER_SIZE];
     let mut filled = 0;
     while filled < HEADER_SIZE {
@@ -41,6 +47,12 @@ pub fn read_frame(reader: &mut impl Read) -> Result<Frame, PeerError> {
         }
     }
     let header = FrameHeader::decode(&header_bytes)?;
+    if header.payload_size() > payload_max {
+        return Err(PeerError::Handshake(HandshakeError::Malformed {
+            kind: header.kind.get(),
+            length: header.payload_size(),
+        }));
+    }
     // The size was checked against PAYLOAD_SIZE_MAX before this allocation.
     let mut payload = vec![0u8; header.payload_size()];
     reader.read_exact(&mut payload)?;
@@ -52,33 +64,11 @@ pub fn read_frame(reader: &mut impl Read) -> Result<Frame, PeerError> {
     })
 }
 
-/// Reads one frame of the authentication handshake: like [`read_frame`],
-/// but a header announcing more than [`auth::PAYLOAD_BYTES_MAX`] bytes is
-/// refused before anything is allocated (the peer is not trusted yet).
+/// Reads one frame of the authentication handshake: a header announcing
+/// more than [`auth::PAYLOAD_BYTES_MAX`] bytes is refused before anything
+/// is allocated (the peer is not trusted yet).
 fn read_handshake_frame(reader: &mut impl Read) -> Result<Frame, PeerError> {
-    let mut header_bytes = [0u8; HEADER_SIZE];
-    reader.read_exact(&mut header_bytes).map_err(|error| {
-        if error.kind() == io::ErrorKind::UnexpectedEof {
-            PeerError::Closed
-        } else {
-            PeerError::Io(error)
-        }
-    })?;
-    let header = FrameHeader::decode(&header_bytes)?;
-    if header.payload_size() > auth::PAYLOAD_BYTES_MAX {
-        return Err(PeerError::Handshake(HandshakeError::Malformed {
-            kind: header.kind.get(),
-            length: header.payload_size(),
-        }));
-    }
-    let mut payload = vec![0u8; header.payload_size()];
-    reader.read_exact(&mut payload)?;
-    header.check_payload(&payload)?;
-    Ok(Frame {
-        kind: header.kind.get(),
-        flags: header.flags.get(),
-        payload,
-    })
+    read_frame_within(reader, auth::PAYLOAD_BYTES_MAX)
 }
 
 /// The connecting side of the peer authentication (`auth.rs`), within

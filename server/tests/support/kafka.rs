@@ -5,7 +5,7 @@
 //! hostile-input test ends with.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::pin;
 use std::sync::{Arc, Mutex};
@@ -427,4 +427,54 @@ pub fn produce_one_per_batch(bootstrap: &str, topic: &str, records: &[Record]) -
     .into_iter()
     .map(|(_, offset)| offset)
     .collect()
+}
+
+/// The values of `topic`'s partitions, in order, read from the start up
+/// to the end the isolation level allows (the last stable offset for
+/// read_committed, the high watermark otherwise).
+pub fn read_values(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    committed: bool,
+) -> Vec<(i32, String)> {
+    let consumer: BaseConsumer = config(bootstrap)
+        .set("group.id", "transactions-test-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set(
+            "isolation.level",
+            if committed {
+                "read_committed"
+            } else {
+                "read_uncommitted"
+            },
+        )
+        .create()
+        .expect("creating a consumer");
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..partitions {
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .expect("assignment");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut at_end = BTreeSet::new();
+    let mut values = Vec::new();
+    let deadline = Instant::now() + CALL_TIMEOUT;
+    while at_end.len() < partitions as usize {
+        assert!(Instant::now() < deadline, "reading {topic} timed out");
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Ok(message)) => values.push((
+                message.partition(),
+                String::from_utf8_lossy(message.payload().unwrap_or_default()).to_string(),
+            )),
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                at_end.insert(partition);
+            }
+            Some(Err(error)) => panic!("reading {topic}: {error}"),
+        }
+    }
+    values
 }
