@@ -239,7 +239,11 @@ fn metrics_count_the_records_a_client_produced_and_consumed() {
         0.0
     );
     assert_eq!(value(&samples, "sluice_scrape_shards_missing", &[]), 0.0);
-    let group = [("group", "metered-group"), ("topic", topic), ("partition", "0")];
+    let group = [
+        ("group", "metered-group"),
+        ("topic", topic),
+        ("partition", "0"),
+    ];
     assert_eq!(
         value(&samples, "sluice_consumer_group_committed_offset", &group),
         120.0

@@ -50,9 +50,13 @@ impl Default for PrincipalMapping {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MappingError {
-    #[error("--ssl-principal-mapping-rules: {0:?} is not DEFAULT or RULE:pattern/replacement/[L|U]")]
+    #[error(
+        "--ssl-principal-mapping-rules: {0:?} is not DEFAULT or RULE:pattern/replacement/[L|U]"
+    )]
     Syntax(String),
-    #[error("--ssl-principal-mapping-rules: the pattern of {rule:?} is not a regular expression: {reason}")]
+    #[error(
+        "--ssl-principal-mapping-rules: the pattern of {rule:?} is not a regular expression: {reason}"
+    )]
     Pattern { rule: String, reason: String },
     #[error("--ssl-principal-mapping-rules is empty")]
     Empty,
@@ -177,7 +181,10 @@ mod tests {
     fn the_default_is_the_whole_name() {
         assert_eq!(PrincipalMapping::default().apply(DN).as_deref(), Some(DN));
         assert_eq!(
-            PrincipalMapping::parse("DEFAULT").unwrap().apply(DN).as_deref(),
+            PrincipalMapping::parse("DEFAULT")
+                .unwrap()
+                .apply(DN)
+                .as_deref(),
             Some(DN)
         );
     }
@@ -211,10 +218,7 @@ mod tests {
     #[test]
     fn upper_case_groups_and_no_match() {
         let mapping = PrincipalMapping::parse("RULE:^CN=([a-z]+)1,.*$/$1x/U").unwrap();
-        assert_eq!(
-            mapping.apply("CN=bob1,O=example").as_deref(),
-            Some("BOBX")
-        );
+        assert_eq!(mapping.apply("CN=bob1,O=example").as_deref(), Some("BOBX"));
         // No DEFAULT: a subject no rule applies to has no principal.
         assert_eq!(mapping.apply("CN=carol,O=example"), None);
         // The pattern must match the whole name.

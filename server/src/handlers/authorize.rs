@@ -396,16 +396,12 @@ pub fn before(
             }
             Removed::Nothing
         }
-        RequestKind::AddPartitionsToTxn(_)
-            if !cluster_action(access, broker_peer, &view) =>
-        {
+        RequestKind::AddPartitionsToTxn(_) if !cluster_action(access, broker_peer, &view) => {
             return Err(ResponseKind::AddPartitionsToTxn(
                 AddPartitionsToTxnResponse::default().with_error_code(cluster_failed),
             ));
         }
-        RequestKind::WriteTxnMarkers(ref body)
-            if !cluster_action(access, broker_peer, &view) =>
-        {
+        RequestKind::WriteTxnMarkers(ref body) if !cluster_action(access, broker_peer, &view) => {
             let markers = body
                 .markers
                 .iter()
@@ -779,7 +775,9 @@ mod tests {
                 .with_group_id(GroupId(name("g")))
                 .with_topics(vec![topic("mine"), topic("theirs")]),
         );
-        let (request, removed) = before(&access, 8, request, Some(peer()), view).ok().unwrap();
+        let (request, removed) = before(&access, 8, request, Some(peer()), view)
+            .ok()
+            .unwrap();
         let RequestKind::OffsetCommit(request) = request else {
             panic!("not an OffsetCommit");
         };
@@ -805,7 +803,9 @@ mod tests {
         let acls = table(&[allow(ResourceType::Group, "mine", AclOperation::Describe)]);
         let access = Access::new(&config, acls, &principal, peer());
         let request = RequestKind::ListGroups(ListGroupsRequest::default());
-        let (_, removed) = before(&access, 4, request, Some(peer()), view).ok().unwrap();
+        let (_, removed) = before(&access, 4, request, Some(peer()), view)
+            .ok()
+            .unwrap();
         let mut response = ResponseKind::ListGroups(
             ListGroupsResponse::default().with_groups(
                 ["mine", "theirs"]
@@ -840,7 +840,9 @@ mod tests {
         let request = RequestKind::DescribeTransactions(
             DescribeTransactionsRequest::default().with_transactional_ids(ids.to_vec()),
         );
-        let (request, removed) = before(&access, 0, request, Some(peer()), view).ok().unwrap();
+        let (request, removed) = before(&access, 0, request, Some(peer()), view)
+            .ok()
+            .unwrap();
         let RequestKind::DescribeTransactions(request) = request else {
             panic!("not a DescribeTransactions");
         };

@@ -324,7 +324,10 @@ pub fn gather_shards(shards: &Shards, deadline: Duration) -> (Vec<ShardSnapshot>
                     high_watermark: replica.high_watermark().0,
                     size_bytes: log.size_bytes(),
                     isr_size: replica.isr_size(),
-                    followers: follower_snapshots(&replica, sluice_engine::io::Io::now_ms(&shard.io)),
+                    followers: follower_snapshots(
+                        &replica,
+                        sluice_engine::io::Io::now_ms(&shard.io),
+                    ),
                 });
             }
             snapshot
@@ -350,9 +353,7 @@ fn follower_snapshots(
             .values()
             .map(|follower| FollowerSnapshot {
                 broker: follower.broker,
-                lag_records: follower
-                    .acked_end
-                    .map(|acked| (log_end - acked.0).max(0)),
+                lag_records: follower.acked_end.map(|acked| (log_end - acked.0).max(0)),
                 caught_up_age_ms: (now_ms - follower.last_caught_up_ms).max(0),
             })
             .collect(),
@@ -785,7 +786,11 @@ fn encode_groups(out: &mut TextEncoder, view: &BrokerView) {
         for ((topic, partition), committed) in &group.offsets {
             let index = partition.to_string();
             out.sample(
-                &[("group", &group.id), ("topic", topic), ("partition", &index)],
+                &[
+                    ("group", &group.id),
+                    ("topic", topic),
+                    ("partition", &index),
+                ],
                 *committed as f64,
             );
         }
@@ -801,7 +806,11 @@ fn encode_groups(out: &mut TextEncoder, view: &BrokerView) {
             if let Some(end) = high_watermarks.get(&(topic.as_str(), *partition)) {
                 let index = partition.to_string();
                 out.sample(
-                    &[("group", &group.id), ("topic", topic), ("partition", &index)],
+                    &[
+                        ("group", &group.id),
+                        ("topic", topic),
+                        ("partition", &index),
+                    ],
                     (end - committed).max(0) as f64,
                 );
             }
@@ -1031,9 +1040,12 @@ mod tests {
                 leader: None,
                 offsets_partition: 0,
                 members: Vec::new(),
-                offsets: [(("events".to_string(), 2), 7), (("elsewhere".to_string(), 0), 1)]
-                    .into_iter()
-                    .collect(),
+                offsets: [
+                    (("events".to_string(), 2), 7),
+                    (("elsewhere".to_string(), 0), 1),
+                ]
+                .into_iter()
+                .collect(),
             }],
         };
         let text = encode(&registry, &view);

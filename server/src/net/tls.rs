@@ -32,7 +32,6 @@ use compio::net::TcpStream;
 use futures_util::lock::Mutex;
 use rustls::ServerConnection;
 
-
 /// How long a client may take to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes asked of the socket per read.

@@ -77,8 +77,8 @@ async fn write_handshake_frame<W: AsyncWrite>(
     kind: u16,
     payload: &[u8],
 ) -> Result<(), HandshakeFailure> {
-    let bytes = encode_frame(kind, 0, payload)
-        .map_err(|error| HandshakeFailure::Io(error.to_string()))?;
+    let bytes =
+        encode_frame(kind, 0, payload).map_err(|error| HandshakeFailure::Io(error.to_string()))?;
     let BufResult(result, _) = writer.write_all(bytes).await;
     result.map_err(|error| HandshakeFailure::Io(error.to_string()))?;
     writer

@@ -187,19 +187,18 @@ impl Link {
             address,
             reason,
         };
-        let mut stream = match compio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
-            .await
-        {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(error)) => {
-                self.retry_at.set(Some(Instant::now() + RECONNECT_DELAY));
-                return Err(failed(error.to_string()));
-            }
-            Err(_) => {
-                self.retry_at.set(Some(Instant::now() + RECONNECT_DELAY));
-                return Err(failed("timed out".to_string()));
-            }
-        };
+        let mut stream =
+            match compio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    self.retry_at.set(Some(Instant::now() + RECONNECT_DELAY));
+                    return Err(failed(error.to_string()));
+                }
+                Err(_) => {
+                    self.retry_at.set(Some(Instant::now() + RECONNECT_DELAY));
+                    return Err(failed("timed out".to_string()));
+                }
+            };
         if let Some(secret) = secret
             && let Err(error) = crate::peer::aio::authenticate_client(&mut stream, secret).await
         {

@@ -43,7 +43,10 @@ pub fn make_certificates(openssl: &Path, dir: &Path, client_cn: &str) {
     )
     .expect("writing client.ext");
     let client_subject = format!("/CN={client_cn}");
-    for (name, subject) in [("server", "/CN=localhost"), ("client", client_subject.as_str())] {
+    for (name, subject) in [
+        ("server", "/CN=localhost"),
+        ("client", client_subject.as_str()),
+    ] {
         let (key, csr, pem, ext) = (
             format!("{name}.key"),
             format!("{name}.csr"),
