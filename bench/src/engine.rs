@@ -533,6 +533,13 @@ fn delta(after: CommitStats, before: CommitStats) -> CommitStats {
         fsyncs: after.fsyncs - before.fsyncs,
         bytes_written: after.bytes_written - before.bytes_written,
         filesystem_syncs: after.filesystem_syncs - before.filesystem_syncs,
+        sync_duration_buckets: std::array::from_fn(|index| {
+            after.sync_duration_buckets[index] - before.sync_duration_buckets[index]
+        }),
+        sync_duration_nanos_sum: after.sync_duration_nanos_sum - before.sync_duration_nanos_sum,
+        flush_bytes_buckets: std::array::from_fn(|index| {
+            after.flush_bytes_buckets[index] - before.flush_bytes_buckets[index]
+        }),
     }
 }
 

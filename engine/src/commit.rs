@@ -48,6 +48,52 @@ pub struct CommitStats {
     pub bytes_written: u64,
     /// syncfs calls issued for flushes (`SyncMode::Filesystem`).
     pub filesystem_syncs: u64,
+    /// How long each log flush waited for durability (its fdatasyncs, or
+    /// its share of a syncfs), by [`SYNC_BOUNDS_NANOS`] bucket (not
+    /// cumulative; the last counts the rest), and their sum.
+    pub sync_duration_buckets: [u64; SYNC_BOUNDS_NANOS.len() + 1],
+    pub sync_duration_nanos_sum: u64,
+    /// Bytes each log flush wrote (its group-commit batch), by
+    /// [`FLUSH_BYTES_BOUNDS`] bucket (not cumulative), and their sum is
+    /// `bytes_written`.
+    pub flush_bytes_buckets: [u64; FLUSH_BYTES_BOUNDS.len() + 1],
+}
+
+/// Upper bounds of the sync-duration histogram, in nanoseconds: 50 µs (a
+/// device with a write cache that acknowledges at once) to 1 s (a stalled
+/// device).
+pub const SYNC_BOUNDS_NANOS: [u64; 12] = [
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    100_000_000,
+    250_000_000,
+    1_000_000_000,
+];
+
+/// Upper bounds of the flush-size histogram, in bytes: one page to 16 MiB.
+pub const FLUSH_BYTES_BOUNDS: [u64; 8] = [
+    4096,
+    16 << 10,
+    64 << 10,
+    256 << 10,
+    1 << 20,
+    4 << 20,
+    8 << 20,
+    16 << 20,
+];
+
+fn bucket_of(bounds: &[u64], value: u64) -> usize {
+    bounds
+        .iter()
+        .position(|bound| value <= *bound)
+        .unwrap_or(bounds.len())
 }
 
 /// How a log flush makes its completed writes durable.
@@ -198,11 +244,16 @@ impl<I: Io> Committer<I> {
         }
     }
 
-    pub(crate) fn note_flush(&self, fsyncs: u64, bytes_written: u64) {
+    /// One log flush done: its fdatasyncs, bytes written, and how long
+    /// it waited for durability.
+    pub(crate) fn note_flush(&self, fsyncs: u64, bytes_written: u64, sync_nanos: u64) {
         let mut stats = self.shared.stats.get();
         stats.log_flushes += 1;
         stats.fsyncs += fsyncs;
         stats.bytes_written += bytes_written;
+        stats.sync_duration_buckets[bucket_of(&SYNC_BOUNDS_NANOS, sync_nanos)] += 1;
+        stats.sync_duration_nanos_sum += sync_nanos;
+        stats.flush_bytes_buckets[bucket_of(&FLUSH_BYTES_BOUNDS, bytes_written)] += 1;
         self.shared.stats.set(stats);
     }
 
@@ -353,3 +404,23 @@ impl<I: Io> Future for Woken<'_, I> {
 }
 
 impl<I: Io> Unpin for Woken<'_, I> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_fall_in_the_first_bucket_whose_bound_holds_them() {
+        assert_eq!(bucket_of(&SYNC_BOUNDS_NANOS, 0), 0);
+        assert_eq!(bucket_of(&SYNC_BOUNDS_NANOS, 50_000), 0);
+        assert_eq!(bucket_of(&SYNC_BOUNDS_NANOS, 50_001), 1);
+        assert_eq!(
+            bucket_of(&SYNC_BOUNDS_NANOS, u64::MAX),
+            SYNC_BOUNDS_NANOS.len()
+        );
+        assert_eq!(bucket_of(&FLUSH_BYTES_BOUNDS, 4096), 0);
+        assert_eq!(bucket_of(&FLUSH_BYTES_BOUNDS, 1 << 20), 4);
+        assert!(SYNC_BOUNDS_NANOS.windows(2).all(|pair| pair[0] < pair[1]));
+        assert!(FLUSH_BYTES_BOUNDS.windows(2).all(|pair| pair[0] < pair[1]));
+    }
+}

@@ -29,7 +29,7 @@ pub mod tail_cache;
 pub mod testing;
 pub mod types;
 
-pub use commit::{CommitStats, Committer, SyncMode};
+pub use commit::{CommitStats, Committer, FLUSH_BYTES_BOUNDS, SYNC_BOUNDS_NANOS, SyncMode};
 pub use compact::{AbortedRange, CleanOptions, CleanSummary, DirtyStats, TxnCleanInput};
 pub use config::{FlushPolicy, LogConfig};
 pub use epochs::{EpochEntry, LeaderEpochCache};

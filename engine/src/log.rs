@@ -1359,6 +1359,8 @@ impl<I: Io> LogInner<I> {
         // 3. Durability: one fdatasync per written file, or this log joins
         // the shard's next filesystem sync (commit.rs, SyncMode). Never
         // retried: an error poisons.
+        // Wall time, for the statistics only (never a decision).
+        let sync_started = std::time::Instant::now();
         let fsyncs = match self.committer.sync_mode() {
             SyncMode::PerFile => {
                 for result in join_all(files.iter().map(|file| io.sync_data(file))).await {
@@ -1379,7 +1381,8 @@ impl<I: Io> LogInner<I> {
                 0
             }
         };
-        self.committer.note_flush(fsyncs, bytes_written);
+        let sync_nanos = u64::try_from(sync_started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.committer.note_flush(fsyncs, bytes_written, sync_nanos);
         // 4. Publish durability and complete the covered appends.
         let mut retained = 0;
         {

@@ -222,6 +222,21 @@ fn metrics_count_the_records_a_client_produced_and_consumed() {
     assert!(total(&samples, "sluice_commit_rounds_total") >= 1.0);
     assert!(total(&samples, "sluice_commit_fsyncs_total") >= 1.0);
     assert!(total(&samples, "sluice_commit_write_bytes_total") >= size_bytes);
+    // One sync duration and one flush size per log flush; the sizes add
+    // up to the bytes written.
+    assert_eq!(
+        total(&samples, "sluice_commit_sync_duration_seconds_count"),
+        total(&samples, "sluice_commit_log_flushes_total")
+    );
+    assert!(total(&samples, "sluice_commit_sync_duration_seconds_sum") > 0.0);
+    assert_eq!(
+        total(&samples, "sluice_commit_flush_bytes_sum"),
+        total(&samples, "sluice_commit_write_bytes_total")
+    );
+    assert_eq!(
+        total(&samples, "sluice_commit_flush_bytes_count"),
+        total(&samples, "sluice_commit_log_flushes_total")
+    );
     assert!(
         value(
             &samples,

@@ -657,6 +657,43 @@ fn encode_shards(out: &mut TextEncoder, view: &BrokerView) {
             out.sample(&[("shard", &label)], read(&shard.commit) as f64);
         }
     }
+    let sync_bounds: Vec<f64> = sluice_engine::SYNC_BOUNDS_NANOS
+        .iter()
+        .map(|nanos| *nanos as f64 / 1e9)
+        .collect();
+    out.family(
+        "sluice_commit_sync_duration_seconds",
+        "How long each log flush waited for durability (its fdatasyncs, or its share of a \
+         syncfs), by shard.",
+        Kind::Histogram,
+    );
+    for shard in &view.shards {
+        let label = shard.shard.to_string();
+        out.histogram(
+            &[("shard", &label)],
+            &sync_bounds,
+            &shard.commit.sync_duration_buckets,
+            shard.commit.sync_duration_nanos_sum as f64 / 1e9,
+        );
+    }
+    let flush_bounds: Vec<f64> = sluice_engine::FLUSH_BYTES_BOUNDS
+        .iter()
+        .map(|bytes| *bytes as f64)
+        .collect();
+    out.family(
+        "sluice_commit_flush_bytes",
+        "Bytes each log flush wrote: the group-commit batch of one partition, by shard.",
+        Kind::Histogram,
+    );
+    for shard in &view.shards {
+        let label = shard.shard.to_string();
+        out.histogram(
+            &[("shard", &label)],
+            &flush_bounds,
+            &shard.commit.flush_bytes_buckets,
+            shard.commit.bytes_written as f64,
+        );
+    }
     out.family(
         "sluice_shard_cpu_seconds_total",
         "CPU time of a shard's thread (user and system), from /proc: its busy time, since a \
