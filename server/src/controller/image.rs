@@ -31,8 +31,8 @@ use crate::auth::acl::AclTable;
 use super::codec::{DecodeError, Reader, Writer};
 use super::records::AccessControlEntry;
 use super::records::{
-    ConfigRecord, ConfigResource, LeaderChange, Listener, MetadataRecord, PartitionRecord,
-    RecordBatch, RegisterBroker, TopicRecord, UserScramCredential,
+    ConfigRecord, ConfigResource, LeaderChange, Listener, MetadataRecord, PartitionReassignment,
+    PartitionRecord, RecordBatch, RegisterBroker, TopicRecord, UserScramCredential,
 };
 use super::types::{
     BrokerEpoch, BrokerId, IncarnationId, LeaderEpoch, MetadataOffset, PRODUCER_ID_BLOCK_SIZE,
@@ -129,6 +129,38 @@ pub struct PartitionState {
     pub leader: Option<BrokerId>,
     pub leader_epoch: LeaderEpoch,
     pub partition_epoch: PartitionEpoch,
+    /// An ongoing reassignment (`records::PartitionReassignment`): the
+    /// replicas being added (not in the ISR until caught up) and those
+    /// being removed; both empty when none. `replicas` is then the target
+    /// followed by `removing`.
+    pub adding: Vec<BrokerId>,
+    pub removing: Vec<BrokerId>,
+}
+
+impl PartitionState {
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
+    }
+
+    /// The replicas the partition is moving to (its replicas when no
+    /// reassignment is going on).
+    pub fn target_replicas(&self) -> Vec<BrokerId> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|replica| !self.removing.contains(replica))
+            .collect()
+    }
+
+    /// The replicas before the reassignment started (what a cancellation
+    /// goes back to).
+    pub fn original_replicas(&self) -> Vec<BrokerId> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|replica| !self.adding.contains(replica))
+            .collect()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -351,16 +383,25 @@ impl MetadataImage {
                     LeaderChange::NoLeader => next.leader = None,
                     LeaderChange::To(leader) => next.leader = Some(leader),
                 }
-                let replica_removed = partition
-                    .replicas
-                    .iter()
-                    .any(|replica| !next.replicas.contains(replica));
-                if next.leader != partition.leader || replica_removed {
+                // Only a new leader gets a new leader epoch. KRaft also bumps
+                // it when a replica is removed, to fence the removed
+                // replica's fetches; Sluice's leaders push to their
+                // followers (a removed one is no longer pushed to), and a
+                // bump would fail the acks=all produces waiting on a leader
+                // that stays (docs/internals/replication.md, reassignment).
+                if next.leader != partition.leader {
                     next.leader_epoch = next_leader_epoch(partition.leader_epoch);
                 }
                 next.partition_epoch = partition.partition_epoch.next();
                 check_partition_shape(change.topic_id, change.partition, &next)?;
                 *partition = next;
+            }
+            MetadataRecord::PartitionReassignment(record) => {
+                // Checked against the replicas at the end of the batch
+                // (`check_invariants`): a batch changes both.
+                let partition = self.partition_mut(record.topic_id, record.partition)?;
+                partition.adding = record.adding.clone();
+                partition.removing = record.removing.clone();
             }
             MetadataRecord::Config(record) => self.set_config(record)?,
             MetadataRecord::UserScramCredential(record) => {
@@ -495,6 +536,8 @@ impl MetadataImage {
             leader: record.leader,
             leader_epoch: record.leader_epoch,
             partition_epoch: record.partition_epoch,
+            adding: Vec::new(),
+            removing: Vec::new(),
         };
         check_partition_shape(record.topic_id, record.partition, &state)?;
         topic.partitions.push(state);
@@ -560,6 +603,7 @@ impl MetadataImage {
                 let partition_index =
                     PartitionIndex(i32::try_from(index).expect("partition count fits i32"));
                 check_partition_shape(*topic_id, partition_index, partition)?;
+                check_reassignment_shape(*topic_id, partition_index, partition)?;
                 if let Some(leader) = partition.leader
                     && !self.brokers.get(&leader).is_some_and(|b| b.is_active())
                 {
@@ -621,6 +665,19 @@ impl MetadataImage {
                     leader_epoch: partition.leader_epoch,
                     partition_epoch: partition.partition_epoch,
                 }));
+            }
+            // After all the partition records: (older snapshots have none).
+            for (index, partition) in topic.partitions.iter().enumerate() {
+                if partition.is_reassigning() {
+                    records.push(MetadataRecord::PartitionReassignment(PartitionReassignment {
+                        topic_id: topic.topic_id,
+                        partition: PartitionIndex(
+                            i32::try_from(index).expect("partition count fits i32"),
+                        ),
+                        adding: partition.adding.clone(),
+                        removing: partition.removing.clone(),
+                    }));
+                }
             }
             writer.bytes(&RecordBatch::new(records).encode());
         }
@@ -703,9 +760,9 @@ impl MetadataImage {
             let batch = RecordBatch::decode(reader.bytes()?)?;
             for record in &batch.records {
                 match record {
-                    MetadataRecord::Topic(_) | MetadataRecord::Partition(_) => {
-                        image.apply(offset, record)?
-                    }
+                    MetadataRecord::Topic(_)
+                    | MetadataRecord::Partition(_)
+                    | MetadataRecord::PartitionReassignment(_) => image.apply(offset, record)?,
                     _ => return Err(SnapshotError::Unexpected("topic")),
                 }
             }
@@ -806,6 +863,43 @@ fn check_partition_shape(
     }
     if state.leader_epoch.0 < 0 || state.partition_epoch.0 < 0 {
         return Err(invalid("negative epoch"));
+    }
+    Ok(())
+}
+
+/// A reassignment's lists: sets of replicas, disjoint, leaving a target.
+fn check_reassignment_shape(
+    topic_id: TopicId,
+    partition: PartitionIndex,
+    state: &PartitionState,
+) -> Result<(), ApplyError> {
+    let invalid = |reason| ApplyError::InvalidPartition {
+        topic_id,
+        partition,
+        reason,
+    };
+    let distinct = |list: &[BrokerId]| {
+        let mut sorted = list.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        sorted.len() == list.len()
+    };
+    if !distinct(&state.adding) || !distinct(&state.removing) {
+        return Err(invalid("duplicate replica in a reassignment"));
+    }
+    if !state
+        .adding
+        .iter()
+        .chain(&state.removing)
+        .all(|replica| state.replicas.contains(replica))
+    {
+        return Err(invalid("a reassigned replica is not a replica"));
+    }
+    if state.adding.iter().any(|replica| state.removing.contains(replica)) {
+        return Err(invalid("a replica both added and removed"));
+    }
+    if state.is_reassigning() && state.target_replicas().is_empty() {
+        return Err(invalid("a reassignment to no replica"));
     }
     Ok(())
 }

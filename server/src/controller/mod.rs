@@ -19,6 +19,7 @@
 //! | `placement` | replica placement for new topics and partitions |
 //! | `heartbeats` | broker sessions (soft state, never logged) |
 //! | `quorum_controller` | `QuorumController`: requests -> records to propose |
+//! | `reassignment` | partition reassignment (KIP-455): start, replace, cancel, complete |
 //! | `node` | `RaftNode`: raft-rs `RawNode` driven by inputs, producing outputs |
 //! | `storage` | the durable Raft log seam: in-memory (simulation) and file-backed |
 //! | `logger` | raft-rs's slog output forwarded to `tracing` |
@@ -32,6 +33,7 @@ pub mod logger;
 pub mod node;
 pub mod placement;
 pub mod quorum_controller;
+pub mod reassignment;
 pub mod records;
 pub mod rpc;
 pub mod service;

@@ -354,7 +354,8 @@ impl QuorumController {
     }
 
     /// Periodic work on the active controller: fence the brokers whose
-    /// session ran out, one batch per broker; then, when the leader
+    /// session ran out, one batch per broker; else complete the partition
+    /// reassignments whose new replicas are in sync; else, when the leader
     /// imbalance check is due, one batch of preferred-leader elections.
     pub fn tick(&mut self, image: &MetadataImage, now_ms: u64) -> Vec<Vec<MetadataRecord>> {
         let mut batches: Vec<Vec<MetadataRecord>> = self
@@ -368,6 +369,12 @@ impl QuorumController {
             .collect();
         // Not in the same round as a fencing: both decided on the same
         // image could conflict, and the image would refuse the later one.
+        if batches.is_empty() {
+            let completions = super::reassignment::completions(image);
+            if !completions.is_empty() {
+                batches.push(completions);
+            }
+        }
         if batches.is_empty()
             && self.leader_imbalance_check_interval_ms > 0
             && now_ms >= self.next_leader_imbalance_check_ms

@@ -92,6 +92,15 @@ pub enum Request {
     ElectUncleanLeaders {
         partitions: Vec<(String, i32)>,
     },
+    /// AlterPartitionReassignments: for each (topic, partition), start or
+    /// replace a reassignment to the replica list, or (`None`) cancel the
+    /// ongoing one (`controller::reassignment`). All or nothing: one
+    /// refused partition refuses the request (the broker checks each
+    /// against its view first and sends only those that pass). Answered
+    /// `Committed`.
+    AlterReassignments {
+        reassignments: Vec<(String, i32, Option<Vec<BrokerId>>)>,
+    },
 }
 
 impl Request {
@@ -515,6 +524,15 @@ impl Request {
                 writer.u8(12);
                 write_partitions(&mut writer, partitions);
             }
+            Request::AlterReassignments { reassignments } => {
+                writer.u8(13);
+                writer.count(reassignments.len());
+                for (topic, partition, target) in reassignments {
+                    writer.string(topic);
+                    writer.i32(*partition);
+                    writer.option(target.as_ref(), |w, target| write_broker_ids(w, target));
+                }
+            }
         }
         writer.into_bytes()
     }
@@ -653,6 +671,19 @@ impl Request {
             12 => Request::ElectUncleanLeaders {
                 partitions: read_partitions(&mut reader)?,
             },
+            13 => {
+                let count = reader.count(9)?;
+                let reassignments = (0..count)
+                    .map(|_| {
+                        Ok((
+                            reader.string()?,
+                            reader.i32()?,
+                            reader.option(read_broker_ids)?,
+                        ))
+                    })
+                    .collect::<Result<_, DecodeError>>()?;
+                Request::AlterReassignments { reassignments }
+            }
             other => return Err(invalid("request tag", other)),
         };
         reader.finish()?;
@@ -903,6 +934,12 @@ mod tests {
             },
             Request::ElectUncleanLeaders {
                 partitions: vec![("v".into(), 3)],
+            },
+            Request::AlterReassignments {
+                reassignments: vec![
+                    ("w".into(), 1, Some(vec![BrokerId(2), BrokerId(3)])),
+                    ("w".into(), 2, None),
+                ],
             },
         ]
     }

@@ -710,7 +710,7 @@ impl<S: RaftLogStore> ControllerLoop<S> {
         }
         self.next_session_check_ms = now_ms + SESSION_CHECK_INTERVAL_MS;
         for records in self.controller.tick(self.node.image(), now_ms) {
-            info!(?records, "fencing a broker or electing preferred leaders");
+            info!(?records, "fencing a broker, completing reassignments or electing preferred leaders");
             let (reply, _) = flume::bounded(1);
             self.propose(records, PendingKind::Silent, reply);
         }
@@ -938,6 +938,9 @@ impl<S: RaftLogStore> ControllerLoop<S> {
                 } else {
                     Ok((records, PendingKind::Committed))
                 }
+            }
+            Request::AlterReassignments { reassignments } => {
+                alter_reassignments(image, &reassignments).map(|records| (records, PendingKind::Committed))
             }
             Request::MetadataFetch { .. } => unreachable!("answered above"),
         };
@@ -1735,6 +1738,19 @@ impl ControllerHandle {
         )
     }
 
+    /// AlterPartitionReassignments: start, replace or (`None`) cancel the
+    /// reassignment of each (topic, partition); see
+    /// `Request::AlterReassignments`.
+    pub async fn alter_reassignments(
+        &self,
+        reassignments: Vec<(String, i32, Option<Vec<BrokerId>>)>,
+    ) -> Result<MetadataOffset, RequestError> {
+        committed(
+            self.call(Request::AlterReassignments { reassignments })
+                .await,
+        )
+    }
+
     /// ElectLeaders (UNCLEAN): give each leaderless partition a leader,
     /// out of the ISR if need be (see `Request::ElectUncleanLeaders`).
     pub async fn elect_unclean_leaders(
@@ -1894,6 +1910,56 @@ impl ControllerHandle {
         }
         false
     }
+}
+
+/// The records of an AlterReassignments request; `Err` is the answer
+/// when there is nothing to propose (a refusal, or nothing to change).
+#[allow(clippy::type_complexity)]
+fn alter_reassignments(
+    image: &MetadataImage,
+    reassignments: &[(String, i32, Option<Vec<BrokerId>>)],
+) -> Result<Vec<MetadataRecord>, Response> {
+    use super::reassignment::{ReassignmentError, alter};
+    let mut records = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (topic, partition, target) in reassignments {
+        if !seen.insert((topic, *partition)) {
+            continue;
+        }
+        let decided = image
+            .topic_by_name(topic)
+            .ok_or(ReassignmentError::UnknownTopicOrPartition)
+            .and_then(|found| {
+                alter(
+                    image,
+                    found.topic_id,
+                    PartitionIndex(*partition),
+                    target.as_deref(),
+                )
+            });
+        match decided {
+            Ok(partition_records) => records.extend(partition_records),
+            Err(error) => {
+                let kind = match error {
+                    ReassignmentError::UnknownTopicOrPartition => ErrorKind::UnknownTopicOrPartition,
+                    ReassignmentError::InvalidReplicaAssignment(_) => {
+                        ErrorKind::InvalidReplicaAssignment
+                    }
+                    ReassignmentError::NoReassignmentInProgress => ErrorKind::InvalidRequest,
+                };
+                return Err(Err(RequestError::rejected(
+                    kind,
+                    format!("{topic}-{partition}: {error}"),
+                )));
+            }
+        }
+    }
+    if records.is_empty() {
+        return Err(Ok(Reply::Committed {
+            offset: image.offset(),
+        }));
+    }
+    Ok(records)
 }
 
 fn committed(response: Response) -> Result<MetadataOffset, RequestError> {

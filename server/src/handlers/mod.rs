@@ -42,6 +42,7 @@ pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
+pub mod partition_reassignments;
 pub mod produce;
 pub mod sync_group;
 pub mod txn_offset_commit;
@@ -266,6 +267,12 @@ pub async fn handle(
         }
         RequestKind::ElectLeaders(body) => {
             elect_leaders::handle(shard, version, body, access).await?
+        }
+        RequestKind::AlterPartitionReassignments(body) => {
+            partition_reassignments::alter(shard, version, body, access).await?
+        }
+        RequestKind::ListPartitionReassignments(body) => {
+            partition_reassignments::list(shard, body, access)
         }
         RequestKind::DescribeLogDirs(body) => {
             describe_log_dirs::handle(shard, version, body, access).await?

@@ -30,6 +30,9 @@ pub const SUPPORTED: &[(ApiKey, VersionRange)] = &[
     (ApiKey::DescribeCluster, range(0, 2)),
     // kafka-leader-election.sh (PREFERRED; UNCLEAN is not done).
     (ApiKey::ElectLeaders, range(0, 2)),
+    // kafka-reassign-partitions.sh (controller/reassignment.rs).
+    (ApiKey::AlterPartitionReassignments, range(0, 1)),
+    (ApiKey::ListPartitionReassignments, range(0, 0)),
     // kafka-log-dirs.sh, rpk cluster logdirs (v0 is not decodable).
     (ApiKey::DescribeLogDirs, range(1, 4)),
     // KIP-966: kafka-topics.sh --describe from Kafka 3.8.

@@ -21,31 +21,55 @@ use crate::shard::partition::Replication;
 use crate::shard::{PartitionReplica, Shard};
 
 /// Start replicating `replica`, which just started leading: a pusher per
-/// follower, an ISR task. Nothing to do with replication factor 1.
+/// follower, an ISR task. Nothing to do with replication factor 1 (until
+/// a reassignment adds a follower: `start_pushers`).
 pub fn start(shard: &Rc<Shard>, replica: &Rc<PartitionReplica>) {
-    let (epoch, followers) = {
-        let replication = replica.replication.borrow();
-        let Replication::Leader(leader) = &*replication else {
-            return;
-        };
-        (
-            leader.epoch,
-            leader.followers.keys().copied().collect::<Vec<_>>(),
-        )
-    };
-    if followers.is_empty() {
+    let Some((epoch, pushers)) = with_any_leader(replica, |leader| (leader.epoch, leader.pushers()))
+    else {
         return;
-    }
-    for follower in followers {
+    };
+    start_pushers(shard, replica, epoch, pushers);
+    compio::runtime::spawn(isr_loop(Rc::clone(shard), Rc::downgrade(replica), epoch)).detach();
+}
+
+/// Start a pusher for each (follower, pusher number): the followers of a
+/// new leadership, or those a reassignment added to it.
+pub fn start_pushers(
+    shard: &Rc<Shard>,
+    replica: &Rc<PartitionReplica>,
+    epoch: LeaderEpoch,
+    pushers: Vec<(i32, u64)>,
+) {
+    for (follower, pusher) in pushers {
         compio::runtime::spawn(push_loop(
             Rc::clone(shard),
             Rc::downgrade(replica),
-            follower,
+            Pusher {
+                follower,
+                number: pusher,
+            },
             epoch,
         ))
         .detach();
     }
-    compio::runtime::spawn(isr_loop(Rc::clone(shard), Rc::downgrade(replica), epoch)).detach();
+}
+
+fn with_any_leader<R>(
+    replica: &PartitionReplica,
+    work: impl FnOnce(&LeaderState) -> R,
+) -> Option<R> {
+    match &*replica.replication.borrow() {
+        Replication::Leader(leader) => Some(work(leader)),
+        Replication::Follower { .. } => None,
+    }
+}
+
+/// One pusher task: the follower it serves and its number
+/// (`FollowerProgress::pusher`).
+#[derive(Clone, Copy, Debug)]
+struct Pusher {
+    follower: i32,
+    number: u64,
 }
 
 /// How often an idle follower hears from the leader (the high watermark,
@@ -70,14 +94,20 @@ fn with_leader<R>(
     }
 }
 
+/// Run `work` on the follower's progress if `replica` still leads under
+/// `epoch` and `pusher` still serves that follower.
 fn with_progress<R>(
     replica: &PartitionReplica,
     epoch: LeaderEpoch,
-    follower: i32,
+    pusher: Pusher,
     work: impl FnOnce(&mut FollowerProgress) -> R,
 ) -> Option<R> {
     with_leader(replica, epoch, |leader| {
-        leader.followers.get_mut(&follower).map(work)
+        leader
+            .followers
+            .get_mut(&pusher.follower)
+            .filter(|progress| progress.pusher == pusher.number)
+            .map(work)
     })
     .flatten()
 }
@@ -117,9 +147,10 @@ enum Send {
 async fn push_loop(
     shard: Rc<Shard>,
     replica: Weak<PartitionReplica>,
-    follower: i32,
+    pusher: Pusher,
     epoch: LeaderEpoch,
 ) {
+    let follower = pusher.follower;
     let heartbeat = heartbeat_interval(&shard);
     // Longer than a follower's fsync under load; about the lag limit, so
     // a dead connection is replaced by the time the ISR drops it.
@@ -139,17 +170,17 @@ async fn push_loop(
         let heartbeat_due = last_sent.elapsed() >= heartbeat;
         // Answers stopped although the connection looks open (a cut TCP
         // has not noticed): drop it and sync again over a new one.
-        let stuck = with_progress(&replica, epoch, follower, |progress| {
+        let stuck = with_progress(&replica, epoch, pusher, |progress| {
             progress
                 .oldest_in_flight_ms()
                 .is_some_and(|sent| now_ms - sent > answer_timeout_ms)
         });
         if stuck == Some(true) {
             shard.replication_links.break_connection(follower);
-            with_progress(&replica, epoch, follower, FollowerProgress::reset);
+            with_progress(&replica, epoch, pusher, FollowerProgress::reset);
             answers.clear();
         }
-        let Some(next) = with_progress(&replica, epoch, follower, |progress| {
+        let Some(next) = with_progress(&replica, epoch, pusher, |progress| {
             if progress.wants_probe(now_ms) {
                 Send::Probe
             } else if let Some(from) = progress.push_from(log_end) {
@@ -163,7 +194,7 @@ async fn push_loop(
                 Send::Wait
             }
         }) else {
-            tracing::debug!(follower, ?epoch, "pusher stopped: no longer leading");
+            tracing::debug!(follower, ?epoch, "pusher stopped: no longer leading, or no longer a replica");
             return;
         };
         let sent = match next {
@@ -173,7 +204,7 @@ async fn push_loop(
                 })
                 .await;
                 sent.map(|(id, answer)| {
-                    with_progress(&replica, epoch, follower, |progress| {
+                    with_progress(&replica, epoch, pusher, |progress| {
                         progress.sent_probe(id, log_end, now_ms)
                     });
                     Some(answer)
@@ -195,7 +226,7 @@ async fn push_loop(
                         })
                         .await;
                         sent.map(|(id, answer)| {
-                            with_progress(&replica, epoch, follower, |progress| {
+                            with_progress(&replica, epoch, pusher, |progress| {
                                 // A concurrent answer may have reset it.
                                 if progress.push_from(log_end) == Some(from) {
                                     progress.sent_push(id, from, end, log_end, now_ms);
@@ -211,7 +242,7 @@ async fn push_loop(
                     }
                     Err(error) => {
                         tracing::debug!(follower, %error, "reading for a push failed; syncing again");
-                        with_progress(&replica, epoch, follower, FollowerProgress::reset);
+                        with_progress(&replica, epoch, pusher, FollowerProgress::reset);
                         compio::time::sleep(heartbeat).await;
                         continue;
                     }
@@ -225,7 +256,7 @@ async fn push_loop(
                 })
                 .await;
                 sent.map(|(id, answer)| {
-                    with_progress(&replica, epoch, follower, |progress| {
+                    with_progress(&replica, epoch, pusher, |progress| {
                         if progress.next_offset == at {
                             progress.sent_push(id, at, at, log_end, now_ms);
                         }
@@ -244,7 +275,7 @@ async fn push_loop(
             }
             Ok(None) => {}
             Err(()) => {
-                with_progress(&replica, epoch, follower, FollowerProgress::reset);
+                with_progress(&replica, epoch, pusher, FollowerProgress::reset);
                 drop(replica);
                 compio::time::sleep(heartbeat.min(Duration::from_millis(200))).await;
                 continue;
@@ -271,7 +302,7 @@ async fn push_loop(
             }
         };
         match answer {
-            Some(Ok(reply)) => match take_answer(&shard, &replica, follower, epoch, &reply) {
+            Some(Ok(reply)) => match take_answer(&shard, &replica, pusher, epoch, &reply) {
                 AfterAnswer::Continue => {}
                 AfterAnswer::Stop => return,
                 AfterAnswer::Truncate {
@@ -287,13 +318,13 @@ async fn push_loop(
                     match sent {
                         Ok((id, answer)) => {
                             let log_end = replica.log.log_end_offset();
-                            with_progress(&replica, epoch, follower, |progress| {
+                            with_progress(&replica, epoch, pusher, |progress| {
                                 progress.sent_truncate(id, log_end, now_ms)
                             });
                             answers.push(answer);
                         }
                         Err(()) => {
-                            with_progress(&replica, epoch, follower, FollowerProgress::reset);
+                            with_progress(&replica, epoch, pusher, FollowerProgress::reset);
                         }
                     }
                 }
@@ -301,7 +332,7 @@ async fn push_loop(
             // The connection broke: everything in flight is lost.
             Some(Err(_canceled)) => {
                 answers.clear();
-                with_progress(&replica, epoch, follower, FollowerProgress::reset);
+                with_progress(&replica, epoch, pusher, FollowerProgress::reset);
             }
             None => {}
         }
@@ -351,10 +382,11 @@ enum AfterAnswer {
 fn take_answer(
     shard: &Shard,
     replica: &PartitionReplica,
-    follower: i32,
+    pusher: Pusher,
     epoch: LeaderEpoch,
     reply: &StateReply,
 ) -> AfterAnswer {
+    let follower = pusher.follower;
     let now_ms = shard.io.now_ms();
     let log = &replica.log;
     let sync = |follower_log: &FollowerLog| {
@@ -365,7 +397,7 @@ fn take_answer(
             |requested| log.end_offset_for_epoch(requested),
         )
     };
-    let Some(effect) = with_progress(replica, epoch, follower, |progress| {
+    let Some(effect) = with_progress(replica, epoch, pusher, |progress| {
         progress.on_reply(reply, now_ms, epoch, sync)
     }) else {
         return AfterAnswer::Stop;
@@ -424,11 +456,15 @@ async fn isr_loop(shard: Rc<Shard>, replica: Weak<PartitionReplica>, epoch: Lead
         let outcome = super::propose_isr(&shard, &replica, epoch, partition_epoch, wanted).await;
         let applied = with_leader(&replica, epoch, |leader| match &outcome {
             Ok(committed) => {
-                leader.apply_committed(
+                // The answer carries no replica list: the replicas stay
+                // (a view brings a reassignment's).
+                let added = leader.apply_committed(
                     committed.partition_epoch,
                     &leader.replicas.clone(),
                     &committed.isr,
+                    now_ms,
                 );
+                debug_assert!(added.is_empty());
                 true
             }
             // Refused: nothing changed. Anything else (no answer in time,

@@ -164,6 +164,10 @@ pub struct FollowerProgress {
     pub last_caught_up_ms: i64,
     /// The last answer of any kind.
     pub last_heard_ms: i64,
+    /// Which pusher task serves it (`LeaderState::followers`): a replica
+    /// removed and added again within a leader epoch gets a new one, and
+    /// the old task, finding another number, stops.
+    pub pusher: u64,
     in_flight: VecDeque<InFlight>,
 }
 
@@ -185,6 +189,7 @@ impl FollowerProgress {
             acked_end: None,
             last_caught_up_ms: now_ms,
             last_heard_ms: now_ms,
+            pusher: 0,
             in_flight: VecDeque::new(),
         }
     }
@@ -380,6 +385,8 @@ pub struct LeaderState {
     /// An ISR change sent to the controller and not yet seen committed.
     pub pending_isr: Option<Vec<i32>>,
     pub followers: BTreeMap<i32, FollowerProgress>,
+    /// The number the next follower's pusher gets.
+    next_pusher: u64,
     /// Never moves backwards while this leader leads.
     high_watermark: Offset,
 }
@@ -396,22 +403,50 @@ impl LeaderState {
         high_watermark: Offset,
         now_ms: i64,
     ) -> LeaderState {
-        let followers = replicas
-            .iter()
-            .filter(|&&broker| broker != node_id)
-            .map(|&broker| (broker, FollowerProgress::new(broker, now_ms)))
-            .collect();
-        LeaderState {
+        let mut leader = LeaderState {
             node_id,
             epoch,
             epoch_start,
             partition_epoch,
-            replicas,
+            replicas: Vec::new(),
             isr,
             pending_isr: None,
-            followers,
+            followers: BTreeMap::new(),
+            next_pusher: 0,
             high_watermark: high_watermark.min(epoch_start),
+        };
+        leader.set_replicas(&replicas, now_ms);
+        leader
+    }
+
+    /// Follow a new replica list (a reassignment, within the leader
+    /// epoch): progress for the replicas new to it, none any more for
+    /// those gone. Returns the new followers and their pusher numbers: the
+    /// caller starts a pusher for each.
+    fn set_replicas(&mut self, replicas: &[i32], now_ms: i64) -> Vec<(i32, u64)> {
+        self.replicas = replicas.to_vec();
+        self.followers
+            .retain(|broker, _| replicas.contains(broker));
+        let mut added = Vec::new();
+        for &broker in replicas {
+            if broker == self.node_id || self.followers.contains_key(&broker) {
+                continue;
+            }
+            let mut progress = FollowerProgress::new(broker, now_ms);
+            progress.pusher = self.next_pusher;
+            self.next_pusher += 1;
+            added.push((broker, progress.pusher));
+            self.followers.insert(broker, progress);
         }
+        added
+    }
+
+    /// The followers and their pusher numbers.
+    pub fn pushers(&self) -> Vec<(i32, u64)> {
+        self.followers
+            .iter()
+            .map(|(broker, progress)| (*broker, progress.pusher))
+            .collect()
     }
 
     pub fn high_watermark(&self) -> Offset {
@@ -503,16 +538,25 @@ impl LeaderState {
     /// A newer committed assignment arrived (from the metadata view).
     /// An older partition epoch (a late AlterPartition answer, after a
     /// newer view) is ignored, as Kafka ignores stale AlterPartition
-    /// responses.
-    pub fn apply_committed(&mut self, partition_epoch: i32, replicas: &[i32], isr: &[i32]) {
+    /// responses. Returns the followers new to the replica list (a
+    /// reassignment) with their pusher numbers, to start pushers for.
+    pub fn apply_committed(
+        &mut self,
+        partition_epoch: i32,
+        replicas: &[i32],
+        isr: &[i32],
+        now_ms: i64,
+    ) -> Vec<(i32, u64)> {
         if partition_epoch <= self.partition_epoch {
-            return;
+            return Vec::new();
         }
         self.partition_epoch = partition_epoch;
         self.isr = isr.to_vec();
         self.pending_isr = None;
         if self.replicas != replicas {
-            self.replicas = replicas.to_vec();
+            self.set_replicas(replicas, now_ms)
+        } else {
+            Vec::new()
         }
     }
 }
@@ -812,11 +856,11 @@ mod tests {
         state.pending_isr = Some(vec![1, 2]);
         assert_eq!(state.wanted_isr(10_500, 10_000), None);
         assert_eq!(state.maximal_isr().collect::<Vec<_>>(), vec![1, 2, 3]);
-        state.apply_committed(1, &[1, 2, 3], &[1, 2]);
+        assert_eq!(state.apply_committed(1, &[1, 2, 3], &[1, 2], 10_500), vec![]);
         assert_eq!(state.pending_isr, None);
         assert_eq!(state.maximal_isr().collect::<Vec<_>>(), vec![1, 2]);
         // A late answer of an older partition epoch changes nothing.
-        state.apply_committed(0, &[1, 2, 3], &[1, 2, 3]);
+        state.apply_committed(0, &[1, 2, 3], &[1, 2, 3], 10_500);
         assert_eq!(state.isr, vec![1, 2]);
         // 3 catches up again.
         state.followers.get_mut(&3).unwrap().last_caught_up_ms = 11_000;
@@ -825,5 +869,30 @@ mod tests {
         // Not past the epoch start: not yet.
         state.followers.get_mut(&3).unwrap().acked_end = Some(Offset(8));
         assert_eq!(state.wanted_isr(11_000, 10_000), None);
+    }
+
+    #[test]
+    fn a_reassignment_adds_and_removes_followers_within_the_epoch() {
+        let mut state = leader_state();
+        let first = state.pushers();
+        assert_eq!(first.iter().map(|(broker, _)| *broker).collect::<Vec<_>>(), vec![2, 3]);
+        // 4 added: a new follower with a new pusher; nobody else changes.
+        let added = state.apply_committed(1, &[4, 2, 3, 1], &[1, 2, 3], 1_000);
+        assert_eq!(added.len(), 1);
+        assert_eq!(added[0].0, 4);
+        assert!(!first.iter().any(|(_, pusher)| *pusher == added[0].1));
+        assert_eq!(state.followers[&4].acked_end, None);
+        // Completed without 3: its progress goes (its pusher stops), and
+        // the high watermark no longer waits for it.
+        state.apply_committed(2, &[4, 2, 1], &[1, 2, 4], 2_000);
+        assert!(!state.followers.contains_key(&3));
+        for follower in [2, 4] {
+            state.followers.get_mut(&follower).unwrap().acked_end = Some(Offset(30));
+        }
+        assert!(state.update_high_watermark(Offset(30)));
+        // 3 back in a later reassignment: a pusher with another number.
+        let again = state.apply_committed(3, &[4, 2, 1, 3], &[1, 2, 4], 3_000);
+        assert_eq!(again.len(), 1);
+        assert!(again[0].1 > added[0].1);
     }
 }

@@ -334,7 +334,9 @@ impl Shard {
         match self.partition(topic_partition) {
             Some(replica) => {
                 let node_id = self.metadata.snapshot().node_id;
-                if replica.set_state(node_id, state, self.io.now_ms()) {
+                if replica.set_state(node_id, state, self.io.now_ms())
+                    == partition::ViewChange::StartedLeading
+                {
                     crate::replication::leader::start(self, &replica);
                 }
                 true
@@ -360,7 +362,11 @@ impl Shard {
         };
         let node_id = self.metadata.snapshot().node_id;
         let was_leader = replica.state().is_leader();
-        let started_leading = replica.apply_view(node_id, state, assignment, self.io.now_ms());
+        let change = replica.apply_view(node_id, state, assignment, self.io.now_ms());
+        let started_leading = change == partition::ViewChange::StartedLeading;
+        if let partition::ViewChange::NewFollowers(epoch, pushers) = change {
+            crate::replication::leader::start_pushers(self, &replica, epoch, pushers);
+        }
         let offsets = topic_partition.topic.as_ref() == crate::group::OFFSETS_TOPIC;
         if started_leading {
             let producers =

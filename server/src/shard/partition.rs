@@ -198,6 +198,17 @@ pub enum CommitWaitError {
     TimedOut,
 }
 
+/// What applying a view started (`PartitionReplica::apply_view`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum ViewChange {
+    None,
+    /// A new leader epoch led by this broker.
+    StartedLeading,
+    /// Leading on under this epoch, with followers a reassignment added
+    /// (and their pusher numbers).
+    NewFollowers(LeaderEpoch, Vec<(i32, u64)>),
+}
+
 /// An accepted append made through [`PartitionReplica::append`]: like the
 /// engine's `Appended`, but its completion also wakes waiting fetches.
 #[must_use = "an append is not durable until its completion resolves"]
@@ -274,23 +285,26 @@ impl PartitionReplica {
 
     /// Apply the role and leader epoch of a newer view, with the current
     /// assignment (see [`PartitionReplica::apply_view`]).
-    pub fn set_state(&self, node_id: i32, state: ReplicaState, now_ms: i64) -> bool {
+    pub fn set_state(&self, node_id: i32, state: ReplicaState, now_ms: i64) -> ViewChange {
         let assignment = self.assignment.borrow().clone();
         self.apply_view(node_id, state, assignment, now_ms)
     }
 
     /// Apply a newer view's state and assignment (shard/follower.rs).
     /// Leader epochs only grow in the committed metadata log, so a lower
-    /// one is a bug. Returns true when this replica just started leading
-    /// (a new leader epoch): the caller rebuilds the producer state and
-    /// starts the pushers (`replication::leader::start`).
+    /// one is a bug. Returns `StartedLeading` when this replica just
+    /// started leading (a new leader epoch): the caller rebuilds the
+    /// producer state and starts the pushers (`replication::leader::start`);
+    /// `NewFollowers` when, leading on, it has followers a reassignment
+    /// added: the caller starts their pushers
+    /// (`replication::leader::start_pushers`).
     pub fn apply_view(
         &self,
         node_id: i32,
         state: ReplicaState,
         assignment: Assignment,
         now_ms: i64,
-    ) -> bool {
+    ) -> ViewChange {
         let previous = self.state.get();
         assert!(
             state.leader_epoch >= previous.leader_epoch,
@@ -308,14 +322,19 @@ impl PartitionReplica {
             Replication::Leader(leader) => leader.high_watermark(),
             Replication::Follower { high_watermark } => *high_watermark,
         };
-        let started_leading = match (&mut *replication, state.is_leader()) {
+        let change = match (&mut *replication, state.is_leader()) {
             (Replication::Leader(leader), true) if leader.epoch == state.leader_epoch => {
-                leader.apply_committed(
+                let added = leader.apply_committed(
                     assignment.partition_epoch,
                     &assignment.replicas,
                     &assignment.isr,
+                    now_ms,
                 );
-                false
+                if added.is_empty() {
+                    ViewChange::None
+                } else {
+                    ViewChange::NewFollowers(state.leader_epoch, added)
+                }
             }
             (_, true) => {
                 *replication = Replication::Leader(LeaderState::new(
@@ -328,22 +347,22 @@ impl PartitionReplica {
                     known_high_watermark,
                     now_ms,
                 ));
-                true
+                ViewChange::StartedLeading
             }
             (Replication::Leader(_), false) => {
                 *replication = Replication::Follower {
                     high_watermark: known_high_watermark,
                 };
-                false
+                ViewChange::None
             }
-            (Replication::Follower { .. }, false) => false,
+            (Replication::Follower { .. }, false) => ViewChange::None,
         };
         drop(replication);
         *self.assignment.borrow_mut() = assignment;
         // Waiters (acks=all, long polls) re-check: role, ISR or high
         // watermark may have changed.
         self.notify_high_watermark();
-        started_leading
+        change
     }
 
     /// The committed assignment as last applied.
