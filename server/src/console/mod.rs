@@ -452,6 +452,7 @@ mod tests {
                 },
             )]),
             listener_endpoints: BTreeMap::new(),
+            ..ClusterMetadata::default()
         }
     }
 

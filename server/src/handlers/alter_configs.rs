@@ -1,11 +1,14 @@
 //! AlterConfigs (the legacy, non-incremental API): replace every explicit
-//! config of a topic with the given set; configs left out return to their
-//! defaults.
+//! config of a topic, or every dynamic config of a BROKER resource (`""`
+//! the cluster-wide default, `"<id>"` one broker), with the given set;
+//! configs left out return to their defaults.
 //!
 //! The new set is validated as a whole (unknown name or bad value ->
-//! INVALID_CONFIG, nothing changed), persisted in the metadata, and applied
-//! to the open logs on their shards (shard::topics::set_configs).
-//! Broker configs are static in Sluice: altering them is INVALID_REQUEST.
+//! INVALID_CONFIG, a static broker config -> INVALID_REQUEST, nothing
+//! changed), persisted in the metadata, and applied to the open logs on
+//! their shards by the metadata follower (shard::topics::set_configs,
+//! Metadata::set_broker_configs; which broker configs are dynamic:
+//! metadata/broker_config.rs).
 
 use crate::auth::acl::AclOperation;
 use crate::auth::authorizer::Access;
@@ -19,22 +22,25 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::handlers::Reply;
 use crate::handlers::create_topics::{AdminError, topic_error};
-use crate::handlers::describe_configs::resource_type;
+use crate::handlers::describe_configs::{is_static_broker_config, resource_type};
 use crate::shard::Shard;
-use crate::shard::topics::set_configs;
+use crate::shard::topics::{TopicError, set_configs};
 
 /// Why a resource that is not a topic cannot be altered.
 pub fn not_alterable(resource_type: i8, name: &str) -> AdminError {
     let message = match resource_type {
-        resource_type::BROKER | resource_type::BROKER_LOGGER => format!(
-            "Broker {name:?}: Sluice broker configs are static (flags, environment, config \
-             file) and cannot be altered at runtime."
+        resource_type::BROKER_LOGGER => format!(
+            "Broker {name:?}: Sluice's log levels are set at start (RUST_LOG) and cannot be \
+             altered at runtime."
         ),
         resource_type::GROUP => format!(
             "Group {name:?}: group configs tune KIP-848 consumer and share groups, which \
              Sluice does not serve; they keep their defaults."
         ),
-        other => format!("Resource type {other} is not supported; only topics (2) can be altered."),
+        other => format!(
+            "Resource type {other} is not supported; only topics (2) and brokers (4) can be \
+             altered."
+        ),
     };
     (ResponseError::InvalidRequest, message)
 }
@@ -105,7 +111,7 @@ pub fn config_access_error(
 }
 
 /// The checks both AlterConfigs APIs make before touching a resource: listed
-/// once, and a topic (broker configs are static).
+/// once, and a topic or a broker.
 pub fn check_resource(
     counts: &HashMap<(i8, String), usize>,
     resource_type: i8,
@@ -119,10 +125,50 @@ pub fn check_resource(
     {
         return Err(duplicate_error(name));
     }
-    if resource_type != resource_type::TOPIC {
+    if resource_type != resource_type::TOPIC && resource_type != resource_type::BROKER {
         return Err(not_alterable(resource_type, name));
     }
     Ok(())
+}
+
+/// The broker a BROKER resource names: `None` for `""` (the cluster-wide
+/// default), else the broker id.
+pub fn broker_of(name: &str) -> Result<Option<i32>, AdminError> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    match name.parse::<i32>() {
+        Ok(id) if id >= 0 => Ok(Some(id)),
+        _ => Err((
+            ResponseError::InvalidRequest,
+            format!(
+                "Broker resource name must be a broker id or empty (the cluster-wide \
+                 default), got {name:?}"
+            ),
+        )),
+    }
+}
+
+/// Replace the dynamic configs of the BROKER resource `name` with
+/// `configs` (Metadata::set_broker_configs).
+pub async fn set_broker_configs(
+    shard: &Rc<Shard>,
+    name: &str,
+    configs: BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<(), AdminError> {
+    let broker = broker_of(name)?;
+    let config = &shard.config;
+    shard
+        .metadata
+        .set_broker_configs(
+            broker,
+            configs,
+            &|name| is_static_broker_config(config, name),
+            validate_only,
+        )
+        .await
+        .map_err(|error| topic_error(&TopicError::Metadata(error)))
 }
 
 pub async fn handle(
@@ -150,16 +196,18 @@ pub async fn handle(
         } else if let Err(error) = check_resource(&counts, resource.resource_type, &name) {
             Err(error)
         } else {
-            replace_topic_configs(
-                shard,
-                &name,
-                resource
-                    .configs
-                    .iter()
-                    .map(|config| (&config.name, config.value.as_ref())),
-                request.validate_only,
-            )
-            .await
+            let configs = resource
+                .configs
+                .iter()
+                .map(|config| (&config.name, config.value.as_ref()));
+            if resource.resource_type == resource_type::BROKER {
+                match config_map(configs, "broker") {
+                    Ok(map) => set_broker_configs(shard, &name, map, request.validate_only).await,
+                    Err(error) => Err(error),
+                }
+            } else {
+                replace_topic_configs(shard, &name, configs, request.validate_only).await
+            }
         };
         let response = AlterConfigsResourceResponse::default()
             .with_resource_type(resource.resource_type)
@@ -182,13 +230,25 @@ async fn replace_topic_configs<'a>(
     validate_only: bool,
 ) -> Result<(), AdminError> {
     require_topic(shard, name)?;
+    let map = config_map(configs, "topic")?;
+    set_configs(shard, name, map, validate_only)
+        .await
+        .map_err(|error| topic_error(&error))?;
+    Ok(())
+}
+
+/// The requested set as a map: no null value, no name twice.
+fn config_map<'a>(
+    configs: impl Iterator<Item = (&'a StrBytes, Option<&'a StrBytes>)>,
+    kind: &str,
+) -> Result<BTreeMap<String, String>, AdminError> {
     let mut map = BTreeMap::new();
     for (config, value) in configs {
         let Some(value) = value else {
             return Err((
                 ResponseError::InvalidRequest,
                 format!(
-                    "Null value not supported for topic config {}",
+                    "Null value not supported for {kind} config {}",
                     config.as_str()
                 ),
             ));
@@ -203,8 +263,5 @@ async fn replace_topic_configs<'a>(
             ));
         }
     }
-    set_configs(shard, name, map, validate_only)
-        .await
-        .map_err(|error| topic_error(&error))?;
-    Ok(())
+    Ok(map)
 }

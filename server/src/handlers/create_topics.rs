@@ -27,7 +27,8 @@ use kafka_protocol::messages::{BrokerId, CreateTopicsRequest, CreateTopicsRespon
 use kafka_protocol::protocol::StrBytes;
 
 use crate::handlers::Reply;
-use crate::handlers::describe_configs::{static_topic_defaults, topic_config_entries};
+use crate::handlers::describe_configs::{topic_config_entries, topic_defaults};
+use crate::metadata::broker_config::BrokerConfigError;
 use crate::metadata::{ClusterMetadata, MetadataError, TopicMetadata, validate_topic_name};
 use crate::shard::Shard;
 use crate::shard::topics::{TopicError, create_topic_with};
@@ -50,6 +51,14 @@ pub fn topic_error(error: &TopicError) -> AdminError {
             MetadataError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
             MetadataError::ControllerUnavailable(_) => ResponseError::RequestTimedOut,
             MetadataError::Controller(_) => ResponseError::UnknownServerError,
+            // Kafka answers a static broker config with INVALID_REQUEST
+            // ("Cannot update these configs dynamically"), a bad value with
+            // INVALID_CONFIG.
+            MetadataError::BrokerConfig(
+                BrokerConfigError::ReadOnly { .. } | BrokerConfigError::NotDynamicHere { .. },
+            ) => ResponseError::InvalidRequest,
+            MetadataError::BrokerConfig(_) => ResponseError::InvalidConfig,
+            MetadataError::UnknownBroker(_) => ResponseError::InvalidRequest,
         },
     };
     if matches!(
@@ -214,7 +223,7 @@ pub async fn handle(
                 if version >= 5 {
                     let configs = topic_config_entries(
                         &created.configs,
-                        &static_topic_defaults(&shard.config),
+                        &topic_defaults(&shard.config, &shard.metadata.snapshot()),
                     )
                     .into_iter()
                     .map(|entry| {

@@ -2,12 +2,18 @@
 //!
 //! Topic resources list every topic config (metadata/topic_config.rs) with
 //! its value and source: DYNAMIC_TOPIC_CONFIG when set on the topic,
-//! STATIC_BROKER_CONFIG when a broker flag sets its default
-//! (--min-insync-replicas), DEFAULT_CONFIG otherwise. Group resources (type
-//! 32, Kafka 4.0) list Kafka's group configs with their defaults: they tune
-//! KIP-848 and share groups, which Sluice does not serve. Broker resources list a few static broker
-//! settings, all read-only (Sluice has no dynamic broker configs). Runs on
-//! the connection's shard and reads only the metadata snapshot.
+//! DYNAMIC_BROKER_CONFIG / DYNAMIC_DEFAULT_BROKER_CONFIG when this broker's
+//! or the cluster's dynamic broker config sets its default
+//! (metadata/broker_config.rs), STATIC_BROKER_CONFIG when a broker flag
+//! does (--min-insync-replicas), DEFAULT_CONFIG otherwise; the synonyms
+//! list every layer, most specific first. Group resources (type 32, Kafka
+//! 4.0) list Kafka's group configs with their defaults: they tune KIP-848
+//! and share groups, which Sluice does not serve. The BROKER resource of
+//! this broker lists its static settings (read-only) and the dynamic
+//! broker configs (the topic-config defaults, alterable) with their source;
+//! the BROKER resource `""` lists the cluster-wide dynamic defaults that
+//! are set. Runs on the connection's shard and reads only the metadata
+//! snapshot.
 //!
 //! Also home of the config entries shared by CreateTopics (v5+ answers with
 //! the effective configs) and IncrementalAlterConfigs (which configs are
@@ -27,6 +33,9 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::cli::BrokerConfig;
 use crate::handlers::Reply;
+use crate::metadata::broker_config::{
+    DefaultSource, DynamicBrokerConfigs, TopicDefaults, dynamic_spec,
+};
 use crate::metadata::topic_config::{ConfigKind, TOPIC_CONFIGS, spec_of};
 use crate::metadata::validate_topic_name;
 use crate::shard::Shard;
@@ -43,6 +52,8 @@ pub mod resource_type {
 /// Kafka's `DescribeConfigsResponse.ConfigSource` codes.
 pub mod config_source {
     pub const DYNAMIC_TOPIC_CONFIG: i8 = 1;
+    pub const DYNAMIC_BROKER_CONFIG: i8 = 2;
+    pub const DYNAMIC_DEFAULT_BROKER_CONFIG: i8 = 3;
     pub const STATIC_BROKER_CONFIG: i8 = 4;
     pub const DEFAULT_CONFIG: i8 = 5;
 }
@@ -88,6 +99,24 @@ pub fn static_topic_defaults(config: &BrokerConfig) -> BTreeMap<&'static str, St
         );
     }
     defaults
+}
+
+/// The protocol's source code of a default's layer.
+fn source_code(source: DefaultSource) -> i8 {
+    match source {
+        DefaultSource::DynamicBroker => config_source::DYNAMIC_BROKER_CONFIG,
+        DefaultSource::DynamicDefaultBroker => config_source::DYNAMIC_DEFAULT_BROKER_CONFIG,
+        DefaultSource::StaticBroker => config_source::STATIC_BROKER_CONFIG,
+    }
+}
+
+/// The topic-config defaults a topic of this broker runs with: the
+/// dynamic broker configs of `view` over the broker's flags.
+pub fn topic_defaults(
+    config: &BrokerConfig,
+    view: &crate::metadata::ClusterMetadata,
+) -> TopicDefaults {
+    view.topic_defaults(&static_topic_defaults(config))
 }
 
 /// One config as DescribeConfigs and CreateTopics report it.
@@ -165,11 +194,11 @@ pub fn group_config_entries() -> Vec<ConfigEntry> {
 }
 
 /// Every topic config of a topic whose explicit configs are `explicit`, in
-/// name order: its value and source (the topic's, the broker's static
-/// setting, or Kafka's default), with synonyms most specific first.
+/// name order: its value and source (the topic's, the broker's dynamic or
+/// static default, or Kafka's default), with synonyms most specific first.
 pub fn topic_config_entries(
     explicit: &BTreeMap<String, String>,
-    static_defaults: &BTreeMap<&'static str, String>,
+    defaults: &TopicDefaults,
 ) -> Vec<ConfigEntry> {
     TOPIC_CONFIGS
         .iter()
@@ -183,12 +212,12 @@ pub fn topic_config_entries(
                     config_source::DYNAMIC_TOPIC_CONFIG,
                 ));
             }
-            let static_value = static_defaults.get(spec.name);
-            if let Some(value) = static_value {
+            let layers = defaults.layers(spec.name);
+            for (source, value) in layers {
                 synonyms.push((
                     broker_name.to_string(),
                     Some(value.clone()),
-                    config_source::STATIC_BROKER_CONFIG,
+                    source_code(*source),
                 ));
             }
             synonyms.push((
@@ -196,9 +225,9 @@ pub fn topic_config_entries(
                 Some(spec.default.to_string()),
                 config_source::DEFAULT_CONFIG,
             ));
-            let (value, source) = match (explicit.get(spec.name), static_value) {
+            let (value, source) = match (explicit.get(spec.name), layers.first()) {
                 (Some(value), _) => (value.clone(), config_source::DYNAMIC_TOPIC_CONFIG),
-                (None, Some(value)) => (value.clone(), config_source::STATIC_BROKER_CONFIG),
+                (None, Some((source, value))) => (value.clone(), source_code(*source)),
                 (None, None) => (spec.default.to_string(), config_source::DEFAULT_CONFIG),
             };
             ConfigEntry {
@@ -214,8 +243,46 @@ pub fn topic_config_entries(
         .collect()
 }
 
-/// The broker settings reported for a BROKER resource, all read-only.
-fn broker_config_entries(config: &BrokerConfig) -> Vec<ConfigEntry> {
+/// Whether `name` is one of the broker's static settings (reported
+/// read-only for its BROKER resource).
+pub fn is_static_broker_config(config: &BrokerConfig, name: &str) -> bool {
+    broker_config_entries(config, &DynamicBrokerConfigs::default())
+        .iter()
+        .any(|entry| entry.name == name && entry.read_only)
+}
+
+/// The cluster-wide dynamic defaults that are set (BROKER resource `""`),
+/// as Kafka lists them: each with source DYNAMIC_DEFAULT_BROKER_CONFIG.
+pub fn cluster_default_entries(dynamic: &DynamicBrokerConfigs) -> Vec<ConfigEntry> {
+    dynamic
+        .cluster_default
+        .iter()
+        .map(|(name, value)| {
+            let spec = dynamic_spec(name);
+            ConfigEntry {
+                name: name.clone(),
+                value: Some(value.clone()),
+                source: config_source::DYNAMIC_DEFAULT_BROKER_CONFIG,
+                read_only: false,
+                config_type: spec.map_or(config_type::UNKNOWN, |spec| kind_code(spec.kind)),
+                documentation: spec.map(|spec| spec.documentation),
+                synonyms: vec![(
+                    name.clone(),
+                    Some(value.clone()),
+                    config_source::DYNAMIC_DEFAULT_BROKER_CONFIG,
+                )],
+            }
+        })
+        .collect()
+}
+
+/// The settings reported for this broker's BROKER resource: its static
+/// settings (read-only) and the topic-config defaults, which are dynamic
+/// broker configs (read_only false) with the layer that sets them.
+fn broker_config_entries(
+    config: &BrokerConfig,
+    dynamic: &DynamicBrokerConfigs,
+) -> Vec<ConfigEntry> {
     let static_entry =
         |name: &str, value: String, kind: i8, documentation: &'static str| ConfigEntry {
             name: name.to_string(),
@@ -266,12 +333,6 @@ fn broker_config_entries(config: &BrokerConfig) -> Vec<ConfigEntry> {
             config.default_replication_factor.to_string(),
             config_type::INT,
             "Replicas of a topic created without a replication factor (--default-replication-factor).",
-        ),
-        static_entry(
-            "min.insync.replicas",
-            config.min_insync_replicas.to_string(),
-            config_type::INT,
-            "In-sync replicas an acks=all write needs, unless the topic sets it (--min-insync-replicas).",
         ),
         static_entry(
             "offsets.topic.replication.factor",
@@ -498,8 +559,8 @@ fn broker_config_entries(config: &BrokerConfig) -> Vec<ConfigEntry> {
         ),
     ]);
     // The broker-level defaults of the topic configs (those with a broker
-    // synonym; min.insync.replicas is listed above).
-    let static_defaults = static_topic_defaults(config);
+    // synonym): dynamic broker configs, but for the few that are not.
+    let defaults = dynamic.topic_defaults(config.node_id, &static_topic_defaults(config));
     for spec in TOPIC_CONFIGS {
         let Some(name) = spec.broker_name else {
             continue;
@@ -507,18 +568,25 @@ fn broker_config_entries(config: &BrokerConfig) -> Vec<ConfigEntry> {
         if entries.iter().any(|entry| entry.name == name) {
             continue;
         }
-        let (value, source) = match static_defaults.get(spec.name) {
-            Some(value) => (value.clone(), config_source::STATIC_BROKER_CONFIG),
-            None => (spec.default.to_string(), config_source::DEFAULT_CONFIG),
-        };
+        let mut synonyms: Vec<(String, Option<String>, i8)> = defaults
+            .layers(spec.name)
+            .iter()
+            .map(|(source, value)| (name.to_string(), Some(value.clone()), source_code(*source)))
+            .collect();
+        synonyms.push((
+            name.to_string(),
+            Some(spec.default.to_string()),
+            config_source::DEFAULT_CONFIG,
+        ));
+        let (_, value, source) = synonyms[0].clone();
         entries.push(ConfigEntry {
             name: name.to_string(),
-            value: Some(value.clone()),
+            value,
             source,
-            read_only: true,
+            read_only: dynamic_spec(name).is_none(),
             config_type: kind_code(spec.kind),
             documentation: Some(spec.documentation),
-            synonyms: vec![(name.to_string(), Some(value), source)],
+            synonyms,
         });
     }
     entries.sort_by(|left, right| left.name.cmp(&right.name));
@@ -549,7 +617,7 @@ pub async fn handle(
             resource_type::TOPIC => match snapshot.topics.get(&name) {
                 Some(topic) => Ok(topic_config_entries(
                     &topic.configs,
-                    &static_topic_defaults(&shard.config),
+                    &topic_defaults(&shard.config, &snapshot),
                 )),
                 None => match validate_topic_name(&name) {
                     Err(error) => Err((ResponseError::InvalidTopicException, error.to_string())),
@@ -562,14 +630,20 @@ pub async fn handle(
             resource_type::BROKER | resource_type::BROKER_LOGGER => {
                 if name == shard.config.node_id.to_string() {
                     if resource.resource_type == resource_type::BROKER {
-                        Ok(broker_config_entries(&shard.config))
+                        Ok(broker_config_entries(
+                            &shard.config,
+                            &snapshot.broker_configs,
+                        ))
                     } else {
                         // No loggers are configurable through Kafka's API.
                         Ok(Vec::new())
                     }
                 } else if name.is_empty() {
-                    // The cluster-wide dynamic defaults: Sluice has none.
-                    Ok(Vec::new())
+                    if resource.resource_type == resource_type::BROKER {
+                        Ok(cluster_default_entries(&snapshot.broker_configs))
+                    } else {
+                        Ok(Vec::new())
+                    }
                 } else {
                     Err((
                         ResponseError::InvalidRequest,
@@ -673,7 +747,7 @@ mod tests {
     #[test]
     fn explicit_values_are_dynamic_topic_configs_and_others_defaults() {
         let explicit = BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]);
-        let entries = topic_config_entries(&explicit, &BTreeMap::new());
+        let entries = topic_config_entries(&explicit, &TopicDefaults::default());
         assert_eq!(entries.len(), TOPIC_CONFIGS.len());
         let retention = entries
             .iter()
@@ -709,7 +783,7 @@ mod tests {
     fn broker_entries_are_unique_read_only_and_sourced_by_their_kafka_default() {
         let mut config = BrokerConfig::single_node(std::path::PathBuf::from("/data"), 1);
         config.group_initial_rebalance_delay_ms = 0;
-        let entries = broker_config_entries(&config);
+        let entries = broker_config_entries(&config, &DynamicBrokerConfigs::default());
         for pair in entries.windows(2) {
             assert!(
                 pair[0].name < pair[1].name,
@@ -717,7 +791,16 @@ mod tests {
                 pair[1].name
             );
         }
-        assert!(entries.iter().all(|entry| entry.read_only));
+        for entry in &entries {
+            assert_eq!(
+                entry.read_only,
+                dynamic_spec(&entry.name).is_none(),
+                "{} is read-only exactly when it is not a dynamic broker config",
+                entry.name
+            );
+        }
+        assert!(is_static_broker_config(&config, "broker.id"));
+        assert!(!is_static_broker_config(&config, "log.retention.ms"));
         let source = |name: &str| {
             entries
                 .iter()
@@ -759,7 +842,8 @@ mod tests {
     #[test]
     fn a_broker_flag_default_is_a_static_broker_config() {
         let statics = BTreeMap::from([("min.insync.replicas", "2".to_string())]);
-        let entries = topic_config_entries(&BTreeMap::new(), &statics);
+        let defaults = DynamicBrokerConfigs::default().topic_defaults(1, &statics);
+        let entries = topic_config_entries(&BTreeMap::new(), &defaults);
         let min_insync = entries
             .iter()
             .find(|entry| entry.name == "min.insync.replicas")
@@ -781,5 +865,55 @@ mod tests {
                 config_source::DEFAULT_CONFIG
             )]
         );
+    }
+
+    #[test]
+    fn dynamic_defaults_are_described_with_their_source_and_synonyms() {
+        let dynamic = DynamicBrokerConfigs {
+            cluster_default: BTreeMap::from([
+                ("log.retention.ms".to_string(), "1000".to_string()),
+                ("message.max.bytes".to_string(), "500".to_string()),
+            ]),
+            per_broker: [(
+                1,
+                BTreeMap::from([("log.retention.ms".to_string(), "2000".to_string())]),
+            )]
+            .into(),
+        };
+        let explicit = BTreeMap::from([("max.message.bytes".to_string(), "900".to_string())]);
+        let entries = topic_config_entries(&explicit, &dynamic.topic_defaults(1, &BTreeMap::new()));
+        let entry = |name: &str| entries.iter().find(|entry| entry.name == name).unwrap();
+        let retention = entry("retention.ms");
+        assert_eq!(retention.value.as_deref(), Some("2000"));
+        assert_eq!(retention.source, config_source::DYNAMIC_BROKER_CONFIG);
+        let sources: Vec<i8> = retention.synonyms.iter().map(|synonym| synonym.2).collect();
+        assert_eq!(
+            sources,
+            vec![
+                config_source::DYNAMIC_BROKER_CONFIG,
+                config_source::DYNAMIC_DEFAULT_BROKER_CONFIG,
+                config_source::DEFAULT_CONFIG
+            ]
+        );
+        let max = entry("max.message.bytes");
+        assert_eq!(max.value.as_deref(), Some("900"), "the topic's value wins");
+        assert_eq!(max.synonyms[1].0, "message.max.bytes");
+
+        let mut config = BrokerConfig::single_node(std::path::PathBuf::from("/data"), 1);
+        config.node_id = 1;
+        let broker = broker_config_entries(&config, &dynamic);
+        let retention = broker
+            .iter()
+            .find(|entry| entry.name == "log.retention.ms")
+            .unwrap();
+        assert_eq!(retention.value.as_deref(), Some("2000"));
+        assert_eq!(retention.source, config_source::DYNAMIC_BROKER_CONFIG);
+        assert!(!retention.read_only);
+        assert_eq!(retention.synonyms.len(), 3);
+        let cluster = cluster_default_entries(&dynamic);
+        assert_eq!(cluster.len(), 2);
+        assert!(cluster.iter().all(|entry| {
+            entry.source == config_source::DYNAMIC_DEFAULT_BROKER_CONFIG && !entry.read_only
+        }));
     }
 }

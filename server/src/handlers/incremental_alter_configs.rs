@@ -1,12 +1,15 @@
-//! IncrementalAlterConfigs: change some configs of a topic, leaving the
-//! others as they are. Operations: SET (0), DELETE (1, back to the default),
-//! APPEND (2) and SUBTRACT (3), the last two only for LIST configs (from
-//! the current value, or the default when unset), as Kafka does.
+//! IncrementalAlterConfigs: change some configs of a topic, or some
+//! dynamic configs of a BROKER resource (`""` the cluster-wide default,
+//! `"<id>"` one broker: metadata/broker_config.rs), leaving the others as
+//! they are. Operations: SET (0), DELETE (1, back to the default), APPEND
+//! (2) and SUBTRACT (3), the last two only for LIST configs (from the
+//! current value, or the default when unset), as Kafka does.
 //!
-//! The merged set is validated as a whole (INVALID_CONFIG, nothing changed),
-//! persisted and applied to the open logs (shard::topics::set_configs).
+//! The merged set is validated as a whole (INVALID_CONFIG; a static broker
+//! config INVALID_REQUEST; nothing changed), persisted and applied to the
+//! open logs (shard::topics::set_configs, Metadata::set_broker_configs).
 //! The read-merge-write is not atomic against a concurrent change of the
-//! same topic's configs from another connection: the later write wins.
+//! same resource's configs from another connection: the later write wins.
 
 use crate::auth::acl::AclOperation;
 use crate::auth::authorizer::Access;
@@ -22,11 +25,16 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use crate::handlers::Reply;
-use crate::handlers::alter_configs::{check_resource, duplicates, require_topic};
+use crate::handlers::alter_configs::{
+    broker_of, check_resource, duplicates, require_topic, set_broker_configs,
+};
 use crate::handlers::create_topics::{AdminError, topic_error};
-use crate::handlers::describe_configs::{config_type, topic_config_type};
-use crate::metadata::topic_config::default_of;
+use crate::handlers::describe_configs::{is_static_broker_config, resource_type};
+use crate::metadata::MetadataError;
+use crate::metadata::broker_config::{check_name, dynamic_spec};
+use crate::metadata::topic_config::{ConfigKind, TopicConfigSpec, spec_of};
 use crate::shard::Shard;
+use crate::shard::topics::TopicError;
 use crate::shard::topics::set_configs;
 
 /// Kafka's `AlterConfigOp.OpType` codes.
@@ -55,11 +63,22 @@ impl<'a> From<&'a AlterableConfig> for Change<'a> {
     }
 }
 
-/// Apply `changes` to the explicit configs `current`. Checks the names and
-/// operations; the values are validated afterwards, on the whole result.
+/// Apply `changes` to the explicit configs `current` of a topic. Checks the
+/// names and operations; the values are validated afterwards, on the whole
+/// result.
 pub fn merge(
     current: &BTreeMap<String, String>,
     changes: &[Change<'_>],
+) -> Result<BTreeMap<String, String>, AdminError> {
+    merge_with(current, changes, &spec_of)
+}
+
+/// [`merge`] for configs whose spec `lookup` finds (topic configs by their
+/// name, dynamic broker configs by theirs).
+fn merge_with(
+    current: &BTreeMap<String, String>,
+    changes: &[Change<'_>],
+    lookup: &dyn Fn(&str) -> Option<&'static TopicConfigSpec>,
 ) -> Result<BTreeMap<String, String>, AdminError> {
     for (index, change) in changes.iter().enumerate() {
         if changes[..index]
@@ -74,7 +93,7 @@ pub fn merge(
     }
     let mut merged = current.clone();
     for change in changes {
-        let Some(default) = default_of(change.name) else {
+        let Some(spec) = lookup(change.name) else {
             return Err((
                 ResponseError::InvalidConfig,
                 format!("Unknown or unsupported topic config {:?}", change.name),
@@ -96,7 +115,7 @@ pub fn merge(
                 merged.remove(change.name);
             }
             operation::APPEND | operation::SUBTRACT => {
-                if topic_config_type(change.name) != config_type::LIST {
+                if spec.kind != ConfigKind::List {
                     let verb = if change.operation == operation::APPEND {
                         "append"
                     } else {
@@ -110,7 +129,7 @@ pub fn merge(
                         ),
                     ));
                 }
-                let old = merged.get(change.name).map_or(default, String::as_str);
+                let old = merged.get(change.name).map_or(spec.default, String::as_str);
                 let mut items = list_items(old);
                 let given = list_items(value()?);
                 if change.operation == operation::APPEND {
@@ -169,7 +188,11 @@ pub async fn handle(
             Err(error)
         } else {
             let changes: Vec<Change<'_>> = resource.configs.iter().map(Change::from).collect();
-            alter_topic(shard, &name, &changes, request.validate_only).await
+            if resource.resource_type == resource_type::BROKER {
+                alter_broker(shard, &name, &changes, request.validate_only).await
+            } else {
+                alter_topic(shard, &name, &changes, request.validate_only).await
+            }
         };
         let response = AlterConfigsResourceResponse::default()
             .with_resource_type(resource.resource_type)
@@ -203,6 +226,26 @@ async fn alter_topic(
         .await
         .map_err(|error| topic_error(&error))?;
     Ok(())
+}
+
+/// The changes to a BROKER resource's dynamic configs: every name must be
+/// a dynamic broker config (even to DELETE it), then merged as for topics.
+async fn alter_broker(
+    shard: &Rc<Shard>,
+    name: &str,
+    changes: &[Change<'_>],
+    validate_only: bool,
+) -> Result<(), AdminError> {
+    let broker = broker_of(name)?;
+    for change in changes {
+        check_name(change.name, &|name| {
+            is_static_broker_config(&shard.config, name)
+        })
+        .map_err(|error| topic_error(&TopicError::Metadata(MetadataError::from(error))))?;
+    }
+    let current = shard.metadata.snapshot().broker_configs.of(broker).clone();
+    let merged = merge_with(&current, changes, &dynamic_spec)?;
+    set_broker_configs(shard, name, merged, validate_only).await
 }
 
 #[cfg(test)]

@@ -239,8 +239,11 @@ pub async fn dispatch(
                         min_insync: metadata
                             .as_ref()
                             .ok()
-                            .and_then(|metadata| metadata.topics.get(&name))
-                            .map_or(1, |topic| min_insync_replicas(shard, &topic.configs)),
+                            .and_then(|metadata| {
+                                let topic = metadata.topics.get(&name)?;
+                                Some(min_insync_replicas(shard, metadata, &topic.configs))
+                            })
+                            .unwrap_or(1),
                     },
                 )
                 .boxed_local(),
@@ -389,14 +392,20 @@ struct Durability {
     min_insync: usize,
 }
 
-/// A topic's min.insync.replicas: its config, else the broker's default.
+/// A topic's min.insync.replicas: its config, else this broker's dynamic
+/// value, else the cluster's dynamic default (metadata/broker_config.rs),
+/// else the broker's flag.
 pub(crate) fn min_insync_replicas(
     shard: &Shard,
+    view: &crate::metadata::ClusterMetadata,
     configs: &std::collections::BTreeMap<String, String>,
 ) -> usize {
+    const NAME: &str = "min.insync.replicas";
     configs
-        .get("min.insync.replicas")
-        .and_then(|value| value.parse::<usize>().ok())
+        .get(NAME)
+        .or_else(|| view.broker_configs.of(Some(view.node_id)).get(NAME))
+        .or_else(|| view.broker_configs.of(None).get(NAME))
+        .and_then(|value| value.trim().parse::<usize>().ok())
         .unwrap_or_else(|| usize::try_from(shard.config.min_insync_replicas).unwrap_or(1))
         .max(1)
 }

@@ -17,6 +17,7 @@
 //! stays there while the process lives (any shard can open any directory,
 //! so a restart with another --cores just places again).
 
+pub mod broker_config;
 pub mod migrate;
 pub mod topic_config;
 
@@ -34,6 +35,7 @@ use crate::controller::records::ConfigResource;
 use crate::controller::rpc::{ErrorKind, RequestError};
 use crate::controller::service::ControllerHandle;
 use crate::controller::types::BrokerId;
+use broker_config::{BrokerConfigError, DynamicBrokerConfigs, TopicDefaults};
 
 /// The name of the listener a broker registers for replication.
 pub const REPLICATION_LISTENER: &str = "REPLICATION";
@@ -101,6 +103,9 @@ pub struct ClusterMetadata {
     /// so that a client is answered with the endpoints of the listener it
     /// connected on ([`ClusterMetadata::endpoint`]).
     pub listener_endpoints: BTreeMap<i32, Vec<(String, String, i32)>>,
+    /// The dynamic broker configs: the cluster-wide topic-config defaults
+    /// and each broker's own (metadata/broker_config.rs).
+    pub broker_configs: DynamicBrokerConfigs,
 }
 
 /// Where a request for one partition goes.
@@ -157,6 +162,20 @@ impl ClusterMetadata {
         }
     }
 
+    /// The topic-config defaults in effect on this broker: its dynamic
+    /// value, the cluster's, then `statics` (the broker's flags, by topic
+    /// config name).
+    pub fn topic_defaults(&self, statics: &BTreeMap<&'static str, String>) -> TopicDefaults {
+        self.broker_configs.topic_defaults(self.node_id, statics)
+    }
+
+    /// The configs topic `topic` runs with on this broker (its own over the
+    /// dynamic defaults), as [`TopicConfig::from_map`] takes them.
+    pub fn effective_topic_configs(&self, topic: &TopicMetadata) -> BTreeMap<String, String> {
+        self.topic_defaults(&BTreeMap::new())
+            .effective(&topic.configs)
+    }
+
     /// The brokers listed to clients, by id.
     pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerInfo> {
         self.brokers.values().filter(|broker| broker.is_live())
@@ -193,6 +212,11 @@ pub enum MetadataError {
     ControllerUnavailable(String),
     #[error("the controller refused the change: {0}")]
     Controller(String),
+    /// A dynamic broker config change refused (metadata/broker_config.rs).
+    #[error(transparent)]
+    BrokerConfig(#[from] BrokerConfigError),
+    #[error("Broker {0} is not registered in the cluster")]
+    UnknownBroker(i32),
 }
 
 impl From<RequestError> for MetadataError {
@@ -431,6 +455,7 @@ impl Metadata {
                     (broker.broker_id.0, endpoints)
                 })
                 .collect(),
+            broker_configs: DynamicBrokerConfigs::from_image(image),
         }
     }
 
@@ -481,8 +506,11 @@ impl Metadata {
                 reason: "must be 1 to 10000",
             });
         }
-        TopicConfig::from_map(configs).map_err(MetadataError::InvalidConfig)?;
         let view = self.snapshot();
+        // With this broker's dynamic defaults under them, as the topic
+        // will run (a topic value may contradict a default).
+        TopicConfig::from_map(&view.topic_defaults(&BTreeMap::new()).effective(configs))
+            .map_err(MetadataError::InvalidConfig)?;
         if view.topics.contains_key(name) {
             return Err(MetadataError::TopicExists(name.to_string()));
         }
@@ -673,10 +701,12 @@ impl Metadata {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<TopicMetadata, MetadataError> {
-        let Some(topic) = self.snapshot().topics.get(name).cloned() else {
+        let view = self.snapshot();
+        let Some(topic) = view.topics.get(name).cloned() else {
             return Err(MetadataError::UnknownTopic(name.to_string()));
         };
-        TopicConfig::from_map(&configs).map_err(MetadataError::InvalidConfig)?;
+        TopicConfig::from_map(&view.topic_defaults(&BTreeMap::new()).effective(&configs))
+            .map_err(MetadataError::InvalidConfig)?;
         if validate_only {
             return Ok(TopicMetadata { configs, ..topic });
         }
@@ -701,5 +731,88 @@ impl Metadata {
             .await?;
         self.wait_published(offset.0).await?;
         self.topic_by_id(name, topic.id)
+    }
+
+    /// Replace the dynamic broker configs of `broker` (`None`: the
+    /// cluster-wide default) with `configs` (broker config names). Checked
+    /// first: names and values (`read_only` names this broker's static
+    /// settings, for the message), then every topic's configs on every
+    /// broker the change reaches must still hold together. Returns once
+    /// committed and published here; the other brokers apply it as their
+    /// followers publish it.
+    pub async fn set_broker_configs(
+        &self,
+        broker: Option<i32>,
+        configs: BTreeMap<String, String>,
+        read_only: &dyn Fn(&str) -> bool,
+        validate_only: bool,
+    ) -> Result<(), MetadataError> {
+        broker_config::validate(&configs, read_only)?;
+        let view = self.snapshot();
+        if let Some(id) = broker
+            && !view.brokers.contains_key(&id)
+        {
+            return Err(MetadataError::UnknownBroker(id));
+        }
+        let changed = view.broker_configs.with(broker, configs.clone());
+        let nodes: Vec<i32> = match broker {
+            Some(id) => vec![id],
+            None => {
+                let mut nodes: Vec<i32> = view.brokers.keys().copied().collect();
+                nodes.push(view.node_id);
+                nodes.sort_unstable();
+                nodes.dedup();
+                nodes
+            }
+        };
+        // Topics share few distinct explicit config sets: check each once.
+        let mut explicit_sets: Vec<(&str, &BTreeMap<String, String>)> = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for topic in view.topics.values() {
+            if seen.insert(&topic.configs) {
+                explicit_sets.push((topic.name.as_str(), &topic.configs));
+            }
+        }
+        let empty = BTreeMap::new();
+        for node in nodes {
+            let defaults = changed.topic_defaults(node, &BTreeMap::new());
+            TopicConfig::from_map(&defaults.effective(&empty)).map_err(|error| {
+                BrokerConfigError::Conflict(format!(
+                    "The broker config defaults would not hold together on broker {node}: \
+                     {error}"
+                ))
+            })?;
+            for (name, explicit) in &explicit_sets {
+                TopicConfig::from_map(&defaults.effective(explicit)).map_err(|error| {
+                    BrokerConfigError::Conflict(format!(
+                        "With these broker config defaults the configs of topic '{name}' \
+                         would be invalid on broker {node}: {error}"
+                    ))
+                })?;
+            }
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let current = view.broker_configs.of(broker);
+        let mut changes: Vec<(String, Option<String>)> = current
+            .keys()
+            .filter(|key| !configs.contains_key(*key))
+            .map(|key| (key.clone(), None))
+            .collect();
+        changes.extend(
+            configs
+                .iter()
+                .filter(|(key, value)| current.get(*key) != Some(value))
+                .map(|(key, value)| (key.clone(), Some(value.clone()))),
+        );
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let offset = self
+            .controller
+            .alter_configs(ConfigResource::Broker(broker.map(BrokerId)), changes)
+            .await?;
+        self.wait_published(offset.0).await
     }
 }

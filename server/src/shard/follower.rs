@@ -12,7 +12,9 @@
 //!    leading refuses appends before any request sees the view that says
 //!    so, and one that starts leading accepts them when requests are
 //!    routed to it;
-//! 4. configs changed since the last round, applied to the open logs;
+//! 4. configs changed since the last round (the topic's own, or this
+//!    broker's dynamic defaults under them: metadata/broker_config.rs),
+//!    applied to the open logs;
 //! 5. publish: only now do requests see the view, so a request never finds
 //!    a local replica that is not open yet, or not in the view's state.
 //!
@@ -96,7 +98,8 @@ struct State {
     opened: Replicas,
     /// Some replica failed to open last round: try again.
     failed: bool,
-    /// Each topic's configs as last applied.
+    /// Each topic's effective configs (its own over the dynamic broker
+    /// defaults) as last applied.
     configs: BTreeMap<uuid::Uuid, BTreeMap<String, String>>,
     /// Each open local replica's state and assignment as last applied.
     states: BTreeMap<(uuid::Uuid, i32), (ReplicaState, Assignment)>,
@@ -174,7 +177,10 @@ impl State {
             }
         }
         let opens = batches.iter().filter_map(|((name, shard), _)| {
-            let topic = view.topics.get(name)?.clone();
+            // Opened with the configs it runs with here: its own over this
+            // broker's dynamic defaults (the log takes them at open).
+            let mut topic = view.topics.get(name)?.clone();
+            topic.configs = view.effective_topic_configs(&topic);
             let shards = Arc::clone(&self.shards);
             let shard = *shard;
             Some(async move {
@@ -266,17 +272,20 @@ impl State {
             {
                 continue;
             }
+            // Its own configs over this broker's dynamic defaults: a change
+            // of either is applied.
+            let effective = view.effective_topic_configs(topic);
             let previous = self.configs.get(&topic.id);
-            if previous == Some(&topic.configs) {
+            if previous == Some(&effective) {
                 continue;
             }
             let first_seen = previous.is_none();
-            self.configs.insert(topic.id, topic.configs.clone());
+            self.configs.insert(topic.id, effective.clone());
             if first_seen {
                 // Opened with these configs this round.
                 continue;
             }
-            let config = match TopicConfig::from_map(&topic.configs) {
+            let config = match TopicConfig::from_map(&effective) {
                 Ok(config) => config,
                 Err(error) => {
                     tracing::error!(topic = %topic.name, %error, "committed topic configs do not parse");

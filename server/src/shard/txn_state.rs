@@ -1199,7 +1199,7 @@ pub async fn write_txn_marker(
             .get(topic_partition.topic.as_ref())
             .map(|topic| topic.configs.clone())
             .unwrap_or_default();
-        crate::handlers::produce::min_insync_replicas(shard, &configs)
+        crate::handlers::produce::min_insync_replicas(shard, &snapshot, &configs)
     };
     if let Some(isr) = replica.isr_size()
         && isr < min_insync
