@@ -42,6 +42,13 @@ pub const CHUNK_SIZE_BYTES: usize = 1 << 20;
 /// map and unmap memory: enough for 64 busy partitions' 1 MiB chunks.
 pub const CHUNK_POOL_BYTES_MAX: usize = 64 << 20;
 
+/// Freed O_DIRECT read buffers kept for reuse (process wide). A catch-up
+/// read allocates a buffer of about 1 MiB per partition fetch; fresh ones
+/// were zero-filled, page-faulted in and unmapped after the send: 25-35 % of
+/// the broker's CPU while reading a backlog (issue 11). 32 MiB holds the
+/// buffers of a 16-partition fetch in flight on both shards twice over.
+pub const READ_POOL_BYTES_MAX: usize = 32 << 20;
+
 /// Chunks a segment's write buffer keeps after a flush at most: the one it
 /// writes into and one flushed chunk, so that a consumer just behind the
 /// producer reads from memory across a chunk boundary. The flushed ones are

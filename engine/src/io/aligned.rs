@@ -8,6 +8,15 @@
 //! that is what lets it be the target of a completion-based read (compio's
 //! [`IoBufMut`]) without any uninitialized memory reaching safe code.
 //!
+//! Read buffers are recycled ([`AlignedBuf::for_read`]): when the last
+//! `Bytes` of one is dropped (on whichever thread sent it), its allocation
+//! goes back to a process-wide pool bounded by [`READ_POOL_BYTES_MAX`], and
+//! the next read takes it without zeroing it again. Its bytes stay
+//! initialized (zeroed once, then only ever overwritten), so the invariant
+//! holds; they hold an earlier read's data, which only a read's own count
+//! ever declares content. Without the pool every catch-up fetch allocated,
+//! zeroed, faulted in and unmapped about 1 MiB per partition (issue 11).
+//!
 //! Invariants: `ptr` is aligned to [`PAGE_SIZE`], `capacity` is a nonzero
 //! multiple of [`PAGE_SIZE`], `len <= capacity`, and all `capacity` bytes are
 //! initialized.
@@ -20,11 +29,71 @@ use std::fmt;
 use std::mem::MaybeUninit;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use compio::buf::{IoBuf, IoBufMut, SetLen};
 
-use crate::constants::PAGE_SIZE;
+use crate::constants::{PAGE_SIZE, READ_POOL_BYTES_MAX};
+
+/// Read buffers at least this large are recycled; smaller ones are cheap to
+/// allocate (the allocator keeps them on its heap) and would crowd the pool.
+const RECYCLED_BYTES_MIN: usize = 64 << 10;
+
+/// Recycled buffers are allocated in multiples of this, so that one freed
+/// after a read of N bytes serves the next read of a few pages more.
+const RECYCLED_GRANULE_BYTES: usize = 64 << 10;
+
+/// Freed read-buffer allocations, process wide (see the module docs).
+struct ReadPool {
+    free: Vec<PooledAllocation>,
+    bytes: usize,
+}
+
+struct PooledAllocation {
+    ptr: NonNull<u8>,
+    capacity: usize,
+}
+
+// SAFETY: a pooled allocation is owned by the pool alone; nothing else holds
+// its pointer until `AlignedBuf::for_read` takes it out again.
+unsafe impl Send for PooledAllocation {}
+
+static READ_POOL: Mutex<ReadPool> = Mutex::new(ReadPool {
+    free: Vec::new(),
+    bytes: 0,
+});
+
+/// Give every pooled read buffer back to the allocator; returns the bytes
+/// released (after a large removal, with the chunk pool's
+/// `release_pooled_chunks`). Any thread may call it.
+pub fn release_pooled_read_buffers() -> usize {
+    let free = match READ_POOL.lock() {
+        Ok(mut pool) => {
+            pool.bytes = 0;
+            std::mem::take(&mut pool.free)
+        }
+        Err(_) => return 0,
+    };
+    let mut released = 0;
+    for allocation in free {
+        released += allocation.capacity;
+        // SAFETY: pooled allocations were made by `AlignedBuf::allocate`
+        // with this layout, and the pool was their only owner.
+        unsafe {
+            alloc::dealloc(
+                allocation.ptr.as_ptr(),
+                AlignedBuf::layout(allocation.capacity),
+            )
+        }
+    }
+    released
+}
+
+/// Bytes held by the read-buffer pool (tests and memory measurements).
+pub fn pooled_read_buffer_bytes() -> usize {
+    READ_POOL.lock().map_or(0, |pool| pool.bytes)
+}
 
 /// An owned, page-aligned, fixed-capacity byte buffer.
 ///
@@ -34,6 +103,8 @@ pub struct AlignedBuf {
     ptr: NonNull<u8>,
     capacity: usize,
     len: usize,
+    /// Returned to the read pool when dropped ([`AlignedBuf::for_read`]).
+    recycle: bool,
 }
 
 // SAFETY: an `AlignedBuf` uniquely owns its allocation (no aliasing pointers
@@ -55,6 +126,48 @@ impl AlignedBuf {
             .max(1)
             .checked_next_multiple_of(PAGE_SIZE)
             .expect("AlignedBuf capacity overflows usize");
+        Self::allocate(capacity, false)
+    }
+
+    /// A buffer of at least `bytes` capacity and length 0 for an O_DIRECT
+    /// read, recycled: taken from the read pool when a free one fits (its
+    /// spare bytes hold an earlier read's data, initialized but not
+    /// zeroed), and given back to it when dropped. Large reads only; small
+    /// ones get a fresh zeroed buffer as from [`AlignedBuf::with_capacity`].
+    pub fn for_read(bytes: usize) -> Self {
+        if bytes < RECYCLED_BYTES_MIN {
+            return Self::with_capacity(bytes);
+        }
+        let capacity = bytes
+            .checked_next_multiple_of(RECYCLED_GRANULE_BYTES)
+            .expect("AlignedBuf capacity overflows usize");
+        // Accept a free buffer up to a quarter larger than needed: reads of
+        // a fetch's budget differ by a few pages from one to the next.
+        let fits = |free: usize| free >= capacity && free <= capacity + capacity / 4;
+        if let Ok(mut pool) = READ_POOL.lock()
+            && let Some(index) = pool
+                .free
+                .iter()
+                .enumerate()
+                .filter(|(_, free)| fits(free.capacity))
+                .min_by_key(|(_, free)| free.capacity)
+                .map(|(index, _)| index)
+        {
+            let reused = pool.free.swap_remove(index);
+            pool.bytes -= reused.capacity;
+            return Self {
+                ptr: reused.ptr,
+                capacity: reused.capacity,
+                len: 0,
+                recycle: true,
+            };
+        }
+        Self::allocate(capacity, true)
+    }
+
+    /// A fresh zero-filled allocation of `capacity` bytes (a nonzero
+    /// multiple of [`PAGE_SIZE`]).
+    fn allocate(capacity: usize, recycle: bool) -> Self {
         let layout = Self::layout(capacity);
         // SAFETY: `layout` has a nonzero size (capacity >= PAGE_SIZE).
         let raw = unsafe { alloc::alloc_zeroed(layout) };
@@ -66,6 +179,7 @@ impl AlignedBuf {
             ptr,
             capacity,
             len: 0,
+            recycle,
         }
     }
 
@@ -113,7 +227,8 @@ impl AlignedBuf {
     /// The whole capacity, content and spare bytes alike.
     fn full(&self) -> &[u8] {
         // SAFETY: `ptr` points to an allocation of `capacity` bytes owned by
-        // `self`, all initialized (alloc_zeroed), and the borrow of `self`
+        // `self`, all initialized (alloc_zeroed, then only overwritten with
+        // initialized bytes, also across recycling), and the borrow of `self`
         // prevents mutation for the slice's lifetime.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.capacity) }
     }
@@ -135,8 +250,20 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
+        if self.recycle
+            && let Ok(mut pool) = READ_POOL.lock()
+            && pool.bytes + self.capacity <= READ_POOL_BYTES_MAX
+        {
+            pool.bytes += self.capacity;
+            pool.free.push(PooledAllocation {
+                ptr: self.ptr,
+                capacity: self.capacity,
+            });
+            return;
+        }
         // SAFETY: `ptr` was returned by `alloc_zeroed` with exactly this
-        // layout (capacity never changes) and is freed only here, once.
+        // layout (capacity never changes) and is freed only here, once (a
+        // pooled allocation is freed by the pool instead).
         unsafe { alloc::dealloc(self.ptr.as_ptr(), Self::layout(self.capacity)) }
     }
 }
@@ -265,6 +392,31 @@ mod tests {
         let tail = Bytes::slice(&bytes, 7..);
         drop(bytes);
         assert_eq!(&tail[..], b"batch bytes");
+    }
+
+    #[test]
+    fn read_buffers_are_recycled_without_zeroing_and_stay_in_bounds() {
+        // An odd size no other test reads, so the pool's entry is ours.
+        let size = (3 << 20) + 5 * PAGE_SIZE;
+        let mut first = AlignedBuf::for_read(size);
+        assert!(first.capacity() >= size && first.capacity().is_multiple_of(PAGE_SIZE));
+        first.extend_from_slice(&[9; 100]);
+        let address = first.as_ptr();
+        let bytes = first.into_bytes();
+        // Dropped on another thread, as a fetch answer is after its send.
+        std::thread::spawn(move || drop(bytes)).join().unwrap();
+        let mut second = AlignedBuf::for_read(size - PAGE_SIZE);
+        assert_eq!(second.as_ptr(), address, "the freed buffer is reused");
+        assert!(second.is_empty());
+        // The spare bytes are the earlier content: initialized, not zeroed.
+        // SAFETY: within capacity; all bytes are initialized.
+        unsafe { SetLen::set_len(&mut second, 100) };
+        assert_eq!(&second[..], &[9; 100]);
+        drop(second);
+        // Far larger reads never take it: at most a quarter is wasted.
+        let third = AlignedBuf::for_read(size * 2);
+        assert_ne!(third.as_ptr(), address);
+        assert!(pooled_read_buffer_bytes() <= READ_POOL_BYTES_MAX);
     }
 
     #[test]

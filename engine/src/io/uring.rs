@@ -313,8 +313,9 @@ impl Io for UringIo {
         if len == 0 {
             return Ok(Bytes::new());
         }
-        let mut buffer = AlignedBuf::with_capacity(len);
-        assert!(buffer.capacity() == len);
+        // A recycled buffer may be larger than asked: only `len` is read.
+        let mut buffer = AlignedBuf::for_read(len);
+        assert!(buffer.capacity() >= len);
         while buffer.len() < len {
             let done = buffer.len();
             let target = buffer.slice(done..len);

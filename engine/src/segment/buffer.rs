@@ -88,7 +88,8 @@ static CHUNK_POOL: Mutex<ChunkPool> = Mutex::new(ChunkPool {
 /// removal (a topic of many partitions deleted) the working set shrank and
 /// the pool would otherwise hold up to [`CHUNK_POOL_BYTES_MAX`] for good.
 /// Any thread may call it; the next appends refill the pool as they free
-/// chunks.
+/// chunks. The pooled O_DIRECT read buffers (io/aligned.rs) are released
+/// with them and counted in the result.
 pub fn release_pooled_chunks() -> usize {
     let free = match CHUNK_POOL.lock() {
         Ok(mut pool) => {
@@ -97,7 +98,7 @@ pub fn release_pooled_chunks() -> usize {
         }
         Err(_) => return 0,
     };
-    let mut released = 0;
+    let mut released = crate::io::aligned::release_pooled_read_buffers();
     for allocation in free {
         released += allocation.capacity;
         // SAFETY: pooled allocations were made by `Chunk::new` with this
