@@ -99,6 +99,43 @@ pub enum TopicCommand {
         #[arg(required = true)]
         topics: Vec<String>,
     },
+    /// Move partitions to other brokers or change their replication
+    /// factor (AlterPartitionReassignments); the data is copied while the
+    /// topic serves.
+    Reassign(TopicReassignArgs),
+    /// Reassignments in progress (ListPartitionReassignments).
+    Reassignments {
+        /// Topic names [default: every topic].
+        topics: Vec<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["replicas", "replication_factor", "cancel"])))]
+pub struct TopicReassignArgs {
+    /// Topic name.
+    pub topic: String,
+    /// A partition to reassign (repeatable) [default: every partition].
+    #[arg(long = "partition", short = 'p')]
+    pub partitions: Vec<i32>,
+    /// The new replica list, broker ids, the preferred leader first
+    /// (e.g. 2,3,4).
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub replicas: Option<Vec<i32>>,
+    /// The new replication factor: replicas are added on the brokers
+    /// holding the fewest of the topic's replicas, or removed from the end
+    /// of the list (never the leader).
+    #[arg(long, short = 'r', value_parser = clap::value_parser!(i16).range(1..))]
+    pub replication_factor: Option<i16>,
+    /// Cancel the reassignments in progress: back to the replicas before.
+    #[arg(long)]
+    pub cancel: bool,
+    /// Wait until the data is moved (progress on a terminal).
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits, in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout_secs: u64,
 }
 
 #[derive(Args, Debug)]

@@ -12,6 +12,7 @@
 //! | `pool` | connections by broker id; leader, coordinator and any-broker routing |
 //! | `output` | tables, JSON, progress on a terminal |
 //! | `topic` | `sluice topic create/list/describe/alter-config/add-partitions/delete` |
+//! | `reassign` | `sluice topic reassign/reassignments`: moving partitions between brokers |
 //! | `group` | `sluice group list/describe/delete/seek` (alias `groups`) |
 //! | `cluster` | `sluice cluster info/health/status` |
 //! | `transactions` | `sluice transactions list/describe` (alias `txn`) |
@@ -33,6 +34,7 @@ pub mod output;
 pub mod pool;
 pub mod produce;
 pub mod profile;
+pub mod reassign;
 pub mod security;
 pub mod topic;
 pub mod transactions;

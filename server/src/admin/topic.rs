@@ -1,4 +1,5 @@
-//! `sluice topic create|list|describe|alter-config|add-partitions|delete`:
+//! `sluice topic create|list|describe|alter-config|add-partitions|delete`
+//! (reassign and reassignments: `reassign`):
 //! what kafka-topics.sh and kafka-configs.sh do for topics, over the Kafka
 //! protocol against any broker.
 //!
@@ -68,6 +69,12 @@ pub fn run(args: TopicArgs) -> ExitCode {
             TopicCommand::AlterConfig(alter) => alter_config(&mut pool, &alter, format),
             TopicCommand::AddPartitions(add) => add_partitions(&mut pool, &add, format),
             TopicCommand::Delete { topics } => delete_topics(&mut pool, &topics, format),
+            TopicCommand::Reassign(reassign) => {
+                super::reassign::reassign(&mut pool, &reassign, format)
+            }
+            TopicCommand::Reassignments { topics } => {
+                super::reassign::list(&mut pool, &topics, format)
+            }
         }
     });
     super::exit("topic", result)
