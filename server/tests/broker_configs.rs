@@ -455,6 +455,20 @@ fn bad_broker_config_changes_are_refused_and_change_nothing() {
             INVALID_REQUEST,
             "not registered",
         ),
+        (
+            "",
+            "sasl.kerberos.min.time.before.relogin",
+            Some("58000"),
+            INVALID_REQUEST,
+            "broker id must be specified",
+        ),
+        (
+            "",
+            "background.threads",
+            Some("0"),
+            INVALID_CONFIG,
+            "at least 1",
+        ),
     ];
     for (resource, name, value, code, words) in refused {
         let (answered, message) =
@@ -507,6 +521,29 @@ fn bad_broker_config_changes_are_refused_and_change_nothing() {
     assert_eq!(
         value_and_source(address, BROKER, "0", "log.retention.ms"),
         (Some("1000".to_string()), DYNAMIC_BROKER_CONFIG)
+    );
+    // Kafka's dynamic configs that tune what Sluice does not have are
+    // accepted and described (librdkafka's admin test sets them).
+    alter(
+        address,
+        BROKER,
+        "",
+        &[("background.threads", SET, Some("9"))],
+    );
+    assert_eq!(
+        value_and_source(address, BROKER, "0", "background.threads"),
+        (Some("9".to_string()), DYNAMIC_DEFAULT_BROKER_CONFIG)
+    );
+    alter(address, BROKER, "", &[("background.threads", DELETE, None)]);
+    assert_eq!(
+        legacy_alter(
+            address,
+            BROKER,
+            "0",
+            &[("sasl.kerberos.min.time.before.relogin", "58000")]
+        )
+        .0,
+        0
     );
     // The legacy API replaces the whole set: an empty one clears it.
     assert_eq!(legacy_alter(address, BROKER, "0", &[]).0, 0);

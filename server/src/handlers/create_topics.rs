@@ -55,7 +55,9 @@ pub fn topic_error(error: &TopicError) -> AdminError {
             // ("Cannot update these configs dynamically"), a bad value with
             // INVALID_CONFIG.
             MetadataError::BrokerConfig(
-                BrokerConfigError::ReadOnly { .. } | BrokerConfigError::NotDynamicHere { .. },
+                BrokerConfigError::ReadOnly { .. }
+                | BrokerConfigError::NotDynamicHere { .. }
+                | BrokerConfigError::PerBrokerOnly { .. },
             ) => ResponseError::InvalidRequest,
             MetadataError::BrokerConfig(_) => ResponseError::InvalidConfig,
             MetadataError::UnknownBroker(_) => ResponseError::InvalidRequest,

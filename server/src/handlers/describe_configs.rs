@@ -34,7 +34,7 @@ use kafka_protocol::protocol::StrBytes;
 use crate::cli::BrokerConfig;
 use crate::handlers::Reply;
 use crate::metadata::broker_config::{
-    DefaultSource, DynamicBrokerConfigs, TopicDefaults, dynamic_spec,
+    DefaultSource, DynamicBrokerConfigs, NO_EFFECT, TopicDefaults, dynamic_spec,
 };
 use crate::metadata::topic_config::{ConfigKind, TOPIC_CONFIGS, spec_of};
 use crate::metadata::validate_topic_name;
@@ -584,6 +584,29 @@ fn broker_config_entries(
             value,
             source,
             read_only: dynamic_spec(name).is_none(),
+            config_type: kind_code(spec.kind),
+            documentation: Some(spec.documentation),
+            synonyms,
+        });
+    }
+    // Kafka's other dynamic broker configs: accepted, no effect.
+    for spec in NO_EFFECT {
+        let mut synonyms: Vec<(String, Option<String>, i8)> = dynamic
+            .layers_of(config.node_id, spec.name)
+            .into_iter()
+            .map(|(source, value)| (spec.name.to_string(), Some(value), source_code(source)))
+            .collect();
+        synonyms.push((
+            spec.name.to_string(),
+            Some(spec.default.to_string()),
+            config_source::DEFAULT_CONFIG,
+        ));
+        let (_, value, source) = synonyms[0].clone();
+        entries.push(ConfigEntry {
+            name: spec.name.to_string(),
+            value,
+            source,
+            read_only: false,
             config_type: kind_code(spec.kind),
             documentation: Some(spec.documentation),
             synonyms,

@@ -238,9 +238,11 @@ async fn alter_broker(
 ) -> Result<(), AdminError> {
     let broker = broker_of(name)?;
     for change in changes {
-        check_name(change.name, &|name| {
-            is_static_broker_config(&shard.config, name)
-        })
+        check_name(
+            change.name,
+            &|name| is_static_broker_config(&shard.config, name),
+            broker.is_some(),
+        )
         .map_err(|error| topic_error(&TopicError::Metadata(MetadataError::from(error))))?;
     }
     let current = shard.metadata.snapshot().broker_configs.of(broker).clone();

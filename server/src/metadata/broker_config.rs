@@ -15,7 +15,11 @@
 //! Which broker configs are dynamic: every broker synonym of a topic config
 //! (metadata/topic_config.rs), except `log.message.format.version`
 //! (read-only in Kafka) and `unclean.leader.election.enable` (see
-//! [`NOT_DYNAMIC_HERE`]). Pure; runs wherever the view is read.
+//! [`NOT_DYNAMIC_HERE`]); and Kafka's other dynamic broker configs that
+//! tune what Sluice does not have (thread pools, connection quotas,
+//! Kerberos, replication throttles: [`NO_EFFECT`]), accepted, validated,
+//! stored and described so that Kafka's tools and clients work, without
+//! effect. Pure; runs wherever the view is read.
 
 use std::collections::BTreeMap;
 
@@ -23,7 +27,9 @@ use thiserror::Error;
 
 use crate::controller::MetadataImage;
 use crate::controller::records::ConfigResource;
-use crate::metadata::topic_config::{TOPIC_CONFIGS, TopicConfigSpec, validate_value};
+use crate::metadata::topic_config::{
+    ConfigKind, Rule, TOPIC_CONFIGS, TopicConfigSpec, validate_value,
+};
 
 /// Topic-config synonyms that Kafka does not update dynamically.
 /// (Kafka's other names of a few of them are read-only too.)
@@ -43,8 +49,186 @@ pub const NOT_DYNAMIC_HERE: &[(&str, &str)] = &[(
      unclean.leader.election.enable on the topics instead",
 )];
 
-/// The topic config that the dynamic broker config `name` is the default
-/// of; `None` when `name` is not a dynamic broker config here.
+const fn no_effect(
+    name: &'static str,
+    kind: ConfigKind,
+    default: &'static str,
+    rule: Rule,
+    documentation: &'static str,
+) -> TopicConfigSpec {
+    TopicConfigSpec {
+        name,
+        kind,
+        default,
+        rule,
+        broker_name: Some(name),
+        documentation,
+    }
+}
+
+/// Kafka's dynamic broker configs that are not topic defaults, with Kafka's
+/// type, default and validation: accepted and described, no effect in
+/// Sluice (the documentation says why). In name order.
+pub const NO_EFFECT: &[TopicConfigSpec] = &[
+    no_effect(
+        "background.threads",
+        ConfigKind::Int,
+        "10",
+        Rule::AtLeast(1),
+        "Threads of Kafka's background tasks. Accepted, no effect: Sluice runs one thread per \
+         shard (--cores).",
+    ),
+    no_effect(
+        "follower.replication.throttled.rate",
+        ConfigKind::Long,
+        "9223372036854775807",
+        Rule::AtLeast(0),
+        "Replication throttle of follower fetches. Accepted, no effect: Sluice does not \
+         throttle replication.",
+    ),
+    no_effect(
+        "leader.replication.throttled.rate",
+        ConfigKind::Long,
+        "9223372036854775807",
+        Rule::AtLeast(0),
+        "Replication throttle of leaders. Accepted, no effect: Sluice does not throttle \
+         replication.",
+    ),
+    no_effect(
+        "log.cleaner.dedupe.buffer.size",
+        ConfigKind::Long,
+        "134217728",
+        Rule::Any,
+        "Memory of Kafka's cleaner threads for deduplication. Accepted, no effect: each \
+         shard's cleaner sizes its key map per log.",
+    ),
+    no_effect(
+        "log.cleaner.io.buffer.load.factor",
+        ConfigKind::Double,
+        "0.9",
+        Rule::Any,
+        "Load factor of Kafka's cleaner dedupe buffer. Accepted, no effect.",
+    ),
+    no_effect(
+        "log.cleaner.io.buffer.size",
+        ConfigKind::Int,
+        "524288",
+        Rule::AtLeast(0),
+        "I/O buffer of Kafka's cleaner threads. Accepted, no effect.",
+    ),
+    no_effect(
+        "log.cleaner.threads",
+        ConfigKind::Int,
+        "1",
+        Rule::AtLeast(0),
+        "Kafka's cleaner threads. Accepted, no effect: every shard cleans its own partitions.",
+    ),
+    no_effect(
+        "max.connection.creation.rate",
+        ConfigKind::Int,
+        "2147483647",
+        Rule::AtLeast(0),
+        "Connections accepted per second. Accepted, no effect: no connection quotas.",
+    ),
+    no_effect(
+        "max.connections",
+        ConfigKind::Int,
+        "2147483647",
+        Rule::AtLeast(0),
+        "Connections accepted at once. Accepted, no effect: no connection quotas.",
+    ),
+    no_effect(
+        "max.connections.per.ip",
+        ConfigKind::Int,
+        "2147483647",
+        Rule::AtLeast(0),
+        "Connections accepted per client address. Accepted, no effect: no connection quotas.",
+    ),
+    no_effect(
+        "max.connections.per.ip.overrides",
+        ConfigKind::String,
+        "",
+        Rule::Any,
+        "Per-address exceptions to max.connections.per.ip. Accepted, no effect.",
+    ),
+    no_effect(
+        "num.io.threads",
+        ConfigKind::Int,
+        "8",
+        Rule::AtLeast(1),
+        "Kafka's request handler threads. Accepted, no effect: Sluice handles requests on its \
+         shards (--cores).",
+    ),
+    no_effect(
+        "num.network.threads",
+        ConfigKind::Int,
+        "3",
+        Rule::AtLeast(1),
+        "Kafka's network threads. Accepted, no effect: each shard serves its own connections.",
+    ),
+    no_effect(
+        "num.recovery.threads.per.data.dir",
+        ConfigKind::Int,
+        "2",
+        Rule::AtLeast(1),
+        "Threads that open logs at start. Accepted, no effect: every shard opens its own.",
+    ),
+    no_effect(
+        "num.replica.fetchers",
+        ConfigKind::Int,
+        "1",
+        Rule::Any,
+        "Kafka's follower fetcher threads. Accepted, no effect: leaders push to followers.",
+    ),
+    no_effect(
+        "replica.alter.log.dirs.io.max.bytes.per.second",
+        ConfigKind::Long,
+        "9223372036854775807",
+        Rule::AtLeast(0),
+        "Throttle of moves between log directories. Accepted, no effect: one data directory.",
+    ),
+    no_effect(
+        "sasl.kerberos.kinit.cmd",
+        ConfigKind::String,
+        "/usr/bin/kinit",
+        Rule::Any,
+        "Kerberos kinit command. Accepted, no effect: Sluice has no GSSAPI.",
+    ),
+    no_effect(
+        "sasl.kerberos.min.time.before.relogin",
+        ConfigKind::Long,
+        "60000",
+        Rule::Any,
+        "Kerberos login refresh sleep. Accepted, no effect: Sluice has no GSSAPI.",
+    ),
+    no_effect(
+        "sasl.kerberos.ticket.renew.jitter",
+        ConfigKind::Double,
+        "0.05",
+        Rule::Any,
+        "Kerberos ticket renewal jitter. Accepted, no effect: Sluice has no GSSAPI.",
+    ),
+    no_effect(
+        "sasl.kerberos.ticket.renew.window.factor",
+        ConfigKind::Double,
+        "0.8",
+        Rule::Any,
+        "Kerberos ticket renewal point. Accepted, no effect: Sluice has no GSSAPI.",
+    ),
+];
+
+/// Configs of [`NO_EFFECT`] that Kafka takes per broker only (its listener
+/// configs): refused on the cluster-wide default.
+const PER_BROKER_ONLY: &[&str] = &[
+    "sasl.kerberos.kinit.cmd",
+    "sasl.kerberos.min.time.before.relogin",
+    "sasl.kerberos.ticket.renew.jitter",
+    "sasl.kerberos.ticket.renew.window.factor",
+];
+
+/// The spec of dynamic broker config `name`: the topic config it is the
+/// default of, or its own ([`NO_EFFECT`]); `None` when `name` is not a
+/// dynamic broker config here.
 pub fn dynamic_spec(name: &str) -> Option<&'static TopicConfigSpec> {
     if READ_ONLY_IN_KAFKA.contains(&name)
         || NOT_DYNAMIC_HERE.iter().any(|(refused, _)| *refused == name)
@@ -54,6 +238,16 @@ pub fn dynamic_spec(name: &str) -> Option<&'static TopicConfigSpec> {
     TOPIC_CONFIGS
         .iter()
         .find(|spec| spec.broker_name == Some(name))
+        .or_else(|| NO_EFFECT.iter().find(|spec| spec.name == name))
+}
+
+/// Whether dynamic broker config `name` is the default of a topic config
+/// (and so acts); the others are [`NO_EFFECT`].
+pub fn is_topic_default(name: &str) -> bool {
+    dynamic_spec(name).is_some()
+        && TOPIC_CONFIGS
+            .iter()
+            .any(|spec| spec.broker_name == Some(name))
 }
 
 /// Every dynamic broker config name, in name order.
@@ -61,6 +255,7 @@ pub fn dynamic_names() -> Vec<&'static str> {
     let mut names: Vec<&'static str> = TOPIC_CONFIGS
         .iter()
         .filter_map(|spec| spec.broker_name)
+        .chain(NO_EFFECT.iter().map(|spec| spec.name))
         .filter(|name| dynamic_spec(name).is_some())
         .collect();
     names.sort_unstable();
@@ -81,6 +276,11 @@ pub enum BrokerConfigError {
     ReadOnly { name: String },
     #[error("Cannot update {name} dynamically in Sluice: {reason}")]
     NotDynamicHere { name: String, reason: &'static str },
+    #[error(
+        "Cannot update these configs at default cluster level, broker id must be specified: \
+         Set({name})"
+    )]
+    PerBrokerOnly { name: String },
     #[error("{0}")]
     InvalidValue(String),
     /// The new defaults would leave a topic with configs that contradict
@@ -89,15 +289,17 @@ pub enum BrokerConfigError {
     Conflict(String),
 }
 
-/// Check the names and values of a resource's new dynamic config set.
+/// Check the names and values of a resource's new dynamic config set (of
+/// one broker when `per_broker`, else the cluster-wide default).
 /// `read_only` says whether a name is one of the broker's static settings
 /// (reported read-only by DescribeConfigs).
 pub fn validate(
     configs: &BTreeMap<String, String>,
     read_only: &dyn Fn(&str) -> bool,
+    per_broker: bool,
 ) -> Result<(), BrokerConfigError> {
     for (name, value) in configs {
-        let spec = check_name(name, read_only)?;
+        let spec = check_name(name, read_only, per_broker)?;
         // Kafka's message names the broker config, not the topic config.
         let as_broker = TopicConfigSpec {
             name: spec.broker_name.unwrap_or(spec.name),
@@ -108,12 +310,19 @@ pub fn validate(
     Ok(())
 }
 
-/// The spec behind dynamic broker config `name`, or why it cannot be set.
+/// The spec behind dynamic broker config `name`, or why it cannot be set
+/// (on one broker when `per_broker`, else on the cluster-wide default).
 pub fn check_name(
     name: &str,
     read_only: &dyn Fn(&str) -> bool,
+    per_broker: bool,
 ) -> Result<&'static TopicConfigSpec, BrokerConfigError> {
     if let Some(spec) = dynamic_spec(name) {
+        if !per_broker && PER_BROKER_ONLY.contains(&name) {
+            return Err(BrokerConfigError::PerBrokerOnly {
+                name: name.to_string(),
+            });
+        }
         return Ok(spec);
     }
     if let Some((_, reason)) = NOT_DYNAMIC_HERE
@@ -188,6 +397,19 @@ impl DynamicBrokerConfigs {
             }
         }
         changed
+    }
+
+    /// The value of dynamic broker config `name` on broker `node_id`: its
+    /// own, else the cluster default (most specific first, both if set).
+    pub fn layers_of(&self, node_id: i32, name: &str) -> Vec<(DefaultSource, String)> {
+        let mut layers = Vec::new();
+        if let Some(value) = self.of(Some(node_id)).get(name) {
+            layers.push((DefaultSource::DynamicBroker, value.clone()));
+        }
+        if let Some(value) = self.cluster_default.get(name) {
+            layers.push((DefaultSource::DynamicDefaultBroker, value.clone()));
+        }
+        layers
     }
 
     /// The topic-config defaults in effect on broker `node_id`, over the
@@ -318,29 +540,66 @@ mod tests {
                 ("log.cleanup.policy", "compact,delete"),
             ]),
             &never,
+            false,
         )
         .unwrap();
-        let error = validate(&map(&[("log.retention.ms", "soon")]), &never).unwrap_err();
+        let error = validate(&map(&[("log.retention.ms", "soon")]), &never, false).unwrap_err();
         assert!(
             matches!(&error, BrokerConfigError::InvalidValue(message) if message.contains("log.retention.ms")),
             "{error}"
         );
         assert!(matches!(
-            validate(&map(&[("log.retention.mss", "1")]), &never),
+            validate(&map(&[("log.retention.mss", "1")]), &never, true),
             Err(BrokerConfigError::Unknown { .. })
         ));
         let static_names = |name: &str| name == "broker.id";
         assert!(matches!(
-            validate(&map(&[("broker.id", "7")]), &static_names),
+            validate(&map(&[("broker.id", "7")]), &static_names, true),
             Err(BrokerConfigError::ReadOnly { .. })
         ));
         assert!(matches!(
-            validate(&map(&[("log.message.format.version", "3.0")]), &never),
+            validate(
+                &map(&[("log.message.format.version", "3.0")]),
+                &never,
+                false
+            ),
             Err(BrokerConfigError::ReadOnly { .. })
         ));
         assert!(matches!(
-            validate(&map(&[("unclean.leader.election.enable", "true")]), &never),
+            validate(
+                &map(&[("unclean.leader.election.enable", "true")]),
+                &never,
+                false
+            ),
             Err(BrokerConfigError::NotDynamicHere { .. })
+        ));
+    }
+
+    #[test]
+    fn kafkas_other_dynamic_configs_are_accepted_with_their_validation_and_scope() {
+        for pair in NO_EFFECT.windows(2) {
+            assert!(pair[0].name < pair[1].name, "{} out of order", pair[1].name);
+        }
+        for spec in NO_EFFECT {
+            validate_value(spec, spec.default).unwrap();
+            assert!(
+                !TOPIC_CONFIGS
+                    .iter()
+                    .any(|topic| topic.broker_name == Some(spec.name))
+            );
+            assert!(!is_topic_default(spec.name), "{}", spec.name);
+        }
+        assert!(is_topic_default("log.retention.ms"));
+        validate(&map(&[("background.threads", "9")]), &never, false).unwrap();
+        assert!(matches!(
+            validate(&map(&[("background.threads", "0")]), &never, false),
+            Err(BrokerConfigError::InvalidValue(_))
+        ));
+        let kerberos = map(&[("sasl.kerberos.min.time.before.relogin", "58000")]);
+        validate(&kerberos, &never, true).unwrap();
+        assert!(matches!(
+            validate(&kerberos, &never, false),
+            Err(BrokerConfigError::PerBrokerOnly { .. })
         ));
     }
 

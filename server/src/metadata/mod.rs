@@ -169,13 +169,6 @@ impl ClusterMetadata {
         self.broker_configs.topic_defaults(self.node_id, statics)
     }
 
-    /// The configs topic `topic` runs with on this broker (its own over the
-    /// dynamic defaults), as [`TopicConfig::from_map`] takes them.
-    pub fn effective_topic_configs(&self, topic: &TopicMetadata) -> BTreeMap<String, String> {
-        self.topic_defaults(&BTreeMap::new())
-            .effective(&topic.configs)
-    }
-
     /// The brokers listed to clients, by id.
     pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerInfo> {
         self.brokers.values().filter(|broker| broker.is_live())
@@ -747,7 +740,7 @@ impl Metadata {
         read_only: &dyn Fn(&str) -> bool,
         validate_only: bool,
     ) -> Result<(), MetadataError> {
-        broker_config::validate(&configs, read_only)?;
+        broker_config::validate(&configs, read_only, broker.is_some())?;
         let view = self.snapshot();
         if let Some(id) = broker
             && !view.brokers.contains_key(&id)

@@ -176,11 +176,12 @@ impl State {
                     .push(*index);
             }
         }
+        let defaults = view.topic_defaults(&BTreeMap::new());
         let opens = batches.iter().filter_map(|((name, shard), _)| {
             // Opened with the configs it runs with here: its own over this
             // broker's dynamic defaults (the log takes them at open).
             let mut topic = view.topics.get(name)?.clone();
-            topic.configs = view.effective_topic_configs(&topic);
+            topic.configs = defaults.effective(&topic.configs);
             let shards = Arc::clone(&self.shards);
             let shard = *shard;
             Some(async move {
@@ -264,6 +265,7 @@ impl State {
     }
 
     fn apply_configs(&mut self, view: &ClusterMetadata) {
+        let defaults = view.topic_defaults(&BTreeMap::new());
         for topic in view.topics.values() {
             if topic
                 .partitions
@@ -274,7 +276,7 @@ impl State {
             }
             // Its own configs over this broker's dynamic defaults: a change
             // of either is applied.
-            let effective = view.effective_topic_configs(topic);
+            let effective = defaults.effective(&topic.configs);
             let previous = self.configs.get(&topic.id);
             if previous == Some(&effective) {
                 continue;
