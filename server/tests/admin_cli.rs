@@ -1212,3 +1212,114 @@ fn groups_list_against_a_server_that_hangs_up_says_it_does_not_speak_kafka() {
         "stderr: {stderr}"
     );
 }
+
+/// `sluice topic reassign` and `reassignments` on a single node: what can
+/// be done there (a new order of one replica is nothing to do), and the
+/// mistakes a user makes, each a clear message and a non-zero exit. The
+/// moves themselves are tested on three brokers (tests/replication.rs).
+#[test]
+fn topic_reassign_on_a_single_node_and_its_errors() {
+    let broker = start_broker("cli-reassign");
+    run_ok(&broker, &["topic", "create", "moves", "-p", "2"]);
+    let same = run_ok(
+        &broker,
+        &[
+            "topic",
+            "reassign",
+            "moves",
+            "--replication-factor",
+            "1",
+            "--wait",
+        ],
+    );
+    let rows = table(&same, "PARTITION");
+    assert_eq!(rows.len(), 3, "a row per partition: {same}");
+    assert!(
+        rows[1..]
+            .iter()
+            .all(|row| row.last().map(String::as_str) == Some("done")),
+        "{same}"
+    );
+    // The node's id, from the replica list it kept.
+    let node = rows[1][1].clone();
+    assert_eq!(
+        run_json(&broker, &["topic", "reassignments"]),
+        serde_json::json!([]),
+        "nothing in progress"
+    );
+    let output = sluice(
+        &broker,
+        &[
+            "topic",
+            "reassign",
+            "moves",
+            "--replicas",
+            &format!("{node},7"),
+        ],
+    );
+    let stderr = assert_fails(
+        &output,
+        1,
+        &["2 of 2 partitions were not reassigned"],
+        "an unknown broker",
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("INVALID_REPLICA_ASSIGNMENT")
+            && stdout.contains("broker 7 is not registered"),
+        "the reason per partition: {stdout} {stderr}"
+    );
+    let output = sluice(
+        &broker,
+        &[
+            "topic",
+            "reassign",
+            "moves",
+            "-p",
+            "0",
+            "--replicas",
+            &format!("{node},{node}"),
+        ],
+    );
+    assert_fails(&output, 1, &["1 of 1 partitions"], "a broker twice");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("listed twice"));
+    let output = sluice(
+        &broker,
+        &["topic", "reassign", "moves", "-p", "0", "--cancel"],
+    );
+    assert_fails(&output, 1, &["1 of 1 partitions"], "cancelling nothing");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("NO_REASSIGNMENT_IN_PROGRESS"));
+    assert_fails(
+        &sluice(
+            &broker,
+            &["topic", "reassign", "moves", "-p", "5", "--replicas", &node],
+        ),
+        1,
+        &["has no partition 5"],
+        "an unknown partition",
+    );
+    assert_fails(
+        &sluice(
+            &broker,
+            &["topic", "reassign", "nowhere", "--replicas", &node],
+        ),
+        1,
+        &["does not exist"],
+        "an unknown topic",
+    );
+    assert_fails(
+        &sluice(
+            &broker,
+            &["topic", "reassign", "moves", "--replication-factor", "2"],
+        ),
+        2,
+        &["replication factor 2 asked, the cluster has 1 brokers"],
+        "more replicas than brokers",
+    );
+    assert_fails(
+        &sluice(&broker, &["topic", "reassign", "moves"]),
+        2,
+        &["--replicas"],
+        "no target",
+    );
+}
