@@ -600,7 +600,7 @@ fn legacy_alter(
 
 #[test]
 fn log_segment_and_retention_bytes_defaults_delete_old_segments() {
-    let broker =
+    let mut broker =
         Broker::start_with_args("dynamic-retention", &["--log-cleaner-interval-ms", "200"]);
     let bootstrap = broker.bootstrap();
     let address = broker.address();
@@ -640,6 +640,24 @@ fn log_segment_and_retention_bytes_defaults_delete_old_segments() {
     assert_eq!(
         value_and_source(address, TOPIC, "retained", "retention.bytes"),
         (Some("8192".to_string()), DYNAMIC_DEFAULT_BROKER_CONFIG)
+    );
+
+    // The defaults are in the metadata log: after a restart the logs open
+    // with them.
+    alter(
+        address,
+        BROKER,
+        "",
+        &[("message.max.bytes", SET, Some("2000"))],
+    );
+    broker.restart();
+    assert_eq!(
+        value_and_source(broker.address(), TOPIC, "kept", "max.message.bytes"),
+        (Some("2000".to_string()), DYNAMIC_DEFAULT_BROKER_CONFIG)
+    );
+    assert_too_large(
+        produce_sized(&broker.bootstrap(), "kept", 0, 5000),
+        "kept after a restart",
     );
 }
 
