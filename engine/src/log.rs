@@ -49,6 +49,55 @@ use crate::segment::{self, Segment, SegmentMark};
 use crate::tail_cache::{self, TailEntry, TailHolder};
 use crate::types::{LeaderEpoch, Offset, TimestampMs};
 
+/// A batch [`validate_for_append`] checked on this thread, waiting for the
+/// append that follows it. The `Bytes` clone keeps the checked memory alive
+/// and immutable, so an append of a slice with the same address and length
+/// appends exactly the bytes that were checked.
+struct Validated {
+    bytes: Bytes,
+    max_batch_bytes: usize,
+    header: BatchHeader,
+}
+
+thread_local! {
+    static VALIDATED: RefCell<Option<Validated>> = const { RefCell::new(None) };
+}
+
+/// [`batch::validate`] for a caller about to append the same `Bytes` on this
+/// thread (the produce handler, which needs the header for its own checks
+/// first). Besides the header, it leaves a note that the next append on
+/// this thread takes: when that append's batch is these very bytes (same
+/// address and length, kept alive by the note) and the log's
+/// max.message.bytes is no smaller, the append does not compute the CRC and
+/// walk the records a second time (issue 11: the double pass was 4-5 % of
+/// the broker's CPU at max-rate ingest). Any other append validates in full,
+/// as always; the note is dropped by the next append or validation either
+/// way, so it never vouches for anything but the bytes it checked.
+pub fn validate_for_append(
+    records: &Bytes,
+    max_batch_bytes: usize,
+) -> Result<BatchHeader, batch::BatchError> {
+    let result = batch::validate(records, max_batch_bytes);
+    VALIDATED.with(|note| {
+        *note.borrow_mut() = result.as_ref().ok().map(|header| Validated {
+            bytes: records.clone(),
+            max_batch_bytes,
+            header: *header,
+        });
+    });
+    result
+}
+
+/// The header [`validate_for_append`] found for exactly `batch` under a
+/// limit no larger than `max_batch_bytes`, if the note is about it; the
+/// note is consumed either way.
+fn take_validated(batch: &[u8], max_batch_bytes: usize) -> Option<BatchHeader> {
+    let validated = VALIDATED.with(|note| note.borrow_mut().take())?;
+    let same_bytes = std::ptr::eq(validated.bytes.as_ptr(), batch.as_ptr())
+        && validated.bytes.len() == batch.len();
+    (same_bytes && validated.max_batch_bytes <= max_batch_bytes).then_some(validated.header)
+}
+
 /// A partition log. Cheap to clone (a handle).
 pub struct Log<I: Io> {
     pub(crate) inner: Rc<LogInner<I>>,
@@ -419,9 +468,17 @@ impl<I: Io> Log<I> {
         let max_bytes = state.config.max_message_bytes as usize;
         let mut ranges = Vec::new();
         let mut headers = Vec::new();
-        for range in batch::split_batches(records).map_err(AppendError::from)? {
-            let header =
-                batch::validate(&records[range.clone()], max_bytes).map_err(AppendError::from)?;
+        let batches = batch::split_batches(records).map_err(AppendError::from)?;
+        // The note names at most one batch; only the first can be it.
+        let mut validated = batches
+            .first()
+            .and_then(|first| take_validated(&records[first.clone()], max_bytes));
+        for range in batches {
+            let header = match validated.take() {
+                Some(header) => header,
+                None => batch::validate(&records[range.clone()], max_bytes)
+                    .map_err(AppendError::from)?,
+            };
             ranges.push(range);
             headers.push(header);
         }
@@ -970,6 +1027,87 @@ impl<I: Io> Log<I> {
             .await
             .map_err(|error| LogError::io(epochs::checkpoint_path(&inner.dir), error))?;
         Ok(new_end)
+    }
+
+    /// Drop the whole log and continue at `start`, at or past its end
+    /// (Kafka's truncateFullyAndStartAt): for a follower whose log ends
+    /// before its leader's log start (retention or DeleteRecords removed
+    /// the records it would need next, or it is a new replica of such a
+    /// partition). Durable when it returns Ok: the log is then empty, its
+    /// start and end `start`, and its leader-epoch cache empty.
+    ///
+    /// Order, so that a crash anywhere recovers a valid log: the
+    /// checkpoint first (log start `start`: recovery then never serves the
+    /// old records, and ends an old sealed segment at `start` or leaves an
+    /// empty log at its end), then the empty epoch cache, then the segment
+    /// files from the first on (what remains is a suffix), then the
+    /// directory sync. The new active segment's file is created by its
+    /// first flush, as after a roll.
+    pub async fn start_over_at(&self, start: Offset) -> Result<(), LogError> {
+        let inner = &self.inner;
+        inner
+            .flush()
+            .await
+            .map_err(|error| inner.append_error_to_log_error(error))?;
+        let _guard = inner.flush_lock.lock().await;
+        let bases: Vec<Offset> = {
+            let state = inner.state.borrow();
+            if start < state.log_end {
+                return Err(LogError::InvalidArgument(format!(
+                    "cannot start over at {start}, below the log end {}",
+                    state.log_end
+                )));
+            }
+            state.segments.iter().map(|segment| segment.base).collect()
+        };
+        // From the checkpoint on, a failure leaves the files between the
+        // two logs: the log is poisoned (no more appends to a segment that
+        // may be gone, or under a checkpoint that hides them) and a reopen
+        // recovers one of the two.
+        let changed: Result<(), LogError> = async {
+            let checkpoint = Checkpoint {
+                log_start: start,
+                recovery_base: start,
+                recovery_position: 0,
+            };
+            inner.write_checkpoint_strict(checkpoint).await?;
+            inner.state.borrow_mut().checkpoint = checkpoint;
+            let epochs = {
+                let mut state = inner.state.borrow_mut();
+                state.epochs.truncate_to_end(Offset::ZERO);
+                (state.epochs.generation(), state.epochs.encode())
+            };
+            inner
+                .persist_epochs(epochs)
+                .await
+                .map_err(|error| LogError::io(epochs::checkpoint_path(&inner.dir), error))?;
+            for base in bases {
+                remove_segment_files(&inner.io, &inner.dir, base);
+            }
+            inner
+                .io
+                .sync_dir(&inner.dir)
+                .await
+                .map_err(|error| LogError::io(&inner.dir, error))
+        }
+        .await;
+        if let Err(error) = changed {
+            inner.poison(&format!("starting over at {start} failed: {error}"));
+            return Err(error);
+        }
+        let mut state = inner.state.borrow_mut();
+        let mut segment = Segment::new(start, state.config.chunk_size_bytes);
+        segment.buffer.reset(0, &[]);
+        state.segments.clear();
+        state.segments.push_back(segment);
+        state.log_start = start;
+        state.log_end = start;
+        state.durable_end = start;
+        state.unflushed_bytes = 0;
+        state.last_epoch = None;
+        state.durable_last_epoch = None;
+        inner.read_ahead.clear();
+        Ok(())
     }
 
     /// Advance the log start offset to `offset` (Kafka DeleteRecords):

@@ -3,6 +3,7 @@
 //! Each seed drives one log through a random sequence of appends, group
 //! commits, fsync and write failures, full disks, deletions, truncations,
 //! compaction passes (which must change nothing: every key is unique) and
+//! starts over past the end (a follower behind its leader's log start), and
 //! crashes (torn, lost or kept unsynced writes), with an fdatasync per file
 //! (even seeds) or the shard-wide filesystem sync (odd seeds). After every
 //! crash the log is reopened and checked against a model of what was
@@ -190,6 +191,24 @@ fn run_seed(seed: u64) {
             trace!("clean: {result:?}");
             if let Ok(summary) = result {
                 assert_eq!(summary.records_removed, 0, "unique keys: nothing to remove");
+            }
+        } else if roll == 88 && !log.is_poisoned() {
+            // A follower starting over past its end (its leader's log
+            // start moved beyond it): nothing before is owed any more.
+            let start = log.log_end_offset().plus(rng.below(50) as i64);
+            let result = block_on(log.start_over_at(start));
+            trace!("start over at {start}: {result:?}");
+            drop(pending.drain(..));
+            for appended in model.batches.values_mut() {
+                appended.acknowledged = false;
+            }
+            if result.is_ok() {
+                assert_eq!(
+                    (log.log_start_offset(), log.log_end_offset()),
+                    (start, start)
+                );
+                model.batches.clear();
+                model.log_start = start;
             }
         } else if roll < 91 || log.is_poisoned() {
             // Crash: drop the log, pick how the unsynced state survives.
