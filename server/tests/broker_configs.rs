@@ -363,6 +363,26 @@ fn a_cluster_default_and_a_brokers_value_set_the_topic_defaults_until_deleted() 
     assert!(describe(address, BROKER, "").configs.is_empty());
     assert!(produce_sized(&bootstrap, "plain", 0, 5000).is_ok());
 
+    // min.insync.replicas: acks=all needs that many in-sync replicas (the
+    // topic has one).
+    alter(
+        address,
+        BROKER,
+        "",
+        &[("min.insync.replicas", SET, Some("2"))],
+    );
+    match produce_sized(&bootstrap, "plain", 0, 100) {
+        Err(KafkaError::MessageProduction(RDKafkaErrorCode::NotEnoughReplicas)) => {}
+        other => panic!("min.insync.replicas 2 with one replica: {other:?}"),
+    }
+    alter(
+        address,
+        BROKER,
+        "",
+        &[("min.insync.replicas", DELETE, None)],
+    );
+    assert!(produce_sized(&bootstrap, "plain", 0, 100).is_ok());
+
     // A list config takes APPEND.
     alter(
         address,
