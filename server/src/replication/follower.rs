@@ -188,6 +188,28 @@ pub async fn apply(replica: &Rc<PartitionReplica>, message: ToFollower) -> State
     let log = &replica.log;
     match message {
         ToFollower::Probe { .. } => reply(ReplyStatus::Ok),
+        ToFollower::Truncate { .. } if log.log_end_offset() < header.log_start => {
+            // Everything this log holds is below the leader's log start:
+            // start over there (progress::SyncStep::StartOver).
+            tracing::info!(
+                partition = %replica.topic_partition,
+                log_end = %log.log_end_offset(),
+                leader_log_start = %header.log_start,
+                leader = header.leader_id,
+                "starting over at the leader's log start"
+            );
+            if let Err(error) = log.start_over_at(header.log_start).await {
+                tracing::error!(partition = %replica.topic_partition, %error, "starting over failed");
+                return reply(ReplyStatus::StorageError);
+            }
+            *replica.producers.borrow_mut() =
+                crate::shard::producer_state::ProducerStateTable::recover_at_open(log.io(), log)
+                    .await;
+            *replica.txns.borrow_mut() =
+                crate::shard::txn_state::TxnState::rebuild_at_open(log).await;
+            replica.notify_high_watermark();
+            reply(ReplyStatus::Ok)
+        }
         ToFollower::Truncate {
             epoch, end_offset, ..
         } => {

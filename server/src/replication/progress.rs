@@ -36,7 +36,12 @@ pub enum SyncStep {
         end_offset: Offset,
     },
     /// The follower's log ends before the leader's log start (retention
-    /// removed what it needs): it cannot continue from its log.
+    /// or DeleteRecords removed what it needs next, or it is a new replica
+    /// of such a partition): it must start over, empty, at the leader's log
+    /// start `at` (Kafka's truncateFullyAndStartAt), then stream from it.
+    StartOver { at: Offset },
+    /// A follower log with no batch that ends past the leader's log end:
+    /// nothing to stream, nothing to cut; probed again later.
     Gap,
 }
 
@@ -52,7 +57,9 @@ pub fn sync_step(
 ) -> SyncStep {
     let stream_or_gap = |from: Offset| {
         if from < leader_log_start {
-            SyncStep::Gap
+            SyncStep::StartOver {
+                at: leader_log_start,
+            }
         } else {
             SyncStep::Stream { from }
         }
@@ -350,6 +357,16 @@ impl FollowerProgress {
                 self.phase = Phase::Syncing;
                 Effect::Truncate { epoch, end_offset }
             }
+            // Sent as a truncation: the follower starts over when its log
+            // ends before the leader's log start, which every message's
+            // header carries (replication/follower.rs).
+            SyncStep::StartOver { at } => {
+                self.phase = Phase::Syncing;
+                Effect::Truncate {
+                    epoch: None,
+                    end_offset: at,
+                }
+            }
             SyncStep::Gap => {
                 self.phase = Phase::Stalled {
                     until_ms: now_ms + STALL_RETRY_MS,
@@ -425,8 +442,7 @@ impl LeaderState {
     /// caller starts a pusher for each.
     fn set_replicas(&mut self, replicas: &[i32], now_ms: i64) -> Vec<(i32, u64)> {
         self.replicas = replicas.to_vec();
-        self.followers
-            .retain(|broker, _| replicas.contains(broker));
+        self.followers.retain(|broker, _| replicas.contains(broker));
         let mut added = Vec::new();
         for &broker in replicas {
             if broker == self.node_id || self.followers.contains_key(&broker) {
@@ -701,10 +717,21 @@ mod tests {
     }
 
     #[test]
-    fn a_follower_behind_the_leaders_log_start_is_a_gap() {
+    fn a_follower_behind_the_leaders_log_start_starts_over_there() {
         let leader = lookup(&[(0, 0)], 100);
         let step = sync_step(
             &follower_log(10, 10, Some(0)),
+            Offset(20),
+            Offset(100),
+            &leader,
+        );
+        assert_eq!(step, SyncStep::StartOver { at: Offset(20) });
+        // A new replica (an empty log) of a partition whose start moved.
+        let step = sync_step(&follower_log(0, 0, None), Offset(20), Offset(100), &leader);
+        assert_eq!(step, SyncStep::StartOver { at: Offset(20) });
+        // An empty log past the leader's end: nothing to do but wait.
+        let step = sync_step(
+            &follower_log(120, 120, None),
             Offset(20),
             Offset(100),
             &leader,
@@ -856,7 +883,10 @@ mod tests {
         state.pending_isr = Some(vec![1, 2]);
         assert_eq!(state.wanted_isr(10_500, 10_000), None);
         assert_eq!(state.maximal_isr().collect::<Vec<_>>(), vec![1, 2, 3]);
-        assert_eq!(state.apply_committed(1, &[1, 2, 3], &[1, 2], 10_500), vec![]);
+        assert_eq!(
+            state.apply_committed(1, &[1, 2, 3], &[1, 2], 10_500),
+            vec![]
+        );
         assert_eq!(state.pending_isr, None);
         assert_eq!(state.maximal_isr().collect::<Vec<_>>(), vec![1, 2]);
         // A late answer of an older partition epoch changes nothing.
@@ -875,7 +905,10 @@ mod tests {
     fn a_reassignment_adds_and_removes_followers_within_the_epoch() {
         let mut state = leader_state();
         let first = state.pushers();
-        assert_eq!(first.iter().map(|(broker, _)| *broker).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(
+            first.iter().map(|(broker, _)| *broker).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
         // 4 added: a new follower with a new pusher; nobody else changes.
         let added = state.apply_committed(1, &[4, 2, 3, 1], &[1, 2, 3], 1_000);
         assert_eq!(added.len(), 1);

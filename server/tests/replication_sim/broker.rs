@@ -275,7 +275,7 @@ impl Broker {
         let log_end = self.log().log_end_offset();
         match (&mut self.role, leads) {
             (Role::Leader(leader), true) if leader.epoch == epoch => {
-                leader.apply_committed(image.partition_epoch, &image.replicas, &image.isr);
+                leader.apply_committed(image.partition_epoch, &image.replicas, &image.isr, now_ms);
             }
             (_, true) => {
                 trace.push(format!(
@@ -749,7 +749,7 @@ impl Broker {
                     "leader {id} applies committed isr {isr:?} at partition epoch {partition_epoch}"
                 ));
                 let replicas = leader.replicas.clone();
-                leader.apply_committed(partition_epoch, &replicas, &isr);
+                leader.apply_committed(partition_epoch, &replicas, &isr, context.now_ms);
             }
             Err(error)
                 if !context.timeout_clears_pending
