@@ -1029,20 +1029,22 @@ impl<I: Io> Log<I> {
         Ok(new_end)
     }
 
-    /// Drop the whole log and continue at `start`, at or past its end
-    /// (Kafka's truncateFullyAndStartAt): for a follower whose log ends
-    /// before its leader's log start (retention or DeleteRecords removed
-    /// the records it would need next, or it is a new replica of such a
-    /// partition). Durable when it returns Ok: the log is then empty, its
-    /// start and end `start`, and its leader-epoch cache empty.
+    /// Drop the whole log and continue, empty, at `start` (Kafka's
+    /// truncateFullyAndStartAt): for a follower whose log ends before its
+    /// leader's log start (retention or DeleteRecords removed the records
+    /// it would need next, or it is a new replica of such a partition).
+    /// `start` is at or past the log end, or anywhere when the log holds
+    /// no record (its start is its end): then nothing readable is dropped.
+    /// Durable when it returns Ok: the log is empty, its start and end
+    /// `start`, its leader-epoch cache empty.
     ///
-    /// Order, so that a crash anywhere recovers a valid log: the
-    /// checkpoint first (log start `start`: recovery then never serves the
-    /// old records, and ends an old sealed segment at `start` or leaves an
-    /// empty log at its end), then the empty epoch cache, then the segment
-    /// files from the first on (what remains is a suffix), then the
-    /// directory sync. The new active segment's file is created by its
-    /// first flush, as after a roll.
+    /// Order, so that a crash anywhere recovers a valid log holding no
+    /// record it should not: the segment files go first, from the first on
+    /// (what remains is a suffix of the old log), then the directory sync
+    /// (recovery without segments gives an empty log at the old start),
+    /// then the checkpoint naming `start`, then the empty epoch cache. Old
+    /// records can never reappear under a lower log start. The new active
+    /// segment's file is created by its first flush, as after a roll.
     pub async fn start_over_at(&self, start: Offset) -> Result<(), LogError> {
         let inner = &self.inner;
         inner
@@ -1052,19 +1054,27 @@ impl<I: Io> Log<I> {
         let _guard = inner.flush_lock.lock().await;
         let bases: Vec<Offset> = {
             let state = inner.state.borrow();
-            if start < state.log_end {
+            if start < state.log_end && state.log_start < state.log_end {
                 return Err(LogError::InvalidArgument(format!(
-                    "cannot start over at {start}, below the log end {}",
+                    "cannot start over at {start}, below the log end {} of a log holding records",
                     state.log_end
                 )));
             }
+            debug_assert!(state.waiters.is_empty(), "flushed under the flush lock");
             state.segments.iter().map(|segment| segment.base).collect()
         };
-        // From the checkpoint on, a failure leaves the files between the
-        // two logs: the log is poisoned (no more appends to a segment that
-        // may be gone, or under a checkpoint that hides them) and a reopen
-        // recovers one of the two.
+        // Once a file is gone, a failure leaves the log between the two: it
+        // is poisoned (no append to a segment that may be gone) and a
+        // reopen recovers it.
         let changed: Result<(), LogError> = async {
+            for base in bases {
+                remove_segment_files(&inner.io, &inner.dir, base);
+            }
+            inner
+                .io
+                .sync_dir(&inner.dir)
+                .await
+                .map_err(|error| LogError::io(&inner.dir, error))?;
             let checkpoint = Checkpoint {
                 log_start: start,
                 recovery_base: start,
@@ -1080,15 +1090,7 @@ impl<I: Io> Log<I> {
             inner
                 .persist_epochs(epochs)
                 .await
-                .map_err(|error| LogError::io(epochs::checkpoint_path(&inner.dir), error))?;
-            for base in bases {
-                remove_segment_files(&inner.io, &inner.dir, base);
-            }
-            inner
-                .io
-                .sync_dir(&inner.dir)
-                .await
-                .map_err(|error| LogError::io(&inner.dir, error))
+                .map_err(|error| LogError::io(epochs::checkpoint_path(&inner.dir), error))
         }
         .await;
         if let Err(error) = changed {

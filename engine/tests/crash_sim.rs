@@ -195,7 +195,13 @@ fn run_seed(seed: u64) {
         } else if roll == 88 && !log.is_poisoned() {
             // A follower starting over past its end (its leader's log
             // start moved beyond it): nothing before is owed any more.
-            let start = log.log_end_offset().plus(rng.below(50) as i64);
+            // Past the end; or, when the log holds no record, anywhere.
+            let end = log.log_end_offset();
+            let start = if log.log_start_offset() == end && rng.chance(50) {
+                Offset(rng.below(end.value() as u64 + 1) as i64)
+            } else {
+                end.plus(rng.below(50) as i64)
+            };
             let result = block_on(log.start_over_at(start));
             trace!("start over at {start}: {result:?}");
             drop(pending.drain(..));
@@ -209,6 +215,9 @@ fn run_seed(seed: u64) {
                 );
                 model.batches.clear();
                 model.log_start = start;
+            } else {
+                // It may have got as far as the checkpoint.
+                model.log_start = model.log_start.min(start);
             }
         } else if roll < 91 || log.is_poisoned() {
             // Crash: drop the log, pick how the unsynced state survives.

@@ -59,7 +59,8 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sluice_server::admin::client::Connection;
 use support::Rng;
 use support::cluster::{
-    Cluster, PartitionState, compare_replica_directories, compare_replicas, wait_until,
+    Cluster, PartitionState, compare_replica_directories, compare_replicas, compare_replicas_from,
+    wait_until,
 };
 use support::fault_proxy::FaultProxy;
 use support::kafka;
@@ -1887,12 +1888,15 @@ fn sluice_cli(bootstrap: &str, args: &[&str]) -> String {
 /// then partition 0 moves off its leader's broker (`--replicas`), whose
 /// copy is then deleted; a reassignment that cannot finish (onto a stopped
 /// broker) is listed and cancelled. The new replicas copy a backlog from
-/// the leader's disk; no acknowledged record is lost or duplicated, and the
-/// replicas end byte-identical.
+/// the leader's disk, whose first half was deleted (DeleteRecords: they
+/// start over at the log start, inside a batch); no acknowledged record is
+/// lost or duplicated, and the replicas end byte-identical from the log
+/// start on.
 #[test]
 fn reassignment_under_load_grows_moves_and_cancels_without_losing_a_record() {
     const TOPIC: &str = "replicated-reassign";
     const PARTITIONS: i32 = 2;
+    const LOG_START: i64 = 1001;
     let _serial = serial();
     let started = Instant::now();
     let mut cluster = ReplicatedCluster::start("replication-reassign");
@@ -1924,6 +1928,13 @@ fn reassignment_under_load_grows_moves_and_cancels_without_losing_a_record() {
         .unwrap_or_else(|error| panic!("flushing the backlog: {error}"));
     let backlog = reports.0.lock().unwrap().len();
     assert_eq!(backlog, 2000, "every backlog record reported");
+    // Its first half deleted (DeleteRecords): the new replicas start over
+    // at the log start, inside a batch of the leader's first segment.
+    let mut cut = TopicPartitionList::new();
+    cut.add_partition_offset(TOPIC, 0, Offset::Offset(LOG_START))
+        .unwrap();
+    let admin = kafka::admin(&cluster.bootstrap());
+    kafka::block_on(admin.delete_records(&cut, &kafka::admin_options())).expect("DeleteRecords");
     let load = Load::start(&cluster.bootstrap(), TOPIC, PARTITIONS, "reassign", 300);
     load.wait_for_acks(300, "acks before the reassignment", CONVERGE_TIMEOUT);
 
@@ -1996,7 +2007,11 @@ fn reassignment_under_load_grows_moves_and_cancels_without_losing_a_record() {
     wait_until(
         &format!("broker {old_leader} deletes its copy of {TOPIC}/0"),
         CONVERGE_TIMEOUT,
-        || (!old_copy.exists()).then_some(()).ok_or("still there".to_string()),
+        || {
+            (!old_copy.exists())
+                .then_some(())
+                .ok_or("still there".to_string())
+        },
     );
     println!("{TOPIC}/0 moved from {old_leader} to {moved:?}");
     load.wait_for_ack_sent_after(
@@ -2064,6 +2079,50 @@ fn reassignment_under_load_grows_moves_and_cancels_without_losing_a_record() {
     let (gap, _) = outcome.longest_gap_without_ack();
     println!("longest gap without an acknowledgement: {gap:?}");
     let high_watermarks = verify_records(&mut cluster, TOPIC, PARTITIONS, &outcome.acknowledged());
-    stop_and_compare_replicas(&mut cluster, TOPIC, &high_watermarks);
+    let states = cluster.wait_for_full_isr(TOPIC, PARTITIONS as usize, CONVERGE_TIMEOUT);
+    let log_starts: BTreeMap<i32, i64> = (0..PARTITIONS)
+        .map(|partition| {
+            let (low, _) = try_watermarks(&cluster.bootstrap(), TOPIC, partition).unwrap();
+            (partition, low)
+        })
+        .collect();
+    assert_eq!(
+        log_starts[&0], LOG_START,
+        "the log start moved with the partition"
+    );
+    cluster.stop_all();
+    // Partition 0's replicas are both new (it had one, on the broker it
+    // left): each started over inside the log, holding no deleted batch.
+    for node in &states[&0].replicas {
+        let first_base = std::fs::read_dir(cluster.data_dir(*node).join(format!("{TOPIC}-0")))
+            .unwrap()
+            .filter_map(|entry| {
+                let name = entry.unwrap().file_name().into_string().unwrap();
+                name.strip_suffix(".log")?.parse::<i64>().ok()
+            })
+            .min()
+            .unwrap();
+        assert!(
+            first_base > 0 && first_base <= LOG_START,
+            "node {node}'s copy of {TOPIC}/0 starts at {first_base}, the batch holding {LOG_START}"
+        );
+    }
+    for (partition, high_watermark) in &high_watermarks {
+        let replicas = &states[partition].replicas;
+        let compared = compare_replicas_from(
+            &cluster,
+            TOPIC,
+            *partition,
+            replicas,
+            log_starts[partition],
+            *high_watermark,
+        )
+        .unwrap_or_else(|difference| panic!("replicas differ: {difference}"));
+        println!(
+            "{TOPIC}/{partition}: replicas {replicas:?} byte-identical from {} below \
+             {high_watermark} ({compared} batches)",
+            log_starts[partition]
+        );
+    }
     println!("reassignment scenario took {:?}", started.elapsed());
 }

@@ -269,6 +269,20 @@ pub async fn apply(replica: &Rc<PartitionReplica>, message: ToFollower) -> State
                 replica.set_follower_high_watermark(header.high_watermark);
                 return reply(ReplyStatus::Ok);
             };
+            // A log started over at the leader's log start, which lies inside
+            // a batch: the log holds no record yet, so it starts over at
+            // that batch's base instead (as Kafka's follower does) and takes
+            // the batch whole; the leader's log start follows below.
+            if let Ok(first) = sluice_engine::batch::BatchHeader::parse(&records)
+                && first.base_offset() < start_offset
+                && first.last_offset() >= start_offset
+                && log.log_start_offset() == log.log_end_offset()
+            {
+                if let Err(error) = log.start_over_at(first.base_offset()).await {
+                    tracing::error!(partition = %replica.topic_partition, %error, "starting over at a batch base failed");
+                    return reply(ReplyStatus::StorageError);
+                }
+            }
             let appended = match log.append_replicated(&records) {
                 Ok(appended) => appended,
                 Err(ReplicatedAppendError::Append(error)) => {
@@ -285,6 +299,15 @@ pub async fn apply(replica: &Rc<PartitionReplica>, message: ToFollower) -> State
             if let Err(error) = appended.completion.await {
                 tracing::warn!(partition = %replica.topic_partition, %error, "replicated append not durable");
                 return reply(ReplyStatus::StorageError);
+            }
+            // The leader's log start (retention, DeleteRecords), as far as
+            // this log holds records: the replicas agree on where the
+            // partition starts.
+            let leader_start = header.log_start.min(log.durable_end_offset());
+            if leader_start > log.log_start_offset()
+                && let Err(error) = log.delete_records_before(leader_start).await
+            {
+                tracing::warn!(partition = %replica.topic_partition, %error, "following the leader's log start failed");
             }
             reply(ReplyStatus::Ok)
         }

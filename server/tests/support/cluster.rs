@@ -637,13 +637,52 @@ pub fn compare_replica_directories(
     directories: &[(i32, PathBuf)],
     high_watermark: i64,
 ) -> Result<usize, String> {
+    compare_replica_directories_from(name, directories, i64::MIN, high_watermark)
+}
+
+/// [`compare_replicas`] from the batch holding `log_start` on: replicas
+/// that started over at a log start (a new replica of a partition whose
+/// first records were deleted) hold nothing before it.
+pub fn compare_replicas_from(
+    cluster: &Cluster,
+    topic: &str,
+    partition: i32,
+    nodes: &[i32],
+    log_start: i64,
+    high_watermark: i64,
+) -> Result<usize, String> {
+    let directories: Vec<(i32, PathBuf)> = nodes
+        .iter()
+        .map(|node| {
+            (
+                *node,
+                cluster.data_dir(*node).join(format!("{topic}-{partition}")),
+            )
+        })
+        .collect();
+    compare_replica_directories_from(
+        &format!("{topic}-{partition}"),
+        &directories,
+        log_start,
+        high_watermark,
+    )
+}
+
+/// [`compare_replica_directories`] of the batches ending at or after
+/// `log_start`.
+pub fn compare_replica_directories_from(
+    name: &str,
+    directories: &[(i32, PathBuf)],
+    log_start: i64,
+    high_watermark: i64,
+) -> Result<usize, String> {
     let mut prefixes: Vec<(i32, Vec<StoredBatch>)> = Vec::new();
     for (node, directory) in directories {
         let contents = read_replica(directory).map_err(|error| format!("node {node}: {error}"))?;
         let prefix: Vec<StoredBatch> = contents
             .batches
             .into_iter()
-            .filter(|batch| batch.base_offset < high_watermark)
+            .filter(|batch| batch.base_offset < high_watermark && batch.last_offset >= log_start)
             .collect();
         for pair in prefix.windows(2) {
             if pair[1].base_offset != pair[0].last_offset + 1 {
