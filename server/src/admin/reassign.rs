@@ -400,6 +400,8 @@ pub fn list(pool: &mut BrokerPool, topics: &[String], format: Format) -> Result<
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
     use crate::admin::pool::{BrokerAddress, PartitionLayout, TopicLayout};
 

@@ -277,11 +277,10 @@ pub async fn apply(replica: &Rc<PartitionReplica>, message: ToFollower) -> State
                 && first.base_offset() < start_offset
                 && first.last_offset() >= start_offset
                 && log.log_start_offset() == log.log_end_offset()
+                && let Err(error) = log.start_over_at(first.base_offset()).await
             {
-                if let Err(error) = log.start_over_at(first.base_offset()).await {
-                    tracing::error!(partition = %replica.topic_partition, %error, "starting over at a batch base failed");
-                    return reply(ReplyStatus::StorageError);
-                }
+                tracing::error!(partition = %replica.topic_partition, %error, "starting over at a batch base failed");
+                return reply(ReplyStatus::StorageError);
             }
             let appended = match log.append_replicated(&records) {
                 Ok(appended) => appended,
