@@ -464,8 +464,15 @@ impl<I: Io> Log<I> {
             }
             .into());
         }
-        // Validate everything before changing anything: all or nothing.
-        let max_bytes = state.config.max_message_bytes as usize;
+        // Validate everything before changing anything: all or nothing. A
+        // follower takes what its leader accepted whatever its own
+        // max.message.bytes (as Kafka's followers do): a limit lowered
+        // while it is behind must not stop it (the peer frame bounds the
+        // size).
+        let max_bytes = match stamp {
+            Stamp::Assign(_) => state.config.max_message_bytes as usize,
+            Stamp::Keep => usize::MAX,
+        };
         let mut ranges = Vec::new();
         let mut headers = Vec::new();
         let batches = batch::split_batches(records).map_err(AppendError::from)?;

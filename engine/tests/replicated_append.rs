@@ -193,6 +193,32 @@ fn offsets_and_epochs_are_kept_not_assigned() {
     assert_eq!(follower.last_leader_epoch(), Some(LeaderEpoch(9)));
 }
 
+/// A follower takes a batch larger than its own max.message.bytes (the
+/// limit was lowered after the leader accepted it): only the leader's
+/// append enforces the limit.
+#[test]
+fn a_follower_takes_a_batch_over_its_own_size_limit() {
+    let (leader, _committer) = leader_with(&[3, 3]);
+    let batches = stored_batches(&leader, Offset::ZERO);
+    let io = SimIo::new(4);
+    let strict = LogConfig {
+        max_message_bytes: 100,
+        ..small_config()
+    };
+    let (follower, _follower_committer) = open(&io, &strict);
+    assert!(batches.iter().all(|stored| stored.len() > 100));
+    for stored in &batches {
+        drop(follower.append_replicated(stored).unwrap().completion);
+    }
+    assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+    // A leader's append on the same log is held to it.
+    let big = tagged_batch(99, 2, 300, NOW);
+    assert!(matches!(
+        follower.append(&big, LeaderEpoch(3)),
+        Err(AppendError::InvalidBatch(BatchError::TooLarge { .. }))
+    ));
+}
+
 #[test]
 fn non_contiguous_or_overlapping_batches_are_refused_and_nothing_is_written() {
     let (leader, _committer) = leader_with(&[0; 8]);
