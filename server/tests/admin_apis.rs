@@ -5,7 +5,9 @@
 //! it, paged with a cursor; DescribeLogDirs (API 35) as
 //! kafka-log-dirs.sh asks it; ElectLeaders (API 43) from confluent-kafka's
 //! AdminClient.elect_leaders against a three-broker cluster
-//! (server/tests/python/elect_leaders.py).
+//! (server/tests/python/elect_leaders.py); AlterPartitionReassignments and
+//! ListPartitionReassignments (APIs 45, 46) from kafka-python's protocol
+//! classes (server/tests/python/reassign_kafka_python.py).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -488,4 +490,49 @@ fn an_unclean_election_gives_a_leaderless_partition_its_out_of_sync_replica() {
         },
     );
     assert_eq!(cluster.isr(bystander, TOPIC, 0), Some(vec![follower]));
+}
+
+/// AlterPartitionReassignments and ListPartitionReassignments (APIs 45
+/// and 46) from kafka-python's own protocol code against three brokers: a
+/// one-replica partition moved to the two other brokers while its records
+/// stay readable, and the refusals
+/// (server/tests/python/reassign_kafka_python.py).
+#[test]
+fn kafka_python_moves_a_partition_to_other_brokers() {
+    const TOPIC: &str = "moved";
+    let Some(python) = require_python() else {
+        return;
+    };
+    let cluster = Cluster::start(
+        "reassign-kafka-python",
+        3,
+        &[
+            "--broker-heartbeat-interval-ms",
+            "500",
+            "--broker-session-timeout-ms",
+            "3000",
+        ],
+    );
+    create_topic_replicated(&cluster.bootstrap(), TOPIC, 1, 1, &[]);
+    let script = support::repo_root().join("server/tests/python/reassign_kafka_python.py");
+    let mut command = Command::new(&python);
+    command
+        .arg(&script)
+        .arg(cluster.bootstrap())
+        .arg(TOPIC)
+        .env("PYTHONUNBUFFERED", "1")
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    let output = run_with_timeout(
+        command,
+        Duration::from_secs(180),
+        "reassign_kafka_python.py",
+    );
+    println!("{}", String::from_utf8_lossy(&output.stdout));
+    assert!(
+        output.status.success(),
+        "reassign_kafka_python.py failed:\n{}\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        cluster.stderr_tails()
+    );
 }
