@@ -34,6 +34,6 @@ pub use compact::{AbortedRange, CleanOptions, CleanSummary, DirtyStats, TxnClean
 pub use config::{FlushPolicy, LogConfig};
 pub use epochs::{EpochEntry, LeaderEpochCache};
 pub use error::{AppendError, LogError, ReplicatedAppendError};
-pub use log::{AppendCompletion, Appended, Log, ReadLimits, ReadResult};
+pub use log::{AppendCompletion, Appended, Log, ReadLimits, ReadResult, validate_for_append};
 pub use recovery::RecoveryReport;
 pub use types::{LeaderEpoch, Offset, Position, TimestampMs};

@@ -646,10 +646,12 @@ fn accept(
             config.log.flush,
         )
     };
-    // The engine validates again on append; validating here first keeps
-    // corrupt batches from reaching the producer state or the
-    // LogAppendTime rewrite (which recomputes the CRC).
-    let header = batch::validate(&records, max_message_bytes as usize)
+    // Validating here first keeps corrupt batches from reaching the
+    // producer state or the LogAppendTime rewrite (which recomputes the
+    // CRC). The engine's append of these same bytes, below on this thread,
+    // then skips its second pass over them (validate_for_append); a
+    // rebuilt or rewritten batch is validated again by the append.
+    let header = sluice_engine::validate_for_append(&records, max_message_bytes as usize)
         .map_err(|error| batch_failed(&error))?;
     if header.is_control() {
         return Err(PartitionOutcome::failed(
