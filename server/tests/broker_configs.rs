@@ -455,11 +455,11 @@ fn bad_broker_config_changes_are_refused_and_change_nothing() {
             "Unknown broker config",
         ),
         (
-            "",
+            "0",
             "unclean.leader.election.enable",
             Some("true"),
             INVALID_REQUEST,
-            "on the topics",
+            "cluster-wide default",
         ),
         (
             "zero",

@@ -648,31 +648,53 @@ impl QuorumController {
                 })
             })
             .collect();
-        // Turning unclean election on elects leaders for the topic's
-        // leaderless partitions at once, in the same batch.
-        if let ConfigResource::Topic(name) = resource
-            && let Some(topic) = image.topic_by_name(name)
-        {
-            let enabled = changes
-                .iter()
-                .rev()
-                .find(|(key, _)| key == UNCLEAN_LEADER_ELECTION_ENABLE)
-                .is_some_and(|(_, value)| value.as_deref().is_some_and(is_true));
-            if enabled && !unclean_election_enabled(image, name) {
-                for (index, partition) in topic.partitions.iter().enumerate() {
-                    if partition.leader.is_some() {
-                        continue;
-                    }
-                    let active = |id: BrokerId| image.broker(id).is_some_and(|b| b.is_active());
-                    if let Some((leader, isr)) = elect(partition, active, true) {
-                        records.push(guarded_change(
-                            topic.topic_id,
-                            index,
-                            partition,
-                            isr,
-                            LeaderChange::To(leader),
-                        ));
-                    }
+        // Turning unclean election on (a topic's own value, or the
+        // cluster-wide default for the topics without one, set or deleted)
+        // elects leaders for their leaderless partitions at once, in the
+        // same batch.
+        let touches_unclean = matches!(
+            resource,
+            ConfigResource::Topic(_) | ConfigResource::Broker(None)
+        ) && changes
+            .iter()
+            .any(|(key, _)| key == UNCLEAN_LEADER_ELECTION_ENABLE);
+        let mut after = None;
+        if touches_unclean {
+            let mut changed = image.clone();
+            for record in &records {
+                // Config records of an existing resource apply; were one
+                // refused, the batch would be too, and nothing elected.
+                if changed.apply(image.offset(), record).is_err() {
+                    break;
+                }
+            }
+            after = Some(changed);
+        }
+        let turned_on: Vec<&super::image::TopicImage> = match &after {
+            Some(after) => image
+                .topics()
+                .values()
+                .filter(|topic| {
+                    !unclean_election_enabled(image, &topic.name)
+                        && unclean_election_enabled(after, &topic.name)
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        for topic in turned_on {
+            for (index, partition) in topic.partitions.iter().enumerate() {
+                if partition.leader.is_some() {
+                    continue;
+                }
+                let active = |id: BrokerId| image.broker(id).is_some_and(|b| b.is_active());
+                if let Some((leader, isr)) = elect(partition, active, true) {
+                    records.push(guarded_change(
+                        topic.topic_id,
+                        index,
+                        partition,
+                        isr,
+                        LeaderChange::To(leader),
+                    ));
                 }
             }
         }
@@ -998,12 +1020,18 @@ fn is_true(value: &str) -> bool {
     value.eq_ignore_ascii_case("true")
 }
 
-/// The topic's `unclean.leader.election.enable` (default false).
+/// The topic's `unclean.leader.election.enable`: its own value, else the
+/// cluster-wide default (a dynamic broker config on BROKER ""), else false.
 pub fn unclean_election_enabled(image: &MetadataImage, topic_name: &str) -> bool {
-    image
-        .configs(&ConfigResource::Topic(topic_name.into()))
-        .and_then(|configs| configs.get(UNCLEAN_LEADER_ELECTION_ENABLE))
-        .is_some_and(|value| is_true(value))
+    let value = |resource: ConfigResource| {
+        image
+            .configs(&resource)
+            .and_then(|configs| configs.get(UNCLEAN_LEADER_ELECTION_ENABLE))
+            .cloned()
+    };
+    value(ConfigResource::Topic(topic_name.into()))
+        .or_else(|| value(ConfigResource::Broker(None)))
+        .is_some_and(|value| is_true(&value))
 }
 
 /// Configs of a topic as a map (for callers answering DescribeConfigs).
@@ -1644,6 +1672,40 @@ mod tests {
         leader_alone_then_fenced(&mut controller, &mut image, &epochs, topic);
         assert_eq!(state(&image, topic).leader, None);
         set_unclean(&controller, &mut image, "true");
+        let after = state(&image, topic);
+        assert_eq!((after.leader, after.isr), (Some(BrokerId(2)), ids(&[2])));
+    }
+
+    #[test]
+    fn the_cluster_wide_default_turns_unclean_election_on_where_the_topic_says_nothing() {
+        let (mut controller, mut image, epochs, topic) = replicated();
+        leader_alone_then_fenced(&mut controller, &mut image, &epochs, topic);
+        let set_default = |image: &mut MetadataImage, value: &str| {
+            let records = controller
+                .alter_configs(
+                    image,
+                    &ConfigResource::Broker(None),
+                    &[(UNCLEAN_LEADER_ELECTION_ENABLE.into(), Some(value.into()))],
+                )
+                .unwrap();
+            commit(image, &records);
+        };
+        // The topic's own "false" wins over the default.
+        set_unclean(&controller, &mut image, "false");
+        set_default(&mut image, "true");
+        assert!(!unclean_election_enabled(&image, "r"));
+        assert_eq!(state(&image, topic).leader, None);
+        // Without its own value the default applies, at once (the deletion
+        // turns it on).
+        let records = controller
+            .alter_configs(
+                &image,
+                &ConfigResource::Topic("r".into()),
+                &[(UNCLEAN_LEADER_ELECTION_ENABLE.into(), None)],
+            )
+            .unwrap();
+        commit(&mut image, &records);
+        assert!(unclean_election_enabled(&image, "r"));
         let after = state(&image, topic);
         assert_eq!((after.leader, after.isr), (Some(BrokerId(2)), ids(&[2])));
     }

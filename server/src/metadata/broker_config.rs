@@ -42,11 +42,12 @@ const READ_ONLY_IN_KAFKA: &[&str] = &[
     "log.flush.scheduler.interval.ms",
 ];
 
-/// Dynamic in Kafka but not in Sluice, with the reason.
+/// Dynamic in Kafka per broker too, but only as the cluster-wide default
+/// in Sluice, with the reason (refused on a broker id).
 pub const NOT_DYNAMIC_HERE: &[(&str, &str)] = &[(
     "unclean.leader.election.enable",
-    "the controller's unclean elections read the topic's own config only; set \
-     unclean.leader.election.enable on the topics instead",
+    "per broker: the controller's elections read the topic's own config, then the \
+     cluster-wide default (BROKER \"\"); set it there or on the topics",
 )];
 
 const fn no_effect(
@@ -230,9 +231,7 @@ const PER_BROKER_ONLY: &[&str] = &[
 /// default of, or its own ([`NO_EFFECT`]); `None` when `name` is not a
 /// dynamic broker config here.
 pub fn dynamic_spec(name: &str) -> Option<&'static TopicConfigSpec> {
-    if READ_ONLY_IN_KAFKA.contains(&name)
-        || NOT_DYNAMIC_HERE.iter().any(|(refused, _)| *refused == name)
-    {
+    if READ_ONLY_IN_KAFKA.contains(&name) {
         return None;
     }
     TOPIC_CONFIGS
@@ -317,6 +316,15 @@ pub fn check_name(
     read_only: &dyn Fn(&str) -> bool,
     per_broker: bool,
 ) -> Result<&'static TopicConfigSpec, BrokerConfigError> {
+    if let Some((_, reason)) = NOT_DYNAMIC_HERE
+        .iter()
+        .find(|(refused, _)| per_broker && *refused == name)
+    {
+        return Err(BrokerConfigError::NotDynamicHere {
+            name: name.to_string(),
+            reason,
+        });
+    }
     if let Some(spec) = dynamic_spec(name) {
         if !per_broker && PER_BROKER_ONLY.contains(&name) {
             return Err(BrokerConfigError::PerBrokerOnly {
@@ -525,7 +533,7 @@ mod tests {
             assert_eq!(dynamic_spec(name).unwrap().broker_name, Some(name));
         }
         assert!(!names.contains(&"log.message.format.version"));
-        assert!(!names.contains(&"unclean.leader.election.enable"));
+        assert!(names.contains(&"unclean.leader.election.enable"));
         assert!(
             dynamic_spec("retention.ms").is_none(),
             "topic names are not broker names"
@@ -565,11 +573,19 @@ mod tests {
             ),
             Err(BrokerConfigError::ReadOnly { .. })
         ));
+        // Cluster-wide only: the controller reads the default, not a
+        // broker's own value.
+        validate(
+            &map(&[("unclean.leader.election.enable", "true")]),
+            &never,
+            false,
+        )
+        .unwrap();
         assert!(matches!(
             validate(
                 &map(&[("unclean.leader.election.enable", "true")]),
                 &never,
-                false
+                true
             ),
             Err(BrokerConfigError::NotDynamicHere { .. })
         ));
