@@ -669,14 +669,16 @@ impl MetadataImage {
             // After all the partition records: (older snapshots have none).
             for (index, partition) in topic.partitions.iter().enumerate() {
                 if partition.is_reassigning() {
-                    records.push(MetadataRecord::PartitionReassignment(PartitionReassignment {
-                        topic_id: topic.topic_id,
-                        partition: PartitionIndex(
-                            i32::try_from(index).expect("partition count fits i32"),
-                        ),
-                        adding: partition.adding.clone(),
-                        removing: partition.removing.clone(),
-                    }));
+                    records.push(MetadataRecord::PartitionReassignment(
+                        PartitionReassignment {
+                            topic_id: topic.topic_id,
+                            partition: PartitionIndex(
+                                i32::try_from(index).expect("partition count fits i32"),
+                            ),
+                            adding: partition.adding.clone(),
+                            removing: partition.removing.clone(),
+                        },
+                    ));
                 }
             }
             writer.bytes(&RecordBatch::new(records).encode());
@@ -895,7 +897,11 @@ fn check_reassignment_shape(
     {
         return Err(invalid("a reassigned replica is not a replica"));
     }
-    if state.adding.iter().any(|replica| state.removing.contains(replica)) {
+    if state
+        .adding
+        .iter()
+        .any(|replica| state.removing.contains(replica))
+    {
         return Err(invalid("a replica both added and removed"));
     }
     if state.is_reassigning() && state.target_replicas().is_empty() {

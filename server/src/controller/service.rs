@@ -710,7 +710,10 @@ impl<S: RaftLogStore> ControllerLoop<S> {
         }
         self.next_session_check_ms = now_ms + SESSION_CHECK_INTERVAL_MS;
         for records in self.controller.tick(self.node.image(), now_ms) {
-            info!(?records, "fencing a broker, completing reassignments or electing preferred leaders");
+            info!(
+                ?records,
+                "fencing a broker, completing reassignments or electing preferred leaders"
+            );
             let (reply, _) = flume::bounded(1);
             self.propose(records, PendingKind::Silent, reply);
         }
@@ -940,7 +943,8 @@ impl<S: RaftLogStore> ControllerLoop<S> {
                 }
             }
             Request::AlterReassignments { reassignments } => {
-                alter_reassignments(image, &reassignments).map(|records| (records, PendingKind::Committed))
+                alter_reassignments(image, &reassignments)
+                    .map(|records| (records, PendingKind::Committed))
             }
             Request::MetadataFetch { .. } => unreachable!("answered above"),
         };
@@ -1941,7 +1945,9 @@ fn alter_reassignments(
             Ok(partition_records) => records.extend(partition_records),
             Err(error) => {
                 let kind = match error {
-                    ReassignmentError::UnknownTopicOrPartition => ErrorKind::UnknownTopicOrPartition,
+                    ReassignmentError::UnknownTopicOrPartition => {
+                        ErrorKind::UnknownTopicOrPartition
+                    }
                     ReassignmentError::InvalidReplicaAssignment(_) => {
                         ErrorKind::InvalidReplicaAssignment
                     }

@@ -24,7 +24,8 @@ use crate::shard::{PartitionReplica, Shard};
 /// follower, an ISR task. Nothing to do with replication factor 1 (until
 /// a reassignment adds a follower: `start_pushers`).
 pub fn start(shard: &Rc<Shard>, replica: &Rc<PartitionReplica>) {
-    let Some((epoch, pushers)) = with_any_leader(replica, |leader| (leader.epoch, leader.pushers()))
+    let Some((epoch, pushers)) =
+        with_any_leader(replica, |leader| (leader.epoch, leader.pushers()))
     else {
         return;
     };
@@ -194,7 +195,11 @@ async fn push_loop(
                 Send::Wait
             }
         }) else {
-            tracing::debug!(follower, ?epoch, "pusher stopped: no longer leading, or no longer a replica");
+            tracing::debug!(
+                follower,
+                ?epoch,
+                "pusher stopped: no longer leading, or no longer a replica"
+            );
             return;
         };
         let sent = match next {
