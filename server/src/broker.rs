@@ -335,7 +335,11 @@ impl Broker {
             let _ = go.send(());
         }
         if let Some(admin) = &admin {
-            admin.set_serving(Arc::clone(&shards), Arc::clone(&metadata));
+            admin.set_serving(
+                Arc::clone(&shards),
+                Arc::clone(&metadata),
+                Arc::clone(&config),
+            );
         }
         Ok(Broker {
             threads,

@@ -308,3 +308,76 @@ fn the_console_page_and_its_assets_are_served_with_a_content_security_policy() {
     let (status, _) = get(admin, "/console/missing.js");
     assert_eq!(status, 404);
 }
+
+/// In a cluster, every broker's console lists every group, described by
+/// its coordinator (whichever broker that is), with the lag from the
+/// partitions' leaders on other brokers: `/v1/groups` of each of the three
+/// brokers shows twelve groups coordinated by several brokers, each with its
+/// exact lag.
+#[test]
+fn in_a_cluster_every_brokers_console_lists_every_group_with_its_lag() {
+    let cluster = support::cluster::Cluster::start(
+        "console-cluster",
+        3,
+        &[
+            "--broker-heartbeat-interval-ms",
+            "500",
+            "--broker-session-timeout-ms",
+            "3000",
+            "--offsets-topic-partitions",
+            "6",
+        ],
+    );
+    let bootstrap = cluster.bootstrap();
+    support::kafka::create_topic_replicated(&bootstrap, TOPIC, 3, 1, &[]);
+    for (partition, count) in (0..).zip(RECORDS_PER_PARTITION) {
+        let records: Vec<Record> = (0..count)
+            .map(|index| Record {
+                key: None,
+                value: Some(format!("record-{index}").into_bytes()),
+                headers: Vec::new(),
+            })
+            .collect();
+        produce_all(&bootstrap, TOPIC, Some(partition), &records, &[]);
+    }
+    let groups: Vec<String> = (0..12)
+        .map(|index| format!("console-group-{index}"))
+        .collect();
+    for group in &groups {
+        let consumer: BaseConsumer = config(&bootstrap)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("creating a group's consumer");
+        commit(&consumer, &[(0, 10), (1, 5), (2, 0)]);
+    }
+    let expected_lag: i64 = RECORDS_PER_PARTITION
+        .iter()
+        .zip([10, 5, 0])
+        .map(|(end, committed)| end - committed)
+        .sum();
+    for node in cluster.nodes() {
+        let (status, body) = get(cluster.broker(node).admin_address(), "/v1/groups");
+        assert_eq!(status, 200, "{body}");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["coordinated_here_only"], false, "{json}");
+        let listed: Vec<&serde_json::Value> = json["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|group| groups.iter().any(|id| group["group_id"] == id.as_str()))
+            .collect();
+        assert_eq!(listed.len(), groups.len(), "node {node}: {json}");
+        for group in &listed {
+            assert_eq!(group["total_lag"], expected_lag, "node {node}: {group}");
+        }
+        let coordinators: std::collections::BTreeSet<i64> = listed
+            .iter()
+            .map(|group| group["coordinator"].as_i64().unwrap())
+            .collect();
+        assert!(
+            coordinators.len() >= 2,
+            "groups coordinated by several brokers: {coordinators:?}"
+        );
+    }
+}

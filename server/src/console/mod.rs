@@ -8,9 +8,10 @@
 //! - `GET /v1/cluster`: cluster id, controller, brokers and their state.
 //! - `GET /v1/topics`: topics with their configs and partitions (leader,
 //!   replicas, ISR; offsets and sizes of the replicas this broker holds).
-//! - `GET /v1/groups`: the groups this broker coordinates, their members
-//!   and committed offsets with the lag where this broker holds a replica
-//!   of the partition.
+//! - `GET /v1/groups`: consumer groups, their members and committed
+//!   offsets with the lag: on a single broker from its own shards; in a
+//!   cluster every group, asked of its coordinator over the Kafka protocol
+//!   (`cluster_groups_json`), this broker's own if that fails.
 //! - `GET /v1/counters`: totals of the data path's counters (produce and
 //!   fetch bytes, Produce and Fetch latency histograms) for the charts.
 //!
@@ -393,6 +394,84 @@ pub fn groups_json(
         "shards_missing": shards_missing,
         "groups": groups,
     })
+}
+
+/// Groups described per cluster at most (each costs a few requests).
+const CLUSTER_GROUPS_MAX: usize = 100;
+
+/// `/v1/groups` of a cluster: every group (ListGroups on every broker),
+/// each described by its coordinator with its committed offsets and the
+/// lag from the partitions' leaders (`admin::group`, what `sluice group
+/// describe` shows), the first [`CLUSTER_GROUPS_MAX`] of them. Blocking;
+/// the admin server's thread.
+pub fn cluster_groups_json(
+    node_id: i32,
+    target: &crate::admin::profile::Target,
+) -> Result<Value, crate::admin::AdminError> {
+    let listed = crate::admin::group::list_groups(target)?;
+    let truncated = listed.len() > CLUSTER_GROUPS_MAX;
+    let mut groups = Vec::new();
+    for listing in listed.iter().take(CLUSTER_GROUPS_MAX) {
+        let group = crate::admin::group::describe_group(target, &listing.group_id)?;
+        let mut total_lag = Some(0_i64);
+        let offsets: Vec<Value> = group
+            .partitions
+            .iter()
+            .filter_map(|row| {
+                let committed = row.committed?;
+                let lag = row.lag().map(|lag| lag.max(0));
+                total_lag = total_lag.zip(lag).map(|(total, lag)| total + lag);
+                Some(json!({
+                    "topic": row.topic,
+                    "partition": row.partition,
+                    "committed_offset": committed,
+                    "end_offset": row.log_end,
+                    "lag": lag,
+                }))
+            })
+            .collect();
+        let members: Vec<Value> = group
+            .members
+            .iter()
+            .map(|member| {
+                let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+                for (topic, partition) in &member.assignment {
+                    by_topic.entry(topic).or_default().push(*partition);
+                }
+                let assignment: Vec<Value> = by_topic
+                    .into_iter()
+                    .map(|(topic, partitions)| json!({"topic": topic, "partitions": partitions}))
+                    .collect();
+                json!({
+                    "member_id": member.member_id,
+                    "instance_id": member.group_instance_id,
+                    "client_id": member.client_id,
+                    "client_host": member.host,
+                    "leader": Value::Null,
+                    "assignment": assignment,
+                })
+            })
+            .collect();
+        groups.push(json!({
+            "group_id": group.group_id,
+            "state": group.state,
+            "protocol_type": group.protocol_type,
+            "protocol": group.protocol,
+            "generation": Value::Null,
+            "coordinator": group.coordinator.0,
+            "offsets_partition": Value::Null,
+            "members": members,
+            "offsets": offsets,
+            "total_lag": total_lag,
+        }));
+    }
+    Ok(json!({
+        "node_id": node_id,
+        "coordinated_here_only": false,
+        "truncated_to": truncated.then_some(CLUSTER_GROUPS_MAX),
+        "shards_missing": 0,
+        "groups": groups,
+    }))
 }
 
 /// `/v1/counters`: the counter totals and the histogram bounds; the page

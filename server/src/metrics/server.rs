@@ -96,6 +96,8 @@ pub struct AdminState {
 struct Serving {
     shards: Arc<Shards>,
     metadata: Arc<Metadata>,
+    /// For the console's requests to the other brokers (their groups).
+    config: Arc<crate::cli::BrokerConfig>,
 }
 
 impl AdminState {
@@ -200,6 +202,25 @@ impl AdminState {
         if path == "/v1/topics" {
             return (200, console::topics_json(&view, &shards, shards_missing));
         }
+        // A cluster: every group, from its coordinator, with the lag from
+        // the partitions' leaders, over the Kafka protocol as `sluice group
+        // describe` asks (through this broker's inter-broker listener and
+        // credentials). Should that fail, this broker's own groups.
+        if view.brokers.len() > 1
+            && let Some(this) = view.brokers.get(&self.node_id)
+        {
+            let target = crate::txn::rpc::inter_broker_target(&serving.config, &view, this);
+            let admin_target = crate::admin::profile::Target {
+                bootstrap: format!("{}:{}", target.host, target.port),
+                security: (*target.security).clone(),
+            };
+            match console::cluster_groups_json(self.node_id, &admin_target) {
+                Ok(json) => return (200, json),
+                Err(error) => {
+                    tracing::warn!(%error, "console: the cluster's groups could not be read; showing this broker's");
+                }
+            }
+        }
         let coordinated = crate::group::coordinated_partitions(&view);
         let (groups, groups_missing) =
             console::gather_groups(&serving.shards, coordinated, SCRAPE_SHARD_WAIT);
@@ -263,8 +284,17 @@ impl AdminServer {
     }
 
     /// The shards serve clients.
-    pub fn set_serving(&self, shards: Arc<Shards>, metadata: Arc<Metadata>) {
-        let _ = self.state.serving.set(Serving { shards, metadata });
+    pub fn set_serving(
+        &self,
+        shards: Arc<Shards>,
+        metadata: Arc<Metadata>,
+        config: Arc<crate::cli::BrokerConfig>,
+    ) {
+        let _ = self.state.serving.set(Serving {
+            shards,
+            metadata,
+            config,
+        });
     }
 
     /// The broker is stopping: not ready any more.

@@ -56,11 +56,20 @@ impl std::fmt::Display for Target {
 /// listener's protocol says; without one, the first PLAINTEXT listener of
 /// this broker's configuration, else its first listener.
 pub fn broker_address(shard: &Shard, view: &ClusterMetadata, broker: &BrokerInfo) -> Target {
-    let inter_broker = &shard.config.inter_broker;
+    inter_broker_target(&shard.config, view, broker)
+}
+
+/// [`broker_address`] from the broker's configuration (also used off the
+/// shards: the console asks the other brokers through it).
+pub fn inter_broker_target(
+    config: &crate::cli::BrokerConfig,
+    view: &ClusterMetadata,
+    broker: &BrokerInfo,
+) -> Target {
+    let inter_broker = &config.inter_broker;
     let listener = match &inter_broker.listener_name {
         Some(name) => Some(name.as_str()),
-        None => shard
-            .config
+        None => config
             .listeners
             .iter()
             .find(|listener| listener.protocol == SecurityProtocol::Plaintext)

@@ -211,7 +211,8 @@
         '" data-total-lag="' + escapeHtml(group.total_lag) + '">' +
         '<h2 class="group-id">' + escapeHtml(group.group_id) + "</h2>" +
         '<p>state <span class="group-state state-' + escapeHtml(group.state) + '">' +
-        escapeHtml(group.state) + "</span>, generation " + escapeHtml(group.generation) +
+        escapeHtml(group.state) + "</span>, generation " + orDash(group.generation) +
+        ", coordinator " + orDash(group.coordinator) +
         ", protocol " + orDash(group.protocol_type) + "/" + orDash(group.protocol) +
         ', total lag <span class="total-lag">' + orDash(group.total_lag) + "</span></p>" +
         "<h3>Members (" + escapeHtml(group.members.length) + ")</h3>" +
