@@ -3,6 +3,15 @@
 //! leader's and follower's drivers doing what `replication::leader` and
 //! `replication::follower::apply` do in production, with the decisions
 //! taken by the production `progress` module.
+//!
+//! A reassignment reaches a broker through its view, as in production: a
+//! leader follows a new replica list within its epoch
+//! (`LeaderState::apply_committed`) and starts a pusher, with the number
+//! the progress got, for each added follower (`leader::start_pushers`); a
+//! pusher whose follower's progress is gone, or carries another number,
+//! stops. A broker the view no longer lists deletes its copy
+//! (`shard/follower.rs`) and answers NOT_REPLICA; listed again, it starts
+//! from a fresh empty log.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -58,6 +67,8 @@ pub enum Role {
 /// The leader's pusher for one follower (push_loop's state).
 #[derive(Clone, Debug, Default)]
 struct Pusher {
+    /// `FollowerProgress::pusher` of the progress it serves.
+    number: u64,
     connection: Option<u64>,
     last_sent_ms: i64,
     backoff_until_ms: i64,
@@ -112,6 +123,14 @@ pub struct Broker {
     /// Bumps whenever data below a checked point may have changed
     /// (truncation, restart): the checker starts over.
     pub generation: u64,
+    /// The last applied view lists this broker as a replica (its copy
+    /// exists); else the log is a fresh empty one standing for no copy.
+    pub hosted: bool,
+    /// Which directory holds the copy: a deleted copy's files stay behind,
+    /// a new one starts in the next directory.
+    copy: u64,
+    /// Copies deleted because a reassignment moved the partition away.
+    pub deletions: u64,
     pushers: BTreeMap<i32, Pusher>,
     request_next: u64,
     isr_request: Option<IsrRequest>,
@@ -129,8 +148,8 @@ pub fn log_config() -> LogConfig {
     }
 }
 
-fn dir() -> PathBuf {
-    PathBuf::from("/data/sim-0")
+fn dir(copy: u64) -> PathBuf {
+    PathBuf::from(format!("/data/sim-{copy}"))
 }
 
 fn concat(parts: &[Bytes]) -> Bytes {
@@ -169,6 +188,9 @@ impl Broker {
                 high_watermark: Offset::ZERO,
             },
             generation: 0,
+            hosted: image.replicas.contains(&id),
+            copy: 0,
+            deletions: 0,
             pushers: BTreeMap::new(),
             request_next: 1,
             isr_request: None,
@@ -183,7 +205,7 @@ impl Broker {
         self.committer = Committer::new(self.io.clone());
         let log = block_on(Log::open(
             self.io.clone(),
-            dir(),
+            dir(self.copy),
             log_config(),
             &self.committer,
         ))
@@ -267,6 +289,36 @@ impl Broker {
         self.view_version = image.version;
         self.view_leader = image.leader;
         self.leader_epoch = epoch;
+        let replica = image.replicas.contains(&self.id);
+        if !replica {
+            assert_ne!(image.leader, Some(self.id), "a leader outside the replicas");
+            if self.hosted {
+                // shard/follower.rs: removals first; the copy is deleted.
+                trace.push(format!(
+                    "{now_ms}: broker {} is no longer a replica: deletes its copy (log end {})",
+                    self.id,
+                    self.log().log_end_offset()
+                ));
+                self.copy += 1;
+                self.deletions += 1;
+                self.open_log();
+                self.hosted = false;
+            }
+            self.role = Role::Follower {
+                high_watermark: Offset::ZERO,
+            };
+            self.pushers.clear();
+            self.isr_request = None;
+            return;
+        }
+        if !self.hosted {
+            trace.push(format!(
+                "{now_ms}: broker {} is a replica again: opens a fresh copy",
+                self.id
+            ));
+            assert_eq!(self.log().log_end_offset(), Offset::ZERO);
+            self.hosted = true;
+        }
         let leads = image.leader == Some(self.id);
         let known_high_watermark = match &self.role {
             Role::Leader(leader) => leader.high_watermark(),
@@ -275,7 +327,27 @@ impl Broker {
         let log_end = self.log().log_end_offset();
         match (&mut self.role, leads) {
             (Role::Leader(leader), true) if leader.epoch == epoch => {
-                leader.apply_committed(image.partition_epoch, &image.replicas, &image.isr, now_ms);
+                let added = leader.apply_committed(
+                    image.partition_epoch,
+                    &image.replicas,
+                    &image.isr,
+                    now_ms,
+                );
+                // leader::start_pushers; removed followers' pushers stop
+                // when they find no progress with their number.
+                for (follower, number) in added {
+                    trace.push(format!(
+                        "{now_ms}: leader {} (epoch {}) starts pusher {number} for added follower {follower}",
+                        self.id, epoch.0
+                    ));
+                    self.pushers.insert(
+                        follower,
+                        Pusher {
+                            number,
+                            ..Pusher::default()
+                        },
+                    );
+                }
             }
             (_, true) => {
                 trace.push(format!(
@@ -293,9 +365,17 @@ impl Broker {
                     now_ms,
                 );
                 self.pushers = state
-                    .followers
-                    .keys()
-                    .map(|&follower| (follower, Pusher::default()))
+                    .pushers()
+                    .into_iter()
+                    .map(|(follower, number)| {
+                        (
+                            follower,
+                            Pusher {
+                                number,
+                                ..Pusher::default()
+                            },
+                        )
+                    })
                     .collect();
                 self.isr_request = None;
                 self.isr_next_ms = now_ms;
@@ -349,6 +429,22 @@ impl Broker {
             let mut answer = reply(self, ReplyStatus::NotReplica);
             answer.follower_epoch = LeaderEpoch(0);
             return answer;
+        }
+        if !self.hosted {
+            // follower.rs `not_replica`: no copy, no epoch, no log.
+            return StateReply {
+                request_id: header.request_id,
+                topic_id: header.topic_id,
+                partition: header.partition,
+                status: ReplyStatus::NotReplica,
+                follower_epoch: LeaderEpoch(0),
+                log: FollowerLog {
+                    log_start: Offset::ZERO,
+                    log_end: Offset::ZERO,
+                    durable_end: Offset::ZERO,
+                    last_epoch: None,
+                },
+            };
         }
         if header.leader_epoch < follower_epoch {
             return reply(self, ReplyStatus::FencedLeaderEpoch);
@@ -537,7 +633,9 @@ impl Broker {
     fn drive_pusher(&mut self, context: &mut Context<'_>, epoch: LeaderEpoch, follower: i32) {
         let now_ms = context.now_ms;
         for _ in 0..8 {
-            let pusher = self.pushers[&follower].clone();
+            let Some(pusher) = self.pushers.get(&follower).cloned() else {
+                return;
+            };
             if pusher.stopped || now_ms < pusher.backoff_until_ms {
                 return;
             }
@@ -551,10 +649,16 @@ impl Broker {
             let Some(leader) = self.leader_mut() else {
                 return;
             };
-            let progress = leader
+            let Some(progress) = leader
                 .followers
                 .get_mut(&follower)
-                .expect("a pusher per follower");
+                .filter(|progress| progress.pusher == pusher.number)
+            else {
+                // No longer a replica (or served by a newer pusher): this
+                // pusher stops (push_loop's `with_progress` gives None).
+                self.pushers.remove(&follower);
+                return;
+            };
             let next = if progress.wants_probe(now_ms) {
                 Send::Probe
             } else if let Some(from) = progress.push_from(log_end) {
@@ -776,9 +880,14 @@ impl Broker {
         let Some(epoch) = self.leader_state().map(|leader| leader.epoch) else {
             return;
         };
-        if self.pushers.get(&from).is_none_or(|pusher| pusher.stopped) {
+        let Some(number) = self
+            .pushers
+            .get(&from)
+            .filter(|pusher| !pusher.stopped)
+            .map(|pusher| pusher.number)
+        else {
             return;
-        }
+        };
         let log = self.log.as_ref().expect("up");
         let sync = |follower_log: &FollowerLog| {
             sync_step(
@@ -792,7 +901,11 @@ impl Broker {
         let Role::Leader(leader) = &mut self.role else {
             return;
         };
-        let Some(progress) = leader.followers.get_mut(&from) else {
+        let Some(progress) = leader
+            .followers
+            .get_mut(&from)
+            .filter(|progress| progress.pusher == number)
+        else {
             return;
         };
         let effect = progress.on_reply(&reply, now_ms, epoch, sync);

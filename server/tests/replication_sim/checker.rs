@@ -5,10 +5,19 @@
 //!   replica's high watermark is the same everywhere and forever;
 //! - a leader's high watermark never goes back while it leads, and never
 //!   passes the durable end of a member of the committed ISR;
-//! - at most one leader per leader epoch.
+//! - at most one leader per leader epoch;
+//! - the controller's image is well formed across reassignments: the ISR
+//!   is a non-empty subset of the replicas, the leader (the only broker
+//!   the controller may elect is an ISR member) one of them, `adding` and
+//!   `removing` disjoint parts of the replicas.
 //!
-//! After healing: the ISR is all replicas and the logs are identical up to
-//! the high watermark.
+//! Membership changes need no other rule: the checks above are about the
+//! ISR of the moment, whatever the replica list; a broker that leaves the
+//! replicas deletes its copy (a new generation, checked from scratch if
+//! it comes back) and can be elected again only after it rejoined the ISR.
+//!
+//! After healing: no reassignment going on, the ISR is all replicas and
+//! the replicas' logs are identical up to the high watermark.
 
 use std::collections::BTreeMap;
 
@@ -109,6 +118,7 @@ impl Checker {
 
     /// The checks of one step.
     pub fn check(&mut self, brokers: &mut [Broker], controller: &Controller) -> Result<(), String> {
+        check_image(controller)?;
         for broker in brokers.iter_mut() {
             if !broker.is_up() {
                 continue;
@@ -206,8 +216,9 @@ impl Checker {
         Ok(())
     }
 
-    /// After healing: all replicas in the ISR, all logs identical up to
-    /// the leader's high watermark, every acknowledged write everywhere.
+    /// After healing: all replicas in the ISR, all replicas' logs
+    /// identical up to the leader's high watermark, every acknowledged
+    /// write on every replica.
     pub fn check_healed(
         &mut self,
         brokers: &mut [Broker],
@@ -215,9 +226,11 @@ impl Checker {
     ) -> Result<(), String> {
         let mut isr = controller.image.isr.clone();
         isr.sort_unstable();
-        if isr != controller.image.replicas {
+        let mut replicas = controller.image.replicas.clone();
+        replicas.sort_unstable();
+        if isr != replicas || controller.image.is_reassigning() {
             return Err(format!(
-                "after healing the ISR is {isr:?}, not all replicas"
+                "after healing the ISR is {isr:?}, not all replicas {replicas:?}, or a reassignment is going on"
             ));
         }
         let leader_id = controller
@@ -227,6 +240,9 @@ impl Checker {
         let hw = brokers[(leader_id - 1) as usize].high_watermark();
         let reference = brokers[(leader_id - 1) as usize].batches(Offset::ZERO, hw);
         for broker in brokers.iter() {
+            if !replicas.contains(&broker.id) {
+                continue;
+            }
             let batches = broker.batches(Offset::ZERO, hw);
             if batches != reference {
                 return Err(format!(
@@ -251,5 +267,35 @@ impl Checker {
             self.checked.remove(&broker.id);
         }
         self.check(brokers, controller)
+    }
+}
+
+/// The controller's image is well formed (see the module docs).
+fn check_image(controller: &Controller) -> Result<(), String> {
+    let image = &controller.image;
+    let mut replicas = image.replicas.clone();
+    replicas.sort_unstable();
+    replicas.dedup();
+    let well_formed = replicas.len() == image.replicas.len()
+        && !image.isr.is_empty()
+        && image
+            .isr
+            .iter()
+            .all(|member| image.replicas.contains(member))
+        && image
+            .leader
+            .is_none_or(|leader| image.isr.contains(&leader))
+        && image
+            .adding
+            .iter()
+            .all(|broker| image.replicas.contains(broker) && !image.removing.contains(broker))
+        && image
+            .removing
+            .iter()
+            .all(|broker| image.replicas.contains(broker));
+    if well_formed {
+        Ok(())
+    } else {
+        Err(format!("a malformed controller image: {image:?}"))
     }
 }

@@ -1,7 +1,10 @@
 //! The simulation loop: three brokers, the controller model, the fake
 //! network and clock, a producer, faults (crashes that lose unsynced
-//! writes, restarts, network partitions, message loss), then healing.
-//! One 10 ms step at a time; the checker runs after every step.
+//! writes, restarts, network partitions, message loss), reassignments
+//! (the partition starts on two or three of the brokers and is moved to
+//! another set, grown, shrunk, or the move cancelled, at random times),
+//! then healing. One 10 ms step at a time; the checker runs after every
+//! step.
 
 use std::fmt::Write as _;
 
@@ -12,17 +15,22 @@ use sluice_engine::{LeaderEpoch, Offset, TimestampMs};
 
 use super::broker::{Broker, Bug, Context, MIN_INSYNC, Role, Timing};
 use super::checker::{Acked, Checker};
-use super::controller::Controller;
+use super::controller::{Controller, ControllerBug};
 use super::network::{CONTROLLER, Network, Node, Payload};
 use super::prng::Prng;
 use sluice_server::replication::messages::ToFollower;
 
 const STEP_MS: i64 = 10;
-const REPLICAS: [i32; 3] = [1, 2, 3];
+const BROKERS: [i32; 3] = [1, 2, 3];
 
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
     pub bug: Bug,
+    pub controller_bug: ControllerBug,
+    /// Per step: an AlterPartitionReassignments request (a new target of
+    /// two or three brokers, or a cancellation) during the faults. Also
+    /// whether the partition may start with two replicas (when not 0).
+    pub reassign_per_million: u64,
     /// See `broker::Context::guard_stale_answers`.
     pub guard_stale_answers: bool,
     /// See `broker::Context::timeout_clears_pending`.
@@ -50,6 +58,8 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             bug: Bug::None,
+            controller_bug: ControllerBug::None,
+            reassign_per_million: 1_000,
             guard_stale_answers: true,
             timeout_clears_pending: false,
             answer_loss_per_million: 50_000,
@@ -76,6 +86,12 @@ pub struct Summary {
     pub isr_refusals: u64,
     pub messages: u64,
     pub lost: u64,
+    /// Reassignments started or replaced, cancelled, completed (a
+    /// shrink may complete at once), and copies deleted by brokers.
+    pub reassignments: u64,
+    pub cancellations: u64,
+    pub completions: u64,
+    pub deletions: u64,
 }
 
 /// A produce request awaiting acks=all.
@@ -156,8 +172,19 @@ impl Simulation {
     pub fn new(seed: u64, options: Options) -> Simulation {
         let mut random = Prng::new(seed);
         let now_ms = SimIo::NOW_MS_START_DEFAULT;
-        let controller = Controller::new(&REPLICAS, 600, now_ms);
-        let brokers = REPLICAS
+        // Half the seeds start on two of the three brokers.
+        let replicas: Vec<i32> = if options.reassign_per_million > 0 && random.chance(500_000) {
+            let mut replicas = BROKERS.to_vec();
+            replicas.remove(random.below(3) as usize);
+            if random.chance(500_000) {
+                replicas.reverse();
+            }
+            replicas
+        } else {
+            BROKERS.to_vec()
+        };
+        let controller = Controller::new(&BROKERS, &replicas, 600, now_ms, options.controller_bug);
+        let brokers = BROKERS
             .iter()
             .map(|&id| Broker::new(id, random.next_u64(), &controller.image, now_ms))
             .collect();
@@ -181,7 +208,7 @@ impl Simulation {
             restart_at_ms: [None; 3],
             metadata_stalled_until_ms: [0; 3],
             heal_partition_at_ms: None,
-            believed_leader: Some(1),
+            believed_leader: Some(replicas[0]),
             pending: Vec::new(),
             write_next: 1,
             summary: Summary::default(),
@@ -202,6 +229,10 @@ impl Simulation {
                 self.summary.isr_refusals = self.controller.refused;
                 self.summary.messages = self.network.sent;
                 self.summary.lost = self.network.lost;
+                self.summary.reassignments = self.controller.reassignments;
+                self.summary.cancellations = self.controller.cancellations;
+                self.summary.completions = self.controller.completions;
+                self.summary.deletions = self.brokers.iter().map(|broker| broker.deletions).sum();
                 self.summary.acknowledged = self.checker.acked.len() as u64;
                 Ok(self.summary)
             }
@@ -278,7 +309,7 @@ impl Simulation {
         self.note("healing".to_string());
         self.network.heal();
         self.heal_partition_at_ms = None;
-        for broker in REPLICAS {
+        for broker in BROKERS {
             if !self.brokers[index(broker)].is_up() {
                 self.restart(broker);
             }
@@ -298,11 +329,15 @@ impl Simulation {
         Err("not settled after healing (liveness)".to_string())
     }
 
-    /// Everyone registered and current, the ISR all replicas, the leader's
-    /// high watermark at its log end and every log that long.
+    /// Everyone registered and current, no reassignment going on, the
+    /// ISR all replicas, the leader's high watermark at its log end and
+    /// every replica's log that long.
     fn settled(&mut self) -> bool {
         let image = &self.controller.image;
-        if image.isr.len() != REPLICAS.len() || !self.controller.fenced.is_empty() {
+        if image.isr.len() != image.replicas.len()
+            || image.is_reassigning()
+            || !self.controller.fenced.is_empty()
+        {
             return false;
         }
         let Some(leader_id) = image.leader else {
@@ -313,14 +348,45 @@ impl Simulation {
         }) {
             return false;
         }
+        let replicas = image.replicas.clone();
         let leader = &mut self.brokers[index(leader_id)];
         let log_end = leader.log().log_end_offset();
         if leader.high_watermark() != log_end {
             return false;
         }
-        self.brokers
+        replicas
             .iter()
-            .all(|broker| broker.log().log_end_offset() == log_end)
+            .all(|&replica| self.brokers[index(replica)].log().log_end_offset() == log_end)
+    }
+
+    /// Maybe an AlterPartitionReassignments request: a random target of
+    /// two or three brokers in random order (a move, a growth, a shrink,
+    /// a new order, or a replacement of the ongoing target), or a
+    /// cancellation of the ongoing one.
+    fn reassign(&mut self) {
+        if !self.random.chance(self.options.reassign_per_million) {
+            return;
+        }
+        let target = if self.controller.image.is_reassigning() && self.random.chance(300_000) {
+            None
+        } else {
+            let mut brokers = BROKERS.to_vec();
+            // Fisher-Yates.
+            for at in (1..brokers.len()).rev() {
+                let other = self.random.below(at as u64 + 1) as usize;
+                brokers.swap(at, other);
+            }
+            let size = if self.random.chance(500_000) { 2 } else { 3 };
+            brokers.truncate(size);
+            Some(brokers)
+        };
+        let before = self.controller.decisions.len();
+        let outcome = self.controller.reassign(self.now_ms, target.as_deref());
+        let decisions: Vec<String> = self.controller.decisions[before..].to_vec();
+        self.trace.extend(decisions);
+        if let Err(error) = outcome {
+            self.note(format!("reassignment to {target:?} refused: {error}"));
+        }
     }
 
     fn restart(&mut self, broker: i32) {
@@ -331,8 +397,9 @@ impl Simulation {
     }
 
     fn inject_faults(&mut self) {
+        self.reassign();
         let now_ms = self.now_ms;
-        for broker in REPLICAS {
+        for broker in BROKERS {
             let at = index(broker);
             if self.brokers[at].is_up() {
                 if self.random.chance(self.options.crash_per_million) {
@@ -359,7 +426,7 @@ impl Simulation {
                 self.heal_partition_at_ms = None;
             }
         } else if self.random.chance(self.options.partition_per_million) {
-            let broker = self.random.pick(&REPLICAS);
+            let broker = self.random.pick(&BROKERS);
             let cuts: Vec<(Node, Node)> = match self.random.below(4) {
                 // Isolated from everyone.
                 0 | 1 => [CONTROLLER, 1, 2, 3]
@@ -371,7 +438,7 @@ impl Simulation {
                 2 => vec![(broker, CONTROLLER)],
                 // From one other broker.
                 _ => {
-                    let other = self.random.pick(&REPLICAS);
+                    let other = self.random.pick(&BROKERS);
                     if other == broker {
                         vec![(broker, CONTROLLER)]
                     } else {
@@ -422,7 +489,7 @@ impl Simulation {
         let now_ms = self.now_ms;
         let decisions_before = self.controller.decisions.len();
         self.controller.tick(now_ms);
-        for broker in REPLICAS {
+        for broker in BROKERS {
             let at = index(broker);
             if !self.brokers[at].is_up() || !self.network.reachable(broker, CONTROLLER) {
                 continue;
@@ -435,7 +502,7 @@ impl Simulation {
                 self.controller.heartbeat(now_ms, broker);
             }
         }
-        for broker in REPLICAS {
+        for broker in BROKERS {
             let at = index(broker);
             let current = self.brokers[at].view_version == self.controller.image.version;
             if self.random.chance(self.options.metadata_stall_per_million) {
@@ -575,7 +642,7 @@ impl Simulation {
 
     fn refresh_leader(&mut self) {
         // Metadata from a random live broker's view (possibly stale).
-        let broker = self.random.pick(&REPLICAS);
+        let broker = self.random.pick(&BROKERS);
         let broker = &self.brokers[index(broker)];
         if broker.is_up() && broker.registered {
             self.believed_leader = broker.view_leader;
