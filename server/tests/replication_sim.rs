@@ -18,8 +18,8 @@
 //! and start pushers for added followers; a broker that stops being a
 //! replica deletes its copy and starts from an empty log if added back.
 //! `reassignments_under_faults_lose_nothing` runs them often; it found four
-//! production bugs (three reproduced on the production functions alone in
-//! `replication_sim/known_bugs.rs`) and is ignored until they are fixed.
+//! production bugs, fixed since (three reproduced on the production
+//! functions alone in `replication_sim/known_bugs.rs`).
 //!
 //! The ISR task is modelled as production's `isr_loop` runs it since the
 //! two bugs this simulation found were fixed: a late AlterPartition answer
@@ -28,17 +28,17 @@
 //! unanswered change stays pending (a negative control shows the checker
 //! catches the old behaviour, `Options::timeout_clears_pending`).
 //!
-//! One difference remains: a refusal for a stale partition epoch keeps the
-//! change pending here (newer metadata says how it ended), where
-//! production's `isr_loop` drops it on every refusal (bug 4 of
-//! `reassignments_under_faults_lose_nothing` is of that kind).
+//! A refusal as stale (another leader, leader epoch or partition epoch)
+//! keeps the change pending here as in production (`propose_isr`: newer
+//! metadata says how it ended); dropping it was bug 4 of
+//! `reassignments_under_faults_lose_nothing`.
 //!
 //! `SLUICE_SIM_SEED=n` runs one seed; `SLUICE_SIM_SEEDS=n` sets how many
 //! (default 2000; the whole binary then takes about two minutes on two
 //! cores, three of CPU). Long campaigns, about 45 minutes each:
 //! `SLUICE_SIM_SEEDS=50000 cargo test -p sluice-server --test
-//! replication_sim replication_keeps`, and (once its bugs are fixed) the
-//! same with `-- --ignored reassignments_under`. A failing seed is printed
+//! replication_sim replication_keeps`, and the same with
+//! `reassignments_under`. A failing seed is printed
 //! with a trace; `SLUICE_SIM_TRACE=1` prints all of it, `=messages` every
 //! message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -189,7 +189,8 @@ fn lost_alter_partition_answers_and_slow_metadata_lose_nothing() {
 /// new replica list, removed brokers delete their copies, and no
 /// acknowledged write is lost.
 ///
-/// Ignored until four production bugs are fixed (`replication_sim/known_bugs.rs`):
+/// It found four production bugs, fixed since (`replication_sim/known_bugs.rs`
+/// reproduces three on the production functions alone):
 /// 1. seed 96: a replica removed and added back while the leader's view
 ///    skipped the removal is counted with its deleted copy's durable end
 ///    and joins the ISR empty (`LeaderState::apply_committed`);
@@ -202,12 +203,13 @@ fn lost_alter_partition_answers_and_slow_metadata_lose_nothing() {
 ///    leader" after an earlier attempt of it committed, and the deposed
 ///    leader acknowledges writes its successor's ISR lacks.
 ///
-/// With fixes emulated in the sim (see the report of this test's commit)
-/// it passed 2,500 seeds. Fixing `reassignment::alter` needs the same
-/// change in the model (`Controller::reassign`), and fixing `isr_loop`
-/// the same in `Broker::on_alter_answer`.
+/// The fixes: `LeaderState::apply_committed` restarts the progress of
+/// followers outside the ISR when the partition epoch jumps (a missed
+/// change) and takes a view's replica list at the epoch it already has;
+/// `reassignment::alter` never empties an ISR (so does the model's
+/// `Controller::reassign`); `replication::propose_isr` keeps a change
+/// refused as stale pending (so does the model's `Broker::on_alter_answer`).
 #[test]
-#[ignore = "finds four production bugs (replication_sim/known_bugs.rs); run with --ignored"]
 fn reassignments_under_faults_lose_nothing() {
     let options = Options {
         reassign_per_million: 5_000,
@@ -311,13 +313,11 @@ fn the_checker_catches_truncation_to_the_high_watermark() {
 /// production's `LeaderState::apply_committed` alone must ignore it.
 #[test]
 fn a_stale_alter_partition_answer_does_not_roll_back_the_partition_epoch() {
-    // Without reassignments until bug 3 of `replication_sim/known_bugs.rs`
-    // is fixed: with them, seed 29 of these finds it (a current-state
-    // answer hides a new replica list; the reassignment never completes).
+    // With reassignments (seed 29 of these found bug 3 of
+    // `replication_sim/known_bugs.rs` before its fix).
     let options = Options {
         guard_stale_answers: false,
         answer_delay_ms_max: 600,
-        reassign_per_million: 0,
         ..Options::default()
     };
     let seeds: Vec<u64> = (0..REGRESSION_SEEDS).collect();

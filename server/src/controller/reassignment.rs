@@ -101,7 +101,13 @@ pub fn alter(
     } else {
         next
     };
-    if partition.leader.is_some() && next.leader.is_none() {
+    // Never an ISR emptied (say a cancellation of a leaderless partition
+    // whose only ISR member was being added): the ISR holds every
+    // acknowledged write, and a replica dropped from the list deletes its
+    // copy.
+    if (partition.leader.is_some() && next.leader.is_none())
+        || (!partition.isr.is_empty() && next.isr.is_empty())
+    {
         return Err(ReassignmentError::InvalidReplicaAssignment(
             "no in-sync replica would be left".into(),
         ));

@@ -462,15 +462,15 @@ async fn isr_loop(shard: Rc<Shard>, replica: Weak<PartitionReplica>, epoch: Lead
         let applied = with_leader(&replica, epoch, |leader| match &outcome {
             Ok(committed) => {
                 // The answer carries no replica list: the replicas stay
-                // (a view brings a reassignment's).
+                // (a view brings a reassignment's). Followers restarted
+                // after a missed change get pushers below.
                 let added = leader.apply_committed(
                     committed.partition_epoch,
                     &leader.replicas.clone(),
                     &committed.isr,
                     now_ms,
                 );
-                debug_assert!(added.is_empty());
-                true
+                Some(added)
             }
             // Refused: nothing changed. Anything else (no answer in time,
             // no controller) may have committed: the change stays pending,
@@ -480,11 +480,16 @@ async fn isr_loop(shard: Rc<Shard>, replica: Weak<PartitionReplica>, epoch: Lead
                 if matches!(error, IsrChangeError::Refused(_)) {
                     leader.pending_isr = None;
                 }
-                false
+                None
             }
         });
+        if let Some(Some(added)) = &applied
+            && !added.is_empty()
+        {
+            start_pushers(&shard, &replica, epoch, added.clone());
+        }
         match (&outcome, applied) {
-            (Ok(committed), Some(true)) => {
+            (Ok(committed), Some(Some(_))) => {
                 tracing::info!(partition = %replica.topic_partition, isr = ?committed.isr, "ISR change committed");
                 replica.notify_high_watermark();
             }

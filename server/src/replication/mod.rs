@@ -66,11 +66,24 @@ pub async fn propose_isr(
             wanted.into_iter().map(BrokerId).collect(),
         )
         .await
-        .map_err(|error| match error {
-            crate::controller::rpc::RequestError::Rejected { .. } => {
-                IsrChangeError::Refused(error.to_string())
+        .map_err(|error| {
+            use crate::controller::rpc::{ErrorKind, RequestError};
+            match error {
+                // Refused as stale (another leader, leader epoch or
+                // partition epoch): an earlier attempt of this very change
+                // whose answer was lost may have committed before the state
+                // moved on, so the outcome is unknown and the change stays
+                // pending until a view settles it (as Kafka keeps it).
+                RequestError::Rejected {
+                    kind:
+                        ErrorKind::NotLeaderOrFollower
+                        | ErrorKind::FencedLeaderEpoch
+                        | ErrorKind::InvalidUpdateVersion,
+                    ..
+                } => IsrChangeError::Unknown(format!("refused as stale: {error}")),
+                RequestError::Rejected { .. } => IsrChangeError::Refused(error.to_string()),
+                other => IsrChangeError::Unknown(other.to_string()),
             }
-            other => IsrChangeError::Unknown(other.to_string()),
         })?;
     Ok(CommittedIsr {
         isr: reply.isr.into_iter().map(|broker| broker.0).collect(),

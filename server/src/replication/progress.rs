@@ -448,13 +448,19 @@ impl LeaderState {
             if broker == self.node_id || self.followers.contains_key(&broker) {
                 continue;
             }
-            let mut progress = FollowerProgress::new(broker, now_ms);
-            progress.pusher = self.next_pusher;
-            self.next_pusher += 1;
-            added.push((broker, progress.pusher));
-            self.followers.insert(broker, progress);
+            added.push(self.fresh_follower(broker, now_ms));
         }
         added
+    }
+
+    /// New progress for `broker` with a pusher number of its own (an old
+    /// pusher of it, finding another number, stops).
+    fn fresh_follower(&mut self, broker: i32, now_ms: i64) -> (i32, u64) {
+        let mut progress = FollowerProgress::new(broker, now_ms);
+        progress.pusher = self.next_pusher;
+        self.next_pusher += 1;
+        self.followers.insert(broker, progress);
+        (broker, self.next_pusher - 1)
     }
 
     /// The followers and their pusher numbers.
@@ -556,6 +562,20 @@ impl LeaderState {
     /// newer view) is ignored, as Kafka ignores stale AlterPartition
     /// responses. Returns the followers new to the replica list (a
     /// reassignment) with their pusher numbers, to start pushers for.
+    ///
+    /// At the partition epoch already applied, only a view's replica list
+    /// is taken: an AlterPartition answer carries the committed state's
+    /// ISR and epoch but not its replicas (the driver passes the leader's
+    /// own), so an answer of a newer state (the controller answers a
+    /// request already in place with the current state) can reach an epoch
+    /// first, and the view of that epoch must still bring its replicas.
+    ///
+    /// When the epoch jumps by more than one, this leader missed a change
+    /// (views coalesce): it may have removed a follower, whose broker then
+    /// deleted its copy, and added it back. The progress of every follower
+    /// outside the ISR starts afresh (with a new pusher), so that no old
+    /// durable end is counted for a copy that is gone; ISR members cannot
+    /// have been removed and re-added unseen, as only this leader adds them.
     pub fn apply_committed(
         &mut self,
         partition_epoch: i32,
@@ -563,17 +583,39 @@ impl LeaderState {
         isr: &[i32],
         now_ms: i64,
     ) -> Vec<(i32, u64)> {
-        if partition_epoch <= self.partition_epoch {
+        if partition_epoch < self.partition_epoch {
             return Vec::new();
         }
+        if partition_epoch == self.partition_epoch {
+            return if self.replicas != replicas {
+                self.set_replicas(replicas, now_ms)
+            } else {
+                Vec::new()
+            };
+        }
+        let missed_a_change = partition_epoch > self.partition_epoch + 1;
         self.partition_epoch = partition_epoch;
         self.isr = isr.to_vec();
         self.pending_isr = None;
-        if self.replicas != replicas {
+        let mut added = if self.replicas != replicas {
             self.set_replicas(replicas, now_ms)
         } else {
             Vec::new()
+        };
+        if missed_a_change {
+            let stale: Vec<i32> = self
+                .followers
+                .keys()
+                .copied()
+                .filter(|broker| {
+                    !isr.contains(broker) && !added.iter().any(|(new, _)| new == broker)
+                })
+                .collect();
+            for broker in stale {
+                added.push(self.fresh_follower(broker, now_ms));
+            }
         }
+        added
     }
 }
 

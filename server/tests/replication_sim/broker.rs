@@ -853,11 +853,31 @@ impl Broker {
                     "leader {id} applies committed isr {isr:?} at partition epoch {partition_epoch}"
                 ));
                 let replicas = leader.replicas.clone();
-                leader.apply_committed(partition_epoch, &replicas, &isr, context.now_ms);
+                let added =
+                    leader.apply_committed(partition_epoch, &replicas, &isr, context.now_ms);
+                // isr_loop starts pushers for followers restarted after a
+                // missed change.
+                for (follower, number) in added {
+                    context.note(format!(
+                        "leader {id} starts pusher {number} for follower {follower} (a change was missed)"
+                    ));
+                    self.pushers.insert(
+                        follower,
+                        Pusher {
+                            number,
+                            ..Pusher::default()
+                        },
+                    );
+                }
             }
+            // Refused as stale (replication::propose_isr): an earlier
+            // attempt whose answer was lost may have committed; the change
+            // stays pending until a view settles it.
             Err(error)
                 if !context.timeout_clears_pending
-                    && error.starts_with("stale partition epoch") =>
+                    && (error.starts_with("stale partition epoch")
+                        || error.starts_with("fenced leader epoch")
+                        || error.starts_with("not the leader")) =>
             {
                 // Perhaps our own earlier attempt was committed: newer
                 // metadata will say (apply_committed clears the pending

@@ -327,7 +327,9 @@ impl Controller {
         } else {
             next
         };
-        if image.leader.is_some() && next.leader.is_none() {
+        if (image.leader.is_some() && next.leader.is_none())
+            || (!image.isr.is_empty() && next.isr.is_empty())
+        {
             let refusal = "no in-sync replica would be left".to_string();
             self.decisions.push(format!(
                 "{now_ms}: controller refuses the {what}: {refusal}"

@@ -1,12 +1,10 @@
 //! Minimal reproductions, on the production functions alone, of bugs the
 //! reassignment simulation found (`reassignments_under_faults_lose_nothing`:
-//! seeds 96 and 144 of its default 400, seed 1096 of 2,500). The tests
-//! fail on the code as it is and are `#[ignore]`d until the fixes land in
-//! `server/src/` (run them with `--ignored`); drop the `#[ignore]` with
-//! the fix. A fourth bug, in `replication::leader::isr_loop` (seed 1076 of
-//! 2,500: a refusal drops a pending ISR change that had committed), has no
-//! reproduction here: it is in the async driver, which only the
-//! simulation models.
+//! seeds 96 and 144 of its default 400, seed 1096 of 2,500), kept as
+//! regression tests now that they are fixed. A fourth bug, in
+//! `replication::leader::isr_loop` (seed 1076 of 2,500: a refusal dropped
+//! a pending ISR change that had committed), has no reproduction here: it
+//! is in the async driver, which only the simulation models.
 
 use sluice_engine::{LeaderEpoch, Offset};
 use sluice_server::controller::image::MetadataImage;
@@ -54,7 +52,6 @@ fn answer(request_id: u64, end: i64) -> StateReply {
 /// An acknowledged write is then missing from an ISR member the
 /// controller may elect.
 #[test]
-#[ignore = "production bug: a re-added replica keeps the deleted copy's progress (known_bugs.rs)"]
 fn a_replica_removed_and_added_back_within_one_view_is_not_counted_with_its_deleted_copy() {
     let now_ms = 10_000;
     let lag_max_ms = 1_000;
@@ -118,7 +115,6 @@ fn a_replica_removed_and_added_back_within_one_view_is_not_counted_with_its_dele
 /// starts a pusher for the added replica, which never joins the ISR, and
 /// the reassignment never completes.
 #[test]
-#[ignore = "production bug: a current-state AlterPartition answer hides a new replica list (known_bugs.rs)"]
 fn a_current_state_answer_does_not_hide_a_new_replica_list() {
     let now_ms = 10_000;
     // Leader 3 of [3, 1] at partition epoch 18.
@@ -182,7 +178,6 @@ fn change(image: &MetadataImage, isr: &[i32], leader: LeaderChange) -> MetadataR
 /// write is no longer a replica, so it deletes its copy when it comes
 /// back: acknowledged writes lost.
 #[test]
-#[ignore = "production bug: reassignment::alter can empty a leaderless partition's ISR (known_bugs.rs)"]
 fn cancelling_a_reassignment_never_empties_the_isr() {
     let mut image = MetadataImage::new();
     let mut offset = 1;
