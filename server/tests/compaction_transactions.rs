@@ -11,12 +11,10 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{Offset, TopicPartitionList};
 use support::Broker;
 use support::kafka::{self, Record};
 
@@ -82,25 +80,7 @@ fn transaction(producer: &BaseProducer, records: &[(String, String)], commit: bo
 /// (offset, key, value) of partition 0 from its start to the end the
 /// isolation level allows.
 fn read(bootstrap: &str, committed: bool) -> Vec<(i64, String, String)> {
-    let consumer: BaseConsumer = kafka::config(bootstrap)
-        .set("group.id", "compaction-transactions-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set(
-            "isolation.level",
-            if committed {
-                "read_committed"
-            } else {
-                "read_uncommitted"
-            },
-        )
-        .create()
-        .expect("creating a consumer");
-    let mut assignment = TopicPartitionList::new();
-    assignment
-        .add_partition_offset(TOPIC, 0, Offset::Beginning)
-        .expect("assignment");
-    consumer.assign(&assignment).expect("assign");
+    let consumer = kafka::reader_from_start(bootstrap, TOPIC, 1, committed);
     let mut records = Vec::new();
     let deadline = Instant::now() + kafka::CALL_TIMEOUT;
     loop {

@@ -84,28 +84,7 @@ struct Read {
 }
 
 fn reader(bootstrap: &str, topic: &str, partitions: i32, committed: bool) -> BaseConsumer {
-    let consumer: BaseConsumer = kafka::config(bootstrap)
-        .set("group.id", "exactly-once-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set(
-            "isolation.level",
-            if committed {
-                "read_committed"
-            } else {
-                "read_uncommitted"
-            },
-        )
-        .create()
-        .expect("creating a consumer");
-    let mut assignment = TopicPartitionList::new();
-    for partition in 0..partitions {
-        assignment
-            .add_partition_offset(topic, partition, Offset::Beginning)
-            .expect("assignment");
-    }
-    consumer.assign(&assignment).expect("assign");
-    consumer
+    kafka::reader_from_start(bootstrap, topic, partitions, committed)
 }
 
 fn read_of(message: &impl Message) -> Read {

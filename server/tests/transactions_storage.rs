@@ -14,7 +14,6 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -104,25 +103,7 @@ fn transactions(
 /// (offset, value) of partition 0 from its start to the end the isolation
 /// level allows.
 fn read(bootstrap: &str, topic: &str, committed: bool) -> Vec<(i64, String)> {
-    let consumer: BaseConsumer = kafka::config(bootstrap)
-        .set("group.id", "transactions-storage-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set(
-            "isolation.level",
-            if committed {
-                "read_committed"
-            } else {
-                "read_uncommitted"
-            },
-        )
-        .create()
-        .expect("creating a consumer");
-    let mut assignment = TopicPartitionList::new();
-    assignment
-        .add_partition_offset(topic, 0, Offset::Beginning)
-        .expect("assignment");
-    consumer.assign(&assignment).expect("assign");
+    let consumer = kafka::reader_from_start(bootstrap, topic, 1, committed);
     let mut records = Vec::new();
     let deadline = Instant::now() + kafka::CALL_TIMEOUT;
     loop {

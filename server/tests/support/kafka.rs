@@ -429,17 +429,18 @@ pub fn produce_one_per_batch(bootstrap: &str, topic: &str, records: &[Record]) -
     .collect()
 }
 
-/// The values of `topic`'s partitions, in order, read from the start up
-/// to the end the isolation level allows (the last stable offset for
-/// read_committed, the high watermark otherwise).
-pub fn read_values(
+/// A consumer assigned partitions `0..partitions` of `topic` from their
+/// start, reporting each partition's end (enable.partition.eof), reading
+/// committed records only when `committed` (read_committed: up to the last
+/// stable offset); no group membership, no commits.
+pub fn reader_from_start(
     bootstrap: &str,
     topic: &str,
     partitions: i32,
     committed: bool,
-) -> Vec<(i32, String)> {
+) -> BaseConsumer {
     let consumer: BaseConsumer = config(bootstrap)
-        .set("group.id", "transactions-test-reader")
+        .set("group.id", "test-reader")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .set(
@@ -459,6 +460,19 @@ pub fn read_values(
             .expect("assignment");
     }
     consumer.assign(&assignment).expect("assign");
+    consumer
+}
+
+/// The values of `topic`'s partitions, in order, read from the start up
+/// to the end the isolation level allows (the last stable offset for
+/// read_committed, the high watermark otherwise).
+pub fn read_values(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    committed: bool,
+) -> Vec<(i32, String)> {
+    let consumer = reader_from_start(bootstrap, topic, partitions, committed);
     let mut at_end = BTreeSet::new();
     let mut values = Vec::new();
     let deadline = Instant::now() + CALL_TIMEOUT;
