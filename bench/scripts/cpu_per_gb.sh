@@ -8,6 +8,9 @@
 #
 # Each directory holds `sluice` and `sluice-bench` (copy them out of
 # target/release: a build in the shared tree would replace them mid-run).
+# A_ENV and B_ENV (optional, e.g. B_ENV="SLUICE_SEGMENT_WRITES=fdatasync")
+# are settings each side's embedded broker runs with, so that A and B can
+# be one binary with two configurations (A=B=dir).
 # Per run it prints throughput and broker CPU-seconds per GB: for the
 # produce presets the bench's own figure (utime + stime of the broker over
 # the measured window / GB acknowledged); for `catchup` the broker's
@@ -30,7 +33,14 @@ OUT=$(cd "$OUT" && pwd)
 DATA=$(cd "$DATA" && pwd)
 TICKS=$(getconf CLK_TCK)
 RESULTS=$OUT/results.tsv
-[ -s "$RESULTS" ] || printf 'time\tround\tbuild\tpreset\tMB/s\tbroker_cpu_s_per_gb\traw_write_MB/s\traw_read_MB/s\tload1\n' >"$RESULTS"
+[ -s "$RESULTS" ] || printf 'time\tround\tbuild\tpreset\tMB/s\tbroker_cpu_s_per_gb\traw_write_MB/s\traw_read_MB/s\tload1\tdevice_flushes/s\tdevice_writes/s\n' >"$RESULTS"
+# The block device under DATA, for its flush and write counts in
+# /proc/diskstats (fields 19 and 8), averaged over each whole run.
+DEVICE=${DEVICE:-$(basename "$(df --output=source "$DATA" | tail -1)")}
+
+device_counts() { # -> "flushes writes" completed so far on $DEVICE
+  awk -v device="$DEVICE" '$3 == device { print $19, $8 }' /proc/diskstats
+}
 
 cpu_ticks() { # utime + stime of a pid, in clock ticks
   awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || true
@@ -38,6 +48,9 @@ cpu_ticks() { # utime + stime of a pid, in clock ticks
 
 run_one() { # round build-name bin-dir preset raw-write raw-read
   local round=$1 name=$2 bin=$3 preset=$4 raw_write=$5 raw_read=$6
+  local settings_var="${name}_ENV"
+  local -a settings
+  read -r -a settings <<<"${!settings_var:-}"
   local tag="$preset-$name-$round" log="$OUT/$preset-$name-$round.log"
   local args=(--embedded --sluice-bin "$bin/sluice" --data-dir "$DATA/$tag"
     --out "$OUT/$tag" --preset "$preset")
@@ -46,7 +59,10 @@ run_one() { # round build-name bin-dir preset raw-write raw-read
   else
     args+=(--duration "$DURATION")
   fi
-  "$bin/sluice-bench" "${args[@]}" >"$log" 2>&1 &
+  local counts_before started
+  counts_before=$(device_counts)
+  started=$(date +%s.%N)
+  env "${settings[@]}" "$bin/sluice-bench" "${args[@]}" >"$log" 2>&1 &
   local bench=$! broker="" start="" last=""
   while kill -0 "$bench" 2>/dev/null; do
     [ -n "$broker" ] || broker=$(pgrep -P "$bench" -x sluice | head -1 || true)
@@ -59,6 +75,12 @@ run_one() { # round build-name bin-dir preset raw-write raw-read
     sleep 0.2
   done
   wait "$bench" || { echo "run $tag failed, see $log" >&2; return 1; }
+  local device_rates
+  device_rates=$(python3 -c 'import sys, time
+before, after = sys.argv[1].split(), sys.argv[2].split()
+elapsed = time.time() - float(sys.argv[3])
+print("%.0f\t%.0f" % tuple((int(a) - int(b)) / elapsed for a, b in zip(after, before)))' \
+    "${counts_before:-0 0}" "$(device_counts || echo 0 0)" "$started")
   local json
   json=$(ls "$OUT/$tag"/*-native.json)
   python3 - "$json" "$preset" "${start:-0}" "${last:-0}" "$TICKS" <<'EOF' >"$OUT/$tag.figures"
@@ -73,8 +95,8 @@ else:
     print(summary["produce"]["mb_per_sec"], summary["cpu"]["broker_cpu_secs_per_gb_produced"])
 EOF
   read -r mbps cpu_per_gb <"$OUT/$tag.figures"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%H:%M:%S)" "$round" "$name" "$preset" \
-    "$mbps" "$cpu_per_gb" "$raw_write" "$raw_read" "$(cut -d' ' -f1 /proc/loadavg)" | tee -a "$RESULTS"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%H:%M:%S)" "$round" "$name" "$preset" \
+    "$mbps" "$cpu_per_gb" "$raw_write" "$raw_read" "$(cut -d' ' -f1 /proc/loadavg)" "$device_rates" | tee -a "$RESULTS"
   rm -rf "${DATA:?}/$tag"
 }
 

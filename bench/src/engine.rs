@@ -100,7 +100,8 @@ pub struct EngineArgs {
     pub keep: bool,
 
     /// How flushes make writes durable: `file` (an fdatasync per written
-    /// file) or `filesystem` (one syncfs per round for all partitions).
+    /// file), `filesystem` (one syncfs per round for all partitions) or
+    /// `write-through` (each write durable by itself, RWF_DSYNC).
     #[arg(long, value_enum, default_value_t = SyncArg::File)]
     pub sync: SyncArg,
 }
@@ -110,6 +111,7 @@ pub struct EngineArgs {
 pub enum SyncArg {
     File,
     Filesystem,
+    WriteThrough,
 }
 
 impl From<SyncArg> for SyncMode {
@@ -117,6 +119,7 @@ impl From<SyncArg> for SyncMode {
         match arg {
             SyncArg::File => SyncMode::PerFile,
             SyncArg::Filesystem => SyncMode::Filesystem,
+            SyncArg::WriteThrough => SyncMode::WriteThrough,
         }
     }
 }
@@ -468,9 +471,10 @@ impl EngineRun {
         measure::mb_per_sec(self.acknowledged_bytes, self.elapsed)
     }
 
-    /// Syncs of either kind (fdatasync per file, syncfs per round).
+    /// Syncs of any kind (fdatasync per file, syncfs per round, durable
+    /// write).
     fn syncs(&self) -> u64 {
-        self.commit.fsyncs + self.commit.filesystem_syncs
+        self.commit.fsyncs + self.commit.filesystem_syncs + self.commit.durable_writes
     }
 
     fn per_second(&self, count: u64) -> f64 {
@@ -511,6 +515,7 @@ impl EngineRun {
                 "log_flushes": self.commit.log_flushes,
                 "fsyncs": self.commit.fsyncs,
                 "filesystem_syncs": self.commit.filesystem_syncs,
+                "durable_writes": self.commit.durable_writes,
                 "bytes_written": self.commit.bytes_written,
                 "rounds_per_sec": round(self.per_second(self.commit.rounds), 1),
                 "fsyncs_per_sec": round(self.per_second(self.commit.fsyncs), 1),
@@ -531,6 +536,7 @@ fn delta(after: CommitStats, before: CommitStats) -> CommitStats {
         rounds: after.rounds - before.rounds,
         log_flushes: after.log_flushes - before.log_flushes,
         fsyncs: after.fsyncs - before.fsyncs,
+        durable_writes: after.durable_writes - before.durable_writes,
         bytes_written: after.bytes_written - before.bytes_written,
         filesystem_syncs: after.filesystem_syncs - before.filesystem_syncs,
         sync_duration_buckets: std::array::from_fn(|index| {

@@ -44,6 +44,9 @@ pub struct CommitStats {
     pub log_flushes: u64,
     /// fdatasync calls issued by log flushes.
     pub fsyncs: u64,
+    /// Durable (RWF_DSYNC) segment writes issued by log flushes
+    /// (`SyncMode::WriteThrough`): each is its own device sync.
+    pub durable_writes: u64,
     /// Bytes written to segment files (whole pages, tail pages rewritten).
     pub bytes_written: u64,
     /// syncfs calls issued for flushes (`SyncMode::Filesystem`).
@@ -103,6 +106,15 @@ pub enum SyncMode {
     /// per flush, whatever else shares the filesystem.
     #[default]
     PerFile,
+    /// Every segment write is durable when it completes (O_DIRECT with
+    /// RWF_DSYNC, [`Io::write_durable_at`]): one operation per write and
+    /// no fdatasync after it. The kernel does the same device flush, from
+    /// its I/O completion rather than from an io-wq worker the shard hands
+    /// an fdatasync to, and the write no longer waits for a second round
+    /// trip (docs/decisions/0016-write-through-flushes.md).
+    ///
+    /// [`Io::write_durable_at`]: crate::io::Io::write_durable_at
+    WriteThrough,
     /// One syncfs per round for every log of the shard that wrote: one
     /// device cache flush per round. It also writes back whatever other
     /// programs left dirty on the same filesystem, so it suits a data
@@ -246,10 +258,17 @@ impl<I: Io> Committer<I> {
 
     /// One log flush done: its fdatasyncs, bytes written, and how long
     /// it waited for durability.
-    pub(crate) fn note_flush(&self, fsyncs: u64, bytes_written: u64, sync_nanos: u64) {
+    pub(crate) fn note_flush(
+        &self,
+        fsyncs: u64,
+        durable_writes: u64,
+        bytes_written: u64,
+        sync_nanos: u64,
+    ) {
         let mut stats = self.shared.stats.get();
         stats.log_flushes += 1;
         stats.fsyncs += fsyncs;
+        stats.durable_writes += durable_writes;
         stats.bytes_written += bytes_written;
         stats.sync_duration_buckets[bucket_of(&SYNC_BOUNDS_NANOS, sync_nanos)] += 1;
         stats.sync_duration_nanos_sum += sync_nanos;

@@ -30,7 +30,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_channel::oneshot;
-use futures_util::future::join_all;
+use futures_util::future::{Either, join_all};
 use futures_util::lock::Mutex;
 
 use crate::batch::{self, BatchHeader};
@@ -978,7 +978,7 @@ impl<I: Io> Log<I> {
             return Err(inner.io_error(base, error));
         }
         for removed_base in &removed {
-            remove_segment_files(io, &inner.dir, *removed_base);
+            remove_segment_files(io, &inner.dir, *removed_base).await;
         }
         for path in [
             segment::index_path(&inner.dir, base),
@@ -1075,7 +1075,7 @@ impl<I: Io> Log<I> {
         // reopen recovers it.
         let changed: Result<(), LogError> = async {
             for base in bases {
-                remove_segment_files(&inner.io, &inner.dir, base);
+                remove_segment_files(&inner.io, &inner.dir, base).await;
             }
             inner
                 .io
@@ -1263,7 +1263,7 @@ impl<I: Io> Log<I> {
                 .collect()
         };
         for base in &removed {
-            remove_segment_files(&inner.io, &inner.dir, *base);
+            remove_segment_files(&inner.io, &inner.dir, *base).await;
         }
         inner
             .io
@@ -1274,15 +1274,38 @@ impl<I: Io> Log<I> {
         Ok(removed.len())
     }
 
-    /// Flush, write the active segment's indexes and a checkpoint covering
-    /// everything (so the next open scans nothing), and refuse later appends.
-    pub async fn close(&self) -> Result<(), LogError> {
+    /// Close a log whose directory is about to be removed (its topic or
+    /// replica deleted): flush what was appended and refuse further
+    /// appends, as [`Log::close`], but without trimming the active
+    /// segment's preallocation or writing index files and the checkpoint,
+    /// all of which the removal throws away (the trim frees up to a
+    /// preallocation step per partition, which a filesystem with online
+    /// discard trims on the spot). If the removal does not happen after
+    /// all, the log recovers at its next open as after a kill -9.
+    pub async fn close_for_removal(&self) -> Result<(), LogError> {
+        let inner = &self.inner;
+        let _guard = self.flush_then_lock().await?;
+        inner.state.borrow_mut().closed = true;
+        inner.fail_waiters(|dir| AppendError::Closed { dir });
+        Ok(())
+    }
+
+    /// Flush what was appended, then hold the flush lock: no flush runs
+    /// until the guard drops (the start of both closes).
+    async fn flush_then_lock(&self) -> Result<futures_util::lock::MutexGuard<'_, ()>, LogError> {
         let inner = &self.inner;
         inner
             .flush()
             .await
             .map_err(|error| inner.append_error_to_log_error(error))?;
-        let _guard = inner.flush_lock.lock().await;
+        Ok(inner.flush_lock.lock().await)
+    }
+
+    /// Flush, write the active segment's indexes and a checkpoint covering
+    /// everything (so the next open scans nothing), and refuse later appends.
+    pub async fn close(&self) -> Result<(), LogError> {
+        let inner = &self.inner;
+        let _guard = self.flush_then_lock().await?;
         // Trim the active segment's preallocation (fallocated zeros past its
         // end), so that the next open finds the file exactly its batches
         // and has nothing to cut and sync.
@@ -1481,17 +1504,29 @@ impl<I: Io> LogInner<I> {
                 self.with_segment(planned.base, |segment| segment.entry_durable = true);
             }
         }
-        // 2. Write every dirty page range, all in flight at once.
+        // 2. Write every dirty page range, all in flight at once; with
+        // `SyncMode::WriteThrough` each write is durable when it completes.
+        let write_through = self.committer.sync_mode() == SyncMode::WriteThrough;
+        // Wall time, for the statistics only (never a decision).
+        let writes_started = std::time::Instant::now();
         let writes = plan
             .segments
             .iter()
             .zip(&files)
             .flat_map(|(planned, file)| {
-                planned
-                    .writes
-                    .iter()
-                    .map(move |(position, bytes)| io.write_at(file, *position, bytes.clone()))
+                planned.writes.iter().map(move |(position, bytes)| {
+                    if write_through {
+                        Either::Left(io.write_durable_at(file, *position, bytes.clone()))
+                    } else {
+                        Either::Right(io.write_at(file, *position, bytes.clone()))
+                    }
+                })
             });
+        let write_count: usize = plan
+            .segments
+            .iter()
+            .map(|planned| planned.writes.len())
+            .sum();
         let bytes_written: u64 = plan
             .segments
             .iter()
@@ -1504,11 +1539,16 @@ impl<I: Io> LogInner<I> {
             }
         }
         // 3. Durability: one fdatasync per written file, or this log joins
-        // the shard's next filesystem sync (commit.rs, SyncMode). Never
-        // retried: an error poisons.
-        // Wall time, for the statistics only (never a decision).
-        let sync_started = std::time::Instant::now();
+        // the shard's next filesystem sync (commit.rs, SyncMode), or the
+        // writes already were (write-through). Never retried: an error
+        // poisons.
+        let sync_started = if write_through {
+            writes_started
+        } else {
+            std::time::Instant::now()
+        };
         let fsyncs = match self.committer.sync_mode() {
+            SyncMode::WriteThrough => 0,
             SyncMode::PerFile => {
                 for result in join_all(files.iter().map(|file| io.sync_data(file))).await {
                     if let Err(error) = result {
@@ -1529,7 +1569,9 @@ impl<I: Io> LogInner<I> {
             }
         };
         let sync_nanos = u64::try_from(sync_started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.committer.note_flush(fsyncs, bytes_written, sync_nanos);
+        let durable_writes = if write_through { write_count as u64 } else { 0 };
+        self.committer
+            .note_flush(fsyncs, durable_writes, bytes_written, sync_nanos);
         // 4. Publish durability and complete the covered appends.
         let mut retained = 0;
         {
@@ -1730,8 +1772,12 @@ impl<I: Io> LogInner<I> {
         state.epochs.truncate_to_end(durable_end);
         state.unflushed_bytes = 0;
         drop(state);
+        // Segments this failed flush created: new and small, removed at
+        // once (this runs inside the failing flush, which is not async here).
         for base in removed.into_iter().flatten() {
-            remove_segment_files(&self.io, &self.dir, base);
+            for path in segment_file_paths(&self.dir, base) {
+                remove_quietly(&self.io, &path);
+            }
         }
         self.fail_waiters(error);
     }
@@ -2099,18 +2145,35 @@ fn maybe_roll<F>(state: &mut LogState<F>, size: u64, count: i64, now: i64) {
     }
 }
 
-fn remove_segment_files<I: Io>(io: &I, dir: &Path, base: Offset) {
-    for path in [
+/// A segment's files: the log file first, then its indexes.
+fn segment_file_paths(dir: &Path, base: Offset) -> [PathBuf; 4] {
+    [
         segment::log_path(dir, base),
         segment::index_path(dir, base),
         segment::time_index_path(dir, base),
         segment::txn_index_path(dir, base),
-    ] {
-        if let Err(error) = io.remove_file(&path)
-            && error.kind() != io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %path.display(), %error, "could not remove a segment file");
-        }
+    ]
+}
+
+/// Remove a segment's files, the (large) log file off the shard thread
+/// (`Io::remove_large_file`). Removal is durable after a `sync_dir`.
+async fn remove_segment_files<I: Io>(io: &I, dir: &Path, base: Offset) {
+    let [log_file, indexes @ ..] = segment_file_paths(dir, base);
+    warn_unless_gone(&log_file, io.remove_large_file(&log_file).await);
+    for path in indexes {
+        remove_quietly(io, &path);
+    }
+}
+
+fn remove_quietly<I: Io>(io: &I, path: &Path) {
+    warn_unless_gone(path, io.remove_file(path));
+}
+
+fn warn_unless_gone(path: &Path, result: io::Result<()>) {
+    if let Err(error) = result
+        && error.kind() != io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), %error, "could not remove a segment file");
     }
 }
 

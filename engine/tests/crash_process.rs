@@ -52,7 +52,7 @@ use futures_util::stream::FuturesUnordered;
 use sluice_engine::batch;
 use sluice_engine::io::Io;
 use sluice_engine::io::uring::UringIo;
-use sluice_engine::{Committer, LeaderEpoch, Log, LogConfig, Offset, ReadLimits};
+use sluice_engine::{Committer, LeaderEpoch, Log, LogConfig, Offset, ReadLimits, SyncMode};
 use support::{RealDir, Rng, batches_of, run_on_uring, spawn_committer, tagged_batch};
 
 const CHILD_TEST_NAME: &str = "child_appends_until_killed";
@@ -134,7 +134,14 @@ async fn append_until_killed(dir: PathBuf, seed: u64) {
     let started = Instant::now();
     let mut rng = Rng(seed);
     let io = UringIo::new();
-    let committer = Committer::new(io);
+    // Children alternate between the broker's default write-through
+    // flushes (RWF_DSYNC writes) and write + fdatasync.
+    let sync = if seed.is_multiple_of(2) {
+        SyncMode::WriteThrough
+    } else {
+        SyncMode::PerFile
+    };
+    let committer = Committer::with_sync_mode(io, sync);
     let log = Log::open(io, &dir, crash_config(), &committer)
         .await
         .unwrap_or_else(|error| panic!("the child could not open {}: {error}", dir.display()));

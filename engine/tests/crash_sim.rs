@@ -75,11 +75,13 @@ fn run_seed(seed: u64) {
     support::set_tail_cache_budget(seed);
     let mut io = SimIo::new(seed);
     let config = random_config(&mut rng);
-    // Odd seeds make logs durable with the shard-wide filesystem sync.
-    let sync = if seed % 2 == 1 {
-        SyncMode::Filesystem
-    } else {
-        SyncMode::PerFile
+    // Seeds rotate through the three ways a flush makes its writes
+    // durable: an fdatasync per file, the shard-wide filesystem sync, and
+    // write-through writes (durable when they complete).
+    let sync = match seed % 3 {
+        0 => SyncMode::PerFile,
+        1 => SyncMode::Filesystem,
+        _ => SyncMode::WriteThrough,
     };
     let (mut log, mut committer) = reopen(&io, &config, sync);
     let mut model = Model::new();

@@ -28,7 +28,7 @@ use futures_util::future::join_all;
 use sluice_engine::batch;
 use sluice_engine::io::uring::UringIo;
 use sluice_engine::{
-    AppendError, Committer, LeaderEpoch, Log, LogConfig, LogError, Offset, ReadLimits,
+    AppendError, Committer, LeaderEpoch, Log, LogConfig, LogError, Offset, ReadLimits, SyncMode,
 };
 use support::{RealDir, as_stored, batches_of, run_on_uring, spawn_committer, tagged_batch};
 
@@ -57,8 +57,12 @@ struct Session {
 }
 
 async fn open(dir: &Path, config: LogConfig) -> Session {
+    open_with(dir, config, SyncMode::PerFile).await
+}
+
+async fn open_with(dir: &Path, config: LogConfig, sync: SyncMode) -> Session {
     let io = UringIo::new();
-    let committer = Committer::new(io);
+    let committer = Committer::with_sync_mode(io, sync);
     let log = Log::open(io, dir, config, &committer)
         .await
         .unwrap_or_else(|error| panic!("opening {} failed: {error}", dir.display()));
@@ -312,6 +316,86 @@ fn batches_appended_across_segments_read_back_identical_before_and_after_a_clean
     run_on_uring(async {
         let session = open(&log_dir, small_config()).await;
         check_reads(&session.log, &expected).await;
+    });
+}
+
+#[test]
+fn write_through_flushes_make_appends_durable_without_an_fdatasync() {
+    let dir = RealDir::new("uring-write-through");
+    let log_dir = dir.log_dir();
+    let mut expected = Expected::new();
+    let end = run_on_uring(async {
+        let session = open_with(&log_dir, small_config(), SyncMode::WriteThrough).await;
+        append_durably(&session.log, 0..300, &mut expected).await;
+        assert!(session.log.segment_count() >= 3);
+        let stats = session.committer.stats();
+        assert_eq!(
+            stats.fsyncs, 0,
+            "write-through flushes call no fdatasync: {stats:?}"
+        );
+        assert!(
+            stats.durable_writes >= stats.log_flushes && stats.log_flushes > 0,
+            "every flush wrote durably: {stats:?}"
+        );
+        assert!(stats.bytes_written >= session.log.size_bytes());
+        check_reads(&session.log, &expected).await;
+        let end = session.log.log_end_offset();
+        // No close: the process stops as after kill -9.
+        drop(session);
+        end
+    });
+    run_on_uring(async {
+        let session = open_with(&log_dir, small_config(), SyncMode::WriteThrough).await;
+        assert!(
+            session.log.log_end_offset() >= end,
+            "acknowledged data was lost"
+        );
+        check_reads(&session.log, &expected).await;
+        // Appends continue after the recovered end, rewriting its tail page
+        // durably.
+        append_durably(&session.log, 300..340, &mut expected).await;
+        check_reads(&session.log, &expected).await;
+        session.log.close().await.unwrap();
+    });
+    check_files_after_close(&log_dir, &expected);
+}
+
+#[test]
+fn a_log_closed_for_removal_refuses_appends_and_reopens_like_after_a_kill() {
+    let dir = RealDir::new("uring-close-for-removal");
+    let log_dir = dir.log_dir();
+    let mut expected = Expected::new();
+    let end = run_on_uring(async {
+        let session = open(&log_dir, small_config()).await;
+        append_durably(&session.log, 0..120, &mut expected).await;
+        let pending = session
+            .log
+            .append(&varied_batch(1_000), LeaderEpoch(EPOCH))
+            .unwrap();
+        session.log.close_for_removal().await.unwrap();
+        // Flushed before the close: acknowledged.
+        pending.completion.await.unwrap();
+        let refused = session
+            .log
+            .append(&varied_batch(1_001), LeaderEpoch(EPOCH))
+            .err();
+        assert!(matches!(refused, Some(AppendError::Closed { .. })));
+        session.log.log_end_offset()
+    });
+    // No index files or checkpoint were written for the active segment:
+    // if the removal never happens, the log recovers as after a kill -9.
+    run_on_uring(async {
+        let session = open(&log_dir, small_config()).await;
+        assert_eq!(session.log.log_end_offset(), end);
+        let read = read_all(&session.log, 1 << 20).await;
+        assert_eq!(
+            read.len(),
+            expected.len() + 1,
+            "the 120 batches and the pending one"
+        );
+        for (offset, bytes) in &expected {
+            assert_eq!(read.get(offset), Some(bytes), "batch at {offset}");
+        }
     });
 }
 

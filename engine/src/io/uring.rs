@@ -93,6 +93,49 @@ impl IoBuf for BytesBuf {
     }
 }
 
+/// An io_uring write with RWF_DSYNC (compio's `WriteAt` sets no flags):
+/// it completes only once the bytes and the metadata needed to read them
+/// are durable. On a written extent the kernel issues it from the shard
+/// thread and, on a device with a volatile cache and no FUA, flushes the
+/// cache from its completion worker, so the shard hands nothing to io-wq;
+/// on an unwritten (fallocated) extent io_uring punts it to io-wq, which
+/// writes, converts the extent and flushes in one go. Either way one
+/// submission and one completion per write.
+struct DurableWriteAt {
+    /// Keeps the descriptor open until the operation completes (compio
+    /// keeps the operation alive until then, even if the future is dropped).
+    file: File,
+    offset: u64,
+    data: Bytes,
+}
+
+impl IntoInner for DurableWriteAt {
+    type Inner = Bytes;
+
+    fn into_inner(self) -> Bytes {
+        self.data
+    }
+}
+
+// SAFETY: the entry points at `data`'s bytes and `file`'s descriptor, both
+// owned by the operation, which compio keeps at a stable address and alive
+// until the kernel completes it.
+unsafe impl compio::driver::OpCode for DurableWriteAt {
+    type Control = ();
+
+    fn create_entry(&mut self, _: &mut ()) -> compio::driver::OpEntry {
+        io_uring::opcode::Write::new(
+            io_uring::types::Fd(self.file.as_raw_fd()),
+            self.data.as_ptr(),
+            self.data.len().min(1 << 30) as u32,
+        )
+        .offset(self.offset)
+        .rw_flags(libc::RWF_DSYNC)
+        .build()
+        .into()
+    }
+}
+
 fn assert_aligned(pos: u64, len: usize) {
     assert!(
         pos.is_multiple_of(PAGE_SIZE as u64),
@@ -193,6 +236,17 @@ impl Io for UringIo {
         std::fs::remove_file(path)
     }
 
+    async fn remove_large_file(&self, path: &Path) -> io::Result<()> {
+        // The name goes now (a rename to a `*.tmp` name, which recovery
+        // removes after a crash); the extents are freed by the reclaimer
+        // thread, a step at a time (io/reclaim.rs), while the shard serves
+        // its partitions and the caller goes on.
+        let doomed = temporary_path(path);
+        compio::fs::rename(path, &doomed).await?;
+        super::reclaim::remove_file_in_background(&doomed);
+        Ok(())
+    }
+
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         compio::fs::rename(from, to).await
     }
@@ -275,6 +329,28 @@ impl Io for UringIo {
         while written < data.len() {
             let chunk = BytesBuf(Bytes::slice(&data, written..));
             let compio::BufResult(result, _) = handle.write_at(chunk, pos + written as u64).await;
+            match result? {
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                count => written += count,
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_durable_at(&self, file: &UringFile, pos: u64, data: Bytes) -> io::Result<()> {
+        assert_aligned(pos, data.len());
+        assert!(
+            data.is_empty() || (data.as_ptr() as usize).is_multiple_of(PAGE_SIZE),
+            "O_DIRECT write buffer is not page aligned"
+        );
+        let mut written = 0;
+        while written < data.len() {
+            let op = DurableWriteAt {
+                file: file.file.clone(),
+                offset: pos + written as u64,
+                data: Bytes::slice(&data, written..),
+            };
+            let compio::BufResult(result, _) = compio::runtime::submit(op).await;
             match result? {
                 0 => return Err(io::ErrorKind::WriteZero.into()),
                 count => written += count,

@@ -232,12 +232,15 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_TAIL_CACHE_BYTES")]
     pub tail_cache_bytes: Option<usize>,
     /// How a shard makes appended batches durable before acknowledging
-    /// them: `file` (an fdatasync per written partition file) or
-    /// `filesystem` (one syncfs per flush round for all the shard's
-    /// partitions: one device flush instead of one per partition; it also
-    /// writes back other programs' dirty files on the same filesystem, so
-    /// give the data directory its own filesystem)
-    /// (docs/decisions/0010-one-sync-per-shard.md) [default: file].
+    /// them: `write-through` (each write to a partition file is durable
+    /// when it completes, O_DSYNC: one I/O per flush,
+    /// docs/decisions/0016-write-through-flushes.md), `file` (a write then
+    /// an fdatasync per written partition file) or `filesystem` (writes,
+    /// then one syncfs per flush round for all the shard's partitions: one
+    /// device flush instead of one per partition; it also writes back
+    /// other programs' dirty files on the same filesystem, so give the
+    /// data directory its own filesystem;
+    /// docs/decisions/0010-one-sync-per-shard.md) [default: write-through].
     #[arg(long, env = "SLUICE_SYNC_MODE", value_enum)]
     pub sync_mode: Option<SyncModeArg>,
     /// host:port of the admin HTTP API: Prometheus metrics at /metrics,
@@ -307,6 +310,8 @@ pub enum AuthorizerArg {
 #[derive(clap::ValueEnum, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum SyncModeArg {
+    #[serde(rename = "write-through")]
+    WriteThrough,
     File,
     Filesystem,
 }
@@ -316,6 +321,7 @@ impl From<SyncModeArg> for sluice_engine::SyncMode {
         match arg {
             SyncModeArg::File => sluice_engine::SyncMode::PerFile,
             SyncModeArg::Filesystem => sluice_engine::SyncMode::Filesystem,
+            SyncModeArg::WriteThrough => sluice_engine::SyncMode::WriteThrough,
         }
     }
 }
@@ -572,7 +578,7 @@ impl BrokerConfig {
             overprovisioned: false,
             read_ahead: true,
             tail_cache_bytes: sluice_engine::constants::TAIL_CACHE_SHARD_BYTES_DEFAULT,
-            sync_mode: sluice_engine::SyncMode::PerFile,
+            sync_mode: sluice_engine::SyncMode::WriteThrough,
             // In-process brokers share a host with others: no fixed port.
             admin_listen: None,
             authorizer: None,
@@ -965,7 +971,7 @@ impl BrokerConfig {
             sync_mode: args
                 .sync_mode
                 .or(file.sync_mode)
-                .map_or(sluice_engine::SyncMode::PerFile, Into::into),
+                .map_or(sluice_engine::SyncMode::WriteThrough, Into::into),
             admin_listen: parse_admin_listen(
                 &args
                     .admin_listen

@@ -623,7 +623,7 @@ pub fn encode(registry: &Registry, view: &BrokerView) -> String {
 /// Group commit per shard and the partitions' gauges.
 fn encode_shards(out: &mut TextEncoder, view: &BrokerView) {
     type Read = fn(&sluice_engine::CommitStats) -> u64;
-    let commit: [(&str, &str, Read); 5] = [
+    let commit: [(&str, &str, Read); 6] = [
         (
             "sluice_commit_rounds_total",
             "Group-commit flush rounds that flushed at least one log, by shard.",
@@ -638,6 +638,11 @@ fn encode_shards(out: &mut TextEncoder, view: &BrokerView) {
             "sluice_commit_fsyncs_total",
             "fdatasync calls of log flushes, by shard.",
             |stats| stats.fsyncs,
+        ),
+        (
+            "sluice_commit_durable_writes_total",
+            "Durable (RWF_DSYNC) segment writes of log flushes (--sync-mode write-through), by shard.",
+            |stats| stats.durable_writes,
         ),
         (
             "sluice_commit_filesystem_syncs_total",
