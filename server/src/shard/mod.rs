@@ -52,7 +52,7 @@ pub use partition::{
 pub struct ShardId(pub usize);
 
 /// Work sent to a shard: run on its thread, with access to its state.
-type Job = Box<dyn FnOnce(Rc<Shard>) -> LocalBoxFuture<'static, ()> + Send>;
+pub type Job = Box<dyn FnOnce(Rc<Shard>) -> LocalBoxFuture<'static, ()> + Send>;
 
 /// Inbox capacity per shard: senders wait (backpressure) beyond it.
 const INBOX_CAPACITY: usize = 4096;
@@ -116,6 +116,23 @@ impl Shards {
         inbox.send_async(job).await.map_err(|_| ShardGone(shard))?;
         Ok(receiver)
     }
+}
+
+/// Run the jobs other shards post to `shard`, on its thread, until every
+/// sender is gone. Each job is spawned as it is taken, and compio's
+/// executor gives a task its first poll in spawn order (new tasks join the
+/// tail of its run queue), so jobs start in the order they were posted:
+/// what [`Shards::post`] promises (the follower's appends rely on it,
+/// replication/follower.rs).
+/// `posted_jobs_start_in_the_order_they_were_posted` pins that property.
+pub fn serve_inbox(shard: &Rc<Shard>, inbox: flume::Receiver<Job>) {
+    let shard = Rc::clone(shard);
+    compio::runtime::spawn(async move {
+        while let Ok(job) = inbox.recv_async().await {
+            compio::runtime::spawn(job(Rc::clone(&shard))).detach();
+        }
+    })
+    .detach();
 }
 
 /// One shard's state. Lives on its thread only (`Rc`).

@@ -52,13 +52,7 @@ where
         });
         let committer = shard.committer.clone();
         compio::runtime::spawn(async move { committer.run().await }).detach();
-        let inbox_shard = Rc::clone(&shard);
-        compio::runtime::spawn(async move {
-            while let Ok(job) = inbox.recv_async().await {
-                compio::runtime::spawn(job(Rc::clone(&inbox_shard))).detach();
-            }
-        })
-        .detach();
+        serve_inbox(&shard, inbox);
         test(Rc::clone(&shard)).await;
         shard.close_all().await;
     });
@@ -479,5 +473,45 @@ fn a_lookup_with_a_remembered_name_finds_the_topic_created_again() {
         assert_eq!(new.topic_id, shard.metadata.snapshot().topics["t"].id);
         assert!(shard.partition(&key(2)).is_some());
         assert_eq!(shard.partitions.len(), 3);
+    });
+}
+
+/// Jobs posted one after another start on the target in that order, even
+/// when earlier ones are still running (`Shards::post`, `serve_inbox`).
+#[test]
+fn posted_jobs_start_in_the_order_they_were_posted() {
+    const JOBS: u32 = 300;
+    with_shard("post-order", |shard| async move {
+        let started = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut answers = Vec::new();
+        for job in 0..JOBS {
+            let started = Arc::clone(&started);
+            let answer = shard
+                .shards
+                .post(shard.id, move |_| async move {
+                    started.lock().unwrap().push(job);
+                    // Some jobs wait after their first poll, as a produce
+                    // waits for durability, and are woken among the
+                    // others' first polls.
+                    if job % 3 == 0 {
+                        compio::time::sleep(Duration::from_micros(u64::from(job % 5) * 100)).await;
+                    }
+                    job
+                })
+                .await
+                .unwrap();
+            answers.push(answer);
+            // Let the target take what was posted so far now and then.
+            if job % 7 == 0 {
+                compio::time::sleep(Duration::from_micros(50)).await;
+            }
+        }
+        let finished: Vec<u32> = join_all(answers)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(finished, (0..JOBS).collect::<Vec<_>>());
+        assert_eq!(*started.lock().unwrap(), (0..JOBS).collect::<Vec<_>>());
     });
 }

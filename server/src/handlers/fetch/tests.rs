@@ -53,19 +53,10 @@ fn new_shard(
     })
 }
 
-fn serve<J>(shard: &Rc<Shard>, inbox: flume::Receiver<J>)
-where
-    J: FnOnce(Rc<Shard>) -> LocalBoxFuture<'static, ()> + Send + 'static,
-{
+fn serve(shard: &Rc<Shard>, inbox: flume::Receiver<crate::shard::Job>) {
     let committer = shard.committer.clone();
     compio::runtime::spawn(async move { committer.run().await }).detach();
-    let inbox_shard = Rc::clone(shard);
-    compio::runtime::spawn(async move {
-        while let Ok(job) = inbox.recv_async().await {
-            compio::runtime::spawn(job(Rc::clone(&inbox_shard))).detach();
-        }
-    })
-    .detach();
+    crate::shard::serve_inbox(shard, inbox);
 }
 
 fn with_shards<F, Fut>(name: &str, count: usize, test: F)
