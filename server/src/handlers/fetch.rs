@@ -546,61 +546,99 @@ async fn read_all(
 /// first batch whole.
 ///
 /// Reading them one after the other kept one disk read in flight per fetch
-/// (a catch-up consumer read at a quarter of the disk's bandwidth). While
-/// the partition limits added up stay within `max_bytes`, every partition's
-/// in-order limit is its own partition limit, whatever the earlier ones
-/// return; so that prefix of the partitions is read at once, and walking
-/// the answers in order keeps each one, except an empty answer where the
+/// (a catch-up consumer read at a quarter of the disk's bandwidth, and one
+/// of 1,000 partitions fell further behind with every fetch that went to
+/// disk). So the partitions are read in windows: while the partition
+/// limits of the next partitions add up within what is left of
+/// `max_bytes`, each one's in-order limit is its own partition limit,
+/// whatever the earlier ones return, so that window is read at once. Walking
+/// its answers in order keeps each one, except an empty answer where the
 /// in-order read would have returned the first batch whole (a batch larger
-/// than the partition limit) and an answer that no longer fits after such
-/// a batch, which are read again. The rest of the
-/// partitions are read in order as before. The answer is the in-order one.
+/// than the partition limit) and an answer that no longer fits after such a
+/// batch, which are read again. The next window starts with what the
+/// earlier ones left of `max_bytes`; a partition whose limit exceeds what
+/// is left is read alone, as in order. The answer is the in-order one
+/// (`concurrent_reads_answer_what_reading_in_order_answers` in tests.rs).
 async fn read_on_owner(
     owner: Rc<Shard>,
     specs: Vec<ReadSpec>,
     max_bytes: usize,
 ) -> Vec<(usize, PartitionAnswer)> {
-    let mut budget = 0_usize;
-    let concurrent = specs
-        .iter()
-        .take_while(|spec| {
-            budget = budget.saturating_add(spec.partition_max_bytes);
-            budget <= max_bytes
-        })
-        .count();
-    let mut early = join_all(
-        specs[..concurrent]
+    let mut remaining = max_bytes;
+    let mut have_data = false;
+    let mut answers = Vec::with_capacity(specs.len());
+    let mut next = 0;
+    while next < specs.len() {
+        let mut budget = 0_usize;
+        let window = specs[next..]
             .iter()
-            .map(|spec| read_partition(&owner, spec, spec.partition_max_bytes, false)),
-    )
-    .await
-    .into_iter();
+            .take_while(|spec| {
+                budget = budget.saturating_add(spec.partition_max_bytes);
+                budget <= remaining
+            })
+            .count()
+            .max(1);
+        let window = &specs[next..next + window];
+        next += window.len();
+        let mut early: Vec<Option<PartitionAnswer>> = if window.len() > 1 {
+            join_all(
+                window
+                    .iter()
+                    .map(|spec| read_partition(&owner, spec, spec.partition_max_bytes, false)),
+            )
+            .await
+            .into_iter()
+            .map(Some)
+            .collect()
+        } else {
+            vec![None]
+        };
+        for (spec, early) in window.iter().zip(early.iter_mut()) {
+            let limit = remaining.min(spec.partition_max_bytes);
+            let visible_end = |answer: &PartitionAnswer| {
+                if spec.read_committed {
+                    answer.last_stable_offset
+                } else {
+                    answer.high_watermark
+                }
+            };
+            let answer = match early.take() {
+                // An earlier oversized first batch can shrink `limit`
+                // below the partition limit: then the answer may not fit
+                // any more.
+                Some(answer)
+                    if answer.records_size <= limit
+                        && (have_data
+                            || answer.error_code != 0
+                            || answer.records_size > 0
+                            || spec.fetch_offset >= visible_end(&answer)) =>
+                {
+                    answer
+                }
+                _ => read_partition(&owner, spec, limit, !have_data).await,
+            };
+            remaining = remaining.saturating_sub(answer.records_size);
+            have_data |= answer.records_size > 0;
+            answers.push((spec.slot, answer));
+        }
+    }
+    answers
+}
+
+/// The reference [`read_on_owner`] must agree with: one partition after
+/// the other, each within what the earlier ones left.
+#[cfg(test)]
+async fn read_in_order(
+    owner: Rc<Shard>,
+    specs: Vec<ReadSpec>,
+    max_bytes: usize,
+) -> Vec<(usize, PartitionAnswer)> {
     let mut remaining = max_bytes;
     let mut have_data = false;
     let mut answers = Vec::with_capacity(specs.len());
     for spec in &specs {
         let limit = remaining.min(spec.partition_max_bytes);
-        let visible_end = |answer: &PartitionAnswer| {
-            if spec.read_committed {
-                answer.last_stable_offset
-            } else {
-                answer.high_watermark
-            }
-        };
-        let answer = match early.next() {
-            // An earlier oversized first batch can shrink `limit` below
-            // the partition limit: then the answer may not fit any more.
-            Some(answer)
-                if answer.records_size <= limit
-                    && (have_data
-                        || answer.error_code != 0
-                        || answer.records_size > 0
-                        || spec.fetch_offset >= visible_end(&answer)) =>
-            {
-                answer
-            }
-            _ => read_partition(&owner, spec, limit, !have_data).await,
-        };
+        let answer = read_partition(&owner, spec, limit, !have_data).await;
         remaining = remaining.saturating_sub(answer.records_size);
         have_data |= answer.records_size > 0;
         answers.push((spec.slot, answer));

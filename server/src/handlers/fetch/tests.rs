@@ -1305,3 +1305,80 @@ fn list_offsets_finds_earliest_latest_max_timestamp_and_by_time() {
         }
     });
 }
+
+/// `read_on_owner` reads windows of partitions at once; its answer must be
+/// the one reading them one after the other gives, for any mix of data
+/// sizes, oversized first batches, partition limits and response limits.
+#[test]
+fn concurrent_reads_answer_what_reading_in_order_answers() {
+    with_shards("windows", 1, |shard| async move {
+        const PARTITIONS: i32 = 24;
+        topic(&shard, "w", PARTITIONS).await;
+        // xorshift64*: a fixed sequence, no dependency.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |bound: u64| {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            state.wrapping_mul(0x2545_f491_4f6c_dd1d) % bound
+        };
+        let mut ends = Vec::new();
+        for partition in 0..PARTITIONS {
+            let batches = 1 + next(5);
+            for index in 0..batches {
+                let size = [100, 900, 3000, 9000][next(4) as usize];
+                append(
+                    &shard,
+                    "w",
+                    partition,
+                    simple_batch(1 + next(3) as usize, size, TimestampMs(index as i64)),
+                    true,
+                )
+                .await;
+            }
+            let end = shard
+                .partition(&TopicPartition::new("w", partition))
+                .unwrap()
+                .log
+                .log_end_offset()
+                .value();
+            ends.push(end);
+        }
+        let mut differing_windows = 0;
+        for round in 0..300 {
+            let max_bytes = [2_000, 8_000, 20_000, 60_000, 1 << 20][next(5) as usize];
+            let specs = || {
+                let mut state = round as u64 + 1;
+                (0..PARTITIONS)
+                    .map(|partition| {
+                        state = state
+                            .wrapping_mul(6_364_136_223_846_793_005)
+                            .wrapping_add(1);
+                        let end = ends[partition as usize];
+                        ReadSpec {
+                            slot: partition as usize,
+                            topic_partition: TopicPartition::new("w", partition),
+                            // Mostly inside the log, one in six at its end.
+                            fetch_offset: if (state >> 20).is_multiple_of(6) {
+                                end
+                            } else {
+                                (state >> 33) as i64 % end
+                            },
+                            partition_max_bytes: [1_000, 4_000, 10_000][(state >> 40) as usize % 3],
+                            read_committed: false,
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let windowed = read_on_owner(Rc::clone(&shard), specs(), max_bytes).await;
+            let in_order = read_in_order(Rc::clone(&shard), specs(), max_bytes).await;
+            assert_eq!(windowed, in_order, "round {round}, max_bytes {max_bytes}");
+            let limits: usize = specs().iter().map(|spec| spec.partition_max_bytes).sum();
+            if limits > max_bytes {
+                differing_windows += 1;
+            }
+        }
+        // Most rounds need more than one window (the limits exceed max_bytes).
+        assert!(differing_windows > 100, "{differing_windows}");
+    });
+}
