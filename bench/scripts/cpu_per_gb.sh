@@ -11,6 +11,9 @@
 # A_ENV and B_ENV (optional, e.g. B_ENV="SLUICE_SEGMENT_WRITES=fdatasync")
 # are settings each side's embedded broker runs with, so that A and B can
 # be one binary with two configurations (A=B=dir).
+# EXTRA_ARGS (optional) are added to every sluice-bench run, e.g.
+# EXTRA_ARGS="--partitions 1000 --topic-config segment.bytes=16777216"
+# for a catch-up read of 1,000 partitions.
 # Per run it prints throughput and broker CPU-seconds per GB: for the
 # produce presets the bench's own figure (utime + stime of the broker over
 # the measured window / GB acknowledged); for `catchup` the broker's
@@ -52,8 +55,10 @@ run_one() { # round build-name bin-dir preset raw-write raw-read
   local -a settings
   read -r -a settings <<<"${!settings_var:-}"
   local tag="$preset-$name-$round" log="$OUT/$preset-$name-$round.log"
+  local -a extra
+  read -r -a extra <<<"${EXTRA_ARGS:-}"
   local args=(--embedded --sluice-bin "$bin/sluice" --data-dir "$DATA/$tag"
-    --out "$OUT/$tag" --preset "$preset")
+    --out "$OUT/$tag" --preset "$preset" "${extra[@]}")
   if [ "$preset" = catchup ]; then
     args+=(--backlog-bytes "$BACKLOG")
   else

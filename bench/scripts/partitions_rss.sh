@@ -11,10 +11,17 @@
 # `cargo build --release -p sluice-server -p sluice-bench`:
 #   DATA=/mnt/sluice-rss bench/scripts/partitions_rss.sh
 #   COUNTS="16 10000" ROUNDS=1 SMAPS=1 bench/scripts/partitions_rss.sh
+# SEGMENT_BYTES=1073741824 runs the broker's default segment size (segment
+# files preallocate from 1 MiB, so 10,000 partitions need ~10 GB); the small
+# default measures a segment roll every 256 KiB (file creation, see
+# docs/benchmarks.md "Fetch windows, and what limits 10,000 partitions").
+# A/B: BINS="dir-a dir-b" (each with sluice and sluice-bench, copied out of
+# target/release) runs every count with each build in turn within a round,
+# so each build's ratio has a same-round reference.
 # The embedded broker inherits the environment (SLUICE_* settings).
 # Results: docs/benchmarks.md, "Restart time and 10,000 partitions".
 set -u
-BIN=${BIN:-target/release}
+BINS=${BINS:-${BIN:-target/release}}
 DATA=${DATA:-target/bench-partitions-rss}
 COUNTS=${COUNTS:-16 1000 10000}
 ROUNDS=${ROUNDS:-3}
@@ -28,14 +35,18 @@ OUT=${OUT:-$DATA/out}
 mkdir -p "$DATA" "$OUT"
 trap 'rm -rf "$DATA/run"' EXIT
 for round in $(seq 1 "$ROUNDS"); do
+  build=0
+  for BIN in $BINS; do
+    build=$((build + 1))
     first=""
     for count in $COUNTS; do
         rm -rf "$DATA/run"
+        tag="r$round-b$build-p$count"
         "$BIN/sluice-bench" run --embedded --data-dir "$DATA/run" --broker-cores 2 \
             --partitions "$count" --topic-config segment.bytes="$SEGMENT_BYTES" \
             --topic-config retention.bytes="$RETENTION_BYTES" \
-            --duration "$DURATION" --warmup 3 --quiet --out "$OUT/r$round-p$count" \
-            >"$OUT/r$round-p$count.txt" 2>&1 &
+            --duration "$DURATION" --warmup 3 --quiet --out "$OUT/$tag" \
+            >"$OUT/$tag.txt" 2>&1 &
         bench=$!
         peak=0
         last=0
@@ -53,11 +64,14 @@ for round in $(seq 1 "$ROUNDS"); do
             sleep 1
         done
         wait $bench
-        mbps=$(awk '/^produce / { print $4; exit }' "$OUT/r$round-p$count.txt")
+        mbps=$(awk '/^produce / { print $4; exit }' "$OUT/$tag.txt")
+        consumed=$(awk '/^consume / { print $4; exit }' "$OUT/$tag.txt")
+        e2e_p99=$(awk '/^end-to-end / { print $6; exit }' "$OUT/$tag.txt")
         [ -z "$first" ] && first=$mbps
         ratio=$(awk -v a="${mbps:-0}" -v b="${first:-1}" 'BEGIN { printf "%.3f", a / b }')
-        printf "round %d partitions %5d: produce %7s MB/s  ratio %s  RSS peak %4d MiB last %4d MiB  load %s\n" \
-            "$round" "$count" "${mbps:-?}" "$ratio" $((peak / 1024)) $((last / 1024)) \
-            "$(cut -d' ' -f1-3 /proc/loadavg)"
+        printf "round %d build %s partitions %5d: produce %7s MB/s  ratio %s  consume %7s MB/s  e2e p99 %s ms  RSS peak %4d MiB last %4d MiB  load %s\n" \
+            "$round" "$BIN" "$count" "${mbps:-?}" "$ratio" "${consumed:-?}" "${e2e_p99:-?}" \
+            $((peak / 1024)) $((last / 1024)) "$(cut -d' ' -f1-3 /proc/loadavg)"
     done
+  done
 done
