@@ -44,6 +44,14 @@ const CHECKPOINT_VERSION: u32 = 1;
 const CHECKPOINT_SIZE: usize = 36;
 const SCAN_WINDOW_BYTES: usize = 1 << 20;
 
+/// What a new log's checkpoint says, and what a missing one with no
+/// segment reads as: start at 0, nothing to trust.
+const NEW_LOG_CHECKPOINT: Checkpoint = Checkpoint {
+    log_start: Offset::ZERO,
+    recovery_base: Offset::ZERO,
+    recovery_position: 0,
+};
+
 /// The durable promise described in the module docs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Checkpoint {
@@ -218,7 +226,12 @@ pub(crate) async fn recover<I: Io>(
     };
     let checkpoint = on_disk.unwrap_or_else(|| {
         if !bases.is_empty() {
-            tracing::warn!(dir = %dir.display(), "no valid checkpoint: scanning every segment");
+            // A log whose only segment starts at 0 may never have written
+            // one (a new log writes it at its first seal or clean close):
+            // scanning it is what the checkpoint would have said.
+            if bases[..] != [Offset::ZERO] {
+                tracing::warn!(dir = %dir.display(), "no valid checkpoint: scanning every segment");
+            }
             report.checkpoint_missing = true;
         }
         Checkpoint {
@@ -427,8 +440,14 @@ pub(crate) async fn recover<I: Io>(
         recovery_position: active_scan_start,
     };
     // After a clean close the file already says exactly this: rewriting it
-    // would cost two fsyncs per partition at every start.
-    if on_disk != Some(checkpoint) {
+    // would cost two fsyncs per partition at every start. A new log (no
+    // segment, no checkpoint) writes none either: a missing checkpoint with
+    // no segment reads as exactly this one (start 0, nothing to trust), so
+    // the file is first written when something changes it (a seal, a new
+    // log start, a clean close). Writing it at creation was a file created,
+    // synced and renamed per partition.
+    let implied = on_disk.is_none() && bases.is_empty() && checkpoint == NEW_LOG_CHECKPOINT;
+    if on_disk != Some(checkpoint) && !implied {
         io.write_file_atomic(&checkpoint_path(dir), checkpoint.encode())
             .await
             .map_err(|error| LogError::io(checkpoint_path(dir), error))?;

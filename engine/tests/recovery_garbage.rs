@@ -175,15 +175,18 @@ fn a_missing_segment_at_the_recovery_base_ends_the_log_there() {
             .append(&tagged_batch(tag, 1, 3000, 1_000), LeaderEpoch(0))
             .unwrap();
         block_on(committer.flush_all());
-        checkpoints.push(io.read_file(&dir.join("checkpoint")).unwrap());
+        checkpoints.push(io.read_file(&dir.join("checkpoint")).ok());
     }
+    // A new log writes its checkpoint at its first seal, not before.
+    assert!(checkpoints[0].is_none());
+    let checkpoints: Vec<Vec<u8>> = checkpoints[1..].iter().flatten().cloned().collect();
     block_on(log.close()).unwrap();
     drop(log);
     // The state of a crash in which segment 3 and the checkpoint naming a
     // later base were lost, while segments 4 and 5 survived.
-    let old = Checkpoint::decode(&checkpoints[3]).unwrap();
+    let old = Checkpoint::decode(&checkpoints[2]).unwrap();
     assert_eq!(old.recovery_base, Offset(3));
-    block_on(io.write_file_atomic(&dir.join("checkpoint"), checkpoints[3].clone())).unwrap();
+    block_on(io.write_file_atomic(&dir.join("checkpoint"), checkpoints[2].clone())).unwrap();
     io.remove_file(&dir.join("00000000000000000003.log"))
         .unwrap();
     let log = block_on(Log::open(io.clone(), dir, config, &committer)).unwrap();
@@ -198,4 +201,54 @@ fn a_missing_segment_at_the_recovery_base_ends_the_log_there() {
         .append(&tagged_batch(9, 1, 10, 1_000), LeaderEpoch(0))
         .unwrap();
     assert_eq!(appended.base_offset, Offset(3));
+}
+
+/// A new log writes neither its checkpoint nor its leader-epoch checkpoint
+/// (a missing file reads as what it would hold); its first flush writes the
+/// epoch file before the data it covers. A crash before or after that flush
+/// reopens the log with everything acknowledged and the epoch known.
+#[test]
+fn a_new_log_writes_its_checkpoints_only_when_they_say_something() {
+    let io = SimIo::new(7);
+    let dir = Path::new("/data/n-0");
+    let config = LogConfig::default();
+    let committer = Committer::new(io.clone());
+    let log = block_on(Log::open(io.clone(), dir, config.clone(), &committer)).unwrap();
+    assert!(
+        io.file_names(dir).is_empty(),
+        "a new log created {:?}",
+        io.file_names(dir)
+    );
+    drop(log);
+    // A crash before any append: the log reopens empty, still writing nothing.
+    let io = io.crash();
+    let committer = Committer::new(io.clone());
+    let log = block_on(Log::open(io.clone(), dir, config.clone(), &committer)).unwrap();
+    assert_eq!(log.log_end_offset(), Offset(0));
+    assert!(io.file_names(dir).is_empty());
+    let appended = log
+        .append(&tagged_batch(1, 2, 100, 1_000), LeaderEpoch(3))
+        .unwrap();
+    block_on(committer.flush_all());
+    assert!(block_on(appended.completion).is_ok());
+    let names = io.file_names(dir);
+    assert!(
+        names.contains(&"leader-epoch-checkpoint".to_owned()),
+        "the first entry is persisted with the first flush: {names:?}"
+    );
+    assert!(
+        io.durable_content(&dir.join("leader-epoch-checkpoint"))
+            .is_some(),
+        "and durably"
+    );
+    drop(log);
+    // A crash after it: everything acknowledged is there, with its epoch.
+    let io = io.crash();
+    let committer = Committer::new(io.clone());
+    let log = block_on(Log::open(io.clone(), dir, config, &committer)).unwrap();
+    assert_eq!(log.log_end_offset(), Offset(2));
+    assert_eq!(
+        log.leader_epoch_entries(),
+        vec![(LeaderEpoch(3), Offset(0))]
+    );
 }
