@@ -580,20 +580,19 @@ async fn read_on_owner(
             .max(1);
         let window = &specs[next..next + window];
         next += window.len();
-        let mut early: Vec<Option<PartitionAnswer>> = if window.len() > 1 {
+        // A window of one is read below, with its in-order limit.
+        let mut early = if window.len() > 1 {
             join_all(
                 window
                     .iter()
                     .map(|spec| read_partition(&owner, spec, spec.partition_max_bytes, false)),
             )
             .await
-            .into_iter()
-            .map(Some)
-            .collect()
         } else {
-            vec![None]
-        };
-        for (spec, early) in window.iter().zip(early.iter_mut()) {
+            Vec::new()
+        }
+        .into_iter();
+        for spec in window {
             let limit = remaining.min(spec.partition_max_bytes);
             let visible_end = |answer: &PartitionAnswer| {
                 if spec.read_committed {
@@ -602,7 +601,7 @@ async fn read_on_owner(
                     answer.high_watermark
                 }
             };
-            let answer = match early.take() {
+            let answer = match early.next() {
                 // An earlier oversized first batch can shrink `limit`
                 // below the partition limit: then the answer may not fit
                 // any more.
