@@ -40,7 +40,7 @@ fn main() -> ExitCode {
     } = match ServeConfig::resolve(args) {
         Ok(config) => config,
         Err(error) => {
-            eprintln!("sluice: {error:#}");
+            say(format_args!("sluice: {error:#}"));
             return ExitCode::from(2);
         }
     };
@@ -51,7 +51,7 @@ fn main() -> ExitCode {
     let mut signals = match Signals::new([SIGINT, SIGTERM]) {
         Ok(signals) => signals,
         Err(error) => {
-            eprintln!("sluice: cannot handle signals: {error}");
+            say(format_args!("sluice: cannot handle signals: {error}"));
             return ExitCode::FAILURE;
         }
     };
@@ -80,7 +80,7 @@ fn main() -> ExitCode {
             }
         });
     if let Err(error) = watcher {
-        eprintln!("sluice: cannot watch for signals: {error}");
+        say(format_args!("sluice: cannot watch for signals: {error}"));
         return ExitCode::FAILURE;
     }
     let broker = match Broker::start(config) {
@@ -90,7 +90,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(error) => {
-            eprintln!("sluice: {error:#}");
+            say(format_args!("sluice: {error:#}"));
             return ExitCode::FAILURE;
         }
     };
@@ -106,6 +106,13 @@ fn main() -> ExitCode {
 /// Log to stderr: `format` lines filtered by `filter` (checked by
 /// `ServeConfig::resolve`); ANSI colours only on a terminal, and not when
 /// NO_COLOR is set.
+///
+/// A line that cannot be written is dropped: stderr may be a file on the
+/// data disk when it fills, or a pipe whose reader went away. By default
+/// tracing-subscriber reports such an error with `eprintln!`, which panics
+/// when stderr fails, and a panic stops the broker (`fatal_panic`): a
+/// broker must keep serving, and refuse only the appends it cannot make
+/// durable, whether or not its log can be written.
 fn init_logging(logging: &LogSettings) {
     let filter = EnvFilter::try_new(&logging.filter).unwrap_or_else(|_| EnvFilter::new("info"));
     match logging.format {
@@ -115,6 +122,7 @@ fn init_logging(logging: &LogSettings) {
                 .with_env_filter(filter)
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::stderr().is_terminal() && !no_color)
+                .log_internal_errors(false)
                 .init();
         }
         LogFormat::Json => {
@@ -125,6 +133,7 @@ fn init_logging(logging: &LogSettings) {
                 .with_env_filter(filter)
                 .with_writer(std::io::stderr)
                 .with_ansi(false)
+                .log_internal_errors(false)
                 .init();
         }
     }
@@ -150,8 +159,21 @@ fn fatal_panic(info: &std::panic::PanicHookInfo<'_>) {
         tracing::error!(target: "sluice::fatal", thread, %location, panic = message, "{STOPPING}");
     } else {
         // Logging is off: the reason must still reach stderr.
-        eprintln!("sluice: {STOPPING}: panic in thread {thread} at {location}: {message}");
+        say(format_args!(
+            "sluice: {STOPPING}: panic in thread {thread} at {location}: {message}"
+        ));
     }
-    eprintln!("backtrace:\n{}", std::backtrace::Backtrace::force_capture());
+    say(format_args!(
+        "backtrace:\n{}",
+        std::backtrace::Backtrace::force_capture()
+    ));
     std::process::abort();
+}
+
+/// Write one line to stderr, or nothing if stderr cannot be written
+/// (`eprintln!` would panic, and a panic here would hide the reason the
+/// process stops behind an abort).
+fn say(message: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{message}");
 }

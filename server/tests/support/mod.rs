@@ -59,6 +59,9 @@ pub struct Broker {
     child: Option<Child>,
     /// Number of processes started so far; names the stderr files.
     starts: u32,
+    /// Where stderr goes instead of this broker's own files (e.g.
+    /// /dev/full), opened for writing at each start.
+    stderr_to: Option<PathBuf>,
 }
 
 impl Broker {
@@ -91,6 +94,7 @@ impl Broker {
             extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
             child: None,
             starts: 0,
+            stderr_to: None,
         };
         broker.start_again();
         broker
@@ -119,6 +123,7 @@ impl Broker {
             extra_args: extra_args.to_vec(),
             child: None,
             starts: 0,
+            stderr_to: None,
         };
         broker.spawn();
         broker
@@ -191,8 +196,14 @@ impl Broker {
             "broker {} is already running",
             self.name
         );
-        let stderr_path = self.stderr_path(self.starts);
-        let stderr = File::create(&stderr_path).expect("creating the broker's stderr file");
+        let stderr = match &self.stderr_to {
+            Some(path) => std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .unwrap_or_else(|error| panic!("opening {}: {error}", path.display())),
+            None => File::create(self.stderr_path(self.starts))
+                .expect("creating the broker's stderr file"),
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .arg("--data-dir")
             .arg(&self.data_dir)
@@ -216,6 +227,17 @@ impl Broker {
             .expect("spawning the sluice binary");
         self.child = Some(child);
         self.starts += 1;
+    }
+
+    /// Start a broker (as [`Broker::start`]) whose stderr is `path`, opened
+    /// for writing (e.g. /dev/full, where every write fails with ENOSPC).
+    /// Its stderr is then not kept: failures show no broker output.
+    pub fn start_with_stderr(name: &str, path: &Path) -> Broker {
+        let mut broker = Broker::start_with_args(name, &[]);
+        broker.stop();
+        broker.stderr_to = Some(path.to_path_buf());
+        broker.start_again();
+        broker
     }
 
     /// SIGTERM, wait for a clean exit (status 0), start again.
