@@ -26,6 +26,9 @@ DATA=${DATA:-target/bench-partitions-rss}
 COUNTS=${COUNTS:-16 1000 10000}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-15}
+# WARMUP=40 measures 10,000 partitions at steady state: every partition has
+# created its segment file and written before the window starts.
+WARMUP=${WARMUP:-3}
 SEGMENT_BYTES=${SEGMENT_BYTES:-262144}
 # Retention keeps the 16-partition runs within a small disk (the cleaner
 # applies it every 2 s).
@@ -45,7 +48,7 @@ for round in $(seq 1 "$ROUNDS"); do
         "$BIN/sluice-bench" run --embedded --data-dir "$DATA/run" --broker-cores 2 \
             --partitions "$count" --topic-config segment.bytes="$SEGMENT_BYTES" \
             --topic-config retention.bytes="$RETENTION_BYTES" \
-            --duration "$DURATION" --warmup 3 --quiet --out "$OUT/$tag" \
+            --duration "$DURATION" --warmup "$WARMUP" --quiet --out "$OUT/$tag" \
             >"$OUT/$tag.txt" 2>&1 &
         bench=$!
         peak=0

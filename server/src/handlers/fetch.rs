@@ -620,8 +620,29 @@ async fn read_on_owner(
             have_data |= answer.records_size > 0;
             answers.push((spec.slot, answer));
         }
+        if next < specs.len() {
+            yield_now().await;
+        }
     }
     answers
+}
+
+/// Let the shard's other tasks run before this one goes on: reads answered
+/// from memory complete without suspending, and a fetch of thousands of
+/// partitions would otherwise hold the shard for milliseconds, with every
+/// produce whose append waits in this shard's inbox stalled behind it.
+async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|context| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            context.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await
 }
 
 /// The reference [`read_on_owner`] must agree with: one partition after
