@@ -344,7 +344,14 @@ pub(crate) async fn recover<I: Io>(
         segment.durable_size = segment.size;
         segment.allocated = segment.size;
         segment.file = Some(file);
-        segment.entry_durable = true;
+        // A segment holding records has a durable directory entry: every
+        // writer syncs the directory before writing records into a new file
+        // (a flush's step 1, compaction, starting over). An empty one may
+        // not (created by a flush that stopped before its directory sync,
+        // e.g. no space to preallocate, and found again after a process
+        // kill, not a machine crash): its next flush syncs the directory
+        // before any record in it is acknowledged.
+        segment.entry_durable = !segment.is_empty();
         segment.durable_mark = segment.mark();
         if segment.is_empty() && !segments.is_empty() {
             // An empty segment after others holds nothing: drop it (a

@@ -7,7 +7,7 @@ mod support;
 
 use std::path::Path;
 
-use sluice_engine::io::sim::SimIo;
+use sluice_engine::io::sim::{CrashMode, SimIo};
 use sluice_engine::recovery::Checkpoint;
 use sluice_engine::testing::check_recovery_of;
 use sluice_engine::{Committer, LeaderEpoch, Log, LogConfig, Offset};
@@ -251,4 +251,54 @@ fn a_new_log_writes_its_checkpoints_only_when_they_say_something() {
         log.leader_epoch_entries(),
         vec![(LeaderEpoch(3), Offset(0))]
     );
+}
+
+/// A flush that created a segment file and stopped before its directory
+/// sync (here: no space to preallocate) leaves an empty file whose entry
+/// is not durable. A process killed then and restarted finds the file; the
+/// first flush after the restart must still make the entry durable before
+/// acknowledging, or a machine crash afterwards loses the file with
+/// acknowledged records (recovery used to count every file it found as
+/// synced).
+#[test]
+fn an_empty_segment_found_after_a_kill_gets_its_directory_entry_synced_before_an_ack() {
+    let io = SimIo::new(13);
+    io.set_crash_mode(CrashMode::LoseUnsynced);
+    let dir = Path::new("/data/k-0");
+    let config = LogConfig::default();
+    let committer = Committer::new(io.clone());
+    let log = block_on(Log::open(io.clone(), dir, config.clone(), &committer)).unwrap();
+    // Room for the leader-epoch checkpoint, not for a segment's first
+    // preallocation.
+    io.set_space_limit(Some(4096));
+    let refused = log
+        .append(&tagged_batch(1, 2, 100, 1_000), LeaderEpoch(3))
+        .unwrap();
+    block_on(committer.flush_all());
+    assert!(
+        block_on(refused.completion).is_err(),
+        "no space: not acknowledged"
+    );
+    assert!(
+        io.file_names(dir)
+            .contains(&"00000000000000000000.log".to_owned()),
+        "the flush created the segment file before it failed: {:?}",
+        io.file_names(dir)
+    );
+    io.set_space_limit(None);
+    // kill -9: the process goes, the kernel keeps the file.
+    drop(log);
+    let committer = Committer::new(io.clone());
+    let log = block_on(Log::open(io.clone(), dir, config.clone(), &committer)).unwrap();
+    let appended = log
+        .append(&tagged_batch(1, 2, 100, 1_000), LeaderEpoch(3))
+        .unwrap();
+    block_on(committer.flush_all());
+    assert!(block_on(appended.completion).is_ok());
+    drop(log);
+    // Then the machine crashes: the acknowledged records are there.
+    let io = io.crash();
+    let committer = Committer::new(io.clone());
+    let log = block_on(Log::open(io.clone(), dir, config, &committer)).unwrap();
+    assert_eq!(log.log_end_offset(), Offset(2));
 }
