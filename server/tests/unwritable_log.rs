@@ -46,7 +46,11 @@ fn a_broker_whose_log_cannot_be_written_keeps_serving() {
     read.sort_by_key(|(place, _)| *place);
     let mut expected: Vec<((i32, i64), Record)> = placed.into_iter().zip(records).collect();
     expected.sort_by_key(|(place, _)| *place);
-    assert_eq!(read.len(), expected.len(), "every acknowledged record is read");
+    assert_eq!(
+        read.len(),
+        expected.len(),
+        "every acknowledged record is read"
+    );
     for ((read_place, read_record), (place, record)) in read.iter().zip(&expected) {
         assert_eq!(read_place, place);
         assert_eq!(read_record.value, record.value, "the record at {place:?}");

@@ -1395,7 +1395,14 @@ fn a_fetch_of_many_windows_lets_other_tasks_run_between_them() {
         const PARTITIONS: i32 = 8;
         topic(&shard, "y", PARTITIONS).await;
         for partition in 0..PARTITIONS {
-            append(&shard, "y", partition, simple_batch(1, 100, TimestampMs(0)), true).await;
+            append(
+                &shard,
+                "y",
+                partition,
+                simple_batch(1, 100, TimestampMs(0)),
+                true,
+            )
+            .await;
         }
         // Limits of 1,000 bytes within 2,500: windows of two partitions.
         let specs: Vec<ReadSpec> = (0..PARTITIONS)
@@ -1418,6 +1425,9 @@ fn a_fetch_of_many_windows_lets_other_tasks_run_between_them() {
             answers.iter().all(|(_, answer)| answer.records_size > 0),
             "every partition answered with its batch"
         );
-        assert!(ran.get(), "the fetch held the shard from its first window to its last");
+        assert!(
+            ran.get(),
+            "the fetch held the shard from its first window to its last"
+        );
     });
 }
