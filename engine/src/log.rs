@@ -177,6 +177,11 @@ pub(crate) struct LogState<F> {
     /// The `epochs` generation the checkpoint file holds (`None`: unknown).
     /// The flush rewrites the file when it differs.
     pub epochs_persisted: Option<u64>,
+    /// A flush failed for want of space and none has succeeded since: the
+    /// warning is logged once per such episode, not at every flush (a full
+    /// disk under thousands of partitions logged thousands of lines a
+    /// second).
+    pub out_of_space: bool,
 }
 
 /// How an append stamps the two header fields outside the CRC.
@@ -1595,6 +1600,9 @@ impl<I: Io> LogInner<I> {
                 }
             }
             assert!(plan.end >= state.durable_end, "durable end only grows");
+            if std::mem::take(&mut state.out_of_space) {
+                tracing::info!(dir = %self.dir.display(), "space again: a flush succeeded");
+            }
             state.durable_end = plan.end;
             state.durable_last_epoch = plan.last_epoch;
             state.unflushed_bytes = state.unflushed_bytes.saturating_sub(plan.bytes);
@@ -1730,7 +1738,12 @@ impl<I: Io> LogInner<I> {
     /// (`ENOSPC`: roll back) or during writes (anything else: poison).
     fn fail_flush(&self, error: io::Error, doing: &str) -> AppendError {
         if is_storage_full(&error) {
-            tracing::warn!(dir = %self.dir.display(), "no space left while {doing}; rolling back the unflushed tail");
+            let first = !std::mem::replace(&mut self.state.borrow_mut().out_of_space, true);
+            if first {
+                tracing::warn!(dir = %self.dir.display(), "no space left while {doing}; rolling back the unflushed tail (appends to this log fail until a flush succeeds; said once)");
+            } else {
+                tracing::debug!(dir = %self.dir.display(), "no space left while {doing}; rolling back the unflushed tail");
+            }
             self.roll_back_unflushed(|dir| AppendError::StorageFull { dir });
             AppendError::StorageFull {
                 dir: self.dir.clone(),

@@ -482,6 +482,7 @@ pub(crate) async fn recover<I: Io>(
         // Log::open loads or rebuilds it.
         epochs: LeaderEpochCache::default(),
         epochs_persisted: None,
+        out_of_space: false,
     };
     Ok((state, report))
 }
