@@ -210,8 +210,12 @@ fn a_transform_killed_at_random_points_outputs_every_input_record_exactly_once_i
         let (mut child, lines) = spawn_transform(&python, &arguments);
         lives += 1;
         // Kill at a random point after this life's first commit, so that
-        // every life makes progress; the last life runs to the end.
+        // every life makes progress; the last life runs to the end. A life
+        // that commits quickly is killed within a few commits whatever its
+        // delay, so the input outlasts KILLS lives on a fast machine too.
         let kill_delay = (kills < KILLS).then(|| Duration::from_millis(rng.below(900)));
+        let commit_cap = 1 + rng.below(4) as usize;
+        let late_kill = Duration::from_millis(rng.below(30));
         let mut kill_at = None;
         let mut done = false;
         let mut life_commits = 0;
@@ -230,10 +234,15 @@ fn a_transform_killed_at_random_points_outputs_every_input_record_exactly_once_i
                         life_commits += 1;
                     }
                     if line.starts_with("committed")
-                        && kill_at.is_none()
                         && let Some(delay) = kill_delay
                     {
-                        kill_at = Some(Instant::now() + delay);
+                        let now = Instant::now();
+                        if kill_at.is_none() {
+                            kill_at = Some(now + delay);
+                        }
+                        if life_commits == commit_cap {
+                            kill_at = kill_at.min(Some(now + late_kill));
+                        }
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
