@@ -64,9 +64,86 @@ unsafe impl Sync for Chunk {}
 /// Freed chunk allocations kept for reuse, process wide. Without it every
 /// flushed megabyte was an munmap and every appended page a page fault (the
 /// benchmark measured ~40% of engine throughput lost to that churn).
+///
+/// Free allocations are kept by size class (one per power-of-two capacity
+/// from a page to [`CHUNK_SIZE_BYTES`]) under one bound on the bytes held.
+/// When a freed chunk would exceed the bound, the other classes give
+/// allocations back to the allocator (the one holding the most bytes
+/// first), so the pool follows the sizes being freed and asked for now: a pool that kept whatever filled
+/// it first (951 64 KiB chunks from a topic's first seconds) served none of
+/// the 1 MiB chunks 1,000 partitions asked for later, and every one of
+/// those was a fresh mapping, faulted in page by page and unmapped at its
+/// release: 20-25 % of the broker's CPU at 1,000 partitions (issue 11).
 struct ChunkPool {
-    free: Vec<PooledAllocation>,
+    /// `free[class]` holds allocations of `PAGE_SIZE << class` bytes.
+    free: [Vec<PooledAllocation>; POOL_CLASSES],
     bytes: usize,
+}
+
+/// Size classes of the pool: capacities `PAGE_SIZE << class` up to
+/// [`CHUNK_SIZE_BYTES`].
+const POOL_CLASSES: usize = (CHUNK_SIZE_BYTES / PAGE_SIZE).trailing_zeros() as usize + 1;
+
+/// The pool class of a capacity, if it has one: a power of two from a page
+/// to [`CHUNK_SIZE_BYTES`] (an oversized batch's chunk has none).
+fn pool_class(capacity: usize) -> Option<usize> {
+    (capacity.is_power_of_two() && (PAGE_SIZE..=CHUNK_SIZE_BYTES).contains(&capacity))
+        .then(|| (capacity / PAGE_SIZE).trailing_zeros() as usize)
+}
+
+impl ChunkPool {
+    fn take(&mut self, capacity: usize) -> Option<PooledAllocation> {
+        let taken = self.free[pool_class(capacity)?].pop()?;
+        self.bytes -= taken.capacity;
+        Some(taken)
+    }
+
+    /// Keep `freed` for reuse, making room under `bound` by evicting from
+    /// the other classes, the one holding the most bytes first; returns
+    /// what the caller gives back to the allocator (outside the lock):
+    /// evicted allocations, or `freed` itself when the pool holds only its
+    /// own class.
+    fn put(&mut self, freed: PooledAllocation, bound: usize) -> Vec<PooledAllocation> {
+        let mut evicted = Vec::new();
+        let Some(class) = pool_class(freed.capacity) else {
+            evicted.push(freed);
+            return evicted;
+        };
+        while self.bytes + freed.capacity > bound {
+            let fullest = (0..POOL_CLASSES)
+                .filter(|&index| index != class && !self.free[index].is_empty())
+                .max_by_key(|&index| self.free[index].len() << index);
+            let Some(fullest) = fullest else {
+                evicted.push(freed);
+                return evicted;
+            };
+            if let Some(victim) = self.free[fullest].pop() {
+                self.bytes -= victim.capacity;
+                evicted.push(victim);
+            }
+        }
+        self.bytes += freed.capacity;
+        self.free[class].push(freed);
+        self.check();
+        evicted
+    }
+
+    fn take_all(&mut self) -> Vec<PooledAllocation> {
+        self.bytes = 0;
+        self.free.iter_mut().flat_map(std::mem::take).collect()
+    }
+
+    fn check(&self) {
+        debug_assert_eq!(
+            self.bytes,
+            self.free
+                .iter()
+                .enumerate()
+                .map(|(class, free)| free.len() * (PAGE_SIZE << class))
+                .sum::<usize>(),
+            "the pool's byte count is the sum of its classes"
+        );
+    }
 }
 
 struct PooledAllocation {
@@ -74,41 +151,41 @@ struct PooledAllocation {
     capacity: usize,
 }
 
+impl PooledAllocation {
+    /// Give the allocation back to the allocator.
+    fn release(self) {
+        // SAFETY: pooled allocations were made by `Chunk::new` with this
+        // layout, and the pool (or the caller it handed them to) was their
+        // only owner.
+        unsafe { dealloc(self.pointer.as_ptr(), Chunk::layout(self.capacity)) }
+    }
+}
+
 // SAFETY: a pooled allocation is owned by the pool alone; nothing else holds
 // its pointer until `Chunk::new` takes it out again.
 unsafe impl Send for PooledAllocation {}
 
 static CHUNK_POOL: Mutex<ChunkPool> = Mutex::new(ChunkPool {
-    free: Vec::new(),
+    free: [const { Vec::new() }; POOL_CLASSES],
     bytes: 0,
 });
 
 /// Give every pooled chunk allocation back to the allocator; returns the
 /// bytes released. The pool is sized for steady appends; after a large
-/// removal (a topic of many partitions deleted) the working set shrank and
+/// removal (a topic of thousands of partitions deleted) nothing else frees
 /// the pool would otherwise hold up to [`CHUNK_POOL_BYTES_MAX`] for good.
 /// Any thread may call it; the next appends refill the pool as they free
 /// chunks. The pooled O_DIRECT read buffers (io/aligned.rs) are released
-/// with them and counted in the result.
+/// too.
 pub fn release_pooled_chunks() -> usize {
     let free = match CHUNK_POOL.lock() {
-        Ok(mut pool) => {
-            pool.bytes = 0;
-            std::mem::take(&mut pool.free)
-        }
+        Ok(mut pool) => pool.take_all(),
         Err(_) => return 0,
     };
     let mut released = crate::io::aligned::release_pooled_read_buffers();
     for allocation in free {
         released += allocation.capacity;
-        // SAFETY: pooled allocations were made by `Chunk::new` with this
-        // layout, and the pool was their only owner.
-        unsafe {
-            dealloc(
-                allocation.pointer.as_ptr(),
-                Chunk::layout(allocation.capacity),
-            )
-        }
+        allocation.release();
     }
     released
 }
@@ -134,10 +211,8 @@ impl Chunk {
         assert!(capacity > 0 && capacity.is_multiple_of(PAGE_SIZE));
         LIVE_CHUNK_BYTES.fetch_add(capacity, Ordering::Relaxed);
         if let Ok(mut pool) = CHUNK_POOL.lock()
-            && let Some(index) = pool.free.iter().position(|free| free.capacity == capacity)
+            && let Some(reused) = pool.take(capacity)
         {
-            let reused = pool.free.swap_remove(index);
-            pool.bytes -= reused.capacity;
             return Chunk {
                 pointer: reused.pointer,
                 capacity,
@@ -189,21 +264,18 @@ impl Chunk {
 impl Drop for Chunk {
     fn drop(&mut self) {
         LIVE_CHUNK_BYTES.fetch_sub(self.capacity, Ordering::Relaxed);
+        let freed = PooledAllocation {
+            pointer: self.pointer,
+            capacity: self.capacity,
+        };
         // Keep standard-size allocations for reuse, up to a bound.
-        if self.capacity.is_power_of_two()
-            && self.capacity <= CHUNK_SIZE_BYTES
-            && let Ok(mut pool) = CHUNK_POOL.lock()
-            && pool.bytes + self.capacity <= CHUNK_POOL_BYTES_MAX
-        {
-            pool.bytes += self.capacity;
-            pool.free.push(PooledAllocation {
-                pointer: self.pointer,
-                capacity: self.capacity,
-            });
-            return;
+        let released = match CHUNK_POOL.lock() {
+            Ok(mut pool) => pool.put(freed, CHUNK_POOL_BYTES_MAX),
+            Err(_) => vec![freed],
+        };
+        for allocation in released {
+            allocation.release();
         }
-        // SAFETY: allocated in `new` with exactly this layout.
-        unsafe { dealloc(self.pointer.as_ptr(), Self::layout(self.capacity)) }
     }
 }
 
@@ -517,6 +589,16 @@ impl WriteBuffer {
                     .slice((page_start - last.file_start) as usize, last.filled),
             );
             released += last.chunk.capacity - PAGE_SIZE;
+            // The budget took this chunk back before appends filled it: the
+            // partition's chunks are larger than what it appends between
+            // two releases, and a larger one is only more fresh memory to
+            // map. The next one is sized by what this one held, and the
+            // flushes into it and into the one-page chunk are no sign of a
+            // busy partition.
+            self.sized_capacity = page_ceil_usize(last.filled)
+                .next_power_of_two()
+                .clamp(CHUNK_SIZE_MIN_BYTES.min(self.chunk_size), self.chunk_size);
+            self.flushes_into_last = FLUSHES_TO_GROW_MAX + 1;
             self.chunks.pop_back();
             self.chunks.push_back(ChunkSlot {
                 chunk: Arc::new(chunk),
@@ -720,6 +802,96 @@ mod tests {
             sizes.push(capacity(&buffer));
         }
         assert_eq!(sizes, [512 << 10, 256 << 10, 128 << 10, 64 << 10, 32 << 10]);
+    }
+
+    #[test]
+    fn a_chunk_the_tail_cache_takes_back_before_it_fills_sizes_the_next_one_down() {
+        let mut buffer = WriteBuffer::new(CHUNK_SIZE_BYTES);
+        buffer.reset(0, &[]);
+        let capacity = |buffer: &WriteBuffer| buffer.chunks.back().unwrap().chunk.capacity;
+        // Grow to the largest chunk, as a busy partition does.
+        let mut durable = 0;
+        while capacity(&buffer) < CHUNK_SIZE_BYTES {
+            buffer.append(&[&pattern(1, 8000)]);
+            if buffer.chunks.len() > 1 {
+                buffer.flush_writes(durable);
+                durable = buffer.end().unwrap();
+                buffer.release_durable(durable, 1);
+            }
+        }
+        // Now each chunk holds ~40 KiB when the shard's budget takes it back
+        // (many partitions share the tail cache): chunks shrink to what is
+        // used instead of staying at 1 MiB.
+        let mut sizes = Vec::new();
+        for _ in 0..4 {
+            for _ in 0..5 {
+                buffer.append(&[&pattern(2, 8000)]);
+                buffer.flush_writes(durable);
+                durable = buffer.end().unwrap();
+            }
+            assert!(buffer.retain_durable(durable) > 0);
+            buffer.release_retained(durable);
+            assert_eq!(capacity(&buffer), PAGE_SIZE);
+            buffer.append(&[&pattern(3, 8000)]);
+            sizes.push(capacity(&buffer));
+            buffer.flush_writes(durable);
+            durable = buffer.end().unwrap();
+        }
+        assert_eq!(sizes, [64 << 10; 4], "sized by the ~48 KiB each one held");
+    }
+
+    /// A pool of its own (the process-wide one is shared with the other
+    /// tests running at the same time).
+    fn allocation(capacity: usize) -> PooledAllocation {
+        let chunk = std::mem::ManuallyDrop::new(Chunk::new(capacity));
+        LIVE_CHUNK_BYTES.fetch_sub(capacity, Ordering::Relaxed);
+        PooledAllocation {
+            pointer: chunk.pointer,
+            capacity,
+        }
+    }
+
+    #[test]
+    fn the_pool_follows_the_sizes_asked_for_now() {
+        let small = 16 * PAGE_SIZE;
+        let large = 256 * PAGE_SIZE;
+        let bound = 4 * large;
+        let mut pool = ChunkPool {
+            free: [const { Vec::new() }; POOL_CLASSES],
+            bytes: 0,
+        };
+        // The pool fills with small chunks first...
+        for _ in 0..bound / small {
+            assert!(pool.put(allocation(small), bound).is_empty());
+        }
+        assert_eq!(pool.bytes, bound);
+        // ...then large ones are freed: each evicts small ones to fit.
+        for index in 0..4 {
+            let evicted = pool.put(allocation(large), bound);
+            assert_eq!(evicted.len(), large / small, "free {index}");
+            assert!(evicted.iter().all(|victim| victim.capacity == small));
+            evicted.into_iter().for_each(PooledAllocation::release);
+        }
+        assert_eq!(pool.bytes, bound);
+        assert_eq!(pool.free[pool_class(large).unwrap()].len(), 4);
+        assert!(pool.take(small).is_none(), "no small ones left");
+        // When the pool holds only its own class, a freed chunk goes back.
+        let back = pool.put(allocation(large), bound);
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].capacity, large);
+        back.into_iter().for_each(PooledAllocation::release);
+        // A chunk of no class (an oversized batch's) is never kept.
+        let odd = pool.put(allocation(3 * PAGE_SIZE), bound);
+        assert_eq!(odd.len(), 1);
+        odd.into_iter().for_each(PooledAllocation::release);
+        let taken = pool.take(large).unwrap();
+        assert_eq!(taken.capacity, large);
+        assert_eq!(pool.bytes, 3 * large);
+        taken.release();
+        pool.take_all()
+            .into_iter()
+            .for_each(PooledAllocation::release);
+        assert_eq!(pool.bytes, 0);
     }
 
     #[test]
