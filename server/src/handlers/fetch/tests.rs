@@ -1312,7 +1312,7 @@ fn list_offsets_finds_earliest_latest_max_timestamp_and_by_time() {
 #[test]
 fn concurrent_reads_answer_what_reading_in_order_answers() {
     with_shards("windows", 1, |shard| async move {
-        const PARTITIONS: i32 = 24;
+        const PARTITIONS: i32 = 64; // windows of more than JOIN_GROUP_MAX
         topic(&shard, "w", PARTITIONS).await;
         // xorshift64*: a fixed sequence, no dependency.
         let mut state = 0x9e37_79b9_7f4a_7c15_u64;
