@@ -221,6 +221,31 @@ class Ledger:
                 lines.append(f"{name} stderr tail: " + " | ".join(tail))
         return "\n".join(lines)
 
+    def close_in_turn(self, names, partition_count):
+        """Have the workers `names` commit and close (leaving the group) one
+        at a time: the next is told only after the previous one exited with
+        status 0 and the rest own its partitions, so that no rebalance is
+        under way when a member closes.
+
+        Members told together race in librdkafka (2.16, eager protocol):
+        when a member's heartbeat learns of the other's LeaveGroup while it
+        commits before close(), a revoke waits for its application; close()
+        then sends the member's own LeaveGroup at once (resetting its
+        member id) and only afterwards runs the revoke callback, whose
+        commit the coordinator refuses with UNKNOWN_MEMBER_ID, as Kafka's
+        does."""
+        remaining = list(names)
+        while remaining:
+            name = remaining.pop(0)
+            self.workers[name].send("close")
+            self.wait_until(lambda: name in self.exited, f"{name} closed")
+            check(self.workers[name].wait_exit() == 0, f"{name} exited with an error")
+            if remaining:
+                self.wait_until(
+                    lambda: self.partitions_disjoint_and_covering(remaining, partition_count),
+                    f"{remaining} own the partitions {name} left",
+                )
+
     def partitions_disjoint_and_covering(self, names, partition_count):
         """The live members `names` all own something, nothing twice, and
         together every partition."""

@@ -403,6 +403,108 @@ fn commits_follow_kafkas_rules() {
     assert_eq!(group.check_commit(1, &ids[0], None, start), Ok(()));
 }
 
+/// Two members closing at once, in the order the three-process interop
+/// scenario produced (group_three_processes.py): B commits and leaves; A
+/// stays a member while the group prepares the rebalance (its heartbeats
+/// keep its session and say a rebalance is on) and may still commit; then
+/// A leaves too. Kafka's GroupCoordinator answers every step alike. The
+/// one commit that fails is the one sent after A's own LeaveGroup:
+/// librdkafka resets its member id to "" when it leaves, and a commit with
+/// an unknown member id and a generation >= 0 is UNKNOWN_MEMBER_ID in
+/// Kafka too (generation -1 is only for consumers outside the group).
+#[test]
+fn two_members_closing_at_once_may_commit_until_each_has_left() {
+    let start = Instant::now();
+    let (mut group, ids) = stable_group(2, start);
+    let (a, b) = (&ids[0], &ids[1]);
+    let now = start + DELAY;
+    assert_eq!(group.check_commit(1, b, None, now), Ok(()));
+    assert_eq!(group.leave(b, None, &config(), now, 2), None);
+    assert_eq!(group.state, GroupState::PreparingRebalance);
+
+    let later = now + Duration::from_millis(SESSION_MS as u64 / 2);
+    assert_eq!(
+        group.heartbeat(1, a, None, later),
+        Some(ResponseError::RebalanceInProgress)
+    );
+    assert_eq!(group.check_commit(1, a, None, later), Ok(()));
+    assert_eq!(
+        group.check_commit(1, b, None, later),
+        Err(ResponseError::UnknownMemberId),
+        "the member that left"
+    );
+    // One session after the leave: A's heartbeat kept it in the group.
+    let after_session = now + Duration::from_millis(SESSION_MS as u64 + 1);
+    group.tick(&config(), after_session, 3);
+    assert!(group.members.contains_key(a));
+    assert_eq!(group.state, GroupState::PreparingRebalance);
+
+    assert_eq!(group.leave(a, None, &config(), after_session, 3), None);
+    assert_eq!(group.state, GroupState::Empty);
+    assert_eq!(group.generation, 2);
+    for member_id in ["", a.as_str()] {
+        assert_eq!(
+            group.check_commit(1, member_id, None, after_session),
+            Err(ResponseError::UnknownMemberId),
+            "a commit after the member's own LeaveGroup (member id {member_id:?})"
+        );
+    }
+    assert_eq!(
+        group.check_commit(-1, "", None, after_session),
+        Ok(()),
+        "an empty group takes commits from consumers outside it"
+    );
+}
+
+/// The other order of the same close: A sees the rebalance first, commits,
+/// rejoins and becomes the only member of the next generation before it
+/// closes. Kafka: REBALANCE_IN_PROGRESS while the assignment is handed
+/// out (whatever the generation), ILLEGAL_GENERATION for the old one once
+/// stable.
+#[test]
+fn the_member_left_behind_commits_rejoins_and_commits_in_the_next_generation() {
+    let start = Instant::now();
+    let (mut group, ids) = stable_group(2, start);
+    let (a, b) = (&ids[0], &ids[1]);
+    let now = start + DELAY;
+    assert_eq!(group.leave(b, None, &config(), now, 2), None);
+    assert_eq!(group.check_commit(1, a, None, now), Ok(()));
+
+    let mut joined = waiting(group.join(request(a, None, &["range"]), &config(), now, 3));
+    let result = ready(&mut joined).expect("the only member rejoined: answered at once");
+    assert_eq!(result.error, None);
+    assert_eq!(result.generation, 2);
+    assert_eq!(result.leader, *a);
+    assert_eq!(group.state, GroupState::CompletingRebalance);
+    for generation in [1, 2] {
+        assert_eq!(
+            group.check_commit(generation, a, None, now),
+            Err(ResponseError::RebalanceInProgress)
+        );
+    }
+
+    let assignment = vec![(a.clone(), Bytes::from("everything"))];
+    let (mut synced, completed) = group.sync(2, a, None, assignment, now, 3).unwrap();
+    assert!(completed);
+    group.finish_sync(2, None, &config(), now, 3);
+    assert_eq!(
+        ready(&mut synced).unwrap().assignment,
+        Bytes::from("everything")
+    );
+    assert_eq!(group.check_commit(2, a, None, now), Ok(()));
+    assert_eq!(
+        group.check_commit(1, a, None, now),
+        Err(ResponseError::IllegalGeneration)
+    );
+
+    assert_eq!(group.leave(a, None, &config(), now, 4), None);
+    assert_eq!(group.state, GroupState::Empty);
+    assert_eq!(
+        group.check_commit(2, "", None, now),
+        Err(ResponseError::UnknownMemberId)
+    );
+}
+
 #[test]
 fn restore_brings_back_members_and_generation() {
     let start = Instant::now();
