@@ -221,12 +221,19 @@ trap 'exit 130' INT TERM
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # A base port P with P + 10 i, P + 10 i + 1 and P + 10 i + 2 (Kafka,
 # controller, admin HTTP) unused for i < count, and not handed out before
-# by this run (a broker may not listen yet).
+# by this run (a broker may not listen yet). Below the kernel's ephemeral
+# range (ip_local_port_range, 32768-60999 by default): a port in it can be
+# taken as the local port of any outgoing connection between this check
+# and the broker's bind, which failed a CI run ("cannot listen on
+# 127.0.0.1:58122 ... address in use").
 used_bases=" "
+ephemeral_low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
 free_base_port() {
-    local count=$1 base index
+    local count=$1 base index bases
+    bases=$(((ephemeral_low - 20000 - 10 * count) / 100))
+    ((bases >= 10)) || die "no room below the ephemeral ports (from $ephemeral_low) for broker ports"
     for _ in $(seq 1 50); do
-        base=$((20000 + RANDOM % 400 * 100))
+        base=$((20000 + RANDOM % bases * 100))
         [[ $used_bases == *" $base "* ]] && continue
         for ((index = 0; index < count; index++)); do
             if port_in_use $((base + 10 * index)) || port_in_use $((base + 10 * index + 1)) \
