@@ -69,11 +69,12 @@ unsafe impl Sync for Chunk {}
 /// from a page to [`CHUNK_SIZE_BYTES`]) under one bound on the bytes held.
 /// When a freed chunk would exceed the bound, the other classes give
 /// allocations back to the allocator (the one holding the most bytes
-/// first), so the pool follows the sizes being freed and asked for now: a pool that kept whatever filled
-/// it first (951 64 KiB chunks from a topic's first seconds) served none of
-/// the 1 MiB chunks 1,000 partitions asked for later, and every one of
-/// those was a fresh mapping, faulted in page by page and unmapped at its
-/// release: 20-25 % of the broker's CPU at 1,000 partitions (issue 11).
+/// first), so the pool follows the sizes being freed and asked for now. A
+/// pool that kept whatever filled it first (951 64 KiB chunks from a
+/// topic's first seconds) served none of the 1 MiB chunks 1,000 partitions
+/// asked for later, and every one of those was a fresh mapping, faulted in
+/// page by page and unmapped at its release: 20-25 % of the broker's CPU
+/// at 1,000 partitions (issue 11).
 struct ChunkPool {
     /// `free[class]` holds allocations of `PAGE_SIZE << class` bytes.
     free: [Vec<PooledAllocation>; POOL_CLASSES],
@@ -172,11 +173,11 @@ static CHUNK_POOL: Mutex<ChunkPool> = Mutex::new(ChunkPool {
 
 /// Give every pooled chunk allocation back to the allocator; returns the
 /// bytes released. The pool is sized for steady appends; after a large
-/// removal (a topic of thousands of partitions deleted) nothing else frees
+/// removal (a topic of many partitions deleted) the working set shrank and
 /// the pool would otherwise hold up to [`CHUNK_POOL_BYTES_MAX`] for good.
 /// Any thread may call it; the next appends refill the pool as they free
 /// chunks. The pooled O_DIRECT read buffers (io/aligned.rs) are released
-/// too.
+/// with them and counted in the result.
 pub fn release_pooled_chunks() -> usize {
     let free = match CHUNK_POOL.lock() {
         Ok(mut pool) => pool.take_all(),
