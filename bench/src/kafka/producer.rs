@@ -262,22 +262,32 @@ impl Producer {
     fn append(&mut self, sent_ns: u64) {
         let keys = Arc::clone(&self.settings.keys);
         let key = keys.choose(&mut self.random);
-        let slot = match key {
+        let mut slot = match key {
             Some((_, partition_hash)) => (partition_hash % self.queues.len() as u64) as usize,
             None => self.sticky,
         };
+        let keyed = key.is_some();
         let key = key.map(|(key, _)| key);
         let value_size = self.settings.value_size_bytes;
         let batch_size = self.settings.batch_size_bytes;
         let record_size = BatchWriter::record_size_bytes(key, value_size);
-        let queue = &mut self.queues[slot];
-        if let Some(open) = &queue.open
+        // A record that does not fit its partition's open batch closes it.
+        // Without a key it then goes to the next sticky partition, as in
+        // Kafka's producer (KIP-480: the accumulator aborts the append that
+        // would open a new batch and the partitioner picks again). Opening
+        // the new batch in the old partition instead left a one-record
+        // batch behind each full one, which linger 0 sent on its own: at
+        // 1,000 partitions seven of every fifteen batches of a request
+        // (issue 11, docs/benchmarks.md, eleventh session).
+        while let Some(open) = &self.queues[slot].open
             && open.writer.size_bytes() + record_size > batch_size
         {
-            close(queue);
-            if slot == self.sticky {
-                self.sticky = (self.sticky + 1) % self.queues.len();
+            close(&mut self.queues[slot]);
+            if keyed {
+                break;
             }
+            self.sticky = (self.sticky + 1) % self.queues.len();
+            slot = self.sticky;
         }
         let queue = &mut self.queues[slot];
         let open = queue.open.get_or_insert_with(|| OpenBatch {
@@ -511,5 +521,113 @@ fn close(queue: &mut PartitionQueue) {
             sent_ns: open.sent_ns,
             size_bytes,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::KeyDistribution;
+
+    fn producer(partitions: i32, keys: KeyDistribution) -> Producer {
+        let settings = ProducerSettings {
+            topic: "t".to_string(),
+            partitions: (0..partitions)
+                .map(|index| (index, "127.0.0.1:9092".to_string()))
+                .collect(),
+            value_size_bytes: 1024,
+            keys: Arc::new(Keys::new(keys, 100)),
+            batch_size_bytes: 16 << 10,
+            linger: Duration::ZERO,
+            acks: -1,
+            in_flight_max: 5,
+            buffer_bytes_max: 32 << 20,
+            rate: None,
+            request_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(30),
+            seed: 1,
+        };
+        let queues = settings
+            .partitions
+            .iter()
+            .map(|(index, _)| PartitionQueue {
+                index: *index,
+                node: 0,
+                open: None,
+                closed: VecDeque::new(),
+            })
+            .collect();
+        let clock = Clock::start(Duration::ZERO);
+        let start_ns = clock.now_ns();
+        Producer {
+            settings,
+            produce_version: 9,
+            clock,
+            recorder: Arc::new(Recorder::new()),
+            queues,
+            nodes: Vec::new(),
+            queued_bytes: 0,
+            sticky: 0,
+            built: 0,
+            next_slot: 0,
+            start_ns,
+            random: crate::stats::SplitMix64::new(1),
+        }
+    }
+
+    /// Records per closed batch, over every partition.
+    fn closed_batch_records(producer: &Producer) -> Vec<usize> {
+        producer
+            .queues
+            .iter()
+            .flat_map(|queue| queue.closed.iter().map(|batch| batch.sent_ns.len()))
+            .collect()
+    }
+
+    #[test]
+    fn a_record_that_overflows_the_sticky_batch_starts_the_next_partition() {
+        let mut producer = producer(1000, KeyDistribution::None);
+        for _ in 0..200 {
+            producer.append(0);
+        }
+        let closed = closed_batch_records(&producer);
+        // 16 KiB batches of 1 KiB records: every closed batch is full, and
+        // only the sticky partition holds an open one (no one-record batch
+        // left behind in the partition the sticky one moved from).
+        assert!(closed.len() >= 10, "{closed:?}");
+        let full = closed[0];
+        assert!(
+            full > 1 && closed.iter().all(|records| *records == full),
+            "{closed:?}"
+        );
+        let open: Vec<usize> = producer
+            .queues
+            .iter()
+            .enumerate()
+            .filter(|(_, queue)| queue.open.is_some())
+            .map(|(slot, _)| slot)
+            .collect();
+        assert_eq!(open, vec![producer.sticky]);
+        assert_eq!(
+            closed.iter().sum::<usize>()
+                + producer.queues[producer.sticky]
+                    .open
+                    .as_ref()
+                    .map_or(0, |open| open.sent_ns.len()),
+            200
+        );
+    }
+
+    #[test]
+    fn a_keyed_record_that_overflows_its_batch_stays_in_its_partition() {
+        let mut producer = producer(4, KeyDistribution::Random);
+        for _ in 0..400 {
+            producer.append(0);
+        }
+        // Keyed records open their next batch in the partition of their key.
+        assert!(producer.queues.iter().all(|queue| queue.open.is_some()));
+        let closed = closed_batch_records(&producer);
+        let full = closed[0];
+        assert!(closed.iter().all(|records| *records == full), "{closed:?}");
     }
 }
