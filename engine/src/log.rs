@@ -250,6 +250,11 @@ pub struct ReadResult {
     pub size: usize,
     /// Offset after the last returned batch (the requested offset if none).
     pub next_offset: Offset,
+    /// The read stopped because the next batch would not fit in
+    /// `max_bytes`: a read for the rest of that budget returns nothing.
+    /// (Otherwise it stopped at `max_offset`, the log's end, or the end of
+    /// a segment, and a caller may read on from `next_offset`.)
+    pub full: bool,
 }
 
 impl<I: Io> Log<I> {
@@ -709,6 +714,7 @@ impl<I: Io> Log<I> {
             }
             let first = result.records.is_empty() && pending.is_none();
             if result.size + span.size > limits.max_bytes && !(first && limits.min_one_batch) {
+                result.full = true;
                 break;
             }
             let Some((run, at)) = cursor.batch_at(position).await? else {

@@ -136,3 +136,47 @@ fn a_truncation_discards_the_chunk_read_ahead() {
         "read-ahead serves the reads after the cut too"
     );
 }
+
+/// `ReadResult::full` says the read stopped at its byte budget, so that a
+/// caller reading on (a fetch filling its partition limit) knows a read of
+/// the rest would return nothing, and does not issue one: that read would
+/// take the chunk the first read just set reading ahead and wait for the
+/// disk, making every catch-up fetch wait for the next one's reads.
+#[test]
+fn a_read_says_when_its_byte_budget_stopped_it() {
+    let io = SimIo::new(9);
+    let (log, committer) = open(&io);
+    append(&log, &committer, 0, 40);
+    drop(log);
+    let (log, _committer) = open(&io);
+    let end = log.log_end_offset();
+    let batch_bytes = read_at_once(&log, Offset::ZERO)[0].len();
+    // Room for three batches and a half.
+    let budget = batch_bytes * 7 / 2;
+    let limits = ReadLimits {
+        max_bytes: budget,
+        min_one_batch: false,
+        max_offset: end,
+    };
+    let first = block_on(log.read(Offset::ZERO, limits)).unwrap();
+    assert_eq!(batches_of(&first.records).len(), 3);
+    assert!(first.full, "the fourth batch did not fit");
+    let rest = ReadLimits {
+        max_bytes: budget - first.size,
+        ..limits
+    };
+    let second = block_on(log.read(first.next_offset, rest)).unwrap();
+    assert!(second.records.is_empty(), "what `full` promises");
+    // Stopped by max_offset, or by the log's end: not full.
+    let below = ReadLimits {
+        max_bytes: 1 << 20,
+        min_one_batch: false,
+        max_offset: Offset(6),
+    };
+    let bounded = block_on(log.read(Offset::ZERO, below)).unwrap();
+    assert_eq!(bounded.next_offset, Offset(6));
+    assert!(!bounded.full);
+    let whole = block_on(log.read(Offset::ZERO, all(end))).unwrap();
+    assert_eq!(whole.next_offset, end);
+    assert!(!whole.full);
+}

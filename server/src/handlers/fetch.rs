@@ -730,6 +730,14 @@ async fn read_partition(
                 answer.records_size += result.records.iter().map(Bytes::len).sum::<usize>();
                 answer.records.extend(result.records);
                 offset = result.next_offset;
+                // The next batch does not fit what is left of the limit.
+                // Reading again would only say so, after waiting for the
+                // read-ahead the read above just issued from there: every
+                // catch-up fetch then waited for the next fetch's disk
+                // reads (engine/src/readahead.rs).
+                if result.full {
+                    break;
+                }
             }
             Err(error) => {
                 if answer.records.is_empty() {

@@ -1431,3 +1431,69 @@ fn a_fetch_of_many_windows_lets_other_tasks_run_between_them() {
         );
     });
 }
+
+/// A consumer catching up from disk: each fetch fills its partition limit
+/// with whole batches and stops, taking the chunk read ahead for it once.
+/// It used to read again for the rest of the limit, which took the chunk
+/// the first read had just set reading for the next fetch, waited for the
+/// disk, and put it back: every catch-up fetch then waited for the next
+/// one's disk reads (docs/benchmarks.md, "Catch-up reads that waited for
+/// the next fetch's read-ahead").
+#[test]
+fn a_catch_up_fetch_takes_the_read_ahead_once_and_does_not_wait_for_the_next() {
+    with_shards("catch-up", 1, |shard| async move {
+        // No tail cache: what was flushed is read from the segment file.
+        sluice_engine::tail_cache::set_thread_budget_bytes(Some(0));
+        topic(&shard, "c", 1).await;
+        let mut sent = Vec::new();
+        for index in 0..96 {
+            let batch = simple_batch(1, 16_000, TimestampMs(index));
+            append(&shard, "c", 0, batch.clone(), true).await;
+            sent.push(batch);
+        }
+        let replica = shard.partition(&TopicPartition::new("c", 0)).unwrap();
+        let end = replica.log.log_end_offset().value();
+        assert_eq!(end, 96);
+        let hits_before = replica.log.read_ahead_hits();
+        let (mut offset, mut fetches, mut received) = (0_i64, 0_u64, 0_usize);
+        while offset < end {
+            let spec = ReadSpec {
+                slot: 0,
+                topic_partition: TopicPartition::new("c", 0),
+                fetch_offset: offset,
+                // Three batches and a half.
+                partition_max_bytes: 57_000,
+                read_committed: false,
+            };
+            let answer = read_partition(&shard, &spec, spec.partition_max_bytes, true).await;
+            assert_eq!(answer.error_code, 0);
+            let records: Vec<u8> = answer.records.iter().flat_map(|run| run.to_vec()).collect();
+            let mut at = 0;
+            while at < records.len() {
+                let length = i32::from_be_bytes(records[at + 8..at + 12].try_into().unwrap());
+                let batch = &records[at..at + 12 + length as usize];
+                // The records part (after the 61-byte batch header) is
+                // what was sent; the header carries the log's offsets.
+                assert!(batch[61..] == sent[received][61..], "batch {received}");
+                received += 1;
+                at += batch.len();
+            }
+            assert!(received as i64 > offset, "no progress at {offset}");
+            offset = received as i64;
+            fetches += 1;
+        }
+        assert_eq!(received, 96);
+        let hits = replica.log.read_ahead_hits() - hits_before;
+        sluice_engine::tail_cache::set_thread_budget_bytes(None);
+        // Most fetches were served from the chunk read ahead (the first
+        // read, and those the tail holds, are not), and none took it twice.
+        assert!(
+            hits >= fetches / 2,
+            "{hits} read-ahead hits in {fetches} fetches"
+        );
+        assert!(
+            hits <= fetches,
+            "{hits} read-ahead takes in {fetches} fetches"
+        );
+    });
+}
