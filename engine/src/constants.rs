@@ -49,6 +49,17 @@ pub const CHUNK_POOL_BYTES_MAX: usize = 64 << 20;
 /// buffers of a 16-partition fetch in flight on both shards twice over.
 pub const READ_POOL_BYTES_MAX: usize = 32 << 20;
 
+/// The largest O_DIRECT read issued as one operation: longer reads are
+/// issued as consecutive reads of at most this size (`UringIo::read_at`).
+/// On this project's VM disk a catch-up's 1 MiB reads (258 pages with the
+/// read-ahead's two extra pages: past the queue's 254 segments, so split)
+/// gave less read bandwidth than 256 KiB reads and held a durable write
+/// issued beside them 30-40 ms: fio, 16 files read beside 16 KiB O_DSYNC
+/// writes at 50 MB/s, 1 MiB x 8 in flight 1.4-1.7 GB/s with writes p99
+/// 71-104 ms, 256 KiB x 4-8 in flight 1.7-2.3 GB/s with writes p99 2-4 ms
+/// (docs/benchmarks.md, "Catch-up reads beside a producer").
+pub const READ_OP_BYTES_MAX: usize = 256 << 10;
+
 /// Chunks a segment's write buffer keeps after a flush at most: the one it
 /// writes into and one flushed chunk, so that a consumer just behind the
 /// producer reads from memory across a chunk boundary. The flushed ones are

@@ -168,9 +168,7 @@ impl ReadAhead {
         let Some(budget) = Budget::claim(bytes) else {
             return;
         };
-        let io = io.clone();
-        let file = file.clone();
-        let mut read = async move { io.read_at(&file, start, bytes).await }.boxed_local();
+        let mut read = io.read_at_soon(file, start, bytes);
         // Poll once so the read is submitted now, not when it is taken.
         if let std::task::Poll::Ready(done) = futures_util::poll!(&mut read) {
             read = futures_util::future::ready(done).boxed_local();

@@ -14,6 +14,7 @@
 //! `raw_os_error() == Some(libc::ENOSPC)` (see [`is_storage_full`]).
 
 pub mod aligned;
+pub mod read_parts;
 pub mod reclaim;
 pub mod sim;
 pub mod uring;
@@ -140,6 +141,23 @@ pub trait Io: Clone + 'static {
         pos: u64,
         len: usize,
     ) -> impl Future<Output = io::Result<Bytes>>;
+
+    /// [`Io::read_at`] for a reader that comes later (readahead.rs): the
+    /// returned future may sit unpolled until then, so the read must make
+    /// progress without it. By default it is the read itself, started by
+    /// the caller's first poll; an implementation whose reads need polls to
+    /// go on (the io_uring one issues parts within a per-thread bound,
+    /// read_parts.rs) runs it as a task of its own.
+    fn read_at_soon(
+        &self,
+        file: &Self::File,
+        pos: u64,
+        len: usize,
+    ) -> futures_util::future::LocalBoxFuture<'static, io::Result<Bytes>> {
+        let io = self.clone();
+        let file = file.clone();
+        Box::pin(async move { io.read_at(&file, pos, len).await })
+    }
 
     /// Read a whole small file (index, checkpoint) through the page cache.
     /// `ErrorKind::NotFound` when it does not exist.

@@ -36,7 +36,8 @@ use compio::fs::{File, OpenOptions};
 use compio::io::{AsyncReadAt, AsyncWriteAt};
 use compio::runtime::Runtime;
 
-use super::{AlignedBuf, Io};
+use super::Io;
+use super::read_parts;
 use crate::constants::PAGE_SIZE;
 
 /// The io_uring implementation of [`Io`]. Stateless and `Copy`: every clone
@@ -389,9 +390,13 @@ impl Io for UringIo {
         if len == 0 {
             return Ok(Bytes::new());
         }
-        // A recycled buffer may be larger than asked: only `len` is read.
-        let mut buffer = AlignedBuf::for_read(len);
-        assert!(buffer.capacity() >= len);
+        // Parts of at most READ_OP_BYTES_MAX in parallel, within the
+        // thread's bound on reads in flight (read_parts.rs). A recycled
+        // buffer may be larger than asked: only `len` is read.
+        let (mut buffer, partial) = read_parts::read(&file.file, pos, len).await?;
+        if !partial {
+            return Ok(buffer.into_bytes());
+        }
         while buffer.len() < len {
             let done = buffer.len();
             let target = buffer.slice(done..len);
@@ -408,6 +413,30 @@ impl Io for UringIo {
             }
         }
         Ok(buffer.into_bytes())
+    }
+
+    fn read_at_soon(
+        &self,
+        file: &UringFile,
+        pos: u64,
+        len: usize,
+    ) -> futures_util::future::LocalBoxFuture<'static, io::Result<Bytes>> {
+        // A task of its own: the parts of a read each wait for a slot of the
+        // thread, and a part that completed holds its slot until its future
+        // is polled. Left in a read-ahead slot unpolled, the parts would
+        // keep the thread's slots and every other read would wait for them.
+        let io = *self;
+        let file = file.clone();
+        let task = compio::runtime::spawn(async move { io.read_at(&file, pos, len).await });
+        Box::pin(async move {
+            match task.await {
+                Ok(result) => result,
+                Err(error) => {
+                    error.resume_unwind();
+                    Err(io::Error::other("a read issued ahead was cancelled"))
+                }
+            }
+        })
     }
 
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
@@ -462,6 +491,7 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
+    use crate::io::AlignedBuf;
 
     /// A fresh directory for one test, removed on drop. O_DIRECT does not work
     /// on tmpfs: set SLUICE_TEST_DIR to a directory on a real filesystem
@@ -580,6 +610,68 @@ mod tests {
             io.set_len(&file, PAGE_SIZE as u64 + 100).await.unwrap();
             let read = io.read_at(&file, 0, 2 * PAGE_SIZE).await.unwrap();
             assert_eq!(read.len(), PAGE_SIZE + 100);
+        });
+    }
+
+    /// A read longer than READ_OP_BYTES_MAX is issued as parallel parts
+    /// into one buffer: the bytes come back in order, whole, short only at
+    /// the end of file, and no slot of the thread stays taken.
+    #[test]
+    fn long_reads_in_parallel_parts_return_the_file_in_order() {
+        let dir = TestDir::new("parts");
+        run(async {
+            let io = UringIo::new();
+            let file = io.open(&dir.0.join("segment.log"), true).await.unwrap();
+            let written = pages(1000, 7);
+            io.write_at(&file, 0, written.clone()).await.unwrap();
+            for (start_page, pages_wanted) in [(0, 1000), (3, 258), (1, 64), (900, 200), (0, 65)] {
+                let pos = start_page * PAGE_SIZE;
+                let reads: Vec<_> = (0..6)
+                    .map(|_| io.read_at(&file, pos as u64, pages_wanted * PAGE_SIZE))
+                    .collect();
+                for read in futures_util::future::join_all(reads).await {
+                    let read = read.unwrap();
+                    let end = (pos + pages_wanted * PAGE_SIZE).min(written.len());
+                    assert_eq!(read.len(), end - pos, "from page {start_page}");
+                    assert!(read[..] == written[pos..end], "from page {start_page}");
+                }
+                assert_eq!(read_parts::parts_in_flight(), 0);
+            }
+        });
+    }
+
+    /// A read issued ahead and left unpolled (a read-ahead slot nobody has
+    /// taken yet) must not keep the thread's read slots from other reads:
+    /// with its parts driven only by its own future, a completed part held
+    /// its slot until that future was polled again, and the next read of
+    /// the thread waited forever.
+    #[test]
+    fn reads_issued_ahead_and_not_polled_leave_the_slots_to_other_reads() {
+        let dir = TestDir::new("ahead");
+        run(async {
+            let io = UringIo::new();
+            let file = io.open(&dir.0.join("segment.log"), true).await.unwrap();
+            let written = pages(2048, 9);
+            io.write_at(&file, 0, written.clone()).await.unwrap();
+            let mut ahead = Vec::new();
+            for index in 0..4_u64 {
+                let mut read = io.read_at_soon(&file, index * (1 << 20), 1 << 20);
+                // Polled once, as readahead.rs does, then left alone.
+                let _ = futures_util::poll!(&mut read);
+                ahead.push(read);
+            }
+            let read =
+                compio::time::timeout(Duration::from_secs(10), io.read_at(&file, 0, 4 << 20))
+                    .await
+                    .expect("a read waited for slots held by reads nobody polls")
+                    .unwrap();
+            assert!(read[..] == written[..4 << 20]);
+            for (index, read) in ahead.into_iter().enumerate() {
+                let read = read.await.unwrap();
+                let start = index << 20;
+                assert!(read[..] == written[start..start + (1 << 20)]);
+            }
+            assert_eq!(read_parts::parts_in_flight(), 0);
         });
     }
 

@@ -1,0 +1,231 @@
+//! Long O_DIRECT reads as parts read in parallel, and a bound on the read
+//! bytes a thread keeps in flight (issue 11: a catch-up read at disk speed
+//! while a producer beside it keeps its latency).
+//!
+//! A read longer than [`READ_OP_BYTES_MAX`] is cut into parts of at most
+//! that size, page multiples, all filling one buffer; each part is its own
+//! io_uring read and waits for one of the thread's
+//! [`READ_PARTS_IN_FLIGHT`] slots. On this project's VM disk (fio, 16 files
+//! read beside 16 KiB O_DSYNC writes at 50 MB/s): 1 MiB reads, 8 in
+//! flight, read 1.4-1.7 GB/s and held the writes 71-104 ms at p99; 256 KiB
+//! reads, 4-8 in flight, read 1.7-2.3 GB/s and held them 2-4 ms. A durable
+//! write queues behind the read bytes already in the device, so the bound
+//! is on bytes in flight per shard thread: 4 x 256 KiB, 2 MiB for two
+//! shards (docs/benchmarks.md, "Catch-up reads beside a producer").
+//!
+//! Safety argument for the shared buffer: the buffer is allocated before
+//! any part starts and owned by an `Rc` that every part's operation holds,
+//! so it stays allocated until the last part completes, even when the read
+//! that issued them is dropped midway (compio keeps an operation alive
+//! until the kernel completes it). Parts cover disjoint byte ranges, and
+//! no reference to the buffer's bytes exists while parts are in flight:
+//! the kernel writes through raw pointers taken from the exclusively owned
+//! buffer before the first part starts, and the buffer is read again only
+//! after every part completed (`Rc::try_unwrap` succeeds only then).
+//!
+//! Thread: the slots are per thread (a shard's reads are issued and
+//! completed on its thread); an operation, and the slot it holds, is
+//! dropped on the thread that submitted it.
+
+use std::cell::{Cell, RefCell, UnsafeCell};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+use compio::buf::{IntoInner, SetLen};
+use compio::fs::File;
+use futures_util::future::join_all;
+
+use super::AlignedBuf;
+use crate::constants::{PAGE_SIZE, READ_OP_BYTES_MAX};
+
+/// Read parts one thread keeps in flight at most.
+pub const READ_PARTS_IN_FLIGHT: usize = 4;
+
+thread_local! {
+    static IN_FLIGHT: Cell<usize> = const { Cell::new(0) };
+    /// Reads waiting for a slot; all are woken when one frees (a woken read
+    /// that was dropped meanwhile then cannot strand the others).
+    static WAITING: RefCell<Vec<Waker>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One of the thread's read slots, given back when dropped.
+struct Slot {
+    /// Not `Send`: dropped on the thread whose count it holds.
+    _thread: std::marker::PhantomData<*const ()>,
+}
+
+impl Slot {
+    async fn acquire() -> Slot {
+        std::future::poll_fn(|context| {
+            IN_FLIGHT.with(|count| {
+                if count.get() < READ_PARTS_IN_FLIGHT {
+                    count.set(count.get() + 1);
+                    Poll::Ready(Slot {
+                        _thread: std::marker::PhantomData,
+                    })
+                } else {
+                    WAITING.with(|waiting| waiting.borrow_mut().push(context.waker().clone()));
+                    Poll::Pending
+                }
+            })
+        })
+        .await
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        IN_FLIGHT.with(|count| {
+            debug_assert!(count.get() > 0, "a read slot given back twice");
+            count.set(count.get().saturating_sub(1));
+        });
+        let waiting = WAITING.with(|waiting| std::mem::take(&mut *waiting.borrow_mut()));
+        for waker in waiting {
+            waker.wake();
+        }
+    }
+}
+
+/// Read parts in flight on this thread (tests).
+pub fn parts_in_flight() -> usize {
+    IN_FLIGHT.with(Cell::get)
+}
+
+/// The buffer the parts of one read fill.
+struct Shared(UnsafeCell<AlignedBuf>);
+
+/// One part: `len` bytes at file position `offset` into `target`.
+struct ReadPart {
+    file: File,
+    offset: u64,
+    target: *mut u8,
+    len: usize,
+    /// Keeps the buffer `target` points into allocated until completion.
+    _buffer: Rc<Shared>,
+    /// Held until the operation completes (compio drops the operation then).
+    _slot: Slot,
+}
+
+impl IntoInner for ReadPart {
+    type Inner = ();
+
+    fn into_inner(self) {}
+}
+
+// SAFETY: the entry points at `len` bytes of the buffer `_buffer` keeps
+// allocated (a range no other part covers, and that nothing references
+// while the part is in flight: module docs), and at `file`'s descriptor,
+// owned by the operation, which compio keeps alive until the kernel
+// completes it.
+unsafe impl compio::driver::OpCode for ReadPart {
+    type Control = ();
+
+    fn create_entry(&mut self, _: &mut ()) -> compio::driver::OpEntry {
+        io_uring::opcode::Read::new(
+            io_uring::types::Fd(self.file.as_raw_fd()),
+            self.target,
+            self.len as u32,
+        )
+        .offset(self.offset)
+        .build()
+        .into()
+    }
+}
+
+/// The parts of a `len`-byte read: (start, length) in the buffer, as even
+/// as whole pages allow, none longer than [`READ_OP_BYTES_MAX`].
+pub fn parts(len: usize) -> Vec<(usize, usize)> {
+    debug_assert!(len.is_multiple_of(PAGE_SIZE));
+    let pages = len / PAGE_SIZE;
+    let count = len.div_ceil(READ_OP_BYTES_MAX).max(1);
+    let (base, extra) = (pages / count, pages % count);
+    let mut start = 0;
+    (0..count)
+        .map(|index| {
+            let part = (base + usize::from(index < extra)) * PAGE_SIZE;
+            let range = (start, part);
+            start += part;
+            range
+        })
+        .filter(|(_, part)| *part > 0)
+        .collect()
+}
+
+/// Read `len` bytes (page multiples) at `pos` as parallel parts: the
+/// buffer holds the bytes read up to the first part that came back short
+/// (the end of file). The flag is set when that part's count was a
+/// nonzero page multiple, a partial read that is not necessarily the end
+/// of file: the caller reads on from there one operation at a time.
+pub async fn read(file: &File, pos: u64, len: usize) -> io::Result<(AlignedBuf, bool)> {
+    let mut buffer = AlignedBuf::for_read(len);
+    assert!(buffer.capacity() >= len);
+    let base = compio::buf::IoBufMut::as_uninit(&mut buffer)
+        .as_mut_ptr()
+        .cast::<u8>();
+    let shared = Rc::new(Shared(UnsafeCell::new(buffer)));
+    let reads = parts(len).into_iter().map(|(start, part)| {
+        let shared = Rc::clone(&shared);
+        let file = file.clone();
+        async move {
+            let slot = Slot::acquire().await;
+            let op = ReadPart {
+                file,
+                offset: pos + start as u64,
+                // SAFETY: `start + part <= len <= capacity`: in bounds.
+                target: unsafe { base.add(start) },
+                len: part,
+                _buffer: shared,
+                _slot: slot,
+            };
+            let compio::BufResult(result, _) = compio::runtime::submit(op).await;
+            (start, part, result)
+        }
+    });
+    let results = join_all(reads).await;
+    let mut done = 0;
+    let mut short = false;
+    for (start, part, result) in results {
+        let count = result?;
+        if start != done {
+            // An earlier part ended short: what follows is not contiguous.
+            break;
+        }
+        done += count;
+        if count < part {
+            short = count > 0 && count.is_multiple_of(PAGE_SIZE);
+            break;
+        }
+    }
+    let Ok(shared) = Rc::try_unwrap(shared) else {
+        unreachable!("every part completed, so no operation holds the buffer");
+    };
+    let mut buffer = shared.0.into_inner();
+    // SAFETY: `SetLen` asks for `done <= capacity` (`done <= len <=
+    // capacity`) and initialized bytes (every byte of an `AlignedBuf` is).
+    unsafe { buffer.set_len(done) };
+    Ok((buffer, short))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_cover_the_read_in_page_multiples_of_at_most_the_limit() {
+        for pages in [1, 2, 63, 64, 65, 128, 256, 258, 1000] {
+            let len = pages * PAGE_SIZE;
+            let parts = parts(len);
+            let mut next = 0;
+            for (start, part) in &parts {
+                assert_eq!(*start, next);
+                assert!(*part > 0 && *part <= READ_OP_BYTES_MAX);
+                assert!(part.is_multiple_of(PAGE_SIZE));
+                next += part;
+            }
+            assert_eq!(next, len, "{pages} pages");
+            assert_eq!(parts.len(), len.div_ceil(READ_OP_BYTES_MAX));
+        }
+    }
+}
