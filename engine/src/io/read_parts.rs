@@ -11,7 +11,10 @@
 //! reads, 4-8 in flight, read 1.7-2.3 GB/s and held them 2-4 ms. A durable
 //! write queues behind the read bytes already in the device, so the bound
 //! is on bytes in flight per shard thread: 4 x 256 KiB, 2 MiB for two
-//! shards (docs/benchmarks.md, "Catch-up reads beside a producer").
+//! shards, and 1 part per thread while any durable write of the process is
+//! in flight ([`DurableWrite`]) (docs/benchmarks.md, "Catch-up reads that
+//! waited for the next fetch's read-ahead; reads in parts beside a
+//! producer").
 //!
 //! Safety argument for the shared buffer: the buffer is allocated before
 //! any part starts and owned by an `Rc` that every part's operation holds,
@@ -31,6 +34,8 @@ use std::cell::{Cell, RefCell, UnsafeCell};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Poll, Waker};
 
 use compio::buf::{IntoInner, SetLen};
@@ -43,8 +48,57 @@ use crate::constants::{PAGE_SIZE, READ_OP_BYTES_MAX};
 /// Read parts one thread keeps in flight at most.
 pub const READ_PARTS_IN_FLIGHT: usize = 4;
 
+/// Read parts one thread keeps in flight while any durable write of the
+/// process is in flight: a write waits behind every read byte already in
+/// the device.
+pub const READ_PARTS_BESIDE_WRITES: usize = 1;
+
+/// Durable writes (`Io::write_durable_at`) in flight in the process.
+static DURABLE_WRITES: AtomicUsize = AtomicUsize::new(0);
+
+/// Reads of any thread held back by [`READ_PARTS_BESIDE_WRITES`], woken
+/// when the last durable write completes. They also wait on their own
+/// thread's list, so a wake lost to a race here is made up for when the
+/// part their thread has in flight completes.
+static BESIDE_WRITES: Mutex<Vec<Waker>> = Mutex::new(Vec::new());
+
+/// A durable write in flight, for the read bound; ends when dropped.
+pub struct DurableWrite(());
+
+impl DurableWrite {
+    pub fn start() -> DurableWrite {
+        DURABLE_WRITES.fetch_add(1, Ordering::AcqRel);
+        DurableWrite(())
+    }
+}
+
+impl Drop for DurableWrite {
+    fn drop(&mut self) {
+        if DURABLE_WRITES.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let waiting = match BESIDE_WRITES.lock() {
+                Ok(mut waiting) => std::mem::take(&mut *waiting),
+                Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+            };
+            for waker in waiting {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// The parts this thread may have in flight now.
+fn slots_now() -> usize {
+    if DURABLE_WRITES.load(Ordering::Acquire) > 0 {
+        READ_PARTS_BESIDE_WRITES
+    } else {
+        READ_PARTS_IN_FLIGHT
+    }
+}
+
 thread_local! {
     static IN_FLIGHT: Cell<usize> = const { Cell::new(0) };
+    /// The most parts in flight since [`take_parts_in_flight_max`] (tests).
+    static IN_FLIGHT_MAX: Cell<usize> = const { Cell::new(0) };
     /// Reads waiting for a slot; all are woken when one frees (a woken read
     /// that was dropped meanwhile then cannot strand the others).
     static WAITING: RefCell<Vec<Waker>> = const { RefCell::new(Vec::new()) };
@@ -60,15 +114,21 @@ impl Slot {
     async fn acquire() -> Slot {
         std::future::poll_fn(|context| {
             IN_FLIGHT.with(|count| {
-                if count.get() < READ_PARTS_IN_FLIGHT {
+                if count.get() < slots_now() {
                     count.set(count.get() + 1);
-                    Poll::Ready(Slot {
+                    IN_FLIGHT_MAX.with(|max| max.set(max.get().max(count.get())));
+                    return Poll::Ready(Slot {
                         _thread: std::marker::PhantomData,
-                    })
-                } else {
-                    WAITING.with(|waiting| waiting.borrow_mut().push(context.waker().clone()));
-                    Poll::Pending
+                    });
                 }
+                if count.get() < READ_PARTS_IN_FLIGHT {
+                    // Held back by the writes only.
+                    if let Ok(mut waiting) = BESIDE_WRITES.lock() {
+                        waiting.push(context.waker().clone());
+                    }
+                }
+                WAITING.with(|waiting| waiting.borrow_mut().push(context.waker().clone()));
+                Poll::Pending
             })
         })
         .await
@@ -91,6 +151,12 @@ impl Drop for Slot {
 /// Read parts in flight on this thread (tests).
 pub fn parts_in_flight() -> usize {
     IN_FLIGHT.with(Cell::get)
+}
+
+/// The most read parts this thread had in flight since the last call
+/// (tests).
+pub fn take_parts_in_flight_max() -> usize {
+    IN_FLIGHT_MAX.with(|max| max.replace(0))
 }
 
 /// The buffer the parts of one read fill.

@@ -344,6 +344,8 @@ impl Io for UringIo {
             data.is_empty() || (data.as_ptr() as usize).is_multiple_of(PAGE_SIZE),
             "O_DIRECT write buffer is not page aligned"
         );
+        // Reads hold back while it is in flight (read_parts.rs).
+        let _writing = read_parts::DurableWrite::start();
         let mut written = 0;
         while written < data.len() {
             let op = DurableWriteAt {
@@ -637,6 +639,43 @@ mod tests {
                 }
                 assert_eq!(read_parts::parts_in_flight(), 0);
             }
+        });
+    }
+
+    /// At most READ_PARTS_IN_FLIGHT parts of a thread's reads are in
+    /// flight, and one while a durable write is: a write waits behind every
+    /// read byte in the device.
+    #[test]
+    fn reads_keep_fewer_parts_in_flight_while_a_durable_write_is() {
+        let dir = TestDir::new("beside");
+        run(async {
+            let io = UringIo::new();
+            let file = io.open(&dir.0.join("segment.log"), true).await.unwrap();
+            let written = pages(1024, 5);
+            io.write_at(&file, 0, written.clone()).await.unwrap();
+            let read_all = || {
+                futures_util::future::join_all(
+                    (0..4_u64).map(|index| io.read_at(&file, index << 20, 1 << 20)),
+                )
+            };
+            read_parts::take_parts_in_flight_max();
+            for read in read_all().await {
+                assert_eq!(read.unwrap().len(), 1 << 20);
+            }
+            assert_eq!(
+                read_parts::take_parts_in_flight_max(),
+                read_parts::READ_PARTS_IN_FLIGHT
+            );
+            let writing = read_parts::DurableWrite::start();
+            for read in read_all().await {
+                assert_eq!(read.unwrap().len(), 1 << 20);
+            }
+            assert_eq!(
+                read_parts::take_parts_in_flight_max(),
+                read_parts::READ_PARTS_BESIDE_WRITES
+            );
+            drop(writing);
+            assert_eq!(read_parts::parts_in_flight(), 0);
         });
     }
 
