@@ -615,6 +615,15 @@ mod tests {
         });
     }
 
+    /// A segment file in `dir` holding `count` pages of `pages(count, seed)`.
+    async fn written_file(dir: &TestDir, count: usize, seed: u8) -> (UringIo, UringFile, Bytes) {
+        let io = UringIo::new();
+        let file = io.open(&dir.0.join("segment.log"), true).await.unwrap();
+        let written = pages(count, seed);
+        io.write_at(&file, 0, written.clone()).await.unwrap();
+        (io, file, written)
+    }
+
     /// A read longer than READ_OP_BYTES_MAX is issued as parallel parts
     /// into one buffer: the bytes come back in order, whole, short only at
     /// the end of file, and no slot of the thread stays taken.
@@ -622,10 +631,7 @@ mod tests {
     fn long_reads_in_parallel_parts_return_the_file_in_order() {
         let dir = TestDir::new("parts");
         run(async {
-            let io = UringIo::new();
-            let file = io.open(&dir.0.join("segment.log"), true).await.unwrap();
-            let written = pages(1000, 7);
-            io.write_at(&file, 0, written.clone()).await.unwrap();
+            let (io, file, written) = written_file(&dir, 1000, 7).await;
             for (start_page, pages_wanted) in [(0, 1000), (3, 258), (1, 64), (900, 200), (0, 65)] {
                 let pos = start_page * PAGE_SIZE;
                 let reads: Vec<_> = (0..6)
@@ -649,10 +655,7 @@ mod tests {
     fn reads_keep_fewer_parts_in_flight_while_a_durable_write_is() {
         let dir = TestDir::new("beside");
         run(async {
-            let io = UringIo::new();
-            let file = io.open(&dir.0.join("segment.log"), true).await.unwrap();
-            let written = pages(1024, 5);
-            io.write_at(&file, 0, written.clone()).await.unwrap();
+            let (io, file, _) = written_file(&dir, 1024, 5).await;
             let read_all = || {
                 futures_util::future::join_all(
                     (0..4_u64).map(|index| io.read_at(&file, index << 20, 1 << 20)),
@@ -688,10 +691,7 @@ mod tests {
     fn reads_issued_ahead_and_not_polled_leave_the_slots_to_other_reads() {
         let dir = TestDir::new("ahead");
         run(async {
-            let io = UringIo::new();
-            let file = io.open(&dir.0.join("segment.log"), true).await.unwrap();
-            let written = pages(2048, 9);
-            io.write_at(&file, 0, written.clone()).await.unwrap();
+            let (io, file, written) = written_file(&dir, 2048, 9).await;
             let mut ahead = Vec::new();
             for index in 0..4_u64 {
                 let mut read = io.read_at_soon(&file, index * (1 << 20), 1 << 20);
