@@ -672,7 +672,12 @@ impl<I: Io> Log<I> {
             )
             .await?;
             match next_base {
-                Some(next_base) if result.records.is_empty() && next_base < limit => {
+                // Nothing at or after `offset` was left in the segment. Not
+                // when the budget stopped the read: the batch that did not
+                // fit would be skipped.
+                Some(next_base)
+                    if result.records.is_empty() && !result.full && next_base < limit =>
+                {
                     from = next_base;
                 }
                 _ => return Ok(result),

@@ -180,3 +180,53 @@ fn a_read_says_when_its_byte_budget_stopped_it() {
     assert_eq!(whole.next_offset, end);
     assert!(!whole.full);
 }
+
+/// A read whose budget is too small for the next batch returns nothing,
+/// also when that batch is the last of its segment: it must not go on to
+/// the next segment (which it does when nothing at or after the offset is
+/// left in the segment, as compaction can leave) and answer with later
+/// batches, which would make a consumer skip the one that did not fit.
+#[test]
+fn a_batch_too_large_for_the_budget_at_a_segment_end_is_not_skipped() {
+    let io = SimIo::new(10);
+    let committer = Committer::new(io.clone());
+    // Two records of 3,000 bytes: about 6 KiB a batch. The first segment
+    // holds exactly two, so the small batch after them starts the second.
+    let big = |tag| tagged_batch(tag, 2, 3_000, NOW);
+    let config = LogConfig {
+        segment_bytes: 2 * big(0).len() as u64,
+        ..config()
+    };
+    let log = block_on(Log::open(
+        io.clone(),
+        PathBuf::from("/data/segment-end-0"),
+        config,
+        &committer,
+    ))
+    .unwrap();
+    for tag in 0..2 {
+        drop(log.append(&big(tag), LeaderEpoch(0)).unwrap().completion);
+    }
+    // A small batch, which fits the budget below, starts the second segment.
+    drop(
+        log.append(&tagged_batch(2, 1, 10, NOW), LeaderEpoch(0))
+            .unwrap()
+            .completion,
+    );
+    block_on(committer.flush_round());
+    assert_eq!(log.segment_bases(), vec![Offset::ZERO, Offset(4)]);
+    let second = log.segment_bases()[1];
+    let last_of_first = Offset(second.value() - 2);
+    let limits = ReadLimits {
+        max_bytes: 1_000,
+        min_one_batch: false,
+        max_offset: log.log_end_offset(),
+    };
+    let result = block_on(log.read(last_of_first, limits)).unwrap();
+    assert!(
+        result.records.is_empty(),
+        "a later segment's batch came back: the one at {last_of_first} would be skipped"
+    );
+    assert!(result.full);
+    assert_eq!(result.next_offset, last_of_first);
+}
