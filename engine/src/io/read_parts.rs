@@ -252,12 +252,11 @@ pub async fn read(file: &File, pos: u64, len: usize) -> io::Result<(AlignedBuf, 
     let results = join_all(reads).await;
     let mut done = 0;
     let mut short = false;
+    // In order, up to the first part that came back short (the parts after
+    // it are not contiguous with what was read).
     for (start, part, result) in results {
         let count = result?;
-        if start != done {
-            // An earlier part ended short: what follows is not contiguous.
-            break;
-        }
+        debug_assert_eq!(start, done);
         done += count;
         if count < part {
             short = count > 0 && count.is_multiple_of(PAGE_SIZE);
