@@ -57,7 +57,7 @@ pub const READ_PARTS_BESIDE_WRITES: usize = 1;
 static DURABLE_WRITES: AtomicUsize = AtomicUsize::new(0);
 
 /// Reads of any thread held back by [`READ_PARTS_BESIDE_WRITES`], woken
-/// when the last durable write completes. They also wait on their own
+/// whenever a durable write completes. They also wait on their own
 /// thread's list, so a wake lost to a race here is made up for when the
 /// part their thread has in flight completes.
 static BESIDE_WRITES: Mutex<Vec<Waker>> = Mutex::new(Vec::new());
@@ -74,14 +74,17 @@ impl DurableWrite {
 
 impl Drop for DurableWrite {
     fn drop(&mut self) {
-        if DURABLE_WRITES.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let waiting = match BESIDE_WRITES.lock() {
-                Ok(mut waiting) => std::mem::take(&mut *waiting),
-                Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-            };
-            for waker in waiting {
-                waker.wake();
-            }
+        DURABLE_WRITES.fetch_sub(1, Ordering::AcqRel);
+        // Every completion wakes the held-back reads (they look again), not
+        // only the last: under a steady stream of writes the count may stay
+        // above zero for long, and a read held back re-registers at each
+        // wake from its own thread, so the list would only grow.
+        let waiting = match BESIDE_WRITES.lock() {
+            Ok(mut waiting) => std::mem::take(&mut *waiting),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        for waker in waiting {
+            waker.wake();
         }
     }
 }
