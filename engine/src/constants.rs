@@ -50,7 +50,8 @@ pub const CHUNK_POOL_BYTES_MAX: usize = 64 << 20;
 pub const READ_POOL_BYTES_MAX: usize = 32 << 20;
 
 /// The largest O_DIRECT read issued as one operation: longer reads are
-/// issued as consecutive reads of at most this size (`UringIo::read_at`).
+/// issued as parallel parts of at most this size (`UringIo::read_at`,
+/// engine/src/io/read_parts.rs; smaller while a producer writes).
 /// On this project's VM disk a catch-up's 1 MiB reads (258 pages with the
 /// read-ahead's two extra pages: past the queue's 254 segments, so split)
 /// gave less read bandwidth than 256 KiB reads and held a durable write

@@ -493,7 +493,18 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
+    use crate::constants::READ_OP_BYTES_MAX;
     use crate::io::AlignedBuf;
+
+    /// Held by the tests that start a durable write's read bound
+    /// (process-wide) and by the ones that check reads without it.
+    static READ_BOUND: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn read_bound() -> std::sync::MutexGuard<'static, ()> {
+        READ_BOUND
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 
     /// A fresh directory for one test, removed on drop. O_DIRECT does not work
     /// on tmpfs: set SLUICE_TEST_DIR to a directory on a real filesystem
@@ -649,37 +660,122 @@ mod tests {
     }
 
     /// At most READ_PARTS_IN_FLIGHT parts of a thread's reads are in
-    /// flight, and one while a durable write is: a write waits behind every
-    /// read byte in the device.
+    /// flight; while a producer writes (a durable write in flight or
+    /// started within WRITES_RECENT) one part of at most
+    /// READ_PART_BYTES_BESIDE_WRITES in the whole process: a write waits
+    /// behind every read byte in the device.
     #[test]
-    fn reads_keep_fewer_parts_in_flight_while_a_durable_write_is() {
+    fn reads_keep_fewer_and_shorter_parts_in_flight_while_a_producer_writes() {
+        let _bound = read_bound();
         let dir = TestDir::new("beside");
         run(async {
-            let (io, file, _) = written_file(&dir, 1024, 5).await;
+            let (io, file, written) = written_file(&dir, 1024, 5).await;
             let read_all = || {
                 futures_util::future::join_all(
                     (0..4_u64).map(|index| io.read_at(&file, index << 20, 1 << 20)),
                 )
             };
+            let check = |reads: Vec<io::Result<Bytes>>| {
+                for (index, read) in reads.into_iter().enumerate() {
+                    let start = index << 20;
+                    assert!(read.unwrap()[..] == written[start..start + (1 << 20)]);
+                }
+            };
+            // No other test of this binary writes durably meanwhile (the
+            // ones that start the bound hold READ_BOUND): once the window of
+            // the last write has passed, reads are not bounded by writes.
+            compio::time::sleep(read_parts::WRITES_RECENT * 2).await;
+            assert!(!read_parts::beside_writes());
             read_parts::take_parts_in_flight_max();
-            for read in read_all().await {
-                assert_eq!(read.unwrap().len(), 1 << 20);
-            }
+            read_parts::take_part_bytes_max();
+            check(read_all().await);
             assert_eq!(
                 read_parts::take_parts_in_flight_max(),
                 read_parts::READ_PARTS_IN_FLIGHT
             );
+            assert_eq!(read_parts::take_part_bytes_max(), READ_OP_BYTES_MAX);
+
             let writing = read_parts::DurableWrite::start();
-            for read in read_all().await {
-                assert_eq!(read.unwrap().len(), 1 << 20);
+            // Parts other tests of the binary issued before the write may
+            // still be in flight; from here on every part is issued beside
+            // the write.
+            while read_parts::process_parts_in_flight() > 0 {
+                compio::time::sleep(Duration::from_millis(1)).await;
             }
+            read_parts::take_process_parts_in_flight_max();
+            check(read_all().await);
             assert_eq!(
                 read_parts::take_parts_in_flight_max(),
                 read_parts::READ_PARTS_BESIDE_WRITES
             );
+            assert_eq!(
+                read_parts::take_process_parts_in_flight_max(),
+                read_parts::READ_PARTS_BESIDE_WRITES
+            );
+            assert_eq!(
+                read_parts::take_part_bytes_max(),
+                read_parts::READ_PART_BYTES_BESIDE_WRITES
+            );
+
+            // The bound outlives the write by WRITES_RECENT: a producer's
+            // next write is a fraction of a millisecond away.
             drop(writing);
+            assert!(read_parts::beside_writes());
+            compio::time::sleep(read_parts::WRITES_RECENT * 2).await;
+            assert!(!read_parts::beside_writes());
+            check(read_all().await);
+            assert_eq!(
+                read_parts::take_parts_in_flight_max(),
+                read_parts::READ_PARTS_IN_FLIGHT
+            );
             assert_eq!(read_parts::parts_in_flight(), 0);
         });
+    }
+
+    /// Beside a producer's writes the bound holds over threads: two shard
+    /// threads reading at once keep one part in flight between them.
+    #[test]
+    fn the_bound_beside_writes_holds_over_all_threads() {
+        let _bound = read_bound();
+        let dir = TestDir::new("beside-threads");
+        let path = dir.0.join("segment.log");
+        run(async {
+            let (_, _, _) = written_file(&dir, 2048, 3).await;
+        });
+        let writing = read_parts::DurableWrite::start();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while read_parts::process_parts_in_flight() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "another test's reads never completed"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        read_parts::take_process_parts_in_flight_max();
+        let readers: Vec<_> = (0..2_u64)
+            .map(|thread| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    run(async move {
+                        let io = UringIo::new();
+                        let file = io.open(&path, false).await.unwrap();
+                        let reads = (0..4_u64)
+                            .map(|index| io.read_at(&file, (thread * 4 + index) << 20, 1 << 20));
+                        for read in futures_util::future::join_all(reads).await {
+                            assert_eq!(read.unwrap().len(), 1 << 20);
+                        }
+                    })
+                })
+            })
+            .collect();
+        for reader in readers {
+            reader.join().unwrap();
+        }
+        assert_eq!(
+            read_parts::take_process_parts_in_flight_max(),
+            read_parts::READ_PARTS_BESIDE_WRITES
+        );
+        drop(writing);
     }
 
     /// A read issued ahead and left unpolled (a read-ahead slot nobody has

@@ -741,16 +741,48 @@ fn appended_counts(sent: &[(i32, RecordCounts)], reply: &Reply) -> (RecordCounts
 /// The kernel takes at most IOV_MAX (1024) buffers per vectored write.
 const IOVECS_PER_WRITE_MAX: usize = 1024;
 
-/// Write a frame's buffers in order, at most `IOVECS_PER_WRITE_MAX` per
-/// system call, without copying them.
-async fn write_frame(stream: &mut TcpStream, mut parts: Vec<Bytes>) -> std::io::Result<()> {
-    while !parts.is_empty() {
-        let rest = parts.split_off(parts.len().min(IOVECS_PER_WRITE_MAX));
-        let BufResult(result, _) = stream.write_vectored_all(parts).await;
+/// Bytes per vectored write at most. The kernel copies a write's bytes
+/// into the socket on the calling thread, as far as the send buffer takes
+/// them (megabytes on loopback): one write of a catch-up's 16 MiB fetch
+/// answer held the shard thread, and every produce request waiting on it,
+/// for milliseconds. Between two writes of this size the shard runs its
+/// other tasks.
+const BYTES_PER_WRITE_MAX: usize = 256 << 10;
+
+/// Write a frame's buffers in order, at most `IOVECS_PER_WRITE_MAX` buffers
+/// and `BYTES_PER_WRITE_MAX` bytes per system call, without copying them.
+async fn write_frame(stream: &mut TcpStream, parts: Vec<Bytes>) -> std::io::Result<()> {
+    for write in write_groups(parts) {
+        let BufResult(result, _) = stream.write_vectored_all(write).await;
         result?;
-        parts = rest;
     }
     Ok(())
+}
+
+/// `parts` in order as the vectored writes of [`write_frame`]: each of at
+/// most `IOVECS_PER_WRITE_MAX` buffers and `BYTES_PER_WRITE_MAX` bytes, a
+/// longer buffer split (a view, not a copy).
+fn write_groups(parts: Vec<Bytes>) -> Vec<Vec<Bytes>> {
+    let mut parts = std::collections::VecDeque::from(parts);
+    let mut groups = Vec::new();
+    while !parts.is_empty() {
+        let mut write = Vec::new();
+        let mut bytes = 0;
+        while write.len() < IOVECS_PER_WRITE_MAX && bytes < BYTES_PER_WRITE_MAX {
+            let Some(mut part) = parts.pop_front() else {
+                break;
+            };
+            let room = BYTES_PER_WRITE_MAX - bytes;
+            if part.len() > room {
+                // The rest of a long buffer goes with the next write.
+                parts.push_front(part.split_off(room));
+            }
+            bytes += part.len();
+            write.push(part);
+        }
+        groups.push(write);
+    }
+    groups
 }
 
 /// Add to the copy counter (see [`FETCH_RECORD_BYTES_COPIED`]).
@@ -763,6 +795,64 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    /// A frame goes out in writes of bounded size and buffer count, in
+    /// order, whole: a catch-up's long fetch answer no longer holds the
+    /// shard thread in one long copy.
+    #[test]
+    fn a_frame_goes_out_in_bounded_writes_in_order() {
+        let byte = |index: usize| (index % 251) as u8;
+        let buffer = |len: usize, seed: usize| -> Bytes {
+            (0..len)
+                .map(|index| byte(index + seed))
+                .collect::<Vec<u8>>()
+                .into()
+        };
+        let mut parts = vec![
+            buffer(4, 1),
+            buffer(0, 0),
+            buffer(3 * BYTES_PER_WRITE_MAX + 17, 2),
+        ];
+        parts.extend((0..3000).map(|index| buffer(7, index)));
+        parts.push(buffer(BYTES_PER_WRITE_MAX, 5));
+        let expected: Vec<u8> = parts.iter().flat_map(|part| part.iter().copied()).collect();
+
+        let groups = write_groups(parts.clone());
+        for group in &groups {
+            assert!(!group.is_empty() && group.len() <= IOVECS_PER_WRITE_MAX);
+            assert!(group.iter().map(Bytes::len).sum::<usize>() <= BYTES_PER_WRITE_MAX);
+        }
+        let joined: Vec<u8> = groups
+            .iter()
+            .flatten()
+            .flat_map(|part| part.iter().copied())
+            .collect();
+        assert!(joined == expected);
+        // 3 full writes of the long buffer, the 1024-buffer limit among
+        // the small ones, and the last buffer.
+        assert!(groups.len() >= 6, "{}", groups.len());
+
+        // Over a real socket.
+        compio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(async move {
+                let listener = compio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let address = listener.local_addr().unwrap();
+                let reader = compio::runtime::spawn(async move {
+                    let (mut stream, _) = listener.accept().await.unwrap();
+                    let BufResult(result, received) = compio::io::AsyncReadExt::read_exact(
+                        &mut stream,
+                        Vec::with_capacity(expected.len()),
+                    )
+                    .await;
+                    result.unwrap();
+                    assert!(received == expected);
+                });
+                let mut stream = TcpStream::connect(address).await.unwrap();
+                write_frame(&mut stream, parts).await.unwrap();
+                reader.await.unwrap();
+            });
+    }
 
     #[test]
     fn the_shards_share_one_port_and_a_second_set_is_refused() {
