@@ -344,7 +344,8 @@ impl Io for UringIo {
             data.is_empty() || (data.as_ptr() as usize).is_multiple_of(PAGE_SIZE),
             "O_DIRECT write buffer is not page aligned"
         );
-        // Reads hold back while it is in flight (read_parts.rs).
+        // Reads keep to their bound beside writes while it is in flight and
+        // for WRITES_RECENT after it started (read_parts.rs).
         let _writing = read_parts::DurableWrite::start();
         let mut written = 0;
         while written < data.len() {
@@ -392,8 +393,8 @@ impl Io for UringIo {
         if len == 0 {
             return Ok(Bytes::new());
         }
-        // Parts of at most READ_OP_BYTES_MAX in parallel, within the
-        // thread's bound on reads in flight (read_parts.rs). A recycled
+        // Parts of at most READ_OP_BYTES_MAX in parallel, within the bound
+        // on read parts in flight (read_parts.rs). A recycled
         // buffer may be larger than asked: only `len` is read.
         let (mut buffer, partial) = read_parts::read(&file.file, pos, len).await?;
         if !partial {
