@@ -752,37 +752,41 @@ const BYTES_PER_WRITE_MAX: usize = 256 << 10;
 /// Write a frame's buffers in order, at most `IOVECS_PER_WRITE_MAX` buffers
 /// and `BYTES_PER_WRITE_MAX` bytes per system call, without copying them.
 async fn write_frame(stream: &mut TcpStream, parts: Vec<Bytes>) -> std::io::Result<()> {
-    for write in write_groups(parts) {
-        let BufResult(result, _) = stream.write_vectored_all(write).await;
+    let mut parts = std::collections::VecDeque::from(parts);
+    while !parts.is_empty() {
+        let BufResult(result, _) = stream.write_vectored_all(next_write(&mut parts)).await;
         result?;
     }
     Ok(())
 }
 
-/// `parts` in order as the vectored writes of [`write_frame`]: each of at
-/// most `IOVECS_PER_WRITE_MAX` buffers and `BYTES_PER_WRITE_MAX` bytes, a
-/// longer buffer split (a view, not a copy).
-fn write_groups(parts: Vec<Bytes>) -> Vec<Vec<Bytes>> {
-    let mut parts = std::collections::VecDeque::from(parts);
-    let mut groups = Vec::new();
-    while !parts.is_empty() {
-        let mut write = Vec::new();
-        let mut bytes = 0;
-        while write.len() < IOVECS_PER_WRITE_MAX && bytes < BYTES_PER_WRITE_MAX {
-            let Some(mut part) = parts.pop_front() else {
-                break;
-            };
-            let room = BYTES_PER_WRITE_MAX - bytes;
-            if part.len() > room {
-                // The rest of a long buffer goes with the next write.
-                parts.push_front(part.split_off(room));
-            }
-            bytes += part.len();
-            write.push(part);
+/// The buffers of the next vectored write of [`write_frame`], taken from
+/// the front of `parts`: at most `IOVECS_PER_WRITE_MAX` buffers and
+/// `BYTES_PER_WRITE_MAX` bytes, a longer buffer split (a view, not a copy).
+/// A frame that fits in one write (every produce answer) is handed back
+/// whole, without a new allocation.
+fn next_write(parts: &mut std::collections::VecDeque<Bytes>) -> Vec<Bytes> {
+    let mut count = 0;
+    let mut bytes = 0;
+    for part in parts.iter() {
+        if count == IOVECS_PER_WRITE_MAX || bytes + part.len() > BYTES_PER_WRITE_MAX {
+            break;
         }
-        groups.push(write);
+        count += 1;
+        bytes += part.len();
     }
-    groups
+    if count == parts.len() {
+        return Vec::from(std::mem::take(parts));
+    }
+    let mut write: Vec<Bytes> = parts.drain(..count).collect();
+    if count < IOVECS_PER_WRITE_MAX && bytes < BYTES_PER_WRITE_MAX {
+        // The next buffer is longer than the room left: its head goes now,
+        // the rest with the next write.
+        if let Some(part) = parts.front_mut() {
+            write.push(part.split_to(BYTES_PER_WRITE_MAX - bytes));
+        }
+    }
+    write
 }
 
 /// Add to the copy counter (see [`FETCH_RECORD_BYTES_COPIED`]).
@@ -817,7 +821,11 @@ mod tests {
         parts.push(buffer(BYTES_PER_WRITE_MAX, 5));
         let expected: Vec<u8> = parts.iter().flat_map(|part| part.iter().copied()).collect();
 
-        let groups = write_groups(parts.clone());
+        let mut rest = std::collections::VecDeque::from(parts.clone());
+        let mut groups = Vec::new();
+        while !rest.is_empty() {
+            groups.push(next_write(&mut rest));
+        }
         for group in &groups {
             assert!(!group.is_empty() && group.len() <= IOVECS_PER_WRITE_MAX);
             assert!(group.iter().map(Bytes::len).sum::<usize>() <= BYTES_PER_WRITE_MAX);
@@ -831,6 +839,11 @@ mod tests {
         // 3 full writes of the long buffer, the 1024-buffer limit among
         // the small ones, and the last buffer.
         assert!(groups.len() >= 6, "{}", groups.len());
+        // A frame that fits goes out as one write of its own buffers.
+        let small = vec![buffer(80, 3), buffer(4, 4)];
+        let mut rest = std::collections::VecDeque::from(small.clone());
+        assert_eq!(next_write(&mut rest), small);
+        assert!(rest.is_empty());
 
         // Over a real socket.
         compio::runtime::Runtime::new()
