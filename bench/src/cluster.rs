@@ -405,6 +405,14 @@ fn free_ports(count: usize) -> anyhow::Result<Vec<u16>> {
         .collect()
 }
 
+/// Whether a broker log says one of its listeners found its address taken:
+/// the operating system's words ("Address already in use", the controller
+/// port) or the broker's own ("address in use", the Kafka and admin ports).
+fn says_address_in_use(log: &str) -> bool {
+    let log = log.to_ascii_lowercase();
+    log.contains("address in use") || log.contains("address already in use")
+}
+
 impl Cluster {
     fn start(args: &ClusterArgs) -> anyhow::Result<Cluster> {
         Cluster::launch(&ClusterSpec {
@@ -455,7 +463,7 @@ impl Cluster {
                     .is_some_and(|child| matches!(child.try_wait(), Ok(Some(_))));
                 if exited
                     && std::fs::read_to_string(&broker.log_path)
-                        .is_ok_and(|log| log.contains("Address already in use"))
+                        .is_ok_and(|log| says_address_in_use(&log))
                 {
                     broker.child = None;
                     return Some(broker.node_id);
@@ -1133,6 +1141,21 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         args: ClusterArgs,
+    }
+
+    #[test]
+    fn every_listener_s_lost_port_is_recognised_in_the_broker_log() {
+        for log in [
+            "sluice: cannot listen on 127.0.0.1:33987 for the admin HTTP API (--admin-listen): \
+             address in use (is another broker running?)",
+            "sluice: cannot listen on 127.0.0.1:9092: address in use by process 12",
+            "sluice: controller: cannot bind 127.0.0.1:9093: Address already in use (os error 98)",
+        ] {
+            assert!(says_address_in_use(log), "{log}");
+        }
+        assert!(!says_address_in_use(
+            "sluice: data directory /x is in use by another sluice process"
+        ));
     }
 
     fn parse(flags: &[&str]) -> ClusterArgs {
