@@ -7,7 +7,7 @@
 # each of COUNTS partitions, in that order within a round; the embedded
 # broker's resident set is sampled every second while the bench runs. Prints
 # per run: produce MB/s, its ratio to the round's first count, peak and
-# last RSS, and the load average. Run from the repository root after
+# last RSS, the memory gauges at the peak and the load average. Run from the repository root after
 # `cargo build --release -p sluice-server -p sluice-bench`:
 #   DATA=/mnt/sluice-rss bench/scripts/partitions_rss.sh
 #   COUNTS="16 10000" ROUNDS=1 SMAPS=1 bench/scripts/partitions_rss.sh
@@ -54,13 +54,27 @@ for round in $(seq 1 "$ROUNDS"); do
         peak=0
         last=0
         broker=""
+        admin=""
+        at_peak="?"
         while kill -0 $bench 2>/dev/null; do
-            [ -z "$broker" ] && broker=$(pgrep -P $bench -x sluice | head -1)
+            if [ -z "$broker" ]; then
+                broker=$(pgrep -P $bench -x sluice | head -1)
+                # The broker's admin address, for its memory gauges.
+                [ -n "$broker" ] && admin=$(tr '\0' '\n' <"/proc/$broker/cmdline" 2>/dev/null |
+                    awk 'take { print; exit } $0 == "--admin-listen" { take = 1 }')
+            fi
             if [ -n "$broker" ] && [ -r "/proc/$broker/status" ]; then
                 kib=$(awk '/VmRSS/ { print $2 }' "/proc/$broker/status" 2>/dev/null)
                 if [ -n "$kib" ]; then
                     last=$kib
-                    [ "$kib" -gt "$peak" ] && peak=$kib
+                    if [ "$kib" -gt "$peak" ]; then
+                        peak=$kib
+                        # Where the memory is at the peak (MiB): write chunks
+                        # live / retained / pooled, malloc in use / free.
+                        [ -n "$admin" ] && at_peak=$(curl -s --max-time 2 "http://$admin/metrics" |
+                            awk '/^sluice_memory_/ { v = v sprintf("%.0f/", $2 / 1048576) }
+                                 END { print (v == "" ? "?" : substr(v, 1, length(v) - 1)) }')
+                    fi
                     [ -n "${SMAPS:-}" ] && cp "/proc/$broker/smaps_rollup" "$OUT/r$round-p$count.smaps" 2>/dev/null
                 fi
             fi
@@ -72,9 +86,9 @@ for round in $(seq 1 "$ROUNDS"); do
         e2e_p99=$(awk '/^end-to-end / { print $6; exit }' "$OUT/$tag.txt")
         [ -z "$first" ] && first=$mbps
         ratio=$(awk -v a="${mbps:-0}" -v b="${first:-1}" 'BEGIN { printf "%.3f", a / b }')
-        printf "round %d build %s partitions %5d: produce %7s MB/s  ratio %s  consume %7s MB/s  e2e p99 %s ms  RSS peak %4d MiB last %4d MiB  load %s\n" \
+        printf "round %d build %s partitions %5d: produce %7s MB/s  ratio %s  consume %7s MB/s  e2e p99 %s ms  RSS peak %4d MiB last %4d MiB  at peak chunks/retained/pooled/malloc-used/malloc-free %s MiB  load %s\n" \
             "$round" "$BIN" "$count" "${mbps:-?}" "$ratio" "${consumed:-?}" "${e2e_p99:-?}" \
-            $((peak / 1024)) $((last / 1024)) "$(cut -d' ' -f1-3 /proc/loadavg)"
+            $((peak / 1024)) $((last / 1024)) "$at_peak" "$(cut -d' ' -f1-3 /proc/loadavg)"
     done
   done
 done

@@ -257,6 +257,11 @@ fn metrics_count_the_records_a_client_produced_and_consumed() {
         0.0
     );
     assert_eq!(value(&samples, "sluice_scrape_shards_missing", &[]), 0.0);
+    // Records were produced: their partitions' tails hold write chunks.
+    let chunks = value(&samples, "sluice_memory_write_chunk_bytes", &[]);
+    assert!(chunks >= 4096.0, "{chunks}");
+    assert!(value(&samples, "sluice_memory_write_chunk_retained_bytes", &[]) <= chunks);
+    assert!(value(&samples, "sluice_memory_malloc_in_use_bytes", &[]) >= chunks);
     let group = [
         ("group", "metered-group"),
         ("topic", topic),

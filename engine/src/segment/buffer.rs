@@ -17,7 +17,7 @@
 //! `filled`, through the raw pointer, never through a reference to the whole
 //! chunk.
 
-use std::alloc::{Layout, alloc, dealloc};
+use std::alloc::{Layout, alloc};
 use std::collections::VecDeque;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use crate::constants::{CHUNK_POOL_BYTES_MAX, CHUNK_SIZE_BYTES, PAGE_SIZE};
+use crate::io::aligned::free_returning_pages;
 use crate::tail_cache::Claim;
 
 /// Capacity of a segment's first chunk (see `WriteBuffer::reset`).
@@ -45,6 +46,21 @@ const CHUNK_SIZE_MIN_BYTES: usize = 8 * PAGE_SIZE;
 /// 1.2 GB of the broker's 1.4 GB.
 const FLUSHES_TO_GROW_MAX: u32 = 4;
 const FLUSHES_TO_SHRINK_MIN: u32 = 16;
+
+/// The capacity of a chunk that must hold `needed` bytes (page aligned):
+/// the pool's size class at or above it, where it has one. A batch of the
+/// producers' usual 128 KiB needs 132-136 KiB with the partial page carried
+/// before it; sized exactly, such chunks were outside every pool class, so
+/// at 10,000 partitions nearly every chunk was a fresh allocation and every
+/// freed one went back to the allocator (issue 11). The larger chunk's
+/// spare pages take the partition's next appends.
+fn pooled_capacity(needed: usize) -> usize {
+    if needed <= CHUNK_SIZE_BYTES {
+        needed.next_power_of_two()
+    } else {
+        needed
+    }
+}
 
 /// One page-aligned allocation, left uninitialized: only bytes that were
 /// written (or explicitly zeroed, the flush padding) are ever read, so no
@@ -156,9 +172,9 @@ impl PooledAllocation {
     /// Give the allocation back to the allocator.
     fn release(self) {
         // SAFETY: pooled allocations were made by `Chunk::new` with this
-        // layout, and the pool (or the caller it handed them to) was their
-        // only owner.
-        unsafe { dealloc(self.pointer.as_ptr(), Chunk::layout(self.capacity)) }
+        // page-aligned layout, and the pool (or the caller it handed them
+        // to) was their only owner: no `Bytes` or write refers to them.
+        unsafe { free_returning_pages(self.pointer, Chunk::layout(self.capacity)) }
     }
 }
 
@@ -349,10 +365,15 @@ impl WriteBuffer {
         assert_eq!(tail_page.len() as u64, file_end - page_start);
         self.chunks.clear();
         self.flushes_into_last = 0;
-        // Start small so that idle logs cost little; chunks double up to
-        // `chunk_size` as data arrives fast enough (FLUSHES_TO_GROW_MAX).
-        let chunk = Chunk::new(self.chunk_size.min(FIRST_CHUNK_SIZE_BYTES));
-        self.sized_capacity = chunk.capacity;
+        // One page holds the partial tail page: a log that is opened and
+        // not appended to costs a page, not a first chunk (10,000 of them
+        // were 640 MiB at a topic's creation, most of it freed unused when
+        // the first 128 KiB batch did not fit). The first append that does
+        // not fit starts a chunk of FIRST_CHUNK_SIZE_BYTES (the doubling
+        // rule applied to half of it); chunks double up to `chunk_size` as
+        // data arrives fast enough (FLUSHES_TO_GROW_MAX).
+        let chunk = Chunk::new(PAGE_SIZE);
+        self.sized_capacity = (self.chunk_size.min(FIRST_CHUNK_SIZE_BYTES) / 2).max(PAGE_SIZE);
         chunk.write(0, tail_page);
         self.chunks.push_back(ChunkSlot {
             chunk: Arc::new(chunk),
@@ -397,7 +418,7 @@ impl WriteBuffer {
                 previous
             };
             let sized = sized.clamp(CHUNK_SIZE_MIN_BYTES.min(self.chunk_size), self.chunk_size);
-            let capacity = sized.max(page_ceil_usize(carried + size));
+            let capacity = sized.max(pooled_capacity(page_ceil_usize(carried + size)));
             self.flushes_into_last = 0;
             self.sized_capacity = capacity;
             let chunk = Chunk::new(capacity);
@@ -771,11 +792,30 @@ mod tests {
     }
 
     #[test]
+    fn a_chunk_for_a_producer_s_full_batch_has_a_pool_class() {
+        let mut buffer = WriteBuffer::new(CHUNK_SIZE_BYTES);
+        buffer.reset(0, &[]);
+        let capacity = |buffer: &WriteBuffer| buffer.chunks.back().unwrap().chunk.capacity;
+        // A partial page, then a full 128 KiB batch: 132 KiB needed.
+        buffer.append(&[&pattern(1, 100)]);
+        buffer.append(&[&pattern(2, 128 << 10)]);
+        assert_eq!(capacity(&buffer), 256 << 10);
+        assert!(pool_class(capacity(&buffer)).is_some());
+        // Beyond the largest class, a chunk is sized to its batch.
+        buffer.append(&[&pattern(3, CHUNK_SIZE_BYTES + 1)]);
+        assert_eq!(
+            capacity(&buffer),
+            page_ceil_usize(CHUNK_SIZE_BYTES + 1 + (100 + (128 << 10)) % PAGE_SIZE)
+        );
+    }
+
+    #[test]
     fn chunks_grow_for_busy_partitions_and_shrink_for_slow_ones() {
         let mut buffer = WriteBuffer::new(CHUNK_SIZE_BYTES);
         buffer.reset(0, &[]);
         let capacity = |buffer: &WriteBuffer| buffer.chunks.back().unwrap().chunk.capacity;
-        assert_eq!(capacity(&buffer), FIRST_CHUNK_SIZE_BYTES);
+        // An opened log holds one page until its first append.
+        assert_eq!(capacity(&buffer), PAGE_SIZE);
         // Busy: each chunk filled by one flush; sizes double to the maximum.
         let mut durable = 0;
         let mut sizes = Vec::new();
@@ -789,7 +829,16 @@ mod tests {
             durable = buffer.end().unwrap();
             buffer.release_durable(durable, 1);
         }
-        assert_eq!(sizes, [128 << 10, 256 << 10, 512 << 10, 1 << 20]);
+        assert_eq!(
+            sizes,
+            [
+                FIRST_CHUNK_SIZE_BYTES,
+                128 << 10,
+                256 << 10,
+                512 << 10,
+                1 << 20
+            ]
+        );
         // Slow: a flush after every small append; sizes halve to the least.
         let mut sizes = Vec::new();
         while sizes.last() != Some(&CHUNK_SIZE_MIN_BYTES) {

@@ -617,7 +617,63 @@ pub fn encode(registry: &Registry, view: &BrokerView) -> String {
 
     encode_shards(&mut out, view);
     encode_broker(&mut out, view);
+    encode_memory(&mut out);
     out.finish()
+}
+
+/// Where the broker's memory is: the log tails' write chunks (live, of
+/// which retained as a read cache, and pooled for reuse), the O_DIRECT
+/// read buffers, and what malloc holds. Resident memory above malloc's in-use figure is freed memory
+/// malloc keeps (see alloc.rs).
+fn encode_memory(out: &mut TextEncoder) {
+    use sluice_engine::io::aligned;
+    use sluice_engine::segment::buffer;
+    let mut gauges: Vec<(&str, &str, f64)> = vec![
+        (
+            "sluice_memory_write_chunk_bytes",
+            "Capacity of every log tail write chunk alive (being filled, awaiting a flush, \
+             retained as a read cache, or held by a read or write in flight).",
+            buffer::live_chunk_bytes() as f64,
+        ),
+        (
+            "sluice_memory_write_chunk_retained_bytes",
+            "Write chunks wholly durable and kept as a read cache of recent data \
+             (bounded per shard by --tail-cache-bytes); part of sluice_memory_write_chunk_bytes.",
+            sluice_engine::tail_cache::retained_bytes_total() as f64,
+        ),
+        (
+            "sluice_memory_write_chunk_pooled_bytes",
+            "Freed write chunks kept for reuse.",
+            buffer::pooled_chunk_bytes() as f64,
+        ),
+        (
+            "sluice_memory_read_buffer_bytes",
+            "Capacity of every O_DIRECT buffer alive: reads in flight or being sent, \
+             read-ahead slots.",
+            aligned::live_buffer_bytes() as f64,
+        ),
+        (
+            "sluice_memory_read_buffer_pooled_bytes",
+            "Freed read buffers kept for reuse.",
+            aligned::pooled_read_buffer_bytes() as f64,
+        ),
+    ];
+    if let Some(usage) = crate::alloc::malloc_usage() {
+        gauges.push((
+            "sluice_memory_malloc_in_use_bytes",
+            "Bytes allocated through malloc and not freed.",
+            usage.in_use_bytes as f64,
+        ));
+        gauges.push((
+            "sluice_memory_malloc_free_bytes",
+            "Bytes freed and kept by malloc for reuse (resident if touched).",
+            usage.free_bytes as f64,
+        ));
+    }
+    for (name, help, value) in gauges {
+        out.family(name, help, Kind::Gauge);
+        out.sample(&[], value);
+    }
 }
 
 /// Group commit per shard and the partitions' gauges.
