@@ -697,7 +697,7 @@ fn the_read_path_hands_the_frame_the_buffers_it_read() {
         }
         let partitions = vec![partition_fetch(1 << 20)];
         let resolved = resolve(&shard, 12, &partitions, &Access::unrestricted());
-        let mut answers = read_all(&shard, &partitions, &resolved, 1 << 20, false).await;
+        let (mut answers, _) = read_all(&shard, &partitions, &resolved, 1 << 20, false, true).await;
         apply_response_limits(&mut answers, &partitions, 1 << 20);
         let read: Vec<(usize, usize)> = answers[0]
             .records
@@ -937,6 +937,126 @@ fn max_bytes_bounds_the_response_but_the_first_batch_comes_whole() {
         assert_eq!(partitions[0].partition_index, 1);
         assert_eq!(batch_offsets(&partitions[0].records), vec![0]);
         assert_eq!(batch_offsets(&partitions[1].records), Vec::<i64>::new());
+    });
+}
+
+/// Fetches of every partition of "s" from offset 0, each allowed `limit`.
+fn fetches_of(partitions: i32, limit: i32) -> Vec<PartitionFetch> {
+    (0..partitions)
+        .map(|partition| PartitionFetch {
+            key: PartitionKey {
+                topic: TopicKey::Name(Arc::from("s")),
+                partition,
+            },
+            fetch_offset: 0,
+            partition_max_bytes: limit,
+            current_leader_epoch: -1,
+        })
+        .collect()
+}
+
+#[test]
+fn each_shard_reads_within_its_share_of_max_bytes() {
+    with_shards("shares", 2, |shard| async move {
+        const PARTITIONS: i32 = 8;
+        let owners = topic(&shard, "s", PARTITIONS).await;
+        assert!(owners.contains(&ShardId(0)) && owners.contains(&ShardId(1)));
+        let batch = simple_batch(1, 1000, TimestampMs(1));
+        for partition in 0..PARTITIONS {
+            for _ in 0..4 {
+                append(&shard, "s", partition, batch.clone(), true).await;
+            }
+        }
+        // Each partition may return all of its 4 batches; max_bytes holds
+        // 6 of the 32: less than either shard's partitions hold.
+        let partitions = fetches_of(PARTITIONS, 1 << 20);
+        let max_bytes = 6 * batch.len();
+        let resolved = resolve(&shard, 12, &partitions, &Access::unrestricted());
+        let read_bytes = |answers: &[PartitionAnswer]| -> usize {
+            answers.iter().map(|answer| answer.records_size).sum()
+        };
+        // Each shard reading up to max_bytes read the response twice over.
+        let (answers, _) = read_all(&shard, &partitions, &resolved, max_bytes, false, false).await;
+        assert_eq!(read_bytes(&answers), 2 * max_bytes);
+        // Within shares, nothing read is thrown away by the response limits.
+        let (mut answers, held_back) =
+            read_all(&shard, &partitions, &resolved, max_bytes, false, true).await;
+        assert!(held_back);
+        let read = read_bytes(&answers);
+        assert_eq!(read, max_bytes);
+        assert_eq!(
+            apply_response_limits(&mut answers, &partitions, max_bytes),
+            read
+        );
+        // Limits that add up within max_bytes: no shares, nothing held back.
+        let partitions = fetches_of(PARTITIONS, (2 * batch.len()) as i32);
+        let (answers, held_back) =
+            read_all(&shard, &partitions, &resolved, 1 << 20, false, true).await;
+        assert!(!held_back);
+        assert_eq!(read_bytes(&answers), 16 * batch.len());
+    });
+}
+
+#[test]
+fn a_share_that_held_back_data_min_bytes_wanted_is_read_again_in_order() {
+    with_shards("shares_min", 2, |shard| async move {
+        const PARTITIONS: i32 = 4;
+        let owners = topic(&shard, "s", PARTITIONS).await;
+        let batch = simple_batch(1, 1000, TimestampMs(1));
+        // Data on one shard only: its share (half of max_bytes) holds 2 of
+        // the 4 batches, min_bytes wants 3.
+        let loaded: Vec<i32> = (0..PARTITIONS)
+            .filter(|&partition| owners[partition as usize] == owners[0])
+            .collect();
+        for _ in 0..4 {
+            append(&shard, "s", loaded[0], batch.clone(), true).await;
+        }
+        let offsets = (0..PARTITIONS).map(|partition| (partition, 0)).collect();
+        let mut request = fetch_request(12, vec![("s", uuid::Uuid::nil(), offsets)])
+            .with_max_bytes((4 * batch.len()) as i32)
+            .with_min_bytes((3 * batch.len()) as i32)
+            .with_max_wait_ms(10_000);
+        for partition in &mut request.topics[0].partitions {
+            partition.partition_max_bytes = (4 * batch.len()) as i32;
+        }
+        let started = Instant::now();
+        let response = fetch(&shard, 12, request).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "waited for more data"
+        );
+        let answered = &response.responses[0].partitions[loaded[0] as usize];
+        assert_eq!(batch_offsets(&answered.records), vec![0, 1, 2, 3]);
+    });
+}
+
+#[test]
+fn partitions_after_one_whose_batch_no_longer_fits_are_not_read() {
+    with_shards("fills", 1, |shard| async move {
+        topic(&shard, "t", 3).await;
+        let first = simple_batch(1, 1000, TimestampMs(1));
+        append(&shard, "t", 0, first.clone(), true).await;
+        append(&shard, "t", 1, simple_batch(1, 5000, TimestampMs(1)), true).await;
+        append(&shard, "t", 2, simple_batch(1, 10, TimestampMs(1)), true).await;
+        // Room for the first batch and 2,000 bytes more: the second
+        // partition's batch does not fit, and the third is not read.
+        let request = fetch_request(
+            12,
+            vec![("t", uuid::Uuid::nil(), vec![(0, 0), (1, 0), (2, 0)])],
+        )
+        .with_max_bytes((first.len() + 2000) as i32);
+        let response = fetch(&shard, 12, request).await;
+        let partitions = &response.responses[0].partitions;
+        assert_eq!(batch_offsets(&partitions[0].records), vec![0]);
+        assert_eq!(batch_offsets(&partitions[1].records), Vec::<i64>::new());
+        assert_eq!(batch_offsets(&partitions[2].records), Vec::<i64>::new());
+        // Its high watermark is still answered; the next fetch reads it.
+        assert_eq!(partitions[2].high_watermark, 1);
+        let request = fetch_request(12, vec![("t", uuid::Uuid::nil(), vec![(2, 0), (1, 0)])])
+            .with_max_bytes((first.len() + 2000) as i32);
+        let response = fetch(&shard, 12, request).await;
+        let partitions = &response.responses[0].partitions;
+        assert_eq!(batch_offsets(&partitions[0].records), vec![0]);
     });
 }
 
@@ -1370,7 +1490,7 @@ fn concurrent_reads_answer_what_reading_in_order_answers() {
                     })
                     .collect::<Vec<_>>()
             };
-            let windowed = read_on_owner(Rc::clone(&shard), specs(), max_bytes).await;
+            let (windowed, _) = read_on_owner(Rc::clone(&shard), specs(), max_bytes).await;
             let in_order = read_in_order(Rc::clone(&shard), specs(), max_bytes).await;
             assert_eq!(windowed, in_order, "round {round}, max_bytes {max_bytes}");
             let limits: usize = specs().iter().map(|spec| spec.partition_max_bytes).sum();
@@ -1419,7 +1539,7 @@ fn a_fetch_of_many_windows_lets_other_tasks_run_between_them() {
         compio::runtime::spawn(async move { flag.set(true) }).detach();
         // The spawned task runs only once this one suspends.
         assert!(!ran.get());
-        let answers = read_on_owner(Rc::clone(&shard), specs, 2_500).await;
+        let (answers, _) = read_on_owner(Rc::clone(&shard), specs, 2_500).await;
         assert_eq!(answers.len(), PARTITIONS as usize);
         assert!(
             answers.iter().all(|(_, answer)| answer.records_size > 0),
