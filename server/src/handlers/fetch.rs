@@ -22,7 +22,10 @@
 //!   watermark and the end) answers empty, after the long poll;
 //! - `max_bytes` bounds the whole response and `partition_max_bytes` each
 //!   partition, except that the first batch of the first partition with
-//!   data is returned whole, so a consumer always progresses;
+//!   data is returned whole, so a consumer always progresses. The response
+//!   may hold less than Kafka's would: each shard reads within its share of
+//!   `max_bytes`, and partitions after one whose next batch no longer fits
+//!   are not read (`read_all`, decision 0019); the next fetch reads them;
 //! - batches are returned whole: a fetch from the middle of a batch returns
 //!   that batch, and the client skips the records before its offset;
 //! - long poll: while the response holds fewer than `min_bytes`, wait up to
