@@ -523,8 +523,8 @@ where
 /// (issue 11). The shares sum to `max_bytes`, so nothing read is thrown
 /// away but an oversized first batch; a response whose data is all on one
 /// shard comes back smaller than in order, and the consumer's next fetch
-/// reads on. Returns whether a share held back a read (some partition was
-/// read with less than its own limit because of it).
+/// reads on. Returns whether a share held back a read (some partition with
+/// records to read was read with less than its own limit because of it).
 async fn read_all(
     shard: &Rc<Shard>,
     partitions: &[PartitionFetch],
@@ -620,8 +620,9 @@ async fn read_all(
 /// is left is read alone, as in order. The answer is the in-order one
 /// (`concurrent_reads_answer_what_reading_in_order_answers` in tests.rs).
 ///
-/// Also returns whether `max_bytes` held a read back: some partition was
-/// read with less than its own limit because less than that was left.
+/// Also returns whether `max_bytes` held a read back: some partition with
+/// records to read was read with less than its own limit because less than
+/// that was left.
 async fn read_on_owner(
     owner: Rc<Shard>,
     specs: Vec<ReadSpec>,
@@ -667,7 +668,6 @@ async fn read_on_owner(
             } else {
                 remaining.min(spec.partition_max_bytes)
             };
-            held_back |= limit < spec.partition_max_bytes;
             let answer = match early.next() {
                 // An earlier oversized first batch can shrink `limit`
                 // below the partition limit: then the answer may not fit
@@ -684,6 +684,11 @@ async fn read_on_owner(
                 _ => read_partition(&owner, spec, limit, !have_data).await,
             };
             full |= fills_the_response(spec, limit, have_data, &answer);
+            // Held back: read with less than its own limit, and it had
+            // records to read (a partition at its end lost nothing).
+            held_back |= limit < spec.partition_max_bytes
+                && answer.error_code == 0
+                && spec.fetch_offset < visible_end(spec, &answer);
             remaining = remaining.saturating_sub(answer.records_size);
             have_data |= answer.records_size > 0;
             answers.push((spec.slot, answer));

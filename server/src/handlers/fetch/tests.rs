@@ -988,6 +988,18 @@ fn each_shard_reads_within_its_share_of_max_bytes() {
             apply_response_limits(&mut answers, &partitions, max_bytes),
             read
         );
+        // At the end of every partition (a consumer's long poll), a share
+        // below the partition limits holds nothing back.
+        let at_end: Vec<PartitionFetch> = fetches_of(PARTITIONS, 1 << 20)
+            .into_iter()
+            .map(|fetch| PartitionFetch {
+                fetch_offset: 4,
+                ..fetch
+            })
+            .collect();
+        let (answers, held_back) = read_all(&shard, &at_end, &resolved, 4096, false, true).await;
+        assert!(!held_back);
+        assert_eq!(read_bytes(&answers), 0);
         // Limits that add up within max_bytes: no shares, nothing held back.
         let partitions = fetches_of(PARTITIONS, (2 * batch.len()) as i32);
         let (answers, held_back) =
