@@ -670,7 +670,12 @@ fn encode_memory(out: &mut TextEncoder) {
             usage.free_bytes as f64,
         ));
     }
-    for (name, help, value) in gauges {
+    unlabelled_gauges(out, &gauges);
+}
+
+/// One family and one sample without labels per gauge.
+fn unlabelled_gauges(out: &mut TextEncoder, gauges: &[(&str, &str, f64)]) {
+    for &(name, help, value) in gauges {
         out.family(name, help, Kind::Gauge);
         out.sample(&[], value);
     }
@@ -1014,10 +1019,7 @@ fn encode_broker(out: &mut TextEncoder, view: &BrokerView) {
             view.shards_missing as f64,
         ),
     ];
-    for (name, help, value) in gauges {
-        out.family(name, help, Kind::Gauge);
-        out.sample(&[], value);
-    }
+    unlabelled_gauges(out, &gauges);
     out.family(
         "sluice_build_info",
         "The broker's version (value 1).",
