@@ -29,7 +29,8 @@ use crate::constants::{CHUNK_POOL_BYTES_MAX, CHUNK_SIZE_BYTES, PAGE_SIZE};
 use crate::io::aligned::free_returning_pages;
 use crate::tail_cache::Claim;
 
-/// Capacity of a segment's first chunk (see `WriteBuffer::reset`).
+/// Capacity of a segment's first chunk after the one page it opens with
+/// (see `WriteBuffer::reset`).
 const FIRST_CHUNK_SIZE_BYTES: usize = 16 * PAGE_SIZE;
 
 /// Smallest capacity a slow partition's chunks shrink to.

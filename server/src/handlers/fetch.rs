@@ -518,9 +518,10 @@ where
 /// proportion to its partitions' limits; otherwise (and with one shard)
 /// each reads within `max_bytes`. Why: every shard reading up to
 /// `max_bytes` read the whole response once per shard, and the response
-/// limits threw the rest away. A consumer catching up on 10,000
-/// partitions over two shards read 21.8 GB from disk for a 4 GB backlog
-/// (issue 11). The shares sum to `max_bytes`, so nothing read is thrown
+/// limits threw the rest away: with [`fills_the_response`], it is why a
+/// consumer catching up on 10,000 partitions over two shards read 21.8 GB
+/// from disk for a 4 GB backlog (12.3-14.3 GB with the shares alone; issue
+/// 11). The shares sum to `max_bytes`, so nothing read is thrown
 /// away but an oversized first batch; a response whose data is all on one
 /// shard comes back smaller than in order, and the consumer's next fetch
 /// reads on. Returns whether a share held back a read (some partition with
@@ -715,8 +716,8 @@ fn visible_end(spec: &ReadSpec, answer: &PartitionAnswer) -> i64 {
 /// The partitions after it are then answered without reading: each read
 /// would read up to what is left (from disk, in a catch-up) and find the
 /// same, throwing the bytes away. A consumer catching up on 10,000
-/// partitions read 3.5 GB from disk per GB it received that way (issue
-/// 11). The response is then smaller than Kafka's by at most what was
+/// partitions still read 3.1-3.6 GB from disk per GB it received that way
+/// once each shard read within its share (issue 11). The response is then smaller than Kafka's by at most what was
 /// left (less than that batch); those partitions are read by the next
 /// fetch.
 fn fills_the_response(
