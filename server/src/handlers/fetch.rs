@@ -717,9 +717,9 @@ fn visible_end(spec: &ReadSpec, answer: &PartitionAnswer) -> i64 {
 /// would read up to what is left (from disk, in a catch-up) and find the
 /// same, throwing the bytes away. A consumer catching up on 10,000
 /// partitions still read 3.1-3.6 GB from disk per GB it received that way
-/// once each shard read within its share (issue 11). The response is then smaller than Kafka's by at most what was
-/// left (less than that batch); those partitions are read by the next
-/// fetch.
+/// once each shard read within its share (issue 11). The response is then
+/// smaller than Kafka's by at most what was left (less than that batch);
+/// those partitions are read by the next fetch.
 fn fills_the_response(
     spec: &ReadSpec,
     limit: usize,
