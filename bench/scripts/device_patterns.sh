@@ -28,11 +28,7 @@ DIR=${DIR:-target/device-patterns}
 RATE=${RATE:-700m}
 SECONDS_EACH=${SECONDS_EACH:-6}
 
-if ! command -v fio >/dev/null; then
-    apt-get install -y fio >/dev/null
-fi
-mkdir -p "$DIR"
-DIR=$(cd "$DIR" && pwd)
+. "$(dirname "$0")/lib/fio.sh"
 trap 'rm -rf "$DIR/seg" "$DIR/one" "$DIR/jrn"' EXIT
 
 common=(--ioengine=io_uring --direct=1 --runtime="$SECONDS_EACH" --time_based

@@ -18,11 +18,7 @@ RATE_IOPS=${RATE_IOPS:-15000}
 SECONDS_EACH=${SECONDS_EACH:-8}
 REPEAT=${REPEAT:-2}
 
-if ! command -v fio >/dev/null; then
-    apt-get install -y fio >/dev/null
-fi
-mkdir -p "$DIR"
-DIR=$(cd "$DIR" && pwd)
+. "$(dirname "$0")/lib/fio.sh"
 trap 'rm -rf "$DIR/w"' EXIT
 device=$(basename "$(df --output=source "$DIR" | tail -1)")
 ticks=$(getconf CLK_TCK)

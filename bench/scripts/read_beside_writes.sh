@@ -20,11 +20,7 @@ DEPTHS=${DEPTHS:-"1 2 4"}
 SECONDS_EACH=${SECONDS_EACH:-5}
 REPEAT=${REPEAT:-2}
 
-if ! command -v fio >/dev/null; then
-    apt-get install -y fio >/dev/null
-fi
-mkdir -p "$DIR"
-DIR=$(cd "$DIR" && pwd)
+. "$(dirname "$0")/lib/fio.sh"
 trap 'rm -rf "$DIR/r" "$DIR/w"' EXIT
 mkdir -p "$DIR/r" "$DIR/w"
 

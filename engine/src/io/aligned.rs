@@ -47,7 +47,7 @@ const RECYCLED_GRANULE_BYTES: usize = 64 << 10;
 
 /// Freed allocations at least this large give their pages back to the
 /// kernel before the allocator gets them ([`free_returning_pages`]).
-pub(crate) const RETURNED_BYTES_MIN: usize = 32 << 10;
+const RETURNED_BYTES_MIN: usize = 32 << 10;
 
 /// Free a page-aligned allocation made with `layout`, first giving its
 /// pages back to the kernel (`MADV_DONTNEED`) when it is at least
