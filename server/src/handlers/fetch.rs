@@ -30,7 +30,8 @@
 //!   that batch, and the client skips the records before its offset;
 //! - long poll: while the response holds fewer than `min_bytes`, wait up to
 //!   `max_wait_ms` for the high watermark of any fetched partition to move
-//!   (shard/notify.rs), then read again. Errors answer at once.
+//!   (shard/notify.rs), then, after `--fetch-debounce-us` (appends that
+//!   follow the first join the answer), read again. Errors answer at once.
 //!
 //! KIP-227 sessions (v7+) are kept per shard, see fetch_session.rs.
 //!
@@ -226,6 +227,7 @@ pub async fn handle(
             break answers;
         }
         wait_for_change(shard, observed, deadline).await;
+        debounce(shard.config.fetch_debounce, deadline).await;
     };
     let outcomes: Vec<PartitionOutcome> = answers
         .iter()
@@ -976,6 +978,19 @@ fn observed(
         }
     }
     groups
+}
+
+/// After a waiting fetch is woken: let the appends that follow the first
+/// one land before reading, for `debounce` (`--fetch-debounce-us`), never
+/// past the fetch's deadline. A consumer that keeps up then gets several
+/// producers' appends per answer instead of one fetch round trip (two
+/// cross-shard calls and their wake-ups) per append.
+async fn debounce(debounce: Duration, deadline: Instant) {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let pause = debounce.min(left);
+    if !pause.is_zero() {
+        compio::time::sleep(pause).await;
+    }
 }
 
 /// Wait until a partition of `observed` changes on its owning shard, or

@@ -64,10 +64,25 @@ where
     F: FnOnce(Rc<Shard>) -> Fut,
     Fut: Future<Output = ()>,
 {
+    with_shards_configured(name, count, |_| {}, test);
+}
+
+/// `with_shards` with the broker's settings changed by `configure` first.
+fn with_shards_configured<F, Fut>(
+    name: &str,
+    count: usize,
+    configure: impl FnOnce(&mut BrokerConfig),
+    test: F,
+) where
+    F: FnOnce(Rc<Shard>) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let dir: PathBuf =
         std::env::temp_dir().join(format!("sluice-fetch-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let config = Arc::new(BrokerConfig::single_node(dir.clone(), count));
+    let mut config = BrokerConfig::single_node(dir.clone(), count);
+    configure(&mut config);
+    let config = Arc::new(config);
     let (shards, mut inboxes) = Shards::new(count);
     let (metadata, follower) =
         crate::shard::follower::in_memory_single_node(&dir, &shards).unwrap();
@@ -812,6 +827,98 @@ async fn long_poll_wakes_on_append(shard: Rc<Shard>, partition: i32, notify: boo
     let partition = only_partition(&response);
     assert_eq!(batch_offsets(&partition.records), vec![0]);
     assert_eq!(partition.high_watermark, 3);
+}
+
+/// A fetch waiting at the end of `t`-0 (max_wait 10 s) while two batches
+/// are appended, 50 and 250 ms after it starts: the batches it answers
+/// with, and how long it took.
+async fn fetch_beside_two_appends(shard: Rc<Shard>) -> (Vec<i64>, Duration) {
+    let request =
+        fetch_request(12, vec![("t", uuid::Uuid::nil(), vec![(0, 0)])]).with_max_wait_ms(10_000);
+    let appender = Rc::clone(&shard);
+    compio::runtime::spawn(async move {
+        compio::time::sleep(Duration::from_millis(50)).await;
+        append(&appender, "t", 0, simple_batch(3, 10, TimestampMs(1)), true).await;
+        compio::time::sleep(Duration::from_millis(200)).await;
+        append(&appender, "t", 0, simple_batch(2, 10, TimestampMs(1)), true).await;
+    })
+    .detach();
+    let started = Instant::now();
+    let response = fetch(&shard, 12, request).await;
+    let waited = started.elapsed();
+    (batch_offsets(&only_partition(&response).records), waited)
+}
+
+#[test]
+fn a_woken_fetch_answers_with_the_appends_of_its_debounce() {
+    let debounce = Duration::from_millis(600);
+    with_shards_configured(
+        "debounce",
+        1,
+        |config| config.fetch_debounce = debounce,
+        |shard| async move {
+            topic(&shard, "t", 1).await;
+            let (batches, waited) = fetch_beside_two_appends(shard).await;
+            assert_eq!(batches, vec![0, 3], "the second append joins the answer");
+            assert!(
+                waited >= Duration::from_millis(640),
+                "answered after {waited:?}"
+            );
+            assert!(waited < Duration::from_secs(5), "answered after {waited:?}");
+        },
+    );
+    // Without it the first append is answered at once, alone.
+    with_shards_configured(
+        "no_debounce",
+        1,
+        |config| config.fetch_debounce = Duration::ZERO,
+        |shard| async move {
+            topic(&shard, "t", 1).await;
+            let (batches, waited) = fetch_beside_two_appends(shard).await;
+            assert_eq!(batches, vec![0]);
+            assert!(
+                waited < Duration::from_millis(240),
+                "answered after {waited:?}"
+            );
+        },
+    );
+}
+
+#[test]
+fn a_debounce_ends_at_max_wait_and_never_delays_data_at_hand() {
+    with_shards_configured(
+        "debounce_bounds",
+        1,
+        |config| config.fetch_debounce = Duration::from_secs(30),
+        |shard| async move {
+            topic(&shard, "t", 1).await;
+            // Woken 50 ms in, the fetch still answers at its max_wait.
+            let request = fetch_request(12, vec![("t", uuid::Uuid::nil(), vec![(0, 0)])])
+                .with_max_wait_ms(400);
+            let appender = Rc::clone(&shard);
+            compio::runtime::spawn(async move {
+                compio::time::sleep(Duration::from_millis(50)).await;
+                append(&appender, "t", 0, simple_batch(3, 10, TimestampMs(1)), true).await;
+            })
+            .detach();
+            let started = Instant::now();
+            let response = fetch(&shard, 12, request).await;
+            let waited = started.elapsed();
+            assert_eq!(batch_offsets(&only_partition(&response).records), vec![0]);
+            assert!(
+                waited >= Duration::from_millis(390),
+                "answered after {waited:?}"
+            );
+            assert!(waited < Duration::from_secs(5), "answered after {waited:?}");
+            // Data already there: answered at once, no debounce.
+            let request = fetch_request(12, vec![("t", uuid::Uuid::nil(), vec![(0, 0)])])
+                .with_max_wait_ms(10_000);
+            let started = Instant::now();
+            let response = fetch(&shard, 12, request).await;
+            assert_eq!(batch_offsets(&only_partition(&response).records), vec![0]);
+            assert!(started.elapsed() < Duration::from_secs(5));
+        },
+    );
 }
 
 #[test]
