@@ -605,7 +605,7 @@ impl BrokerConfig {
 }
 
 /// `--fetch-debounce-us`'s default. At 50 MB/s (the `50mb` preset, one
-/// consumer keeping up) it cut fetch requests from ~11,300 to ~5,300 a
+/// consumer keeping up) it cut fetch requests from ~11,300 to ~5,400 a
 /// second and broker CPU by 15 %, for +0.1 ms end-to-end at the median
 /// (docs/benchmarks.md, "Fetch debounce"); 1 ms cut CPU by 22 % but put
 /// the end-to-end p99 at 1.4 ms, next to issue 11's 1.5 ms bound.
