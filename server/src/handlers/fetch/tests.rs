@@ -830,7 +830,7 @@ async fn long_poll_wakes_on_append(shard: Rc<Shard>, partition: i32, notify: boo
 }
 
 /// A fetch waiting at the end of `t`-0 (max_wait 10 s) while two batches
-/// are appended, 50 and 250 ms after it starts: the batches it answers
+/// are appended, 50 and 750 ms after it starts: the batches it answers
 /// with, and how long it took.
 async fn fetch_beside_two_appends(shard: Rc<Shard>) -> (Vec<i64>, Duration) {
     let request =
@@ -839,7 +839,7 @@ async fn fetch_beside_two_appends(shard: Rc<Shard>) -> (Vec<i64>, Duration) {
     compio::runtime::spawn(async move {
         compio::time::sleep(Duration::from_millis(50)).await;
         append(&appender, "t", 0, simple_batch(3, 10, TimestampMs(1)), true).await;
-        compio::time::sleep(Duration::from_millis(200)).await;
+        compio::time::sleep(Duration::from_millis(700)).await;
         append(&appender, "t", 0, simple_batch(2, 10, TimestampMs(1)), true).await;
     })
     .detach();
@@ -851,7 +851,7 @@ async fn fetch_beside_two_appends(shard: Rc<Shard>) -> (Vec<i64>, Duration) {
 
 #[test]
 fn a_woken_fetch_answers_with_the_appends_of_its_debounce() {
-    let debounce = Duration::from_millis(600);
+    let debounce = Duration::from_millis(1200);
     with_shards_configured(
         "debounce",
         1,
@@ -861,7 +861,7 @@ fn a_woken_fetch_answers_with_the_appends_of_its_debounce() {
             let (batches, waited) = fetch_beside_two_appends(shard).await;
             assert_eq!(batches, vec![0, 3], "the second append joins the answer");
             assert!(
-                waited >= Duration::from_millis(640),
+                waited >= Duration::from_millis(1240),
                 "answered after {waited:?}"
             );
             assert!(waited < Duration::from_secs(5), "answered after {waited:?}");
@@ -877,7 +877,7 @@ fn a_woken_fetch_answers_with_the_appends_of_its_debounce() {
             let (batches, waited) = fetch_beside_two_appends(shard).await;
             assert_eq!(batches, vec![0]);
             assert!(
-                waited < Duration::from_millis(240),
+                waited < Duration::from_millis(700),
                 "answered after {waited:?}"
             );
         },
