@@ -27,10 +27,11 @@
 //! set to the broker's time, on a copy. Then the durability wait.
 //!
 //! [`dispatch`] splits this in two so that a connection can pipeline: it
-//! returns once every partition's batch has been appended on its owner
-//! (so requests of one connection are appended in the order they arrived),
-//! with a future for the durability wait and the answer. [`handle`] is
-//! both steps back to back.
+//! returns once every partition's batch has been appended on this shard or
+//! queued on its owner's inbox, ahead of anything the connection queues
+//! there later (so requests of one connection are appended in the order
+//! they arrived), with a future for the durability wait and the answer.
+//! [`handle`] is both steps back to back.
 //!
 //! acks=0 gets no response. If any partition failed, the connection is
 //! closed instead, as Kafka does, so the client notices and refreshes its
@@ -63,7 +64,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use futures_channel::oneshot;
 use futures_util::FutureExt;
 use futures_util::future::{LocalBoxFuture, join_all};
 use kafka_protocol::error::ResponseError;
@@ -103,7 +103,8 @@ pub async fn handle(
 }
 
 /// Resolve topics and append every partition's batch on its owner; returns
-/// when all of them are appended (not yet durable), with the future that
+/// when all of them are appended or queued in order on their owners (not
+/// yet durable), with the future that
 /// waits for durability and builds the reply. Awaiting `dispatch` of one
 /// request before dispatching the next keeps a connection's appends in
 /// arrival order even when their durability waits overlap.
@@ -411,8 +412,8 @@ pub(crate) fn min_insync_replicas(
 }
 
 /// Produce to `topic_partition` on its owning shard. Returns once the batch
-/// is appended there (or refused), with the future of its outcome (which
-/// waits for durability).
+/// is appended (or refused) on this shard, or queued on the owner's inbox,
+/// with the future of its outcome (which waits for durability).
 async fn route(
     shard: &Rc<Shard>,
     owner: ShardId,
@@ -429,29 +430,21 @@ async fn route(
         ))
         .await;
     }
-    // The call answers once the batch is appended on the owner; its answer
-    // is the receiver of the outcome, awaited by the caller later.
-    #[allow(clippy::async_yields_async)]
-    let answer = shard
+    // Posted, not called: the job appends at its first poll (as
+    // `produce_on_owner` promises), and the jobs one task posts to a shard
+    // start there in the order they were posted (`Shards::post`). So the
+    // appends of a connection's requests to this partition keep their order
+    // without waiting here for a "appended" answer from the owner: one
+    // cross-shard wake-up each way per batch, the outcome's, instead of
+    // two back (issue 11, docs/benchmarks.md, sixteenth session).
+    let posted = shard
         .shards
-        .call(owner, move |owner| async move {
-            let (sender, receiver) = oneshot::channel();
-            let outcome = started(produce_on_owner(
-                owner,
-                topic_partition,
-                records,
-                durability,
-            ))
-            .await;
-            compio::runtime::spawn(async move {
-                let _ = sender.send(outcome.await);
-            })
-            .detach();
-            receiver
+        .post(owner, move |owner| {
+            produce_on_owner(owner, topic_partition, records, durability)
         })
         .await;
     async move {
-        match answer {
+        match posted {
             Ok(receiver) => receiver.await.unwrap_or_else(|_| {
                 PartitionOutcome::failed(
                     ResponseError::NotLeaderOrFollower,

@@ -6,7 +6,8 @@
 //! (Kafka requires responses in request order), by two tasks: the reader
 //! decodes and handles each request, the writer writes the answers. Produce
 //! is pipelined: the reader waits only until the request's batches are
-//! appended ([`produce::dispatch`], so appends keep arrival order), then
+//! appended or queued in order on their owning shards ([`produce::dispatch`],
+//! so appends keep arrival order), then
 //! reads the next request while the writer waits for durability (the
 //! group-commit fsync) and writes the answer. That lets clients with several
 //! requests in flight share one fsync between them instead of paying one
