@@ -32,6 +32,9 @@
 //!   `max_wait_ms` for the high watermark of any fetched partition to move
 //!   (shard/notify.rs), then, after `--fetch-debounce-us` (appends that
 //!   follow the first join the answer), read again. Errors answer at once.
+//!   Each owning shard waits for its own partitions and reads them in the
+//!   same job (`read_or_wait_on_owner`); the first owner to answer wakes
+//!   the others, which read at once.
 //!
 //! KIP-227 sessions (v7+) are kept per shard, see fetch_session.rs.
 //!
@@ -52,6 +55,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_channel::oneshot;
+use futures_util::FutureExt;
 use futures_util::future::{Either, LocalBoxFuture, join_all, select, select_all};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, FetchRequest};
@@ -192,14 +196,23 @@ pub async fn handle(
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
     let max_wait = Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0));
     let deadline = Instant::now() + max_wait;
+    // The first pass reads, and (when the fetch may wait) an owner with
+    // nothing to return waits on its own shard; later passes (min_bytes not
+    // reached yet) wait for a change from what the last one saw.
+    let mut pass = if min_bytes > 0 && !max_wait.is_zero() {
+        Pass::ReadOrWait { deadline }
+    } else {
+        Pass::Read
+    };
     let answers = loop {
-        let (mut answers, held_back) = read_all(
+        let (mut answers, held_back) = read_all_in(
             shard,
             &partitions,
             &resolved,
             max_bytes,
             read_committed,
             true,
+            pass,
         )
         .await;
         let mut total = apply_response_limits(&mut answers, &partitions, max_bytes);
@@ -226,8 +239,7 @@ pub async fn handle(
         if observed.is_empty() {
             break answers;
         }
-        wait_for_change(shard, observed, deadline).await;
-        debounce(shard.config.fetch_debounce, deadline).await;
+        pass = Pass::WaitThenRead { deadline, observed };
     };
     let outcomes: Vec<PartitionOutcome> = answers
         .iter()
@@ -536,6 +548,50 @@ async fn read_all(
     read_committed: bool,
     shared: bool,
 ) -> (Vec<PartitionAnswer>, bool) {
+    read_all_in(
+        shard,
+        partitions,
+        resolved,
+        max_bytes,
+        read_committed,
+        shared,
+        Pass::Read,
+    )
+    .await
+}
+
+/// How one pass of a fetch meets its partitions' owners.
+enum Pass {
+    /// Read and return.
+    Read,
+    /// Read; an owner with nothing to return (every partition caught up,
+    /// no error) waits on its own shard until one of them changes, the
+    /// deadline, or another owner's answer, then reads again
+    /// ([`read_or_wait_on_owner`]).
+    ReadOrWait { deadline: Instant },
+    /// Wait as above for a change from what the last pass saw, then read.
+    WaitThenRead {
+        deadline: Instant,
+        observed: BTreeMap<ShardId, Vec<Observed>>,
+    },
+}
+
+/// [`read_all`] for one `pass`. When owners wait, the first to answer
+/// tells the others to stop waiting and read (dropping their `wake`), so
+/// the answer holds what every shard has by then. Waiting and reading in
+/// one job per owner costs a long-polling fetch one cross-shard call per
+/// other shard (two wake-ups, three when this shard answers first), not a
+/// read, a wait and a second read (six): issue 11, docs/benchmarks.md,
+/// sixteenth session.
+async fn read_all_in(
+    shard: &Rc<Shard>,
+    partitions: &[PartitionFetch],
+    resolved: &[Resolved],
+    max_bytes: usize,
+    read_committed: bool,
+    shared: bool,
+    pass: Pass,
+) -> (Vec<PartitionAnswer>, bool) {
     let mut answers: Vec<Option<PartitionAnswer>> = vec![None; partitions.len()];
     let mut groups: BTreeMap<ShardId, Vec<ReadSpec>> = BTreeMap::new();
     for (slot, (fetch, resolved)) in partitions.iter().zip(resolved).enumerate() {
@@ -559,26 +615,57 @@ async fn read_all(
         .values()
         .fold(0_usize, |sum, specs| sum.saturating_add(limits(specs)));
     let split = shared && groups.len() > 1 && all_limits > max_bytes;
-    let reads = groups.into_iter().map(|(owner, specs)| {
-        let slots: Vec<usize> = specs.iter().map(|spec| spec.slot).collect();
-        let share = if split {
-            // Floor of max_bytes x (this shard's limits / all limits): the
-            // shares never add up to more than max_bytes.
-            let share = max_bytes as u128 * limits(&specs) as u128 / all_limits.max(1) as u128;
-            usize::try_from(share).unwrap_or(max_bytes)
-        } else {
-            max_bytes
-        };
-        async move {
-            let result = on_shard(shard, owner, move |owner_shard| {
-                read_on_owner(owner_shard, specs, share)
-            })
-            .await;
-            (slots, result)
-        }
-    });
+    let (deadline, mut observed) = match pass {
+        Pass::Read => (None, None),
+        Pass::ReadOrWait { deadline } => (Some(deadline), None),
+        Pass::WaitThenRead { deadline, observed } => (Some(deadline), Some(observed)),
+    };
+    // Dropped once the first owner answers: the others stop waiting.
+    let mut wakes = Vec::new();
+    let reads: Vec<LocalBoxFuture<'_, _>> = groups
+        .into_iter()
+        .map(|(owner, specs)| {
+            let slots: Vec<usize> = specs.iter().map(|spec| spec.slot).collect();
+            let share = if split {
+                // Floor of max_bytes x (this shard's limits / all limits): the
+                // shares never add up to more than max_bytes.
+                let share = max_bytes as u128 * limits(&specs) as u128 / all_limits.max(1) as u128;
+                usize::try_from(share).unwrap_or(max_bytes)
+            } else {
+                max_bytes
+            };
+            let wait = deadline.map(|deadline| {
+                let (wake, woken) = oneshot::channel::<()>();
+                wakes.push(wake);
+                OwnerWait {
+                    deadline,
+                    observed: observed
+                        .as_mut()
+                        .map(|observed| observed.remove(&owner).unwrap_or_default()),
+                    woken,
+                }
+            });
+            async move {
+                let result = on_shard(shard, owner, move |owner_shard| {
+                    read_or_wait_on_owner(owner_shard, specs, share, wait)
+                })
+                .await;
+                (slots, result)
+            }
+            .boxed_local()
+        })
+        .collect();
+    let results = if wakes.is_empty() || reads.is_empty() {
+        join_all(reads).await
+    } else {
+        let (first, _, rest) = select_all(reads).await;
+        drop(wakes);
+        let mut results = join_all(rest).await;
+        results.push(first);
+        results
+    };
     let mut held_back = false;
-    for (slots, result) in join_all(reads).await {
+    for (slots, result) in results {
         match result {
             Ok((read, limited)) => {
                 held_back |= split && limited;
@@ -602,6 +689,71 @@ async fn read_all(
         })
         .collect();
     (answers, held_back)
+}
+
+/// How an owner of a long-polling fetch waits.
+struct OwnerWait {
+    deadline: Instant,
+    /// What the last pass saw of this owner's partitions; `None`: read
+    /// first and wait only if that finds nothing to return.
+    observed: Option<Vec<Observed>>,
+    /// Resolves (its sender dropped) when another owner has answered, or
+    /// the fetch is gone.
+    woken: oneshot::Receiver<()>,
+}
+
+/// On the owning shard: [`read_on_owner`], and with `wait`, the long poll
+/// for this shard's partitions. With nothing observed yet, read first and
+/// return at once if any partition has an error or records to read (even
+/// ones a limit held back: the requester decides what to do with them).
+/// Otherwise wait until a partition's high watermark or log start moves,
+/// the deadline, or `woken`; after a change, let the appends that follow
+/// it land for `--fetch-debounce-us` (never past the deadline, cut short
+/// by `woken`) so a consumer that keeps up gets several appends per answer;
+/// then read.
+async fn read_or_wait_on_owner(
+    owner: Rc<Shard>,
+    specs: Vec<ReadSpec>,
+    max_bytes: usize,
+    wait: Option<OwnerWait>,
+) -> (Vec<(usize, PartitionAnswer)>, bool) {
+    let Some(mut wait) = wait else {
+        return read_on_owner(owner, specs, max_bytes).await;
+    };
+    let observed = match wait.observed.take() {
+        Some(observed) => observed,
+        None => {
+            let read = read_specs(&owner, &specs, max_bytes).await;
+            let caught_up = read.0.iter().zip(&specs).all(|((_, answer), spec)| {
+                answer.error_code == 0
+                    && answer.records_size == 0
+                    && spec.fetch_offset >= visible_end(spec, answer)
+            });
+            if !caught_up {
+                return read;
+            }
+            read.0
+                .iter()
+                .zip(&specs)
+                .map(|((_, answer), spec)| Observed {
+                    topic_partition: spec.topic_partition.clone(),
+                    high_watermark: answer.high_watermark,
+                    log_start_offset: answer.log_start_offset,
+                })
+                .collect()
+        }
+    };
+    let changed = wait_on_owner(
+        Rc::clone(&owner),
+        observed,
+        wait.deadline,
+        Some(&mut wait.woken),
+    )
+    .await;
+    if changed {
+        debounce(owner.config.fetch_debounce, wait.deadline, &mut wait.woken).await;
+    }
+    read_specs(&owner, &specs, max_bytes).await
 }
 
 /// On the owning shard: answer `specs` as if read in order, sharing
@@ -629,6 +781,15 @@ async fn read_all(
 async fn read_on_owner(
     owner: Rc<Shard>,
     specs: Vec<ReadSpec>,
+    max_bytes: usize,
+) -> (Vec<(usize, PartitionAnswer)>, bool) {
+    read_specs(&owner, &specs, max_bytes).await
+}
+
+/// [`read_on_owner`] on borrowed specs.
+async fn read_specs(
+    owner: &Rc<Shard>,
+    specs: &[ReadSpec],
     max_bytes: usize,
 ) -> (Vec<(usize, PartitionAnswer)>, bool) {
     let mut remaining = max_bytes;
@@ -980,80 +1141,45 @@ fn observed(
     groups
 }
 
-/// After a waiting fetch is woken: let the appends that follow the first
-/// one land before reading, for `debounce` (`--fetch-debounce-us`), never
-/// past the fetch's deadline. A consumer that keeps up then gets several
-/// producers' appends per answer instead of one fetch round trip (two
-/// cross-shard calls and their wake-ups) per append.
-async fn debounce(debounce: Duration, deadline: Instant) {
+/// After a waiting owner saw a change: let the appends that follow the
+/// first one land before reading, for `debounce` (`--fetch-debounce-us`),
+/// never past the fetch's deadline, and no longer once `woken` (another
+/// owner answered: this one reads at once). A consumer that keeps up then
+/// gets several producers' appends per answer instead of one fetch round
+/// trip per append.
+async fn debounce(debounce: Duration, deadline: Instant, woken: &mut oneshot::Receiver<()>) {
     let left = deadline.saturating_duration_since(Instant::now());
     let pause = debounce.min(left);
-    if !pause.is_zero() {
-        compio::time::sleep(pause).await;
+    if !pause.is_zero() && matches!(woken.try_recv(), Ok(None)) {
+        let _ = select(pin!(compio::time::sleep(pause)), woken).await;
     }
 }
 
-/// Wait until a partition of `observed` changes on its owning shard, or
-/// `deadline`. Waits on other shards are cancelled when this returns.
-async fn wait_for_change(
-    shard: &Rc<Shard>,
-    observed: BTreeMap<ShardId, Vec<Observed>>,
-    deadline: Instant,
-) {
-    let mut cancels = Vec::new();
-    let mut waits: Vec<LocalBoxFuture<'_, ()>> = Vec::new();
-    for (owner, partitions) in observed {
-        if owner == shard.id {
-            waits.push(Box::pin(wait_on_owner(
-                Rc::clone(shard),
-                partitions,
-                deadline,
-                None,
-            )));
-        } else {
-            let (cancel, cancelled) = oneshot::channel::<()>();
-            cancels.push(cancel);
-            let shards = Arc::clone(&shard.shards);
-            waits.push(Box::pin(async move {
-                let _ = shards
-                    .call(owner, move |owner_shard| {
-                        wait_on_owner(owner_shard, partitions, deadline, Some(cancelled))
-                    })
-                    .await;
-            }));
-        }
-    }
-    if waits.is_empty() {
-        return;
-    }
-    let _ = select_all(waits).await;
-    drop(cancels);
-}
-
-/// On the owning shard: return when a partition's high watermark or log
-/// start moves (or it disappears), at `deadline`, or when `cancelled`.
+/// On the owning shard: wait until a partition's high watermark or log
+/// start moves (or it disappears), `deadline`, or `woken`. Returns whether
+/// a partition changed.
 async fn wait_on_owner(
     owner: Rc<Shard>,
     observed: Vec<Observed>,
     deadline: Instant,
-    mut cancelled: Option<oneshot::Receiver<()>>,
-) {
+    mut woken: Option<&mut oneshot::Receiver<()>>,
+) -> bool {
     loop {
         let mut replicas = Vec::with_capacity(observed.len());
         for seen in &observed {
             let Some(replica) = owner.partition(&seen.topic_partition) else {
-                return;
+                return true;
             };
             if replica.high_watermark().value() != seen.high_watermark
                 || replica.log.log_start_offset().value() != seen.log_start_offset
             {
-                return;
+                return true;
             }
             replicas.push(replica);
         }
         let now = Instant::now();
         if now >= deadline || replicas.is_empty() {
-            return;
+            return false;
         }
         let pause = (deadline - now).min(HighWatermarkWatch::fallback_poll_interval());
         let changed = select_all(
@@ -1062,15 +1188,18 @@ async fn wait_on_owner(
                 .map(|replica| replica.high_watermark_watch.changed()),
         );
         let sleep = pin!(compio::time::sleep(pause));
-        let woken = select(changed, sleep);
-        match cancelled.as_mut() {
-            Some(cancelled) => {
-                if let Either::Right(_) = select(woken, cancelled).await {
-                    return;
+        let either = select(changed, sleep);
+        match woken.as_mut() {
+            Some(woken) => {
+                if !matches!(woken.try_recv(), Ok(None)) {
+                    return false;
+                }
+                if let Either::Right(_) = select(either, &mut **woken).await {
+                    return false;
                 }
             }
             None => {
-                let _ = woken.await;
+                let _ = either.await;
             }
         }
     }

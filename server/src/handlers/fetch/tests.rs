@@ -921,6 +921,86 @@ fn a_debounce_ends_at_max_wait_and_never_delays_data_at_hand() {
     );
 }
 
+/// A fetch of `t`-0 and `t`-1 (on two shards) waiting at their ends,
+/// `ends` (max_wait 10 s): partition `first` is appended to 50 ms in, the
+/// other 1,550 ms in. Returns the base offsets answered per partition and the
+/// wait.
+async fn fetch_beside_appends_on_two_shards(
+    shard: Rc<Shard>,
+    ends: (i64, i64),
+    first: i32,
+) -> (Vec<Vec<i64>>, Duration) {
+    let request = fetch_request(
+        12,
+        vec![("t", uuid::Uuid::nil(), vec![(0, ends.0), (1, ends.1)])],
+    )
+    .with_max_wait_ms(10_000);
+    let appender = Rc::clone(&shard);
+    compio::runtime::spawn(async move {
+        compio::time::sleep(Duration::from_millis(50)).await;
+        append(
+            &appender,
+            "t",
+            first,
+            simple_batch(3, 10, TimestampMs(1)),
+            true,
+        )
+        .await;
+        compio::time::sleep(Duration::from_millis(1500)).await;
+        append(
+            &appender,
+            "t",
+            1 - first,
+            simple_batch(2, 10, TimestampMs(1)),
+            true,
+        )
+        .await;
+    })
+    .detach();
+    let started = Instant::now();
+    let response = fetch(&shard, 12, request).await;
+    let waited = started.elapsed();
+    let mut partitions: Vec<_> = response.responses[0].partitions.iter().collect();
+    partitions.sort_by_key(|partition| partition.partition_index);
+    let batches = partitions
+        .iter()
+        .map(|partition| batch_offsets(&partition.records))
+        .collect();
+    (batches, waited)
+}
+
+/// Each owner waits on its own shard and the first to answer wakes the
+/// others, which read at once: the answer holds both shards' appends and
+/// comes when the first owner's debounce ends (~2.05 s), not the second's
+/// (~3.55 s), whichever shard changed first.
+#[test]
+fn a_fetch_waiting_on_two_shards_answers_with_both_when_the_first_owner_answers() {
+    with_shards_configured(
+        "two_shard_wait",
+        2,
+        |config| config.fetch_debounce = Duration::from_millis(2000),
+        |shard| async move {
+            let shards = topic(&shard, "t", 2).await;
+            assert_eq!(shards, vec![ShardId(0), ShardId(1)]);
+            // The other shard's partition changes first, then this one's.
+            let (batches, waited) =
+                fetch_beside_appends_on_two_shards(Rc::clone(&shard), (0, 0), 1).await;
+            assert_eq!(batches, vec![vec![0], vec![0]]);
+            assert!(
+                waited >= Duration::from_millis(2040) && waited < Duration::from_millis(3400),
+                "answered after {waited:?}"
+            );
+            // This shard's first, then the other's.
+            let (batches, waited) = fetch_beside_appends_on_two_shards(shard, (2, 3), 0).await;
+            assert_eq!(batches, vec![vec![2], vec![3]]);
+            assert!(
+                waited >= Duration::from_millis(2040) && waited < Duration::from_millis(3400),
+                "answered after {waited:?}"
+            );
+        },
+    );
+}
+
 #[test]
 fn a_long_poll_wakes_when_an_append_becomes_durable() {
     with_shards("wake_notify", 1, |shard| async move {
