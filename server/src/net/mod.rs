@@ -16,7 +16,8 @@
 //! before: at most one large answer (a Fetch) is buffered per connection.
 //!
 //! Limits against hostile input: a frame larger than `request_bytes_max` or
-//! with a negative size closes the connection before any allocation; a
+//! with a negative size closes the connection before anything is allocated
+//! for it (plain connections receive into one small buffer, [`PlainReader`]); a
 //! frame that does not decode closes it; at most [`PIPELINE_DEPTH`] answers
 //! are owed at once, so a client that never reads only blocks its own
 //! connection.
@@ -30,9 +31,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use compio::BufResult;
-use compio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use compio::buf::{IntoInner, IoBuf};
+use compio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use compio::net::{TcpListener, TcpStream};
 use futures_channel::{mpsc, oneshot};
 use futures_util::future::LocalBoxFuture;
@@ -311,14 +313,96 @@ pub struct Connection {
 
 /// The reading side of a connection.
 enum Reader {
-    Plain(TcpStream),
+    Plain(PlainReader),
     Tls(tls::TlsReader),
+}
+
+/// Bytes a plain connection asks the socket for at a time, unless the
+/// frame being read needs more.
+const READ_CHUNK_BYTES: usize = 8 << 10;
+
+/// A plain connection's reading side: receives up to [`READ_CHUNK_BYTES`]
+/// (or the rest of a larger frame) into one buffer and cuts frames out of
+/// it, so a request costs one receive, not two (its size prefix, then its
+/// body), and requests pipelined behind it in the same receive none (issue
+/// 11). A frame is a slice of that buffer (no copy). The buffer is let go
+/// whenever it is used up, so a large frame's memory goes with the frame;
+/// an idle connection holds one chunk for its next receive.
+struct PlainReader {
+    stream: TcpStream,
+    /// Received bytes not yet cut into frames.
+    buffer: BytesMut,
+}
+
+impl PlainReader {
+    fn new(stream: TcpStream) -> PlainReader {
+        PlainReader {
+            stream,
+            buffer: BytesMut::new(),
+        }
+    }
+
+    /// Receive until `wanted` bytes are buffered. `Ok(false)`: the peer
+    /// closed the connection first.
+    async fn fill(&mut self, wanted: usize) -> std::io::Result<bool> {
+        while self.buffer.len() < wanted {
+            self.buffer
+                .reserve((wanted - self.buffer.len()).max(READ_CHUNK_BYTES));
+            let buffer = std::mem::take(&mut self.buffer);
+            let filled = buffer.len();
+            let BufResult(result, slice) = self.stream.read(buffer.slice(filled..)).await;
+            self.buffer = slice.into_inner();
+            if result? == 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The next `size` buffered bytes, as their own `Bytes`.
+    fn take(&mut self, size: usize) -> Bytes {
+        let taken = self.buffer.split_to(size).freeze();
+        if self.buffer.is_empty() {
+            // Nothing left to cut: let the allocation go with the frames.
+            self.buffer = BytesMut::new();
+        }
+        taken
+    }
+
+    /// Read a frame's 4-byte size prefix. `Ok(None)`: the client closed the
+    /// connection between requests, which is how clients normally leave.
+    /// `Err` says why the connection ends otherwise (closed within the
+    /// prefix, or a read error).
+    async fn read_frame_size(&mut self) -> Result<Option<i32>, String> {
+        match self.fill(4).await {
+            Ok(true) => {}
+            Ok(false) if self.buffer.is_empty() => return Ok(None),
+            Ok(false) => {
+                return Err(
+                    "the client closed the connection in the middle of a request's size"
+                        .to_string(),
+                );
+            }
+            Err(error) => return Err(format!("reading a request: {error}")),
+        }
+        let prefix = self.take(4);
+        Ok(Some(i32::from_be_bytes([
+            prefix[0], prefix[1], prefix[2], prefix[3],
+        ])))
+    }
+
+    async fn read_frame(&mut self, size: usize) -> std::io::Result<Bytes> {
+        if !self.fill(size).await? {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(self.take(size))
+    }
 }
 
 impl Reader {
     async fn read_frame_size(&mut self) -> Result<Option<i32>, String> {
         match self {
-            Reader::Plain(stream) => read_frame_size(stream).await,
+            Reader::Plain(reader) => reader.read_frame_size().await,
             Reader::Tls(reader) => match reader.read_exact(4).await {
                 Ok(Some(prefix)) => Ok(Some(i32::from_be_bytes([
                     prefix[0], prefix[1], prefix[2], prefix[3],
@@ -333,15 +417,12 @@ impl Reader {
         }
     }
 
-    async fn read_frame(&mut self, size: usize) -> std::io::Result<Vec<u8>> {
+    async fn read_frame(&mut self, size: usize) -> std::io::Result<Bytes> {
         match self {
-            Reader::Plain(stream) => {
-                let BufResult(result, frame) = stream.read_exact(Vec::with_capacity(size)).await;
-                result.map(|()| frame)
-            }
+            Reader::Plain(reader) => reader.read_frame(size).await,
             Reader::Tls(reader) => match reader.read_exact(size).await? {
-                Some(frame) => Ok(frame),
-                None if size == 0 => Ok(Vec::new()),
+                Some(frame) => Ok(Bytes::from(frame)),
+                None if size == 0 => Ok(Bytes::new()),
                 None => Err(std::io::ErrorKind::UnexpectedEof.into()),
             },
         }
@@ -408,7 +489,11 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, spec: Rc<L
         },
         None => {
             let (reader, writer) = stream.into_split();
-            (Reader::Plain(reader), Writer::Plain(writer), None)
+            (
+                Reader::Plain(PlainReader::new(reader)),
+                Writer::Plain(writer),
+                None,
+            )
         }
     };
     // The certificate's subject becomes a principal through
@@ -514,7 +599,7 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, spec: Rc<L
             read_at: Instant::now(),
         };
         counters.request_read(timed.slot, size + 4);
-        let decoded = decode_request(Bytes::from(frame));
+        let decoded = decode_request(frame);
         if unauthenticated
             && let Ok(request) = &decoded
             && !sasl::allowed_before_authentication(request.api_key)
@@ -615,37 +700,6 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, spec: Rc<L
     drop(answers);
     let _ = writing.await;
     tracing::debug!(%peer, reason, "connection closed");
-}
-
-/// Read a frame's 4-byte size prefix. `Ok(None)`: the client closed the
-/// connection between requests, which is how clients normally leave. `Err`
-/// says why the connection ends otherwise (closed within the prefix, or a
-/// read error).
-async fn read_frame_size(stream: &mut TcpStream) -> Result<Option<i32>, String> {
-    let BufResult(result, mut prefix) = stream.read(Vec::with_capacity(4)).await;
-    match result {
-        Ok(0) => return Ok(None),
-        Ok(_) => {}
-        Err(error) => return Err(format!("reading a request: {error}")),
-    }
-    if prefix.len() < 4 {
-        let BufResult(result, rest) = stream
-            .read_exact(Vec::with_capacity(4 - prefix.len()))
-            .await;
-        match result {
-            Ok(()) => prefix.extend_from_slice(&rest),
-            Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return Err(
-                    "the client closed the connection in the middle of a request's size"
-                        .to_string(),
-                );
-            }
-            Err(error) => return Err(format!("reading a request: {error}")),
-        }
-    }
-    Ok(Some(i32::from_be_bytes([
-        prefix[0], prefix[1], prefix[2], prefix[3],
-    ])))
 }
 
 /// Write answers in the order they were queued; stop at the first error
@@ -866,6 +920,88 @@ mod tests {
                 write_frame(&mut stream, parts).await.unwrap();
                 reader.await.unwrap();
             });
+    }
+
+    /// Frames come out whole and in order however the bytes arrive: several
+    /// in one receive, one split over many (a prefix cut in two, a frame
+    /// larger than a receive), and the reader says how the peer left:
+    /// between frames (`None`), inside a size prefix or inside a frame
+    /// (errors). A used-up buffer is let go.
+    #[test]
+    fn a_plain_reader_cuts_frames_out_of_whatever_the_socket_delivers() {
+        let frame = |len: usize, seed: u8| -> Vec<u8> {
+            let mut framed = u32::try_from(len).unwrap().to_be_bytes().to_vec();
+            framed.extend((0..len).map(|index| (index as u8).wrapping_add(seed)));
+            framed
+        };
+        let sizes = [0, 5, 3 * READ_CHUNK_BYTES + 11, 1, 40_000, 7];
+        let frames: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(index, &len)| frame(len, index as u8))
+            .collect();
+        // All in one write, then the same again in 5-byte pieces.
+        let mut stream_bytes: Vec<u8> = frames.concat();
+        let pieces: Vec<Vec<u8>> = stream_bytes.chunks(5).map(<[u8]>::to_vec).collect();
+        stream_bytes.clear();
+        let ends: [&[u8]; 3] = [b"", &[0, 0], &[0, 0, 0, 9, 1, 2]];
+        for (end, expected_end) in ends.into_iter().zip(["between", "prefix", "frame"]) {
+            let frames = frames.clone();
+            let pieces = pieces.clone();
+            compio::runtime::Runtime::new()
+                .unwrap()
+                .block_on(async move {
+                    let listener = compio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                    let address = listener.local_addr().unwrap();
+                    let whole = frames.concat();
+                    let writer = compio::runtime::spawn(async move {
+                        let mut stream = TcpStream::connect(address).await.unwrap();
+                        let BufResult(result, _) = stream.write_all(whole).await;
+                        result.unwrap();
+                        for piece in pieces {
+                            let BufResult(result, _) = stream.write_all(piece).await;
+                            result.unwrap();
+                            compio::time::sleep(std::time::Duration::from_micros(50)).await;
+                        }
+                        let BufResult(result, _) = stream.write_all(end.to_vec()).await;
+                        result.unwrap();
+                        stream.shutdown().await.unwrap();
+                    });
+                    let (stream, _) = listener.accept().await.unwrap();
+                    let mut reader = PlainReader::new(stream);
+                    for round in 0..2 {
+                        for (index, expected) in frames.iter().enumerate() {
+                            let size = reader.read_frame_size().await.unwrap().unwrap();
+                            assert_eq!(size as usize, sizes[index], "round {round}");
+                            let body = reader.read_frame(size as usize).await.unwrap();
+                            assert!(body[..] == expected[4..], "round {round} frame {index}");
+                            if reader.buffer.is_empty() {
+                                assert_eq!(
+                                    reader.buffer.capacity(),
+                                    0,
+                                    "a used-up buffer is let go"
+                                );
+                            }
+                        }
+                    }
+                    match expected_end {
+                        "between" => {
+                            assert_eq!(reader.read_frame_size().await, Ok(None));
+                        }
+                        "prefix" => {
+                            let error = reader.read_frame_size().await.unwrap_err();
+                            assert!(error.contains("middle of a request's size"), "{error}");
+                        }
+                        _ => {
+                            let size = reader.read_frame_size().await.unwrap().unwrap();
+                            assert_eq!(size, 9);
+                            let error = reader.read_frame(9).await.unwrap_err();
+                            assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof);
+                        }
+                    }
+                    writer.await.unwrap();
+                });
+        }
     }
 
     #[test]
