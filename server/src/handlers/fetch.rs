@@ -818,7 +818,7 @@ async fn read_specs(
                 early.extend(
                     join_all(
                         group.iter().map(|spec| {
-                            read_partition(&owner, spec, spec.partition_max_bytes, false)
+                            read_partition(owner, spec, spec.partition_max_bytes, false)
                         }),
                     )
                     .await,
@@ -845,7 +845,7 @@ async fn read_specs(
                 {
                     answer
                 }
-                _ => read_partition(&owner, spec, limit, !have_data).await,
+                _ => read_partition(owner, spec, limit, !have_data).await,
             };
             full |= fills_the_response(spec, limit, have_data, &answer);
             // Held back: read with less than its own limit, and it had
