@@ -705,42 +705,84 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, spec: Rc<L
 /// Write answers in the order they were queued; stop at the first error
 /// (a failed acks=0 produce, a handler failure or a write error), shutting
 /// the connection down so the client notices.
+///
+/// Answers that are ready together go out in one write: once an answer
+/// resolves, the ones queued behind it that have resolved too (pipelined
+/// produce requests whose durable writes completed together) join it, up
+/// to [`ANSWERS_PER_WRITE_MAX`]. Each send over loopback also runs the
+/// client's receive path on this thread, so one send for several answers
+/// saves a round of both (issue 11).
 async fn write_answers(
     mut stream: Writer,
     mut queued: mpsc::Receiver<Queued>,
     counters: &'static ShardCounters,
 ) {
-    while let Some((answer, done, timed)) = queued.next().await {
-        let answer = answer.await;
-        if let Some(timed) = timed {
-            let response_bytes = match &answer {
-                Ok(Some(frame)) => frame.parts.iter().map(|part| part.len() as u64).sum(),
-                _ => 0,
-            };
-            counters.request_done(
-                timed.slot,
-                timed.read_at.elapsed(),
-                response_bytes,
-                answer.is_err(),
-            );
-        }
-        match answer {
-            Ok(Some(frame)) => {
-                if let Err(error) = stream.write_frame(frame.parts).await {
-                    tracing::debug!(%error, "write failed");
+    // An answer taken from the queue while gathering, not ready yet.
+    let mut next: Option<Queued> = None;
+    'answers: loop {
+        let (answer, done, timed) = match next.take() {
+            Some(queued) => queued,
+            None => match queued.next().await {
+                Some(queued) => queued,
+                None => break,
+            },
+        };
+        let mut parts = Vec::new();
+        let mut written = Vec::new();
+        let mut failed = false;
+        let mut resolved = Some((answer.await, done, timed));
+        while let Some((answer, done, timed)) = resolved.take() {
+            if let Some(timed) = timed {
+                let response_bytes = match &answer {
+                    Ok(Some(frame)) => frame.parts.iter().map(|part| part.len() as u64).sum(),
+                    _ => 0,
+                };
+                counters.request_done(
+                    timed.slot,
+                    timed.read_at.elapsed(),
+                    response_bytes,
+                    answer.is_err(),
+                );
+            }
+            match answer {
+                Ok(Some(frame)) => parts.extend(frame.parts),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::debug!(error = format!("{error:#}"), "closing the connection");
+                    failed = true;
                     break;
                 }
             }
-            Ok(None) => {}
-            Err(error) => {
-                tracing::debug!(error = format!("{error:#}"), "closing the connection");
+            written.push(done);
+            if written.len() >= ANSWERS_PER_WRITE_MAX {
                 break;
             }
+            if let Ok((mut answer, done, timed)) = queued.try_recv() {
+                match (&mut answer).now_or_never() {
+                    Some(answer) => resolved = Some((answer, done, timed)),
+                    None => next = Some((answer, done, timed)),
+                }
+            }
         }
-        let _ = done.send(());
+        if !parts.is_empty()
+            && let Err(error) = stream.write_frame(parts).await
+        {
+            tracing::debug!(%error, "write failed");
+            break 'answers;
+        }
+        for done in written {
+            let _ = done.send(());
+        }
+        if failed {
+            break;
+        }
     }
     stream.shutdown().await;
 }
+
+/// Most answers one write carries ([`write_answers`]): as many as a
+/// connection may owe.
+const ANSWERS_PER_WRITE_MAX: usize = PIPELINE_DEPTH;
 
 /// Records and bytes of each partition of a produce request, in request
 /// order (the order of the answer's partitions).
@@ -1002,6 +1044,79 @@ mod tests {
                     writer.await.unwrap();
                 });
         }
+    }
+
+    async fn read_exactly(client: &mut TcpStream, len: usize) -> Vec<u8> {
+        let BufResult(result, buffer) =
+            compio::io::AsyncReadExt::read_exact(client, Vec::with_capacity(len)).await;
+        result.unwrap();
+        buffer
+    }
+
+    /// The writer sends answers in queue order whatever order they resolve
+    /// in, gathering ready ones: one not ready yet, met while gathering, is
+    /// waited for (and the ready ones behind it then follow), every written
+    /// answer is signalled, and a failed answer ends the connection after
+    /// the ones before it, with nothing after it written.
+    #[test]
+    fn answers_go_out_in_order_whenever_they_resolve_and_a_failure_ends_the_connection() {
+        compio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(async move {
+                let listener = compio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let address = listener.local_addr().unwrap();
+                let mut client = TcpStream::connect(address).await.unwrap();
+                let (server, _) = listener.accept().await.unwrap();
+                let (_, writer) = server.into_split();
+                let counters = metrics::registry().shard(crate::shard::ShardId(0));
+                let (mut answers, queued) = mpsc::channel::<Queued>(PIPELINE_DEPTH);
+                let writing =
+                    compio::runtime::spawn(write_answers(Writer::Plain(writer), queued, counters));
+                let frame = |text: &'static str| -> Answer {
+                    futures_util::future::ready(Ok(Some(ResponseFrame {
+                        parts: vec![Bytes::from_static(text.as_bytes())],
+                    })))
+                    .boxed_local()
+                };
+                let (release, released) = oneshot::channel::<()>();
+                let late: Answer = async move {
+                    let _ = released.await;
+                    Ok(Some(ResponseFrame {
+                        parts: vec![Bytes::from_static(b"ccc")],
+                    }))
+                }
+                .boxed_local();
+                let failed: Answer =
+                    futures_util::future::ready(Err(anyhow::anyhow!("acks=0 failed")))
+                        .boxed_local();
+                let mut written = Vec::new();
+                for answer in [
+                    frame("a"),
+                    frame("bb"),
+                    late,
+                    frame("dddd"),
+                    failed,
+                    frame("x"),
+                ] {
+                    let (done, signalled) = oneshot::channel();
+                    answers.try_send((answer, done, None)).unwrap();
+                    written.push(signalled);
+                }
+                assert_eq!(read_exactly(&mut client, 3).await, b"abb");
+                release.send(()).unwrap();
+                assert_eq!(read_exactly(&mut client, 7).await, b"cccdddd");
+                let BufResult(result, rest) =
+                    compio::io::AsyncRead::read(&mut client, Vec::with_capacity(16)).await;
+                assert_eq!(result.unwrap(), 0, "closed after the failure: {rest:?}");
+                writing.await.unwrap();
+                let mut written = written.into_iter();
+                for _ in 0..4 {
+                    assert_eq!(written.next().unwrap().await, Ok(()));
+                }
+                for _ in 0..2 {
+                    assert!(written.next().unwrap().await.is_err(), "not written");
+                }
+            });
     }
 
     #[test]
