@@ -198,8 +198,11 @@ pub async fn handle(
     let deadline = Instant::now() + max_wait;
     // The first pass reads, and (when the fetch may wait) an owner with
     // nothing to return waits on its own shard; later passes (min_bytes not
-    // reached yet) wait for a change from what the last one saw.
-    let mut pass = if min_bytes > 0 && !max_wait.is_zero() {
+    // reached yet) wait for a change from what the last one saw. A partition
+    // that failed to resolve (not led here, unknown, not authorized) is an
+    // error answered at once: no owner waits then.
+    let resolve_failed = resolved.iter().any(|resolved| resolved.location.is_err());
+    let mut pass = if min_bytes > 0 && !max_wait.is_zero() && !resolve_failed {
         Pass::ReadOrWait { deadline }
     } else {
         Pass::Read
@@ -729,7 +732,8 @@ async fn read_or_wait_on_owner(
                     && answer.records_size == 0
                     && spec.fetch_offset >= visible_end(spec, answer)
             });
-            if !caught_up {
+            // Another owner answered already: this read is the answer.
+            if !caught_up || !matches!(wait.woken.try_recv(), Ok(None)) {
                 return read;
             }
             read.0

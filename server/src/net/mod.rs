@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use compio::BufResult;
 use compio::buf::{IntoInner, IoBuf};
 use compio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -325,9 +325,9 @@ const READ_CHUNK_BYTES: usize = 8 << 10;
 /// (or the rest of a larger frame) into one buffer and cuts frames out of
 /// it, so a request costs one receive, not two (its size prefix, then its
 /// body), and requests pipelined behind it in the same receive none (issue
-/// 11). A frame is a slice of that buffer (no copy). The buffer is let go
-/// whenever it is used up, so a large frame's memory goes with the frame;
-/// an idle connection holds one chunk for its next receive.
+/// 11). Small frames are copied out of it, larger ones are slices of it
+/// ([`PlainReader::take`]); an idle connection holds one chunk for its
+/// next receive.
 struct PlainReader {
     stream: TcpStream,
     /// Received bytes not yet cut into frames.
@@ -359,14 +359,24 @@ impl PlainReader {
         Ok(true)
     }
 
-    /// The next `size` buffered bytes, as their own `Bytes`.
+    /// The next `size` buffered bytes, as their own `Bytes`. A frame
+    /// smaller than [`READ_CHUNK_BYTES`] is copied into an allocation of its
+    /// own size: what a request keeps after it is handled (a group member's
+    /// metadata, ids) then pins only its own bytes, as before, and the
+    /// buffer stays this connection's to receive into again. A larger frame
+    /// is a slice of the buffer (no copy), and a buffer it used up is let
+    /// go with it.
     fn take(&mut self, size: usize) -> Bytes {
-        let taken = self.buffer.split_to(size).freeze();
+        if size < READ_CHUNK_BYTES {
+            let frame = Bytes::copy_from_slice(&self.buffer[..size]);
+            self.buffer.advance(size);
+            return frame;
+        }
+        let frame = self.buffer.split_to(size).freeze();
         if self.buffer.is_empty() {
-            // Nothing left to cut: let the allocation go with the frames.
             self.buffer = BytesMut::new();
         }
-        taken
+        frame
     }
 
     /// Read a frame's 4-byte size prefix. `Ok(None)`: the client closed the
@@ -385,10 +395,14 @@ impl PlainReader {
             }
             Err(error) => return Err(format!("reading a request: {error}")),
         }
-        let prefix = self.take(4);
-        Ok(Some(i32::from_be_bytes([
-            prefix[0], prefix[1], prefix[2], prefix[3],
-        ])))
+        let size = i32::from_be_bytes([
+            self.buffer[0],
+            self.buffer[1],
+            self.buffer[2],
+            self.buffer[3],
+        ]);
+        self.buffer.advance(4);
+        Ok(Some(size))
     }
 
     async fn read_frame(&mut self, size: usize) -> std::io::Result<Bytes> {
@@ -968,7 +982,8 @@ mod tests {
     /// in one receive, one split over many (a prefix cut in two, a frame
     /// larger than a receive), and the reader says how the peer left:
     /// between frames (`None`), inside a size prefix or inside a frame
-    /// (errors). A used-up buffer is let go.
+    /// (errors). Small frames own their bytes; a buffer a large frame used
+    /// up is let go.
     #[test]
     fn a_plain_reader_cuts_frames_out_of_whatever_the_socket_delivers() {
         let frame = |len: usize, seed: u8| -> Vec<u8> {
@@ -1017,7 +1032,15 @@ mod tests {
                             assert_eq!(size as usize, sizes[index], "round {round}");
                             let body = reader.read_frame(size as usize).await.unwrap();
                             assert!(body[..] == expected[4..], "round {round} frame {index}");
-                            if reader.buffer.is_empty() {
+                            // A small frame owns its bytes: kept after its
+                            // request (group metadata), it pins nothing else.
+                            if body.len() < READ_CHUNK_BYTES {
+                                assert!(
+                                    body.is_empty() || body.is_unique(),
+                                    "round {round} frame {index}"
+                                );
+                            }
+                            if body.len() >= READ_CHUNK_BYTES && reader.buffer.is_empty() {
                                 assert_eq!(
                                     reader.buffer.capacity(),
                                     0,

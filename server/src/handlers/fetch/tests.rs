@@ -1001,6 +1001,33 @@ fn a_fetch_waiting_on_two_shards_answers_with_both_when_the_first_owner_answers(
     );
 }
 
+/// A partition that fails to resolve (here: one the topic does not have)
+/// is an error answered at once, as Kafka does: the caught-up partitions
+/// beside it do not hold the answer for max_wait.
+#[test]
+fn a_long_poll_with_a_partition_in_error_answers_at_once() {
+    with_shards("error_at_once", 2, |shard| async move {
+        topic(&shard, "t", 2).await;
+        let request = fetch_request(
+            12,
+            vec![("t", uuid::Uuid::nil(), vec![(0, 0), (1, 0), (7, 0)])],
+        )
+        .with_max_wait_ms(10_000);
+        let started = Instant::now();
+        let response = fetch(&shard, 12, request).await;
+        let waited = started.elapsed();
+        assert!(waited < Duration::from_secs(5), "answered after {waited:?}");
+        let errors: BTreeMap<i32, i16> = response.responses[0]
+            .partitions
+            .iter()
+            .map(|partition| (partition.partition_index, partition.error_code))
+            .collect();
+        assert_eq!(errors[&0], 0);
+        assert_eq!(errors[&1], 0);
+        assert_eq!(errors[&7], ResponseError::UnknownTopicOrPartition.code());
+    });
+}
+
 #[test]
 fn a_long_poll_wakes_when_an_append_becomes_durable() {
     with_shards("wake_notify", 1, |shard| async move {
