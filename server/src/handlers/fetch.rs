@@ -208,7 +208,7 @@ pub async fn handle(
         Pass::Read
     };
     let answers = loop {
-        let (mut answers, held_back) = read_all_in(
+        let (mut answers, held_back) = read_all(
             shard,
             &partitions,
             &resolved,
@@ -229,6 +229,7 @@ pub async fn handle(
                 max_bytes,
                 read_committed,
                 false,
+                Pass::Read,
             )
             .await
             .0;
@@ -525,6 +526,22 @@ where
     }
 }
 
+/// How one pass of a fetch meets its partitions' owners.
+enum Pass {
+    /// Read and return.
+    Read,
+    /// Read; an owner with nothing to return (every partition caught up,
+    /// no error) waits on its own shard until one of them changes, the
+    /// deadline, or another owner's answer, then reads again
+    /// ([`read_or_wait_on_owner`]).
+    ReadOrWait { deadline: Instant },
+    /// Wait as above for a change from what the last pass saw, then read.
+    WaitThenRead {
+        deadline: Instant,
+        observed: BTreeMap<ShardId, Vec<Observed>>,
+    },
+}
+
 /// Read every partition (concurrently per owning shard). One answer per
 /// partition, in request order, each within its partition limit and what
 /// its shard may read; [`apply_response_limits`] then applies the limits
@@ -543,50 +560,15 @@ where
 /// shard comes back smaller than in order, and the consumer's next fetch
 /// reads on. Returns whether a share held back a read (some partition with
 /// records to read was read with less than its own limit because of it).
-async fn read_all(
-    shard: &Rc<Shard>,
-    partitions: &[PartitionFetch],
-    resolved: &[Resolved],
-    max_bytes: usize,
-    read_committed: bool,
-    shared: bool,
-) -> (Vec<PartitionAnswer>, bool) {
-    read_all_in(
-        shard,
-        partitions,
-        resolved,
-        max_bytes,
-        read_committed,
-        shared,
-        Pass::Read,
-    )
-    .await
-}
-
-/// How one pass of a fetch meets its partitions' owners.
-enum Pass {
-    /// Read and return.
-    Read,
-    /// Read; an owner with nothing to return (every partition caught up,
-    /// no error) waits on its own shard until one of them changes, the
-    /// deadline, or another owner's answer, then reads again
-    /// ([`read_or_wait_on_owner`]).
-    ReadOrWait { deadline: Instant },
-    /// Wait as above for a change from what the last pass saw, then read.
-    WaitThenRead {
-        deadline: Instant,
-        observed: BTreeMap<ShardId, Vec<Observed>>,
-    },
-}
-
-/// [`read_all`] for one `pass`. When owners wait, the first to answer
-/// tells the others to stop waiting and read (dropping their `wake`), so
-/// the answer holds what every shard has by then. Waiting and reading in
+///
+/// With a waiting `pass`, the first owner to answer tells the others to
+/// stop waiting and read (dropping their `wake`), so the answer holds what
+/// every shard has by then. Waiting and reading in
 /// one job per owner costs a long-polling fetch one cross-shard call per
 /// other shard (two wake-ups, three when this shard answers first), not a
 /// read, a wait and a second read (six): issue 11, docs/benchmarks.md,
 /// sixteenth session.
-async fn read_all_in(
+async fn read_all(
     shard: &Rc<Shard>,
     partitions: &[PartitionFetch],
     resolved: &[Resolved],

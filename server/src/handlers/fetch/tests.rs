@@ -712,7 +712,16 @@ fn the_read_path_hands_the_frame_the_buffers_it_read() {
         }
         let partitions = vec![partition_fetch(1 << 20)];
         let resolved = resolve(&shard, 12, &partitions, &Access::unrestricted());
-        let (mut answers, _) = read_all(&shard, &partitions, &resolved, 1 << 20, false, true).await;
+        let (mut answers, _) = read_all(
+            &shard,
+            &partitions,
+            &resolved,
+            1 << 20,
+            false,
+            true,
+            Pass::Read,
+        )
+        .await;
         apply_response_limits(&mut answers, &partitions, 1 << 20);
         let read: Vec<(usize, usize)> = answers[0]
             .records
@@ -1190,11 +1199,28 @@ fn each_shard_reads_within_its_share_of_max_bytes() {
             answers.iter().map(|answer| answer.records_size).sum()
         };
         // Each shard reading up to max_bytes read the response twice over.
-        let (answers, _) = read_all(&shard, &partitions, &resolved, max_bytes, false, false).await;
+        let (answers, _) = read_all(
+            &shard,
+            &partitions,
+            &resolved,
+            max_bytes,
+            false,
+            false,
+            Pass::Read,
+        )
+        .await;
         assert_eq!(read_bytes(&answers), 2 * max_bytes);
         // Within shares, nothing read is thrown away by the response limits.
-        let (mut answers, held_back) =
-            read_all(&shard, &partitions, &resolved, max_bytes, false, true).await;
+        let (mut answers, held_back) = read_all(
+            &shard,
+            &partitions,
+            &resolved,
+            max_bytes,
+            false,
+            true,
+            Pass::Read,
+        )
+        .await;
         assert!(held_back);
         let read = read_bytes(&answers);
         assert_eq!(read, max_bytes);
@@ -1211,13 +1237,22 @@ fn each_shard_reads_within_its_share_of_max_bytes() {
                 ..fetch
             })
             .collect();
-        let (answers, held_back) = read_all(&shard, &at_end, &resolved, 4096, false, true).await;
+        let (answers, held_back) =
+            read_all(&shard, &at_end, &resolved, 4096, false, true, Pass::Read).await;
         assert!(!held_back);
         assert_eq!(read_bytes(&answers), 0);
         // Limits that add up within max_bytes: no shares, nothing held back.
         let partitions = fetches_of(PARTITIONS, (2 * batch.len()) as i32);
-        let (answers, held_back) =
-            read_all(&shard, &partitions, &resolved, 1 << 20, false, true).await;
+        let (answers, held_back) = read_all(
+            &shard,
+            &partitions,
+            &resolved,
+            1 << 20,
+            false,
+            true,
+            Pass::Read,
+        )
+        .await;
         assert!(!held_back);
         assert_eq!(read_bytes(&answers), 16 * batch.len());
     });
