@@ -703,12 +703,12 @@ async fn read_or_wait_on_owner(
     wait: Option<OwnerWait>,
 ) -> (Vec<(usize, PartitionAnswer)>, bool) {
     let Some(mut wait) = wait else {
-        return read_on_owner(owner, specs, max_bytes).await;
+        return read_on_owner(&owner, &specs, max_bytes).await;
     };
     let observed = match wait.observed.take() {
         Some(observed) => observed,
         None => {
-            let read = read_specs(&owner, &specs, max_bytes).await;
+            let read = read_on_owner(&owner, &specs, max_bytes).await;
             let caught_up = read.0.iter().zip(&specs).all(|((_, answer), spec)| {
                 answer.error_code == 0
                     && answer.records_size == 0
@@ -729,17 +729,11 @@ async fn read_or_wait_on_owner(
                 .collect()
         }
     };
-    let changed = wait_on_owner(
-        Rc::clone(&owner),
-        observed,
-        wait.deadline,
-        Some(&mut wait.woken),
-    )
-    .await;
+    let changed = wait_on_owner(Rc::clone(&owner), observed, wait.deadline, &mut wait.woken).await;
     if changed {
         debounce(owner.config.fetch_debounce, wait.deadline, &mut wait.woken).await;
     }
-    read_specs(&owner, &specs, max_bytes).await
+    read_on_owner(&owner, &specs, max_bytes).await
 }
 
 /// On the owning shard: answer `specs` as if read in order, sharing
@@ -765,15 +759,6 @@ async fn read_or_wait_on_owner(
 /// records to read was read with less than its own limit because less than
 /// that was left.
 async fn read_on_owner(
-    owner: Rc<Shard>,
-    specs: Vec<ReadSpec>,
-    max_bytes: usize,
-) -> (Vec<(usize, PartitionAnswer)>, bool) {
-    read_specs(&owner, &specs, max_bytes).await
-}
-
-/// [`read_on_owner`] on borrowed specs.
-async fn read_specs(
     owner: &Rc<Shard>,
     specs: &[ReadSpec],
     max_bytes: usize,
@@ -1148,7 +1133,7 @@ async fn wait_on_owner(
     owner: Rc<Shard>,
     observed: Vec<Observed>,
     deadline: Instant,
-    mut woken: Option<&mut oneshot::Receiver<()>>,
+    woken: &mut oneshot::Receiver<()>,
 ) -> bool {
     loop {
         let mut replicas = Vec::with_capacity(observed.len());
@@ -1175,18 +1160,11 @@ async fn wait_on_owner(
         );
         let sleep = pin!(compio::time::sleep(pause));
         let either = select(changed, sleep);
-        match woken.as_mut() {
-            Some(woken) => {
-                if !matches!(woken.try_recv(), Ok(None)) {
-                    return false;
-                }
-                if let Either::Right(_) = select(either, &mut **woken).await {
-                    return false;
-                }
-            }
-            None => {
-                let _ = either.await;
-            }
+        if !matches!(woken.try_recv(), Ok(None)) {
+            return false;
+        }
+        if let Either::Right(_) = select(either, &mut *woken).await {
+            return false;
         }
     }
 }

@@ -1751,7 +1751,7 @@ fn concurrent_reads_answer_what_reading_in_order_answers() {
                     })
                     .collect::<Vec<_>>()
             };
-            let (windowed, _) = read_on_owner(Rc::clone(&shard), specs(), max_bytes).await;
+            let (windowed, _) = read_on_owner(&shard, &specs(), max_bytes).await;
             let in_order = read_in_order(Rc::clone(&shard), specs(), max_bytes).await;
             assert_eq!(windowed, in_order, "round {round}, max_bytes {max_bytes}");
             let limits: usize = specs().iter().map(|spec| spec.partition_max_bytes).sum();
@@ -1800,7 +1800,7 @@ fn a_fetch_of_many_windows_lets_other_tasks_run_between_them() {
         compio::runtime::spawn(async move { flag.set(true) }).detach();
         // The spawned task runs only once this one suspends.
         assert!(!ran.get());
-        let (answers, _) = read_on_owner(Rc::clone(&shard), specs, 2_500).await;
+        let (answers, _) = read_on_owner(&shard, &specs, 2_500).await;
         assert_eq!(answers.len(), PARTITIONS as usize);
         assert!(
             answers.iter().all(|(_, answer)| answer.records_size > 0),
