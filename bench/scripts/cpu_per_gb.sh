@@ -24,7 +24,8 @@
 set -euo pipefail
 
 A=${A:?directory with the A binaries}
-B=${B:?directory with the B binaries}
+# Without B, only A runs (bench/scripts/storage_targets.sh).
+B=${B:-}
 ROUNDS=${ROUNDS:-3}
 PRESETS=${PRESETS:-"16p-1k 50mb catchup"}
 DURATION=${DURATION:-10}
@@ -120,6 +121,6 @@ EOF
 )
   for preset in $PRESETS; do
     run_one "$round" A "$A" "$preset" "$raw_write" "$raw_read"
-    run_one "$round" B "$B" "$preset" "$raw_write" "$raw_read"
+    [ -z "$B" ] || run_one "$round" B "$B" "$preset" "$raw_write" "$raw_read"
   done
 done

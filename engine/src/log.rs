@@ -483,20 +483,18 @@ impl<I: Io> Log<I> {
             Stamp::Assign(_) => state.config.max_message_bytes as usize,
             Stamp::Keep => usize::MAX,
         };
-        let mut ranges = Vec::new();
-        let mut headers = Vec::new();
-        let batches = batch::split_batches(records).map_err(AppendError::from)?;
+        let ranges = batch::split_batches(records).map_err(AppendError::from)?;
+        let mut headers = Vec::with_capacity(ranges.len());
         // The note names at most one batch; only the first can be it.
-        let mut validated = batches
+        let mut validated = ranges
             .first()
             .and_then(|first| take_validated(&records[first.clone()], max_bytes));
-        for range in batches {
+        for range in &ranges {
             let header = match validated.take() {
                 Some(header) => header,
                 None => batch::validate(&records[range.clone()], max_bytes)
                     .map_err(AppendError::from)?,
             };
-            ranges.push(range);
             headers.push(header);
         }
         // The cache's latest epoch can be above the last batch's (the
@@ -1525,7 +1523,11 @@ impl<I: Io> LogInner<I> {
         let write_through = self.committer.sync_mode() == SyncMode::WriteThrough;
         // Wall time, for the statistics only (never a decision).
         let writes_started = std::time::Instant::now();
-        let writes = plan
+        // Collected first: `join_all` over an iterator of unknown length
+        // (a flat_map) runs its futures as tasks of a FuturesOrdered (an
+        // allocation and a waker per write, two more per flush); over a
+        // Vec of at most 30 it polls them in place.
+        let writes: Vec<_> = plan
             .segments
             .iter()
             .zip(&files)
@@ -1537,12 +1539,9 @@ impl<I: Io> LogInner<I> {
                         Either::Right(io.write_at(file, *position, bytes.clone()))
                     }
                 })
-            });
-        let write_count: usize = plan
-            .segments
-            .iter()
-            .map(|planned| planned.writes.len())
-            .sum();
+            })
+            .collect();
+        let write_count = writes.len();
         let bytes_written: u64 = plan
             .segments
             .iter()
