@@ -395,14 +395,7 @@ impl PlainReader {
             }
             Err(error) => return Err(format!("reading a request: {error}")),
         }
-        let size = i32::from_be_bytes([
-            self.buffer[0],
-            self.buffer[1],
-            self.buffer[2],
-            self.buffer[3],
-        ]);
-        self.buffer.advance(4);
-        Ok(Some(size))
+        Ok(Some(self.buffer.get_i32()))
     }
 
     async fn read_frame(&mut self, size: usize) -> std::io::Result<Bytes> {
