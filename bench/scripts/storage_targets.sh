@@ -7,6 +7,8 @@
 #
 #   BIN=target/release ROUNDS=3 bash bench/scripts/storage_targets.sh
 #
+# OUT (target/storage-targets) keeps every script's output; DATA
+# (target/storage-targets-data) holds the brokers' data while they run.
 # It runs the scripts each target was measured with in docs/benchmarks.md:
 #   1. cpu_per_gb.sh (one build): the raw disk baseline of the round, then
 #      `16p-1k` (max rate), `50mb` and `catchup` (a BACKLOG-byte backlog):
@@ -62,14 +64,19 @@ if [ "$RESTART" = 1 ] && [ ! -x "${PY:-target/test-venv/bin/python}" ]; then
   echo "== restart.sh skipped: no test venv at ${PY:-target/test-venv/bin/python} (bash .ci/test builds it)"
   RESTART=0
 fi
+rm -f "$OUT/restart.txt"
 if [ "$RESTART" = 1 ]; then
   echo "== restart.sh"
   for round in $(seq 1 "$ROUNDS"); do
+    # A failed round is reported as such; the verdicts still follow.
     BIN=$BIN PARTITIONS=100 FILL_SECS=$FILL_SECS DATA="$DATA/restart" \
-      bash "$SCRIPTS/restart.sh" | tee -a "$OUT/restart.txt"
+      bash "$SCRIPTS/restart.sh" | tee -a "$OUT/restart.txt" ||
+      echo "restart.sh failed in round $round" | tee -a "$OUT/restart.txt"
   done
 fi
-rm -rf "${DATA:?}"
+# Only what the scripts made: DATA may be a directory of the user's.
+rm -rf "$DATA/cpu_per_gb" "$DATA/catchup_beside" "$DATA/partitions_rss" "$DATA/restart"
+rmdir "$DATA" 2>/dev/null || true
 
 python3 - "$OUT" "$ROUNDS" <<'EOF' | tee "$OUT/targets.txt"
 import csv, json, re, statistics, sys
@@ -107,20 +114,31 @@ for round_, presets in sorted(per_round.items()):
 beside_lines = [line for line in open(out / "catchup_beside.txt") if re.match(r"^\d+\t", line)]
 beside = [float(line.split("\t")[3]) for line in beside_lines if "read ended" not in line]
 beside_left_out = len(beside_lines) - len(beside)
+# A round counts only if its 16-partition reference ran (a failed run
+# prints "?" and would make the next count the reference) and the
+# broker's memory was sampled (an RSS peak of 0: it never was).
 ratios = {1000: [], 10000: []}
 rss = []
+reference_ran = False
 for line in open(out / "partitions_rss.txt"):
-    found = re.search(r"partitions\s+(\d+): .* ratio ([\d.]+) .* RSS peak\s+(\d+) MiB", line)
-    if found and int(found.group(1)) in ratios:
-        ratios[int(found.group(1))].append(float(found.group(2)))
-        if int(found.group(1)) == 10000:
-            rss.append(float(found.group(3)))
+    found = re.search(r"partitions\s+(\d+): produce\s+(\S+) MB/s\s+ratio ([\d.]+) .* RSS peak\s+(\d+) MiB", line)
+    if not found:
+        continue
+    count, mbps, ratio, peak = int(found.group(1)), found.group(2), float(found.group(3)), int(found.group(4))
+    if count == 16:
+        reference_ran = mbps != "?" and ratio == 1.0
+    elif count in ratios and reference_ran and mbps != "?":
+        ratios[count].append(ratio)
+        if count == 10000 and peak > 0:
+            rss.append(float(peak))
 restart_clean, restart_kill = [], []
 if (out / "restart.txt").exists():
     for line in open(out / "restart.txt"):
-        found = re.search(r"serving after ([\d.]+) s", line)
+        # "never": not serving within restart.sh's 300 s (or its client failed).
+        found = re.search(r"serving after (never|[\d.]+) s", line)
         if found:
-            (restart_clean if line.startswith("clean stop") else restart_kill).append(float(found.group(1)))
+            seconds = float("inf") if found.group(1) == "never" else float(found.group(1))
+            (restart_clean if line.startswith("clean stop") else restart_kill).append(seconds)
 
 table = [
     ("max-rate ingest / raw O_DIRECT write", max_rate, ">=", 0.8),

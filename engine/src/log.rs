@@ -1526,7 +1526,8 @@ impl<I: Io> LogInner<I> {
         // Collected first: `join_all` over an iterator of unknown length
         // (a flat_map) runs its futures as tasks of a FuturesOrdered (an
         // allocation and a waker per write, two more per flush); over a
-        // Vec of at most 30 it polls them in place.
+        // Vec of up to 30 (futures-util's bound; a flush rarely has more
+        // than a few writes) it polls them in place.
         let writes: Vec<_> = plan
             .segments
             .iter()
