@@ -12,7 +12,7 @@
 //! write queues behind the read bytes already in the device, so the bound
 //! is on bytes in flight: 4 x 256 KiB per shard thread while nobody
 //! writes, and while a producer does ([`beside_writes`]: a durable write
-//! in flight or started within [`WRITES_RECENT`]) one part of at most
+//! in flight or one ended within [`WRITES_RECENT`]) one part of at most
 //! [`READ_PART_BYTES_BESIDE_WRITES`] in the whole process, which on this
 //! disk still reads 1.6 GB/s and keeps the writes' p99 under 0.5 ms
 //! (docs/benchmarks.md, "Catch-up reads that waited for the next fetch's
@@ -67,8 +67,9 @@ pub const READ_PARTS_BESIDE_WRITES: usize = 1;
 /// (`bench/scripts/read_beside_writes.sh`).
 pub const READ_PART_BYTES_BESIDE_WRITES: usize = 128 << 10;
 
-/// How long after a durable write started the reads stay in their
-/// beside-writes bound. A producer's writes come and go far faster than
+/// How long after a durable write ended the reads stay in their
+/// beside-writes bound (measured from its end: a write slower than this
+/// window must not leave the reads unbounded the moment it completes). A producer's writes come and go far faster than
 /// this (at 50 MB/s, thousands a second, each in flight ~0.1-0.3 ms): a
 /// bound that lifted between two writes let the reads fill the device
 /// again, and the next write waited behind all of it.
@@ -77,9 +78,9 @@ pub const WRITES_RECENT: Duration = Duration::from_millis(10);
 /// Durable writes (`Io::write_durable_at`) in flight in the process.
 static DURABLE_WRITES: AtomicUsize = AtomicUsize::new(0);
 
-/// When the last durable write started: nanoseconds since [`EPOCH`], plus
-/// one (0: none yet).
-static LAST_WRITE_STARTED: AtomicU64 = AtomicU64::new(0);
+/// When a durable write last started or ended: nanoseconds since
+/// [`EPOCH`], plus one (0: none yet).
+static LAST_WRITE_SEEN: AtomicU64 = AtomicU64::new(0);
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();
 
@@ -113,18 +114,25 @@ pub struct DurableWrite(());
 impl DurableWrite {
     pub fn start() -> DurableWrite {
         DURABLE_WRITES.fetch_add(1, Ordering::AcqRel);
-        LAST_WRITE_STARTED.store(nanos_now().saturating_add(1), Ordering::Release);
+        write_seen();
         DurableWrite(())
     }
 }
 
 impl Drop for DurableWrite {
     fn drop(&mut self) {
+        // Stamped before the count drops, so a read that sees no write in
+        // flight sees this write's end.
+        write_seen();
         DURABLE_WRITES.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
-/// Whether a producer is writing: a durable write is in flight or started
+fn write_seen() {
+    LAST_WRITE_SEEN.store(nanos_now().saturating_add(1), Ordering::Release);
+}
+
+/// Whether a producer is writing: a durable write is in flight or ended
 /// within [`WRITES_RECENT`]. The reads then keep to
 /// [`READ_PARTS_BESIDE_WRITES`] parts of at most
 /// [`READ_PART_BYTES_BESIDE_WRITES`] in the whole process.
@@ -132,8 +140,8 @@ pub fn beside_writes() -> bool {
     if DURABLE_WRITES.load(Ordering::Acquire) > 0 {
         return true;
     }
-    let started = LAST_WRITE_STARTED.load(Ordering::Acquire);
-    started != 0 && nanos_now().saturating_sub(started - 1) < WRITES_RECENT.as_nanos() as u64
+    let seen = LAST_WRITE_SEEN.load(Ordering::Acquire);
+    seen != 0 && nanos_now().saturating_sub(seen - 1) < WRITES_RECENT.as_nanos() as u64
 }
 
 thread_local! {
