@@ -202,11 +202,9 @@ pub async fn apply(replica: &Rc<PartitionReplica>, message: ToFollower) -> State
                 tracing::error!(partition = %replica.topic_partition, %error, "starting over failed");
                 return reply(ReplyStatus::StorageError);
             }
-            *replica.producers.borrow_mut() =
-                crate::shard::producer_state::ProducerStateTable::recover_at_open(log.io(), log)
-                    .await;
-            *replica.txns.borrow_mut() =
-                crate::shard::txn_state::TxnState::rebuild_at_open(log).await;
+            let (producers, txns) = crate::shard::tail_replay::rebuild_at_open(log.io(), log).await;
+            *replica.producers.borrow_mut() = producers;
+            *replica.txns.borrow_mut() = txns;
             replica.notify_high_watermark();
             reply(ReplyStatus::Ok)
         }

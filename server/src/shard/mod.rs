@@ -23,6 +23,7 @@ pub mod notify;
 pub mod orphans;
 pub mod partition;
 pub mod producer_state;
+pub mod tail_replay;
 pub mod topics;
 pub mod txn_index;
 pub mod txn_state;

@@ -241,10 +241,7 @@ impl PartitionReplica {
         claim_partition_dir(&shard.io, &dir, topic.id).await?;
         let log = Log::open(shard.io, dir, config.log.clone(), &shard.committer).await?;
         tracing::debug!(partition = %topic_partition, shard = shard.id.0, end = %log.log_end_offset(), ?state, "opened partition");
-        let producers =
-            crate::shard::producer_state::ProducerStateTable::recover_at_open(&shard.io, &log)
-                .await;
-        let txns = crate::shard::txn_state::TxnState::rebuild_at_open(&log).await;
+        let (producers, txns) = crate::shard::tail_replay::rebuild_at_open(&shard.io, &log).await;
         let replication = if state.is_leader() {
             // Nothing is known of the followers yet: the high watermark
             // starts at 0 and rises as they answer (at once with none).

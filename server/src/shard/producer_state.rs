@@ -59,6 +59,8 @@ use sluice_engine::batch::{self, BatchHeader};
 use sluice_engine::io::Io;
 use sluice_engine::{Log, LogError, Offset, ReadLimits};
 
+use crate::shard::tail_replay::{TailReplay, replay_tail};
+
 /// Batches retained per producer for duplicate detection: Kafka's
 /// NUM_BATCHES_TO_RETAIN, matching the clients' max.in.flight limit of 5
 /// for idempotent producers.
@@ -76,9 +78,6 @@ const EXPIRATION_CHECK_INTERVAL_MS: i64 = 60 * 1000;
 /// of every producer active shortly before a restart at high produce rates,
 /// small enough that opening many partitions stays fast.
 pub const RECOVERY_SCAN_BYTES: u64 = 16 << 20;
-
-/// Bytes per read during recovery.
-const RECOVERY_READ_BYTES: usize = 1 << 20;
 
 /// The clean-stop snapshot's file name in the partition directory.
 pub const SNAPSHOT_FILE: &str = "producer-state.snapshot";
@@ -594,6 +593,24 @@ impl ProducerStateTable {
     /// are not detected) rather than keeping the partition offline: the
     /// same error will surface on reads.
     pub async fn recover_at_open<I: Io>(io: &I, log: &Log<I>) -> ProducerStateTable {
+        match Self::open_replay(io, log, RECOVERY_SCAN_BYTES).await {
+            Ok(table) => table,
+            Err(mut replay) => {
+                let result = replay_tail(log, &mut [&mut replay]).await;
+                replay.finish(log, result.as_ref().err())
+            }
+        }
+    }
+
+    /// At open: the clean-stop snapshot's table if it still describes the
+    /// log, else the replay of about the last `scan_bytes` of the log that
+    /// rebuilds it ([`replay_tail`], which can share its read with other
+    /// rebuilds).
+    pub async fn open_replay<I: Io>(
+        io: &I,
+        log: &Log<I>,
+        scan_bytes: u64,
+    ) -> Result<ProducerStateTable, ProducerReplay> {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |elapsed| {
@@ -601,22 +618,9 @@ impl ProducerStateTable {
             });
         if let Some(table) = load_snapshot(io, log, now_ms).await {
             tracing::debug!(dir = %log.dir().display(), producers = table.len(), "producer state loaded from the clean-stop snapshot");
-            return table;
+            return Ok(table);
         }
-        match Self::recover(log, now_ms).await {
-            Ok(table) => table,
-            Err(error) => {
-                tracing::error!(
-                    dir = %log.dir().display(),
-                    %error,
-                    "could not rebuild the idempotent producer state; starting empty"
-                );
-                ProducerStateTable {
-                    last_expiration_check_ms: now_ms,
-                    ..ProducerStateTable::default()
-                }
-            }
-        }
+        Err(ProducerReplay::new(log, now_ms, scan_bytes))
     }
 
     /// The table as a snapshot file valid for a log ending at `end` whose
@@ -657,109 +661,132 @@ impl ProducerStateTable {
         Self::recover_tail(log, now_ms, RECOVERY_SCAN_BYTES).await
     }
 
-    /// [`Self::recover`] with an explicit window. The start offset is
-    /// estimated from the log's average bytes per offset; the scan then reads
-    /// to the log end, so it reads more than `scan_bytes` when the tail's
-    /// batches are larger than average.
+    /// [`Self::recover`] with an explicit window ([`ProducerReplay::new`]).
     pub async fn recover_tail<I: Io>(
         log: &Log<I>,
         now_ms: i64,
         scan_bytes: u64,
     ) -> Result<ProducerStateTable, LogError> {
-        let mut table = ProducerStateTable {
-            last_expiration_check_ms: now_ms,
-            ..ProducerStateTable::default()
+        let mut replay = ProducerReplay::new(log, now_ms, scan_bytes);
+        replay_tail(log, &mut [&mut replay]).await?;
+        Ok(replay.done(log))
+    }
+
+    /// Replay one stored batch; returns whether it had a producer id and
+    /// was recorded as a data batch.
+    fn replay_batch(&mut self, stored: &[u8], header: &BatchHeader, now_ms: i64) -> bool {
+        if header.base_offset() < self.end_offset {
+            return false;
+        }
+        if header.is_control() {
+            if header.has_producer_id() {
+                self.record_marker(
+                    ProducerId(header.producer_id()),
+                    header.producer_epoch(),
+                    crate::shard::txn_state::read_marker(stored, header)
+                        .map_or(-1, |marker| marker.coordinator_epoch),
+                    now_ms,
+                );
+            }
+            return false;
+        }
+        let Ok(Some(batch)) = ProducerBatch::of(header) else {
+            return false;
         };
+        let log_append_time_ms = if header.timestamp_type() == batch::TimestampType::LogAppendTime {
+            header.max_timestamp().0
+        } else {
+            -1
+        };
+        self.record(
+            &batch,
+            header.base_offset(),
+            header.last_offset(),
+            log_append_time_ms,
+            now_ms,
+        );
+        true
+    }
+}
+
+/// The rebuild of a producer table from the log's tail, fed by
+/// [`replay_tail`].
+pub struct ProducerReplay {
+    table: ProducerStateTable,
+    from: Offset,
+    now_ms: i64,
+    replayed: usize,
+}
+
+impl ProducerReplay {
+    /// A replay of about the last `scan_bytes` of `log`: its start offset
+    /// is estimated from the log's average bytes per offset, and the replay
+    /// runs to the log end, so it covers more than `scan_bytes` when the
+    /// tail's batches are larger than average. `now_ms` becomes every found
+    /// producer's last activity.
+    pub fn new<I: Io>(log: &Log<I>, now_ms: i64, scan_bytes: u64) -> ProducerReplay {
         let start = log.log_start_offset();
         let end = log.log_end_offset();
-        if end <= start {
-            return Ok(table);
-        }
         let size = log.size_bytes().max(1);
-        let span = end.value() - start.value();
-        let from = if size <= scan_bytes {
+        let from = if end <= start || size <= scan_bytes {
             start
         } else {
             // Offsets in the last `scan_bytes`, at the average density.
+            let span = end.value() - start.value();
             let tail_offsets = i128::from(span) * i128::from(scan_bytes) / i128::from(size);
             let tail_offsets = i64::try_from(tail_offsets).unwrap_or(span).clamp(1, span);
             Offset(end.value() - tail_offsets)
         };
-        let limits = ReadLimits {
-            max_bytes: RECOVERY_READ_BYTES,
-            min_one_batch: true,
-            max_offset: end,
-        };
-        let mut offset = from;
-        let mut replayed = 0usize;
-        while offset < end {
-            let result = log.read(offset, limits).await?;
-            if result.records.is_empty() || result.next_offset <= offset {
-                break;
-            }
-            for run in &result.records {
-                replayed += table.replay_run(run, now_ms);
-            }
-            offset = result.next_offset;
+        ProducerReplay {
+            table: ProducerStateTable {
+                last_expiration_check_ms: now_ms,
+                ..ProducerStateTable::default()
+            },
+            from,
+            now_ms,
+            replayed: 0,
         }
-        tracing::debug!(
-            dir = %log.dir().display(),
-            %from,
-            %end,
-            replayed,
-            producers = table.len(),
-            "producer state recovered"
-        );
-        Ok(table)
     }
 
-    /// Replay the batches of one read run; returns how many had producer
-    /// ids. Batches that do not parse are skipped (the engine validated
-    /// them at append and at recovery).
-    fn replay_run(&mut self, run: &Bytes, now_ms: i64) -> usize {
-        let Ok(ranges) = batch::split_batches(run) else {
-            return 0;
+    /// The rebuilt table, or an empty one if the read failed
+    /// ([`ProducerStateTable::recover_at_open`] says why empty).
+    pub fn finish<I: Io>(self, log: &Log<I>, failure: Option<&LogError>) -> ProducerStateTable {
+        let Some(error) = failure else {
+            return self.done(log);
         };
-        let mut replayed = 0;
-        for range in ranges {
-            let stored = &run[range];
-            let Ok(header) = BatchHeader::parse(stored) else {
-                continue;
-            };
-            if header.base_offset() < self.end_offset {
-                continue;
-            }
-            if header.is_control() {
-                if header.has_producer_id() {
-                    self.record_marker(
-                        ProducerId(header.producer_id()),
-                        header.producer_epoch(),
-                        crate::shard::txn_state::read_marker(stored, &header)
-                            .map_or(-1, |marker| marker.coordinator_epoch),
-                        now_ms,
-                    );
-                }
-                continue;
-            }
-            let Ok(Some(batch)) = ProducerBatch::of(&header) else {
-                continue;
-            };
-            let log_append_time_ms =
-                if header.timestamp_type() == batch::TimestampType::LogAppendTime {
-                    header.max_timestamp().0
-                } else {
-                    -1
-                };
-            self.record(
-                &batch,
-                header.base_offset(),
-                header.last_offset(),
-                log_append_time_ms,
-                now_ms,
-            );
-            replayed += 1;
+        tracing::error!(
+            dir = %log.dir().display(),
+            %error,
+            "could not rebuild the idempotent producer state; starting empty"
+        );
+        ProducerStateTable {
+            last_expiration_check_ms: self.now_ms,
+            ..ProducerStateTable::default()
         }
-        replayed
+    }
+
+    fn done<I: Io>(self, log: &Log<I>) -> ProducerStateTable {
+        tracing::debug!(
+            dir = %log.dir().display(),
+            from = %self.from,
+            end = %log.log_end_offset(),
+            replayed = self.replayed,
+            producers = self.table.len(),
+            "producer state recovered"
+        );
+        self.table
+    }
+}
+
+impl TailReplay for ProducerReplay {
+    fn from(&self) -> Offset {
+        self.from
+    }
+
+    fn replay(&mut self, stored: &Bytes, header: &BatchHeader) {
+        if self.table.replay_batch(stored, header, self.now_ms) {
+            self.replayed += 1;
+        }
     }
 }
 

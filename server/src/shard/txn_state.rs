@@ -71,15 +71,13 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
 use sluice_engine::batch::{self, BatchBuilder, BatchHeader, Compression};
 use sluice_engine::io::Io;
-use sluice_engine::{LeaderEpoch, Log, LogError, Offset, ReadLimits, TimestampMs, segment};
+use sluice_engine::{LeaderEpoch, Log, LogError, Offset, TimestampMs, segment};
 
 use crate::shard::partition::CommitWaitError;
 use crate::shard::producer_state::ProducerId;
+use crate::shard::tail_replay::{TailReplay, replay_tail};
 use crate::shard::txn_index::{self, TxnSnapshot};
 use crate::shard::{PartitionReplica, ReplicaAppendError, Shard, TopicPartition};
-
-/// Bytes per read while rebuilding at open.
-const REBUILD_READ_BYTES: usize = 1 << 20;
 
 /// How long a marker waits for the in-sync replicas (Kafka's coordinator
 /// uses request.timeout.ms, 30 s by default).
@@ -346,39 +344,16 @@ impl TxnState {
 
     /// Rebuild the state from the whole log (see the module docs).
     pub async fn rebuild<I: Io>(log: &Log<I>) -> Result<TxnState, LogError> {
-        let (state, _) = Self::rebuild_from(log, TxnState::new(), log.log_start_offset()).await?;
-        Ok(state)
-    }
-
-    /// Continue `state`, which covers the log below `from`, to the log end.
-    /// Returns it and the bytes read.
-    async fn rebuild_from<I: Io>(
-        log: &Log<I>,
-        mut state: TxnState,
-        from: Offset,
-    ) -> Result<(TxnState, u64), LogError> {
-        let start = from.max(log.log_start_offset());
-        let end = log.log_end_offset();
-        let limits = ReadLimits {
-            max_bytes: REBUILD_READ_BYTES,
-            min_one_batch: true,
-            max_offset: end,
+        let mut replay = TxnReplay {
+            state: TxnState::new(),
+            source: "none",
+            from: log.log_start_offset(),
+            scanned_bytes: 0,
         };
-        let mut offset = start;
-        let mut scanned_bytes = 0u64;
-        while offset < end {
-            let result = log.read(offset, limits).await?;
-            if result.records.is_empty() || result.next_offset <= offset {
-                break;
-            }
-            for run in &result.records {
-                scanned_bytes += run.len() as u64;
-                state.observe_run(run);
-            }
-            offset = result.next_offset;
-        }
-        state.end_offset = state.end_offset.max(end);
-        Ok((state, scanned_bytes))
+        replay_tail(log, &mut [&mut replay]).await?;
+        let mut state = replay.state;
+        state.end_offset = state.end_offset.max(log.log_end_offset());
+        Ok(state)
     }
 
     /// The state of a partition being opened (module docs): from the
@@ -394,6 +369,15 @@ impl TxnState {
     /// [`Self::rebuild_at_open`], also saying where the scan started and
     /// how many bytes it read.
     async fn recover<I: Io>(log: &Log<I>) -> (TxnState, Recovered) {
+        let mut replay = Self::open_replay(log).await;
+        let result = replay_tail(log, &mut [&mut replay]).await;
+        replay.finish(log, result.as_ref().err())
+    }
+
+    /// At open: the state from the files (as [`Self::rebuild_at_open`]),
+    /// and the replay of the log after them that completes it
+    /// ([`replay_tail`], which can share its read with other rebuilds).
+    pub async fn open_replay<I: Io>(log: &Log<I>) -> TxnReplay {
         let log_end = log.log_end_offset();
         let (state, source) = match take_snapshot(log.dir()) {
             // A clean stop of an older version: the whole aborted list.
@@ -423,45 +407,11 @@ impl TxnState {
         } else {
             state.end_offset
         };
-        let snapshots = state.storage.snapshots.clone();
-        match Self::rebuild_from(log, state, from).await {
-            Ok((mut state, scanned_bytes)) => {
-                state.storage.snapshots = snapshots;
-                let end = state.end_offset;
-                if end > Offset::ZERO {
-                    let entries = log.leader_epoch_entries();
-                    state.storage.last_epoch =
-                        txn_index::epoch_at(&entries, Offset(end.value() - 1));
-                }
-                let recovered = Recovered {
-                    source,
-                    from,
-                    scanned_bytes,
-                };
-                if scanned_bytes > 0 {
-                    tracing::info!(
-                        dir = %log.dir().display(),
-                        source,
-                        %from,
-                        end = %log_end,
-                        scanned_bytes,
-                        log_bytes = log.size_bytes(),
-                        open = state.open_count(),
-                        aborted = state.aborted.len(),
-                        "transaction state recovered"
-                    );
-                }
-                (state, recovered)
-            }
-            Err(error) => {
-                tracing::error!(dir = %log.dir().display(), %error, "could not rebuild the transaction state; starting empty");
-                let recovered = Recovered {
-                    source: "failed",
-                    from,
-                    scanned_bytes: 0,
-                };
-                (TxnState::new(), recovered)
-            }
+        TxnReplay {
+            state,
+            source,
+            from,
+            scanned_bytes: 0,
         }
     }
 
@@ -577,10 +527,77 @@ struct IndexPlan {
 /// How an open rebuilt the state: from what (`"snapshot"`, `"legacy
 /// snapshot"`, `"none"`), and the scan of the log after it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Recovered {
+pub struct Recovered {
     source: &'static str,
     from: Offset,
     scanned_bytes: u64,
+}
+
+/// The rebuild of a partition's transaction state at open, fed by
+/// [`replay_tail`] from where its files leave off.
+pub struct TxnReplay {
+    state: TxnState,
+    source: &'static str,
+    from: Offset,
+    scanned_bytes: u64,
+}
+
+impl TxnReplay {
+    /// The rebuilt state, or an empty one if the read failed (logged).
+    pub fn finish<I: Io>(self, log: &Log<I>, failure: Option<&LogError>) -> (TxnState, Recovered) {
+        let TxnReplay {
+            mut state,
+            source,
+            from,
+            scanned_bytes,
+        } = self;
+        if let Some(error) = failure {
+            tracing::error!(dir = %log.dir().display(), %error, "could not rebuild the transaction state; starting empty");
+            let recovered = Recovered {
+                source: "failed",
+                from,
+                scanned_bytes: 0,
+            };
+            return (TxnState::new(), recovered);
+        }
+        let log_end = log.log_end_offset();
+        state.end_offset = state.end_offset.max(log_end);
+        let end = state.end_offset;
+        if end > Offset::ZERO {
+            let entries = log.leader_epoch_entries();
+            state.storage.last_epoch = txn_index::epoch_at(&entries, Offset(end.value() - 1));
+        }
+        if scanned_bytes > 0 {
+            tracing::info!(
+                dir = %log.dir().display(),
+                source,
+                %from,
+                end = %log_end,
+                scanned_bytes,
+                log_bytes = log.size_bytes(),
+                open = state.open_count(),
+                aborted = state.aborted.len(),
+                "transaction state recovered"
+            );
+        }
+        let recovered = Recovered {
+            source,
+            from,
+            scanned_bytes,
+        };
+        (state, recovered)
+    }
+}
+
+impl TailReplay for TxnReplay {
+    fn from(&self) -> Offset {
+        self.from
+    }
+
+    fn replay(&mut self, stored: &Bytes, header: &BatchHeader) {
+        self.scanned_bytes += stored.len() as u64;
+        self.state.observe_batch(stored, header);
+    }
 }
 
 /// The snapshot and index files in a partition directory.
@@ -1406,6 +1423,71 @@ mod tests {
         assert_eq!(left.open, right.open);
         assert_eq!(left.aborted, right.aborted);
         assert_eq!(left.end_offset, right.end_offset);
+    }
+
+    /// The open reads the log once for the producer table and the
+    /// transaction state (tail_replay.rs), and each comes out as its own
+    /// rebuild makes it: with a snapshot (the transaction scan starts after
+    /// it) and without (it starts at the log start), and with the producer
+    /// window starting before and after the transaction scan.
+    #[test]
+    fn one_read_at_open_rebuilds_what_the_separate_rebuilds_do() {
+        use crate::shard::producer_state::ProducerStateTable;
+        use crate::shard::tail_replay::rebuild_with;
+        for (seed, with_snapshot) in [(41, true), (42, false)] {
+            let io = SimIo::new(seed);
+            let committer = Committer::new(io.clone());
+            let dir = Path::new("/data/topic-0");
+            let log = block_on(Log::open(io.clone(), dir, small_segments(), &committer)).unwrap();
+            let txns = RefCell::new(TxnState::new());
+            transactions(&log, &txns, 0..30);
+            block_on(committer.flush_round());
+            if with_snapshot {
+                block_on(persist(&log, &txns));
+                block_on(persist(&log, &txns));
+                assert_eq!(files(&io, dir, ".txnsnapshot").len(), 1);
+            }
+            append_fed(&log, &txns, &data_batch(9, 0, true), LeaderEpoch(0));
+            transactions(&log, &txns, 30..40);
+            block_on(committer.flush_round());
+            let live = txns.borrow().clone();
+            drop(log);
+
+            let io = io.crash();
+            let committer = Committer::new(io.clone());
+            let log = block_on(Log::open(io.clone(), dir, small_segments(), &committer)).unwrap();
+            let end = log.log_end_offset();
+            let (alone, recovered) = block_on(TxnState::recover(&log));
+            assert_same_state(&alone, &live);
+            assert_eq!(
+                recovered.source,
+                if with_snapshot { "snapshot" } else { "none" }
+            );
+            // A window of a few batches (it starts after the snapshot), and
+            // one wider than the log (it starts before).
+            for scan_bytes in [600, 1 << 20] {
+                let (producers, state, read) = block_on(rebuild_with(&io, &log, scan_bytes));
+                assert_same_state(&state, &live);
+                let producers_alone =
+                    block_on(ProducerStateTable::recover_tail(&log, NOW, scan_bytes)).unwrap();
+                assert_ne!(producers_alone.len(), 0);
+                assert_eq!(
+                    producers.encode_snapshot(end, 0),
+                    producers_alone.encode_snapshot(end, 0),
+                    "scan_bytes {scan_bytes}, snapshot {with_snapshot}"
+                );
+                // One read: the wider of the two ranges, not their sum.
+                let expected = if scan_bytes >= log.size_bytes() {
+                    log.size_bytes()
+                } else {
+                    recovered.scanned_bytes
+                };
+                assert_eq!(
+                    read, expected,
+                    "scan_bytes {scan_bytes}, snapshot {with_snapshot}"
+                );
+            }
+        }
     }
 
     #[test]
