@@ -43,9 +43,10 @@
 //! it describes and the CRC of the log's last batch. An open whose log
 //! still ends there, with that last batch, loads it and reads nothing of
 //! the log ([`ProducerStateTable::recover_at_open`]); otherwise (a crash,
-//! appends or a truncation since) the file is ignored and
-//! [`ProducerStateTable::recover`] rebuilds the table by replaying the
-//! headers of the log's tail, about [`RECOVERY_SCAN_BYTES`] of it.
+//! appends or a truncation since) the file is ignored and the table is
+//! rebuilt by replaying the headers of the log's tail, about
+//! [`RECOVERY_SCAN_BYTES`] of it ([`ProducerReplay`]; at open in the same
+//! read as the transaction state's, tail_replay.rs).
 //! Producers whose last batch lies before that window are unknown after a
 //! restart: their next batch is accepted whatever its sequence (as Kafka
 //! does for expired producers), so a retry of a batch older than the window

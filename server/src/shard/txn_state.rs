@@ -14,8 +14,9 @@
 //!   follower that becomes leader already holds the same state;
 //! - at open, the newest trustworthy snapshot, the segments' aborted-
 //!   transaction indexes and a scan of the log after the snapshot
-//!   ([`TxnState::rebuild_at_open`]; a scan of the whole log when there is
-//!   no usable snapshot, [`TxnState::rebuild`]).
+//!   ([`TxnState::open_replay`], in the same read of the log as the
+//!   producer table's, tail_replay.rs; the whole log when there is no
+//!   usable snapshot).
 //!
 //! Rules (Kafka's ProducerStateManager):
 //! - a transactional data batch opens a transaction for its producer unless
@@ -356,27 +357,24 @@ impl TxnState {
         Ok(state)
     }
 
-    /// The state of a partition being opened (module docs): from the
-    /// legacy clean-stop file if there is one, else from the newest
-    /// snapshot that passes its checks and the index files it vouches for,
-    /// else from nothing; then the log after that is scanned. A read
-    /// failure leaves the state empty (logged) rather than the partition
-    /// offline: the same error surfaces on reads.
-    pub async fn rebuild_at_open<I: Io>(log: &Log<I>) -> TxnState {
-        Self::recover(log).await.0
-    }
-
-    /// [`Self::rebuild_at_open`], also saying where the scan started and
-    /// how many bytes it read.
+    /// The state of a partition being opened, alone ([`Self::open_replay`]
+    /// and its scan), also saying where the scan started and how many
+    /// bytes it read (tests).
+    #[cfg(test)]
     async fn recover<I: Io>(log: &Log<I>) -> (TxnState, Recovered) {
         let mut replay = Self::open_replay(log).await;
         let result = replay_tail(log, &mut [&mut replay]).await;
         replay.finish(log, result.as_ref().err())
     }
 
-    /// At open: the state from the files (as [`Self::rebuild_at_open`]),
-    /// and the replay of the log after them that completes it
-    /// ([`replay_tail`], which can share its read with other rebuilds).
+    /// The state of a partition being opened (module docs): from the
+    /// legacy clean-stop file if there is one, else from the newest
+    /// snapshot that passes its checks and the index files it vouches for,
+    /// else from nothing; and the replay of the log after that which
+    /// completes it ([`replay_tail`], which shares its read with the
+    /// producer table's). A read failure leaves the state empty (logged,
+    /// [`TxnReplay::finish`]) rather than the partition offline: the same
+    /// error surfaces on reads.
     pub async fn open_replay<I: Io>(log: &Log<I>) -> TxnReplay {
         let log_end = log.log_end_offset();
         let (state, source) = match take_snapshot(log.dir()) {
