@@ -1366,6 +1366,13 @@ mod tests {
         }
     }
 
+    /// A log in `dir` with [`small_segments`], and its committer.
+    fn open_small(io: &SimIo, dir: &Path) -> (Committer<SimIo>, Log<SimIo>) {
+        let committer = Committer::new(io.clone());
+        let log = block_on(Log::open(io.clone(), dir, small_segments(), &committer)).unwrap();
+        (committer, log)
+    }
+
     /// Append `records` as the leader at `epoch` and feed the stored batch
     /// to `txns`, as `PartitionReplica::append` does.
     fn append_fed(
@@ -1434,9 +1441,8 @@ mod tests {
         use crate::shard::tail_replay::rebuild_with;
         for (seed, with_snapshot) in [(41, true), (42, false)] {
             let io = SimIo::new(seed);
-            let committer = Committer::new(io.clone());
             let dir = Path::new("/data/topic-0");
-            let log = block_on(Log::open(io.clone(), dir, small_segments(), &committer)).unwrap();
+            let (committer, log) = open_small(&io, dir);
             let txns = RefCell::new(TxnState::new());
             transactions(&log, &txns, 0..30);
             block_on(committer.flush_round());
@@ -1452,8 +1458,7 @@ mod tests {
             drop(log);
 
             let io = io.crash();
-            let committer = Committer::new(io.clone());
-            let log = block_on(Log::open(io.clone(), dir, small_segments(), &committer)).unwrap();
+            let (_committer, log) = open_small(&io, dir);
             let end = log.log_end_offset();
             let (alone, recovered) = block_on(TxnState::recover(&log));
             assert_same_state(&alone, &live);
@@ -1491,9 +1496,8 @@ mod tests {
     #[test]
     fn a_crash_reopens_from_the_newest_snapshot_and_scans_only_the_tail() {
         let io = SimIo::new(31);
-        let committer = Committer::new(io.clone());
         let dir = Path::new("/data/topic-0");
-        let log = block_on(Log::open(io.clone(), dir, small_segments(), &committer)).unwrap();
+        let (committer, log) = open_small(&io, dir);
         let txns = RefCell::new(TxnState::new());
         transactions(&log, &txns, 0..30);
         block_on(committer.flush_round());
@@ -1521,8 +1525,7 @@ mod tests {
         drop(log);
 
         let io = io.crash();
-        let committer = Committer::new(io.clone());
-        let log = block_on(Log::open(io.clone(), dir, small_segments(), &committer)).unwrap();
+        let (_committer, log) = open_small(&io, dir);
         let (state, recovered) = block_on(TxnState::recover(&log));
         assert_same_state(&state, &live);
         assert_eq!(recovered.source, "snapshot");
@@ -1539,9 +1542,8 @@ mod tests {
     #[test]
     fn index_entries_beyond_the_recovered_log_end_are_dropped_and_the_tail_rescanned() {
         let io = SimIo::new(34);
-        let committer = Committer::new(io.clone());
         let dir = Path::new("/data/topic-0");
-        let log = block_on(Log::open(io.clone(), dir, small_segments(), &committer)).unwrap();
+        let (committer, log) = open_small(&io, dir);
         let txns = RefCell::new(TxnState::new());
         transactions(&log, &txns, 0..12);
         block_on(committer.flush_round());
@@ -1571,8 +1573,7 @@ mod tests {
         drop(log);
 
         let io = io.crash();
-        let committer = Committer::new(io.clone());
-        let log = block_on(Log::open(io.clone(), dir, small_segments(), &committer)).unwrap();
+        let (_committer, log) = open_small(&io, dir);
         assert_eq!(log.log_end_offset(), durable.end_offset);
         let (state, recovered) = block_on(TxnState::recover(&log));
         assert_eq!((recovered.source, recovered.from), ("snapshot", captured));
@@ -1582,9 +1583,8 @@ mod tests {
     #[test]
     fn a_damaged_index_falls_back_to_reading_the_whole_log() {
         let io = SimIo::new(32);
-        let committer = Committer::new(io.clone());
         let dir = Path::new("/data/topic-0");
-        let log = block_on(Log::open(io.clone(), dir, small_segments(), &committer)).unwrap();
+        let (committer, log) = open_small(&io, dir);
         let txns = RefCell::new(TxnState::new());
         transactions(&log, &txns, 0..20);
         block_on(committer.flush_round());
@@ -1609,9 +1609,8 @@ mod tests {
     #[test]
     fn a_truncation_removes_the_snapshots_at_or_above_the_cut() {
         let io = SimIo::new(33);
-        let committer = Committer::new(io.clone());
         let dir = Path::new("/data/topic-0");
-        let log = block_on(Log::open(io.clone(), dir, small_segments(), &committer)).unwrap();
+        let (committer, log) = open_small(&io, dir);
         let txns = RefCell::new(TxnState::new());
         transactions(&log, &txns, 0..10);
         block_on(committer.flush_round());
