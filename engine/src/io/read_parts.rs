@@ -128,8 +128,11 @@ impl Drop for DurableWrite {
     }
 }
 
+/// Stamp now as the last durable write seen; never moves the stamp back (a
+/// thread descheduled between reading the clock and stamping must not
+/// undo a later write's stamp).
 fn write_seen() {
-    LAST_WRITE_SEEN.store(nanos_now().saturating_add(1), Ordering::Release);
+    LAST_WRITE_SEEN.fetch_max(nanos_now().saturating_add(1), Ordering::AcqRel);
 }
 
 /// Whether a producer is writing: a durable write is in flight or ended

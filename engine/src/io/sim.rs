@@ -210,6 +210,12 @@ impl SimIo {
         self.disk.borrow_mut().faults.write_all = fail;
     }
 
+    /// Every `read_at` of the file opened at `path` fails with EIO (a bad
+    /// stretch of disk under one file); `None` cancels.
+    pub fn fail_reads_of(&self, path: Option<PathBuf>) {
+        self.disk.borrow_mut().faults.read_path = path;
+    }
+
     /// Stop the disk after `count` more changing operations: from the
     /// `count`+1-th on, every operation that changes anything (`remove_file`,
     /// `rename`, `sync_dir`, `open` with create, `allocate`, `set_len`,
@@ -578,6 +584,9 @@ impl Io for SimIo {
         );
         let mut disk = self.disk.borrow_mut();
         disk.stats.read_at_count += 1;
+        if disk.faults.read_path.as_deref() == Some(file.path.as_path()) {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
         Ok(Bytes::from(
             disk.inode(file.inode).live.read(pos, len as u64),
         ))
@@ -683,6 +692,7 @@ struct Faults {
     sync_all: bool,
     write_countdown: Option<u64>,
     write_all: bool,
+    read_path: Option<PathBuf>,
 }
 
 impl Faults {

@@ -597,8 +597,9 @@ impl ProducerStateTable {
         match Self::open_replay(io, log, RECOVERY_SCAN_BYTES).await {
             Ok(table) => table,
             Err(mut replay) => {
-                let result = replay_tail(log, &mut [&mut replay]).await;
-                replay.finish(log, result.as_ref().err())
+                // A failure is recorded in the replay (`TailReplay::fail`).
+                let _ = replay_tail(log, &mut [&mut replay]).await;
+                replay.finish(log)
             }
         }
     }
@@ -717,6 +718,8 @@ pub struct ProducerReplay {
     from: Offset,
     now_ms: i64,
     replayed: usize,
+    /// Why the read of its range failed, if it did.
+    failed: Option<String>,
 }
 
 impl ProducerReplay {
@@ -746,13 +749,14 @@ impl ProducerReplay {
             from,
             now_ms,
             replayed: 0,
+            failed: None,
         }
     }
 
     /// The rebuilt table, or an empty one if the read failed
     /// ([`ProducerStateTable::recover_at_open`] says why empty).
-    pub fn finish<I: Io>(self, log: &Log<I>, failure: Option<&LogError>) -> ProducerStateTable {
-        let Some(error) = failure else {
+    pub fn finish<I: Io>(self, log: &Log<I>) -> ProducerStateTable {
+        let Some(error) = &self.failed else {
             return self.done(log);
         };
         tracing::error!(
@@ -788,6 +792,10 @@ impl TailReplay for ProducerReplay {
         if self.table.replay_batch(stored, header, self.now_ms) {
             self.replayed += 1;
         }
+    }
+
+    fn fail(&mut self, error: &LogError) {
+        self.failed = Some(error.to_string());
     }
 }
 

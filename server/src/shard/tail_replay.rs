@@ -32,19 +32,59 @@ pub trait TailReplay {
 
     /// One stored batch (its bytes and parsed header), in log order.
     fn replay(&mut self, stored: &Bytes, header: &BatchHeader);
+
+    /// A read of its range failed: what it rebuilt is incomplete. Nothing
+    /// more is given to it.
+    fn fail(&mut self, error: &LogError);
 }
 
 /// Read `log` once, from the earliest start of `replays` to its end, and
-/// give each replay its batches (module docs). Returns the bytes read.
-/// Batches that do not parse are skipped (the engine validated them at
-/// append and at recovery).
+/// give each replay its batches (module docs). Returns the bytes read, or
+/// the first read error. A read that fails fails only the replays whose
+/// range it was reading (their start at or below the offset read); the
+/// others are read again from their own start, so each replay fails
+/// exactly when a read of its own range would have. Batches that do not
+/// parse are skipped (the engine validated them at append and at
+/// recovery).
 pub async fn replay_tail<I: Io>(
     log: &Log<I>,
     replays: &mut [&mut dyn TailReplay],
 ) -> Result<u64, LogError> {
-    let Some(start) = replays.iter().map(|replay| replay.from()).min() else {
-        return Ok(0);
-    };
+    let mut pending: Vec<usize> = (0..replays.len()).collect();
+    let mut read = 0u64;
+    let mut first_error = None;
+    while let Some(start) = pending.iter().map(|&index| replays[index].from()).min() {
+        match read_to_end(log, replays, &pending, start, &mut read).await {
+            Ok(()) => break,
+            Err((at, error)) => {
+                // Every batch given so far ends below `at`: a replay that
+                // starts above it has been given nothing yet.
+                pending.retain(|&index| {
+                    let failed = replays[index].from() <= at;
+                    if failed {
+                        replays[index].fail(&error);
+                    }
+                    !failed
+                });
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(read),
+    }
+}
+
+/// Feed the `pending` replays from `start` to the log end; a failed read
+/// says the offset it was reading from.
+async fn read_to_end<I: Io>(
+    log: &Log<I>,
+    replays: &mut [&mut dyn TailReplay],
+    pending: &[usize],
+    start: Offset,
+    read: &mut u64,
+) -> Result<(), (Offset, LogError)> {
     let end = log.log_end_offset();
     let limits = ReadLimits {
         max_bytes: READ_BYTES,
@@ -52,14 +92,16 @@ pub async fn replay_tail<I: Io>(
         max_offset: end,
     };
     let mut offset = start.max(log.log_start_offset());
-    let mut read = 0u64;
     while offset < end {
-        let result = log.read(offset, limits).await?;
+        let result = log
+            .read(offset, limits)
+            .await
+            .map_err(|error| (offset, error))?;
         if result.records.is_empty() || result.next_offset <= offset {
             break;
         }
         for run in &result.records {
-            read += run.len() as u64;
+            *read += run.len() as u64;
             let Ok(ranges) = batch::split_batches(run) else {
                 continue;
             };
@@ -68,22 +110,22 @@ pub async fn replay_tail<I: Io>(
                     continue;
                 };
                 let stored = run.slice(range);
-                for replay in replays.iter_mut() {
-                    if header.last_offset() >= replay.from() {
-                        replay.replay(&stored, &header);
+                for &index in pending {
+                    if header.last_offset() >= replays[index].from() {
+                        replays[index].replay(&stored, &header);
                     }
                 }
             }
         }
         offset = result.next_offset;
     }
-    Ok(read)
+    Ok(())
 }
 
 /// The producer table and the transaction state of a partition being
 /// opened: from their clean-stop files where those hold, the rest from one
-/// read of the log ([`replay_tail`]). A read failure leaves both empty
-/// (logged), as each did on its own before.
+/// read of the log ([`replay_tail`]). A read failure in a rebuild's range
+/// leaves that state empty (logged), as when each read its own range.
 pub async fn rebuild_at_open<I: Io>(io: &I, log: &Log<I>) -> (ProducerStateTable, TxnState) {
     let (producers, txns, _) = rebuild_with(io, log, RECOVERY_SCAN_BYTES).await;
     (producers, txns)
@@ -98,16 +140,16 @@ pub(crate) async fn rebuild_with<I: Io>(
 ) -> (ProducerStateTable, TxnState, u64) {
     let mut producers = ProducerStateTable::open_replay(io, log, scan_bytes).await;
     let mut txns = TxnState::open_replay(log).await;
+    // A failure is recorded by the replays it fails (`TailReplay::fail`).
     let result = match &mut producers {
         Ok(_) => replay_tail(log, &mut [&mut txns]).await,
         Err(replay) => replay_tail(log, &mut [replay, &mut txns]).await,
     };
-    let failure = result.as_ref().err();
     let producers = match producers {
         Ok(table) => table,
-        Err(replay) => replay.finish(log, failure),
+        Err(replay) => replay.finish(log),
     };
-    let (txns, _) = txns.finish(log, failure);
+    let (txns, _) = txns.finish(log);
     (producers, txns, result.unwrap_or(0))
 }
 
@@ -128,6 +170,7 @@ mod tests {
     struct Recorder {
         from: Offset,
         bases: Vec<i64>,
+        failed: bool,
     }
 
     impl TailReplay for Recorder {
@@ -139,24 +182,31 @@ mod tests {
             assert_eq!(stored.len(), header.total_size());
             self.bases.push(header.base_offset().value());
         }
+
+        fn fail(&mut self, _error: &LogError) {
+            self.failed = true;
+        }
     }
 
-    /// Each replay gets what a read from its own start returns: the batch
-    /// holding that offset, then every later one; the shared read covers
-    /// the earliest start once.
-    #[test]
-    fn each_replay_gets_the_batches_a_read_from_its_start_returns() {
-        let io = SimIo::new(51);
-        let committer = Committer::new(io.clone());
-        let config = LogConfig {
+    const DIR: &str = "/data/t-0";
+
+    fn config() -> LogConfig {
+        LogConfig {
             segment_bytes: 4 << 10,
             preallocate_step_bytes: 16 << 10,
             chunk_size_bytes: 16 << 10,
             retention_ms: None,
             ..LogConfig::default()
-        };
-        let log = block_on(Log::open(io, Path::new("/data/t-0"), config, &committer)).unwrap();
-        // 20 batches of 3 records: offsets 3n..3n+2, over several segments.
+        }
+    }
+
+    /// A log of 20 durable batches of 3 records (offsets 3n..3n+2) over
+    /// several segments, reopened after a crash so that reads go to the
+    /// disk.
+    fn twenty_batches(seed: u64) -> (SimIo, Committer<SimIo>, Log<SimIo>) {
+        let io = SimIo::new(seed);
+        let committer = Committer::new(io.clone());
+        let log = block_on(Log::open(io.clone(), Path::new(DIR), config(), &committer)).unwrap();
         for _ in 0..20 {
             let mut builder = BatchBuilder::new();
             for _ in 0..3 {
@@ -165,21 +215,84 @@ mod tests {
             let _appended = log.append(&builder.build(), LeaderEpoch(0)).unwrap();
         }
         block_on(committer.flush_round());
+        drop(log);
+        let io = io.crash();
+        let committer = Committer::new(io.clone());
+        let log = block_on(Log::open(io.clone(), Path::new(DIR), config(), &committer)).unwrap();
+        assert_eq!(log.log_end_offset(), Offset(60));
         assert!(log.segment_count() > 2);
+        (io, committer, log)
+    }
 
-        // From inside a batch, at a batch's start, at the end.
-        let mut recorders: Vec<Recorder> = [31, 45, 60, 7]
-            .into_iter()
-            .map(|from| Recorder {
+    fn recorders(froms: &[i64]) -> Vec<Recorder> {
+        froms
+            .iter()
+            .map(|&from| Recorder {
                 from: Offset(from),
                 bases: Vec::new(),
+                failed: false,
             })
-            .collect();
+            .collect()
+    }
+
+    fn replay_all(log: &Log<SimIo>, recorders: &mut [Recorder]) -> Result<u64, LogError> {
         let mut replays: Vec<&mut dyn TailReplay> = recorders
             .iter_mut()
             .map(|recorder| recorder as &mut dyn TailReplay)
             .collect();
-        let read = block_on(replay_tail(&log, &mut replays)).unwrap();
+        block_on(replay_tail(log, &mut replays))
+    }
+
+    /// A read that fails fails only the replays whose range it was in: one
+    /// starting past the bad segment gets all its batches, as when it read
+    /// its own range alone.
+    #[test]
+    fn a_failed_read_fails_only_the_replays_whose_range_it_was_in() {
+        let (io, _committer, log) = twenty_batches(52);
+        let first = sluice_engine::segment::log_path(Path::new(DIR), Offset(0));
+        io.fail_reads_of(Some(first));
+        let mut alone = recorders(&[45]);
+        assert!(replay_all(&log, &mut alone).is_ok());
+        assert_eq!(alone[0].bases, vec![45, 48, 51, 54, 57]);
+
+        let mut shared = recorders(&[0, 7, 45]);
+        assert!(replay_all(&log, &mut shared).is_err());
+        assert!(shared[0].failed && shared[1].failed);
+        assert!(!shared[2].failed);
+        assert_eq!(shared[2].bases, alone[0].bases);
+
+        // A bad segment under both starts fails both (the one from 45 when
+        // its own read from there fails too).
+        let bases = log.segment_bases();
+        let holding = bases
+            .iter()
+            .copied()
+            .filter(|base| base.value() <= 45)
+            .max()
+            .unwrap();
+        assert!(
+            holding < *bases.last().unwrap(),
+            "a sealed segment: {bases:?}"
+        );
+        io.fail_reads_of(Some(sluice_engine::segment::log_path(
+            Path::new(DIR),
+            holding,
+        )));
+        let mut shared = recorders(&[0, 45]);
+        assert!(replay_all(&log, &mut shared).is_err());
+        assert!(shared.iter().all(|recorder| recorder.failed));
+    }
+
+    /// Each replay gets what a read from its own start returns: the batch
+    /// holding that offset, then every later one; the shared read covers
+    /// the earliest start once.
+    #[test]
+    fn each_replay_gets_the_batches_a_read_from_its_start_returns() {
+        let (_io, _committer, log) = twenty_batches(51);
+
+        // From inside a batch (twice), at a batch's start, at the end.
+        let mut recorders = recorders(&[31, 45, 60, 7]);
+        let read = replay_all(&log, &mut recorders).unwrap();
         for recorder in &recorders {
             let expected: Vec<i64> = (0..20_i64)
                 .map(|batch| batch * 3)

@@ -350,6 +350,7 @@ impl TxnState {
             source: "none",
             from: log.log_start_offset(),
             scanned_bytes: 0,
+            failed: None,
         };
         replay_tail(log, &mut [&mut replay]).await?;
         let mut state = replay.state;
@@ -363,8 +364,8 @@ impl TxnState {
     #[cfg(test)]
     async fn recover<I: Io>(log: &Log<I>) -> (TxnState, Recovered) {
         let mut replay = Self::open_replay(log).await;
-        let result = replay_tail(log, &mut [&mut replay]).await;
-        replay.finish(log, result.as_ref().err())
+        let _ = replay_tail(log, &mut [&mut replay]).await;
+        replay.finish(log)
     }
 
     /// The state of a partition being opened (module docs): from the
@@ -410,6 +411,7 @@ impl TxnState {
             source,
             from,
             scanned_bytes: 0,
+            failed: None,
         }
     }
 
@@ -538,18 +540,21 @@ pub struct TxnReplay {
     source: &'static str,
     from: Offset,
     scanned_bytes: u64,
+    /// Why the read of its range failed, if it did.
+    failed: Option<String>,
 }
 
 impl TxnReplay {
     /// The rebuilt state, or an empty one if the read failed (logged).
-    pub fn finish<I: Io>(self, log: &Log<I>, failure: Option<&LogError>) -> (TxnState, Recovered) {
+    pub fn finish<I: Io>(self, log: &Log<I>) -> (TxnState, Recovered) {
         let TxnReplay {
             mut state,
             source,
             from,
             scanned_bytes,
+            failed,
         } = self;
-        if let Some(error) = failure {
+        if let Some(error) = failed {
             tracing::error!(dir = %log.dir().display(), %error, "could not rebuild the transaction state; starting empty");
             let recovered = Recovered {
                 source: "failed",
@@ -595,6 +600,10 @@ impl TailReplay for TxnReplay {
     fn replay(&mut self, stored: &Bytes, header: &BatchHeader) {
         self.scanned_bytes += stored.len() as u64;
         self.state.observe_batch(stored, header);
+    }
+
+    fn fail(&mut self, error: &LogError) {
+        self.failed = Some(error.to_string());
     }
 }
 
