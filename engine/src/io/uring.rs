@@ -736,8 +736,9 @@ mod tests {
             assert_eq!(read_parts::parts_in_flight(), 0);
 
             // A write in flight longer than the window still bounds the
-            // reads as it completes (counted from its start, the bound
-            // lifted at that moment).
+            // reads as it completes. Until the eighteenth session the window
+            // was counted from the write's start only, and the bound lifted
+            // the moment such a write completed.
             let writing = read_parts::DurableWrite::start();
             compio::time::sleep(read_parts::WRITES_RECENT * 2).await;
             let ended = std::time::Instant::now();

@@ -179,6 +179,7 @@ mod tests {
         }
 
         fn replay(&mut self, stored: &Bytes, header: &BatchHeader) {
+            assert!(!self.failed, "a failed replay is given nothing more");
             assert_eq!(stored.len(), header.total_size());
             self.bases.push(header.base_offset().value());
         }
