@@ -80,3 +80,29 @@ kill $LOAD 2>/dev/null; wait $LOAD 2>/dev/null
 start
 echo "kill -9 under load, restart: serving after $(serving_after) s; RSS $(rss)"
 grep -E "recovered log" "$DATA/broker.log" | tail -1 | cut -c1-200
+# Where the kill -9 restart went, from the broker's log of that start: the
+# engine's recovery scans, then the producer table and transaction state
+# rebuilt from the log (server/src/shard/tail_replay.rs).
+python3 - "$DATA/broker.log" <<'PY'
+import re
+import sys
+from datetime import datetime
+lines = open(sys.argv[1], errors="replace").read().splitlines()
+starts = [i for i, line in enumerate(lines) if "controller thread started" in line]
+if not starts:
+    sys.exit(0)
+run = lines[starts[-1]:]
+def at(line):
+    return datetime.fromisoformat(line.split()[0].rstrip("Z"))
+def last(key):
+    times = [at(line) for line in run if key in line]
+    return (max(times) - at(run[0])).total_seconds() if times else None
+scanned = sum(int(found) for line in run
+              for found in re.findall(r"(\d+) bytes scanned", line))
+phases = [("engine recovery scans done", last("recovered log")),
+          ("transaction state rebuilt", last("transaction state recovered")),
+          ("serving", last("sluice is serving"))]
+print("kill -9 restart phases (s from the controller's start): " + ", ".join(
+    f"{name} {value:.2f}" for name, value in phases if value is not None)
+    + f"; engine scanned {scanned / 1e9:.2f} GB")
+PY
