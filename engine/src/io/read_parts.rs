@@ -69,10 +69,11 @@ pub const READ_PART_BYTES_BESIDE_WRITES: usize = 128 << 10;
 
 /// How long after a durable write ended the reads stay in their
 /// beside-writes bound (measured from its end: a write slower than this
-/// window must not leave the reads unbounded the moment it completes). A producer's writes come and go far faster than
-/// this (at 50 MB/s, thousands a second, each in flight ~0.1-0.3 ms): a
-/// bound that lifted between two writes let the reads fill the device
-/// again, and the next write waited behind all of it.
+/// window must not leave the reads unbounded the moment it completes). A
+/// producer's writes come and go far faster than this (at 50 MB/s,
+/// thousands a second, each in flight ~0.1-0.3 ms): a bound that lifted
+/// between two writes let the reads fill the device again, and the next
+/// write waited behind all of it.
 pub const WRITES_RECENT: Duration = Duration::from_millis(10);
 
 /// Durable writes (`Io::write_durable_at`) in flight in the process.

@@ -374,6 +374,14 @@ impl ProducerStateTable {
         ProducerStateTable::default()
     }
 
+    /// An empty table whose first expiration check counts from `now_ms`.
+    fn empty_at(now_ms: i64) -> ProducerStateTable {
+        ProducerStateTable {
+            last_expiration_check_ms: now_ms,
+            ..ProducerStateTable::default()
+        }
+    }
+
     /// Number of producers known.
     pub fn len(&self) -> usize {
         self.producers.len()
@@ -742,10 +750,7 @@ impl ProducerReplay {
             Offset(end.value() - tail_offsets)
         };
         ProducerReplay {
-            table: ProducerStateTable {
-                last_expiration_check_ms: now_ms,
-                ..ProducerStateTable::default()
-            },
+            table: ProducerStateTable::empty_at(now_ms),
             from,
             now_ms,
             replayed: 0,
@@ -764,10 +769,7 @@ impl ProducerReplay {
             %error,
             "could not rebuild the idempotent producer state; starting empty"
         );
-        ProducerStateTable {
-            last_expiration_check_ms: self.now_ms,
-            ..ProducerStateTable::default()
-        }
+        ProducerStateTable::empty_at(self.now_ms)
     }
 
     fn done<I: Io>(self, log: &Log<I>) -> ProducerStateTable {
