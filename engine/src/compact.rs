@@ -497,6 +497,9 @@ impl<I: Io> Log<I> {
         let stable_bound = txns.map(|txns| txns.stable_bound);
         let mut index = txns.map(|txns| TxnIndex::new(&txns.aborted));
         let inner = &self.inner;
+        // A close waits for the pass, which stops at its next segment
+        // (dir_gate.rs): its temporary files are made by path.
+        let _dir = inner.enter_dir()?;
         let _pass = inner.clean_lock.lock().await;
         inner.check_not_poisoned()?;
         let now = inner.io.now_ms();
@@ -542,6 +545,7 @@ impl<I: Io> Log<I> {
         let mut since_marker: HashMap<i64, Vec<usize>> = HashMap::new();
         let mut markers: Vec<MarkerTxn> = Vec::new();
         for target in &targets {
+            inner.stop_if_closing()?;
             let mut reader = BatchReader::new(inner, target);
             while let Some((_, bytes)) = reader.next().await? {
                 let header = reader.header(&bytes)?;
@@ -629,6 +633,7 @@ impl<I: Io> Log<I> {
 
         // 2. Rewrite each segment that loses something.
         for target in &targets {
+            inner.stop_if_closing()?;
             self.clean_segment(
                 target,
                 &latest,

@@ -107,6 +107,11 @@ pub enum LogError {
     /// A caller asked for something the log cannot do (bad argument).
     #[error("invalid request: {0}")]
     InvalidArgument(String),
+
+    /// The log was closed (its partition stopped or removed); its directory
+    /// may already belong to another log (engine/src/dir_gate.rs).
+    #[error("log {dir} is closed")]
+    Closed { dir: PathBuf },
 }
 
 impl LogError {

@@ -39,6 +39,7 @@ use crate::config::{FlushPolicy, LogConfig};
 use crate::constants::{
     BATCH_HEADER_SIZE, PAGE_SIZE, PREALLOCATE_FIRST_BYTES, TAIL_CHUNKS_RETAINED,
 };
+use crate::dir_gate::{DirGate, DirUse};
 use crate::epochs::{self, LeaderEpochCache, SegmentSource};
 use crate::error::{AppendError, LogError, ReplicatedAppendError};
 use crate::io::{Io, is_storage_full};
@@ -125,6 +126,9 @@ pub(crate) struct LogInner<I: Io> {
     /// unlike `flush_lock`, so appends keep flowing while a pass reads and
     /// writes.
     pub(crate) clean_lock: Mutex<()>,
+    /// Work that uses the directory by path outside `flush_lock`; a close
+    /// waits for it (dir_gate.rs).
+    pub(crate) dir_gate: Rc<DirGate>,
     committer: Committer<I>,
     /// The read issued ahead of a sequential reader (readahead.rs).
     read_ahead: ReadAhead,
@@ -277,6 +281,7 @@ impl<I: Io> Log<I> {
                 state: RefCell::new(state),
                 flush_lock: Mutex::new(()),
                 clean_lock: Mutex::new(()),
+                dir_gate: Rc::default(),
                 committer: committer.clone(),
                 read_ahead: ReadAhead::default(),
                 tail: TailEntry::default(),
@@ -294,6 +299,20 @@ impl<I: Io> Log<I> {
 
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// Permission to use the log's directory by path (files kept next to
+    /// the segments, such as the server's transaction snapshots) until the
+    /// returned guard drops; a close waits for it. `Err(Closed)` once a
+    /// close has begun: the directory may then belong to another log
+    /// (dir_gate.rs).
+    pub fn enter_dir(&self) -> Result<DirUse, LogError> {
+        self.inner.enter_dir()
+    }
+
+    /// Whether a close of this log has begun.
+    pub fn is_closed(&self) -> bool {
+        self.inner.dir_gate.is_shut()
     }
 
     /// The I/O the log uses, for the files its owner keeps next to the
@@ -895,6 +914,7 @@ impl<I: Io> Log<I> {
     /// divergent tail. Durable when it returns Ok.
     pub async fn truncate_to(&self, offset: Offset) -> Result<Offset, LogError> {
         let inner = &self.inner;
+        let _dir = inner.enter_dir()?;
         inner
             .flush()
             .await
@@ -1068,6 +1088,7 @@ impl<I: Io> Log<I> {
     /// segment's file is created by its first flush, as after a roll.
     pub async fn start_over_at(&self, start: Offset) -> Result<(), LogError> {
         let inner = &self.inner;
+        let _dir = inner.enter_dir()?;
         inner
             .flush()
             .await
@@ -1138,6 +1159,7 @@ impl<I: Io> Log<I> {
     /// are deleted. Durable when it returns Ok. Returns the new log start.
     pub async fn delete_records_before(&self, offset: Offset) -> Result<Offset, LogError> {
         let inner = &self.inner;
+        let _dir = inner.enter_dir()?;
         inner.check_not_poisoned()?;
         {
             let _guard = inner.flush_lock.lock().await;
@@ -1178,6 +1200,7 @@ impl<I: Io> Log<I> {
     /// segment is rolled so a later pass can delete it). Returns how many
     /// segments were deleted.
     pub async fn apply_retention(&self) -> Result<usize, LogError> {
+        let _dir = self.inner.enter_dir()?;
         self.inner.check_not_poisoned()?;
         let now = self.inner.io.now_ms();
         let rolled = {
@@ -1299,15 +1322,19 @@ impl<I: Io> Log<I> {
     pub async fn close_for_removal(&self) -> Result<(), LogError> {
         let inner = &self.inner;
         let _guard = self.flush_then_lock().await?;
-        inner.state.borrow_mut().closed = true;
+        if std::mem::replace(&mut inner.state.borrow_mut().closed, true) {
+            return Ok(());
+        }
         inner.fail_waiters(|dir| AppendError::Closed { dir });
         Ok(())
     }
 
-    /// Flush what was appended, then hold the flush lock: no flush runs
-    /// until the guard drops (the start of both closes).
+    /// Wait for the work using the directory by path and refuse more
+    /// (dir_gate.rs), flush what was appended, then hold the flush lock: no
+    /// flush runs until the guard drops (the start of both closes).
     async fn flush_then_lock(&self) -> Result<futures_util::lock::MutexGuard<'_, ()>, LogError> {
         let inner = &self.inner;
+        inner.dir_gate.shut().await;
         inner
             .flush()
             .await
@@ -1320,6 +1347,11 @@ impl<I: Io> Log<I> {
     pub async fn close(&self) -> Result<(), LogError> {
         let inner = &self.inner;
         let _guard = self.flush_then_lock().await?;
+        if inner.state.borrow().closed {
+            // Closed before (for removal, maybe): its directory is not
+            // this log's to write any more.
+            return Ok(());
+        }
         // Trim the active segment's preallocation (fallocated zeros past its
         // end), so that the next open finds the file exactly its batches
         // and has nothing to cut and sync.
@@ -1444,7 +1476,9 @@ impl<I: Io> LogInner<I> {
             .iter()
             .take(count.saturating_sub(1))
             .any(|segment| segment.sealed && !segment.finalized);
-        let dirty = state.poisoned.is_none() && (state.durable_end < state.log_end || finalizable);
+        let dirty = state.poisoned.is_none()
+            && !state.closed
+            && (state.durable_end < state.log_end || finalizable);
         state.queued = dirty;
         dirty
     }
@@ -1465,6 +1499,12 @@ impl<I: Io> LogInner<I> {
                     dir: self.dir.clone(),
                     reason: reason.clone(),
                 });
+            }
+            if state.closed {
+                // The close flushed everything it acknowledged and failed
+                // the appends after it; the directory may be another log's
+                // by now (dir_gate.rs).
+                return Ok(());
             }
             FlushPlan::take(&mut state)
         };
@@ -2204,6 +2244,24 @@ fn warn_unless_gone(path: &Path, result: io::Result<()>) {
 impl<I: Io> LogInner<I> {
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// A use of the directory by path (dir_gate.rs), or `Closed`.
+    pub(crate) fn enter_dir(&self) -> Result<DirUse, LogError> {
+        self.dir_gate.enter().ok_or_else(|| LogError::Closed {
+            dir: self.dir.clone(),
+        })
+    }
+
+    /// `Closed` once a close has begun: a long use of the directory (a
+    /// compaction pass) stops at its next step.
+    pub(crate) fn stop_if_closing(&self) -> Result<(), LogError> {
+        if self.dir_gate.is_shut() {
+            return Err(LogError::Closed {
+                dir: self.dir.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// Write the leader-epoch checkpoint `(generation, bytes)` and remember

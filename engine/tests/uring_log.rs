@@ -28,7 +28,8 @@ use futures_util::future::join_all;
 use sluice_engine::batch;
 use sluice_engine::io::uring::UringIo;
 use sluice_engine::{
-    AppendError, Committer, LeaderEpoch, Log, LogConfig, LogError, Offset, ReadLimits, SyncMode,
+    AppendError, CleanOptions, Committer, LeaderEpoch, Log, LogConfig, LogError, Offset,
+    ReadLimits, SyncMode,
 };
 use support::{RealDir, as_stored, batches_of, run_on_uring, spawn_committer, tagged_batch};
 
@@ -396,6 +397,115 @@ fn a_log_closed_for_removal_refuses_appends_and_reopens_like_after_a_kill() {
         for (offset, bytes) in &expected {
             assert_eq!(read.get(offset), Some(bytes), "batch at {offset}");
         }
+    });
+}
+
+/// Every file of `dir` and its bytes.
+fn files_of(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let name = entry.file_name().into_string().unwrap();
+            (name, std::fs::read(entry.path()).unwrap())
+        })
+        .collect()
+}
+
+/// A topic deleted and created again under its name: the old log is closed
+/// for removal and its directory renamed away, and the new topic's log
+/// opens at the same path. Work that still held the old log (a cleaner
+/// pass, a DeleteRecords, a follower, a compaction) used to act on the
+/// path: retention removed the new log's first segment file and wrote the
+/// old log start into its checkpoint (dir_gate.rs).
+#[test]
+fn a_closed_log_never_touches_the_directory_that_took_its_name() {
+    let dir = RealDir::new("uring-closed-dir-reused");
+    let log_dir = dir.log_dir();
+    let moved = log_dir.with_extension("old-delete");
+    let mut old_expected = Expected::new();
+    let mut expected = Expected::new();
+    run_on_uring(async {
+        let old = open(&log_dir, small_config()).await;
+        append_durably(&old.log, 0..300, &mut old_expected).await;
+        assert!(
+            old.log.segment_count() > 2,
+            "retention has segments to delete"
+        );
+        old.log.set_config(LogConfig {
+            retention_bytes: Some(1),
+            ..small_config()
+        });
+        old.log.close_for_removal().await.unwrap();
+        std::fs::rename(&log_dir, &moved).unwrap();
+
+        let new = open(&log_dir, small_config()).await;
+        append_durably(&new.log, 1_000..1_040, &mut expected).await;
+        let files = files_of(&log_dir);
+
+        let closed = |result: Result<(), LogError>, what: &str| {
+            assert!(
+                matches!(result, Err(LogError::Closed { .. })),
+                "{what} on the closed log: {result:?}"
+            );
+        };
+        closed(old.log.apply_retention().await.map(drop), "retention");
+        closed(
+            old.log.delete_records_before(Offset(50)).await.map(drop),
+            "DeleteRecords",
+        );
+        closed(
+            old.log.truncate_to(Offset(10)).await.map(drop),
+            "truncation",
+        );
+        closed(old.log.start_over_at(Offset(5_000)).await, "a start-over");
+        closed(
+            old.log.clean(&CleanOptions::default()).await.map(drop),
+            "compaction",
+        );
+        closed(old.log.enter_dir().map(drop), "a use of the directory");
+        old.log.flush().await.unwrap();
+        old.log.close().await.unwrap();
+        assert!(
+            files == files_of(&log_dir),
+            "the closed log changed the new log's directory"
+        );
+        check_reads(&new.log, &expected).await;
+        new.log.close().await.unwrap();
+    });
+    run_on_uring(async {
+        let new = open(&log_dir, small_config()).await;
+        assert_eq!(new.log.log_start_offset(), Offset::ZERO);
+        check_reads(&new.log, &expected).await;
+        // The old log's files are where the removal put them.
+        let old = open(&moved, small_config()).await;
+        check_reads(&old.log, &old_expected).await;
+    });
+}
+
+/// A close waits for the work using the directory by path (a compaction
+/// pass, the server's transaction files) and no new such work starts.
+#[test]
+fn a_close_waits_for_the_uses_of_the_directory_in_progress() {
+    let dir = RealDir::new("uring-close-waits-for-dir-uses");
+    let log_dir = dir.log_dir();
+    run_on_uring(async {
+        let session = open(&log_dir, small_config()).await;
+        let mut expected = Expected::new();
+        append_durably(&session.log, 0..20, &mut expected).await;
+        let in_progress = session.log.enter_dir().unwrap();
+        let mut close = Box::pin(session.log.close_for_removal());
+        assert!(
+            support::poll_once(&mut close).is_none(),
+            "waits for the use"
+        );
+        assert!(session.log.is_closed());
+        assert!(matches!(
+            session.log.enter_dir(),
+            Err(LogError::Closed { .. })
+        ));
+        drop(in_progress);
+        close.await.unwrap();
     });
 }
 

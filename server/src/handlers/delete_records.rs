@@ -103,6 +103,8 @@ async fn delete_on_owner(
             match replica.log.delete_records_before(target).await {
                 Ok(log_start) => Ok(log_start.value()),
                 Err(LogError::OffsetOutOfRange { .. }) => Err(ResponseError::OffsetOutOfRange),
+                // Deleted (or moved) while the request waited for it.
+                Err(LogError::Closed { .. }) => Err(ResponseError::UnknownTopicOrPartition),
                 Err(LogError::InvalidArgument(reason)) => {
                     tracing::warn!(partition = %topic_partition, %reason, "delete records refused");
                     Err(ResponseError::InvalidRequest)

@@ -90,7 +90,9 @@ pub async fn clean_once(shard: &Shard) -> usize {
                 config.compaction,
             )
         };
-        if replica.log.is_poisoned() {
+        // Poisoned, or closed since the pass began (its partition removed:
+        // nothing of it may touch its directory again).
+        if replica.log.is_poisoned() || replica.log.is_closed() {
             continue;
         }
         crate::shard::txn_state::persist(&replica.log, &replica.txns).await;
@@ -103,6 +105,7 @@ pub async fn clean_once(shard: &Shard) -> usize {
                     log_start = %replica.log.log_start_offset(),
                     "retention deleted segments"
                 ),
+                Err(sluice_engine::LogError::Closed { .. }) => {}
                 Err(error) => {
                     tracing::warn!(partition = %replica.topic_partition, %error, "retention failed; will retry");
                 }
@@ -148,6 +151,7 @@ pub async fn clean_once(shard: &Shard) -> usize {
                     "compacted"
                 );
             }
+            Err(sluice_engine::LogError::Closed { .. }) => {}
             Err(error) => {
                 tracing::warn!(partition = %replica.topic_partition, %error, "compaction failed; will retry");
             }

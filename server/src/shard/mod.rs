@@ -481,8 +481,12 @@ impl Shard {
     /// Flush one partition, save its transaction and producer snapshots,
     /// close its log.
     async fn close_replica(&self, replica: &PartitionReplica) {
-        // Flushed first, so the snapshots cover exactly the log.
-        if replica.log.flush().await.is_ok() {
+        // Flushed first, so the snapshots cover exactly the log; written by
+        // path, so not once a removal closed the log (engine dir_gate.rs),
+        // and the close below waits for them.
+        if let Ok(_dir) = replica.log.enter_dir()
+            && replica.log.flush().await.is_ok()
+        {
             let state = replica.txns.borrow().clone();
             if state.end_offset() == replica.log.log_end_offset()
                 && let Err(error) = txn_state::save_snapshot(replica.log.dir(), &state)

@@ -798,6 +798,12 @@ fn gone(dir: &std::path::Path, error: &std::io::Error) -> bool {
 }
 
 pub async fn persist<I: Io>(log: &Log<I>, txns: &RefCell<TxnState>) {
+    // Its files are written by path: not once the log is closing, when the
+    // directory may be renamed away and another topic's take its name
+    // (engine dir_gate.rs); a close waits for a step in progress.
+    let Ok(_dir) = log.enter_dir() else {
+        return;
+    };
     let io = log.io();
     let dir = log.dir();
     let pruned = {
@@ -1546,6 +1552,26 @@ mod tests {
         );
         let full = block_on(TxnState::rebuild(&log)).unwrap();
         assert_same_state(&state, &full);
+    }
+
+    /// A partition removed while the cleaner's pass held it: its directory
+    /// is renamed away once the close returns, and may be another topic's
+    /// by the time the pass gets to it (engine dir_gate.rs).
+    #[test]
+    fn a_log_closed_for_removal_gets_no_transaction_files() {
+        let io = SimIo::new(35);
+        let dir = Path::new("/data/topic-0");
+        let (committer, log) = open_small(&io, dir);
+        let txns = RefCell::new(TxnState::new());
+        transactions(&log, &txns, 0..30);
+        block_on(committer.flush_round());
+        // Captured, and durable: the next step would write it.
+        block_on(persist(&log, &txns));
+        assert!(txns.borrow().storage.pending.is_some());
+        block_on(log.close_for_removal()).unwrap();
+        block_on(persist(&log, &txns));
+        assert!(files(&io, dir, ".txnsnapshot").is_empty());
+        assert!(files(&io, dir, ".txnindex").is_empty());
     }
 
     #[test]
