@@ -1319,14 +1319,21 @@ impl<I: Io> Log<I> {
     /// preallocation step per partition, which a filesystem with online
     /// discard trims on the spot). If the removal does not happen after
     /// all, the log recovers at its next open as after a kill -9.
+    ///
+    /// The log is closed even when the flush fails (the error is returned
+    /// after): its directory goes either way, and a log left open would
+    /// take appends and flush them into whatever directory has its path by
+    /// then (dir_gate.rs).
     pub async fn close_for_removal(&self) -> Result<(), LogError> {
         let inner = &self.inner;
-        let _guard = self.flush_then_lock().await?;
-        if std::mem::replace(&mut inner.state.borrow_mut().closed, true) {
-            return Ok(());
+        let (_guard, flushed) = match self.flush_then_lock().await {
+            Ok(guard) => (guard, Ok(())),
+            Err(error) => (inner.flush_lock.lock().await, Err(error)),
+        };
+        if !std::mem::replace(&mut inner.state.borrow_mut().closed, true) {
+            inner.fail_waiters(|dir| AppendError::Closed { dir });
         }
-        inner.fail_waiters(|dir| AppendError::Closed { dir });
-        Ok(())
+        flushed
     }
 
     /// Wait for the work using the directory by path and refuse more

@@ -651,3 +651,35 @@ fn a_cleanly_closed_log_reopens_without_a_single_sync() {
     assert_eq!(after.write_at_count, before.write_at_count, "write at open");
     assert!(log.log_end_offset() > Offset(100));
 }
+
+/// A removal's close on a full disk: the flush fails, and the log is closed
+/// all the same. Left open, it took appends after the removal and a later
+/// flush wrote them by path into whatever directory had its name by then
+/// (engine/src/dir_gate.rs).
+#[test]
+fn a_close_for_removal_on_a_full_disk_still_closes_the_log() {
+    let io = SimIo::new(23);
+    let (log, committer) = open(&io, small_config());
+    append_durable(&log, &committer, &tagged_batch(1, 2, 100, NOW));
+    io.set_space_limit(Some(io.space_used_bytes()));
+    // Past the preallocated space: the flush needs more.
+    let mut pending = log
+        .append(&tagged_batch(2, 20, 2000, NOW), LeaderEpoch(0))
+        .unwrap();
+    let closed = block_on(log.close_for_removal());
+    assert!(closed.is_err(), "the flush failed: {closed:?}");
+    assert!(poll_once(&mut pending.completion).unwrap().is_err());
+    io.set_space_limit(None);
+    let refused = log.append(&tagged_batch(3, 2, 100, NOW), LeaderEpoch(0));
+    assert!(
+        matches!(refused, Err(AppendError::Closed { .. })),
+        "appends after the close are refused"
+    );
+    let before = io.space_used_bytes();
+    block_on(committer.flush_round());
+    assert_eq!(
+        io.space_used_bytes(),
+        before,
+        "nothing written after the close"
+    );
+}
