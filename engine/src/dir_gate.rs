@@ -13,14 +13,17 @@
 //! Invariant: once a close of the log has returned, nothing of this log
 //! touches its directory by path again. Two mechanisms hold it:
 //!
-//! - Work under the flush lock (flushes, truncation, retention, DeleteRecords,
-//!   the swap of a compacted segment) checks `LogState::closed` after taking
-//!   the lock; a close sets it while holding the lock.
-//! - Longer work outside the flush lock (a compaction pass, the server's
-//!   transaction files) holds a [`DirUse`] from this gate. A close first
-//!   shuts the gate (no new use starts) and waits until every use has ended;
-//!   a compaction pass looks at [`DirGate::is_shut`] between segments and
-//!   stops early.
+//! - Every operation that uses the directory by path holds a [`DirUse`]
+//!   from this gate for its whole run: retention, DeleteRecords, truncation,
+//!   a start-over, a compaction pass (engine), the transaction files, the
+//!   clean-stop snapshots and a follower's rebuild after a start-over
+//!   (server). A close first shuts the gate (no new use starts) and waits
+//!   until every use has ended; a compaction pass looks at
+//!   [`DirGate::is_shut`] between segments and stops early.
+//! - The flush, which a close runs itself after shutting the gate, checks
+//!   `LogState::closed` after taking the flush lock and does nothing on a
+//!   closed log; a close sets `closed` while holding that lock, and fails
+//!   the appends still waiting.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;

@@ -1354,11 +1354,24 @@ impl<I: Io> Log<I> {
     pub async fn close(&self) -> Result<(), LogError> {
         let inner = &self.inner;
         let _guard = self.flush_then_lock().await?;
-        if inner.state.borrow().closed {
+        if std::mem::replace(&mut inner.state.borrow_mut().closed, true) {
             // Closed before (for removal, maybe): its directory is not
             // this log's to write any more.
             return Ok(());
         }
+        // Appends are refused from here on; those that came during the
+        // flush above are failed whether or not the files below are
+        // written (a flush of a closed log writes nothing).
+        let written = self.write_close_files().await;
+        inner.fail_waiters(|dir| AppendError::Closed { dir });
+        written
+    }
+
+    /// The files of a clean close ([`Log::close`], which holds the flush
+    /// lock): the active segment trimmed, its indexes, the checkpoint
+    /// covering everything, a stale leader-epoch checkpoint.
+    async fn write_close_files(&self) -> Result<(), LogError> {
+        let inner = &self.inner;
         // Trim the active segment's preallocation (fallocated zeros past its
         // end), so that the next open finds the file exactly its batches
         // and has nothing to cut and sync.
@@ -1394,8 +1407,7 @@ impl<I: Io> Log<I> {
             }
         }
         let (checkpoint, writes) = {
-            let mut state = inner.state.borrow_mut();
-            state.closed = true;
+            let state = inner.state.borrow();
             let Some(active) = state.segments.back() else {
                 unreachable!("a log always has an active segment");
             };
@@ -1445,7 +1457,6 @@ impl<I: Io> Log<I> {
         if let Some((generation, _)) = stale_epochs {
             inner.state.borrow_mut().epochs_persisted = Some(generation);
         }
-        inner.fail_waiters(|dir| AppendError::Closed { dir });
         Ok(())
     }
 }

@@ -509,6 +509,100 @@ fn a_close_waits_for_the_uses_of_the_directory_in_progress() {
     });
 }
 
+/// Appends that come while a close for removal flushes are failed, and no
+/// later flush writes them: once the close has returned, the directory may
+/// be another log's (dir_gate.rs). They used to stay buffered, and the
+/// committer's next flush created the rolled segment's file and wrote index
+/// files and a checkpoint by path.
+#[test]
+fn appends_during_a_close_for_removal_are_failed_and_never_written() {
+    let dir = RealDir::new("uring-appends-during-close");
+    let log_dir = dir.log_dir();
+    run_on_uring(async {
+        let session = open(&log_dir, small_config()).await;
+        let mut expected = Expected::new();
+        append_durably(&session.log, 0..20, &mut expected).await;
+        let pending = session
+            .log
+            .append(&varied_batch(20), LeaderEpoch(EPOCH))
+            .unwrap();
+        let mut close = Box::pin(session.log.close_for_removal());
+        assert!(
+            support::poll_once(&mut close).is_none(),
+            "the close's flush writes the pending batch"
+        );
+        // Enough to roll past the 256 KiB segment, under a new epoch.
+        let segments = session.log.segment_count();
+        let late: Vec<_> = (0..200)
+            .map(|tag| {
+                session
+                    .log
+                    .append(&varied_batch(100 + tag), LeaderEpoch(EPOCH + 1))
+            })
+            .collect();
+        assert!(
+            late.iter().all(Result::is_ok),
+            "accepted before the close ends"
+        );
+        assert!(session.log.segment_count() > segments, "a segment rolled");
+        close.await.unwrap();
+        pending.completion.await.unwrap();
+        let files = files_of(&log_dir);
+        session.log.flush().await.unwrap();
+        // The committer's own rounds run meanwhile.
+        compio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(files == files_of(&log_dir), "written after the close");
+        for appended in late {
+            assert!(matches!(
+                appended.unwrap().completion.await,
+                Err(AppendError::Closed { .. })
+            ));
+        }
+    });
+}
+
+/// A close that comes during a compaction pass ends after the pass, which
+/// stops at its next segment: the pass makes its temporary files and swaps
+/// segments by path (dir_gate.rs). (The close here comes while the pass
+/// writes its checkpoint; that the close also waits for a pass it finds
+/// reading is the gate's own test, `a_close_waits_for_the_uses_of_the_directory_in_progress`.)
+#[test]
+fn a_close_during_a_compaction_pass_waits_for_the_pass() {
+    let dir = RealDir::new("uring-close-during-compaction");
+    let log_dir = dir.log_dir();
+    run_on_uring(async {
+        let session = open(&log_dir, small_config()).await;
+        let mut expected = Expected::new();
+        append_durably(&session.log, 0..1_500, &mut expected).await;
+        session.log.close().await.unwrap();
+    });
+    run_on_uring(async {
+        // Reopened: the pass reads every segment from the disk.
+        let session = open(&log_dir, small_config()).await;
+        assert!(session.log.segment_count() > 4, "segments to clean");
+        let order = std::cell::RefCell::new(Vec::new());
+        let mut pass = Box::pin(async {
+            let result = session.log.clean(&CleanOptions::default()).await;
+            order.borrow_mut().push("pass");
+            result
+        });
+        assert!(
+            support::poll_once(&mut pass).is_none(),
+            "the pass is in progress"
+        );
+        let close = async {
+            session.log.close_for_removal().await.unwrap();
+            order.borrow_mut().push("close");
+        };
+        let (result, ()) = futures_util::join!(pass, close);
+        assert_eq!(*order.borrow(), ["pass", "close"]);
+        assert!(
+            matches!(result, Ok(_) | Err(LogError::Closed { .. })),
+            "{result:?}"
+        );
+    });
+}
+
 #[test]
 fn a_log_dropped_without_close_reopens_with_every_acknowledged_batch() {
     let dir = RealDir::new("uring-drop");

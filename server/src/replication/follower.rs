@@ -198,6 +198,11 @@ pub async fn apply(replica: &Rc<PartitionReplica>, message: ToFollower) -> State
                 leader = header.leader_id,
                 "starting over at the leader's log start"
             );
+            // The rebuild uses the directory by path too (transaction
+            // snapshots): both under one use of it (engine dir_gate.rs).
+            let Ok(_dir) = log.enter_dir() else {
+                return reply(ReplyStatus::NotReplica);
+            };
             if let Err(error) = log.start_over_at(header.log_start).await {
                 tracing::error!(partition = %replica.topic_partition, %error, "starting over failed");
                 return reply(ReplyStatus::StorageError);
@@ -242,9 +247,16 @@ pub async fn apply(replica: &Rc<PartitionReplica>, message: ToFollower) -> State
                     leader = header.leader_id,
                     "truncating a divergent tail"
                 );
-                if let Err(error) = log.truncate_to(target).await {
-                    tracing::error!(partition = %replica.topic_partition, %error, "truncation failed");
-                    return reply(ReplyStatus::StorageError);
+                match log.truncate_to(target).await {
+                    Ok(_) => {}
+                    // Removed from this broker meanwhile.
+                    Err(sluice_engine::LogError::Closed { .. }) => {
+                        return reply(ReplyStatus::NotReplica);
+                    }
+                    Err(error) => {
+                        tracing::error!(partition = %replica.topic_partition, %error, "truncation failed");
+                        return reply(ReplyStatus::StorageError);
+                    }
                 }
                 replica
                     .producers
