@@ -36,6 +36,11 @@ pub const LOCK_FILE_NAME: &str = "sluice.lock";
 /// docs) before giving up.
 pub const DEAD_HOLDER_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// A wait for a dead holder's lock shorter than this is the normal end of
+/// a stop (its rings are freed tens of milliseconds after it exits, so a
+/// restart right after a stop waits that long) and is not warned about.
+const DEAD_HOLDER_QUIET: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// `f_type` of a tmpfs file system (linux/magic.h).
 const TMPFS_MAGIC: i64 = 0x0102_1994;
 
@@ -129,8 +134,9 @@ impl DataDirLock {
             .truncate(false)
             .open(&lock_path)
             .map_err(|source| classify_write_error(path, &lock_path, source))?;
-        let deadline = std::time::Instant::now() + DEAD_HOLDER_WAIT;
-        let mut waiting = false;
+        let started = std::time::Instant::now();
+        let deadline = started + DEAD_HOLDER_WAIT;
+        let mut warned = false;
         loop {
             // SAFETY: flock(2) on a file descriptor this function owns.
             let result = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
@@ -153,8 +159,8 @@ impl DataDirLock {
                     holder,
                 });
             }
-            if !waiting {
-                waiting = true;
+            if !warned && started.elapsed() >= DEAD_HOLDER_QUIET {
+                warned = true;
                 tracing::warn!(
                     data_dir = %path.display(),
                     %holder,
