@@ -46,7 +46,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::{ApiKey, FindCoordinatorRequest};
+use kafka_protocol::messages::{ApiKey, DeleteTopicsRequest, FindCoordinatorRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
@@ -1567,6 +1567,61 @@ fn committed_offsets(
             _ => None,
         })
         .collect())
+}
+
+/// A deleted topic's committed offsets go from every group, whichever
+/// broker coordinates it: a topic created again under the name must not
+/// resume at the old topic's offsets (Kafka removes them with the topic).
+/// They used to be forgotten only by the broker that took the DeleteTopics
+/// request, for the groups it coordinated itself.
+#[test]
+fn a_topic_deleted_through_another_broker_leaves_no_committed_offsets_in_its_groups() {
+    const TOPIC: &str = "deleted-elsewhere";
+    const GROUP: &str = "deleted-elsewhere-readers";
+    let _serial = serial();
+    let mut cluster = ReplicatedCluster::start("replication-deleted-offsets");
+    cluster.create_topic(TOPIC, 2);
+    let coordinator = wait_until("the group's coordinator", CONVERGE_TIMEOUT, || {
+        find_coordinator(&mut cluster, GROUP)
+    });
+    let bootstrap = cluster.bootstrap();
+    let consumer = group_consumer(&bootstrap, GROUP);
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(TOPIC, 0, Offset::Offset(7))
+        .unwrap();
+    list.add_partition_offset(TOPIC, 1, Offset::Offset(9))
+        .unwrap();
+    consumer
+        .commit(&list, CommitMode::Sync)
+        .expect("committing offsets");
+    drop(consumer);
+    assert_eq!(
+        committed_offsets(&bootstrap, GROUP, TOPIC, 2).unwrap(),
+        BTreeMap::from([(0, 7), (1, 9)])
+    );
+
+    let other = cluster.nodes().find(|node| *node != coordinator).unwrap();
+    let mut connection = Connection::open(&cluster.broker(other).bootstrap()).unwrap();
+    let version = connection.negotiate(ApiKey::DeleteTopics, 0..=5).unwrap();
+    let request = DeleteTopicsRequest::default()
+        .with_topic_names(vec![TopicName(StrBytes::from_static_str(TOPIC))])
+        .with_timeout_ms(30_000);
+    let response = connection.send(&request, version).unwrap();
+    assert!(
+        response
+            .responses
+            .iter()
+            .all(|result| result.error_code == 0),
+        "DeleteTopics through node {other}: {response:?}"
+    );
+
+    cluster.create_topic(TOPIC, 2);
+    assert_eq!(
+        committed_offsets(&bootstrap, GROUP, TOPIC, 2).unwrap(),
+        BTreeMap::new(),
+        "the group coordinated by node {coordinator} kept offsets of the topic \
+         deleted through node {other}"
+    );
 }
 
 /// The group's consumer state: what it read and what it committed.

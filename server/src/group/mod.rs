@@ -69,7 +69,18 @@ pub struct Coordinator {
     pub groups: RefCell<HashMap<String, Group>>,
     /// Offsets partitions replayed on this shard.
     loaded: RefCell<BTreeSet<i32>>,
+    /// Per offsets partition, how many times it was unloaded: a load that
+    /// started before the last unload is stale when it ends (the
+    /// leadership it loaded for is over; a newer one's load replaces it)
+    /// and installs nothing.
+    unloads: RefCell<HashMap<i32, u64>>,
     ticker_started: Cell<bool>,
+}
+
+impl Coordinator {
+    pub(crate) fn unloads_of(&self, partition: i32) -> u64 {
+        self.unloads.borrow().get(&partition).copied().unwrap_or(0)
+    }
 }
 
 /// Kafka's choice of partition for a group: Java's `String.hashCode` of
@@ -472,43 +483,42 @@ async fn tick(shard: &Rc<Shard>) {
     }
 }
 
-/// Forget every group's committed offsets for `topic` (deleted), on every
-/// shard, writing their tombstones (Kafka removes them with the topic).
-pub async fn forget_topic(shard: &Rc<Shard>, topic: &str) {
-    for index in 0..shard.shards.count() {
-        let topic = topic.to_string();
-        let outcome = shard
-            .shards
-            .call(ShardId(index), move |owner| async move {
-                let mut writes: BTreeMap<i32, Vec<GroupRecord>> = BTreeMap::new();
-                for group in owner.groups.groups.borrow_mut().values_mut() {
-                    let keys: Vec<(String, i32)> = group
-                        .offsets
-                        .keys()
-                        .filter(|(name, _)| *name == topic)
-                        .cloned()
-                        .collect();
-                    for key in keys {
-                        group.offsets.remove(&key);
-                        writes
-                            .entry(group.partition)
-                            .or_default()
-                            .push((offset_key(&group.id, &key.0, key.1), None));
-                    }
-                }
-                for (partition, records) in writes {
-                    if let Err(error) = write(&owner, partition, &records).await {
-                        tracing::warn!(
-                            partition,
-                            ?error,
-                            "writing offsets of a deleted topic failed"
-                        );
-                    }
-                }
-            })
-            .await;
-        if let Err(gone) = outcome {
-            tracing::warn!(%gone, "could not forget offsets of a deleted topic");
+/// Forget the committed offsets of the topics named in `topics` (deleted)
+/// in every group this shard coordinates, writing their tombstones (Kafka
+/// removes them with the topic), and drop the transactional commits still
+/// waiting for their marker. Run by every broker's metadata follower on
+/// each of its shards when it applies a deletion (shard/follower.rs): the
+/// groups of a cluster are spread over the leaders of `__consumer_offsets`,
+/// so forgetting only on the broker that took the DeleteTopics request
+/// left the others resuming a topic created again under the name at the
+/// old topic's offsets.
+pub async fn forget_topics(shard: &Rc<Shard>, topics: &BTreeSet<String>) {
+    let mut writes: BTreeMap<i32, Vec<GroupRecord>> = BTreeMap::new();
+    for group in shard.groups.groups.borrow_mut().values_mut() {
+        let keys: Vec<(String, i32)> = group
+            .offsets
+            .keys()
+            .filter(|(name, _)| topics.contains(name))
+            .cloned()
+            .collect();
+        for key in keys {
+            group.offsets.remove(&key);
+            writes
+                .entry(group.partition)
+                .or_default()
+                .push((offset_key(&group.id, &key.0, key.1), None));
+        }
+        for pending in group.pending_txn_offsets.values_mut() {
+            pending.retain(|(name, _), _| !topics.contains(name));
+        }
+    }
+    for (partition, records) in writes {
+        if let Err(error) = write(shard, partition, &records).await {
+            tracing::warn!(
+                partition,
+                ?error,
+                "writing offsets of a deleted topic failed"
+            );
         }
     }
 }
@@ -549,6 +559,12 @@ fn expire_offsets(group: &mut Group, wall: i64, retention_ms: i64) -> Vec<GroupR
 /// Forget the groups of offsets partition `partition` (its log is being
 /// removed: the undo of a failed creation of the topic).
 pub fn unload_partition(shard: &Shard, partition: i32) {
+    *shard
+        .groups
+        .unloads
+        .borrow_mut()
+        .entry(partition)
+        .or_default() += 1;
     shard.groups.loaded.borrow_mut().remove(&partition);
     shard
         .groups
@@ -561,6 +577,7 @@ pub fn unload_partition(shard: &Shard, partition: i32) {
 /// the coordinator: the latest record per key wins, tombstones delete.
 pub async fn load_partition(shard: &Rc<Shard>, replica: &PartitionReplica) -> anyhow::Result<()> {
     let partition = replica.topic_partition.partition;
+    let unloads_at_start = shard.groups.unloads_of(partition);
     let log = &replica.log;
     // The whole log, as Kafka loads it: a new leader's high watermark can
     // lag its log, whose records all become committed once its followers
@@ -665,6 +682,32 @@ pub async fn load_partition(shard: &Rc<Shard>, replica: &PartitionReplica) -> an
         }
     }
     let count = groups.len();
+    if install_load(shard, partition, unloads_at_start, groups) {
+        tracing::debug!(
+            partition,
+            groups = count,
+            skipped,
+            "loaded group coordinator partition"
+        );
+    }
+    Ok(())
+}
+
+/// Install the groups a load of `partition` read, unless the partition was
+/// unloaded since the load started (`unloads_at_start`): the leadership it
+/// loaded for ended, and if this broker leads again, that leadership's own
+/// load installs the groups; this one, older, must not replace them.
+/// Returns whether it installed them.
+pub(crate) fn install_load(
+    shard: &Rc<Shard>,
+    partition: i32,
+    unloads_at_start: u64,
+    groups: HashMap<String, Group>,
+) -> bool {
+    if shard.groups.unloads_of(partition) != unloads_at_start {
+        tracing::debug!(partition, "a group load outlived its leadership; dropped");
+        return false;
+    }
     {
         let mut table = shard.groups.groups.borrow_mut();
         table.retain(|_, group| group.partition != partition);
@@ -672,13 +715,7 @@ pub async fn load_partition(shard: &Rc<Shard>, replica: &PartitionReplica) -> an
     }
     shard.groups.loaded.borrow_mut().insert(partition);
     shard.groups.start_ticker(shard);
-    tracing::debug!(
-        partition,
-        groups = count,
-        skipped,
-        "loaded group coordinator partition"
-    );
-    Ok(())
+    true
 }
 
 /// A transactional offset commit read at load: group, topic, partition,

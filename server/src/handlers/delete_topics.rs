@@ -141,6 +141,5 @@ async fn delete_one(
     let deleted = delete_topic(shard, &name)
         .await
         .map_err(|error| topic_error(&error))?;
-    crate::group::forget_topic(shard, &deleted.name).await;
     Ok((deleted.name, deleted.id))
 }

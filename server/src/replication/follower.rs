@@ -92,7 +92,7 @@ async fn serve(shard: Rc<Shard>, mut stream: TcpStream, peer: SocketAddr) {
         // Enqueued in arrival order; the owner runs each job's append at
         // its first poll, in order.
         let answer = shard.shards.post(ShardId(owner), move |owner| async move {
-            match owner.partition(&topic_partition) {
+            match replica_for(&owner, &topic_partition, message.header().topic_id) {
                 Some(replica) => apply(&replica, message).await,
                 None => not_replica(message.header()),
             }
@@ -161,6 +161,20 @@ fn log_state(replica: &PartitionReplica) -> FollowerLog {
         durable_end: log.durable_end_offset(),
         last_epoch: log.last_leader_epoch(),
     }
+}
+
+/// The open replica a leader's message for `topic_id` is for: by name and
+/// by id. The view that named it may be older than the shard's replicas,
+/// and a topic deleted and created again under its name must never take
+/// its predecessor's pushes or truncations.
+pub fn replica_for(
+    owner: &Shard,
+    topic_partition: &TopicPartition,
+    topic_id: uuid::Uuid,
+) -> Option<Rc<PartitionReplica>> {
+    owner
+        .partition(topic_partition)
+        .filter(|replica| replica.topic_id == topic_id)
 }
 
 /// Take one leader message on the replica's shard. Everything up to the

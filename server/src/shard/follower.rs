@@ -24,7 +24,7 @@
 //! Runs on its own thread (never a shard's): it blocks on the controller's
 //! image and on the shards' answers.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -59,6 +59,8 @@ impl Follower {
             metadata,
             shards,
             opened: Replicas::new(),
+            unsure: Replicas::new(),
+            topics: BTreeMap::new(),
             failed: false,
             configs: BTreeMap::new(),
             states: BTreeMap::new(),
@@ -98,9 +100,16 @@ struct State {
     opened: Replicas,
     /// Some replica failed to open last round: try again.
     failed: bool,
+    /// Local replicas whose open failed as part of a batch (one topic on
+    /// one shard): some of that batch may be open all the same. A removal
+    /// covers them too, so that none stays open under a deleted topic.
+    unsure: Replicas,
     /// Each topic's effective configs (its own over the dynamic broker
     /// defaults) as last applied.
     configs: BTreeMap<uuid::Uuid, BTreeMap<String, String>>,
+    /// Every topic of the last round's view (not only those with local
+    /// replicas), by id: the deleted ones are those a view no longer has.
+    topics: BTreeMap<uuid::Uuid, String>,
     /// Each open local replica's state and assignment as last applied.
     states: BTreeMap<(uuid::Uuid, i32), (ReplicaState, Assignment)>,
 }
@@ -110,6 +119,7 @@ impl State {
         let image = self.metadata.controller().image();
         let view = self.metadata.build_view(&image);
         let wanted = local_replicas(&view);
+        self.forget_deleted_topics(&view);
         self.remove(&wanted);
         self.open(&view, &wanted);
         self.apply_replica_states(&view);
@@ -117,12 +127,52 @@ impl State {
         self.metadata.publish(view);
     }
 
+    /// The committed offsets of the topics deleted since the last round go
+    /// from the groups this broker coordinates, on each shard
+    /// (`group::forget_topics`), before any request sees the view: a
+    /// topic created again under the name starts with no offsets in any
+    /// group, whichever broker coordinates it.
+    fn forget_deleted_topics(&mut self, view: &ClusterMetadata) {
+        let now: BTreeMap<uuid::Uuid, String> = view
+            .topics
+            .values()
+            .map(|topic| (topic.id, topic.name.clone()))
+            .collect();
+        let deleted: BTreeSet<String> = self
+            .topics
+            .iter()
+            .filter(|(id, _)| !now.contains_key(id))
+            .map(|(_, name)| name.clone())
+            .collect();
+        self.topics = now;
+        if deleted.is_empty() {
+            return;
+        }
+        let deleted = Arc::new(deleted);
+        let calls = (0..self.shards.count()).map(|index| {
+            let shards = Arc::clone(&self.shards);
+            let deleted = Arc::clone(&deleted);
+            async move {
+                shards
+                    .call(ShardId(index), move |owner| async move {
+                        crate::group::forget_topics(&owner, &deleted).await;
+                    })
+                    .await
+            }
+        });
+        for outcome in block_on(join_all(calls)) {
+            if let Err(gone) = outcome {
+                tracing::debug!(%gone, "shard gone while forgetting a deleted topic's offsets");
+            }
+        }
+    }
+
     fn remove(&mut self, wanted: &Replicas) {
         // Per topic and shard, the partitions gone in this round: one call
         // per shard and topic, the shards at once (one call per partition
         // made deleting a 10,000-partition topic take minutes).
         let mut batches: BTreeMap<(uuid::Uuid, String, usize), Vec<i32>> = BTreeMap::new();
-        for ((id, index), (name, shard)) in &self.opened {
+        for ((id, index), (name, shard)) in self.opened.iter().chain(&self.unsure) {
             if !wanted.contains_key(&(*id, *index)) {
                 batches
                     .entry((*id, name.clone(), *shard))
@@ -158,6 +208,7 @@ impl State {
             }
             for index in indexes {
                 self.opened.remove(&(id, index));
+                self.unsure.remove(&(id, index));
                 self.states.remove(&(id, index));
             }
             self.configs.remove(&id);
@@ -214,7 +265,11 @@ impl State {
         for (key, (name, shard)) in wanted {
             if failed_topics.contains(&(name.clone(), *shard)) {
                 self.failed = true;
+                if !self.opened.contains_key(key) {
+                    self.unsure.insert(*key, (name.clone(), *shard));
+                }
             } else {
+                self.unsure.remove(key);
                 self.opened.insert(*key, (name.clone(), *shard));
             }
         }

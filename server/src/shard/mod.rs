@@ -223,7 +223,20 @@ impl Shard {
     ) -> Result<Rc<PartitionReplica>, OpenError> {
         let topic_partition = TopicPartition::new(&topic.name, index);
         if let Some(replica) = self.partition(&topic_partition) {
-            return Ok(replica);
+            if replica.topic_id == topic.id {
+                return Ok(replica);
+            }
+            // A replica of a deleted topic of that name that no removal
+            // reached: never served as the new topic's. It goes first.
+            tracing::warn!(partition = %topic_partition, stale_topic_id = %replica.topic_id,
+                topic_id = %topic.id, "removing a replica of a deleted topic still open under the name");
+            drop(replica);
+            self.remove_partitions(&topic.name, [index])
+                .await
+                .map_err(|error| OpenError {
+                    partition: topic_partition.clone(),
+                    reason: format!("removing the replica of a deleted topic: {error:#}"),
+                })?;
         }
         let in_flight = self
             .partitions

@@ -485,6 +485,29 @@ impl PartitionReplica {
         }
     }
 
+    /// A replica being removed stops leading under its epoch: its pushers
+    /// and ISR task end at their next step (they run only while it leads
+    /// under that epoch: replication/leader.rs), and so stop holding it.
+    /// Left leading, the pushers of a replica with two followers or more
+    /// kept each other's hold on it and probed the followers of a deleted
+    /// topic forever. Waiters (acks=all, long polls) re-check and go.
+    fn stop_leading(&self) {
+        let state = self.state.get();
+        if state.is_leader() {
+            self.state.set(ReplicaState {
+                role: ReplicaRole::Follower,
+                ..state
+            });
+        }
+        let mut replication = self.replication.borrow_mut();
+        if let Replication::Leader(leader) = &*replication {
+            let high_watermark = leader.high_watermark();
+            *replication = Replication::Follower { high_watermark };
+        }
+        drop(replication);
+        self.notify_high_watermark();
+    }
+
     /// Wake the fetches waiting on this partition (the high watermark
     /// moved, or a change such as truncation that they must re-read for).
     pub fn notify_high_watermark(&self) {
@@ -500,6 +523,7 @@ impl PartitionReplica {
     /// when Ok, the directory will never be served again, even after a
     /// crash.
     pub async fn delete(&self) -> anyhow::Result<()> {
+        self.stop_leading();
         let _ = self.log.close_for_removal().await;
         let dir = self.log.dir().to_path_buf();
         remove_partition_dir(&UringIo::new(), &dir).await?;

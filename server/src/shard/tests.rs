@@ -442,6 +442,138 @@ fn a_deleted_topic_leaves_no_replica_alive() {
     });
 }
 
+/// A replica removed while it leads followers stops leading: its pushers
+/// and ISR task end although something still holds the replica. (Two
+/// pushers kept each other's hold on it, and probed the followers of a
+/// deleted topic forever.)
+#[test]
+fn the_replication_tasks_of_a_removed_leader_end() {
+    with_shard("removed-leader-tasks", |shard| async move {
+        create_topic(&shard, "led", 1, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        let replica = shard.partition(&TopicPartition::new("led", 0)).unwrap();
+        let before = Rc::weak_count(&replica);
+        let node = shard.config.node_id;
+        let epoch = sluice_engine::LeaderEpoch(replica.state().leader_epoch.0 + 1);
+        let assignment = replica.assignment();
+        // Two followers no broker of the view has: the pushers keep trying.
+        let change = replica.apply_view(
+            node,
+            ReplicaState {
+                role: ReplicaRole::Leader,
+                leader_epoch: epoch,
+            },
+            crate::shard::partition::Assignment {
+                replicas: vec![node, node + 101, node + 102],
+                isr: vec![node, node + 101, node + 102],
+                partition_epoch: assignment.partition_epoch,
+            },
+            shard.io.now_ms(),
+        );
+        assert!(matches!(
+            change,
+            crate::shard::partition::ViewChange::StartedLeading
+        ));
+        crate::replication::leader::start(&shard, &replica);
+        assert_eq!(
+            Rc::weak_count(&replica),
+            before + 3,
+            "two pushers, one ISR task"
+        );
+        shard.remove_partitions("led", [0]).await.unwrap();
+        assert!(!replica.state().is_leader());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while Rc::weak_count(&replica) > before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} replication tasks of the removed replica still run",
+                Rc::weak_count(&replica) - before
+            );
+            compio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+}
+
+/// A leader's message names its partition by topic id: a replica of
+/// another topic under the same name (deleted and created again) is not
+/// its replica.
+#[test]
+fn a_leader_message_for_another_topic_id_finds_no_replica() {
+    with_shard("replica-by-id", |shard| async move {
+        create_topic(&shard, "renamed", 1, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        let topic_partition = TopicPartition::new("renamed", 0);
+        let replica = shard.partition(&topic_partition).unwrap();
+        let found =
+            crate::replication::follower::replica_for(&shard, &topic_partition, replica.topic_id);
+        assert!(found.is_some_and(|found| Rc::ptr_eq(&found, &replica)));
+        let other = uuid::Uuid::from_u128(replica.topic_id.as_u128() ^ 1);
+        assert!(
+            crate::replication::follower::replica_for(&shard, &topic_partition, other).is_none()
+        );
+    });
+}
+
+/// A replica of a deleted topic that no removal reached (a partly failed
+/// open kept it out of the follower's books) is never served as the
+/// replica of a topic created again under the name: the open removes it
+/// and opens the new topic's own.
+#[test]
+fn an_open_never_returns_a_replica_of_another_topic_id() {
+    with_shard("stale-replica", |shard| async move {
+        create_topic(&shard, "again", 1, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        let topic_partition = TopicPartition::new("again", 0);
+        let old = shard.partition(&topic_partition).unwrap();
+        old.append(&sluice_engine::batch::build::simple_batch(
+            3,
+            10,
+            sluice_engine::TimestampMs(0),
+        ))
+        .unwrap()
+        .completion
+        .await
+        .unwrap();
+        let mut created_again = shard.metadata.snapshot().topics["again"].clone();
+        created_again.id = uuid::Uuid::from_u128(created_again.id.as_u128() ^ 1);
+        let new = shard
+            .open_partition(&Rc::new(created_again.clone()), 0)
+            .await
+            .unwrap();
+        assert_eq!(new.topic_id, created_again.id);
+        assert!(old.log.is_closed(), "the stale replica was closed");
+        assert_eq!(new.log.log_end_offset(), sluice_engine::Offset::ZERO);
+        let found = shard.partition(&topic_partition).unwrap();
+        assert!(Rc::ptr_eq(&found, &new));
+    });
+}
+
+/// A group load that was still reading when its offsets partition was
+/// unloaded (leadership lost, maybe regained: the new leadership's load
+/// runs beside it) installs nothing: finishing last, it replaced the
+/// newer load's groups with older ones.
+#[test]
+fn a_group_load_that_outlived_its_leadership_installs_nothing() {
+    with_shard("stale-group-load", |shard| async move {
+        let read = |name: &str| {
+            std::collections::HashMap::from([(
+                name.to_string(),
+                crate::group::state::Group::new(name, 0, 0),
+            )])
+        };
+        let older = shard.groups.unloads_of(0);
+        crate::group::unload_partition(&shard, 0);
+        let newer = shard.groups.unloads_of(0);
+        assert!(crate::group::install_load(&shard, 0, newer, read("newer")));
+        assert!(!crate::group::install_load(&shard, 0, older, read("older")));
+        let groups = shard.groups.groups.borrow();
+        assert!(groups.contains_key("newer") && !groups.contains_key("older"));
+    });
+}
+
 /// Lookups remember the last topic by the address of its name: a topic
 /// deleted and created again under the same name, looked up with the same
 /// `Arc<str>`, must give the new topic's replicas, never the old ones;
