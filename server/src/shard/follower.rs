@@ -3,6 +3,9 @@
 //! shards match it, then publishes it.
 //!
 //! Order per round, and why:
+//! 0. the committed offsets of topics deleted since the last round go from
+//!    the groups this broker coordinates (`group::forget_topics`), before
+//!    any request sees the view;
 //! 1. removals first (topics deleted, replicas moved away): a topic deleted
 //!    and created again under its name must not have the new partitions
 //!    removed by the old one's cleanup;
