@@ -1616,11 +1616,18 @@ fn a_topic_deleted_through_another_broker_leaves_no_committed_offsets_in_its_gro
     );
 
     cluster.create_topic(TOPIC, 2);
-    assert_eq!(
-        committed_offsets(&bootstrap, GROUP, TOPIC, 2).unwrap(),
-        BTreeMap::new(),
-        "the group coordinated by node {coordinator} kept offsets of the topic \
-         deleted through node {other}"
+    // The coordinator applies the deletion in its own time (DeleteTopics
+    // waits for the broker that took it only).
+    wait_until(
+        &format!(
+            "the group coordinated by node {coordinator} forgetting the offsets of \
+             the topic deleted through node {other}"
+        ),
+        CONVERGE_TIMEOUT,
+        || match committed_offsets(&bootstrap, GROUP, TOPIC, 2)? {
+            offsets if offsets.is_empty() => Ok(()),
+            offsets => Err(format!("committed {offsets:?}")),
+        },
     );
 }
 

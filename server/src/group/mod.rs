@@ -74,7 +74,61 @@ pub struct Coordinator {
     /// leadership it loaded for is over; a newer one's load replaces it)
     /// and installs nothing.
     unloads: RefCell<HashMap<i32, u64>>,
+    /// Topic deletions applied on this shard while loads were reading: a
+    /// load applies at its end those that came after it started.
+    deletions: RefCell<Deletions>,
     ticker_started: Cell<bool>,
+}
+
+/// The deletions a load in progress has not seen (`forget_topics`,
+/// `install_load`).
+#[derive(Default)]
+struct Deletions {
+    /// Number of the next deletion.
+    next: u64,
+    /// Deleted topic names by deletion number, kept while a load that
+    /// started before them runs.
+    recent: BTreeMap<u64, BTreeSet<String>>,
+    /// Loads in progress: id, and the first deletion they did not see.
+    loads: BTreeMap<u64, u64>,
+    next_load: u64,
+}
+
+/// A load of one offsets partition, taken when the load is decided
+/// ([`begin_load`]: before the task that reads runs, so that an unload or a
+/// deletion in between counts against it).
+pub struct LoadTicket {
+    id: u64,
+    partition: i32,
+    unloads: u64,
+    deletions: u64,
+}
+
+/// Start a load of `partition` (see [`LoadTicket`]); [`load_partition`]
+/// ends it.
+pub fn begin_load(shard: &Shard, partition: i32) -> LoadTicket {
+    let mut deletions = shard.groups.deletions.borrow_mut();
+    let id = deletions.next_load;
+    deletions.next_load += 1;
+    let first_unseen = deletions.next;
+    deletions.loads.insert(id, first_unseen);
+    LoadTicket {
+        id,
+        partition,
+        unloads: shard.groups.unloads_of(partition),
+        deletions: first_unseen,
+    }
+}
+
+/// The load is over (installed, dropped or failed): forget the deletions
+/// no running load needs.
+fn end_load(shard: &Shard, ticket: &LoadTicket) {
+    let mut deletions = shard.groups.deletions.borrow_mut();
+    deletions.loads.remove(&ticket.id);
+    match deletions.loads.values().min().copied() {
+        Some(oldest) => deletions.recent.retain(|number, _| *number >= oldest),
+        None => deletions.recent.clear(),
+    }
 }
 
 impl Coordinator {
@@ -484,43 +538,89 @@ async fn tick(shard: &Rc<Shard>) {
 }
 
 /// Forget the committed offsets of the topics named in `topics` (deleted)
-/// in every group this shard coordinates, writing their tombstones (Kafka
-/// removes them with the topic), and drop the transactional commits still
-/// waiting for their marker. Run by every broker's metadata follower on
-/// each of its shards when it applies a deletion (shard/follower.rs): the
-/// groups of a cluster are spread over the leaders of `__consumer_offsets`,
-/// so forgetting only on the broker that took the DeleteTopics request
-/// left the others resuming a topic created again under the name at the
-/// old topic's offsets.
-pub async fn forget_topics(shard: &Rc<Shard>, topics: &BTreeSet<String>) {
-    let mut writes: BTreeMap<i32, Vec<GroupRecord>> = BTreeMap::new();
+/// in every group this shard coordinates and write their tombstones
+/// (Kafka removes them with the topic). Run by every broker's metadata
+/// follower on each of its shards when it applies a deletion
+/// (shard/follower.rs): the groups of a cluster are spread over the
+/// leaders of `__consumer_offsets`, so forgetting only on the broker that
+/// took the DeleteTopics request left the others resuming a topic created
+/// again under the name at the old topic's offsets.
+///
+/// The memory changes at once; the tombstones are written in the
+/// background (each write waits for the offsets partition's ISR, up to
+/// seconds, and the follower's round must not). Besides the offsets:
+/// transactional commits waiting for their marker are dropped; a commit
+/// in flight is marked so that it is not applied when it completes
+/// (`Group::forgotten`); a load in progress drops them when it ends
+/// (`install_load`).
+pub fn forget_topics(shard: &Rc<Shard>, topics: &BTreeSet<String>) {
+    {
+        let mut deletions = shard.groups.deletions.borrow_mut();
+        let number = deletions.next;
+        deletions.next += 1;
+        if !deletions.loads.is_empty() {
+            deletions.recent.insert(number, topics.clone());
+        }
+    }
+    let mut tombstones: BTreeMap<i32, Vec<GroupRecord>> = BTreeMap::new();
     for group in shard.groups.groups.borrow_mut().values_mut() {
-        let keys: Vec<(String, i32)> = group
-            .offsets
-            .keys()
-            .filter(|(name, _)| topics.contains(name))
-            .cloned()
-            .collect();
-        for key in keys {
+        if group.commits_in_flight > 0 {
+            let log_end = shard
+                .partition(&TopicPartition::new(OFFSETS_TOPIC, group.partition))
+                .map_or(i64::MAX, |replica| replica.log.log_end_offset().value());
+            for topic in topics {
+                group.forgotten.insert(topic.clone(), log_end);
+            }
+        }
+        for record in forget_in_group(group, topics) {
+            tombstones.entry(group.partition).or_default().push(record);
+        }
+    }
+    write_tombstones_soon(shard, tombstones);
+}
+
+/// Remove `topics`' offsets and pending transactional offsets from
+/// `group`; returns the tombstones of the offsets removed.
+fn forget_in_group(group: &mut Group, topics: &BTreeSet<String>) -> Vec<GroupRecord> {
+    let keys: Vec<(String, i32)> = group
+        .offsets
+        .keys()
+        .filter(|(name, _)| topics.contains(name))
+        .cloned()
+        .collect();
+    for pending in group.pending_txn_offsets.values_mut() {
+        pending.retain(|(name, _), _| !topics.contains(name));
+    }
+    keys.into_iter()
+        .map(|key| {
             group.offsets.remove(&key);
-            writes
-                .entry(group.partition)
-                .or_default()
-                .push((offset_key(&group.id, &key.0, key.1), None));
-        }
-        for pending in group.pending_txn_offsets.values_mut() {
-            pending.retain(|(name, _), _| !topics.contains(name));
-        }
+            (offset_key(&group.id, &key.0, key.1), None)
+        })
+        .collect()
+}
+
+/// Write the tombstones of deleted topics' offsets, per offsets partition,
+/// as a background task. A write that fails (this shard no longer leads the
+/// partition) is logged: the offsets are gone from memory, and the next
+/// leader's load drops them only if its own follower applies the deletion
+/// after the load began.
+fn write_tombstones_soon(shard: &Rc<Shard>, tombstones: BTreeMap<i32, Vec<GroupRecord>>) {
+    if tombstones.is_empty() {
+        return;
     }
-    for (partition, records) in writes {
-        if let Err(error) = write(shard, partition, &records).await {
-            tracing::warn!(
-                partition,
-                ?error,
-                "writing offsets of a deleted topic failed"
-            );
+    let shard = Rc::clone(shard);
+    compio::runtime::spawn(async move {
+        for (partition, records) in tombstones {
+            if let Err(error) = write(&shard, partition, &records).await {
+                tracing::warn!(
+                    partition,
+                    ?error,
+                    "writing offsets of a deleted topic failed"
+                );
+            }
         }
-    }
+    })
+    .detach();
 }
 
 /// Remove the offsets that expired (offsets.retention) and return their
@@ -575,9 +675,22 @@ pub fn unload_partition(shard: &Shard, partition: i32) {
 
 /// Replay offsets partition `partition` (just opened on this shard) into
 /// the coordinator: the latest record per key wins, tombstones delete.
-pub async fn load_partition(shard: &Rc<Shard>, replica: &PartitionReplica) -> anyhow::Result<()> {
+pub async fn load_partition(
+    shard: &Rc<Shard>,
+    replica: &PartitionReplica,
+    ticket: LoadTicket,
+) -> anyhow::Result<()> {
+    let loaded = read_and_install(shard, replica, &ticket).await;
+    end_load(shard, &ticket);
+    loaded
+}
+
+async fn read_and_install(
+    shard: &Rc<Shard>,
+    replica: &PartitionReplica,
+    ticket: &LoadTicket,
+) -> anyhow::Result<()> {
     let partition = replica.topic_partition.partition;
-    let unloads_at_start = shard.groups.unloads_of(partition);
     let log = &replica.log;
     // The whole log, as Kafka loads it: a new leader's high watermark can
     // lag its log, whose records all become committed once its followers
@@ -682,7 +795,7 @@ pub async fn load_partition(shard: &Rc<Shard>, replica: &PartitionReplica) -> an
         }
     }
     let count = groups.len();
-    if install_load(shard, partition, unloads_at_start, groups) {
+    if install_load(shard, ticket, groups) {
         tracing::debug!(
             partition,
             groups = count,
@@ -693,20 +806,38 @@ pub async fn load_partition(shard: &Rc<Shard>, replica: &PartitionReplica) -> an
     Ok(())
 }
 
-/// Install the groups a load of `partition` read, unless the partition was
-/// unloaded since the load started (`unloads_at_start`): the leadership it
-/// loaded for ended, and if this broker leads again, that leadership's own
-/// load installs the groups; this one, older, must not replace them.
+/// Install the groups a load read, unless its partition was unloaded
+/// since the load began: the leadership it loaded for ended, and if this
+/// broker leads again, that leadership's own load installs the groups;
+/// this one, older, must not replace them. The offsets of topics deleted
+/// while it read go first (their tombstones written in the background).
 /// Returns whether it installed them.
 pub(crate) fn install_load(
     shard: &Rc<Shard>,
-    partition: i32,
-    unloads_at_start: u64,
-    groups: HashMap<String, Group>,
+    ticket: &LoadTicket,
+    mut groups: HashMap<String, Group>,
 ) -> bool {
-    if shard.groups.unloads_of(partition) != unloads_at_start {
+    let partition = ticket.partition;
+    if shard.groups.unloads_of(partition) != ticket.unloads {
         tracing::debug!(partition, "a group load outlived its leadership; dropped");
         return false;
+    }
+    let deleted: BTreeSet<String> = shard
+        .groups
+        .deletions
+        .borrow()
+        .recent
+        .range(ticket.deletions..)
+        .flat_map(|(_, topics)| topics.iter().cloned())
+        .collect();
+    if !deleted.is_empty() {
+        let mut tombstones: BTreeMap<i32, Vec<GroupRecord>> = BTreeMap::new();
+        for group in groups.values_mut() {
+            for record in forget_in_group(group, &deleted) {
+                tombstones.entry(partition).or_default().push(record);
+            }
+        }
+        write_tombstones_soon(shard, tombstones);
     }
     {
         let mut table = shard.groups.groups.borrow_mut();
@@ -846,6 +977,10 @@ fn replay(
 
 /// Apply a durable commit to the table (unless a later one already was).
 pub fn apply_commit(group: &mut Group, topic: &str, partition: i32, committed: CommittedOffset) {
+    if group.forgets(topic, committed.record_offset) {
+        // Written before its topic was deleted (`forget_topics`).
+        return;
+    }
     let key = (topic.to_string(), partition);
     match group.offsets.get(&key) {
         Some(existing) if existing.record_offset > committed.record_offset => {}

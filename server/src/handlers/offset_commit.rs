@@ -212,7 +212,7 @@ async fn commit_on_coordinator(
         // Deleted meanwhile by DeleteGroups, whose tombstones follow ours.
         return written.err();
     };
-    group.commits_in_flight -= 1;
+    group.commit_done();
     let base = match written {
         Ok(base) => base,
         Err(error) => return Some(error),

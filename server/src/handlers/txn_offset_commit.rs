@@ -209,13 +209,22 @@ async fn commit_on_coordinator(
     let Some(group) = groups.get_mut(&group_id) else {
         return written.err();
     };
-    group.commits_in_flight -= 1;
+    group.commit_done();
     let base = match written {
         Ok(base) => base,
         Err(error) => return Some(error),
     };
+    let forgotten: Vec<bool> = commits
+        .iter()
+        .enumerate()
+        .map(|(index, commit)| group.forgets(&commit.topic, record_offset(base, index)))
+        .collect();
     let pending = group.pending_txn_offsets.entry(producer.0).or_default();
     for (index, commit) in commits.into_iter().enumerate() {
+        if forgotten[index] {
+            // Its topic was deleted while it was written.
+            continue;
+        }
         pending.insert(
             (commit.topic, commit.partition),
             CommittedOffset {

@@ -3,9 +3,6 @@
 //! shards match it, then publishes it.
 //!
 //! Order per round, and why:
-//! 0. the committed offsets of topics deleted since the last round go from
-//!    the groups this broker coordinates (`group::forget_topics`), before
-//!    any request sees the view;
 //! 1. removals first (topics deleted, replicas moved away): a topic deleted
 //!    and created again under its name must not have the new partitions
 //!    removed by the old one's cleanup;
@@ -18,7 +15,12 @@
 //! 4. configs changed since the last round (the topic's own, or this
 //!    broker's dynamic defaults under them: metadata/broker_config.rs),
 //!    applied to the open logs;
-//! 5. publish: only now do requests see the view, so a request never finds
+//! 5. the committed offsets of topics deleted since the last round go
+//!    from the groups this broker coordinates (`group::forget_topics`),
+//!    after step 3 so that a group load it started (a new leadership of an
+//!    offsets partition) is already counted and drops them too when it
+//!    ends, and before any request sees the view;
+//! 6. publish: only now do requests see the view, so a request never finds
 //!    a local replica that is not open yet, or not in the view's state.
 //!
 //! A replica that fails to open is logged and tried again every round (the
@@ -122,11 +124,11 @@ impl State {
         let image = self.metadata.controller().image();
         let view = self.metadata.build_view(&image);
         let wanted = local_replicas(&view);
-        self.forget_deleted_topics(&view);
         self.remove(&wanted);
         self.open(&view, &wanted);
         self.apply_replica_states(&view);
         self.apply_configs(&view);
+        self.forget_deleted_topics(&view);
         self.metadata.publish(view);
     }
 
@@ -158,7 +160,7 @@ impl State {
             async move {
                 shards
                     .call(ShardId(index), move |owner| async move {
-                        crate::group::forget_topics(&owner, &deleted).await;
+                        crate::group::forget_topics(&owner, &deleted);
                     })
                     .await
             }

@@ -406,10 +406,12 @@ impl Shard {
             crate::replication::leader::start(self, &replica);
             if offsets {
                 crate::group::unload_partition(self, topic_partition.partition);
+                let ticket = crate::group::begin_load(self, topic_partition.partition);
                 let shard = Rc::clone(self);
                 let replica = Rc::clone(&replica);
                 compio::runtime::spawn(async move {
-                    if let Err(error) = crate::group::load_partition(&shard, &replica).await {
+                    if let Err(error) = crate::group::load_partition(&shard, &replica, ticket).await
+                    {
                         tracing::error!(partition = %replica.topic_partition, error = format!("{error:#}"), "loading the groups failed");
                     }
                 })
@@ -542,7 +544,12 @@ async fn open_and_load(
     // when it starts leading: `Shard::apply_replica_view`).
     if topic.name == crate::group::OFFSETS_TOPIC
         && replica.state().is_leader()
-        && let Err(error) = crate::group::load_partition(shard, &replica).await
+        && let Err(error) = crate::group::load_partition(
+            shard,
+            &replica,
+            crate::group::begin_load(shard, replica.topic_partition.partition),
+        )
+        .await
     {
         let _ = replica.log.close().await;
         return Err(failed(error));

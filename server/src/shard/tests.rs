@@ -564,13 +564,73 @@ fn a_group_load_that_outlived_its_leadership_installs_nothing() {
                 crate::group::state::Group::new(name, 0, 0),
             )])
         };
-        let older = shard.groups.unloads_of(0);
+        let older = crate::group::begin_load(&shard, 0);
         crate::group::unload_partition(&shard, 0);
-        let newer = shard.groups.unloads_of(0);
-        assert!(crate::group::install_load(&shard, 0, newer, read("newer")));
-        assert!(!crate::group::install_load(&shard, 0, older, read("older")));
+        let newer = crate::group::begin_load(&shard, 0);
+        assert!(crate::group::install_load(&shard, &newer, read("newer")));
+        assert!(!crate::group::install_load(&shard, &older, read("older")));
         let groups = shard.groups.groups.borrow();
         assert!(groups.contains_key("newer") && !groups.contains_key("older"));
+    });
+}
+
+fn committed_at(offset: i64, record_offset: i64) -> crate::group::state::CommittedOffset {
+    crate::group::state::CommittedOffset {
+        offset,
+        leader_epoch: -1,
+        metadata: String::new(),
+        commit_timestamp: 0,
+        record_offset,
+    }
+}
+
+/// A topic deleted while a group load reads: the load drops its offsets
+/// when it installs the groups (the deletion's own pass found nothing in
+/// memory to forget).
+#[test]
+fn a_group_load_drops_the_offsets_of_topics_deleted_while_it_read() {
+    with_shard("deleted-during-load", |shard| async move {
+        let ticket = crate::group::begin_load(&shard, 0);
+        let mut group = crate::group::state::Group::new("g", 0, 0);
+        group
+            .offsets
+            .insert(("gone".to_string(), 0), committed_at(5, 1));
+        group
+            .offsets
+            .insert(("kept".to_string(), 0), committed_at(6, 2));
+        crate::group::forget_topics(&shard, &["gone".to_string()].into());
+        let read = std::collections::HashMap::from([("g".to_string(), group)]);
+        assert!(crate::group::install_load(&shard, &ticket, read));
+        let groups = shard.groups.groups.borrow();
+        let offsets: Vec<&String> = groups["g"].offsets.keys().map(|(topic, _)| topic).collect();
+        assert_eq!(offsets, ["kept"]);
+    });
+}
+
+/// An OffsetCommit written before its topic was deleted and completed
+/// after: not applied (the deletion's tombstone follows it in the log).
+/// Once no commit is in flight, commits apply again.
+#[test]
+fn a_commit_in_flight_when_its_topic_is_deleted_is_not_applied() {
+    with_shard("deleted-during-commit", |shard| async move {
+        let mut group = crate::group::state::Group::new("g", 0, 0);
+        group.commits_in_flight = 1;
+        shard
+            .groups
+            .groups
+            .borrow_mut()
+            .insert("g".to_string(), group);
+        crate::group::forget_topics(&shard, &["gone".to_string()].into());
+        let mut groups = shard.groups.groups.borrow_mut();
+        let group = groups.get_mut("g").unwrap();
+        crate::group::apply_commit(group, "gone", 0, committed_at(7, 3));
+        assert!(
+            group.offsets.is_empty(),
+            "applied a commit of the deleted topic"
+        );
+        group.commit_done();
+        crate::group::apply_commit(group, "gone", 0, committed_at(8, 4));
+        assert_eq!(group.offsets[&("gone".to_string(), 0)].offset, 8);
     });
 }
 

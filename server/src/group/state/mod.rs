@@ -225,9 +225,31 @@ pub struct Group {
     /// transaction's marker: a commit marker applies them, an abort drops
     /// them (`txn::hooks::after_offsets_marker`). OffsetFetch shows none.
     pub pending_txn_offsets: BTreeMap<i64, BTreeMap<(String, i32), CommittedOffset>>,
+    /// Topics deleted while commits were in flight, with the offsets
+    /// partition's log end at the deletion: a commit written before it
+    /// (a lower record offset) is for the deleted topic and is not applied
+    /// when it completes (`group::forget_topics`). Cleared once no commit
+    /// is in flight.
+    pub forgotten: BTreeMap<String, i64>,
 }
 
 impl Group {
+    /// Whether a commit for `topic` written at `record_offset` came before
+    /// the topic's deletion (see `forgotten`).
+    pub fn forgets(&self, topic: &str, record_offset: i64) -> bool {
+        self.forgotten
+            .get(topic)
+            .is_some_and(|deleted_at| record_offset < *deleted_at)
+    }
+
+    /// A commit completed (applied or failed).
+    pub fn commit_done(&mut self) {
+        self.commits_in_flight -= 1;
+        if self.commits_in_flight == 0 {
+            self.forgotten.clear();
+        }
+    }
+
     pub fn new(id: &str, partition: i32, wall_ms: i64) -> Group {
         Group {
             id: id.to_string(),
@@ -247,6 +269,7 @@ impl Group {
             dirty: false,
             commits_in_flight: 0,
             pending_txn_offsets: BTreeMap::new(),
+            forgotten: BTreeMap::new(),
         }
     }
 
