@@ -98,21 +98,23 @@ struct Deletions {
 /// ([`begin_load`]: before the task that reads runs, so that an unload or a
 /// deletion in between counts against it).
 pub struct LoadTicket {
+    shard: Rc<Shard>,
     id: u64,
     partition: i32,
     unloads: u64,
     deletions: u64,
 }
 
-/// Start a load of `partition` (see [`LoadTicket`]); [`load_partition`]
-/// ends it.
-pub fn begin_load(shard: &Shard, partition: i32) -> LoadTicket {
+/// Start a load of `partition` (see [`LoadTicket`]); the load ends when
+/// the ticket drops (the load installed, dropped, failed or abandoned).
+pub fn begin_load(shard: &Rc<Shard>, partition: i32) -> LoadTicket {
     let mut deletions = shard.groups.deletions.borrow_mut();
     let id = deletions.next_load;
     deletions.next_load += 1;
     let first_unseen = deletions.next;
     deletions.loads.insert(id, first_unseen);
     LoadTicket {
+        shard: Rc::clone(shard),
         id,
         partition,
         unloads: shard.groups.unloads_of(partition),
@@ -120,14 +122,16 @@ pub fn begin_load(shard: &Shard, partition: i32) -> LoadTicket {
     }
 }
 
-/// The load is over (installed, dropped or failed): forget the deletions
-/// no running load needs.
-fn end_load(shard: &Shard, ticket: &LoadTicket) {
-    let mut deletions = shard.groups.deletions.borrow_mut();
-    deletions.loads.remove(&ticket.id);
-    match deletions.loads.values().min().copied() {
-        Some(oldest) => deletions.recent.retain(|number, _| *number >= oldest),
-        None => deletions.recent.clear(),
+/// The load is over (installed, dropped, failed or abandoned): forget the
+/// deletions no running load needs.
+impl Drop for LoadTicket {
+    fn drop(&mut self) {
+        let mut deletions = self.shard.groups.deletions.borrow_mut();
+        deletions.loads.remove(&self.id);
+        match deletions.loads.values().min().copied() {
+            Some(oldest) => deletions.recent.retain(|number, _| *number >= oldest),
+            None => deletions.recent.clear(),
+        }
     }
 }
 
@@ -369,45 +373,59 @@ pub async fn append_committed(
     replica: &PartitionReplica,
     batch: &Bytes,
 ) -> Result<i64, ResponseError> {
+    append_now(shard, replica, batch)?.await
+}
+
+/// [`append_committed`] in two steps: the append happens now (its offsets
+/// taken in this order, before anything else appends), the returned future
+/// waits for it to be durable and committed.
+pub fn append_now<R: std::ops::Deref<Target = PartitionReplica>>(
+    shard: &Rc<Shard>,
+    replica: R,
+    batch: &Bytes,
+) -> Result<impl Future<Output = Result<i64, ResponseError>> + use<R>, ResponseError> {
     // The shard closes its logs only after this write is durable; once
     // they are closing, no write starts (the client retries after the
     // restart, or on the coordinator it finds then).
-    let Some(_write) = shard.log_write() else {
+    let Some(write) = shard.log_write() else {
         return Err(ResponseError::NotCoordinator);
     };
-    let topic_partition = &replica.topic_partition;
     // The replica stamps the batch with its leader epoch, and refuses it
     // unless it leads: a broker that no longer leads the partition is no
     // longer the coordinator.
     let append = replica.append(batch).map_err(|error| match error {
         ReplicaAppendError::NotLeader { .. } => ResponseError::NotCoordinator,
         ReplicaAppendError::Append(error) => {
-            tracing::error!(partition = %topic_partition, %error, "coordinator append refused");
+            tracing::error!(partition = %replica.topic_partition, %error, "coordinator append refused");
             ResponseError::CoordinatorNotAvailable
         }
     })?;
     let epoch = replica.state().leader_epoch;
-    let end = append.last_offset.plus(1);
-    append.completion.await.map_err(|error| {
-        tracing::error!(partition = %topic_partition, %error, "coordinator write failed");
-        ResponseError::CoordinatorNotAvailable
-    })?;
-    // As Kafka writes them: acks=all, so a commit that was answered
-    // survives the coordinator's broker (min.insync.replicas: 1 here; the
-    // ISR holds every live replica that keeps up).
-    replica
-        .wait_committed(end, epoch, 1, GROUP_WRITE_TIMEOUT)
-        .await
-        .map_err(|error| {
-            tracing::info!(partition = %topic_partition, %error, "coordinator write not committed");
-            match error {
-                crate::shard::partition::CommitWaitError::NotLeader => {
-                    ResponseError::NotCoordinator
-                }
-                _ => ResponseError::CoordinatorNotAvailable,
-            }
+    Ok(async move {
+        let _write = write;
+        let topic_partition = &replica.topic_partition;
+        let end = append.last_offset.plus(1);
+        append.completion.await.map_err(|error| {
+            tracing::error!(partition = %topic_partition, %error, "coordinator write failed");
+            ResponseError::CoordinatorNotAvailable
         })?;
-    Ok(append.base_offset.value())
+        // As Kafka writes them: acks=all, so a commit that was answered
+        // survives the coordinator's broker (min.insync.replicas: 1 here;
+        // the ISR holds every live replica that keeps up).
+        replica
+            .wait_committed(end, epoch, 1, GROUP_WRITE_TIMEOUT)
+            .await
+            .map_err(|error| {
+                tracing::info!(partition = %topic_partition, %error, "coordinator write not committed");
+                match error {
+                    crate::shard::partition::CommitWaitError::NotLeader => {
+                        ResponseError::NotCoordinator
+                    }
+                    _ => ResponseError::CoordinatorNotAvailable,
+                }
+            })?;
+        Ok(append.base_offset.value())
+    })
 }
 
 /// How long a group write waits for the ISR (Kafka's
@@ -599,19 +617,44 @@ fn forget_in_group(group: &mut Group, topics: &BTreeSet<String>) -> Vec<GroupRec
         .collect()
 }
 
-/// Write the tombstones of deleted topics' offsets, per offsets partition,
-/// as a background task. A write that fails (this shard no longer leads the
-/// partition) is logged: the offsets are gone from memory, and the next
-/// leader's load drops them only if its own follower applies the deletion
-/// after the load began.
+/// Append the tombstones of deleted topics' offsets now, per offsets
+/// partition, so that they come before any later commit in the log, as
+/// they do in memory; their wait for durability runs in the background. A
+/// write that fails (this shard no longer leads the partition) is logged:
+/// the offsets are gone from memory, and the next leader's load drops
+/// them only if its own follower applies the deletion after the load began.
 fn write_tombstones_soon(shard: &Rc<Shard>, tombstones: BTreeMap<i32, Vec<GroupRecord>>) {
-    if tombstones.is_empty() {
+    let now = TimestampMs(wall_ms());
+    let mut waits = Vec::new();
+    for (partition, records) in tombstones {
+        let Some(replica) = shard.partition(&TopicPartition::new(OFFSETS_TOPIC, partition)) else {
+            tracing::warn!(
+                partition,
+                "writing offsets of a deleted topic failed: not the coordinator"
+            );
+            continue;
+        };
+        let mut builder = BatchBuilder::new();
+        for (key, value) in &records {
+            builder.record(Some(key), value.as_deref(), now);
+        }
+        match append_now(shard, replica, &builder.build()) {
+            Ok(wait) => waits.push((partition, wait)),
+            Err(error) => {
+                tracing::warn!(
+                    partition,
+                    ?error,
+                    "writing offsets of a deleted topic failed"
+                );
+            }
+        }
+    }
+    if waits.is_empty() {
         return;
     }
-    let shard = Rc::clone(shard);
     compio::runtime::spawn(async move {
-        for (partition, records) in tombstones {
-            if let Err(error) = write(&shard, partition, &records).await {
+        for (partition, wait) in waits {
+            if let Err(error) = wait.await {
                 tracing::warn!(
                     partition,
                     ?error,
@@ -680,9 +723,7 @@ pub async fn load_partition(
     replica: &PartitionReplica,
     ticket: LoadTicket,
 ) -> anyhow::Result<()> {
-    let loaded = read_and_install(shard, replica, &ticket).await;
-    end_load(shard, &ticket);
-    loaded
+    read_and_install(shard, replica, &ticket).await
 }
 
 async fn read_and_install(

@@ -212,10 +212,26 @@ async fn commit_on_coordinator(
         // Deleted meanwhile by DeleteGroups, whose tombstones follow ours.
         return written.err();
     };
-    group.commit_done();
+    finish_commit(group, written, commits, now_ms)
+}
+
+/// An OffsetCommit's write completed (`written`: its first record's
+/// offset): apply its offsets, then count the commit done. In that order:
+/// the last commit in flight done clears the group's record of topics
+/// deleted meanwhile, which decides whether an offset still applies
+/// (`Group::forgotten`).
+pub(crate) fn finish_commit(
+    group: &mut Group,
+    written: Result<i64, ResponseError>,
+    commits: Vec<Commit>,
+    now_ms: i64,
+) -> Option<ResponseError> {
     let base = match written {
         Ok(base) => base,
-        Err(error) => return Some(error),
+        Err(error) => {
+            group.commit_done();
+            return Some(error);
+        }
     };
     for (index, commit) in commits.into_iter().enumerate() {
         apply_commit(
@@ -231,5 +247,6 @@ async fn commit_on_coordinator(
             },
         );
     }
+    group.commit_done();
     None
 }

@@ -209,10 +209,12 @@ async fn commit_on_coordinator(
     let Some(group) = groups.get_mut(&group_id) else {
         return written.err();
     };
-    group.commit_done();
     let base = match written {
         Ok(base) => base,
-        Err(error) => return Some(error),
+        Err(error) => {
+            group.commit_done();
+            return Some(error);
+        }
     };
     let forgotten: Vec<bool> = commits
         .iter()
@@ -236,5 +238,8 @@ async fn commit_on_coordinator(
             },
         );
     }
+    // After the check above: the last commit in flight done clears the
+    // group's record of topics deleted meanwhile.
+    group.commit_done();
     None
 }

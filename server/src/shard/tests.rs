@@ -609,7 +609,8 @@ fn a_group_load_drops_the_offsets_of_topics_deleted_while_it_read() {
 
 /// An OffsetCommit written before its topic was deleted and completed
 /// after: not applied (the deletion's tombstone follows it in the log).
-/// Once no commit is in flight, commits apply again.
+/// Once no commit is in flight, commits apply again. Through the
+/// handler's own completion step (`finish_commit`), whose order matters.
 #[test]
 fn a_commit_in_flight_when_its_topic_is_deleted_is_not_applied() {
     with_shard("deleted-during-commit", |shard| async move {
@@ -621,15 +622,25 @@ fn a_commit_in_flight_when_its_topic_is_deleted_is_not_applied() {
             .borrow_mut()
             .insert("g".to_string(), group);
         crate::group::forget_topics(&shard, &["gone".to_string()].into());
+        let commit = |offset| crate::handlers::offset_commit::Commit {
+            topic: "gone".to_string(),
+            partition: 0,
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+        };
         let mut groups = shard.groups.groups.borrow_mut();
         let group = groups.get_mut("g").unwrap();
-        crate::group::apply_commit(group, "gone", 0, committed_at(7, 3));
+        let finish = crate::handlers::offset_commit::finish_commit;
+        assert!(finish(group, Ok(3), vec![commit(7)], 0).is_none());
         assert!(
             group.offsets.is_empty(),
             "applied a commit of the deleted topic"
         );
-        group.commit_done();
-        crate::group::apply_commit(group, "gone", 0, committed_at(8, 4));
+        assert_eq!(group.commits_in_flight, 0);
+        // A commit written after the deletion (the topic created again).
+        group.commits_in_flight = 1;
+        assert!(finish(group, Ok(4), vec![commit(8)], 0).is_none());
         assert_eq!(group.offsets[&("gone".to_string(), 0)].offset, 8);
     });
 }

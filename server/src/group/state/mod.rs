@@ -244,7 +244,9 @@ impl Group {
 
     /// A commit completed (applied or failed).
     pub fn commit_done(&mut self) {
-        self.commits_in_flight -= 1;
+        // A group unloaded and loaded again while a commit was in flight
+        // starts at zero.
+        self.commits_in_flight = self.commits_in_flight.saturating_sub(1);
         if self.commits_in_flight == 0 {
             self.forgotten.clear();
         }
