@@ -1388,6 +1388,19 @@ mod tests {
         (committer, log)
     }
 
+    const DIR: &str = "/data/topic-0";
+
+    /// A log in [`DIR`] holding 30 rounds of [`transactions`], durable, and
+    /// the state they fed.
+    fn durable_transactions(seed: u64) -> (SimIo, Committer<SimIo>, Log<SimIo>, RefCell<TxnState>) {
+        let io = SimIo::new(seed);
+        let (committer, log) = open_small(&io, Path::new(DIR));
+        let txns = RefCell::new(TxnState::new());
+        transactions(&log, &txns, 0..30);
+        block_on(committer.flush_round());
+        (io, committer, log, txns)
+    }
+
     /// Append `records` as the leader at `epoch` and feed the stored batch
     /// to `txns`, as `PartitionReplica::append` does.
     fn append_fed(
@@ -1455,12 +1468,8 @@ mod tests {
         use crate::shard::producer_state::ProducerStateTable;
         use crate::shard::tail_replay::rebuild_with;
         for (seed, with_snapshot) in [(41, true), (42, false)] {
-            let io = SimIo::new(seed);
-            let dir = Path::new("/data/topic-0");
-            let (committer, log) = open_small(&io, dir);
-            let txns = RefCell::new(TxnState::new());
-            transactions(&log, &txns, 0..30);
-            block_on(committer.flush_round());
+            let (io, committer, log, txns) = durable_transactions(seed);
+            let dir = Path::new(DIR);
             if with_snapshot {
                 block_on(persist(&log, &txns));
                 block_on(persist(&log, &txns));
@@ -1510,12 +1519,8 @@ mod tests {
 
     #[test]
     fn a_crash_reopens_from_the_newest_snapshot_and_scans_only_the_tail() {
-        let io = SimIo::new(31);
-        let dir = Path::new("/data/topic-0");
-        let (committer, log) = open_small(&io, dir);
-        let txns = RefCell::new(TxnState::new());
-        transactions(&log, &txns, 0..30);
-        block_on(committer.flush_round());
+        let (io, committer, log, txns) = durable_transactions(31);
+        let dir = Path::new(DIR);
         // The first step captures, the next writes once durable.
         block_on(persist(&log, &txns));
         assert!(files(&io, dir, ".txnsnapshot").is_empty());
@@ -1559,12 +1564,8 @@ mod tests {
     /// by the time the pass gets to it (engine dir_gate.rs).
     #[test]
     fn a_log_closed_for_removal_gets_no_transaction_files() {
-        let io = SimIo::new(35);
-        let dir = Path::new("/data/topic-0");
-        let (committer, log) = open_small(&io, dir);
-        let txns = RefCell::new(TxnState::new());
-        transactions(&log, &txns, 0..30);
-        block_on(committer.flush_round());
+        let (io, _committer, log, txns) = durable_transactions(35);
+        let dir = Path::new(DIR);
         // Captured, and durable: the next step would write it.
         block_on(persist(&log, &txns));
         assert!(txns.borrow().storage.pending.is_some());
