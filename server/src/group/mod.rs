@@ -594,7 +594,7 @@ pub fn forget_topics(shard: &Rc<Shard>, topics: &BTreeSet<String>) {
             tombstones.entry(group.partition).or_default().push(record);
         }
     }
-    write_tombstones_soon(shard, tombstones);
+    write_tombstones_soon(shard, tombstones, None);
 }
 
 /// Remove `topics`' offsets and pending transactional offsets from
@@ -623,11 +623,22 @@ fn forget_in_group(group: &mut Group, topics: &BTreeSet<String>) -> Vec<GroupRec
 /// write that fails (this shard no longer leads the partition) is logged:
 /// the offsets are gone from memory, and the next leader's load drops
 /// them only if its own follower applies the deletion after the load began.
-fn write_tombstones_soon(shard: &Rc<Shard>, tombstones: BTreeMap<i32, Vec<GroupRecord>>) {
+/// `loading` is the replica of a load that installs its groups: it may not
+/// be in the shard's table yet (a load at open runs before the open records
+/// the replica).
+fn write_tombstones_soon(
+    shard: &Rc<Shard>,
+    tombstones: BTreeMap<i32, Vec<GroupRecord>>,
+    loading: Option<&Rc<PartitionReplica>>,
+) {
     let now = TimestampMs(wall_ms());
     let mut waits = Vec::new();
     for (partition, records) in tombstones {
-        let Some(replica) = shard.partition(&TopicPartition::new(OFFSETS_TOPIC, partition)) else {
+        let replica = loading
+            .filter(|replica| replica.topic_partition.partition == partition)
+            .cloned()
+            .or_else(|| shard.partition(&TopicPartition::new(OFFSETS_TOPIC, partition)));
+        let Some(replica) = replica else {
             tracing::warn!(
                 partition,
                 "writing offsets of a deleted topic failed: not the coordinator"
@@ -720,7 +731,7 @@ pub fn unload_partition(shard: &Shard, partition: i32) {
 /// the coordinator: the latest record per key wins, tombstones delete.
 pub async fn load_partition(
     shard: &Rc<Shard>,
-    replica: &PartitionReplica,
+    replica: &Rc<PartitionReplica>,
     ticket: LoadTicket,
 ) -> anyhow::Result<()> {
     read_and_install(shard, replica, &ticket).await
@@ -728,7 +739,7 @@ pub async fn load_partition(
 
 async fn read_and_install(
     shard: &Rc<Shard>,
-    replica: &PartitionReplica,
+    replica: &Rc<PartitionReplica>,
     ticket: &LoadTicket,
 ) -> anyhow::Result<()> {
     let partition = replica.topic_partition.partition;
@@ -836,7 +847,7 @@ async fn read_and_install(
         }
     }
     let count = groups.len();
-    if install_load(shard, ticket, groups) {
+    if install_load(shard, Some(replica), ticket, groups) {
         tracing::debug!(
             partition,
             groups = count,
@@ -855,6 +866,7 @@ async fn read_and_install(
 /// Returns whether it installed them.
 pub(crate) fn install_load(
     shard: &Rc<Shard>,
+    replica: Option<&Rc<PartitionReplica>>,
     ticket: &LoadTicket,
     mut groups: HashMap<String, Group>,
 ) -> bool {
@@ -878,7 +890,7 @@ pub(crate) fn install_load(
                 tombstones.entry(partition).or_default().push(record);
             }
         }
-        write_tombstones_soon(shard, tombstones);
+        write_tombstones_soon(shard, tombstones, replica);
     }
     {
         let mut table = shard.groups.groups.borrow_mut();

@@ -171,7 +171,7 @@ async fn commit_on_coordinator(
     commits: Vec<Commit>,
 ) -> Option<ResponseError> {
     let now_ms = wall_ms();
-    {
+    let incarnation = {
         let mut groups = owner.groups.groups.borrow_mut();
         let group = match groups.get_mut(&group_id) {
             Some(group) => group,
@@ -189,8 +189,8 @@ async fn commit_on_coordinator(
         ) {
             return Some(error);
         }
-        group.commits_in_flight += 1;
-    }
+        group.begin_commit()
+    };
     let records: Vec<_> = commits
         .iter()
         .map(|commit| {
@@ -212,7 +212,7 @@ async fn commit_on_coordinator(
         // Deleted meanwhile by DeleteGroups, whose tombstones follow ours.
         return written.err();
     };
-    finish_commit(group, written, commits, now_ms)
+    finish_commit(group, incarnation, written, commits, now_ms)
 }
 
 /// An OffsetCommit's write completed (`written`: its first record's
@@ -222,6 +222,7 @@ async fn commit_on_coordinator(
 /// (`Group::forgotten`).
 pub(crate) fn finish_commit(
     group: &mut Group,
+    incarnation: u64,
     written: Result<i64, ResponseError>,
     commits: Vec<Commit>,
     now_ms: i64,
@@ -229,7 +230,7 @@ pub(crate) fn finish_commit(
     let base = match written {
         Ok(base) => base,
         Err(error) => {
-            group.commit_done();
+            group.commit_done(incarnation);
             return Some(error);
         }
     };
@@ -247,6 +248,6 @@ pub(crate) fn finish_commit(
             },
         );
     }
-    group.commit_done();
+    group.commit_done(incarnation);
     None
 }

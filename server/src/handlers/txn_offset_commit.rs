@@ -168,7 +168,7 @@ async fn commit_on_coordinator(
     commits: Vec<Commit>,
 ) -> Option<ResponseError> {
     let now_ms = wall_ms();
-    {
+    let incarnation = {
         let mut groups = owner.groups.groups.borrow_mut();
         let group = match groups.get_mut(&group_id) {
             Some(group) => group,
@@ -187,8 +187,8 @@ async fn commit_on_coordinator(
         {
             return Some(error);
         }
-        group.commits_in_flight += 1;
-    }
+        group.begin_commit()
+    };
     let records: Vec<_> = commits
         .iter()
         .map(|commit| {
@@ -212,7 +212,7 @@ async fn commit_on_coordinator(
     let base = match written {
         Ok(base) => base,
         Err(error) => {
-            group.commit_done();
+            group.commit_done(incarnation);
             return Some(error);
         }
     };
@@ -240,6 +240,6 @@ async fn commit_on_coordinator(
     }
     // After the check above: the last commit in flight done clears the
     // group's record of topics deleted meanwhile.
-    group.commit_done();
+    group.commit_done(incarnation);
     None
 }

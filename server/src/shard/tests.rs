@@ -567,8 +567,18 @@ fn a_group_load_that_outlived_its_leadership_installs_nothing() {
         let older = crate::group::begin_load(&shard, 0);
         crate::group::unload_partition(&shard, 0);
         let newer = crate::group::begin_load(&shard, 0);
-        assert!(crate::group::install_load(&shard, &newer, read("newer")));
-        assert!(!crate::group::install_load(&shard, &older, read("older")));
+        assert!(crate::group::install_load(
+            &shard,
+            None,
+            &newer,
+            read("newer")
+        ));
+        assert!(!crate::group::install_load(
+            &shard,
+            None,
+            &older,
+            read("older")
+        ));
         let groups = shard.groups.groups.borrow();
         assert!(groups.contains_key("newer") && !groups.contains_key("older"));
     });
@@ -600,10 +610,44 @@ fn a_group_load_drops_the_offsets_of_topics_deleted_while_it_read() {
             .insert(("kept".to_string(), 0), committed_at(6, 2));
         crate::group::forget_topics(&shard, &["gone".to_string()].into());
         let read = std::collections::HashMap::from([("g".to_string(), group)]);
-        assert!(crate::group::install_load(&shard, &ticket, read));
+        assert!(crate::group::install_load(&shard, None, &ticket, read));
         let groups = shard.groups.groups.borrow();
         let offsets: Vec<&String> = groups["g"].offsets.keys().map(|(topic, _)| topic).collect();
         assert_eq!(offsets, ["kept"]);
+    });
+}
+
+/// A load at a replica's open runs before the open records the replica in
+/// the shard's table: the tombstones of topics deleted while it read are
+/// appended through the replica it loads, not one looked up by name.
+#[test]
+fn a_load_at_open_appends_the_tombstones_of_topics_deleted_while_it_read() {
+    with_shard("tombstones-at-open", |shard| async move {
+        crate::group::offsets_topic(&shard).await.unwrap();
+        let topic_partition = TopicPartition::new(crate::group::OFFSETS_TOPIC, 0);
+        let replica = shard.partition(&topic_partition).unwrap();
+        let end = replica.log.log_end_offset();
+        let ticket = crate::group::begin_load(&shard, 0);
+        crate::group::forget_topics(&shard, &["gone".to_string()].into());
+        // As during the open: not in the table yet.
+        shard.partitions.remove(&topic_partition);
+        let mut group = crate::group::state::Group::new("g", 0, 0);
+        group
+            .offsets
+            .insert(("gone".to_string(), 0), committed_at(5, 1));
+        let read = std::collections::HashMap::from([("g".to_string(), group)]);
+        assert!(crate::group::install_load(
+            &shard,
+            Some(&replica),
+            &ticket,
+            read
+        ));
+        assert_eq!(
+            replica.log.log_end_offset(),
+            end.plus(1),
+            "one tombstone appended"
+        );
+        shard.partitions.insert(topic_partition, replica);
     });
 }
 
@@ -615,7 +659,7 @@ fn a_group_load_drops_the_offsets_of_topics_deleted_while_it_read() {
 fn a_commit_in_flight_when_its_topic_is_deleted_is_not_applied() {
     with_shard("deleted-during-commit", |shard| async move {
         let mut group = crate::group::state::Group::new("g", 0, 0);
-        group.commits_in_flight = 1;
+        let incarnation = group.begin_commit();
         shard
             .groups
             .groups
@@ -632,15 +676,24 @@ fn a_commit_in_flight_when_its_topic_is_deleted_is_not_applied() {
         let mut groups = shard.groups.groups.borrow_mut();
         let group = groups.get_mut("g").unwrap();
         let finish = crate::handlers::offset_commit::finish_commit;
-        assert!(finish(group, Ok(3), vec![commit(7)], 0).is_none());
+        assert!(finish(group, incarnation, Ok(3), vec![commit(7)], 0).is_none());
         assert!(
             group.offsets.is_empty(),
             "applied a commit of the deleted topic"
         );
         assert_eq!(group.commits_in_flight, 0);
         // A commit written after the deletion (the topic created again).
-        group.commits_in_flight = 1;
-        assert!(finish(group, Ok(4), vec![commit(8)], 0).is_none());
+        let incarnation = group.begin_commit();
+        assert!(finish(group, incarnation, Ok(4), vec![commit(8)], 0).is_none());
+        // A commit begun on a group that was unloaded and loaded again
+        // since counts nothing against the new one.
+        let stale = group.begin_commit();
+        let reloaded = &mut crate::group::state::Group::new("g", 0, 0);
+        let current = reloaded.begin_commit();
+        assert!(finish(reloaded, stale, Ok(5), vec![commit(9)], 0).is_none());
+        assert_eq!(reloaded.commits_in_flight, 1);
+        assert!(finish(reloaded, current, Ok(6), vec![commit(10)], 0).is_none());
+        assert_eq!(reloaded.commits_in_flight, 0);
         assert_eq!(group.offsets[&("gone".to_string(), 0)].offset, 8);
     });
 }

@@ -231,7 +231,13 @@ pub struct Group {
     /// when it completes (`group::forget_topics`). Cleared once no commit
     /// is in flight.
     pub forgotten: BTreeMap<String, i64>,
+    /// Which creation of the group this is (unique in the process): a
+    /// group unloaded and loaded again is a new one.
+    incarnation: u64,
 }
+
+/// The next [`Group::incarnation`].
+static INCARNATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl Group {
     /// Whether a commit for `topic` written at `record_offset` came before
@@ -242,10 +248,20 @@ impl Group {
             .is_some_and(|deleted_at| record_offset < *deleted_at)
     }
 
-    /// A commit completed (applied or failed).
-    pub fn commit_done(&mut self) {
-        // A group unloaded and loaded again while a commit was in flight
-        // starts at zero.
+    /// A commit's write starts; returns the group's incarnation, which
+    /// [`Group::commit_done`] is given back.
+    pub fn begin_commit(&mut self) -> u64 {
+        self.commits_in_flight += 1;
+        self.incarnation
+    }
+
+    /// A commit begun on incarnation `incarnation` completed (applied or
+    /// failed). A group unloaded and loaded again meanwhile is another
+    /// incarnation, which never counted that commit.
+    pub fn commit_done(&mut self, incarnation: u64) {
+        if incarnation != self.incarnation {
+            return;
+        }
         self.commits_in_flight = self.commits_in_flight.saturating_sub(1);
         if self.commits_in_flight == 0 {
             self.forgotten.clear();
@@ -272,6 +288,7 @@ impl Group {
             commits_in_flight: 0,
             pending_txn_offsets: BTreeMap::new(),
             forgotten: BTreeMap::new(),
+            incarnation: INCARNATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 
