@@ -126,8 +126,8 @@ pub(crate) struct LogInner<I: Io> {
     /// unlike `flush_lock`, so appends keep flowing while a pass reads and
     /// writes.
     pub(crate) clean_lock: Mutex<()>,
-    /// Work that uses the directory by path outside `flush_lock`; a close
-    /// waits for it (dir_gate.rs).
+    /// The work that uses the directory by path (all but the flush, which
+    /// checks `closed`); a close waits for it (dir_gate.rs).
     pub(crate) dir_gate: Rc<DirGate>,
     committer: Committer<I>,
     /// The read issued ahead of a sequential reader (readahead.rs).

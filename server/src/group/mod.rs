@@ -351,6 +351,12 @@ pub async fn write_as(
         return Err(ResponseError::NotCoordinator);
     };
     let now = TimestampMs(wall_ms());
+    append_committed(shard, &replica, &offsets_batch(records, producer, now)).await
+}
+
+/// The batch of `records` a coordinator appends to `__consumer_offsets`,
+/// transactional for `producer` when given.
+fn offsets_batch(records: &[GroupRecord], producer: Option<(i64, i16)>, now: TimestampMs) -> Bytes {
     let mut builder = BatchBuilder::new();
     if let Some((producer_id, producer_epoch)) = producer {
         // Kafka's coordinator writes sequence 0; the partition does not
@@ -362,7 +368,7 @@ pub async fn write_as(
     for (key, value) in records {
         builder.record(Some(key), value.as_deref(), now);
     }
-    append_committed(shard, &replica, &builder.build()).await
+    builder.build()
 }
 
 /// Append `batch` to a coordinator's partition `replica` (this shard's,
@@ -564,9 +570,10 @@ async fn tick(shard: &Rc<Shard>) {
 /// took the DeleteTopics request left the others resuming a topic created
 /// again under the name at the old topic's offsets.
 ///
-/// The memory changes at once; the tombstones are written in the
-/// background (each write waits for the offsets partition's ISR, up to
-/// seconds, and the follower's round must not). Besides the offsets:
+/// The memory changes at once and the tombstones are appended at once; only
+/// their wait for durability runs in the background (each waits for the
+/// offsets partition's ISR, up to seconds, and the follower's round must
+/// not). Besides the offsets:
 /// transactional commits waiting for their marker are dropped; a commit
 /// in flight is marked so that it is not applied when it completes
 /// (`Group::forgotten`); a load in progress drops them when it ends
@@ -645,11 +652,7 @@ fn write_tombstones_soon(
             );
             continue;
         };
-        let mut builder = BatchBuilder::new();
-        for (key, value) in &records {
-            builder.record(Some(key), value.as_deref(), now);
-        }
-        match append_now(shard, replica, &builder.build()) {
+        match append_now(shard, replica, &offsets_batch(&records, None, now)) {
             Ok(wait) => waits.push((partition, wait)),
             Err(error) => {
                 tracing::warn!(
@@ -729,18 +732,11 @@ pub fn unload_partition(shard: &Shard, partition: i32) {
 
 /// Replay offsets partition `partition` (just opened on this shard) into
 /// the coordinator: the latest record per key wins, tombstones delete.
+/// The load ends when `ticket` drops, however this returns.
 pub async fn load_partition(
     shard: &Rc<Shard>,
     replica: &Rc<PartitionReplica>,
     ticket: LoadTicket,
-) -> anyhow::Result<()> {
-    read_and_install(shard, replica, &ticket).await
-}
-
-async fn read_and_install(
-    shard: &Rc<Shard>,
-    replica: &Rc<PartitionReplica>,
-    ticket: &LoadTicket,
 ) -> anyhow::Result<()> {
     let partition = replica.topic_partition.partition;
     let log = &replica.log;
@@ -847,7 +843,7 @@ async fn read_and_install(
         }
     }
     let count = groups.len();
-    if install_load(shard, Some(replica), ticket, groups) {
+    if install_load(shard, Some(replica), &ticket, groups) {
         tracing::debug!(
             partition,
             groups = count,
