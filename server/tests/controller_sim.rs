@@ -6,7 +6,8 @@
 //! Invariants are checked after every 10 ms step (`controller_sim/checker.rs`).
 //!
 //! `SLUICE_CONTROLLER_SIM_SEED=n` runs one seed; `SLUICE_CONTROLLER_SIM_SEEDS=n`
-//! sets how many (default 2000). A failing seed is printed.
+//! sets how many (default 2000) and `SLUICE_CONTROLLER_SIM_FIRST_SEED=n`
+//! where they start (default 0). A failing seed is printed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "controller_sim/checker.rs"]
@@ -54,7 +55,14 @@ fn seeds() -> Vec<u64> {
                 .expect("SLUICE_CONTROLLER_SIM_SEEDS is a number")
         })
         .unwrap_or(SEEDS_DEFAULT);
-    (0..count).collect()
+    let first: u64 = std::env::var("SLUICE_CONTROLLER_SIM_FIRST_SEED")
+        .map(|first| {
+            first
+                .parse()
+                .expect("SLUICE_CONTROLLER_SIM_FIRST_SEED is a number")
+        })
+        .unwrap_or(0);
+    (first..first + count).collect()
 }
 
 #[test]

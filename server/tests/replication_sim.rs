@@ -34,8 +34,9 @@
 //! `reassignments_under_faults_lose_nothing`.
 //!
 //! `SLUICE_SIM_SEED=n` runs one seed; `SLUICE_SIM_SEEDS=n` sets how many
-//! (default 2000; the whole binary then takes about two minutes on two
-//! cores, three of CPU). Long campaigns, about 45 minutes each:
+//! and `SLUICE_SIM_FIRST_SEED=n` where they start (default 2000 from 0;
+//! the whole binary then takes about two minutes on two cores, three of
+//! CPU). Long campaigns, about 45 minutes each:
 //! `SLUICE_SIM_SEEDS=50000 cargo test -p sluice-server --test
 //! replication_sim replication_keeps`, and the same with
 //! `reassignments_under`. A failing seed is printed
@@ -89,7 +90,10 @@ fn seeds() -> Vec<u64> {
     let count = std::env::var("SLUICE_SIM_SEEDS")
         .map(|count| count.parse().expect("SLUICE_SIM_SEEDS is a number"))
         .unwrap_or(SEEDS_DEFAULT);
-    (0..count).collect()
+    let first: u64 = std::env::var("SLUICE_SIM_FIRST_SEED")
+        .map(|first| first.parse().expect("SLUICE_SIM_FIRST_SEED is a number"))
+        .unwrap_or(0);
+    (first..first + count).collect()
 }
 
 /// Run `seeds` on two threads (the machine has two cores).

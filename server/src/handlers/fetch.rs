@@ -501,6 +501,10 @@ struct ReadSpec {
     /// Position in the request (and response).
     slot: usize,
     topic_partition: TopicPartition,
+    /// The id of the topic the request was resolved to: a replica of
+    /// another id (the topic deleted and created again during a long poll)
+    /// answers as a deleted one.
+    topic_id: uuid::Uuid,
     fetch_offset: i64,
     partition_max_bytes: usize,
     /// isolation_level 1: read below the last stable offset.
@@ -585,6 +589,7 @@ async fn read_all(
             Ok((topic_partition, owner)) => groups.entry(*owner).or_default().push(ReadSpec {
                 slot,
                 topic_partition: topic_partition.clone(),
+                topic_id: resolved.topic_id,
                 fetch_offset: fetch.fetch_offset,
                 partition_max_bytes: usize::try_from(fetch.partition_max_bytes).unwrap_or(0),
                 read_committed,
@@ -723,6 +728,7 @@ async fn read_or_wait_on_owner(
                 .zip(&specs)
                 .map(|((_, answer), spec)| Observed {
                     topic_partition: spec.topic_partition.clone(),
+                    topic_id: spec.topic_id,
                     high_watermark: answer.high_watermark,
                     log_start_offset: answer.log_start_offset,
                 })
@@ -927,7 +933,7 @@ async fn read_partition(
     limit: usize,
     min_one_batch: bool,
 ) -> PartitionAnswer {
-    let Some(replica) = owner.partition(&spec.topic_partition) else {
+    let Some(replica) = owner.partition_of(&spec.topic_partition, spec.topic_id) else {
         return PartitionAnswer::error(ResponseError::UnknownTopicOrPartition);
     };
     let log = &replica.log;
@@ -1089,6 +1095,7 @@ fn batch_size_at(buffer: &[u8], position: usize) -> Option<usize> {
 /// What a waiting fetch saw of a partition: it wakes when this changes.
 struct Observed {
     topic_partition: TopicPartition,
+    topic_id: uuid::Uuid,
     high_watermark: i64,
     log_start_offset: i64,
 }
@@ -1104,6 +1111,7 @@ fn observed(
         {
             groups.entry(*owner).or_default().push(Observed {
                 topic_partition: topic_partition.clone(),
+                topic_id: resolved.topic_id,
                 high_watermark: answer.high_watermark,
                 log_start_offset: answer.log_start_offset,
             });
@@ -1138,7 +1146,7 @@ async fn wait_on_owner(
     loop {
         let mut replicas = Vec::with_capacity(observed.len());
         for seen in &observed {
-            let Some(replica) = owner.partition(&seen.topic_partition) else {
+            let Some(replica) = owner.partition_of(&seen.topic_partition, seen.topic_id) else {
                 return true;
             };
             if replica.high_watermark().value() != seen.high_watermark

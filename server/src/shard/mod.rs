@@ -175,6 +175,20 @@ impl Shard {
         self.partitions.get(topic_partition)
     }
 
+    /// [`Shard::partition`] of the topic with id `topic_id` only. Work that
+    /// resolved its topic before an await (a long-polling fetch) looks its
+    /// replica up with this: the topic may have been deleted and created
+    /// again under its name meanwhile, and the new topic's replica is not
+    /// the one the request named.
+    pub fn partition_of(
+        &self,
+        topic_partition: &TopicPartition,
+        topic_id: uuid::Uuid,
+    ) -> Option<Rc<PartitionReplica>> {
+        self.partition(topic_partition)
+            .filter(|replica| replica.topic_id == topic_id)
+    }
+
     /// The open partitions of topic `name` on this shard, to index by
     /// partition number ([`TopicReplicas::partition`]): one hash per topic.
     pub fn topic(&self, name: &str) -> Option<Rc<TopicReplicas>> {

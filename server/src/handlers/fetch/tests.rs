@@ -166,6 +166,11 @@ async fn append(shard: &Rc<Shard>, name: &str, partition: i32, batch: Bytes, not
     .unwrap()
 }
 
+/// The id of topic `name` in the shard's view.
+fn topic_id(shard: &Shard, name: &str) -> uuid::Uuid {
+    shard.metadata.snapshot().topics[name].id
+}
+
 /// A topic to fetch: name, id, (partition, offset) pairs.
 type TopicFetch<'a> = (&'a str, uuid::Uuid, Vec<(i32, i64)>);
 
@@ -1037,6 +1042,77 @@ fn a_long_poll_with_a_partition_in_error_answers_at_once() {
     });
 }
 
+/// A fetch resolves its topic once, when it begins, and reads on the
+/// owning shard after a hop or a long poll. The topic deleted and created
+/// again under its name meanwhile is another topic: the fetch answers as
+/// for a deleted one, never with the new topic's records at the old
+/// topic's offset. Through the handler, a long poll across the deletion;
+/// then the owner's read itself with the old topic's id (the deletion
+/// wakes a long poll before the new topic exists, so the handler alone
+/// rarely reaches the read with the new replica in place).
+#[test]
+fn a_fetch_never_reads_a_topic_created_again_under_its_name() {
+    with_shards("recreated", 2, |shard| async move {
+        topic(&shard, "t", 1).await;
+        append(&shard, "t", 0, simple_batch(3, 10, TimestampMs(1)), true).await;
+        let old_id = topic_id(&shard, "t");
+        let request = fetch_request(13, vec![("t", old_id, vec![(0, 3)])]).with_max_wait_ms(10_000);
+        let recreator = Rc::clone(&shard);
+        let recreated = compio::runtime::spawn(async move {
+            compio::time::sleep(Duration::from_millis(100)).await;
+            crate::shard::topics::delete_topic(&recreator, "t")
+                .await
+                .unwrap();
+            let owner = topic(&recreator, "t", 1).await[0];
+            append(
+                &recreator,
+                "t",
+                0,
+                simple_batch(5, 10, TimestampMs(1)),
+                true,
+            )
+            .await;
+            owner
+        });
+        let started = Instant::now();
+        let response = fetch(&shard, 13, request).await;
+        let waited = started.elapsed();
+        let owner = recreated.await.unwrap();
+        assert_ne!(topic_id(&shard, "t"), old_id);
+        assert!(
+            waited >= Duration::from_millis(90),
+            "answered before the deletion: {waited:?}"
+        );
+        let partition = only_partition(&response);
+        assert_eq!(
+            partition.error_code,
+            ResponseError::UnknownTopicOrPartition.code(),
+            "answered {partition:?}"
+        );
+        assert_eq!(batch_offsets(&partition.records), Vec::<i64>::new());
+
+        let spec = ReadSpec {
+            slot: 0,
+            topic_partition: TopicPartition::new("t", 0),
+            topic_id: old_id,
+            fetch_offset: 3,
+            partition_max_bytes: 1 << 20,
+            read_committed: false,
+        };
+        let answer = on_shard(&shard, owner, move |owner| async move {
+            read_partition(&owner, &spec, spec.partition_max_bytes, true).await
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            (answer.error_code, answer.records_size),
+            (ResponseError::UnknownTopicOrPartition.code(), 0),
+            "the new topic's high watermark is {}",
+            answer.high_watermark
+        );
+    });
+}
+
 #[test]
 fn a_long_poll_wakes_when_an_append_becomes_durable() {
     with_shards("wake_notify", 1, |shard| async move {
@@ -1739,6 +1815,7 @@ fn concurrent_reads_answer_what_reading_in_order_answers() {
                         ReadSpec {
                             slot: partition as usize,
                             topic_partition: TopicPartition::new("w", partition),
+                            topic_id: topic_id(&shard, "w"),
                             // Mostly inside the log, one in six at its end.
                             fetch_offset: if (state >> 20).is_multiple_of(6) {
                                 end
@@ -1790,6 +1867,7 @@ fn a_fetch_of_many_windows_lets_other_tasks_run_between_them() {
             .map(|partition| ReadSpec {
                 slot: partition as usize,
                 topic_partition: TopicPartition::new("y", partition),
+                topic_id: topic_id(&shard, "y"),
                 fetch_offset: 0,
                 partition_max_bytes: 1_000,
                 read_committed: false,
@@ -1841,6 +1919,7 @@ fn a_catch_up_fetch_takes_the_read_ahead_once_and_does_not_wait_for_the_next() {
             let spec = ReadSpec {
                 slot: 0,
                 topic_partition: TopicPartition::new("c", 0),
+                topic_id: topic_id(&shard, "c"),
                 fetch_offset: offset,
                 // Three batches and a half.
                 partition_max_bytes: 57_000,
