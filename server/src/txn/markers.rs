@@ -12,6 +12,15 @@
 //! restart does not list it yet), or this broker stops
 //! coordinating the transaction (or is told it was fenced by a newer
 //! coordinator).
+//!
+//! Partitions are named, not identified by topic id, as in Kafka's
+//! transaction log: a topic deleted and created again under its name
+//! before its marker is written gets the marker. That is harmless (a
+//! control record for a producer with nothing open there, skipped by
+//! consumers), while the other choice is not: a transactional batch the
+//! producer sent after the re-creation lands in the new topic, and
+//! skipping the marker there would leave that transaction open for good,
+//! holding back every read_committed consumer of the partition.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
