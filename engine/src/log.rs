@@ -186,6 +186,8 @@ pub(crate) struct LogState<F> {
     /// disk under thousands of partitions logged thousands of lines a
     /// second).
     pub out_of_space: bool,
+    /// [`Log::keep_unflushed_when_full`].
+    pub keep_when_full: bool,
 }
 
 /// How an append stamps the two header fields outside the CRC.
@@ -340,6 +342,26 @@ impl<I: Io> Log<I> {
         self.inner.state.borrow().durable_end
     }
 
+    /// What a flush that finds no space (ENOSPC) does with the appends it
+    /// was writing. `false` (the default): roll them back, fail their
+    /// appends, and give their offsets to the next appends. `true`: fail
+    /// the appends waiting on them but keep them, at their offsets, for the
+    /// next flush, and refuse new appends (StorageFull) until a flush
+    /// succeeds; each refused append asks for that flush.
+    ///
+    /// A replicated log must keep them: a leader sends its appends to its
+    /// followers before they are durable on its own disk, so after a
+    /// rollback the followers hold other records at offsets the leader
+    /// reuses under the same leader epoch, which no comparison of epochs
+    /// can see (replication_sim `leaders_whose_disk_fills_lose_nothing`).
+    /// A log with `FlushPolicy::Interval` keeps what it acknowledged
+    /// instead of dropping it. The price: a record whose append failed may
+    /// still be written later (Kafka's "may have been written" for a failed
+    /// produce); an idempotent producer's retry of it is a duplicate.
+    pub fn keep_unflushed_when_full(&self, keep: bool) {
+        self.inner.state.borrow_mut().keep_when_full = keep;
+    }
+
     pub fn config(&self) -> LogConfig {
         self.inner.state.borrow().config.clone()
     }
@@ -489,6 +511,20 @@ impl<I: Io> Log<I> {
         }
         if state.closed {
             return Err(AppendError::Closed {
+                dir: inner.dir.clone(),
+            }
+            .into());
+        }
+        if state.keep_when_full && state.out_of_space {
+            // Refused until the appends kept from the failed flush are
+            // written; this attempt asks for that flush.
+            let enqueue = !state.queued;
+            state.queued = true;
+            drop(state);
+            if enqueue {
+                inner.committer.enqueue(Rc::downgrade(inner));
+            }
+            return Err(AppendError::StorageFull {
                 dir: inner.dir.clone(),
             }
             .into());
@@ -1494,8 +1530,11 @@ impl<I: Io> LogInner<I> {
             .iter()
             .take(count.saturating_sub(1))
             .any(|segment| segment.sealed && !segment.finalized);
+        // A log out of space that keeps its unflushed appends waits for an
+        // append to ask again (flushing it at once would spin on ENOSPC).
         let dirty = state.poisoned.is_none()
             && !state.closed
+            && !(state.keep_when_full && state.out_of_space)
             && (state.durable_end < state.log_end || finalizable);
         state.queued = dirty;
         dirty
@@ -1808,12 +1847,26 @@ impl<I: Io> LogInner<I> {
     fn fail_flush(&self, error: io::Error, doing: &str) -> AppendError {
         if is_storage_full(&error) {
             let first = !std::mem::replace(&mut self.state.borrow_mut().out_of_space, true);
-            if first {
-                tracing::warn!(dir = %self.dir.display(), "no space left while {doing}; rolling back the unflushed tail (appends to this log fail until a flush succeeds; said once)");
+            let keep = self.state.borrow().keep_when_full;
+            let outcome = if keep {
+                "keeping the unflushed tail for the next flush"
             } else {
-                tracing::debug!(dir = %self.dir.display(), "no space left while {doing}; rolling back the unflushed tail");
+                "rolling back the unflushed tail"
+            };
+            if first {
+                tracing::warn!(dir = %self.dir.display(), "no space left while {doing}; {outcome} (appends to this log fail until a flush succeeds; said once)");
+            } else {
+                tracing::debug!(dir = %self.dir.display(), "no space left while {doing}; {outcome}");
             }
-            self.roll_back_unflushed(|dir| AppendError::StorageFull { dir });
+            if keep {
+                // The plan changed nothing that a later flush does not
+                // redo: it writes again from each segment's durable size,
+                // creates or grows what is still missing, and rewrites
+                // the leader-epoch checkpoint if it is still behind.
+                self.fail_waiters(|dir| AppendError::StorageFull { dir });
+            } else {
+                self.roll_back_unflushed(|dir| AppendError::StorageFull { dir });
+            }
             AppendError::StorageFull {
                 dir: self.dir.clone(),
             }

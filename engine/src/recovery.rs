@@ -483,6 +483,7 @@ pub(crate) async fn recover<I: Io>(
         epochs: LeaderEpochCache::default(),
         epochs_persisted: None,
         out_of_space: false,
+        keep_when_full: false,
     };
     Ok((state, report))
 }

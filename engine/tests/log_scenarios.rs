@@ -482,6 +482,103 @@ fn a_full_disk_fails_the_append_cleanly_and_appends_resume_when_space_returns() 
     );
 }
 
+/// `Log::keep_unflushed_when_full` (every broker replica): a flush that
+/// finds no space fails its appends but keeps them at their offsets, new
+/// appends are refused until a flush succeeds, and each refused append
+/// asks for that flush. No offset is ever given to a second record: a
+/// leader's followers may hold the first one already.
+#[test]
+fn a_full_disk_keeps_the_unflushed_tail_at_its_offsets_when_asked_to() {
+    let io = SimIo::new(23);
+    let mut config = small_config();
+    config.preallocate_step_bytes = 4096;
+    let (log, committer) = open(&io, config.clone());
+    log.keep_unflushed_when_full(true);
+    let first = tagged_batch(1, 2, 100, NOW);
+    append_durable(&log, &committer, &first);
+    io.set_space_limit(Some(io.space_used_bytes()));
+    let kept = tagged_batch(2, 20, 400, NOW);
+    let mut failed = log.append(&kept, LeaderEpoch(0)).unwrap();
+    block_on(committer.flush_round());
+    let error = poll_once(&mut failed.completion).unwrap().err().unwrap();
+    assert!(matches!(error, AppendError::StorageFull { .. }), "{error}");
+    assert!(!log.is_poisoned());
+    assert_eq!(log.log_end_offset(), Offset(22), "the tail is kept");
+    assert_eq!(log.durable_end_offset(), Offset(2));
+    // Refused while the kept tail is not written; the committer is not
+    // left spinning on it.
+    let refused = log.append(&tagged_batch(3, 2, 100, NOW), LeaderEpoch(0));
+    assert!(
+        matches!(refused, Err(AppendError::StorageFull { .. })),
+        "an append on a full disk is refused"
+    );
+    block_on(committer.flush_round());
+    assert_eq!(log.durable_end_offset(), Offset(2));
+    let (flushed, _) = block_on(committer.flush_round());
+    assert_eq!(flushed, 0, "nothing is flushed again until an append asks");
+    // Space again: the next append is refused but asks for the flush,
+    // which writes the kept tail; then appends go on after it.
+    io.set_space_limit(None);
+    assert!(
+        log.append(&tagged_batch(4, 2, 100, NOW), LeaderEpoch(0))
+            .is_err()
+    );
+    block_on(committer.flush_round());
+    assert_eq!(log.durable_end_offset(), Offset(22));
+    let last = tagged_batch(5, 2, 100, NOW);
+    assert_eq!(append_durable(&log, &committer, &last), Offset(22));
+    drop(log);
+    let io = io.crash();
+    let (log, _committer) = open(&io, config);
+    let result = block_on(log.read(Offset(0), all(log.log_end_offset()))).unwrap();
+    assert_eq!(
+        batches_of(&result.records),
+        vec![
+            as_stored(&first, Offset(0), 0),
+            as_stored(&kept, Offset(2), 0),
+            as_stored(&last, Offset(22), 0)
+        ]
+    );
+}
+
+/// With flush.ms (acknowledged once buffered), a flush that finds no space
+/// keeps what was acknowledged and writes it once space returns; rolled
+/// back, those acknowledged records vanished while the broker ran.
+#[test]
+fn an_interval_flushed_log_keeps_what_it_acknowledged_through_a_full_disk() {
+    let io = SimIo::new(24);
+    let mut config = small_config();
+    config.preallocate_step_bytes = 4096;
+    config.flush = FlushPolicy::Interval {
+        interval_ms: 1000,
+        interval_bytes: 1,
+    };
+    let (log, committer) = open(&io, config.clone());
+    log.keep_unflushed_when_full(true);
+    io.set_space_limit(Some(io.space_used_bytes()));
+    let acknowledged = tagged_batch(1, 20, 400, NOW);
+    let mut appended = log.append(&acknowledged, LeaderEpoch(0)).unwrap();
+    poll_once(&mut appended.completion).unwrap().unwrap();
+    block_on(committer.flush_round());
+    assert_eq!(log.durable_end_offset(), Offset(0), "no space to write it");
+    assert_eq!(log.log_end_offset(), Offset(20), "still held");
+    io.set_space_limit(None);
+    assert!(
+        log.append(&tagged_batch(2, 1, 10, NOW), LeaderEpoch(0))
+            .is_err()
+    );
+    block_on(committer.flush_round());
+    assert_eq!(log.durable_end_offset(), Offset(20));
+    drop(log);
+    let io = io.crash();
+    let (log, _committer) = open(&io, config);
+    let result = block_on(log.read(Offset(0), all(log.log_end_offset()))).unwrap();
+    assert_eq!(
+        batches_of(&result.records),
+        vec![as_stored(&acknowledged, Offset(0), 0)]
+    );
+}
+
 #[test]
 fn a_corrupted_tail_is_truncated_at_the_first_invalid_byte() {
     let io = SimIo::new(18);

@@ -164,6 +164,78 @@ fn replication_keeps_every_acknowledged_write_under_faults() {
     assert!(totals.acknowledged > 0, "the workload acknowledged nothing");
 }
 
+/// Leaders whose disk fills now and then (crashes and every other fault
+/// as usual). A leader sends its appends to its followers before they are
+/// durable on its own disk; a flush that then finds no space fails those
+/// appends, and the log keeps them at their offsets for the next flush
+/// (`Log::keep_unflushed_when_full`). Rolled back instead, the same
+/// offsets take other records under the same leader epoch, and replicas
+/// diverge below the high watermark
+/// (`the_checker_catches_offsets_reused_after_a_full_disk`).
+#[test]
+fn leaders_whose_disk_fills_lose_nothing() {
+    let options = Options {
+        disk_full_per_million: DISK_FULL_PER_MILLION,
+        ..Options::default()
+    };
+    let seeds: Vec<u64> = if std::env::var_os("SLUICE_SIM_SEEDS").is_some() {
+        seeds()
+    } else {
+        seeds().into_iter().take(DISK_FULL_SEEDS).collect()
+    };
+    let mut totals = Summary::default();
+    let mut failures = Vec::new();
+    for (seed, result) in run_all(&seeds, options) {
+        match result {
+            Ok(summary) => {
+                totals.acknowledged += summary.acknowledged;
+                totals.disk_fills += summary.disk_fills;
+                totals.failed_writes += summary.failed_writes;
+            }
+            Err(error) => failures.push((seed, error)),
+        }
+    }
+    eprintln!(
+        "full disks: {} seeds: {} fills, {} writes failed, {} acknowledged",
+        seeds.len(),
+        totals.disk_fills,
+        totals.failed_writes,
+        totals.acknowledged
+    );
+    if let Some((seed, error)) = failures.first() {
+        panic!(
+            "{} of {} seeds failed; first, seed {seed} (rerun with SLUICE_SIM_SEED={seed}):\n{error}",
+            failures.len(),
+            seeds.len()
+        );
+    }
+    assert!(
+        totals.failed_writes > 0,
+        "no append failed for want of space"
+    );
+    assert!(totals.acknowledged > 0, "the workload acknowledged nothing");
+}
+
+/// Per step, the chance that the leader's disk fills.
+const DISK_FULL_PER_MILLION: u64 = 5_000;
+/// Seeds of `leaders_whose_disk_fills_lose_nothing` by default
+/// (`SLUICE_SIM_SEEDS` sets the count for it too).
+const DISK_FULL_SEEDS: usize = 400;
+
+/// Logs that roll back on a full disk (and reuse the offsets) must be
+/// caught.
+#[test]
+fn the_checker_catches_offsets_reused_after_a_full_disk() {
+    assert_options_caught(
+        "offsets reused after a full disk",
+        Options {
+            bug: Bug::RollBackOnFullDisk,
+            disk_full_per_million: DISK_FULL_PER_MILLION,
+            ..Options::default()
+        },
+    );
+}
+
 /// The fixed ISR task (see `an_unanswered_alter_partition_keeps_the_change_pending`)
 /// under many lost AlterPartition answers and slow metadata.
 #[test]

@@ -240,6 +240,10 @@ impl PartitionReplica {
         let dir = topic_partition.dir(&shard.config.data_dir);
         claim_partition_dir(&shard.io, &dir, topic.id).await?;
         let log = Log::open(shard.io, dir, config.log.clone(), &shard.committer).await?;
+        // A full disk never gives an offset to two records: a leader's
+        // followers may already hold the appends a failed flush was
+        // writing (engine `Log::keep_unflushed_when_full`).
+        log.keep_unflushed_when_full(true);
         tracing::debug!(partition = %topic_partition, shard = shard.id.0, end = %log.log_end_offset(), ?state, "opened partition");
         let (producers, txns) = crate::shard::tail_replay::rebuild_at_open(&shard.io, &log).await;
         let replication = if state.is_leader() {

@@ -20,7 +20,8 @@ use bytes::{Bytes, BytesMut};
 use sluice_engine::io::sim::{CrashMode, SimIo};
 use sluice_engine::testing::block_on;
 use sluice_engine::{
-    Committer, LeaderEpoch, Log, LogConfig, Offset, ReadLimits, ReplicatedAppendError,
+    AppendCompletion, Committer, LeaderEpoch, Log, LogConfig, Offset, ReadLimits,
+    ReplicatedAppendError,
 };
 use sluice_server::replication::messages::{
     FollowerLog, LeaderHeader, ReplyStatus, StateReply, ToFollower,
@@ -48,6 +49,11 @@ pub enum Bug {
     /// by leader epoch (the bug KIP-101 fixed), and the leader streams
     /// from there.
     TruncateToHighWatermark,
+    /// Logs roll back what a flush that found no space was writing and give
+    /// its offsets to the next appends (the engine's default; production
+    /// keeps them: `Log::keep_unflushed_when_full`). A leader's followers
+    /// already hold some of those records.
+    RollBackOnFullDisk,
 }
 
 /// Timing of the replication drivers (scaled down from Kafka's).
@@ -135,6 +141,10 @@ pub struct Broker {
     request_next: u64,
     isr_request: Option<IsrRequest>,
     isr_next_ms: i64,
+    /// The disk is full until then (`SimIo::set_space_limit`).
+    pub disk_full_until_ms: Option<i64>,
+    /// `Bug::RollBackOnFullDisk`.
+    pub rolls_back: bool,
 }
 
 pub fn log_config() -> LogConfig {
@@ -171,7 +181,7 @@ fn wire_reply(reply: &StateReply) -> StateReply {
 }
 
 impl Broker {
-    pub fn new(id: i32, seed: u64, image: &Image, now_ms: i64) -> Broker {
+    pub fn new(id: i32, seed: u64, image: &Image, now_ms: i64, rolls_back: bool) -> Broker {
         let io = SimIo::new(seed);
         io.set_now_ms(now_ms);
         let mut broker = Broker {
@@ -195,6 +205,8 @@ impl Broker {
             request_next: 1,
             isr_request: None,
             isr_next_ms: 0,
+            disk_full_until_ms: None,
+            rolls_back,
         };
         broker.open_log();
         broker.apply_image(image, now_ms, &mut Vec::new());
@@ -210,6 +222,8 @@ impl Broker {
             &self.committer,
         ))
         .expect("the log opens on the simulated disk");
+        // As shard/partition.rs opens a replica's log.
+        log.keep_unflushed_when_full(!self.rolls_back);
         self.log = Some(log);
         self.generation += 1;
     }
@@ -240,6 +254,8 @@ impl Broker {
     /// register with the controller before it serves.
     pub fn restart(&mut self, now_ms: i64) {
         self.io.set_now_ms(now_ms);
+        self.io.set_space_limit(None);
+        self.disk_full_until_ms = None;
         self.open_log();
         self.incarnation += 1;
         self.view_version = 0;
@@ -364,6 +380,7 @@ impl Broker {
                     known_high_watermark,
                     now_ms,
                 );
+
                 self.pushers = state
                     .pushers()
                     .into_iter()
@@ -986,7 +1003,7 @@ impl Broker {
     pub fn produce(
         &mut self,
         batch: &Bytes,
-    ) -> Result<(LeaderEpoch, Offset, Offset), &'static str> {
+    ) -> Result<(LeaderEpoch, Offset, Offset, AppendCompletion), &'static str> {
         if !self.is_up() || !self.registered {
             return Err("NOT_LEADER_OR_FOLLOWER");
         }
@@ -998,10 +1015,12 @@ impl Broker {
         }
         let epoch = leader.epoch;
         match self.log().append(batch, epoch) {
-            Ok(appended) => {
-                drop(appended.completion);
-                Ok((epoch, appended.base_offset, appended.last_offset.plus(1)))
-            }
+            Ok(appended) => Ok((
+                epoch,
+                appended.base_offset,
+                appended.last_offset.plus(1),
+                appended.completion,
+            )),
             Err(_) => Err("KAFKA_STORAGE_ERROR"),
         }
     }

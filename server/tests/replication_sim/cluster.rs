@@ -9,9 +9,10 @@
 use std::fmt::Write as _;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use sluice_engine::batch::BatchBuilder;
 use sluice_engine::io::sim::SimIo;
-use sluice_engine::{LeaderEpoch, Offset, TimestampMs};
+use sluice_engine::{AppendCompletion, LeaderEpoch, Offset, TimestampMs};
 
 use super::broker::{Broker, Bug, Context, MIN_INSYNC, Role, Timing};
 use super::checker::{Acked, Checker};
@@ -49,6 +50,9 @@ pub struct Options {
     /// How long healing may take before it counts as stuck.
     pub heal_ms_max: i64,
     pub crash_per_million: u64,
+    /// Per step: the leader's disk fills (its flushes that need space fail
+    /// with ENOSPC and roll its unflushed tail back) for 20-500 ms.
+    pub disk_full_per_million: u64,
     pub partition_per_million: u64,
     pub loss_per_million: u64,
     pub produce_per_million: u64,
@@ -68,6 +72,7 @@ impl Default for Options {
             faults_ms: 15_000,
             heal_ms_max: 30_000,
             crash_per_million: 1_500,
+            disk_full_per_million: 0,
             partition_per_million: 3_000,
             loss_per_million: 5_000,
             produce_per_million: 300_000,
@@ -80,6 +85,9 @@ pub struct Summary {
     pub acknowledged: u64,
     pub produced: u64,
     pub crashes: u64,
+    pub disk_fills: u64,
+    /// Appends failed by the leader (rolled back on a full disk).
+    pub failed_writes: u64,
     pub partitions: u64,
     pub leader_epochs: u64,
     pub isr_changes: u64,
@@ -103,6 +111,9 @@ struct Pending {
     end: Offset,
     write_id: u64,
     sent_ms: i64,
+    /// The leader's append, until it resolves: a failed one (a rollback)
+    /// is never acknowledged, whatever later takes its offsets.
+    completion: Option<AppendCompletion>,
 }
 
 pub struct Simulation {
@@ -186,7 +197,15 @@ impl Simulation {
         let controller = Controller::new(&BROKERS, &replicas, 600, now_ms, options.controller_bug);
         let brokers = BROKERS
             .iter()
-            .map(|&id| Broker::new(id, random.next_u64(), &controller.image, now_ms))
+            .map(|&id| {
+                Broker::new(
+                    id,
+                    random.next_u64(),
+                    &controller.image,
+                    now_ms,
+                    options.bug == Bug::RollBackOnFullDisk,
+                )
+            })
             .collect();
         let delay_ms_max = random.pick(&[5, 20, 60]);
         Simulation {
@@ -317,6 +336,10 @@ impl Simulation {
         self.network.loss_per_million = 0;
         self.options.answer_loss_per_million = 0;
         self.options.metadata_stall_per_million = 0;
+        for broker in &mut self.brokers {
+            broker.io.set_space_limit(None);
+            broker.disk_full_until_ms = None;
+        }
         let produce_until_ms = self.now_ms + 3_000;
         let heal_end_ms = self.now_ms + self.options.heal_ms_max;
         while self.now_ms < heal_end_ms {
@@ -389,6 +412,40 @@ impl Simulation {
         }
     }
 
+    /// The leader's disk fills (no space beyond what its files use now)
+    /// and is freed again later.
+    fn fill_disks(&mut self) {
+        if self.options.disk_full_per_million == 0 {
+            return;
+        }
+        let now_ms = self.now_ms;
+        for broker in BROKERS {
+            let at = index(broker);
+            match self.brokers[at].disk_full_until_ms {
+                Some(until_ms) if now_ms >= until_ms => {
+                    self.note(format!("broker {broker}'s disk has space again"));
+                    self.brokers[at].io.set_space_limit(None);
+                    self.brokers[at].disk_full_until_ms = None;
+                }
+                Some(_) => {}
+                None if self.brokers[at].is_up()
+                    && self.brokers[at].is_leader()
+                    && self.random.chance(self.options.disk_full_per_million) =>
+                {
+                    let used = self.brokers[at].io.space_used_bytes();
+                    self.note(format!(
+                        "broker {broker}'s disk is full ({used} bytes used)"
+                    ));
+                    self.brokers[at].io.set_space_limit(Some(used));
+                    self.brokers[at].disk_full_until_ms =
+                        Some(now_ms + self.random.between(20, 500));
+                    self.summary.disk_fills += 1;
+                }
+                None => {}
+            }
+        }
+    }
+
     fn restart(&mut self, broker: i32) {
         self.note(format!("broker {broker} restarts"));
         self.brokers[index(broker)].restart(self.now_ms);
@@ -399,6 +456,7 @@ impl Simulation {
     fn inject_faults(&mut self) {
         self.reassign();
         let now_ms = self.now_ms;
+        self.fill_disks();
         for broker in BROKERS {
             let at = index(broker);
             if self.brokers[at].is_up() {
@@ -662,7 +720,7 @@ impl Simulation {
         let batch = self.batch(write_id);
         let broker = &mut self.brokers[index(target)];
         match broker.produce(&batch) {
-            Ok((epoch, base, end)) => {
+            Ok((epoch, base, end, completion)) => {
                 self.summary.produced += 1;
                 let incarnation = broker.incarnation;
                 self.pending.push(Pending {
@@ -673,6 +731,7 @@ impl Simulation {
                     end,
                     write_id,
                     sent_ms: self.now_ms,
+                    completion: Some(completion),
                 });
             }
             Err(_) => self.refresh_leader(),
@@ -683,6 +742,25 @@ impl Simulation {
         let now_ms = self.now_ms;
         let mut index_pending = 0;
         while index_pending < self.pending.len() {
+            let pending = &mut self.pending[index_pending];
+            let resolved = pending
+                .completion
+                .as_mut()
+                .and_then(|completion| completion.now_or_never());
+            match resolved {
+                Some(Err(error)) => {
+                    let line = format!(
+                        "write {} at {}..{} failed on leader {}: {error}",
+                        pending.write_id, pending.base, pending.end, pending.broker
+                    );
+                    self.trace.push(format!("{now_ms}: {line}"));
+                    self.pending.swap_remove(index_pending);
+                    self.summary.failed_writes += 1;
+                    continue;
+                }
+                Some(Ok(())) => pending.completion = None,
+                None => {}
+            }
             let pending = &self.pending[index_pending];
             let broker = &mut self.brokers[index(pending.broker)];
             let alive = broker.is_up()
