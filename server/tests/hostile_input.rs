@@ -379,3 +379,139 @@ fn frames_split_into_single_bytes_are_reassembled() {
     assert_eq!(frame.get_i32(), 31, "correlation id");
     assert_serves_metadata(&mut broker);
 }
+
+/// A v2 batch header (61 bytes) with codec `codec` and `records` as its
+/// records section, claiming `records_count` records; CRC correct.
+fn batch_with_records(codec: i16, records_count: i32, records: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(61 + records.len());
+    out.extend_from_slice(&0_i64.to_be_bytes()); // baseOffset
+    out.extend_from_slice(&(49 + records.len() as i32).to_be_bytes()); // batchLength
+    out.extend_from_slice(&0_i32.to_be_bytes()); // partitionLeaderEpoch
+    out.push(2); // magic
+    out.extend_from_slice(&0_u32.to_be_bytes()); // crc, below
+    out.extend_from_slice(&codec.to_be_bytes()); // attributes
+    out.extend_from_slice(&(records_count - 1).to_be_bytes()); // lastOffsetDelta
+    out.extend_from_slice(&1_700_000_000_000_i64.to_be_bytes()); // baseTimestamp
+    out.extend_from_slice(&1_700_000_000_000_i64.to_be_bytes()); // maxTimestamp
+    out.extend_from_slice(&(-1_i64).to_be_bytes()); // producerId
+    out.extend_from_slice(&(-1_i16).to_be_bytes()); // producerEpoch
+    out.extend_from_slice(&(-1_i32).to_be_bytes()); // baseSequence
+    out.extend_from_slice(&records_count.to_be_bytes());
+    out.extend_from_slice(records);
+    let crc = crc32c::crc32c(&out[21..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(out)
+}
+
+/// One record as the records section of an uncompressed v2 batch holds it:
+/// offset delta `delta`, no key, value `value`.
+fn record_bytes(delta: u8, value: &[u8]) -> Vec<u8> {
+    // attributes 0, timestampDelta 0, offsetDelta, keyLength -1, value,
+    // no headers (zigzag varints; every length here fits one byte).
+    let mut body = vec![0, 0, delta * 2, 1, (value.len() * 2) as u8];
+    body.extend_from_slice(value);
+    body.push(0);
+    let mut out = vec![(body.len() * 2) as u8];
+    out.extend_from_slice(&body);
+    out
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use sluice_engine::batch::codec::{Target, compress};
+    compress(Target::Gzip { level: None }, data).expect("gzip")
+}
+
+/// Produce `records` to partition 0 of `topic` (v9, acks=1): the error
+/// code and base offset.
+fn produce_raw(broker: &Broker, topic: &str, records: Bytes) -> (i16, i64) {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+    let request = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(records)),
+                ]),
+        ]);
+    let mut stream = wire::connect(broker.address());
+    stream
+        .write_all(&wire::request_frame(
+            ApiKey::Produce,
+            9,
+            5,
+            &RequestKind::Produce(request),
+        ))
+        .expect("sending Produce");
+    let mut frame = wire::read_frame(&mut stream).expect("a Produce answer");
+    let header = kafka_protocol::messages::ResponseHeader::decode(
+        &mut frame,
+        ApiKey::Produce.response_header_version(9),
+    )
+    .expect("a response header");
+    assert_eq!(header.correlation_id, 5);
+    let response = ProduceResponse::decode(&mut frame, 9).expect("a Produce response");
+    let partition = &response.responses[0].partition_responses[0];
+    (partition.error_code, partition.base_offset)
+}
+
+/// Kafka decompresses every compressed batch it is given: records that do
+/// not decompress, or that are not the records the header counts, are
+/// refused. Stored, such a batch stopped every consumer of the
+/// partition at it, and one claiming 2^31 records moved the log end by
+/// that much.
+#[test]
+fn a_compressed_batch_whose_records_are_not_what_its_header_says_is_corrupt() {
+    const CORRUPT_MESSAGE: i16 = 2;
+    const INVALID_RECORD: i16 = 87;
+    const GZIP: i16 = 1;
+    let mut broker = Broker::start("hostile_compressed");
+    support::kafka::create_topic(&broker.bootstrap(), "squeezed", 1, &[]);
+    let two = [record_bytes(0, b"first"), record_bytes(1, b"second")].concat();
+    // As Kafka answers them: a codec failure is CORRUPT_MESSAGE, records
+    // that do not match the header INVALID_RECORD (its InvalidRecordException
+    // from the compressed batch's iterator), as for an uncompressed batch.
+    let cases = [
+        (
+            "junk instead of gzip",
+            batch_with_records(GZIP, i32::MAX, &[0, 0xde, 0xad]),
+            CORRUPT_MESSAGE,
+        ),
+        (
+            "fewer records than counted",
+            batch_with_records(GZIP, 3, &gzip(&two)),
+            INVALID_RECORD,
+        ),
+        (
+            "more records than counted",
+            batch_with_records(GZIP, 1, &gzip(&two)),
+            INVALID_RECORD,
+        ),
+        (
+            "offset deltas out of place",
+            batch_with_records(
+                GZIP,
+                2,
+                &gzip(&[record_bytes(0, b"a"), record_bytes(5, b"b")].concat()),
+            ),
+            INVALID_RECORD,
+        ),
+    ];
+    for (what, batch, expected) in cases {
+        let (error_code, _) = produce_raw(&broker, "squeezed", batch);
+        assert_eq!(error_code, expected, "{what}");
+    }
+    // The same records, counted right, are taken, at offset 0: nothing of
+    // the refused batches moved the log end.
+    let (error_code, base_offset) =
+        produce_raw(&broker, "squeezed", batch_with_records(GZIP, 2, &gzip(&two)));
+    assert_eq!((error_code, base_offset), (0, 0));
+    let (error_code, base_offset) =
+        produce_raw(&broker, "squeezed", batch_with_records(GZIP, 2, &gzip(&two)));
+    assert_eq!((error_code, base_offset), (0, 2));
+    assert_serves_metadata(&mut broker);
+}

@@ -662,17 +662,23 @@ fn accept(
     // compression.type: a batch whose codec differs from the topic's is
     // rebuilt under the topic's (Kafka's LogValidator), producer fields
     // and timestamps kept; the rebuilt batch must fit max.message.bytes.
+    // Whether the records inside a compressed batch were decompressed and
+    // walked (validate_for_append checks them only when uncompressed).
+    let mut inner_records_checked = false;
     let (records, header) = match codec_target(compression) {
         Some(target) if target.compression() != header.compression() => {
+            // recompress decompresses and validates the records first.
             let rebuilt = codec::recompress(&records, &header, target)
                 .map_err(|error| codec_failed(&error))?;
             let header = batch::validate(&rebuilt, max_message_bytes as usize)
                 .map_err(|error| batch_failed(&error))?;
+            inner_records_checked = true;
             (Bytes::from(rebuilt), header)
         }
         _ => (records, header),
     };
     if cleanup_policy.compacts() {
+        inner_records_checked = true;
         // Kafka decompresses to check the keys of a compressed batch too.
         let missing = if header.compression() == Compression::None {
             records_without_key(&records, &header)
@@ -689,6 +695,14 @@ fn accept(
                 &missing,
             ));
         }
+    }
+    // Kafka's LogValidator decompresses every compressed batch: records
+    // that do not decompress, or whose count or offset deltas differ from
+    // the header's, are CORRUPT_MESSAGE. Stored unchecked, such a batch
+    // stopped every consumer of the partition at it, and a header claiming
+    // 2^31 records moved the log end by that much.
+    if header.compression() != Compression::None && !inner_records_checked {
+        codec::recompress(&records, &header, Target::None).map_err(|error| codec_failed(&error))?;
     }
     if timestamp_type == TimestampType::CreateTime && timestamp_bounds.limits() {
         let refused = records_out_of_bounds(&records, &header, timestamp_bounds, now_ms);
