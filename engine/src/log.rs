@@ -1048,7 +1048,17 @@ impl<I: Io> Log<I> {
             return Err(inner.io_error(base, error));
         }
         for removed_base in &removed {
-            remove_segment_files(io, &inner.dir, *removed_base).await;
+            // A segment past the cut left behind would be found again at
+            // the next open, after segments appended from the cut on: its
+            // offsets break the continuity there, and recovery cuts the
+            // log at it, acknowledged records after it included. So the
+            // log stops here (poisoned) rather than taking appends.
+            if let Err(error) = remove_segment_files(io, &inner.dir, *removed_base).await {
+                inner.poison(&format!(
+                    "could not remove segment {removed_base} while truncating: {error}"
+                ));
+                return Err(inner.io_error(*removed_base, error));
+            }
         }
         for path in [
             segment::index_path(&inner.dir, base),
@@ -1146,7 +1156,9 @@ impl<I: Io> Log<I> {
         // reopen recovers it.
         let changed: Result<(), LogError> = async {
             for base in bases {
-                remove_segment_files(&inner.io, &inner.dir, base).await;
+                remove_segment_files(&inner.io, &inner.dir, base)
+                    .await
+                    .map_err(|error| inner.io_error(base, error))?;
             }
             inner
                 .io
@@ -1336,7 +1348,9 @@ impl<I: Io> Log<I> {
                 .collect()
         };
         for base in &removed {
-            remove_segment_files(&inner.io, &inner.dir, *base).await;
+            // Logged if it fails: a segment left below the durable log
+            // start is deleted by the next open's recovery.
+            let _ = remove_segment_files(&inner.io, &inner.dir, *base).await;
         }
         inner
             .io
@@ -2291,12 +2305,26 @@ fn segment_file_paths(dir: &Path, base: Offset) -> [PathBuf; 4] {
 }
 
 /// Remove a segment's files, the (large) log file off the shard thread
-/// (`Io::remove_large_file`). Removal is durable after a `sync_dir`.
-async fn remove_segment_files<I: Io>(io: &I, dir: &Path, base: Offset) {
+/// (`Io::remove_large_file`). Removal is durable after a `sync_dir`. An
+/// error removing the log file is logged and returned (the index files
+/// are rebuilt by recovery if they stay).
+async fn remove_segment_files<I: Io>(io: &I, dir: &Path, base: Offset) -> io::Result<()> {
     let [log_file, indexes @ ..] = segment_file_paths(dir, base);
-    warn_unless_gone(&log_file, io.remove_large_file(&log_file).await);
+    let removed = match io.remove_large_file(&log_file).await {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        removed => removed,
+    };
+    warn_unless_gone(&log_file, removed.as_ref().map(|_| ()).map_err(clone_error));
     for path in indexes {
         remove_quietly(io, &path);
+    }
+    removed
+}
+
+fn clone_error(error: &io::Error) -> io::Error {
+    match error.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(error.kind(), error.to_string()),
     }
 }
 

@@ -338,6 +338,76 @@ fn delete_records_moves_the_start_durably() {
     assert_eq!(log.log_start_offset(), Offset(35));
 }
 
+/// A truncation that cannot remove a segment past the cut (its removal
+/// fails) must not let the log take appends: at the next open the segment
+/// left behind breaks the offsets' continuity after the cut, and recovery
+/// cut the log there, acknowledged appends after it included. The log is
+/// poisoned instead, and nothing acknowledged is lost across a reopen.
+#[test]
+fn a_truncation_that_cannot_remove_a_segment_acknowledges_nothing_after_it() {
+    let io = SimIo::new(25);
+    let (log, committer) = open(&io, small_config());
+    let mut kept = Vec::new();
+    for tag in 0..60u64 {
+        let batch = tagged_batch(tag, 5, 400, NOW);
+        let base = append_durable(&log, &committer, &batch);
+        if base < Offset(40) {
+            kept.push(as_stored(&batch, base, 0));
+        }
+    }
+    let bases = log.segment_bases();
+    assert!(bases.len() >= 2, "segments: {bases:?}");
+    let last = *bases.last().unwrap();
+    let stuck = io
+        .file_names(&dir())
+        .into_iter()
+        .find(|name| name.ends_with(".log") && name.starts_with(&format!("{:020}", last.value())))
+        .map(|name| dir().join(name))
+        .expect("the last segment's file");
+    io.fail_removals_of(Some(stuck));
+    let truncated = block_on(log.truncate_to(Offset(42)));
+    io.fail_removals_of(None);
+    // Whatever the truncation answered, every append it acknowledges
+    // after it must survive a reopen.
+    let mut acknowledged = kept.clone();
+    if truncated.is_ok() {
+        // Sized otherwise than before, so that the log rolls at bases
+        // other than the stuck segment's.
+        for tag in 100..200u64 {
+            let batch = tagged_batch(tag, 3, 300, NOW);
+            let Ok(mut appended) = log.append(&batch, LeaderEpoch(0)) else {
+                break;
+            };
+            block_on(committer.flush_round());
+            if let Some(Ok(())) = poll_once(&mut appended.completion) {
+                acknowledged.push(as_stored(&batch, appended.base_offset, 0));
+            }
+        }
+    } else {
+        assert!(log.is_poisoned(), "a failed truncation stops the log");
+        assert!(
+            log.append(&tagged_batch(100, 1, 1, NOW), LeaderEpoch(0))
+                .is_err()
+        );
+    }
+    drop(log);
+    let io = io.crash();
+    let (log, _committer) = open(&io, small_config());
+    let mut read = Vec::new();
+    let mut offset = Offset(0);
+    while offset < log.log_end_offset() {
+        let result = block_on(log.read(offset, all(log.log_end_offset()))).unwrap();
+        read.extend(batches_of(&result.records));
+        offset = result.next_offset;
+    }
+    assert!(
+        acknowledged.iter().all(|batch| read.contains(batch)),
+        "{} batches acknowledged, {} read back after the reopen",
+        acknowledged.len(),
+        read.len()
+    );
+}
+
 #[test]
 fn truncation_removes_the_batch_holding_the_offset_and_everything_after() {
     let io = SimIo::new(13);

@@ -216,6 +216,13 @@ impl SimIo {
         self.disk.borrow_mut().faults.read_path = path;
     }
 
+    /// Every `remove_file` of `path` fails with ENOSPC and removes nothing
+    /// (the real disk renames a large file before it frees it, and a
+    /// directory that must grow for the new name fails so); `None` cancels.
+    pub fn fail_removals_of(&self, path: Option<PathBuf>) {
+        self.disk.borrow_mut().faults.remove_path = path;
+    }
+
     /// Stop the disk after `count` more changing operations: from the
     /// `count`+1-th on, every operation that changes anything (`remove_file`,
     /// `rename`, `sync_dir`, `open` with create, `allocate`, `set_len`,
@@ -365,6 +372,9 @@ impl Io for SimIo {
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut disk = self.disk.borrow_mut();
         disk.faults.check_halt()?;
+        if disk.faults.remove_path.as_deref() == Some(path) {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
         disk.live_file(path)?;
         disk.live.remove(path);
         disk.collect_garbage();
@@ -693,6 +703,7 @@ struct Faults {
     write_countdown: Option<u64>,
     write_all: bool,
     read_path: Option<PathBuf>,
+    remove_path: Option<PathBuf>,
 }
 
 impl Faults {
