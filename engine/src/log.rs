@@ -13,9 +13,11 @@
 //! fdatasync per file) and completes every append the flush covered.
 //!
 //! Failure policy (docs/internals/storage-format.md):
-//! - ENOSPC while creating or growing a file: roll back the unflushed tail
-//!   (nothing of it reached the file), fail its appends with `StorageFull`;
-//!   later appends try again.
+//! - ENOSPC in a flush: fail its appends with `StorageFull`, and either
+//!   roll the unflushed tail back (the default; later appends take its
+//!   offsets) or keep it for the next flush, retried every
+//!   `SPACE_RETRY_MS`, refusing appends until one succeeds
+//!   ([`Log::keep_unflushed_when_full`], every broker replica).
 //! - any other write or fsync error: poison. Every pending and later append
 //!   fails; the log must be reopened (recovery) to accept writes again.
 
@@ -188,6 +190,8 @@ pub(crate) struct LogState<F> {
     pub out_of_space: bool,
     /// [`Log::keep_unflushed_when_full`].
     pub keep_when_full: bool,
+    /// Keeping its tail out of space: when the next flush is tried.
+    pub space_retry_at_ms: i64,
 }
 
 /// How an append stamps the two header fields outside the CRC.
@@ -346,8 +350,8 @@ impl<I: Io> Log<I> {
     /// was writing. `false` (the default): roll them back, fail their
     /// appends, and give their offsets to the next appends. `true`: fail
     /// the appends waiting on them but keep them, at their offsets, for the
-    /// next flush, and refuse new appends (StorageFull) until a flush
-    /// succeeds; each refused append asks for that flush.
+    /// next flush, tried again every [`SPACE_RETRY_MS`], and refuse new
+    /// appends (StorageFull) until a flush succeeds.
     ///
     /// A replicated log must keep them: a leader sends its appends to its
     /// followers before they are durable on its own disk, so after a
@@ -357,7 +361,8 @@ impl<I: Io> Log<I> {
     /// A log with `FlushPolicy::Interval` keeps what it acknowledged
     /// instead of dropping it. The price: a record whose append failed may
     /// still be written later (Kafka's "may have been written" for a failed
-    /// produce); an idempotent producer's retry of it is a duplicate.
+    /// produce); an idempotent producer's retry of it is answered as a
+    /// duplicate, at the kept record's offset, once that is written.
     pub fn keep_unflushed_when_full(&self, keep: bool) {
         self.inner.state.borrow_mut().keep_when_full = keep;
     }
@@ -517,13 +522,7 @@ impl<I: Io> Log<I> {
         }
         if state.keep_when_full && state.out_of_space {
             // Refused until the appends kept from the failed flush are
-            // written; this attempt asks for that flush.
-            let enqueue = !state.queued;
-            state.queued = true;
-            drop(state);
-            if enqueue {
-                inner.committer.enqueue(Rc::downgrade(inner));
-            }
+            // written (the committer tries again: flush_due).
             return Err(AppendError::StorageFull {
                 dir: inner.dir.clone(),
             }
@@ -1349,7 +1348,8 @@ impl<I: Io> Log<I> {
         };
         for base in &removed {
             // Logged if it fails: a segment left below the durable log
-            // start is deleted by the next open's recovery.
+            // start holds nothing a reader reaches (recovery keeps it as a
+            // gap below the log start) and the next pass removes it.
             let _ = remove_segment_files(&inner.io, &inner.dir, *base).await;
         }
         inner
@@ -1516,6 +1516,15 @@ impl<I: Io> LogInner<I> {
     /// wall-clock time at which it becomes due.
     pub(crate) fn flush_due(&self, now: i64) -> Result<(), i64> {
         let state = self.state.borrow();
+        // Keeping a tail no flush could write: tried again after a pause,
+        // not at every round (which would spin on ENOSPC).
+        if state.keep_when_full
+            && state.out_of_space
+            && !state.closed
+            && now < state.space_retry_at_ms
+        {
+            return Err(state.space_retry_at_ms);
+        }
         match state.config.flush {
             FlushPolicy::BeforeAck => Ok(()),
             FlushPolicy::Interval {
@@ -1544,11 +1553,8 @@ impl<I: Io> LogInner<I> {
             .iter()
             .take(count.saturating_sub(1))
             .any(|segment| segment.sealed && !segment.finalized);
-        // A log out of space that keeps its unflushed appends waits for an
-        // append to ask again (flushing it at once would spin on ENOSPC).
         let dirty = state.poisoned.is_none()
             && !state.closed
-            && !(state.keep_when_full && state.out_of_space)
             && (state.durable_end < state.log_end || finalizable);
         state.queued = dirty;
         dirty
@@ -1856,8 +1862,9 @@ impl<I: Io> LogInner<I> {
         }
     }
 
-    /// Handle an error of a flush before any data write was issued for it
-    /// (`ENOSPC`: roll back) or during writes (anything else: poison).
+    /// Handle an error of a flush: `ENOSPC` fails its appends and rolls the
+    /// tail back or keeps it ([`Log::keep_unflushed_when_full`]); anything
+    /// else poisons.
     fn fail_flush(&self, error: io::Error, doing: &str) -> AppendError {
         if is_storage_full(&error) {
             let first = !std::mem::replace(&mut self.state.borrow_mut().out_of_space, true);
@@ -1877,6 +1884,8 @@ impl<I: Io> LogInner<I> {
                 // redo: it writes again from each segment's durable size,
                 // creates or grows what is still missing, and rewrites
                 // the leader-epoch checkpoint if it is still behind.
+                self.state.borrow_mut().space_retry_at_ms =
+                    self.io.now_ms().saturating_add(SPACE_RETRY_MS);
                 self.fail_waiters(|dir| AppendError::StorageFull { dir });
             } else {
                 self.roll_back_unflushed(|dir| AppendError::StorageFull { dir });
@@ -1994,6 +2003,10 @@ impl<I: Io> LogInner<I> {
         }
     }
 }
+
+/// How long a log keeping a tail that found no space waits before the
+/// committer tries to write it again.
+pub const SPACE_RETRY_MS: i64 = 250;
 
 /// What one flush of one log will do, captured under the borrow.
 struct FlushPlan<F> {

@@ -484,6 +484,7 @@ pub(crate) async fn recover<I: Io>(
         epochs_persisted: None,
         out_of_space: false,
         keep_when_full: false,
+        space_retry_at_ms: 0,
     };
     Ok((state, report))
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use sluice_engine::batch::BatchError;
 use sluice_engine::io::sim::{CrashMode, SimIo};
+use sluice_engine::log::SPACE_RETRY_MS;
 use sluice_engine::{
     AppendError, Committer, FlushPolicy, LeaderEpoch, Log, LogConfig, LogError, Offset, ReadLimits,
     TimestampMs,
@@ -554,9 +555,10 @@ fn a_full_disk_fails_the_append_cleanly_and_appends_resume_when_space_returns() 
 
 /// `Log::keep_unflushed_when_full` (every broker replica): a flush that
 /// finds no space fails its appends but keeps them at their offsets, new
-/// appends are refused until a flush succeeds, and each refused append
-/// asks for that flush. No offset is ever given to a second record: a
-/// leader's followers may hold the first one already.
+/// appends are refused until a flush succeeds, and the committer tries
+/// again every `SPACE_RETRY_MS` (no append needs to ask: a follower may get
+/// none). No offset is ever given to a second record: a leader's followers
+/// may hold the first one already.
 #[test]
 fn a_full_disk_keeps_the_unflushed_tail_at_its_offsets_when_asked_to() {
     let io = SimIo::new(23);
@@ -575,24 +577,24 @@ fn a_full_disk_keeps_the_unflushed_tail_at_its_offsets_when_asked_to() {
     assert!(!log.is_poisoned());
     assert_eq!(log.log_end_offset(), Offset(22), "the tail is kept");
     assert_eq!(log.durable_end_offset(), Offset(2));
-    // Refused while the kept tail is not written; the committer is not
-    // left spinning on it.
+    // Refused while the kept tail is not written; the committer waits
+    // before it tries again rather than spinning on ENOSPC.
     let refused = log.append(&tagged_batch(3, 2, 100, NOW), LeaderEpoch(0));
     assert!(
         matches!(refused, Err(AppendError::StorageFull { .. })),
         "an append on a full disk is refused"
     );
-    block_on(committer.flush_round());
-    assert_eq!(log.durable_end_offset(), Offset(2));
+    let (flushed, next_due) = block_on(committer.flush_round());
+    assert_eq!(flushed, 0, "not tried again at once");
+    assert!(next_due.is_some(), "tried again later");
+    io.advance_clock(Duration::from_millis(SPACE_RETRY_MS as u64 + 1));
     let (flushed, _) = block_on(committer.flush_round());
-    assert_eq!(flushed, 0, "nothing is flushed again until an append asks");
-    // Space again: the next append is refused but asks for the flush,
-    // which writes the kept tail; then appends go on after it.
+    assert_eq!(flushed, 1, "tried again after the pause");
+    assert_eq!(log.durable_end_offset(), Offset(2), "still no space");
+    // Space again: the next try writes the kept tail, with no append
+    // asking; then appends go on after it.
     io.set_space_limit(None);
-    assert!(
-        log.append(&tagged_batch(4, 2, 100, NOW), LeaderEpoch(0))
-            .is_err()
-    );
+    io.advance_clock(Duration::from_millis(SPACE_RETRY_MS as u64 + 1));
     block_on(committer.flush_round());
     assert_eq!(log.durable_end_offset(), Offset(22));
     let last = tagged_batch(5, 2, 100, NOW);
@@ -612,8 +614,9 @@ fn a_full_disk_keeps_the_unflushed_tail_at_its_offsets_when_asked_to() {
 }
 
 /// With flush.ms (acknowledged once buffered), a flush that finds no space
-/// keeps what was acknowledged and writes it once space returns; rolled
-/// back, those acknowledged records vanished while the broker ran.
+/// keeps what was acknowledged and writes it once space returns, with no
+/// append asking; rolled back, those acknowledged records vanished while
+/// the broker ran.
 #[test]
 fn an_interval_flushed_log_keeps_what_it_acknowledged_through_a_full_disk() {
     let io = SimIo::new(24);
@@ -633,10 +636,7 @@ fn an_interval_flushed_log_keeps_what_it_acknowledged_through_a_full_disk() {
     assert_eq!(log.durable_end_offset(), Offset(0), "no space to write it");
     assert_eq!(log.log_end_offset(), Offset(20), "still held");
     io.set_space_limit(None);
-    assert!(
-        log.append(&tagged_batch(2, 1, 10, NOW), LeaderEpoch(0))
-            .is_err()
-    );
+    io.advance_clock(Duration::from_millis(SPACE_RETRY_MS as u64 + 1));
     block_on(committer.flush_round());
     assert_eq!(log.durable_end_offset(), Offset(20));
     drop(log);

@@ -507,11 +507,17 @@ fn a_compressed_batch_whose_records_are_not_what_its_header_says_is_corrupt() {
     }
     // The same records, counted right, are taken, at offset 0: nothing of
     // the refused batches moved the log end.
-    let (error_code, base_offset) =
-        produce_raw(&broker, "squeezed", batch_with_records(GZIP, 2, &gzip(&two)));
+    let (error_code, base_offset) = produce_raw(
+        &broker,
+        "squeezed",
+        batch_with_records(GZIP, 2, &gzip(&two)),
+    );
     assert_eq!((error_code, base_offset), (0, 0));
-    let (error_code, base_offset) =
-        produce_raw(&broker, "squeezed", batch_with_records(GZIP, 2, &gzip(&two)));
+    let (error_code, base_offset) = produce_raw(
+        &broker,
+        "squeezed",
+        batch_with_records(GZIP, 2, &gzip(&two)),
+    );
     assert_eq!((error_code, base_offset), (0, 2));
     assert_serves_metadata(&mut broker);
 }

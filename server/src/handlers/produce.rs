@@ -713,7 +713,7 @@ fn accept(
 
     let log = &replica.log;
     let mut producers = replica.producers.borrow_mut();
-    // Forget batches the log lost (rolled back) before checking anything.
+    // Forget batches the log lost (truncated) before checking anything.
     producers.reconcile(log.log_end_offset());
     if let Some(producer) = &producer {
         match producers.check(producer, log.log_end_offset()) {

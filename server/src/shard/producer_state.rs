@@ -11,8 +11,10 @@
 //! owning shard. The state therefore advances in append order even when
 //! several requests are in flight and their durability is awaited
 //! concurrently, and a batch whose append fails is never recorded. An append
-//! the engine accepted but later rolled back (on ENOSPC it drops the
-//! unflushed tail) is forgotten by [`ProducerStateTable::reconcile`], which
+//! the engine accepted but later dropped (a truncation; or a rollback on
+//! ENOSPC, which the broker's logs do not do: they keep the tail,
+//! `Log::keep_unflushed_when_full`) is forgotten by
+//! [`ProducerStateTable::reconcile`], which
 //! the produce path runs with the log end before every append: it drops the
 //! recorded batches at or beyond the log end, so a retry of a rolled-back
 //! batch is appended again rather than acknowledged as a duplicate of
@@ -414,7 +416,8 @@ impl ProducerStateTable {
     }
 
     /// Forget recorded batches at or beyond `log_end`: the log lost them
-    /// (rolled back after ENOSPC, or truncated). A producer left without
+    /// (truncated, or rolled back after ENOSPC by a log that does not keep
+    /// its tail). A producer left without
     /// batches is forgotten entirely, so its next batch is accepted as from
     /// an unknown producer. Cheap when nothing was lost; the produce path
     /// runs it before every append.

@@ -631,7 +631,9 @@ impl Broker {
             return;
         }
         if context.random.chance(500_000) {
-            let _ = block_on(self.log().flush());
+            // The shard's committer: what is queued and due (a log out of
+            // space is tried again only after a pause).
+            let _ = block_on(self.committer.flush_round());
         }
         if context.bug == Bug::AnswerBeforeFsync && context.random.chance(200_000) {
             let _ = block_on(self.log().flush());

@@ -50,8 +50,8 @@ pub struct Options {
     /// How long healing may take before it counts as stuck.
     pub heal_ms_max: i64,
     pub crash_per_million: u64,
-    /// Per step: the leader's disk fills (its flushes that need space fail
-    /// with ENOSPC and roll its unflushed tail back) for 20-500 ms.
+    /// Per step and broker: its disk fills (flushes that need space fail
+    /// with ENOSPC) for 20-500 ms.
     pub disk_full_per_million: u64,
     pub partition_per_million: u64,
     pub loss_per_million: u64,
@@ -412,8 +412,8 @@ impl Simulation {
         }
     }
 
-    /// The leader's disk fills (no space beyond what its files use now)
-    /// and is freed again later.
+    /// A broker's disk fills (no space beyond what its files use now) and
+    /// is freed again later.
     fn fill_disks(&mut self) {
         if self.options.disk_full_per_million == 0 {
             return;
@@ -429,7 +429,6 @@ impl Simulation {
                 }
                 Some(_) => {}
                 None if self.brokers[at].is_up()
-                    && self.brokers[at].is_leader()
                     && self.random.chance(self.options.disk_full_per_million) =>
                 {
                     let used = self.brokers[at].io.space_used_bytes();
