@@ -38,6 +38,21 @@ fn open(io: &SimIo, config: LogConfig) -> (Log<SimIo>, Committer<SimIo>) {
     (log, committer)
 }
 
+/// Every batch the log in `io` holds after a crash (its `Log` dropped
+/// first) and a reopen with `config`.
+fn batches_after_crash(io: &SimIo, config: LogConfig) -> Vec<Vec<u8>> {
+    let io = io.crash();
+    let (log, _committer) = open(&io, config);
+    let mut read = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let result = block_on(log.read(offset, all(log.log_end_offset()))).unwrap();
+        read.extend(batches_of(&result.records));
+        offset = result.next_offset;
+    }
+    read
+}
+
 /// Append and make durable; returns the base offset.
 fn append_durable(log: &Log<SimIo>, committer: &Committer<SimIo>, batch: &bytes::Bytes) -> Offset {
     let mut appended = log.append(batch, LeaderEpoch(0)).unwrap();
@@ -392,15 +407,7 @@ fn a_truncation_that_cannot_remove_a_segment_acknowledges_nothing_after_it() {
         );
     }
     drop(log);
-    let io = io.crash();
-    let (log, _committer) = open(&io, small_config());
-    let mut read = Vec::new();
-    let mut offset = Offset(0);
-    while offset < log.log_end_offset() {
-        let result = block_on(log.read(offset, all(log.log_end_offset()))).unwrap();
-        read.extend(batches_of(&result.records));
-        offset = result.next_offset;
-    }
+    let read = batches_after_crash(&io, small_config());
     assert!(
         acknowledged.iter().all(|batch| read.contains(batch)),
         "{} batches acknowledged, {} read back after the reopen",
@@ -431,15 +438,7 @@ fn truncation_removes_the_batch_holding_the_offset_and_everything_after() {
     assert_eq!(base, Offset(40));
     expected.push(as_stored(&batch, base, 0));
     drop(log);
-    let io = io.crash();
-    let (log, _committer) = open(&io, small_config());
-    let mut read = Vec::new();
-    let mut offset = Offset(0);
-    while offset < log.log_end_offset() {
-        let result = block_on(log.read(offset, all(log.log_end_offset()))).unwrap();
-        read.extend(batches_of(&result.records));
-        offset = result.next_offset;
-    }
+    let read = batches_after_crash(&io, small_config());
     assert_eq!(read, expected);
 }
 
@@ -541,11 +540,8 @@ fn a_full_disk_fails_the_append_cleanly_and_appends_resume_when_space_returns() 
     let base = append_durable(&log, &committer, &second);
     assert_eq!(base, Offset(2));
     drop(log);
-    let io = io.crash();
-    let (log, _committer) = open(&io, config);
-    let result = block_on(log.read(Offset(0), all(log.log_end_offset()))).unwrap();
     assert_eq!(
-        batches_of(&result.records),
+        batches_after_crash(&io, config),
         vec![
             as_stored(&first, Offset(0), 0),
             as_stored(&second, Offset(2), 0)
@@ -600,11 +596,8 @@ fn a_full_disk_keeps_the_unflushed_tail_at_its_offsets_when_asked_to() {
     let last = tagged_batch(5, 2, 100, NOW);
     assert_eq!(append_durable(&log, &committer, &last), Offset(22));
     drop(log);
-    let io = io.crash();
-    let (log, _committer) = open(&io, config);
-    let result = block_on(log.read(Offset(0), all(log.log_end_offset()))).unwrap();
     assert_eq!(
-        batches_of(&result.records),
+        batches_after_crash(&io, config),
         vec![
             as_stored(&first, Offset(0), 0),
             as_stored(&kept, Offset(2), 0),
@@ -640,11 +633,8 @@ fn an_interval_flushed_log_keeps_what_it_acknowledged_through_a_full_disk() {
     block_on(committer.flush_round());
     assert_eq!(log.durable_end_offset(), Offset(20));
     drop(log);
-    let io = io.crash();
-    let (log, _committer) = open(&io, config);
-    let result = block_on(log.read(Offset(0), all(log.log_end_offset()))).unwrap();
     assert_eq!(
-        batches_of(&result.records),
+        batches_after_crash(&io, config),
         vec![as_stored(&acknowledged, Offset(0), 0)]
     );
 }
