@@ -2327,18 +2327,13 @@ async fn remove_segment_files<I: Io>(io: &I, dir: &Path, base: Offset) -> io::Re
         Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
         removed => removed,
     };
-    warn_unless_gone(&log_file, removed.as_ref().map(|_| ()).map_err(clone_error));
+    if let Err(error) = &removed {
+        tracing::warn!(path = %log_file.display(), %error, "could not remove a segment file");
+    }
     for path in indexes {
         remove_quietly(io, &path);
     }
     removed
-}
-
-fn clone_error(error: &io::Error) -> io::Error {
-    match error.raw_os_error() {
-        Some(code) => io::Error::from_raw_os_error(code),
-        None => io::Error::new(error.kind(), error.to_string()),
-    }
 }
 
 fn remove_quietly<I: Io>(io: &I, path: &Path) {
