@@ -697,8 +697,9 @@ fn accept(
         }
     }
     // Kafka's LogValidator decompresses every compressed batch: records
-    // that do not decompress, or whose count or offset deltas differ from
-    // the header's, are CORRUPT_MESSAGE. Stored unchecked, such a batch
+    // that do not decompress are CORRUPT_MESSAGE, records whose count or
+    // offset deltas differ from the header's INVALID_RECORD (codec_failed,
+    // batch_failed). Stored unchecked, such a batch
     // stopped every consumer of the partition at it, and a header claiming
     // 2^31 records moved the log end by that much.
     if header.compression() != Compression::None && !inner_records_checked {
