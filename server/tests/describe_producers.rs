@@ -2,7 +2,8 @@
 //! idempotent producer's id, epoch and last sequence on the partition it
 //! wrote, no open transaction; an unknown partition is
 //! UNKNOWN_TOPIC_OR_PARTITION; ApiVersions advertises the API; after a
-//! clean restart the producer comes back from the stop's snapshot.
+//! clean restart the producer comes back from the stop's transaction
+//! snapshot.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -103,14 +104,15 @@ fn an_idempotent_producer_is_described_with_its_last_sequence() {
     assert!(partitions[1].active_producers.is_empty());
     assert_eq!(partitions[2].error_code, UNKNOWN_TOPIC_OR_PARTITION);
 
-    // A clean restart loads the producer from the stop's snapshot, without
-    // reading the log, and describes it the same.
+    // A clean restart loads the producer from the stop's transaction
+    // snapshot at the log end, reading nothing of the log, and describes
+    // it the same.
     drop(stream);
     broker.restart();
     assert!(
         broker
             .stderr_tail()
-            .contains("producer state loaded from the clean-stop snapshot"),
+            .contains("described-0 source=\"snapshot\" from=5 end=5 replayed=0 producers=1"),
         "the restart did not use the snapshot\n{}",
         broker.stderr_tail()
     );

@@ -391,9 +391,9 @@ impl Shard {
     }
 
     /// Apply a view's state and assignment to an open replica. A replica
-    /// that starts leading rebuilds its idempotent producer state from
-    /// the log (the previous leader's batches are in it) before it is
-    /// served, starts pushing to its followers, and, for
+    /// that starts leading (its idempotent producer table already holds
+    /// the previous leader's batches, fed as they were replicated) starts
+    /// pushing to its followers, and, for
     /// `__consumer_offsets`, loads its groups; one that stops leading
     /// drops them. False when the replica is not open here.
     pub async fn apply_replica_view(
@@ -414,9 +414,8 @@ impl Shard {
         }
         let offsets = topic_partition.topic.as_ref() == crate::group::OFFSETS_TOPIC;
         if started_leading {
-            let producers =
-                producer_state::ProducerStateTable::recover_at_open(&self.io, &replica.log).await;
-            *replica.producers.borrow_mut() = producers;
+            // The producer table is current: a follower feeds it with every
+            // replicated batch (txn_state::observe_replicated).
             crate::replication::leader::start(self, &replica);
             if offsets {
                 crate::group::unload_partition(self, topic_partition.partition);
@@ -507,8 +506,8 @@ impl Shard {
         .await;
     }
 
-    /// Flush one partition, save its transaction and producer snapshots,
-    /// close its log.
+    /// Flush one partition, save its transaction snapshot (which holds the
+    /// producer table), close its log.
     async fn close_replica(&self, replica: &PartitionReplica) {
         // Flushed first, so the snapshots cover exactly the log; written by
         // path, so not once a removal closed the log (engine dir_gate.rs),
@@ -517,19 +516,16 @@ impl Shard {
             && replica.log.flush().await.is_ok()
         {
             let state = replica.txns.borrow().clone();
-            if state.end_offset() == replica.log.log_end_offset()
-                && let Err(error) = txn_state::save_snapshot(replica.log.dir(), &state)
+            let log_end = replica.log.log_end_offset();
+            let producers = {
+                let mut producers = replica.producers.borrow_mut();
+                producers.reconcile(log_end);
+                producers.clone()
+            };
+            if state.end_offset() == log_end
+                && let Err(error) = txn_state::save_snapshot(replica.log.dir(), &state, &producers)
             {
-                tracing::warn!(partition = %replica.topic_partition, %error, "saving the transaction state failed; the next open reads the log");
-            }
-            // Only a leader keeps its producer table current (followers
-            // rebuild it when they start leading).
-            let producers = replica.producers.borrow().clone();
-            if replica.state().is_leader()
-                && let Err(error) =
-                    producer_state::save_snapshot(&self.io, &replica.log, &producers).await
-            {
-                tracing::warn!(partition = %replica.topic_partition, %error, "saving the producer state failed; the next open reads the log's tail");
+                tracing::warn!(partition = %replica.topic_partition, %error, "saving the transaction state and producer table failed; the next open reads the log");
             }
         }
         if let Err(error) = replica.log.close().await {

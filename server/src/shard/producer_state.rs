@@ -40,20 +40,32 @@
 //! batches in offset order (none only after a marker); recorded batches arrive in offset order;
 //! `end_offset` is above every retained batch.
 //!
-//! Persistence: a clean stop writes the table to `producer-state.snapshot`
-//! in the partition directory ([`save_snapshot`]), stamped with the log end
-//! it describes and the CRC of the log's last batch. An open whose log
-//! still ends there, with that last batch, loads it and reads nothing of
-//! the log ([`ProducerStateTable::recover_at_open`]); otherwise (a crash,
-//! appends or a truncation since) the file is ignored and the table is
-//! rebuilt by replaying the headers of the log's tail, about
-//! [`RECOVERY_SCAN_BYTES`] of it ([`ProducerReplay`]; at open in the same
-//! read as the transaction state's, tail_replay.rs).
-//! Producers whose last batch lies before that window are unknown after a
-//! restart: their next batch is accepted whatever its sequence (as Kafka
-//! does for expired producers), so a retry of a batch older than the window
-//! could be appended twice. Kafka also snapshots at segment rolls, which
-//! would bound the scan after a crash; that is future work.
+//! Who feeds it: a leader's produce path ([`ProducerStateTable::record`],
+//! synchronously with the append) and its marker writes; a follower's
+//! replicated appends (`txn_state::observe_replicated`, the same batches
+//! through [`ProducerStateTable::replay_batch`]), so a follower that starts
+//! leading already knows every producer its leader knew, however long ago
+//! their last batch was written; a follower's truncation reconciles it.
+//!
+//! Persistence: the table rides in the partition's transaction snapshots
+//! (`<offset>.txnsnapshot`, txn_index.rs; [`Self::encode_persisted`]):
+//! every cleaner interval the state is captured at the log end, table
+//! included, and written once the log is durable there; a clean stop
+//! writes one at the flushed end. An open takes the table of the newest
+//! snapshot it trusts (checked against the log's leader epochs) and
+//! replays the log after it, in the same read as the transaction state's
+//! (tail_replay.rs): the table comes out as it was, whatever the log's
+//! size, after a kill -9 too. Compaction does not change it: what a
+//! snapshot recorded stays known even once the batches are compacted away
+//! (as Kafka's producer snapshots). Without a usable snapshot (a log
+//! written before version 1 snapshots, or one whose snapshots failed their
+//! checks) the table is rebuilt from about the last
+//! [`RECOVERY_SCAN_BYTES`] of the log ([`ProducerReplay::new`]); producers
+//! whose last batch lies before that window are unknown there, and their
+//! next batch is accepted whatever its sequence (as Kafka does for expired
+//! producers). An earlier version's clean-stop file
+//! (`producer-state.snapshot`, [`decode_snapshot`]) is still read when it
+//! describes the log exactly (same end, same last batch CRC).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -87,13 +99,11 @@ pub const SNAPSHOT_FILE: &str = "producer-state.snapshot";
 const SNAPSHOT_MAGIC: u32 = u32::from_be_bytes(*b"SLPS");
 const SNAPSHOT_VERSION: u32 = 1;
 
-/// Decode a snapshot: `(log end, last batch CRC, table)`, `None` when the
-/// bytes are not a whole, intact snapshot. Layout, big-endian: magic u32,
-/// version u32, log end i64, last batch CRC u32, table end offset i64,
-/// producer count u32, then per producer: id i64, epoch i16, coordinator
-/// epoch i32, batch count u8, per batch first and last sequence i32, base
-/// and last offset i64, log-append time i64; then CRC-32C u32 of all
-/// before it. Every producer's last activity becomes `now_ms`.
+/// Decode a clean-stop file: `(log end, last batch CRC, table)`, `None`
+/// when the bytes are not a whole, intact file. Layout, big-endian: magic
+/// u32, version u32, log end i64, last batch CRC u32, the table
+/// ([`ProducerStateTable::encode_persisted`]'s layout), then CRC-32C u32
+/// of all before it. Every producer's last activity becomes `now_ms`.
 pub fn decode_snapshot(bytes: &[u8], now_ms: i64) -> Option<(Offset, u32, ProducerStateTable)> {
     let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
     if crc32c::crc32c(body).to_be_bytes() != crc {
@@ -105,38 +115,8 @@ pub fn decode_snapshot(bytes: &[u8], now_ms: i64) -> Option<(Offset, u32, Produc
     }
     let end = Offset(reader.i64()?);
     let last_crc = reader.u32()?;
-    let mut table = ProducerStateTable {
-        end_offset: Offset(reader.i64()?),
-        last_expiration_check_ms: now_ms,
-        ..ProducerStateTable::default()
-    };
-    for _ in 0..reader.u32()? {
-        let producer_id = ProducerId(reader.i64()?);
-        let epoch = i16::from_be_bytes(reader.take()?);
-        let coordinator_epoch = reader.u32()? as i32;
-        let count = usize::from(reader.take::<1>()?[0]);
-        if count > BATCHES_RETAINED {
-            return None;
-        }
-        let mut batches = VecDeque::with_capacity(count);
-        for _ in 0..count {
-            batches.push_back(BatchMetadata {
-                first_sequence: reader.u32()? as i32,
-                last_sequence: reader.u32()? as i32,
-                base_offset: Offset(reader.i64()?),
-                last_offset: Offset(reader.i64()?),
-                log_append_time_ms: reader.i64()?,
-            });
-        }
-        let entry = ProducerEntry {
-            epoch,
-            batches,
-            last_append_ms: now_ms,
-            coordinator_epoch,
-        };
-        table.producers.insert(producer_id, entry);
-    }
-    reader.0.is_empty().then_some((end, last_crc, table))
+    let table = ProducerStateTable::decode_persisted(reader.0, now_ms)?;
+    Some((end, last_crc, table))
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -176,12 +156,10 @@ async fn last_batch_crc<I: Io>(log: &Log<I>) -> Option<u32> {
     (header.next_offset() == end).then(|| header.crc())
 }
 
-/// Write the clean-stop snapshot of `table` for `log` (flushed: its end is
-/// durable). Nothing is written for an empty log. The file is replaced
-/// whole but its directory is not synced here: the log's close, which
-/// follows, syncs the directory once for all its files. A crash before
-/// that leaves the old snapshot or none, which the open checks against the
-/// log (`load_snapshot`) like any other.
+/// Write the clean-stop file of earlier versions for `table` and `log`
+/// (flushed: its end is durable); the tests' stand-in for an older
+/// broker's stop. Nothing is written for an empty log.
+#[cfg(test)]
 pub async fn save_snapshot<I: Io>(
     io: &I,
     log: &Log<I>,
@@ -599,13 +577,15 @@ impl ProducerStateTable {
         }
     }
 
-    /// [`Self::recover`] for a partition being opened, at the wall-clock
-    /// time. A read failure leaves the table empty (every producer unknown,
-    /// so none is refused; duplicates of batches from before the failure
-    /// are not detected) rather than keeping the partition offline: the
-    /// same error will surface on reads.
+    /// An open without a transaction snapshot ([`Self::open_replay`] and
+    /// its replay), at the wall-clock time (tests). A read failure leaves
+    /// the table empty (every producer unknown, so none is refused;
+    /// duplicates of batches from before the failure are not detected)
+    /// rather than keeping the partition offline: the same error will
+    /// surface on reads.
+    #[cfg(test)]
     pub async fn recover_at_open<I: Io>(io: &I, log: &Log<I>) -> ProducerStateTable {
-        match Self::open_replay(io, log, RECOVERY_SCAN_BYTES).await {
+        match Self::open_replay(io, log, RECOVERY_SCAN_BYTES, None).await {
             Ok(table) => table,
             Err(mut replay) => {
                 // A failure is recorded in the replay (`TailReplay::fail`).
@@ -615,14 +595,18 @@ impl ProducerStateTable {
         }
     }
 
-    /// At open: the clean-stop snapshot's table if it still describes the
-    /// log, else the replay of about the last `scan_bytes` of the log that
-    /// rebuilds it ([`replay_tail`], which can share its read with other
-    /// rebuilds).
+    /// At open: an earlier version's clean-stop file if it still describes
+    /// the log (the table, nothing to read); else the replay that rebuilds
+    /// it ([`replay_tail`], which can share its read with other rebuilds):
+    /// from `snapshot`, the table the transaction state's trusted snapshot
+    /// holds with its offset (txn_state.rs), replayed from there to the
+    /// log end, exact; without one, about the last `scan_bytes` of the log
+    /// (producers older than that are unknown).
     pub async fn open_replay<I: Io>(
         io: &I,
         log: &Log<I>,
         scan_bytes: u64,
+        snapshot: Option<(Offset, Vec<u8>)>,
     ) -> Result<ProducerStateTable, ProducerReplay> {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -630,13 +614,23 @@ impl ProducerStateTable {
                 i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
             });
         if let Some(table) = load_snapshot(io, log, now_ms).await {
-            tracing::debug!(dir = %log.dir().display(), producers = table.len(), "producer state loaded from the clean-stop snapshot");
+            tracing::debug!(dir = %log.dir().display(), producers = table.len(), "producer state loaded from the clean-stop file of an earlier version");
             return Ok(table);
+        }
+        if let Some((from, bytes)) = snapshot {
+            match Self::decode_persisted(&bytes, now_ms) {
+                Some(table) if table.end_offset <= from && from <= log.log_end_offset() => {
+                    return Err(ProducerReplay::resume(table, from, now_ms));
+                }
+                _ => {
+                    tracing::warn!(dir = %log.dir().display(), snapshot = %from, "the producer table of a transaction snapshot does not decode; reading the log's tail instead");
+                }
+            }
         }
         Err(ProducerReplay::new(log, now_ms, scan_bytes))
     }
 
-    /// The table as a snapshot file valid for a log ending at `end` whose
+    /// The table as a clean-stop file valid for a log ending at `end` whose
     /// last batch has CRC `last_crc` (layout: [`decode_snapshot`]).
     pub fn encode_snapshot(&self, end: Offset, last_crc: u32) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(32 + self.producers.len() * 48);
@@ -644,6 +638,21 @@ impl ProducerStateTable {
         bytes.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
         bytes.extend_from_slice(&end.value().to_be_bytes());
         bytes.extend_from_slice(&last_crc.to_be_bytes());
+        bytes.extend_from_slice(&self.encode_persisted());
+        let crc = crc32c::crc32c(&bytes);
+        bytes.extend_from_slice(&crc.to_be_bytes());
+        bytes
+    }
+
+    /// The table as it is persisted, inside the transaction snapshots
+    /// (txn_index.rs) and the clean-stop file of earlier versions. Layout,
+    /// big-endian: table end offset i64, producer count u32, then per
+    /// producer by id: id i64, epoch i16, coordinator epoch i32, batch
+    /// count u8, per batch first and last sequence i32, base and last
+    /// offset i64, log-append time i64. The clocks (last activity,
+    /// expiration check) are not kept: a restart starts them again.
+    pub fn encode_persisted(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(12 + self.producers.len() * (15 + 5 * 32));
         bytes.extend_from_slice(&self.end_offset.value().to_be_bytes());
         let mut producers: Vec<_> = self.producers.iter().collect();
         producers.sort_by_key(|(producer_id, _)| **producer_id);
@@ -661,9 +670,58 @@ impl ProducerStateTable {
                 bytes.extend_from_slice(&batch.log_append_time_ms.to_be_bytes());
             }
         }
-        let crc = crc32c::crc32c(&bytes);
-        bytes.extend_from_slice(&crc.to_be_bytes());
         bytes
+    }
+
+    /// Decode [`Self::encode_persisted`]'s bytes, every producer last
+    /// active at `now_ms`. `None` unless the bytes are exactly one table
+    /// that keeps the invariants (module docs): at most
+    /// [`BATCHES_RETAINED`] batches per producer, in offset order, all
+    /// below the table's end offset.
+    pub fn decode_persisted(bytes: &[u8], now_ms: i64) -> Option<ProducerStateTable> {
+        let mut reader = Reader(bytes);
+        let mut table = ProducerStateTable {
+            end_offset: Offset(reader.i64()?),
+            ..ProducerStateTable::empty_at(now_ms)
+        };
+        for _ in 0..reader.u32()? {
+            let producer_id = ProducerId(reader.i64()?);
+            let epoch = i16::from_be_bytes(reader.take()?);
+            let coordinator_epoch = reader.u32()? as i32;
+            let count = usize::from(reader.take::<1>()?[0]);
+            if count > BATCHES_RETAINED {
+                return None;
+            }
+            let mut batches: VecDeque<BatchMetadata> = VecDeque::with_capacity(count);
+            for _ in 0..count {
+                let batch = BatchMetadata {
+                    first_sequence: reader.u32()? as i32,
+                    last_sequence: reader.u32()? as i32,
+                    base_offset: Offset(reader.i64()?),
+                    last_offset: Offset(reader.i64()?),
+                    log_append_time_ms: reader.i64()?,
+                };
+                let ordered = batch.base_offset <= batch.last_offset
+                    && batch.last_offset < table.end_offset
+                    && batches
+                        .back()
+                        .is_none_or(|previous| previous.last_offset < batch.base_offset);
+                if !ordered {
+                    return None;
+                }
+                batches.push_back(batch);
+            }
+            let entry = ProducerEntry {
+                epoch,
+                batches,
+                last_append_ms: now_ms,
+                coordinator_epoch,
+            };
+            if table.producers.insert(producer_id, entry).is_some() {
+                return None;
+            }
+        }
+        reader.0.is_empty().then_some(table)
     }
 
     /// Rebuild the table from the tail of `log` (about
@@ -685,9 +743,11 @@ impl ProducerStateTable {
         Ok(replay.done(log))
     }
 
-    /// Replay one stored batch; returns whether it had a producer id and
-    /// was recorded as a data batch.
-    fn replay_batch(&mut self, stored: &[u8], header: &BatchHeader, now_ms: i64) -> bool {
+    /// Replay one stored batch (recovery, and a follower's replicated
+    /// appends, txn_state.rs); returns whether it had a producer id and
+    /// was recorded as a data batch. A batch below the table's end offset
+    /// is skipped: reconcile first where the log may have been cut.
+    pub fn replay_batch(&mut self, stored: &[u8], header: &BatchHeader, now_ms: i64) -> bool {
         if header.base_offset() < self.end_offset {
             return false;
         }
@@ -729,6 +789,8 @@ pub struct ProducerReplay {
     from: Offset,
     now_ms: i64,
     replayed: usize,
+    /// Where the table it continues came from ("snapshot"), or "log tail".
+    source: &'static str,
     /// Why the read of its range failed, if it did.
     failed: Option<String>,
 }
@@ -757,6 +819,20 @@ impl ProducerReplay {
             from,
             now_ms,
             replayed: 0,
+            source: "log tail",
+            failed: None,
+        }
+    }
+
+    /// A replay that continues `table`, a snapshot of the table with
+    /// every batch below `from` fed, from `from` to the log end.
+    pub fn resume(table: ProducerStateTable, from: Offset, now_ms: i64) -> ProducerReplay {
+        ProducerReplay {
+            table,
+            from,
+            now_ms,
+            replayed: 0,
+            source: "snapshot",
             failed: None,
         }
     }
@@ -778,6 +854,7 @@ impl ProducerReplay {
     fn done<I: Io>(self, log: &Log<I>) -> ProducerStateTable {
         tracing::debug!(
             dir = %log.dir().display(),
+            source = self.source,
             from = %self.from,
             end = %log.log_end_offset(),
             replayed = self.replayed,

@@ -1,9 +1,11 @@
 //! One read of a partition's log for everything an open rebuilds from it:
-//! the idempotent producer table (the log's last
-//! [`RECOVERY_SCAN_BYTES`](crate::shard::producer_state::RECOVERY_SCAN_BYTES))
-//! and the transaction state (the log after its newest snapshot, the whole
-//! log without one). After a kill -9 neither has a clean-stop file to start
-//! from, and each read its part of the log on its own: a partition's tail
+//! the transaction state and the idempotent producer table, both from the
+//! newest trusted transaction snapshot (which holds the producer table
+//! too) to the log end; without a snapshot, the whole log for the
+//! transaction state and the last
+//! [`RECOVERY_SCAN_BYTES`](crate::shard::producer_state::RECOVERY_SCAN_BYTES)
+//! for the producer table. Before they shared it, each read its part of
+//! the log on its own: a partition's tail
 //! was read twice after the engine's recovery scan had read it once
 //! (docs/benchmarks.md, "One read of the tail at open").
 //!
@@ -138,8 +140,9 @@ pub(crate) async fn rebuild_with<I: Io>(
     log: &Log<I>,
     scan_bytes: u64,
 ) -> (ProducerStateTable, TxnState, u64) {
-    let mut producers = ProducerStateTable::open_replay(io, log, scan_bytes).await;
     let mut txns = TxnState::open_replay(log).await;
+    let snapshot = txns.take_producers();
+    let mut producers = ProducerStateTable::open_replay(io, log, scan_bytes, snapshot).await;
     // A failure is recorded by the replays it fails (`TailReplay::fail`).
     let result = match &mut producers {
         Ok(_) => replay_tail(log, &mut [&mut txns]).await,

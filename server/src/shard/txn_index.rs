@@ -45,7 +45,9 @@ use crate::shard::txn_state::{AbortedTxn, EndedTxn};
 const INDEX_MAGIC: &[u8; 4] = b"SLTI";
 const INDEX_VERSION: u16 = 0;
 const SNAPSHOT_MAGIC: &[u8; 4] = b"SLTS";
-const SNAPSHOT_VERSION: u16 = 0;
+/// Version 1 adds the idempotent producer table; version 0 (without it)
+/// is still read.
+const SNAPSHOT_VERSION: u16 = 1;
 const SNAPSHOT_SUFFIX: &str = ".txnsnapshot";
 const INDEX_SUFFIX: &str = ".txnindex";
 
@@ -174,6 +176,11 @@ pub struct TxnSnapshot {
     /// with entries has a durable index file holding at least those (fewer
     /// only once compaction removed markers).
     pub covered: Vec<(Offset, u32)>,
+    /// The partition's idempotent producer table with every batch below
+    /// `end_offset` fed (`ProducerStateTable::encode_persisted`, decoded by
+    /// the open that trusts the snapshot); `None` in version 0 files, or
+    /// when the table was not at `end_offset` when the state was captured.
+    pub producers: Option<Vec<u8>>,
 }
 
 pub fn encode_snapshot(snapshot: &TxnSnapshot) -> Vec<u8> {
@@ -197,6 +204,9 @@ pub fn encode_snapshot(snapshot: &TxnSnapshot) -> Vec<u8> {
         writer.i64(base.value());
         writer.u32(*count);
     }
+    writer.option(snapshot.producers.as_ref(), |writer, table| {
+        writer.bytes(table);
+    });
     seal(SNAPSHOT_MAGIC, writer.into_bytes())
 }
 
@@ -205,7 +215,7 @@ pub fn decode_snapshot(offset: Offset, bytes: &[u8]) -> Result<TxnSnapshot, TxnF
     let payload = unseal(SNAPSHOT_MAGIC, bytes)?;
     let mut reader = Reader::new(payload);
     let version = reader.u16().map_err(malformed("version"))?;
-    if version != SNAPSHOT_VERSION {
+    if version > SNAPSHOT_VERSION {
         return Err(TxnFileError::Version(version));
     }
     let end_offset = Offset(reader.i64().map_err(malformed("end offset"))?);
@@ -250,6 +260,13 @@ pub fn decode_snapshot(offset: Offset, bytes: &[u8]) -> Result<TxnSnapshot, TxnF
         }
         covered.push((base, count));
     }
+    let producers = if version == 0 {
+        None
+    } else {
+        reader
+            .option(|reader| reader.bytes().map(<[u8]>::to_vec))
+            .map_err(malformed("producer table"))?
+    };
     reader.finish().map_err(malformed("trailing bytes"))?;
     Ok(TxnSnapshot {
         end_offset,
@@ -257,6 +274,7 @@ pub fn decode_snapshot(offset: Offset, bytes: &[u8]) -> Result<TxnSnapshot, TxnF
         open,
         unstable,
         covered,
+        producers,
     })
 }
 
@@ -402,6 +420,7 @@ mod tests {
                 marker_offset: Offset(190),
             }],
             covered: vec![(Offset(0), 0), (Offset(100), 2)],
+            producers: Some(vec![1, 2, 3]),
         };
         let bytes = encode_snapshot(&snapshot);
         assert_eq!(decode_snapshot(Offset(200), &bytes).unwrap(), snapshot);
@@ -411,6 +430,46 @@ mod tests {
         assert_eq!(
             decode_snapshot(Offset(200), &damaged),
             Err(TxnFileError::Checksum)
+        );
+        let without = TxnSnapshot {
+            producers: None,
+            ..snapshot
+        };
+        let bytes = encode_snapshot(&without);
+        assert_eq!(decode_snapshot(Offset(200), &bytes).unwrap(), without);
+    }
+
+    /// Version 0 files (before the producer table) are still read, as
+    /// snapshots without a producer table; a newer version is refused.
+    #[test]
+    fn a_version_0_snapshot_is_read_without_a_producer_table() {
+        let mut writer = Writer::new();
+        writer.u16(0);
+        writer.i64(200);
+        writer.i32(3);
+        writer.count(1);
+        writer.i64(9);
+        writer.i64(150);
+        writer.count(0);
+        writer.count(1);
+        writer.i64(0);
+        writer.u32(0);
+        let bytes = seal(SNAPSHOT_MAGIC, writer.into_bytes());
+        let snapshot = decode_snapshot(Offset(200), &bytes).unwrap();
+        assert_eq!(
+            snapshot.open,
+            BTreeMap::from([(ProducerId(9), Offset(150))])
+        );
+        assert_eq!(snapshot.covered, vec![(Offset(0), 0)]);
+        assert_eq!(snapshot.producers, None);
+
+        let mut writer = Writer::new();
+        writer.u16(SNAPSHOT_VERSION + 1);
+        writer.i64(200);
+        let bytes = seal(SNAPSHOT_MAGIC, writer.into_bytes());
+        assert_eq!(
+            decode_snapshot(Offset(200), &bytes),
+            Err(TxnFileError::Version(SNAPSHOT_VERSION + 1))
         );
     }
 
@@ -461,6 +520,7 @@ mod tests {
             open: BTreeMap::new(),
             unstable: Vec::new(),
             covered: Vec::new(),
+            producers: None,
         };
         assert!(epoch_matches(&snapshot, &entries));
         // The log was cut below 150 and regrown by epoch 4's leader.

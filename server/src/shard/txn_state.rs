@@ -75,7 +75,7 @@ use sluice_engine::io::Io;
 use sluice_engine::{LeaderEpoch, Log, LogError, Offset, TimestampMs, segment};
 
 use crate::shard::partition::CommitWaitError;
-use crate::shard::producer_state::ProducerId;
+use crate::shard::producer_state::{ProducerId, ProducerStateTable};
 use crate::shard::tail_replay::{TailReplay, replay_tail};
 use crate::shard::txn_index::{self, TxnSnapshot};
 use crate::shard::{PartitionReplica, ReplicaAppendError, Shard, TopicPartition};
@@ -351,6 +351,7 @@ impl TxnState {
             from: log.log_start_offset(),
             scanned_bytes: 0,
             failed: None,
+            producers: None,
         };
         replay_tail(log, &mut [&mut replay]).await?;
         let mut state = replay.state;
@@ -378,6 +379,7 @@ impl TxnState {
     /// error surfaces on reads.
     pub async fn open_replay<I: Io>(log: &Log<I>) -> TxnReplay {
         let log_end = log.log_end_offset();
+        let mut producers = None;
         let (state, source) = match take_snapshot(log.dir()) {
             // A clean stop of an older version: the whole aborted list.
             Some(mut state) if state.end_offset <= log_end => {
@@ -393,7 +395,10 @@ impl TxnState {
                 (state, "legacy snapshot")
             }
             _ => match load_snapshot(log).await {
-                (Some(state), _) => (state, "snapshot"),
+                (Some((state, table)), _) => {
+                    producers = table.map(|table| (state.end_offset, table));
+                    (state, "snapshot")
+                }
                 (None, known) => {
                     let mut state = TxnState::new();
                     state.storage.snapshots = known;
@@ -412,6 +417,7 @@ impl TxnState {
             from,
             scanned_bytes: 0,
             failed: None,
+            producers,
         }
     }
 
@@ -459,7 +465,11 @@ impl TxnState {
 
     /// The state as of its end, for a snapshot (`None` when the epoch of
     /// the last batch is unknown, after a truncation).
-    fn capture(&self) -> Option<TxnSnapshot> {
+    /// The state as a snapshot at its end offset, with the producer table
+    /// of a log ending at `log_end` when that is the same offset (both are
+    /// fed synchronously with every append, so they agree whenever the
+    /// state is current). `None` when the epoch at the end is unknown.
+    fn capture(&self, producers: &ProducerStateTable, log_end: Offset) -> Option<TxnSnapshot> {
         if self.end_offset > Offset::ZERO && self.storage.last_epoch.is_none() {
             return None;
         }
@@ -469,6 +479,7 @@ impl TxnState {
             open: self.open.clone(),
             unstable: self.unstable.iter().copied().collect(),
             covered: Vec::new(),
+            producers: (self.end_offset == log_end).then(|| producers.encode_persisted()),
         })
     }
 
@@ -542,9 +553,17 @@ pub struct TxnReplay {
     scanned_bytes: u64,
     /// Why the read of its range failed, if it did.
     failed: Option<String>,
+    /// The trusted snapshot's producer table (encoded) and offset.
+    producers: Option<(Offset, Vec<u8>)>,
 }
 
 impl TxnReplay {
+    /// The producer table the trusted snapshot holds, with its offset: the
+    /// producer table's rebuild starts there (tail_replay.rs).
+    pub fn take_producers(&mut self) -> Option<(Offset, Vec<u8>)> {
+        self.producers.take()
+    }
+
     /// The rebuilt state, or an empty one if the read failed (logged).
     pub fn finish<I: Io>(self, log: &Log<I>) -> (TxnState, Recovered) {
         let TxnReplay {
@@ -553,6 +572,7 @@ impl TxnReplay {
             from,
             scanned_bytes,
             failed,
+            producers: _,
         } = self;
         if let Some(error) = failed {
             tracing::error!(dir = %log.dir().display(), %error, "could not rebuild the transaction state; starting empty");
@@ -658,8 +678,11 @@ async fn remove_snapshots<I: Io>(log: &Log<I>, offsets: &[Offset]) {
 /// docs). Removes snapshots beyond the log end or failing their checks
 /// (never trusted later either) and index files without a segment. `None`:
 /// no usable snapshot (the log is scanned from its start); with it, the
-/// snapshots left on disk.
-async fn load_snapshot<I: Io>(log: &Log<I>) -> (Option<TxnState>, BTreeSet<Offset>) {
+/// snapshots left on disk. The loaded snapshot's producer table comes
+/// with it, still encoded.
+async fn load_snapshot<I: Io>(
+    log: &Log<I>,
+) -> (Option<(TxnState, Option<Vec<u8>>)>, BTreeSet<Offset>) {
     let files = list_state_files(log);
     let (log_start, log_end) = (log.log_start_offset(), log.log_end_offset());
     let bases = log.segment_bases();
@@ -675,10 +698,10 @@ async fn load_snapshot<I: Io>(log: &Log<I>) -> (Option<TxnState>, BTreeSet<Offse
     let mut known: BTreeSet<Offset> = kept.iter().copied().collect();
     for candidate in txn_index::snapshot_candidates(&kept, log_start, log_end) {
         match load_one_snapshot(log, candidate, &bases, &entries) {
-            Ok(mut state) => {
+            Ok((mut state, producers)) => {
                 state.drop_aborted_below(log_start);
                 state.storage.snapshots = known.clone();
-                return (Some(state), known);
+                return (Some((state, producers)), known);
             }
             Err(reason) => {
                 tracing::warn!(dir = %log.dir().display(), snapshot = %candidate, reason, "transaction snapshot not used; removing it");
@@ -695,7 +718,7 @@ fn load_one_snapshot<I: Io>(
     offset: Offset,
     bases: &[Offset],
     epochs: &[(LeaderEpoch, Offset)],
-) -> Result<TxnState, String> {
+) -> Result<(TxnState, Option<Vec<u8>>), String> {
     let io = log.io();
     let bytes = io
         .read_file(&txn_index::snapshot_path(log.dir(), offset))
@@ -752,7 +775,7 @@ fn load_one_snapshot<I: Io>(
         }
         aborted.extend(below);
     }
-    Ok(TxnState {
+    let state = TxnState {
         open: snapshot.open,
         unstable: snapshot.unstable.into_iter().collect(),
         aborted,
@@ -761,7 +784,8 @@ fn load_one_snapshot<I: Io>(
             last_epoch: snapshot.last_epoch,
             ..Storage::default()
         },
-    })
+    };
+    Ok((state, snapshot.producers))
 }
 
 /// Delete the snapshot files at or above the lowest truncation point
@@ -797,7 +821,11 @@ fn gone(dir: &std::path::Path, error: &std::io::Error) -> bool {
     error.kind() == std::io::ErrorKind::NotFound && !dir.exists()
 }
 
-pub async fn persist<I: Io>(log: &Log<I>, txns: &RefCell<TxnState>) {
+pub async fn persist<I: Io>(
+    log: &Log<I>,
+    txns: &RefCell<TxnState>,
+    producers: &RefCell<ProducerStateTable>,
+) {
     // Its files are written by path: not once the log is closing, when the
     // directory may be renamed away and another topic's take its name
     // (engine dir_gate.rs); a close waits for a step in progress.
@@ -829,10 +857,13 @@ pub async fn persist<I: Io>(log: &Log<I>, txns: &RefCell<TxnState>) {
     let Some((mut snapshot, truncations)) = ready else {
         let mut state = txns.borrow_mut();
         let newest = state.storage.snapshots.last().copied();
+        let log_end = log.log_end_offset();
+        let mut producers = producers.borrow_mut();
+        producers.reconcile(log_end);
         if state.storage.pending.is_none()
             && state.end_offset > Offset::ZERO
             && newest.is_none_or(|newest| state.end_offset > newest)
-            && let Some(capture) = state.capture()
+            && let Some(capture) = state.capture(&producers, log_end)
         {
             let truncations = state.storage.truncations;
             state.storage.pending = Some((capture, truncations));
@@ -903,10 +934,15 @@ const SNAPSHOT_MAGIC: &[u8; 4] = b"SLTX";
 const SNAPSHOT_VERSION: u16 = 0;
 
 /// Clean stop (after the log is flushed): write the stale index files and a
-/// snapshot at `state`'s end, so that the next open scans nothing, with the
+/// snapshot at `state`'s end, with `producers` (the producer table of the
+/// log ending there), so that the next open scans nothing, with the
 /// standard library (the shard's I/O is done with the log). A failure only
 /// costs the next open a longer scan.
-pub fn save_snapshot(dir: &std::path::Path, state: &TxnState) -> std::io::Result<()> {
+pub fn save_snapshot(
+    dir: &std::path::Path,
+    state: &TxnState,
+    producers: &ProducerStateTable,
+) -> std::io::Result<()> {
     let mut state = state.clone();
     let mut bases: Vec<Offset> = std::fs::read_dir(dir)?
         .filter_map(|entry| {
@@ -920,7 +956,7 @@ pub fn save_snapshot(dir: &std::path::Path, state: &TxnState) -> std::io::Result
             remove_std(&txn_index::snapshot_path(dir, offset))?;
         }
     }
-    let Some(mut snapshot) = state.capture() else {
+    let Some(mut snapshot) = state.capture(producers, state.end_offset) else {
         return Ok(());
     };
     let IndexPlan {
@@ -1149,37 +1185,35 @@ pub fn observe_leader_append(replica: &PartitionReplica, records: &Bytes, base_o
 }
 
 /// A follower appended `records` (stored bytes, the leader's offsets):
-/// feed their batches to the replica's transaction state.
+/// feed their batches to the replica's transaction state and producer
+/// table.
 pub fn observe_replicated(replica: &PartitionReplica, records: &Bytes) {
-    let mut txns = replica.txns.borrow_mut();
-    if let Ok(ranges) = batch::split_batches(records)
-        && let Some(first) = ranges.first()
-        && let Ok(header) = BatchHeader::parse(&records[first.clone()])
-    {
-        // Whatever the state knew from this offset on was truncated away;
-        // its snapshots go before the new tail can be flushed.
-        txns.reconcile(header.base_offset());
-        prune_truncated(&replica.log, &mut txns);
-    }
-    txns.observe_run(records);
-    drop(txns);
-    // Markers also carry the producer's epoch (fencing after a failover).
     let Ok(ranges) = batch::split_batches(records) else {
         return;
     };
+    let first = ranges
+        .first()
+        .and_then(|first| BatchHeader::parse(&records[first.clone()]).ok());
+    let mut txns = replica.txns.borrow_mut();
     let mut producers = replica.producers.borrow_mut();
+    if let Some(header) = &first {
+        // Whatever the states knew from this offset on was truncated away;
+        // the transaction snapshots go before the new tail can be flushed.
+        txns.reconcile(header.base_offset());
+        prune_truncated(&replica.log, &mut txns);
+        producers.reconcile(header.base_offset());
+    }
+    txns.observe_run(records);
+    drop(txns);
+    // The producer table follows the leader's (sequences, and the epochs
+    // markers carry): a follower that starts leading detects the
+    // duplicates and fences the zombies its leader did, however long ago
+    // their last batch was written.
+    let now = now_ms();
     for range in ranges {
         let stored = &records[range];
-        if let Ok(header) = BatchHeader::parse(stored)
-            && header.is_control()
-            && header.has_producer_id()
-        {
-            producers.record_marker(
-                ProducerId(header.producer_id()),
-                header.producer_epoch(),
-                read_marker(stored, &header).map_or(-1, |marker| marker.coordinator_epoch),
-                now_ms(),
-            );
+        if let Ok(header) = BatchHeader::parse(stored) {
+            producers.replay_batch(stored, &header, now);
         }
     }
 }
@@ -1459,20 +1493,26 @@ mod tests {
     }
 
     /// The open reads the log once for the producer table and the
-    /// transaction state (tail_replay.rs), and each comes out as its own
-    /// rebuild makes it: with a snapshot (the transaction scan starts after
-    /// it) and without (it starts at the log start), and with the producer
-    /// window starting before and after the transaction scan.
+    /// transaction state (tail_replay.rs). With a snapshot both start from
+    /// it and the producer table comes out whole, as a replay of the whole
+    /// log makes it, however small the producer window (producers whose
+    /// last batch lies before the window are known). Without one, each
+    /// comes out as its own rebuild makes it, with the producer window
+    /// starting after and before the transaction scan's start, and the
+    /// read is the wider of the two ranges, not their sum.
     #[test]
     fn one_read_at_open_rebuilds_what_the_separate_rebuilds_do() {
-        use crate::shard::producer_state::ProducerStateTable;
         use crate::shard::tail_replay::rebuild_with;
         for (seed, with_snapshot) in [(41, true), (42, false)] {
             let (io, committer, log, txns) = durable_transactions(seed);
             let dir = Path::new(DIR);
             if with_snapshot {
-                block_on(persist(&log, &txns));
-                block_on(persist(&log, &txns));
+                // The live table at the log end (a replay of the whole log).
+                let producers = RefCell::new(
+                    block_on(ProducerStateTable::recover_tail(&log, NOW, u64::MAX)).unwrap(),
+                );
+                block_on(persist(&log, &txns, &producers));
+                block_on(persist(&log, &txns, &producers));
                 assert_eq!(files(&io, dir, ".txnsnapshot").len(), 1);
             }
             append_fed(&log, &txns, &data_batch(9, 0, true), LeaderEpoch(0));
@@ -1490,24 +1530,28 @@ mod tests {
                 recovered.source,
                 if with_snapshot { "snapshot" } else { "none" }
             );
+            let whole = block_on(ProducerStateTable::recover_tail(&log, NOW, u64::MAX)).unwrap();
             // A window of a few batches (it starts after the snapshot), and
             // one wider than the log (it starts before).
             for scan_bytes in [600, 1 << 20] {
                 let (producers, state, read) = block_on(rebuild_with(&io, &log, scan_bytes));
                 assert_same_state(&state, &live);
-                let producers_alone =
+                let window =
                     block_on(ProducerStateTable::recover_tail(&log, NOW, scan_bytes)).unwrap();
-                assert_ne!(producers_alone.len(), 0);
+                assert_ne!(window.len(), 0);
+                let expected = if with_snapshot { &whole } else { &window };
                 assert_eq!(
                     producers.encode_snapshot(end, 0),
-                    producers_alone.encode_snapshot(end, 0),
+                    expected.encode_snapshot(end, 0),
                     "scan_bytes {scan_bytes}, snapshot {with_snapshot}"
                 );
-                // One read: the wider of the two ranges, not their sum.
-                let expected = if scan_bytes >= log.size_bytes() {
-                    log.size_bytes()
-                } else {
+                if with_snapshot && scan_bytes < log.size_bytes() {
+                    assert_ne!(window.len(), whole.len(), "the window misses producers");
+                }
+                let expected = if with_snapshot || scan_bytes < log.size_bytes() {
                     recovered.scanned_bytes
+                } else {
+                    log.size_bytes()
                 };
                 assert_eq!(
                     read, expected,
@@ -1522,9 +1566,9 @@ mod tests {
         let (io, committer, log, txns) = durable_transactions(31);
         let dir = Path::new(DIR);
         // The first step captures, the next writes once durable.
-        block_on(persist(&log, &txns));
+        block_on(persist(&log, &txns, &RefCell::default()));
         assert!(files(&io, dir, ".txnsnapshot").is_empty());
-        block_on(persist(&log, &txns));
+        block_on(persist(&log, &txns, &RefCell::default()));
         let snapshot_end = txns.borrow().end_offset;
         assert_eq!(
             files(&io, dir, ".txnsnapshot"),
@@ -1567,10 +1611,10 @@ mod tests {
         let (io, _committer, log, txns) = durable_transactions(35);
         let dir = Path::new(DIR);
         // Captured, and durable: the next step would write it.
-        block_on(persist(&log, &txns));
+        block_on(persist(&log, &txns, &RefCell::default()));
         assert!(txns.borrow().storage.pending.is_some());
         block_on(log.close_for_removal()).unwrap();
-        block_on(persist(&log, &txns));
+        block_on(persist(&log, &txns, &RefCell::default()));
         assert!(files(&io, dir, ".txnsnapshot").is_empty());
         assert!(files(&io, dir, ".txnindex").is_empty());
     }
@@ -1583,7 +1627,7 @@ mod tests {
         let txns = RefCell::new(TxnState::new());
         transactions(&log, &txns, 0..12);
         block_on(committer.flush_round());
-        block_on(persist(&log, &txns));
+        block_on(persist(&log, &txns, &RefCell::default()));
         let captured = txns.borrow().end_offset;
         // Durable aborts after the capture, then aborts never flushed: the
         // index files written next hold both.
@@ -1591,7 +1635,7 @@ mod tests {
         block_on(committer.flush_round());
         let durable = txns.borrow().clone();
         transactions(&log, &txns, 18..24);
-        block_on(persist(&log, &txns));
+        block_on(persist(&log, &txns, &RefCell::default()));
         assert_eq!(files(&io, dir, ".txnsnapshot").len(), 1);
         let written: Vec<AbortedTxn> = files(&io, dir, ".txnindex")
             .iter()
@@ -1624,8 +1668,8 @@ mod tests {
         let txns = RefCell::new(TxnState::new());
         transactions(&log, &txns, 0..20);
         block_on(committer.flush_round());
-        block_on(persist(&log, &txns));
-        block_on(persist(&log, &txns));
+        block_on(persist(&log, &txns, &RefCell::default()));
+        block_on(persist(&log, &txns, &RefCell::default()));
         let live = txns.borrow().clone();
         let index = files(&io, dir, ".txnindex").remove(0);
         let path = dir.join(&index);
@@ -1650,13 +1694,13 @@ mod tests {
         let txns = RefCell::new(TxnState::new());
         transactions(&log, &txns, 0..10);
         block_on(committer.flush_round());
-        block_on(persist(&log, &txns));
-        block_on(persist(&log, &txns));
+        block_on(persist(&log, &txns, &RefCell::default()));
+        block_on(persist(&log, &txns, &RefCell::default()));
         let first = txns.borrow().end_offset;
         transactions(&log, &txns, 10..20);
         block_on(committer.flush_round());
-        block_on(persist(&log, &txns));
-        block_on(persist(&log, &txns));
+        block_on(persist(&log, &txns, &RefCell::default()));
+        block_on(persist(&log, &txns, &RefCell::default()));
         let second = txns.borrow().end_offset;
         assert_eq!(files(&io, dir, ".txnsnapshot").len(), 2);
         // A follower cuts its log between the two snapshots.
@@ -1700,7 +1744,7 @@ mod tests {
         state.record_marker(ProducerId(7), Offset(12), false);
         state.record_data(ProducerId(8), Offset(13), Offset(13));
         state.storage.last_epoch = Some(LeaderEpoch(2));
-        save_snapshot(&dir, &state).unwrap();
+        save_snapshot(&dir, &state, &ProducerStateTable::new()).unwrap();
         let bytes = std::fs::read(txn_index::snapshot_path(&dir, Offset(14))).unwrap();
         let snapshot = txn_index::decode_snapshot(Offset(14), &bytes).unwrap();
         assert_eq!(snapshot.open, BTreeMap::from([(ProducerId(8), Offset(13))]));
