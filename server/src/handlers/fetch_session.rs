@@ -21,6 +21,19 @@
 //! after a broker restart. The cache holds at most [`SESSIONS_PER_SHARD_MAX`]
 //! sessions and evicts the least recently used one to make room.
 //!
+//! Memory bound: the sessions of a shard remember at most
+//! [`SESSION_PARTITIONS_PER_SHARD_MAX`] partitions in all (a cached
+//! partition costs about 200 bytes, so about 50 MiB per shard). Kafka has
+//! no such bound, and a client adding partitions (existing or not) to its
+//! session request after request grew the cache without limit. A full
+//! fetch whose session would not fit evicts the least recently used
+//! sessions; one with more partitions than the whole bound is answered
+//! without a session (session id 0, as Kafka answers when its cache has no
+//! room), and the client keeps sending full fetches. An incremental fetch
+//! that grows its session past what fits even alone closes it:
+//! FETCH_SESSION_ID_NOT_FOUND, after which clients start over with a full
+//! fetch.
+//!
 //! Pure bookkeeping: no I/O, no awaits. The fetch handler calls [`begin`]
 //! before reading and `finish_*` once it knows what it answers.
 //!
@@ -35,6 +48,10 @@ use kafka_protocol::error::ResponseError;
 /// Sessions kept per shard (Kafka's max.incremental.fetch.session.cache.slots
 /// defaults to 1000 for the whole broker).
 pub const SESSIONS_PER_SHARD_MAX: usize = 1000;
+
+/// Partitions the sessions of one shard remember in all (module docs):
+/// 50 consumers each fetching 5,000 partitions from the shard.
+pub const SESSION_PARTITIONS_PER_SHARD_MAX: usize = 250_000;
 
 /// Session id of "no session".
 pub const INVALID_SESSION_ID: i32 = 0;
@@ -193,18 +210,78 @@ fn next_epoch(epoch: i32) -> i32 {
 pub struct FetchSessionCache {
     sessions: HashMap<i32, FetchSession>,
     capacity: usize,
+    /// Bound of `cached_partitions` (module docs).
+    partition_capacity: usize,
+    /// Partitions remembered by all sessions (asserted against a count).
+    cached_partitions: usize,
     /// Logical clock for least-recently-used eviction.
     clock: u64,
 }
 
 impl FetchSessionCache {
+    /// A cache of at most `capacity` sessions and
+    /// [`SESSION_PARTITIONS_PER_SHARD_MAX`] partitions.
     pub fn new(capacity: usize) -> FetchSessionCache {
-        assert!(capacity > 0);
+        FetchSessionCache::with_limits(capacity, SESSION_PARTITIONS_PER_SHARD_MAX)
+    }
+
+    /// A cache of at most `capacity` sessions remembering at most
+    /// `partition_capacity` partitions in all.
+    pub fn with_limits(capacity: usize, partition_capacity: usize) -> FetchSessionCache {
+        assert!(capacity > 0 && partition_capacity > 0);
         FetchSessionCache {
             sessions: HashMap::new(),
             capacity,
+            partition_capacity,
+            cached_partitions: 0,
             clock: 0,
         }
+    }
+
+    /// Partitions remembered by all sessions.
+    pub fn cached_partitions(&self) -> usize {
+        self.cached_partitions
+    }
+
+    /// Remove a session, with its partitions from the count.
+    fn close(&mut self, session_id: i32) {
+        if let Some(session) = self.sessions.remove(&session_id) {
+            self.cached_partitions -= session.partitions.len();
+        }
+    }
+
+    /// Evict least recently used sessions other than `keep` until `more`
+    /// partitions (at most the whole bound) fit beside the rest and, when
+    /// `new_session`, one more session does.
+    fn make_room(&mut self, keep: Option<i32>, more: usize, new_session: bool) {
+        assert!(more <= self.partition_capacity);
+        loop {
+            let sessions_fit = !new_session || self.sessions.len() < self.capacity;
+            if sessions_fit && self.cached_partitions + more <= self.partition_capacity {
+                return;
+            }
+            let oldest = self
+                .sessions
+                .iter()
+                .filter(|(id, _)| Some(**id) != keep)
+                .min_by_key(|(_, session)| session.last_used)
+                .map(|(id, _)| *id);
+            let Some(oldest) = oldest else {
+                unreachable!("{more} partitions fit in an empty cache");
+            };
+            self.close(oldest);
+        }
+    }
+
+    fn assert_count(&self) {
+        debug_assert_eq!(
+            self.cached_partitions,
+            self.sessions
+                .values()
+                .map(|session| session.partitions.len())
+                .sum::<usize>()
+        );
+        assert!(self.cached_partitions <= self.partition_capacity);
     }
 
     pub fn len(&self) -> usize {
@@ -248,7 +325,7 @@ impl FetchSessionCache {
         if epoch == INITIAL_EPOCH || epoch == FINAL_EPOCH {
             // A full request closes the session it names.
             if session_id != INVALID_SESSION_ID {
-                self.sessions.remove(&session_id);
+                self.close(session_id);
             }
             let plan = if epoch == FINAL_EPOCH {
                 SessionPlan::Sessionless
@@ -273,21 +350,40 @@ impl FetchSessionCache {
         if session.uses_topic_ids != (version >= TOPIC_ID_VERSION_MIN) {
             return Err(ResponseError::FetchSessionTopicIdError);
         }
+        let before = session.partitions.len();
         session.update(fetches);
         for key in &forgotten {
             session.remove(key);
         }
-        if session.partitions.is_empty() {
+        let after = session.partitions.len();
+        session.last_used = now;
+        self.cached_partitions = self.cached_partitions - before + after;
+        if after == 0 {
             // Nothing left to fetch: Kafka drops the session and answers
             // sessionless.
-            self.sessions.remove(&session_id);
+            self.close(session_id);
             return Ok(BegunFetch {
                 plan: SessionPlan::Sessionless,
                 partitions: Vec::new(),
             });
         }
+        if after > self.partition_capacity {
+            // It would not fit alone: it goes, the others stay.
+            self.close(session_id);
+            self.assert_count();
+            return Err(ResponseError::FetchSessionIdNotFound);
+        }
+        if self.cached_partitions > self.partition_capacity {
+            // Grown past the bound: the least recently used others go.
+            self.cached_partitions -= after;
+            self.make_room(Some(session_id), after, false);
+            self.cached_partitions += after;
+        }
+        self.assert_count();
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            unreachable!("make_room keeps the session it grows");
+        };
         session.epoch = next_epoch(session.epoch);
-        session.last_used = now;
         session.assert_invariants();
         Ok(BegunFetch {
             plan: SessionPlan::Incremental { session_id },
@@ -305,19 +401,10 @@ impl FetchSessionCache {
         outcomes: &[PartitionOutcome],
     ) -> i32 {
         assert_eq!(partitions.len(), outcomes.len());
-        if partitions.is_empty() {
+        if partitions.is_empty() || partitions.len() > self.partition_capacity {
             return INVALID_SESSION_ID;
         }
-        if self.sessions.len() >= self.capacity {
-            let oldest = self
-                .sessions
-                .iter()
-                .min_by_key(|(_, session)| session.last_used)
-                .map(|(id, _)| *id);
-            if let Some(oldest) = oldest {
-                self.sessions.remove(&oldest);
-            }
-        }
+        self.make_room(None, partitions.len(), true);
         let now = self.tick();
         let mut session = FetchSession::new(
             next_epoch(INITIAL_EPOCH),
@@ -335,8 +422,10 @@ impl FetchSessionCache {
         }
         session.assert_invariants();
         let session_id = self.new_session_id();
+        self.cached_partitions += session.partitions.len();
         self.sessions.insert(session_id, session);
         assert!(self.sessions.len() <= self.capacity);
+        self.assert_count();
         session_id
     }
 
@@ -610,6 +699,61 @@ mod tests {
         assert!(cache.contains(first));
         assert!(!cache.contains(second));
         assert!(cache.contains(third));
+    }
+
+    /// Bounded by partitions: a full fetch evicts the least recently used
+    /// sessions until its own fits; one larger than the whole bound gets no
+    /// session (id 0: the client keeps sending full fetches).
+    #[test]
+    fn sessions_remember_a_bounded_number_of_partitions() {
+        let mut cache = FetchSessionCache::with_limits(10, 5);
+        let first = open(&mut cache);
+        let second = open(&mut cache);
+        assert_eq!(cache.cached_partitions(), 4);
+        // Use the first, so the second is the least recently used.
+        let begun = cache.begin(12, first, 1, vec![], vec![]).expect("use");
+        let _ = cache.finish_incremental(first, &begun.partitions, &[outcome(10, 0); 2]);
+        let third = open(&mut cache);
+        assert!(cache.contains(first) && !cache.contains(second) && cache.contains(third));
+        assert_eq!(cache.cached_partitions(), 4);
+
+        let six: Vec<PartitionFetch> = (0..6).map(|partition| fetch("u", partition, 0)).collect();
+        let begun = cache
+            .begin(12, 0, INITIAL_EPOCH, six, vec![])
+            .expect("full fetch");
+        assert_eq!(begun.plan, SessionPlan::Full);
+        let id = cache.finish_full(12, &begun.partitions, &[outcome(10, 0); 6]);
+        assert_eq!(id, INVALID_SESSION_ID, "larger than the whole bound");
+        assert_eq!(cache.len(), 2, "nothing was evicted for it");
+        assert_eq!(cache.cached_partitions(), 4);
+    }
+
+    /// An incremental fetch that adds partitions past the bound evicts the
+    /// other sessions first; past what fits alone, its own session closes
+    /// with FETCH_SESSION_ID_NOT_FOUND, and the count goes with it.
+    #[test]
+    fn a_session_grown_past_the_bound_is_closed() {
+        let mut cache = FetchSessionCache::with_limits(10, 5);
+        let other = open(&mut cache);
+        let id = open(&mut cache);
+        let begun = cache
+            .begin(12, id, 1, vec![fetch("u", 0, 0), fetch("u", 1, 0)], vec![])
+            .expect("grows to 4 beside 2: the other session goes");
+        assert_eq!(begun.partitions.len(), 4);
+        assert!(!cache.contains(other));
+        assert_eq!(cache.cached_partitions(), 4);
+        let _ = cache.finish_incremental(id, &begun.partitions, &[outcome(10, 0); 4]);
+        let grown = cache.begin(12, id, 2, vec![fetch("u", 2, 0), fetch("u", 3, 0)], vec![]);
+        assert_eq!(grown.err(), Some(ResponseError::FetchSessionIdNotFound));
+        assert!(!cache.contains(id));
+        assert_eq!(cache.cached_partitions(), 0);
+        // Forgetting partitions gives their room back.
+        let id = open(&mut cache);
+        let begun = cache
+            .begin(12, id, 1, vec![fetch("u", 0, 0)], vec![key("t", 0)])
+            .expect("incremental");
+        assert_eq!(begun.partitions.len(), 2);
+        assert_eq!(cache.cached_partitions(), 2);
     }
 
     #[test]
