@@ -155,6 +155,205 @@ fn snappy_decompress(data: &[u8], max: usize) -> Result<Vec<u8>, CodecError> {
     Ok(out)
 }
 
+/// A reader that gives at most `left` bytes of `inner` and notes whether
+/// `inner` had more (the decompressed-size bound).
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+    max: usize,
+    exceeded: bool,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            let mut probe = [0u8; 1];
+            if self.inner.read(&mut probe)? > 0 {
+                self.exceeded = true;
+                return Err(std::io::Error::other("decompressed size bound reached"));
+            }
+            return Ok(0);
+        }
+        let wanted = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let read = self.inner.read(&mut buf[..wanted])?;
+        self.left -= read as u64;
+        Ok(read)
+    }
+}
+
+/// Walk the records of the compressed batch `batch` (its header `header`
+/// parsed, CRC checked) as they decompress, without holding them all:
+/// each record is decoded and given to `each` with its index. The records
+/// must be exactly what the header says (Kafka's LogValidator): recordsCount
+/// of them, record `i` with offsetDelta `i`, nothing after them; else
+/// `CodecError::Batch` with the `BatchError` an uncompressed batch would
+/// get (positions count from the batch start as if uncompressed). A stream
+/// that does not decompress is `Corrupt`, one past
+/// [`DECOMPRESSED_BYTES_MAX`] `TooLarge`.
+///
+/// Memory: the largest record plus the codec's window, where
+/// [`recompress`] holds the whole records section twice. Snappy (which
+/// expands at most about 21 times) is decompressed whole.
+pub fn walk_compressed_records(
+    batch: &[u8],
+    header: &BatchHeader,
+    each: impl FnMut(u32, &super::Record<'_>),
+) -> Result<(), CodecError> {
+    walk_within(batch, header, DECOMPRESSED_BYTES_MAX, each)
+}
+
+fn walk_within(
+    batch: &[u8],
+    header: &BatchHeader,
+    max: usize,
+    each: impl FnMut(u32, &super::Record<'_>),
+) -> Result<(), CodecError> {
+    let mut stream = None;
+    let result = walk_stream(batch, header, max, &mut stream, each);
+    // As when the whole section is decompressed before its records are
+    // read: a stream that does not decompress (or is too large) is that,
+    // even if a record went wrong before the codec noticed.
+    if let (Err(CodecError::Batch(_)), Some(stream)) = (&result, stream.as_mut()) {
+        let drained = std::io::copy(stream, &mut std::io::sink());
+        if let Err(error) = drained {
+            return Err(stream_error(header.compression(), stream, error));
+        }
+    }
+    result
+}
+
+type Stream<'a> = std::io::BufReader<Bounded<Box<dyn Read + 'a>>>;
+
+fn stream_error(codec: Compression, stream: &Stream<'_>, error: std::io::Error) -> CodecError {
+    let bound = stream.get_ref();
+    if bound.exceeded {
+        CodecError::TooLarge {
+            codec,
+            max: bound.max,
+        }
+    } else {
+        corrupt(codec)(error)
+    }
+}
+
+fn walk_stream<'a>(
+    batch: &'a [u8],
+    header: &BatchHeader,
+    max: usize,
+    slot: &mut Option<Stream<'a>>,
+    mut each: impl FnMut(u32, &super::Record<'_>),
+) -> Result<(), CodecError> {
+    let codec = header.compression();
+    let total = header.total_size();
+    let records = batch
+        .get(BATCH_HEADER_SIZE..total)
+        .ok_or(BatchError::LengthMismatch {
+            declared_size: total,
+            actual_size: batch.len(),
+        })?;
+    let decoder: Box<dyn Read + 'a> = match codec {
+        Compression::None => Box::new(records),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(records)),
+        Compression::Snappy => Box::new(std::io::Cursor::new(snappy_decompress(records, max)?)),
+        Compression::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(records)),
+        Compression::Zstd => {
+            Box::new(zstd::stream::read::Decoder::new(records).map_err(corrupt(codec))?)
+        }
+    };
+    let stream = slot.insert(std::io::BufReader::new(Bounded {
+        inner: decoder,
+        left: max as u64,
+        max,
+        exceeded: false,
+    }));
+    let failed = |stream: &Stream<'_>, error| stream_error(codec, stream, error);
+    let records_count = header.records_count();
+    let declared = u32::try_from(records_count).unwrap_or(0);
+    let mut encoded = Vec::new();
+    let mut position = BATCH_HEADER_SIZE;
+    for index in 0..declared {
+        let malformed = |problem| {
+            CodecError::Batch(BatchError::MalformedRecord {
+                index,
+                position,
+                problem,
+            })
+        };
+        // The length varint, a byte at a time (at most 5).
+        encoded.clear();
+        let length = loop {
+            let mut byte = [0u8; 1];
+            match stream.read(&mut byte) {
+                Ok(0) if encoded.is_empty() => {
+                    return Err(CodecError::Batch(BatchError::RecordsMissing {
+                        records_count,
+                        found: index,
+                    }));
+                }
+                Ok(0) => {
+                    return Err(malformed(super::RecordProblem::VarintTruncated {
+                        field: super::RecordField::Length,
+                    }));
+                }
+                Ok(_) => encoded.push(byte[0]),
+                Err(error) => return Err(failed(stream, error)),
+            }
+            if byte[0] & 0x80 == 0 || encoded.len() == 5 {
+                break super::varint::decode_varint(&encoded).map(|(length, _)| length);
+            }
+        };
+        let body = match length {
+            Ok(length) if length >= 0 => length as u64,
+            Ok(length) => {
+                return Err(malformed(super::RecordProblem::NegativeLength {
+                    field: super::RecordField::Length,
+                    length,
+                }));
+            }
+            Err(error) => {
+                return Err(malformed(super::records::varint_problem(
+                    super::RecordField::Length,
+                    error,
+                )));
+            }
+        };
+        let read = (&mut *stream)
+            .take(body)
+            .read_to_end(&mut encoded)
+            .map_err(|error| failed(stream, error))?;
+        if (read as u64) < body {
+            return Err(malformed(super::RecordProblem::Truncated {
+                field: super::RecordField::Body,
+                needed: usize::try_from(body).unwrap_or(usize::MAX),
+                available: read,
+            }));
+        }
+        let record = super::records::decode_one(&encoded).map_err(malformed)?;
+        if i64::from(record.offset_delta) != i64::from(index) {
+            return Err(CodecError::Batch(BatchError::RecordOffsetDeltaMismatch {
+                index,
+                offset_delta: record.offset_delta,
+            }));
+        }
+        each(index, &record);
+        position += encoded.len();
+    }
+    let mut rest = [0u8; 1];
+    match stream.read(&mut rest) {
+        Ok(0) => Ok(()),
+        Ok(trailing_bytes) => Err(CodecError::Batch(BatchError::TrailingBytes {
+            records_count,
+            trailing_bytes,
+        })),
+        Err(error) => Err(failed(stream, error)),
+    }
+}
+
 /// `data` compressed as `target` says.
 pub fn compress(target: Target, data: &[u8]) -> Result<Vec<u8>, CodecError> {
     let codec = target.compression();
@@ -341,6 +540,110 @@ mod tests {
         lying[layout::CRC_AT..layout::CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
         let lying_header = BatchHeader::parse(&lying).unwrap();
         assert!(recompress(&lying, &lying_header, Target::None).is_err());
+    }
+
+    /// What Kafka answers for a codec outcome (as the produce path maps it).
+    fn kafka_name(result: &Result<(), CodecError>) -> &'static str {
+        match result {
+            Ok(()) => "NONE",
+            Err(CodecError::Batch(error)) => error.kafka_error_name(),
+            Err(_) => "CORRUPT_MESSAGE",
+        }
+    }
+
+    /// The batch with its recordsCount and lastOffsetDelta set, CRC fixed.
+    fn claiming(batch: &[u8], count: i32, last_delta: i32) -> Vec<u8> {
+        let mut lying = batch.to_vec();
+        lying[layout::RECORDS_COUNT_AT..layout::RECORDS_COUNT_AT + 4]
+            .copy_from_slice(&count.to_be_bytes());
+        lying[layout::LAST_OFFSET_DELTA_AT..layout::LAST_OFFSET_DELTA_AT + 4]
+            .copy_from_slice(&last_delta.to_be_bytes());
+        let crc = crc32c::crc32c(&lying[layout::CRC_COVERED_FROM..]);
+        lying[layout::CRC_AT..layout::CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        lying
+    }
+
+    /// The streaming walk accepts exactly what decompressing the whole
+    /// records section and validating it accepts, with the same Kafka
+    /// error otherwise, and gives the same records: for every codec, the
+    /// intact batch, headers claiming more or fewer records, and the
+    /// compressed bytes damaged at many places (the CRC fixed, so only the
+    /// contents are wrong).
+    #[test]
+    fn walking_compressed_records_agrees_with_decompressing_them() {
+        let original = sample();
+        let header = validate(&original, original.len()).unwrap();
+        let expected: Vec<(i32, Option<Vec<u8>>)> = records(&original, &header)
+            .map(|record| {
+                let record = record.unwrap();
+                (record.offset_delta, record.key.map(<[u8]>::to_vec))
+            })
+            .collect();
+        let mut compared = 0;
+        for target in TARGETS.into_iter().filter(|target| *target != Target::None) {
+            let compressed = recompress(&original, &header, target).unwrap();
+            let mut walked = Vec::new();
+            let compressed_header = BatchHeader::parse(&compressed).unwrap();
+            walk_compressed_records(&compressed, &compressed_header, |index, record| {
+                assert_eq!(i64::from(record.offset_delta), i64::from(index));
+                walked.push((record.offset_delta, record.key.map(<[u8]>::to_vec)));
+            })
+            .unwrap();
+            assert_eq!(walked, expected, "{target:?}");
+
+            let mut variants = vec![
+                claiming(&compressed, 201, 200),
+                claiming(&compressed, 199, 198),
+                claiming(&compressed, 1, 0),
+            ];
+            let records_at = BATCH_HEADER_SIZE;
+            for at in (records_at..compressed.len()).step_by(7) {
+                let mut damaged = compressed.clone();
+                damaged[at] ^= 0x5a;
+                let crc = crc32c::crc32c(&damaged[layout::CRC_COVERED_FROM..]);
+                damaged[layout::CRC_AT..layout::CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+                variants.push(damaged);
+            }
+            for variant in variants {
+                let variant_header = BatchHeader::parse(&variant).unwrap();
+                let whole = recompress(&variant, &variant_header, Target::None).map(|_| ());
+                let walk = walk_compressed_records(&variant, &variant_header, |_, _| {});
+                assert_eq!(
+                    kafka_name(&walk),
+                    kafka_name(&whole),
+                    "{target:?}: walk {walk:?}, whole {whole:?}"
+                );
+                compared += 1;
+            }
+        }
+        assert!(compared > 100);
+    }
+
+    /// The walk stops at the decompressed-size bound, whatever the records.
+    #[test]
+    fn the_walk_refuses_more_than_the_bound() {
+        let mut builder = BatchBuilder::new();
+        builder.record(None, Some(&vec![0u8; 100_000][..]), TimestampMs(0));
+        let plain = builder.build().to_vec();
+        let plain_header = validate(&plain, plain.len()).unwrap();
+        let section = plain.len() - BATCH_HEADER_SIZE;
+        for target in [
+            Target::Gzip { level: None },
+            Target::Snappy,
+            Target::Lz4,
+            Target::Zstd { level: 1 },
+        ] {
+            let bomb = recompress(&plain, &plain_header, target).unwrap();
+            let header = BatchHeader::parse(&bomb).unwrap();
+            assert!(
+                matches!(
+                    walk_within(&bomb, &header, section - 1, |_, _| {}),
+                    Err(CodecError::TooLarge { .. })
+                ),
+                "{target:?}"
+            );
+            walk_within(&bomb, &header, section, |_, _| {}).unwrap();
+        }
     }
 
     #[test]

@@ -90,7 +90,7 @@ impl<'a> Cursor<'a> {
     }
 }
 
-fn varint_problem(field: RecordField, error: VarintError) -> RecordProblem {
+pub(crate) fn varint_problem(field: RecordField, error: VarintError) -> RecordProblem {
     match error {
         VarintError::Truncated => RecordProblem::VarintTruncated { field },
         VarintError::Overlong => RecordProblem::VarintOverlong { field },
@@ -222,6 +222,25 @@ fn decode_record<'a>(cursor: &mut Cursor<'a>) -> Result<Record<'a>, RecordProble
         headers_count,
         headers_encoded,
     })
+}
+
+/// Decode `encoded`, exactly one record (its length varint and body), for
+/// a walk that reads records one at a time from a decompressing stream
+/// (`codec::walk_compressed_records`). Bytes after the record's declared
+/// end are a size mismatch.
+pub(crate) fn decode_one(encoded: &[u8]) -> Result<Record<'_>, RecordProblem> {
+    let mut cursor = Cursor {
+        input: encoded,
+        position: 0,
+    };
+    let record = decode_record(&mut cursor)?;
+    if cursor.remaining() != 0 {
+        return Err(RecordProblem::SizeMismatch {
+            declared: encoded.len() - cursor.remaining(),
+            consumed: encoded.len(),
+        });
+    }
+    Ok(record)
 }
 
 /// Iterator over the records of one uncompressed batch; see [`records`].

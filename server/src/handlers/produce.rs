@@ -683,11 +683,14 @@ fn accept(
         let missing = if header.compression() == Compression::None {
             records_without_key(&records, &header)
         } else {
-            let plain = codec::recompress(&records, &header, Target::None)
-                .map_err(|error| codec_failed(&error))?;
-            let plain_header =
-                batch::validate(&plain, plain.len()).map_err(|error| batch_failed(&error))?;
-            records_without_key(&plain, &plain_header)
+            let mut missing = Vec::new();
+            codec::walk_compressed_records(&records, &header, |index, record| {
+                if record.key.is_none() {
+                    missing.push(index as i32);
+                }
+            })
+            .map_err(|error| codec_failed(&error))?;
+            missing
         };
         if !missing.is_empty() {
             return Err(PartitionOutcome::null_keys(
@@ -703,7 +706,8 @@ fn accept(
     // stopped every consumer of the partition at it, and a header claiming
     // 2^31 records moved the log end by that much.
     if header.compression() != Compression::None && !inner_records_checked {
-        codec::recompress(&records, &header, Target::None).map_err(|error| codec_failed(&error))?;
+        codec::walk_compressed_records(&records, &header, |_, _| {})
+            .map_err(|error| codec_failed(&error))?;
     }
     if timestamp_type == TimestampType::CreateTime && timestamp_bounds.limits() {
         let refused = records_out_of_bounds(&records, &header, timestamp_bounds, now_ms);
