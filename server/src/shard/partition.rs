@@ -294,8 +294,8 @@ impl PartitionReplica {
     /// Apply a newer view's state and assignment (shard/follower.rs).
     /// Leader epochs only grow in the committed metadata log, so a lower
     /// one is a bug. Returns `StartedLeading` when this replica just
-    /// started leading (a new leader epoch): the caller rebuilds the
-    /// producer state and starts the pushers (`replication::leader::start`);
+    /// started leading (a new leader epoch): the caller starts the pushers
+    /// (`replication::leader::start`);
     /// `NewFollowers` when, leading on, it has followers a reassignment
     /// added: the caller starts their pushers
     /// (`replication::leader::start_pushers`).

@@ -55,7 +55,13 @@
 //! snapshot it trusts (checked against the log's leader epochs) and
 //! replays the log after it, in the same read as the transaction state's
 //! (tail_replay.rs): the table comes out as it was, whatever the log's
-//! size, after a kill -9 too. Compaction does not change it: what a
+//! size, after a kill -9 too. Each producer's last activity is kept, and
+//! a load drops the producers idle past [`PRODUCER_ID_EXPIRATION_MS`]. A
+//! table rebuilt empty after a failed read is not persisted. Not covered:
+//! a snapshot at the log start is not trusted (no leader epoch below it to
+//! check it against), so a partition whose records were all deleted
+//! (DeleteRecords, retention) past its newest snapshot reopens with the
+//! tail rule below. Compaction does not change it: what a
 //! snapshot recorded stays known even once the batches are compacted away
 //! (as Kafka's producer snapshots). Without a usable snapshot (a log
 //! written before version 1 snapshots, or one whose snapshots failed their
@@ -115,7 +121,7 @@ pub fn decode_snapshot(bytes: &[u8], now_ms: i64) -> Option<(Offset, u32, Produc
     }
     let end = Offset(reader.i64()?);
     let last_crc = reader.u32()?;
-    let table = ProducerStateTable::decode_persisted(reader.0, now_ms)?;
+    let table = ProducerStateTable::decode_table(reader.0, now_ms, Layout::Legacy)?;
     Some((end, last_crc, table))
 }
 
@@ -186,6 +192,25 @@ async fn load_snapshot<I: Io>(io: &I, log: &Log<I>, now_ms: i64) -> Option<Produ
         return None;
     }
     (last_batch_crc(log).await? == last_crc).then_some(table)
+}
+
+/// The two layouts of a persisted table ([`ProducerStateTable::encode_persisted`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// Earlier versions' clean-stop file: no last activity.
+    Legacy,
+    /// Transaction snapshots: with each producer's last activity.
+    Timed,
+}
+
+/// Remove an earlier version's clean-stop file (module docs), if any.
+fn remove_legacy_snapshot<I: Io>(io: &I, log: &Log<I>) {
+    let path = log.dir().join(SNAPSHOT_FILE);
+    if let Err(error) = io.remove_file(&path)
+        && error.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), %error, "could not remove an earlier version's producer state file");
+    }
 }
 
 /// An idempotent producer's id (the batch header's producerId, >= 0).
@@ -347,6 +372,9 @@ pub struct ProducerStateTable {
     /// One past the last offset of the last recorded batch (0 when none).
     end_offset: Offset,
     last_expiration_check_ms: i64,
+    /// Rebuilt empty after a failed read of the log: it lacks producers it
+    /// should know, so it is never persisted as the log's table.
+    incomplete: bool,
 }
 
 impl ProducerStateTable {
@@ -369,6 +397,12 @@ impl ProducerStateTable {
 
     pub fn is_empty(&self) -> bool {
         self.producers.is_empty()
+    }
+
+    /// Whether the table may lack producers the log holds (its rebuild
+    /// failed to read the log): not to be persisted.
+    pub fn is_incomplete(&self) -> bool {
+        self.incomplete
     }
 
     /// Every known producer, by id (DescribeProducers).
@@ -613,19 +647,22 @@ impl ProducerStateTable {
             .map_or(0, |elapsed| {
                 i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
             });
-        if let Some(table) = load_snapshot(io, log, now_ms).await {
-            tracing::debug!(dir = %log.dir().display(), producers = table.len(), "producer state loaded from the clean-stop file of an earlier version");
-            return Ok(table);
-        }
         if let Some((from, bytes)) = snapshot {
             match Self::decode_persisted(&bytes, now_ms) {
                 Some(table) if table.end_offset <= from && from <= log.log_end_offset() => {
+                    // Older than any snapshot holding a table: never used
+                    // again, and it could describe a log cut back to its end.
+                    remove_legacy_snapshot(io, log);
                     return Err(ProducerReplay::resume(table, from, now_ms));
                 }
                 _ => {
                     tracing::warn!(dir = %log.dir().display(), snapshot = %from, "the producer table of a transaction snapshot does not decode; reading the log's tail instead");
                 }
             }
+        }
+        if let Some(table) = load_snapshot(io, log, now_ms).await {
+            tracing::debug!(dir = %log.dir().display(), producers = table.len(), "producer state loaded from the clean-stop file of an earlier version");
+            return Ok(table);
         }
         Err(ProducerReplay::new(log, now_ms, scan_bytes))
     }
@@ -638,20 +675,24 @@ impl ProducerStateTable {
         bytes.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
         bytes.extend_from_slice(&end.value().to_be_bytes());
         bytes.extend_from_slice(&last_crc.to_be_bytes());
-        bytes.extend_from_slice(&self.encode_persisted());
+        bytes.extend_from_slice(&self.encode_table(Layout::Legacy));
         let crc = crc32c::crc32c(&bytes);
         bytes.extend_from_slice(&crc.to_be_bytes());
         bytes
     }
 
-    /// The table as it is persisted, inside the transaction snapshots
-    /// (txn_index.rs) and the clean-stop file of earlier versions. Layout,
-    /// big-endian: table end offset i64, producer count u32, then per
-    /// producer by id: id i64, epoch i16, coordinator epoch i32, batch
-    /// count u8, per batch first and last sequence i32, base and last
-    /// offset i64, log-append time i64. The clocks (last activity,
-    /// expiration check) are not kept: a restart starts them again.
+    /// The table as it is persisted inside the transaction snapshots
+    /// (txn_index.rs). Layout, big-endian: table end offset i64, producer
+    /// count u32, then per producer by id: id i64, epoch i16, coordinator
+    /// epoch i32, last activity (ms since the epoch) i64, batch count u8,
+    /// per batch first and last sequence i32, base and last offset i64,
+    /// log-append time i64. The clean-stop file of earlier versions has
+    /// the same layout without the last activity.
     pub fn encode_persisted(&self) -> Vec<u8> {
+        self.encode_table(Layout::Timed)
+    }
+
+    fn encode_table(&self, layout: Layout) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(12 + self.producers.len() * (15 + 5 * 32));
         bytes.extend_from_slice(&self.end_offset.value().to_be_bytes());
         let mut producers: Vec<_> = self.producers.iter().collect();
@@ -661,6 +702,9 @@ impl ProducerStateTable {
             bytes.extend_from_slice(&producer_id.0.to_be_bytes());
             bytes.extend_from_slice(&entry.epoch.to_be_bytes());
             bytes.extend_from_slice(&entry.coordinator_epoch.to_be_bytes());
+            if layout == Layout::Timed {
+                bytes.extend_from_slice(&entry.last_append_ms.to_be_bytes());
+            }
             bytes.push(entry.batches.len() as u8);
             for batch in &entry.batches {
                 bytes.extend_from_slice(&batch.first_sequence.to_be_bytes());
@@ -673,12 +717,19 @@ impl ProducerStateTable {
         bytes
     }
 
-    /// Decode [`Self::encode_persisted`]'s bytes, every producer last
-    /// active at `now_ms`. `None` unless the bytes are exactly one table
-    /// that keeps the invariants (module docs): at most
-    /// [`BATCHES_RETAINED`] batches per producer, in offset order, all
-    /// below the table's end offset.
+    /// Decode [`Self::encode_persisted`]'s bytes at wall-clock `now_ms`:
+    /// producers idle for [`PRODUCER_ID_EXPIRATION_MS`] are dropped, as
+    /// Kafka drops expired producers when it loads a snapshot. `None`
+    /// unless the bytes are exactly one table that keeps the invariants
+    /// (module docs): at most [`BATCHES_RETAINED`] batches per producer, in
+    /// offset order, all below the table's end offset.
     pub fn decode_persisted(bytes: &[u8], now_ms: i64) -> Option<ProducerStateTable> {
+        Self::decode_table(bytes, now_ms, Layout::Timed)
+    }
+
+    /// Decode a table of `layout`; a legacy table's producers are last
+    /// active at `now_ms`.
+    fn decode_table(bytes: &[u8], now_ms: i64, layout: Layout) -> Option<ProducerStateTable> {
         let mut reader = Reader(bytes);
         let mut table = ProducerStateTable {
             end_offset: Offset(reader.i64()?),
@@ -688,6 +739,10 @@ impl ProducerStateTable {
             let producer_id = ProducerId(reader.i64()?);
             let epoch = i16::from_be_bytes(reader.take()?);
             let coordinator_epoch = reader.u32()? as i32;
+            let last_append_ms = match layout {
+                Layout::Timed => reader.i64()?,
+                Layout::Legacy => now_ms,
+            };
             let count = usize::from(reader.take::<1>()?[0]);
             if count > BATCHES_RETAINED {
                 return None;
@@ -714,9 +769,12 @@ impl ProducerStateTable {
             let entry = ProducerEntry {
                 epoch,
                 batches,
-                last_append_ms: now_ms,
+                last_append_ms,
                 coordinator_epoch,
             };
+            if now_ms - last_append_ms >= PRODUCER_ID_EXPIRATION_MS {
+                continue;
+            }
             if table.producers.insert(producer_id, entry).is_some() {
                 return None;
             }
@@ -848,7 +906,10 @@ impl ProducerReplay {
             %error,
             "could not rebuild the idempotent producer state; starting empty"
         );
-        ProducerStateTable::empty_at(self.now_ms)
+        ProducerStateTable {
+            incomplete: true,
+            ..ProducerStateTable::empty_at(self.now_ms)
+        }
     }
 
     fn done<I: Io>(self, log: &Log<I>) -> ProducerStateTable {
@@ -1369,6 +1430,42 @@ mod tests {
                 .last_sequence,
             27
         );
+    }
+
+    /// The snapshot keeps each producer's last activity: a load drops the
+    /// producers idle past the expiration, as Kafka's does, so restarts do
+    /// not keep every producer ever seen; a failed rebuild is never
+    /// persisted as the log's table.
+    #[test]
+    fn a_persisted_table_keeps_last_activity_and_expires_at_load() {
+        let mut table = ProducerStateTable::new();
+        let batch = |producer_id| ProducerBatch {
+            producer_id: ProducerId(producer_id),
+            epoch: 0,
+            first_sequence: 0,
+            last_sequence: 0,
+        };
+        table.record(&batch(1), Offset(0), Offset(0), -1, NOW);
+        table.record(&batch(2), Offset(1), Offset(1), -1, NOW + 1000);
+        let bytes = table.encode_persisted();
+        let later = NOW + PRODUCER_ID_EXPIRATION_MS + 500;
+        let loaded = ProducerStateTable::decode_persisted(&bytes, later).unwrap();
+        assert_eq!(loaded.epoch_of(ProducerId(1)), None, "expired");
+        assert_eq!(loaded.producers[&ProducerId(2)].last_append_ms, NOW + 1000);
+        assert_eq!(loaded.end_offset, Offset(2));
+        let soon = ProducerStateTable::decode_persisted(&bytes, NOW + 5).unwrap();
+        assert_eq!(soon.len(), 2);
+        for cut in 0..bytes.len() {
+            assert!(ProducerStateTable::decode_persisted(&bytes[..cut], NOW).is_none());
+        }
+        assert!(!table.is_incomplete());
+        let failed = ProducerReplay {
+            failed: Some("read error".to_string()),
+            ..ProducerReplay::resume(ProducerStateTable::new(), Offset(0), NOW)
+        };
+        let io = SimIo::new(3);
+        let (log, _committer) = open_log(&io);
+        assert!(failed.finish(&log).is_incomplete());
     }
 
     #[test]

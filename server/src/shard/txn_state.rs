@@ -468,7 +468,8 @@ impl TxnState {
     /// The state as a snapshot at its end offset, with the producer table
     /// of a log ending at `log_end` when that is the same offset (both are
     /// fed synchronously with every append, so they agree whenever the
-    /// state is current). `None` when the epoch at the end is unknown.
+    /// state is current) and the table is complete. `None` when the epoch
+    /// at the end is unknown.
     fn capture(&self, producers: &ProducerStateTable, log_end: Offset) -> Option<TxnSnapshot> {
         if self.end_offset > Offset::ZERO && self.storage.last_epoch.is_none() {
             return None;
@@ -479,7 +480,8 @@ impl TxnState {
             open: self.open.clone(),
             unstable: self.unstable.iter().copied().collect(),
             covered: Vec::new(),
-            producers: (self.end_offset == log_end).then(|| producers.encode_persisted()),
+            producers: (self.end_offset == log_end && !producers.is_incomplete())
+                .then(|| producers.encode_persisted()),
         })
     }
 
@@ -1507,9 +1509,11 @@ mod tests {
             let (io, committer, log, txns) = durable_transactions(seed);
             let dir = Path::new(DIR);
             if with_snapshot {
-                // The live table at the log end (a replay of the whole log).
+                // The live table at the log end (a replay of the whole log),
+                // its producers active now (the open expires idle ones by
+                // the wall clock).
                 let producers = RefCell::new(
-                    block_on(ProducerStateTable::recover_tail(&log, NOW, u64::MAX)).unwrap(),
+                    block_on(ProducerStateTable::recover_tail(&log, now_ms(), u64::MAX)).unwrap(),
                 );
                 block_on(persist(&log, &txns, &producers));
                 block_on(persist(&log, &txns, &producers));
