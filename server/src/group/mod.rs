@@ -713,6 +713,12 @@ fn expire_offsets(group: &mut Group, wall: i64, retention_ms: i64) -> Vec<GroupR
         .collect()
 }
 
+/// Whether offsets partition `partition` has its groups loaded on this
+/// shard (the load of its current leadership installed them).
+pub fn is_loaded(shard: &Shard, partition: i32) -> bool {
+    shard.groups.loaded.borrow().contains(&partition)
+}
+
 /// Forget the groups of offsets partition `partition` (its log is being
 /// removed: the undo of a failed creation of the topic).
 pub fn unload_partition(shard: &Shard, partition: i32) {

@@ -1239,6 +1239,8 @@ fn now_ms() -> i64 {
 ///
 /// Errors (Kafka codes, per partition of WriteTxnMarkers):
 /// UNKNOWN_TOPIC_OR_PARTITION (not open here), NOT_LEADER_OR_FOLLOWER,
+/// COORDINATOR_LOAD_IN_PROGRESS (an offsets partition whose groups are
+/// loading; nothing written),
 /// INVALID_PRODUCER_EPOCH (older than the producer's current epoch; nothing
 /// written), TRANSACTION_COORDINATOR_FENCED (a coordinator epoch older than
 /// the producer's last marker's; nothing written), NOT_ENOUGH_REPLICAS(_AFTER_APPEND), REQUEST_TIMED_OUT,
@@ -1257,6 +1259,18 @@ pub async fn write_txn_marker(
     let state = replica.state();
     if !state.is_leader() {
         return Err(ResponseError::NotLeaderOrFollower);
+    }
+    // An offsets partition whose groups are still loading: its load reads
+    // the log only up to where it started, and the marker's hook
+    // (`group::apply_txn_marker`) finds no group yet, so a marker appended
+    // now would leave the transaction's offsets pending for good. The
+    // transaction coordinator retries (txn/markers.rs), as Kafka's does on
+    // COORDINATOR_LOAD_IN_PROGRESS. Checked in the same synchronous step as
+    // the append below.
+    if topic_partition.topic.as_ref() == crate::group::OFFSETS_TOPIC
+        && !crate::group::is_loaded(shard, topic_partition.partition)
+    {
+        return Err(ResponseError::CoordinatorLoadInProgress);
     }
     let min_insync = {
         let snapshot = shard.metadata.snapshot();
