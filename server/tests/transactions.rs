@@ -544,15 +544,124 @@ fn describe_and_list_transactions_show_the_coordinators_state() {
     assert!(finished.transaction_states[0].topics.is_empty());
 }
 
+/// A transaction opened with raw requests on partition `partition` of
+/// `topic`, led by another broker than its coordinator.
+struct RawTransaction {
+    connection: sluice_server::admin::client::Connection,
+    coordinator: i32,
+    /// The partition's leader (not the coordinator).
+    leader: i32,
+    end: kafka_protocol::messages::EndTxnRequest,
+}
+
+impl RawTransaction {
+    /// Find `id`'s coordinator, initialize the id, add a partition of
+    /// `topic` (`leaders`: partition -> leader) led by another broker.
+    fn begin(
+        cluster: &Cluster,
+        id: &'static str,
+        topic: &'static str,
+        leaders: &BTreeMap<i32, i32>,
+    ) -> RawTransaction {
+        use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+        use kafka_protocol::messages::{
+            AddPartitionsToTxnRequest, EndTxnRequest, FindCoordinatorRequest,
+        };
+        use kafka_protocol::protocol::StrBytes;
+        use sluice_server::admin::client::Connection;
+
+        let coordinator = wait_until("FindCoordinator", Duration::from_secs(30), || {
+            let mut connection = Connection::open(&cluster.broker(1).bootstrap())
+                .map_err(|error| error.to_string())?;
+            let request = FindCoordinatorRequest::default()
+                .with_key(StrBytes::from_static_str(id))
+                .with_key_type(1);
+            let (response, _) = connection
+                .call(&request, 1..=3)
+                .map_err(|error| error.to_string())?;
+            if response.error_code != 0 {
+                return Err(format!("error {}", response.error_code));
+            }
+            Ok(response.node_id.0)
+        });
+        let (&partition, &leader) = leaders
+            .iter()
+            .find(|(_, leader)| **leader != coordinator)
+            .expect("a partition led by another broker");
+        let mut connection =
+            Connection::open(&cluster.broker(coordinator).bootstrap()).expect("connecting");
+        let initialized = wait_until("InitProducerId", Duration::from_secs(30), || {
+            let response = raw_init(&mut connection, id);
+            if response.error_code == 0 {
+                Ok(response)
+            } else {
+                Err(format!("error {}", response.error_code))
+            }
+        });
+        let mut added_topic = AddPartitionsToTxnTopic::default();
+        added_topic.name = StrBytes::from_static_str(topic).into();
+        added_topic.partitions = vec![partition];
+        let mut add = AddPartitionsToTxnRequest::default();
+        add.v3_and_below_transactional_id = StrBytes::from_static_str(id).into();
+        add.v3_and_below_producer_id = initialized.producer_id;
+        add.v3_and_below_producer_epoch = initialized.producer_epoch;
+        add.v3_and_below_topics = vec![added_topic];
+        let (added, _) = connection.call(&add, 3..=3).expect("AddPartitionsToTxn");
+        assert_eq!(
+            added.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
+            0
+        );
+        let end = EndTxnRequest::default()
+            .with_transactional_id(StrBytes::from_static_str(id).into())
+            .with_producer_id(initialized.producer_id)
+            .with_producer_epoch(initialized.producer_epoch)
+            .with_committed(true);
+        RawTransaction {
+            connection,
+            coordinator,
+            leader,
+            end,
+        }
+    }
+
+    /// EndTxn (commit): its error code.
+    fn end(&mut self) -> Result<i16, String> {
+        let (response, _) = self
+            .connection
+            .call(&self.end, 0..=3)
+            .map_err(|error| error.to_string())?;
+        Ok(response.error_code)
+    }
+
+    /// Retry EndTxn until it succeeds (the transaction completed).
+    fn wait_completed(&mut self, timeout: Duration) {
+        wait_until("the transaction completes", timeout, || {
+            match self.end()? {
+                0 => Ok(()),
+                code => Err(format!("error {code}")),
+            }
+        });
+    }
+}
+
+/// InitProducerId for transactional id `id`.
+fn raw_init(
+    connection: &mut sluice_server::admin::client::Connection,
+    id: &'static str,
+) -> kafka_protocol::messages::InitProducerIdResponse {
+    use kafka_protocol::messages::InitProducerIdRequest;
+    use kafka_protocol::protocol::StrBytes;
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(Some(StrBytes::from_static_str(id).into()))
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id((-1).into())
+        .with_producer_epoch(-1);
+    connection.call(&request, 0..=4).expect("InitProducerId").0
+}
+
 #[test]
 fn end_txn_while_markers_wait_for_an_offline_partition_is_concurrent_transactions() {
     use kafka_protocol::error::ResponseError;
-    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
-    use kafka_protocol::messages::{
-        AddPartitionsToTxnRequest, EndTxnRequest, FindCoordinatorRequest, InitProducerIdRequest,
-    };
-    use kafka_protocol::protocol::StrBytes;
-    use sluice_server::admin::client::Connection;
 
     const ID: &str = "txn-stuck";
     // __transaction_state with one replica, so that killing another broker
@@ -570,96 +679,72 @@ fn end_txn_while_markers_wait_for_an_offline_partition_is_concurrent_transaction
     let bootstrap = cluster.bootstrap();
     kafka::create_topic(&bootstrap, "txn-stuck", 3, &[]);
     let leaders = agreed_leaders(&cluster, "txn-stuck", 3);
-
-    let coordinator = wait_until("FindCoordinator", Duration::from_secs(30), || {
-        let mut connection =
-            Connection::open(&cluster.broker(1).bootstrap()).map_err(|error| error.to_string())?;
-        let request = FindCoordinatorRequest::default()
-            .with_key(StrBytes::from_static_str(ID))
-            .with_key_type(1);
-        let (response, _) = connection
-            .call(&request, 1..=3)
-            .map_err(|error| error.to_string())?;
-        if response.error_code != 0 {
-            return Err(format!("error {}", response.error_code));
-        }
-        Ok(response.node_id.0)
-    });
-    let (&stuck_partition, &stuck_leader) = leaders
-        .iter()
-        .find(|(_, leader)| **leader != coordinator)
-        .expect("a partition led by another broker");
-    let mut connection =
-        Connection::open(&cluster.broker(coordinator).bootstrap()).expect("connecting");
-    let init = |connection: &mut Connection| {
-        let request = InitProducerIdRequest::default()
-            .with_transactional_id(Some(StrBytes::from_static_str(ID).into()))
-            .with_transaction_timeout_ms(60_000)
-            .with_producer_id((-1).into())
-            .with_producer_epoch(-1);
-        connection.call(&request, 0..=4).expect("InitProducerId").0
-    };
-    let initialized = wait_until("InitProducerId", Duration::from_secs(30), || {
-        let response = init(&mut connection);
-        if response.error_code == 0 {
-            Ok(response)
-        } else {
-            Err(format!("error {}", response.error_code))
-        }
-    });
-    let producer_id = initialized.producer_id;
-    let producer_epoch = initialized.producer_epoch;
-
-    let mut topic = AddPartitionsToTxnTopic::default();
-    topic.name = StrBytes::from_static_str("txn-stuck").into();
-    topic.partitions = vec![stuck_partition];
-    let mut add = AddPartitionsToTxnRequest::default();
-    add.v3_and_below_transactional_id = StrBytes::from_static_str(ID).into();
-    add.v3_and_below_producer_id = producer_id;
-    add.v3_and_below_producer_epoch = producer_epoch;
-    add.v3_and_below_topics = vec![topic];
-    let (added, _) = connection.call(&add, 3..=3).expect("AddPartitionsToTxn");
-    assert_eq!(
-        added.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
-        0
-    );
+    let mut transaction = RawTransaction::begin(&cluster, ID, "txn-stuck", &leaders);
 
     // The partition's only replica goes away: its marker cannot be written.
-    cluster.kill9(stuck_leader);
-    let end = EndTxnRequest::default()
-        .with_transactional_id(StrBytes::from_static_str(ID).into())
-        .with_producer_id(producer_id)
-        .with_producer_epoch(producer_epoch)
-        .with_committed(true);
-    let (ended, _) = connection.call(&end, 0..=3).expect("EndTxn");
+    cluster.kill9(transaction.leader);
     assert_eq!(
-        ended.error_code, 0,
+        transaction.end(),
+        Ok(0),
         "answered once PrepareCommit is written"
     );
     std::thread::sleep(Duration::from_secs(1));
-    let (again, _) = connection.call(&end, 0..=3).expect("EndTxn");
     assert_eq!(
-        again.error_code,
-        ResponseError::ConcurrentTransactions.code(),
+        transaction.end(),
+        Ok(ResponseError::ConcurrentTransactions.code()),
         "a second EndTxn while the markers are still being written"
     );
     assert_eq!(
-        init(&mut connection).error_code,
+        raw_init(&mut transaction.connection, ID).error_code,
         ResponseError::ConcurrentTransactions.code(),
         "InitProducerId waits for the completion too"
     );
 
     // The partition comes back: the marker is written and the transaction
     // completes; the client's retry of EndTxn then succeeds.
-    cluster.start_again(stuck_leader);
-    wait_until("the transaction completes", Duration::from_secs(60), || {
-        let (response, _) = connection
-            .call(&end, 0..=3)
-            .map_err(|error| error.to_string())?;
-        if response.error_code == 0 {
-            Ok(())
-        } else {
-            Err(format!("error {}", response.error_code))
-        }
-    });
+    cluster.start_again(transaction.leader);
+    transaction.wait_completed(Duration::from_secs(60));
+}
+
+/// The completion (CompleteCommit in __transaction_state) is written again
+/// until it is: its first write fails here (a follower of the coordinator's
+/// partition was killed and stays in its ISR for longer than the write
+/// waits), and the transaction completes once the ISR shrank. Before, the
+/// completion was given up after one failed write and the id answered
+/// CONCURRENT_TRANSACTIONS until the partition's leadership moved.
+#[test]
+fn a_completion_whose_write_fails_is_written_again() {
+    const ID: &str = "txn-complete-retry";
+    let mut cluster = Cluster::start(
+        ID,
+        3,
+        &[
+            "--broker-heartbeat-interval-ms",
+            "500",
+            // A dead follower stays in the ISR longer than the completion
+            // waits for its commit (5 s).
+            "--replica-lag-time-max-ms",
+            "15000",
+        ],
+    );
+    let bootstrap = cluster.bootstrap();
+    kafka::create_topic(&bootstrap, ID, 3, &[]);
+    let leaders = agreed_leaders(&cluster, ID, 3);
+    let mut transaction = RawTransaction::begin(&cluster, ID, ID, &leaders);
+    let (coordinator, data_leader) = (transaction.coordinator, transaction.leader);
+    let other = cluster
+        .nodes()
+        .find(|node| *node != coordinator && *node != data_leader)
+        .expect("a third broker");
+
+    assert_eq!(transaction.end(), Ok(0), "PrepareCommit written");
+    // The markers wait for the partition's only replica; meanwhile the
+    // coordinator partition's other follower dies too.
+    cluster.kill9(data_leader);
+    std::thread::sleep(Duration::from_secs(2));
+    cluster.kill9(other);
+    // The marker can be written again; the completion's first write cannot
+    // commit (a dead ISR member).
+    cluster.start_again(data_leader);
+    transaction.wait_completed(Duration::from_secs(90));
 }

@@ -535,28 +535,52 @@ async fn complete(shard: &Rc<Shard>, partition: i32, transactional_id: &str) {
         tracing::info!(%transactional_id, "stopped writing markers: no longer the coordinator");
         return;
     }
-    // Wait for a transition in flight (none is expected in PrepareX).
+    // The completion is written until it is, while this shard coordinates
+    // (Kafka's marker channel retries it too): given up after one failed
+    // write (a follower of __transaction_state killed makes the commit
+    // wait time out), the id stayed in PrepareX, answering
+    // CONCURRENT_TRANSACTIONS to its producer until the partition's
+    // leadership moved.
+    let mut pause = COMPLETION_RETRY_PAUSE_MIN;
     loop {
-        match claim(transactional_id) {
-            Ok(()) => break,
-            Err(_) => compio::time::sleep(Duration::from_millis(10)).await,
+        // Wait for a transition in flight (none is expected in PrepareX).
+        loop {
+            match claim(transactional_id) {
+                Ok(()) => break,
+                Err(_) => compio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+        let Some(latest) = entry(transactional_id) else {
+            release(transactional_id);
+            return;
+        };
+        if latest.metadata != metadata {
+            release(transactional_id);
+            return;
+        }
+        let next = metadata.prepare_complete(wall_ms());
+        match transition(shard, partition, next).await {
+            Ok(()) => {
+                tracing::debug!(%transactional_id, commit, "transaction completed");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%transactional_id, ?error, "writing the transaction's completion failed; retrying");
+            }
+        }
+        compio::time::sleep(pause).await;
+        pause = (pause * 2).min(COMPLETION_RETRY_PAUSE_MAX);
+        if !still_coordinating() || shard.background_work().is_none() {
+            tracing::info!(%transactional_id, "stopped writing the completion: no longer the coordinator");
+            return;
         }
     }
-    let Some(latest) = entry(transactional_id) else {
-        release(transactional_id);
-        return;
-    };
-    if latest.metadata != metadata {
-        release(transactional_id);
-        return;
-    }
-    let next = metadata.prepare_complete(wall_ms());
-    if let Err(error) = transition(shard, partition, next).await {
-        tracing::warn!(%transactional_id, ?error, "writing the transaction's completion failed");
-    } else {
-        tracing::debug!(%transactional_id, commit, "transaction completed");
-    }
 }
+
+/// First pause before writing a failed completion again; doubles up to
+/// [`COMPLETION_RETRY_PAUSE_MAX`].
+const COMPLETION_RETRY_PAUSE_MIN: Duration = Duration::from_millis(100);
+const COMPLETION_RETRY_PAUSE_MAX: Duration = Duration::from_secs(2);
 
 /// Start this shard's timeout check (once).
 fn start_ticker(shard: &Rc<Shard>) {
