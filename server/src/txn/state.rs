@@ -344,10 +344,16 @@ impl TxnMetadata {
         }
     }
 
-    /// The same id with the epoch one higher (kept at the maximum).
+    /// The same id with the epoch one higher, at most `i16::MAX`: a fence
+    /// (an abort by InitProducerId or by the timeout) of a producer at the
+    /// last usable epoch (`i16::MAX - 1`) writes its markers with
+    /// `i16::MAX`, as Kafka's prepareFenceProducerEpoch does, so the
+    /// producer is fenced; its next InitProducerId gets a new producer id.
+    /// Kept at `i16::MAX - 1`, the markers carried the producer's own epoch
+    /// and a zombie at that epoch could go on writing.
     fn bumped_epoch(&self) -> TxnMetadata {
         let mut next = self.clone();
-        if next.producer_epoch < i16::MAX - 1 {
+        if next.producer_epoch < i16::MAX {
             next.producer_epoch += 1;
         }
         next
@@ -895,6 +901,30 @@ mod tests {
         empty.producer_epoch = i16::MAX - 1;
         let next = ready(empty.prepare_init(1000, 1, None, || Some(99)));
         assert_eq!((next.producer_id, next.producer_epoch), (99, 0));
+    }
+
+    /// A fence at the last usable epoch bumps to `i16::MAX` (the zombie at
+    /// `i16::MAX - 1` is fenced by the markers), and the next init moves
+    /// the id to a new producer id.
+    #[test]
+    fn a_fence_at_the_last_epoch_bumps_to_the_largest() {
+        let mut empty =
+            ready(TxnMetadata::new("t", 7, 1000, 0).prepare_init(1000, 0, None, || None));
+        empty.producer_epoch = i16::MAX - 1;
+        let ongoing = empty
+            .prepare_add_partitions(7, i16::MAX - 1, &partitions(&[("a", 0)]), 1)
+            .expect("add")
+            .expect("changed");
+        let timed_out = ongoing.prepare_timeout_abort(5_000).expect("timed out");
+        assert_eq!(timed_out.producer_epoch, i16::MAX);
+        let Ok(InitOutcome::AbortFirst(abort)) = ongoing.prepare_init(1000, 2, None, || None)
+        else {
+            panic!("expected AbortFirst");
+        };
+        assert_eq!(abort.producer_epoch, i16::MAX);
+        let complete = abort.prepare_complete(4);
+        let fresh = ready(complete.prepare_init(1000, 5, None, || Some(99)));
+        assert_eq!((fresh.producer_id, fresh.producer_epoch), (99, 0));
     }
 
     #[test]
