@@ -353,9 +353,7 @@ impl TxnMetadata {
     /// and a zombie at that epoch could go on writing.
     fn bumped_epoch(&self) -> TxnMetadata {
         let mut next = self.clone();
-        if next.producer_epoch < i16::MAX {
-            next.producer_epoch += 1;
-        }
+        next.producer_epoch = next.producer_epoch.saturating_add(1);
         next
     }
 
