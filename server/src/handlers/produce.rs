@@ -88,6 +88,7 @@ use crate::shard::partition::CommitWaitError;
 use crate::shard::producer_state::{ProducerBatch, ProducerStateError, SequenceCheck};
 use crate::shard::topics::{TopicError, create_topic};
 use crate::shard::{PartitionReplica, ReplicaAppendError, Shard, ShardId, TopicPartition};
+use crate::txn::membership::Verified;
 
 /// Versions from which a NOT_LEADER_OR_FOLLOWER answer names the current
 /// leader and its endpoint (KIP-951).
@@ -212,7 +213,7 @@ pub async fn dispatch(
                     partition.records.as_ref(),
                 )
                 .await
-                .map(|()| owner)
+                .map(|verified| (owner, verified))
                 .map_err(|error| {
                     PartitionOutcome::failed(
                         error,
@@ -226,7 +227,7 @@ pub async fn dispatch(
                     futures_util::future::ready(futures_util::future::ready(outcome).boxed_local())
                         .boxed_local()
                 }
-                Ok(owner) => route(
+                Ok((owner, verified)) => route(
                     shard,
                     owner,
                     TopicPartition {
@@ -234,6 +235,7 @@ pub async fn dispatch(
                         partition: index,
                     },
                     partition.records,
+                    verified,
                     Durability {
                         acks,
                         timeout,
@@ -419,6 +421,7 @@ async fn route(
     owner: ShardId,
     topic_partition: TopicPartition,
     records: Option<Bytes>,
+    verified: Verified,
     durability: Durability,
 ) -> LocalBoxFuture<'static, PartitionOutcome> {
     if owner == shard.id {
@@ -426,6 +429,7 @@ async fn route(
             Rc::clone(shard),
             topic_partition,
             records,
+            verified,
             durability,
         ))
         .await;
@@ -440,7 +444,7 @@ async fn route(
     let posted = shard
         .shards
         .post(owner, move |owner| {
-            produce_on_owner(owner, topic_partition, records, durability)
+            produce_on_owner(owner, topic_partition, records, verified, durability)
         })
         .await;
     async move {
@@ -477,6 +481,7 @@ async fn produce_on_owner(
     owner: Rc<Shard>,
     topic_partition: TopicPartition,
     records: Option<Bytes>,
+    verified: Verified,
     durability: Durability,
 ) -> PartitionOutcome {
     let acks = durability.acks;
@@ -503,7 +508,7 @@ async fn produce_on_owner(
         );
     }
     let epoch = replica.state().leader_epoch;
-    let accepted = match accept(&replica, records, now_ms) {
+    let accepted = match accept(&replica, records, verified, now_ms) {
         Ok(accepted) => accepted,
         Err(outcome) => {
             tracing::debug!(partition = %topic_partition, error = ?outcome.error, message = ?outcome.error_message, "produce refused");
@@ -574,6 +579,21 @@ async fn committed_or_failed(
     }
 }
 
+/// [`accept`] for tests driving a replica directly: the error it answers,
+/// if any (an appended batch's durability is not awaited).
+#[cfg(test)]
+pub(crate) fn accept_error(
+    replica: &PartitionReplica,
+    records: Bytes,
+    verified: Verified,
+    now_ms: i64,
+) -> Option<ResponseError> {
+    match accept(replica, Some(records), verified, now_ms) {
+        Ok(_) => None,
+        Err(outcome) => Some(outcome.error.unwrap_or(ResponseError::UnknownServerError)),
+    }
+}
+
 /// What [`accept`] did with a batch.
 enum Accepted {
     /// Appended; `outcome` is the answer once `completion` resolves `Ok`.
@@ -593,7 +613,8 @@ enum Accepted {
     },
 }
 
-/// Validate, apply the topic's policies and the idempotence rules, and
+/// Validate, apply the topic's policies, the idempotence rules and the
+/// transaction's verification guard (`verified`, txn/membership.rs), and
 /// append through the replica, which refuses unless it leads and stamps
 /// the batch with its leader epoch (shard/partition.rs). Synchronous, so batches are checked and
 /// appended in order and the producer state advances only with appends
@@ -601,6 +622,7 @@ enum Accepted {
 fn accept(
     replica: &PartitionReplica,
     records: Option<Bytes>,
+    verified: Verified,
     now_ms: i64,
 ) -> Result<Accepted, PartitionOutcome> {
     let Some(records) = records else {
@@ -747,6 +769,25 @@ fn accept(
             txns.reconcile(log.log_end_offset());
             txns.open_transaction(producer.producer_id)
         };
+        // KIP-890: a batch that opens the transaction here must hold the
+        // guard it was verified under; a marker since (the transaction
+        // ended) removed it.
+        if header.is_transactional()
+            && open.is_none()
+            && let Verified::On { guard, refusal } = verified
+            && !guard.is_some_and(|guard| {
+                producers.holds_verification(producer.producer_id, producer.epoch, guard)
+            })
+        {
+            return Err(PartitionOutcome::failed(
+                refusal,
+                format!(
+                    "producer {} epoch {}: its transaction ended on this partition after the \
+                     batch was verified; it may not open another",
+                    producer.producer_id.0, producer.epoch
+                ),
+            ));
+        }
         if !header.is_transactional()
             && let Some(first_offset) = open
         {
@@ -778,6 +819,10 @@ fn accept(
             log_append_time_ms,
             now_ms,
         );
+        if header.is_transactional() {
+            // The transaction is open: the guard is spent.
+            producers.end_verification(producer.producer_id);
+        }
     }
     Ok(Accepted::Appended {
         end: appended.last_offset.plus(1),

@@ -375,6 +375,14 @@ pub struct ProducerStateTable {
     /// Rebuilt empty after a failed read of the log: it lacks producers it
     /// should know, so it is never persisted as the log's table.
     incomplete: bool,
+    /// KIP-890 verification guards (Kafka's VerificationStateEntry): per
+    /// producer whose transactional batch is being verified with (or added
+    /// by) its coordinator before it opens a transaction here: the epoch,
+    /// the guard and when it was taken. A marker of the producer removes
+    /// it, so a batch verified before its transaction ended cannot open a
+    /// new one afterwards ([`Self::holds_verification`]). In memory only.
+    verifications: HashMap<ProducerId, (i16, u64, i64)>,
+    next_guard: u64,
 }
 
 impl ProducerStateTable {
@@ -585,6 +593,37 @@ impl ProducerStateTable {
         }
         entry.coordinator_epoch = coordinator_epoch;
         entry.last_append_ms = entry.last_append_ms.max(now_ms);
+        // The transaction the guard was taken for has ended.
+        self.verifications.remove(&producer_id);
+    }
+
+    /// Take (or find, for the same epoch) the verification guard of
+    /// `producer_id` at `epoch`, before asking its coordinator about a
+    /// transactional batch that would open a transaction here.
+    pub fn begin_verification(&mut self, producer_id: ProducerId, epoch: i16, now_ms: i64) -> u64 {
+        if let Some((held_epoch, guard, _)) = self.verifications.get(&producer_id)
+            && *held_epoch == epoch
+        {
+            return *guard;
+        }
+        self.next_guard += 1;
+        let guard = self.next_guard;
+        self.verifications
+            .insert(producer_id, (epoch, guard, now_ms));
+        guard
+    }
+
+    /// Whether `guard` is still `producer_id`'s verification at `epoch`: no
+    /// marker of the producer was appended since it was taken.
+    pub fn holds_verification(&self, producer_id: ProducerId, epoch: i16, guard: u64) -> bool {
+        self.verifications
+            .get(&producer_id)
+            .is_some_and(|(held_epoch, held, _)| *held_epoch == epoch && *held == guard)
+    }
+
+    /// The verified batch opened its transaction: the guard is spent.
+    pub fn end_verification(&mut self, producer_id: ProducerId) {
+        self.verifications.remove(&producer_id);
     }
 
     /// The coordinator epoch of `producer_id`'s last marker, if any.
@@ -605,6 +644,8 @@ impl ProducerStateTable {
         let before = self.producers.len();
         self.producers
             .retain(|_, entry| now_ms - entry.last_append_ms < PRODUCER_ID_EXPIRATION_MS);
+        self.verifications
+            .retain(|_, (_, _, taken_ms)| now_ms - *taken_ms < PRODUCER_ID_EXPIRATION_MS);
         let expired = before - self.producers.len();
         if expired > 0 {
             tracing::debug!(expired, "expired idle producers");

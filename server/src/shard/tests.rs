@@ -617,6 +617,73 @@ fn a_marker_to_an_offsets_partition_waits_for_its_groups_to_load() {
     });
 }
 
+/// KIP-890's verification guard: a transactional batch verified with its
+/// coordinator, then delayed past its transaction's abort (the marker
+/// changed nothing here: no transaction was open yet), may not open a new
+/// transaction with the old answer: refused with the code it was given
+/// (TRANSACTION_ABORTABLE), nothing appended. Without the guard it opened a
+/// transaction no marker would end (the partition's LSO stuck). A batch
+/// verified afterwards opens the transaction, and spends its guard.
+#[test]
+fn a_batch_verified_before_its_transaction_ended_cannot_open_another() {
+    use crate::shard::producer_state::ProducerId;
+    use crate::txn::membership::Verified;
+    use kafka_protocol::error::ResponseError;
+
+    with_shard("verification-guard", |shard| async move {
+        create_topic(&shard, "verified", 1, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        let topic_partition = TopicPartition::new("verified", 0);
+        let replica = shard.partition(&topic_partition).unwrap();
+        let producer = ProducerId(7);
+        let mut builder = sluice_engine::batch::BatchBuilder::new();
+        builder.producer(7, 0, 0).transactional(true);
+        builder.record(None, Some(&b"late"[..]), sluice_engine::TimestampMs(0));
+        let batch = builder.build();
+        let now = shard.io.now_ms();
+        let verified = |guard| Verified::On {
+            guard: Some(guard),
+            refusal: ResponseError::TransactionAbortable,
+        };
+
+        let guard = replica
+            .producers
+            .borrow_mut()
+            .begin_verification(producer, 0, now);
+        // The coordinator aborts the transaction meanwhile.
+        let marker =
+            crate::shard::txn_state::write_txn_marker(&shard, &topic_partition, 7, 0, 0, false)
+                .await
+                .unwrap();
+        let end = replica.log.log_end_offset();
+        assert_eq!(end, marker.plus(1));
+        assert_eq!(
+            crate::handlers::produce::accept_error(&replica, batch.clone(), verified(guard), now),
+            Some(ResponseError::TransactionAbortable)
+        );
+        assert_eq!(replica.log.log_end_offset(), end, "nothing appended");
+        assert_eq!(replica.txns.borrow().open_transaction(producer), None);
+
+        let guard = replica
+            .producers
+            .borrow_mut()
+            .begin_verification(producer, 0, now);
+        assert_eq!(
+            crate::handlers::produce::accept_error(&replica, batch, verified(guard), now),
+            None
+        );
+        assert_eq!(replica.txns.borrow().open_transaction(producer), Some(end));
+        assert!(
+            !replica
+                .producers
+                .borrow()
+                .holds_verification(producer, 0, guard)
+        );
+        replica.log.flush().await.unwrap();
+    });
+}
+
 fn committed_at(offset: i64, record_offset: i64) -> crate::group::state::CommittedOffset {
     crate::group::state::CommittedOffset {
         offset,

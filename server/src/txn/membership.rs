@@ -242,12 +242,36 @@ const PRODUCE_ABORTABLE_SINCE: i16 = 11;
 /// First Produce version of transaction protocol v2.
 const PRODUCE_V2_SINCE: i16 = 12;
 
+/// What the append of a produced batch must check (KIP-890's verification
+/// guard, as Kafka's): the coordinator's answer is only good while the
+/// producer's transaction has not ended on the partition since.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verified {
+    /// Nothing: not transactional, or verification is off (protocol v1
+    /// without `--transaction-partition-verification`).
+    Off,
+    /// A transactional batch that finds no transaction of its producer open
+    /// on the partition may open one only while `guard` (taken before the
+    /// coordinator was asked; `None` when the transaction was open then, so
+    /// the coordinator was not asked) is still the producer's verification
+    /// (`ProducerStateTable::holds_verification`); else it is refused with
+    /// `refusal` (TRANSACTION_ABORTABLE, or INVALID_TXN_STATE for clients
+    /// before Produce v11). Without it, a batch verified, then delayed past
+    /// the transaction's abort (its marker changed nothing here), opened a
+    /// transaction no marker would end: the partition's LSO stuck.
+    On {
+        guard: Option<u64>,
+        refusal: ResponseError,
+    },
+}
+
 /// Produce: before the batch `records` of a request of `version` is
 /// appended to `topic`/`partition` (owned by `owner`): when it is
 /// transactional and its producer has no transaction of this epoch open
 /// on the partition yet, verify (protocol v1, when
 /// `--transaction-partition-verification` is on) or add (v2) the partition
-/// with the coordinator. `Err` is the Produce error for the partition.
+/// with the coordinator. `Err` is the Produce error for the partition;
+/// `Ok` says what the append must check ([`Verified`]).
 /// A batch already open on the partition needs no question: the
 /// coordinator knew it when it was opened, and a coordinator abort since
 /// then moved the producer's epoch there with its marker.
@@ -259,40 +283,62 @@ pub async fn before_produce(
     partition: i32,
     transactional_id: Option<&str>,
     records: Option<&bytes::Bytes>,
-) -> Result<(), ResponseError> {
+) -> Result<Verified, ResponseError> {
     let how = if version >= PRODUCE_V2_SINCE {
         Membership::Add
     } else if shard.config.transaction_partition_verification {
         Membership::Verify
     } else {
-        return Ok(());
+        return Ok(Verified::Off);
     };
     let (Some(transactional_id), Some(records)) = (transactional_id, records) else {
-        return Ok(());
+        return Ok(Verified::Off);
     };
     let Ok(header) = sluice_engine::batch::BatchHeader::parse(records) else {
-        return Ok(()); // refused with its own error by the append path
+        return Ok(Verified::Off); // refused with its own error by the append path
     };
     if !header.is_transactional() {
-        return Ok(());
+        return Ok(Verified::Off);
     }
+    let abortable = version >= PRODUCE_ABORTABLE_SINCE;
+    let verified = |guard| Verified::On {
+        guard,
+        refusal: refusal(
+            ResponseError::InvalidTxnState,
+            abortable,
+            ResponseError::NotEnoughReplicas,
+        ),
+    };
     let producer_id = header.producer_id();
     let producer_epoch = header.producer_epoch();
     let topic_partition = crate::shard::TopicPartition::new(topic, partition);
-    let open = shard
+    // Open already (`Some(None)`), or the guard taken before the
+    // coordinator is asked; `None`: not open on its shard (the append path
+    // answers for it).
+    let checked = shard
         .shards
         .call(owner, move |owner| async move {
-            owner.partition(&topic_partition).is_some_and(|replica| {
-                let producer = crate::shard::producer_state::ProducerId(producer_id);
-                replica.txns.borrow().open_transaction(producer).is_some()
-                    && replica.producers.borrow().epoch_of(producer) == Some(producer_epoch)
-            })
+            let replica = owner.partition(&topic_partition)?;
+            let producer = crate::shard::producer_state::ProducerId(producer_id);
+            let mut producers = replica.producers.borrow_mut();
+            let open = replica.txns.borrow().open_transaction(producer).is_some()
+                && producers.epoch_of(producer) == Some(producer_epoch);
+            Some((!open).then(|| {
+                producers.begin_verification(
+                    producer,
+                    producer_epoch,
+                    sluice_engine::io::Io::now_ms(&owner.io),
+                )
+            }))
         })
         .await
-        .unwrap_or(false);
-    if open {
-        return Ok(());
-    }
+        .ok()
+        .flatten();
+    let guard = match checked {
+        Some(None) => return Ok(verified(None)),
+        Some(Some(guard)) => Some(guard),
+        None => None,
+    };
     ensure(
         shard,
         transactional_id,
@@ -305,12 +351,9 @@ pub async fn before_produce(
     .await
     .map_err(|error| {
         tracing::debug!(%transactional_id, topic, partition, producer_id, producer_epoch, ?how, ?error, "transactional batch refused by its coordinator");
-        refusal(
-            error,
-            version >= PRODUCE_ABORTABLE_SINCE,
-            ResponseError::NotEnoughReplicas,
-        )
-    })
+        refusal(error, abortable, ResponseError::NotEnoughReplicas)
+    })?;
+    Ok(verified(guard))
 }
 
 #[cfg(test)]
