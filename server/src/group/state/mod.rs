@@ -538,7 +538,6 @@ impl Group {
         if let Some(waiter) = member.sync_waiter.take() {
             let _ = waiter.send(SyncResult::error(ResponseError::FencedInstanceId));
         }
-        let unchanged = member.protocols == request.protocols;
         member.id = new_id.clone();
         member.client_id = request.client_id.clone();
         member.client_host = request.client_host.clone();
@@ -552,27 +551,29 @@ impl Group {
         if was_leader {
             self.leader = Some(new_id.clone());
         }
-        match self.state {
-            GroupState::Stable if unchanged => {
-                self.members.insert(new_id.clone(), member);
-                self.dirty = true;
-                // KIP-814: the leader gets the members but must keep the
-                // current assignment.
-                Reply::Now(self.join_result_for(&new_id, was_leader))
-            }
-            _ => {
-                let (sender, receiver) = oneshot::channel();
-                member.protocols = request.protocols;
-                member.join_waiter = Some(sender);
-                self.members.insert(new_id, member);
-                if self.state == GroupState::PreparingRebalance {
-                    self.maybe_complete_join(now, wall_ms);
-                } else {
-                    self.prepare_rebalance(config, now, wall_ms);
-                }
-                Reply::Wait(receiver)
-            }
+        member.protocols = request.protocols;
+        self.members.insert(new_id.clone(), member);
+        // Kafka: in Stable, a rejoin rebalances only if it changes the
+        // protocol the group would select (its subscription metadata may
+        // differ: a restarted Java consumer sends generation -1 and no
+        // owned partitions); in CompletingRebalance it always does (the
+        // leader may be assigning to the old member id).
+        if self.state == GroupState::Stable && self.select_protocol() == self.protocol {
+            self.dirty = true;
+            // KIP-814: the leader gets the members but must keep the
+            // current assignment.
+            return Reply::Now(self.join_result_for(&new_id, was_leader));
         }
+        let (sender, receiver) = oneshot::channel();
+        if let Some(member) = self.members.get_mut(&new_id) {
+            member.join_waiter = Some(sender);
+        }
+        if self.state == GroupState::PreparingRebalance {
+            self.maybe_complete_join(now, wall_ms);
+        } else {
+            self.prepare_rebalance(config, now, wall_ms);
+        }
+        Reply::Wait(receiver)
     }
 
     fn add_member_and_rebalance(

@@ -290,9 +290,10 @@ fn leaving_rebalances_and_the_last_one_out_empties_the_group() {
     );
 }
 
-#[test]
-fn a_static_member_rejoining_a_stable_group_causes_no_rebalance() {
-    let start = Instant::now();
+/// Two static members (instance-a, instance-b) of a group made Stable at
+/// `start + DELAY`: the group, the leader's member id, and the follower's
+/// member id and instance id.
+fn stable_static_group(start: Instant) -> (Group, String, String, &'static str) {
     let mut group = Group::new("g", 0, 0);
     let mut first = waiting(group.join(
         request("", Some("instance-a"), &["range"]),
@@ -324,6 +325,41 @@ fn a_static_member_rejoining_a_stable_group_causes_no_rebalance() {
         .unwrap();
     group.finish_sync(1, None, &config(), start + DELAY, 1);
     assert_eq!(group.state, GroupState::Stable);
+    (group, leader, follower_id, follower_instance)
+}
+
+/// KIP-345: a restarted static member rejoins a Stable group without a
+/// rebalance as long as the protocol the group would select stays the
+/// same, whatever its subscription metadata (a restarted Java consumer
+/// sends generation -1 and no owned partitions) or its other protocols.
+/// One whose protocols would change the selection rebalances.
+#[test]
+fn a_static_member_with_other_metadata_rejoins_without_a_rebalance() {
+    let start = Instant::now();
+    let (mut group, _, _, instance) = stable_static_group(start);
+    let mut changed = request("", Some(instance), &["range", "cooperative-sticky"]);
+    changed.protocols[0].1 = Bytes::from_static(b"generation -1, nothing owned");
+    let rejoin = now_result(group.join(changed, &config(), start + DELAY, 2));
+    assert_eq!(rejoin.error, None);
+    assert_eq!(rejoin.generation, 1, "no new generation");
+    assert_eq!(group.state, GroupState::Stable);
+
+    // Another restart preferring a protocol the other member does not
+    // have: the selection stays "range", still no rebalance.
+    let rejoin = now_result(group.join(
+        request("", Some(instance), &["cooperative-sticky", "range"]),
+        &config(),
+        start + DELAY,
+        3,
+    ));
+    assert_eq!((rejoin.error, rejoin.generation), (None, 1));
+    assert_eq!(group.state, GroupState::Stable);
+}
+
+#[test]
+fn a_static_member_rejoining_a_stable_group_causes_no_rebalance() {
+    let start = Instant::now();
+    let (mut group, leader, follower_id, follower_instance) = stable_static_group(start);
 
     // The follower restarts: a new member id, same instance id.
     let rejoin = now_result(group.join(
