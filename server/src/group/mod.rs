@@ -554,8 +554,19 @@ async fn tick(shard: &Rc<Shard>) {
             groups.remove(&id);
         }
     }
-    for (partition, records) in writes {
-        if let Err(error) = write(shard, partition, &records).await {
+    // Every write appends at its first poll, so all of them are in the log
+    // before anything else is: a commit to a group or offset forgotten
+    // above lands after its tombstone, never between (one write awaited
+    // after the other let commits to later partitions' forgotten groups
+    // land first, and the tombstone then dropped them at the next load).
+    let written = futures_util::future::join_all(
+        writes
+            .iter()
+            .map(|(partition, records)| write(shard, *partition, records)),
+    )
+    .await;
+    for ((partition, _), result) in writes.iter().zip(written) {
+        if let Err(error) = result {
             tracing::warn!(partition, ?error, "writing expired offsets failed");
         }
     }
@@ -1022,8 +1033,21 @@ fn replay(
                     .or_insert_with(|| Group::new(&group, partition, wall));
                 entry.restore(value, now);
             }
+            // Kafka: a group tombstone ends the group's metadata; its
+            // offsets have their own records and tombstones (DeleteGroups
+            // writes both) and stay. Dropping them with the group lost a
+            // commit appended between a group's forgetting and its
+            // tombstone.
             None => {
-                groups.remove(&group);
+                if let Some(entry) = groups.get_mut(&group) {
+                    let offsets = std::mem::take(&mut entry.offsets);
+                    if offsets.is_empty() {
+                        groups.remove(&group);
+                    } else {
+                        *entry = Group::new(&group, partition, wall);
+                        entry.offsets = offsets;
+                    }
+                }
             }
         },
     }
@@ -1053,6 +1077,47 @@ pub fn record_offset(base: i64, index: usize) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A group tombstone ends the group's metadata but not its offsets,
+    /// which have their own tombstones (Kafka's loader keeps them): a
+    /// commit written after a group was forgotten survives the reload.
+    #[test]
+    fn a_group_tombstone_keeps_the_offsets_written_with_their_own_records() {
+        let now = Instant::now();
+        let mut groups = HashMap::new();
+        let group_key = Key::Group {
+            group: "g".to_string(),
+        }
+        .encode();
+        let value = records::GroupValue {
+            protocol_type: "consumer".into(),
+            generation: 5,
+            protocol: Some("range".into()),
+            leader: None,
+            state_timestamp: 9,
+            members: Vec::new(),
+        }
+        .encode();
+        let committed = records::OffsetValue {
+            offset: 42,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp: 1,
+        }
+        .encode();
+        let offset = offset_key("g", "t", 0);
+        replay(&mut groups, 0, Some(&group_key), Some(&value), 0, now, 0).unwrap();
+        replay(&mut groups, 0, Some(&offset), Some(&committed), 1, now, 0).unwrap();
+        replay(&mut groups, 0, Some(&group_key), None, 2, now, 0).unwrap();
+        let group = &groups["g"];
+        assert_eq!(group.offsets[&("t".to_string(), 0)].offset, 42);
+        assert_eq!(group.generation, 0, "the metadata went");
+        // Its offset's own tombstone removes it; the group goes with the
+        // next group tombstone once it holds nothing.
+        replay(&mut groups, 0, Some(&offset), None, 3, now, 0).unwrap();
+        replay(&mut groups, 0, Some(&group_key), None, 4, now, 0).unwrap();
+        assert!(groups.is_empty());
+    }
 
     #[test]
     fn partition_matches_kafka() {
