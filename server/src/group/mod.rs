@@ -1076,6 +1076,8 @@ pub fn record_offset(base: i64, index: usize) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     /// A group tombstone ends the group's metadata but not its offsets,
