@@ -730,8 +730,10 @@ pub fn is_loaded(shard: &Shard, partition: i32) -> bool {
     shard.groups.loaded.borrow().contains(&partition)
 }
 
-/// Forget the groups of offsets partition `partition` (its log is being
-/// removed: the undo of a failed creation of the topic).
+/// Forget the groups of offsets partition `partition`: this broker no
+/// longer leads it, or its log is being removed (the undo of a failed
+/// creation of the topic). Members waiting in JoinGroup or SyncGroup are
+/// answered NOT_COORDINATOR ([`Group::unload`]).
 pub fn unload_partition(shard: &Shard, partition: i32) {
     *shard
         .groups
@@ -740,11 +742,14 @@ pub fn unload_partition(shard: &Shard, partition: i32) {
         .entry(partition)
         .or_default() += 1;
     shard.groups.loaded.borrow_mut().remove(&partition);
-    shard
-        .groups
-        .groups
-        .borrow_mut()
-        .retain(|_, group| group.partition != partition);
+    let wall = wall_ms();
+    shard.groups.groups.borrow_mut().retain(|_, group| {
+        if group.partition != partition {
+            return true;
+        }
+        group.unload(wall);
+        false
+    });
 }
 
 /// Replay offsets partition `partition` (just opened on this shard) into

@@ -8,9 +8,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use futures_util::future::join_all;
+use kafka_protocol::error::ResponseError;
 use sluice_engine::io::uring::UringIo;
 
 use super::*;
+
 use crate::cli::ServeArgs;
 use crate::shard::topics::{TopicError, add_partitions, create_topic, delete_topic};
 
@@ -681,6 +683,78 @@ fn a_batch_verified_before_its_transaction_ended_cannot_open_another() {
                 .holds_verification(producer, 0, guard)
         );
         replica.log.flush().await.unwrap();
+/// A JoinGroup request for the group tests below.
+fn join_request(member_id: &str) -> crate::group::state::JoinRequest {
+    crate::group::state::JoinRequest {
+        member_id: member_id.to_string(),
+        instance_id: None,
+        client_id: "client".to_string(),
+        client_host: "/127.0.0.1".to_string(),
+        session_timeout_ms: 10_000,
+        rebalance_timeout_ms: 10_000,
+        protocol_type: "consumer".to_string(),
+        protocols: vec![("range".to_string(), bytes::Bytes::new())],
+        require_known_member_id: false,
+    }
+}
+
+/// Losing coordinatorship (the offsets partition unloaded) answers the
+/// members waiting in JoinGroup and SyncGroup with NOT_COORDINATOR, the
+/// joiner with its own member id, as Kafka does: they rejoin at the new
+/// coordinator with the ids it restored. A dropped waiter was answered
+/// UNKNOWN_MEMBER_ID (join) or REBALANCE_IN_PROGRESS (sync) by the
+/// handlers.
+#[test]
+fn members_waiting_when_the_coordinator_unloads_are_told_not_coordinator() {
+    use crate::group::state::{Group, Reply};
+    with_shard("unload-waiters", |shard| async move {
+        let config = crate::group::group_config(&shard);
+        let now = std::time::Instant::now();
+        // A member waiting in JoinGroup (the join window is open).
+        let mut joining = Group::new("joining", 0, 0);
+        let Reply::Wait(mut join) = joining.join(join_request(""), &config, now, 0) else {
+            panic!("the first join waits for the window");
+        };
+        // A member waiting in SyncGroup: the leader's assignment is
+        // being written.
+        let mut syncing = Group::new("syncing", 0, 0);
+        let Reply::Wait(mut first) = syncing.join(join_request(""), &config, now, 0) else {
+            panic!("the first join waits for the window");
+        };
+        let later = now + config.initial_rebalance_delay;
+        syncing.tick(&config, later, 1);
+        let joined = first.try_recv().unwrap().unwrap();
+        let (mut sync, completed) = syncing
+            .sync(
+                joined.generation,
+                &joined.member_id,
+                None,
+                Vec::new(),
+                later,
+                1,
+            )
+            .unwrap();
+        assert!(completed);
+        {
+            let mut groups = shard.groups.groups.borrow_mut();
+            groups.insert("joining".to_string(), joining);
+            groups.insert("syncing".to_string(), syncing);
+        }
+        let member_id = shard.groups.groups.borrow()["joining"]
+            .members
+            .keys()
+            .next()
+            .cloned()
+            .unwrap();
+
+        crate::group::unload_partition(&shard, 0);
+
+        assert!(shard.groups.groups.borrow().is_empty());
+        let join = join.try_recv().unwrap().expect("the joiner is answered");
+        assert_eq!(join.error, Some(ResponseError::NotCoordinator));
+        assert_eq!(join.member_id, member_id, "the member keeps its id");
+        let sync = sync.try_recv().unwrap().expect("the syncer is answered");
+        assert_eq!(sync.error, Some(ResponseError::NotCoordinator));
     });
 }
 

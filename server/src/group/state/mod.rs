@@ -1083,6 +1083,25 @@ impl Group {
         self.set_state(GroupState::Dead, wall_ms);
     }
 
+    /// This broker stopped coordinating the group (its offsets partition
+    /// was unloaded): the group is Dead here, and the members waiting in
+    /// JoinGroup or SyncGroup are answered NOT_COORDINATOR, as Kafka's
+    /// `onGroupUnloaded` answers them. They look up the new coordinator and
+    /// rejoin with the same member id, which that coordinator restored from
+    /// the log; an UNKNOWN_MEMBER_ID made them drop it, and the next
+    /// rebalance waited for the old id's session to expire.
+    pub fn unload(&mut self, wall_ms: i64) {
+        for member in self.members.values_mut() {
+            if let Some(waiter) = member.join_waiter.take() {
+                let _ = waiter.send(JoinResult::error(ResponseError::NotCoordinator, &member.id));
+            }
+            if let Some(waiter) = member.sync_waiter.take() {
+                let _ = waiter.send(SyncResult::error(ResponseError::NotCoordinator));
+            }
+        }
+        self.set_state(GroupState::Dead, wall_ms);
+    }
+
     fn set_state(&mut self, state: GroupState, wall_ms: i64) {
         if self.state != state {
             self.state = state;
