@@ -12,12 +12,13 @@
 //! client's behalf (v5, transaction protocol v2, which sends no
 //! AddOffsetsToTxn): txn/membership.rs.
 //!
-//! A member (generation >= 0, v3+) is checked as for OffsetCommit; a
-//! producer outside the group (generation -1) commits to an empty or new
-//! group.
+//! A member (generation >= 0 or a member id, v3+) is checked as for
+//! OffsetCommit, but never refused for the group's state (Kafka never
+//! answers TxnOffsetCommit REBALANCE_IN_PROGRESS, fatal to the Java
+//! producer); a producer outside the group (generation -1, no member id)
+//! commits to any group, new or not.
 
 use std::rc::Rc;
-use std::time::Instant;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::txn_offset_commit_response::{
@@ -177,14 +178,7 @@ async fn commit_on_coordinator(
                 .or_insert_with(|| Group::new(&group_id, partition, now_ms)),
             None => return Some(ResponseError::IllegalGeneration),
         };
-        if generation >= 0
-            && let Err(error) = group.check_commit(
-                generation,
-                &member_id,
-                instance_id.as_deref(),
-                Instant::now(),
-            )
-        {
+        if let Err(error) = group.check_txn_commit(generation, &member_id, instance_id.as_deref()) {
             return Some(error);
         }
         group.begin_commit()

@@ -1020,7 +1020,9 @@ impl Group {
         Ok(())
     }
 
-    /// Whether an OffsetCommit from this member may write (Kafka's rules).
+    /// Whether an OffsetCommit may write: [`Group::check_offset_commit`],
+    /// and the group must not be handing out its assignment. A member's
+    /// commit counts as a heartbeat.
     pub fn check_commit(
         &mut self,
         generation: i32,
@@ -1028,19 +1030,82 @@ impl Group {
         instance_id: Option<&str>,
         now: Instant,
     ) -> Result<(), ResponseError> {
-        self.check_alive_and_not_fenced(member_id, instance_id)?;
-        if generation < 0 && self.state == GroupState::Empty {
-            // A consumer managing its own partitions (assign()).
-            return Ok(());
-        }
-        if self.state == GroupState::CompletingRebalance {
-            return Err(ResponseError::RebalanceInProgress);
-        }
-        self.check_member(member_id, instance_id, generation)?;
+        self.check_offset_commit(generation, member_id, instance_id, false)?;
         if let Some(member) = self.members.get_mut(member_id) {
             member.last_heard = now;
         }
         Ok(())
+    }
+
+    /// Whether a TxnOffsetCommit may write: [`Group::check_offset_commit`]
+    /// without the state check. Kafka never answers it
+    /// REBALANCE_IN_PROGRESS, which the Java producer treats as fatal (the
+    /// transaction's offsets only count at its commit marker anyway).
+    pub fn check_txn_commit(
+        &self,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> Result<(), ResponseError> {
+        self.check_offset_commit(generation, member_id, instance_id, true)
+    }
+
+    /// Kafka's `ClassicGroup.validateOffsetCommit`, in its order: a dead
+    /// group, then (unless the request is outside the group: generation
+    /// -1 to an empty group, or no member id, generation nor instance id)
+    /// the member and its generation, and only then the state. A member
+    /// removed by the rebalance gets UNKNOWN_MEMBER_ID and an old
+    /// generation ILLEGAL_GENERATION, also while the group is
+    /// CompletingRebalance, so the consumer resets its generation instead
+    /// of retrying; REBALANCE_IN_PROGRESS is for the current generation's
+    /// members (and never for a transactional commit, whose older versions
+    /// carry no member id nor generation).
+    fn check_offset_commit(
+        &self,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+        transactional: bool,
+    ) -> Result<(), ResponseError> {
+        if self.state == GroupState::Dead {
+            return Err(ResponseError::CoordinatorNotAvailable);
+        }
+        if generation < 0 && self.state == GroupState::Empty {
+            // A consumer managing its own partitions (assign()), or an
+            // admin client.
+            return Ok(());
+        }
+        if generation >= 0 || !member_id.is_empty() || instance_id.is_some() {
+            self.check_commit_member(member_id, instance_id)?;
+            if generation != self.generation {
+                return Err(ResponseError::IllegalGeneration);
+            }
+        } else if !transactional && self.state != GroupState::Empty {
+            // Without a member id only an empty group takes commits.
+            return Err(ResponseError::UnknownMemberId);
+        }
+        if !transactional && self.state == GroupState::CompletingRebalance {
+            return Err(ResponseError::RebalanceInProgress);
+        }
+        Ok(())
+    }
+
+    /// Kafka's `ClassicGroup.validateMember`: a static member's instance id
+    /// must be held, by `member_id`; a dynamic member must be one.
+    fn check_commit_member(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> Result<(), ResponseError> {
+        match instance_id {
+            Some(instance) => match self.static_members.get(instance) {
+                None => Err(ResponseError::UnknownMemberId),
+                Some(holder) if holder != member_id => Err(ResponseError::FencedInstanceId),
+                Some(_) => Ok(()),
+            },
+            None if !self.members.contains_key(member_id) => Err(ResponseError::UnknownMemberId),
+            None => Ok(()),
+        }
     }
 
     /// The topics the members subscribe to (consumer protocol only).

@@ -494,9 +494,9 @@ fn two_members_closing_at_once_may_commit_until_each_has_left() {
 
 /// The other order of the same close: A sees the rebalance first, commits,
 /// rejoins and becomes the only member of the next generation before it
-/// closes. Kafka: REBALANCE_IN_PROGRESS while the assignment is handed
-/// out (whatever the generation), ILLEGAL_GENERATION for the old one once
-/// stable.
+/// closes. Kafka (`ClassicGroup.validateOffsetCommit`): ILLEGAL_GENERATION
+/// for the old generation, REBALANCE_IN_PROGRESS for the current one while
+/// the assignment is handed out.
 #[test]
 fn the_member_left_behind_commits_rejoins_and_commits_in_the_next_generation() {
     let start = Instant::now();
@@ -512,12 +512,14 @@ fn the_member_left_behind_commits_rejoins_and_commits_in_the_next_generation() {
     assert_eq!(result.generation, 2);
     assert_eq!(result.leader, *a);
     assert_eq!(group.state, GroupState::CompletingRebalance);
-    for generation in [1, 2] {
-        assert_eq!(
-            group.check_commit(generation, a, None, now),
-            Err(ResponseError::RebalanceInProgress)
-        );
-    }
+    assert_eq!(
+        group.check_commit(1, a, None, now),
+        Err(ResponseError::IllegalGeneration)
+    );
+    assert_eq!(
+        group.check_commit(2, a, None, now),
+        Err(ResponseError::RebalanceInProgress)
+    );
 
     let assignment = vec![(a.clone(), Bytes::from("everything"))];
     let (mut synced, completed) = group.sync(2, a, None, assignment, now, 3).unwrap();
@@ -538,6 +540,72 @@ fn the_member_left_behind_commits_rejoins_and_commits_in_the_next_generation() {
     assert_eq!(
         group.check_commit(2, "", None, now),
         Err(ResponseError::UnknownMemberId)
+    );
+}
+
+/// A rebalance drops B (it did not rejoin) and hands out generation 2's
+/// assignment. Kafka checks the member and generation before the state:
+/// B's commit is UNKNOWN_MEMBER_ID and A's of generation 1
+/// ILLEGAL_GENERATION (so the consumers reset instead of retrying), only
+/// a current member's is REBALANCE_IN_PROGRESS. A TxnOffsetCommit is never
+/// refused for the state: the Java producer treats REBALANCE_IN_PROGRESS
+/// as fatal.
+#[test]
+fn commits_during_completing_rebalance_check_the_member_and_generation_first() {
+    let start = Instant::now();
+    let (mut group, ids) = stable_group(2, start);
+    let (a, b) = (&ids[0], &ids[1]);
+    let now = start + DELAY;
+    let (c, mut joined_c) = join_new(&mut group, &["range"], now);
+    let mut joined_a = waiting(group.join(request(a, None, &["range"]), &config(), now, 2));
+    assert_eq!(group.state, GroupState::PreparingRebalance);
+    group.tick(&config(), now + Duration::from_secs(30), 3);
+    assert_eq!(group.state, GroupState::CompletingRebalance);
+    assert_eq!(group.generation, 2);
+    assert!(!group.members.contains_key(b), "B did not rejoin");
+    assert_eq!(ready(&mut joined_a).unwrap().generation, 2);
+    assert_eq!(ready(&mut joined_c).unwrap().generation, 2);
+
+    let later = now + Duration::from_secs(30);
+    assert_eq!(
+        group.check_commit(1, b, None, later),
+        Err(ResponseError::UnknownMemberId),
+        "the member the rebalance dropped"
+    );
+    assert_eq!(
+        group.check_commit(1, a, None, later),
+        Err(ResponseError::IllegalGeneration),
+        "a member of the previous generation"
+    );
+    assert_eq!(
+        group.check_commit(2, &c, None, later),
+        Err(ResponseError::RebalanceInProgress),
+        "a current member before the assignment"
+    );
+    assert_eq!(
+        group.check_commit(-1, "", None, later),
+        Err(ResponseError::UnknownMemberId),
+        "outside the group, to a group with members"
+    );
+
+    assert_eq!(
+        group.check_txn_commit(1, b, None),
+        Err(ResponseError::UnknownMemberId)
+    );
+    assert_eq!(
+        group.check_txn_commit(1, a, None),
+        Err(ResponseError::IllegalGeneration)
+    );
+    assert_eq!(group.check_txn_commit(2, &c, None), Ok(()));
+    assert_eq!(
+        group.check_txn_commit(-1, "", None),
+        Ok(()),
+        "a producer outside the group (no member id) commits to any group"
+    );
+    assert_eq!(
+        group.check_txn_commit(-1, b, None),
+        Err(ResponseError::UnknownMemberId),
+        "a member id is checked whatever the generation"
     );
 }
 
