@@ -346,12 +346,34 @@ pub async fn write_as(
     if records.is_empty() {
         return Ok(-1);
     }
+    let (_, wait) = append_as_now(shard, partition, records, producer)?;
+    wait.await
+}
+
+/// [`write_as`] in two steps (`records` not empty): the append happens now
+/// and its base offset is returned at once, with the future that waits
+/// until it is durable and committed. TxnOffsetCommit records its pending
+/// offsets in the same synchronous step, before a transaction marker can
+/// be appended after them.
+pub fn append_as_now(
+    shard: &Rc<Shard>,
+    partition: i32,
+    records: &[GroupRecord],
+    producer: Option<(i64, i16)>,
+) -> Result<
+    (
+        i64,
+        impl Future<Output = Result<i64, ResponseError>> + use<>,
+    ),
+    ResponseError,
+> {
+    assert!(!records.is_empty(), "an empty coordinator append");
     let topic_partition = TopicPartition::new(OFFSETS_TOPIC, partition);
     let Some(replica) = shard.partition(&topic_partition) else {
         return Err(ResponseError::NotCoordinator);
     };
     let now = TimestampMs(wall_ms());
-    append_committed(shard, &replica, &offsets_batch(records, producer, now)).await
+    append_now(shard, replica, &offsets_batch(records, producer, now))
 }
 
 /// The batch of `records` a coordinator appends to `__consumer_offsets`,
@@ -379,17 +401,25 @@ pub async fn append_committed(
     replica: &PartitionReplica,
     batch: &Bytes,
 ) -> Result<i64, ResponseError> {
-    append_now(shard, replica, batch)?.await
+    let (_, wait) = append_now(shard, replica, batch)?;
+    wait.await
 }
 
 /// [`append_committed`] in two steps: the append happens now (its offsets
-/// taken in this order, before anything else appends), the returned future
-/// waits for it to be durable and committed.
+/// taken in this order, before anything else appends) and its base offset
+/// is returned, with the future that waits for it to be durable and
+/// committed.
 pub fn append_now<R: std::ops::Deref<Target = PartitionReplica>>(
     shard: &Rc<Shard>,
     replica: R,
     batch: &Bytes,
-) -> Result<impl Future<Output = Result<i64, ResponseError>> + use<R>, ResponseError> {
+) -> Result<
+    (
+        i64,
+        impl Future<Output = Result<i64, ResponseError>> + use<R>,
+    ),
+    ResponseError,
+> {
     // The shard closes its logs only after this write is durable; once
     // they are closing, no write starts (the client retries after the
     // restart, or on the coordinator it finds then).
@@ -407,7 +437,8 @@ pub fn append_now<R: std::ops::Deref<Target = PartitionReplica>>(
         }
     })?;
     let epoch = replica.state().leader_epoch;
-    Ok(async move {
+    let base_offset = append.base_offset.value();
+    Ok((base_offset, async move {
         let _write = write;
         let topic_partition = &replica.topic_partition;
         let end = append.last_offset.plus(1);
@@ -431,7 +462,7 @@ pub fn append_now<R: std::ops::Deref<Target = PartitionReplica>>(
                 }
             })?;
         Ok(append.base_offset.value())
-    })
+    }))
 }
 
 /// How long a group write waits for the ISR (Kafka's
@@ -664,7 +695,7 @@ fn write_tombstones_soon(
             continue;
         };
         match append_now(shard, replica, &offsets_batch(&records, None, now)) {
-            Ok(wait) => waits.push((partition, wait)),
+            Ok((_, wait)) => waits.push((partition, wait)),
             Err(error) => {
                 tracing::warn!(
                     partition,
@@ -971,19 +1002,26 @@ fn replay_txn_offset(
 }
 
 /// A transaction marker of `producer_id` was written to offsets partition
-/// `partition` on this shard: its pending transactional offset commits
-/// become the groups' committed offsets (commit) or are dropped.
-pub fn apply_txn_marker(shard: &Shard, partition: i32, producer_id: i64, commit: bool) {
+/// `partition` on this shard at `marker_offset`: its pending transactional
+/// offset commits written before it become the groups' committed offsets
+/// (commit) or are dropped ([`Group::end_txn`]). Those written after it
+/// (appended while the marker waited for its ISR) belong to the
+/// producer's next transaction and stay pending, as a load reads them.
+pub fn apply_txn_marker(
+    shard: &Shard,
+    partition: i32,
+    producer_id: i64,
+    commit: bool,
+    marker_offset: i64,
+) {
     let mut groups = shard.groups.groups.borrow_mut();
     for group in groups.values_mut() {
         if group.partition != partition {
             continue;
         }
-        let Some(pending) = group.pending_txn_offsets.remove(&producer_id) else {
-            continue;
-        };
+        let ended = group.end_txn(producer_id, marker_offset);
         if commit {
-            for ((topic, topic_partition), committed) in pending {
+            for ((topic, topic_partition), committed) in ended {
                 apply_commit(group, &topic, topic_partition, committed);
             }
         }

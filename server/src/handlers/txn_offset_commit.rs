@@ -5,7 +5,9 @@
 //! producer's id and epoch (as Kafka writes them) and kept pending
 //! (`Group::pending_txn_offsets`): OffsetFetch does not show them until the
 //! transaction's commit marker reaches that partition
-//! (`txn::hooks::after_offsets_marker`); an abort marker drops them.
+//! (`txn::hooks::after_offsets_marker`); an abort marker drops them. They
+//! become pending in the synchronous step that appends them, before any
+//! marker can be appended after them (`Group::add_pending_txn_offsets`).
 //!
 //! KIP-890: before writing, the transaction coordinator verifies that the
 //! group's partition was added (AddOffsetsToTxn, v0..=4) or adds it on the
@@ -158,7 +160,7 @@ async fn membership(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn commit_on_coordinator(
+pub(crate) async fn commit_on_coordinator(
     owner: &Rc<Shard>,
     partition: i32,
     group_id: String,
@@ -198,42 +200,58 @@ async fn commit_on_coordinator(
             )
         })
         .collect();
-    let written = group::write_as(owner, partition, &records, Some(producer)).await;
-    let mut groups = owner.groups.groups.borrow_mut();
-    let Some(group) = groups.get_mut(&group_id) else {
-        return written.err();
-    };
-    let base = match written {
-        Ok(base) => base,
+    // One synchronous step: append, then record the offsets as pending
+    // (`Group::add_pending_txn_offsets`), before anything else can append
+    // a marker after them.
+    let (base, wait) = match group::append_as_now(owner, partition, &records, Some(producer)) {
+        Ok(appended) => appended,
         Err(error) => {
-            group.commit_done(incarnation);
+            if let Some(group) = owner.groups.groups.borrow_mut().get_mut(&group_id) {
+                group.commit_done(incarnation);
+            }
             return Some(error);
         }
     };
-    let forgotten: Vec<bool> = commits
+    let written: Vec<((String, i32), i64)> = commits
         .iter()
         .enumerate()
-        .map(|(index, commit)| group.forgets(&commit.topic, record_offset(base, index)))
+        .map(|(index, commit)| {
+            (
+                (commit.topic.clone(), commit.partition),
+                record_offset(base, index),
+            )
+        })
         .collect();
-    let pending = group.pending_txn_offsets.entry(producer.0).or_default();
-    for (index, commit) in commits.into_iter().enumerate() {
-        if forgotten[index] {
-            // Its topic was deleted while it was written.
-            continue;
-        }
-        pending.insert(
-            (commit.topic, commit.partition),
-            CommittedOffset {
-                offset: commit.offset,
-                leader_epoch: commit.leader_epoch,
-                metadata: commit.metadata,
-                commit_timestamp: now_ms,
-                record_offset: record_offset(base, index),
-            },
+    if let Some(group) = owner.groups.groups.borrow_mut().get_mut(&group_id) {
+        group.add_pending_txn_offsets(
+            producer.0,
+            commits
+                .into_iter()
+                .zip(&written)
+                .map(|(commit, (key, at))| {
+                    (
+                        key.clone(),
+                        CommittedOffset {
+                            offset: commit.offset,
+                            leader_epoch: commit.leader_epoch,
+                            metadata: commit.metadata,
+                            commit_timestamp: now_ms,
+                            record_offset: *at,
+                        },
+                    )
+                }),
         );
     }
-    // After the check above: the last commit in flight done clears the
-    // group's record of topics deleted meanwhile.
+    let outcome = wait.await;
+    let mut groups = owner.groups.groups.borrow_mut();
+    let Some(group) = groups.get_mut(&group_id) else {
+        return outcome.err();
+    };
+    let error = outcome.err();
+    if error.is_some() && group.incarnation() == incarnation {
+        // Kafka's failPendingTxnOffsetCommit.
+        group.drop_failed_txn_offsets(producer.0, &written);
+    }
     group.commit_done(incarnation);
-    None
+    error
 }

@@ -758,6 +758,101 @@ fn members_waiting_when_the_coordinator_unloads_are_told_not_coordinator() {
     });
 }
 
+/// An offsets partition 0 led and loaded on `shard` (its groups served).
+async fn loaded_offsets_partition(shard: &Rc<Shard>) -> Rc<PartitionReplica> {
+    crate::group::offsets_topic(shard).await.unwrap();
+    let ticket = crate::group::begin_load(shard, 0);
+    assert!(crate::group::install_load(
+        shard,
+        None,
+        &ticket,
+        std::collections::HashMap::new()
+    ));
+    shard
+        .partition(&TopicPartition::new(crate::group::OFFSETS_TOPIC, 0))
+        .unwrap()
+}
+
+/// A TxnOffsetCommit whose batch is appended, then an abort marker of the
+/// same producer appended after it and applied before the commit's write
+/// completes: the offsets are dropped, never left pending for the
+/// producer's next commit marker to apply (a load of the log drops them
+/// too: the abort follows them). The race is driven step by step on the
+/// one shard thread.
+#[test]
+fn a_txn_offset_commit_aborted_while_it_is_written_is_never_applied() {
+    with_shard("txn-commit-abort-race", |shard| async move {
+        let replica = loaded_offsets_partition(&shard).await;
+        let producer = (4000, 0);
+        let commit = |offset| crate::handlers::offset_commit::Commit {
+            topic: "t".to_string(),
+            partition: 0,
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+        };
+        let mut written = Box::pin(crate::handlers::txn_offset_commit::commit_on_coordinator(
+            &shard,
+            0,
+            "g".to_string(),
+            producer,
+            -1,
+            String::new(),
+            None,
+            vec![commit(7)],
+        ));
+        assert!(
+            futures_util::poll!(&mut written).is_pending(),
+            "appended, waiting to be durable"
+        );
+        let marker = |commit| {
+            crate::shard::txn_state::write_txn_marker(
+                &shard,
+                &replica.topic_partition,
+                producer.0,
+                producer.1,
+                0,
+                commit,
+            )
+        };
+        marker(false).await.unwrap();
+        assert_eq!(written.await, None, "the commit itself succeeded");
+        assert!(
+            shard.groups.groups.borrow()["g"]
+                .pending_txn_offsets
+                .is_empty(),
+            "the aborted offsets stayed pending"
+        );
+        // The producer's next transaction commits (without offsets).
+        marker(true).await.unwrap();
+        assert!(
+            shard.groups.groups.borrow()["g"].offsets.is_empty(),
+            "the aborted offsets were applied"
+        );
+    });
+}
+
+/// Pending transactional offsets end with the first marker of their
+/// producer after them: a marker appended before them (its hook running
+/// late) leaves them to the next one.
+#[test]
+fn a_marker_ends_only_the_txn_offsets_written_before_it() {
+    let mut group = crate::group::state::Group::new("g", 0, 0);
+    let key = |partition| ("t".to_string(), partition);
+    group.add_pending_txn_offsets(
+        7,
+        [(key(0), committed_at(1, 10)), (key(1), committed_at(2, 20))],
+    );
+    let ended = group.end_txn(7, 15);
+    assert_eq!(ended, vec![(key(0), committed_at(1, 10))]);
+    assert_eq!(group.pending_txn_offsets[&7].len(), 1);
+    // A failed write drops its own entry only.
+    group.drop_failed_txn_offsets(7, &[(key(1), 19)]);
+    assert_eq!(group.pending_txn_offsets[&7].len(), 1);
+    group.drop_failed_txn_offsets(7, &[(key(1), 20)]);
+    assert!(group.pending_txn_offsets.is_empty());
+}
+
 fn committed_at(offset: i64, record_offset: i64) -> crate::group::state::CommittedOffset {
     crate::group::state::CommittedOffset {
         offset,

@@ -1344,6 +1344,7 @@ pub async fn write_txn_marker(
             topic_partition.partition,
             producer_id,
             commit,
+            offset.value(),
         );
     }
     Ok(offset)

@@ -20,6 +20,12 @@ pub fn on_leadership_change(shard: &Rc<Shard>, replica: &Rc<PartitionReplica>, l
 /// A transaction marker (commit when `commit`) was written to a partition
 /// of `__consumer_offsets` at `offset`: the group coordinator makes the
 /// producer's pending transactional offset commits visible, or drops them.
-pub fn after_offsets_marker(shard: &Rc<Shard>, partition: i32, producer_id: i64, commit: bool) {
-    crate::group::apply_txn_marker(shard, partition, producer_id, commit);
+pub fn after_offsets_marker(
+    shard: &Rc<Shard>,
+    partition: i32,
+    producer_id: i64,
+    commit: bool,
+    offset: i64,
+) {
+    crate::group::apply_txn_marker(shard, partition, producer_id, commit, offset);
 }

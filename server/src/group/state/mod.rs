@@ -268,6 +268,73 @@ impl Group {
         }
     }
 
+    /// A TxnOffsetCommit of `producer_id` was appended (not durable yet):
+    /// its offsets wait for the transaction's marker. Called in the
+    /// synchronous step that appends them, as Kafka records them before
+    /// its append: a marker is appended after them, so its end of the
+    /// transaction ([`Group::end_txn`]) always finds them. Recorded once
+    /// the write completed, they came after an abort marker that had
+    /// already run, stayed pending, and the producer's next commit marker
+    /// applied them.
+    pub fn add_pending_txn_offsets(
+        &mut self,
+        producer_id: i64,
+        offsets: impl IntoIterator<Item = ((String, i32), CommittedOffset)>,
+    ) {
+        let pending = self.pending_txn_offsets.entry(producer_id).or_default();
+        for (key, committed) in offsets {
+            pending.insert(key, committed);
+        }
+    }
+
+    /// The write of pending offsets of `producer_id` failed: drop those
+    /// still pending (`(key, record offset)`; Kafka's `failPendingTxnOffsetCommit`).
+    /// A marker may have ended them already, or a later commit replaced them.
+    pub fn drop_failed_txn_offsets(&mut self, producer_id: i64, written: &[((String, i32), i64)]) {
+        let Some(pending) = self.pending_txn_offsets.get_mut(&producer_id) else {
+            return;
+        };
+        for (key, record_offset) in written {
+            if pending
+                .get(key)
+                .is_some_and(|committed| committed.record_offset == *record_offset)
+            {
+                pending.remove(key);
+            }
+        }
+        if pending.is_empty() {
+            self.pending_txn_offsets.remove(&producer_id);
+        }
+    }
+
+    /// A transaction marker of `producer_id` at `marker_offset`: remove and
+    /// return its pending offsets written before the marker (the caller
+    /// applies them on a commit). Those written after it are the next
+    /// transaction's and stay pending.
+    pub fn end_txn(
+        &mut self,
+        producer_id: i64,
+        marker_offset: i64,
+    ) -> Vec<((String, i32), CommittedOffset)> {
+        let Some(pending) = self.pending_txn_offsets.get_mut(&producer_id) else {
+            return Vec::new();
+        };
+        let (ended, later): (BTreeMap<_, _>, BTreeMap<_, _>) = std::mem::take(pending)
+            .into_iter()
+            .partition(|(_, committed)| committed.record_offset < marker_offset);
+        if later.is_empty() {
+            self.pending_txn_offsets.remove(&producer_id);
+        } else {
+            *pending = later;
+        }
+        ended.into_iter().collect()
+    }
+
+    /// This incarnation (see [`Group::begin_commit`]).
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
     pub fn new(id: &str, partition: i32, wall_ms: i64) -> Group {
         Group {
             id: id.to_string(),
