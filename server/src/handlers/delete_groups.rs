@@ -1,7 +1,9 @@
 //! DeleteGroups (v0..=2): delete empty groups with their committed offsets
 //! (tombstones in `__consumer_offsets`, so the deletion survives restarts
 //! and compaction removes the records). A group with members is refused
-//! with NON_EMPTY_GROUP; an unknown one with GROUP_ID_NOT_FOUND.
+//! with NON_EMPTY_GROUP; an unknown one with GROUP_ID_NOT_FOUND. While its
+//! tombstones are written the group is Dead (requests about it get
+//! COORDINATOR_NOT_AVAILABLE, retriable), as in Kafka.
 
 use std::rc::Rc;
 
@@ -35,7 +37,7 @@ pub async fn handle(
     Ok(Reply::Body(Box::new(ResponseKind::DeleteGroups(response))))
 }
 
-async fn delete_on_coordinator(
+pub(crate) async fn delete_on_coordinator(
     owner: &Rc<Shard>,
     partition: i32,
     group_id: &str,
@@ -70,12 +72,33 @@ async fn delete_on_coordinator(
         records.push(group_tombstone(group_id));
         records
     };
-    if let Err(error) = group::write(owner, partition, &records).await {
-        return Some(error);
-    }
-    let mut groups = owner.groups.groups.borrow_mut();
-    if let Some(mut group) = groups.remove(group_id) {
+    // One synchronous step: append the tombstones and mark the group Dead
+    // (Kafka marks it before appending). Until the tombstones are durable
+    // and the group is removed, requests about it get
+    // COORDINATOR_NOT_AVAILABLE (retriable); a commit let through then was
+    // appended after the tombstones, answered success, and was missing in
+    // memory once the group was removed, but came back at the next load.
+    let (_, wait) = match group::append_as_now(owner, partition, &records, None) {
+        Ok(appended) => appended,
+        Err(error) => return Some(error),
+    };
+    let incarnation = {
+        let mut groups = owner.groups.groups.borrow_mut();
+        let group = groups
+            .get_mut(group_id)
+            .expect("no await since the group was found");
         group.mark_dead(wall_ms());
+        group.incarnation()
+    };
+    let written = wait.await;
+    // Removed even if the write failed, as Kafka does: the tombstones may
+    // still become committed, and a group created again starts empty.
+    let mut groups = owner.groups.groups.borrow_mut();
+    if groups
+        .get(group_id)
+        .is_some_and(|group| group.incarnation() == incarnation)
+    {
+        groups.remove(group_id);
     }
-    None
+    written.err()
 }

@@ -161,7 +161,7 @@ pub async fn handle(
     Ok(Reply::Body(Box::new(ResponseKind::OffsetCommit(response))))
 }
 
-async fn commit_on_coordinator(
+pub(crate) async fn commit_on_coordinator(
     owner: &Rc<Shard>,
     partition: i32,
     group_id: String,

@@ -853,6 +853,109 @@ fn a_marker_ends_only_the_txn_offsets_written_before_it() {
     assert!(group.pending_txn_offsets.is_empty());
 }
 
+/// The committed offsets of `group` in memory, then as a load of the log
+/// rebuilds them (the partition unloaded and loaded again).
+async fn offsets_in_memory_and_on_disk(
+    shard: &Rc<Shard>,
+    replica: &Rc<PartitionReplica>,
+    group: &str,
+) -> (Vec<i64>, Vec<i64>) {
+    let offsets = |shard: &Rc<Shard>| -> Vec<i64> {
+        shard
+            .groups
+            .groups
+            .borrow()
+            .get(group)
+            .map(|group| {
+                group
+                    .offsets
+                    .values()
+                    .map(|committed| committed.offset)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let in_memory = offsets(shard);
+    crate::group::unload_partition(shard, 0);
+    let ticket = crate::group::begin_load(shard, 0);
+    crate::group::load_partition(shard, replica, ticket)
+        .await
+        .unwrap();
+    (in_memory, offsets(shard))
+}
+
+/// An OffsetCommit (or TxnOffsetCommit) of a client outside the group
+/// (generation -1) sent while DeleteGroups waits for its tombstones: as in
+/// Kafka, the group is Dead meanwhile and the commit is refused with
+/// COORDINATOR_NOT_AVAILABLE (retriable). Let through, it was appended after the tombstones and
+/// answered success, but the deletion then removed the group from memory:
+/// the offset was missing until a load of the log brought it back.
+#[test]
+fn a_commit_during_a_group_deletion_is_refused_not_lost() {
+    with_shard("delete-group-commit-race", |shard| async move {
+        let replica = loaded_offsets_partition(&shard).await;
+        let mut group = crate::group::state::Group::new("g", 0, 0);
+        group
+            .offsets
+            .insert(("t".to_string(), 0), committed_at(5, 0));
+        shard
+            .groups
+            .groups
+            .borrow_mut()
+            .insert("g".to_string(), group);
+        let mut deleted = Box::pin(crate::handlers::delete_groups::delete_on_coordinator(
+            &shard, 0, "g",
+        ));
+        assert!(
+            futures_util::poll!(&mut deleted).is_pending(),
+            "tombstones appended, waiting to be durable"
+        );
+        let commit = crate::handlers::offset_commit::Commit {
+            topic: "t".to_string(),
+            partition: 0,
+            offset: 9,
+            leader_epoch: -1,
+            metadata: String::new(),
+        };
+        let committed = crate::handlers::offset_commit::commit_on_coordinator(
+            &shard,
+            0,
+            "g".to_string(),
+            -1,
+            String::new(),
+            None,
+            vec![commit],
+        )
+        .await;
+        let txn_committed = crate::handlers::txn_offset_commit::commit_on_coordinator(
+            &shard,
+            0,
+            "g".to_string(),
+            (4001, 0),
+            -1,
+            String::new(),
+            None,
+            vec![crate::handlers::offset_commit::Commit {
+                topic: "t".to_string(),
+                partition: 0,
+                offset: 11,
+                leader_epoch: -1,
+                metadata: String::new(),
+            }],
+        )
+        .await;
+        assert_eq!(deleted.await, None);
+        let (in_memory, on_disk) = offsets_in_memory_and_on_disk(&shard, &replica, "g").await;
+        assert_eq!(in_memory, on_disk, "memory and log disagree");
+        assert_eq!(committed, Some(ResponseError::CoordinatorNotAvailable));
+        assert_eq!(
+            txn_committed,
+            Some(ResponseError::CoordinatorNotAvailable),
+            "a transactional commit too"
+        );
+    });
+}
+
 fn committed_at(offset: i64, record_offset: i64) -> crate::group::state::CommittedOffset {
     crate::group::state::CommittedOffset {
         offset,
