@@ -235,6 +235,11 @@ pub(crate) fn finish_commit(
         }
     };
     for (index, commit) in commits.into_iter().enumerate() {
+        let at = record_offset(base, index);
+        if group.deleted_after(&commit.topic, commit.partition, at) {
+            // OffsetDelete's tombstone follows it in the log.
+            continue;
+        }
         apply_commit(
             group,
             &commit.topic,
@@ -244,7 +249,7 @@ pub(crate) fn finish_commit(
                 leader_epoch: commit.leader_epoch,
                 metadata: commit.metadata,
                 commit_timestamp: now_ms,
-                record_offset: record_offset(base, index),
+                record_offset: at,
             },
         );
     }

@@ -74,7 +74,7 @@ pub async fn handle(
     Ok(Reply::Body(Box::new(ResponseKind::OffsetDelete(response))))
 }
 
-async fn delete_on_coordinator(
+pub(crate) async fn delete_on_coordinator(
     owner: &Rc<Shard>,
     partition: i32,
     group_id: &str,
@@ -114,15 +114,25 @@ async fn delete_on_coordinator(
             );
         }
     }
+    if tombstones.is_empty() {
+        return Ok(errors);
+    }
     let records: Vec<_> = tombstones
         .iter()
         .map(|(topic, index)| (offset_key(group_id, topic, *index), None))
         .collect();
-    group::write(owner, partition, &records).await?;
+    // One synchronous step: append the tombstones and remove the offsets
+    // from memory (`Group::delete_offsets`), so that a commit appended
+    // after them, completing before they are durable, stays applied.
+    let (base, wait) = group::append_as_now(owner, partition, &records, None)?;
     if let Some(group) = owner.groups.groups.borrow_mut().get_mut(group_id) {
-        for key in tombstones {
-            group.offsets.remove(&key);
-        }
+        group.delete_offsets(
+            tombstones
+                .into_iter()
+                .enumerate()
+                .map(|(index, key)| (key, group::record_offset(base, index))),
+        );
     }
+    wait.await?;
     Ok(errors)
 }

@@ -956,6 +956,77 @@ fn a_commit_during_a_group_deletion_is_refused_not_lost() {
     });
 }
 
+/// OffsetDelete racing OffsetCommits of the same partition, both orders
+/// driven step by step: memory ends as a load of the log rebuilds it. A
+/// commit appended after the tombstone and applied while the tombstone
+/// was written stays (the deletion removed it from memory once durable);
+/// one appended before the tombstone and completing after it is not
+/// applied.
+#[test]
+fn offset_delete_racing_a_commit_leaves_memory_as_the_log_says() {
+    with_shard("offset-delete-commit-race", |shard| async move {
+        let replica = loaded_offsets_partition(&shard).await;
+        let mut group = crate::group::state::Group::new("g", 0, 0);
+        group
+            .offsets
+            .insert(("t".to_string(), 0), committed_at(5, 0));
+        shard
+            .groups
+            .groups
+            .borrow_mut()
+            .insert("g".to_string(), group);
+        let commit = |offset| {
+            crate::handlers::offset_commit::commit_on_coordinator(
+                &shard,
+                0,
+                "g".to_string(),
+                -1,
+                String::new(),
+                None,
+                vec![crate::handlers::offset_commit::Commit {
+                    topic: "t".to_string(),
+                    partition: 0,
+                    offset,
+                    leader_epoch: -1,
+                    metadata: String::new(),
+                }],
+            )
+        };
+        let delete = || {
+            crate::handlers::offset_delete::delete_on_coordinator(
+                &shard,
+                0,
+                "g",
+                vec![("t".to_string(), vec![0])],
+            )
+        };
+
+        // The commit appended after the tombstone.
+        let mut deleted = Box::pin(delete());
+        assert!(futures_util::poll!(&mut deleted).is_pending());
+        assert_eq!(commit(9).await, None);
+        assert!(deleted.await.is_ok());
+        let (in_memory, on_disk) = offsets_in_memory_and_on_disk(&shard, &replica, "g").await;
+        assert_eq!(
+            in_memory, on_disk,
+            "a later commit: memory and log disagree"
+        );
+        assert_eq!(on_disk, [9]);
+
+        // The commit appended before the tombstone.
+        let mut committed = Box::pin(commit(10));
+        assert!(futures_util::poll!(&mut committed).is_pending());
+        assert!(delete().await.is_ok());
+        assert_eq!(committed.await, None);
+        let (in_memory, on_disk) = offsets_in_memory_and_on_disk(&shard, &replica, "g").await;
+        assert_eq!(
+            in_memory, on_disk,
+            "an earlier commit: memory and log disagree"
+        );
+        assert!(on_disk.is_empty());
+    });
+}
+
 fn committed_at(offset: i64, record_offset: i64) -> crate::group::state::CommittedOffset {
     crate::group::state::CommittedOffset {
         offset,

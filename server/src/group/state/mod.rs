@@ -231,6 +231,11 @@ pub struct Group {
     /// when it completes (`group::forget_topics`). Cleared once no commit
     /// is in flight.
     pub forgotten: BTreeMap<String, i64>,
+    /// Offsets deleted (OffsetDelete) while commits were in flight, with
+    /// their tombstone's record offset: a commit written before the
+    /// tombstone is not applied when it completes
+    /// ([`Group::deleted_after`]). Cleared once no commit is in flight.
+    deleted_offsets: BTreeMap<(String, i32), i64>,
     /// Which creation of the group this is (unique in the process): a
     /// group unloaded and loaded again is a new one.
     incarnation: u64,
@@ -246,6 +251,31 @@ impl Group {
         self.forgotten
             .get(topic)
             .is_some_and(|deleted_at| record_offset < *deleted_at)
+    }
+
+    /// OffsetDelete appended the tombstones of `deleted` (key, tombstone's
+    /// record offset): the offsets go from memory in that same step, as
+    /// Kafka removes them before its append. A commit appended after a
+    /// tombstone applies when it completes (removed after the tombstone
+    /// was durable, it was lost from memory, yet a load of the log
+    /// restored it); one appended before it does not
+    /// ([`Group::deleted_after`]).
+    pub fn delete_offsets(&mut self, deleted: impl IntoIterator<Item = ((String, i32), i64)>) {
+        for (key, tombstone_offset) in deleted {
+            self.offsets.remove(&key);
+            if self.commits_in_flight > 0 {
+                self.deleted_offsets.insert(key, tombstone_offset);
+            }
+        }
+    }
+
+    /// Whether a commit of `topic`'s `partition` written at
+    /// `record_offset` was followed by an OffsetDelete tombstone (see
+    /// [`Group::delete_offsets`]).
+    pub fn deleted_after(&self, topic: &str, partition: i32, record_offset: i64) -> bool {
+        self.deleted_offsets
+            .get(&(topic.to_string(), partition))
+            .is_some_and(|tombstone_offset| record_offset < *tombstone_offset)
     }
 
     /// A commit's write starts; returns the group's incarnation, which
@@ -265,6 +295,7 @@ impl Group {
         self.commits_in_flight = self.commits_in_flight.saturating_sub(1);
         if self.commits_in_flight == 0 {
             self.forgotten.clear();
+            self.deleted_offsets.clear();
         }
     }
 
@@ -355,6 +386,7 @@ impl Group {
             commits_in_flight: 0,
             pending_txn_offsets: BTreeMap::new(),
             forgotten: BTreeMap::new(),
+            deleted_offsets: BTreeMap::new(),
             incarnation: INCARNATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
