@@ -683,6 +683,9 @@ fn a_batch_verified_before_its_transaction_ended_cannot_open_another() {
                 .holds_verification(producer, 0, guard)
         );
         replica.log.flush().await.unwrap();
+    });
+}
+
 /// A JoinGroup request for the group tests below.
 fn join_request(member_id: &str) -> crate::group::state::JoinRequest {
     crate::group::state::JoinRequest {
