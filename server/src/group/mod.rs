@@ -78,6 +78,8 @@ pub struct Coordinator {
     /// load applies at its end those that came after it started.
     deletions: RefCell<Deletions>,
     ticker_started: Cell<bool>,
+    /// Loads in progress per offsets partition (their [`LoadTicket`]s).
+    loading: RefCell<HashMap<i32, usize>>,
 }
 
 /// The deletions a load in progress has not seen (`forget_topics`,
@@ -113,6 +115,12 @@ pub fn begin_load(shard: &Rc<Shard>, partition: i32) -> LoadTicket {
     deletions.next_load += 1;
     let first_unseen = deletions.next;
     deletions.loads.insert(id, first_unseen);
+    *shard
+        .groups
+        .loading
+        .borrow_mut()
+        .entry(partition)
+        .or_default() += 1;
     LoadTicket {
         shard: Rc::clone(shard),
         id,
@@ -126,6 +134,15 @@ pub fn begin_load(shard: &Rc<Shard>, partition: i32) -> LoadTicket {
 /// deletions no running load needs.
 impl Drop for LoadTicket {
     fn drop(&mut self) {
+        {
+            let mut loading = self.shard.groups.loading.borrow_mut();
+            if let Some(count) = loading.get_mut(&self.partition) {
+                *count -= 1;
+                if *count == 0 {
+                    loading.remove(&self.partition);
+                }
+            }
+        }
         let mut deletions = self.shard.groups.deletions.borrow_mut();
         deletions.loads.remove(&self.id);
         match deletions.loads.values().min().copied() {
@@ -755,10 +772,10 @@ fn expire_offsets(group: &mut Group, wall: i64, retention_ms: i64) -> Vec<GroupR
         .collect()
 }
 
-/// Whether offsets partition `partition` has its groups loaded on this
-/// shard (the load of its current leadership installed them).
-pub fn is_loaded(shard: &Shard, partition: i32) -> bool {
-    shard.groups.loaded.borrow().contains(&partition)
+/// Whether a load of offsets partition `partition` is in progress on this
+/// shard (a [`LoadTicket`] is held: its reading has not ended).
+pub fn is_loading(shard: &Shard, partition: i32) -> bool {
+    shard.groups.loading.borrow().contains_key(&partition)
 }
 
 /// Forget the groups of offsets partition `partition`: this broker no

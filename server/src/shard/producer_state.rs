@@ -100,7 +100,8 @@ const EXPIRATION_CHECK_INTERVAL_MS: i64 = 60 * 1000;
 /// small enough that opening many partitions stays fast.
 pub const RECOVERY_SCAN_BYTES: u64 = 16 << 20;
 
-/// The clean-stop snapshot's file name in the partition directory.
+/// The name of an earlier version's clean-stop file in the partition
+/// directory (read, never written; module docs).
 pub const SNAPSHOT_FILE: &str = "producer-state.snapshot";
 const SNAPSHOT_MAGIC: u32 = u32::from_be_bytes(*b"SLPS");
 const SNAPSHOT_VERSION: u32 = 1;
@@ -708,8 +709,10 @@ impl ProducerStateTable {
         Err(ProducerReplay::new(log, now_ms, scan_bytes))
     }
 
-    /// The table as a clean-stop file valid for a log ending at `end` whose
-    /// last batch has CRC `last_crc` (layout: [`decode_snapshot`]).
+    /// The table as an earlier version's clean-stop file valid for a log
+    /// ending at `end` whose last batch has CRC `last_crc` (layout:
+    /// [`decode_snapshot`]; tests).
+    #[cfg(test)]
     pub fn encode_snapshot(&self, end: Offset, last_crc: u32) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(32 + self.producers.len() * 48);
         bytes.extend_from_slice(&SNAPSHOT_MAGIC.to_be_bytes());
@@ -937,7 +940,8 @@ impl ProducerReplay {
     }
 
     /// The rebuilt table, or an empty one if the read failed
-    /// ([`ProducerStateTable::recover_at_open`] says why empty).
+    /// (every producer unknown, so none is refused, rather than keeping the
+    /// partition offline: the same error will surface on reads).
     pub fn finish<I: Io>(self, log: &Log<I>) -> ProducerStateTable {
         let Some(error) = &self.failed else {
             return self.done(log);

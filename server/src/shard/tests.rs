@@ -590,17 +590,19 @@ fn a_group_load_that_outlived_its_leadership_installs_nothing() {
 /// loading is refused (nothing appended; the coordinator retries): the
 /// load reads the log only up to where it started and the marker's hook
 /// finds no group, so the transaction's offsets stayed pending for good.
-/// Once the load installed the groups, the marker is written.
+/// Once the load installed the groups, the marker is written; after a
+/// load that failed (no groups, its ticket gone), too.
 #[test]
 fn a_marker_to_an_offsets_partition_waits_for_its_groups_to_load() {
     with_shard("marker-during-load", |shard| async move {
         crate::group::offsets_topic(&shard).await.unwrap();
         let topic_partition = TopicPartition::new(crate::group::OFFSETS_TOPIC, 0);
         let replica = shard.partition(&topic_partition).unwrap();
-        assert!(crate::group::is_loaded(&shard, 0));
+        assert!(!crate::group::is_loading(&shard, 0));
         // As when this broker starts leading it again: a load running.
         crate::group::unload_partition(&shard, 0);
         let ticket = crate::group::begin_load(&shard, 0);
+        assert!(crate::group::is_loading(&shard, 0));
         let end = replica.log.log_end_offset();
         let marker =
             || crate::shard::txn_state::write_txn_marker(&shard, &topic_partition, 7, 0, 0, true);
@@ -615,7 +617,13 @@ fn a_marker_to_an_offsets_partition_waits_for_its_groups_to_load() {
             &ticket,
             std::collections::HashMap::new()
         ));
+        drop(ticket);
         assert_eq!(marker().await, Ok(end));
+        // A load that fails (its ticket dropped without installing) does
+        // not hold the markers back for good.
+        crate::group::unload_partition(&shard, 0);
+        drop(crate::group::begin_load(&shard, 0));
+        assert_eq!(marker().await, Ok(end.plus(1)));
     });
 }
 

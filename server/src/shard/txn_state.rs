@@ -463,13 +463,11 @@ impl TxnState {
         }
     }
 
-    /// The state as of its end, for a snapshot (`None` when the epoch of
-    /// the last batch is unknown, after a truncation).
     /// The state as a snapshot at its end offset, with the producer table
     /// of a log ending at `log_end` when that is the same offset (both are
-    /// fed synchronously with every append, so they agree whenever the
-    /// state is current) and the table is complete. `None` when the epoch
-    /// at the end is unknown.
+    /// fed synchronously with the appends that concern them, so they agree
+    /// whenever the state is current) and the table is complete. `None`
+    /// when the epoch of the last batch is unknown (after a truncation).
     fn capture(&self, producers: &ProducerStateTable, log_end: Offset) -> Option<TxnSnapshot> {
         if self.end_offset > Offset::ZERO && self.storage.last_epoch.is_none() {
             return None;
@@ -1260,15 +1258,16 @@ pub async fn write_txn_marker(
     if !state.is_leader() {
         return Err(ResponseError::NotLeaderOrFollower);
     }
-    // An offsets partition whose groups are still loading: its load reads
-    // the log only up to where it started, and the marker's hook
+    // An offsets partition whose groups are loading: its load reads the
+    // log only up to where it started, and the marker's hook
     // (`group::apply_txn_marker`) finds no group yet, so a marker appended
     // now would leave the transaction's offsets pending for good. The
     // transaction coordinator retries (txn/markers.rs), as Kafka's does on
-    // COORDINATOR_LOAD_IN_PROGRESS. Checked in the same synchronous step as
-    // the append below.
+    // COORDINATOR_LOAD_IN_PROGRESS. Only while a load runs: one that failed
+    // must not hold every transaction with offsets there forever. Checked
+    // in the same synchronous step as the append below.
     if topic_partition.topic.as_ref() == crate::group::OFFSETS_TOPIC
-        && !crate::group::is_loaded(shard, topic_partition.partition)
+        && crate::group::is_loading(shard, topic_partition.partition)
     {
         return Err(ResponseError::CoordinatorLoadInProgress);
     }

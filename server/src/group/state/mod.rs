@@ -612,8 +612,8 @@ impl Group {
     }
 
     /// A static member rejoining with a new member id (KIP-345): it takes
-    /// over the old member's place. In a stable group with unchanged
-    /// protocols this causes no rebalance.
+    /// over the old member's place. In a stable group this causes no
+    /// rebalance unless it changes the protocol the group would select.
     fn replace_static_member(
         &mut self,
         old_id: &str,
@@ -1102,7 +1102,7 @@ impl Group {
         Ok(())
     }
 
-    /// The checks shared by SyncGroup, Heartbeat and OffsetCommit.
+    /// The checks shared by SyncGroup and Heartbeat.
     fn check_member(
         &self,
         member_id: &str,
