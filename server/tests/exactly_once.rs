@@ -592,27 +592,6 @@ fn commit_pairs(
 /// is noticed quickly).
 const CLUSTER_ARGS: [&str; 2] = ["--broker-heartbeat-interval-ms", "500"];
 
-/// The transaction coordinator of `id` per FindCoordinator (key type 1),
-/// asked of `node`.
-fn transaction_coordinator(cluster: &Cluster, node: i32, id: &str) -> Result<i32, String> {
-    use kafka_protocol::messages::FindCoordinatorRequest;
-    use kafka_protocol::protocol::StrBytes;
-    use sluice_server::admin::client::Connection;
-
-    let mut connection =
-        Connection::open(&cluster.broker(node).bootstrap()).map_err(|error| error.to_string())?;
-    let request = FindCoordinatorRequest::default()
-        .with_key(StrBytes::from_string(id.to_string()))
-        .with_key_type(1);
-    let (response, _) = connection
-        .call(&request, 1..=3)
-        .map_err(|error| error.to_string())?;
-    if response.error_code != 0 {
-        return Err(format!("error {}", response.error_code));
-    }
-    Ok(response.node_id.0)
-}
-
 #[test]
 fn killing_the_transaction_coordinator_mid_commits_never_leaves_a_transaction_half_visible() {
     const TRANSACTIONS: usize = 120;
@@ -622,7 +601,7 @@ fn killing_the_transaction_coordinator_mid_commits_never_leaves_a_transaction_ha
     let bootstrap = cluster.bootstrap();
     kafka::create_topic_replicated(&bootstrap, "eos-pairs", 2, 3, &[]);
     let coordinator = wait_until("FindCoordinator", Duration::from_secs(30), || {
-        transaction_coordinator(&cluster, 1, ID)
+        cluster.transaction_coordinator(1, ID)
     });
     println!("the coordinator of {ID} is node {coordinator}");
     let kill_after = 20 + rng.below(40) as usize;
@@ -656,7 +635,7 @@ fn killing_the_transaction_coordinator_mid_commits_never_leaves_a_transaction_ha
             .nodes()
             .find(|node| *node != coordinator)
             .expect("a survivor");
-        transaction_coordinator(&cluster, node, ID)
+        cluster.transaction_coordinator(node, ID)
     });
     println!("the coordinator of {ID} is now node {after}");
 

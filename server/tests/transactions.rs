@@ -564,25 +564,12 @@ impl RawTransaction {
         leaders: &BTreeMap<i32, i32>,
     ) -> RawTransaction {
         use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
-        use kafka_protocol::messages::{
-            AddPartitionsToTxnRequest, EndTxnRequest, FindCoordinatorRequest,
-        };
+        use kafka_protocol::messages::{AddPartitionsToTxnRequest, EndTxnRequest};
         use kafka_protocol::protocol::StrBytes;
         use sluice_server::admin::client::Connection;
 
         let coordinator = wait_until("FindCoordinator", Duration::from_secs(30), || {
-            let mut connection = Connection::open(&cluster.broker(1).bootstrap())
-                .map_err(|error| error.to_string())?;
-            let request = FindCoordinatorRequest::default()
-                .with_key(StrBytes::from_static_str(id))
-                .with_key_type(1);
-            let (response, _) = connection
-                .call(&request, 1..=3)
-                .map_err(|error| error.to_string())?;
-            if response.error_code != 0 {
-                return Err(format!("error {}", response.error_code));
-            }
-            Ok(response.node_id.0)
+            cluster.transaction_coordinator(1, id)
         });
         let (&partition, &leader) = leaders
             .iter()

@@ -249,13 +249,7 @@ fn walk_stream<'a>(
     mut each: impl FnMut(u32, &super::Record<'_>),
 ) -> Result<(), CodecError> {
     let codec = header.compression();
-    let total = header.total_size();
-    let records = batch
-        .get(BATCH_HEADER_SIZE..total)
-        .ok_or(BatchError::LengthMismatch {
-            declared_size: total,
-            actual_size: batch.len(),
-        })?;
+    let records = records_section(batch, header)?;
     let decoder: Box<dyn Read + 'a> = match codec {
         Compression::None => Box::new(records),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(records)),
@@ -354,6 +348,17 @@ fn walk_stream<'a>(
     }
 }
 
+/// The records section of `batch` (after its header), as `header` sizes it.
+fn records_section<'a>(batch: &'a [u8], header: &BatchHeader) -> Result<&'a [u8], BatchError> {
+    let total = header.total_size();
+    batch
+        .get(BATCH_HEADER_SIZE..total)
+        .ok_or(BatchError::LengthMismatch {
+            declared_size: total,
+            actual_size: batch.len(),
+        })
+}
+
 /// `data` compressed as `target` says.
 pub fn compress(target: Target, data: &[u8]) -> Result<Vec<u8>, CodecError> {
     let codec = target.compression();
@@ -409,13 +414,7 @@ pub fn recompress(
     header: &BatchHeader,
     target: Target,
 ) -> Result<Vec<u8>, CodecError> {
-    let total = header.total_size();
-    let records = batch
-        .get(BATCH_HEADER_SIZE..total)
-        .ok_or(BatchError::LengthMismatch {
-            declared_size: total,
-            actual_size: batch.len(),
-        })?;
+    let records = records_section(batch, header)?;
     let plain = decompress(header.compression(), records)?;
     let uncompressed = rebuild(batch, Compression::None, &plain);
     validate(&uncompressed, uncompressed.len())?;

@@ -795,13 +795,7 @@ fn a_txn_offset_commit_aborted_while_it_is_written_is_never_applied() {
     with_shard("txn-commit-abort-race", |shard| async move {
         let replica = loaded_offsets_partition(&shard).await;
         let producer = (4000, 0);
-        let commit = |offset| crate::handlers::offset_commit::Commit {
-            topic: "t".to_string(),
-            partition: 0,
-            offset,
-            leader_epoch: -1,
-            metadata: String::new(),
-        };
+        let commit = |offset| commit_to("t", offset);
         let mut written = Box::pin(crate::handlers::txn_offset_commit::commit_on_coordinator(
             &shard,
             0,
@@ -905,15 +899,7 @@ async fn offsets_in_memory_and_on_disk(
 fn a_commit_during_a_group_deletion_is_refused_not_lost() {
     with_shard("delete-group-commit-race", |shard| async move {
         let replica = loaded_offsets_partition(&shard).await;
-        let mut group = crate::group::state::Group::new("g", 0, 0);
-        group
-            .offsets
-            .insert(("t".to_string(), 0), committed_at(5, 0));
-        shard
-            .groups
-            .groups
-            .borrow_mut()
-            .insert("g".to_string(), group);
+        install_group_with_an_offset(&shard);
         let mut deleted = Box::pin(crate::handlers::delete_groups::delete_on_coordinator(
             &shard, 0, "g",
         ));
@@ -921,13 +907,7 @@ fn a_commit_during_a_group_deletion_is_refused_not_lost() {
             futures_util::poll!(&mut deleted).is_pending(),
             "tombstones appended, waiting to be durable"
         );
-        let commit = crate::handlers::offset_commit::Commit {
-            topic: "t".to_string(),
-            partition: 0,
-            offset: 9,
-            leader_epoch: -1,
-            metadata: String::new(),
-        };
+        let commit = commit_to("t", 9);
         let committed = crate::handlers::offset_commit::commit_on_coordinator(
             &shard,
             0,
@@ -946,13 +926,7 @@ fn a_commit_during_a_group_deletion_is_refused_not_lost() {
             -1,
             String::new(),
             None,
-            vec![crate::handlers::offset_commit::Commit {
-                topic: "t".to_string(),
-                partition: 0,
-                offset: 11,
-                leader_epoch: -1,
-                metadata: String::new(),
-            }],
+            vec![commit_to("t", 11)],
         )
         .await;
         assert_eq!(deleted.await, None);
@@ -977,15 +951,7 @@ fn a_commit_during_a_group_deletion_is_refused_not_lost() {
 fn offset_delete_racing_a_commit_leaves_memory_as_the_log_says() {
     with_shard("offset-delete-commit-race", |shard| async move {
         let replica = loaded_offsets_partition(&shard).await;
-        let mut group = crate::group::state::Group::new("g", 0, 0);
-        group
-            .offsets
-            .insert(("t".to_string(), 0), committed_at(5, 0));
-        shard
-            .groups
-            .groups
-            .borrow_mut()
-            .insert("g".to_string(), group);
+        install_group_with_an_offset(&shard);
         let commit = |offset| {
             crate::handlers::offset_commit::commit_on_coordinator(
                 &shard,
@@ -994,13 +960,7 @@ fn offset_delete_racing_a_commit_leaves_memory_as_the_log_says() {
                 -1,
                 String::new(),
                 None,
-                vec![crate::handlers::offset_commit::Commit {
-                    topic: "t".to_string(),
-                    partition: 0,
-                    offset,
-                    leader_epoch: -1,
-                    metadata: String::new(),
-                }],
+                vec![commit_to("t", offset)],
             )
         };
         let delete = || {
@@ -1036,6 +996,31 @@ fn offset_delete_racing_a_commit_leaves_memory_as_the_log_says() {
         );
         assert!(on_disk.is_empty());
     });
+}
+
+/// A commit of `offset` to partition 0 of `topic`, outside any generation's
+/// leader epoch, without metadata.
+fn commit_to(topic: &str, offset: i64) -> crate::handlers::offset_commit::Commit {
+    crate::handlers::offset_commit::Commit {
+        topic: topic.to_string(),
+        partition: 0,
+        offset,
+        leader_epoch: -1,
+        metadata: String::new(),
+    }
+}
+
+/// Group "g" in the shard's table, with t-0 committed at 5 (record 0).
+fn install_group_with_an_offset(shard: &Shard) {
+    let mut group = crate::group::state::Group::new("g", 0, 0);
+    group
+        .offsets
+        .insert(("t".to_string(), 0), committed_at(5, 0));
+    shard
+        .groups
+        .groups
+        .borrow_mut()
+        .insert("g".to_string(), group);
 }
 
 fn committed_at(offset: i64, record_offset: i64) -> crate::group::state::CommittedOffset {
@@ -1120,13 +1105,7 @@ fn a_commit_in_flight_when_its_topic_is_deleted_is_not_applied() {
             .borrow_mut()
             .insert("g".to_string(), group);
         crate::group::forget_topics(&shard, &["gone".to_string()].into());
-        let commit = |offset| crate::handlers::offset_commit::Commit {
-            topic: "gone".to_string(),
-            partition: 0,
-            offset,
-            leader_epoch: -1,
-            metadata: String::new(),
-        };
+        let commit = |offset| commit_to("gone", offset);
         let mut groups = shard.groups.groups.borrow_mut();
         let group = groups.get_mut("g").unwrap();
         let finish = crate::handlers::offset_commit::finish_commit;

@@ -225,6 +225,27 @@ impl Cluster {
         None
     }
 
+    /// The transaction coordinator of `id` per FindCoordinator (key type 1),
+    /// asked of `node`.
+    pub fn transaction_coordinator(&self, node: i32, id: &str) -> Result<i32, String> {
+        use kafka_protocol::messages::FindCoordinatorRequest;
+        use kafka_protocol::protocol::StrBytes;
+        use sluice_server::admin::client::Connection;
+
+        let mut connection =
+            Connection::open(&self.broker(node).bootstrap()).map_err(|error| error.to_string())?;
+        let request = FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_string(id.to_string()))
+            .with_key_type(1);
+        let (response, _) = connection
+            .call(&request, 1..=3)
+            .map_err(|error| error.to_string())?;
+        if response.error_code != 0 {
+            return Err(format!("error {}", response.error_code));
+        }
+        Ok(response.node_id.0)
+    }
+
     /// The leader of `topic`/`partition` as `node`'s Metadata reports it:
     /// `Some(Ok(leader))`, `Some(Err(error_code))` for a partition without
     /// a leader, `None` when the broker does not answer or does not know
