@@ -151,6 +151,23 @@ fn added_partitions_altered_configs_and_deleted_topics_survive_a_clean_restart()
     for result in results {
         result.unwrap_or_else(|(topic, code)| panic!("CreatePartitions {topic}: {code:?}"));
     }
+    // The internal topics' partition counts place groups and transactional
+    // ids: never changed.
+    let internal = [
+        NewPartitions::new("__consumer_offsets", 60),
+        NewPartitions::new("__transaction_state", 60),
+    ];
+    let results =
+        kafka::block_on(admin.create_partitions(&internal, &options)).expect("CreatePartitions");
+    for result in results {
+        assert!(
+            matches!(
+                result,
+                Err((_, rdkafka::types::RDKafkaErrorCode::InvalidRequest))
+            ),
+            "{result:?}"
+        );
+    }
     let alter =
         AlterConfig::new(ResourceSpecifier::Topic("reconfigured")).set("retention.ms", "7200000");
     let results = kafka::block_on(admin.alter_configs([&alter], &options)).expect("AlterConfigs");

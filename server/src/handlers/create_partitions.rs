@@ -64,6 +64,20 @@ async fn grow(
     validate_only: bool,
 ) -> Result<(), AdminError> {
     let name = topic.name.0.as_str();
+    // A group's or transactional id's coordinator is its partition under
+    // the topic's partition count: more partitions would move most of them
+    // to new, empty partitions (their committed offsets and transactions
+    // out of sight). Kafka fixes the count when its coordinators start;
+    // here it cannot change.
+    if crate::txn::is_internal_topic(name) {
+        return Err((
+            ResponseError::InvalidRequest,
+            format!(
+                "{name} is an internal topic: its partition count decides where groups and \
+                 transactional ids live and cannot be changed."
+            ),
+        ));
+    }
     // A creation of this topic in flight decides whether it exists.
     let view = shard.metadata.snapshot();
     let (current, replica_count) = match view.topics.get(name) {
