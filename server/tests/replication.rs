@@ -1433,6 +1433,57 @@ fn with_two_of_three_brokers_killed_acks_all_is_refused_and_resumes_after_their_
     println!("minority scenario took {:?}", started.elapsed());
 }
 
+/// DeleteRecords on an idle partition reaches the followers with the
+/// leader's heartbeats (they carry its log start): once the leader is
+/// killed, the new leader does not serve the deleted records again. The
+/// followers used to follow the log start only with pushed records, so a
+/// failover after a DeleteRecords on an idle partition brought them back
+/// (found by a read-only audit).
+#[test]
+fn records_deleted_on_an_idle_partition_stay_deleted_after_a_failover() {
+    const TOPIC: &str = "replicated-deleted";
+    const DELETED_BELOW: i64 = 60;
+    let _serial = serial();
+    let mut cluster = ReplicatedCluster::start("replication-delete-records");
+    let states = cluster.create_topic(TOPIC, 1);
+    let leader = states[&0].leader;
+    let values: Vec<kafka::Record> = (0..100)
+        .map(|index| kafka::Record {
+            key: None,
+            value: Some(format!("record-{index}").into_bytes()),
+            headers: Vec::new(),
+        })
+        .collect();
+    kafka::produce_all(
+        &cluster.bootstrap(),
+        TOPIC,
+        Some(0),
+        &values,
+        &[("acks", "all")],
+    );
+    cluster.wait_for_full_isr(TOPIC, 1, CONVERGE_TIMEOUT);
+    let mut cut = TopicPartitionList::new();
+    cut.add_partition_offset(TOPIC, 0, Offset::Offset(DELETED_BELOW))
+        .unwrap();
+    let admin = kafka::admin(&cluster.bootstrap());
+    kafka::block_on(admin.delete_records(&cut, &kafka::admin_options())).expect("DeleteRecords");
+    // Several heartbeat rounds, nothing produced.
+    std::thread::sleep(Duration::from_secs(3));
+    cluster.kill9(leader);
+    let new_leader = wait_until("a new leader", CONVERGE_TIMEOUT, || {
+        the_leader_of(&mut cluster, TOPIC, 0, leader).ok_or("none yet".to_string())
+    });
+    let bootstrap = cluster.broker(new_leader).bootstrap();
+    let (low, high) = wait_until("the new leader's watermarks", CONVERGE_TIMEOUT, || {
+        try_watermarks(&bootstrap, TOPIC, 0)
+    });
+    assert_eq!(
+        (low, high),
+        (DELETED_BELOW, 100),
+        "the new leader {new_leader} starts where the deleted records ended"
+    );
+}
+
 #[test]
 fn a_rolling_restart_of_every_broker_under_load_loses_no_acknowledged_record() {
     const TOPIC: &str = "replicated-rolling";

@@ -289,8 +289,12 @@ pub async fn apply(replica: &Rc<PartitionReplica>, message: ToFollower) -> State
                 return reply(ReplyStatus::OutOfOrder);
             }
             let Some(records) = records.into_iter().next() else {
-                // A heartbeat.
+                // A heartbeat. It carries the leader's log start too: an
+                // idle partition's DeleteRecords reaches the followers
+                // without a record pushed after it (else a failover served
+                // the deleted records again).
                 replica.set_follower_high_watermark(header.high_watermark);
+                follow_log_start(replica, header.log_start).await;
                 return reply(ReplyStatus::Ok);
             };
             // A log started over at the leader's log start, which lies inside
@@ -323,16 +327,21 @@ pub async fn apply(replica: &Rc<PartitionReplica>, message: ToFollower) -> State
                 tracing::warn!(partition = %replica.topic_partition, %error, "replicated append not durable");
                 return reply(ReplyStatus::StorageError);
             }
-            // The leader's log start (retention, DeleteRecords), as far as
-            // this log holds records: the replicas agree on where the
-            // partition starts.
-            let leader_start = header.log_start.min(log.durable_end_offset());
-            if leader_start > log.log_start_offset()
-                && let Err(error) = log.delete_records_before(leader_start).await
-            {
-                tracing::warn!(partition = %replica.topic_partition, %error, "following the leader's log start failed");
-            }
+            follow_log_start(replica, header.log_start).await;
             reply(ReplyStatus::Ok)
         }
+    }
+}
+
+/// Move the log start up to the leader's (`leader_start`: retention,
+/// DeleteRecords), as far as this log holds durable records: the replicas
+/// agree on where the partition starts.
+async fn follow_log_start(replica: &PartitionReplica, leader_start: Offset) {
+    let log = &replica.log;
+    let leader_start = leader_start.min(log.durable_end_offset());
+    if leader_start > log.log_start_offset()
+        && let Err(error) = log.delete_records_before(leader_start).await
+    {
+        tracing::warn!(partition = %replica.topic_partition, %error, "following the leader's log start failed");
     }
 }
