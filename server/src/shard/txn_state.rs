@@ -259,9 +259,13 @@ impl TxnState {
         Some(first_offset)
     }
 
-    /// The last stable offset under `high_watermark` (see the module docs).
+    /// The last stable offset under `high_watermark` of a log starting at
+    /// `log_start` (see the module docs): never below the log start (as
+    /// Kafka raises its first unstable offset), else a transaction whose
+    /// first batch retention or DeleteRecords removed made read_committed
+    /// LATEST answer an offset every fetch refuses as out of range.
     /// Forgets the ended transactions the high watermark covers.
-    pub fn last_stable_offset(&mut self, high_watermark: Offset) -> Offset {
+    pub fn last_stable_offset(&mut self, high_watermark: Offset, log_start: Offset) -> Offset {
         while self
             .unstable
             .front()
@@ -271,8 +275,10 @@ impl TxnState {
         }
         let open = self.open.values().copied();
         let unstable = self.unstable.iter().map(|ended| ended.first_offset);
-        open.chain(unstable)
-            .fold(high_watermark, |lowest, first| lowest.min(first))
+        let first_unstable = open
+            .chain(unstable)
+            .fold(high_watermark, |lowest, first| lowest.min(first));
+        first_unstable.max(log_start.min(high_watermark))
     }
 
     /// The aborted transactions overlapping `from..upper` (their marker at
@@ -1129,7 +1135,7 @@ impl PartitionReplica {
         let high_watermark = self.high_watermark();
         let mut txns = self.txns.borrow_mut();
         txns.reconcile(self.log.log_end_offset());
-        txns.last_stable_offset(high_watermark)
+        txns.last_stable_offset(high_watermark, self.log.log_start_offset())
     }
 
     /// The aborted transactions a read_committed fetch of `from..upper`
@@ -1800,14 +1806,25 @@ mod tests {
         state.record_data(A, Offset(10), Offset(12));
         state.record_data(A, Offset(13), Offset(13));
         assert_eq!(state.open_transaction(A), Some(Offset(10)));
-        assert_eq!(state.last_stable_offset(Offset(14)), Offset(10));
         assert_eq!(
-            state.last_stable_offset(Offset(5)),
+            state.last_stable_offset(Offset(14), Offset::ZERO),
+            Offset(10)
+        );
+        assert_eq!(
+            state.last_stable_offset(Offset(5), Offset::ZERO),
             Offset(5),
             "never above the high watermark"
         );
         state.record_data(B, Offset(14), Offset(14));
-        assert_eq!(state.last_stable_offset(Offset(15)), Offset(10));
+        assert_eq!(
+            state.last_stable_offset(Offset(15), Offset::ZERO),
+            Offset(10)
+        );
+        // Its first batch deleted (retention, DeleteRecords): never below
+        // the log start (read_committed LATEST stays fetchable), never
+        // above the high watermark.
+        assert_eq!(state.last_stable_offset(Offset(15), Offset(12)), Offset(12));
+        assert_eq!(state.last_stable_offset(Offset(11), Offset(12)), Offset(11));
     }
 
     #[test]
@@ -1817,8 +1834,8 @@ mod tests {
         assert_eq!(state.record_marker(A, Offset(5), true), Some(Offset(0)));
         assert_eq!(state.open_transaction(A), None);
         // The marker at 5 is not committed yet: still unstable.
-        assert_eq!(state.last_stable_offset(Offset(5)), Offset(0));
-        assert_eq!(state.last_stable_offset(Offset(6)), Offset(6));
+        assert_eq!(state.last_stable_offset(Offset(5), Offset::ZERO), Offset(0));
+        assert_eq!(state.last_stable_offset(Offset(6), Offset::ZERO), Offset(6));
         assert_eq!(state.aborted().count(), 0);
     }
 
@@ -1829,7 +1846,7 @@ mod tests {
         state.record_data(B, Offset(5), Offset(5));
         state.record_marker(A, Offset(6), false);
         assert_eq!(
-            state.last_stable_offset(Offset(7)),
+            state.last_stable_offset(Offset(7), Offset::ZERO),
             Offset(5),
             "B is still open"
         );
@@ -1853,7 +1870,7 @@ mod tests {
         let mut state = TxnState::new();
         assert_eq!(state.record_marker(A, Offset(0), false), None);
         assert_eq!(state.aborted().count(), 0);
-        assert_eq!(state.last_stable_offset(Offset(1)), Offset(1));
+        assert_eq!(state.last_stable_offset(Offset(1), Offset::ZERO), Offset(1));
     }
 
     #[test]
@@ -1870,10 +1887,10 @@ mod tests {
         state.reconcile(Offset(2));
         assert_eq!(state.open_transaction(A), Some(Offset(0)));
         assert_eq!(state.aborted().count(), 0);
-        assert_eq!(state.last_stable_offset(Offset(2)), Offset(0));
+        assert_eq!(state.last_stable_offset(Offset(2), Offset::ZERO), Offset(0));
         // The state accepts the batches written after the cut.
         state.record_marker(A, Offset(2), true);
-        assert_eq!(state.last_stable_offset(Offset(3)), Offset(3));
+        assert_eq!(state.last_stable_offset(Offset(3), Offset::ZERO), Offset(3));
     }
 
     #[test]
@@ -1959,6 +1976,9 @@ mod tests {
                 last_offset: Offset(6),
             }]
         );
-        assert_eq!(rebuilt.last_stable_offset(Offset(10)), Offset(4));
+        assert_eq!(
+            rebuilt.last_stable_offset(Offset(10), Offset::ZERO),
+            Offset(4)
+        );
     }
 }
