@@ -854,7 +854,7 @@ impl<I: Io> Log<I> {
         target: TimestampMs,
         max_offset: Offset,
     ) -> Result<Option<(Offset, TimestampMs)>, LogError> {
-        let start = {
+        let (start, log_start) = {
             let state = self.inner.state.borrow();
             let found = state
                 .segments
@@ -864,17 +864,27 @@ impl<I: Io> Log<I> {
                 return Ok(None);
             };
             let relative = segment.time_index.lookup(target);
-            Offset::from_relative(segment.base, relative).max(state.log_start)
+            (
+                Offset::from_relative(segment.base, relative).max(state.log_start),
+                state.log_start,
+            )
         };
+        // Only records at or after the log start count (it may lie inside
+        // the first batch read): an answer below it is one every fetch
+        // refuses as out of range.
         self.scan_batches(start, max_offset, |batch_bytes, header| {
             if max_timestamp(header) < target {
                 return None;
             }
-            let found = batch::first_offset_with_timestamp_at_least(batch_bytes, target);
-            Some(match found {
-                Some(found) => found,
-                None => (header_base(header), max_timestamp(header)),
-            })
+            match batch::first_offset_with_timestamp_at_least_from(batch_bytes, target, log_start) {
+                Some(found) => Some(found),
+                // Compressed: the batch level, from the log start.
+                None if header.compression() != batch::Compression::None => {
+                    Some((header_base(header).max(log_start), max_timestamp(header)))
+                }
+                // Its qualifying records all lie below the log start.
+                None => None,
+            }
         })
         .await
     }

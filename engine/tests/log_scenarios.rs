@@ -467,6 +467,15 @@ fn timestamp_lookup_finds_the_first_record_at_or_after_the_target() {
     );
     let latest = block_on(log.max_timestamp(end)).unwrap();
     assert_eq!(latest, Some((Offset(249), TimestampMs(NOW + 4904))));
+
+    // The log start inside a batch (DeleteRecords): records below it do
+    // not count, so no answer lies below the log start (every fetch there
+    // is out of range).
+    block_on(log.delete_records_before(Offset(2))).unwrap();
+    let found = block_on(log.offset_for_timestamp(TimestampMs(0), end)).unwrap();
+    assert_eq!(found, Some((Offset(2), TimestampMs(NOW + 2))));
+    let found = block_on(log.offset_for_timestamp(TimestampMs(NOW + 3), end)).unwrap();
+    assert_eq!(found, Some((Offset(3), TimestampMs(NOW + 3))));
 }
 
 #[test]

@@ -761,6 +761,17 @@ pub fn first_offset_with_timestamp_at_least(
     batch: &[u8],
     target: TimestampMs,
 ) -> Option<(Offset, TimestampMs)> {
+    first_offset_with_timestamp_at_least_from(batch, target, Offset(i64::MIN))
+}
+
+/// [`first_offset_with_timestamp_at_least`] among the records at or after
+/// `from` (a log start inside the batch: the records before it are
+/// deleted, as Kafka's findOffsetByTimestamp skips them).
+pub fn first_offset_with_timestamp_at_least_from(
+    batch: &[u8],
+    target: TimestampMs,
+    from: Offset,
+) -> Option<(Offset, TimestampMs)> {
     let header = BatchHeader::parse(batch).ok()?;
     if header.compression() != Compression::None || batch.len() < header.total_size() {
         return None;
@@ -770,15 +781,17 @@ pub fn first_offset_with_timestamp_at_least(
         // Every record shares the append time; the first record has
         // offsetDelta 0 in a validated batch.
         let append_time = header.max_timestamp();
-        return (append_time >= target).then_some((header.base_offset(), append_time));
+        let first = header.base_offset().max(from);
+        return (append_time >= target && first <= header.last_offset())
+            .then_some((first, append_time));
     }
     let base_timestamp = header.base_timestamp().0;
     for record in records(batch, &header) {
         let record = record.ok()?;
         // Wrapping like Kafka's Java arithmetic; only garbage overflows.
         let timestamp = TimestampMs(base_timestamp.wrapping_add(record.timestamp_delta));
-        if timestamp >= target {
-            let offset = base_offset.checked_add(i64::from(record.offset_delta))?;
+        let offset = base_offset.checked_add(i64::from(record.offset_delta))?;
+        if timestamp >= target && Offset(offset) >= from {
             return Some((Offset(offset), timestamp));
         }
     }
