@@ -93,6 +93,12 @@ fn merge_with(
     }
     let mut merged = current.clone();
     for change in changes {
+        // Kafka validates the resulting set: deleting a name that is not
+        // set (known or not) changes nothing and is no error.
+        if change.operation == operation::DELETE {
+            merged.remove(change.name);
+            continue;
+        }
         let Some(spec) = lookup(change.name) else {
             return Err((
                 ResponseError::InvalidConfig,
@@ -110,9 +116,6 @@ fn merge_with(
         match change.operation {
             operation::SET => {
                 merged.insert(change.name.to_string(), value()?.to_string());
-            }
-            operation::DELETE => {
-                merged.remove(change.name);
             }
             operation::APPEND | operation::SUBTRACT => {
                 if spec.kind != ConfigKind::List {
@@ -292,6 +295,14 @@ mod tests {
     fn deleting_an_unset_config_is_a_no_op() {
         let current = map(&[("retention.ms", "1000")]);
         let merged = merge(&current, &[change("segment.ms", operation::DELETE, None)]).unwrap();
+        assert_eq!(merged, current);
+        // Kafka validates the result: deleting a name it does not know is
+        // no error either.
+        let merged = merge(
+            &current,
+            &[change("no.such.config", operation::DELETE, None)],
+        )
+        .unwrap();
         assert_eq!(merged, current);
     }
 
