@@ -260,3 +260,44 @@ fn previous_version_directories_of_existing_topics_are_adopted_with_their_data()
     );
     assert_eq!(placed, [(1, 20)]);
 }
+
+/// Metadata asked by a topic id no topic has (v12+) answers
+/// UNKNOWN_TOPIC_ID, as Kafka (found by a read-only audit: it answered
+/// UNKNOWN_TOPIC_OR_PARTITION); an existing topic's id names it.
+#[test]
+fn metadata_by_an_unknown_topic_id_is_unknown_topic_id() {
+    use kafka_protocol::messages::MetadataRequest;
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use sluice_server::admin::client::Connection;
+
+    const UNKNOWN_TOPIC_ID: i16 = 100;
+    let broker = Broker::start("metadata-by-id");
+    let bootstrap = broker.bootstrap();
+    kafka::create_topic(&bootstrap, "named", 1, &[]);
+    let mut connection = Connection::open(&bootstrap).expect("connecting");
+    let by_name = MetadataRequest::default()
+        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(
+            kafka_protocol::protocol::StrBytes::from_static_str("named").into(),
+        ))]))
+        .with_allow_auto_topic_creation(false);
+    let (named, _) = connection.call(&by_name, 12..=12).expect("Metadata");
+    let id = named.topics[0].topic_id;
+    let by_id = |topic_id| {
+        MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default()
+                    .with_topic_id(topic_id)
+                    .with_name(None),
+            ]))
+            .with_allow_auto_topic_creation(false)
+    };
+    let (found, _) = connection.call(&by_id(id), 12..=12).expect("Metadata");
+    assert_eq!(found.topics[0].error_code, 0);
+    assert_eq!(
+        found.topics[0].name.as_ref().map(|name| name.0.as_str()),
+        Some("named")
+    );
+    let unknown = uuid::Uuid::from_u128(id.as_u128() ^ 1);
+    let (missing, _) = connection.call(&by_id(unknown), 12..=12).expect("Metadata");
+    assert_eq!(missing.topics[0].error_code, UNKNOWN_TOPIC_ID);
+}

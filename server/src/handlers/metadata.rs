@@ -136,6 +136,8 @@ pub async fn handle(
                             }
                         }
                     }
+                    // Asked by an id no topic has: Kafka's UNKNOWN_TOPIC_ID.
+                    (None, None) => error_topic(None, id, ResponseError::UnknownTopicId),
                     (None, name) => error_topic(name, id, ResponseError::UnknownTopicOrPartition),
                 };
                 topics.push(entry);
