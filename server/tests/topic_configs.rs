@@ -479,3 +479,37 @@ fn a_broker_resource_lists_its_settings_under_kafkas_names() {
         Some("9223372036854775807")
     );
 }
+
+/// CreateTopics with validate_only (v5+) answers the partition count and
+/// replication factor the topic would get, as Kafka (the Java AdminClient's
+/// numPartitions() read 0), and creates nothing.
+#[test]
+fn create_topics_validate_only_answers_the_count_it_would_create() {
+    use kafka_protocol::messages::CreateTopicsRequest;
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use sluice_server::admin::client::Connection;
+
+    let broker = Broker::start("validate-only-count");
+    let bootstrap = broker.bootstrap();
+    let mut connection = Connection::open(&bootstrap).expect("connecting");
+    let request = CreateTopicsRequest::default()
+        .with_topics(vec![
+            CreatableTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("would-be")))
+                .with_num_partitions(3)
+                .with_replication_factor(1),
+        ])
+        .with_timeout_ms(10_000)
+        .with_validate_only(true);
+    let (response, _) = connection.call(&request, 5..=7).expect("CreateTopics");
+    let result = &response.topics[0];
+    assert_eq!(result.error_code, 0);
+    assert_eq!((result.num_partitions, result.replication_factor), (3, 1));
+    assert!(
+        kafka::topic_partition_counts(&bootstrap)
+            .unwrap()
+            .get("would-be")
+            .is_none(),
+        "validate_only created nothing"
+    );
+}

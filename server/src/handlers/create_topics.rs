@@ -220,7 +220,11 @@ pub async fn handle(
         };
         let result = CreatableTopicResult::default().with_name(topic.name);
         let result = match outcome {
-            Ok((created, replication_factor)) => {
+            Ok(Created {
+                topic: created,
+                replication_factor,
+                partitions,
+            }) => {
                 let mut result = result.with_error_message(None).with_topic_id(created.id);
                 if version >= 5 {
                     let configs = topic_config_entries(
@@ -238,7 +242,7 @@ pub async fn handle(
                     })
                     .collect();
                     result = result
-                        .with_num_partitions(created.partitions.len() as i32)
+                        .with_num_partitions(partitions)
                         .with_replication_factor(replication_factor)
                         .with_configs(Some(configs));
                 }
@@ -258,7 +262,7 @@ async fn create_one(
     shard: &Rc<Shard>,
     topic: &CreatableTopic,
     validate_only: bool,
-) -> Result<(TopicMetadata, i16), AdminError> {
+) -> Result<Created, AdminError> {
     let name = topic.name.0.as_str();
     validate_topic_name(name)
         .map_err(|error| (ResponseError::InvalidTopicException, error.to_string()))?;
@@ -363,7 +367,25 @@ async fn create_one(
         .map_or(replication_factor, |partition| {
             partition.replicas.len() as i32
         });
-    Ok((created, i16::try_from(committed).unwrap_or(i16::MAX)))
+    // The count as committed, or the one that would be (validate_only:
+    // nothing was placed, and Kafka answers the count it would create).
+    let count = if validate_only {
+        partitions
+    } else {
+        created.partitions.len() as i32
+    };
+    Ok(Created {
+        topic: created,
+        replication_factor: i16::try_from(committed).unwrap_or(i16::MAX),
+        partitions: count,
+    })
+}
+
+/// A topic CreateTopics created (or, validating only, would create).
+struct Created {
+    topic: TopicMetadata,
+    replication_factor: i16,
+    partitions: i32,
 }
 
 #[cfg(test)]
