@@ -188,6 +188,30 @@ impl LeaderEpochCache {
         Some((floor.epoch, next.start_offset))
     }
 
+    /// Kafka's answer to a client's OffsetForLeaderEpoch
+    /// (`LeaderEpochFileCache.endOffsetFor`): as [`Self::end_offset_for`],
+    /// and for a `requested` epoch below every cached one, (`requested`, the
+    /// first cached entry's start): the log holds nothing of that epoch, and
+    /// nothing before that offset (its start moved past them). A consumer
+    /// whose position is at or below that offset has lost nothing; an
+    /// undefined answer would make it reset its position. `None` for a
+    /// negative `requested` or an empty cache.
+    ///
+    /// Replication keeps [`Self::end_offset_for`]: there, "below every
+    /// cached epoch" means the follower must cut to the high watermark or
+    /// start over at the leader's log start (`replication::progress`).
+    pub fn end_offset_for_client(
+        &self,
+        requested: LeaderEpoch,
+        log_end: Offset,
+    ) -> Option<(LeaderEpoch, Offset)> {
+        if requested.0 < 0 {
+            return None;
+        }
+        self.end_offset_for(requested, log_end)
+            .or_else(|| Some((requested, self.entries.first()?.start_offset)))
+    }
+
     /// The start offset of exactly `epoch`, if cached.
     pub fn start_offset_of(&self, epoch: LeaderEpoch) -> Option<Offset> {
         let at = self
@@ -469,6 +493,32 @@ mod tests {
         assert_eq!(later.end_offset_for(LeaderEpoch(4), end), None);
         assert_eq!(
             LeaderEpochCache::default().end_offset_for(LeaderEpoch(0), end),
+            None
+        );
+    }
+
+    #[test]
+    fn a_client_asking_for_an_epoch_below_every_cached_one_gets_the_first_start() {
+        let mut cache = sample();
+        cache.truncate_to_start(Offset(25));
+        let end = Offset(50);
+        let answer = |epoch: i32| {
+            cache
+                .end_offset_for_client(LeaderEpoch(epoch), end)
+                .map(|(epoch, offset)| (epoch.0, offset.value()))
+        };
+        // Epoch 0 was cut from the start: the requested epoch, and where
+        // the log now starts (Kafka's LeaderEpochFileCache.endOffsetFor).
+        assert_eq!(answer(0), Some((0, 25)));
+        // Everything else as replication's lookup answers.
+        assert_eq!(answer(1), Some((1, 40)));
+        assert_eq!(answer(2), Some((1, 40)));
+        assert_eq!(answer(3), Some((3, 50)));
+        assert_eq!(answer(7), Some((3, 50)));
+        assert_eq!(answer(-1), None);
+        assert_eq!(cache.end_offset_for(LeaderEpoch(0), end), None);
+        assert_eq!(
+            LeaderEpochCache::default().end_offset_for_client(LeaderEpoch(0), end),
             None
         );
     }

@@ -440,6 +440,16 @@ impl<I: Io> Log<I> {
         state.epochs.end_offset_for(requested, state.log_end)
     }
 
+    /// OffsetForLeaderEpoch as Kafka answers a client
+    /// ([`crate::epochs::LeaderEpochCache::end_offset_for_client`]).
+    pub fn end_offset_for_epoch_client(
+        &self,
+        requested: LeaderEpoch,
+    ) -> Option<(LeaderEpoch, Offset)> {
+        let state = self.inner.state.borrow();
+        state.epochs.end_offset_for_client(requested, state.log_end)
+    }
+
     /// The first offset appended under exactly `epoch`, if it is cached.
     pub fn epoch_start_offset(&self, epoch: LeaderEpoch) -> Option<Offset> {
         self.inner.state.borrow().epochs.start_offset_of(epoch)

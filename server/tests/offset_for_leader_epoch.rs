@@ -2,7 +2,8 @@
 //! raw kafka-protocol requests: where the current epoch ends (the log end),
 //! a larger epoch (the latest epoch and the log end), a stale
 //! `current_leader_epoch` (FENCED_LEADER_EPOCH) and a newer one
-//! (UNKNOWN_LEADER_EPOCH), an unknown topic or partition
+//! (UNKNOWN_LEADER_EPOCH), an epoch whose records were deleted (itself
+//! and the log start, as Kafka), an unknown topic or partition
 //! (UNKNOWN_TOPIC_OR_PARTITION), and ApiVersions advertising the API.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -21,6 +22,7 @@ use kafka_protocol::messages::{
     OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, RequestKind, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
+use rdkafka::TopicPartitionList;
 use support::Broker;
 use support::kafka::{Record, create_topic, produce_one_per_batch, watermarks};
 use support::wire;
@@ -236,6 +238,27 @@ fn a_newer_current_leader_epoch_is_unknown_and_an_older_one_fenced() {
             (NONE, epoch, 3),
             (NONE, new_epoch, 5),
         ]
+    );
+
+    // Deleting past the old epoch's records drops it from the leader's
+    // epochs. A consumer that last read the old epoch is answered, as by
+    // Kafka, with its own epoch and where the log now starts: its position
+    // (at most that) lost nothing. Undefined would make it reset.
+    let mut cut = TopicPartitionList::new();
+    cut.add_partition_offset("fenced", 0, rdkafka::Offset::Offset(4))
+        .unwrap();
+    let admin = support::kafka::admin(&bootstrap);
+    support::kafka::block_on(admin.delete_records(&cut, &support::kafka::admin_options()))
+        .expect("DeleteRecords");
+    let answers = offset_for_leader_epoch(&mut stream, 4, "fenced", &[(0, new_epoch, epoch)]);
+    assert_eq!(
+        (
+            answers[0].error_code,
+            answers[0].leader_epoch,
+            answers[0].end_offset
+        ),
+        (NONE, epoch, 4),
+        "{answers:?}"
     );
 }
 

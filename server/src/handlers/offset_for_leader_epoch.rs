@@ -19,10 +19,12 @@
 //! - only the leader answers, for consumers and followers alike
 //!   (NOT_LEADER_OR_FOLLOWER elsewhere); a partition the view does not
 //!   know is UNKNOWN_TOPIC_OR_PARTITION;
-//! - the answer is `Log::end_offset_for_epoch`: the largest epoch at or
-//!   below the requested one and the offset where it ends (for the latest
-//!   epoch, the log end offset, as Kafka answers); leader epoch and end
-//!   offset -1 when the log knows no such epoch (UNDEFINED_EPOCH_OFFSET).
+//! - the answer is `Log::end_offset_for_epoch_client`: the largest epoch
+//!   at or below the requested one and the offset where it ends (for the
+//!   latest epoch, the log end offset, as Kafka answers); for an epoch
+//!   below every cached one (its records deleted), the requested epoch and
+//!   the first cached epoch's start, as Kafka; leader epoch and end offset
+//!   -1 when the log knows no epoch (UNDEFINED_EPOCH_OFFSET).
 
 use crate::auth::acl::{AclOperation, ResourceType};
 use crate::auth::authorizer::Access;
@@ -67,7 +69,7 @@ impl EpochAnswer {
         }
     }
 
-    /// The answer for what `Log::end_offset_for_epoch` found.
+    /// The answer for what `Log::end_offset_for_epoch_client` found.
     pub fn from_log(found: Option<(LeaderEpoch, Offset)>) -> EpochAnswer {
         match found {
             Some((epoch, end_offset)) => {
@@ -218,7 +220,7 @@ fn answer_on_owner(owner: &Shard, query: &Query) -> EpochAnswer {
     EpochAnswer::from_log(
         replica
             .log
-            .end_offset_for_epoch(LeaderEpoch(query.leader_epoch)),
+            .end_offset_for_epoch_client(LeaderEpoch(query.leader_epoch)),
     )
 }
 
