@@ -1266,7 +1266,12 @@ impl<I: Io> Log<I> {
     /// segments that are past them (never the active one; an expired active
     /// segment is rolled so a later pass can delete it). Returns how many
     /// segments were deleted.
-    pub async fn apply_retention(&self) -> Result<usize, LogError> {
+    ///
+    /// Only segments wholly below `committed_end` (the partition's high
+    /// watermark) go, as Kafka's `deletableSegments`: the log start never
+    /// passes records a lagging in-sync follower may still need, and a
+    /// replica never deletes what it has not seen committed.
+    pub async fn apply_retention(&self, committed_end: Offset) -> Result<usize, LogError> {
         let _dir = self.inner.enter_dir()?;
         self.inner.check_not_poisoned()?;
         let now = self.inner.io.now_ms();
@@ -1310,7 +1315,8 @@ impl<I: Io> Log<I> {
                 total.saturating_sub(segment.size) >= retention_bytes
             });
             let below_start = segment.next_offset <= state.log_start;
-            let delete = expired_by_time || expired_by_size || below_start;
+            let committed = segment.next_offset <= committed_end;
+            let delete = (committed && (expired_by_time || expired_by_size)) || below_start;
             if delete {
                 total -= segment.size;
             }

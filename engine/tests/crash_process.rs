@@ -183,7 +183,7 @@ async fn append_until_killed(dir: PathBuf, seed: u64) {
         report(&format!("{ACK_PREFIX} {base} {next} {crc}"));
         acked += 1;
         if acked.is_multiple_of(RETENTION_EVERY_ACKS) {
-            log.apply_retention()
+            log.apply_retention(log.log_end_offset())
                 .await
                 .unwrap_or_else(|error| panic!("the child's retention failed: {error}"));
         }

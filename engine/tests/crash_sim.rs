@@ -141,7 +141,7 @@ fn run_seed(seed: u64) {
                     model.log_start = model.log_start.max(target);
                 }
             }
-            let deleted = block_on(log.apply_retention());
+            let deleted = block_on(log.apply_retention(log.log_end_offset()));
             trace!("retention {deleted:?} start {}", log.log_start_offset());
             if deleted.is_ok() {
                 model.log_start = model.log_start.max(log.log_start_offset());

@@ -283,7 +283,7 @@ fn retention_by_size_deletes_the_oldest_segments_and_advances_the_start() {
         append_durable(&log, &committer, &tagged_batch(tag, 4, 500, NOW));
     }
     let size_before = log.size_bytes();
-    let deleted = block_on(log.apply_retention()).unwrap();
+    let deleted = block_on(log.apply_retention(log.log_end_offset())).unwrap();
     assert!(deleted > 0);
     assert!(log.size_bytes() < size_before);
     assert!(
@@ -315,19 +315,49 @@ fn retention_by_time_deletes_expired_segments_including_a_rolled_active_one() {
         append_durable(&log, &committer, &tagged_batch(tag, 4, 500, NOW));
     }
     assert_eq!(
-        block_on(log.apply_retention()).unwrap(),
+        block_on(log.apply_retention(log.log_end_offset())).unwrap(),
         0,
         "nothing expired yet"
     );
     io.advance_clock(Duration::from_secs(120));
-    let deleted = block_on(log.apply_retention()).unwrap();
+    let deleted = block_on(log.apply_retention(log.log_end_offset())).unwrap();
     assert!(deleted > 0);
     // The expired active segment was rolled: the next flush seals it, and
     // the next pass deletes it.
     append_durable(&log, &committer, &tagged_batch(99, 1, 10, NOW + 120_000));
-    block_on(log.apply_retention()).unwrap();
+    block_on(log.apply_retention(log.log_end_offset())).unwrap();
     assert_eq!(log.segment_count(), 1);
     assert_eq!(log.log_start_offset(), Offset(160));
+}
+
+/// Retention deletes only segments wholly below the committed end (the
+/// high watermark), as Kafka's `deletableSegments`: the log start never
+/// passes records an in-sync follower may not have yet.
+#[test]
+fn retention_keeps_segments_that_reach_past_the_committed_end() {
+    let io = SimIo::new(13);
+    let mut config = small_config();
+    config.retention_ms = Some(60_000);
+    let (log, committer) = open(&io, config);
+    for tag in 0..200u64 {
+        append_durable(&log, &committer, &tagged_batch(tag, 4, 500, NOW));
+    }
+    io.advance_clock(Duration::from_secs(120));
+    let segments = log.segment_count();
+    assert!(segments > 3, "several segments: {segments}");
+    let committed = Offset(log.log_end_offset().value() / 2);
+    let deleted = block_on(log.apply_retention(committed)).unwrap();
+    assert!(deleted > 0, "the committed expired segments go");
+    let start = log.log_start_offset();
+    assert!(
+        start <= committed,
+        "the log start {start} stays at or below the committed end {committed}"
+    );
+    // Nothing more goes until the committed end moves.
+    assert_eq!(block_on(log.apply_retention(committed)).unwrap(), 0);
+    assert_eq!(log.log_start_offset(), start);
+    assert!(block_on(log.apply_retention(log.log_end_offset())).unwrap() > 0);
+    assert!(log.log_start_offset() > committed);
 }
 
 #[test]
@@ -724,7 +754,10 @@ fn an_expired_active_segment_is_rolled_and_deleted_without_waiting_for_an_append
     io.advance_clock(Duration::from_secs(10));
     // Retention rolls the expired active segment (as Kafka does), flushes
     // and finalizes it, and deletes it: the log is empty, offsets go on.
-    assert_eq!(block_on(log.apply_retention()).unwrap(), 1);
+    assert_eq!(
+        block_on(log.apply_retention(log.log_end_offset())).unwrap(),
+        1
+    );
     poll_once(&mut appended.completion).unwrap().unwrap();
     assert_eq!(log.log_start_offset(), Offset(1));
     assert_eq!(log.log_end_offset(), Offset(1));

@@ -466,7 +466,13 @@ fn a_closed_log_never_touches_the_directory_that_took_its_name() {
                 "{what} on the closed log: {result:?}"
             );
         };
-        closed(old.log.apply_retention().await.map(drop), "retention");
+        closed(
+            old.log
+                .apply_retention(old.log.log_end_offset())
+                .await
+                .map(drop),
+            "retention",
+        );
         closed(
             old.log.delete_records_before(Offset(50)).await.map(drop),
             "DeleteRecords",
@@ -790,7 +796,11 @@ fn retention_by_bytes_deletes_the_oldest_segments_on_disk() {
         let size_before = session.log.size_bytes();
         let segments_before = session.log.segment_count();
         assert!(size_before > 2 * retention_bytes);
-        let deleted = session.log.apply_retention().await.unwrap();
+        let deleted = session
+            .log
+            .apply_retention(session.log.log_end_offset())
+            .await
+            .unwrap();
         assert!(deleted > 0);
         assert_eq!(session.log.segment_count(), segments_before - deleted);
         let size = session.log.size_bytes();
@@ -811,7 +821,14 @@ fn retention_by_bytes_deletes_the_oldest_segments_on_disk() {
         );
         check_reads(&session.log, &expected).await;
         // A second pass finds nothing more to delete.
-        assert_eq!(session.log.apply_retention().await.unwrap(), 0);
+        assert_eq!(
+            session
+                .log
+                .apply_retention(session.log.log_end_offset())
+                .await
+                .unwrap(),
+            0
+        );
         start
     });
     run_on_uring(async {

@@ -97,7 +97,7 @@ pub async fn clean_once(shard: &Shard) -> usize {
         }
         crate::shard::txn_state::persist(&replica.log, &replica.txns, &replica.producers).await;
         if deletes {
-            match replica.log.apply_retention().await {
+            match replica.log.apply_retention(replica.high_watermark()).await {
                 Ok(0) => {}
                 Ok(deleted) => tracing::debug!(
                     partition = %replica.topic_partition,
