@@ -212,6 +212,15 @@ impl LeaderEpochCache {
             .or_else(|| Some((requested, self.entries.first()?.start_offset)))
     }
 
+    /// The epoch of the batch holding `offset`: the last entry starting at
+    /// or before it (`None` before the first entry).
+    pub fn epoch_for_offset(&self, offset: Offset) -> Option<LeaderEpoch> {
+        let after = self
+            .entries
+            .partition_point(|entry| entry.start_offset <= offset);
+        Some(self.entries.get(after.checked_sub(1)?)?.epoch)
+    }
+
     /// The start offset of exactly `epoch`, if cached.
     pub fn start_offset_of(&self, epoch: LeaderEpoch) -> Option<Offset> {
         let at = self
@@ -493,6 +502,25 @@ mod tests {
         assert_eq!(later.end_offset_for(LeaderEpoch(4), end), None);
         assert_eq!(
             LeaderEpochCache::default().end_offset_for(LeaderEpoch(0), end),
+            None
+        );
+    }
+
+    #[test]
+    fn the_epoch_of_an_offset_is_the_last_entry_starting_at_or_before_it() {
+        let cache = sample();
+        let epoch_of = |offset: i64| cache.epoch_for_offset(Offset(offset)).map(|epoch| epoch.0);
+        assert_eq!(epoch_of(0), Some(0));
+        assert_eq!(epoch_of(19), Some(0));
+        assert_eq!(epoch_of(20), Some(1));
+        assert_eq!(epoch_of(39), Some(1));
+        assert_eq!(epoch_of(40), Some(3));
+        assert_eq!(epoch_of(1_000), Some(3));
+        let mut later = LeaderEpochCache::default();
+        later.assign(LeaderEpoch(5), Offset(7));
+        assert_eq!(later.epoch_for_offset(Offset(6)), None);
+        assert_eq!(
+            LeaderEpochCache::default().epoch_for_offset(Offset(0)),
             None
         );
     }

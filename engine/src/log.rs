@@ -450,6 +450,12 @@ impl<I: Io> Log<I> {
         state.epochs.end_offset_for_client(requested, state.log_end)
     }
 
+    /// The leader epoch of the batch holding `offset`, from the epoch
+    /// cache (`None` below its first entry: Kafka's UNDEFINED epoch).
+    pub fn epoch_for_offset(&self, offset: Offset) -> Option<LeaderEpoch> {
+        self.inner.state.borrow().epochs.epoch_for_offset(offset)
+    }
+
     /// The first offset appended under exactly `epoch`, if it is cached.
     pub fn epoch_start_offset(&self, epoch: LeaderEpoch) -> Option<Offset> {
         self.inner.state.borrow().epochs.start_offset_of(epoch)

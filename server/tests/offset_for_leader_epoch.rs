@@ -4,7 +4,8 @@
 //! `current_leader_epoch` (FENCED_LEADER_EPOCH) and a newer one
 //! (UNKNOWN_LEADER_EPOCH), an epoch whose records were deleted (itself
 //! and the log start, as Kafka), an unknown topic or partition
-//! (UNKNOWN_TOPIC_OR_PARTITION), and ApiVersions advertising the API.
+//! (UNKNOWN_TOPIC_OR_PARTITION), ApiVersions advertising the API, and the
+//! leader epochs ListOffsets answers (the found batch's).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -12,14 +13,16 @@ mod support;
 use std::net::TcpStream;
 
 use bytes::Buf;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
 use kafka_protocol::messages::offset_for_leader_epoch_response::EpochEndOffset;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
-    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, RequestKind, TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, ListOffsetsRequest, ListOffsetsResponse,
+    MetadataRequest, MetadataResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
+    RequestKind, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use rdkafka::TopicPartitionList;
@@ -45,6 +48,31 @@ fn leader_epoch(stream: &mut TcpStream, topic: &str) -> i32 {
     let partition = &response.topics[0].partitions[0];
     assert_eq!(partition.error_code, NONE, "Metadata of {topic}");
     partition.leader_epoch
+}
+
+/// ListOffsets v9 for partition 0 of `topic` at `timestamp` (-2 EARLIEST,
+/// -1 LATEST): (error, offset, leader epoch).
+fn list_offset(stream: &mut TcpStream, topic: &str, timestamp: i64) -> (i16, i64, i32) {
+    let request = ListOffsetsRequest::default()
+        .with_replica_id((-1).into())
+        .with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(vec![
+                    ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_timestamp(timestamp),
+                ]),
+        ]);
+    let mut body = call(
+        stream,
+        ApiKey::ListOffsets,
+        9,
+        RequestKind::ListOffsets(request),
+    );
+    let response = ListOffsetsResponse::decode(&mut body, 9).expect("a ListOffsets response");
+    let answer = &response.topics[0].partitions[0];
+    (answer.error_code, answer.offset, answer.leader_epoch)
 }
 
 /// (current_leader_epoch, leader_epoch) per partition index of `topic`.
@@ -240,6 +268,13 @@ fn a_newer_current_leader_epoch_is_unknown_and_an_older_one_fenced() {
         ]
     );
 
+    // ListOffsets answers the epoch of the batch it found, as Kafka: a
+    // consumer validates its position with it after a leader change, and
+    // the current epoch for an older record would hide a truncation.
+    assert_eq!(list_offset(&mut stream, "fenced", -2), (NONE, 0, epoch));
+    assert_eq!(list_offset(&mut stream, "fenced", 0), (NONE, 0, epoch));
+    assert_eq!(list_offset(&mut stream, "fenced", -1), (NONE, 5, new_epoch));
+
     // Deleting past the old epoch's records drops it from the leader's
     // epochs. A consumer that last read the old epoch is answered, as by
     // Kafka, with its own epoch and where the log now starts: its position
@@ -260,6 +295,7 @@ fn a_newer_current_leader_epoch_is_unknown_and_an_older_one_fenced() {
         (NONE, epoch, 4),
         "{answers:?}"
     );
+    assert_eq!(list_offset(&mut stream, "fenced", -2), (NONE, 4, new_epoch));
 }
 
 #[test]

@@ -27,8 +27,13 @@
 //! see "latest" go backwards. EARLIEST is answered regardless.
 //!
 //! Only the partition's leader answers (NOT_LEADER_OR_FOLLOWER elsewhere);
-//! a `current_leader_epoch` is checked as Fetch does (fetch::serving), and
-//! answers carry the partition's leader epoch from the view.
+//! a `current_leader_epoch` is checked as Fetch does (fetch::serving).
+//! The leader epoch answered is, as Kafka's: for LATEST the partition's
+//! current one (from the view), for EARLIEST and found records the epoch of
+//! the batch at that offset (the log's epoch cache), -1 when unknown. A
+//! consumer keeps it with its position and later asks OffsetForLeaderEpoch
+//! with it to detect truncation: a later epoch than the record's would hide
+//! a truncation of the records between.
 
 use crate::auth::acl::{AclOperation, ResourceType};
 use crate::auth::authorizer::Access;
@@ -41,7 +46,7 @@ use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, ResponseKind};
-use sluice_engine::{LogError, Offset, TimestampMs};
+use sluice_engine::{LeaderEpoch, LogError, Offset, TimestampMs};
 
 use crate::handlers::Reply;
 use crate::handlers::fetch::{on_shard, serving};
@@ -233,7 +238,8 @@ async fn answer_on_owner(owner: &Shard, query: &Query) -> OffsetAnswer {
     };
     let found = match query.timestamp {
         EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => {
-            return OffsetAnswer::found(log.log_start_offset(), -1, query.leader_epoch);
+            let start = log.log_start_offset();
+            return OffsetAnswer::found(start, -1, epoch_of(log.epoch_for_offset(start)));
         }
         LATEST_TIMESTAMP if lagging => {
             return OffsetAnswer::error(ResponseError::OffsetNotAvailable);
@@ -251,7 +257,7 @@ async fn answer_on_owner(owner: &Shard, query: &Query) -> OffsetAnswer {
     match found {
         // Only what consumers can read (Kafka filters on the high watermark).
         Ok(Some((offset, timestamp))) if offset < high_watermark => {
-            OffsetAnswer::found(offset, timestamp.0, query.leader_epoch)
+            OffsetAnswer::found(offset, timestamp.0, epoch_of(log.epoch_for_offset(offset)))
         }
         // Nothing readable yet, but a caught-up high watermark might show it.
         Ok(_) if lagging => OffsetAnswer::error(ResponseError::OffsetNotAvailable),
@@ -264,6 +270,12 @@ async fn answer_on_owner(owner: &Shard, query: &Query) -> OffsetAnswer {
             })
         }
     }
+}
+
+/// The leader epoch to answer for a found offset: its batch's, or -1
+/// (UNDEFINED) when the log's epochs do not cover it.
+fn epoch_of(epoch: Option<LeaderEpoch>) -> i32 {
+    epoch.map_or(-1, |epoch| epoch.0)
 }
 
 /// Whether a leader's high watermark is still below the offset where its
