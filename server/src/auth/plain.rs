@@ -2,7 +2,8 @@
 //! against the user's salted SCRAM credentials (Kafka's PLAIN reads
 //! passwords from a JAAS file; Sluice keeps no passwords, so a user
 //! created for SCRAM logs in with PLAIN too). PLAIN sends the password
-//! itself: use it over TLS (SASL_SSL) only. Pure.
+//! itself: use it over TLS (SASL_SSL) only. Pure; the password check is
+//! a value the caller runs where it chooses (`PasswordCheck::run`).
 
 use super::scram::{ScramCredential, ScramMechanism};
 
@@ -17,12 +18,44 @@ pub enum PlainError {
     InvalidCredentials,
 }
 
-/// Check a PLAIN token; `Ok` is the user name. `lookup` finds a user's
-/// credential for a mechanism (SHA-512 is tried first).
-pub fn authenticate(
+/// A parsed PLAIN token and the credential to check it against: the
+/// expensive half (PBKDF2 over the credential's iterations, milliseconds
+/// at the largest), kept apart so the connection can run it off the shard
+/// thread (`net::sasl`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PasswordCheck {
+    pub username: String,
+    password: String,
+    credential: Option<(ScramMechanism, ScramCredential)>,
+}
+
+impl std::fmt::Debug for PasswordCheck {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password.
+        formatter
+            .debug_struct("PasswordCheck")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PasswordCheck {
+    /// Whether the password matches (an unknown user never does).
+    pub fn run(&self) -> bool {
+        self.credential
+            .as_ref()
+            .is_some_and(|(mechanism, credential)| {
+                credential.matches_password(*mechanism, &self.password)
+            })
+    }
+}
+
+/// Parse a PLAIN token and find the user's credential (`lookup`: a user's
+/// credential for a mechanism; SHA-512 is tried first).
+pub fn prepare(
     token: &[u8],
     lookup: impl Fn(&str, ScramMechanism) -> Option<ScramCredential>,
-) -> Result<String, PlainError> {
+) -> Result<PasswordCheck, PlainError> {
     let text = std::str::from_utf8(token).map_err(|_| PlainError::Malformed)?;
     let mut parts = text.split('\0');
     let (Some(authzid), Some(username), Some(password), None) =
@@ -36,12 +69,25 @@ pub fn authenticate(
     if !authzid.is_empty() && authzid != username {
         return Err(PlainError::AuthorizationId);
     }
-    let matched = [ScramMechanism::Sha512, ScramMechanism::Sha256]
+    let credential = [ScramMechanism::Sha512, ScramMechanism::Sha256]
         .into_iter()
-        .find_map(|mechanism| Some((mechanism, lookup(username, mechanism)?)))
-        .is_some_and(|(mechanism, credential)| credential.matches_password(mechanism, password));
-    if matched {
-        Ok(username.to_string())
+        .find_map(|mechanism| Some((mechanism, lookup(username, mechanism)?)));
+    Ok(PasswordCheck {
+        username: username.to_string(),
+        password: password.to_string(),
+        credential,
+    })
+}
+
+/// Check a PLAIN token at once; `Ok` is the user name.
+#[cfg(test)]
+pub fn authenticate(
+    token: &[u8],
+    lookup: impl Fn(&str, ScramMechanism) -> Option<ScramCredential>,
+) -> Result<String, PlainError> {
+    let check = prepare(token, lookup)?;
+    if check.run() {
+        Ok(check.username)
     } else {
         Err(PlainError::InvalidCredentials)
     }
@@ -68,6 +114,12 @@ mod tests {
             authenticate(b"alice\0alice\0wonderland", lookup),
             Ok("alice".to_string())
         );
+    }
+
+    #[test]
+    fn a_check_never_shows_the_password() {
+        let check = prepare(b"\0alice\0wonderland", lookup).unwrap();
+        assert!(!format!("{check:?}").contains("wonderland"));
     }
 
     #[test]

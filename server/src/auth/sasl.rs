@@ -72,6 +72,14 @@ impl SaslFailure {
     }
 }
 
+/// Kafka's answer to a wrong password or an unknown user.
+fn invalid_credentials(mechanism: &str) -> SaslFailure {
+    SaslFailure::AuthenticationFailed(format!(
+        "Authentication failed during authentication due to invalid credentials with SASL \
+         mechanism {mechanism}"
+    ))
+}
+
 /// What a token led to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -79,6 +87,10 @@ pub enum Step {
     Challenge(Vec<u8>),
     /// Authenticated: send this last token (possibly empty).
     Complete(Vec<u8>),
+    /// PLAIN: run this check (`PasswordCheck::run`, PBKDF2) and give its
+    /// outcome to [`SaslSession::finish_password`]; nothing is answered
+    /// until then.
+    CheckPassword(plain::PasswordCheck),
 }
 
 #[derive(Debug)]
@@ -92,6 +104,8 @@ enum State {
         state: Box<ScramServerFirst>,
         raw: bool,
     },
+    /// A PLAIN token whose password is being checked.
+    PasswordPending,
     Authenticated(Principal),
     Failed,
 }
@@ -183,22 +197,15 @@ impl SaslSession {
                 "SaslAuthenticate after a SaslHandshake v0 (raw tokens expected)".to_string(),
             ));
         }
-        let failed = |mechanism: &str| {
-            SaslFailure::AuthenticationFailed(format!(
-                "Authentication failed during authentication due to invalid credentials with \
-                 SASL mechanism {mechanism}"
-            ))
-        };
         match state {
             State::Handshaken {
                 mechanism: Mechanism::Plain,
                 ..
-            } => match plain::authenticate(token, lookup) {
-                Ok(user) => {
-                    self.state = State::Authenticated(Principal::user(user));
-                    Ok(Step::Complete(Vec::new()))
+            } => match plain::prepare(token, lookup) {
+                Ok(check) => {
+                    self.state = State::PasswordPending;
+                    Ok(Step::CheckPassword(check))
                 }
-                Err(plain::PlainError::InvalidCredentials) => Err(failed("PLAIN")),
                 Err(error) => Err(SaslFailure::AuthenticationFailed(format!(
                     "Authentication failed: {error}"
                 ))),
@@ -223,15 +230,40 @@ impl SaslSession {
                     self.state = State::Authenticated(Principal::user(state.username.clone()));
                     Ok(Step::Complete(message))
                 }
-                Err(scram::ScramError::InvalidCredentials) => Err(failed(state.mechanism.name())),
+                Err(scram::ScramError::InvalidCredentials) => {
+                    Err(invalid_credentials(state.mechanism.name()))
+                }
                 Err(error) => Err(SaslFailure::AuthenticationFailed(format!(
                     "Authentication failed: {error}"
                 ))),
             },
-            State::AwaitingHandshake | State::Authenticated(_) | State::Failed => {
+            State::AwaitingHandshake
+            | State::PasswordPending
+            | State::Authenticated(_)
+            | State::Failed => {
                 unreachable!("refused above")
             }
         }
+    }
+
+    /// The outcome of a [`Step::CheckPassword`]: authenticated as its user
+    /// if `matched`.
+    pub fn finish_password(
+        &mut self,
+        check: &plain::PasswordCheck,
+        matched: bool,
+    ) -> Result<Step, SaslFailure> {
+        let state = std::mem::replace(&mut self.state, State::Failed);
+        if !matches!(state, State::PasswordPending) {
+            return Err(SaslFailure::IllegalState(
+                "no PLAIN password is being checked".to_string(),
+            ));
+        }
+        if !matched {
+            return Err(invalid_credentials("PLAIN"));
+        }
+        self.state = State::Authenticated(Principal::user(check.username.clone()));
+        Ok(Step::Complete(Vec::new()))
     }
 }
 
@@ -271,15 +303,35 @@ mod tests {
         ));
     }
 
+    /// `authenticate`, with a PLAIN password check run at once.
+    fn authenticate_now(
+        session: &mut SaslSession,
+        token: &[u8],
+        raw: bool,
+    ) -> Result<Step, SaslFailure> {
+        match session.authenticate(token, raw, lookup)? {
+            Step::CheckPassword(check) => {
+                assert!(
+                    session.principal().is_none() && !session.expects_raw_token(),
+                    "nothing is decided while the password is checked"
+                );
+                let matched = check.run();
+                session.finish_password(&check, matched)
+            }
+            step => Ok(step),
+        }
+    }
+
     #[test]
     fn a_v0_handshake_expects_raw_tokens() {
         let mut session = SaslSession::new(Mechanism::ALL.to_vec());
         session.handshake(0, "PLAIN").unwrap();
         assert!(session.expects_raw_token());
         assert_eq!(
-            session.authenticate(b"\0alice\0pw", true, lookup),
+            authenticate_now(&mut session, b"\0alice\0pw", true),
             Ok(Step::Complete(Vec::new()))
         );
+        assert_eq!(session.principal(), Some(&Principal::user("alice")));
         assert!(!session.expects_raw_token());
     }
 
@@ -287,9 +339,7 @@ mod tests {
     fn a_wrong_password_fails_with_kafkas_message() {
         let mut session = SaslSession::new(Mechanism::ALL.to_vec());
         session.handshake(1, "PLAIN").unwrap();
-        let failure = session
-            .authenticate(b"\0alice\0nope", false, lookup)
-            .unwrap_err();
+        let failure = authenticate_now(&mut session, b"\0alice\0nope", false).unwrap_err();
         assert_eq!(failure.error_code(), 58);
         assert!(failure.message().contains("invalid credentials"));
         assert_eq!(session.principal(), None);

@@ -578,7 +578,7 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, spec: Rc<L
                 let _ = written.await;
             }
             let image = shard.metadata.controller().image();
-            let outcome = sasl::raw_token(session, &frame, &image);
+            let outcome = sasl::raw_token(session, &frame, &image).await;
             if let Some(reason) = outcome.close {
                 break format!("SASL authentication failed: {reason}");
             }
@@ -629,7 +629,7 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, spec: Rc<L
                     let _ = written.await;
                 }
                 let image = shard.metadata.controller().image();
-                match sasl::answer(sasl.as_mut(), request, &image) {
+                match sasl::answer(sasl.as_mut(), request, &image).await {
                     Ok(outcome) => {
                         if let Some(principal) = sasl.as_ref().and_then(SaslSession::principal) {
                             connection.principal = principal.clone();
