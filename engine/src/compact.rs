@@ -16,7 +16,8 @@
 //! - an older offset than the key's latest: removed;
 //! - the latest, with a value: kept;
 //! - the latest, a tombstone (null value): kept until delete.retention.ms
-//!   has passed since the batch's maxTimestamp, then removed (see
+//!   has passed since the batch's maxTimestamp (without one, its
+//!   segment's last append: `BatchAge`), then removed (see
 //!   docs/decisions/0004-compaction.md for why this clock).
 //!
 //! Compressed and control batches are kept whole and their records do not
@@ -342,6 +343,9 @@ struct Target<F> {
     generation: u64,
     file: F,
     size: u64,
+    /// `Segment::largest_timestamp_ms`: the age of its batches that carry
+    /// no timestamp.
+    largest_timestamp_ms: i64,
 }
 
 /// How many segments from the front are cleanable (module docs).
@@ -362,7 +366,8 @@ fn cleanable_count<F>(
                 && segment.base < state.checkpoint.recovery_base
                 && stable_bound.is_none_or(|bound| segment.next_offset <= bound)
                 && (min_compaction_lag_ms <= 0
-                    || segment.max_timestamp.0 <= now_ms.saturating_sub(min_compaction_lag_ms))
+                    || segment.largest_timestamp_ms()
+                        <= now_ms.saturating_sub(min_compaction_lag_ms))
         })
         .count()
 }
@@ -531,6 +536,7 @@ impl<I: Io> Log<I> {
                         generation: segment.generation,
                         file: segment.file.clone()?,
                         size: segment.size,
+                        largest_timestamp_ms: segment.largest_timestamp_ms(),
                     })
                 })
                 .collect()
@@ -692,7 +698,11 @@ impl<I: Io> Log<I> {
                     }
                 } else {
                     let kind = classify(&header, txns);
-                    decide(&bytes, &header, kind, latest, options, now)
+                    let age = BatchAge {
+                        batch_ms: header.max_timestamp().0,
+                        segment_ms: target.largest_timestamp_ms,
+                    };
+                    decide(&bytes, &header, kind, latest, options, age, now)
                 };
                 if decision.aborted {
                     removed.aborted_batches += 1;
@@ -940,6 +950,26 @@ struct Decision {
     aborted: bool,
 }
 
+/// The time a batch's tombstones count delete.retention.ms from: its max
+/// timestamp, or when it carries none (-1) its segment's
+/// (`Segment::largest_timestamp_ms`), as Kafka falls back to the segment
+/// file's time.
+#[derive(Clone, Copy, Debug)]
+struct BatchAge {
+    batch_ms: i64,
+    segment_ms: i64,
+}
+
+impl BatchAge {
+    fn ms(self) -> i64 {
+        if self.batch_ms >= 0 {
+            self.batch_ms
+        } else {
+            self.segment_ms
+        }
+    }
+}
+
 /// Which records of one batch survive (module docs).
 fn decide(
     bytes: &[u8],
@@ -947,6 +977,7 @@ fn decide(
     kind: BatchKind,
     latest: &HashMap<Vec<u8>, Offset>,
     options: &CleanOptions,
+    age: BatchAge,
     now: i64,
 ) -> Decision {
     let keep_all = Decision {
@@ -969,10 +1000,7 @@ fn decide(
         }
         BatchKind::Compactable => {}
     }
-    let expiry_ms = header
-        .max_timestamp()
-        .0
-        .saturating_add(options.delete_retention_ms);
+    let expiry_ms = age.ms().saturating_add(options.delete_retention_ms);
     let tombstones_expired = expiry_ms <= now;
     let mut ranges = Vec::new();
     let mut total = 0u64;

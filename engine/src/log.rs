@@ -614,6 +614,7 @@ impl<I: Io> Log<I> {
                 interval,
             );
             active.first_append_ms.get_or_insert(now);
+            active.last_append_ms = now;
             state.log_end = offset.plus(count);
             let epoch = match stamp {
                 Stamp::Assign(epoch) => epoch,
@@ -1287,7 +1288,7 @@ impl<I: Io> Log<I> {
             let expired = if let (Some(retention_ms), Some(active)) =
                 (retention_ms, state.segments.back_mut())
                 && !active.is_empty()
-                && active.max_timestamp.0 < now - retention_ms
+                && active.largest_timestamp_ms() < now - retention_ms
             {
                 active.sealed = true;
                 true
@@ -1316,7 +1317,7 @@ impl<I: Io> Log<I> {
             let expired_by_time = state
                 .config
                 .retention_ms
-                .is_some_and(|retention_ms| segment.max_timestamp.0 < now - retention_ms);
+                .is_some_and(|retention_ms| segment.largest_timestamp_ms() < now - retention_ms);
             let expired_by_size = state.config.retention_bytes.is_some_and(|retention_bytes| {
                 total.saturating_sub(segment.size) >= retention_bytes
             });

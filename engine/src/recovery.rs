@@ -286,6 +286,7 @@ pub(crate) async fn recover<I: Io>(
             .file_len(&file)
             .map_err(|error| LogError::io(&path, error))?;
         let mut segment = Segment::new(base, config.chunk_size_bytes);
+        segment.last_append_ms = io.modified_ms(&file).unwrap_or_else(|_| io.now_ms());
         let trusted = base < checkpoint.recovery_base;
         let trusted_size = if trusted {
             file_len
@@ -518,11 +519,16 @@ fn load_indexes<I: Io, F>(
     let Some((relative, position)) = offsets.last() else {
         return (0, false);
     };
+    // The entry at `relative` goes with its offset entry (the scan adds it
+    // back), but the maximum it holds also covers the unindexed batches
+    // before it, which the scan does not read again: keep it as the
+    // segment's max timestamp.
+    let max_timestamp = times.max_through(relative);
     offsets.truncate_count(offsets.len() - 1);
     times.truncate_to_offset(relative);
     segment.index = offsets;
     segment.time_index = times;
-    if let Some((timestamp, _)) = segment.time_index.last() {
+    if let Some(timestamp) = max_timestamp {
         segment.max_timestamp = TimestampMs(timestamp);
     }
     segment.size = u64::from(position);

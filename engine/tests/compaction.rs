@@ -245,6 +245,49 @@ fn only_the_latest_record_per_key_survives_and_offsets_are_preserved() {
     assert_eq!(block_on(read_records(&log, usize::MAX)), expected);
 }
 
+/// A tombstone without a timestamp (-1) stays readable for
+/// delete.retention.ms from its segment's last append, as Kafka counts
+/// from the segment file's time; counted from -1 it was removed by the
+/// first pass.
+#[test]
+fn a_tombstone_without_a_timestamp_stays_for_delete_retention() {
+    let io = SimIo::new(3);
+    let (log, committer) = open_sim(&io);
+    let key = Some(b"k".to_vec());
+    let mut batches = vec![
+        vec![(key.clone(), Some(b"v".to_vec()))],
+        vec![(key.clone(), None)],
+    ];
+    for filler in 0..40u32 {
+        batches.push(vec![(
+            Some(format!("f{filler}").into_bytes()),
+            Some(vec![0; 100]),
+        )]);
+    }
+    append_all(&log, &committer, &batches, -1);
+    assert!(log.segment_count() > 2);
+    let tombstone_of_k = |records: &[Record]| {
+        records
+            .iter()
+            .any(|record| record.key == key && record.value.is_none())
+    };
+    block_on(log.clean(&options(60_000))).unwrap();
+    let records = block_on(read_records(&log, usize::MAX));
+    assert!(
+        tombstone_of_k(&records),
+        "the tombstone is kept: {records:?}"
+    );
+    assert!(
+        !records
+            .iter()
+            .any(|record| record.key == key && record.value.is_some())
+    );
+    io.advance_clock(std::time::Duration::from_secs(120));
+    block_on(log.clean(&options(60_000))).unwrap();
+    let records = block_on(read_records(&log, usize::MAX));
+    assert!(!tombstone_of_k(&records), "expired, removed: {records:?}");
+}
+
 #[test]
 fn reading_at_a_compacted_offset_returns_the_next_surviving_record() {
     let io = SimIo::new(2);

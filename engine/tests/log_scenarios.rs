@@ -360,6 +360,70 @@ fn retention_keeps_segments_that_reach_past_the_committed_end() {
     assert!(log.log_start_offset() > committed);
 }
 
+/// Records without a timestamp (-1, accepted under CreateTime) age from
+/// their segment's last append, as Kafka falls back to the segment file's
+/// time: counted from -1 they were deleted at the first pass. After a
+/// reopen they age from the open (the simulated files keep no time).
+#[test]
+fn records_without_a_timestamp_age_from_their_last_append() {
+    let io = SimIo::new(14);
+    let mut config = small_config();
+    config.retention_ms = Some(60_000);
+    let (log, committer) = open(&io, config.clone());
+    for tag in 0..200u64 {
+        append_durable(&log, &committer, &tagged_batch(tag, 1, 2000, -1));
+    }
+    assert!(log.segment_count() > 3);
+    let end = log.log_end_offset();
+    assert_eq!(block_on(log.apply_retention(end)).unwrap(), 0);
+    assert_eq!(log.log_start_offset(), Offset(0));
+    drop(log);
+    drop(committer);
+    let io = io.crash();
+    let (log, _committer) = open(&io, config);
+    assert_eq!(block_on(log.apply_retention(end)).unwrap(), 0);
+    assert_eq!(log.log_start_offset(), Offset(0));
+    io.advance_clock(Duration::from_secs(120));
+    assert!(block_on(log.apply_retention(end)).unwrap() > 0);
+    assert!(log.log_start_offset() > Offset(0));
+}
+
+/// A segment's largest timestamp survives a reopen wherever its batch
+/// sits between index entries: the index entry the reopen drops (the scan
+/// adds it back) also held the maximum of the unindexed batches before it,
+/// which the scan does not read again. Losing it let retention delete the
+/// segment early and made timestamp lookups skip it.
+#[test]
+fn the_largest_timestamp_survives_a_reopen_wherever_it_sits() {
+    const SPIKE: i64 = NOW + 1_000_000;
+    let config = LogConfig {
+        segment_bytes: 8 << 10,
+        ..small_config()
+    };
+    for spike_at in 0..30u64 {
+        let io = SimIo::new(100 + spike_at);
+        let (log, committer) = open(&io, config.clone());
+        for tag in 0..100u64 {
+            let timestamp = if tag == spike_at { SPIKE } else { NOW + 10 };
+            append_durable(&log, &committer, &tagged_batch(tag, 1, 200, timestamp));
+        }
+        assert!(log.segment_count() > 2);
+        let end = log.log_end_offset();
+        drop(log);
+        drop(committer);
+        let io = io.crash();
+        let (log, _committer) = open(&io, config.clone());
+        let found = block_on(log.offset_for_timestamp(TimestampMs(SPIKE), end)).unwrap();
+        assert_eq!(
+            found.map(|(offset, timestamp)| (offset.value(), timestamp.0)),
+            Some((spike_at as i64, SPIKE)),
+            "spike at {spike_at}"
+        );
+        let (_, largest) = block_on(log.max_timestamp(end)).unwrap().unwrap();
+        assert_eq!(largest.0, SPIKE, "spike at {spike_at}");
+    }
+}
+
 #[test]
 fn delete_records_moves_the_start_durably() {
     let io = SimIo::new(12);

@@ -168,6 +168,16 @@ impl TimeIndex {
         self.entries.truncate(count);
     }
 
+    /// The largest timestamp of the batches up to `relative_offset`
+    /// included, as far as the entries tell (the last entry at or before
+    /// it).
+    pub fn max_through(&self, relative_offset: u32) -> Option<i64> {
+        let count = self
+            .entries
+            .partition_point(|&(_, offset)| offset <= relative_offset);
+        count.checked_sub(1).map(|last| self.entries[last].0)
+    }
+
     /// Drop every entry at or beyond `relative_offset` (truncation).
     pub fn truncate_to_offset(&mut self, relative_offset: u32) {
         self.entries.retain(|&(_, offset)| offset < relative_offset);

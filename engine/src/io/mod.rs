@@ -83,6 +83,15 @@ pub trait Io: Clone + 'static {
     /// Current length of the file (including preallocated space).
     fn file_len(&self, file: &Self::File) -> io::Result<u64>;
 
+    /// The file's last modification, in wall-clock milliseconds: the age of
+    /// a segment whose records carry no timestamp (Kafka's
+    /// `LogSegment.largestTimestamp`). Without one, the time of asking: a
+    /// later time keeps data longer, never shorter.
+    fn modified_ms(&self, file: &Self::File) -> io::Result<i64> {
+        let _ = file;
+        Ok(self.now_ms())
+    }
+
     /// Make sure the byte range `[0, len)` is allocated on the device; the
     /// file length becomes at least `len`, new bytes read as zeros. Fails
     /// with ENOSPC (and changes nothing) when the device is full. Durable

@@ -170,7 +170,7 @@ fn parent_dir(path: &Path) -> &Path {
     }
 }
 
-fn fstat_len(fd: RawFd) -> io::Result<u64> {
+fn fstat(fd: RawFd) -> io::Result<libc::stat> {
     let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `fd` is an open descriptor owned by a live `File`, and `stat`
     // points to writable memory of the right type and size.
@@ -179,8 +179,11 @@ fn fstat_len(fd: RawFd) -> io::Result<u64> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: fstat returned 0, so it filled in the whole struct.
-    let stat = unsafe { stat.assume_init() };
-    u64::try_from(stat.st_size)
+    Ok(unsafe { stat.assume_init() })
+}
+
+fn fstat_len(fd: RawFd) -> io::Result<u64> {
+    u64::try_from(fstat(fd)?.st_size)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "negative file size"))
 }
 
@@ -274,6 +277,14 @@ impl Io for UringIo {
 
     fn file_len(&self, file: &UringFile) -> io::Result<u64> {
         fstat_len(file.raw_fd())
+    }
+
+    fn modified_ms(&self, file: &UringFile) -> io::Result<i64> {
+        let stat = fstat(file.raw_fd())?;
+        Ok(stat
+            .st_mtime
+            .saturating_mul(1000)
+            .saturating_add(stat.st_mtime_nsec / 1_000_000))
     }
 
     async fn allocate(&self, file: &UringFile, len: u64) -> io::Result<()> {

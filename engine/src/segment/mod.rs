@@ -73,6 +73,10 @@ pub struct Segment<F> {
     pub bytes_since_index_entry: u64,
     /// Wall-clock time of the first append (segment.ms).
     pub first_append_ms: Option<i64>,
+    /// Wall-clock time of the last append, or after an open the file's
+    /// modification time (-1: none yet): the segment's age when no record
+    /// in it carries a timestamp (`largest_timestamp_ms`).
+    pub last_append_ms: i64,
     pub buffer: WriteBuffer,
     pub sealed: bool,
     pub finalized: bool,
@@ -122,6 +126,7 @@ impl<F> Segment<F> {
             max_timestamp_batch: base,
             bytes_since_index_entry: 0,
             first_append_ms: None,
+            last_append_ms: -1,
             buffer: WriteBuffer::new(chunk_size),
             sealed: false,
             finalized: false,
@@ -201,6 +206,21 @@ impl<F> Segment<F> {
 
     pub fn is_empty(&self) -> bool {
         self.next_offset == self.base
+    }
+
+    /// The time retention.ms, min.compaction.lag.ms and a tombstone's
+    /// delete.retention.ms count from, as Kafka's
+    /// `LogSegment.largestTimestamp`: the largest record timestamp, or for
+    /// a segment whose records carry none (timestamp -1, accepted under
+    /// CreateTime), the time of its last append (its file's modification
+    /// time after an open). Counting from -1 would delete such records at
+    /// the first cleaner pass.
+    pub fn largest_timestamp_ms(&self) -> i64 {
+        if self.max_timestamp.0 >= 0 {
+            self.max_timestamp.0
+        } else {
+            self.last_append_ms
+        }
     }
 
     /// Record a batch appended (or found by recovery, or kept by compaction)
