@@ -346,11 +346,14 @@ impl FollowerProgress {
             SyncStep::Stream { from } => {
                 self.phase = Phase::Streaming;
                 self.next_offset = from;
-                // Its whole log is ours: its durable part counts.
-                let durable = log.durable_end.min(from);
-                if self.acked_end.is_none_or(|acked| durable > acked) {
-                    self.acked_end = Some(durable);
-                }
+                // Its whole log is ours: its durable part counts, and only
+                // it. It may be less than it acknowledged before: a broker
+                // back with a lost or wiped disk answers a probe with what
+                // it has now, and an older, larger end would bring it back
+                // into the ISR (and count for the high watermark) without
+                // the records (found by a read-only audit; Kafka takes the
+                // follower's log end from each fetch, down too).
+                self.acked_end = Some(log.durable_end.min(from));
                 Effect::Acknowledged
             }
             SyncStep::Truncate { epoch, end_offset } => {
@@ -857,8 +860,8 @@ mod tests {
         assert_eq!(progress.in_flight(), 0);
         assert_eq!(
             progress.acked_end,
-            Some(Offset(50)),
-            "acknowledged durable data stays counted"
+            Some(Offset(40)),
+            "what it has now counts, not what it acknowledged before"
         );
         progress.sent_push(4, Offset(40), Offset(100), Offset(100), 4);
         let mut newer = reply(
@@ -941,6 +944,49 @@ mod tests {
         // Not past the epoch start: not yet.
         state.followers.get_mut(&3).unwrap().acked_end = Some(Offset(8));
         assert_eq!(state.wanted_isr(11_000, 10_000), None);
+    }
+
+    /// A follower whose broker came back with an empty disk (removed from
+    /// the ISR by its new registration, one partition epoch: the leader
+    /// keeps its progress) answers the next probe with its empty log. Its
+    /// old acknowledged end no longer counts: it does not rejoin the ISR
+    /// until it has the records again.
+    #[test]
+    fn a_follower_back_with_less_data_is_counted_for_what_it_has() {
+        let leader = lookup(&[(1, 0)], 30);
+        let sync = |log: &FollowerLog| sync_step(log, Offset(0), Offset(30), &leader);
+        let mut state = leader_state();
+        for follower in state.followers.values_mut() {
+            follower.phase = Phase::Streaming;
+            follower.acked_end = Some(Offset(30));
+            follower.last_caught_up_ms = 1_000;
+        }
+        assert!(state.update_high_watermark(Offset(30)));
+        state.apply_committed(1, &[1, 2, 3], &[1, 3], 1_000);
+        let follower = state.followers.get_mut(&2).unwrap();
+        follower.reset();
+        assert!(follower.wants_probe(1_100));
+        follower.sent_probe(7, Offset(30), 1_100);
+        let effect = follower.on_reply(
+            &reply(7, ReplyStatus::Ok, follower_log(0, 0, None)),
+            1_200,
+            LeaderEpoch(1),
+            sync,
+        );
+        assert_eq!(effect, Effect::Acknowledged);
+        assert_eq!(follower.acked_end, Some(Offset(0)));
+        assert_eq!(state.wanted_isr(1_200, 10_000), None, "not back in the ISR");
+        assert_eq!(state.high_watermark(), Offset(30), "never back");
+        // Caught up again: it joins.
+        let follower = state.followers.get_mut(&2).unwrap();
+        follower.sent_push(8, Offset(0), Offset(30), Offset(30), 1_300);
+        follower.on_reply(
+            &reply(8, ReplyStatus::Ok, follower_log(30, 30, Some(1))),
+            1_400,
+            LeaderEpoch(1),
+            sync,
+        );
+        assert_eq!(state.wanted_isr(1_400, 10_000), Some(vec![1, 3, 2]));
     }
 
     #[test]
