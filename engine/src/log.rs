@@ -192,6 +192,14 @@ pub(crate) struct LogState<F> {
     pub keep_when_full: bool,
     /// Keeping its tail out of space: when the next flush is tried.
     pub space_retry_at_ms: i64,
+    /// The log end after the last replicated batch only the checkpoint can
+    /// vouch for (a compacted batch, or one after an offset gap: the
+    /// leader's cleaner removed records), while no flush has made it
+    /// trusted yet. Recovery holds batches past the checkpoint to
+    /// [`batch::validate`] and contiguous offsets (a torn write looks like
+    /// neither), so the flush that makes such batches durable moves the
+    /// checkpoint past them before it completes their appends.
+    pub untrusted_through: Option<Offset>,
 }
 
 /// How an append stamps the two header fields outside the CRC.
@@ -496,18 +504,28 @@ impl<I: Io> Log<I> {
     /// A follower's append: store the leader's batches byte-identical, with
     /// the baseOffset and partitionLeaderEpoch the leader gave them.
     ///
-    /// Validation is `append`'s (framing, magic, CRC-32C, records, size).
-    /// In addition the first batch must start at the log end and each next
-    /// one where the previous ended (`NonContiguous` otherwise), and epochs
-    /// must not decrease, across the batches nor relative to
-    /// [`Log::last_leader_epoch`] (`EpochRegression`). A follower whose log
-    /// diverges truncates first (`truncate_to`). Durability and completion
-    /// as `append`: `Ok` means accepted and ordered; `completion` resolves
-    /// after the fdatasync covering the batches. On `Err` nothing was
-    /// appended.
-    pub fn append_replicated(&self, records: &Bytes) -> Result<Appended, ReplicatedAppendError> {
+    /// Validation is `append`'s (framing, magic, CRC-32C, records, size),
+    /// or for a batch the leader's cleaner rewrote, recovery's for trusted
+    /// segments (`batch::validate_compacted`: records missing, offsets
+    /// kept). `from` is the offset the leader read `records` from: it must
+    /// be the log end, and the batches must start at or after it, each at
+    /// or after the previous one's end (`NonContiguous` otherwise). An
+    /// offset skipped is one the leader's cleaner removed (as Kafka's
+    /// followers, which need offsets to grow, not to be contiguous); the
+    /// flush that makes such batches durable moves the checkpoint past
+    /// them (`LogState::untrusted_through`). Epochs must not decrease,
+    /// across the batches nor relative to [`Log::last_leader_epoch`]
+    /// (`EpochRegression`). A follower whose log diverges truncates first
+    /// (`truncate_to`). Durability and completion as `append`: `Ok` means
+    /// accepted and ordered; `completion` resolves after the fdatasync
+    /// covering the batches. On `Err` nothing was appended.
+    pub fn append_replicated(
+        &self,
+        from: Offset,
+        records: &Bytes,
+    ) -> Result<Appended, ReplicatedAppendError> {
         self.append_batches(records, Stamp::Keep, |headers, log_end, last_epoch| {
-            check_replicated(headers, log_end, last_epoch)
+            check_replicated(from, headers, log_end, last_epoch)
         })
     }
 
@@ -559,11 +577,22 @@ impl<I: Io> Log<I> {
         let mut validated = ranges
             .first()
             .and_then(|first| take_validated(&records[first.clone()], max_bytes));
+        // A follower also takes what its leader's cleaner left: batches
+        // that lost records (Kafka's followers append the leader's bytes
+        // as they are).
+        let mut untrusted = false;
         for range in &ranges {
             let header = match validated.take() {
                 Some(header) => header,
-                None => batch::validate(&records[range.clone()], max_bytes)
-                    .map_err(AppendError::from)?,
+                None => match (stamp, batch::validate(&records[range.clone()], max_bytes)) {
+                    (_, Ok(header)) => header,
+                    (Stamp::Keep, Err(_)) => {
+                        untrusted = true;
+                        batch::validate_compacted(&records[range.clone()], max_bytes)
+                            .map_err(AppendError::from)?
+                    }
+                    (Stamp::Assign(_), Err(error)) => return Err(AppendError::from(error).into()),
+                },
             };
             headers.push(header);
         }
@@ -579,12 +608,18 @@ impl<I: Io> Log<I> {
             let size = range.len() as u64;
             let count = record_count(header);
             maybe_roll(&mut state, size, count, now);
-            let offset = state.log_end;
+            let offset = match stamp {
+                Stamp::Assign(_) => state.log_end,
+                // check_replicated: at or past the log end.
+                Stamp::Keep => header.base_offset(),
+            };
+            untrusted |= offset != state.log_end;
             assert!(
                 state
                     .segments
                     .back()
-                    .is_some_and(|active| active.next_offset == offset),
+                    .is_some_and(|active| active.next_offset == state.log_end)
+                    && offset >= state.log_end,
                 "appends continue the active segment's offsets"
             );
             let mut patched = [0u8; BATCH_HEADER_SIZE];
@@ -594,11 +629,7 @@ impl<I: Io> Log<I> {
                     batch::patch_base_offset(&mut patched, offset);
                     batch::patch_leader_epoch(&mut patched, epoch);
                 }
-                Stamp::Keep => assert_eq!(
-                    header.base_offset(),
-                    offset,
-                    "check_replicated keeps replicated batches contiguous"
-                ),
+                Stamp::Keep => {}
             }
             let body = &records[range.start + BATCH_HEADER_SIZE..range.end];
             let Some(active) = state.segments.back_mut() else {
@@ -632,6 +663,9 @@ impl<I: Io> Log<I> {
             appended_bytes += size;
         }
         state.unflushed_bytes += appended_bytes;
+        if untrusted {
+            state.untrusted_through = Some(state.log_end);
+        }
         let last_offset = Offset(state.log_end.value() - 1);
         let completion = match state.config.flush {
             FlushPolicy::BeforeAck => {
@@ -1734,6 +1768,46 @@ impl<I: Io> LogInner<I> {
                 0
             }
         };
+        // 3b. Replicated batches only the checkpoint can vouch for
+        // (`LogState::untrusted_through`): the checkpoint moves past
+        // everything this flush made durable before any of it completes.
+        // A failure poisons, as a failed fdatasync does: the data is on
+        // disk, but a crash would now cut it.
+        if plan.untrusted_through.is_some()
+            && let Some(last) = plan.segments.last()
+        {
+            let (checkpoint, behind) = {
+                let state = self.state.borrow();
+                let checkpoint = Checkpoint {
+                    recovery_base: last.base,
+                    recovery_position: last.mark.size,
+                    ..state.checkpoint
+                };
+                let behind = (checkpoint.recovery_base, checkpoint.recovery_position)
+                    > (
+                        state.checkpoint.recovery_base,
+                        state.checkpoint.recovery_position,
+                    );
+                (checkpoint, behind)
+            };
+            if behind && let Err(error) = self.write_checkpoint_strict(checkpoint).await {
+                self.poison(&format!(
+                    "writing the checkpoint past replicated compacted batches: {error}"
+                ));
+                return Err(self.poisoned_error());
+            }
+            let mut state = self.state.borrow_mut();
+            if behind {
+                state.checkpoint.recovery_base = checkpoint.recovery_base;
+                state.checkpoint.recovery_position = checkpoint.recovery_position;
+            }
+            if state
+                .untrusted_through
+                .is_some_and(|through| through <= plan.end)
+            {
+                state.untrusted_through = None;
+            }
+        }
         let sync_nanos = u64::try_from(sync_started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let durable_writes = if write_through { write_count as u64 } else { 0 };
         self.committer
@@ -2053,6 +2127,9 @@ struct FlushPlan<F> {
     /// when the cache changed since the file was last written.
     epochs: Option<(u64, Vec<u8>)>,
     bytes: u64,
+    /// `LogState::untrusted_through` at the snapshot: the checkpoint must
+    /// cover this flush before its appends complete.
+    untrusted_through: Option<Offset>,
 }
 
 struct PlannedSegment<F> {
@@ -2105,6 +2182,7 @@ impl<F: Clone> FlushPlan<F> {
             last_epoch: state.last_epoch,
             epochs,
             bytes: state.unflushed_bytes,
+            untrusted_through: state.untrusted_through,
         })
     }
 }
@@ -2570,14 +2648,23 @@ impl<I: Io> LogInner<I> {
 /// validated) about to be appended at `log_end` to a log whose last batch
 /// has `last_epoch`.
 fn check_replicated(
+    from: Offset,
     batches: &[BatchHeader],
     log_end: Offset,
     last_epoch: Option<LeaderEpoch>,
 ) -> Result<(), ReplicatedAppendError> {
+    if from != log_end {
+        return Err(ReplicatedAppendError::NonContiguous {
+            expected: log_end,
+            got: from,
+        });
+    }
     let mut expected = log_end;
     let mut previous = last_epoch;
     for header in batches {
-        if header.base_offset() != expected {
+        // Past the expected offset: the leader's cleaner removed the
+        // batches between (their offsets stay unused, as on the leader).
+        if header.base_offset() < expected {
             return Err(ReplicatedAppendError::NonContiguous {
                 expected,
                 got: header.base_offset(),
@@ -2616,20 +2703,33 @@ mod tests {
     }
 
     #[test]
-    fn replicated_batches_must_continue_the_log_end_without_gaps() {
+    fn replicated_batches_continue_from_the_log_end_and_only_grow() {
         let batches = [header(10, 2, 1), header(12, 3, 1), header(15, 1, 2)];
-        assert!(check_replicated(&batches, Offset(10), Some(LeaderEpoch(1))).is_ok());
-        assert!(check_replicated(&[], Offset(10), None).is_ok());
-        match check_replicated(&batches, Offset(9), None) {
+        let at = Offset(10);
+        assert!(check_replicated(at, &batches, at, Some(LeaderEpoch(1))).is_ok());
+        assert!(check_replicated(at, &[], at, None).is_ok());
+        // Read from elsewhere than the log end.
+        match check_replicated(Offset(9), &batches, at, None) {
             Err(ReplicatedAppendError::NonContiguous { expected, got }) => {
-                assert_eq!((expected, got), (Offset(9), Offset(10)));
+                assert_eq!((expected, got), (at, Offset(9)));
             }
             other => panic!("unexpected {other:?}"),
         }
-        let gap = [header(10, 2, 1), header(13, 1, 1)];
-        match check_replicated(&gap, Offset(10), None) {
+        // Offsets the leader's cleaner removed: before the first batch and
+        // between batches.
+        let gaps = [header(11, 1, 1), header(13, 1, 1)];
+        assert!(check_replicated(at, &gaps, at, None).is_ok());
+        // Overlaps never.
+        match check_replicated(at, &[header(9, 2, 1)], at, None) {
             Err(ReplicatedAppendError::NonContiguous { expected, got }) => {
-                assert_eq!((expected, got), (Offset(12), Offset(13)));
+                assert_eq!((expected, got), (at, Offset(9)));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let overlap = [header(10, 3, 1), header(12, 1, 1)];
+        match check_replicated(at, &overlap, at, None) {
+            Err(ReplicatedAppendError::NonContiguous { expected, got }) => {
+                assert_eq!((expected, got), (Offset(13), Offset(12)));
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -2638,18 +2738,31 @@ mod tests {
     #[test]
     fn replicated_epochs_must_not_decrease() {
         let batches = [header(0, 1, 3), header(1, 1, 2)];
-        match check_replicated(&batches, Offset(0), None) {
+        match check_replicated(Offset(0), &batches, Offset(0), None) {
             Err(ReplicatedAppendError::EpochRegression { previous, got }) => {
                 assert_eq!((previous, got), (LeaderEpoch(3), LeaderEpoch(2)));
             }
             other => panic!("unexpected {other:?}"),
         }
-        match check_replicated(&[header(5, 1, 4)], Offset(5), Some(LeaderEpoch(6))) {
+        match check_replicated(
+            Offset(5),
+            &[header(5, 1, 4)],
+            Offset(5),
+            Some(LeaderEpoch(6)),
+        ) {
             Err(ReplicatedAppendError::EpochRegression { previous, got }) => {
                 assert_eq!((previous, got), (LeaderEpoch(6), LeaderEpoch(4)));
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert!(check_replicated(&[header(5, 1, 6)], Offset(5), Some(LeaderEpoch(6))).is_ok());
+        assert!(
+            check_replicated(
+                Offset(5),
+                &[header(5, 1, 6)],
+                Offset(5),
+                Some(LeaderEpoch(6))
+            )
+            .is_ok()
+        );
     }
 }

@@ -486,6 +486,7 @@ pub(crate) async fn recover<I: Io>(
         out_of_space: false,
         keep_when_full: false,
         space_retry_at_ms: 0,
+        untrusted_through: None,
     };
     Ok((state, report))
 }

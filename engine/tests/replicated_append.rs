@@ -122,7 +122,9 @@ fn replicate_all(
     let batches = stored_batches(leader, Offset::ZERO);
     let mut completions: Vec<AppendCompletion> = Vec::new();
     for chunk in batches.chunks(per_append) {
-        let appended = follower.append_replicated(&concat(chunk)).unwrap();
+        let appended = follower
+            .append_replicated(follower.log_end_offset(), &concat(chunk))
+            .unwrap();
         assert_eq!(appended.base_offset, base_of(&chunk[0]));
         completions.push(appended.completion);
     }
@@ -181,7 +183,9 @@ fn offsets_and_epochs_are_kept_not_assigned() {
     // leader's offsets, not offsets of its own.
     for stored in &batches {
         let header = batch::BatchHeader::parse(stored).unwrap();
-        let appended = follower.append_replicated(stored).unwrap();
+        let appended = follower
+            .append_replicated(follower.log_end_offset(), stored)
+            .unwrap();
         assert_eq!(appended.base_offset, header.base_offset());
         assert_eq!(appended.last_offset, header.last_offset());
         assert_eq!(
@@ -208,7 +212,12 @@ fn a_follower_takes_a_batch_over_its_own_size_limit() {
     let (follower, _follower_committer) = open(&io, &strict);
     assert!(batches.iter().all(|stored| stored.len() > 100));
     for stored in &batches {
-        drop(follower.append_replicated(stored).unwrap().completion);
+        drop(
+            follower
+                .append_replicated(follower.log_end_offset(), stored)
+                .unwrap()
+                .completion,
+        );
     }
     assert_eq!(follower.log_end_offset(), leader.log_end_offset());
     // A leader's append on the same log is held to it.
@@ -227,7 +236,7 @@ fn non_contiguous_or_overlapping_batches_are_refused_and_nothing_is_written() {
     let (follower, committer) = open(&io, &small_config());
     drop(
         follower
-            .append_replicated(&concat(&batches[..3]))
+            .append_replicated(follower.log_end_offset(), &concat(&batches[..3]))
             .unwrap()
             .completion,
     );
@@ -235,30 +244,42 @@ fn non_contiguous_or_overlapping_batches_are_refused_and_nothing_is_written() {
     let end = follower.log_end_offset();
     assert_eq!(end, base_of(&batches[3]));
     let size = follower.size_bytes();
-    let cases: Vec<(&str, Bytes, Offset, Offset)> = vec![
-        ("a gap", batches[4].clone(), end, base_of(&batches[4])),
-        ("an overlap", batches[2].clone(), end, base_of(&batches[2])),
+    // (name, where the leader read from, records, NonContiguous's fields).
+    // Offsets skipped after the log end are accepted (the leader's cleaner
+    // removed them: `compacted_batches_and_gaps_replicate_and_survive_a_crash`);
+    // a read from elsewhere than the log end is not.
+    let cases: Vec<(&str, Offset, Bytes, Offset, Offset)> = vec![
+        (
+            "read past the log end",
+            base_of(&batches[4]),
+            batches[4].clone(),
+            end,
+            base_of(&batches[4]),
+        ),
+        (
+            "an overlap",
+            end,
+            batches[2].clone(),
+            end,
+            base_of(&batches[2]),
+        ),
         (
             "a resent prefix",
+            end,
             concat(&batches[..5]),
             end,
             base_of(&batches[0]),
         ),
         (
-            "a gap inside the append",
-            concat(&[batches[3].clone(), batches[5].clone()]),
-            base_of(&batches[4]),
-            base_of(&batches[5]),
-        ),
-        (
             "a reordering",
-            concat(&[batches[4].clone(), batches[3].clone()]),
             end,
-            base_of(&batches[4]),
+            concat(&[batches[4].clone(), batches[3].clone()]),
+            base_of(&batches[5]),
+            base_of(&batches[3]),
         ),
     ];
-    for (name, records, expected, got) in cases {
-        match follower.append_replicated(&records) {
+    for (name, from, records, expected, got) in cases {
+        match follower.append_replicated(from, &records) {
             Err(ReplicatedAppendError::NonContiguous {
                 expected: expected_found,
                 got: got_found,
@@ -275,7 +296,7 @@ fn non_contiguous_or_overlapping_batches_are_refused_and_nothing_is_written() {
     let mut damaged = batches[3].to_vec();
     let last = damaged.len() - 1;
     damaged[last] ^= 0x40;
-    match follower.append_replicated(&Bytes::from(damaged)) {
+    match follower.append_replicated(follower.log_end_offset(), &Bytes::from(damaged)) {
         Err(ReplicatedAppendError::Append(AppendError::InvalidBatch(BatchError::CorruptCrc {
             ..
         }))) => {}
@@ -288,13 +309,117 @@ fn non_contiguous_or_overlapping_batches_are_refused_and_nothing_is_written() {
     block_on(committer.flush_round());
     assert_eq!(io.stats().sync_data_count, syncs);
     // The right continuation is still accepted.
-    let appended = follower.append_replicated(&concat(&batches[3..])).unwrap();
+    let appended = follower
+        .append_replicated(follower.log_end_offset(), &concat(&batches[3..]))
+        .unwrap();
     assert_eq!(appended.base_offset, end);
     block_on(committer.flush_round());
     assert_eq!(
         stored_batches(&follower, Offset::ZERO),
         stored_batches(&leader, Offset::ZERO)
     );
+}
+
+/// A leader whose cleaner rewrote its segments (batches missing records,
+/// offsets skipped where whole batches went) replicates to a new follower
+/// byte-identical, pushes starting at the follower's log end as the
+/// leader's pushes do; the follower keeps all of it across a crash (the
+/// flush moved the checkpoint past batches recovery would otherwise not
+/// trust). Such batches were refused: a follower behind a compacted region
+/// never caught up.
+#[test]
+fn compacted_batches_and_gaps_replicate_and_survive_a_crash() {
+    let leader_io = SimIo::new(9);
+    let (leader, committer) = open(&leader_io, &small_config());
+    for tag in 0..120u64 {
+        let mut builder = batch::BatchBuilder::new();
+        // Keys written again and again (half of them only early): most
+        // batches lose records, many lose all of them, some keep all.
+        let keys = if tag < 60 { 40 } else { 20 };
+        for index in 0..(1 + tag % 3) {
+            let key = format!("key-{}", (tag * 7 + index) % keys);
+            builder.record(
+                Some(key.as_bytes()),
+                Some(format!("value-{tag}-{index}").as_bytes()),
+                sluice_engine::TimestampMs(NOW),
+            );
+        }
+        drop(
+            leader
+                .append(&builder.build(), LeaderEpoch(2))
+                .unwrap()
+                .completion,
+        );
+    }
+    block_on(committer.flush_round());
+    let cleaned = block_on(leader.clean(&sluice_engine::CleanOptions {
+        delete_retention_ms: 1 << 40,
+        min_compaction_lag_ms: 0,
+    }))
+    .unwrap();
+    assert!(cleaned.records_removed > 0, "{cleaned:?}");
+    let leader_batches = stored_batches(&leader, Offset::ZERO);
+    let gaps = leader_batches
+        .windows(2)
+        .filter(|pair| {
+            let first = batch::BatchHeader::parse(&pair[0]).unwrap();
+            first.last_offset().plus(1) != base_of(&pair[1])
+        })
+        .count();
+    let shrunk = leader_batches
+        .iter()
+        .filter(|stored| {
+            let header = batch::BatchHeader::parse(stored).unwrap();
+            i64::from(header.records_count()) != i64::from(header.last_offset_delta()) + 1
+        })
+        .count();
+    assert!(
+        gaps > 0 && shrunk > 0,
+        "gaps {gaps}, batches missing records {shrunk}"
+    );
+
+    let io = SimIo::new(10);
+    let (follower, follower_committer) = open(&io, &small_config());
+    let mut completions = Vec::new();
+    while follower.log_end_offset() < leader.log_end_offset() {
+        let from = follower.log_end_offset();
+        // What the leader pushes: a read from the follower's end.
+        let read = block_on(leader.read(
+            from,
+            sluice_engine::ReadLimits {
+                max_bytes: 3000,
+                min_one_batch: true,
+                max_offset: leader.log_end_offset(),
+            },
+        ))
+        .unwrap();
+        let records = concat(
+            &batches_of(&read.records)
+                .into_iter()
+                .map(Bytes::from)
+                .collect::<Vec<_>>(),
+        );
+        completions.push(
+            follower
+                .append_replicated(from, &records)
+                .unwrap()
+                .completion,
+        );
+        block_on(follower_committer.flush_round());
+    }
+    for completion in &mut completions {
+        poll_once(completion).expect("durable").unwrap();
+    }
+    assert_eq!(stored_batches(&follower, Offset::ZERO), leader_batches);
+    let end = follower.log_end_offset();
+    drop(follower);
+    drop(follower_committer);
+    // Only what was made durable survives.
+    io.set_crash_mode(CrashMode::LoseUnsynced);
+    let io = io.crash();
+    let (reopened, _committer) = open(&io, &small_config());
+    assert_eq!(reopened.log_end_offset(), end);
+    assert_eq!(stored_batches(&reopened, Offset::ZERO), leader_batches);
 }
 
 #[test]
@@ -308,7 +433,7 @@ fn leader_epochs_going_backwards_are_refused() {
     let io = SimIo::new(5);
     let (follower, committer) = open(&io, &small_config());
     // Within one append: refused as a whole.
-    match follower.append_replicated(&concat(&batches)) {
+    match follower.append_replicated(follower.log_end_offset(), &concat(&batches)) {
         Err(ReplicatedAppendError::EpochRegression { previous, got }) => {
             assert_eq!((previous, got), (LeaderEpoch(5), LeaderEpoch(3)));
         }
@@ -324,13 +449,13 @@ fn leader_epochs_going_backwards_are_refused() {
     // is refused.
     drop(
         follower
-            .append_replicated(&concat(&batches[..3]))
+            .append_replicated(follower.log_end_offset(), &concat(&batches[..3]))
             .unwrap()
             .completion,
     );
     block_on(committer.flush_round());
     let end = follower.log_end_offset();
-    match follower.append_replicated(&batches[3]) {
+    match follower.append_replicated(follower.log_end_offset(), &batches[3]) {
         Err(ReplicatedAppendError::EpochRegression { previous, got }) => {
             assert_eq!((previous, got), (LeaderEpoch(5), LeaderEpoch(3)));
         }
@@ -354,7 +479,7 @@ fn after_reopen_the_follower_ends_where_the_leader_did_and_keeps_its_last_epoch(
         let (follower, committer) = open(&io, &small_config());
         drop(
             follower
-                .append_replicated(&concat(&batches[..half]))
+                .append_replicated(follower.log_end_offset(), &concat(&batches[..half]))
                 .unwrap()
                 .completion,
         );
@@ -372,7 +497,7 @@ fn after_reopen_the_follower_ends_where_the_leader_did_and_keeps_its_last_epoch(
         // It continues from there.
         drop(
             follower
-                .append_replicated(&concat(&batches[half..]))
+                .append_replicated(follower.log_end_offset(), &concat(&batches[half..]))
                 .unwrap()
                 .completion,
         );
@@ -398,7 +523,7 @@ fn truncation_restores_the_last_epoch_of_the_kept_prefix() {
     let (follower, committer) = open(&io, &small_config());
     drop(
         follower
-            .append_replicated(&concat(&batches))
+            .append_replicated(follower.log_end_offset(), &concat(&batches))
             .unwrap()
             .completion,
     );
@@ -407,7 +532,12 @@ fn truncation_restores_the_last_epoch_of_the_kept_prefix() {
     assert_eq!(block_on(follower.truncate_to(cut)).unwrap(), cut);
     assert_eq!(follower.last_leader_epoch(), Some(LeaderEpoch(2)));
     // A new leader's batches at epoch 2 or above continue the kept prefix.
-    drop(follower.append_replicated(&batches[4]).unwrap().completion);
+    drop(
+        follower
+            .append_replicated(follower.log_end_offset(), &batches[4])
+            .unwrap()
+            .completion,
+    );
     assert_eq!(follower.last_leader_epoch(), Some(LeaderEpoch(3)));
 }
 
@@ -505,7 +635,7 @@ fn run_seed(seed: u64) {
                 .iter()
                 .map(|one| one.stored.clone())
                 .collect();
-            match log.append_replicated(&concat(&records)) {
+            match log.append_replicated(log.log_end_offset(), &concat(&records)) {
                 Ok(appended) => {
                     assert_eq!(appended.base_offset, sent[next].base);
                     next += count;

@@ -60,7 +60,7 @@ use sluice_server::admin::client::Connection;
 use support::Rng;
 use support::cluster::{
     Cluster, PartitionState, compare_replica_directories, compare_replicas, compare_replicas_from,
-    wait_until,
+    read_replica, wait_until,
 };
 use support::fault_proxy::FaultProxy;
 use support::kafka;
@@ -129,6 +129,11 @@ struct ReplicatedCluster {
 
 impl ReplicatedCluster {
     fn start(name: &str) -> ReplicatedCluster {
+        ReplicatedCluster::start_with(name, &[])
+    }
+
+    /// `start`, with `extra` broker arguments after `BROKER_ARGS`.
+    fn start_with(name: &str, extra: &[&str]) -> ReplicatedCluster {
         let listen_ports: Vec<u16> = (0..NODES).map(|_| support::reserve_port()).collect();
         let proxies: Vec<FaultProxy> = listen_ports
             .iter()
@@ -143,7 +148,8 @@ impl ReplicatedCluster {
                 proxies[index].addr().to_string(),
             ]
         };
-        let cluster = Cluster::start_with_node_args(name, NODES, &BROKER_ARGS, &node_args);
+        let args: Vec<&str> = BROKER_ARGS.iter().chain(extra).copied().collect();
+        let cluster = Cluster::start_with_node_args(name, NODES, &args, &node_args);
         ReplicatedCluster { cluster, proxies }
     }
 
@@ -1482,6 +1488,125 @@ fn records_deleted_on_an_idle_partition_stay_deleted_after_a_failover() {
         (DELETED_BELOW, 100),
         "the new leader {new_leader} starts where the deleted records ended"
     );
+}
+
+/// A follower that was down while its leader's cleaner compacted the
+/// partition catches up through the compacted region: the leader's
+/// batches that lost records, and the offsets between them that whole
+/// batches left, are taken as they are (Kafka's followers need offsets to
+/// grow, not to be contiguous). They were refused as invalid or
+/// non-contiguous, so such a follower never caught up: the partition
+/// stayed under-replicated (found by a read-only audit).
+#[test]
+fn a_follower_catches_up_through_a_compacted_region() {
+    const TOPIC: &str = "replicated-compacted";
+    const RECORDS: usize = 3000;
+    const KEYS: usize = 40;
+    let _serial = serial();
+    let mut cluster = ReplicatedCluster::start_with(
+        "replication-compacted",
+        &["--log-cleaner-interval-ms", "300"],
+    );
+    kafka::create_topic_replicated(
+        &cluster.bootstrap(),
+        TOPIC,
+        1,
+        REPLICATION_FACTOR,
+        &[
+            ("cleanup.policy", "compact"),
+            ("segment.bytes", "16384"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+            ("min.insync.replicas", "1"),
+        ],
+    );
+    let states = cluster.wait_for_full_isr(TOPIC, 1, CONVERGE_TIMEOUT);
+    let leader = states[&0].leader;
+    let follower = *states[&0]
+        .replicas
+        .iter()
+        .find(|node| **node != leader)
+        .unwrap();
+    cluster.kill9(follower);
+    // Half of the keys are written again only in the first two thirds:
+    // their last records stay in the leader's cleaned segments, in batches
+    // that lose their other records, between batches removed whole.
+    let key_of = |index: usize| {
+        if index < RECORDS * 2 / 3 {
+            index % KEYS
+        } else {
+            index % (KEYS / 2)
+        }
+    };
+    let values: Vec<kafka::Record> = (0..RECORDS)
+        .map(|index| kafka::Record {
+            key: Some(format!("key-{}", key_of(index)).into_bytes()),
+            value: Some(format!("value-{index}").into_bytes()),
+            headers: Vec::new(),
+        })
+        .collect();
+    let mut latest: BTreeMap<usize, usize> = BTreeMap::new();
+    for index in 0..RECORDS {
+        latest.insert(key_of(index), index);
+    }
+    kafka::produce_all(
+        &cluster.bootstrap(),
+        TOPIC,
+        Some(0),
+        &values,
+        &[("acks", "1"), ("batch.num.messages", "25")],
+    );
+    // The leader's cleaner removes most of it (its files, read as they
+    // are: the first batches gone whole).
+    let bootstrap = cluster.broker(leader).bootstrap();
+    let leader_copy = cluster.data_dir(leader).join(format!("{TOPIC}-0"));
+    wait_until("the leader's compaction", CONVERGE_TIMEOUT, || {
+        let first = read_replica(&leader_copy)?
+            .batches
+            .first()
+            .map_or(0, |batch| batch.base_offset);
+        if first > 0 {
+            Ok(())
+        } else {
+            Err("not compacted yet".to_string())
+        }
+    });
+    cluster.start_again(follower);
+    let states = cluster.wait_for_full_isr(TOPIC, 1, CONVERGE_TIMEOUT);
+    let (low_watermark, high_watermark) = kafka::watermarks(&bootstrap, TOPIC, 0);
+    assert_eq!((low_watermark, high_watermark), (0, RECORDS as i64));
+    cluster.stop_all();
+    // Its copy holds valid batches up to the end, with the latest record
+    // of every key (its own cleaner may have removed more since).
+    let copy = read_replica(&cluster.data_dir(follower).join(format!("{TOPIC}-0"))).unwrap();
+    let last = copy.batches.last().map_or(-1, |batch| batch.last_offset);
+    assert_eq!(last, RECORDS as i64 - 1, "stops: {:?}", copy.stops);
+    for index in latest.values() {
+        let offset = *index as i64;
+        assert!(
+            copy.batches
+                .iter()
+                .any(|batch| batch.base_offset <= offset && offset <= batch.last_offset),
+            "node {follower} holds offset {offset} ({states:?})"
+        );
+    }
+    // Whole batches removed (offsets skipped: the log starts at 0) and
+    // batches that lost records (a record count below their offset range).
+    let gaps = usize::from(copy.batches[0].base_offset > 0)
+        + copy
+            .batches
+            .windows(2)
+            .filter(|pair| pair[1].base_offset != pair[0].last_offset + 1)
+            .count();
+    let shrunk = copy
+        .batches
+        .iter()
+        .filter(|batch| {
+            let count = i32::from_be_bytes(batch.bytes[57..61].try_into().unwrap());
+            i64::from(count) < batch.last_offset - batch.base_offset + 1
+        })
+        .count();
+    println!("node {follower}'s copy: {gaps} offset gaps, {shrunk} batches missing records");
+    assert!(gaps > 0 && shrunk > 0, "the copy holds compacted data");
 }
 
 #[test]

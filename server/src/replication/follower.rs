@@ -310,7 +310,10 @@ pub async fn apply(replica: &Rc<PartitionReplica>, message: ToFollower) -> State
                 tracing::error!(partition = %replica.topic_partition, %error, "starting over at a batch base failed");
                 return reply(ReplyStatus::StorageError);
             }
-            let appended = match log.append_replicated(&records) {
+            // Read by the leader from `start_offset`, which is (or, started
+            // over inside a batch, holds) this log's end: offsets skipped
+            // after it are ones the leader's cleaner removed.
+            let appended = match log.append_replicated(log.log_end_offset(), &records) {
                 Ok(appended) => appended,
                 Err(ReplicatedAppendError::Append(error)) => {
                     tracing::warn!(partition = %replica.topic_partition, %error, "replicated append failed");

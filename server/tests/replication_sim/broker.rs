@@ -528,7 +528,7 @@ impl Broker {
                     self.set_follower_high_watermark(header.high_watermark);
                     return reply(self, ReplyStatus::Ok);
                 };
-                match log.append_replicated(&records) {
+                match log.append_replicated(start_offset, &records) {
                     Ok(appended) => drop(appended.completion),
                     Err(ReplicatedAppendError::Append(error)) => {
                         context.note(format!(
