@@ -43,6 +43,7 @@ const PRODUCER: i64 = 4242;
 const NONE: i16 = 0;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
 const TRANSACTION_COORDINATOR_FENCED: i16 = 52;
+const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 const READ_UNCOMMITTED: i8 = 0;
 const READ_COMMITTED: i8 = 1;
 /// These batches have no coordinator behind them: the brokers must not ask
@@ -373,6 +374,35 @@ fn leader_of(cluster: &mut Cluster, except: i32) -> Option<i32> {
         }
     }
     None
+}
+
+/// Transactional records need a transactional id, as Kafka's
+/// handleProduceRequest requires with or without an authorizer: without
+/// one there is no id to check WRITE on and no coordinator to verify the
+/// partition with (KIP-890, on by default here), so the batch would open a
+/// transaction no coordinator can end. Refused with
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED and nothing appended; a plain
+/// batch on the same connection still is.
+#[test]
+fn a_transactional_batch_without_a_transactional_id_is_refused_and_not_appended() {
+    let broker = Broker::start("transactions_data_path_no_id");
+    create_topic(&broker.bootstrap(), TOPIC, 1, &[]);
+    let mut stream = wire::connect(broker.address());
+
+    assert_eq!(
+        produce(&mut stream, transactional_batch(0, 0, 2), false).0,
+        TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    );
+    let partition = fetch(&mut stream, 0, READ_UNCOMMITTED);
+    assert_eq!(
+        (partition.high_watermark, partition.last_stable_offset),
+        (0, 0),
+        "nothing appended, no transaction open"
+    );
+    assert!(batches(&partition).is_empty());
+    assert_eq!(latest(&mut stream, READ_UNCOMMITTED), 0);
+
+    assert_eq!(produce(&mut stream, plain_batch(), false), (NONE, 0));
 }
 
 #[test]

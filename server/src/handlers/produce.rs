@@ -103,6 +103,19 @@ pub async fn handle(
     dispatch(shard, version, request, access).await.await
 }
 
+/// Whether the first batch of any partition's records is transactional,
+/// as Kafka's `RequestUtils.hasTransactionalRecords` (headers only; a
+/// batch too short or of another magic counts as not transactional and is
+/// refused by the append path with its own error).
+fn has_transactional_records(request: &ProduceRequest) -> bool {
+    request
+        .topic_data
+        .iter()
+        .flat_map(|topic| topic.partition_data.iter())
+        .filter_map(|partition| partition.records.as_ref())
+        .any(|records| BatchHeader::parse(records).is_ok_and(|header| header.is_transactional()))
+}
+
 /// Resolve topics and append every partition's batch on its owner; returns
 /// when all of them are appended or queued in order on their owners (not
 /// yet durable), with the future that
@@ -116,6 +129,8 @@ pub async fn handle(
 /// TOPIC_AUTHORIZATION_FAILED), and a topic that does not exist CREATE on
 /// the cluster or the topic to be auto-created. Decided once per topic,
 /// never per partition or record.
+/// Transactional records in a request without a transactional id are
+/// refused the same way whether or not the authorizer is on.
 pub async fn dispatch(
     shard: &Rc<Shard>,
     version: i16,
@@ -130,6 +145,16 @@ pub async fn dispatch(
         Some((
             ResponseError::InvalidRequiredAcks,
             format!("acks must be -1, 0 or 1, got {acks}"),
+        ))
+    } else if transactional_id.is_none() && has_transactional_records(&request) {
+        // As Kafka's handleProduceRequest: transactional records need a
+        // transactional id, authorizer or not. Without one there is nothing
+        // to check WRITE on and no coordinator to verify the partition with
+        // (KIP-890), so a client could open transactions on a partition
+        // that no coordinator knows of and hold its last stable offset.
+        Some((
+            ResponseError::TransactionalIdAuthorizationFailed,
+            "transactional records need a transactional id".to_string(),
         ))
     } else {
         transactional_id
