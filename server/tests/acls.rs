@@ -514,3 +514,89 @@ fn the_broker_refuses_bad_authorizer_flags_at_start() {
         );
     }
 }
+
+/// The error code of topic `name` in a Metadata v10 answer on `stream`.
+fn metadata_topic_error(stream: &mut std::net::TcpStream, name: &'static str) -> i16 {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{
+        ApiKey, MetadataRequest, MetadataResponse, RequestKind, TopicName,
+    };
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+
+    let request = MetadataRequest::default()
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_static_str(name)))),
+        ]))
+        .with_allow_auto_topic_creation(false);
+    let mut body =
+        support::wire::call(stream, ApiKey::Metadata, 10, RequestKind::Metadata(request));
+    let response = MetadataResponse::decode(&mut body, 10).unwrap();
+    assert_eq!(response.topics.len(), 1);
+    response.topics[0].error_code
+}
+
+/// An IPv4 client of a dual-stack listener (`[::]`) is known by its IPv4
+/// address, as Kafka knows it (Java hands it over as an `Inet4Address`):
+/// an ACL for host 127.0.0.1 applies to it there as on an IPv4 listener.
+/// The socket reports it as `::ffff:127.0.0.1`, which no ACL host matched.
+#[test]
+fn an_acl_for_an_ipv4_host_applies_to_that_client_on_a_dual_stack_listener() {
+    if let Err(error) = std::net::TcpListener::bind("[::]:0") {
+        let reason = format!("binding [::] fails: {error}");
+        return support::missing_tool("IPv6", &reason).unwrap_or(());
+    }
+    let dual_port = reserve_port();
+    let listeners = format!("DUAL://[::]:{dual_port}");
+    // No super user: nothing guards the cluster, so the CLI (anonymous)
+    // may create the topic and the one ACL that guards it.
+    let broker = Broker::start_with_args(
+        "acls_dual_stack",
+        &[
+            "--listeners",
+            &listeners,
+            "--listener-security-protocol-map",
+            "DUAL:PLAINTEXT",
+            "--authorizer",
+            "standard",
+            "--allow-everyone-if-no-acl-found",
+            "true",
+        ],
+    );
+    let sluice = |args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command
+            .args(args)
+            .arg("--bootstrap")
+            .arg(broker.bootstrap());
+        let output = run_with_timeout(command, TIMEOUT, "sluice");
+        assert!(
+            output.status.success(),
+            "sluice {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    sluice(&["topic", "create", "guarded", "--partitions", "1"]);
+    sluice(&[
+        "acl",
+        "create",
+        "--allow-principal",
+        "User:ANONYMOUS",
+        "--host",
+        "127.0.0.1",
+        "--operation",
+        "Describe",
+        "--topic",
+        "guarded",
+    ]);
+    let none = 0;
+    let mut ipv4_listener = support::wire::connect(broker.address());
+    assert_eq!(metadata_topic_error(&mut ipv4_listener, "guarded"), none);
+    let dual_address: std::net::SocketAddr = format!("127.0.0.1:{dual_port}").parse().unwrap();
+    let mut dual_listener = support::wire::connect(dual_address);
+    assert_eq!(
+        metadata_topic_error(&mut dual_listener, "guarded"),
+        none,
+        "the ACL for 127.0.0.1 applies to 127.0.0.1 on the [::] listener"
+    );
+}

@@ -481,7 +481,19 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, spec: Rc<Liste
     }
 }
 
+/// The address a client connection is known by from `peer`, the one the
+/// socket reported. An IPv4 client of a dual-stack listener (`[::]`)
+/// arrives as an IPv4-mapped IPv6 address (`::ffff:10.0.0.1`); Java's
+/// sockets hand Kafka such a peer as the IPv4 address itself
+/// (`Inet4Address`), and ACL hosts, the broker-address check of
+/// inter-broker calls and a group member's client host all use that form.
+/// Kept as reported, an ACL for host 10.0.0.1 never matched such a client.
+pub fn client_address(peer: SocketAddr) -> SocketAddr {
+    SocketAddr::new(peer.ip().to_canonical(), peer.port())
+}
+
 async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, spec: Rc<ListenerSpec>) {
+    let peer = client_address(peer);
     let _ = stream.set_nodelay(true);
     tracing::debug!(%peer, shard = shard.id.0, listener = %spec.name, "connection opened");
     let (mut stream, writer, certificate_principal) = match &spec.tls {
@@ -903,6 +915,26 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    /// An IPv4 client of a dual-stack listener is known by its IPv4
+    /// address, as Java reports it to Kafka: the ACL host string (the
+    /// address's text, auth/authorizer.rs) is then `127.0.0.1`, not
+    /// `::ffff:127.0.0.1`. Real IPv6 peers are kept as they are.
+    #[test]
+    fn an_ipv4_mapped_peer_is_known_by_its_ipv4_address() {
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:40000".parse().unwrap();
+        assert_eq!(
+            client_address(mapped),
+            "127.0.0.1:40000".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(client_address(mapped).ip().to_string(), "127.0.0.1");
+        for kept in ["10.1.2.3:9092", "[::1]:9092", "[fd00::2]:9092"] {
+            let peer: SocketAddr = kept.parse().unwrap();
+            assert_eq!(client_address(peer), peer);
+        }
+        let loopback: SocketAddr = "[::1]:9092".parse().unwrap();
+        assert_eq!(client_address(loopback).ip().to_string(), "::1");
+    }
 
     /// A frame goes out in writes of bounded size and buffer count, in
     /// order, whole: a catch-up's long fetch answer no longer holds the
