@@ -600,3 +600,132 @@ fn an_acl_for_an_ipv4_host_applies_to_that_client_on_a_dual_stack_listener() {
         "the ACL for 127.0.0.1 applies to 127.0.0.1 on the [::] listener"
     );
 }
+
+/// DescribeAcls v3 for every binding on `stream`.
+fn describe_every_acl(
+    stream: &mut std::net::TcpStream,
+) -> kafka_protocol::messages::DescribeAclsResponse {
+    use kafka_protocol::messages::{
+        ApiKey, DescribeAclsRequest, DescribeAclsResponse, RequestKind,
+    };
+    use kafka_protocol::protocol::Decodable;
+
+    let any = 1;
+    let request = DescribeAclsRequest::default()
+        .with_resource_type_filter(any)
+        .with_pattern_type_filter(any)
+        .with_operation(any)
+        .with_permission_type(any);
+    let mut body = support::wire::call(
+        stream,
+        ApiKey::DescribeAcls,
+        3,
+        RequestKind::DescribeAcls(request),
+    );
+    DescribeAclsResponse::decode(&mut body, 3).unwrap()
+}
+
+/// Without an authorizer nothing enforces ACLs: Kafka's CreateAcls,
+/// DescribeAcls and DeleteAcls then answer SECURITY_DISABLED (AclApis)
+/// and store nothing, so no client (on PLAINTEXT: anyone) plants bindings
+/// that start to bind once the authorizer is turned on. `sluice acl` says
+/// so. Started again with the authorizer, the broker holds no binding.
+#[test]
+fn without_an_authorizer_the_acl_apis_answer_security_disabled_and_store_nothing() {
+    use kafka_protocol::messages::create_acls_request::AclCreation;
+    use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
+    use kafka_protocol::messages::{
+        ApiKey, CreateAclsRequest, CreateAclsResponse, DeleteAclsRequest, DeleteAclsResponse,
+        RequestKind,
+    };
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    const SECURITY_DISABLED: i16 = 54;
+    let (any, topic, literal, all, allow) = (1, 2, 3, 2, 3);
+
+    let mut broker = Broker::start("acls_security_disabled");
+    let mut stream = support::wire::connect(broker.address());
+    let creation = AclCreation::default()
+        .with_resource_type(topic)
+        .with_resource_name(StrBytes::from_static_str("orders"))
+        .with_resource_pattern_type(literal)
+        .with_principal(StrBytes::from_static_str("User:mallory"))
+        .with_host(StrBytes::from_static_str("*"))
+        .with_operation(all)
+        .with_permission_type(allow);
+    let request = CreateAclsRequest::default().with_creations(vec![creation.clone(), creation]);
+    let mut body = support::wire::call(
+        &mut stream,
+        ApiKey::CreateAcls,
+        3,
+        RequestKind::CreateAcls(request),
+    );
+    let created = CreateAclsResponse::decode(&mut body, 3).unwrap();
+    assert_eq!(
+        created
+            .results
+            .iter()
+            .map(|result| result.error_code)
+            .collect::<Vec<_>>(),
+        vec![SECURITY_DISABLED, SECURITY_DISABLED]
+    );
+
+    let described = describe_every_acl(&mut stream);
+    assert_eq!(described.error_code, SECURITY_DISABLED);
+    assert!(described.resources.is_empty());
+
+    let filter = DeleteAclsFilter::default()
+        .with_resource_type_filter(any)
+        .with_pattern_type_filter(any)
+        .with_operation(any)
+        .with_permission_type(any);
+    let request = DeleteAclsRequest::default().with_filters(vec![filter]);
+    let mut body = support::wire::call(
+        &mut stream,
+        ApiKey::DeleteAcls,
+        3,
+        RequestKind::DeleteAcls(request),
+    );
+    let deleted = DeleteAclsResponse::decode(&mut body, 3).unwrap();
+    assert_eq!(deleted.filter_results.len(), 1);
+    assert_eq!(deleted.filter_results[0].error_code, SECURITY_DISABLED);
+    assert!(deleted.filter_results[0].matching_acls.is_empty());
+
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    command.args([
+        "acl",
+        "create",
+        "--allow-principal",
+        "User:mallory",
+        "--operation",
+        "All",
+        "--topic",
+        "orders",
+        "--bootstrap",
+        &broker.bootstrap(),
+    ]);
+    let output = run_with_timeout(command, TIMEOUT, "sluice acl create");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("--authorizer standard"),
+        "sluice acl create without an authorizer: {}\n{stderr}",
+        output.status
+    );
+
+    drop(stream);
+    broker.stop();
+    broker.set_args(&[
+        "--authorizer",
+        "standard",
+        "--super-users",
+        "User:ANONYMOUS",
+    ]);
+    broker.start_again();
+    let mut stream = support::wire::connect(broker.address());
+    let described = describe_every_acl(&mut stream);
+    assert_eq!(described.error_code, 0);
+    assert!(
+        described.resources.is_empty(),
+        "stored while the authorizer was off: {:?}",
+        described.resources
+    );
+}

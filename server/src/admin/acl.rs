@@ -4,10 +4,12 @@
 //! `--cluster` / `--transactional-id`, `--resource-pattern-type`.
 //!
 //! Kafka clients (CreateAcls, DescribeAcls, DeleteAcls): they work against
-//! any Kafka broker. They connect over a PLAINTEXT listener (the admin
-//! client does not speak TLS or SASL yet), so with `--authorizer standard`
-//! the broker sees them as User:ANONYMOUS, which needs ALTER (create,
-//! delete) or DESCRIBE (list) on the cluster, e.g. as a super user.
+//! any Kafka broker that has an authorizer (without one, Kafka and Sluice
+//! answer SECURITY_DISABLED and store nothing). They connect over a
+//! PLAINTEXT listener (the admin client does not speak TLS or SASL yet),
+//! so with `--authorizer standard` the broker sees them as
+//! User:ANONYMOUS, which needs ALTER (create, delete) or DESCRIBE (list)
+//! on the cluster, e.g. as a super user.
 
 use std::process::ExitCode;
 
@@ -308,11 +310,18 @@ pub fn run(args: AclArgs) -> ExitCode {
 }
 
 fn code_error(code: i16, message: Option<StrBytes>) -> String {
-    let name = kafka_protocol::error::ResponseError::try_from_code(code)
-        .map_or_else(|| format!("error {code}"), |error| format!("{error:?}"));
-    match message {
+    let error = kafka_protocol::error::ResponseError::try_from_code(code);
+    let name = error.map_or_else(|| format!("error {code}"), |error| format!("{error:?}"));
+    let text = match message {
         Some(message) if !message.is_empty() => format!("{name}: {message}"),
         _ => name,
+    };
+    // What to do about it: the broker has no authorizer (as Kafka, it
+    // then neither stores nor lists ACLs).
+    if error == Some(kafka_protocol::error::ResponseError::SecurityDisabled) {
+        format!("{text} (start the brokers with --authorizer standard to use ACLs)")
+    } else {
+        text
     }
 }
 

@@ -2,8 +2,10 @@
 //! controller into the replicated metadata (`AccessControlEntry` records);
 //! answered once this broker's image holds them, so the next request here
 //! is checked against them. A binding already stored is not stored twice
-//! (success, as Kafka). Needs ALTER on the cluster when authorization is
-//! on (else CLUSTER_AUTHORIZATION_FAILED for every creation); a binding
+//! (success, as Kafka). With the authorizer off every creation is
+//! SECURITY_DISABLED and nothing is stored (Kafka's AclApis); on, it needs
+//! ALTER on the cluster (else CLUSTER_AUTHORIZATION_FAILED for every
+//! creation); a binding
 //! that cannot be stored (ANY or MATCH codes, an unknown code, a principal
 //! not `Type:name`) is INVALID_REQUEST with Kafka's reason.
 
@@ -51,13 +53,26 @@ pub async fn handle(shard: &Rc<Shard>, access: &Access<'_>, request: CreateAclsR
     };
     let mut results: Vec<Option<AclCreationResult>> = Vec::new();
     let mut creations = Vec::new();
-    let authorized = access.allows_cluster(AclOperation::Alter);
+    // Without an authorizer nothing would enforce a binding: Kafka answers
+    // SECURITY_DISABLED and stores nothing, so that no operator believes
+    // the cluster is guarded by ACLs it ignores (and no unauthenticated
+    // client plants ACLs that bind once the authorizer is turned on).
+    let refusal = if !access.is_enabled() {
+        Some((
+            ResponseError::SecurityDisabled,
+            "No Authorizer is configured.",
+        ))
+    } else if !access.allows_cluster(AclOperation::Alter) {
+        Some((
+            ResponseError::ClusterAuthorizationFailed,
+            "Cluster authorization failed.",
+        ))
+    } else {
+        None
+    };
     for creation in &request.creations {
-        if !authorized {
-            results.push(Some(failed(
-                ResponseError::ClusterAuthorizationFailed,
-                "Cluster authorization failed.".to_string(),
-            )));
+        if let Some((error, message)) = refusal {
+            results.push(Some(failed(error, message.to_string())));
             continue;
         }
         match binding(creation) {

@@ -2,9 +2,10 @@
 //! broker's image) is removed through the controller
 //! (`RemoveAccessControlEntry` records), in one batch for the request;
 //! answered once this broker's image no longer holds them, each filter
-//! with the bindings it matched. Needs ALTER on the cluster when
-//! authorization is on (else CLUSTER_AUTHORIZATION_FAILED per filter); a
-//! filter with an unknown code is INVALID_REQUEST.
+//! with the bindings it matched. With the authorizer off every filter is
+//! SECURITY_DISABLED and nothing is removed (Kafka's AclApis); on, it
+//! needs ALTER on the cluster (else CLUSTER_AUTHORIZATION_FAILED per
+//! filter); a filter with an unknown code is INVALID_REQUEST.
 
 use std::rc::Rc;
 
@@ -39,16 +40,27 @@ pub async fn handle(shard: &Rc<Shard>, access: &Access<'_>, request: DeleteAclsR
             .with_error_code(error.code())
             .with_error_message(Some(StrBytes::from_string(message)))
     };
-    let authorized = access.allows_cluster(AclOperation::Alter);
+    // As CreateAcls: without an authorizer Kafka answers SECURITY_DISABLED
+    // and removes nothing.
+    let refusal = if !access.is_enabled() {
+        Some((
+            ResponseError::SecurityDisabled,
+            "No Authorizer is configured.",
+        ))
+    } else if !access.allows_cluster(AclOperation::Alter) {
+        Some((
+            ResponseError::ClusterAuthorizationFailed,
+            "Cluster authorization failed.",
+        ))
+    } else {
+        None
+    };
     let image = shard.metadata.controller().image();
     let mut deletions = Vec::new();
     let mut results: Vec<Result<Vec<AclBinding>, DeleteAclsFilterResult>> = Vec::new();
     for wire in &request.filters {
-        if !authorized {
-            results.push(Err(failed(
-                ResponseError::ClusterAuthorizationFailed,
-                "Cluster authorization failed.".to_string(),
-            )));
+        if let Some((error, message)) = refusal {
+            results.push(Err(failed(error, message.to_string())));
             continue;
         }
         match filter(

@@ -1,6 +1,7 @@
 //! DescribeAcls (api key 29): the ACL bindings of this broker's metadata
 //! image that a filter selects, grouped by resource pattern (Kafka's
-//! layout). Needs DESCRIBE on the cluster when authorization is on (else
+//! layout). With the authorizer off the answer is SECURITY_DISABLED
+//! (Kafka's AclApis); on, it needs DESCRIBE on the cluster (else
 //! CLUSTER_AUTHORIZATION_FAILED); a filter with an unknown code is
 //! INVALID_REQUEST.
 
@@ -80,7 +81,16 @@ pub fn resources<'a>(bindings: impl Iterator<Item = &'a AclBinding>) -> Vec<Desc
 
 pub fn handle(shard: &Shard, access: &Access<'_>, request: DescribeAclsRequest) -> Reply {
     let response = DescribeAclsResponse::default();
-    let response = if !access.allows_cluster(AclOperation::Describe) {
+    // As Kafka's AclApis: without an authorizer there are no ACLs in
+    // force to describe (bindings stored while one was on are not shown
+    // as if they were).
+    let response = if !access.is_enabled() {
+        response
+            .with_error_code(ResponseError::SecurityDisabled.code())
+            .with_error_message(Some(StrBytes::from_static_str(
+                "No Authorizer is configured on the broker",
+            )))
+    } else if !access.allows_cluster(AclOperation::Describe) {
         response
             .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
             .with_error_message(Some(StrBytes::from_static_str(

@@ -181,6 +181,13 @@ impl Broker {
         kibibytes * 1024
     }
 
+    /// Replace the flags of the next [`Broker::start_again`] (the harness's
+    /// own, such as the port and data directory, stay), e.g. to start the
+    /// same data directory with a feature turned on.
+    pub fn set_args(&mut self, extra_args: &[&str]) {
+        self.extra_args = extra_args.iter().map(|arg| arg.to_string()).collect();
+    }
+
     /// Start the process (again) on the same port and data directory, and
     /// wait until it answers ApiVersions.
     pub fn start_again(&mut self) {
