@@ -729,3 +729,131 @@ fn without_an_authorizer_the_acl_apis_answer_security_disabled_and_store_nothing
         described.resources
     );
 }
+
+/// OffsetDelete needs READ on each topic besides DELETE on the group, as
+/// Kafka's handleOffsetDeleteRequest: alice, with only DELETE on group
+/// `cleanup`, is answered TOPIC_AUTHORIZATION_FAILED for the partition of
+/// `ledger` and its committed offset stays; once she may READ `ledger`
+/// the same request deletes it.
+#[test]
+fn offset_delete_needs_read_on_the_topic_besides_delete_on_the_group() {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::offset_delete_request::{
+        OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+    };
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::{
+        GroupId, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    use sluice_server::admin::client::Connection;
+    use sluice_server::admin::security::{
+        ClientSecurity, SaslMechanism, SecurityProtocol, TlsFiles,
+    };
+    const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+    let group = || GroupId(StrBytes::from_static_str("cleanup"));
+    let topic = || TopicName(StrBytes::from_static_str("ledger"));
+
+    let acl_broker = AclBroker::start("acls_offset_delete");
+    let run = |args: &[&str]| {
+        let output = acl_broker.sluice(args);
+        assert!(
+            output.status.success(),
+            "sluice {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    run(&["topic", "create", "ledger", "--partitions", "1"]);
+    // The super user (ANONYMOUS on the PLAINTEXT listener) commits.
+    let mut super_user = Connection::open(&acl_broker.broker.bootstrap()).unwrap();
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(group())
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![
+            OffsetCommitRequestTopic::default()
+                .with_name(topic())
+                .with_partitions(vec![
+                    OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(5),
+                ]),
+        ]);
+    let committed = super_user.send(&commit, 7).unwrap();
+    assert_eq!(committed.topics[0].partitions[0].error_code, 0);
+    let mut committed_offset = || {
+        let request = OffsetFetchRequest::default()
+            .with_group_id(group())
+            .with_topics(Some(vec![
+                OffsetFetchRequestTopic::default()
+                    .with_name(topic())
+                    .with_partition_indexes(vec![0]),
+            ]));
+        let response = super_user.send(&request, 7).unwrap();
+        assert_eq!(response.error_code, 0);
+        assert_eq!(response.topics[0].partitions[0].error_code, 0);
+        response.topics[0].partitions[0].committed_offset
+    };
+    assert_eq!(committed_offset(), 5);
+
+    run(&[
+        "acl",
+        "create",
+        "--allow-principal",
+        "User:alice",
+        "--operation",
+        "Delete",
+        "--group",
+        "cleanup",
+    ]);
+    let alice = ClientSecurity::new(
+        SecurityProtocol::SaslPlaintext,
+        SaslMechanism::ScramSha512,
+        Some("alice".to_string()),
+        Some(PASSWORD.to_string()),
+        &TlsFiles::default(),
+    )
+    .unwrap();
+    let mut alice = Connection::open_with(&acl_broker.sasl_address(), &alice).unwrap();
+    let delete = OffsetDeleteRequest::default()
+        .with_group_id(group())
+        .with_topics(vec![
+            OffsetDeleteRequestTopic::default()
+                .with_name(topic())
+                .with_partitions(vec![
+                    OffsetDeleteRequestPartition::default().with_partition_index(0),
+                ]),
+        ]);
+    let deleted = alice.send(&delete, 0).unwrap();
+    assert_eq!(
+        deleted.error_code, 0,
+        "DELETE on the group is enough for it"
+    );
+    assert_eq!(deleted.topics.len(), 1);
+    assert_eq!(deleted.topics[0].name, topic());
+    assert_eq!(
+        deleted.topics[0].partitions[0].error_code,
+        TOPIC_AUTHORIZATION_FAILED
+    );
+    assert_eq!(committed_offset(), 5, "the offset stays");
+
+    run(&[
+        "acl",
+        "create",
+        "--allow-principal",
+        "User:alice",
+        "--operation",
+        "Read",
+        "--topic",
+        "ledger",
+    ]);
+    let deleted = alice.send(&delete, 0).unwrap();
+    assert_eq!(deleted.error_code, 0);
+    assert_eq!(deleted.topics[0].partitions[0].error_code, 0);
+    assert_eq!(
+        committed_offset(),
+        -1,
+        "deleted once alice may READ the topic"
+    );
+}

@@ -79,6 +79,8 @@ pub enum Removed {
     CommitTopics(Vec<offset_commit_request::OffsetCommitRequestTopic>),
     /// TxnOffsetCommit topics (TOPIC_AUTHORIZATION_FAILED).
     TxnCommitTopics(Vec<txn_offset_commit_request::TxnOffsetCommitRequestTopic>),
+    /// OffsetDelete topics (TOPIC_AUTHORIZATION_FAILED, their offsets kept).
+    OffsetDeleteTopics(Vec<offset_delete_request::OffsetDeleteRequestTopic>),
     /// DescribeTransactions ids (TRANSACTIONAL_ID_AUTHORIZATION_FAILED).
     DescribedTransactions(Vec<TransactionalId>),
     /// DescribeProducers topics (TOPIC_AUTHORIZATION_FAILED).
@@ -168,6 +170,22 @@ pub fn before(
         RequestKind::OffsetDelete(ref body) if !group(access, Delete, &body.group_id) => {
             return Err(ResponseKind::OffsetDelete(
                 OffsetDeleteResponse::default().with_error_code(group_failed),
+            ));
+        }
+        // As Kafka's handleOffsetDeleteRequest: DELETE on the group, then
+        // READ on each topic; a topic without it is answered
+        // TOPIC_AUTHORIZATION_FAILED and its offsets stay (DELETE on a
+        // group alone must not reset a consumer's position on a topic the
+        // principal may not read).
+        RequestKind::OffsetDelete(mut body) => {
+            let (kept, denied) = body
+                .topics
+                .into_iter()
+                .partition(|entry| topic(access, Read, &entry.name));
+            body.topics = kept;
+            return Ok((
+                RequestKind::OffsetDelete(body),
+                Removed::OffsetDeleteTopics(denied),
             ));
         }
         RequestKind::OffsetCommit(ref body) if !group(access, Read, &body.group_id) => {
@@ -630,6 +648,23 @@ pub fn after(access: &Access<'_>, removed: Removed, response: &mut ResponseKind)
             response
                 .topics
                 .extend(topics.iter().map(|topic| commit_topic(topic, topic_failed)));
+        }
+        (Removed::OffsetDeleteTopics(topics), ResponseKind::OffsetDelete(response)) => {
+            response.topics.extend(topics.into_iter().map(|topic| {
+                offset_delete_response::OffsetDeleteResponseTopic::default()
+                    .with_name(topic.name)
+                    .with_partitions(
+                        topic
+                            .partitions
+                            .iter()
+                            .map(|partition| {
+                                offset_delete_response::OffsetDeleteResponsePartition::default()
+                                    .with_partition_index(partition.partition_index)
+                                    .with_error_code(topic_failed)
+                            })
+                            .collect(),
+                    )
+            }));
         }
         (Removed::TxnCommitTopics(topics), ResponseKind::TxnOffsetCommit(response)) => {
             response.topics.extend(
