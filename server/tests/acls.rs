@@ -857,3 +857,84 @@ fn offset_delete_needs_read_on_the_topic_besides_delete_on_the_group() {
         "deleted once alice may READ the topic"
     );
 }
+
+/// A principal that may create a topic but not DESCRIBE_CONFIGS it gets
+/// the topic created and, from CreateTopics v5, no configs: Kafka answers
+/// TOPIC_AUTHORIZATION_FAILED in topic_config_error_code and leaves the
+/// configs, partition count and replication factor out. With
+/// DESCRIBE_CONFIGS on the topic they are answered.
+#[test]
+fn create_topics_answers_the_configs_only_to_who_may_describe_them() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    use sluice_server::admin::client::Connection;
+    use sluice_server::admin::security::{
+        ClientSecurity, SaslMechanism, SecurityProtocol, TlsFiles,
+    };
+    const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+
+    let acl_broker = AclBroker::start("acls_create_topics_configs");
+    for topic in ["hidden", "shown"] {
+        let output = acl_broker.sluice(&[
+            "acl",
+            "create",
+            "--allow-principal",
+            "User:alice",
+            "--operation",
+            "Create",
+            "--topic",
+            topic,
+        ]);
+        assert!(output.status.success(), "acl create");
+    }
+    let output = acl_broker.sluice(&[
+        "acl",
+        "create",
+        "--allow-principal",
+        "User:alice",
+        "--operation",
+        "DescribeConfigs",
+        "--topic",
+        "shown",
+    ]);
+    assert!(output.status.success(), "acl create");
+    let alice = ClientSecurity::new(
+        SecurityProtocol::SaslPlaintext,
+        SaslMechanism::ScramSha512,
+        Some("alice".to_string()),
+        Some(PASSWORD.to_string()),
+        &TlsFiles::default(),
+    )
+    .unwrap();
+    let mut alice = Connection::open_with(&acl_broker.sasl_address(), &alice).unwrap();
+    let topic = |name: &'static str| {
+        CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str(name)))
+            .with_num_partitions(1)
+            .with_replication_factor(1)
+    };
+    let request = CreateTopicsRequest::default().with_topics(vec![topic("hidden"), topic("shown")]);
+    let response = alice.send(&request, 7).unwrap();
+    let hidden = &response.topics[0];
+    assert_eq!(hidden.name.0.as_str(), "hidden");
+    assert_eq!(hidden.error_code, 0, "created");
+    assert_eq!(hidden.topic_config_error_code, TOPIC_AUTHORIZATION_FAILED);
+    assert!(
+        hidden.configs.as_ref().is_none_or(Vec::is_empty),
+        "{:?}",
+        hidden.configs
+    );
+    assert_eq!((hidden.num_partitions, hidden.replication_factor), (-1, -1));
+    let shown = &response.topics[1];
+    assert_eq!(shown.name.0.as_str(), "shown");
+    assert_eq!((shown.error_code, shown.topic_config_error_code), (0, 0));
+    assert!(
+        shown.configs.as_ref().is_some_and(|configs| configs
+            .iter()
+            .any(|config| config.name.as_str() == "cleanup.policy")),
+        "{:?}",
+        shown.configs
+    );
+    assert_eq!((shown.num_partitions, shown.replication_factor), (1, 1));
+}

@@ -226,7 +226,20 @@ pub async fn handle(
                 partitions,
             }) => {
                 let mut result = result.with_error_message(None).with_topic_id(created.id);
-                if version >= 5 {
+                // The created topic's configs (v5+) are what DescribeConfigs
+                // shows: Kafka (ReplicationControlManager.createTopic) gives
+                // them, with the partition count and replication factor,
+                // only to a principal that may DESCRIBE_CONFIGS the topic,
+                // and answers the others TOPIC_AUTHORIZATION_FAILED in
+                // topic_config_error_code (the topic is created all the
+                // same).
+                let describable =
+                    access.allows(AclOperation::DescribeConfigs, ResourceType::Topic, &name);
+                if version >= 5 && !describable {
+                    result = result.with_topic_config_error_code(
+                        ResponseError::TopicAuthorizationFailed.code(),
+                    );
+                } else if version >= 5 {
                     let configs = topic_config_entries(
                         &created.configs,
                         &topic_defaults(&shard.config, &shard.metadata.snapshot()),
