@@ -417,15 +417,27 @@ pub mod client {
                 } else if let Some(value) = field.strip_prefix("s=") {
                     salt = BASE64.decode(value).ok();
                 } else if let Some(value) = field.strip_prefix("i=") {
-                    iterations = value.parse::<u32>().ok();
+                    iterations = value.parse::<i32>().ok();
                 }
             }
             let (Some(nonce), Some(salt), Some(iterations)) = (nonce, salt, iterations) else {
                 return Err(ScramError::Malformed("server-first-message"));
             };
-            if !nonce.starts_with(&self.nonce) {
+            // The server's nonce is ours with its own part after it (RFC
+            // 5802): one that only repeats ours adds no freshness of the
+            // server's, so a replayed exchange would verify.
+            if nonce.len() <= self.nonce.len() || !nonce.starts_with(&self.nonce) {
                 return Err(ScramError::NonceMismatch);
             }
+            // The iteration count is the server's to choose, and the client
+            // pays for it: below Kafka's minimum (Kafka's ScramSaslClient
+            // refuses it too) the password is cheap to guess from a
+            // captured exchange; above Kafka's maximum a hostile broker
+            // keeps the admin command hashing for as long as it likes.
+            if !(ITERATIONS_MIN..=ITERATIONS_MAX).contains(&iterations) {
+                return Err(ScramError::Iterations(iterations));
+            }
+            let iterations = iterations.unsigned_abs();
             let mechanism = self.mechanism;
             let salted = mechanism.salted_password(self.password.as_bytes(), &salt, iterations);
             let client_key = mechanism.hmac(&salted, b"Client Key");
@@ -566,6 +578,44 @@ mod tests {
         assert_eq!(
             server_final(&state, repeated.as_bytes()),
             Err(ScramError::InvalidCredentials)
+        );
+    }
+
+    /// The client refuses a server-first-message whose nonce does not
+    /// extend its own (a foreign one, or its own repeated with nothing
+    /// of the server's) and an iteration count outside Kafka's bounds
+    /// (too few: cheap to guess; too many: a hostile broker keeps the
+    /// client hashing), before it computes anything.
+    #[test]
+    fn the_client_refuses_a_server_nonce_without_the_servers_part_and_bad_iterations() {
+        let (client, first) = ScramClient::start(ScramMechanism::Sha512, "u", "pw").unwrap();
+        let first = String::from_utf8(first).unwrap();
+        let (_, client_nonce) = first.rsplit_once("r=").unwrap();
+        let salt = BASE64.encode(b"salt");
+        let answer = |nonce: &str, iterations: &str| {
+            let server_first = format!("r={nonce},s={salt},i={iterations}");
+            client.respond(server_first.as_bytes()).map(|_| ())
+        };
+
+        let good = format!("{client_nonce}server");
+        assert_eq!(answer(&good, "4096"), Ok(()));
+        assert_eq!(answer(&good, "16384"), Ok(()));
+        for nonce in [client_nonce, "other", &format!("x{client_nonce}")] {
+            assert_eq!(
+                answer(nonce, "4096"),
+                Err(ScramError::NonceMismatch),
+                "{nonce}"
+            );
+        }
+        for (iterations, refused) in [("4095", 4095), ("16385", 16385), ("0", 0), ("-1", -1)] {
+            assert_eq!(
+                answer(&good, iterations),
+                Err(ScramError::Iterations(refused))
+            );
+        }
+        assert_eq!(
+            answer(&good, "4294967295"),
+            Err(ScramError::Malformed("server-first-message"))
         );
     }
 
