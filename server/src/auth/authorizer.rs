@@ -22,7 +22,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::Principal;
-use super::acl::{AclOperation, AclPermission, AclTable, CLUSTER_NAME, ResourceType, WILDCARD};
+use super::acl::{
+    AclOperation, AclPermission, AclTable, CLUSTER_NAME, PatternType, ResourceType, WILDCARD,
+};
 
 /// `--authorizer standard` and what goes with it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -240,34 +242,66 @@ impl<'a> Access<'a> {
         self.allows(operation, ResourceType::Cluster, CLUSTER_NAME)
     }
 
-    /// Whether any binding would let this principal `operation` some
-    /// resource of `resource_type` (Kafka's `authorizeByResourceType`,
-    /// used for idempotent producers without IDEMPOTENT_WRITE): a
-    /// super user, or an ALLOW binding for the principal and host with
-    /// that operation (or ALL) that no DENY of the same pattern undoes.
+    /// Whether this principal may `operation` some resource of
+    /// `resource_type`, as Kafka's `Authorizer.authorizeByResourceType`
+    /// (used for idempotent producers without IDEMPOTENT_WRITE, KIP-679):
+    /// 1. allowed if a made-up literal name ("hardcode", Kafka's) is: a
+    ///    super user, `allow.everyone.if.no.acl.found` with no binding
+    ///    applying to it, or a binding that covers every name;
+    /// 2. else, over the bindings for the principal (or `User:*`), the
+    ///    host (or `*`) and the operation (or ALL), exactly, with no
+    ///    implied operations: a DENY of the literal `*` denies; an ALLOW
+    ///    of the literal `*` allows; else an ALLOW allows unless a DENY
+    ///    dominates it: a literal DENY of the same name (literal ALLOWs
+    ///    only), or a prefixed DENY that is a prefix of (or equal to) the
+    ///    ALLOW's name.
     pub fn allows_any(&self, operation: AclOperation, resource_type: ResourceType) -> bool {
+        const MADE_UP_NAME: &str = "hardcode";
         let Some(enabled) = &self.enabled else {
             return true;
         };
-        if enabled.super_user {
+        if self.allows(operation, resource_type, MADE_UP_NAME) {
             return true;
         }
-        let applies = |binding: &super::acl::AclBinding| {
-            binding.resource_type == resource_type
-                && principal_matches(&binding.principal, enabled.principal)
-                && (binding.host == WILDCARD || binding.host == enabled.host)
-                && (binding.operation == operation || binding.operation == AclOperation::All)
-        };
-        let denied = |allow: &super::acl::AclBinding| {
-            enabled.acls.iter().any(|(_, deny)| {
-                deny.permission == AclPermission::Deny
-                    && applies(deny)
-                    && deny.pattern_type == allow.pattern_type
-                    && deny.resource_name == allow.resource_name
-            })
-        };
-        enabled.acls.iter().any(|(_, binding)| {
-            binding.permission == AclPermission::Allow && applies(binding) && !denied(binding)
+        let mut denied_literal = std::collections::HashSet::new();
+        let mut denied_prefixed = std::collections::HashSet::new();
+        let mut allowed: Vec<(PatternType, &str)> = Vec::new();
+        for (_, binding) in enabled.acls.iter() {
+            if binding.resource_type != resource_type
+                || !(binding.host == WILDCARD || binding.host == enabled.host)
+                || !principal_matches(&binding.principal, enabled.principal)
+                || !(binding.operation == operation || binding.operation == AclOperation::All)
+            {
+                continue;
+            }
+            let name = binding.resource_name.as_str();
+            match (binding.permission, binding.pattern_type) {
+                (AclPermission::Deny, PatternType::Literal) if name == WILDCARD => return false,
+                (AclPermission::Deny, PatternType::Literal) => {
+                    denied_literal.insert(name);
+                }
+                (AclPermission::Deny, PatternType::Prefixed) => {
+                    denied_prefixed.insert(name);
+                }
+                (AclPermission::Allow, PatternType::Literal | PatternType::Prefixed) => {
+                    allowed.push((binding.pattern_type, name));
+                }
+                _ => {}
+            }
+        }
+        if allowed
+            .iter()
+            .any(|(pattern, name)| *pattern == PatternType::Literal && *name == WILDCARD)
+        {
+            return true;
+        }
+        allowed.iter().any(|(pattern, name)| {
+            let literal_denied = *pattern == PatternType::Literal && denied_literal.contains(name);
+            let prefix_denied = name
+                .char_indices()
+                .map(|(index, character)| &name[..index + character.len_utf8()])
+                .any(|prefix| denied_prefixed.contains(prefix));
+            !literal_denied && !prefix_denied
         })
     }
 
@@ -521,6 +555,98 @@ mod tests {
         // A binding for someone else still closes the resource.
         assert!(!check(&open, &acls, "alice", AclOperation::Read, "orders"));
         assert!(AuthorizerConfig::parse_super_users("admin").is_err());
+    }
+
+    /// Kafka's authorizeByResourceType (KIP-679's idempotent producer
+    /// check): `allow.everyone.if.no.acl.found` and super users through a
+    /// made-up name; a DENY of `*` beats everything; a literal DENY undoes
+    /// only the literal ALLOW of its name; a prefixed DENY undoes every
+    /// ALLOW whose name it is a prefix of; only exact operations (or ALL)
+    /// count, not implied ones.
+    #[test]
+    fn allows_any_follows_kafkas_authorize_by_resource_type() {
+        let alice = Principal::user("alice");
+        let closed = AuthorizerConfig::default();
+        let any_write = |config: &AuthorizerConfig, bindings: &[AclBinding]| {
+            let access = Access::new(
+                config,
+                Arc::new(table(bindings)),
+                &alice,
+                "10.0.0.1".parse().unwrap(),
+            );
+            access.allows_any(AclOperation::Write, ResourceType::Topic)
+        };
+        let prefixed = |binding: AclBinding| AclBinding {
+            pattern_type: PatternType::Prefixed,
+            ..binding
+        };
+        let write = AclOperation::Write;
+
+        // No binding at all: the setting decides; super users always may.
+        assert!(!any_write(&closed, &[]));
+        let open = AuthorizerConfig {
+            allow_everyone_if_no_acl_found: true,
+            ..AuthorizerConfig::default()
+        };
+        assert!(any_write(&open, &[]));
+        assert!(any_write(&open, &[allow("User:bob", write, "orders")]));
+        let super_alice = AuthorizerConfig {
+            super_users: vec!["User:alice".into()],
+            ..AuthorizerConfig::default()
+        };
+        assert!(any_write(&super_alice, &[deny("User:alice", write, "*")]));
+
+        // A DENY of every name beats any ALLOW, even with the setting.
+        assert!(!any_write(
+            &open,
+            &[
+                allow("User:alice", write, "orders"),
+                deny("User:*", write, "*")
+            ]
+        ));
+        assert!(any_write(
+            &closed,
+            &[allow("User:*", AclOperation::All, "*")]
+        ));
+
+        // A literal DENY undoes the literal ALLOW of its name only.
+        assert!(!any_write(
+            &closed,
+            &[
+                allow("User:alice", write, "orders"),
+                deny("User:alice", write, "orders")
+            ]
+        ));
+        assert!(any_write(
+            &closed,
+            &[
+                prefixed(allow("User:alice", write, "ord")),
+                deny("User:alice", write, "ord")
+            ]
+        ));
+        // A prefixed DENY undoes the ALLOWs it covers, not the others.
+        assert!(!any_write(
+            &closed,
+            &[
+                allow("User:alice", write, "orders"),
+                prefixed(allow("User:alice", write, "order")),
+                prefixed(deny("User:alice", write, "ord")),
+            ]
+        ));
+        assert!(any_write(
+            &closed,
+            &[
+                prefixed(allow("User:alice", write, "or")),
+                prefixed(deny("User:alice", write, "ord")),
+            ]
+        ));
+
+        // Someone else's bindings, and implied operations, do not count.
+        assert!(!any_write(&closed, &[allow("User:bob", write, "orders")]));
+        assert!(!any_write(
+            &closed,
+            &[allow("User:alice", AclOperation::Read, "orders")]
+        ));
     }
 
     #[test]
