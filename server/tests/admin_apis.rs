@@ -26,7 +26,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use support::cluster::{Cluster, wait_until};
-use support::kafka::{Record, create_topic, create_topic_replicated, produce_all};
+use support::kafka::{Record, create_topic, create_topic_replicated, produce_all, watermarks};
 use support::wire::call;
 use support::{Broker, require_python, run_with_timeout};
 
@@ -490,6 +490,96 @@ fn an_unclean_election_gives_a_leaderless_partition_its_out_of_sync_replica() {
         },
     );
     assert_eq!(cluster.isr(bystander, TOPIC, 0), Some(vec![follower]));
+}
+
+/// After an unclean election, the deposed leader that was paused (not
+/// restarted: it keeps the high watermark it gave) follows the new leader,
+/// which does not hold the record that high watermark covers. As Kafka's
+/// follower it cuts below that high watermark and rejoins the ISR; it
+/// refused such a cut for as long as it ran and stayed out of the ISR
+/// (found by a read-only audit). The record is lost with the unclean
+/// election, as in Kafka.
+#[test]
+fn after_an_unclean_election_the_paused_old_leader_rejoins() {
+    const TOPIC: &str = "unclean-rejoin";
+    let mut cluster = Cluster::start(
+        "elect-unclean-rejoin",
+        3,
+        &[
+            "--broker-heartbeat-interval-ms",
+            "500",
+            "--broker-session-timeout-ms",
+            "3000",
+            "--replica-lag-time-max-ms",
+            "1500",
+            "--leader-imbalance-check-interval-ms",
+            "0",
+        ],
+    );
+    create_topic_replicated(&cluster.bootstrap(), TOPIC, 1, 2, &[]);
+    let states = cluster.wait_for_full_isr(TOPIC, 1, Duration::from_secs(60));
+    let leader = states[&0].leader;
+    let follower = *states[&0]
+        .replicas
+        .iter()
+        .find(|node| **node != leader)
+        .unwrap();
+    let bystander = cluster
+        .nodes()
+        .find(|node| *node != leader && *node != follower)
+        .unwrap();
+    cluster.kill9(follower);
+    let record = Record {
+        key: None,
+        value: Some(b"only on the old leader".to_vec()),
+        headers: Vec::new(),
+    };
+    produce_all(
+        &cluster.broker(bystander).bootstrap(),
+        TOPIC,
+        Some(0),
+        &[record],
+        &[("acks", "all")],
+    );
+    wait_until(
+        "the ISR is the leader alone",
+        Duration::from_secs(30),
+        || match cluster.isr(bystander, TOPIC, 0) {
+            Some(isr) if isr == vec![leader] => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    // Its high watermark covers the record. Paused, it is fenced.
+    let paused = libc::pid_t::try_from(cluster.broker(leader).pid()).unwrap();
+    // SAFETY: a signal to the broker process this test started.
+    assert_eq!(unsafe { libc::kill(paused, libc::SIGSTOP) }, 0);
+    cluster.start_again(follower);
+    wait_until(
+        "the partition is leaderless",
+        Duration::from_secs(30),
+        || match cluster.partition_leader(bystander, TOPIC, 0) {
+            Some(Err(_)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    assert_eq!(elect_unclean(&cluster, bystander, TOPIC), 0);
+    wait_until(
+        "the follower leads",
+        Duration::from_secs(30),
+        || match cluster.partition_leader(bystander, TOPIC, 0) {
+            Some(Ok(now)) if now == follower => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(paused, libc::SIGCONT) }, 0);
+    let states = cluster.wait_for_full_isr(TOPIC, 1, Duration::from_secs(60));
+    assert_eq!(states[&0].leader, follower);
+    assert_eq!(
+        watermarks(&cluster.broker(follower).bootstrap(), TOPIC, 0),
+        (0, 0),
+        "the record went with the unclean election"
+    );
 }
 
 /// AlterPartitionReassignments and ListPartitionReassignments (APIs 45

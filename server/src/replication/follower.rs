@@ -241,6 +241,20 @@ pub async fn apply(replica: &Rc<PartitionReplica>, message: ToFollower) -> State
             );
             let target = match target {
                 Ok(target) => target,
+                Err(below) if replica.lower_follower_high_watermark(below, header.leader_epoch) => {
+                    tracing::error!(
+                        partition = %replica.topic_partition,
+                        ?epoch,
+                        %end_offset,
+                        to = %below,
+                        %high_watermark,
+                        leader = header.leader_id,
+                        leader_epoch = ?header.leader_epoch,
+                        "truncating below the high watermark an earlier leader gave: this leader \
+                         does not hold those records (an unclean election); they are lost"
+                    );
+                    below
+                }
                 Err(below) => {
                     tracing::error!(
                         partition = %replica.topic_partition,
@@ -293,7 +307,7 @@ pub async fn apply(replica: &Rc<PartitionReplica>, message: ToFollower) -> State
                 // idle partition's DeleteRecords reaches the followers
                 // without a record pushed after it (else a failover served
                 // the deleted records again).
-                replica.set_follower_high_watermark(header.high_watermark);
+                replica.set_follower_high_watermark(header.high_watermark, header.leader_epoch);
                 follow_log_start(replica, header.log_start).await;
                 return reply(ReplyStatus::Ok);
             };
@@ -325,7 +339,7 @@ pub async fn apply(replica: &Rc<PartitionReplica>, message: ToFollower) -> State
                 }
             };
             crate::shard::txn_state::observe_replicated(replica, &records);
-            replica.set_follower_high_watermark(header.high_watermark);
+            replica.set_follower_high_watermark(header.high_watermark, header.leader_epoch);
             if let Err(error) = appended.completion.await {
                 tracing::warn!(partition = %replica.topic_partition, %error, "replicated append not durable");
                 return reply(ReplyStatus::StorageError);

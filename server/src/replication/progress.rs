@@ -76,9 +76,11 @@ pub fn sync_step(
                 epoch: Some(leader_epoch),
                 end_offset: end,
             },
+            // The leader holds none of its epochs: it keeps what is
+            // committed, and nothing past the leader's end.
             None => SyncStep::Truncate {
                 epoch: None,
-                end_offset: leader_log_start,
+                end_offset: leader_log_end,
             },
         },
     }
@@ -103,8 +105,10 @@ pub fn truncation_target(
             // Every batch of ours is of an epoch the leader does not know.
             None => log_start,
         },
-        // The leader holds none of our epochs: keep only what is committed.
-        None => high_watermark,
+        // The leader holds none of our epochs: keep only what is committed
+        // (and the leader holds: after an unclean election it may hold less,
+        // as Kafka's follower then cuts to the leader's end).
+        None => high_watermark.min(leader_end),
     };
     let target = target.min(log_end).max(log_start);
     if target < high_watermark.min(log_end) {
@@ -752,13 +756,25 @@ mod tests {
         // No common epoch: back to the high watermark, not further.
         let target = truncation_target(
             None,
-            Offset(0),
+            Offset(100),
             Offset(0),
             Offset(60),
             Offset(45),
             &follower,
         );
         assert_eq!(target, Ok(Offset(45)));
+        // Nor past the leader's end (an unclean leader holding less than
+        // the high watermark): below it, said so (the follower then lowers
+        // its high watermark if an earlier leader gave it).
+        let target = truncation_target(
+            None,
+            Offset(30),
+            Offset(0),
+            Offset(60),
+            Offset(45),
+            &follower,
+        );
+        assert_eq!(target, Err(Offset(30)));
     }
 
     #[test]

@@ -145,8 +145,13 @@ impl Assignment {
 pub enum Replication {
     /// Leading: followers' progress, ISR, high watermark.
     Leader(LeaderState),
-    /// Following (or offline): the high watermark the leader last sent.
-    Follower { high_watermark: Offset },
+    /// Following (or offline): the high watermark the leader last sent,
+    /// and the leader epoch it was learned in (this replica's own when it
+    /// led; -1 before any).
+    Follower {
+        high_watermark: Offset,
+        learned_in: LeaderEpoch,
+    },
 }
 
 pub struct PartitionReplica {
@@ -262,6 +267,7 @@ impl PartitionReplica {
         } else {
             Replication::Follower {
                 high_watermark: Offset::ZERO,
+                learned_in: LeaderEpoch(-1),
             }
         };
         Ok(PartitionReplica {
@@ -319,9 +325,12 @@ impl PartitionReplica {
             self.state.set(state);
         }
         let mut replication = self.replication.borrow_mut();
-        let known_high_watermark = match &*replication {
-            Replication::Leader(leader) => leader.high_watermark(),
-            Replication::Follower { high_watermark } => *high_watermark,
+        let (known_high_watermark, learned_in) = match &*replication {
+            Replication::Leader(leader) => (leader.high_watermark(), leader.epoch),
+            Replication::Follower {
+                high_watermark,
+                learned_in,
+            } => (*high_watermark, *learned_in),
         };
         let change = match (&mut *replication, state.is_leader()) {
             (Replication::Leader(leader), true) if leader.epoch == state.leader_epoch => {
@@ -353,6 +362,7 @@ impl PartitionReplica {
             (Replication::Leader(_), false) => {
                 *replication = Replication::Follower {
                     high_watermark: known_high_watermark,
+                    learned_in,
                 };
                 ViewChange::None
             }
@@ -381,18 +391,51 @@ impl PartitionReplica {
                 leader.update_high_watermark(durable_end);
                 leader.high_watermark()
             }
-            Replication::Follower { high_watermark } => (*high_watermark).min(durable_end),
+            Replication::Follower { high_watermark, .. } => (*high_watermark).min(durable_end),
         }
     }
 
-    /// A follower's record of the leader's high watermark (bounded by its
-    /// own log end); ignored on a leader.
-    pub fn set_follower_high_watermark(&self, leader_high_watermark: Offset) {
-        if let Replication::Follower { high_watermark } = &mut *self.replication.borrow_mut() {
+    /// A follower's record of the high watermark of the leader of
+    /// `leader_epoch` (bounded by its own log end); ignored on a leader.
+    pub fn set_follower_high_watermark(
+        &self,
+        leader_high_watermark: Offset,
+        leader_epoch: LeaderEpoch,
+    ) {
+        if let Replication::Follower {
+            high_watermark,
+            learned_in,
+        } = &mut *self.replication.borrow_mut()
+        {
             let bounded = leader_high_watermark.min(self.log.log_end_offset());
             if bounded > *high_watermark {
                 *high_watermark = bounded;
+                *learned_in = leader_epoch;
             }
+        }
+    }
+
+    /// A follower told by the leader of `leader_epoch` to cut below the high
+    /// watermark it learned from an earlier leader: the new leader does not
+    /// hold those records, which only an unclean election allows (every
+    /// clean leader holds all that any earlier high watermark covered).
+    /// As Kafka's follower, it lowers its high watermark to `to` and cuts
+    /// (the records are lost with the election that chose this leader);
+    /// returns false, keeping the high watermark, when it was learned in
+    /// this leader's epoch or a later one (a bug, refused). Until this,
+    /// such a replica refused for as long as it ran and stayed out of the
+    /// ISR (found by a read-only audit).
+    pub fn lower_follower_high_watermark(&self, to: Offset, leader_epoch: LeaderEpoch) -> bool {
+        match &mut *self.replication.borrow_mut() {
+            Replication::Follower {
+                high_watermark,
+                learned_in,
+            } if *learned_in < leader_epoch => {
+                *high_watermark = (*high_watermark).min(to);
+                *learned_in = leader_epoch;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -506,7 +549,10 @@ impl PartitionReplica {
         let mut replication = self.replication.borrow_mut();
         if let Replication::Leader(leader) = &*replication {
             let high_watermark = leader.high_watermark();
-            *replication = Replication::Follower { high_watermark };
+            *replication = Replication::Follower {
+                high_watermark,
+                learned_in: leader.epoch,
+            };
         }
         drop(replication);
         self.notify_high_watermark();
