@@ -18,11 +18,28 @@
 //! - the latest, a tombstone (null value): kept until delete.retention.ms
 //!   has passed since the batch's maxTimestamp (without one, its
 //!   segment's last append: `BatchAge`), then removed (see
-//!   docs/decisions/0004-compaction.md for why this clock).
+//!   docs/decisions/0004-compaction.md for why this clock), unless a batch
+//!   kept whole holds a record of its key at a lower offset (below).
 //!
 //! Compressed and control batches are kept whole and their records do not
-//! supersede anything (the engine has no decompressors). Transaction
-//! markers are kept until their delete horizon (below).
+//! supersede anything (the pass does not recompress, so it cannot remove
+//! some records of a compressed batch); so are transactional batches the
+//! pass cannot classify (below). Transaction markers are kept until their
+//! delete horizon (below).
+//!
+//! Tombstones and batches kept whole: a record kept whole outlives any later
+//! record of its key, so a later tombstone of the key is all that hides it
+//! from a consumer replaying the log. An expired tombstone therefore stays
+//! while a data batch kept whole holds a record of its key at a lower offset
+//! (`Pins`: the pass reads the keys of those batches, decompressing
+//! compressed ones with the produce path's bounds; a batch whose records do
+//! not read may hold any key, so every tombstone after it stays). Such a
+//! tombstone records no expiry: it goes in the pass that compacts that
+//! record (a transaction whose marker became cleanable), or never while the
+//! record is in a compressed batch. Kafka decompresses and compacts every
+//! record, so there the older value goes first and the tombstone goes at its
+//! horizon; here the tombstone stays instead, and the deleted key stays
+//! deleted either way.
 //!
 //! Transactions (KIP-98): the engine does not interpret markers; the caller
 //! (the server's cleaner, which owns the partition's transaction state)
@@ -46,7 +63,8 @@
 //! keeps data rather than letting aborted records supersede committed ones.
 //!
 //! Without that input ([`Log::clean`]) transactional batches are kept whole
-//! and supersede nothing, as before transactions existed.
+//! and supersede nothing, as before transactions existed (and hold back the
+//! later tombstones of their keys, above).
 //!
 //! Markers (Kafka's rule, KIP-98): a control batch may go once no data of
 //! its transaction remains below it and its delete horizon has passed. The
@@ -97,7 +115,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use crate::batch::{self, BatchHeader, Compression};
+use crate::batch::{self, BatchHeader, Compression, codec};
 use crate::constants::{BATCH_HEADER_SIZE, BATCH_SIZE_MAX};
 use crate::error::LogError;
 use crate::io::{AlignedBuf, Io};
@@ -251,12 +269,102 @@ fn marker_kind(bytes: &[u8], header: &BatchHeader) -> Option<bool> {
 type KeyOffset = (Vec<u8>, Offset);
 
 /// A transactional data batch of the range, kept aside until every marker
-/// is known: its header, its keyed records, and whether every record of
-/// it has a key (and decoded).
+/// is known: its header, its keyed records, whether every record of it
+/// has a key (and decoded), and whether its records read at all.
 struct TxnBatch {
     header: BatchHeader,
     keys: Vec<KeyOffset>,
     all_keyed: bool,
+    readable: bool,
+}
+
+/// The keys of one data batch's records, as [`batch_keys`] reads them.
+struct BatchKeys {
+    /// The keyed records, up to the first that does not read.
+    keys: Vec<KeyOffset>,
+    /// Every record read has a key.
+    all_keyed: bool,
+    /// Every record read (a compressed batch decompressed).
+    readable: bool,
+}
+
+/// The keyed records of a data batch and their offsets. A compressed batch
+/// is decompressed as it streams, with the bounds of the produce path's
+/// key check (`codec::walk_compressed_records`: one record and the codec's
+/// window in memory, at most `DECOMPRESSED_BYTES_MAX` decompressed); it
+/// must hold its records as produced (compaction never rewrites one).
+fn batch_keys(bytes: &[u8], header: &BatchHeader) -> BatchKeys {
+    let mut keys = Vec::new();
+    let mut all_keyed = true;
+    let mut note = |key: Option<&[u8]>, offset_delta: i32| match key {
+        Some(key) => keys.push((key.to_vec(), record_offset(header, offset_delta))),
+        None => all_keyed = false,
+    };
+    let readable = if header.compression() == Compression::None {
+        batch::records(bytes, header)
+            .map(|record| record.map(|record| note(record.key, record.offset_delta)))
+            .all(|read| read.is_ok())
+    } else {
+        codec::walk_compressed_records(bytes, header, |_, record| {
+            note(record.key, record.offset_delta);
+        })
+        .is_ok()
+    };
+    BatchKeys {
+        keys,
+        all_keyed,
+        readable,
+    }
+}
+
+/// What the records a pass keeps whole (and that supersede nothing) hold
+/// back. Such a record survives the pass even when a later record of its
+/// key is the latest, so a later tombstone of that key is all that hides
+/// it from a consumer replaying the log: the tombstone stays while the
+/// record does, whatever delete.retention.ms says (module docs). Kafka
+/// needs no such rule: it decompresses and compacts every record.
+#[derive(Default)]
+struct Pins {
+    /// Per key, the lowest offset of a record of it kept whole. Keys only,
+    /// like the pass's `latest` map.
+    lowest: HashMap<Vec<u8>, Offset>,
+    /// The lowest base offset of a batch kept whole whose records do not
+    /// read (a damaged compressed batch): it may hold any key, so every
+    /// tombstone after it stays.
+    unreadable_from: Option<Offset>,
+}
+
+impl Pins {
+    /// Note a batch kept whole: its keyed records, and whether they all
+    /// read ([`batch_keys`]).
+    fn note(&mut self, header: &BatchHeader, keys: &[KeyOffset], readable: bool) {
+        if !readable {
+            self.note_unreadable(header);
+            return;
+        }
+        for (key, offset) in keys {
+            match self.lowest.get_mut(key) {
+                Some(lowest) => *lowest = (*lowest).min(*offset),
+                None => {
+                    self.lowest.insert(key.clone(), *offset);
+                }
+            }
+        }
+    }
+
+    /// Note a batch kept whole whose records do not all read.
+    fn note_unreadable(&mut self, header: &BatchHeader) {
+        let base = header.base_offset();
+        tracing::warn!(offset = %base, compression = %header.compression(),
+            "compaction cannot read a batch's records; it is kept, and so is every tombstone after it");
+        self.unreadable_from = Some(self.unreadable_from.map_or(base, |known| known.min(base)));
+    }
+
+    /// Whether a record kept whole that may have `key` lies below `offset`.
+    fn hides(&self, key: &[u8], offset: Offset) -> bool {
+        self.unreadable_from.is_some_and(|from| from < offset)
+            || self.lowest.get(key).is_some_and(|&lowest| lowest < offset)
+    }
 }
 
 /// A marker of the range and the data batches of its transaction there
@@ -543,9 +651,11 @@ impl<I: Io> Log<I> {
         };
         summary.segments_examined = targets.len();
 
-        // 1. The latest offset of every key in the range, and its markers.
+        // 1. The latest offset of every key in the range, the keys of the
+        // records kept whole (`Pins`), and the range's markers.
         // Transactional records wait until every marker is known.
         let mut latest: HashMap<Vec<u8>, Offset> = HashMap::new();
+        let mut pins = Pins::default();
         let mut transactional: Vec<TxnBatch> = Vec::new();
         // Per producer, its data batches since its last marker in the range.
         let mut since_marker: HashMap<i64, Vec<usize>> = HashMap::new();
@@ -569,47 +679,55 @@ impl<I: Io> Log<I> {
                     Some(_) => header.is_transactional(),
                     None => false,
                 };
-                if !pending && classify(&header, index.as_ref()) != BatchKind::Compactable {
-                    continue;
-                }
-                let mut keys = Vec::new();
-                let mut all_keyed = header.compression() == Compression::None;
-                if all_keyed {
-                    for record in batch::records(&bytes, &header) {
-                        let Ok(record) = record else {
-                            all_keyed = false;
-                            break;
-                        };
-                        match record.key {
-                            Some(key) => keys
-                                .push((key.to_vec(), record_offset(&header, record.offset_delta))),
-                            None => all_keyed = false,
-                        }
-                    }
-                }
                 if pending {
+                    let read = batch_keys(&bytes, &header);
                     since_marker
                         .entry(header.producer_id())
                         .or_default()
                         .push(transactional.len());
                     transactional.push(TxnBatch {
+                        all_keyed: read.all_keyed
+                            && read.readable
+                            && header.compression() == Compression::None,
+                        readable: read.readable,
+                        keys: read.keys,
                         header,
-                        keys,
-                        all_keyed,
                     });
-                } else {
-                    latest.extend(keys);
+                    continue;
+                }
+                match classify(&header, index.as_ref()) {
+                    BatchKind::Compactable => {
+                        let read = batch_keys(&bytes, &header);
+                        if !read.readable {
+                            // `decide` keeps it whole: its unread records
+                            // stay like those of a compressed batch.
+                            pins.note_unreadable(&header);
+                        }
+                        latest.extend(read.keys);
+                    }
+                    // Control records are markers, not data of any key.
+                    BatchKind::Whole if !header.is_control() => {
+                        let read = batch_keys(&bytes, &header);
+                        pins.note(&header, &read.keys, read.readable);
+                    }
+                    BatchKind::Whole | BatchKind::Aborted => {}
                 }
             }
         }
         let index = index.as_ref();
         for batch in &transactional {
-            if classify(&batch.header, index) != BatchKind::Compactable {
-                continue;
-            }
-            for (key, offset) in &batch.keys {
-                let known = latest.entry(key.clone()).or_insert(*offset);
-                *known = (*known).max(*offset);
+            match classify(&batch.header, index) {
+                BatchKind::Compactable => {
+                    if !batch.readable {
+                        pins.note_unreadable(&batch.header);
+                    }
+                    for (key, offset) in &batch.keys {
+                        let known = latest.entry(key.clone()).or_insert(*offset);
+                        *known = (*known).max(*offset);
+                    }
+                }
+                BatchKind::Whole => pins.note(&batch.header, &batch.keys, batch.readable),
+                BatchKind::Aborted => {}
             }
         }
         // Markers: which transactions are empty after this pass, and which
@@ -643,6 +761,7 @@ impl<I: Io> Log<I> {
             self.clean_segment(
                 target,
                 &latest,
+                &pins,
                 index,
                 &removable_now,
                 options,
@@ -660,6 +779,7 @@ impl<I: Io> Log<I> {
         &self,
         target: &Target<I::File>,
         latest: &HashMap<Vec<u8>, Offset>,
+        pins: &Pins,
         txns: Option<&TxnIndex>,
         removable: &HashSet<Offset>,
         options: &CleanOptions,
@@ -702,7 +822,7 @@ impl<I: Io> Log<I> {
                         batch_ms: header.max_timestamp().0,
                         segment_ms: target.largest_timestamp_ms,
                     };
-                    decide(&bytes, &header, kind, latest, options, age, now)
+                    decide(&bytes, &header, kind, latest, pins, options, age, now)
                 };
                 if decision.aborted {
                     removed.aborted_batches += 1;
@@ -971,11 +1091,13 @@ impl BatchAge {
 }
 
 /// Which records of one batch survive (module docs).
+#[allow(clippy::too_many_arguments)]
 fn decide(
     bytes: &[u8],
     header: &BatchHeader,
     kind: BatchKind,
     latest: &HashMap<Vec<u8>, Offset>,
+    pins: &Pins,
     options: &CleanOptions,
     age: BatchAge,
     now: i64,
@@ -1024,12 +1146,21 @@ fn decide(
                     false
                 } else if record.value.is_some() {
                     true
-                } else if tombstones_expired {
-                    tombstones_removed += 1;
-                    false
-                } else {
+                } else if !tombstones_expired {
                     tombstone_expiry_ms = Some(expiry_ms);
                     true
+                } else if pins.hides(key, offset) {
+                    // An older record of the key is kept whole: removing
+                    // the tombstone would bring the deleted key back. It
+                    // waits for that record to be compacted (a pass that
+                    // reads newly cleanable data), not for a clock, so it
+                    // records no expiry: one would make its segment dirty
+                    // for ever and the cleaner repeat passes that change
+                    // nothing.
+                    true
+                } else {
+                    tombstones_removed += 1;
+                    false
                 }
             }
         };

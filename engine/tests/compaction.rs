@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sluice_engine::batch::{self, BatchBuilder, BatchHeader, Compression};
+use sluice_engine::batch::{self, BatchBuilder, BatchHeader, Compression, codec};
 use sluice_engine::io::Io;
 use sluice_engine::io::sim::{CrashMode, SimIo};
 use sluice_engine::io::uring::UringIo;
@@ -144,7 +144,18 @@ async fn read_records<I: Io>(log: &Log<I>, max_bytes: usize) -> Vec<Record> {
                 let bytes = &run[range];
                 let header = batch::validate_compacted(bytes, usize::MAX)
                     .unwrap_or_else(|error| panic!("invalid batch read back: {error}"));
-                assert_eq!(header.compression(), Compression::None);
+                // Compaction keeps a compressed batch whole, so it reads
+                // back as produced (contiguous offsets, which `recompress`
+                // checks); a consumer decompresses it.
+                let decompressed;
+                let (bytes, header) = if header.compression() == Compression::None {
+                    (bytes, header)
+                } else {
+                    decompressed = codec::recompress(bytes, &header, codec::Target::None)
+                        .unwrap_or_else(|error| panic!("a kept compressed batch reads: {error}"));
+                    let plain_header = BatchHeader::parse(&decompressed).unwrap();
+                    (&decompressed[..], plain_header)
+                };
                 for record in batch::records(bytes, &header) {
                     let record = record.unwrap();
                     let record_offset = header.base_offset().plus(i64::from(record.offset_delta));
@@ -895,4 +906,252 @@ fn aborted_transactions_go_committed_ones_compact_by_key_and_markers_and_open_tr
     block_on(committer.flush_round());
     let (reopened, _committer) = open_sim(&io);
     assert_eq!(block_on(read_batches(&reopened)), after);
+}
+
+/// `keyed_batch` with its records section compressed with lz4, as a
+/// client with compression.type=lz4 sends it (the engine stores it as is).
+fn lz4_batch(records: &[KeyValue], timestamp: i64) -> Bytes {
+    let plain = keyed_batch(records, timestamp);
+    let header = batch::validate(&plain, plain.len()).unwrap();
+    Bytes::from(codec::recompress(&plain, &header, codec::Target::Lz4).unwrap())
+}
+
+/// `(key, value)` for a test record; `None` is a tombstone.
+fn put(key: &str, value: Option<&str>) -> KeyValue {
+    (
+        Some(key.as_bytes().to_vec()),
+        value.map(|value| value.as_bytes().to_vec()),
+    )
+}
+
+/// Append `bytes` (not yet durable); returns its base offset.
+fn append_one<I: Io>(log: &Log<I>, bytes: &Bytes) -> Offset {
+    let result = log.append(bytes, LeaderEpoch(3)).unwrap();
+    drop(result.completion);
+    result.base_offset
+}
+
+/// Records of distinct keys, enough to roll the segments holding what was
+/// appended before them, so that it becomes cleanable.
+fn append_filler<I: Io>(log: &Log<I>, round: &str) {
+    for index in 0..40 {
+        let key = format!("filler-{round}-{index}");
+        append_one(log, &keyed_batch(&[put(&key, Some(&"x".repeat(100)))], NOW));
+    }
+}
+
+/// What a consumer replaying `records` from the start ends with for `key`:
+/// its last value, `None` if the key is absent or deleted.
+fn replayed(records: &[Record], key: &str) -> Option<String> {
+    records
+        .iter()
+        .rev()
+        .find(|record| record.key.as_deref() == Some(key.as_bytes()))
+        .and_then(|record| record.value.as_deref())
+        .map(|value| String::from_utf8_lossy(value).into_owned())
+}
+
+/// The records of `key` (for failure messages).
+fn of_key<'a>(records: &'a [Record], key: &str) -> Vec<&'a Record> {
+    records
+        .iter()
+        .filter(|record| record.key.as_deref() == Some(key.as_bytes()))
+        .collect()
+}
+
+/// The offsets of the tombstones of `key` in `records`.
+fn tombstones_of(records: &[Record], key: &str) -> Vec<Offset> {
+    records
+        .iter()
+        .filter(|record| record.key.as_deref() == Some(key.as_bytes()) && record.value.is_none())
+        .map(|record| record.offset)
+        .collect()
+}
+
+/// A key written plainly, then in a compressed batch (kept whole: its
+/// records are not compacted), then deleted. Once the tombstone expires it
+/// must not go while the compressed value it hides stays, or a consumer
+/// replaying the log gets the deleted key back. (Kafka decompresses and
+/// compacts every record, so the compressed value goes before the
+/// tombstone does.)
+#[test]
+fn a_deleted_key_stays_deleted_when_an_older_value_of_it_is_in_a_compressed_batch() {
+    let io = SimIo::new(8);
+    let (log, committer) = open_sim(&io);
+    append_one(&log, &keyed_batch(&[put("k", Some("v1"))], NOW));
+    append_one(
+        &log,
+        &lz4_batch(&[put("k", Some("v2")), put("other", Some("o"))], NOW),
+    );
+    let tombstone = append_one(&log, &keyed_batch(&[put("k", None)], NOW));
+    append_filler(&log, "a");
+    block_on(committer.flush_round());
+    assert!(tombstone < active_base(&log), "the tombstone is cleanable");
+    assert_eq!(
+        replayed(&block_on(read_records(&log, usize::MAX)), "k"),
+        None
+    );
+
+    // delete.retention.ms 0: the tombstone has expired at the first pass.
+    let summary = block_on(log.clean(&options(0))).unwrap();
+    let records = block_on(read_records(&log, usize::MAX));
+    assert_eq!(replayed(&records, "k"), None, "{:?}", of_key(&records, "k"));
+    assert_eq!(tombstones_of(&records, "k"), vec![tombstone]);
+    assert_eq!(summary.tombstones_removed, 0, "{summary:?}");
+    assert_eq!(replayed(&records, "other").as_deref(), Some("o"));
+    assert!(
+        !records
+            .iter()
+            .any(|record| record.value.as_deref() == Some(b"v1".as_slice())),
+        "the plain value older than the tombstone goes"
+    );
+    // The kept tombstone waits for its compressed value, not for a clock:
+    // it does not make its segment dirty again (which would make the
+    // cleaner repeat passes that change nothing).
+    assert_eq!(log.dirty_stats(0).dirty_bytes, 0);
+
+    // The same after a later pass and a reopen.
+    let again = block_on(log.clean(&options(0))).unwrap();
+    assert_eq!(again.segments_rewritten, 0, "{again:?}");
+    block_on(log.close()).unwrap();
+    drop(log);
+    let (log, _committer) = open_sim(&io);
+    block_on(log.clean(&options(0))).unwrap();
+    let records = block_on(read_records(&log, usize::MAX));
+    assert_eq!(replayed(&records, "k"), None, "{:?}", of_key(&records, "k"));
+}
+
+/// The same with the older value in a committed transaction whose marker
+/// is past the cleanable range (its batch is kept whole until the marker
+/// is cleanable); once it is, the value is compacted and the tombstone goes
+/// too.
+#[test]
+fn a_deleted_key_stays_deleted_when_an_older_value_of_it_is_in_a_transaction_not_cleanable_yet() {
+    let io = SimIo::new(9);
+    let (log, committer) = open_sim(&io);
+    append_one(&log, &keyed_batch(&[put("k", Some("v1"))], NOW));
+    let committed = append_one(
+        &log,
+        &transactional_batch(1, 0, &[("k", "v2"), ("other", "o")]),
+    );
+    let tombstone = append_one(&log, &keyed_batch(&[put("k", None)], NOW));
+    append_filler(&log, "a");
+    let marker = append_one(&log, &marker_batch(1, true));
+    block_on(committer.flush_round());
+    assert!(tombstone < active_base(&log), "the tombstone is cleanable");
+    assert!(marker >= active_base(&log), "the marker is not");
+    let input = TxnCleanInput {
+        stable_bound: log.log_end_offset(),
+        aborted: Vec::new(),
+    };
+
+    let summary = block_on(log.clean_transactions(&options(0), &input)).unwrap();
+    let records = block_on(read_records(&log, usize::MAX));
+    assert_eq!(replayed(&records, "k"), None, "{:?}", of_key(&records, "k"));
+    assert_eq!(tombstones_of(&records, "k"), vec![tombstone]);
+    assert_eq!(summary.tombstones_removed, 0, "{summary:?}");
+    assert!(records.iter().any(|record| record.offset == committed));
+    // Without transaction input every transactional batch is kept whole.
+    block_on(log.clean(&options(0))).unwrap();
+    let records = block_on(read_records(&log, usize::MAX));
+    assert_eq!(replayed(&records, "k"), None, "{:?}", of_key(&records, "k"));
+    assert_eq!(tombstones_of(&records, "k"), vec![tombstone]);
+
+    // The marker becomes cleanable: the committed value is compacted (the
+    // tombstone supersedes it), and nothing older of the key is left for
+    // the expired tombstone to hide.
+    append_filler(&log, "b");
+    block_on(committer.flush_round());
+    assert!(marker < active_base(&log));
+    let input = TxnCleanInput {
+        stable_bound: log.log_end_offset(),
+        aborted: Vec::new(),
+    };
+    let summary = block_on(log.clean_transactions(&options(0), &input)).unwrap();
+    assert_eq!(summary.tombstones_removed, 1, "{summary:?}");
+    let records = block_on(read_records(&log, usize::MAX));
+    assert!(
+        records
+            .iter()
+            .all(|record| record.key.as_deref() != Some(b"k".as_slice())),
+        "{:?}",
+        of_key(&records, "k")
+    );
+    assert_eq!(replayed(&records, "other").as_deref(), Some("o"));
+}
+
+/// Kept-whole batches hold back only the tombstones they must: one with no
+/// older whole-kept record of its key still goes when it expires, also when
+/// a compressed record of its key follows it. Plain and compressed values
+/// of one key replay to the last of them.
+#[test]
+fn an_expired_tombstone_with_no_older_compressed_value_of_its_key_still_goes() {
+    let io = SimIo::new(10);
+    let (log, committer) = open_sim(&io);
+    append_one(&log, &keyed_batch(&[put("k", Some("k1"))], NOW));
+    append_one(&log, &keyed_batch(&[put("later", Some("later-1"))], NOW));
+    append_one(&log, &keyed_batch(&[put("plain-last", Some("p1"))], NOW));
+    append_one(
+        &log,
+        &lz4_batch(
+            &[
+                put("unrelated", Some("u")),
+                put("plain-last", Some("p2")),
+                put("compressed-last", Some("c2")),
+            ],
+            NOW,
+        ),
+    );
+    append_one(
+        &log,
+        &keyed_batch(&[put("compressed-last", Some("c1"))], NOW),
+    );
+    append_one(&log, &keyed_batch(&[put("k", None)], NOW));
+    append_one(&log, &keyed_batch(&[put("later", None)], NOW));
+    append_one(&log, &keyed_batch(&[put("plain-last", Some("p3"))], NOW));
+    append_one(&log, &lz4_batch(&[put("later", Some("later-3"))], NOW));
+    append_filler(&log, "a");
+    block_on(committer.flush_round());
+
+    let summary = block_on(log.clean(&options(0))).unwrap();
+    assert_eq!(summary.tombstones_removed, 2, "{summary:?}");
+    let records = block_on(read_records(&log, usize::MAX));
+    assert!(
+        records
+            .iter()
+            .all(|record| record.key.as_deref() != Some(b"k".as_slice())),
+        "{:?}",
+        of_key(&records, "k")
+    );
+    assert_eq!(replayed(&records, "later").as_deref(), Some("later-3"));
+    assert!(tombstones_of(&records, "later").is_empty());
+    assert_eq!(replayed(&records, "plain-last").as_deref(), Some("p3"));
+    assert_eq!(replayed(&records, "unrelated").as_deref(), Some("u"));
+    // c1 is the latest plain record of its key: kept, and replayed last
+    // (its offset is after the compressed c2).
+    assert_eq!(replayed(&records, "compressed-last").as_deref(), Some("c1"));
+}
+
+/// A compressed batch that does not decompress may hold any key: every
+/// tombstone after it stays (those before it still go).
+#[test]
+fn tombstones_after_a_compressed_batch_that_does_not_decompress_are_kept() {
+    let io = SimIo::new(11);
+    let (log, committer) = open_sim(&io);
+    append_one(&log, &keyed_batch(&[put("k", Some("v1"))], NOW));
+    append_one(&log, &keyed_batch(&[put("before", None)], NOW));
+    let compressed = lz4_batch(&[put("k", Some("v2"))], NOW);
+    let mut damaged = compressed.to_vec();
+    damaged[batch::layout::RECORDS_AT..].fill(0xaa);
+    let crc = crc32c::crc32c(&damaged[batch::layout::CRC_COVERED_FROM..]);
+    damaged[batch::layout::CRC_AT..batch::layout::CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    append_one(&log, &Bytes::from(damaged));
+    append_one(&log, &keyed_batch(&[put("k", None)], NOW));
+    append_filler(&log, "a");
+    block_on(committer.flush_round());
+
+    let summary = block_on(log.clean(&options(0))).unwrap();
+    // v1 and the tombstone of `before`; the tombstone of `k` stays.
+    assert_eq!(summary.records_removed, 2, "{summary:?}");
+    assert_eq!(summary.tombstones_removed, 1, "{summary:?}");
 }
