@@ -55,9 +55,9 @@
 //! partition (v3..=11, KIP-890 part 1) or adds it on the client's behalf
 //! (v12, transaction protocol v2): txn/membership.rs.
 //!
-//! Not implemented: the
-//! null-key check inside compressed batches on compacted topics (the broker
-//! has no decompressors; such batches are accepted unchecked).
+//! Compressed batches are decompressed as they are checked (as Kafka's
+//! LogValidator does): their records' count and offsets, their timestamps,
+//! and on compacted topics their keys.
 
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
