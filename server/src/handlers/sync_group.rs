@@ -54,7 +54,6 @@ pub async fn handle(
                     instance_id.as_deref(),
                     assignments,
                     Instant::now(),
-                    wall_ms(),
                 ) {
                     Err(result) => return result,
                     Ok((receiver, completed)) => {

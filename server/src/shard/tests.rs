@@ -742,7 +742,6 @@ fn members_waiting_when_the_coordinator_unloads_are_told_not_coordinator() {
                 None,
                 Vec::new(),
                 later,
-                1,
             )
             .unwrap();
         assert!(completed);

@@ -157,6 +157,10 @@ pub struct Member {
     pub last_heard: Instant,
     join_waiter: Option<oneshot::Sender<JoinResult>>,
     sync_waiter: Option<oneshot::Sender<SyncResult>>,
+    /// Joined this generation and has not sent SyncGroup yet (Kafka's
+    /// pendingSyncMembers): removed if it has not by the group's
+    /// `sync_deadline`.
+    pending_sync: bool,
 }
 
 impl Member {
@@ -239,6 +243,15 @@ pub struct Group {
     /// Which creation of the group this is (unique in the process): a
     /// group unloaded and loaded again is a new one.
     incarnation: u64,
+    /// The leader's assignment arrived and the group record holding it is
+    /// being written: the group turns Stable, and the members get their
+    /// assignments, only once it is durable ([`Group::finish_sync`]), as in
+    /// Kafka. Cleared by any state change.
+    assignment_pending: bool,
+    /// Members still `pending_sync` when this passes are removed (Kafka
+    /// 3.x: the rebalance timeout after the join completed), so a member
+    /// that joined and never synced does not hold the group.
+    sync_deadline: Option<Instant>,
 }
 
 /// The next [`Group::incarnation`].
@@ -388,6 +401,8 @@ impl Group {
             forgotten: BTreeMap::new(),
             deleted_offsets: BTreeMap::new(),
             incarnation: INCARNATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            assignment_pending: false,
+            sync_deadline: None,
         }
     }
 
@@ -422,6 +437,7 @@ impl Group {
                     last_heard: now,
                     join_waiter: None,
                     sync_waiter: None,
+                    pending_sync: false,
                 },
             );
         }
@@ -701,6 +717,7 @@ impl Group {
                 last_heard: now,
                 join_waiter: Some(sender),
                 sync_waiter: None,
+                pending_sync: false,
             },
         );
         if self.state == GroupState::PreparingRebalance {
@@ -776,11 +793,11 @@ impl Group {
             deadline_passed || all_joined
         };
         if complete {
-            self.complete_join(wall_ms);
+            self.complete_join(now, wall_ms);
         }
     }
 
-    fn complete_join(&mut self, wall_ms: i64) {
+    fn complete_join(&mut self, now: Instant, wall_ms: i64) {
         // Members that did not rejoin in time are out.
         let gone: Vec<String> = self
             .members
@@ -810,6 +827,10 @@ impl Group {
             self.leader = self.members.keys().next().cloned();
         }
         self.set_state(GroupState::CompletingRebalance, wall_ms);
+        for member in self.members.values_mut() {
+            member.pending_sync = true;
+        }
+        self.sync_deadline = Some(now + self.rebalance_timeout());
         let ids: Vec<String> = self.members.keys().cloned().collect();
         for id in ids {
             let result = self.join_result_for(&id, false);
@@ -883,8 +904,12 @@ impl Group {
     // ---- SyncGroup ----
 
     /// Check a SyncGroup and register it. When the leader's assignment
-    /// arrives the group becomes Stable and `Ok(true)` is returned: the
-    /// caller persists the group, then calls [`Group::finish_sync`].
+    /// arrives `Ok(true)` is returned: the caller persists the group, then
+    /// calls [`Group::finish_sync`], which makes the group Stable and
+    /// answers the members. Until then the group stays CompletingRebalance
+    /// (members' SyncGroups wait, commits are refused as in any rebalance),
+    /// as Kafka's: a member answered before the write could be given an
+    /// assignment for a generation the write then lost.
     pub fn sync(
         &mut self,
         generation: i32,
@@ -892,16 +917,8 @@ impl Group {
         instance_id: Option<&str>,
         assignments: Vec<(String, Bytes)>,
         now: Instant,
-        wall_ms: i64,
     ) -> Result<(oneshot::Receiver<SyncResult>, bool), SyncResult> {
-        let outcome = self.sync_inner(
-            generation,
-            member_id,
-            instance_id,
-            assignments,
-            now,
-            wall_ms,
-        );
+        let outcome = self.sync_inner(generation, member_id, instance_id, assignments, now);
         self.check();
         outcome
     }
@@ -913,7 +930,6 @@ impl Group {
         instance_id: Option<&str>,
         assignments: Vec<(String, Bytes)>,
         now: Instant,
-        wall_ms: i64,
     ) -> Result<(oneshot::Receiver<SyncResult>, bool), SyncResult> {
         self.check_member(member_id, instance_id, generation)
             .map_err(SyncResult::error)?;
@@ -925,6 +941,15 @@ impl Group {
             return Err(SyncResult::error(ResponseError::UnknownMemberId));
         };
         member.last_heard = now;
+        if matches!(state, GroupState::CompletingRebalance | GroupState::Stable) {
+            member.pending_sync = false;
+            if self.members.values().all(|member| !member.pending_sync) {
+                self.sync_deadline = None;
+            }
+        }
+        let Some(member) = self.members.get_mut(member_id) else {
+            return Err(SyncResult::error(ResponseError::UnknownMemberId));
+        };
         match state {
             GroupState::PreparingRebalance => {
                 Err(SyncResult::error(ResponseError::RebalanceInProgress))
@@ -938,14 +963,16 @@ impl Group {
             GroupState::CompletingRebalance => {
                 let (sender, receiver) = oneshot::channel();
                 member.sync_waiter = Some(sender);
-                if !is_leader {
+                // Followers wait for the leader's assignment to be durable,
+                // and so does the leader sending it again meanwhile.
+                if !is_leader || self.assignment_pending {
                     return Ok((receiver, false));
                 }
                 let mut assignments: HashMap<String, Bytes> = assignments.into_iter().collect();
                 for member in self.members.values_mut() {
                     member.assignment = assignments.remove(&member.id).unwrap_or_default();
                 }
-                self.set_state(GroupState::Stable, wall_ms);
+                self.assignment_pending = true;
                 self.dirty = true;
                 Ok((receiver, true))
             }
@@ -965,8 +992,17 @@ impl Group {
         now: Instant,
         wall_ms: i64,
     ) {
-        if generation != self.generation {
+        if generation != self.generation
+            || self.state != GroupState::CompletingRebalance
+            || !self.assignment_pending
+        {
+            // A rebalance (or the group's end) came meanwhile and answered
+            // the waiting members itself.
             return;
+        }
+        self.assignment_pending = false;
+        if error.is_none() {
+            self.set_state(GroupState::Stable, wall_ms);
         }
         let protocol_type = self.protocol_type.clone();
         let protocol = self.protocol.clone();
@@ -983,7 +1019,7 @@ impl Group {
                 });
             }
         }
-        if error.is_some() && self.state == GroupState::Stable {
+        if error.is_some() {
             self.prepare_rebalance(config, now, wall_ms);
         }
         self.check();
@@ -1078,6 +1114,22 @@ impl Group {
                 self.remove_member(id);
             }
             self.after_member_removed(config, now, wall_ms);
+        }
+        if self.sync_deadline.is_some_and(|deadline| now >= deadline) {
+            self.sync_deadline = None;
+            let unsynced: Vec<String> = self
+                .members
+                .values()
+                .filter(|member| member.pending_sync)
+                .map(|member| member.id.clone())
+                .collect();
+            if !unsynced.is_empty() {
+                for id in &unsynced {
+                    tracing::info!(group = %self.id, member = %id, "member did not send SyncGroup within the rebalance timeout");
+                    self.remove_member(id);
+                }
+                self.after_member_removed(config, now, wall_ms);
+            }
         }
         self.maybe_complete_join(now, wall_ms);
         self.check();
@@ -1270,6 +1322,10 @@ impl Group {
         if self.state != state {
             self.state = state;
             self.state_timestamp = wall_ms;
+            self.assignment_pending = false;
+            if !matches!(state, GroupState::CompletingRebalance | GroupState::Stable) {
+                self.sync_deadline = None;
+            }
         }
     }
 

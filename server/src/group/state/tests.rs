@@ -85,16 +85,27 @@ fn stable_group(count: usize, start: Instant) -> (Group, Vec<String>) {
         .map(|id| (id.clone(), Bytes::from(format!("assignment-{id}"))))
         .collect();
     let (mut receiver, completed) = group
-        .sync(1, &leader, None, assignments, start + DELAY, 1)
+        .sync(1, &leader, None, assignments, start + DELAY)
         .unwrap();
     assert!(completed);
-    assert_eq!(group.state, GroupState::Stable);
+    assert_eq!(
+        group.state,
+        GroupState::CompletingRebalance,
+        "Stable once the assignment is durable"
+    );
+    assert!(ready(&mut receiver).is_none());
     group.finish_sync(1, None, &config(), start + DELAY, 1);
+    assert_eq!(group.state, GroupState::Stable);
     let answer = ready(&mut receiver).unwrap();
     assert_eq!(
         answer.assignment,
         Bytes::from(format!("assignment-{leader}"))
     );
+    // The followers sync too, as clients do.
+    for id in ids.iter().skip(1) {
+        let answered = group.sync(1, id, None, Vec::new(), start + DELAY);
+        assert!(matches!(answered, Err(SyncResult { error: None, .. })));
+    }
     (group, ids)
 }
 
@@ -144,7 +155,7 @@ fn followers_get_their_assignment_when_the_leader_syncs() {
     assert!(follower_result.members.is_empty());
 
     let (mut follower_sync, completed) = group
-        .sync(1, &follower, None, Vec::new(), start + DELAY, 1)
+        .sync(1, &follower, None, Vec::new(), start + DELAY)
         .unwrap();
     assert!(!completed);
     assert!(ready(&mut follower_sync).is_none());
@@ -158,7 +169,6 @@ fn followers_get_their_assignment_when_the_leader_syncs() {
                 (follower.clone(), Bytes::from_static(b"F")),
             ],
             start + DELAY,
-            1,
         )
         .unwrap();
     assert!(completed);
@@ -174,7 +184,7 @@ fn followers_get_their_assignment_when_the_leader_syncs() {
     );
     // A late SyncGroup in Stable gets the stored assignment at once.
     let late = group
-        .sync(1, &follower, None, Vec::new(), start + DELAY, 1)
+        .sync(1, &follower, None, Vec::new(), start + DELAY)
         .err()
         .unwrap();
     assert_eq!(late.error, None);
@@ -321,7 +331,7 @@ fn stable_static_group(start: Instant) -> (Group, String, String, &'static str) 
         (b.member_id.clone(), Bytes::from_static(b"B")),
     ];
     let _leader_sync = group
-        .sync(1, &leader, None, assignments, start + DELAY, 1)
+        .sync(1, &leader, None, assignments, start + DELAY)
         .unwrap();
     group.finish_sync(1, None, &config(), start + DELAY, 1);
     assert_eq!(group.state, GroupState::Stable);
@@ -380,7 +390,6 @@ fn a_static_member_rejoining_a_stable_group_causes_no_rebalance() {
             Some(follower_instance),
             Vec::new(),
             start + DELAY,
-            2,
         )
         .err()
         .unwrap();
@@ -522,7 +531,7 @@ fn the_member_left_behind_commits_rejoins_and_commits_in_the_next_generation() {
     );
 
     let assignment = vec![(a.clone(), Bytes::from("everything"))];
-    let (mut synced, completed) = group.sync(2, a, None, assignment, now, 3).unwrap();
+    let (mut synced, completed) = group.sync(2, a, None, assignment, now).unwrap();
     assert!(completed);
     group.finish_sync(2, None, &config(), now, 3);
     assert_eq!(
@@ -632,4 +641,98 @@ fn restore_brings_back_members_and_generation() {
         9,
     );
     assert!(restored.members.is_empty());
+}
+
+/// The leader's assignment is answered, and the group Stable, only once
+/// its record is durable (`finish_sync`), as in Kafka: a follower syncing
+/// meanwhile waits. A failed write answers everyone with its error and
+/// rebalances; no member holds an assignment of a generation the write
+/// lost.
+#[test]
+fn members_get_the_assignment_only_once_it_is_durable() {
+    for write_fails in [false, true] {
+        let start = Instant::now();
+        let mut group = Group::new("g", 0, 0);
+        let (a, mut join_a) = join_new(&mut group, &["range"], start);
+        let (b, mut join_b) = join_new(&mut group, &["range"], start);
+        group.tick(&config(), start + DELAY, 1);
+        let leader = ready(&mut join_a).unwrap().leader;
+        ready(&mut join_b).unwrap();
+        let follower = if leader == a { b.clone() } else { a.clone() };
+        let (_first, completed) = group
+            .sync(
+                1,
+                &leader,
+                None,
+                vec![
+                    (leader.clone(), Bytes::from_static(b"L")),
+                    (follower.clone(), Bytes::from_static(b"F")),
+                ],
+                start + DELAY,
+            )
+            .unwrap();
+        assert!(completed);
+        assert_eq!(group.state, GroupState::CompletingRebalance);
+        // The follower, while the record is written: it waits.
+        let (mut follower_sync, completed) = group
+            .sync(1, &follower, None, Vec::new(), start + DELAY)
+            .unwrap();
+        assert!(!completed);
+        assert!(ready(&mut follower_sync).is_none());
+        // The leader sending it again (its first request given up) starts
+        // no second write and is answered with the first's outcome.
+        let (mut leader_sync, completed) = group
+            .sync(1, &leader, None, Vec::new(), start + DELAY)
+            .unwrap();
+        assert!(!completed);
+        let error = write_fails.then_some(ResponseError::NotCoordinator);
+        group.finish_sync(1, error, &config(), start + DELAY, 2);
+        let (leader_answer, follower_answer) = (
+            ready(&mut leader_sync).unwrap(),
+            ready(&mut follower_sync).unwrap(),
+        );
+        if write_fails {
+            assert_eq!(leader_answer.error, error);
+            assert_eq!(follower_answer.error, error);
+            assert_eq!(group.state, GroupState::PreparingRebalance);
+        } else {
+            assert_eq!(leader_answer.assignment, Bytes::from_static(b"L"));
+            assert_eq!(follower_answer.assignment, Bytes::from_static(b"F"));
+            assert_eq!(group.state, GroupState::Stable);
+        }
+    }
+}
+
+/// A member that joined but sends no SyncGroup within the rebalance
+/// timeout is removed (Kafka 3.x's pending sync members), however it
+/// heartbeats: it would hold its partitions unassigned for good.
+#[test]
+fn a_member_that_never_syncs_is_removed_after_the_rebalance_timeout() {
+    let start = Instant::now();
+    let mut group = Group::new("g", 0, 0);
+    let (a, mut join_a) = join_new(&mut group, &["range"], start);
+    let (b, mut join_b) = join_new(&mut group, &["range"], start);
+    group.tick(&config(), start + DELAY, 1);
+    let leader = ready(&mut join_a).unwrap().leader;
+    ready(&mut join_b).unwrap();
+    let silent = if leader == a { b.clone() } else { a.clone() };
+    let (_leader_sync, completed) = group
+        .sync(1, &leader, None, Vec::new(), start + DELAY)
+        .unwrap();
+    assert!(completed);
+    group.finish_sync(1, None, &config(), start + DELAY, 2);
+    assert_eq!(group.state, GroupState::Stable);
+    // Both heartbeat; only the leader synced.
+    let later = start + DELAY + Duration::from_secs(20);
+    assert_eq!(group.heartbeat(1, &leader, None, later), None);
+    assert_eq!(group.heartbeat(1, &silent, None, later), None);
+    group.tick(&config(), later, 3);
+    assert_eq!(group.members.len(), 2, "within the rebalance timeout");
+    let past = start + DELAY + Duration::from_millis(30_001);
+    assert_eq!(group.heartbeat(1, &leader, None, past), None);
+    assert_eq!(group.heartbeat(1, &silent, None, past), None);
+    group.tick(&config(), past, 4);
+    assert!(!group.members.contains_key(&silent), "removed");
+    assert!(group.members.contains_key(&leader));
+    assert_eq!(group.state, GroupState::PreparingRebalance);
 }
