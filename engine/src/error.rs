@@ -57,8 +57,9 @@ pub enum ReplicatedAppendError {
     #[error(transparent)]
     Append(#[from] AppendError),
 
-    /// The batch at `got` came where `expected` was due (a gap, an overlap
-    /// or a reordering). Nothing was written.
+    /// The batch at `got` came where `expected` was due (an overlap, a
+    /// reordering, or a read that did not start at the log end). Nothing
+    /// was written.
     #[error("replicated batch at offset {got} does not continue the log at {expected}")]
     NonContiguous { expected: Offset, got: Offset },
 
@@ -73,6 +74,14 @@ pub enum ReplicatedAppendError {
         previous: LeaderEpoch,
         got: LeaderEpoch,
     },
+
+    /// Offsets skipped from `from` to the batch at `to` (removed by the
+    /// leader's cleaner) beyond what one segment's 32-bit relative offsets
+    /// hold. Nothing was written.
+    #[error(
+        "replicated batch at offset {to} lies beyond what a segment starting at {from} can hold"
+    )]
+    GapTooWide { from: Offset, to: Offset },
 }
 
 impl From<BatchError> for ReplicatedAppendError {

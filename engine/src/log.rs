@@ -601,24 +601,27 @@ impl<I: Io> Log<I> {
         let latest_epoch = state.last_epoch.max(state.epochs.latest_epoch());
         check(&headers, state.log_end, latest_epoch)?;
         let now = inner.io.now_ms();
-        let base_offset = state.log_end;
+        let base_offset = match (stamp, headers.first()) {
+            (Stamp::Keep, Some(first)) => first.base_offset(),
+            _ => state.log_end,
+        };
         let interval = u64::from(state.config.index_interval_bytes);
         let mut appended_bytes = 0u64;
         for (range, header) in ranges.iter().zip(&headers) {
             let size = range.len() as u64;
             let count = record_count(header);
-            maybe_roll(&mut state, size, count, now);
             let offset = match stamp {
                 Stamp::Assign(_) => state.log_end,
                 // check_replicated: at or past the log end.
                 Stamp::Keep => header.base_offset(),
             };
+            maybe_roll(&mut state, size, offset, count, now);
             untrusted |= offset != state.log_end;
             assert!(
                 state
                     .segments
                     .back()
-                    .is_some_and(|active| active.next_offset == state.log_end)
+                    .is_some_and(|active| active.next_offset <= offset)
                     && offset >= state.log_end,
                 "appends continue the active segment's offsets"
             );
@@ -1006,7 +1009,9 @@ impl<I: Io> Log<I> {
     }
 
     /// Remove every batch at or after the batch holding `offset`; the log end
-    /// becomes that batch's base offset. Used by replication to drop a
+    /// becomes that batch's base offset, or `offset` itself when no batch
+    /// holds it (an offset the leader's cleaner removed: a gap in a
+    /// follower's copy of compacted batches). Used by replication to drop a
     /// divergent tail. Durable when it returns Ok.
     pub async fn truncate_to(&self, offset: Offset) -> Result<Offset, LogError> {
         let inner = &self.inner;
@@ -1042,15 +1047,23 @@ impl<I: Io> Log<I> {
         let mut cursor = Cursor::new(inner, base, generation, PAGE_SIZE);
         let mut position = start;
         let mut cut = None;
+        let mut whole = true;
         while let Some((run, at)) = cursor.batch_at(position).await? {
             let Some(span) = span_of(&run[at..]) else {
+                whole = false;
                 break;
             };
             if span.last >= offset {
-                cut = Some((position, span.base));
+                // Inside a gap before this batch: the end is the offset.
+                cut = Some((position, span.base.min(offset)));
                 break;
             }
             position += span.size as u64;
+        }
+        // Every batch of the segment ends before `offset`: it lies in the
+        // gap after the segment's last batch, which all stay.
+        if cut.is_none() && whole {
+            cut = Some((position, offset));
         }
         let Some((cut_position, new_end)) = cut else {
             return Err(inner.corrupt(format!("offset {offset} not found while truncating")));
@@ -1333,7 +1346,8 @@ impl<I: Io> Log<I> {
             // without waiting for the next append; the new active segment
             // is empty (its file is created by its first flush).
             if expired {
-                maybe_roll(&mut state, 0, 0, now);
+                let log_end = state.log_end;
+                maybe_roll(&mut state, 0, log_end, 0, now);
             }
             expired
         };
@@ -1774,8 +1788,24 @@ impl<I: Io> LogInner<I> {
         // A failure poisons, as a failed fdatasync does: the data is on
         // disk, but a crash would now cut it.
         if plan.untrusted_through.is_some()
-            && let Some(last) = plan.segments.last()
+            && let Some((last, earlier)) = plan.segments.split_last()
         {
+            // The segments before the last one go below the recovery base:
+            // recovery then trusts their whole files, so they are cut to
+            // their final size first (as finalize_sealed does next), not
+            // left with preallocated or stale bytes past it.
+            for (planned, file) in earlier.iter().zip(&files) {
+                let trimmed = match io.set_len(file, planned.mark.size).await {
+                    Ok(()) => io.sync_data(file).await,
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = trimmed {
+                    self.poison(&format!(
+                        "trimming a sealed segment before trusting it: {error}"
+                    ));
+                    return Err(self.poisoned_error());
+                }
+            }
             let (checkpoint, behind) = {
                 let state = self.state.borrow();
                 let checkpoint = Checkpoint {
@@ -2395,7 +2425,11 @@ fn segment_for<F>(segments: &VecDeque<Segment<F>>, offset: Offset) -> Option<&Se
 
 /// Roll to a new segment when the batch would overflow the active one, the
 /// active one is too old, or relative offsets would overflow.
-fn maybe_roll<F>(state: &mut LogState<F>, size: u64, count: i64, now: i64) {
+/// Roll before a batch of `size` bytes and `count` offsets at `offset`
+/// (the log end, or past it for a follower's copy of compacted batches:
+/// `check_replicated` keeps such a batch within a segment's 32-bit
+/// relative offsets from the log end, where a new segment starts).
+fn maybe_roll<F>(state: &mut LogState<F>, size: u64, offset: Offset, count: i64, now: i64) {
     let config = &state.config;
     let log_end = state.log_end;
     let Some(active) = state.segments.back_mut() else {
@@ -2409,7 +2443,7 @@ fn maybe_roll<F>(state: &mut LogState<F>, size: u64, count: i64, now: i64) {
     let too_old = active
         .first_append_ms
         .is_some_and(|first| now - first >= config.segment_ms);
-    let offsets_overflow = log_end.value() + count - active.base.value() > i64::from(u32::MAX);
+    let offsets_overflow = offset.value() + count - active.base.value() > i64::from(u32::MAX);
     if active.sealed || too_big || too_old || offsets_overflow {
         active.sealed = true;
         let mut segment = Segment::new(log_end, config.chunk_size_bytes);
@@ -2670,6 +2704,17 @@ fn check_replicated(
                 got: header.base_offset(),
             });
         }
+        // A segment holds offsets within 2^32 of its base, and a new one
+        // starts at the log end: a wider gap does not fit (a panic before;
+        // it needs billions of offsets removed in one stretch).
+        if header.base_offset().value() + record_count(header) - expected.value()
+            > i64::from(u32::MAX)
+        {
+            return Err(ReplicatedAppendError::GapTooWide {
+                from: expected,
+                to: header.base_offset(),
+            });
+        }
         let epoch = header.partition_leader_epoch();
         if let Some(previous) = previous
             && epoch < previous
@@ -2726,6 +2771,16 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+        // A gap wider than a segment's relative offsets hold is refused
+        // (it was a panic).
+        let far = 10 + i64::from(u32::MAX);
+        match check_replicated(at, &[header(far, 1, 1)], at, None) {
+            Err(ReplicatedAppendError::GapTooWide { from, to }) => {
+                assert_eq!((from, to), (at, Offset(far)));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(check_replicated(at, &[header(far - 1, 1, 1)], at, None).is_ok());
         let overlap = [header(10, 3, 1), header(12, 1, 1)];
         match check_replicated(at, &overlap, at, None) {
             Err(ReplicatedAppendError::NonContiguous { expected, got }) => {

@@ -429,6 +429,19 @@ pub(crate) async fn recover<I: Io>(
         active.finalized = false;
     }
     let active_base = active.base;
+    // What recovery trusted of the active segment stays trusted (bounded by
+    // what the scan found valid): it may hold batches only the checkpoint
+    // vouches for (a follower's copy of its leader's compacted batches,
+    // LogState::untrusted_through), which a later crash's strict scan would
+    // cut. Lowering it to the last index entry lost them at the next crash.
+    let active_trusted = if active_base < checkpoint.recovery_base {
+        active.size
+    } else if active_base == checkpoint.recovery_base {
+        checkpoint.recovery_position.min(active.size)
+    } else {
+        0
+    };
+    let active_scan_start = active_scan_start.max(active_trusted);
     if removed_any {
         io.sync_dir(dir)
             .await

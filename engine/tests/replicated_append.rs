@@ -327,10 +327,10 @@ fn non_contiguous_or_overlapping_batches_are_refused_and_nothing_is_written() {
 /// flush moved the checkpoint past batches recovery would otherwise not
 /// trust). Such batches were refused: a follower behind a compacted region
 /// never caught up.
-#[test]
-fn compacted_batches_and_gaps_replicate_and_survive_a_crash() {
-    let leader_io = SimIo::new(9);
-    let (leader, committer) = open(&leader_io, &small_config());
+/// A leader log whose cleaner removed records (batches missing some, and
+/// offsets skipped where whole batches went), and its batches.
+fn compacted_leader(io: &SimIo) -> (Log<SimIo>, Committer<SimIo>, Vec<Bytes>) {
+    let (leader, committer) = open(io, &small_config());
     for tag in 0..120u64 {
         let mut builder = batch::BatchBuilder::new();
         // Keys written again and again (half of them only early): most
@@ -377,13 +377,19 @@ fn compacted_batches_and_gaps_replicate_and_survive_a_crash() {
         gaps > 0 && shrunk > 0,
         "gaps {gaps}, batches missing records {shrunk}"
     );
+    (leader, committer, leader_batches)
+}
 
-    let io = SimIo::new(10);
-    let (follower, follower_committer) = open(&io, &small_config());
+/// Push all of `leader` from `follower`'s end, as a leader's pushes do
+/// (reads of a few KiB), each flushed; returns the appends' completions.
+fn push_all(
+    leader: &Log<SimIo>,
+    follower: &Log<SimIo>,
+    committer: &Committer<SimIo>,
+) -> Vec<AppendCompletion> {
     let mut completions = Vec::new();
     while follower.log_end_offset() < leader.log_end_offset() {
         let from = follower.log_end_offset();
-        // What the leader pushes: a read from the follower's end.
         let read = block_on(leader.read(
             from,
             sluice_engine::ReadLimits {
@@ -405,9 +411,18 @@ fn compacted_batches_and_gaps_replicate_and_survive_a_crash() {
                 .unwrap()
                 .completion,
         );
-        block_on(follower_committer.flush_round());
+        block_on(committer.flush_round());
     }
-    for completion in &mut completions {
+    completions
+}
+
+#[test]
+fn compacted_batches_and_gaps_replicate_and_survive_a_crash() {
+    let leader_io = SimIo::new(9);
+    let (leader, committer, leader_batches) = compacted_leader(&leader_io);
+    let io = SimIo::new(10);
+    let (follower, follower_committer) = open(&io, &small_config());
+    for completion in &mut push_all(&leader, &follower, &follower_committer) {
         poll_once(completion).expect("durable").unwrap();
     }
     assert_eq!(stored_batches(&follower, Offset::ZERO), leader_batches);
@@ -417,9 +432,73 @@ fn compacted_batches_and_gaps_replicate_and_survive_a_crash() {
     // Only what was made durable survives.
     io.set_crash_mode(CrashMode::LoseUnsynced);
     let io = io.crash();
-    let (reopened, _committer) = open(&io, &small_config());
+    let (reopened, reopened_committer) = open(&io, &small_config());
     assert_eq!(reopened.log_end_offset(), end);
     assert_eq!(stored_batches(&reopened, Offset::ZERO), leader_batches);
+    // The open keeps trusting them: an ordinary batch flushed after it (no
+    // checkpoint of its own) and a second crash lose nothing either.
+    drop(
+        leader
+            .append(&tagged_batch(1_000, 2, 100, NOW), LeaderEpoch(2))
+            .unwrap()
+            .completion,
+    );
+    block_on(committer.flush_round());
+    let from = reopened.log_end_offset();
+    let next = stored_batches(&leader, from);
+    assert_eq!(next.len(), 1);
+    let mut completion = reopened
+        .append_replicated(from, &next[0])
+        .unwrap()
+        .completion;
+    block_on(reopened_committer.flush_round());
+    poll_once(&mut completion).expect("durable").unwrap();
+    let end = reopened.log_end_offset();
+    drop(reopened);
+    drop(reopened_committer);
+    io.set_crash_mode(CrashMode::LoseUnsynced);
+    let io = io.crash();
+    let (again, _committer) = open(&io, &small_config());
+    assert_eq!(again.log_end_offset(), end);
+    assert_eq!(
+        stored_batches(&again, Offset::ZERO),
+        stored_batches(&leader, Offset::ZERO)
+    );
+}
+
+/// A truncation to an offset the leader's cleaner removed (no batch holds
+/// it) ends the log there, keeping every batch before it; the log end went
+/// to the next batch's base, past the offset asked, and the next truncation
+/// to it failed.
+#[test]
+fn a_truncation_inside_an_offset_gap_ends_the_log_at_that_offset() {
+    let leader_io = SimIo::new(11);
+    let (leader, _committer, leader_batches) = compacted_leader(&leader_io);
+    let io = SimIo::new(12);
+    let (follower, committer) = open(&io, &small_config());
+    push_all(&leader, &follower, &committer);
+    let (before, after) = leader_batches
+        .windows(2)
+        .map(|pair| {
+            let first = batch::BatchHeader::parse(&pair[0]).unwrap();
+            (first.last_offset(), base_of(&pair[1]))
+        })
+        .find(|(last, next)| last.plus(1) < *next)
+        .unwrap();
+    let inside = before.plus(1);
+    assert!(inside < after);
+    assert_eq!(block_on(follower.truncate_to(inside)).unwrap(), inside);
+    assert_eq!(follower.log_end_offset(), inside);
+    let kept: Vec<Bytes> = leader_batches
+        .iter()
+        .filter(|stored| base_of(stored) < inside)
+        .cloned()
+        .collect();
+    assert_eq!(stored_batches(&follower, Offset::ZERO), kept);
+    // Again, and the rest streams back.
+    assert_eq!(block_on(follower.truncate_to(inside)).unwrap(), inside);
+    push_all(&leader, &follower, &committer);
+    assert_eq!(stored_batches(&follower, Offset::ZERO), leader_batches);
 }
 
 #[test]

@@ -324,13 +324,23 @@ pub async fn apply(replica: &Rc<PartitionReplica>, message: ToFollower) -> State
                 tracing::error!(partition = %replica.topic_partition, %error, "starting over at a batch base failed");
                 return reply(ReplyStatus::StorageError);
             }
-            // Read by the leader from `start_offset`, which is (or, started
-            // over inside a batch, holds) this log's end: offsets skipped
-            // after it are ones the leader's cleaner removed.
-            let appended = match log.append_replicated(log.log_end_offset(), &records) {
+            // Read by the leader from `start_offset`, this log's end (or,
+            // started over inside a batch above, from that batch's base):
+            // offsets skipped after it are ones the leader's cleaner
+            // removed. A log changed meanwhile is refused (NonContiguous).
+            let from = sluice_engine::batch::BatchHeader::parse(&records)
+                .ok()
+                .map_or(start_offset, |first| first.base_offset().min(start_offset));
+            let appended = match log.append_replicated(from, &records) {
                 Ok(appended) => appended,
                 Err(ReplicatedAppendError::Append(error)) => {
                     tracing::warn!(partition = %replica.topic_partition, %error, "replicated append failed");
+                    return reply(ReplyStatus::StorageError);
+                }
+                // Sent again it fails again: the leader waits (stalls)
+                // rather than resyncing at once.
+                Err(error @ ReplicatedAppendError::GapTooWide { .. }) => {
+                    tracing::error!(partition = %replica.topic_partition, %error, "replicated append refused");
                     return reply(ReplyStatus::StorageError);
                 }
                 Err(error) => {

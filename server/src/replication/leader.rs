@@ -399,7 +399,7 @@ fn take_answer(
             follower_log,
             log.log_start_offset(),
             log.log_end_offset(),
-            |requested| log.end_offset_for_epoch(requested),
+            |requested| log.end_offset_for_epoch_client(requested),
         )
     };
     let Some(effect) = with_progress(replica, epoch, pusher, |progress| {

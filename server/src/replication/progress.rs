@@ -47,8 +47,11 @@ pub enum SyncStep {
 
 /// KIP-101/KIP-279 on the leader's side: compare the follower's last
 /// epoch with the leader's epochs. `end_offset_for_epoch` is the leader
-/// log's lookup (the largest epoch at or below the one asked, and where it
-/// ends on the leader).
+/// log's lookup as Kafka's leader answers it (`Log::end_offset_for_epoch_client`):
+/// the largest epoch at or below the one asked and where it ends on the
+/// leader, or for an epoch below all of the leader's, that epoch and where
+/// the leader's first one starts (it holds nothing before). Undefined
+/// (`None`) only when the leader's log holds no batch at all.
 pub fn sync_step(
     follower: &FollowerLog,
     leader_log_start: Offset,
@@ -76,8 +79,12 @@ pub fn sync_step(
                 epoch: Some(leader_epoch),
                 end_offset: end,
             },
-            // The leader holds none of its epochs: it keeps what is
-            // committed, and nothing past the leader's end.
+            // The leader holds no batch: nothing of it to keep past the
+            // leader's end (what lies below is the leader's log start's
+            // business: stream or start over there).
+            None if follower.log_end <= leader_log_end => stream_or_gap(follower.log_end),
+            // Past it: keep what is committed, and nothing past the
+            // leader's end.
             None => SyncStep::Truncate {
                 epoch: None,
                 end_offset: leader_log_end,
@@ -775,6 +782,67 @@ mod tests {
             &follower,
         );
         assert_eq!(target, Err(Offset(30)));
+    }
+
+    /// A leader whose epochs all come after the follower's last one (it
+    /// started over at a log start, or its early epochs were deleted)
+    /// answers, as Kafka's, with the follower's epoch and where its own
+    /// first epoch starts: the follower streams from there or cuts to it.
+    /// Answered undefined, the follower was told to cut to its high
+    /// watermark, which it held already, and the probe and the cut went
+    /// round for good (found by a review).
+    #[test]
+    fn a_follower_whose_epochs_the_leader_never_had_syncs_without_a_loop() {
+        // The leader holds epoch 4 from offset 10 (its log start).
+        let leader = |requested: LeaderEpoch| {
+            Some(if requested.0 >= 4 {
+                (LeaderEpoch(4), Offset(20))
+            } else {
+                (requested, Offset(10))
+            })
+        };
+        let step = sync_step(
+            &follower_log(10, 10, Some(3)),
+            Offset(10),
+            Offset(20),
+            leader,
+        );
+        assert_eq!(step, SyncStep::Stream { from: Offset(10) });
+        let step = sync_step(
+            &follower_log(12, 12, Some(3)),
+            Offset(10),
+            Offset(20),
+            leader,
+        );
+        assert_eq!(
+            step,
+            SyncStep::Truncate {
+                epoch: Some(LeaderEpoch(3)),
+                end_offset: Offset(10)
+            }
+        );
+        let follower = lookup(&[(3, 0)], 12);
+        let target = truncation_target(
+            Some(LeaderEpoch(3)),
+            Offset(10),
+            Offset(0),
+            Offset(12),
+            Offset(10),
+            &follower,
+        );
+        assert_eq!(target, Ok(Offset(10)));
+        // A leader holding no batch at all: no cut to what it lacks below
+        // its end; the log start decides.
+        let empty = |_: LeaderEpoch| None;
+        let step = sync_step(
+            &follower_log(10, 10, Some(3)),
+            Offset(10),
+            Offset(10),
+            empty,
+        );
+        assert_eq!(step, SyncStep::Stream { from: Offset(10) });
+        let step = sync_step(&follower_log(8, 8, Some(3)), Offset(10), Offset(10), empty);
+        assert_eq!(step, SyncStep::StartOver { at: Offset(10) });
     }
 
     #[test]

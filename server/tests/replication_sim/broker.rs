@@ -933,7 +933,7 @@ impl Broker {
                 follower_log,
                 log.log_start_offset(),
                 log.log_end_offset(),
-                |requested| log.end_offset_for_epoch(requested),
+                |requested| log.end_offset_for_epoch_client(requested),
             )
         };
         let durable_end = log.durable_end_offset();
