@@ -40,14 +40,38 @@ impl std::fmt::Debug for PasswordCheck {
 }
 
 impl PasswordCheck {
-    /// Whether the password matches (an unknown user never does).
+    /// Whether the password matches (an unknown user never does, after a
+    /// check as long as a real one: the time taken does not tell whether
+    /// the user exists, as SCRAM's made-up salt does not).
     pub fn run(&self) -> bool {
-        self.credential
-            .as_ref()
-            .is_some_and(|(mechanism, credential)| {
+        match &self.credential {
+            Some((mechanism, credential)) => {
                 credential.matches_password(*mechanism, &self.password)
-            })
+            }
+            None => {
+                if let Some(stand_in) = unknown_user_credential() {
+                    let _ = stand_in.matches_password(ScramMechanism::Sha512, &self.password);
+                }
+                false
+            }
+        }
     }
+}
+
+/// A credential no password is checked against for real, at the usual
+/// iteration count (made once per process).
+fn unknown_user_credential() -> Option<&'static ScramCredential> {
+    static STAND_IN: std::sync::OnceLock<Option<ScramCredential>> = std::sync::OnceLock::new();
+    STAND_IN
+        .get_or_init(|| {
+            ScramCredential::new(
+                ScramMechanism::Sha512,
+                "no user has this password",
+                super::scram::ITERATIONS_MIN,
+            )
+            .ok()
+        })
+        .as_ref()
 }
 
 /// Parse a PLAIN token and find the user's credential (`lookup`: a user's
