@@ -1609,6 +1609,79 @@ fn a_follower_catches_up_through_a_compacted_region() {
     assert!(gaps > 0 && shrunk > 0, "the copy holds compacted data");
 }
 
+/// DeleteRecords answers once every in-sync replica's log start reached
+/// the offset, as Kafka's: while a follower in the ISR cannot hear the
+/// leader it times out (it answered at once, and a failover before the
+/// followers followed served the deleted records again); once it can, it
+/// answers, and a failover right after finds the records gone.
+#[test]
+fn delete_records_waits_for_the_in_sync_replicas() {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
+    const TOPIC: &str = "replicated-delete-wait";
+    const DELETED_BELOW: i64 = 60;
+    let _serial = serial();
+    let mut cluster = ReplicatedCluster::start("replication-delete-wait");
+    let states = cluster.create_topic(TOPIC, 1);
+    let leader = states[&0].leader;
+    let values: Vec<kafka::Record> = (0..100)
+        .map(|index| kafka::Record {
+            key: None,
+            value: Some(format!("record-{index}").into_bytes()),
+            headers: Vec::new(),
+        })
+        .collect();
+    kafka::produce_all(
+        &cluster.bootstrap(),
+        TOPIC,
+        Some(0),
+        &values,
+        &[("acks", "all")],
+    );
+    cluster.wait_for_full_isr(TOPIC, 1, CONVERGE_TIMEOUT);
+    let delete = |cluster: &Cluster, timeout_ms: i32| -> (i16, i64) {
+        let request = DeleteRecordsRequest::default()
+            .with_timeout_ms(timeout_ms)
+            .with_topics(vec![
+                DeleteRecordsTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+                    .with_partitions(vec![
+                        DeleteRecordsPartition::default()
+                            .with_partition_index(0)
+                            .with_offset(DELETED_BELOW),
+                    ]),
+            ]);
+        let mut connection = Connection::open(&cluster.broker(leader).bootstrap()).unwrap();
+        let response: DeleteRecordsResponse = connection.send(&request, 2).unwrap();
+        let partition = &response.topics[0].partitions[0];
+        (partition.error_code, partition.low_watermark)
+    };
+    // A follower cut off (within replica.lag.time.max.ms: still in the
+    // ISR): the leader's log start moves, the answer waits and times out.
+    let follower = *states[&0]
+        .replicas
+        .iter()
+        .find(|node| **node != leader)
+        .unwrap();
+    cluster.proxy(follower).blackhole();
+    let (error, _) = delete(&cluster, 300);
+    assert_eq!(error, 7, "REQUEST_TIMED_OUT while an in-sync replica lags");
+    cluster.proxy(follower).pass();
+    assert_eq!(delete(&cluster, 30_000), (0, DELETED_BELOW));
+    // At once: whichever replica leads next starts there.
+    cluster.kill9(leader);
+    let new_leader = wait_until("a new leader", CONVERGE_TIMEOUT, || {
+        the_leader_of(&mut cluster, TOPIC, 0, leader).ok_or("none yet".to_string())
+    });
+    let bootstrap = cluster.broker(new_leader).bootstrap();
+    let (low, high) = wait_until("the new leader's watermarks", CONVERGE_TIMEOUT, || {
+        try_watermarks(&bootstrap, TOPIC, 0)
+    });
+    assert_eq!((low, high), (DELETED_BELOW, 100));
+}
+
 #[test]
 fn a_rolling_restart_of_every_broker_under_load_loses_no_acknowledged_record() {
     const TOPIC: &str = "replicated-rolling";

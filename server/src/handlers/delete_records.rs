@@ -5,8 +5,13 @@
 //! concurrently. Offset -1 means the high watermark
 //! (`PartitionReplica::high_watermark`);
 //! an offset beyond it, or negative otherwise, is OFFSET_OUT_OF_RANGE. An
-//! offset at or below the current log start changes nothing. The answer's
-//! low watermark is the log start after the call.
+//! offset at or below the current log start changes nothing. As Kafka's
+//! (DelayedDeleteRecords), the answer waits until every in-sync replica's
+//! log start reached the offset (`PartitionReplica::wait_low_watermark`:
+//! the followers follow the leader's with its pushes and heartbeats), up to
+//! the request's timeout (REQUEST_TIMED_OUT); its low watermark is the
+//! smallest of them. Answered once the leader's alone moved, a failover
+//! before the followers followed served the deleted records again.
 
 use crate::auth::acl::{AclOperation, ResourceType};
 use crate::auth::authorizer::Access;
@@ -21,6 +26,7 @@ use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse, Resp
 use sluice_engine::{LogError, Offset};
 
 use crate::handlers::Reply;
+use crate::shard::partition::CommitWaitError;
 use crate::shard::{Shard, ShardId, TopicPartition};
 
 /// Kafka's "delete up to the high watermark" offset.
@@ -33,6 +39,7 @@ pub async fn handle(
     access: &Access<'_>,
 ) -> anyhow::Result<Reply> {
     let snapshot = shard.metadata.snapshot();
+    let timeout = std::time::Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.as_str();
@@ -57,7 +64,9 @@ pub async fn handle(
             let topic_partition = TopicPartition::new(name, index);
             async move {
                 let outcome = match owner {
-                    Ok(owner) => delete_on_owner(shard, owner, topic_partition, offset).await,
+                    Ok(owner) => {
+                        delete_on_owner(shard, owner, topic_partition, offset, timeout).await
+                    }
                     Err(error) => Err(error),
                 };
                 let result = DeleteRecordsPartitionResult::default().with_partition_index(index);
@@ -85,6 +94,7 @@ async fn delete_on_owner(
     owner: ShardId,
     topic_partition: TopicPartition,
     offset: i64,
+    timeout: std::time::Duration,
 ) -> Result<i64, ResponseError> {
     let outcome = shard
         .shards
@@ -92,6 +102,7 @@ async fn delete_on_owner(
             let Some(replica) = owner.partition(&topic_partition) else {
                 return Err(ResponseError::UnknownTopicOrPartition);
             };
+            let epoch = replica.state().leader_epoch;
             let high_watermark = replica.high_watermark();
             let target = match offset {
                 HIGH_WATERMARK => high_watermark,
@@ -101,7 +112,14 @@ async fn delete_on_owner(
                 offset => Offset(offset),
             };
             match replica.log.delete_records_before(target).await {
-                Ok(log_start) => Ok(log_start.value()),
+                Ok(log_start) => match replica
+                    .wait_low_watermark(log_start.min(target), epoch, timeout)
+                    .await
+                {
+                    Ok(low_watermark) => Ok(low_watermark.value()),
+                    Err(CommitWaitError::TimedOut) => Err(ResponseError::RequestTimedOut),
+                    Err(_) => Err(ResponseError::NotLeaderOrFollower),
+                },
                 Err(LogError::OffsetOutOfRange { .. }) => Err(ResponseError::OffsetOutOfRange),
                 // Deleted (or moved) while the request waited for it.
                 Err(LogError::Closed { .. }) => Err(ResponseError::UnknownTopicOrPartition),

@@ -177,6 +177,8 @@ pub struct FollowerProgress {
     pub next_offset: Offset,
     /// Its durable end, as acknowledged since it synced in this epoch.
     pub acked_end: Option<Offset>,
+    /// Its log start, as its last answer said (None: not heard yet).
+    pub log_start: Option<Offset>,
     /// The last time it was caught up with the leader's log end (Kafka's
     /// lastCaughtUpTimeMs): what replica.lag.time.max.ms measures.
     pub last_caught_up_ms: i64,
@@ -205,6 +207,7 @@ impl FollowerProgress {
             phase: Phase::Unsynced,
             next_offset: Offset::ZERO,
             acked_end: None,
+            log_start: None,
             last_caught_up_ms: now_ms,
             last_heard_ms: now_ms,
             pusher: 0,
@@ -297,6 +300,7 @@ impl FollowerProgress {
         };
         let sent = self.in_flight[position];
         self.last_heard_ms = now_ms;
+        self.log_start = Some(reply.log.log_start);
         match reply.status {
             ReplyStatus::Ok => {}
             ReplyStatus::FencedLeaderEpoch if reply.follower_epoch > leader_epoch => {
@@ -499,6 +503,23 @@ impl LeaderState {
             .flatten()
             .filter(|member| !self.isr.contains(member));
         self.isr.iter().chain(added).copied()
+    }
+
+    /// The partition's low watermark (Kafka's lowWatermarkIfLeader): the
+    /// smallest log start over the maximal ISR, `leader_log_start` being
+    /// ours; a member not heard from yet holds it at zero. DeleteRecords
+    /// answers once it reaches the offset asked, so the records stay
+    /// deleted whichever member leads next.
+    pub fn low_watermark(&self, leader_log_start: Offset) -> Offset {
+        self.maximal_isr()
+            .filter(|member| *member != self.node_id)
+            .map(|member| {
+                self.followers
+                    .get(&member)
+                    .and_then(|follower| follower.log_start)
+                    .unwrap_or(Offset::ZERO)
+            })
+            .fold(leader_log_start, Offset::min)
     }
 
     /// Recompute the high watermark: the smallest durable end over the

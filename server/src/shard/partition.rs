@@ -451,6 +451,45 @@ impl PartitionReplica {
     }
 
     /// The committed ISR's size, on a leader (`None` otherwise).
+    /// The low watermark (`LeaderState::low_watermark`); a follower's own
+    /// log start.
+    pub fn low_watermark(&self) -> Offset {
+        let log_start = self.log.log_start_offset();
+        match &*self.replication.borrow() {
+            Replication::Leader(leader) => leader.low_watermark(log_start),
+            Replication::Follower { .. } => log_start,
+        }
+    }
+
+    /// Wait until the low watermark reaches `offset` while this replica
+    /// leads under `epoch` (DeleteRecords): `Ok` with the low watermark,
+    /// or why not.
+    pub async fn wait_low_watermark(
+        &self,
+        offset: Offset,
+        epoch: LeaderEpoch,
+        timeout: std::time::Duration,
+    ) -> Result<Offset, CommitWaitError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let changed = self.high_watermark_watch.changed();
+            let state = self.state.get();
+            if !state.is_leader() || state.leader_epoch != epoch {
+                return Err(CommitWaitError::NotLeader);
+            }
+            let low_watermark = self.low_watermark();
+            if low_watermark >= offset {
+                return Ok(low_watermark);
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Err(CommitWaitError::TimedOut);
+            }
+            let pause = (deadline - now).min(HighWatermarkWatch::fallback_poll_interval());
+            futures_util::future::select(changed, Box::pin(compio::time::sleep(pause))).await;
+        }
+    }
+
     pub fn isr_size(&self) -> Option<usize> {
         match &*self.replication.borrow() {
             Replication::Leader(leader) => Some(leader.isr.len()),
