@@ -132,7 +132,8 @@ impl ReplicatedCluster {
         ReplicatedCluster::start_with(name, &[])
     }
 
-    /// `start`, with `extra` broker arguments after `BROKER_ARGS`.
+    /// `start`, with `extra` broker arguments (flag, value pairs) in place
+    /// of `BROKER_ARGS`' own for the same flags.
     fn start_with(name: &str, extra: &[&str]) -> ReplicatedCluster {
         let listen_ports: Vec<u16> = (0..NODES).map(|_| support::reserve_port()).collect();
         let proxies: Vec<FaultProxy> = listen_ports
@@ -148,7 +149,13 @@ impl ReplicatedCluster {
                 proxies[index].addr().to_string(),
             ]
         };
-        let args: Vec<&str> = BROKER_ARGS.iter().chain(extra).copied().collect();
+        let args: Vec<&str> = BROKER_ARGS
+            .chunks(2)
+            .filter(|pair| !extra.contains(&pair[0]))
+            .flatten()
+            .chain(extra)
+            .copied()
+            .collect();
         let cluster = Cluster::start_with_node_args(name, NODES, &args, &node_args);
         ReplicatedCluster { cluster, proxies }
     }
@@ -1680,6 +1687,79 @@ fn delete_records_waits_for_the_in_sync_replicas() {
         try_watermarks(&bootstrap, TOPIC, 0)
     });
     assert_eq!((low, high), (DELETED_BELOW, 100));
+}
+
+/// An acks=all write is held to min.insync.replicas as it is when the high
+/// watermark covers it, as Kafka's DelayedProduce: raised while the write
+/// waits for a follower, the write is answered
+/// NOT_ENOUGH_REPLICAS_AFTER_APPEND (it was held to the value of its
+/// arrival, and a value lowered meanwhile did not let a waiting write
+/// through either).
+#[test]
+fn an_acks_all_write_is_held_to_the_min_insync_of_its_completion() {
+    use kafka_protocol::messages::ProduceRequest;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use rdkafka::admin::{AlterConfig, ResourceSpecifier};
+    const TOPIC: &str = "replicated-min-insync";
+    const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
+    let _serial = serial();
+    // A long lag window: the ISR keeps the cut-off follower throughout.
+    let mut cluster = ReplicatedCluster::start_with(
+        "replication-min-insync",
+        &["--replica-lag-time-max-ms", "30000"],
+    );
+    let states = cluster.create_topic(TOPIC, 1);
+    let leader = states[&0].leader;
+    let follower = *states[&0]
+        .replicas
+        .iter()
+        .find(|node| **node != leader)
+        .unwrap();
+    cluster.proxy(follower).blackhole();
+    let bootstrap = cluster.broker(leader).bootstrap();
+    let writer = std::thread::spawn({
+        let bootstrap = bootstrap.clone();
+        move || {
+            let mut builder = sluice_engine::batch::BatchBuilder::new();
+            builder.record(None, Some(b"waits"), sluice_engine::TimestampMs(0));
+            let request = ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(25_000)
+                .with_topic_data(vec![
+                    TopicProduceData::default()
+                        .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+                        .with_partition_data(vec![
+                            PartitionProduceData::default()
+                                .with_index(0)
+                                .with_records(Some(builder.build())),
+                        ]),
+                ]);
+            let mut connection = Connection::open(&bootstrap).expect("connecting");
+            let (response, _) = connection.call(&request, 3..=9).expect("Produce");
+            response.responses[0].partition_responses[0].error_code
+        }
+    });
+    // Appended (the ISR had 3 >= 2), waiting for the cut-off follower.
+    std::thread::sleep(Duration::from_secs(1));
+    let admin = kafka::admin(&bootstrap);
+    let raise = AlterConfig::new(ResourceSpecifier::Topic(TOPIC)).set("min.insync.replicas", "4");
+    for result in kafka::block_on(admin.alter_configs([&raise], &kafka::admin_options()))
+        .expect("AlterConfigs")
+    {
+        result.unwrap_or_else(|(_, code)| panic!("AlterConfigs: {code:?}"));
+    }
+    wait_until(
+        "the leader's view has the new value",
+        CONVERGE_TIMEOUT,
+        || match kafka::describe_topic_configs(&bootstrap, TOPIC).get("min.insync.replicas") {
+            Some(Some(value)) if value == "4" => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    // The follower back: the high watermark covers the write, with 3 in
+    // the ISR, now fewer than required.
+    cluster.proxy(follower).pass();
+    assert_eq!(writer.join().unwrap(), NOT_ENOUGH_REPLICAS_AFTER_APPEND);
 }
 
 #[test]

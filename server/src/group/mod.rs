@@ -467,7 +467,7 @@ pub fn append_now<R: std::ops::Deref<Target = PartitionReplica>>(
         // survives the coordinator's broker (min.insync.replicas: 1 here;
         // the ISR holds every live replica that keeps up).
         replica
-            .wait_committed(end, epoch, 1, GROUP_WRITE_TIMEOUT)
+            .wait_committed(end, epoch, || 1, GROUP_WRITE_TIMEOUT)
             .await
             .map_err(|error| {
                 tracing::info!(partition = %topic_partition, %error, "coordinator write not committed");

@@ -554,7 +554,7 @@ async fn produce_on_owner(
             if let Err(error) = completion.await {
                 return append_failed(&error);
             }
-            committed_or_failed(&replica, outcome, end, epoch, durability).await
+            committed_or_failed(&owner, &replica, outcome, end, epoch, durability).await
         }
         Accepted::Duplicate {
             outcome,
@@ -569,14 +569,18 @@ async fn produce_on_owner(
             {
                 return append_failed(&error);
             }
-            committed_or_failed(&replica, outcome, end, epoch, durability).await
+            committed_or_failed(&owner, &replica, outcome, end, epoch, durability).await
         }
     }
 }
 
 /// acks=all: `outcome` once the high watermark covers `end`, else the
-/// error Kafka answers (see the module docs). Other acks: `outcome`.
+/// error Kafka answers (see the module docs). Other acks: `outcome`. The
+/// ISR is held to min.insync.replicas as the owner's view says when the
+/// high watermark gets there, as Kafka's DelayedProduce (a value lowered
+/// meanwhile lets a waiting acks=all through).
 async fn committed_or_failed(
+    owner: &Shard,
     replica: &PartitionReplica,
     outcome: PartitionOutcome,
     end: sluice_engine::Offset,
@@ -586,8 +590,16 @@ async fn committed_or_failed(
     if durability.acks != -1 {
         return outcome;
     }
+    let min_insync = || {
+        let view = owner.metadata.snapshot();
+        view.topics
+            .get(replica.topic_partition.topic.as_ref())
+            .map_or(durability.min_insync, |topic| {
+                min_insync_replicas(owner, &view, &topic.configs)
+            })
+    };
     let waited = replica
-        .wait_committed(end, epoch, durability.min_insync, durability.timeout)
+        .wait_committed(end, epoch, min_insync, durability.timeout)
         .await;
     match waited {
         Ok(()) => outcome,

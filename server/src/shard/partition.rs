@@ -540,13 +540,14 @@ impl PartitionReplica {
     /// Wait until the high watermark covers `end` (acks=all), under the
     /// leader epoch the append was made in. Kafka's rule: once covered,
     /// the append is acknowledged only if the committed ISR still has
-    /// `min_insync` members (else NOT_ENOUGH_REPLICAS_AFTER_APPEND); a
-    /// lost leadership or the deadline ends the wait first.
+    /// `min_insync()` members, the topic's min.insync.replicas as it is
+    /// then (else NOT_ENOUGH_REPLICAS_AFTER_APPEND); a lost leadership or
+    /// the deadline ends the wait first.
     pub async fn wait_committed(
         &self,
         end: Offset,
         epoch: LeaderEpoch,
-        min_insync: usize,
+        min_insync: impl Fn() -> usize,
         timeout: std::time::Duration,
     ) -> Result<(), CommitWaitError> {
         let deadline = std::time::Instant::now() + timeout;
@@ -558,7 +559,7 @@ impl PartitionReplica {
             }
             if self.high_watermark() >= end {
                 return match self.isr_size() {
-                    Some(size) if size >= min_insync => Ok(()),
+                    Some(size) if size >= min_insync() => Ok(()),
                     _ => Err(CommitWaitError::NotEnoughReplicasAfterAppend),
                 };
             }

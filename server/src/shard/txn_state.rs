@@ -1332,7 +1332,7 @@ pub async fn write_txn_marker(
         .wait_committed(
             offset.plus(1),
             state.leader_epoch,
-            min_insync,
+            || min_insync,
             MARKER_COMMIT_TIMEOUT,
         )
         .await
