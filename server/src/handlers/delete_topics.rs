@@ -9,6 +9,8 @@ use crate::auth::authorizer::Access;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use futures_util::future::join_all;
+
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
@@ -76,19 +78,28 @@ pub async fn handle(
             *occurrences.entry(target.clone()).or_default() += 1;
         }
     }
+    // Every topic at once, as CreateTopics (each waits for the controller).
+    let outcomes = join_all(requested.iter().map(|(_, _, target)| {
+        let occurrences = &occurrences;
+        async move {
+            match target {
+                Ok(target) if occurrences.get(target).copied().unwrap_or(0) > 1 => Err((
+                    ResponseError::InvalidRequest,
+                    match target {
+                        Target::Name(name) => {
+                            format!("The topic {name} is listed more than once.")
+                        }
+                        Target::Id(id) => format!("The topic id {id} is listed more than once."),
+                    },
+                )),
+                Ok(target) => delete_one(shard, target, access).await,
+                Err(error) => Err(error.clone()),
+            }
+        }
+    }))
+    .await;
     let mut responses = Vec::with_capacity(requested.len());
-    for (name, id, target) in requested {
-        let outcome = match target {
-            Ok(target) if occurrences.get(&target).copied().unwrap_or(0) > 1 => Err((
-                ResponseError::InvalidRequest,
-                match target {
-                    Target::Name(name) => format!("The topic {name} is listed more than once."),
-                    Target::Id(id) => format!("The topic id {id} is listed more than once."),
-                },
-            )),
-            Ok(target) => delete_one(shard, &target, access).await,
-            Err(error) => Err(error),
-        };
+    for ((name, id, _), outcome) in requested.into_iter().zip(outcomes) {
         let result = DeletableTopicResult::default().with_topic_id(id);
         let result = match outcome {
             Ok((deleted_name, deleted_id)) => result

@@ -77,7 +77,11 @@ pub async fn handle(
             );
         }
         Some(requested) => {
-            for (name, id) in requested {
+            // Every topic at once: an automatic creation waits for the
+            // controller (up to 30 s when it cannot answer), and one after
+            // the other a request naming many new topics waited that long
+            // per topic.
+            let entries = requested.into_iter().map(|(name, id)| async move {
                 let snapshot = shard.metadata.snapshot();
                 let found = match &name {
                     Some(name) => snapshot.topics.get(name),
@@ -140,8 +144,9 @@ pub async fn handle(
                     (None, None) => error_topic(None, id, ResponseError::UnknownTopicId),
                     (None, name) => error_topic(name, id, ResponseError::UnknownTopicOrPartition),
                 };
-                topics.push(entry);
-            }
+                entry
+            });
+            topics.extend(futures_util::future::join_all(entries).await);
         }
     }
     // From the authorizer; without one every operation on every resource
