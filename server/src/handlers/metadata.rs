@@ -95,7 +95,7 @@ pub async fn handle(
                     access.allows_cluster(AclOperation::Create)
                         || access.allows(AclOperation::Create, ResourceType::Topic, topic)
                 };
-                let entry = match (found, name) {
+                match (found, name) {
                     // Named by id and not described: the name stays hidden.
                     (Some(_), None) if !may_describe => {
                         error_topic(None, id, ResponseError::TopicAuthorizationFailed)
@@ -143,8 +143,7 @@ pub async fn handle(
                     // Asked by an id no topic has: Kafka's UNKNOWN_TOPIC_ID.
                     (None, None) => error_topic(None, id, ResponseError::UnknownTopicId),
                     (None, name) => error_topic(name, id, ResponseError::UnknownTopicOrPartition),
-                };
-                entry
+                }
             });
             topics.extend(futures_util::future::join_all(entries).await);
         }
