@@ -198,6 +198,13 @@ pub struct CommittedOffset {
     pub record_offset: i64,
 }
 
+/// Longest string a group record stores (a 16-bit length, Kafka's
+/// non-flexible versions).
+const STORED_STRING_MAX: usize = i16::MAX as usize;
+
+/// Longest part of a client id a member id starts with.
+const MEMBER_ID_PREFIX_MAX: usize = 255;
+
 pub struct Group {
     pub id: String,
     /// The `__consumer_offsets` partition holding this group.
@@ -441,6 +448,22 @@ impl Group {
                 },
             );
         }
+        // A record is what the disk says, not what this code wrote: two
+        // members stored under one id (a record of an older version cut
+        // long ids to one prefix) leave a static instance with no member
+        // holding it. Such mappings go, said so, rather than failing the
+        // checks below (an abort at every load of the partition).
+        let members = &self.members;
+        let id = &self.id;
+        self.static_members.retain(|instance, holder| {
+            let held = members
+                .get(holder)
+                .is_some_and(|member| member.instance_id.as_deref() == Some(instance.as_str()));
+            if !held {
+                tracing::warn!(group = %id, %instance, member = %holder, "stored group record: a static instance without its member; dropped");
+            }
+            held
+        });
         self.state = if self.members.is_empty() {
             GroupState::Empty
         } else {
@@ -526,6 +549,16 @@ impl Group {
         if request.protocol_type.is_empty() || request.protocols.is_empty() {
             return fail(ResponseError::InconsistentGroupProtocol);
         }
+        // What the group record stores must fit its 16-bit string lengths
+        // (Kafka's serializer refuses such a record; here it is refused
+        // before anything changes).
+        let too_long = |text: &str| text.len() > STORED_STRING_MAX;
+        if too_long(&request.protocol_type)
+            || request.instance_id.as_deref().is_some_and(too_long)
+            || request.protocols.iter().any(|(name, _)| too_long(name))
+        {
+            return fail(ResponseError::InvalidRequest);
+        }
         if self.state == GroupState::Dead {
             return fail(ResponseError::CoordinatorNotAvailable);
         }
@@ -602,15 +635,18 @@ impl Group {
         now: Instant,
         wall_ms: i64,
     ) -> Reply<JoinResult> {
-        let new_id = format!(
-            "{}-{}",
-            if request.client_id.is_empty() {
-                "member"
-            } else {
-                request.client_id.as_str()
-            },
-            uuid::Uuid::new_v4()
-        );
+        // The client id is the client's, up to 32,767 bytes: a member id
+        // made of all of it would not fit the group record's strings.
+        let prefix = if request.client_id.is_empty() {
+            "member"
+        } else {
+            let mut end = request.client_id.len().min(MEMBER_ID_PREFIX_MAX);
+            while !request.client_id.is_char_boundary(end) {
+                end -= 1;
+            }
+            &request.client_id[..end]
+        };
+        let new_id = format!("{prefix}-{}", uuid::Uuid::new_v4());
         if let Some(instance) = request.instance_id.clone() {
             if let Some(old_id) = self.static_members.get(&instance).cloned() {
                 return self.replace_static_member(&old_id, new_id, request, config, now, wall_ms);

@@ -736,3 +736,55 @@ fn a_member_that_never_syncs_is_removed_after_the_rebalance_timeout() {
     assert!(group.members.contains_key(&leader));
     assert_eq!(group.state, GroupState::PreparingRebalance);
 }
+
+/// A stored group record holding two static members under one member id
+/// (an older version cut long member ids to one prefix) loads: the
+/// instance left without its member is dropped, nothing aborts. It failed
+/// the group's checks at every load of the partition.
+#[test]
+fn a_record_with_two_members_under_one_id_loads() {
+    let start = Instant::now();
+    let (group, _) = stable_group(2, start);
+    let mut value = group.to_value();
+    let shared = "a".repeat(32_767);
+    for (member, instance) in value.members.iter_mut().zip(["i1", "i2"]) {
+        member.member_id = shared.clone();
+        member.instance_id = Some(instance.to_string());
+    }
+    value.leader = Some(shared.clone());
+    let decoded = crate::group::records::GroupValue::decode(&value.encode()).unwrap();
+    let mut restored = Group::new("g", 0, 0);
+    restored.restore(decoded, start);
+    assert_eq!(restored.members.len(), 1);
+    assert_eq!(restored.state, GroupState::Stable);
+    assert_eq!(restored.static_members.len(), 1);
+}
+
+/// A member id starts with at most 255 bytes of the client id (cut at a
+/// character), and what the group record would have to cut is refused.
+#[test]
+fn long_client_ids_are_cut_and_long_stored_names_refused() {
+    let start = Instant::now();
+    let mut group = Group::new("g", 0, 0);
+    let mut long = request("", None, &["range"]);
+    long.client_id = "é".repeat(20_000);
+    let first = now_result(group.join(long, &config(), start, 0));
+    assert_eq!(first.error, Some(ResponseError::MemberIdRequired));
+    assert!(
+        first.member_id.len() <= 255 + 1 + 36,
+        "{}",
+        first.member_id.len()
+    );
+    assert!(first.member_id.starts_with('é'));
+    for too_long in [
+        request("", Some(&"i".repeat(32_768)), &["range"]),
+        request("", None, &[&"p".repeat(32_768)]),
+    ] {
+        let refused = now_result(group.join(too_long, &config(), start, 0));
+        assert_eq!(refused.error, Some(ResponseError::InvalidRequest));
+    }
+    let mut long_type = request("", None, &["range"]);
+    long_type.protocol_type = "t".repeat(32_768);
+    let refused = now_result(group.join(long_type, &config(), start, 0));
+    assert_eq!(refused.error, Some(ResponseError::InvalidRequest));
+}
