@@ -45,19 +45,14 @@ pub fn binding(creation: &AclCreation) -> Result<AclBinding, String> {
     Ok(binding)
 }
 
-pub async fn handle(shard: &Rc<Shard>, access: &Access<'_>, request: CreateAclsRequest) -> Reply {
-    let failed = |error: ResponseError, message: String| {
-        AclCreationResult::default()
-            .with_error_code(error.code())
-            .with_error_message(Some(StrBytes::from_string(message)))
-    };
-    let mut results: Vec<Option<AclCreationResult>> = Vec::new();
-    let mut creations = Vec::new();
-    // Without an authorizer nothing would enforce a binding: Kafka answers
-    // SECURITY_DISABLED and stores nothing, so that no operator believes
-    // the cluster is guarded by ACLs it ignores (and no unauthenticated
-    // client plants ACLs that bind once the authorizer is turned on).
-    let refusal = if !access.is_enabled() {
+/// Why a CreateAcls or DeleteAcls changes nothing, if it does not. Without
+/// an authorizer nothing would enforce a binding: Kafka answers
+/// SECURITY_DISABLED and changes nothing, so that no operator believes the
+/// cluster is guarded by ACLs it ignores (and no unauthenticated client
+/// plants ACLs that bind once the authorizer is turned on); with one, both
+/// need ALTER on the cluster.
+pub(crate) fn acl_change_refusal(access: &Access<'_>) -> Option<(ResponseError, &'static str)> {
+    if !access.is_enabled() {
         Some((
             ResponseError::SecurityDisabled,
             "No Authorizer is configured.",
@@ -69,7 +64,18 @@ pub async fn handle(shard: &Rc<Shard>, access: &Access<'_>, request: CreateAclsR
         ))
     } else {
         None
+    }
+}
+
+pub async fn handle(shard: &Rc<Shard>, access: &Access<'_>, request: CreateAclsRequest) -> Reply {
+    let failed = |error: ResponseError, message: String| {
+        AclCreationResult::default()
+            .with_error_code(error.code())
+            .with_error_message(Some(StrBytes::from_string(message)))
     };
+    let mut results: Vec<Option<AclCreationResult>> = Vec::new();
+    let mut creations = Vec::new();
+    let refusal = acl_change_refusal(access);
     for creation in &request.creations {
         if let Some((error, message)) = refusal {
             results.push(Some(failed(error, message.to_string())));

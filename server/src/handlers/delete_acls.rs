@@ -17,7 +17,7 @@ use kafka_protocol::messages::delete_acls_response::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use crate::auth::acl::{AclBinding, AclOperation};
+use crate::auth::acl::AclBinding;
 use crate::auth::authorizer::Access;
 use crate::handlers::Reply;
 use crate::handlers::describe_acls::filter;
@@ -40,21 +40,7 @@ pub async fn handle(shard: &Rc<Shard>, access: &Access<'_>, request: DeleteAclsR
             .with_error_code(error.code())
             .with_error_message(Some(StrBytes::from_string(message)))
     };
-    // As CreateAcls: without an authorizer Kafka answers SECURITY_DISABLED
-    // and removes nothing.
-    let refusal = if !access.is_enabled() {
-        Some((
-            ResponseError::SecurityDisabled,
-            "No Authorizer is configured.",
-        ))
-    } else if !access.allows_cluster(AclOperation::Alter) {
-        Some((
-            ResponseError::ClusterAuthorizationFailed,
-            "Cluster authorization failed.",
-        ))
-    } else {
-        None
-    };
+    let refusal = crate::handlers::create_acls::acl_change_refusal(access);
     let image = shard.metadata.controller().image();
     let mut deletions = Vec::new();
     let mut results: Vec<Result<Vec<AclBinding>, DeleteAclsFilterResult>> = Vec::new();

@@ -80,11 +80,11 @@ fn merge_with(
     changes: &[Change<'_>],
     lookup: &dyn Fn(&str) -> Option<&'static TopicConfigSpec>,
 ) -> Result<BTreeMap<String, String>, AdminError> {
-    for (index, change) in changes.iter().enumerate() {
-        if changes[..index]
-            .iter()
-            .any(|earlier| earlier.name == change.name)
-        {
+    // Linear, as Kafka's groupBy: a request may carry many names, and a
+    // comparison of each with every earlier one stalled the shard.
+    let mut seen = std::collections::HashSet::with_capacity(changes.len());
+    for change in changes {
+        if !seen.insert(change.name) {
             return Err((
                 ResponseError::InvalidRequest,
                 format!("Error due to duplicate config keys: {}", change.name),
@@ -136,12 +136,15 @@ fn merge_with(
                 let mut items = list_items(old);
                 let given = list_items(value()?);
                 if change.operation == operation::APPEND {
+                    let mut present: std::collections::HashSet<&str> =
+                        items.iter().copied().collect();
                     for item in given {
-                        if !items.contains(&item) {
+                        if present.insert(item) {
                             items.push(item);
                         }
                     }
                 } else {
+                    let given: std::collections::HashSet<&str> = given.into_iter().collect();
                     items.retain(|item| !given.contains(item));
                 }
                 merged.insert(change.name.to_string(), items.join(","));
