@@ -13,9 +13,12 @@
 //! by a single thread, within 300 ms each. One request per connection
 //! (`Connection: close`). A client has
 //! [`REQUEST_READ_TIMEOUT`] to send a request head of at most
-//! [`REQUEST_HEAD_BYTES_MAX`] bytes, and each write of the answer times out
-//! after [`RESPONSE_WRITE_TIMEOUT`]: a slow or hostile client holds one
-//! thread for a bounded time and never delays the others. A malformed
+//! [`REQUEST_HEAD_BYTES_MAX`] bytes, [`RESPONSE_WRITE_TIMEOUT`] to take the
+//! whole answer, and what it sends after its request is read for at most
+//! [`DRAIN_TIME_MAX`]: a slow or hostile client holds one thread for a
+//! bounded time and never delays the others (a client trickling bytes
+//! after its answer held its slot for hours, and sixteen of them made
+//! every probe a 503). A malformed
 //! request line is answered 400 as soon as it is complete. Scrapes and the
 //! console's topic and group reads are serialized: at most one gathers from
 //! the shards at a time.
@@ -42,8 +45,11 @@ pub const REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
 /// Connections over [`CONNECTIONS_MAX`] waiting for their 503; more are
 /// closed unanswered.
 pub const REFUSALS_QUEUED_MAX: usize = 64;
-/// Time limit of each write of an answer.
+/// Time a client has to take the whole answer.
 pub const RESPONSE_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long what a client sends after its request is read (and dropped)
+/// before the connection closes.
+pub const DRAIN_TIME_MAX: Duration = Duration::from_secs(1);
 /// How long a scrape waits for each shard's partitions and commit
 /// statistics; a shard that has not answered by then is left out.
 pub const SCRAPE_SHARD_WAIT: Duration = Duration::from_secs(2);
@@ -543,22 +549,53 @@ fn serve(mut stream: TcpStream, state: &AdminState) {
         ),
         Head::Abandoned => return,
     };
-    if stream.write_all(&answer).is_err() {
+    if write_within(
+        &mut stream,
+        &answer,
+        Instant::now() + RESPONSE_WRITE_TIMEOUT,
+    )
+    .is_err()
+    {
         return;
     }
     // Closing with unread bytes would reset the connection and could
     // destroy the answer at the client: say we are done, then drain what
     // the client still sends for a moment.
     let _ = stream.shutdown(Shutdown::Write);
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let drain_until = Instant::now() + DRAIN_TIME_MAX;
     let mut sink = [0_u8; 1024];
     let mut drained = 0;
     while drained < 64 * 1024 {
+        let left = drain_until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let _ = stream.set_read_timeout(Some(left.min(Duration::from_millis(200))));
         match stream.read(&mut sink) {
             Ok(0) | Err(_) => break,
             Ok(read) => drained += read,
         }
     }
+}
+
+/// Write `bytes` whole by `deadline` (each write waits at most what is
+/// left of it), else an error.
+fn write_within(stream: &mut TcpStream, bytes: &[u8], deadline: Instant) -> std::io::Result<()> {
+    let mut written = 0;
+    while written < bytes.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        stream.set_write_timeout(Some(left))?;
+        match stream.write(&bytes[written..]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(count) => written += count,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }
 
 fn route(request: &RequestLine, state: &AdminState) -> Vec<u8> {
@@ -777,6 +814,52 @@ mod tests {
             assert!(Instant::now() < deadline, "{answer}");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Clients that keep sending after their answer, a byte at a time,
+    /// hold their connections at most DRAIN_TIME_MAX: a probe made while
+    /// sixteen of them trickle on is answered.
+    #[test]
+    fn clients_trickling_after_their_answer_do_not_hold_their_slots() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let server = AdminServer::start(listener, 1).unwrap();
+        let address = server.address();
+        let stop = Arc::new(AtomicBool::new(false));
+        let tricklers: Vec<_> = (0..CONNECTIONS_MAX)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    let mut stream = TcpStream::connect(address).unwrap();
+                    stream
+                        .write_all(b"GET /v1/status/live HTTP/1.1\r\n\r\n")
+                        .unwrap();
+                    let mut answer = [0_u8; 256];
+                    let _ = stream.read(&mut answer);
+                    let until = Instant::now() + Duration::from_secs(12);
+                    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                        if stream.write_all(b"x").is_err() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(150));
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        let deadline = Instant::now() + Duration::from_secs(8);
+        loop {
+            let answer = exchange(address, b"GET /v1/status/live HTTP/1.1\r\n\r\n");
+            if answer.starts_with("HTTP/1.1 200 ") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "still refused: {answer}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        stop.store(true, Ordering::Relaxed);
+        for trickler in tricklers {
+            trickler.join().unwrap();
+        }
+        server.stop();
     }
 
     #[test]
