@@ -197,9 +197,10 @@ impl LeaderEpochCache {
     /// undefined answer would make it reset its position. `None` for a
     /// negative `requested` or an empty cache.
     ///
-    /// Replication keeps [`Self::end_offset_for`]: there, "below every
-    /// cached epoch" means the follower must cut to the high watermark or
-    /// start over at the leader's log start (`replication::progress`).
+    /// A leader answers its followers' sync probes with this too
+    /// (`replication::progress::sync_step`); a follower's own side of a
+    /// truncation uses [`Self::end_offset_for`], where "below every cached
+    /// epoch" means no epoch in common.
     pub fn end_offset_for_client(
         &self,
         requested: LeaderEpoch,

@@ -18,8 +18,6 @@ use crate::auth::authorizer::Access;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
-use futures_util::future::join_all;
-
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::{
@@ -202,34 +200,27 @@ pub async fn handle(
     // CREATE on the cluster covers every topic; else per topic (Kafka).
     let cluster_create = access.allows_cluster(AclOperation::Create);
     let occurrences = count_names(request.topics.iter().map(|topic| topic.name.0.as_str()));
-    // Every topic at once: each waits for the controller (up to 30 s when
-    // it cannot answer), and one after the other a request of many topics
-    // waited that long per topic.
-    let outcomes = join_all(request.topics.iter().map(|topic| {
-        let name = topic.name.0.as_str();
-        let occurrences = &occurrences;
-        async move {
-            if occurrences.get(name).copied().unwrap_or(0) > 1 {
-                Err((
-                    ResponseError::InvalidRequest,
-                    format!("Create topics request contains multiple entries for topic {name}"),
-                ))
-            } else if !cluster_create
-                && !access.allows(AclOperation::Create, ResourceType::Topic, name)
-            {
-                Err((
-                    ResponseError::TopicAuthorizationFailed,
-                    "Authorization failed.".to_string(),
-                ))
-            } else {
-                create_one(shard, topic, request.validate_only).await
-            }
-        }
-    }))
-    .await;
     let mut results = Vec::with_capacity(request.topics.len());
-    for (topic, outcome) in request.topics.into_iter().zip(outcomes) {
+    // One topic after the other: the controller places a topic against
+    // the committed metadata only, so topics created at once would all be
+    // placed on the same least-loaded brokers.
+    for topic in request.topics {
         let name = topic.name.0.as_str().to_string();
+        let outcome = if occurrences.get(&name).copied().unwrap_or(0) > 1 {
+            Err((
+                ResponseError::InvalidRequest,
+                format!("Create topics request contains multiple entries for topic {name}"),
+            ))
+        } else if !cluster_create
+            && !access.allows(AclOperation::Create, ResourceType::Topic, &name)
+        {
+            Err((
+                ResponseError::TopicAuthorizationFailed,
+                "Authorization failed.".to_string(),
+            ))
+        } else {
+            create_one(shard, &topic, request.validate_only).await
+        };
         let result = CreatableTopicResult::default().with_name(topic.name);
         let result = match outcome {
             Ok(Created {

@@ -77,11 +77,7 @@ pub async fn handle(
             );
         }
         Some(requested) => {
-            // Every topic at once: an automatic creation waits for the
-            // controller (up to 30 s when it cannot answer), and one after
-            // the other a request naming many new topics waited that long
-            // per topic.
-            let entries = requested.into_iter().map(|(name, id)| async move {
+            for (name, id) in requested {
                 let snapshot = shard.metadata.snapshot();
                 let found = match &name {
                     Some(name) => snapshot.topics.get(name),
@@ -95,7 +91,7 @@ pub async fn handle(
                     access.allows_cluster(AclOperation::Create)
                         || access.allows(AclOperation::Create, ResourceType::Topic, topic)
                 };
-                match (found, name) {
+                let entry = match (found, name) {
                     // Named by id and not described: the name stays hidden.
                     (Some(_), None) if !may_describe => {
                         error_topic(None, id, ResponseError::TopicAuthorizationFailed)
@@ -143,9 +139,9 @@ pub async fn handle(
                     // Asked by an id no topic has: Kafka's UNKNOWN_TOPIC_ID.
                     (None, None) => error_topic(None, id, ResponseError::UnknownTopicId),
                     (None, name) => error_topic(name, id, ResponseError::UnknownTopicOrPartition),
-                }
-            });
-            topics.extend(futures_util::future::join_all(entries).await);
+                };
+                topics.push(entry);
+            }
         }
     }
     // From the authorizer; without one every operation on every resource

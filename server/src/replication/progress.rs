@@ -300,7 +300,6 @@ impl FollowerProgress {
         };
         let sent = self.in_flight[position];
         self.last_heard_ms = now_ms;
-        self.log_start = Some(reply.log.log_start);
         match reply.status {
             ReplyStatus::Ok => {}
             ReplyStatus::FencedLeaderEpoch if reply.follower_epoch > leader_epoch => {
@@ -332,6 +331,8 @@ impl FollowerProgress {
                 return Effect::None;
             }
         }
+        // An answer of its log as it is (a NotReplica one says nothing).
+        self.log_start = Some(reply.log.log_start);
         // Answers come in order per connection; anything older than this
         // one was answered already or lost with it.
         self.in_flight.drain(..=position);

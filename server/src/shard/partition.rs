@@ -408,9 +408,12 @@ impl PartitionReplica {
         } = &mut *self.replication.borrow_mut()
         {
             let bounded = leader_high_watermark.min(self.log.log_end_offset());
-            if bounded > *high_watermark {
+            // A leader that holds all this replica's high watermark covers
+            // vouches for it from then on: a cut below it asked in that
+            // leader's epoch is refused as a bug.
+            if bounded >= *high_watermark {
                 *high_watermark = bounded;
-                *learned_in = leader_epoch;
+                *learned_in = (*learned_in).max(leader_epoch);
             }
         }
     }
@@ -450,7 +453,6 @@ impl PartitionReplica {
         }
     }
 
-    /// The committed ISR's size, on a leader (`None` otherwise).
     /// The low watermark (`LeaderState::low_watermark`); a follower's own
     /// log start.
     pub fn low_watermark(&self) -> Offset {
@@ -490,6 +492,7 @@ impl PartitionReplica {
         }
     }
 
+    /// The committed ISR's size, on a leader (`None` otherwise).
     pub fn isr_size(&self) -> Option<usize> {
         match &*self.replication.borrow() {
             Replication::Leader(leader) => Some(leader.isr.len()),

@@ -472,7 +472,7 @@ impl Group {
         if self
             .leader
             .as_ref()
-            .is_some_and(|leader| !self.members.contains_key(leader))
+            .is_none_or(|leader| !self.members.contains_key(leader))
         {
             self.leader = self.members.keys().next().cloned();
         }

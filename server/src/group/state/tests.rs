@@ -758,6 +758,12 @@ fn a_record_with_two_members_under_one_id_loads() {
     assert_eq!(restored.members.len(), 1);
     assert_eq!(restored.state, GroupState::Stable);
     assert_eq!(restored.static_members.len(), 1);
+    // Members and no leader: one of them leads.
+    let mut leaderless = group.to_value();
+    leaderless.leader = None;
+    let mut restored = Group::new("g", 0, 0);
+    restored.restore(leaderless, start);
+    assert!(restored.leader.is_some());
 }
 
 /// A member id starts with at most 255 bytes of the client id (cut at a
