@@ -381,6 +381,65 @@ fn elect_leaders_moves_leadership_back_to_the_preferred_replica() {
     }
 }
 
+/// Three brokers with short timeouts and `topic` on two of them:
+/// (cluster, leader, follower, the broker without a replica).
+fn two_replicas(name: &str, topic: &str) -> (Cluster, i32, i32, i32) {
+    let mut cluster = Cluster::start(
+        name,
+        3,
+        &[
+            "--broker-heartbeat-interval-ms",
+            "500",
+            "--broker-session-timeout-ms",
+            "3000",
+            "--replica-lag-time-max-ms",
+            "1500",
+            "--leader-imbalance-check-interval-ms",
+            "0",
+        ],
+    );
+    create_topic_replicated(&cluster.bootstrap(), topic, 1, 2, &[]);
+    let states = cluster.wait_for_full_isr(topic, 1, Duration::from_secs(60));
+    let leader = states[&0].leader;
+    let follower = *states[&0]
+        .replicas
+        .iter()
+        .find(|node| **node != leader)
+        .unwrap();
+    let bystander = cluster
+        .nodes()
+        .find(|node| *node != leader && *node != follower)
+        .unwrap();
+    (cluster, leader, follower, bystander)
+}
+
+/// Kill the follower, write one record acknowledged by the leader alone
+/// once the ISR shrank to it.
+fn write_on_the_leader_alone(cluster: &mut Cluster, topic: &str, nodes: (i32, i32, i32)) {
+    let (leader, follower, bystander) = nodes;
+    cluster.kill9(follower);
+    let record = Record {
+        key: None,
+        value: Some(b"only on the leader".to_vec()),
+        headers: Vec::new(),
+    };
+    produce_all(
+        &cluster.broker(bystander).bootstrap(),
+        topic,
+        Some(0),
+        &[record],
+        &[("acks", "all")],
+    );
+    wait_until(
+        "the ISR is the leader alone",
+        Duration::from_secs(30),
+        || match cluster.isr(bystander, topic, 0) {
+            Some(isr) if isr == vec![leader] => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+}
+
 /// ElectLeaders UNCLEAN on `node` for partition 0 of `topic`: the
 /// partition's error code.
 fn elect_unclean(cluster: &Cluster, node: i32, topic: &str) -> i16 {
@@ -408,32 +467,7 @@ fn elect_unclean(cluster: &Cluster, node: i32, topic: &str) -> i16 {
 fn an_unclean_election_gives_a_leaderless_partition_its_out_of_sync_replica() {
     const TOPIC: &str = "unclean";
     const ELECTION_NOT_NEEDED: i16 = 84;
-    let mut cluster = Cluster::start(
-        "elect-unclean",
-        3,
-        &[
-            "--broker-heartbeat-interval-ms",
-            "500",
-            "--broker-session-timeout-ms",
-            "3000",
-            "--replica-lag-time-max-ms",
-            "1500",
-            "--leader-imbalance-check-interval-ms",
-            "0",
-        ],
-    );
-    create_topic_replicated(&cluster.bootstrap(), TOPIC, 1, 2, &[]);
-    let states = cluster.wait_for_full_isr(TOPIC, 1, Duration::from_secs(60));
-    let (leader, follower) = (states[&0].leader, states[&0].replicas[1]);
-    let follower = if follower == leader {
-        states[&0].replicas[0]
-    } else {
-        follower
-    };
-    let bystander = cluster
-        .nodes()
-        .find(|node| *node != leader && *node != follower)
-        .unwrap();
+    let (mut cluster, leader, follower, bystander) = two_replicas("elect-unclean", TOPIC);
     assert_eq!(
         elect_unclean(&cluster, bystander, TOPIC),
         ELECTION_NOT_NEEDED
@@ -441,27 +475,7 @@ fn an_unclean_election_gives_a_leaderless_partition_its_out_of_sync_replica() {
 
     // The follower dies; a write is acknowledged by the leader alone once
     // the ISR shrank; then the leader dies too: no ISR member is left.
-    cluster.kill9(follower);
-    let record = Record {
-        key: None,
-        value: Some(b"only on the leader".to_vec()),
-        headers: Vec::new(),
-    };
-    produce_all(
-        &cluster.broker(bystander).bootstrap(),
-        TOPIC,
-        Some(0),
-        &[record],
-        &[("acks", "all")],
-    );
-    wait_until(
-        "the ISR is the leader alone",
-        Duration::from_secs(30),
-        || match cluster.isr(bystander, TOPIC, 0) {
-            Some(isr) if isr == vec![leader] => Ok(()),
-            other => Err(format!("{other:?}")),
-        },
-    );
+    write_on_the_leader_alone(&mut cluster, TOPIC, (leader, follower, bystander));
     cluster.kill9(leader);
     cluster.start_again(follower);
     wait_until(
@@ -502,53 +516,8 @@ fn an_unclean_election_gives_a_leaderless_partition_its_out_of_sync_replica() {
 #[test]
 fn after_an_unclean_election_the_paused_old_leader_rejoins() {
     const TOPIC: &str = "unclean-rejoin";
-    let mut cluster = Cluster::start(
-        "elect-unclean-rejoin",
-        3,
-        &[
-            "--broker-heartbeat-interval-ms",
-            "500",
-            "--broker-session-timeout-ms",
-            "3000",
-            "--replica-lag-time-max-ms",
-            "1500",
-            "--leader-imbalance-check-interval-ms",
-            "0",
-        ],
-    );
-    create_topic_replicated(&cluster.bootstrap(), TOPIC, 1, 2, &[]);
-    let states = cluster.wait_for_full_isr(TOPIC, 1, Duration::from_secs(60));
-    let leader = states[&0].leader;
-    let follower = *states[&0]
-        .replicas
-        .iter()
-        .find(|node| **node != leader)
-        .unwrap();
-    let bystander = cluster
-        .nodes()
-        .find(|node| *node != leader && *node != follower)
-        .unwrap();
-    cluster.kill9(follower);
-    let record = Record {
-        key: None,
-        value: Some(b"only on the old leader".to_vec()),
-        headers: Vec::new(),
-    };
-    produce_all(
-        &cluster.broker(bystander).bootstrap(),
-        TOPIC,
-        Some(0),
-        &[record],
-        &[("acks", "all")],
-    );
-    wait_until(
-        "the ISR is the leader alone",
-        Duration::from_secs(30),
-        || match cluster.isr(bystander, TOPIC, 0) {
-            Some(isr) if isr == vec![leader] => Ok(()),
-            other => Err(format!("{other:?}")),
-        },
-    );
+    let (mut cluster, leader, follower, bystander) = two_replicas("elect-unclean-rejoin", TOPIC);
+    write_on_the_leader_alone(&mut cluster, TOPIC, (leader, follower, bystander));
     // Its high watermark covers the record. Paused, it is fenced.
     let paused = libc::pid_t::try_from(cluster.broker(leader).pid()).unwrap();
     // SAFETY: a signal to the broker process this test started.

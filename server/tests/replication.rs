@@ -1446,6 +1446,26 @@ fn with_two_of_three_brokers_killed_acks_all_is_refused_and_resumes_after_their_
     println!("minority scenario took {:?}", started.elapsed());
 }
 
+/// `count` records (`record-<n>`) to partition 0 of `topic` with acks=all,
+/// then every ISR full again.
+fn produce_numbered(cluster: &mut ReplicatedCluster, topic: &str, count: usize) {
+    let values: Vec<kafka::Record> = (0..count)
+        .map(|index| kafka::Record {
+            key: None,
+            value: Some(format!("record-{index}").into_bytes()),
+            headers: Vec::new(),
+        })
+        .collect();
+    kafka::produce_all(
+        &cluster.bootstrap(),
+        topic,
+        Some(0),
+        &values,
+        &[("acks", "all")],
+    );
+    cluster.wait_for_full_isr(topic, 1, CONVERGE_TIMEOUT);
+}
+
 /// DeleteRecords on an idle partition reaches the followers with the
 /// leader's heartbeats (they carry its log start): once the leader is
 /// killed, the new leader does not serve the deleted records again. The
@@ -1460,21 +1480,7 @@ fn records_deleted_on_an_idle_partition_stay_deleted_after_a_failover() {
     let mut cluster = ReplicatedCluster::start("replication-delete-records");
     let states = cluster.create_topic(TOPIC, 1);
     let leader = states[&0].leader;
-    let values: Vec<kafka::Record> = (0..100)
-        .map(|index| kafka::Record {
-            key: None,
-            value: Some(format!("record-{index}").into_bytes()),
-            headers: Vec::new(),
-        })
-        .collect();
-    kafka::produce_all(
-        &cluster.bootstrap(),
-        TOPIC,
-        Some(0),
-        &values,
-        &[("acks", "all")],
-    );
-    cluster.wait_for_full_isr(TOPIC, 1, CONVERGE_TIMEOUT);
+    produce_numbered(&mut cluster, TOPIC, 100);
     let mut cut = TopicPartitionList::new();
     cut.add_partition_offset(TOPIC, 0, Offset::Offset(DELETED_BELOW))
         .unwrap();
@@ -1633,21 +1639,7 @@ fn delete_records_waits_for_the_in_sync_replicas() {
     let mut cluster = ReplicatedCluster::start("replication-delete-wait");
     let states = cluster.create_topic(TOPIC, 1);
     let leader = states[&0].leader;
-    let values: Vec<kafka::Record> = (0..100)
-        .map(|index| kafka::Record {
-            key: None,
-            value: Some(format!("record-{index}").into_bytes()),
-            headers: Vec::new(),
-        })
-        .collect();
-    kafka::produce_all(
-        &cluster.bootstrap(),
-        TOPIC,
-        Some(0),
-        &values,
-        &[("acks", "all")],
-    );
-    cluster.wait_for_full_isr(TOPIC, 1, CONVERGE_TIMEOUT);
+    produce_numbered(&mut cluster, TOPIC, 100);
     let delete = |cluster: &Cluster, timeout_ms: i32| -> (i16, i64) {
         let request = DeleteRecordsRequest::default()
             .with_timeout_ms(timeout_ms)
