@@ -72,6 +72,18 @@ impl AclBroker {
     }
 }
 
+/// Run `sluice <args> --bootstrap <bootstrap>`; panics unless it succeeds.
+fn sluice_succeeds(bootstrap: &str, args: &[&str]) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    command.args(args).arg("--bootstrap").arg(bootstrap);
+    let output = run_with_timeout(command, TIMEOUT, "sluice");
+    assert!(
+        output.status.success(),
+        "sluice {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 #[test]
 fn confluent_kafka_sees_topic_and_group_authorization_prefixed_grants_deny_wins_and_super_users() {
     let Some(python) = require_python() else {
@@ -388,19 +400,8 @@ fn a_transaction_over_three_brokers_commits_with_the_authorizer_on() {
         ],
         &node_args,
     );
-    let sluice = |args: &[&str]| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
-        command
-            .args(args)
-            .arg("--bootstrap")
-            .arg(cluster.bootstrap());
-        let output = run_with_timeout(command, TIMEOUT, "sluice");
-        assert!(
-            output.status.success(),
-            "sluice {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    };
+    let bootstrap = cluster.bootstrap();
+    let sluice = |args: &[&str]| sluice_succeeds(&bootstrap, args);
     sluice(&["user", "create", "alice", "--password", PASSWORD]);
     sluice(&[
         "topic",
@@ -563,19 +564,8 @@ fn an_acl_for_an_ipv4_host_applies_to_that_client_on_a_dual_stack_listener() {
             "true",
         ],
     );
-    let sluice = |args: &[&str]| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
-        command
-            .args(args)
-            .arg("--bootstrap")
-            .arg(broker.bootstrap());
-        let output = run_with_timeout(command, TIMEOUT, "sluice");
-        assert!(
-            output.status.success(),
-            "sluice {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    };
+    let bootstrap = broker.bootstrap();
+    let sluice = |args: &[&str]| sluice_succeeds(&bootstrap, args);
     sluice(&["topic", "create", "guarded", "--partitions", "1"]);
     sluice(&[
         "acl",
