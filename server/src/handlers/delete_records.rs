@@ -60,12 +60,14 @@ pub async fn handle(
                 } else {
                     ResponseError::TopicAuthorizationFailed
                 })
-                .and_then(|state| crate::handlers::serving_shard(&snapshot, state));
+                .and_then(|state| crate::handlers::serving_shard(&snapshot, state))
+                .map(|owner| (owner, placement.map(|found| found.id).unwrap_or_default()));
             let topic_partition = TopicPartition::new(name, index);
             async move {
                 let outcome = match owner {
-                    Ok(owner) => {
-                        delete_on_owner(shard, owner, topic_partition, offset, timeout).await
+                    Ok((owner, topic_id)) => {
+                        delete_on_owner(shard, owner, topic_partition, topic_id, offset, timeout)
+                            .await
                     }
                     Err(error) => Err(error),
                 };
@@ -89,17 +91,20 @@ pub async fn handle(
 
 /// Delete the records of one partition before `offset` on its shard;
 /// returns the new log start.
-async fn delete_on_owner(
+pub(in crate::handlers) async fn delete_on_owner(
     shard: &Rc<Shard>,
     owner: ShardId,
     topic_partition: TopicPartition,
+    topic_id: uuid::Uuid,
     offset: i64,
     timeout: std::time::Duration,
 ) -> Result<i64, ResponseError> {
     let outcome = shard
         .shards
         .call(owner, move |owner| async move {
-            let Some(replica) = owner.partition(&topic_partition) else {
+            // Of the topic the request was routed for: never the records of
+            // a topic created again under its name meanwhile.
+            let Some(replica) = owner.partition_of(&topic_partition, topic_id) else {
                 return Err(ResponseError::UnknownTopicOrPartition);
             };
             let epoch = replica.state().leader_epoch;

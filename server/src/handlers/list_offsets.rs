@@ -96,14 +96,17 @@ impl OffsetAnswer {
     }
 }
 
-struct Query {
-    slot: usize,
-    topic_partition: TopicPartition,
-    timestamp: i64,
+pub(in crate::handlers) struct Query {
+    pub(in crate::handlers) slot: usize,
+    pub(in crate::handlers) topic_partition: TopicPartition,
+    /// The id of the topic the query was routed for: the replica on the
+    /// owner must be of this topic, not of one created again under its name.
+    pub(in crate::handlers) topic_id: uuid::Uuid,
+    pub(in crate::handlers) timestamp: i64,
     /// The partition's leader epoch in the view the query was routed with.
-    leader_epoch: i32,
+    pub(in crate::handlers) leader_epoch: i32,
     /// isolation_level 1: answer within the last stable offset.
-    read_committed: bool,
+    pub(in crate::handlers) read_committed: bool,
 }
 
 pub async fn handle(
@@ -140,10 +143,14 @@ pub async fn handle(
                 .and_then(|state| {
                     serving(&snapshot, state, partition.current_leader_epoch)
                         .map(|owner| (owner, state.leader_epoch))
+                })
+                .and_then(|(owner, leader_epoch)| {
+                    let topic_id = found.ok_or(ResponseError::UnknownTopicOrPartition)?.id;
+                    Ok((owner, leader_epoch, topic_id))
                 });
             match owner {
                 Err(error) => answers.push(Some(OffsetAnswer::error(error))),
-                Ok((owner, leader_epoch)) => {
+                Ok((owner, leader_epoch, topic_id)) => {
                     answers.push(None);
                     groups.entry(owner).or_default().push(Query {
                         slot,
@@ -151,6 +158,7 @@ pub async fn handle(
                             topic.name.0.as_str(),
                             partition.partition_index,
                         ),
+                        topic_id,
                         timestamp: partition.timestamp,
                         leader_epoch,
                         read_committed: request.isolation_level == 1,
@@ -223,8 +231,8 @@ pub async fn handle(
     Ok(Reply::Body(Box::new(ResponseKind::ListOffsets(response))))
 }
 
-async fn answer_on_owner(owner: &Shard, query: &Query) -> OffsetAnswer {
-    let Some(replica) = owner.partition(&query.topic_partition) else {
+pub(in crate::handlers) async fn answer_on_owner(owner: &Shard, query: &Query) -> OffsetAnswer {
+    let Some(replica) = owner.partition_of(&query.topic_partition, query.topic_id) else {
         return OffsetAnswer::error(ResponseError::UnknownTopicOrPartition);
     };
     let log = &replica.log;

@@ -85,11 +85,13 @@ impl EpochAnswer {
     }
 }
 
-struct Query {
-    slot: usize,
-    topic_partition: TopicPartition,
-    current_leader_epoch: i32,
-    leader_epoch: i32,
+pub(in crate::handlers) struct Query {
+    pub(in crate::handlers) slot: usize,
+    pub(in crate::handlers) topic_partition: TopicPartition,
+    /// The id of the topic the query was routed for (see list_offsets.rs).
+    pub(in crate::handlers) topic_id: uuid::Uuid,
+    pub(in crate::handlers) current_leader_epoch: i32,
+    pub(in crate::handlers) leader_epoch: i32,
 }
 
 pub async fn handle(
@@ -123,10 +125,14 @@ pub async fn handle(
             });
             let owner = assignment
                 .ok_or(ResponseError::UnknownTopicOrPartition)
-                .and_then(|state| serving(&snapshot, state, partition.current_leader_epoch));
+                .and_then(|state| serving(&snapshot, state, partition.current_leader_epoch))
+                .and_then(|owner| {
+                    let topic_id = found.ok_or(ResponseError::UnknownTopicOrPartition)?.id;
+                    Ok((owner, topic_id))
+                });
             match owner {
                 Err(error) => answers.push(Some(EpochAnswer::error(error))),
-                Ok(owner) => {
+                Ok((owner, topic_id)) => {
                     answers.push(None);
                     groups.entry(owner).or_default().push(Query {
                         slot,
@@ -134,6 +140,7 @@ pub async fn handle(
                             topic.topic.0.as_str(),
                             partition.partition,
                         ),
+                        topic_id,
                         current_leader_epoch: partition.current_leader_epoch,
                         leader_epoch: partition.leader_epoch,
                     });
@@ -203,8 +210,8 @@ pub async fn handle(
 /// The answer on the shard that owns the replica, checked against the
 /// replica's own role and epoch: the view the request was routed with may
 /// be older than what this shard has applied.
-fn answer_on_owner(owner: &Shard, query: &Query) -> EpochAnswer {
-    let Some(replica) = owner.partition(&query.topic_partition) else {
+pub(in crate::handlers) fn answer_on_owner(owner: &Shard, query: &Query) -> EpochAnswer {
+    let Some(replica) = owner.partition_of(&query.topic_partition, query.topic_id) else {
         // The view places it here but the replica is not open (yet, or any
         // more): retriable, as Kafka answers for a partition its metadata
         // knows but it does not host.

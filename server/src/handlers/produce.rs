@@ -200,6 +200,15 @@ pub async fn dispatch(
         // One shared name for the topic's partitions: the owning shard's
         // lookup then hashes it once, not once per partition (shard/mod.rs).
         let topic_name: Arc<str> = Arc::from(name.as_str());
+        // The owning shard appends only to a replica of this topic: a
+        // coordinator's verification (KIP-890) awaits between here and the
+        // append, and the topic may be deleted and created again meanwhile.
+        let topic_id = metadata
+            .as_ref()
+            .ok()
+            .and_then(|metadata| metadata.topics.get(&name))
+            .map(|found| found.id)
+            .unwrap_or_default();
         for partition in topic.partition_data {
             let index = partition.index;
             indexes.push(index);
@@ -259,6 +268,7 @@ pub async fn dispatch(
                         topic: Arc::clone(&topic_name),
                         partition: index,
                     },
+                    topic_id,
                     partition.records,
                     verified,
                     Durability {
@@ -412,12 +422,12 @@ async fn resolve_topic(
 
 /// What a produce waits for before it is answered.
 #[derive(Clone, Copy, Debug)]
-struct Durability {
-    acks: i16,
+pub(in crate::handlers) struct Durability {
+    pub(in crate::handlers) acks: i16,
     /// The request's timeout_ms: how long acks=all waits for the ISR.
-    timeout: std::time::Duration,
+    pub(in crate::handlers) timeout: std::time::Duration,
     /// min.insync.replicas of the topic (or the broker default).
-    min_insync: usize,
+    pub(in crate::handlers) min_insync: usize,
 }
 
 /// A topic's min.insync.replicas: its config, else this broker's dynamic
@@ -441,10 +451,11 @@ pub(crate) fn min_insync_replicas(
 /// Produce to `topic_partition` on its owning shard. Returns once the batch
 /// is appended (or refused) on this shard, or queued on the owner's inbox,
 /// with the future of its outcome (which waits for durability).
-async fn route(
+pub(in crate::handlers) async fn route(
     shard: &Rc<Shard>,
     owner: ShardId,
     topic_partition: TopicPartition,
+    topic_id: uuid::Uuid,
     records: Option<Bytes>,
     verified: Verified,
     durability: Durability,
@@ -453,6 +464,7 @@ async fn route(
         return started(produce_on_owner(
             Rc::clone(shard),
             topic_partition,
+            topic_id,
             records,
             verified,
             durability,
@@ -469,7 +481,14 @@ async fn route(
     let posted = shard
         .shards
         .post(owner, move |owner| {
-            produce_on_owner(owner, topic_partition, records, verified, durability)
+            produce_on_owner(
+                owner,
+                topic_partition,
+                topic_id,
+                records,
+                verified,
+                durability,
+            )
         })
         .await;
     async move {
@@ -505,12 +524,13 @@ async fn started(
 async fn produce_on_owner(
     owner: Rc<Shard>,
     topic_partition: TopicPartition,
+    topic_id: uuid::Uuid,
     records: Option<Bytes>,
     verified: Verified,
     durability: Durability,
 ) -> PartitionOutcome {
     let acks = durability.acks;
-    let Some(replica) = owner.partition(&topic_partition) else {
+    let Some(replica) = owner.partition_of(&topic_partition, topic_id) else {
         return PartitionOutcome::failed(
             ResponseError::UnknownTopicOrPartition,
             format!(
@@ -941,8 +961,8 @@ fn with_log_append_time(batch: &[u8], append_time_ms: i64) -> Bytes {
 /// One partition's answer, built on the owning shard (plain data: it
 /// crosses shards).
 #[derive(Debug)]
-struct PartitionOutcome {
-    error: Option<ResponseError>,
+pub(in crate::handlers) struct PartitionOutcome {
+    pub(in crate::handlers) error: Option<ResponseError>,
     error_message: Option<String>,
     base_offset: i64,
     log_append_time_ms: i64,

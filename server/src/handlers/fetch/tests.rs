@@ -1957,3 +1957,83 @@ fn a_catch_up_fetch_takes_the_read_ahead_once_and_does_not_wait_for_the_next() {
         );
     });
 }
+
+/// Work routed for a topic that is then deleted and created again under its
+/// name (a coordinator's verification or a shard's inbox can sit between the
+/// routing and the owner) never touches the new topic: Produce, ListOffsets,
+/// OffsetForLeaderEpoch and DeleteRecords find the replica by the routed
+/// topic's id.
+#[test]
+fn requests_routed_for_a_topic_created_again_never_touch_the_new_one() {
+    with_shards("routed-recreated", 2, |shard| async move {
+        topic(&shard, "t", 1).await;
+        append(&shard, "t", 0, simple_batch(3, 10, TimestampMs(1)), true).await;
+        let old_id = topic_id(&shard, "t");
+        crate::shard::topics::delete_topic(&shard, "t").await.unwrap();
+        let owner = topic(&shard, "t", 1).await[0];
+        append(&shard, "t", 0, simple_batch(5, 10, TimestampMs(1)), true).await;
+        assert_ne!(topic_id(&shard, "t"), old_id);
+
+        let produced = crate::handlers::produce::route(
+            &shard,
+            owner,
+            TopicPartition::new("t", 0),
+            old_id,
+            Some(simple_batch(2, 10, TimestampMs(1))),
+            crate::txn::membership::Verified::Off,
+            crate::handlers::produce::Durability {
+                acks: 1,
+                timeout: Duration::from_secs(5),
+                min_insync: 1,
+            },
+        )
+        .await
+        .await;
+        assert_eq!(produced.error, Some(ResponseError::UnknownTopicOrPartition));
+
+        let query = list_offsets::Query {
+            slot: 0,
+            topic_partition: TopicPartition::new("t", 0),
+            topic_id: old_id,
+            timestamp: -1,
+            leader_epoch: 0,
+            read_committed: false,
+        };
+        let listed = on_shard(&shard, owner, move |owner| async move {
+            list_offsets::answer_on_owner(&owner, &query).await.error_code
+        })
+        .await
+        .unwrap();
+        assert_eq!(listed, ResponseError::UnknownTopicOrPartition.code());
+
+        let query = crate::handlers::offset_for_leader_epoch::Query {
+            slot: 0,
+            topic_partition: TopicPartition::new("t", 0),
+            topic_id: old_id,
+            current_leader_epoch: -1,
+            leader_epoch: 0,
+        };
+        let epochs = on_shard(&shard, owner, move |owner| async move {
+            crate::handlers::offset_for_leader_epoch::answer_on_owner(&owner, &query).error_code
+        })
+        .await
+        .unwrap();
+        assert_eq!(epochs, ResponseError::NotLeaderOrFollower.code());
+
+        let deleted = crate::handlers::delete_records::delete_on_owner(
+            &shard,
+            owner,
+            TopicPartition::new("t", 0),
+            old_id,
+            3,
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(deleted, Err(ResponseError::UnknownTopicOrPartition));
+
+        // The new topic: its five records from offset 0, nothing more.
+        let offsets = list_offsets(&shard, 7, "t", &[(0, -2), (0, -1)]).await;
+        assert_eq!((offsets[0].0, offsets[0].2), (0, 0), "{offsets:?}");
+        assert_eq!((offsets[1].0, offsets[1].2), (0, 5), "{offsets:?}");
+    });
+}
