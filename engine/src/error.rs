@@ -74,14 +74,6 @@ pub enum ReplicatedAppendError {
         previous: LeaderEpoch,
         got: LeaderEpoch,
     },
-
-    /// Offsets skipped from `from` to the batch at `to` (removed by the
-    /// leader's cleaner) beyond what one segment's 32-bit relative offsets
-    /// hold. Nothing was written.
-    #[error(
-        "replicated batch at offset {to} lies beyond what a segment starting at {from} can hold"
-    )]
-    GapTooWide { from: Offset, to: Offset },
 }
 
 impl From<BatchError> for ReplicatedAppendError {

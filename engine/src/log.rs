@@ -1068,9 +1068,11 @@ impl<I: Io> Log<I> {
         let Some((cut_position, new_end)) = cut else {
             return Err(inner.corrupt(format!("offset {offset} not found while truncating")));
         };
-        let Some(file) = file else {
+        // A segment without a file is empty: one rolled away from before a
+        // replicated offset gap (maybe_roll); nothing to cut on disk.
+        if file.is_none() && cut_position > 0 {
             return Err(inner.corrupt(format!("segment {base} has data but no file")));
-        };
+        }
         let io = &inner.io;
         let removed: Vec<Offset> = {
             let state = inner.state.borrow();
@@ -1082,9 +1084,9 @@ impl<I: Io> Log<I> {
                 .collect()
         };
         let tail_start = page_floor(cut_position);
-        let tail_page = if cut_position > tail_start {
+        let tail_page = if let Some(file) = file.as_ref().filter(|_| cut_position > tail_start) {
             let page = io
-                .read_at(&file, tail_start, PAGE_SIZE)
+                .read_at(file, tail_start, PAGE_SIZE)
                 .await
                 .map_err(|error| inner.io_error(base, error))?;
             page.slice(..(cut_position - tail_start) as usize)
@@ -1113,12 +1115,14 @@ impl<I: Io> Log<I> {
             inner.write_checkpoint_strict(lowered).await?;
             inner.state.borrow_mut().checkpoint = lowered;
         }
-        io.set_len(&file, cut_position)
-            .await
-            .map_err(|error| inner.io_error(base, error))?;
-        if let Err(error) = io.sync_data(&file).await {
-            inner.poison(&format!("fdatasync failed while truncating: {error}"));
-            return Err(inner.io_error(base, error));
+        if let Some(file) = &file {
+            io.set_len(file, cut_position)
+                .await
+                .map_err(|error| inner.io_error(base, error))?;
+            if let Err(error) = io.sync_data(file).await {
+                inner.poison(&format!("fdatasync failed while truncating: {error}"));
+                return Err(inner.io_error(base, error));
+            }
         }
         for removed_base in &removed {
             // A segment past the cut left behind would be found again at
@@ -1794,8 +1798,31 @@ impl<I: Io> LogInner<I> {
             // recovery then trusts their whole files, so they are cut to
             // their final size first (as finalize_sealed does next), not
             // left with preallocated or stale bytes past it.
-            for (planned, file) in earlier.iter().zip(&files) {
-                let trimmed = match io.set_len(file, planned.mark.size).await {
+            // So are sealed segments this flush did not write (durable
+            // already, not yet finalized): a new segment rolled at a
+            // replicated batch's base after an offset gap (maybe_roll) is
+            // accepted by recovery only after a predecessor it trusts whole.
+            let unwritten: Vec<(I::File, u64)> = {
+                let state = self.state.borrow();
+                state
+                    .segments
+                    .iter()
+                    .filter(|segment| {
+                        segment.base < last.base
+                            && segment.sealed
+                            && !segment.finalized
+                            && !earlier.iter().any(|planned| planned.base == segment.base)
+                    })
+                    .filter_map(|segment| Some((segment.file.clone()?, segment.durable_size)))
+                    .collect()
+            };
+            let trims = earlier
+                .iter()
+                .zip(&files)
+                .map(|(planned, file)| (file, planned.mark.size))
+                .chain(unwritten.iter().map(|(file, size)| (file, *size)));
+            for (file, size) in trims {
+                let trimmed = match io.set_len(file, size).await {
                     Ok(()) => io.sync_data(file).await,
                     Err(error) => Err(error),
                 };
@@ -1936,11 +1963,16 @@ impl<I: Io> LogInner<I> {
                 }
             }
             // Index files are an optimisation: recovery rebuilds them when
-            // missing, so failing to write them is logged, not fatal.
-            for (path, data) in [
-                (segment::index_path(&self.dir, base), index),
-                (segment::time_index_path(&self.dir, base), time_index),
-            ] {
+            // missing, so failing to write them is logged, not fatal. A
+            // segment that never had a file (empty, rolled away from before
+            // a replicated offset gap: maybe_roll) gets none either.
+            let indexes = file.as_ref().map(|_| {
+                [
+                    (segment::index_path(&self.dir, base), index),
+                    (segment::time_index_path(&self.dir, base), time_index),
+                ]
+            });
+            for (path, data) in indexes.into_iter().flatten() {
                 if let Err(error) = self.io.write_file_atomic(&path, data).await {
                     tracing::warn!(path = %path.display(), %error, "could not write a segment index");
                 }
@@ -2426,16 +2458,28 @@ fn segment_for<F>(segments: &VecDeque<Segment<F>>, offset: Offset) -> Option<&Se
 /// Roll to a new segment when the batch would overflow the active one, the
 /// active one is too old, or relative offsets would overflow.
 /// Roll before a batch of `size` bytes and `count` offsets at `offset`
-/// (the log end, or past it for a follower's copy of compacted batches:
-/// `check_replicated` keeps such a batch within a segment's 32-bit
-/// relative offsets from the log end, where a new segment starts).
+/// (the log end, or past it for a follower's copy of compacted batches).
+///
+/// A new segment starts at the log end, except when the batch's offsets do
+/// not fit the active segment's 32-bit relative offsets: a follower's copy
+/// of a compacted region can skip billions of offsets (a busy compacted
+/// topic, `__consumer_offsets`), and then the new segment starts at the
+/// batch's own base, as Kafka rolls at a batch's first offset. The offsets
+/// between belong to the sealed segment, which reaches up to its
+/// successor's base as a segment emptied by compaction does (recovery.rs),
+/// even when it is empty (Kafka too keeps the empty active segment it rolls
+/// away from; one with no file never gets one). Only replicated appends
+/// skip offsets, and their flush moves the checkpoint past them before
+/// they complete (`LogState::untrusted_through`, flush step 3b), which is
+/// what lets recovery accept the gap.
 fn maybe_roll<F>(state: &mut LogState<F>, size: u64, offset: Offset, count: i64, now: i64) {
     let config = &state.config;
     let log_end = state.log_end;
     let Some(active) = state.segments.back_mut() else {
         unreachable!("a log always has an active segment");
     };
-    if active.is_empty() && !active.sealed {
+    let offsets_overflow = offset.value() + count - active.base.value() > i64::from(u32::MAX);
+    if active.is_empty() && !active.sealed && !offsets_overflow {
         return;
     }
     let too_big =
@@ -2443,10 +2487,15 @@ fn maybe_roll<F>(state: &mut LogState<F>, size: u64, offset: Offset, count: i64,
     let too_old = active
         .first_append_ms
         .is_some_and(|first| now - first >= config.segment_ms);
-    let offsets_overflow = offset.value() + count - active.base.value() > i64::from(u32::MAX);
     if active.sealed || too_big || too_old || offsets_overflow {
         active.sealed = true;
-        let mut segment = Segment::new(log_end, config.chunk_size_bytes);
+        let base = if offsets_overflow {
+            active.next_offset = offset;
+            offset
+        } else {
+            log_end
+        };
+        let mut segment = Segment::new(base, config.chunk_size_bytes);
         segment.buffer.reset(0, &[]);
         state.segments.push_back(segment);
     }
@@ -2704,17 +2753,8 @@ fn check_replicated(
                 got: header.base_offset(),
             });
         }
-        // A segment holds offsets within 2^32 of its base, and a new one
-        // starts at the log end: a wider gap does not fit (a panic before;
-        // it needs billions of offsets removed in one stretch).
-        if header.base_offset().value() + record_count(header) - expected.value()
-            > i64::from(u32::MAX)
-        {
-            return Err(ReplicatedAppendError::GapTooWide {
-                from: expected,
-                to: header.base_offset(),
-            });
-        }
+        // A gap wider than a segment's 32-bit relative offsets is taken
+        // too: the batch then starts a segment of its own (maybe_roll).
         let epoch = header.partition_leader_epoch();
         if let Some(previous) = previous
             && epoch < previous
@@ -2771,16 +2811,10 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        // A gap wider than a segment's relative offsets hold is refused
-        // (it was a panic).
+        // A gap wider than a segment's relative offsets hold is taken (the
+        // batch starts a segment: maybe_roll).
         let far = 10 + i64::from(u32::MAX);
-        match check_replicated(at, &[header(far, 1, 1)], at, None) {
-            Err(ReplicatedAppendError::GapTooWide { from, to }) => {
-                assert_eq!((from, to), (at, Offset(far)));
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-        assert!(check_replicated(at, &[header(far - 1, 1, 1)], at, None).is_ok());
+        assert!(check_replicated(at, &[header(far, 1, 1)], at, None).is_ok());
         let overlap = [header(10, 3, 1), header(12, 1, 1)];
         match check_replicated(at, &overlap, at, None) {
             Err(ReplicatedAppendError::NonContiguous { expected, got }) => {

@@ -770,3 +770,244 @@ fn run_seed(seed: u64) {
 fn acknowledged_replicated_appends_survive_any_crash() {
     support::run_seeds(300, 1, run_seed);
 }
+
+// ---------------------------------------------------------------------------
+// Offset gaps wider than a segment's 32-bit relative offsets: a follower of a
+// compacted topic whose leader's cleaner removed billions of offsets in one
+// stretch (a busy `__consumer_offsets` partition). The batch after such a
+// gap starts a segment at its own base, as Kafka rolls at a batch's first
+// offset; it was refused, and the follower never caught up.
+
+/// Beyond what a segment starting at `from` can hold.
+fn far_beyond(from: i64) -> i64 {
+    from + i64::from(u32::MAX) + 7
+}
+
+/// Stored batches of 1-3 records at each of `bases`, under epoch 1.
+fn gapped_batches(bases: &[i64]) -> Vec<Bytes> {
+    bases
+        .iter()
+        .enumerate()
+        .map(|(tag, base)| {
+            let batch = tagged_batch(tag as u64, 1 + tag % 3, 200, NOW);
+            Bytes::from(as_stored(&batch, Offset(*base), 1))
+        })
+        .collect()
+}
+
+/// Append each of `batches` as its own replicated push at the log end, then
+/// flush; every append must be durable after the flush.
+fn push_each(log: &Log<SimIo>, committer: &Committer<SimIo>, batches: &[Bytes]) {
+    let mut completions = Vec::new();
+    for stored in batches {
+        let appended = log
+            .append_replicated(log.log_end_offset(), stored)
+            .unwrap_or_else(|error| panic!("refused at {}: {error}", base_of(stored)));
+        assert_eq!(appended.base_offset, base_of(stored));
+        completions.push(appended.completion);
+    }
+    block_on(committer.flush_round());
+    for completion in &mut completions {
+        poll_once(completion).expect("durable").unwrap();
+    }
+}
+
+/// Drop the log, crash losing what was not synced, open again. An empty
+/// first segment that never had a file is not found again: the log then
+/// starts at the first batch (nothing before it was ever stored).
+fn after_a_crash(
+    log: Log<SimIo>,
+    committer: Committer<SimIo>,
+    io: SimIo,
+) -> (Log<SimIo>, Committer<SimIo>, SimIo) {
+    drop(log);
+    drop(committer);
+    io.set_crash_mode(CrashMode::LoseUnsynced);
+    let io = io.crash();
+    let (log, committer) = open(&io, &small_config());
+    (log, committer, io)
+}
+
+#[test]
+fn a_gap_wider_than_a_segment_starts_a_segment_and_survives_crashes() {
+    let io = SimIo::new(21);
+    let (log, committer) = open(&io, &small_config());
+    let far = far_beyond(3);
+    let batches = gapped_batches(&[0, 3, far, far + 4]);
+    push_each(&log, &committer, &batches[..2]);
+    // The gap, then a batch right after it, in separate pushes.
+    push_each(&log, &committer, &batches[2..]);
+    assert_eq!(log.segment_bases().last(), Some(&Offset(far)));
+    assert_eq!(stored_batches(&log, Offset::ZERO), batches);
+    // A read inside the gap answers from the first batch after it.
+    assert_eq!(
+        stored_batches(&log, Offset(far - 10)),
+        batches[2..].to_vec()
+    );
+    let end = log.log_end_offset();
+
+    let (log, committer, io) = after_a_crash(log, committer, io);
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(stored_batches(&log, Offset::ZERO), batches);
+    // Another gap after the open, and a second crash.
+    let further = far_beyond(end.value());
+    let more = gapped_batches(&[further]);
+    push_each(&log, &committer, &more);
+    let end = log.log_end_offset();
+    let (log, _committer, _io) = after_a_crash(log, committer, io);
+    assert_eq!(log.log_end_offset(), end);
+    let all_batches: Vec<Bytes> = batches.iter().chain(&more).cloned().collect();
+    assert_eq!(stored_batches(&log, Offset::ZERO), all_batches);
+}
+
+#[test]
+fn an_empty_log_takes_a_first_batch_past_what_a_segment_holds() {
+    let io = SimIo::new(22);
+    let (log, committer) = open(&io, &small_config());
+    let far = far_beyond(0);
+    let batches = gapped_batches(&[far, far + 2]);
+    push_each(&log, &committer, &batches);
+    // The empty segment stays (with no file, nor index files), reaching up
+    // to the new one.
+    assert_eq!(log.segment_bases(), vec![Offset::ZERO, Offset(far)]);
+    assert!(
+        io.file_names(&dir())
+            .iter()
+            .all(|name| !name.starts_with("00000000000000000000.")),
+        "{:?}",
+        io.file_names(&dir())
+    );
+    assert_eq!(stored_batches(&log, Offset::ZERO), batches);
+    // A truncation into it (a new leader without the far batches).
+    assert_eq!(block_on(log.truncate_to(Offset(5))).unwrap(), Offset(5));
+    assert_eq!(log.log_end_offset(), Offset(5));
+    push_each(&log, &committer, &batches);
+    assert_eq!(stored_batches(&log, Offset::ZERO), batches);
+    let end = log.log_end_offset();
+    let (log, _committer, _io) = after_a_crash(log, committer, io);
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(stored_batches(&log, log.log_start_offset()), batches);
+}
+
+/// The active segment is empty but has a file (a truncation to its base):
+/// it is sealed and reaches up to the new segment's base.
+#[test]
+fn an_empty_active_segment_with_a_file_is_sealed_before_a_wide_gap() {
+    let io = SimIo::new(23);
+    let (log, committer) = open(&io, &small_config());
+    let far = far_beyond(5);
+    let batches = gapped_batches(&[0, 2, 5, far]);
+    push_each(&log, &committer, &batches[..3]);
+    // A truncation to the last batch's base, which a rolled segment starts
+    // at when segments are small: force one by truncating to a segment base.
+    let base = *log.segment_bases().last().unwrap();
+    assert_eq!(block_on(log.truncate_to(base)).unwrap(), base);
+    let kept: Vec<Bytes> = batches[..3]
+        .iter()
+        .filter(|stored| base_of(stored) < base)
+        .cloned()
+        .collect();
+    push_each(&log, &committer, &batches[3..]);
+    let expected: Vec<Bytes> = kept.iter().chain(&batches[3..]).cloned().collect();
+    assert_eq!(stored_batches(&log, Offset::ZERO), expected);
+    let end = log.log_end_offset();
+    let (log, _committer, _io) = after_a_crash(log, committer, io);
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(stored_batches(&log, Offset::ZERO), expected);
+}
+
+#[test]
+fn a_truncation_into_a_gap_between_segments_ends_the_log_there() {
+    let io = SimIo::new(24);
+    let (log, committer) = open(&io, &small_config());
+    let far = far_beyond(3);
+    let batches = gapped_batches(&[0, 3, far, far + 4]);
+    push_each(&log, &committer, &batches);
+    let inside = Offset(far - 100);
+    assert_eq!(block_on(log.truncate_to(inside)).unwrap(), inside);
+    assert_eq!(log.log_end_offset(), inside);
+    // What is left ends before the log end: the gap's start stays empty.
+    let first = block_on(log.read(Offset::ZERO, all(inside))).unwrap();
+    assert_eq!(
+        first
+            .records
+            .iter()
+            .flat_map(|run| run.to_vec())
+            .collect::<Vec<u8>>(),
+        concat(&batches[..2]).to_vec()
+    );
+    let rest = block_on(log.read(first.next_offset, all(inside))).unwrap();
+    assert!(rest.records.is_empty());
+    // The rest streams back, and a crash keeps all of it.
+    push_each(&log, &committer, &batches[2..]);
+    assert_eq!(stored_batches(&log, Offset::ZERO), batches);
+    let end = log.log_end_offset();
+    let (log, _committer, _io) = after_a_crash(log, committer, io);
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(stored_batches(&log, Offset::ZERO), batches);
+}
+
+/// A flush that fails for lack of space rolls the gap back: the log ends
+/// where it was durable, and the same push succeeds once there is space.
+#[test]
+fn a_failed_flush_rolls_back_a_segment_moved_past_a_gap() {
+    let io = SimIo::new(25);
+    let (log, committer) = open(&io, &small_config());
+    let far = far_beyond(0);
+    let batches = gapped_batches(&[far]);
+    io.set_space_limit(Some(io.space_used_bytes()));
+    let mut completion = log
+        .append_replicated(Offset::ZERO, &batches[0])
+        .unwrap()
+        .completion;
+    block_on(committer.flush_round());
+    assert!(poll_once(&mut completion).expect("answered").is_err());
+    assert_eq!(log.log_end_offset(), Offset::ZERO);
+    assert_eq!(log.segment_bases(), vec![Offset::ZERO]);
+    io.set_space_limit(None);
+    push_each(&log, &committer, &batches);
+    assert_eq!(stored_batches(&log, Offset::ZERO), batches);
+    let end = log.log_end_offset();
+    let (log, _committer, _io) = after_a_crash(log, committer, io);
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(stored_batches(&log, log.log_start_offset()), batches);
+}
+
+/// A power loss at every step of the flush that takes a batch after a wide
+/// gap, its predecessor segment durable already and not yet finalized (its
+/// file still holds preallocated bytes): what was acknowledged before
+/// survives, and so does the batch if its append completed. Recovery
+/// accepts the gap only after a predecessor it trusts whole, so that
+/// predecessor is trimmed before the checkpoint moves past it.
+#[test]
+fn a_power_loss_anywhere_in_the_flush_after_a_wide_gap_keeps_what_was_acknowledged() {
+    let far = far_beyond(3);
+    let batches = gapped_batches(&[0, 3, far]);
+    let mut completed_once = false;
+    for halt_after in 0.. {
+        let io = SimIo::new(26);
+        let (log, committer) = open(&io, &small_config());
+        push_each(&log, &committer, &batches[..2]);
+        io.halt_after(Some(halt_after));
+        let mut completion = log
+            .append_replicated(log.log_end_offset(), &batches[2])
+            .unwrap()
+            .completion;
+        block_on(committer.flush_round());
+        let completed = matches!(poll_once(&mut completion), Some(Ok(())));
+        let (reopened, _committer, _io) = after_a_crash(log, committer, io);
+        let expected = if completed { &batches[..] } else { &batches[..2] };
+        let stored = stored_batches(&reopened, reopened.log_start_offset());
+        assert!(
+            stored.len() >= expected.len() && stored[..expected.len()] == *expected,
+            "power loss after {halt_after} steps (completed: {completed}): {} batches",
+            stored.len()
+        );
+        if completed {
+            completed_once = true;
+            break;
+        }
+        assert!(halt_after < 100, "the flush never completed");
+    }
+    assert!(completed_once);
+}

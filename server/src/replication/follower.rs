@@ -337,12 +337,6 @@ pub async fn apply(replica: &Rc<PartitionReplica>, message: ToFollower) -> State
                     tracing::warn!(partition = %replica.topic_partition, %error, "replicated append failed");
                     return reply(ReplyStatus::StorageError);
                 }
-                // Sent again it fails again: the leader waits (stalls)
-                // rather than resyncing at once.
-                Err(error @ ReplicatedAppendError::GapTooWide { .. }) => {
-                    tracing::error!(partition = %replica.topic_partition, %error, "replicated append refused");
-                    return reply(ReplyStatus::StorageError);
-                }
                 Err(error) => {
                     tracing::warn!(partition = %replica.topic_partition, %error, "replicated append refused");
                     return reply(ReplyStatus::OutOfOrder);
