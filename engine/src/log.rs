@@ -1115,41 +1115,47 @@ impl<I: Io> Log<I> {
             inner.write_checkpoint_strict(lowered).await?;
             inner.state.borrow_mut().checkpoint = lowered;
         }
-        if let Some(file) = &file {
-            io.set_len(file, cut_position)
+        // From the cut on, the files and the log's state disagree until the
+        // state is updated below: any failure in between stops the log
+        // (poisoned; the next open's recovery finds what is on disk). Left
+        // taking appends, it wrote them at the old end into a file already
+        // cut (zeros between, which recovery cuts at, with every append
+        // after them) or into a segment already removed. A segment past
+        // the cut left behind would be found again at the next open, after
+        // segments appended from the cut on: its offsets break the
+        // continuity there, and recovery cuts the log at it.
+        let cut = async {
+            if let Some(file) = &file {
+                io.set_len(file, cut_position)
+                    .await
+                    .map_err(|error| ("cutting", inner.io_error(base, error)))?;
+                io.sync_data(file)
+                    .await
+                    .map_err(|error| ("syncing", inner.io_error(base, error)))?;
+            }
+            for removed_base in &removed {
+                remove_segment_files(io, &inner.dir, *removed_base)
+                    .await
+                    .map_err(|error| ("removing a segment", inner.io_error(*removed_base, error)))?;
+            }
+            for path in [
+                segment::index_path(&inner.dir, base),
+                segment::time_index_path(&inner.dir, base),
+            ] {
+                if let Err(error) = io.remove_file(&path)
+                    && error.kind() != io::ErrorKind::NotFound
+                {
+                    tracing::warn!(path = %path.display(), %error, "could not remove a stale index");
+                }
+            }
+            io.sync_dir(&inner.dir)
                 .await
-                .map_err(|error| inner.io_error(base, error))?;
-            if let Err(error) = io.sync_data(file).await {
-                inner.poison(&format!("fdatasync failed while truncating: {error}"));
-                return Err(inner.io_error(base, error));
-            }
+                .map_err(|error| ("syncing the directory", LogError::io(&inner.dir, error)))
+        };
+        if let Err((step, error)) = cut.await {
+            inner.poison(&format!("truncation stopped while {step}: {error}"));
+            return Err(error);
         }
-        for removed_base in &removed {
-            // A segment past the cut left behind would be found again at
-            // the next open, after segments appended from the cut on: its
-            // offsets break the continuity there, and recovery cuts the
-            // log at it, acknowledged records after it included. So the
-            // log stops here (poisoned) rather than taking appends.
-            if let Err(error) = remove_segment_files(io, &inner.dir, *removed_base).await {
-                inner.poison(&format!(
-                    "could not remove segment {removed_base} while truncating: {error}"
-                ));
-                return Err(inner.io_error(*removed_base, error));
-            }
-        }
-        for path in [
-            segment::index_path(&inner.dir, base),
-            segment::time_index_path(&inner.dir, base),
-        ] {
-            if let Err(error) = io.remove_file(&path)
-                && error.kind() != io::ErrorKind::NotFound
-            {
-                tracing::warn!(path = %path.display(), %error, "could not remove a stale index");
-            }
-        }
-        io.sync_dir(&inner.dir)
-            .await
-            .map_err(|error| LogError::io(&inner.dir, error))?;
         let checkpoint = {
             let mut state = inner.state.borrow_mut();
             state.segments.retain(|segment| segment.base <= base);

@@ -946,3 +946,52 @@ fn a_close_for_removal_on_a_full_disk_still_closes_the_log() {
         "nothing written after the close"
     );
 }
+
+/// A truncation whose disk stops at any step (a failed fdatasync, removal,
+/// directory sync...) either completes or stops the log: appends after it
+/// are acknowledged only if they survive a crash. A failed directory sync
+/// returned the error with the in-memory state still the old one, and
+/// later appends went to a file already cut (zeros in between, cut at the
+/// next open) or already removed.
+#[test]
+fn a_truncation_stopped_at_any_step_acknowledges_nothing_it_could_lose() {
+    for halt_after in 0..12u64 {
+        let io = SimIo::new(26);
+        let (log, committer) = open(&io, small_config());
+        let mut kept = Vec::new();
+        for tag in 0..60u64 {
+            let batch = tagged_batch(tag, 5, 400, NOW);
+            let base = append_durable(&log, &committer, &batch);
+            // The batch holding offset 42 (40-44) goes with the truncation.
+            if base < Offset(40) {
+                kept.push(as_stored(&batch, base, 0));
+            }
+        }
+        assert!(log.segment_bases().len() >= 2);
+        io.halt_after(Some(halt_after));
+        let truncated = block_on(log.truncate_to(Offset(42)));
+        io.halt_after(None);
+        let mut acknowledged = kept.clone();
+        if truncated.is_ok() {
+            assert_eq!(log.log_end_offset(), Offset(40));
+        }
+        for tag in 100..140u64 {
+            let batch = tagged_batch(tag, 3, 300, NOW);
+            let Ok(mut appended) = log.append(&batch, LeaderEpoch(0)) else {
+                break;
+            };
+            block_on(committer.flush_round());
+            if let Some(Ok(())) = poll_once(&mut appended.completion) {
+                acknowledged.push(as_stored(&batch, appended.base_offset, 0));
+            }
+        }
+        drop(log);
+        let read = batches_after_crash(&io, small_config());
+        assert!(
+            acknowledged.iter().all(|batch| read.contains(batch)),
+            "halted after {halt_after} steps: {} batches acknowledged, {} read back",
+            acknowledged.len(),
+            read.len()
+        );
+    }
+}
