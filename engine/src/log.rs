@@ -1853,11 +1853,18 @@ impl<I: Io> LogInner<I> {
                     );
                 (checkpoint, behind)
             };
-            if behind && let Err(error) = self.write_checkpoint_strict(checkpoint).await {
-                self.poison(&format!(
-                    "writing the checkpoint past replicated compacted batches: {error}"
+            // No space for it (its temporary file) is a full disk like a
+            // data write's: the appends fail (or are kept), nothing is
+            // vouched for, and the next flush writes the same bytes again.
+            if behind
+                && let Err(error) = io
+                    .write_file_atomic(&recovery::checkpoint_path(&self.dir), checkpoint.encode())
+                    .await
+            {
+                return Err(self.fail_flush(
+                    error,
+                    "writing the checkpoint past replicated compacted batches",
                 ));
-                return Err(self.poisoned_error());
             }
             let mut state = self.state.borrow_mut();
             if behind {

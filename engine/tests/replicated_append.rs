@@ -1011,3 +1011,36 @@ fn a_power_loss_anywhere_in_the_flush_after_a_wide_gap_keeps_what_was_acknowledg
     }
     assert!(completed_once);
 }
+
+/// No space for the checkpoint that must vouch for a replicated offset gap
+/// (its temporary file) is a full disk like any other: the appends fail
+/// with StorageFull and the log takes them again once there is space. It
+/// stopped the log for good (poisoned) instead.
+#[test]
+fn no_space_for_the_checkpoint_past_a_gap_is_a_full_disk_not_a_failure() {
+    let io = SimIo::new(27);
+    let (log, committer) = open(&io, &small_config());
+    let batches = gapped_batches(&[0, 10, 20]);
+    push_each(&log, &committer, &batches[..1]);
+    io.set_space_limit(Some(io.space_used_bytes()));
+    let mut completion = log
+        .append_replicated(log.log_end_offset(), &batches[1])
+        .unwrap()
+        .completion;
+    block_on(committer.flush_round());
+    let outcome = poll_once(&mut completion).expect("answered");
+    assert!(
+        matches!(outcome, Err(AppendError::StorageFull { .. })),
+        "{outcome:?}"
+    );
+    assert!(!log.is_poisoned());
+    io.set_space_limit(None);
+    // Rolled back: the same push is taken again.
+    assert_eq!(log.log_end_offset(), Offset(1));
+    push_each(&log, &committer, &batches[1..]);
+    assert_eq!(stored_batches(&log, Offset::ZERO), batches);
+    let end = log.log_end_offset();
+    let (log, _committer, _io) = after_a_crash(log, committer, io);
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(stored_batches(&log, Offset::ZERO), batches);
+}
