@@ -1136,7 +1136,9 @@ impl<I: Io> Log<I> {
             for removed_base in &removed {
                 remove_segment_files(io, &inner.dir, *removed_base)
                     .await
-                    .map_err(|error| ("removing a segment", inner.io_error(*removed_base, error)))?;
+                    .map_err(|error| {
+                        ("removing a segment", inner.io_error(*removed_base, error))
+                    })?;
             }
             for path in [
                 segment::index_path(&inner.dir, base),
@@ -1363,11 +1365,19 @@ impl<I: Io> Log<I> {
         };
         if rolled {
             // Finalize the sealed segment (the committer's flush does it).
-            if let Err(error) = self.flush().await {
-                return Err(match error {
-                    AppendError::Poisoned { dir, reason } => LogError::Poisoned { dir, reason },
-                    other => LogError::io(self.dir(), io::Error::other(other.to_string())),
-                });
+            // On a full disk the older segments still go: freeing space is
+            // what retention is for; the sealed one waits for a flush.
+            match self.flush().await {
+                Ok(()) | Err(AppendError::StorageFull { .. }) => {}
+                Err(AppendError::Poisoned { dir, reason }) => {
+                    return Err(LogError::Poisoned { dir, reason });
+                }
+                Err(other) => {
+                    return Err(LogError::io(
+                        self.dir(),
+                        io::Error::other(other.to_string()),
+                    ));
+                }
             }
         }
         let mut total: u64 = self.size_bytes();
@@ -1421,10 +1431,20 @@ impl<I: Io> Log<I> {
         if count == 0 {
             return Ok(0);
         }
-        // The new log start is durable before any file goes: otherwise a
-        // crash after deleting every segment would reopen the log at the old
-        // start and reuse offsets.
-        inner.write_checkpoint_strict(checkpoint).await?;
+        // The new log start is durable before any file goes: recovery then
+        // ignores whatever is left below it, in whatever order the
+        // removals reach the disk. With no space for the checkpoint's
+        // temporary file (a full disk, which retention is there to relieve)
+        // the segments go one at a time instead, each removal durable
+        // before the next, so the disk always holds a suffix of the log
+        // (recovery starts it at its first segment).
+        match inner.write_checkpoint_strict(checkpoint).await {
+            Ok(()) => {}
+            Err(LogError::Io { source, .. }) if crate::io::is_storage_full(&source) => {
+                return self.delete_segments_one_by_one(count).await;
+            }
+            Err(error) => return Err(error),
+        }
         let removed: Vec<Offset> = {
             let mut state = inner.state.borrow_mut();
             state.log_start = state.log_start.max(new_start);
@@ -1450,6 +1470,64 @@ impl<I: Io> Log<I> {
             .map_err(|error| LogError::io(&inner.dir, error))?;
         tracing::debug!(dir = %inner.dir.display(), count = removed.len(), "deleted segments");
         Ok(removed.len())
+    }
+
+    /// [`Log::delete_segments`] on a full disk: remove the `count` oldest
+    /// segments in order, each removal and its directory sync done before
+    /// the next, and stop at the first that fails (a segment left behind
+    /// with later ones gone would end the log there at the next open). The
+    /// log start moves past what went; the checkpoint follows once there
+    /// is space. Called under the flush lock.
+    async fn delete_segments_one_by_one(&self, count: usize) -> Result<usize, LogError> {
+        let inner = &self.inner;
+        let bases: Vec<Offset> = {
+            let state = inner.state.borrow();
+            state
+                .segments
+                .iter()
+                .take(count)
+                .map(|segment| segment.base)
+                .collect()
+        };
+        let mut removed = 0;
+        let mut failure = None;
+        for base in bases {
+            let gone = match remove_segment_files(&inner.io, &inner.dir, base).await {
+                Ok(()) => inner
+                    .io
+                    .sync_dir(&inner.dir)
+                    .await
+                    .map_err(|error| LogError::io(&inner.dir, error)),
+                Err(error) => Err(inner.io_error(base, error)),
+            };
+            if let Err(error) = gone {
+                failure = Some(error);
+                break;
+            }
+            removed += 1;
+        }
+        if removed > 0 {
+            let checkpoint = {
+                let mut state = inner.state.borrow_mut();
+                let Some(next) = state.segments.get(removed) else {
+                    unreachable!("the active segment is never deleted");
+                };
+                let new_start = state.log_start.max(next.base);
+                state.segments.drain(..removed);
+                state.log_start = new_start;
+                state.checkpoint.log_start = new_start;
+                state.epochs.truncate_to_start(new_start);
+                state.checkpoint
+            };
+            // Not needed for safety (the disk holds a suffix): a failure
+            // only means the next open starts the log at its first segment.
+            inner.write_checkpoint(checkpoint).await;
+            tracing::info!(dir = %inner.dir.display(), count = removed, "deleted segments one at a time on a full disk");
+        }
+        match failure {
+            Some(error) if removed == 0 => Err(error),
+            _ => Ok(removed),
+        }
     }
 
     /// Close a log whose directory is about to be removed (its topic or

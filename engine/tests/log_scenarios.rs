@@ -995,3 +995,52 @@ fn a_truncation_stopped_at_any_step_acknowledges_nothing_it_could_lose() {
         );
     }
 }
+
+/// Retention on a full disk: no space even for the checkpoint's temporary
+/// file. The oldest segments still go, one at a time, each removal durable
+/// before the next, so a power loss at any step leaves a suffix of the log;
+/// space comes back and appends succeed again. It returned the error and
+/// deleted nothing: the broker could not get out of a full disk.
+#[test]
+fn retention_frees_space_on_a_full_disk_and_a_power_loss_keeps_a_suffix() {
+    for halt_after in [None, Some(0), Some(1), Some(2), Some(3), Some(5), Some(8)] {
+        let io = SimIo::new(27);
+        let mut config = small_config();
+        config.retention_bytes = Some(100 << 10);
+        let (log, committer) = open(&io, config.clone());
+        let mut appended = Vec::new();
+        for tag in 0..200u64 {
+            let batch = tagged_batch(tag, 4, 500, NOW);
+            let base = append_durable(&log, &committer, &batch);
+            appended.push(as_stored(&batch, base, 0));
+        }
+        let end = log.log_end_offset();
+        let segments = log.segment_count();
+        io.set_space_limit(Some(io.space_used_bytes()));
+        io.halt_after(halt_after);
+        let deleted = block_on(log.apply_retention(end));
+        if halt_after.is_none() {
+            let deleted = deleted.unwrap();
+            assert!(deleted > 0);
+            assert_eq!(log.segment_count(), segments - deleted);
+            assert!(log.log_start_offset() > Offset(0));
+            // The space is back: an append succeeds.
+            io.set_space_limit(Some(io.space_used_bytes() + (64 << 10)));
+            let batch = tagged_batch(500, 2, 500, NOW);
+            let base = append_durable(&log, &committer, &batch);
+            appended.push(as_stored(&batch, base, 0));
+        }
+        drop(log);
+        io.set_space_limit(None);
+        // Whatever survives a power loss is a suffix of what was appended,
+        // ending with the last batch.
+        let read = batches_after_crash(&io, config);
+        assert!(!read.is_empty());
+        assert_eq!(
+            read[..],
+            appended[appended.len() - read.len()..],
+            "halted after {halt_after:?}: {} batches read back",
+            read.len()
+        );
+    }
+}
