@@ -221,7 +221,15 @@ pub async fn apply(replica: &Rc<PartitionReplica>, message: ToFollower) -> State
                 tracing::error!(partition = %replica.topic_partition, %error, "starting over failed");
                 return reply(ReplyStatus::StorageError);
             }
-            let (producers, txns) = crate::shard::tail_replay::rebuild_at_open(log.io(), log).await;
+            let (producers, txns) = match crate::shard::tail_replay::rebuild_at_open(log.io(), log)
+                .await
+            {
+                Ok(rebuilt) => rebuilt,
+                Err(error) => {
+                    tracing::error!(partition = %replica.topic_partition, %error, "rebuilding the state after starting over failed");
+                    return reply(ReplyStatus::StorageError);
+                }
+            };
             *replica.producers.borrow_mut() = producers;
             *replica.txns.borrow_mut() = txns;
             replica.notify_high_watermark();

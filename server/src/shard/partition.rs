@@ -250,7 +250,19 @@ impl PartitionReplica {
         // writing (engine `Log::keep_unflushed_when_full`).
         log.keep_unflushed_when_full(true);
         tracing::debug!(partition = %topic_partition, shard = shard.id.0, end = %log.log_end_offset(), ?state, "opened partition");
-        let (producers, txns) = crate::shard::tail_replay::rebuild_at_open(&shard.io, &log).await;
+        let (producers, txns) = match crate::shard::tail_replay::rebuild_at_open(&shard.io, &log)
+            .await
+        {
+            Ok(rebuilt) => rebuilt,
+            Err(error) => {
+                if let Err(closed) = log.close().await {
+                    tracing::warn!(partition = %topic_partition, error = %closed, "closing after a failed open");
+                }
+                return Err(anyhow::anyhow!(
+                    "rebuilding the transaction and producer state of {topic_partition}: {error}"
+                ));
+            }
+        };
         let replication = if state.is_leader() {
             // Nothing is known of the followers yet: the high watermark
             // starts at 0 and rises as they answer (at once with none).

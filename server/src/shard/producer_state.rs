@@ -57,7 +57,8 @@
 //! (tail_replay.rs): the table comes out as it was, whatever the log's
 //! size, after a kill -9 too. Each producer's last activity is kept, and
 //! a load drops the producers idle past [`PRODUCER_ID_EXPIRATION_MS`]. A
-//! table rebuilt empty after a failed read is not persisted. Not covered:
+//! failed read fails the partition's open (tail_replay.rs), and a table
+//! rebuilt empty after one is never persisted. Not covered:
 //! a snapshot at the log start is not trusted (no leader epoch below it to
 //! check it against), so a partition whose records were all deleted
 //! (DeleteRecords, retention) past its newest snapshot reopens with the

@@ -126,20 +126,28 @@ async fn read_to_end<I: Io>(
 
 /// The producer table and the transaction state of a partition being
 /// opened: from their clean-stop files where those hold, the rest from one
-/// read of the log ([`replay_tail`]). A read failure in a rebuild's range
-/// leaves that state empty (logged), as when each read its own range.
-pub async fn rebuild_at_open<I: Io>(io: &I, log: &Log<I>) -> (ProducerStateTable, TxnState) {
-    let (producers, txns, _) = rebuild_with(io, log, RECOVERY_SCAN_BYTES).await;
-    (producers, txns)
+/// read of the log ([`replay_tail`]). A read failure fails the open (the
+/// caller tries again later), as Kafka takes a log directory it cannot
+/// read offline: a state rebuilt without the records it could not read
+/// is wrong, not partial. An empty transaction state served read_committed
+/// consumers aborted and still-open transactions' records; an empty
+/// producer table appended a retried batch a second time.
+pub async fn rebuild_at_open<I: Io>(
+    io: &I,
+    log: &Log<I>,
+) -> Result<(ProducerStateTable, TxnState), LogError> {
+    let (producers, txns, read) = rebuild_with(io, log, RECOVERY_SCAN_BYTES).await;
+    read.map(|_| (producers, txns))
 }
 
 /// [`rebuild_at_open`] with the producer table's window, also returning
-/// the bytes read (tests).
+/// the bytes read, or the read error (when the states it returns are
+/// incomplete).
 pub(crate) async fn rebuild_with<I: Io>(
     io: &I,
     log: &Log<I>,
     scan_bytes: u64,
-) -> (ProducerStateTable, TxnState, u64) {
+) -> (ProducerStateTable, TxnState, Result<u64, LogError>) {
     let mut txns = TxnState::open_replay(log).await;
     let snapshot = txns.take_producers();
     let mut producers = ProducerStateTable::open_replay(io, log, scan_bytes, snapshot).await;
@@ -153,7 +161,7 @@ pub(crate) async fn rebuild_with<I: Io>(
         Err(replay) => replay.finish(log),
     };
     let (txns, _) = txns.finish(log);
-    (producers, txns, result.unwrap_or(0))
+    (producers, txns, result)
 }
 
 #[cfg(test)]
@@ -285,6 +293,21 @@ mod tests {
         let mut shared = recorders(&[0, 45]);
         assert!(replay_all(&log, &mut shared).is_err());
         assert!(shared.iter().all(|recorder| recorder.failed));
+    }
+
+    /// An open whose rebuild cannot read the log fails (and is tried again)
+    /// rather than serving an empty transaction state and producer table:
+    /// with no snapshot, the transaction state needs the whole log, and a
+    /// read error in its first segment left it empty (read_committed
+    /// consumers got aborted records); the read succeeds again later.
+    #[test]
+    fn a_rebuild_that_cannot_read_the_log_fails_the_open() {
+        let (io, _committer, log) = twenty_batches(53);
+        let first = sluice_engine::segment::log_path(Path::new(DIR), Offset(0));
+        io.fail_reads_of(Some(first));
+        assert!(block_on(rebuild_at_open(&io, &log)).is_err());
+        io.fail_reads_of(None);
+        assert!(block_on(rebuild_at_open(&io, &log)).is_ok());
     }
 
     /// Each replay gets what a read from its own start returns: the batch

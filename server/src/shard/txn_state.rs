@@ -1559,6 +1559,7 @@ mod tests {
             // one wider than the log (it starts before).
             for scan_bytes in [600, 1 << 20] {
                 let (producers, state, read) = block_on(rebuild_with(&io, &log, scan_bytes));
+                let read = read.unwrap();
                 assert_same_state(&state, &live);
                 let window =
                     block_on(ProducerStateTable::recover_tail(&log, NOW, scan_bytes)).unwrap();
