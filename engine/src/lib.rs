@@ -19,6 +19,7 @@ pub mod constants;
 mod dir_gate;
 pub mod epochs;
 pub mod error;
+pub mod failure;
 pub mod index;
 pub mod io;
 pub mod log;

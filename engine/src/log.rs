@@ -2202,17 +2202,22 @@ impl<I: Io> LogInner<I> {
 
     fn poison(&self, reason: &str) {
         tracing::error!(dir = %self.dir.display(), reason, "log stopped after an I/O error");
-        {
+        let newly = {
             let mut state = self.state.borrow_mut();
-            if state.poisoned.is_none() {
+            let newly = state.poisoned.is_none();
+            if newly {
                 state.poisoned = Some(reason.to_string());
             }
-        }
-        let reason = reason.to_string();
+            newly
+        };
+        let owned = reason.to_string();
         self.fail_waiters(|dir| AppendError::Poisoned {
             dir,
-            reason: reason.clone(),
+            reason: owned.clone(),
         });
+        if newly {
+            crate::failure::report(&self.dir, reason);
+        }
     }
 
     /// Operations that change files refuse to run on a poisoned log: what

@@ -46,6 +46,8 @@ fn main() -> ExitCode {
     };
     init_logging(&logging);
     std::panic::set_hook(Box::new(fatal_panic));
+    sluice_engine::failure::on_storage_failure(storage_failure);
+    raise_open_file_limit();
     // Block the signals before any thread starts, so that only the signal
     // iterator receives them.
     let mut signals = match Signals::new([SIGINT, SIGTERM]) {
@@ -136,6 +138,68 @@ fn init_logging(logging: &LogSettings) {
                 .log_internal_errors(false)
                 .init();
         }
+    }
+}
+
+/// Exit status of a halt after a storage failure (sysexits' EX_IOERR).
+const EXIT_STORAGE_FAILURE: i32 = 74;
+
+/// A partition's log, or the controller's Raft store, stopped after an I/O
+/// error it cannot retry (engine failure.rs): halt, as Kafka halts a broker
+/// whose only log directory failed. Serving on, the broker kept leading
+/// partitions it could no longer write (every produce KAFKA_STORAGE_ERROR)
+/// and the cluster never moved them; halted, its session expires, the
+/// controller elects other replicas, and a restart runs recovery, which
+/// knows what is on disk. A full disk is not such an error (appends fail
+/// with KAFKA_STORAGE_ERROR until space returns).
+fn storage_failure(dir: &std::path::Path, reason: &str) {
+    const HALTING: &str = "storage failure: halting so that other replicas take over; restart \
+                           once the disk is sound (recovery checks the data directory)";
+    if tracing::enabled!(tracing::Level::ERROR) {
+        tracing::error!(target: "sluice::fatal", dir = %dir.display(), reason, "{HALTING}");
+    } else {
+        say(format_args!(
+            "sluice: {HALTING}: {}: {reason}",
+            dir.display()
+        ));
+    }
+    std::process::exit(EXIT_STORAGE_FAILURE);
+}
+
+/// Raise the soft limit on open files to the hard limit: a broker keeps a
+/// file per segment and index open, and a host's default soft limit
+/// (often 1,024) is reached at a few hundred partitions, where a segment
+/// roll failing with EMFILE would stop a log. Kafka's documentation asks
+/// operators to raise it; the hard limit is what the host allows anyway.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    if limit.rlim_cur >= limit.rlim_max {
+        return;
+    }
+    let raised = libc::rlimit {
+        rlim_cur: limit.rlim_max,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: setrlimit reads the struct it is given.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        tracing::warn!(
+            soft = limit.rlim_cur,
+            hard = limit.rlim_max,
+            "could not raise the open file limit"
+        );
+    } else {
+        tracing::debug!(
+            from = limit.rlim_cur,
+            to = limit.rlim_max,
+            "raised the open file limit"
+        );
     }
 }
 

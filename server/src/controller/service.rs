@@ -534,8 +534,16 @@ impl<S: RaftLogStore> ControllerLoop<S> {
                 self.check_sessions();
             }
             if let Err(error) = self.drive() {
-                // A store error is fatal (no fsync retry): stop this voter.
+                // A store error is fatal (no fsync retry): stop this voter,
+                // and report it as a storage failure, which halts the
+                // `sluice` process (engine failure.rs): a broker serving on
+                // with a metadata view that no longer moves would keep
+                // leading partitions the cluster gave to others.
                 tracing::error!(node = %self.node.node_id(), %error, "controller stopped");
+                sluice_engine::failure::report(
+                    &self.shared.config.data_dir.join("controller"),
+                    &format!("the controller's Raft store failed: {error}"),
+                );
                 break;
             }
             self.expire_fetches();
