@@ -161,6 +161,10 @@ const OPENS_IN_FLIGHT_MAX: usize = 64;
 /// ([`Shard::remove_partitions`]), for the same reason.
 const REMOVALS_IN_FLIGHT_MAX: usize = 64;
 
+/// How long a failed load of a coordinator partition (groups or
+/// transactions) waits before it is tried again.
+pub const COORDINATOR_LOAD_RETRY: Duration = Duration::from_secs(1);
+
 /// How long a clean stop waits for background work (group timers, a log
 /// cleaner pass, opens in flight) before it closes the logs anyway.
 const CLOSE_WAIT_MAX: Duration = Duration::from_secs(30);
@@ -419,13 +423,33 @@ impl Shard {
             crate::replication::leader::start(self, &replica);
             if offsets {
                 crate::group::unload_partition(self, topic_partition.partition);
-                let ticket = crate::group::begin_load(self, topic_partition.partition);
+                let partition = topic_partition.partition;
+                let epoch = replica.state().leader_epoch;
+                let unloads = self.groups.unloads_of(partition);
+                let ticket = crate::group::begin_load(self, partition);
                 let shard = Rc::clone(self);
                 let replica = Rc::clone(&replica);
                 compio::runtime::spawn(async move {
-                    if let Err(error) = crate::group::load_partition(&shard, &replica, ticket).await
+                    let mut ticket = ticket;
+                    // A failed load (a read error) is tried again while
+                    // this replica still leads in the same epoch and was
+                    // not unloaded meanwhile: left failed, the groups of
+                    // the partition answered COORDINATOR_LOAD_IN_PROGRESS
+                    // until the leadership moved.
+                    while let Err(error) =
+                        crate::group::load_partition(&shard, &replica, ticket).await
                     {
-                        tracing::error!(partition = %replica.topic_partition, error = format!("{error:#}"), "loading the groups failed");
+                        tracing::error!(partition = %replica.topic_partition, error = format!("{error:#}"), "loading the groups failed; trying again");
+                        compio::time::sleep(COORDINATOR_LOAD_RETRY).await;
+                        let state = replica.state();
+                        if !state.is_leader()
+                            || state.leader_epoch != epoch
+                            || shard.groups.unloads_of(partition) != unloads
+                            || shard.partitions.is_closing()
+                        {
+                            return;
+                        }
+                        ticket = crate::group::begin_load(&shard, partition);
                     }
                 })
                 .detach();

@@ -726,12 +726,25 @@ pub fn load(shard: &Rc<Shard>, replica: &Rc<PartitionReplica>) {
         let ids = match replay(&replica).await {
             Ok(ids) => ids,
             Err(error) => {
+                // Tried again (still loading meanwhile) while this replica
+                // leads in the same epoch and the load is still wanted:
+                // left failed, its transactional ids answered
+                // COORDINATOR_LOAD_IN_PROGRESS until the leadership moved.
                 tracing::error!(
                     partition,
                     error = format!("{error:#}"),
-                    "loading the transactions failed"
+                    "loading the transactions failed; trying again"
                 );
-                finish();
+                drop(_work);
+                compio::time::sleep(crate::shard::COORDINATOR_LOAD_RETRY).await;
+                let current = replica.state();
+                if finish()
+                    && current.is_leader()
+                    && current.leader_epoch.0 == coordinator_epoch
+                    && !shard.partitions.is_closing()
+                {
+                    load(&shard, &replica);
+                }
                 return;
             }
         };
