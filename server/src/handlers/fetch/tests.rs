@@ -1969,7 +1969,9 @@ fn requests_routed_for_a_topic_created_again_never_touch_the_new_one() {
         topic(&shard, "t", 1).await;
         append(&shard, "t", 0, simple_batch(3, 10, TimestampMs(1)), true).await;
         let old_id = topic_id(&shard, "t");
-        crate::shard::topics::delete_topic(&shard, "t").await.unwrap();
+        crate::shard::topics::delete_topic(&shard, "t")
+            .await
+            .unwrap();
         let owner = topic(&shard, "t", 1).await[0];
         append(&shard, "t", 0, simple_batch(5, 10, TimestampMs(1)), true).await;
         assert_ne!(topic_id(&shard, "t"), old_id);
@@ -2000,7 +2002,9 @@ fn requests_routed_for_a_topic_created_again_never_touch_the_new_one() {
             read_committed: false,
         };
         let listed = on_shard(&shard, owner, move |owner| async move {
-            list_offsets::answer_on_owner(&owner, &query).await.error_code
+            list_offsets::answer_on_owner(&owner, &query)
+                .await
+                .error_code
         })
         .await
         .unwrap();
