@@ -1763,6 +1763,30 @@ fn list_offsets_finds_earliest_latest_max_timestamp_and_by_time() {
     });
 }
 
+/// A compressed batch is decompressed for ListOffsets as Kafka's
+/// searchForTimestamp and offsetOfMaxTimestamp do: the answers are records
+/// inside it, not its base offset with its maxTimestamp.
+#[test]
+fn list_offsets_answers_records_inside_compressed_batches() {
+    with_shards("list_offsets_compressed", 1, |shard| async move {
+        topic(&shard, "z", 1).await;
+        let plain = BatchBuilder::new()
+            .record(None, Some(&b"a"[..]), TimestampMs(1000))
+            .record(None, Some(&b"b"[..]), TimestampMs(2000))
+            .record(None, Some(&b"c"[..]), TimestampMs(3000))
+            .build();
+        let header = sluice_engine::batch::validate(&plain, plain.len()).unwrap();
+        let target = sluice_engine::batch::codec::Target::Zstd { level: 3 };
+        let compressed = sluice_engine::batch::codec::recompress(&plain, &header, target).unwrap();
+        append(&shard, "z", 0, Bytes::from(compressed), true).await;
+        let answers = list_offsets(&shard, 7, "z", &[(0, 2000), (0, 2001), (0, -3)]).await;
+        assert_eq!(
+            answers,
+            vec![(0, 2000, 1, 0), (0, 3000, 2, 0), (0, 3000, 2, 0)]
+        );
+    });
+}
+
 /// `read_on_owner` reads windows of partitions at once; its answer must be
 /// the one reading them one after the other gives, for any mix of data
 /// sizes, oversized first batches, partition limits and response limits.
