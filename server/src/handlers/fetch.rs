@@ -59,6 +59,7 @@ use futures_util::FutureExt;
 use futures_util::future::{Either, LocalBoxFuture, join_all, select, select_all};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, FetchRequest};
+use sluice_engine::io::Io;
 use sluice_engine::{LogError, Offset, ReadLimits};
 
 use crate::handlers::fetch_session::{
@@ -168,6 +169,7 @@ pub async fn handle(
             request.session_epoch,
             fetches,
             forgotten,
+            shard.io.now_ms(),
         )
     });
     let begun = match begun {
@@ -257,7 +259,9 @@ pub async fn handle(
     let (session_id, include) = match begun.plan {
         SessionPlan::Sessionless => (INVALID_SESSION_ID, vec![true; answers.len()]),
         SessionPlan::Full => (
-            with_shard_sessions(|cache| cache.finish_full(version, &partitions, &outcomes)),
+            with_shard_sessions(|cache| {
+                cache.finish_full(version, &partitions, &outcomes, shard.io.now_ms())
+            }),
             vec![true; answers.len()],
         ),
         SessionPlan::Incremental { session_id } => (
