@@ -1730,7 +1730,24 @@ fn sessions_work_with_topic_ids_from_v13() {
 // ---------------------------------------------------------------------------
 // ListOffsets.
 
+/// ListOffsets of topic `name` for each (partition, timestamp) query, each
+/// in a request of its own (a partition named twice in one request is
+/// INVALID_REQUEST): (error, timestamp, offset, leader epoch) each.
 async fn list_offsets(
+    shard: &Rc<Shard>,
+    version: i16,
+    name: &str,
+    queries: &[(i32, i64)],
+) -> Vec<(i16, i64, i64, i32)> {
+    let mut answers = Vec::with_capacity(queries.len());
+    for query in queries {
+        answers.extend(list_offsets_at_once(shard, version, name, &[*query]).await);
+    }
+    answers
+}
+
+/// [`list_offsets`] with every query in one request.
+async fn list_offsets_at_once(
     shard: &Rc<Shard>,
     version: i16,
     name: &str,
@@ -1843,6 +1860,61 @@ fn list_offsets_finds_earliest_latest_max_timestamp_and_by_time() {
                 "v{version}"
             );
         }
+    });
+}
+
+/// A partition named twice is answered INVALID_REQUEST at each occurrence,
+/// whether in one topic entry or in two of the same name, as Kafka answers
+/// its `duplicatePartitions`; the other partitions are answered as usual.
+#[test]
+fn list_offsets_answers_a_duplicated_partition_invalid_request() {
+    with_shards("list_offsets_duplicates", 1, |shard| async move {
+        topic(&shard, "t", 3).await;
+        append(&shard, "t", 0, simple_batch(2, 10, TimestampMs(1)), true).await;
+        let answers = list_offsets_at_once(&shard, 7, "t", &[(1, -1), (0, -1), (1, -2)]).await;
+        let invalid = ResponseError::InvalidRequest.code();
+        assert_eq!(
+            answers,
+            vec![(invalid, -1, -1, -1), (0, -1, 2, 0), (invalid, -1, -1, -1)]
+        );
+
+        let entry = |partitions: &[i32]| {
+            ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("t")))
+                .with_partitions(
+                    partitions
+                        .iter()
+                        .map(|partition| {
+                            ListOffsetsPartition::default()
+                                .with_partition_index(*partition)
+                                .with_timestamp(-1)
+                        })
+                        .collect(),
+                )
+        };
+        let request = ListOffsetsRequest::default()
+            .with_replica_id((-1).into())
+            .with_topics(vec![entry(&[0, 2]), entry(&[2])]);
+        let Reply::Body(body) = list_offsets::handle(&shard, 7, request, &Access::unrestricted())
+            .await
+            .unwrap()
+        else {
+            panic!("list offsets answers with a body");
+        };
+        let ResponseKind::ListOffsets(ListOffsetsResponse { topics, .. }) = *body else {
+            panic!("not a ListOffsets response");
+        };
+        let errors: Vec<Vec<(i32, i16)>> = topics
+            .iter()
+            .map(|topic| {
+                topic
+                    .partitions
+                    .iter()
+                    .map(|partition| (partition.partition_index, partition.error_code))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(errors, vec![vec![(0, 0), (2, invalid)], vec![(2, invalid)]]);
     });
 }
 
