@@ -901,8 +901,9 @@ impl<I: Io> Log<I> {
 
     /// The first record whose timestamp is >= `target`, as Kafka's
     /// ListOffsets by timestamp: its offset and timestamp; `None` when no
-    /// record below `max_offset` is that recent. Compressed batches are
-    /// resolved to the batch's base offset (records inside are not decoded).
+    /// record below `max_offset` is that recent. The records of compressed
+    /// batches are decompressed to find it, as Kafka does
+    /// ([`batch::first_offset_with_timestamp_at_least_from`]).
     pub async fn offset_for_timestamp(
         &self,
         target: TimestampMs,
@@ -930,15 +931,9 @@ impl<I: Io> Log<I> {
             if max_timestamp(header) < target {
                 return None;
             }
-            match batch::first_offset_with_timestamp_at_least_from(batch_bytes, target, log_start) {
-                Some(found) => Some(found),
-                // Compressed: the batch level, from the log start.
-                None if header.compression() != batch::Compression::None => {
-                    Some((header_base(header).max(log_start), max_timestamp(header)))
-                }
-                // Its qualifying records all lie below the log start.
-                None => None,
-            }
+            // `None`: its qualifying records all lie below the log start
+            // (or do not decode): the next batch may hold the answer.
+            batch::first_offset_with_timestamp_at_least_from(batch_bytes, target, log_start)
         })
         .await
     }

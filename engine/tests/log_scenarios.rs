@@ -6,7 +6,7 @@ mod support;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sluice_engine::batch::BatchError;
+use sluice_engine::batch::{self, BatchBuilder, BatchError, codec};
 use sluice_engine::io::sim::{CrashMode, SimIo};
 use sluice_engine::log::SPACE_RETRY_MS;
 use sluice_engine::{
@@ -570,6 +570,37 @@ fn timestamp_lookup_finds_the_first_record_at_or_after_the_target() {
     assert_eq!(found, Some((Offset(2), TimestampMs(NOW + 2))));
     let found = block_on(log.offset_for_timestamp(TimestampMs(NOW + 3), end)).unwrap();
     assert_eq!(found, Some((Offset(3), TimestampMs(NOW + 3))));
+}
+
+/// ListOffsets by timestamp and MAX_TIMESTAMP answer a record of a
+/// compressed batch, as Kafka's searchForTimestamp and
+/// offsetOfMaxTimestamp decompress it: not the batch's base offset with
+/// its maxTimestamp.
+#[test]
+fn timestamp_lookups_answer_records_inside_compressed_batches() {
+    for target in [codec::Target::Lz4, codec::Target::Zstd { level: 3 }] {
+        let io = SimIo::new(16);
+        let (log, committer) = open(&io, small_config());
+        let plain = BatchBuilder::new()
+            .record(None, Some(&b"a"[..]), TimestampMs(1000))
+            .record(None, Some(&b"b"[..]), TimestampMs(2000))
+            .record(None, Some(&b"c"[..]), TimestampMs(3000))
+            .build();
+        let header = batch::validate(&plain, plain.len()).unwrap();
+        let compressed = bytes::Bytes::from(codec::recompress(&plain, &header, target).unwrap());
+        assert_eq!(append_durable(&log, &committer, &compressed), Offset(0));
+        let end = log.log_end_offset();
+        assert_eq!(
+            block_on(log.offset_for_timestamp(TimestampMs(2000), end)).unwrap(),
+            Some((Offset(1), TimestampMs(2000))),
+            "{target:?}"
+        );
+        assert_eq!(
+            block_on(log.max_timestamp(end)).unwrap(),
+            Some((Offset(2), TimestampMs(3000))),
+            "{target:?}"
+        );
+    }
 }
 
 #[test]

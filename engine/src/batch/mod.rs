@@ -751,12 +751,18 @@ pub fn set_log_append_time(batch: &mut [u8], append_time: TimestampMs) {
 /// batches and the batch maxTimestamp for every record of a LogAppendTime
 /// batch. This is the per-batch step of ListOffsets by timestamp.
 ///
-/// `None` when no record qualifies, and also when the batch is compressed:
-/// reading its records would mean decompressing, so callers fall back to the
-/// batch level (if maxTimestamp >= target, answer with baseOffset and
-/// maxTimestamp; [`BatchHeader::compression`] tells the two cases apart).
-/// `batch` should have passed [`validate`]; on bytes that do not decode the
-/// result is `None` (never a panic).
+/// A compressed batch is decompressed as it streams
+/// ([`codec::walk_compressed_records`]: one record and the codec's window in
+/// memory, at most [`codec::DECOMPRESSED_BYTES_MAX`] decompressed), as
+/// Kafka's FileRecords.searchForTimestamp iterates the records of a
+/// compressed batch: the answer is a record, never the batch's base offset
+/// with its maxTimestamp, which a consumer seeking by time would take for
+/// a record that may be older than the target.
+///
+/// `None` when no record qualifies. `batch` should have passed
+/// [`validate`]; on bytes that do not decode (a compressed section
+/// included) the result is `None` (never a panic), unless a record before
+/// the undecodable part qualifies.
 pub fn first_offset_with_timestamp_at_least(
     batch: &[u8],
     target: TimestampMs,
@@ -773,27 +779,42 @@ pub fn first_offset_with_timestamp_at_least_from(
     from: Offset,
 ) -> Option<(Offset, TimestampMs)> {
     let header = BatchHeader::parse(batch).ok()?;
-    if header.compression() != Compression::None || batch.len() < header.total_size() {
+    if batch.len() < header.total_size() {
         return None;
     }
-    let base_offset = header.base_offset().value();
     if header.timestamp_type() == TimestampType::LogAppendTime {
-        // Every record shares the append time; the first record has
-        // offsetDelta 0 in a validated batch.
+        // Every record shares the append time, compressed or not: no
+        // record needs reading. The first record has offsetDelta 0 in a
+        // validated batch.
         let append_time = header.max_timestamp();
         let first = header.base_offset().max(from);
         return (append_time >= target && first <= header.last_offset())
             .then_some((first, append_time));
     }
+    let base_offset = header.base_offset().value();
     let base_timestamp = header.base_timestamp().0;
-    for record in records(batch, &header) {
-        let record = record.ok()?;
+    let qualifies = |record: &Record<'_>| {
         // Wrapping like Kafka's Java arithmetic; only garbage overflows.
         let timestamp = TimestampMs(base_timestamp.wrapping_add(record.timestamp_delta));
-        let offset = base_offset.checked_add(i64::from(record.offset_delta))?;
-        if timestamp >= target && Offset(offset) >= from {
-            return Some((Offset(offset), timestamp));
+        let offset = Offset(base_offset.checked_add(i64::from(record.offset_delta))?);
+        (timestamp >= target && offset >= from).then_some((offset, timestamp))
+    };
+    if header.compression() == Compression::None {
+        for record in records(batch, &header) {
+            if let Some(found) = qualifies(&record.ok()?) {
+                return Some(found);
+            }
         }
+        return None;
     }
-    None
+    let mut found = None;
+    // The walk reads the batch to its end, past the first match. Its error
+    // does not change the answer: the records before a match decoded (each
+    // reaches the closure decoded), and without a match it is `None` anyway.
+    let _ = codec::walk_compressed_records(batch, &header, |_, record| {
+        if found.is_none() {
+            found = qualifies(record);
+        }
+    });
+    found
 }

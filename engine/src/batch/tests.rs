@@ -308,9 +308,10 @@ fn batches_encoded_by_another_client_validate() {
 
     let header = validate(&SARAMA_GZIP, LIMIT).unwrap();
     assert_eq!(header.compression(), Compression::Gzip);
+    // Its one record, decompressed: baseTimestamp + timestampDelta 5.
     assert_eq!(
         first_offset_with_timestamp_at_least(&SARAMA_GZIP, TimestampMs(0)),
-        None
+        Some((Offset(0), TimestampMs(1_479_847_795_005)))
     );
 }
 
@@ -867,8 +868,71 @@ fn timestamp_lookup_uses_the_append_time_for_log_append_time_batches() {
     );
 }
 
+/// Kafka's searchForTimestamp iterates the records of a compressed batch
+/// too: the answer is the first record at or after the target, not the
+/// batch's base offset with its maxTimestamp.
 #[test]
-fn timestamp_lookup_gives_up_on_compressed_and_broken_batches() {
+fn timestamp_lookup_reads_the_records_of_compressed_batches() {
+    let mut plain = BatchBuilder::new()
+        .record(None, Some(&b"a"[..]), TimestampMs(1000))
+        .record(None, Some(&b"b"[..]), TimestampMs(2000))
+        .record(None, Some(&b"c"[..]), TimestampMs(3000))
+        .build()
+        .to_vec();
+    patch_base_offset(&mut plain, Offset(10));
+    let header = validate(&plain, LIMIT).unwrap();
+    for target in [
+        codec::Target::Lz4,
+        codec::Target::Zstd { level: 3 },
+        codec::Target::Gzip { level: None },
+        codec::Target::Snappy,
+    ] {
+        let batch = codec::recompress(&plain, &header, target).unwrap();
+        assert_eq!(
+            validate(&batch, LIMIT).unwrap().compression(),
+            target.compression()
+        );
+        let lookup = |target| first_offset_with_timestamp_at_least(&batch, TimestampMs(target));
+        assert_eq!(
+            lookup(0),
+            Some((Offset(10), TimestampMs(1000))),
+            "{target:?}"
+        );
+        assert_eq!(
+            lookup(2000),
+            Some((Offset(11), TimestampMs(2000))),
+            "{target:?}"
+        );
+        assert_eq!(
+            lookup(2001),
+            Some((Offset(12), TimestampMs(3000))),
+            "{target:?}"
+        );
+        assert_eq!(lookup(3001), None, "{target:?}");
+        // Records below `from` (the log start) do not count.
+        assert_eq!(
+            first_offset_with_timestamp_at_least_from(&batch, TimestampMs(0), Offset(12)),
+            Some((Offset(12), TimestampMs(3000))),
+            "{target:?}"
+        );
+    }
+    // LogAppendTime: every record has the append time, nothing to decode.
+    let plain = BatchBuilder::new()
+        .record(None, None, TimestampMs(1000))
+        .record(None, None, TimestampMs(2000))
+        .log_append_time(TimestampMs(5000))
+        .build();
+    let header = validate(&plain, LIMIT).unwrap();
+    let batch = codec::recompress(&plain, &header, codec::Target::Lz4).unwrap();
+    assert_eq!(
+        first_offset_with_timestamp_at_least_from(&batch, TimestampMs(4000), Offset(1)),
+        Some((Offset(1), TimestampMs(5000)))
+    );
+}
+
+#[test]
+fn timestamp_lookup_gives_up_on_undecodable_and_broken_batches() {
+    // Marked snappy, its records are not snappy data.
     let mut batch = simple_batch(3, 1, T0).to_vec();
     write_i16(&mut batch, layout::ATTRIBUTES_AT, 2); // snappy
     fix_crc(&mut batch);

@@ -10,8 +10,8 @@
 //! (a broker behind a port forward advertises an address the CLI may not
 //! reach).
 
-use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
@@ -404,7 +404,10 @@ impl BrokerPool {
     /// ListOffsets of each (topic, partition, timestamp), asked of the
     /// partition's leader: the offset (`-1` when a timestamp has no record
     /// at or after it). Every topic must exist and every partition have a
-    /// leader; a leader that moved is looked up again.
+    /// leader; a leader that moved is looked up again. A partition queried
+    /// twice is asked once, with its first timestamp (the answers are per
+    /// partition): a broker answers a partition named twice in one request
+    /// INVALID_REQUEST.
     pub fn list_offsets(
         &mut self,
         queries: &[(String, i32, i64)],
@@ -416,7 +419,12 @@ impl BrokerPool {
         let mut topics: Vec<String> = queries.iter().map(|query| query.0.clone()).collect();
         topics.sort();
         topics.dedup();
-        let mut pending: Vec<(String, i32, i64)> = queries.to_vec();
+        let mut asked = BTreeSet::new();
+        let mut pending: Vec<(String, i32, i64)> = queries
+            .iter()
+            .filter(|query| asked.insert((query.0.as_str(), query.1)))
+            .cloned()
+            .collect();
         let deadline = Instant::now() + SETTLE_WAIT;
         loop {
             let layout = self.existing_topics(&topics, false)?;

@@ -31,7 +31,13 @@
 //! - long poll: while the response holds fewer than `min_bytes`, wait up to
 //!   `max_wait_ms` for the high watermark of any fetched partition to move
 //!   (shard/notify.rs), then, after `--fetch-debounce-us` (appends that
-//!   follow the first join the answer), read again. Errors answer at once.
+//!   follow the first join the answer), read again. Errors of the read
+//!   (not led here, a leader epoch mismatch, OFFSET_OUT_OF_RANGE) answer at
+//!   once. Partitions set aside before any read (unknown topic, partition
+//!   or topic id; not authorized: `Resolved::set_aside`) do not: the
+//!   others long-poll and the answer holds their errors too, as Kafka's
+//!   `erroneous` partitions. A fetch of only such partitions answers at
+//!   once (Kafka: `interesting` is empty).
 //!   Each owning shard waits for its own partitions and reads them in the
 //!   same job (`read_or_wait_on_owner`); the first owner to answer wakes
 //!   the others, which read at once.
@@ -59,6 +65,7 @@ use futures_util::FutureExt;
 use futures_util::future::{Either, LocalBoxFuture, join_all, select, select_all};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, FetchRequest};
+use sluice_engine::io::Io;
 use sluice_engine::{LogError, Offset, ReadLimits};
 
 use crate::handlers::fetch_session::{
@@ -168,6 +175,7 @@ pub async fn handle(
             request.session_epoch,
             fetches,
             forgotten,
+            shard.io.now_ms(),
         )
     });
     let begun = match begun {
@@ -199,10 +207,15 @@ pub async fn handle(
     // The first pass reads, and (when the fetch may wait) an owner with
     // nothing to return waits on its own shard; later passes (min_bytes not
     // reached yet) wait for a change from what the last one saw. A partition
-    // that failed to resolve (not led here, unknown, not authorized) is an
-    // error answered at once: no owner waits then.
-    let resolve_failed = resolved.iter().any(|resolved| resolved.location.is_err());
-    let mut pass = if min_bytes > 0 && !max_wait.is_zero() && !resolve_failed {
+    // that failed to resolve for a reason of Kafka's read (not led here, a
+    // leader epoch mismatch) is an error answered at once: no owner waits
+    // then. Partitions set aside wait with the others, and a fetch of only
+    // those answers at once (module docs).
+    let read_failed = resolved
+        .iter()
+        .any(|resolved| resolved.location.is_err() && !resolved.set_aside());
+    let interesting = resolved.iter().any(|resolved| !resolved.set_aside());
+    let mut pass = if min_bytes > 0 && !max_wait.is_zero() && !read_failed && interesting {
         Pass::ReadOrWait { deadline }
     } else {
         Pass::Read
@@ -235,8 +248,11 @@ pub async fn handle(
             .0;
             total = apply_response_limits(&mut answers, &partitions, max_bytes);
         }
-        let failed = answers.iter().any(|answer| answer.error_code != 0);
-        if total >= min_bytes || failed || partitions.is_empty() || Instant::now() >= deadline {
+        let failed = answers
+            .iter()
+            .zip(&resolved)
+            .any(|(answer, resolved)| answer.error_code != 0 && !resolved.set_aside());
+        if total >= min_bytes || failed || !interesting || Instant::now() >= deadline {
             break answers;
         }
         let observed = observed(&resolved, &answers);
@@ -257,7 +273,9 @@ pub async fn handle(
     let (session_id, include) = match begun.plan {
         SessionPlan::Sessionless => (INVALID_SESSION_ID, vec![true; answers.len()]),
         SessionPlan::Full => (
-            with_shard_sessions(|cache| cache.finish_full(version, &partitions, &outcomes)),
+            with_shard_sessions(|cache| {
+                cache.finish_full(version, &partitions, &outcomes, shard.io.now_ms())
+            }),
             vec![true; answers.len()],
         ),
         SessionPlan::Incremental { session_id } => (
@@ -362,6 +380,25 @@ struct Resolved {
     /// Where the client should go instead (NOT_LEADER_OR_FOLLOWER and
     /// FENCED_LEADER_EPOCH).
     leader: Option<LeaderHint>,
+}
+
+impl Resolved {
+    /// Set aside before any read, as Kafka's KafkaApis.handleFetchRequest
+    /// puts a partition of an unknown topic id, of a topic the principal
+    /// may not read or missing from the metadata in `erroneous`: answered
+    /// with its error, it neither reads nor cuts the long poll of the
+    /// others short. A consumer whose session holds such a partition would
+    /// otherwise fetch at round-trip speed, every answer immediate. Other
+    /// errors of resolution (not led here, a leader epoch mismatch) are
+    /// errors of Kafka's read, which answer at once.
+    fn set_aside(&self) -> bool {
+        matches!(
+            self.location,
+            Err(ResponseError::UnknownTopicOrPartition
+                | ResponseError::UnknownTopicId
+                | ResponseError::TopicAuthorizationFailed)
+        )
+    }
 }
 
 /// `access`: a topic the principal may not READ answers

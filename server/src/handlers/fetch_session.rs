@@ -19,20 +19,34 @@
 //! cache per shard thread, [`with_shard_sessions`]); a client reconnecting to
 //! another shard gets FETCH_SESSION_ID_NOT_FOUND and starts a new session, as
 //! after a broker restart. The cache holds at most [`SESSIONS_PER_SHARD_MAX`]
-//! sessions and evicts the least recently used one to make room.
+//! sessions.
+//!
+//! Eviction, as Kafka's FetchSessionCache.tryEvict: a full fetch that finds
+//! the cache full may take the place of a session unused for more than
+//! [`SESSION_EVICTION_MS`] (min.incremental.fetch.session.eviction.ms), the
+//! least recently used first, or else of a session with fewer partitions
+//! than its own that had been open for more than [`SESSION_EVICTION_MS`]
+//! when last used (the fewest partitions first). Otherwise it is answered
+//! without a session (session id 0, the client keeps sending full fetches)
+//! and no session is disturbed: evicting the least recently used session
+//! whatever its use made more active consumers than the cache holds evict
+//! each other on every poll, each full fetch closing a session that its
+//! consumer then found gone. Kafka's privileged (follower) sessions do not
+//! occur: followers replicate over replication links, not Fetch, so every
+//! session here is a consumer's.
 //!
 //! Memory bound: the sessions of a shard remember at most
 //! [`SESSION_PARTITIONS_PER_SHARD_MAX`] partitions in all (a cached
 //! partition costs about 200 bytes, so about 50 MiB per shard). Kafka has
 //! no such bound, and a client adding partitions (existing or not) to its
 //! session request after request grew the cache without limit. A full
-//! fetch whose session would not fit evicts the least recently used
-//! sessions; one with more partitions than the whole bound is answered
-//! without a session (session id 0, as Kafka answers when its cache has no
-//! room), and the client keeps sending full fetches. An incremental fetch
-//! that grows its session past what fits even alone closes it:
-//! FETCH_SESSION_ID_NOT_FOUND, after which clients start over with a full
-//! fetch.
+//! fetch whose session would not fit evicts sessions by the rule above
+//! until it does, or is answered without a session when they do not make
+//! room (one with more partitions than the whole bound always is). An
+//! incremental fetch that grows its session past the bound evicts the
+//! least recently used other sessions; past what fits even alone it closes
+//! its own: FETCH_SESSION_ID_NOT_FOUND, after which clients start over
+//! with a full fetch.
 //!
 //! Pure bookkeeping: no I/O, no awaits. The fetch handler calls [`begin`]
 //! before reading and `finish_*` once it knows what it answers.
@@ -48,6 +62,11 @@ use kafka_protocol::error::ResponseError;
 /// Sessions kept per shard (Kafka's max.incremental.fetch.session.cache.slots
 /// defaults to 1000 for the whole broker).
 pub const SESSIONS_PER_SHARD_MAX: usize = 1000;
+
+/// How long a session must be unused before a new one may take its place,
+/// and open before one with more partitions may (Kafka's
+/// min.incremental.fetch.session.eviction.ms default, module docs).
+pub const SESSION_EVICTION_MS: i64 = 120_000;
 
 /// Partitions the sessions of one shard remember in all (module docs):
 /// 50 consumers each fetching 5,000 partitions from the shard.
@@ -130,7 +149,11 @@ struct FetchSession {
     /// The epoch the next request must carry.
     epoch: i32,
     uses_topic_ids: bool,
+    /// The cache's use order (logical clock) at its last use.
     last_used: u64,
+    /// Wall-clock times (ms) of its opening and last use, for eviction.
+    created_ms: i64,
+    last_used_ms: i64,
     /// Answer order: partitions that returned records move to the back so
     /// that the others get the response's byte budget next time (Kafka does
     /// the same).
@@ -140,11 +163,13 @@ struct FetchSession {
 }
 
 impl FetchSession {
-    fn new(epoch: i32, uses_topic_ids: bool, last_used: u64) -> FetchSession {
+    fn new(epoch: i32, uses_topic_ids: bool, last_used: u64, now_ms: i64) -> FetchSession {
         FetchSession {
             epoch,
             uses_topic_ids,
             last_used,
+            created_ms: now_ms,
+            last_used_ms: now_ms,
             order: BTreeMap::new(),
             partitions: HashMap::new(),
             next_position: 0,
@@ -190,6 +215,20 @@ impl FetchSession {
             .filter_map(|key| self.partitions.get(key))
             .map(|(_, cached)| cached.fetch.clone())
             .collect()
+    }
+
+    /// Unused for longer than [`SESSION_EVICTION_MS`] at `now_ms`: any new
+    /// session may take its place.
+    fn is_stale(&self, now_ms: i64) -> bool {
+        now_ms.saturating_sub(self.last_used_ms) > SESSION_EVICTION_MS
+    }
+
+    /// A new session with more partitions may take its place: it had been
+    /// open for longer than [`SESSION_EVICTION_MS`] when last used (Kafka
+    /// files a session as evictable when it is used, so a session idle
+    /// since before that age stays protected until it is stale).
+    fn is_evictable_by_value(&self) -> bool {
+        self.last_used_ms.saturating_sub(self.created_ms) > SESSION_EVICTION_MS
     }
 
     fn assert_invariants(&self) {
@@ -251,19 +290,14 @@ impl FetchSessionCache {
     }
 
     /// Evict least recently used sessions other than `keep` until `more`
-    /// partitions (at most the whole bound) fit beside the rest and, when
-    /// `new_session`, one more session does.
-    fn make_room(&mut self, keep: Option<i32>, more: usize, new_session: bool) {
+    /// partitions (at most the whole bound) fit beside the rest.
+    fn make_room(&mut self, keep: i32, more: usize) {
         assert!(more <= self.partition_capacity);
-        loop {
-            let sessions_fit = !new_session || self.sessions.len() < self.capacity;
-            if sessions_fit && self.cached_partitions + more <= self.partition_capacity {
-                return;
-            }
+        while self.cached_partitions + more > self.partition_capacity {
             let oldest = self
                 .sessions
                 .iter()
-                .filter(|(id, _)| Some(**id) != keep)
+                .filter(|(id, _)| **id != keep)
                 .min_by_key(|(_, session)| session.last_used)
                 .map(|(id, _)| *id);
             let Some(oldest) = oldest else {
@@ -271,6 +305,55 @@ impl FetchSessionCache {
             };
             self.close(oldest);
         }
+    }
+
+    /// Make room for a new session of `size` partitions (at most the whole
+    /// bound) at `now_ms`, by the eviction rule of the module docs: stale
+    /// sessions, least recently used first, then sessions evictable by
+    /// value with fewer partitions, fewest first (Kafka's EvictableKey
+    /// order: size, then id). Evicts only if that makes room; `false`
+    /// (nothing evicted) otherwise.
+    fn try_make_room_for_new(&mut self, size: usize, now_ms: i64) -> bool {
+        assert!(size <= self.partition_capacity);
+        let fits = |sessions: usize, partitions: usize| {
+            sessions < self.capacity && partitions + size <= self.partition_capacity
+        };
+        let (mut sessions, mut partitions) = (self.sessions.len(), self.cached_partitions);
+        if fits(sessions, partitions) {
+            return true;
+        }
+        let mut stale: Vec<(u64, i32)> = Vec::new();
+        let mut smaller: Vec<(usize, i32)> = Vec::new();
+        for (id, session) in &self.sessions {
+            if session.is_stale(now_ms) {
+                stale.push((session.last_used, *id));
+            } else if session.is_evictable_by_value() && session.partitions.len() < size {
+                smaller.push((session.partitions.len(), *id));
+            }
+        }
+        stale.sort_unstable();
+        smaller.sort_unstable();
+        let candidates = stale.iter().map(|(_, id)| *id);
+        let candidates = candidates.chain(smaller.iter().map(|(_, id)| *id));
+        let mut evicted = Vec::new();
+        for id in candidates {
+            if fits(sessions, partitions) {
+                break;
+            }
+            let Some(session) = self.sessions.get(&id) else {
+                unreachable!("candidates are sessions of the cache");
+            };
+            sessions -= 1;
+            partitions -= session.partitions.len();
+            evicted.push(id);
+        }
+        if !fits(sessions, partitions) {
+            return false;
+        }
+        for id in evicted {
+            self.close(id);
+        }
+        true
     }
 
     fn assert_count(&self) {
@@ -306,7 +389,8 @@ impl FetchSessionCache {
         self.clock
     }
 
-    /// Decide how to answer a request and which partitions to read.
+    /// Decide how to answer a request and which partitions to read, at
+    /// wall-clock time `now_ms` (the session's last use, for eviction).
     /// `Err` is the top-level error to answer with (nothing read).
     pub fn begin(
         &mut self,
@@ -315,6 +399,7 @@ impl FetchSessionCache {
         epoch: i32,
         fetches: Vec<PartitionFetch>,
         forgotten: Vec<PartitionKey>,
+        now_ms: i64,
     ) -> Result<BegunFetch, ResponseError> {
         if version < SESSION_VERSION_MIN {
             return Ok(BegunFetch {
@@ -357,6 +442,7 @@ impl FetchSessionCache {
         }
         let after = session.partitions.len();
         session.last_used = now;
+        session.last_used_ms = now_ms;
         self.cached_partitions = self.cached_partitions - before + after;
         if after == 0 {
             // Nothing left to fetch: Kafka drops the session and answers
@@ -376,7 +462,7 @@ impl FetchSessionCache {
         if self.cached_partitions > self.partition_capacity {
             // Grown past the bound: the least recently used others go.
             self.cached_partitions -= after;
-            self.make_room(Some(session_id), after, false);
+            self.make_room(session_id, after);
             self.cached_partitions += after;
         }
         self.assert_count();
@@ -392,24 +478,30 @@ impl FetchSessionCache {
     }
 
     /// Open a session for a full fetch that was answered with `outcomes`
-    /// (one per partition, in order). Returns its id, or
-    /// [`INVALID_SESSION_ID`] when there is nothing to remember.
+    /// (one per partition, in order), at wall-clock time `now_ms`. Returns
+    /// its id, or [`INVALID_SESSION_ID`] when there is nothing to remember
+    /// or no room for it (module docs: eviction).
     pub fn finish_full(
         &mut self,
         version: i16,
         partitions: &[PartitionFetch],
         outcomes: &[PartitionOutcome],
+        now_ms: i64,
     ) -> i32 {
         assert_eq!(partitions.len(), outcomes.len());
         if partitions.is_empty() || partitions.len() > self.partition_capacity {
             return INVALID_SESSION_ID;
         }
-        self.make_room(None, partitions.len(), true);
+        if !self.try_make_room_for_new(partitions.len(), now_ms) {
+            self.assert_count();
+            return INVALID_SESSION_ID;
+        }
         let now = self.tick();
         let mut session = FetchSession::new(
             next_epoch(INITIAL_EPOCH),
             version >= TOPIC_ID_VERSION_MIN,
             now,
+            now_ms,
         );
         for (fetch, outcome) in partitions.iter().zip(outcomes) {
             let mut cached = CachedPartition {
@@ -503,6 +595,9 @@ pub fn with_shard_sessions<T>(work: impl FnOnce(&mut FetchSessionCache) -> T) ->
 mod tests {
     use super::*;
 
+    /// The wall clock of tests that do not move it.
+    const NOW: i64 = 1_700_000_000_000;
+
     fn key(topic: &str, partition: i32) -> PartitionKey {
         PartitionKey {
             topic: TopicKey::Name(Arc::from(topic)),
@@ -530,14 +625,33 @@ mod tests {
 
     /// Open a session over t-0 and t-1 (both at high watermark 10).
     fn open(cache: &mut FetchSessionCache) -> i32 {
-        let fetches = vec![fetch("t", 0, 0), fetch("t", 1, 0)];
-        let begun = cache
-            .begin(12, 0, INITIAL_EPOCH, fetches, vec![])
-            .expect("full fetch");
-        assert_eq!(begun.plan, SessionPlan::Full);
-        let id = cache.finish_full(12, &begun.partitions, &[outcome(10, 5), outcome(10, 0)]);
+        let id = open_at(cache, 2, NOW);
         assert_ne!(id, INVALID_SESSION_ID);
         id
+    }
+
+    /// A full fetch of `partitions` partitions of t at `now_ms`: the id of
+    /// the session opened, or INVALID_SESSION_ID.
+    fn open_at(cache: &mut FetchSessionCache, partitions: i32, now_ms: i64) -> i32 {
+        let fetches: Vec<PartitionFetch> = (0..partitions)
+            .map(|partition| fetch("t", partition, 0))
+            .collect();
+        let begun = cache
+            .begin(12, 0, INITIAL_EPOCH, fetches, vec![], now_ms)
+            .expect("full fetch");
+        assert_eq!(begun.plan, SessionPlan::Full);
+        let outcomes = vec![outcome(10, 0); begun.partitions.len()];
+        cache.finish_full(12, &begun.partitions, &outcomes, now_ms)
+    }
+
+    /// An incremental fetch on `id` at `now_ms`, with nothing new.
+    fn use_at(cache: &mut FetchSessionCache, id: i32, now_ms: i64) {
+        let epoch = cache.expected_epoch(id).expect("a cached session");
+        let begun = cache
+            .begin(12, id, epoch, vec![], vec![], now_ms)
+            .expect("incremental");
+        let outcomes = vec![outcome(10, 0); begun.partitions.len()];
+        let _ = cache.finish_incremental(id, &begun.partitions, &outcomes);
     }
 
     #[test]
@@ -554,7 +668,7 @@ mod tests {
         let id = open(&mut cache);
         // The client sends only t-0 (its offset moved).
         let begun = cache
-            .begin(12, id, 1, vec![fetch("t", 0, 5)], vec![])
+            .begin(12, id, 1, vec![fetch("t", 0, 5)], vec![], NOW)
             .expect("incremental");
         assert_eq!(begun.plan, SessionPlan::Incremental { session_id: id });
         assert_eq!(begun.partitions, vec![fetch("t", 0, 5), fetch("t", 1, 0)]);
@@ -564,7 +678,9 @@ mod tests {
         assert_eq!(include, vec![false, true]);
         assert_eq!(cache.expected_epoch(id), Some(2));
         // Nothing changed: nothing answered; the offset sent before is kept.
-        let begun = cache.begin(12, id, 2, vec![], vec![]).expect("incremental");
+        let begun = cache
+            .begin(12, id, 2, vec![], vec![], NOW)
+            .expect("incremental");
         assert_eq!(begun.partitions[0].fetch_offset, 5);
         let include =
             cache.finish_incremental(id, &begun.partitions, &[outcome(10, 0), outcome(12, 0)]);
@@ -575,7 +691,9 @@ mod tests {
     fn partitions_with_records_or_errors_are_always_answered() {
         let mut cache = FetchSessionCache::new(10);
         let id = open(&mut cache);
-        let begun = cache.begin(12, id, 1, vec![], vec![]).expect("incremental");
+        let begun = cache
+            .begin(12, id, 1, vec![], vec![], NOW)
+            .expect("incremental");
         let error = PartitionOutcome {
             error_code: ResponseError::OffsetOutOfRange.code(),
             ..outcome(10, 0)
@@ -583,7 +701,9 @@ mod tests {
         let include = cache.finish_incremental(id, &begun.partitions, &[outcome(10, 7), error]);
         assert_eq!(include, vec![true, true]);
         // After an error the partition is answered again even without news.
-        let begun = cache.begin(12, id, 2, vec![], vec![]).expect("incremental");
+        let begun = cache
+            .begin(12, id, 2, vec![], vec![], NOW)
+            .expect("incremental");
         // t-0 returned records, so it moved to the back.
         assert_eq!(begun.partitions[0].key, key("t", 1));
         let include =
@@ -596,7 +716,7 @@ mod tests {
         let mut cache = FetchSessionCache::new(10);
         let id = open(&mut cache);
         let begun = cache
-            .begin(12, id, 1, vec![fetch("u", 0, 0)], vec![key("t", 0)])
+            .begin(12, id, 1, vec![fetch("u", 0, 0)], vec![key("t", 0)], NOW)
             .expect("incremental");
         assert_eq!(begun.partitions, vec![fetch("t", 1, 0), fetch("u", 0, 0)]);
         let include =
@@ -613,7 +733,7 @@ mod tests {
         let mut cache = FetchSessionCache::new(10);
         let id = open(&mut cache);
         let begun = cache
-            .begin(12, id, 1, vec![], vec![key("t", 0), key("t", 1)])
+            .begin(12, id, 1, vec![], vec![key("t", 0), key("t", 1)], NOW)
             .expect("incremental");
         assert_eq!(begun.plan, SessionPlan::Sessionless);
         assert!(begun.partitions.is_empty());
@@ -624,7 +744,7 @@ mod tests {
     fn an_unknown_session_id_is_fetch_session_id_not_found() {
         let mut cache = FetchSessionCache::new(10);
         let error = cache
-            .begin(12, 1234, 1, vec![], vec![])
+            .begin(12, 1234, 1, vec![], vec![], NOW)
             .expect_err("unknown");
         assert_eq!(error, ResponseError::FetchSessionIdNotFound);
     }
@@ -635,19 +755,21 @@ mod tests {
         let id = open(&mut cache);
         for epoch in [2, 7, -2] {
             let error = cache
-                .begin(12, id, epoch, vec![], vec![])
+                .begin(12, id, epoch, vec![], vec![], NOW)
                 .expect_err("epoch");
             assert_eq!(error, ResponseError::InvalidFetchSessionEpoch);
         }
         assert_eq!(cache.expected_epoch(id), Some(1));
-        assert!(cache.begin(12, id, 1, vec![], vec![]).is_ok());
+        assert!(cache.begin(12, id, 1, vec![], vec![], NOW).is_ok());
     }
 
     #[test]
     fn a_session_opened_with_names_refuses_topic_ids() {
         let mut cache = FetchSessionCache::new(10);
         let id = open(&mut cache);
-        let error = cache.begin(13, id, 1, vec![], vec![]).expect_err("ids");
+        let error = cache
+            .begin(13, id, 1, vec![], vec![], NOW)
+            .expect_err("ids");
         assert_eq!(error, ResponseError::FetchSessionTopicIdError);
     }
 
@@ -656,13 +778,13 @@ mod tests {
         let mut cache = FetchSessionCache::new(10);
         let id = open(&mut cache);
         let begun = cache
-            .begin(12, id, INITIAL_EPOCH, vec![fetch("t", 0, 0)], vec![])
+            .begin(12, id, INITIAL_EPOCH, vec![fetch("t", 0, 0)], vec![], NOW)
             .expect("full");
         assert_eq!(begun.plan, SessionPlan::Full);
         assert!(!cache.contains(id));
         let id = open(&mut cache);
         let begun = cache
-            .begin(12, id, FINAL_EPOCH, vec![fetch("t", 0, 0)], vec![])
+            .begin(12, id, FINAL_EPOCH, vec![fetch("t", 0, 0)], vec![], NOW)
             .expect("final");
         assert_eq!(begun.plan, SessionPlan::Sessionless);
         assert!(!cache.contains(id));
@@ -672,11 +794,11 @@ mod tests {
     fn sessionless_requests_open_nothing() {
         let mut cache = FetchSessionCache::new(10);
         let begun = cache
-            .begin(12, 0, FINAL_EPOCH, vec![fetch("t", 0, 0)], vec![])
+            .begin(12, 0, FINAL_EPOCH, vec![fetch("t", 0, 0)], vec![], NOW)
             .expect("sessionless");
         assert_eq!(begun.plan, SessionPlan::Sessionless);
         let begun = cache
-            .begin(6, 0, 0, vec![fetch("t", 0, 0)], vec![])
+            .begin(6, 0, 0, vec![fetch("t", 0, 0)], vec![], NOW)
             .expect("v6");
         assert_eq!(
             begun.plan,
@@ -686,43 +808,91 @@ mod tests {
         assert!(cache.is_empty());
     }
 
+    /// More consumers than the cache holds must not evict each other on
+    /// every poll: as Kafka, a full fetch finding the cache full of
+    /// sessions in use is answered without a session (id 0) and the others
+    /// keep theirs; a session unused for more than SESSION_EVICTION_MS
+    /// gives its place.
     #[test]
-    fn a_full_cache_evicts_the_least_recently_used_session() {
+    fn a_full_cache_keeps_sessions_in_use_and_evicts_only_stale_ones() {
         let mut cache = FetchSessionCache::new(2);
-        let first = open(&mut cache);
-        let second = open(&mut cache);
-        // Use the first, so the second is the least recently used.
-        let begun = cache.begin(12, first, 1, vec![], vec![]).expect("use");
-        let _ = cache.finish_incremental(first, &begun.partitions, &[outcome(10, 0); 2]);
-        let third = open(&mut cache);
+        let first = open_at(&mut cache, 2, NOW);
+        let second = open_at(&mut cache, 2, NOW);
+        use_at(&mut cache, first, NOW + 60_000);
+        use_at(&mut cache, second, NOW + 60_000);
+        assert_eq!(open_at(&mut cache, 2, NOW + 60_000), INVALID_SESSION_ID);
+        assert!(cache.contains(first) && cache.contains(second));
+        assert_eq!(cache.expected_epoch(first), Some(2), "the session goes on");
+        // The second is used again; the first has been idle for exactly
+        // SESSION_EVICTION_MS, which is not yet stale.
+        use_at(&mut cache, second, NOW + 170_000);
+        let at = NOW + 60_000 + SESSION_EVICTION_MS;
+        assert_eq!(open_at(&mut cache, 2, at), INVALID_SESSION_ID);
+        assert!(cache.contains(first) && cache.contains(second));
+        let third = open_at(&mut cache, 2, at + 1);
+        assert_ne!(third, INVALID_SESSION_ID);
         assert_eq!(cache.len(), 2);
-        assert!(cache.contains(first));
-        assert!(!cache.contains(second));
-        assert!(cache.contains(third));
+        assert!(!cache.contains(first), "stale: evicted");
+        assert!(cache.contains(second) && cache.contains(third));
     }
 
-    /// Bounded by partitions: a full fetch evicts the least recently used
-    /// sessions until its own fits; one larger than the whole bound gets no
-    /// session (id 0: the client keeps sending full fetches).
+    /// As Kafka's EvictableKey: a new session may take the place of one
+    /// with strictly fewer partitions, the fewest first, provided that one
+    /// had been open for more than SESSION_EVICTION_MS when last used.
+    #[test]
+    fn a_larger_session_takes_the_place_of_a_smaller_one_open_long_enough() {
+        let mut cache = FetchSessionCache::new(2);
+        let one = open_at(&mut cache, 1, NOW);
+        let two = open_at(&mut cache, 2, NOW);
+        use_at(&mut cache, one, NOW + 100_000);
+        use_at(&mut cache, two, NOW + 100_000);
+        // Both too young to be evicted by value.
+        assert_eq!(open_at(&mut cache, 3, NOW + 100_000), INVALID_SESSION_ID);
+        use_at(&mut cache, one, NOW + 121_000);
+        use_at(&mut cache, two, NOW + 121_000);
+        let three = open_at(&mut cache, 3, NOW + 121_000);
+        assert_ne!(three, INVALID_SESSION_ID);
+        assert!(!cache.contains(one), "the fewest partitions go first");
+        assert!(cache.contains(two) && cache.contains(three));
+        // As many partitions as the smallest evictable one is not enough,
+        // and the new session is too young.
+        assert_eq!(open_at(&mut cache, 2, NOW + 122_000), INVALID_SESSION_ID);
+        assert!(cache.contains(two) && cache.contains(three));
+    }
+
+    /// Bounded by partitions: a full fetch evicts stale (or smaller, old
+    /// enough) sessions until its own fits, or evicts none when they do not
+    /// make room; one larger than the whole bound gets no session (id 0:
+    /// the client keeps sending full fetches).
     #[test]
     fn sessions_remember_a_bounded_number_of_partitions() {
         let mut cache = FetchSessionCache::with_limits(10, 5);
         let first = open(&mut cache);
         let second = open(&mut cache);
         assert_eq!(cache.cached_partitions(), 4);
-        // Use the first, so the second is the least recently used.
-        let begun = cache.begin(12, first, 1, vec![], vec![]).expect("use");
-        let _ = cache.finish_incremental(first, &begun.partitions, &[outcome(10, 0); 2]);
-        let third = open(&mut cache);
+        // Both in use: no room, nobody evicted.
+        assert_eq!(open_at(&mut cache, 2, NOW), INVALID_SESSION_ID);
+        assert!(cache.contains(first) && cache.contains(second));
+        // The second goes stale while the first is used.
+        let later = NOW + SESSION_EVICTION_MS + 1;
+        use_at(&mut cache, first, later);
+        let third = open_at(&mut cache, 2, later);
         assert!(cache.contains(first) && !cache.contains(second) && cache.contains(third));
         assert_eq!(cache.cached_partitions(), 4);
+        // The first goes stale, but evicting it alone does not make room
+        // for 4 partitions beside the third's 2 (in use, too young to be
+        // evicted by value): nothing is evicted.
+        use_at(&mut cache, third, later + 1_000);
+        let latest = later + SESSION_EVICTION_MS + 1;
+        assert_eq!(open_at(&mut cache, 4, latest), INVALID_SESSION_ID);
+        assert!(cache.contains(first) && cache.contains(third));
 
         let six: Vec<PartitionFetch> = (0..6).map(|partition| fetch("u", partition, 0)).collect();
         let begun = cache
-            .begin(12, 0, INITIAL_EPOCH, six, vec![])
+            .begin(12, 0, INITIAL_EPOCH, six, vec![], NOW)
             .expect("full fetch");
         assert_eq!(begun.plan, SessionPlan::Full);
-        let id = cache.finish_full(12, &begun.partitions, &[outcome(10, 0); 6]);
+        let id = cache.finish_full(12, &begun.partitions, &[outcome(10, 0); 6], NOW);
         assert_eq!(id, INVALID_SESSION_ID, "larger than the whole bound");
         assert_eq!(cache.len(), 2, "nothing was evicted for it");
         assert_eq!(cache.cached_partitions(), 4);
@@ -737,20 +907,34 @@ mod tests {
         let other = open(&mut cache);
         let id = open(&mut cache);
         let begun = cache
-            .begin(12, id, 1, vec![fetch("u", 0, 0), fetch("u", 1, 0)], vec![])
+            .begin(
+                12,
+                id,
+                1,
+                vec![fetch("u", 0, 0), fetch("u", 1, 0)],
+                vec![],
+                NOW,
+            )
             .expect("grows to 4 beside 2: the other session goes");
         assert_eq!(begun.partitions.len(), 4);
         assert!(!cache.contains(other));
         assert_eq!(cache.cached_partitions(), 4);
         let _ = cache.finish_incremental(id, &begun.partitions, &[outcome(10, 0); 4]);
-        let grown = cache.begin(12, id, 2, vec![fetch("u", 2, 0), fetch("u", 3, 0)], vec![]);
+        let grown = cache.begin(
+            12,
+            id,
+            2,
+            vec![fetch("u", 2, 0), fetch("u", 3, 0)],
+            vec![],
+            NOW,
+        );
         assert_eq!(grown.err(), Some(ResponseError::FetchSessionIdNotFound));
         assert!(!cache.contains(id));
         assert_eq!(cache.cached_partitions(), 0);
         // Forgetting partitions gives their room back.
         let id = open(&mut cache);
         let begun = cache
-            .begin(12, id, 1, vec![fetch("u", 0, 0)], vec![key("t", 0)])
+            .begin(12, id, 1, vec![fetch("u", 0, 0)], vec![key("t", 0)], NOW)
             .expect("incremental");
         assert_eq!(begun.partitions.len(), 2);
         assert_eq!(cache.cached_partitions(), 2);

@@ -26,6 +26,12 @@
 //! `Partition.fetchOffsetForTimestamp` does: the client retries rather than
 //! see "latest" go backwards. EARLIEST is answered regardless.
 //!
+//! A partition named more than once in a request (in one topic entry or in
+//! two of the same name) is answered INVALID_REQUEST at each occurrence,
+//! as Kafka's handleListOffsetRequestV1AndAbove answers its
+//! `duplicatePartitions`: which of the queries to answer would be a
+//! guess. The authorization check comes first, as in Kafka.
+//!
 //! Only the partition's leader answers (NOT_LEADER_OR_FOLLOWER elsewhere);
 //! a `current_leader_epoch` is checked as Fetch does (fetch::serving).
 //! The leader epoch answered is, as Kafka's: for LATEST the partition's
@@ -37,7 +43,7 @@
 
 use crate::auth::acl::{AclOperation, ResourceType};
 use crate::auth::authorizer::Access;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use futures_util::future::join_all;
@@ -118,6 +124,7 @@ pub async fn handle(
     let snapshot = shard.metadata.snapshot();
     let mut answers: Vec<Option<OffsetAnswer>> = Vec::new();
     let mut groups: BTreeMap<ShardId, Vec<Query>> = BTreeMap::new();
+    let duplicated = duplicated_partitions(&request);
     for topic in &request.topics {
         let found = snapshot.topics.get(topic.name.0.as_str());
         let described = access.allows(
@@ -131,6 +138,10 @@ pub async fn handle(
                 answers.push(Some(OffsetAnswer::error(
                     ResponseError::TopicAuthorizationFailed,
                 )));
+                continue;
+            }
+            if duplicated.contains_key(&(topic.name.0.as_str(), partition.partition_index)) {
+                answers.push(Some(OffsetAnswer::error(ResponseError::InvalidRequest)));
                 continue;
             }
             let assignment = found.and_then(|metadata| {
@@ -231,6 +242,21 @@ pub async fn handle(
     Ok(Reply::Body(Box::new(ResponseKind::ListOffsets(response))))
 }
 
+/// The partitions `request` names more than once (by topic name and
+/// index, across its topic entries), with how many times.
+fn duplicated_partitions(request: &ListOffsetsRequest) -> HashMap<(&str, i32), usize> {
+    let mut named: HashMap<(&str, i32), usize> = HashMap::new();
+    for topic in &request.topics {
+        for partition in &topic.partitions {
+            *named
+                .entry((topic.name.0.as_str(), partition.partition_index))
+                .or_default() += 1;
+        }
+    }
+    named.retain(|_, count| *count > 1);
+    named
+}
+
 pub(in crate::handlers) async fn answer_on_owner(owner: &Shard, query: &Query) -> OffsetAnswer {
     let Some(replica) = owner.partition_of(&query.topic_partition, query.topic_id) else {
         return OffsetAnswer::error(ResponseError::UnknownTopicOrPartition);
@@ -309,6 +335,11 @@ mod tests {
     #[test]
     fn offset_not_available_is_kafkas_code_78() {
         assert_eq!(ResponseError::OffsetNotAvailable.code(), 78);
+    }
+
+    #[test]
+    fn invalid_request_is_kafkas_code_42() {
+        assert_eq!(ResponseError::InvalidRequest.code(), 42);
     }
 
     #[test]

@@ -1015,30 +1015,113 @@ fn a_fetch_waiting_on_two_shards_answers_with_both_when_the_first_owner_answers(
     );
 }
 
-/// A partition that fails to resolve (here: one the topic does not have)
-/// is an error answered at once, as Kafka does: the caught-up partitions
-/// beside it do not hold the answer for max_wait.
+/// Partitions set aside before the read (here: one the topic does not
+/// have, and a topic id nobody knows) do not cut the long poll of the
+/// others short, as Kafka's `erroneous` partitions: a consumer whose
+/// session holds one would fetch at round-trip speed. The answer comes at
+/// max_wait and holds their errors.
 #[test]
-fn a_long_poll_with_a_partition_in_error_answers_at_once() {
-    with_shards("error_at_once", 2, |shard| async move {
+fn a_long_poll_beside_an_unknown_partition_waits_and_answers_its_error() {
+    with_shards("unknown_beside", 2, |shard| async move {
+        topic(&shard, "t", 2).await;
+        let id = topic_id(&shard, "t");
+        let stranger = uuid::Uuid::from_u128(42);
+        let by_name = fetch_request(
+            12,
+            vec![("t", uuid::Uuid::nil(), vec![(0, 0), (1, 0), (7, 0)])],
+        );
+        let by_id = fetch_request(
+            13,
+            vec![("", id, vec![(0, 0), (1, 0)]), ("", stranger, vec![(0, 0)])],
+        );
+        for (version, request) in [(12, by_name), (13, by_id)] {
+            let started = Instant::now();
+            let response = fetch(&shard, version, request.with_max_wait_ms(300)).await;
+            let waited = started.elapsed();
+            assert!(
+                waited >= Duration::from_millis(290),
+                "v{version}: answered after {waited:?}"
+            );
+            assert!(waited < Duration::from_secs(3), "v{version}: {waited:?}");
+            let errors: Vec<Vec<(i32, i16)>> = response
+                .responses
+                .iter()
+                .map(|topic| {
+                    topic
+                        .partitions
+                        .iter()
+                        .map(|partition| (partition.partition_index, partition.error_code))
+                        .collect()
+                })
+                .collect();
+            let expected = if version == 12 {
+                let unknown = ResponseError::UnknownTopicOrPartition.code();
+                vec![vec![(0, 0), (1, 0), (7, unknown)]]
+            } else {
+                let unknown = ResponseError::UnknownTopicId.code();
+                vec![vec![(0, 0), (1, 0)], vec![(0, unknown)]]
+            };
+            assert_eq!(errors, expected, "v{version}");
+        }
+    });
+}
+
+/// Errors of the read itself answer at once, as Kafka's fetchMessages
+/// (errorReadingData): an offset out of range and a leader epoch this
+/// broker has not seen, beside a caught-up partition that would wait.
+#[test]
+fn a_long_poll_with_a_read_error_answers_at_once() {
+    with_shards("read_error_at_once", 2, |shard| async move {
+        topic(&shard, "t", 2).await;
+        let out_of_range =
+            fetch_request(12, vec![("t", uuid::Uuid::nil(), vec![(0, 0), (1, 1000)])]);
+        let mut newer_epoch =
+            fetch_request(12, vec![("t", uuid::Uuid::nil(), vec![(0, 0), (1, 0)])]);
+        newer_epoch.topics[0].partitions[1].current_leader_epoch = 5;
+        for (request, error) in [
+            (out_of_range, ResponseError::OffsetOutOfRange),
+            (newer_epoch, ResponseError::UnknownLeaderEpoch),
+        ] {
+            let started = Instant::now();
+            let response = fetch(&shard, 12, request.with_max_wait_ms(10_000)).await;
+            let waited = started.elapsed();
+            assert!(waited < Duration::from_secs(5), "{error:?}: {waited:?}");
+            let errors: Vec<(i32, i16)> = response.responses[0]
+                .partitions
+                .iter()
+                .map(|partition| (partition.partition_index, partition.error_code))
+                .collect();
+            assert_eq!(errors, vec![(0, 0), (1, error.code())]);
+        }
+    });
+}
+
+/// A fetch of only partitions set aside has nothing to wait for: it
+/// answers at once (Kafka: `interesting` is empty).
+#[test]
+fn a_long_poll_of_only_unknown_partitions_answers_at_once() {
+    with_shards("only_unknown", 1, |shard| async move {
         topic(&shard, "t", 2).await;
         let request = fetch_request(
             12,
-            vec![("t", uuid::Uuid::nil(), vec![(0, 0), (1, 0), (7, 0)])],
+            vec![
+                ("t", uuid::Uuid::nil(), vec![(7, 0)]),
+                ("missing", uuid::Uuid::nil(), vec![(0, 0)]),
+            ],
         )
         .with_max_wait_ms(10_000);
         let started = Instant::now();
         let response = fetch(&shard, 12, request).await;
         let waited = started.elapsed();
         assert!(waited < Duration::from_secs(5), "answered after {waited:?}");
-        let errors: BTreeMap<i32, i16> = response.responses[0]
-            .partitions
-            .iter()
-            .map(|partition| (partition.partition_index, partition.error_code))
-            .collect();
-        assert_eq!(errors[&0], 0);
-        assert_eq!(errors[&1], 0);
-        assert_eq!(errors[&7], ResponseError::UnknownTopicOrPartition.code());
+        let unknown = ResponseError::UnknownTopicOrPartition.code();
+        assert_eq!(response.responses.len(), 2);
+        assert!(
+            response
+                .responses
+                .iter()
+                .all(|topic| topic.partitions[0].error_code == unknown)
+        );
     });
 }
 
@@ -1647,7 +1730,24 @@ fn sessions_work_with_topic_ids_from_v13() {
 // ---------------------------------------------------------------------------
 // ListOffsets.
 
+/// ListOffsets of topic `name` for each (partition, timestamp) query, each
+/// in a request of its own (a partition named twice in one request is
+/// INVALID_REQUEST): (error, timestamp, offset, leader epoch) each.
 async fn list_offsets(
+    shard: &Rc<Shard>,
+    version: i16,
+    name: &str,
+    queries: &[(i32, i64)],
+) -> Vec<(i16, i64, i64, i32)> {
+    let mut answers = Vec::with_capacity(queries.len());
+    for query in queries {
+        answers.extend(list_offsets_at_once(shard, version, name, &[*query]).await);
+    }
+    answers
+}
+
+/// [`list_offsets`] with every query in one request.
+async fn list_offsets_at_once(
     shard: &Rc<Shard>,
     version: i16,
     name: &str,
@@ -1760,6 +1860,85 @@ fn list_offsets_finds_earliest_latest_max_timestamp_and_by_time() {
                 "v{version}"
             );
         }
+    });
+}
+
+/// A partition named twice is answered INVALID_REQUEST at each occurrence,
+/// whether in one topic entry or in two of the same name, as Kafka answers
+/// its `duplicatePartitions`; the other partitions are answered as usual.
+#[test]
+fn list_offsets_answers_a_duplicated_partition_invalid_request() {
+    with_shards("list_offsets_duplicates", 1, |shard| async move {
+        topic(&shard, "t", 3).await;
+        append(&shard, "t", 0, simple_batch(2, 10, TimestampMs(1)), true).await;
+        let answers = list_offsets_at_once(&shard, 7, "t", &[(1, -1), (0, -1), (1, -2)]).await;
+        let invalid = ResponseError::InvalidRequest.code();
+        assert_eq!(
+            answers,
+            vec![(invalid, -1, -1, -1), (0, -1, 2, 0), (invalid, -1, -1, -1)]
+        );
+
+        let entry = |partitions: &[i32]| {
+            ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("t")))
+                .with_partitions(
+                    partitions
+                        .iter()
+                        .map(|partition| {
+                            ListOffsetsPartition::default()
+                                .with_partition_index(*partition)
+                                .with_timestamp(-1)
+                        })
+                        .collect(),
+                )
+        };
+        let request = ListOffsetsRequest::default()
+            .with_replica_id((-1).into())
+            .with_topics(vec![entry(&[0, 2]), entry(&[2])]);
+        let Reply::Body(body) = list_offsets::handle(&shard, 7, request, &Access::unrestricted())
+            .await
+            .unwrap()
+        else {
+            panic!("list offsets answers with a body");
+        };
+        let ResponseKind::ListOffsets(ListOffsetsResponse { topics, .. }) = *body else {
+            panic!("not a ListOffsets response");
+        };
+        let errors: Vec<Vec<(i32, i16)>> = topics
+            .iter()
+            .map(|topic| {
+                topic
+                    .partitions
+                    .iter()
+                    .map(|partition| (partition.partition_index, partition.error_code))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(errors, vec![vec![(0, 0), (2, invalid)], vec![(2, invalid)]]);
+    });
+}
+
+/// A compressed batch is decompressed for ListOffsets as Kafka's
+/// searchForTimestamp and offsetOfMaxTimestamp do: the answers are records
+/// inside it, not its base offset with its maxTimestamp.
+#[test]
+fn list_offsets_answers_records_inside_compressed_batches() {
+    with_shards("list_offsets_compressed", 1, |shard| async move {
+        topic(&shard, "z", 1).await;
+        let plain = BatchBuilder::new()
+            .record(None, Some(&b"a"[..]), TimestampMs(1000))
+            .record(None, Some(&b"b"[..]), TimestampMs(2000))
+            .record(None, Some(&b"c"[..]), TimestampMs(3000))
+            .build();
+        let header = sluice_engine::batch::validate(&plain, plain.len()).unwrap();
+        let target = sluice_engine::batch::codec::Target::Zstd { level: 3 };
+        let compressed = sluice_engine::batch::codec::recompress(&plain, &header, target).unwrap();
+        append(&shard, "z", 0, Bytes::from(compressed), true).await;
+        let answers = list_offsets(&shard, 7, "z", &[(0, 2000), (0, 2001), (0, -3)]).await;
+        assert_eq!(
+            answers,
+            vec![(0, 2000, 1, 0), (0, 3000, 2, 0), (0, 3000, 2, 0)]
+        );
     });
 }
 
