@@ -563,14 +563,18 @@ impl QuorumController {
         Ok(records)
     }
 
-    /// DeleteTopics, one topic.
+    /// DeleteTopics, one topic; with `expected_id` only while `name` still
+    /// names the topic of that id (a deletion by id: a topic created again
+    /// under the name has another id and is not touched).
     pub fn delete_topic(
         &self,
         image: &MetadataImage,
         name: &str,
+        expected_id: Option<TopicId>,
     ) -> Result<Vec<MetadataRecord>, ControllerError> {
         let topic = image
             .topic_by_name(name)
+            .filter(|topic| expected_id.is_none_or(|id| topic.topic_id == id))
             .ok_or_else(|| ControllerError::UnknownTopic { name: name.into() })?;
         Ok(vec![MetadataRecord::RemoveTopic(RemoveTopic {
             topic_id: topic.topic_id,
@@ -1306,7 +1310,16 @@ mod tests {
             image.producer_ids().next_block_start,
             2 * PRODUCER_ID_BLOCK_SIZE
         );
-        let records = controller.delete_topic(&image, "orders").unwrap();
+        // By id: only while the name is still that topic's.
+        let orders = image.topic_by_name("orders").unwrap().topic_id;
+        assert!(matches!(
+            controller.delete_topic(&image, "orders", Some(TopicId(Uuid::from_u128(99)))),
+            Err(ControllerError::UnknownTopic { .. })
+        ));
+        assert!(image.topic_by_name("orders").is_some());
+        let records = controller
+            .delete_topic(&image, "orders", Some(orders))
+            .unwrap();
         commit(&mut image, &records);
         assert!(image.topic_by_name("orders").is_none());
         assert!(matches!(

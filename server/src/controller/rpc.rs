@@ -42,6 +42,16 @@ pub enum Request {
     DeleteTopic {
         name: String,
     },
+    /// DeleteTopics by topic id (v6+): the topic named `name` is deleted
+    /// only while it still has id `topic_id`. A broker resolves the id to
+    /// a name in its own view, which may lag: a topic deleted and created
+    /// again under that name meanwhile has another id and stays (Kafka's
+    /// controller deletes by id). A separate tag, so that an older
+    /// controller refuses it rather than deleting by name alone.
+    DeleteTopicWithId {
+        name: String,
+        topic_id: TopicId,
+    },
     CreatePartitions {
         name: String,
         total_count: i32,
@@ -524,6 +534,11 @@ impl Request {
                 writer.u8(12);
                 write_partitions(&mut writer, partitions);
             }
+            Request::DeleteTopicWithId { name, topic_id } => {
+                writer.u8(14);
+                writer.string(name);
+                writer.uuid(topic_id.0);
+            }
             Request::AlterReassignments { reassignments } => {
                 writer.u8(13);
                 writer.count(reassignments.len());
@@ -684,6 +699,10 @@ impl Request {
                     .collect::<Result<_, DecodeError>>()?;
                 Request::AlterReassignments { reassignments }
             }
+            14 => Request::DeleteTopicWithId {
+                name: reader.string()?,
+                topic_id: TopicId(reader.uuid()?),
+            },
             other => return Err(invalid("request tag", other)),
         };
         reader.finish()?;
@@ -879,6 +898,10 @@ mod tests {
             }),
             Request::DeleteTopic {
                 name: "orders".into(),
+            },
+            Request::DeleteTopicWithId {
+                name: "orders".into(),
+                topic_id: TopicId(uuid::Uuid::from_u128(7)),
             },
             Request::CreatePartitions {
                 name: "orders".into(),

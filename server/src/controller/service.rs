@@ -822,7 +822,12 @@ impl<S: RaftLogStore> ControllerLoop<S> {
             }
             Request::DeleteTopic { name } => self
                 .controller
-                .delete_topic(image, &name)
+                .delete_topic(image, &name, None)
+                .map(|records| (records, PendingKind::Committed))
+                .map_err(|error| Err(error.into())),
+            Request::DeleteTopicWithId { name, topic_id } => self
+                .controller
+                .delete_topic(image, &name, Some(topic_id))
                 .map(|records| (records, PendingKind::Committed))
                 .map_err(|error| Err(error.into())),
             Request::CreatePartitions {
@@ -1690,6 +1695,22 @@ impl ControllerHandle {
 
     pub async fn delete_topic(&self, name: &str) -> Result<MetadataOffset, RequestError> {
         committed(self.call(Request::DeleteTopic { name: name.into() }).await)
+    }
+
+    /// Delete topic `name` only while it has id `topic_id`
+    /// (`Request::DeleteTopicWithId`).
+    pub async fn delete_topic_with_id(
+        &self,
+        name: &str,
+        topic_id: TopicId,
+    ) -> Result<MetadataOffset, RequestError> {
+        committed(
+            self.call(Request::DeleteTopicWithId {
+                name: name.into(),
+                topic_id,
+            })
+            .await,
+        )
     }
 
     pub async fn create_partitions(

@@ -20,8 +20,9 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::handlers::Reply;
 use crate::handlers::create_topics::{AdminError, topic_error};
+use crate::metadata::MetadataError;
 use crate::shard::Shard;
-use crate::shard::topics::delete_topic;
+use crate::shard::topics::{TopicError, delete_topic, delete_topic_with_id};
 
 /// What the client named: a topic name or a topic id.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -149,8 +150,21 @@ async fn delete_one(
             format!("{name} is an internal topic and cannot be deleted."),
         ));
     }
-    let deleted = delete_topic(shard, &name)
-        .await
-        .map_err(|error| topic_error(&error))?;
+    let deleted = match target {
+        Target::Name(_) => delete_topic(shard, &name).await,
+        // By id: the controller deletes the topic only while the name is
+        // still that id's (this view may lag a deletion and a creation
+        // under the same name: the newer topic stays).
+        Target::Id(id) => match delete_topic_with_id(shard, &name, *id).await {
+            Err(TopicError::Metadata(MetadataError::UnknownTopic(_))) => {
+                return Err((
+                    ResponseError::UnknownTopicId,
+                    format!("No topic has the id {id}."),
+                ));
+            }
+            deleted => deleted,
+        },
+    }
+    .map_err(|error| topic_error(&error))?;
     Ok((deleted.name, deleted.id))
 }

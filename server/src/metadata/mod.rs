@@ -618,6 +618,26 @@ impl Metadata {
         Ok(topic)
     }
 
+    /// Delete the topic with id `id` (named `name` in this view): the
+    /// controller deletes it only while the name is still that topic's, so
+    /// a view that lags a deletion and a creation under the same name never
+    /// deletes the newer topic. `UnknownTopic` when it is gone.
+    pub async fn delete_topic_with_id(
+        &self,
+        name: &str,
+        id: uuid::Uuid,
+    ) -> Result<TopicMetadata, MetadataError> {
+        let Some(topic) = self.snapshot().topics.get(name).cloned() else {
+            return Err(MetadataError::UnknownTopic(name.to_string()));
+        };
+        let offset = self
+            .controller
+            .delete_topic_with_id(name, crate::controller::types::TopicId(id))
+            .await?;
+        self.wait_published(offset.0).await?;
+        Ok(topic)
+    }
+
     /// Grow a topic to `total` partitions.
     pub async fn add_partitions(
         &self,

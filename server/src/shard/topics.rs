@@ -82,6 +82,15 @@ pub async fn delete_topic(shard: &Rc<Shard>, name: &str) -> Result<TopicMetadata
     Ok(shard.metadata.delete_topic(name).await?)
 }
 
+/// [`delete_topic`] of the topic with id `id` only (DeleteTopics by id).
+pub async fn delete_topic_with_id(
+    shard: &Rc<Shard>,
+    name: &str,
+    id: uuid::Uuid,
+) -> Result<TopicMetadata, TopicError> {
+    Ok(shard.metadata.delete_topic_with_id(name, id).await?)
+}
+
 /// Replace a topic's explicit configs; the follower applies them to the
 /// open logs.
 pub async fn set_configs(

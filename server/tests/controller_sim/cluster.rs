@@ -605,7 +605,7 @@ impl Simulation {
             }
             40..=54 => {
                 let name = *self.workload.pick(&TOPIC_NAMES);
-                slot.controller.delete_topic(image, name).ok()
+                slot.controller.delete_topic(image, name, None).ok()
             }
             55..=69 => {
                 let name = *self.workload.pick(&TOPIC_NAMES);

@@ -2220,3 +2220,66 @@ fn requests_routed_for_a_topic_created_again_never_touch_the_new_one() {
         assert_eq!((offsets[1].0, offsets[1].2), (0, 5), "{offsets:?}");
     });
 }
+
+/// DeleteTopics v6 by topic id: the topic of that id goes; an id no topic
+/// has (a topic deleted and created again under its name has a new one)
+/// answers UNKNOWN_TOPIC_ID and deletes nothing (the controller checks the
+/// id: `Request::DeleteTopicWithId`).
+#[test]
+fn delete_topics_by_id_deletes_only_the_topic_of_that_id() {
+    use kafka_protocol::messages::DeleteTopicsRequest;
+    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+    with_shards("delete-by-id", 1, |shard| async move {
+        topic(&shard, "t", 1).await;
+        let old_id = topic_id(&shard, "t");
+        crate::shard::topics::delete_topic(&shard, "t").await.unwrap();
+        topic(&shard, "t", 1).await;
+        let new_id = topic_id(&shard, "t");
+        let delete = |id: uuid::Uuid| {
+            DeleteTopicsRequest::default()
+                .with_topics(vec![DeleteTopicState::default().with_topic_id(id)])
+                .with_timeout_ms(5_000)
+        };
+        // Straight to the controller with the old id, as a broker whose
+        // view lags would send it: the new topic stays.
+        let refused = shard
+            .metadata
+            .delete_topic_with_id("t", old_id)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(refused, crate::metadata::MetadataError::UnknownTopic(_)),
+            "{refused:?}"
+        );
+        assert_eq!(topic_id(&shard, "t"), new_id);
+        let answer = |reply: Reply| {
+            let Reply::Body(body) = reply else {
+                panic!("a body")
+            };
+            let ResponseKind::DeleteTopics(response) = *body else {
+                panic!("a DeleteTopics response")
+            };
+            response.responses[0].error_code
+        };
+        let reply = crate::handlers::delete_topics::handle(
+            &shard,
+            6,
+            delete(old_id),
+            &Access::unrestricted(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(answer(reply), ResponseError::UnknownTopicId.code());
+        assert_eq!(topic_id(&shard, "t"), new_id);
+        let reply = crate::handlers::delete_topics::handle(
+            &shard,
+            6,
+            delete(new_id),
+            &Access::unrestricted(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(answer(reply), 0);
+        assert!(!shard.metadata.snapshot().topics.contains_key("t"));
+    });
+}
