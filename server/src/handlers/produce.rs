@@ -6,8 +6,8 @@
 //! the broker allows it, as Metadata does), then send every partition's
 //! work to its owning shard and wait for all of them concurrently. A
 //! partition this broker does not lead answers NOT_LEADER_OR_FOLLOWER, from
-//! v10 with the leader's id, epoch and endpoint (KIP-951), so the client
-//! goes there without a metadata round trip. The replica itself refuses
+//! v10 with the leader's id, epoch and endpoint on the client's listener
+//! (KIP-951), so the client goes there without a metadata round trip. The replica itself refuses
 //! the append when it no longer leads (NOT_LEADER_OR_FOLLOWER: the view
 //! the request was routed with is behind) and stamps batches with its own
 //! leader epoch (shard/partition.rs).
@@ -98,9 +98,12 @@ pub async fn handle(
     shard: &Rc<Shard>,
     version: i16,
     request: ProduceRequest,
+    listener: &Arc<str>,
     access: &Access<'_>,
 ) -> anyhow::Result<Reply> {
-    dispatch(shard, version, request, access).await.await
+    dispatch(shard, version, request, listener, access)
+        .await
+        .await
 }
 
 /// Whether the first batch of any partition's records is transactional,
@@ -131,10 +134,14 @@ fn has_transactional_records(request: &ProduceRequest) -> bool {
 /// never per partition or record.
 /// Transactional records in a request without a transactional id are
 /// refused the same way whether or not the authorizer is on.
+///
+/// `listener`: the name of the listener the client connected on, whose
+/// endpoints the KIP-951 leader hints carry.
 pub async fn dispatch(
     shard: &Rc<Shard>,
     version: i16,
     request: ProduceRequest,
+    listener: &Arc<str>,
     access: &Access<'_>,
 ) -> LocalBoxFuture<'static, anyhow::Result<Reply>> {
     let acks = request.acks;
@@ -230,7 +237,8 @@ pub async fn dispatch(
                                 error,
                                 format!("this broker does not lead {name}-{index}"),
                             );
-                            outcome.leader = Some(Box::new(LeaderHint::of(metadata, state)));
+                            outcome.leader =
+                                Some(Box::new(LeaderHint::of(metadata, state, listener)));
                             outcome
                         })
                     }),
