@@ -5,12 +5,14 @@
 //! Runs on the connection's shard: resolve topics (auto-creating them when
 //! the broker allows it, as Metadata does), then send every partition's
 //! work to its owning shard and wait for all of them concurrently. A
-//! partition this broker does not lead answers NOT_LEADER_OR_FOLLOWER, from
-//! v10 with the leader's id, epoch and endpoint on the client's listener
-//! (KIP-951), so the client goes there without a metadata round trip. The replica itself refuses
-//! the append when it no longer leads (NOT_LEADER_OR_FOLLOWER: the view
-//! the request was routed with is behind) and stamps batches with its own
-//! leader epoch (shard/partition.rs).
+//! partition this broker does not lead answers NOT_LEADER_OR_FOLLOWER. The
+//! replica itself refuses the append when it no longer leads
+//! (NOT_LEADER_OR_FOLLOWER: the view the request was routed with is
+//! behind) and stamps batches with its own leader epoch
+//! (shard/partition.rs). From v10 every NOT_LEADER_OR_FOLLOWER answer,
+//! whoever refused, names the leader's id, epoch and endpoint on the
+//! client's listener from the view at answer time (KIP-951), so the client
+//! goes there without a metadata round trip.
 //!
 //! On the owning shard, in one synchronous step (no await, so batches are
 //! checked and appended in arrival order): exactly one record batch (magic
@@ -233,13 +235,10 @@ pub async fn dispatch(
                     })
                     .and_then(|state| {
                         crate::handlers::serving_shard(metadata, state).map_err(|error| {
-                            let mut outcome = PartitionOutcome::failed(
+                            PartitionOutcome::failed(
                                 error,
                                 format!("this broker does not lead {name}-{index}"),
-                            );
-                            outcome.leader =
-                                Some(Box::new(LeaderHint::of(metadata, state, listener)));
-                            outcome
+                            )
                         })
                     }),
             };
@@ -298,16 +297,37 @@ pub async fn dispatch(
         layout.push((topic.name, indexes));
     }
     let appended = join_all(work).await;
-    async move { reply(version, acks, layout, join_all(appended).await) }.boxed_local()
+    let shard = Rc::clone(shard);
+    let listener = Arc::clone(listener);
+    async move {
+        let outcomes = join_all(appended).await;
+        // KIP-951: every NOT_LEADER_OR_FOLLOWER answer names the current
+        // leader, whatever refused the batch (the routing view, the replica
+        // itself, leadership lost while acks=all waited), as Kafka's
+        // sendResponseCallback does for each such partition. The view is
+        // taken once, and only when a partition needs it.
+        let view = (version >= LEADER_HINT_VERSION_MIN
+            && acks != 0
+            && outcomes
+                .iter()
+                .any(|outcome| outcome.error == Some(ResponseError::NotLeaderOrFollower)))
+        .then(|| shard.metadata.snapshot());
+        reply(version, acks, layout, outcomes, view.as_deref(), &listener)
+    }
+    .boxed_local()
 }
 
 /// The answer to a produce request once every partition has its outcome
-/// (`outcomes` in the order of `layout`).
+/// (`outcomes` in the order of `layout`). `view` (needed only when a
+/// partition answers NOT_LEADER_OR_FOLLOWER from v10) gives the leader
+/// hints, with endpoints on `listener`.
 fn reply(
     version: i16,
     acks: i16,
     layout: Vec<(kafka_protocol::messages::TopicName, Vec<i32>)>,
     outcomes: Vec<PartitionOutcome>,
+    view: Option<&ClusterMetadata>,
+    listener: &str,
 ) -> anyhow::Result<Reply> {
     let mut outcomes = outcomes.into_iter();
 
@@ -339,20 +359,35 @@ fn reply(
             let partitions = indexes
                 .into_iter()
                 .zip(outcomes.by_ref())
-                .map(|(index, outcome)| {
+                .map(|(index, mut outcome)| {
                     if version >= LEADER_HINT_VERSION_MIN
-                        && let Some(endpoint) = outcome
-                            .leader
-                            .as_ref()
-                            .and_then(|hint| hint.endpoint.as_ref())
+                        && outcome.error == Some(ResponseError::NotLeaderOrFollower)
+                        && let Some(view) = view
                     {
-                        endpoints.entry(endpoint.id).or_insert_with(|| {
-                            NodeEndpoint::default()
-                                .with_node_id(BrokerId(endpoint.id))
-                                .with_host(StrBytes::from_string(endpoint.host.clone()))
-                                .with_port(endpoint.port)
-                                .with_rack(endpoint.rack.clone().map(StrBytes::from_string))
-                        });
+                        // A partition the view does not know: no leader
+                        // (Kafka's getCurrentLeader answers -1, -1).
+                        let hint = view
+                            .topics
+                            .get(name.0.as_str())
+                            .and_then(|topic| topic.partitions.get(usize::try_from(index).ok()?))
+                            .map_or(
+                                LeaderHint {
+                                    leader_id: -1,
+                                    leader_epoch: -1,
+                                    endpoint: None,
+                                },
+                                |state| LeaderHint::of(view, state, listener),
+                            );
+                        if let Some(endpoint) = &hint.endpoint {
+                            endpoints.entry(endpoint.id).or_insert_with(|| {
+                                NodeEndpoint::default()
+                                    .with_node_id(BrokerId(endpoint.id))
+                                    .with_host(StrBytes::from_string(endpoint.host.clone()))
+                                    .with_port(endpoint.port)
+                                    .with_rack(endpoint.rack.clone().map(StrBytes::from_string))
+                            });
+                        }
+                        outcome.leader = Some(Box::new(hint));
                     }
                     outcome.into_response(index, version)
                 })
@@ -1141,6 +1176,7 @@ fn append_failed(error: &AppendError) -> PartitionOutcome {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use kafka_protocol::messages::TopicName;
     use sluice_engine::TimestampMs;
     use sluice_engine::batch::{BatchBuilder, TimestampType as BatchTimestampType};
 
@@ -1264,6 +1300,117 @@ mod tests {
         }));
         let old = outcome.into_response(0, 9);
         assert_eq!(old.current_leader, LeaderIdAndEpoch::default());
+    }
+
+    /// Broker 2 leads `topic`-0 at epoch 7 and listens on PLAINTEXT and
+    /// SASL_SSL; broker 3 (fenced) leads `topic`-1.
+    fn view_led_elsewhere() -> ClusterMetadata {
+        let broker = |id: i32, fenced: bool| crate::metadata::BrokerInfo {
+            id,
+            host: format!("broker{id}"),
+            port: 9090 + id,
+            rack: Some("rack-a".to_string()),
+            fenced,
+            in_controlled_shutdown: false,
+            replication_address: None,
+        };
+        let partition = |leader: i32| crate::metadata::PartitionMetadata {
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2, 3],
+            leader: Some(leader),
+            leader_epoch: 7,
+            partition_epoch: 7,
+            local_shard: Some(0),
+        };
+        ClusterMetadata {
+            node_id: 1,
+            brokers: [(2, broker(2, false)), (3, broker(3, true))].into(),
+            topics: [(
+                "topic".to_string(),
+                crate::metadata::TopicMetadata {
+                    name: "topic".to_string(),
+                    id: uuid::Uuid::nil(),
+                    partitions: vec![partition(2), partition(3)],
+                    configs: BTreeMap::new(),
+                },
+            )]
+            .into(),
+            listener_endpoints: [(
+                2,
+                vec![
+                    ("PLAINTEXT".to_string(), "broker2".to_string(), 9092),
+                    ("SASL_SSL".to_string(), "public2".to_string(), 19094),
+                ],
+            )]
+            .into(),
+            ..ClusterMetadata::default()
+        }
+    }
+
+    fn produce_response(reply: Reply) -> ProduceResponse {
+        match reply {
+            Reply::Body(body) => match *body {
+                ResponseKind::Produce(response) => response,
+                other => panic!("not a produce response: {other:?}"),
+            },
+            _ => panic!("produce answers with a body"),
+        }
+    }
+
+    #[test]
+    fn a_replica_refusing_as_not_leader_names_the_leader_on_the_clients_listener() {
+        let view = view_led_elsewhere();
+        // What the owning shard answers when its replica no longer leads
+        // (or leadership moved while acks=all waited): no hint of its own.
+        let refused = || {
+            PartitionOutcome::failed(
+                ResponseError::NotLeaderOrFollower,
+                "topic-0: this replica is not the leader".to_string(),
+            )
+        };
+        let layout = || vec![(TopicName(StrBytes::from_static_str("topic")), vec![0, 1, 5])];
+        let response = produce_response(
+            reply(
+                10,
+                1,
+                layout(),
+                vec![refused(), refused(), refused()],
+                Some(&view),
+                "SASL_SSL",
+            )
+            .unwrap(),
+        );
+        let partitions = &response.responses[0].partition_responses;
+        assert_eq!(partitions[0].current_leader.leader_id, BrokerId(2));
+        assert_eq!(partitions[0].current_leader.leader_epoch, 7);
+        // A fenced leader is named without an endpoint; a partition the
+        // view does not know names none.
+        assert_eq!(partitions[1].current_leader.leader_id, BrokerId(3));
+        assert_eq!(partitions[2].current_leader.leader_id, BrokerId(-1));
+        assert_eq!(partitions[2].current_leader.leader_epoch, -1);
+        let endpoints: Vec<(i32, String, i32)> = response
+            .node_endpoints
+            .iter()
+            .map(|endpoint| (endpoint.node_id.0, endpoint.host.to_string(), endpoint.port))
+            .collect();
+        assert_eq!(endpoints, vec![(2, "public2".to_string(), 19094)]);
+        // Before v10 no hint.
+        let old = produce_response(
+            reply(
+                9,
+                1,
+                layout(),
+                vec![refused(), refused(), refused()],
+                Some(&view),
+                "SASL_SSL",
+            )
+            .unwrap(),
+        );
+        assert!(old.node_endpoints.is_empty());
+        assert_eq!(
+            old.responses[0].partition_responses[0].current_leader,
+            LeaderIdAndEpoch::default()
+        );
     }
 
     #[test]
