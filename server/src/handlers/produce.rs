@@ -26,7 +26,10 @@
 //! message.timestamp.before/after.max.ms (INVALID_TIMESTAMP); the idempotent producer
 //! rules (shard/producer_state.rs: duplicates answered with their original
 //! offsets, not appended); on LogAppendTime topics the batch's maxTimestamp
-//! set to the broker's time, on a copy. Then the durability wait.
+//! set to the broker's time, on a copy; on CreateTime topics to the largest
+//! of its records' timestamps, whatever the producer's header claims
+//! (Kafka's LogValidator), on a copy only when the header is wrong. Then
+//! the durability wait.
 //!
 //! [`dispatch`] splits this in two so that a connection can pipeline: it
 //! returns once every partition's batch has been appended on this shard or
@@ -766,8 +769,14 @@ fn accept(
     // CRC). The engine's append of these same bytes, below on this thread,
     // then skips its second pass over them (validate_for_append); a
     // rebuilt or rewritten batch is validated again by the append.
-    let header = sluice_engine::validate_for_append(&records, max_message_bytes as usize)
-        .map_err(|error| batch_failed(&error))?;
+    //
+    // `records_max_timestamp`: the maxTimestamp the records give, which
+    // Kafka's LogValidator stores whatever the producer's header says; read
+    // on the passes over the records that the checks below make anyway
+    // (`None` until a compressed batch is decompressed).
+    let (header, mut records_max_timestamp) =
+        sluice_engine::validate_for_append(&records, max_message_bytes as usize)
+            .map_err(|error| batch_failed(&error))?;
     if header.is_control() {
         return Err(PartitionOutcome::failed(
             ResponseError::InvalidRecord,
@@ -784,34 +793,34 @@ fn accept(
     // compression.type: a batch whose codec differs from the topic's is
     // rebuilt under the topic's (Kafka's LogValidator), producer fields
     // and timestamps kept; the rebuilt batch must fit max.message.bytes.
-    // Whether the records inside a compressed batch were decompressed and
-    // walked (validate_for_append checks them only when uncompressed).
-    let mut inner_records_checked = false;
     let (records, header) = match codec_target(compression) {
         Some(target) if target.compression() != header.compression() => {
             // recompress decompresses and validates the records first.
-            let rebuilt = codec::recompress(&records, &header, target)
-                .map_err(|error| codec_failed(&error))?;
+            let (rebuilt, max_timestamp) =
+                codec::recompress_with_max_timestamp(&records, &header, target)
+                    .map_err(|error| codec_failed(&error))?;
             let header = batch::validate(&rebuilt, max_message_bytes as usize)
                 .map_err(|error| batch_failed(&error))?;
-            inner_records_checked = true;
+            records_max_timestamp = Some(max_timestamp);
             (Bytes::from(rebuilt), header)
         }
         _ => (records, header),
     };
     if cleanup_policy.compacts() {
-        inner_records_checked = true;
         // Kafka decompresses to check the keys of a compressed batch too.
         let missing = if header.compression() == Compression::None {
             records_without_key(&records, &header)
         } else {
             let mut missing = Vec::new();
+            let mut max_timestamp = batch::NO_TIMESTAMP;
             codec::walk_compressed_records(&records, &header, |index, record| {
                 if record.key.is_none() {
                     missing.push(index as i32);
                 }
+                max_timestamp = max_timestamp.max(header.record_timestamp(record));
             })
             .map_err(|error| codec_failed(&error))?;
+            records_max_timestamp = Some(max_timestamp);
             missing
         };
         if !missing.is_empty() {
@@ -826,11 +835,24 @@ fn accept(
     // offset deltas differ from the header's INVALID_RECORD (codec_failed,
     // batch_failed). Stored unchecked, such a batch
     // stopped every consumer of the partition at it, and a header claiming
-    // 2^31 records moved the log end by that much.
-    if header.compression() != Compression::None && !inner_records_checked {
-        codec::walk_compressed_records(&records, &header, |_, _| {})
+    // 2^31 records moved the log end by that much. Only a compressed batch
+    // that no step above decompressed is still without its records'
+    // maxTimestamp.
+    let records_max_timestamp = match records_max_timestamp {
+        Some(max_timestamp) => max_timestamp,
+        None => {
+            assert!(
+                header.compression() != Compression::None,
+                "an uncompressed batch's records are read as it is validated"
+            );
+            let mut max_timestamp = batch::NO_TIMESTAMP;
+            codec::walk_compressed_records(&records, &header, |_, record| {
+                max_timestamp = max_timestamp.max(header.record_timestamp(record));
+            })
             .map_err(|error| codec_failed(&error))?;
-    }
+            max_timestamp
+        }
+    };
     if timestamp_type == TimestampType::CreateTime && timestamp_bounds.limits() {
         let refused = records_out_of_bounds(&records, &header, timestamp_bounds, now_ms);
         if !refused.is_empty() {
@@ -903,7 +925,10 @@ fn accept(
     }
     let (records, log_append_time_ms) = match timestamp_type {
         TimestampType::LogAppendTime => (with_log_append_time(&records, now_ms), now_ms),
-        TimestampType::CreateTime => (records, -1),
+        TimestampType::CreateTime => (
+            with_create_time(records, &header, records_max_timestamp),
+            -1,
+        ),
     };
     let appended = replica.append(&records).map_err(|error| match error {
         ReplicaAppendError::NotLeader { .. } => {
@@ -998,6 +1023,33 @@ fn records_out_of_bounds(
 fn with_log_append_time(batch: &[u8], append_time_ms: i64) -> Bytes {
     let mut copy = BytesMut::from(batch);
     batch::set_log_append_time(&mut copy, sluice_engine::TimestampMs(append_time_ms));
+    copy.freeze()
+}
+
+/// The validated batch `batch` (header `header`) as Kafka's LogValidator
+/// stores it on a CreateTime topic: marked CreateTime, with the
+/// maxTimestamp its records give (`records_max_timestamp`) whatever the
+/// producer's header claimed (DefaultRecordBatch.setMaxTimestamp). A
+/// header lying low hid the batch from ListOffsets by time; one lying high
+/// (i64::MAX) kept its segment from retention.ms forever. The same bytes
+/// when the header is right (the usual case: no copy, no CRC pass), else a
+/// rewritten copy.
+fn with_create_time(
+    batch: Bytes,
+    header: &BatchHeader,
+    records_max_timestamp: sluice_engine::TimestampMs,
+) -> Bytes {
+    if header.timestamp_type() == batch::TimestampType::CreateTime
+        && header.max_timestamp() == records_max_timestamp
+    {
+        return batch;
+    }
+    let mut copy = BytesMut::from(&batch[..]);
+    batch::set_max_timestamp(
+        &mut copy,
+        batch::TimestampType::CreateTime,
+        records_max_timestamp,
+    );
     copy.freeze()
 }
 

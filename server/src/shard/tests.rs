@@ -1203,3 +1203,125 @@ fn posted_jobs_start_in_the_order_they_were_posted() {
         assert_eq!(*started.lock().unwrap(), (0..JOBS).collect::<Vec<_>>());
     });
 }
+
+/// Every batch of `replica`'s log, as stored (flushed first).
+async fn stored_batches(replica: &PartitionReplica) -> Vec<bytes::Bytes> {
+    replica.log.flush().await.unwrap();
+    let end = replica.log.log_end_offset();
+    let mut batches = Vec::new();
+    let mut offset = replica.log.log_start_offset();
+    while offset < end {
+        let read = replica
+            .log
+            .read(
+                offset,
+                sluice_engine::ReadLimits {
+                    max_bytes: 1 << 20,
+                    min_one_batch: true,
+                    max_offset: end,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(read.next_offset > offset);
+        offset = read.next_offset;
+        for buffer in read.records {
+            for range in sluice_engine::batch::split_batches(&buffer).unwrap() {
+                batches.push(buffer.slice(range));
+            }
+        }
+    }
+    batches
+}
+
+/// Kafka's LogValidator stores a produced batch with the largest of its
+/// records' timestamps as maxTimestamp, whatever the producer's header
+/// claims (the CRC recomputed): uncompressed, compressed as sent,
+/// recompressed under the topic's codec, and decompressed for a compacted
+/// topic's keys. A header lying low hid the batch from ListOffsets by
+/// time; one lying high (i64::MAX) kept its segment from retention.ms
+/// forever. A header that is right is stored as sent.
+#[test]
+fn a_batch_is_stored_with_its_records_max_timestamp_whatever_its_header_claims() {
+    use crate::txn::membership::Verified;
+    use sluice_engine::TimestampMs;
+    use sluice_engine::batch::{self, BatchBuilder, TimestampType, codec};
+
+    with_shard("records-max-timestamp", |shard| async move {
+        let now = shard.io.now_ms();
+        let built = BatchBuilder::new()
+            .record(Some(&b"k1"[..]), Some(&b"v1"[..]), TimestampMs(now - 50))
+            .record(Some(&b"k2"[..]), Some(&b"v2"[..]), TimestampMs(now - 10))
+            .record(Some(&b"k3"[..]), Some(&b"v3"[..]), TimestampMs(now - 30))
+            .build();
+        let header = batch::validate(&built, 1 << 20).unwrap();
+        let lz4 = codec::recompress(&built, &header, codec::Target::Lz4).unwrap();
+        let claiming = |batch: &[u8], claimed: i64| {
+            let mut bytes = batch.to_vec();
+            batch::set_max_timestamp(&mut bytes, TimestampType::CreateTime, TimestampMs(claimed));
+            bytes::Bytes::from(bytes)
+        };
+        let topics: [(&str, &[(&str, &str)]); 3] = [
+            ("as-sent", &[]),
+            ("gzip", &[("compression.type", "gzip")]),
+            ("compacted", &[("cleanup.policy", "compact")]),
+        ];
+        for (topic, configs) in topics {
+            let configs: BTreeMap<String, String> = configs
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect();
+            create_topic(&shard, topic, 1, configs, false)
+                .await
+                .unwrap();
+            let replica = shard.partition(&TopicPartition::new(topic, 0)).unwrap();
+            let sent = [
+                claiming(&built, now - 1_000),
+                claiming(&built, i64::MAX),
+                claiming(&lz4, now - 1_000),
+                claiming(&lz4, i64::MAX),
+                built.clone(),
+            ];
+            for batch in &sent {
+                assert_eq!(
+                    crate::handlers::produce::accept_error(
+                        &replica,
+                        batch.clone(),
+                        Verified::Off,
+                        now
+                    ),
+                    None,
+                    "{topic}"
+                );
+            }
+            let stored = stored_batches(&replica).await;
+            assert_eq!(stored.len(), sent.len(), "{topic}");
+            for (index, stored) in stored.iter().enumerate() {
+                let header = batch::validate(stored, 1 << 20).unwrap();
+                assert_eq!(
+                    header.max_timestamp(),
+                    TimestampMs(now - 10),
+                    "{topic}: batch {index}"
+                );
+                assert_eq!(header.timestamp_type(), TimestampType::CreateTime);
+            }
+            // The time index follows: ListOffsets' max timestamp.
+            let (_, max_timestamp) = replica
+                .log
+                .max_timestamp(replica.log.log_end_offset())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(max_timestamp, TimestampMs(now - 10), "{topic}");
+        }
+        // A right header: the batch is stored as sent (offset and leader
+        // epoch aside, which lie outside the CRC).
+        let replica = shard.partition(&TopicPartition::new("as-sent", 0)).unwrap();
+        let stored = stored_batches(&replica).await;
+        let last = stored.last().unwrap();
+        assert_eq!(
+            last[batch::layout::CRC_AT..],
+            built[batch::layout::CRC_AT..]
+        );
+    });
+}
