@@ -23,7 +23,9 @@
 //! batch/codec.rs, producer fields and timestamps kept); on compacted
 //! topics every record has a key, compressed batches decompressed to check
 //! (KIP-467 per-record errors); with CreateTime, record timestamps within
-//! message.timestamp.before/after.max.ms (INVALID_TIMESTAMP); the idempotent producer
+//! message.timestamp.before/after.max.ms (INVALID_TIMESTAMP); a batch the
+//! producer marked LogAppendTime refused (INVALID_TIMESTAMP) unless the
+//! topic is CreateTime and the batch has a maxTimestamp; the idempotent producer
 //! rules (shard/producer_state.rs: duplicates answered with their original
 //! offsets, not appended); on LogAppendTime topics the batch's maxTimestamp
 //! set to the broker's time, on a copy; on CreateTime topics to the largest
@@ -853,7 +855,23 @@ fn accept(
             max_timestamp
         }
     };
-    if timestamp_type == TimestampType::CreateTime && timestamp_bounds.limits() {
+    // Kafka's validateTimestamp, record by record: on a CreateTime topic a
+    // record with a timestamp (for a LogAppendTime batch: its header's
+    // maxTimestamp) is judged by the bounds only; any other record of a
+    // batch a producer marked LogAppendTime is refused, as only the broker
+    // may set that time. So a LogAppendTime batch is refused whole on a
+    // LogAppendTime topic, or without a maxTimestamp; on a CreateTime topic
+    // it is judged by its maxTimestamp and stored as CreateTime
+    // (with_create_time), as Kafka's setMaxTimestamp does.
+    let create_time = timestamp_type == TimestampType::CreateTime;
+    if header.timestamp_type() == batch::TimestampType::LogAppendTime
+        && !(create_time && header.max_timestamp() != batch::NO_TIMESTAMP)
+    {
+        return Err(PartitionOutcome::invalid_timestamps(
+            log_append_time_refused(&records, &header).map_err(|error| codec_failed(&error))?,
+        ));
+    }
+    if create_time && timestamp_bounds.limits() {
         let refused = records_out_of_bounds(&records, &header, timestamp_bounds, now_ms);
         if !refused.is_empty() {
             return Err(PartitionOutcome::invalid_timestamps(refused));
@@ -1011,11 +1029,45 @@ fn records_out_of_bounds(
         .zip(0..)
         .filter_map(|(record, index)| {
             let record = record.ok()?;
-            let timestamp = base_timestamp.saturating_add(record.timestamp_delta);
+            let timestamp = header.record_timestamp(&record).0;
             (!bounds.allows(timestamp, now_ms))
                 .then(|| (index, message(timestamp, i64::from(record.offset_delta))))
         })
         .collect()
+}
+
+/// Kafka's record errors for a batch a producer marked LogAppendTime
+/// (validateTimestamp): every record, with Kafka's message naming it as
+/// `DefaultRecord.toString` does. `batch` is validated, and decompressed
+/// already when compressed, so its records decode.
+fn log_append_time_refused(
+    batch: &[u8],
+    header: &BatchHeader,
+) -> Result<Vec<(i32, String)>, CodecError> {
+    let message = |record: &batch::Record<'_>| {
+        format!(
+            "Invalid timestamp type in message DefaultRecord(offset={}, timestamp={}, key={} \
+             bytes, value={} bytes). Producer should not set timestamp type to LogAppendTime.",
+            header
+                .base_offset()
+                .value()
+                .saturating_add(i64::from(record.offset_delta)),
+            header.record_timestamp(record).0,
+            record.key.map_or(0, <[u8]>::len),
+            record.value.map_or(0, <[u8]>::len),
+        )
+    };
+    let mut refused = Vec::new();
+    if header.compression() == Compression::None {
+        for (record, index) in batch::records(batch, header).zip(0..) {
+            refused.push((index, message(&record.map_err(CodecError::Batch)?)));
+        }
+    } else {
+        codec::walk_compressed_records(batch, header, |index, record| {
+            refused.push((index as i32, message(record)));
+        })?;
+    }
+    Ok(refused)
 }
 
 /// A copy of the validated batch `batch` marked LogAppendTime with
@@ -1292,6 +1344,48 @@ mod tests {
         let compressed_header = batch::validate(&compressed, 1 << 20).unwrap();
         assert_eq!(
             records_out_of_bounds(&compressed, &compressed_header, bounds, NOW),
+            refused
+        );
+    }
+
+    #[test]
+    fn every_record_of_a_batch_marked_log_append_time_is_refused_as_kafka_words_it() {
+        let mut batch = BatchBuilder::new()
+            .record(Some(&b"key"[..]), Some(&b"value"[..]), TimestampMs(NOW))
+            .record(None, None, TimestampMs(NOW + 3))
+            .build()
+            .to_vec();
+        batch::set_log_append_time(&mut batch, TimestampMs(NOW + 9));
+        let header = batch::validate(&batch, 1 << 20).unwrap();
+        let refused = log_append_time_refused(&batch, &header).unwrap();
+        assert_eq!(
+            refused,
+            vec![
+                (
+                    0,
+                    format!(
+                        "Invalid timestamp type in message DefaultRecord(offset=0, timestamp={}, \
+                         key=3 bytes, value=5 bytes). Producer should not set timestamp type to \
+                         LogAppendTime.",
+                        NOW + 9
+                    )
+                ),
+                (
+                    1,
+                    format!(
+                        "Invalid timestamp type in message DefaultRecord(offset=1, timestamp={}, \
+                         key=0 bytes, value=0 bytes). Producer should not set timestamp type to \
+                         LogAppendTime.",
+                        NOW + 9
+                    )
+                ),
+            ]
+        );
+        // Compressed: the records are read as they decompress.
+        let compressed = codec::recompress(&batch, &header, Target::Zstd { level: 3 }).unwrap();
+        let compressed_header = batch::validate(&compressed, 1 << 20).unwrap();
+        assert_eq!(
+            log_append_time_refused(&compressed, &compressed_header).unwrap(),
             refused
         );
     }

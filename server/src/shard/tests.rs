@@ -1325,3 +1325,82 @@ fn a_batch_is_stored_with_its_records_max_timestamp_whatever_its_header_claims()
         );
     });
 }
+
+/// Kafka's LogValidator.validateTimestamp: only the broker sets
+/// LogAppendTime. A batch a producer marked so is refused
+/// (INVALID_TIMESTAMP, nothing appended) on a LogAppendTime topic, and on
+/// a CreateTime topic when it has no maxTimestamp; on a CreateTime topic
+/// with one, every record has that timestamp and the batch is stored as
+/// CreateTime (Kafka's setMaxTimestamp).
+#[test]
+fn a_batch_a_producer_marked_log_append_time_is_refused_unless_it_has_a_create_time() {
+    use crate::txn::membership::Verified;
+    use sluice_engine::TimestampMs;
+    use sluice_engine::batch::{self, BatchBuilder, TimestampType, codec};
+
+    with_shard("producer-log-append-time", |shard| async move {
+        let now = shard.io.now_ms();
+        let built = BatchBuilder::new()
+            .record(None, Some(&b"v1"[..]), TimestampMs(now - 50))
+            .record(None, Some(&b"v2"[..]), TimestampMs(now - 10))
+            .build();
+        let header = batch::validate(&built, 1 << 20).unwrap();
+        let lz4 = codec::recompress(&built, &header, codec::Target::Lz4).unwrap();
+        let marked = |batch: &[u8], max_timestamp: i64| {
+            let mut bytes = batch.to_vec();
+            batch::set_max_timestamp(
+                &mut bytes,
+                TimestampType::LogAppendTime,
+                TimestampMs(max_timestamp),
+            );
+            bytes::Bytes::from(bytes)
+        };
+        let configs = [(
+            "message.timestamp.type".to_string(),
+            "LogAppendTime".to_string(),
+        )];
+        create_topic(&shard, "appended", 1, configs.into(), false)
+            .await
+            .unwrap();
+        create_topic(&shard, "created", 1, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        let appended = shard
+            .partition(&TopicPartition::new("appended", 0))
+            .unwrap();
+        let created = shard.partition(&TopicPartition::new("created", 0)).unwrap();
+        let accept = |replica: &PartitionReplica, batch: &bytes::Bytes| {
+            crate::handlers::produce::accept_error(replica, batch.clone(), Verified::Off, now)
+        };
+        for plain_or_compressed in [&built[..], &lz4[..]] {
+            for max_timestamp in [now - 10, -1] {
+                let batch = marked(plain_or_compressed, max_timestamp);
+                assert_eq!(
+                    accept(&appended, &batch),
+                    Some(ResponseError::InvalidTimestamp),
+                    "LogAppendTime topic, maxTimestamp {max_timestamp}"
+                );
+            }
+            assert_eq!(
+                accept(&created, &marked(plain_or_compressed, -1)),
+                Some(ResponseError::InvalidTimestamp),
+                "CreateTime topic, no maxTimestamp"
+            );
+            assert_eq!(
+                accept(&created, &marked(plain_or_compressed, now - 10)),
+                None
+            );
+        }
+        assert!(
+            stored_batches(&appended).await.is_empty(),
+            "nothing appended"
+        );
+        let stored = stored_batches(&created).await;
+        assert_eq!(stored.len(), 2);
+        for stored in stored {
+            let header = batch::validate(&stored, 1 << 20).unwrap();
+            assert_eq!(header.timestamp_type(), TimestampType::CreateTime);
+            assert_eq!(header.max_timestamp(), TimestampMs(now - 10));
+        }
+    });
+}
