@@ -2,8 +2,9 @@
 //! owns the partition; for acks=1 and acks=-1 answer once it is durable
 //! (there are no followers, so both mean "in this broker's fsynced log").
 //!
-//! Runs on the connection's shard: resolve topics (auto-creating them when
-//! the broker allows it, as Metadata does), then send every partition's
+//! Runs on the connection's shard: resolve topics (never creating them: a
+//! topic that does not exist is UNKNOWN_TOPIC_OR_PARTITION, as Kafka; only
+//! Metadata auto-creates), then send every partition's
 //! work to its owning shard and wait for all of them concurrently. A
 //! partition this broker does not lead answers NOT_LEADER_OR_FOLLOWER. The
 //! replica itself refuses the append when it no longer leads
@@ -89,11 +90,10 @@ use sluice_engine::{AppendError, FlushPolicy, Log};
 use crate::auth::acl::{AclOperation, ResourceType};
 use crate::auth::authorizer::Access;
 use crate::handlers::{LeaderHint, Reply};
+use crate::metadata::ClusterMetadata;
 use crate::metadata::topic_config::{TimestampBounds, TimestampType, TopicCompression};
-use crate::metadata::{ClusterMetadata, MetadataError, validate_topic_name};
 use crate::shard::partition::CommitWaitError;
 use crate::shard::producer_state::{ProducerBatch, ProducerStateError, SequenceCheck};
-use crate::shard::topics::{TopicError, create_topic};
 use crate::shard::{PartitionReplica, ReplicaAppendError, Shard, ShardId, TopicPartition};
 use crate::txn::membership::Verified;
 
@@ -135,10 +135,9 @@ fn has_transactional_records(request: &ProduceRequest) -> bool {
 ///
 /// `access`: with the authorizer on, a transactional request needs WRITE
 /// on its transactional id (else every partition answers
-/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED), each topic WRITE (else
-/// TOPIC_AUTHORIZATION_FAILED), and a topic that does not exist CREATE on
-/// the cluster or the topic to be auto-created. Decided once per topic,
-/// never per partition or record.
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED) and each topic WRITE (else
+/// TOPIC_AUTHORIZATION_FAILED). Decided once per topic, never per
+/// partition or record.
 /// Transactional records in a request without a transactional id are
 /// refused the same way whether or not the authorizer is on.
 ///
@@ -204,7 +203,7 @@ pub async fn dispatch(
                     refused
                 }
                 None => {
-                    let found = resolve_topic(shard, &name, access).await;
+                    let found = resolve_topic(shard, &name);
                     resolved.insert(name.clone(), found.clone());
                     found
                 }
@@ -408,12 +407,13 @@ fn reply(
     Ok(Reply::Body(Box::new(ResponseKind::Produce(response))))
 }
 
-/// The metadata snapshot holding topic `name`, creating the topic when the
-/// broker auto-creates topics.
-async fn resolve_topic(
-    shard: &Rc<Shard>,
+/// The metadata snapshot holding topic `name`. Produce never creates a
+/// topic: one that does not exist is UNKNOWN_TOPIC_OR_PARTITION, as Kafka's
+/// handleProduceRequest answers (only Metadata auto-creates, and clients
+/// send it before producing). Internal topics are refused.
+fn resolve_topic(
+    shard: &Shard,
     name: &str,
-    access: &Access<'_>,
 ) -> Result<Arc<ClusterMetadata>, (ResponseError, String)> {
     if crate::txn::is_internal_topic(name) {
         // Only the coordinators write their internal topics (Kafka
@@ -423,48 +423,14 @@ async fn resolve_topic(
             format!("{name} is an internal topic"),
         ));
     }
-    // A topic still being created (or growing) has partitions not open yet.
-    let snapshot = shard.metadata.snapshot();
-    if snapshot.topics.contains_key(name) {
-        return Ok(snapshot);
-    }
-    if let Err(error) = validate_topic_name(name) {
-        return Err((ResponseError::InvalidTopicException, error.to_string()));
-    }
-    let unknown = || {
-        (
-            ResponseError::UnknownTopicOrPartition,
-            format!("topic {name} does not exist"),
-        )
-    };
-    if !shard.config.auto_create_topics {
-        return Err(unknown());
-    }
-    if !access.allows_cluster(AclOperation::Create)
-        && !access.allows(AclOperation::Create, ResourceType::Topic, name)
-    {
-        return Err((
-            ResponseError::TopicAuthorizationFailed,
-            format!("Not authorized to create topic {name}"),
-        ));
-    }
-    let partitions = shard.config.default_partitions;
-    match create_topic(shard, name, partitions, BTreeMap::new(), false).await {
-        Ok(_) => {
-            tracing::info!(topic = %name, partitions, api = "Produce", "auto-created topic");
-        }
-        // Created meanwhile by another connection.
-        Err(TopicError::Metadata(MetadataError::TopicExists(_))) => {}
-        Err(error) => {
-            tracing::warn!(topic = %name, %error, "auto topic creation failed");
-            return Err(unknown());
-        }
-    }
     let snapshot = shard.metadata.snapshot();
     if snapshot.topics.contains_key(name) {
         Ok(snapshot)
     } else {
-        Err(unknown())
+        Err((
+            ResponseError::UnknownTopicOrPartition,
+            format!("topic {name} does not exist"),
+        ))
     }
 }
 

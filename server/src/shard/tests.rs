@@ -1404,3 +1404,51 @@ fn a_batch_a_producer_marked_log_append_time_is_refused_unless_it_has_a_create_t
         }
     });
 }
+
+/// Kafka's Produce never creates a topic: one that does not exist answers
+/// UNKNOWN_TOPIC_OR_PARTITION, even on a broker that auto-creates topics
+/// (only Metadata does, and clients send it before producing).
+#[test]
+fn a_produce_to_a_topic_that_does_not_exist_creates_nothing() {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, ResponseKind, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    with_shard("produce-no-auto-create", |shard| async move {
+        assert!(shard.config.auto_create_topics);
+        let batch = sluice_engine::batch::build::simple_batch(1, 10, sluice_engine::TimestampMs(0));
+        let request = ProduceRequest::default()
+            .with_acks(1)
+            .with_timeout_ms(5_000)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_static_str("missing")))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(batch)),
+                    ]),
+            ]);
+        let listener: Arc<str> = Arc::from("PLAINTEXT");
+        let reply = crate::handlers::produce::handle(
+            &shard,
+            9,
+            request,
+            &listener,
+            &crate::auth::authorizer::Access::unrestricted(),
+        )
+        .await
+        .unwrap();
+        let crate::handlers::Reply::Body(body) = reply else {
+            panic!("acks=1 is answered with a body");
+        };
+        let ResponseKind::Produce(response) = *body else {
+            panic!("not a produce response");
+        };
+        assert_eq!(
+            response.responses[0].partition_responses[0].error_code,
+            ResponseError::UnknownTopicOrPartition.code()
+        );
+        assert!(!shard.metadata.snapshot().topics.contains_key("missing"));
+    });
+}
