@@ -4,8 +4,11 @@
 //!
 //! Runs on the connection's shard: resolve topics (never creating them: a
 //! topic that does not exist is UNKNOWN_TOPIC_OR_PARTITION, as Kafka; only
-//! Metadata auto-creates), then send every partition's
-//! work to its owning shard and wait for all of them concurrently. A
+//! Metadata auto-creates), check each existing partition's records as
+//! Kafka's ProduceRequest.validateRecords (one batch, magic 2, else
+//! INVALID_RECORD; zstd only from v7, else UNSUPPORTED_COMPRESSION_TYPE),
+//! then send every partition's work to its owning shard and wait for all
+//! of them concurrently. A
 //! partition this broker does not lead answers NOT_LEADER_OR_FOLLOWER. The
 //! replica itself refuses the append when it no longer leads
 //! (NOT_LEADER_OR_FOLLOWER: the view the request was routed with is
@@ -238,6 +241,7 @@ pub async fn dispatch(
                         )
                     })
                     .and_then(|state| {
+                        validate_records(version, partition.records.as_ref())?;
                         crate::handlers::serving_shard(metadata, state).map_err(|error| {
                             PartitionOutcome::failed(
                                 error,
@@ -432,6 +436,94 @@ fn resolve_topic(
             format!("topic {name} does not exist"),
         ))
     }
+}
+
+/// Kafka's ProduceRequest.validateRecords (v3+), checked where Kafka checks
+/// it: once the partition is known to exist, before leadership and before
+/// the batch is looked at any further. The first batch is framed as
+/// Kafka's batch iterator frames it, whatever its magic (batchLength at 8,
+/// magic at 16): none (too short, or cut off) is INVALID_RECORD; one of
+/// magic 0 or 1 is INVALID_RECORD, not UNSUPPORTED_FOR_MESSAGE_FORMAT
+/// (Produce v3+ carries only record batches v2); zstd before v7 is
+/// UNSUPPORTED_COMPRESSION_TYPE (KIP-110: such a client cannot read zstd
+/// back); a second whole batch after it is INVALID_RECORD. A batchLength
+/// below the smallest record is CORRUPT_MESSAGE (Kafka's
+/// CorruptRecordException). `None` (null records) is left to [`accept`].
+fn validate_records(version: i16, records: Option<&Bytes>) -> Result<(), PartitionOutcome> {
+    use sluice_engine::batch::layout;
+    /// Kafka's LegacyRecord.RECORD_OVERHEAD_V0: the smallest batchLength
+    /// of any format.
+    const BATCH_LENGTH_MIN: i32 = 14;
+    /// Bytes up to and including the magic (Kafka's
+    /// HEADER_SIZE_UP_TO_MAGIC).
+    const HEADER_SIZE_UP_TO_MAGIC: usize = layout::MAGIC_AT + 1;
+    /// The size of the batch at the start of `bytes` if a whole one is
+    /// there, as Kafka's ByteBufferLogInputStream.nextBatch decides.
+    fn next_batch_size(bytes: &[u8]) -> Result<Option<usize>, PartitionOutcome> {
+        let Some(length) = bytes.get(layout::BATCH_LENGTH_AT..layout::LOG_OVERHEAD) else {
+            return Ok(None);
+        };
+        let batch_length = i32::from_be_bytes([length[0], length[1], length[2], length[3]]);
+        if batch_length < BATCH_LENGTH_MIN {
+            return Err(PartitionOutcome::failed(
+                ResponseError::CorruptMessage,
+                format!(
+                    "Record size {batch_length} is less than the minimum record overhead \
+                     ({BATCH_LENGTH_MIN})"
+                ),
+            ));
+        }
+        let size = usize::try_from(batch_length)
+            .unwrap_or(usize::MAX)
+            .saturating_add(layout::LOG_OVERHEAD);
+        Ok((bytes.len() >= HEADER_SIZE_UP_TO_MAGIC && bytes.len() >= size).then_some(size))
+    }
+    let Some(records) = records else {
+        return Ok(());
+    };
+    let invalid = |message: String| {
+        Err(PartitionOutcome::failed(
+            ResponseError::InvalidRecord,
+            message,
+        ))
+    };
+    let Some(size) = next_batch_size(records)? else {
+        return invalid(format!(
+            "Produce requests with version {version} must have at least one record batch"
+        ));
+    };
+    if records[layout::MAGIC_AT] as i8 != layout::MAGIC_V2 {
+        return invalid(format!(
+            "Produce requests with version {version} are only allowed to contain record \
+             batches with magic version 2"
+        ));
+    }
+    assert!(
+        size >= layout::ATTRIBUTES_AT + 2,
+        "a batch of BATCH_LENGTH_MIN bytes or more holds its attributes"
+    );
+    let attributes = i16::from_be_bytes([
+        records[layout::ATTRIBUTES_AT],
+        records[layout::ATTRIBUTES_AT + 1],
+    ]);
+    /// Attributes bits 0-2: the codec.
+    const COMPRESSION_MASK: i16 = 0x07;
+    if version < 7 && attributes & COMPRESSION_MASK == i16::from(Compression::Zstd.code()) {
+        return Err(PartitionOutcome::failed(
+            ResponseError::UnsupportedCompressionType,
+            format!(
+                "Produce requests with version {version} are not allowed to use ZStandard \
+                 compression"
+            ),
+        ));
+    }
+    if next_batch_size(&records[size..])?.is_some() {
+        return invalid(format!(
+            "Produce requests with version {version} are only allowed to contain exactly \
+             one record batch per partition"
+        ));
+    }
+    Ok(())
 }
 
 /// What a produce waits for before it is answered.
@@ -1354,6 +1446,52 @@ mod tests {
             log_append_time_refused(&compressed, &compressed_header).unwrap(),
             refused
         );
+    }
+
+    #[test]
+    fn records_are_checked_as_kafkas_produce_request_validate_records_does() {
+        let error = |version: i16, records: &[u8]| {
+            validate_records(version, Some(&Bytes::copy_from_slice(records)))
+                .err()
+                .and_then(|outcome| outcome.error)
+        };
+        let plain = BatchBuilder::new()
+            .record(None, Some(&b"v"[..]), TimestampMs(NOW))
+            .build();
+        let header = batch::validate(&plain, 1 << 20).unwrap();
+        let zstd = codec::recompress(&plain, &header, Target::Zstd { level: 3 }).unwrap();
+        let lz4 = codec::recompress(&plain, &header, Target::Lz4).unwrap();
+        for version in 3..=12 {
+            assert_eq!(error(version, &plain), None);
+            assert_eq!(error(version, &lz4), None);
+        }
+        // Magic 0 and 1 (message sets): INVALID_RECORD in Produce v3+.
+        for magic in [0u8, 1] {
+            let mut old = plain.to_vec();
+            old[batch::layout::MAGIC_AT] = magic;
+            assert_eq!(error(9, &old), Some(ResponseError::InvalidRecord));
+        }
+        // zstd needs v7 (KIP-110).
+        for version in 3..=6 {
+            assert_eq!(
+                error(version, &zstd),
+                Some(ResponseError::UnsupportedCompressionType)
+            );
+        }
+        assert_eq!(error(7, &zstd), None);
+        // No whole batch: INVALID_RECORD; a second whole one too.
+        assert_eq!(error(9, &[]), Some(ResponseError::InvalidRecord));
+        assert_eq!(
+            error(9, &plain[..plain.len() - 1]),
+            Some(ResponseError::InvalidRecord)
+        );
+        let two = [&plain[..], &plain[..]].concat();
+        assert_eq!(error(9, &two), Some(ResponseError::InvalidRecord));
+        // A batchLength smaller than any record: CORRUPT_MESSAGE.
+        let mut tiny = plain.to_vec();
+        tiny[batch::layout::BATCH_LENGTH_AT..batch::layout::LOG_OVERHEAD]
+            .copy_from_slice(&13i32.to_be_bytes());
+        assert_eq!(error(9, &tiny), Some(ResponseError::CorruptMessage));
     }
 
     #[test]

@@ -1410,45 +1410,93 @@ fn a_batch_a_producer_marked_log_append_time_is_refused_unless_it_has_a_create_t
 /// (only Metadata does, and clients send it before producing).
 #[test]
 fn a_produce_to_a_topic_that_does_not_exist_creates_nothing() {
+    with_shard("produce-no-auto-create", |shard| async move {
+        assert!(shard.config.auto_create_topics);
+        let batch = sluice_engine::batch::build::simple_batch(1, 10, sluice_engine::TimestampMs(0));
+        assert_eq!(
+            produce_error_code(&shard, 9, "missing", batch).await,
+            ResponseError::UnknownTopicOrPartition.code()
+        );
+        assert!(!shard.metadata.snapshot().topics.contains_key("missing"));
+    });
+}
+
+/// Produce `records` to `topic`-0 in Produce `version` (acks=1): the
+/// partition's error code.
+async fn produce_error_code(
+    shard: &Rc<Shard>,
+    version: i16,
+    topic: &'static str,
+    records: bytes::Bytes,
+) -> i16 {
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::{ProduceRequest, ResponseKind, TopicName};
     use kafka_protocol::protocol::StrBytes;
 
-    with_shard("produce-no-auto-create", |shard| async move {
-        assert!(shard.config.auto_create_topics);
-        let batch = sluice_engine::batch::build::simple_batch(1, 10, sluice_engine::TimestampMs(0));
-        let request = ProduceRequest::default()
-            .with_acks(1)
-            .with_timeout_ms(5_000)
-            .with_topic_data(vec![
-                TopicProduceData::default()
-                    .with_name(TopicName(StrBytes::from_static_str("missing")))
-                    .with_partition_data(vec![
-                        PartitionProduceData::default()
-                            .with_index(0)
-                            .with_records(Some(batch)),
-                    ]),
-            ]);
-        let listener: Arc<str> = Arc::from("PLAINTEXT");
-        let reply = crate::handlers::produce::handle(
-            &shard,
-            9,
-            request,
-            &listener,
-            &crate::auth::authorizer::Access::unrestricted(),
-        )
-        .await
-        .unwrap();
-        let crate::handlers::Reply::Body(body) = reply else {
-            panic!("acks=1 is answered with a body");
-        };
-        let ResponseKind::Produce(response) = *body else {
-            panic!("not a produce response");
-        };
+    let request = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(5_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str(topic)))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(records)),
+                ]),
+        ]);
+    let listener: Arc<str> = Arc::from("PLAINTEXT");
+    let reply = crate::handlers::produce::handle(
+        shard,
+        version,
+        request,
+        &listener,
+        &crate::auth::authorizer::Access::unrestricted(),
+    )
+    .await
+    .unwrap();
+    let crate::handlers::Reply::Body(body) = reply else {
+        panic!("acks=1 is answered with a body");
+    };
+    let ResponseKind::Produce(response) = *body else {
+        panic!("not a produce response");
+    };
+    response.responses[0].partition_responses[0].error_code
+}
+
+/// Kafka's ProduceRequest.validateRecords: a batch of magic 0 or 1 is
+/// INVALID_RECORD (Sluice answered UNSUPPORTED_FOR_MESSAGE_FORMAT), a zstd
+/// batch before Produce v7 UNSUPPORTED_COMPRESSION_TYPE (Sluice took it,
+/// and the client could not read it back).
+#[test]
+fn old_magic_and_zstd_before_v7_are_refused_as_kafka_refuses_them() {
+    use sluice_engine::TimestampMs;
+    use sluice_engine::batch::{self, BatchBuilder, codec};
+
+    with_shard("produce-validate-records", |shard| async move {
+        create_topic(&shard, "records", 1, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        let plain = BatchBuilder::new()
+            .record(None, Some(&b"v"[..]), TimestampMs(0))
+            .build();
+        let header = batch::validate(&plain, 1 << 20).unwrap();
+        let mut magic_one = plain.to_vec();
+        magic_one[batch::layout::MAGIC_AT] = 1;
         assert_eq!(
-            response.responses[0].partition_responses[0].error_code,
-            ResponseError::UnknownTopicOrPartition.code()
+            produce_error_code(&shard, 9, "records", magic_one.into()).await,
+            ResponseError::InvalidRecord.code()
         );
-        assert!(!shard.metadata.snapshot().topics.contains_key("missing"));
+        let zstd = bytes::Bytes::from(
+            codec::recompress(&plain, &header, codec::Target::Zstd { level: 3 }).unwrap(),
+        );
+        assert_eq!(
+            produce_error_code(&shard, 6, "records", zstd.clone()).await,
+            ResponseError::UnsupportedCompressionType.code()
+        );
+        let replica = shard.partition(&TopicPartition::new("records", 0)).unwrap();
+        assert_eq!(replica.log.log_end_offset().value(), 0, "nothing appended");
+        assert_eq!(produce_error_code(&shard, 7, "records", zstd).await, 0);
+        assert_eq!(replica.log.log_end_offset().value(), 1);
     });
 }
