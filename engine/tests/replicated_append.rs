@@ -996,7 +996,11 @@ fn a_power_loss_anywhere_in_the_flush_after_a_wide_gap_keeps_what_was_acknowledg
         block_on(committer.flush_round());
         let completed = matches!(poll_once(&mut completion), Some(Ok(())));
         let (reopened, _committer, _io) = after_a_crash(log, committer, io);
-        let expected = if completed { &batches[..] } else { &batches[..2] };
+        let expected = if completed {
+            &batches[..]
+        } else {
+            &batches[..2]
+        };
         let stored = stored_batches(&reopened, reopened.log_start_offset());
         assert!(
             stored.len() >= expected.len() && stored[..expected.len()] == *expected,
