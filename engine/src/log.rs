@@ -76,13 +76,17 @@ thread_local! {
 /// the broker's CPU at max-rate ingest). Any other append validates in full,
 /// as always; the note is dropped by the next append or validation either
 /// way, so it never vouches for anything but the bytes it checked.
+///
+/// Like [`batch::validate_with_max_timestamp`], it also answers the
+/// maxTimestamp the records of an uncompressed batch give (`None` for a
+/// compressed one), read on the same pass.
 pub fn validate_for_append(
     records: &Bytes,
     max_batch_bytes: usize,
-) -> Result<BatchHeader, batch::BatchError> {
-    let result = batch::validate(records, max_batch_bytes);
+) -> Result<(BatchHeader, Option<TimestampMs>), batch::BatchError> {
+    let result = batch::validate_with_max_timestamp(records, max_batch_bytes);
     VALIDATED.with(|note| {
-        *note.borrow_mut() = result.as_ref().ok().map(|header| Validated {
+        *note.borrow_mut() = result.as_ref().ok().map(|(header, _)| Validated {
             bytes: records.clone(),
             max_batch_bytes,
             header: *header,

@@ -51,7 +51,7 @@ fn a_validated_batch_appends_durably_and_reads_back_identical() {
     let mut expected = Vec::new();
     for tag in 0..10u64 {
         let batch = tagged_batch(tag, 1 + tag as usize % 4, 200, NOW);
-        let header = validate_for_append(&batch, 1 << 20).unwrap();
+        let (header, _) = validate_for_append(&batch, 1 << 20).unwrap();
         assert_eq!(header.records_count(), 1 + tag as i32 % 4);
         let mut appended = log.append(&batch, LeaderEpoch(3)).unwrap();
         block_on(committer.flush_round());

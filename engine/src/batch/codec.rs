@@ -17,8 +17,9 @@ use std::io::{Read, Write};
 
 use thiserror::Error;
 
-use super::{BatchError, BatchHeader, Compression, attribute, layout, validate};
+use super::{BatchError, BatchHeader, Compression, attribute, layout, validate_with_max_timestamp};
 use crate::constants::BATCH_HEADER_SIZE;
+use crate::types::TimestampMs;
 
 /// Largest records section a decompression may produce. A produce request
 /// is at most 100 MiB by default and compression ratios of real records
@@ -414,15 +415,32 @@ pub fn recompress(
     header: &BatchHeader,
     target: Target,
 ) -> Result<Vec<u8>, CodecError> {
+    recompress_with_max_timestamp(batch, header, target).map(|(rebuilt, _)| rebuilt)
+}
+
+/// [`recompress`], also answering the maxTimestamp the records give (see
+/// [`super::validate_with_max_timestamp`]), read as they are validated.
+/// The rebuilt header keeps the original's maxTimestamp all the same.
+pub fn recompress_with_max_timestamp(
+    batch: &[u8],
+    header: &BatchHeader,
+    target: Target,
+) -> Result<(Vec<u8>, TimestampMs), CodecError> {
     let records = records_section(batch, header)?;
     let plain = decompress(header.compression(), records)?;
     let uncompressed = rebuild(batch, Compression::None, &plain);
-    validate(&uncompressed, uncompressed.len())?;
+    let (_, max_timestamp) = validate_with_max_timestamp(&uncompressed, uncompressed.len())?;
+    let Some(max_timestamp) = max_timestamp else {
+        unreachable!("the records of an uncompressed batch are read as it is validated");
+    };
     if target == Target::None {
-        return Ok(uncompressed);
+        return Ok((uncompressed, max_timestamp));
     }
     let compressed = compress(target, &plain)?;
-    Ok(rebuild(batch, target.compression(), &compressed))
+    Ok((
+        rebuild(batch, target.compression(), &compressed),
+        max_timestamp,
+    ))
 }
 
 /// The header of `batch` with codec `codec` and `records` as its records
@@ -447,7 +465,7 @@ fn rebuild(batch: &[u8], codec: Compression, records: &[u8]) -> Vec<u8> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::batch::{BatchBuilder, TimestampType, records};
+    use crate::batch::{BatchBuilder, TimestampType, records, validate};
     use crate::types::TimestampMs;
 
     fn sample() -> Vec<u8> {

@@ -142,6 +142,9 @@ impl fmt::Display for Compression {
     }
 }
 
+/// Kafka's NO_TIMESTAMP: a record or batch without a timestamp.
+pub const NO_TIMESTAMP: TimestampMs = TimestampMs(-1);
+
 /// Meaning of the batch and record timestamps (attributes bit 3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TimestampType {
@@ -323,6 +326,19 @@ impl BatchHeader {
             TimestampType::LogAppendTime
         } else {
             TimestampType::CreateTime
+        }
+    }
+
+    /// The timestamp of `record` (a record of this batch) as Kafka reads
+    /// it: the batch maxTimestamp for every record of a LogAppendTime
+    /// batch, else baseTimestamp + timestampDelta (wrapping, as Java's
+    /// arithmetic).
+    pub fn record_timestamp(&self, record: &Record<'_>) -> TimestampMs {
+        match self.timestamp_type() {
+            TimestampType::LogAppendTime => self.max_timestamp,
+            TimestampType::CreateTime => {
+                TimestampMs(self.base_timestamp.0.wrapping_add(record.timestamp_delta))
+            }
         }
     }
 
@@ -525,6 +541,22 @@ fn computed_crc(batch: &[u8]) -> u32 {
 /// and sequence rules, timestamp limits); those belong to the produce path.
 /// Never panics, whatever the input.
 pub fn validate(batch: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, BatchError> {
+    validate_as(batch, max_batch_bytes, Form::Produced).map(|(header, _)| header)
+}
+
+/// [`validate`], also answering, for an uncompressed batch, the
+/// maxTimestamp its records give: the largest record timestamp
+/// ([`BatchHeader::record_timestamp`]), [`NO_TIMESTAMP`] when none is
+/// larger, as Kafka's LogValidator computes the maxTimestamp it stores. It
+/// is read on the same pass over the records, so it costs a comparison per
+/// record. `None` for a compressed batch, whose records are not read here.
+///
+/// The header's own maxTimestamp is the producer's claim: the produce path
+/// compares the two and stores the records' value ([`set_max_timestamp`]).
+pub fn validate_with_max_timestamp(
+    batch: &[u8],
+    max_batch_bytes: usize,
+) -> Result<(BatchHeader, Option<TimestampMs>), BatchError> {
     validate_as(batch, max_batch_bytes, Form::Produced)
 }
 
@@ -537,7 +569,7 @@ pub fn validate(batch: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, Bat
 /// the checkpoint trusts (only those can have been cleaned); producers are
 /// always held to [`validate`].
 pub fn validate_compacted(batch: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, BatchError> {
-    validate_as(batch, max_batch_bytes, Form::Compacted)
+    validate_as(batch, max_batch_bytes, Form::Compacted).map(|(header, _)| header)
 }
 
 /// Which offset layout a batch must have.
@@ -549,11 +581,13 @@ enum Form {
     Compacted,
 }
 
+/// The header, and for an uncompressed batch its records' maxTimestamp
+/// (see [`validate_with_max_timestamp`]).
 fn validate_as(
     batch: &[u8],
     max_batch_bytes: usize,
     form: Form,
-) -> Result<BatchHeader, BatchError> {
+) -> Result<(BatchHeader, Option<TimestampMs>), BatchError> {
     let header = BatchHeader::parse(batch)?;
     if header.total_size() != batch.len() {
         return Err(BatchError::LengthMismatch {
@@ -600,26 +634,30 @@ fn validate_as(
             last_offset_delta,
         });
     }
-    if header.compression() == Compression::None {
-        let mut previous_delta: i64 = -1;
-        for (index, record) in (0_u32..).zip(records(batch, &header)) {
-            let offset_delta = record?.offset_delta;
-            let in_place = match form {
-                Form::Produced => i64::from(offset_delta) == i64::from(index),
-                Form::Compacted => {
-                    i64::from(offset_delta) > previous_delta && offset_delta <= last_offset_delta
-                }
-            };
-            if !in_place {
-                return Err(BatchError::RecordOffsetDeltaMismatch {
-                    index,
-                    offset_delta,
-                });
-            }
-            previous_delta = i64::from(offset_delta);
-        }
+    if header.compression() != Compression::None {
+        return Ok((header, None));
     }
-    Ok(header)
+    let mut previous_delta: i64 = -1;
+    let mut max_timestamp = NO_TIMESTAMP;
+    for (index, record) in (0_u32..).zip(records(batch, &header)) {
+        let record = record?;
+        max_timestamp = max_timestamp.max(header.record_timestamp(&record));
+        let offset_delta = record.offset_delta;
+        let in_place = match form {
+            Form::Produced => i64::from(offset_delta) == i64::from(index),
+            Form::Compacted => {
+                i64::from(offset_delta) > previous_delta && offset_delta <= last_offset_delta
+            }
+        };
+        if !in_place {
+            return Err(BatchError::RecordOffsetDeltaMismatch {
+                index,
+                offset_delta,
+            });
+        }
+        previous_delta = i64::from(offset_delta);
+    }
+    Ok((header, Some(max_timestamp)))
 }
 
 /// Split a buffer of concatenated batches into the byte range of each, using
@@ -729,18 +767,42 @@ pub fn retain_records(batch: &[u8], kept: &[Range<usize>]) -> Vec<u8> {
 /// Panics if `batch` is shorter than a header: callers rewrite batches they
 /// have validated.
 pub fn set_log_append_time(batch: &mut [u8], append_time: TimestampMs) {
+    set_max_timestamp(batch, TimestampType::LogAppendTime, append_time);
+}
+
+/// Give the batch at the start of `batch` the timestamp type
+/// `timestamp_type` and the maxTimestamp `max_timestamp`, and recompute its
+/// CRC (Kafka's DefaultRecordBatch.setMaxTimestamp); the records are left
+/// alone. A batch that has both already is not touched (no CRC pass).
+///
+/// Panics if `batch` is shorter than a header: callers rewrite batches they
+/// have validated.
+pub fn set_max_timestamp(
+    batch: &mut [u8],
+    timestamp_type: TimestampType,
+    max_timestamp: TimestampMs,
+) {
     assert!(
         batch.len() >= BATCH_HEADER_SIZE,
         "rewriting a {}-byte batch",
         batch.len()
     );
+    let at = layout::ATTRIBUTES_AT;
+    let attributes = i16::from_be_bytes([batch[at], batch[at + 1]]);
+    let attributes = match timestamp_type {
+        TimestampType::LogAppendTime => attributes | attribute::LOG_APPEND_TIME,
+        TimestampType::CreateTime => attributes & !attribute::LOG_APPEND_TIME,
+    };
+    let max_at = layout::MAX_TIMESTAMP_AT;
+    let unchanged = batch[at..at + 2] == attributes.to_be_bytes()
+        && batch[max_at..max_at + 8] == max_timestamp.0.to_be_bytes();
+    if unchanged {
+        return;
+    }
     let total = BatchHeader::parse(batch)
         .map_or(batch.len(), |header| header.total_size().min(batch.len()));
-    let at = layout::ATTRIBUTES_AT;
-    let attributes = i16::from_be_bytes([batch[at], batch[at + 1]]) | attribute::LOG_APPEND_TIME;
     batch[at..at + 2].copy_from_slice(&attributes.to_be_bytes());
-    let at = layout::MAX_TIMESTAMP_AT;
-    batch[at..at + 8].copy_from_slice(&append_time.0.to_be_bytes());
+    batch[max_at..max_at + 8].copy_from_slice(&max_timestamp.0.to_be_bytes());
     let crc = crc32c::crc32c(&batch[layout::CRC_COVERED_FROM..total]);
     batch[layout::CRC_AT..layout::CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
 }

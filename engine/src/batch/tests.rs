@@ -1109,3 +1109,92 @@ fn setting_log_append_time_keeps_the_batch_valid_and_marks_it() {
     assert_eq!(header.timestamp_type(), TimestampType::LogAppendTime);
     assert_eq!(header.max_timestamp(), TimestampMs(5_000));
 }
+
+/// A producer's batch whose header claims `claimed` as its maxTimestamp,
+/// CRC fixed: what a client with a wrong clock or a bug sends.
+fn claiming_max_timestamp(batch: &[u8], claimed: TimestampMs) -> Vec<u8> {
+    let mut bytes = batch.to_vec();
+    set_max_timestamp(&mut bytes, TimestampType::CreateTime, claimed);
+    bytes
+}
+
+#[test]
+fn validation_reads_the_records_max_timestamp_whatever_the_header_claims() {
+    let built = BatchBuilder::new()
+        .record(None, Some(&b"a"[..]), TimestampMs(T0.0 + 5))
+        .record(None, Some(&b"b"[..]), TimestampMs(T0.0 + 9))
+        .record(None, Some(&b"c"[..]), T0)
+        .build();
+    for claimed in [
+        TimestampMs(T0.0 - 1_000),
+        TimestampMs(i64::MAX),
+        NO_TIMESTAMP,
+    ] {
+        let lying = claiming_max_timestamp(&built, claimed);
+        let (header, max_timestamp) = validate_with_max_timestamp(&lying, LIMIT).unwrap();
+        assert_eq!(header.max_timestamp(), claimed);
+        assert_eq!(max_timestamp, Some(TimestampMs(T0.0 + 9)), "{claimed:?}");
+    }
+    // Records without timestamps (or older than the epoch) give
+    // NO_TIMESTAMP, as Kafka's LogValidator starts from it.
+    let untimed = BatchBuilder::new()
+        .record(None, Some(&b"a"[..]), TimestampMs(-1))
+        .record(None, Some(&b"b"[..]), TimestampMs(-5))
+        .build();
+    let (_, max_timestamp) = validate_with_max_timestamp(&untimed, LIMIT).unwrap();
+    assert_eq!(max_timestamp, Some(NO_TIMESTAMP));
+    // A compressed batch's records are not read by validation.
+    let header = validate(&built, LIMIT).unwrap();
+    let compressed = codec::recompress(&built, &header, codec::Target::Lz4).unwrap();
+    let (_, max_timestamp) = validate_with_max_timestamp(&compressed, LIMIT).unwrap();
+    assert_eq!(max_timestamp, None);
+    // Recompression reads them, and keeps the header's claim.
+    let lying = claiming_max_timestamp(&compressed, TimestampMs(i64::MAX));
+    let lying_header = validate(&lying, LIMIT).unwrap();
+    for target in [codec::Target::None, codec::Target::Gzip { level: None }] {
+        let (rebuilt, max_timestamp) =
+            codec::recompress_with_max_timestamp(&lying, &lying_header, target).unwrap();
+        assert_eq!(max_timestamp, TimestampMs(T0.0 + 9));
+        let rebuilt_header = validate(&rebuilt, LIMIT).unwrap();
+        assert_eq!(rebuilt_header.max_timestamp(), TimestampMs(i64::MAX));
+    }
+}
+
+#[test]
+fn setting_the_max_timestamp_keeps_the_batch_valid_and_leaves_a_right_one_alone() {
+    let built = simple_batch(3, 20, TimestampMs(1_000));
+    let header = validate(&built, LIMIT).unwrap();
+    let mut same = built.to_vec();
+    set_max_timestamp(&mut same, TimestampType::CreateTime, header.max_timestamp());
+    assert_eq!(same, built.to_vec(), "nothing to change, nothing changed");
+    let mut lowered = built.to_vec();
+    set_max_timestamp(&mut lowered, TimestampType::CreateTime, TimestampMs(7));
+    let lowered_header = validate(&lowered, LIMIT).unwrap();
+    assert_eq!(lowered_header.max_timestamp(), TimestampMs(7));
+    assert_eq!(lowered_header.timestamp_type(), TimestampType::CreateTime);
+    // A LogAppendTime batch made CreateTime again: the bit is cleared.
+    let mut appended = built.to_vec();
+    set_log_append_time(&mut appended, TimestampMs(5_000));
+    set_max_timestamp(&mut appended, TimestampType::CreateTime, TimestampMs(5_000));
+    let header = validate(&appended, LIMIT).unwrap();
+    assert_eq!(header.timestamp_type(), TimestampType::CreateTime);
+    assert_eq!(header.max_timestamp(), TimestampMs(5_000));
+}
+
+#[test]
+fn every_record_of_a_log_append_time_batch_has_its_max_timestamp() {
+    let mut bytes = BatchBuilder::new()
+        .record(None, Some(&b"a"[..]), TimestampMs(3))
+        .record(None, Some(&b"b"[..]), TimestampMs(9))
+        .build()
+        .to_vec();
+    set_log_append_time(&mut bytes, TimestampMs(5_000));
+    let (header, max_timestamp) = validate_with_max_timestamp(&bytes, LIMIT).unwrap();
+    for record in records(&bytes, &header) {
+        assert_eq!(
+            header.record_timestamp(&record.unwrap()),
+            TimestampMs(5_000)
+        );
+    }
+    assert_eq!(max_timestamp, Some(TimestampMs(5_000)));
+}

@@ -125,7 +125,8 @@ pub struct ServeArgs {
     /// Log line format on stderr [default: text].
     #[arg(long, env = "SLUICE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
-    /// Create topics on first use by Metadata or Produce [default: true].
+    /// Create topics named in a Metadata request that allows it (as
+    /// Kafka, Produce never creates them) [default: true].
     #[arg(long, env = "SLUICE_AUTO_CREATE_TOPICS")]
     pub auto_create_topics: Option<bool>,
     /// Partitions of an auto-created topic [default: 1].

@@ -326,7 +326,7 @@ fn broker_config_entries(
             "auto.create.topics.enable",
             config.auto_create_topics.to_string(),
             config_type::BOOLEAN,
-            "Create topics on first use by Metadata or Produce (--auto-create-topics).",
+            "Create topics on first use by Metadata (--auto-create-topics).",
         ),
         static_entry(
             "default.replication.factor",

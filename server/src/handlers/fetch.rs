@@ -48,7 +48,8 @@
 //! lead answers NOT_LEADER_OR_FOLLOWER; a `current_leader_epoch` older than
 //! the partition's FENCED_LEADER_EPOCH, newer UNKNOWN_LEADER_EPOCH (-1 skips
 //! the check). From v16 those answers name the current leader and epoch,
-//! and the response lists the leaders' endpoints (KIP-951).
+//! and the response lists the leaders' endpoints on the client's listener
+//! (KIP-951).
 
 use crate::auth::acl::{AclOperation, ResourceType};
 use crate::auth::authorizer::Access;
@@ -72,8 +73,8 @@ use crate::handlers::fetch_session::{
     INVALID_SESSION_ID, PartitionFetch, PartitionKey, PartitionOutcome, SessionPlan, TopicKey,
     with_shard_sessions,
 };
-use crate::handlers::{LeaderHint, Reply, leader_epoch_error};
-use crate::metadata::{BrokerInfo, ClusterMetadata, PartitionMetadata, TopicMetadata};
+use crate::handlers::{LeaderEndpoint, LeaderHint, Reply, leader_epoch_error};
+use crate::metadata::{ClusterMetadata, PartitionMetadata, TopicMetadata};
 use crate::protocol::ResponseFrame;
 use crate::shard::notify::HighWatermarkWatch;
 use crate::shard::{Shard, ShardGone, ShardId, TopicPartition};
@@ -155,15 +156,18 @@ pub struct FetchAnswer {
     /// null for read_uncommitted ones (as Kafka answers).
     pub read_committed: bool,
     /// KIP-951 (v16+): the endpoints of the leaders named in partitions'
-    /// `current_leader`.
-    pub node_endpoints: Vec<BrokerInfo>,
+    /// `current_leader`, on the client's listener.
+    pub node_endpoints: Vec<LeaderEndpoint>,
 }
 
+/// `listener`: the name of the listener the client connected on, whose
+/// endpoints the KIP-951 leader hints carry.
 pub async fn handle(
     shard: &Rc<Shard>,
     version: i16,
     correlation_id: i32,
     request: FetchRequest,
+    listener: &str,
     access: &Access<'_>,
 ) -> anyhow::Result<Reply> {
     let read_committed = request.isolation_level == READ_COMMITTED;
@@ -197,7 +201,7 @@ pub async fn handle(
         }
     };
     let partitions = begun.partitions;
-    let resolved = resolve(shard, version, &partitions, access);
+    let resolved = resolve(shard, version, &partitions, listener, access);
     let max_bytes = usize::try_from(request.max_bytes)
         .unwrap_or(0)
         .min(FETCH_RESPONSE_BYTES_MAX);
@@ -286,7 +290,7 @@ pub async fn handle(
         ),
     };
     let mut topics: Vec<(TopicKey, TopicAnswer)> = Vec::new();
-    let mut node_endpoints: BTreeMap<i32, BrokerInfo> = BTreeMap::new();
+    let mut node_endpoints: BTreeMap<i32, LeaderEndpoint> = BTreeMap::new();
     for (((fetch, resolved), mut answer), include) in
         partitions.iter().zip(&resolved).zip(answers).zip(include)
     {
@@ -403,10 +407,12 @@ impl Resolved {
 
 /// `access`: a topic the principal may not READ answers
 /// TOPIC_AUTHORIZATION_FAILED (decided once per topic of the request).
+/// Leader hints name the leader's endpoint on `listener`.
 fn resolve(
     shard: &Shard,
     version: i16,
     partitions: &[PartitionFetch],
+    listener: &str,
     access: &Access<'_>,
 ) -> Vec<Resolved> {
     let snapshot = shard.metadata.snapshot();
@@ -503,7 +509,7 @@ fn resolve(
                 (
                     Err(ResponseError::NotLeaderOrFollower | ResponseError::FencedLeaderEpoch),
                     Some(state),
-                ) => Some(LeaderHint::of(&snapshot, state)),
+                ) => Some(LeaderHint::of(&snapshot, state, listener)),
                 _ => None,
             };
             Resolved {

@@ -106,24 +106,54 @@ pub fn offline_replicas(
 
 /// Where a client should go for a partition this broker does not serve
 /// (KIP-951): the leader's id and epoch (-1, -1 when there is none) and
-/// the leader's endpoint when the view knows it.
+/// the leader's endpoint on the client's listener when the leader is live.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaderHint {
     pub leader_id: i32,
     pub leader_epoch: i32,
-    pub endpoint: Option<crate::metadata::BrokerInfo>,
+    pub endpoint: Option<LeaderEndpoint>,
+}
+
+/// A leader as a client of one listener reaches it: a `node_endpoints`
+/// entry of a Produce or Fetch response (KIP-951).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderEndpoint {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
 }
 
 impl LeaderHint {
+    /// The hint for `partition` to a client connected on `listener`, as
+    /// Kafka's `getCurrentLeader(tp, request.context.listenerName)`: the
+    /// endpoint is the leader's on that listener (what Metadata answers
+    /// that client, `ClusterMetadata::endpoint`), and there is none when
+    /// the leader is fenced or unknown (`getAliveBrokerNode`). The first
+    /// listener's endpoint would send a client of another listener (TLS,
+    /// SASL, an external address) where it cannot connect.
     pub fn of(
         view: &crate::metadata::ClusterMetadata,
         partition: &crate::metadata::PartitionMetadata,
+        listener: &str,
     ) -> LeaderHint {
         match partition.leader {
             Some(leader) => LeaderHint {
                 leader_id: leader,
                 leader_epoch: partition.leader_epoch,
-                endpoint: view.brokers.get(&leader).cloned(),
+                endpoint: view
+                    .brokers
+                    .get(&leader)
+                    .filter(|broker| broker.is_live())
+                    .map(|broker| {
+                        let (host, port) = view.endpoint(broker, listener);
+                        LeaderEndpoint {
+                            id: broker.id,
+                            host,
+                            port,
+                            rack: broker.rack.clone(),
+                        }
+                    }),
             },
             None => LeaderHint {
                 leader_id: -1,
@@ -195,10 +225,20 @@ pub async fn handle(
         RequestKind::Metadata(body) => {
             metadata::handle(shard, version, body, listener, access).await?
         }
-        RequestKind::Produce(body) => produce::handle(shard, version, body, access).await?,
+        RequestKind::Produce(body) => {
+            produce::handle(shard, version, body, &connection.listener, access).await?
+        }
         RequestKind::InitProducerId(body) => init_producer_id::handle(shard, version, &body).await,
         RequestKind::Fetch(body) => {
-            fetch::handle(shard, version, header.correlation_id, body, access).await?
+            fetch::handle(
+                shard,
+                version,
+                header.correlation_id,
+                body,
+                listener,
+                access,
+            )
+            .await?
         }
         RequestKind::ListOffsets(body) => {
             list_offsets::handle(shard, version, body, access).await?
@@ -425,19 +465,47 @@ mod tests {
     #[test]
     fn the_leader_hint_names_the_leader_epoch_and_endpoint() {
         let view = view();
-        let hint = LeaderHint::of(&view, &partition(Some(2), None));
+        let hint = LeaderHint::of(&view, &partition(Some(2), None), "PLAINTEXT");
         assert_eq!(
             hint,
             LeaderHint {
                 leader_id: 2,
                 leader_epoch: 5,
-                endpoint: Some(broker(2, false)),
+                endpoint: Some(LeaderEndpoint {
+                    id: 2,
+                    host: "broker2".to_string(),
+                    port: 9092,
+                    rack: None,
+                }),
             }
         );
-        let none = LeaderHint::of(&view, &partition(None, None));
+        let none = LeaderHint::of(&view, &partition(None, None), "PLAINTEXT");
         assert_eq!(
             (none.leader_id, none.leader_epoch, none.endpoint),
             (-1, -1, None)
         );
+    }
+
+    #[test]
+    fn the_leader_hint_has_the_endpoint_of_the_clients_listener() {
+        let mut view = view();
+        view.listener_endpoints.insert(
+            2,
+            vec![
+                ("PLAINTEXT".into(), "broker2".into(), 9092),
+                ("SASL_SSL".into(), "public2".into(), 19094),
+            ],
+        );
+        let endpoint = |listener: &str| {
+            LeaderHint::of(&view, &partition(Some(2), None), listener)
+                .endpoint
+                .map(|endpoint| (endpoint.host, endpoint.port))
+        };
+        assert_eq!(endpoint("SASL_SSL"), Some(("public2".to_string(), 19094)));
+        assert_eq!(endpoint("PLAINTEXT"), Some(("broker2".to_string(), 9092)));
+        // A fenced leader has no endpoint (Kafka's getAliveBrokerNode),
+        // only its id and epoch.
+        let fenced = LeaderHint::of(&view, &partition(Some(3), None), "SASL_SSL");
+        assert_eq!((fenced.leader_id, fenced.endpoint), (3, None));
     }
 }

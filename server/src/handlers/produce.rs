@@ -2,15 +2,21 @@
 //! owns the partition; for acks=1 and acks=-1 answer once it is durable
 //! (there are no followers, so both mean "in this broker's fsynced log").
 //!
-//! Runs on the connection's shard: resolve topics (auto-creating them when
-//! the broker allows it, as Metadata does), then send every partition's
-//! work to its owning shard and wait for all of them concurrently. A
-//! partition this broker does not lead answers NOT_LEADER_OR_FOLLOWER, from
-//! v10 with the leader's id, epoch and endpoint (KIP-951), so the client
-//! goes there without a metadata round trip. The replica itself refuses
-//! the append when it no longer leads (NOT_LEADER_OR_FOLLOWER: the view
-//! the request was routed with is behind) and stamps batches with its own
-//! leader epoch (shard/partition.rs).
+//! Runs on the connection's shard: resolve topics (never creating them: a
+//! topic that does not exist is UNKNOWN_TOPIC_OR_PARTITION, as Kafka; only
+//! Metadata auto-creates), check each existing partition's records as
+//! Kafka's ProduceRequest.validateRecords (one batch, magic 2, else
+//! INVALID_RECORD; zstd only from v7, else UNSUPPORTED_COMPRESSION_TYPE),
+//! then send every partition's work to its owning shard and wait for all
+//! of them concurrently. A
+//! partition this broker does not lead answers NOT_LEADER_OR_FOLLOWER. The
+//! replica itself refuses the append when it no longer leads
+//! (NOT_LEADER_OR_FOLLOWER: the view the request was routed with is
+//! behind) and stamps batches with its own leader epoch
+//! (shard/partition.rs). From v10 every NOT_LEADER_OR_FOLLOWER answer,
+//! whoever refused, names the leader's id, epoch and endpoint on the
+//! client's listener from the view at answer time (KIP-951), so the client
+//! goes there without a metadata round trip.
 //!
 //! On the owning shard, in one synchronous step (no await, so batches are
 //! checked and appended in arrival order): exactly one record batch (magic
@@ -21,10 +27,15 @@
 //! batch/codec.rs, producer fields and timestamps kept); on compacted
 //! topics every record has a key, compressed batches decompressed to check
 //! (KIP-467 per-record errors); with CreateTime, record timestamps within
-//! message.timestamp.before/after.max.ms (INVALID_TIMESTAMP); the idempotent producer
+//! message.timestamp.before/after.max.ms (INVALID_TIMESTAMP); a batch the
+//! producer marked LogAppendTime refused (INVALID_TIMESTAMP) unless the
+//! topic is CreateTime and the batch has a maxTimestamp; the idempotent producer
 //! rules (shard/producer_state.rs: duplicates answered with their original
 //! offsets, not appended); on LogAppendTime topics the batch's maxTimestamp
-//! set to the broker's time, on a copy. Then the durability wait.
+//! set to the broker's time, on a copy; on CreateTime topics to the largest
+//! of its records' timestamps, whatever the producer's header claims
+//! (Kafka's LogValidator), on a copy only when the header is wrong. Then
+//! the durability wait.
 //!
 //! [`dispatch`] splits this in two so that a connection can pipeline: it
 //! returns once every partition's batch has been appended on this shard or
@@ -82,11 +93,10 @@ use sluice_engine::{AppendError, FlushPolicy, Log};
 use crate::auth::acl::{AclOperation, ResourceType};
 use crate::auth::authorizer::Access;
 use crate::handlers::{LeaderHint, Reply};
+use crate::metadata::ClusterMetadata;
 use crate::metadata::topic_config::{TimestampBounds, TimestampType, TopicCompression};
-use crate::metadata::{ClusterMetadata, MetadataError, validate_topic_name};
 use crate::shard::partition::CommitWaitError;
 use crate::shard::producer_state::{ProducerBatch, ProducerStateError, SequenceCheck};
-use crate::shard::topics::{TopicError, create_topic};
 use crate::shard::{PartitionReplica, ReplicaAppendError, Shard, ShardId, TopicPartition};
 use crate::txn::membership::Verified;
 
@@ -98,9 +108,12 @@ pub async fn handle(
     shard: &Rc<Shard>,
     version: i16,
     request: ProduceRequest,
+    listener: &Arc<str>,
     access: &Access<'_>,
 ) -> anyhow::Result<Reply> {
-    dispatch(shard, version, request, access).await.await
+    dispatch(shard, version, request, listener, access)
+        .await
+        .await
 }
 
 /// Whether the first batch of any partition's records is transactional,
@@ -125,16 +138,19 @@ fn has_transactional_records(request: &ProduceRequest) -> bool {
 ///
 /// `access`: with the authorizer on, a transactional request needs WRITE
 /// on its transactional id (else every partition answers
-/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED), each topic WRITE (else
-/// TOPIC_AUTHORIZATION_FAILED), and a topic that does not exist CREATE on
-/// the cluster or the topic to be auto-created. Decided once per topic,
-/// never per partition or record.
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED) and each topic WRITE (else
+/// TOPIC_AUTHORIZATION_FAILED). Decided once per topic, never per
+/// partition or record.
 /// Transactional records in a request without a transactional id are
 /// refused the same way whether or not the authorizer is on.
+///
+/// `listener`: the name of the listener the client connected on, whose
+/// endpoints the KIP-951 leader hints carry.
 pub async fn dispatch(
     shard: &Rc<Shard>,
     version: i16,
     request: ProduceRequest,
+    listener: &Arc<str>,
     access: &Access<'_>,
 ) -> LocalBoxFuture<'static, anyhow::Result<Reply>> {
     let acks = request.acks;
@@ -190,7 +206,7 @@ pub async fn dispatch(
                     refused
                 }
                 None => {
-                    let found = resolve_topic(shard, &name, access).await;
+                    let found = resolve_topic(shard, &name);
                     resolved.insert(name.clone(), found.clone());
                     found
                 }
@@ -225,13 +241,12 @@ pub async fn dispatch(
                         )
                     })
                     .and_then(|state| {
+                        validate_records(version, partition.records.as_ref())?;
                         crate::handlers::serving_shard(metadata, state).map_err(|error| {
-                            let mut outcome = PartitionOutcome::failed(
+                            PartitionOutcome::failed(
                                 error,
                                 format!("this broker does not lead {name}-{index}"),
-                            );
-                            outcome.leader = Some(Box::new(LeaderHint::of(metadata, state)));
-                            outcome
+                            )
                         })
                     }),
             };
@@ -290,16 +305,37 @@ pub async fn dispatch(
         layout.push((topic.name, indexes));
     }
     let appended = join_all(work).await;
-    async move { reply(version, acks, layout, join_all(appended).await) }.boxed_local()
+    let shard = Rc::clone(shard);
+    let listener = Arc::clone(listener);
+    async move {
+        let outcomes = join_all(appended).await;
+        // KIP-951: every NOT_LEADER_OR_FOLLOWER answer names the current
+        // leader, whatever refused the batch (the routing view, the replica
+        // itself, leadership lost while acks=all waited), as Kafka's
+        // sendResponseCallback does for each such partition. The view is
+        // taken once, and only when a partition needs it.
+        let view = (version >= LEADER_HINT_VERSION_MIN
+            && acks != 0
+            && outcomes
+                .iter()
+                .any(|outcome| outcome.error == Some(ResponseError::NotLeaderOrFollower)))
+        .then(|| shard.metadata.snapshot());
+        reply(version, acks, layout, outcomes, view.as_deref(), &listener)
+    }
+    .boxed_local()
 }
 
 /// The answer to a produce request once every partition has its outcome
-/// (`outcomes` in the order of `layout`).
+/// (`outcomes` in the order of `layout`). `view` (needed only when a
+/// partition answers NOT_LEADER_OR_FOLLOWER from v10) gives the leader
+/// hints, with endpoints on `listener`.
 fn reply(
     version: i16,
     acks: i16,
     layout: Vec<(kafka_protocol::messages::TopicName, Vec<i32>)>,
     outcomes: Vec<PartitionOutcome>,
+    view: Option<&ClusterMetadata>,
+    listener: &str,
 ) -> anyhow::Result<Reply> {
     let mut outcomes = outcomes.into_iter();
 
@@ -331,20 +367,35 @@ fn reply(
             let partitions = indexes
                 .into_iter()
                 .zip(outcomes.by_ref())
-                .map(|(index, outcome)| {
+                .map(|(index, mut outcome)| {
                     if version >= LEADER_HINT_VERSION_MIN
-                        && let Some(endpoint) = outcome
-                            .leader
-                            .as_ref()
-                            .and_then(|hint| hint.endpoint.as_ref())
+                        && outcome.error == Some(ResponseError::NotLeaderOrFollower)
+                        && let Some(view) = view
                     {
-                        endpoints.entry(endpoint.id).or_insert_with(|| {
-                            NodeEndpoint::default()
-                                .with_node_id(BrokerId(endpoint.id))
-                                .with_host(StrBytes::from_string(endpoint.host.clone()))
-                                .with_port(endpoint.port)
-                                .with_rack(endpoint.rack.clone().map(StrBytes::from_string))
-                        });
+                        // A partition the view does not know: no leader
+                        // (Kafka's getCurrentLeader answers -1, -1).
+                        let hint = view
+                            .topics
+                            .get(name.0.as_str())
+                            .and_then(|topic| topic.partitions.get(usize::try_from(index).ok()?))
+                            .map_or(
+                                LeaderHint {
+                                    leader_id: -1,
+                                    leader_epoch: -1,
+                                    endpoint: None,
+                                },
+                                |state| LeaderHint::of(view, state, listener),
+                            );
+                        if let Some(endpoint) = &hint.endpoint {
+                            endpoints.entry(endpoint.id).or_insert_with(|| {
+                                NodeEndpoint::default()
+                                    .with_node_id(BrokerId(endpoint.id))
+                                    .with_host(StrBytes::from_string(endpoint.host.clone()))
+                                    .with_port(endpoint.port)
+                                    .with_rack(endpoint.rack.clone().map(StrBytes::from_string))
+                            });
+                        }
+                        outcome.leader = Some(Box::new(hint));
                     }
                     outcome.into_response(index, version)
                 })
@@ -360,12 +411,13 @@ fn reply(
     Ok(Reply::Body(Box::new(ResponseKind::Produce(response))))
 }
 
-/// The metadata snapshot holding topic `name`, creating the topic when the
-/// broker auto-creates topics.
-async fn resolve_topic(
-    shard: &Rc<Shard>,
+/// The metadata snapshot holding topic `name`. Produce never creates a
+/// topic: one that does not exist is UNKNOWN_TOPIC_OR_PARTITION, as Kafka's
+/// handleProduceRequest answers (only Metadata auto-creates, and clients
+/// send it before producing). Internal topics are refused.
+fn resolve_topic(
+    shard: &Shard,
     name: &str,
-    access: &Access<'_>,
 ) -> Result<Arc<ClusterMetadata>, (ResponseError, String)> {
     if crate::txn::is_internal_topic(name) {
         // Only the coordinators write their internal topics (Kafka
@@ -375,49 +427,103 @@ async fn resolve_topic(
             format!("{name} is an internal topic"),
         ));
     }
-    // A topic still being created (or growing) has partitions not open yet.
-    let snapshot = shard.metadata.snapshot();
-    if snapshot.topics.contains_key(name) {
-        return Ok(snapshot);
-    }
-    if let Err(error) = validate_topic_name(name) {
-        return Err((ResponseError::InvalidTopicException, error.to_string()));
-    }
-    let unknown = || {
-        (
-            ResponseError::UnknownTopicOrPartition,
-            format!("topic {name} does not exist"),
-        )
-    };
-    if !shard.config.auto_create_topics {
-        return Err(unknown());
-    }
-    if !access.allows_cluster(AclOperation::Create)
-        && !access.allows(AclOperation::Create, ResourceType::Topic, name)
-    {
-        return Err((
-            ResponseError::TopicAuthorizationFailed,
-            format!("Not authorized to create topic {name}"),
-        ));
-    }
-    let partitions = shard.config.default_partitions;
-    match create_topic(shard, name, partitions, BTreeMap::new(), false).await {
-        Ok(_) => {
-            tracing::info!(topic = %name, partitions, api = "Produce", "auto-created topic");
-        }
-        // Created meanwhile by another connection.
-        Err(TopicError::Metadata(MetadataError::TopicExists(_))) => {}
-        Err(error) => {
-            tracing::warn!(topic = %name, %error, "auto topic creation failed");
-            return Err(unknown());
-        }
-    }
     let snapshot = shard.metadata.snapshot();
     if snapshot.topics.contains_key(name) {
         Ok(snapshot)
     } else {
-        Err(unknown())
+        Err((
+            ResponseError::UnknownTopicOrPartition,
+            format!("topic {name} does not exist"),
+        ))
     }
+}
+
+/// Kafka's ProduceRequest.validateRecords (v3+), checked where Kafka checks
+/// it: once the partition is known to exist, before leadership and before
+/// the batch is looked at any further. The first batch is framed as
+/// Kafka's batch iterator frames it, whatever its magic (batchLength at 8,
+/// magic at 16): none (too short, or cut off) is INVALID_RECORD; one of
+/// magic 0 or 1 is INVALID_RECORD, not UNSUPPORTED_FOR_MESSAGE_FORMAT
+/// (Produce v3+ carries only record batches v2); zstd before v7 is
+/// UNSUPPORTED_COMPRESSION_TYPE (KIP-110: such a client cannot read zstd
+/// back); a second whole batch after it is INVALID_RECORD. A batchLength
+/// below the smallest record is CORRUPT_MESSAGE (Kafka's
+/// CorruptRecordException). `None` (null records) is left to [`accept`].
+fn validate_records(version: i16, records: Option<&Bytes>) -> Result<(), PartitionOutcome> {
+    use sluice_engine::batch::layout;
+    /// Kafka's LegacyRecord.RECORD_OVERHEAD_V0: the smallest batchLength
+    /// of any format.
+    const BATCH_LENGTH_MIN: i32 = 14;
+    /// Bytes up to and including the magic (Kafka's
+    /// HEADER_SIZE_UP_TO_MAGIC).
+    const HEADER_SIZE_UP_TO_MAGIC: usize = layout::MAGIC_AT + 1;
+    /// The size of the batch at the start of `bytes` if a whole one is
+    /// there, as Kafka's ByteBufferLogInputStream.nextBatch decides.
+    fn next_batch_size(bytes: &[u8]) -> Result<Option<usize>, PartitionOutcome> {
+        let Some(length) = bytes.get(layout::BATCH_LENGTH_AT..layout::LOG_OVERHEAD) else {
+            return Ok(None);
+        };
+        let batch_length = i32::from_be_bytes([length[0], length[1], length[2], length[3]]);
+        if batch_length < BATCH_LENGTH_MIN {
+            return Err(PartitionOutcome::failed(
+                ResponseError::CorruptMessage,
+                format!(
+                    "Record size {batch_length} is less than the minimum record overhead \
+                     ({BATCH_LENGTH_MIN})"
+                ),
+            ));
+        }
+        let size = usize::try_from(batch_length)
+            .unwrap_or(usize::MAX)
+            .saturating_add(layout::LOG_OVERHEAD);
+        Ok((bytes.len() >= HEADER_SIZE_UP_TO_MAGIC && bytes.len() >= size).then_some(size))
+    }
+    let Some(records) = records else {
+        return Ok(());
+    };
+    let invalid = |message: String| {
+        Err(PartitionOutcome::failed(
+            ResponseError::InvalidRecord,
+            message,
+        ))
+    };
+    let Some(size) = next_batch_size(records)? else {
+        return invalid(format!(
+            "Produce requests with version {version} must have at least one record batch"
+        ));
+    };
+    if records[layout::MAGIC_AT] as i8 != layout::MAGIC_V2 {
+        return invalid(format!(
+            "Produce requests with version {version} are only allowed to contain record \
+             batches with magic version 2"
+        ));
+    }
+    assert!(
+        size >= layout::ATTRIBUTES_AT + 2,
+        "a batch of BATCH_LENGTH_MIN bytes or more holds its attributes"
+    );
+    let attributes = i16::from_be_bytes([
+        records[layout::ATTRIBUTES_AT],
+        records[layout::ATTRIBUTES_AT + 1],
+    ]);
+    /// Attributes bits 0-2: the codec.
+    const COMPRESSION_MASK: i16 = 0x07;
+    if version < 7 && attributes & COMPRESSION_MASK == i16::from(Compression::Zstd.code()) {
+        return Err(PartitionOutcome::failed(
+            ResponseError::UnsupportedCompressionType,
+            format!(
+                "Produce requests with version {version} are not allowed to use ZStandard \
+                 compression"
+            ),
+        ));
+    }
+    if next_batch_size(&records[size..])?.is_some() {
+        return invalid(format!(
+            "Produce requests with version {version} are only allowed to contain exactly \
+             one record batch per partition"
+        ));
+    }
+    Ok(())
 }
 
 /// What a produce waits for before it is answered.
@@ -723,8 +829,14 @@ fn accept(
     // CRC). The engine's append of these same bytes, below on this thread,
     // then skips its second pass over them (validate_for_append); a
     // rebuilt or rewritten batch is validated again by the append.
-    let header = sluice_engine::validate_for_append(&records, max_message_bytes as usize)
-        .map_err(|error| batch_failed(&error))?;
+    //
+    // `records_max_timestamp`: the maxTimestamp the records give, which
+    // Kafka's LogValidator stores whatever the producer's header says; read
+    // on the passes over the records that the checks below make anyway
+    // (`None` until a compressed batch is decompressed).
+    let (header, mut records_max_timestamp) =
+        sluice_engine::validate_for_append(&records, max_message_bytes as usize)
+            .map_err(|error| batch_failed(&error))?;
     if header.is_control() {
         return Err(PartitionOutcome::failed(
             ResponseError::InvalidRecord,
@@ -741,34 +853,34 @@ fn accept(
     // compression.type: a batch whose codec differs from the topic's is
     // rebuilt under the topic's (Kafka's LogValidator), producer fields
     // and timestamps kept; the rebuilt batch must fit max.message.bytes.
-    // Whether the records inside a compressed batch were decompressed and
-    // walked (validate_for_append checks them only when uncompressed).
-    let mut inner_records_checked = false;
     let (records, header) = match codec_target(compression) {
         Some(target) if target.compression() != header.compression() => {
             // recompress decompresses and validates the records first.
-            let rebuilt = codec::recompress(&records, &header, target)
-                .map_err(|error| codec_failed(&error))?;
+            let (rebuilt, max_timestamp) =
+                codec::recompress_with_max_timestamp(&records, &header, target)
+                    .map_err(|error| codec_failed(&error))?;
             let header = batch::validate(&rebuilt, max_message_bytes as usize)
                 .map_err(|error| batch_failed(&error))?;
-            inner_records_checked = true;
+            records_max_timestamp = Some(max_timestamp);
             (Bytes::from(rebuilt), header)
         }
         _ => (records, header),
     };
     if cleanup_policy.compacts() {
-        inner_records_checked = true;
         // Kafka decompresses to check the keys of a compressed batch too.
         let missing = if header.compression() == Compression::None {
             records_without_key(&records, &header)
         } else {
             let mut missing = Vec::new();
+            let mut max_timestamp = batch::NO_TIMESTAMP;
             codec::walk_compressed_records(&records, &header, |index, record| {
                 if record.key.is_none() {
                     missing.push(index as i32);
                 }
+                max_timestamp = max_timestamp.max(header.record_timestamp(record));
             })
             .map_err(|error| codec_failed(&error))?;
+            records_max_timestamp = Some(max_timestamp);
             missing
         };
         if !missing.is_empty() {
@@ -783,12 +895,41 @@ fn accept(
     // offset deltas differ from the header's INVALID_RECORD (codec_failed,
     // batch_failed). Stored unchecked, such a batch
     // stopped every consumer of the partition at it, and a header claiming
-    // 2^31 records moved the log end by that much.
-    if header.compression() != Compression::None && !inner_records_checked {
-        codec::walk_compressed_records(&records, &header, |_, _| {})
+    // 2^31 records moved the log end by that much. Only a compressed batch
+    // that no step above decompressed is still without its records'
+    // maxTimestamp.
+    let records_max_timestamp = match records_max_timestamp {
+        Some(max_timestamp) => max_timestamp,
+        None => {
+            assert!(
+                header.compression() != Compression::None,
+                "an uncompressed batch's records are read as it is validated"
+            );
+            let mut max_timestamp = batch::NO_TIMESTAMP;
+            codec::walk_compressed_records(&records, &header, |_, record| {
+                max_timestamp = max_timestamp.max(header.record_timestamp(record));
+            })
             .map_err(|error| codec_failed(&error))?;
+            max_timestamp
+        }
+    };
+    // Kafka's validateTimestamp, record by record: on a CreateTime topic a
+    // record with a timestamp (for a LogAppendTime batch: its header's
+    // maxTimestamp) is judged by the bounds only; any other record of a
+    // batch a producer marked LogAppendTime is refused, as only the broker
+    // may set that time. So a LogAppendTime batch is refused whole on a
+    // LogAppendTime topic, or without a maxTimestamp; on a CreateTime topic
+    // it is judged by its maxTimestamp and stored as CreateTime
+    // (with_create_time), as Kafka's setMaxTimestamp does.
+    let create_time = timestamp_type == TimestampType::CreateTime;
+    if header.timestamp_type() == batch::TimestampType::LogAppendTime
+        && !(create_time && header.max_timestamp() != batch::NO_TIMESTAMP)
+    {
+        return Err(PartitionOutcome::invalid_timestamps(
+            log_append_time_refused(&records, &header).map_err(|error| codec_failed(&error))?,
+        ));
     }
-    if timestamp_type == TimestampType::CreateTime && timestamp_bounds.limits() {
+    if create_time && timestamp_bounds.limits() {
         let refused = records_out_of_bounds(&records, &header, timestamp_bounds, now_ms);
         if !refused.is_empty() {
             return Err(PartitionOutcome::invalid_timestamps(refused));
@@ -860,7 +1001,10 @@ fn accept(
     }
     let (records, log_append_time_ms) = match timestamp_type {
         TimestampType::LogAppendTime => (with_log_append_time(&records, now_ms), now_ms),
-        TimestampType::CreateTime => (records, -1),
+        TimestampType::CreateTime => (
+            with_create_time(records, &header, records_max_timestamp),
+            -1,
+        ),
     };
     let appended = replica.append(&records).map_err(|error| match error {
         ReplicaAppendError::NotLeader { .. } => {
@@ -943,11 +1087,45 @@ fn records_out_of_bounds(
         .zip(0..)
         .filter_map(|(record, index)| {
             let record = record.ok()?;
-            let timestamp = base_timestamp.saturating_add(record.timestamp_delta);
+            let timestamp = header.record_timestamp(&record).0;
             (!bounds.allows(timestamp, now_ms))
                 .then(|| (index, message(timestamp, i64::from(record.offset_delta))))
         })
         .collect()
+}
+
+/// Kafka's record errors for a batch a producer marked LogAppendTime
+/// (validateTimestamp): every record, with Kafka's message naming it as
+/// `DefaultRecord.toString` does. `batch` is validated, and decompressed
+/// already when compressed, so its records decode.
+fn log_append_time_refused(
+    batch: &[u8],
+    header: &BatchHeader,
+) -> Result<Vec<(i32, String)>, CodecError> {
+    let message = |record: &batch::Record<'_>| {
+        format!(
+            "Invalid timestamp type in message DefaultRecord(offset={}, timestamp={}, key={} \
+             bytes, value={} bytes). Producer should not set timestamp type to LogAppendTime.",
+            header
+                .base_offset()
+                .value()
+                .saturating_add(i64::from(record.offset_delta)),
+            header.record_timestamp(record).0,
+            record.key.map_or(0, <[u8]>::len),
+            record.value.map_or(0, <[u8]>::len),
+        )
+    };
+    let mut refused = Vec::new();
+    if header.compression() == Compression::None {
+        for (record, index) in batch::records(batch, header).zip(0..) {
+            refused.push((index, message(&record.map_err(CodecError::Batch)?)));
+        }
+    } else {
+        codec::walk_compressed_records(batch, header, |index, record| {
+            refused.push((index as i32, message(record)));
+        })?;
+    }
+    Ok(refused)
 }
 
 /// A copy of the validated batch `batch` marked LogAppendTime with
@@ -955,6 +1133,33 @@ fn records_out_of_bounds(
 fn with_log_append_time(batch: &[u8], append_time_ms: i64) -> Bytes {
     let mut copy = BytesMut::from(batch);
     batch::set_log_append_time(&mut copy, sluice_engine::TimestampMs(append_time_ms));
+    copy.freeze()
+}
+
+/// The validated batch `batch` (header `header`) as Kafka's LogValidator
+/// stores it on a CreateTime topic: marked CreateTime, with the
+/// maxTimestamp its records give (`records_max_timestamp`) whatever the
+/// producer's header claimed (DefaultRecordBatch.setMaxTimestamp). A
+/// header lying low hid the batch from ListOffsets by time; one lying high
+/// (i64::MAX) kept its segment from retention.ms forever. The same bytes
+/// when the header is right (the usual case: no copy, no CRC pass), else a
+/// rewritten copy.
+fn with_create_time(
+    batch: Bytes,
+    header: &BatchHeader,
+    records_max_timestamp: sluice_engine::TimestampMs,
+) -> Bytes {
+    if header.timestamp_type() == batch::TimestampType::CreateTime
+        && header.max_timestamp() == records_max_timestamp
+    {
+        return batch;
+    }
+    let mut copy = BytesMut::from(&batch[..]);
+    batch::set_max_timestamp(
+        &mut copy,
+        batch::TimestampType::CreateTime,
+        records_max_timestamp,
+    );
     copy.freeze()
 }
 
@@ -1133,6 +1338,7 @@ fn append_failed(error: &AppendError) -> PartitionOutcome {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use kafka_protocol::messages::TopicName;
     use sluice_engine::TimestampMs;
     use sluice_engine::batch::{BatchBuilder, TimestampType as BatchTimestampType};
 
@@ -1201,6 +1407,94 @@ mod tests {
     }
 
     #[test]
+    fn every_record_of_a_batch_marked_log_append_time_is_refused_as_kafka_words_it() {
+        let mut batch = BatchBuilder::new()
+            .record(Some(&b"key"[..]), Some(&b"value"[..]), TimestampMs(NOW))
+            .record(None, None, TimestampMs(NOW + 3))
+            .build()
+            .to_vec();
+        batch::set_log_append_time(&mut batch, TimestampMs(NOW + 9));
+        let header = batch::validate(&batch, 1 << 20).unwrap();
+        let refused = log_append_time_refused(&batch, &header).unwrap();
+        assert_eq!(
+            refused,
+            vec![
+                (
+                    0,
+                    format!(
+                        "Invalid timestamp type in message DefaultRecord(offset=0, timestamp={}, \
+                         key=3 bytes, value=5 bytes). Producer should not set timestamp type to \
+                         LogAppendTime.",
+                        NOW + 9
+                    )
+                ),
+                (
+                    1,
+                    format!(
+                        "Invalid timestamp type in message DefaultRecord(offset=1, timestamp={}, \
+                         key=0 bytes, value=0 bytes). Producer should not set timestamp type to \
+                         LogAppendTime.",
+                        NOW + 9
+                    )
+                ),
+            ]
+        );
+        // Compressed: the records are read as they decompress.
+        let compressed = codec::recompress(&batch, &header, Target::Zstd { level: 3 }).unwrap();
+        let compressed_header = batch::validate(&compressed, 1 << 20).unwrap();
+        assert_eq!(
+            log_append_time_refused(&compressed, &compressed_header).unwrap(),
+            refused
+        );
+    }
+
+    #[test]
+    fn records_are_checked_as_kafkas_produce_request_validate_records_does() {
+        let error = |version: i16, records: &[u8]| {
+            validate_records(version, Some(&Bytes::copy_from_slice(records)))
+                .err()
+                .and_then(|outcome| outcome.error)
+        };
+        let plain = BatchBuilder::new()
+            .record(None, Some(&b"v"[..]), TimestampMs(NOW))
+            .build();
+        let header = batch::validate(&plain, 1 << 20).unwrap();
+        let zstd = codec::recompress(&plain, &header, Target::Zstd { level: 3 }).unwrap();
+        let lz4 = codec::recompress(&plain, &header, Target::Lz4).unwrap();
+        for version in 3..=12 {
+            assert_eq!(error(version, &plain), None);
+            assert_eq!(error(version, &lz4), None);
+        }
+        // Magic 0 and 1 (message sets): INVALID_RECORD in Produce v3+.
+        for magic in [0u8, 1] {
+            let mut old = plain.to_vec();
+            old[batch::layout::MAGIC_AT] = magic;
+            assert_eq!(error(9, &old), Some(ResponseError::InvalidRecord));
+        }
+        // zstd needs v7 (KIP-110).
+        for version in 3..=6 {
+            assert_eq!(
+                error(version, &zstd),
+                Some(ResponseError::UnsupportedCompressionType)
+            );
+        }
+        assert_eq!(error(7, &zstd), None);
+        // No whole batch: INVALID_RECORD; a second whole one too.
+        assert_eq!(error(9, &[]), Some(ResponseError::InvalidRecord));
+        assert_eq!(
+            error(9, &plain[..plain.len() - 1]),
+            Some(ResponseError::InvalidRecord)
+        );
+        let two = [&plain[..], &plain[..]].concat();
+        assert_eq!(error(9, &two), Some(ResponseError::InvalidRecord));
+        // A batchLength smaller than any record: CORRUPT_MESSAGE.
+        let mut tiny = plain.to_vec();
+        tiny[batch::layout::BATCH_LENGTH_AT..batch::layout::LOG_OVERHEAD]
+            .copy_from_slice(&13i32.to_be_bytes());
+        assert_eq!(error(9, &tiny), Some(ResponseError::CorruptMessage));
+    }
+
+    #[test]
     fn records_without_key_are_found_by_index() {
         let batch = BatchBuilder::new()
             .record(Some(&b"a"[..]), Some(&b"1"[..]), TimestampMs(NOW))
@@ -1256,6 +1550,117 @@ mod tests {
         }));
         let old = outcome.into_response(0, 9);
         assert_eq!(old.current_leader, LeaderIdAndEpoch::default());
+    }
+
+    /// Broker 2 leads `topic`-0 at epoch 7 and listens on PLAINTEXT and
+    /// SASL_SSL; broker 3 (fenced) leads `topic`-1.
+    fn view_led_elsewhere() -> ClusterMetadata {
+        let broker = |id: i32, fenced: bool| crate::metadata::BrokerInfo {
+            id,
+            host: format!("broker{id}"),
+            port: 9090 + id,
+            rack: Some("rack-a".to_string()),
+            fenced,
+            in_controlled_shutdown: false,
+            replication_address: None,
+        };
+        let partition = |leader: i32| crate::metadata::PartitionMetadata {
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2, 3],
+            leader: Some(leader),
+            leader_epoch: 7,
+            partition_epoch: 7,
+            local_shard: Some(0),
+        };
+        ClusterMetadata {
+            node_id: 1,
+            brokers: [(2, broker(2, false)), (3, broker(3, true))].into(),
+            topics: [(
+                "topic".to_string(),
+                crate::metadata::TopicMetadata {
+                    name: "topic".to_string(),
+                    id: uuid::Uuid::nil(),
+                    partitions: vec![partition(2), partition(3)],
+                    configs: BTreeMap::new(),
+                },
+            )]
+            .into(),
+            listener_endpoints: [(
+                2,
+                vec![
+                    ("PLAINTEXT".to_string(), "broker2".to_string(), 9092),
+                    ("SASL_SSL".to_string(), "public2".to_string(), 19094),
+                ],
+            )]
+            .into(),
+            ..ClusterMetadata::default()
+        }
+    }
+
+    fn produce_response(reply: Reply) -> ProduceResponse {
+        match reply {
+            Reply::Body(body) => match *body {
+                ResponseKind::Produce(response) => response,
+                other => panic!("not a produce response: {other:?}"),
+            },
+            _ => panic!("produce answers with a body"),
+        }
+    }
+
+    #[test]
+    fn a_replica_refusing_as_not_leader_names_the_leader_on_the_clients_listener() {
+        let view = view_led_elsewhere();
+        // What the owning shard answers when its replica no longer leads
+        // (or leadership moved while acks=all waited): no hint of its own.
+        let refused = || {
+            PartitionOutcome::failed(
+                ResponseError::NotLeaderOrFollower,
+                "topic-0: this replica is not the leader".to_string(),
+            )
+        };
+        let layout = || vec![(TopicName(StrBytes::from_static_str("topic")), vec![0, 1, 5])];
+        let response = produce_response(
+            reply(
+                10,
+                1,
+                layout(),
+                vec![refused(), refused(), refused()],
+                Some(&view),
+                "SASL_SSL",
+            )
+            .unwrap(),
+        );
+        let partitions = &response.responses[0].partition_responses;
+        assert_eq!(partitions[0].current_leader.leader_id, BrokerId(2));
+        assert_eq!(partitions[0].current_leader.leader_epoch, 7);
+        // A fenced leader is named without an endpoint; a partition the
+        // view does not know names none.
+        assert_eq!(partitions[1].current_leader.leader_id, BrokerId(3));
+        assert_eq!(partitions[2].current_leader.leader_id, BrokerId(-1));
+        assert_eq!(partitions[2].current_leader.leader_epoch, -1);
+        let endpoints: Vec<(i32, String, i32)> = response
+            .node_endpoints
+            .iter()
+            .map(|endpoint| (endpoint.node_id.0, endpoint.host.to_string(), endpoint.port))
+            .collect();
+        assert_eq!(endpoints, vec![(2, "public2".to_string(), 19094)]);
+        // Before v10 no hint.
+        let old = produce_response(
+            reply(
+                9,
+                1,
+                layout(),
+                vec![refused(), refused(), refused()],
+                Some(&view),
+                "SASL_SSL",
+            )
+            .unwrap(),
+        );
+        assert!(old.node_endpoints.is_empty());
+        assert_eq!(
+            old.responses[0].partition_responses[0].current_leader,
+            LeaderIdAndEpoch::default()
+        );
     }
 
     #[test]

@@ -661,7 +661,8 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, spec: Rc<L
             }) => {
                 let sent = produce_counts(&body);
                 let access = handlers::access(&shard, &connection);
-                let completion = produce::dispatch(&shard, version, body, &access).await;
+                let completion =
+                    produce::dispatch(&shard, version, body, &connection.listener, &access).await;
                 drop(access);
                 let correlation_id = header.correlation_id;
                 async move {

@@ -1203,3 +1203,300 @@ fn posted_jobs_start_in_the_order_they_were_posted() {
         assert_eq!(*started.lock().unwrap(), (0..JOBS).collect::<Vec<_>>());
     });
 }
+
+/// Every batch of `replica`'s log, as stored (flushed first).
+async fn stored_batches(replica: &PartitionReplica) -> Vec<bytes::Bytes> {
+    replica.log.flush().await.unwrap();
+    let end = replica.log.log_end_offset();
+    let mut batches = Vec::new();
+    let mut offset = replica.log.log_start_offset();
+    while offset < end {
+        let read = replica
+            .log
+            .read(
+                offset,
+                sluice_engine::ReadLimits {
+                    max_bytes: 1 << 20,
+                    min_one_batch: true,
+                    max_offset: end,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(read.next_offset > offset);
+        offset = read.next_offset;
+        for buffer in read.records {
+            for range in sluice_engine::batch::split_batches(&buffer).unwrap() {
+                batches.push(buffer.slice(range));
+            }
+        }
+    }
+    batches
+}
+
+/// Kafka's LogValidator stores a produced batch with the largest of its
+/// records' timestamps as maxTimestamp, whatever the producer's header
+/// claims (the CRC recomputed): uncompressed, compressed as sent,
+/// recompressed under the topic's codec, and decompressed for a compacted
+/// topic's keys. A header lying low hid the batch from ListOffsets by
+/// time; one lying high (i64::MAX) kept its segment from retention.ms
+/// forever. A header that is right is stored as sent.
+#[test]
+fn a_batch_is_stored_with_its_records_max_timestamp_whatever_its_header_claims() {
+    use crate::txn::membership::Verified;
+    use sluice_engine::TimestampMs;
+    use sluice_engine::batch::{self, BatchBuilder, TimestampType, codec};
+
+    with_shard("records-max-timestamp", |shard| async move {
+        let now = shard.io.now_ms();
+        let built = BatchBuilder::new()
+            .record(Some(&b"k1"[..]), Some(&b"v1"[..]), TimestampMs(now - 50))
+            .record(Some(&b"k2"[..]), Some(&b"v2"[..]), TimestampMs(now - 10))
+            .record(Some(&b"k3"[..]), Some(&b"v3"[..]), TimestampMs(now - 30))
+            .build();
+        let header = batch::validate(&built, 1 << 20).unwrap();
+        let lz4 = codec::recompress(&built, &header, codec::Target::Lz4).unwrap();
+        let claiming = |batch: &[u8], claimed: i64| {
+            let mut bytes = batch.to_vec();
+            batch::set_max_timestamp(&mut bytes, TimestampType::CreateTime, TimestampMs(claimed));
+            bytes::Bytes::from(bytes)
+        };
+        let topics: [(&str, &[(&str, &str)]); 3] = [
+            ("as-sent", &[]),
+            ("gzip", &[("compression.type", "gzip")]),
+            ("compacted", &[("cleanup.policy", "compact")]),
+        ];
+        for (topic, configs) in topics {
+            let configs: BTreeMap<String, String> = configs
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect();
+            create_topic(&shard, topic, 1, configs, false)
+                .await
+                .unwrap();
+            let replica = shard.partition(&TopicPartition::new(topic, 0)).unwrap();
+            let sent = [
+                claiming(&built, now - 1_000),
+                claiming(&built, i64::MAX),
+                claiming(&lz4, now - 1_000),
+                claiming(&lz4, i64::MAX),
+                built.clone(),
+            ];
+            for batch in &sent {
+                assert_eq!(
+                    crate::handlers::produce::accept_error(
+                        &replica,
+                        batch.clone(),
+                        Verified::Off,
+                        now
+                    ),
+                    None,
+                    "{topic}"
+                );
+            }
+            let stored = stored_batches(&replica).await;
+            assert_eq!(stored.len(), sent.len(), "{topic}");
+            for (index, stored) in stored.iter().enumerate() {
+                let header = batch::validate(stored, 1 << 20).unwrap();
+                assert_eq!(
+                    header.max_timestamp(),
+                    TimestampMs(now - 10),
+                    "{topic}: batch {index}"
+                );
+                assert_eq!(header.timestamp_type(), TimestampType::CreateTime);
+            }
+            // The time index follows: ListOffsets' max timestamp.
+            let (_, max_timestamp) = replica
+                .log
+                .max_timestamp(replica.log.log_end_offset())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(max_timestamp, TimestampMs(now - 10), "{topic}");
+        }
+        // A right header: the batch is stored as sent (offset and leader
+        // epoch aside, which lie outside the CRC).
+        let replica = shard.partition(&TopicPartition::new("as-sent", 0)).unwrap();
+        let stored = stored_batches(&replica).await;
+        let last = stored.last().unwrap();
+        assert_eq!(
+            last[batch::layout::CRC_AT..],
+            built[batch::layout::CRC_AT..]
+        );
+    });
+}
+
+/// Kafka's LogValidator.validateTimestamp: only the broker sets
+/// LogAppendTime. A batch a producer marked so is refused
+/// (INVALID_TIMESTAMP, nothing appended) on a LogAppendTime topic, and on
+/// a CreateTime topic when it has no maxTimestamp; on a CreateTime topic
+/// with one, every record has that timestamp and the batch is stored as
+/// CreateTime (Kafka's setMaxTimestamp).
+#[test]
+fn a_batch_a_producer_marked_log_append_time_is_refused_unless_it_has_a_create_time() {
+    use crate::txn::membership::Verified;
+    use sluice_engine::TimestampMs;
+    use sluice_engine::batch::{self, BatchBuilder, TimestampType, codec};
+
+    with_shard("producer-log-append-time", |shard| async move {
+        let now = shard.io.now_ms();
+        let built = BatchBuilder::new()
+            .record(None, Some(&b"v1"[..]), TimestampMs(now - 50))
+            .record(None, Some(&b"v2"[..]), TimestampMs(now - 10))
+            .build();
+        let header = batch::validate(&built, 1 << 20).unwrap();
+        let lz4 = codec::recompress(&built, &header, codec::Target::Lz4).unwrap();
+        let marked = |batch: &[u8], max_timestamp: i64| {
+            let mut bytes = batch.to_vec();
+            batch::set_max_timestamp(
+                &mut bytes,
+                TimestampType::LogAppendTime,
+                TimestampMs(max_timestamp),
+            );
+            bytes::Bytes::from(bytes)
+        };
+        let configs = [(
+            "message.timestamp.type".to_string(),
+            "LogAppendTime".to_string(),
+        )];
+        create_topic(&shard, "appended", 1, configs.into(), false)
+            .await
+            .unwrap();
+        create_topic(&shard, "created", 1, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        let appended = shard
+            .partition(&TopicPartition::new("appended", 0))
+            .unwrap();
+        let created = shard.partition(&TopicPartition::new("created", 0)).unwrap();
+        let accept = |replica: &PartitionReplica, batch: &bytes::Bytes| {
+            crate::handlers::produce::accept_error(replica, batch.clone(), Verified::Off, now)
+        };
+        for plain_or_compressed in [&built[..], &lz4[..]] {
+            for max_timestamp in [now - 10, -1] {
+                let batch = marked(plain_or_compressed, max_timestamp);
+                assert_eq!(
+                    accept(&appended, &batch),
+                    Some(ResponseError::InvalidTimestamp),
+                    "LogAppendTime topic, maxTimestamp {max_timestamp}"
+                );
+            }
+            assert_eq!(
+                accept(&created, &marked(plain_or_compressed, -1)),
+                Some(ResponseError::InvalidTimestamp),
+                "CreateTime topic, no maxTimestamp"
+            );
+            assert_eq!(
+                accept(&created, &marked(plain_or_compressed, now - 10)),
+                None
+            );
+        }
+        assert!(
+            stored_batches(&appended).await.is_empty(),
+            "nothing appended"
+        );
+        let stored = stored_batches(&created).await;
+        assert_eq!(stored.len(), 2);
+        for stored in stored {
+            let header = batch::validate(&stored, 1 << 20).unwrap();
+            assert_eq!(header.timestamp_type(), TimestampType::CreateTime);
+            assert_eq!(header.max_timestamp(), TimestampMs(now - 10));
+        }
+    });
+}
+
+/// Kafka's Produce never creates a topic: one that does not exist answers
+/// UNKNOWN_TOPIC_OR_PARTITION, even on a broker that auto-creates topics
+/// (only Metadata does, and clients send it before producing).
+#[test]
+fn a_produce_to_a_topic_that_does_not_exist_creates_nothing() {
+    with_shard("produce-no-auto-create", |shard| async move {
+        assert!(shard.config.auto_create_topics);
+        let batch = sluice_engine::batch::build::simple_batch(1, 10, sluice_engine::TimestampMs(0));
+        assert_eq!(
+            produce_error_code(&shard, 9, "missing", batch).await,
+            ResponseError::UnknownTopicOrPartition.code()
+        );
+        assert!(!shard.metadata.snapshot().topics.contains_key("missing"));
+    });
+}
+
+/// Produce `records` to `topic`-0 in Produce `version` (acks=1): the
+/// partition's error code.
+async fn produce_error_code(
+    shard: &Rc<Shard>,
+    version: i16,
+    topic: &'static str,
+    records: bytes::Bytes,
+) -> i16 {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, ResponseKind, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    let request = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(5_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str(topic)))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(records)),
+                ]),
+        ]);
+    let listener: Arc<str> = Arc::from("PLAINTEXT");
+    let reply = crate::handlers::produce::handle(
+        shard,
+        version,
+        request,
+        &listener,
+        &crate::auth::authorizer::Access::unrestricted(),
+    )
+    .await
+    .unwrap();
+    let crate::handlers::Reply::Body(body) = reply else {
+        panic!("acks=1 is answered with a body");
+    };
+    let ResponseKind::Produce(response) = *body else {
+        panic!("not a produce response");
+    };
+    response.responses[0].partition_responses[0].error_code
+}
+
+/// Kafka's ProduceRequest.validateRecords: a batch of magic 0 or 1 is
+/// INVALID_RECORD (Sluice answered UNSUPPORTED_FOR_MESSAGE_FORMAT), a zstd
+/// batch before Produce v7 UNSUPPORTED_COMPRESSION_TYPE (Sluice took it,
+/// and the client could not read it back).
+#[test]
+fn old_magic_and_zstd_before_v7_are_refused_as_kafka_refuses_them() {
+    use sluice_engine::TimestampMs;
+    use sluice_engine::batch::{self, BatchBuilder, codec};
+
+    with_shard("produce-validate-records", |shard| async move {
+        create_topic(&shard, "records", 1, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        let plain = BatchBuilder::new()
+            .record(None, Some(&b"v"[..]), TimestampMs(0))
+            .build();
+        let header = batch::validate(&plain, 1 << 20).unwrap();
+        let mut magic_one = plain.to_vec();
+        magic_one[batch::layout::MAGIC_AT] = 1;
+        assert_eq!(
+            produce_error_code(&shard, 9, "records", magic_one.into()).await,
+            ResponseError::InvalidRecord.code()
+        );
+        let zstd = bytes::Bytes::from(
+            codec::recompress(&plain, &header, codec::Target::Zstd { level: 3 }).unwrap(),
+        );
+        assert_eq!(
+            produce_error_code(&shard, 6, "records", zstd.clone()).await,
+            ResponseError::UnsupportedCompressionType.code()
+        );
+        let replica = shard.partition(&TopicPartition::new("records", 0)).unwrap();
+        assert_eq!(replica.log.log_end_offset().value(), 0, "nothing appended");
+        assert_eq!(produce_error_code(&shard, 7, "records", zstd).await, 0);
+        assert_eq!(replica.log.log_end_offset().value(), 1);
+    });
+}

@@ -203,9 +203,16 @@ fn fetch_request(version: i16, topics: Vec<TopicFetch<'_>>) -> FetchRequest {
 }
 
 async fn fetch_frame(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> ResponseFrame {
-    match handle(shard, version, 7, request, &Access::unrestricted())
-        .await
-        .unwrap()
+    match handle(
+        shard,
+        version,
+        7,
+        request,
+        "PLAINTEXT",
+        &Access::unrestricted(),
+    )
+    .await
+    .unwrap()
     {
         Reply::Frame(frame) => frame,
         _ => panic!("fetch answers with a frame"),
@@ -445,23 +452,17 @@ fn leader_hints_are_framed_as_kafka_protocol_does_from_v16() {
         fenced.current_leader = Some((3, 1));
         answer.topics[1].partitions.push((6, fenced));
         answer.node_endpoints = vec![
-            crate::metadata::BrokerInfo {
+            LeaderEndpoint {
                 id: 2,
                 host: "broker-two".to_string(),
                 port: 9093,
                 rack: Some("rack-b".to_string()),
-                fenced: false,
-                in_controlled_shutdown: false,
-                replication_address: None,
             },
-            crate::metadata::BrokerInfo {
+            LeaderEndpoint {
                 id: 3,
                 host: "127.0.0.1".to_string(),
                 port: 19094,
                 rack: None,
-                fenced: false,
-                in_controlled_shutdown: false,
-                replication_address: None,
             },
         ];
         let expected = encode_response(
@@ -716,7 +717,13 @@ fn the_read_path_hands_the_frame_the_buffers_it_read() {
             .await;
         }
         let partitions = vec![partition_fetch(1 << 20)];
-        let resolved = resolve(&shard, 12, &partitions, &Access::unrestricted());
+        let resolved = resolve(
+            &shard,
+            12,
+            &partitions,
+            "PLAINTEXT",
+            &Access::unrestricted(),
+        );
         let (mut answers, _) = read_all(
             &shard,
             &partitions,
@@ -1353,7 +1360,13 @@ fn each_shard_reads_within_its_share_of_max_bytes() {
         // 6 of the 32: less than either shard's partitions hold.
         let partitions = fetches_of(PARTITIONS, 1 << 20);
         let max_bytes = 6 * batch.len();
-        let resolved = resolve(&shard, 12, &partitions, &Access::unrestricted());
+        let resolved = resolve(
+            &shard,
+            12,
+            &partitions,
+            "PLAINTEXT",
+            &Access::unrestricted(),
+        );
         let read_bytes = |answers: &[PartitionAnswer]| -> usize {
             answers.iter().map(|answer| answer.records_size).sum()
         };
