@@ -2245,7 +2245,9 @@ fn delete_topics_by_id_deletes_only_the_topic_of_that_id() {
     with_shards("delete-by-id", 1, |shard| async move {
         topic(&shard, "t", 1).await;
         let old_id = topic_id(&shard, "t");
-        crate::shard::topics::delete_topic(&shard, "t").await.unwrap();
+        crate::shard::topics::delete_topic(&shard, "t")
+            .await
+            .unwrap();
         topic(&shard, "t", 1).await;
         let new_id = topic_id(&shard, "t");
         let delete = |id: uuid::Uuid| {
