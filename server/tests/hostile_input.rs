@@ -521,3 +521,60 @@ fn a_compressed_batch_whose_records_are_not_what_its_header_says_is_corrupt() {
     assert_eq!((error_code, base_offset), (0, 2));
     assert_serves_metadata(&mut broker);
 }
+
+/// `sluice_connections_open` from the broker's /metrics, summed over its
+/// listeners.
+fn connections_open(broker: &Broker) -> f64 {
+    let mut admin = std::net::TcpStream::connect(broker.admin_address()).expect("admin port");
+    admin
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: sluice\r\nConnection: close\r\n\r\n")
+        .expect("asking /metrics");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut admin, &mut text).expect("reading /metrics");
+    text.lines()
+        .filter(|line| line.starts_with("sluice_connections_open"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Connections idle for `--connections-max-idle-ms` are closed (Kafka's
+/// connections.max.idle.ms): one that never sends anything, and one that
+/// stopped reading its answers, whose buffers (zero-copy fetch answers
+/// keep whole cache chunks alive) it held for as long as it stayed
+/// connected. One that keeps sending requests stays.
+#[test]
+fn idle_connections_and_clients_that_stop_reading_are_closed() {
+    let broker = Broker::start_with_args("hostile_idle", &["--connections-max-idle-ms", "1000"]);
+    let mut silent = wire::connect(broker.address());
+    let stalled = stall(&broker);
+    let mut active = wire::connect(broker.address());
+    let ask = |stream: &mut std::net::TcpStream, correlation_id: i32| {
+        stream
+            .write_all(&wire::request_frame(
+                ApiKey::ApiVersions,
+                0,
+                correlation_id,
+                &RequestKind::ApiVersions(Default::default()),
+            ))
+            .expect("sending ApiVersions");
+        let mut frame = wire::read_frame(stream).expect("an answer");
+        assert_eq!(frame.get_i32(), correlation_id);
+    };
+    let started = Instant::now();
+    let mut correlation_id = 0;
+    while started.elapsed() < Duration::from_millis(3_500) {
+        correlation_id += 1;
+        ask(&mut active, correlation_id);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        wire::ending(&mut silent, Duration::from_millis(100)),
+        Ending::Closed,
+        "a connection silent for 3.5 s is closed\n{}",
+        broker.stderr_tail()
+    );
+    // Only the active client (and no stalled one) is left.
+    assert_eq!(connections_open(&broker), 1.0, "{}", broker.stderr_tail());
+    ask(&mut active, correlation_id + 1);
+    drop(stalled);
+}

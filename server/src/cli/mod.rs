@@ -242,6 +242,14 @@ pub struct ServeArgs {
     /// fetch_reads_debounce_timeout, 1 ms there) [default: 300].
     #[arg(long, env = "SLUICE_FETCH_DEBOUNCE_US")]
     pub fetch_debounce_us: Option<u64>,
+    /// Close a Kafka client connection that neither sent a request nor
+    /// took any of its answer's bytes for this long (Kafka's
+    /// connections.max.idle.ms). A client that stops reading its answers
+    /// otherwise held their buffers (zero-copy fetch answers keep whole
+    /// cache chunks alive) for as long as it stayed connected
+    /// [default: 600000].
+    #[arg(long, env = "SLUICE_CONNECTIONS_MAX_IDLE_MS")]
+    pub connections_max_idle_ms: Option<u64>,
     /// How a shard makes appended batches durable before acknowledging
     /// them: `write-through` (each write to a partition file is durable
     /// when it completes, O_DSYNC: one I/O per flush,
@@ -379,6 +387,7 @@ struct FileConfig {
     read_ahead: Option<bool>,
     tail_cache_bytes: Option<usize>,
     fetch_debounce_us: Option<u64>,
+    connections_max_idle_ms: Option<u64>,
     sync_mode: Option<SyncModeArg>,
     admin_listen: Option<String>,
     authorizer: Option<AuthorizerArg>,
@@ -509,6 +518,9 @@ pub struct BrokerConfig {
     /// How long a fetch woken by an append waits for more before reading
     /// (`--fetch-debounce-us`; handlers/fetch.rs).
     pub fetch_debounce: Duration,
+    /// How long a client connection may stay without activity
+    /// (`--connections-max-idle-ms`; net/mod.rs).
+    pub connections_max_idle: Duration,
     /// fdatasync per partition file, or one syncfs per shard round.
     pub sync_mode: sluice_engine::SyncMode,
     /// The admin HTTP API's address (metrics, health); `None`: off.
@@ -594,6 +606,7 @@ impl BrokerConfig {
             read_ahead: true,
             tail_cache_bytes: sluice_engine::constants::TAIL_CACHE_SHARD_BYTES_DEFAULT,
             fetch_debounce: FETCH_DEBOUNCE_DEFAULT,
+            connections_max_idle: CONNECTIONS_MAX_IDLE_DEFAULT,
             sync_mode: sluice_engine::SyncMode::WriteThrough,
             // In-process brokers share a host with others: no fixed port.
             admin_listen: None,
@@ -611,6 +624,9 @@ impl BrokerConfig {
 /// (docs/benchmarks.md, "Fetch debounce"); 1 ms cut CPU by 22 % but put
 /// the end-to-end p99 at 1.4 ms, next to issue 11's 1.5 ms bound.
 pub const FETCH_DEBOUNCE_DEFAULT: Duration = Duration::from_micros(300);
+
+/// Kafka's connections.max.idle.ms default (10 minutes).
+pub const CONNECTIONS_MAX_IDLE_DEFAULT: Duration = Duration::from_secs(600);
 
 /// The admin API's default address (Redpanda's admin port).
 pub const ADMIN_LISTEN_DEFAULT: &str = "127.0.0.1:9644";
@@ -995,6 +1011,11 @@ impl BrokerConfig {
                 .fetch_debounce_us
                 .or(file.fetch_debounce_us)
                 .map_or(FETCH_DEBOUNCE_DEFAULT, Duration::from_micros),
+            connections_max_idle: args
+                .connections_max_idle_ms
+                .or(file.connections_max_idle_ms)
+                .filter(|ms| *ms > 0)
+                .map_or(CONNECTIONS_MAX_IDLE_DEFAULT, Duration::from_millis),
             sync_mode: args
                 .sync_mode
                 .or(file.sync_mode)

@@ -443,10 +443,14 @@ enum Writer {
 }
 
 impl Writer {
-    async fn write_frame(&mut self, parts: Vec<Bytes>) -> std::io::Result<()> {
+    async fn write_frame(&mut self, parts: Vec<Bytes>, activity: &Activity) -> std::io::Result<()> {
         match self {
-            Writer::Plain(stream) => write_frame(stream, parts).await,
-            Writer::Tls(writer) => writer.write_all(parts).await,
+            Writer::Plain(stream) => write_frame(stream, parts, activity).await,
+            Writer::Tls(writer) => {
+                let written = writer.write_all(parts).await;
+                activity.note();
+                written
+            }
         }
     }
 
@@ -455,6 +459,61 @@ impl Writer {
             Writer::Plain(stream) => stream.shutdown().await,
             Writer::Tls(writer) => writer.shutdown().await,
         };
+    }
+}
+
+/// When a connection last did something: read a request, or wrote some
+/// of an answer (a group of [`write_frame`]). Shared by its reader,
+/// writer and [`watch_idle`] on the connection's shard.
+#[derive(Clone)]
+struct Activity(Rc<std::cell::Cell<Instant>>);
+
+impl Activity {
+    fn new() -> Activity {
+        Activity(Rc::new(std::cell::Cell::new(Instant::now())))
+    }
+
+    fn note(&self) {
+        self.0.set(Instant::now());
+    }
+
+    fn idle_for(&self) -> std::time::Duration {
+        self.0.get().elapsed()
+    }
+}
+
+/// Shut a connection down once it has been idle for `idle_max` (Kafka's
+/// connections.max.idle.ms): no request read and no answer bytes taken.
+/// Its pending read then ends and its pending write fails, so the reader
+/// and writer stop by their own paths (no operation is cancelled under
+/// them). A client that stopped reading its answers held them, and the
+/// cache chunks their zero-copy record buffers keep alive, for as long as
+/// it stayed connected. `open` turns false when the connection ends,
+/// before its socket closes: the descriptor is never touched after.
+async fn watch_idle(
+    fd: std::os::fd::RawFd,
+    open: Rc<std::cell::Cell<bool>>,
+    activity: Activity,
+    idle_max: std::time::Duration,
+    peer: SocketAddr,
+) {
+    let check = (idle_max / 4).max(std::time::Duration::from_millis(50));
+    loop {
+        compio::time::sleep(check).await;
+        if !open.get() {
+            return;
+        }
+        let idle = activity.idle_for();
+        if idle >= idle_max {
+            tracing::debug!(%peer, idle_ms = idle.as_millis() as u64, "closing an idle connection (--connections-max-idle-ms)");
+            // SAFETY: `fd` is the connection's socket, still open (`open`
+            // is checked in this same poll, on the thread that closes it);
+            // shutdown(2) only changes the socket's state.
+            unsafe {
+                libc::shutdown(fd, libc::SHUT_RDWR);
+            }
+            return;
+        }
     }
 }
 
@@ -495,6 +554,28 @@ pub fn client_address(peer: SocketAddr) -> SocketAddr {
 async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, spec: Rc<ListenerSpec>) {
     let peer = client_address(peer);
     let _ = stream.set_nodelay(true);
+    let activity = Activity::new();
+    let open = Rc::new(std::cell::Cell::new(true));
+    compio::runtime::spawn(watch_idle(
+        std::os::fd::AsRawFd::as_raw_fd(&stream),
+        Rc::clone(&open),
+        activity.clone(),
+        shard.config.connections_max_idle,
+        peer,
+    ))
+    .detach();
+    serve_connection(shard, stream, peer, spec, activity).await;
+    open.set(false);
+}
+
+/// [`serve`] once the connection is watched for idleness.
+async fn serve_connection(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    spec: Rc<ListenerSpec>,
+    activity: Activity,
+) {
     tracing::debug!(%peer, shard = shard.id.0, listener = %spec.name, "connection opened");
     let (mut stream, writer, certificate_principal) = match &spec.tls {
         Some(config) => match tls::accept(stream, Arc::clone(config)).await {
@@ -542,12 +623,15 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, spec: Rc<L
         .then(|| SaslSession::new(spec.sasl_mechanisms.clone()));
     let counters = metrics::registry().shard(shard.id);
     let (mut answers, queued) = mpsc::channel::<Queued>(PIPELINE_DEPTH);
-    let writing = compio::runtime::spawn(write_answers(writer, queued, counters));
+    let writing = compio::runtime::spawn(write_answers(writer, queued, counters, activity.clone()));
     // Resolves once the last queued answer is written.
     let mut last_written: Option<oneshot::Receiver<()>> = None;
     let reason = loop {
         let size = match stream.read_frame_size().await {
-            Ok(Some(size)) => size,
+            Ok(Some(size)) => {
+                activity.note();
+                size
+            }
             Ok(None) => break "the client closed the connection".to_string(),
             Err(error) => break error,
         };
@@ -736,6 +820,7 @@ async fn write_answers(
     mut stream: Writer,
     mut queued: mpsc::Receiver<Queued>,
     counters: &'static ShardCounters,
+    activity: Activity,
 ) {
     // An answer taken from the queue while gathering, not ready yet.
     let mut next: Option<Queued> = None;
@@ -785,7 +870,7 @@ async fn write_answers(
             }
         }
         if !parts.is_empty()
-            && let Err(error) = stream.write_frame(parts).await
+            && let Err(error) = stream.write_frame(parts, &activity).await
         {
             tracing::debug!(%error, "write failed");
             break 'answers;
@@ -868,11 +953,16 @@ const BYTES_PER_WRITE_MAX: usize = 256 << 10;
 
 /// Write a frame's buffers in order, at most `IOVECS_PER_WRITE_MAX` buffers
 /// and `BYTES_PER_WRITE_MAX` bytes per system call, without copying them.
-async fn write_frame(stream: &mut TcpStream, parts: Vec<Bytes>) -> std::io::Result<()> {
+async fn write_frame(
+    stream: &mut TcpStream,
+    parts: Vec<Bytes>,
+    activity: &Activity,
+) -> std::io::Result<()> {
     let mut parts = std::collections::VecDeque::from(parts);
     while !parts.is_empty() {
         let BufResult(result, _) = stream.write_vectored_all(next_write(&mut parts)).await;
         result?;
+        activity.note();
     }
     Ok(())
 }
@@ -999,7 +1089,9 @@ mod tests {
                     assert!(received == expected);
                 });
                 let mut stream = TcpStream::connect(address).await.unwrap();
-                write_frame(&mut stream, parts).await.unwrap();
+                write_frame(&mut stream, parts, &Activity::new())
+                    .await
+                    .unwrap();
                 reader.await.unwrap();
             });
     }
@@ -1119,8 +1211,12 @@ mod tests {
                 let (_, writer) = server.into_split();
                 let counters = metrics::registry().shard(crate::shard::ShardId(0));
                 let (mut answers, queued) = mpsc::channel::<Queued>(PIPELINE_DEPTH);
-                let writing =
-                    compio::runtime::spawn(write_answers(Writer::Plain(writer), queued, counters));
+                let writing = compio::runtime::spawn(write_answers(
+                    Writer::Plain(writer),
+                    queued,
+                    counters,
+                    Activity::new(),
+                ));
                 let frame = |text: &'static str| -> Answer {
                     futures_util::future::ready(Ok(Some(ResponseFrame {
                         parts: vec![Bytes::from_static(text.as_bytes())],
