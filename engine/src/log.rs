@@ -140,6 +140,9 @@ pub(crate) struct LogInner<I: Io> {
     read_ahead: ReadAhead,
     /// This log's place in the shard's tail-cache order (tail_cache.rs).
     tail: TailEntry,
+    /// Bumped before a truncation or a start-over changes files in place
+    /// (`Log::read` reads again when it moved during a read).
+    rewrites: std::cell::Cell<u64>,
 }
 
 impl<I: Io> TailHolder for LogInner<I> {
@@ -303,6 +306,7 @@ impl<I: Io> Log<I> {
                 committer: committer.clone(),
                 read_ahead: ReadAhead::default(),
                 tail: TailEntry::default(),
+                rewrites: std::cell::Cell::new(0),
             }),
         };
         let last_epoch = log.inner.read_last_epoch().await?;
@@ -730,7 +734,22 @@ impl<I: Io> Log<I> {
     /// `Err(OffsetOutOfRange)` below the log start or beyond the log end; an
     /// empty result at the end (or at `limits.max_offset`). Returns batches
     /// of one segment at most; callers read again from `next_offset`.
+    ///
+    /// A read whose disk reads were in flight while a truncation cut the
+    /// file they read (the same inode, cut in place) and appends after it
+    /// were written there could join bytes of both: it reads again, on
+    /// the log as it is now.
     pub async fn read(&self, offset: Offset, limits: ReadLimits) -> Result<ReadResult, LogError> {
+        loop {
+            let rewrites = self.inner.rewrites.get();
+            let result = self.read_once(offset, limits).await;
+            if self.inner.rewrites.get() == rewrites {
+                return result;
+            }
+        }
+    }
+
+    async fn read_once(&self, offset: Offset, limits: ReadLimits) -> Result<ReadResult, LogError> {
         let inner = &self.inner;
         let mut result = ReadResult {
             next_offset: offset,
@@ -1123,6 +1142,7 @@ impl<I: Io> Log<I> {
         // the cut left behind would be found again at the next open, after
         // segments appended from the cut on: its offsets break the
         // continuity there, and recovery cuts the log at it.
+        inner.rewrites.set(inner.rewrites.get() + 1);
         let cut = async {
             if let Some(file) = &file {
                 io.set_len(file, cut_position)
@@ -1238,6 +1258,7 @@ impl<I: Io> Log<I> {
         // Once a file is gone, a failure leaves the log between the two: it
         // is poisoned (no append to a segment that may be gone) and a
         // reopen recovers it.
+        inner.rewrites.set(inner.rewrites.get() + 1);
         let changed: Result<(), LogError> = async {
             for base in bases {
                 remove_segment_files(&inner.io, &inner.dir, base)
@@ -2523,11 +2544,27 @@ struct Span {
     size: usize,
 }
 
+///
+/// Reads check no CRC (recovery did, up to what the checkpoint trusts), so
+/// a header damaged on disk inside the trusted part reaches here: offsets
+/// that cannot be a batch's (a negative base or delta, a last offset at
+/// the end of the range) end the segment's data like an unparsable
+/// header instead of failing an assertion, which aborted the broker at
+/// every read of that offset, restart after restart.
 fn span_of(bytes: &[u8]) -> Option<Span> {
     let header = BatchHeader::parse(bytes).ok()?;
+    let base = header_base(&header);
+    let delta = i64::from(header.last_offset_delta());
+    if base.value() < 0 || delta < 0 {
+        return None;
+    }
+    let last = base
+        .value()
+        .checked_add(delta)
+        .filter(|last| *last < i64::MAX)?;
     Some(Span {
-        base: header_base(&header),
-        last: header_base(&header).plus(record_count(&header) - 1),
+        base,
+        last: Offset(last),
         size: header.total_size(),
     })
 }

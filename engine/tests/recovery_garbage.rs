@@ -302,3 +302,48 @@ fn an_empty_segment_found_after_a_kill_gets_its_directory_entry_synced_before_an
     let log = block_on(Log::open(io.clone(), dir, config, &committer)).unwrap();
     assert_eq!(log.log_end_offset(), Offset(2));
 }
+
+/// A batch header damaged on disk inside the part the checkpoint trusts
+/// (recovery scans only past it; reads check no CRC): a read reaching it
+/// ends there instead of failing an assertion on its offsets, which
+/// aborted the broker at every read of that offset, restart after restart.
+#[test]
+fn a_damaged_header_in_trusted_data_ends_a_read_without_a_panic() {
+    let io = SimIo::new(4);
+    let dir = Path::new("/data/t-2");
+    let config = LogConfig::default();
+    let committer = Committer::new(io.clone());
+    let log = block_on(Log::open(io.clone(), dir, config.clone(), &committer)).unwrap();
+    let batch = tagged_batch(1, 3, 200, 1_000);
+    for _ in 0..20 {
+        let _ = log.append(&batch, LeaderEpoch(0)).unwrap();
+    }
+    block_on(committer.flush_all());
+    block_on(log.close()).unwrap();
+    drop(log);
+    let path = dir.join("00000000000000000000.log");
+    // The first byte of batch 5's lastOffsetDelta (header bytes 23..27):
+    // flipped, the delta is negative. Then batch 8's baseOffset's first
+    // byte: flipped, its base is negative.
+    for position in [5 * batch.len() as u64 + 23, 8 * batch.len() as u64] {
+        io.corrupt_byte(&path, position);
+    }
+    let log = block_on(Log::open(io.clone(), dir, config, &committer)).unwrap();
+    assert_eq!(
+        log.log_end_offset(),
+        Offset(60),
+        "recovery trusted the file"
+    );
+    let end = log.log_end_offset();
+    let limits = sluice_engine::ReadLimits {
+        max_bytes: 1 << 20,
+        min_one_batch: true,
+        max_offset: end,
+    };
+    let read = block_on(log.read(Offset::ZERO, limits)).unwrap();
+    assert_eq!(read.next_offset, Offset(15), "the five batches before it");
+    for offset in [15, 16, 20, 24, 30, 59] {
+        let _ = block_on(log.read(Offset(offset), limits));
+        let _ = block_on(log.offset_for_timestamp(sluice_engine::TimestampMs(0), end));
+    }
+}
