@@ -619,6 +619,56 @@ pub struct TopicConfig {
 }
 
 impl TopicConfig {
+    /// The config a replica opens with or applies: committed configs, never
+    /// refused. What a change was checked against when it was committed
+    /// (the receiving broker's view of the dynamic defaults, its version's
+    /// config names) may differ from this broker's, and a replica whose
+    /// configs did not parse never opened (its partition unavailable here
+    /// for good). As Kafka's brokers build a log's config without the
+    /// controller's cross-checks: an unknown name or a bad value is left
+    /// out (its default applies), and max.compaction.lag.ms below
+    /// min.compaction.lag.ms is raised to it. Returns what was set aside,
+    /// for the caller to log.
+    pub fn for_replica(configs: &BTreeMap<String, String>) -> (TopicConfig, Vec<String>) {
+        let mut kept = BTreeMap::new();
+        let mut set_aside = Vec::new();
+        for (name, value) in configs {
+            match spec_of(name).map(|spec| validate_value(spec, value)) {
+                Some(Ok(())) => {
+                    kept.insert(name.clone(), value.clone());
+                }
+                Some(Err(error)) => set_aside.push(format!("{name}={value}: {error}")),
+                None => set_aside.push(format!("{name}: unknown topic config")),
+            }
+        }
+        let lag = |kept: &BTreeMap<String, String>, name: &str| -> i64 {
+            kept.get(name)
+                .map(String::as_str)
+                .or_else(|| default_of(name))
+                .and_then(|value| value.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        let (min, max) = (
+            lag(&kept, "min.compaction.lag.ms"),
+            lag(&kept, "max.compaction.lag.ms"),
+        );
+        if min > max {
+            set_aside.push(format!(
+                "max.compaction.lag.ms {max} is below min.compaction.lag.ms {min}: raised to it"
+            ));
+            kept.insert("max.compaction.lag.ms".to_string(), min.to_string());
+        }
+        match TopicConfig::from_map(&kept) {
+            Ok(config) => (config, set_aside),
+            Err(error) => {
+                set_aside.push(format!("{error}: every config at its default"));
+                let defaults = TopicConfig::from_map(&BTreeMap::new());
+                assert!(defaults.is_ok(), "the defaults parse (a unit test checks)");
+                (defaults.unwrap_or_else(|_| unreachable!()), set_aside)
+            }
+        }
+    }
+
     /// Parse explicit configs; an unknown name or a bad value is an error
     /// naming it (Kafka's message where Kafka has one).
     pub fn from_map(configs: &BTreeMap<String, String>) -> Result<TopicConfig, String> {
@@ -765,6 +815,36 @@ mod tests {
             .iter()
             .map(|(name, value)| (name.to_string(), value.to_string()))
             .collect()
+    }
+
+    /// A replica opens whatever configs were committed: checked on another
+    /// broker (its own dynamic defaults, its version's names), they may
+    /// not pass here, and a replica refused them never opened.
+    #[test]
+    fn a_replica_takes_committed_configs_that_would_be_refused_here() {
+        let committed = map(&[
+            ("min.compaction.lag.ms", "120000"),
+            ("max.compaction.lag.ms", "60000"),
+            ("retention.ms", "3600000"),
+            ("a.config.of.a.newer.version", "1"),
+            ("segment.bytes", "not a number"),
+        ]);
+        assert!(TopicConfig::from_map(&committed).is_err());
+        let (config, set_aside) = TopicConfig::for_replica(&committed);
+        assert_eq!(set_aside.len(), 3, "{set_aside:?}");
+        assert_eq!(config.compaction.clean.min_compaction_lag_ms, 120_000);
+        assert_eq!(config.compaction.max_compaction_lag_ms, 120_000);
+        assert_eq!(config.log.retention_ms, Some(3_600_000));
+        let defaults = TopicConfig::from_map(&BTreeMap::new()).unwrap();
+        assert_eq!(config.log.segment_bytes, defaults.log.segment_bytes);
+        // Valid configs come through unchanged and nothing is set aside.
+        let valid = map(&[("retention.ms", "1000"), ("cleanup.policy", "compact")]);
+        let (config, set_aside) = TopicConfig::for_replica(&valid);
+        assert!(set_aside.is_empty());
+        assert_eq!(
+            format!("{config:?}"),
+            format!("{:?}", TopicConfig::from_map(&valid).unwrap())
+        );
     }
 
     fn refused(pairs: &[(&str, &str)]) -> bool {

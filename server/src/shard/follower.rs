@@ -347,13 +347,10 @@ impl State {
                 // Opened with these configs this round.
                 continue;
             }
-            let config = match TopicConfig::from_map(&effective) {
-                Ok(config) => config,
-                Err(error) => {
-                    tracing::error!(topic = %topic.name, %error, "committed topic configs do not parse");
-                    continue;
-                }
-            };
+            let (config, set_aside) = TopicConfig::for_replica(&effective);
+            for reason in set_aside {
+                tracing::warn!(topic = %topic.name, %reason, "topic config set aside");
+            }
             for shard in shards_of(topic) {
                 let name = topic.name.clone();
                 let config = config.clone();

@@ -241,7 +241,10 @@ impl PartitionReplica {
         let node_id = shard.metadata.snapshot().node_id;
         let state = ReplicaState::from_view(partition, node_id);
         let assignment = Assignment::from_view(partition);
-        let config = TopicConfig::from_map(&topic.configs).map_err(anyhow::Error::msg)?;
+        let (config, set_aside) = TopicConfig::for_replica(&topic.configs);
+        for reason in set_aside {
+            tracing::warn!(partition = %topic_partition, %reason, "topic config set aside");
+        }
         let dir = topic_partition.dir(&shard.config.data_dir);
         claim_partition_dir(&shard.io, &dir, topic.id).await?;
         let log = Log::open(shard.io, dir, config.log.clone(), &shard.committer).await?;
