@@ -94,7 +94,12 @@ pub struct ClusterMetadata {
     pub offset: i64,
     /// This broker.
     pub node_id: i32,
-    /// The active controller, when known.
+    /// What Metadata and DescribeCluster name as the controller: the active
+    /// controller when its broker is live, else the live broker with the
+    /// lowest id. Clients send the controller's requests there (the Java
+    /// AdminClient's CreateTopics, librdkafka's admin calls) and any broker
+    /// takes them; a fenced one is not listed, and clients named it waited
+    /// until they timed out. Kafka's KRaft brokers name a random live one.
     pub controller_id: Option<i32>,
     /// Every registered broker, live or not.
     pub brokers: BTreeMap<i32, BrokerInfo>,
@@ -237,6 +242,19 @@ impl From<RequestError> for MetadataError {
             other => MetadataError::ControllerUnavailable(other.to_string()),
         }
     }
+}
+
+/// [`ClusterMetadata::controller_id`]: `active` when its broker is live,
+/// else the live broker with the lowest id.
+fn listed_controller(active: Option<i32>, brokers: &BTreeMap<i32, BrokerInfo>) -> Option<i32> {
+    active
+        .filter(|id| brokers.get(id).is_some_and(BrokerInfo::is_live))
+        .or_else(|| {
+            brokers
+                .values()
+                .find(|broker| broker.is_live())
+                .map(|broker| broker.id)
+        })
 }
 
 /// Topic names as Kafka allows them.
@@ -426,7 +444,10 @@ impl Metadata {
             cluster_id: self.cluster_id.clone(),
             offset: image.offset().0,
             node_id: self.node_id,
-            controller_id: self.controller.active_controller().map(|id| id.0),
+            controller_id: listed_controller(
+                self.controller.active_controller().map(|id| id.0),
+                &brokers,
+            ),
             brokers,
             topics,
             listener_endpoints: image
@@ -827,5 +848,42 @@ impl Metadata {
             .alter_configs(ConfigResource::Broker(broker.map(BrokerId)), changes)
             .await?;
         self.wait_published(offset.0).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broker(id: i32, fenced: bool) -> (i32, BrokerInfo) {
+        (
+            id,
+            BrokerInfo {
+                id,
+                host: "127.0.0.1".to_string(),
+                port: 9092,
+                rack: None,
+                fenced,
+                in_controlled_shutdown: false,
+                replication_address: None,
+            },
+        )
+    }
+
+    /// The controller clients are told of is always a broker they are
+    /// told of: a fenced active controller (starting, or at the end of a
+    /// controlled shutdown) is not listed, and clients sent to it waited
+    /// until they timed out.
+    #[test]
+    fn the_named_controller_is_a_listed_broker() {
+        let brokers: BTreeMap<i32, BrokerInfo> =
+            [broker(1, true), broker(2, false), broker(3, false)]
+                .into_iter()
+                .collect();
+        assert_eq!(listed_controller(Some(3), &brokers), Some(3));
+        assert_eq!(listed_controller(Some(1), &brokers), Some(2));
+        assert_eq!(listed_controller(None, &brokers), Some(2));
+        let fenced: BTreeMap<i32, BrokerInfo> = [broker(1, true)].into_iter().collect();
+        assert_eq!(listed_controller(Some(1), &fenced), None);
     }
 }
