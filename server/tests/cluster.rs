@@ -540,6 +540,62 @@ fn a_killed_broker_is_fenced_after_its_session_and_its_partitions_return_with_th
         "fenced after {fenced_after:?}, well before its {SESSION_TIMEOUT_MS} ms session ended"
     );
 
+    // A manual assignment may name the fenced broker, as Kafka's does
+    // (registered brokers; it starts outside the ISR): it was refused as a
+    // replication factor above the live brokers.
+    const MANUAL: &str = "manual-with-a-fenced-broker";
+    let third = cluster
+        .nodes()
+        .find(|node| *node != victim && *node != observer)
+        .unwrap();
+    // Three replicas with two brokers live.
+    let assignment: [&[i32]; 1] = [&[victim, observer, third]];
+    let created = kafka::block_on(kafka::admin(&cluster.bootstrap()).create_topics(
+        &[rdkafka::admin::NewTopic::new(
+            MANUAL,
+            1,
+            rdkafka::admin::TopicReplication::Variable(&assignment),
+        )],
+        &kafka::admin_options(),
+    ))
+    .expect("CreateTopics answered");
+    assert!(
+        created.iter().all(Result::is_ok),
+        "a manual assignment naming a fenced broker: {created:?}"
+    );
+    wait_until(
+        "the manual topic is led by the live broker",
+        CONVERGE_TIMEOUT,
+        || {
+            let metadata = cluster
+                .metadata(observer)
+                .map_err(|error| error.to_string())?;
+            let topic = metadata
+                .topics
+                .iter()
+                .find(|topic| {
+                    topic
+                        .name
+                        .as_ref()
+                        .is_some_and(|name| name.0.as_str() == MANUAL)
+                })
+                .ok_or("no manual topic yet")?;
+            let partition = &topic.partitions[0];
+            let replicas: Vec<i32> = partition.replica_nodes.iter().map(|id| id.0).collect();
+            let isr: Vec<i32> = partition.isr_nodes.iter().map(|id| id.0).collect();
+            if replicas != vec![victim, observer, third]
+                || isr != vec![observer, third]
+                || partition.leader_id.0 != observer
+            {
+                return Err(format!(
+                    "replicas {replicas:?} isr {isr:?} leader {}",
+                    partition.leader_id.0
+                ));
+            }
+            Ok(())
+        },
+    );
+
     cluster.start_again(victim);
     let back = wait_for_agreed_leaders(&cluster, TOPIC, PARTITIONS);
     for partition in &orphans {

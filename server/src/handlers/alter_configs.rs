@@ -57,15 +57,15 @@ pub fn duplicates<'a>(
 }
 
 /// UNKNOWN_TOPIC_OR_PARTITION unless the topic exists (checked before the
-/// configs, as Kafka does).
-pub fn require_topic(shard: &Shard, name: &str) -> Result<(), AdminError> {
-    if shard.metadata.snapshot().topics.contains_key(name) {
-        Ok(())
-    } else {
-        Err((
+/// configs, as Kafka does), in a view caught up with the controller when
+/// this broker's does not have it yet (`Metadata::current_topic`).
+pub async fn require_topic(shard: &Shard, name: &str) -> Result<(), AdminError> {
+    match shard.metadata.current_topic(name).await {
+        Ok(_) => Ok(()),
+        Err(_) => Err((
             ResponseError::UnknownTopicOrPartition,
             format!("Topic '{name}' does not exist."),
-        ))
+        )),
     }
 }
 
@@ -229,7 +229,7 @@ async fn replace_topic_configs<'a>(
     configs: impl Iterator<Item = (&'a StrBytes, Option<&'a StrBytes>)>,
     validate_only: bool,
 ) -> Result<(), AdminError> {
-    require_topic(shard, name)?;
+    require_topic(shard, name).await?;
     let map = config_map(configs, "topic")?;
     set_configs(shard, name, map, validate_only)
         .await

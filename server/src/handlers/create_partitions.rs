@@ -79,8 +79,9 @@ async fn grow(
         ));
     }
     // A creation of this topic in flight decides whether it exists.
+    let found = shard.metadata.current_topic(name).await.ok();
     let view = shard.metadata.snapshot();
-    let (current, replica_count) = match view.topics.get(name) {
+    let (current, replica_count) = match found {
         Some(found) => (
             found.partitions.len() as i32,
             found

@@ -126,9 +126,23 @@ async fn delete_one(
     let name = match target {
         Target::Name(name) => name.clone(),
         Target::Id(id) => {
-            let snapshot = shard.metadata.snapshot();
-            match snapshot.topics.values().find(|topic| topic.id == *id) {
-                Some(topic) => topic.name.clone(),
+            let named = |view: &crate::metadata::ClusterMetadata| {
+                view.topics
+                    .values()
+                    .find(|topic| topic.id == *id)
+                    .map(|topic| topic.name.clone())
+            };
+            // Not in this broker's view yet (created through another):
+            // look again once it caught up with the controller.
+            let found = match named(&shard.metadata.snapshot()) {
+                Some(name) => Some(name),
+                None => match shard.metadata.caught_up().await {
+                    Ok(view) => named(&view),
+                    Err(_) => None,
+                },
+            };
+            match found {
+                Some(name) => name,
                 None => {
                     return Err((
                         ResponseError::UnknownTopicId,

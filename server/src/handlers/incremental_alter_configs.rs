@@ -222,7 +222,7 @@ async fn alter_topic(
     changes: &[Change<'_>],
     validate_only: bool,
 ) -> Result<(), AdminError> {
-    require_topic(shard, name)?;
+    require_topic(shard, name).await?;
     let current = match shard.metadata.snapshot().topics.get(name) {
         Some(topic) => topic.configs.clone(),
         None => BTreeMap::new(),

@@ -504,6 +504,36 @@ impl Metadata {
         })
     }
 
+    /// The published view once it holds everything this broker's
+    /// controller client has applied. A broker publishes a change only
+    /// after it removed or opened its own replicas of it, which takes a
+    /// while for a large topic: an admin request's checks against a view
+    /// lagging another broker's change (a topic deleted there and created
+    /// here at once, created there and altered here) answered
+    /// TOPIC_ALREADY_EXISTS or UNKNOWN_TOPIC_OR_PARTITION, which clients do
+    /// not retry. Kafka's brokers send these requests to the controller,
+    /// which decides on its committed state. Checks that fail on the view
+    /// look again here before they answer.
+    pub async fn caught_up(&self) -> Result<Arc<ClusterMetadata>, MetadataError> {
+        self.wait_published(self.controller.applied_offset().0)
+            .await?;
+        Ok(self.snapshot())
+    }
+
+    /// The topic `name` of the view, looked up again in a caught-up view
+    /// ([`Metadata::caught_up`]) when the view does not have it.
+    pub async fn current_topic(&self, name: &str) -> Result<TopicMetadata, MetadataError> {
+        if let Some(topic) = self.snapshot().topics.get(name) {
+            return Ok(topic.clone());
+        }
+        self.caught_up()
+            .await?
+            .topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))
+    }
+
     /// Validate a new topic against the published view, as far as this
     /// broker can (the controller checks again when it commits).
     fn check_new_topic(
@@ -511,6 +541,7 @@ impl Metadata {
         name: &str,
         partitions: i32,
         replication_factor: i32,
+        manual: bool,
         configs: &BTreeMap<String, String>,
     ) -> Result<(), MetadataError> {
         validate_topic_name(name)?;
@@ -539,12 +570,16 @@ impl Metadata {
                 existing: existing.clone(),
             });
         }
+        // A manual assignment may name registered brokers that are down,
+        // as Kafka's validateManualPartitionAssignment allows: they start
+        // outside the ISR; the controller refuses an unregistered broker,
+        // or a partition whose brokers are all down (placement.rs).
         let live = view
             .brokers
             .values()
             .filter(|broker| broker.is_live() && !broker.in_controlled_shutdown)
             .count();
-        if replication_factor < 1 || replication_factor as usize > live.max(1) {
+        if replication_factor < 1 || (!manual && replication_factor as usize > live.max(1)) {
             return Err(MetadataError::InvalidReplicationFactor(format!(
                 "replication factor {replication_factor} with {live} live broker(s)"
             )));
@@ -578,7 +613,14 @@ impl Metadata {
             ),
             None => (partitions, replication_factor),
         };
-        self.check_new_topic(name, partitions, replication_factor, &configs)?;
+        let manual = assignment.is_some();
+        match self.check_new_topic(name, partitions, replication_factor, manual, &configs) {
+            Err(MetadataError::TopicExists(_) | MetadataError::TopicCollision { .. }) => {
+                self.caught_up().await?;
+                self.check_new_topic(name, partitions, replication_factor, manual, &configs)?;
+            }
+            checked => checked?,
+        }
         if validate_only {
             return Ok(TopicMetadata {
                 name: name.to_string(),
@@ -631,9 +673,7 @@ impl Metadata {
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<TopicMetadata, MetadataError> {
-        let Some(topic) = self.snapshot().topics.get(name).cloned() else {
-            return Err(MetadataError::UnknownTopic(name.to_string()));
-        };
+        let topic = self.current_topic(name).await?;
         let offset = self.controller.delete_topic(name).await?;
         self.wait_published(offset.0).await?;
         Ok(topic)
@@ -648,9 +688,7 @@ impl Metadata {
         name: &str,
         id: uuid::Uuid,
     ) -> Result<TopicMetadata, MetadataError> {
-        let Some(topic) = self.snapshot().topics.get(name).cloned() else {
-            return Err(MetadataError::UnknownTopic(name.to_string()));
-        };
+        let topic = self.current_topic(name).await?;
         let offset = self
             .controller
             .delete_topic_with_id(name, crate::controller::types::TopicId(id))
@@ -667,9 +705,7 @@ impl Metadata {
         assignment: Option<Vec<Vec<i32>>>,
         validate_only: bool,
     ) -> Result<TopicMetadata, MetadataError> {
-        let Some(topic) = self.snapshot().topics.get(name).cloned() else {
-            return Err(MetadataError::UnknownTopic(name.to_string()));
-        };
+        let topic = self.current_topic(name).await?;
         let current = topic.partitions.len() as i32;
         if total <= current {
             return Err(MetadataError::InvalidPartitions {
@@ -735,10 +771,8 @@ impl Metadata {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<TopicMetadata, MetadataError> {
+        let topic = self.current_topic(name).await?;
         let view = self.snapshot();
-        let Some(topic) = view.topics.get(name).cloned() else {
-            return Err(MetadataError::UnknownTopic(name.to_string()));
-        };
         TopicConfig::from_map(&view.topic_defaults(&BTreeMap::new()).effective(&configs))
             .map_err(MetadataError::InvalidConfig)?;
         if validate_only {
