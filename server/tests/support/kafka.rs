@@ -157,11 +157,23 @@ pub fn assert_serves_metadata(broker: &mut Broker) {
 }
 
 /// (low, high) watermarks of a partition: ListOffsets earliest and latest.
+/// OFFSET_NOT_AVAILABLE (a new leader whose high watermark has not caught
+/// up yet, retriable as the Java client treats it; librdkafka's query does
+/// not retry it) is asked again for up to 30 s.
 pub fn watermarks(bootstrap: &str, topic: &str, partition: i32) -> (i64, i64) {
     let consumer: BaseConsumer = config(bootstrap).create().expect("creating a consumer");
-    consumer
-        .fetch_watermarks(topic, partition, CALL_TIMEOUT)
-        .unwrap_or_else(|error| panic!("ListOffsets {topic}/{partition}: {error}"))
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match consumer.fetch_watermarks(topic, partition, CALL_TIMEOUT) {
+            Ok(watermarks) => return watermarks,
+            Err(KafkaError::MetadataFetch(
+                rdkafka::types::RDKafkaErrorCode::OffsetNotAvailable,
+            )) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(error) => panic!("ListOffsets {topic}/{partition}: {error}"),
+        }
+    }
 }
 
 /// One record as a test sent or read it.
