@@ -120,7 +120,7 @@ impl DataDirLock {
             }
             Ok(_) => {}
             Err(_) => {
-                std::fs::create_dir_all(path).map_err(|source| DataDirError::Create {
+                create_dir_all_durable(path).map_err(|source| DataDirError::Create {
                     path: path.to_path_buf(),
                     source,
                 })?;
@@ -193,6 +193,30 @@ impl DataDirLock {
 }
 
 /// Whether a process with this pid exists (it may be a zombie).
+/// `create_dir_all`, then each directory it created made durable in its
+/// parent (the parent's fsync), from the top: a directory whose entry a
+/// power loss took loses everything written inside it however durably (a
+/// controller voter's Raft state after its first vote, the data
+/// directory's lock and first files).
+pub fn create_dir_all_durable(path: &Path) -> std::io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = Some(path);
+    while let Some(dir) = at {
+        if dir.as_os_str().is_empty() || dir.exists() {
+            break;
+        }
+        missing.push(dir.to_path_buf());
+        at = dir.parent();
+    }
+    std::fs::create_dir_all(path)?;
+    for dir in missing.iter().rev() {
+        if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+            File::open(parent)?.sync_all()?;
+        }
+    }
+    Ok(())
+}
+
 fn process_exists(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return false;

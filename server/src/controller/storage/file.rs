@@ -69,7 +69,7 @@ impl FileRaftStore {
     /// Opens the store in `directory`, creating it for a cluster of `voters`
     /// (raft ids) if it is new. Recovers a torn log tail.
     pub fn open(directory: &Path, voters: &[u64]) -> Result<FileRaftStore, StoreError> {
-        fs::create_dir_all(directory)
+        crate::datadir::create_dir_all_durable(directory)
             .map_err(io_error(format!("create {}", directory.display())))?;
         let state = read_framed(&directory.join(STATE_FILE), STATE_MAGIC)?;
         let snapshot = read_framed(&directory.join(SNAPSHOT_FILE), SNAPSHOT_MAGIC)?;
