@@ -595,6 +595,23 @@ fn a_killed_broker_is_fenced_after_its_session_and_its_partitions_return_with_th
             Ok(())
         },
     );
+    // Growing it by validate_only answers as the real request would: its
+    // three replicas do not fit on the two live brokers (it answered OK).
+    let validated = kafka::block_on(kafka::admin(&cluster.bootstrap()).create_partitions(
+        &[rdkafka::admin::NewPartitions::new(MANUAL, 2)],
+        &kafka::admin_options().validate_only(true),
+    ))
+    .expect("CreatePartitions answered");
+    assert!(
+        matches!(
+            validated.as_slice(),
+            [Err((
+                _,
+                rdkafka::types::RDKafkaErrorCode::InvalidReplicationFactor
+            ))]
+        ),
+        "validate_only growth of an RF-3 topic with two live brokers: {validated:?}"
+    );
 
     cluster.start_again(victim);
     let back = wait_for_agreed_leaders(&cluster, TOPIC, PARTITIONS);

@@ -720,6 +720,38 @@ impl Metadata {
             });
         }
         if validate_only {
+            // As the real request's placement would (Kafka runs it and
+            // discards the records): new replicas on live brokers only, as
+            // many as partition 0 has; a manual partition needs one live.
+            let view = self.snapshot();
+            let live = |id: &i32| {
+                view.brokers
+                    .get(id)
+                    .is_some_and(|broker| broker.is_live() && !broker.in_controlled_shutdown)
+            };
+            let live_count = view.brokers.keys().filter(|id| live(id)).count();
+            let factor = topic
+                .partitions
+                .first()
+                .map_or(0, |partition| partition.replicas.len());
+            match &assignment {
+                None if factor > live_count => {
+                    return Err(MetadataError::InvalidReplicationFactor(format!(
+                        "replication factor {factor} with {live_count} live broker(s)"
+                    )));
+                }
+                Some(assignment) => {
+                    if let Some(index) = assignment
+                        .iter()
+                        .position(|replicas| !replicas.iter().any(live))
+                    {
+                        return Err(MetadataError::InvalidReplicaAssignment(format!(
+                            "every broker of new partition {index} is fenced or shutting down"
+                        )));
+                    }
+                }
+                None => {}
+            }
             return Ok(topic);
         }
         let assignment: Option<Vec<Vec<BrokerId>>> = assignment.map(|assignment| {
