@@ -543,6 +543,20 @@ impl QuorumController {
                 name: request.name.clone(),
             });
         }
+        // Kafka's metric names replace '.' by '_': such names collide. The
+        // broker checks its view first; two creations through two brokers
+        // at once are decided here, on the committed image, as Kafka's
+        // controller does.
+        let collision_key = request.name.replace('.', "_");
+        if image
+            .topics()
+            .values()
+            .any(|topic| topic.name.replace('.', "_") == collision_key)
+        {
+            return Err(ControllerError::InvalidTopicName {
+                name: request.name.clone(),
+            });
+        }
         let plan = match &request.assignment {
             Some(assignment) => plan_explicit(image, assignment)?,
             None => ClusterLoad::from_image(image)
@@ -1265,6 +1279,17 @@ mod tests {
         assert!(matches!(
             controller.create_topic(&image, &duplicate, TopicId::default()),
             Err(ControllerError::TopicAlreadyExists { .. })
+        ));
+        // A name that collides with another once '.' is '_' (two brokers
+        // creating "or.ders" and "or_ders" at once are decided here).
+        create(&controller, &mut image, "or.ders", 1, 1);
+        let colliding = CreateTopicRequest {
+            name: "or_ders".into(),
+            ..duplicate.clone()
+        };
+        assert!(matches!(
+            controller.create_topic(&image, &colliding, TopicId::default()),
+            Err(ControllerError::InvalidTopicName { .. })
         ));
         let too_wide = CreateTopicRequest {
             name: "wide".into(),
