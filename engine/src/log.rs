@@ -1201,6 +1201,9 @@ impl<I: Io> Log<I> {
             };
             state.checkpoint
         };
+        // Again once the state is the new one: a read that started during
+        // the cut saw the first bump already.
+        inner.rewrites.set(inner.rewrites.get() + 1);
         inner.write_checkpoint(checkpoint).await;
         let last_epoch = inner.read_last_epoch().await?;
         let epochs = {
@@ -1275,17 +1278,37 @@ impl<I: Io> Log<I> {
                 recovery_base: start,
                 recovery_position: 0,
             };
-            inner.write_checkpoint_strict(checkpoint).await?;
+            // With no segment left, a full disk (no room for the small
+            // files' temporary copies) is not a failure: a crash before
+            // they are written reopens the log empty at its old start,
+            // below the leader's, and the follower starts over again. The
+            // next checkpoint and epoch writes carry the new state.
+            let full = |error: &LogError| {
+                matches!(error, LogError::Io { source, .. } if crate::io::is_storage_full(source))
+            };
+            match inner.write_checkpoint_strict(checkpoint).await {
+                Err(error) if full(&error) => {
+                    tracing::warn!(dir = %inner.dir.display(), %error, "starting over without its checkpoint (no space); written later");
+                }
+                written => written?,
+            }
             inner.state.borrow_mut().checkpoint = checkpoint;
             let epochs = {
                 let mut state = inner.state.borrow_mut();
                 state.epochs.truncate_to_end(Offset::ZERO);
                 (state.epochs.generation(), state.epochs.encode())
             };
-            inner
+            match inner
                 .persist_epochs(epochs)
                 .await
                 .map_err(|error| LogError::io(epochs::checkpoint_path(&inner.dir), error))
+            {
+                Err(error) if full(&error) => {
+                    tracing::warn!(dir = %inner.dir.display(), %error, "starting over without its leader-epoch file (no space); written by the next flush");
+                    Ok(())
+                }
+                persisted => persisted,
+            }
         }
         .await;
         if let Err(error) = changed {
@@ -1304,6 +1327,7 @@ impl<I: Io> Log<I> {
         state.last_epoch = None;
         state.durable_last_epoch = None;
         inner.read_ahead.clear();
+        inner.rewrites.set(inner.rewrites.get() + 1);
         Ok(())
     }
 
@@ -2105,6 +2129,9 @@ impl<I: Io> LogInner<I> {
                     state.checkpoint.recovery_base = next_base;
                     state.checkpoint.recovery_position = 0;
                 }
+                if file.is_none() {
+                    forget_fileless_segment(&mut state, base);
+                }
                 state.checkpoint
             };
             self.write_checkpoint(checkpoint).await;
@@ -2630,6 +2657,41 @@ fn maybe_roll<F>(state: &mut LogState<F>, size: u64, offset: Offset, count: i64,
         let mut segment = Segment::new(base, config.chunk_size_bytes);
         segment.buffer.reset(0, &[]);
         state.segments.push_back(segment);
+    }
+}
+
+/// A sealed segment that never had a file holds nothing (an empty active
+/// segment rolled away from before a replicated offset gap: `maybe_roll`).
+/// Once finalized it leaves the list, as recovery drops it (it finds no
+/// file): its predecessor reaches up to its successor's base, or, first,
+/// the log starts there. Kept, it stopped compaction at the log's front
+/// for good (only segments with files are cleaned).
+fn forget_fileless_segment<F>(state: &mut LogState<F>, base: Offset) {
+    let Some(position) = state
+        .segments
+        .iter()
+        .position(|segment| segment.base == base)
+    else {
+        return;
+    };
+    if position + 1 >= state.segments.len() {
+        return;
+    }
+    let Some(removed) = state.segments.remove(position) else {
+        return;
+    };
+    debug_assert!(removed.size == 0 && removed.file.is_none());
+    match position
+        .checked_sub(1)
+        .and_then(|previous| state.segments.get_mut(previous))
+    {
+        Some(previous) => previous.next_offset = previous.next_offset.max(removed.next_offset),
+        None => {
+            let start = state.log_start.max(removed.next_offset);
+            state.log_start = start;
+            state.checkpoint.log_start = start;
+            state.epochs.truncate_to_start(start);
+        }
     }
 }
 

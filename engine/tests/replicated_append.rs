@@ -867,9 +867,12 @@ fn an_empty_log_takes_a_first_batch_past_what_a_segment_holds() {
     let far = far_beyond(0);
     let batches = gapped_batches(&[far, far + 2]);
     push_each(&log, &committer, &batches);
-    // The empty segment stays (with no file, nor index files), reaching up
-    // to the new one.
-    assert_eq!(log.segment_bases(), vec![Offset::ZERO, Offset(far)]);
+    // The empty segment rolled away from never had a file (nor index
+    // files); once finalized it leaves the list and the log starts at the
+    // first batch, as a reopen finds it. Kept, it stopped compaction at
+    // the log's front.
+    assert_eq!(log.segment_bases(), vec![Offset(far)]);
+    assert_eq!(log.log_start_offset(), Offset(far));
     assert!(
         io.file_names(&dir())
             .iter()
@@ -877,15 +880,11 @@ fn an_empty_log_takes_a_first_batch_past_what_a_segment_holds() {
         "{:?}",
         io.file_names(&dir())
     );
-    assert_eq!(stored_batches(&log, Offset::ZERO), batches);
-    // A truncation into it (a new leader without the far batches).
-    assert_eq!(block_on(log.truncate_to(Offset(5))).unwrap(), Offset(5));
-    assert_eq!(log.log_end_offset(), Offset(5));
-    push_each(&log, &committer, &batches);
-    assert_eq!(stored_batches(&log, Offset::ZERO), batches);
+    assert_eq!(stored_batches(&log, Offset(far)), batches);
     let end = log.log_end_offset();
     let (log, _committer, _io) = after_a_crash(log, committer, io);
     assert_eq!(log.log_end_offset(), end);
+    assert_eq!(log.log_start_offset(), Offset(far));
     assert_eq!(stored_batches(&log, log.log_start_offset()), batches);
 }
 
@@ -966,7 +965,7 @@ fn a_failed_flush_rolls_back_a_segment_moved_past_a_gap() {
     assert_eq!(log.segment_bases(), vec![Offset::ZERO]);
     io.set_space_limit(None);
     push_each(&log, &committer, &batches);
-    assert_eq!(stored_batches(&log, Offset::ZERO), batches);
+    assert_eq!(stored_batches(&log, log.log_start_offset()), batches);
     let end = log.log_end_offset();
     let (log, _committer, _io) = after_a_crash(log, committer, io);
     assert_eq!(log.log_end_offset(), end);
@@ -1047,4 +1046,87 @@ fn no_space_for_the_checkpoint_past_a_gap_is_a_full_disk_not_a_failure() {
     let (log, _committer, _io) = after_a_crash(log, committer, io);
     assert_eq!(log.log_end_offset(), end);
     assert_eq!(stored_batches(&log, Offset::ZERO), batches);
+}
+
+/// A truncation to an offset inside a gap wider than a segment's 32-bit
+/// relative offsets ends the log there: the segment before the gap is cut
+/// at its last batch and reaches to the offset (its time index cut with a
+/// saturating relative offset: an assertion aborted the broker).
+#[test]
+fn a_truncation_deep_inside_a_wide_gap_ends_the_log_there() {
+    let io = SimIo::new(28);
+    let (log, committer) = open(&io, &small_config());
+    let far = far_beyond(3) + 1000;
+    let batches = gapped_batches(&[0, 3, far]);
+    push_each(&log, &committer, &batches);
+    let inside = Offset(far - 500);
+    assert!(inside.value() - 3 > i64::from(u32::MAX));
+    assert_eq!(block_on(log.truncate_to(inside)).unwrap(), inside);
+    assert_eq!(log.log_end_offset(), inside);
+    push_each(&log, &committer, &batches[2..]);
+    assert_eq!(stored_batches(&log, Offset::ZERO), batches);
+    let end = log.log_end_offset();
+    let (log, _committer, _io) = after_a_crash(log, committer, io);
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(stored_batches(&log, Offset::ZERO), batches);
+}
+
+/// A follower whose first batch lay past what a segment holds still
+/// compacts: the empty segment it rolled away from (no file) blocked the
+/// cleaner at the log's front for as long as the broker ran.
+#[test]
+fn a_follower_that_started_past_a_wide_gap_still_compacts() {
+    let io = SimIo::new(29);
+    let (log, committer) = open(&io, &small_config());
+    let far = far_beyond(0);
+    // One key, many values: every batch but the last is superseded.
+    let mut batches = Vec::new();
+    for index in 0..60i64 {
+        let mut builder = sluice_engine::batch::BatchBuilder::new();
+        builder.record(
+            Some(&b"key"[..]),
+            Some(format!("value {index} {}", "x".repeat(200)).as_bytes()),
+            sluice_engine::TimestampMs(NOW),
+        );
+        batches.push(Bytes::from(as_stored(
+            &builder.build(),
+            Offset(far + index),
+            1,
+        )));
+    }
+    push_each(&log, &committer, &batches);
+    assert!(log.segment_count() >= 3, "{:?}", log.segment_bases());
+    let summary = block_on(log.clean(&sluice_engine::CleanOptions {
+        delete_retention_ms: 1 << 40,
+        min_compaction_lag_ms: 0,
+    }))
+    .unwrap();
+    assert!(summary.segments_rewritten > 0, "{summary:?}");
+    assert!(summary.records_removed > 0, "{summary:?}");
+}
+
+/// Starting over on a full disk (a follower behind its leader's log
+/// start): once the segments are gone, no room for the checkpoint's or the
+/// epoch file's temporary copy is not a failure. It stopped the log
+/// (poisoned), which halts the broker, and the restarted follower did the
+/// same again. A crash before they are written reopens the log empty, at
+/// a start the leader is past, so the follower starts over again.
+#[test]
+fn starting_over_on_a_full_disk_takes_appends_at_the_new_start() {
+    let io = SimIo::new(30);
+    let (log, committer) = open(&io, &small_config());
+    push_each(&log, &committer, &gapped_batches(&[0, 3, 6]));
+    // No room for anything, even once the segments are gone.
+    io.set_space_limit(Some(0));
+    block_on(log.start_over_at(Offset(1_000))).unwrap();
+    assert!(!log.is_poisoned());
+    assert_eq!(
+        (log.log_start_offset(), log.log_end_offset()),
+        (Offset(1_000), Offset(1_000))
+    );
+    io.set_space_limit(None);
+    let next = gapped_batches(&[1_000, 1_003]);
+    push_each(&log, &committer, &next);
+    let (log, _committer, _io) = after_a_crash(log, committer, io);
+    assert_eq!(stored_batches(&log, log.log_start_offset()), next);
 }

@@ -184,8 +184,12 @@ impl<F> Segment<F> {
         self.next_offset = next_offset;
         self.index
             .truncate_to_position(crate::types::Position(position));
-        self.time_index
-            .truncate_to_offset(next_offset.relative_to(self.base));
+        // Saturating: a cut inside a replicated offset gap may end the
+        // segment beyond its 32-bit relative range (log.rs `maybe_roll`);
+        // every entry lies below it then.
+        let relative_end =
+            u32::try_from(next_offset.value() - self.base.value()).unwrap_or(u32::MAX);
+        self.time_index.truncate_to_offset(relative_end);
         if self.max_timestamp_batch >= next_offset {
             match self.time_index.last() {
                 Some((timestamp, relative)) => {

@@ -96,7 +96,7 @@ pub struct ClusterMetadata {
     pub node_id: i32,
     /// What Metadata and DescribeCluster name as the controller: the active
     /// controller when its broker is live, else the live broker with the
-    /// lowest id. Clients send the controller's requests there (the Java
+    /// lowest id; none while no controller is active. Clients send the controller's requests there (the Java
     /// AdminClient's CreateTopics, librdkafka's admin calls) and any broker
     /// takes them; a fenced one is not listed, and clients named it waited
     /// until they timed out. Kafka's KRaft brokers name a random live one.
@@ -245,16 +245,17 @@ impl From<RequestError> for MetadataError {
 }
 
 /// [`ClusterMetadata::controller_id`]: `active` when its broker is live,
-/// else the live broker with the lowest id.
+/// else the live broker with the lowest id; none while no controller is
+/// active (`sluice cluster health` reads that as a lost quorum).
 fn listed_controller(active: Option<i32>, brokers: &BTreeMap<i32, BrokerInfo>) -> Option<i32> {
-    active
-        .filter(|id| brokers.get(id).is_some_and(BrokerInfo::is_live))
-        .or_else(|| {
-            brokers
-                .values()
-                .find(|broker| broker.is_live())
-                .map(|broker| broker.id)
-        })
+    let active = active?;
+    if brokers.get(&active).is_some_and(BrokerInfo::is_live) {
+        return Some(active);
+    }
+    brokers
+        .values()
+        .find(|broker| broker.is_live())
+        .map(|broker| broker.id)
 }
 
 /// Topic names as Kafka allows them.
@@ -948,7 +949,8 @@ mod tests {
                 .collect();
         assert_eq!(listed_controller(Some(3), &brokers), Some(3));
         assert_eq!(listed_controller(Some(1), &brokers), Some(2));
-        assert_eq!(listed_controller(None, &brokers), Some(2));
+        // No active controller (a lost quorum): none, as before.
+        assert_eq!(listed_controller(None, &brokers), None);
         let fenced: BTreeMap<i32, BrokerInfo> = [broker(1, true)].into_iter().collect();
         assert_eq!(listed_controller(Some(1), &fenced), None);
     }

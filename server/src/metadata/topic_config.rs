@@ -658,6 +658,15 @@ impl TopicConfig {
             ));
             kept.insert("max.compaction.lag.ms".to_string(), min.to_string());
         }
+        // Refused by `from_map` whatever else is set (no tiered storage
+        // here): set aside alone, not with every other config.
+        if kept
+            .get("remote.storage.enable")
+            .is_some_and(|value| value.trim().eq_ignore_ascii_case("true"))
+        {
+            kept.remove("remote.storage.enable");
+            set_aside.push("remote.storage.enable=true: no tiered storage here".to_string());
+        }
         match TopicConfig::from_map(&kept) {
             Ok(config) => (config, set_aside),
             Err(error) => {
@@ -837,6 +846,15 @@ mod tests {
         assert_eq!(config.log.retention_ms, Some(3_600_000));
         let defaults = TopicConfig::from_map(&BTreeMap::new()).unwrap();
         assert_eq!(config.log.segment_bytes, defaults.log.segment_bytes);
+        // A config refused whatever else is set goes alone.
+        let (config, set_aside) = TopicConfig::for_replica(&map(&[
+            ("cleanup.policy", "compact"),
+            ("min.insync.replicas", "2"),
+            ("remote.storage.enable", "true"),
+        ]));
+        assert_eq!(set_aside.len(), 1, "{set_aside:?}");
+        assert_eq!(config.min_insync_replicas, 2);
+        assert_eq!(config.cleanup_policy, CleanupPolicy::Compact);
         // Valid configs come through unchanged and nothing is set aside.
         let valid = map(&[("retention.ms", "1000"), ("cleanup.policy", "compact")]);
         let (config, set_aside) = TopicConfig::for_replica(&valid);

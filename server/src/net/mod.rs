@@ -447,9 +447,14 @@ impl Writer {
         match self {
             Writer::Plain(stream) => write_frame(stream, parts, activity).await,
             Writer::Tls(writer) => {
-                let written = writer.write_all(parts).await;
-                activity.note();
-                written
+                // In the same bounded groups as a plain connection, so that
+                // a slow reader's progress counts as activity.
+                let mut parts = std::collections::VecDeque::from(parts);
+                while !parts.is_empty() {
+                    writer.write_all(next_write(&mut parts)).await?;
+                    activity.note();
+                }
+                Ok(())
             }
         }
     }
@@ -657,7 +662,10 @@ async fn serve_connection(
             );
         }
         let frame = match stream.read_frame(size).await {
-            Ok(frame) => frame,
+            Ok(frame) => {
+                activity.note();
+                frame
+            }
             Err(error) => {
                 break if error.kind() == std::io::ErrorKind::UnexpectedEof {
                     format!(

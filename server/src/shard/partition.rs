@@ -261,6 +261,17 @@ impl PartitionReplica {
                 if let Err(closed) = log.close().await {
                     tracing::warn!(partition = %topic_partition, error = %closed, "closing after a failed open");
                 }
+                // A disk that cannot read back its own log is a storage
+                // failure, as Kafka takes the directory offline: the
+                // `sluice` process halts (engine failure.rs) so that
+                // leadership moves; only retried, a leader's partition
+                // stayed unavailable for good.
+                if matches!(error, sluice_engine::LogError::Io { .. }) {
+                    sluice_engine::failure::report(
+                        log.dir(),
+                        &format!("reading the log to rebuild its state: {error}"),
+                    );
+                }
                 return Err(anyhow::anyhow!(
                     "rebuilding the transaction and producer state of {topic_partition}: {error}"
                 ));
