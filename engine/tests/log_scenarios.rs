@@ -448,15 +448,11 @@ fn delete_records_moves_the_start_durably() {
     assert_eq!(log.log_start_offset(), Offset(35));
 }
 
-/// A truncation that cannot remove a segment past the cut (its removal
-/// fails) must not let the log take appends: at the next open the segment
-/// left behind breaks the offsets' continuity after the cut, and recovery
-/// cut the log there, acknowledged appends after it included. The log is
-/// poisoned instead, and nothing acknowledged is lost across a reopen.
-#[test]
-fn a_truncation_that_cannot_remove_a_segment_acknowledges_nothing_after_it() {
-    let io = SimIo::new(25);
-    let (log, committer) = open(&io, small_config());
+/// A log of 60 durable batches of 5 records (offsets 5n..5n+4) over
+/// several segments, and the stored form of those wholly below 40, which
+/// a truncation to 42 keeps (the batch holding 42 goes with it).
+fn sixty_batches_to_truncate(io: &SimIo) -> (Log<SimIo>, Committer<SimIo>, Vec<Vec<u8>>) {
+    let (log, committer) = open(io, small_config());
     let mut kept = Vec::new();
     for tag in 0..60u64 {
         let batch = tagged_batch(tag, 5, 400, NOW);
@@ -465,9 +461,52 @@ fn a_truncation_that_cannot_remove_a_segment_acknowledges_nothing_after_it() {
             kept.push(as_stored(&batch, base, 0));
         }
     }
-    let bases = log.segment_bases();
-    assert!(bases.len() >= 2, "segments: {bases:?}");
-    let last = *bases.last().unwrap();
+    assert!(log.segment_bases().len() >= 2, "{:?}", log.segment_bases());
+    (log, committer, kept)
+}
+
+/// Append batches of `tags` (3 records of 300 bytes: sized otherwise than
+/// [`sixty_batches_to_truncate`]'s, so the log rolls at other bases) while
+/// the log takes them, adding the acknowledged ones to `acknowledged`;
+/// then crash and check every acknowledged batch is read back.
+fn acknowledged_appends_survive_a_crash(
+    io: &SimIo,
+    log: Log<SimIo>,
+    committer: &Committer<SimIo>,
+    mut acknowledged: Vec<Vec<u8>>,
+    tags: std::ops::Range<u64>,
+    what: &str,
+) {
+    for tag in tags {
+        let batch = tagged_batch(tag, 3, 300, NOW);
+        let Ok(mut appended) = log.append(&batch, LeaderEpoch(0)) else {
+            break;
+        };
+        block_on(committer.flush_round());
+        if let Some(Ok(())) = poll_once(&mut appended.completion) {
+            acknowledged.push(as_stored(&batch, appended.base_offset, 0));
+        }
+    }
+    drop(log);
+    let read = batches_after_crash(io, small_config());
+    assert!(
+        acknowledged.iter().all(|batch| read.contains(batch)),
+        "{what}: {} batches acknowledged, {} read back after the reopen",
+        acknowledged.len(),
+        read.len()
+    );
+}
+
+/// A truncation that cannot remove a segment past the cut (its removal
+/// fails) must not let the log take appends: at the next open the segment
+/// left behind breaks the offsets' continuity after the cut, and recovery
+/// cut the log there, acknowledged appends after it included. The log is
+/// poisoned instead, and nothing acknowledged is lost across a reopen.
+#[test]
+fn a_truncation_that_cannot_remove_a_segment_acknowledges_nothing_after_it() {
+    let io = SimIo::new(25);
+    let (log, committer, kept) = sixty_batches_to_truncate(&io);
+    let last = *log.segment_bases().last().unwrap();
     let stuck = io
         .file_names(&dir())
         .into_iter()
@@ -479,35 +518,14 @@ fn a_truncation_that_cannot_remove_a_segment_acknowledges_nothing_after_it() {
     io.fail_removals_of(None);
     // Whatever the truncation answered, every append it acknowledges
     // after it must survive a reopen.
-    let mut acknowledged = kept.clone();
-    if truncated.is_ok() {
-        // Sized otherwise than before, so that the log rolls at bases
-        // other than the stuck segment's.
-        for tag in 100..200u64 {
-            let batch = tagged_batch(tag, 3, 300, NOW);
-            let Ok(mut appended) = log.append(&batch, LeaderEpoch(0)) else {
-                break;
-            };
-            block_on(committer.flush_round());
-            if let Some(Ok(())) = poll_once(&mut appended.completion) {
-                acknowledged.push(as_stored(&batch, appended.base_offset, 0));
-            }
-        }
-    } else {
+    if truncated.is_err() {
         assert!(log.is_poisoned(), "a failed truncation stops the log");
         assert!(
             log.append(&tagged_batch(100, 1, 1, NOW), LeaderEpoch(0))
                 .is_err()
         );
     }
-    drop(log);
-    let read = batches_after_crash(&io, small_config());
-    assert!(
-        acknowledged.iter().all(|batch| read.contains(batch)),
-        "{} batches acknowledged, {} read back after the reopen",
-        acknowledged.len(),
-        read.len()
-    );
+    acknowledged_appends_survive_a_crash(&io, log, &committer, kept, 100..200, "a stuck removal");
 }
 
 #[test]
@@ -988,41 +1006,20 @@ fn a_close_for_removal_on_a_full_disk_still_closes_the_log() {
 fn a_truncation_stopped_at_any_step_acknowledges_nothing_it_could_lose() {
     for halt_after in 0..12u64 {
         let io = SimIo::new(26);
-        let (log, committer) = open(&io, small_config());
-        let mut kept = Vec::new();
-        for tag in 0..60u64 {
-            let batch = tagged_batch(tag, 5, 400, NOW);
-            let base = append_durable(&log, &committer, &batch);
-            // The batch holding offset 42 (40-44) goes with the truncation.
-            if base < Offset(40) {
-                kept.push(as_stored(&batch, base, 0));
-            }
-        }
-        assert!(log.segment_bases().len() >= 2);
+        let (log, committer, kept) = sixty_batches_to_truncate(&io);
         io.halt_after(Some(halt_after));
         let truncated = block_on(log.truncate_to(Offset(42)));
         io.halt_after(None);
-        let mut acknowledged = kept.clone();
         if truncated.is_ok() {
             assert_eq!(log.log_end_offset(), Offset(40));
         }
-        for tag in 100..140u64 {
-            let batch = tagged_batch(tag, 3, 300, NOW);
-            let Ok(mut appended) = log.append(&batch, LeaderEpoch(0)) else {
-                break;
-            };
-            block_on(committer.flush_round());
-            if let Some(Ok(())) = poll_once(&mut appended.completion) {
-                acknowledged.push(as_stored(&batch, appended.base_offset, 0));
-            }
-        }
-        drop(log);
-        let read = batches_after_crash(&io, small_config());
-        assert!(
-            acknowledged.iter().all(|batch| read.contains(batch)),
-            "halted after {halt_after} steps: {} batches acknowledged, {} read back",
-            acknowledged.len(),
-            read.len()
+        acknowledged_appends_survive_a_crash(
+            &io,
+            log,
+            &committer,
+            kept,
+            100..140,
+            &format!("halted after {halt_after} steps"),
         );
     }
 }

@@ -828,6 +828,21 @@ fn after_a_crash(
     (log, committer, io)
 }
 
+/// After a crash and a reopen the log ends where it did and holds exactly
+/// `expected` from its start; returns it for more.
+fn assert_survives_a_crash(
+    log: Log<SimIo>,
+    committer: Committer<SimIo>,
+    io: SimIo,
+    expected: &[Bytes],
+) -> (Log<SimIo>, Committer<SimIo>, SimIo) {
+    let end = log.log_end_offset();
+    let (log, committer, io) = after_a_crash(log, committer, io);
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(stored_batches(&log, log.log_start_offset()), expected);
+    (log, committer, io)
+}
+
 #[test]
 fn a_gap_wider_than_a_segment_starts_a_segment_and_survives_crashes() {
     let io = SimIo::new(21);
@@ -909,10 +924,7 @@ fn an_empty_active_segment_with_a_file_is_sealed_before_a_wide_gap() {
     push_each(&log, &committer, &batches[3..]);
     let expected: Vec<Bytes> = kept.iter().chain(&batches[3..]).cloned().collect();
     assert_eq!(stored_batches(&log, Offset::ZERO), expected);
-    let end = log.log_end_offset();
-    let (log, _committer, _io) = after_a_crash(log, committer, io);
-    assert_eq!(log.log_end_offset(), end);
-    assert_eq!(stored_batches(&log, Offset::ZERO), expected);
+    assert_survives_a_crash(log, committer, io, &expected);
 }
 
 #[test]
@@ -940,10 +952,7 @@ fn a_truncation_into_a_gap_between_segments_ends_the_log_there() {
     // The rest streams back, and a crash keeps all of it.
     push_each(&log, &committer, &batches[2..]);
     assert_eq!(stored_batches(&log, Offset::ZERO), batches);
-    let end = log.log_end_offset();
-    let (log, _committer, _io) = after_a_crash(log, committer, io);
-    assert_eq!(log.log_end_offset(), end);
-    assert_eq!(stored_batches(&log, Offset::ZERO), batches);
+    assert_survives_a_crash(log, committer, io, &batches);
 }
 
 /// A flush that fails for lack of space rolls the gap back: the log ends
@@ -966,10 +975,7 @@ fn a_failed_flush_rolls_back_a_segment_moved_past_a_gap() {
     io.set_space_limit(None);
     push_each(&log, &committer, &batches);
     assert_eq!(stored_batches(&log, log.log_start_offset()), batches);
-    let end = log.log_end_offset();
-    let (log, _committer, _io) = after_a_crash(log, committer, io);
-    assert_eq!(log.log_end_offset(), end);
-    assert_eq!(stored_batches(&log, log.log_start_offset()), batches);
+    assert_survives_a_crash(log, committer, io, &batches);
 }
 
 /// A power loss at every step of the flush that takes a batch after a wide
@@ -1042,10 +1048,7 @@ fn no_space_for_the_checkpoint_past_a_gap_is_a_full_disk_not_a_failure() {
     assert_eq!(log.log_end_offset(), Offset(1));
     push_each(&log, &committer, &batches[1..]);
     assert_eq!(stored_batches(&log, Offset::ZERO), batches);
-    let end = log.log_end_offset();
-    let (log, _committer, _io) = after_a_crash(log, committer, io);
-    assert_eq!(log.log_end_offset(), end);
-    assert_eq!(stored_batches(&log, Offset::ZERO), batches);
+    assert_survives_a_crash(log, committer, io, &batches);
 }
 
 /// A truncation to an offset inside a gap wider than a segment's 32-bit
@@ -1065,10 +1068,7 @@ fn a_truncation_deep_inside_a_wide_gap_ends_the_log_there() {
     assert_eq!(log.log_end_offset(), inside);
     push_each(&log, &committer, &batches[2..]);
     assert_eq!(stored_batches(&log, Offset::ZERO), batches);
-    let end = log.log_end_offset();
-    let (log, _committer, _io) = after_a_crash(log, committer, io);
-    assert_eq!(log.log_end_offset(), end);
-    assert_eq!(stored_batches(&log, Offset::ZERO), batches);
+    assert_survives_a_crash(log, committer, io, &batches);
 }
 
 /// A follower whose first batch lay past what a segment holds still
