@@ -140,8 +140,9 @@ pub(crate) struct LogInner<I: Io> {
     read_ahead: ReadAhead,
     /// This log's place in the shard's tail-cache order (tail_cache.rs).
     tail: TailEntry,
-    /// Bumped before a truncation or a start-over changes files in place
-    /// (`Log::read` reads again when it moved during a read).
+    /// Bumped when a truncation, a start-over or a deletion changes or
+    /// removes files under readers, and again once the state is the new
+    /// one (`Log::read` reads again when it moved during a read).
     rewrites: std::cell::Cell<u64>,
 }
 
@@ -1495,6 +1496,10 @@ impl<I: Io> Log<I> {
             state.checkpoint.log_start = state.log_start;
             let log_start = state.log_start;
             state.epochs.truncate_to_start(log_start);
+            // A read in flight on a segment about to go reads again, at
+            // the new log start (OFFSET_OUT_OF_RANGE below it), rather
+            // than moving on from a file emptied under it.
+            inner.rewrites.set(inner.rewrites.get() + 1);
             state
                 .segments
                 .drain(..count)
@@ -1535,6 +1540,7 @@ impl<I: Io> Log<I> {
         };
         let mut removed = 0;
         let mut failure = None;
+        inner.rewrites.set(inner.rewrites.get() + 1);
         for base in bases {
             let gone = match remove_segment_files(&inner.io, &inner.dir, base).await {
                 Ok(()) => inner
@@ -1557,6 +1563,7 @@ impl<I: Io> Log<I> {
                     unreachable!("the active segment is never deleted");
                 };
                 let new_start = state.log_start.max(next.base);
+                inner.rewrites.set(inner.rewrites.get() + 1);
                 state.segments.drain(..removed);
                 state.log_start = new_start;
                 state.checkpoint.log_start = new_start;
