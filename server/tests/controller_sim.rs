@@ -98,6 +98,7 @@ fn the_controller_keeps_its_invariants_under_faults() {
                 totals.committed += summary.committed;
                 totals.acknowledged += summary.acknowledged;
                 totals.crashes += summary.crashes;
+                totals.wipes += summary.wipes;
                 totals.snapshots_loaded += summary.snapshots_loaded;
                 totals.messages_sent += summary.messages_sent;
                 totals.messages_dropped += summary.messages_dropped;
@@ -108,14 +109,15 @@ fn the_controller_keeps_its_invariants_under_faults() {
         }
     }
     eprintln!(
-        "controller sim: {} seeds in {:.1?}: {} committed entries, {} acknowledged, {} crashes, \
-         {} snapshots loaded, {} messages ({} lost), {} topics at the ends, {} partitions \
+        "controller sim: {} seeds in {:.1?}: {} committed entries, {} acknowledged, {} crashes \
+         ({} wiping a voter's Raft log), {} snapshots loaded, {} messages ({} lost), {} topics at the ends, {} partitions \
          altered",
         seeds.len(),
         started.elapsed(),
         totals.committed,
         totals.acknowledged,
         totals.crashes,
+        totals.wipes,
         totals.snapshots_loaded,
         totals.messages_sent,
         totals.messages_dropped,

@@ -158,6 +158,10 @@ pub struct RaftNode<S: RaftLogStore> {
     snapshot_to_mark_applied: Option<u64>,
     /// Messages that may leave only after the store is synced.
     held_messages: Vec<Message>,
+    /// Set while a voter that started with an empty log catches up: the
+    /// commit index of the first append (or snapshot) a leader sent it,
+    /// `None` before any. See [`RaftNode::abstains_from`].
+    catching_up: Option<Option<u64>>,
 }
 
 impl<S: RaftLogStore> RaftNode<S> {
@@ -182,6 +186,7 @@ impl<S: RaftLogStore> RaftNode<S> {
             );
             image
         };
+        let empty_log = store.core().last_index() == 0;
         let raw = RawNode::new(&config.raft_config(applied), store, logger)?;
         Ok(RaftNode {
             raw,
@@ -191,7 +196,14 @@ impl<S: RaftLogStore> RaftNode<S> {
             unsynced_ready: None,
             snapshot_to_mark_applied: None,
             held_messages: Vec::new(),
+            catching_up: empty_log.then_some(None),
         })
+    }
+
+    /// Whether this voter started with an empty log and has not caught up
+    /// yet, so that it gives no vote ([`RaftNode::abstains_from`]).
+    pub fn is_catching_up(&self) -> bool {
+        self.catching_up.is_some()
     }
 
     pub fn node_id(&self) -> BrokerId {
@@ -256,8 +268,71 @@ impl<S: RaftLogStore> RaftNode<S> {
 
     /// Feeds a message from a peer. Errors are the peer's problem (unknown
     /// sender, a local message type) and leave the node unchanged.
-    pub fn step(&mut self, message: Message) -> Result<(), raft::Error> {
+    pub fn step(&mut self, mut message: Message) -> Result<(), raft::Error> {
+        use raft::eraftpb::MessageType;
+        if self.abstains_from(&message) {
+            return Ok(());
+        }
+        match message.get_msg_type() {
+            // A heartbeat commits up to what the leader believes this node
+            // holds; after a lost log that is more than it holds (raft-rs
+            // aborts on it). Nothing is committed by it then: the leader's
+            // next append finds the log short and sends it again.
+            MessageType::MsgHeartbeat if message.commit > self.raw.raft.raft_log.last_index() => {
+                message.commit = self.raw.raft.raft_log.committed;
+            }
+            _ => {}
+        }
         self.raw.step(message)
+    }
+
+    /// A voter that started with an empty log does not vote (nor
+    /// pre-vote) for a candidate whose log is not empty until it holds
+    /// entries, up to the commit index of the first append a leader sent it
+    /// (what the cluster had committed when it came back).
+    ///
+    /// Its log is empty on its first start, or when its Raft directory was
+    /// lost (a wiped or replaced disk). Raft's votes rest on a voter
+    /// remembering its log and its vote; one that forgot both would grant
+    /// its vote to any candidate, a stale one lacking entries committed
+    /// with this voter's help included, or a second vote in a term where
+    /// it gave one already: committed metadata lost, or two leaders in a
+    /// term. A candidate with a non-empty log means the cluster has
+    /// formed; its leader reaches this voter with appends (or a snapshot)
+    /// carrying the commit index, and once this voter's log reaches the
+    /// first one it saw it votes by Raft's rules again (lagging behind
+    /// later commits as any voter may).
+    ///
+    /// The price: a voter that never ran before the cluster formed cannot
+    /// be the one that completes a quorum until a leader has reached it.
+    /// Not closed (KIP-853's directory ids would): a wiped voter may vote
+    /// twice in a term for a candidate whose log is empty too (one the
+    /// cluster's first entries never reached); one that restarts again
+    /// part-way through catching up votes with the part it has; and the
+    /// commit index it catches up to is its leader's, which a leader
+    /// elected after the wipe may not have raised yet to everything
+    /// committed before it (docs/internals/cluster.md).
+    fn abstains_from(&mut self, message: &Message) -> bool {
+        use raft::eraftpb::MessageType;
+        let Some(target) = self.catching_up.as_mut() else {
+            return false;
+        };
+        if target.is_none() {
+            *target = match message.get_msg_type() {
+                MessageType::MsgAppend => Some(message.commit),
+                MessageType::MsgSnapshot => Some(message.get_snapshot().get_metadata().index),
+                _ => None,
+            };
+        }
+        let last_index = self.raw.raft.raft_log.last_index();
+        if last_index > 0 && target.is_some_and(|target| last_index >= target) {
+            self.catching_up = None;
+            return false;
+        }
+        matches!(
+            message.get_msg_type(),
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+        ) && message.index > 0
     }
 
     /// Proposes one batch of records (an entry). Only the leader proposes.
@@ -308,6 +383,10 @@ impl<S: RaftLogStore> RaftNode<S> {
     /// Takes the pending Ready: writes it to the store (not durable yet),
     /// applies committed batches, and returns messages that may leave now.
     pub fn handle_ready(&mut self) -> Result<Output, NodeError> {
+        if self.is_leader() {
+            // Its log is the cluster's now (it won a quorum's votes).
+            self.catching_up = None;
+        }
         let mut output = Output::default();
         if !self.raw.has_ready() {
             return Ok(output);
@@ -557,6 +636,191 @@ mod tests {
         node.drive().unwrap();
         assert_eq!(node.image(), &image);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Three voters on memory stores and a switchboard: `links[i]` says
+    /// whether node i's messages get through.
+    struct Trio {
+        nodes: Vec<Option<RaftNode<MemRaftStore>>>,
+        links: [bool; 3],
+    }
+
+    impl Trio {
+        fn voters() -> Vec<BrokerId> {
+            (0..3).map(BrokerId).collect()
+        }
+
+        fn fresh(index: usize) -> RaftNode<MemRaftStore> {
+            let raft_ids: Vec<u64> = Trio::voters().iter().map(|id| id.raft_id()).collect();
+            Trio::start(index, MemRaftStore::bootstrap(&raft_ids))
+        }
+
+        fn start(index: usize, store: MemRaftStore) -> RaftNode<MemRaftStore> {
+            let config = RaftNodeConfig::new(BrokerId(index as i32), Trio::voters());
+            RaftNode::new(config, store, &logger::discard()).unwrap()
+        }
+
+        fn new() -> Trio {
+            Trio {
+                nodes: (0..3).map(|index| Some(Trio::fresh(index))).collect(),
+                links: [true; 3],
+            }
+        }
+
+        fn node(&mut self, index: usize) -> &mut RaftNode<MemRaftStore> {
+            self.nodes[index].as_mut().unwrap()
+        }
+
+        /// Delivers messages until none is left (those to or from a node
+        /// cut off or down are lost).
+        fn settle(&mut self) {
+            loop {
+                let mut messages = Vec::new();
+                for index in 0..3 {
+                    if let Some(node) = self.nodes[index].as_mut() {
+                        let output = node.drive().unwrap();
+                        if self.links[index] {
+                            messages.extend(output.messages);
+                        }
+                    }
+                }
+                if messages.is_empty() {
+                    return;
+                }
+                for message in messages {
+                    let to = BrokerId::from_raft_id(message.to).0 as usize;
+                    if self.links[to]
+                        && let Some(node) = self.nodes[to].as_mut()
+                    {
+                        let _ = node.step(message);
+                    }
+                }
+            }
+        }
+
+        /// Ticks `candidate` until it starts an election, then lets the
+        /// messages flow; ticks everyone a while after.
+        fn campaign(&mut self, candidate: usize) {
+            self.node(candidate).campaign().unwrap();
+            for _ in 0..40 {
+                self.settle();
+                for index in 0..3 {
+                    if let Some(node) = self.nodes[index].as_mut() {
+                        node.tick();
+                    }
+                }
+            }
+            self.settle();
+        }
+
+        fn propose_topic(&mut self, leader: usize, name: &str) {
+            use crate::controller::records::TopicRecord;
+            use crate::controller::types::TopicId;
+            let topic = MetadataRecord::Topic(TopicRecord {
+                name: name.to_string(),
+                topic_id: TopicId(uuid::Uuid::new_v4()),
+            });
+            self.node(leader)
+                .propose(&RecordBatch::new(vec![topic]))
+                .unwrap();
+            self.settle();
+        }
+    }
+
+    /// A voter back with an empty log (its Raft directory lost) does not
+    /// help a stale candidate win: the entry committed by the old leader
+    /// and this voter before it lost its disk stays committed.
+    #[test]
+    fn a_voter_that_lost_its_log_does_not_elect_a_stale_candidate() {
+        let mut trio = Trio::new();
+        trio.campaign(0);
+        assert!(trio.node(0).is_leader());
+        trio.propose_topic(0, "everyone-has-it");
+        // Node 2 falls behind; nodes 0 and 1 commit one more entry.
+        trio.links[2] = false;
+        trio.propose_topic(0, "committed-by-0-and-1");
+        assert!(
+            trio.node(1)
+                .image()
+                .topic_by_name("committed-by-0-and-1")
+                .is_some()
+        );
+        assert!(
+            trio.node(2)
+                .image()
+                .topic_by_name("committed-by-0-and-1")
+                .is_none()
+        );
+        // The leader stops; node 1 comes back with a wiped Raft directory.
+        let leader_store = trio.nodes[0].take().unwrap().into_store().crash();
+        trio.nodes[1] = Some(Trio::fresh(1));
+        trio.links[2] = true;
+        trio.campaign(2);
+        assert!(
+            !trio.node(2).is_leader(),
+            "a candidate missing a committed entry won with the vote of a voter that forgot it"
+        );
+        // The old leader returns: whoever leads has the entry, and every
+        // node ends with it.
+        trio.nodes[0] = Some(Trio::start(0, leader_store));
+        trio.campaign(0);
+        let leader = (0..3).find(|index| trio.node(*index).is_leader()).unwrap();
+        trio.propose_topic(leader, "after");
+        for index in 0..3 {
+            let image = trio.node(index).image();
+            assert!(
+                image.topic_by_name("committed-by-0-and-1").is_some(),
+                "node {index}"
+            );
+            assert!(image.topic_by_name("after").is_some(), "node {index}");
+        }
+    }
+
+    /// Node 2 asks node 1 for its vote in the next term, as a leadership
+    /// transfer does (no leader lease in the way); whether node 1 grants it.
+    fn grants_vote_to_2(trio: &mut Trio) -> bool {
+        use raft::eraftpb::MessageType;
+        let candidate = &trio.node(2).raw.raft;
+        let mut request = Message::default();
+        request.set_msg_type(MessageType::MsgRequestVote);
+        request.from = BrokerId(2).raft_id();
+        request.to = BrokerId(1).raft_id();
+        request.term = candidate.term + 1;
+        request.index = candidate.raft_log.last_index();
+        request.log_term = candidate.raft_log.last_term();
+        request.context = b"CampaignTransfer".to_vec().into();
+        trio.node(1).step(request).unwrap();
+        let output = trio.node(1).drive().unwrap();
+        output.messages.iter().any(|message| {
+            message.get_msg_type() == MessageType::MsgRequestVoteResponse && !message.reject
+        })
+    }
+
+    /// A voter back with an empty log gives no vote to a candidate with a
+    /// log, and votes by Raft's rules again once a leader has brought it
+    /// up to the commit index.
+    #[test]
+    fn a_voter_that_lost_its_log_votes_again_once_caught_up() {
+        let mut trio = Trio::new();
+        trio.campaign(0);
+        trio.propose_topic(0, "before");
+        trio.nodes[1] = Some(Trio::fresh(1));
+        assert!(!grants_vote_to_2(&mut trio), "voted with an empty log");
+        trio.nodes[1] = Some(Trio::fresh(1));
+        trio.propose_topic(0, "while-1-catches-up");
+        assert!(trio.node(1).image().topic_by_name("before").is_some());
+        assert!(grants_vote_to_2(&mut trio), "caught up, it votes");
+    }
+
+    /// Abstaining does not stop a cluster forming: every log is empty then.
+    #[test]
+    fn voters_with_empty_logs_elect_the_first_leader() {
+        let mut trio = Trio::new();
+        trio.links[0] = false;
+        trio.campaign(1);
+        assert!(trio.node(1).is_leader());
+        trio.propose_topic(1, "first");
+        assert!(trio.node(2).image().topic_by_name("first").is_some());
     }
 
     #[test]

@@ -24,8 +24,8 @@ use sluice_server::controller::quorum_controller::{
     UNCLEAN_LEADER_ELECTION_ENABLE,
 };
 use sluice_server::controller::records::{ConfigResource, Listener, MetadataRecord, RecordBatch};
-use sluice_server::controller::storage::MemRaftStore;
 use sluice_server::controller::storage::memory::SyncPolicy;
+use sluice_server::controller::storage::{MemRaftStore, RaftLogStore};
 use sluice_server::controller::types::{
     BrokerEpoch, BrokerId, IncarnationId, LeaderEpoch, MetadataOffset, PartitionEpoch,
     PartitionIndex, TopicId,
@@ -76,6 +76,8 @@ pub struct Summary {
     pub committed: usize,
     pub acknowledged: usize,
     pub crashes: u64,
+    /// Crashes that also wiped a voter's Raft log.
+    pub wipes: u64,
     pub snapshots_loaded: u64,
     pub messages_sent: u64,
     pub messages_dropped: u64,
@@ -110,6 +112,9 @@ struct Slot {
     node: Option<RaftNode<MemRaftStore>>,
     /// A crashed node's store, as a power loss left it.
     crashed_store: Option<MemRaftStore>,
+    /// A voter whose disk was wiped, until its log holds this index (the
+    /// highest commit index any node knew at the wipe).
+    wiped_until: Option<u64>,
     restart_at_ms: u64,
     next_tick_ms: u64,
     persist_at_ms: Option<u64>,
@@ -137,9 +142,15 @@ pub struct Simulation {
     timing: Prng,
     trace: TraceHash,
     crash_probability: f64,
+    /// Of a voter's crashes, the share that also wipe its Raft log (a
+    /// replaced disk): drawn from their own stream, so that a seed's other
+    /// faults stay as they were.
+    wipe_probability: f64,
+    wipes: Prng,
     partition_probability: f64,
     persist_delay_ms_max: u64,
     crashes: u64,
+    wipes_done: u64,
     snapshots_loaded: u64,
     next_controller_tick_ms: u64,
     partitions_altered: usize,
@@ -177,6 +188,8 @@ impl Simulation {
         let crash_probability = *setup.pick(&[0.0, 0.001, 0.004, 0.01]);
         let partition_probability = *setup.pick(&[0.0, 0.001, 0.004]);
         let persist_delay_ms_max = *setup.pick(&[0, 10, 40]);
+        let mut wipes = Prng::new(seed, 5);
+        let wipe_probability = *wipes.pick(&[0.0, 0.2, 0.5]);
         let mut timing = Prng::new(seed, 4);
         let mut slots = Vec::new();
         for index in 0..NODES {
@@ -190,6 +203,7 @@ impl Simulation {
                 id: BrokerId(index as i32),
                 node: Some(node),
                 crashed_store: None,
+                wiped_until: None,
                 restart_at_ms: 0,
                 next_tick_ms: timing.range(1, TICK_MS),
                 persist_at_ms: None,
@@ -215,9 +229,12 @@ impl Simulation {
             timing,
             trace: TraceHash::default(),
             crash_probability,
+            wipe_probability,
+            wipes,
             partition_probability,
             persist_delay_ms_max,
             crashes: 0,
+            wipes_done: 0,
             snapshots_loaded: 0,
             next_controller_tick_ms: CONTROLLER_TICK_MS,
             partitions_altered: 0,
@@ -242,6 +259,7 @@ impl Simulation {
                 self.inject_faults()?;
             }
             self.restart_due()?;
+            self.note_caught_up();
             if workload_on {
                 self.workload()?;
             }
@@ -254,6 +272,7 @@ impl Simulation {
             committed: self.checker.committed_count(),
             acknowledged: self.checker.acknowledged_count(),
             crashes: self.crashes,
+            wipes: self.wipes_done,
             snapshots_loaded: self.snapshots_loaded,
             messages_sent: self.network.sent,
             messages_dropped: self.network.dropped,
@@ -476,7 +495,24 @@ impl Simulation {
         };
         self.crashes += 1;
         self.trace.mix(0xc0 + index as u64);
+        let known_commit = node.commit_index();
         slot.crashed_store = Some(node.into_store().crash());
+        // A voter that crashes part-way through catching up after a wipe
+        // is wiped again: restarting with part of the log is the case the
+        // guard does not cover (RaftNode::abstains_from).
+        let catching_up = slot.wiped_until.is_some();
+        if catching_up || (self.wipe_allowed(index) && self.wipes.chance(self.wipe_probability)) {
+            let known_commit = (0..NODES)
+                .filter_map(|other| self.slots[other].node.as_ref().map(RaftNode::commit_index))
+                .fold(known_commit, u64::max)
+                .max(self.slots[index].wiped_until.unwrap_or(0));
+            self.wipes_done += 1;
+            self.trace.mix(0x3e + index as u64);
+            let slot = &mut self.slots[index];
+            slot.crashed_store = Some(new_store(&self.options));
+            slot.wiped_until = Some(known_commit);
+        }
+        let slot = &mut self.slots[index];
         slot.restart_at_ms = self.now_ms + down_ms;
         slot.persist_at_ms = None;
         slot.active = false;
@@ -486,6 +522,44 @@ impl Simulation {
         slot.registering = false;
         slot.want_shut_down = false;
         slot.last_checked_offset = MetadataOffset::NONE;
+    }
+
+    /// A voter's disk may be wiped when no other voter is still catching
+    /// up from a wipe (two wiped voters of three have lost a majority's
+    /// log: no Raft survives that) or from its first start (which gives no
+    /// vote either until a leader has reached it: with the wiped one, a
+    /// quorum short until one restarts), and every voter holds an entry (the
+    /// guard lets a voter with an empty log vote for a candidate with an
+    /// empty log, which a wiped one may do twice in a term).
+    fn wipe_allowed(&self, index: usize) -> bool {
+        index < VOTERS
+            && (0..VOTERS).all(|voter| {
+                let slot = &self.slots[voter];
+                let last_index = slot
+                    .node
+                    .as_ref()
+                    .map(|node| node.store().core().last_index())
+                    .or_else(|| {
+                        slot.crashed_store
+                            .as_ref()
+                            .map(|store| store.core().last_index())
+                    })
+                    .unwrap_or(0);
+                let catching_up = slot.node.as_ref().is_some_and(RaftNode::is_catching_up);
+                last_index > 0 && (voter == index || (slot.wiped_until.is_none() && !catching_up))
+            })
+    }
+
+    /// A wiped voter whose durable log reaches what was committed at the
+    /// wipe has caught up.
+    fn note_caught_up(&mut self) {
+        for slot in &mut self.slots {
+            if let (Some(until), Some(node)) = (slot.wiped_until, slot.node.as_ref())
+                && node.store().durable().last_index() >= until
+            {
+                slot.wiped_until = None;
+            }
+        }
     }
 
     fn restart_due(&mut self) -> Result<(), String> {
