@@ -41,6 +41,7 @@ use support::kafka::{self, create_topic, create_topic_replicated};
 use support::wire;
 
 const NONE: i16 = 0;
+const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
 const INVALID_TXN_STATE: i16 = 48;
 const CONCURRENT_TRANSACTIONS: i16 = 51;
@@ -123,6 +124,18 @@ fn produce(
     partition: i32,
     records: Bytes,
 ) -> i16 {
+    produce_answer(stream, version, transactional_id, topic, partition, records).0
+}
+
+/// [`produce`]: the partition's error code and base offset.
+fn produce_answer(
+    stream: &mut TcpStream,
+    version: i16,
+    transactional_id: &str,
+    topic: &str,
+    partition: i32,
+    records: Bytes,
+) -> (i16, i64) {
     let request = ProduceRequest::default()
         .with_acks(-1)
         .with_timeout_ms(10_000)
@@ -143,7 +156,36 @@ fn produce(
         RequestKind::Produce(request),
     );
     let response = ProduceResponse::decode(&mut body, version).unwrap();
-    response.responses[0].partition_responses[0].error_code
+    let answer = &response.responses[0].partition_responses[0];
+    (answer.error_code, answer.base_offset)
+}
+
+/// AddPartitionsToTxn v3 (a protocol v1 client adding `topic`/`partition`
+/// itself): the partition's error code.
+fn add_partition(
+    stream: &mut TcpStream,
+    transactional_id: &str,
+    producer: (i64, i16),
+    topic: &str,
+    partition: i32,
+) -> i16 {
+    let request = AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(TransactionalId(str_bytes(transactional_id)))
+        .with_v3_and_below_producer_id(producer.0.into())
+        .with_v3_and_below_producer_epoch(producer.1)
+        .with_v3_and_below_topics(vec![
+            AddPartitionsToTxnTopic::default()
+                .with_name(TopicName(str_bytes(topic)))
+                .with_partitions(vec![partition]),
+        ]);
+    let mut body = wire::call(
+        stream,
+        ApiKey::AddPartitionsToTxn,
+        3,
+        RequestKind::AddPartitionsToTxn(request),
+    );
+    let added = AddPartitionsToTxnResponse::decode(&mut body, 3).unwrap();
+    added.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code
 }
 
 /// EndTxn v5: (error, producer id, epoch).
@@ -456,26 +498,7 @@ fn a_v1_transactional_batch_for_a_partition_its_coordinator_did_not_add_is_refus
     let (low, high) = kafka::watermarks(&broker.bootstrap(), TOPIC, 0);
     assert_eq!((low, high), (0, 0), "nothing was appended");
 
-    let request = AddPartitionsToTxnRequest::default()
-        .with_v3_and_below_transactional_id(TransactionalId(str_bytes(ID)))
-        .with_v3_and_below_producer_id(producer.0.into())
-        .with_v3_and_below_producer_epoch(producer.1)
-        .with_v3_and_below_topics(vec![
-            AddPartitionsToTxnTopic::default()
-                .with_name(TopicName(str_bytes(TOPIC)))
-                .with_partitions(vec![0]),
-        ]);
-    let mut body = wire::call(
-        &mut stream,
-        ApiKey::AddPartitionsToTxn,
-        3,
-        RequestKind::AddPartitionsToTxn(request),
-    );
-    let added = AddPartitionsToTxnResponse::decode(&mut body, 3).unwrap();
-    assert_eq!(
-        added.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
-        NONE
-    );
+    assert_eq!(add_partition(&mut stream, ID, producer, TOPIC, 0), NONE);
     let accepted = produce(&mut stream, 9, ID, TOPIC, 0, batch(producer, 0, &values));
     assert_eq!(
         accepted, NONE,
@@ -492,6 +515,71 @@ fn a_v1_transactional_batch_for_a_partition_its_coordinator_did_not_add_is_refus
     assert_eq!(
         read_values(&broker.bootstrap(), TOPIC, 1, true),
         vec!["hanging".to_string()]
+    );
+}
+
+/// KIP-890 part 1 and a producer's pipeline: the first batch of a
+/// transaction on a partition (sequences 0..=1) fails before its append,
+/// here because its verification finds the partition not added yet, and
+/// the next batch of the pipeline (sequence 2) then passes its own. The
+/// producer has no state on the partition, so its sequence alone would let
+/// the second batch be stored first, and the retried first one would then
+/// be out of order for good. The leader remembers the lowest sequence it
+/// verified (Kafka's VerificationStateEntry, checked since 3.6) and refuses
+/// the second with OUT_OF_ORDER_SEQUENCE_NUMBER, which the Java client
+/// retries for a batch that is not the next it waits for; once the first
+/// is retried, both are stored in order. (The leader handles a
+/// connection's requests in order, so sending them one after the other
+/// is what a pipeline looks like to it.)
+#[test]
+fn a_pipelined_batch_waits_for_the_first_one_that_failed_before_its_append() {
+    const TOPIC: &str = "v1-pipeline";
+    const ID: &str = "v1-pipeline-txn";
+    let broker = Broker::start("txn-v1-pipeline");
+    create_topic(&broker.bootstrap(), TOPIC, 1, &[]);
+    let mut stream = connect(broker.address());
+    let _ = find_coordinator(&mut stream, ID, KEY_TYPE_TRANSACTION);
+    let producer = init_producer_id(&mut stream, ID, 4);
+    let values = ["first-0", "first-1", "second-2"].map(String::from);
+    let first = || batch(producer, 0, &values[..2]);
+    let second = || batch(producer, 2, &values[2..]);
+
+    assert_eq!(
+        produce(&mut stream, 9, ID, TOPIC, 0, first()),
+        INVALID_TXN_STATE
+    );
+    assert_eq!(add_partition(&mut stream, ID, producer, TOPIC, 0), NONE);
+    assert_eq!(
+        produce(&mut stream, 9, ID, TOPIC, 0, second()),
+        OUT_OF_ORDER_SEQUENCE_NUMBER,
+        "the second batch may not be stored before the first"
+    );
+    assert_eq!(
+        kafka::watermarks(&broker.bootstrap(), TOPIC, 0),
+        (0, 0),
+        "nothing was appended"
+    );
+    assert_eq!(
+        produce_answer(&mut stream, 9, ID, TOPIC, 0, first()),
+        (NONE, 0)
+    );
+    assert_eq!(
+        produce_answer(&mut stream, 9, ID, TOPIC, 0, second()),
+        (NONE, 2)
+    );
+    let request = EndTxnRequest::default()
+        .with_transactional_id(TransactionalId(str_bytes(ID)))
+        .with_producer_id(producer.0.into())
+        .with_producer_epoch(producer.1)
+        .with_committed(true);
+    let mut body = wire::call(&mut stream, ApiKey::EndTxn, 4, RequestKind::EndTxn(request));
+    assert_eq!(
+        EndTxnResponse::decode(&mut body, 4).unwrap().error_code,
+        NONE
+    );
+    assert_eq!(
+        read_values(&broker.bootstrap(), TOPIC, 1, true),
+        values.to_vec()
     );
 }
 

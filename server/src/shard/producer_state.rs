@@ -29,7 +29,15 @@
 //! - same epoch: a batch whose sequence range equals one of the retained
 //!   batches is a duplicate, acknowledged with the original offsets and not
 //!   appended; otherwise its first sequence must follow the last one
-//!   (wrapping from `i32::MAX` to 0), or OUT_OF_ORDER_SEQUENCE_NUMBER.
+//!   (wrapping from `i32::MAX` to 0), or OUT_OF_ORDER_SEQUENCE_NUMBER;
+//! - while the producer's KIP-890 verification of the batch's epoch holds
+//!   (taken before its coordinator was asked, spent by the append that
+//!   opens the transaction here, removed by a marker): a batch whose first
+//!   sequence comes after the lowest one verified is
+//!   OUT_OF_ORDER_SEQUENCE_NUMBER (duplicates are still acknowledged), as
+//!   Kafka since 3.6: an earlier batch of the producer's pipeline failed
+//!   before its append, and for an unknown producer nothing else would
+//!   keep the later one from being stored first.
 //!
 //! Transaction markers (shard/txn_state.rs) carry the producer's epoch too:
 //! [`ProducerStateTable::record_marker`] moves a producer to a newer epoch
@@ -273,6 +281,14 @@ fn in_sequence(last: i32, next: i32) -> bool {
     i64::from(next) == i64::from(last) + 1 || (next == 0 && last == i32::MAX)
 }
 
+/// Whether sequence `earlier` comes before `later`, sequences wrapping from
+/// `i32::MAX` to 0: `later` lies less than half the sequence space (2^30)
+/// after `earlier`. A producer's batches in flight are far closer than that.
+fn sequence_precedes(earlier: i32, later: i32) -> bool {
+    let distance = (i64::from(later) - i64::from(earlier)).rem_euclid(1 << 31);
+    distance != 0 && distance < 1 << 30
+}
+
 fn sequence_after(last: i32) -> i32 {
     if last == i32::MAX { 0 } else { last + 1 }
 }
@@ -377,14 +393,32 @@ pub struct ProducerStateTable {
     /// Rebuilt empty after a failed read of the log: it lacks producers it
     /// should know, so it is never persisted as the log's table.
     incomplete: bool,
-    /// KIP-890 verification guards (Kafka's VerificationStateEntry): per
-    /// producer whose transactional batch is being verified with (or added
-    /// by) its coordinator before it opens a transaction here: the epoch,
-    /// the guard and when it was taken. A marker of the producer removes
-    /// it, so a batch verified before its transaction ended cannot open a
-    /// new one afterwards ([`Self::holds_verification`]). In memory only.
-    verifications: HashMap<ProducerId, (i16, u64, i64)>,
+    /// KIP-890 verifications (Kafka's VerificationStateEntry): per producer
+    /// whose transactional batch is being verified with (or added by) its
+    /// coordinator before it opens a transaction here ([`Verification`]).
+    /// A marker of the producer removes it, so a batch verified before its
+    /// transaction ended cannot open a new one afterwards
+    /// ([`Self::holds_verification`]); so does the transactional append
+    /// that opens the transaction ([`Self::end_verification`]). In memory
+    /// only.
+    verifications: HashMap<ProducerId, Verification>,
     next_guard: u64,
+}
+
+/// A producer's verification on the partition (Kafka's
+/// VerificationStateEntry).
+#[derive(Clone, Copy, Debug)]
+struct Verification {
+    epoch: i16,
+    guard: u64,
+    /// The lowest first sequence of the batches of `epoch` verified under
+    /// it. While it holds, a batch of `epoch` whose first sequence comes
+    /// after it is refused ([`ProducerStateTable::check`]): an earlier
+    /// batch of the producer's pipeline failed before its append, and
+    /// storing a later one first would leave a gap (for a producer
+    /// unknown here, nothing else checks its first sequence).
+    lowest_sequence: i32,
+    taken_ms: i64,
 }
 
 impl ProducerStateTable {
@@ -479,6 +513,7 @@ impl ProducerStateTable {
     ) -> Result<SequenceCheck, ProducerStateError> {
         self.reconcile(log_end);
         let Some(entry) = self.producers.get(&batch.producer_id) else {
+            self.check_verified_sequence(batch)?;
             return Ok(SequenceCheck::Append);
         };
         if batch.epoch < entry.epoch {
@@ -489,6 +524,7 @@ impl ProducerStateTable {
             });
         }
         if batch.epoch > entry.epoch {
+            self.check_verified_sequence(batch)?;
             if batch.first_sequence != 0 {
                 return Err(ProducerStateError::OutOfOrderSequence {
                     producer_id: batch.producer_id,
@@ -505,6 +541,7 @@ impl ProducerStateTable {
         }) {
             return Ok(SequenceCheck::Duplicate(*original));
         }
+        self.check_verified_sequence(batch)?;
         let last = entry
             .batches
             .back()
@@ -518,6 +555,29 @@ impl ProducerStateTable {
             });
         }
         Ok(SequenceCheck::Append)
+    }
+
+    /// KIP-890 (Kafka's ProducerAppendInfo.checkSequence since 3.6): while
+    /// the producer's verification of this epoch holds, a batch whose first
+    /// sequence comes after the lowest one verified is out of order. Kafka
+    /// compares the two as plain integers; here the order follows the
+    /// wrap from `i32::MAX` to 0 ([`sequence_precedes`]), so a pipeline
+    /// straddling the wrap is held back too.
+    fn check_verified_sequence(&self, batch: &ProducerBatch) -> Result<(), ProducerStateError> {
+        match self.verifications.get(&batch.producer_id) {
+            Some(verification)
+                if verification.epoch == batch.epoch
+                    && sequence_precedes(verification.lowest_sequence, batch.first_sequence) =>
+            {
+                Err(ProducerStateError::OutOfOrderSequence {
+                    producer_id: batch.producer_id,
+                    epoch: batch.epoch,
+                    first_sequence: batch.first_sequence,
+                    expected: verification.lowest_sequence,
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Record `batch`, appended at `base_offset..=last_offset`. Also used
@@ -601,17 +661,36 @@ impl ProducerStateTable {
 
     /// Take (or find, for the same epoch) the verification guard of
     /// `producer_id` at `epoch`, before asking its coordinator about a
-    /// transactional batch that would open a transaction here.
-    pub fn begin_verification(&mut self, producer_id: ProducerId, epoch: i16, now_ms: i64) -> u64 {
-        if let Some((held_epoch, guard, _)) = self.verifications.get(&producer_id)
-            && *held_epoch == epoch
+    /// transactional batch starting at `first_sequence` that would open a
+    /// transaction here; the verification keeps the lowest such sequence
+    /// (Kafka's maybeUpdateLowestSequenceAndEpoch), whatever the answer.
+    pub fn begin_verification(
+        &mut self,
+        producer_id: ProducerId,
+        epoch: i16,
+        first_sequence: i32,
+        now_ms: i64,
+    ) -> u64 {
+        assert!(first_sequence >= 0, "sequence {first_sequence}");
+        if let Some(held) = self.verifications.get_mut(&producer_id)
+            && held.epoch == epoch
         {
-            return *guard;
+            if sequence_precedes(first_sequence, held.lowest_sequence) {
+                held.lowest_sequence = first_sequence;
+            }
+            return held.guard;
         }
         self.next_guard += 1;
         let guard = self.next_guard;
-        self.verifications
-            .insert(producer_id, (epoch, guard, now_ms));
+        self.verifications.insert(
+            producer_id,
+            Verification {
+                epoch,
+                guard,
+                lowest_sequence: first_sequence,
+                taken_ms: now_ms,
+            },
+        );
         guard
     }
 
@@ -620,7 +699,7 @@ impl ProducerStateTable {
     pub fn holds_verification(&self, producer_id: ProducerId, epoch: i16, guard: u64) -> bool {
         self.verifications
             .get(&producer_id)
-            .is_some_and(|(held_epoch, held, _)| *held_epoch == epoch && *held == guard)
+            .is_some_and(|held| held.epoch == epoch && held.guard == guard)
     }
 
     /// The verified batch opened its transaction: the guard is spent.
@@ -647,7 +726,7 @@ impl ProducerStateTable {
         self.producers
             .retain(|_, entry| now_ms - entry.last_append_ms < PRODUCER_ID_EXPIRATION_MS);
         self.verifications
-            .retain(|_, (_, _, taken_ms)| now_ms - *taken_ms < PRODUCER_ID_EXPIRATION_MS);
+            .retain(|_, held| now_ms - held.taken_ms < PRODUCER_ID_EXPIRATION_MS);
         let expired = before - self.producers.len();
         if expired > 0 {
             tracing::debug!(expired, "expired idle producers");
@@ -1283,6 +1362,132 @@ mod tests {
             duplicate_base(produce(&mut table, &mut end, batch(1, 0, 1)).unwrap()),
             Offset(3)
         );
+    }
+
+    /// KIP-890 (Kafka's VerificationStateEntry, checked since 3.6): the
+    /// first batch of a producer's pipeline (sequence 0) fails before its
+    /// append while the next (sequence 5) is verified too. The producer is
+    /// unknown here, so its sequence alone let the second be stored first;
+    /// the lowest sequence verified holds it back until the first is
+    /// stored, after which the verification is spent and the usual rules
+    /// apply.
+    #[test]
+    fn a_batch_after_the_lowest_verified_sequence_waits_for_the_earlier_ones() {
+        let mut table = ProducerStateTable::new();
+        let mut end = Offset::ZERO;
+        let guard = table.begin_verification(PRODUCER, 0, 0, NOW);
+        // The first batch fails before its append; the second is verified
+        // under the same guard, which keeps the lowest sequence.
+        assert_eq!(table.begin_verification(PRODUCER, 0, 5, NOW), guard);
+        assert!(matches!(
+            produce(&mut table, &mut end, batch(0, 5, 3)),
+            Err(ProducerStateError::OutOfOrderSequence {
+                first_sequence: 5,
+                expected: 0,
+                ..
+            })
+        ));
+        assert!(table.is_empty(), "nothing recorded");
+        assert_eq!(
+            produce(&mut table, &mut end, batch(0, 0, 5)),
+            Ok(SequenceCheck::Append)
+        );
+        // The produce path spends the guard with the transaction's first
+        // append; the retried second batch follows in sequence.
+        table.end_verification(PRODUCER);
+        assert_eq!(
+            produce(&mut table, &mut end, batch(0, 5, 3)),
+            Ok(SequenceCheck::Append)
+        );
+        assert_eq!(end, Offset(8));
+
+        // A lower sequence verified later lowers it.
+        let mut table = ProducerStateTable::new();
+        let mut end = Offset::ZERO;
+        table.begin_verification(PRODUCER, 0, 5, NOW);
+        table.begin_verification(PRODUCER, 0, 0, NOW);
+        assert!(matches!(
+            produce(&mut table, &mut end, batch(0, 5, 1)),
+            Err(ProducerStateError::OutOfOrderSequence { expected: 0, .. })
+        ));
+
+        // A verification of a newer epoch starts its lowest sequence again;
+        // other producers are not held by it.
+        let mut table = ProducerStateTable::new();
+        let mut end = Offset::ZERO;
+        table.begin_verification(PRODUCER, 1, 3, NOW);
+        table.begin_verification(PRODUCER, 2, 4, NOW);
+        assert!(matches!(
+            produce(&mut table, &mut end, batch(2, 6, 1)),
+            Err(ProducerStateError::OutOfOrderSequence { expected: 4, .. })
+        ));
+        let other = ProducerBatch {
+            producer_id: ProducerId(8),
+            ..batch(2, 6, 1)
+        };
+        assert_eq!(
+            produce(&mut table, &mut end, other),
+            Ok(SequenceCheck::Append)
+        );
+        assert_eq!(
+            produce(&mut table, &mut end, batch(2, 4, 2)),
+            Ok(SequenceCheck::Append)
+        );
+
+        // A marker ends the verification (its transaction ended).
+        let mut table = ProducerStateTable::new();
+        let mut end = Offset::ZERO;
+        table.begin_verification(PRODUCER, 0, 0, NOW);
+        table.record_marker(PRODUCER, 0, 0, NOW);
+        assert_eq!(
+            produce(&mut table, &mut end, batch(0, 0, 1)),
+            Ok(SequenceCheck::Append)
+        );
+
+        // A producer known here: duplicates are still acknowledged, a
+        // batch after the lowest verified sequence waits all the same.
+        let mut table = ProducerStateTable::new();
+        let mut end = Offset::ZERO;
+        produce(&mut table, &mut end, batch(0, 0, 2)).unwrap();
+        table.begin_verification(PRODUCER, 0, 2, NOW);
+        table.begin_verification(PRODUCER, 0, 4, NOW);
+        assert_eq!(
+            duplicate_base(produce(&mut table, &mut end, batch(0, 0, 2)).unwrap()),
+            Offset(0)
+        );
+        assert!(matches!(
+            produce(&mut table, &mut end, batch(0, 4, 1)),
+            Err(ProducerStateError::OutOfOrderSequence { expected: 2, .. })
+        ));
+        assert_eq!(
+            produce(&mut table, &mut end, batch(0, 2, 2)),
+            Ok(SequenceCheck::Append)
+        );
+    }
+
+    /// The lowest verified sequence follows the wrap from `i32::MAX` to 0:
+    /// a pipeline straddling it is held back like any other (Kafka's plain
+    /// comparison let the batch after the wrap through first).
+    #[test]
+    fn the_lowest_verified_sequence_follows_the_wrap() {
+        let mut table = ProducerStateTable::new();
+        let mut end = Offset::ZERO;
+        let before_wrap = i32::MAX - 1;
+        table.begin_verification(PRODUCER, 0, before_wrap, NOW);
+        table.begin_verification(PRODUCER, 0, 1, NOW);
+        assert!(matches!(
+            produce(&mut table, &mut end, batch(0, 1, 1)),
+            Err(ProducerStateError::OutOfOrderSequence { expected, .. }) if expected == before_wrap
+        ));
+        assert_eq!(
+            produce(&mut table, &mut end, batch(0, before_wrap, 3)),
+            Ok(SequenceCheck::Append)
+        );
+        assert!(sequence_precedes(0, 1));
+        assert!(sequence_precedes(i32::MAX, 0));
+        assert!(!sequence_precedes(1, 0));
+        assert!(!sequence_precedes(3, 3));
+        assert!(!sequence_precedes(0, i32::MAX));
     }
 
     #[test]

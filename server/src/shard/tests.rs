@@ -660,7 +660,7 @@ fn a_batch_verified_before_its_transaction_ended_cannot_open_another() {
         let guard = replica
             .producers
             .borrow_mut()
-            .begin_verification(producer, 0, now);
+            .begin_verification(producer, 0, 0, now);
         // The coordinator aborts the transaction meanwhile.
         let marker =
             crate::shard::txn_state::write_txn_marker(&shard, &topic_partition, 7, 0, 0, false)
@@ -678,7 +678,7 @@ fn a_batch_verified_before_its_transaction_ended_cannot_open_another() {
         let guard = replica
             .producers
             .borrow_mut()
-            .begin_verification(producer, 0, now);
+            .begin_verification(producer, 0, 0, now);
         assert_eq!(
             crate::handlers::produce::accept_error(&replica, batch, verified(guard), now),
             None

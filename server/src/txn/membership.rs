@@ -272,6 +272,9 @@ pub enum Verified {
 /// `--transaction-partition-verification` is on) or add (v2) the partition
 /// with the coordinator. `Err` is the Produce error for the partition;
 /// `Ok` says what the append must check ([`Verified`]).
+/// The guard also keeps the lowest first sequence it was taken for, so a
+/// later batch of the producer's pipeline is not stored before an earlier
+/// one that failed (`ProducerStateTable::begin_verification`).
 /// A batch already open on the partition needs no question: the
 /// coordinator knew it when it was opened, and a coordinator abort since
 /// then moved the producer's epoch there with its marker.
@@ -311,6 +314,10 @@ pub async fn before_produce(
     };
     let producer_id = header.producer_id();
     let producer_epoch = header.producer_epoch();
+    let first_sequence = header.base_sequence();
+    if producer_id < 0 || producer_epoch < 0 || first_sequence < 0 {
+        return Ok(Verified::Off); // refused by the append path (INVALID_RECORD)
+    }
     let topic_partition = crate::shard::TopicPartition::new(topic, partition);
     // Open already (`Some(None)`), or the guard taken before the
     // coordinator is asked; `None`: not open on its shard (the append path
@@ -327,6 +334,7 @@ pub async fn before_produce(
                 producers.begin_verification(
                     producer,
                     producer_epoch,
+                    first_sequence,
                     sluice_engine::io::Io::now_ms(&owner.io),
                 )
             }))
