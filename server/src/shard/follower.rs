@@ -227,7 +227,13 @@ impl State {
                 self.unsure.remove(&(id, index));
                 self.states.remove(&(id, index));
             }
-            self.configs.remove(&id);
+            // Forgotten only with the topic's last local replica: then a
+            // replica of it opened again takes the configs of its view.
+            // Forgotten while others stay, a config change of this round
+            // looked like the topic's first and was never applied to them.
+            if !has_replica_of(wanted, id) {
+                self.configs.remove(&id);
+            }
         }
     }
 
@@ -399,6 +405,14 @@ fn local_replicas(view: &ClusterMetadata) -> Replicas {
         }
     }
     replicas
+}
+
+/// Whether `replicas` holds a partition of the topic with id `topic_id`.
+fn has_replica_of(replicas: &Replicas, topic_id: uuid::Uuid) -> bool {
+    replicas
+        .range((topic_id, i32::MIN)..=(topic_id, i32::MAX))
+        .next()
+        .is_some()
 }
 
 fn shards_of(topic: &TopicMetadata) -> Vec<usize> {
@@ -609,6 +623,36 @@ mod tests {
             assert!(state.failed, "the failing partition is tried again");
             assert_eq!(state.unsure.keys().collect::<Vec<_>>(), vec![&(id, 1)]);
             assert_eq!(state.opened.len(), count - 1);
+        });
+    }
+
+    /// A topic config change reaches the topic's replicas that stay here
+    /// when another of its local replicas is removed in the same round.
+    #[test]
+    fn a_config_change_applies_beside_the_removal_of_a_sibling() {
+        with_state("config-beside-removal", |state, _| {
+            let id = uuid::Uuid::from_u128(8);
+            let both = vec![partition(&[0], 0, 0), partition(&[0], 0, 0)];
+            state.follow(view(
+                1,
+                vec![topic("t", id, both, &[("retention.ms", "1000")])],
+            ));
+            // Partition 1 moves to broker 1 as retention.ms changes.
+            let one = vec![partition(&[0], 0, 0), partition(&[1], 1, 1)];
+            state.follow(view(
+                2,
+                vec![topic("t", id, one, &[("retention.ms", "2000")])],
+            ));
+            let name: Arc<str> = Arc::from("t");
+            let retention_ms = block_on(state.shards.call(ShardId(0), move |owner| async move {
+                let topic = owner.topic(&name).expect("the topic is open");
+                assert!(topic.partition(1).is_none(), "partition 1 was removed");
+                let replica = topic.partition(0).expect("partition 0 stays");
+                let retention_ms = replica.config.borrow().log.retention_ms;
+                (retention_ms, replica.log.config().retention_ms)
+            }))
+            .unwrap();
+            assert_eq!(retention_ms, (Some(2000), Some(2000)));
         });
     }
 }
