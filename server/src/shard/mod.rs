@@ -343,8 +343,15 @@ impl Shard {
                     let _ = open.await;
                 }
                 let removed = self.partitions.remove(&topic_partition);
+                // A coordinator partition removed while it leads (a
+                // reassignment that moves it away changes its leader and
+                // removes it in one record) is unloaded here, as its
+                // leadership never ends through `apply_replica_view`.
                 if topic == crate::group::OFFSETS_TOPIC {
                     crate::group::unload_partition(self, index);
+                }
+                if topic == crate::txn::TRANSACTION_STATE_TOPIC {
+                    crate::txn::coordinator::unload(index);
                 }
                 closed_any |= removed.is_some();
                 removals.push(async move {
