@@ -12,6 +12,11 @@
 //! the request's timeout (REQUEST_TIMED_OUT); its low watermark is the
 //! smallest of them. Answered once the leader's alone moved, a failover
 //! before the followers followed served the deleted records again.
+//!
+//! The owning shard checks that the replica still leads: the metadata
+//! follower changes a replica's role before it publishes the view that
+//! says so, and a request routed with the older view meanwhile moved a
+//! follower's log start (then answered NOT_LEADER_OR_FOLLOWER).
 
 use crate::auth::acl::{AclOperation, ResourceType};
 use crate::auth::authorizer::Access;
@@ -107,7 +112,11 @@ pub(in crate::handlers) async fn delete_on_owner(
             let Some(replica) = owner.partition_of(&topic_partition, topic_id) else {
                 return Err(ResponseError::UnknownTopicOrPartition);
             };
-            let epoch = replica.state().leader_epoch;
+            let state = replica.state();
+            if !state.is_leader() {
+                return Err(ResponseError::NotLeaderOrFollower);
+            }
+            let epoch = state.leader_epoch;
             let high_watermark = replica.high_watermark();
             let target = match offset {
                 HIGH_WATERMARK => high_watermark,

@@ -34,8 +34,13 @@
 //!
 //! Only the partition's leader answers (NOT_LEADER_OR_FOLLOWER elsewhere);
 //! a `current_leader_epoch` is checked as Fetch does (fetch::serving).
+//! Both are checked again on the owning shard against the replica's own
+//! role and epoch, as OffsetForLeaderEpoch does: the metadata follower
+//! changes a replica's role before it publishes the view that says so, and
+//! a request routed with the older view meanwhile answered a follower's
+//! lagging high watermark as LATEST.
 //! The leader epoch answered is, as Kafka's: for LATEST the partition's
-//! current one (from the view), for EARLIEST and found records the epoch of
+//! current one (the replica's), for EARLIEST and found records the epoch of
 //! the batch at that offset (the log's epoch cache), -1 when unknown. A
 //! consumer keeps it with its position and later asks OffsetForLeaderEpoch
 //! with it to detect truncation: a later epoch than the record's would hide
@@ -54,8 +59,8 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, ResponseKind};
 use sluice_engine::{LeaderEpoch, LogError, Offset, TimestampMs};
 
-use crate::handlers::Reply;
 use crate::handlers::fetch::{on_shard, serving};
+use crate::handlers::{Reply, leader_epoch_error};
 use crate::shard::{Shard, ShardId, TopicPartition};
 
 pub const LATEST_TIMESTAMP: i64 = -1;
@@ -109,8 +114,9 @@ pub(in crate::handlers) struct Query {
     /// owner must be of this topic, not of one created again under its name.
     pub(in crate::handlers) topic_id: uuid::Uuid,
     pub(in crate::handlers) timestamp: i64,
-    /// The partition's leader epoch in the view the query was routed with.
-    pub(in crate::handlers) leader_epoch: i32,
+    /// The client's `current_leader_epoch` (-1: unchecked), checked again
+    /// against the replica's on the owner.
+    pub(in crate::handlers) current_leader_epoch: i32,
     /// isolation_level 1: answer within the last stable offset.
     pub(in crate::handlers) read_committed: bool,
 }
@@ -151,17 +157,14 @@ pub async fn handle(
             });
             let owner = assignment
                 .ok_or(ResponseError::UnknownTopicOrPartition)
-                .and_then(|state| {
-                    serving(&snapshot, state, partition.current_leader_epoch)
-                        .map(|owner| (owner, state.leader_epoch))
-                })
-                .and_then(|(owner, leader_epoch)| {
+                .and_then(|state| serving(&snapshot, state, partition.current_leader_epoch))
+                .and_then(|owner| {
                     let topic_id = found.ok_or(ResponseError::UnknownTopicOrPartition)?.id;
-                    Ok((owner, leader_epoch, topic_id))
+                    Ok((owner, topic_id))
                 });
             match owner {
                 Err(error) => answers.push(Some(OffsetAnswer::error(error))),
-                Ok((owner, leader_epoch, topic_id)) => {
+                Ok((owner, topic_id)) => {
                     answers.push(None);
                     groups.entry(owner).or_default().push(Query {
                         slot,
@@ -171,7 +174,7 @@ pub async fn handle(
                         ),
                         topic_id,
                         timestamp: partition.timestamp,
-                        leader_epoch,
+                        current_leader_epoch: partition.current_leader_epoch,
                         read_committed: request.isolation_level == 1,
                     });
                 }
@@ -257,10 +260,19 @@ fn duplicated_partitions(request: &ListOffsetsRequest) -> HashMap<(&str, i32), u
     named
 }
 
+/// The answer on the shard that owns the replica, checked against the
+/// replica's own role and epoch (see the module docs).
 pub(in crate::handlers) async fn answer_on_owner(owner: &Shard, query: &Query) -> OffsetAnswer {
     let Some(replica) = owner.partition_of(&query.topic_partition, query.topic_id) else {
         return OffsetAnswer::error(ResponseError::UnknownTopicOrPartition);
     };
+    let state = replica.state();
+    if let Some(error) = leader_epoch_error(state.leader_epoch.0, query.current_leader_epoch) {
+        return OffsetAnswer::error(error);
+    }
+    if !state.is_leader() {
+        return OffsetAnswer::error(ResponseError::NotLeaderOrFollower);
+    }
     let log = &replica.log;
     let high_watermark = replica.high_watermark();
     let lagging = high_watermark_lags(replica.leader_epoch_start(), high_watermark);
@@ -279,7 +291,7 @@ pub(in crate::handlers) async fn answer_on_owner(owner: &Shard, query: &Query) -
             return OffsetAnswer::error(ResponseError::OffsetNotAvailable);
         }
         LATEST_TIMESTAMP => {
-            return OffsetAnswer::found(high_watermark, -1, query.leader_epoch);
+            return OffsetAnswer::found(high_watermark, -1, state.leader_epoch.0);
         }
         LATEST_TIERED_TIMESTAMP => return OffsetAnswer::NOT_FOUND,
         MAX_TIMESTAMP => log.max_timestamp(high_watermark).await,

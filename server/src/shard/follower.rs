@@ -60,16 +60,7 @@ impl Follower {
     /// Run the first round now (every local replica of the current image
     /// opened, the view published), then follow on a thread.
     pub fn start(metadata: Arc<Metadata>, shards: Arc<Shards>) -> anyhow::Result<Follower> {
-        let mut state = State {
-            metadata,
-            shards,
-            opened: Replicas::new(),
-            unsure: Replicas::new(),
-            topics: BTreeMap::new(),
-            failed: false,
-            configs: BTreeMap::new(),
-            states: BTreeMap::new(),
-        };
+        let mut state = State::new(metadata, shards);
         state.round();
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
@@ -105,9 +96,10 @@ struct State {
     opened: Replicas,
     /// Some replica failed to open last round: try again.
     failed: bool,
-    /// Local replicas whose open failed as part of a batch (one topic on
-    /// one shard): some of that batch may be open all the same. A removal
-    /// covers them too, so that none stays open under a deleted topic.
+    /// Local replicas whose open failed, or whose shard did not answer
+    /// the open: such a replica may be open all the same (or hold a
+    /// directory). A removal covers them too, so that none stays open
+    /// under a deleted topic.
     unsure: Replicas,
     /// Each topic's effective configs (its own over the dynamic broker
     /// defaults) as last applied.
@@ -120,9 +112,28 @@ struct State {
 }
 
 impl State {
+    fn new(metadata: Arc<Metadata>, shards: Arc<Shards>) -> State {
+        State {
+            metadata,
+            shards,
+            opened: Replicas::new(),
+            unsure: Replicas::new(),
+            topics: BTreeMap::new(),
+            failed: false,
+            configs: BTreeMap::new(),
+            states: BTreeMap::new(),
+        }
+    }
+
     fn round(&mut self) {
         let image = self.metadata.controller().image();
         let view = self.metadata.build_view(&image);
+        self.follow(view);
+    }
+
+    /// Make this broker's shards match `view` (the steps of the module
+    /// docs), then publish it.
+    fn follow(&mut self, view: ClusterMetadata) {
         let wanted = local_replicas(&view);
         self.remove(&wanted);
         self.open(&view, &wanted);
@@ -216,7 +227,13 @@ impl State {
                 self.unsure.remove(&(id, index));
                 self.states.remove(&(id, index));
             }
-            self.configs.remove(&id);
+            // Forgotten only with the topic's last local replica: then a
+            // replica of it opened again takes the configs of its view.
+            // Forgotten while others stay, a config change of this round
+            // looked like the topic's first and was never applied to them.
+            if !has_replica_of(wanted, id) {
+                self.configs.remove(&id);
+            }
         }
     }
 
@@ -246,33 +263,48 @@ impl State {
                         owner
                             .open_topic_partitions(&topic, 0)
                             .await
-                            .map_err(|error| error.to_string())
+                            .map_err(|errors| {
+                                errors
+                                    .into_iter()
+                                    .map(|error| (error.partition.partition, error.to_string()))
+                                    .collect::<Vec<_>>()
+                            })
                     })
                     .await;
                 (name.clone(), shard, outcome)
             })
         });
         let results = block_on(join_all(opens));
-        let mut failed_topics = HashSet::new();
+        // Per partition: its siblings that opened take part in the next
+        // steps (replica states, removals) as any open replica does. Left
+        // unsure with the one that failed, they kept the role and epoch
+        // they opened with for as long as it kept failing.
+        let mut failed_partitions = HashSet::new();
+        let mut gone_shards = HashSet::new();
         for (name, shard, outcome) in results {
             match outcome {
                 Ok(Ok(())) => {}
-                Ok(Err(error)) => {
-                    tracing::error!(topic = %name, shard, %error, "opening a partition failed; will retry");
-                    failed_topics.insert((name, shard));
+                Ok(Err(errors)) => {
+                    for (index, error) in errors {
+                        tracing::error!(topic = %name, shard, %error, "opening a partition failed; will retry");
+                        failed_partitions.insert((name.clone(), index));
+                    }
                 }
                 Err(gone) => {
                     tracing::debug!(%gone, "shard gone while opening");
-                    failed_topics.insert((name, shard));
+                    gone_shards.insert((name, shard));
                 }
             }
         }
         for (key, (name, shard)) in wanted {
-            if failed_topics.contains(&(name.clone(), *shard)) {
+            if self.opened.contains_key(key) {
+                continue;
+            }
+            if gone_shards.contains(&(name.clone(), *shard))
+                || failed_partitions.contains(&(name.clone(), key.1))
+            {
                 self.failed = true;
-                if !self.opened.contains_key(key) {
-                    self.unsure.insert(*key, (name.clone(), *shard));
-                }
+                self.unsure.insert(*key, (name.clone(), *shard));
             } else {
                 self.unsure.remove(key);
                 self.opened.insert(*key, (name.clone(), *shard));
@@ -375,6 +407,14 @@ fn local_replicas(view: &ClusterMetadata) -> Replicas {
     replicas
 }
 
+/// Whether `replicas` holds a partition of the topic with id `topic_id`.
+fn has_replica_of(replicas: &Replicas, topic_id: uuid::Uuid) -> bool {
+    replicas
+        .range((topic_id, i32::MIN)..=(topic_id, i32::MAX))
+        .next()
+        .is_some()
+}
+
 fn shards_of(topic: &TopicMetadata) -> Vec<usize> {
     let mut shards: Vec<usize> = topic
         .partitions
@@ -393,6 +433,16 @@ pub fn in_memory_single_node(
     data_dir: &std::path::Path,
     shards: &Arc<Shards>,
 ) -> anyhow::Result<(Arc<Metadata>, Follower)> {
+    let metadata = in_memory_metadata(data_dir, shards)?;
+    let follower = Follower::start(Arc::clone(&metadata), Arc::clone(shards))?;
+    Ok((metadata, follower))
+}
+
+/// The [`Metadata`] of [`in_memory_single_node`], with no follower.
+fn in_memory_metadata(
+    data_dir: &std::path::Path,
+    shards: &Arc<Shards>,
+) -> anyhow::Result<Arc<Metadata>> {
     use crate::controller::records::Listener;
     use crate::controller::service::{self, ServiceConfig, StoreKind};
     use crate::controller::types::BrokerId;
@@ -415,12 +465,194 @@ pub fn in_memory_single_node(
             && crate::broker::wait_unfenced(&controller, 0, Duration::from_secs(30)),
         "the in-memory controller did not become ready"
     );
-    let metadata = Arc::new(Metadata::new(
+    Ok(Arc::new(Metadata::new(
         controller,
         0,
         "sluice-test".to_string(),
         shards.count(),
-    ));
-    let follower = Follower::start(Arc::clone(&metadata), Arc::clone(shards))?;
-    Ok((metadata, follower))
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The follower's rounds driven by hand, with views the tests write,
+    //! over one real shard (its own thread, io_uring, a temporary data
+    //! directory). No follower thread runs beside them.
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::path::Path;
+    use std::rc::Rc;
+
+    use sluice_engine::io::uring::UringIo;
+    use sluice_engine::{Committer, LeaderEpoch};
+
+    use super::*;
+    use crate::cli::BrokerConfig;
+    use crate::metadata::PartitionMetadata;
+    use crate::shard::{ReplicaRole, Shard};
+
+    /// Run `test` with a follower state over a one-shard broker whose data
+    /// directory (`test`'s second argument) is removed afterwards.
+    fn with_state(name: &str, test: impl FnOnce(&mut State, &Path)) {
+        let dir =
+            std::env::temp_dir().join(format!("sluice-follower-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = Arc::new(BrokerConfig::single_node(dir.clone(), 1));
+        let (shards, mut inboxes) = Shards::new(1);
+        let metadata = in_memory_metadata(&dir, &shards).unwrap();
+        let (stop, stopped) = futures_channel::oneshot::channel::<()>();
+        let inbox = inboxes.remove(0);
+        let (shard_shards, shard_metadata) = (Arc::clone(&shards), Arc::clone(&metadata));
+        let thread = std::thread::spawn(move || {
+            let runtime = compio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async move {
+                let io = UringIo::new();
+                let shard = Rc::new(Shard {
+                    id: ShardId(0),
+                    io,
+                    committer: Committer::new(io),
+                    config,
+                    shards: shard_shards,
+                    metadata: shard_metadata,
+                    partitions: Default::default(),
+                    groups: Default::default(),
+                    replication_links: Default::default(),
+                });
+                let committer = shard.committer.clone();
+                compio::runtime::spawn(async move { committer.run().await }).detach();
+                crate::shard::serve_inbox(&shard, inbox);
+                let _ = stopped.await;
+                shard.close_all().await;
+            });
+        });
+        let mut state = State::new(Arc::clone(&metadata), shards);
+        test(&mut state, &dir);
+        let _ = stop.send(());
+        thread.join().unwrap();
+        metadata.controller().stop();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A view of this broker (node 0, one shard) with `topics`.
+    fn view(offset: i64, topics: Vec<TopicMetadata>) -> ClusterMetadata {
+        ClusterMetadata {
+            offset,
+            node_id: 0,
+            topics: topics
+                .into_iter()
+                .map(|topic| (topic.name.clone(), topic))
+                .collect(),
+            ..ClusterMetadata::default()
+        }
+    }
+
+    fn topic(
+        name: &str,
+        id: uuid::Uuid,
+        partitions: Vec<PartitionMetadata>,
+        configs: &[(&str, &str)],
+    ) -> TopicMetadata {
+        TopicMetadata {
+            name: name.to_string(),
+            id,
+            partitions,
+            configs: configs
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect(),
+        }
+    }
+
+    /// A partition on brokers `replicas`, all in sync, led by `leader`.
+    fn partition(replicas: &[i32], leader: i32, leader_epoch: i32) -> PartitionMetadata {
+        PartitionMetadata {
+            replicas: replicas.to_vec(),
+            isr: replicas.to_vec(),
+            leader: Some(leader),
+            leader_epoch,
+            partition_epoch: leader_epoch,
+            local_shard: replicas.contains(&0).then_some(0),
+        }
+    }
+
+    /// The state of each open replica of partitions `0..count` of `name`.
+    fn replica_states(state: &State, name: &str, count: usize) -> Vec<Option<ReplicaState>> {
+        let name = name.to_string();
+        block_on(state.shards.call(ShardId(0), move |owner| async move {
+            (0..count)
+                .map(|index| {
+                    owner
+                        .partition(&TopicPartition::new(&name, index as i32))
+                        .map(|replica| replica.state())
+                })
+                .collect::<Vec<_>>()
+        }))
+        .unwrap()
+    }
+
+    /// A partition whose open fails every round (a directory holding data
+    /// and recording no topic) holds back none of its siblings on the
+    /// shard: they open, past the first batch of opens too, and take the
+    /// role and epoch of later views, while it is tried again each round.
+    #[test]
+    fn siblings_of_a_partition_that_keeps_failing_to_open_follow_later_views() {
+        with_state("failing-sibling", |state, dir| {
+            let unclaimed = dir.join("t-1");
+            std::fs::create_dir_all(&unclaimed).unwrap();
+            std::fs::write(unclaimed.join("00000000000000000000.log"), b"junk").unwrap();
+            let id = uuid::Uuid::from_u128(7);
+            // More partitions than one batch of opens (OPENS_IN_FLIGHT_MAX).
+            let count = 66;
+            let leading = (0..count).map(|_| partition(&[0], 0, 0)).collect();
+            state.follow(view(1, vec![topic("t", id, leading, &[])]));
+            // Broker 1 takes every leadership in epoch 1.
+            let following = (0..count).map(|_| partition(&[1, 0], 1, 1)).collect();
+            state.follow(view(2, vec![topic("t", id, following, &[])]));
+            let follower = ReplicaState {
+                role: ReplicaRole::Follower,
+                leader_epoch: LeaderEpoch(1),
+            };
+            for (index, replica) in replica_states(state, "t", count).into_iter().enumerate() {
+                if index == 1 {
+                    assert_eq!(replica, None);
+                } else {
+                    assert_eq!(replica, Some(follower), "partition {index}");
+                }
+            }
+            assert!(state.failed, "the failing partition is tried again");
+            assert_eq!(state.unsure.keys().collect::<Vec<_>>(), vec![&(id, 1)]);
+            assert_eq!(state.opened.len(), count - 1);
+        });
+    }
+
+    /// A topic config change reaches the topic's replicas that stay here
+    /// when another of its local replicas is removed in the same round.
+    #[test]
+    fn a_config_change_applies_beside_the_removal_of_a_sibling() {
+        with_state("config-beside-removal", |state, _| {
+            let id = uuid::Uuid::from_u128(8);
+            let both = vec![partition(&[0], 0, 0), partition(&[0], 0, 0)];
+            state.follow(view(
+                1,
+                vec![topic("t", id, both, &[("retention.ms", "1000")])],
+            ));
+            // Partition 1 moves to broker 1 as retention.ms changes.
+            let one = vec![partition(&[0], 0, 0), partition(&[1], 1, 1)];
+            state.follow(view(
+                2,
+                vec![topic("t", id, one, &[("retention.ms", "2000")])],
+            ));
+            let name: Arc<str> = Arc::from("t");
+            let retention_ms = block_on(state.shards.call(ShardId(0), move |owner| async move {
+                let topic = owner.topic(&name).expect("the topic is open");
+                assert!(topic.partition(1).is_none(), "partition 1 was removed");
+                let replica = topic.partition(0).expect("partition 0 stays");
+                let retention_ms = replica.config.borrow().log.retention_ms;
+                (retention_ms, replica.log.config().retention_ms)
+            }))
+            .unwrap();
+            assert_eq!(retention_ms, (Some(2000), Some(2000)));
+        });
+    }
 }

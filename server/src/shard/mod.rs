@@ -202,13 +202,16 @@ impl Shard {
     /// Open the partitions of `topic` from index `first` on that the
     /// metadata places on this shard (topic creation, added partitions).
     /// Opening an open partition does nothing; one already opening is
-    /// awaited ([`Shard::open_partition`]). On error some partitions may be
-    /// open: the caller undoes the change ([`Shard::remove_partitions`]).
+    /// awaited ([`Shard::open_partition`]). Every partition is tried, also
+    /// after one failed: `Err` lists those that did not open (each is left
+    /// unrecorded, to be tried again); all the others are open. A failure
+    /// that ended the opens of the whole topic left its siblings unknown
+    /// to the metadata follower, which never applied their later roles.
     pub async fn open_topic_partitions(
         self: &Rc<Self>,
         topic: &TopicMetadata,
         first: usize,
-    ) -> Result<(), OpenError> {
+    ) -> Result<(), Vec<OpenError>> {
         let indexes: Vec<usize> = topic
             .partitions
             .iter()
@@ -218,15 +221,18 @@ impl Shard {
             .map(|(index, _)| index)
             .collect();
         let topic = Rc::new(topic.clone());
+        let mut failures = Vec::new();
         for chunk in indexes.chunks(OPENS_IN_FLIGHT_MAX) {
             let opens = chunk
                 .iter()
                 .map(|&index| self.open_partition(&topic, index as i32));
-            for result in join_all(opens).await {
-                result?;
-            }
+            failures.extend(join_all(opens).await.into_iter().filter_map(Result::err));
         }
-        Ok(())
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures)
+        }
     }
 
     /// Open partition `index` of `topic` on this shard, once: while it is
@@ -337,8 +343,15 @@ impl Shard {
                     let _ = open.await;
                 }
                 let removed = self.partitions.remove(&topic_partition);
+                // A coordinator partition removed while it leads (a
+                // reassignment that moves it away changes its leader and
+                // removes it in one record) is unloaded here, as its
+                // leadership never ends through `apply_replica_view`.
                 if topic == crate::group::OFFSETS_TOPIC {
                     crate::group::unload_partition(self, index);
+                }
+                if topic == crate::txn::TRANSACTION_STATE_TOPIC {
+                    crate::txn::coordinator::unload(index);
                 }
                 closed_any |= removed.is_some();
                 removals.push(async move {

@@ -497,6 +497,50 @@ fn the_replication_tasks_of_a_removed_leader_end() {
     });
 }
 
+/// A `__transaction_state` replica removed while it leads (a reassignment
+/// that moves it away changes its leader and removes it in one record)
+/// stops coordinating: its transactional ids leave the table (no longer
+/// listed, aborted on timeout or completed through the closed replica).
+#[test]
+fn a_transaction_state_leader_removed_unloads_its_transactional_ids() {
+    use crate::txn::coordinator;
+    with_shard("txn-leader-removed", |shard| async move {
+        let id = "moved-away".to_string();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let transactional_id = id.clone();
+            let outcome = coordinator::on_coordinator(&shard, &id, |owner, partition| async move {
+                coordinator::init_producer_id(&owner, partition, transactional_id, 60_000, None)
+                    .await
+            })
+            .await;
+            match outcome {
+                Ok(Ok(_)) => break,
+                Err(ResponseError::CoordinatorLoadInProgress) => {
+                    assert!(std::time::Instant::now() < deadline, "never loaded");
+                    compio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => panic!("InitProducerId failed: {other:?}"),
+            }
+        }
+        assert!(coordinator::entry(&id).is_some());
+        let (partition, _) = coordinator::coordinator_partition(&shard, &id)
+            .await
+            .unwrap();
+        shard
+            .remove_partitions(crate::txn::TRANSACTION_STATE_TOPIC, [partition])
+            .await
+            .unwrap();
+        let listed: Vec<String> = coordinator::entries()
+            .into_iter()
+            .map(|entry| entry.metadata.transactional_id)
+            .collect();
+        assert!(listed.is_empty(), "still coordinated: {listed:?}");
+        let served = coordinator::on_coordinator(&shard, &id, |_, _| async {}).await;
+        assert_eq!(served, Err(ResponseError::CoordinatorLoadInProgress));
+    });
+}
+
 /// A leader's message names its partition by topic id: a replica of
 /// another topic under the same name (deleted and created again) is not
 /// its replica.

@@ -2190,7 +2190,7 @@ fn requests_routed_for_a_topic_created_again_never_touch_the_new_one() {
             topic_partition: TopicPartition::new("t", 0),
             topic_id: old_id,
             timestamp: -1,
-            leader_epoch: 0,
+            current_leader_epoch: -1,
             read_committed: false,
         };
         let listed = on_shard(&shard, owner, move |owner| async move {
@@ -2231,6 +2231,83 @@ fn requests_routed_for_a_topic_created_again_never_touch_the_new_one() {
         let offsets = list_offsets(&shard, 7, "t", &[(0, -2), (0, -1)]).await;
         assert_eq!((offsets[0].0, offsets[0].2), (0, 0), "{offsets:?}");
         assert_eq!((offsets[1].0, offsets[1].2), (0, 5), "{offsets:?}");
+    });
+}
+
+/// ListOffsets and DeleteRecords routed with a view that still names this
+/// broker leader check the replica's own role and epoch on the owning
+/// shard, as OffsetForLeaderEpoch does: the metadata follower makes a
+/// replica a follower before it publishes the view that says so. A
+/// follower's high watermark is never answered as LATEST, its log start
+/// never moves.
+#[test]
+fn list_offsets_and_delete_records_on_the_owner_need_a_leading_replica() {
+    with_shards("owner-checks-role", 2, |shard| async move {
+        let owner = topic(&shard, "t", 1).await[0];
+        append(&shard, "t", 0, simple_batch(3, 10, TimestampMs(1)), true).await;
+        let id = topic_id(&shard, "t");
+        let list = |timestamp: i64, current_leader_epoch: i32| {
+            let query = list_offsets::Query {
+                slot: 0,
+                topic_partition: TopicPartition::new("t", 0),
+                topic_id: id,
+                timestamp,
+                current_leader_epoch,
+                read_committed: false,
+            };
+            on_shard(&shard, owner, move |owner| async move {
+                let answer = list_offsets::answer_on_owner(&owner, &query).await;
+                (answer.error_code, answer.offset, answer.leader_epoch)
+            })
+        };
+        let epoch = on_shard(&shard, owner, |owner| async move {
+            let replica = owner.partition(&TopicPartition::new("t", 0)).unwrap();
+            replica.state().leader_epoch.0
+        })
+        .await
+        .unwrap();
+        assert_eq!(list(-1, -1).await.unwrap(), (0, 3, epoch));
+        assert_eq!(list(-1, epoch).await.unwrap(), (0, 3, epoch));
+        assert_eq!(
+            list(-1, epoch + 1).await.unwrap().0,
+            ResponseError::UnknownLeaderEpoch.code()
+        );
+
+        // The follower thread made it a follower in the next epoch and has
+        // not published that view yet.
+        on_shard(&shard, owner, move |owner| async move {
+            let follower = crate::shard::ReplicaState {
+                role: crate::shard::ReplicaRole::Follower,
+                leader_epoch: LeaderEpoch(epoch + 1),
+            };
+            assert!(owner.set_replica_state(&TopicPartition::new("t", 0), follower));
+        })
+        .await
+        .unwrap();
+        let not_leader = ResponseError::NotLeaderOrFollower.code();
+        assert_eq!(list(-1, -1).await.unwrap().0, not_leader);
+        assert_eq!(list(-2, -1).await.unwrap().0, not_leader);
+        assert_eq!(
+            list(-1, epoch).await.unwrap().0,
+            ResponseError::FencedLeaderEpoch.code()
+        );
+        let deleted = crate::handlers::delete_records::delete_on_owner(
+            &shard,
+            owner,
+            TopicPartition::new("t", 0),
+            id,
+            2,
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(deleted, Err(ResponseError::NotLeaderOrFollower));
+        let log_start = on_shard(&shard, owner, |owner| async move {
+            let replica = owner.partition(&TopicPartition::new("t", 0)).unwrap();
+            replica.log.log_start_offset().value()
+        })
+        .await
+        .unwrap();
+        assert_eq!(log_start, 0, "a follower's log start moved");
     });
 }
 
