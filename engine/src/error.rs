@@ -34,6 +34,14 @@ pub enum AppendError {
     #[error("log {dir} was closed before the append became durable")]
     Closed { dir: PathBuf },
 
+    /// A truncation or a start-over (`Log::truncate_to`,
+    /// `Log::start_over_at`: a follower syncing with its leader) was in
+    /// progress: the append was refused and nothing was written, or its
+    /// records were cut before they became durable. Retriable once the
+    /// rewrite is done (the replica's role may have changed meanwhile).
+    #[error("log {dir} was being truncated; the append was not taken")]
+    Truncating { dir: PathBuf },
+
     /// A leader's append (`Log::append`) under an epoch below the latest
     /// epoch of the log: the caller is a stale leader. Nothing was written.
     #[error(

@@ -20,6 +20,15 @@
 //!   ([`Log::keep_unflushed_when_full`], every broker replica).
 //! - any other write or fsync error: poison. Every pending and later append
 //!   fails; the log must be reopened (recovery) to accept writes again.
+//!
+//! Truncation and start-over (`truncate_to`, `start_over_at`) await I/O
+//! while the shard runs other work. An append in that time is refused
+//! (`AppendError::Truncating`): buffered at the old end, the rewrite threw
+//! it away and its completion resolved Ok once later records moved the
+//! durable end past it. Invariant, asserted where completions resolve: an
+//! append completes Ok only while its records are in the log (every step
+//! that removes records from the end fails the completions waiting for
+//! them: `LogState::forget_records_from`).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -144,6 +153,38 @@ pub(crate) struct LogInner<I: Io> {
     /// removes files under readers, and again once the state is the new
     /// one (`Log::read` reads again when it moved during a read).
     rewrites: std::cell::Cell<u64>,
+    /// Truncations and start-overs in progress ([`Rewriting`]): appends are
+    /// refused while there is one.
+    rewriting: std::cell::Cell<u32>,
+}
+
+/// A truncation or start-over in progress, from its first step (the flush
+/// before it) to its return, whatever way it returns: appends are refused
+/// meanwhile (`AppendError::Truncating`), since the rewrite resets the log
+/// end and the write buffer under them.
+struct Rewriting<'a>(&'a std::cell::Cell<u32>);
+
+impl<'a> Rewriting<'a> {
+    fn begin(count: &'a std::cell::Cell<u32>) -> Rewriting<'a> {
+        count.set(count.get() + 1);
+        Rewriting(count)
+    }
+}
+
+impl Drop for Rewriting<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
+/// An append waiting for the flush that makes it durable.
+pub(crate) struct Waiter {
+    /// The end (exclusive) of the append's records.
+    pub end: Offset,
+    /// `LogState::end_cuts` when its records were last known to be in the
+    /// log (buffered, or below a later cut).
+    pub cuts: u64,
+    pub sender: oneshot::Sender<Result<(), AppendError>>,
 }
 
 impl<I: Io> TailHolder for LogInner<I> {
@@ -166,8 +207,12 @@ pub(crate) struct LogState<F> {
     pub log_start: Offset,
     pub log_end: Offset,
     pub durable_end: Offset,
-    /// Pending `BeforeAck` appends: (end offset exclusive, completion).
-    pub waiters: VecDeque<(Offset, oneshot::Sender<Result<(), AppendError>>)>,
+    /// Pending `BeforeAck` appends, in offset order.
+    pub waiters: VecDeque<Waiter>,
+    /// How many times records were removed from the end of the log
+    /// (truncation, start-over, a rolled-back tail): a waiter completes Ok
+    /// only if no removal reached its records since it was buffered.
+    pub end_cuts: u64,
     pub poisoned: Option<String>,
     pub closed: bool,
     /// In the committer's queue.
@@ -208,6 +253,26 @@ pub(crate) struct LogState<F> {
     /// neither), so the flush that makes such batches durable moves the
     /// checkpoint past them before it completes their appends.
     pub untrusted_through: Option<Offset>,
+}
+
+impl<F> LogState<F> {
+    /// Records from `from` on leave the log (a truncation, a start-over,
+    /// a rolled-back unflushed tail): the appends waiting for any of them
+    /// can never complete Ok, so they are taken out and returned, for the
+    /// caller to fail. The waiters kept end at or below `from`: their
+    /// records stay, which their stamp now says.
+    pub(crate) fn forget_records_from(
+        &mut self,
+        from: Offset,
+    ) -> Vec<oneshot::Sender<Result<(), AppendError>>> {
+        self.end_cuts += 1;
+        let kept = self.waiters.partition_point(|waiter| waiter.end <= from);
+        let removed = self.waiters.split_off(kept);
+        for waiter in &mut self.waiters {
+            waiter.cuts = self.end_cuts;
+        }
+        removed.into_iter().map(|waiter| waiter.sender).collect()
+    }
 }
 
 /// How an append stamps the two header fields outside the CRC.
@@ -308,6 +373,7 @@ impl<I: Io> Log<I> {
                 read_ahead: ReadAhead::default(),
                 tail: TailEntry::default(),
                 rewrites: std::cell::Cell::new(0),
+                rewriting: std::cell::Cell::new(0),
             }),
         };
         let last_epoch = log.inner.read_last_epoch().await?;
@@ -571,6 +637,13 @@ impl<I: Io> Log<I> {
             }
             .into());
         }
+        if inner.rewriting.get() > 0 {
+            // Buffered at the old end, the truncation would drop it.
+            return Err(AppendError::Truncating {
+                dir: inner.dir.clone(),
+            }
+            .into());
+        }
         // Validate everything before changing anything: all or nothing. A
         // follower takes what its leader accepted whatever its own
         // max.message.bytes (as Kafka's followers do): a limit lowered
@@ -683,7 +756,8 @@ impl<I: Io> Log<I> {
             FlushPolicy::BeforeAck => {
                 let (sender, receiver) = oneshot::channel();
                 let end = state.log_end;
-                state.waiters.push_back((end, sender));
+                let cuts = state.end_cuts;
+                state.waiters.push_back(Waiter { end, cuts, sender });
                 AppendCompletion {
                     receiver: Some(receiver),
                     dir: inner.dir.clone(),
@@ -1032,9 +1106,13 @@ impl<I: Io> Log<I> {
     /// holds it (an offset the leader's cleaner removed: a gap in a
     /// follower's copy of compacted batches). Used by replication to drop a
     /// divergent tail. Durable when it returns Ok.
+    ///
+    /// Appends are refused (`AppendError::Truncating`) from the call to
+    /// its return.
     pub async fn truncate_to(&self, offset: Offset) -> Result<Offset, LogError> {
         let inner = &self.inner;
         let _dir = inner.enter_dir()?;
+        let _rewriting = Rewriting::begin(&inner.rewriting);
         inner
             .flush()
             .await
@@ -1178,7 +1256,7 @@ impl<I: Io> Log<I> {
             inner.poison(&format!("truncation stopped while {step}: {error}"));
             return Err(error);
         }
-        let checkpoint = {
+        let (checkpoint, cut_appends) = {
             let mut state = inner.state.borrow_mut();
             state.segments.retain(|segment| segment.base <= base);
             let Some(segment) = state.segments.back_mut() else {
@@ -1190,6 +1268,9 @@ impl<I: Io> Log<I> {
             segment.buffer.reset(cut_position, &tail_page);
             state.log_end = new_end;
             state.durable_end = new_end;
+            // None: the flush above completed every append before the cut
+            // and later ones were refused.
+            let cut_appends = state.forget_records_from(new_end);
             // Cutting the batch that straddles the log start empties the log.
             state.log_start = state.log_start.min(new_end);
             // The kept prefix is durable (flushed above, file synced at its
@@ -1200,8 +1281,9 @@ impl<I: Io> Log<I> {
                 recovery_base: base,
                 recovery_position: cut_position,
             };
-            state.checkpoint
+            (state.checkpoint, cut_appends)
         };
+        inner.fail_cut_appends(cut_appends);
         // Again once the state is the new one: a read that started during
         // the cut saw the first bump already.
         inner.rewrites.set(inner.rewrites.get() + 1);
@@ -1240,9 +1322,12 @@ impl<I: Io> Log<I> {
     /// then the checkpoint naming `start`, then the empty epoch cache. Old
     /// records can never reappear under a lower log start. The new active
     /// segment's file is created by its first flush, as after a roll.
+    /// Appends are refused (`AppendError::Truncating`) from the call to its
+    /// return.
     pub async fn start_over_at(&self, start: Offset) -> Result<(), LogError> {
         let inner = &self.inner;
         let _dir = inner.enter_dir()?;
+        let _rewriting = Rewriting::begin(&inner.rewriting);
         inner
             .flush()
             .await
@@ -1316,17 +1401,25 @@ impl<I: Io> Log<I> {
             inner.poison(&format!("starting over at {start} failed: {error}"));
             return Err(error);
         }
-        let mut state = inner.state.borrow_mut();
-        let mut segment = Segment::new(start, state.config.chunk_size_bytes);
-        segment.buffer.reset(0, &[]);
-        state.segments.clear();
-        state.segments.push_back(segment);
-        state.log_start = start;
-        state.log_end = start;
-        state.durable_end = start;
-        state.unflushed_bytes = 0;
-        state.last_epoch = None;
-        state.durable_last_epoch = None;
+        let cut_appends = {
+            let mut state = inner.state.borrow_mut();
+            // Every record goes: so do the appends waiting for any (none:
+            // flushed first, later ones refused).
+            let log_start = state.log_start;
+            let cut_appends = state.forget_records_from(log_start);
+            let mut segment = Segment::new(start, state.config.chunk_size_bytes);
+            segment.buffer.reset(0, &[]);
+            state.segments.clear();
+            state.segments.push_back(segment);
+            state.log_start = start;
+            state.log_end = start;
+            state.durable_end = start;
+            state.unflushed_bytes = 0;
+            state.last_epoch = None;
+            state.durable_last_epoch = None;
+            cut_appends
+        };
+        inner.fail_cut_appends(cut_appends);
         inner.read_ahead.clear();
         inner.rewrites.set(inner.rewrites.get() + 1);
         Ok(())
@@ -2041,13 +2134,24 @@ impl<I: Io> LogInner<I> {
             state.durable_last_epoch = plan.last_epoch;
             state.unflushed_bytes = state.unflushed_bytes.saturating_sub(plan.bytes);
             state.last_flush_ms = io.now_ms();
-            while let Some((end, _)) = state.waiters.front() {
-                if *end > plan.end {
+            while let Some(waiter) = state.waiters.front() {
+                if waiter.end > plan.end {
                     break;
                 }
-                if let Some((_, sender)) = state.waiters.pop_front() {
+                if let Some(waiter) = state.waiters.pop_front() {
+                    // Paired with `forget_records_from`: Ok only for
+                    // records that are in the log, never for records a
+                    // truncation removed whose offsets later records took.
+                    assert!(
+                        waiter.cuts == state.end_cuts && waiter.end <= state.log_end,
+                        "{}: an append ending at {} would complete after its records were \
+                         removed (log end {})",
+                        self.dir.display(),
+                        waiter.end,
+                        state.log_end
+                    );
                     // The appender may have stopped waiting; that is fine.
-                    let _ = sender.send(Ok(()));
+                    let _ = waiter.sender.send(Ok(()));
                 }
             }
         }
@@ -2240,10 +2344,14 @@ impl<I: Io> LogInner<I> {
             last.sealed = false;
         }
         state.log_end = durable_end;
+        let cut_appends = state.forget_records_from(durable_end);
         state.last_epoch = state.durable_last_epoch;
         state.epochs.truncate_to_end(durable_end);
         state.unflushed_bytes = 0;
         drop(state);
+        for sender in cut_appends {
+            let _ = sender.send(Err(error(self.dir.clone())));
+        }
         // Segments this failed flush created: new and small, removed at
         // once (this runs inside the failing flush, which is not async here).
         for base in removed.into_iter().flatten() {
@@ -2294,9 +2402,19 @@ impl<I: Io> LogInner<I> {
         }
     }
 
+    /// Fail the appends whose records a truncation or start-over removed
+    /// (`LogState::forget_records_from`).
+    fn fail_cut_appends(&self, senders: Vec<oneshot::Sender<Result<(), AppendError>>>) {
+        for sender in senders {
+            let _ = sender.send(Err(AppendError::Truncating {
+                dir: self.dir.clone(),
+            }));
+        }
+    }
+
     fn fail_waiters(&self, error: impl Fn(PathBuf) -> AppendError) {
         let waiters = std::mem::take(&mut self.state.borrow_mut().waiters);
-        for (_, sender) in waiters {
+        for Waiter { sender, .. } in waiters {
             let _ = sender.send(Err(error(self.dir.clone())));
         }
     }

@@ -485,6 +485,7 @@ pub(crate) async fn recover<I: Io>(
         log_end,
         durable_end: log_end,
         waiters: VecDeque::new(),
+        end_cuts: 0,
         poisoned: None,
         closed: false,
         queued: false,

@@ -16,7 +16,7 @@ use sluice_engine::batch::{self, BatchError};
 use sluice_engine::io::sim::{CrashMode, SimIo};
 use sluice_engine::{
     AppendCompletion, AppendError, Committer, LeaderEpoch, Log, LogConfig, Offset,
-    ReplicatedAppendError, segment,
+    ReplicatedAppendError, SyncMode, segment,
 };
 use support::{Rng, all, as_stored, batches_of, block_on, poll_once, tagged_batch};
 
@@ -1129,4 +1129,111 @@ fn starting_over_on_a_full_disk_takes_appends_at_the_new_start() {
     push_each(&log, &committer, &next);
     let (log, _committer, _io) = after_a_crash(log, committer, io);
     assert_eq!(stored_batches(&log, log.log_start_offset()), next);
+}
+
+// ---------------------------------------------------------------------------
+// Appends during a truncation or a start-over.
+
+/// What runs while an append arrives.
+#[derive(Clone, Copy, Debug)]
+enum Rewrite {
+    /// `truncate_to(10)` of a log ending at 24.
+    Truncate,
+    /// `start_over_at(100)` of a log ending at 24.
+    StartOver,
+}
+
+/// A follower's truncation (or start-over) awaits a flush, the flush lock
+/// and several fsyncs; the shard runs other work meanwhile: a view making
+/// this replica the leader and a produce, or a new leader's push. Such an
+/// append was buffered at the old end, the rewrite then reset the end and
+/// the buffer under it, and its completion stayed queued and resolved Ok
+/// once later records moved the durable end past it: acknowledged, and
+/// gone (found by a read-only audit). An append that comes then must be
+/// refused (retriable) or, if taken, be read back where it was
+/// acknowledged. The rewrite is held part-way by the filesystem sync of
+/// its flush (the simulated syncfs completes in a later poll pass).
+#[test]
+fn an_append_during_a_truncation_is_never_acknowledged_and_then_lost() {
+    for (rewrite, replicated) in [
+        (Rewrite::Truncate, false),
+        (Rewrite::Truncate, true),
+        (Rewrite::StartOver, false),
+        (Rewrite::StartOver, true),
+    ] {
+        let case = format!("{rewrite:?}, replicated: {replicated}");
+        let io = SimIo::new(41);
+        let committer = Committer::with_sync_mode(io.clone(), SyncMode::Filesystem);
+        let log = block_on(Log::open(io.clone(), dir(), small_config(), &committer)).unwrap();
+        // [0, 20) durable under epoch 1; [20, 24) buffered, so that the
+        // rewrite's first step, its flush, waits for a sync.
+        for tag in 0..10 {
+            let batch = tagged_batch(tag, 2, 100, NOW);
+            drop(log.append(&batch, LeaderEpoch(1)).unwrap().completion);
+        }
+        block_on(committer.flush_round());
+        let buffered = log
+            .append(&tagged_batch(10, 4, 100, NOW), LeaderEpoch(1))
+            .unwrap();
+        drop(buffered.completion);
+        let mut rewriting: std::pin::Pin<Box<dyn std::future::Future<Output = Offset>>> =
+            match rewrite {
+                Rewrite::Truncate => Box::pin(async { log.truncate_to(Offset(10)).await.unwrap() }),
+                Rewrite::StartOver => Box::pin(async {
+                    log.start_over_at(Offset(100)).await.unwrap();
+                    Offset(100)
+                }),
+            };
+        assert!(
+            poll_once(&mut rewriting).is_none(),
+            "{case}: the rewrite waits for its flush's sync"
+        );
+        let during = tagged_batch(20, 3, 100, NOW);
+        let stored = Bytes::from(as_stored(&during, log.log_end_offset(), 2));
+        let taken = if replicated {
+            log.append_replicated(log.log_end_offset(), &stored)
+                .map_err(|error| match error {
+                    ReplicatedAppendError::Append(error) => error,
+                    other => panic!("{case}: {other}"),
+                })
+        } else {
+            log.append(&during, LeaderEpoch(2))
+        };
+        let new_end = block_on(rewriting);
+        assert_eq!(log.log_end_offset(), new_end, "{case}");
+        // Later records move the durable end past the old end and the
+        // append made during the rewrite.
+        let after = tagged_batch(30, 40, 10, NOW);
+        let later = log.append(&after, LeaderEpoch(2)).unwrap();
+        assert_eq!(
+            later.base_offset, new_end,
+            "{case}: appends continue at the new end"
+        );
+        block_on(committer.flush_round());
+        assert!(log.durable_end_offset() > Offset(30), "{case}");
+        match taken {
+            Err(error) => assert!(
+                matches!(error, AppendError::Truncating { .. }),
+                "{case}: refused as retriable, not {error}"
+            ),
+            Ok(mut appended) => match poll_once(&mut appended.completion) {
+                Some(Ok(())) => {
+                    let read = block_on(log.read(appended.base_offset, all(log.log_end_offset())));
+                    let first = read
+                        .ok()
+                        .and_then(|read| batches_of(&read.records).into_iter().next());
+                    assert!(
+                        first.as_deref() == Some(&stored[..]),
+                        "{case}: acknowledged at {}, but the log holds other records there",
+                        appended.base_offset
+                    );
+                }
+                Some(Err(error)) => assert!(
+                    matches!(error, AppendError::Truncating { .. }),
+                    "{case}: failed as retriable, not {error}"
+                ),
+                None => panic!("{case}: the durable end is past it, yet it is still pending"),
+            },
+        }
+    }
 }

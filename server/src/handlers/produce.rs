@@ -1330,6 +1330,9 @@ fn append_failed(error: &AppendError) -> PartitionOutcome {
         AppendError::Closed { .. } => ResponseError::NotLeaderOrFollower,
         // A leader epoch older than the log's: this replica was deposed.
         AppendError::EpochRegression { .. } => ResponseError::NotLeaderOrFollower,
+        // A follower's truncation in progress (the replica became leader
+        // during it): retriable, as a leadership change is.
+        AppendError::Truncating { .. } => ResponseError::NotLeaderOrFollower,
     };
     PartitionOutcome::failed(code, error.to_string())
 }

@@ -8,6 +8,12 @@
 //! cuts the divergent tail (never below the high watermark); a push is
 //! appended byte-identical (`Log::append_replicated`) and answered once
 //! fsynced, with the durable end the leader may count.
+//!
+//! A view may change the replica's epoch or make it the leader while a
+//! message awaits I/O: the checks run again after each await, and a
+//! truncation or start-over holds the replica's rewrite guard
+//! (`PartitionReplica::begin_rewrite`) so that a leadership beginning
+//! meanwhile starts from the log as the cut leaves it.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -177,27 +183,41 @@ pub fn replica_for(
         .filter(|replica| replica.topic_id == topic_id)
 }
 
+/// Why a message of `header`'s leader may not act on `replica` as it is
+/// now: a deposed leader, a leader this replica does not know yet, or this
+/// replica leads. Checked at the first poll and again after each await.
+fn refusal(
+    replica: &PartitionReplica,
+    header: &super::messages::LeaderHeader,
+) -> Option<ReplyStatus> {
+    let state = replica.state();
+    if header.leader_epoch < state.leader_epoch {
+        Some(ReplyStatus::FencedLeaderEpoch)
+    } else if header.leader_epoch > state.leader_epoch {
+        Some(ReplyStatus::UnknownLeaderEpoch)
+    } else if state.is_leader() {
+        Some(ReplyStatus::NotFollower)
+    } else {
+        None
+    }
+}
+
 /// Take one leader message on the replica's shard. Everything up to the
 /// append happens at the first poll (see the module docs).
 pub async fn apply(replica: &Rc<PartitionReplica>, message: ToFollower) -> StateReply {
     let header = *message.header();
-    let state = replica.state();
+    // The replica's state when answering: a view may have changed it
+    // during an await.
     let reply = |status: ReplyStatus| StateReply {
         request_id: header.request_id,
         topic_id: header.topic_id,
         partition: header.partition,
         status,
-        follower_epoch: state.leader_epoch,
+        follower_epoch: replica.state().leader_epoch,
         log: log_state(replica),
     };
-    if header.leader_epoch < state.leader_epoch {
-        return reply(ReplyStatus::FencedLeaderEpoch);
-    }
-    if header.leader_epoch > state.leader_epoch {
-        return reply(ReplyStatus::UnknownLeaderEpoch);
-    }
-    if state.is_leader() {
-        return reply(ReplyStatus::NotFollower);
+    if let Some(status) = refusal(replica, &header) {
+        return reply(status);
     }
     let log = &replica.log;
     match message {
@@ -217,6 +237,8 @@ pub async fn apply(replica: &Rc<PartitionReplica>, message: ToFollower) -> State
             let Ok(_dir) = log.enter_dir() else {
                 return reply(ReplyStatus::NotReplica);
             };
+            // Until the producer and transaction state follow the new log.
+            let rewrite = replica.begin_rewrite();
             if let Err(error) = log.start_over_at(header.log_start).await {
                 tracing::error!(partition = %replica.topic_partition, %error, "starting over failed");
                 return reply(ReplyStatus::StorageError);
@@ -232,8 +254,9 @@ pub async fn apply(replica: &Rc<PartitionReplica>, message: ToFollower) -> State
             };
             *replica.producers.borrow_mut() = producers;
             *replica.txns.borrow_mut() = txns;
+            drop(rewrite);
             replica.notify_high_watermark();
-            reply(ReplyStatus::Ok)
+            reply(refusal(replica, &header).unwrap_or(ReplyStatus::Ok))
         }
         ToFollower::Truncate {
             epoch, end_offset, ..
@@ -283,6 +306,7 @@ pub async fn apply(replica: &Rc<PartitionReplica>, message: ToFollower) -> State
                     leader = header.leader_id,
                     "truncating a divergent tail"
                 );
+                let rewrite = replica.begin_rewrite();
                 match log.truncate_to(target).await {
                     Ok(_) => {}
                     // Removed from this broker meanwhile.
@@ -298,9 +322,11 @@ pub async fn apply(replica: &Rc<PartitionReplica>, message: ToFollower) -> State
                     .producers
                     .borrow_mut()
                     .reconcile(log.log_end_offset());
+                drop(rewrite);
                 replica.notify_high_watermark();
             }
-            reply(ReplyStatus::Ok)
+            // A leader deposed meanwhile must not take this as synced.
+            reply(refusal(replica, &header).unwrap_or(ReplyStatus::Ok))
         }
         ToFollower::Push {
             start_offset,
@@ -327,10 +353,19 @@ pub async fn apply(replica: &Rc<PartitionReplica>, message: ToFollower) -> State
                 && first.base_offset() < start_offset
                 && first.last_offset() >= start_offset
                 && log.log_start_offset() == log.log_end_offset()
-                && let Err(error) = log.start_over_at(first.base_offset()).await
             {
-                tracing::error!(partition = %replica.topic_partition, %error, "starting over at a batch base failed");
-                return reply(ReplyStatus::StorageError);
+                let rewrite = replica.begin_rewrite();
+                let started_over = log.start_over_at(first.base_offset()).await;
+                drop(rewrite);
+                if let Err(error) = started_over {
+                    tracing::error!(partition = %replica.topic_partition, %error, "starting over at a batch base failed");
+                    return reply(ReplyStatus::StorageError);
+                }
+                // Became the leader meanwhile, or another leader's: not
+                // this leader's to append to any more.
+                if let Some(status) = refusal(replica, &header) {
+                    return reply(status);
+                }
             }
             // Read by the leader from `start_offset`, this log's end (or,
             // started over inside a batch above, from that batch's base):
@@ -341,6 +376,14 @@ pub async fn apply(replica: &Rc<PartitionReplica>, message: ToFollower) -> State
                 .map_or(start_offset, |first| first.base_offset().min(start_offset));
             let appended = match log.append_replicated(from, &records) {
                 Ok(appended) => appended,
+                // A truncation of an earlier leader's still in progress:
+                // the leader syncs again once it is done.
+                Err(ReplicatedAppendError::Append(
+                    error @ sluice_engine::AppendError::Truncating { .. },
+                )) => {
+                    tracing::debug!(partition = %replica.topic_partition, %error, "replicated append during a truncation");
+                    return reply(ReplyStatus::OutOfOrder);
+                }
                 Err(ReplicatedAppendError::Append(error)) => {
                     tracing::warn!(partition = %replica.topic_partition, %error, "replicated append failed");
                     return reply(ReplyStatus::StorageError);
@@ -355,6 +398,10 @@ pub async fn apply(replica: &Rc<PartitionReplica>, message: ToFollower) -> State
             if let Err(error) = appended.completion.await {
                 tracing::warn!(partition = %replica.topic_partition, %error, "replicated append not durable");
                 return reply(ReplyStatus::StorageError);
+            }
+            // The leader's log start is not a later leader's to follow.
+            if let Some(status) = refusal(replica, &header) {
+                return reply(status);
             }
             follow_log_start(replica, header.log_start).await;
             reply(ReplyStatus::Ok)

@@ -65,6 +65,18 @@ fn with_any_leader<R>(
     }
 }
 
+/// Wait until no follower truncation of the replica is in progress: a
+/// leadership that began during one reads, pushes and counts only the log
+/// as the cut leaves it (`PartitionReplica::rewrite_done`). False once the
+/// replica is gone.
+async fn after_rewrite(replica: &Weak<PartitionReplica>) -> bool {
+    let Some(replica) = replica.upgrade() else {
+        return false;
+    };
+    replica.rewrite_done().await;
+    true
+}
+
 /// One pusher task: the follower it serves and its number
 /// (`FollowerProgress::pusher`).
 #[derive(Clone, Copy, Debug)]
@@ -161,6 +173,9 @@ async fn push_loop(
     let mut last_sent = std::time::Instant::now()
         .checked_sub(heartbeat)
         .unwrap_or_else(std::time::Instant::now);
+    if !after_rewrite(&replica).await {
+        return;
+    }
     tracing::debug!(follower, ?epoch, "pusher started");
     loop {
         let Some(replica) = replica.upgrade() else {
@@ -435,6 +450,9 @@ async fn isr_loop(shard: Rc<Shard>, replica: Weak<PartitionReplica>, epoch: Lead
     let lag_max_ms = i64::try_from(shard.config.replica_lag_time_max_ms).unwrap_or(i64::MAX);
     let interval =
         Duration::from_millis((shard.config.replica_lag_time_max_ms / 4).clamp(20, 2000));
+    if !after_rewrite(&replica).await {
+        return;
+    }
     loop {
         compio::time::sleep(interval).await;
         let Some(replica) = replica.upgrade() else {

@@ -455,6 +455,23 @@ impl LeaderState {
         leader
     }
 
+    /// Start this leadership's epoch at `log_end`: it began while a
+    /// follower's truncation (or start-over) was in progress, so the log
+    /// end it was given was the end before the cut. Nothing was appended,
+    /// pushed or counted since (appends, pushers and high-watermark
+    /// updates wait for the truncation: `PartitionReplica::begin_rewrite`),
+    /// so no follower has acknowledged anything in this epoch.
+    pub fn settle_epoch_start(&mut self, log_end: Offset) {
+        assert!(
+            self.followers
+                .values()
+                .all(|follower| follower.acked_end.is_none()),
+            "a leadership counted followers before its epoch start was known"
+        );
+        self.epoch_start = log_end;
+        self.high_watermark = self.high_watermark.min(log_end);
+    }
+
     /// Follow a new replica list (a reassignment, within the leader
     /// epoch): progress for the replicas new to it, none any more for
     /// those gone. Returns the new followers and their pusher numbers: the

@@ -444,6 +444,9 @@ impl Shard {
                 let replica = Rc::clone(&replica);
                 compio::runtime::spawn(async move {
                     let mut ticket = ticket;
+                    // A leadership that began during a follower's
+                    // truncation reads the log as the cut leaves it.
+                    replica.rewrite_done().await;
                     // A failed load (a read error) is tried again while
                     // this replica still leads in the same epoch and was
                     // not unloaded meanwhile: left failed, the groups of

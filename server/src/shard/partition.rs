@@ -24,6 +24,17 @@
 //! the committed ISR and the high watermark; `replication::leader` drives
 //! the pushes. A follower keeps the high watermark the leader sent.
 //!
+//! A follower's truncation or start-over (replication/follower.rs) awaits
+//! I/O, and a view making this replica the leader can be applied meanwhile.
+//! While one is in progress ([`PartitionReplica::begin_rewrite`]): appends
+//! are refused as by a non-leader (the engine refuses them too), the high
+//! watermark does not move, and the work a new leadership starts (pushers,
+//! ISR task, coordinator loads) waits ([`PartitionReplica::rewrite_done`]).
+//! When the last one ends, a leadership that began during it starts its
+//! epoch at the log end after the cut, not at the end the view found
+//! (which made "latest" lookups answer OFFSET_NOT_AVAILABLE and kept the
+//! followers out of the ISR until the log grew back to it).
+//!
 //! A partition directory carries the id of the topic it belongs to, in a
 //! `partition.metadata` file (Kafka's name and format, see
 //! [`encode_partition_metadata`]). Invariant: a directory is served only for
@@ -176,6 +187,40 @@ pub struct PartitionReplica {
     assignment: RefCell<Assignment>,
     /// Wakes the leader's pushers when an append arrives.
     pub append_watch: Rc<HighWatermarkWatch>,
+    /// Truncations and start-overs in progress
+    /// ([`PartitionReplica::begin_rewrite`]).
+    rewriting: Cell<u32>,
+}
+
+/// A follower's truncation or start-over of the log in progress, with the
+/// state rebuilt after it ([`PartitionReplica::begin_rewrite`]). Dropping
+/// the last one settles a leadership that began meanwhile.
+pub struct Rewrite<'a> {
+    replica: &'a PartitionReplica,
+}
+
+impl Drop for Rewrite<'_> {
+    fn drop(&mut self) {
+        let replica = self.replica;
+        let count = replica.rewriting.get() - 1;
+        replica.rewriting.set(count);
+        if count > 0 {
+            return;
+        }
+        // Only a follower starts a rewrite (follower.rs checks at its first
+        // poll), so a leadership now began during it: nothing was appended,
+        // pushed or counted since (all wait for the rewrite), and its epoch
+        // starts at the log end as the cut left it.
+        if let Replication::Leader(leader) = &mut *replica.replication.borrow_mut() {
+            let log_end = replica.log.log_end_offset();
+            if leader.epoch_start != log_end {
+                tracing::info!(partition = %replica.topic_partition, epoch = ?leader.epoch, found = %leader.epoch_start, %log_end, "leadership began during a truncation: its epoch starts after it");
+            }
+            leader.settle_epoch_start(log_end);
+        }
+        // Waiters for the rewrite's end, and fetches, re-check.
+        replica.notify_high_watermark();
+    }
 }
 
 /// An append [`PartitionReplica::append`] refused.
@@ -308,7 +353,35 @@ impl PartitionReplica {
             replication: RefCell::new(replication),
             assignment: RefCell::new(assignment),
             append_watch: Rc::new(HighWatermarkWatch::new()),
+            rewriting: Cell::new(0),
         })
+    }
+
+    /// A truncation or start-over of the log (replication/follower.rs)
+    /// begins, on a follower: until the returned guard drops (after the
+    /// producer and transaction state follow the new log), see the module
+    /// docs.
+    pub fn begin_rewrite(&self) -> Rewrite<'_> {
+        self.rewriting.set(self.rewriting.get() + 1);
+        Rewrite { replica: self }
+    }
+
+    /// Whether a truncation or start-over is in progress.
+    pub fn is_rewriting(&self) -> bool {
+        self.rewriting.get() > 0
+    }
+
+    /// Wait until no truncation or start-over is in progress: what a new
+    /// leadership starts reads the log as the cut leaves it.
+    pub async fn rewrite_done(&self) {
+        loop {
+            let changed = self.high_watermark_watch.changed();
+            if !self.is_rewriting() {
+                return;
+            }
+            let pause = HighWatermarkWatch::fallback_poll_interval();
+            futures_util::future::select(changed, Box::pin(compio::time::sleep(pause))).await;
+        }
     }
 
     /// The replica's role and leader epoch.
@@ -413,6 +486,10 @@ impl PartitionReplica {
     pub fn high_watermark(&self) -> Offset {
         let durable_end = self.log.durable_end_offset();
         match &mut *self.replication.borrow_mut() {
+            // During a truncation the durable end is still the old one,
+            // above the cut: a leadership that began then must not count
+            // it (its high watermark never moves back).
+            Replication::Leader(leader) if self.is_rewriting() => leader.high_watermark(),
             Replication::Leader(leader) => {
                 leader.update_high_watermark(durable_end);
                 leader.high_watermark()
@@ -428,6 +505,10 @@ impl PartitionReplica {
         leader_high_watermark: Offset,
         leader_epoch: LeaderEpoch,
     ) {
+        if self.is_rewriting() {
+            // Bounded by an end about to be cut.
+            return;
+        }
         if let Replication::Follower {
             high_watermark,
             learned_in,
@@ -529,18 +610,25 @@ impl PartitionReplica {
     /// Append to the log (see `Log::append`), stamped with the replica's
     /// leader epoch, and wake the fetches waiting on this partition once
     /// the high watermark covers the append. Refused unless this replica
-    /// leads ([`ReplicaAppendError::NotLeader`]). The produce path appends
-    /// through this rather than `self.log.append`, so that long-poll
-    /// fetches answer as soon as the data is visible.
+    /// leads ([`ReplicaAppendError::NotLeader`]), and while a leadership
+    /// that began during a follower's truncation waits for it (the same:
+    /// retriable). The produce path appends through this rather than
+    /// `self.log.append`, so that long-poll fetches answer as soon as the
+    /// data is visible.
     pub fn append(&self, records: &Bytes) -> Result<ReplicaAppend, ReplicaAppendError> {
         let state = self.state.get();
-        if !state.is_leader() {
-            return Err(ReplicaAppendError::NotLeader {
-                partition: self.topic_partition.clone(),
-                leader_epoch: state.leader_epoch.0,
-            });
+        let not_leader = || ReplicaAppendError::NotLeader {
+            partition: self.topic_partition.clone(),
+            leader_epoch: state.leader_epoch.0,
+        };
+        if !state.is_leader() || self.is_rewriting() {
+            return Err(not_leader());
         }
-        let appended = self.log.append(records, state.leader_epoch)?;
+        let appended = match self.log.append(records, state.leader_epoch) {
+            Ok(appended) => appended,
+            Err(AppendError::Truncating { .. }) => return Err(not_leader()),
+            Err(error) => return Err(error.into()),
+        };
         crate::shard::txn_state::observe_leader_append(self, records, appended.base_offset);
         self.append_watch.notify();
         let end = appended.last_offset.plus(1);

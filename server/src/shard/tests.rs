@@ -444,6 +444,91 @@ fn a_deleted_topic_leaves_no_replica_alive() {
     });
 }
 
+/// A view making a follower the leader while it truncates its log (the
+/// truncation awaits I/O, and the shard applies the view meanwhile): the
+/// leadership's epoch starts at the log end after the cut, its high
+/// watermark never counts the end being cut, no append is taken until the
+/// cut is done, and the old leader is not told the truncation succeeded.
+/// The epoch started at the end before the cut: "latest" lookups answered
+/// OFFSET_NOT_AVAILABLE and followers stayed out of the ISR until the log
+/// grew back there, and the high watermark could pass the log end (found
+/// by a read-only audit).
+#[test]
+fn a_leadership_beginning_during_a_truncation_starts_its_epoch_after_the_cut() {
+    use crate::replication::messages::{LeaderHeader, ReplyStatus, ToFollower};
+    use sluice_engine::Offset;
+    with_shard("leading-during-truncation", |shard| async move {
+        create_topic(&shard, "cut", 1, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        let topic_partition = TopicPartition::new("cut", 0);
+        let replica = shard.partition(&topic_partition).unwrap();
+        let batch =
+            || sluice_engine::batch::build::simple_batch(5, 100, sluice_engine::TimestampMs(0));
+        let first = replica.state().leader_epoch;
+        for _ in 0..4 {
+            replica.append(&batch()).unwrap().completion.await.unwrap();
+        }
+        assert_eq!(replica.log.log_end_offset(), Offset(20));
+        assert_eq!(replica.high_watermark(), Offset(20));
+        let epoch = |delta: i32| sluice_engine::LeaderEpoch(first.0 + delta);
+        let follower = ReplicaState {
+            role: ReplicaRole::Follower,
+            leader_epoch: epoch(1),
+        };
+        assert!(shard.set_replica_state(&topic_partition, follower));
+        // The leader of epoch + 1 holds the first epoch up to 10 only (an
+        // unclean election: the follower cuts below its high watermark).
+        let truncate = ToFollower::Truncate {
+            header: LeaderHeader {
+                request_id: 1,
+                topic_id: replica.topic_id,
+                partition: 0,
+                leader_id: shard.config.node_id + 1,
+                leader_epoch: epoch(1),
+                high_watermark: Offset(10),
+                log_start: Offset::ZERO,
+            },
+            epoch: Some(first),
+            end_offset: Offset(10),
+        };
+        let mut truncation = Box::pin(crate::replication::follower::apply(&replica, truncate));
+        assert!(
+            futures_util::poll!(&mut truncation).is_pending(),
+            "the truncation awaits I/O"
+        );
+        assert!(replica.is_rewriting());
+        let leader = ReplicaState {
+            role: ReplicaRole::Leader,
+            leader_epoch: epoch(2),
+        };
+        assert!(shard.set_replica_state(&topic_partition, leader));
+        assert!(
+            matches!(
+                replica.append(&batch()),
+                Err(ReplicaAppendError::NotLeader { .. })
+            ),
+            "an append during the truncation is refused as retriable"
+        );
+        assert!(
+            replica.high_watermark() <= Offset(10),
+            "the high watermark counted the end being cut"
+        );
+        let reply = truncation.await;
+        // Its leader was deposed meanwhile: told so, not that it synced.
+        assert_eq!(reply.status, ReplyStatus::FencedLeaderEpoch, "{reply:?}");
+        assert_eq!(reply.follower_epoch, epoch(2));
+        assert_eq!(replica.log.log_end_offset(), Offset(10));
+        assert_eq!(replica.leader_epoch_start(), Some(Offset(10)));
+        assert_eq!(replica.high_watermark(), Offset(10));
+        // Leading from the cut: appends land there, "latest" is answered.
+        let appended = replica.append(&batch()).unwrap();
+        assert_eq!(appended.base_offset, Offset(10));
+        appended.completion.await.unwrap();
+        assert_eq!(replica.high_watermark(), Offset(15));
+    });
+}
+
 /// A replica removed while it leads followers stops leading: its pushers
 /// and ISR task end although something still holds the replica. (Two
 /// pushers kept each other's hold on it, and probed the followers of a

@@ -723,6 +723,9 @@ pub fn load(shard: &Rc<Shard>, replica: &Rc<PartitionReplica>) {
     compio::runtime::spawn(async move {
         let _work = work;
         let coordinator_epoch = replica.state().leader_epoch.0;
+        // A leadership that began during a follower's truncation reads
+        // the log as the cut leaves it.
+        replica.rewrite_done().await;
         let ids = match replay(&replica).await {
             Ok(ids) => ids,
             Err(error) => {
