@@ -25,7 +25,7 @@ use sluice_engine::io::uring::UringIo;
 use crate::cli::BrokerConfig;
 use crate::controller::records::Listener;
 use crate::controller::service::{self, ControllerHandle, ServiceConfig};
-use crate::controller::types::BrokerId;
+use crate::controller::types::{BrokerId, DirectoryId};
 use crate::datadir::DataDirLock;
 use crate::metadata::{Metadata, migrate};
 use crate::metrics::server::AdminServer;
@@ -77,6 +77,9 @@ impl Broker {
         let config = Arc::new(config);
         let data_dir_lock = DataDirLock::acquire(&config.data_dir)?;
         let lock_fd = data_dir_lock.raw_fd();
+        // Registered with the controller: another id than before means a
+        // replaced disk (crate::datadir).
+        let directory_id = DirectoryId(crate::datadir::directory_id(&config.data_dir)?);
         // Bound before registering, so the registration carries its port.
         let replication_listener = std::net::TcpListener::bind(config.replication_listen)
             .with_context(|| {
@@ -103,7 +106,7 @@ impl Broker {
             }
             None => None,
         };
-        let controller = start_controller(&config, &replication_address)?;
+        let controller = start_controller(&config, &replication_address, directory_id)?;
         if let Some(admin) = &admin {
             admin.set_controller(controller.clone());
         }
@@ -426,6 +429,7 @@ pub(crate) fn wait_unfenced(
 fn start_controller(
     config: &BrokerConfig,
     replication_address: &str,
+    directory_id: DirectoryId,
 ) -> anyhow::Result<ControllerHandle> {
     // Every client listener with its advertised address; the first is
     // where clients of an unknown listener are sent.
@@ -459,6 +463,7 @@ fn start_controller(
         .map(|(id, endpoint)| (BrokerId(*id), endpoint.clone()))
         .collect();
     service_config.listen = config.controller_listen;
+    service_config.directory_id = Some(directory_id);
     service_config.session_timeout_ms = config.broker_session_timeout_ms;
     service_config.heartbeat_interval_ms = config.broker_heartbeat_interval_ms;
     service_config.leader_imbalance_check_interval_ms = config.leader_imbalance_check_interval_ms;

@@ -21,6 +21,12 @@
 //! the lock held by a process that no longer exists waits for it (up to
 //! [`DEAD_HOLDER_WAIT`]) instead of failing.
 //!
+//! The directory also has an id ([`directory_id`], Kafka's `directory.id`,
+//! KIP-858): a random UUID written into it on its first use, which the
+//! broker registers with. A broker that comes back with another id than
+//! before runs on a replaced or wiped disk, and the controller takes it out
+//! of every ISR (docs/internals/replication.md, point 4).
+//!
 //! Runs once, on the main thread, before the shards start.
 
 use std::fs::{File, OpenOptions};
@@ -30,6 +36,9 @@ use std::path::{Path, PathBuf};
 
 /// Name of the lock file inside the data directory.
 pub const LOCK_FILE_NAME: &str = "sluice.lock";
+
+/// Name of the file holding the data directory's id ([`directory_id`]).
+pub const DIRECTORY_ID_FILE_NAME: &str = "directory.id";
 
 /// How long [`DataDirLock::acquire`] waits for the lock of a holder that
 /// no longer exists (its rings still finishing their I/O, see the module
@@ -72,6 +81,17 @@ pub enum DataDirError {
         lock_file: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot read or create the data directory's id ({file})")]
+    DirectoryIdIo {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the data directory's id file {file} does not hold a UUID ({text:?}); if the directory's \
+         data is not to be trusted, remove the file: the broker then starts as on a new disk \
+         and leaves every ISR until it has caught up"
+    )]
+    InvalidDirectoryId { file: PathBuf, text: String },
 }
 
 /// The process holding a data directory's lock, as far as its lock file
@@ -190,6 +210,67 @@ impl DataDirLock {
     pub fn raw_fd(&self) -> std::os::fd::RawFd {
         self.file.as_raw_fd()
     }
+}
+
+/// The data directory's id: the UUID in `<path>/directory.id`, or, on the
+/// directory's first use, a new random one written there durably (a
+/// temporary file, fsynced, renamed into place, then the directory
+/// fsynced), so that a crash leaves either no id or the whole one.
+///
+/// A directory that already holds files but no id was written by a
+/// version without directory ids: it gets one too. That is an upgrade,
+/// not a new disk: the controller has no id on record for the broker, so
+/// it compares nothing. Call with the directory locked
+/// ([`DataDirLock::acquire`]).
+pub fn directory_id(path: &Path) -> Result<uuid::Uuid, DataDirError> {
+    let file = path.join(DIRECTORY_ID_FILE_NAME);
+    let io_error = |source| DataDirError::DirectoryIdIo {
+        file: file.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&file) {
+        Ok(text) => {
+            return uuid::Uuid::parse_str(text.trim()).map_err(|_| {
+                DataDirError::InvalidDirectoryId {
+                    file: file.clone(),
+                    text,
+                }
+            });
+        }
+        Err(error) if error.kind() == ErrorKind::NotFound => {}
+        Err(error) => return Err(io_error(error)),
+    }
+    let temporary = path.join(format!("{DIRECTORY_ID_FILE_NAME}.tmp"));
+    let earlier_data = std::fs::read_dir(path)
+        .map_err(io_error)?
+        .filter_map(Result::ok)
+        .any(|entry| {
+            let name = entry.file_name();
+            name != LOCK_FILE_NAME && !name.to_string_lossy().starts_with(DIRECTORY_ID_FILE_NAME)
+        });
+    let id = uuid::Uuid::new_v4();
+    let write = || -> std::io::Result<()> {
+        let mut created = File::create(&temporary)?;
+        created.write_all(format!("{id}\n").as_bytes())?;
+        created.sync_all()?;
+        std::fs::rename(&temporary, &file)?;
+        File::open(path)?.sync_all()
+    };
+    write().map_err(io_error)?;
+    if earlier_data {
+        tracing::info!(
+            data_dir = %path.display(),
+            directory_id = %id,
+            "the data directory has no id yet (written by an earlier version): created one"
+        );
+    } else {
+        tracing::info!(
+            data_dir = %path.display(),
+            directory_id = %id,
+            "new data directory: created its id"
+        );
+    }
+    Ok(id)
 }
 
 /// Whether a process with this pid exists (it may be a zombie).
@@ -319,6 +400,46 @@ mod tests {
         let again = DataDirLock::acquire(&dir).unwrap();
         drop(again);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The id is created once and read back at later starts; a directory
+    /// of an earlier version (files, no id) gets one; a wiped directory
+    /// gets another; a damaged id file is an error, not a new id.
+    #[test]
+    fn the_directory_id_is_created_once_and_kept() {
+        let dir = scratch("directory-id");
+        let lock = DataDirLock::acquire(&dir).unwrap();
+        let first = directory_id(&dir).unwrap();
+        assert_eq!(directory_id(&dir).unwrap(), first);
+        let text = std::fs::read_to_string(dir.join(DIRECTORY_ID_FILE_NAME)).unwrap();
+        assert_eq!(text, format!("{first}\n"));
+        assert!(!dir.join(format!("{DIRECTORY_ID_FILE_NAME}.tmp")).exists());
+        drop(lock);
+
+        // An earlier version's directory: data, no id.
+        let upgraded = scratch("directory-id-upgraded");
+        std::fs::create_dir_all(upgraded.join("orders-0")).unwrap();
+        let lock = DataDirLock::acquire(&upgraded).unwrap();
+        let id = directory_id(&upgraded).unwrap();
+        assert_ne!(id, first);
+        assert_eq!(directory_id(&upgraded).unwrap(), id);
+        drop(lock);
+
+        // Wiped: another id.
+        std::fs::remove_dir_all(&dir).unwrap();
+        let lock = DataDirLock::acquire(&dir).unwrap();
+        let again = directory_id(&dir).unwrap();
+        assert_ne!(again, first);
+
+        std::fs::write(dir.join(DIRECTORY_ID_FILE_NAME), b"not a uuid\n").unwrap();
+        let error = directory_id(&dir).unwrap_err();
+        assert!(
+            matches!(error, DataDirError::InvalidDirectoryId { .. }),
+            "{error:?}"
+        );
+        drop(lock);
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&upgraded).unwrap();
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! it, paged with a cursor; DescribeLogDirs (API 35) as
 //! kafka-log-dirs.sh asks it; ElectLeaders (API 43) from confluent-kafka's
 //! AdminClient.elect_leaders against a three-broker cluster
-//! (server/tests/python/elect_leaders.py); AlterPartitionReassignments and
+//! (server/tests/python/elect_leaders.py), and over the wire after the
+//! last in-sync replica came back with a wiped disk;
+//! AlterPartitionReassignments and
 //! ListPartitionReassignments (APIs 45, 46) from kafka-python's protocol
 //! classes (server/tests/python/reassign_kafka_python.py).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -26,7 +28,10 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use support::cluster::{Cluster, wait_until};
-use support::kafka::{Record, create_topic, create_topic_replicated, produce_all, watermarks};
+use support::kafka::{
+    Record, consume_partition, create_topic, create_topic_assigned, create_topic_replicated,
+    produce_all, watermarks,
+};
 use support::wire::call;
 use support::{Broker, require_python, run_with_timeout};
 
@@ -549,6 +554,118 @@ fn after_an_unclean_election_the_paused_old_leader_rejoins() {
         (0, 0),
         "the record went with the unclean election"
     );
+}
+
+/// The last ISR member comes back with a wiped disk (docs/internals/
+/// replication.md, point 4): it registers with a new directory id, so the
+/// controller takes it out of the ISR instead of letting it lead again
+/// with an empty log, to which the other replicas would have truncated.
+/// Four brokers, node 1 the only controller voter (so that the others can
+/// stop and be wiped without touching the quorum); the topic lives on
+/// nodes 2 (preferred leader), 3 and 4.
+#[test]
+fn the_last_isr_member_back_with_a_wiped_disk_leads_nothing_and_the_followers_keep_their_records() {
+    const TOPIC: &str = "wiped";
+    const BEFORE: usize = 20;
+    let (leader, followers) = (2, [3, 4]);
+    let mut cluster = Cluster::start_with_voters(
+        "wiped-disk",
+        4,
+        1,
+        &[
+            "--broker-heartbeat-interval-ms",
+            "500",
+            "--broker-session-timeout-ms",
+            "3000",
+            "--replica-lag-time-max-ms",
+            "1500",
+            "--leader-imbalance-check-interval-ms",
+            "0",
+        ],
+    );
+    create_topic_assigned(&cluster.bootstrap(), TOPIC, &[&[2, 3, 4]]);
+    let states = cluster.wait_for_full_isr(TOPIC, 1, Duration::from_secs(60));
+    assert_eq!(states[&0].leader, leader);
+    let record = |value: String| Record {
+        key: None,
+        value: Some(value.into_bytes()),
+        headers: Vec::new(),
+    };
+    // On all three replicas.
+    let before: Vec<Record> = (0..BEFORE)
+        .map(|index| record(format!("before-{index}")))
+        .collect();
+    produce_all(
+        &cluster.broker(1).bootstrap(),
+        TOPIC,
+        Some(0),
+        &before,
+        &[("acks", "all")],
+    );
+
+    // The followers stop; acks=all goes on with the leader alone
+    // (min.insync.replicas 1).
+    for follower in followers {
+        cluster.stop(follower);
+    }
+    wait_until(
+        "the ISR is the leader alone",
+        Duration::from_secs(30),
+        || match cluster.isr(1, TOPIC, 0) {
+            Some(isr) if isr == vec![leader] => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    produce_all(
+        &cluster.broker(1).bootstrap(),
+        TOPIC,
+        Some(0),
+        &[record("on the leader alone".into())],
+        &[("acks", "all")],
+    );
+
+    // The leader dies and comes back on an empty disk.
+    cluster.kill9(leader);
+    let data_dir = cluster.data_dir(leader).to_path_buf();
+    std::fs::remove_dir_all(&data_dir).unwrap();
+    std::fs::create_dir_all(&data_dir).unwrap();
+    cluster.start_again(leader);
+    wait_until(
+        "the partition has neither ISR nor leader",
+        Duration::from_secs(30),
+        || match cluster.partition_state(1, TOPIC, 0) {
+            Some(state) if state.leader < 0 && state.isr.is_empty() => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    let controller_log = cluster.broker(1).stderr_all();
+    assert!(
+        controller_log.contains("registers with data directory")
+            && controller_log.contains("wiped-0"),
+        "no warning naming the broker's new directory and the partition:\n{controller_log}"
+    );
+
+    // The followers return: no clean election gives the partition a
+    // leader, the wiped broker least of all.
+    for follower in followers {
+        cluster.start_again(follower);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let state = cluster.partition_state(1, TOPIC, 0).unwrap();
+    assert!(state.leader < 0 && state.isr.is_empty(), "{state:?}");
+
+    // An unclean election takes a follower, not the wiped broker (the
+    // first replica), and the followers' records are all there.
+    assert_eq!(elect_unclean(&cluster, 1, TOPIC), 0);
+    let states = cluster.wait_for_full_isr(TOPIC, 1, Duration::from_secs(60));
+    assert_eq!(states[&0].leader, followers[0]);
+    let bootstrap = cluster.broker(followers[0]).bootstrap();
+    assert_eq!(watermarks(&bootstrap, TOPIC, 0), (0, BEFORE as i64));
+    let read: Vec<Record> = consume_partition(&bootstrap, TOPIC, 0, 0, BEFORE as i64)
+        .into_iter()
+        .map(|consumed| consumed.record)
+        .collect();
+    assert_eq!(read, before);
 }
 
 /// AlterPartitionReassignments and ListPartitionReassignments (APIs 45

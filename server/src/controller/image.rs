@@ -35,8 +35,8 @@ use super::records::{
     PartitionRecord, RecordBatch, RegisterBroker, TopicRecord, UserScramCredential,
 };
 use super::types::{
-    BrokerEpoch, BrokerId, IncarnationId, LeaderEpoch, MetadataOffset, PRODUCER_ID_BLOCK_SIZE,
-    PartitionEpoch, PartitionIndex, TopicId, next_leader_epoch,
+    BrokerEpoch, BrokerId, DirectoryId, IncarnationId, LeaderEpoch, MetadataOffset,
+    PRODUCER_ID_BLOCK_SIZE, PartitionEpoch, PartitionIndex, TopicId, next_leader_epoch,
 };
 
 /// Why a record (and so its whole batch) was refused. Every node refuses the
@@ -110,6 +110,12 @@ pub struct BrokerRegistration {
     pub listeners: Vec<Listener>,
     pub shard_count: u32,
     pub rack: Option<String>,
+    /// The data directory it registered with (`None`: a broker of a
+    /// version without directory ids; nothing is known about its disk).
+    pub directory_id: Option<DirectoryId>,
+    /// This incarnation came back with another directory than the one on
+    /// record for the previous one (`RegisterBroker::directory_replaced`).
+    pub directory_replaced: bool,
     pub fenced: bool,
     pub in_controlled_shutdown: bool,
 }
@@ -463,6 +469,8 @@ impl MetadataImage {
                 listeners: record.listeners.clone(),
                 shard_count: record.shard_count,
                 rack: record.rack.clone(),
+                directory_id: record.directory_id,
+                directory_replaced: record.directory_replaced,
                 fenced,
                 in_controlled_shutdown,
             },
@@ -642,6 +650,8 @@ impl MetadataImage {
                 listeners: broker.listeners.clone(),
                 shard_count: broker.shard_count,
                 rack: broker.rack.clone(),
+                directory_id: broker.directory_id,
+                directory_replaced: broker.directory_replaced,
             });
             writer.bytes(&record.to_bytes());
             writer.bool(broker.fenced);
@@ -935,6 +945,8 @@ mod tests {
             }],
             shard_count: 2,
             rack: None,
+            directory_id: None,
+            directory_replaced: false,
         })
     }
 
@@ -1196,6 +1208,24 @@ mod tests {
                 )],
             )
             .unwrap();
+        // A broker on a replaced disk: its directory id and the flag travel
+        // in its registration record (version 1).
+        let MetadataRecord::RegisterBroker(again) = register(4, 8) else {
+            unreachable!()
+        };
+        image
+            .apply_batch(
+                MetadataOffset(8),
+                &[MetadataRecord::RegisterBroker(RegisterBroker {
+                    directory_id: Some(DirectoryId(Uuid::from_u128(22))),
+                    directory_replaced: true,
+                    ..again
+                })],
+            )
+            .unwrap();
+        let broker = image.broker(BrokerId(4)).unwrap();
+        assert_eq!(broker.directory_id, Some(DirectoryId(Uuid::from_u128(22))));
+        assert!(broker.directory_replaced);
         let bytes = image.encode_snapshot();
         let loaded = MetadataImage::decode_snapshot(&bytes).unwrap();
         assert_eq!(loaded, image);

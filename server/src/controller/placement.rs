@@ -197,6 +197,8 @@ mod tests {
                 listeners: vec![],
                 shard_count: 1,
                 rack: None,
+                directory_id: None,
+                directory_replaced: false,
             });
             let mut batch = vec![record];
             if active.contains(broker) {

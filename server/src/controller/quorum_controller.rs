@@ -21,6 +21,14 @@
 //! factor 1) and it leads them again when unfenced; controlled shutdown
 //! moves leaderships away first, then fences the broker.
 //!
+//! Directories (KIP-858's directory id): a broker registers with its data
+//! directory's id. One that comes back with another id than the one on
+//! record runs on a replaced or wiped disk, so it loses every ISR place,
+//! the last member's too: a partition it was the last ISR member of is
+//! left with an empty ISR and no leader, and only an unclean election
+//! gives it one (which takes replicas on replaced disks last). The only
+//! replica of a partition keeps its place (nothing else holds the data).
+//!
 //! Elections: a lost leadership goes to the first active ISR member in
 //! replica order. With the topic's `unclean.leader.election.enable` and no
 //! active ISR member, the first active replica leads with ISR = [it]
@@ -28,8 +36,8 @@
 //! leader change its ISR, guarded by its leader and partition epochs; the
 //! periodic preferred-leader rebalance moves leaderships back to
 //! `replicas[0]`. Invariants (checked by the image): the leader is an
-//! active ISR member, the ISR never empties, and only active brokers join
-//! an ISR.
+//! active ISR member, and only active brokers join an ISR. The ISR
+//! empties only when its last member comes back on a replaced disk.
 
 use std::collections::BTreeMap;
 
@@ -44,8 +52,8 @@ use super::records::{
     UnregisterBroker,
 };
 use super::types::{
-    BrokerEpoch, BrokerId, IncarnationId, LeaderEpoch, MetadataOffset, PRODUCER_ID_BLOCK_SIZE,
-    PartitionEpoch, PartitionIndex, TopicId,
+    BrokerEpoch, BrokerId, DirectoryId, IncarnationId, LeaderEpoch, MetadataOffset,
+    PRODUCER_ID_BLOCK_SIZE, PartitionEpoch, PartitionIndex, TopicId,
 };
 
 /// Operating errors, mapped to Kafka error codes at the protocol edge.
@@ -117,6 +125,9 @@ pub struct RegistrationRequest {
     pub listeners: Vec<Listener>,
     pub shard_count: u32,
     pub rack: Option<String>,
+    /// Its data directory's id; `None` from a broker of a version without
+    /// directory ids.
+    pub directory_id: Option<DirectoryId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,7 +138,28 @@ pub enum RegistrationDecision {
     Propose {
         records: Vec<MetadataRecord>,
         broker_epoch: BrokerEpoch,
+        /// The broker came back with another directory id than the one on
+        /// record (for the caller's warning).
+        directory_replaced: Option<DirectoryReplaced>,
     },
+}
+
+/// A registration with another directory id than the previous
+/// incarnation's: the broker's disk was replaced or wiped, and what the
+/// proposed registration does about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirectoryReplaced {
+    pub broker_id: BrokerId,
+    pub previous: DirectoryId,
+    pub current: DirectoryId,
+    /// Partitions (topic, index) it was the last ISR member of, left with
+    /// an empty ISR, and their new leader: `None` until an unclean
+    /// election, `Some` when the topic's unclean.leader.election.enable
+    /// gave them one at once.
+    pub isr_emptied: Vec<(String, PartitionIndex, Option<BrokerId>)>,
+    /// Partitions it is the only replica of: it keeps its ISR place and
+    /// leads them again with whatever its disk holds.
+    pub sole_replica: Vec<(String, PartitionIndex)>,
 }
 
 /// A broker's heartbeat (Kafka's BrokerHeartbeat).
@@ -271,13 +303,32 @@ impl QuorumController {
             return RegistrationDecision::AlreadyRegistered(existing.broker_epoch);
         }
         let broker_epoch = BrokerEpoch::from_offset(next_offset);
+        let previous = image.broker(request.broker_id);
+        // Another disk than the one the ISRs vouched for. Unknown (no id
+        // on record, or none sent: a broker of an older version) is not a
+        // replacement: that is an upgrade, or a downgrade.
+        let replaced = previous
+            .and_then(|previous| previous.directory_id)
+            .zip(request.directory_id)
+            .filter(|(previous, current)| previous != current);
         // A previous incarnation loses its leaderships and ISR places in
         // the same batch: the new registration starts fenced.
-        let mut records = if image.broker(request.broker_id).is_some() {
-            partition_changes_without(image, request.broker_id)
+        let mut records = if previous.is_some() {
+            partition_changes_without(image, request.broker_id, replaced.is_some())
         } else {
             Vec::new()
         };
+        let directory_replaced = replaced.map(|(previous, current)| {
+            directory_replaced_report(image, request.broker_id, previous, current, &records)
+        });
+        // The flag stays with the directory across restarts: a broker back
+        // on a new disk that restarts before it synced anything still
+        // holds nothing of the partitions it left without an ISR.
+        let still_replaced = previous.is_some_and(|previous| {
+            previous.directory_replaced
+                && previous.directory_id.is_some()
+                && previous.directory_id == request.directory_id
+        });
         records.push(MetadataRecord::RegisterBroker(RegisterBroker {
             broker_id: request.broker_id,
             incarnation_id: request.incarnation_id,
@@ -285,11 +336,14 @@ impl QuorumController {
             listeners: request.listeners.clone(),
             shard_count: request.shard_count,
             rack: request.rack.clone(),
+            directory_id: request.directory_id,
+            directory_replaced: replaced.is_some() || still_replaced,
         }));
         self.sessions.touch(request.broker_id, broker_epoch, now_ms);
         RegistrationDecision::Propose {
             records,
             broker_epoch,
+            directory_replaced,
         }
     }
 
@@ -344,7 +398,7 @@ impl QuorumController {
                 decision.records.push(change(None, Some(true)));
                 decision
                     .records
-                    .extend(partition_changes_without(image, request.broker_id));
+                    .extend(partition_changes_without(image, request.broker_id, false));
             } else if leads_nothing {
                 decision.records.push(change(Some(true), None));
                 decision.should_shut_down = true;
@@ -699,13 +753,14 @@ impl QuorumController {
                 .collect(),
             None => Vec::new(),
         };
+        let replaced = on_replaced_disk(image);
         for topic in turned_on {
             for (index, partition) in topic.partitions.iter().enumerate() {
                 if partition.leader.is_some() {
                     continue;
                 }
                 let active = |id: BrokerId| image.broker(id).is_some_and(|b| b.is_active());
-                if let Some((leader, isr)) = elect(partition, active, true) {
+                if let Some((leader, isr)) = elect(partition, active, &replaced, true) {
                     records.push(guarded_change(
                         topic.topic_id,
                         index,
@@ -788,7 +843,7 @@ fn fence_batch(
             in_controlled_shutdown: None,
         },
     )];
-    records.extend(partition_changes_without(image, broker_id));
+    records.extend(partition_changes_without(image, broker_id, false));
     records
 }
 
@@ -796,11 +851,21 @@ fn fence_batch(
 /// keeps it) and out of every leadership: the next active ISR member in
 /// replica order leads, else (unclean election on) the first active
 /// replica, else nobody.
-fn partition_changes_without(image: &MetadataImage, broker_id: BrokerId) -> Vec<MetadataRecord> {
+///
+/// With `directory_lost` (it registers on a replaced disk) it leaves the
+/// ISR as its last member too, so the ISR empties, unless it is the
+/// partition's only replica: nothing else holds that partition's data,
+/// and without it the partition could never come back.
+fn partition_changes_without(
+    image: &MetadataImage,
+    broker_id: BrokerId,
+    directory_lost: bool,
+) -> Vec<MetadataRecord> {
     let mut records = Vec::new();
     let active = |member: BrokerId| {
         member != broker_id && image.broker(member).is_some_and(|b| b.is_active())
     };
+    let replaced = on_replaced_disk(image);
     for topic in image.topics().values() {
         let unclean = unclean_election_enabled(image, &topic.name);
         for (index, partition) in topic.partitions.iter().enumerate() {
@@ -814,10 +879,11 @@ fn partition_changes_without(image: &MetadataImage, broker_id: BrokerId) -> Vec<
                 .copied()
                 .filter(|member| *member != broker_id)
                 .collect();
-            let mut isr = if remaining.is_empty() {
-                partition.isr.clone()
-            } else {
+            let sole_replica = partition.replicas == [broker_id];
+            let mut isr = if !remaining.is_empty() || (directory_lost && !sole_replica) {
                 remaining
+            } else {
+                partition.isr.clone()
             };
             let leader = if partition.leader.is_some_and(|leader| leader != broker_id) {
                 LeaderChange::Unchanged
@@ -826,7 +892,7 @@ fn partition_changes_without(image: &MetadataImage, broker_id: BrokerId) -> Vec<
                     isr: isr.clone(),
                     ..partition.clone()
                 };
-                match elect(&reduced, active, unclean) {
+                match elect(&reduced, active, &replaced, unclean) {
                     Some((leader, unclean_isr)) => {
                         if let Some(unclean_isr) = unclean_isr {
                             isr = unclean_isr;
@@ -866,13 +932,14 @@ fn leaderships_regained(image: &MetadataImage, broker_id: BrokerId) -> Vec<Metad
     let active = |member: BrokerId| {
         member == broker_id || image.broker(member).is_some_and(|b| b.is_active())
     };
+    let replaced = on_replaced_disk(image);
     for topic in image.topics().values() {
         let unclean = unclean_election_enabled(image, &topic.name);
         for (index, partition) in topic.partitions.iter().enumerate() {
             if partition.leader.is_some() {
                 continue;
             }
-            if let Some((leader, isr)) = elect(partition, active, unclean) {
+            if let Some((leader, isr)) = elect(partition, active, &replaced, unclean) {
                 records.push(guarded_change(
                     topic.topic_id,
                     index,
@@ -889,9 +956,15 @@ fn leaderships_regained(image: &MetadataImage, broker_id: BrokerId) -> Vec<Metad
 /// A partition's next leader: the first active ISR member in replica
 /// order; else, with `unclean`, the first active replica, which becomes
 /// the whole ISR (`Some` new ISR); else none.
+///
+/// An empty ISR means its last member came back on a replaced disk
+/// (`partition_changes_without`): then the unclean election takes
+/// replicas on replaced disks (`replaced`) last, since they hold nothing
+/// of the partition, while the others may hold what the ISR had.
 fn elect(
     partition: &PartitionState,
     active: impl Fn(BrokerId) -> bool,
+    replaced: impl Fn(BrokerId) -> bool,
     unclean: bool,
 ) -> Option<(BrokerId, Option<Vec<BrokerId>>)> {
     if let Some(leader) = partition
@@ -904,11 +977,94 @@ fn elect(
     if !unclean {
         return None;
     }
-    partition
+    let candidates: Vec<BrokerId> = partition
         .replicas
         .iter()
-        .find(|replica| active(**replica))
-        .map(|leader| (*leader, Some(vec![*leader])))
+        .copied()
+        .filter(|replica| active(*replica))
+        .collect();
+    let preferred = if partition.isr.is_empty() {
+        candidates.iter().find(|replica| !replaced(**replica))
+    } else {
+        None
+    };
+    let leader = *preferred.or(candidates.first())?;
+    Some((leader, Some(vec![leader])))
+}
+
+/// Whether a broker's current directory replaced the one on record
+/// before it (`BrokerRegistration::directory_replaced`).
+fn on_replaced_disk(image: &MetadataImage) -> impl Fn(BrokerId) -> bool + '_ {
+    |broker_id| {
+        image
+            .broker(broker_id)
+            .is_some_and(|broker| broker.directory_replaced)
+    }
+}
+
+/// What the registration records of a broker back on a replaced disk do
+/// to its partitions, for the controller's warning.
+fn directory_replaced_report(
+    image: &MetadataImage,
+    broker_id: BrokerId,
+    previous: DirectoryId,
+    current: DirectoryId,
+    records: &[MetadataRecord],
+) -> DirectoryReplaced {
+    let name = |topic_id: TopicId| {
+        image
+            .topic(topic_id)
+            .map_or_else(|| topic_id.to_string(), |topic| topic.name.clone())
+    };
+    let isr_emptied = records
+        .iter()
+        .filter_map(|record| match record {
+            MetadataRecord::PartitionChange(change)
+                if change.isr.as_ref().is_some_and(Vec::is_empty) =>
+            {
+                let leader = match change.leader {
+                    LeaderChange::To(leader) => Some(leader),
+                    LeaderChange::Unchanged | LeaderChange::NoLeader => None,
+                };
+                Some((name(change.topic_id), change.partition, leader))
+            }
+            // An unclean election at once replaces the emptied ISR by its
+            // new leader.
+            MetadataRecord::PartitionChange(PartitionChange {
+                topic_id,
+                partition,
+                isr: Some(isr),
+                leader: LeaderChange::To(leader),
+                ..
+            }) if isr == &[*leader]
+                && image
+                    .partition(*topic_id, *partition)
+                    .is_some_and(|state| state.isr == [broker_id]) =>
+            {
+                Some((name(*topic_id), *partition, Some(*leader)))
+            }
+            _ => None,
+        })
+        .collect();
+    let sole_replica = image
+        .topics()
+        .values()
+        .flat_map(|topic| {
+            topic
+                .partitions
+                .iter()
+                .enumerate()
+                .filter(|(_, partition)| partition.replicas == [broker_id])
+                .map(|(index, _)| (topic.name.clone(), partition_index(index)))
+        })
+        .collect();
+    DirectoryReplaced {
+        broker_id,
+        previous,
+        current,
+        isr_emptied,
+        sole_replica,
+    }
 }
 
 /// Preferred-leader election (Kafka's auto leader rebalance): every
@@ -993,10 +1149,11 @@ pub fn elect_unclean_leaders(
     partitions: &[(String, i32)],
 ) -> Vec<MetadataRecord> {
     let active = |member: BrokerId| image.broker(member).is_some_and(|b| b.is_active());
+    let replaced = on_replaced_disk(image);
     named_partitions(image, partitions)
         .filter(|(_, _, partition)| partition.leader.is_none())
         .filter_map(|(topic_id, index, partition)| {
-            let (leader, isr) = elect(partition, active, true)?;
+            let (leader, isr) = elect(partition, active, &replaced, true)?;
             Some(guarded_change(
                 topic_id,
                 index,
@@ -1074,14 +1231,31 @@ mod tests {
         offset
     }
 
+    /// A broker's registration from its first disk.
     fn registration(broker: i32, incarnation: u8) -> RegistrationRequest {
+        registration_on(broker, incarnation, Some(disk(broker, 1)))
+    }
+
+    fn registration_on(
+        broker: i32,
+        incarnation: u8,
+        directory_id: Option<DirectoryId>,
+    ) -> RegistrationRequest {
         RegistrationRequest {
             broker_id: BrokerId(broker),
             incarnation_id: IncarnationId(Uuid::from_bytes([incarnation; 16])),
             listeners: vec![],
             shard_count: 1,
             rack: None,
+            directory_id,
         }
+    }
+
+    /// The id of `broker`'s `generation`th disk.
+    fn disk(broker: i32, generation: u8) -> DirectoryId {
+        DirectoryId(Uuid::from_u128(
+            broker as u128 * 1000 + u128::from(generation),
+        ))
     }
 
     fn heartbeat(broker: i32, epoch: BrokerEpoch, offset: MetadataOffset) -> HeartbeatRequest {
@@ -1106,6 +1280,7 @@ mod tests {
             let RegistrationDecision::Propose {
                 records,
                 broker_epoch,
+                ..
             } = controller.register_broker(image, next, &registration(*broker, 1), 0)
             else {
                 panic!("a new broker registers");
@@ -1158,6 +1333,7 @@ mod tests {
         let RegistrationDecision::Propose {
             records,
             broker_epoch,
+            ..
         } = controller.register_broker(&image, next, &registration(1, 1), 0)
         else {
             panic!()
@@ -1657,6 +1833,251 @@ mod tests {
         };
         commit(image, &records);
         fence(controller, image, 1);
+    }
+
+    /// Registers `request` (a new incarnation) and commits it; what the
+    /// controller found about its directory.
+    fn register_again(
+        controller: &mut QuorumController,
+        image: &mut MetadataImage,
+        request: &RegistrationRequest,
+    ) -> Option<DirectoryReplaced> {
+        let next = MetadataOffset(image.offset().0 + 1);
+        let RegistrationDecision::Propose {
+            records,
+            directory_replaced,
+            ..
+        } = controller.register_broker(image, next, request, 0)
+        else {
+            panic!("a new incarnation registers")
+        };
+        commit(image, &records);
+        directory_replaced
+    }
+
+    /// Broker 1, the last ISR member and fenced, comes back on the disk
+    /// it had: it keeps its place and leads again (Kafka before KIP-966).
+    #[test]
+    fn the_last_isr_member_back_on_its_own_disk_keeps_its_place() {
+        let (mut controller, mut image, epochs, topic) = replicated();
+        leader_alone_then_fenced(&mut controller, &mut image, &epochs, topic);
+        let replaced = register_again(&mut controller, &mut image, &registration(1, 2));
+        assert_eq!(replaced, None);
+        assert!(!image.broker(BrokerId(1)).unwrap().directory_replaced);
+        assert_eq!(state(&image, topic).isr, ids(&[1]));
+        unfence(&mut controller, &mut image, 1);
+        let after = state(&image, topic);
+        assert_eq!((after.leader, after.isr), (Some(BrokerId(1)), ids(&[1])));
+    }
+
+    /// Broker 1, the last ISR member, comes back on another disk: it
+    /// leaves the ISR, which empties; no clean path elects anybody, it
+    /// included, once it is active again; an unclean election takes
+    /// another replica although broker 1 comes first in replica order,
+    /// and broker 1 rejoins only through the new leader's AlterPartition.
+    #[test]
+    fn the_last_isr_member_back_on_a_replaced_disk_leaves_the_isr() {
+        let mut controller =
+            QuorumController::default().with_leader_imbalance_check_interval_ms(1000);
+        let mut image = MetadataImage::new();
+        let epochs = cluster(&mut controller, &mut image, &[1, 2, 3]);
+        controller.become_active(&image, 0);
+        let topic = TopicId(Uuid::from_bytes([42; 16]));
+        let request = CreateTopicRequest {
+            name: "r".into(),
+            partition_count: 1,
+            replication_factor: 3,
+            assignment: Some(vec![ids(&[1, 2, 3])]),
+            configs: vec![],
+        };
+        let records = controller.create_topic(&image, &request, topic).unwrap();
+        commit(&mut image, &records);
+        leader_alone_then_fenced(&mut controller, &mut image, &epochs, topic);
+
+        let replaced = register_again(
+            &mut controller,
+            &mut image,
+            &registration_on(1, 2, Some(disk(1, 2))),
+        );
+        assert_eq!(
+            replaced,
+            Some(DirectoryReplaced {
+                broker_id: BrokerId(1),
+                previous: disk(1, 1),
+                current: disk(1, 2),
+                isr_emptied: vec![("r".into(), PartitionIndex(0), None)],
+                sole_replica: vec![],
+            })
+        );
+        let broker = image.broker(BrokerId(1)).unwrap();
+        assert_eq!(broker.directory_id, Some(disk(1, 2)));
+        assert!(broker.directory_replaced);
+        let after = state(&image, topic);
+        assert_eq!((after.leader, after.isr), (None, vec![]));
+
+        // Active again: not elected by its unfencing, nor by the
+        // preferred-leader rebalance. A restart on the same new disk keeps
+        // it marked.
+        unfence(&mut controller, &mut image, 1);
+        assert_eq!(state(&image, topic).leader, None);
+        assert_eq!(
+            register_again(
+                &mut controller,
+                &mut image,
+                &registration_on(1, 3, Some(disk(1, 2)))
+            ),
+            None
+        );
+        assert!(image.broker(BrokerId(1)).unwrap().directory_replaced);
+        unfence(&mut controller, &mut image, 1);
+        for batch in controller.tick(&image, 5000) {
+            commit(&mut image, &batch);
+        }
+        assert_eq!(state(&image, topic).leader, None);
+        assert_eq!(state(&image, topic).isr, vec![]);
+
+        // The operator asks for an unclean election: broker 2, which may
+        // hold what the ISR had, not broker 1, which holds nothing.
+        let records = elect_unclean_leaders(&image, &[("r".to_string(), 0)]);
+        commit(&mut image, &records);
+        let after = state(&image, topic);
+        assert_eq!((after.leader, after.isr), (Some(BrokerId(2)), ids(&[2])));
+        // Synced, broker 1 is added back by the leader.
+        let epochs = image
+            .brokers()
+            .values()
+            .map(|broker| (broker.broker_id.0, broker.broker_epoch))
+            .collect();
+        let rejoin = alter(&image, &epochs, topic, 2, &[2, 1]);
+        let Ok(AlterPartitionDecision::Propose { records, .. }) =
+            controller.alter_partition(&image, &rejoin)
+        else {
+            panic!()
+        };
+        commit(&mut image, &records);
+        assert_eq!(state(&image, topic).isr, ids(&[2, 1]));
+    }
+
+    /// With unclean.leader.election.enable, the partition whose last ISR
+    /// member (and leader, restarted before its session ran out) came
+    /// back on a replaced disk gets another active replica as its leader
+    /// in the registration's own batch.
+    #[test]
+    fn with_unclean_election_a_replaced_last_member_hands_over_at_once() {
+        let (mut controller, mut image, epochs, topic) = replicated();
+        let request = alter(&image, &epochs, topic, 1, &[1]);
+        let Ok(AlterPartitionDecision::Propose { records, .. }) =
+            controller.alter_partition(&image, &request)
+        else {
+            panic!()
+        };
+        commit(&mut image, &records);
+        set_unclean(&controller, &mut image, "true");
+        assert_eq!(state(&image, topic).leader, Some(BrokerId(1)));
+        let replaced = register_again(
+            &mut controller,
+            &mut image,
+            &registration_on(1, 2, Some(disk(1, 2))),
+        )
+        .unwrap();
+        assert_eq!(
+            replaced.isr_emptied,
+            vec![("r".into(), PartitionIndex(0), Some(BrokerId(2)))]
+        );
+        let after = state(&image, topic);
+        assert_eq!((after.leader, after.isr), (Some(BrokerId(2)), ids(&[2])));
+    }
+
+    /// The only replica of a partition back on a replaced disk keeps its
+    /// place and leads again: nothing else holds the partition's data.
+    #[test]
+    fn the_only_replica_back_on_a_replaced_disk_leads_again() {
+        let mut controller = QuorumController::default();
+        let mut image = MetadataImage::new();
+        cluster(&mut controller, &mut image, &[1, 2]);
+        let topic = TopicId(Uuid::from_bytes([7; 16]));
+        let request = CreateTopicRequest {
+            name: "single".into(),
+            partition_count: 1,
+            replication_factor: 1,
+            assignment: Some(vec![ids(&[1])]),
+            configs: vec![],
+        };
+        let records = controller.create_topic(&image, &request, topic).unwrap();
+        commit(&mut image, &records);
+        fence(&mut controller, &mut image, 1);
+        let replaced = register_again(
+            &mut controller,
+            &mut image,
+            &registration_on(1, 2, Some(disk(1, 2))),
+        )
+        .unwrap();
+        assert_eq!(replaced.isr_emptied, vec![]);
+        assert_eq!(
+            replaced.sole_replica,
+            vec![("single".to_string(), PartitionIndex(0))]
+        );
+        assert_eq!(state(&image, topic).isr, ids(&[1]));
+        unfence(&mut controller, &mut image, 1);
+        let after = state(&image, topic);
+        assert_eq!((after.leader, after.isr), (Some(BrokerId(1)), ids(&[1])));
+    }
+
+    /// Brokers of a version without directory ids (their records carry
+    /// none): a registration is never taken for a replaced disk, neither
+    /// theirs nor the first one with an id after the upgrade, nor one
+    /// without an id after a downgrade.
+    #[test]
+    fn without_a_directory_id_on_record_nothing_is_compared() {
+        let mut controller = QuorumController::default();
+        let mut image = MetadataImage::new();
+        for broker in [1, 2, 3] {
+            register_again(
+                &mut controller,
+                &mut image,
+                &registration_on(broker, 1, None),
+            );
+            unfence(&mut controller, &mut image, broker);
+        }
+        let topic = TopicId(Uuid::from_bytes([42; 16]));
+        let request = CreateTopicRequest {
+            name: "r".into(),
+            partition_count: 1,
+            replication_factor: 3,
+            assignment: Some(vec![ids(&[1, 2, 3])]),
+            configs: vec![],
+        };
+        let records = controller.create_topic(&image, &request, topic).unwrap();
+        commit(&mut image, &records);
+        let epochs = image
+            .brokers()
+            .values()
+            .map(|broker| (broker.broker_id.0, broker.broker_epoch))
+            .collect();
+        leader_alone_then_fenced(&mut controller, &mut image, &epochs, topic);
+        assert_eq!(image.broker(BrokerId(1)).unwrap().directory_id, None);
+        // Upgraded: the first id is recorded, nothing compared.
+        let upgraded = registration_on(1, 2, Some(disk(1, 1)));
+        assert_eq!(register_again(&mut controller, &mut image, &upgraded), None);
+        assert_eq!(state(&image, topic).isr, ids(&[1]));
+        // Downgraded: no id, the one on record is dropped.
+        let downgraded = registration_on(1, 3, None);
+        assert_eq!(
+            register_again(&mut controller, &mut image, &downgraded),
+            None
+        );
+        assert_eq!(image.broker(BrokerId(1)).unwrap().directory_id, None);
+        assert_eq!(
+            register_again(
+                &mut controller,
+                &mut image,
+                &registration_on(1, 4, Some(disk(1, 2)))
+            ),
+            None
+        );
+        assert_eq!(state(&image, topic).isr, ids(&[1]));
+        unfence(&mut controller, &mut image, 1);
+        assert_eq!(state(&image, topic).leader, Some(BrokerId(1)));
     }
 
     #[test]

@@ -304,6 +304,8 @@ mod tests {
                     listeners: vec![],
                     shard_count: 1,
                     rack: None,
+                    directory_id: None,
+                    directory_replaced: false,
                 })]);
                 cluster.commit(vec![MetadataRecord::BrokerRegistrationChange(
                     BrokerRegistrationChange {

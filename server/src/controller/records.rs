@@ -14,7 +14,7 @@
 
 use super::codec::{DecodeError, Reader, Writer};
 use super::types::{
-    BrokerEpoch, BrokerId, IncarnationId, LeaderEpoch, NO_LEADER_WIRE, PartitionEpoch,
+    BrokerEpoch, BrokerId, DirectoryId, IncarnationId, LeaderEpoch, NO_LEADER_WIRE, PartitionEpoch,
     PartitionIndex, TopicId,
 };
 use crate::auth::acl::{AclBinding, AclOperation, AclPermission, PatternType, ResourceType};
@@ -38,6 +38,15 @@ pub struct RegisterBroker {
     pub listeners: Vec<Listener>,
     pub shard_count: u32,
     pub rack: Option<String>,
+    /// Version 1: the broker's data directory. `None` (written as version
+    /// 0) for a broker of a version without directory ids.
+    pub directory_id: Option<DirectoryId>,
+    /// Version 1: the controller had another directory id on record for
+    /// the broker's previous registration, so this incarnation runs on a
+    /// replaced (or wiped) disk and its replicas hold nothing they held
+    /// before. Unclean elections take its replicas last. False without a
+    /// directory id.
+    pub directory_replaced: bool,
 }
 
 /// Fencing or controlled-shutdown state of a registered broker changes.
@@ -224,9 +233,10 @@ pub mod record_type {
 }
 
 /// The version every record is written at today, except a guarded
-/// PartitionChange.
+/// PartitionChange and a registration with a directory id.
 const VERSION_0: u16 = 0;
-/// PartitionChange with `expected_partition_epoch`.
+/// PartitionChange with `expected_partition_epoch`; RegisterBroker with
+/// `directory_id` and `directory_replaced`.
 const VERSION_1: u16 = 1;
 
 impl MetadataRecord {
@@ -257,6 +267,10 @@ impl MetadataRecord {
             MetadataRecord::PartitionChange(PartitionChange {
                 expected_partition_epoch: Some(_),
                 ..
+            })
+            | MetadataRecord::RegisterBroker(RegisterBroker {
+                directory_id: Some(_),
+                ..
             }) => VERSION_1,
             _ => VERSION_0,
         };
@@ -274,6 +288,16 @@ impl MetadataRecord {
                 }
                 writer.u32(record.shard_count);
                 writer.option(record.rack.as_ref(), |w, rack| w.string(rack));
+                // Version 0 has no room for the flag: it needs an id.
+                assert!(
+                    record.directory_id.is_some() || !record.directory_replaced,
+                    "broker {}: a replaced directory without a directory id",
+                    record.broker_id
+                );
+                if let Some(directory_id) = record.directory_id {
+                    writer.uuid(directory_id.0);
+                    writer.bool(record.directory_replaced);
+                }
             }
             MetadataRecord::UnregisterBroker(record) => {
                 writer.i32(record.broker_id.0);
@@ -392,7 +416,8 @@ impl MetadataRecord {
         if !known {
             return Err(DecodeError::UnknownRecordType { record_type });
         }
-        if version != VERSION_0 && !(record_type == PARTITION_CHANGE && version == VERSION_1) {
+        let has_version_1 = matches!(record_type, PARTITION_CHANGE | REGISTER_BROKER);
+        if version != VERSION_0 && !(has_version_1 && version == VERSION_1) {
             return Err(DecodeError::UnknownVersion {
                 record_type,
                 version,
@@ -412,13 +437,22 @@ impl MetadataRecord {
                         port: reader.u16()?,
                     });
                 }
+                let shard_count = reader.u32()?;
+                let rack = reader.option(|r| r.string())?;
+                let (directory_id, directory_replaced) = if version == VERSION_1 {
+                    (Some(DirectoryId(reader.uuid()?)), reader.bool()?)
+                } else {
+                    (None, false)
+                };
                 MetadataRecord::RegisterBroker(RegisterBroker {
                     broker_id,
                     incarnation_id,
                     broker_epoch,
                     listeners,
-                    shard_count: reader.u32()?,
-                    rack: reader.option(|r| r.string())?,
+                    shard_count,
+                    rack,
+                    directory_id,
+                    directory_replaced,
                 })
             }
             UNREGISTER_BROKER => MetadataRecord::UnregisterBroker(UnregisterBroker {
@@ -720,6 +754,8 @@ pub(crate) mod tests {
                 }],
                 shard_count: 4,
                 rack: Some("rack-a".into()),
+                directory_id: None,
+                directory_replaced: false,
             }),
             MetadataRecord::RegisterBroker(RegisterBroker {
                 broker_id: BrokerId(0),
@@ -728,6 +764,8 @@ pub(crate) mod tests {
                 listeners: vec![],
                 shard_count: 1,
                 rack: None,
+                directory_id: None,
+                directory_replaced: false,
             }),
             MetadataRecord::UnregisterBroker(UnregisterBroker {
                 broker_id: BrokerId(2),
@@ -892,6 +930,65 @@ pub(crate) mod tests {
             MetadataRecord::from_bytes(&[2, 0, 1, 0]),
             Err(DecodeError::UnknownVersion { .. })
         ));
+    }
+
+    /// Version 1 of RegisterBroker is version 0 plus the directory id and
+    /// the replaced flag; a registration without an id (a broker of an
+    /// older version) is still written as version 0, and a version 0
+    /// record (every registration written before directory ids) reads as
+    /// one without an id.
+    #[test]
+    fn a_registration_with_a_directory_id_is_version_1_and_version_0_has_none() {
+        let without = RegisterBroker {
+            broker_id: BrokerId(3),
+            incarnation_id: IncarnationId(uuid(4)),
+            broker_epoch: BrokerEpoch(12),
+            listeners: vec![Listener {
+                name: "PLAINTEXT".into(),
+                host: "h".into(),
+                port: 9092,
+            }],
+            shard_count: 2,
+            rack: None,
+            directory_id: None,
+            directory_replaced: false,
+        };
+        let v0 = MetadataRecord::RegisterBroker(without.clone()).to_bytes();
+        assert_eq!(&v0[..4], &[0, 0, 0, 0]);
+        assert_eq!(
+            MetadataRecord::from_bytes(&v0),
+            Ok(MetadataRecord::RegisterBroker(without.clone()))
+        );
+        for replaced in [false, true] {
+            let with = MetadataRecord::RegisterBroker(RegisterBroker {
+                directory_id: Some(DirectoryId(uuid(9))),
+                directory_replaced: replaced,
+                ..without.clone()
+            });
+            let bytes = with.to_bytes();
+            assert_eq!(&bytes[..4], &[0, 0, 1, 0]);
+            assert_eq!(&bytes[4..v0.len()], &v0[4..]);
+            assert_eq!(&bytes[v0.len()..v0.len() + 16], &[9; 16]);
+            assert_eq!(bytes[v0.len() + 16..], [u8::from(replaced)]);
+            assert_eq!(MetadataRecord::from_bytes(&bytes), Ok(with));
+            // Version 1 without its new fields is truncated, not version 0.
+            let mut cut = bytes.clone();
+            cut.truncate(v0.len());
+            assert!(matches!(
+                MetadataRecord::from_bytes(&cut),
+                Err(DecodeError::Truncated { .. })
+            ));
+        }
+        // No version 2.
+        let mut v2 = v0.clone();
+        v2[2] = 2;
+        assert_eq!(
+            MetadataRecord::from_bytes(&v2),
+            Err(DecodeError::UnknownVersion {
+                record_type: 0,
+                version: 2
+            })
+        );
     }
 
     /// The SCRAM credential records (added after the golden samples were

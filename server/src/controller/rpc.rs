@@ -26,7 +26,7 @@ use super::records::{
     write_acl_binding,
 };
 use super::types::{
-    BrokerEpoch, BrokerId, IncarnationId, LeaderEpoch, MetadataOffset, PartitionEpoch,
+    BrokerEpoch, BrokerId, DirectoryId, IncarnationId, LeaderEpoch, MetadataOffset, PartitionEpoch,
     PartitionIndex, TopicId,
 };
 use crate::auth::acl::AclBinding;
@@ -404,7 +404,14 @@ impl Request {
         writer.u16(VERSION);
         match self {
             Request::RegisterBroker(request) => {
-                writer.u8(0);
+                // Tag 15 is tag 0 followed by the directory id. Without an
+                // id (never sent by this version) it is tag 0, which older
+                // brokers send and every controller reads.
+                writer.u8(if request.directory_id.is_some() {
+                    15
+                } else {
+                    0
+                });
                 writer.i32(request.broker_id.0);
                 writer.uuid(request.incarnation_id.0);
                 writer.count(request.listeners.len());
@@ -415,6 +422,9 @@ impl Request {
                 }
                 writer.u32(request.shard_count);
                 writer.option(request.rack.as_ref(), |writer, rack| writer.string(rack));
+                if let Some(directory_id) = request.directory_id {
+                    writer.uuid(directory_id.0);
+                }
             }
             Request::Heartbeat(request) => {
                 writer.u8(1);
@@ -565,7 +575,7 @@ impl Request {
             })
         };
         let request = match reader.u8()? {
-            0 => {
+            tag @ (0 | 15) => {
                 let broker_id = BrokerId(reader.i32()?);
                 let incarnation_id = IncarnationId(reader.uuid()?);
                 let count = reader.count(10)?;
@@ -578,12 +588,20 @@ impl Request {
                         })
                     })
                     .collect::<Result<_, DecodeError>>()?;
+                let shard_count = reader.u32()?;
+                let rack = reader.option(Reader::string)?;
+                let directory_id = if tag == 15 {
+                    Some(DirectoryId(reader.uuid()?))
+                } else {
+                    None
+                };
                 Request::RegisterBroker(RegistrationRequest {
                     broker_id,
                     incarnation_id,
                     listeners,
-                    shard_count: reader.u32()?,
-                    rack: reader.option(Reader::string)?,
+                    shard_count,
+                    rack,
+                    directory_id,
                 })
             }
             1 => Request::Heartbeat(HeartbeatRequest {
@@ -881,6 +899,15 @@ mod tests {
                 }],
                 shard_count: 4,
                 rack: Some("a".into()),
+                directory_id: Some(DirectoryId(uuid::Uuid::from_bytes([8; 16]))),
+            }),
+            Request::RegisterBroker(RegistrationRequest {
+                broker_id: BrokerId(3),
+                incarnation_id: IncarnationId(uuid::Uuid::from_bytes([6; 16])),
+                listeners: vec![],
+                shard_count: 1,
+                rack: None,
+                directory_id: None,
             }),
             Request::Heartbeat(HeartbeatRequest {
                 broker_id: BrokerId(1),
@@ -1036,6 +1063,41 @@ mod tests {
                 response
             );
         }
+    }
+
+    /// A registration from a broker of an older version (tag 0, no
+    /// directory id: these bytes are what it sends) reads as one without
+    /// an id; one with an id is tag 15, tag 0's fields followed by the id.
+    #[test]
+    fn an_older_brokers_registration_reads_without_a_directory_id() {
+        let mut old = vec![0, 0, 0];
+        old.extend_from_slice(&5i32.to_le_bytes());
+        old.extend_from_slice(&[4; 16]);
+        old.extend_from_slice(&0u32.to_le_bytes());
+        old.extend_from_slice(&2u32.to_le_bytes());
+        old.push(0);
+        let without = RegistrationRequest {
+            broker_id: BrokerId(5),
+            incarnation_id: IncarnationId(uuid::Uuid::from_bytes([4; 16])),
+            listeners: vec![],
+            shard_count: 2,
+            rack: None,
+            directory_id: None,
+        };
+        assert_eq!(
+            Request::decode(&old).unwrap(),
+            Request::RegisterBroker(without.clone())
+        );
+        assert_eq!(Request::RegisterBroker(without.clone()).encode(), old);
+        let with = Request::RegisterBroker(RegistrationRequest {
+            directory_id: Some(DirectoryId(uuid::Uuid::from_bytes([9; 16]))),
+            ..without
+        });
+        let bytes = with.encode();
+        assert_eq!(bytes[2], 15);
+        assert_eq!(&bytes[3..old.len()], &old[3..]);
+        assert_eq!(&bytes[old.len()..], &[9; 16]);
+        assert_eq!(Request::decode(&bytes).unwrap(), with);
     }
 
     #[test]

@@ -53,8 +53,8 @@ use super::logger;
 use super::node::{CommittedBatch, NodeError, Output, Proposal, ProposeError, RaftNodeConfig};
 use super::quorum_controller::{
     AlterPartitionDecision, AlterPartitionReply, AlterPartitionRequest, CreateTopicRequest,
-    HeartbeatRequest, LEADER_IMBALANCE_CHECK_INTERVAL_MS_DEFAULT, QuorumController,
-    RegistrationDecision, RegistrationRequest,
+    DirectoryReplaced, HeartbeatRequest, LEADER_IMBALANCE_CHECK_INTERVAL_MS_DEFAULT,
+    QuorumController, RegistrationDecision, RegistrationRequest,
 };
 use super::records::{
     AccessControlEntry, ConfigResource, Listener, MetadataRecord, RecordBatch,
@@ -63,8 +63,8 @@ use super::records::{
 use super::rpc::{ErrorKind, FetchedBatch, Reply, Request, RequestError, Response};
 use super::storage::{FileRaftStore, MemRaftStore, RaftLogStore, StoreError};
 use super::types::{
-    BrokerEpoch, BrokerId, IncarnationId, LeaderEpoch, MetadataOffset, PRODUCER_ID_BLOCK_SIZE,
-    PartitionEpoch, PartitionIndex, TopicId,
+    BrokerEpoch, BrokerId, DirectoryId, IncarnationId, LeaderEpoch, MetadataOffset,
+    PRODUCER_ID_BLOCK_SIZE, PartitionEpoch, PartitionIndex, TopicId,
 };
 use crate::peer::auth::PeerSecret;
 use crate::peer::{self, PeerError, read_frame, write_frame};
@@ -113,6 +113,10 @@ pub struct ServiceConfig {
     pub listeners: Vec<Listener>,
     pub shard_count: u32,
     pub rack: Option<String>,
+    /// The id of this broker's data directory, sent with its registration
+    /// (`crate::datadir::directory_id`); `None` registers without one, as
+    /// a broker of an older version does.
+    pub directory_id: Option<DirectoryId>,
     pub tick_interval_ms: u64,
     /// Kafka's broker.heartbeat.interval.ms.
     pub heartbeat_interval_ms: u64,
@@ -148,6 +152,7 @@ impl ServiceConfig {
             listeners,
             shard_count,
             rack: None,
+            directory_id: None,
             tick_interval_ms: 100,
             heartbeat_interval_ms: 2000,
             session_timeout_ms: 9000,
@@ -794,7 +799,13 @@ impl<S: RaftLogStore> ControllerLoop<S> {
                     RegistrationDecision::Propose {
                         records,
                         broker_epoch,
-                    } => Ok((records, PendingKind::Registered(broker_epoch))),
+                        directory_replaced,
+                    } => {
+                        if let Some(replaced) = &directory_replaced {
+                            warn_directory_replaced(replaced);
+                        }
+                        Ok((records, PendingKind::Registered(broker_epoch)))
+                    }
                 }
             }
             Request::Heartbeat(request) => {
@@ -1528,6 +1539,7 @@ fn heartbeat_loop(shared: Arc<Shared>) {
                 listeners: config.listeners.clone(),
                 shard_count: config.shard_count,
                 rack: config.rack.clone(),
+                directory_id: config.directory_id,
             });
             match route_request(&shared, &request, deadline) {
                 Ok(Reply::Registered { broker_epoch }) => {
@@ -1585,6 +1597,65 @@ fn heartbeat_loop(shared: Arc<Shared>) {
         // Woken early by a controlled-shutdown request.
         let _ = shared.broker_changed.wait_timeout(broker, pause);
     }
+}
+
+/// The warning of a registration from a replaced disk (decided, to be
+/// proposed): which broker, which directories, and what it costs.
+fn warn_directory_replaced(replaced: &DirectoryReplaced) {
+    let name = |topic: &str, partition: PartitionIndex| format!("{topic}-{}", partition.0);
+    let mut consequences = Vec::new();
+    let leaderless: Vec<String> = replaced
+        .isr_emptied
+        .iter()
+        .filter(|(_, _, leader)| leader.is_none())
+        .map(|(topic, partition, _)| name(topic, *partition))
+        .collect();
+    if !leaderless.is_empty() {
+        consequences.push(format!(
+            "partitions left without a leader until an unclean election (ElectLeaders \
+             UNCLEAN, or unclean.leader.election.enable) gives them one: {}",
+            leaderless.join(", ")
+        ));
+    }
+    let uncleanly_led: Vec<String> = replaced
+        .isr_emptied
+        .iter()
+        .filter_map(|(topic, partition, leader)| {
+            leader.map(|leader| format!("{} (to {leader})", name(topic, *partition)))
+        })
+        .collect();
+    if !uncleanly_led.is_empty() {
+        consequences.push(format!(
+            "partitions given another leader at once (unclean.leader.election.enable): {}",
+            uncleanly_led.join(", ")
+        ));
+    }
+    let sole: Vec<String> = replaced
+        .sole_replica
+        .iter()
+        .map(|(topic, partition)| name(topic, *partition))
+        .collect();
+    if !sole.is_empty() {
+        consequences.push(format!(
+            "partitions it is the only replica of, which it leads again with whatever its \
+             disk holds: {}",
+            sole.join(", ")
+        ));
+    }
+    if consequences.is_empty() {
+        consequences.push("it was the last in-sync replica of no partition".to_string());
+    }
+    warn!(
+        broker = %replaced.broker_id,
+        previous_directory_id = %replaced.previous,
+        directory_id = %replaced.current,
+        "broker {} registers with data directory {} instead of {}: its disk was replaced or \
+         wiped, so it leaves every ISR, also as the last member; {}",
+        replaced.broker_id,
+        replaced.current,
+        replaced.previous,
+        consequences.join("; "),
+    );
 }
 
 fn wait_applied_blocking(shared: &Shared, offset: MetadataOffset, timeout: Duration) -> bool {

@@ -114,6 +114,20 @@ impl fmt::Display for TopicId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct IncarnationId(pub Uuid);
 
+/// A broker's data directory (Kafka's directory id, KIP-858): a random
+/// UUID written into the directory when it is first used
+/// (`crate::datadir::directory_id`). A broker that registers with another
+/// id than its previous registration's runs on another disk: whatever its
+/// replicas held is gone, so it cannot keep a place in any ISR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct DirectoryId(pub Uuid);
+
+impl fmt::Display for DirectoryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// A producer id handed out by a broker (InitProducerId). The controller
 /// hands brokers disjoint blocks of them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

@@ -27,7 +27,7 @@ use sluice_server::controller::records::{ConfigResource, Listener, MetadataRecor
 use sluice_server::controller::storage::memory::SyncPolicy;
 use sluice_server::controller::storage::{MemRaftStore, RaftLogStore};
 use sluice_server::controller::types::{
-    BrokerEpoch, BrokerId, IncarnationId, LeaderEpoch, MetadataOffset, PartitionEpoch,
+    BrokerEpoch, BrokerId, DirectoryId, IncarnationId, LeaderEpoch, MetadataOffset, PartitionEpoch,
     PartitionIndex, TopicId,
 };
 
@@ -844,6 +844,8 @@ impl Simulation {
                         }],
                         shard_count: 2,
                         rack: None,
+                        // A crash keeps the disk (the simulated store).
+                        directory_id: Some(DirectoryId(uuid::Uuid::from_u128(broker as u128 + 1))),
                     };
                     let slot = &mut self.slots[controller];
                     let node = slot.node.as_ref().expect("active means alive");

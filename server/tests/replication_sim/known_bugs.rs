@@ -193,6 +193,8 @@ fn cancelling_a_reassignment_never_empties_the_isr() {
                 listeners: vec![],
                 shard_count: 1,
                 rack: None,
+                directory_id: None,
+                directory_replaced: false,
             })],
         );
         commit(

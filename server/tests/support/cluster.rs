@@ -1,8 +1,9 @@
 //! A cluster of real `sluice` processes on loopback for the cluster tests:
 //! node ids `1..=N`, each broker with its own Kafka and controller ports
 //! (picked free, never fixed, so tests run in parallel) and its own data
-//! directory; the first `min(N, 3)` nodes are the controller's voters and
-//! every broker gets the same `--controller-voters`.
+//! directory; the first `min(N, 3)` nodes are the controller's voters
+//! (fewer with [`Cluster::start_with_voters`]) and every broker gets the
+//! same `--controller-voters`.
 //!
 //! Brokers cannot serve before a controller quorum exists, so [`Cluster`]
 //! spawns every broker first and then waits for each to answer ApiVersions.
@@ -54,6 +55,32 @@ impl Cluster {
         extra_args: &[&str],
         node_args: &dyn Fn(i32) -> Vec<String>,
     ) -> Cluster {
+        Cluster::start_full(name, nodes, nodes.min(VOTERS_MAX), extra_args, node_args)
+    }
+
+    /// [`Cluster::start`] with only nodes `1..=voters` as the controller's
+    /// voters: the others can be stopped, killed or wiped without
+    /// touching the controller's quorum or its Raft state.
+    pub fn start_with_voters(
+        name: &str,
+        nodes: usize,
+        voters: usize,
+        extra_args: &[&str],
+    ) -> Cluster {
+        assert!(
+            (1..=nodes.min(VOTERS_MAX)).contains(&voters),
+            "1 to 3 voters among the nodes"
+        );
+        Cluster::start_full(name, nodes, voters, extra_args, &|_| Vec::new())
+    }
+
+    fn start_full(
+        name: &str,
+        nodes: usize,
+        voter_count: usize,
+        extra_args: &[&str],
+        node_args: &dyn Fn(i32) -> Vec<String>,
+    ) -> Cluster {
         assert!(nodes >= 1, "a cluster has at least one node");
         let root = Path::new(env!("CARGO_TARGET_TMPDIR"))
             .join("cluster")
@@ -64,7 +91,6 @@ impl Cluster {
         // Every port first: each broker's flags name every voter's.
         let kafka_ports: Vec<u16> = (0..nodes).map(|_| reserve_port()).collect();
         let controller_ports: Vec<u16> = (0..nodes).map(|_| reserve_port()).collect();
-        let voter_count = nodes.min(VOTERS_MAX);
         let voters = (1..=voter_count)
             .map(|node| format!("{node}@127.0.0.1:{}", controller_ports[node - 1]))
             .collect::<Vec<_>>()

@@ -112,6 +112,24 @@ pub fn create_topic_replicated(
     }
 }
 
+/// CreateTopics with an explicit replica list per partition (the first
+/// replica is the preferred leader); panics unless the topic was created.
+pub fn create_topic_assigned(bootstrap: &str, name: &str, assignment: &[&[i32]]) {
+    let admin = admin(bootstrap);
+    let topic = NewTopic::new(
+        name,
+        i32::try_from(assignment.len()).expect("partition count fits i32"),
+        TopicReplication::Variable(assignment),
+    );
+    let results = block_on(admin.create_topics([&topic], &admin_options()))
+        .unwrap_or_else(|error| panic!("CreateTopics {name}: {error}"));
+    for result in results {
+        if let Err((topic, code)) = result {
+            panic!("CreateTopics {topic}: {code:?}");
+        }
+    }
+}
+
 /// DescribeConfigs of a topic: name -> value.
 pub fn describe_topic_configs(bootstrap: &str, topic: &str) -> BTreeMap<String, Option<String>> {
     let admin = admin(bootstrap);
