@@ -78,8 +78,10 @@ impl Broker {
         let data_dir_lock = DataDirLock::acquire(&config.data_dir)?;
         let lock_fd = data_dir_lock.raw_fd();
         // Registered with the controller: another id than before means a
-        // replaced disk (crate::datadir).
-        let directory_id = DirectoryId(crate::datadir::directory_id(&config.data_dir)?);
+        // replaced disk (crate::datadir). None: adopted at this start.
+        let directory_id = crate::datadir::directory_id(&config.data_dir)?
+            .registered()
+            .map(DirectoryId);
         // Bound before registering, so the registration carries its port.
         let replication_listener = std::net::TcpListener::bind(config.replication_listen)
             .with_context(|| {
@@ -429,7 +431,7 @@ pub(crate) fn wait_unfenced(
 fn start_controller(
     config: &BrokerConfig,
     replication_address: &str,
-    directory_id: DirectoryId,
+    directory_id: Option<DirectoryId>,
 ) -> anyhow::Result<ControllerHandle> {
     // Every client listener with its advertised address; the first is
     // where clients of an unknown listener are sent.
@@ -463,7 +465,7 @@ fn start_controller(
         .map(|(id, endpoint)| (BrokerId(*id), endpoint.clone()))
         .collect();
     service_config.listen = config.controller_listen;
-    service_config.directory_id = Some(directory_id);
+    service_config.directory_id = directory_id;
     service_config.session_timeout_ms = config.broker_session_timeout_ms;
     service_config.heartbeat_interval_ms = config.broker_heartbeat_interval_ms;
     service_config.leader_imbalance_check_interval_ms = config.leader_imbalance_check_interval_ms;

@@ -87,9 +87,10 @@ pub enum DataDirError {
         source: std::io::Error,
     },
     #[error(
-        "the data directory's id file {file} does not hold a UUID ({text:?}); if the directory's \
-         data is not to be trusted, remove the file: the broker then starts as on a new disk \
-         and leaves every ISR until it has caught up"
+        "the data directory's id file {file} does not hold a UUID ({text:?}); remove the file to \
+         keep the directory's data as this broker's (it gets another id, as after an upgrade); \
+         if the data is not to be trusted, empty the directory instead: the broker then starts \
+         as on a new disk and leaves every ISR until it has caught up"
     )]
     InvalidDirectoryId { file: PathBuf, text: String },
 }
@@ -218,11 +219,13 @@ impl DataDirLock {
 /// fsynced), so that a crash leaves either no id or the whole one.
 ///
 /// A directory that already holds files but no id was written by a
-/// version without directory ids: it gets one too. That is an upgrade,
-/// not a new disk: the controller has no id on record for the broker, so
-/// it compares nothing. Call with the directory locked
-/// ([`DataDirLock::acquire`]).
-pub fn directory_id(path: &Path) -> Result<uuid::Uuid, DataDirError> {
+/// version without directory ids, or lost its id file: it gets one too,
+/// marked `adopted`. The disk is not a new one: this start registers
+/// without an id (as an earlier version does), which the controller
+/// compares with nothing and which clears the id it had on record, so the
+/// next start's id is compared with nothing either. Call with the
+/// directory locked ([`DataDirLock::acquire`]).
+pub fn directory_id(path: &Path) -> Result<DirectoryIdentity, DataDirError> {
     let file = path.join(DIRECTORY_ID_FILE_NAME);
     let io_error = |source| DataDirError::DirectoryIdIo {
         file: file.clone(),
@@ -230,12 +233,13 @@ pub fn directory_id(path: &Path) -> Result<uuid::Uuid, DataDirError> {
     };
     match std::fs::read_to_string(&file) {
         Ok(text) => {
-            return uuid::Uuid::parse_str(text.trim()).map_err(|_| {
+            let id = uuid::Uuid::parse_str(text.trim()).map_err(|_| {
                 DataDirError::InvalidDirectoryId {
                     file: file.clone(),
                     text,
                 }
-            });
+            })?;
+            return Ok(DirectoryIdentity { id, adopted: false });
         }
         Err(error) if error.kind() == ErrorKind::NotFound => {}
         Err(error) => return Err(io_error(error)),
@@ -261,7 +265,8 @@ pub fn directory_id(path: &Path) -> Result<uuid::Uuid, DataDirError> {
         tracing::info!(
             data_dir = %path.display(),
             directory_id = %id,
-            "the data directory has no id yet (written by an earlier version): created one"
+            "the data directory holds data but no id (written by an earlier version, or its \
+             id file was lost): created one, registered from the next start on"
         );
     } else {
         tracing::info!(
@@ -270,7 +275,26 @@ pub fn directory_id(path: &Path) -> Result<uuid::Uuid, DataDirError> {
             "new data directory: created its id"
         );
     }
-    Ok(id)
+    Ok(DirectoryIdentity {
+        id,
+        adopted: earlier_data,
+    })
+}
+
+/// A data directory's id ([`directory_id`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirectoryIdentity {
+    pub id: uuid::Uuid,
+    /// Created at this start for a directory that already held data: not
+    /// registered until the next start.
+    pub adopted: bool,
+}
+
+impl DirectoryIdentity {
+    /// The id this start registers with.
+    pub fn registered(&self) -> Option<uuid::Uuid> {
+        (!self.adopted).then_some(self.id)
+    }
 }
 
 /// Whether a process with this pid exists (it may be a zombie).
@@ -410,7 +434,9 @@ mod tests {
         let dir = scratch("directory-id");
         let lock = DataDirLock::acquire(&dir).unwrap();
         let first = directory_id(&dir).unwrap();
+        assert!(!first.adopted, "a new directory's id is registered at once");
         assert_eq!(directory_id(&dir).unwrap(), first);
+        let first = first.id;
         let text = std::fs::read_to_string(dir.join(DIRECTORY_ID_FILE_NAME)).unwrap();
         assert_eq!(text, format!("{first}\n"));
         assert!(!dir.join(format!("{DIRECTORY_ID_FILE_NAME}.tmp")).exists());
@@ -420,16 +446,34 @@ mod tests {
         let upgraded = scratch("directory-id-upgraded");
         std::fs::create_dir_all(upgraded.join("orders-0")).unwrap();
         let lock = DataDirLock::acquire(&upgraded).unwrap();
-        let id = directory_id(&upgraded).unwrap();
-        assert_ne!(id, first);
-        assert_eq!(directory_id(&upgraded).unwrap(), id);
+        let adopted = directory_id(&upgraded).unwrap();
+        assert_ne!(adopted.id, first);
+        assert!(adopted.adopted);
+        assert_eq!(
+            adopted.registered(),
+            None,
+            "not registered at the first start"
+        );
+        let next_start = directory_id(&upgraded).unwrap();
+        assert_eq!(next_start.id, adopted.id);
+        assert_eq!(next_start.registered(), Some(adopted.id));
+        drop(lock);
+
+        // Data kept, id file lost (an operator removed it): adopted too,
+        // never a replaced disk.
+        std::fs::remove_file(upgraded.join(DIRECTORY_ID_FILE_NAME)).unwrap();
+        let lock = DataDirLock::acquire(&upgraded).unwrap();
+        let readopted = directory_id(&upgraded).unwrap();
+        assert!(readopted.adopted);
+        assert_eq!(readopted.registered(), None);
         drop(lock);
 
         // Wiped: another id.
         std::fs::remove_dir_all(&dir).unwrap();
         let lock = DataDirLock::acquire(&dir).unwrap();
         let again = directory_id(&dir).unwrap();
-        assert_ne!(again, first);
+        assert_ne!(again.id, first);
+        assert!(!again.adopted, "a wiped directory's new id is registered");
 
         std::fs::write(dir.join(DIRECTORY_ID_FILE_NAME), b"not a uuid\n").unwrap();
         let error = directory_id(&dir).unwrap_err();
