@@ -754,13 +754,16 @@ impl QuorumController {
             None => Vec::new(),
         };
         let replaced = on_replaced_disk(image);
+        let registered = |id: BrokerId| image.broker(id).is_some();
         for topic in turned_on {
             for (index, partition) in topic.partitions.iter().enumerate() {
                 if partition.leader.is_some() {
                     continue;
                 }
                 let active = |id: BrokerId| image.broker(id).is_some_and(|b| b.is_active());
-                if let Some((leader, isr)) = elect(partition, active, &replaced, true) {
+                if let Some((leader, isr)) =
+                    elect(partition, active, &replaced, registered, Unclean::ByConfig)
+                {
                     records.push(guarded_change(
                         topic.topic_id,
                         index,
@@ -866,6 +869,7 @@ fn partition_changes_without(
         member != broker_id && image.broker(member).is_some_and(|b| b.is_active())
     };
     let replaced = on_replaced_disk(image);
+    let registered = |id: BrokerId| image.broker(id).is_some();
     for topic in image.topics().values() {
         let unclean = unclean_election_enabled(image, &topic.name);
         for (index, partition) in topic.partitions.iter().enumerate() {
@@ -892,7 +896,13 @@ fn partition_changes_without(
                     isr: isr.clone(),
                     ..partition.clone()
                 };
-                match elect(&reduced, active, &replaced, unclean) {
+                match elect(
+                    &reduced,
+                    active,
+                    &replaced,
+                    registered,
+                    Unclean::by_config(unclean),
+                ) {
                     Some((leader, unclean_isr)) => {
                         if let Some(unclean_isr) = unclean_isr {
                             isr = unclean_isr;
@@ -933,13 +943,20 @@ fn leaderships_regained(image: &MetadataImage, broker_id: BrokerId) -> Vec<Metad
         member == broker_id || image.broker(member).is_some_and(|b| b.is_active())
     };
     let replaced = on_replaced_disk(image);
+    let registered = |id: BrokerId| image.broker(id).is_some();
     for topic in image.topics().values() {
         let unclean = unclean_election_enabled(image, &topic.name);
         for (index, partition) in topic.partitions.iter().enumerate() {
             if partition.leader.is_some() {
                 continue;
             }
-            if let Some((leader, isr)) = elect(partition, active, &replaced, unclean) {
+            if let Some((leader, isr)) = elect(
+                partition,
+                active,
+                &replaced,
+                registered,
+                Unclean::by_config(unclean),
+            ) {
                 records.push(guarded_change(
                     topic.topic_id,
                     index,
@@ -953,19 +970,44 @@ fn leaderships_regained(image: &MetadataImage, broker_id: BrokerId) -> Vec<Metad
     records
 }
 
+/// Whether an election may take a replica outside the ISR, and who asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unclean {
+    Never,
+    /// The topic's unclean.leader.election.enable.
+    ByConfig,
+    /// ElectLeaders UNCLEAN.
+    ByOperator,
+}
+
+impl Unclean {
+    fn by_config(enabled: bool) -> Unclean {
+        if enabled {
+            Unclean::ByConfig
+        } else {
+            Unclean::Never
+        }
+    }
+}
+
 /// A partition's next leader: the first active ISR member in replica
-/// order; else, with `unclean`, the first active replica, which becomes
-/// the whole ISR (`Some` new ISR); else none.
+/// order; else, unclean, the first active replica, which becomes the
+/// whole ISR (`Some` new ISR); else none.
 ///
 /// An empty ISR means its last member came back on a replaced disk
 /// (`partition_changes_without`): then the unclean election takes
 /// replicas on replaced disks (`replaced`) last, since they hold nothing
-/// of the partition, while the others may hold what the ISR had.
+/// of the partition, while the others may hold what the ISR had; and the
+/// topic's config alone never elects one while another replica is still
+/// registered (`registered`), fenced or not: the first broker back after
+/// a cluster-wide outage would lead with nothing, and the others truncate
+/// to it when they return. The operator may (ElectLeaders UNCLEAN).
 fn elect(
     partition: &PartitionState,
     active: impl Fn(BrokerId) -> bool,
     replaced: impl Fn(BrokerId) -> bool,
-    unclean: bool,
+    registered: impl Fn(BrokerId) -> bool,
+    unclean: Unclean,
 ) -> Option<(BrokerId, Option<Vec<BrokerId>>)> {
     if let Some(leader) = partition
         .replicas
@@ -974,7 +1016,7 @@ fn elect(
     {
         return Some((*leader, None));
     }
-    if !unclean {
+    if unclean == Unclean::Never {
         return None;
     }
     let candidates: Vec<BrokerId> = partition
@@ -983,12 +1025,23 @@ fn elect(
         .copied()
         .filter(|replica| active(*replica))
         .collect();
-    let preferred = if partition.isr.is_empty() {
-        candidates.iter().find(|replica| !replaced(**replica))
+    let leader = if partition.isr.is_empty() {
+        match candidates.iter().find(|replica| !replaced(**replica)) {
+            Some(leader) => *leader,
+            None => {
+                let others_registered = partition
+                    .replicas
+                    .iter()
+                    .any(|replica| !replaced(*replica) && registered(*replica));
+                if others_registered && unclean == Unclean::ByConfig {
+                    return None;
+                }
+                *candidates.first()?
+            }
+        }
     } else {
-        None
+        *candidates.first()?
     };
-    let leader = *preferred.or(candidates.first())?;
     Some((leader, Some(vec![leader])))
 }
 
@@ -1150,10 +1203,17 @@ pub fn elect_unclean_leaders(
 ) -> Vec<MetadataRecord> {
     let active = |member: BrokerId| image.broker(member).is_some_and(|b| b.is_active());
     let replaced = on_replaced_disk(image);
+    let registered = |id: BrokerId| image.broker(id).is_some();
     named_partitions(image, partitions)
         .filter(|(_, _, partition)| partition.leader.is_none())
         .filter_map(|(topic_id, index, partition)| {
-            let (leader, isr) = elect(partition, active, &replaced, true)?;
+            let (leader, isr) = elect(
+                partition,
+                active,
+                &replaced,
+                registered,
+                Unclean::ByOperator,
+            )?;
             Some(guarded_change(
                 topic_id,
                 index,
@@ -1986,6 +2046,38 @@ mod tests {
         );
         let after = state(&image, topic);
         assert_eq!((after.leader, after.isr), (Some(BrokerId(2)), ids(&[2])));
+    }
+
+    /// After a cluster-wide outage the broker back first on a replaced disk
+    /// is the only active replica: the topic's unclean election setting
+    /// does not make it leader (it holds nothing, and the others, fenced
+    /// but registered, may hold everything); the operator's ElectLeaders
+    /// UNCLEAN does.
+    #[test]
+    fn unclean_by_config_never_elects_a_replaced_disk_while_others_may_return() {
+        let (mut controller, mut image, epochs, topic) = replicated();
+        leader_alone_then_fenced(&mut controller, &mut image, &epochs, topic);
+        fence(&mut controller, &mut image, 2);
+        fence(&mut controller, &mut image, 3);
+        set_unclean(&controller, &mut image, "true");
+        register_again(
+            &mut controller,
+            &mut image,
+            &registration_on(1, 2, Some(disk(1, 2))),
+        )
+        .unwrap();
+        unfence(&mut controller, &mut image, 1);
+        let after = state(&image, topic);
+        assert_eq!((after.leader, after.isr), (None, vec![]));
+        for batch in controller.tick(&image, 5000) {
+            commit(&mut image, &batch);
+        }
+        assert_eq!(state(&image, topic).leader, None);
+
+        let records = elect_unclean_leaders(&image, &[("r".to_string(), 0)]);
+        commit(&mut image, &records);
+        let after = state(&image, topic);
+        assert_eq!((after.leader, after.isr), (Some(BrokerId(1)), ids(&[1])));
     }
 
     /// The only replica of a partition back on a replaced disk keeps its
