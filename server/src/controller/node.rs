@@ -159,9 +159,10 @@ pub struct RaftNode<S: RaftLogStore> {
     /// Messages that may leave only after the store is synced.
     held_messages: Vec<Message>,
     /// Set while a voter that started with an empty log catches up: the
-    /// commit index of the first append (or snapshot) a leader sent it,
-    /// `None` before any. See [`RaftNode::abstains_from`].
-    catching_up: Option<Option<u64>>,
+    /// term and commit index of the first append (or snapshot) a leader of
+    /// the highest term seen sent it, `None` before any. See
+    /// [`RaftNode::abstains_from`].
+    catching_up: Option<Option<(u64, u64)>>,
 }
 
 impl<S: RaftLogStore> RaftNode<S> {
@@ -289,7 +290,8 @@ impl<S: RaftLogStore> RaftNode<S> {
     /// A voter that started with an empty log does not vote (nor
     /// pre-vote) for a candidate whose log is not empty until it holds
     /// entries, up to the commit index of the first append a leader sent it
-    /// (what the cluster had committed when it came back).
+    /// (what the cluster had committed when it came back; a leader of a
+    /// newer term sets it again).
     ///
     /// Its log is empty on its first start, or when its Raft directory was
     /// lost (a wiped or replaced disk). Raft's votes rest on a voter
@@ -311,21 +313,31 @@ impl<S: RaftLogStore> RaftNode<S> {
     /// part-way through catching up votes with the part it has; and the
     /// commit index it catches up to is its leader's, which a leader
     /// elected after the wipe may not have raised yet to everything
-    /// committed before it (docs/internals/cluster.md).
+    /// committed before it, or a stale leader's cut off from the others
+    /// if that one reached it first and the current one only after it had
+    /// caught up (docs/internals/controller.md).
     fn abstains_from(&mut self, message: &Message) -> bool {
         use raft::eraftpb::MessageType;
         let Some(target) = self.catching_up.as_mut() else {
             return false;
         };
-        if target.is_none() {
-            *target = match message.get_msg_type() {
-                MessageType::MsgAppend => Some(message.commit),
-                MessageType::MsgSnapshot => Some(message.get_snapshot().get_metadata().index),
-                _ => None,
-            };
+        let leader_commit = match message.get_msg_type() {
+            MessageType::MsgAppend => Some(message.commit),
+            MessageType::MsgSnapshot => Some(message.get_snapshot().get_metadata().index),
+            _ => None,
+        };
+        // The first commit index a leader sent, or the first of a newer
+        // term's leader (the first may have come from a stale leader cut
+        // off from the others); not the latest, which a lagging voter
+        // could chase for good.
+        if let Some(commit) = leader_commit
+            && message.term >= self.raw.raft.term
+            && target.is_none_or(|(term, _)| message.term > term)
+        {
+            *target = Some((message.term, commit));
         }
         let last_index = self.raw.raft.raft_log.last_index();
-        if last_index > 0 && target.is_some_and(|target| last_index >= target) {
+        if last_index > 0 && target.is_some_and(|(_, commit)| last_index >= commit) {
             self.catching_up = None;
             return false;
         }

@@ -402,8 +402,12 @@ pub struct ProducerStateTable {
     /// that opens the transaction ([`Self::end_verification`]). In memory
     /// only.
     verifications: HashMap<ProducerId, Verification>,
+    /// The last guard handed out; guards start at 1 ([`NO_GUARD`] is none).
     next_guard: u64,
 }
+
+/// A verification guard no verification ever holds.
+const NO_GUARD: u64 = 0;
 
 /// A producer's verification on the partition (Kafka's
 /// VerificationStateEntry).
@@ -672,13 +676,19 @@ impl ProducerStateTable {
         now_ms: i64,
     ) -> u64 {
         assert!(first_sequence >= 0, "sequence {first_sequence}");
-        if let Some(held) = self.verifications.get_mut(&producer_id)
-            && held.epoch == epoch
-        {
-            if sequence_precedes(first_sequence, held.lowest_sequence) {
-                held.lowest_sequence = first_sequence;
+        if let Some(held) = self.verifications.get_mut(&producer_id) {
+            if held.epoch == epoch {
+                if sequence_precedes(first_sequence, held.lowest_sequence) {
+                    held.lowest_sequence = first_sequence;
+                }
+                return held.guard;
             }
-            return held.guard;
+            if held.epoch > epoch {
+                // A fenced zombie's request: it must not take the current
+                // producer's verification away (Kafka's entry only moves
+                // forward). A guard no verification holds.
+                return NO_GUARD;
+            }
         }
         self.next_guard += 1;
         let guard = self.next_guard;
@@ -1362,6 +1372,25 @@ mod tests {
             duplicate_base(produce(&mut table, &mut end, batch(1, 0, 1)).unwrap()),
             Offset(3)
         );
+    }
+
+    /// A fenced epoch's request leaves the current producer's verification
+    /// (and its lowest sequence) alone.
+    #[test]
+    fn a_zombie_epoch_leaves_the_current_verification_alone() {
+        let mut table = ProducerStateTable::new();
+        let mut end = Offset::ZERO;
+        let guard = table.begin_verification(PRODUCER, 3, 0, NOW);
+        table.begin_verification(PRODUCER, 3, 5, NOW);
+        // A request of the fenced epoch 2 arrives meanwhile.
+        let zombie = table.begin_verification(PRODUCER, 2, 9, NOW);
+        assert!(!table.holds_verification(PRODUCER, 2, zombie));
+        assert!(table.holds_verification(PRODUCER, 3, guard));
+        // The current producer's pipeline is still held to its lowest.
+        assert!(matches!(
+            produce(&mut table, &mut end, batch(3, 5, 1)),
+            Err(ProducerStateError::OutOfOrderSequence { expected: 0, .. })
+        ));
     }
 
     /// KIP-890 (Kafka's VerificationStateEntry, checked since 3.6): the
