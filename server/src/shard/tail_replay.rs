@@ -150,7 +150,18 @@ pub(crate) async fn rebuild_with<I: Io>(
 ) -> (ProducerStateTable, TxnState, Result<u64, LogError>) {
     let mut txns = TxnState::open_replay(log).await;
     let snapshot = txns.take_producers();
-    let mut producers = ProducerStateTable::open_replay(io, log, scan_bytes, snapshot).await;
+    // Without a snapshot the transaction state reads the log from its
+    // start, and the one read serves both: the producer table reads it
+    // all too. With the window alone, a producer whose batches all lay
+    // further back (a kill -9 before the first snapshot) was unknown, and
+    // its retried batch was refused (OUT_OF_ORDER_SEQUENCE_NUMBER) or
+    // appended twice.
+    let window = if snapshot.is_none() && txns.from() <= log.log_start_offset() {
+        u64::MAX
+    } else {
+        scan_bytes
+    };
+    let mut producers = ProducerStateTable::open_replay(io, log, window, snapshot).await;
     // A failure is recorded by the replays it fails (`TailReplay::fail`).
     let result = match &mut producers {
         Ok(_) => replay_tail(log, &mut [&mut txns]).await,
