@@ -72,9 +72,11 @@
 //! (DeleteRecords, retention) past its newest snapshot reopens with the
 //! tail rule below. Compaction does not change it: what a
 //! snapshot recorded stays known even once the batches are compacted away
-//! (as Kafka's producer snapshots). Without a usable snapshot (a log
-//! written before version 1 snapshots, or one whose snapshots failed their
-//! checks) the table is rebuilt from about the last
+//! (as Kafka's producer snapshots). Without any snapshot the transaction
+//! state's scan reads the whole log, and the table is fed from its start in
+//! the same read (`tail_replay::rebuild_with`). With a snapshot but no
+//! usable table in it (a log written before version 1 snapshots, or a
+//! table that failed its checks) the table is rebuilt from about the last
 //! [`RECOVERY_SCAN_BYTES`] of the log ([`ProducerReplay::new`]); producers
 //! whose last batch lies before that window are unknown there, and their
 //! next batch is accepted whatever its sequence (as Kafka does for expired
