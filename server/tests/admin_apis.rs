@@ -387,22 +387,21 @@ fn elect_leaders_moves_leadership_back_to_the_preferred_replica() {
 }
 
 /// Three brokers with short timeouts and `topic` on two of them:
+/// Broker flags for tests that fence and fail over within seconds.
+const FAST_FAILOVER: &[&str] = &[
+    "--broker-heartbeat-interval-ms",
+    "500",
+    "--broker-session-timeout-ms",
+    "3000",
+    "--replica-lag-time-max-ms",
+    "1500",
+    "--leader-imbalance-check-interval-ms",
+    "0",
+];
+
 /// (cluster, leader, follower, the broker without a replica).
 fn two_replicas(name: &str, topic: &str) -> (Cluster, i32, i32, i32) {
-    let mut cluster = Cluster::start(
-        name,
-        3,
-        &[
-            "--broker-heartbeat-interval-ms",
-            "500",
-            "--broker-session-timeout-ms",
-            "3000",
-            "--replica-lag-time-max-ms",
-            "1500",
-            "--leader-imbalance-check-interval-ms",
-            "0",
-        ],
-    );
+    let mut cluster = Cluster::start(name, 3, FAST_FAILOVER);
     create_topic_replicated(&cluster.bootstrap(), topic, 1, 2, &[]);
     let states = cluster.wait_for_full_isr(topic, 1, Duration::from_secs(60));
     let leader = states[&0].leader;
@@ -568,21 +567,7 @@ fn the_last_isr_member_back_with_a_wiped_disk_leads_nothing_and_the_followers_ke
     const TOPIC: &str = "wiped";
     const BEFORE: usize = 20;
     let (leader, followers) = (2, [3, 4]);
-    let mut cluster = Cluster::start_with_voters(
-        "wiped-disk",
-        4,
-        1,
-        &[
-            "--broker-heartbeat-interval-ms",
-            "500",
-            "--broker-session-timeout-ms",
-            "3000",
-            "--replica-lag-time-max-ms",
-            "1500",
-            "--leader-imbalance-check-interval-ms",
-            "0",
-        ],
-    );
+    let mut cluster = Cluster::start_with_voters("wiped-disk", 4, 1, FAST_FAILOVER);
     create_topic_assigned(&cluster.bootstrap(), TOPIC, &[&[2, 3, 4]]);
     let states = cluster.wait_for_full_isr(TOPIC, 1, Duration::from_secs(60));
     assert_eq!(states[&0].leader, leader);

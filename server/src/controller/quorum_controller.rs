@@ -1623,7 +1623,18 @@ mod tests {
         BTreeMap<i32, BrokerEpoch>,
         TopicId,
     ) {
-        let mut controller = QuorumController::default();
+        replicated_on(QuorumController::default())
+    }
+
+    /// [`replicated`] with `controller`.
+    fn replicated_on(
+        mut controller: QuorumController,
+    ) -> (
+        QuorumController,
+        MetadataImage,
+        BTreeMap<i32, BrokerEpoch>,
+        TopicId,
+    ) {
         let mut image = MetadataImage::new();
         let epochs = cluster(&mut controller, &mut image, &[1, 2, 3]);
         let topic_id = TopicId(Uuid::from_bytes([42; 16]));
@@ -1937,21 +1948,10 @@ mod tests {
     /// and broker 1 rejoins only through the new leader's AlterPartition.
     #[test]
     fn the_last_isr_member_back_on_a_replaced_disk_leaves_the_isr() {
-        let mut controller =
-            QuorumController::default().with_leader_imbalance_check_interval_ms(1000);
-        let mut image = MetadataImage::new();
-        let epochs = cluster(&mut controller, &mut image, &[1, 2, 3]);
+        let (mut controller, mut image, epochs, topic) = replicated_on(
+            QuorumController::default().with_leader_imbalance_check_interval_ms(1000),
+        );
         controller.become_active(&image, 0);
-        let topic = TopicId(Uuid::from_bytes([42; 16]));
-        let request = CreateTopicRequest {
-            name: "r".into(),
-            partition_count: 1,
-            replication_factor: 3,
-            assignment: Some(vec![ids(&[1, 2, 3])]),
-            configs: vec![],
-        };
-        let records = controller.create_topic(&image, &request, topic).unwrap();
-        commit(&mut image, &records);
         leader_alone_then_fenced(&mut controller, &mut image, &epochs, topic);
 
         let replaced = register_again(
