@@ -135,6 +135,9 @@ struct Link {
 
 struct Connection {
     address: SocketAddr,
+    /// The socket both halves use, to shut it down when the connection is
+    /// dropped (`break_off`).
+    socket: TcpStream,
     outgoing: flume::Sender<Vec<Bytes>>,
     pending: RefCell<HashMap<u64, oneshot::Sender<StateReply>>>,
     broken: Cell<bool>,
@@ -208,10 +211,12 @@ impl Link {
         }
         self.retry_at.set(None);
         let _ = stream.set_nodelay(true);
+        let socket = stream.clone();
         let (reader, writer) = stream.into_split();
         let (outgoing, queued) = flume::bounded(OUTGOING_QUEUE);
         let connection = Rc::new(Connection {
             address,
+            socket,
             outgoing,
             pending: RefCell::new(HashMap::new()),
             broken: Cell::new(false),
@@ -225,10 +230,19 @@ impl Link {
 }
 
 impl Connection {
-    /// Mark broken and cancel every answer owed.
+    /// Mark broken, cancel every answer owed and shut the socket down.
+    ///
+    /// The shutdown ends a write that waits on a full socket buffer (a peer
+    /// that stopped reading, or a cut TCP has not noticed: it would wait
+    /// for TCP's retransmissions to give up, many minutes) and a read that
+    /// waits for answers. The writer then stops and drops the queue, which
+    /// releases every sender waiting for room in it with `Broken`: without
+    /// it, the pushers of up to `OUTGOING_QUEUE` frames stayed stuck on the
+    /// dead connection while the others synced over a new one.
     fn break_off(&self) {
         self.broken.set(true);
         self.pending.borrow_mut().clear();
+        let _ = socket2::SockRef::from(&self.socket).shutdown(std::net::Shutdown::Both);
     }
 }
 
@@ -277,4 +291,73 @@ async fn read_answers<R: compio::io::AsyncRead>(
     };
     tracing::info!(broker, address = %connection.address, reason, "replication connection closed");
     connection.break_off();
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use sluice_engine::{LeaderEpoch, Offset};
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::replication::messages::LeaderHeader;
+
+    fn push(request_id: u64, records: &Bytes) -> ToFollower {
+        ToFollower::Push {
+            header: LeaderHeader {
+                request_id,
+                topic_id: Uuid::from_u128(1),
+                partition: 0,
+                leader_id: 1,
+                leader_epoch: LeaderEpoch(1),
+                high_watermark: Offset(0),
+                log_start: Offset(0),
+            },
+            start_offset: Offset(0),
+            records: vec![records.clone()],
+        }
+    }
+
+    /// A follower that accepts and then reads nothing (as a network cut TCP
+    /// has not noticed looks from the leader): the socket buffer fills, the
+    /// writer waits in a write, the queue behind it fills, and the next
+    /// sender waits for room. Dropping the connection (the pushers' answer
+    /// timeout) must release that sender at once, so that it syncs again
+    /// over a new connection; before, it waited for the write, that is for
+    /// TCP to give up.
+    #[test]
+    fn dropping_a_connection_releases_a_sender_waiting_behind_a_write_that_never_ends() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let silent_peer = std::thread::spawn(move || listener.accept().unwrap().0);
+        let records = Bytes::from(vec![0u8; 1 << 20]);
+        compio::runtime::Runtime::new().unwrap().block_on(async {
+            let links = Links::new(None);
+            let mut queued = 0;
+            let mut waiting = loop {
+                let mut send = Box::pin(links.send(7, Some(address), |id| push(id, &records)));
+                match compio::time::timeout(Duration::from_millis(300), &mut send).await {
+                    Ok(sent) => {
+                        drop(sent.unwrap());
+                        queued += 1;
+                        assert!(queued < 10 * OUTGOING_QUEUE, "the socket never filled");
+                    }
+                    Err(_) => break send,
+                }
+            };
+            assert!(queued >= OUTGOING_QUEUE, "{queued} frames queued");
+            links.break_connection(7);
+            let released = compio::time::timeout(Duration::from_secs(5), &mut waiting)
+                .await
+                .expect("the waiting sender is released when the connection is dropped");
+            assert!(matches!(released, Err(LinkError::Broken { broker: 7 })));
+            // The next send waits out the reconnect pause, then connects anew.
+            assert!(matches!(
+                links.send(7, Some(address), |id| push(id, &records)).await,
+                Err(LinkError::Backoff { broker: 7 })
+            ));
+        });
+        drop(silent_peer.join().unwrap());
+    }
 }
