@@ -18,6 +18,65 @@
 //! wholly valid trusted segment may end before its successor's base (its
 //! last records were compacted away; its offsets reach up to that base).
 //! Everything after the trusted prefix must continue exactly, as before.
+//!
+//! ## No valid checkpoint
+//!
+//! A missing or damaged checkpoint (bit rot, an operator removing it)
+//! vouches for nothing, yet the segments may hold what compaction or a
+//! leader's cleaner left (a follower's copies). Held to the strict rules,
+//! the first such gap ended the log and every later segment was deleted:
+//! acknowledged records of every compacted topic lost. So, with no valid
+//! checkpoint:
+//!
+//! 1. every batch is validated in the compacted form, and a batch may start
+//!    past its predecessor's end only when the offsets after it confirm
+//!    it: the next batch of the segment starts at or after its end (or, for
+//!    the last batch of a sealed whole segment, the successor's base does).
+//!    The last batch of a segment after a gap that nothing confirms is cut,
+//!    as a torn one is;
+//! 2. a segment that is not the last one is *sealed whole* when its file is
+//!    valid in that form to its exact end and its offset index file names
+//!    exactly the batches found (each entry a batch start with its offset,
+//!    none left over). Such a segment may end before its successor's base,
+//!    or be empty, as a trusted one may;
+//! 3. everything else keeps the strict rules: a segment that is not sealed
+//!    whole must end exactly at its successor's base, or the log ends there.
+//!
+//! Why this accepts nothing the strict rules exist to cut:
+//! - a torn write fails the CRC or reads as zeros, in either form; the
+//!   compacted form only relaxes the record count and offsetDeltas, which
+//!   the CRC covers;
+//! - the base offset lies outside the CRC, so offset continuity was also
+//!   the only check of it: rule 1 keeps that check, since a damaged base
+//!   offset is confirmed by the batch after it only if it moved by no more
+//!   than a compaction gap there was room for (never in a contiguous run);
+//! - stale bytes past the valid data: preallocated space is zeros, a
+//!   truncation syncs its cut before anything is written after it, and
+//!   recovery cuts and syncs at the first invalid byte. Only a flush whose
+//!   write failed for want of space, with its tail rolled back (not the
+//!   broker's mode, `Log::keep_unflushed_when_full`), leaves batches past
+//!   the durable size; rule 1 can then keep some of them after a gap where
+//!   the new data happens to end exactly at one of their boundaries and a
+//!   second one confirms it: records whose appends failed (Kafka's "may
+//!   have been written"), never an acknowledged one lost;
+//! - a segment ends at a batch boundary before its successor's base in two
+//!   ways: trimmed (finalize, flush step 3b, a truncation, compaction's
+//!   rename), each after its data was durable; or untrimmed, its length
+//!   extension lost with the tail behind it (the simulated disk extends a
+//!   file by the sectors that land). The second was never finalized, so it
+//!   has no index file and rule 2 does not apply: the successor, whose
+//!   records were never acknowledged, goes as before.
+//!
+//! What stays strict, by choice: the last batch of the log after a gap (a
+//! follower fetches it again); a sealed segment whose index file is missing
+//! (a crash between compaction's rename and its index write) or does not
+//! match. What rule 2 could accept that was never meant to stay: a
+//! truncation that stopped after its cut but before the removal of the
+//! segments after it was durable, when its checkpoint (written first) was
+//! lost too, and the cut lay after the cut segment's last index entry.
+//! The open then writes a checkpoint that vouches for the sealed segments
+//! and, when it kept compacted batches in it, for the whole active segment
+//! (synced first), so the next crash keeps them.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -122,8 +181,10 @@ pub struct RecoveryReport {
     /// Of those, valid bytes the checkpoint did not cover: data written
     /// after the last checkpoint, kept.
     pub bytes_past_checkpoint: u64,
-    /// Segments cut at an invalid or torn batch (preallocated zeros after
-    /// the last valid batch are not counted: they are no data).
+    /// Segments cut at an invalid or torn batch, or (no valid checkpoint)
+    /// before a last batch after an offset gap nothing confirms
+    /// (preallocated zeros after the last valid batch are not counted:
+    /// they are no data).
     pub segments_truncated: usize,
     /// Bytes cut from those segments, from their first invalid byte to the
     /// end of the file.
@@ -132,6 +193,17 @@ pub struct RecoveryReport {
     pub segments_removed: usize,
     /// Segments whose missing or damaged index files were rebuilt.
     pub indexes_rebuilt: usize,
+    /// With no valid checkpoint: batches kept in the compacted form (after
+    /// an offset gap the offsets after them confirm, or with records
+    /// missing), as compaction or a leader's cleaner leaves them. The
+    /// strict rules would have ended the log at the first.
+    pub compacted_batches_kept: u64,
+    /// With no valid checkpoint: sealed segments kept although they end
+    /// before their successor's base (compaction removed their last
+    /// records, or retention their successor), each valid to its exact end
+    /// and named batch by batch by its offset index file. The strict rules
+    /// would have removed every segment after the first.
+    pub segments_ending_early_kept: usize,
     /// Wall time of the whole open.
     pub duration: Duration,
 }
@@ -152,7 +224,8 @@ impl fmt::Display for RecoveryReport {
         write!(
             formatter,
             "{} segments, {} bytes scanned ({} past the checkpoint{}), {} bytes truncated \
-             in {} segments, {} segments removed, {} indexes rebuilt, in {} ms",
+             in {} segments, {} segments removed, {} indexes rebuilt, {} compacted batches \
+             and {} segments ending early kept without a checkpoint, in {} ms",
             self.segments,
             self.bytes_scanned,
             self.bytes_past_checkpoint,
@@ -165,6 +238,8 @@ impl fmt::Display for RecoveryReport {
             self.segments_truncated,
             self.segments_removed,
             self.indexes_rebuilt,
+            self.compacted_batches_kept,
+            self.segments_ending_early_kept,
             self.duration.as_millis()
         )
     }
@@ -241,14 +316,21 @@ pub(crate) async fn recover<I: Io>(
         }
     });
 
+    // Nothing vouches for any segment: the rules for the compacted form
+    // change (module docs).
+    let unvouched = on_disk.is_none();
     let interval = u64::from(config.index_interval_bytes);
     let mut segments: VecDeque<Segment<I::File>> = VecDeque::new();
     let mut active_scan_start = 0u64;
     let mut cut = false;
     let mut removed_any = false;
-    // The previous kept segment is trusted and its file was wholly valid: if
-    // it ends before the next base, compaction removed its last records.
+    // The previous kept segment is sealed whole (trusted and its file wholly
+    // valid, or with no valid checkpoint, `sealed_whole` below): if it ends
+    // before the next base, compaction removed its last records.
     let mut previous_may_end_early = false;
+    // The last kept segment holds batches in the compacted form that no
+    // checkpoint vouched for.
+    let mut last_kept_compacted = false;
     for (position_in_list, &base) in bases.iter().enumerate() {
         if cut {
             remove_segment(io, dir, base);
@@ -258,13 +340,19 @@ pub(crate) async fn recover<I: Io>(
         }
         // Only up to the checkpoint's recovery base: a successor beyond it
         // means the segment at the recovery base is missing, and its
-        // offsets with it (a gap no compaction made).
+        // offsets with it (a gap no compaction made). With no valid
+        // checkpoint there is no such bound; a missing segment between two
+        // kept ones was removed (retention removes from the front, and its
+        // removals may land in any order).
         if previous_may_end_early
-            && base <= checkpoint.recovery_base
+            && (base <= checkpoint.recovery_base || unvouched)
             && let Some(previous) = segments.back_mut()
             && previous.next_offset < base
         {
             previous.next_offset = base;
+            if unvouched {
+                report.segments_ending_early_kept += 1;
+            }
         }
         if let Some(previous) = segments.back()
             && previous.next_offset != base
@@ -299,20 +387,69 @@ pub(crate) async fn recover<I: Io>(
         // last indexed batch on (re-indexing it).
         let (scan_start, indexes_loaded) =
             load_indexes(io, dir, &mut segment, trusted_size, &mut report);
-        if position_in_list + 1 == bases.len() {
+        let next_base = bases.get(position_in_list + 1).copied();
+        if next_base.is_none() {
             active_scan_start = scan_start;
         }
-        let (valid_end, stop) = scan(
-            io,
-            &file,
-            file_len,
-            &mut segment,
-            scan_start,
+        // With no valid checkpoint, a sealed segment's offset index file is
+        // the witness that its file is final (`sealed_whole` below).
+        let index_entries = if unvouched && next_base.is_some() {
+            io.read_file(&segment::index_path(dir, base))
+                .ok()
+                .and_then(|bytes| OffsetIndex::decode(&bytes, Position(u64::MAX)))
+                .map(|index| index.entries().to_vec())
+        } else {
+            None
+        };
+        let rules = ScanRules {
             interval,
             trusted_size,
-        )
-        .await
-        .map_err(|error| LogError::io(&path, error))?;
+            unvouched,
+            index_entries,
+        };
+        let scanned = scan(io, &file, file_len, &mut segment, scan_start, &rules)
+            .await
+            .map_err(|error| LogError::io(&path, error))?;
+        let (mut valid_end, mut stop) = (scanned.end, scanned.stop);
+        let mut compacted_here = scanned.compacted_kept;
+        // Whether this segment may end before its successor's base, or be
+        // empty, with its predecessor reaching up to that base. Trusted and
+        // wholly valid; or, with no valid checkpoint: not the last segment,
+        // its file valid in the compacted form to its exact end (a sealed
+        // segment is trimmed to its size before anything trusts it; a
+        // torn or unfinished one ends in zeros or garbage) and its offset
+        // index file naming exactly the batches found (written only once
+        // the file was final: a segment whose tail was lost never had one).
+        let mut sealed_whole = if unvouched {
+            next_base.is_some() && stop == ScanStop::EndOfFile && scanned.index_matches
+        } else {
+            trusted && valid_end == file_len
+        };
+        if let Some(batch) = scanned.unconfirmed {
+            if sealed_whole && next_base.is_some_and(|next| batch.next <= next) {
+                // The successor's base confirms the offsets of the last batch.
+                segment.note_batch(
+                    batch.position,
+                    batch.size,
+                    batch.base,
+                    batch.next,
+                    batch.max_timestamp,
+                    interval,
+                );
+                compacted_here += 1;
+            } else {
+                // Nothing confirms where this batch's offsets lie: a damaged
+                // base offset (outside the CRC) looks the same. The strict
+                // rule holds: the segment ends before it.
+                tracing::warn!(dir = %dir.display(), %base, position = batch.position,
+                    batch_base = %batch.base, expected = %segment.next_offset,
+                    "no valid checkpoint: cutting a last batch after an offset gap that nothing confirms");
+                valid_end = batch.position;
+                stop = ScanStop::Invalid;
+                sealed_whole = false;
+            }
+        }
+        report.compacted_batches_kept += compacted_here;
         report.bytes_scanned += valid_end.saturating_sub(scan_start);
         report.bytes_past_checkpoint += valid_end.saturating_sub(scan_start.max(trusted_size));
         if stop == ScanStop::Invalid {
@@ -362,10 +499,11 @@ pub(crate) async fn recover<I: Io>(
             remove_segment(io, dir, base);
             removed_any = true;
             report.segments_removed += 1;
-            previous_may_end_early &= trusted && valid_end == file_len;
+            previous_may_end_early &= sealed_whole;
             continue;
         }
-        previous_may_end_early = trusted && valid_end == file_len;
+        previous_may_end_early = sealed_whole;
+        last_kept_compacted = compacted_here > 0;
         segments.push_back(segment);
     }
 
@@ -441,6 +579,19 @@ pub(crate) async fn recover<I: Io>(
     } else {
         0
     };
+    // With no valid checkpoint, the compacted batches this open kept in the
+    // active segment need the new one to vouch for them, or the next
+    // crash's strict scan cuts them. What the scan read back is made
+    // durable first (a kill -9 leaves it in the page cache only).
+    let active_trusted = match &active.file {
+        Some(file) if unvouched && last_kept_compacted => {
+            io.sync_data(file)
+                .await
+                .map_err(|error| LogError::io(segment::log_path(dir, active_base), error))?;
+            active.size
+        }
+        _ => active_trusted,
+    };
     let active_scan_start = active_scan_start.max(active_trusted);
     if removed_any {
         io.sync_dir(dir)
@@ -474,6 +625,13 @@ pub(crate) async fn recover<I: Io>(
             .map_err(|error| LogError::io(checkpoint_path(dir), error))?;
     }
     report.duration = started.elapsed();
+    if unvouched && (report.compacted_batches_kept > 0 || report.segments_ending_early_kept > 0) {
+        tracing::warn!(dir = %dir.display(), batches = report.compacted_batches_kept,
+            segments = report.segments_ending_early_kept,
+            "no valid checkpoint: kept batches in the compacted form and sealed segments ending \
+             before their successor's base (what compaction or a leader's cleaner leaves); \
+             a gap is kept only where the offsets after it confirm it");
+    }
     if report.was_needed() {
         tracing::info!(dir = %dir.display(), %log_start, %log_end, "recovered log: {report}");
     }
@@ -553,76 +711,177 @@ fn load_indexes<I: Io, F>(
     (u64::from(position), true)
 }
 
-/// Scan batches from `start` until the first invalid one; returns the end of
-/// the valid prefix and why the scan stopped there. Every batch is
-/// validated in full (length, magic, CRC, records) and must continue the
-/// offsets.
+/// How [`scan`] validates a segment.
+struct ScanRules {
+    /// Bytes between index entries.
+    interval: u64,
+    /// The checkpoint vouches for the segment up to here: batches in the
+    /// compacted form and offset gaps are accepted as they come.
+    trusted_size: u64,
+    /// No valid checkpoint vouches for anything: the compacted form is
+    /// accepted everywhere, and an offset gap once the offsets after it
+    /// confirm it (module docs).
+    unvouched: bool,
+    /// The segment's offset index file, as (relative offset, position)
+    /// entries, to check against the batches found (`Scanned::index_matches`).
+    index_entries: Option<Vec<(u32, u32)>>,
+}
+
+/// A batch after an offset gap that no later batch has confirmed yet: not
+/// noted in the segment.
+#[derive(Clone, Copy, Debug)]
+struct Unconfirmed {
+    position: u64,
+    size: u64,
+    base: Offset,
+    next: Offset,
+    max_timestamp: TimestampMs,
+}
+
+/// What [`scan`] found.
+#[derive(Debug)]
+struct Scanned {
+    /// Where the scan stopped (after `unconfirmed`, if any).
+    end: u64,
+    stop: ScanStop,
+    /// The last batch found, after an offset gap nothing in the segment
+    /// confirms (`ScanRules::unvouched` only). The caller notes it or cuts
+    /// the file before it.
+    unconfirmed: Option<Unconfirmed>,
+    /// Batches noted in the compacted form (records missing, or an offset
+    /// gap before them) that no checkpoint vouched for.
+    compacted_kept: u64,
+    /// `ScanRules::index_entries` was given and every entry names a batch
+    /// found (at its position, with its base offset), none left over.
+    index_matches: bool,
+}
+
+/// Scan batches from `start` until the first invalid one; returns where it
+/// stopped and why. Every batch is validated in full (length, magic, CRC,
+/// records) and must continue the offsets: exactly, except where
+/// `ScanRules` accepts the compacted form.
 async fn scan<I: Io, F>(
     io: &I,
     file: &I::File,
     file_len: u64,
     segment: &mut Segment<F>,
     start: u64,
-    interval: u64,
-    trusted_size: u64,
-) -> io::Result<(u64, ScanStop)> {
+    rules: &ScanRules,
+) -> io::Result<Scanned> {
     let mut position = start;
     let mut window: Option<(u64, Bytes)> = None;
-    loop {
+    let mut unconfirmed: Option<Unconfirmed> = None;
+    let mut compacted_kept = 0u64;
+    let mut index_cursor = 0usize;
+    let mut index_agrees = true;
+    let (end, stop) = loop {
         if position >= file_len {
-            return Ok((position, ScanStop::EndOfFile));
+            break (position, ScanStop::EndOfFile);
         }
         if position + BATCH_HEADER_SIZE as u64 > file_len {
-            return stopped_at(io, file, file_len, &mut window, position).await;
+            break stopped_at(io, file, file_len, &mut window, position).await?;
         }
         let Some(header_bytes) =
             window_slice(io, file, file_len, &mut window, position, BATCH_HEADER_SIZE).await?
         else {
-            return stopped_at(io, file, file_len, &mut window, position).await;
+            break stopped_at(io, file, file_len, &mut window, position).await?;
         };
         let Ok(header) = BatchHeader::parse(&header_bytes) else {
-            return stopped_at(io, file, file_len, &mut window, position).await;
+            break stopped_at(io, file, file_len, &mut window, position).await?;
         };
         let size = header.total_size();
         if !(BATCH_HEADER_SIZE..=BATCH_SIZE_MAX).contains(&size)
             || position + size as u64 > file_len
         {
-            return stopped_at(io, file, file_len, &mut window, position).await;
+            break stopped_at(io, file, file_len, &mut window, position).await?;
         }
         let Some(bytes) = window_slice(io, file, file_len, &mut window, position, size).await?
         else {
-            return stopped_at(io, file, file_len, &mut window, position).await;
+            break stopped_at(io, file, file_len, &mut window, position).await?;
         };
-        // Only trusted bytes can have been compacted (module docs).
-        let trusted = position < trusted_size;
-        let validated = if trusted {
+        // Only trusted bytes can have been compacted (module docs); with no
+        // valid checkpoint, nothing says which are.
+        let vouched = position < rules.trusted_size;
+        let relaxed = vouched || rules.unvouched;
+        let validated = if relaxed {
             batch::validate_compacted(&bytes, BATCH_SIZE_MAX)
         } else {
             batch::validate(&bytes, BATCH_SIZE_MAX)
         };
         let Ok(header) = validated else {
-            return stopped_at(io, file, file_len, &mut window, position).await;
+            break stopped_at(io, file, file_len, &mut window, position).await?;
         };
-        let continues = if trusted {
-            header.base_offset() >= segment.next_offset
+        let expected = unconfirmed.map_or(segment.next_offset, |batch| batch.next);
+        let continues = if relaxed {
+            // Within the segment's 32-bit relative offsets: a damaged
+            // base offset (it lies outside the CRC) may point anywhere.
+            header.base_offset() >= expected
+                && header.last_offset().value() - segment.base.value() <= i64::from(u32::MAX)
         } else {
-            header.base_offset() == segment.next_offset
+            header.base_offset() == expected
         };
         if !continues {
-            return stopped_at(io, file, file_len, &mut window, position).await;
+            break stopped_at(io, file, file_len, &mut window, position).await?;
+        }
+        // This batch starts at or after the unconfirmed one's end: that
+        // one's offsets are confirmed.
+        if let Some(batch) = unconfirmed.take() {
+            segment.note_batch(
+                batch.position,
+                batch.size,
+                batch.base,
+                batch.next,
+                batch.max_timestamp,
+                rules.interval,
+            );
+            compacted_kept += 1;
+        }
+        if let Some(entries) = &rules.index_entries {
+            while let Some(&(relative, entry_position)) = entries.get(index_cursor)
+                && u64::from(entry_position) <= position
+            {
+                index_agrees &= u64::from(entry_position) == position
+                    && i64::from(relative) == header.base_offset().value() - segment.base.value();
+                index_cursor += 1;
+            }
         }
         let count = i64::from(header.last_offset_delta()) + 1;
         let next = header.base_offset().plus(count);
-        segment.note_batch(
-            position,
-            size as u64,
-            header.base_offset(),
-            next,
-            header.max_timestamp(),
-            interval,
-        );
+        let gap = header.base_offset() > expected;
+        if gap && !vouched {
+            unconfirmed = Some(Unconfirmed {
+                position,
+                size: size as u64,
+                base: header.base_offset(),
+                next,
+                max_timestamp: header.max_timestamp(),
+            });
+        } else {
+            if !vouched && i64::from(header.records_count()) != count {
+                compacted_kept += 1;
+            }
+            segment.note_batch(
+                position,
+                size as u64,
+                header.base_offset(),
+                next,
+                header.max_timestamp(),
+                rules.interval,
+            );
+        }
         position += size as u64;
-    }
+    };
+    let index_matches = rules
+        .index_entries
+        .as_ref()
+        .is_some_and(|entries| index_agrees && index_cursor == entries.len());
+    Ok(Scanned {
+        end,
+        stop,
+        unconfirmed,
+        compacted_kept,
+        index_matches,
+    })
 }
 
 /// The scan stopped at `position` (before the end of the file): zeros there

@@ -1155,3 +1155,272 @@ fn tombstones_after_a_compressed_batch_that_does_not_decompress_are_kept() {
     assert_eq!(summary.records_removed, 2, "{summary:?}");
     assert_eq!(summary.tombstones_removed, 1, "{summary:?}");
 }
+
+/// What happens to the `checkpoint` file of a compacted log before it is
+/// opened again.
+#[derive(Clone, Copy, Debug)]
+enum CheckpointLoss {
+    /// An operator removed it.
+    Removed,
+    /// Bit rot: it no longer decodes.
+    Garbage,
+}
+
+fn lose_checkpoint(io: &SimIo, loss: CheckpointLoss) {
+    let path = dir().join("checkpoint");
+    match loss {
+        CheckpointLoss::Removed => io.remove_file(&path).unwrap(),
+        CheckpointLoss::Garbage => {
+            let mut bytes = io.read_file(&path).unwrap();
+            bytes[20] ^= 0x10;
+            block_on(io.write_file_atomic(&path, bytes)).unwrap();
+        }
+    }
+}
+
+/// (base offset, last offset) of every batch of the log, in order.
+fn batch_spans<I: Io>(log: &Log<I>) -> Vec<(Offset, Offset)> {
+    block_on(read_batches(log))
+        .into_iter()
+        .map(|(base, (fields, _))| (base, fields.last_offset))
+        .collect()
+}
+
+/// Offset gaps between batches of one segment, and segments (not the last)
+/// whose last batch ends before the next segment's base: the two shapes
+/// compaction leaves that the strict rules cut at.
+fn compaction_gaps(spans: &[(Offset, Offset)], bases: &[Offset]) -> (usize, usize) {
+    let segment_of = |offset: Offset| bases.partition_point(|base| *base <= offset);
+    let inner = spans
+        .windows(2)
+        .filter(|pair| {
+            pair[0].1.plus(1) < pair[1].0 && segment_of(pair[0].0) == segment_of(pair[1].0)
+        })
+        .count();
+    let early_ends = bases
+        .windows(2)
+        .filter(|pair| {
+            spans
+                .iter()
+                .rfind(|(base, _)| *base < pair[1])
+                .is_none_or(|(_, last)| last.plus(1) < pair[1])
+        })
+        .count();
+    (inner, early_ends)
+}
+
+/// A compacted log, closed or killed (every append and the pass durable):
+/// the records a complete pass keeps, and the log's start and end.
+fn compacted_log(seed: u64, killed: bool) -> (SimIo, Vec<Record>, Offset, Offset) {
+    let io = SimIo::new(seed);
+    let (log, committer) = open_sim(&io);
+    let mut rng = Rng(seed);
+    let batches = workload(&mut rng, 250, 8);
+    let appended = append_all(&log, &committer, &batches, NOW);
+    let (start, end, boundary) = (
+        log.log_start_offset(),
+        log.log_end_offset(),
+        active_base(&log),
+    );
+    block_on(log.clean(&options(1 << 40))).unwrap();
+    let expected = expected_after_clean(&appended, boundary, NOW, 1 << 40);
+    let (inner, early_ends) = compaction_gaps(&batch_spans(&log), &log.segment_bases());
+    assert!(
+        inner > 0 && early_ends > 0,
+        "offset gaps inside segments {inner}, segments ending early {early_ends}"
+    );
+    if killed {
+        drop(log);
+        drop(committer);
+        io.set_crash_mode(CrashMode::LoseUnsynced);
+        return (io.crash(), expected, start, end);
+    }
+    block_on(log.close()).unwrap();
+    (io, expected, start, end)
+}
+
+/// With its checkpoint removed or damaged, recovery trusted nothing and
+/// held every segment to the strict rules: the first offset gap compaction
+/// left (inside a segment, or after a segment's last kept batch) ended the
+/// log, and every later segment was deleted: acknowledged, durable records
+/// of a compacted topic lost. Now a sealed segment valid to its exact end
+/// and named by its offset index file keeps its gaps and may end early, and
+/// a gap is kept wherever the batch after it confirms it.
+#[test]
+fn a_compacted_log_keeps_every_record_when_its_checkpoint_is_lost() {
+    for loss in [CheckpointLoss::Removed, CheckpointLoss::Garbage] {
+        for killed in [false, true] {
+            let context = format!("{loss:?}, killed {killed}");
+            let (io, expected, start, end) = compacted_log(71, killed);
+            lose_checkpoint(&io, loss);
+            let (log, committer) = open_sim(&io);
+            let report = log.recovery().clone();
+            assert!(report.checkpoint_missing, "{context}: {report}");
+            assert!(
+                report.compacted_batches_kept > 0 && report.segments_ending_early_kept > 0,
+                "{context}: {report}"
+            );
+            assert_eq!(report.segments_truncated, 0, "{context}: {report}");
+            assert_eq!(
+                (log.log_start_offset(), log.log_end_offset()),
+                (start, end),
+                "{context}"
+            );
+            assert_eq!(
+                block_on(read_records(&log, usize::MAX)),
+                expected,
+                "{context}"
+            );
+            // Appends continue at the old end; the checkpoint the open wrote
+            // vouches for what it kept, so a power loss now loses nothing.
+            let mut rng = Rng(72);
+            let more = append_all(&log, &committer, &workload(&mut rng, 20, 8), NOW);
+            assert_eq!(more[0].offset, end, "{context}");
+            drop(log);
+            drop(committer);
+            io.set_crash_mode(CrashMode::Torn);
+            let io = io.crash();
+            let (log, _committer) = open_sim(&io);
+            let mut all_expected = expected.clone();
+            all_expected.extend(more);
+            assert_eq!(
+                block_on(read_records(&log, usize::MAX)),
+                all_expected,
+                "{context}"
+            );
+        }
+    }
+}
+
+/// Batches of a segment file: (position, size, base offset, last offset).
+fn file_batches(bytes: &[u8]) -> Vec<(usize, usize, Offset, Offset)> {
+    let mut batches = Vec::new();
+    let mut position = 0;
+    while position + sluice_engine::constants::BATCH_HEADER_SIZE <= bytes.len() {
+        let Ok(header) = BatchHeader::parse(&bytes[position..]) else {
+            break;
+        };
+        let size = header.total_size();
+        batches.push((position, size, header.base_offset(), header.last_offset()));
+        position += size;
+    }
+    batches
+}
+
+/// A sealed segment (neither the first nor the last) and a batch of it
+/// (not its first) whose predecessor continues the offsets exactly, and
+/// which the segment's offset index names or is followed by a batch it
+/// names: damage there ends the log at that predecessor's end. Returns the
+/// segment's base, its file's bytes and the batch's index.
+fn damageable_batch(io: &SimIo, bases: &[Offset]) -> (Offset, Vec<u8>, usize) {
+    for &base in &bases[1..bases.len() - 1] {
+        let path = dir().join(format!("{:020}.log", base.value()));
+        let bytes = io.durable_content(&path).unwrap();
+        let batches = file_batches(&bytes);
+        let index_file = io
+            .read_file(&dir().join(format!("{:020}.index", base.value())))
+            .unwrap();
+        // 8 bytes of header, then (relative offset u32, position u32).
+        let last_indexed = index_file[8..]
+            .chunks_exact(8)
+            .map(|entry| u32::from_be_bytes([entry[4], entry[5], entry[6], entry[7]]) as usize)
+            .max()
+            .unwrap_or(0);
+        for index in 1..batches.len() {
+            if batches[index].0 > last_indexed {
+                break;
+            }
+            let previous_start = if index == 1 {
+                base
+            } else {
+                batches[index - 2].3.plus(1)
+            };
+            if batches[index - 1].2 == previous_start {
+                return (base, bytes, index);
+            }
+        }
+    }
+    panic!("no sealed segment with a batch after a contiguous one");
+}
+
+/// What can be damaged in a sealed segment of a compacted log with no
+/// checkpoint, and must still end the log there.
+#[derive(Clone, Copy, Debug)]
+enum SealedDamage {
+    /// The batch and everything after it read as zeros: the segment was
+    /// never trimmed, its tail never durable (a successor exists).
+    ZerosFromBatch,
+    /// The file ends where the batch starts, its index files gone: a lost
+    /// tail whose old length falls on a batch boundary.
+    EndsAtBatchWithoutIndex,
+    /// As `EndsAtBatchWithoutIndex`, with the index file kept (it names
+    /// batches the file no longer holds).
+    EndsAtBatchWithStaleIndex,
+    /// A byte of the batch (inside its CRC) flipped.
+    GarbageInBatch,
+    /// The batch's base offset (outside the CRC) raised: it looks like a
+    /// batch after a compaction gap, but the offsets after it disagree.
+    RaisedBaseOffset,
+}
+
+/// With no valid checkpoint, the strict cuts still happen in a compacted
+/// log: a sealed segment with a torn or unfinished tail, or whose file
+/// ends early without an index naming its batches, ends the log (every
+/// later segment goes); so does a damaged batch, and a base offset the
+/// batches after it do not confirm.
+#[test]
+fn a_compacted_log_without_its_checkpoint_is_still_cut_where_it_was_damaged() {
+    for damage in [
+        SealedDamage::ZerosFromBatch,
+        SealedDamage::EndsAtBatchWithoutIndex,
+        SealedDamage::EndsAtBatchWithStaleIndex,
+        SealedDamage::GarbageInBatch,
+        SealedDamage::RaisedBaseOffset,
+    ] {
+        let (io, expected, start, _end) = compacted_log(73, false);
+        let bases = {
+            let (log, _committer) = open_sim(&io);
+            let bases = log.segment_bases();
+            block_on(log.close()).unwrap();
+            bases
+        };
+        lose_checkpoint(&io, CheckpointLoss::Removed);
+        let (base, mut bytes, index) = damageable_batch(&io, &bases);
+        let batches = file_batches(&bytes);
+        let (position, size, batch_base, _) = batches[index];
+        let path = dir().join(format!("{:020}.log", base.value()));
+        let index_path = dir().join(format!("{:020}.index", base.value()));
+        match damage {
+            SealedDamage::ZerosFromBatch => bytes[position..].fill(0),
+            SealedDamage::EndsAtBatchWithoutIndex => {
+                bytes.truncate(position);
+                io.remove_file(&index_path).unwrap();
+            }
+            SealedDamage::EndsAtBatchWithStaleIndex => bytes.truncate(position),
+            SealedDamage::GarbageInBatch => bytes[position + size / 2] ^= 0x40,
+            SealedDamage::RaisedBaseOffset => {
+                let raised = batch_base.value() + (1 << 20);
+                bytes[position..position + 8].copy_from_slice(&raised.to_be_bytes());
+            }
+        }
+        block_on(io.write_file_atomic(&path, bytes)).unwrap();
+        let (log, committer) = open_sim(&io);
+        let context = format!(
+            "{damage:?} at {batch_base} in segment {base}: {}",
+            log.recovery()
+        );
+        let kept_end = batches[index - 1].3.plus(1);
+        assert_eq!(log.log_start_offset(), start, "{context}");
+        assert_eq!(log.log_end_offset(), kept_end, "{context}");
+        assert_eq!(log.segment_bases().last(), Some(&base), "{context}");
+        let kept: Vec<Record> = expected
+            .iter()
+            .filter(|record| record.offset < kept_end)
+            .cloned()
+            .collect();
+        assert_eq!(block_on(read_records(&log, usize::MAX)), kept, "{context}");
+        let mut rng = Rng(74);
+        let more = append_all(&log, &committer, &workload(&mut rng, 3, 8), NOW);
+        assert_eq!(more[0].offset, kept_end, "{context}");
+    }
+}

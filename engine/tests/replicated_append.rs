@@ -1237,3 +1237,114 @@ fn an_append_during_a_truncation_is_never_acknowledged_and_then_lost() {
         }
     }
 }
+
+/// Drop the log, crash losing what was not synced, remove the checkpoint,
+/// open again.
+fn without_checkpoint_after_a_crash(
+    log: Log<SimIo>,
+    committer: Committer<SimIo>,
+    io: SimIo,
+    config: &LogConfig,
+) -> (Log<SimIo>, Committer<SimIo>, SimIo) {
+    drop(log);
+    drop(committer);
+    io.set_crash_mode(CrashMode::LoseUnsynced);
+    let io = io.crash();
+    sluice_engine::io::Io::remove_file(&io, &dir().join("checkpoint")).unwrap();
+    let (log, committer) = open(&io, config);
+    (log, committer, io)
+}
+
+/// A follower's active segment holds its leader's batches across offset
+/// gaps, which only the checkpoint vouched for (flush step 3b). With the
+/// checkpoint lost, recovery cut the log at the first gap: acknowledged
+/// batches gone. Now each gap is kept where the batch after it confirms
+/// it; the open's checkpoint vouches for them, so a second crash keeps them.
+#[test]
+fn a_followers_batches_across_offset_gaps_survive_a_lost_checkpoint() {
+    let io = SimIo::new(41);
+    let (log, committer) = open(&io, &small_config());
+    // Gaps before 3, 10 and 20; the last batch continues exactly.
+    let batches = gapped_batches(&[0, 3, 10, 13, 20, 22]);
+    push_each(&log, &committer, &batches);
+    assert_eq!(log.segment_bases(), vec![Offset::ZERO]);
+    let end = log.log_end_offset();
+    let (log, committer, io) =
+        without_checkpoint_after_a_crash(log, committer, io, &small_config());
+    let report = log.recovery().clone();
+    assert!(report.checkpoint_missing, "{report}");
+    assert_eq!(report.compacted_batches_kept, 3, "{report}");
+    assert_eq!(report.segments_truncated, 0, "{report}");
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(stored_batches(&log, Offset::ZERO), batches);
+    // Appends continue at the end, across another gap.
+    let next = Bytes::from(as_stored(&tagged_batch(6, 1, 200, NOW), end.plus(5), 1));
+    push_each(&log, &committer, std::slice::from_ref(&next));
+    let mut expected = batches.clone();
+    expected.push(next);
+    assert_survives_a_crash(log, committer, io, &expected);
+}
+
+/// The same for a follower of a compacted leader: several segments, batches
+/// missing records, gaps inside segments and at their starts.
+#[test]
+fn a_follower_of_a_compacted_leader_keeps_its_log_when_the_checkpoint_is_lost() {
+    let leader_io = SimIo::new(42);
+    let (leader, leader_committer, _) = compacted_leader(&leader_io);
+    // A last batch that continues exactly (a gap before the very last
+    // batch is not confirmed by anything: see the next test).
+    drop(
+        leader
+            .append(&tagged_batch(1_000, 2, 100, NOW), LeaderEpoch(2))
+            .unwrap()
+            .completion,
+    );
+    block_on(leader_committer.flush_round());
+    let io = SimIo::new(43);
+    // Segments smaller than the leader's, so that several of the
+    // follower's hold gaps.
+    let config = LogConfig {
+        segment_bytes: 1 << 10,
+        index_interval_bytes: 256,
+        ..small_config()
+    };
+    let (follower, committer) = open(&io, &config);
+    for completion in &mut push_all(&leader, &follower, &committer) {
+        poll_once(completion).expect("durable").unwrap();
+    }
+    assert!(
+        follower.segment_count() > 2,
+        "{:?}",
+        follower.segment_bases()
+    );
+    let leader_batches = stored_batches(&leader, Offset::ZERO);
+    assert_eq!(stored_batches(&follower, Offset::ZERO), leader_batches);
+    let end = follower.log_end_offset();
+    let (follower, _committer, _io) =
+        without_checkpoint_after_a_crash(follower, committer, io, &config);
+    let report = follower.recovery().clone();
+    // A follower's new segment starts at its log end, so the gaps sit at
+    // the start of segments and between batches, not after a last batch.
+    assert!(report.compacted_batches_kept > 0, "{report}");
+    assert_eq!(report.segments_truncated, 0, "{report}");
+    assert_eq!(follower.log_end_offset(), end, "{report}");
+    assert_eq!(stored_batches(&follower, Offset::ZERO), leader_batches);
+}
+
+/// With no checkpoint, a gap right before the last batch of the log is
+/// confirmed by nothing: a damaged base offset (outside the CRC) looks the
+/// same. That batch is cut, as a torn one is, and the follower fetches it
+/// again; every batch before it stays.
+#[test]
+fn without_a_checkpoint_a_last_batch_after_a_gap_is_cut() {
+    let io = SimIo::new(44);
+    let (log, committer) = open(&io, &small_config());
+    let batches = gapped_batches(&[0, 3, 10, 13, 20]);
+    push_each(&log, &committer, &batches);
+    let (log, _committer, _io) =
+        without_checkpoint_after_a_crash(log, committer, io, &small_config());
+    let report = log.recovery().clone();
+    assert_eq!(report.segments_truncated, 1, "{report}");
+    assert_eq!(log.log_end_offset(), Offset(14), "{report}");
+    assert_eq!(stored_batches(&log, Offset::ZERO), batches[..4].to_vec());
+}
