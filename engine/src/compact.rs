@@ -1029,7 +1029,7 @@ impl<I: Io> Log<I> {
             segment.cleaned = true;
             segment.tombstone_expiry_ms = tombstone_expiry_ms;
             segment.durable_mark = segment.mark();
-            (segment.index.encode(), segment.time_index.encode())
+            (segment.index.encode_sealed(), segment.time_index.encode())
         };
         // Index files are an optimisation: recovery rebuilds missing ones.
         for (path, data) in [

@@ -2186,7 +2186,7 @@ impl<I: Io> LogInner<I> {
                                 segment.base,
                                 segment.file.clone(),
                                 segment.size,
-                                segment.index.encode(),
+                                segment.index.encode_sealed(),
                                 segment.time_index.encode(),
                                 next_base,
                             )

@@ -35,10 +35,15 @@
 //!    The last batch of a segment after a gap that nothing confirms is cut,
 //!    as a torn one is;
 //! 2. a segment that is not the last one is *sealed whole* when its file is
-//!    valid in that form to its exact end and its offset index file names
-//!    exactly the batches found (each entry a batch start with its offset,
-//!    none left over). Such a segment may end before its successor's base,
-//!    or be empty, as a trusted one may;
+//!    valid in that form to its exact end and its offset index file is a
+//!    sealed segment's (magic "SLOS": written by finalize or compaction once
+//!    the file was final; not the "SLOX" one a clean close writes for the
+//!    active segment, which the segment may outgrow) and names exactly the
+//!    batches found (each entry a batch start with its offset, none left
+//!    over). Such a segment may end before its successor's base, or be
+//!    empty, as a trusted one may. If it ends before a successor that is
+//!    then removed (empty), it stays sealed and the log goes on at that
+//!    base in a fresh segment;
 //! 3. everything else keeps the strict rules: a segment that is not sealed
 //!    whole must end exactly at its successor's base, or the log ends there.
 //!
@@ -63,9 +68,14 @@
 //!   ways: trimmed (finalize, flush step 3b, a truncation, compaction's
 //!   rename), each after its data was durable; or untrimmed, its length
 //!   extension lost with the tail behind it (the simulated disk extends a
-//!   file by the sectors that land). The second was never finalized, so it
-//!   has no index file and rule 2 does not apply: the successor, whose
-//!   records were never acknowledged, goes as before.
+//!   file by the sectors that land; a real one when the preallocation a
+//!   clean close trimmed off was not made durable again). The second was
+//!   never finalized, so it has no sealed segment's index file (at most the
+//!   active one's from a clean close, naming a prefix of its batches) and
+//!   rule 2 does not apply: the successor, whose records were never
+//!   acknowledged, goes as before. Segments sealed by an earlier version
+//!   carry the active magic too, so rule 2 does not apply to them until
+//!   compaction rewrites them.
 //!
 //! What stays strict, by choice: the last batch of the log after a gap (a
 //! follower fetches it again); a sealed segment whose index file is missing
@@ -331,6 +341,13 @@ pub(crate) async fn recover<I: Io>(
     // The last kept segment holds batches in the compacted form that no
     // checkpoint vouched for.
     let mut last_kept_compacted = false;
+    // The last kept segment's offsets were raised to a successor's base,
+    // past its last batch (it ends early). If that successor is then
+    // removed (empty), the segment stays sealed and a fresh active segment
+    // starts at that base: appended to, the log would hold a gap after its
+    // last batch that nothing vouches for, which the next crash's strict
+    // scan cuts with everything appended since.
+    let mut last_raised = false;
     for (position_in_list, &base) in bases.iter().enumerate() {
         if cut {
             remove_segment(io, dir, base);
@@ -350,9 +367,10 @@ pub(crate) async fn recover<I: Io>(
             && previous.next_offset < base
         {
             previous.next_offset = base;
-            if unvouched {
+            if unvouched && !last_raised {
                 report.segments_ending_early_kept += 1;
             }
+            last_raised = true;
         }
         if let Some(previous) = segments.back()
             && previous.next_offset != base
@@ -396,7 +414,7 @@ pub(crate) async fn recover<I: Io>(
         let index_entries = if unvouched && next_base.is_some() {
             io.read_file(&segment::index_path(dir, base))
                 .ok()
-                .and_then(|bytes| OffsetIndex::decode(&bytes, Position(u64::MAX)))
+                .and_then(|bytes| OffsetIndex::decode_sealed(&bytes))
                 .map(|index| index.entries().to_vec())
         } else {
             None
@@ -428,14 +446,7 @@ pub(crate) async fn recover<I: Io>(
         if let Some(batch) = scanned.unconfirmed {
             if sealed_whole && next_base.is_some_and(|next| batch.next <= next) {
                 // The successor's base confirms the offsets of the last batch.
-                segment.note_batch(
-                    batch.position,
-                    batch.size,
-                    batch.base,
-                    batch.next,
-                    batch.max_timestamp,
-                    interval,
-                );
+                batch.note_in(&mut segment, interval);
                 compacted_here += 1;
             } else {
                 // Nothing confirms where this batch's offsets lie: a damaged
@@ -504,6 +515,7 @@ pub(crate) async fn recover<I: Io>(
         }
         previous_may_end_early = sealed_whole;
         last_kept_compacted = compacted_here > 0;
+        last_raised = false;
         segments.push_back(segment);
     }
 
@@ -520,10 +532,12 @@ pub(crate) async fn recover<I: Io>(
     // The last file is a finalized segment when its successor was rolled but
     // never created: keep it sealed and start a fresh active segment at the
     // successor's base, which the checkpoint names (a compacted last segment
-    // may end before it, or be empty).
-    let last_is_sealed = segments
-        .back()
-        .is_some_and(|last| last.base < checkpoint.recovery_base);
+    // may end before it, or be empty). Likewise when it ends early before a
+    // successor found empty and removed (`last_raised`).
+    let last_is_sealed = last_raised
+        || segments
+            .back()
+            .is_some_and(|last| last.base < checkpoint.recovery_base);
     if last_is_sealed
         && previous_may_end_early
         && let Some(last) = segments.back_mut()
@@ -738,6 +752,20 @@ struct Unconfirmed {
     max_timestamp: TimestampMs,
 }
 
+impl Unconfirmed {
+    /// Its offsets are confirmed: the segment holds it.
+    fn note_in<F>(self, segment: &mut Segment<F>, interval: u64) {
+        segment.note_batch(
+            self.position,
+            self.size,
+            self.base,
+            self.next,
+            self.max_timestamp,
+            interval,
+        );
+    }
+}
+
 /// What [`scan`] found.
 #[derive(Debug)]
 struct Scanned {
@@ -826,14 +854,7 @@ async fn scan<I: Io, F>(
         // This batch starts at or after the unconfirmed one's end: that
         // one's offsets are confirmed.
         if let Some(batch) = unconfirmed.take() {
-            segment.note_batch(
-                batch.position,
-                batch.size,
-                batch.base,
-                batch.next,
-                batch.max_timestamp,
-                rules.interval,
-            );
+            batch.note_in(segment, rules.interval);
             compacted_kept += 1;
         }
         if let Some(entries) = &rules.index_entries {
@@ -965,7 +986,7 @@ async fn finalize<I: Io>(
         }
     }
     let index_path = segment::index_path(dir, segment.base);
-    io.write_file_atomic(&index_path, segment.index.encode())
+    io.write_file_atomic(&index_path, segment.index.encode_sealed())
         .await
         .map_err(|error| LogError::io(&index_path, error))?;
     let time_path = segment::time_index_path(dir, segment.base);

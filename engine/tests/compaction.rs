@@ -1356,6 +1356,11 @@ enum SealedDamage {
     /// As `EndsAtBatchWithoutIndex`, with the index file kept (it names
     /// batches the file no longer holds).
     EndsAtBatchWithStaleIndex,
+    /// As `EndsAtBatchWithoutIndex`, with the index file a clean close
+    /// wrote while the segment was active: it names only batches the file
+    /// holds, and the segment grew after it (rolled, then a crash before
+    /// it was finalized).
+    EndsAtBatchWithActiveIndex,
     /// A byte of the batch (inside its CRC) flipped.
     GarbageInBatch,
     /// The batch's base offset (outside the CRC) raised: it looks like a
@@ -1374,6 +1379,7 @@ fn a_compacted_log_without_its_checkpoint_is_still_cut_where_it_was_damaged() {
         SealedDamage::ZerosFromBatch,
         SealedDamage::EndsAtBatchWithoutIndex,
         SealedDamage::EndsAtBatchWithStaleIndex,
+        SealedDamage::EndsAtBatchWithActiveIndex,
         SealedDamage::GarbageInBatch,
         SealedDamage::RaisedBaseOffset,
     ] {
@@ -1397,6 +1403,25 @@ fn a_compacted_log_without_its_checkpoint_is_still_cut_where_it_was_damaged() {
                 io.remove_file(&index_path).unwrap();
             }
             SealedDamage::EndsAtBatchWithStaleIndex => bytes.truncate(position),
+            SealedDamage::EndsAtBatchWithActiveIndex => {
+                bytes.truncate(position);
+                let index_file = io.read_file(&index_path).unwrap();
+                // 8 bytes of header (magic, CRC-32C of the entries), then
+                // (relative offset u32, position u32) entries.
+                let body: Vec<u8> = index_file[8..]
+                    .chunks_exact(8)
+                    .filter(|entry| {
+                        (u32::from_be_bytes([entry[4], entry[5], entry[6], entry[7]]) as usize)
+                            < position
+                    })
+                    .flatten()
+                    .copied()
+                    .collect();
+                let mut active_index = b"SLOX".to_vec();
+                active_index.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+                active_index.extend_from_slice(&body);
+                block_on(io.write_file_atomic(&index_path, active_index)).unwrap();
+            }
             SealedDamage::GarbageInBatch => bytes[position + size / 2] ^= 0x40,
             SealedDamage::RaisedBaseOffset => {
                 let raised = batch_base.value() + (1 << 20);
@@ -1423,4 +1448,76 @@ fn a_compacted_log_without_its_checkpoint_is_still_cut_where_it_was_damaged() {
         let more = append_all(&log, &committer, &workload(&mut rng, 3, 8), NOW);
         assert_eq!(more[0].offset, kept_end, "{context}");
     }
+}
+
+/// With no valid checkpoint, a sealed segment that ends early before a
+/// successor found empty (a follower's truncation to that base, then a
+/// crash; or its only batch cut) stays sealed, and the log continues at
+/// that successor's base in a fresh segment. Before, the early-ending
+/// segment became the active one with its end raised past its last batch:
+/// the next append landed after a gap nothing vouched for, and the crash
+/// after it cut that append and everything after it.
+#[test]
+fn a_segment_ending_early_before_an_empty_successor_stays_sealed_without_a_checkpoint() {
+    let (io, expected, start, _end) = compacted_log(71, false);
+    let (bases, spans) = {
+        let (log, _committer) = open_sim(&io);
+        let found = (log.segment_bases(), batch_spans(&log));
+        block_on(log.close()).unwrap();
+        found
+    };
+    // A segment (not the first) whose predecessor's last batch ends before
+    // its base: compaction removed the batches after it.
+    let successor = bases[1..]
+        .iter()
+        .copied()
+        .find(|&base| {
+            spans
+                .iter()
+                .rfind(|(first, _)| *first < base)
+                .is_some_and(|(_, last)| last.plus(1) < base)
+        })
+        .expect("a segment whose predecessor ends early");
+    for &base in bases.iter().filter(|&&base| base >= successor) {
+        for extension in ["index", "timeindex"] {
+            let _ = io.remove_file(&dir().join(format!("{:020}.{extension}", base.value())));
+        }
+        let path = dir().join(format!("{:020}.log", base.value()));
+        if base == successor {
+            block_on(io.write_file_atomic(&path, Vec::new())).unwrap();
+        } else {
+            io.remove_file(&path).unwrap();
+        }
+    }
+    lose_checkpoint(&io, CheckpointLoss::Removed);
+    let (log, committer) = open_sim(&io);
+    let context = format!("successor {successor}: {}", log.recovery());
+    assert_eq!(
+        (log.log_start_offset(), log.log_end_offset()),
+        (start, successor),
+        "{context}"
+    );
+    assert_eq!(log.segment_bases().last(), Some(&successor), "{context}");
+    let kept: Vec<Record> = expected
+        .iter()
+        .filter(|record| record.offset < successor)
+        .cloned()
+        .collect();
+    assert_eq!(block_on(read_records(&log, usize::MAX)), kept, "{context}");
+    let mut rng = Rng(74);
+    let more = append_all(&log, &committer, &workload(&mut rng, 5, 8), NOW);
+    assert_eq!(more[0].offset, successor, "{context}");
+    drop(log);
+    drop(committer);
+    io.set_crash_mode(CrashMode::Torn);
+    let io = io.crash();
+    let (log, _committer) = open_sim(&io);
+    let mut all_expected = kept;
+    all_expected.extend(more);
+    assert_eq!(
+        block_on(read_records(&log, usize::MAX)),
+        all_expected,
+        "{context}: after a crash, {}",
+        log.recovery()
+    );
 }

@@ -15,6 +15,12 @@
 use crate::types::{Offset, Position, TimestampMs};
 
 const OFFSET_INDEX_MAGIC: u32 = u32::from_be_bytes(*b"SLOX");
+/// The offset index of a sealed segment, written once its file is final
+/// (finalize, compaction): with no valid checkpoint, recovery takes it as
+/// the witness that the file ends where it should (recovery.rs, rule 2).
+/// `OFFSET_INDEX_MAGIC` marks the active segment's, written at a clean
+/// close, which the segment may outgrow (and files of earlier versions).
+const OFFSET_INDEX_SEALED_MAGIC: u32 = u32::from_be_bytes(*b"SLOS");
 const TIME_INDEX_MAGIC: u32 = u32::from_be_bytes(*b"SLTX");
 const HEADER_SIZE: usize = 8;
 const OFFSET_ENTRY_SIZE: usize = 8;
@@ -86,20 +92,47 @@ impl OffsetIndex {
             .retain(|&(_, entry_position)| u64::from(entry_position) < position.value());
     }
 
+    /// The active segment's index, which the segment may outgrow (a clean
+    /// close writes it).
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_with(OFFSET_INDEX_MAGIC)
+    }
+
+    /// A sealed segment's index, written once its file is final.
+    pub fn encode_sealed(&self) -> Vec<u8> {
+        self.encode_with(OFFSET_INDEX_SEALED_MAGIC)
+    }
+
+    fn encode_with(&self, magic: u32) -> Vec<u8> {
         let mut body = Vec::with_capacity(self.entries.len() * OFFSET_ENTRY_SIZE);
         for &(offset, position) in &self.entries {
             body.extend_from_slice(&offset.to_be_bytes());
             body.extend_from_slice(&position.to_be_bytes());
         }
-        with_header(OFFSET_INDEX_MAGIC, body)
+        with_header(magic, body)
     }
 
-    /// Decode a file written by `encode`, keeping entries whose position is
-    /// below `size_limit` (the trusted part of the segment). `None` when the
-    /// file is damaged in any way.
+    /// Decode a file written by `encode` or `encode_sealed`, keeping
+    /// entries whose position is below `size_limit` (the trusted part of
+    /// the segment). `None` when the file is damaged in any way.
     pub fn decode(bytes: &[u8], size_limit: Position) -> Option<OffsetIndex> {
-        let body = check_header(OFFSET_INDEX_MAGIC, bytes, OFFSET_ENTRY_SIZE)?;
+        Self::decode_with(
+            &[OFFSET_INDEX_MAGIC, OFFSET_INDEX_SEALED_MAGIC],
+            bytes,
+            size_limit,
+        )
+    }
+
+    /// Decode a file written by `encode_sealed` only: `None` for an
+    /// active segment's index (or an earlier version's) and a damaged file.
+    pub fn decode_sealed(bytes: &[u8]) -> Option<OffsetIndex> {
+        Self::decode_with(&[OFFSET_INDEX_SEALED_MAGIC], bytes, Position(u64::MAX))
+    }
+
+    fn decode_with(magics: &[u32], bytes: &[u8], size_limit: Position) -> Option<OffsetIndex> {
+        let body = magics
+            .iter()
+            .find_map(|&magic| check_header(magic, bytes, OFFSET_ENTRY_SIZE))?;
         let mut index = OffsetIndex::default();
         for entry in body.chunks_exact(OFFSET_ENTRY_SIZE) {
             let offset = u32::from_be_bytes([entry[0], entry[1], entry[2], entry[3]]);
@@ -304,6 +337,31 @@ mod tests {
             None
         );
         assert_eq!(TimeIndex::decode(&[], u32::MAX), None);
+    }
+
+    /// A sealed segment's index loads as any index does; only it is taken
+    /// as the witness that the file is final (`decode_sealed`), not the
+    /// one a clean close writes for the active segment.
+    #[test]
+    fn only_a_sealed_segments_index_decodes_as_sealed() {
+        let mut offsets = OffsetIndex::default();
+        offsets.push(0, 0);
+        offsets.push(7, 4100);
+        let sealed = offsets.encode_sealed();
+        let active = offsets.encode();
+        assert_eq!(&sealed[..4], b"SLOS");
+        assert_eq!(&active[..4], b"SLOX");
+        for bytes in [&sealed, &active] {
+            assert_eq!(
+                OffsetIndex::decode(bytes, Position(u64::MAX)),
+                Some(offsets.clone())
+            );
+        }
+        assert_eq!(OffsetIndex::decode_sealed(&sealed), Some(offsets.clone()));
+        assert_eq!(OffsetIndex::decode_sealed(&active), None);
+        let mut damaged = sealed.clone();
+        damaged[9] ^= 1;
+        assert_eq!(OffsetIndex::decode_sealed(&damaged), None);
     }
 
     #[test]
