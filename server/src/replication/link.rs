@@ -100,7 +100,12 @@ impl Links {
         frame.extend(parts);
         let (answer, receiver) = oneshot::channel();
         connection.pending.borrow_mut().insert(request_id, answer);
-        if connection.outgoing.send_async(frame).await.is_err() {
+        let outgoing = connection.outgoing.borrow().clone();
+        let queued = match outgoing {
+            Some(outgoing) => outgoing.send_async(frame).await.is_ok(),
+            None => false,
+        };
+        if !queued {
             connection.pending.borrow_mut().remove(&request_id);
             return Err(LinkError::Broken { broker });
         }
@@ -138,7 +143,9 @@ struct Connection {
     /// The socket both halves use, to shut it down when the connection is
     /// dropped (`break_off`).
     socket: TcpStream,
-    outgoing: flume::Sender<Vec<Bytes>>,
+    /// The queue to the writer; taken when the connection breaks, so that
+    /// a writer waiting for frames sees the queue closed and stops.
+    outgoing: RefCell<Option<flume::Sender<Vec<Bytes>>>>,
     pending: RefCell<HashMap<u64, oneshot::Sender<StateReply>>>,
     broken: Cell<bool>,
 }
@@ -217,7 +224,7 @@ impl Link {
         let connection = Rc::new(Connection {
             address,
             socket,
-            outgoing,
+            outgoing: RefCell::new(Some(outgoing)),
             pending: RefCell::new(HashMap::new()),
             broken: Cell::new(false),
         });
@@ -238,10 +245,14 @@ impl Connection {
     /// waits for answers. The writer then stops and drops the queue, which
     /// releases every sender waiting for room in it with `Broken`: without
     /// it, the pushers of up to `OUTGOING_QUEUE` frames stayed stuck on the
-    /// dead connection while the others synced over a new one.
+    /// dead connection while the others synced over a new one. Dropping
+    /// the queue's sender stops a writer that waits for frames (no sender
+    /// is left once the ones in use finish): it held the connection and its
+    /// socket for good.
     fn break_off(&self) {
         self.broken.set(true);
         self.pending.borrow_mut().clear();
+        self.outgoing.borrow_mut().take();
         let _ = socket2::SockRef::from(&self.socket).shutdown(std::net::Shutdown::Both);
     }
 }
@@ -359,5 +370,42 @@ mod tests {
             ));
         });
         drop(silent_peer.join().unwrap());
+    }
+
+    /// A connection dropped while its writer waits for frames (the usual
+    /// case: nothing queued when the peer goes away or answers stop) lets
+    /// go of its tasks, and with them of its socket; before, the writer
+    /// waited on its queue for good, holding both.
+    #[test]
+    fn a_connection_dropped_while_idle_lets_go_of_its_tasks_and_socket() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let peer = std::thread::spawn(move || listener.accept().unwrap().0);
+        compio::runtime::Runtime::new().unwrap().block_on(async {
+            let links = Links::new(None);
+            let records = Bytes::from_static(b"one small push");
+            drop(
+                links
+                    .send(7, Some(address), |id| push(id, &records))
+                    .await
+                    .unwrap(),
+            );
+            let connection = {
+                let links = links.links.borrow();
+                let held = links[&7].connection.borrow();
+                Rc::downgrade(held.as_ref().unwrap())
+            };
+            links.break_connection(7);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while connection.strong_count() > 0 {
+                assert!(
+                    Instant::now() < deadline,
+                    "the dropped connection is still held {} times",
+                    connection.strong_count()
+                );
+                compio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        drop(peer.join().unwrap());
     }
 }
