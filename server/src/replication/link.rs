@@ -395,6 +395,19 @@ mod tests {
                 let held = links[&7].connection.borrow();
                 Rc::downgrade(held.as_ref().unwrap())
             };
+            // The writer takes the push, writes it and waits for the next.
+            while !connection
+                .upgrade()
+                .unwrap()
+                .outgoing
+                .borrow()
+                .as_ref()
+                .unwrap()
+                .is_empty()
+            {
+                compio::time::sleep(Duration::from_millis(5)).await;
+            }
+            compio::time::sleep(Duration::from_millis(100)).await;
             links.break_connection(7);
             let deadline = Instant::now() + Duration::from_secs(5);
             while connection.strong_count() > 0 {
