@@ -8,7 +8,11 @@
 //!   when replayed (a new leader's log wins). A torn or damaged tail (short
 //!   frame, bad checksum) is cut off at open: it was never synced, so never
 //!   acknowledged.
-//! - `raft.state`: hard state and conf state, framed with a checksum.
+//! - `raft.state`: hard state and conf state, framed with a checksum, then
+//!   the catching-up marker (`LogCore::catching_up`) as a trailing `1`
+//!   byte, present only while it is set. A state file of an earlier
+//!   version has none (not catching up), and an earlier version refuses a
+//!   store that is catching up as corrupt rather than vote with it.
 //! - `raft.snapshot`: snapshot metadata, the log generation it belongs to,
 //!   and the image bytes, framed with a checksum.
 //!
@@ -20,6 +24,12 @@
 //! the snapshot and are ignored. Compaction writes the snapshot with the
 //! current generation (older entries are skipped by index) and then rewrites
 //! the log without them.
+//!
+//! The catching-up marker is written to `raft.state` (and synced) when it is
+//! set, on an empty log, before any entry; its clearing goes out with the
+//! next sync's state file, after the log's fsync (and after an installed
+//! snapshot's files), so it is never durable before the entries it vouches
+//! for.
 //!
 //! Errors from write or fsync are fatal (`StoreError::Io`) and poison the
 //! store: fsync is never retried.
@@ -55,7 +65,8 @@ pub struct FileRaftStore {
     pending: Vec<u8>,
     /// A leader's snapshot was installed since the last sync.
     snapshot_installed: bool,
-    durable_state: (HardState, ConfState),
+    /// What `raft.state` holds: hard state, conf state, catching-up marker.
+    durable_state: (HardState, ConfState, bool),
     /// Set after a failed write or fsync: every later call fails.
     poisoned: bool,
 }
@@ -81,9 +92,11 @@ impl FileRaftStore {
             snapshot_generation = generation;
         }
         if let Some(bytes) = &state {
-            let (hard_state, conf_state) = decode_state(bytes).map_err(corrupt("raft.state"))?;
+            let (hard_state, conf_state, catching_up) =
+                decode_state(bytes).map_err(corrupt("raft.state"))?;
             core.hard_state = hard_state;
             core.conf_state = conf_state;
+            core.catching_up = catching_up;
         }
         // A crash after an installed snapshot was written but before the
         // state file: the snapshot is committed, and its term was reached
@@ -124,7 +137,7 @@ impl FileRaftStore {
             .map_err(io_error("open raft.log"))?;
         let mut store = FileRaftStore {
             directory: directory.to_path_buf(),
-            durable_state: (core.hard_state.clone(), core.conf_state.clone()),
+            durable_state: state_of(&core),
             core,
             log,
             generation,
@@ -149,12 +162,15 @@ impl FileRaftStore {
         let mut writer = Writer::new();
         encode_hard_state(&mut writer, &self.core.hard_state);
         encode_conf_state(&mut writer, &self.core.conf_state);
+        if self.core.catching_up {
+            writer.u8(1);
+        }
         replace_file(
             &self.directory,
             STATE_FILE,
             &frame_file(STATE_MAGIC, &writer.into_bytes()),
         )?;
-        self.durable_state = (self.core.hard_state.clone(), self.core.conf_state.clone());
+        self.durable_state = state_of(&self.core);
         Ok(())
     }
 
@@ -192,7 +208,9 @@ impl FileRaftStore {
             self.log.sync_data().map_err(io_error("fsync raft.log"))?;
             self.pending.clear();
         }
-        if self.durable_state != (self.core.hard_state.clone(), self.core.conf_state.clone()) {
+        // Last: a cleared catching-up marker must not be durable before the
+        // entries written ahead of it.
+        if self.durable_state != state_of(&self.core) {
             self.write_state()?;
         }
         Ok(())
@@ -250,12 +268,39 @@ impl RaftLogStore for FileRaftStore {
         self.poison_on_error(result)
     }
 
+    fn mark_catching_up(&mut self) -> Result<(), StoreError> {
+        self.check()?;
+        assert_eq!(self.core.last_index(), 0, "the marker goes on an empty log");
+        assert!(
+            self.pending.is_empty()
+                && !self.snapshot_installed
+                && self.durable_state == state_of(&self.core),
+            "the marker goes on a synced store"
+        );
+        self.core.catching_up = true;
+        let result = self.write_state();
+        self.poison_on_error(result)
+    }
+
+    fn clear_catching_up(&mut self) {
+        self.core.catching_up = false;
+    }
+
     fn core(&self) -> &LogCore {
         &self.core
     }
 }
 
 storage_from_core!(FileRaftStore);
+
+/// What `raft.state` records of `core`.
+fn state_of(core: &LogCore) -> (HardState, ConfState, bool) {
+    (
+        core.hard_state.clone(),
+        core.conf_state.clone(),
+        core.catching_up,
+    )
+}
 
 fn corrupt(file: &'static str) -> impl FnOnce(DecodeError) -> StoreError {
     move |error| StoreError::Corrupt(format!("{file}: {error}"))
@@ -498,15 +543,29 @@ fn decode_conf_state(reader: &mut Reader<'_>) -> Result<ConfState, DecodeError> 
     Ok(conf_state)
 }
 
-fn decode_state(bytes: &[u8]) -> Result<(HardState, ConfState), DecodeError> {
+fn decode_state(bytes: &[u8]) -> Result<(HardState, ConfState, bool), DecodeError> {
     let mut reader = Reader::new(bytes);
     let mut hard_state = HardState::default();
     hard_state.term = reader.u64()?;
     hard_state.vote = reader.u64()?;
     hard_state.commit = reader.u64()?;
     let conf_state = decode_conf_state(&mut reader)?;
+    // Written only while set (the file stays as earlier versions wrote it
+    // otherwise).
+    let catching_up = match reader.remaining() {
+        0 => false,
+        _ => match reader.u8()? {
+            1 => true,
+            other => {
+                return Err(DecodeError::Invalid {
+                    what: "catching-up marker",
+                    value: i64::from(other),
+                });
+            }
+        },
+    };
     reader.finish()?;
-    Ok((hard_state, conf_state))
+    Ok((hard_state, conf_state, catching_up))
 }
 
 fn encode_snapshot(snapshot: &Snapshot, generation: u64) -> Vec<u8> {
@@ -704,6 +763,83 @@ mod tests {
             "the snapshot is committed"
         );
         assert_eq!(store.core().hard_state.term, 2);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_catching_up_marker_survives_reopens_until_a_synced_clear() {
+        let dir = temp_dir("catching-up");
+        let mut store = FileRaftStore::open(&dir, &[1, 2, 3]).unwrap();
+        assert!(!store.core().catching_up);
+        store.mark_catching_up().unwrap();
+        // Durable on return: no sync.
+        drop(store);
+        let mut store = FileRaftStore::open(&dir, &[1, 2, 3]).unwrap();
+        assert!(store.core().catching_up, "the marker survives a reopen");
+        // Part of the log arrives and is synced; the voter has not caught
+        // up yet.
+        store.append(&[entry(1, 1), entry(2, 1)]).unwrap();
+        store.set_hard_state(&hard_state(1, 0, 1)).unwrap();
+        store.sync().unwrap();
+        drop(store);
+        let mut store = FileRaftStore::open(&dir, &[1, 2, 3]).unwrap();
+        assert!(store.core().catching_up, "entries do not clear it");
+        assert_eq!(store.last_index().unwrap(), 2);
+        // Caught up, cleared, and the process dies before the sync.
+        store.append(&[entry(3, 1)]).unwrap();
+        store.clear_catching_up();
+        assert!(!store.core().catching_up);
+        drop(store);
+        let mut store = FileRaftStore::open(&dir, &[1, 2, 3]).unwrap();
+        assert!(
+            store.core().catching_up,
+            "a crash before the clear keeps it"
+        );
+        assert_eq!(store.last_index().unwrap(), 2);
+        // The clear goes out with the sync, after the entries.
+        store.append(&[entry(3, 1)]).unwrap();
+        store.clear_catching_up();
+        store.sync().unwrap();
+        drop(store);
+        let store = FileRaftStore::open(&dir, &[1, 2, 3]).unwrap();
+        assert!(
+            !store.core().catching_up,
+            "the synced clear survives a reopen"
+        );
+        assert_eq!(store.last_index().unwrap(), 3);
+        assert_eq!(store.core().hard_state, hard_state(1, 0, 1));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_state_file_without_the_marker_reads_as_caught_up_and_a_bad_marker_is_refused() {
+        let dir = temp_dir("marker-format");
+        let mut store = FileRaftStore::open(&dir, &[1]).unwrap();
+        store.set_hard_state(&hard_state(4, 1, 0)).unwrap();
+        store.sync().unwrap();
+        drop(store);
+        // As an earlier version wrote it: hard state and conf state only.
+        let mut writer = Writer::new();
+        encode_hard_state(&mut writer, &hard_state(4, 1, 0));
+        let mut conf_state = ConfState::default();
+        conf_state.voters = vec![1];
+        encode_conf_state(&mut writer, &conf_state);
+        let payload = writer.into_bytes();
+        assert_eq!(
+            fs::read(dir.join(STATE_FILE)).unwrap(),
+            frame_file(STATE_MAGIC, &payload),
+            "a store not catching up writes the earlier format"
+        );
+        let store = FileRaftStore::open(&dir, &[1]).unwrap();
+        assert!(!store.core().catching_up);
+        drop(store);
+        let mut damaged = payload.clone();
+        damaged.push(2);
+        fs::write(dir.join(STATE_FILE), frame_file(STATE_MAGIC, &damaged)).unwrap();
+        assert!(matches!(
+            FileRaftStore::open(&dir, &[1]),
+            Err(StoreError::Corrupt(_))
+        ));
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -106,6 +106,21 @@ impl RaftLogStore for MemRaftStore {
         Ok(())
     }
 
+    fn mark_catching_up(&mut self) -> Result<(), StoreError> {
+        assert_eq!(self.live.last_index(), 0, "the marker goes on an empty log");
+        self.live.catching_up = true;
+        if self.policy == SyncPolicy::Honest {
+            // Durable on return, as the file store's state file.
+            assert_eq!(self.durable.last_index(), 0, "an empty log is synced");
+            self.durable.catching_up = true;
+        }
+        Ok(())
+    }
+
+    fn clear_catching_up(&mut self) {
+        self.live.catching_up = false;
+    }
+
     fn core(&self) -> &LogCore {
         &self.live
     }
@@ -151,6 +166,25 @@ mod tests {
         store.append(&[entry(2, 2)]).unwrap();
         assert_eq!(store.last_index().unwrap(), 2);
         assert_eq!(store.term(2).unwrap(), 2);
+    }
+
+    #[test]
+    fn the_catching_up_marker_is_durable_when_set_and_cleared_at_the_next_sync() {
+        let mut store = MemRaftStore::bootstrap(&[1, 2, 3]);
+        store.mark_catching_up().unwrap();
+        let mut store = store.crash();
+        assert!(store.core().catching_up, "set durably");
+        store.append(&[entry(1, 1)]).unwrap();
+        store.clear_catching_up();
+        let mut store = store.crash();
+        assert!(store.core().catching_up, "a crash before the sync keeps it");
+        assert_eq!(store.last_index().unwrap(), 0);
+        store.append(&[entry(1, 1)]).unwrap();
+        store.clear_catching_up();
+        store.sync().unwrap();
+        let store = store.crash();
+        assert!(!store.core().catching_up, "cleared with the sync");
+        assert_eq!(store.last_index().unwrap(), 1);
     }
 
     #[test]
