@@ -158,10 +158,11 @@ pub struct RaftNode<S: RaftLogStore> {
     snapshot_to_mark_applied: Option<u64>,
     /// Messages that may leave only after the store is synced.
     held_messages: Vec<Message>,
-    /// Set while a voter that started with an empty log catches up: the
-    /// term and commit index of the first append (or snapshot) a leader of
-    /// the highest term seen sent it, `None` before any. See
-    /// [`RaftNode::abstains_from`].
+    /// Set while a voter that started with an empty log catches up (the
+    /// store's durable marker, `LogCore::catching_up`, says the same
+    /// across restarts): the term and commit index of the first append (or
+    /// snapshot) a leader of the highest term seen since this start sent
+    /// it, `None` before any. See [`RaftNode::abstains_from`].
     catching_up: Option<Option<(u64, u64)>>,
 }
 
@@ -169,9 +170,15 @@ impl<S: RaftLogStore> RaftNode<S> {
     /// Starts (or restarts) a voter on `store`: the image is loaded from the
     /// store's snapshot; committed entries after it are applied again as
     /// raft-rs hands them back.
+    ///
+    /// A store with an empty log gets the catching-up marker (durably,
+    /// before raft-rs can append anything); a store that has it, empty or
+    /// part-way through catching up before a restart, starts the voter
+    /// catching up with its target unknown (the next leader's first
+    /// append sets it).
     pub fn new(
         config: RaftNodeConfig,
-        store: S,
+        mut store: S,
         logger: &slog::Logger,
     ) -> Result<RaftNode<S>, NodeError> {
         let snapshot = store.core().snapshot.clone();
@@ -187,7 +194,10 @@ impl<S: RaftLogStore> RaftNode<S> {
             );
             image
         };
-        let empty_log = store.core().last_index() == 0;
+        if store.core().last_index() == 0 && !store.core().catching_up {
+            store.mark_catching_up()?;
+        }
+        let catching_up = store.core().catching_up;
         let raw = RawNode::new(&config.raft_config(applied), store, logger)?;
         Ok(RaftNode {
             raw,
@@ -197,12 +207,13 @@ impl<S: RaftLogStore> RaftNode<S> {
             unsynced_ready: None,
             snapshot_to_mark_applied: None,
             held_messages: Vec::new(),
-            catching_up: empty_log.then_some(None),
+            catching_up: catching_up.then_some(None),
         })
     }
 
-    /// Whether this voter started with an empty log and has not caught up
-    /// yet, so that it gives no vote ([`RaftNode::abstains_from`]).
+    /// Whether this voter started with an empty log (on this start or an
+    /// earlier one) and has not caught up yet, so that it gives no vote
+    /// ([`RaftNode::abstains_from`]).
     pub fn is_catching_up(&self) -> bool {
         self.catching_up.is_some()
     }
@@ -305,17 +316,23 @@ impl<S: RaftLogStore> RaftNode<S> {
     /// first one it saw it votes by Raft's rules again (lagging behind
     /// later commits as any voter may).
     ///
+    /// The state survives restarts: the store keeps a marker
+    /// (`LogCore::catching_up`), durable before the first entry reaches the
+    /// empty log and cleared only with the sync that makes the caught-up
+    /// log durable, so a voter that restarts part-way through catching up
+    /// starts catching up again (its target taken again from the next
+    /// leader's first append) instead of voting with the part it holds.
+    ///
     /// The price: a voter that never ran before the cluster formed cannot
     /// be the one that completes a quorum until a leader has reached it.
     /// Not closed (KIP-853's directory ids would): a wiped voter may vote
     /// twice in a term for a candidate whose log is empty too (one the
-    /// cluster's first entries never reached); one that restarts again
-    /// part-way through catching up votes with the part it has; and the
-    /// commit index it catches up to is its leader's, which a leader
-    /// elected after the wipe may not have raised yet to everything
-    /// committed before it, or a stale leader's cut off from the others
-    /// if that one reached it first and the current one only after it had
-    /// caught up (docs/internals/controller.md).
+    /// cluster's first entries never reached); and the commit index it
+    /// catches up to is its leader's, which a leader elected after the
+    /// wipe may not have raised yet to everything committed before it, or
+    /// a stale leader's cut off from the others if that one reached it
+    /// first and the current one only after it had caught up
+    /// (docs/internals/controller.md).
     fn abstains_from(&mut self, message: &Message) -> bool {
         use raft::eraftpb::MessageType;
         let Some(target) = self.catching_up.as_mut() else {
@@ -336,15 +353,37 @@ impl<S: RaftLogStore> RaftNode<S> {
         {
             *target = Some((message.term, commit));
         }
-        let last_index = self.raw.raft.raft_log.last_index();
-        if last_index > 0 && target.is_some_and(|(_, commit)| last_index >= commit) {
-            self.catching_up = None;
+        if self.note_caught_up() {
             return false;
         }
         matches!(
             message.get_msg_type(),
             MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
         ) && message.index > 0
+    }
+
+    /// Ends catching up once the store holds the log up to the target
+    /// commit index; returns whether it has ended. The store's entries, not
+    /// raft-rs's unstable ones: the store's next sync makes them durable
+    /// before the cleared marker, so a crash leaves either the marker or
+    /// the log that ended it.
+    fn note_caught_up(&mut self) -> bool {
+        let target = match self.catching_up {
+            None => return true,
+            Some(None) => return false,
+            Some(Some((_, commit))) => commit,
+        };
+        let last_index = self.raw.store().core().last_index();
+        if last_index > 0 && last_index >= target {
+            self.stop_catching_up();
+            return true;
+        }
+        false
+    }
+
+    fn stop_catching_up(&mut self) {
+        self.catching_up = None;
+        self.raw.mut_store().clear_catching_up();
     }
 
     /// Proposes one batch of records (an entry). Only the leader proposes.
@@ -395,9 +434,9 @@ impl<S: RaftLogStore> RaftNode<S> {
     /// Takes the pending Ready: writes it to the store (not durable yet),
     /// applies committed batches, and returns messages that may leave now.
     pub fn handle_ready(&mut self) -> Result<Output, NodeError> {
-        if self.is_leader() {
+        if self.is_leader() && self.catching_up.is_some() {
             // Its log is the cluster's now (it won a quorum's votes).
-            self.catching_up = None;
+            self.stop_catching_up();
         }
         let mut output = Output::default();
         if !self.raw.has_ready() {
@@ -429,6 +468,9 @@ impl<S: RaftLogStore> RaftNode<S> {
         if let Some(hard_state) = ready.hs() {
             self.raw.mut_store().set_hard_state(hard_state)?;
         }
+        // Entries just written may reach the target: the marker's clear
+        // then goes out with this Ready's sync, after them.
+        self.note_caught_up();
         self.held_messages.extend(ready.take_persisted_messages());
         self.unsynced_ready = Some(ready.number());
         self.raw.advance_append_async(ready);
@@ -822,6 +864,84 @@ mod tests {
         trio.propose_topic(0, "while-1-catches-up");
         assert!(trio.node(1).image().topic_by_name("before").is_some());
         assert!(grants_vote_to_2(&mut trio), "caught up, it votes");
+    }
+
+    /// Restarts node `index` on its store as a power loss leaves it.
+    fn restart(trio: &mut Trio, index: usize) {
+        let store = trio.nodes[index].take().unwrap().into_store().crash();
+        trio.nodes[index] = Some(Trio::start(index, store));
+    }
+
+    /// A voter back with an empty log that restarts part-way through
+    /// catching up (some entries, fewer than the commit index it is
+    /// catching up to) still gives no vote: the marker in its store
+    /// survives the restart. Once caught up it votes again, and a further
+    /// restart finds the marker cleared.
+    #[test]
+    fn a_voter_restarted_part_way_through_catching_up_still_gives_no_vote() {
+        use raft::eraftpb::MessageType;
+        let mut trio = Trio::new();
+        trio.campaign(0);
+        for name in ["a", "b", "c"] {
+            trio.propose_topic(0, name);
+        }
+        // Node 2 falls behind; nodes 0 and 1 commit one more entry.
+        trio.links[2] = false;
+        trio.propose_topic(0, "committed-by-0-and-1");
+        let stale_last_index = trio.node(2).store().core().last_index();
+        let leader_commit = trio.node(0).commit_index();
+        assert!(leader_commit > stale_last_index);
+        // Node 1 loses its disk; the leader's first append brings it part
+        // of the log only (less than node 2 holds), and the commit index.
+        trio.nodes[1] = Some(Trio::fresh(1));
+        let leader = &trio.node(0).raw.raft;
+        let mut append = Message::default();
+        append.set_msg_type(MessageType::MsgAppend);
+        append.from = BrokerId(0).raft_id();
+        append.to = BrokerId(1).raft_id();
+        append.term = leader.term;
+        append.commit = leader_commit;
+        let partial = usize::try_from(stale_last_index - 1).unwrap();
+        append.entries = trio.node(0).store().core().entries[..partial]
+            .to_vec()
+            .into();
+        trio.node(1).step(append).unwrap();
+        trio.node(1).drive().unwrap();
+        assert_eq!(
+            trio.node(1).store().core().last_index(),
+            stale_last_index - 1
+        );
+        assert!(trio.node(1).is_catching_up());
+        // It restarts with that part of the log.
+        restart(&mut trio, 1);
+        assert!(
+            !grants_vote_to_2(&mut trio),
+            "a voter restarted part-way through catching up voted for a candidate missing a \
+             committed entry"
+        );
+        assert!(trio.node(1).is_catching_up());
+        // The leader reaches it and brings it up to date, node 2 too.
+        trio.links[2] = true;
+        trio.propose_topic(0, "while-1-catches-up");
+        assert!(!trio.node(1).is_catching_up());
+        assert!(
+            trio.node(1)
+                .image()
+                .topic_by_name("committed-by-0-and-1")
+                .is_some()
+        );
+        assert!(grants_vote_to_2(&mut trio), "caught up, it votes");
+        // A new term's leader; node 1 restarts again and votes by Raft's
+        // rules: the clear was durable.
+        trio.campaign(0);
+        let leader = (0..3).find(|index| trio.node(*index).is_leader()).unwrap();
+        trio.propose_topic(leader, "after");
+        restart(&mut trio, 1);
+        assert!(!trio.node(1).is_catching_up());
+        assert!(
+            grants_vote_to_2(&mut trio),
+            "restarted after catching up, it votes"
+        );
     }
 
     /// Abstaining does not stop a cluster forming: every log is empty then.
