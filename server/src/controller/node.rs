@@ -35,7 +35,7 @@ use thiserror::Error;
 use super::codec::DecodeError;
 use super::image::{ApplyError, MetadataImage, SnapshotError};
 use super::records::{MetadataRecord, RecordBatch};
-use super::storage::{RaftLogStore, StoreError};
+use super::storage::{CatchUpTarget, RaftLogStore, StoreError};
 use super::types::{BrokerId, MetadataOffset};
 
 /// Static settings of one voter.
@@ -158,12 +158,13 @@ pub struct RaftNode<S: RaftLogStore> {
     snapshot_to_mark_applied: Option<u64>,
     /// Messages that may leave only after the store is synced.
     held_messages: Vec<Message>,
-    /// Set while a voter that started with an empty log catches up (the
-    /// store's durable marker, `LogCore::catching_up`, says the same
-    /// across restarts): the term and commit index of the first append (or
-    /// snapshot) a leader of the highest term seen since this start sent
-    /// it, `None` before any. See [`RaftNode::abstains_from`].
-    catching_up: Option<Option<(u64, u64)>>,
+    /// Set while a voter that started with an empty log catches up: the
+    /// term and commit index of the first append (or snapshot) a leader of
+    /// the highest term seen sent it, `None` before any. See
+    /// [`RaftNode::abstains_from`]. The store's marker
+    /// (`LogCore::catching_up`) keeps it across restarts; `handle_ready`
+    /// makes a new target durable before it writes anything else.
+    catching_up: Option<CatchUpTarget>,
 }
 
 impl<S: RaftLogStore> RaftNode<S> {
@@ -174,8 +175,8 @@ impl<S: RaftLogStore> RaftNode<S> {
     /// A store with an empty log gets the catching-up marker (durably,
     /// before raft-rs can append anything); a store that has it, empty or
     /// part-way through catching up before a restart, starts the voter
-    /// catching up with its target unknown (the next leader's first
-    /// append sets it).
+    /// catching up to the target it had. A lone voter has no one to catch
+    /// up with and never does.
     pub fn new(
         config: RaftNodeConfig,
         mut store: S,
@@ -194,12 +195,13 @@ impl<S: RaftLogStore> RaftNode<S> {
             );
             image
         };
-        if store.core().last_index() == 0 && !store.core().catching_up {
-            store.mark_catching_up()?;
+        let lone_voter = config.voters == [config.node_id];
+        if store.core().last_index() == 0 && store.core().catching_up.is_none() && !lone_voter {
+            store.mark_catching_up(None)?;
         }
-        let catching_up = store.core().catching_up;
+        let catching_up = store.core().catching_up.filter(|_| !lone_voter);
         let raw = RawNode::new(&config.raft_config(applied), store, logger)?;
-        Ok(RaftNode {
+        let mut node = RaftNode {
             raw,
             image,
             config,
@@ -207,8 +209,14 @@ impl<S: RaftLogStore> RaftNode<S> {
             unsynced_ready: None,
             snapshot_to_mark_applied: None,
             held_messages: Vec::new(),
-            catching_up: catching_up.then_some(None),
-        })
+            catching_up,
+        };
+        if node.catching_up.is_none() && node.store().core().catching_up.is_some() {
+            node.raw.mut_store().clear_catching_up();
+        }
+        // It may have caught up before a crash took the clear's sync.
+        node.note_caught_up();
+        Ok(node)
     }
 
     /// Whether this voter started with an empty log (on this start or an
@@ -437,6 +445,13 @@ impl<S: RaftLogStore> RaftNode<S> {
         if self.is_leader() && self.catching_up.is_some() {
             // Its log is the cluster's now (it won a quorum's votes).
             self.stop_catching_up();
+        }
+        if let Some(target) = self.catching_up
+            && self.raw.store().core().catching_up != Some(target)
+        {
+            // A new target, durable before the entries that came with it:
+            // after a crash the voter knows what it was catching up to.
+            self.raw.mut_store().mark_catching_up(target)?;
         }
         let mut output = Output::default();
         if !self.raw.has_ready() {
@@ -866,6 +881,24 @@ mod tests {
         assert!(grants_vote_to_2(&mut trio), "caught up, it votes");
     }
 
+    /// Leader 0's first append to node 1, cut short: entries up to
+    /// `last_index`, with the leader's commit index.
+    fn append_part_of_the_log(trio: &mut Trio, last_index: u64) {
+        use raft::eraftpb::MessageType;
+        let leader = &trio.node(0).raw.raft;
+        let mut append = Message::default();
+        append.set_msg_type(MessageType::MsgAppend);
+        append.from = BrokerId(0).raft_id();
+        append.to = BrokerId(1).raft_id();
+        append.term = leader.term;
+        append.commit = leader.raft_log.committed;
+        assert!(append.commit > last_index, "the commit index is further");
+        let count = usize::try_from(last_index).unwrap();
+        append.entries = trio.node(0).store().core().entries[..count].to_vec().into();
+        trio.node(1).step(append).unwrap();
+        trio.node(1).drive().unwrap();
+    }
+
     /// Restarts node `index` on its store as a power loss leaves it.
     fn restart(trio: &mut Trio, index: usize) {
         let store = trio.nodes[index].take().unwrap().into_store().crash();
@@ -879,7 +912,6 @@ mod tests {
     /// restart finds the marker cleared.
     #[test]
     fn a_voter_restarted_part_way_through_catching_up_still_gives_no_vote() {
-        use raft::eraftpb::MessageType;
         let mut trio = Trio::new();
         trio.campaign(0);
         for name in ["a", "b", "c"] {
@@ -894,24 +926,18 @@ mod tests {
         // Node 1 loses its disk; the leader's first append brings it part
         // of the log only (less than node 2 holds), and the commit index.
         trio.nodes[1] = Some(Trio::fresh(1));
-        let leader = &trio.node(0).raw.raft;
-        let mut append = Message::default();
-        append.set_msg_type(MessageType::MsgAppend);
-        append.from = BrokerId(0).raft_id();
-        append.to = BrokerId(1).raft_id();
-        append.term = leader.term;
-        append.commit = leader_commit;
-        let partial = usize::try_from(stale_last_index - 1).unwrap();
-        append.entries = trio.node(0).store().core().entries[..partial]
-            .to_vec()
-            .into();
-        trio.node(1).step(append).unwrap();
-        trio.node(1).drive().unwrap();
+        append_part_of_the_log(&mut trio, stale_last_index - 1);
         assert_eq!(
             trio.node(1).store().core().last_index(),
             stale_last_index - 1
         );
         assert!(trio.node(1).is_catching_up());
+        let term = trio.node(0).term();
+        assert_eq!(
+            trio.node(1).store().core().catching_up,
+            Some(Some((term, leader_commit))),
+            "the target is durable"
+        );
         // It restarts with that part of the log.
         restart(&mut trio, 1);
         assert!(
@@ -942,6 +968,34 @@ mod tests {
             grants_vote_to_2(&mut trio),
             "restarted after catching up, it votes"
         );
+    }
+
+    /// A voter that crashed in the sync that would have cleared its
+    /// marker finds at the restart that its log reaches the target the
+    /// marker kept, and votes again.
+    #[test]
+    fn a_voter_whose_log_reached_the_kept_target_is_caught_up_at_restart() {
+        use crate::controller::storage::RaftLogStore;
+        let raft_ids: Vec<u64> = Trio::voters().iter().map(|id| id.raft_id()).collect();
+        let mut store = MemRaftStore::bootstrap(&raft_ids);
+        store.mark_catching_up(Some((1, 2))).unwrap();
+        let entries: Vec<_> = (1..=2)
+            .map(|index| {
+                let mut entry = raft::eraftpb::Entry::default();
+                entry.index = index;
+                entry.term = 1;
+                entry
+            })
+            .collect();
+        store.append(&entries[..1]).unwrap();
+        store.sync().unwrap();
+        let node = Trio::start(1, store.clone().crash());
+        assert!(node.is_catching_up(), "short of the target");
+        store.append(&entries[1..]).unwrap();
+        store.sync().unwrap();
+        let mut node = Trio::start(1, store.crash());
+        assert!(!node.is_catching_up(), "at the target");
+        node.drive().unwrap();
     }
 
     /// Abstaining does not stop a cluster forming: every log is empty then.
