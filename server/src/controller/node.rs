@@ -276,14 +276,37 @@ impl<S: RaftLogStore> RaftNode<S> {
             .then(|| MetadataOffset::from_raft_index(self.raw.raft.raft_log.last_index() + 1))
     }
 
+    /// Counts a tick. A voter catching up with part of the log counts no
+    /// election ticks ([`RaftNode::holds_back_campaign`]).
     pub fn tick(&mut self) {
+        if self.holds_back_campaign() {
+            return;
+        }
         self.raw.tick();
     }
 
     /// Starts an election now instead of after the election timeout: a
-    /// single voter uses it at start so that it leads at once.
+    /// single voter uses it at start so that it leads at once. A voter
+    /// catching up with part of the log does not.
     pub fn campaign(&mut self) -> Result<(), raft::Error> {
+        if self.holds_back_campaign() {
+            return Ok(());
+        }
         self.raw.campaign()
+    }
+
+    /// A voter catching up whose log is not empty does not campaign: it
+    /// would vote for itself, a candidate with a log it has not caught
+    /// up yet (see [`RaftNode::abstains_from`]); with the vote of a voter
+    /// whose log is no longer than its own it could win while lacking
+    /// entries committed with its help before its disk was lost. With an
+    /// empty log it may (only voters with empty logs vote for it, as when
+    /// the cluster first forms). Only a follower holds back: it becomes
+    /// one whenever entries reach it.
+    fn holds_back_campaign(&self) -> bool {
+        self.catching_up.is_some()
+            && self.raw.raft.state == StateRole::Follower
+            && self.raw.raft.raft_log.last_index() > 0
     }
 
     /// Feeds a message from a peer. Errors are the peer's problem (unknown
@@ -364,10 +387,12 @@ impl<S: RaftLogStore> RaftNode<S> {
         if self.note_caught_up() {
             return false;
         }
-        matches!(
-            message.get_msg_type(),
-            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
-        ) && message.index > 0
+        match message.get_msg_type() {
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote => message.index > 0,
+            // A leadership transfer is a campaign.
+            MessageType::MsgTimeoutNow => self.holds_back_campaign(),
+            _ => false,
+        }
     }
 
     /// Ends catching up once the store holds the log up to the target
@@ -968,6 +993,51 @@ mod tests {
             grants_vote_to_2(&mut trio),
             "restarted after catching up, it votes"
         );
+    }
+
+    /// A voter back with an empty log, brought part of the log (as much as
+    /// a stale voter holds, less than was committed), does not campaign:
+    /// with the stale voter's vote it would win without the entry
+    /// committed by the old leader and itself before it lost its disk.
+    #[test]
+    fn a_voter_part_way_through_catching_up_does_not_campaign() {
+        let mut trio = Trio::new();
+        trio.campaign(0);
+        for name in ["a", "b", "c"] {
+            trio.propose_topic(0, name);
+        }
+        trio.links[2] = false;
+        trio.propose_topic(0, "committed-by-0-and-1");
+        let stale_last_index = trio.node(2).store().core().last_index();
+        trio.nodes[1] = Some(Trio::fresh(1));
+        append_part_of_the_log(&mut trio, stale_last_index);
+        assert_eq!(
+            trio.node(1).store().core().last_index(),
+            stale_last_index,
+            "as much as the stale voter"
+        );
+        // The old leader stops; nodes 1 and 2 are alone together.
+        let leader_store = trio.nodes[0].take().unwrap().into_store().crash();
+        trio.links[2] = true;
+        trio.campaign(1);
+        trio.campaign(2);
+        assert!(
+            !trio.node(1).is_leader() && !trio.node(2).is_leader(),
+            "a voter catching up won an election lacking a committed entry"
+        );
+        // The old leader returns: the entry stays committed everywhere.
+        trio.nodes[0] = Some(Trio::start(0, leader_store));
+        trio.campaign(0);
+        let leader = (0..3).find(|index| trio.node(*index).is_leader()).unwrap();
+        trio.propose_topic(leader, "after");
+        for index in 0..3 {
+            let image = trio.node(index).image();
+            assert!(
+                image.topic_by_name("committed-by-0-and-1").is_some(),
+                "node {index}"
+            );
+            assert!(image.topic_by_name("after").is_some(), "node {index}");
+        }
     }
 
     /// A voter that crashed in the sync that would have cleared its
