@@ -348,14 +348,17 @@ impl<S: RaftLogStore> RaftNode<S> {
     /// later commits as any voter may).
     ///
     /// The state survives restarts: the store keeps a marker
-    /// (`LogCore::catching_up`), durable before the first entry reaches the
-    /// empty log and cleared only with the sync that makes the caught-up
+    /// (`LogCore::catching_up`) with the target, durable before the first
+    /// entry reaches the empty log (a target before the entries that came
+    /// with it) and cleared only with the sync that makes the caught-up
     /// log durable, so a voter that restarts part-way through catching up
-    /// starts catching up again (its target taken again from the next
-    /// leader's first append) instead of voting with the part it holds.
+    /// goes on catching up instead of voting with the part it holds. Nor
+    /// does it campaign with that part ([`RaftNode::holds_back_campaign`]):
+    /// its vote for itself would be such a vote.
     ///
     /// The price: a voter that never ran before the cluster formed cannot
-    /// be the one that completes a quorum until a leader has reached it.
+    /// be the one that completes a quorum until a leader has reached it,
+    /// nor can a voter part-way through catching up.
     /// Not closed (KIP-853's directory ids would): a wiped voter may vote
     /// twice in a term for a candidate whose log is empty too (one the
     /// cluster's first entries never reached); and the commit index it
