@@ -99,6 +99,7 @@ fn the_controller_keeps_its_invariants_under_faults() {
                 totals.acknowledged += summary.acknowledged;
                 totals.crashes += summary.crashes;
                 totals.wipes += summary.wipes;
+                totals.catching_up_restarts += summary.catching_up_restarts;
                 totals.snapshots_loaded += summary.snapshots_loaded;
                 totals.messages_sent += summary.messages_sent;
                 totals.messages_dropped += summary.messages_dropped;
@@ -110,7 +111,8 @@ fn the_controller_keeps_its_invariants_under_faults() {
     }
     eprintln!(
         "controller sim: {} seeds in {:.1?}: {} committed entries, {} acknowledged, {} crashes \
-         ({} wiping a voter's Raft log), {} snapshots loaded, {} messages ({} lost), {} topics at the ends, {} partitions \
+         ({} wiping a voter's Raft log, {} of a voter part-way through catching up), {} \
+         snapshots loaded, {} messages ({} lost), {} topics at the ends, {} partitions \
          altered",
         seeds.len(),
         started.elapsed(),
@@ -118,6 +120,7 @@ fn the_controller_keeps_its_invariants_under_faults() {
         totals.acknowledged,
         totals.crashes,
         totals.wipes,
+        totals.catching_up_restarts,
         totals.snapshots_loaded,
         totals.messages_sent,
         totals.messages_dropped,

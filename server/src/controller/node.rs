@@ -35,7 +35,7 @@ use thiserror::Error;
 use super::codec::DecodeError;
 use super::image::{ApplyError, MetadataImage, SnapshotError};
 use super::records::{MetadataRecord, RecordBatch};
-use super::storage::{RaftLogStore, StoreError};
+use super::storage::{CatchUpTarget, RaftLogStore, StoreError};
 use super::types::{BrokerId, MetadataOffset};
 
 /// Static settings of one voter.
@@ -161,17 +161,25 @@ pub struct RaftNode<S: RaftLogStore> {
     /// Set while a voter that started with an empty log catches up: the
     /// term and commit index of the first append (or snapshot) a leader of
     /// the highest term seen sent it, `None` before any. See
-    /// [`RaftNode::abstains_from`].
-    catching_up: Option<Option<(u64, u64)>>,
+    /// [`RaftNode::abstains_from`]. The store's marker
+    /// (`LogCore::catching_up`) keeps it across restarts; `handle_ready`
+    /// makes a new target durable before it writes anything else.
+    catching_up: Option<CatchUpTarget>,
 }
 
 impl<S: RaftLogStore> RaftNode<S> {
     /// Starts (or restarts) a voter on `store`: the image is loaded from the
     /// store's snapshot; committed entries after it are applied again as
     /// raft-rs hands them back.
+    ///
+    /// A store with an empty log gets the catching-up marker (durably,
+    /// before raft-rs can append anything); a store that has it, empty or
+    /// part-way through catching up before a restart, starts the voter
+    /// catching up to the target it had. A lone voter has no one to catch
+    /// up with and never does.
     pub fn new(
         config: RaftNodeConfig,
-        store: S,
+        mut store: S,
         logger: &slog::Logger,
     ) -> Result<RaftNode<S>, NodeError> {
         let snapshot = store.core().snapshot.clone();
@@ -187,9 +195,13 @@ impl<S: RaftLogStore> RaftNode<S> {
             );
             image
         };
-        let empty_log = store.core().last_index() == 0;
+        let lone_voter = config.voters == [config.node_id];
+        if store.core().last_index() == 0 && store.core().catching_up.is_none() && !lone_voter {
+            store.mark_catching_up(None)?;
+        }
+        let catching_up = store.core().catching_up.filter(|_| !lone_voter);
         let raw = RawNode::new(&config.raft_config(applied), store, logger)?;
-        Ok(RaftNode {
+        let mut node = RaftNode {
             raw,
             image,
             config,
@@ -197,12 +209,19 @@ impl<S: RaftLogStore> RaftNode<S> {
             unsynced_ready: None,
             snapshot_to_mark_applied: None,
             held_messages: Vec::new(),
-            catching_up: empty_log.then_some(None),
-        })
+            catching_up,
+        };
+        if node.catching_up.is_none() && node.store().core().catching_up.is_some() {
+            node.raw.mut_store().clear_catching_up();
+        }
+        // It may have caught up before a crash took the clear's sync.
+        node.note_caught_up();
+        Ok(node)
     }
 
-    /// Whether this voter started with an empty log and has not caught up
-    /// yet, so that it gives no vote ([`RaftNode::abstains_from`]).
+    /// Whether this voter started with an empty log (on this start or an
+    /// earlier one) and has not caught up yet, so that it gives no vote
+    /// ([`RaftNode::abstains_from`]).
     pub fn is_catching_up(&self) -> bool {
         self.catching_up.is_some()
     }
@@ -257,14 +276,37 @@ impl<S: RaftLogStore> RaftNode<S> {
             .then(|| MetadataOffset::from_raft_index(self.raw.raft.raft_log.last_index() + 1))
     }
 
+    /// Counts a tick. A voter catching up with part of the log counts no
+    /// election ticks ([`RaftNode::holds_back_campaign`]).
     pub fn tick(&mut self) {
+        if self.holds_back_campaign() {
+            return;
+        }
         self.raw.tick();
     }
 
     /// Starts an election now instead of after the election timeout: a
-    /// single voter uses it at start so that it leads at once.
+    /// single voter uses it at start so that it leads at once. A voter
+    /// catching up with part of the log does not.
     pub fn campaign(&mut self) -> Result<(), raft::Error> {
+        if self.holds_back_campaign() {
+            return Ok(());
+        }
         self.raw.campaign()
+    }
+
+    /// A voter catching up whose log is not empty does not campaign: it
+    /// would vote for itself, a candidate with a log it has not caught
+    /// up yet (see [`RaftNode::abstains_from`]); with the vote of a voter
+    /// whose log is no longer than its own it could win while lacking
+    /// entries committed with its help before its disk was lost. With an
+    /// empty log it may (only voters with empty logs vote for it, as when
+    /// the cluster first forms). Only a follower holds back: it becomes
+    /// one whenever entries reach it.
+    fn holds_back_campaign(&self) -> bool {
+        self.catching_up.is_some()
+            && self.raw.raft.state == StateRole::Follower
+            && self.raw.raft.raft_log.last_index() > 0
     }
 
     /// Feeds a message from a peer. Errors are the peer's problem (unknown
@@ -305,17 +347,26 @@ impl<S: RaftLogStore> RaftNode<S> {
     /// first one it saw it votes by Raft's rules again (lagging behind
     /// later commits as any voter may).
     ///
+    /// The state survives restarts: the store keeps a marker
+    /// (`LogCore::catching_up`) with the target, durable before the first
+    /// entry reaches the empty log (a target before the entries that came
+    /// with it) and cleared only with the sync that makes the caught-up
+    /// log durable, so a voter that restarts part-way through catching up
+    /// goes on catching up instead of voting with the part it holds. Nor
+    /// does it campaign with that part ([`RaftNode::holds_back_campaign`]):
+    /// its vote for itself would be such a vote.
+    ///
     /// The price: a voter that never ran before the cluster formed cannot
-    /// be the one that completes a quorum until a leader has reached it.
+    /// be the one that completes a quorum until a leader has reached it,
+    /// nor can a voter part-way through catching up.
     /// Not closed (KIP-853's directory ids would): a wiped voter may vote
     /// twice in a term for a candidate whose log is empty too (one the
-    /// cluster's first entries never reached); one that restarts again
-    /// part-way through catching up votes with the part it has; and the
-    /// commit index it catches up to is its leader's, which a leader
-    /// elected after the wipe may not have raised yet to everything
-    /// committed before it, or a stale leader's cut off from the others
-    /// if that one reached it first and the current one only after it had
-    /// caught up (docs/internals/controller.md).
+    /// cluster's first entries never reached); and the commit index it
+    /// catches up to is its leader's, which a leader elected after the
+    /// wipe may not have raised yet to everything committed before it, or
+    /// a stale leader's cut off from the others if that one reached it
+    /// first and the current one only after it had caught up
+    /// (docs/internals/controller.md).
     fn abstains_from(&mut self, message: &Message) -> bool {
         use raft::eraftpb::MessageType;
         let Some(target) = self.catching_up.as_mut() else {
@@ -336,15 +387,39 @@ impl<S: RaftLogStore> RaftNode<S> {
         {
             *target = Some((message.term, commit));
         }
-        let last_index = self.raw.raft.raft_log.last_index();
-        if last_index > 0 && target.is_some_and(|(_, commit)| last_index >= commit) {
-            self.catching_up = None;
+        if self.note_caught_up() {
             return false;
         }
-        matches!(
-            message.get_msg_type(),
-            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
-        ) && message.index > 0
+        match message.get_msg_type() {
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote => message.index > 0,
+            // A leadership transfer is a campaign.
+            MessageType::MsgTimeoutNow => self.holds_back_campaign(),
+            _ => false,
+        }
+    }
+
+    /// Ends catching up once the store holds the log up to the target
+    /// commit index; returns whether it has ended. The store's entries, not
+    /// raft-rs's unstable ones: the store's next sync makes them durable
+    /// before the cleared marker, so a crash leaves either the marker or
+    /// the log that ended it.
+    fn note_caught_up(&mut self) -> bool {
+        let target = match self.catching_up {
+            None => return true,
+            Some(None) => return false,
+            Some(Some((_, commit))) => commit,
+        };
+        let last_index = self.raw.store().core().last_index();
+        if last_index > 0 && last_index >= target {
+            self.stop_catching_up();
+            return true;
+        }
+        false
+    }
+
+    fn stop_catching_up(&mut self) {
+        self.catching_up = None;
+        self.raw.mut_store().clear_catching_up();
     }
 
     /// Proposes one batch of records (an entry). Only the leader proposes.
@@ -395,9 +470,16 @@ impl<S: RaftLogStore> RaftNode<S> {
     /// Takes the pending Ready: writes it to the store (not durable yet),
     /// applies committed batches, and returns messages that may leave now.
     pub fn handle_ready(&mut self) -> Result<Output, NodeError> {
-        if self.is_leader() {
+        if self.is_leader() && self.catching_up.is_some() {
             // Its log is the cluster's now (it won a quorum's votes).
-            self.catching_up = None;
+            self.stop_catching_up();
+        }
+        if let Some(target) = self.catching_up
+            && self.raw.store().core().catching_up != Some(target)
+        {
+            // A new target, durable before the entries that came with it:
+            // after a crash the voter knows what it was catching up to.
+            self.raw.mut_store().mark_catching_up(target)?;
         }
         let mut output = Output::default();
         if !self.raw.has_ready() {
@@ -429,6 +511,9 @@ impl<S: RaftLogStore> RaftNode<S> {
         if let Some(hard_state) = ready.hs() {
             self.raw.mut_store().set_hard_state(hard_state)?;
         }
+        // Entries just written may reach the target: the marker's clear
+        // then goes out with this Ready's sync, after them.
+        self.note_caught_up();
         self.held_messages.extend(ready.take_persisted_messages());
         self.unsynced_ready = Some(ready.number());
         self.raw.advance_append_async(ready);
@@ -822,6 +907,168 @@ mod tests {
         trio.propose_topic(0, "while-1-catches-up");
         assert!(trio.node(1).image().topic_by_name("before").is_some());
         assert!(grants_vote_to_2(&mut trio), "caught up, it votes");
+    }
+
+    /// Leader 0's first append to node 1, cut short: entries up to
+    /// `last_index`, with the leader's commit index.
+    fn append_part_of_the_log(trio: &mut Trio, last_index: u64) {
+        use raft::eraftpb::MessageType;
+        let leader = &trio.node(0).raw.raft;
+        let mut append = Message::default();
+        append.set_msg_type(MessageType::MsgAppend);
+        append.from = BrokerId(0).raft_id();
+        append.to = BrokerId(1).raft_id();
+        append.term = leader.term;
+        append.commit = leader.raft_log.committed;
+        assert!(append.commit > last_index, "the commit index is further");
+        let count = usize::try_from(last_index).unwrap();
+        append.entries = trio.node(0).store().core().entries[..count].to_vec().into();
+        trio.node(1).step(append).unwrap();
+        trio.node(1).drive().unwrap();
+    }
+
+    /// Restarts node `index` on its store as a power loss leaves it.
+    fn restart(trio: &mut Trio, index: usize) {
+        let store = trio.nodes[index].take().unwrap().into_store().crash();
+        trio.nodes[index] = Some(Trio::start(index, store));
+    }
+
+    /// A voter back with an empty log that restarts part-way through
+    /// catching up (some entries, fewer than the commit index it is
+    /// catching up to) still gives no vote: the marker in its store
+    /// survives the restart. Once caught up it votes again, and a further
+    /// restart finds the marker cleared.
+    #[test]
+    fn a_voter_restarted_part_way_through_catching_up_still_gives_no_vote() {
+        let mut trio = Trio::new();
+        trio.campaign(0);
+        for name in ["a", "b", "c"] {
+            trio.propose_topic(0, name);
+        }
+        // Node 2 falls behind; nodes 0 and 1 commit one more entry.
+        trio.links[2] = false;
+        trio.propose_topic(0, "committed-by-0-and-1");
+        let stale_last_index = trio.node(2).store().core().last_index();
+        let leader_commit = trio.node(0).commit_index();
+        assert!(leader_commit > stale_last_index);
+        // Node 1 loses its disk; the leader's first append brings it part
+        // of the log only (less than node 2 holds), and the commit index.
+        trio.nodes[1] = Some(Trio::fresh(1));
+        append_part_of_the_log(&mut trio, stale_last_index - 1);
+        assert_eq!(
+            trio.node(1).store().core().last_index(),
+            stale_last_index - 1
+        );
+        assert!(trio.node(1).is_catching_up());
+        let term = trio.node(0).term();
+        assert_eq!(
+            trio.node(1).store().core().catching_up,
+            Some(Some((term, leader_commit))),
+            "the target is durable"
+        );
+        // It restarts with that part of the log.
+        restart(&mut trio, 1);
+        assert!(
+            !grants_vote_to_2(&mut trio),
+            "a voter restarted part-way through catching up voted for a candidate missing a \
+             committed entry"
+        );
+        assert!(trio.node(1).is_catching_up());
+        // The leader reaches it and brings it up to date, node 2 too.
+        trio.links[2] = true;
+        trio.propose_topic(0, "while-1-catches-up");
+        assert!(!trio.node(1).is_catching_up());
+        assert!(
+            trio.node(1)
+                .image()
+                .topic_by_name("committed-by-0-and-1")
+                .is_some()
+        );
+        assert!(grants_vote_to_2(&mut trio), "caught up, it votes");
+        // A new term's leader; node 1 restarts again and votes by Raft's
+        // rules: the clear was durable.
+        trio.campaign(0);
+        let leader = (0..3).find(|index| trio.node(*index).is_leader()).unwrap();
+        trio.propose_topic(leader, "after");
+        restart(&mut trio, 1);
+        assert!(!trio.node(1).is_catching_up());
+        assert!(
+            grants_vote_to_2(&mut trio),
+            "restarted after catching up, it votes"
+        );
+    }
+
+    /// A voter back with an empty log, brought part of the log (as much as
+    /// a stale voter holds, less than was committed), does not campaign:
+    /// with the stale voter's vote it would win without the entry
+    /// committed by the old leader and itself before it lost its disk.
+    #[test]
+    fn a_voter_part_way_through_catching_up_does_not_campaign() {
+        let mut trio = Trio::new();
+        trio.campaign(0);
+        for name in ["a", "b", "c"] {
+            trio.propose_topic(0, name);
+        }
+        trio.links[2] = false;
+        trio.propose_topic(0, "committed-by-0-and-1");
+        let stale_last_index = trio.node(2).store().core().last_index();
+        trio.nodes[1] = Some(Trio::fresh(1));
+        append_part_of_the_log(&mut trio, stale_last_index);
+        assert_eq!(
+            trio.node(1).store().core().last_index(),
+            stale_last_index,
+            "as much as the stale voter"
+        );
+        // The old leader stops; nodes 1 and 2 are alone together.
+        let leader_store = trio.nodes[0].take().unwrap().into_store().crash();
+        trio.links[2] = true;
+        trio.campaign(1);
+        trio.campaign(2);
+        assert!(
+            !trio.node(1).is_leader() && !trio.node(2).is_leader(),
+            "a voter catching up won an election lacking a committed entry"
+        );
+        // The old leader returns: the entry stays committed everywhere.
+        trio.nodes[0] = Some(Trio::start(0, leader_store));
+        trio.campaign(0);
+        let leader = (0..3).find(|index| trio.node(*index).is_leader()).unwrap();
+        trio.propose_topic(leader, "after");
+        for index in 0..3 {
+            let image = trio.node(index).image();
+            assert!(
+                image.topic_by_name("committed-by-0-and-1").is_some(),
+                "node {index}"
+            );
+            assert!(image.topic_by_name("after").is_some(), "node {index}");
+        }
+    }
+
+    /// A voter that crashed in the sync that would have cleared its
+    /// marker finds at the restart that its log reaches the target the
+    /// marker kept, and votes again.
+    #[test]
+    fn a_voter_whose_log_reached_the_kept_target_is_caught_up_at_restart() {
+        use crate::controller::storage::RaftLogStore;
+        let raft_ids: Vec<u64> = Trio::voters().iter().map(|id| id.raft_id()).collect();
+        let mut store = MemRaftStore::bootstrap(&raft_ids);
+        store.mark_catching_up(Some((1, 2))).unwrap();
+        let entries: Vec<_> = (1..=2)
+            .map(|index| {
+                let mut entry = raft::eraftpb::Entry::default();
+                entry.index = index;
+                entry.term = 1;
+                entry
+            })
+            .collect();
+        store.append(&entries[..1]).unwrap();
+        store.sync().unwrap();
+        let node = Trio::start(1, store.clone().crash());
+        assert!(node.is_catching_up(), "short of the target");
+        store.append(&entries[1..]).unwrap();
+        store.sync().unwrap();
+        let mut node = Trio::start(1, store.crash());
+        assert!(!node.is_catching_up(), "at the target");
+        node.drive().unwrap();
     }
 
     /// Abstaining does not stop a cluster forming: every log is empty then.

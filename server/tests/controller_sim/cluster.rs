@@ -45,6 +45,9 @@ const SESSION_TIMEOUT_MS: u64 = 9000;
 const CONTROLLER_TICK_MS: u64 = 500;
 /// Preferred-leader rebalance interval (Kafka's is 300 s; the run is 46 s).
 const LEADER_IMBALANCE_CHECK_MS: u64 = 5000;
+/// Per 10 ms step, for a voter catching up after a wipe with part of the
+/// log durable.
+const CATCHING_UP_CRASH_PROBABILITY: f64 = 0.02;
 const TOPIC_NAMES: [&str; 10] = [
     "orders", "payments", "users", "clicks", "audit", "logs", "events", "metrics", "alerts", "jobs",
 ];
@@ -78,6 +81,9 @@ pub struct Summary {
     pub crashes: u64,
     /// Crashes that also wiped a voter's Raft log.
     pub wipes: u64,
+    /// Crashes of a voter part-way through catching up (after a wipe or
+    /// its first start) that kept the entries it held.
+    pub catching_up_restarts: u64,
     pub snapshots_loaded: u64,
     pub messages_sent: u64,
     pub messages_dropped: u64,
@@ -151,6 +157,7 @@ pub struct Simulation {
     persist_delay_ms_max: u64,
     crashes: u64,
     wipes_done: u64,
+    catching_up_restarts: u64,
     snapshots_loaded: u64,
     next_controller_tick_ms: u64,
     partitions_altered: usize,
@@ -235,6 +242,7 @@ impl Simulation {
             persist_delay_ms_max,
             crashes: 0,
             wipes_done: 0,
+            catching_up_restarts: 0,
             snapshots_loaded: 0,
             next_controller_tick_ms: CONTROLLER_TICK_MS,
             partitions_altered: 0,
@@ -273,6 +281,7 @@ impl Simulation {
             acknowledged: self.checker.acknowledged_count(),
             crashes: self.crashes,
             wipes: self.wipes_done,
+            catching_up_restarts: self.catching_up_restarts,
             snapshots_loaded: self.snapshots_loaded,
             messages_sent: self.network.sent,
             messages_dropped: self.network.dropped,
@@ -469,6 +478,22 @@ impl Simulation {
                 self.crash(index, down_ms);
             }
         }
+        // A voter catching up after a wipe that holds part of the log
+        // crashes more often than the others (from the wipes' stream, so
+        // that seeds without wipes stay as they were): the restart with
+        // part of the log is what the store's marker is for.
+        for index in 0..VOTERS {
+            let slot = &self.slots[index];
+            let partial = slot.wiped_until.is_some()
+                && slot
+                    .node
+                    .as_ref()
+                    .is_some_and(|node| node.store().durable().last_index() > 0);
+            if partial && self.wipes.chance(CATCHING_UP_CRASH_PROBABILITY) {
+                let down_ms = self.wipes.range(200, 3000);
+                self.crash(index, down_ms);
+            }
+        }
         if self.faults.chance(self.partition_probability) {
             if self.network.is_partitioned() {
                 self.network.heal();
@@ -496,12 +521,26 @@ impl Simulation {
         self.crashes += 1;
         self.trace.mix(0xc0 + index as u64);
         let known_commit = node.commit_index();
+        let was_catching_up = node.is_catching_up();
         slot.crashed_store = Some(node.into_store().crash());
         // A voter that crashes part-way through catching up after a wipe
-        // is wiped again: restarting with part of the log is the case the
-        // guard does not cover (RaftNode::abstains_from).
+        // is wiped again, or comes back with the part of the log it holds
+        // (its store's marker keeps it catching up: RaftNode::new).
         let catching_up = slot.wiped_until.is_some();
-        if catching_up || (self.wipe_allowed(index) && self.wipes.chance(self.wipe_probability)) {
+        let wipe = if catching_up {
+            self.wipes.chance(0.3)
+        } else {
+            self.wipe_allowed(index) && self.wipes.chance(self.wipe_probability)
+        };
+        let holds_entries = self.slots[index]
+            .crashed_store
+            .as_ref()
+            .is_some_and(|store| store.core().last_index() > 0);
+        if was_catching_up && holds_entries && !wipe {
+            self.catching_up_restarts += 1;
+            self.trace.mix(0xca + index as u64);
+        }
+        if wipe {
             let known_commit = (0..NODES)
                 .filter_map(|other| self.slots[other].node.as_ref().map(RaftNode::commit_index))
                 .fold(known_commit, u64::max)

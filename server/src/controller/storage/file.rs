@@ -8,7 +8,12 @@
 //!   when replayed (a new leader's log wins). A torn or damaged tail (short
 //!   frame, bad checksum) is cut off at open: it was never synced, so never
 //!   acknowledged.
-//! - `raft.state`: hard state and conf state, framed with a checksum.
+//! - `raft.state`: hard state and conf state, framed with a checksum, then
+//!   the catching-up marker (`LogCore::catching_up`), present only while
+//!   it is set: `1` (no target yet) or `2, term u64, commit u64`. A state
+//!   file of an earlier version has none (not catching up), and an earlier
+//!   version refuses a store that is catching up as corrupt rather than
+//!   vote with it.
 //! - `raft.snapshot`: snapshot metadata, the log generation it belongs to,
 //!   and the image bytes, framed with a checksum.
 //!
@@ -21,6 +26,13 @@
 //! current generation (older entries are skipped by index) and then rewrites
 //! the log without them.
 //!
+//! The catching-up marker is written to `raft.state` (and synced) when it is
+//! set or given a target, with the last synced hard state: on an empty log
+//! before any entry, and a target before the entries that came with it.
+//! Its clearing goes out with the next sync's state file, after the log's
+//! fsync (and after an installed snapshot's files), so it is never durable
+//! before the entries it vouches for.
+//!
 //! Errors from write or fsync are fatal (`StoreError::Io`) and poison the
 //! store: fsync is never retried.
 
@@ -31,7 +43,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot};
 
-use super::{LogCore, RaftLogStore, StoreError, storage_from_core};
+use super::{CatchUpTarget, LogCore, RaftLogStore, StoreError, storage_from_core};
 use crate::controller::codec::{DecodeError, Reader, Writer};
 
 const LOG_FILE: &str = "raft.log";
@@ -55,7 +67,8 @@ pub struct FileRaftStore {
     pending: Vec<u8>,
     /// A leader's snapshot was installed since the last sync.
     snapshot_installed: bool,
-    durable_state: (HardState, ConfState),
+    /// What `raft.state` holds.
+    durable_state: State,
     /// Set after a failed write or fsync: every later call fails.
     poisoned: bool,
 }
@@ -81,9 +94,10 @@ impl FileRaftStore {
             snapshot_generation = generation;
         }
         if let Some(bytes) = &state {
-            let (hard_state, conf_state) = decode_state(bytes).map_err(corrupt("raft.state"))?;
-            core.hard_state = hard_state;
-            core.conf_state = conf_state;
+            let state = decode_state(bytes).map_err(corrupt("raft.state"))?;
+            core.hard_state = state.hard_state;
+            core.conf_state = state.conf_state;
+            core.catching_up = state.catching_up;
         }
         // A crash after an installed snapshot was written but before the
         // state file: the snapshot is committed, and its term was reached
@@ -124,7 +138,7 @@ impl FileRaftStore {
             .map_err(io_error("open raft.log"))?;
         let mut store = FileRaftStore {
             directory: directory.to_path_buf(),
-            durable_state: (core.hard_state.clone(), core.conf_state.clone()),
+            durable_state: state_of(&core),
             core,
             log,
             generation,
@@ -146,15 +160,16 @@ impl FileRaftStore {
     }
 
     fn write_state(&mut self) -> Result<(), StoreError> {
-        let mut writer = Writer::new();
-        encode_hard_state(&mut writer, &self.core.hard_state);
-        encode_conf_state(&mut writer, &self.core.conf_state);
+        self.write_state_of(state_of(&self.core))
+    }
+
+    fn write_state_of(&mut self, state: State) -> Result<(), StoreError> {
         replace_file(
             &self.directory,
             STATE_FILE,
-            &frame_file(STATE_MAGIC, &writer.into_bytes()),
+            &frame_file(STATE_MAGIC, &encode_state(&state)),
         )?;
-        self.durable_state = (self.core.hard_state.clone(), self.core.conf_state.clone());
+        self.durable_state = state;
         Ok(())
     }
 
@@ -192,7 +207,9 @@ impl FileRaftStore {
             self.log.sync_data().map_err(io_error("fsync raft.log"))?;
             self.pending.clear();
         }
-        if self.durable_state != (self.core.hard_state.clone(), self.core.conf_state.clone()) {
+        // Last: a cleared catching-up marker must not be durable before the
+        // entries written ahead of it.
+        if self.durable_state != state_of(&self.core) {
             self.write_state()?;
         }
         Ok(())
@@ -250,12 +267,65 @@ impl RaftLogStore for FileRaftStore {
         self.poison_on_error(result)
     }
 
+    fn mark_catching_up(&mut self, target: CatchUpTarget) -> Result<(), StoreError> {
+        self.check()?;
+        self.core.catching_up = Some(target);
+        // The synced hard state: a commit index written but not synced may
+        // lie past the durable log's end.
+        let state = State {
+            catching_up: Some(target),
+            ..self.durable_state.clone()
+        };
+        let result = self.write_state_of(state);
+        self.poison_on_error(result)
+    }
+
+    fn clear_catching_up(&mut self) {
+        self.core.catching_up = None;
+    }
+
     fn core(&self) -> &LogCore {
         &self.core
     }
 }
 
 storage_from_core!(FileRaftStore);
+
+/// What `raft.state` records.
+#[derive(Clone, Debug, PartialEq)]
+struct State {
+    hard_state: HardState,
+    conf_state: ConfState,
+    catching_up: Option<CatchUpTarget>,
+}
+
+fn state_of(core: &LogCore) -> State {
+    State {
+        hard_state: core.hard_state.clone(),
+        conf_state: core.conf_state.clone(),
+        catching_up: core.catching_up,
+    }
+}
+
+const CATCHING_UP: u8 = 1;
+const CATCHING_UP_TO: u8 = 2;
+
+fn encode_state(state: &State) -> Vec<u8> {
+    let mut writer = Writer::new();
+    encode_hard_state(&mut writer, &state.hard_state);
+    encode_conf_state(&mut writer, &state.conf_state);
+    // Absent while not set: the file stays as earlier versions wrote it.
+    match state.catching_up {
+        None => {}
+        Some(None) => writer.u8(CATCHING_UP),
+        Some(Some((term, commit))) => {
+            writer.u8(CATCHING_UP_TO);
+            writer.u64(term);
+            writer.u64(commit);
+        }
+    }
+    writer.into_bytes()
+}
 
 fn corrupt(file: &'static str) -> impl FnOnce(DecodeError) -> StoreError {
     move |error| StoreError::Corrupt(format!("{file}: {error}"))
@@ -498,15 +568,32 @@ fn decode_conf_state(reader: &mut Reader<'_>) -> Result<ConfState, DecodeError> 
     Ok(conf_state)
 }
 
-fn decode_state(bytes: &[u8]) -> Result<(HardState, ConfState), DecodeError> {
+fn decode_state(bytes: &[u8]) -> Result<State, DecodeError> {
     let mut reader = Reader::new(bytes);
     let mut hard_state = HardState::default();
     hard_state.term = reader.u64()?;
     hard_state.vote = reader.u64()?;
     hard_state.commit = reader.u64()?;
     let conf_state = decode_conf_state(&mut reader)?;
+    let catching_up = match reader.remaining() {
+        0 => None,
+        _ => match reader.u8()? {
+            CATCHING_UP => Some(None),
+            CATCHING_UP_TO => Some(Some((reader.u64()?, reader.u64()?))),
+            other => {
+                return Err(DecodeError::Invalid {
+                    what: "catching-up marker",
+                    value: i64::from(other),
+                });
+            }
+        },
+    };
     reader.finish()?;
-    Ok((hard_state, conf_state))
+    Ok(State {
+        hard_state,
+        conf_state,
+        catching_up,
+    })
 }
 
 fn encode_snapshot(snapshot: &Snapshot, generation: u64) -> Vec<u8> {
@@ -704,6 +791,103 @@ mod tests {
             "the snapshot is committed"
         );
         assert_eq!(store.core().hard_state.term, 2);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_catching_up_marker_survives_reopens_until_a_synced_clear() {
+        let dir = temp_dir("catching-up");
+        let mut store = FileRaftStore::open(&dir, &[1, 2, 3]).unwrap();
+        assert_eq!(store.core().catching_up, None);
+        store.mark_catching_up(None).unwrap();
+        // Durable on return: no sync.
+        drop(store);
+        let mut store = FileRaftStore::open(&dir, &[1, 2, 3]).unwrap();
+        assert_eq!(
+            store.core().catching_up,
+            Some(None),
+            "the marker survives a reopen"
+        );
+        // A leader's first append: its target is durable on its own, the
+        // entries and hard state written after it are not.
+        store.append(&[entry(1, 1), entry(2, 1)]).unwrap();
+        store.set_hard_state(&hard_state(1, 0, 2)).unwrap();
+        store.mark_catching_up(Some((1, 3))).unwrap();
+        drop(store);
+        let mut store = FileRaftStore::open(&dir, &[1, 2, 3]).unwrap();
+        assert_eq!(store.core().catching_up, Some(Some((1, 3))));
+        assert_eq!(store.last_index().unwrap(), 0);
+        assert_eq!(store.core().hard_state, HardState::default());
+        // Part of the log arrives and is synced; the voter has not caught
+        // up yet.
+        store.append(&[entry(1, 1), entry(2, 1)]).unwrap();
+        store.set_hard_state(&hard_state(1, 0, 2)).unwrap();
+        store.sync().unwrap();
+        drop(store);
+        let mut store = FileRaftStore::open(&dir, &[1, 2, 3]).unwrap();
+        assert_eq!(
+            store.core().catching_up,
+            Some(Some((1, 3))),
+            "entries do not clear it"
+        );
+        assert_eq!(store.last_index().unwrap(), 2);
+        // Caught up, cleared, and the process dies before the sync.
+        store.append(&[entry(3, 1)]).unwrap();
+        store.clear_catching_up();
+        assert_eq!(store.core().catching_up, None);
+        drop(store);
+        let mut store = FileRaftStore::open(&dir, &[1, 2, 3]).unwrap();
+        assert_eq!(
+            store.core().catching_up,
+            Some(Some((1, 3))),
+            "a crash before the clear's sync keeps it"
+        );
+        assert_eq!(store.last_index().unwrap(), 2);
+        // The clear goes out with the sync, after the entries.
+        store.append(&[entry(3, 1)]).unwrap();
+        store.clear_catching_up();
+        store.sync().unwrap();
+        drop(store);
+        let store = FileRaftStore::open(&dir, &[1, 2, 3]).unwrap();
+        assert_eq!(
+            store.core().catching_up,
+            None,
+            "the synced clear survives a reopen"
+        );
+        assert_eq!(store.last_index().unwrap(), 3);
+        assert_eq!(store.core().hard_state, hard_state(1, 0, 2));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_state_file_without_the_marker_reads_as_caught_up_and_a_bad_marker_is_refused() {
+        let dir = temp_dir("marker-format");
+        let mut store = FileRaftStore::open(&dir, &[1]).unwrap();
+        store.set_hard_state(&hard_state(4, 1, 0)).unwrap();
+        store.sync().unwrap();
+        drop(store);
+        // As an earlier version wrote it: hard state and conf state only.
+        let mut writer = Writer::new();
+        encode_hard_state(&mut writer, &hard_state(4, 1, 0));
+        let mut conf_state = ConfState::default();
+        conf_state.voters = vec![1];
+        encode_conf_state(&mut writer, &conf_state);
+        let payload = writer.into_bytes();
+        assert_eq!(
+            fs::read(dir.join(STATE_FILE)).unwrap(),
+            frame_file(STATE_MAGIC, &payload),
+            "a store not catching up writes the earlier format"
+        );
+        let store = FileRaftStore::open(&dir, &[1]).unwrap();
+        assert_eq!(store.core().catching_up, None);
+        drop(store);
+        let mut damaged = payload.clone();
+        damaged.push(3);
+        fs::write(dir.join(STATE_FILE), frame_file(STATE_MAGIC, &damaged)).unwrap();
+        assert!(matches!(
+            FileRaftStore::open(&dir, &[1]),
+            Err(StoreError::Corrupt(_))
+        ));
         fs::remove_dir_all(&dir).unwrap();
     }
 

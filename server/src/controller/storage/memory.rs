@@ -8,7 +8,7 @@
 
 use raft::eraftpb::{Entry, HardState, Snapshot};
 
-use super::{LogCore, RaftLogStore, StoreError, storage_from_core};
+use super::{CatchUpTarget, LogCore, RaftLogStore, StoreError, storage_from_core};
 
 /// What `sync` does: the honest store, or a broken one for negative tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,6 +106,19 @@ impl RaftLogStore for MemRaftStore {
         Ok(())
     }
 
+    fn mark_catching_up(&mut self, target: CatchUpTarget) -> Result<(), StoreError> {
+        self.live.catching_up = Some(target);
+        if self.policy == SyncPolicy::Honest {
+            // Durable on return, alone (as the file store's state file).
+            self.durable.catching_up = Some(target);
+        }
+        Ok(())
+    }
+
+    fn clear_catching_up(&mut self) {
+        self.live.catching_up = None;
+    }
+
     fn core(&self) -> &LogCore {
         &self.live
     }
@@ -151,6 +164,36 @@ mod tests {
         store.append(&[entry(2, 2)]).unwrap();
         assert_eq!(store.last_index().unwrap(), 2);
         assert_eq!(store.term(2).unwrap(), 2);
+    }
+
+    #[test]
+    fn the_catching_up_marker_is_durable_when_set_and_cleared_at_the_next_sync() {
+        let mut store = MemRaftStore::bootstrap(&[1, 2, 3]);
+        store.mark_catching_up(None).unwrap();
+        let mut store = store.crash();
+        assert_eq!(store.core().catching_up, Some(None), "set durably");
+        // A target, durable alone: the unsynced entry and hard state stay
+        // unsynced.
+        store.append(&[entry(1, 1)]).unwrap();
+        let mut hard_state = HardState::default();
+        hard_state.term = 1;
+        store.set_hard_state(&hard_state).unwrap();
+        store.mark_catching_up(Some((1, 2))).unwrap();
+        store.clear_catching_up();
+        let mut store = store.crash();
+        assert_eq!(
+            store.core().catching_up,
+            Some(Some((1, 2))),
+            "a crash before the clear's sync keeps the marker"
+        );
+        assert_eq!(store.last_index().unwrap(), 0);
+        assert_eq!(store.core().hard_state, HardState::default());
+        store.append(&[entry(1, 1), entry(2, 1)]).unwrap();
+        store.clear_catching_up();
+        store.sync().unwrap();
+        let store = store.crash();
+        assert_eq!(store.core().catching_up, None, "cleared with the sync");
+        assert_eq!(store.last_index().unwrap(), 2);
     }
 
     #[test]

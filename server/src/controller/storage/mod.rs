@@ -10,7 +10,9 @@
 //!   records, a hard-state file and a snapshot file replaced atomically.
 //!
 //! Both keep the same in-memory view, [`LogCore`]: the latest snapshot
-//! (metadata + image bytes), then the entries after it, contiguous.
+//! (metadata + image bytes), then the entries after it, contiguous; and
+//! the catching-up marker of a voter that started with an empty log
+//! ([`RaftLogStore::mark_catching_up`]).
 
 // raft-rs's protobuf structs are built by assigning fields to a default, as
 // raft-rs itself does.
@@ -64,6 +66,19 @@ pub trait RaftLogStore: raft::Storage {
     /// synced) by the snapshot. Durable when it returns.
     fn compact(&mut self, snapshot: Snapshot) -> Result<(), StoreError>;
 
+    /// Sets the catching-up marker ([`LogCore::catching_up`]), or its
+    /// target. Durable when it returns, with the hard state and conf state
+    /// last synced (later writes stay unsynced). Set on an empty log, it
+    /// precedes every entry: a crash never leaves entries in a log that
+    /// started empty without the marker. A target set before the entries
+    /// of the append that brought it precedes them likewise.
+    fn mark_catching_up(&mut self, target: CatchUpTarget) -> Result<(), StoreError>;
+
+    /// Clears the catching-up marker. Not durable until `sync`, which
+    /// makes every entry and snapshot written before it durable first: a
+    /// crash keeps the marker, or the log the voter caught up with.
+    fn clear_catching_up(&mut self);
+
     /// The in-memory view (what reads see).
     fn core(&self) -> &LogCore;
 }
@@ -75,7 +90,19 @@ pub struct LogCore {
     pub conf_state: ConfState,
     pub snapshot: Snapshot,
     pub entries: Vec<Entry>,
+    /// Set when a voter started on this store with an empty log (a first
+    /// start, or a wiped disk) and has not caught up with the cluster
+    /// since: it gives no vote to a candidate with a log until it has
+    /// (`RaftNode::abstains_from`). Kept across restarts, so that a voter
+    /// that restarts part-way through catching up does not vote with the
+    /// part it holds, with the target it was catching up to.
+    pub catching_up: Option<CatchUpTarget>,
 }
+
+/// What a voter catching up catches up to: the term and commit index of
+/// the first append (or snapshot) a leader of the newest term seen sent
+/// it; `None` before any.
+pub type CatchUpTarget = Option<(u64, u64)>;
 
 impl LogCore {
     /// A fresh log for a cluster of `voters` (raft ids).
