@@ -148,6 +148,11 @@ fn a_single_voter_creates_topics_with_no_peers_and_restarts_with_them() {
     let handle = start(config.clone()).unwrap();
     assert!(handle.wait_ready(Duration::from_secs(10)));
     assert_eq!(handle.active_controller(), Some(BrokerId(0)));
+    // Registered is not yet placeable: its first heartbeat unfences it (a
+    // create before that found 0 live brokers on a loaded machine).
+    wait_until("the broker unfenced", Duration::from_secs(10), || {
+        handle.image().active_brokers().count() == 1
+    });
     let mut acknowledged = BTreeMap::new();
     for index in 0..5 {
         create(
@@ -203,6 +208,9 @@ fn a_single_voter_creates_topics_with_no_peers_and_restarts_with_them() {
         "the restart replays the log"
     );
     converge(&[&handle], &acknowledged);
+    wait_until("the broker unfenced again", Duration::from_secs(10), || {
+        handle.image().active_brokers().count() == 1
+    });
     create(&handle, "solo-after", &mut acknowledged, &[&handle]);
     handle.stop();
 }
