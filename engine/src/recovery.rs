@@ -74,8 +74,9 @@
 //!   active one's from a clean close, naming a prefix of its batches) and
 //!   rule 2 does not apply: the successor, whose records were never
 //!   acknowledged, goes as before. Segments sealed by an earlier version
-//!   carry the active magic too, so rule 2 does not apply to them until
-//!   compaction rewrites them.
+//!   carry the active magic too: the first open with a valid checkpoint,
+//!   which vouches for them, rewrites their index files sealed (once), and
+//!   until then rule 2 does not apply to them.
 //!
 //! What stays strict, by choice: the last batch of the log after a gap (a
 //! follower fetches it again); a sealed segment whose index file is missing
@@ -403,8 +404,8 @@ pub(crate) async fn recover<I: Io>(
         };
         // Indexes from disk, limited to the trusted part; then scan from the
         // last indexed batch on (re-indexing it).
-        let (scan_start, indexes_loaded) =
-            load_indexes(io, dir, &mut segment, trusted_size, &mut report);
+        let loaded = load_indexes(io, dir, &mut segment, trusted_size, &mut report);
+        let scan_start = loaded.scan_start;
         let next_base = bases.get(position_in_list + 1).copied();
         if next_base.is_none() {
             active_scan_start = scan_start;
@@ -484,9 +485,14 @@ pub(crate) async fn recover<I: Io>(
             // (crash before it was trimmed); whether later segments still
             // follow on is decided by the continuity check of the next one.
         }
-        // A trusted segment whose index files were valid and whose file is
-        // exactly its batches is already finalized: do not rewrite anything.
-        if trusted && indexes_loaded && valid_end == file_len {
+        // A trusted segment whose index files were valid, its offset index
+        // a sealed segment's, and whose file is exactly its batches is
+        // already finalized: do not rewrite anything. One sealed by an
+        // earlier version has the active segment's magic: finalize rewrites
+        // its index files once, so that a later open without a valid
+        // checkpoint can take them as the witness that its file is final
+        // (rule 2 of the module docs).
+        if trusted && loaded.loaded && loaded.sealed && valid_end == file_len {
             segment.sealed = true;
             segment.finalized = true;
         }
@@ -686,25 +692,30 @@ fn load_indexes<I: Io, F>(
     segment: &mut Segment<F>,
     trusted_size: u64,
     report: &mut RecoveryReport,
-) -> (u64, bool) {
+) -> LoadedIndexes {
+    let none = LoadedIndexes {
+        scan_start: 0,
+        loaded: false,
+        sealed: false,
+    };
     if trusted_size == 0 {
-        return (0, false);
+        return none;
     }
     let offsets = io
         .read_file(&segment::index_path(dir, segment.base))
         .ok()
-        .and_then(|bytes| OffsetIndex::decode(&bytes, Position(trusted_size)));
+        .and_then(|bytes| OffsetIndex::decode_marked(&bytes, Position(trusted_size)));
     let times = io
         .read_file(&segment::time_index_path(dir, segment.base))
         .ok()
         .and_then(|bytes| TimeIndex::decode(&bytes, u32::MAX));
-    let (Some(mut offsets), Some(mut times)) = (offsets, times) else {
+    let (Some((mut offsets, sealed)), Some(mut times)) = (offsets, times) else {
         tracing::info!(dir = %dir.display(), base = %segment.base, "rebuilding segment indexes");
         report.indexes_rebuilt += 1;
-        return (0, false);
+        return none;
     };
     let Some((relative, position)) = offsets.last() else {
-        return (0, false);
+        return none;
     };
     // The entry at `relative` goes with its offset entry (the scan adds it
     // back), but the maximum it holds also covers the unindexed batches
@@ -722,7 +733,22 @@ fn load_indexes<I: Io, F>(
     segment.next_offset = Offset::from_relative(segment.base, relative);
     // Make the scan's first batch get its index entry back.
     segment.bytes_since_index_entry = u64::MAX / 2;
-    (u64::from(position), true)
+    LoadedIndexes {
+        scan_start: u64::from(position),
+        loaded: true,
+        sealed,
+    }
+}
+
+/// What [`load_indexes`] found.
+struct LoadedIndexes {
+    /// Where the scan starts: the last indexed batch (0 when nothing loaded).
+    scan_start: u64,
+    /// Both index files were valid and loaded.
+    loaded: bool,
+    /// The offset index file is a sealed segment's (magic "SLOS"), not an
+    /// active segment's or an earlier version's ("SLOX").
+    sealed: bool,
 }
 
 /// How [`scan`] validates a segment.

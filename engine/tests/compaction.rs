@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sluice_engine::batch::{self, BatchBuilder, BatchHeader, Compression, codec};
+use sluice_engine::index::OffsetIndex;
 use sluice_engine::io::Io;
 use sluice_engine::io::sim::{CrashMode, SimIo};
 use sluice_engine::io::uring::UringIo;
 use sluice_engine::{
-    AbortedRange, CleanOptions, Committer, LeaderEpoch, Log, LogConfig, Offset, TimestampMs,
-    TxnCleanInput,
+    AbortedRange, CleanOptions, Committer, LeaderEpoch, Log, LogConfig, Offset, Position,
+    TimestampMs, TxnCleanInput,
 };
 use support::{RealDir, Rng, all, block_on, run_on_uring, spawn_committer};
 
@@ -1290,6 +1291,78 @@ fn a_compacted_log_keeps_every_record_when_its_checkpoint_is_lost() {
             );
         }
     }
+}
+
+/// Offset index files of the log's sealed segments (every one but the
+/// active, last one), by path, in order.
+fn sealed_index_paths(io: &SimIo) -> Vec<PathBuf> {
+    let mut names: Vec<String> = io
+        .list_dir(&dir())
+        .unwrap()
+        .into_iter()
+        .filter(|name| name.ends_with(".index"))
+        .collect();
+    names.sort();
+    names.pop();
+    names.into_iter().map(|name| dir().join(name)).collect()
+}
+
+/// Segments sealed by an earlier version have index files with the active
+/// segment's magic ("SLOX"), which recovery without a checkpoint does not
+/// take as the witness that a file is final: with the checkpoint lost, the
+/// strict rules cut such a compacted log at its first gap. The first open
+/// with a valid checkpoint, which vouches for those segments, now rewrites
+/// their index files sealed, so a checkpoint lost after it loses nothing.
+#[test]
+fn an_open_with_its_checkpoint_reseals_the_indexes_of_segments_an_earlier_version_sealed() {
+    let (io, expected, start, end) = compacted_log(73, false);
+    // The earlier version's files: the same entries under the old magic.
+    let paths = sealed_index_paths(&io);
+    assert!(paths.len() > 2, "{paths:?}");
+    for path in &paths {
+        let bytes = io.read_file(path).unwrap();
+        assert_eq!(&bytes[..4], b"SLOS", "{}", path.display());
+        let entries = OffsetIndex::decode(&bytes, Position(u64::MAX)).unwrap();
+        block_on(io.write_file_atomic(path, entries.encode())).unwrap();
+    }
+    // The upgrade: an open with the checkpoint, then a clean close.
+    let (log, _committer) = open_sim(&io);
+    assert_eq!(block_on(read_records(&log, usize::MAX)), expected);
+    block_on(log.close()).unwrap();
+    // (Segments compaction emptied are gone.)
+    let paths = sealed_index_paths(&io);
+    assert!(paths.len() > 2, "{paths:?}");
+    for path in &paths {
+        let bytes = io.read_file(path).unwrap();
+        assert_eq!(&bytes[..4], b"SLOS", "{} not resealed", path.display());
+    }
+    // A second open finds them sealed and writes none of them again.
+    let before: Vec<_> = paths
+        .iter()
+        .map(|path| io.file_number(path).unwrap())
+        .collect();
+    let (log, _committer) = open_sim(&io);
+    block_on(log.close()).unwrap();
+    let after: Vec<_> = paths
+        .iter()
+        .map(|path| io.file_number(path).unwrap())
+        .collect();
+    assert_eq!(
+        before, after,
+        "a sealed segment's index file was written again"
+    );
+    // Now the checkpoint is lost: nothing compaction kept is.
+    lose_checkpoint(&io, CheckpointLoss::Removed);
+    let (log, _committer) = open_sim(&io);
+    let report = log.recovery().clone();
+    assert!(report.checkpoint_missing, "{report}");
+    assert_eq!(report.segments_truncated, 0, "{report}");
+    assert_eq!(
+        (log.log_start_offset(), log.log_end_offset()),
+        (start, end),
+        "{report}"
+    );
+    assert_eq!(block_on(read_records(&log, usize::MAX)), expected);
 }
 
 /// Batches of a segment file: (position, size, base offset, last offset).

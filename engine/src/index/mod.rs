@@ -116,11 +116,21 @@ impl OffsetIndex {
     /// entries whose position is below `size_limit` (the trusted part of
     /// the segment). `None` when the file is damaged in any way.
     pub fn decode(bytes: &[u8], size_limit: Position) -> Option<OffsetIndex> {
-        Self::decode_with(
+        Self::decode_marked(bytes, size_limit).map(|(index, _)| index)
+    }
+
+    /// [`OffsetIndex::decode`], and whether the file is a sealed segment's
+    /// (`encode_sealed`) rather than an active segment's or an earlier
+    /// version's (`encode`).
+    pub fn decode_marked(bytes: &[u8], size_limit: Position) -> Option<(OffsetIndex, bool)> {
+        // The header is checked whole by `decode_with`.
+        let sealed = bytes.get(..4) == Some(&OFFSET_INDEX_SEALED_MAGIC.to_be_bytes()[..]);
+        let index = Self::decode_with(
             &[OFFSET_INDEX_MAGIC, OFFSET_INDEX_SEALED_MAGIC],
             bytes,
             size_limit,
-        )
+        )?;
+        Some((index, sealed))
     }
 
     /// Decode a file written by `encode_sealed` only: `None` for an
@@ -362,6 +372,18 @@ mod tests {
         let mut damaged = sealed.clone();
         damaged[9] ^= 1;
         assert_eq!(OffsetIndex::decode_sealed(&damaged), None);
+        // What recovery loads tells the two apart (an earlier version's
+        // sealed segments carry the active magic: rewritten at an open).
+        let limit = Position(u64::MAX);
+        assert_eq!(
+            OffsetIndex::decode_marked(&sealed, limit),
+            Some((offsets.clone(), true))
+        );
+        assert_eq!(
+            OffsetIndex::decode_marked(&active, limit),
+            Some((offsets.clone(), false))
+        );
+        assert_eq!(OffsetIndex::decode_marked(&damaged, limit), None);
     }
 
     #[test]

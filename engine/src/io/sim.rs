@@ -281,6 +281,14 @@ impl SimIo {
         Some(disk.inode(inode).durable.to_vec())
     }
 
+    /// The number of the file `path` names now (an inode number): a file
+    /// replaced (`write_file_atomic`, `replace_file`) gets a new one, so a
+    /// test can tell whether something wrote it again.
+    pub fn file_number(&self, path: &Path) -> io::Result<u64> {
+        let disk = self.disk.borrow();
+        disk.live_file(path).map(|inode| inode.0)
+    }
+
     /// True when the file at `path` has writes or length changes that no
     /// `sync_data` has made durable yet.
     pub fn has_unsynced(&self, path: &Path) -> bool {
