@@ -188,11 +188,14 @@ async fn push_loop(
         // has not noticed): drop it and sync again over a new one.
         let stuck = with_progress(&replica, epoch, pusher, |progress| {
             progress
-                .oldest_in_flight_ms()
-                .is_some_and(|sent| now_ms - sent > answer_timeout_ms)
+                .oldest_in_flight()
+                .filter(|&(_, sent_ms)| now_ms - sent_ms > answer_timeout_ms)
+                .map(|(request_id, _)| request_id)
         });
-        if stuck == Some(true) {
-            shard.replication_links.break_connection(follower);
+        if let Some(Some(request_id)) = stuck {
+            shard
+                .replication_links
+                .break_connection(follower, request_id);
             with_progress(&replica, epoch, pusher, FollowerProgress::reset);
             answers.clear();
         }

@@ -114,14 +114,32 @@ impl Links {
 }
 
 impl Links {
-    /// Drop the connection to `broker` (answers stopped coming: a cut that
-    /// TCP has not noticed): every answer owed is canceled, the next send
-    /// connects again after the usual pause.
-    pub fn break_connection(&self, broker: i32) {
+    /// Drop the connection to `broker` that carried request `stuck`
+    /// (its answer stopped coming: a cut that TCP has not noticed): every
+    /// answer owed on it is canceled, the next send connects again after
+    /// the usual pause. If `stuck` went on an earlier connection, one
+    /// another pusher already dropped, the one in place now is left alone:
+    /// dropping it too canceled the answers of every pusher that had
+    /// synced over it.
+    pub fn break_connection(&self, broker: i32, stuck: u64) {
         let link = self.links.borrow().get(&broker).cloned();
-        if let Some(link) = link
-            && let Some(connection) = link.connection.borrow_mut().take()
-        {
+        let Some(link) = link else {
+            return;
+        };
+        let carried_it = link
+            .connection
+            .borrow()
+            .as_ref()
+            .is_some_and(|connection| connection.first_request_id <= stuck);
+        if !carried_it {
+            tracing::debug!(
+                broker,
+                stuck,
+                "replication connection kept: the request stuck went on an earlier one"
+            );
+            return;
+        }
+        if let Some(connection) = link.connection.borrow_mut().take() {
             tracing::info!(broker, address = %connection.address, "replication connection dropped: no answers");
             connection.break_off();
             link.retry_at.set(Some(Instant::now() + RECONNECT_DELAY));
@@ -140,6 +158,12 @@ struct Link {
 
 struct Connection {
     address: SocketAddr,
+    /// The link's first request id sent over this connection: ids below it
+    /// went over earlier ones. A link hands out ids in order, and takes
+    /// each right after it gets the connection it sends on, with no await
+    /// in between (`Links::send`), so every id from this one on goes over
+    /// this connection or a later one.
+    first_request_id: u64,
     /// The socket both halves use, to shut it down when the connection is
     /// dropped (`break_off`).
     socket: TcpStream,
@@ -223,6 +247,7 @@ impl Link {
         let (outgoing, queued) = flume::bounded(OUTGOING_QUEUE);
         let connection = Rc::new(Connection {
             address,
+            first_request_id: self.next_request_id.get(),
             socket,
             outgoing: RefCell::new(Some(outgoing)),
             pending: RefCell::new(HashMap::new()),
@@ -358,7 +383,7 @@ mod tests {
                 }
             };
             assert!(queued >= OUTGOING_QUEUE, "{queued} frames queued");
-            links.break_connection(7);
+            links.break_connection(7, 1);
             let released = compio::time::timeout(Duration::from_secs(5), &mut waiting)
                 .await
                 .expect("the waiting sender is released when the connection is dropped");
@@ -408,7 +433,7 @@ mod tests {
                 compio::time::sleep(Duration::from_millis(5)).await;
             }
             compio::time::sleep(Duration::from_millis(100)).await;
-            links.break_connection(7);
+            links.break_connection(7, 1);
             let deadline = Instant::now() + Duration::from_secs(5);
             while connection.strong_count() > 0 {
                 assert!(
@@ -420,5 +445,68 @@ mod tests {
             }
         });
         drop(peer.join().unwrap());
+    }
+
+    /// Several pushers share a follower's connection, and each drops it
+    /// when an answer it waits for is late. One that notices after another
+    /// already dropped it (and synced over a new one) must not drop the
+    /// new one: its late answer went over the old one.
+    #[test]
+    fn a_late_answer_drops_only_the_connection_it_went_over() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let peers = std::thread::spawn(move || {
+            (0..2)
+                .map(|_| listener.accept().unwrap().0)
+                .collect::<Vec<_>>()
+        });
+        let records = Bytes::from_static(b"one small push");
+        compio::runtime::Runtime::new().unwrap().block_on(async {
+            let links = Links::new(None);
+            let current = |links: &Links| {
+                let links = links.links.borrow();
+                let held = links[&7].connection.borrow();
+                held.as_ref()
+                    .filter(|connection| !connection.broken.get())
+                    .map(|connection| connection.first_request_id)
+            };
+            // Sends one push; the id it went with.
+            let send = || {
+                let id = Rc::new(Cell::new(0));
+                let sent = links.send(7, Some(address), {
+                    let id = Rc::clone(&id);
+                    let records = records.clone();
+                    move |request_id| {
+                        id.set(request_id);
+                        push(request_id, &records)
+                    }
+                });
+                async move {
+                    drop(sent.await.unwrap());
+                    id.get()
+                }
+            };
+            let old_a = send().await;
+            let old_b = send().await;
+            assert_eq!(current(&links), Some(old_a));
+            // The first pusher drops the connection; after the pause the
+            // next send opens a new one.
+            links.break_connection(7, old_a);
+            assert_eq!(current(&links), None);
+            compio::time::sleep(RECONNECT_DELAY + Duration::from_millis(50)).await;
+            let new_first = send().await;
+            assert_eq!(current(&links), Some(new_first));
+            // The second pusher's answer went over the old connection.
+            links.break_connection(7, old_b);
+            assert_eq!(
+                current(&links),
+                Some(new_first),
+                "the new connection was dropped for an answer owed on the old one"
+            );
+            // A late answer on the new one drops it.
+            links.break_connection(7, new_first);
+            assert_eq!(current(&links), None);
+        });
+        drop(peers.join().unwrap());
     }
 }

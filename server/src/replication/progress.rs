@@ -219,9 +219,12 @@ impl FollowerProgress {
         self.in_flight.len()
     }
 
-    /// When the oldest message still unanswered left.
-    pub fn oldest_in_flight_ms(&self) -> Option<i64> {
-        self.in_flight.front().map(|sent| sent.sent_ms)
+    /// The oldest message still unanswered: its request id and when it
+    /// left.
+    pub fn oldest_in_flight(&self) -> Option<(u64, i64)> {
+        self.in_flight
+            .front()
+            .map(|sent| (sent.request_id, sent.sent_ms))
     }
 
     /// Forget what is in flight (the connection broke): sync again.
