@@ -95,7 +95,7 @@ pub async fn clean_once(shard: &Shard) -> usize {
         if replica.log.is_poisoned() || replica.log.is_closed() {
             continue;
         }
-        crate::shard::txn_state::persist(&replica.log, &replica.txns, &replica.producers).await;
+        replica.persist_txn_state().await;
         if deletes {
             match replica.log.apply_retention(replica.high_watermark()).await {
                 Ok(0) => {}

@@ -391,6 +391,61 @@ fn a_replica_that_stops_leading_refuses_appends_and_stamps_the_epoch_it_leads_un
     });
 }
 
+/// A follower forgets the transactions it replicated once the high
+/// watermark covers their markers, as a leader does when fetched. It
+/// never did: only the last stable offset's lookups forgot them, and a
+/// follower serves none, so each transaction stayed in its memory and in
+/// every snapshot it wrote (found by a read-only review).
+#[test]
+fn a_follower_forgets_the_transactions_the_high_watermark_covers() {
+    with_shard("follower-txns", |shard| async move {
+        create_topic(&shard, "t", 1, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        let topic_partition = TopicPartition::new("t", 0);
+        let replica = shard.partition(&topic_partition).unwrap();
+        let epoch = sluice_engine::LeaderEpoch(replica.state().leader_epoch.0 + 1);
+        assert!(shard.set_replica_state(
+            &topic_partition,
+            ReplicaState {
+                role: ReplicaRole::Follower,
+                leader_epoch: epoch,
+            },
+        ));
+        let producer_id = 9000;
+        let mut next = sluice_engine::Offset(0);
+        let mut replicate = |batch: bytes::Bytes| {
+            let mut batch = bytes::BytesMut::from(&batch[..]);
+            sluice_engine::batch::patch_base_offset(&mut batch, next);
+            let batch = batch.freeze();
+            let appended = replica.log.append_replicated(next, &batch).unwrap();
+            crate::shard::txn_state::observe_replicated(&replica, &batch);
+            next = appended.last_offset.plus(1);
+            appended.completion
+        };
+        let mut completions = Vec::new();
+        for sequence in 0..100 {
+            let data = sluice_engine::batch::BatchBuilder::new()
+                .producer(producer_id, 0, sequence)
+                .transactional(true)
+                .record(None, Some(&b"v"[..]), sluice_engine::TimestampMs(0))
+                .build();
+            completions.push(replicate(data));
+            let marker = crate::shard::txn_state::control_batch(producer_id, 0, 0, true, 0);
+            completions.push(replicate(marker));
+        }
+        for completion in completions {
+            completion.await.unwrap();
+        }
+        assert_eq!(replica.txns.borrow().ended_unstable(), 100);
+        // The leader's high watermark reaches the end: every marker is
+        // covered. The cleaner's step forgets them and snapshots the rest.
+        replica.set_follower_high_watermark(next, epoch);
+        replica.persist_txn_state().await;
+        assert_eq!(replica.txns.borrow().ended_unstable(), 0);
+    });
+}
+
 /// Issue 11: deleting a topic must free its replicas, their logs and
 /// write buffers. Nothing may keep a removed replica alive (an `Rc`
 /// cycle, a task that never ends, a cache): once the deletion returns,

@@ -266,6 +266,19 @@ impl TxnState {
     /// LATEST answer an offset every fetch refuses as out of range.
     /// Forgets the ended transactions the high watermark covers.
     pub fn last_stable_offset(&mut self, high_watermark: Offset, log_start: Offset) -> Offset {
+        self.forget_stable(high_watermark);
+        let open = self.open.values().copied();
+        let unstable = self.unstable.iter().map(|ended| ended.first_offset);
+        let first_unstable = open
+            .chain(unstable)
+            .fold(high_watermark, |lowest, first| lowest.min(first));
+        first_unstable.max(log_start.min(high_watermark))
+    }
+
+    /// Forget the ended transactions whose marker `high_watermark` covers:
+    /// they hold no offset unstable any more (Kafka's
+    /// removeUnreplicatedTransactions, run as its high watermark moves).
+    pub fn forget_stable(&mut self, high_watermark: Offset) {
         while self
             .unstable
             .front()
@@ -273,12 +286,13 @@ impl TxnState {
         {
             self.unstable.pop_front();
         }
-        let open = self.open.values().copied();
-        let unstable = self.unstable.iter().map(|ended| ended.first_offset);
-        let first_unstable = open
-            .chain(unstable)
-            .fold(high_watermark, |lowest, first| lowest.min(first));
-        first_unstable.max(log_start.min(high_watermark))
+    }
+
+    /// How many ended transactions are kept until the high watermark
+    /// covers their markers.
+    #[cfg(test)]
+    pub fn ended_unstable(&self) -> usize {
+        self.unstable.len()
     }
 
     /// The aborted transactions overlapping `from..upper` (their marker at
@@ -813,6 +827,12 @@ pub fn prune_truncated<I: Io>(log: &Log<I>, state: &mut TxnState) -> bool {
     !stale.is_empty()
 }
 
+/// The partition's directory was removed meanwhile (its topic deleted):
+/// nothing to persist, nothing to warn about.
+fn gone(dir: &std::path::Path, error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::NotFound && !dir.exists()
+}
+
 /// The periodic step of the state's persistence (module docs), run by the
 /// shard's cleaner for every partition: prune snapshots after a
 /// truncation; write the pending capture once the log is durable up to its
@@ -821,12 +841,6 @@ pub fn prune_truncated<I: Io>(log: &Log<I>, state: &mut TxnState) -> bool {
 /// the log grew since the newest snapshot.
 ///
 /// Failures are logged: they only make a later open scan more of the log.
-/// The partition's directory was removed meanwhile (its topic deleted):
-/// nothing to persist, nothing to warn about.
-fn gone(dir: &std::path::Path, error: &std::io::Error) -> bool {
-    error.kind() == std::io::ErrorKind::NotFound && !dir.exists()
-}
-
 pub async fn persist<I: Io>(
     log: &Log<I>,
     txns: &RefCell<TxnState>,
@@ -1136,6 +1150,19 @@ impl PartitionReplica {
         let mut txns = self.txns.borrow_mut();
         txns.reconcile(self.log.log_end_offset());
         txns.last_stable_offset(high_watermark, self.log.log_start_offset())
+    }
+
+    /// Write the transaction state's snapshot and index files
+    /// ([`persist`]), first forgetting the ended transactions the high
+    /// watermark covers. Only the last stable offset's lookups forgot them
+    /// otherwise, and a follower serves none: every transaction a follower
+    /// replicated stayed in its memory and in each snapshot it wrote,
+    /// without bound (found by a read-only review); so did a leader's while
+    /// nothing fetched from it.
+    pub async fn persist_txn_state(&self) {
+        let high_watermark = self.high_watermark();
+        self.txns.borrow_mut().forget_stable(high_watermark);
+        persist(&self.log, &self.txns, &self.producers).await;
     }
 
     /// The aborted transactions a read_committed fetch of `from..upper`
