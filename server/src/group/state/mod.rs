@@ -787,6 +787,8 @@ impl Group {
             for member in self.members.values_mut() {
                 if let Some(waiter) = member.sync_waiter.take() {
                     let _ = waiter.send(SyncResult::error(ResponseError::RebalanceInProgress));
+                    // As after any answer to a waiting member (complete_join).
+                    member.last_heard = now;
                 }
             }
         }
@@ -805,11 +807,23 @@ impl Group {
         self.maybe_complete_join(now, wall_ms);
     }
 
+    /// The longest rebalance timeout of the members (Kafka's
+    /// GroupMetadata.rebalanceTimeoutMs); a member known from a version 0
+    /// record, which has none, counts its session timeout, as a JoinGroup
+    /// v0 does. Taking the session timeout into it too held every member
+    /// of a group whose static members have long sessions (KIP-345 advises
+    /// sessions that cover a restart) in JoinGroup for that long.
     fn rebalance_timeout(&self) -> Duration {
         let longest = self
             .members
             .values()
-            .map(|member| member.rebalance_timeout_ms.max(member.session_timeout_ms))
+            .map(|member| {
+                if member.rebalance_timeout_ms >= 0 {
+                    member.rebalance_timeout_ms
+                } else {
+                    member.session_timeout_ms
+                }
+            })
             .max()
             .unwrap_or(0);
         Duration::from_millis(u64::try_from(longest).unwrap_or(0))
@@ -834,11 +848,19 @@ impl Group {
     }
 
     fn complete_join(&mut self, now: Instant, wall_ms: i64) {
-        // Members that did not rejoin in time are out.
+        // Dynamic members that did not rejoin in time are out. A static one
+        // stays in the new generation with its last subscription (Kafka's
+        // onCompleteJoin removes only notYetRejoinedDynamicMembers): it is
+        // likely restarting and comes back under its instance id without
+        // another rebalance; if it does not sync in time, the pending-sync
+        // deadline removes it. Unless no member rejoined at all.
+        let any_rejoined = self.members.values().any(Member::awaiting_join);
         let gone: Vec<String> = self
             .members
             .values()
-            .filter(|member| !member.awaiting_join())
+            .filter(|member| {
+                !member.awaiting_join() && (member.instance_id.is_none() || !any_rejoined)
+            })
             .map(|member| member.id.clone())
             .collect();
         for id in gone {
@@ -855,12 +877,17 @@ impl Group {
             return;
         }
         self.protocol = self.select_protocol();
+        // The leader computes the assignment: one that rejoined.
         if self
             .leader
             .as_ref()
-            .is_none_or(|leader| !self.members.contains_key(leader))
+            .is_none_or(|leader| !self.members.get(leader).is_some_and(Member::awaiting_join))
         {
-            self.leader = self.members.keys().next().cloned();
+            self.leader = self
+                .members
+                .values()
+                .find(|member| member.awaiting_join())
+                .map(|member| member.id.clone());
         }
         self.set_state(GroupState::CompletingRebalance, wall_ms);
         for member in self.members.values_mut() {
@@ -874,6 +901,12 @@ impl Group {
                 && let Some(waiter) = member.join_waiter.take()
             {
                 let _ = waiter.send(result);
+                // Its session starts again from the answer (Kafka's
+                // completeAndScheduleNextHeartbeatExpiration). It was
+                // alive only while it waited: a member that rejoined first
+                // and waited longer than its session for the others was
+                // dropped by the next tick, before its SyncGroup came.
+                member.last_heard = now;
             }
         }
     }
@@ -1044,6 +1077,8 @@ impl Group {
         let protocol = self.protocol.clone();
         for member in self.members.values_mut() {
             if let Some(waiter) = member.sync_waiter.take() {
+                // As after any answer to a waiting member (complete_join).
+                member.last_heard = now;
                 let _ = waiter.send(match error {
                     Some(error) => SyncResult::error(error),
                     None => SyncResult {

@@ -255,6 +255,77 @@ fn members_that_do_not_rejoin_in_time_are_dropped() {
     );
 }
 
+/// A member waiting in JoinGroup or SyncGroup sends no heartbeats (the
+/// Java consumer's heartbeat thread pauses while it rejoins), so its
+/// session starts again when it is answered, as in Kafka. It did not: a
+/// member that rejoined first and waited longer than its session timeout
+/// for the others was dropped by the tick right after the join completed,
+/// before its SyncGroup came, and the group rebalanced again; likewise a
+/// follower that waited in SyncGroup longer than its session for the
+/// leader's assignment to be durable.
+#[test]
+fn a_member_answered_after_a_long_wait_keeps_its_session() {
+    let start = Instant::now();
+    let (mut group, ids) = stable_group(2, start);
+    let (leader, follower) = (ids[0].clone(), ids[1].clone());
+    let session = Duration::from_millis(SESSION_MS as u64);
+    let rebalance_at = start + DELAY;
+    // The leader rejoins (a changed subscription) and waits; the follower
+    // heartbeats while it finishes its poll, and rejoins 20 s later.
+    let mut leader_join = waiting(group.join(
+        request(&leader, None, &["range", "roundrobin"]),
+        &config(),
+        rebalance_at,
+        2,
+    ));
+    for second in [5, 10, 15] {
+        let at = rebalance_at + Duration::from_secs(second);
+        group.heartbeat(1, &follower, None, at);
+        group.tick(&config(), at, 2);
+    }
+    let joined_at = rebalance_at + 2 * session;
+    let mut follower_join = waiting(group.join(
+        request(&follower, None, &["range", "roundrobin"]),
+        &config(),
+        joined_at,
+        3,
+    ));
+    assert_eq!(ready(&mut leader_join).unwrap().generation, 2);
+    assert_eq!(ready(&mut follower_join).unwrap().generation, 2);
+    // The leader computes the assignment; the coordinator ticks meanwhile.
+    group.tick(&config(), joined_at + Duration::from_millis(100), 3);
+    assert!(
+        group.members.contains_key(&leader),
+        "the leader was dropped"
+    );
+    assert_eq!(group.state, GroupState::CompletingRebalance);
+    // The follower syncs first and waits for the leader's assignment,
+    // then for it to be durable, longer than its session.
+    let follower_sync = group.sync(2, &follower, None, Vec::new(), joined_at);
+    let Ok((mut follower_sync, false)) = follower_sync else {
+        panic!("the follower's sync was answered at once");
+    };
+    let assignments = [&leader, &follower]
+        .iter()
+        .map(|id| (id.to_string(), Bytes::from(format!("assignment-{id}"))))
+        .collect();
+    let synced_at = joined_at + session / 2;
+    let (_leader_sync, completed) = group
+        .sync(2, &leader, None, assignments, synced_at)
+        .unwrap();
+    assert!(completed);
+    let durable_at = synced_at + session;
+    group.finish_sync(2, None, &config(), durable_at, 4);
+    assert_eq!(group.state, GroupState::Stable);
+    assert!(ready(&mut follower_sync).unwrap().error.is_none());
+    group.tick(&config(), durable_at + Duration::from_millis(100), 4);
+    assert_eq!(group.state, GroupState::Stable);
+    assert!(
+        group.members.contains_key(&follower),
+        "the follower was dropped"
+    );
+}
+
 #[test]
 fn an_expired_session_evicts_the_member_and_rebalances() {
     let start = Instant::now();
@@ -364,6 +435,70 @@ fn a_static_member_with_other_metadata_rejoins_without_a_rebalance() {
     ));
     assert_eq!((rejoin.error, rejoin.generation), (None, 1));
     assert_eq!(group.state, GroupState::Stable);
+}
+
+/// KIP-345: a static member away during a rebalance (restarting, with a
+/// session long enough to cover it) stays in the new generation, and the
+/// others are held in JoinGroup only for the rebalance timeout, as in
+/// Kafka. Sluice waited for the longest session timeout instead and then
+/// dropped the static member, which rebalanced the group again when it
+/// came back.
+#[test]
+fn a_static_member_away_during_a_rebalance_keeps_its_place_and_holds_no_one_up() {
+    let start = Instant::now();
+    let long = |member_id: &str, instance: &str| {
+        let mut join = request(member_id, Some(instance), &["range"]);
+        join.session_timeout_ms = 60_000;
+        join.rebalance_timeout_ms = 30_000;
+        join
+    };
+    let mut group = Group::new("g", 0, 0);
+    let mut a = waiting(group.join(long("", "instance-a"), &config(), start, 0));
+    let mut b = waiting(group.join(long("", "instance-b"), &config(), start, 0));
+    group.tick(&config(), start + DELAY, 1);
+    let (a, b) = (ready(&mut a).unwrap(), ready(&mut b).unwrap());
+    let leader = a.leader.clone();
+    let ((away, away_instance), leader_instance) = if a.member_id == leader {
+        ((b.member_id.clone(), "instance-b"), "instance-a")
+    } else {
+        ((a.member_id.clone(), "instance-a"), "instance-b")
+    };
+    let assignments = vec![
+        (a.member_id.clone(), Bytes::from_static(b"A")),
+        (b.member_id.clone(), Bytes::from_static(b"B")),
+    ];
+    let _leader_sync = group
+        .sync(1, &leader, None, assignments, start + DELAY)
+        .unwrap();
+    group.finish_sync(1, None, &config(), start + DELAY, 1);
+    assert_eq!(group.state, GroupState::Stable);
+    // One static member goes away (restarting); a new member joins, and
+    // the leader rejoins.
+    let rebalance_at = start + DELAY + Duration::from_secs(1);
+    let (_new, mut new_join) = join_new(&mut group, &["range"], rebalance_at);
+    assert_eq!(group.state, GroupState::PreparingRebalance);
+    let mut leader_join =
+        waiting(group.join(long(&leader, leader_instance), &config(), rebalance_at, 2));
+    let timed_out = rebalance_at + Duration::from_millis(30_000);
+    group.tick(&config(), timed_out - Duration::from_millis(100), 2);
+    assert!(ready(&mut new_join).is_none());
+    group.tick(&config(), timed_out, 2);
+    let new_result = ready(&mut new_join).expect("the join ends at the rebalance timeout");
+    let leader_result = ready(&mut leader_join).unwrap();
+    assert_eq!((new_result.generation, leader_result.generation), (2, 2));
+    assert_eq!(leader_result.leader, leader);
+    assert_eq!(group.state, GroupState::CompletingRebalance);
+    // The static member away is in the generation the leader assigns.
+    assert!(group.members.contains_key(&away));
+    assert_eq!(group.static_members.get(away_instance), Some(&away));
+    assert!(
+        leader_result
+            .members
+            .iter()
+            .any(|member| member.member_id == away),
+        "the leader was not told of the static member away"
+    );
+    assert_eq!(leader_result.members.len(), 3);
 }
 
 #[test]
