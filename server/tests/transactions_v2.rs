@@ -19,16 +19,19 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::txn_offset_commit_request::{
     TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::{
-    AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey, ApiVersionsRequest,
-    ApiVersionsResponse, EndTxnRequest, EndTxnResponse, FindCoordinatorRequest,
-    FindCoordinatorResponse, GroupId, InitProducerIdRequest, InitProducerIdResponse,
-    ListTransactionsRequest, ListTransactionsResponse, ProduceRequest, ProduceResponse,
-    RequestKind, TopicName, TransactionalId, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse, ApiKey, ApiVersionsRequest, ApiVersionsResponse, EndTxnRequest,
+    EndTxnResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
+    InitProducerIdRequest, InitProducerIdResponse, ListTransactionsRequest,
+    ListTransactionsResponse, OffsetFetchRequest, OffsetFetchResponse, ProduceRequest,
+    ProduceResponse, RequestKind, TopicName, TransactionalId, TxnOffsetCommitRequest,
+    TxnOffsetCommitResponse,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -581,6 +584,156 @@ fn a_pipelined_batch_waits_for_the_first_one_that_failed_before_its_append() {
         read_values(&broker.bootstrap(), TOPIC, 1, true),
         values.to_vec()
     );
+}
+
+/// Codes a client retries while the group's coordinator loads or moves.
+const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+const NOT_COORDINATOR: i16 = 16;
+
+fn retriable_at_the_coordinator(error: i16) -> bool {
+    [
+        COORDINATOR_LOAD_IN_PROGRESS,
+        COORDINATOR_NOT_AVAILABLE,
+        NOT_COORDINATOR,
+        CONCURRENT_TRANSACTIONS,
+    ]
+    .contains(&error)
+}
+
+/// AddOffsetsToTxn v3 (a protocol v1 client adding the group's offsets
+/// partition), retried while the coordinators load: its error code.
+fn add_offsets(
+    stream: &mut TcpStream,
+    transactional_id: &str,
+    producer: (i64, i16),
+    group: &str,
+) -> i16 {
+    until("AddOffsetsToTxn", || {
+        let request = AddOffsetsToTxnRequest::default()
+            .with_transactional_id(TransactionalId(str_bytes(transactional_id)))
+            .with_producer_id(producer.0.into())
+            .with_producer_epoch(producer.1)
+            .with_group_id(GroupId(str_bytes(group)));
+        let mut body = wire::call(
+            stream,
+            ApiKey::AddOffsetsToTxn,
+            3,
+            RequestKind::AddOffsetsToTxn(request),
+        );
+        let error = AddOffsetsToTxnResponse::decode(&mut body, 3)
+            .unwrap()
+            .error_code;
+        (!retriable_at_the_coordinator(error)).then_some(error)
+    })
+}
+
+/// TxnOffsetCommit v3 of `offset` for `topic`/0 (a producer outside the
+/// group), retried while the group's coordinator loads: its error code.
+fn txn_offset_commit(
+    stream: &mut TcpStream,
+    transactional_id: &str,
+    producer: (i64, i16),
+    group: &str,
+    topic: &str,
+    offset: i64,
+) -> i16 {
+    until("TxnOffsetCommit", || {
+        let request = TxnOffsetCommitRequest::default()
+            .with_transactional_id(TransactionalId(str_bytes(transactional_id)))
+            .with_group_id(GroupId(str_bytes(group)))
+            .with_producer_id(producer.0.into())
+            .with_producer_epoch(producer.1)
+            .with_generation_id(-1)
+            .with_member_id(str_bytes(""))
+            .with_topics(vec![
+                TxnOffsetCommitRequestTopic::default()
+                    .with_name(TopicName(str_bytes(topic)))
+                    .with_partitions(vec![
+                        TxnOffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(offset)
+                            .with_committed_leader_epoch(-1),
+                    ]),
+            ]);
+        let mut body = wire::call(
+            stream,
+            ApiKey::TxnOffsetCommit,
+            3,
+            RequestKind::TxnOffsetCommit(request),
+        );
+        let response = TxnOffsetCommitResponse::decode(&mut body, 3).unwrap();
+        let error = response.topics[0].partitions[0].error_code;
+        (!retriable_at_the_coordinator(error)).then_some(error)
+    })
+}
+
+/// OffsetFetch v7 of `topic`/0 with require_stable (as the Java consumer
+/// asks under read_committed): (error code, committed offset).
+fn offset_fetch_stable(stream: &mut TcpStream, group: &str, topic: &str) -> (i16, i64) {
+    let request = OffsetFetchRequest::default()
+        .with_group_id(GroupId(str_bytes(group)))
+        .with_topics(Some(vec![
+            OffsetFetchRequestTopic::default()
+                .with_name(TopicName(str_bytes(topic)))
+                .with_partition_indexes(vec![0]),
+        ]))
+        .with_require_stable(true);
+    let mut body = wire::call(
+        stream,
+        ApiKey::OffsetFetch,
+        7,
+        RequestKind::OffsetFetch(request),
+    );
+    let response = OffsetFetchResponse::decode(&mut body, 7).unwrap();
+    assert_eq!(response.error_code, NONE, "OffsetFetch");
+    let partition = &response.topics[0].partitions[0];
+    (partition.error_code, partition.committed_offset)
+}
+
+/// A zombie producer's TxnOffsetCommit (protocol v1), retried after a new
+/// instance's InitProducerId aborted its transaction, on a broker without
+/// KIP-890 verification (nothing asks the transaction coordinator): the
+/// abort marker on the group's offsets partition carries the bumped epoch,
+/// and the commit's older one is refused with INVALID_PRODUCER_EPOCH (the
+/// Java client's "fenced"), as Kafka's append refuses it. Appended, it
+/// opened a transaction that no marker would end: OffsetFetch with
+/// require_stable answered UNSTABLE_OFFSET_COMMIT for the group from then
+/// on, and the offsets partition's last stable offset stayed there.
+#[test]
+fn a_zombie_txn_offset_commit_after_a_new_instance_aborted_its_transaction_is_fenced() {
+    const ID: &str = "zombie-offsets-txn";
+    const GROUP: &str = "zombie-offsets-group";
+    const INPUT: &str = "zombie-offsets-in";
+    const UNSTABLE_OFFSET_COMMIT: i16 = 88;
+    let broker = Broker::start_with_args(
+        "txn-zombie-offsets",
+        &["--transaction-partition-verification", "false"],
+    );
+    create_topic(&broker.bootstrap(), INPUT, 1, &[]);
+    let mut stream = connect(broker.address());
+    let _ = find_coordinator(&mut stream, ID, KEY_TYPE_TRANSACTION);
+    let _ = find_coordinator(&mut stream, GROUP, KEY_TYPE_GROUP);
+    let zombie = init_producer_id(&mut stream, ID, 4);
+    assert_eq!(add_offsets(&mut stream, ID, zombie, GROUP), NONE);
+
+    // The new instance's InitProducerId aborts the zombie's transaction;
+    // it is answered once the abort completed (its markers written).
+    let current = init_producer_id(&mut stream, ID, 4);
+    assert_eq!(current.0, zombie.0);
+    assert!(current.1 > zombie.1, "the epoch was bumped");
+
+    assert_eq!(
+        txn_offset_commit(&mut stream, ID, zombie, GROUP, INPUT, 42),
+        INVALID_PRODUCER_EPOCH,
+        "the zombie's late commit"
+    );
+    let fetched = offset_fetch_stable(&mut stream, GROUP, INPUT);
+    assert_ne!(
+        fetched.0, UNSTABLE_OFFSET_COMMIT,
+        "a transaction was left open"
+    );
+    assert_eq!(fetched, (NONE, -1), "nothing committed");
 }
 
 /// The transactional ids the broker lists.

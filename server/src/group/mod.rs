@@ -38,13 +38,16 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::ConsumerProtocolSubscription;
 use kafka_protocol::protocol::Decodable;
 use sluice_engine::batch::{self, BatchBuilder, Compression};
-use sluice_engine::{ReadLimits, TimestampMs};
+use sluice_engine::io::Io;
+use sluice_engine::{Offset, ReadLimits, TimestampMs};
 
 use crate::group::records::{GroupValue, Key, OffsetValue};
 use crate::group::state::{CommittedOffset, Group, GroupConfig, GroupState};
 use crate::metadata::TopicMetadata;
+use crate::shard::producer_state::{ProducerBatch, ProducerId, last_sequence};
 use crate::shard::topics::TopicError;
 use crate::shard::{PartitionReplica, ReplicaAppendError, Shard, ShardId, TopicPartition};
+use crate::txn::membership::Verified;
 
 /// The internal topic holding groups and offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -351,14 +354,12 @@ pub async fn write(
     write_as(shard, partition, records, None).await
 }
 
-/// [`write`], as a transactional batch of `(producer id, epoch)` when
-/// given (TxnOffsetCommit: the transaction's marker decides whether the
-/// offsets count, as in Kafka).
+/// [`write`], as a transactional batch of `producer` when given.
 pub async fn write_as(
     shard: &Rc<Shard>,
     partition: i32,
     records: &[GroupRecord],
-    producer: Option<(i64, i16)>,
+    producer: Option<TxnWriter>,
 ) -> Result<i64, ResponseError> {
     if records.is_empty() {
         return Ok(-1);
@@ -367,16 +368,40 @@ pub async fn write_as(
     wait.await
 }
 
+/// The producer whose transaction a TxnOffsetCommit's offsets belong to:
+/// they are written as its transactional batch, and its transaction's
+/// marker decides whether they count, as in Kafka.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxnWriter {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// What the batch needs to open the producer's transaction on the
+    /// partition (KIP-890's verification guard).
+    pub verified: Verified,
+}
+
 /// [`write_as`] in two steps (`records` not empty): the append happens now
 /// and its base offset is returned at once, with the future that waits
 /// until it is durable and committed. TxnOffsetCommit records its pending
 /// offsets in the same synchronous step, before a transaction marker can
 /// be appended after them.
+///
+/// A transactional batch is checked as a transactional Produce is, in the
+/// step that appends it, so that no marker comes between the check and
+/// the append: INVALID_PRODUCER_EPOCH when its producer's epoch on the
+/// partition is newer (a marker of its coordinator, or a batch of a newer
+/// instance, fenced it), and the writer's refusal when it would open a
+/// transaction without the verification guard it was verified under
+/// (a marker since ended the transaction). Appended unchecked, the batch
+/// of a fenced or aborted transaction opened one no marker would end: the
+/// partition's last stable offset stuck there (the cleaner stopped, and
+/// OffsetFetch with require_stable answered UNSTABLE_OFFSET_COMMIT for
+/// good), and a later commit of the producer applied its offsets.
 pub fn append_as_now(
     shard: &Rc<Shard>,
     partition: i32,
     records: &[GroupRecord],
-    producer: Option<(i64, i16)>,
+    producer: Option<TxnWriter>,
 ) -> Result<
     (
         i64,
@@ -390,7 +415,55 @@ pub fn append_as_now(
         return Err(ResponseError::NotCoordinator);
     };
     let now = TimestampMs(wall_ms());
-    append_now(shard, replica, &offsets_batch(records, producer, now))
+    let batch = offsets_batch(
+        records,
+        producer.map(|writer| (writer.producer_id, writer.producer_epoch)),
+        now,
+    );
+    let Some(writer) = producer else {
+        return append_now(shard, replica, &batch);
+    };
+    let producer_id = ProducerId(writer.producer_id);
+    let epoch = writer.producer_epoch;
+    let log_end = replica.log.log_end_offset();
+    let mut producers = replica.producers.borrow_mut();
+    producers.reconcile(log_end);
+    if let Err(error) = producers.check_epoch(producer_id, epoch) {
+        tracing::debug!(partition = %topic_partition, %error, "transactional offset commit of a fenced producer refused");
+        return Err(ResponseError::InvalidProducerEpoch);
+    }
+    let open = {
+        let mut txns = replica.txns.borrow_mut();
+        txns.reconcile(log_end);
+        txns.open_transaction(producer_id)
+    };
+    if open.is_none()
+        && let Some(refusal) = writer
+            .verified
+            .refusal_to_open(&producers, producer_id, epoch)
+    {
+        tracing::debug!(partition = %topic_partition, producer_id = producer_id.0, epoch, "transactional offset commit refused: its transaction ended here after it was verified");
+        return Err(refusal);
+    }
+    let (base_offset, wait) = append_now(shard, Rc::clone(&replica), &batch)?;
+    // As the followers' replay records it (`ProducerStateTable::replay_batch`):
+    // the epoch fences the producer's older instances here too.
+    let last_offset_delta = i32::try_from(records.len() - 1).unwrap_or(i32::MAX);
+    producers.record(
+        &ProducerBatch {
+            producer_id,
+            epoch,
+            first_sequence: 0,
+            last_sequence: last_sequence(0, last_offset_delta),
+        },
+        Offset(base_offset),
+        Offset(record_offset(base_offset, records.len() - 1)),
+        -1,
+        shard.io.now_ms(),
+    );
+    // The transaction is open: the guard is spent.
+    producers.end_verification(producer_id);
+    Ok((base_offset, wait))
 }
 
 /// The batch of `records` a coordinator appends to `__consumer_offsets`,

@@ -972,10 +972,8 @@ fn accept(
         // ended) removed it.
         if header.is_transactional()
             && open.is_none()
-            && let Verified::On { guard, refusal } = verified
-            && !guard.is_some_and(|guard| {
-                producers.holds_verification(producer.producer_id, producer.epoch, guard)
-            })
+            && let Some(refusal) =
+                verified.refusal_to_open(&producers, producer.producer_id, producer.epoch)
         {
             return Err(PartitionOutcome::failed(
                 refusal,

@@ -14,6 +14,22 @@
 //! client's behalf (v5, transaction protocol v2, which sends no
 //! AddOffsetsToTxn): txn/membership.rs.
 //!
+//! The append is checked as a transactional Produce is, in the step that
+//! appends (`group::append_as_now`; Kafka appends these batches through
+//! its producer-state checks too): INVALID_PRODUCER_EPOCH for a producer
+//! fenced on the partition (a marker of a newer epoch: its transaction was
+//! aborted, by a timeout or a new instance), and, with verification, the
+//! verification guard taken before the coordinator was asked must still
+//! hold to open a transaction there (INVALID_TXN_STATE, or
+//! TRANSACTION_ABORTABLE for v5). So a commit delayed past its
+//! transaction's end never opens a transaction that no marker would end.
+//! A marker then ends every pending offset of its producer before it,
+//! whatever their epoch (`Group::end_txn`), as a load of the log does and
+//! as Kafka does: those were appended after the producer's previous marker
+//! there, none at an epoch older than the producer's there, so they belong
+//! to the transaction the marker ends (with protocol v2 the marker's epoch
+//! is one above its data's, so the epochs could not be matched anyway).
+//!
 //! A member (generation >= 0 or a member id, v3+) is checked as for
 //! OffsetCommit, but never refused for the group's state (Kafka never
 //! answers TxnOffsetCommit REBALANCE_IN_PROGRESS, fatal to the Java
@@ -27,14 +43,15 @@ use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::{ResponseKind, TxnOffsetCommitRequest, TxnOffsetCommitResponse};
+use sluice_engine::io::Io;
 
 use crate::group::records::OffsetValue;
 use crate::group::state::{CommittedOffset, Group};
-use crate::group::{self, offset_key, record_offset, wall_ms};
+use crate::group::{self, TxnWriter, offset_key, record_offset, wall_ms};
 use crate::handlers::Reply;
 use crate::handlers::offset_commit::{Commit, Proposed, validate};
-use crate::shard::Shard;
-use crate::txn::membership::{self, Membership};
+use crate::shard::{Shard, TopicPartition};
+use crate::txn::membership::{self, Membership, Verified};
 
 pub async fn handle(
     shard: &Rc<Shard>,
@@ -62,36 +79,43 @@ pub async fn handle(
     );
     let group_error = if commits.is_empty() {
         None
-    } else if let Err(error) = membership(shard, version, &request, &group_id).await {
-        Some(error)
     } else {
-        let producer = (request.producer_id.0, request.producer_epoch);
-        let generation = if version >= 3 {
-            request.generation_id
-        } else {
-            -1
-        };
-        let member_id = request.member_id.to_string();
-        let instance_id = request.group_instance_id.map(|id| id.to_string());
-        group::on_coordinator(
-            shard,
-            &group_id.clone(),
-            move |owner, partition| async move {
-                commit_on_coordinator(
-                    &owner,
-                    partition,
-                    group_id,
-                    producer,
-                    generation,
-                    member_id,
-                    instance_id,
-                    commits,
+        match membership(shard, version, &request, &group_id).await {
+            Err(error) => Some(error),
+            Ok(verified) => {
+                let writer = TxnWriter {
+                    producer_id: request.producer_id.0,
+                    producer_epoch: request.producer_epoch,
+                    verified,
+                };
+                let generation = if version >= 3 {
+                    request.generation_id
+                } else {
+                    -1
+                };
+                let member_id = request.member_id.to_string();
+                let instance_id = request.group_instance_id.map(|id| id.to_string());
+                group::on_coordinator(
+                    shard,
+                    &group_id.clone(),
+                    move |owner, partition| async move {
+                        commit_on_coordinator(
+                            &owner,
+                            partition,
+                            group_id,
+                            writer,
+                            generation,
+                            member_id,
+                            instance_id,
+                            commits,
+                        )
+                        .await
+                    },
                 )
                 .await
-            },
-        )
-        .await
-        .unwrap_or_else(Some)
+                .unwrap_or_else(Some)
+            }
+        }
     };
     let topics = request
         .topics
@@ -125,37 +149,65 @@ pub async fn handle(
 const V2_SINCE: i16 = 5;
 
 /// Verify or add the group's `__consumer_offsets` partition with the
-/// transaction coordinator (module docs); `Err` is this API's error.
+/// transaction coordinator (module docs), after taking the producer's
+/// verification guard on it (as a partition leader does before it asks
+/// about a produced batch: txn/membership.rs `before_produce`). `Ok` says
+/// what the append must check ([`Verified`]: a marker appended while the
+/// coordinator was asked, or before the append, ended the transaction the
+/// answer was about); `Err` is this API's error.
 async fn membership(
     shard: &Rc<Shard>,
     version: i16,
     request: &TxnOffsetCommitRequest,
     group_id: &str,
-) -> Result<(), ResponseError> {
+) -> Result<Verified, ResponseError> {
     let how = if version >= V2_SINCE {
         Membership::Add
     } else if shard.config.transaction_partition_verification {
         Membership::Verify
     } else {
-        return Ok(());
+        return Ok(Verified::Off);
     };
-    let (offsets_partition, _) = group::coordinator_partition(shard, group_id).await?;
+    let abortable = version >= V2_SINCE;
+    let producer_id = request.producer_id.0;
+    let producer_epoch = request.producer_epoch;
+    // On the coordinator's shard, which owns the partition; its sequence
+    // is the coordinator's (0), never checked.
+    let (offsets_partition, guard) =
+        group::on_coordinator(shard, group_id, move |owner, partition| async move {
+            let replica = owner.partition(&TopicPartition::new(group::OFFSETS_TOPIC, partition));
+            let guard = replica.and_then(|replica| {
+                membership::begin_verification(
+                    &replica,
+                    producer_id,
+                    producer_epoch,
+                    0,
+                    owner.io.now_ms(),
+                )
+            });
+            (partition, guard)
+        })
+        .await?;
     membership::ensure(
         shard,
         &request.transactional_id.0,
-        request.producer_id.0,
-        request.producer_epoch,
+        producer_id,
+        producer_epoch,
         group::OFFSETS_TOPIC,
         offsets_partition,
         how,
     )
     .await
     .map_err(|error| {
-        membership::refusal(
-            error,
-            version >= V2_SINCE,
+        membership::refusal(error, abortable, ResponseError::CoordinatorLoadInProgress)
+    })?;
+    Ok(Verified::On {
+        guard,
+        refusal: membership::refusal(
+            ResponseError::InvalidTxnState,
+            abortable,
             ResponseError::CoordinatorLoadInProgress,
-        )
+        ),
     })
 }
 
@@ -164,7 +216,7 @@ pub(crate) async fn commit_on_coordinator(
     owner: &Rc<Shard>,
     partition: i32,
     group_id: String,
-    producer: (i64, i16),
+    writer: TxnWriter,
     generation: i32,
     member_id: String,
     instance_id: Option<String>,
@@ -200,10 +252,12 @@ pub(crate) async fn commit_on_coordinator(
             )
         })
         .collect();
-    // One synchronous step: append, then record the offsets as pending
+    // One synchronous step: check the producer and append
+    // (`group::append_as_now`), then record the offsets as pending
     // (`Group::add_pending_txn_offsets`), before anything else can append
     // a marker after them.
-    let (base, wait) = match group::append_as_now(owner, partition, &records, Some(producer)) {
+    let producer_id = writer.producer_id;
+    let (base, wait) = match group::append_as_now(owner, partition, &records, Some(writer)) {
         Ok(appended) => appended,
         Err(error) => {
             if let Some(group) = owner.groups.groups.borrow_mut().get_mut(&group_id) {
@@ -224,7 +278,7 @@ pub(crate) async fn commit_on_coordinator(
         .collect();
     if let Some(group) = owner.groups.groups.borrow_mut().get_mut(&group_id) {
         group.add_pending_txn_offsets(
-            producer.0,
+            producer_id,
             commits
                 .into_iter()
                 .zip(&written)
@@ -250,7 +304,7 @@ pub(crate) async fn commit_on_coordinator(
     let error = outcome.err();
     if error.is_some() && group.incarnation() == incarnation {
         // Kafka's failPendingTxnOffsetCommit.
-        group.drop_failed_txn_offsets(producer.0, &written);
+        group.drop_failed_txn_offsets(producer_id, &written);
     }
     group.commit_done(incarnation);
     error

@@ -518,17 +518,11 @@ impl ProducerStateTable {
         log_end: Offset,
     ) -> Result<SequenceCheck, ProducerStateError> {
         self.reconcile(log_end);
+        self.check_epoch(batch.producer_id, batch.epoch)?;
         let Some(entry) = self.producers.get(&batch.producer_id) else {
             self.check_verified_sequence(batch)?;
             return Ok(SequenceCheck::Append);
         };
-        if batch.epoch < entry.epoch {
-            return Err(ProducerStateError::InvalidProducerEpoch {
-                producer_id: batch.producer_id,
-                epoch: batch.epoch,
-                current_epoch: entry.epoch,
-            });
-        }
         if batch.epoch > entry.epoch {
             self.check_verified_sequence(batch)?;
             if batch.first_sequence != 0 {
@@ -561,6 +555,29 @@ impl ProducerStateTable {
             });
         }
         Ok(SequenceCheck::Append)
+    }
+
+    /// Refuse a batch of `producer_id` at `epoch` older than the producer's
+    /// current epoch here (Kafka's ProducerAppendInfo.checkProducerEpoch):
+    /// its producer was fenced, by a newer instance's batch or by a marker
+    /// of its coordinator. The only check a group coordinator's
+    /// transactional batch gets (TxnOffsetCommit, group/mod.rs
+    /// `append_as_now`; Kafka's AppendOrigin.COORDINATOR): its sequences
+    /// are the coordinator's, not the producer's. Call after
+    /// [`Self::reconcile`].
+    pub fn check_epoch(
+        &self,
+        producer_id: ProducerId,
+        epoch: i16,
+    ) -> Result<(), ProducerStateError> {
+        match self.producers.get(&producer_id) {
+            Some(entry) if epoch < entry.epoch => Err(ProducerStateError::InvalidProducerEpoch {
+                producer_id,
+                epoch,
+                current_epoch: entry.epoch,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// KIP-890 (Kafka's ProducerAppendInfo.checkSequence since 3.6): while

@@ -983,7 +983,7 @@ fn a_txn_offset_commit_aborted_while_it_is_written_is_never_applied() {
             &shard,
             0,
             "g".to_string(),
-            producer,
+            unverified(producer),
             -1,
             String::new(),
             None,
@@ -1016,6 +1016,182 @@ fn a_txn_offset_commit_aborted_while_it_is_written_is_never_applied() {
         assert!(
             shard.groups.groups.borrow()["g"].offsets.is_empty(),
             "the aborted offsets were applied"
+        );
+    });
+}
+
+/// TxnOffsetCommit's writer `(producer id, epoch)`, without KIP-890
+/// verification (`--transaction-partition-verification false`, v0..=4).
+fn unverified(producer: (i64, i16)) -> crate::group::TxnWriter {
+    crate::group::TxnWriter {
+        producer_id: producer.0,
+        producer_epoch: producer.1,
+        verified: crate::txn::membership::Verified::Off,
+    }
+}
+
+/// TxnOffsetCommit's transactional batch, delayed past its transaction's
+/// abort (the coordinator's timeout, or a new instance's InitProducerId:
+/// the abort marker bumped the producer's epoch on the offsets partition,
+/// where no transaction was open yet), is refused with
+/// INVALID_PRODUCER_EPOCH, as Kafka's append refuses a fenced epoch: not
+/// appended, no transaction opened, nothing pending. Appended, it opened a
+/// transaction that no marker would end (the partition's last stable
+/// offset stuck there for good) and its offsets stayed pending, to be
+/// applied by the producer's next commit marker there. The producer's new
+/// epoch commits as before, and its commits fence an older epoch's as a
+/// marker does (the append records their epoch, as a follower's replay
+/// of them does).
+#[test]
+fn a_txn_offset_commit_of_an_aborted_epoch_is_refused_and_opens_no_transaction() {
+    use crate::shard::producer_state::ProducerId;
+    with_shard("txn-commit-fenced", |shard| async move {
+        let replica = loaded_offsets_partition(&shard).await;
+        let marker = |epoch, commit| {
+            crate::shard::txn_state::write_txn_marker(
+                &shard,
+                &replica.topic_partition,
+                4000,
+                epoch,
+                0,
+                commit,
+            )
+        };
+        let commit = |epoch, offset| {
+            crate::handlers::txn_offset_commit::commit_on_coordinator(
+                &shard,
+                0,
+                "g".to_string(),
+                unverified((4000, epoch)),
+                -1,
+                String::new(),
+                None,
+                vec![commit_to("t", offset)],
+            )
+        };
+        marker(1, false).await.unwrap();
+        let end = replica.log.log_end_offset();
+
+        assert_eq!(
+            commit(0, 7).await,
+            Some(ResponseError::InvalidProducerEpoch)
+        );
+        assert_eq!(replica.log.log_end_offset(), end, "nothing appended");
+        assert_eq!(
+            replica.txns.borrow().open_transaction(ProducerId(4000)),
+            None
+        );
+        assert!(
+            shard
+                .groups
+                .groups
+                .borrow()
+                .get("g")
+                .is_none_or(|group| group.pending_txn_offsets.is_empty()),
+            "the fenced offsets are pending"
+        );
+
+        assert_eq!(commit(1, 8).await, None, "the new epoch commits");
+        assert_eq!(
+            replica.txns.borrow().open_transaction(ProducerId(4000)),
+            Some(end)
+        );
+        marker(1, true).await.unwrap();
+        let offsets: Vec<i64> = shard.groups.groups.borrow()["g"]
+            .offsets
+            .values()
+            .map(|committed| committed.offset)
+            .collect();
+        assert_eq!(offsets, [8]);
+
+        // A newer epoch's commit fences the older one's too, with no
+        // marker between them.
+        assert_eq!(commit(2, 9).await, None);
+        assert_eq!(
+            commit(1, 10).await,
+            Some(ResponseError::InvalidProducerEpoch)
+        );
+    });
+}
+
+/// KIP-890 for TxnOffsetCommit: a commit verified with the transaction
+/// coordinator, then delayed past its transaction's end (a marker of the
+/// same epoch: nothing to fence by epoch), may not open a transaction with
+/// the old answer: the marker removed the verification guard taken before
+/// the coordinator was asked, so it is refused with the writer's code, as
+/// Kafka refuses an append without its guard. A commit verified afterwards
+/// opens the transaction and spends its guard.
+#[test]
+fn a_txn_offset_commit_verified_before_its_transaction_ended_cannot_open_another() {
+    use crate::shard::producer_state::ProducerId;
+    use crate::txn::membership::{self, Verified};
+    with_shard("txn-commit-verification-guard", |shard| async move {
+        let replica = loaded_offsets_partition(&shard).await;
+        let producer = ProducerId(4000);
+        let guard = || {
+            membership::begin_verification(&replica, producer.0, 0, 0, shard.io.now_ms())
+                .expect("no transaction open: a guard")
+        };
+        let commit = |guard, offset| {
+            crate::handlers::txn_offset_commit::commit_on_coordinator(
+                &shard,
+                0,
+                "g".to_string(),
+                crate::group::TxnWriter {
+                    producer_id: producer.0,
+                    producer_epoch: 0,
+                    verified: Verified::On {
+                        guard: Some(guard),
+                        refusal: ResponseError::InvalidTxnState,
+                    },
+                },
+                -1,
+                String::new(),
+                None,
+                vec![commit_to("t", offset)],
+            )
+        };
+
+        let late = guard();
+        // The coordinator ends the transaction meanwhile.
+        crate::shard::txn_state::write_txn_marker(
+            &shard,
+            &replica.topic_partition,
+            producer.0,
+            0,
+            0,
+            false,
+        )
+        .await
+        .unwrap();
+        let end = replica.log.log_end_offset();
+        assert_eq!(commit(late, 7).await, Some(ResponseError::InvalidTxnState));
+        assert_eq!(replica.log.log_end_offset(), end, "nothing appended");
+        assert_eq!(replica.txns.borrow().open_transaction(producer), None);
+        assert!(
+            shard
+                .groups
+                .groups
+                .borrow()
+                .get("g")
+                .is_none_or(|group| group.pending_txn_offsets.is_empty()),
+            "the refused offsets are pending"
+        );
+
+        let current = guard();
+        assert_eq!(commit(current, 8).await, None);
+        assert_eq!(replica.txns.borrow().open_transaction(producer), Some(end));
+        assert!(
+            !replica
+                .producers
+                .borrow()
+                .holds_verification(producer, 0, current),
+            "the guard is spent"
+        );
+        assert_eq!(
+            membership::begin_verification(&replica, producer.0, 0, 0, shard.io.now_ms()),
+            None,
+            "with the transaction open, nothing to verify"
         );
     });
 }
@@ -1105,7 +1281,7 @@ fn a_commit_during_a_group_deletion_is_refused_not_lost() {
             &shard,
             0,
             "g".to_string(),
-            (4001, 0),
+            unverified((4001, 0)),
             -1,
             String::new(),
             None,

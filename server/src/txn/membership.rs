@@ -26,7 +26,8 @@ use kafka_protocol::messages::add_partitions_to_txn_request::{
 use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::shard::Shard;
+use crate::shard::producer_state::{ProducerId, ProducerStateTable};
+use crate::shard::{PartitionReplica, Shard};
 use crate::txn::coordinator;
 use crate::txn::rpc;
 use crate::txn::state::{TxnPartitions, TxnVersion};
@@ -265,6 +266,47 @@ pub enum Verified {
     },
 }
 
+impl Verified {
+    /// The refusal of a transactional batch of `producer_id` at `epoch`
+    /// that finds no transaction of its producer open on the partition (it
+    /// would open one), judged by the partition's `producers` in the
+    /// synchronous step that appends it: `None` lets it open the
+    /// transaction.
+    pub fn refusal_to_open(
+        self,
+        producers: &ProducerStateTable,
+        producer_id: ProducerId,
+        epoch: i16,
+    ) -> Option<ResponseError> {
+        match self {
+            Verified::Off => None,
+            Verified::On { guard, refusal } => (!guard
+                .is_some_and(|guard| producers.holds_verification(producer_id, epoch, guard)))
+            .then_some(refusal),
+        }
+    }
+}
+
+/// Before the coordinator is asked about a transactional batch of
+/// `producer_id` at `epoch` starting at `first_sequence` that `replica`
+/// (on this shard) is to append: the guard the append must find still
+/// held ([`Verified::On`]; `ProducerStateTable::begin_verification`), or
+/// `None` when a transaction of the producer at `epoch` is open there
+/// already.
+pub fn begin_verification(
+    replica: &PartitionReplica,
+    producer_id: i64,
+    epoch: i16,
+    first_sequence: i32,
+    now_ms: i64,
+) -> Option<u64> {
+    let producer = ProducerId(producer_id);
+    let mut producers = replica.producers.borrow_mut();
+    let open = replica.txns.borrow().open_transaction(producer).is_some()
+        && producers.epoch_of(producer) == Some(epoch);
+    (!open).then(|| producers.begin_verification(producer, epoch, first_sequence, now_ms))
+}
+
 /// Produce: before the batch `records` of a request of `version` is
 /// appended to `topic`/`partition` (owned by `owner`): when it is
 /// transactional and its producer has no transaction of this epoch open
@@ -326,18 +368,13 @@ pub async fn before_produce(
         .shards
         .call(owner, move |owner| async move {
             let replica = owner.partition(&topic_partition)?;
-            let producer = crate::shard::producer_state::ProducerId(producer_id);
-            let mut producers = replica.producers.borrow_mut();
-            let open = replica.txns.borrow().open_transaction(producer).is_some()
-                && producers.epoch_of(producer) == Some(producer_epoch);
-            Some((!open).then(|| {
-                producers.begin_verification(
-                    producer,
-                    producer_epoch,
-                    first_sequence,
-                    sluice_engine::io::Io::now_ms(&owner.io),
-                )
-            }))
+            Some(begin_verification(
+                &replica,
+                producer_id,
+                producer_epoch,
+                first_sequence,
+                sluice_engine::io::Io::now_ms(&owner.io),
+            ))
         })
         .await
         .ok()

@@ -361,7 +361,9 @@ impl Group {
     /// A transaction marker of `producer_id` at `marker_offset`: remove and
     /// return its pending offsets written before the marker (the caller
     /// applies them on a commit). Those written after it are the next
-    /// transaction's and stay pending.
+    /// transaction's and stay pending. Whatever their epoch, as a load of
+    /// the log reads them: the append refused those of an epoch older than
+    /// the producer's on the partition (handlers/txn_offset_commit.rs).
     pub fn end_txn(
         &mut self,
         producer_id: i64,
