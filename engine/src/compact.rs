@@ -573,7 +573,8 @@ impl<I: Io> Log<I> {
     /// Transactional batches are kept whole (no transaction input); see
     /// [`Log::clean_transactions`].
     pub async fn clean(&self, options: &CleanOptions) -> Result<CleanSummary, LogError> {
-        self.clean_pass(options, None, &HashSet::new()).await
+        self.clean_pass(options, None, &HashSet::new(), async |_| false)
+            .await
     }
 
     /// [`Log::clean`] with the partition's transaction state (module docs):
@@ -585,20 +586,31 @@ impl<I: Io> Log<I> {
         options: &CleanOptions,
         txns: &TxnCleanInput,
     ) -> Result<CleanSummary, LogError> {
-        self.clean_pass(options, Some(txns), &HashSet::new()).await
+        self.clean_pass(options, Some(txns), &HashSet::new(), async |_| false)
+            .await
     }
 
     /// [`Log::clean_transactions`] that also removes the markers in
     /// `removable` (their delete horizon passed, by the caller's clock)
     /// whose transaction has no data left in the range (module docs). Same
     /// promises as [`Log::clean`].
+    ///
+    /// `forget` is called once, when the pass knows which markers it will
+    /// remove and before it rewrites any segment, with those markers in
+    /// offset order; it answers whether the caller has forgotten them
+    /// durably (an abort's entry in the caller's aborted-transaction index:
+    /// a read_committed reader handed an entry whose marker is gone skips
+    /// every later transactional batch of its producer). On `false` the
+    /// pass removes no marker. Not called when there is none to remove.
     pub async fn clean_transactions_with_markers(
         &self,
         options: &CleanOptions,
         txns: &TxnCleanInput,
         removable: &HashSet<Offset>,
+        forget: impl AsyncFnOnce(Vec<Offset>) -> bool,
     ) -> Result<CleanSummary, LogError> {
-        self.clean_pass(options, Some(txns), removable).await
+        self.clean_pass(options, Some(txns), removable, forget)
+            .await
     }
 
     async fn clean_pass(
@@ -606,6 +618,7 @@ impl<I: Io> Log<I> {
         options: &CleanOptions,
         txns: Option<&TxnCleanInput>,
         removable: &HashSet<Offset>,
+        forget: impl AsyncFnOnce(Vec<Offset>) -> bool,
     ) -> Result<CleanSummary, LogError> {
         let stable_bound = txns.map(|txns| txns.stable_bound);
         let mut index = txns.map(|txns| TxnIndex::new(&txns.aborted));
@@ -752,6 +765,17 @@ impl<I: Io> Log<I> {
             });
             if emptied {
                 summary.empty_markers.push(marker.offset);
+            }
+        }
+        // The caller forgets them before the first swap can make a removal
+        // durable, so no crash or fetch in between pairs its entries with a
+        // log that lost their markers. Forgetting early is harmless: these
+        // transactions have no data on disk left to skip.
+        if !removable_now.is_empty() {
+            let mut chosen: Vec<Offset> = removable_now.iter().copied().collect();
+            chosen.sort_unstable();
+            if !forget(chosen).await {
+                removable_now.clear();
             }
         }
 
@@ -1498,15 +1522,41 @@ mod tests {
         // Nothing removable yet: the pass reports which transactions it
         // leaves without data.
         let removable = HashSet::from([abort, kept, superseded]);
+        let never = async |_: Vec<Offset>| -> bool { unreachable!("nothing is removable") };
         let summary =
-            block_on(log.clean_transactions_with_markers(&options, &input, &HashSet::new()))
+            block_on(log.clean_transactions_with_markers(&options, &input, &HashSet::new(), never))
                 .unwrap();
         assert_eq!(summary.empty_markers, vec![abort, superseded]);
         assert!(summary.markers_removed.is_empty());
         assert_eq!(control_offsets(&log), vec![abort, kept, superseded]);
-        // A marker whose data is still on disk stays even if given.
-        let summary =
-            block_on(log.clean_transactions_with_markers(&options, &input, &removable)).unwrap();
+        // The caller refuses to forget them: every marker stays.
+        let summary = block_on(log.clean_transactions_with_markers(
+            &options,
+            &input,
+            &removable,
+            async |chosen| {
+                assert_eq!(chosen, vec![abort, superseded]);
+                false
+            },
+        ))
+        .unwrap();
+        assert!(summary.markers_removed.is_empty());
+        assert_eq!(control_offsets(&log), vec![abort, kept, superseded]);
+        // A marker whose data is still on disk stays even if given; the
+        // others are offered to the caller before any segment changes.
+        let offered = std::cell::RefCell::new(Vec::new());
+        let summary = block_on(log.clean_transactions_with_markers(
+            &options,
+            &input,
+            &removable,
+            async |chosen| {
+                assert_eq!(control_offsets(&log), vec![abort, kept, superseded]);
+                *offered.borrow_mut() = chosen;
+                true
+            },
+        ))
+        .unwrap();
+        assert_eq!(*offered.borrow(), vec![abort, superseded]);
         assert_eq!(
             summary.markers_removed,
             vec![

@@ -47,6 +47,7 @@ use std::collections::HashSet;
 use sluice_engine::io::Io;
 use sluice_engine::{AbortedRange, DirtyStats, Offset, TxnCleanInput};
 
+use crate::shard::txn_state::{self, TxnState};
 use crate::shard::{PartitionReplica, Shard};
 
 /// max.compaction.lag.ms: whether dirty records have waited longer than
@@ -131,21 +132,29 @@ pub async fn clean_once(shard: &Shard) -> usize {
         }
         let txns = txn_clean_input(&replica, stable_bound);
         let removable: HashSet<Offset> = markers_due.iter().copied().collect();
+        let forget = async |markers: Vec<Offset>| {
+            txn_state::forget_removed_markers(&replica.log, &replica.txns, &markers).await
+        };
         match replica
             .log
-            .clean_transactions_with_markers(&compaction.clean, &txns, &removable)
+            .clean_transactions_with_markers(&compaction.clean, &txns, &removable, forget)
             .await
         {
             Ok(summary) => {
                 cleaned += 1;
-                note_markers(&replica, &summary, &markers_due, now_ms);
+                note_markers(
+                    &mut replica.txns.borrow_mut(),
+                    &summary,
+                    &markers_due,
+                    now_ms,
+                );
                 tracing::debug!(
                     partition = %replica.topic_partition,
                     rewritten = summary.segments_rewritten,
                     records_removed = summary.records_removed,
                     tombstones_removed = summary.tombstones_removed,
                     aborted_batches_removed = summary.aborted_batches_removed,
-                    markers_removed = summary.markers_removed.len(),
+                    markers_removed = ?summary.markers_removed,
                     bytes_before = summary.bytes_before,
                     bytes_after = summary.bytes_after,
                     "compacted"
@@ -188,12 +197,11 @@ fn txn_clean_input(replica: &PartitionReplica, stable_bound: Offset) -> TxnClean
 /// (module docs). Markers seen empty by a pass that skipped a segment are
 /// not noted: that segment's data may still be there.
 fn note_markers(
-    replica: &PartitionReplica,
+    txns: &mut TxnState,
     summary: &sluice_engine::CleanSummary,
     markers_due: &[Offset],
     now_ms: i64,
 ) {
-    let mut txns = replica.txns.borrow_mut();
     for removed in &summary.markers_removed {
         txns.marker_removed(removed.offset);
     }
@@ -201,10 +209,19 @@ fn note_markers(
         txns.forget_empty_marker(*marker);
     }
     if summary.segments_skipped == 0 {
-        txns.note_empty_markers(&summary.empty_markers, now_ms);
-    }
-    if !summary.markers_removed.is_empty() {
-        tracing::debug!(partition = %replica.topic_partition, markers = ?summary.markers_removed, "transaction markers removed");
+        // Not those just removed: they are gone, not waiting for a horizon.
+        let empty: Vec<Offset> = summary
+            .empty_markers
+            .iter()
+            .copied()
+            .filter(|marker| {
+                !summary
+                    .markers_removed
+                    .iter()
+                    .any(|removed| removed.offset == *marker)
+            })
+            .collect();
+        txns.note_empty_markers(&empty, now_ms);
     }
 }
 
@@ -227,6 +244,25 @@ impl Future for YieldNow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A marker the pass removed is gone, not waiting for its horizon: it
+    /// was noted as empty again, which made a later pass run below
+    /// min.cleanable.dirty.ratio for nothing.
+    #[test]
+    fn markers_a_pass_removed_are_not_noted_as_waiting() {
+        let mut txns = TxnState::new();
+        let summary = sluice_engine::CleanSummary {
+            empty_markers: vec![Offset(4), Offset(9)],
+            markers_removed: vec![sluice_engine::compact::RemovedMarker {
+                producer_id: 1,
+                offset: Offset(4),
+                commit: Some(false),
+            }],
+            ..Default::default()
+        };
+        note_markers(&mut txns, &summary, &[Offset(4)], 1_000);
+        assert_eq!(txns.markers_due(1_000, 0), vec![Offset(9)]);
+    }
 
     #[test]
     fn a_log_is_overdue_once_its_oldest_dirty_segment_passes_the_max_lag() {

@@ -18,8 +18,12 @@
 //! - a snapshot at `S` is written only once the log is durable up to `S`
 //!   and every index file it vouches for is durable with every entry below
 //!   `S` (they are written first); later index rewrites only add entries,
-//!   drop entries of removed markers (compaction) or follow a truncation,
-//!   which deletes the snapshots at or above the cut first;
+//!   drop entries of removed markers (compaction; durably before the
+//!   pass removes any marker) or of markers below the log start
+//!   (retention, DeleteRecords), or follow a truncation, which deletes the
+//!   snapshots at or above the cut first. So a snapshot's count per
+//!   segment bounds the file's entries below `S` from above, and a file
+//!   gone since (every entry dropped) holds none;
 //! - a snapshot is trusted only if its checksum and version are right, it
 //!   lies within the log (`log start <= S <= log end`), and the leader
 //!   epoch of offset `S - 1` in the log's leader-epoch cache is the one it

@@ -310,13 +310,17 @@ impl TxnState {
     }
 
     /// Retention: forget aborted transactions whose marker lies below
-    /// `log_start` (no fetch can overlap them).
+    /// `log_start` (no fetch can overlap them). Their segment's index file
+    /// is rewritten with the next snapshot, which counts without them: an
+    /// index still holding them (DeleteRecords inside a segment) would
+    /// make every later snapshot fail its check at open.
     pub fn drop_aborted_below(&mut self, log_start: Offset) {
-        while self
+        while let Some(aborted) = self
             .aborted
             .front()
-            .is_some_and(|aborted| aborted.last_offset < log_start)
+            .filter(|aborted| aborted.last_offset < log_start)
         {
+            self.storage.dirty.insert(aborted.last_offset);
             self.aborted.pop_front();
         }
     }
@@ -503,55 +507,55 @@ impl TxnState {
         })
     }
 
-    /// The index files to rewrite (path, content; `None`: remove it, no
-    /// entries) for the dirty points, and the snapshot's `covered` list for
-    /// an end at `end`, given the log's segment `bases`. Takes the dirty
-    /// points: the caller puts them back if the writes fail.
-    fn plan_index_writes(
-        &mut self,
-        dir: &std::path::Path,
-        bases: &[Offset],
-        end: Offset,
-    ) -> IndexPlan {
+    /// The index files to rewrite for the dirty points (path, content;
+    /// `None`: remove it, no entries left), given the log's segment
+    /// `bases`, and the dirty points taken: the caller puts them back if
+    /// the writes fail.
+    fn take_index_writes(&mut self, dir: &std::path::Path, bases: &[Offset]) -> IndexWrites {
         let dirty = std::mem::take(&mut self.storage.dirty);
         let aborted = self.aborted.make_contiguous();
         let dirty_bases: BTreeSet<Offset> = dirty
             .iter()
             .filter_map(|point| txn_index::segment_of(bases, *point))
             .collect();
-        let mut writes = Vec::new();
-        let mut covered = Vec::new();
-        for (index, base) in bases.iter().enumerate() {
-            let entries = txn_index::entries_of_segment(aborted, bases, index);
-            if dirty_bases.contains(base) {
-                let path = segment::txn_index_path(dir, *base);
+        let files = bases
+            .iter()
+            .enumerate()
+            .filter(|(_, base)| dirty_bases.contains(base))
+            .map(|(index, base)| {
+                let entries = txn_index::entries_of_segment(aborted, bases, index);
                 let content =
                     (!entries.is_empty()).then(|| txn_index::encode_index(*base, entries));
-                writes.push((path, content));
-            }
-            if *base < end {
-                let below = entries
+                (segment::txn_index_path(dir, *base), content)
+            })
+            .collect();
+        IndexWrites { files, dirty }
+    }
+
+    /// A snapshot's `covered` list for an end at `end`: per segment below
+    /// it, how many of its index entries lie below `end`.
+    fn covered(&mut self, bases: &[Offset], end: Offset) -> Vec<(Offset, u32)> {
+        let aborted = self.aborted.make_contiguous();
+        bases
+            .iter()
+            .enumerate()
+            .take_while(|(_, base)| **base < end)
+            .map(|(index, base)| {
+                let below = txn_index::entries_of_segment(aborted, bases, index)
                     .iter()
                     .filter(|entry| entry.last_offset < end)
                     .count();
-                covered.push((*base, u32::try_from(below).unwrap_or(u32::MAX)));
-            }
-        }
-        IndexPlan {
-            writes,
-            covered,
-            dirty,
-        }
+                (*base, u32::try_from(below).unwrap_or(u32::MAX))
+            })
+            .collect()
     }
 }
 
-/// What [`TxnState::plan_index_writes`] decided: the index files to
-/// rewrite (path and content; `None`: remove it, no entries left), the
-/// snapshot's `covered` list, and the dirty points taken (put back if a
-/// write fails).
-struct IndexPlan {
-    writes: Vec<(std::path::PathBuf, Option<Vec<u8>>)>,
-    covered: Vec<(Offset, u32)>,
+/// What [`TxnState::take_index_writes`] decided: the index files to
+/// rewrite (path and content; `None`: remove it, no entries left) and the
+/// dirty points taken (put back if a write fails).
+struct IndexWrites {
+    files: Vec<(std::path::PathBuf, Option<Vec<u8>>)>,
     dirty: BTreeSet<Offset>,
 }
 
@@ -770,15 +774,21 @@ fn load_one_snapshot<I: Io>(
             continue;
         }
         let path = segment::txn_index_path(log.dir(), *base);
-        let bytes = io
-            .read_file(&path)
-            .map_err(|error| format!("index {}: {error}", path.display()))?;
+        let bytes = match io.read_file(&path) {
+            Ok(bytes) => bytes,
+            // Every entry it vouched for left since (the cleaner removed
+            // their markers): fewer entries are always allowed, below.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(format!("index {}: {error}", path.display())),
+        };
         let entries = txn_index::decode_index(*base, &bytes)
             .map_err(|error| format!("index {}: {error}", path.display()))?;
         let below: Vec<AbortedTxn> = entries
             .into_iter()
             .filter(|entry| entry.last_offset < offset)
             .collect();
+        // Entries only ever leave a segment (markers removed, retention)
+        // after the snapshot was taken, never join it below its end.
         if below.len() > *count as usize {
             return Err(format!(
                 "index {} holds more entries than it vouched for",
@@ -891,30 +901,9 @@ pub async fn persist<I: Io>(
         return;
     };
     let bases = log.segment_bases();
-    let IndexPlan {
-        writes,
-        covered,
-        dirty,
-    } = txns
-        .borrow_mut()
-        .plan_index_writes(dir, &bases, snapshot.end_offset);
-    snapshot.covered = covered;
-    for (path, content) in writes {
-        let result = match content {
-            Some(bytes) => io.write_file_atomic(&path, bytes).await,
-            None => match io.remove_file(&path) {
-                Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
-                _ => Ok(()),
-            },
-        };
-        if let Err(error) = result {
-            if gone(dir, &error) {
-                return;
-            }
-            tracing::warn!(path = %path.display(), %error, "could not write a transaction index; no snapshot this time");
-            txns.borrow_mut().storage.dirty.extend(dirty);
-            return;
-        }
+    snapshot.covered = txns.borrow_mut().covered(&bases, snapshot.end_offset);
+    if !write_dirty_indexes(log, txns, &bases).await {
+        return; // no snapshot this time
     }
     let offset = snapshot.end_offset;
     let path = txn_index::snapshot_path(dir, offset);
@@ -945,6 +934,79 @@ pub async fn persist<I: Io>(
     };
     tracing::debug!(dir = %dir.display(), %offset, "transaction snapshot written");
     remove_snapshots(log, &retired).await;
+}
+
+/// Rewrite, durably, the index files of the segments whose aborted
+/// entries changed (`TxnState::take_index_writes`); `bases` are the log's
+/// segments. False if a write failed (logged; the points stay dirty) or
+/// the directory is gone.
+async fn write_dirty_indexes<I: Io>(
+    log: &Log<I>,
+    txns: &RefCell<TxnState>,
+    bases: &[Offset],
+) -> bool {
+    let io = log.io();
+    let dir = log.dir();
+    let IndexWrites { files, dirty } = txns.borrow_mut().take_index_writes(dir, bases);
+    let mut removed = false;
+    let mut failed = None;
+    for (path, content) in files {
+        let result = match content {
+            Some(bytes) => io.write_file_atomic(&path, bytes).await,
+            None => {
+                removed = true;
+                match io.remove_file(&path) {
+                    Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+                    _ => Ok(()),
+                }
+            }
+        };
+        if let Err(error) = result {
+            failed = Some((path, error));
+            break;
+        }
+    }
+    // A removal is durable only with its directory.
+    if failed.is_none()
+        && removed
+        && let Err(error) = io.sync_dir(dir).await
+    {
+        failed = Some((dir.to_path_buf(), error));
+    }
+    let Some((path, error)) = failed else {
+        return true;
+    };
+    if !gone(dir, &error) {
+        tracing::warn!(path = %path.display(), %error, "could not write a transaction index");
+        txns.borrow_mut().storage.dirty.extend(dirty);
+    }
+    false
+}
+
+/// The cleaner's pass is about to remove the markers at `offsets`, whose
+/// transactions have no data left (`Log::clean_transactions_with_markers`):
+/// forget their aborted entries, in memory and then durably in their
+/// segments' index files, before any segment loses them. An entry that
+/// outlived its marker (a fetch during the pass, a failed pass, a crash
+/// before the next snapshot rewrote the index) made read_committed readers
+/// skip every later transactional batch of its producer. Returns whether
+/// the index files are written: only then may the markers go.
+pub async fn forget_removed_markers<I: Io>(
+    log: &Log<I>,
+    txns: &RefCell<TxnState>,
+    offsets: &[Offset],
+) -> bool {
+    let Ok(_dir) = log.enter_dir() else {
+        return false;
+    };
+    {
+        let mut state = txns.borrow_mut();
+        state.reconcile(log.log_end_offset());
+        for offset in offsets {
+            state.marker_removed(*offset);
+        }
+    }
+    write_dirty_indexes(log, txns, &log.segment_bases()).await
 }
 
 /// The legacy clean-stop file of earlier versions (the whole state at the
@@ -979,11 +1041,9 @@ pub fn save_snapshot(
     let Some(mut snapshot) = state.capture(producers, state.end_offset) else {
         return Ok(());
     };
-    let IndexPlan {
-        writes, covered, ..
-    } = state.plan_index_writes(dir, &bases, snapshot.end_offset);
-    snapshot.covered = covered;
-    for (path, content) in writes {
+    snapshot.covered = state.covered(&bases, snapshot.end_offset);
+    let IndexWrites { files, .. } = state.take_index_writes(dir, &bases);
+    for (path, content) in files {
         match content {
             Some(bytes) => txn_index::write_durably(&path, &bytes)?,
             None => remove_std(&path)?,
@@ -1386,6 +1446,7 @@ pub async fn write_txn_marker(
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use std::collections::HashSet;
     use std::path::Path;
 
     use sluice_engine::io::sim::SimIo;
@@ -1654,6 +1715,186 @@ mod tests {
         );
         let full = block_on(TxnState::rebuild(&log)).unwrap();
         assert_same_state(&state, &full);
+    }
+
+    /// The input a compaction pass gets from the state (cleaner.rs
+    /// `txn_clean_input`), with the whole log stable.
+    fn clean_input(log: &Log<SimIo>, txns: &RefCell<TxnState>) -> sluice_engine::TxnCleanInput {
+        let end = log.log_end_offset();
+        sluice_engine::TxnCleanInput {
+            stable_bound: end,
+            aborted: txns
+                .borrow()
+                .aborted_between(Offset::ZERO, end)
+                .into_iter()
+                .map(|aborted| sluice_engine::AbortedRange {
+                    producer_id: aborted.producer_id.0,
+                    first_offset: aborted.first_offset,
+                    last_offset: aborted.last_offset,
+                })
+                .collect(),
+        }
+    }
+
+    /// The offsets of the log's control batches.
+    fn marker_offsets(log: &Log<SimIo>) -> BTreeSet<Offset> {
+        let mut found = BTreeSet::new();
+        let mut offset = log.log_start_offset();
+        while offset < log.log_end_offset() {
+            let limits = sluice_engine::ReadLimits {
+                max_bytes: 1 << 20,
+                min_one_batch: true,
+                max_offset: log.log_end_offset(),
+            };
+            let read = block_on(log.read(offset, limits)).unwrap();
+            for run in &read.records {
+                for range in batch::split_batches(run).unwrap() {
+                    let header = BatchHeader::parse(&run[range]).unwrap();
+                    if header.is_control() {
+                        found.insert(header.base_offset());
+                    }
+                }
+            }
+            offset = read.next_offset;
+        }
+        found
+    }
+
+    /// Abort markers the cleaner removed (their transactions' data gone
+    /// first) leave no entry behind, in memory during the pass nor on disk
+    /// after a crash. A read_committed reader handed an entry whose marker
+    /// is gone skips every later transactional batch of its producer until
+    /// an abort marker of it: committed records lost to it. The entries
+    /// used to leave memory when the pass ended and the index files with
+    /// the next snapshot, which an idle partition never takes: a crash
+    /// reopened the stale index files, vouched for by the older snapshot.
+    #[test]
+    fn markers_the_cleaner_removes_leave_no_aborted_entry_even_after_a_crash() {
+        let (io, committer, log, txns) = durable_transactions(37);
+        let dir = Path::new(DIR);
+        block_on(persist(&log, &txns, &RefCell::default()));
+        block_on(persist(&log, &txns, &RefCell::default()));
+        assert_eq!(files(&io, dir, ".txnsnapshot").len(), 1);
+        let aborted_before = txns.borrow().aborted.len();
+        assert!(aborted_before > 5);
+        let options = sluice_engine::CleanOptions {
+            delete_retention_ms: 0,
+            min_compaction_lag_ms: 0,
+        };
+        // The first pass removes the aborted transactions' data; the second
+        // their markers, handed over as due.
+        let first = block_on(log.clean_transactions_with_markers(
+            &options,
+            &clean_input(&log, &txns),
+            &HashSet::new(),
+            async |_| false,
+        ))
+        .unwrap();
+        assert!(first.aborted_batches_removed > 0);
+        let due: HashSet<Offset> = first.empty_markers.iter().copied().collect();
+        let markers = marker_offsets(&log);
+        let offered = RefCell::new(Vec::new());
+        let second = block_on(log.clean_transactions_with_markers(
+            &options,
+            &clean_input(&log, &txns),
+            &due,
+            async |chosen: Vec<Offset>| {
+                // No segment has lost a marker yet; the entries go first.
+                assert_eq!(marker_offsets(&log), markers);
+                let forgotten = forget_removed_markers(&log, &txns, &chosen).await;
+                for entry in &txns.borrow().aborted {
+                    assert!(!chosen.contains(&entry.last_offset));
+                }
+                *offered.borrow_mut() = chosen;
+                forgotten
+            },
+        ))
+        .unwrap();
+        let removed: Vec<Offset> = second
+            .markers_removed
+            .iter()
+            .map(|marker| marker.offset)
+            .collect();
+        assert!(!removed.is_empty());
+        assert_eq!(*offered.borrow(), removed);
+        let markers = marker_offsets(&log);
+        let live = txns.borrow().clone();
+        assert!(live.aborted.len() < aborted_before);
+        assert!(
+            live.aborted
+                .iter()
+                .all(|entry| markers.contains(&entry.last_offset)),
+            "every entry's marker is in the log"
+        );
+        // The log did not grow: no new snapshot comes to rewrite anything.
+        block_on(persist(&log, &txns, &RefCell::default()));
+        block_on(persist(&log, &txns, &RefCell::default()));
+        assert_eq!(files(&io, dir, ".txnsnapshot").len(), 1);
+        block_on(committer.flush_round());
+        drop(log);
+
+        let io = io.crash();
+        let (_committer, log) = open_small(&io, dir);
+        let (state, recovered) = block_on(TxnState::recover(&log));
+        assert_eq!(recovered.source, "snapshot");
+        assert_same_state(&state, &live);
+        let markers = marker_offsets(&log);
+        assert!(
+            state
+                .aborted
+                .iter()
+                .all(|entry| markers.contains(&entry.last_offset)),
+            "every entry's marker is in the log after the crash"
+        );
+    }
+
+    /// DeleteRecords inside a segment drops the aborted entries below the
+    /// new log start from memory; the segment's index file is rewritten
+    /// with the next snapshot. It was not: every later snapshot counted
+    /// fewer entries for that segment than its file held, and was refused
+    /// at open (the whole log scanned, producers known only from the
+    /// snapshot forgotten).
+    #[test]
+    fn delete_records_inside_a_segment_keeps_the_later_snapshots_usable() {
+        let (io, committer, log, txns) = durable_transactions(39);
+        let dir = Path::new(DIR);
+        block_on(persist(&log, &txns, &RefCell::default()));
+        block_on(persist(&log, &txns, &RefCell::default()));
+        // Just past an abort marker that is not its segment's last batch.
+        let bases = log.segment_bases();
+        let marker = txns
+            .borrow()
+            .aborted
+            .iter()
+            .map(|entry| entry.last_offset)
+            .find(|marker| {
+                let segment = txn_index::segment_of(&bases, *marker).unwrap();
+                txn_index::segment_of(&bases, Offset(marker.value() + 1)) == Some(segment)
+                    && *marker > bases[1]
+            })
+            .unwrap();
+        let start = Offset(marker.value() + 1);
+        block_on(log.delete_records_before(start)).unwrap();
+        assert!(
+            log.segment_bases()
+                .contains(&txn_index::segment_of(&bases, marker).unwrap())
+        );
+        // A read_committed fetch drops the entries below the new start.
+        txns.borrow_mut().drop_aborted_below(log.log_start_offset());
+        transactions(&log, &txns, 30..33);
+        block_on(committer.flush_round());
+        block_on(persist(&log, &txns, &RefCell::default()));
+        block_on(persist(&log, &txns, &RefCell::default()));
+        let newest = txns.borrow().end_offset;
+        let live = txns.borrow().clone();
+        drop(log);
+
+        let io = io.crash();
+        let (_committer, log) = open_small(&io, dir);
+        let (state, recovered) = block_on(TxnState::recover(&log));
+        assert_eq!(recovered.source, "snapshot");
+        assert_eq!(recovered.from, newest);
+        assert_same_state(&state, &live);
     }
 
     /// A partition removed while the cleaner's pass held it: its directory
