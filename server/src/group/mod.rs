@@ -586,7 +586,11 @@ pub fn offset_key(group: &str, topic: &str, partition: i32) -> Bytes {
 }
 
 /// Persist the group's metadata if it changed, in the background (the
-/// callers that must wait for it, SyncGroup, write it themselves).
+/// callers that must wait for it write it with [`store_group`]). The
+/// record is appended now, in the step that changed the group, so that the
+/// log holds the group's records in the order of its changes: appended
+/// later by a spawned task, it could land after a newer record of the
+/// group and a load would restore the older state.
 pub fn persist_if_dirty(shard: &Rc<Shard>, group: &mut Group) {
     // A closing shard writes nothing more (the state stays dirty, and is
     // rebuilt by the members' next rebalance after the restart).
@@ -597,16 +601,61 @@ pub fn persist_if_dirty(shard: &Rc<Shard>, group: &mut Group) {
         return;
     }
     let record = group_record(group);
-    let partition = group.partition;
-    let shard = Rc::clone(shard);
     let id = group.id.clone();
+    let wait = match append_as_now(shard, group.partition, &[record], None) {
+        Ok((_, wait)) => wait,
+        Err(error) => {
+            tracing::warn!(group = %id, ?error, "writing group metadata failed");
+            return;
+        }
+    };
     compio::runtime::spawn(async move {
         let _work = work;
-        if let Err(error) = write(&shard, partition, &[record]).await {
+        if let Err(error) = wait.await {
             tracing::warn!(group = %id, ?error, "writing group metadata failed");
         }
     })
     .detach();
+}
+
+/// Append `group`'s metadata record now, in the step that changed the
+/// group, and return the future that waits until it is durable and then
+/// reports the outcome (None: durable) to the group with `done`, the
+/// state machine's callback for the change (`Group::finish_sync`,
+/// `Group::finish_static_replacement`), as Kafka's storeGroup callback.
+/// A group unloaded meanwhile (another incarnation, or none) is not told:
+/// its members were answered NOT_COORDINATOR. What `done` changes is
+/// persisted in the background.
+pub fn store_group<D>(
+    shard: &Rc<Shard>,
+    group: &mut Group,
+    done: D,
+) -> impl Future<Output = ()> + use<D>
+where
+    D: FnOnce(&mut Group, Option<ResponseError>),
+{
+    // The record holds every change so far.
+    group.take_dirty();
+    let appended = append_as_now(shard, group.partition, &[group_record(group)], None);
+    let shard = Rc::clone(shard);
+    let id = group.id.clone();
+    let incarnation = group.incarnation();
+    async move {
+        let error = match appended {
+            Ok((_, wait)) => wait.await.err(),
+            Err(error) => Some(error),
+        };
+        if let Some(error) = error {
+            tracing::warn!(group = %id, ?error, "writing group metadata failed");
+        }
+        let mut groups = shard.groups.groups.borrow_mut();
+        if let Some(group) = groups.get_mut(&id)
+            && group.incarnation() == incarnation
+        {
+            done(group, error);
+            persist_if_dirty(&shard, group);
+        }
+    }
 }
 
 /// The topics in a consumer-protocol subscription (None if undecodable).

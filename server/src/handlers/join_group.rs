@@ -47,6 +47,7 @@ pub async fn handle(
             .map(|protocol| (protocol.name.to_string(), protocol.metadata))
             .collect(),
         require_known_member_id: version >= 4,
+        supports_skip_assignment: version >= 9,
     };
     let result = if group_id.is_empty() {
         JoinResult::error(ResponseError::InvalidGroupId, &member_id)
@@ -56,22 +57,7 @@ pub async fn handle(
             shard,
             &group_id.clone(),
             move |owner, partition| async move {
-                let reply = {
-                    let mut groups = owner.groups.groups.borrow_mut();
-                    let group = groups
-                        .entry(group_id.clone())
-                        .or_insert_with(|| Group::new(&group_id, partition, wall_ms()));
-                    let reply = group.join(join, &group_config(&owner), Instant::now(), wall_ms());
-                    persist_if_dirty(&owner, group);
-                    reply
-                };
-                match reply {
-                    StateReply::Now(result) => result,
-                    // The member was removed while waiting (left, fenced).
-                    StateReply::Wait(receiver) => receiver.await.unwrap_or_else(|_| {
-                        JoinResult::error(ResponseError::UnknownMemberId, &member_id)
-                    }),
-                }
+                join_on_coordinator(&owner, partition, group_id, join).await
             },
         )
         .await
@@ -102,4 +88,47 @@ pub async fn handle(
         })
         .collect();
     Ok(Reply::Body(Box::new(ResponseKind::JoinGroup(response))))
+}
+
+/// JoinGroup `join` of group `group_id` (offsets partition `partition`)
+/// on its coordinating shard `owner`: the state machine's answer, waited
+/// for when it is not immediate. A static member's replacement is answered
+/// once its group record is durable ([`group::store_group`]).
+pub(crate) async fn join_on_coordinator(
+    owner: &Rc<Shard>,
+    partition: i32,
+    group_id: String,
+    join: JoinRequest,
+) -> JoinResult {
+    let member_id = join.member_id.clone();
+    let (reply, stored) = {
+        let mut groups = owner.groups.groups.borrow_mut();
+        let group = groups
+            .entry(group_id.clone())
+            .or_insert_with(|| Group::new(&group_id, partition, wall_ms()));
+        let reply = group.join(join, &group_config(owner), Instant::now(), wall_ms());
+        let stored = match &reply {
+            StateReply::Store {
+                member_id: new_id, ..
+            } => {
+                let new_id = new_id.clone();
+                Some(group::store_group(owner, group, move |group, error| {
+                    group.finish_static_replacement(&new_id, error, Instant::now());
+                }))
+            }
+            StateReply::Now(_) | StateReply::Wait(_) => None,
+        };
+        persist_if_dirty(owner, group);
+        (reply, stored)
+    };
+    if let Some(stored) = stored {
+        stored.await;
+    }
+    match reply {
+        StateReply::Now(result) => result,
+        // The member was removed while waiting (left, fenced).
+        StateReply::Wait(receiver) | StateReply::Store { receiver, .. } => receiver
+            .await
+            .unwrap_or_else(|_| JoinResult::error(ResponseError::UnknownMemberId, &member_id)),
+    }
 }

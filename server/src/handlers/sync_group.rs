@@ -9,7 +9,7 @@ use kafka_protocol::messages::{ResponseKind, SyncGroupRequest, SyncGroupResponse
 use kafka_protocol::protocol::StrBytes;
 
 use crate::group::state::SyncResult;
-use crate::group::{self, group_config, group_record, persist_if_dirty, wall_ms};
+use crate::group::{self, group_config, wall_ms};
 use crate::handlers::Reply;
 use crate::shard::Shard;
 
@@ -29,56 +29,55 @@ pub async fn handle(
         .into_iter()
         .map(|assignment| (assignment.member_id.to_string(), assignment.assignment))
         .collect();
-    let result = group::on_coordinator(
-        shard,
-        &group_id.clone(),
-        move |owner, partition| async move {
-            let config = group_config(&owner);
-            let step = {
-                let mut groups = owner.groups.groups.borrow_mut();
-                let Some(group) = groups.get_mut(&group_id) else {
-                    return SyncResult::error(ResponseError::UnknownMemberId);
-                };
-                // v5: the member's view of the protocol must match the group's.
-                let mismatch = |asked: &Option<String>, actual: &Option<String>| {
-                    asked.is_some() && actual.is_some() && asked != actual
-                };
-                if mismatch(&protocol_type, &group.protocol_type)
-                    || mismatch(&protocol_name, &group.protocol)
-                {
-                    return SyncResult::error(ResponseError::InconsistentGroupProtocol);
-                }
-                match group.sync(
-                    generation,
-                    &member_id,
-                    instance_id.as_deref(),
-                    assignments,
-                    Instant::now(),
-                ) {
-                    Err(result) => return result,
-                    Ok((receiver, completed)) => {
-                        let record = completed.then(|| {
-                            group.take_dirty();
-                            group_record(group)
-                        });
-                        (receiver, record, group.generation)
-                    }
-                }
+    let result = group::on_coordinator(shard, &group_id.clone(), move |owner, _| async move {
+        let config = group_config(&owner);
+        let step = {
+            let mut groups = owner.groups.groups.borrow_mut();
+            let Some(group) = groups.get_mut(&group_id) else {
+                return SyncResult::error(ResponseError::UnknownMemberId);
             };
-            let (receiver, record, generation) = step;
-            if let Some(record) = record {
-                let error = group::write(&owner, partition, &[record]).await.err();
-                let mut groups = owner.groups.groups.borrow_mut();
-                if let Some(group) = groups.get_mut(&group_id) {
-                    group.finish_sync(generation, error, &config, Instant::now(), wall_ms());
-                    persist_if_dirty(&owner, group);
+            // v5: the member's view of the protocol must match the group's.
+            let mismatch = |asked: &Option<String>, actual: &Option<String>| {
+                asked.is_some() && actual.is_some() && asked != actual
+            };
+            if mismatch(&protocol_type, &group.protocol_type)
+                || mismatch(&protocol_name, &group.protocol)
+            {
+                return SyncResult::error(ResponseError::InconsistentGroupProtocol);
+            }
+            match group.sync(
+                generation,
+                &member_id,
+                instance_id.as_deref(),
+                assignments,
+                Instant::now(),
+            ) {
+                Err(result) => return result,
+                Ok((receiver, completed)) => {
+                    let generation = group.generation;
+                    let stored = completed.then(|| {
+                        group::store_group(&owner, group, move |group, error| {
+                            group.finish_sync(
+                                generation,
+                                error,
+                                &config,
+                                Instant::now(),
+                                wall_ms(),
+                            );
+                        })
+                    });
+                    (receiver, stored)
                 }
             }
-            receiver
-                .await
-                .unwrap_or_else(|_| SyncResult::error(ResponseError::RebalanceInProgress))
-        },
-    )
+        };
+        let (receiver, stored) = step;
+        if let Some(stored) = stored {
+            stored.await;
+        }
+        receiver
+            .await
+            .unwrap_or_else(|_| SyncResult::error(ResponseError::RebalanceInProgress))
+    })
     .await
     .unwrap_or_else(SyncResult::error);
     let mut response = SyncGroupResponse::default();

@@ -890,6 +890,7 @@ fn join_request(member_id: &str) -> crate::group::state::JoinRequest {
         protocol_type: "consumer".to_string(),
         protocols: vec![("range".to_string(), bytes::Bytes::new())],
         require_known_member_id: false,
+        supports_skip_assignment: true,
     }
 }
 
@@ -949,6 +950,107 @@ fn members_waiting_when_the_coordinator_unloads_are_told_not_coordinator() {
         assert_eq!(join.member_id, member_id, "the member keeps its id");
         let sync = sync.try_recv().unwrap().expect("the syncer is answered");
         assert_eq!(sync.error, Some(ResponseError::NotCoordinator));
+    });
+}
+
+/// KIP-345 on the coordinator, with its log: a restarted static member's
+/// JoinGroup is answered only once the group record mapping its instance
+/// to the new member id is durable, so a load of the log (a new
+/// coordinator) agrees with the answer; when that write fails (this broker
+/// stopped leading the offsets partition while it waited) the member is
+/// answered the error and the old member id keeps the instance. Sluice
+/// answered at once and wrote the record in the background: a failover in
+/// between loaded the old mapping, and the member's next request was
+/// fenced (fatal to a Java consumer).
+#[test]
+fn a_restarted_static_member_is_answered_once_its_new_member_id_is_durable() {
+    use crate::group::state::{Group, Reply};
+    use crate::handlers::join_group::join_on_coordinator;
+    with_shard("static-replacement", |shard| async move {
+        let replica = loaded_offsets_partition(&shard).await;
+        let config = crate::group::group_config(&shard);
+        let static_join = |member_id: &str| crate::group::state::JoinRequest {
+            instance_id: Some("instance".to_string()),
+            ..join_request(member_id)
+        };
+        // A Stable group of one static member.
+        let now = std::time::Instant::now();
+        let mut group = Group::new("g", 0, 0);
+        let Reply::Wait(mut joined) = group.join(static_join(""), &config, now, 0) else {
+            panic!("the first join waits for the window");
+        };
+        let later = now + config.initial_rebalance_delay;
+        group.tick(&config, later, 1);
+        let first = joined.try_recv().unwrap().unwrap().member_id;
+        let assignment = vec![(first.clone(), bytes::Bytes::from_static(b"all"))];
+        let (_synced, completed) = group
+            .sync(1, &first, Some("instance"), assignment, later)
+            .unwrap();
+        assert!(completed);
+        group.finish_sync(1, None, &config, later, 1);
+        shard
+            .groups
+            .groups
+            .borrow_mut()
+            .insert("g".to_string(), group);
+        let heartbeat = |shard: &Rc<Shard>, member_id: &str| {
+            shard
+                .groups
+                .groups
+                .borrow_mut()
+                .get_mut("g")
+                .unwrap()
+                .heartbeat(1, member_id, Some("instance"), std::time::Instant::now())
+        };
+
+        let mut restarted = Box::pin(join_on_coordinator(
+            &shard,
+            0,
+            "g".to_string(),
+            static_join(""),
+        ));
+        assert!(
+            futures_util::poll!(&mut restarted).is_pending(),
+            "answered before the group record was durable"
+        );
+        let restarted = restarted.await;
+        assert_eq!(restarted.error, None);
+        assert_ne!(restarted.member_id, first);
+        // A coordinator that loads the log knows the new member id.
+        crate::group::unload_partition(&shard, 0);
+        let ticket = crate::group::begin_load(&shard, 0);
+        crate::group::load_partition(&shard, &replica, ticket)
+            .await
+            .unwrap();
+        assert_eq!(heartbeat(&shard, &restarted.member_id), None);
+        assert_eq!(
+            heartbeat(&shard, &first),
+            Some(ResponseError::FencedInstanceId)
+        );
+
+        // It restarts again; the broker stops leading the partition while
+        // the record is written.
+        let mut again = Box::pin(join_on_coordinator(
+            &shard,
+            0,
+            "g".to_string(),
+            static_join(""),
+        ));
+        assert!(futures_util::poll!(&mut again).is_pending());
+        let leading = replica.state();
+        let follower = ReplicaState {
+            role: ReplicaRole::Follower,
+            leader_epoch: sluice_engine::LeaderEpoch(leading.leader_epoch.0 + 1),
+        };
+        assert!(shard.set_replica_state(&replica.topic_partition, follower));
+        let again = again.await;
+        assert_eq!(again.error, Some(ResponseError::NotCoordinator));
+        assert_eq!(again.member_id, "", "no member id handed out");
+        assert_eq!(
+            heartbeat(&shard, &restarted.member_id),
+            None,
+            "the member id the log holds keeps the instance"
+        );
     });
 }
 

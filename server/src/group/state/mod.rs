@@ -19,7 +19,11 @@
 //!
 //! This module does no I/O: the coordinator (group/mod.rs) persists what
 //! [`Group::take_dirty`] reports and answers the waiters here through
-//! oneshot channels. Time is passed in, so the tests drive it directly.
+//! oneshot channels. Where an answer must wait for the group record (the
+//! leader's SyncGroup, a static member's replacement: [`Reply::Store`]),
+//! the coordinator writes it and reports the outcome back
+//! ([`Group::finish_sync`], [`Group::finish_static_replacement`]). Time is
+//! passed in, so the tests drive it directly.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -127,6 +131,15 @@ impl SyncResult {
 pub enum Reply<T> {
     Now(T),
     Wait(oneshot::Receiver<T>),
+    /// A static member replaced `member_id`'s predecessor (KIP-345): its
+    /// answer waits until the group record holding the new member id is
+    /// durable. The caller writes that record in the same step (before
+    /// anything else changes the group) and reports the outcome with
+    /// [`Group::finish_static_replacement`].
+    Store {
+        receiver: oneshot::Receiver<T>,
+        member_id: String,
+    },
 }
 
 /// What a JoinGroup asks.
@@ -142,6 +155,10 @@ pub struct JoinRequest {
     pub protocols: Vec<(String, Bytes)>,
     /// v4+: a new member is first given an id to rejoin with (KIP-394).
     pub require_known_member_id: bool,
+    /// v9+: a restarted static leader of a Stable group is told it leads,
+    /// with skip_assignment (KIP-814); an older one is told the old leader
+    /// id, so that it computes no assignment the Stable group would ignore.
+    pub supports_skip_assignment: bool,
 }
 
 pub struct Member {
@@ -186,6 +203,24 @@ impl Member {
     }
 }
 
+/// A static member's replacement whose group record is being written
+/// (Kafka's updateStaticMemberAndRebalance in a Stable group): the new
+/// member id is answered once the record is durable; if the write fails the
+/// old member id gets the instance back, with these settings.
+struct Replacement {
+    instance_id: String,
+    old_id: String,
+    protocols: Vec<(String, Bytes)>,
+    session_timeout_ms: i32,
+    rebalance_timeout_ms: i32,
+    client_id: String,
+    client_host: String,
+    /// The leader before the replacement: what a JoinGroup below v9 is
+    /// told leads.
+    leader_before: Option<String>,
+    supports_skip_assignment: bool,
+}
+
 /// A committed offset.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommittedOffset {
@@ -219,6 +254,9 @@ pub struct Group {
     /// the time after which they are forgotten.
     pending_members: HashMap<String, Instant>,
     static_members: HashMap<String, String>,
+    /// Static members replaced in a Stable group whose record is being
+    /// written, by new member id; each waits in JoinGroup until then.
+    replacements: HashMap<String, Replacement>,
     /// When the join window closes.
     join_deadline: Option<Instant>,
     /// Set while the first join window of an empty group is open (it is
@@ -400,6 +438,7 @@ impl Group {
             members: BTreeMap::new(),
             pending_members: HashMap::new(),
             static_members: HashMap::new(),
+            replacements: HashMap::new(),
             join_deadline: None,
             initial_join_limit: None,
             state_timestamp: wall_ms,
@@ -426,6 +465,7 @@ impl Group {
         self.state_timestamp = value.state_timestamp;
         self.members.clear();
         self.static_members.clear();
+        self.replacements.clear();
         for stored in value.members {
             let protocol = self.protocol.clone().unwrap_or_default();
             if let Some(instance) = &stored.instance_id {
@@ -651,7 +691,9 @@ impl Group {
         let new_id = format!("{prefix}-{}", uuid::Uuid::new_v4());
         if let Some(instance) = request.instance_id.clone() {
             if let Some(old_id) = self.static_members.get(&instance).cloned() {
-                return self.replace_static_member(&old_id, new_id, request, config, now, wall_ms);
+                return self.replace_static_member(
+                    instance, &old_id, new_id, request, config, now, wall_ms,
+                );
             }
             self.static_members.insert(instance, new_id.clone());
             return self.add_member_and_rebalance(new_id, request, config, now, wall_ms);
@@ -667,9 +709,15 @@ impl Group {
 
     /// A static member rejoining with a new member id (KIP-345): it takes
     /// over the old member's place. In a stable group this causes no
-    /// rebalance unless it changes the protocol the group would select.
+    /// rebalance unless it changes the protocol the group would select;
+    /// the new member id is then answered only once the group record
+    /// holding it is durable ([`Reply::Store`]), as in Kafka: answered
+    /// before, a coordinator failover in between restored the old mapping,
+    /// and the member's next request was fenced (fatal to a Java consumer).
+    #[allow(clippy::too_many_arguments)]
     fn replace_static_member(
         &mut self,
+        instance: String,
         old_id: &str,
         new_id: String,
         request: JoinRequest,
@@ -677,49 +725,47 @@ impl Group {
         now: Instant,
         wall_ms: i64,
     ) -> Reply<JoinResult> {
-        let Some(mut member) = self.members.remove(old_id) else {
+        if !self.members.contains_key(old_id) {
             // The mapping points at a member that is gone: join afresh.
-            if let Some(instance) = &request.instance_id {
-                self.static_members.insert(instance.clone(), new_id.clone());
-            }
+            self.static_members.insert(instance, new_id.clone());
             return self.add_member_and_rebalance(new_id, request, config, now, wall_ms);
+        }
+        let leader_before = self.leader.clone();
+        self.move_static_member(&instance, old_id, &new_id);
+        let Some(member) = self.members.get_mut(&new_id) else {
+            unreachable!("the member just moved to {new_id}");
         };
-        // The old incarnation's pending answers: it has been fenced.
-        if let Some(waiter) = member.join_waiter.take() {
-            let _ = waiter.send(JoinResult::error(ResponseError::FencedInstanceId, old_id));
-        }
-        if let Some(waiter) = member.sync_waiter.take() {
-            let _ = waiter.send(SyncResult::error(ResponseError::FencedInstanceId));
-        }
-        member.id = new_id.clone();
-        member.client_id = request.client_id.clone();
-        member.client_host = request.client_host.clone();
-        member.session_timeout_ms = request.session_timeout_ms;
-        member.rebalance_timeout_ms = request.rebalance_timeout_ms;
+        let (sender, receiver) = oneshot::channel();
+        member.join_waiter = Some(sender);
         member.last_heard = now;
-        if let Some(instance) = &request.instance_id {
-            self.static_members.insert(instance.clone(), new_id.clone());
-        }
-        let was_leader = self.leader.as_deref() == Some(old_id);
-        if was_leader {
-            self.leader = Some(new_id.clone());
-        }
-        member.protocols = request.protocols;
-        self.members.insert(new_id.clone(), member);
+        let replacement = Replacement {
+            instance_id: instance,
+            old_id: old_id.to_string(),
+            protocols: std::mem::replace(&mut member.protocols, request.protocols),
+            session_timeout_ms: std::mem::replace(
+                &mut member.session_timeout_ms,
+                request.session_timeout_ms,
+            ),
+            rebalance_timeout_ms: std::mem::replace(
+                &mut member.rebalance_timeout_ms,
+                request.rebalance_timeout_ms,
+            ),
+            client_id: std::mem::replace(&mut member.client_id, request.client_id),
+            client_host: std::mem::replace(&mut member.client_host, request.client_host),
+            leader_before,
+            supports_skip_assignment: request.supports_skip_assignment,
+        };
         // Kafka: in Stable, a rejoin rebalances only if it changes the
         // protocol the group would select (its subscription metadata may
         // differ: a restarted Java consumer sends generation -1 and no
         // owned partitions); in CompletingRebalance it always does (the
         // leader may be assigning to the old member id).
         if self.state == GroupState::Stable && self.select_protocol() == self.protocol {
-            self.dirty = true;
-            // KIP-814: the leader gets the members but must keep the
-            // current assignment.
-            return Reply::Now(self.join_result_for(&new_id, was_leader));
-        }
-        let (sender, receiver) = oneshot::channel();
-        if let Some(member) = self.members.get_mut(&new_id) {
-            member.join_waiter = Some(sender);
+            self.replacements.insert(new_id.clone(), replacement);
+            return Reply::Store {
+                receiver,
+                member_id: new_id,
+            };
         }
         if self.state == GroupState::PreparingRebalance {
             self.maybe_complete_join(now, wall_ms);
@@ -727,6 +773,92 @@ impl Group {
             self.prepare_rebalance(config, now, wall_ms);
         }
         Reply::Wait(receiver)
+    }
+
+    /// Kafka's replaceStaticMember: the member holding `instance` under
+    /// `from` holds it under `to` (leadership moves with it). A request of
+    /// `from` still waiting is answered FENCED_INSTANCE_ID: an older
+    /// incarnation of the instance, or a replacement still being written
+    /// that a later restart superseded.
+    fn move_static_member(&mut self, instance: &str, from: &str, to: &str) {
+        let Some(mut member) = self.members.remove(from) else {
+            return;
+        };
+        if let Some(waiter) = member.join_waiter.take() {
+            let _ = waiter.send(JoinResult::error(ResponseError::FencedInstanceId, from));
+        }
+        if let Some(waiter) = member.sync_waiter.take() {
+            let _ = waiter.send(SyncResult::error(ResponseError::FencedInstanceId));
+        }
+        self.replacements.remove(from);
+        member.id = to.to_string();
+        self.members.insert(to.to_string(), member);
+        if self.leader.as_deref() == Some(from) {
+            self.leader = Some(to.to_string());
+        }
+        self.static_members
+            .insert(instance.to_string(), to.to_string());
+    }
+
+    /// The group record written for static member `member_id`'s
+    /// replacement ([`Reply::Store`]) is durable (`error` None) or failed.
+    /// Durable: the member is answered (v9+: the leader is told it leads,
+    /// with skip_assignment; below v9 it is told the old leader id, as
+    /// Kafka does, so that it assigns nothing), unless a rebalance began
+    /// meanwhile: it then waits in that join like any member. Failed: the
+    /// replacement is undone, as Kafka does: the old member id holds the
+    /// instance again with its settings and assignment, and the new one is
+    /// answered the error without a member id (it joins afresh). Nothing
+    /// is left to do when the member no longer waits for this answer
+    /// (removed, answered by a completed join, or superseded by a later
+    /// restart of its instance).
+    pub fn finish_static_replacement(
+        &mut self,
+        member_id: &str,
+        error: Option<ResponseError>,
+        now: Instant,
+    ) {
+        let Some(replacement) = self.replacements.remove(member_id) else {
+            return;
+        };
+        match error {
+            None if self.state == GroupState::Stable => {
+                let is_leader = self.leader.as_deref() == Some(member_id);
+                let mut result = self.join_result_for(member_id, is_leader);
+                if !replacement.supports_skip_assignment {
+                    result.skip_assignment = false;
+                    result.members = Vec::new();
+                    result.leader = replacement.leader_before.unwrap_or_default();
+                }
+                if let Some(member) = self.members.get_mut(member_id)
+                    && let Some(waiter) = member.join_waiter.take()
+                {
+                    let _ = waiter.send(result);
+                    // As after any answer to a waiting member (complete_join).
+                    member.last_heard = now;
+                }
+            }
+            None => {}
+            Some(error) => {
+                let waiter = self
+                    .members
+                    .get_mut(member_id)
+                    .and_then(|member| member.join_waiter.take());
+                self.move_static_member(&replacement.instance_id, member_id, &replacement.old_id);
+                if let Some(member) = self.members.get_mut(&replacement.old_id) {
+                    member.protocols = replacement.protocols;
+                    member.session_timeout_ms = replacement.session_timeout_ms;
+                    member.rebalance_timeout_ms = replacement.rebalance_timeout_ms;
+                    member.client_id = replacement.client_id;
+                    member.client_host = replacement.client_host;
+                    member.last_heard = now;
+                }
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(JoinResult::error(error, ""));
+                }
+            }
+        }
+        self.check();
     }
 
     fn add_member_and_rebalance(
@@ -832,13 +964,18 @@ impl Group {
     }
 
     /// Close the join window if it is time: every member rejoined (outside
-    /// the initial window) or the deadline passed.
+    /// the initial window) or the deadline passed. Member ids handed out
+    /// with MEMBER_ID_REQUIRED count as members not rejoined yet (Kafka's
+    /// hasAllMembersJoined: pendingMembers empty) until they join or
+    /// expire: consumers starting together are then one generation, not
+    /// one join and another rebalance for the latecomers.
     fn maybe_complete_join(&mut self, now: Instant, wall_ms: i64) {
         if self.state != GroupState::PreparingRebalance {
             return;
         }
         let deadline_passed = self.join_deadline.is_none_or(|deadline| now >= deadline);
-        let all_joined = self.members.values().all(Member::awaiting_join);
+        let all_joined =
+            self.pending_members.is_empty() && self.members.values().all(Member::awaiting_join);
         let complete = if self.initial_join_limit.is_some() {
             deadline_passed
         } else {
@@ -868,6 +1005,10 @@ impl Group {
         for id in gone {
             self.remove_member(&id);
         }
+        // Replacements still being written are answered below with the new
+        // generation, whose record the leader's SyncGroup writes; their own
+        // write's outcome no longer matters.
+        self.replacements.clear();
         self.join_deadline = None;
         self.initial_join_limit = None;
         self.generation += 1;
@@ -1121,7 +1262,11 @@ impl Group {
     }
 
     /// Remove a member that leaves on purpose. `member_id` may be empty for
-    /// a static member identified by its instance id.
+    /// a static member identified by its instance id. Kafka's
+    /// handleLeaveGroup order: a pending member id (MEMBER_ID_REQUIRED, not
+    /// joined yet) leaves before any instance id check, then the instance
+    /// id must be held by the member (FENCED_INSTANCE_ID, or
+    /// UNKNOWN_MEMBER_ID when nobody holds it).
     pub fn leave(
         &mut self,
         member_id: &str,
@@ -1130,6 +1275,12 @@ impl Group {
         now: Instant,
         wall_ms: i64,
     ) -> Option<ResponseError> {
+        if !member_id.is_empty() && self.pending_members.remove(member_id).is_some() {
+            // The join in progress may have been waiting only for it.
+            self.maybe_complete_join(now, wall_ms);
+            self.check();
+            return None;
+        }
         let id = match instance_id {
             Some(instance) => match self.static_members.get(instance) {
                 Some(holder) if member_id.is_empty() || holder == member_id => holder.clone(),
@@ -1138,9 +1289,6 @@ impl Group {
             },
             None => member_id.to_string(),
         };
-        if self.pending_members.remove(&id).is_some() {
-            return None;
-        }
         if !self.members.contains_key(&id) {
             return Some(ResponseError::UnknownMemberId);
         }
@@ -1151,6 +1299,9 @@ impl Group {
     }
 
     fn remove_member(&mut self, id: &str) {
+        // A replacement being written for it is moot: its JoinGroup gets
+        // UNKNOWN_MEMBER_ID (its waiter is dropped), as in Kafka.
+        self.replacements.remove(id);
         if let Some(member) = self.members.remove(id)
             && let Some(instance) = &member.instance_id
             && self.static_members.get(instance).map(String::as_str) == Some(id)
@@ -1368,6 +1519,7 @@ impl Group {
         }
         self.members.clear();
         self.static_members.clear();
+        self.replacements.clear();
         self.offsets.clear();
         self.set_state(GroupState::Dead, wall_ms);
     }
@@ -1382,12 +1534,20 @@ impl Group {
     pub fn unload(&mut self, wall_ms: i64) {
         for member in self.members.values_mut() {
             if let Some(waiter) = member.join_waiter.take() {
-                let _ = waiter.send(JoinResult::error(ResponseError::NotCoordinator, &member.id));
+                // A static member whose replacement is being written was
+                // never told its new id: the new coordinator may not have it.
+                let id = if self.replacements.contains_key(&member.id) {
+                    ""
+                } else {
+                    member.id.as_str()
+                };
+                let _ = waiter.send(JoinResult::error(ResponseError::NotCoordinator, id));
             }
             if let Some(waiter) = member.sync_waiter.take() {
                 let _ = waiter.send(SyncResult::error(ResponseError::NotCoordinator));
             }
         }
+        self.replacements.clear();
         self.set_state(GroupState::Dead, wall_ms);
     }
 
@@ -1436,6 +1596,27 @@ impl Group {
                 held,
                 "group {}: static instance {instance} maps to {holder}, not a member holding it",
                 self.id
+            );
+        }
+        // A replaced static member not answered yet holds its instance and
+        // waits in JoinGroup, in a group that has not started a new
+        // generation since (which would have answered it).
+        for (id, replacement) in &self.replacements {
+            assert!(
+                matches!(
+                    self.state,
+                    GroupState::Stable | GroupState::PreparingRebalance
+                ),
+                "group {}: replacement {id} pending in {:?}",
+                self.id,
+                self.state
+            );
+            assert!(
+                self.static_members.get(&replacement.instance_id) == Some(id)
+                    && self.members.get(id).is_some_and(Member::awaiting_join),
+                "group {}: replacement {id} does not hold {} or is not waiting",
+                self.id,
+                replacement.instance_id
             );
         }
     }

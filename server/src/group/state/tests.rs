@@ -28,20 +28,33 @@ fn request(member_id: &str, instance: Option<&str>, protocols: &[&str]) -> JoinR
             .map(|name| (name.to_string(), Bytes::from(format!("meta-{name}"))))
             .collect(),
         require_known_member_id: true,
+        supports_skip_assignment: true,
     }
 }
 
 fn now_result<T>(reply: Reply<T>) -> T {
     match reply {
         Reply::Now(result) => result,
-        Reply::Wait(_) => panic!("expected an immediate answer"),
+        Reply::Wait(_) | Reply::Store { .. } => panic!("expected an immediate answer"),
     }
 }
 
 fn waiting<T>(reply: Reply<T>) -> oneshot::Receiver<T> {
     match reply {
         Reply::Wait(receiver) => receiver,
-        Reply::Now(_) => panic!("expected to wait"),
+        Reply::Now(_) | Reply::Store { .. } => panic!("expected to wait"),
+    }
+}
+
+/// A static member's replacement waiting for its group record: the
+/// answer's receiver and the new member id.
+fn stored<T>(reply: Reply<T>) -> (oneshot::Receiver<T>, String) {
+    match reply {
+        Reply::Store {
+            receiver,
+            member_id,
+        } => (receiver, member_id),
+        Reply::Now(_) | Reply::Wait(_) => panic!("expected to wait for the group record"),
     }
 }
 
@@ -371,19 +384,31 @@ fn leaving_rebalances_and_the_last_one_out_empties_the_group() {
     );
 }
 
-/// Two static members (instance-a, instance-b) of a group made Stable at
-/// `start + DELAY`: the group, the leader's member id, and the follower's
-/// member id and instance id.
-fn stable_static_group(start: Instant) -> (Group, String, String, &'static str) {
+/// A JoinGroup of static member `instance` with session timeout
+/// `session_timeout_ms`.
+fn static_request(member_id: &str, instance: &str, session_timeout_ms: i32) -> JoinRequest {
+    let mut join = request(member_id, Some(instance), &["range"]);
+    join.session_timeout_ms = session_timeout_ms;
+    join
+}
+
+/// Two static members (instance-a, instance-b) with session timeout
+/// `session_timeout_ms`, of a group made Stable at `start + DELAY`: the
+/// group, the leader's member id, and the follower's member id and
+/// instance id.
+fn stable_static_group(
+    start: Instant,
+    session_timeout_ms: i32,
+) -> (Group, String, String, &'static str) {
     let mut group = Group::new("g", 0, 0);
     let mut first = waiting(group.join(
-        request("", Some("instance-a"), &["range"]),
+        static_request("", "instance-a", session_timeout_ms),
         &config(),
         start,
         0,
     ));
     let mut second = waiting(group.join(
-        request("", Some("instance-b"), &["range"]),
+        static_request("", "instance-b", session_timeout_ms),
         &config(),
         start,
         0,
@@ -409,6 +434,15 @@ fn stable_static_group(start: Instant) -> (Group, String, String, &'static str) 
     (group, leader, follower_id, follower_instance)
 }
 
+/// A restarted static member's JoinGroup `join` to a Stable group whose
+/// group record is then durable: its answer.
+fn replaced_durably(group: &mut Group, join: JoinRequest, now: Instant) -> JoinResult {
+    let (mut answer, member_id) = stored(group.join(join, &config(), now, 2));
+    assert!(ready(&mut answer).is_none(), "answered before the write");
+    group.finish_static_replacement(&member_id, None, now);
+    ready(&mut answer).expect("answered once durable")
+}
+
 /// KIP-345: a restarted static member rejoins a Stable group without a
 /// rebalance as long as the protocol the group would select stays the
 /// same, whatever its subscription metadata (a restarted Java consumer
@@ -417,22 +451,21 @@ fn stable_static_group(start: Instant) -> (Group, String, String, &'static str) 
 #[test]
 fn a_static_member_with_other_metadata_rejoins_without_a_rebalance() {
     let start = Instant::now();
-    let (mut group, _, _, instance) = stable_static_group(start);
+    let (mut group, _, _, instance) = stable_static_group(start, SESSION_MS);
     let mut changed = request("", Some(instance), &["range", "cooperative-sticky"]);
     changed.protocols[0].1 = Bytes::from_static(b"generation -1, nothing owned");
-    let rejoin = now_result(group.join(changed, &config(), start + DELAY, 2));
+    let rejoin = replaced_durably(&mut group, changed, start + DELAY);
     assert_eq!(rejoin.error, None);
     assert_eq!(rejoin.generation, 1, "no new generation");
     assert_eq!(group.state, GroupState::Stable);
 
     // Another restart preferring a protocol the other member does not
     // have: the selection stays "range", still no rebalance.
-    let rejoin = now_result(group.join(
+    let rejoin = replaced_durably(
+        &mut group,
         request("", Some(instance), &["cooperative-sticky", "range"]),
-        &config(),
         start + DELAY,
-        3,
-    ));
+    );
     assert_eq!((rejoin.error, rejoin.generation), (None, 1));
     assert_eq!(group.state, GroupState::Stable);
 }
@@ -446,39 +479,20 @@ fn a_static_member_with_other_metadata_rejoins_without_a_rebalance() {
 #[test]
 fn a_static_member_away_during_a_rebalance_keeps_its_place_and_holds_no_one_up() {
     let start = Instant::now();
-    let long = |member_id: &str, instance: &str| {
-        let mut join = request(member_id, Some(instance), &["range"]);
-        join.session_timeout_ms = 60_000;
-        join.rebalance_timeout_ms = 30_000;
-        join
-    };
-    let mut group = Group::new("g", 0, 0);
-    let mut a = waiting(group.join(long("", "instance-a"), &config(), start, 0));
-    let mut b = waiting(group.join(long("", "instance-b"), &config(), start, 0));
-    group.tick(&config(), start + DELAY, 1);
-    let (a, b) = (ready(&mut a).unwrap(), ready(&mut b).unwrap());
-    let leader = a.leader.clone();
-    let ((away, away_instance), leader_instance) = if a.member_id == leader {
-        ((b.member_id.clone(), "instance-b"), "instance-a")
-    } else {
-        ((a.member_id.clone(), "instance-a"), "instance-b")
-    };
-    let assignments = vec![
-        (a.member_id.clone(), Bytes::from_static(b"A")),
-        (b.member_id.clone(), Bytes::from_static(b"B")),
-    ];
-    let _leader_sync = group
-        .sync(1, &leader, None, assignments, start + DELAY)
-        .unwrap();
-    group.finish_sync(1, None, &config(), start + DELAY, 1);
-    assert_eq!(group.state, GroupState::Stable);
+    let session_ms = 60_000;
+    let (mut group, leader, away, away_instance) = stable_static_group(start, session_ms);
+    let leader_instance = group.members[&leader].instance_id.clone().unwrap();
     // One static member goes away (restarting); a new member joins, and
     // the leader rejoins.
     let rebalance_at = start + DELAY + Duration::from_secs(1);
     let (_new, mut new_join) = join_new(&mut group, &["range"], rebalance_at);
     assert_eq!(group.state, GroupState::PreparingRebalance);
-    let mut leader_join =
-        waiting(group.join(long(&leader, leader_instance), &config(), rebalance_at, 2));
+    let mut leader_join = waiting(group.join(
+        static_request(&leader, &leader_instance, session_ms),
+        &config(),
+        rebalance_at,
+        2,
+    ));
     let timed_out = rebalance_at + Duration::from_millis(30_000);
     group.tick(&config(), timed_out - Duration::from_millis(100), 2);
     assert!(ready(&mut new_join).is_none());
@@ -504,15 +518,15 @@ fn a_static_member_away_during_a_rebalance_keeps_its_place_and_holds_no_one_up()
 #[test]
 fn a_static_member_rejoining_a_stable_group_causes_no_rebalance() {
     let start = Instant::now();
-    let (mut group, leader, follower_id, follower_instance) = stable_static_group(start);
+    let (mut group, leader, follower_id, follower_instance) =
+        stable_static_group(start, SESSION_MS);
 
     // The follower restarts: a new member id, same instance id.
-    let rejoin = now_result(group.join(
+    let rejoin = replaced_durably(
+        &mut group,
         request("", Some(follower_instance), &["range"]),
-        &config(),
         start + DELAY,
-        2,
-    ));
+    );
     assert_eq!(rejoin.error, None);
     assert_eq!(rejoin.generation, 1, "no new generation");
     assert_ne!(rejoin.member_id, follower_id);
@@ -928,4 +942,167 @@ fn long_client_ids_are_cut_and_long_stored_names_refused() {
     long_type.protocol_type = "t".repeat(32_768);
     let refused = now_result(group.join(long_type, &config(), start, 0));
     assert_eq!(refused.error, Some(ResponseError::InvalidRequest));
+}
+
+/// KIP-345, as Kafka's updateStaticMemberAndRebalance: a restarted static
+/// member's new member id is answered only once the group record mapping
+/// its instance to it is durable, and a failed write undoes the
+/// replacement (the old member id holds the instance again, with its
+/// settings and assignment; the new one gets the error and no member id).
+/// Sluice answered at once and kept the replacement whatever the write's
+/// outcome: a coordinator failover in between loaded the old mapping, and
+/// the member's next request was fenced (FENCED_INSTANCE_ID is fatal to a
+/// Java consumer).
+#[test]
+fn a_restarted_static_member_is_answered_only_once_its_new_member_id_is_durable() {
+    let start = Instant::now();
+    let now = start + DELAY;
+    let (mut group, leader, follower, instance) = stable_static_group(start, SESSION_MS);
+    let assignment = group.members[&follower].assignment.clone();
+
+    let (mut answer, restarted) =
+        stored(group.join(request("", Some(instance), &["range"]), &config(), now, 2));
+    assert!(
+        ready(&mut answer).is_none(),
+        "answered before the record was durable"
+    );
+    assert_eq!(
+        group.heartbeat(1, &follower, Some(instance), now),
+        Some(ResponseError::FencedInstanceId),
+        "the old incarnation is fenced at once"
+    );
+    group.finish_static_replacement(&restarted, None, now);
+    let result = ready(&mut answer).unwrap();
+    assert_eq!(result.error, None);
+    assert_eq!(
+        (result.member_id.as_str(), result.generation),
+        (restarted.as_str(), 1)
+    );
+    assert_eq!(group.state, GroupState::Stable);
+
+    // It restarts again, with other protocols, and the write fails (the
+    // coordinator lost its partition meanwhile).
+    let later = now + Duration::from_secs(1);
+    let mut again = request("", Some(instance), &["roundrobin", "range"]);
+    again.session_timeout_ms = 2 * SESSION_MS;
+    let (mut answer, lost) = stored(group.join(again, &config(), later, 3));
+    assert!(ready(&mut answer).is_none());
+    group.finish_static_replacement(&lost, Some(ResponseError::NotCoordinator), later);
+    let result = ready(&mut answer).unwrap();
+    assert_eq!(result.error, Some(ResponseError::NotCoordinator));
+    assert_eq!(result.member_id, "", "the new member id is not handed out");
+    assert_eq!(group.static_members.get(instance), Some(&restarted));
+    assert!(!group.members.contains_key(&lost));
+    let member = &group.members[&restarted];
+    assert_eq!(member.protocols, request("", None, &["range"]).protocols);
+    assert_eq!(member.session_timeout_ms, SESSION_MS);
+    assert_eq!(member.assignment, assignment);
+    group.check();
+    assert_eq!(group.state, GroupState::Stable);
+    assert_eq!(group.heartbeat(1, &restarted, Some(instance), later), None);
+    let sync = group
+        .sync(1, &restarted, Some(instance), Vec::new(), later)
+        .err()
+        .unwrap();
+    assert_eq!((sync.error, sync.assignment), (None, assignment));
+    assert_eq!(group.heartbeat(1, &leader, None, later), None);
+}
+
+/// KIP-814 and before it: a restarted static leader of a Stable group is
+/// told it leads, with the members and skip_assignment, only with
+/// JoinGroup v9+. Below v9 Kafka names the old leader id, so that the
+/// leader computes no assignment (the Stable group would ignore it); Sluice
+/// told it it led, with the members, and the version dropped
+/// skip_assignment, so it ran its assignor for nothing.
+#[test]
+fn a_restarted_static_leader_is_told_it_leads_only_with_skip_assignment() {
+    for supports_skip_assignment in [true, false] {
+        let start = Instant::now();
+        let now = start + DELAY;
+        let (mut group, leader, _, _) = stable_static_group(start, SESSION_MS);
+        let instance = group.members[&leader].instance_id.clone().unwrap();
+        let mut rejoin = request("", Some(&instance), &["range"]);
+        rejoin.supports_skip_assignment = supports_skip_assignment;
+        let result = replaced_durably(&mut group, rejoin, now);
+        let restarted = group.static_members[&instance].clone();
+        assert_eq!(result.member_id, restarted);
+        assert_eq!(
+            group.leader.as_ref(),
+            Some(&restarted),
+            "it leads the group"
+        );
+        assert_eq!(group.state, GroupState::Stable);
+        if supports_skip_assignment {
+            assert_eq!(result.leader, restarted);
+            assert!(result.skip_assignment);
+            assert_eq!(result.members.len(), 2);
+        } else {
+            assert_eq!(result.leader, leader, "below v9: the old leader id");
+            assert!(!result.skip_assignment);
+            assert!(result.members.is_empty());
+        }
+    }
+}
+
+/// Kafka's hasAllMembersJoined: member ids handed out with
+/// MEMBER_ID_REQUIRED count as members not rejoined yet, so consumers
+/// starting together join one generation; one that never comes back holds
+/// the join only until its id expires (its session timeout). Sluice
+/// completed the join as soon as the known members had rejoined, and the
+/// latecomers' join started another rebalance.
+#[test]
+fn a_join_waits_for_the_members_given_an_id_to_rejoin_with() {
+    let start = Instant::now();
+    let (mut group, ids) = stable_group(1, start);
+    let now = start + DELAY;
+    // Two consumers start together: each is given an id to rejoin with.
+    let first = now_result(group.join(request("", None, &["range"]), &config(), now, 2)).member_id;
+    let second = now_result(group.join(request("", None, &["range"]), &config(), now, 2)).member_id;
+    let mut first_join = waiting(group.join(request(&first, None, &["range"]), &config(), now, 2));
+    let mut member_join =
+        waiting(group.join(request(&ids[0], None, &["range"]), &config(), now, 2));
+    assert!(
+        ready(&mut first_join).is_none(),
+        "the join completed without the second newcomer"
+    );
+    let mut second_join =
+        waiting(group.join(request(&second, None, &["range"]), &config(), now, 2));
+    for receiver in [&mut first_join, &mut member_join, &mut second_join] {
+        assert_eq!(ready(receiver).unwrap().generation, 2);
+    }
+    assert_eq!(group.members.len(), 3);
+
+    // A newcomer that never rejoins: the rebalance the leader starts ends
+    // when its id expires, before the rebalance timeout.
+    let (mut group, ids) = stable_group(1, start);
+    now_result(group.join(request("", None, &["range"]), &config(), now, 2));
+    let mut rejoin = waiting(group.join(request(&ids[0], None, &["range"]), &config(), now, 2));
+    let session = Duration::from_millis(SESSION_MS as u64);
+    group.tick(&config(), now + session - Duration::from_millis(1), 2);
+    assert!(ready(&mut rejoin).is_none());
+    group.tick(&config(), now + session, 2);
+    let result = ready(&mut rejoin).expect("the pending id expired");
+    assert_eq!((result.generation, group.members.len()), (2, 1));
+}
+
+/// Kafka's handleLeaveGroup removes a pending member id (given with
+/// MEMBER_ID_REQUIRED) before it checks the instance id, and the join in
+/// progress then stops waiting for it. Sluice checked the instance id
+/// first: UNKNOWN_MEMBER_ID for an instance id nobody holds, and the id
+/// stayed pending.
+#[test]
+fn a_pending_member_leaves_before_any_instance_id_check() {
+    let start = Instant::now();
+    let (mut group, ids) = stable_group(1, start);
+    let now = start + DELAY;
+    let pending =
+        now_result(group.join(request("", None, &["range"]), &config(), now, 2)).member_id;
+    let mut rejoin = waiting(group.join(request(&ids[0], None, &["range"]), &config(), now, 2));
+    assert!(ready(&mut rejoin).is_none(), "waits for the pending id");
+    assert_eq!(
+        group.leave(&pending, Some("instance-nobody-holds"), &config(), now, 2),
+        None
+    );
+    assert!(!group.pending_members.contains_key(&pending));
+    assert_eq!(ready(&mut rejoin).unwrap().generation, 2);
 }
